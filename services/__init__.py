@@ -1,0 +1,1 @@
+"""shipyard's microservices: notebook, automl, pipeline and serving, plus their shared kernel."""

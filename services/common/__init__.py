@@ -1,0 +1,1 @@
+"""The shared kernel every shipyard service is built on."""

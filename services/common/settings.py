@@ -1,0 +1,53 @@
+"""Service settings: the only place that reads the environment.
+
+Every service subclasses :class:`ServiceSettings` in its own ``settings.py``; the
+environment variable names are a public contract (see DESIGN.md), so they are
+spelled out here once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path(".shipyard")
+SINGLE_USER = "user@example.com"
+SINGLE_USER_NAMESPACE = "kubeflow-user-example-com"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings shared by every service process."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIPYARD_", extra="ignore")
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = 0
+    state_dir: Path = DEFAULT_STATE_DIR
+    database_url: str = ""
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        validation_alias=AliasChoices("NATS_URL", "SHIPYARD_NATS_URL"),
+    )
+    gateway_public_key: str = ""
+    gateway_public_key_file: Path | None = None
+    log_level: str = "INFO"
+    max_body_bytes: int = 32 * 1024 * 1024
+    auth_mode: str = "single-user"
+    run_migrations: bool = True
+
+    def resolved_database_url(self) -> str:
+        """The database URL for this service: Postgres if configured, else its own SQLite file."""
+        if self.database_url:
+            return self.database_url.replace("{service}", self.service_name)
+        path = (self.state_dir / f"{self.service_name}.db").resolve()
+        return f"sqlite+aiosqlite:///{path}"
+
+    def public_key_pem(self) -> bytes:
+        """The gateway's public key that signs identity assertions."""
+        if self.gateway_public_key:
+            return self.gateway_public_key.encode()
+        path = self.gateway_public_key_file or self.state_dir / "keys" / "gateway.pub"
+        return Path(path).read_bytes()
