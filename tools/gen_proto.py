@@ -53,12 +53,13 @@ def _fix_imports(text: str, tops: set[str]) -> str:
             text,
             flags=re.MULTILINE,
         )
+
     # The module name protoc bakes in becomes each message class's __module__ (pickling, repr).
-    text = re.sub(
-        r"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')(\w+)\.",
-        lambda m: m.group(1) + (f"{PACKAGE}.{m.group(2)}." if m.group(2) in tops else m.group(2) + "."),
-        text,
-    )
+    def qualify(m: re.Match[str]) -> str:
+        top = m.group(2)
+        return m.group(1) + (f"{PACKAGE}.{top}." if top in tops else f"{top}.")
+
+    text = re.sub(r"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')(\w+)\.", qualify, text)
     return text
 
 
