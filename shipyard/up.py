@@ -1,0 +1,605 @@
+"""`shipyard up`: run the whole platform on one machine as supervised child processes.
+
+The supervisor owns every process it starts: each child runs in its own session (so its
+process group can be signalled as a whole, and a terminal Ctrl-C reaches only us), logs
+to ``<state_dir>/logs/<name>.log``, and is asked to die with us through PR_SET_PDEATHSIG
+on Linux, so even a killed supervisor does not leave a platform running behind it.
+
+:class:`Platform` is the reusable part (tests launch the real platform with it);
+:func:`run_up` is the command line around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+
+log = logging.getLogger("shipyard.up")
+
+SERVICES: tuple[str, ...] = ("notebook", "automl", "pipeline", "serving")
+GATEWAY = "gateway"
+DEFAULT_PORTS: dict[str, int] = {
+    GATEWAY: 8080,
+    "notebook": 8181,
+    "automl": 8182,
+    "pipeline": 8183,
+    "serving": 8184,
+}
+DEFAULT_MODULES: dict[str, str] = {
+    GATEWAY: "gateway",
+    **{name: f"services.{name}" for name in SERVICES},
+}
+SINGLE_USER_NOTICE = (
+    "SINGLE-USER MODE: every request is user@example.com in namespace "
+    "kubeflow-user-example-com; there is no login. Set SHIPYARD_AUTH_MODE=oidc for real users."
+)
+# Settings that we set per child; inherited values would silently point children elsewhere.
+_PER_CHILD_ENV = ("SHIPYARD_PORT", "SHIPYARD_SERVICE_NAME")
+_COLORS = ("36", "33", "35", "32", "34", "31")
+_PR_SET_PDEATHSIG = 1
+
+
+class PlatformError(RuntimeError):
+    """The platform could not start; the message says which process and why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the caller binds it soon after)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def nats_answers(url: str, timeout: float = 1.0) -> bool:
+    """True if a NATS server greets us (its INFO line) at ``url`` within ``timeout`` seconds."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            return conn.recv(5).startswith(b"INFO")
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file (bounded read), for error messages."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: get SIGTERM when the supervisor dies (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Child:
+    """One supervised process; it leads its own process group."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    health_url: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as logf:
+            logf.write(f"--- shipyard up: starting {' '.join(self.argv)}\n".encode())
+            logf.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def exit_code(self) -> int | None:
+        """None while running (or never started), else its exit status."""
+        return self.proc.poll() if self.proc else None
+
+    def group_members(self) -> list[psutil.Process]:
+        """The leader and every live descendant still in its process group."""
+        if not self.proc:
+            return []
+        members: list[psutil.Process] = []
+        try:
+            leader = psutil.Process(self.proc.pid)
+            members.append(leader)
+            for p in leader.children(recursive=True):
+                with contextlib.suppress(psutil.Error, OSError):
+                    if os.getpgid(p.pid) == self.proc.pid:
+                        members.append(p)
+        except psutil.Error:
+            pass
+        return members
+
+    def signal_group(self, sig: int) -> None:
+        if self.proc:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+
+def stop_children(children: Sequence[Child], timeout: float = 10.0) -> None:
+    """SIGTERM each child's process group, wait up to ``timeout``, then SIGKILL the rest.
+
+    Descendants are recorded before signalling because once a leader exits its children
+    are re-parented and can no longer be found from it.
+    """
+    members = {c.name: c.group_members() for c in children}
+    for child in children:
+        child.signal_group(signal.SIGTERM)
+    procs = [p for group in members.values() for p in group]
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    if alive:
+        log.warning("killing %d process(es) that ignored SIGTERM", len(alive))
+        for child in children:
+            child.signal_group(signal.SIGKILL)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+    for child in children:  # reap the leaders so no zombie outlives us
+        if child.proc:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(timeout=1)
+
+
+class LogStreamer:
+    """Follows the children's log files and logs each new line with a short colored prefix."""
+
+    def __init__(self, children: Sequence[Child], color: bool) -> None:
+        self._children = list(children)
+        self._color = color
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shipyard-logs", daemon=True)
+        width = max(len(c.name) for c in self._children)
+        self._prefix = {}
+        for i, c in enumerate(self._children):
+            label = c.name.ljust(width)
+            code = _COLORS[i % len(_COLORS)]
+            self._prefix[c.name] = f"\x1b[{code}m{label} |\x1b[0m" if color else f"{label} |"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        offsets = {c.name: 0 for c in self._children}
+        while not self._stop.wait(0.2):
+            for c in self._children:
+                offsets[c.name] = self._emit_new(c, offsets[c.name])
+
+    def _emit_new(self, child: Child, offset: int) -> int:
+        try:
+            with child.log_path.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read(256 * 1024)
+        except OSError:
+            return offset
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        for line in complete.decode(errors="replace").splitlines():
+            log.info("%s %s", self._prefix[child.name], line)
+        return offset + len(complete)
+
+
+@dataclass
+class Platform:
+    """The whole platform as child processes: NATS (unless given), four services, gateway.
+
+    Tests use it directly::
+
+        with Platform(tmp_path, database_url=pg_url, nats_url=nats_url,
+                      ports=Platform.free_ports()) as platform:
+            httpx.get(platform.gateway_url + "/healthz")
+
+    ``modules`` maps a process name to the Python module run with ``python -m``; it is the
+    seam for stand-ins while a service is not written yet.
+    """
+
+    state_dir: Path
+    database_url: str = ""
+    nats_url: str | None = None
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    host: str = "127.0.0.1"
+    modules: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODULES))
+    auth_mode: str | None = None
+    log_level: str = "INFO"
+    ready_timeout: float = 60.0
+    stop_timeout: float = 10.0
+    children: list[Child] = field(default_factory=list, init=False)
+    nats_child: Child | None = field(default=None, init=False)
+    resolved_nats_url: str = field(default="", init=False)
+    effective_auth_mode: str = field(default="single-user", init=False)
+
+    @staticmethod
+    def free_ports() -> dict[str, int]:
+        """A free port for the gateway and every service."""
+        return {name: free_port() for name in DEFAULT_PORTS}
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Base URL of every process, keyed by name (``gateway``, ``notebook``, ...)."""
+        return {name: f"http://{self.host}:{self.ports[name]}" for name in DEFAULT_PORTS}
+
+    @property
+    def gateway_url(self) -> str:
+        return self.urls[GATEWAY]
+
+    @property
+    def all_children(self) -> list[Child]:
+        return [*self.children, *([self.nats_child] if self.nats_child else [])]
+
+    def __enter__(self) -> Platform:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, env: Mapping[str, str] | None = None, progress: bool = False) -> None:
+        """Start everything and wait for every ``/healthz``; on failure, stop all and raise.
+
+        ``env`` is merged into every child's environment (after the platform's own values,
+        so a test can override any of them).
+        """
+        try:
+            self._start(dict(env or {}), progress)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, overrides: dict[str, str], progress: bool) -> None:
+        self.state_dir = self.state_dir.resolve()
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        private_key, public_key = _ensure_keys(self.state_dir)
+        self.resolved_nats_url = self._decide_nats()
+        base = {k: v for k, v in os.environ.items() if k not in _PER_CHILD_ENV}
+        base.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "SHIPYARD_STATE_DIR": str(self.state_dir),
+                "SHIPYARD_DATABASE_URL": self.database_url,
+                "NATS_URL": self.resolved_nats_url,
+                "SHIPYARD_HOST": self.host,
+                "SHIPYARD_LOG_LEVEL": self.log_level,
+                "SHIPYARD_GATEWAY_PRIVATE_KEY_FILE": str(private_key),
+                "SHIPYARD_GATEWAY_PUBLIC_KEY_FILE": str(public_key),
+                "SHIPYARD_GATEWAY_PORT": str(self.ports[GATEWAY]),
+                **{f"SHIPYARD_{n.upper()}_URL": self.urls[n] for n in SERVICES},
+            }
+        )
+        if self.auth_mode:
+            base["SHIPYARD_AUTH_MODE"] = self.auth_mode
+        base.setdefault("SHIPYARD_AUTH_MODE", "single-user")
+        self.effective_auth_mode = overrides.get("SHIPYARD_AUTH_MODE", base["SHIPYARD_AUTH_MODE"])
+        for name in (*SERVICES, GATEWAY):
+            busy = port_in_use(self.host, self.ports[name])
+            if busy:
+                raise PlatformError(
+                    f"{name}: port {self.ports[name]} on {self.host} is already in use "
+                    "(another shipyard up? pass other ports)"
+                )
+        for name in (*SERVICES, GATEWAY):
+            env = {**base, "SHIPYARD_PORT": str(self.ports[name]), **overrides}
+            child = Child(
+                name=name,
+                argv=[sys.executable, "-m", self.modules[name]],
+                env=env,
+                log_path=self.state_dir / "logs" / f"{name}.log",
+                health_url=f"{self.urls[name]}/healthz",
+            )
+            child.start()
+            self.children.append(child)
+        self._wait_healthy(self.children, progress)
+
+    def _decide_nats(self) -> str:
+        """Use the given NATS if it answers within 1 s, else run our own on a free port."""
+        if self.nats_url and nats_answers(self.nats_url, timeout=1.0):
+            log.info("using NATS at %s", self.nats_url)
+            return self.nats_url
+        if self.nats_url:
+            log.warning("NATS at %s does not answer; starting our own", self.nats_url)
+        from services.common.natsbin import nats_server_binary
+
+        port = free_port()
+        store = self.state_dir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        self.nats_child = Child(
+            name="nats",
+            argv=[nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js",
+                  "-sd", str(store)],
+            env=dict(os.environ),
+            log_path=self.state_dir / "logs" / "nats.log",
+        )
+        self.nats_child.start()
+        url = f"nats://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            code = self.nats_child.exit_code()
+            if code is not None:
+                raise PlatformError(
+                    f"nats-server exited with code {code}; last lines of "
+                    f"{self.nats_child.log_path}:\n{tail(self.nats_child.log_path)}"
+                )
+            if nats_answers(url, timeout=0.5):
+                log.info("started nats-server (JetStream) at %s, store %s", url, store)
+                return url
+            time.sleep(0.1)
+        raise PlatformError(f"nats-server did not answer at {url} within 15 s")
+
+    def _wait_healthy(self, children: Sequence[Child], progress: bool) -> None:
+        pending = {c.name: c for c in children}
+        start = time.monotonic()
+        deadline = start + self.ready_timeout
+        last_report = start
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                for name, child in list(pending.items()):
+                    self._raise_if_dead(child, "during startup")
+                    assert child.health_url
+                    try:
+                        if client.get(child.health_url).status_code == 200:
+                            del pending[name]
+                            log.info("%s is up at %s", name, self.urls[name])
+                    except httpx.HTTPError:
+                        pass
+                now = time.monotonic()
+                if not pending:
+                    break
+                if now > deadline:
+                    names = ", ".join(pending)
+                    details = "\n".join(
+                        f"--- {c.log_path}:\n{tail(c.log_path)}" for c in pending.values()
+                    )
+                    raise PlatformError(
+                        f"not healthy after {self.ready_timeout:.0f} s: {names}\n{details}"
+                    )
+                if progress and now - last_report >= 2:
+                    last_report = now
+                    log.info("waiting for %s (%.0f s)", ", ".join(pending), now - start)
+                time.sleep(0.2)
+
+    @staticmethod
+    def _raise_if_dead(child: Child, when: str) -> None:
+        code = child.exit_code()
+        if code is not None:
+            raise PlatformError(
+                f"{child.name} exited with code {code} {when}; last lines of "
+                f"{child.log_path}:\n{tail(child.log_path)}"
+            )
+
+    def check_alive(self) -> None:
+        """Raise :class:`PlatformError` if any process we started has exited."""
+        for child in self.all_children:
+            self._raise_if_dead(child, "unexpectedly")
+
+    def pids(self) -> list[int]:
+        """Pids of every process we started and their descendants in the same groups."""
+        return [p.pid for c in self.all_children for p in c.group_members()]
+
+    def stop(self) -> None:
+        """Stop the gateway and services first, NATS last; idempotent."""
+        if self.children:
+            stop_children(list(reversed(self.children)), timeout=self.stop_timeout)
+        if self.nats_child:
+            stop_children([self.nats_child], timeout=self.stop_timeout)
+        self.children = []
+        self.nats_child = None
+
+
+def _ensure_keys(state_dir: Path) -> tuple[Path, Path]:
+    from services.common.identity import ensure_gateway_keys
+
+    return ensure_gateway_keys(state_dir)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``shipyard up``; defaults come from the SHIPYARD_* environment."""
+    env = os.environ
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(env.get("SHIPYARD_STATE_DIR", ".shipyard")),
+        help="where databases, keys, logs and the NATS store live (default .shipyard)",
+    )
+    parser.add_argument(
+        "--database-url", default=env.get("SHIPYARD_DATABASE_URL", ""),
+        help="postgresql+asyncpg:// URL; empty means one SQLite file per service",
+    )
+    parser.add_argument(
+        "--nats-url", default=env.get("NATS_URL") or None,
+        help="an existing NATS JetStream; if unset or not answering, start nats-server",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address every process binds")
+    parser.add_argument(
+        "--port", type=int, default=None,
+        help="gateway port (default SHIPYARD_GATEWAY_PORT, else 8080)",
+    )
+    for name in SERVICES:
+        parser.add_argument(
+            f"--{name}-port", type=int, default=None,
+            help=f"{name} service port (default {DEFAULT_PORTS[name]})",
+        )
+    parser.add_argument(
+        "--free-ports", action="store_true",
+        help="pick a free port for every process whose port is not given explicitly",
+    )
+    parser.add_argument("--log-level", default=env.get("SHIPYARD_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--logs", action="store_true", help="also stream every process's log to the terminal"
+    )
+    parser.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument(
+        "--process-module", action="append", default=[], metavar="NAME=MODULE",
+        help="run MODULE instead of the default for NAME (development and stand-ins)",
+    )
+    parser.add_argument(
+        "--keys-only", action="store_true",
+        help="create the state dir and the gateway keys, then exit (container init step)",
+    )
+
+
+def _ports_from_args(args: argparse.Namespace) -> dict[str, int]:
+    given: dict[str, int | None] = {
+        GATEWAY: args.port, **{n: getattr(args, f"{n}_port") for n in SERVICES}
+    }
+    env_gateway = os.environ.get("SHIPYARD_GATEWAY_PORT")
+    if given[GATEWAY] is None and env_gateway and not args.free_ports:
+        given[GATEWAY] = int(env_gateway)
+    ports: dict[str, int] = {}
+    for name, port in given.items():
+        if port is not None:
+            ports[name] = port
+        else:
+            ports[name] = free_port(args.host) if args.free_ports else DEFAULT_PORTS[name]
+    return ports
+
+
+def _modules_from_args(overrides: Sequence[str]) -> dict[str, str]:
+    modules = dict(DEFAULT_MODULES)
+    for item in overrides:
+        name, sep, module = item.partition("=")
+        if not sep or name not in modules or not module:
+            raise PlatformError(
+                f"--process-module {item!r}: expected NAME=MODULE with NAME one of "
+                f"{', '.join(modules)}"
+            )
+        modules[name] = module
+    return modules
+
+
+class _Shutdown(Exception):
+    """Raised from a signal handler to unwind into the cleanup path."""
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Run the platform until SIGINT/SIGTERM; 0 on a clean stop, 1 if anything failed."""
+    _configure_logging(args.log_level)
+    state_dir: Path = args.state_dir.resolve()
+    if args.keys_only:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        private, public = _ensure_keys(state_dir)
+        log.info("gateway keys: %s, %s", private, public)
+        return 0
+    try:
+        platform = Platform(
+            state_dir=state_dir,
+            database_url=args.database_url,
+            nats_url=args.nats_url,
+            ports=_ports_from_args(args),
+            host=args.host,
+            modules=_modules_from_args(args.process_module),
+            log_level=args.log_level,
+            ready_timeout=args.ready_timeout,
+        )
+    except PlatformError as exc:
+        log.error("%s", exc)
+        return 1
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Shutdown(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    streamer: LogStreamer | None = None
+    code = 0
+    try:
+        log.info("starting shipyard (state in %s, logs in %s)", state_dir, state_dir / "logs")
+        platform.start(progress=True)
+        if args.logs:
+            streamer = LogStreamer(platform.all_children, color=sys.stderr.isatty())
+            streamer.start()
+        _announce(platform)
+        while True:
+            platform.check_alive()
+            time.sleep(0.5)
+    except _Shutdown as exc:
+        log.info("%s received: stopping", exc)
+    except PlatformError as exc:
+        log.error("%s", exc)
+        code = 1
+    finally:
+        for s in previous:  # a second Ctrl-C must not interrupt the (bounded) cleanup
+            signal.signal(s, signal.SIG_IGN)
+        if streamer:
+            streamer.stop()
+        platform.stop()
+        log.info("all processes stopped")
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return code
+
+
+def _announce(platform: Platform) -> None:
+    log.info("shipyard is up: %s", platform.gateway_url)
+    for name in SERVICES:
+        log.info("  %-9s %s (logs: %s)", name, platform.urls[name],
+                 platform.state_dir / "logs" / f"{name}.log")
+    log.info("  nats      %s", platform.resolved_nats_url)
+    if platform.effective_auth_mode == "single-user":
+        log.warning(SINGLE_USER_NOTICE)
+    log.info("press Ctrl-C to stop")
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    log.setLevel(level.upper() if isinstance(level, str) else level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m shipyard.up``."""
+    parser = argparse.ArgumentParser(prog="shipyard up", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_up(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""`shipyard up` as a real subprocess: it must start its own NATS, come up, and leave nothing.
+
+The supervisor tests run stand-in processes (tests/up_standin.py) in place of the gateway
+and services, so they test the supervisor alone; `test_up_real_platform_*` runs the real
+modules and is skipped, with the reason shown, only while those modules do not exist yet.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from shipyard.up import DEFAULT_MODULES, Platform, PlatformError, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+STANDIN = "tests.up_standin"
+STANDIN_ARGS = [f"--process-module={name}={STANDIN}" for name in DEFAULT_MODULES]
+
+
+def _dead_port() -> int:
+    """A port nothing listens on, so `shipyard up` must start its own nats-server."""
+    return free_port()
+
+
+def _spawn_up(state_dir: Path, gateway_port: int, *extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.pop("NATS_URL", None)
+    env["PYTHONPATH"] = str(REPO)
+    argv = [
+        sys.executable, "-m", "shipyard.up", "--state-dir", str(state_dir),
+        "--free-ports", "--port", str(gateway_port),
+        "--nats-url", f"nats://127.0.0.1:{_dead_port()}", "--ready-timeout", "60", *extra,
+    ]
+    return subprocess.Popen(
+        argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _wait_healthy(proc: subprocess.Popen[str], url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"shipyard up exited with {proc.returncode}:\n{out}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"{url} not healthy within {timeout} s")
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _still_running(procs: list[psutil.Process]) -> list[str]:
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{p.pid} {' '.join(p.cmdline())}")
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _processes_mentioning(state_dir: Path) -> list[str]:
+    """Live processes whose command line or environment names this test's state dir."""
+    found = []
+    needle = str(state_dir)
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            env = p.environ()
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if needle in cmd or env.get("SHIPYARD_STATE_DIR") == needle:
+                found.append(f"{p.pid} {cmd}")
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"shipyard up did not stop within 30 s after SIGINT:\n{out}")
+    return out
+
+
+def test_up_sigint_stops_every_child(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    gateway_port = free_port()
+    proc = _spawn_up(state_dir, gateway_port, *STANDIN_ARGS)
+    try:
+        _wait_healthy(proc, f"http://127.0.0.1:{gateway_port}/healthz")
+        time.sleep(0.3)  # let each stand-in spawn its grandchild
+        children = _descendants(proc.pid)
+        names = " ".join(" ".join(p.cmdline()) for p in children)
+    finally:
+        out = _interrupt(proc)
+    assert proc.returncode == 0, out
+    assert "nats-server" in names, "it must start its own NATS when NATS_URL is dead"
+    assert names.count(STANDIN) == 5
+    # each stand-in has a grandchild: 5 leaders + 5 grandchildren + nats-server
+    assert len(children) >= 11
+    assert (state_dir / "keys" / "gateway.key").is_file()
+    assert (state_dir / "nats").is_dir()
+    assert (state_dir / "logs" / "gateway.log").is_file()
+    assert f"http://127.0.0.1:{gateway_port}" in out
+    assert "SINGLE-USER MODE" in out
+    assert _still_running(children) == []
+    assert _processes_mentioning(state_dir) == []
+
+
+def test_up_child_crash_reports_log_and_stops_rest(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    args = [a for a in STANDIN_ARGS if not a.startswith("--process-module=notebook=")]
+    proc = _spawn_up(
+        state_dir, free_port(), *args, "--process-module=notebook=tests.no_such_module"
+    )
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 1, out
+    assert "notebook exited with code 1" in out
+    assert "No module named tests.no_such_module" in out  # the log tail is shown
+    assert _processes_mentioning(state_dir) == []
+
+
+def test_platform_uses_answering_nats(tmp_path: Path, nats_url: str) -> None:
+    platform = Platform(
+        tmp_path, nats_url=nats_url, ports=Platform.free_ports(),
+        modules=dict.fromkeys(DEFAULT_MODULES, STANDIN),
+    )
+    with platform:
+        assert platform.nats_child is None
+        assert platform.resolved_nats_url == nats_url
+        for url in platform.urls.values():
+            assert httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        time.sleep(0.3)
+        pids = platform.pids()
+    assert len(pids) >= 10
+    assert [p for p in pids if psutil.pid_exists(p) and
+            psutil.Process(p).status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_platform_port_in_use_fails_clearly(tmp_path: Path, nats_url: str) -> None:
+    ports = Platform.free_ports()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports["automl"]))
+        busy.listen()
+        platform = Platform(
+            tmp_path, nats_url=nats_url, ports=ports,
+            modules=dict.fromkeys(DEFAULT_MODULES, STANDIN),
+        )
+        with pytest.raises(PlatformError, match=f"automl: port {ports['automl']}"):
+            platform.start()
+    assert platform.children == []
+
+
+def _real_modules_missing() -> list[str]:
+    return [m for m in DEFAULT_MODULES.values() if importlib.util.find_spec(f"{m}.__main__") is None]
+
+
+@pytest.mark.skipif(bool(_real_modules_missing()), reason="service modules not written yet")
+def test_up_real_platform_healthy_then_clean_stop(tmp_path: Path) -> None:
+    """The quickstart path: SQLite under the state dir, our own nats-server, real modules."""
+    state_dir = tmp_path / "state"
+    gateway_port = free_port()
+    proc = _spawn_up(state_dir, gateway_port)
+    try:
+        _wait_healthy(proc, f"http://127.0.0.1:{gateway_port}/healthz")
+        children = _descendants(proc.pid)
+    finally:
+        out = _interrupt(proc)
+    assert proc.returncode == 0, out
+    assert _still_running(children) == []
+    assert _processes_mentioning(state_dir) == []
