@@ -1,0 +1,166 @@
+"""The service application factory: every service is wired the same way.
+
+``build_service`` returns a FastAPI app whose lifespan opens the database, runs the
+service's migrations, connects the event bus in the background (the service starts
+and serves even while NATS is down; events wait in the outbox), starts the outbox
+relay, the consumers and the controllers, and stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI, Request
+from sqlalchemy import MetaData
+
+from services.common import migrate
+from services.common.auth import AssertionMiddleware
+from services.common.db import Database
+from services.common.errors import ErrorRenderer, install_error_handlers
+from services.common.events.bus import EventBus
+from services.common.events.outbox import stage_event
+from services.common.events.relay import OutboxRelay
+from services.common.events.streams import ensure_stream
+from services.common.identity import AssertionVerifier
+from services.common.observability import RequestContextMiddleware, health_router
+from services.common.resources import ResourceKind, ResourceStore, resource_router
+from services.common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle(Protocol):
+    """Anything the service starts after the database and bus, and stops before them."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class ServiceContext:
+    """What a running service holds; handlers reach it through ``request.app.state.ctx``."""
+
+    name: str
+    settings: ServiceSettings
+    db: Database
+    metadata: MetaData
+    bus: EventBus
+    store: ResourceStore
+    relay: OutboxRelay
+    components: list[Lifecycle] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+ComponentFactory = Callable[[ServiceContext], Awaitable[Sequence[Lifecycle]]]
+
+
+def nats_live_events(bus: EventBus) -> Callable[[str], AbstractAsyncContextManager[Any]]:
+    """A watch's live feed: a core NATS subscription on the kind's subjects, into a queue."""
+
+    @asynccontextmanager
+    async def live(subject: str) -> AsyncIterator[asyncio.Queue[bytes]]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1024)
+        sub = None
+
+        async def on_message(msg: Any) -> None:
+            if not queue.full():  # a full queue already means "wake up"
+                queue.put_nowait(msg.data)
+
+        if bus.connected:
+            try:
+                sub = await bus.nc.subscribe(subject, cb=on_message)
+            except Exception:  # NATS going away: the watch falls back to polling
+                log.warning("watch could not subscribe to %s; polling the outbox", subject)
+        try:
+            yield queue
+        finally:
+            if sub is not None:
+                try:
+                    await sub.unsubscribe()
+                except Exception:
+                    pass
+
+    return live
+
+
+def build_service(
+    name: str,
+    settings: ServiceSettings,
+    metadata: MetaData,
+    migrations: Path,
+    kinds: Sequence[ResourceKind] = (),
+    routers: Sequence[APIRouter] = (),
+    components: ComponentFactory | None = None,
+    error_renderers: Sequence[tuple[str, ErrorRenderer]] = (),
+    verifier: AssertionVerifier | None = None,
+) -> FastAPI:
+    """A FastAPI app for service ``name`` serving ``kinds`` plus its own ``routers``."""
+    db = Database(settings.resolved_database_url(), schema=name)
+    bus = EventBus(settings.nats_url, name=f"shipyard-{name}")
+    relay = OutboxRelay(db, metadata.tables["outbox"], bus)
+    store = ResourceStore(db, metadata.tables, source=f"/shipyard/{name}",
+                          stage_event=stage_event, live_events=nats_live_events(bus))
+    ctx = ServiceContext(name, settings, db, metadata, bus, store, relay)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.run_migrations:
+            await migrate.upgrade(db, metadata, migrations)
+        bus.on_connect(lambda: _ensure_stream(bus, name))
+        await bus.start()
+        await relay.start()
+        ctx.components = list(await components(ctx)) if components else []
+        for component in ctx.components:
+            await component.start()
+        log.info("%s service ready on port %s", name, settings.port)
+        try:
+            yield
+        finally:
+            for component in reversed(ctx.components):
+                await _quietly(component.stop())
+            await _quietly(relay.stop())
+            await _quietly(bus.close())
+            await _quietly(db.dispose())
+
+    app = FastAPI(title=f"shipyard {name}", lifespan=lifespan,
+                  openapi_url=f"/openapi/{name}.json", docs_url=None, redoc_url=None)
+    app.state.ctx = ctx
+    install_error_handlers(app, error_renderers)
+
+    async def readiness() -> dict[str, bool]:
+        return {"database": await db.ping(), "nats": bus.connected}
+
+    app.include_router(health_router(readiness))
+
+    def get_store(request: Request) -> ResourceStore:
+        return store
+
+    for kind in kinds:
+        app.include_router(resource_router(kind, get_store, settings.max_body_bytes))
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(AssertionMiddleware,
+                       verifier=verifier or AssertionVerifier(settings.public_key_pem()))
+    app.add_middleware(RequestContextMiddleware, service=name)
+    return app
+
+
+async def _ensure_stream(bus: EventBus, service: str) -> None:
+    await ensure_stream(bus.js, service)
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout=10)
+    except Exception:
+        log.exception("error during shutdown")
+
+
+def context(request: Request) -> ServiceContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]

@@ -1,0 +1,84 @@
+"""Alembic migrations, one history per service, run at start-up and by ``shipyard migrate``.
+
+Each service keeps its history in ``services/<name>/migrations/versions`` and a two-line
+``env.py`` that calls :func:`run_env`. On Postgres the version table lives in the
+service's own schema, and an advisory lock keeps replicas that start together from
+migrating twice.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import Connection
+
+from services.common.db import Database
+
+
+def _config(script_location: Path, connection: Connection, schema: str,
+            metadata: MetaData) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.attributes.update(connection=connection, schema=schema, metadata=metadata)
+    return cfg
+
+
+async def upgrade(db: Database, metadata: MetaData, script_location: Path,
+                  revision: str = "head") -> None:
+    """Bring ``db`` (this service's schema) up to ``revision``."""
+    await db.ensure_schema()
+    async with db.engine.connect() as conn:
+        if db.is_postgres:
+            lock = zlib.crc32(f"shipyard-migrate-{db.schema}".encode())
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock})
+        try:
+            await conn.run_sync(lambda sync: command.upgrade(
+                _config(script_location, sync, db.schema, metadata), revision))
+            await conn.commit()
+        finally:
+            if db.is_postgres:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock})
+                await conn.commit()
+
+
+def run_env() -> None:
+    """Body of every service's migrations/env.py (online mode only)."""
+    cfg = context.config
+    connection: Connection = cfg.attributes["connection"]
+    schema: str = cfg.attributes["schema"]
+    is_postgres = connection.dialect.name == "postgresql"
+    context.configure(
+        connection=connection,
+        target_metadata=cfg.attributes["metadata"],
+        version_table_schema=schema if is_postgres else None,
+        transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def create_kernel_tables() -> None:
+    """Migration step shared by every service's first revision."""
+    from alembic import op
+
+    from services.common.db import new_metadata
+    from services.common.tables import add_kernel_tables
+
+    kernel = new_metadata()
+    add_kernel_tables(kernel)
+    kernel.create_all(op.get_bind())
+
+
+def drop_kernel_tables() -> None:
+    from alembic import op
+
+    from services.common.db import new_metadata
+    from services.common.tables import add_kernel_tables
+
+    kernel = new_metadata()
+    add_kernel_tables(kernel)
+    kernel.drop_all(op.get_bind())

@@ -1,0 +1,187 @@
+"""HTTP routes for a kind, on the paths the Kubernetes API uses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from services.common.auth import IdentityDep, authorize
+from services.common.errors import ApiError
+from services.common.resources.kinds import ResourceKind
+from services.common.resources.store import ResourceStore
+
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+_TRUE = {"1", "true", "True", "yes"}
+
+
+async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> Any:
+    """The request body as JSON or YAML, with a size limit and 4xx errors a user can act on."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, f"request body is larger than the {max_bytes}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, f"request body is larger than the {max_bytes}-byte limit")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty; send a JSON or YAML object")
+    ctype = request.headers.get("content-type", "")
+    try:
+        if "yaml" in ctype:
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+    except (ValueError, yaml.YAMLError) as exc:
+        kind = "YAML" if "yaml" in ctype else "JSON"
+        raise ApiError(400, f"the request body is not valid {kind}: {exc}") from None
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name} must be an integer, not {raw!r}") from None
+    if value < 0:
+        raise ApiError(400, f"query parameter {name} must not be negative")
+    return value
+
+
+def list_response(kind: ResourceKind, items: list[dict[str, Any]], rv: int,
+                  token: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"resourceVersion": str(rv)}
+    if token:
+        meta["continue"] = token
+    return {"apiVersion": kind.api_version, "kind": kind.list_kind, "metadata": meta,
+            "items": items}
+
+
+def watch_stream(store: ResourceStore, kind: ResourceKind, namespace: str | None,
+                 request: Request) -> StreamingResponse:
+    timeout = _int_param(request, "timeoutSeconds")
+    events = store.watch(kind, namespace,
+                         label_selector=request.query_params.get("labelSelector"),
+                         field_selector=request.query_params.get("fieldSelector"),
+                         resource_version=request.query_params.get("resourceVersion"),
+                         timeout_seconds=timeout)
+
+    async def lines() -> AsyncIterator[bytes]:
+        try:
+            async for event in events:
+                yield json.dumps({"type": event.type, "object": event.object},
+                                 separators=(",", ":")).encode() + b"\n"
+        except ApiError as err:
+            yield json.dumps({"type": "ERROR", "object": err.status()}).encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/json",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+StoreGetter = Callable[[Request], ResourceStore]
+
+
+def resource_router(kind: ResourceKind, get_store: StoreGetter,
+                    max_body: int = DEFAULT_MAX_BODY) -> APIRouter:
+    """Routes for ``kind``: collection, item and ``/status``, namespaced or cluster-scoped."""
+    router = APIRouter(tags=[kind.kind])
+    resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+    prefix = kind.base_path + ("/namespaces/{namespace}" if kind.namespaced else "")
+    collection = f"{prefix}/{kind.plural}"
+    item = f"{collection}/{{name}}"
+
+    def ns_of(request: Request) -> str | None:
+        return request.path_params.get("namespace") if kind.namespaced else None
+
+    async def list_objects(request: Request, identity: IdentityDep) -> Any:
+        namespace = ns_of(request)
+        store = get_store(request)
+        watching = request.query_params.get("watch") in _TRUE
+        authorize(identity, "watch" if watching else "list", namespace, resource)
+        if watching:
+            return watch_stream(store, kind, namespace, request)
+        page = await store.list(kind, namespace,
+                                label_selector=request.query_params.get("labelSelector"),
+                                field_selector=request.query_params.get("fieldSelector"),
+                                limit=_int_param(request, "limit"),
+                                continue_token=request.query_params.get("continue"))
+        return list_response(kind, page.items, page.resource_version, page.continue_token)
+
+    async def create_object(request: Request, identity: IdentityDep) -> JSONResponse:
+        namespace = ns_of(request)
+        authorize(identity, "create", namespace, resource)
+        body = await read_body(request, max_body)
+        obj = await get_store(request).create(kind, namespace, body)
+        return JSONResponse(obj, status_code=201)
+
+    async def read_object(request: Request, name: str, identity: IdentityDep) -> Any:
+        namespace = ns_of(request)
+        authorize(identity, "get", namespace, resource)
+        return await get_store(request).get(kind, namespace, name)
+
+    async def replace_object(request: Request, name: str, identity: IdentityDep) -> Any:
+        namespace = ns_of(request)
+        authorize(identity, "update", namespace, resource)
+        body = await read_body(request, max_body)
+        return await get_store(request).replace(kind, namespace, name, body)
+
+    async def patch_object(request: Request, name: str, identity: IdentityDep) -> Any:
+        namespace = ns_of(request)
+        authorize(identity, "patch", namespace, resource)
+        body = await read_body(request, max_body)
+        return await get_store(request).patch(kind, namespace, name, body,
+                                              request.headers.get("content-type", ""))
+
+    async def delete_object(request: Request, name: str, identity: IdentityDep) -> Any:
+        namespace = ns_of(request)
+        authorize(identity, "delete", namespace, resource)
+        return await get_store(request).delete(kind, namespace, name)
+
+    async def read_status(request: Request, name: str, identity: IdentityDep) -> Any:
+        return await read_object(request, name, identity)
+
+    async def replace_status(request: Request, name: str, identity: IdentityDep) -> Any:
+        namespace = ns_of(request)
+        authorize(identity, "update", namespace, resource + "/status")
+        body = await read_body(request, max_body)
+        return await get_store(request).replace_status(kind, namespace, name, body)
+
+    async def patch_status(request: Request, name: str, identity: IdentityDep) -> Any:
+        namespace = ns_of(request)
+        authorize(identity, "patch", namespace, resource + "/status")
+        body = await read_body(request, max_body)
+        return await get_store(request).patch(kind, namespace, name, body,
+                                              request.headers.get("content-type", ""),
+                                              subresource="status")
+
+    singular = kind.singular
+    router.add_api_route(collection, list_objects, methods=["GET"], name=f"list_{singular}")
+    router.add_api_route(collection, create_object, methods=["POST"], name=f"create_{singular}")
+    router.add_api_route(item, read_object, methods=["GET"], name=f"read_{singular}")
+    router.add_api_route(item, replace_object, methods=["PUT"], name=f"update_{singular}")
+    router.add_api_route(item, patch_object, methods=["PATCH"], name=f"patch_{singular}")
+    router.add_api_route(item, delete_object, methods=["DELETE"], name=f"delete_{singular}")
+    router.add_api_route(f"{item}/status", read_status, methods=["GET"],
+                         name=f"read_{singular}_status")
+    router.add_api_route(f"{item}/status", replace_status, methods=["PUT"],
+                         name=f"update_{singular}_status")
+    router.add_api_route(f"{item}/status", patch_status, methods=["PATCH"],
+                         name=f"patch_{singular}_status")
+    if kind.namespaced:
+        async def list_all_namespaces(request: Request, identity: IdentityDep) -> Any:
+            if not identity.cluster_admin:
+                raise ApiError(403, f'User "{identity.user}" cannot list resource "{resource}" '
+                                    "at the cluster scope; list one namespace instead")
+            return await list_objects(request, identity)
+
+        router.add_api_route(f"{kind.base_path}/{kind.plural}", list_all_namespaces,
+                             methods=["GET"], name=f"list_{singular}_all_namespaces")
+    return router

@@ -1,0 +1,79 @@
+"""What a service declares about each kind it serves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from services.common.errors import Cause
+
+
+class Spec(BaseModel):
+    """Base for spec models: camelCase names as in Kubernetes, unknown fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """A column of ``shipyard get`` (like a CRD's additionalPrinterColumns).
+
+    ``path`` is a dotted path into the object (``status.phase``,
+    ``metadata.labels.app``); ``wide`` columns show only with ``-o wide``.
+    """
+
+    name: str
+    path: str
+    wide: bool = False
+
+
+Validator = Callable[[dict[str, Any]], Sequence[Cause]]
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """A kind served through the resource machinery."""
+
+    group: str  # "" for the core group (served under /api/v1)
+    version: str
+    kind: str
+    plural: str
+    spec_model: type[BaseModel] | None
+    service: str  # owning service; events go to shipyard.<service>.<singular>.<event>
+    namespaced: bool = True
+    short_names: tuple[str, ...] = ()
+    # Added on create; the owning controller removes it once it has torn down
+    # what the object owns (workloads, volumes). Until then DELETE only sets
+    # metadata.deletionTimestamp, as Kubernetes does with finalizers.
+    finalizer: str | None = None
+    columns: tuple[PrinterColumn, ...] = ()
+    validate: Validator | None = None  # semantic checks beyond the spec model
+    # Fields beside metadata/spec/status that the kind accepts (e.g. ConfigMap "data").
+    extra_top_level: tuple[str, ...] = field(default=())
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    @property
+    def base_path(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    def subject(self, event: str) -> str:
+        return f"shipyard.{self.service}.{self.singular}.{event}"
+
+    def collection_path(self, namespace: str | None) -> str:
+        if self.namespaced and namespace is not None:
+            return f"{self.base_path}/namespaces/{namespace}/{self.plural}"
+        return f"{self.base_path}/{self.plural}"

@@ -1,0 +1,1 @@
+"""The notebook service: Notebook servers and their volumes (PersistentVolumeClaims)."""

@@ -1,0 +1,16 @@
+"""The notebook service's FastAPI app."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.common.app import build_service
+from services.notebook.models import KINDS
+from services.notebook.settings import Settings
+from services.notebook.tables import metadata
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    return build_service("notebook", settings, metadata, Path(__file__).parent / "migrations",
+                         kinds=KINDS)
