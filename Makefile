@@ -1,0 +1,80 @@
+# shipyard: one-command platform, tests and tooling. `make up` and `make test` are all you need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Re-install only when the dependency declarations change (content hash, not mtime).
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
+STAMP  := $(VENV)/.installed-$(DEPS_HASH)
+OIDC_DIR := tests/oidc
+OIDC_STAMP := $(OIDC_DIR)/node_modules/.shipyard-installed
+PYTEST_TIMEOUT ?= 180
+PYTEST_ARGS ?=
+LINT_PATHS := $(wildcard shipyard gateway services tests tools bench)
+
+.PHONY: help install install-browser up test lint proto bench clean FORCE
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+install: $(STAMP) sandbox $(if $(wildcard $(OIDC_DIR)/package.json),$(OIDC_STAMP)) ## venv, Python deps, bubblewrap, test OIDC provider deps
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The local runtime sandboxes workloads with bubblewrap; install it when we can, warn if not.
+.PHONY: sandbox
+sandbox:
+	@if ! command -v bwrap >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) \
+	    || echo "warning: could not install bubblewrap; sandboxed workloads will not run" >&2; \
+	  else \
+	    echo "warning: bwrap not found; install bubblewrap for the local runtime" >&2; \
+	  fi; \
+	fi
+
+$(OIDC_STAMP): $(OIDC_DIR)/package.json $(wildcard $(OIDC_DIR)/package-lock.json)
+	if [ -f $(OIDC_DIR)/package-lock.json ]; then npm ci --prefix $(OIDC_DIR) --no-audit --no-fund; \
+	else npm install --prefix $(OIDC_DIR) --no-audit --no-fund; fi
+	touch $@
+
+install-browser: ## Debian chromium, for browser end-to-end tests
+	@if command -v chromium >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "install chromium with your package manager" >&2; exit 1; fi
+
+up: install ## run the whole platform on this machine (Ctrl-C stops everything)
+	$(VENV)/bin/shipyard up
+
+# with-services.sh exports SHIPYARD_TEST_* from ensure-services.sh and stops any
+# throwaway Postgres/NATS it had to start when pytest ends.
+test: install ## run the test suite against real Postgres and NATS
+	scripts/with-services.sh $(VENV)/bin/pytest -q --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
+
+lint: install ## ruff check, ruff format --check, mypy
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(LINT_PATHS)
+
+proto: install ## regenerate the Python code for proto/*.proto
+	$(PY) tools/gen_proto.py
+
+bench: install ## run every bench/bench_*.py in turn
+	@set -e; shopt -s nullglob; files=(bench/bench_*.py); \
+	if [ $${#files[@]} = 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
+	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f"; done
+
+clean: ## remove state, caches and build output (keeps .venv)
+	rm -rf .shipyard .pytest_cache .mypy_cache .ruff_cache build dist
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
