@@ -51,6 +51,7 @@ class EventBus:
         self._task: asyncio.Task[None] | None = None
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._last_error_log = 0.0
+        self._closing = False
 
     # -- public -----------------------------------------------------------------------------
 
@@ -96,6 +97,7 @@ class EventBus:
         return self.connected
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -141,7 +143,8 @@ class EventBus:
 
     async def _on_disconnected(self) -> None:
         self._connected.clear()
-        log.warning("disconnected from NATS at %s; reconnecting", self.url)
+        if not self._closing:
+            log.warning("disconnected from NATS at %s; reconnecting", self.url)
 
     async def _on_reconnected(self) -> None:
         # nats-py awaits this inside its reconnect task; do the work in our own task.

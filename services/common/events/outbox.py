@@ -50,7 +50,7 @@ def _wake_after_commit(session: AsyncSession, outbox: Table) -> None:
                 for relay in list(_relays.get(key, ())):
                     relay.wake()
 
-        def after_rollback(s: Session) -> None:
+        def after_rollback(s: Session, _previous: object) -> None:
             s.info.pop(_WAKE_FLAG, None)
 
         event.listen(sync_session, "after_commit", after_commit, once=True)
