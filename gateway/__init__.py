@@ -1,0 +1,1 @@
+"""shipyard's gateway: the only public door (auth, profiles, authorization, reverse proxy)."""

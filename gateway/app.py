@@ -1,0 +1,339 @@
+"""The gateway application: authenticate, authorize, assert identity, proxy.
+
+``create_app(settings)`` builds the FastAPI app. Gateway-owned APIs (profiles, KFAM,
+workgroup, oauth2, service-account tokens) are routers; everything else falls through to
+``proxy_request``, which resolves the route table, authorizes the namespace, signs an
+identity assertion and streams the request to the owning service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from services.common.db import Database
+from services.common.identity import AssertionSigner, Identity
+from services.common.settings import SINGLE_USER, SINGLE_USER_NAMESPACE
+
+from . import kfam, login, profiles_api, routes, workgroup
+from .auth import Authenticator, AuthError
+from .authz import READ_METHODS, Authorizer, Principal, needed_role
+from .errors import GatewayError
+from .oidc import OIDCProvider
+from .profiles import ProfileStore
+from .proxy import forward_headers, forward_http, forward_websocket
+from .ratelimit import RateLimiter
+from .routes import RouteFeeder, RouteTable
+from .serviceaccounts import ServiceAccountTokens
+from .sessions import same_origin
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+JSON_BODY_LIMIT = 1024 * 1024
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(("/api/", "/apis/", "/kfam/", "/oauth2/userinfo", "/internal/"))
+
+
+class Gateway:
+    """Everything a request handler needs: settings, store, auth, signer, upstream client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url(), "gateway")
+        self.store = ProfileStore(self.db)
+        self.authz = Authorizer(self.store, settings.admins)
+        private_pem = settings.private_key_pem()
+        self.signer = AssertionSigner(private_pem)
+        self.sa_tokens = ServiceAccountTokens(private_pem, settings.sa_token_ttl_seconds)
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.upstream_read_timeout,
+                                  connect=settings.upstream_connect_timeout),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            follow_redirects=False,
+        )
+        self.oidc: OIDCProvider | None = None
+        if settings.oidc_issuer and settings.auth_mode != "single-user":
+            self.oidc = OIDCProvider(
+                settings.oidc_issuer, settings.audiences, user_claim=settings.oidc_user_claim,
+                groups_claim=settings.oidc_groups_claim, leeway=settings.oidc_leeway_seconds,
+                min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds)
+        self.auth = Authenticator(settings, self.oidc, self.sa_tokens, self.http)
+        self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        self.route_table = RouteTable()
+        self.feeder = RouteFeeder(self.route_table)
+        self._assertions: dict[Identity, tuple[float, str]] = {}
+
+    async def start(self) -> None:
+        await self.store.start()
+        if self.settings.auth_mode == "single-user":
+            log.warning("=" * 72)
+            log.warning("SINGLE-USER MODE IS ON: every request acts as %s (admin of %s). "
+                        "No authentication. Do not expose this gateway.", SINGLE_USER,
+                        SINGLE_USER_NAMESPACE)
+            log.warning("=" * 72)
+            await self.store.ensure_profile(SINGLE_USER_NAMESPACE, SINGLE_USER)
+        await self.warm_routes()
+
+    async def stop(self) -> None:
+        await self.store.stop()
+        await self.http.aclose()
+        if self.oidc is not None:
+            await self.oidc.aclose()
+        await self.db.dispose()
+
+    async def warm_routes(self) -> None:
+        """Fill the dynamic route table from the services' list endpoints (best effort)."""
+        admin = self.signer.sign(Identity(user="system:gateway", role="admin",
+                                          cluster_admin=True))
+        sources = (("notebook", "notebook", "/apis/kubeflow.org/v1/notebooks"),
+                   ("inferenceservice", "serving",
+                    "/apis/serving.kserve.io/v1beta1/inferenceservices"))
+        for kind, service, path in sources:
+            url = self.settings.service_urls[service] + path
+            try:
+                resp = await self.http.get(url, headers={"x-shipyard-identity": admin},
+                                           timeout=2.0)
+                if resp.status_code == 200:
+                    for item in (resp.json().get("items") or [])[:10000]:
+                        self.feeder.apply(kind, item)
+            except (httpx.HTTPError, ValueError):
+                log.info("route warm-start: %s not reachable yet", service)
+
+    # ---- request helpers ------------------------------------------------------------------
+
+    async def require_principal(self, request: Request) -> Principal:
+        try:
+            principal = await self.auth.authenticate(request)
+        except AuthError as exc:
+            raise GatewayError(401, str(exc), "Unauthorized") from None
+        if principal is None:
+            raise GatewayError(401, "authentication required", "Unauthorized")
+        return principal
+
+    def check_csrf(self, request: Request, principal: Principal) -> None:
+        """Cookie sessions: unsafe methods need a same-origin Origin/Referer or the CSRF token."""
+        if principal.via != "cookie" or request.method in READ_METHODS:
+            return
+        session = getattr(request.state, "session", {}) or {}
+        token = request.headers.get("x-csrf-token")
+        if token and token == session.get("csrf"):
+            return
+        expected = (self.settings.public_url.rstrip("/") if self.settings.public_url
+                    else str(request.base_url).rstrip("/"))
+        origin = request.headers.get("origin") or request.headers.get("referer")
+        if same_origin(origin, expected):
+            return
+        raise GatewayError(403, "cross-site request refused (Origin/Referer or X-CSRF-Token "
+                           "required for cookie sessions)", "Forbidden",
+                           {"user": principal.user, "verb": request.method.lower()})
+
+    def check_rate(self, principal: Principal) -> None:
+        wait = self.limiter.check(principal.user)
+        if wait > 0:
+            raise GatewayError(429, f'rate limit exceeded for "{principal.user}"',
+                               "TooManyRequests",
+                               headers={"Retry-After": RateLimiter.retry_after(wait)})
+
+    def assertion_for(self, identity: Identity) -> str:
+        """A signed assertion, reused for a third of its lifetime (signing is per identity)."""
+        now = time.time()
+        cached = self._assertions.get(identity)
+        if cached and now - cached[0] < self.signer.ttl_seconds / 3:
+            return cached[1]
+        token = self.signer.sign(identity, now=now)
+        if len(self._assertions) > 10000:
+            self._assertions.clear()
+        self._assertions[identity] = (now, token)
+        return token
+
+    async def read_json(self, request: Request, allow_empty: bool = False) -> dict[str, Any]:
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > JSON_BODY_LIMIT:
+                raise GatewayError(413, "request body too large")
+        if not raw and allow_empty:
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise GatewayError(400, "request body is not valid JSON", "BadRequest") from None
+        if not isinstance(value, dict):
+            raise GatewayError(400, "request body must be a JSON object", "BadRequest")
+        return value
+
+
+def unauthenticated(request: Request, exc: GatewayError) -> Response:
+    if is_api_path(request.url.path) or request.headers.get("authorization"):
+        return exc.response()
+    rd = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/oauth2/start?rd={quote(rd, safe='')}", 302)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    gw = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(title="shipyard gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.gw = gw
+
+    @app.exception_handler(GatewayError)
+    async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
+        if exc.code == 401:
+            return unauthenticated(request, exc)
+        if is_api_path(request.url.path):
+            return exc.response()
+        return JSONResponse({"error": exc.message, "code": exc.code}, status_code=exc.code,
+                            headers=exc.headers)
+
+    @app.get("/healthz")
+    async def read_health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def read_ready() -> Response:
+        async def probe(name: str, base: str) -> tuple[str, dict[str, Any]]:
+            try:
+                resp = await gw.http.get(f"{base}/readyz", timeout=settings.readiness_timeout)
+                return name, {"ready": resp.status_code == 200, "code": resp.status_code}
+            except httpx.HTTPError as exc:
+                return name, {"ready": False, "error": exc.__class__.__name__}
+
+        results = dict(await asyncio.gather(*(probe(n, u)
+                                              for n, u in settings.service_urls.items())))
+        results["gateway"] = {"ready": await gw.db.ping()}
+        ok = all(r["ready"] for r in results.values())
+        return JSONResponse({"ready": ok, "services": results}, status_code=200 if ok else 503)
+
+    @app.post("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token")
+    async def create_serviceaccount_token(ns: str, name: str, request: Request) -> Response:
+        """Kubernetes TokenRequest shape: a namespace-scoped machine token."""
+        principal = await gw.require_principal(request)
+        gw.check_csrf(request, principal)
+        gw.authz.authorize(principal, ns, "edit", "POST", request.url.path)
+        token = gw.sa_tokens.issue(ns, name)
+        exp = datetime.fromtimestamp(time.time() + settings.sa_token_ttl_seconds, UTC)
+        return JSONResponse({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": ns},
+            "status": {"token": token,
+                       "expirationTimestamp": exp.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+            status_code=201)
+
+    app.include_router(login.router)
+    app.include_router(profiles_api.router)
+    app.include_router(kfam.router)
+    app.include_router(workgroup.router)
+
+    @app.websocket("/notebook/{ns}/{name}/{rest:path}")
+    async def proxy_notebook_websocket(ws: WebSocket, ns: str, name: str, rest: str) -> None:
+        try:
+            principal = await gw.auth.authenticate(ws)
+        except AuthError:
+            principal = None
+        if principal is None:
+            await ws.close(code=4401)
+            return
+        if principal.via == "cookie":
+            expected = str(ws.base_url).rstrip("/").replace("ws", "http", 1)
+            if not same_origin(ws.headers.get("origin"), settings.public_url.rstrip("/")
+                               or expected):
+                await ws.close(code=4403)
+                return
+        try:
+            identity = gw.authz.authorize(principal, ns, "edit", "GET", ws.url.path)
+        except GatewayError:
+            await ws.close(code=4403)
+            return
+        base = gw.route_table.pick("notebook", ns, name)
+        if base is None:
+            await ws.close(code=4404)
+            return
+        url = base.replace("http", "ws", 1) + ws.url.path + (
+            f"?{ws.url.query}" if ws.url.query else "")
+        headers = [(k.decode(), v.decode()) for k, v in forward_headers(
+            [(k, v) for k, v in ws.headers.raw if not k.lower().startswith(b"sec-websocket")],
+            gw.assertion_for(identity), strip_authorization=True,
+            client_host=ws.client.host if ws.client else None)]
+        await forward_websocket(ws, url, headers)
+
+    @app.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                            "OPTIONS"])
+    async def proxy_request(request: Request, path: str) -> Response:
+        match = routes.resolve(request.url.path)
+        if match is None or match.target == "gateway":
+            raise GatewayError(404, f"no route for {request.url.path}", "NotFound")
+        principal = await gw.require_principal(request)
+        gw.check_csrf(request, principal)
+        gw.check_rate(principal)
+        namespace = match.namespace
+        body: bytes | None = None
+        if request.url.path.startswith("/apis/v2beta1/") and namespace is None:
+            namespace = request.query_params.get("namespace") or None
+            if namespace is None and request.method in ("POST", "PUT", "PATCH"):
+                body = await _read_small(request, settings.max_body_bytes)
+                namespace = _namespace_in_body(body)
+            namespace = namespace or gw.authz.default_namespace(principal)
+        identity = gw.authz.authorize(
+            principal, namespace, needed_role(request.method, match.data_plane),
+            request.method, request.url.path)
+        if match.data_plane:
+            assert match.route.dynamic_kind and match.namespace and match.name
+            base = gw.route_table.pick(match.route.dynamic_kind, match.namespace, match.name)
+            if base is None:
+                raise GatewayError(503, f"{match.route.dynamic_kind} {match.namespace}/"
+                                   f"{match.name} has no live endpoint", "ServiceUnavailable")
+        else:
+            base = settings.service_urls[match.target]
+        url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        headers = forward_headers(
+            request.headers.raw, gw.assertion_for(identity),
+            strip_authorization=match.data_plane,
+            client_host=request.client.host if request.client else None)
+        response = await forward_http(gw.http, request, url, headers, settings.max_body_bytes,
+                                      body=body)
+        if getattr(request.state, "set_cookie", None):
+            login.set_session_cookie(response, gw, request, request.state.set_cookie)
+        return response
+
+    return app
+
+
+async def _read_small(request: Request, limit: int) -> bytes:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise GatewayError(413, f"request body larger than {limit} bytes")
+    return raw
+
+
+def _namespace_in_body(body: bytes) -> str | None:
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    ns = value.get("namespace") if isinstance(value, dict) else None
+    return ns if isinstance(ns, str) and ns else None

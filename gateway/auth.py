@@ -1,0 +1,124 @@
+"""Authentication: who is calling (bearer JWT, SA token, cookie session, trusted header)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+from starlette.requests import HTTPConnection
+
+from services.common.settings import SINGLE_USER
+
+from .authz import Principal
+from .oidc import OIDCProvider, TokenError, peek_claims
+from .serviceaccounts import SA_ISSUER, ServiceAccountError, ServiceAccountTokens
+from .sessions import CookieCodec, new_session
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class AuthError(Exception):
+    """Authentication was attempted and failed (bad token): always 401, never a redirect."""
+
+
+class Authenticator:
+    """Turns a request into a Principal, refreshing cookie sessions when they age."""
+
+    def __init__(self, settings: Settings, oidc: OIDCProvider | None,
+                 sa_tokens: ServiceAccountTokens, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.oidc = oidc
+        self.sa_tokens = sa_tokens
+        self.http = http
+        self.sessions = CookieCodec(settings.cookie_secret, "session")
+        self.trusted = settings.trusted_proxy_addresses
+
+    async def authenticate(self, conn: HTTPConnection) -> Principal | None:
+        """The caller, or None when the request carries no credentials at all.
+
+        A refreshed session is left in ``conn.state.set_cookie`` for the response.
+        """
+        mode = self.settings.auth_mode
+        if mode == "single-user":
+            return Principal(SINGLE_USER, (), via="single-user")
+        if mode == "trusted-header":
+            host = conn.client.host if conn.client else None
+            userid = conn.headers.get("kubeflow-userid")
+            if userid and host in self.trusted:
+                groups = tuple(g.strip() for g in conn.headers.get("kubeflow-groups", "").split(",")
+                               if g.strip())
+                return Principal(userid.strip(), groups, via="trusted-header")
+            if userid:
+                log.warning("ignored kubeflow-userid from untrusted address %s", host)
+        authz = conn.headers.get("authorization", "")
+        if authz[:7].lower() == "bearer ":
+            return await self._bearer(authz[7:].strip())
+        cookie = conn.cookies.get(self.settings.cookie_name)
+        if cookie and self.oidc is not None:
+            return await self._session(conn, cookie)
+        return None
+
+    async def _bearer(self, token: str) -> Principal:
+        try:
+            iss = peek_claims(token).get("iss")
+        except TokenError as exc:
+            raise AuthError(str(exc)) from None
+        if iss == SA_ISSUER:
+            try:
+                sub, ns = self.sa_tokens.verify(token)
+            except ServiceAccountError as exc:
+                raise AuthError(str(exc)) from None
+            return Principal(sub, (f"system:serviceaccounts:{ns}",), via="serviceaccount",
+                             sa_namespace=ns)
+        if self.oidc is None:
+            raise AuthError("bearer tokens are not configured")
+        try:
+            verified = await self.oidc.verify(token)
+        except TokenError as exc:
+            raise AuthError(f"invalid bearer token: {exc}") from None
+        except httpx.HTTPError:
+            raise AuthError("identity provider unreachable") from None
+        return Principal(verified.user, verified.groups, via="bearer")
+
+    async def _session(self, conn: HTTPConnection, cookie: str) -> Principal | None:
+        data = self.sessions.loads(cookie, self.settings.session_max_age_seconds)
+        if data is None:
+            return None
+        now = time.time()
+        stale = now - data.get("ref", 0) >= self.settings.session_refresh_seconds
+        if (data.get("exp", 0) < now + 30 or stale) and data.get("rt"):
+            refreshed = await self.refresh(data)
+            if refreshed is None:
+                if data.get("exp", 0) < now:
+                    return None
+            else:
+                data = refreshed
+                conn.state.set_cookie = self.sessions.dumps(data)
+        elif data.get("exp", 0) < now:
+            return None
+        conn.state.session = data
+        return Principal(data["u"], tuple(data.get("g") or ()), via="cookie")
+
+    async def refresh(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """Use the refresh token; None if the provider refuses it."""
+        assert self.oidc is not None
+        try:
+            meta = await self.oidc.metadata()
+            resp = await self.http.post(meta["token_endpoint"], data={
+                "grant_type": "refresh_token", "refresh_token": data["rt"],
+            }, auth=(self.settings.oidc_client_id, self.settings.oidc_client_secret))
+            if resp.status_code != 200:
+                log.info("session refresh refused: %s", resp.status_code)
+                return None
+            tokens = resp.json()
+            verified = await self.oidc.verify(tokens["id_token"])
+        except (httpx.HTTPError, TokenError, KeyError, ValueError) as exc:
+            log.info("session refresh failed: %s", exc)
+            return None
+        tokens.setdefault("refresh_token", data["rt"])
+        fresh = new_session(verified.user, verified.groups, tokens, verified.claims["exp"])
+        fresh["csrf"] = data.get("csrf", fresh["csrf"])
+        return fresh

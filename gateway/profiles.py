@@ -1,0 +1,251 @@
+"""Profiles and contributor bindings: the gateway's own tables, store and Profile API.
+
+A Profile (``kubeflow.org/v1``, cluster-scoped) owns the namespace of the same name. The
+owner is admin; contributors are bound as admin, edit or view (KFAM's ClusterRoles
+``kubeflow-admin``/``kubeflow-edit``/``kubeflow-view``). The store keeps an in-memory
+snapshot of who may do what, so authorizing a request needs no database round trip; every
+write refreshes it, and a periodic reload picks up writes from other gateway replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Integer, String, Table, delete, insert, select, update
+
+from services.common.db import Database, new_metadata
+
+from .errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+metadata = new_metadata()
+
+profiles_table = Table(
+    "profiles", metadata,
+    Column("name", String(63), primary_key=True),
+    Column("uid", String(36), nullable=False),
+    Column("resource_version", Integer, nullable=False),
+    Column("owner", String(320), nullable=False),
+    Column("created", String(32), nullable=False),
+    Column("body", JSON, nullable=False),
+)
+
+bindings_table = Table(
+    "bindings", metadata,
+    Column("namespace", String(63), primary_key=True),
+    Column("user", String(320), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created", String(32), nullable=False),
+)
+
+ROLES = ("view", "edit", "admin")
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def namespace_for_user(user: str) -> str:
+    """Kubeflow's default profile name: ``user@example.com`` -> ``kubeflow-user-example-com``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", user.lower()).strip("-")
+    return f"kubeflow-{slug}"[:63].rstrip("-")
+
+
+@dataclass
+class AccessSnapshot:
+    """Who owns and contributes to which namespace (read by every authorization)."""
+
+    owners: dict[str, str] = field(default_factory=dict)
+    bindings: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def role(self, user: str, namespace: str) -> str | None:
+        if namespace not in self.owners:
+            return None
+        if self.owners[namespace] == user:
+            return "admin"
+        return self.bindings.get(namespace, {}).get(user)
+
+    def namespaces_of(self, user: str) -> list[tuple[str, str]]:
+        out = [(ns, "admin") for ns, owner in self.owners.items() if owner == user]
+        owned = {ns for ns, _ in out}
+        for ns, users in self.bindings.items():
+            if user in users and ns not in owned and ns in self.owners:
+                out.append((ns, users[user]))
+        return sorted(out)
+
+
+class ProfileStore:
+    """Profiles and bindings in the gateway's schema."""
+
+    def __init__(self, db: Database, reload_seconds: float = 5.0) -> None:
+        self.db = db
+        self.snapshot = AccessSnapshot()
+        self.reload_seconds = reload_seconds
+        self._reloader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.db.ensure_schema()
+        async with self.db.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        await self.reload()
+        self._reloader = asyncio.create_task(self._reload_forever())
+
+    async def stop(self) -> None:
+        if self._reloader:
+            self._reloader.cancel()
+
+    async def _reload_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_seconds)
+            try:
+                await asyncio.wait_for(self.reload(), timeout=10)
+            except Exception:  # keep serving the last snapshot
+                log.warning("profile snapshot reload failed", exc_info=True)
+
+    async def reload(self) -> None:
+        async with self.db.transaction() as s:
+            owners = {r.name: r.owner for r in await s.execute(
+                select(profiles_table.c.name, profiles_table.c.owner))}
+            bindings: dict[str, dict[str, str]] = {}
+            for r in await s.execute(select(bindings_table)):
+                bindings.setdefault(r.namespace, {})[r.user] = r.role
+        self.snapshot = AccessSnapshot(owners, bindings)
+
+    # ---- profiles -------------------------------------------------------------------------
+
+    @staticmethod
+    def _object(row: Any) -> dict[str, Any]:
+        body = dict(row.body)
+        meta = dict(body.get("metadata") or {})
+        meta.update(name=row.name, uid=row.uid, resourceVersion=str(row.resource_version),
+                    creationTimestamp=row.created)
+        meta.setdefault("labels", {})
+        meta.setdefault("annotations", {})
+        return {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": meta,
+                "spec": body.get("spec") or {}, "status": body.get("status") or {
+                    "conditions": [{"type": "Ready", "status": "True"}]}}
+
+    async def create_profile(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj.get("metadata") or {}
+        name = meta.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise GatewayError(422, "metadata.name: must be a DNS-1123 label", "Invalid")
+        owner = ((obj.get("spec") or {}).get("owner") or {}).get("name")
+        if not isinstance(owner, str) or not owner:
+            raise GatewayError(422, "spec.owner.name: required", "Invalid")
+        spec = dict(obj.get("spec") or {})
+        spec["owner"] = {"kind": spec["owner"].get("kind", "User"), "name": owner}
+        body = {"metadata": {"labels": meta.get("labels") or {},
+                             "annotations": meta.get("annotations") or {}}, "spec": spec}
+        async with self.db.transaction() as s:
+            exists = await s.scalar(select(profiles_table.c.name).where(
+                profiles_table.c.name == name))
+            if exists:
+                raise GatewayError(409, f'profiles.kubeflow.org "{name}" already exists',
+                                   "AlreadyExists", {"name": name, "kind": "profiles"})
+            await s.execute(insert(profiles_table).values(
+                name=name, uid=str(uuid.uuid4()), resource_version=1, owner=owner,
+                created=now_rfc3339(), body=body))
+        await self.reload()
+        log.info("created profile %s (namespace %s) for %s", name, name, owner)
+        return await self.get_profile(name)
+
+    async def get_profile(self, name: str) -> dict[str, Any]:
+        async with self.db.transaction() as s:
+            row = (await s.execute(select(profiles_table).where(
+                profiles_table.c.name == name))).first()
+        if row is None:
+            raise GatewayError(404, f'profiles.kubeflow.org "{name}" not found', "NotFound",
+                               {"name": name, "kind": "profiles"})
+        return self._object(row)
+
+    async def list_profiles(self) -> list[dict[str, Any]]:
+        async with self.db.transaction() as s:
+            rows = (await s.execute(select(profiles_table).order_by(profiles_table.c.name))).all()
+        return [self._object(r) for r in rows]
+
+    async def delete_profile(self, name: str) -> dict[str, Any]:
+        obj = await self.get_profile(name)
+        async with self.db.transaction() as s:
+            await s.execute(delete(bindings_table).where(bindings_table.c.namespace == name))
+            await s.execute(delete(profiles_table).where(profiles_table.c.name == name))
+        await self.reload()
+        return obj
+
+    async def patch_profile(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch (RFC 7386) of labels, annotations and spec; owner may change."""
+        current = await self.get_profile(name)
+        merged = merge_patch(current, patch)
+        owner = ((merged.get("spec") or {}).get("owner") or {}).get("name")
+        if not isinstance(owner, str) or not owner:
+            raise GatewayError(422, "spec.owner.name: required", "Invalid")
+        meta = merged.get("metadata") or {}
+        body = {"metadata": {"labels": meta.get("labels") or {},
+                             "annotations": meta.get("annotations") or {}},
+                "spec": merged.get("spec") or {}}
+        async with self.db.transaction() as s:
+            await s.execute(update(profiles_table).where(profiles_table.c.name == name).values(
+                owner=owner, body=json.loads(json.dumps(body)),
+                resource_version=profiles_table.c.resource_version + 1))
+        await self.reload()
+        return await self.get_profile(name)
+
+    # ---- bindings -------------------------------------------------------------------------
+
+    async def add_binding(self, namespace: str, user: str, role: str) -> None:
+        if role not in ROLES:
+            raise GatewayError(422, f"roleRef.name: unknown role {role!r}", "Invalid")
+        await self.get_profile(namespace)
+        async with self.db.transaction() as s:
+            await s.execute(delete(bindings_table).where(
+                bindings_table.c.namespace == namespace, bindings_table.c.user == user))
+            await s.execute(insert(bindings_table).values(
+                namespace=namespace, user=user, role=role, created=now_rfc3339()))
+        await self.reload()
+
+    async def remove_binding(self, namespace: str, user: str) -> bool:
+        async with self.db.transaction() as s:
+            result = await s.execute(delete(bindings_table).where(
+                bindings_table.c.namespace == namespace, bindings_table.c.user == user))
+        await self.reload()
+        return bool(result.rowcount)
+
+    async def list_bindings(self, namespace: str | None = None,
+                            user: str | None = None) -> list[tuple[str, str, str]]:
+        """(namespace, user, role) rows, owners included as admin."""
+        snap = self.snapshot
+        rows = [(ns, owner, "admin") for ns, owner in snap.owners.items()]
+        rows += [(ns, u, r) for ns, users in snap.bindings.items() for u, r in users.items()
+                 if ns in snap.owners and snap.owners[ns] != u]
+        return sorted(r for r in rows if (namespace is None or r[0] == namespace)
+                      and (user is None or r[1] == user))
+
+    async def ensure_profile(self, name: str, owner: str) -> None:
+        if name not in self.snapshot.owners:
+            try:
+                await self.create_profile({"metadata": {"name": name},
+                                           "spec": {"owner": {"kind": "User", "name": owner}}})
+            except GatewayError as exc:
+                if exc.code != 409:
+                    raise
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out

@@ -1,0 +1,67 @@
+"""``/apis/kubeflow.org/v1/profiles``: the Profile resource (cluster-scoped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from .deps import GatewayDep, PrincipalDep
+from .errors import GatewayError
+
+router = APIRouter(prefix="/apis/kubeflow.org/v1/profiles")
+
+
+def _forbid(user: str, verb: str, name: str) -> GatewayError:
+    return GatewayError(403, f'User "{user}" cannot {verb} profiles.kubeflow.org "{name}"',
+                        "Forbidden", {"user": user, "verb": verb, "name": name,
+                                      "kind": "profiles"})
+
+
+@router.get("")
+async def list_profiles(gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
+    items = await gw.store.list_profiles()
+    if not gw.authz.is_cluster_admin(p):
+        items = [i for i in items if gw.authz.role_in(p, i["metadata"]["name"])]
+    return {"apiVersion": "kubeflow.org/v1", "kind": "ProfileList",
+            "metadata": {"resourceVersion": ""}, "items": items}
+
+
+@router.post("", status_code=201)
+async def create_profile(request: Request, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
+    body = await gw.read_json(request)
+    owner = ((body.get("spec") or {}).get("owner") or {}).get("name")
+    name = (body.get("metadata") or {}).get("name", "")
+    if not gw.authz.is_cluster_admin(p) and (owner != p.user or p.sa_namespace is not None):
+        raise _forbid(p.user, "create", str(name))
+    return await gw.store.create_profile(body)
+
+
+@router.get("/{name}")
+async def read_profile(name: str, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
+    if not gw.authz.is_cluster_admin(p) and gw.authz.role_in(p, name) is None:
+        raise _forbid(p.user, "get", name)
+    return await gw.store.get_profile(name)
+
+
+@router.patch("/{name}")
+async def update_profile(name: str, request: Request, gw: GatewayDep,
+                         p: PrincipalDep) -> dict[str, Any]:
+    body = await gw.read_json(request)
+    admin = gw.authz.is_cluster_admin(p)
+    if not admin and gw.authz.role_in(p, name) != "admin":
+        raise _forbid(p.user, "patch", name)
+    if not admin and "owner" in (body.get("spec") or {}):
+        raise _forbid(p.user, "change the owner of", name)
+    return await gw.store.patch_profile(name, body)
+
+
+@router.delete("/{name}")
+async def delete_profile(name: str, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
+    current = await gw.store.get_profile(name)
+    owner = current["spec"]["owner"]["name"]
+    if not gw.authz.is_cluster_admin(p) and owner != p.user:
+        raise _forbid(p.user, "delete", name)
+    await gw.store.delete_profile(name)
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": name, "kind": "profiles"}}

@@ -1,0 +1,177 @@
+"""The route table: which upstream serves a path, and which namespace the path names.
+
+The static part is data (``STATIC_ROUTES``), matched in order by regular expression; the
+dynamic part (``RouteTable``) maps a notebook or inference service to its live server
+endpoints, fed by resource events and warm-started from the services' list endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+NS = r"(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One prefix rule: ``target`` is a service name, ``gateway``, or a dynamic kind."""
+
+    pattern: re.Pattern[str]
+    target: str
+    dynamic_kind: str | None = None
+
+
+def _r(regex: str, target: str, dynamic_kind: str | None = None) -> Route:
+    return Route(re.compile(regex), target, dynamic_kind)
+
+
+# Order matters: the first match wins. Gateway-owned paths are served by its own routers and
+# never reach the proxy; they are listed so `resolve` gives a complete answer.
+STATIC_ROUTES: tuple[Route, ...] = (
+    _r(r"^/apis/kubeflow\.org/v1/profiles(/|$)", "gateway"),
+    _r(r"^/oauth2/", "gateway"),
+    _r(r"^/api/workgroup/", "gateway"),
+    _r(r"^/kfam/v1/", "gateway"),
+    _r(rf"^/api/v1/namespaces/{NS}/persistentvolumeclaims(/|$|\?)", "notebook"),
+    _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/notebooks(/|$)", "notebook"),
+    _r(r"^/apis/kubeflow\.org/v1/notebooks$", "notebook"),
+    _r(rf"^/apis/kubeflow\.org/v1beta1/namespaces/{NS}/", "automl"),
+    _r(r"^/apis/kubeflow\.org/v1beta1/", "automl"),
+    _r(rf"^/apis/argoproj\.io/v1alpha1/namespaces/{NS}/", "pipeline"),
+    _r(r"^/apis/argoproj\.io/", "pipeline"),
+    _r(r"^/apis/v2beta1/", "pipeline"),
+    _r(rf"^/api/v1/(workflows|cron-workflows|workflow-templates)/{NS}(/|$)", "pipeline"),
+    _r(r"^/api/v1/(workflows|cron-workflows|workflow-templates)(/|$)", "pipeline"),
+    _r(rf"^/apis/serving\.kserve\.io/v1beta1/namespaces/{NS}/", "serving"),
+    _r(r"^/apis/serving\.kserve\.io/", "serving"),
+    _r(rf"^/notebook/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "notebook"),
+    _r(rf"^/serving/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "inferenceservice"),
+    _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/", "notebook"),
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    namespace: str | None
+    name: str | None
+
+    @property
+    def target(self) -> str:
+        return self.route.target
+
+    @property
+    def data_plane(self) -> bool:
+        return self.route.dynamic_kind is not None
+
+
+def resolve(path: str) -> Match | None:
+    """The first static route matching ``path``, with the namespace it names (if any)."""
+    for route in STATIC_ROUTES:
+        m = route.pattern.match(path)
+        if m:
+            groups = m.groupdict()
+            return Match(route, groups.get("ns"), groups.get("name"))
+    return None
+
+
+Target = tuple[str, int]
+
+
+class RouteTable:
+    """Live endpoints of notebook servers and inference services, with weighted targets.
+
+    Weights implement canary splits (e.g. 90/10 between the default and canary predictor).
+    """
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str, str], list[Target]] = {}
+        self._lock = threading.Lock()
+
+    def upsert(self, kind: str, ns: str, name: str, targets: list[Target]) -> None:
+        clean = [(url.rstrip("/"), int(w)) for url, w in targets if url and int(w) > 0]
+        with self._lock:
+            if clean:
+                self._routes[(kind, ns, name)] = clean
+            else:
+                self._routes.pop((kind, ns, name), None)
+
+    def remove(self, kind: str, ns: str, name: str) -> None:
+        with self._lock:
+            self._routes.pop((kind, ns, name), None)
+
+    def targets(self, kind: str, ns: str, name: str) -> list[Target]:
+        return list(self._routes.get((kind, ns, name), ()))
+
+    def pick(self, kind: str, ns: str, name: str, rng: random.Random | None = None) -> str | None:
+        """One target URL chosen by weight, or None when nothing is live."""
+        targets = self._routes.get((kind, ns, name))
+        if not targets:
+            return None
+        if len(targets) == 1:
+            return targets[0][0]
+        total = sum(w for _, w in targets)
+        point = (rng or random).uniform(0, total)
+        for url, weight in targets:
+            point -= weight
+            if point <= 0:
+                return url
+        return targets[-1][0]
+
+
+def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
+    """Read a resource's live endpoints from its status.
+
+    Notebook: ``status.url`` (or ``status.endpoint``). InferenceService: ``status.components``
+    ``{predictor: {url, latestRolledoutRevision...}}`` with ``spec.predictor.canaryTrafficPercent``
+    splitting between ``status.components.predictor.url`` and a canary URL when present, else
+    ``status.url``/``status.address.url``. Endpoints are the workloads' loopback URLs.
+    """
+    status = obj.get("status") or {}
+    if kind == "inferenceservice":
+        spec = obj.get("spec") or {}
+        canary_pct = (spec.get("predictor") or {}).get("canaryTrafficPercent")
+        pred = (status.get("components") or {}).get("predictor") or {}
+        stable = pred.get("previousRolledoutEndpoint") or pred.get("endpoint")
+        canary = pred.get("canaryEndpoint") or pred.get("latestEndpoint")
+        if canary_pct is not None and stable and canary and stable != canary:
+            pct = max(0, min(100, int(canary_pct)))
+            return [(stable, 100 - pct), (canary, pct)]
+        url = status.get("endpoint") or pred.get("endpoint") or status.get("url") or (
+            (status.get("address") or {}).get("url"))
+        return [(url, 100)] if url else []
+    url = status.get("endpoint") or status.get("url")
+    return [(url, 100)] if url else []
+
+
+class RouteFeeder:
+    """Applies resource objects (from events or list endpoints) to a RouteTable."""
+
+    KINDS = {"notebook": "notebook", "inferenceservice": "inferenceservice"}
+
+    def __init__(self, table: RouteTable) -> None:
+        self.table = table
+
+    def apply(self, kind: str, obj: dict[str, Any], deleted: bool = False) -> None:
+        meta = obj.get("metadata") or {}
+        ns, name = meta.get("namespace"), meta.get("name")
+        if not ns or not name:
+            return
+        if deleted or meta.get("deletionTimestamp"):
+            self.table.remove(kind, ns, name)
+            return
+        self.table.upsert(kind, ns, name, targets_from_object(kind, obj))
+
+    def apply_event(self, subject: str, obj: dict[str, Any]) -> None:
+        """Apply one event; subject ``shipyard.<service>.<kind>.<event>``."""
+        parts = subject.split(".")
+        if len(parts) < 4 or parts[2] not in self.KINDS:
+            return
+        self.apply(parts[2], obj, deleted=parts[3] in ("deleted", "removed"))

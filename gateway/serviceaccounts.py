@@ -1,0 +1,74 @@
+"""Machine identities: namespace-scoped service-account tokens issued by the gateway.
+
+Workloads (trials, pipeline steps, notebooks) need to call the platform API as their
+namespace, not as a person. The runtime asks the gateway for a token (``issue`` in-process, or
+``POST /internal/serviceaccount-token`` with a service assertion) and injects it into the
+workload. The token is an Ed25519 JWT signed with the gateway's own key, subject
+``system:serviceaccount:{ns}:default-editor``, and grants edit on that namespace only.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OKPKey
+
+SA_ISSUER = "shipyard-gateway/serviceaccounts"
+SA_AUDIENCE = "shipyard-gateway"
+SA_PREFIX = "system:serviceaccount:"
+DEFAULT_SA = "default-editor"
+ALGORITHM = "Ed25519"
+
+
+class ServiceAccountError(Exception):
+    """The service-account token is invalid."""
+
+
+def subject_for(namespace: str, name: str = DEFAULT_SA) -> str:
+    return f"{SA_PREFIX}{namespace}:{name}"
+
+
+def namespace_of(subject: str) -> str | None:
+    """The namespace a service-account subject belongs to, or None for people."""
+    if not subject.startswith(SA_PREFIX):
+        return None
+    rest = subject[len(SA_PREFIX):].split(":")
+    return rest[0] if len(rest) == 2 and rest[0] else None
+
+
+class ServiceAccountTokens:
+    """Issues and verifies service-account tokens with the gateway's Ed25519 key."""
+
+    def __init__(self, private_pem: bytes, ttl_seconds: int = 3600) -> None:
+        self._key = OKPKey.import_key(private_pem)
+        self.ttl_seconds = ttl_seconds
+
+    def issue(self, namespace: str, name: str = DEFAULT_SA, ttl_seconds: int | None = None) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": SA_ISSUER, "aud": SA_AUDIENCE, "sub": subject_for(namespace, name),
+            "ns": namespace, "iat": now, "nbf": now,
+            "exp": now + (ttl_seconds or self.ttl_seconds), "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode({"alg": ALGORITHM, "typ": "JWT"}, claims, self._key,
+                          algorithms=[ALGORITHM])
+
+    def verify(self, token: str) -> tuple[str, str]:
+        """Return (subject, namespace) of a valid token."""
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=[ALGORITHM])
+            jwt.JWTClaimsRegistry(
+                leeway=5, iss={"essential": True, "value": SA_ISSUER},
+                aud={"essential": True, "value": SA_AUDIENCE}, sub={"essential": True},
+                exp={"essential": True},
+            ).validate(decoded.claims)
+        except (JoseError, ValueError, TypeError) as exc:
+            raise ServiceAccountError(f"invalid service-account token: {exc}") from None
+        sub = str(decoded.claims["sub"])
+        ns = namespace_of(sub)
+        if ns is None or ns != decoded.claims.get("ns"):
+            raise ServiceAccountError("invalid service-account subject")
+        return sub, ns

@@ -1,0 +1,103 @@
+"""Gateway settings: the only place in the gateway that reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import model_validator
+
+from services.common.identity import ensure_gateway_keys
+from services.common.settings import ServiceSettings
+
+DEFAULT_COOKIE_SECRET = "change-me-shipyard-cookie-secret"
+AUTH_MODES = ("single-user", "oidc", "trusted-header")
+
+
+def split_csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class Settings(ServiceSettings):
+    """Everything the gateway is configured with (names are a public contract, see DESIGN.md)."""
+
+    service_name: str = "gateway"
+    gateway_port: int = 8080
+    gateway_private_key_file: Path | None = None
+    notebook_url: str = "http://127.0.0.1:8181"
+    automl_url: str = "http://127.0.0.1:8182"
+    pipeline_url: str = "http://127.0.0.1:8183"
+    serving_url: str = "http://127.0.0.1:8184"
+
+    oidc_issuer: str = ""
+    oidc_client_id: str = "shipyard"
+    oidc_client_secret: str = ""
+    oidc_audiences: str = ""
+    oidc_user_claim: str = "email"
+    oidc_groups_claim: str = "groups"
+    oidc_scopes: str = "openid email profile groups offline_access"
+    oidc_leeway_seconds: int = 30
+    oidc_jwks_min_refetch_seconds: float = 10.0
+    cluster_admins: str = ""
+    registration_flow: bool = True
+
+    trusted_proxies: str = "127.0.0.1"
+    cookie_secret: str = DEFAULT_COOKIE_SECRET
+    cookie_name: str = "shipyard_session"
+    session_max_age_seconds: int = 24 * 3600
+    session_refresh_seconds: float = 3600.0
+    auto_create_profile: bool = False
+    public_url: str = ""
+
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 200
+    upstream_connect_timeout: float = 5.0
+    upstream_read_timeout: float = 300.0
+    readiness_timeout: float = 2.0
+    sa_token_ttl_seconds: int = 3600
+    route_events: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.auth_mode not in AUTH_MODES:
+            raise ValueError(f"SHIPYARD_AUTH_MODE must be one of {AUTH_MODES}")
+        if self.auth_mode != "single-user":
+            if self.cookie_secret == DEFAULT_COOKIE_SECRET or len(self.cookie_secret) < 16:
+                raise ValueError(
+                    "SHIPYARD_COOKIE_SECRET must be set (>= 16 chars) outside single-user mode"
+                )
+        if self.auth_mode == "oidc" and not self.oidc_issuer:
+            raise ValueError("SHIPYARD_OIDC_ISSUER is required in oidc mode")
+        return self
+
+    @property
+    def audiences(self) -> list[str]:
+        return split_csv(self.oidc_audiences) or [self.oidc_client_id]
+
+    @property
+    def admins(self) -> set[str]:
+        return set(split_csv(self.cluster_admins))
+
+    @property
+    def trusted_proxy_addresses(self) -> set[str]:
+        return set(split_csv(self.trusted_proxies))
+
+    @property
+    def service_urls(self) -> dict[str, str]:
+        return {
+            "notebook": self.notebook_url.rstrip("/"),
+            "automl": self.automl_url.rstrip("/"),
+            "pipeline": self.pipeline_url.rstrip("/"),
+            "serving": self.serving_url.rstrip("/"),
+        }
+
+    def private_key_pem(self) -> bytes:
+        """The gateway's Ed25519 private key; created under the state dir when missing."""
+        path = self.gateway_private_key_file
+        if path is None:
+            path, _ = ensure_gateway_keys(self.state_dir)
+        return Path(path).read_bytes()
+
+    def public_key_path(self) -> Path:
+        if self.gateway_private_key_file is not None:
+            return self.gateway_private_key_file.with_suffix(".pub")
+        return ensure_gateway_keys(self.state_dir)[1]
