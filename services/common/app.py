@@ -93,7 +93,7 @@ def build_service(
     name: str,
     settings: ServiceSettings,
     metadata: MetaData,
-    migrations: Path,
+    migrations: Path,  # the service's migrations/versions directory
     kinds: Sequence[ResourceKind] = (),
     routers: Sequence[APIRouter] = (),
     components: ComponentFactory | None = None,

@@ -1,7 +1,7 @@
 """Alembic migrations, one history per service, run at start-up and by ``shipyard migrate``.
 
-Each service keeps its history in ``services/<name>/migrations/versions`` and a two-line
-``env.py`` that calls :func:`run_env`. On Postgres the version table lives in the
+Each service keeps its history in ``services/<name>/migrations/versions``; the
+environment (``services/common/migrations/env.py``) is shared. On Postgres the version table lives in the
 service's own schema, and an advisory lock keeps replicas that start together from
 migrating twice.
 """
@@ -19,15 +19,18 @@ from sqlalchemy.engine import Connection
 from services.common.db import Database
 
 
-def _config(script_location: Path, connection: Connection, schema: str,
-            metadata: MetaData) -> Config:
+SCRIPT_LOCATION = Path(__file__).parent / "migrations"
+
+
+def _config(versions: Path, connection: Connection, schema: str, metadata: MetaData) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(script_location))
+    cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
+    cfg.set_main_option("version_locations", str(versions))
     cfg.attributes.update(connection=connection, schema=schema, metadata=metadata)
     return cfg
 
 
-async def upgrade(db: Database, metadata: MetaData, script_location: Path,
+async def upgrade(db: Database, metadata: MetaData, versions: Path,
                   revision: str = "head") -> None:
     """Bring ``db`` (this service's schema) up to ``revision``."""
     await db.ensure_schema()
@@ -37,7 +40,7 @@ async def upgrade(db: Database, metadata: MetaData, script_location: Path,
             await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock})
         try:
             await conn.run_sync(lambda sync: command.upgrade(
-                _config(script_location, sync, db.schema, metadata), revision))
+                _config(versions, sync, db.schema, metadata), revision))
             await conn.commit()
         finally:
             if db.is_postgres:
@@ -46,7 +49,7 @@ async def upgrade(db: Database, metadata: MetaData, script_location: Path,
 
 
 def run_env() -> None:
-    """Body of every service's migrations/env.py (online mode only)."""
+    """Body of the shared migrations/env.py (online mode only)."""
     cfg = context.config
     connection: Connection = cfg.attributes["connection"]
     schema: str = cfg.attributes["schema"]

@@ -12,5 +12,5 @@ from services.notebook.tables import metadata
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return build_service("notebook", settings, metadata, Path(__file__).parent / "migrations",
+    return build_service("notebook", settings, metadata, Path(__file__).parent / "migrations" / "versions",
                          kinds=KINDS)

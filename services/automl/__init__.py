@@ -1,0 +1,1 @@
+"""The AutoML service: Katib-compatible Experiments, Trials and Suggestions."""

@@ -1,0 +1,1 @@
+"""The pipeline service: Argo Workflows and the Kubeflow Pipelines API."""

@@ -1,0 +1,1 @@
+"""The serving service: KServe-compatible InferenceServices and the model server."""

@@ -1,0 +1,16 @@
+"""The serving service's FastAPI app."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.common.app import build_service
+from services.serving.models import KINDS
+from services.serving.settings import Settings
+from services.serving.tables import metadata
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    return build_service("serving", settings, metadata, Path(__file__).parent / "migrations" / "versions",
+                         kinds=KINDS)

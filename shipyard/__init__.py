@@ -1,0 +1,1 @@
+"""shipyard's command line and Python client."""

@@ -1,0 +1,15 @@
+"""Client-side settings (the CLI and the Python client read only these)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import SINGLE_USER_NAMESPACE
+
+
+class ClientSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHIPYARD_", extra="ignore")
+
+    url: str = "http://127.0.0.1:8080"
+    namespace: str = SINGLE_USER_NAMESPACE
+    token: str = ""  # a bearer token; `shipyard login` stores one instead
