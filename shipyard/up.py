@@ -355,8 +355,16 @@ class Platform:
         store.mkdir(parents=True, exist_ok=True)
         self.nats_child = Child(
             name="nats",
-            argv=[nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js",
-                  "-sd", str(store)],
+            argv=[
+                nats_server_binary(),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-js",
+                "-sd",
+                str(store),
+            ],
             env=dict(os.environ),
             log_path=self.state_dir / "logs" / "nats.log",
         )
@@ -446,29 +454,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``shipyard up``; defaults come from the SHIPYARD_* environment."""
     env = os.environ
     parser.add_argument(
-        "--state-dir", type=Path, default=Path(env.get("SHIPYARD_STATE_DIR", ".shipyard")),
+        "--state-dir",
+        type=Path,
+        default=Path(env.get("SHIPYARD_STATE_DIR", ".shipyard")),
         help="where databases, keys, logs and the NATS store live (default .shipyard)",
     )
     parser.add_argument(
-        "--database-url", default=env.get("SHIPYARD_DATABASE_URL", ""),
+        "--database-url",
+        default=env.get("SHIPYARD_DATABASE_URL", ""),
         help="postgresql+asyncpg:// URL; empty means one SQLite file per service",
     )
     parser.add_argument(
-        "--nats-url", default=env.get("NATS_URL") or None,
+        "--nats-url",
+        default=env.get("NATS_URL") or None,
         help="an existing NATS JetStream; if unset or not answering, start nats-server",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address every process binds")
     parser.add_argument(
-        "--port", type=int, default=None,
+        "--port",
+        type=int,
+        default=None,
         help="gateway port (default SHIPYARD_GATEWAY_PORT, else 8080)",
     )
     for name in SERVICES:
         parser.add_argument(
-            f"--{name}-port", type=int, default=None,
+            f"--{name}-port",
+            type=int,
+            default=None,
             help=f"{name} service port (default {DEFAULT_PORTS[name]})",
         )
     parser.add_argument(
-        "--free-ports", action="store_true",
+        "--free-ports",
+        action="store_true",
         help="pick a free port for every process whose port is not given explicitly",
     )
     parser.add_argument("--log-level", default=env.get("SHIPYARD_LOG_LEVEL", "INFO"))
@@ -477,18 +494,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument(
-        "--process-module", action="append", default=[], metavar="NAME=MODULE",
+        "--process-module",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE",
         help="run MODULE instead of the default for NAME (development and stand-ins)",
     )
     parser.add_argument(
-        "--keys-only", action="store_true",
+        "--keys-only",
+        action="store_true",
         help="create the state dir and the gateway keys, then exit (container init step)",
     )
 
 
 def _ports_from_args(args: argparse.Namespace) -> dict[str, int]:
     given: dict[str, int | None] = {
-        GATEWAY: args.port, **{n: getattr(args, f"{n}_port") for n in SERVICES}
+        GATEWAY: args.port,
+        **{n: getattr(args, f"{n}_port") for n in SERVICES},
     }
     env_gateway = os.environ.get("SHIPYARD_GATEWAY_PORT")
     if given[GATEWAY] is None and env_gateway and not args.free_ports:
@@ -579,8 +601,12 @@ def run_up(args: argparse.Namespace) -> int:
 def _announce(platform: Platform) -> None:
     log.info("shipyard is up: %s", platform.gateway_url)
     for name in SERVICES:
-        log.info("  %-9s %s (logs: %s)", name, platform.urls[name],
-                 platform.state_dir / "logs" / f"{name}.log")
+        log.info(
+            "  %-9s %s (logs: %s)",
+            name,
+            platform.urls[name],
+            platform.state_dir / "logs" / f"{name}.log",
+        )
     log.info("  nats      %s", platform.resolved_nats_url)
     if platform.effective_auth_mode == "single-user":
         log.warning(SINGLE_USER_NOTICE)

@@ -1,13 +1,12 @@
 """`shipyard up` as a real subprocess: it must start its own NATS, come up, and leave nothing.
 
-The supervisor tests run stand-in processes (tests/up_standin.py) in place of the gateway
-and services, so they test the supervisor alone; `test_up_real_platform_*` runs the real
-modules and is skipped, with the reason shown, only while those modules do not exist yet.
+Most tests run stand-in processes (tests/up_standin.py) in place of the gateway and
+services, so they test the supervisor alone and cheaply (each stand-in also leaves a
+grandchild to clean up); `test_up_real_platform_*` runs the real modules.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -37,13 +36,28 @@ def _spawn_up(state_dir: Path, gateway_port: int, *extra: str) -> subprocess.Pop
     env.pop("NATS_URL", None)
     env["PYTHONPATH"] = str(REPO)
     argv = [
-        sys.executable, "-m", "shipyard.up", "--state-dir", str(state_dir),
-        "--free-ports", "--port", str(gateway_port),
-        "--nats-url", f"nats://127.0.0.1:{_dead_port()}", "--ready-timeout", "60", *extra,
+        sys.executable,
+        "-m",
+        "shipyard.up",
+        "--state-dir",
+        str(state_dir),
+        "--free-ports",
+        "--port",
+        str(gateway_port),
+        "--nats-url",
+        f"nats://127.0.0.1:{_dead_port()}",
+        "--ready-timeout",
+        "60",
+        *extra,
     ]
     return subprocess.Popen(
-        argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        argv,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -150,7 +164,9 @@ def test_up_child_crash_reports_log_and_stops_rest(tmp_path: Path) -> None:
 
 def test_platform_uses_answering_nats(tmp_path: Path, nats_url: str) -> None:
     platform = Platform(
-        tmp_path, nats_url=nats_url, ports=Platform.free_ports(),
+        tmp_path,
+        nats_url=nats_url,
+        ports=Platform.free_ports(),
         modules=dict.fromkeys(DEFAULT_MODULES, STANDIN),
     )
     with platform:
@@ -159,10 +175,9 @@ def test_platform_uses_answering_nats(tmp_path: Path, nats_url: str) -> None:
         for url in platform.urls.values():
             assert httpx.get(f"{url}/healthz", timeout=2).status_code == 200
         time.sleep(0.3)
-        pids = platform.pids()
-    assert len(pids) >= 10
-    assert [p for p in pids if psutil.pid_exists(p) and
-            psutil.Process(p).status() != psutil.STATUS_ZOMBIE] == []
+        procs = [psutil.Process(pid) for pid in platform.pids()]
+    assert len(procs) >= 10  # 5 stand-ins and their grandchildren
+    assert _still_running(procs) == []
 
 
 def test_platform_port_in_use_fails_clearly(tmp_path: Path, nats_url: str) -> None:
@@ -171,7 +186,9 @@ def test_platform_port_in_use_fails_clearly(tmp_path: Path, nats_url: str) -> No
         busy.bind(("127.0.0.1", ports["automl"]))
         busy.listen()
         platform = Platform(
-            tmp_path, nats_url=nats_url, ports=ports,
+            tmp_path,
+            nats_url=nats_url,
+            ports=ports,
             modules=dict.fromkeys(DEFAULT_MODULES, STANDIN),
         )
         with pytest.raises(PlatformError, match=f"automl: port {ports['automl']}"):
@@ -179,11 +196,6 @@ def test_platform_port_in_use_fails_clearly(tmp_path: Path, nats_url: str) -> No
     assert platform.children == []
 
 
-def _real_modules_missing() -> list[str]:
-    return [m for m in DEFAULT_MODULES.values() if importlib.util.find_spec(f"{m}.__main__") is None]
-
-
-@pytest.mark.skipif(bool(_real_modules_missing()), reason="service modules not written yet")
 def test_up_real_platform_healthy_then_clean_stop(tmp_path: Path) -> None:
     """The quickstart path: SQLite under the state dir, our own nats-server, real modules."""
     state_dir = tmp_path / "state"
