@@ -71,10 +71,11 @@ class EventBus:
             raise NotConnectedError("NATS connection not established yet")
         return self._js
 
-    def on_connect(self, callback: ConnectCallback) -> None:
-        """Run ``callback`` after the first connect and every reconnect (and now, if connected)."""
+    def on_connect(self, callback: ConnectCallback, *, now: bool = True) -> None:
+        """Run ``callback`` after the first connect and every reconnect; with ``now``, also
+        right away if already connected."""
         self._callbacks.append(callback)
-        if self.connected:
+        if now and self.connected:
             self._spawn(callback)
 
     def remove_on_connect(self, callback: ConnectCallback) -> None:

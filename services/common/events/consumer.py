@@ -153,7 +153,16 @@ class Consumer:
         if self._task is not None:
             return
         self._stopping = False
-        self.bus.on_connect(self._on_connect)
+        if self.bus.connected:
+            # Bind now so the durable exists when start() returns; if NATS or the stream is
+            # not there yet, the run loop keeps trying.
+            try:
+                async with asyncio.timeout(5):
+                    await self._ensure_subscription()
+            except Exception as exc:
+                self._reset = True
+                log.warning("consumer %s: not bound yet: %r", self.durable, exc)
+        self.bus.on_connect(self._on_connect, now=False)
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.durable}")
 
     async def stop(self) -> None:
