@@ -1,0 +1,43 @@
+"""The workload runtime: one interface (``Runtime``) to run jobs and servers, locally or on k8s.
+
+Start with :func:`get_runtime` and the contract in :mod:`services.common.runtime.base`.
+"""
+
+from .base import Runtime
+from .config import RUNTIME_CLASSES, RuntimeSettings, get_runtime
+from .errors import RuntimeBackendError, VolumeNotFound, WorkloadNotFound
+from .labels import LabelSelector, parse_selector
+from .local import LocalRuntime
+from .models import (
+    EnvVar,
+    Phase,
+    Probe,
+    ResourceRequirements,
+    Volume,
+    VolumeInfo,
+    VolumeMount,
+    WorkloadSpec,
+    WorkloadStatus,
+)
+
+__all__ = [
+    "RUNTIME_CLASSES",
+    "EnvVar",
+    "LabelSelector",
+    "LocalRuntime",
+    "Phase",
+    "Probe",
+    "ResourceRequirements",
+    "Runtime",
+    "RuntimeBackendError",
+    "RuntimeSettings",
+    "Volume",
+    "VolumeInfo",
+    "VolumeMount",
+    "VolumeNotFound",
+    "WorkloadNotFound",
+    "WorkloadSpec",
+    "WorkloadStatus",
+    "get_runtime",
+    "parse_selector",
+]

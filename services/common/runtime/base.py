@@ -1,0 +1,144 @@
+"""The workload runtime contract every service programs against.
+
+A *workload* is one container-like process: a Trial, a pipeline step, a notebook server or a
+model server. Services never start processes themselves; they hand a :class:`WorkloadSpec` to a
+:class:`Runtime` and read back a :class:`WorkloadStatus`. Two implementations exist (or will):
+``local`` (sandboxed host processes) and ``kubernetes`` (Pods, PVCs). Both must pass the same
+contract suite in ``tests/common/runtime/``.
+
+Like JupyterHub's ``Spawner`` (start / poll / stop / get_state / load_state), but keyed by
+(namespace, name) instead of held in memory: the runtime's own state store (a directory, or the
+Kubernetes API) is the source of truth, so a service that restarts simply builds a new Runtime
+and finds every workload where it left it. There is no ``load_state``: nothing to reload.
+
+What a subclass implements, and what each method promises:
+
+``apply(spec) -> WorkloadStatus``
+    Create the workload unless one with the same (namespace, name) already exists; in that case
+    return its status and start nothing (a workload is immutable like a Pod: delete it to change
+    it, or to run it again). Safe to call from a reconcile loop on every resync. Problems the
+    user can fix (unknown claim, missing sandbox) do not raise: they give a ``Failed`` status
+    whose ``reason``/``message`` say what to do. Malformed specs raise ``ValueError`` (pydantic
+    ``ValidationError``) with the field path.
+``status(namespace, name) -> WorkloadStatus``
+    ``phase`` Pending -> Running -> Succeeded | Failed; ``exit_code``, ``start_time`` and
+    ``finish_time`` once known; ``reason``/``message`` (e.g. ``DeadlineExceeded``, ``Error``,
+    ``CrashLoopBackOff``, ``PersistentVolumeClaimNotFound``); for servers ``ready`` and
+    ``endpoint`` (``http://127.0.0.1:PORT`` locally) only after the readiness probe passed.
+    Raises :class:`WorkloadNotFound`.
+``wait(namespace, name, timeout=None, *, ready=False) -> WorkloadStatus``
+    Block (without busy polling) until the workload finished, or with ``ready=True`` until it
+    is ready or finished. Raises ``TimeoutError`` after ``timeout`` seconds.
+``delete(namespace, name) -> None``
+    Stop the workload (SIGTERM, then SIGKILL after ``terminationGracePeriodSeconds``) together
+    with every process it started, and forget it and its logs. Idempotent: deleting an unknown
+    workload is not an error.
+``logs(namespace, name, tail=None, follow=False) -> AsyncIterator[str]``
+    stdout and stderr interleaved, one line per item without the newline. ``tail`` limits the
+    backlog to the last N lines. With ``follow`` it yields lines as they are written and ends
+    when the workload finishes (or is deleted).
+``list(label_selector=None, namespace=None) -> list[WorkloadStatus]``
+    Selector as a dict (``{"a": "b"}``) or Kubernetes string (``"a=b,c!=d,e in (x,y)"``).
+``create_volume / delete_volume / list_volumes / resolve_volume``
+    Volumes back PersistentVolumeClaims. ``create_volume`` is idempotent, ``delete_volume``
+    too. ``resolve_volume`` returns where the data lives (a host path locally) or raises
+    :class:`VolumeNotFound`. A workload may only mount a claim that exists.
+``stop_all(label_selector=None)`` and ``shutdown()``
+    Orderly stop (workloads end ``Failed``/``Stopped`` but stay listed). Only a crash of the
+    service leaves workloads running, to be re-adopted by the next Runtime. ``close()`` releases
+    the runtime's own resources and leaves workloads running (for a rolling restart).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .labels import LabelSelector
+from .models import VolumeInfo, WorkloadSpec, WorkloadStatus
+
+
+class Runtime(abc.ABC):
+    """Abstract workload runtime; see the module docstring for the full contract."""
+
+    #: Name used by :func:`services.common.runtime.get_runtime` (``SHIPYARD_RUNTIME``).
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def apply(self, spec: WorkloadSpec | Mapping[str, Any]) -> WorkloadStatus:
+        """Create the workload if (namespace, name) is new; return its status either way."""
+
+    @abc.abstractmethod
+    async def status(self, namespace: str, name: str) -> WorkloadStatus:
+        """Current status; raises WorkloadNotFound."""
+
+    @abc.abstractmethod
+    async def wait(
+        self,
+        namespace: str,
+        name: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract asks for it
+        *,
+        ready: bool = False,
+    ) -> WorkloadStatus:
+        """Wait until finished (or ready, with ready=True); raises TimeoutError."""
+
+    @abc.abstractmethod
+    async def delete(self, namespace: str, name: str) -> None:
+        """Kill the workload's whole process tree and forget it; idempotent."""
+
+    @abc.abstractmethod
+    def logs(
+        self, namespace: str, name: str, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[str]:
+        """Stream the workload's output lines (stdout and stderr interleaved)."""
+
+    @abc.abstractmethod
+    async def list(
+        self, label_selector: LabelSelector = None, namespace: str | None = None
+    ) -> list[WorkloadStatus]:
+        """Statuses of the workloads whose labels match."""
+
+    @abc.abstractmethod
+    async def create_volume(
+        self,
+        namespace: str,
+        name: str,
+        size: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> VolumeInfo:
+        """Create (or return the existing) volume backing a PersistentVolumeClaim."""
+
+    @abc.abstractmethod
+    async def delete_volume(self, namespace: str, name: str) -> None:
+        """Delete the volume and its data; idempotent."""
+
+    @abc.abstractmethod
+    async def list_volumes(
+        self, namespace: str | None = None, label_selector: LabelSelector = None
+    ) -> list[VolumeInfo]:
+        """Volumes, optionally filtered by namespace and labels."""
+
+    @abc.abstractmethod
+    async def resolve_volume(self, namespace: str, name: str) -> Path:
+        """Where the volume's data lives; raises VolumeNotFound."""
+
+    @abc.abstractmethod
+    async def stop_all(self, label_selector: LabelSelector = None) -> list[WorkloadStatus]:
+        """Stop every running workload that matches (orderly shutdown); return their statuses."""
+
+    async def shutdown(self) -> None:
+        """Stop all workloads, then release resources."""
+        await self.stop_all()
+        await self.close()
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release the runtime's own resources; running workloads keep running."""
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,51 @@
+"""Choosing the runtime implementation by configuration (``SHIPYARD_RUNTIME``)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ..settings import DEFAULT_STATE_DIR
+from .base import Runtime
+
+#: Implementations by name; values are "module:Class" so unused backends are never imported
+#: (kubernetes-asyncio is heavy and absent from the quickstart).
+RUNTIME_CLASSES: dict[str, str] = {
+    "local": "services.common.runtime.local:LocalRuntime",
+    "kubernetes": "services.common.runtime.kubernetes:KubernetesRuntime",
+}
+
+
+class RuntimeSettings(BaseSettings):
+    """``SHIPYARD_RUNTIME``, ``SHIPYARD_STATE_DIR``, ``SHIPYARD_BWRAP_PATH``."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIPYARD_", extra="ignore")
+
+    runtime: Literal["local", "kubernetes"] = "local"
+    state_dir: Path = DEFAULT_STATE_DIR
+    bwrap_path: str = "bwrap"
+
+
+def get_runtime(settings: Any = None, **overrides: Any) -> Runtime:
+    """Build the configured Runtime.
+
+    ``settings`` may be a service's settings object: its ``runtime``, ``state_dir`` and
+    ``bwrap_path`` attributes win over the environment when present.
+    """
+    config = RuntimeSettings()
+    kind = getattr(settings, "runtime", None) or config.runtime
+    state_dir = getattr(settings, "state_dir", None) or config.state_dir
+    bwrap_path = getattr(settings, "bwrap_path", None) or config.bwrap_path
+    try:
+        module_name, class_name = RUNTIME_CLASSES[kind].split(":")
+    except KeyError:
+        raise ValueError(
+            f"SHIPYARD_RUNTIME={kind!r}: must be one of {', '.join(RUNTIME_CLASSES)}"
+        ) from None
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if kind == "local":
+        return cls(state_dir, bwrap_path=bwrap_path, **overrides)  # type: ignore[no-any-return]
+    return cls(settings, **overrides)  # type: ignore[no-any-return]

@@ -1,0 +1,255 @@
+"""Workload and volume models: a Kubernetes container spec, trimmed to what a workload needs.
+
+Field names follow the Kubernetes API (camelCase aliases) so that the services can copy a
+container out of a Trial template, an Argo step or an InferenceService predictor without
+renaming anything. Python attribute names are snake_case; both spellings are accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+# RFC 1123 label (namespaces) and subdomain (names), as Kubernetes validates them; they also
+# keep a name from escaping its directory (no "/", no "..").
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def check_namespace(value: str) -> str:
+    """Validate a namespace (RFC 1123 label, at most 63 characters)."""
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(f"namespace {value!r}: must be a lowercase RFC 1123 label")
+    return value
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """Validate an object name (RFC 1123 subdomain, at most 253 characters)."""
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(f"{what} {value!r}: must be a lowercase RFC 1123 subdomain")
+    return value
+
+
+class Phase(StrEnum):
+    """The Kubernetes pod phases a workload goes through."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class EnvVar(_Model):
+    name: str
+    value: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _ENV_NAME.match(v):
+            raise ValueError(f"invalid environment variable name {v!r}")
+        return v
+
+
+class ResourceRequirements(_Model):
+    """requests/limits such as {"memory": "512Mi", "cpu": "1"}; locally only memory is enforced."""
+
+    requests: dict[str, str | int | float] = Field(default_factory=dict)
+    limits: dict[str, str | int | float] = Field(default_factory=dict)
+
+
+class VolumeMount(_Model):
+    name: str
+    mount_path: str
+    read_only: bool = False
+    sub_path: str | None = None
+
+    @field_validator("mount_path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/") or "\0" in v:
+            raise ValueError(f"mountPath {v!r}: must be an absolute path")
+        return v
+
+    @field_validator("sub_path")
+    @classmethod
+    def _relative(cls, v: str | None) -> str | None:
+        if v and (v.startswith("/") or ".." in v.split("/")):
+            raise ValueError(f"subPath {v!r}: must be a relative path without '..'")
+        return v
+
+
+class PersistentVolumeClaimSource(_Model):
+    claim_name: str
+    read_only: bool = False
+
+
+class HostPathSource(_Model):
+    """A path inside one of the runtime's volumes (arbitrary host paths are refused)."""
+
+    path: str
+    type: str | None = None
+
+
+class Volume(_Model):
+    name: str
+    persistent_volume_claim: PersistentVolumeClaimSource | None = None
+    empty_dir: dict[str, Any] | None = None
+    host_path: HostPathSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        sources = [self.persistent_volume_claim, self.empty_dir, self.host_path]
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError(
+                f"volume {self.name!r}: exactly one of persistentVolumeClaim, emptyDir, "
+                "hostPath is required"
+            )
+        return self
+
+
+class HTTPGetAction(_Model):
+    path: str = "/"
+    port: int | str | None = None
+    scheme: str = "HTTP"
+
+
+class Probe(_Model):
+    http_get: HTTPGetAction | None = None
+    initial_delay_seconds: float = 0
+    period_seconds: float = 10
+    timeout_seconds: float = 1
+    failure_threshold: int = 3
+
+
+class ContainerPort(_Model):
+    container_port: int | None = None
+    name: str | None = None
+    protocol: str = "TCP"
+
+
+class WorkloadSpec(_Model):
+    """What to run. ``kind`` is ``job`` (runs to completion) or ``server`` (serves on $PORT).
+
+    ``command``/``args`` are an argv, never a shell line; ``$(VAR)`` in them is replaced from
+    the workload's environment as Kubernetes does (``$$(VAR)`` keeps it literal). ``image`` is
+    recorded for the record and for the Kubernetes runtime; the local runtime never pulls it.
+    """
+
+    kind: Literal["job", "server"] = "job"
+    namespace: str
+    name: str
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    working_dir: str | None = None
+    image: str | None = None
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    volume_mounts: list[VolumeMount] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
+    ports: list[ContainerPort] = Field(default_factory=list)
+    readiness_probe: Probe | None = None
+    restart_policy: Literal["Never", "OnFailure", "Always"] | None = None
+    backoff_limit: int | None = None
+    active_deadline_seconds: float | None = None
+    termination_grace_period_seconds: float = 5
+    labels: dict[str, str] = Field(default_factory=dict)
+    owner: str | dict[str, Any] | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v: str) -> str:
+        return check_namespace(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_dict(cls, v: Any) -> Any:
+        # Accept a plain mapping as well as the Kubernetes list of {name, value}.
+        if isinstance(v, dict):
+            return [{"name": k, "value": "" if val is None else str(val)} for k, val in v.items()]
+        return v
+
+    @field_validator("working_dir")
+    @classmethod
+    def _wd(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"workingDir {v!r}: must be an absolute path")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkloadSpec:
+        if not self.command and not self.args:
+            raise ValueError("command: at least one of command or args is required")
+        names = {v.name for v in self.volumes}
+        for i, m in enumerate(self.volume_mounts):
+            if m.name not in names:
+                raise ValueError(f"volumeMounts[{i}].name: no volume named {m.name!r}")
+        if self.kind == "job" and self.restart_policy == "Always":
+            raise ValueError("restartPolicy: a job may not use Always (use Never or OnFailure)")
+        if self.active_deadline_seconds is not None and self.active_deadline_seconds <= 0:
+            raise ValueError("activeDeadlineSeconds: must be > 0")
+        return self
+
+    @property
+    def effective_restart_policy(self) -> str:
+        """Kubernetes defaults: Always for long-running servers, Never for jobs."""
+        if self.restart_policy:
+            return self.restart_policy
+        return "Always" if self.kind == "server" else "Never"
+
+    def env_dict(self) -> dict[str, str]:
+        return {e.name: e.value for e in self.env}
+
+
+class WorkloadStatus(_Model):
+    """What a caller may act on. ``endpoint`` is set for servers only once they are ready."""
+
+    namespace: str
+    name: str
+    kind: Literal["job", "server"] = "job"
+    phase: Phase = Phase.PENDING
+    ready: bool = False
+    exit_code: int | None = None
+    start_time: datetime | None = None
+    finish_time: datetime | None = None
+    reason: str | None = None
+    message: str | None = None
+    endpoint: str | None = None
+    restart_count: int = 0
+    image: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    owner: str | dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase.finished
+
+
+class VolumeInfo(_Model):
+    """A runtime volume (the local backing of a PersistentVolumeClaim)."""
+
+    namespace: str
+    name: str
+    path: str
+    size: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime | None = None

@@ -1,0 +1,355 @@
+"""The per-workload supervisor: ``python -I -S supervisor.py <workload-dir>``.
+
+One supervisor runs per workload, in its own session, so it outlives the service that
+started it (even a SIGKILL of that service). It reads ``launch.json`` (the argv, environment,
+limits and probe the runtime resolved), starts the workload, and records every transition in
+``state.json`` with an atomic rename, so any later runtime reads the truth from disk: start
+time and pid, readiness, restarts, and the final exit code.
+
+Exactly once: the supervisor holds an exclusive ``flock`` on ``<dir>/lock`` while alive (the
+runtime's liveness test), and refuses to run when ``state.json`` already exists (an earlier
+supervisor took the workload, whatever happened to it afterwards).
+
+Lean on purpose, because it starts once per Trial and pipeline step: standard library only,
+no imports from the package (it is run by file path with ``-I -S``), no polling: it sleeps
+in ``select`` on a pidfd of the workload and on a signal wake-up pipe.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+STATE = "state.json"
+LAUNCH = "launch.json"
+LOCK = "lock"
+LOG_TAIL_BYTES = 600
+# Restart back-off is reset once a run lasted this long, as Kubernetes does for containers.
+BACKOFF_RESET_AFTER = 60.0
+
+
+class Supervisor:
+    def __init__(self, workdir: str, launch: dict) -> None:
+        self.dir = workdir
+        self.launch = launch
+        self.state: dict = {
+            "supervisorPid": os.getpid(),
+            "phase": "Pending",
+            "restartCount": 0,
+            "port": launch.get("port"),
+            "ready": False,
+        }
+        self.stop_requested = False
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_stop)
+        self.deadline_at: float | None = None
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self.stop_requested = True
+
+    def write_state(self, **changes: object) -> None:
+        self.state.update(changes)
+        tmp = os.path.join(self.dir, ".state.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.state, f)
+        os.replace(tmp, os.path.join(self.dir, STATE))
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except OSError:
+            pass
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.launch["log"], "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - LOG_TAIL_BYTES))
+                data = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        lines = [ln for ln in data.splitlines() if ln.strip()][-3:]
+        return " | ".join(lines)
+
+    # -- the workload process ------------------------------------------------------------------
+
+    def spawn(self) -> int:
+        launch = self.launch
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        log_fd = os.open(launch["log"], flags, 0o644)
+        try:
+            pid = os.fork()
+            if pid == 0:  # child: never return into the supervisor's code
+                try:
+                    os.setsid()
+                    for sig in (
+                        signal.SIGPIPE,
+                        signal.SIGXFSZ,
+                        signal.SIGTERM,
+                        signal.SIGINT,
+                        signal.SIGHUP,
+                    ):
+                        signal.signal(sig, signal.SIG_DFL)
+                    signal.set_wakeup_fd(-1)
+                    if launch.get("rlimitAs"):
+                        import resource
+
+                        limit = int(launch["rlimitAs"])
+                        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+                    null = os.open(os.devnull, os.O_RDONLY)
+                    os.dup2(null, 0)
+                    os.dup2(log_fd, 1)
+                    os.dup2(log_fd, 2)
+                    os.chdir(launch["cwd"])
+                    argv = launch["argv"]
+                    os.execvpe(argv[0], argv, launch["env"])
+                except BaseException as exc:  # noqa: BLE001 - report anything, then leave
+                    try:
+                        os.write(2, f"failed to start {launch['argv'][0]!r}: {exc}\n".encode())
+                    finally:
+                        os._exit(127)
+            return pid
+        finally:
+            os.close(log_fd)
+
+    def kill_tree(self, pid: int, pidfd: int, grace: float) -> int:
+        """SIGTERM the process group, SIGKILL it after ``grace``; return the wait status."""
+        self._killpg(pid, signal.SIGTERM)
+        ready, _, _ = select.select([pidfd], [], [], max(0.0, grace))
+        if not ready:
+            self._killpg(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        self._killpg(pid, signal.SIGKILL)  # stragglers left in the group
+        return status
+
+    @staticmethod
+    def _killpg(pgid: int, sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def probe(self) -> bool:
+        import socket
+
+        port = self.launch.get("port")
+        probe = self.launch.get("probe")
+        timeout = float(probe.get("timeout", 1)) if probe else 1.0
+        timeout = min(max(timeout, 0.1), 5.0)
+        if not probe or not probe.get("path"):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+                return True
+            except OSError:
+                return False
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", probe.get("port") or port, timeout=timeout)
+        try:
+            conn.request("GET", probe["path"], headers={"User-Agent": "shipyard-probe"})
+            return 200 <= conn.getresponse().status < 400
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    # -- one run -----------------------------------------------------------------------------
+
+    def run_once(self) -> tuple[str, int]:
+        """Start the workload and watch it; return (outcome, exit code)."""
+        pid = self.spawn()
+        now = time.time()
+        if self.state.get("startTime") is None:
+            deadline = self.launch.get("activeDeadlineSeconds")
+            self.deadline_at = time.monotonic() + float(deadline) if deadline else None
+            self.write_state(
+                phase="Running",
+                pid=pid,
+                startTime=now,
+                runStartTime=now,
+                reason=None,
+                message=None,
+                ready=False,
+            )
+        else:
+            self.write_state(
+                phase="Running", pid=pid, runStartTime=now, reason=None, message=None, ready=False
+            )
+        pidfd = os.pidfd_open(pid)
+        is_server = self.launch.get("kind") == "server"
+        probe = self.launch.get("probe") or {}
+        next_probe = time.monotonic() + float(probe.get("initialDelay", 0)) if is_server else None
+        probe_gap = 0.02
+        failures = 0
+        grace = float(self.launch.get("grace", 5))
+        try:
+            while True:
+                if self.stop_requested:
+                    return "stopped", self.kill_tree(pid, pidfd, grace)
+                now_m = time.monotonic()
+                if self.deadline_at is not None and now_m >= self.deadline_at:
+                    return "deadline", self.kill_tree(pid, pidfd, grace)
+                if next_probe is not None and now_m >= next_probe:
+                    ok = self.probe()
+                    if ok and not self.state["ready"]:
+                        self.write_state(ready=True)
+                    if not ok and self.state["ready"]:
+                        failures += 1
+                        if failures >= int(probe.get("failureThreshold", 3)):
+                            self.write_state(ready=False)
+                    if ok:
+                        failures = 0
+                    if self.state["ready"]:
+                        probe_gap = float(probe.get("period", 10))
+                    else:  # not ready yet: probe fast, backing off gently up to 0.5 s
+                        probe_gap = min(probe_gap * 1.5, 0.5)
+                    next_probe = time.monotonic() + probe_gap
+                waits = [t for t in (self.deadline_at, next_probe) if t is not None]
+                timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
+                ready, _, _ = select.select([pidfd, self.wake_r], [], [], timeout)
+                if self.wake_r in ready:
+                    self._drain_wakeups()
+                if pidfd in ready:
+                    _, status = os.waitpid(pid, 0)
+                    self._killpg(pid, signal.SIGKILL)  # orphans left in the group die with it
+                    return "exited", status
+        finally:
+            os.close(pidfd)
+
+    # -- the whole life ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.write_state()
+        kind = self.launch.get("kind", "job")
+        policy = self.launch.get("restartPolicy", "Never")
+        backoff_limit = self.launch.get("backoffLimit")
+        base = float(self.launch.get("backoffBase", 1.0))
+        cap = float(self.launch.get("backoffMax", 300.0))
+        failures_in_a_row = 0
+        while True:
+            run_started = time.monotonic()
+            outcome, status = self.run_once()
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:  # killed by a signal: report it the way containers do
+                code = 128 - code
+            if outcome == "deadline":
+                secs = self.launch.get("activeDeadlineSeconds")
+                return self.finish(
+                    "Failed",
+                    code,
+                    "DeadlineExceeded",
+                    f"workload was active longer than its deadline "
+                    f"(activeDeadlineSeconds={secs:g}) and was killed",
+                )
+            if outcome == "stopped":
+                return self.finish(
+                    "Failed", code, "Stopped", "stopped by the runtime (delete or orderly shutdown)"
+                )
+            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+            if restart and kind == "job" and backoff_limit is not None:
+                restart = self.state["restartCount"] < int(backoff_limit)
+            if not restart:
+                if code == 0:
+                    return self.finish("Succeeded", 0, "Completed", None)
+                tail = self._log_tail()
+                msg = f"command exited with code {code}"
+                msg += f"; last output: {tail}" if tail else ""
+                reason = "BackoffLimitExceeded" if policy == "OnFailure" else "Error"
+                return self.finish("Failed", code, reason, msg)
+            if time.monotonic() - run_started >= BACKOFF_RESET_AFTER:
+                failures_in_a_row = 0
+            delay = min(cap, base * (2**failures_in_a_row))
+            failures_in_a_row += 1
+            self.write_state(
+                phase="Running",
+                ready=False,
+                pid=None,
+                lastExitCode=code,
+                reason="CrashLoopBackOff",
+                message=f"back-off {delay:g}s restarting a workload that exited with code {code}",
+                restartCount=self.state["restartCount"] + 1,
+            )
+            if self._sleep_interruptibly(delay):
+                return self.finish(
+                    "Failed", code, "Stopped", "stopped by the runtime (delete or orderly shutdown)"
+                )
+
+    def _sleep_interruptibly(self, delay: float) -> bool:
+        """Sleep; return True if a stop was requested (or the deadline passed) meanwhile."""
+        end = time.monotonic() + delay
+        while not self.stop_requested:
+            left = end - time.monotonic()
+            if self.deadline_at is not None:
+                left = min(left, self.deadline_at - time.monotonic())
+            if left <= 0:
+                break
+            ready, _, _ = select.select([self.wake_r], [], [], left)
+            if ready:
+                self._drain_wakeups()
+        deadline_passed = self.deadline_at is not None and time.monotonic() >= self.deadline_at
+        return self.stop_requested or deadline_passed
+
+    def finish(self, phase: str, code: int, reason: str, message: str | None) -> None:
+        self.write_state(
+            phase=phase,
+            exitCode=code,
+            finishTime=time.time(),
+            reason=reason,
+            message=message,
+            ready=False,
+            pid=None,
+        )
+
+
+def _take_lock(path: str) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    end = time.monotonic() + 0.5
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            # The runtime probes the lock briefly; a real owner holds it for good.
+            if time.monotonic() > end:
+                os.close(fd)
+                return None
+            time.sleep(0.01)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: supervisor.py <workload-dir>\n")
+        return 2
+    workdir = argv[1]
+    lock_fd = _take_lock(os.path.join(workdir, LOCK))
+    if lock_fd is None:
+        sys.stderr.write("another supervisor owns this workload\n")
+        return 0
+    if os.path.exists(os.path.join(workdir, STATE)):
+        sys.stderr.write("workload already started once; not starting it again\n")
+        return 0
+    with open(os.path.join(workdir, LAUNCH)) as f:
+        launch = json.load(f)
+    Supervisor(workdir, launch).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
