@@ -74,7 +74,7 @@ class Gateway:
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.route_table = RouteTable()
         self.feeder = RouteFeeder(self.route_table)
-        self._assertions: dict[Identity, tuple[float, str]] = {}
+        self._assertions: dict[tuple[object, ...], tuple[float, str]] = {}
 
     async def start(self) -> None:
         await self.store.start()
@@ -150,13 +150,15 @@ class Gateway:
     def assertion_for(self, identity: Identity) -> str:
         """A signed assertion, reused for a third of its lifetime (signing is per identity)."""
         now = time.time()
-        cached = self._assertions.get(identity)
+        key = (identity.user, identity.groups, identity.namespace, identity.role,
+               identity.cluster_admin)
+        cached = self._assertions.get(key)
         if cached and now - cached[0] < self.signer.ttl_seconds / 3:
             return cached[1]
         token = self.signer.sign(identity, now=now)
         if len(self._assertions) > 10000:
             self._assertions.clear()
-        self._assertions[identity] = (now, token)
+        self._assertions[key] = (now, token)
         return token
 
     async def read_json(self, request: Request, allow_empty: bool = False) -> dict[str, Any]:

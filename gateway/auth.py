@@ -111,7 +111,7 @@ class Authenticator:
                 "grant_type": "refresh_token", "refresh_token": data["rt"],
             }, auth=(self.settings.oidc_client_id, self.settings.oidc_client_secret))
             if resp.status_code != 200:
-                log.info("session refresh refused: %s", resp.status_code)
+                log.info("session refresh refused: %s %s", resp.status_code, resp.text[:200])
                 return None
             tokens = resp.json()
             verified = await self.oidc.verify(tokens["id_token"])

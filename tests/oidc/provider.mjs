@@ -13,6 +13,9 @@ import http from 'node:http';
 import querystring from 'node:querystring';
 
 import Provider from 'oidc-provider';
+// The provider has no public API to swap keys at run time; re-running its own keystore
+// initializer on the live instance rotates keys while sessions and grants stay valid.
+import initializeKeystore from './node_modules/oidc-provider/lib/helpers/initialize_keystore.js';
 
 const port = Number(process.env.OIDC_PORT || '0');
 const issuer = `http://127.0.0.1:${port}/dex`;
@@ -116,7 +119,7 @@ function buildProvider() {
   return provider;
 }
 
-let provider = buildProvider();
+const provider = buildProvider();
 
 function loginPage(uid, error) {
   const err = error ? `<p class="error">${error}</p>` : '';
@@ -166,7 +169,7 @@ const server = http.createServer(async (req, res) => {
     if (url.pathname === '/admin/rotate' && req.method === 'POST') {
       keys.unshift(newKey());
       keys.splice(5); // keep the current key and a few retired ones published
-      provider = buildProvider();
+      initializeKeystore.call(provider, { keys });
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ kid: keys[0].kid }));
       return;

@@ -1,0 +1,280 @@
+"""Gateway test fixtures: a real OIDC provider (node-oidc-provider), a real upstream
+service (uvicorn) that verifies identity assertions, and real gateway instances."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from services.common.identity import ASSERTION_HEADER, AssertionVerifier, ensure_gateway_keys
+from tests.conftest import free_port
+
+OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
+CLIENT_SECRET = "shipyard-test-secret"
+COOKIE_SECRET = "test-cookie-secret-0123456789abcdef"
+PASSWORD = "password"
+
+
+class OIDCServer:
+    """node-oidc-provider running tests/oidc/provider.mjs; Dex-like issuer under /dex."""
+
+    def __init__(self, redirect_uris: list[str]) -> None:
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}/dex"
+        self.redirect_uris = redirect_uris
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tokens: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def start(self) -> None:
+        node = shutil.which("node")
+        if node is None or not (OIDC_DIR / "node_modules" / "oidc-provider").exists():
+            pytest.fail("node and `npm ci --prefix tests/oidc` are required for gateway tests")
+        env = dict(os.environ, OIDC_PORT=str(self.port),
+                   OIDC_REDIRECT_URIS=",".join(self.redirect_uris),
+                   OIDC_CLIENT_SECRET=CLIENT_SECRET)
+        self.proc = subprocess.Popen([node, str(OIDC_DIR / "provider.mjs")], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=1)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("OIDC provider did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def rotate(self) -> str:
+        return str(httpx.post(f"http://127.0.0.1:{self.port}/admin/rotate").json()["kid"])
+
+    async def tokens(self, user: str, client_id: str = "shipyard", fresh: bool = False,
+                     redirect_uri: str | None = None) -> dict[str, Any]:
+        """Tokens for ``user`` by driving the real authorization-code + PKCE flow."""
+        key = (user, client_id)
+        if not fresh and key in self._tokens:
+            return self._tokens[key]
+        redirect_uri = redirect_uri or self.redirect_uris[0]
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(
+            hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        async with httpx.AsyncClient(timeout=10) as c:
+            params = {"client_id": client_id, "response_type": "code",
+                      "scope": "openid email profile groups offline_access",
+                      "redirect_uri": redirect_uri, "state": "s", "nonce": "n",
+                      "code_challenge": challenge, "code_challenge_method": "S256"}
+            r = await c.get(f"{self.issuer}/auth", params=params)
+            location = await submit_login(c, r, user, PASSWORD, stop_at=redirect_uri)
+            code = parse_qs(urlsplit(location).query)["code"][0]
+            auth = (client_id, CLIENT_SECRET) if client_id == "shipyard" else None
+            data = {"grant_type": "authorization_code", "code": code,
+                    "redirect_uri": redirect_uri, "code_verifier": verifier}
+            if auth is None:
+                data["client_id"] = client_id
+            tr = await c.post(f"{self.issuer}/token", data=data, auth=auth)  # type: ignore[arg-type]
+            tr.raise_for_status()
+            tokens = tr.json()
+        self._tokens[key] = tokens
+        return tokens
+
+    async def id_token(self, user: str, fresh: bool = False) -> str:
+        return str((await self.tokens(user, fresh=fresh))["id_token"])
+
+
+async def submit_login(c: httpx.AsyncClient, r: httpx.Response, user: str, password: str,
+                       stop_at: str) -> str:
+    """Follow redirects through the provider's login form; return the redirect to ``stop_at``."""
+    for _ in range(12):
+        if r.status_code in (302, 303):
+            location = urljoin(str(r.url), r.headers["location"])
+            if location.startswith(stop_at):
+                return location
+            r = await c.get(location)
+            continue
+        if r.status_code == 200 and 'name="password"' in r.text:
+            r = await c.post(str(r.url), data={"login": user, "password": password})
+            continue
+        raise AssertionError(f"unexpected provider response {r.status_code}: {r.text[:300]}")
+    raise AssertionError("too many redirects in login flow")
+
+
+def upstream_app(public_pem: bytes) -> FastAPI:
+    """A tiny real service: verifies the gateway's assertion and echoes what it saw."""
+    verifier = AssertionVerifier(public_pem)
+    app = FastAPI()
+
+    def identity(headers: Any) -> dict[str, Any] | None:
+        token = headers.get(ASSERTION_HEADER)
+        if not token:
+            return None
+        ident = verifier.verify(token)
+        return {"user": ident.user, "groups": list(ident.groups), "namespace": ident.namespace,
+                "role": ident.role, "cluster_admin": ident.cluster_admin}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, bool]:
+        return {"ready": True}
+
+    @app.get("/stream/{n}")
+    async def stream(n: int) -> StreamingResponse:
+        async def gen() -> AsyncIterator[bytes]:
+            for i in range(n):
+                yield json.dumps({"type": "ADDED", "object": {"i": i}}).encode() + b"\n"
+                await asyncio.sleep(0.2)
+        return StreamingResponse(gen(), media_type="application/json")
+
+    @app.websocket("/notebook/{ns}/{name}/ws")
+    async def ws_echo(ws: WebSocket, ns: str, name: str) -> None:
+        await ws.accept()
+        who = identity(ws.headers)
+        await ws.send_json({"identity": who, "authorization": ws.headers.get("authorization")})
+        while True:
+            msg = await ws.receive_text()
+            if msg == "bye":
+                await ws.close()
+                return
+            await ws.send_text(f"echo:{msg}")
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def echo(request: Request, path: str) -> JSONResponse:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+        if "stream" in request.query_params:
+            pass
+        return JSONResponse({
+            "identity": identity(request.headers), "path": request.url.path,
+            "method": request.method, "body_bytes": size,
+            "authorization": request.headers.get("authorization"),
+            "kubeflow_userid": request.headers.get("kubeflow-userid"),
+            "assertions": len(request.headers.getlist(ASSERTION_HEADER)),
+        })
+
+    return app
+
+
+class RunningServer:
+    def __init__(self, app: Any, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                    log_level="warning", lifespan="on"))
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve())
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if self.task.done() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task:
+            await asyncio.wait_for(self.task, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def gateway_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    state = tmp_path_factory.mktemp("gateway-state")
+    ensure_gateway_keys(state)
+    return state
+
+
+@pytest.fixture(scope="session")
+def gateway_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def oidc(gateway_port: int) -> Iterator[OIDCServer]:
+    server = OIDCServer([f"http://127.0.0.1:{gateway_port}/oauth2/callback"])
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def other_oidc() -> Iterator[OIDCServer]:
+    """A second, unrelated provider: its valid tokens must be refused."""
+    server = OIDCServer(["http://127.0.0.1:9/oauth2/callback"])
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def upstream(gateway_state: Path) -> AsyncIterator[RunningServer]:
+    server = RunningServer(upstream_app((gateway_state / "keys" / "gateway.pub").read_bytes()),
+                           free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def gateway_settings(state: Path, upstream_url: str, db_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        state_dir=state, database_url=db_url, notebook_url=upstream_url,
+        automl_url=upstream_url, pipeline_url=upstream_url, serving_url=upstream_url,
+        cookie_secret=COOKIE_SECRET, oidc_client_secret=CLIENT_SECRET,
+        cluster_admins="admin@example.com", oidc_jwks_min_refetch_seconds=0.5,
+        rate_limit_per_second=1000, rate_limit_burst=1000, route_events=False,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+async def gateway(gateway_state: Path, gateway_port: int, oidc: OIDCServer,
+                  upstream: RunningServer, pg_url: str) -> AsyncIterator[RunningServer]:
+    """The gateway in OIDC mode on Postgres, every service URL pointing at ``upstream``."""
+    settings = gateway_settings(gateway_state, upstream.url, pg_url, auth_mode="oidc",
+                                oidc_issuer=oidc.issuer, oidc_audiences="shipyard,shipyard-cli",
+                                session_refresh_seconds=1.0)
+    server = RunningServer(create_app(settings), gateway_port)
+    await server.start()
+    gw = server.server.config.app.state.gw  # type: ignore[union-attr]
+    await gw.store.ensure_profile("kubeflow-user-example-com", "user@example.com")
+    await gw.store.ensure_profile("kubeflow-second-example-com", "second@example.com")
+    server.gw = gw  # type: ignore[attr-defined]
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def client(gateway: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as c:
+        yield c
+
+
+async def browser_login(c: httpx.AsyncClient, user: str, rd: str = "/") -> httpx.Response:
+    """Log in through the gateway and the provider's form; return the final gateway redirect."""
+    r = await c.get("/oauth2/start", params={"rd": rd})
+    assert r.status_code == 302
+    callback = str(c.base_url).rstrip("/") + "/oauth2/callback"
+    location = await submit_login(c, r, user, PASSWORD, stop_at=callback)
+    return await c.get(location)
