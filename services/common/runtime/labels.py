@@ -56,6 +56,6 @@ def parse_selector(selector: LabelSelector) -> Callable[[Mapping[str, str]], boo
             checks.append(lambda lb, k=term: k in lb)
         else:
             raise ValueError(f"labelSelector: cannot parse term {term!r}")
-        if re.match(r"^!?\s*[=!]", term):
+        if re.match(r"^\s*(!=|=)", term):
             raise ValueError(f"labelSelector: empty key in {term!r}")
     return lambda labels: all(check(labels) for check in checks)

@@ -1,0 +1,332 @@
+"""The Runtime contract: every implementation (see conftest.RUNTIME_FACTORIES) must pass it.
+
+Only the public interface is used here, and only observations that a Kubernetes runtime can
+make too (exit codes, logs, files in volumes), never host process tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from services.common.runtime import Phase, Runtime, WorkloadNotFound
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def job(namespace: str, name: str, command: list[str], **extra: Any) -> dict[str, Any]:
+    return {"kind": "job", "namespace": namespace, "name": name, "command": command, **extra}
+
+
+def with_claim(claim: str, mount_path: str) -> dict[str, Any]:
+    return {
+        "volumeMounts": [{"name": "data", "mountPath": mount_path}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+    }
+
+
+async def read_logs(runtime: Runtime, namespace: str, name: str, **kw: Any) -> list[str]:
+    return [line async for line in runtime.logs(namespace, name, **kw)]
+
+
+async def test_run_job_success(runtime: Runtime, namespace: str) -> None:
+    await runtime.apply(job(namespace, "ok", ["sh", "-c", "exit 0"], image="busybox:1.36"))
+    status = await runtime.wait(namespace, "ok", timeout=20)
+    assert status.phase == Phase.SUCCEEDED
+    assert status.exit_code == 0
+    assert status.start_time is not None and status.finish_time is not None
+    assert status.start_time <= status.finish_time
+    assert status.image == "busybox:1.36"
+
+
+async def test_run_job_failure_exit_code(runtime: Runtime, namespace: str) -> None:
+    await runtime.apply(job(namespace, "bad", ["sh", "-c", "echo boom >&2; exit 3"]))
+    status = await runtime.wait(namespace, "bad", timeout=20)
+    assert status.phase == Phase.FAILED
+    assert status.exit_code == 3
+    assert status.reason == "Error"
+    assert "3" in (status.message or "") and "boom" in (status.message or "")
+
+
+async def test_logs_stdout_and_stderr(runtime: Runtime, namespace: str) -> None:
+    script = "echo out-1; echo err-1 >&2; echo out-2"
+    await runtime.apply(job(namespace, "logs", ["sh", "-c", script]))
+    await runtime.wait(namespace, "logs", timeout=20)
+    assert await read_logs(runtime, namespace, "logs") == ["out-1", "err-1", "out-2"]
+    assert await read_logs(runtime, namespace, "logs", tail=1) == ["out-2"]
+    assert await read_logs(runtime, namespace, "logs", tail=2) == ["err-1", "out-2"]
+
+
+async def test_logs_follow_streams_until_job_ends(runtime: Runtime, namespace: str) -> None:
+    script = "echo first; sleep 0.6; echo second; sleep 0.6; echo third"
+    await runtime.apply(job(namespace, "follow", ["sh", "-c", script]))
+    seen: list[tuple[str, bool]] = []
+    async for line in runtime.logs(namespace, "follow", follow=True):
+        finished = (await runtime.status(namespace, "follow")).finished
+        seen.append((line, finished))
+    assert [line for line, _ in seen] == ["first", "second", "third"]
+    # Streaming, not collected at the end: the first lines arrive while the job still runs.
+    assert seen[0][1] is False and seen[1][1] is False
+    # The iterator ended on its own, because the job ended.
+    assert (await runtime.status(namespace, "follow")).phase == Phase.SUCCEEDED
+
+
+async def test_apply_env_and_args_exactly(
+    runtime: Runtime, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPYARD_TEST_SECRET", "must-not-leak")
+    tricky = [
+        "two words",
+        'it\'s "quoted"',
+        "$(echo pwned)",
+        "a; rm -rf /tmp/x",
+        "true && false",
+        "`id`",
+        "$HOME",
+        "$(GREETING) world",
+        "$$(GREETING)",
+        "",
+    ]
+    code = (
+        "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], "
+        "'env': {k: os.environ.get(k) for k in "
+        "['GREETING', 'EMPTY', 'DERIVED', 'PYTHONUNBUFFERED', 'SHIPYARD_TEST_SECRET']}}))"
+    )
+    env = [
+        {"name": "GREETING", "value": "hello; $(not) `a`"},
+        {"name": "EMPTY", "value": ""},
+        {"name": "DERIVED", "value": "<$(GREETING)>"},
+    ]
+    await runtime.apply(job(namespace, "argv", ["python3", "-c", code], args=tricky, env=env))
+    status = await runtime.wait(namespace, "argv", timeout=20)
+    assert status.phase == Phase.SUCCEEDED, status
+    out = json.loads((await read_logs(runtime, namespace, "argv"))[-1])
+    expected = list(tricky)
+    expected[7] = "hello; $(not) `a` world"
+    expected[8] = "$(GREETING)"
+    assert out["argv"] == expected
+    assert out["env"] == {
+        "GREETING": "hello; $(not) `a`",
+        "EMPTY": "",
+        "DERIVED": "<hello; $(not) `a`>",
+        "PYTHONUNBUFFERED": "1",
+        "SHIPYARD_TEST_SECRET": None,
+    }
+
+
+async def test_apply_env_as_dict(runtime: Runtime, namespace: str) -> None:
+    await runtime.apply(
+        job(namespace, "envdict", ["sh", "-c", 'echo "$A|$B"'], env={"A": "1", "B": "x y"})
+    )
+    await runtime.wait(namespace, "envdict", timeout=20)
+    assert await read_logs(runtime, namespace, "envdict") == ["1|x y"]
+
+
+async def test_volume_shared_between_workloads(runtime: Runtime, namespace: str) -> None:
+    await runtime.create_volume(namespace, "workdir", size="1Gi")
+    mount = "/gotest/outputs/output_text"
+    writer = ["sh", "-c", f"mkdir -p {mount} && echo 'hello volume' > {mount}/data"]
+    await runtime.apply(job(namespace, "writer", writer, **with_claim("workdir", mount)))
+    assert (await runtime.wait(namespace, "writer", timeout=20)).phase == Phase.SUCCEEDED
+    reader = ["cat", "/read/here/data"]
+    await runtime.apply(job(namespace, "reader", reader, **with_claim("workdir", "/read/here")))
+    status = await runtime.wait(namespace, "reader", timeout=20)
+    assert status.phase == Phase.SUCCEEDED, status
+    assert await read_logs(runtime, namespace, "reader") == ["hello volume"]
+
+
+async def test_volume_read_only_mount(runtime: Runtime, namespace: str) -> None:
+    await runtime.create_volume(namespace, "ro")
+    spec = job(namespace, "rojob", ["sh", "-c", "echo x > /ro/file"], **with_claim("ro", "/ro"))
+    spec["volumeMounts"][0]["readOnly"] = True
+    await runtime.apply(spec)
+    assert (await runtime.wait(namespace, "rojob", timeout=20)).phase == Phase.FAILED
+
+
+async def test_apply_unknown_claim_fails(runtime: Runtime, namespace: str) -> None:
+    spec = job(namespace, "noclaim", ["true"], **with_claim("missing", "/data"))
+    await runtime.apply(spec)
+    status = await runtime.wait(namespace, "noclaim", timeout=20)
+    assert status.phase == Phase.FAILED
+    assert status.message == f"PersistentVolumeClaim missing not found in namespace {namespace}"
+
+
+async def test_server_ready_endpoint(runtime: Runtime, namespace: str) -> None:
+    spec = {
+        "kind": "server",
+        "namespace": namespace,
+        "name": "web",
+        "command": ["python3", "-m", "http.server", "$(PORT)", "--bind", "127.0.0.1"],
+        "readinessProbe": {"httpGet": {"path": "/"}},
+    }
+    first = await runtime.apply(spec)
+    # Python needs far longer than apply() to start listening: not ready, no endpoint yet.
+    assert first.ready is False and first.endpoint is None
+    status = await runtime.wait(namespace, "web", timeout=20, ready=True)
+    assert status.phase == Phase.RUNNING and status.ready
+    assert status.endpoint and status.endpoint.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient() as client:
+        response = await client.get(status.endpoint + "/", timeout=5)
+    assert response.status_code == 200
+    await runtime.delete(namespace, "web")
+    with pytest.raises(WorkloadNotFound):
+        await runtime.status(namespace, "web")
+
+
+async def test_server_restart_with_backoff(runtime: Runtime, namespace: str) -> None:
+    spec = {
+        "kind": "server",
+        "namespace": namespace,
+        "name": "crashy",
+        "command": ["sh", "-c", "echo starting; exit 1"],
+        "restartPolicy": "Always",
+    }
+    await runtime.apply(spec)
+    end = time.monotonic() + 30
+    status = await runtime.status(namespace, "crashy")
+    while status.restart_count < 2 and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+        status = await runtime.status(namespace, "crashy")
+    assert status.restart_count >= 2
+    assert status.phase == Phase.RUNNING and not status.ready
+    assert (await read_logs(runtime, namespace, "crashy")).count("starting") >= 2
+
+
+async def test_server_never_restart_fails(runtime: Runtime, namespace: str) -> None:
+    spec = {
+        "kind": "server",
+        "namespace": namespace,
+        "name": "once",
+        "command": ["sh", "-c", "exit 4"],
+        "restartPolicy": "Never",
+    }
+    await runtime.apply(spec)
+    status = await runtime.wait(namespace, "once", timeout=20)
+    assert (status.phase, status.exit_code, status.restart_count) == (Phase.FAILED, 4, 0)
+
+
+async def test_deadline_exceeded(runtime: Runtime, namespace: str) -> None:
+    started = time.monotonic()
+    await runtime.apply(job(namespace, "slow", ["sleep", "30"], activeDeadlineSeconds=0.5))
+    status = await runtime.wait(namespace, "slow", timeout=20)
+    assert status.phase == Phase.FAILED
+    assert status.reason == "DeadlineExceeded"
+    assert time.monotonic() - started < 15
+
+
+async def test_memory_limit_enforced(runtime: Runtime, namespace: str) -> None:
+    hog = ["python3", "-c", "x = bytearray(1024 * 1024 * 1024); print('allocated')"]
+    await runtime.apply(job(namespace, "hog", hog, resources={"limits": {"memory": "256Mi"}}))
+    status = await runtime.wait(namespace, "hog", timeout=20)
+    assert status.phase == Phase.FAILED
+    assert "allocated" not in await read_logs(runtime, namespace, "hog")
+
+
+async def test_delete_kills_process_tree(runtime: Runtime, namespace: str) -> None:
+    """A background child writes heartbeats into a volume; after delete they must stop."""
+    await runtime.create_volume(namespace, "beats")
+    script = "(while true; do echo beat >> /beats/log; sleep 0.05; done) & sleep 1000"
+    await runtime.apply(
+        job(namespace, "tree", ["sh", "-c", script], **with_claim("beats", "/beats"))
+    )
+    log_file = await runtime.resolve_volume(namespace, "beats") / "log"
+    end = time.monotonic() + 20
+    while not (log_file.exists() and log_file.stat().st_size > 0) and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+    assert log_file.exists(), "the child never started"
+    await runtime.delete(namespace, "tree")
+    size = log_file.stat().st_size
+    await asyncio.sleep(0.5)
+    assert log_file.stat().st_size == size, "a child of the deleted workload is still running"
+    with pytest.raises(WorkloadNotFound):
+        await runtime.status(namespace, "tree")
+    await runtime.delete(namespace, "tree")  # idempotent
+
+
+async def test_apply_twice_creates_one_workload(runtime: Runtime, namespace: str) -> None:
+    await runtime.create_volume(namespace, "count")
+    spec = job(
+        namespace,
+        "once",
+        ["sh", "-c", "echo ran >> /count/runs; sleep 0.3"],
+        **with_claim("count", "/count"),
+    )
+    await asyncio.gather(runtime.apply(spec), runtime.apply(spec))
+    await runtime.apply(spec)
+    status = await runtime.wait(namespace, "once", timeout=20)
+    assert status.phase == Phase.SUCCEEDED
+    await runtime.apply(spec)  # after completion too: no second run
+    await asyncio.sleep(0.3)
+    runs = (await runtime.resolve_volume(namespace, "count")) / "runs"
+    assert runs.read_text().splitlines() == ["ran"]
+    assert [s.name for s in await runtime.list(namespace=namespace)] == ["once"]
+
+
+async def test_list_label_selector(runtime: Runtime, namespace: str) -> None:
+    labels = {
+        "a": {"app": "trial", "exp": "e1"},
+        "b": {"app": "trial", "exp": "e2"},
+        "c": {"app": "step"},
+    }
+    for name, lbl in labels.items():
+        await runtime.apply(job(namespace, name, ["true"], labels=lbl, owner={"kind": "Trial"}))
+
+    async def names(selector: Any) -> list[str]:
+        return sorted(s.name for s in await runtime.list(selector, namespace=namespace))
+
+    assert await names(None) == ["a", "b", "c"]
+    assert await names({"app": "trial"}) == ["a", "b"]
+    assert await names("app=trial,exp!=e1") == ["b"]
+    assert await names("app!=trial") == ["c"]
+    assert await names("exp in (e1, e2)") == ["a", "b"]
+    assert await names("!exp") == ["c"]
+    assert await names("exp") == ["a", "b"]
+    status = (await runtime.list({"exp": "e1"}, namespace=namespace))[0]
+    assert status.labels == labels["a"] and status.owner == {"kind": "Trial"}
+
+
+async def test_status_unknown_raises(runtime: Runtime, namespace: str) -> None:
+    with pytest.raises(WorkloadNotFound):
+        await runtime.status(namespace, "nope")
+    await runtime.delete(namespace, "nope")  # deleting the unknown is fine
+
+
+async def test_volumes_lifecycle(runtime: Runtime, namespace: str) -> None:
+    first = await runtime.create_volume(namespace, "v1", size="1Gi", labels={"team": "a"})
+    again = await runtime.create_volume(namespace, "v1", size="2Gi")
+    assert again.created_at == first.created_at and again.size == "1Gi"
+    await runtime.create_volume(namespace, "v2")
+    assert [v.name for v in await runtime.list_volumes(namespace)] == ["v1", "v2"]
+    assert [v.name for v in await runtime.list_volumes(namespace, {"team": "a"})] == ["v1"]
+    path = await runtime.resolve_volume(namespace, "v1")
+    assert path.is_dir()
+    await runtime.delete_volume(namespace, "v1")
+    await runtime.delete_volume(namespace, "v1")
+    assert [v.name for v in await runtime.list_volumes(namespace)] == ["v2"]
+    with pytest.raises(KeyError, match="PersistentVolumeClaim v1 not found"):
+        await runtime.resolve_volume(namespace, "v1")
+
+
+async def test_stop_all_by_label(runtime: Runtime, namespace: str) -> None:
+    for name, group in (("s1", "x"), ("s2", "y")):
+        await runtime.apply(job(namespace, name, ["sleep", "30"], labels={"group": group}))
+    stopped = await runtime.stop_all({"group": "x"})
+    assert [s.name for s in stopped] == ["s1"]
+    assert stopped[0].phase == Phase.FAILED and stopped[0].reason == "Stopped"
+    assert (await runtime.status(namespace, "s2")).phase in (Phase.PENDING, Phase.RUNNING)
+
+
+async def test_apply_invalid_spec_names_the_field(runtime: Runtime, namespace: str) -> None:
+    with pytest.raises(ValueError, match="volumeMounts"):
+        await runtime.apply(
+            job(namespace, "x", ["true"], volumeMounts=[{"name": "nope", "mountPath": "/d"}])
+        )
+    with pytest.raises(ValueError, match="name"):
+        await runtime.apply(job(namespace, "../escape", ["true"]))
+    assert os.sep not in namespace
