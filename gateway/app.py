@@ -205,10 +205,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
         if exc.code == 401:
             return unauthenticated(request, exc)
-        if is_api_path(request.url.path):
-            return exc.response()
-        return JSONResponse({"error": exc.message, "code": exc.code}, status_code=exc.code,
-                            headers=exc.headers)
+        # Status-shaped everywhere: API clients parse it, and it is readable JSON elsewhere.
+        return exc.response()
 
     @app.get("/healthz")
     async def read_health() -> dict[str, str]:

@@ -135,6 +135,9 @@ class OIDCProvider:
         alg = header.get("alg")
         if alg not in ALLOWED_ALGS:
             raise TokenError(f"algorithm {alg!r} is not accepted")
+        # Foreign issuers are refused before any key lookup, so they cannot force refetches.
+        if str(peek_claims(token).get("iss", "")).rstrip("/") != self.issuer:
+            raise TokenError("wrong issuer")
         keyset = await self.keyset_for(header.get("kid"))
         try:
             decoded = jwt.decode(token, keyset, algorithms=[alg])
