@@ -13,6 +13,7 @@ from services.common.events.relay import OutboxRelay
 from services.common.events.streams import (
     delete_stream,
     ensure_stream,
+    keep_stream,
     stream_config,
     stream_name,
     stream_subjects,
@@ -36,6 +37,7 @@ __all__ = [
     "current_traceparent",
     "delete_stream",
     "ensure_stream",
+    "keep_stream",
     "new_traceparent",
     "set_traceparent",
     "source_for_service",

@@ -186,17 +186,22 @@ class OutboxRelay:
     async def _housekeeping(self) -> None:
         """Refresh the backlog gauge and prune old published rows, each at its own pace."""
         now = time.monotonic()
-        t = self.outbox
         if now - self._last_backlog >= BACKLOG_EVERY:
             self._last_backlog = now
-            async with self.db.transaction() as session:
-                backlog = await session.scalar(
-                    select(func.count()).select_from(t).where(t.c.published_at.is_(None))
-                )
-            metrics.OUTBOX_BACKLOG.set(backlog or 0)
+            await self.refresh_backlog()
         if now - self._last_prune >= min(PRUNE_EVERY, max(self.retention_seconds / 2, 1.0)):
             self._last_prune = now
             await self.prune()
+
+    async def refresh_backlog(self) -> int:
+        """Count unpublished rows into the ``shipyard_outbox_backlog`` gauge; returns it."""
+        t = self.outbox
+        async with self.db.transaction() as session:
+            backlog = await session.scalar(
+                select(func.count()).select_from(t).where(t.c.published_at.is_(None))
+            )
+        metrics.OUTBOX_BACKLOG.set(backlog or 0)
+        return int(backlog or 0)
 
     async def prune(self) -> int:
         """Delete rows published more than ``retention_seconds`` ago; returns how many."""

@@ -12,6 +12,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import BadRequestError, NotFoundError
 
+from services.common.events.bus import EventBus
+
 log = logging.getLogger(__name__)
 
 # JetStream drops a re-published Nats-Msg-Id within this window; the relay's retry of an
@@ -58,7 +60,7 @@ async def ensure_stream(
     """Create the service's stream, or update it to this config; safe to call on every start."""
     config = stream_config(service, duplicate_window=duplicate_window, max_age=max_age)
     try:
-        await js.stream_info(config.name)
+        await js.stream_info(stream_name(service))
     except NotFoundError:
         try:
             info = await js.add_stream(config)
@@ -68,6 +70,24 @@ async def ensure_stream(
             # Another replica created it between our info and add: fall through to update.
             pass
     return await js.update_stream(config)
+
+
+def keep_stream(
+    bus: EventBus,
+    service: str,
+    *,
+    duplicate_window: float = DEFAULT_DUPLICATE_WINDOW,
+    max_age: float = DEFAULT_MAX_AGE,
+) -> None:
+    """Ensure the service's stream on every (re)connect: call once at service start-up.
+
+    Re-ensuring after a reconnect covers a NATS that came back without its store.
+    """
+
+    async def ensure() -> None:
+        await ensure_stream(bus.js, service, duplicate_window=duplicate_window, max_age=max_age)
+
+    bus.on_connect(ensure)
 
 
 async def delete_stream(js: JetStreamContext, service: str) -> bool:

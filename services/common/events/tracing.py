@@ -20,7 +20,7 @@ _FORMAT = re.compile(r"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-
 
 
 def is_valid_traceparent(value: str | None) -> bool:
-    return bool(value) and _FORMAT.match(value or "") is not None and not value.startswith("ff")
+    return value is not None and _FORMAT.match(value) is not None and not value.startswith("ff")
 
 
 def new_traceparent() -> str:

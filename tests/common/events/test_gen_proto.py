@@ -51,3 +51,39 @@ def test_generated_modules_import_as_package():
         "resource_version",
         "object_json",
     ]
+
+
+def test_generate_rewrites_cross_file_imports(tmp_path: Path):
+    """A future proto importing ours (and a well-known type) gets package-qualified imports."""
+    root = tmp_path / "proto"
+    pkg = root / "shipyard" / "events" / "v1"
+    pkg.mkdir(parents=True)
+    (pkg / "resource.proto").write_text(
+        (ROOT / "proto" / "shipyard" / "events" / "v1" / "resource.proto").read_text()
+    )
+    (pkg / "trial.proto").write_text(
+        'syntax = "proto3";\npackage shipyard.events.v1;\n'
+        'import "shipyard/events/v1/resource.proto";\n'
+        'import "google/protobuf/timestamp.proto";\n'
+        "message TrialCompleted { ResourceEvent trial = 1; google.protobuf.Timestamp at = 2; }\n"
+    )
+    out = tmp_path / "out"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "gen_proto.py"),
+            "--proto-root",
+            str(root),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    code = (out / "shipyard" / "events" / "v1" / "trial_pb2.py").read_text()
+    assert "from services.common.eventspb.shipyard.events.v1 import resource_pb2 as " in code
+    assert "from google.protobuf import timestamp_pb2 as " in code
+    assert "'services.common.eventspb.shipyard.events.v1.trial_pb2'" in code
+    assert (out / "shipyard" / "events" / "v1" / "__init__.py").exists()
+    compile(code, "trial_pb2.py", "exec")
