@@ -25,6 +25,7 @@ SCRIPT_LOCATION = Path(__file__).parent / "migrations"
 def _config(versions: Path, connection: Connection, schema: str, metadata: MetaData) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", str(versions))
     cfg.attributes.update(connection=connection, schema=schema, metadata=metadata)
     return cfg

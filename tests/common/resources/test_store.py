@@ -1,0 +1,136 @@
+"""ResourceStore semantics, on Postgres (production) and SQLite (the quickstart)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.common import migrate
+from services.common.db import Database
+from services.common.errors import ApiError
+from services.common.events.outbox import stage_event
+from services.common.resources import ResourceStore, WatchEvent
+from services.notebook.models import NOTEBOOK, PVC
+from services.notebook.tables import metadata
+
+VERSIONS = Path("services/notebook/migrations/versions")
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def store(request: pytest.FixtureRequest, pg_url: str,
+                tmp_path: Path) -> AsyncIterator[ResourceStore]:
+    if request.param == "postgres":
+        db = Database(pg_url, schema=f"store_{uuid.uuid4().hex[:8]}")
+    else:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path}/notebook.db", schema="notebook")
+    await migrate.upgrade(db, metadata, VERSIONS)
+    yield ResourceStore(db, metadata.tables, source="/test", stage_event=stage_event)
+    await db.dispose()
+
+
+def nb(name: str = "", labels: dict[str, str] | None = None, **meta: str) -> dict:
+    metadata_ = {"labels": labels or {}, **meta}
+    if name:
+        metadata_["name"] = name
+    return {"metadata": metadata_, "spec": {"template": {"spec": {"containers": []}}}}
+
+
+async def test_create_generate_name(store: ResourceStore) -> None:
+    obj = await store.create(NOTEBOOK, "ns", nb(generateName="run-"))
+    name = obj["metadata"]["name"]
+    assert name.startswith("run-") and len(name) == len("run-") + 5
+    assert obj["apiVersion"] == "kubeflow.org/v1" and obj["kind"] == "Notebook"
+
+
+async def test_list_paging_with_continue(store: ResourceStore) -> None:
+    for i in range(7):
+        await store.create(NOTEBOOK, "paged", nb(f"nb-{i}", {"parity": str(i % 2)}))
+    seen, token = [], None
+    while True:
+        page = await store.list(NOTEBOOK, "paged", limit=3, continue_token=token)
+        assert len(page.items) <= 3
+        seen += [o["metadata"]["name"] for o in page.items]
+        token = page.continue_token
+        if not token:
+            break
+    assert seen == [f"nb-{i}" for i in range(7)]
+    odd = await store.list(NOTEBOOK, "paged", label_selector="parity=1", limit=2)
+    assert [o["metadata"]["name"] for o in odd.items] == ["nb-1", "nb-3"]
+    assert odd.continue_token
+
+
+async def test_update_status_does_not_touch_spec(store: ResourceStore) -> None:
+    created = await store.create(NOTEBOOK, "ns", nb("s"))
+    updated = await store.update_status(NOTEBOOK, "ns", "s", {"readyReplicas": 1})
+    assert updated["status"] == {"readyReplicas": 1}
+    assert updated["metadata"]["generation"] == created["metadata"]["generation"]
+    # A PUT of the main resource cannot change status.
+    body = dict(updated, status={"readyReplicas": 99})
+    replaced = await store.replace(NOTEBOOK, "ns", "s", body)
+    assert replaced["status"] == {"readyReplicas": 1}
+
+
+async def test_delete_with_finalizer_waits_for_controller(store: ResourceStore) -> None:
+    pvc = {"metadata": {"name": "claim"}, "spec": {"accessModes": ["ReadWriteOnce"]}}
+    created = await store.create(PVC, "ns", pvc)
+    assert created["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
+    marked = await store.delete(PVC, "ns", "claim")
+    assert marked["metadata"]["deletionTimestamp"]
+    assert (await store.get(PVC, "ns", "claim"))["metadata"]["deletionTimestamp"]
+    # Finalizers cannot be added back while deleting.
+    again = dict(marked)
+    again["metadata"] = dict(marked["metadata"], finalizers=["a/b", "kubernetes.io/pvc-protection"])
+    kept = await store.replace(PVC, "ns", "claim", again)
+    assert kept["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
+    await store.remove_finalizer(PVC, "ns", "claim", "kubernetes.io/pvc-protection")
+    assert await store.find(PVC, "ns", "claim") is None
+
+
+async def test_json_patch_and_merge_patch(store: ResourceStore) -> None:
+    await store.create(NOTEBOOK, "ns", nb("p", {"a": "1"}))
+    out = await store.patch(NOTEBOOK, "ns", "p", [
+        {"op": "add", "path": "/metadata/labels/b", "value": "2"},
+        {"op": "remove", "path": "/metadata/labels/a"}], "application/json-patch+json")
+    assert out["metadata"]["labels"] == {"b": "2"}
+    out = await store.patch(NOTEBOOK, "ns", "p", {"metadata": {"labels": {"b": None, "c": "3"}}},
+                            "application/merge-patch+json")
+    assert out["metadata"]["labels"] == {"c": "3"}
+    with pytest.raises(ApiError) as exc:
+        await store.patch(NOTEBOOK, "ns", "p", {"spec": {"template": {"spec": None}}})
+    assert exc.value.code == 422 and exc.value.causes[0].field == "spec.template.spec"
+
+
+async def test_watch_replays_from_resource_version(store: ResourceStore) -> None:
+    await store.create(NOTEBOOK, "w", nb("before"))
+    rv = await store.current_rv()
+    events: list[WatchEvent] = []
+
+    async def consume() -> None:
+        async for event in store.watch(NOTEBOOK, "w", resource_version=str(rv),
+                                       timeout_seconds=10):
+            events.append(event)
+            if event.type == "DELETED":
+                return
+
+    task = asyncio.create_task(consume())
+    await store.create(NOTEBOOK, "w", nb("after"))
+    await store.create(NOTEBOOK, "other-ns", nb("elsewhere"))
+    await store.patch(NOTEBOOK, "w", "after", {"metadata": {"labels": {"x": "y"}}})
+    await store.delete(NOTEBOOK, "w", "after")
+    await asyncio.wait_for(task, 10)
+    assert [(e.type, e.object["metadata"]["name"]) for e in events] == [
+        ("ADDED", "after"), ("MODIFIED", "after"), ("DELETED", "after")]
+
+
+async def test_watch_without_resource_version_lists_first(store: ResourceStore) -> None:
+    await store.create(NOTEBOOK, "w0", nb("a", {"keep": "yes"}))
+    await store.create(NOTEBOOK, "w0", nb("b", {"keep": "no"}))
+    got = []
+    async for event in store.watch(NOTEBOOK, "w0", label_selector="keep=yes",
+                                   timeout_seconds=0.5):
+        got.append((event.type, event.object["metadata"]["name"]))
+    assert got == [("ADDED", "a")]
