@@ -138,8 +138,8 @@ def upstream_app(public_pem: bytes) -> FastAPI:
     async def readyz() -> dict[str, bool]:
         return {"ready": True}
 
-    @app.get("/stream/{n}")
-    async def stream(n: int) -> StreamingResponse:
+    @app.get("/{prefix:path}/stream/{n}")
+    async def stream(prefix: str, n: int) -> StreamingResponse:
         async def gen() -> AsyncIterator[bytes]:
             for i in range(n):
                 yield json.dumps({"type": "ADDED", "object": {"i": i}}).encode() + b"\n"
@@ -163,8 +163,6 @@ def upstream_app(public_pem: bytes) -> FastAPI:
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
-        if "stream" in request.query_params:
-            pass
         return JSONResponse({
             "identity": identity(request.headers), "path": request.url.path,
             "method": request.method, "body_bytes": size,

@@ -70,7 +70,8 @@ async def test_bearer_alg_none_rejected(client, oidc) -> None:
 
 
 async def test_bearer_hs256_with_public_key_rejected(client, oidc) -> None:
-    jwks = httpx.get(f"{oidc.issuer}/jwks").json()["keys"][0]
+    async with httpx.AsyncClient() as c:
+        jwks = (await c.get(f"{oidc.issuer}/jwks")).json()["keys"][0]
     public_pem = RSAKey.import_key(jwks).as_pem(private=False)
     # Forged by hand: joserfc itself refuses to use a public key as an HMAC secret.
     signing_input = f"{b64({'alg': 'HS256', 'kid': jwks['kid']})}.{b64(claims(oidc))}"
