@@ -52,6 +52,7 @@ What a subclass implements, and what each method promises:
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def list(
         self, label_selector: LabelSelector = None, namespace: str | None = None
-    ) -> list[WorkloadStatus]:
+    ) -> builtins.list[WorkloadStatus]:
         """Statuses of the workloads whose labels match."""
 
     @abc.abstractmethod
@@ -118,7 +119,7 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def list_volumes(
         self, namespace: str | None = None, label_selector: LabelSelector = None
-    ) -> list[VolumeInfo]:
+    ) -> builtins.list[VolumeInfo]:
         """Volumes, optionally filtered by namespace and labels."""
 
     @abc.abstractmethod
@@ -126,7 +127,7 @@ class Runtime(abc.ABC):
         """Where the volume's data lives; raises VolumeNotFound."""
 
     @abc.abstractmethod
-    async def stop_all(self, label_selector: LabelSelector = None) -> list[WorkloadStatus]:
+    async def stop_all(self, label_selector: LabelSelector = None) -> builtins.list[WorkloadStatus]:
         """Stop every running workload that matches (orderly shutdown); return their statuses."""
 
     async def shutdown(self) -> None:

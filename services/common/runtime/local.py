@@ -125,6 +125,7 @@ class LocalRuntime(Runtime):
         self.python_bin_dir = python_bin_dir or os.path.dirname(sys.executable)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._spawned: dict[Path, subprocess.Popen[bytes]] = {}  # our own live supervisors
         self._adopted = False
         self._sandbox: tuple[str | None, str | None] | None = None  # (bwrap, problem)
 
@@ -141,6 +142,9 @@ class LocalRuntime(Runtime):
         for pid, child in list(self._children.items()):
             if child.poll() is not None:
                 del self._children[pid]
+        for wdir, child in list(self._spawned.items()):
+            if child.returncode is not None:
+                del self._spawned[wdir]
 
     def _sandbox_state(self) -> tuple[str | None, str | None]:
         """(bwrap executable or None, why it is unusable or None); probed once."""
@@ -262,6 +266,7 @@ class LocalRuntime(Runtime):
                 close_fds=True,
             )
         self._children[child.pid] = child
+        self._spawned[wdir] = child
 
     def _resolve_launch(self, wdir: Path, spec: WorkloadSpec) -> dict[str, Any]:
         """Turn the spec into the supervisor's launch plan; LaunchError for user errors."""
@@ -462,28 +467,43 @@ class LocalRuntime(Runtime):
                 raise TimeoutError(
                     f"workload {namespace}/{name} still {status.phase.value} after {timeout}s"
                 )
-            state = _read_json(wdir / STATE) or {}
-            sup_pid = state.get("supervisorPid")
-            if ready or sup_pid is None:
-                # Readiness is a file change, and before its first write the supervisor has
-                # no pid on record: short sleeps, bounded by the timeout.
+            own = self._spawned.get(wdir)
+            if own is not None and own.poll() is not None:
+                own = None  # reaped: its pid may belong to anyone now
+            sup_pid = (_read_json(wdir / STATE) or {}).get("supervisorPid")
+            if ready or (own is None and sup_pid is None):
+                # Readiness is a file change, and a supervisor started by an earlier runtime
+                # has no pid on record before its first write: short sleeps, bounded.
                 await asyncio.sleep(0.01 if left is None else min(0.01, left))
-            else:
-                await self._wait_pid_exit(sup_pid, wdir, left)
+            elif own is not None:
+                await self._wait_pid_exit(own.pid, wdir, left, own=True)
+                own.poll()
+            elif sup_pid is not None:
+                await self._wait_pid_exit(int(sup_pid), wdir, left)
 
-    async def _wait_pid_exit(self, pid: int, wdir: Path, limit: float | None) -> None:
-        """Sleep until process ``pid`` (our workload's supervisor) exits, or timeout."""
+    async def _wait_pid_exit(
+        self, pid: int, wdir: Path, limit: float | None, own: bool = False
+    ) -> None:
+        """Sleep until process ``pid`` (our workload's supervisor) exits, or timeout.
+
+        ``own``: the supervisor is our unreaped child, so its pid cannot have been reused.
+        """
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             return
         try:
-            # The pid is the supervisor's only while it holds the lock (pids get reused).
-            if not self._supervisor_alive(wdir):
+            # Otherwise the pid is the supervisor's only while it holds the lock (pid reuse).
+            if not own and not self._supervisor_alive(wdir):
                 return
             loop = asyncio.get_running_loop()
             exited = loop.create_future()
-            loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+
+            def on_exit() -> None:
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(pidfd, on_exit)
             try:
                 await asyncio.wait_for(exited, limit)
             except TimeoutError:
@@ -534,7 +554,7 @@ class LocalRuntime(Runtime):
             os.replace(wdir, trash)
             await asyncio.to_thread(shutil.rmtree, trash, True)
 
-    async def stop_all(self, label_selector: LabelSelector = None) -> list[WorkloadStatus]:
+    async def stop_all(self, label_selector: LabelSelector = None) -> builtins.list[WorkloadStatus]:
         await self._ensure_adopted()
         targets = [s for s in await self.list(label_selector) if not s.finished]
 

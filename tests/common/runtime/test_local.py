@@ -1,0 +1,231 @@
+"""LocalRuntime specifics: surviving its owner's SIGKILL, the sandbox, the supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from services.common.runtime import LocalRuntime, Phase, get_runtime
+from services.common.runtime.expansion import expand
+from services.common.runtime.labels import parse_selector
+from services.common.runtime.quantity import parse_quantity
+from services.common.runtime.sandbox import BindMount, build_bwrap_argv
+
+pytestmark = pytest.mark.timeout(60)
+REPO = Path(__file__).resolve().parents[3]
+
+OWNER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from services.common.runtime import LocalRuntime
+
+    def spec(name, script):
+        return {
+            "namespace": "adopt", "name": name, "command": ["sh", "-c", script],
+            "volumeMounts": [{"name": "runs", "mountPath": "/runs"}],
+            "volumes": [{"name": "runs", "persistentVolumeClaim": {"claimName": "runs"}}],
+        }
+
+    async def main():
+        rt = LocalRuntime(sys.argv[1])
+        await rt.create_volume("adopt", "runs")
+        await rt.apply(spec("slow", "echo slow >> /runs/ran; sleep 2; exit 7"))
+        await rt.apply(spec("quick", "echo quick >> /runs/ran; sleep 0.3; exit 3"))
+        while (await rt.status("adopt", "slow")).phase != "Running":
+            await asyncio.sleep(0.01)
+        print("applied", flush=True)
+        await asyncio.sleep(60)
+
+    asyncio.run(main())
+    """
+)
+
+
+def job(name: str, command: list[str], **extra: object) -> dict[str, object]:
+    return {"namespace": "local", "name": name, "command": command, **extra}
+
+
+async def test_adopt_after_owner_sigkill(tmp_path: Path) -> None:
+    """The owner dies by SIGKILL mid-run; a new runtime learns both exit codes, nothing reruns."""
+    owner = subprocess.Popen(  # noqa: ASYNC220 - must be killable with SIGKILL by pid
+        [sys.executable, "-c", OWNER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(owner.stdout.readline), 20)  # type: ignore[union-attr]
+        assert line.strip() == "applied"
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+    await asyncio.sleep(0.8)  # "quick" finishes while nobody is watching
+    runtime = LocalRuntime(tmp_path)
+    quick = await runtime.status("adopt", "quick")
+    assert (quick.phase, quick.exit_code) == (Phase.FAILED, 3)
+    slow = await runtime.status("adopt", "slow")
+    assert slow.phase == Phase.RUNNING  # still running, re-adopted
+    await runtime.apply(
+        {
+            "namespace": "adopt",
+            "name": "slow",
+            "command": ["sh", "-c", "echo slow >> /runs/ran; sleep 2; exit 7"],
+            "volumeMounts": [{"name": "runs", "mountPath": "/runs"}],
+            "volumes": [{"name": "runs", "persistentVolumeClaim": {"claimName": "runs"}}],
+        }
+    )
+    slow = await runtime.wait("adopt", "slow", timeout=20)
+    assert (slow.phase, slow.exit_code) == (Phase.FAILED, 7)
+    runs = (await runtime.resolve_volume("adopt", "runs")) / "ran"
+    assert sorted(runs.read_text().split()) == ["quick", "slow"]
+    await runtime.shutdown()
+
+
+async def test_state_file_records_exit(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    await runtime.apply(job("rec", ["sh", "-c", "exit 5"]))
+    await runtime.wait("local", "rec", timeout=20)
+    state = json.loads((tmp_path / "runtime/workloads/local/rec/state.json").read_text())
+    assert state["exitCode"] == 5 and state["phase"] == "Failed" and state["supervisorPid"]
+
+
+async def test_supervisor_lost_is_reported(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    await runtime.apply(job("orphan", ["sleep", "30"]))
+    state_file = tmp_path / "runtime/workloads/local/orphan/state.json"
+    end = time.monotonic() + 10
+    while not (state_file.exists() and json.loads(state_file.read_text()).get("pid")):
+        await asyncio.sleep(0.01)  # noqa: ASYNC110 - the supervisor writes this file
+        assert time.monotonic() < end, "the workload never started"
+    pid = json.loads(state_file.read_text())["supervisorPid"]
+    os.kill(pid, signal.SIGKILL)
+    status = await runtime.wait("local", "orphan", timeout=10)
+    assert status.phase == Phase.FAILED and status.reason == "SupervisorLost"
+
+
+async def test_missing_bwrap_fails_mounts_with_install_hint(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path, bwrap_path="/nonexistent/bwrap")
+    await runtime.create_volume("local", "data")
+    await runtime.apply(
+        job(
+            "mounts",
+            ["true"],
+            volumeMounts=[{"name": "d", "mountPath": "/data"}],
+            volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+        )
+    )
+    status = await runtime.wait("local", "mounts", timeout=10)
+    assert status.phase == Phase.FAILED and status.reason == "SandboxUnavailable"
+    assert "apt-get install bubblewrap" in (status.message or "")
+    assert "/nonexistent/bwrap" in (status.message or "")
+    # Without mounts the workload still runs, unsandboxed (a warning is logged).
+    await runtime.apply(job("plain", ["sh", "-c", "echo $HOME"]))
+    plain = await runtime.wait("local", "plain", timeout=10)
+    assert plain.phase == Phase.SUCCEEDED
+    logs = [line async for line in runtime.logs("local", "plain")]
+    assert logs == [str(tmp_path / "runtime/workloads/local/plain/work")]
+
+
+async def test_sandbox_host_is_read_only_and_tmp_private(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    marker = f"shipyard-{os.getpid()}-{time.monotonic_ns()}"
+    script = (
+        f"touch /usr/{marker} 2>/dev/null && echo usr-writable; "
+        f"echo x > /tmp/{marker} && echo tmp-ok; "
+        "echo x > ./here && echo cwd-ok; which python3"
+    )
+    await runtime.apply(job("ro", ["sh", "-c", script]))
+    assert (await runtime.wait("local", "ro", timeout=20)).phase == Phase.SUCCEEDED
+    logs = [line async for line in runtime.logs("local", "ro")]
+    assert logs == ["tmp-ok", "cwd-ok", str(Path(sys.executable).parent / "python3")]
+    assert not os.path.exists(f"/tmp/{marker}")  # noqa: ASYNC240 - a stat, in a test
+    assert (tmp_path / f"runtime/workloads/local/ro/tmp/{marker}").exists()
+
+
+async def test_working_dir_and_empty_dir(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    spec = job(
+        "wd",
+        ["sh", "-c", "pwd; echo $HOME; echo hi > /scratch/f && cat /scratch/f"],
+        workingDir="/app/src",
+        volumeMounts=[{"name": "s", "mountPath": "/scratch"}],
+        volumes=[{"name": "s", "emptyDir": {}}],
+    )
+    await runtime.apply(spec)
+    assert (await runtime.wait("local", "wd", timeout=20)).phase == Phase.SUCCEEDED
+    assert [line async for line in runtime.logs("local", "wd")] == ["/app/src", "/app/src", "hi"]
+
+
+async def test_host_path_outside_volumes_refused(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    spec = job(
+        "hp",
+        ["true"],
+        volumeMounts=[{"name": "h", "mountPath": "/etcw"}],
+        volumes=[{"name": "h", "hostPath": {"path": "/etc"}}],
+    )
+    await runtime.apply(spec)
+    status = await runtime.wait("local", "hp", timeout=10)
+    assert status.phase == Phase.FAILED and status.reason == "HostPathNotAllowed"
+
+
+def test_supervisor_runs_as_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.common.runtime.supervisor"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_get_runtime_by_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SHIPYARD_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SHIPYARD_RUNTIME", "local")
+    runtime = get_runtime()
+    assert isinstance(runtime, LocalRuntime) and runtime.root == tmp_path / "runtime"
+    monkeypatch.setenv("SHIPYARD_RUNTIME", "kubernetes")
+    with pytest.raises(NotImplementedError):
+        get_runtime()
+
+
+def test_build_bwrap_argv_overlays_missing_mount_points(tmp_path: Path) -> None:
+    argv = build_bwrap_argv(
+        "bwrap",
+        ["echo", "$(X)"],
+        mounts=[BindMount(tmp_path, "/gotest/outputs/output_text"), BindMount(tmp_path, "/usr")],
+        tmp_dir=tmp_path,
+        cwd="/w",
+    )
+    assert argv[-3:] == ["--", "echo", "$(X)"]
+    assert argv[1:4] != ["--ro-bind", "/", "/"]  # the root is rebuilt from read-only binds
+    etc = argv.index("/etc")
+    assert argv[etc - 1 : etc + 2] == ["--ro-bind-try", "/etc", "/etc"]
+    assert argv[argv.index("--remount-ro") + 1] == "/"
+    assert "--die-with-parent" in argv and "--unshare-pid" in argv
+
+
+def test_expand_follows_kubernetes_rules() -> None:
+    env = {"A": "1", "PORT": "8000"}
+    assert expand("$(PORT)", env) == "8000"
+    assert expand("x$(A)y$(B)", env) == "x1y$(B)"
+    assert expand("$$(A) $$ $ $(", env) == "$(A) $ $ $("
+
+
+def test_parse_selector_and_quantity() -> None:
+    match = parse_selector("a=1,b!=2,c in (x, y),!d")
+    assert match({"a": "1", "c": "x"}) and not match({"a": "1", "c": "x", "d": ""})
+    with pytest.raises(ValueError):
+        parse_selector("=x")
+    assert parse_quantity("512Mi") == 512 * 2**20
+    assert parse_quantity("1G") == 1e9 and parse_quantity("250m") == 0.25
+    with pytest.raises(ValueError, match="resources.limits.memory"):
+        parse_quantity("lots", "resources.limits.memory")
