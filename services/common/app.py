@@ -30,9 +30,12 @@ from services.common.events.streams import ensure_stream
 from services.common.identity import AssertionVerifier
 from services.common.observability import RequestContextMiddleware, health_router
 from services.common.resources import ResourceKind, ResourceStore, resource_router
+from services.common.runtime import Runtime, get_runtime
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+SERVICE_LABEL = "shipyard.io/service"
 
 
 class Lifecycle(Protocol):
@@ -55,6 +58,19 @@ class ServiceContext:
     relay: OutboxRelay
     components: list[Lifecycle] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    _runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The workload runtime (created on first use; services without workloads never pay)."""
+        if self._runtime is None:
+            self._runtime = get_runtime(self.settings)
+        return self._runtime
+
+    @property
+    def workload_labels(self) -> dict[str, str]:
+        """Labels every workload of this service carries (re-adoption, orderly shutdown)."""
+        return {SERVICE_LABEL: self.name}
 
 
 ComponentFactory = Callable[[ServiceContext], Awaitable[Sequence[Lifecycle]]]
@@ -124,6 +140,11 @@ def build_service(
         finally:
             for component in reversed(ctx.components):
                 await _quietly(component.stop())
+            if ctx._runtime is not None:
+                # An orderly stop ends this service's workloads; only a crash (SIGKILL)
+                # leaves them running, for the next start to re-adopt.
+                await _quietly(ctx._runtime.stop_all(ctx.workload_labels))
+                await _quietly(ctx._runtime.close())
             await _quietly(relay.stop())
             await _quietly(bus.close())
             await _quietly(db.dispose())

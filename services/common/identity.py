@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -82,7 +83,7 @@ class AssertionSigner:
 
     def sign(self, identity: Identity, *, now: float | None = None) -> str:
         issued = int(now if now is not None else time.time())
-        claims = {
+        claims: dict[str, object] = {
             "iss": ISSUER,
             "aud": AUDIENCE,
             "sub": identity.user,

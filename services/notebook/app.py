@@ -4,7 +4,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.common.app import build_service
+from services.common.app import Lifecycle, ServiceContext, build_service
+from services.notebook.controller import ClaimController
 from services.notebook.models import KINDS
 from services.notebook.settings import Settings
 from services.notebook.tables import metadata
@@ -13,4 +14,8 @@ from services.notebook.tables import metadata
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     return build_service("notebook", settings, metadata, Path(__file__).parent / "migrations" / "versions",
-                         kinds=KINDS)
+                         kinds=KINDS, components=components)
+
+
+async def components(ctx: ServiceContext) -> list[Lifecycle]:
+    return [ClaimController(ctx.store, ctx.runtime)]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import copy
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +67,7 @@ class Page:
 
 
 EventStager = Callable[..., Any]
+DeleteGuard = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ResourceStore:
@@ -86,11 +88,16 @@ class ResourceStore:
         # receives a payload per change on that subject (a NATS subscription).
         self._live_events = live_events
         self._listeners: list[Callable[[ResourceKind, WatchEvent], None]] = []
+        self._delete_guards: dict[str, DeleteGuard] = {}
 
     # ----------------------------------------------------------------- helpers
     def add_listener(self, listener: Callable[[ResourceKind, WatchEvent], None]) -> None:
         """Call ``listener`` after each committed change (in-process controllers use it)."""
         self._listeners.append(listener)
+
+    def add_delete_guard(self, kind: ResourceKind, guard: DeleteGuard) -> None:
+        """Run ``guard(obj)`` before deleting an object of ``kind``; it raises ApiError to refuse."""
+        self._delete_guards[kind.kind] = guard
 
     async def _next_rv(self, session: AsyncSession) -> int:
         result = await session.execute(
@@ -373,6 +380,10 @@ class ResourceStore:
     async def delete(self, kind: ResourceKind, namespace: str | None, name: str, *,
                      session: AsyncSession | None = None) -> dict[str, Any]:
         """Delete now, or mark ``deletionTimestamp`` while finalizers remain."""
+        guard = self._delete_guards.get(kind.kind)
+        if guard is not None:
+            await guard(await self.get(kind, namespace, name))
+
         async def run(s: AsyncSession) -> dict[str, Any]:
             current = await self._load(s, kind, namespace, name, lock=True)
             if current["metadata"].get("finalizers"):
@@ -456,7 +467,7 @@ class ResourceStore:
         return Page(items, rv, token)
 
     async def list_all(self, kind: ResourceKind, namespace: str | None = None,
-                       label_selector: str | None = None) -> list[dict[str, Any]]:
+                       label_selector: str | None = None) -> builtins.list[dict[str, Any]]:
         return (await self.list(kind, namespace, label_selector=label_selector)).items
 
     async def count(self, kind: ResourceKind) -> int:
@@ -521,7 +532,7 @@ class ResourceStore:
                 await live_cm.__aexit__(None, None, None)
 
     async def _replay(self, kind: ResourceKind, namespace: str | None,
-                      after: int) -> list[tuple[int, WatchEvent]]:
+                      after: int) -> builtins.list[tuple[int, WatchEvent]]:
         from services.common.resources.codec import parse_resource_event
 
         query = select(self.outbox.c.resource_version, self.outbox.c.payload).where(
@@ -531,7 +542,7 @@ class ResourceStore:
         async with self.db.sessions() as s:
             rows = (await s.execute(query.order_by(self.outbox.c.resource_version)
                                     .limit(1000))).all()
-        out = []
+        out: builtins.list[tuple[int, WatchEvent]] = []
         for rv, payload in rows:
             msg = parse_resource_event(payload)
             out.append((int(rv), WatchEvent(msg.type, json.loads(msg.object_json))))
