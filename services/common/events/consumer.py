@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 1.0
 MAX_BACKOFF = 5.0
+DB_OUTAGE_PATIENCE = 600.0
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ class Consumer:
             await msg.term()
             return
         try:
-            applied = await self._apply(event)
+            applied = await self._apply_riding_out_db_outage(msg, event)
         except Exception:
             metrics.EVENTS_FAILED.labels(self.durable).inc()
             if num_delivered >= self.max_deliver:
@@ -297,6 +298,35 @@ class Consumer:
         metrics.EVENTS_CONSUMED.labels(self.durable).inc()
         if not applied:
             log.debug("consumer %s: event %s already applied", self.durable, event.id)
+
+    async def _apply_riding_out_db_outage(self, msg: Msg, event: Event) -> bool:
+        """Apply; while the database is unreachable, hold the message and retry in place.
+
+        A database outage is not the event's fault: nak'ing would burn its bounded
+        deliveries and terminate good events. So while ``db.ping()`` fails we keep the
+        message (``in_progress`` stops the ack_wait timer) and retry, for at most
+        ``DB_OUTAGE_PATIENCE`` seconds. Any other error goes to the retry/term path.
+        """
+        deadline = asyncio.get_running_loop().time() + DB_OUTAGE_PATIENCE
+        backoff = 0.2
+        while True:
+            try:
+                return await self._apply(event)
+            except Exception:
+                if self._stopping or asyncio.get_running_loop().time() > deadline:
+                    raise
+                if await self.db.ping(timeout=2.0):
+                    raise  # the database answers: the handler itself failed
+                log.warning(
+                    "consumer %s: database unreachable; holding event %s (retry in %.1fs)",
+                    self.durable,
+                    event.id,
+                    backoff,
+                )
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, min(MAX_BACKOFF, self.ack_wait / 3))
 
     async def _apply(self, event: Event) -> bool:
         """Inbox insert + handler in one transaction; False if the event was already applied."""

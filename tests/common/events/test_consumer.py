@@ -9,7 +9,15 @@ from nats.js.errors import NotFoundError
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.events import Event, EventBus, build_headers, ensure_stream, stream_name
+from services.common.db import Database
+from services.common.events import (
+    Consumer,
+    Event,
+    EventBus,
+    build_headers,
+    ensure_stream,
+    stream_name,
+)
 from services.common.events.consumer import PoisonMessageError, resolve_message_type
 from services.common.eventspb.shipyard.events.v1.resource_pb2 import ResourceEvent
 from services.common.eventspb.shipyard.events.v1.testing_pb2 import TestPing as Ping
@@ -212,3 +220,70 @@ def test_resolve_message_type_by_protoname_and_subject():
     assert resolve_message_type(Ping, "anything", {}) is Ping
     with pytest.raises(PoisonMessageError):
         resolve_message_type(types, "shipyard.notebook.notebook.added", {})
+
+
+class _OutageDb(Database):
+    """The shared Postgres cannot be stopped from a test, so this Database reports an
+    outage through ping() while ``down`` is set (the handler fails the same way)."""
+
+    down = True
+
+    async def ping(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109 (base signature)
+        return not self.down
+
+
+async def test_consume_database_outage_holds_event_without_redelivery(
+    bus: EventBus, stream: str, kdb: KernelDb, service: str
+):
+    """While the database is unreachable the event is held in place (in_progress keeps
+    JetStream from redelivering past ack_wait) and applied once it is back."""
+    db = _OutageDb(kdb.db.url, kdb.db.schema)
+    deliveries: list[int] = []
+
+    async def handler(session: AsyncSession, event: Event) -> None:
+        deliveries.append(event.num_delivered)
+        if db.down:
+            raise ConnectionRefusedError("database down")
+        await session.execute(insert(kdb.effects).values(msg_id=event.id, n=event.message.n))
+
+    consumer, replica = (
+        Consumer(
+            db,
+            kdb.inbox,
+            bus,
+            stream=stream,
+            durable=f"{service}-outage",
+            subjects=ping_subject(service),
+            message_type=Ping,
+            handler=handler,
+            ack_wait=1.0,
+            max_deliver=2,
+        )
+        for _ in "ab"
+    )
+    await consumer.start()
+    await replica.start()  # idle and fetching: it would receive a redelivery
+    try:
+        subject = ping_subject(service)
+        await bus.js.publish(
+            subject,
+            Ping(n=3).SerializeToString(),
+            headers=build_headers(subject, Ping(), source="/t"),
+        )
+        assert await eventually(lambda: _has_calls(deliveries, 2), within=5)
+        await asyncio.sleep(1.5)  # longer than ack_wait
+        db.down = False
+        assert await eventually(lambda: _has_effects(kdb, 1), within=10)
+        assert set(deliveries) == {1}  # never redelivered to the replica, never terminated
+        assert await eventually(lambda: _settled(bus, service, consumer.durable), within=5)
+        info = await bus.js.consumer_info(stream, consumer.durable)
+        assert info.num_redelivered == 0  # in_progress held it past ack_wait
+        assert await kdb.count(kdb.effects) == 1
+    finally:
+        await consumer.stop()
+        await replica.stop()
+        await db.dispose()
+
+
+async def _has_calls(calls: list[int], n: int) -> bool:
+    return len(calls) >= n
