@@ -41,15 +41,16 @@ def _top_level_names(files: list[Path]) -> set[str]:
 def _fix_imports(text: str, tops: set[str]) -> str:
     """Point protoc's root-relative imports at the committed package."""
     for top in sorted(tops):
+        # Unmatched optional groups expand to "" in re.sub templates (Python >= 3.5).
         text = re.sub(
             rf"^(\s*)from {re.escape(top)}(\.[\w.]+)? import ",
-            lambda m, top=top: f"{m.group(1)}from {PACKAGE}.{top}{m.group(2) or ''} import ",
+            rf"\1from {PACKAGE}.{top}\2 import ",
             text,
             flags=re.MULTILINE,
         )
         text = re.sub(
             rf"^(\s*)import {re.escape(top)}\.([\w.]+)",
-            lambda m, top=top: f"{m.group(1)}import {PACKAGE}.{top}.{m.group(2)}",
+            rf"\1import {PACKAGE}.{top}.\2",
             text,
             flags=re.MULTILINE,
         )
