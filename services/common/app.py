@@ -26,7 +26,7 @@ from services.common.errors import ErrorRenderer, install_error_handlers
 from services.common.events.bus import EventBus
 from services.common.events.outbox import stage_event
 from services.common.events.relay import OutboxRelay
-from services.common.events.streams import ensure_stream
+from services.common.events.streams import keep_stream
 from services.common.identity import AssertionVerifier
 from services.common.observability import RequestContextMiddleware, health_router
 from services.common.resources import ResourceKind, ResourceStore, resource_router
@@ -128,7 +128,7 @@ def build_service(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.run_migrations:
             await migrate.upgrade(db, metadata, migrations)
-        bus.on_connect(lambda: _ensure_stream(bus, name))
+        keep_stream(bus, name)
         await bus.start()
         await relay.start()
         ctx.components = list(await components(ctx)) if components else []
@@ -170,10 +170,6 @@ def build_service(
                        verifier=verifier or AssertionVerifier(settings.public_key_pem()))
     app.add_middleware(RequestContextMiddleware, service=name)
     return app
-
-
-async def _ensure_stream(bus: EventBus, service: str) -> None:
-    await ensure_stream(bus.js, service)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
