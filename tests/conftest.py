@@ -104,3 +104,17 @@ def owned_nats(tmp_path: Path) -> Iterator[OwnedNats]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory):
+    """The whole platform (four services and the gateway as real processes), single-user mode.
+
+    Shared by every test that needs it, on free ports, against this session's Postgres
+    database and the test NATS.
+    """
+    from shipyard.up import Platform
+
+    with Platform(tmp_path_factory.mktemp("platform"), database_url=pg_url, nats_url=nats_url,
+                  ports=Platform.free_ports(), auth_mode="single-user") as running:
+        yield running

@@ -1,0 +1,102 @@
+"""The real platform through the real gateway: processes, single-user mode, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from services.common.settings import SINGLE_USER_NAMESPACE as NS
+
+SEED = Path(__file__).parent / "seed"
+GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "notebooks"
+
+
+def shipyard(platform: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shipyard.cli", "--server",
+                           platform.gateway_url, *args], input=stdin, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_readyz_green_through_gateway(platform: Any) -> None:
+    r = httpx.get(platform.gateway_url + "/readyz", timeout=10)
+    assert r.status_code == 200, r.text
+    assert "notebook" in r.text and "pipeline" in r.text and "automl" in r.text
+
+
+def test_kubernetes_client_through_gateway(platform: Any) -> None:
+    api = client.CustomObjectsApi(client.ApiClient(client.Configuration(
+        host=platform.gateway_url)))
+    body = {"apiVersion": "kubeflow.org/v1", "kind": "Notebook",
+            "metadata": {"name": "gw-nb", "labels": {"team": "ml"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+    start = api.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)
+    events: list[tuple[str, str]] = []
+
+    def run_watch() -> None:
+        w = watch.Watch()
+        for event in w.stream(api.list_namespaced_custom_object, GROUP, VERSION, NS, PLURAL,
+                              resource_version=start["metadata"]["resourceVersion"],
+                              timeout_seconds=30):
+            events.append((event["type"], event["object"]["metadata"]["name"]))
+            if event["type"] == "DELETED":
+                w.stop()
+
+    watcher = threading.Thread(target=run_watch, daemon=True)
+    watcher.start()
+    created = api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+    listed = api.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, label_selector="team=ml")
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["gw-nb"]
+    api.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "gw-nb",
+                                       {"metadata": {"labels": {"team": "ops"}}})
+    try:
+        api.replace_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "gw-nb", created)
+        raise AssertionError("a stale resourceVersion must conflict")
+    except ApiException as exc:
+        assert exc.status == 409
+    api.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "gw-nb")
+    watcher.join(30)
+    assert events == [("ADDED", "gw-nb"), ("MODIFIED", "gw-nb"), ("DELETED", "gw-nb")]
+
+
+def test_seed_pvc_applies_and_binds(platform: Any) -> None:
+    first = shipyard(platform, "apply", "-f", str(SEED / "pvc.yaml"))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "persistentvolumeclaim/kubeflow-test-pv created"
+    again = shipyard(platform, "apply", "-f", str(SEED / "pvc.yaml"))
+    assert again.stdout.strip() == "persistentvolumeclaim/kubeflow-test-pv unchanged"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        table = shipyard(platform, "get", "pvc")
+        if "Bound" in table.stdout:
+            break
+        time.sleep(0.2)
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "STATUS", "CAPACITY"], table.stdout
+    assert lines[1].split()[:3] == ["kubeflow-test-pv", "Bound", "128Mi"], table.stdout
+    as_yaml = shipyard(platform, "get", "pvc", "kubeflow-test-pv", "-o", "yaml")
+    assert "storage: 128Mi" in as_yaml.stdout
+
+
+def test_apply_reports_invalid_objects(platform: Any) -> None:
+    bad = ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: Bad_Name}\n---\n"
+           "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: fine}\n"
+           "spec: {accessModes: [ReadWriteOnce], bogus: 1}\n")
+    result = shipyard(platform, "apply", "-f", "-", stdin=bad)
+    assert result.returncode == 1
+    assert "metadata.name" in result.stderr and "spec.bogus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_get_unknown_kind_says_what_exists(platform: Any) -> None:
+    result = shipyard(platform, "get", "gizmos")
+    assert result.returncode == 1
+    assert "persistentvolumeclaims" in result.stderr
