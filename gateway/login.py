@@ -42,6 +42,17 @@ def _error(code: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=code)
 
 
+@router.get("/config")
+async def read_login_config(request: Request) -> Response:
+    """What ``shipyard login`` needs: the issuer and the public CLI client id."""
+    gw = gw_of(request)
+    if gw.oidc is None:
+        return JSONResponse({"authMode": gw.settings.auth_mode})
+    return JSONResponse({"authMode": gw.settings.auth_mode, "issuer": gw.oidc.issuer,
+                         "clientId": gw.settings.oidc_cli_client_id,
+                         "scopes": gw.settings.oidc_scopes})
+
+
 @router.get("/start")
 async def start_login(request: Request, rd: str = "/") -> Response:
     gw = gw_of(request)

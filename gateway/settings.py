@@ -34,6 +34,7 @@ class Settings(ServiceSettings):
     oidc_audiences: str = ""
     oidc_user_claim: str = "email"
     oidc_groups_claim: str = "groups"
+    oidc_cli_client_id: str = "shipyard-cli"
     oidc_scopes: str = "openid email profile groups offline_access"
     oidc_leeway_seconds: int = 30
     oidc_jwks_min_refetch_seconds: float = 10.0

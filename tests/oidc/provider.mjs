@@ -147,6 +147,18 @@ function readBody(req) {
 async function handleInteraction(req, res, uid) {
   const details = await provider.interactionDetails(req, res);
   if (details.uid !== uid) throw new Error('interaction mismatch');
+  if (details.prompt.name === 'consent') {
+    // Native (public) clients always get a consent prompt; first-party, so grant it.
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+    grant.addOIDCScope('openid email groups profile offline_access');
+    grant.addOIDCClaims(['email', 'email_verified', 'groups', 'name', 'preferred_username']);
+    const grantId = await grant.save();
+    await provider.interactionFinished(req, res, { consent: { grantId } },
+      { mergeWithLastSubmission: true });
+    return;
+  }
   if (req.method === 'GET') {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(loginPage(uid));
