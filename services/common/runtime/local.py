@@ -433,7 +433,20 @@ class LocalRuntime(Runtime):
         )
 
     @staticmethod
-    def _mark_lost(wdir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    def _kill_orphaned_workload(state: dict[str, Any]) -> None:
+        """SIGKILL the process group of a workload whose supervisor is gone.
+
+        bwrap's --die-with-parent usually got there first; not if the supervisor died before
+        bwrap armed it, nor for unsandboxed workloads. The recorded start time guards against
+        a recycled pid.
+        """
+        pid, started = state.get("pid"), state.get("pidStart")
+        if pid and started and supervisor_module.proc_start_time(int(pid)) == started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(pid), signal.SIGKILL)
+
+    def _mark_lost(self, wdir: Path, state: dict[str, Any]) -> dict[str, Any]:
+        self._kill_orphaned_workload(state)
         state = {
             **state,
             "phase": Phase.FAILED.value,
@@ -519,8 +532,9 @@ class LocalRuntime(Runtime):
         """SIGTERM the supervisor (which stops the tree) and wait; SIGKILL everything if stuck."""
         end = time.monotonic() + 2.0
         # A supervisor that was just spawned has no state yet: give it a moment to record it.
+        own = self._spawned.get(wdir)
         while _read_json(wdir / STATE) is None and time.monotonic() < end:
-            if not any(c.poll() is None for c in self._children.values()):
+            if own is None or own.poll() is not None:
                 break
             await asyncio.sleep(0.01)
         state = _read_json(wdir / STATE) or {}
@@ -533,10 +547,7 @@ class LocalRuntime(Runtime):
                 log.warning("supervisor %s of %s ignored SIGTERM; killing it", sup_pid, wdir)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(sup_pid, signal.SIGKILL)
-        pid = state.get("pid")
-        if pid:  # belt and braces: bwrap's --die-with-parent covers the sandboxed case
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+        self._kill_orphaned_workload(_read_json(wdir / STATE) or state)
         self._reap()
 
     async def delete(self, namespace: str, name: str) -> None:

@@ -10,6 +10,11 @@ A ``mountPath`` such as ``/gotest/outputs/output_text`` usually does not exist o
 bwrap cannot create it below a read-only bind of ``/``. For such paths the nearest existing
 ancestor is rebuilt as a tmpfs holding read-only binds of its host children, then remounted
 read-only once the mount points exist, so the workload still sees an unwritable host.
+
+Flags were checked on the project machines (Debian 12, bubblewrap 0.8, running as root): no
+``--unshare-user`` is needed (root may create mount and pid namespaces directly), and none is
+added, so files written to volumes belong to the service's own user. ``probe_bwrap`` re-checks
+once per runtime, since containers without the needed privileges make bwrap fail at start.
 """
 
 from __future__ import annotations

@@ -36,6 +36,17 @@ LOG_TAIL_BYTES = 600
 BACKOFF_RESET_AFTER = 60.0
 
 
+def proc_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot): a pid plus this is unique."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 22; counted after the ")" that closes the command name, which may contain spaces.
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
 class _JSONContext:
     """What ``_json.make_scanner`` reads from ``json.JSONDecoder``; strict standard JSON."""
 
@@ -225,6 +236,7 @@ class Supervisor:
             self.write_state(
                 phase="Running",
                 pid=pid,
+                pidStart=proc_start_time(pid),
                 startTime=now,
                 runStartTime=now,
                 reason=None,
@@ -233,7 +245,13 @@ class Supervisor:
             )
         else:
             self.write_state(
-                phase="Running", pid=pid, runStartTime=now, reason=None, message=None, ready=False
+                phase="Running",
+                pid=pid,
+                pidStart=proc_start_time(pid),
+                runStartTime=now,
+                reason=None,
+                message=None,
+                ready=False,
             )
         pidfd = os.pidfd_open(pid)
         is_server = self.launch.get("kind") == "server"

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from services.common.runtime import LocalRuntime, Phase, get_runtime
@@ -97,7 +98,8 @@ async def test_state_file_records_exit(tmp_path: Path) -> None:
 
 async def test_supervisor_lost_is_reported(tmp_path: Path) -> None:
     runtime = LocalRuntime(tmp_path)
-    await runtime.apply(job("orphan", ["sleep", "30"]))
+    unique = f"{30 + os.getpid() % 1000 / 1000:.3f}"  # a sleep we can find among processes
+    await runtime.apply(job("orphan", ["sleep", unique]))
     state_file = tmp_path / "runtime/workloads/local/orphan/state.json"
     end = time.monotonic() + 10
     while not (state_file.exists() and json.loads(state_file.read_text()).get("pid")):
@@ -107,6 +109,10 @@ async def test_supervisor_lost_is_reported(tmp_path: Path) -> None:
     os.kill(pid, signal.SIGKILL)
     status = await runtime.wait("local", "orphan", timeout=10)
     assert status.phase == Phase.FAILED and status.reason == "SupervisorLost"
+    # The workload did not outlive its supervisor (killed by bwrap or by the runtime).
+    await asyncio.sleep(0.1)
+    left = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", unique]]
+    assert left == []
 
 
 async def test_missing_bwrap_fails_mounts_with_install_hint(tmp_path: Path) -> None:
