@@ -162,6 +162,13 @@ class LocalRuntime(Runtime):
                 )
         return self._sandbox
 
+    def _never_started(self, wdir: Path) -> bool:
+        """Applied, but no supervisor took it (the service died between spec and launch)."""
+        own = self._spawned.get(wdir)
+        if own is not None and own.poll() is None:
+            return False  # ours, still starting up
+        return _read_json(wdir / STATE) is None and not self._supervisor_alive(wdir)
+
     @staticmethod
     def _supervisor_alive(wdir: Path) -> bool:
         """The supervisor holds an exclusive flock on ``lock`` for exactly its lifetime."""
@@ -193,7 +200,7 @@ class LocalRuntime(Runtime):
                 continue
             ns, name = wdir.parent.name, wdir.name
             async with self._lock(ns, name):
-                if _read_json(wdir / STATE) is None and not self._supervisor_alive(wdir):
+                if self._never_started(wdir):
                     await self._launch(wdir, self._read_spec(wdir))
             found.append(await self.status(ns, name))
         running = sum(1 for s in found if not s.finished)
@@ -217,7 +224,7 @@ class LocalRuntime(Runtime):
             if (wdir / SPEC).exists():
                 # Same (namespace, name): never a second process. Only a workload whose
                 # supervisor never got going (crash between spec and launch) is started.
-                if _read_json(wdir / STATE) is None and not self._supervisor_alive(wdir):
+                if self._never_started(wdir):
                     await self._launch(wdir, self._read_spec(wdir))
                 return await self.status(spec.namespace, spec.name)
             wdir.mkdir(parents=True, exist_ok=True)
@@ -324,9 +331,9 @@ class LocalRuntime(Runtime):
             "port": port,
             "probe": {
                 "path": probe.http_get.path if probe.http_get else None,
-                "port": probe.http_get.port
-                if probe.http_get and isinstance(probe.http_get.port, int)
-                else None,
+                # Locally a server has exactly one port, $PORT: the probe's own port (often
+                # the container's 8080) cannot be honoured and is ignored.
+                "port": None,
                 "initialDelay": probe.initial_delay_seconds,
                 "period": probe.period_seconds,
                 "timeout": probe.timeout_seconds,

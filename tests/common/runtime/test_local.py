@@ -235,3 +235,20 @@ def test_parse_selector_and_quantity() -> None:
     assert parse_quantity("1G") == 1e9 and parse_quantity("250m") == 0.25
     with pytest.raises(ValueError, match="resources.limits.memory"):
         parse_quantity("lots", "resources.limits.memory")
+
+
+async def test_adopt_starts_workload_whose_launch_was_lost(tmp_path: Path) -> None:
+    """The service died after recording the spec but before starting the supervisor."""
+    crashed = LocalRuntime(tmp_path)
+
+    async def no_launch(*args: object) -> None:  # stands in for the crash window
+        return None
+
+    crashed._launch = no_launch  # type: ignore[method-assign]
+    await crashed.apply(job("lost", ["sh", "-c", "echo started"]))
+    assert (await crashed.status("local", "lost")).phase == Phase.PENDING
+    runtime = LocalRuntime(tmp_path)
+    await runtime.adopt()
+    status = await runtime.wait("local", "lost", timeout=20)
+    assert status.phase == Phase.SUCCEEDED
+    assert [line async for line in runtime.logs("local", "lost")] == ["started"]
