@@ -43,6 +43,8 @@ What a subclass implements, and what each method promises:
     Volumes back PersistentVolumeClaims. ``create_volume`` is idempotent, ``delete_volume``
     too. ``resolve_volume`` returns where the data lives (a host path locally) or raises
     :class:`VolumeNotFound`. A workload may only mount a claim that exists.
+``volume_users(namespace, claim)``
+    The unfinished workloads that mount a claim; a claim in use is not deleted.
 ``stop_all(label_selector=None)`` and ``shutdown()``
     Orderly stop (workloads end ``Failed``/``Stopped`` but stay listed). Only a crash of the
     service leaves workloads running, to be re-adopted by the next Runtime. ``close()`` releases
@@ -125,6 +127,10 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def resolve_volume(self, namespace: str, name: str) -> Path:
         """Where the volume's data lives; raises VolumeNotFound."""
+
+    @abc.abstractmethod
+    async def volume_users(self, namespace: str, claim: str) -> list[str]:
+        """Names of the unfinished workloads that mount ``claim`` (pvc-protection uses it)."""
 
     @abc.abstractmethod
     async def stop_all(self, label_selector: LabelSelector = None) -> builtins.list[WorkloadStatus]:

@@ -604,6 +604,19 @@ class LocalRuntime(Runtime):
                 found.append(self._status_from(wdir, spec))
         return found
 
+    async def volume_users(self, namespace: str, claim: str) -> builtins.list[str]:
+        users: builtins.list[str] = []
+        for wdir in sorted(self.workloads_root.glob(f"{check_namespace(namespace)}/*")):
+            try:
+                spec = self._read_spec(wdir)
+            except (FileNotFoundError, ValueError):
+                continue
+            mounts = any(v.persistent_volume_claim and v.persistent_volume_claim.claim_name == claim
+                         for v in spec.volumes)
+            if mounts and not self._status_from(wdir, spec).finished:
+                users.append(spec.name)
+        return users
+
     async def logs(
         self, namespace: str, name: str, tail: int | None = None, follow: bool = False
     ) -> AsyncIterator[str]:
