@@ -28,6 +28,7 @@ class RunningService:
     url: str
     minter: AssertionMinter
     app: object
+    state_dir: Path
 
     def headers(self, namespace: str = NAMESPACE, role: str = "admin") -> dict[str, str]:
         return self.minter.headers(namespace=namespace, role=role)
@@ -53,10 +54,10 @@ async def notebook_service(pg_url: str, nats_url: str,
                            ) -> AsyncIterator[RunningService]:
     minter = AssertionMinter()
     port = free_port()
-    settings = Settings(database_url=pg_url, nats_url=nats_url, port=port,
-                        state_dir=Path(tmp_path_factory.mktemp("state")),
+    state_dir = Path(tmp_path_factory.mktemp("state"))
+    settings = Settings(database_url=pg_url, nats_url=nats_url, port=port, state_dir=state_dir,
                         gateway_public_key=minter.public_pem.decode())
     server, task = await start_service(settings)
-    yield RunningService(f"http://127.0.0.1:{port}", minter, server.config.app)
+    yield RunningService(f"http://127.0.0.1:{port}", minter, server.config.app, state_dir)
     server.should_exit = True
     await asyncio.wait_for(task, 15)
