@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from services.common.db import Database
+from services.common.events.bus import EventBus
 from services.common.identity import AssertionSigner, Identity
 from services.common.settings import SINGLE_USER, SINGLE_USER_NAMESPACE
 
@@ -34,6 +35,7 @@ from .oidc import OIDCProvider
 from .profiles import ProfileStore
 from .proxy import forward_headers, forward_http, forward_websocket
 from .ratelimit import RateLimiter
+from .routefeed import RouteEventFeed
 from .routes import RouteFeeder, RouteTable
 from .serviceaccounts import ServiceAccountTokens
 from .sessions import same_origin
@@ -74,6 +76,8 @@ class Gateway:
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.route_table = RouteTable()
         self.feeder = RouteFeeder(self.route_table)
+        self.route_feed = RouteEventFeed(EventBus(settings.nats_url, name="shipyard-gateway"),
+                                         self.feeder, self.warm_routes)
         self._assertions: dict[tuple[object, ...], tuple[float, str]] = {}
 
     async def start(self) -> None:
@@ -86,8 +90,10 @@ class Gateway:
             log.warning("=" * 72)
             await self.store.ensure_profile(SINGLE_USER_NAMESPACE, SINGLE_USER)
         await self.warm_routes()
+        await self.route_feed.start()
 
     async def stop(self) -> None:
+        await self.route_feed.stop()
         await self.store.stop()
         await self.http.aclose()
         if self.oidc is not None:
