@@ -1,10 +1,18 @@
-"""The pipeline service's FastAPI app."""
+"""The pipeline service's FastAPI app: Argo kinds, the Argo Server API and the KFP API."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.common.app import build_service
+from services.common.app import Lifecycle, ServiceContext, build_service
+from services.common.runtime import get_runtime
+from services.pipeline import api
+from services.pipeline.artifacts import LocalArtifactStore
+from services.pipeline.cache import StepCache
+from services.pipeline.controller import WorkflowController
 from services.pipeline.models import KINDS
 from services.pipeline.settings import Settings
 from services.pipeline.tables import metadata
@@ -12,5 +20,18 @@ from services.pipeline.tables import metadata
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return build_service("pipeline", settings, metadata, Path(__file__).parent / "migrations" / "versions",
-                         kinds=KINDS)
+
+    async def components(ctx: ServiceContext) -> Sequence[Lifecycle]:
+        runtime = ctx.extras.get("runtime") or get_runtime(settings)
+        ctx.extras["runtime"] = runtime
+        artifacts = LocalArtifactStore(settings.artifact_root())
+        ctx.extras["artifacts"] = artifacts
+        cache = StepCache(ctx.db, metadata.tables["step_cache"], enabled=settings.cache_enabled)
+        controller = WorkflowController(ctx, runtime, artifacts, cache,
+                                        workers=settings.workflow_workers)
+        ctx.extras["workflows"] = controller
+        return [controller]
+
+    return build_service("pipeline", settings, metadata,
+                         Path(__file__).parent / "migrations" / "versions",
+                         kinds=KINDS, routers=[api.router], components=components)

@@ -1,0 +1,325 @@
+"""Leaf templates (container, script, KFP task) as runtime workloads.
+
+Each Pod node becomes one workload named ``wf-<workflow uid>-<hash of node name>`` and labelled
+with the workflow, so a restarted service finds it again (``apply`` is idempotent). A waiter
+task per running pod blocks in ``runtime.wait`` (a pidfd, no polling) and wakes the controller
+the moment the step ends. Steps that need outputs, input artifacts or a script run under
+``stepwrap.py``, which exchanges files with the service through a per-namespace runtime
+volume mounted at ``/tmp/.shipyard`` (subPath: the step's own directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from services.common.runtime import Runtime, WorkloadNotFound, WorkloadStatus
+from services.pipeline.artifacts import ArtifactStore
+from services.pipeline.engine import PodResult
+from services.pipeline.nodes import fnv32a
+
+log = logging.getLogger(__name__)
+
+STEP_VOLUME = "pipeline-steps"
+STEP_MOUNT = "/tmp/.shipyard"
+STEPWRAP = str(Path(__file__).with_name("stepwrap.py"))
+SERVICE_LABEL = "shipyard.io/service"
+WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
+UID_LABEL = "pipeline.shipyard.io/workflow-uid"
+NODE_LABEL = "pipeline.shipyard.io/node"
+WAIT_SLICE = 600.0  # runtime.wait is re-armed every slice, so no wait is unbounded
+
+Extension = Callable[..., Any]
+
+
+def workload_name(wf: dict[str, Any], node: dict[str, Any]) -> str:
+    return f"wf-{wf['metadata']['uid'][:8]}-{fnv32a(node['name']):08x}"
+
+
+class RuntimeRunner:
+    """The engine's PodRunner on a :class:`Runtime`."""
+
+    def __init__(self, runtime: Runtime, artifacts: ArtifactStore,
+                 on_done: Callable[[str, str], None], *, python: str | None = None,
+                 kfp: Any = None) -> None:
+        self.runtime = runtime
+        self.artifacts = artifacts
+        self.on_done = on_done
+        self.python = python or sys.executable
+        self.kfp = kfp  # services.pipeline.kfp_exec module-like hook for plugin templates
+        self._waiters: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._done: dict[tuple[str, str], WorkloadStatus | None] = {}
+        self._results: dict[tuple[str, str], PodResult] = {}
+        self._step_volume_ready: set[str] = set()
+
+    # ---------------------------------------------------------------- paths
+    async def step_root(self, namespace: str) -> Path:
+        if namespace not in self._step_volume_ready:
+            await self.runtime.create_volume(namespace, STEP_VOLUME,
+                                             labels={SERVICE_LABEL: "pipeline"})
+            self._step_volume_ready.add(namespace)
+        return await self.runtime.resolve_volume(namespace, STEP_VOLUME)
+
+    async def step_dir(self, wf: dict[str, Any], node: dict[str, Any]) -> tuple[Path, str]:
+        sub = f"{wf['metadata']['uid']}/{fnv32a(node['name']):08x}"
+        return (await self.step_root(wf["metadata"]["namespace"])) / sub, sub
+
+    # ---------------------------------------------------------------- start
+    async def start(self, wf: dict[str, Any], node: dict[str, Any], template: dict[str, Any],
+                    volumes: list[dict[str, Any]]) -> None:
+        ns = wf["metadata"]["namespace"]
+        name = workload_name(wf, node)
+        key = (ns, name)
+        self._done.pop(key, None)
+        self._results.pop(key, None)
+        try:
+            spec = await self._workload_spec(wf, node, template, volumes, name)
+        except (OSError, ValueError, FileNotFoundError) as exc:
+            self._results[key] = PodResult("Error", f"cannot prepare the step: {exc}")
+            self.on_done(ns, wf["metadata"]["name"])
+            return
+        try:
+            await self.runtime.apply(spec)
+        except ValueError as exc:
+            self._results[key] = PodResult("Error", f"invalid step: {exc}")
+            self.on_done(ns, wf["metadata"]["name"])
+            return
+        self._watch(ns, name, wf["metadata"]["name"])
+
+    async def _workload_spec(self, wf: dict[str, Any], node: dict[str, Any],
+                             tmpl: dict[str, Any], volumes: list[dict[str, Any]],
+                             name: str) -> dict[str, Any]:
+        ns = wf["metadata"]["namespace"]
+        container = tmpl.get("container") or tmpl.get("script") or {}
+        env = [{"name": e["name"], "value": e.get("value") or ""}
+               for e in container.get("env") or []]
+        mounts = [dict(m) for m in container.get("volumeMounts") or []]
+        plan: dict[str, Any] | None = None
+        if tmpl.get("plugin"):
+            host_dir, sub = await self.step_dir(wf, node)
+            host_dir.mkdir(parents=True, exist_ok=True)
+            argv, extra_env, image = await self.kfp.prepare(self, wf, node, tmpl, host_dir,
+                                                            STEP_MOUNT)
+            env += extra_env
+            mounts.append({"name": "shipyard-step", "mountPath": STEP_MOUNT, "subPath": sub})
+        else:
+            image = container.get("image")
+            argv = [*(container.get("command") or [])]
+            script = tmpl.get("script")
+            outputs = tmpl.get("outputs") or {}
+            in_arts = (node.get("inputs") or {}).get("artifacts") or []
+            needs_wrap = bool(script or outputs.get("parameters") or outputs.get("artifacts")
+                              or in_arts)
+            if needs_wrap:
+                host_dir, sub = await self.step_dir(wf, node)
+                if host_dir.exists():
+                    shutil.rmtree(host_dir)
+                host_dir.mkdir(parents=True)
+                plan = {"captureResult": bool(script), "inputs": [],
+                        "outputParameters": [], "outputArtifacts": []}
+                if script:
+                    (host_dir / "script").write_text(script["source"])
+                    if not argv:
+                        argv = ["python"]
+                    argv.append(f"{STEP_MOUNT}/script")
+                for i, art in enumerate(in_arts):
+                    if not art.get("path"):
+                        continue
+                    item: dict[str, Any] = {"path": art["path"], "mode": art.get("mode")}
+                    if art.get("raw"):
+                        item["data"] = art["raw"].get("data", "")
+                    else:
+                        src = f"inputs/{i}-{art['name']}"
+                        await asyncio.to_thread(self.artifacts.get,
+                                                (art.get("shipyard") or {}).get("key", ""),
+                                                host_dir / src)
+                        item["src"] = src
+                    plan["inputs"].append(item)
+                for p in outputs.get("parameters") or []:
+                    vf = p.get("valueFrom") or {}
+                    if vf.get("path"):
+                        plan["outputParameters"].append(
+                            {"name": p["name"], "path": vf["path"], "default": vf.get("default")})
+                for a in outputs.get("artifacts") or []:
+                    if a.get("path"):
+                        plan["outputArtifacts"].append(
+                            {"name": a["name"], "path": a["path"], "optional": a.get("optional")})
+                (host_dir / "plan.json").write_text(json.dumps(plan))
+                mounts.append({"name": "shipyard-step", "mountPath": STEP_MOUNT, "subPath": sub})
+                argv = [self.python, "-I", "-S", STEPWRAP, f"{STEP_MOUNT}/plan.json", "--",
+                        *argv, *(container.get("args") or [])]
+            else:
+                argv = [*argv, *(container.get("args") or [])]
+        used = {m["name"] for m in mounts}
+        vols = []
+        for v in volumes:
+            if v["name"] in used:
+                vols.append({k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir")
+                             if k in v})
+        if "shipyard-step" in used:
+            vols.append({"name": "shipyard-step",
+                         "persistentVolumeClaim": {"claimName": STEP_VOLUME}})
+        deadline = None
+        for key in ("activeDeadlineSeconds", "timeout"):
+            raw = tmpl.get(key)
+            if raw not in (None, ""):
+                from services.pipeline.engine import duration_seconds
+
+                value = duration_seconds(raw)
+                deadline = value if deadline is None else min(deadline, value or deadline)
+        resources = container.get("resources") or {}
+        return {
+            "kind": "job", "namespace": ns, "name": name, "command": argv,
+            "env": env, "workingDir": container.get("workingDir"), "image": image,
+            "resources": {"requests": {k: str(v) for k, v in (resources.get("requests") or {}).items()},
+                          "limits": {k: str(v) for k, v in (resources.get("limits") or {}).items()}},
+            "volumeMounts": [{k: m[k] for k in ("name", "mountPath", "readOnly", "subPath")
+                              if m.get(k) is not None} for m in mounts],
+            "volumes": vols, "activeDeadlineSeconds": deadline,
+            "terminationGracePeriodSeconds": 2,
+            "labels": {SERVICE_LABEL: "pipeline", WORKFLOW_LABEL: wf["metadata"]["name"],
+                       UID_LABEL: wf["metadata"]["uid"], NODE_LABEL: f"{fnv32a(node['name']):08x}"},
+            "owner": {"kind": "Workflow", "name": wf["metadata"]["name"],
+                      "uid": wf["metadata"]["uid"], "node": node["id"]},
+        }
+
+    # ----------------------------------------------------------------- wait
+    def _watch(self, ns: str, name: str, workflow: str) -> None:
+        key = (ns, name)
+        task = self._waiters.get(key)
+        if task is not None and not task.done():
+            return
+
+        async def wait() -> None:
+            status: WorkloadStatus | None = None
+            try:
+                while True:
+                    try:
+                        status = await self.runtime.wait(ns, name, timeout=WAIT_SLICE)
+                        break
+                    except TimeoutError:
+                        continue
+            except WorkloadNotFound:
+                status = None
+            except Exception:  # a broken state file: report the step as errored
+                log.exception("waiting for workload %s/%s failed", ns, name)
+                status = None
+            self._done[key] = status
+            self.on_done(ns, workflow)
+
+        self._waiters[key] = asyncio.create_task(wait(), name=f"wait-{name}")
+
+    async def poll(self, wf: dict[str, Any], node: dict[str, Any]) -> PodResult | None:
+        ns = wf["metadata"]["namespace"]
+        name = workload_name(wf, node)
+        key = (ns, name)
+        if key in self._results:
+            return self._results[key]
+        if key not in self._done:
+            self._watch(ns, name, wf["metadata"]["name"])  # after a restart: re-adopt
+            return None
+        status = self._done[key]
+        result = await self._result(wf, node, status)
+        self._results[key] = result
+        return result
+
+    async def _result(self, wf: dict[str, Any], node: dict[str, Any],
+                status: WorkloadStatus | None) -> PodResult:
+        if status is None:
+            return PodResult("Error", "the step's workload disappeared")
+        if status.exit_code is None:
+            return PodResult("Error", status.message or status.reason or "step did not run")
+        result = PodResult("Succeeded" if status.exit_code == 0 else "Failed",
+                           exit_code=status.exit_code)
+        if status.reason == "DeadlineExceeded":
+            result.message = "Pod was active on the node longer than the specified deadline"
+            result.phase = "Failed"
+        elif status.exit_code != 0:
+            result.message = f"Error (exit code {status.exit_code})"
+        uid = wf["metadata"]["uid"]
+        host_dir, _ = await self.step_dir(wf, node)
+        if self.kfp is not None and (host_dir / "kfp.json").exists():
+            await self.kfp.collect(self, wf, node, host_dir, result)
+            return result
+        outputs_file = host_dir / "outputs.json"
+        if not outputs_file.exists():
+            return result
+        try:
+            outputs = json.loads(outputs_file.read_text())
+        except ValueError:
+            return result
+        try:
+            plan = json.loads((host_dir / "plan.json").read_text())
+        except (OSError, ValueError):
+            plan = {}
+        result.parameters = dict(outputs.get("parameters") or {})
+        if outputs.get("result") is not None:
+            result.result = outputs["result"]
+        for art_name, _ in (outputs.get("artifacts") or {}).items():
+            key = f"{wf['metadata']['namespace']}/{uid}/{node['id']}/{art_name}"
+            try:
+                self.artifacts.put(key, host_dir / "artifacts" / art_name)
+            except OSError as exc:
+                outputs.setdefault("errors", []).append(f"artifact {art_name}: {exc}")
+                continue
+            path = next((a.get("path") for a in plan.get("outputArtifacts", [])
+                         if a.get("name") == art_name), None)
+            result.artifacts.append({"name": art_name, "path": path,
+                                     "shipyard": {"key": key}})
+        if outputs.get("errors") and result.phase == "Succeeded":
+            result.phase = "Error"
+            result.message = "; ".join(outputs["errors"])
+        return result
+
+    # ------------------------------------------------------------- lifecycle
+    async def kill(self, wf: dict[str, Any], node: dict[str, Any]) -> None:
+        ns = wf["metadata"]["namespace"]
+        name = workload_name(wf, node)
+        with contextlib.suppress(Exception):
+            await self.runtime.stop_all({NODE_LABEL: f"{fnv32a(node['name']):08x}",
+                                         UID_LABEL: wf["metadata"]["uid"]})
+        self._results[(ns, name)] = PodResult("Failed", "terminated")
+
+    async def delete_node_workload(self, wf: dict[str, Any], node: dict[str, Any]) -> None:
+        ns = wf["metadata"]["namespace"]
+        name = workload_name(wf, node)
+        await self.runtime.delete(ns, name)
+        for store in (self._done, self._results):
+            store.pop((ns, name), None)
+        task = self._waiters.pop((ns, name), None)
+        if task is not None:
+            task.cancel()
+
+    async def cleanup(self, wf: dict[str, Any]) -> None:
+        """Delete every workload, step directory and artifact of a deleted workflow."""
+        ns, uid = wf["metadata"]["namespace"], wf["metadata"]["uid"]
+        for status in await self.runtime.list({UID_LABEL: uid}, namespace=ns):
+            await self.runtime.delete(ns, status.name)
+        self.forget(wf)
+        root = await self.step_root(ns)
+        await asyncio.to_thread(shutil.rmtree, root / uid, True)
+        await asyncio.to_thread(self.artifacts.delete_prefix, f"{ns}/{uid}")
+
+    def forget(self, wf: dict[str, Any]) -> None:
+        """Drop in-memory results of a finished workflow (its status holds them now)."""
+        prefix = f"wf-{wf['metadata']['uid'][:8]}-"
+        ns = wf["metadata"]["namespace"]
+        for store in (self._done, self._results, self._waiters):
+            for key in [k for k in store if k[0] == ns and k[1].startswith(prefix)]:
+                store.pop(key, None)
+
+    async def close(self) -> None:
+        for task in self._waiters.values():
+            task.cancel()
+        for task in self._waiters.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._waiters.clear()
+
