@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -37,6 +38,40 @@ NODE_LABEL = "pipeline.shipyard.io/node"
 WAIT_SLICE = 600.0  # runtime.wait is re-armed every slice, so no wait is unbounded
 
 Extension = Callable[..., Any]
+
+
+class _ScratchDirs:
+    """Writable directories for artifact and output paths outside /tmp and the user's volumes.
+
+    The sandbox shows the host read-only; Argo would use an emptyDir. Each distinct parent
+    directory gets a subdirectory of the step's own directory, mounted there.
+    """
+
+    def __init__(self, host_dir: Path, sub: str, taken: list[str]) -> None:
+        self.host_dir, self.sub, self.taken = host_dir, sub, taken
+        self.dirs: dict[str, str] = {}
+        self.mounts: list[dict[str, Any]] = []
+
+    def _covered(self, path: str) -> bool:
+        return any(path == t or path.startswith(t.rstrip("/") + "/")
+                   for t in [*self.taken, "/tmp"])
+
+    def parent_of(self, path: str) -> Path | None:
+        parent = os.path.dirname(os.path.normpath(path)) or "/"
+        if self._covered(path) or parent == "/":
+            return None
+        if parent not in self.dirs:
+            rel = f"scratch/{len(self.dirs)}"
+            (self.host_dir / rel).mkdir(parents=True, exist_ok=True)
+            self.dirs[parent] = rel
+            self.mounts.append({"name": "shipyard-step", "mountPath": parent,
+                                "subPath": f"{self.sub}/{rel}"})
+        return self.host_dir / self.dirs[parent]
+
+    def place(self, path: str) -> Path | None:
+        """Host path where an input artifact for ``path`` goes, or None (the wrapper copies)."""
+        parent = self.parent_of(path)
+        return None if parent is None else parent / os.path.basename(os.path.normpath(path))
 
 
 def workload_name(wf: dict[str, Any], node: dict[str, Any]) -> str:
@@ -129,19 +164,25 @@ class RuntimeRunner:
                     if not argv:
                         argv = ["python"]
                     argv.append(f"{STEP_MOUNT}/script")
+                scratch = _ScratchDirs(host_dir, sub, [m["mountPath"] for m in mounts])
                 for i, art in enumerate(in_arts):
                     if not art.get("path"):
                         continue
                     item: dict[str, Any] = {"path": art["path"], "mode": art.get("mode")}
                     if art.get("raw"):
                         item["data"] = art["raw"].get("data", "")
-                    else:
+                        scratch.parent_of(art["path"])
+                        plan["inputs"].append(item)
+                        continue
+                    key = (art.get("shipyard") or {}).get("key", "")
+                    target = scratch.place(art["path"])
+                    if target is None:
                         src = f"inputs/{i}-{art['name']}"
-                        await asyncio.to_thread(self.artifacts.get,
-                                                (art.get("shipyard") or {}).get("key", ""),
-                                                host_dir / src)
+                        await asyncio.to_thread(self.artifacts.get, key, host_dir / src)
                         item["src"] = src
-                    plan["inputs"].append(item)
+                        plan["inputs"].append(item)
+                    else:
+                        await asyncio.to_thread(self.artifacts.get, key, target)
                 for p in outputs.get("parameters") or []:
                     vf = p.get("valueFrom") or {}
                     if vf.get("path"):
@@ -151,8 +192,11 @@ class RuntimeRunner:
                     if a.get("path"):
                         plan["outputArtifacts"].append(
                             {"name": a["name"], "path": a["path"], "optional": a.get("optional")})
+                for entry in plan["outputParameters"] + plan["outputArtifacts"]:
+                    scratch.parent_of(entry["path"])
                 (host_dir / "plan.json").write_text(json.dumps(plan))
                 mounts.append({"name": "shipyard-step", "mountPath": STEP_MOUNT, "subPath": sub})
+                mounts += scratch.mounts
                 argv = [self.python, "-I", "-S", STEPWRAP, f"{STEP_MOUNT}/plan.json", "--",
                         *argv, *(container.get("args") or [])]
             else:
