@@ -1,8 +1,8 @@
 """``python -m services.automl``"""
 
-from services.common.serve import serve
 from services.automl.app import create_app
 from services.automl.settings import Settings
+from services.common.serve import serve
 
 if __name__ == "__main__":
     serve(create_app, Settings())

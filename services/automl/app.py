@@ -1,16 +1,59 @@
-"""The automl service's FastAPI app."""
+"""The automl service's FastAPI app: kinds, extra routes, controller, event consumer."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.common.app import build_service
+from services.automl import api, events
+from services.automl.controller import AutoMLController
 from services.automl.models import KINDS
+from services.automl.push import TrialTokenMiddleware, load_key
 from services.automl.settings import Settings
 from services.automl.tables import metadata
+from services.common.app import Lifecycle, ServiceContext, build_service
+from services.common.events.consumer import Consumer
+from services.common.events.streams import stream_name
+from services.common.runtime import get_runtime
+
+MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+
+
+class _RuntimeCloser:
+    """Releases the runtime's own resources at shutdown; trial workloads keep running."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        runtime = self.ctx.extras.pop("runtime", None)
+        if runtime is not None:
+            await runtime.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return build_service("automl", settings, metadata, Path(__file__).parent / "migrations" / "versions",
-                         kinds=KINDS)
+    push_key = load_key(settings.state_dir)
+
+    async def components(ctx: ServiceContext) -> Sequence[Lifecycle]:
+        runtime = get_runtime(settings)
+        ctx.extras["runtime"] = runtime
+        controller = AutoMLController(ctx.store, ctx.db, metadata.tables["outbox"], runtime,
+                                      settings, push_key)
+        ctx.extras["controller"] = controller
+        consumer = Consumer(
+            ctx.db, metadata.tables["inbox"], ctx.bus, stream=stream_name("automl"),
+            durable=settings.events_durable, subjects=events.SUBJECTS,
+            message_type=events.MESSAGE_TYPES,
+            handler=events.experiment_waker(controller.enqueue))
+        return [_RuntimeCloser(ctx), controller, consumer]
+
+    app = build_service("automl", settings, metadata, MIGRATIONS, kinds=KINDS,
+                        routers=[api.router], components=components)
+    app.add_middleware(TrialTokenMiddleware, push_app=api.push_app(app.state.ctx), key=push_key)
+    return app

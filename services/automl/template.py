@@ -1,0 +1,143 @@
+"""Trial templates: substitute parameters into ``trialSpec`` and turn the Job into a workload.
+
+Substitution walks the template's *values* (never a shell line, never re-parsed text):
+``${trialParameters.<name>}`` becomes the assignment of the parameter named by that trial
+parameter's ``reference``, or trial metadata for ``${trialSpec.Name}``, ``Namespace``,
+``Kind``, ``APIVersion``, ``Labels[key]`` and ``Annotations[key]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from typing import Any
+
+from services.automl.validation import TRIAL_PARAM_RE
+
+SERVICE_LABEL = "shipyard.io/service"
+TRIAL_LABEL = "katib.kubeflow.org/trial"
+WORKLOAD_PREFIX = "automl-"
+_META_RE = re.compile(r"^\$\{trialSpec\.(\w+)(?:\[([^\]]+)\])?\}$")
+
+
+class TemplateError(ValueError):
+    """The template cannot become a workload; the message says why."""
+
+
+def workload_name(trial_name: str) -> str:
+    return f"{WORKLOAD_PREFIX}{trial_name}"[:253]
+
+
+def _reference_value(ref: str, assignments: dict[str, str], trial_meta: dict[str, Any],
+                     trial_spec: dict[str, Any]) -> str:
+    if ref in assignments:
+        return assignments[ref]
+    match = _META_RE.match(ref)
+    if not match:
+        raise TemplateError(f"trial parameter reference {ref!r} matches no parameter")
+    field, key = match.groups()
+    meta = trial_spec.get("metadata") or {}
+    if field == "Name":
+        return str(trial_meta["name"])
+    if field == "Namespace":
+        return str(trial_meta["namespace"])
+    if field == "Kind":
+        return str(trial_spec.get("kind", ""))
+    if field == "APIVersion":
+        return str(trial_spec.get("apiVersion", ""))
+    if field in ("Labels", "Annotations") and key is not None:
+        source = (meta.get("labels") if field == "Labels" else meta.get("annotations")) or {}
+        return str(source.get(key, ""))
+    raise TemplateError(f"unsupported metadata reference {ref!r}")
+
+
+def render_trial_spec(template: dict[str, Any], trial_meta: dict[str, Any],
+                      assignments: list[dict[str, str]]) -> dict[str, Any]:
+    """The experiment's ``trialSpec`` with every placeholder replaced (a new object)."""
+    trial_spec = template["trialSpec"]
+    values = {a["name"]: a["value"] for a in assignments}
+    by_param = {tp["name"]: _reference_value(tp["reference"], values, trial_meta, trial_spec)
+                for tp in template.get("trialParameters") or []}
+
+    def substitute(node: Any) -> Any:
+        if isinstance(node, str):
+            def one(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name not in by_param:
+                    raise TemplateError(f"${{trialParameters.{name}}} is not declared in "
+                                        "trialParameters")
+                return by_param[name]
+            return TRIAL_PARAM_RE.sub(one, node)
+        if isinstance(node, list):
+            return [substitute(v) for v in node]
+        if isinstance(node, dict):
+            return {k: substitute(v) for k, v in node.items()}
+        return node
+
+    rendered = substitute(copy.deepcopy(trial_spec))
+    meta = rendered.setdefault("metadata", {})
+    meta["name"], meta["namespace"] = trial_meta["name"], trial_meta["namespace"]
+    return dict(rendered)
+
+
+_CONTAINER_FIELDS = {"command": "command", "args": "args", "workingDir": "workingDir",
+                     "image": "image", "ports": "ports"}
+
+
+def job_workload(run_spec: dict[str, Any], primary: str | None, *, namespace: str,
+                 trial_name: str, labels: dict[str, str], env: dict[str, str],
+                 extra_volume: tuple[str, str, str] | None = None) -> dict[str, Any]:
+    """A runtime WorkloadSpec (as a dict) for the primary container of a batch/v1 Job.
+
+    ``extra_volume`` is (volume name, claim name, mount path): the File collector's
+    metrics directory.
+    """
+    job = run_spec.get("spec") or {}
+    pod = (job.get("template") or {}).get("spec") or {}
+    containers = pod.get("containers") or []
+    if not containers:
+        raise TemplateError("the Job has no containers")
+    container = containers[0] if not primary else next(
+        (c for c in containers if c.get("name") == primary), None)
+    if container is None:
+        names = ", ".join(str(c.get("name")) for c in containers)
+        raise TemplateError(f"primaryContainerName {primary!r} names no container "
+                            f"(containers: {names})")
+    spec: dict[str, Any] = {"kind": "job", "namespace": namespace,
+                            "name": workload_name(trial_name)}
+    for src, dst in _CONTAINER_FIELDS.items():
+        if container.get(src) is not None:
+            spec[dst] = container[src]
+    if not spec.get("command") and not spec.get("args"):
+        raise TemplateError(f"container {container.get('name')!r} has no command or args "
+                            "(the local runtime does not read the image's entrypoint)")
+    resources = container.get("resources") or {}
+    spec["resources"] = {k: v for k, v in resources.items() if k in ("requests", "limits")}
+    spec["env"] = [{"name": e["name"], "value": str(e.get("value", ""))}
+                   for e in container.get("env") or [] if "name" in e and "valueFrom" not in e]
+    spec["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    mounts = [{k: m[k] for k in ("name", "mountPath", "readOnly", "subPath") if k in m}
+              for m in container.get("volumeMounts") or []]
+    volumes = []
+    for v in pod.get("volumes") or []:
+        volume = {k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir", "hostPath")
+                  if k in v}
+        volumes.append(volume)
+    if extra_volume is not None:
+        vol_name, claim, path = extra_volume
+        volumes.append({"name": vol_name, "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": vol_name, "mountPath": os.path.dirname(path) or "/"})
+    spec["volumeMounts"], spec["volumes"] = mounts, volumes
+    restart = pod.get("restartPolicy")
+    if restart in ("Never", "OnFailure"):
+        spec["restartPolicy"] = restart
+    if job.get("backoffLimit") is not None:
+        spec["backoffLimit"] = int(job["backoffLimit"])
+    if job.get("activeDeadlineSeconds") is not None:
+        spec["activeDeadlineSeconds"] = float(job["activeDeadlineSeconds"])
+    if pod.get("terminationGracePeriodSeconds") is not None:
+        spec["terminationGracePeriodSeconds"] = float(pod["terminationGracePeriodSeconds"])
+    spec["labels"] = {**labels, SERVICE_LABEL: "automl", TRIAL_LABEL: trial_name}
+    spec["owner"] = f"trials/{namespace}/{trial_name}"
+    return spec

@@ -1,0 +1,159 @@
+"""A real automl service (uvicorn on a free port) on the test Postgres and NATS, local runtime.
+
+Trials run as real sandboxed processes through the local runtime. Requests carry an identity
+assertion minted with the test key (``AssertionMinter``), as the gateway would send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+
+from services.automl.app import create_app
+from services.automl.settings import Settings
+from services.common.identity import AssertionMinter
+from tests.conftest import free_port
+
+NAMESPACE = "kubeflow-user-example-com"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_SCRIPT = ROOT / "examples" / "automl" / "mnist.py"
+API = f"/apis/kubeflow.org/v1beta1/namespaces/{NAMESPACE}"
+
+
+@dataclass
+class AutoML:
+    url: str
+    minter: AssertionMinter
+    client: httpx.AsyncClient
+    app: Any
+    state_dir: Path
+
+    def headers(self, namespace: str = NAMESPACE) -> dict[str, str]:
+        return self.minter.headers(namespace=namespace, role="admin")
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.request(method, path, headers=self.headers(), **kwargs)
+
+    async def create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        r = await self.request("POST", f"{API}/{plural}", json=obj)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    async def get(self, plural: str, name: str) -> dict[str, Any]:
+        r = await self.request("GET", f"{API}/{plural}/{name}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def trials(self, experiment: str) -> list[dict[str, Any]]:
+        r = await self.request("GET", f"{API}/trials",
+                               params={"labelSelector": f"experiment={experiment}"})
+        assert r.status_code == 200, r.text
+        return r.json()["items"]
+
+    async def wait_finished(self, name: str, timeout: float = 90) -> dict[str, Any]:
+        """Wait until the experiment is Succeeded or Failed; return it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                exp = await self.get("experiments", name)
+                types = {c["type"] for c in exp.get("status", {}).get("conditions", [])
+                         if c["status"] == "True"}
+                if types & {"Succeeded", "Failed"}:
+                    return exp
+                await asyncio.sleep(0.2)
+
+
+def reason_of(exp: dict[str, Any]) -> tuple[str, str]:
+    last = [c for c in exp["status"]["conditions"] if c["status"] == "True"][-1]
+    return last["type"], last["reason"]
+
+
+def seed_experiment(name: str = "random-example") -> dict[str, Any]:
+    """The seed YAML from examples/, with the script path made absolute."""
+    text = (ROOT / "examples" / "automl" / "random-example.yaml").read_text()
+    obj = yaml.safe_load(text.replace("examples/automl/mnist.py", str(EXAMPLE_SCRIPT)))
+    obj["metadata"]["name"] = name
+    return obj
+
+
+def python_experiment(name: str, code: str, *, parameters: list[dict[str, Any]],
+                      algorithm: str = "random", settings: dict[str, str] | None = None,
+                      objective: str = "minimize", metric: str = "loss",
+                      goal: float | None = None, **spec: Any) -> dict[str, Any]:
+    """An experiment whose trial runs ``python -c code`` with each parameter as an argument."""
+    trial_params = [{"name": p["name"].replace("-", "_"), "reference": p["name"]}
+                    for p in parameters]
+    args = [f"${{trialParameters.{tp['name']}}}" for tp in trial_params]
+    objective_spec: dict[str, Any] = {"type": objective, "objectiveMetricName": metric}
+    if goal is not None:
+        objective_spec["goal"] = goal
+    body: dict[str, Any] = {
+        "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": objective_spec,
+            "algorithm": {"algorithmName": algorithm, "algorithmSettings": [
+                {"name": k, "value": v} for k, v in (settings or {}).items()]},
+            "parameters": parameters,
+            "trialTemplate": {
+                "trialParameters": trial_params,
+                "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{
+                        "name": "main", "image": "python:3.11",
+                        "command": [sys.executable, "-c", code, *args]}]}}}},
+            },
+            **spec,
+        },
+    }
+    return body
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def start_automl(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None], Any]:
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
+                                           log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(400):
+        if server.started:
+            return server, task, app
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    raise RuntimeError("automl service did not start")
+
+
+@pytest.fixture(scope="package")
+async def automl(pg_url: str, nats_url: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AutoML]:
+    minter = AssertionMinter()
+    port = free_port()
+    state_dir = Path(tmp_path_factory.mktemp("automl-state"))
+    settings = Settings(database_url=pg_url, nats_url=nats_url, port=port, state_dir=state_dir,
+                        gateway_public_key=minter.public_pem.decode(), resync_seconds=5,
+                        events_durable=f"automl-test-{uuid.uuid4().hex[:8]}")
+    server, task, app = await start_automl(settings)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        yield AutoML(url, minter, client, app, state_dir)
+    server.should_exit = True
+    await asyncio.wait_for(task, 30)
+    runtime_dir = state_dir / "runtime"
+    if runtime_dir.exists():  # stop any trial a failing test left running
+        from services.common.runtime import LocalRuntime
+
+        rt = LocalRuntime(state_dir)
+        await rt.stop_all()
+        await rt.close()
