@@ -14,6 +14,7 @@ import httpx
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 
 SEED = Path(__file__).parent / "seed"
@@ -84,6 +85,24 @@ def test_seed_pvc_applies_and_binds(platform: Any) -> None:
     assert lines[1].split()[:3] == ["kubeflow-test-pv", "Bound", "128Mi"], table.stdout
     as_yaml = shipyard(platform, "get", "pvc", "kubeflow-test-pv", "-o", "yaml")
     assert "storage: 128Mi" in as_yaml.stdout
+
+    # A job that mounts the claim at the seed's path writes a file; a second job reads it.
+    runtime = LocalRuntime(platform.state_dir)
+    mount = {"volumeMounts": [{"name": "workdir", "mountPath": "/gotest/outputs/output_text/"}],
+             "volumes": [{"name": "workdir",
+                          "persistentVolumeClaim": {"claimName": "kubeflow-test-pv"}}]}
+    asyncio.run(runtime.apply({"namespace": NS, "name": "seed-writer", "command": [
+        "python3", "-c", "open('/gotest/outputs/output_text/data', 'w').write('Hello\\n' * 3)"],
+        **mount}))
+    assert asyncio.run(runtime.wait(NS, "seed-writer", timeout=30)).exit_code == 0
+    asyncio.run(runtime.apply({"namespace": NS, "name": "seed-reader", "command": [
+        "cat", "/gotest/outputs/output_text/data"], **mount}))
+    assert asyncio.run(runtime.wait(NS, "seed-reader", timeout=30)).exit_code == 0
+
+    async def read_logs() -> list[str]:
+        return [line async for line in runtime.logs(NS, "seed-reader")]
+
+    assert asyncio.run(read_logs()) == ["Hello"] * 3
 
 
 def test_apply_reports_invalid_objects(platform: Any) -> None:
