@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.runtime import get_runtime
-from services.pipeline import api
+from services.pipeline import api, argo_api
 from services.pipeline.artifacts import LocalArtifactStore
 from services.pipeline.cache import StepCache
 from services.pipeline.controller import WorkflowController
@@ -34,4 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     return build_service("pipeline", settings, metadata,
                          Path(__file__).parent / "migrations" / "versions",
-                         kinds=KINDS, routers=[api.router], components=components)
+                         kinds=KINDS, routers=[api.router, argo_api.router],
+                         components=components,
+                         error_renderers=[(argo_api.PREFIX + "/workflows", argo_api.render_argo_error),
+                                          (argo_api.PREFIX + "/cron-workflows", argo_api.render_argo_error),
+                                          (argo_api.PREFIX + "/workflow-templates", argo_api.render_argo_error)])

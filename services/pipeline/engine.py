@@ -214,6 +214,12 @@ class Engine:
         return root
 
     async def _finish_workflow(self, root: dict[str, Any], shutdown: str | None) -> None:
+        exit_name = f"{self.name}.onExit"
+        for node in list(self.nodes.values()):  # nothing outlives its workflow
+            if not is_finished(node) and not node["name"].startswith(exit_name):
+                if node["type"] == "Pod" and node["phase"] == "Running":
+                    await self.runner.kill(self.wf, node)
+                finish(node, "Failed", "workflow finished before this node")
         phase = {"Succeeded": "Succeeded", "Skipped": "Succeeded", "Omitted": "Succeeded",
                  "Error": "Error"}.get(root["phase"], "Failed")
         exit_tmpl = self.spec.get("onExit")
@@ -661,7 +667,15 @@ class Engine:
         existing = self.nodes.get(nid)
         if existing is None and task.get("when"):
             condition = substitute(task["when"], scope.values)
-            if not evaluate_when(condition):
+            try:
+                run = evaluate_when(condition)
+            except ExpressionError as exc:
+                node = new_node(self.name, name, display, "Skipped", task.get("template"),
+                                boundary)
+                finish(node, "Error", f"when '{condition}': {exc}")
+                self.nodes[nid] = node
+                return node
+            if not run:
                 node = new_node(self.name, name, display, "Skipped", task.get("template"),
                                 boundary)
                 finish(node, "Skipped", f"when '{condition}' evaluated false")
