@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,7 +215,9 @@ class SuggestionEngine:
         for _ in range(max(count, 0)):
             number = len(study.get_trials(deepcopy=False))
             seed = base if algorithm in ("grid", "sobol") else _seed(base, number)
-            study.sampler = make_sampler(algorithm, settings, seed, grid)
+            with warnings.catch_warnings():  # experimental/deprecation notes, not user errors
+                warnings.simplefilter("ignore")
+                study.sampler = make_sampler(algorithm, settings, seed, grid)
             trial = study.ask(fixed_distributions=dists)
             values = dict(trial.params)
             frozen = study._storage.get_trial(trial._trial_id)

@@ -25,14 +25,21 @@ from services.common.eventspb.shipyard.events.v1.automl_pb2 import (
     TrialEvent,
     TrialMetricsEvent,
 )
+from services.common.eventspb.shipyard.events.v1.resource_pb2 import ResourceEvent
 
 SOURCE = "/shipyard/automl"
 STARTED = "shipyard.automl.trial.started"
 COMPLETED = "shipyard.automl.trial.completed"
 METRICS = "shipyard.automl.trial.metrics"
-SUBJECTS = [STARTED, COMPLETED, METRICS]
-MESSAGE_TYPES: dict[str, Any] = {STARTED: TrialEvent, COMPLETED: TrialEvent,
-                                 METRICS: TrialMetricsEvent}
+# One filter subject (multi-subject filters need a newer server); trial resource events
+# (shipyard.automl.trial.added|modified|deleted) share it and are told apart by proto name.
+SUBJECTS = ["shipyard.automl.trial.>"]
+MESSAGE_TYPES: dict[str, Any] = {
+    TrialEvent.DESCRIPTOR.full_name: TrialEvent,
+    TrialMetricsEvent.DESCRIPTOR.full_name: TrialMetricsEvent,
+    ResourceEvent.DESCRIPTOR.full_name: ResourceEvent,
+    "shipyard.automl.trial.*": ResourceEvent,
+}
 
 __all__ = ["COMPLETED", "METRICS", "MESSAGE_TYPES", "STARTED", "SUBJECTS", "MetricValue",
            "TrialEvent", "TrialMetricsEvent", "experiment_waker", "stage_trial_event"]
@@ -51,6 +58,8 @@ def experiment_waker(enqueue: Callable[[str, str, str], None]
 
     async def handle(session: AsyncSession, event: Event) -> None:
         message = event.message
+        if not isinstance(message, TrialEvent | TrialMetricsEvent):
+            return  # resource events: the in-process store listener already reacted
         if message.experiment:  # type: ignore[attr-defined]
             enqueue("Experiment", message.namespace, message.experiment)  # type: ignore[attr-defined]
 

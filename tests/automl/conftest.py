@@ -42,7 +42,8 @@ class AutoML:
         return self.minter.headers(namespace=namespace, role="admin")
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.request(method, path, headers=self.headers(), **kwargs)
+        headers = {**self.headers(), **kwargs.pop("headers", {})}
+        return await self.client.request(method, path, headers=headers, **kwargs)
 
     async def create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         r = await self.request("POST", f"{API}/{plural}", json=obj)
@@ -60,7 +61,7 @@ class AutoML:
         assert r.status_code == 200, r.text
         return r.json()["items"]
 
-    async def wait_finished(self, name: str, timeout: float = 90) -> dict[str, Any]:
+    async def wait_finished(self, name: str, timeout: float = 90) -> dict[str, Any]:  # noqa: ASYNC109
         """Wait until the experiment is Succeeded or Failed; return it."""
         async with asyncio.timeout(timeout):
             while True:
