@@ -168,3 +168,40 @@ def test_notebook_route_follows_resource_events(platform: Any) -> None:
         assert httpx.get(f"{platform.gateway_url}/notebook/{NS}/routed/lab").status_code != 200
     finally:
         server.shutdown()
+
+
+def test_cli_get_watch_delete_round_trip(platform: Any) -> None:
+    doc = ("apiVersion: kubeflow.org/v1\nkind: Notebook\nmetadata:\n  name: cli-nb\n"
+           "  labels: {owner: cli}\nspec:\n  template:\n    spec:\n      containers:\n"
+           "      - {name: c, image: jupyter/base-notebook}\n")
+    watcher = subprocess.Popen([sys.executable, "-m", "shipyard.cli", "--server",
+                                platform.gateway_url, "get", "notebooks", "-w", "-l", "owner=cli"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert shipyard(platform, "apply", "-f", "-", stdin=doc).stdout.strip() == (
+            "notebook.kubeflow.org/cli-nb created")
+        changed = doc.replace("owner: cli}", "owner: cli, tier: gold}")
+        assert shipyard(platform, "apply", "-f", "-", stdin=changed).stdout.strip() == (
+            "notebook.kubeflow.org/cli-nb configured")
+        as_json = shipyard(platform, "get", "nb", "-o", "json")
+        import json
+
+        listed = json.loads(as_json.stdout)
+        assert listed["kind"] == "List"
+        assert [i["metadata"]["labels"] for i in listed["items"]
+                if i["metadata"]["name"] == "cli-nb"] == [{"owner": "cli", "tier": "gold"}]
+        # Listing across namespaces needs a cluster admin; the error says so.
+        everywhere = shipyard(platform, "get", "notebooks", "-A")
+        assert everywhere.returncode == 1 and "cluster scope" in everywhere.stderr
+        deleted = shipyard(platform, "delete", "notebook", "cli-nb")
+        assert deleted.stdout.strip() == 'notebook.kubeflow.org "cli-nb" deleted'
+        missing = shipyard(platform, "delete", "notebook", "cli-nb")
+        assert missing.returncode == 1 and "not found" in missing.stderr
+        time.sleep(1.0)
+    finally:
+        watcher.terminate()
+        out, _ = watcher.communicate(timeout=10)
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0][0] == "NAME"
+    assert [r[0] for r in rows[1:]] == ["cli-nb", "cli-nb", "cli-nb"], out
