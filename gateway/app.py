@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.db import Database
 from services.common.events.bus import EventBus
@@ -33,13 +34,14 @@ from .authz import READ_METHODS, Authorizer, Principal, needed_role
 from .errors import GatewayError
 from .oidc import OIDCProvider
 from .profiles import ProfileStore
-from .proxy import forward_headers, forward_http, forward_websocket
+from .proxy import forward_headers, forward_http, forward_websocket, read_body
 from .ratelimit import RateLimiter
 from .routefeed import RouteEventFeed
 from .routes import RouteFeeder, RouteTable
 from .serviceaccounts import ServiceAccountTokens
 from .sessions import same_origin
 from .settings import Settings
+from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 JSON_BODY_LIMIT = 1024 * 1024
@@ -66,6 +68,8 @@ class Gateway:
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
             follow_redirects=False,
         )
+        self.upstream = UpstreamPool(settings.upstream_connect_timeout,
+                                     settings.upstream_read_timeout)
         self.oidc: OIDCProvider | None = None
         if settings.oidc_issuer and settings.auth_mode != "single-user":
             self.oidc = OIDCProvider(
@@ -96,6 +100,7 @@ class Gateway:
         await self.route_feed.stop()
         await self.store.stop()
         await self.http.aclose()
+        await self.upstream.aclose()
         if self.oidc is not None:
             await self.oidc.aclose()
         await self.db.dispose()
@@ -189,6 +194,81 @@ def unauthenticated(request: Request, exc: GatewayError) -> Response:
         return exc.response()
     rd = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/oauth2/start?rd={quote(rd, safe='')}", 302)
+
+
+PROXY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class ProxyFastPath:
+    """Proxied requests as raw ASGI, ahead of FastAPI routing.
+
+    Every request to a service path (``routes.resolve``) is authenticated, authorized and
+    streamed upstream here without FastAPI's routing, dependency and response layers, which
+    cost more CPU than the proxying itself. Gateway-owned paths, unknown paths, other methods
+    and WebSockets go on to the FastAPI app underneath.
+    """
+
+    def __init__(self, app: ASGIApp, gw: Gateway) -> None:
+        self.app = app
+        self.gw = gw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in PROXY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        match = routes.resolve(scope["path"])
+        if match is None or match.target == "gateway":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            await self.proxy(request, match, scope, receive, send)
+        except GatewayError as exc:
+            response = unauthenticated(request, exc) if exc.code == 401 else exc.response()
+            await response(scope, receive, send)
+
+    async def proxy(self, request: Request, match: routes.Match, scope: Scope,
+                    receive: Receive, send: Send) -> None:
+        gw, settings = self.gw, self.gw.settings
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if "/." in path and any(seg in (".", "..") for seg in path.split("/")):
+            # Routing and authorization read the path as written; a dot segment could make
+            # the upstream (or anything normalizing in between) see another namespace.
+            raise GatewayError(400, "path must not contain . or .. segments", "BadRequest")
+        principal = await gw.require_principal(request)
+        gw.check_csrf(request, principal)
+        gw.check_rate(principal)
+        namespace = match.namespace
+        body: bytes | None = None
+        if namespace is None and path.startswith("/apis/v2beta1/"):
+            namespace = request.query_params.get("namespace") or None
+            if namespace is None and method in ("POST", "PUT", "PATCH"):
+                body = await read_body(receive, settings.max_body_bytes)
+                namespace = _namespace_in_body(body)
+            namespace = namespace or gw.authz.default_namespace(principal)
+        identity = gw.authz.authorize(principal, namespace,
+                                      needed_role(method, match.data_plane), method, path)
+        if match.data_plane:
+            assert match.route.dynamic_kind and match.namespace and match.name
+            base = gw.route_table.pick(match.route.dynamic_kind, match.namespace, match.name)
+            if base is None:
+                raise GatewayError(503, f"{match.route.dynamic_kind} {match.namespace}/"
+                                   f"{match.name} has no live endpoint", "ServiceUnavailable")
+        else:
+            base = settings.service_urls[match.target]
+        client = scope.get("client")
+        headers = forward_headers(scope["headers"], gw.assertion_for(identity),
+                                  strip_authorization=match.data_plane,
+                                  client_host=client[0] if client else None)
+        extra: list[tuple[bytes, bytes]] | None = None
+        refreshed = scope.get("state", {}).get("set_cookie")
+        if refreshed:
+            carrier = Response()
+            login.set_session_cookie(carrier, gw, request, refreshed)
+            extra = [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
+        await forward_http(gw.upstream, scope, receive, send, base, headers,
+                           settings.max_body_bytes, body=body, extra_headers=extra)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -285,55 +365,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             client_host=ws.client.host if ws.client else None)]
         await forward_websocket(ws, url, headers)
 
-    @app.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
-                                            "OPTIONS"])
-    async def proxy_request(request: Request, path: str) -> Response:
-        match = routes.resolve(request.url.path)
-        if match is None or match.target == "gateway":
-            raise GatewayError(404, f"no route for {request.url.path}", "NotFound")
-        principal = await gw.require_principal(request)
-        gw.check_csrf(request, principal)
-        gw.check_rate(principal)
-        namespace = match.namespace
-        body: bytes | None = None
-        if request.url.path.startswith("/apis/v2beta1/") and namespace is None:
-            namespace = request.query_params.get("namespace") or None
-            if namespace is None and request.method in ("POST", "PUT", "PATCH"):
-                body = await _read_small(request, settings.max_body_bytes)
-                namespace = _namespace_in_body(body)
-            namespace = namespace or gw.authz.default_namespace(principal)
-        identity = gw.authz.authorize(
-            principal, namespace, needed_role(request.method, match.data_plane),
-            request.method, request.url.path)
-        if match.data_plane:
-            assert match.route.dynamic_kind and match.namespace and match.name
-            base = gw.route_table.pick(match.route.dynamic_kind, match.namespace, match.name)
-            if base is None:
-                raise GatewayError(503, f"{match.route.dynamic_kind} {match.namespace}/"
-                                   f"{match.name} has no live endpoint", "ServiceUnavailable")
-        else:
-            base = settings.service_urls[match.target]
-        url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        headers = forward_headers(
-            request.headers.raw, gw.assertion_for(identity),
-            strip_authorization=match.data_plane,
-            client_host=request.client.host if request.client else None)
-        response = await forward_http(gw.http, request, url, headers, settings.max_body_bytes,
-                                      body=body)
-        if getattr(request.state, "set_cookie", None):
-            login.set_session_cookie(response, gw, request, request.state.set_cookie)
-        return response
+    @app.api_route("/{path:path}", methods=sorted(PROXY_METHODS))
+    async def read_unrouted(request: Request, path: str) -> Response:
+        """Paths no router and no service owns (service paths never get here)."""
+        raise GatewayError(404, f"no route for {request.url.path}", "NotFound")
 
+    # Proxied requests are served ahead of FastAPI (see ProxyFastPath).
+    app.add_middleware(ProxyFastPath, gw=gw)
     return app
-
-
-async def _read_small(request: Request, limit: int) -> bytes:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise GatewayError(413, f"request body larger than {limit} bytes")
-    return raw
 
 
 def _namespace_in_body(body: bytes) -> str | None:

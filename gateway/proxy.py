@@ -1,20 +1,20 @@
 """The reverse proxy: streamed HTTP both ways, and WebSockets for notebook servers.
 
-Bodies are never buffered: the request body is an async iterator handed to httpx (counted
-against the body limit as it flows), and the response is relayed chunk by chunk, so watch
-streams, log follows and large uploads pass through with constant memory.
+Bodies are never buffered: the request body is read from ASGI ``receive`` and written
+upstream as it arrives (counted against the body limit as it flows), and the response is
+relayed to ASGI ``send`` chunk by chunk, so watch streams, log follows and large uploads
+pass through with constant memory. The HTTP side talks raw ASGI and ``gateway.upstream``
+(no Request/Response models on the hot path); see ``gateway.app.ProxyFastPath``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
-import httpx
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from services.common.identity import ASSERTION_HEADER
 
 from .errors import GatewayError
+from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -30,75 +31,159 @@ HOP_BY_HOP = frozenset({
     "trailers", "transfer-encoding", "upgrade", "host",
 })
 IDENTITY_HEADERS = frozenset({ASSERTION_HEADER, "kubeflow-userid", "kubeflow-groups"})
+# Request headers never forwarded. ``content-length`` is set by the upstream client from
+# what it actually sends, and ``expect`` is answered by the gateway's own server (the body
+# is streamed anyway), so the upstream never sends an interim 100 to a proxied client.
+_SKIP_REQUEST = frozenset(h.encode() for h in HOP_BY_HOP | IDENTITY_HEADERS
+                          | {"content-length", "expect"})
+# Response headers never relayed: hop-by-hop, plus the ones our own server always adds.
+_SKIP_RESPONSE = frozenset(h.encode() for h in HOP_BY_HOP | {"date", "server"})
+_ASSERTION = ASSERTION_HEADER.encode()
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-def forward_headers(headers: list[tuple[bytes, bytes]], assertion: str, *,
+class ClientDisconnected(Exception):
+    """The client went away while its request body was still being read."""
+
+
+def forward_headers(headers: Iterable[tuple[bytes, bytes]], assertion: str, *,
                     strip_authorization: bool, client_host: str | None,
                     strip_cookie: bool = False) -> list[tuple[bytes, bytes]]:
     """Upstream request headers: hop-by-hop and identity headers removed, assertion added."""
     out: list[tuple[bytes, bytes]] = []
     for raw_name, value in headers:
-        name = raw_name.decode("latin-1").lower()
-        if name in HOP_BY_HOP or name in IDENTITY_HEADERS:
+        name = raw_name.lower()  # ASGI servers already lower-case; WebSocket callers too
+        if name in _SKIP_REQUEST:
             continue
-        if strip_authorization and name == "authorization":
+        if strip_authorization and name == b"authorization":
             continue
-        if strip_cookie and name == "cookie":
+        if strip_cookie and name == b"cookie":
             continue
         out.append((raw_name, value))
-    out.append((ASSERTION_HEADER.encode(), assertion.encode()))
+    out.append((_ASSERTION, assertion.encode()))
     if client_host:
         out.append((b"x-forwarded-for", client_host.encode()))
     return out
 
 
-async def limited_body(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def receive_body(receive: Receive, limit: int) -> AsyncIterator[bytes]:
+    """The request body from ASGI ``receive``, chunk by chunk, refused past ``limit``."""
     seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > limit:
-            raise BodyTooLarge()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
         if chunk:
+            seen += len(chunk)
+            if seen > limit:
+                raise BodyTooLarge()
             yield chunk
+        if not message.get("more_body", False):
+            return
 
 
-async def forward_http(client: httpx.AsyncClient, request: Request, url: str,
-                       headers: list[tuple[bytes, bytes]], body_limit: int,
-                       body: bytes | None = None) -> StreamingResponse:
-    """Send the request upstream and relay the response as a stream."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > body_limit:
-        raise GatewayError(413, f"request body larger than {body_limit} bytes")
-    content = body if body is not None else (
-        limited_body(request, body_limit) if request.method not in ("GET", "HEAD") else None)
-    upstream_req = client.build_request(request.method, url, headers=headers, content=content)
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """A small request body read whole (the KFP API names the namespace inside it)."""
     try:
-        resp = await client.send(upstream_req, stream=True)
+        return b"".join([chunk async for chunk in receive_body(receive, limit)])
+    except BodyTooLarge:
+        raise GatewayError(413, f"request body larger than {limit} bytes") from None
+
+
+def _body_framing(scope: Scope) -> tuple[bool, int | None]:
+    """(has a body, declared Content-Length) from the request headers."""
+    length: int | None = None
+    chunked = False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = int(value) if value.isdigit() else None
+        elif name == b"transfer-encoding":
+            chunked = True
+    return (chunked or bool(length)), (None if chunked else length)
+
+
+async def forward_http(pool: UpstreamPool, scope: Scope, receive: Receive, send: Send,
+                       base_url: str, headers: list[tuple[bytes, bytes]], body_limit: int,
+                       body: bytes | None = None,
+                       extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send the request upstream and relay the response to ``send`` as a stream.
+
+    Raises GatewayError (413, 502, 504) only before the response has started.
+    """
+    method: str = scope["method"]
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope["query_string"]:
+        target += b"?" + scope["query_string"]
+    content: bytes | AsyncIterator[bytes] | None = body
+    length: int | None = None
+    if body is None and method not in ("GET", "HEAD"):
+        has_body, length = _body_framing(scope)
+        if length is not None and length > body_limit:
+            raise GatewayError(413, f"request body larger than {body_limit} bytes")
+        if has_body:
+            content = receive_body(receive, body_limit)
+    try:
+        resp = await pool.request(method, base_url, target, headers, content, length)
     except BodyTooLarge:
         raise GatewayError(413, f"request body larger than {body_limit} bytes") from None
-    except httpx.TimeoutException:
+    except ClientDisconnected:
+        return
+    except UpstreamTimeout:
         raise GatewayError(504, "upstream timed out", "Timeout") from None
-    except httpx.HTTPError as exc:
-        log.warning("upstream %s failed: %s", url, exc.__class__.__name__)
+    except UpstreamError as exc:
+        log.warning("upstream %s%s failed: %s", base_url, scope["path"], exc)
         raise GatewayError(502, "upstream unavailable", "ServiceUnavailable") from None
-    out_headers = [(k, v) for k, v in resp.headers.raw
-                   if k.decode("latin-1").lower() not in HOP_BY_HOP]
-    response = StreamingResponse(_relay(resp), status_code=resp.status_code,
-                                 background=BackgroundTask(resp.aclose))
-    response.raw_headers = out_headers
-    return response
-
-
-async def _relay(resp: httpx.Response) -> AsyncIterator[bytes]:
     try:
-        async for chunk in resp.aiter_raw():
-            yield chunk
-    except httpx.HTTPError:
-        log.info("upstream stream ended early")
+        await relay_response(resp, receive, send, extra_headers)
+    finally:
+        resp.close()
+
+
+async def relay_response(resp: UpstreamResponse, receive: Receive, send: Send,
+                         extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Relay status, headers and body; a body still arriving is streamed as it comes."""
+    out = [(k, v) for k, v in resp.headers if k not in _SKIP_RESPONSE]
+    if extra_headers:
+        out += extra_headers
+    await send({"type": "http.response.start", "status": resp.status, "headers": out})
+    whole = resp.complete_body()
+    if whole is not None:  # the common case: a small response that arrived in one read
+        await send({"type": "http.response.body", "body": whole, "more_body": False})
+        return
+    # A stream (watch, log follow, large download): stop relaying when the client leaves,
+    # which uvicorn only reports through ``receive``.
+    watcher = asyncio.ensure_future(_until_disconnect(receive))
+
+    def on_disconnect(task: asyncio.Future[Any]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            resp.abort()
+
+    watcher.add_done_callback(on_disconnect)
+    try:
+        while True:
+            try:
+                chunk = await resp.read_chunk()
+            except UpstreamError as exc:
+                log.info("upstream stream ended early: %s", exc)
+                resp.abort()
+                break  # as before: end the relayed stream where the upstream's ended
+            if chunk is None:
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        watcher.cancel()
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 async def forward_websocket(ws: WebSocket, url: str, headers: list[tuple[str, str]],

@@ -1,0 +1,486 @@
+"""A lean HTTP/1.1 client for the proxy's hot path: keep-alive pools over asyncio protocols.
+
+Why not httpx: on every proxied request httpx builds URL, Request and Response models, runs
+its transport and connection-pool state machines and the h11 parser in Python; profiling put
+about a third of the gateway's CPU there. The proxy needs much less: send bytes it already
+has, parse the response head with ``httptools`` (llhttp in C, as uvicorn does) and relay body
+chunks as they arrive. This module does exactly that:
+
+* one ``UpstreamPool`` per gateway, one keep-alive pool per (host, port), bounded both in
+  open connections and in idle ones, idle connections dropped before the upstream's own
+  keep-alive timeout (uvicorn closes idle connections after 5 s);
+* request bodies are streamed (Content-Length when the caller knows it, else chunked,
+  RFC 9112 section 7.1) with write flow control, so uploads are never buffered;
+* response bodies are streamed chunk by chunk with read flow control (``pause_reading``
+  above a high-water mark), so watch streams and log follows relay with bounded memory;
+* HEAD and 1xx/204/304 responses carry no body (RFC 9110 section 6.4.1);
+* a kept-alive connection the upstream closed before answering is retried once on a fresh
+  connection, only for idempotent requests whose body can be replayed (RFC 9110 section
+  9.2.2; the same rule browsers and httpcore follow);
+* failures raise ``UpstreamError`` (502 for the proxy) or ``UpstreamTimeout`` (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+READ_HIGH_WATER = 256 * 1024
+READ_LOW_WATER = 64 * 1024
+
+Body = bytes | AsyncIterator[bytes] | None
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or broke the protocol (the proxy answers 502)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """Connecting or waiting for the upstream took too long (the proxy answers 504)."""
+
+
+class _StaleConnection(UpstreamError):
+    """A reused connection was closed by the upstream before any byte of a response."""
+
+
+@lru_cache(maxsize=1024)
+def parse_base_url(base: str) -> tuple[str, int, bytes, bytes]:
+    """``http://host:port/prefix`` -> (host, port, path prefix, Host header value)."""
+    parts = urlsplit(base)
+    if parts.scheme != "http" or not parts.hostname:
+        raise UpstreamError(f"unsupported upstream URL {base!r} (plain http only)")
+    port = parts.port or 80
+    return parts.hostname, port, parts.path.rstrip("/").encode(), parts.netloc.encode()
+
+
+def _fail_waiter(fut: asyncio.Future[None], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+class _Connection(asyncio.Protocol):
+    """One upstream connection: writes requests, parses responses as they arrive."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._reset_exchange(head=False)
+
+    def _reset_exchange(self, head: bool) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.head_request = head
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.message_done = False
+        self.keep_alive = True
+        self.received = 0
+        self.until_eof = False
+        self._interim = False
+        self._has_length = False
+        self._chunked = False
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.error: BaseException | None = None
+
+    # ---- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"malformed upstream response: {exc}"))
+            self.abort()
+            return
+        if self.head_request and self.head_done and not self.message_done:
+            # llhttp cannot be told the request was HEAD: the head is the whole message.
+            self.message_done = True
+            self._wake()
+        if self.buffered > READ_HIGH_WATER and not self._read_paused and self.transport:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.head_done and not self.message_done and self.until_eof:
+            self.message_done = True  # body delimited by close (RFC 9112 section 6.3 item 8)
+        elif not self.message_done:
+            self._fail(_StaleConnection("upstream closed the connection")
+                       if self.received == 0 else
+                       UpstreamError("upstream closed the connection mid-response"))
+        self.keep_alive = False
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # ---- httptools callbacks ----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"content-length":
+            self._has_length = True
+        elif lname == b"transfer-encoding" and b"chunked" in value.lower():
+            self._chunked = True
+        self.headers.append((lname, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            # An interim response (e.g. 100 Continue): its head is not the answer.
+            self._interim = True
+            self.headers = []
+            self._has_length = self._chunked = False
+            return
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        no_body = self.head_request or status in (204, 304)
+        self.until_eof = not (no_body or self._has_length or self._chunked)
+        if self.until_eof:
+            self.keep_alive = False
+        self.head_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        self.message_done = True
+        self._wake()
+
+    # ---- waiting ---------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self._wake()
+
+    async def _wait(self, seconds: float) -> None:
+        fut = self.loop.create_future()
+        self._waiter = fut
+        handle = self.loop.call_later(seconds, _fail_waiter, fut,
+                                      UpstreamTimeout("upstream timed out"))
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._waiter = None
+
+    async def drain(self, seconds: float) -> None:
+        if not self._write_paused or self.closed:
+            return
+        fut = self.loop.create_future()
+        self._drain = fut
+        handle = self.loop.call_later(seconds, _fail_waiter, fut,
+                                      UpstreamTimeout("upstream stopped reading the body"))
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._drain = None
+
+    # ---- the exchange ----------------------------------------------------------------------
+
+    def start(self, head: bool) -> None:
+        self._reset_exchange(head)
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise self.error or _StaleConnection("upstream connection is closed")
+        self.transport.write(data)
+
+    async def read_head(self, seconds: float) -> None:
+        while not self.head_done:
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                raise UpstreamError("upstream closed the connection")
+            await self._wait(seconds)
+
+    async def read_chunk(self, seconds: float) -> bytes | None:
+        """The next body chunk, or None at the end of the message."""
+        while True:
+            if self.chunks:
+                chunk = self.chunks.popleft()
+                self.buffered -= len(chunk)
+                if self._read_paused and self.buffered < READ_LOW_WATER and self.transport:
+                    self._read_paused = False
+                    self.transport.resume_reading()
+                return chunk
+            if self.message_done:
+                return None
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                raise UpstreamError("upstream closed the connection mid-response")
+            await self._wait(seconds)
+
+    def take_body(self) -> bytes | None:
+        """The whole body if it has already arrived (the common small response), else None."""
+        if not self.message_done:
+            return None
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        return body
+
+    def reusable(self) -> bool:
+        return (self.message_done and self.keep_alive and not self.closed
+                and not self.chunks and self.error is None)
+
+    def abort(self) -> None:
+        """Drop the connection: gracefully after a finished exchange, else with a reset."""
+        self.keep_alive = False
+        if self.transport is not None and not self.closed:
+            if self.message_done:
+                self.transport.close()
+            else:
+                self.transport.abort()
+
+
+class UpstreamResponse:
+    """A response whose head has arrived; read the body, then ``close`` (always)."""
+
+    __slots__ = ("status", "headers", "_conn", "_pool", "_key", "_read_timeout", "_done")
+
+    def __init__(self, conn: _Connection, pool: UpstreamPool, key: tuple[str, int],
+                 read_timeout: float) -> None:
+        self.status = conn.status
+        self.headers = conn.headers
+        self._conn = conn
+        self._pool = pool
+        self._key = key
+        self._read_timeout = read_timeout
+        self._done = False
+
+    def complete_body(self) -> bytes | None:
+        """The whole body when it is already here (no waiting), else None: stream it."""
+        return self._conn.take_body()
+
+    async def read_chunk(self) -> bytes | None:
+        """The next body chunk (never empty), or None at the end; raises UpstreamError."""
+        while True:
+            chunk = await self._conn.read_chunk(self._read_timeout)
+            if chunk is None or chunk:
+                return chunk
+
+    async def iter_body(self) -> AsyncIterator[bytes]:
+        while (chunk := await self.read_chunk()) is not None:
+            yield chunk
+
+    def abort(self) -> None:
+        """Drop the connection (e.g. the client went away mid-stream)."""
+        self._conn.abort()
+
+    def close(self) -> None:
+        """Return the connection to the pool if the exchange finished cleanly, else drop it."""
+        if self._done:
+            return
+        self._done = True
+        self._pool._release(self._key, self._conn)
+
+
+class _HostPool:
+    __slots__ = ("idle", "slots")
+
+    def __init__(self, max_connections: int) -> None:
+        self.idle: list[_Connection] = []
+        self.slots = asyncio.Semaphore(max_connections)
+
+
+class UpstreamPool:
+    """Keep-alive HTTP/1.1 connections per (host, port), shared by all proxied requests."""
+
+    def __init__(self, connect_timeout: float = 5.0, read_timeout: float = 300.0,
+                 max_connections_per_host: int = 512, max_idle_per_host: int = 128,
+                 idle_expiry: float = 4.0) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_connections_per_host = max_connections_per_host
+        self.max_idle_per_host = max_idle_per_host
+        self.idle_expiry = idle_expiry
+        self._hosts: dict[tuple[str, int], _HostPool] = {}
+        self.connections_opened = 0  # for tests and metrics: how often keep-alive missed
+
+    async def request(self, method: str, base_url: str, target: bytes,
+                      headers: list[tuple[bytes, bytes]], body: Body = None,
+                      content_length: int | None = None) -> UpstreamResponse:
+        """Send one request and return once the response head has arrived.
+
+        ``target`` is the path and query (it is prefixed with the base URL's path);
+        ``headers`` must not contain Host, Content-Length or Transfer-Encoding: they are
+        set here. An iterator body is streamed with ``content_length`` if given, else
+        chunked. The caller must ``close()`` the response.
+        """
+        host, port, prefix, host_header = parse_base_url(base_url)
+        key = (host, port)
+        hp = self._hosts.get(key)
+        if hp is None:
+            hp = self._hosts[key] = _HostPool(self.max_connections_per_host)
+        head = self._head(method, prefix + target, host_header, headers, body, content_length)
+        replayable = method in IDEMPOTENT and not (body is not None
+                                                   and not isinstance(body, bytes))
+        await self._take_slot(hp)
+        try:
+            for attempt in (0, 1):
+                conn, reused = await self._connect(key, hp)
+                try:
+                    conn.start(head=method == "HEAD")
+                    await self._send(conn, head, body, content_length)
+                    await conn.read_head(self.read_timeout)
+                except _StaleConnection:
+                    conn.abort()
+                    if reused and attempt == 0 and replayable:
+                        log.debug("kept-alive connection to %s:%d was closed; retrying", host,
+                                  port)
+                        continue
+                    raise UpstreamError("upstream closed the connection") from None
+                except BaseException:
+                    conn.abort()
+                    raise
+                return UpstreamResponse(conn, self, key, self.read_timeout)
+            raise UpstreamError("unreachable")  # pragma: no cover - the loop returns or raises
+        except BaseException:
+            hp.slots.release()
+            raise
+
+    @staticmethod
+    def _head(method: str, target: bytes, host: bytes, headers: list[tuple[bytes, bytes]],
+              body: Body, content_length: int | None) -> bytes:
+        lines = [method.encode(), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+        for name, value in headers:
+            lines += (name, b": ", value, b"\r\n")
+        if isinstance(body, bytes):
+            if body or method not in ("GET", "HEAD"):
+                lines += (b"content-length: ", str(len(body)).encode(), b"\r\n")
+        elif body is not None:
+            if content_length is not None:
+                lines += (b"content-length: ", str(content_length).encode(), b"\r\n")
+            else:
+                lines.append(b"transfer-encoding: chunked\r\n")
+        elif method in ("POST", "PUT", "PATCH"):
+            lines.append(b"content-length: 0\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    async def _send(self, conn: _Connection, head: bytes, body: Body,
+                    content_length: int | None) -> None:
+        if body is None or isinstance(body, bytes):
+            conn.write(head + body if body else head)
+            return
+        conn.write(head)
+        chunked = content_length is None
+        sent = 0
+        async for chunk in body:
+            if conn.head_done:
+                # The upstream answered before reading everything (e.g. an error): stop
+                # sending, relay its answer, and never reuse this half-written connection.
+                conn.keep_alive = False
+                break
+            if not chunk:
+                continue
+            sent += len(chunk)
+            if content_length is not None and sent > content_length:
+                raise UpstreamError("request body longer than its Content-Length")
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await conn.drain(self.read_timeout)
+        else:
+            if chunked:
+                conn.write(b"0\r\n\r\n")
+            elif content_length is not None and sent != content_length:
+                raise UpstreamError("request body shorter than its Content-Length")
+
+    async def _take_slot(self, hp: _HostPool) -> None:
+        if not hp.slots.locked():
+            await hp.slots.acquire()
+            return
+        try:
+            await asyncio.wait_for(hp.slots.acquire(), self.connect_timeout)
+        except TimeoutError:
+            raise UpstreamTimeout("too many concurrent upstream requests") from None
+
+    async def _connect(self, key: tuple[str, int], hp: _HostPool) -> tuple[_Connection, bool]:
+        now = time.monotonic()
+        idle = hp.idle
+        while idle:
+            conn = idle.pop()
+            if (not conn.closed and conn.transport is not None
+                    and not conn.transport.is_closing()
+                    and now - conn.idle_since < self.idle_expiry):
+                return conn, True
+            conn.abort()
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(loop), key[0], key[1]),
+                self.connect_timeout)
+        except TimeoutError:
+            raise UpstreamTimeout(f"connecting to {key[0]}:{key[1]} timed out") from None
+        except OSError as exc:
+            raise UpstreamError(f"cannot connect to {key[0]}:{key[1]}: {exc}") from None
+        self.connections_opened += 1
+        return proto, False
+
+    def _release(self, key: tuple[str, int], conn: _Connection) -> None:
+        hp = self._hosts.get(key)
+        if hp is None:
+            conn.abort()
+            return
+        hp.slots.release()
+        if conn.reusable() and len(hp.idle) < self.max_idle_per_host:
+            conn.idle_since = time.monotonic()
+            hp.idle.append(conn)
+        else:
+            conn.abort()
+
+    def idle_connections(self, host: str, port: int) -> int:
+        hp = self._hosts.get((host, port))
+        return len(hp.idle) if hp else 0
+
+    async def aclose(self) -> None:
+        hosts, self._hosts = self._hosts, {}
+        for hp in hosts.values():
+            for conn in hp.idle:
+                conn.abort()
+            hp.idle.clear()
