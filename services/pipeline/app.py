@@ -9,13 +9,23 @@ from fastapi import FastAPI
 
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.runtime import get_runtime
-from services.pipeline import api, argo_api
+from services.pipeline import api, argo_api, kfp_api
 from services.pipeline.artifacts import LocalArtifactStore
 from services.pipeline.cache import StepCache
 from services.pipeline.controller import WorkflowController
+from services.pipeline.kfp_runs import RunService
+from services.pipeline.kfp_store import KfpStore
 from services.pipeline.models import KINDS
+from services.pipeline.schedules import Scheduler
 from services.pipeline.settings import Settings
 from services.pipeline.tables import metadata
+
+ERROR_RENDERERS = (
+    (argo_api.PREFIX + "/workflows", argo_api.render_argo_error),
+    (argo_api.PREFIX + "/cron-workflows", argo_api.render_argo_error),
+    (argo_api.PREFIX + "/workflow-templates", argo_api.render_argo_error),
+    (kfp_api.PREFIX, kfp_api.render_kfp_error),
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,12 +40,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         controller = WorkflowController(ctx, runtime, artifacts, cache,
                                         workers=settings.workflow_workers)
         ctx.extras["workflows"] = controller
-        return [controller]
+        kfp = KfpStore(ctx.db, dict(metadata.tables))
+        runs = RunService(kfp, ctx.store)
+        controller.listeners.append(runs.on_workflow_finished)
+        ctx.extras["kfp_store"] = kfp
+        ctx.extras["kfp_runs"] = runs
+        scheduler = Scheduler(ctx.store, kfp, runs, ctx.db,
+                              retention_seconds=settings.retention_seconds)
+        ctx.extras["scheduler"] = scheduler
+        return [controller, scheduler]
 
     return build_service("pipeline", settings, metadata,
                          Path(__file__).parent / "migrations" / "versions",
-                         kinds=KINDS, routers=[api.router, argo_api.router],
-                         components=components,
-                         error_renderers=[(argo_api.PREFIX + "/workflows", argo_api.render_argo_error),
-                                          (argo_api.PREFIX + "/cron-workflows", argo_api.render_argo_error),
-                                          (argo_api.PREFIX + "/workflow-templates", argo_api.render_argo_error)])
+                         kinds=KINDS, routers=[api.router, argo_api.router, kfp_api.router],
+                         components=components, error_renderers=ERROR_RENDERERS)
