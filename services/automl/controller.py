@@ -162,6 +162,7 @@ class AutoMLController(Controller):
         if finished:
             await self._kill_active(trials)
             await self._write_status(EXPERIMENT, experiment, status)
+            await self._sync_suggestion(experiment, rows, exhausted)
             return
         done = completion(spec, summary, exhausted)
         if done is not None:
@@ -171,15 +172,20 @@ class AutoMLController(Controller):
             await self._write_status(EXPERIMENT, experiment, status)
             log.info("experiment %s/%s %s: %s", namespace, name, ctype, reason)
             await self._kill_active(trials)
+            await self._sync_suggestion(experiment, rows, exhausted)
             return
         set_condition(status, "Running", "ExperimentRunning", "Experiment is running",
                       false_types=("Restarting",))
-        await self._write_status(EXPERIMENT, experiment, status)
         need = spec.get("parallelTrialCount", 3) - summary.active
         if spec.get("maxTrialCount") is not None:
             need = min(need, spec["maxTrialCount"] - len(trials))
         if need > 0 and not exhausted:
+            # Trial start is the critical path: create first; the status (whose counters
+            # the new trials change anyway) is written by the reconcile this one enqueues.
             await self._create_trials(experiment, trials, rows, attrs, study_state, need)
+            return
+        await self._write_status(EXPERIMENT, experiment, status)
+        await self._sync_suggestion(experiment, rows, exhausted)
 
     def _restartable(self, experiment: dict[str, Any], completed: int) -> bool:
         spec, status = experiment["spec"], experiment.get("status") or {}
@@ -225,7 +231,6 @@ class AutoMLController(Controller):
                                               result.updated, result.study_attrs, new_state,
                                               exists=bool(attrs) or bool(study_state) or
                                               bool(rows))
-                await self._record_suggestions(s, experiment, result.new, result.exhausted)
         except Exception:
             self.engine.forget(uid)
             raise
@@ -268,12 +273,16 @@ class AutoMLController(Controller):
                              "ownerReferences": [owner_reference(experiment)]},
                 "spec": {k: v for k, v in trial_spec.items() if v is not None}}
 
-    async def _record_suggestions(self, session: Any, experiment: dict[str, Any],
-                                  new: list[Any], exhausted: bool) -> None:
-        """Keep the Suggestion object (Katib's record of requests and assignments) in step."""
+    async def _sync_suggestion(self, experiment: dict[str, Any], rows: list[Any],
+                               exhausted: bool) -> None:
+        """Keep the Suggestion object (Katib's record of requests and assignments) in step.
+
+        It is derived from the study rows, which commit with the trials, so it can be
+        brought up to date at any later reconcile (it is off the trial-start path).
+        """
         spec, meta = experiment["spec"], experiment["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        current = await self._find_in(session, SUGGESTION, namespace, name)
+        current = await self.store.find(SUGGESTION, namespace, name)
         if current is None:
             current = await self.store.create(SUGGESTION, namespace, {
                 "metadata": {"name": name, "namespace": namespace,
@@ -281,15 +290,20 @@ class AutoMLController(Controller):
                              "ownerReferences": [owner_reference(experiment)]},
                 "spec": {"algorithm": spec["algorithm"], "requests": 0,
                          "earlyStopping": spec.get("earlyStopping"),
-                         "resumePolicy": spec.get("resumePolicy", "Never")}}, session=session)
-        requests = int(current["spec"].get("requests", 0)) + len(new)
-        await self.store.patch(SUGGESTION, namespace, name, {"spec": {"requests": requests}},
-                               session=session)
+                         "resumePolicy": spec.get("resumePolicy", "Never")}})
+        status = current.get("status") or {}
+        if (status.get("suggestionCount") == len(rows) and exhausted == has_condition(
+                status, "Succeeded") and has_condition(status, "Created")):
+            return  # already in step: the common case, kept cheap
+        if int(current["spec"].get("requests", 0)) != len(rows):
+            await self.store.patch(SUGGESTION, namespace, name,
+                                   {"spec": {"requests": len(rows)}})
+        trials = {t["metadata"]["name"]: t for t in await self._trials_of(experiment)}
         status = dict(current.get("status") or {})
-        suggestions = list(status.get("suggestions") or [])
-        suggestions += [{"name": x.row.trial_name, "parameterAssignments": x.assignments}
-                        for x in new]
-        status.update(suggestions=suggestions, suggestionCount=len(suggestions))
+        status.update(suggestionCount=len(rows), suggestions=[
+            {"name": r.trial_name, "parameterAssignments":
+             (trials.get(r.trial_name) or {}).get("spec", {}).get("parameterAssignments", [])}
+            for r in rows])
         if not has_condition(status, "Created"):
             set_condition(status, "Created", "SuggestionCreated", "Suggestion is created")
             status["startTime"] = now()
@@ -298,7 +312,7 @@ class AutoMLController(Controller):
                           "The search space is exhausted", false_types=("Running",))
         else:
             set_condition(status, "Running", "SuggestionRunning", "Suggestion is running")
-        await self.store.update_status(SUGGESTION, namespace, name, status, session=session)
+        await self._write_status(SUGGESTION, current, status)
 
     async def _find_in(self, session: Any, kind: ResourceKind, namespace: str,
                        name: str) -> dict[str, Any] | None:
@@ -365,10 +379,9 @@ class AutoMLController(Controller):
         namespace = meta["namespace"]
         trials = await self._trials_of(experiment)
         for trial in trials:
+            # Watchers are not cancelled (a cancel inside a transaction can poison a pooled
+            # connection): the workload's deletion ends their wait and they find no trial.
             name = trial["metadata"]["name"]
-            task = self.watchers.pop((namespace, name), None)
-            if task is not None:
-                task.cancel()
             await self.runtime.delete(namespace, workload_name(name))
             if _collector_kind(trial["spec"]) == "File":
                 await self.runtime.delete_volume(namespace, metrics_claim(name))
@@ -390,9 +403,6 @@ class AutoMLController(Controller):
         trial = await self.store.find(TRIAL, namespace, name)
         key = (namespace, name)
         if trial is None:
-            task = self.watchers.pop(key, None)
-            if task is not None:
-                task.cancel()
             return
         if is_finished(trial):
             if trial_state(trial) in ("Killed", "EarlyStopped"):
@@ -494,6 +504,8 @@ class AutoMLController(Controller):
         except asyncio.CancelledError:
             raise
         except Exception:
+            if await self.store.find(TRIAL, namespace, name) is None:
+                return  # deleted with its experiment
             log.exception("watching trial %s/%s failed; the next resync retries", namespace,
                           name)
             await asyncio.sleep(1)

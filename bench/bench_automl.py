@@ -1,0 +1,302 @@
+"""AutoML quality and speed: the shipyard service against plain in-process Optuna.
+
+Quality: the median (over seeds) of the best objective after N trials on Branin (min 0.397887)
+and Hartmann6 (min -3.32237), for random, tpe and bayesianoptimization run through a real
+automl service (Postgres, NATS, local runtime, one process per trial), beside in-process Optuna
+with the same sampler and seeds.
+
+Speed: control-plane overhead per trial (experiment wall time minus trial process time, with
+trials that exit at once) against in-process Optuna's time per trial, and the suggestion
+latency at trial 1 and at trial 500 (target: under 100 ms each).
+
+    .venv/bin/python bench/bench_automl.py [--trials 60] [--seeds 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+import optuna  # noqa: E402
+import uvicorn  # noqa: E402
+
+from services.automl.algorithms import StudyRow, SuggestionEngine, make_sampler  # noqa: E402
+from services.automl.app import create_app  # noqa: E402
+from services.automl.settings import Settings  # noqa: E402
+from services.common.identity import AssertionMinter  # noqa: E402
+from services.common.runtime import LocalRuntime  # noqa: E402
+
+log = logging.getLogger("bench_automl")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+NS = "bench"
+API = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}"
+PG = os.environ.get("SHIPYARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+NATS = os.environ.get("SHIPYARD_TEST_NATS_URL", os.environ.get("NATS_URL",
+                                                               "nats://127.0.0.1:4222"))
+TARGET_MS = 100.0
+
+BRANIN = ("import sys, math; x1, x2 = float(sys.argv[1]), float(sys.argv[2]); "
+          "v = (x2 - 5.1/(4*math.pi**2)*x1**2 + 5/math.pi*x1 - 6)**2 "
+          "+ 10*(1 - 1/(8*math.pi))*math.cos(x1) + 10; print(f'value={v:.9f}')")
+HARTMANN = (
+    "import sys, math\n"
+    "x = [float(a) for a in sys.argv[1:7]]\n"
+    "A = [[10,3,17,3.5,1.7,8],[0.05,10,17,0.1,8,14],[3,3.5,1.7,10,17,8],[17,8,0.05,10,0.1,14]]\n"
+    "P = [[1312,1696,5569,124,8283,5886],[2329,4135,8307,3736,1004,9991],"
+    "[2348,1451,3522,2883,3047,6650],[4047,8828,8732,5743,1091,381]]\n"
+    "al = [1.0,1.2,3.0,3.2]\n"
+    "v = -sum(al[i]*math.exp(-sum(A[i][j]*(x[j]-P[i][j]*1e-4)**2 for j in range(6))) "
+    "for i in range(4))\n"
+    "print(f'value={v:.9f}')\n")
+FUNCTIONS: dict[str, tuple[str, list[tuple[str, float, float]], float]] = {
+    "branin": (BRANIN, [("x1", -5.0, 10.0), ("x2", 0.0, 15.0)], 0.397887),
+    "hartmann6": (HARTMANN, [(f"x{i}", 0.0, 1.0) for i in range(1, 7)], -3.32237),
+}
+
+
+def py_value(fn: str, params: dict[str, float]) -> float:
+    code, space, _ = FUNCTIONS[fn]
+    ns: dict[str, Any] = {}
+    argv = [str(params[name]) for name, _, _ in space]
+    out: list[str] = []
+    saved = sys.argv
+    sys.argv = ["x", *argv]
+    try:
+        exec(compile(code, fn, "exec"), {"print": out.append, "sys": sys, **ns})  # noqa: S102
+    finally:
+        sys.argv = saved
+    return float(out[0].split("=")[1])
+
+
+def experiment(name: str, fn: str, algorithm: str, seed: int, trials: int,
+               parallel: int = 1) -> dict[str, Any]:
+    code, space, _ = FUNCTIONS[fn]
+    params = [{"name": n, "parameterType": "double",
+               "feasibleSpace": {"min": str(lo), "max": str(hi)}} for n, lo, hi in space]
+    settings = [{"name": "random_state", "value": str(seed)}]
+    if algorithm == "bayesianoptimization":
+        settings.append({"name": "n_initial_points", "value": "10"})
+    return {"apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
+            "metadata": {"name": name},
+            "spec": {"objective": {"type": "minimize", "objectiveMetricName": "value"},
+                     "algorithm": {"algorithmName": algorithm, "algorithmSettings": settings},
+                     "parameters": params, "maxTrialCount": trials,
+                     "parallelTrialCount": parallel,
+                     "trialTemplate": {
+                         "trialParameters": [{"name": n, "reference": n} for n, _, _ in space],
+                         "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {
+                             "template": {"spec": {"containers": [{
+                                 "name": "main", "command": [
+                                     sys.executable, "-c", code,
+                                     *[f"${{trialParameters.{n}}}" for n, _, _ in space]]}]}}}}}}}
+
+
+async def wait_done(client: httpx.AsyncClient, name: str, timeout: float = 3600) -> dict:  # noqa: ASYNC109
+    async with asyncio.timeout(timeout):
+        while True:
+            exp = (await client.get(f"{API}/experiments/{name}")).json()
+            if any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
+                   for c in exp.get("status", {}).get("conditions", [])):
+                return exp
+            await asyncio.sleep(0.05)
+
+
+def best_value(exp: dict) -> float:
+    metrics = exp["status"]["currentOptimalTrial"]["observation"]["metrics"]
+    return float(next(m for m in metrics if m["name"] == "value")["min"])
+
+
+def optuna_best(fn: str, algorithm: str, seed: int, trials: int) -> tuple[float, float]:
+    """Plain in-process Optuna: one sampler, seeded, ask/tell. Returns (best, s per trial)."""
+    _, space, _ = FUNCTIONS[fn]
+    settings = {"n_initial_points": "10"} if algorithm == "bayesianoptimization" else {}
+    sampler = make_sampler(algorithm, settings, seed)
+    study = optuna.create_study(sampler=sampler)
+    started = time.perf_counter()
+    overhead = 0.0
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        trial = study.ask()
+        params = {n: trial.suggest_float(n, lo, hi) for n, lo, hi in space}
+        overhead += time.perf_counter() - t0
+        value = py_value(fn, params)
+        t0 = time.perf_counter()
+        study.tell(trial, value)
+        overhead += time.perf_counter() - t0
+    del started
+    return study.best_value, overhead / trials
+
+
+async def quality(client: httpx.AsyncClient, trials: int, seeds: list[int],
+                  algorithms: list[str]) -> None:
+    log.info("quality: %d trials, seeds %s", trials, seeds)
+    jobs = []
+    for algorithm in algorithms:
+        for fn in FUNCTIONS:
+            for seed in seeds:
+                name = f"q-{algorithm[:5]}-{fn[:4]}-{seed}-{uuid.uuid4().hex[:4]}"
+                jobs.append((algorithm, fn, seed, name))
+    limit = asyncio.Semaphore(4)
+    results: dict[tuple[str, str], list[float]] = {}
+
+    async def run(algorithm: str, fn: str, seed: int, name: str) -> None:
+        async with limit:
+            body = experiment(name, fn, algorithm, seed, trials)
+            r = await client.post(f"{API}/experiments", json=body)
+            r.raise_for_status()
+            exp = await wait_done(client, name)
+            results.setdefault((algorithm, fn), []).append(best_value(exp))
+            await client.delete(f"{API}/experiments/{name}")
+
+    await asyncio.gather(*(run(*job) for job in jobs))
+    header = (f"{'function':<10} {'algorithm':<21} {'shipyard median best':>21} "
+              f"{'optuna median best':>19} {'optimum':>9}")
+    print(header)
+    for fn, (_, _, optimum) in FUNCTIONS.items():
+        for algorithm in algorithms:
+            ours = statistics.median(results[(algorithm, fn)])
+            theirs = statistics.median(
+                [optuna_best(fn, algorithm, s, trials)[0] for s in seeds])
+            print(f"{fn:<10} {algorithm:<21} {ours:>21.4f} {theirs:>19.4f} {optimum:>9.5f}")
+
+
+async def speed(client: httpx.AsyncClient, state_dir: Path, trials: int) -> bool:
+    name = f"speed-{uuid.uuid4().hex[:6]}"
+    body = experiment(name, "branin", "random", 1, trials)
+    body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0][
+        "command"] = ["/bin/echo", "value=1"]
+    body["spec"]["trialTemplate"]["trialParameters"] = []
+    t0 = time.perf_counter()
+    (await client.post(f"{API}/experiments", json=body)).raise_for_status()
+    await wait_done(client, name)
+    wall = time.perf_counter() - t0
+    runtime = LocalRuntime(state_dir)
+    statuses = await runtime.list({"katib.kubeflow.org/experiment": name})
+    await runtime.close()
+    process = sum((s.finish_time - s.start_time).total_seconds() for s in statuses
+                  if s.start_time and s.finish_time)
+    overhead_ms = (wall - process) / trials * 1000
+    _, optuna_per_trial = optuna_best("branin", "random", 1, trials)
+    print(f"control-plane overhead per trial: {overhead_ms:.1f} ms "
+          f"(wall {wall:.2f} s, trial processes {process:.2f} s, {trials} trials); "
+          f"in-process Optuna per trial: {optuna_per_trial * 1000:.2f} ms  "
+          f"[{'PASS' if overhead_ms < TARGET_MS else 'FAIL'} < {TARGET_MS:.0f} ms]")
+    await client.delete(f"{API}/experiments/{name}")
+    return overhead_ms < TARGET_MS
+
+
+def suggestion_latency(algorithms: list[str], at_all: int = 500) -> bool:
+    """engine.suggest (the service's code path) for the 1st and the at-th trial, in ms."""
+    spec = {"objective": {"type": "minimize"},
+            "parameters": [{"name": n, "parameterType": "double",
+                            "feasibleSpace": {"min": str(lo), "max": str(hi)}}
+                           for n, lo, hi in FUNCTIONS["branin"][1]]}
+    ok = True
+    print(f"{'algorithm':<21} {'trial 1 (ms)':>13} {'trial N (ms)':>13} "
+          f"{'rebuild at N (ms)':>18}   N")
+    for algorithm in algorithms:
+        # The GP refits on every ask: at 500 trials that is minutes per ask, and the issue
+        # holds bayesianoptimization to quality, not latency; it is timed at trial 60.
+        at = min(at_all, 60) if algorithm == "bayesianoptimization" else at_all
+        spec["algorithm"] = {"algorithmName": algorithm,
+                             "algorithmSettings": [{"name": "random_state", "value": "1"}]}
+        engine, rows = SuggestionEngine(), []
+        first = last = rebuild = 0.0
+        for i in range(at):
+            outcomes = {r.trial_name: ("COMPLETE", py_value("branin", r.params))
+                        for r in rows if r.state == "RUNNING"}
+            if i == at - 1:  # a restarted service: rebuild the study from the rows
+                fresh = SuggestionEngine()
+                copy = [StudyRow(r.number, r.trial_name, r.params, r.distributions,
+                                 r.system_attrs, r.state, r.value, r.rung) for r in rows]
+                t0 = time.perf_counter()
+                fresh.suggest(spec, "bench", copy, dict(outcomes), {}, {}, 1)
+                rebuild = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            result = engine.suggest(spec, "bench", rows, outcomes, {}, {}, 1)
+            took = time.perf_counter() - t0
+            for s in result.new:
+                s.row.trial_name = f"t{s.row.number}"
+                s.row.params = {a["name"]: float(a["value"]) for a in s.assignments}
+                rows.append(s.row)
+            if i == 0:
+                first = took
+            last = took
+        passed = last * 1000 < TARGET_MS or algorithm == "bayesianoptimization"
+        ok = ok and passed
+        print(f"{algorithm:<21} {first * 1000:>13.2f} {last * 1000:>15.2f} "
+              f"{rebuild * 1000:>22.1f}  {'PASS' if passed else 'FAIL'}"
+              f"{' (reported only)' if algorithm == 'bayesianoptimization' else ''}")
+    return ok
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--speed-trials", type=int, default=40)
+    parser.add_argument("--latency-at", type=int, default=500)
+    parser.add_argument("--quick", action="store_true", help="20 trials, 2 seeds")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+    if args.quick:
+        args.trials, args.seeds, args.latency_at = 20, 2, 100
+    db = f"shipyard_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(PG)
+    await conn.execute(f'CREATE DATABASE "{db}"')
+    await conn.close()
+    url = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{db}"
+    minter = AssertionMinter()
+    ok = True
+    try:
+        with tempfile.TemporaryDirectory(prefix="shipyard-bench-automl-") as tmp:
+            from tests.conftest import free_port
+
+            port = free_port()
+            settings = Settings(database_url=url, nats_url=NATS, port=port, state_dir=Path(tmp),
+                                gateway_public_key=minter.public_pem.decode(),
+                                events_durable=f"automl-bench-{uuid.uuid4().hex[:6]}",
+                                log_level="WARNING")
+            server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1",
+                                                   port=port, log_level="warning"))
+            task = asyncio.create_task(server.serve())
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+            headers = minter.headers(namespace=NS, role="admin")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers,
+                                         timeout=60) as client:
+                print("== speed")
+                ok = await speed(client, Path(tmp), args.speed_trials) and ok
+                ok = suggestion_latency(["random", "tpe", "multivariate-tpe", "cmaes",
+                                         "sobol", "bayesianoptimization"],
+                                        args.latency_at) and ok
+                print(f"== quality (median best after {args.trials} trials, "
+                      f"{args.seeds} seeds)")
+                await quality(client, args.trials, list(range(args.seeds)),
+                              ["random", "tpe", "bayesianoptimization"])
+            server.should_exit = True
+            await asyncio.wait_for(task, 30)
+    finally:
+        conn = await asyncpg.connect(PG)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await conn.close()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
