@@ -1,0 +1,173 @@
+"""Pipeline orchestration overhead per step, beside the runtime's raw spawn cost.
+
+Two workflows of trivial steps (``true``) run through a real pipeline service (Postgres, NATS,
+local runtime with the bubblewrap sandbox): a 200-step chain and a 200-way fan-out. For each:
+
+    overhead per step = (workflow wall time - the steps' own process time) / steps
+
+The raw spawn overhead is measured the same way on the runtime alone (``apply`` + ``wait``
+of the same step); "added" is the difference: what the pipeline service costs on top of
+spawning the process. The steps' own process time is the sum of their process lifetimes for the chain (they
+run one after another) and the longest one for the fan-out (they run side by side). The raw
+spawn cost is the median wall time of ``runtime.apply`` + ``runtime.wait`` of the same trivial
+step, straight on the runtime. Target: under 50 ms added per step.
+
+    .venv/bin/python bench/bench_pipeline.py [--steps 200] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+
+from services.common.identity import AssertionMinter  # noqa: E402
+from services.common.runtime import LocalRuntime  # noqa: E402
+from services.pipeline.app import create_app  # noqa: E402
+from services.pipeline.runner import workload_name  # noqa: E402
+from services.pipeline.settings import Settings  # noqa: E402
+
+log = logging.getLogger("bench_pipeline")
+PG_ADMIN = os.environ.get("SHIPYARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+NS = "bench-pipeline"
+TARGET_MS = 50.0
+
+
+def chain(steps: int) -> dict[str, Any]:
+    tasks = [{"name": f"s{i}", "template": "noop",
+              **({"dependencies": [f"s{i - 1}"]} if i else {})} for i in range(steps)]
+    return _wf("chain", tasks)
+
+
+def fan_out(steps: int) -> dict[str, Any]:
+    return _wf("fan", [{"name": f"s{i}", "template": "noop"} for i in range(steps)])
+
+
+def _wf(name: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+            "metadata": {"generateName": f"{name}-"},
+            "spec": {"entrypoint": "main", "templates": [
+                {"name": "main", "dag": {"tasks": tasks}},
+                {"name": "noop", "container": {"image": "busybox", "command": ["true"]}}]}}
+
+
+async def raw_spawn_ms(runtime: LocalRuntime, samples: int) -> tuple[float, float]:
+    """(median wall ms of apply + wait, median of that minus the process's own lifetime)."""
+    times, overheads = [], []
+    for i in range(samples):
+        name = f"raw-{uuid.uuid4().hex[:8]}-{i}"
+        t0 = time.perf_counter()
+        await runtime.apply({"namespace": NS, "name": name, "command": ["true"]})
+        st = await runtime.wait(NS, name, timeout=30)
+        wall = (time.perf_counter() - t0) * 1000
+        own = ((st.finish_time - st.start_time).total_seconds() * 1000
+               if st.start_time and st.finish_time else 0.0)
+        times.append(wall)
+        overheads.append(wall - own)
+        await runtime.delete(NS, name)
+    return statistics.median(times), statistics.median(overheads)
+
+
+async def run_once(client: httpx.AsyncClient, runtime: LocalRuntime, body: dict[str, Any],
+                   parallel: bool) -> tuple[float, float, int]:
+    path = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
+    t0 = time.perf_counter()
+    r = await client.post(path, json=body)
+    r.raise_for_status()
+    name = r.json()["metadata"]["name"]
+    deadline = time.monotonic() + 600
+    while True:
+        wf = (await client.get(f"{path}/{name}")).json()
+        phase = (wf.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed", "Error"):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} still {phase}")
+        await asyncio.sleep(0.02)
+    wall = time.perf_counter() - t0
+    if phase != "Succeeded":
+        raise RuntimeError(f"{name} ended {phase}: {wf['status'].get('message')}")
+    pods = [n for n in wf["status"]["nodes"].values() if n["type"] == "Pod"]
+    durations = []
+    for node in pods:
+        st = await runtime.status(NS, workload_name(wf, node))
+        if st.start_time and st.finish_time:
+            durations.append((st.finish_time - st.start_time).total_seconds())
+    own = max(durations) if parallel else sum(durations)
+    await client.delete(f"{path}/{name}")
+    return wall, own, len(pods)
+
+
+async def main(steps: int, repeat: int) -> None:
+    db = f"bench_pipeline_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    state = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    minter = AssertionMinter()
+    minter.signer.ttl_seconds = 3600
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{db}"
+    settings = Settings(database_url=url, nats_url=NATS_URL, port=port, state_dir=state,
+                        gateway_public_key=minter.public_pem.decode(), log_level="WARNING",
+                        workflow_workers=2)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        runtime = LocalRuntime(state)
+        spawn, spawn_overhead = await raw_spawn_ms(runtime, 20)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                                     headers=minter.headers(namespace=NS)) as client:
+            rows = []
+            for label, body, parallel in (("chain", chain(steps), False),
+                                          ("fan-out", fan_out(steps), True)):
+                overheads, walls = [], []
+                for _ in range(repeat):
+                    wall, own, pods = await run_once(client, runtime, body, parallel)
+                    overheads.append((wall - own) / pods * 1000)
+                    walls.append(wall)
+                rows.append((label, statistics.median(walls), statistics.median(overheads)))
+        out = sys.stdout
+        out.write(f"raw runtime spawn (apply + wait of `true`): {spawn:.1f} ms wall, "
+                  f"{spawn_overhead:.1f} ms beyond the process's own lifetime\n")
+        out.write(f"{'workflow':<10} {'steps':>5} {'wall s':>8} {'overhead ms/step':>17} "
+                  f"{'x raw':>6} {'added ms/step':>14}  (target: added < {TARGET_MS:.0f} ms)\n")
+        for label, wall, overhead in rows:
+            added = overhead - spawn_overhead
+            verdict = "ok" if added < TARGET_MS else "OVER"
+            out.write(f"{label:<10} {steps:>5} {wall:>8.2f} {overhead:>17.1f} "
+                      f"{overhead / spawn_overhead:>6.2f} {added:>14.1f}  {verdict}\n")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+        await LocalRuntime(state).shutdown()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main(args.steps, args.repeat))
