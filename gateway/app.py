@@ -271,6 +271,27 @@ class ProxyFastPath:
                            settings.max_body_bytes, body=body, extra_headers=extra)
 
 
+class GatewayApp(FastAPI):
+    """The gateway's FastAPI app, with ``ProxyFastPath`` in front of all of FastAPI.
+
+    In front rather than ``add_middleware``: FastAPI's ``__call__`` (telemetry checks) and its
+    middlewares (server errors, telemetry, body limit) each cost time on every request and
+    wrap every ``send`` of a streamed response; the proxy handles its own errors.
+    """
+
+    fast_path: ProxyFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None:
+            await self.fast_path(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def serve_routes(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI itself: the gateway's own endpoints and everything not proxied."""
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     gw = Gateway(settings)
@@ -283,9 +304,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await gw.stop()
 
-    app = FastAPI(title="shipyard gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = GatewayApp(title="shipyard gateway", lifespan=lifespan, docs_url=None,
+                     redoc_url=None, openapi_url=None)
     app.state.gw = gw
+    app.fast_path = ProxyFastPath(app.serve_routes, gw)
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -369,9 +391,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def read_unrouted(request: Request, path: str) -> Response:
         """Paths no router and no service owns (service paths never get here)."""
         raise GatewayError(404, f"no route for {request.url.path}", "NotFound")
-
-    # Proxied requests are served ahead of FastAPI (see ProxyFastPath).
-    app.add_middleware(ProxyFastPath, gw=gw)
     return app
 
 
