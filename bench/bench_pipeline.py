@@ -7,7 +7,8 @@ local runtime with the bubblewrap sandbox): a 200-step chain and a 200-way fan-o
 
 The raw spawn overhead is measured the same way on the runtime alone (``apply`` + ``wait``
 of the same step); "added" is the difference: what the pipeline service costs on top of
-spawning the process. The steps' own process time is the sum of their process lifetimes for the chain (they
+spawning the process. The steps' own process time is the sum of their process lifetimes
+for the chain (they
 run one after another) and the longest one for the fan-out (they run side by side). The raw
 spawn cost is the median wall time of ``runtime.apply`` + ``runtime.wait`` of the same trivial
 step, straight on the runtime. Target: under 50 ms added per step.
@@ -131,8 +132,10 @@ async def main(steps: int, repeat: int) -> None:
                                            log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            await asyncio.sleep(0.05)
+        for _ in range(600):  # up to 30 s for migrations and start-up
+            if server.started:
+                break
+            await asyncio.sleep(0.05)  # noqa: ASYNC110 - uvicorn exposes no event
         runtime = LocalRuntime(state)
         spawn, spawn_overhead = await raw_spawn_ms(runtime, 20)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,

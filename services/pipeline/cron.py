@@ -117,7 +117,8 @@ def parse_schedule(text: str, timezone: str | None = None, *,
         dom_star=fields[3] in ("*", "?"), dow_star=fields[5] in ("*", "?"), tz=tz)
 
 
-def check_schedule(text: str, timezone: str | None = None, *, with_seconds: bool = False) -> str | None:
+def check_schedule(text: str, timezone: str | None = None, *,
+                   with_seconds: bool = False) -> str | None:
     """None if the schedule is valid, else what is wrong with it."""
     try:
         parse_schedule(text, timezone, with_seconds=with_seconds).next_fire(datetime.now(UTC))

@@ -65,7 +65,8 @@ class PodRunner(Protocol):
 
 
 class Cache(Protocol):
-    async def get(self, namespace: str, key: str, max_age: float | None) -> dict[str, Any] | None: ...
+    async def get(self, namespace: str, key: str,
+                  max_age: float | None) -> dict[str, Any] | None: ...
 
     async def put(self, namespace: str, key: str, outputs: dict[str, Any],
                   workflow: str, node: str) -> None: ...
@@ -199,7 +200,7 @@ class Engine:
                 except TemplateError as exc:
                     root = self._error_root(str(exc))
         root = self.nodes.get(node_id(self.name, self.name))
-        if is_finished(root):
+        if root is not None and is_finished(root):
             await self._finish_workflow(root, shutdown)
         self._collect_events()
         self._progress()
@@ -429,7 +430,8 @@ class Engine:
         return local
 
     # ------------------------------------------------------------------ cache
-    def _cache_key(self, node: dict[str, Any], tmpl: dict[str, Any]) -> tuple[str, float | None] | None:
+    def _cache_key(self, node: dict[str, Any],
+                   tmpl: dict[str, Any]) -> tuple[str, float | None] | None:
         if not self.cache_enabled or self.cache is None:
             return None
         memo = tmpl.get("memoize")
@@ -631,7 +633,8 @@ class Engine:
             out.append((f"{i}:{label[:60]}", item))
         return out
 
-    def _task_args(self, task: dict[str, Any], scope: Scope) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    def _task_args(self, task: dict[str, Any],
+                   scope: Scope) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
         args = task.get("arguments") or {}
         params: dict[str, str] = {}
         for p in args.get("parameters") or []:
@@ -769,6 +772,7 @@ class Engine:
                 "Failed" if any(n["phase"] in FAILED for n in nodes) else "Succeeded")
             scope.values[f"{base}.status"] = phase
             return
+        assert isinstance(node, dict)
         outs = node.get("outputs") or {}
         scope.values[f"{base}.id"] = node["id"]
         scope.values[f"{base}.status"] = node["phase"]

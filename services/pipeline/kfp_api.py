@@ -545,8 +545,9 @@ def check_trigger(trigger: dict[str, Any]) -> None:
             raise ApiError(400, f"invalid cron {cron.get('cron')!r}: {exc}",
                            causes=[Cause("trigger.cron_schedule.cron", str(exc))]) from None
     else:
+        periodic = periodic or {}
         interval = periodic.get("interval_second") or periodic.get("intervalSecond")
-        if not str(interval or "").isdigit() or int(interval) <= 0:
+        if not str(interval or "").isdigit() or int(str(interval)) <= 0:
             raise ApiError(400, "periodic_schedule.interval_second must be a positive integer",
                            causes=[Cause("trigger.periodic_schedule.interval_second",
                                          "must be > 0")])

@@ -222,8 +222,8 @@ class RuntimeRunner:
         return {
             "kind": "job", "namespace": ns, "name": name, "command": argv,
             "env": env, "workingDir": container.get("workingDir"), "image": image,
-            "resources": {"requests": {k: str(v) for k, v in (resources.get("requests") or {}).items()},
-                          "limits": {k: str(v) for k, v in (resources.get("limits") or {}).items()}},
+            "resources": {key: {k: str(v) for k, v in (resources.get(key) or {}).items()}
+                          for key in ("requests", "limits")},
             "volumeMounts": [{k: m[k] for k in ("name", "mountPath", "readOnly", "subPath")
                               if m.get(k) is not None} for m in mounts],
             "volumes": vols, "activeDeadlineSeconds": deadline,

@@ -186,7 +186,7 @@ class Scheduler:
 
     async def _create_cron_workflow(self, cron: dict[str, Any], due: datetime) -> None:
         meta = cron["metadata"]
-        wf_meta = dict((cron["spec"].get("workflowMetadata") or {}))
+        wf_meta = dict(cron["spec"].get("workflowMetadata") or {})
         labels = {**(wf_meta.get("labels") or {}), CRON_LABEL: meta["name"]}
         annotations = {**(wf_meta.get("annotations") or {}),
                        "workflows.argoproj.io/scheduled-time": due.strftime(
@@ -232,7 +232,8 @@ class Scheduler:
         if cron:
             due = parse_schedule(cron.get("cron") or "", with_seconds=True).next_fire(base)
         else:
-            interval = int(periodic.get("interval_second") or periodic.get("intervalSecond"))
+            periodic = periodic or {}
+            interval = int(periodic.get("interval_second") or periodic.get("intervalSecond") or 0)
             due = base + timedelta(seconds=interval) if last is not None or start is None \
                 else base
         if due > now or (end is not None and due > end):

@@ -1,4 +1,6 @@
-"""Runs inside a step's sandbox around the user's command (``python -I -S stepwrap.py PLAN -- argv``).
+"""Runs inside a step's sandbox around the user's command.
+
+``python -I -S stepwrap.py PLAN -- argv...``
 
 Argo runs a ``wait`` sidecar that copies outputs out of the pod; here a tiny wrapper does the
 same job in-process: it places input artifacts, runs the command (teeing stdout when a script's
@@ -49,7 +51,8 @@ def _run(argv: list, capture: bool) -> tuple:
         return proc.wait(), None
     out = bytearray()
     assert proc.stdout is not None
-    for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+    stdout = proc.stdout
+    for chunk in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
         if len(out) < RESULT_LIMIT:
@@ -58,7 +61,7 @@ def _run(argv: list, capture: bool) -> tuple:
 
 
 def _collect(base: str, plan: dict, result) -> dict:
-    outputs = {"parameters": {}, "artifacts": {}, "errors": []}
+    outputs: dict = {"parameters": {}, "artifacts": {}, "errors": []}
     if result is not None:
         outputs["result"] = result.rstrip("\n")
     for p in plan.get("outputParameters", []):

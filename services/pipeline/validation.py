@@ -58,8 +58,7 @@ def validate_spec(spec: dict[str, Any], path: str, *,
         causes += _check_template(t, f"{path}.templates[{i}]", templates, names, volume_names)
     if entry in names and not has_ref:
         supplied = {p["name"] for p in (spec.get("arguments") or {}).get("parameters") or []}
-        for j, p in enumerate((templates[names[entry]].get("inputs") or {})
-                               .get("parameters") or []):
+        for p in (templates[names[entry]].get("inputs") or {}).get("parameters") or []:
             if p["name"] not in supplied and p.get("value") is None and p.get("default") is None:
                 causes.append(Cause(f"{path}.arguments.parameters",
                                     f"missing parameter {p['name']!r} required by the entrypoint "

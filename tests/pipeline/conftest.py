@@ -56,7 +56,7 @@ class PipelineService:
         assert r.status_code == 200, r.text
         return r.json()
 
-    async def wait(self, namespace: str, name: str, timeout: float = 60,
+    async def wait(self, namespace: str, name: str, timeout: float = 60,  # noqa: ASYNC109
                    phases: tuple[str, ...] = ("Succeeded", "Failed", "Error")) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -69,7 +69,7 @@ class PipelineService:
             await asyncio.sleep(0.1)
 
     async def run(self, namespace: str, workflow: dict[str, Any],
-                  timeout: float = 60) -> dict[str, Any]:
+                  timeout: float = 60) -> dict[str, Any]:  # noqa: ASYNC109
         created = await self.submit(namespace, workflow)
         return await self.wait(namespace, created["metadata"]["name"], timeout)
 

@@ -33,9 +33,12 @@ async def test_run_steps_with_script_result_and_parameters(pipeline: PipelineSer
     spec = wf("steps", [
         {"name": "main", "inputs": {"parameters": [{"name": "who", "default": "nobody"}]},
          "steps": [[{"name": "flip", "template": "flip"}],
-                   [{"name": "heads", "template": "say", "when": "{{steps.flip.outputs.result}} == heads",
-                     "arguments": {"parameters": [{"name": "msg", "value": "H {{inputs.parameters.who}}"}]}},
-                    {"name": "tails", "template": "say", "when": "{{steps.flip.outputs.result}} == tails",
+                   [{"name": "heads", "template": "say",
+                     "when": "{{steps.flip.outputs.result}} == heads",
+                     "arguments": {"parameters": [
+                         {"name": "msg", "value": "H {{inputs.parameters.who}}"}]}},
+                    {"name": "tails", "template": "say",
+                     "when": "{{steps.flip.outputs.result}} == tails",
                      "arguments": {"parameters": [{"name": "msg", "value": "T"}]}}]]},
         py("flip", "print('heads')"),
         sh("say", "echo {{inputs.parameters.msg}} > /tmp/out.txt",
@@ -125,7 +128,8 @@ async def test_run_retry_strategy_then_exit_handler(pipeline: PipelineService,
     assert done["status"]["phase"] == "Succeeded", done["status"]
     nodes = nodes_by_display(done)
     assert nodes["flaky"]["type"] == "Retry"
-    attempts = [n for n in done["status"]["nodes"].values() if n["displayName"].startswith("flaky(")]
+    attempts = [n for n in done["status"]["nodes"].values()
+                if n["displayName"].startswith("flaky(")]
     assert sorted(n["phase"] for n in attempts) == ["Failed", "Failed", "Succeeded"]
     exit_node = nodes[f"{done['metadata']['name']}.onExit"]
     assert exit_node["phase"] == "Succeeded"
@@ -237,7 +241,8 @@ async def test_run_workflow_template_refs(pipeline: PipelineService, namespace: 
 
 async def test_run_volume_claim_templates(pipeline: PipelineService, namespace: str) -> None:
     spec = wf("vct", [
-        {"name": "main", "steps": [[{"name": "w", "template": "w"}], [{"name": "r", "template": "r"}]]},
+        {"name": "main", "steps": [[{"name": "w", "template": "w"}],
+                                   [{"name": "r", "template": "r"}]]},
         {"name": "w", "container": {"image": "a", "command": ["sh", "-c", "echo hi > /w/f"],
                                     "volumeMounts": [{"name": "work", "mountPath": "/w"}]}},
         {"name": "r", "container": {"image": "a", "command": ["cat", "/w/f"],

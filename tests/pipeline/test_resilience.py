@@ -59,7 +59,8 @@ class ServiceProcess:
                 self.proc.kill()
 
 
-async def wait_until(client: httpx.AsyncClient, path: str, check: Any, timeout: float) -> Any:
+async def wait_until(client: httpx.AsyncClient, path: str, check: Any,
+                     timeout: float) -> Any:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

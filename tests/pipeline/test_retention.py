@@ -18,7 +18,8 @@ ARGO_PACKAGE = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
                 "spec": {"entrypoint": "main", "arguments": {"parameters": [
                     {"name": "msg", "value": "hi"}]}, "templates": [
                     {"name": "main", "inputs": {"parameters": [{"name": "msg"}]},
-                     "container": {"image": "a", "command": ["echo", "{{inputs.parameters.msg}}"]}}]}}
+                     "container": {"image": "a",
+                                   "command": ["echo", "{{inputs.parameters.msg}}"]}}]}}
 
 
 async def wait_state(c, run_id: str, states: tuple[str, ...]) -> dict:  # noqa: ANN001
