@@ -107,7 +107,8 @@ def experiment(name: str, fn: str, algorithm: str, seed: int, trials: int,
 async def wait_done(client: httpx.AsyncClient, name: str, timeout: float = 3600) -> dict:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
         while True:
-            exp = (await client.get(f"{API}/experiments/{name}")).json()
+            r = await client.get(f"{API}/experiments/{name}")
+            exp = r.json() if r.status_code == 200 else {}
             if any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
                    for c in exp.get("status", {}).get("conditions", [])):
                 return exp
