@@ -386,6 +386,8 @@ class Engine:
             if kind != "Retry" and await self._try_cache(node, tmpl):
                 return node
         local = self._template_scope(scope, node, tmpl, retry_attempt)
+        if node["type"] in ("DAG", "Steps") and await self._group_deadline(node, tmpl):
+            return node
         try:
             if node["type"] == "Retry":
                 await self._run_retry(node, tmpl, tmpl_scope, params, artifacts, scope)
@@ -406,6 +408,34 @@ class Engine:
         if is_finished(node) and node["phase"] == "Succeeded" and node["type"] != "Retry":
             await self._store_cache(node, tmpl)
         return node
+
+    async def _group_deadline(self, node: dict[str, Any], tmpl: dict[str, Any]) -> bool:
+        """``activeDeadlineSeconds``/``timeout`` of a dag or steps template: past it, stop
+        everything below the node (descendants' names extend the node's name)."""
+        limits: list[float] = []
+        for key in ("activeDeadlineSeconds", "timeout"):
+            raw = tmpl.get(key)
+            if raw not in (None, "") and "{{" not in str(raw):
+                value = duration_seconds(raw)
+                if value is not None:
+                    limits.append(value)
+        if not limits:
+            return False
+        left = min(limits) - self._elapsed(node.get("startedAt"))
+        if left > 0:
+            self._requeue(left + 0.05)
+            return False
+        prefix = node["name"]
+        for other in list(self.nodes.values()):
+            if other is node or is_finished(other):
+                continue
+            if other["name"][len(prefix):len(prefix) + 1] in (".", "[", "(") and \
+                    other["name"].startswith(prefix):
+                if other["type"] == "Pod" and other["phase"] == "Running":
+                    await self.runner.kill(self.wf, other)
+                finish(other, "Failed", "Step exceeded its deadline")
+        finish(node, "Failed", "Step exceeded its deadline")
+        return True
 
     def _template_scope(self, scope: Scope, node: dict[str, Any], tmpl: dict[str, Any],
                         retry_attempt: int | None) -> Scope:

@@ -299,3 +299,33 @@ async def test_read_workflow_log_all_steps_prefixed(pipeline: PipelineService,
     async with httpx.AsyncClient(base_url=pipeline.url, headers=pipeline.headers(namespace)) as c:
         r = await c.get(f"{WF_PATH.format(ns=namespace)}/{done['metadata']['name']}/log")
     assert r.text.splitlines() == ["one: line", "two: line"]
+
+
+async def test_run_parallelism_limits_concurrent_steps(pipeline: PipelineService,
+                                                       namespace: str) -> None:
+    """Four 0.4 s steps under parallelism 2: the runtime's own timestamps never overlap 3."""
+    from services.pipeline.runner import workload_name
+
+    spec = wf("par", [
+        {"name": "main", "parallelism": 2, "dag": {"tasks": [
+            {"name": f"t{i}", "template": "nap"} for i in range(4)]}},
+        sh("nap", "sleep 0.4")])
+    done = await pipeline.run(namespace, spec)
+    assert done["status"]["phase"] == "Succeeded"
+    spans = []
+    for node in done["status"]["nodes"].values():
+        if node["type"] == "Pod":
+            st = await pipeline.runtime.status(namespace, workload_name(done, node))
+            spans.append((st.start_time, st.finish_time))
+    assert len(spans) == 4
+    most = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
+    assert most <= 2
+
+
+async def test_run_dag_timeout_stops_children(pipeline: PipelineService, namespace: str) -> None:
+    spec = wf("dagtimeout", [
+        {"name": "main", "timeout": "1s", "dag": {"tasks": [{"name": "slow", "template": "slow"}]}},
+        sh("slow", "sleep 30")])
+    done = await pipeline.run(namespace, spec, timeout=20)
+    assert done["status"]["phase"] == "Failed"
+    assert nodes_by_display(done)["slow"]["message"] == "Step exceeded its deadline"
