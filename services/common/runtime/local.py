@@ -56,6 +56,13 @@ from .volumes import VolumeStore
 log = logging.getLogger(__name__)
 
 SUPERVISOR_PATH = os.path.abspath(supervisor_module.__file__)
+# The platform's own environment and source tree: workloads run its python3 and may read
+# files shipped with it, wherever it is installed (see build_bwrap_argv).
+PLATFORM_PATHS = (
+    os.path.realpath(sys.prefix),
+    os.path.realpath(os.path.dirname(sys.executable)),
+    os.path.realpath(os.path.join(os.path.dirname(SUPERVISOR_PATH), "..", "..", "..")),
+)
 SPEC, LAUNCH, STATE, LOCK, LOG = "spec.json", "launch.json", "state.json", "lock", "output.log"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FOLLOW_INTERVAL = 0.05
@@ -309,7 +316,8 @@ class LocalRuntime(Runtime):
                 mounts.append(BindMount(work, cwd_inside))
             else:
                 self._make_dir_in_mounts(cwd_inside, mounts)
-            argv = build_bwrap_argv(bwrap, argv, mounts=mounts, tmp_dir=tmp, cwd=cwd_inside)
+            argv = build_bwrap_argv(bwrap, argv, mounts=mounts, tmp_dir=tmp, cwd=cwd_inside,
+                                    host_paths=PLATFORM_PATHS)
             host_cwd = str(wdir)
         else:
             log.warning(

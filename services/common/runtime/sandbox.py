@@ -135,8 +135,14 @@ def build_bwrap_argv(
     mounts: Sequence[BindMount],
     tmp_dir: Path,
     cwd: str,
+    host_paths: Sequence[str] = (),
 ) -> list[str]:
-    """The full argv: bwrap, its options, ``--``, then the workload's own argv unchanged."""
+    """The full argv: bwrap, its options, ``--``, then the workload's own argv unchanged.
+
+    ``host_paths`` stay visible read-only even where the sandbox hides their parent: the
+    platform's virtualenv and source tree may live under ``/tmp`` (a CI checkout), which
+    the workload's private ``/tmp`` would otherwise cover.
+    """
     targets = [os.path.normpath(m.target) for m in mounts]
     overlays = _overlay_dirs(targets)
     args = [bwrap]
@@ -145,6 +151,9 @@ def build_bwrap_argv(
     else:
         args += ["--ro-bind", "/", "/"]
     args += ["--dev", "/dev", "--proc", "/proc", "--bind", str(tmp_dir), "/tmp"]
+    for path in sorted({os.path.normpath(p) for p in host_paths}):
+        if path == "/tmp" or path.startswith("/tmp/"):
+            args += ["--ro-bind", path, path]
     for overlay in overlays:
         if overlay != "/":
             args += ["--tmpfs", overlay, *_rebind_children(overlay, is_root=False)]
