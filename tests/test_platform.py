@@ -205,3 +205,30 @@ def test_cli_get_watch_delete_round_trip(platform: Any) -> None:
     rows = [line.split() for line in out.splitlines()]
     assert rows[0][0] == "NAME"
     assert [r[0] for r in rows[1:]] == ["cli-nb", "cli-nb", "cli-nb"], out
+
+
+def test_seed_workflow_through_cli(platform: Any) -> None:
+    """The seed's PVC and Workflow exactly as written, via `shipyard apply -f`, then logs."""
+    import json
+
+    assert shipyard(platform, "apply", "-f", str(SEED / "pvc.yaml")).returncode == 0
+    applied = shipyard(platform, "apply", "-f", str(SEED / "workflow.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    created = applied.stdout.strip()
+    assert created.startswith("workflow.argoproj.io/kubeflow-test-") and created.endswith(
+        " created")
+    name = created.split("/", 1)[1].split()[0]
+    deadline = time.monotonic() + 120
+    phase = ""
+    while time.monotonic() < deadline:
+        got = shipyard(platform, "get", "workflow", name, "-o", "json")
+        phase = json.loads(got.stdout).get("status", {}).get("phase", "")
+        if phase in ("Succeeded", "Failed", "Error"):
+            break
+        time.sleep(0.5)
+    assert phase == "Succeeded", got.stdout
+    table = shipyard(platform, "get", "workflows")
+    assert any(line.split()[:2] == [name, "Succeeded"] for line in table.stdout.splitlines())
+    logs = shipyard(platform, "logs", "workflow", name, "--step", "print-text")
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.splitlines() == ["Hello"] * 15
