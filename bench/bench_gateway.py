@@ -156,11 +156,11 @@ async def run_load(url: str, headers: dict[str, str], seconds: float,
 
 def run_wrk(url: str, headers: dict[str, str], seconds: float, concurrency: int) -> Run:
     """One wrk run: requests/s and latency percentiles."""
-    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", url]
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency", url]
     for key, value in headers.items():
         cmd += ["-H", f"{key}: {value}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
+    if "Non-2xx" in out or "Socket errors" in out or "Requests/sec" not in out:
         raise RuntimeError(f"{url}: wrk saw errors:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -200,18 +200,30 @@ class Comparison:
         return self.ratio >= TARGET_RATIO and self.added_p50 <= TARGET_ADDED_P50_MS
 
 
+def combine(runs: list[Run]) -> Run:
+    """Runs of equal length as one: mean req/s, median p50, worst p99."""
+    return Run(statistics.fmean(r.rps for r in runs), statistics.median(r.p50 for r in runs),
+               max(r.p99 for r in runs), sum(r.requests for r in runs))
+
+
 def compare(name: str, direct_url: str, direct_headers: dict[str, str], gw_url: str,
             gw_headers: dict[str, str], gw_pid: int, concurrencies: list[int], seconds: float,
-            use_wrk: bool) -> list[Comparison]:
+            use_wrk: bool, rounds: int = 2) -> list[Comparison]:
+    """Direct and gateway runs interleaved (A B A B), so drifting background load on a
+    shared machine falls on both sides alike."""
     out = []
     for conc in concurrencies:
-        measure(direct_url, direct_headers, 1, conc, use_wrk)  # warm-up: pools, caches, JIT-less
+        measure(direct_url, direct_headers, 1, conc, use_wrk)  # warm-up: pools, caches
         measure(gw_url, gw_headers, 1, conc, use_wrk)
-        direct = measure(direct_url, direct_headers, seconds, conc, use_wrk)
-        cpu0 = cpu_seconds(gw_pid)
-        via = measure(gw_url, gw_headers, seconds, conc, use_wrk)
-        cpu_us = (cpu_seconds(gw_pid) - cpu0) / max(via.requests, 1) * 1e6
-        out.append(Comparison(name, conc, direct, via, cpu_us))
+        directs, vias, cpu = [], [], 0.0
+        for _ in range(rounds):
+            directs.append(measure(direct_url, direct_headers, seconds / rounds, conc, use_wrk))
+            cpu0 = cpu_seconds(gw_pid)
+            vias.append(measure(gw_url, gw_headers, seconds / rounds, conc, use_wrk))
+            cpu += cpu_seconds(gw_pid) - cpu0
+        via = combine(vias)
+        out.append(Comparison(name, conc, combine(directs), via,
+                              cpu / max(via.requests, 1) * 1e6))
     return out
 
 

@@ -39,6 +39,8 @@ _SKIP_REQUEST = frozenset(h.encode() for h in HOP_BY_HOP | IDENTITY_HEADERS
 # Response headers never relayed: hop-by-hop, plus the ones our own server always adds.
 _SKIP_RESPONSE = frozenset(h.encode() for h in HOP_BY_HOP | {"date", "server"})
 _ASSERTION = ASSERTION_HEADER.encode()
+# Responses up to this declared length are relayed whole (see UpstreamResponse.small_body).
+SMALL_BODY = 64 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -145,13 +147,22 @@ async def forward_http(pool: UpstreamPool, scope: Scope, receive: Receive, send:
 
 async def relay_response(resp: UpstreamResponse, receive: Receive, send: Send,
                          extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Relay status, headers and body; a body still arriving is streamed as it comes."""
+    """Relay status, headers and body; a body still arriving is streamed as it comes.
+
+    Raises GatewayError (502, 504) only before the response has started.
+    """
     out = [(k, v) for k, v in resp.headers if k not in _SKIP_RESPONSE]
     if extra_headers:
         out += extra_headers
+    try:
+        whole = await resp.small_body(SMALL_BODY)
+    except UpstreamTimeout:
+        raise GatewayError(504, "upstream timed out", "Timeout") from None
+    except UpstreamError as exc:
+        log.warning("upstream response broke off: %s", exc)
+        raise GatewayError(502, "upstream unavailable", "ServiceUnavailable") from None
     await send({"type": "http.response.start", "status": resp.status, "headers": out})
-    whole = resp.complete_body()
-    if whole is not None:  # the common case: a small response that arrived in one read
+    if whole is not None:  # the common case: a small response, relayed in one send
         await send({"type": "http.response.body", "body": whole, "more_body": False})
         return
     # A stream (watch, log follow, large download): stop relaying when the client leaves,

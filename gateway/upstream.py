@@ -95,6 +95,7 @@ class _Connection(asyncio.Protocol):
         self._interim = False
         self._has_length = False
         self._chunked = False
+        self.content_length: int | None = None
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.error: BaseException | None = None
@@ -150,6 +151,7 @@ class _Connection(asyncio.Protocol):
         lname = name.lower()
         if lname == b"content-length":
             self._has_length = True
+            self.content_length = int(value) if value.isdigit() else None
         elif lname == b"transfer-encoding" and b"chunked" in value.lower():
             self._chunked = True
         self.headers.append((lname, value))
@@ -297,6 +299,23 @@ class UpstreamResponse:
     def complete_body(self) -> bytes | None:
         """The whole body when it is already here (no waiting), else None: stream it."""
         return self._conn.take_body()
+
+    async def small_body(self, limit: int) -> bytes | None:
+        """The whole body if its declared length is at most ``limit``, else None: stream it.
+
+        Servers often write the head and a small body in two sends; waiting for such a body
+        costs one wake-up, where streaming it costs a disconnect watcher and two ASGI sends.
+        """
+        whole = self._conn.take_body()
+        if whole is not None:
+            return whole
+        length = self._conn.content_length
+        if length is None or length > limit:
+            return None
+        chunks = []
+        while (chunk := await self.read_chunk()) is not None:
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def read_chunk(self) -> bytes | None:
         """The next body chunk (never empty), or None at the end; raises UpstreamError."""
