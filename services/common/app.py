@@ -140,11 +140,10 @@ def build_service(
         finally:
             for component in reversed(ctx.components):
                 await _quietly(component.stop())
-            if ctx._runtime is not None:
-                # An orderly stop ends this service's workloads; only a crash (SIGKILL)
-                # leaves them running, for the next start to re-adopt.
-                await _quietly(ctx._runtime.stop_all(ctx.workload_labels))
-                await _quietly(ctx._runtime.close())
+            # An orderly stop (Ctrl-C on `make up`) ends this service's workloads; only a
+            # crash (SIGKILL) leaves them running, for the next start to re-adopt.
+            await _quietly(ctx.runtime.stop_all(ctx.workload_labels))
+            await _quietly(ctx.runtime.close())
             await _quietly(relay.stop())
             await _quietly(bus.close())
             await _quietly(db.dispose())
