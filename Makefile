@@ -71,9 +71,11 @@ proto: install ## regenerate the Python code for proto/*.proto
 	$(PY) tools/gen_proto.py
 
 bench: install ## run every bench/bench_*.py in turn
-	@set -e; shopt -s nullglob; files=(bench/bench_*.py); \
+	@shopt -s nullglob; files=(bench/bench_*.py); failed=(); \
 	if [ $${#files[@]} = 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
-	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f"; done
+	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f" || failed+=("$$f"); done; \
+	if [ $${#failed[@]} -gt 0 ]; then echo "== missed a target or failed: $${failed[*]}"; exit 1; fi; \
+	echo "== every benchmark met its target"
 
 clean: ## remove state, caches and build output (keeps .venv)
 	rm -rf .shipyard .pytest_cache .mypy_cache .ruff_cache build dist
