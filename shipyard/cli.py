@@ -38,7 +38,8 @@ def read_documents(source: str, stdin: TextIO = sys.stdin) -> Iterator[dict[str,
         if doc is None:
             continue
         if not isinstance(doc, dict):
-            raise ValueError(f"{source}: every document must be a mapping, got {type(doc).__name__}")
+            raise ValueError(f"{source}: every document must be a mapping, "
+                             f"got {type(doc).__name__}")
         if doc.get("kind") == "List" or str(doc.get("kind", "")).endswith("List"):
             yield from doc.get("items", [])
         else:

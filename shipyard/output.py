@@ -17,7 +17,7 @@ _SELECT = re.compile(r"^(\w+)\[(-?\d+|(\w+)=([^\]]*))\]$")
 
 
 def lookup(obj: Any, path: str) -> Any:
-    """Follow a dotted path: ``status.phase``, ``conditions[-1].type``, ``conditions[type=Ready]``."""
+    """Follow a path: ``status.phase``, ``conditions[-1].type``, ``conditions[type=Ready]``."""
     node = obj
     for part in path.split("."):
         if node is None:

@@ -69,9 +69,9 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
-    async def ping(self, timeout: float = 2.0) -> bool:
+    async def ping(self, within: float = 2.0) -> bool:
         try:
-            async with asyncio.timeout(timeout), self.engine.connect() as conn:
+            async with asyncio.timeout(within), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             return True
         except Exception:

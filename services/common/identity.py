@@ -13,7 +13,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -60,7 +59,7 @@ def generate_keypair() -> tuple[bytes, bytes]:
 
 
 def ensure_gateway_keys(state_dir: Path) -> tuple[Path, Path]:
-    """Create the gateway's key pair under ``state_dir/keys`` if missing; return (private, public)."""
+    """Create the gateway key pair in ``state_dir/keys`` if missing; return (private, public)."""
     keys = state_dir / "keys"
     private, public = keys / "gateway.key", keys / "gateway.pub"
     if not private.exists() or not public.exists():

@@ -1,9 +1,9 @@
 """Alembic migrations, one history per service, run at start-up and by ``shipyard migrate``.
 
 Each service keeps its history in ``services/<name>/migrations/versions``; the
-environment (``services/common/migrations/env.py``) is shared. On Postgres the version table lives in the
-service's own schema, and an advisory lock keeps replicas that start together from
-migrating twice.
+environment (``services/common/migrations/env.py``) is shared. On Postgres the version
+table lives in the service's own schema, and an advisory lock keeps replicas that start
+together from migrating twice.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
 from services.common.db import Database
-
 
 SCRIPT_LOCATION = Path(__file__).parent / "migrations"
 

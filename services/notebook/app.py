@@ -13,8 +13,9 @@ from services.notebook.tables import metadata
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return build_service("notebook", settings, metadata, Path(__file__).parent / "migrations" / "versions",
-                         kinds=KINDS, components=components)
+    versions = Path(__file__).parent / "migrations" / "versions"
+    return build_service("notebook", settings, metadata, versions, kinds=KINDS,
+                         components=components)
 
 
 async def components(ctx: ServiceContext) -> list[Lifecycle]:

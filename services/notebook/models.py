@@ -1,4 +1,4 @@
-"""Kinds served by the notebook service: core/v1 PersistentVolumeClaim and kubeflow.org/v1 Notebook."""
+"""Kinds of the notebook service: core/v1 PersistentVolumeClaim, kubeflow.org/v1 Notebook."""
 
 from __future__ import annotations
 

@@ -12,5 +12,6 @@ from services.serving.tables import metadata
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return build_service("serving", settings, metadata, Path(__file__).parent / "migrations" / "versions",
+    versions = Path(__file__).parent / "migrations" / "versions"
+    return build_service("serving", settings, metadata, versions,
                          kinds=KINDS)

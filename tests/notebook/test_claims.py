@@ -12,8 +12,8 @@ from tests.common.resources.conftest import NAMESPACE, RunningService
 PVCS = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims"
 
 
-async def wait_for(predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(predicate, within: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = await predicate()
         if value or asyncio.get_running_loop().time() > deadline:

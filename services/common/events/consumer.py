@@ -315,7 +315,7 @@ class Consumer:
             except Exception:
                 if self._stopping or asyncio.get_running_loop().time() > deadline:
                     raise
-                if await self.db.ping(timeout=2.0):
+                if await self.db.ping(within=2.0):
                     raise  # the database answers: the handler itself failed
                 log.warning(
                     "consumer %s: database unreachable; holding event %s (retry in %.1fs)",

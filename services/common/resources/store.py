@@ -96,7 +96,7 @@ class ResourceStore:
         self._listeners.append(listener)
 
     def add_delete_guard(self, kind: ResourceKind, guard: DeleteGuard) -> None:
-        """Run ``guard(obj)`` before deleting an object of ``kind``; it raises ApiError to refuse."""
+        """Run ``guard(obj)`` before deleting an object of ``kind``; ApiError refuses."""
         self._delete_guards[kind.kind] = guard
 
     async def _next_rv(self, session: AsyncSession) -> int:

