@@ -1,7 +1,13 @@
-"""A real pipeline service (uvicorn on a free port) on the test Postgres and NATS, with the
-local runtime (bubblewrap sandbox) in a temporary state directory.
+"""Two ways to reach a real pipeline service.
 
-Requests carry an identity assertion minted by a test key pair, as the gateway would send.
+``pipeline``: the service alone (uvicorn in-process on a free port) on a Postgres database of
+its own and the test NATS, with the local runtime (bubblewrap sandbox) in a temporary state
+directory. Requests carry an identity assertion minted by a test key pair, as the gateway
+would send. Used for the engine's own behaviour.
+
+``gateway``: the whole platform (``tests.conftest.platform``: four services and the gateway as
+real processes, single-user mode), reached only through the gateway, the way kfp.Client and
+hera reach it. Used for the real-client tests.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,30 +25,24 @@ import pytest
 import uvicorn
 
 from services.common.identity import AssertionMinter
+from services.common.settings import SINGLE_USER_NAMESPACE
 from services.pipeline.app import create_app
 from services.pipeline.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import PG_ADMIN_DSN, _psql, free_port
 
 WF_PATH = "/apis/argoproj.io/v1alpha1/namespaces/{ns}/workflows"
 
 
-@dataclass
-class PipelineService:
+class WorkflowDoor:
+    """Workflow calls over HTTP; subclasses say where to and with which headers."""
+
     url: str
-    minter: AssertionMinter
-    app: Any
-    state_dir: Path
-    settings: Settings
 
     def headers(self, namespace: str) -> dict[str, str]:
-        return self.minter.headers(namespace=namespace, role="admin")
+        raise NotImplementedError
 
     def client(self, namespace: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers=self.headers(namespace), timeout=30)
-
-    @property
-    def runtime(self) -> Any:
-        return self.app.state.ctx.extras["runtime"]
 
     async def submit(self, namespace: str, workflow: dict[str, Any]) -> dict[str, Any]:
         async with self.client(namespace) as c:
@@ -74,6 +74,36 @@ class PipelineService:
         return await self.wait(namespace, created["metadata"]["name"], timeout)
 
 
+@dataclass
+class PipelineService(WorkflowDoor):
+    """The pipeline service alone; requests carry a minted gateway assertion."""
+
+    url: str
+    minter: AssertionMinter
+    app: Any
+    state_dir: Path
+    settings: Settings
+
+    def headers(self, namespace: str) -> dict[str, str]:
+        return self.minter.headers(namespace=namespace, role="admin")
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.ctx.extras["runtime"]
+
+
+@dataclass
+class Gateway(WorkflowDoor):
+    """The real platform's gateway in single-user mode: no credentials, one namespace."""
+
+    url: str
+    state_dir: Path
+    namespace: str = SINGLE_USER_NAMESPACE
+
+    def headers(self, namespace: str) -> dict[str, str]:
+        return {}
+
+
 async def start_service(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
@@ -89,18 +119,34 @@ async def start_service(settings: Settings) -> tuple[uvicorn.Server, asyncio.Tas
 
 
 @pytest.fixture(scope="session")
-async def pipeline(pg_url: str, nats_url: str,
+def pipeline_db() -> Iterator[str]:
+    """A database of its own, so the platform's pipeline service (on the session database)
+    never reconciles this service's workflows, nor this one the platform's."""
+    name = f"shipyard_test_pl_{uuid.uuid4().hex[:8]}"
+    _psql(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def pipeline(pipeline_db: str, nats_url: str,
                    tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PipelineService]:
     minter = AssertionMinter()
     port = free_port()
     state_dir = Path(tmp_path_factory.mktemp("pipeline-state"))
-    settings = Settings(database_url=pg_url, nats_url=nats_url, port=port, state_dir=state_dir,
+    settings = Settings(database_url=pipeline_db, nats_url=nats_url, port=port, state_dir=state_dir,
                         gateway_public_key=minter.public_pem.decode())
     server, task = await start_service(settings)
     yield PipelineService(f"http://127.0.0.1:{port}", minter, server.config.app, state_dir,
                           settings)
     server.should_exit = True
     await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture(scope="session")
+def gateway(platform: Any) -> Gateway:
+    return Gateway(platform.gateway_url, platform.state_dir)
 
 
 @pytest.fixture

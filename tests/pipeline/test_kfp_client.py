@@ -1,23 +1,27 @@
-"""kfp.Client (the real SDK, unchanged) against the KFP v2beta1 API of a real pipeline service.
+"""kfp.Client (the real SDK, unchanged) through the real gateway of the whole platform.
 
-The service is called directly, not through the gateway: kfp's own context file
-(``Client._LOCAL_KFP_CONTEXT``) supplies the gateway's identity-assertion header, which is
-exactly what the gateway would add to each forwarded request.
+``kfp.Client(host=<gateway>, existing_token=...)`` in single-user mode: the gateway accepts
+any bearer token there, forwards to the pipeline service with a signed identity assertion,
+and picks the namespace for ``/apis/v2beta1`` from ``?namespace=``, the body, or the user's
+default namespace. Every call below travels that path; nothing is faked.
 """
 
 import asyncio
 import json
 import time
+import uuid
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-import httpx
 import kfp
 import pytest
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Output
 
-from services.common.identity import ASSERTION_HEADER
-from tests.pipeline.conftest import PipelineService
+from tests.pipeline.conftest import Gateway
+
+FINAL = ("SUCCEEDED", "FAILED", "CANCELED")
 
 
 @dsl.component(base_image="python:3.11")
@@ -55,83 +59,242 @@ def napper(seconds: float = 1.5) -> None:
     nap(seconds=seconds).set_caching_options(False)
 
 
+@dsl.component(base_image="python:3.11")
+def gate(marker: str, mode: str) -> str:
+    """While ``marker`` (a host file, visible read-only in the sandbox) exists: ``wait`` keeps
+    waiting, ``fail`` fails. So a test decides when a retried step may succeed."""
+    import os
+    import sys
+    import time
+
+    if mode == "fail" and os.path.exists(marker):
+        sys.exit(3)
+    for _ in range(600):
+        if not os.path.exists(marker):
+            break
+        time.sleep(0.1)
+    return mode
+
+
+@dsl.pipeline(name="gated")
+def gated(marker: str, mode: str) -> None:
+    gate(marker=marker, mode=mode).set_caching_options(False)
+
+
 @pytest.fixture
-def kfp_client(pipeline: PipelineService, namespace: str, tmp_path: Path,
-               monkeypatch: pytest.MonkeyPatch) -> kfp.Client:
-    pipeline.minter.signer.ttl_seconds = 3600
-    token = pipeline.headers(namespace)[ASSERTION_HEADER]
-    context = tmp_path / "kfp-context.json"
-    context.write_text(json.dumps({"namespace": namespace,
-                                   "client_authentication_header_name": ASSERTION_HEADER,
-                                   "client_authentication_header_value": token}))
-    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(context))
-    return kfp.Client(host=pipeline.url, namespace=namespace)
+def kfp_client(gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> kfp.Client:
+    # No context file from the machine running the tests: the namespace must come from the
+    # gateway (single-user mode), not from a stale ~/.config/kfp/context.json.
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "no-context.json"))
+    return kfp.Client(host=gateway.url, existing_token="any-token-single-user")
 
 
-def compile_to(func, path: Path) -> str:  # noqa: ANN001 - a kfp pipeline function
+def compile_to(func: Any, path: Path) -> str:
     compiler.Compiler().compile(func, str(path))
     return str(path)
 
 
-async def test_kfp_client_upload_run_recurring_archive(pipeline: PipelineService, namespace: str,
-                                                       kfp_client: kfp.Client,
+def unique(prefix: str) -> str:
+    """Names are per test: every gateway test shares the single-user namespace."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def test_kfp_client_upload_run_recurring_archive(gateway: Gateway, kfp_client: kfp.Client,
                                                        tmp_path: Path) -> None:
     client = kfp_client
+    health = await call(client.get_kfp_healthz)
+    assert health.multi_user is False
     package = compile_to(three_steps, tmp_path / "three.yaml")
-    uploaded = await asyncio.to_thread(client.upload_pipeline, package, "three-steps")
+    pipeline_name = unique("three-steps")
+    uploaded = await call(client.upload_pipeline, package, pipeline_name)
     assert uploaded.pipeline_id
-    got = await asyncio.to_thread(client.get_pipeline_id, "three-steps")
-    assert got == uploaded.pipeline_id
+    assert await call(client.get_pipeline_id, pipeline_name) == uploaded.pipeline_id
 
-    result = await asyncio.to_thread(
-        client.create_run_from_pipeline_package, package, arguments={"n": 3, "word": "xy"},
-        run_name="first", experiment_name="exp-a")
-    run = await asyncio.to_thread(client.wait_for_run_completion, result.run_id, 60, 0.2)
+    exp_name, run_name = unique("exp"), unique("first")
+    result = await call(client.create_run_from_pipeline_package, package,
+                        arguments={"n": 3, "word": "xy"}, run_name=run_name,
+                        experiment_name=exp_name)
+    run = await call(client.wait_for_run_completion, result.run_id, 60, 0.2)
     assert run.state == "SUCCEEDED", run
-    async with httpx.AsyncClient(base_url=pipeline.url, headers=pipeline.headers(namespace)) as c:
-        runs = (await c.get("/apis/v2beta1/runs", params={"namespace": namespace})).json()
-        wf_name = next(r for r in runs["runs"] if r["run_id"] == result.run_id)
-        wf = (await c.get(f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows/"
-                          f"kfp-{result.run_id}")).json()
-        assert wf_name and wf["status"]["phase"] == "Succeeded"
-        reads = [n for n in wf["status"]["nodes"].values() if n["displayName"] == "read"]
-        assert reads[0]["outputs"]["parameters"] == [{"name": "Output", "value": "XYXYXY"}]
-        health = (await c.get("/apis/v2beta1/healthz")).json()
-        assert health["multi_user"] is False
+    reads = [d for d in run.run_details.task_details if d.display_name == "read"]
+    assert reads and reads[0].state == "SUCCEEDED"
+    async with gateway.client(gateway.namespace) as c:
+        wf = (await c.get(f"/apis/argoproj.io/v1alpha1/namespaces/{gateway.namespace}/"
+                          f"workflows/kfp-{result.run_id}")).json()
+    assert wf["status"]["phase"] == "Succeeded"
+    read_pods = [n for n in wf["status"]["nodes"].values()
+                 if n["displayName"] == "read" and n["type"] == "Pod"]
+    assert read_pods[0]["outputs"]["parameters"] == [{"name": "Output", "value": "XYXYXY"}]
 
-    filtered = await asyncio.to_thread(
-        client.list_runs, namespace=namespace,
-        filter=json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name",
-                                           "stringValue": "first"}]}))
+    filtered = await call(client.list_runs, filter=json.dumps({"predicates": [
+        {"operation": "EQUALS", "key": "display_name", "stringValue": run_name}]}))
     assert [r.run_id for r in filtered.runs] == [result.run_id]
 
-    experiment = await asyncio.to_thread(client.get_experiment, experiment_name="exp-a",
-                                         namespace=namespace)
+    experiment = await call(client.get_experiment, experiment_name=exp_name)
     napping = compile_to(napper, tmp_path / "napper.yaml")
-    recurring = await asyncio.to_thread(
-        client.create_recurring_run, experiment_id=experiment.experiment_id,
-        job_name="every-second", pipeline_package_path=napping, interval_second=1,
-        max_concurrency=1)
+    recurring = await call(client.create_recurring_run, experiment_id=experiment.experiment_id,
+                           job_name="every-second", pipeline_package_path=napping,
+                           interval_second=1, max_concurrency=1)
     started = time.monotonic()
     max_active = 0
     seen: set[str] = set()
-    while time.monotonic() - started < 6:
-        page = await asyncio.to_thread(client.list_runs, experiment_id=experiment.experiment_id,
-                                       page_size=100)
+    while time.monotonic() - started < 5:
+        page = await call(client.list_runs, experiment_id=experiment.experiment_id,
+                          page_size=100)
         mine = [r for r in page.runs or [] if r.recurring_run_id == recurring.recurring_run_id]
         seen |= {r.run_id for r in mine}
-        active = [r for r in mine if r.state not in ("SUCCEEDED", "FAILED", "CANCELED")]
-        max_active = max(max_active, len(active))
+        max_active = max(max_active, sum(1 for r in mine if r.state not in FINAL))
         await asyncio.sleep(0.2)
     assert len(seen) >= 2, "the recurring run did not fire repeatedly"
     assert max_active == 1, "max_concurrency=1 was exceeded"
-    await asyncio.to_thread(client.disable_recurring_run, recurring.recurring_run_id)
+    await call(client.disable_recurring_run, recurring.recurring_run_id)
 
-    await asyncio.to_thread(client.archive_experiment, experiment.experiment_id)
-    archived = await asyncio.to_thread(client.get_experiment,
-                                       experiment_id=experiment.experiment_id)
+    await call(client.archive_experiment, experiment.experiment_id)
+    archived = await call(client.get_experiment, experiment_id=experiment.experiment_id)
     assert archived.storage_state == "ARCHIVED"
-    again = await asyncio.to_thread(client.get_run, result.run_id)
+    again = await call(client.get_run, result.run_id)
     assert again.storage_state == "ARCHIVED"
-    job = await asyncio.to_thread(client.get_recurring_run, recurring.recurring_run_id)
+    job = await call(client.get_recurring_run, recurring.recurring_run_id)
     assert job.status == "DISABLED"
+
+
+async def test_kfp_pipeline_versions_upload_list_run_delete(kfp_client: kfp.Client,
+                                                            tmp_path: Path) -> None:
+    client = kfp_client
+    name = unique("versioned")
+    first = await call(client.upload_pipeline, compile_to(three_steps, tmp_path / "v1.yaml"),
+                       name)
+    second = await call(client.upload_pipeline_version,
+                        compile_to(napper, tmp_path / "v2.yaml"), "v2",
+                        pipeline_id=first.pipeline_id)
+    assert second.pipeline_id == first.pipeline_id and second.display_name == "v2"
+    versions = await call(client.list_pipeline_versions, first.pipeline_id, page_size=10)
+    assert second.pipeline_version_id in [v.pipeline_version_id for v in versions.pipeline_versions]
+    assert len(versions.pipeline_versions) == 2
+    got = await call(client.get_pipeline_version, first.pipeline_id, second.pipeline_version_id)
+    assert got.display_name == "v2"
+    assert got.pipeline_spec["pipelineInfo"]["name"] == "napper"
+    by_name = await call(client.upload_pipeline_version,
+                         compile_to(napper, tmp_path / "v3.yaml"), "v3", pipeline_name=name)
+    assert by_name.pipeline_id == first.pipeline_id
+
+    experiment = await call(client.create_experiment, unique("versions"))
+    run = await call(client.run_pipeline, experiment.experiment_id, unique("from-version"),
+                     params={"seconds": 0.1}, pipeline_id=first.pipeline_id,
+                     version_id=second.pipeline_version_id)
+    done = await call(client.wait_for_run_completion, run.run_id, 60, 0.2)
+    assert done.state == "SUCCEEDED", done
+    assert done.pipeline_version_reference.pipeline_version_id == second.pipeline_version_id
+
+    await call(client.delete_pipeline_version, first.pipeline_id, by_name.pipeline_version_id)
+    left = await call(client.list_pipeline_versions, first.pipeline_id)
+    assert by_name.pipeline_version_id not in [
+        v.pipeline_version_id for v in left.pipeline_versions]
+    with pytest.raises(kfp_server_api_exception(), match="404|[Nn]ot [Ff]ound"):
+        await call(client.get_pipeline_version, first.pipeline_id, by_name.pipeline_version_id)
+
+
+def kfp_server_api_exception() -> type[Exception]:
+    from kfp_server_api.exceptions import ApiException
+
+    return ApiException
+
+
+async def wait_state(client: kfp.Client, run_id: str, states: tuple[str, ...],
+                     timeout: float = 30) -> Any:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while True:
+        run = await call(client.get_run, run_id)
+        if run.state in states:
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} still {run.state}, wanted {states}"
+        await asyncio.sleep(0.2)
+
+
+async def test_kfp_terminate_and_retry_runs(kfp_client: kfp.Client, tmp_path: Path) -> None:
+    """A waiting run is terminated (CANCELED) and a failing one FAILS; once the marker file is
+    gone, ``:retry`` runs the failed step again and both runs SUCCEED."""
+    client = kfp_client
+    marker = Path("/var/tmp") / unique("shipyard-kfp-gate")
+    marker.write_text("closed")
+    try:
+        package = compile_to(gated, tmp_path / "gated.yaml")
+        exp = unique("gates")
+        waiting = await call(client.create_run_from_pipeline_package, package,
+                             arguments={"marker": str(marker), "mode": "wait"},
+                             experiment_name=exp)
+        failing = await call(client.create_run_from_pipeline_package, package,
+                             arguments={"marker": str(marker), "mode": "fail"},
+                             experiment_name=exp)
+        await wait_state(client, waiting.run_id, ("RUNNING",))
+        failed = await wait_state(client, failing.run_id, FINAL)
+        assert failed.state == "FAILED", failed
+        await call(client.terminate_run, waiting.run_id)
+        canceled = await wait_state(client, waiting.run_id, FINAL)
+        assert canceled.state == "CANCELED", canceled
+    finally:
+        marker.unlink(missing_ok=True)
+    for run_id in (waiting.run_id, failing.run_id):
+        await call(client._run_api.run_service_retry_run, run_id)  # kfp.Client has no retry
+    for run_id in (waiting.run_id, failing.run_id):
+        done = await call(client.wait_for_run_completion, run_id, 60, 0.2)
+        assert done.state == "SUCCEEDED", done
+        gates = [d for d in done.run_details.task_details if d.display_name == "gate"
+                 and d.state == "SUCCEEDED"]
+        assert gates, done.run_details.task_details
+    with pytest.raises(kfp_server_api_exception(), match="412|not failed"):
+        await call(client._run_api.run_service_retry_run, waiting.run_id)
+
+
+def slot_of(run: Any) -> datetime:
+    """The schedule slot a recurring run fired for (its name ends with it, as in KFP)."""
+    return datetime.strptime(run.display_name.rsplit("-", 1)[-1], "%Y%m%d%H%M%S")
+
+
+async def test_kfp_recurring_runs_cron_seconds_and_no_catchup(kfp_client: kfp.Client,
+                                                              tmp_path: Path) -> None:
+    """A 6-field cron (with seconds) fires on every even second. With max_concurrency=1 and
+    runs longer than the 1 s interval, slots are missed: by default the next run catches up
+    on the very next slot; with ``no_catchup`` it skips to now."""
+    client = kfp_client
+    package = compile_to(napper, tmp_path / "napper.yaml")
+    exp = await call(client.create_experiment, unique("schedules"))
+    common = {"experiment_id": exp.experiment_id, "pipeline_package_path": package}
+    cron = await call(client.create_recurring_run, job_name="cron-2s",
+                      cron_expression="*/2 * * * * *", params={"seconds": 0.0},
+                      max_concurrency=10, **common)
+    catchup = await call(client.create_recurring_run, job_name="catchup", interval_second=1,
+                         params={"seconds": 2.5}, **common)
+    no_catchup = await call(client.create_recurring_run, job_name="no-catchup",
+                            interval_second=1, params={"seconds": 2.5}, no_catchup=True,
+                            **common)
+    assert (await call(client.get_recurring_run, no_catchup.recurring_run_id)).no_catchup is True
+    started = time.monotonic()
+    by_job: dict[str, list[Any]] = {}
+    while time.monotonic() - started < 30:
+        runs = (await call(client.list_runs, experiment_id=exp.experiment_id,
+                           page_size=100)).runs or []
+        by_job = {}
+        for r in runs:
+            by_job.setdefault(r.recurring_run_id, []).append(r)
+        if all(len(by_job.get(j.recurring_run_id, [])) >= 2 for j in (catchup, no_catchup)):
+            break
+        await asyncio.sleep(0.3)
+    for job in (cron, catchup, no_catchup):
+        await call(client.disable_recurring_run, job.recurring_run_id)
+    elapsed = time.monotonic() - started
+
+    cron_slots = sorted(slot_of(r) for r in by_job.get(cron.recurring_run_id, []))
+    assert 2 <= len(cron_slots) <= int(elapsed / 2) + 2, cron_slots
+    assert len(set(cron_slots)) == len(cron_slots)
+    assert all(s.second % 2 == 0 for s in cron_slots), cron_slots
+    caught = sorted(slot_of(r) for r in by_job[catchup.recurring_run_id])[:2]
+    assert (caught[1] - caught[0]).total_seconds() == 1, caught  # the missed slot, late
+    skipped = sorted(slot_of(r) for r in by_job[no_catchup.recurring_run_id])[:2]
+    assert (skipped[1] - skipped[0]).total_seconds() >= 2, skipped  # missed slots skipped
+    jobs = await call(client.list_recurring_runs, experiment_id=exp.experiment_id)
+    assert {j.status for j in jobs.recurring_runs} == {"DISABLED"}
