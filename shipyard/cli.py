@@ -157,7 +157,10 @@ def cmd_delete(args: argparse.Namespace, client: Client) -> int:
 def cmd_migrate(args: argparse.Namespace, client: Client | None) -> int:
     from shipyard.migrate import migrate_all
 
-    asyncio.run(migrate_all(progress=lambda line: sys.stdout.write(line + "\n")))
+    def progress(line: str) -> None:
+        sys.stdout.write(line + "\n")
+
+    asyncio.run(migrate_all(progress=progress))
     return 0
 
 

@@ -129,7 +129,7 @@ class Runtime(abc.ABC):
         """Where the volume's data lives; raises VolumeNotFound."""
 
     @abc.abstractmethod
-    async def volume_users(self, namespace: str, claim: str) -> list[str]:
+    async def volume_users(self, namespace: str, claim: str) -> builtins.list[str]:
         """Names of the unfinished workloads that mount ``claim`` (pvc-protection uses it)."""
 
     @abc.abstractmethod
