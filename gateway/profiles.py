@@ -217,7 +217,7 @@ class ProfileStore:
             result = await s.execute(delete(bindings_table).where(
                 bindings_table.c.namespace == namespace, bindings_table.c.user == user))
         await self.reload()
-        return bool(result.rowcount)
+        return bool(getattr(result, "rowcount", 0))  # a CursorResult for DELETE
 
     async def list_bindings(self, namespace: str | None = None,
                             user: str | None = None) -> list[tuple[str, str, str]]:
