@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.common.db import Database
 from services.common.events.bus import EventBus
 from services.common.identity import AssertionSigner, Identity
+from services.common.serviceaccounts import ServiceAccountTokens
 from services.common.settings import SINGLE_USER, SINGLE_USER_NAMESPACE
 
 from . import kfam, login, profiles_api, routes, workgroup
@@ -38,7 +39,6 @@ from .proxy import forward_headers, forward_http, forward_websocket, read_body
 from .ratelimit import RateLimiter
 from .routefeed import RouteEventFeed
 from .routes import RouteFeeder, RouteTable
-from .serviceaccounts import ServiceAccountTokens
 from .sessions import same_origin
 from .settings import Settings
 from .upstream import UpstreamPool
@@ -61,7 +61,8 @@ class Gateway:
         self.authz = Authorizer(self.store, settings.admins)
         private_pem = settings.private_key_pem()
         self.signer = AssertionSigner(private_pem)
-        self.sa_tokens = ServiceAccountTokens(private_pem, settings.sa_token_ttl_seconds)
+        self.sa_tokens = ServiceAccountTokens(settings.serviceaccount_key_pem(),
+                                              settings.sa_token_ttl_seconds)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_read_timeout,
                                   connect=settings.upstream_connect_timeout),

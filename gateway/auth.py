@@ -13,7 +13,11 @@ from services.common.settings import SINGLE_USER
 
 from .authz import Principal
 from .oidc import OIDCProvider, TokenError, peek_claims
-from .serviceaccounts import SA_ISSUER, ServiceAccountError, ServiceAccountTokens
+from services.common.serviceaccounts import (
+    SA_ISSUER,
+    ServiceAccountError,
+    ServiceAccountTokens,
+)
 from .sessions import CookieCodec, new_session
 from .settings import Settings
 

@@ -314,6 +314,8 @@ class Platform:
                 "SHIPYARD_GATEWAY_PRIVATE_KEY_FILE": str(private_key),
                 "SHIPYARD_GATEWAY_PUBLIC_KEY_FILE": str(public_key),
                 "SHIPYARD_GATEWAY_PORT": str(self.ports[GATEWAY]),
+                # Workloads reach the API here, with the token the runtime injects.
+                "SHIPYARD_GATEWAY_URL": self.gateway_url,
                 **{f"SHIPYARD_{n.upper()}_URL": self.urls[n] for n in SERVICES},
             }
         )

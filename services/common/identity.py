@@ -59,9 +59,19 @@ def generate_keypair() -> tuple[bytes, bytes]:
 
 
 def ensure_gateway_keys(state_dir: Path) -> tuple[Path, Path]:
-    """Create the gateway key pair in ``state_dir/keys`` if missing; return (private, public)."""
-    keys = state_dir / "keys"
-    private, public = keys / "gateway.key", keys / "gateway.pub"
+    """Create the platform's key pairs in ``state_dir/keys`` if missing.
+
+    ``gateway.key``/``.pub`` sign and verify identity assertions; ``serviceaccounts.key``/
+    ``.pub`` sign and verify workloads' service-account tokens. Returns the gateway pair.
+    """
+    ensure_keypair(state_dir / "keys" / "serviceaccounts")
+    return ensure_keypair(state_dir / "keys" / "gateway")
+
+
+def ensure_keypair(stem: Path) -> tuple[Path, Path]:
+    """``<stem>.key`` (mode 0600) and ``<stem>.pub``, created if missing."""
+    keys = stem.parent
+    private, public = stem.with_suffix(".key"), stem.with_suffix(".pub")
     if not private.exists() or not public.exists():
         keys.mkdir(parents=True, exist_ok=True)
         priv_pem, pub_pem = generate_keypair()

@@ -33,6 +33,9 @@ class ServiceSettings(BaseSettings):
     )
     gateway_public_key: str = ""
     gateway_public_key_file: Path | None = None
+    # Where workloads reach the API, and the key that signs their service-account tokens.
+    gateway_url: str = "http://127.0.0.1:8080"
+    serviceaccount_key_file: Path | None = None
     log_level: str = "INFO"
     max_body_bytes: int = 32 * 1024 * 1024
     auth_mode: str = "single-user"
@@ -44,6 +47,18 @@ class ServiceSettings(BaseSettings):
             return self.database_url.replace("{service}", self.service_name)
         path = (self.state_dir / f"{self.service_name}.db").resolve()
         return f"sqlite+aiosqlite:///{path}"
+
+    def serviceaccount_key_path(self) -> Path:
+        return Path(self.serviceaccount_key_file or self.state_dir / "keys" / "serviceaccounts.key")
+
+    def serviceaccount_key_pem(self) -> bytes:
+        """The service-account signing key (created with the platform's keys when missing)."""
+        path = self.serviceaccount_key_path()
+        if not path.exists() and self.serviceaccount_key_file is None:
+            from services.common.identity import ensure_keypair
+
+            ensure_keypair(path.with_suffix(""))
+        return path.read_bytes()
 
     def public_key_pem(self) -> bytes:
         """The gateway's public key that signs identity assertions."""

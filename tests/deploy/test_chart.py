@@ -96,7 +96,8 @@ def test_chart_keys_secret_mounted() -> None:
     values = _values()
     docs = _render_chart(values)
     secrets = _by_kind(docs, "Secret")
-    assert set(secrets[f"{RELEASE}-identity"]["stringData"]) == {"gateway.key", "gateway.pub"}
+    assert set(secrets[f"{RELEASE}-identity"]["stringData"]) == {
+        "gateway.key", "gateway.pub", "serviceaccounts.key", "serviceaccounts.pub"}
     settings = _settings(docs)
     for name, deployment in _by_kind(docs, "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
@@ -104,8 +105,11 @@ def test_chart_keys_secret_mounted() -> None:
         assert keys["secret"]["secretName"] == f"{RELEASE}-identity"
         mount = pod["containers"][0]["volumeMounts"][0]
         assert settings["SHIPYARD_GATEWAY_PUBLIC_KEY_FILE"].startswith(mount["mountPath"])
-        if name != f"{RELEASE}-gateway":  # services never see the private key
-            assert keys["secret"]["items"] == [{"key": "gateway.pub", "path": "gateway.pub"}]
+        assert settings["SHIPYARD_SERVICEACCOUNT_KEY_FILE"].startswith(mount["mountPath"])
+        if name != f"{RELEASE}-gateway":  # services never see the gateway's private key
+            assert keys["secret"]["items"] == [
+                {"key": "gateway.pub", "path": "gateway.pub"},
+                {"key": "serviceaccounts.key", "path": "serviceaccounts.key"}]
 
     values["identity"]["existingSecret"] = "my-keys"
     docs = _render_chart(values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,5 +48,29 @@ def get_runtime(settings: Any = None, **overrides: Any) -> Runtime:
         ) from None
     cls = getattr(importlib.import_module(module_name), class_name)
     if kind == "local":
+        overrides.setdefault("workload_env", workload_identity(settings))
         return cls(state_dir, bwrap_path=bwrap_path, **overrides)  # type: ignore[no-any-return]
     return cls(settings, **overrides)  # type: ignore[no-any-return]
+
+
+WORKLOAD_TOKEN_TTL_SECONDS = 7 * 24 * 3600
+
+
+def workload_identity(settings: Any) -> Callable[[str], dict[str, str]] | None:
+    """``SHIPYARD_URL`` and a service-account ``SHIPYARD_TOKEN`` for a workload's namespace.
+
+    Only for a service's settings (which know the gateway URL and the service-account
+    key); the ``shipyard`` CLI and Python client inside the workload pick both up as is.
+    """
+    if settings is None or not hasattr(settings, "serviceaccount_key_pem"):
+        return None
+    from services.common.serviceaccounts import ServiceAccountTokens
+
+    tokens = ServiceAccountTokens(settings.serviceaccount_key_pem(), WORKLOAD_TOKEN_TTL_SECONDS)
+    url = str(settings.gateway_url)
+
+    def env(namespace: str) -> dict[str, str]:
+        return {"SHIPYARD_URL": url, "SHIPYARD_TOKEN": tokens.issue(namespace),
+                "SHIPYARD_NAMESPACE": namespace}
+
+    return env

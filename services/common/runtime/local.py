@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,8 +121,12 @@ class LocalRuntime(Runtime):
         backoff_base: float = 1.0,
         backoff_max: float = 300.0,
         python_bin_dir: str | None = None,
+        workload_env: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
+        """``workload_env(namespace)`` adds platform variables to every workload's environment
+        (the service-account token and the API's URL; see services.common.serviceaccounts)."""
         self.root = Path(state_dir).resolve() / "runtime"
+        self.workload_env = workload_env
         self.workloads_root = self.root / "workloads"
         self.volumes = VolumeStore(self.root / "volumes")
         self.workloads_root.mkdir(parents=True, exist_ok=True)
@@ -307,6 +311,8 @@ class LocalRuntime(Runtime):
             env["TMPDIR"] = str(tmp)
         if port is not None:
             env["PORT"] = str(port)
+        if self.workload_env is not None:
+            env.update(self.workload_env(spec.namespace))
         for var in spec.env:  # later entries may refer to earlier ones, as in Kubernetes
             env[var.name] = expand(var.value, env)
         argv = [expand(a, env) for a in [*spec.command, *spec.args]]

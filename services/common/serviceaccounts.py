@@ -1,10 +1,12 @@
-"""Machine identities: namespace-scoped service-account tokens issued by the gateway.
+"""Machine identities: namespace-scoped service-account tokens.
 
-Workloads (trials, pipeline steps, notebooks) need to call the platform API as their
-namespace, not as a person. The runtime asks the gateway for a token (``issue`` in-process, or
-``POST /internal/serviceaccount-token`` with a service assertion) and injects it into the
-workload. The token is an Ed25519 JWT signed with the gateway's own key, subject
-``system:serviceaccount:{ns}:default-editor``, and grants edit on that namespace only.
+Workloads (trials, pipeline steps, notebooks) call the platform API as their namespace,
+not as a person. The runtime injects a token into every workload (``SHIPYARD_TOKEN``, with
+the gateway's URL in ``SHIPYARD_URL``), and the gateway also issues them on
+``POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token``. A token is an Ed25519 JWT,
+subject ``system:serviceaccount:{ns}:default-editor``, that grants edit on that namespace
+only. Its key pair is not the gateway's assertion key: services hold the service-account
+private key to mint tokens for their workloads, and never the gateway's.
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ def namespace_of(subject: str) -> str | None:
 
 
 class ServiceAccountTokens:
-    """Issues and verifies service-account tokens with the gateway's Ed25519 key."""
+    """Issues (with the private key) and verifies (with either) service-account tokens."""
 
-    def __init__(self, private_pem: bytes, ttl_seconds: int = 3600) -> None:
-        self._key = OKPKey.import_key(private_pem)
+    def __init__(self, key_pem: bytes, ttl_seconds: int = 3600) -> None:
+        self._key = OKPKey.import_key(key_pem)
         self.ttl_seconds = ttl_seconds
 
     def issue(self, namespace: str, name: str = DEFAULT_SA, ttl_seconds: int | None = None) -> str:
