@@ -170,6 +170,8 @@ class Engine:
         self.running_pods = sum(1 for n in self.nodes.values()
                                 if n["type"] == "Pod" and n["phase"] == "Running")
         self.now = datetime.now(UTC)
+        self._starved = False  # a child could not start for lack of a parallelism place
+        self._freed = False  # a child finished in this pass
 
     # ------------------------------------------------------------------ entry
     async def run(self) -> PassResult:
@@ -200,6 +202,8 @@ class Engine:
                 except TemplateError as exc:
                     root = self._error_root(str(exc))
         root = self.nodes.get(node_id(self.name, self.name))
+        if self._starved and self._freed:
+            self._requeue(0.0)  # a place freed after a child had to wait for one
         if root is not None and is_finished(root):
             await self._finish_workflow(root, shutdown)
         self._collect_events()
@@ -739,11 +743,15 @@ class Engine:
                                          scope, group_parent, slots)
         if existing is None:
             if slots[0] <= 0:
+                self._starved = True
                 return None
             slots[0] -= 1
         params, arts = self._task_args(task, scope)
-        return await self.execute(name, display, child_scope, tmpl, params, arts, boundary,
+        was_finished = is_finished(existing)
+        node = await self.execute(name, display, child_scope, tmpl, params, arts, boundary,
                                   scope)
+        self._release_slot(was_finished, node, slots)
+        return node
 
     async def _run_items(self, task: dict[str, Any], name: str, tmpl_scope: str,
                          tmpl: dict[str, Any], items: list[tuple[str, Any]], boundary: str,
@@ -755,19 +763,33 @@ class Engine:
             existing = self.nodes.get(node_id(self.name, iter_name))
             if existing is None:
                 if slots[0] <= 0:
+                    self._starved = True
                     nodes.append({"id": "", "phase": "Pending", "type": "Pod", "name": iter_name})
                     continue
                 slots[0] -= 1
             iscope = scope.child()
             iscope.values.update(item_scope(item))
             params, arts = self._task_args(task, iscope)
+            was_finished = is_finished(existing)
             node = await self.execute(iter_name, iter_name.rsplit(".", 1)[-1], tmpl_scope, tmpl,
                                       params, arts, boundary, iscope)
+            self._release_slot(was_finished, node, slots)
             add_child(parent, node["id"])
             nodes.append(node)
         return nodes
 
+    def _release_slot(self, was_finished: bool, node: dict[str, Any],
+                      slots: list[int]) -> None:
+        """A child that finished during this pass gives its parallelism place back."""
+        if not was_finished and is_finished(node):
+            slots[0] += 1
+            self._freed = True
+
     def _slots(self, tmpl: dict[str, Any], boundary: str) -> list[int]:
+        """Free places under a template's ``parallelism``, as a counter the pass updates:
+        a child finishing in this pass frees its place at once (see ``_release_slot``), and a
+        child left waiting for a place that frees later in the pass gets a prompt next pass
+        (``_starved``), because nothing else would wake the workflow."""
         limit = tmpl.get("parallelism")
         if not limit:
             return [1 << 30]

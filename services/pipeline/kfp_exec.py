@@ -52,6 +52,7 @@ def executor_input(node: dict[str, Any], kfp: dict[str, Any], mount: str,
     in_defs = comp.get("inputDefinitions") or {}
     out_defs = comp.get("outputDefinitions") or {}
     values = param_dict((node.get("inputs") or {}).get("parameters"))
+    collected = kfp.get("collected") or {}
     params: dict[str, Any] = {}
     for name, definition in (in_defs.get("parameters") or {}).items():
         if name not in values:
@@ -60,6 +61,10 @@ def executor_input(node: dict[str, Any], kfp: dict[str, Any], mount: str,
                 "defaultValue" not in definition and definition.get("parameterType") != "STRING":
             continue
         params[name] = decode(values[name], definition.get("parameterType"))
+        if name in collected and isinstance(params[name], list):
+            # A loop's outputs, aggregated by the engine as strings: type each element.
+            params[name] = [decode(v, collected[name]) if isinstance(v, str) else v
+                            for v in params[name]]
     in_arts = {}
     for name, definition in (in_defs.get("artifacts") or {}).items():
         art = artifacts.get(name)

@@ -157,3 +157,32 @@ def namespace() -> str:
 
 def nodes_by_display(wf: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n["displayName"]: n for n in wf["status"]["nodes"].values()}
+
+
+@pytest.fixture
+def kfp_client(gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``kfp.Client(host=<gateway>, existing_token=...)``, as a user would make it."""
+    import kfp
+
+    # No context file from the machine running the tests: the namespace must come from the
+    # gateway (single-user mode), not from a stale ~/.config/kfp/context.json.
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "no-context.json"))
+    return kfp.Client(host=gateway.url, existing_token="any-token-single-user")
+
+
+def compile_to(func: Any, path: Path) -> str:
+    """Compile a kfp pipeline function to IR YAML with kfp.compiler; return the path."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(func, str(path))
+    return str(path)
+
+
+def unique(prefix: str) -> str:
+    """Names per test: every gateway test shares the single-user namespace."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A blocking client call (kfp, hera) off the event loop."""
+    return await asyncio.to_thread(fn, *args, **kwargs)

@@ -9,17 +9,16 @@ default namespace. Every call below travels that path; nothing is faked.
 import asyncio
 import json
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import kfp
 import pytest
-from kfp import compiler, dsl
+from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from tests.pipeline.conftest import Gateway
+from tests.pipeline.conftest import Gateway, call, compile_to, unique
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELED")
 
@@ -79,28 +78,6 @@ def gate(marker: str, mode: str) -> str:
 @dsl.pipeline(name="gated")
 def gated(marker: str, mode: str) -> None:
     gate(marker=marker, mode=mode).set_caching_options(False)
-
-
-@pytest.fixture
-def kfp_client(gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> kfp.Client:
-    # No context file from the machine running the tests: the namespace must come from the
-    # gateway (single-user mode), not from a stale ~/.config/kfp/context.json.
-    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "no-context.json"))
-    return kfp.Client(host=gateway.url, existing_token="any-token-single-user")
-
-
-def compile_to(func: Any, path: Path) -> str:
-    compiler.Compiler().compile(func, str(path))
-    return str(path)
-
-
-def unique(prefix: str) -> str:
-    """Names are per test: every gateway test shares the single-user namespace."""
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 async def test_kfp_client_upload_run_recurring_archive(gateway: Gateway, kfp_client: kfp.Client,

@@ -55,3 +55,40 @@ async def test_run_kfp_ir_passes_parameters_and_artifacts(pipeline: PipelineServ
     read_node = next(n for n in done["status"]["nodes"].values()
                      if n["displayName"].startswith("read(") and n["type"] == "Pod")
     assert read_node["outputs"]["parameters"] == [{"name": "Output", "value": "XYXYXY:6"}]
+
+
+def test_compile_ir_refuses_what_cannot_run_with_field_paths(tmp_path: Path) -> None:
+    """Importers, artifact loops, expression selectors and CEL beyond comparisons of inputs
+    are refused with the IR field that uses them, never dropped."""
+    import pytest
+
+    from services.common.errors import ApiError
+
+    ir = compiled(tmp_path)
+    tasks = ir["root"]["dag"]["tasks"]
+    tasks["read"]["artifactIterator"] = {"items": {"inputArtifact": "x"}, "itemInput": "y"}
+    tasks["shout"]["inputs"]["parameters"]["text"]["parameterExpressionSelector"] = "x"
+    tasks["shout"]["triggerPolicy"] = {"condition": "size(inputs.parameter_values['text']) > 1"}
+    ir["deploymentSpec"]["executors"]["exec-make"] = {"importer": {}}
+    with pytest.raises(ApiError) as err:
+        compile_ir(ir)
+    fields = sorted(c.field for c in err.value.causes)
+    assert fields == [
+        "pipeline_spec.deploymentSpec.executors.exec-make",
+        "pipeline_spec.root.dag.tasks.read.artifactIterator",
+        "pipeline_spec.root.dag.tasks.shout.inputs.parameters.text.parameterExpressionSelector",
+        "pipeline_spec.root.dag.tasks.shout.triggerPolicy.condition"], fields
+
+
+def test_condition_to_when_quotes_operands() -> None:
+    from services.pipeline.expressions import evaluate_when
+    from services.pipeline.kfp_ir import condition_to_when
+
+    cel = ("!(int(inputs.parameter_values['n']) > 2) && "
+           "inputs.parameter_values['w'] == 'heads'")
+    when = condition_to_when(cel, {"n": "{{tasks.a.outputs.parameters.n}}", "w": "{{item}}"})
+    assert when == ("!('{{tasks.a.outputs.parameters.n}}' > 2) && '{{item}}' == 'heads'")
+    assert evaluate_when(when.replace("{{tasks.a.outputs.parameters.n}}", "2")
+                         .replace("{{item}}", "heads")) is True
+    assert evaluate_when(when.replace("{{tasks.a.outputs.parameters.n}}", "10")
+                         .replace("{{item}}", "heads")) is False
