@@ -178,8 +178,10 @@ class ResourceStore:
                 s.info["shipyard_events"] = events
             self._committed(s)
             return result
-        except IntegrityError as exc:
-            raise ApiError(409, f"conflicting write: {exc.orig}", reason="AlreadyExists") from None
+        except IntegrityError:
+            # Two creates of one name raced; the loser hears what a later one would.
+            raise ApiError(409, "the object was created concurrently by another request; "
+                                "get it, or retry", reason="AlreadyExists") from None
 
     # ------------------------------------------------------------- validation
     def _validate(self, kind: ResourceKind, obj: Any, namespace: str | None) -> dict[str, Any]:
@@ -514,6 +516,7 @@ class ResourceStore:
                     last = int(resource_version)
                 except ValueError:
                     raise ApiError(400, f"invalid resourceVersion {resource_version!r}") from None
+                await self._check_not_compacted(last)
             while True:
                 for rv, event in await self._replay(kind, namespace, last):
                     last = rv
@@ -530,6 +533,20 @@ class ResourceStore:
         finally:
             if live_cm is not None:
                 await live_cm.__aexit__(None, None, None)
+
+    async def _check_not_compacted(self, after: int) -> None:
+        """410 Expired when the changes after ``after`` are no longer in the outbox.
+
+        Every write takes the next resourceVersion and stages one outbox row, so the rows
+        still kept are a contiguous range ending at the current version; anything before
+        the oldest kept row was pruned. A client told 410 lists again, as with Kubernetes.
+        """
+        async with self.db.sessions() as s:
+            oldest = (await s.execute(select(func.min(self.outbox.c.resource_version)))).scalar()
+            current = await self.current_rv(s)
+        if (oldest is None and after < current) or (oldest is not None and after < oldest - 1):
+            raise ApiError(410, f"too old resource version: {after} ({oldest or current})",
+                           reason="Expired")
 
     async def _replay(self, kind: ResourceKind, namespace: str | None,
                       after: int) -> builtins.list[tuple[int, WatchEvent]]:

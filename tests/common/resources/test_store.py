@@ -134,3 +134,25 @@ async def test_watch_without_resource_version_lists_first(store: ResourceStore) 
                                    timeout_seconds=0.5):
         got.append((event.type, event.object["metadata"]["name"]))
     assert got == [("ADDED", "a")]
+
+
+async def test_watch_from_compacted_resource_version_is_expired(store: ResourceStore) -> None:
+    from sqlalchemy import delete
+
+    await store.create(NOTEBOOK, "old", nb("a"))
+    stale = await store.current_rv()
+    await store.create(NOTEBOOK, "old", nb("b"))
+    await store.create(NOTEBOOK, "old", nb("c"))
+    # What the relay's retention does to rows published long ago:
+    async with store.db.transaction() as s:
+        await s.execute(delete(store.outbox).where(
+            store.outbox.c.resource_version <= stale + 1))
+    with pytest.raises(ApiError) as exc:
+        async for _ in store.watch(NOTEBOOK, "old", resource_version=str(stale),
+                                   timeout_seconds=1):
+            pass
+    assert exc.value.code == 410 and exc.value.reason == "Expired"
+    # A version that is still covered replays normally.
+    seen = [e.object["metadata"]["name"] async for e in store.watch(
+        NOTEBOOK, "old", resource_version=str(stale + 1), timeout_seconds=0.5)]
+    assert seen == ["c"]
