@@ -252,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `shipyard get ... | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
     except OSError as exc:
         _err(f"cannot reach the gateway at {settings.url}: {exc} (is `make up` running?)")
         return 1
