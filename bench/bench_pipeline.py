@@ -5,13 +5,13 @@ local runtime with the bubblewrap sandbox): a 200-step chain and a 200-way fan-o
 
     overhead per step = (workflow wall time - the steps' own process time) / steps
 
-The raw spawn overhead is measured the same way on the runtime alone (``apply`` + ``wait``
-of the same step); "added" is the difference: what the pipeline service costs on top of
-spawning the process. The steps' own process time is the sum of their process lifetimes
-for the chain (they
-run one after another) and the longest one for the fan-out (they run side by side). The raw
-spawn cost is the median wall time of ``runtime.apply`` + ``runtime.wait`` of the same trivial
-step, straight on the runtime. Target: under 50 ms added per step.
+The steps' own process time is the sum of their process lifetimes for the chain (they run one
+after another) and the longest one for the fan-out (they run side by side). The runtime's raw
+spawn cost is measured in the same run, the same way, on the runtime alone: the median of
+``runtime.apply`` + ``runtime.wait`` of the same trivial step minus its own lifetime. The
+table shows the overhead per step beside it as a ratio, and "added": the overhead beyond that
+raw spawn cost, what the pipeline service costs on top of spawning the process. Target: under
+50 ms added per step (PASS/FAIL; the exit status is 1 on a FAIL).
 
     .venv/bin/python bench/bench_pipeline.py [--steps 200] [--repeat 3]
 """
@@ -114,7 +114,31 @@ async def run_once(client: httpx.AsyncClient, runtime: LocalRuntime, body: dict[
     return wall, own, len(pods)
 
 
-async def main(steps: int, repeat: int) -> None:
+def report(out: Any, steps: int, repeat: int, spawn: float, spawn_overhead: float,
+           rows: list[tuple[str, float, float]]) -> bool:
+    """Print the table the issue asks for; True if a workflow missed the target."""
+    out.write(f"pipeline orchestration overhead: {steps} trivial steps (`true`) per workflow, "
+              f"median of {repeat} runs\n")
+    out.write(f"runtime raw spawn cost, measured in this run (runtime.apply + runtime.wait of "
+              f"the same step, median of 20): {spawn:.1f} ms wall, {spawn_overhead:.1f} ms "
+              f"beyond the process's own lifetime\n")
+    out.write("overhead/step = (run wall time - the steps' own process time) / steps  "
+              "(own time: the sum for the chain, the longest step for the fan-out)\n")
+    out.write(f"added/step    = overhead/step - the raw spawn cost above "
+              f"({spawn_overhead:.1f} ms); target: added < {TARGET_MS:.0f} ms\n")
+    out.write(f"{'workflow':<9} {'steps':>5} {'wall s':>7} {'overhead ms/step':>17} "
+              f"{'x raw spawn':>12} {'added ms/step':>14}  verdict\n")
+    failed = False
+    for label, wall, overhead in rows:
+        added = overhead - spawn_overhead
+        verdict = "PASS" if added < TARGET_MS else "FAIL"
+        failed |= verdict == "FAIL"
+        out.write(f"{label:<9} {steps:>5} {wall:>7.2f} {overhead:>17.1f} "
+                  f"{overhead / spawn_overhead:>12.2f} {added:>14.1f}  {verdict}\n")
+    return failed
+
+
+async def main(steps: int, repeat: int) -> bool:
     db = f"bench_pipeline_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{db}"')
@@ -149,22 +173,14 @@ async def main(steps: int, repeat: int) -> None:
                     overheads.append((wall - own) / pods * 1000)
                     walls.append(wall)
                 rows.append((label, statistics.median(walls), statistics.median(overheads)))
-        out = sys.stdout
-        out.write(f"raw runtime spawn (apply + wait of `true`): {spawn:.1f} ms wall, "
-                  f"{spawn_overhead:.1f} ms beyond the process's own lifetime\n")
-        out.write(f"{'workflow':<10} {'steps':>5} {'wall s':>8} {'overhead ms/step':>17} "
-                  f"{'x raw':>6} {'added ms/step':>14}  (target: added < {TARGET_MS:.0f} ms)\n")
-        for label, wall, overhead in rows:
-            added = overhead - spawn_overhead
-            verdict = "ok" if added < TARGET_MS else "OVER"
-            out.write(f"{label:<10} {steps:>5} {wall:>8.2f} {overhead:>17.1f} "
-                      f"{overhead / spawn_overhead:>6.2f} {added:>14.1f}  {verdict}\n")
+        failed = report(sys.stdout, steps, repeat, spawn, spawn_overhead, rows)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
         await LocalRuntime(state).shutdown()
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
+    return failed
 
 
 if __name__ == "__main__":
@@ -173,4 +189,4 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main(args.steps, args.repeat))
+    sys.exit(1 if asyncio.run(main(args.steps, args.repeat)) else 0)

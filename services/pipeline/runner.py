@@ -114,6 +114,11 @@ class RuntimeRunner:
         key = (ns, name)
         self._done.pop(key, None)
         self._results.pop(key, None)
+        if await self._exists(ns, name):
+            # Started by a service that died before it recorded the start (status writes are
+            # coalesced): adopt it; preparing again would wipe the step directory it uses.
+            self._watch(ns, name, wf["metadata"]["name"])
+            return
         try:
             spec = await self._workload_spec(wf, node, template, volumes, name)
         except (OSError, ValueError, FileNotFoundError) as exc:
@@ -127,6 +132,13 @@ class RuntimeRunner:
             self.on_done(ns, wf["metadata"]["name"])
             return
         self._watch(ns, name, wf["metadata"]["name"])
+
+    async def _exists(self, ns: str, name: str) -> bool:
+        try:
+            await self.runtime.status(ns, name)
+        except WorkloadNotFound:
+            return False
+        return True
 
     async def _workload_spec(self, wf: dict[str, Any], node: dict[str, Any],
                              tmpl: dict[str, Any], volumes: list[dict[str, Any]],
