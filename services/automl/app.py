@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.db, metadata.tables["inbox"], ctx.bus, stream=stream_name("automl"),
             durable=settings.events_durable, subjects=events.SUBJECTS,
             message_type=events.MESSAGE_TYPES,
-            handler=events.experiment_waker(controller.enqueue))
+            handler=events.experiment_waker(controller.enqueue, controller.completed_here))
         return [_RuntimeCloser(ctx), controller, consumer]
 
     app = build_service("automl", settings, metadata, MIGRATIONS, kinds=KINDS,

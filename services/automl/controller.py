@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import secrets
 import statistics
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import select
@@ -103,12 +105,24 @@ class AutoMLController(Controller):
         self.push_key = push_key
         self.engine = SuggestionEngine()
         self.watchers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # The state (generation, deletion mark, status) of each object as this controller
+        # last wrote it: a change event carrying exactly that state is the controller's own
+        # status write and needs no reconcile of the same object (it acted on that state;
+        # trial changes still wake their experiment through their own events).
+        self._own_writes: dict[tuple[str, str, str], tuple[Any, Any, dict[str, Any]]] = {}
+        # Trials whose completion this replica wrote: their completion event (consumed for
+        # other replicas' sake) needs no second experiment reconcile here.
+        self.completed_here: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._fresh: dict[tuple[str, str], dict[str, Any]] = {}  # just-created trials
 
     # ------------------------------------------------------------------ plumbing
     def keys_for(self, kind: ResourceKind, event: WatchEvent) -> list[Key]:
-        keys = list(super().keys_for(kind, event))
+        meta = event.object.get("metadata", {})
+        own = self._own_writes.get((kind.kind, meta.get("namespace", ""), meta.get("name", "")))
+        own = event.type == "MODIFIED" and own == (
+            meta.get("generation"), meta.get("deletionTimestamp"), event.object.get("status"))
+        keys = [] if own else list(super().keys_for(kind, event))
         if kind.kind == TRIAL.kind:
-            meta = event.object.get("metadata", {})
             experiment = (meta.get("labels") or {}).get(EXPERIMENT_LABEL)
             if experiment:
                 keys.append(Key(EXPERIMENT.kind, meta.get("namespace", ""), experiment))
@@ -129,29 +143,44 @@ class AutoMLController(Controller):
         elif kind.kind == TRIAL.kind:
             await self.reconcile_trial(namespace, name)
 
-    async def _trials_of(self, experiment: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _trials_of(self, experiment: dict[str, Any],
+                         session: Any = None) -> list[dict[str, Any]]:
         meta = experiment["metadata"]
-        trials = await self.store.list_all(TRIAL, meta["namespace"],
-                                           label_selector=f"{EXPERIMENT_LABEL}={meta['name']}")
+        if session is None:
+            async with self.db.sessions() as s:
+                return await self._trials_of(experiment, s)
+        trials = await automl_store.experiment_trials(session, self.store.objects,
+                                                      meta["namespace"], meta["name"],
+                                                      EXPERIMENT_LABEL)
         return sort_by_creation([t for t in trials if owned_by(t, meta["uid"])])
+
+    async def _experiment_state(self, namespace: str, name: str) -> tuple[
+            dict[str, Any] | None, list[dict[str, Any]], Any, dict[str, Any] | None]:
+        """The experiment, its trials and its study, read in one session (one connection)."""
+        async with self.db.sessions() as s:
+            experiment = await self._find_in(s, EXPERIMENT, namespace, name)
+            if experiment is None or experiment["metadata"].get("deletionTimestamp"):
+                return experiment, [], None, None
+            trials = await self._trials_of(experiment, s)
+            study = await automl_store.load_study(s, experiment["metadata"]["uid"])
+            suggestion = await self._find_in(s, SUGGESTION, namespace, name)
+            return experiment, trials, study, suggestion
 
     # ---------------------------------------------------------------- experiment
     async def reconcile_experiment(self, namespace: str, name: str) -> None:
-        experiment = await self.store.find(EXPERIMENT, namespace, name)
+        experiment, trials, study, suggestion = await self._experiment_state(namespace, name)
         if experiment is None:
             return
         if experiment["metadata"].get("deletionTimestamp"):
             await self._finalize_experiment(experiment)
             return
-        spec, uid = experiment["spec"], experiment["metadata"]["uid"]
-        trials = await self._trials_of(experiment)
+        spec = experiment["spec"]
         summary = summarize(experiment, trials)
         status = summary.status
         if not has_condition(status, "Created"):
             set_condition(status, "Created", "ExperimentCreated", "Experiment is created")
             status["startTime"] = now()
-        async with self.db.sessions() as s:
-            rows, attrs, study_state = await automl_store.load_study(s, uid)
+        rows, attrs, study_state = study
         exhausted = bool(study_state.get("exhausted"))
         finished = has_condition(status, "Succeeded") or has_condition(status, "Failed")
         if finished and self._restartable(experiment, summary.completed):
@@ -162,7 +191,7 @@ class AutoMLController(Controller):
         if finished:
             await self._kill_active(trials)
             await self._write_status(EXPERIMENT, experiment, status)
-            await self._sync_suggestion(experiment, rows, exhausted)
+            await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion)
             return
         done = completion(spec, summary, exhausted)
         if done is not None:
@@ -172,7 +201,7 @@ class AutoMLController(Controller):
             await self._write_status(EXPERIMENT, experiment, status)
             log.info("experiment %s/%s %s: %s", namespace, name, ctype, reason)
             await self._kill_active(trials)
-            await self._sync_suggestion(experiment, rows, exhausted)
+            await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion)
             return
         set_condition(status, "Running", "ExperimentRunning", "Experiment is running",
                       false_types=("Restarting",))
@@ -185,7 +214,7 @@ class AutoMLController(Controller):
             await self._create_trials(experiment, trials, rows, attrs, study_state, need)
             return
         await self._write_status(EXPERIMENT, experiment, status)
-        await self._sync_suggestion(experiment, rows, exhausted)
+        await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion)
 
     def _restartable(self, experiment: dict[str, Any], completed: int) -> bool:
         spec, status = experiment["spec"], experiment.get("status") or {}
@@ -198,6 +227,13 @@ class AutoMLController(Controller):
                             status: dict[str, Any]) -> None:
         if status != (obj.get("status") or {}):
             meta = obj["metadata"]
+            key = (kind.kind, meta["namespace"], meta["name"])
+            self._own_writes.pop(key, None)
+            if len(self._own_writes) > 10_000:
+                self._own_writes.pop(next(iter(self._own_writes)))
+            # Set before the write: the store calls its listeners before returning.
+            self._own_writes[key] = (meta.get("generation"), meta.get("deletionTimestamp"),
+                                     status)
             await self.store.update_status(kind, meta["namespace"], meta["name"], status)
 
     async def _create_trials(self, experiment: dict[str, Any], trials: list[dict[str, Any]],
@@ -218,6 +254,7 @@ class AutoMLController(Controller):
                                          study_state, need)
         rules = await self._early_stopping_rules(experiment, trials)
         created: list[str] = []
+        fresh: dict[str, dict[str, Any]] = {}
         new_state = dict(result.state, exhausted=result.exhausted)
         try:
             async with self.db.transaction() as s:
@@ -225,7 +262,8 @@ class AutoMLController(Controller):
                     trial_name = f"{meta['name']}-{_suffix()}"
                     suggestion.row.trial_name = trial_name
                     trial = self._new_trial(experiment, trial_name, suggestion.assignments, rules)
-                    await self.store.create(TRIAL, namespace, trial, session=s)
+                    fresh[trial_name] = await self.store.create(TRIAL, namespace, trial,
+                                                                session=s)
                     created.append(trial_name)
                 await automl_store.save_study(s, uid, [x.row for x in result.new],
                                               result.updated, result.study_attrs, new_state,
@@ -234,7 +272,11 @@ class AutoMLController(Controller):
         except Exception:
             self.engine.forget(uid)
             raise
+        self._wake_relay()
+        # The trial reconcile starts from the committed bodies instead of reading them back
+        # (trial start is the critical path).
         for trial_name in created:
+            self._fresh[(namespace, trial_name)] = fresh[trial_name]
             self.enqueue(TRIAL, namespace, trial_name)
         self.enqueue(EXPERIMENT, namespace, meta["name"])
         if created:
@@ -274,7 +316,8 @@ class AutoMLController(Controller):
                 "spec": {k: v for k, v in trial_spec.items() if v is not None}}
 
     async def _sync_suggestion(self, experiment: dict[str, Any], rows: list[Any],
-                               exhausted: bool) -> None:
+                               exhausted: bool, trial_list: list[dict[str, Any]],
+                               current: dict[str, Any] | None) -> None:
         """Keep the Suggestion object (Katib's record of requests and assignments) in step.
 
         It is derived from the study rows, which commit with the trials, so it can be
@@ -282,24 +325,13 @@ class AutoMLController(Controller):
         """
         spec, meta = experiment["spec"], experiment["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        current = await self.store.find(SUGGESTION, namespace, name)
-        if current is None:
-            current = await self.store.create(SUGGESTION, namespace, {
-                "metadata": {"name": name, "namespace": namespace,
-                             "labels": {EXPERIMENT_LABEL: name},
-                             "ownerReferences": [owner_reference(experiment)]},
-                "spec": {"algorithm": spec["algorithm"], "requests": 0,
-                         "earlyStopping": spec.get("earlyStopping"),
-                         "resumePolicy": spec.get("resumePolicy", "Never")}})
-        status = current.get("status") or {}
-        if (status.get("suggestionCount") == len(rows) and exhausted == has_condition(
-                status, "Succeeded") and has_condition(status, "Created")):
+        status = (current or {}).get("status") or {}
+        if (current is not None and status.get("suggestionCount") == len(rows)
+                and exhausted == has_condition(status, "Succeeded")
+                and has_condition(status, "Created")):
             return  # already in step: the common case, kept cheap
-        if int(current["spec"].get("requests", 0)) != len(rows):
-            await self.store.patch(SUGGESTION, namespace, name,
-                                   {"spec": {"requests": len(rows)}})
-        trials = {t["metadata"]["name"]: t for t in await self._trials_of(experiment)}
-        status = dict(current.get("status") or {})
+        trials = {t["metadata"]["name"]: t for t in trial_list}
+        status = dict(status)
         status.update(suggestionCount=len(rows), suggestions=[
             {"name": r.trial_name, "parameterAssignments":
              (trials.get(r.trial_name) or {}).get("spec", {}).get("parameterAssignments", [])}
@@ -312,7 +344,20 @@ class AutoMLController(Controller):
                           "The search space is exhausted", false_types=("Running",))
         else:
             set_condition(status, "Running", "SuggestionRunning", "Suggestion is running")
-        await self._write_status(SUGGESTION, current, status)
+        async with self.db.transaction() as s:  # one transaction: create, requests, status
+            if current is None:
+                current = await self.store.create(SUGGESTION, namespace, {
+                    "metadata": {"name": name, "namespace": namespace,
+                                 "labels": {EXPERIMENT_LABEL: name},
+                                 "ownerReferences": [owner_reference(experiment)]},
+                    "spec": {"algorithm": spec["algorithm"], "requests": 0,
+                             "earlyStopping": spec.get("earlyStopping"),
+                             "resumePolicy": spec.get("resumePolicy", "Never")}}, session=s)
+            if int(current["spec"].get("requests", 0)) != len(rows):
+                await self.store.patch(SUGGESTION, namespace, name,
+                                       {"spec": {"requests": len(rows)}}, session=s)
+            await self.store.update_status(SUGGESTION, namespace, name, status, session=s)
+        self._wake_relay()
 
     async def _find_in(self, session: Any, kind: ResourceKind, namespace: str,
                        name: str) -> dict[str, Any] | None:
@@ -400,8 +445,8 @@ class AutoMLController(Controller):
 
     # --------------------------------------------------------------------- trial
     async def reconcile_trial(self, namespace: str, name: str) -> None:
-        trial = await self.store.find(TRIAL, namespace, name)
         key = (namespace, name)
+        trial = self._fresh.pop(key, None) or await self.store.find(TRIAL, namespace, name)
         if trial is None:
             return
         if is_finished(trial):
@@ -429,10 +474,18 @@ class AutoMLController(Controller):
                                    if wstatus.start_time else now())
             status["parameterSummary"] = parameter_summary(spec.get("parameterAssignments", []))
             async with self.db.transaction() as s:
-                await self.store.update_status(TRIAL, namespace, name, status, session=s)
+                trial = await self.store.update_status(TRIAL, namespace, name, status,
+                                                       session=s)
                 await events.stage_trial_event(s, self.outbox, events.STARTED, self._event(
                     trial, "Running", REASONS["Running"], "", None))
+            self._wake_relay()
         self.watchers[key] = asyncio.create_task(self._watch(trial), name=f"trial-{name}")
+
+    def _wake_relay(self) -> None:
+        """Publish what a controller-owned transaction staged now, not at the relay's poll."""
+        wake = getattr(self.store, "_after_commit", None)
+        if wake is not None:
+            wake()
 
     async def _workload_for(self, trial: dict[str, Any]) -> dict[str, Any]:
         spec, meta = trial["spec"], trial["metadata"]
@@ -476,8 +529,11 @@ class AutoMLController(Controller):
         meta = trial["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         async with self.db.transaction() as s:
-            current = await self._find_in(s, TRIAL, namespace, name)
-            if current is None or is_finished(current):
+            try:  # locked: a kill and the watcher may race to finish the same trial
+                current = await self.store._load(s, TRIAL, namespace, name, lock=True)
+            except ApiError:
+                return False
+            if is_finished(current):
                 return False
             if logs is not None:
                 await automl_store.replace_observations(s, namespace, name, logs)
@@ -485,11 +541,15 @@ class AutoMLController(Controller):
                                               trial["spec"]["objective"])
             if value is not None:
                 status["objectiveValue"] = repr(value)
-            await self.store.update_status(TRIAL, namespace, name, status, session=s)
+            await self.store._set_status(s, TRIAL, current, {"status": status})
             state = trial_state({"status": status})
             reason = condition_reason(status, state) or ""
             await events.stage_trial_event(s, self.outbox, events.COMPLETED, self._event(
                 trial, state, reason, "", value))
+        self._wake_relay()
+        self.completed_here[(namespace, name)] = None
+        if len(self.completed_here) > 10_000:
+            self.completed_here.popitem(last=False)
         self.enqueue(TRIAL, namespace, name)
         experiment = (meta.get("labels") or {}).get(EXPERIMENT_LABEL)
         if experiment:
@@ -578,9 +638,9 @@ class AutoMLController(Controller):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await helper
         logs = await self._collect(trial, kind, final=True)
-        status = dict((await self.store.find(TRIAL, namespace, name) or trial).get("status") or {})
-        if any(status.get("conditions") or []) and is_finished({"status": status}):
-            return
+        # ``trial`` is the Running version this watcher was started with; ``_complete``
+        # re-checks in its transaction that no one else finished the trial meanwhile.
+        status = copy.deepcopy(trial.get("status") or {})
         obs = collector.observation(logs, objective)
         status["observation"] = obs
         status["completionTime"] = now()

@@ -12,7 +12,7 @@ reconcile (so another replica's trial completion reaches this replica's controll
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from sqlalchemy import Table
@@ -31,9 +31,10 @@ SOURCE = "/shipyard/automl"
 STARTED = "shipyard.automl.trial.started"
 COMPLETED = "shipyard.automl.trial.completed"
 METRICS = "shipyard.automl.trial.metrics"
-# One filter subject (multi-subject filters need a newer server); trial resource events
-# (shipyard.automl.trial.added|modified|deleted) share it and are told apart by proto name.
-SUBJECTS = ["shipyard.automl.trial.>"]
+# Only completions wake an experiment (started and metrics events change nothing it
+# decides on); one filter subject also keeps the trial resource events
+# (shipyard.automl.trial.added|modified|deleted), five per trial, out of the inbox.
+SUBJECTS = [COMPLETED]
 MESSAGE_TYPES: dict[str, Any] = {
     TrialEvent.DESCRIPTOR.full_name: TrialEvent,
     TrialMetricsEvent.DESCRIPTOR.full_name: TrialMetricsEvent,
@@ -52,14 +53,21 @@ async def stage_trial_event(session: AsyncSession, outbox: Table, subject: str,
                       ce_subject=f"namespaces/{message.namespace}/trials/{message.trial}")
 
 
-def experiment_waker(enqueue: Callable[[str, str, str], None]
+def experiment_waker(enqueue: Callable[[str, str, str], None],
+                     seen_here: Container[tuple[str, str]] = ()
                      ) -> Callable[[AsyncSession, Event], Any]:
-    """A consumer handler that reconciles the experiment a trial event belongs to."""
+    """A consumer handler that reconciles the experiment a trial event belongs to.
+
+    ``seen_here`` holds (namespace, trial) whose completion this replica wrote itself and
+    already reacted to; their events need no second reconcile.
+    """
 
     async def handle(session: AsyncSession, event: Event) -> None:
         message = event.message
         if not isinstance(message, TrialEvent | TrialMetricsEvent):
             return  # resource events: the in-process store listener already reacted
+        if (message.namespace, message.trial) in seen_here:
+            return
         if message.experiment:  # type: ignore[attr-defined]
             enqueue("Experiment", message.namespace, message.experiment)  # type: ignore[attr-defined]
 

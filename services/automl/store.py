@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.automl.algorithms import StudyRow
@@ -90,3 +90,17 @@ async def save_study(session: AsyncSession, experiment_uid: str, new: Sequence[S
             studies.c.experiment_uid == experiment_uid).values(**values))
     else:
         await session.execute(insert(studies).values(experiment_uid=experiment_uid, **values))
+
+
+async def experiment_trials(session: AsyncSession, objects: Table, namespace: str,
+                            experiment: str, label: str) -> list[dict[str, Any]]:
+    """The bodies of an experiment's Trial objects, filtered by label in the database.
+
+    The generic ``ResourceStore.list`` decodes every Trial of the namespace and filters in
+    Python; with many experiments in one namespace that made each reconcile O(all trials).
+    """
+    label_value = objects.c.body["metadata"]["labels"][label].as_string()
+    rows = (await session.execute(select(objects.c.body).where(
+        objects.c.kind == "Trial", objects.c.namespace == namespace,
+        label_value == experiment))).scalars().all()
+    return list(rows)
