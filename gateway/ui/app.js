@@ -1,0 +1,114 @@
+// The dashboard shell: who is logged in, which namespace, and a hash router over the views.
+// Routes: #/pipelines, #/pipelines/<name>, #/experiments, #/experiments/<name>, #/notebooks,
+// #/volumes, #/models. Each view gets an AbortSignal that fires when the user leaves it.
+
+import {getJSON, init} from "./api.js";
+import {openCreateDialog} from "./create.js";
+import {add, clear, errorBox, h, put} from "./dom.js";
+import {renderExperiment, renderExperiments} from "./experiments.js";
+import {renderWorkflow, renderWorkflows} from "./pipelines.js";
+import {renderResourceList} from "./resources.js";
+
+const NS_KEY = "shipyard.namespace";
+const NAV = [
+  ["pipelines", "Pipelines"],
+  ["experiments", "Experiments"],
+  ["notebooks", "Notebooks"],
+  ["volumes", "Volumes"],
+  ["models", "Models"],
+];
+
+const state = {env: null, ns: null, controller: null};
+const main = document.getElementById("main");
+
+function parseHash() {
+  const parts = window.location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const view = NAV.some(([id]) => id === parts[0]) ? parts[0] : "pipelines";
+  return {view, name: parts[1] || null};
+}
+
+function toast(message) {
+  const el = h("div", {class: "toast", role: "status"}, message);
+  document.body.append(el);
+  setTimeout(() => el.remove(), 4000);
+}
+
+function route() {
+  if (state.controller) state.controller.abort();
+  state.controller = new AbortController();
+  const {view, name} = parseHash();
+  for (const link of document.querySelectorAll("nav.side a")) {
+    link.classList.toggle("active", link.dataset.view === view);
+    if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  clear(main);
+  if (!state.ns) {
+    add(main, h("div", {class: "empty"}, h("p", {class: "empty-title"}, "No namespace"),
+      h("p", {class: "empty-hint"}, `${state.env.user} has no profile yet. Ask an admin to `,
+        "add you as a contributor, or create a profile.")));
+    return;
+  }
+  const ctx = {main, ns: state.ns, signal: state.controller.signal};
+  document.title = `${name || NAV.find(([id]) => id === view)[1]} · shipyard`;
+  if (view === "pipelines") name ? renderWorkflow(ctx, name) : renderWorkflows(ctx);
+  else if (view === "experiments") name ? renderExperiment(ctx, name) : renderExperiments(ctx);
+  else renderResourceList(ctx, view);
+}
+
+function header() {
+  const env = state.env;
+  const namespaces = (env.namespaces || []).map((n) => n.namespace);
+  const select = h("select", {id: "namespace", "aria-label": "namespace"},
+    namespaces.map((ns) => h("option", {value: ns, selected: ns === state.ns}, ns)));
+  select.addEventListener("change", () => {
+    state.ns = select.value;
+    localStorage.setItem(NS_KEY, state.ns);
+    const {view} = parseHash();
+    window.location.hash = `#/${view}`;
+    route();
+  });
+  const create = h("button", {class: "button primary", id: "create-yaml", type: "button",
+                              disabled: !state.ns}, "Create from YAML");
+  create.addEventListener("click", () => openCreateDialog(state, (done) => {
+    const last = done[done.length - 1];
+    toast(done.map((d) => `${d.info.kind.toLowerCase()}/${d.created.metadata.name} created`)
+      .join(", "));
+    const target = `#/${last.info.view}`;
+    if (window.location.hash === target) route();
+    else window.location.hash = target;
+  }));
+  const logout = env.platform && env.platform.logoutUrl;
+  const bar = document.getElementById("topbar");
+  put(bar, 
+    h("a", {class: "brand", href: "#/pipelines"},
+      h("img", {src: "/ui/logo.svg", alt: "", width: 26, height: 26}), "shipyard"),
+    h("div", {class: "spacer"}),
+    h("label", {class: "ns"}, h("span", {class: "muted"}, "Namespace"), select),
+    create,
+    h("span", {class: "user", id: "user", title: env.isClusterAdmin ? "cluster admin" : ""},
+      env.user),
+    logout && env.user !== "user@example.com"
+      ? h("a", {class: "button ghost small", href: logout}, "Log out") : null);
+  const nav = document.getElementById("nav");
+  put(nav, NAV.map(([id, label]) =>
+    h("a", {href: `#/${id}`, dataset: {view: id}}, label)));
+}
+
+async function start() {
+  try {
+    await init();
+    state.env = await getJSON("/api/workgroup/env-info");
+  } catch (err) {
+    put(main, errorBox(err));
+    return;
+  }
+  const namespaces = (state.env.namespaces || []).map((n) => n.namespace);
+  const saved = localStorage.getItem(NS_KEY);
+  state.ns = namespaces.includes(saved) ? saved : (namespaces[0] || null);
+  header();
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();
