@@ -29,7 +29,7 @@ from services.common.identity import AssertionSigner, Identity
 from services.common.serviceaccounts import ServiceAccountTokens
 from services.common.settings import SINGLE_USER, SINGLE_USER_NAMESPACE
 
-from . import kfam, login, profiles_api, routes, workgroup
+from . import dashboard, kfam, login, profiles_api, routes, workgroup
 from .auth import Authenticator, AuthError
 from .authz import READ_METHODS, Authorizer, Principal, needed_role
 from .errors import GatewayError
@@ -355,6 +355,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(profiles_api.router)
     app.include_router(kfam.router)
     app.include_router(workgroup.router)
+    app.include_router(dashboard.router)
 
     @app.websocket("/notebook/{ns}/{name}/{rest:path}")
     async def proxy_notebook_websocket(ws: WebSocket, ns: str, name: str, rest: str) -> None:
