@@ -99,7 +99,7 @@ async def run_once(client: httpx.AsyncClient, runtime: LocalRuntime, body: dict[
             break
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} still {phase}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # coarse: a poll costs the service CPU (<0.5 ms/step error)
     wall = time.perf_counter() - t0
     if phase != "Succeeded":
         raise RuntimeError(f"{name} ended {phase}: {wf['status'].get('message')}")

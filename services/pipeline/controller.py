@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -128,7 +129,7 @@ class WorkflowController:
             await self.store.remove_finalizer(WORKFLOW, namespace, name, FINALIZER)
             return
         status = wf.setdefault("status", {})
-        before = copy.deepcopy(status)
+        before = _fingerprint(status)  # json.dumps is C; a deepcopy of 200 nodes is not
         retried = await self._apply_retry(wf)
         if status.get("phase") in FINISHED_PHASES:
             if retried:
@@ -149,7 +150,7 @@ class WorkflowController:
         engine = Engine(wf, book, self.runner, self.cache, spec=spec,
                         cache_enabled=getattr(settings, "cache_enabled", True))
         result = await engine.run()
-        if wf["status"] != before or result.run_event:
+        if _fingerprint(wf["status"]) != before or result.run_event:
             self._remember(wf, result)
         if key in self._unsaved:
             due = self._written_at.get(key, 0.0) + self.coalesce_seconds - time.monotonic()
@@ -339,6 +340,10 @@ class WorkflowController:
                                                  claim["persistentVolumeClaim"]["claimName"])
             except Exception:
                 log.exception("could not delete volume %s", claim)
+
+
+def _fingerprint(status: dict[str, Any]) -> str:
+    return json.dumps(status, separators=(",", ":"), default=str)
 
 
 def _template_refs(templates: list[dict[str, Any]]) -> set[str]:
