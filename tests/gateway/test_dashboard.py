@@ -55,8 +55,9 @@ def test_read_dashboard_serves_html_and_assets(platform: Any) -> None:
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert '<script type="module" src="/ui/app.js">' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    expected = {"app.js": "text/javascript; charset=utf-8", "api.js": "text/javascript; charset=utf-8",
-                "style.css": "text/css; charset=utf-8", "logo.svg": "image/svg+xml"}
+    js = "text/javascript; charset=utf-8"
+    expected = {"app.js": js, "api.js": js, "style.css": "text/css; charset=utf-8",
+                "logo.svg": "image/svg+xml"}
     for name, ctype in expected.items():
         r = httpx.get(f"{base}/ui/{name}", timeout=10)
         assert r.status_code == 200, name
