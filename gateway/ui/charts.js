@@ -185,11 +185,15 @@ export function parallelCoordinates(summary, {width = 1000, height = 320, best} 
     return s("g", {class: `pc-axis${i === axes.length - 1 ? " objective" : ""}`},
       s("line", {x1: x, x2: x, y1: pad.top, y2: pad.top + innerH}),
       s("text", {class: "pc-name", x, y: pad.top - 14, "text-anchor": "middle"}, axis.name),
-      ticks.map(([t, label]) => [
-        s("line", {class: "tick", x1: x - 4, x2: x, y1: yOf(t), y2: yOf(t)}),
-        s("text", {class: "pc-tick", x: x - 7, y: yOf(t) + 4, "text-anchor": "end"},
-          String(label).slice(0, 12)),
-      ]));
+      ticks.map(([t, label]) => {
+        // The objective's ticks go on its right, clear of the lines arriving from the left.
+        const side = i === axes.length - 1 ? 1 : -1;
+        return [
+          s("line", {class: "tick", x1: x + 4 * side, x2: x, y1: yOf(t), y2: yOf(t)}),
+          s("text", {class: "pc-tick", x: x + 7 * side, y: yOf(t) + 4,
+                     "text-anchor": side > 0 ? "start" : "end"}, String(label).slice(0, 12)),
+        ];
+      }));
   });
   return s("svg", {class: "parallel", width, height, viewBox: `0 0 ${width} ${height}`,
                    role: "img", "aria-label": "trials in parallel coordinates"},

@@ -17,6 +17,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-sync", "--no-first-run"]
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
 WORKFLOWS = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
+EXPERIMENTS = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments"
 
 WORKFLOW = {
     "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
@@ -27,6 +28,27 @@ WORKFLOW = {
             {"name": "world", "template": "say", "dependencies": ["hello"]}]}},
         {"name": "say", "container": {"image": "python:3.11", "command": [
             "python3", "-c", "print('hello from the dashboard test')"]}}]},
+}
+EXPERIMENT = {
+    "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": "dash-exp"},
+    "spec": {
+        "objective": {"type": "maximize", "objectiveMetricName": "accuracy"},
+        "algorithm": {"algorithmName": "random"},
+        "parallelTrialCount": 3, "maxTrialCount": 3, "maxFailedTrialCount": 1,
+        "parameters": [
+            {"name": "lr", "parameterType": "double",
+             "feasibleSpace": {"min": "0.01", "max": "0.1"}},
+            {"name": "optimizer", "parameterType": "categorical",
+             "feasibleSpace": {"list": ["sgd", "adam"]}}],
+        "trialTemplate": {
+            "primaryContainerName": "main",
+            "trialParameters": [{"name": "lr", "reference": "lr"},
+                                {"name": "optimizer", "reference": "optimizer"}],
+            "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "main", "image": "python:3.11", "command": [
+                    "python3", "-c",
+                    "print('accuracy=' + str(1 - float('${trialParameters.lr}')))"]}]}}}}}},
 }
 PVC = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "dash-pvc"},
        "spec": {"accessModes": ["ReadWriteOnce"],
@@ -92,6 +114,7 @@ async def test_browse_dashboard_in_headless_chromium(platform: Any) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=15) as api:
         assert (await api.post(PVCS, json=PVC)).status_code == 201
         assert (await api.post(WORKFLOWS, json=WORKFLOW)).status_code == 201
+        assert (await api.post(EXPERIMENTS, json=EXPERIMENT)).status_code == 201
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -118,6 +141,20 @@ async def test_browse_dashboard_in_headless_chromium(platform: Any) -> None:
             await expect(page.locator(".node-panel h2")).to_have_text("hello")
             await expect(page.locator("pre.log")).to_contain_text("hello from the dashboard test")
             await page.screenshot(path="/tmp/dashboard-workflow.png")
+
+            # The experiment: three trials in the table and as lines in the chart, best marked.
+            await page.click('nav.side a[data-view="experiments"]')
+            exp_row = page.locator('tr[data-name="dash-exp"]')
+            await expect(exp_row.locator(".badge")).to_have_text("Succeeded", timeout=30000)
+            await expect(exp_row).to_contain_text("3/3")
+            await exp_row.locator("a").click()
+            await expect(page.locator("table.grid tbody tr")).to_have_count(3)
+            await expect(page.locator("svg.parallel polyline.pc-line")).to_have_count(3)
+            await expect(page.locator("svg.parallel .pc-name")).to_have_text(
+                ["lr", "optimizer", "accuracy"])
+            await expect(page.locator("tr.best .pill.best")).to_have_count(1)
+            await expect(page.locator("svg.parallel polyline.best")).to_have_count(1)
+            await page.screenshot(path="/tmp/dashboard-experiment.png")
 
             await page.click('nav.side a[data-view="volumes"]')
             await expect(page.locator('tr[data-name="dash-pvc"] .badge')).to_have_text("Bound")
