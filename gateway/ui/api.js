@@ -56,6 +56,9 @@ export async function request(method, path, {body, contentType, text = false, si
   return text ? resp.text() : resp.json();
 }
 
+// True for a browser login session (OIDC mode): the only case where logging out means anything.
+export const hasSession = () => csrfToken !== null;
+
 export const getJSON = (path, signal) => request("GET", path, {signal});
 export const getText = (path, signal) => request("GET", path, {text: true, signal});
 

@@ -2,7 +2,7 @@
 // Routes: #/pipelines, #/pipelines/<name>, #/experiments, #/experiments/<name>, #/notebooks,
 // #/volumes, #/models. Each view gets an AbortSignal that fires when the user leaves it.
 
-import {getJSON, init} from "./api.js";
+import {getJSON, hasSession, init} from "./api.js";
 import {openCreateDialog} from "./create.js";
 import {add, clear, errorBox, h, put} from "./dom.js";
 import {renderExperiment, renderExperiments} from "./experiments.js";
@@ -88,7 +88,7 @@ function header() {
     create,
     h("span", {class: "user", id: "user", title: env.isClusterAdmin ? "cluster admin" : ""},
       env.user),
-    logout && env.user !== "user@example.com"
+    logout && hasSession()
       ? h("a", {class: "button ghost small", href: logout}, "Log out") : null);
   const nav = document.getElementById("nav");
   put(nav, NAV.map(([id, label]) =>
