@@ -216,48 +216,64 @@ async def speed(client: httpx.AsyncClient, state_dir: Path, trials: int) -> bool
     return median_ms < TARGET_MS
 
 
-def suggestion_latency(algorithms: list[str], at_all: int = 500) -> bool:
-    """engine.suggest (the service's code path) for the 1st and the at-th trial, in ms."""
-    spec = {"objective": {"type": "minimize"},
-            "parameters": [{"name": n, "parameterType": "double",
-                            "feasibleSpace": {"min": str(lo), "max": str(hi)}}
-                           for n, lo, hi in FUNCTIONS["branin"][1]]}
+def _grow_rows(spec: dict[str, Any], algorithm: str, upto: int,
+               rows: list[StudyRow], engine: SuggestionEngine) -> tuple[float, float]:
+    """Ask/tell through engine.suggest until ``upto`` rows exist; (first, last) ask in s."""
+    spec["algorithm"] = {"algorithmName": algorithm,
+                         "algorithmSettings": [{"name": "random_state", "value": "1"}]}
+    first = last = 0.0
+    while len(rows) < upto:
+        outcomes = {r.trial_name: ("COMPLETE", py_value("branin", r.params))
+                    for r in rows if r.state == "RUNNING"}
+        t0 = time.perf_counter()
+        result = engine.suggest(spec, "bench", rows, outcomes, {}, {}, 1)
+        took = time.perf_counter() - t0
+        for s in result.new:
+            s.row.trial_name = f"t{s.row.number}"
+            s.row.params = {a["name"]: float(a["value"]) for a in s.assignments}
+            rows.append(s.row)
+        first = first or took
+        last = took
+    return first, last
+
+
+def suggestion_latency(algorithms: list[str], at: int = 500) -> bool:
+    """engine.suggest (the service's code path) for the 1st and the at-th trial, in ms.
+
+    Each algorithm suggests every trial itself, except bayesianoptimization: its Gaussian
+    process refits over every finished trial on each ask (about half a second at 500 here),
+    so 500 sequential asks would take minutes; its first 499 trials come from the random
+    sampler (the GP at trial 500 fits all 499 all the same) and only trial 500 is its own.
+    The study is also rebuilt from the rows, as a restarted service does ("rebuild").
+    """
+    spec: dict[str, Any] = {
+        "objective": {"type": "minimize"},
+        "parameters": [{"name": n, "parameterType": "double",
+                        "feasibleSpace": {"min": str(lo), "max": str(hi)}}
+                       for n, lo, hi in FUNCTIONS["branin"][1]]}
     ok = True
-    print(f"{'algorithm':<21} {'trial 1 (ms)':>13} {'trial N (ms)':>13} "
-          f"{'rebuild at N (ms)':>18}   N")
+    print(f"{'algorithm':<21} {'trial 1 (ms)':>13} {f'trial {at} (ms)':>15} "
+          f"{f'rebuild at {at} (ms)':>20}")
     for algorithm in algorithms:
-        # The GP refits on every ask: at 500 trials that is minutes per ask, and the issue
-        # holds bayesianoptimization to quality, not latency; it is timed at trial 60.
-        at = min(at_all, 60) if algorithm == "bayesianoptimization" else at_all
-        spec["algorithm"] = {"algorithmName": algorithm,
-                             "algorithmSettings": [{"name": "random_state", "value": "1"}]}
         engine, rows = SuggestionEngine(), []
-        first = last = rebuild = 0.0
-        for i in range(at):
-            outcomes = {r.trial_name: ("COMPLETE", py_value("branin", r.params))
-                        for r in rows if r.state == "RUNNING"}
-            if i == at - 1:  # a restarted service: rebuild the study from the rows
-                fresh = SuggestionEngine()
-                copy = [StudyRow(r.number, r.trial_name, r.params, r.distributions,
-                                 r.system_attrs, r.state, r.value, r.rung) for r in rows]
-                t0 = time.perf_counter()
-                fresh.suggest(spec, "bench", copy, dict(outcomes), {}, {}, 1)
-                rebuild = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            result = engine.suggest(spec, "bench", rows, outcomes, {}, {}, 1)
-            took = time.perf_counter() - t0
-            for s in result.new:
-                s.row.trial_name = f"t{s.row.number}"
-                s.row.params = {a["name"]: float(a["value"]) for a in s.assignments}
-                rows.append(s.row)
-            if i == 0:
-                first = took
-            last = took
-        passed = last * 1000 < TARGET_MS or algorithm == "bayesianoptimization"
+        if algorithm == "bayesianoptimization":
+            first, _ = _grow_rows(spec, algorithm, 1, rows, engine)
+            _grow_rows(spec, algorithm, 12, rows, engine)  # warm up torch and the GP code
+            _grow_rows(spec, "random", at - 1, rows, engine)
+        else:
+            first, _ = _grow_rows(spec, algorithm, 1, rows, engine)
+            _grow_rows(spec, algorithm, at - 1, rows, engine)
+        copy = [StudyRow(r.number, r.trial_name, r.params, r.distributions, r.system_attrs,
+                         r.state, r.value, r.rung) for r in rows]
+        _, last = _grow_rows(spec, algorithm, at, rows, engine)
+        fresh = SuggestionEngine()
+        t0 = time.perf_counter()
+        _grow_rows(spec, algorithm, at, copy, fresh)
+        rebuild = time.perf_counter() - t0
+        passed = last * 1000 < TARGET_MS
         ok = ok and passed
         print(f"{algorithm:<21} {first * 1000:>13.2f} {last * 1000:>15.2f} "
-              f"{rebuild * 1000:>22.1f}  {'PASS' if passed else 'FAIL'}"
-              f"{' (reported only)' if algorithm == 'bayesianoptimization' else ''}")
+              f"{rebuild * 1000:>20.1f}  {'PASS' if passed else 'FAIL'} < {TARGET_MS:.0f} ms")
     return ok
 
 

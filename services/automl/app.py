@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.automl import api, events
 from services.automl.controller import AutoMLController
+from services.automl.leader import LeaderElection
 from services.automl.models import KINDS
 from services.automl.push import TrialTokenMiddleware, load_key
 from services.automl.settings import Settings
@@ -46,12 +47,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         controller = AutoMLController(ctx.store, ctx.db, metadata.tables["outbox"], runtime,
                                       settings, push_key)
         ctx.extras["controller"] = controller
+        # Only the replica holding the lock runs the controller (see leader.py).
+        election = LeaderElection(ctx.db, controller, "experiment-controller")
+        controller.fence = election.fence
+        ctx.extras["leader"] = election
         consumer = Consumer(
             ctx.db, metadata.tables["inbox"], ctx.bus, stream=stream_name("automl"),
             durable=settings.events_durable, subjects=events.SUBJECTS,
             message_type=events.MESSAGE_TYPES,
             handler=events.experiment_waker(controller.enqueue, controller.completed_here))
-        return [_RuntimeCloser(ctx), controller, consumer]
+        return [_RuntimeCloser(ctx), election, consumer]
 
     app = build_service("automl", settings, metadata, MIGRATIONS, kinds=KINDS,
                         routers=[api.router], components=components)

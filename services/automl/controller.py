@@ -28,6 +28,7 @@ import logging
 import secrets
 import statistics
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -114,6 +115,8 @@ class AutoMLController(Controller):
         # other replicas' sake) needs no second experiment reconcile here.
         self.completed_here: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._fresh: dict[tuple[str, str], dict[str, Any]] = {}  # just-created trials
+        # Run inside each trial-creating transaction; raises unless this replica still leads.
+        self.fence: Callable[[Any], Awaitable[None]] | None = None
 
     # ------------------------------------------------------------------ plumbing
     def keys_for(self, kind: ResourceKind, event: WatchEvent) -> list[Key]:
@@ -258,6 +261,8 @@ class AutoMLController(Controller):
         new_state = dict(result.state, exhausted=result.exhausted)
         try:
             async with self.db.transaction() as s:
+                if self.fence is not None:
+                    await self.fence(s)
                 for suggestion in result.new:
                     trial_name = f"{meta['name']}-{_suffix()}"
                     suggestion.row.trial_name = trial_name
