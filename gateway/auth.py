@@ -9,15 +9,15 @@ from typing import Any
 import httpx
 from starlette.requests import HTTPConnection
 
-from services.common.settings import SINGLE_USER
-
-from .authz import Principal
-from .oidc import OIDCProvider, TokenError, peek_claims
 from services.common.serviceaccounts import (
     SA_ISSUER,
     ServiceAccountError,
     ServiceAccountTokens,
 )
+from services.common.settings import SINGLE_USER
+
+from .authz import Principal
+from .oidc import OIDCProvider, TokenError, peek_claims
 from .sessions import CookieCodec, new_session
 from .settings import Settings
 
