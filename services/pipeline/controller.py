@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 RETRY_ANNOTATION = "pipeline.shipyard.io/retry-generation"
 FINISHED_PHASES = ("Succeeded", "Failed", "Error")
-COALESCE_SECONDS = 0.1
+COALESCE_SECONDS = 0.25
 
 
 @dataclass

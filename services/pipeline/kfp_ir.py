@@ -167,6 +167,7 @@ class _IrCompiler:
             return None
         collected: dict[str, str] = {}
         args, arts = _task_arguments(task, path, self.causes, scope, element_types, collected)
+        template: str | None
         if comp.get("dag"):
             if depth >= _MAX_DEPTH:
                 self.causes.append(Cause(f"{path}.componentRef", "DAG components nested too "
