@@ -77,6 +77,13 @@ class LaunchError(Exception):
         self.reason, self.message = reason, message
 
 
+def _listdir(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def _free_loopback_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -206,7 +213,7 @@ class LocalRuntime(Runtime):
         """
         self._adopted = True
         found: list[WorkloadStatus] = []
-        for wdir in sorted(self.workloads_root.glob("*/*")):
+        for wdir in self._workload_dirs():
             if not (wdir / SPEC).exists():
                 continue
             ns, name = wdir.parent.name, wdir.name
@@ -218,6 +225,13 @@ class LocalRuntime(Runtime):
         if found:
             log.info("runtime adopted %d workloads (%d still running)", len(found), running)
         return found
+
+    def _workload_dirs(self, namespace: str | None = None) -> builtins.list[Path]:
+        """``<ns>/<name>`` directories, sorted; a delete's hidden trash (``.deleted-*``) and
+        directories vanishing while we look are skipped."""
+        namespaces = [check_namespace(namespace)] if namespace else _listdir(self.workloads_root)
+        return [self.workloads_root / ns / name for ns in namespaces if not ns.startswith(".")
+                for name in _listdir(self.workloads_root / ns) if not name.startswith(".")]
 
     async def _ensure_adopted(self) -> None:
         if not self._adopted:
@@ -607,9 +621,8 @@ class LocalRuntime(Runtime):
         self, label_selector: LabelSelector = None, namespace: str | None = None
     ) -> builtins.list[WorkloadStatus]:
         match = parse_selector(label_selector)
-        pattern = f"{check_namespace(namespace)}/*" if namespace else "*/*"
         found: builtins.list[WorkloadStatus] = []
-        for wdir in sorted(self.workloads_root.glob(pattern)):
+        for wdir in self._workload_dirs(namespace):
             try:
                 spec = self._read_spec(wdir)
             except (FileNotFoundError, ValueError):
@@ -620,7 +633,7 @@ class LocalRuntime(Runtime):
 
     async def volume_users(self, namespace: str, claim: str) -> builtins.list[str]:
         users: builtins.list[str] = []
-        for wdir in sorted(self.workloads_root.glob(f"{check_namespace(namespace)}/*")):
+        for wdir in self._workload_dirs(namespace):
             try:
                 spec = self._read_spec(wdir)
             except (FileNotFoundError, ValueError):
