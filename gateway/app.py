@@ -163,7 +163,7 @@ class Gateway:
         """A signed assertion, reused for a third of its lifetime (signing is per identity)."""
         now = time.time()
         key = (identity.user, identity.groups, identity.namespace, identity.role,
-               identity.cluster_admin)
+               identity.cluster_admin, tuple(sorted(identity.grants.items())))
         cached = self._assertions.get(key)
         if cached and now - cached[0] < self.signer.ttl_seconds / 3:
             return cached[1]
@@ -242,14 +242,19 @@ class ProxyFastPath:
         gw.check_rate(principal)
         namespace = match.namespace
         body: bytes | None = None
+        by_object = False
         if namespace is None and path.startswith("/apis/v2beta1/"):
             namespace = request.query_params.get("namespace") or None
             if namespace is None and method in ("POST", "PUT", "PATCH"):
                 body = await read_body(receive, settings.max_body_bytes)
                 namespace = _namespace_in_body(body)
+            by_object = namespace is None
             namespace = namespace or gw.authz.default_namespace(principal)
-        identity = gw.authz.authorize(principal, namespace,
-                                      needed_role(method, match.data_plane), method, path)
+        if by_object:
+            identity = gw.authz.authorize_by_object(principal, namespace)
+        else:
+            identity = gw.authz.authorize(principal, namespace,
+                                          needed_role(method, match.data_plane), method, path)
         if match.data_plane:
             assert match.route.dynamic_kind and match.namespace and match.name
             base = gw.route_table.pick(match.route.dynamic_kind, match.namespace, match.name)

@@ -86,6 +86,23 @@ class Authorizer:
             )
         return Identity(user=p.user, groups=p.groups, namespace=namespace, role=role)
 
+    def grants(self, p: Principal) -> dict[str, str]:
+        """Every namespace the caller may use, with its role there."""
+        if p.sa_namespace is not None:
+            return {p.sa_namespace: "edit"}
+        return dict(self.snapshot.namespaces_of(p.user))
+
+    def authorize_by_object(self, p: Principal, default_namespace: str | None) -> Identity:
+        """For a request that names its object only by id (KFP's ``/runs/{id}``): assert
+        every namespace the caller may use, and let the service check the object's own."""
+        if self.is_cluster_admin(p):
+            return Identity(user=p.user, groups=p.groups, namespace=default_namespace,
+                            role="admin", cluster_admin=True)
+        grants = self.grants(p)
+        role = grants.get(default_namespace or "", "view")
+        return Identity(user=p.user, groups=p.groups, namespace=default_namespace, role=role,
+                        grants=grants)
+
     def can_manage(self, p: Principal, namespace: str) -> bool:
         """Contributor management: the owner, an admin contributor, or a cluster admin."""
         return self.is_cluster_admin(p) or self.role_in(p, namespace) == "admin"

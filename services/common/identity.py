@@ -38,14 +38,19 @@ class Identity:
     role: str = "view"
     cluster_admin: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    # Roles in further namespaces, for requests whose namespace only the service can tell
+    # (the KFP API names runs and experiments by id): the service checks the object's own.
+    grants: dict[str, str] = field(default_factory=dict)
 
     def allows(self, needed: str, namespace: str | None) -> bool:
         """True if this identity may act with role ``needed`` on ``namespace``."""
         if self.cluster_admin:
             return True
-        if namespace is not None and namespace != self.namespace:
-            return False
-        return ROLES.index(self.role) >= ROLES.index(needed)
+        if namespace is None or namespace == self.namespace:
+            role: str | None = self.role
+        else:
+            role = self.grants.get(namespace)
+        return role is not None and ROLES.index(role) >= ROLES.index(needed)
 
 
 class AssertionError_(Exception):
@@ -106,6 +111,8 @@ class AssertionSigner:
         }
         if identity.extra:
             claims["ext"] = dict(identity.extra)
+        if identity.grants:
+            claims["grants"] = dict(identity.grants)
         return jwt.encode({"alg": ALGORITHM}, claims, self._key, algorithms=[ALGORITHM])
 
 
@@ -140,6 +147,8 @@ class AssertionVerifier:
             role=role,
             cluster_admin=bool(claims.get("adm", False)),
             extra=dict(claims.get("ext") or {}),
+            grants={str(k): str(v) for k, v in (claims.get("grants") or {}).items()
+                    if v in ROLES},
         )
 
 
