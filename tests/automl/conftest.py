@@ -137,12 +137,33 @@ async def start_automl(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task
 
 
 @pytest.fixture(scope="package")
-async def automl(pg_url: str, nats_url: str,
+async def automl_db() -> AsyncIterator[str]:
+    """This package's own database: automl services on one database are replicas of one
+    deployment (one leads, see services/automl/leader.py), so the service under test must
+    not share ``pg_url`` with the platform's automl service."""
+    import asyncpg
+
+    from tests.conftest import PG_ADMIN_DSN
+
+    name = f"shipyard_automl_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+@pytest.fixture(scope="package")
+async def automl(automl_db: str, nats_url: str,
                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AutoML]:
     minter = AssertionMinter()
     port = free_port()
     state_dir = Path(tmp_path_factory.mktemp("automl-state"))
-    settings = Settings(database_url=pg_url, nats_url=nats_url, port=port, state_dir=state_dir,
+    settings = Settings(database_url=automl_db, nats_url=nats_url, port=port,
+                        state_dir=state_dir,
                         gateway_public_key=minter.public_pem.decode(), resync_seconds=5,
                         events_durable=f"automl-test-{uuid.uuid4().hex[:8]}")
     server, task, app = await start_automl(settings)
