@@ -1,16 +1,216 @@
-"""Kinds served by the serving service (KServe's serving.kserve.io/v1beta1 API).
+"""Kinds served by the serving service: KServe's ``serving.kserve.io/v1beta1`` InferenceService.
 
-The specs are stored as given until the serving domain lands (its own issue).
+Field names, defaults and value ranges follow KServe's v1beta1 API (pkg/apis/serving/v1beta1):
+``spec.predictor`` carries one model (``model`` with ``modelFormat``, ``storageUri``,
+``protocolVersion``, ``runtime``), a legacy framework block (``sklearn``) or custom
+``containers``, plus the component extension (``minReplicas``, ``maxReplicas``,
+``canaryTrafficPercent``...). Unknown fields are rejected with their path (the Spec base).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import Field
+
+from services.common.errors import Cause
 from services.common.resources import PrinterColumn, ResourceKind
+from services.common.resources.kinds import Spec
 
 SERVICE = "serving"
+#: Formats the bundled model server loads; others need ``containers``.
+SUPPORTED_FORMATS = ("sklearn", "python")
+STORAGE_SCHEMES = ("file://", "pvc://")
+#: Schemes KServe's storage initializer knows but the local runtime cannot fetch (no network).
+REMOTE_SCHEMES = ("gs://", "s3://", "https://", "http://", "hdfs://", "webhdfs://", "oci://",
+                  "hf://")
+
+
+class EnvVar(Spec):
+    name: str
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(None, alias="valueFrom")
+
+
+class ResourceRequirements(Spec):
+    requests: dict[str, str | int | float] | None = None
+    limits: dict[str, str | int | float] | None = None
+
+
+class HTTPGetAction(Spec):
+    path: str = "/"
+    port: int | str | None = None
+    scheme: str | None = None
+    host: str | None = None
+    http_headers: list[dict[str, Any]] | None = Field(None, alias="httpHeaders")
+
+
+class Probe(Spec):
+    http_get: HTTPGetAction | None = Field(None, alias="httpGet")
+    tcp_socket: dict[str, Any] | None = Field(None, alias="tcpSocket")
+    exec: dict[str, Any] | None = None
+    initial_delay_seconds: int | None = Field(None, alias="initialDelaySeconds", ge=0)
+    period_seconds: int | None = Field(None, alias="periodSeconds", ge=1)
+    timeout_seconds: int | None = Field(None, alias="timeoutSeconds", ge=1)
+    success_threshold: int | None = Field(None, alias="successThreshold", ge=1)
+    failure_threshold: int | None = Field(None, alias="failureThreshold", ge=1)
+
+
+class ContainerPort(Spec):
+    container_port: int = Field(alias="containerPort", ge=1, le=65535)
+    name: str | None = None
+    protocol: str | None = None
+
+
+class _ContainerFields(Spec):
+    """The Kubernetes container fields KServe inlines into a model spec."""
+
+    name: str | None = None
+    image: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    env: list[EnvVar] | None = None
+    resources: ResourceRequirements | None = None
+    ports: list[ContainerPort] | None = None
+    readiness_probe: Probe | None = Field(None, alias="readinessProbe")
+    liveness_probe: Probe | None = Field(None, alias="livenessProbe")
+    working_dir: str | None = Field(None, alias="workingDir")
+    image_pull_policy: str | None = Field(None, alias="imagePullPolicy")
+    volume_mounts: list[dict[str, Any]] | None = Field(None, alias="volumeMounts")
+
+
+class Container(_ContainerFields):
+    name: str = "kserve-container"
+
+
+class ModelFormat(Spec):
+    name: str = Field(min_length=1)
+    version: str | None = None
+
+
+class PredictorExtension(_ContainerFields):
+    """KServe's PredictorExtensionSpec: where the model is and which protocol serves it."""
+
+    storage_uri: str | None = Field(None, alias="storageUri")
+    runtime_version: str | None = Field(None, alias="runtimeVersion")
+    protocol_version: Literal["v1", "v2"] | None = Field(None, alias="protocolVersion")
+
+
+class ModelSpec(PredictorExtension):
+    model_format: ModelFormat = Field(alias="modelFormat")
+    runtime: str | None = None
+
+
+class LoggerSpec(Spec):
+    url: str | None = None
+    mode: Literal["all", "request", "response"] | None = None
+
+
+class BatcherSpec(Spec):
+    max_batch_size: int | None = Field(None, alias="maxBatchSize", ge=1)
+    max_latency: int | None = Field(None, alias="maxLatency", ge=1)
+    timeout: int | None = Field(None, ge=1)
+
+
+class PredictorSpec(Spec):
+    model: ModelSpec | None = None
+    sklearn: PredictorExtension | None = None
+    containers: list[Container] | None = None
+    # Component extension (ComponentExtensionSpec).
+    min_replicas: int = Field(1, alias="minReplicas", ge=0)
+    max_replicas: int | None = Field(None, alias="maxReplicas", ge=0)
+    scale_target: int | None = Field(None, alias="scaleTarget", ge=1)
+    scale_metric: Literal["cpu", "memory", "concurrency", "rps"] | None = Field(
+        None, alias="scaleMetric")
+    container_concurrency: int | None = Field(None, alias="containerConcurrency", ge=0)
+    timeout: int | None = Field(None, ge=1)
+    canary_traffic_percent: int | None = Field(None, alias="canaryTrafficPercent", ge=0, le=100)
+    logger: LoggerSpec | None = None
+    batcher: BatcherSpec | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    deployment_strategy: dict[str, Any] | None = Field(None, alias="deploymentStrategy")
+    # Pod-level fields KServe inlines; recorded for the Kubernetes runtime, unused locally.
+    service_account_name: str | None = Field(None, alias="serviceAccountName")
+    node_selector: dict[str, str] | None = Field(None, alias="nodeSelector")
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    image_pull_secrets: list[dict[str, Any]] | None = Field(None, alias="imagePullSecrets")
+    volumes: list[dict[str, Any]] | None = None
+
+
+class InferenceServiceSpec(Spec):
+    predictor: PredictorSpec
+    transformer: dict[str, Any] | None = None
+    explainer: dict[str, Any] | None = None
+
+
+def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
+    """Checks across fields, each with its field path (the spec model checked the shapes)."""
+    causes: list[Cause] = []
+    spec = obj.get("spec") or {}
+    pred = spec.get("predictor") or {}
+    for part in ("transformer", "explainer"):
+        if spec.get(part) is not None:
+            causes.append(Cause(f"spec.{part}", f"{part}s are not supported yet; serve the "
+                                "model with spec.predictor only", "FieldValueNotSupported"))
+    given = [k for k in ("model", "sklearn", "containers") if pred.get(k)]
+    if len(given) != 1:
+        causes.append(Cause("spec.predictor", "exactly one of model, sklearn or containers is "
+                            f"required (got {', '.join(given) or 'none'})",
+                            "FieldValueRequired" if not given else "FieldValueInvalid"))
+    min_r, max_r = pred.get("minReplicas", 1), pred.get("maxReplicas")
+    if min_r == 0:
+        causes.append(Cause("spec.predictor.minReplicas", "scale to zero is not supported by "
+                            "the local runtime; use minReplicas >= 1"))
+    if max_r not in (None, 0) and max_r < min_r:
+        causes.append(Cause("spec.predictor.maxReplicas",
+                            f"must be >= minReplicas ({min_r}), got {max_r}"))
+    if pred.get("containers") is not None and len(pred["containers"]) != 1:
+        causes.append(Cause("spec.predictor.containers",
+                            "exactly one container is supported (transformers are separate)"))
+    block, path = (pred.get("model"), "spec.predictor.model") if pred.get("model") else (
+        pred.get("sklearn"), "spec.predictor.sklearn")
+    if block is not None:
+        fmt = ((block.get("modelFormat") or {}).get("name") or "sklearn").lower()
+        if fmt not in SUPPORTED_FORMATS and not block.get("command"):
+            causes.append(Cause(f"{path}.modelFormat.name", f"format {fmt!r} has no local "
+                                f"runtime; supported: {', '.join(SUPPORTED_FORMATS)} (or use "
+                                "spec.predictor.containers)", "FieldValueNotSupported"))
+        uri = block.get("storageUri")
+        if not uri:
+            causes.append(Cause(f"{path}.storageUri", "Required value", "FieldValueRequired"))
+        elif uri.startswith(REMOTE_SCHEMES):
+            causes.append(Cause(f"{path}.storageUri", "the local runtime cannot download "
+                                "models; use pvc://<claim>/<path> or file:///<absolute path>",
+                                "FieldValueNotSupported"))
+        elif not uri.startswith(STORAGE_SCHEMES):
+            causes.append(Cause(f"{path}.storageUri",
+                                "must start with pvc:// or file:// (or a KServe remote scheme)"))
+        elif uri.startswith("file://") and not uri[len("file://"):].startswith("/"):
+            causes.append(Cause(f"{path}.storageUri", "file:// needs an absolute path "
+                                "(file:///models/iris)"))
+        elif uri.startswith("pvc://") and not uri[len("pvc://"):].split("/", 1)[0]:
+            causes.append(Cause(f"{path}.storageUri", "pvc:// needs a claim name "
+                                "(pvc://<claim>/<path>)"))
+    return causes
+
 
 INFERENCE_SERVICE = ResourceKind(
-    "serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices", None, SERVICE,
+    "serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices",
+    InferenceServiceSpec, SERVICE,
     short_names=("isvc",),
+    finalizer="inferenceservice.finalizers",
+    validate=validate_inference_service,
     columns=(PrinterColumn("URL", "status.url"),
-             PrinterColumn("READY", "status.conditions[type=Ready].status")))
+             PrinterColumn("READY", "status.conditions[type=Ready].status"),
+             PrinterColumn("PREV", "status.components.predictor.traffic[tag=prev].percent"),
+             PrinterColumn("LATEST", "status.components.predictor.traffic[tag=latest].percent"),
+             PrinterColumn("PREVROLLEDOUTREVISION",
+                           "status.components.predictor.previousRolledoutRevision", wide=True),
+             PrinterColumn("LATESTREADYREVISION",
+                           "status.components.predictor.latestReadyRevision", wide=True)),
+)
 
 KINDS = (INFERENCE_SERVICE,)

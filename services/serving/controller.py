@@ -1,0 +1,412 @@
+"""The InferenceService reconciler: revisions as workloads, canary traffic, KServe status.
+
+Every distinct ``spec.predictor`` (ignoring ``canaryTrafficPercent``) is a *revision*, run as
+one server workload ``isvc-{name}-{n}`` whose labels carry the revision number and a hash of
+the predictor spec; a spec change therefore starts revision n+1 beside the running one, as
+Knative does. Traffic follows KServe's canary rules:
+
+- the first revision takes 100% once ready;
+- without ``canaryTrafficPercent`` (or at 100) a new ready revision is promoted: it becomes
+  ``latestRolledoutRevision``, the old one ``previousRolledoutRevision``, and the old workload
+  is deleted;
+- with ``canaryTrafficPercent: N`` both run, N% to the latest and the rest to the rolled-out
+  one; 0 rolls back (all traffic to the rolled-out revision).
+
+The gateway reads the loopback endpoints this controller writes beside KServe's fields:
+``components.predictor.endpoint`` (the rolled-out revision) and ``latestEndpoint`` (the
+canary, only while a split is live), weighted by ``spec.predictor.canaryTrafficPercent``
+(see gateway.routes.targets_from_object). Workload readiness is not an event, so a reconcile
+that waits for a server asks to run again shortly (bounded back-off) and the periodic resync
+catches servers that die later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from services.common.controller import Controller
+from services.common.resources import ResourceKind, ResourceStore
+from services.common.runtime import Phase, Runtime, VolumeNotFound, WorkloadSpec, WorkloadStatus
+from services.serving.models import INFERENCE_SERVICE
+
+log = logging.getLogger(__name__)
+
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+REVISION_LABEL = "serving.shipyard.io/revision"
+HASH_LABEL = "serving.shipyard.io/predictor-hash"
+FINALIZER = "inferenceservice.finalizers"
+PVC_MOUNT = "/mnt/pvc"
+MODEL_MOUNT = "/mnt/models"
+MODEL_SERVER = "services.serving.modelserver"
+
+
+class StorageError(Exception):
+    """The storageUri cannot be served here; the message says why."""
+
+
+@dataclass
+class Storage:
+    model_dir: str
+    volumes: list[dict[str, Any]]
+    mounts: list[dict[str, Any]]
+
+
+def predictor_hash(predictor: dict[str, Any]) -> str:
+    """What makes a new revision: the predictor spec without its traffic split."""
+    material = {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def revision_name(isvc: str, number: int) -> str:
+    """Knative's revision naming, as KServe reports it (``iris-predictor-00001``)."""
+    return f"{isvc}-predictor-{number:05d}"
+
+
+def revision_number(name: str | None) -> int:
+    try:
+        return int(str(name).rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def workload_name(isvc: str, number: int) -> str:
+    return f"isvc-{isvc}-{number}"
+
+
+def _model_block(predictor: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """(the model spec, its format) for model/sklearn predictors; None for containers."""
+    if predictor.get("model"):
+        block = predictor["model"]
+        return block, str(block["modelFormat"]["name"]).lower()
+    if predictor.get("sklearn"):
+        return predictor["sklearn"], "sklearn"
+    return None
+
+
+class InferenceServiceController(Controller):
+    """Reconciles InferenceServices into model-server workloads and KServe status."""
+
+    kinds = (INFERENCE_SERVICE,)
+    resync_seconds = 10.0
+    #: Bounds of the re-check while a revision starts (seconds).
+    poll_min, poll_max = 0.2, 2.0
+
+    def __init__(self, store: ResourceStore, runtime: Runtime, gateway_url: str,
+                 labels: dict[str, str] | None = None) -> None:
+        super().__init__(store)
+        self.runtime = runtime
+        self.gateway_url = gateway_url.rstrip("/")
+        self.labels = dict(labels or {})
+        self._polls: dict[tuple[str, str], float] = {}
+
+    # ------------------------------------------------------------------ storage
+    def resolve_storage(self, namespace: str, uri: str) -> Storage:
+        """Where the model server finds the model, and what to mount for it (read-only)."""
+        if uri.startswith("pvc://"):
+            claim, _, sub = uri[len("pvc://"):].partition("/")
+            if any(part == ".." for part in sub.split("/")):
+                raise StorageError(f"storageUri {uri!r}: '..' is not allowed")
+            volume = {"name": "kserve-pvc-source",
+                      "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+            mount = {"name": "kserve-pvc-source", "mountPath": PVC_MOUNT, "readOnly": True}
+            return Storage(str(PurePosixPath(PVC_MOUNT) / sub), [volume], [mount])
+        if uri.startswith("file://"):
+            path = Path(uri[len("file://"):])
+            volumes = getattr(self.runtime, "volumes", None)
+            if volumes is not None and volumes.is_inside(path):
+                # Data inside a runtime volume is mounted explicitly (the local sandbox
+                # hides the state directory when it lies under /tmp).
+                directory = path if path.is_dir() else path.parent
+                inner = MODEL_MOUNT if directory == path else f"{MODEL_MOUNT}/{path.name}"
+                volume = {"name": "kserve-file-source", "hostPath": {"path": str(directory)}}
+                mount = {"name": "kserve-file-source", "mountPath": MODEL_MOUNT,
+                         "readOnly": True}
+                return Storage(inner, [volume], [mount])
+            return Storage(str(path), [], [])  # the host is visible read-only in the sandbox
+        raise StorageError(f"storageUri {uri!r}: only pvc:// and file:// are served locally")
+
+    # ---------------------------------------------------------------- workloads
+    async def workload_for(self, isvc: dict[str, Any], number: int,
+                           digest: str) -> WorkloadSpec:
+        """The server workload of one revision."""
+        meta, predictor = isvc["metadata"], isvc["spec"]["predictor"]
+        ns, name = meta["namespace"], meta["name"]
+        rev = revision_name(name, number)
+        env = [{"name": "K_REVISION", "value": rev},
+               {"name": "K_SERVICE", "value": f"{name}-predictor"},
+               {"name": "K_CONFIGURATION", "value": f"{name}-predictor"}]
+        labels = {**self.labels, **(predictor.get("labels") or {}), ISVC_LABEL: name,
+                  REVISION_LABEL: str(number), HASH_LABEL: digest}
+        owner = {"apiVersion": INFERENCE_SERVICE.api_version, "kind": INFERENCE_SERVICE.kind,
+                 "name": name, "uid": meta.get("uid")}
+        found = _model_block(predictor)
+        if found is not None:
+            block, fmt = found
+            storage = self.resolve_storage(ns, block["storageUri"])
+            protocol = block.get("protocolVersion") or "v1"
+            probe_path = "/v2/health/ready" if protocol == "v2" else f"/v1/models/{name}"
+            custom = block.get("command")
+            command = custom or [sys.executable, "-m", MODEL_SERVER]
+            extra = list(block.get("args") or []) if custom else []
+            args = [*extra, "--model-name", name, "--model-dir", storage.model_dir,
+                    "--model-format", fmt, "--protocol", protocol, "--port", "$(PORT)",
+                    "--path-prefix", f"/serving/{ns}/{name}"]
+            container = block
+            volumes, mounts = storage.volumes, storage.mounts
+        else:
+            container = predictor["containers"][0]
+            command, args = container.get("command") or [], container.get("args") or []
+            http_get = ((container.get("readinessProbe") or {}).get("httpGet") or {})
+            probe_path = http_get.get("path") or ""
+            volumes, mounts = [], []
+            env.append({"name": "SHIPYARD_PATH_PREFIX", "value": f"/serving/{ns}/{name}"})
+        env += [{"name": e["name"], "value": e.get("value") or ""}
+                for e in container.get("env") or []]
+        resources = container.get("resources") or {}
+        return WorkloadSpec.model_validate({
+            "kind": "server", "namespace": ns, "name": workload_name(name, number),
+            "command": command, "args": args, "env": env, "image": container.get("image"),
+            "resources": {k: v for k, v in resources.items() if v},
+            "volumes": volumes, "volumeMounts": mounts,
+            "readinessProbe": {"httpGet": {"path": probe_path}, "periodSeconds": 5,
+                               "timeoutSeconds": 2, "failureThreshold": 3}
+            if probe_path else None,
+            "labels": labels, "owner": owner,
+        })
+
+    async def _delete_workloads(self, workloads: list[WorkloadStatus]) -> None:
+        for w in workloads:
+            await self.runtime.delete(w.namespace, w.name)
+            log.info("deleted model server %s/%s", w.namespace, w.name)
+
+    # ---------------------------------------------------------------- reconcile
+    async def reconcile(self, kind: ResourceKind, namespace: str, name: str) -> None:
+        isvc = await self.store.find(INFERENCE_SERVICE, namespace, name)
+        owned = await self.runtime.list({ISVC_LABEL: name}, namespace=namespace)
+        if isvc is None or isvc["metadata"].get("deletionTimestamp"):
+            await self._delete_workloads(owned)
+            if isvc is not None:
+                await self.store.remove_finalizer(INFERENCE_SERVICE, namespace, name, FINALIZER)
+            self._polls.pop((namespace, name), None)
+            return
+        predictor = isvc["spec"]["predictor"]
+        digest = predictor_hash(predictor)
+        status = isvc.get("status") or {}
+        comp = (status.get("components") or {}).get("predictor") or {}
+        by_number = {int(w.labels.get(REVISION_LABEL, "0")): w for w in owned}
+
+        # The latest revision: the workload of the current predictor spec, else a new one.
+        latest = next((n for n, w in by_number.items() if w.labels.get(HASH_LABEL) == digest),
+                      None)
+        failure: str | None = None
+        if latest is None:
+            latest = max([0, *by_number, revision_number(comp.get("latestCreatedRevision"))]) + 1
+            try:
+                spec = await self.workload_for(isvc, latest, digest)
+            except (StorageError, ValueError) as exc:
+                failure = str(exc)
+                latest = revision_number(comp.get("latestCreatedRevision")) or None
+            else:
+                by_number[latest] = await self.runtime.apply(spec)
+                log.info("created revision %s of %s/%s", latest, namespace, name)
+        elif await self._relaunch_if_claim_appeared(by_number[latest]):
+            return  # deleted; the store's next change or the poll below recreates it
+
+        # Roll out: who takes the stable traffic, who is previous.
+        rolled = revision_number(comp.get("latestRolledoutRevision")) or None
+        previous = comp.get("previousRolledoutRevision")
+        if rolled is not None and rolled not in by_number:
+            rolled = None  # its server is gone (deleted by hand): start over from latest
+        latest_w = by_number.get(latest) if latest is not None else None
+        latest_ready = bool(latest_w and latest_w.ready)
+        pct = predictor.get("canaryTrafficPercent")
+        if latest is not None and latest_ready:
+            if rolled is None:
+                rolled = latest
+            elif rolled != latest and (pct is None or pct == 100):
+                previous, rolled = revision_name(name, rolled), latest
+        keep = {n for n in (latest, rolled) if n is not None}
+        await self._delete_workloads([w for n, w in by_number.items() if n not in keep])
+        by_number = {n: w for n, w in by_number.items() if n in keep}
+
+        if latest_w is not None and failure is None:
+            failure = await self._failure_of(latest_w)
+        new_status = self._status(isvc, status, latest, rolled, previous, by_number, pct,
+                                  failure)
+        if new_status != status:
+            await self.store.update_status(INFERENCE_SERVICE, namespace, name, new_status)
+        settled = (failure is None and all(w.ready for w in by_number.values())
+                   and latest is not None and rolled is not None
+                   and (latest == rolled or pct not in (None, 100)))
+        self._poll_again(namespace, name, settled, failure is not None)
+
+    def _poll_again(self, namespace: str, name: str, settled: bool, failed: bool) -> None:
+        key = (namespace, name)
+        if settled:
+            self._polls.pop(key, None)
+            return
+        delay = self.poll_max if failed else min(self.poll_max,
+                                                 self._polls.get(key, self.poll_min / 1.5) * 1.5)
+        self._polls[key] = delay
+        asyncio.get_running_loop().call_later(delay, self.enqueue, INFERENCE_SERVICE,
+                                              namespace, name)
+
+    async def _relaunch_if_claim_appeared(self, workload: WorkloadStatus) -> bool:
+        """A revision that failed for a missing claim is started again once the claim exists."""
+        if workload.phase != Phase.FAILED or workload.reason != "PersistentVolumeClaimNotFound":
+            return False
+        message = workload.message or ""
+        claim = message.removeprefix("PersistentVolumeClaim ").split(" ", 1)[0]
+        try:
+            await self.runtime.resolve_volume(workload.namespace, claim)
+        except (VolumeNotFound, ValueError):
+            return False
+        await self.runtime.delete(workload.namespace, workload.name)
+        self.enqueue(INFERENCE_SERVICE, workload.namespace, workload.labels[ISVC_LABEL])
+        return True
+
+    async def _failure_of(self, workload: WorkloadStatus) -> str | None:
+        """Why a revision cannot become ready (None while it may still)."""
+        if workload.ready:
+            return None
+        crashed = workload.phase == Phase.FAILED or workload.restart_count > 0 or (
+            workload.reason in ("CrashLoopBackOff", "Error"))
+        if not crashed:
+            return None
+        detail = workload.message or workload.reason or "the model server exited"
+        try:
+            lines = [line async for line in self.runtime.logs(workload.namespace,
+                                                               workload.name, tail=20)]
+        except Exception:
+            lines = []
+        errors = [line for line in lines if " ERROR " in line or "Error" in line]
+        return f"{detail}: {errors[-1]}" if errors else detail
+
+    # ------------------------------------------------------------------- status
+    def _status(self, isvc: dict[str, Any], old: dict[str, Any], latest: int | None,
+                rolled: int | None, previous: str | None, by_number: dict[int, WorkloadStatus],
+                pct: int | None, failure: str | None) -> dict[str, Any]:
+        """KServe's InferenceService status, plus the loopback endpoints the gateway reads."""
+        meta = isvc["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        url = f"{self.gateway_url}/serving/{ns}/{name}"
+        latest_w = by_number.get(latest) if latest is not None else None
+        rolled_w = by_number.get(rolled) if rolled is not None else None
+        serving = bool(rolled_w and rolled_w.ready and rolled_w.endpoint)
+        split = (serving and latest is not None and rolled != latest and pct is not None
+                 and bool(latest_w and latest_w.ready and latest_w.endpoint))
+        predictor: dict[str, Any] = {}
+        if latest is not None:
+            predictor["latestCreatedRevision"] = revision_name(name, latest)
+        ready_numbers = [n for n, w in by_number.items() if w.ready]
+        if ready_numbers:
+            predictor["latestReadyRevision"] = revision_name(name, max(ready_numbers))
+        elif (old.get("components") or {}).get("predictor", {}).get("latestReadyRevision"):
+            predictor["latestReadyRevision"] = old["components"]["predictor"][
+                "latestReadyRevision"]
+        if rolled is not None:
+            predictor["latestRolledoutRevision"] = revision_name(name, rolled)
+        if previous:
+            predictor["previousRolledoutRevision"] = previous
+        traffic: list[dict[str, Any]] = []
+        if serving and rolled is not None:
+            stable_pct = 100 - int(pct) if split and pct is not None else 100
+            traffic.append({"revisionName": revision_name(name, rolled), "percent": stable_pct,
+                            "latestRevision": rolled == latest,
+                            **({"tag": "prev"} if split else {})})
+            if split and latest is not None:
+                traffic.append({"revisionName": revision_name(name, latest),
+                                "percent": int(pct or 0), "latestRevision": True,
+                                "tag": "latest"})
+        predictor["traffic"] = traffic
+        if serving:
+            predictor["url"] = url
+            assert rolled_w is not None
+            predictor["endpoint"] = rolled_w.endpoint
+            if split:
+                assert latest_w is not None
+                predictor["latestEndpoint"] = latest_w.endpoint
+        pred_ok = serving and failure is None
+        pred_msg = failure or (None if serving else "the model server is starting")
+        conditions = [
+            self._condition(old, "IngressReady", serving,
+                            None if serving else "no revision is serving yet"),
+            self._condition(old, "PredictorReady", pred_ok, pred_msg,
+                            "RevisionFailed" if failure else None),
+            self._condition(old, "Ready", pred_ok and serving, pred_msg,
+                            "RevisionFailed" if failure else None),
+        ]
+        status: dict[str, Any] = {
+            "observedGeneration": meta.get("generation"),
+            "conditions": conditions,
+            "components": {"predictor": predictor},
+            "modelStatus": self._model_status(old, latest, latest_w, rolled_w, failure, name),
+        }
+        if status["observedGeneration"] is None:
+            del status["observedGeneration"]
+        if serving:
+            status["url"] = url
+            status["address"] = {"url": url}
+        return status
+
+    @staticmethod
+    def _condition(old: dict[str, Any], kind: str, ok: bool, message: str | None,
+                   reason: str | None = None) -> dict[str, Any]:
+        value = "True" if ok else "False"
+        before: dict[str, Any] = next(
+            (c for c in old.get("conditions") or [] if c.get("type") == kind), {})
+        since = before.get("lastTransitionTime") if before.get("status") == value else None
+        cond: dict[str, Any] = {"type": kind, "status": value, "lastTransitionTime":
+                                since or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        if not ok:
+            cond["reason"] = reason or ("RevisionMissing" if kind != "IngressReady"
+                                        else "IngressNotConfigured")
+            if message:
+                cond["message"] = message
+        return cond
+
+    @staticmethod
+    def _model_status(old: dict[str, Any], latest: int | None,
+                      latest_w: WorkloadStatus | None, rolled_w: WorkloadStatus | None,
+                      failure: str | None, name: str) -> dict[str, Any]:
+        def state(w: WorkloadStatus | None) -> str:
+            if w is None:
+                return "Pending"
+            return "Loaded" if w.ready else "Loading"
+
+        active = state(rolled_w)
+        target = "FailedToLoad" if failure else state(latest_w)
+        if failure:
+            transition = "BlockedByFailedLoad"
+        elif latest_w is not None and latest_w is rolled_w and latest_w.ready:
+            transition = "UpToDate"
+        else:
+            transition = "InProgress"
+        model: dict[str, Any] = {
+            "transitionStatus": transition,
+            "states": {"activeModelState": active if rolled_w else
+                       ("FailedToLoad" if failure else "Pending"),
+                       "targetModelState": target},
+            "copies": {"failedCopies": 1 if failure else 0, "totalCopies": 1},
+        }
+        if failure:
+            previous = (old.get("modelStatus") or {}).get("lastFailureInfo") or {}
+            info: dict[str, Any] = {
+                "location": latest_w.name if latest_w else "", "reason": "ModelLoadFailed",
+                "message": failure,
+                    "modelRevisionName": revision_name(name, latest) if latest else ""}
+            if latest_w is not None and latest_w.exit_code is not None:
+                info["exitCode"] = latest_w.exit_code
+            same = {k: v for k, v in previous.items() if k != "time"} == info
+            info["time"] = previous.get("time") if same and previous.get("time") else (
+                datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            model["lastFailureInfo"] = info
+        return model

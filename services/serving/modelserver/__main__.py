@@ -1,0 +1,63 @@
+"""``python -m services.serving.modelserver --model-name X --model-dir DIR --protocol v2``.
+
+Loads the model before listening, so the server is ready as soon as it answers: the
+readiness probe (``/v2/health/ready`` or ``/v1/models/{name}``) then passes on its first try.
+A model that cannot load exits 1 with the reason on stderr (the workload's log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .loaders import ModelLoadError, load_model
+
+log = logging.getLogger("services.serving.modelserver")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m services.serving.modelserver")
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument("--model-format", default="sklearn")
+    parser.add_argument("--protocol", choices=("v1", "v2"), default="v1")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--path-prefix", default="",
+                        help="also serve under this prefix (e.g. /serving/<ns>/<isvc>)")
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        model = load_model(args.model_name, args.model_format, args.model_dir)
+    except ModelLoadError as exc:
+        log.error("cannot load model %s: %s", args.model_name, exc)
+        return 1
+    import uvicorn
+
+    from .app import create_model_app
+
+    app = create_model_app(model, args.protocol, args.path_prefix)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                http="httptools", loop="uvloop" if _has_uvloop() else "asyncio")
+    return 0
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
