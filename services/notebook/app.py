@@ -6,7 +6,9 @@ from fastapi import FastAPI
 
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.notebook.controller import ClaimController
+from services.notebook.culling import NotebookCuller
 from services.notebook.models import KINDS
+from services.notebook.notebooks import NotebookController
 from services.notebook.settings import Settings
 from services.notebook.tables import metadata
 
@@ -19,4 +21,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def components(ctx: ServiceContext) -> list[Lifecycle]:
-    return [ClaimController(ctx.store, ctx.runtime)]
+    settings = ctx.settings
+    assert isinstance(settings, Settings)
+    return [
+        ClaimController(ctx.store, ctx.runtime),
+        NotebookController(ctx.store, ctx.runtime,
+                           ready_timeout=settings.notebook_ready_timeout_seconds),
+        NotebookCuller(ctx.store, idle_seconds=settings.notebook_cull_idle_seconds,
+                       period_seconds=settings.notebook_cull_check_period_seconds),
+    ]

@@ -1,0 +1,235 @@
+"""Notebook servers end to end: real Jupyter servers behind the real gateway (single-user mode).
+
+One notebook lives through the whole story (its steps depend on each other, so it is one
+test): a PVC-backed workspace, Jupyter's REST API and a kernel over the gateway's WebSocket
+proxy, a spec change, a crash of the notebook service, stop and start by annotation, and
+deletion through the finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from services.common.runtime import LocalRuntime, WorkloadNotFound
+from services.common.settings import SINGLE_USER_NAMESPACE as NS
+
+NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
+PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
+MERGE = {"content-type": "application/merge-patch+json"}
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], within: float = 30.0,
+                     what: str = "condition") -> Any:
+    """Poll ``probe`` (bounded in time) until it returns something truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def notebook_body(name: str, claim: str, env_value: str = "one") -> dict[str, Any]:
+    return {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "metadata": {"name": name},
+            "spec": {"template": {"spec": {
+                "containers": [{
+                    "name": name, "image": "kubeflownotebookswg/jupyter-scipy:v1.8.0",
+                    "env": [{"name": "GREETING", "value": env_value}],
+                    "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}},
+                    "volumeMounts": [{"name": "workspace", "mountPath": "/home/jovyan"}]}],
+                "volumes": [{"name": "workspace",
+                             "persistentVolumeClaim": {"claimName": claim}}]}}}}
+
+
+async def run_code(ws_url: str, code: str) -> str:
+    """Execute ``code`` on a kernel over its channels WebSocket; return its stdout."""
+    msg_id = uuid.uuid4().hex
+    request = {"header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
+                          "msg_type": "execute_request", "version": "5.3", "date": ""},
+               "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+               "content": {"code": code, "silent": False, "store_history": False,
+                           "user_expressions": {}, "allow_stdin": False,
+                           "stop_on_error": True}}
+    out: list[str] = []
+    async with websockets.connect(ws_url, open_timeout=10) as ws:
+        await ws.send(json.dumps(request))
+        async with asyncio.timeout(30):
+            while True:
+                msg = json.loads(await ws.recv())
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = msg["header"]["msg_type"]
+                if kind == "stream":
+                    out.append(msg["content"]["text"])
+                elif kind == "error":
+                    raise AssertionError(f"kernel error: {msg['content']}")
+                elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                    return "".join(out)
+
+
+def restart_notebook_service(platform: Any) -> None:
+    """SIGKILL the notebook service (a crash, no orderly stop) and start it again."""
+    child = next(c for c in platform.children if c.name == "notebook")
+    child.signal_group(signal.SIGKILL)
+    child.proc.wait(timeout=10)
+    child.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(child.health_url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the notebook service did not come back")
+
+
+@pytest.mark.timeout(120)
+async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
+    runtime = LocalRuntime(platform.state_dir)
+    gw = platform.gateway_url
+    name, claim = "jup", "jup-workspace"
+    route = f"{gw}/notebook/{NS}/{name}"
+    async with httpx.AsyncClient(base_url=gw, timeout=20) as http:
+        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+               "spec": {"accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "64Mi"}}}}
+        assert (await http.post(PVCS, json=pvc)).status_code == 201
+        created = await http.post(NOTEBOOKS, json=notebook_body(name, claim))
+        assert created.status_code == 201, created.text
+        assert "notebooks.kubeflow.org/finalizer" in created.json()["metadata"]["finalizers"]
+
+        async def notebook() -> dict[str, Any]:
+            return (await http.get(f"{NOTEBOOKS}/{name}")).json()
+
+        async def ready() -> dict[str, Any] | None:
+            nb = await notebook()
+            return nb if (nb.get("status") or {}).get("readyReplicas") == 1 else None
+
+        async def answering() -> dict[str, Any] | None:
+            r = await http.get(f"{route}/api/status")
+            return r.json() if r.status_code == 200 else None
+
+        nb = await eventually(ready, what="readyReplicas 1")
+        assert nb["status"]["url"] == f"/notebook/{NS}/{name}/"
+        assert nb["status"]["endpoint"].startswith("http://127.0.0.1:")
+        assert "running" in nb["status"]["containerState"]
+        assert nb["status"]["conditions"][0]["type"] == "Ready"
+        assert nb["status"]["conditions"][0]["status"] == "True"
+        assert "notebooks.kubeflow.org/last-activity" in nb["metadata"]["annotations"]
+        server = await eventually(answering, what="Jupyter's /api/status through the gateway")
+        assert "started" in server and "kernels" in server
+        workload = await runtime.status(NS, f"nb-{name}")
+        assert workload.image == "kubeflownotebookswg/jupyter-scipy:v1.8.0"
+        assert workload.labels["notebook-name"] == name
+        assert workload.labels["shipyard.io/service"] == "notebook"
+
+        # The workspace is the claim's volume, mounted at /home/jovyan.
+        put = await http.put(f"{route}/api/contents/hello.txt",
+                             json={"type": "file", "format": "text", "content": "hello\n"})
+        assert put.status_code == 201, put.text
+        volume = await runtime.resolve_volume(NS, claim)
+        assert (volume / "hello.txt").read_text() == "hello\n"
+
+        # A kernel, driven over the gateway's WebSocket proxy with the Jupyter protocol.
+        kernel = await http.post(f"{route}/api/kernels", json={"name": "python3"})
+        assert kernel.status_code == 201, kernel.text
+        ws_url = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
+        assert await run_code(ws_url, "print(6*7)") == "42\n"
+        env = await run_code(ws_url, "import os; print(os.environ['NB_PREFIX'], os.getcwd(), "
+                                     "os.environ['GREETING'])")
+        assert env.split() == [f"/notebook/{NS}/{name}", "/home/jovyan", "one"]
+
+        # A crash of the notebook service: the running server is adopted, not started again.
+        await asyncio.to_thread(restart_notebook_service, platform)
+        await asyncio.sleep(1.0)  # the new controller's first pass
+        again = await eventually(ready, what="readyReplicas 1 after the service restart")
+        assert again["status"]["endpoint"] == nb["status"]["endpoint"]
+        assert (await eventually(answering))["started"] == server["started"]
+        kernels = (await http.get(f"{route}/api/kernels")).json()
+        assert [k["id"] for k in kernels] == [kernel.json()["id"]]
+
+        # A spec change (generation 2) replaces the server with one built from the new spec.
+        patched = await http.patch(f"{NOTEBOOKS}/{name}", headers=MERGE, json={
+            "spec": notebook_body(name, claim, env_value="two")["spec"]})
+        assert patched.json()["metadata"]["generation"] == 2
+
+        async def new_server() -> dict[str, Any] | None:
+            status = await answering()
+            return status if status and status["started"] != server["started"] else None
+
+        await eventually(new_server, what="a new server for generation 2")
+        kernel = await http.post(f"{route}/api/kernels", json={"name": "python3"})
+        ws_url = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
+        assert await run_code(ws_url, "import os; print(os.environ['GREETING'])") == "two\n"
+
+        # Stop by annotation: no server, no route, readyReplicas 0.
+        stop = {"metadata": {"annotations": {"kubeflow-resource-stopped": "now"}}}
+        assert (await http.patch(f"{NOTEBOOKS}/{name}", headers=MERGE, json=stop)).is_success
+
+        async def stopped() -> dict[str, Any] | None:
+            nb = await notebook()
+            conds = (nb.get("status") or {}).get("conditions") or [{}]
+            return nb if conds[0].get("reason") == "Stopped" else None
+
+        nb = await eventually(stopped, what="the Stopped condition")
+        assert nb["status"]["readyReplicas"] == 0 and "endpoint" not in nb["status"]
+        with pytest.raises(WorkloadNotFound):
+            await runtime.status(NS, f"nb-{name}")
+
+        async def route_gone() -> bool:
+            return (await http.get(f"{route}/api/status")).status_code != 200
+
+        await eventually(route_gone, what="the route to go away")
+
+        # Start again by removing the annotation; the workspace is still there.
+        start = {"metadata": {"annotations": {"kubeflow-resource-stopped": None}}}
+        assert (await http.patch(f"{NOTEBOOKS}/{name}", headers=MERGE, json=start)).is_success
+        await eventually(ready, what="readyReplicas 1 after start")
+        await eventually(answering, what="the route after start")
+        got = await http.get(f"{route}/api/contents/hello.txt")
+        assert got.json()["content"] == "hello\n"
+
+        # Delete: the finalizer holds the object until the server is gone; then the claim,
+        # no longer in use, can go too.
+        assert (await http.delete(f"{NOTEBOOKS}/{name}")).status_code == 200
+
+        async def deleted() -> bool:
+            return (await http.get(f"{NOTEBOOKS}/{name}")).status_code == 404
+
+        await eventually(deleted, what="the notebook to be deleted")
+        with pytest.raises(WorkloadNotFound):
+            await runtime.status(NS, f"nb-{name}")
+        gone = await http.delete(f"{PVCS}/{claim}")
+        assert gone.status_code == 200, gone.text
+        await eventually(route_gone, what="the route to go away after delete")
+
+
+async def test_create_notebook_invalid_volume_reported(platform: Any) -> None:
+    """A spec the runtime cannot run gets a status that says why, and no server."""
+    body = notebook_body("broken", "none")
+    body["spec"]["template"]["spec"]["volumes"] = [{"name": "workspace",
+                                                    "configMap": {"name": "cm"}}]
+    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=20) as http:
+        assert (await http.post(NOTEBOOKS, json=body)).status_code == 201
+
+        async def reported() -> dict[str, Any] | None:
+            nb = (await http.get(f"{NOTEBOOKS}/broken")).json()
+            waiting = ((nb.get("status") or {}).get("containerState") or {}).get("waiting")
+            return waiting if waiting and waiting["reason"] == "InvalidSpec" else None
+
+        waiting = await eventually(reported, within=10, what="InvalidSpec")
+        assert "volumes[0]" in waiting["message"]
+        assert (await http.delete(f"{NOTEBOOKS}/broken")).status_code == 200
