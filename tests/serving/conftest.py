@@ -1,0 +1,94 @@
+"""Fixtures of the serving tests: tiny models written to disk, the platform's API client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.common.runtime import LocalRuntime
+from services.common.settings import SINGLE_USER_NAMESPACE as NS
+
+ISVC_PATH = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
+PVC_PATH = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
+
+# A model in the dependency-free ``python`` format that answers with the revision serving it
+# (K_REVISION, as Knative sets it), so a traffic split can be counted.
+REVISION_MODEL = """import os
+
+def predict(instances):
+    return [os.environ["K_REVISION"] for _ in instances]
+"""
+
+
+def train_sklearn(directory: Path) -> Any:
+    """A LogisticRegression on separable iris-like data (4 features, 3 classes), dumped."""
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(7)
+    centers = np.array([[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.0]])
+    x = np.concatenate([c + rng.normal(scale=0.15, size=(40, 4)) for c in centers])
+    y = np.repeat([0, 1, 2], 40)
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, directory / "model.joblib")
+    return model
+
+
+@pytest.fixture(scope="module")
+def api(platform: Any) -> httpx.Client:
+    with httpx.Client(base_url=platform.gateway_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def claim(platform: Any, api: httpx.Client) -> Callable[[str], Path]:
+    """Create a PVC through the API and return its data directory on this host."""
+
+    def make(name: str) -> Path:
+        body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}}
+        r = api.post(PVC_PATH, json=body)
+        assert r.status_code in (201, 409), r.text
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if (api.get(f"{PVC_PATH}/{name}").json().get("status") or {}).get("phase") == "Bound":
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"claim {name} never bound")
+        import asyncio
+
+        return asyncio.run(LocalRuntime(platform.state_dir).resolve_volume(NS, name))
+
+    return make
+
+
+def wait_isvc(api: httpx.Client, name: str, until: Callable[[dict[str, Any]], bool],
+              timeout: float = 30) -> dict[str, Any]:
+    """Poll the InferenceService until ``until(obj)``; fail with its last status otherwise."""
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = api.get(f"{ISVC_PATH}/{name}").json()
+        if until(obj):
+            return obj
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not get there in {timeout}s: {obj.get('status')}")
+
+
+def ready(obj: dict[str, Any]) -> bool:
+    conds = (obj.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+def isvc(name: str, predictor: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": name}, "spec": {"predictor": predictor}}

@@ -1,0 +1,197 @@
+"""InferenceServices end to end: real platform processes, real model servers, real gateway."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from services.common.runtime import LocalRuntime
+from services.common.settings import SINGLE_USER_NAMESPACE as NS
+
+from .conftest import ISVC_PATH, REVISION_MODEL, isvc, ready, train_sklearn, wait_isvc
+
+SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
+
+
+@pytest.fixture(scope="module")
+def sklearn_isvc(api: httpx.Client, claim: Any) -> dict[str, Any]:
+    """An sklearn model on a PVC, served over V2 (both protocols answer)."""
+    data = claim("models")
+    train_sklearn(data / "iris")
+    body = isvc("iris", {"model": {"modelFormat": {"name": "sklearn"},
+                                   "protocolVersion": "v2",
+                                   "storageUri": "pvc://models/iris"}})
+    r = api.post(ISVC_PATH, json=body)
+    assert r.status_code == 201, r.text
+    return wait_isvc(api, "iris", ready)
+
+
+def test_create_inferenceservice_status_shape(sklearn_isvc: dict[str, Any],
+                                              platform: Any) -> None:
+    status = sklearn_isvc["status"]
+    url = f"{platform.gateway_url}/serving/{NS}/iris"
+    assert status["url"] == url and status["address"] == {"url": url}
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "IngressReady": "True", "PredictorReady": "True", "Ready": "True"}
+    pred = status["components"]["predictor"]
+    assert pred["latestCreatedRevision"] == pred["latestReadyRevision"] == \
+        pred["latestRolledoutRevision"] == "iris-predictor-00001"
+    assert pred["traffic"] == [{"revisionName": "iris-predictor-00001", "percent": 100,
+                                "latestRevision": True}]
+    assert status["modelStatus"]["transitionStatus"] == "UpToDate"
+    assert status["modelStatus"]["states"] == {"activeModelState": "Loaded",
+                                               "targetModelState": "Loaded"}
+    spec = sklearn_isvc["spec"]["predictor"]
+    assert spec["minReplicas"] == 1  # KServe's default, applied on create
+
+
+def test_predict_v1_through_gateway(sklearn_isvc: dict[str, Any], api: httpx.Client) -> None:
+    base = f"/serving/{NS}/iris"
+    assert api.get(f"{base}/v1/models/iris").json() == {"name": "iris", "ready": True}
+    r = api.post(f"{base}/v1/models/iris:predict", json={"instances": SAMPLES})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": [0, 2]}
+    missing = api.post(f"{base}/v1/models/other:predict", json={"instances": SAMPLES})
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_infer_v2_tritonclient_through_gateway(sklearn_isvc: dict[str, Any],
+                                               platform: Any) -> None:
+    """tritonclient takes the gateway's path prefix inside ``url`` (host:port/path)."""
+    import tritonclient.http as triton
+
+    host = platform.gateway_url.removeprefix("http://")
+    client = triton.InferenceServerClient(url=f"{host}/serving/{NS}/iris")
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("iris")
+        meta = client.get_model_metadata("iris")
+        assert meta["name"] == "iris" and meta["inputs"][0]["shape"] == [-1, 4]
+        x = np.array(SAMPLES, dtype=np.float32)
+        tensor = triton.InferInput("input-0", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)  # binary tensor extension, tritonclient's default
+        result = client.infer("iris", [tensor], request_id="42")
+        assert result.as_numpy("output-0").tolist() == [0, 2]
+        assert result.get_response()["id"] == "42"
+        as_json = triton.InferInput("input-0", list(x.shape), "FP64")
+        as_json.set_data_from_numpy(x.astype(np.float64), binary_data=False)
+        out = triton.InferRequestedOutput("output-0", binary_data=False)
+        result = client.infer("iris", [as_json], outputs=[out])
+        assert result.get_response()["outputs"][0]["data"] == [0, 2]
+    finally:
+        client.close()
+
+
+def test_infer_v2_bad_tensor_oip_error(sklearn_isvc: dict[str, Any], api: httpx.Client) -> None:
+    r = api.post(f"/serving/{NS}/iris/v2/models/iris/infer", json={"inputs": [
+        {"name": "input-0", "shape": [3, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+    assert r.status_code == 400
+    assert r.json() == {"error": "input input-0: 4 elements, shape [3, 4] needs 12"}
+
+
+def test_create_inferenceservice_bad_spec_422(api: httpx.Client) -> None:
+    bad = isvc("bad", {"model": {"modelFormat": {}, "storageUri": "file:///m",
+                                 "protocolVersion": "v3", "colour": "red"},
+                       "minReplicas": 2, "maxReplicas": 1, "canaryTrafficPercent": 101})
+    r = api.post(ISVC_PATH, json=bad)
+    assert r.status_code == 422, r.text
+    fields = {c["field"] for c in r.json()["details"]["causes"]}
+    assert {"spec.predictor.model.modelFormat.name", "spec.predictor.model.protocolVersion",
+            "spec.predictor.model.colour",
+            "spec.predictor.canaryTrafficPercent"} <= fields, fields
+    semantic = isvc("bad", {"model": {"modelFormat": {"name": "sklearn"},
+                                      "storageUri": "s3://bucket/m"},
+                            "minReplicas": 3, "maxReplicas": 2})
+    causes = api.post(ISVC_PATH, json=semantic).json()["details"]["causes"]
+    assert {c["field"] for c in causes} == {"spec.predictor.maxReplicas",
+                                             "spec.predictor.model.storageUri"}
+    zero = isvc("bad", {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://m/x"},
+                        "minReplicas": 0})
+    r = api.post(ISVC_PATH, json=zero)
+    assert r.status_code == 422 and "scale to zero is not supported" in r.text
+
+
+def test_update_inferenceservice_canary_split_then_promote(api: httpx.Client, claim: Any,
+                                                           platform: Any) -> None:
+    """30% canary: both revisions answer ~30/70 through the gateway; removing it promotes."""
+    data: Path = claim("canary-models")
+    for version in ("a", "b"):
+        (data / version).mkdir(parents=True, exist_ok=True)
+        (data / version / "model.py").write_text(REVISION_MODEL)
+    predictor = {"model": {"modelFormat": {"name": "python"}, "storageUri": "pvc://canary-models/a"}}
+    assert api.post(ISVC_PATH, json=isvc("rev", predictor)).status_code == 201
+    wait_isvc(api, "rev", ready)
+    url = f"/serving/{NS}/rev/v1/models/rev:predict"
+    assert api.post(url, json={"instances": [1]}).json() == {"predictions": ["rev-predictor-00001"]}
+
+    patch = {"spec": {"predictor": {"canaryTrafficPercent": 30,
+                                    "model": {"storageUri": "pvc://canary-models/b"}}}}
+    r = api.patch(f"{ISVC_PATH}/rev", json=patch,
+                  headers={"content-type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    obj = wait_isvc(api, "rev", lambda o: len(o["status"]["components"]["predictor"]
+                                                 .get("traffic", [])) == 2)
+    pred = obj["status"]["components"]["predictor"]
+    assert pred["latestRolledoutRevision"] == "rev-predictor-00001"
+    assert pred["latestCreatedRevision"] == "rev-predictor-00002"
+    assert [(t["revisionName"], t["percent"], t["tag"]) for t in pred["traffic"]] == [
+        ("rev-predictor-00001", 70, "prev"), ("rev-predictor-00002", 30, "latest")]
+    time.sleep(0.3)  # the gateway applies the route event asynchronously
+    seen = Counter(api.post(url, json={"instances": [1]}).json()["predictions"][0]
+                   for _ in range(200))
+    assert set(seen) == {"rev-predictor-00001", "rev-predictor-00002"}, seen
+    assert 35 <= seen["rev-predictor-00002"] <= 85, seen  # 30% of 200 = 60, ~5 sigma
+
+    r = api.patch(f"{ISVC_PATH}/rev", json={"spec": {"predictor": {"canaryTrafficPercent": None}}},
+                  headers={"content-type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    obj = wait_isvc(api, "rev", lambda o: o["status"]["components"]["predictor"].get(
+        "latestRolledoutRevision") == "rev-predictor-00002" and ready(o))
+    pred = obj["status"]["components"]["predictor"]
+    assert pred["previousRolledoutRevision"] == "rev-predictor-00001"
+    assert pred["traffic"] == [{"revisionName": "rev-predictor-00002", "percent": 100,
+                                "latestRevision": True}]
+    runtime = LocalRuntime(platform.state_dir)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        import asyncio
+
+        names = [w.name for w in asyncio.run(runtime.list(
+            {"serving.kserve.io/inferenceservice": "rev"}, namespace=NS))]
+        if names == ["isvc-rev-2"]:
+            break
+        time.sleep(0.1)
+    assert names == ["isvc-rev-2"]
+    time.sleep(0.3)
+    answers = {api.post(url, json={"instances": [1]}).json()["predictions"][0] for _ in range(20)}
+    assert answers == {"rev-predictor-00002"}
+
+
+def test_delete_inferenceservice_stops_workloads(api: httpx.Client, claim: Any,
+                                                 platform: Any) -> None:
+    import asyncio
+
+    data: Path = claim("gone-models")
+    (data / "m").mkdir(exist_ok=True)
+    (data / "m" / "model.py").write_text(REVISION_MODEL)
+    body = isvc("gone", {"model": {"modelFormat": {"name": "python"},
+                                   "storageUri": f"file://{data / 'm'}"}})
+    assert api.post(ISVC_PATH, json=body).status_code == 201
+    wait_isvc(api, "gone", ready)
+    runtime = LocalRuntime(platform.state_dir)
+    selector = {"serving.kserve.io/inferenceservice": "gone"}
+    assert len(asyncio.run(runtime.list(selector, namespace=NS))) == 1
+    assert api.delete(f"{ISVC_PATH}/gone").status_code == 200
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and api.get(f"{ISVC_PATH}/gone").status_code != 404:
+        time.sleep(0.1)
+    assert api.get(f"{ISVC_PATH}/gone").status_code == 404
+    assert asyncio.run(runtime.list(selector, namespace=NS)) == []
+    r = api.post(f"/serving/{NS}/gone/v1/models/gone:predict", json={"instances": [1]})
+    assert r.status_code in (404, 503)
