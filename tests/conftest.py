@@ -7,6 +7,8 @@ throwaway ones. Each test session gets its own fresh database, dropped at the en
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,14 +45,42 @@ def _psql(dsn: str, sql: str) -> None:
     asyncio.run(run())
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh Postgres database for this test session, as an SQLAlchemy asyncpg URL."""
-    name = f"shipyard_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def fresh_database(prefix: str = "shipyard_test") -> Iterator[str]:
+    """A new Postgres database (an SQLAlchemy asyncpg URL), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     _psql(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    finally:
+        _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh Postgres database for this test session."""
+    with fresh_database() as url:
+        yield url
+
+
+async def serve_app(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
+    """Run an ASGI app with uvicorn on 127.0.0.1:port in this loop; (server, task) once up.
+
+    Stop it with ``server.should_exit = True`` and await the task.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(400):
+        if server.started:
+            return server, task
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"the app did not start on port {port}")
 
 
 @pytest.fixture(scope="session")

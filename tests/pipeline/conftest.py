@@ -28,7 +28,7 @@ from services.common.identity import AssertionMinter
 from services.common.settings import SINGLE_USER_NAMESPACE
 from services.pipeline.app import create_app
 from services.pipeline.settings import Settings
-from tests.conftest import PG_ADMIN_DSN, _psql, free_port
+from tests.conftest import free_port, fresh_database, serve_app
 
 WF_PATH = "/apis/argoproj.io/v1alpha1/namespaces/{ns}/workflows"
 
@@ -105,28 +105,15 @@ class Gateway(WorkflowDoor):
 
 
 async def start_service(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
-                                           log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(400):
-        if server.started:
-            return server, task
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    raise RuntimeError("service did not start")
+    return await serve_app(create_app(settings), settings.port)
 
 
 @pytest.fixture(scope="session")
 def pipeline_db() -> Iterator[str]:
     """A database of its own, so the platform's pipeline service (on the session database)
     never reconciles this service's workflows, nor this one the platform's."""
-    name = f"shipyard_test_pl_{uuid.uuid4().hex[:8]}"
-    _psql(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("shipyard_test_pl") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

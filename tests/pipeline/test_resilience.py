@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 
 from services.common.identity import AssertionMinter
 from services.common.runtime import LocalRuntime
-from tests.conftest import PG_ADMIN_DSN, _psql, free_port
+from tests.conftest import free_port, fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "pl-resilience"
@@ -28,11 +27,8 @@ NS = "pl-resilience"
 @pytest.fixture
 def fresh_db() -> Iterator[str]:
     """A database of its own: no other pipeline service may reconcile these workflows."""
-    name = f"shipyard_test_pl_{uuid.uuid4().hex[:8]}"
-    _psql(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("shipyard_test_pl") as url:
+        yield url
 
 
 class ServiceProcess:

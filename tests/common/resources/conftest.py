@@ -1,8 +1,8 @@
-"""A real notebook service (uvicorn on a free port) on the test Postgres and NATS.
+"""Real services (uvicorn on a free port) on the test Postgres and NATS.
 
-The resource machinery is tested through the notebook service's kinds
-(PersistentVolumeClaim in the core group, Notebook in kubeflow.org), because the
-official kubernetes client needs a real HTTP server to talk to.
+``widget_service`` serves test-only kinds with no controllers (see widgets.py): the
+resource machinery is tested through it, over HTTP, because the official kubernetes
+client needs a real server. ``notebook_service`` is the real notebook service.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import pytest
 import uvicorn
 
 from services.common.identity import AssertionMinter
+from services.common.settings import ServiceSettings
 from services.notebook.app import create_app
 from services.notebook.settings import Settings
-from tests.conftest import free_port
+from tests.common.resources import widgets
+from tests.conftest import free_port, serve_app
 
 NAMESPACE = "team-a"
 
@@ -35,17 +37,7 @@ class RunningService:
 
 
 async def start_service(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
-                                           log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            return server, task
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    raise RuntimeError("service did not start")
+    return await serve_app(create_app(settings), settings.port)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +50,22 @@ async def notebook_service(pg_url: str, nats_url: str,
     settings = Settings(database_url=pg_url, nats_url=nats_url, port=port, state_dir=state_dir,
                         gateway_public_key=minter.public_pem.decode())
     server, task = await start_service(settings)
+    yield RunningService(f"http://127.0.0.1:{port}", minter, server.config.app, state_dir)
+    server.should_exit = True
+    await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture(scope="module")
+async def widget_service(pg_url: str, nats_url: str,
+                         tmp_path_factory: pytest.TempPathFactory
+                         ) -> AsyncIterator[RunningService]:
+    minter = AssertionMinter()
+    port = free_port()
+    state_dir = Path(tmp_path_factory.mktemp("widgets"))
+    settings = ServiceSettings(service_name="widgets", database_url=pg_url, nats_url=nats_url,
+                               port=port, state_dir=state_dir,
+                               gateway_public_key=minter.public_pem.decode())
+    server, task = await serve_app(widgets.create_app(settings), port)
     yield RunningService(f"http://127.0.0.1:{port}", minter, server.config.app, state_dir)
     server.should_exit = True
     await asyncio.wait_for(task, 15)

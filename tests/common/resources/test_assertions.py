@@ -40,37 +40,37 @@ def cases(svc: RunningService) -> dict[str, dict[str, str]]:
 
 @pytest.mark.parametrize("case", ["missing", "garbage", "expired", "wrong key", "tampered",
                                   "bare user header"])
-async def test_request_without_valid_assertion_rejected(notebook_service: RunningService,
+async def test_request_without_valid_assertion_rejected(widget_service: RunningService,
                                                         case: str) -> None:
-    headers = cases(notebook_service)[case]
-    async with httpx.AsyncClient(base_url=notebook_service.url) as http:
+    headers = cases(widget_service)[case]
+    async with httpx.AsyncClient(base_url=widget_service.url) as http:
         for method in ("GET", "POST", "DELETE"):
             r = await http.request(method, PATH if method != "DELETE" else f"{PATH}/x",
                                    headers=headers, json={"metadata": {"name": "sneaky"}})
             assert r.status_code == 401, (case, method, r.text)
             assert r.json()["reason"] == "Unauthorized"
         # Nothing was created by the rejected POSTs.
-        listed = await http.get(PATH, headers=notebook_service.headers())
+        listed = await http.get(PATH, headers=widget_service.headers())
         assert "sneaky" not in [i["metadata"]["name"] for i in listed.json()["items"]]
 
 
-async def test_assertion_for_other_namespace_forbidden(notebook_service: RunningService) -> None:
-    async with httpx.AsyncClient(base_url=notebook_service.url) as http:
-        r = await http.get(PATH, headers=notebook_service.headers(namespace="team-b"))
+async def test_assertion_for_other_namespace_forbidden(widget_service: RunningService) -> None:
+    async with httpx.AsyncClient(base_url=widget_service.url) as http:
+        r = await http.get(PATH, headers=widget_service.headers(namespace="team-b"))
         assert r.status_code == 403
         assert "team-a" in r.json()["message"]
 
 
-async def test_view_role_cannot_write(notebook_service: RunningService) -> None:
-    async with httpx.AsyncClient(base_url=notebook_service.url) as http:
-        headers = notebook_service.headers(role="view")
+async def test_view_role_cannot_write(widget_service: RunningService) -> None:
+    async with httpx.AsyncClient(base_url=widget_service.url) as http:
+        headers = widget_service.headers(role="view")
         assert (await http.get(PATH, headers=headers)).status_code == 200
         r = await http.post(PATH, headers=headers, json={"metadata": {"name": "v"}, "spec": {}})
         assert r.status_code == 403
 
 
-async def test_health_endpoints_are_public(notebook_service: RunningService) -> None:
-    async with httpx.AsyncClient(base_url=notebook_service.url) as http:
+async def test_health_endpoints_are_public(widget_service: RunningService) -> None:
+    async with httpx.AsyncClient(base_url=widget_service.url) as http:
         assert (await http.get("/healthz")).status_code == 200
         ready = await http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == {"database": True,

@@ -8,7 +8,7 @@ import pytest
 from tests.common.resources.conftest import NAMESPACE, RunningService
 
 PVCS = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims"
-NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/notebooks"
+WIDGETS = f"/apis/test.shipyard.io/v1/namespaces/{NAMESPACE}/widgets"
 
 
 def good_pvc(name: str = "ok") -> dict:
@@ -18,9 +18,9 @@ def good_pvc(name: str = "ok") -> dict:
 
 
 @pytest.fixture
-async def http(notebook_service: RunningService):
-    async with httpx.AsyncClient(base_url=notebook_service.url,
-                                 headers=notebook_service.headers()) as c:
+async def http(widget_service: RunningService):
+    async with httpx.AsyncClient(base_url=widget_service.url,
+                                 headers=widget_service.headers()) as c:
         yield c
 
 
@@ -84,8 +84,8 @@ async def test_create_wrong_enum_value(http: httpx.AsyncClient) -> None:
 
 
 async def test_create_missing_required_nested_field(http: httpx.AsyncClient) -> None:
-    body = {"metadata": {"name": "nb"}, "spec": {"template": {}}}
-    assert_status(await http.post(NOTEBOOKS, json=body), 422, "spec.template.spec")
+    body = {"metadata": {"name": "w"}, "spec": {"parts": [{"name": "a"}, {"count": 2}]}}
+    assert_status(await http.post(WIDGETS, json=body), 422, "spec.parts[1].name")
 
 
 async def test_create_bad_label(http: httpx.AsyncClient) -> None:

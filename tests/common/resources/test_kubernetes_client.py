@@ -1,8 +1,8 @@
 """The official kubernetes Python client works unchanged against the resource API.
 
-The client talks straight to the notebook service here, with the gateway's identity
-assertion added as a default header; tests/test_platform.py does the same through
-the real gateway.
+The client talks straight to a service of test-only kinds here (widgets.py), with the
+gateway's identity assertion added as a default header; tests/test_platform.py does the
+same through the real gateway.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 from services.common.identity import ASSERTION_HEADER
 from tests.common.resources.conftest import NAMESPACE, RunningService
 
-GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "notebooks"
+GROUP, VERSION, PLURAL = "test.shipyard.io", "v1", "widgets"
 
 
 def api_client(svc: RunningService) -> client.ApiClient:
@@ -27,15 +27,14 @@ def api_client(svc: RunningService) -> client.ApiClient:
                             header_value=svc.headers()[ASSERTION_HEADER])
 
 
-def notebook(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "kubeflow.org/v1", "kind": "Notebook",
+def widget(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "test.shipyard.io/v1", "kind": "Widget",
             "metadata": {"name": name, "labels": labels or {}},
-            "spec": {"template": {"spec": {"containers": [
-                {"name": name, "image": "jupyter/base-notebook"}]}}}}
+            "spec": {"color": "green", "parts": [{"name": "bolt", "count": 4}]}}
 
 
-async def test_custom_objects_crud_and_watch(notebook_service: RunningService) -> None:
-    api = client.CustomObjectsApi(api_client(notebook_service))
+async def test_custom_objects_crud_and_watch(widget_service: RunningService) -> None:
+    api = client.CustomObjectsApi(api_client(widget_service))
     initial = await asyncio.to_thread(api.list_namespaced_custom_object, GROUP, VERSION,
                                       NAMESPACE, PLURAL)
     start_rv = initial["metadata"]["resourceVersion"]
@@ -58,14 +57,14 @@ async def test_custom_objects_crud_and_watch(notebook_service: RunningService) -
     watcher.start()
 
     created = await asyncio.to_thread(api.create_namespaced_custom_object, GROUP, VERSION,
-                                      NAMESPACE, PLURAL, notebook("nb1", {"stage": "dev"}))
+                                      NAMESPACE, PLURAL, widget("nb1", {"stage": "dev"}))
     assert created["metadata"]["uid"] and created["metadata"]["creationTimestamp"]
     await asyncio.to_thread(api.create_namespaced_custom_object, GROUP, VERSION, NAMESPACE,
-                            PLURAL, notebook("nb2", {"stage": "prod"}))
+                            PLURAL, widget("nb2", {"stage": "prod"}))
 
     got = await asyncio.to_thread(api.get_namespaced_custom_object, GROUP, VERSION, NAMESPACE,
                                   PLURAL, "nb1")
-    assert got["spec"]["template"]["spec"]["containers"][0]["image"] == "jupyter/base-notebook"
+    assert got["spec"] == {"color": "green", "size": 1, "parts": [{"name": "bolt", "count": 4}]}
 
     selected = await asyncio.to_thread(api.list_namespaced_custom_object, GROUP, VERSION,
                                        NAMESPACE, PLURAL, label_selector="stage=dev")
@@ -85,7 +84,7 @@ async def test_custom_objects_crud_and_watch(notebook_service: RunningService) -
     assert '"reason":"Conflict"' in conflict.value.body.replace(" ", "")
 
     fresh = dict(patched)
-    fresh["spec"]["template"]["spec"]["containers"][0]["image"] = "jupyter/scipy-notebook"
+    fresh["spec"]["color"] = "blue"
     replaced = await asyncio.to_thread(api.replace_namespaced_custom_object, GROUP, VERSION,
                                        NAMESPACE, PLURAL, "nb1", fresh)
     assert replaced["metadata"]["generation"] == 2
@@ -106,8 +105,8 @@ async def test_custom_objects_crud_and_watch(notebook_service: RunningService) -
     assert types.index("ADDED") < types.index("MODIFIED") < types.index("DELETED")
 
 
-async def test_core_v1_persistent_volume_claims(notebook_service: RunningService) -> None:
-    core = client.CoreV1Api(api_client(notebook_service))
+async def test_core_v1_persistent_volume_claims(widget_service: RunningService) -> None:
+    core = client.CoreV1Api(api_client(widget_service))
     body = client.V1PersistentVolumeClaim(
         metadata=client.V1ObjectMeta(name="data", labels={"app": "train"}),
         spec=client.V1PersistentVolumeClaimSpec(
