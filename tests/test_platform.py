@@ -18,7 +18,6 @@ from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 
 SEED = Path(__file__).parent / "seed"
-GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "notebooks"
 
 
 def shipyard(platform: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -34,38 +33,47 @@ def test_readyz_green_through_gateway(platform: Any) -> None:
 
 
 def test_kubernetes_client_through_gateway(platform: Any) -> None:
-    api = client.CustomObjectsApi(client.ApiClient(client.Configuration(
-        host=platform.gateway_url)))
-    body = {"apiVersion": "kubeflow.org/v1", "kind": "Notebook",
-            "metadata": {"name": "gw-nb", "labels": {"team": "ml"}},
-            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}}
-    start = api.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)
-    events: list[tuple[str, str]] = []
+    """CoreV1Api against the gateway: CRUD, 409 on a stale replace, and a watch that sees
+    ADDED, MODIFIED and DELETED (the notebook service's controller adds its own MODIFIED
+    events: Bound, and the pvc-protection finalizer's removal)."""
+    core = client.CoreV1Api(client.ApiClient(client.Configuration(host=platform.gateway_url)))
+    start = core.list_namespaced_persistent_volume_claim(NS)
+    events: list[tuple[str, str, str]] = []
 
     def run_watch() -> None:
         w = watch.Watch()
-        for event in w.stream(api.list_namespaced_custom_object, GROUP, VERSION, NS, PLURAL,
-                              resource_version=start["metadata"]["resourceVersion"],
+        for event in w.stream(core.list_namespaced_persistent_volume_claim, NS,
+                              resource_version=start.metadata.resource_version,
                               timeout_seconds=30):
-            events.append((event["type"], event["object"]["metadata"]["name"]))
+            obj = event["object"]
+            if obj.metadata.name != "gw-claim":
+                continue
+            events.append((event["type"], (obj.metadata.labels or {}).get("team", ""),
+                           (obj.status.phase if obj.status else None) or ""))
             if event["type"] == "DELETED":
                 w.stop()
 
     watcher = threading.Thread(target=run_watch, daemon=True)
     watcher.start()
-    created = api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
-    listed = api.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, label_selector="team=ml")
-    assert [i["metadata"]["name"] for i in listed["items"]] == ["gw-nb"]
-    api.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "gw-nb",
-                                       {"metadata": {"labels": {"team": "ops"}}})
+    body = client.V1PersistentVolumeClaim(
+        metadata=client.V1ObjectMeta(name="gw-claim", labels={"team": "ml"}),
+        spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteOnce"]))
+    created = core.create_namespaced_persistent_volume_claim(NS, body)
+    listed = core.list_namespaced_persistent_volume_claim(NS, label_selector="team=ml")
+    assert [i.metadata.name for i in listed.items] == ["gw-claim"]
+    core.patch_namespaced_persistent_volume_claim("gw-claim", NS,
+                                                  {"metadata": {"labels": {"team": "ops"}}})
     try:
-        api.replace_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "gw-nb", created)
+        core.replace_namespaced_persistent_volume_claim("gw-claim", NS, created)
         raise AssertionError("a stale resourceVersion must conflict")
     except ApiException as exc:
         assert exc.status == 409
-    api.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "gw-nb")
+    core.delete_namespaced_persistent_volume_claim("gw-claim", NS)
     watcher.join(30)
-    assert events == [("ADDED", "gw-nb"), ("MODIFIED", "gw-nb"), ("DELETED", "gw-nb")]
+    assert events[0] == ("ADDED", "ml", "")
+    assert ("MODIFIED", "ops", "Bound") in events
+    assert events[-1][0] == "DELETED"
+    assert [e[0] for e in events[1:-1]] == ["MODIFIED"] * (len(events) - 2)
 
 
 def test_seed_pvc_applies_and_binds(platform: Any) -> None:
