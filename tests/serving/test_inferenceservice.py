@@ -148,6 +148,16 @@ def test_update_inferenceservice_canary_split_then_promote(api: httpx.Client, cl
     assert set(seen) == {"rev-predictor-00001", "rev-predictor-00002"}, seen
     assert 35 <= seen["rev-predictor-00002"] <= 85, seen  # 30% of 200 = 60, ~5 sigma
 
+    r = api.patch(f"{ISVC_PATH}/rev", json={"spec": {"predictor": {"canaryTrafficPercent": 0}}},
+                  headers={"content-type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    wait_isvc(api, "rev", lambda o: [t["percent"] for t in o["status"]["components"]
+                                     ["predictor"]["traffic"]] == [100, 0])
+    time.sleep(0.3)
+    rolled_back = {api.post(url, json={"instances": [1]}).json()["predictions"][0]
+                   for _ in range(20)}
+    assert rolled_back == {"rev-predictor-00001"}  # 0 rolls back; the canary keeps running
+
     r = api.patch(f"{ISVC_PATH}/rev", json={"spec": {"predictor": {"canaryTrafficPercent": None}}},
                   headers={"content-type": "application/merge-patch+json"})
     assert r.status_code == 200, r.text
@@ -195,3 +205,24 @@ def test_delete_inferenceservice_stops_workloads(api: httpx.Client, claim: Any,
     assert asyncio.run(runtime.list(selector, namespace=NS)) == []
     r = api.post(f"/serving/{NS}/gone/v1/models/gone:predict", json={"instances": [1]})
     assert r.status_code in (404, 503)
+
+
+def test_create_inferenceservice_model_missing_reports_failure(api: httpx.Client,
+                                                               claim: Any) -> None:
+    """A model that cannot load shows in KServe's status fields, not only in logs."""
+    claim("empty-models")
+    body = isvc("broken", {"model": {"modelFormat": {"name": "sklearn"},
+                                     "storageUri": "pvc://empty-models/nothing-here"}})
+    assert api.post(ISVC_PATH, json=body).status_code == 201
+    obj = wait_isvc(api, "broken", lambda o: (o.get("status") or {}).get("modelStatus", {})
+                    .get("transitionStatus") == "BlockedByFailedLoad", timeout=20)
+    status = obj["status"]
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Ready"]["status"] == "False" and conds["PredictorReady"]["status"] == "False"
+    assert "does not exist" in conds["PredictorReady"]["message"]
+    failure = status["modelStatus"]["lastFailureInfo"]
+    assert failure["reason"] == "ModelLoadFailed"
+    assert failure["modelRevisionName"] == "broken-predictor-00001"
+    assert status["modelStatus"]["states"]["targetModelState"] == "FailedToLoad"
+    assert "url" not in status
+    assert api.delete(f"{ISVC_PATH}/broken").status_code == 200

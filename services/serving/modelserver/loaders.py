@@ -52,13 +52,14 @@ class SklearnModel:
     def __init__(self, name: str, model_dir: Path) -> None:
         self.name = name
         path = _find(model_dir, SKLEARN_FILES)
-        if path.suffix == ".joblib":
+        try:
             import joblib
-
-            self.estimator = joblib.load(path)
-        else:
+        except ImportError:  # plain pickles still load without joblib
             with path.open("rb") as f:
                 self.estimator = pickle.load(f)  # noqa: S301 - the user's own model file
+        else:
+            # joblib reads plain pickles too, and a model.pkl written by joblib.dump is common.
+            self.estimator = joblib.load(path)
         if not hasattr(self.estimator, "predict"):
             raise ModelLoadError(f"{path} holds a {type(self.estimator).__name__}, which has "
                                  "no predict()")
