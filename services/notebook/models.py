@@ -55,8 +55,6 @@ PVC = ResourceKind(
 NOTEBOOK = ResourceKind(
     group="kubeflow.org", version="v1", kind="Notebook", plural="notebooks",
     spec_model=NotebookSpec, service=SERVICE, short_names=("nb",),
-    # The notebook controller stops the server before the object goes away.
-    finalizer="notebooks.kubeflow.org/finalizer",
     columns=(PrinterColumn("READY", "status.readyReplicas"),
              PrinterColumn("URL", "status.url", wide=True)),
 )

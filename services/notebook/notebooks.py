@@ -9,8 +9,13 @@ workload and converges.
   service comes back after a crash is simply adopted: same process, same endpoint.
 - Stopped: the annotation ``kubeflow-resource-stopped`` (any value) deletes the workload;
   removing the annotation starts a new one.
-- Deleted: the finalizer ``notebooks.kubeflow.org/finalizer`` keeps the object until the
-  workload is gone.
+- Deleted: a delete guard stops the server *before* the object is removed, so when DELETE
+  answers the server is gone and its claims are free (what a finalizer would give, without
+  keeping a half-deleted object around; Kubeflow itself relies on garbage collection of the
+  StatefulSet). A Notebook that was created while an older version used the finalizer
+  ``notebooks.kubeflow.org/finalizer`` has it removed after the same teardown. Every
+  resync also sweeps orphans: a ``nb-*`` workload whose Notebook no longer exists (the
+  service crashed mid-delete) is deleted.
 
 Readiness is not polled by the controller: while a server starts, a background task waits
 on ``runtime.wait(..., ready=True)`` and enqueues the Notebook when it is ready (or has
@@ -27,6 +32,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from services.common.app import SERVICE_LABEL
 from services.common.controller import Controller, Key
 from services.common.resources import ResourceKind, ResourceStore, WatchEvent
 from services.common.resources.store import now_rfc3339
@@ -34,6 +40,7 @@ from services.common.runtime import Phase, Runtime, WorkloadNotFound, WorkloadSt
 from services.notebook.models import NOTEBOOK, PVC
 from services.notebook.workload import (
     GENERATION_LABEL,
+    NAME_LABEL,
     build_workload,
     claims_of,
     prefix,
@@ -42,7 +49,7 @@ from services.notebook.workload import (
 
 log = logging.getLogger(__name__)
 
-FINALIZER = "notebooks.kubeflow.org/finalizer"
+FINALIZER = "notebooks.kubeflow.org/finalizer"  # honoured on old objects, never added
 STOP_ANNOTATION = "kubeflow-resource-stopped"
 LAST_ACTIVITY_ANNOTATION = "notebooks.kubeflow.org/last-activity"
 
@@ -60,6 +67,33 @@ class NotebookController(Controller):
         self._waiters: dict[tuple[str, str], asyncio.Task[None]] = {}
         # (namespace, claim) -> notebooks whose server could not start for want of it
         self._claim_waiters: dict[tuple[str, str], set[str]] = {}
+        self._deleting: set[tuple[str, str]] = set()
+        store.add_delete_guard(NOTEBOOK, self.tear_down)
+
+    async def tear_down(self, notebook: dict[str, Any]) -> None:
+        """Delete guard: stop the server before its Notebook is removed."""
+        ns, name = notebook["metadata"]["namespace"], notebook["metadata"]["name"]
+        key = (ns, name)
+        self._deleting.add(key)  # no reconcile restarts it in between
+        try:
+            self._forget(ns, name)
+            await self.runtime.delete(ns, workload_name(name))
+            log.info("notebook %s/%s: server deleted", ns, name)
+        finally:
+            # The DELETE that follows wakes a last reconcile, which finds no object.
+            asyncio.get_running_loop().call_later(5.0, self._deleting.discard, key)
+
+    async def resync(self) -> None:
+        await super().resync()
+        await self.sweep_orphans()
+
+    async def sweep_orphans(self) -> None:
+        """Delete notebook workloads whose Notebook is gone (a crash between the two)."""
+        for wl in await self.runtime.list({SERVICE_LABEL: "notebook"}):
+            name = wl.labels.get(NAME_LABEL)
+            if name and await self.store.find(NOTEBOOK, wl.namespace, name) is None:
+                log.info("deleting orphaned notebook server %s/%s", wl.namespace, wl.name)
+                await self.runtime.delete(wl.namespace, wl.name)
 
     async def stop(self) -> None:
         for task in self._waiters.values():
@@ -90,15 +124,11 @@ class NotebookController(Controller):
             return
         meta = notebook["metadata"]
         if meta.get("deletionTimestamp"):
-            self._forget(namespace, name)
-            await self.runtime.delete(namespace, wl)
+            await self.tear_down(notebook)
             await self.store.remove_finalizer(NOTEBOOK, namespace, name, FINALIZER)
-            log.info("notebook %s/%s: server deleted", namespace, name)
             return
-        if FINALIZER not in (meta.get("finalizers") or []):
-            await self.store.patch(NOTEBOOK, namespace, name, {"metadata": {
-                "finalizers": [*(meta.get("finalizers") or []), FINALIZER]}})
-            return  # the change wakes this reconcile again
+        if (namespace, name) in self._deleting:
+            return
         if STOP_ANNOTATION in (meta.get("annotations") or {}):
             self._cancel_waiter(namespace, name)
             await self.runtime.delete(namespace, wl)
@@ -111,7 +141,13 @@ class NotebookController(Controller):
                 return  # the spec cannot run; its status says why
         if not current.ready and not current.finished:
             self._watch_until_ready(namespace, name)
-        await self._write_status(notebook, running_status(notebook, current))
+        status = running_status(notebook, current)
+        if status["readyReplicas"] == 1 and (notebook.get("status") or {}).get(
+                "readyReplicas") != 1:
+            # The idle clock starts when the server can first be used, not when it was
+            # launched: a slow start must not count as idleness.
+            await self._mark_activity(namespace, name)
+        await self._write_status(notebook, status)
 
     async def _current(self, notebook: dict[str, Any]) -> WorkloadStatus | None:
         """The workload if it still serves this generation of this Notebook, else None."""
@@ -162,9 +198,12 @@ class NotebookController(Controller):
             self._await_claims(ns, name, claims_of(notebook))
         # A fresh server starts a fresh idle clock: a stale last-activity annotation would
         # cull it again right away (kubeflow#6648).
-        await self.store.patch(NOTEBOOK, ns, name, {"metadata": {"annotations": {
-            LAST_ACTIVITY_ANNOTATION: now_rfc3339()}}})
+        await self._mark_activity(ns, name)
         return status
+
+    async def _mark_activity(self, namespace: str, name: str) -> None:
+        await self.store.patch(NOTEBOOK, namespace, name, {"metadata": {"annotations": {
+            LAST_ACTIVITY_ANNOTATION: now_rfc3339()}}})
 
     # ------------------------------------------------------------------ helpers
     async def _write_status(self, notebook: dict[str, Any], status: dict[str, Any]) -> None:
