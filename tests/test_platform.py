@@ -179,32 +179,35 @@ def test_notebook_route_follows_resource_events(platform: Any) -> None:
 
 
 def test_cli_get_watch_delete_round_trip(platform: Any) -> None:
-    doc = ("apiVersion: kubeflow.org/v1\nkind: Notebook\nmetadata:\n  name: cli-nb\n"
-           "  labels: {owner: cli}\nspec:\n  template:\n    spec:\n      containers:\n"
-           "      - {name: c, image: jupyter/base-notebook}\n")
+    import json
+
+    doc = ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: cli-claim\n"
+           "  labels: {owner: cli}\nspec:\n  accessModes: [ReadWriteOnce]\n")
     watcher = subprocess.Popen([sys.executable, "-m", "shipyard.cli", "--server",
-                                platform.gateway_url, "get", "notebooks", "-w", "-l", "owner=cli"],
+                                platform.gateway_url, "get", "pvc", "-w", "-l", "owner=cli"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
         assert shipyard(platform, "apply", "-f", "-", stdin=doc).stdout.strip() == (
-            "notebook.kubeflow.org/cli-nb created")
+            "persistentvolumeclaim/cli-claim created")
         changed = doc.replace("owner: cli}", "owner: cli, tier: gold}")
         assert shipyard(platform, "apply", "-f", "-", stdin=changed).stdout.strip() == (
-            "notebook.kubeflow.org/cli-nb configured")
-        as_json = shipyard(platform, "get", "nb", "-o", "json")
-        import json
-
-        listed = json.loads(as_json.stdout)
+            "persistentvolumeclaim/cli-claim configured")
+        listed = json.loads(shipyard(platform, "get", "pvc", "-o", "json").stdout)
         assert listed["kind"] == "List"
         assert [i["metadata"]["labels"] for i in listed["items"]
-                if i["metadata"]["name"] == "cli-nb"] == [{"owner": "cli", "tier": "gold"}]
+                if i["metadata"]["name"] == "cli-claim"] == [{"owner": "cli", "tier": "gold"}]
         # Listing across namespaces needs a cluster admin; the error says so.
-        everywhere = shipyard(platform, "get", "notebooks", "-A")
+        everywhere = shipyard(platform, "get", "pvc", "-A")
         assert everywhere.returncode == 1 and "cluster scope" in everywhere.stderr
-        deleted = shipyard(platform, "delete", "notebook", "cli-nb")
-        assert deleted.stdout.strip() == 'notebook.kubeflow.org "cli-nb" deleted'
-        missing = shipyard(platform, "delete", "notebook", "cli-nb")
+        deleted = shipyard(platform, "delete", "pvc", "cli-claim")
+        assert deleted.stdout.strip() == 'persistentvolumeclaim "cli-claim" deleted'
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if shipyard(platform, "get", "pvc", "cli-claim").returncode == 1:
+                break
+            time.sleep(0.2)
+        missing = shipyard(platform, "delete", "pvc", "cli-claim")
         assert missing.returncode == 1 and "not found" in missing.stderr
         time.sleep(1.0)
     finally:
@@ -212,7 +215,7 @@ def test_cli_get_watch_delete_round_trip(platform: Any) -> None:
         out, _ = watcher.communicate(timeout=10)
     rows = [line.split() for line in out.splitlines()]
     assert rows[0][0] == "NAME"
-    assert [r[0] for r in rows[1:]] == ["cli-nb", "cli-nb", "cli-nb"], out
+    assert len(rows) >= 4 and {r[0] for r in rows[1:]} == {"cli-claim"}, out
 
 
 def test_seed_workflow_through_cli(platform: Any) -> None:
