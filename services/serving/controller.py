@@ -46,6 +46,7 @@ FINALIZER = "inferenceservice.finalizers"
 PVC_MOUNT = "/mnt/pvc"
 MODEL_MOUNT = "/mnt/models"
 MODEL_SERVER = "services.serving.modelserver"
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class StorageError(Exception):
@@ -140,7 +141,10 @@ class InferenceServiceController(Controller):
         meta, predictor = isvc["metadata"], isvc["spec"]["predictor"]
         ns, name = meta["namespace"], meta["name"]
         rev = revision_name(name, number)
-        env = [{"name": "K_REVISION", "value": rev},
+        # One BLAS thread per server: requests are small and concurrent, and spinning BLAS
+        # threads on a few cores halve throughput (the user's env may still override it).
+        env = [*({"name": var, "value": "1"} for var in BLAS_THREAD_VARS),
+               {"name": "K_REVISION", "value": rev},
                {"name": "K_SERVICE", "value": f"{name}-predictor"},
                {"name": "K_CONFIGURATION", "value": f"{name}-predictor"}]
         labels = {**self.labels, **(predictor.get("labels") or {}), ISVC_LABEL: name,
