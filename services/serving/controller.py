@@ -174,6 +174,9 @@ class InferenceServiceController(Controller):
             env.append({"name": "SHIPYARD_PATH_PREFIX", "value": f"/serving/{ns}/{name}"})
         env += [{"name": e["name"], "value": e.get("value") or ""}
                 for e in container.get("env") or []]
+        # The predictor's own pod volumes (persistentVolumeClaim, emptyDir) and mounts.
+        volumes = [*volumes, *(predictor.get("volumes") or [])]
+        mounts = [*mounts, *(container.get("volumeMounts") or [])]
         resources = container.get("resources") or {}
         return WorkloadSpec.model_validate({
             "kind": "server", "namespace": ns, "name": workload_name(name, number),

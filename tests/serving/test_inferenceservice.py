@@ -226,3 +226,24 @@ def test_create_inferenceservice_model_missing_reports_failure(api: httpx.Client
     assert status["modelStatus"]["states"]["targetModelState"] == "FailedToLoad"
     assert "url" not in status
     assert api.delete(f"{ISVC_PATH}/broken").status_code == 200
+
+
+def test_create_inferenceservice_custom_container(api: httpx.Client, claim: Any) -> None:
+    """A custom predictor runs its own command on $PORT and gets the gateway's path prefix."""
+    data: Path = claim("custom-models")
+    (data / "m").mkdir(exist_ok=True)
+    (data / "m" / "model.py").write_text(REVISION_MODEL)
+    container = {"name": "kserve-container", "image": "example/custom:1",
+                 "command": ["python", "-m", "services.serving.modelserver"],
+                 "args": ["--model-name", "custom", "--model-dir", "/mnt/models/m",
+                          "--model-format", "python", "--port", "$(PORT)"],
+                 "volumeMounts": [{"name": "models", "mountPath": "/mnt/models",
+                                   "readOnly": True}],
+                 "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}}}
+    predictor = {"containers": [container], "volumes": [
+        {"name": "models", "persistentVolumeClaim": {"claimName": "custom-models"}}]}
+    assert api.post(ISVC_PATH, json=isvc("custom", predictor)).status_code == 201
+    wait_isvc(api, "custom", ready)
+    r = api.post(f"/serving/{NS}/custom/v1/models/custom:predict", json={"instances": [0, 0]})
+    assert r.json() == {"predictions": ["custom-predictor-00001"] * 2}
+    assert api.delete(f"{ISVC_PATH}/custom").status_code == 200

@@ -26,8 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--protocol", choices=("v1", "v2"), default="v1")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--path-prefix", default="",
-                        help="also serve under this prefix (e.g. /serving/<ns>/<isvc>)")
+    parser.add_argument("--path-prefix", default=os.environ.get("SHIPYARD_PATH_PREFIX", ""),
+                        help="also serve under this prefix (e.g. /serving/<ns>/<isvc>); "
+                        "default $SHIPYARD_PATH_PREFIX, which custom predictors are given")
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
