@@ -247,3 +247,14 @@ def test_create_inferenceservice_custom_container(api: httpx.Client, claim: Any)
     r = api.post(f"/serving/{NS}/custom/v1/models/custom:predict", json={"instances": [0, 0]})
     assert r.json() == {"predictions": ["custom-predictor-00001"] * 2}
     assert api.delete(f"{ISVC_PATH}/custom").status_code == 200
+
+
+def test_create_inferenceservice_legacy_sklearn_block(sklearn_isvc: dict[str, Any],
+                                                      api: httpx.Client) -> None:
+    """The pre-``model`` spelling (``predictor.sklearn``) serves the same model over V1."""
+    body = isvc("legacy", {"sklearn": {"storageUri": "pvc://models/iris/model.joblib"}})
+    assert api.post(ISVC_PATH, json=body).status_code == 201
+    wait_isvc(api, "legacy", ready)
+    r = api.post(f"/serving/{NS}/legacy/v1/models/legacy:predict", json={"instances": SAMPLES})
+    assert r.json() == {"predictions": [0, 2]}
+    assert api.delete(f"{ISVC_PATH}/legacy").status_code == 200
