@@ -227,3 +227,44 @@ async def test_create_notebook_invalid_volume_reported(platform: Any) -> None:
         waiting = await eventually(reported, within=10, what="InvalidSpec")
         assert "volumes[0]" in waiting["message"]
         assert (await http.delete(f"{NOTEBOOKS}/broken")).status_code == 200
+
+
+ECHO_SERVER = """
+import http.server, os
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (f"path={self.path} auth={self.headers.get('Authorization')} "
+                f"prefix={os.environ['NB_PREFIX']}").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Echo).serve_forever()
+"""
+
+
+async def test_custom_command_notebook_behind_gateway(platform: Any) -> None:
+    """A container with its own command (a custom image) runs it, with NB_PREFIX and PORT;
+    the gateway routes to it without the caller's Authorization header."""
+    body = {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "metadata": {"name": "echo"},
+            "spec": {"template": {"spec": {"containers": [{
+                "name": "echo", "image": "example.com/custom:1",
+                "command": ["python3", "-c", ECHO_SERVER]}]}}}}
+    route = f"{platform.gateway_url}/notebook/{NS}/echo"
+    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=20) as http:
+        assert (await http.post(NOTEBOOKS, json=body)).status_code == 201
+
+        async def echoed() -> str | None:
+            r = await http.get(f"{route}/lab", headers={"Authorization": "Bearer not-for-it"})
+            return r.text if r.status_code == 200 else None
+
+        text = await eventually(echoed, what="the custom server through the gateway")
+        assert text == f"path=/notebook/{NS}/echo/lab auth=None prefix=/notebook/{NS}/echo"
+        assert (await http.delete(f"{NOTEBOOKS}/echo")).status_code == 200
+
+        async def route_gone() -> bool:
+            return (await http.get(f"{route}/lab")).status_code != 200
+
+        await eventually(route_gone, what="the route to go away")
