@@ -129,55 +129,6 @@ def test_get_unknown_kind_says_what_exists(platform: Any) -> None:
     assert "persistentvolumeclaims" in result.stderr
 
 
-def test_notebook_route_follows_resource_events(platform: Any) -> None:
-    """A Notebook's status endpoint reaches the gateway's route table through NATS events."""
-    import http.server
-
-    from tests.conftest import free_port
-
-    class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            body = f"notebook says hi at {self.path}; auth={self.headers.get('Authorization')}"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body.encode())
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    port = free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"{platform.gateway_url}/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
-        nb = {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "metadata": {"name": "routed"},
-              "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}}
-        assert httpx.post(base, json=nb).status_code == 201
-        status = {"status": {"endpoint": f"http://127.0.0.1:{port}", "readyReplicas": 1}}
-        r = httpx.patch(f"{base}/routed/status", json=status,
-                        headers={"content-type": "application/merge-patch+json"})
-        assert r.status_code == 200, r.text
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            r = httpx.get(f"{platform.gateway_url}/notebook/{NS}/routed/lab",
-                          headers={"Authorization": "Bearer not-for-the-notebook"})
-            if r.status_code == 200:
-                break
-            time.sleep(0.1)
-        assert r.status_code == 200, r.text
-        assert "notebook says hi at /notebook/" in r.text and "auth=None" in r.text
-        assert httpx.delete(f"{base}/routed").status_code == 200
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if httpx.get(f"{platform.gateway_url}/notebook/{NS}/routed/lab").status_code != 200:
-                break
-            time.sleep(0.1)
-        assert httpx.get(f"{platform.gateway_url}/notebook/{NS}/routed/lab").status_code != 200
-    finally:
-        server.shutdown()
-
-
 def test_cli_get_watch_delete_round_trip(platform: Any) -> None:
     import json
 
