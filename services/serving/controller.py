@@ -46,6 +46,9 @@ FINALIZER = "inferenceservice.finalizers"
 PVC_MOUNT = "/mnt/pvc"
 MODEL_MOUNT = "/mnt/models"
 MODEL_SERVER = "services.serving.modelserver"
+#: Runtime reasons for a workload that never started; restarting it cannot help.
+LAUNCH_ERRORS = ("PersistentVolumeClaimNotFound", "HostPathNotAllowed", "InvalidMount",
+                 "SandboxUnavailable")
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -96,7 +99,7 @@ class InferenceServiceController(Controller):
     """Reconciles InferenceServices into model-server workloads and KServe status."""
 
     kinds = (INFERENCE_SERVICE,)
-    resync_seconds = 10.0
+    resync_seconds = 5.0  # also notices servers that died (readiness is not an event)
     #: Bounds of the re-check while a revision starts (seconds).
     poll_min, poll_max = 0.2, 2.0
 
@@ -209,6 +212,7 @@ class InferenceServiceController(Controller):
         status = isvc.get("status") or {}
         comp = (status.get("components") or {}).get("predictor") or {}
         by_number = {int(w.labels.get(REVISION_LABEL, "0")): w for w in owned}
+        await self._restart_stopped(isvc, by_number, digest)
 
         # The latest revision: the workload of the current predictor spec, else a new one.
         latest = next((n for n, w in by_number.items() if w.labels.get(HASH_LABEL) == digest),
@@ -265,6 +269,26 @@ class InferenceServiceController(Controller):
         self._polls[key] = delay
         asyncio.get_running_loop().call_later(delay, self.enqueue, INFERENCE_SERVICE,
                                               namespace, name)
+
+    async def _restart_stopped(self, isvc: dict[str, Any], by_number: dict[int, WorkloadStatus],
+                               digest: str) -> None:
+        """Start again the servers an orderly service stop ended (workloads stay listed).
+
+        The current revision comes back under its own number. An older revision's spec is
+        not kept, so it is dropped and traffic moves to the current one.
+        """
+        for number, w in list(by_number.items()):
+            if not w.finished or w.reason in LAUNCH_ERRORS:
+                continue
+            await self.runtime.delete(w.namespace, w.name)
+            del by_number[number]
+            if w.labels.get(HASH_LABEL) == digest:
+                try:
+                    spec = await self.workload_for(isvc, number, digest)
+                except (StorageError, ValueError):
+                    continue  # reconcile creates the revision anew and reports why it cannot
+                by_number[number] = await self.runtime.apply(spec)
+                log.info("restarted stopped model server %s/%s", w.namespace, w.name)
 
     async def _relaunch_if_claim_appeared(self, workload: WorkloadStatus) -> bool:
         """A revision that failed for a missing claim is started again once the claim exists."""

@@ -258,3 +258,25 @@ def test_create_inferenceservice_legacy_sklearn_block(sklearn_isvc: dict[str, An
     r = api.post(f"/serving/{NS}/legacy/v1/models/legacy:predict", json={"instances": SAMPLES})
     assert r.json() == {"predictions": [0, 2]}
     assert api.delete(f"{ISVC_PATH}/legacy").status_code == 200
+
+
+def test_reconcile_inferenceservice_restarts_stopped_server(sklearn_isvc: dict[str, Any],
+                                                            api: httpx.Client,
+                                                            platform: Any) -> None:
+    """An orderly stop (as on service shutdown) ends the server; the resync starts it again."""
+    import asyncio
+
+    runtime = LocalRuntime(platform.state_dir)
+    stopped = asyncio.run(runtime.stop_all({"serving.kserve.io/inferenceservice": "iris"}))
+    assert [w.name for w in stopped] == ["isvc-iris-1"]
+    def serving_again(o: dict[str, Any]) -> bool:
+        server = asyncio.run(runtime.status(NS, "isvc-iris-1"))
+        return ready(o) and server.ready and server.endpoint == o["status"]["components"][
+            "predictor"].get("endpoint")
+
+    obj = wait_isvc(api, "iris", serving_again, timeout=20)
+    assert obj["status"]["components"]["predictor"]["latestRolledoutRevision"] == \
+        "iris-predictor-00001"
+    time.sleep(0.3)
+    r = api.post(f"/serving/{NS}/iris/v1/models/iris:predict", json={"instances": SAMPLES})
+    assert r.json() == {"predictions": [0, 2]}
