@@ -46,8 +46,13 @@ from shipyard.up import Platform  # noqa: E402
 log = logging.getLogger("bench")
 NAME = "bench-iris"
 TARGET_RATIO, TARGET_ADDED_P50_MS = 0.6, 2.0
-BODY = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
-                               "data": [5.0, 3.4, 1.5, 0.2]}]})
+BODY = json.dumps(
+    {
+        "inputs": [
+            {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.0, 3.4, 1.5, 0.2]}
+        ]
+    }
+)
 
 
 @dataclass
@@ -67,18 +72,28 @@ def train(directory: Path) -> None:
     centers = np.array([[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.0]])
     x = np.concatenate([c + rng.normal(scale=0.15, size=(40, 4)) for c in centers])
     directory.mkdir(parents=True, exist_ok=True)
-    joblib.dump(LogisticRegression(max_iter=500).fit(x, np.repeat([0, 1, 2], 40)),
-                directory / "model.joblib")
+    joblib.dump(
+        LogisticRegression(max_iter=500).fit(x, np.repeat([0, 1, 2], 40)),
+        directory / "model.joblib",
+    )
 
 
 def deploy(platform: Platform) -> str:
     """Create the claim, the model and the InferenceService; return the direct endpoint."""
     api = httpx.Client(base_url=platform.gateway_url, timeout=30)
     claims = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
-    api.post(claims, json={"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                           "metadata": {"name": "bench-models"},
-                           "spec": {"accessModes": ["ReadWriteOnce"],
-                                    "resources": {"requests": {"storage": "1Gi"}}}})
+    api.post(
+        claims,
+        json={
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "bench-models"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
     runtime = LocalRuntime(platform.state_dir)
     deadline = time.monotonic() + 30
     while True:
@@ -91,19 +106,31 @@ def deploy(platform: Platform) -> str:
             time.sleep(0.1)
     train(data / "iris")
     isvcs = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
-    r = api.post(isvcs, json={
-        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-        "metadata": {"name": NAME},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
-                                         "protocolVersion": "v2",
-                                         "storageUri": "pvc://bench-models/iris"}}}})
+    r = api.post(
+        isvcs,
+        json={
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {"name": NAME},
+            "spec": {
+                "predictor": {
+                    "model": {
+                        "modelFormat": {"name": "sklearn"},
+                        "protocolVersion": "v2",
+                        "storageUri": "pvc://bench-models/iris",
+                    }
+                }
+            },
+        },
+    )
     r.raise_for_status()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         status = api.get(f"{isvcs}/{NAME}").json().get("status") or {}
         endpoint = (status.get("components") or {}).get("predictor", {}).get("endpoint")
-        if endpoint and any(c["type"] == "Ready" and c["status"] == "True"
-                            for c in status.get("conditions", [])):
+        if endpoint and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+        ):
             break
         time.sleep(0.2)
     else:
@@ -118,8 +145,16 @@ def deploy(platform: Platform) -> str:
 
 
 def run_wrk(url: str, seconds: float, concurrency: int, script: Path) -> Run:
-    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
-           "-s", str(script), url]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
     if "Non-2xx" in out or "Socket errors" in out or "Requests/sec" not in out:
         raise RuntimeError(f"{url}: wrk saw errors:\n{out}")
@@ -144,14 +179,16 @@ async def run_python(url: str, seconds: float, concurrency: int) -> Run:
         async def worker() -> None:
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
-                r = await client.post(url, content=BODY,
-                                      headers={"content-type": "application/json"})
+                r = await client.post(
+                    url, content=BODY, headers={"content-type": "application/json"}
+                )
                 r.raise_for_status()
                 latencies.append(time.perf_counter() - t0)
 
         start = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))),
-                               seconds + 30)
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(concurrency))), seconds + 30
+        )
         elapsed = time.perf_counter() - start
     qs = statistics.quantiles(latencies, n=100)
     return Run(len(latencies) / elapsed, qs[49] * 1000, qs[98] * 1000, len(latencies))
@@ -174,15 +211,24 @@ def main() -> int:
         script: Path | None = None
         if shutil.which("wrk"):
             script = Path(tmp) / "infer.lua"
-            script.write_text('wrk.method = "POST"\n'
-                              'wrk.headers["Content-Type"] = "application/json"\n'
-                              f"wrk.body = {json.dumps(BODY)}\n")
+            script.write_text(
+                'wrk.method = "POST"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = {json.dumps(BODY)}\n"
+            )
         else:
-            log.warning("wrk not found (apt-get install wrk): measuring with a Python client, "
-                        "which shares the cores with the servers")
+            log.warning(
+                "wrk not found (apt-get install wrk): measuring with a Python client, "
+                "which shares the cores with the servers"
+            )
         env_nats = os.environ.get("NATS_URL")
-        platform = Platform(Path(tmp) / "state", nats_url=env_nats, ports=Platform.free_ports(),
-                            auth_mode="single-user", log_level="WARNING")
+        platform = Platform(
+            Path(tmp) / "state",
+            nats_url=env_nats,
+            ports=Platform.free_ports(),
+            auth_mode="single-user",
+            log_level="WARNING",
+        )
         # The per-user rate limit (50/s by default) would measure itself, not the proxy.
         platform.start(env={"SHIPYARD_RATE_LIMIT_PER_SECOND": "0"})
         try:
@@ -197,15 +243,19 @@ def main() -> int:
                 d = measure(direct, args.seconds, conc, script)
                 g = measure(via, args.seconds, conc, script)
                 for label, run in (("direct", d), ("gateway", g)):
-                    log.info("%-11s %5d %10.0f %9.2f %9.2f", label, conc, run.rps, run.p50,
-                             run.p99)
+                    log.info("%-11s %5d %10.0f %9.2f %9.2f", label, conc, run.rps, run.p50, run.p99)
                 ratio, added = g.rps / d.rps, g.p50 - d.p50
                 # Added p50 counts where latency is the proxy's own (concurrency 1); saturated,
                 # p50 is queueing (concurrency / throughput) and the ratio already says it.
                 passed = ratio >= TARGET_RATIO and (conc > 1 or added <= TARGET_ADDED_P50_MS)
                 ok = ok and passed
-                log.info("concurrency %d: gateway/direct throughput %.2fx, p50 +%.2f ms -> %s",
-                         conc, ratio, added, "PASS" if passed else "FAIL")
+                log.info(
+                    "concurrency %d: gateway/direct throughput %.2fx, p50 +%.2f ms -> %s",
+                    conc,
+                    ratio,
+                    added,
+                    "PASS" if passed else "FAIL",
+                )
         finally:
             platform.stop()
     return 0 if ok else 1

@@ -14,10 +14,14 @@ from services.serving.tables import metadata
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     versions = Path(__file__).parent / "migrations" / "versions"
-    return build_service("serving", settings, metadata, versions, kinds=KINDS,
-                         components=components)
+    return build_service(
+        "serving", settings, metadata, versions, kinds=KINDS, components=components
+    )
 
 
 async def components(ctx: ServiceContext) -> list[Lifecycle]:
-    return [InferenceServiceController(ctx.store, ctx.runtime, ctx.settings.gateway_url,
-                                       labels=ctx.workload_labels)]
+    return [
+        InferenceServiceController(
+            ctx.store, ctx.runtime, ctx.settings.gateway_url, labels=ctx.workload_labels
+        )
+    ]

@@ -47,8 +47,12 @@ PVC_MOUNT = "/mnt/pvc"
 MODEL_MOUNT = "/mnt/models"
 MODEL_SERVER = "services.serving.modelserver"
 #: Runtime reasons for a workload that never started; restarting it cannot help.
-LAUNCH_ERRORS = ("PersistentVolumeClaimNotFound", "HostPathNotAllowed", "InvalidMount",
-                 "SandboxUnavailable")
+LAUNCH_ERRORS = (
+    "PersistentVolumeClaimNotFound",
+    "HostPathNotAllowed",
+    "InvalidMount",
+    "SandboxUnavailable",
+)
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -103,8 +107,13 @@ class InferenceServiceController(Controller):
     #: Bounds of the re-check while a revision starts (seconds).
     poll_min, poll_max = 0.2, 2.0
 
-    def __init__(self, store: ResourceStore, runtime: Runtime, gateway_url: str,
-                 labels: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store: ResourceStore,
+        runtime: Runtime,
+        gateway_url: str,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(store)
         self.runtime = runtime
         self.gateway_url = gateway_url.rstrip("/")
@@ -115,15 +124,17 @@ class InferenceServiceController(Controller):
     def resolve_storage(self, namespace: str, uri: str) -> Storage:
         """Where the model server finds the model, and what to mount for it (read-only)."""
         if uri.startswith("pvc://"):
-            claim, _, sub = uri[len("pvc://"):].partition("/")
+            claim, _, sub = uri[len("pvc://") :].partition("/")
             if any(part == ".." for part in sub.split("/")):
                 raise StorageError(f"storageUri {uri!r}: '..' is not allowed")
-            volume = {"name": "kserve-pvc-source",
-                      "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+            volume = {
+                "name": "kserve-pvc-source",
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+            }
             mount = {"name": "kserve-pvc-source", "mountPath": PVC_MOUNT, "readOnly": True}
             return Storage(str(PurePosixPath(PVC_MOUNT) / sub), [volume], [mount])
         if uri.startswith("file://"):
-            path = Path(uri[len("file://"):])
+            path = Path(uri[len("file://") :])
             volumes = getattr(self.runtime, "volumes", None)
             if volumes is not None and volumes.is_inside(path):
                 # Data inside a runtime volume is mounted explicitly (the local sandbox
@@ -131,29 +142,38 @@ class InferenceServiceController(Controller):
                 directory = path if path.is_dir() else path.parent
                 inner = MODEL_MOUNT if directory == path else f"{MODEL_MOUNT}/{path.name}"
                 volume = {"name": "kserve-file-source", "hostPath": {"path": str(directory)}}
-                mount = {"name": "kserve-file-source", "mountPath": MODEL_MOUNT,
-                         "readOnly": True}
+                mount = {"name": "kserve-file-source", "mountPath": MODEL_MOUNT, "readOnly": True}
                 return Storage(inner, [volume], [mount])
             return Storage(str(path), [], [])  # the host is visible read-only in the sandbox
         raise StorageError(f"storageUri {uri!r}: only pvc:// and file:// are served locally")
 
     # ---------------------------------------------------------------- workloads
-    async def workload_for(self, isvc: dict[str, Any], number: int,
-                           digest: str) -> WorkloadSpec:
+    async def workload_for(self, isvc: dict[str, Any], number: int, digest: str) -> WorkloadSpec:
         """The server workload of one revision."""
         meta, predictor = isvc["metadata"], isvc["spec"]["predictor"]
         ns, name = meta["namespace"], meta["name"]
         rev = revision_name(name, number)
         # One BLAS thread per server: requests are small and concurrent, and spinning BLAS
         # threads on a few cores halve throughput (the user's env may still override it).
-        env = [*({"name": var, "value": "1"} for var in BLAS_THREAD_VARS),
-               {"name": "K_REVISION", "value": rev},
-               {"name": "K_SERVICE", "value": f"{name}-predictor"},
-               {"name": "K_CONFIGURATION", "value": f"{name}-predictor"}]
-        labels = {**self.labels, **(predictor.get("labels") or {}), ISVC_LABEL: name,
-                  REVISION_LABEL: str(number), HASH_LABEL: digest}
-        owner = {"apiVersion": INFERENCE_SERVICE.api_version, "kind": INFERENCE_SERVICE.kind,
-                 "name": name, "uid": meta.get("uid")}
+        env = [
+            *({"name": var, "value": "1"} for var in BLAS_THREAD_VARS),
+            {"name": "K_REVISION", "value": rev},
+            {"name": "K_SERVICE", "value": f"{name}-predictor"},
+            {"name": "K_CONFIGURATION", "value": f"{name}-predictor"},
+        ]
+        labels = {
+            **self.labels,
+            **(predictor.get("labels") or {}),
+            ISVC_LABEL: name,
+            REVISION_LABEL: str(number),
+            HASH_LABEL: digest,
+        }
+        owner = {
+            "apiVersion": INFERENCE_SERVICE.api_version,
+            "kind": INFERENCE_SERVICE.kind,
+            "name": name,
+            "uid": meta.get("uid"),
+        }
         found = _model_block(predictor)
         if found is not None:
             block, fmt = found
@@ -163,34 +183,61 @@ class InferenceServiceController(Controller):
             custom = block.get("command")
             command = custom or [sys.executable, "-m", MODEL_SERVER]
             extra = list(block.get("args") or []) if custom else []
-            args = [*extra, "--model-name", name, "--model-dir", storage.model_dir,
-                    "--model-format", fmt, "--protocol", protocol, "--port", "$(PORT)",
-                    "--path-prefix", f"/serving/{ns}/{name}"]
+            args = [
+                *extra,
+                "--model-name",
+                name,
+                "--model-dir",
+                storage.model_dir,
+                "--model-format",
+                fmt,
+                "--protocol",
+                protocol,
+                "--port",
+                "$(PORT)",
+                "--path-prefix",
+                f"/serving/{ns}/{name}",
+            ]
             container = block
             volumes, mounts = storage.volumes, storage.mounts
         else:
             container = predictor["containers"][0]
             command, args = container.get("command") or [], container.get("args") or []
-            http_get = ((container.get("readinessProbe") or {}).get("httpGet") or {})
+            http_get = (container.get("readinessProbe") or {}).get("httpGet") or {}
             probe_path = http_get.get("path") or ""
             volumes, mounts = [], []
             env.append({"name": "SHIPYARD_PATH_PREFIX", "value": f"/serving/{ns}/{name}"})
-        env += [{"name": e["name"], "value": e.get("value") or ""}
-                for e in container.get("env") or []]
+        env += [
+            {"name": e["name"], "value": e.get("value") or ""} for e in container.get("env") or []
+        ]
         # The predictor's own pod volumes (persistentVolumeClaim, emptyDir) and mounts.
         volumes = [*volumes, *(predictor.get("volumes") or [])]
         mounts = [*mounts, *(container.get("volumeMounts") or [])]
         resources = container.get("resources") or {}
-        return WorkloadSpec.model_validate({
-            "kind": "server", "namespace": ns, "name": workload_name(name, number),
-            "command": command, "args": args, "env": env, "image": container.get("image"),
-            "resources": {k: v for k, v in resources.items() if v},
-            "volumes": volumes, "volumeMounts": mounts,
-            "readinessProbe": {"httpGet": {"path": probe_path}, "periodSeconds": 5,
-                               "timeoutSeconds": 2, "failureThreshold": 3}
-            if probe_path else None,
-            "labels": labels, "owner": owner,
-        })
+        return WorkloadSpec.model_validate(
+            {
+                "kind": "server",
+                "namespace": ns,
+                "name": workload_name(name, number),
+                "command": command,
+                "args": args,
+                "env": env,
+                "image": container.get("image"),
+                "resources": {k: v for k, v in resources.items() if v},
+                "volumes": volumes,
+                "volumeMounts": mounts,
+                "readinessProbe": {
+                    "httpGet": {"path": probe_path},
+                    "periodSeconds": 5,
+                    "timeoutSeconds": 2,
+                    "failureThreshold": 3,
+                }
+                if probe_path
+                else None,
+                "labels": labels,
+                "owner": owner,
+            }
+        )
 
     async def _delete_workloads(self, workloads: list[WorkloadStatus]) -> None:
         for w in workloads:
@@ -215,8 +262,7 @@ class InferenceServiceController(Controller):
         await self._restart_stopped(isvc, by_number, digest)
 
         # The latest revision: the workload of the current predictor spec, else a new one.
-        latest = next((n for n, w in by_number.items() if w.labels.get(HASH_LABEL) == digest),
-                      None)
+        latest = next((n for n, w in by_number.items() if w.labels.get(HASH_LABEL) == digest), None)
         failure: str | None = None
         if latest is None:
             latest = max([0, *by_number, revision_number(comp.get("latestCreatedRevision"))]) + 1
@@ -250,13 +296,16 @@ class InferenceServiceController(Controller):
 
         if latest_w is not None and failure is None:
             failure = await self._failure_of(latest_w)
-        new_status = self._status(isvc, status, latest, rolled, previous, by_number, pct,
-                                  failure)
+        new_status = self._status(isvc, status, latest, rolled, previous, by_number, pct, failure)
         if new_status != status:
             await self.store.update_status(INFERENCE_SERVICE, namespace, name, new_status)
-        settled = (failure is None and all(w.ready for w in by_number.values())
-                   and latest is not None and rolled is not None
-                   and (latest == rolled or pct not in (None, 100)))
+        settled = (
+            failure is None
+            and all(w.ready for w in by_number.values())
+            and latest is not None
+            and rolled is not None
+            and (latest == rolled or pct not in (None, 100))
+        )
         self._poll_again(namespace, name, settled, failure is not None)
 
     def _poll_again(self, namespace: str, name: str, settled: bool, failed: bool) -> None:
@@ -264,14 +313,19 @@ class InferenceServiceController(Controller):
         if settled:
             self._polls.pop(key, None)
             return
-        delay = self.poll_max if failed else min(self.poll_max,
-                                                 self._polls.get(key, self.poll_min / 1.5) * 1.5)
+        delay = (
+            self.poll_max
+            if failed
+            else min(self.poll_max, self._polls.get(key, self.poll_min / 1.5) * 1.5)
+        )
         self._polls[key] = delay
-        asyncio.get_running_loop().call_later(delay, self.enqueue, INFERENCE_SERVICE,
-                                              namespace, name)
+        asyncio.get_running_loop().call_later(
+            delay, self.enqueue, INFERENCE_SERVICE, namespace, name
+        )
 
-    async def _restart_stopped(self, isvc: dict[str, Any], by_number: dict[int, WorkloadStatus],
-                               digest: str) -> None:
+    async def _restart_stopped(
+        self, isvc: dict[str, Any], by_number: dict[int, WorkloadStatus], digest: str
+    ) -> None:
         """Start again the servers an orderly service stop ended (workloads stay listed).
 
         The current revision comes back under its own number. An older revision's spec is
@@ -308,23 +362,35 @@ class InferenceServiceController(Controller):
         """Why a revision cannot become ready (None while it may still)."""
         if workload.ready:
             return None
-        crashed = workload.phase == Phase.FAILED or workload.restart_count > 0 or (
-            workload.reason in ("CrashLoopBackOff", "Error"))
+        crashed = (
+            workload.phase == Phase.FAILED
+            or workload.restart_count > 0
+            or (workload.reason in ("CrashLoopBackOff", "Error"))
+        )
         if not crashed:
             return None
         detail = workload.message or workload.reason or "the model server exited"
         try:
-            lines = [line async for line in self.runtime.logs(workload.namespace,
-                                                               workload.name, tail=20)]
+            lines = [
+                line async for line in self.runtime.logs(workload.namespace, workload.name, tail=20)
+            ]
         except Exception:
             lines = []
         errors = [line for line in lines if " ERROR " in line or "Error" in line]
         return f"{detail}: {errors[-1]}" if errors else detail
 
     # ------------------------------------------------------------------- status
-    def _status(self, isvc: dict[str, Any], old: dict[str, Any], latest: int | None,
-                rolled: int | None, previous: str | None, by_number: dict[int, WorkloadStatus],
-                pct: int | None, failure: str | None) -> dict[str, Any]:
+    def _status(
+        self,
+        isvc: dict[str, Any],
+        old: dict[str, Any],
+        latest: int | None,
+        rolled: int | None,
+        previous: str | None,
+        by_number: dict[int, WorkloadStatus],
+        pct: int | None,
+        failure: str | None,
+    ) -> dict[str, Any]:
         """KServe's InferenceService status, plus the loopback endpoints the gateway reads."""
         meta = isvc["metadata"]
         ns, name = meta["namespace"], meta["name"]
@@ -332,8 +398,13 @@ class InferenceServiceController(Controller):
         latest_w = by_number.get(latest) if latest is not None else None
         rolled_w = by_number.get(rolled) if rolled is not None else None
         serving = bool(rolled_w and rolled_w.ready and rolled_w.endpoint)
-        split = (serving and latest is not None and rolled != latest and pct is not None
-                 and bool(latest_w and latest_w.ready and latest_w.endpoint))
+        split = (
+            serving
+            and latest is not None
+            and rolled != latest
+            and pct is not None
+            and bool(latest_w and latest_w.ready and latest_w.endpoint)
+        )
         predictor: dict[str, Any] = {}
         if latest is not None:
             predictor["latestCreatedRevision"] = revision_name(name, latest)
@@ -341,8 +412,7 @@ class InferenceServiceController(Controller):
         if ready_numbers:
             predictor["latestReadyRevision"] = revision_name(name, max(ready_numbers))
         elif (old.get("components") or {}).get("predictor", {}).get("latestReadyRevision"):
-            predictor["latestReadyRevision"] = old["components"]["predictor"][
-                "latestReadyRevision"]
+            predictor["latestReadyRevision"] = old["components"]["predictor"]["latestReadyRevision"]
         if rolled is not None:
             predictor["latestRolledoutRevision"] = revision_name(name, rolled)
         if previous:
@@ -350,13 +420,23 @@ class InferenceServiceController(Controller):
         traffic: list[dict[str, Any]] = []
         if serving and rolled is not None:
             stable_pct = 100 - int(pct) if split and pct is not None else 100
-            traffic.append({"revisionName": revision_name(name, rolled), "percent": stable_pct,
-                            "latestRevision": rolled == latest,
-                            **({"tag": "prev"} if split else {})})
+            traffic.append(
+                {
+                    "revisionName": revision_name(name, rolled),
+                    "percent": stable_pct,
+                    "latestRevision": rolled == latest,
+                    **({"tag": "prev"} if split else {}),
+                }
+            )
             if split and latest is not None:
-                traffic.append({"revisionName": revision_name(name, latest),
-                                "percent": int(pct or 0), "latestRevision": True,
-                                "tag": "latest"})
+                traffic.append(
+                    {
+                        "revisionName": revision_name(name, latest),
+                        "percent": int(pct or 0),
+                        "latestRevision": True,
+                        "tag": "latest",
+                    }
+                )
         predictor["traffic"] = traffic
         if serving:
             predictor["url"] = url
@@ -368,12 +448,15 @@ class InferenceServiceController(Controller):
         pred_ok = serving and failure is None
         pred_msg = failure or (None if serving else "the model server is starting")
         conditions = [
-            self._condition(old, "IngressReady", serving,
-                            None if serving else "no revision is serving yet"),
-            self._condition(old, "PredictorReady", pred_ok, pred_msg,
-                            "RevisionFailed" if failure else None),
-            self._condition(old, "Ready", pred_ok and serving, pred_msg,
-                            "RevisionFailed" if failure else None),
+            self._condition(
+                old, "IngressReady", serving, None if serving else "no revision is serving yet"
+            ),
+            self._condition(
+                old, "PredictorReady", pred_ok, pred_msg, "RevisionFailed" if failure else None
+            ),
+            self._condition(
+                old, "Ready", pred_ok and serving, pred_msg, "RevisionFailed" if failure else None
+            ),
         ]
         status: dict[str, Any] = {
             "observedGeneration": meta.get("generation"),
@@ -389,25 +472,36 @@ class InferenceServiceController(Controller):
         return status
 
     @staticmethod
-    def _condition(old: dict[str, Any], kind: str, ok: bool, message: str | None,
-                   reason: str | None = None) -> dict[str, Any]:
+    def _condition(
+        old: dict[str, Any], kind: str, ok: bool, message: str | None, reason: str | None = None
+    ) -> dict[str, Any]:
         value = "True" if ok else "False"
         before: dict[str, Any] = next(
-            (c for c in old.get("conditions") or [] if c.get("type") == kind), {})
+            (c for c in old.get("conditions") or [] if c.get("type") == kind), {}
+        )
         since = before.get("lastTransitionTime") if before.get("status") == value else None
-        cond: dict[str, Any] = {"type": kind, "status": value, "lastTransitionTime":
-                                since or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        cond: dict[str, Any] = {
+            "type": kind,
+            "status": value,
+            "lastTransitionTime": since or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
         if not ok:
-            cond["reason"] = reason or ("RevisionMissing" if kind != "IngressReady"
-                                        else "IngressNotConfigured")
+            cond["reason"] = reason or (
+                "RevisionMissing" if kind != "IngressReady" else "IngressNotConfigured"
+            )
             if message:
                 cond["message"] = message
         return cond
 
     @staticmethod
-    def _model_status(old: dict[str, Any], latest: int | None,
-                      latest_w: WorkloadStatus | None, rolled_w: WorkloadStatus | None,
-                      failure: str | None, name: str) -> dict[str, Any]:
+    def _model_status(
+        old: dict[str, Any],
+        latest: int | None,
+        latest_w: WorkloadStatus | None,
+        rolled_w: WorkloadStatus | None,
+        failure: str | None,
+        name: str,
+    ) -> dict[str, Any]:
         def state(w: WorkloadStatus | None) -> str:
             if w is None:
                 return "Pending"
@@ -423,21 +517,29 @@ class InferenceServiceController(Controller):
             transition = "InProgress"
         model: dict[str, Any] = {
             "transitionStatus": transition,
-            "states": {"activeModelState": active if rolled_w else
-                       ("FailedToLoad" if failure else "Pending"),
-                       "targetModelState": target},
+            "states": {
+                "activeModelState": active
+                if rolled_w
+                else ("FailedToLoad" if failure else "Pending"),
+                "targetModelState": target,
+            },
             "copies": {"failedCopies": 1 if failure else 0, "totalCopies": 1},
         }
         if failure:
             previous = (old.get("modelStatus") or {}).get("lastFailureInfo") or {}
             info: dict[str, Any] = {
-                "location": latest_w.name if latest_w else "", "reason": "ModelLoadFailed",
+                "location": latest_w.name if latest_w else "",
+                "reason": "ModelLoadFailed",
                 "message": failure,
-                    "modelRevisionName": revision_name(name, latest) if latest else ""}
+                "modelRevisionName": revision_name(name, latest) if latest else "",
+            }
             if latest_w is not None and latest_w.exit_code is not None:
                 info["exitCode"] = latest_w.exit_code
             same = {k: v for k, v in previous.items() if k != "time"} == info
-            info["time"] = previous.get("time") if same and previous.get("time") else (
-                datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            info["time"] = (
+                previous.get("time")
+                if same and previous.get("time")
+                else (datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            )
             model["lastFailureInfo"] = info
         return model

@@ -23,8 +23,16 @@ SERVICE = "serving"
 SUPPORTED_FORMATS = ("sklearn", "python")
 STORAGE_SCHEMES = ("file://", "pvc://")
 #: Schemes KServe's storage initializer knows but the local runtime cannot fetch (no network).
-REMOTE_SCHEMES = ("gs://", "s3://", "https://", "http://", "hdfs://", "webhdfs://", "oci://",
-                  "hf://")
+REMOTE_SCHEMES = (
+    "gs://",
+    "s3://",
+    "https://",
+    "http://",
+    "hdfs://",
+    "webhdfs://",
+    "oci://",
+    "hf://",
+)
 
 
 class EnvVar(Spec):
@@ -122,7 +130,8 @@ class PredictorSpec(Spec):
     max_replicas: int | None = Field(None, alias="maxReplicas", ge=0)
     scale_target: int | None = Field(None, alias="scaleTarget", ge=1)
     scale_metric: Literal["cpu", "memory", "concurrency", "rps"] | None = Field(
-        None, alias="scaleMetric")
+        None, alias="scaleMetric"
+    )
     container_concurrency: int | None = Field(None, alias="containerConcurrency", ge=0)
     timeout: int | None = Field(None, ge=1)
     canary_traffic_percent: int | None = Field(None, alias="canaryTrafficPercent", ge=0, le=100)
@@ -153,64 +162,113 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
     pred = spec.get("predictor") or {}
     for part in ("transformer", "explainer"):
         if spec.get(part) is not None:
-            causes.append(Cause(f"spec.{part}", f"{part}s are not supported yet; serve the "
-                                "model with spec.predictor only", "FieldValueNotSupported"))
+            causes.append(
+                Cause(
+                    f"spec.{part}",
+                    f"{part}s are not supported yet; serve the model with spec.predictor only",
+                    "FieldValueNotSupported",
+                )
+            )
     given = [k for k in ("model", "sklearn", "containers") if pred.get(k)]
     if len(given) != 1:
-        causes.append(Cause("spec.predictor", "exactly one of model, sklearn or containers is "
-                            f"required (got {', '.join(given) or 'none'})",
-                            "FieldValueRequired" if not given else "FieldValueInvalid"))
+        causes.append(
+            Cause(
+                "spec.predictor",
+                "exactly one of model, sklearn or containers is "
+                f"required (got {', '.join(given) or 'none'})",
+                "FieldValueRequired" if not given else "FieldValueInvalid",
+            )
+        )
     min_r, max_r = pred.get("minReplicas", 1), pred.get("maxReplicas")
     if min_r == 0:
-        causes.append(Cause("spec.predictor.minReplicas", "scale to zero is not supported by "
-                            "the local runtime; use minReplicas >= 1"))
+        causes.append(
+            Cause(
+                "spec.predictor.minReplicas",
+                "scale to zero is not supported by the local runtime; use minReplicas >= 1",
+            )
+        )
     if max_r not in (None, 0) and max_r < min_r:
-        causes.append(Cause("spec.predictor.maxReplicas",
-                            f"must be >= minReplicas ({min_r}), got {max_r}"))
+        causes.append(
+            Cause("spec.predictor.maxReplicas", f"must be >= minReplicas ({min_r}), got {max_r}")
+        )
     if pred.get("containers") is not None and len(pred["containers"]) != 1:
-        causes.append(Cause("spec.predictor.containers",
-                            "exactly one container is supported (transformers are separate)"))
-    block, path = (pred.get("model"), "spec.predictor.model") if pred.get("model") else (
-        pred.get("sklearn"), "spec.predictor.sklearn")
+        causes.append(
+            Cause(
+                "spec.predictor.containers",
+                "exactly one container is supported (transformers are separate)",
+            )
+        )
+    block, path = (
+        (pred.get("model"), "spec.predictor.model")
+        if pred.get("model")
+        else (pred.get("sklearn"), "spec.predictor.sklearn")
+    )
     if block is not None:
         fmt = ((block.get("modelFormat") or {}).get("name") or "sklearn").lower()
         if fmt not in SUPPORTED_FORMATS and not block.get("command"):
-            causes.append(Cause(f"{path}.modelFormat.name", f"format {fmt!r} has no local "
-                                f"runtime; supported: {', '.join(SUPPORTED_FORMATS)} (or use "
-                                "spec.predictor.containers)", "FieldValueNotSupported"))
+            causes.append(
+                Cause(
+                    f"{path}.modelFormat.name",
+                    f"format {fmt!r} has no local "
+                    f"runtime; supported: {', '.join(SUPPORTED_FORMATS)} (or use "
+                    "spec.predictor.containers)",
+                    "FieldValueNotSupported",
+                )
+            )
         uri = block.get("storageUri")
         if not uri:
             causes.append(Cause(f"{path}.storageUri", "Required value", "FieldValueRequired"))
         elif uri.startswith(REMOTE_SCHEMES):
-            causes.append(Cause(f"{path}.storageUri", "the local runtime cannot download "
-                                "models; use pvc://<claim>/<path> or file:///<absolute path>",
-                                "FieldValueNotSupported"))
+            causes.append(
+                Cause(
+                    f"{path}.storageUri",
+                    "the local runtime cannot download "
+                    "models; use pvc://<claim>/<path> or file:///<absolute path>",
+                    "FieldValueNotSupported",
+                )
+            )
         elif not uri.startswith(STORAGE_SCHEMES):
-            causes.append(Cause(f"{path}.storageUri",
-                                "must start with pvc:// or file:// (or a KServe remote scheme)"))
-        elif uri.startswith("file://") and not uri[len("file://"):].startswith("/"):
-            causes.append(Cause(f"{path}.storageUri", "file:// needs an absolute path "
-                                "(file:///models/iris)"))
-        elif uri.startswith("pvc://") and not uri[len("pvc://"):].split("/", 1)[0]:
-            causes.append(Cause(f"{path}.storageUri", "pvc:// needs a claim name "
-                                "(pvc://<claim>/<path>)"))
+            causes.append(
+                Cause(
+                    f"{path}.storageUri",
+                    "must start with pvc:// or file:// (or a KServe remote scheme)",
+                )
+            )
+        elif uri.startswith("file://") and not uri[len("file://") :].startswith("/"):
+            causes.append(
+                Cause(f"{path}.storageUri", "file:// needs an absolute path (file:///models/iris)")
+            )
+        elif uri.startswith("pvc://") and not uri[len("pvc://") :].split("/", 1)[0]:
+            causes.append(
+                Cause(f"{path}.storageUri", "pvc:// needs a claim name (pvc://<claim>/<path>)")
+            )
     return causes
 
 
 INFERENCE_SERVICE = ResourceKind(
-    "serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices",
-    InferenceServiceSpec, SERVICE,
+    "serving.kserve.io",
+    "v1beta1",
+    "InferenceService",
+    "inferenceservices",
+    InferenceServiceSpec,
+    SERVICE,
     short_names=("isvc",),
     finalizer="inferenceservice.finalizers",
     validate=validate_inference_service,
-    columns=(PrinterColumn("URL", "status.url"),
-             PrinterColumn("READY", "status.conditions[type=Ready].status"),
-             PrinterColumn("PREV", "status.components.predictor.traffic[tag=prev].percent"),
-             PrinterColumn("LATEST", "status.components.predictor.traffic[tag=latest].percent"),
-             PrinterColumn("PREVROLLEDOUTREVISION",
-                           "status.components.predictor.previousRolledoutRevision", wide=True),
-             PrinterColumn("LATESTREADYREVISION",
-                           "status.components.predictor.latestReadyRevision", wide=True)),
+    columns=(
+        PrinterColumn("URL", "status.url"),
+        PrinterColumn("READY", "status.conditions[type=Ready].status"),
+        PrinterColumn("PREV", "status.components.predictor.traffic[tag=prev].percent"),
+        PrinterColumn("LATEST", "status.components.predictor.traffic[tag=latest].percent"),
+        PrinterColumn(
+            "PREVROLLEDOUTREVISION",
+            "status.components.predictor.previousRolledoutRevision",
+            wide=True,
+        ),
+        PrinterColumn(
+            "LATESTREADYREVISION", "status.components.predictor.latestReadyRevision", wide=True
+        ),
+    ),
 )
 
 KINDS = (INFERENCE_SERVICE,)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def train_sklearn(directory: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def api(platform: Any) -> httpx.Client:
+def api(platform: Any) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=platform.gateway_url, timeout=30) as client:
         yield client
 
@@ -52,9 +52,15 @@ def claim(platform: Any, api: httpx.Client) -> Callable[[str], Path]:
     """Create a PVC through the API and return its data directory on this host."""
 
     def make(name: str) -> Path:
-        body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-                "spec": {"accessModes": ["ReadWriteOnce"],
-                         "resources": {"requests": {"storage": "1Gi"}}}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
         r = api.post(PVC_PATH, json=body)
         assert r.status_code in (201, 409), r.text
         deadline = time.monotonic() + 20
@@ -71,8 +77,9 @@ def claim(platform: Any, api: httpx.Client) -> Callable[[str], Path]:
     return make
 
 
-def wait_isvc(api: httpx.Client, name: str, until: Callable[[dict[str, Any]], bool],
-              timeout: float = 30) -> dict[str, Any]:
+def wait_isvc(
+    api: httpx.Client, name: str, until: Callable[[dict[str, Any]], bool], timeout: float = 30
+) -> dict[str, Any]:
     """Poll the InferenceService until ``until(obj)``; fail with its last status otherwise."""
     deadline = time.monotonic() + timeout
     obj: dict[str, Any] = {}
@@ -84,11 +91,26 @@ def wait_isvc(api: httpx.Client, name: str, until: Callable[[dict[str, Any]], bo
     raise AssertionError(f"{name} did not get there in {timeout}s: {obj.get('status')}")
 
 
+def predict(api: httpx.Client, url: str, body: dict[str, Any]) -> Any:
+    """POST to the data plane, waiting out the gateway's per-user rate limit (429, 50/s)."""
+    for _ in range(100):
+        r = api.post(url, json=body)
+        if r.status_code != 429:
+            assert r.status_code == 200, r.text
+            return r.json()
+        time.sleep(0.05)
+    raise AssertionError(f"{url}: still rate limited")
+
+
 def ready(obj: dict[str, Any]) -> bool:
     conds = (obj.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
 
 def isvc(name: str, predictor: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": name}, "spec": {"predictor": predictor}}
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": {"predictor": predictor},
+    }

@@ -14,7 +14,7 @@ import pytest
 from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 
-from .conftest import ISVC_PATH, REVISION_MODEL, isvc, ready, train_sklearn, wait_isvc
+from .conftest import ISVC_PATH, REVISION_MODEL, isvc, predict, ready, train_sklearn, wait_isvc
 
 SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
 
@@ -24,29 +24,45 @@ def sklearn_isvc(api: httpx.Client, claim: Any) -> dict[str, Any]:
     """An sklearn model on a PVC, served over V2 (both protocols answer)."""
     data = claim("models")
     train_sklearn(data / "iris")
-    body = isvc("iris", {"model": {"modelFormat": {"name": "sklearn"},
-                                   "protocolVersion": "v2",
-                                   "storageUri": "pvc://models/iris"}})
+    body = isvc(
+        "iris",
+        {
+            "model": {
+                "modelFormat": {"name": "sklearn"},
+                "protocolVersion": "v2",
+                "storageUri": "pvc://models/iris",
+            }
+        },
+    )
     r = api.post(ISVC_PATH, json=body)
     assert r.status_code == 201, r.text
     return wait_isvc(api, "iris", ready)
 
 
-def test_create_inferenceservice_status_shape(sklearn_isvc: dict[str, Any],
-                                              platform: Any) -> None:
+def test_create_inferenceservice_status_shape(sklearn_isvc: dict[str, Any], platform: Any) -> None:
     status = sklearn_isvc["status"]
     url = f"{platform.gateway_url}/serving/{NS}/iris"
     assert status["url"] == url and status["address"] == {"url": url}
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "IngressReady": "True", "PredictorReady": "True", "Ready": "True"}
+        "IngressReady": "True",
+        "PredictorReady": "True",
+        "Ready": "True",
+    }
     pred = status["components"]["predictor"]
-    assert pred["latestCreatedRevision"] == pred["latestReadyRevision"] == \
-        pred["latestRolledoutRevision"] == "iris-predictor-00001"
-    assert pred["traffic"] == [{"revisionName": "iris-predictor-00001", "percent": 100,
-                                "latestRevision": True}]
+    assert (
+        pred["latestCreatedRevision"]
+        == pred["latestReadyRevision"]
+        == pred["latestRolledoutRevision"]
+        == "iris-predictor-00001"
+    )
+    assert pred["traffic"] == [
+        {"revisionName": "iris-predictor-00001", "percent": 100, "latestRevision": True}
+    ]
     assert status["modelStatus"]["transitionStatus"] == "UpToDate"
-    assert status["modelStatus"]["states"] == {"activeModelState": "Loaded",
-                                               "targetModelState": "Loaded"}
+    assert status["modelStatus"]["states"] == {
+        "activeModelState": "Loaded",
+        "targetModelState": "Loaded",
+    }
     spec = sklearn_isvc["spec"]["predictor"]
     assert spec["minReplicas"] == 1  # KServe's default, applied on create
 
@@ -61,8 +77,7 @@ def test_predict_v1_through_gateway(sklearn_isvc: dict[str, Any], api: httpx.Cli
     assert missing.status_code == 404 and "error" in missing.json()
 
 
-def test_infer_v2_tritonclient_through_gateway(sklearn_isvc: dict[str, Any],
-                                               platform: Any) -> None:
+def test_infer_v2_tritonclient_through_gateway(sklearn_isvc: dict[str, Any], platform: Any) -> None:
     """tritonclient takes the gateway's path prefix inside ``url`` (host:port/path)."""
     import tritonclient.http as triton
 
@@ -89,109 +104,177 @@ def test_infer_v2_tritonclient_through_gateway(sklearn_isvc: dict[str, Any],
 
 
 def test_infer_v2_bad_tensor_oip_error(sklearn_isvc: dict[str, Any], api: httpx.Client) -> None:
-    r = api.post(f"/serving/{NS}/iris/v2/models/iris/infer", json={"inputs": [
-        {"name": "input-0", "shape": [3, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+    r = api.post(
+        f"/serving/{NS}/iris/v2/models/iris/infer",
+        json={
+            "inputs": [
+                {"name": "input-0", "shape": [3, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+            ]
+        },
+    )
     assert r.status_code == 400
     assert r.json() == {"error": "input input-0: 4 elements, shape [3, 4] needs 12"}
 
 
 def test_create_inferenceservice_bad_spec_422(api: httpx.Client) -> None:
-    bad = isvc("bad", {"model": {"modelFormat": {}, "storageUri": "file:///m",
-                                 "protocolVersion": "v3", "colour": "red"},
-                       "minReplicas": 2, "maxReplicas": 1, "canaryTrafficPercent": 101})
+    bad = isvc(
+        "bad",
+        {
+            "model": {
+                "modelFormat": {},
+                "storageUri": "file:///m",
+                "protocolVersion": "v3",
+                "colour": "red",
+            },
+            "minReplicas": 2,
+            "maxReplicas": 1,
+            "canaryTrafficPercent": 101,
+        },
+    )
     r = api.post(ISVC_PATH, json=bad)
     assert r.status_code == 422, r.text
     fields = {c["field"] for c in r.json()["details"]["causes"]}
-    assert {"spec.predictor.model.modelFormat.name", "spec.predictor.model.protocolVersion",
-            "spec.predictor.model.colour",
-            "spec.predictor.canaryTrafficPercent"} <= fields, fields
-    semantic = isvc("bad", {"model": {"modelFormat": {"name": "sklearn"},
-                                      "storageUri": "s3://bucket/m"},
-                            "minReplicas": 3, "maxReplicas": 2})
+    assert {
+        "spec.predictor.model.modelFormat.name",
+        "spec.predictor.model.protocolVersion",
+        "spec.predictor.model.colour",
+        "spec.predictor.canaryTrafficPercent",
+    } <= fields, fields
+    semantic = isvc(
+        "bad",
+        {
+            "model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://bucket/m"},
+            "minReplicas": 3,
+            "maxReplicas": 2,
+        },
+    )
     causes = api.post(ISVC_PATH, json=semantic).json()["details"]["causes"]
-    assert {c["field"] for c in causes} == {"spec.predictor.maxReplicas",
-                                             "spec.predictor.model.storageUri"}
-    zero = isvc("bad", {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://m/x"},
-                        "minReplicas": 0})
+    assert {c["field"] for c in causes} == {
+        "spec.predictor.maxReplicas",
+        "spec.predictor.model.storageUri",
+    }
+    zero = isvc(
+        "bad",
+        {
+            "model": {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://m/x"},
+            "minReplicas": 0,
+        },
+    )
     r = api.post(ISVC_PATH, json=zero)
     assert r.status_code == 422 and "scale to zero is not supported" in r.text
 
 
-def test_update_inferenceservice_canary_split_then_promote(api: httpx.Client, claim: Any,
-                                                           platform: Any) -> None:
+def test_update_inferenceservice_canary_split_then_promote(
+    api: httpx.Client, claim: Any, platform: Any
+) -> None:
     """30% canary: both revisions answer ~30/70 through the gateway; removing it promotes."""
     data: Path = claim("canary-models")
     for version in ("a", "b"):
         (data / version).mkdir(parents=True, exist_ok=True)
         (data / version / "model.py").write_text(REVISION_MODEL)
-    predictor = {"model": {"modelFormat": {"name": "python"}, "storageUri": "pvc://canary-models/a"}}
+    predictor = {
+        "model": {"modelFormat": {"name": "python"}, "storageUri": "pvc://canary-models/a"}
+    }
     assert api.post(ISVC_PATH, json=isvc("rev", predictor)).status_code == 201
     wait_isvc(api, "rev", ready)
     url = f"/serving/{NS}/rev/v1/models/rev:predict"
-    assert api.post(url, json={"instances": [1]}).json() == {"predictions": ["rev-predictor-00001"]}
+    assert predict(api, url, {"instances": [1]}) == {"predictions": ["rev-predictor-00001"]}
 
-    patch = {"spec": {"predictor": {"canaryTrafficPercent": 30,
-                                    "model": {"storageUri": "pvc://canary-models/b"}}}}
-    r = api.patch(f"{ISVC_PATH}/rev", json=patch,
-                  headers={"content-type": "application/merge-patch+json"})
+    patch = {
+        "spec": {
+            "predictor": {
+                "canaryTrafficPercent": 30,
+                "model": {"storageUri": "pvc://canary-models/b"},
+            }
+        }
+    }
+    r = api.patch(
+        f"{ISVC_PATH}/rev", json=patch, headers={"content-type": "application/merge-patch+json"}
+    )
     assert r.status_code == 200, r.text
-    obj = wait_isvc(api, "rev", lambda o: len(o["status"]["components"]["predictor"]
-                                                 .get("traffic", [])) == 2)
+    obj = wait_isvc(
+        api, "rev", lambda o: len(o["status"]["components"]["predictor"].get("traffic", [])) == 2
+    )
     pred = obj["status"]["components"]["predictor"]
     assert pred["latestRolledoutRevision"] == "rev-predictor-00001"
     assert pred["latestCreatedRevision"] == "rev-predictor-00002"
     assert [(t["revisionName"], t["percent"], t["tag"]) for t in pred["traffic"]] == [
-        ("rev-predictor-00001", 70, "prev"), ("rev-predictor-00002", 30, "latest")]
+        ("rev-predictor-00001", 70, "prev"),
+        ("rev-predictor-00002", 30, "latest"),
+    ]
     time.sleep(0.3)  # the gateway applies the route event asynchronously
-    seen = Counter(api.post(url, json={"instances": [1]}).json()["predictions"][0]
-                   for _ in range(200))
+    seen = Counter(predict(api, url, {"instances": [1]})["predictions"][0] for _ in range(200))
     assert set(seen) == {"rev-predictor-00001", "rev-predictor-00002"}, seen
     assert 35 <= seen["rev-predictor-00002"] <= 85, seen  # 30% of 200 = 60, ~5 sigma
 
-    r = api.patch(f"{ISVC_PATH}/rev", json={"spec": {"predictor": {"canaryTrafficPercent": 0}}},
-                  headers={"content-type": "application/merge-patch+json"})
+    r = api.patch(
+        f"{ISVC_PATH}/rev",
+        json={"spec": {"predictor": {"canaryTrafficPercent": 0}}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert r.status_code == 200, r.text
-    wait_isvc(api, "rev", lambda o: [t["percent"] for t in o["status"]["components"]
-                                     ["predictor"]["traffic"]] == [100, 0])
+    wait_isvc(
+        api,
+        "rev",
+        lambda o: (
+            [t["percent"] for t in o["status"]["components"]["predictor"]["traffic"]] == [100, 0]
+        ),
+    )
     time.sleep(0.3)
-    rolled_back = {api.post(url, json={"instances": [1]}).json()["predictions"][0]
-                   for _ in range(20)}
+    rolled_back = {predict(api, url, {"instances": [1]})["predictions"][0] for _ in range(20)}
     assert rolled_back == {"rev-predictor-00001"}  # 0 rolls back; the canary keeps running
 
-    r = api.patch(f"{ISVC_PATH}/rev", json={"spec": {"predictor": {"canaryTrafficPercent": None}}},
-                  headers={"content-type": "application/merge-patch+json"})
+    r = api.patch(
+        f"{ISVC_PATH}/rev",
+        json={"spec": {"predictor": {"canaryTrafficPercent": None}}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert r.status_code == 200, r.text
-    obj = wait_isvc(api, "rev", lambda o: o["status"]["components"]["predictor"].get(
-        "latestRolledoutRevision") == "rev-predictor-00002" and ready(o))
+    obj = wait_isvc(
+        api,
+        "rev",
+        lambda o: (
+            o["status"]["components"]["predictor"].get("latestRolledoutRevision")
+            == "rev-predictor-00002"
+            and ready(o)
+        ),
+    )
     pred = obj["status"]["components"]["predictor"]
     assert pred["previousRolledoutRevision"] == "rev-predictor-00001"
-    assert pred["traffic"] == [{"revisionName": "rev-predictor-00002", "percent": 100,
-                                "latestRevision": True}]
+    assert pred["traffic"] == [
+        {"revisionName": "rev-predictor-00002", "percent": 100, "latestRevision": True}
+    ]
     runtime = LocalRuntime(platform.state_dir)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         import asyncio
 
-        names = [w.name for w in asyncio.run(runtime.list(
-            {"serving.kserve.io/inferenceservice": "rev"}, namespace=NS))]
+        names = [
+            w.name
+            for w in asyncio.run(
+                runtime.list({"serving.kserve.io/inferenceservice": "rev"}, namespace=NS)
+            )
+        ]
         if names == ["isvc-rev-2"]:
             break
         time.sleep(0.1)
     assert names == ["isvc-rev-2"]
     time.sleep(0.3)
-    answers = {api.post(url, json={"instances": [1]}).json()["predictions"][0] for _ in range(20)}
+    answers = {predict(api, url, {"instances": [1]})["predictions"][0] for _ in range(20)}
     assert answers == {"rev-predictor-00002"}
 
 
-def test_delete_inferenceservice_stops_workloads(api: httpx.Client, claim: Any,
-                                                 platform: Any) -> None:
+def test_delete_inferenceservice_stops_workloads(
+    api: httpx.Client, claim: Any, platform: Any
+) -> None:
     import asyncio
 
     data: Path = claim("gone-models")
     (data / "m").mkdir(exist_ok=True)
     (data / "m" / "model.py").write_text(REVISION_MODEL)
-    body = isvc("gone", {"model": {"modelFormat": {"name": "python"},
-                                   "storageUri": f"file://{data / 'm'}"}})
+    body = isvc(
+        "gone", {"model": {"modelFormat": {"name": "python"}, "storageUri": f"file://{data / 'm'}"}}
+    )
     assert api.post(ISVC_PATH, json=body).status_code == 201
     wait_isvc(api, "gone", ready)
     runtime = LocalRuntime(platform.state_dir)
@@ -207,15 +290,30 @@ def test_delete_inferenceservice_stops_workloads(api: httpx.Client, claim: Any,
     assert r.status_code in (404, 503)
 
 
-def test_create_inferenceservice_model_missing_reports_failure(api: httpx.Client,
-                                                               claim: Any) -> None:
+def test_create_inferenceservice_model_missing_reports_failure(
+    api: httpx.Client, claim: Any
+) -> None:
     """A model that cannot load shows in KServe's status fields, not only in logs."""
     claim("empty-models")
-    body = isvc("broken", {"model": {"modelFormat": {"name": "sklearn"},
-                                     "storageUri": "pvc://empty-models/nothing-here"}})
+    body = isvc(
+        "broken",
+        {
+            "model": {
+                "modelFormat": {"name": "sklearn"},
+                "storageUri": "pvc://empty-models/nothing-here",
+            }
+        },
+    )
     assert api.post(ISVC_PATH, json=body).status_code == 201
-    obj = wait_isvc(api, "broken", lambda o: (o.get("status") or {}).get("modelStatus", {})
-                    .get("transitionStatus") == "BlockedByFailedLoad", timeout=20)
+    obj = wait_isvc(
+        api,
+        "broken",
+        lambda o: (
+            (o.get("status") or {}).get("modelStatus", {}).get("transitionStatus")
+            == "BlockedByFailedLoad"
+        ),
+        timeout=20,
+    )
     status = obj["status"]
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["Ready"]["status"] == "False" and conds["PredictorReady"]["status"] == "False"
@@ -233,50 +331,69 @@ def test_create_inferenceservice_custom_container(api: httpx.Client, claim: Any)
     data: Path = claim("custom-models")
     (data / "m").mkdir(exist_ok=True)
     (data / "m" / "model.py").write_text(REVISION_MODEL)
-    container = {"name": "kserve-container", "image": "example/custom:1",
-                 "command": ["python", "-m", "services.serving.modelserver"],
-                 "args": ["--model-name", "custom", "--model-dir", "/mnt/models/m",
-                          "--model-format", "python", "--port", "$(PORT)"],
-                 "volumeMounts": [{"name": "models", "mountPath": "/mnt/models",
-                                   "readOnly": True}],
-                 "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}}}
-    predictor = {"containers": [container], "volumes": [
-        {"name": "models", "persistentVolumeClaim": {"claimName": "custom-models"}}]}
+    container = {
+        "name": "kserve-container",
+        "image": "example/custom:1",
+        "command": ["python", "-m", "services.serving.modelserver"],
+        "args": [
+            "--model-name",
+            "custom",
+            "--model-dir",
+            "/mnt/models/m",
+            "--model-format",
+            "python",
+            "--port",
+            "$(PORT)",
+        ],
+        "volumeMounts": [{"name": "models", "mountPath": "/mnt/models", "readOnly": True}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
+    }
+    predictor = {
+        "containers": [container],
+        "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "custom-models"}}],
+    }
     assert api.post(ISVC_PATH, json=isvc("custom", predictor)).status_code == 201
     wait_isvc(api, "custom", ready)
-    r = api.post(f"/serving/{NS}/custom/v1/models/custom:predict", json={"instances": [0, 0]})
-    assert r.json() == {"predictions": ["custom-predictor-00001"] * 2}
+    answer = predict(api, f"/serving/{NS}/custom/v1/models/custom:predict", {"instances": [0, 0]})
+    assert answer == {"predictions": ["custom-predictor-00001"] * 2}
     assert api.delete(f"{ISVC_PATH}/custom").status_code == 200
 
 
-def test_create_inferenceservice_legacy_sklearn_block(sklearn_isvc: dict[str, Any],
-                                                      api: httpx.Client) -> None:
+def test_create_inferenceservice_legacy_sklearn_block(
+    sklearn_isvc: dict[str, Any], api: httpx.Client
+) -> None:
     """The pre-``model`` spelling (``predictor.sklearn``) serves the same model over V1."""
     body = isvc("legacy", {"sklearn": {"storageUri": "pvc://models/iris/model.joblib"}})
     assert api.post(ISVC_PATH, json=body).status_code == 201
     wait_isvc(api, "legacy", ready)
-    r = api.post(f"/serving/{NS}/legacy/v1/models/legacy:predict", json={"instances": SAMPLES})
-    assert r.json() == {"predictions": [0, 2]}
+    answer = predict(api, f"/serving/{NS}/legacy/v1/models/legacy:predict", {"instances": SAMPLES})
+    assert answer == {"predictions": [0, 2]}
     assert api.delete(f"{ISVC_PATH}/legacy").status_code == 200
 
 
-def test_reconcile_inferenceservice_restarts_stopped_server(sklearn_isvc: dict[str, Any],
-                                                            api: httpx.Client,
-                                                            platform: Any) -> None:
+def test_reconcile_inferenceservice_restarts_stopped_server(
+    sklearn_isvc: dict[str, Any], api: httpx.Client, platform: Any
+) -> None:
     """An orderly stop (as on service shutdown) ends the server; the resync starts it again."""
     import asyncio
 
     runtime = LocalRuntime(platform.state_dir)
     stopped = asyncio.run(runtime.stop_all({"serving.kserve.io/inferenceservice": "iris"}))
     assert [w.name for w in stopped] == ["isvc-iris-1"]
+
     def serving_again(o: dict[str, Any]) -> bool:
         server = asyncio.run(runtime.status(NS, "isvc-iris-1"))
-        return ready(o) and server.ready and server.endpoint == o["status"]["components"][
-            "predictor"].get("endpoint")
+        return (
+            ready(o)
+            and server.ready
+            and server.endpoint == o["status"]["components"]["predictor"].get("endpoint")
+        )
 
     obj = wait_isvc(api, "iris", serving_again, timeout=20)
-    assert obj["status"]["components"]["predictor"]["latestRolledoutRevision"] == \
-        "iris-predictor-00001"
+    assert (
+        obj["status"]["components"]["predictor"]["latestRolledoutRevision"]
+        == "iris-predictor-00001"
+    )
     time.sleep(0.3)
-    r = api.post(f"/serving/{NS}/iris/v1/models/iris:predict", json={"instances": SAMPLES})
-    assert r.json() == {"predictions": [0, 2]}
+    answer = predict(api, f"/serving/{NS}/iris/v1/models/iris:predict", {"instances": SAMPLES})
+    assert answer == {"predictions": [0, 2]}

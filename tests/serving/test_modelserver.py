@@ -45,8 +45,13 @@ async def test_infer_v2_datatypes_json(echo_dir: Path) -> None:
         ]
         for datatype, data, expected in cases:
             shape = list(np.array(data).shape)
-            r = await c.post("/v2/models/m/infer", json={"id": "r1", "inputs": [
-                {"name": "x", "shape": shape, "datatype": datatype, "data": data}]})
+            r = await c.post(
+                "/v2/models/m/infer",
+                json={
+                    "id": "r1",
+                    "inputs": [{"name": "x", "shape": shape, "datatype": datatype, "data": data}],
+                },
+            )
             assert r.status_code == 200, r.text
             out = r.json()
             assert out["id"] == "r1" and out["model_name"] == "m"
@@ -56,13 +61,26 @@ async def test_infer_v2_datatypes_json(echo_dir: Path) -> None:
 
 async def test_infer_v2_binary_request_and_response(echo_dir: Path) -> None:
     """The binary tensor extension, both ways, with BYTES' 4-byte length prefixes."""
-    head = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES",
-                                   "parameters": {"binary_data_size": 11}}],
-                       "parameters": {"binary_data_output": True}}).encode()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [2],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 11},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     blob = struct.pack("<I", 2) + b"hi" + struct.pack("<I", 1) + b"!"
     async with client_for(echo_dir, "python") as c:
-        r = await c.post("/v2/models/m/infer", content=head + blob,
-                         headers={"Inference-Header-Content-Length": str(len(head))})
+        r = await c.post(
+            "/v2/models/m/infer",
+            content=head + blob,
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        )
     assert r.status_code == 200, r.text
     json_len = int(r.headers["inference-header-content-length"])
     doc = json.loads(r.content[:json_len])
@@ -72,17 +90,23 @@ async def test_infer_v2_binary_request_and_response(echo_dir: Path) -> None:
 
 async def test_infer_v2_errors_oip_shape(echo_dir: Path) -> None:
     async with client_for(echo_dir, "python") as c:
-        bad_type = await c.post("/v2/models/m/infer", json={"inputs": [
-            {"name": "x", "shape": [1], "datatype": "FP8", "data": [1]}]})
+        bad_type = await c.post(
+            "/v2/models/m/infer",
+            json={"inputs": [{"name": "x", "shape": [1], "datatype": "FP8", "data": [1]}]},
+        )
         missing = await c.post("/v2/models/nope/infer", json={"inputs": []})
         no_inputs = await c.post("/v2/models/m/infer", json={"inputs": []})
-        short = await c.post("/v2/models/m/infer", content=b'{"inputs":[{"name":"x","shape"'
-                             b':[4],"datatype":"FP32","parameters":{"binary_data_size":16}}]}',
-                             headers={"Inference-Header-Content-Length": "84"})
+        short = await c.post(
+            "/v2/models/m/infer",
+            content=b'{"inputs":[{"name":"x","shape"'
+            b':[4],"datatype":"FP32","parameters":{"binary_data_size":16}}]}',
+            headers={"Inference-Header-Content-Length": "84"},
+        )
     assert bad_type.status_code == 400
     assert bad_type.json() == {"error": "input x: unsupported datatype 'FP8'"}
     assert missing.status_code == 404 and missing.json() == {
-        "error": "Model with name nope does not exist."}
+        "error": "Model with name nope does not exist."
+    }
     assert no_inputs.status_code == 400 and "inputs" in no_inputs.json()["error"]
     assert short.status_code == 400 and "error" in short.json()
 
@@ -108,12 +132,16 @@ async def test_predict_v1_sklearn_pickle(tmp_path: Path) -> None:
     joblib_pkl.mkdir()
     (pkl / "model.pkl").write_bytes(pickle.dumps(model))
     joblib.dump(model, joblib_pkl / "model.pkl")  # not a plain pickle, often named .pkl
-    async with client_for(tmp_path / "sk", "sklearn") as joblib_c, \
-            client_for(pkl, "sklearn") as pickle_c, \
-            client_for(joblib_pkl, "sklearn") as joblib_pkl_c:
+    async with (
+        client_for(tmp_path / "sk", "sklearn") as joblib_c,
+        client_for(pkl, "sklearn") as pickle_c,
+        client_for(joblib_pkl, "sklearn") as joblib_pkl_c,
+    ):
         for c in (joblib_c, pickle_c, joblib_pkl_c):
-            r = await c.post("/v1/models/m:predict",
-                             json={"instances": [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]})
+            r = await c.post(
+                "/v1/models/m:predict",
+                json={"instances": [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]},
+            )
             assert r.json() == {"predictions": [0, 2]}
             bad = await c.post("/v1/models/m:predict", json={"instances": [[1, 2]]})
             assert bad.status_code == 400 and "features" in bad.json()["error"]
@@ -130,9 +158,23 @@ def test_load_model_missing_file_says_what(tmp_path: Path) -> None:
 
 
 def test_modelserver_main_exits_on_bad_model(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "services.serving.modelserver",
-                           "--model-name", "m", "--model-dir", str(tmp_path),
-                           "--model-format", "python", "--port", "1"],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.serving.modelserver",
+            "--model-name",
+            "m",
+            "--model-dir",
+            str(tmp_path),
+            "--model-format",
+            "python",
+            "--port",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1
     assert "cannot load model m" in done.stderr

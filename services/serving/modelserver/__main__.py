@@ -26,17 +26,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--protocol", choices=("v1", "v2"), default="v1")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--path-prefix", default=os.environ.get("SHIPYARD_PATH_PREFIX", ""),
-                        help="also serve under this prefix (e.g. /serving/<ns>/<isvc>); "
-                        "default $SHIPYARD_PATH_PREFIX, which custom predictors are given")
+    parser.add_argument(
+        "--path-prefix",
+        default=os.environ.get("SHIPYARD_PATH_PREFIX", ""),
+        help="also serve under this prefix (e.g. /serving/<ns>/<isvc>); "
+        "default $SHIPYARD_PATH_PREFIX, which custom predictors are given",
+    )
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     try:
         model = load_model(args.model_name, args.model_format, args.model_dir)
     except ModelLoadError as exc:
@@ -47,8 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     from .app import create_model_app
 
     app = create_model_app(model, args.protocol, args.path_prefix)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                http="httptools", loop="uvloop" if _has_uvloop() else "asyncio")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        http="httptools",
+        loop="uvloop" if _has_uvloop() else "asyncio",
+    )
     return 0
 
 

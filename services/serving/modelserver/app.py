@@ -29,8 +29,9 @@ MAX_BODY = 64 * 1024 * 1024
 
 
 def _json(doc: Any, status: int = 200) -> Response:
-    return Response(json.dumps(doc, separators=(",", ":")), status_code=status,
-                    media_type="application/json")
+    return Response(
+        json.dumps(doc, separators=(",", ":")), status_code=status, media_type="application/json"
+    )
 
 
 def _error(message: str, status: int) -> Response:
@@ -50,10 +51,10 @@ class StripPrefix:
             path: str = scope["path"]
             if path == self.prefix or path.startswith(self.prefix + "/"):
                 scope = dict(scope)
-                scope["path"] = path[len(self.prefix):] or "/"
+                scope["path"] = path[len(self.prefix) :] or "/"
                 raw = scope.get("raw_path")
                 if raw is not None and raw.startswith(self.raw_prefix):
-                    scope["raw_path"] = raw[len(self.raw_prefix):] or b"/"
+                    scope["raw_path"] = raw[len(self.raw_prefix) :] or b"/"
         await self.app(scope, receive, send)
 
 
@@ -125,12 +126,17 @@ def create_model_app(model: Model, protocol: str = "v1", path_prefix: str = "") 
 
     @app.get("/v2")
     async def read_server_metadata() -> Response:
-        return _json({"name": SERVER_NAME, "version": SERVER_VERSION,
-                      "extensions": ["binary_tensor_data"]})
+        return _json(
+            {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}
+        )
 
     def metadata() -> dict[str, Any]:
-        return {"name": name, "versions": ["1"], "platform": protocol_platform(model),
-                **model.metadata()}
+        return {
+            "name": name,
+            "versions": ["1"],
+            "platform": protocol_platform(model),
+            **model.metadata(),
+        }
 
     @app.get("/v2/models/{model_name}")
     @app.get("/v2/models/{model_name}/versions/{version}")
@@ -167,8 +173,11 @@ def create_model_app(model: Model, protocol: str = "v1", path_prefix: str = "") 
             return _error(str(exc), 400)
         if json_len is None:
             return Response(body, media_type="application/json")
-        return Response(body, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(json_len)})
+        return Response(
+            body,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(json_len)},
+        )
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -37,8 +37,10 @@ def _find(model_dir: Path, names: tuple[str, ...]) -> Path:
     if model_dir.is_file():
         return model_dir
     if not model_dir.is_dir():
-        raise ModelLoadError(f"model directory {model_dir} does not exist (is the storageUri "
-                             "right, and visible to the workload?)")
+        raise ModelLoadError(
+            f"model directory {model_dir} does not exist (is the storageUri "
+            "right, and visible to the workload?)"
+        )
     for name in names:
         if (model_dir / name).is_file():
             return model_dir / name
@@ -61,8 +63,9 @@ class SklearnModel:
             # joblib reads plain pickles too, and a model.pkl written by joblib.dump is common.
             self.estimator = joblib.load(path)
         if not hasattr(self.estimator, "predict"):
-            raise ModelLoadError(f"{path} holds a {type(self.estimator).__name__}, which has "
-                                 "no predict()")
+            raise ModelLoadError(
+                f"{path} holds a {type(self.estimator).__name__}, which has no predict()"
+            )
         log.info("loaded sklearn model %s from %s", name, path)
 
     def predict_array(self, inputs: np.ndarray) -> np.ndarray:
@@ -73,8 +76,10 @@ class SklearnModel:
 
     def metadata(self) -> dict[str, Any]:
         features = getattr(self.estimator, "n_features_in_", -1)
-        return {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, features]}],
-                "outputs": [{"name": "output-0", "datatype": "INT64", "shape": [-1]}]}
+        return {
+            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, features]}],
+            "outputs": [{"name": "output-0", "datatype": "INT64", "shape": [-1]}],
+        }
 
 
 class PythonModel:
@@ -86,8 +91,9 @@ class PythonModel:
     def __init__(self, name: str, model_dir: Path) -> None:
         self.name = name
         path = _find(model_dir, (PYTHON_FILE,))
-        spec = importlib.util.spec_from_file_location(f"shipyard_model_{name.replace('-', '_')}",
-                                                      path)
+        spec = importlib.util.spec_from_file_location(
+            f"shipyard_model_{name.replace('-', '_')}", path
+        )
         if spec is None or spec.loader is None:
             raise ModelLoadError(f"cannot import {path}")
         module = importlib.util.module_from_spec(spec)
@@ -126,6 +132,7 @@ def load_model(name: str, model_format: str, model_dir: Path) -> Model:
     try:
         loader = LOADERS[model_format.lower()]
     except KeyError:
-        raise ModelLoadError(f"unknown model format {model_format!r}; supported: "
-                             f"{', '.join(LOADERS)}") from None
+        raise ModelLoadError(
+            f"unknown model format {model_format!r}; supported: {', '.join(LOADERS)}"
+        ) from None
     return loader(name, model_dir)

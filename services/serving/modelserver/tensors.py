@@ -19,9 +19,18 @@ import numpy as np
 HEADER_LENGTH = "inference-header-content-length"
 
 DTYPES: dict[str, Any] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
     "BYTES": object,
 }
 
@@ -58,7 +67,7 @@ def _decode_bytes(raw: bytes, count: int) -> np.ndarray:
             raise TensorError("truncated BYTES element length")
         (length,) = struct.unpack_from("<I", raw, offset)
         offset += 4
-        out.append(raw[offset:offset + length])
+        out.append(raw[offset : offset + length])
         offset += length
     if len(out) != count:
         raise TensorError(f"BYTES tensor has {len(out)} elements, shape says {count}")
@@ -81,8 +90,10 @@ def _tensor(spec: dict[str, Any], raw: bytes | None) -> np.ndarray:
         else:
             dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
             if len(raw) != count * dtype.itemsize:
-                raise TensorError(f"input {name}: {len(raw)} bytes of binary data, shape "
-                                  f"{shape} of {datatype} needs {count * dtype.itemsize}")
+                raise TensorError(
+                    f"input {name}: {len(raw)} bytes of binary data, shape "
+                    f"{shape} of {datatype} needs {count * dtype.itemsize}"
+                )
             flat = np.frombuffer(raw, dtype=dtype)
     else:
         data = spec.get("data")
@@ -126,19 +137,25 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         raw = None
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise TensorError(f"input {spec.get('name')}: binary_data_size {size!r} "
-                                  "does not fit the body")
-            raw = bytes(binary[offset:offset + size])
+                raise TensorError(
+                    f"input {spec.get('name')}: binary_data_size {size!r} does not fit the body"
+                )
+            raw = bytes(binary[offset : offset + size])
             offset += size
-        inputs.append((spec["name"] if isinstance(spec.get("name"), str) else "",
-                       _tensor(spec, raw)))
+        inputs.append(
+            (spec["name"] if isinstance(spec.get("name"), str) else "", _tensor(spec, raw))
+        )
     outputs = doc.get("outputs")
     if outputs is not None and not isinstance(outputs, list):
         raise TensorError("outputs: must be a list")
     params = doc.get("parameters") or {}
     rid = doc.get("id")
-    return InferRequest(id=str(rid) if rid is not None else None, inputs=inputs,
-                        outputs=outputs, binary_output=bool(params.get("binary_data_output")))
+    return InferRequest(
+        id=str(rid) if rid is not None else None,
+        inputs=inputs,
+        outputs=outputs,
+        binary_output=bool(params.get("binary_data_output")),
+    )
 
 
 def _binary(array: np.ndarray, datatype: str) -> bytes:
@@ -159,13 +176,17 @@ def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
     return flat.tolist()  # type: ignore[no-any-return]
 
 
-def encode_response(model_name: str, request: InferRequest,
-                    outputs: list[tuple[str, np.ndarray]]) -> tuple[bytes, int | None]:
+def encode_response(
+    model_name: str, request: InferRequest, outputs: list[tuple[str, np.ndarray]]
+) -> tuple[bytes, int | None]:
     """The response body and, when it carries binary data, the JSON part's length."""
     wanted: dict[str, dict[str, Any]] | None = None
     if request.outputs:
-        wanted = {str(o.get("name")): (o.get("parameters") or {}) for o in request.outputs
-                  if isinstance(o, dict)}
+        wanted = {
+            str(o.get("name")): (o.get("parameters") or {})
+            for o in request.outputs
+            if isinstance(o, dict)
+        }
         known = {name for name, _ in outputs}
         missing = [n for n in wanted if n not in known]
         if missing:
