@@ -79,6 +79,13 @@ async def test_proxy_rate_limit_returns_429_with_retry_after(gateway_state, upst
             r = await c.get(f"/api/v1/workflows/{NS}")
         assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        # Data planes (a model's inference, a notebook's own traffic) are not API-limited.
+        server.server.config.app.state.gw.route_table.upsert(
+            "inferenceservice", NS, "m", [(upstream.url, 1)])
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+            served = [(await c.get(f"/serving/{NS}/m/v2/health/ready")).status_code
+                      for _ in range(6)]
+        assert 429 not in served, served
     finally:
         await server.stop()
 
