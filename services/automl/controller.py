@@ -74,6 +74,7 @@ EXPERIMENT_SHORT_LABEL = "experiment"  # `shipyard get trials -l experiment=NAME
 STATE_TO_STUDY = {"Succeeded": "COMPLETE", "EarlyStopped": "PRUNED", "Failed": "FAIL",
                   "Killed": "FAIL", "MetricsUnavailable": "FAIL"}
 EARLY_STOP_POLL = 0.5
+FOLLOW_UP_SECONDS = 0.25
 LOG_TAIL_IN_MESSAGE = 10
 
 
@@ -178,6 +179,8 @@ class AutoMLController(Controller):
             await self._finalize_experiment(experiment)
             return
         spec = experiment["spec"]
+        # Before summarize: its status copy is shallow, set_condition edits the list in place.
+        conditions_before = _condition_states(experiment.get("status") or {})
         summary = summarize(experiment, trials)
         status = summary.status
         if not has_condition(status, "Created"):
@@ -214,6 +217,10 @@ class AutoMLController(Controller):
         if need > 0 and not exhausted:
             # Trial start is the critical path: create first; the status (whose counters
             # the new trials change anyway) is written by the reconcile this one enqueues.
+            # A condition change (Created, Running, Restarting) is written first: clients
+            # (the Katib SDK reads conditions[-1]) must see it at once.
+            if _condition_states(status) != conditions_before:
+                await self._write_status(EXPERIMENT, experiment, status)
             await self._create_trials(experiment, trials, rows, attrs, study_state, need)
             return
         await self._write_status(EXPERIMENT, experiment, status)
@@ -283,7 +290,11 @@ class AutoMLController(Controller):
         for trial_name in created:
             self._fresh[(namespace, trial_name)] = fresh[trial_name]
             self.enqueue(TRIAL, namespace, trial_name)
-        self.enqueue(EXPERIMENT, namespace, meta["name"])
+        # The status and Suggestion bookkeeping this reconcile skipped follows a moment later,
+        # so it does not compete with the new trials' start (or a short trial's completion)
+        # for the event loop; a trial change before then runs it sooner.
+        asyncio.get_running_loop().call_later(FOLLOW_UP_SECONDS, self.enqueue, EXPERIMENT.kind,
+                                              namespace, meta["name"])
         if created:
             log.info("experiment %s/%s: created trials %s", namespace, meta["name"],
                      ", ".join(created))
@@ -707,6 +718,10 @@ class AutoMLController(Controller):
             async with self.db.sessions() as s:
                 return await automl_store.read_observations(s, namespace, name)
         return []
+
+
+def _condition_states(status: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c.get("type", ""), c.get("status", "")) for c in status.get("conditions") or []]
 
 
 def _suffix() -> str:
