@@ -1,0 +1,1 @@
+"""Small stand-ins for the training programs in Kubeflow's examples (run by the examples/)."""
