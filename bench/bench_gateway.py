@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from loadgen import Run, run_wrk
 
 log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,14 +122,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-@dataclass
-class Run:
-    rps: float
-    p50: float  # ms
-    p99: float  # ms
-    requests: int
-
-
 async def run_load(url: str, headers: dict[str, str], seconds: float,
                    concurrency: int) -> Run:
     """The fallback load generator: it shares the cores with the servers, so it understates."""
@@ -154,28 +146,10 @@ async def run_load(url: str, headers: dict[str, str], seconds: float,
     return Run(len(latencies) / elapsed, qs[49] * 1000, qs[98] * 1000, len(latencies))
 
 
-def run_wrk(url: str, headers: dict[str, str], seconds: float, concurrency: int) -> Run:
-    """One wrk run: requests/s and latency percentiles."""
-    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency", url]
-    for key, value in headers.items():
-        cmd += ["-H", f"{key}: {value}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
-    if "Non-2xx" in out or "Socket errors" in out or "Requests/sec" not in out:
-        raise RuntimeError(f"{url}: wrk saw errors:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-
-    def latency(label: str) -> float:
-        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return Run(rps, latency("50%"), latency("99%"), total)
-
-
 def measure(url: str, headers: dict[str, str], seconds: float, concurrency: int,
             use_wrk: bool) -> Run:
     if use_wrk:
-        return run_wrk(url, headers, seconds, concurrency)
+        return run_wrk(url, seconds, concurrency, headers=headers)
     return asyncio.run(run_load(url, headers, seconds, concurrency))
 
 

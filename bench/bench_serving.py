@@ -24,17 +24,15 @@ import asyncio
 import json
 import logging
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from loadgen import Run, run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,14 +51,6 @@ BODY = json.dumps(
         ]
     }
 )
-
-
-@dataclass
-class Run:
-    rps: float
-    p50: float  # ms
-    p99: float  # ms
-    requests: int
 
 
 def train(directory: Path) -> None:
@@ -144,32 +134,6 @@ def deploy(platform: Platform) -> str:
     return str(endpoint)
 
 
-def run_wrk(url: str, seconds: float, concurrency: int, script: Path) -> Run:
-    cmd = [
-        "wrk",
-        "-t1",
-        f"-c{concurrency}",
-        f"-d{max(1, round(seconds))}s",
-        "--latency",
-        "-s",
-        str(script),
-        url,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
-    if "Non-2xx" in out or "Socket errors" in out or "Requests/sec" not in out:
-        raise RuntimeError(f"{url}: wrk saw errors:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-
-    def latency(label: str) -> float:
-        found = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
-        assert found is not None, out
-        value, unit = found.groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return Run(rps, latency("50%"), latency("99%"), total)
-
-
 async def run_python(url: str, seconds: float, concurrency: int) -> Run:
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=concurrency)
@@ -196,7 +160,7 @@ async def run_python(url: str, seconds: float, concurrency: int) -> Run:
 
 def measure(url: str, seconds: float, concurrency: int, script: Path | None) -> Run:
     if script is not None:
-        return run_wrk(url, seconds, concurrency, script)
+        return run_wrk(url, seconds, concurrency, script=script)
     return asyncio.run(run_python(url, seconds, concurrency))
 
 

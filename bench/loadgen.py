@@ -1,0 +1,46 @@
+"""Load generation shared by the HTTP benchmarks: wrk when installed, a measurement record."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Run:
+    rps: float
+    p50: float  # ms
+    p99: float  # ms
+    requests: int
+
+
+def run_wrk(url: str, seconds: float, concurrency: int, *, headers: dict[str, str] | None = None,
+            script: Path | None = None) -> Run:
+    """One wrk run (a C load generator: it leaves the cores to the servers under test)."""
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for key, value in (headers or {}).items():
+        cmd += ["-H", f"{key}: {value}"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True,
+                         timeout=seconds + 30).stdout
+    if "Non-2xx" in out or "Socket errors" in out or "Requests/sec" not in out:
+        raise RuntimeError(f"{url}: wrk saw errors:\n{out}")
+
+    def number(pattern: str) -> str:
+        found = re.search(pattern, out)
+        if found is None:
+            raise RuntimeError(f"{url}: unexpected wrk output:\n{out}")
+        return found.group(1)
+
+    def latency(label: str) -> float:
+        found = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
+        if found is None:
+            raise RuntimeError(f"{url}: no {label} latency in wrk output:\n{out}")
+        value, unit = found.groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return Run(float(number(r"Requests/sec:\s+([\d.]+)")), latency("50%"), latency("99%"),
+               int(number(r"(\d+) requests in")))
