@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,23 +135,14 @@ async def start_automl(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task
 
 
 @pytest.fixture(scope="package")
-async def automl_db() -> AsyncIterator[str]:
+def automl_db() -> Iterator[str]:
     """This package's own database: automl services on one database are replicas of one
     deployment (one leads, see services/automl/leader.py), so the service under test must
     not share ``pg_url`` with the platform's automl service."""
-    import asyncpg
+    from tests.conftest import fresh_database
 
-    from tests.conftest import PG_ADMIN_DSN
-
-    name = f"shipyard_automl_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    with fresh_database("shipyard_automl") as url:
+        yield url
 
 
 @pytest.fixture(scope="package")

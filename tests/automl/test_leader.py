@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -24,22 +23,15 @@ from services.automl.settings import Settings
 from services.common.identity import AssertionMinter
 from services.common.runtime import LocalRuntime
 from tests.automl.conftest import API, NAMESPACE, python_experiment, start_automl, unique
-from tests.conftest import PG_ADMIN_DSN, free_port
+from tests.conftest import free_port, fresh_database
 
 SLOW_TRIAL = "import sys, time; time.sleep(0.4); print(f'loss={float(sys.argv[1]):.4f}')"
 
 
 @pytest.fixture
-async def database() -> AsyncIterator[str]:
-    name = f"shipyard_leader_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+def database() -> Iterator[str]:
+    with fresh_database("shipyard_leader") as url:
+        yield url
 
 
 async def _wait_for(predicate: Any, timeout: float = 20) -> None:  # noqa: ASYNC109

@@ -50,7 +50,8 @@ async def test_resume_long_running(automl: AutoML) -> None:
                 break
             await asyncio.sleep(0.2)
     assert reason_of(exp) == ("Succeeded", "ExperimentMaxTrialsReached")
-    assert any(c["type"] == "Restarting" for c in exp["status"]["conditions"]), exp["status"]["conditions"]
+    conditions = exp["status"]["conditions"]
+    assert any(c["type"] == "Restarting" for c in conditions), conditions
 
 
 def _grid_seed_with_bad_last(params: list[dict], spec: dict) -> int:
