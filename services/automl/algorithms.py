@@ -132,7 +132,9 @@ class SuggestionEngine:
     # ------------------------------------------------------------------ optuna
     def _build(self, uid: str, direction: str, rows: list[StudyRow],
                study_attrs: dict[str, Any]) -> optuna.Study:
-        study = optuna.create_study(direction=direction, storage=optuna.storages.InMemoryStorage())
+        study = optuna.create_study(
+            direction=optuna.study.StudyDirection[direction.upper()],
+            storage=optuna.storages.InMemoryStorage())
         for key, value in study_attrs.items():
             study._storage.set_study_system_attr(study._study_id, key, value)
         for row in sorted(rows, key=lambda r: r.number):

@@ -122,8 +122,9 @@ class AutoMLController(Controller):
     # ------------------------------------------------------------------ plumbing
     def keys_for(self, kind: ResourceKind, event: WatchEvent) -> list[Key]:
         meta = event.object.get("metadata", {})
-        own = self._own_writes.get((kind.kind, meta.get("namespace", ""), meta.get("name", "")))
-        own = event.type == "MODIFIED" and own == (
+        written = self._own_writes.get(
+            (kind.kind, meta.get("namespace", ""), meta.get("name", "")))
+        own = event.type == "MODIFIED" and written == (
             meta.get("generation"), meta.get("deletionTimestamp"), event.object.get("status"))
         keys = [] if own else list(super().keys_for(kind, event))
         if kind.kind == TRIAL.kind:
@@ -532,7 +533,7 @@ class AutoMLController(Controller):
     def _event(self, trial: dict[str, Any], condition: str, reason: str, message: str,
                value: float | None) -> events.TrialEvent:
         meta = trial["metadata"]
-        owner = next(iter(meta.get("ownerReferences") or []), {})
+        owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or []), {})
         return events.TrialEvent(
             namespace=meta["namespace"], experiment=(meta.get("labels") or {}).get(
                 EXPERIMENT_LABEL, ""), trial=meta["name"], experiment_uid=owner.get("uid", ""),
