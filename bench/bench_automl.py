@@ -44,13 +44,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 NS = "bench"
 API = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}"
 PG = os.environ.get("SHIPYARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-NATS = os.environ.get("SHIPYARD_TEST_NATS_URL", os.environ.get("NATS_URL",
-                                                               "nats://127.0.0.1:4222"))
+NATS = os.environ.get("SHIPYARD_TEST_NATS_URL", os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
 TARGET_MS = 100.0
 
-BRANIN = ("import sys, math; x1, x2 = float(sys.argv[1]), float(sys.argv[2]); "
-          "v = (x2 - 5.1/(4*math.pi**2)*x1**2 + 5/math.pi*x1 - 6)**2 "
-          "+ 10*(1 - 1/(8*math.pi))*math.cos(x1) + 10; print(f'value={v:.9f}')")
+BRANIN = (
+    "import sys, math; x1, x2 = float(sys.argv[1]), float(sys.argv[2]); "
+    "v = (x2 - 5.1/(4*math.pi**2)*x1**2 + 5/math.pi*x1 - 6)**2 "
+    "+ 10*(1 - 1/(8*math.pi))*math.cos(x1) + 10; print(f'value={v:.9f}')"
+)
 HARTMANN = (
     "import sys, math\n"
     "x = [float(a) for a in sys.argv[1:7]]\n"
@@ -60,7 +61,8 @@ HARTMANN = (
     "al = [1.0,1.2,3.0,3.2]\n"
     "v = -sum(al[i]*math.exp(-sum(A[i][j]*(x[j]-P[i][j]*1e-4)**2 for j in range(6))) "
     "for i in range(4))\n"
-    "print(f'value={v:.9f}')\n")
+    "print(f'value={v:.9f}')\n"
+)
 FUNCTIONS: dict[str, tuple[str, list[tuple[str, float, float]], float]] = {
     "branin": (BRANIN, [("x1", -5.0, 10.0), ("x2", 0.0, 15.0)], 0.397887),
     "hartmann6": (HARTMANN, [(f"x{i}", 0.0, 1.0) for i in range(1, 7)], -3.32237),
@@ -81,37 +83,71 @@ def py_value(fn: str, params: dict[str, float]) -> float:
     return float(out[0].split("=")[1])
 
 
-def experiment(name: str, fn: str, algorithm: str, seed: int, trials: int,
-               parallel: int = 1) -> dict[str, Any]:
+def experiment(
+    name: str, fn: str, algorithm: str, seed: int, trials: int, parallel: int = 1
+) -> dict[str, Any]:
     code, space, _ = FUNCTIONS[fn]
-    params = [{"name": n, "parameterType": "double",
-               "feasibleSpace": {"min": str(lo), "max": str(hi)}} for n, lo, hi in space]
+    params = [
+        {"name": n, "parameterType": "double", "feasibleSpace": {"min": str(lo), "max": str(hi)}}
+        for n, lo, hi in space
+    ]
     settings = [{"name": "random_state", "value": str(seed)}]
     if algorithm == "bayesianoptimization":
         settings.append({"name": "n_initial_points", "value": "10"})
-    return {"apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
-            "metadata": {"name": name},
-            "spec": {"objective": {"type": "minimize", "objectiveMetricName": "value"},
-                     "algorithm": {"algorithmName": algorithm, "algorithmSettings": settings},
-                     "parameters": params, "maxTrialCount": trials,
-                     "parallelTrialCount": parallel,
-                     "trialTemplate": {
-                         "trialParameters": [{"name": n, "reference": n} for n, _, _ in space],
-                         "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {
-                             "template": {"spec": {"containers": [{
-                                 "name": "main", "command": [
-                                     sys.executable, "-I", "-S", "-c", code,
-                                     *[f"${{trialParameters.{n}}}" for n, _, _ in space]]}]}}}}}}}
+    return {
+        "apiVersion": "kubeflow.org/v1beta1",
+        "kind": "Experiment",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": {"type": "minimize", "objectiveMetricName": "value"},
+            "algorithm": {"algorithmName": algorithm, "algorithmSettings": settings},
+            "parameters": params,
+            "maxTrialCount": trials,
+            "parallelTrialCount": parallel,
+            "trialTemplate": {
+                "trialParameters": [{"name": n, "reference": n} for n, _, _ in space],
+                "trialSpec": {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "main",
+                                        "command": [
+                                            sys.executable,
+                                            "-I",
+                                            "-S",
+                                            "-c",
+                                            code,
+                                            *[f"${{trialParameters.{n}}}" for n, _, _ in space],
+                                        ],
+                                    }
+                                ]
+                            }
+                        }
+                    },
+                },
+            },
+        },
+    }
 
 
-async def wait_done(client: httpx.AsyncClient, name: str, timeout: float = 3600,  # noqa: ASYNC109
-                    poll: float = 0.05) -> dict:
+async def wait_done(
+    client: httpx.AsyncClient,
+    name: str,
+    timeout: float = 3600,  # noqa: ASYNC109
+    poll: float = 0.05,
+) -> dict:
     async with asyncio.timeout(timeout):
         while True:
             r = await client.get(f"{API}/experiments/{name}")
             exp = r.json() if r.status_code == 200 else {}
-            if any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
-                   for c in exp.get("status", {}).get("conditions", [])):
+            if any(
+                c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
+                for c in exp.get("status", {}).get("conditions", [])
+            ):
                 return exp
             await asyncio.sleep(poll)
 
@@ -147,8 +183,13 @@ def _iqr(values: list[float]) -> float:
     return q[2] - q[0]
 
 
-async def quality(client: httpx.AsyncClient, trials: int, seeds: list[int],
-                  algorithms: list[str], concurrency: int = 6) -> bool:
+async def quality(
+    client: httpx.AsyncClient,
+    trials: int,
+    seeds: list[int],
+    algorithms: list[str],
+    concurrency: int = 6,
+) -> bool:
     """Median best after ``trials`` through the service beside in-process Optuna.
 
     Verdicts: "within noise" when the two medians differ by no more than the larger
@@ -175,10 +216,15 @@ async def quality(client: httpx.AsyncClient, trials: int, seeds: list[int],
             await client.delete(f"{API}/experiments/{name}")
 
     await asyncio.gather(*(run(*job) for job in jobs))
-    theirs_all = {(a, fn): [optuna_best(fn, a, s, trials)[0] for s in seeds]
-                  for a in algorithms for fn in FUNCTIONS}
-    print(f"{'function':<10} {'algorithm':<21} {'shipyard median (IQR)':>22} "
-          f"{'optuna median (IQR)':>20} {'optimum':>9}  verdict")
+    theirs_all = {
+        (a, fn): [optuna_best(fn, a, s, trials)[0] for s in seeds]
+        for a in algorithms
+        for fn in FUNCTIONS
+    }
+    print(
+        f"{'function':<10} {'algorithm':<21} {'shipyard median (IQR)':>22} "
+        f"{'optuna median (IQR)':>20} {'optimum':>9}  verdict"
+    )
     ok = True
     for fn, (_, _, optimum) in FUNCTIONS.items():
         rand_gap = statistics.median(results[("random", fn)]) - optimum
@@ -191,16 +237,22 @@ async def quality(client: httpx.AsyncClient, trials: int, seeds: list[int],
             ok = ok and within
             if algorithm != "random":
                 clearly = (m_ours - optimum) <= 0.5 * rand_gap
-                verdict += (", clearly better than random" if clearly
-                            else ", NOT clearly better than random")
+                verdict += (
+                    ", clearly better than random"
+                    if clearly
+                    else ", NOT clearly better than random"
+                )
                 ok = ok and clearly
-            print(f"{fn:<10} {algorithm:<21} {m_ours:>13.4f} ({_iqr(ours):6.3f}) "
-                  f"{m_theirs:>11.4f} ({_iqr(theirs):6.3f}) {optimum:>9.5f}  {verdict}")
+            print(
+                f"{fn:<10} {algorithm:<21} {m_ours:>13.4f} ({_iqr(ours):6.3f}) "
+                f"{m_theirs:>11.4f} ({_iqr(theirs):6.3f}) {optimum:>9.5f}  {verdict}"
+            )
     return ok
 
 
-async def speed(client: httpx.AsyncClient, state_dir: Path, trials: int,
-                report: bool = True) -> bool:
+async def speed(
+    client: httpx.AsyncClient, state_dir: Path, trials: int, report: bool = True
+) -> bool:
     """Control-plane overhead per trial on a sequential experiment (parallelTrialCount 1).
 
     Per trial: the time from the previous trial's process exit (for the first, from the
@@ -212,7 +264,8 @@ async def speed(client: httpx.AsyncClient, state_dir: Path, trials: int,
     name = f"speed-{uuid.uuid4().hex[:6]}"
     body = experiment(name, "branin", "random", 1, trials)
     body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0][
-        "command"] = ["/bin/echo", "value=1"]
+        "command"
+    ] = ["/bin/echo", "value=1"]
     body["spec"]["trialTemplate"]["trialParameters"] = []
     created = time.time()
     t0 = time.perf_counter()
@@ -222,8 +275,11 @@ async def speed(client: httpx.AsyncClient, state_dir: Path, trials: int,
     runtime = LocalRuntime(state_dir)
     statuses = await runtime.list({"katib.kubeflow.org/experiment": name})
     await runtime.close()
-    runs = sorted((s.start_time.timestamp(), s.finish_time.timestamp()) for s in statuses
-                  if s.start_time and s.finish_time)
+    runs = sorted(
+        (s.start_time.timestamp(), s.finish_time.timestamp())
+        for s in statuses
+        if s.start_time and s.finish_time
+    )
     process = sum(end - start for start, end in runs)
     gaps, previous_end = [], created
     for start, end in runs:
@@ -235,24 +291,32 @@ async def speed(client: httpx.AsyncClient, state_dir: Path, trials: int,
     if not report:
         return True
     _, optuna_per_trial = optuna_best("branin", "random", 1, trials)
-    print(f"control-plane overhead per trial: median {median_ms:.1f} ms, p90 "
-          f"{sorted(gaps)[int(len(gaps) * 0.9)]:.1f} ms, mean incl. end detection "
-          f"{mean_ms:.1f} ms (wall {wall:.2f} s, trial processes {process:.2f} s, "
-          f"{len(runs)}/{trials} trials); in-process Optuna per trial: "
-          f"{optuna_per_trial * 1000:.2f} ms  "
-          f"[{'PASS' if median_ms < TARGET_MS else 'FAIL'} < {TARGET_MS:.0f} ms]")
+    print(
+        f"control-plane overhead per trial: median {median_ms:.1f} ms, p90 "
+        f"{sorted(gaps)[int(len(gaps) * 0.9)]:.1f} ms, mean incl. end detection "
+        f"{mean_ms:.1f} ms (wall {wall:.2f} s, trial processes {process:.2f} s, "
+        f"{len(runs)}/{trials} trials); in-process Optuna per trial: "
+        f"{optuna_per_trial * 1000:.2f} ms  "
+        f"[{'PASS' if median_ms < TARGET_MS else 'FAIL'} < {TARGET_MS:.0f} ms]"
+    )
     return median_ms < TARGET_MS
 
 
-def _grow_rows(spec: dict[str, Any], algorithm: str, upto: int,
-               rows: list[StudyRow], engine: SuggestionEngine) -> tuple[float, float]:
+def _grow_rows(
+    spec: dict[str, Any], algorithm: str, upto: int, rows: list[StudyRow], engine: SuggestionEngine
+) -> tuple[float, float]:
     """Ask/tell through engine.suggest until ``upto`` rows exist; (first, last) ask in s."""
-    spec["algorithm"] = {"algorithmName": algorithm,
-                         "algorithmSettings": [{"name": "random_state", "value": "1"}]}
+    spec["algorithm"] = {
+        "algorithmName": algorithm,
+        "algorithmSettings": [{"name": "random_state", "value": "1"}],
+    }
     first = last = 0.0
     while len(rows) < upto:
-        outcomes = {r.trial_name: ("COMPLETE", py_value("branin", r.params))
-                    for r in rows if r.state == "RUNNING"}
+        outcomes = {
+            r.trial_name: ("COMPLETE", py_value("branin", r.params))
+            for r in rows
+            if r.state == "RUNNING"
+        }
         t0 = time.perf_counter()
         result = engine.suggest(spec, "bench", rows, outcomes, {}, {}, 1)
         took = time.perf_counter() - t0
@@ -276,12 +340,20 @@ def suggestion_latency(algorithms: list[str], at: int = 500) -> bool:
     """
     spec: dict[str, Any] = {
         "objective": {"type": "minimize"},
-        "parameters": [{"name": n, "parameterType": "double",
-                        "feasibleSpace": {"min": str(lo), "max": str(hi)}}
-                       for n, lo, hi in FUNCTIONS["branin"][1]]}
+        "parameters": [
+            {
+                "name": n,
+                "parameterType": "double",
+                "feasibleSpace": {"min": str(lo), "max": str(hi)},
+            }
+            for n, lo, hi in FUNCTIONS["branin"][1]
+        ],
+    }
     ok = True
-    print(f"{'algorithm':<21} {'trial 1 (ms)':>13} {f'trial {at} (ms)':>15} "
-          f"{f'rebuild at {at} (ms)':>20}")
+    print(
+        f"{'algorithm':<21} {'trial 1 (ms)':>13} {f'trial {at} (ms)':>15} "
+        f"{f'rebuild at {at} (ms)':>20}"
+    )
     for algorithm in algorithms:
         engine, rows = SuggestionEngine(), []
         if algorithm == "bayesianoptimization":
@@ -291,8 +363,19 @@ def suggestion_latency(algorithms: list[str], at: int = 500) -> bool:
         else:
             first, _ = _grow_rows(spec, algorithm, 1, rows, engine)
             _grow_rows(spec, algorithm, at - 1, rows, engine)
-        copy = [StudyRow(r.number, r.trial_name, r.params, r.distributions, r.system_attrs,
-                         r.state, r.value, r.rung) for r in rows]
+        copy = [
+            StudyRow(
+                r.number,
+                r.trial_name,
+                r.params,
+                r.distributions,
+                r.system_attrs,
+                r.state,
+                r.value,
+                r.rung,
+            )
+            for r in rows
+        ]
         _, last = _grow_rows(spec, algorithm, at, rows, engine)
         fresh = SuggestionEngine()
         t0 = time.perf_counter()
@@ -300,8 +383,10 @@ def suggestion_latency(algorithms: list[str], at: int = 500) -> bool:
         rebuild = time.perf_counter() - t0
         passed = last * 1000 < TARGET_MS
         ok = ok and passed
-        print(f"{algorithm:<21} {first * 1000:>13.2f} {last * 1000:>15.2f} "
-              f"{rebuild * 1000:>20.1f}  {'PASS' if passed else 'FAIL'} < {TARGET_MS:.0f} ms")
+        print(
+            f"{algorithm:<21} {first * 1000:>13.2f} {last * 1000:>15.2f} "
+            f"{rebuild * 1000:>20.1f}  {'PASS' if passed else 'FAIL'} < {TARGET_MS:.0f} ms"
+        )
     return ok
 
 
@@ -329,37 +414,66 @@ async def main() -> int:
             from tests.conftest import free_port
 
             port = free_port()
-            settings = Settings(database_url=url, nats_url=NATS, port=port, state_dir=Path(tmp),
-                                gateway_public_key=minter.public_pem.decode(),
-                                # One durable across runs: a new one would first replay
-                                # every trial event the stream still holds.
-                                events_durable="automl-bench",
-                                log_level="WARNING")
-            server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1",
-                                                   port=port, log_level="warning"))
+            settings = Settings(
+                database_url=url,
+                nats_url=NATS,
+                port=port,
+                state_dir=Path(tmp),
+                gateway_public_key=minter.public_pem.decode(),
+                # One durable across runs: a new one would first replay
+                # every trial event the stream still holds.
+                events_durable="automl-bench",
+                log_level="WARNING",
+            )
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    create_app(settings), host="127.0.0.1", port=port, log_level="warning"
+                )
+            )
             task = asyncio.create_task(server.serve())
             while not server.started:
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.05)
+
             async def fresh_assertion(request: httpx.Request) -> None:
                 # Assertions are short-lived (as the gateway's are): one per request.
                 request.headers.update(minter.headers(namespace=NS, role="admin"))
 
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                                         event_hooks={"request": [fresh_assertion]}) as client:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}",
+                timeout=60,
+                event_hooks={"request": [fresh_assertion]},
+            ) as client:
                 print("== speed")
                 # Warm-up (imports, connection pool, the durable consumer's backlog from
                 # earlier runs): the speed numbers are for a service in its steady state.
                 await speed(client, Path(tmp), 10, report=False)
                 ok = await speed(client, Path(tmp), args.speed_trials) and ok
-                ok = suggestion_latency(["random", "tpe", "multivariate-tpe", "cmaes",
-                                         "sobol", "bayesianoptimization"],
-                                        args.latency_at) and ok
-                print(f"== quality (median best after {args.trials} trials, "
-                      f"{args.seeds} seeds)")
-                ok = await quality(client, args.trials, list(range(args.seeds)),
-                                   ["random", "tpe", "bayesianoptimization"]) and ok
+                ok = (
+                    suggestion_latency(
+                        [
+                            "random",
+                            "tpe",
+                            "multivariate-tpe",
+                            "cmaes",
+                            "sobol",
+                            "bayesianoptimization",
+                        ],
+                        args.latency_at,
+                    )
+                    and ok
+                )
+                print(f"== quality (median best after {args.trials} trials, {args.seeds} seeds)")
+                ok = (
+                    await quality(
+                        client,
+                        args.trials,
+                        list(range(args.seeds)),
+                        ["random", "tpe", "bayesianoptimization"],
+                    )
+                    and ok
+                )
                 print(f"== total {time.perf_counter() - started:.0f} s")
             server.should_exit = True
             await asyncio.wait_for(task, 30)

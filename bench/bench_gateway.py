@@ -47,8 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 STUB_PATH = "/apis/kubeflow.org/v1beta1/namespaces/bench/experiments"  # automl -> the stub
 NAMESPACE = "bench"
 PVC_PATH = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/bench-pvc"  # notebook
-PG_ADMIN_DSN = os.environ.get("SHIPYARD_TEST_PG_DSN",
-                              "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "SHIPYARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 TARGET_RATIO, TARGET_ADDED_P50_MS = 0.6, 2.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -122,8 +123,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-async def run_load(url: str, headers: dict[str, str], seconds: float,
-                   concurrency: int) -> Run:
+async def run_load(url: str, headers: dict[str, str], seconds: float, concurrency: int) -> Run:
     """The fallback load generator: it shares the cores with the servers, so it understates."""
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -139,15 +139,17 @@ async def run_load(url: str, headers: dict[str, str], seconds: float,
                     raise RuntimeError(f"{url}: HTTP {r.status_code} {r.text[:200]}")
 
         start = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))),
-                               seconds + 30)
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(concurrency))), seconds + 30
+        )
         elapsed = time.perf_counter() - start
     qs = statistics.quantiles(latencies, n=100)
     return Run(len(latencies) / elapsed, qs[49] * 1000, qs[98] * 1000, len(latencies))
 
 
-def measure(url: str, headers: dict[str, str], seconds: float, concurrency: int,
-            use_wrk: bool) -> Run:
+def measure(
+    url: str, headers: dict[str, str], seconds: float, concurrency: int, use_wrk: bool
+) -> Run:
     if use_wrk:
         return run_wrk(url, seconds, concurrency, headers=headers)
     return asyncio.run(run_load(url, headers, seconds, concurrency))
@@ -176,13 +178,26 @@ class Comparison:
 
 def combine(runs: list[Run]) -> Run:
     """Runs of equal length as one: mean req/s, median p50, worst p99."""
-    return Run(statistics.fmean(r.rps for r in runs), statistics.median(r.p50 for r in runs),
-               max(r.p99 for r in runs), sum(r.requests for r in runs))
+    return Run(
+        statistics.fmean(r.rps for r in runs),
+        statistics.median(r.p50 for r in runs),
+        max(r.p99 for r in runs),
+        sum(r.requests for r in runs),
+    )
 
 
-def compare(name: str, direct_url: str, direct_headers: dict[str, str], gw_url: str,
-            gw_headers: dict[str, str], gw_pid: int, concurrencies: list[int], seconds: float,
-            use_wrk: bool, rounds: int = 2) -> list[Comparison]:
+def compare(
+    name: str,
+    direct_url: str,
+    direct_headers: dict[str, str],
+    gw_url: str,
+    gw_headers: dict[str, str],
+    gw_pid: int,
+    concurrencies: list[int],
+    seconds: float,
+    use_wrk: bool,
+    rounds: int = 2,
+) -> list[Comparison]:
     """Direct and gateway runs interleaved (A B A B), so drifting background load on a
     shared machine falls on both sides alike."""
     out = []
@@ -196,8 +211,7 @@ def compare(name: str, direct_url: str, direct_headers: dict[str, str], gw_url: 
             vias.append(measure(gw_url, gw_headers, seconds / rounds, conc, use_wrk))
             cpu += cpu_seconds(gw_pid) - cpu0
         via = combine(vias)
-        out.append(Comparison(name, conc, combine(directs), via,
-                              cpu / max(via.requests, 1) * 1e6))
+        out.append(Comparison(name, conc, combine(directs), via, cpu / max(via.requests, 1) * 1e6))
     return out
 
 
@@ -205,18 +219,42 @@ def report(results: list[Comparison], tool: str) -> bool:
     """Log the table and verdicts; True when every real-service comparison passes."""
     log.info("")
     log.info("load generator: %s; through the gateway with bearer-token (OIDC JWT) auth", tool)
-    log.info("%-17s %5s %-8s %9s %8s %8s %12s", "upstream", "conc", "path", "req/s", "p50 ms",
-             "p99 ms", "gw CPU/req")
+    log.info(
+        "%-17s %5s %-8s %9s %8s %8s %12s",
+        "upstream",
+        "conc",
+        "path",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "gw CPU/req",
+    )
     for c in results:
         for label, run in (("direct", c.direct), ("gateway", c.via)):
             cpu = f"{c.gateway_cpu_us:8.0f} us" if label == "gateway" and c.gateway_cpu_us else ""
-            log.info("%-17s %5d %-8s %9.0f %8.2f %8.2f %12s", c.upstream, c.concurrency, label,
-                     run.rps, run.p50, run.p99, cpu)
+            log.info(
+                "%-17s %5d %-8s %9.0f %8.2f %8.2f %12s",
+                c.upstream,
+                c.concurrency,
+                label,
+                run.rps,
+                run.p50,
+                run.p99,
+                cpu,
+            )
     log.info("")
     for c in results:
-        log.info("%-17s concurrency %2d: throughput %.2fx direct (target >= %.1fx), added p50 "
-                 "%.2f ms (target <= %.0f ms): %s", c.upstream, c.concurrency, c.ratio,
-                 TARGET_RATIO, c.added_p50, TARGET_ADDED_P50_MS, "PASS" if c.passed else "FAIL")
+        log.info(
+            "%-17s concurrency %2d: throughput %.2fx direct (target >= %.1fx), added p50 "
+            "%.2f ms (target <= %.0f ms): %s",
+            c.upstream,
+            c.concurrency,
+            c.ratio,
+            TARGET_RATIO,
+            c.added_p50,
+            TARGET_ADDED_P50_MS,
+            "PASS" if c.passed else "FAIL",
+        )
     judged = [c for c in results if c.upstream != "stub"]
     ok = bool(judged) and all(c.passed for c in judged)
     if judged:
@@ -228,8 +266,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=4, help="per measured run")
-    parser.add_argument("--no-service", action="store_true",
-                        help="only the stub comparison (no Postgres/NATS needed)")
+    parser.add_argument(
+        "--no-service",
+        action="store_true",
+        help="only the stub comparison (no Postgres/NATS needed)",
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,8 +292,10 @@ def main() -> int:
 
     use_wrk = shutil.which("wrk") is not None
     if not use_wrk:
-        log.warning("wrk not found (apt-get install wrk): measuring with a Python client, "
-                    "which shares the cores with the servers and understates the gateway")
+        log.warning(
+            "wrk not found (apt-get install wrk): measuring with a Python client, "
+            "which shares the cores with the servers and understates the gateway"
+        )
     concurrencies = sorted({1, args.concurrency})
     procs: list[subprocess.Popen[bytes]] = []
     db_name = f"shipyard_bench_{uuid.uuid4().hex[:10]}"
@@ -261,8 +304,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
         private_key, public_key = ensure_gateway_keys(state)
-        oidc_key = RSAKey.generate_key(2048, parameters={"kid": "bench", "use": "sig",
-                                                         "alg": "RS256"})
+        oidc_key = RSAKey.generate_key(
+            2048, parameters={"kid": "bench", "use": "sig", "alg": "RS256"}
+        )
         key_file = Path(tmp) / "oidc-key.json"
         key_file.write_text(json.dumps(oidc_key.as_dict(private=True)))
         stub_port, svc_port, gw_port = free_port(), free_port(), free_port()
@@ -271,61 +315,134 @@ def main() -> int:
         gw = f"http://127.0.0.1:{gw_port}"
         quiet = dict(os.environ, SHIPYARD_LOG_LEVEL="WARNING", NATS_URL=NATS_URL)
         try:
-            procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--serve-upstream", str(stub_port),
-                 "--key-file", str(key_file)], cwd=ROOT))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--serve-upstream",
+                        str(stub_port),
+                        "--key-file",
+                        str(key_file),
+                    ],
+                    cwd=ROOT,
+                )
+            )
             db_url = ""
             if not args.no_service:
                 asyncio.run(_psql(f'CREATE DATABASE "{db_name}"'))
                 db_created = True
-                db_url = (PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
-                    "postgresql://", "postgresql+asyncpg://", 1) + f"/{db_name}")
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "services.notebook"], cwd=ROOT, env=dict(
-                        quiet, SHIPYARD_PORT=str(svc_port), SHIPYARD_DATABASE_URL=db_url,
-                        SHIPYARD_STATE_DIR=str(Path(tmp) / "notebook"),
-                        SHIPYARD_GATEWAY_PUBLIC_KEY_FILE=str(public_key))))
+                db_url = (
+                    PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
+                        "postgresql://", "postgresql+asyncpg://", 1
+                    )
+                    + f"/{db_name}"
+                )
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "services.notebook"],
+                        cwd=ROOT,
+                        env=dict(
+                            quiet,
+                            SHIPYARD_PORT=str(svc_port),
+                            SHIPYARD_DATABASE_URL=db_url,
+                            SHIPYARD_STATE_DIR=str(Path(tmp) / "notebook"),
+                            SHIPYARD_GATEWAY_PUBLIC_KEY_FILE=str(public_key),
+                        ),
+                    )
+                )
             wait_http(f"{stub}/readyz", proc=procs[0])
-            procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=dict(
-                quiet, SHIPYARD_AUTH_MODE="oidc", SHIPYARD_GATEWAY_PORT=str(gw_port),
-                SHIPYARD_STATE_DIR=str(state), SHIPYARD_DATABASE_URL=db_url,
-                SHIPYARD_GATEWAY_PRIVATE_KEY_FILE=str(private_key),
-                SHIPYARD_GATEWAY_PUBLIC_KEY_FILE=str(public_key),
-                SHIPYARD_OIDC_ISSUER=f"{stub}/dex", SHIPYARD_OIDC_CLIENT_ID="shipyard",
-                SHIPYARD_COOKIE_SECRET="bench-cookie-secret-0123456789",
-                SHIPYARD_CLUSTER_ADMINS="bench@example.com",
-                SHIPYARD_NOTEBOOK_URL=svc if not args.no_service else stub,
-                SHIPYARD_AUTOML_URL=stub, SHIPYARD_PIPELINE_URL=stub, SHIPYARD_SERVING_URL=stub,
-                SHIPYARD_RATE_LIMIT_PER_SECOND="0")))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "gateway"],
+                    cwd=ROOT,
+                    env=dict(
+                        quiet,
+                        SHIPYARD_AUTH_MODE="oidc",
+                        SHIPYARD_GATEWAY_PORT=str(gw_port),
+                        SHIPYARD_STATE_DIR=str(state),
+                        SHIPYARD_DATABASE_URL=db_url,
+                        SHIPYARD_GATEWAY_PRIVATE_KEY_FILE=str(private_key),
+                        SHIPYARD_GATEWAY_PUBLIC_KEY_FILE=str(public_key),
+                        SHIPYARD_OIDC_ISSUER=f"{stub}/dex",
+                        SHIPYARD_OIDC_CLIENT_ID="shipyard",
+                        SHIPYARD_COOKIE_SECRET="bench-cookie-secret-0123456789",
+                        SHIPYARD_CLUSTER_ADMINS="bench@example.com",
+                        SHIPYARD_NOTEBOOK_URL=svc if not args.no_service else stub,
+                        SHIPYARD_AUTOML_URL=stub,
+                        SHIPYARD_PIPELINE_URL=stub,
+                        SHIPYARD_SERVING_URL=stub,
+                        SHIPYARD_RATE_LIMIT_PER_SECOND="0",
+                    ),
+                )
+            )
             gw_proc = procs[-1]
             wait_http(f"{gw}/healthz", proc=gw_proc)
             now = int(time.time())
-            token = jwt.encode({"alg": "RS256", "kid": "bench"},
-                               {"iss": f"{stub}/dex", "aud": "shipyard", "sub": "b",
-                                "email": "bench@example.com", "iat": now, "exp": now + 3600},
-                               oidc_key)
+            token = jwt.encode(
+                {"alg": "RS256", "kid": "bench"},
+                {
+                    "iss": f"{stub}/dex",
+                    "aud": "shipyard",
+                    "sub": "b",
+                    "email": "bench@example.com",
+                    "iat": now,
+                    "exp": now + 3600,
+                },
+                oidc_key,
+            )
             auth = {"authorization": f"Bearer {token}"}
-            results = compare("stub", stub + STUB_PATH, {}, gw + STUB_PATH, auth, gw_proc.pid,
-                              concurrencies, args.seconds, use_wrk)
+            results = compare(
+                "stub",
+                stub + STUB_PATH,
+                {},
+                gw + STUB_PATH,
+                auth,
+                gw_proc.pid,
+                concurrencies,
+                args.seconds,
+                use_wrk,
+            )
             if not args.no_service:
                 wait_http(f"{svc}/readyz", proc=procs[1])
                 # What the gateway asserts for this user, signed with the gateway's own key
                 # (a longer lifetime than the gateway's, so one assertion lasts the bench).
                 signer = AssertionSigner(private_key.read_bytes(), ttl_seconds=900)
-                assertion = {ASSERTION_HEADER: signer.sign(Identity(
-                    user="bench@example.com", namespace=NAMESPACE, role="admin",
-                    cluster_admin=True))}
-                claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                         "metadata": {"name": "bench-pvc"},
-                         "spec": {"accessModes": ["ReadWriteOnce"],
-                                  "resources": {"requests": {"storage": "64Mi"}}}}
-                r = httpx.post(svc + PVC_PATH.rsplit("/", 1)[0], json=claim, headers=assertion,
-                               timeout=10)
+                assertion = {
+                    ASSERTION_HEADER: signer.sign(
+                        Identity(
+                            user="bench@example.com",
+                            namespace=NAMESPACE,
+                            role="admin",
+                            cluster_admin=True,
+                        )
+                    )
+                }
+                claim = {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "bench-pvc"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "64Mi"}},
+                    },
+                }
+                r = httpx.post(
+                    svc + PVC_PATH.rsplit("/", 1)[0], json=claim, headers=assertion, timeout=10
+                )
                 if r.status_code != 201:
                     raise RuntimeError(f"creating the bench PVC: {r.status_code} {r.text[:300]}")
-                results += compare("notebook service", svc + PVC_PATH, assertion,
-                                   gw + PVC_PATH, auth, gw_proc.pid, concurrencies,
-                                   args.seconds, use_wrk)
+                results += compare(
+                    "notebook service",
+                    svc + PVC_PATH,
+                    assertion,
+                    gw + PVC_PATH,
+                    auth,
+                    gw_proc.pid,
+                    concurrencies,
+                    args.seconds,
+                    use_wrk,
+                )
         finally:
             for p in reversed(procs):  # the gateway first, then what it talks to
                 p.terminate()

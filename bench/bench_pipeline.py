@@ -51,8 +51,10 @@ TARGET_MS = 50.0
 
 
 def chain(steps: int) -> dict[str, Any]:
-    tasks = [{"name": f"s{i}", "template": "noop",
-              **({"dependencies": [f"s{i - 1}"]} if i else {})} for i in range(steps)]
+    tasks = [
+        {"name": f"s{i}", "template": "noop", **({"dependencies": [f"s{i - 1}"]} if i else {})}
+        for i in range(steps)
+    ]
     return _wf("chain", tasks)
 
 
@@ -61,11 +63,18 @@ def fan_out(steps: int) -> dict[str, Any]:
 
 
 def _wf(name: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-            "metadata": {"generateName": f"{name}-"},
-            "spec": {"entrypoint": "main", "templates": [
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": f"{name}-"},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [
                 {"name": "main", "dag": {"tasks": tasks}},
-                {"name": "noop", "container": {"image": "busybox", "command": ["true"]}}]}}
+                {"name": "noop", "container": {"image": "busybox", "command": ["true"]}},
+            ],
+        },
+    }
 
 
 async def raw_spawn_samples(runtime: LocalRuntime, samples: int) -> list[tuple[float, float]]:
@@ -77,15 +86,19 @@ async def raw_spawn_samples(runtime: LocalRuntime, samples: int) -> list[tuple[f
         await runtime.apply({"namespace": NS, "name": name, "command": ["true"]})
         st = await runtime.wait(NS, name, timeout=30)
         wall = (time.perf_counter() - t0) * 1000
-        own = ((st.finish_time - st.start_time).total_seconds() * 1000
-               if st.start_time and st.finish_time else 0.0)
+        own = (
+            (st.finish_time - st.start_time).total_seconds() * 1000
+            if st.start_time and st.finish_time
+            else 0.0
+        )
         out.append((wall, wall - own))
         await runtime.delete(NS, name)
     return out
 
 
-async def run_once(client: httpx.AsyncClient, runtime: LocalRuntime, body: dict[str, Any],
-                   parallel: bool) -> tuple[float, float, int]:
+async def run_once(
+    client: httpx.AsyncClient, runtime: LocalRuntime, body: dict[str, Any], parallel: bool
+) -> tuple[float, float, int]:
     path = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
     t0 = time.perf_counter()
     r = await client.post(path, json=body)
@@ -114,27 +127,46 @@ async def run_once(client: httpx.AsyncClient, runtime: LocalRuntime, body: dict[
     return wall, own, len(pods)
 
 
-def report(out: Any, steps: int, repeat: int, spawn: float, spawn_overhead: float,
-           rows: list[tuple[str, float, float]], samples: int) -> bool:
+def report(
+    out: Any,
+    steps: int,
+    repeat: int,
+    spawn: float,
+    spawn_overhead: float,
+    rows: list[tuple[str, float, float]],
+    samples: int,
+) -> bool:
     """Print the table the issue asks for; True if a workflow missed the target."""
-    out.write(f"pipeline orchestration overhead: {steps} trivial steps (`true`) per workflow, "
-              f"median of {repeat} runs\n")
-    out.write(f"runtime raw spawn cost, measured in this run beside each workflow "
-              f"(runtime.apply + runtime.wait of the same step, median of {samples}): "
-              f"{spawn:.1f} ms wall, {spawn_overhead:.1f} ms beyond the process's own lifetime\n")
-    out.write("overhead/step = (run wall time - the steps' own process time) / steps  "
-              "(own time: the sum for the chain, the longest step for the fan-out)\n")
-    out.write(f"added/step    = overhead/step - the raw spawn cost above "
-              f"({spawn_overhead:.1f} ms); target: added < {TARGET_MS:.0f} ms\n")
-    out.write(f"{'workflow':<9} {'steps':>5} {'wall s':>7} {'overhead ms/step':>17} "
-              f"{'x raw spawn':>12} {'added ms/step':>14}  verdict\n")
+    out.write(
+        f"pipeline orchestration overhead: {steps} trivial steps (`true`) per workflow, "
+        f"median of {repeat} runs\n"
+    )
+    out.write(
+        f"runtime raw spawn cost, measured in this run beside each workflow "
+        f"(runtime.apply + runtime.wait of the same step, median of {samples}): "
+        f"{spawn:.1f} ms wall, {spawn_overhead:.1f} ms beyond the process's own lifetime\n"
+    )
+    out.write(
+        "overhead/step = (run wall time - the steps' own process time) / steps  "
+        "(own time: the sum for the chain, the longest step for the fan-out)\n"
+    )
+    out.write(
+        f"added/step    = overhead/step - the raw spawn cost above "
+        f"({spawn_overhead:.1f} ms); target: added < {TARGET_MS:.0f} ms\n"
+    )
+    out.write(
+        f"{'workflow':<9} {'steps':>5} {'wall s':>7} {'overhead ms/step':>17} "
+        f"{'x raw spawn':>12} {'added ms/step':>14}  verdict\n"
+    )
     failed = False
     for label, wall, overhead in rows:
         added = overhead - spawn_overhead
         verdict = "PASS" if added < TARGET_MS else "FAIL"
         failed |= verdict == "FAIL"
-        out.write(f"{label:<9} {steps:>5} {wall:>7.2f} {overhead:>17.1f} "
-                  f"{overhead / spawn_overhead:>12.2f} {added:>14.1f}  {verdict}\n")
+        out.write(
+            f"{label:<9} {steps:>5} {wall:>7.2f} {overhead:>17.1f} "
+            f"{overhead / spawn_overhead:>12.2f} {added:>14.1f}  {verdict}\n"
+        )
     return failed
 
 
@@ -149,11 +181,18 @@ async def main(steps: int, repeat: int) -> bool:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{db}"
-    settings = Settings(database_url=url, nats_url=NATS_URL, port=port, state_dir=state,
-                        gateway_public_key=minter.public_pem.decode(), log_level="WARNING",
-                        workflow_workers=2)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    settings = Settings(
+        database_url=url,
+        nats_url=NATS_URL,
+        port=port,
+        state_dir=state,
+        gateway_public_key=minter.public_pem.decode(),
+        log_level="WARNING",
+        workflow_workers=2,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(600):  # up to 30 s for migrations and start-up
@@ -162,11 +201,14 @@ async def main(steps: int, repeat: int) -> bool:
             await asyncio.sleep(0.05)  # noqa: ASYNC110 - uvicorn exposes no event
         runtime = LocalRuntime(state)
         spawns: list[tuple[float, float]] = []
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                                     headers=minter.headers(namespace=NS)) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=60, headers=minter.headers(namespace=NS)
+        ) as client:
             rows = []
-            for label, body, parallel in (("chain", chain(steps), False),
-                                          ("fan-out", fan_out(steps), True)):
+            for label, body, parallel in (
+                ("chain", chain(steps), False),
+                ("fan-out", fan_out(steps), True),
+            ):
                 overheads, walls = [], []
                 for _ in range(repeat):
                     # Spawn samples beside every run, so both see the same machine load.

@@ -16,16 +16,21 @@ class Run:
     requests: int
 
 
-def run_wrk(url: str, seconds: float, concurrency: int, *, headers: dict[str, str] | None = None,
-            script: Path | None = None) -> Run:
+def run_wrk(
+    url: str,
+    seconds: float,
+    concurrency: int,
+    *,
+    headers: dict[str, str] | None = None,
+    script: Path | None = None,
+) -> Run:
     """One wrk run (a C load generator: it leaves the cores to the servers under test)."""
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency"]
     for key, value in (headers or {}).items():
         cmd += ["-H", f"{key}: {value}"]
     if script is not None:
         cmd += ["-s", str(script)]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True,
-                         timeout=seconds + 30).stdout
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 30).stdout
     if "Non-2xx" in out or "Socket errors" in out or "Requests/sec" not in out:
         raise RuntimeError(f"{url}: wrk saw errors:\n{out}")
 
@@ -42,5 +47,9 @@ def run_wrk(url: str, seconds: float, concurrency: int, *, headers: dict[str, st
         value, unit = found.groups()
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-    return Run(float(number(r"Requests/sec:\s+([\d.]+)")), latency("50%"), latency("99%"),
-               int(number(r"(\d+) requests in")))
+    return Run(
+        float(number(r"Requests/sec:\s+([\d.]+)")),
+        latency("50%"),
+        latency("99%"),
+        int(number(r"(\d+) requests in")),
+    )

@@ -12,10 +12,16 @@ from .settings import Settings
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.gateway_port,
-                log_level=settings.log_level.lower(), proxy_headers=False)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.gateway_port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
+    )
 
 
 if __name__ == "__main__":

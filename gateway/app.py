@@ -61,37 +61,48 @@ class Gateway:
         self.authz = Authorizer(self.store, settings.admins)
         private_pem = settings.private_key_pem()
         self.signer = AssertionSigner(private_pem)
-        self.sa_tokens = ServiceAccountTokens(settings.serviceaccount_key_pem(),
-                                              settings.sa_token_ttl_seconds)
+        self.sa_tokens = ServiceAccountTokens(
+            settings.serviceaccount_key_pem(), settings.sa_token_ttl_seconds
+        )
         self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.upstream_read_timeout,
-                                  connect=settings.upstream_connect_timeout),
+            timeout=httpx.Timeout(
+                settings.upstream_read_timeout, connect=settings.upstream_connect_timeout
+            ),
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
             follow_redirects=False,
         )
-        self.upstream = UpstreamPool(settings.upstream_connect_timeout,
-                                     settings.upstream_read_timeout)
+        self.upstream = UpstreamPool(
+            settings.upstream_connect_timeout, settings.upstream_read_timeout
+        )
         self.oidc: OIDCProvider | None = None
         if settings.oidc_issuer and settings.auth_mode != "single-user":
             self.oidc = OIDCProvider(
-                settings.oidc_issuer, settings.audiences, user_claim=settings.oidc_user_claim,
-                groups_claim=settings.oidc_groups_claim, leeway=settings.oidc_leeway_seconds,
-                min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds)
+                settings.oidc_issuer,
+                settings.audiences,
+                user_claim=settings.oidc_user_claim,
+                groups_claim=settings.oidc_groups_claim,
+                leeway=settings.oidc_leeway_seconds,
+                min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds,
+            )
         self.auth = Authenticator(settings, self.oidc, self.sa_tokens, self.http)
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.route_table = RouteTable()
         self.feeder = RouteFeeder(self.route_table)
-        self.route_feed = RouteEventFeed(EventBus(settings.nats_url, name="shipyard-gateway"),
-                                         self.feeder, self.warm_routes)
+        self.route_feed = RouteEventFeed(
+            EventBus(settings.nats_url, name="shipyard-gateway"), self.feeder, self.warm_routes
+        )
         self._assertions: dict[tuple[object, ...], tuple[float, str]] = {}
 
     async def start(self) -> None:
         await self.store.start()
         if self.settings.auth_mode == "single-user":
             log.warning("=" * 72)
-            log.warning("SINGLE-USER MODE IS ON: every request acts as %s (admin of %s). "
-                        "No authentication. Do not expose this gateway.", SINGLE_USER,
-                        SINGLE_USER_NAMESPACE)
+            log.warning(
+                "SINGLE-USER MODE IS ON: every request acts as %s (admin of %s). "
+                "No authentication. Do not expose this gateway.",
+                SINGLE_USER,
+                SINGLE_USER_NAMESPACE,
+            )
             log.warning("=" * 72)
             await self.store.ensure_profile(SINGLE_USER_NAMESPACE, SINGLE_USER)
         await self.warm_routes()
@@ -108,16 +119,15 @@ class Gateway:
 
     async def warm_routes(self) -> None:
         """Fill the dynamic route table from the services' list endpoints (best effort)."""
-        admin = self.signer.sign(Identity(user="system:gateway", role="admin",
-                                          cluster_admin=True))
-        sources = (("notebook", "notebook", "/apis/kubeflow.org/v1/notebooks"),
-                   ("inferenceservice", "serving",
-                    "/apis/serving.kserve.io/v1beta1/inferenceservices"))
+        admin = self.signer.sign(Identity(user="system:gateway", role="admin", cluster_admin=True))
+        sources = (
+            ("notebook", "notebook", "/apis/kubeflow.org/v1/notebooks"),
+            ("inferenceservice", "serving", "/apis/serving.kserve.io/v1beta1/inferenceservices"),
+        )
         for kind, service, path in sources:
             url = self.settings.service_urls[service] + path
             try:
-                resp = await self.http.get(url, headers={"x-shipyard-identity": admin},
-                                           timeout=2.0)
+                resp = await self.http.get(url, headers={"x-shipyard-identity": admin}, timeout=2.0)
                 if resp.status_code == 200:
                     for item in (resp.json().get("items") or [])[:10000]:
                         self.feeder.apply(kind, item)
@@ -143,27 +153,43 @@ class Gateway:
         token = request.headers.get("x-csrf-token")
         if token and token == session.get("csrf"):
             return
-        expected = (self.settings.public_url.rstrip("/") if self.settings.public_url
-                    else str(request.base_url).rstrip("/"))
+        expected = (
+            self.settings.public_url.rstrip("/")
+            if self.settings.public_url
+            else str(request.base_url).rstrip("/")
+        )
         origin = request.headers.get("origin") or request.headers.get("referer")
         if same_origin(origin, expected):
             return
-        raise GatewayError(403, "cross-site request refused (Origin/Referer or X-CSRF-Token "
-                           "required for cookie sessions)", "Forbidden",
-                           {"user": principal.user, "verb": request.method.lower()})
+        raise GatewayError(
+            403,
+            "cross-site request refused (Origin/Referer or X-CSRF-Token "
+            "required for cookie sessions)",
+            "Forbidden",
+            {"user": principal.user, "verb": request.method.lower()},
+        )
 
     def check_rate(self, principal: Principal) -> None:
         wait = self.limiter.check(principal.user)
         if wait > 0:
-            raise GatewayError(429, f'rate limit exceeded for "{principal.user}"',
-                               "TooManyRequests",
-                               headers={"Retry-After": RateLimiter.retry_after(wait)})
+            raise GatewayError(
+                429,
+                f'rate limit exceeded for "{principal.user}"',
+                "TooManyRequests",
+                headers={"Retry-After": RateLimiter.retry_after(wait)},
+            )
 
     def assertion_for(self, identity: Identity) -> str:
         """A signed assertion, reused for a third of its lifetime (signing is per identity)."""
         now = time.time()
-        key = (identity.user, identity.groups, identity.namespace, identity.role,
-               identity.cluster_admin, tuple(sorted(identity.grants.items())))
+        key = (
+            identity.user,
+            identity.groups,
+            identity.namespace,
+            identity.role,
+            identity.cluster_admin,
+            tuple(sorted(identity.grants.items())),
+        )
         cached = self._assertions.get(key)
         if cached and now - cached[0] < self.signer.ttl_seconds / 3:
             return cached[1]
@@ -228,8 +254,9 @@ class ProxyFastPath:
             response = unauthenticated(request, exc) if exc.code == 401 else exc.response()
             await response(scope, receive, send)
 
-    async def proxy(self, request: Request, match: routes.Match, scope: Scope,
-                    receive: Receive, send: Send) -> None:
+    async def proxy(
+        self, request: Request, match: routes.Match, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         gw, settings = self.gw, self.gw.settings
         path: str = scope["path"]
         method: str = scope["method"]
@@ -257,28 +284,45 @@ class ProxyFastPath:
         if by_object:
             identity = gw.authz.authorize_by_object(principal, namespace)
         else:
-            identity = gw.authz.authorize(principal, namespace,
-                                          needed_role(method, match.data_plane), method, path)
+            identity = gw.authz.authorize(
+                principal, namespace, needed_role(method, match.data_plane), method, path
+            )
         if match.data_plane:
             assert match.route.dynamic_kind and match.namespace and match.name
             base = gw.route_table.pick(match.route.dynamic_kind, match.namespace, match.name)
             if base is None:
-                raise GatewayError(503, f"{match.route.dynamic_kind} {match.namespace}/"
-                                   f"{match.name} has no live endpoint", "ServiceUnavailable")
+                raise GatewayError(
+                    503,
+                    f"{match.route.dynamic_kind} {match.namespace}/"
+                    f"{match.name} has no live endpoint",
+                    "ServiceUnavailable",
+                )
         else:
             base = settings.service_urls[match.target]
         client = scope.get("client")
-        headers = forward_headers(scope["headers"], gw.assertion_for(identity),
-                                  strip_authorization=match.data_plane,
-                                  client_host=client[0] if client else None)
+        headers = forward_headers(
+            scope["headers"],
+            gw.assertion_for(identity),
+            strip_authorization=match.data_plane,
+            client_host=client[0] if client else None,
+        )
         extra: list[tuple[bytes, bytes]] | None = None
         refreshed = scope.get("state", {}).get("set_cookie")
         if refreshed:
             carrier = Response()
             login.set_session_cookie(carrier, gw, request, refreshed)
             extra = [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
-        await forward_http(gw.upstream, scope, receive, send, base, headers,
-                           settings.max_body_bytes, body=body, extra_headers=extra)
+        await forward_http(
+            gw.upstream,
+            scope,
+            receive,
+            send,
+            base,
+            headers,
+            settings.max_body_bytes,
+            body=body,
+            extra_headers=extra,
+        )
 
 
 class GatewayApp(FastAPI):
@@ -314,8 +358,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await gw.stop()
 
-    app = GatewayApp(title="shipyard gateway", lifespan=lifespan, docs_url=None,
-                     redoc_url=None, openapi_url=None)
+    app = GatewayApp(
+        title="shipyard gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.gw = gw
     app.fast_path = ProxyFastPath(app.serve_routes, gw)
 
@@ -339,8 +384,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except httpx.HTTPError as exc:
                 return name, {"ready": False, "error": exc.__class__.__name__}
 
-        results = dict(await asyncio.gather(*(probe(n, u)
-                                              for n, u in settings.service_urls.items())))
+        results = dict(
+            await asyncio.gather(*(probe(n, u) for n, u in settings.service_urls.items()))
+        )
         results["gateway"] = {"ready": await gw.db.ping()}
         ok = all(r["ready"] for r in results.values())
         return JSONResponse({"ready": ok, "services": results}, status_code=200 if ok else 503)
@@ -353,12 +399,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gw.authz.authorize(principal, ns, "edit", "POST", request.url.path)
         token = gw.sa_tokens.issue(ns, name)
         exp = datetime.fromtimestamp(time.time() + settings.sa_token_ttl_seconds, UTC)
-        return JSONResponse({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "metadata": {"name": name, "namespace": ns},
-            "status": {"token": token,
-                       "expirationTimestamp": exp.strftime("%Y-%m-%dT%H:%M:%SZ")}},
-            status_code=201)
+        return JSONResponse(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "metadata": {"name": name, "namespace": ns},
+                "status": {
+                    "token": token,
+                    "expirationTimestamp": exp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+            },
+            status_code=201,
+        )
 
     app.include_router(login.router)
     app.include_router(profiles_api.router)
@@ -377,8 +429,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return
         if principal.via == "cookie":
             expected = str(ws.base_url).rstrip("/").replace("ws", "http", 1)
-            if not same_origin(ws.headers.get("origin"), settings.public_url.rstrip("/")
-                               or expected):
+            if not same_origin(
+                ws.headers.get("origin"), settings.public_url.rstrip("/") or expected
+            ):
                 await ws.close(code=4403)
                 return
         try:
@@ -390,18 +443,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if base is None:
             await ws.close(code=4404)
             return
-        url = base.replace("http", "ws", 1) + ws.url.path + (
-            f"?{ws.url.query}" if ws.url.query else "")
-        headers = [(k.decode(), v.decode()) for k, v in forward_headers(
-            [(k, v) for k, v in ws.headers.raw if not k.lower().startswith(b"sec-websocket")],
-            gw.assertion_for(identity), strip_authorization=True,
-            client_host=ws.client.host if ws.client else None)]
+        url = (
+            base.replace("http", "ws", 1)
+            + ws.url.path
+            + (f"?{ws.url.query}" if ws.url.query else "")
+        )
+        headers = [
+            (k.decode(), v.decode())
+            for k, v in forward_headers(
+                [(k, v) for k, v in ws.headers.raw if not k.lower().startswith(b"sec-websocket")],
+                gw.assertion_for(identity),
+                strip_authorization=True,
+                client_host=ws.client.host if ws.client else None,
+            )
+        ]
         await forward_websocket(ws, url, headers)
 
     @app.api_route("/{path:path}", methods=sorted(PROXY_METHODS))
     async def read_unrouted(request: Request, path: str) -> Response:
         """Paths no router and no service owns (service paths never get here)."""
         raise GatewayError(404, f"no route for {request.url.path}", "NotFound")
+
     return app
 
 

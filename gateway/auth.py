@@ -31,8 +31,13 @@ class AuthError(Exception):
 class Authenticator:
     """Turns a request into a Principal, refreshing cookie sessions when they age."""
 
-    def __init__(self, settings: Settings, oidc: OIDCProvider | None,
-                 sa_tokens: ServiceAccountTokens, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        oidc: OIDCProvider | None,
+        sa_tokens: ServiceAccountTokens,
+        http: httpx.AsyncClient,
+    ) -> None:
         self.settings = settings
         self.oidc = oidc
         self.sa_tokens = sa_tokens
@@ -52,8 +57,11 @@ class Authenticator:
             host = conn.client.host if conn.client else None
             userid = conn.headers.get("kubeflow-userid")
             if userid and host in self.trusted:
-                groups = tuple(g.strip() for g in conn.headers.get("kubeflow-groups", "").split(",")
-                               if g.strip())
+                groups = tuple(
+                    g.strip()
+                    for g in conn.headers.get("kubeflow-groups", "").split(",")
+                    if g.strip()
+                )
                 return Principal(userid.strip(), groups, via="trusted-header")
             if userid:
                 log.warning("ignored kubeflow-userid from untrusted address %s", host)
@@ -75,8 +83,9 @@ class Authenticator:
                 sub, ns = self.sa_tokens.verify(token)
             except ServiceAccountError as exc:
                 raise AuthError(str(exc)) from None
-            return Principal(sub, (f"system:serviceaccounts:{ns}",), via="serviceaccount",
-                             sa_namespace=ns)
+            return Principal(
+                sub, (f"system:serviceaccounts:{ns}",), via="serviceaccount", sa_namespace=ns
+            )
         if self.oidc is None:
             raise AuthError("bearer tokens are not configured")
         try:
@@ -111,9 +120,14 @@ class Authenticator:
         assert self.oidc is not None
         try:
             meta = await self.oidc.metadata()
-            resp = await self.http.post(meta["token_endpoint"], data={
-                "grant_type": "refresh_token", "refresh_token": data["rt"],
-            }, auth=(self.settings.oidc_client_id, self.settings.oidc_client_secret))
+            resp = await self.http.post(
+                meta["token_endpoint"],
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": data["rt"],
+                },
+                auth=(self.settings.oidc_client_id, self.settings.oidc_client_secret),
+            )
             if resp.status_code != 200:
                 log.info("session refresh refused: %s %s", resp.status_code, resp.text[:200])
                 return None

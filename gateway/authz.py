@@ -34,8 +34,15 @@ def needed_role(method: str, data_plane: bool = False) -> str:
 
 
 def verb_of(method: str) -> str:
-    return {"GET": "get", "HEAD": "get", "OPTIONS": "get", "POST": "create", "PUT": "update",
-            "PATCH": "patch", "DELETE": "delete"}.get(method.upper(), method.lower())
+    return {
+        "GET": "get",
+        "HEAD": "get",
+        "OPTIONS": "get",
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete",
+    }.get(method.upper(), method.lower())
 
 
 class Authorizer:
@@ -66,23 +73,28 @@ class Authorizer:
         admin_first = sorted(owned, key=lambda item: (item[1] != "admin", item[0]))
         return admin_first[0][0] if admin_first else None
 
-    def authorize(self, p: Principal, namespace: str | None, needed: str, method: str,
-                  path: str = "") -> Identity:
+    def authorize(
+        self, p: Principal, namespace: str | None, needed: str, method: str, path: str = ""
+    ) -> Identity:
         """The identity to assert upstream, or a 403 Status naming user, verb and namespace."""
         if self.is_cluster_admin(p):
-            return Identity(user=p.user, groups=p.groups, namespace=namespace, role="admin",
-                            cluster_admin=True)
+            return Identity(
+                user=p.user, groups=p.groups, namespace=namespace, role="admin", cluster_admin=True
+            )
         role = self.role_in(p, namespace) if namespace else None
         if role is None or ROLES.index(role) < ROLES.index(needed):
             where = f'namespace "{namespace}"' if namespace else "the cluster scope"
             raise GatewayError(
                 403,
                 f'User "{p.user}" cannot {verb_of(method)} {path or "resources"} in {where}: '
-                f"needs role {needed}"
-                + (f", has {role}" if role else ", has no access"),
+                f"needs role {needed}" + (f", has {role}" if role else ", has no access"),
                 "Forbidden",
-                {"user": p.user, "verb": verb_of(method), "namespace": namespace or "",
-                 "needed": needed},
+                {
+                    "user": p.user,
+                    "verb": verb_of(method),
+                    "namespace": namespace or "",
+                    "needed": needed,
+                },
             )
         return Identity(user=p.user, groups=p.groups, namespace=namespace, role=role)
 
@@ -96,12 +108,18 @@ class Authorizer:
         """For a request that names its object only by id (KFP's ``/runs/{id}``): assert
         every namespace the caller may use, and let the service check the object's own."""
         if self.is_cluster_admin(p):
-            return Identity(user=p.user, groups=p.groups, namespace=default_namespace,
-                            role="admin", cluster_admin=True)
+            return Identity(
+                user=p.user,
+                groups=p.groups,
+                namespace=default_namespace,
+                role="admin",
+                cluster_admin=True,
+            )
         grants = self.grants(p)
         role = grants.get(default_namespace or "", "view")
-        return Identity(user=p.user, groups=p.groups, namespace=default_namespace, role=role,
-                        grants=grants)
+        return Identity(
+            user=p.user, groups=p.groups, namespace=default_namespace, role=role, grants=grants
+        )
 
     def can_manage(self, p: Principal, namespace: str) -> bool:
         """Contributor management: the owner, an admin contributor, or a cluster admin."""

@@ -35,9 +35,11 @@ CONTENT_TYPES = {
 
 # The page only talks to its own origin; SVG presentation attributes and CSSOM writes from
 # the modules are not inline styles, so no 'unsafe-inline' is needed.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
-       "form-action 'self'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
 
 router = APIRouter(tags=["dashboard"])
 
@@ -65,8 +67,9 @@ def load_assets(root: Path = UI_DIR) -> dict[str, Asset]:
         if media_type is None or not path.is_file():
             continue
         body = path.read_bytes()
-        assets[path.name] = Asset(body, media_type,
-                                  '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
+        assets[path.name] = Asset(
+            body, media_type, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        )
     return assets
 
 
@@ -77,8 +80,7 @@ def asset_response(request: Request, name: str) -> Response:
     asset = ASSETS.get(name)
     if asset is None:
         raise GatewayError(404, f"no dashboard file {name!r}", "NotFound")
-    headers = {"ETag": asset.etag, "Cache-Control": "no-cache",
-               "X-Content-Type-Options": "nosniff"}
+    headers = {"ETag": asset.etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
     if asset.media_type.startswith("text/html"):
         headers["Content-Security-Policy"] = CSP
         headers["Referrer-Policy"] = "same-origin"

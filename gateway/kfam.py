@@ -11,16 +11,25 @@ from .errors import GatewayError
 
 router = APIRouter(prefix="/kfam/v1")
 
-ROLE_TO_CLUSTERROLE = {"admin": "kubeflow-admin", "edit": "kubeflow-edit",
-                       "view": "kubeflow-view"}
+ROLE_TO_CLUSTERROLE = {"admin": "kubeflow-admin", "edit": "kubeflow-edit", "view": "kubeflow-view"}
 CLUSTERROLE_TO_ROLE = {v: k for k, v in ROLE_TO_CLUSTERROLE.items()} | {
-    "admin": "admin", "edit": "edit", "view": "view"}
+    "admin": "admin",
+    "edit": "edit",
+    "view": "view",
+}
 
 
 def binding_json(ns: str, user: str, role: str) -> dict[str, Any]:
-    return {"user": {"kind": "User", "name": user}, "referredNamespace": ns,
-            "RoleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": ROLE_TO_CLUSTERROLE[role]}, "status": "Succeeded"}
+    return {
+        "user": {"kind": "User", "name": user},
+        "referredNamespace": ns,
+        "RoleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": ROLE_TO_CLUSTERROLE[role],
+        },
+        "status": "Succeeded",
+    }
 
 
 def parse_binding(body: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -38,13 +47,22 @@ def parse_binding(body: dict[str, Any]) -> tuple[str, str, str | None]:
 
 
 def _deny(user: str, verb: str, ns: str) -> GatewayError:
-    return GatewayError(403, f'User "{user}" cannot {verb} bindings in namespace "{ns}"',
-                        "Forbidden", {"user": user, "verb": verb, "namespace": ns})
+    return GatewayError(
+        403,
+        f'User "{user}" cannot {verb} bindings in namespace "{ns}"',
+        "Forbidden",
+        {"user": user, "verb": verb, "namespace": ns},
+    )
 
 
 @router.get("/bindings")
-async def list_bindings(gw: GatewayDep, p: PrincipalDep, namespace: str | None = None,
-                        user: str | None = None, role: str | None = None) -> dict[str, Any]:
+async def list_bindings(
+    gw: GatewayDep,
+    p: PrincipalDep,
+    namespace: str | None = None,
+    user: str | None = None,
+    role: str | None = None,
+) -> dict[str, Any]:
     rows = await gw.store.list_bindings(namespace, user)
     if not gw.authz.is_cluster_admin(p):
         rows = [r for r in rows if r[1] == p.user or gw.authz.role_in(p, r[0]) is not None]

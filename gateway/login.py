@@ -34,8 +34,15 @@ def base_url(request: Request, public_url: str) -> str:
 
 def set_session_cookie(response: Response, gw: Gateway, request: Request, value: str) -> None:
     secure = base_url(request, gw.settings.public_url).startswith("https://")
-    response.set_cookie(gw.settings.cookie_name, value, max_age=gw.settings.session_max_age_seconds,
-                        httponly=True, samesite="lax", secure=secure, path="/")
+    response.set_cookie(
+        gw.settings.cookie_name,
+        value,
+        max_age=gw.settings.session_max_age_seconds,
+        httponly=True,
+        samesite="lax",
+        secure=secure,
+        path="/",
+    )
 
 
 def _error(code: int, message: str) -> JSONResponse:
@@ -48,9 +55,14 @@ async def read_login_config(request: Request) -> Response:
     gw = gw_of(request)
     if gw.oidc is None:
         return JSONResponse({"authMode": gw.settings.auth_mode})
-    return JSONResponse({"authMode": gw.settings.auth_mode, "issuer": gw.oidc.issuer,
-                         "clientId": gw.settings.oidc_cli_client_id,
-                         "scopes": gw.settings.oidc_scopes})
+    return JSONResponse(
+        {
+            "authMode": gw.settings.auth_mode,
+            "issuer": gw.oidc.issuer,
+            "clientId": gw.settings.oidc_cli_client_id,
+            "scopes": gw.settings.oidc_scopes,
+        }
+    )
 
 
 @router.get("/start")
@@ -63,23 +75,33 @@ async def start_login(request: Request, rd: str = "/") -> Response:
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     base = base_url(request, gw.settings.public_url)
     params = {
-        "client_id": gw.settings.oidc_client_id, "response_type": "code",
-        "scope": gw.settings.oidc_scopes, "redirect_uri": f"{base}/oauth2/callback",
-        "state": state, "nonce": nonce, "code_challenge": challenge,
+        "client_id": gw.settings.oidc_client_id,
+        "response_type": "code",
+        "scope": gw.settings.oidc_scopes,
+        "redirect_uri": f"{base}/oauth2/callback",
+        "state": state,
+        "nonce": nonce,
+        "code_challenge": challenge,
         "code_challenge_method": "S256",
     }
     response = RedirectResponse(f"{meta['authorization_endpoint']}?{urlencode(params)}", 302)
     codec = CookieCodec(gw.settings.cookie_secret, "login-state")
-    response.set_cookie(STATE_COOKIE, codec.dumps({
-        "s": state, "n": nonce, "v": verifier, "rd": safe_redirect(rd)}),
-        max_age=STATE_MAX_AGE, httponly=True, samesite="lax",
-        secure=base.startswith("https://"), path="/oauth2")
+    response.set_cookie(
+        STATE_COOKIE,
+        codec.dumps({"s": state, "n": nonce, "v": verifier, "rd": safe_redirect(rd)}),
+        max_age=STATE_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=base.startswith("https://"),
+        path="/oauth2",
+    )
     return response
 
 
 @router.get("/callback")
-async def finish_login(request: Request, code: str = "", state: str = "",
-                       error: str = "") -> Response:
+async def finish_login(
+    request: Request, code: str = "", state: str = "", error: str = ""
+) -> Response:
     gw = gw_of(request)
     if gw.oidc is None:
         return _error(404, "OIDC login is not enabled")
@@ -92,10 +114,16 @@ async def finish_login(request: Request, code: str = "", state: str = "",
     meta = await gw.oidc.metadata()
     base = base_url(request, gw.settings.public_url)
     try:
-        resp = await gw.http.post(meta["token_endpoint"], data={
-            "grant_type": "authorization_code", "code": code,
-            "redirect_uri": f"{base}/oauth2/callback", "code_verifier": pending["v"],
-        }, auth=(gw.settings.oidc_client_id, gw.settings.oidc_client_secret))
+        resp = await gw.http.post(
+            meta["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": f"{base}/oauth2/callback",
+                "code_verifier": pending["v"],
+            },
+            auth=(gw.settings.oidc_client_id, gw.settings.oidc_client_secret),
+        )
     except httpx.HTTPError:
         return _error(502, "identity provider unreachable")
     if resp.status_code != 200:
@@ -122,15 +150,18 @@ async def finish_login(request: Request, code: str = "", state: str = "",
 async def sign_out(request: Request, rd: str = "/") -> Response:
     gw = gw_of(request)
     target = safe_redirect(rd)
-    data = gw.auth.sessions.loads(request.cookies.get(gw.settings.cookie_name, ""),
-                                  gw.settings.session_max_age_seconds)
+    data = gw.auth.sessions.loads(
+        request.cookies.get(gw.settings.cookie_name, ""), gw.settings.session_max_age_seconds
+    )
     if gw.oidc is not None:
         meta = await gw.oidc.metadata()
         end = meta.get("end_session_endpoint")
         if end:
             base = base_url(request, gw.settings.public_url)
-            params = {"client_id": gw.settings.oidc_client_id,
-                      "post_logout_redirect_uri": f"{base}/"}
+            params = {
+                "client_id": gw.settings.oidc_client_id,
+                "post_logout_redirect_uri": f"{base}/",
+            }
             if data and data.get("it"):
                 params["id_token_hint"] = data["it"]
             target = f"{end}?{urlencode(params)}"
@@ -143,10 +174,17 @@ async def sign_out(request: Request, rd: str = "/") -> Response:
 async def read_userinfo(request: Request) -> Response:
     gw = gw_of(request)
     principal = await gw.require_principal(request)
-    body = {"user": principal.user, "email": principal.user,
-            "groups": list(principal.groups), "preferredUsername": principal.user.split("@")[0]}
-    csrf = getattr(request.state, "session", {}).get("csrf") if hasattr(
-        request.state, "session") else None
+    body = {
+        "user": principal.user,
+        "email": principal.user,
+        "groups": list(principal.groups),
+        "preferredUsername": principal.user.split("@")[0],
+    }
+    csrf = (
+        getattr(request.state, "session", {}).get("csrf")
+        if hasattr(request.state, "session")
+        else None
+    )
     if csrf:
         body["csrfToken"] = csrf
     response = JSONResponse(body)

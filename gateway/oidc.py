@@ -72,10 +72,17 @@ def peek_claims(token: str) -> dict[str, Any]:
 class OIDCProvider:
     """One issuer: discovery document, JWKS with rate-limited refetch, token verification."""
 
-    def __init__(self, issuer: str, audiences: list[str], *, user_claim: str = "email",
-                 groups_claim: str = "groups", leeway: int = 30,
-                 min_refetch_seconds: float = 10.0,
-                 http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        audiences: list[str],
+        *,
+        user_claim: str = "email",
+        groups_claim: str = "groups",
+        leeway: int = 30,
+        min_refetch_seconds: float = 10.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
         self.issuer = issuer.rstrip("/")
         self.audiences = audiences
         self.user_claim, self.groups_claim = user_claim, groups_claim

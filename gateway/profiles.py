@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 metadata = new_metadata()
 
 profiles_table = Table(
-    "profiles", metadata,
+    "profiles",
+    metadata,
     Column("name", String(63), primary_key=True),
     Column("uid", String(36), nullable=False),
     Column("resource_version", Integer, nullable=False),
@@ -39,7 +40,8 @@ profiles_table = Table(
 )
 
 bindings_table = Table(
-    "bindings", metadata,
+    "bindings",
+    metadata,
     Column("namespace", String(63), primary_key=True),
     Column("user", String(320), primary_key=True),
     Column("role", String(16), nullable=False),
@@ -113,8 +115,10 @@ class ProfileStore:
 
     async def reload(self) -> None:
         async with self.db.transaction() as s:
-            owners = {r.name: r.owner for r in await s.execute(
-                select(profiles_table.c.name, profiles_table.c.owner))}
+            owners = {
+                r.name: r.owner
+                for r in await s.execute(select(profiles_table.c.name, profiles_table.c.owner))
+            }
             bindings: dict[str, dict[str, str]] = {}
             for r in await s.execute(select(bindings_table)):
                 bindings.setdefault(r.namespace, {})[r.user] = r.role
@@ -126,13 +130,21 @@ class ProfileStore:
     def _object(row: Any) -> dict[str, Any]:
         body = dict(row.body)
         meta = dict(body.get("metadata") or {})
-        meta.update(name=row.name, uid=row.uid, resourceVersion=str(row.resource_version),
-                    creationTimestamp=row.created)
+        meta.update(
+            name=row.name,
+            uid=row.uid,
+            resourceVersion=str(row.resource_version),
+            creationTimestamp=row.created,
+        )
         meta.setdefault("labels", {})
         meta.setdefault("annotations", {})
-        return {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": meta,
-                "spec": body.get("spec") or {}, "status": body.get("status") or {
-                    "conditions": [{"type": "Ready", "status": "True"}]}}
+        return {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Profile",
+            "metadata": meta,
+            "spec": body.get("spec") or {},
+            "status": body.get("status") or {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
 
     async def create_profile(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj.get("metadata") or {}
@@ -144,28 +156,50 @@ class ProfileStore:
             raise GatewayError(422, "spec.owner.name: required", "Invalid")
         spec = dict(obj.get("spec") or {})
         spec["owner"] = {"kind": spec["owner"].get("kind", "User"), "name": owner}
-        body = {"metadata": {"labels": meta.get("labels") or {},
-                             "annotations": meta.get("annotations") or {}}, "spec": spec}
+        body = {
+            "metadata": {
+                "labels": meta.get("labels") or {},
+                "annotations": meta.get("annotations") or {},
+            },
+            "spec": spec,
+        }
         async with self.db.transaction() as s:
-            exists = await s.scalar(select(profiles_table.c.name).where(
-                profiles_table.c.name == name))
+            exists = await s.scalar(
+                select(profiles_table.c.name).where(profiles_table.c.name == name)
+            )
             if exists:
-                raise GatewayError(409, f'profiles.kubeflow.org "{name}" already exists',
-                                   "AlreadyExists", {"name": name, "kind": "profiles"})
-            await s.execute(insert(profiles_table).values(
-                name=name, uid=str(uuid.uuid4()), resource_version=1, owner=owner,
-                created=now_rfc3339(), body=body))
+                raise GatewayError(
+                    409,
+                    f'profiles.kubeflow.org "{name}" already exists',
+                    "AlreadyExists",
+                    {"name": name, "kind": "profiles"},
+                )
+            await s.execute(
+                insert(profiles_table).values(
+                    name=name,
+                    uid=str(uuid.uuid4()),
+                    resource_version=1,
+                    owner=owner,
+                    created=now_rfc3339(),
+                    body=body,
+                )
+            )
         await self.reload()
         log.info("created profile %s (namespace %s) for %s", name, name, owner)
         return await self.get_profile(name)
 
     async def get_profile(self, name: str) -> dict[str, Any]:
         async with self.db.transaction() as s:
-            row = (await s.execute(select(profiles_table).where(
-                profiles_table.c.name == name))).first()
+            row = (
+                await s.execute(select(profiles_table).where(profiles_table.c.name == name))
+            ).first()
         if row is None:
-            raise GatewayError(404, f'profiles.kubeflow.org "{name}" not found', "NotFound",
-                               {"name": name, "kind": "profiles"})
+            raise GatewayError(
+                404,
+                f'profiles.kubeflow.org "{name}" not found',
+                "NotFound",
+                {"name": name, "kind": "profiles"},
+            )
         return self._object(row)
 
     async def list_profiles(self) -> list[dict[str, Any]]:
@@ -189,13 +223,23 @@ class ProfileStore:
         if not isinstance(owner, str) or not owner:
             raise GatewayError(422, "spec.owner.name: required", "Invalid")
         meta = merged.get("metadata") or {}
-        body = {"metadata": {"labels": meta.get("labels") or {},
-                             "annotations": meta.get("annotations") or {}},
-                "spec": merged.get("spec") or {}}
+        body = {
+            "metadata": {
+                "labels": meta.get("labels") or {},
+                "annotations": meta.get("annotations") or {},
+            },
+            "spec": merged.get("spec") or {},
+        }
         async with self.db.transaction() as s:
-            await s.execute(update(profiles_table).where(profiles_table.c.name == name).values(
-                owner=owner, body=json.loads(json.dumps(body)),
-                resource_version=profiles_table.c.resource_version + 1))
+            await s.execute(
+                update(profiles_table)
+                .where(profiles_table.c.name == name)
+                .values(
+                    owner=owner,
+                    body=json.loads(json.dumps(body)),
+                    resource_version=profiles_table.c.resource_version + 1,
+                )
+            )
         await self.reload()
         return await self.get_profile(name)
 
@@ -206,34 +250,52 @@ class ProfileStore:
             raise GatewayError(422, f"roleRef.name: unknown role {role!r}", "Invalid")
         await self.get_profile(namespace)
         async with self.db.transaction() as s:
-            await s.execute(delete(bindings_table).where(
-                bindings_table.c.namespace == namespace, bindings_table.c.user == user))
-            await s.execute(insert(bindings_table).values(
-                namespace=namespace, user=user, role=role, created=now_rfc3339()))
+            await s.execute(
+                delete(bindings_table).where(
+                    bindings_table.c.namespace == namespace, bindings_table.c.user == user
+                )
+            )
+            await s.execute(
+                insert(bindings_table).values(
+                    namespace=namespace, user=user, role=role, created=now_rfc3339()
+                )
+            )
         await self.reload()
 
     async def remove_binding(self, namespace: str, user: str) -> bool:
         async with self.db.transaction() as s:
-            result = await s.execute(delete(bindings_table).where(
-                bindings_table.c.namespace == namespace, bindings_table.c.user == user))
+            result = await s.execute(
+                delete(bindings_table).where(
+                    bindings_table.c.namespace == namespace, bindings_table.c.user == user
+                )
+            )
         await self.reload()
         return bool(getattr(result, "rowcount", 0))  # a CursorResult for DELETE
 
-    async def list_bindings(self, namespace: str | None = None,
-                            user: str | None = None) -> list[tuple[str, str, str]]:
+    async def list_bindings(
+        self, namespace: str | None = None, user: str | None = None
+    ) -> list[tuple[str, str, str]]:
         """(namespace, user, role) rows, owners included as admin."""
         snap = self.snapshot
         rows = [(ns, owner, "admin") for ns, owner in snap.owners.items()]
-        rows += [(ns, u, r) for ns, users in snap.bindings.items() for u, r in users.items()
-                 if ns in snap.owners and snap.owners[ns] != u]
-        return sorted(r for r in rows if (namespace is None or r[0] == namespace)
-                      and (user is None or r[1] == user))
+        rows += [
+            (ns, u, r)
+            for ns, users in snap.bindings.items()
+            for u, r in users.items()
+            if ns in snap.owners and snap.owners[ns] != u
+        ]
+        return sorted(
+            r
+            for r in rows
+            if (namespace is None or r[0] == namespace) and (user is None or r[1] == user)
+        )
 
     async def ensure_profile(self, name: str, owner: str) -> None:
         if name not in self.snapshot.owners:
             try:
-                await self.create_profile({"metadata": {"name": name},
-                                           "spec": {"owner": {"kind": "User", "name": owner}}})
+                await self.create_profile(
+                    {"metadata": {"name": name}, "spec": {"owner": {"kind": "User", "name": owner}}}
+                )
             except GatewayError as exc:
                 if exc.code != 409:
                     raise

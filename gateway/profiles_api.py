@@ -13,9 +13,12 @@ router = APIRouter(prefix="/apis/kubeflow.org/v1/profiles")
 
 
 def _forbid(user: str, verb: str, name: str) -> GatewayError:
-    return GatewayError(403, f'User "{user}" cannot {verb} profiles.kubeflow.org "{name}"',
-                        "Forbidden", {"user": user, "verb": verb, "name": name,
-                                      "kind": "profiles"})
+    return GatewayError(
+        403,
+        f'User "{user}" cannot {verb} profiles.kubeflow.org "{name}"',
+        "Forbidden",
+        {"user": user, "verb": verb, "name": name, "kind": "profiles"},
+    )
 
 
 @router.get("")
@@ -23,8 +26,12 @@ async def list_profiles(gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
     items = await gw.store.list_profiles()
     if not gw.authz.is_cluster_admin(p):
         items = [i for i in items if gw.authz.role_in(p, i["metadata"]["name"])]
-    return {"apiVersion": "kubeflow.org/v1", "kind": "ProfileList",
-            "metadata": {"resourceVersion": ""}, "items": items}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "ProfileList",
+        "metadata": {"resourceVersion": ""},
+        "items": items,
+    }
 
 
 @router.post("", status_code=201)
@@ -45,8 +52,9 @@ async def read_profile(name: str, gw: GatewayDep, p: PrincipalDep) -> dict[str, 
 
 
 @router.patch("/{name}")
-async def update_profile(name: str, request: Request, gw: GatewayDep,
-                         p: PrincipalDep) -> dict[str, Any]:
+async def update_profile(
+    name: str, request: Request, gw: GatewayDep, p: PrincipalDep
+) -> dict[str, Any]:
     body = await gw.read_json(request)
     admin = gw.authz.is_cluster_admin(p)
     if not admin and gw.authz.role_in(p, name) != "admin":
@@ -63,5 +71,10 @@ async def delete_profile(name: str, gw: GatewayDep, p: PrincipalDep) -> dict[str
     if not gw.authz.is_cluster_admin(p) and owner != p.user:
         raise _forbid(p.user, "delete", name)
     await gw.store.delete_profile(name)
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-            "details": {"name": name, "kind": "profiles"}}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": name, "kind": "profiles"},
+    }

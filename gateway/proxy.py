@@ -26,16 +26,27 @@ from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTim
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "host",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
 IDENTITY_HEADERS = frozenset({ASSERTION_HEADER, "kubeflow-userid", "kubeflow-groups"})
 # Request headers never forwarded. ``content-length`` is set by the upstream client from
 # what it actually sends, and ``expect`` is answered by the gateway's own server (the body
 # is streamed anyway), so the upstream never sends an interim 100 to a proxied client.
-_SKIP_REQUEST = frozenset(h.encode() for h in HOP_BY_HOP | IDENTITY_HEADERS
-                          | {"content-length", "expect"})
+_SKIP_REQUEST = frozenset(
+    h.encode() for h in HOP_BY_HOP | IDENTITY_HEADERS | {"content-length", "expect"}
+)
 # Response headers never relayed: hop-by-hop, plus the ones our own server always adds.
 _SKIP_RESPONSE = frozenset(h.encode() for h in HOP_BY_HOP | {"date", "server"})
 _ASSERTION = ASSERTION_HEADER.encode()
@@ -51,9 +62,14 @@ class ClientDisconnected(Exception):
     """The client went away while its request body was still being read."""
 
 
-def forward_headers(headers: Iterable[tuple[bytes, bytes]], assertion: str, *,
-                    strip_authorization: bool, client_host: str | None,
-                    strip_cookie: bool = False) -> list[tuple[bytes, bytes]]:
+def forward_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    assertion: str,
+    *,
+    strip_authorization: bool,
+    client_host: str | None,
+    strip_cookie: bool = False,
+) -> list[tuple[bytes, bytes]]:
     """Upstream request headers: hop-by-hop and identity headers removed, assertion added."""
     out: list[tuple[bytes, bytes]] = []
     for raw_name, value in headers:
@@ -108,10 +124,17 @@ def _body_framing(scope: Scope) -> tuple[bool, int | None]:
     return (chunked or bool(length)), (None if chunked else length)
 
 
-async def forward_http(pool: UpstreamPool, scope: Scope, receive: Receive, send: Send,
-                       base_url: str, headers: list[tuple[bytes, bytes]], body_limit: int,
-                       body: bytes | None = None,
-                       extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def forward_http(
+    pool: UpstreamPool,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    base_url: str,
+    headers: list[tuple[bytes, bytes]],
+    body_limit: int,
+    body: bytes | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """Send the request upstream and relay the response to ``send`` as a stream.
 
     Raises GatewayError (413, 502, 504) only before the response has started.
@@ -145,8 +168,12 @@ async def forward_http(pool: UpstreamPool, scope: Scope, receive: Receive, send:
         resp.close()
 
 
-async def relay_response(resp: UpstreamResponse, receive: Receive, send: Send,
-                         extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def relay_response(
+    resp: UpstreamResponse,
+    receive: Receive,
+    send: Send,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """Relay status, headers and body; a body still arriving is streamed as it comes.
 
     Raises GatewayError (502, 504) only before the response has started.
@@ -197,15 +224,21 @@ async def _until_disconnect(receive: Receive) -> None:
             return
 
 
-async def forward_websocket(ws: WebSocket, url: str, headers: list[tuple[str, str]],
-                            open_timeout: float = 10.0) -> None:
+async def forward_websocket(
+    ws: WebSocket, url: str, headers: list[tuple[str, str]], open_timeout: float = 10.0
+) -> None:
     """Pump frames both ways between the client and the upstream WebSocket."""
-    subprotocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")
-                    if p.strip()]
+    subprotocols = [
+        p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
+    ]
     try:
-        upstream = await ws_connect(url, additional_headers=headers, open_timeout=open_timeout,
-                                    subprotocols=subprotocols or None,  # type: ignore[arg-type]
-                                    max_size=32 * 1024 * 1024)
+        upstream = await ws_connect(
+            url,
+            additional_headers=headers,
+            open_timeout=open_timeout,
+            subprotocols=subprotocols or None,  # type: ignore[arg-type]
+            max_size=32 * 1024 * 1024,
+        )
     except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure closes
         log.info("websocket upstream %s failed: %s", url, exc.__class__.__name__)
         await ws.close(code=1011)

@@ -24,8 +24,9 @@ SUBJECTS = ("shipyard.notebook.notebook.*", "shipyard.serving.inferenceservice.*
 
 
 class RouteEventFeed:
-    def __init__(self, bus: EventBus, feeder: RouteFeeder,
-                 warm: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, bus: EventBus, feeder: RouteFeeder, warm: Callable[[], Awaitable[None]]
+    ) -> None:
         self.bus = bus
         self.feeder = feeder
         self.warm = warm

@@ -145,8 +145,12 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
         if canary_pct is not None and stable and canary and stable != canary:
             pct = max(0, min(100, int(canary_pct)))
             return [(stable, 100 - pct), (canary, pct)]
-        url = status.get("endpoint") or pred.get("endpoint") or status.get("url") or (
-            (status.get("address") or {}).get("url"))
+        url = (
+            status.get("endpoint")
+            or pred.get("endpoint")
+            or status.get("url")
+            or ((status.get("address") or {}).get("url"))
+        )
         return [(url, 100)] if url else []
     url = status.get("endpoint") or status.get("url")
     return [(url, 100)] if url else []

@@ -57,11 +57,16 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def new_session(user: str, groups: list[str] | tuple[str, ...], tokens: dict[str, Any],
-                id_exp: float) -> dict[str, Any]:
+def new_session(
+    user: str, groups: list[str] | tuple[str, ...], tokens: dict[str, Any], id_exp: float
+) -> dict[str, Any]:
     return {
-        "u": user, "g": list(groups), "it": tokens.get("id_token", ""),
-        "rt": tokens.get("refresh_token", ""), "exp": int(id_exp), "ref": int(time.time()),
+        "u": user,
+        "g": list(groups),
+        "it": tokens.get("id_token", ""),
+        "rt": tokens.get("refresh_token", ""),
+        "exp": int(id_exp),
+        "ref": int(time.time()),
         "csrf": secrets.token_urlsafe(16),
     }
 

@@ -129,9 +129,11 @@ class _Connection(asyncio.Protocol):
         if self.head_done and not self.message_done and self.until_eof:
             self.message_done = True  # body delimited by close (RFC 9112 section 6.3 item 8)
         elif not self.message_done:
-            self._fail(_StaleConnection("upstream closed the connection")
-                       if self.received == 0 else
-                       UpstreamError("upstream closed the connection mid-response"))
+            self._fail(
+                _StaleConnection("upstream closed the connection")
+                if self.received == 0
+                else UpstreamError("upstream closed the connection mid-response")
+            )
         self.keep_alive = False
         self._wake()
         if self._drain is not None and not self._drain.done():
@@ -200,8 +202,9 @@ class _Connection(asyncio.Protocol):
     async def _wait(self, seconds: float) -> None:
         fut = self.loop.create_future()
         self._waiter = fut
-        handle = self.loop.call_later(seconds, _fail_waiter, fut,
-                                      UpstreamTimeout("upstream timed out"))
+        handle = self.loop.call_later(
+            seconds, _fail_waiter, fut, UpstreamTimeout("upstream timed out")
+        )
         try:
             await fut
         finally:
@@ -213,8 +216,9 @@ class _Connection(asyncio.Protocol):
             return
         fut = self.loop.create_future()
         self._drain = fut
-        handle = self.loop.call_later(seconds, _fail_waiter, fut,
-                                      UpstreamTimeout("upstream stopped reading the body"))
+        handle = self.loop.call_later(
+            seconds, _fail_waiter, fut, UpstreamTimeout("upstream stopped reading the body")
+        )
         try:
             await fut
         finally:
@@ -268,8 +272,13 @@ class _Connection(asyncio.Protocol):
         return body
 
     def reusable(self) -> bool:
-        return (self.message_done and self.keep_alive and not self.closed
-                and not self.chunks and self.error is None)
+        return (
+            self.message_done
+            and self.keep_alive
+            and not self.closed
+            and not self.chunks
+            and self.error is None
+        )
 
     def abort(self) -> None:
         """Drop the connection: gracefully after a finished exchange, else with a reset."""
@@ -286,8 +295,9 @@ class UpstreamResponse:
 
     __slots__ = ("status", "headers", "_conn", "_pool", "_key", "_read_timeout", "_done")
 
-    def __init__(self, conn: _Connection, pool: UpstreamPool, key: tuple[str, int],
-                 read_timeout: float) -> None:
+    def __init__(
+        self, conn: _Connection, pool: UpstreamPool, key: tuple[str, int], read_timeout: float
+    ) -> None:
         self.status = conn.status
         self.headers = conn.headers
         self._conn = conn
@@ -351,9 +361,14 @@ class _HostPool:
 class UpstreamPool:
     """Keep-alive HTTP/1.1 connections per (host, port), shared by all proxied requests."""
 
-    def __init__(self, connect_timeout: float = 5.0, read_timeout: float = 300.0,
-                 max_connections_per_host: int = 512, max_idle_per_host: int = 128,
-                 idle_expiry: float = 4.0) -> None:
+    def __init__(
+        self,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
+        max_connections_per_host: int = 512,
+        max_idle_per_host: int = 128,
+        idle_expiry: float = 4.0,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_connections_per_host = max_connections_per_host
@@ -362,9 +377,15 @@ class UpstreamPool:
         self._hosts: dict[tuple[str, int], _HostPool] = {}
         self.connections_opened = 0  # for tests and metrics: how often keep-alive missed
 
-    async def request(self, method: str, base_url: str, target: bytes,
-                      headers: list[tuple[bytes, bytes]], body: Body = None,
-                      content_length: int | None = None) -> UpstreamResponse:
+    async def request(
+        self,
+        method: str,
+        base_url: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: Body = None,
+        content_length: int | None = None,
+    ) -> UpstreamResponse:
         """Send one request and return once the response head has arrived.
 
         ``target`` is the path and query (it is prefixed with the base URL's path);
@@ -378,8 +399,7 @@ class UpstreamPool:
         if hp is None:
             hp = self._hosts[key] = _HostPool(self.max_connections_per_host)
         head = self._head(method, prefix + target, host_header, headers, body, content_length)
-        replayable = method in IDEMPOTENT and not (body is not None
-                                                   and not isinstance(body, bytes))
+        replayable = method in IDEMPOTENT and not (body is not None and not isinstance(body, bytes))
         await self._take_slot(hp)
         try:
             for attempt in (0, 1):
@@ -391,8 +411,7 @@ class UpstreamPool:
                 except _StaleConnection:
                     conn.abort()
                     if reused and attempt == 0 and replayable:
-                        log.debug("kept-alive connection to %s:%d was closed; retrying", host,
-                                  port)
+                        log.debug("kept-alive connection to %s:%d was closed; retrying", host, port)
                         continue
                     raise UpstreamError("upstream closed the connection") from None
                 except BaseException:
@@ -405,8 +424,14 @@ class UpstreamPool:
             raise
 
     @staticmethod
-    def _head(method: str, target: bytes, host: bytes, headers: list[tuple[bytes, bytes]],
-              body: Body, content_length: int | None) -> bytes:
+    def _head(
+        method: str,
+        target: bytes,
+        host: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: Body,
+        content_length: int | None,
+    ) -> bytes:
         lines = [method.encode(), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
         for name, value in headers:
             lines += (name, b": ", value, b"\r\n")
@@ -423,8 +448,9 @@ class UpstreamPool:
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    async def _send(self, conn: _Connection, head: bytes, body: Body,
-                    content_length: int | None) -> None:
+    async def _send(
+        self, conn: _Connection, head: bytes, body: Body, content_length: int | None
+    ) -> None:
         if body is None or isinstance(body, bytes):
             conn.write(head + body if body else head)
             return
@@ -464,16 +490,20 @@ class UpstreamPool:
         idle = hp.idle
         while idle:
             conn = idle.pop()
-            if (not conn.closed and conn.transport is not None
-                    and not conn.transport.is_closing()
-                    and now - conn.idle_since < self.idle_expiry):
+            if (
+                not conn.closed
+                and conn.transport is not None
+                and not conn.transport.is_closing()
+                and now - conn.idle_since < self.idle_expiry
+            ):
                 return conn, True
             conn.abort()
         loop = asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(
                 loop.create_connection(lambda: _Connection(loop), key[0], key[1]),
-                self.connect_timeout)
+                self.connect_timeout,
+            )
         except TimeoutError:
             raise UpstreamTimeout(f"connecting to {key[0]}:{key[1]} timed out") from None
         except OSError as exc:

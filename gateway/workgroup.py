@@ -15,21 +15,37 @@ router = APIRouter(prefix="/api/workgroup")
 
 @router.get("/exists")
 async def read_exists(gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
-    owned = [ns for ns, role in gw.store.snapshot.namespaces_of(p.user) if role == "admin"
-             and gw.store.snapshot.owners.get(ns) == p.user]
-    return {"user": p.user, "hasAuth": True, "hasWorkgroup": bool(owned),
-            "registrationFlowAllowed": gw.settings.registration_flow}
+    owned = [
+        ns
+        for ns, role in gw.store.snapshot.namespaces_of(p.user)
+        if role == "admin" and gw.store.snapshot.owners.get(ns) == p.user
+    ]
+    return {
+        "user": p.user,
+        "hasAuth": True,
+        "hasWorkgroup": bool(owned),
+        "registrationFlowAllowed": gw.settings.registration_flow,
+    }
 
 
 @router.get("/env-info")
 async def read_env_info(gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
     snap = gw.store.snapshot
-    namespaces = [{"namespace": ns, "role": "owner" if role == "admin" else "contributor",
-                   "user": p.user} for ns, role in snap.namespaces_of(p.user)]
-    return {"user": p.user,
-            "platform": {"kubeflowVersion": "shipyard", "provider": "shipyard://local",
-                         "providerName": "shipyard", "logoutUrl": "/oauth2/sign_out"},
-            "namespaces": namespaces, "isClusterAdmin": gw.authz.is_cluster_admin(p)}
+    namespaces = [
+        {"namespace": ns, "role": "owner" if role == "admin" else "contributor", "user": p.user}
+        for ns, role in snap.namespaces_of(p.user)
+    ]
+    return {
+        "user": p.user,
+        "platform": {
+            "kubeflowVersion": "shipyard",
+            "provider": "shipyard://local",
+            "providerName": "shipyard",
+            "logoutUrl": "/oauth2/sign_out",
+        },
+        "namespaces": namespaces,
+        "isClusterAdmin": gw.authz.is_cluster_admin(p),
+    }
 
 
 @router.post("/create")
@@ -39,10 +55,15 @@ async def create_workgroup(request: Request, gw: GatewayDep, p: PrincipalDep) ->
     ns = body.get("namespace") or namespace_for_user(user)
     admin = gw.authz.is_cluster_admin(p)
     if not admin and (user != p.user or not gw.settings.registration_flow):
-        raise GatewayError(403, f'User "{p.user}" cannot create a workgroup for "{user}"',
-                           "Forbidden", {"user": p.user, "verb": "create", "namespace": ns})
-    await gw.store.create_profile({"metadata": {"name": ns},
-                                   "spec": {"owner": {"kind": "User", "name": user}}})
+        raise GatewayError(
+            403,
+            f'User "{p.user}" cannot create a workgroup for "{user}"',
+            "Forbidden",
+            {"user": p.user, "verb": "create", "namespace": ns},
+        )
+    await gw.store.create_profile(
+        {"metadata": {"name": ns}, "spec": {"owner": {"kind": "User", "name": user}}}
+    )
     return {"message": f"Created namespace {ns}", "namespace": ns, "user": user}
 
 
@@ -56,8 +77,12 @@ async def list_all_namespaces(gw: GatewayDep, p: PrincipalDep) -> list[list[str]
 
 def _manage_or_403(gw: Any, p: Any, ns: str, verb: str) -> None:
     if not gw.authz.can_manage(p, ns):
-        raise GatewayError(403, f'User "{p.user}" cannot {verb} contributors of namespace "{ns}"',
-                           "Forbidden", {"user": p.user, "verb": verb, "namespace": ns})
+        raise GatewayError(
+            403,
+            f'User "{p.user}" cannot {verb} contributors of namespace "{ns}"',
+            "Forbidden",
+            {"user": p.user, "verb": verb, "namespace": ns},
+        )
 
 
 def contributors(gw: Any, ns: str) -> list[str]:
@@ -68,15 +93,18 @@ def contributors(gw: Any, ns: str) -> list[str]:
 @router.get("/get-contributors/{ns}")
 async def list_contributors(ns: str, gw: GatewayDep, p: PrincipalDep) -> list[str]:
     if not gw.authz.is_cluster_admin(p) and gw.authz.role_in(p, ns) is None:
-        raise GatewayError(403, f'User "{p.user}" cannot list contributors of namespace "{ns}"',
-                           "Forbidden", {"user": p.user, "verb": "list", "namespace": ns})
+        raise GatewayError(
+            403,
+            f'User "{p.user}" cannot list contributors of namespace "{ns}"',
+            "Forbidden",
+            {"user": p.user, "verb": "list", "namespace": ns},
+        )
     await gw.store.get_profile(ns)
     return contributors(gw, ns)
 
 
 @router.post("/add-contributor/{ns}")
-async def add_contributor(ns: str, request: Request, gw: GatewayDep,
-                          p: PrincipalDep) -> list[str]:
+async def add_contributor(ns: str, request: Request, gw: GatewayDep, p: PrincipalDep) -> list[str]:
     _manage_or_403(gw, p, ns, "add")
     body = await gw.read_json(request)
     who = body.get("contributor")
@@ -87,8 +115,9 @@ async def add_contributor(ns: str, request: Request, gw: GatewayDep,
 
 
 @router.delete("/remove-contributor/{ns}")
-async def remove_contributor(ns: str, request: Request, gw: GatewayDep,
-                             p: PrincipalDep) -> list[str]:
+async def remove_contributor(
+    ns: str, request: Request, gw: GatewayDep, p: PrincipalDep
+) -> list[str]:
     _manage_or_403(gw, p, ns, "remove")
     body = await gw.read_json(request)
     who = body.get("contributor")

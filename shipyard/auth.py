@@ -84,11 +84,14 @@ def _discover(gateway_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return cfg, meta.json()
 
 
-def _store(gateway_url: str, cfg: dict[str, Any], meta: dict[str, Any],
-           tokens: dict[str, Any]) -> dict[str, Any]:
+def _store(
+    gateway_url: str, cfg: dict[str, Any], meta: dict[str, Any], tokens: dict[str, Any]
+) -> dict[str, Any]:
     entry = {
-        "issuer": cfg["issuer"], "client_id": cfg["clientId"],
-        "token_endpoint": meta["token_endpoint"], "id_token": tokens["id_token"],
+        "issuer": cfg["issuer"],
+        "client_id": cfg["clientId"],
+        "token_endpoint": meta["token_endpoint"],
+        "id_token": tokens["id_token"],
         "refresh_token": tokens.get("refresh_token", ""),
         "expires_at": _jwt_exp(tokens["id_token"]),
     }
@@ -98,13 +101,15 @@ def _store(gateway_url: str, cfg: dict[str, Any], meta: dict[str, Any],
     return entry
 
 
-def login(gateway_url: str, *, open_url: Callable[[str], object] | None = None,
-          timeout: float = 300.0) -> dict[str, Any]:
+def login(
+    gateway_url: str, *, open_url: Callable[[str], object] | None = None, timeout: float = 300.0
+) -> dict[str, Any]:
     """Authorization code + PKCE over a loopback redirect; returns the stored entry."""
     cfg, meta = _discover(gateway_url)
     verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(
-        hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
     state = secrets.token_urlsafe(16)
     result: dict[str, str] = {}
     done = threading.Event()
@@ -129,10 +134,15 @@ def login(gateway_url: str, *, open_url: Callable[[str], object] | None = None,
     server = HTTPServer(("127.0.0.1", 0), Callback)
     server.timeout = 0.5
     redirect_uri = f"http://127.0.0.1:{server.server_port}/callback"
-    params = {"client_id": cfg["clientId"], "response_type": "code",
-              "scope": cfg.get("scopes") or "openid email profile groups offline_access",
-              "redirect_uri": redirect_uri, "state": state, "code_challenge": challenge,
-              "code_challenge_method": "S256"}
+    params = {
+        "client_id": cfg["clientId"],
+        "response_type": "code",
+        "scope": cfg.get("scopes") or "openid email profile groups offline_access",
+        "redirect_uri": redirect_uri,
+        "state": state,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     url = f"{meta['authorization_endpoint']}?{urlencode(params)}"
     thread = threading.Thread(target=_serve_until, args=(server, done, timeout), daemon=True)
     thread.start()
@@ -149,36 +159,54 @@ def login(gateway_url: str, *, open_url: Callable[[str], object] | None = None,
     if result.get("state") != state or not result.get("code"):
         raise LoginError("login state mismatch")
     with httpx.Client(timeout=TIMEOUT) as c:
-        resp = c.post(meta["token_endpoint"], data={
-            "grant_type": "authorization_code", "code": result["code"],
-            "redirect_uri": redirect_uri, "code_verifier": verifier,
-            "client_id": cfg["clientId"]})
+        resp = c.post(
+            meta["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": result["code"],
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+                "client_id": cfg["clientId"],
+            },
+        )
     if resp.status_code != 200:
         raise LoginError(f"token exchange failed: {resp.text[:200]}")
     return _store(gateway_url, cfg, meta, resp.json())
 
 
-def login_device(gateway_url: str, *, show: Callable[[str, str], object] | None = None,
-                 timeout: float = 600.0) -> dict[str, Any]:
+def login_device(
+    gateway_url: str, *, show: Callable[[str, str], object] | None = None, timeout: float = 600.0
+) -> dict[str, Any]:
     """Device authorization grant (RFC 8628), for machines without a browser."""
     cfg, meta = _discover(gateway_url)
     endpoint = meta.get("device_authorization_endpoint")
     if not endpoint:
         raise LoginError("the identity provider does not offer the device flow")
     with httpx.Client(timeout=TIMEOUT) as c:
-        start = c.post(endpoint, data={"client_id": cfg["clientId"],
-                                       "scope": cfg.get("scopes") or "openid email groups"})
+        start = c.post(
+            endpoint,
+            data={
+                "client_id": cfg["clientId"],
+                "scope": cfg.get("scopes") or "openid email groups",
+            },
+        )
         start.raise_for_status()
         dev = start.json()
         (show or (lambda uri, code: log.warning("open %s and enter %s", uri, code)))(
-            dev.get("verification_uri_complete") or dev["verification_uri"], dev["user_code"])
+            dev.get("verification_uri_complete") or dev["verification_uri"], dev["user_code"]
+        )
         interval = float(dev.get("interval", 5))
         deadline = time.monotonic() + min(timeout, float(dev.get("expires_in", timeout)))
         while time.monotonic() < deadline:
             time.sleep(interval)
-            resp = c.post(meta["token_endpoint"], data={
-                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-                "device_code": dev["device_code"], "client_id": cfg["clientId"]})
+            resp = c.post(
+                meta["token_endpoint"],
+                data={
+                    "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                    "device_code": dev["device_code"],
+                    "client_id": cfg["clientId"],
+                },
+            )
             if resp.status_code == 200:
                 return _store(gateway_url, cfg, meta, resp.json())
             err = resp.json().get("error")
@@ -207,15 +235,23 @@ def refresh(gateway_url: str) -> dict[str, Any] | None:
     if not entry or not entry.get("refresh_token"):
         return None
     with httpx.Client(timeout=TIMEOUT) as c:
-        resp = c.post(entry["token_endpoint"], data={
-            "grant_type": "refresh_token", "refresh_token": entry["refresh_token"],
-            "client_id": entry["client_id"]})
+        resp = c.post(
+            entry["token_endpoint"],
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": entry["refresh_token"],
+                "client_id": entry["client_id"],
+            },
+        )
     if resp.status_code != 200:
         log.info("token refresh refused (%s); run `shipyard login`", resp.status_code)
         return None
     tokens = resp.json()
-    entry.update(id_token=tokens["id_token"], expires_at=_jwt_exp(tokens["id_token"]),
-                 refresh_token=tokens.get("refresh_token") or entry["refresh_token"])
+    entry.update(
+        id_token=tokens["id_token"],
+        expires_at=_jwt_exp(tokens["id_token"]),
+        refresh_token=tokens.get("refresh_token") or entry["refresh_token"],
+    )
     data[_key(gateway_url)] = entry
     _save_all(data)
     return dict(entry)
@@ -244,10 +280,12 @@ def logout(gateway_url: str) -> bool:
 
 
 def add_login_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", action="store_true",
-                        help="use the device flow (no local browser)")
-    parser.add_argument("--no-browser", action="store_true",
-                        help="print the login URL instead of opening a browser")
+    parser.add_argument(
+        "--device", action="store_true", help="use the device flow (no local browser)"
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="print the login URL instead of opening a browser"
+    )
 
 
 def run_login(args: argparse.Namespace) -> int:
@@ -256,14 +294,20 @@ def run_login(args: argparse.Namespace) -> int:
         if getattr(args, "device", False):
             entry = login_device(url)
         else:
-            opener = (lambda u: log.warning("visit: %s", u)) if getattr(
-                args, "no_browser", False) else None
+            opener = (
+                (lambda u: log.warning("visit: %s", u))
+                if getattr(args, "no_browser", False)
+                else None
+            )
             entry = login(url, open_url=opener)
     except (LoginError, httpx.HTTPError) as exc:
         log.error("login failed: %s", exc)
         return 1
-    log.warning("logged in to %s (token valid until %s)", url,
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["expires_at"])))
+    log.warning(
+        "logged in to %s (token valid until %s)",
+        url,
+        time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["expires_at"])),
+    )
     return 0
 
 

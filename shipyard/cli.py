@@ -38,8 +38,9 @@ def read_documents(source: str, stdin: TextIO = sys.stdin) -> Iterator[dict[str,
         if doc is None:
             continue
         if not isinstance(doc, dict):
-            raise ValueError(f"{source}: every document must be a mapping, "
-                             f"got {type(doc).__name__}")
+            raise ValueError(
+                f"{source}: every document must be a mapping, got {type(doc).__name__}"
+            )
         if doc.get("kind") == "List" or str(doc.get("kind", "")).endswith("List"):
             yield from doc.get("items", [])
         else:
@@ -50,8 +51,11 @@ def _desired_unchanged(current: dict[str, Any], desired: dict[str, Any]) -> bool
     meta, cur_meta = desired.get("metadata", {}), current.get("metadata", {})
     if any(meta.get(k) and meta.get(k) != cur_meta.get(k) for k in _MANAGED_META):
         return False
-    return all(current.get(k) == v for k, v in desired.items()
-               if k not in ("metadata", "status", "apiVersion", "kind"))
+    return all(
+        current.get(k) == v
+        for k, v in desired.items()
+        if k not in ("metadata", "status", "apiVersion", "kind")
+    )
 
 
 def apply_object(client: Client, obj: dict[str, Any], default_ns: str) -> str:
@@ -95,8 +99,9 @@ def cmd_apply(args: argparse.Namespace, client: Client) -> int:
                 failures += 1
                 text = _explain(exc) if isinstance(exc, ApiError) else str(exc)
                 name = obj.get("metadata", {}).get("name") or obj.get("metadata", {}).get(
-                    "generateName", "")
-                _err(f'{obj.get("kind", "?")}/{name}: {text}')
+                    "generateName", ""
+                )
+                _err(f"{obj.get('kind', '?')}/{name}: {text}")
     return 1 if failures else 0
 
 
@@ -117,8 +122,14 @@ def cmd_get(args: argparse.Namespace, client: Client) -> int:
         where = "" if namespace is None else f" in {namespace} namespace"
         sys.stderr.write(f"No resources found{where}.\n")
         return 0
-    output.write_table(output.table(kind, items, wide=args.output == "wide",
-                                    all_namespaces=namespace is None and kind.namespaced))
+    output.write_table(
+        output.table(
+            kind,
+            items,
+            wide=args.output == "wide",
+            all_namespaces=namespace is None and kind.namespaced,
+        )
+    )
     return 0
 
 
@@ -167,13 +178,18 @@ def cmd_migrate(args: argparse.Namespace, client: Client | None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     settings = ClientSettings()
     parser = argparse.ArgumentParser(prog="shipyard", description=__doc__)
-    parser.add_argument("--server", default=settings.url,
-                        help="gateway URL (default %(default)s, or SHIPYARD_URL)")
+    parser.add_argument(
+        "--server", default=settings.url, help="gateway URL (default %(default)s, or SHIPYARD_URL)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def namespaced(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-n", "--namespace", default=settings.namespace,
-                       help="namespace (default %(default)s, or SHIPYARD_NAMESPACE)")
+        p.add_argument(
+            "-n",
+            "--namespace",
+            default=settings.namespace,
+            help="namespace (default %(default)s, or SHIPYARD_NAMESPACE)",
+        )
 
     from shipyard import up
 
@@ -181,13 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_arguments(p)
 
     p = sub.add_parser("apply", help="create or update objects from YAML/JSON files")
-    p.add_argument("-f", "--filename", action="append", required=True,
-                   help="file to apply, or - for stdin (repeatable)")
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="file to apply, or - for stdin (repeatable)",
+    )
     namespaced(p)
 
     p = sub.add_parser("get", help="list objects, or show one")
-    p.add_argument("kind", help="kind, plural or short name: " + ", ".join(
-        sorted(k.short_names[0] if k.short_names else k.plural for k in kinds.ALL_KINDS)))
+    p.add_argument(
+        "kind",
+        help="kind, plural or short name: "
+        + ", ".join(
+            sorted(k.short_names[0] if k.short_names else k.plural for k in kinds.ALL_KINDS)
+        ),
+    )
     p.add_argument("name", nargs="?")
     p.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json"), default="table")
     p.add_argument("-l", "--selector", help="label selector, e.g. experiment=random-example")

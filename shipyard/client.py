@@ -35,8 +35,9 @@ def _auth_headers(settings: ClientSettings) -> dict[str, str]:
 class Client:
     def __init__(self, settings: ClientSettings | None = None, timeout: float = 30.0) -> None:
         self.settings = settings or ClientSettings()
-        self.http = httpx.Client(base_url=self.settings.url, timeout=timeout,
-                                 headers=_auth_headers(self.settings))
+        self.http = httpx.Client(
+            base_url=self.settings.url, timeout=timeout, headers=_auth_headers(self.settings)
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -57,8 +58,9 @@ class Client:
     def get(self, kind: ResourceKind, namespace: str | None, name: str) -> dict[str, Any]:
         return self._check(self.http.get(self._path(kind, namespace, name)))
 
-    def list(self, kind: ResourceKind, namespace: str | None,
-             label_selector: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, kind: ResourceKind, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "500"}
         if label_selector:
@@ -71,24 +73,31 @@ class Client:
                 return items
             params["continue"] = token
 
-    def create(self, kind: ResourceKind, namespace: str | None,
-               obj: dict[str, Any]) -> dict[str, Any]:
+    def create(
+        self, kind: ResourceKind, namespace: str | None, obj: dict[str, Any]
+    ) -> dict[str, Any]:
         return self._check(self.http.post(self._path(kind, namespace), json=obj))
 
-    def replace(self, kind: ResourceKind, namespace: str | None, name: str,
-                obj: dict[str, Any]) -> dict[str, Any]:
+    def replace(
+        self, kind: ResourceKind, namespace: str | None, name: str, obj: dict[str, Any]
+    ) -> dict[str, Any]:
         return self._check(self.http.put(self._path(kind, namespace, name), json=obj))
 
     def delete(self, kind: ResourceKind, namespace: str | None, name: str) -> dict[str, Any]:
         return self._check(self.http.delete(self._path(kind, namespace, name)))
 
-    def watch(self, kind: ResourceKind, namespace: str | None,
-              label_selector: str | None = None) -> Iterator[dict[str, Any]]:
+    def watch(
+        self, kind: ResourceKind, namespace: str | None, label_selector: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         params = {"watch": "1"}
         if label_selector:
             params["labelSelector"] = label_selector
-        with self.http.stream("GET", self._path(kind, namespace), params=params,
-                              timeout=httpx.Timeout(30.0, read=None)) as response:
+        with self.http.stream(
+            "GET",
+            self._path(kind, namespace),
+            params=params,
+            timeout=httpx.Timeout(30.0, read=None),
+        ) as response:
             if response.status_code >= 400:
                 response.read()
                 self._check(response)
@@ -97,8 +106,9 @@ class Client:
                     yield json.loads(line)
 
     def stream_lines(self, path: str, params: dict[str, str]) -> Iterator[str]:
-        with self.http.stream("GET", path, params=params,
-                              timeout=httpx.Timeout(30.0, read=None)) as response:
+        with self.http.stream(
+            "GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)
+        ) as response:
             if response.status_code >= 400:
                 response.read()
                 self._check(response)

@@ -8,11 +8,24 @@ from services.notebook.models import KINDS as NOTEBOOK_KINDS
 from services.pipeline.models import KINDS as PIPELINE_KINDS
 from services.serving.models import KINDS as SERVING_KINDS
 
-PROFILE = ResourceKind("kubeflow.org", "v1", "Profile", "profiles", None, "gateway",
-                       namespaced=False, columns=(PrinterColumn("OWNER", "spec.owner.name"),))
+PROFILE = ResourceKind(
+    "kubeflow.org",
+    "v1",
+    "Profile",
+    "profiles",
+    None,
+    "gateway",
+    namespaced=False,
+    columns=(PrinterColumn("OWNER", "spec.owner.name"),),
+)
 
 ALL_KINDS: tuple[ResourceKind, ...] = (
-    *NOTEBOOK_KINDS, *AUTOML_KINDS, *PIPELINE_KINDS, *SERVING_KINDS, PROFILE)
+    *NOTEBOOK_KINDS,
+    *AUTOML_KINDS,
+    *PIPELINE_KINDS,
+    *SERVING_KINDS,
+    PROFILE,
+)
 
 
 class UnknownKindError(LookupError):
@@ -34,5 +47,7 @@ def for_object(api_version: str | None, kind_name: str | None) -> ResourceKind:
     for kind in ALL_KINDS:
         if kind.kind == kind_name and (api_version in (None, kind.api_version)):
             return kind
-    raise UnknownKindError(f"no kind {kind_name!r} in apiVersion {api_version!r} is served by "
-                           f"shipyard (see `shipyard get --help` for the kinds)")
+    raise UnknownKindError(
+        f"no kind {kind_name!r} in apiVersion {api_version!r} is served by "
+        f"shipyard (see `shipyard get --help` for the kinds)"
+    )

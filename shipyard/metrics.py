@@ -25,20 +25,34 @@ class MetricsReportError(RuntimeError):
     """The report did not reach shipyard, or shipyard refused it."""
 
 
-def report_metrics(metrics: dict[str, Any], step: int | None = None,
-                   timeout_seconds: float = 10.0) -> None:
+def report_metrics(
+    metrics: dict[str, Any], step: int | None = None, timeout_seconds: float = 10.0
+) -> None:
     """Send ``{name: number}`` for this trial; raises MetricsReportError on failure."""
     url, token = os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV)
     if not url or not token:
-        raise MetricsReportError(f"{URL_ENV} and {TOKEN_ENV} are not set: report_metrics() "
-                                 "works inside a trial whose collector kind is Push")
+        raise MetricsReportError(
+            f"{URL_ENV} and {TOKEN_ENV} are not set: report_metrics() "
+            "works inside a trial whose collector kind is Push"
+        )
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    body = {"metrics": [{"name": str(k), "value": str(v), "timestamp": stamp,
-                         **({"step": int(step)} if step is not None else {})}
-                        for k, v in metrics.items()]}
+    body = {
+        "metrics": [
+            {
+                "name": str(k),
+                "value": str(v),
+                "timestamp": stamp,
+                **({"step": int(step)} if step is not None else {}),
+            }
+            for k, v in metrics.items()
+        ]
+    }
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json", "X-Shipyard-Trial-Token": token})
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Shipyard-Trial-Token": token},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_seconds) as response:  # noqa: S310
             response.read()

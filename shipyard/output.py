@@ -28,8 +28,14 @@ def lookup(obj: Any, path: str) -> Any:
             if not isinstance(node, list) or not node:
                 return None
             if match.group(3):
-                node = next((n for n in node if isinstance(n, dict)
-                             and str(n.get(match.group(3))) == match.group(4)), None)
+                node = next(
+                    (
+                        n
+                        for n in node
+                        if isinstance(n, dict) and str(n.get(match.group(3))) == match.group(4)
+                    ),
+                    None,
+                )
             else:
                 index = int(match.group(2))
                 node = node[index] if -len(node) <= index < len(node) else None
@@ -62,11 +68,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def table(kind: ResourceKind, items: Sequence[dict[str, Any]], *, wide: bool = False,
-          all_namespaces: bool = False) -> list[list[str]]:
+def table(
+    kind: ResourceKind,
+    items: Sequence[dict[str, Any]],
+    *,
+    wide: bool = False,
+    all_namespaces: bool = False,
+) -> list[list[str]]:
     columns = [c for c in kind.columns if wide or not c.wide]
-    header = (["NAMESPACE"] if all_namespaces else []) + ["NAME"] + [c.name for c in columns] + [
-        "AGE"]
+    header = (
+        (["NAMESPACE"] if all_namespaces else []) + ["NAME"] + [c.name for c in columns] + ["AGE"]
+    )
     rows = [header]
     for obj in items:
         meta = obj.get("metadata", {})
@@ -82,12 +94,14 @@ def write_table(rows: Sequence[Sequence[str]], stream: TextIO = sys.stdout) -> N
         return
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        stream.write("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     + "\n")
+        stream.write(
+            "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        )
 
 
-def write_documents(objs: Sequence[dict[str, Any]], fmt: str, stream: TextIO = sys.stdout,
-                    *, as_list: bool) -> None:
+def write_documents(
+    objs: Sequence[dict[str, Any]], fmt: str, stream: TextIO = sys.stdout, *, as_list: bool
+) -> None:
     doc: Any = {"apiVersion": "v1", "kind": "List", "items": list(objs)} if as_list else objs[0]
     if fmt == "json":
         stream.write(json.dumps(doc, indent=2) + "\n")

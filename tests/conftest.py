@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-PG_ADMIN_DSN = os.environ.get("SHIPYARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "SHIPYARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 NATS_URL = os.environ.get("SHIPYARD_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
@@ -71,8 +73,9 @@ async def serve_app(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
     """
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     task = asyncio.create_task(server.serve())
     for _ in range(400):
         if server.started:
@@ -109,9 +112,18 @@ class OwnedNats:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-             "-sd", str(self.store_dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                nats_server_binary(),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-js",
+                "-sd",
+                str(self.store_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -146,6 +158,11 @@ def platform(pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactor
     """
     from shipyard.up import Platform
 
-    with Platform(tmp_path_factory.mktemp("platform"), database_url=pg_url, nats_url=nats_url,
-                  ports=Platform.free_ports(), auth_mode="single-user") as running:
+    with Platform(
+        tmp_path_factory.mktemp("platform"),
+        database_url=pg_url,
+        nats_url=nats_url,
+        ports=Platform.free_ports(),
+        auth_mode="single-user",
+    ) as running:
         yield running

@@ -19,28 +19,51 @@ ADMIN = "admin@example.com"
 
 
 def as_user(platform: Platform, user: str) -> httpx.Client:
-    return httpx.Client(base_url=platform.gateway_url, headers={"kubeflow-userid": user},
-                        timeout=15)
+    return httpx.Client(
+        base_url=platform.gateway_url, headers={"kubeflow-userid": user}, timeout=15
+    )
 
 
 @pytest.fixture(scope="module")
-def multiuser(pg_url: str, nats_url: str,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def multiuser(
+    pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
     state = Path(tmp_path_factory.mktemp("multiuser"))
-    platform = Platform(state, database_url=pg_url, nats_url=nats_url,
-                        ports=Platform.free_ports(), auth_mode="trusted-header")
-    platform.start({"SHIPYARD_CLUSTER_ADMINS": ADMIN, "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
-                    "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef"})
+    platform = Platform(
+        state,
+        database_url=pg_url,
+        nats_url=nats_url,
+        ports=Platform.free_ports(),
+        auth_mode="trusted-header",
+    )
+    platform.start(
+        {
+            "SHIPYARD_CLUSTER_ADMINS": ADMIN,
+            "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
+            "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
+        }
+    )
     try:
         admin = as_user(platform, ADMIN)
         for team, owner in (("mu-a", "alice@example.com"), ("mu-b", "bob@example.com")):
-            r = admin.post("/apis/kubeflow.org/v1/profiles", json={
-                "apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": team},
-                "spec": {"owner": {"kind": "User", "name": owner}}})
+            r = admin.post(
+                "/apis/kubeflow.org/v1/profiles",
+                json={
+                    "apiVersion": "kubeflow.org/v1",
+                    "kind": "Profile",
+                    "metadata": {"name": team},
+                    "spec": {"owner": {"kind": "User", "name": owner}},
+                },
+            )
             assert r.status_code in (200, 201), r.text
-        r = as_user(platform, "alice@example.com").post("/kfam/v1/bindings", json={
-            "user": {"kind": "User", "name": "bob@example.com"}, "referredNamespace": "mu-a",
-            "RoleRef": {"kind": "ClusterRole", "name": "kubeflow-edit"}})
+        r = as_user(platform, "alice@example.com").post(
+            "/kfam/v1/bindings",
+            json={
+                "user": {"kind": "User", "name": "bob@example.com"},
+                "referredNamespace": "mu-a",
+                "RoleRef": {"kind": "ClusterRole", "name": "kubeflow-edit"},
+            },
+        )
         assert r.status_code in (200, 201), r.text
         yield platform
     finally:
@@ -48,10 +71,10 @@ def multiuser(pg_url: str, nats_url: str,
 
 
 def test_kfp_objects_by_id_follow_their_namespace(multiuser: Platform) -> None:
-    alice, bob, carol = (as_user(multiuser, f"{u}@example.com") for u in ("alice", "bob",
-                                                                          "carol"))
-    created = alice.post("/apis/v2beta1/experiments",
-                         json={"display_name": "shared", "namespace": "mu-a"})
+    alice, bob, carol = (as_user(multiuser, f"{u}@example.com") for u in ("alice", "bob", "carol"))
+    created = alice.post(
+        "/apis/v2beta1/experiments", json={"display_name": "shared", "namespace": "mu-a"}
+    )
     assert created.status_code == 200, created.text
     exp_id = created.json()["experiment_id"]
     # bob's own namespace is mu-b, but he edits mu-a: the experiment is his to read.

@@ -21,9 +21,13 @@ SEED = Path(__file__).parent / "seed"
 
 
 def shipyard(platform: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shipyard.cli", "--server",
-                           platform.gateway_url, *args], input=stdin, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard.cli", "--server", platform.gateway_url, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_readyz_green_through_gateway(platform: Any) -> None:
@@ -42,14 +46,22 @@ def test_kubernetes_client_through_gateway(platform: Any) -> None:
 
     def run_watch() -> None:
         w = watch.Watch()
-        for event in w.stream(core.list_namespaced_persistent_volume_claim, NS,
-                              resource_version=start.metadata.resource_version,
-                              timeout_seconds=30):
+        for event in w.stream(
+            core.list_namespaced_persistent_volume_claim,
+            NS,
+            resource_version=start.metadata.resource_version,
+            timeout_seconds=30,
+        ):
             obj = event["object"]
             if obj.metadata.name != "gw-claim":
                 continue
-            events.append((event["type"], (obj.metadata.labels or {}).get("team", ""),
-                           (obj.status.phase if obj.status else None) or ""))
+            events.append(
+                (
+                    event["type"],
+                    (obj.metadata.labels or {}).get("team", ""),
+                    (obj.status.phase if obj.status else None) or "",
+                )
+            )
             if event["type"] == "DELETED":
                 w.stop()
 
@@ -57,12 +69,14 @@ def test_kubernetes_client_through_gateway(platform: Any) -> None:
     watcher.start()
     body = client.V1PersistentVolumeClaim(
         metadata=client.V1ObjectMeta(name="gw-claim", labels={"team": "ml"}),
-        spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteOnce"]))
+        spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteOnce"]),
+    )
     created = core.create_namespaced_persistent_volume_claim(NS, body)
     listed = core.list_namespaced_persistent_volume_claim(NS, label_selector="team=ml")
     assert [i.metadata.name for i in listed.items] == ["gw-claim"]
-    core.patch_namespaced_persistent_volume_claim("gw-claim", NS,
-                                                  {"metadata": {"labels": {"team": "ops"}}})
+    core.patch_namespaced_persistent_volume_claim(
+        "gw-claim", NS, {"metadata": {"labels": {"team": "ops"}}}
+    )
     try:
         core.replace_namespaced_persistent_volume_claim("gw-claim", NS, created)
         raise AssertionError("a stale resourceVersion must conflict")
@@ -97,15 +111,37 @@ def test_seed_pvc_applies_and_binds(platform: Any) -> None:
 
     # A job that mounts the claim at the seed's path writes a file; a second job reads it.
     runtime = LocalRuntime(platform.state_dir)
-    mount = {"volumeMounts": [{"name": "workdir", "mountPath": "/gotest/outputs/output_text/"}],
-             "volumes": [{"name": "workdir",
-                          "persistentVolumeClaim": {"claimName": "kubeflow-test-pv"}}]}
-    asyncio.run(runtime.apply({"namespace": NS, "name": "seed-writer", "command": [
-        "python3", "-c", "open('/gotest/outputs/output_text/data', 'w').write('Hello\\n' * 3)"],
-        **mount}))
+    mount = {
+        "volumeMounts": [{"name": "workdir", "mountPath": "/gotest/outputs/output_text/"}],
+        "volumes": [
+            {"name": "workdir", "persistentVolumeClaim": {"claimName": "kubeflow-test-pv"}}
+        ],
+    }
+    asyncio.run(
+        runtime.apply(
+            {
+                "namespace": NS,
+                "name": "seed-writer",
+                "command": [
+                    "python3",
+                    "-c",
+                    "open('/gotest/outputs/output_text/data', 'w').write('Hello\\n' * 3)",
+                ],
+                **mount,
+            }
+        )
+    )
     assert asyncio.run(runtime.wait(NS, "seed-writer", timeout=30)).exit_code == 0
-    asyncio.run(runtime.apply({"namespace": NS, "name": "seed-reader", "command": [
-        "cat", "/gotest/outputs/output_text/data"], **mount}))
+    asyncio.run(
+        runtime.apply(
+            {
+                "namespace": NS,
+                "name": "seed-reader",
+                "command": ["cat", "/gotest/outputs/output_text/data"],
+                **mount,
+            }
+        )
+    )
     assert asyncio.run(runtime.wait(NS, "seed-reader", timeout=30)).exit_code == 0
 
     async def read_logs() -> list[str]:
@@ -115,9 +151,11 @@ def test_seed_pvc_applies_and_binds(platform: Any) -> None:
 
 
 def test_apply_reports_invalid_objects(platform: Any) -> None:
-    bad = ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: Bad_Name}\n---\n"
-           "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: fine}\n"
-           "spec: {accessModes: [ReadWriteOnce], bogus: 1}\n")
+    bad = (
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: Bad_Name}\n---\n"
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: fine}\n"
+        "spec: {accessModes: [ReadWriteOnce], bogus: 1}\n"
+    )
     result = shipyard(platform, "apply", "-f", "-", stdin=bad)
     assert result.returncode == 1
     assert "metadata.name" in result.stderr and "spec.bogus" in result.stderr
@@ -133,22 +171,41 @@ def test_get_unknown_kind_says_what_exists(platform: Any) -> None:
 def test_cli_get_watch_delete_round_trip(platform: Any) -> None:
     import json
 
-    doc = ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: cli-claim\n"
-           "  labels: {owner: cli}\nspec:\n  accessModes: [ReadWriteOnce]\n")
-    watcher = subprocess.Popen([sys.executable, "-m", "shipyard.cli", "--server",
-                                platform.gateway_url, "get", "pvc", "-w", "-l", "owner=cli"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    doc = (
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: cli-claim\n"
+        "  labels: {owner: cli}\nspec:\n  accessModes: [ReadWriteOnce]\n"
+    )
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shipyard.cli",
+            "--server",
+            platform.gateway_url,
+            "get",
+            "pvc",
+            "-w",
+            "-l",
+            "owner=cli",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(1.0)
         assert shipyard(platform, "apply", "-f", "-", stdin=doc).stdout.strip() == (
-            "persistentvolumeclaim/cli-claim created")
+            "persistentvolumeclaim/cli-claim created"
+        )
         changed = doc.replace("owner: cli}", "owner: cli, tier: gold}")
         assert shipyard(platform, "apply", "-f", "-", stdin=changed).stdout.strip() == (
-            "persistentvolumeclaim/cli-claim configured")
+            "persistentvolumeclaim/cli-claim configured"
+        )
         listed = json.loads(shipyard(platform, "get", "pvc", "-o", "json").stdout)
         assert listed["kind"] == "List"
-        assert [i["metadata"]["labels"] for i in listed["items"]
-                if i["metadata"]["name"] == "cli-claim"] == [{"owner": "cli", "tier": "gold"}]
+        assert [
+            i["metadata"]["labels"] for i in listed["items"] if i["metadata"]["name"] == "cli-claim"
+        ] == [{"owner": "cli", "tier": "gold"}]
         # Listing across namespaces needs a cluster admin; the error says so.
         everywhere = shipyard(platform, "get", "pvc", "-A")
         assert everywhere.returncode == 1 and "cluster scope" in everywhere.stderr
@@ -179,7 +236,8 @@ def test_seed_workflow_through_cli(platform: Any) -> None:
     assert applied.returncode == 0, applied.stderr
     created = applied.stdout.strip()
     assert created.startswith("workflow.argoproj.io/kubeflow-test-") and created.endswith(
-        " created")
+        " created"
+    )
     name = created.split("/", 1)[1].split()[0]
     deadline = time.monotonic() + 120
     phase = ""

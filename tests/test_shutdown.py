@@ -13,24 +13,33 @@ from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from shipyard.up import Platform
 
 WORKFLOW = {
-    "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+    "apiVersion": "argoproj.io/v1alpha1",
+    "kind": "Workflow",
     "metadata": {"name": "long-sleep"},
-    "spec": {"entrypoint": "main", "templates": [
-        {"name": "main", "container": {"image": "busybox", "command": ["sleep", "300"]}}]},
+    "spec": {
+        "entrypoint": "main",
+        "templates": [
+            {"name": "main", "container": {"image": "busybox", "command": ["sleep", "300"]}}
+        ],
+    },
 }
 
 
 def test_platform_stop_ends_workloads(pg_url: str, nats_url: str, tmp_path: Path) -> None:
     runtime = LocalRuntime(tmp_path / "state")
-    with Platform(tmp_path / "state", database_url=pg_url, nats_url=nats_url,
-                  ports=Platform.free_ports()) as platform:
+    with Platform(
+        tmp_path / "state", database_url=pg_url, nats_url=nats_url, ports=Platform.free_ports()
+    ) as platform:
         url = f"{platform.gateway_url}/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
         assert httpx.post(url, json=WORKFLOW, timeout=10).status_code == 201
         deadline = time.monotonic() + 60
         running = []
         while time.monotonic() < deadline and not running:
-            running = [s for s in asyncio.run(runtime.list({"shipyard.io/service": "pipeline"}))
-                       if s.phase == "Running"]
+            running = [
+                s
+                for s in asyncio.run(runtime.list({"shipyard.io/service": "pipeline"}))
+                if s.phase == "Running"
+            ]
             time.sleep(0.2)
         assert running, "the workflow's step never started"
     statuses = asyncio.run(runtime.list({"shipyard.io/service": "pipeline"}))

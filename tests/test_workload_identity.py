@@ -24,25 +24,45 @@ cat err.txt
 """
 
 
-def test_workload_token_scoped_to_its_namespace(pg_url: str, nats_url: str,
-                                                tmp_path: Path) -> None:
-    env = {"SHIPYARD_CLUSTER_ADMINS": "admin@example.com", "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
-           "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef"}
-    platform = Platform(tmp_path / "state", database_url=pg_url, nats_url=nats_url,
-                        ports=Platform.free_ports(), auth_mode="trusted-header")
+def test_workload_token_scoped_to_its_namespace(pg_url: str, nats_url: str, tmp_path: Path) -> None:
+    env = {
+        "SHIPYARD_CLUSTER_ADMINS": "admin@example.com",
+        "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
+        "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
+    }
+    platform = Platform(
+        tmp_path / "state",
+        database_url=pg_url,
+        nats_url=nats_url,
+        ports=Platform.free_ports(),
+        auth_mode="trusted-header",
+    )
     platform.start(env)
     try:
         api = httpx.Client(base_url=platform.gateway_url, headers=ADMIN, timeout=10)
         for team in ("team-a", "team-b"):
-            profile = {"apiVersion": "kubeflow.org/v1", "kind": "Profile",
-                       "metadata": {"name": team},
-                       "spec": {"owner": {"kind": "User", "name": "admin@example.com"}}}
+            profile = {
+                "apiVersion": "kubeflow.org/v1",
+                "kind": "Profile",
+                "metadata": {"name": team},
+                "spec": {"owner": {"kind": "User", "name": "admin@example.com"}},
+            }
             r = api.post("/apis/kubeflow.org/v1/profiles", json=profile)
             assert r.status_code in (200, 201), r.text
-        workflow = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-                    "metadata": {"name": "whoami"},
-                    "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {
-                        "image": "python:3.11", "command": ["sh", "-c", STEP]}}]}}
+        workflow = {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "whoami"},
+            "spec": {
+                "entrypoint": "main",
+                "templates": [
+                    {
+                        "name": "main",
+                        "container": {"image": "python:3.11", "command": ["sh", "-c", STEP]},
+                    }
+                ],
+            },
+        }
         base = "/apis/argoproj.io/v1alpha1/namespaces/team-a/workflows"
         assert api.post(base, json=workflow).status_code == 201
         deadline, phase = time.monotonic() + 60, ""

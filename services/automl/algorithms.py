@@ -35,8 +35,12 @@ from services.automl.validation import settings_map
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-STATES = {"RUNNING": TrialState.RUNNING, "COMPLETE": TrialState.COMPLETE,
-          "FAIL": TrialState.FAIL, "PRUNED": TrialState.PRUNED}
+STATES = {
+    "RUNNING": TrialState.RUNNING,
+    "COMPLETE": TrialState.COMPLETE,
+    "FAIL": TrialState.FAIL,
+    "PRUNED": TrialState.PRUNED,
+}
 
 
 @dataclass
@@ -79,8 +83,9 @@ def _seed(base: int, number: int) -> int:
     return (base * 1_000_003 + number * 7919 + 17) % (2**31 - 1)
 
 
-def make_sampler(name: str, settings: dict[str, str], seed: int,
-                 grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str, settings: dict[str, str], seed: int, grid: dict[str, list[Any]] | None = None
+) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for a Katib algorithm name and its settings."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -112,8 +117,9 @@ def make_sampler(name: str, settings: dict[str, str], seed: int,
             kwargs["restart_strategy"] = restart
         return optuna.samplers.CmaEsSampler(**kwargs)
     if name == "sobol":
-        return optuna.samplers.QMCSampler(qmc_type="sobol", seed=seed, scramble=True,
-                                          warn_independent_sampling=False)
+        return optuna.samplers.QMCSampler(
+            qmc_type="sobol", seed=seed, scramble=True, warn_independent_sampling=False
+        )
     if name == "bayesianoptimization":
         n_initial = int(settings.get("n_initial_points", "10"))
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_initial)
@@ -130,38 +136,54 @@ class SuggestionEngine:
         self._studies.pop(experiment_uid, None)
 
     # ------------------------------------------------------------------ optuna
-    def _build(self, uid: str, direction: str, rows: list[StudyRow],
-               study_attrs: dict[str, Any]) -> optuna.Study:
+    def _build(
+        self, uid: str, direction: str, rows: list[StudyRow], study_attrs: dict[str, Any]
+    ) -> optuna.Study:
         study = optuna.create_study(
             direction=optuna.study.StudyDirection[direction.upper()],
-            storage=optuna.storages.InMemoryStorage())
+            storage=optuna.storages.InMemoryStorage(),
+        )
         for key, value in study_attrs.items():
             study._storage.set_study_system_attr(study._study_id, key, value)
         for row in sorted(rows, key=lambda r: r.number):
             dists = {k: json_to_distribution(v) for k, v in row.distributions.items()}
             state = STATES[row.state]
-            study.add_trial(create_trial(
-                state=state, params=row.params, distributions=dists,
-                value=row.value if state == TrialState.COMPLETE else None,
-                system_attrs=row.system_attrs))
+            study.add_trial(
+                create_trial(
+                    state=state,
+                    params=row.params,
+                    distributions=dists,
+                    value=row.value if state == TrialState.COMPLETE else None,
+                    system_attrs=row.system_attrs,
+                )
+            )
         self._studies[uid] = study
         return study
 
-    def _study(self, uid: str, direction: str, rows: list[StudyRow],
-               study_attrs: dict[str, Any]) -> optuna.Study:
+    def _study(
+        self, uid: str, direction: str, rows: list[StudyRow], study_attrs: dict[str, Any]
+    ) -> optuna.Study:
         study = self._studies.get(uid)
         if study is not None:
             trials = study.get_trials(deepcopy=False)
             ordered = sorted(rows, key=lambda r: r.number)
             consistent = len(trials) == len(rows) and all(
-                t.state == STATES[r.state] for t, r in zip(trials, ordered, strict=True))
+                t.state == STATES[r.state] for t, r in zip(trials, ordered, strict=True)
+            )
             if consistent and study.direction.name.lower() == direction:
                 return study
         return self._build(uid, direction, rows, study_attrs)
 
-    def suggest(self, spec: dict[str, Any], uid: str, rows: list[StudyRow],
-                outcomes: dict[str, tuple[str, float | None]], study_attrs: dict[str, Any],
-                state: dict[str, Any], count: int) -> SuggestResult:
+    def suggest(
+        self,
+        spec: dict[str, Any],
+        uid: str,
+        rows: list[StudyRow],
+        outcomes: dict[str, tuple[str, float | None]],
+        study_attrs: dict[str, Any],
+        state: dict[str, Any],
+        count: int,
+    ) -> SuggestResult:
         """Tell finished outcomes, then ask up to ``count`` new assignments.
 
         ``outcomes`` maps trial name -> (COMPLETE|FAIL|PRUNED, objective value) for trials
@@ -173,9 +195,16 @@ class SuggestionEngine:
             self.forget(uid)  # never keep a study that may be ahead of the database
             raise
 
-    def _suggest(self, spec: dict[str, Any], uid: str, rows: list[StudyRow],
-                 outcomes: dict[str, tuple[str, float | None]], study_attrs: dict[str, Any],
-                 state: dict[str, Any], count: int) -> SuggestResult:
+    def _suggest(
+        self,
+        spec: dict[str, Any],
+        uid: str,
+        rows: list[StudyRow],
+        outcomes: dict[str, tuple[str, float | None]],
+        study_attrs: dict[str, Any],
+        state: dict[str, Any],
+        count: int,
+    ) -> SuggestResult:
         algorithm = spec["algorithm"]["algorithmName"]
         settings = settings_map(spec["algorithm"].get("algorithmSettings"))
         params = spec["parameters"]
@@ -191,23 +220,32 @@ class SuggestionEngine:
         if algorithm == "hyperband":
             result.updated = updated
             return self._hyperband(spec, uid, rows, settings, state, count, result)
-        study = self._study(uid, direction, [r for r in rows if r not in updated] +
-                            [_as_running(r) for r in updated], study_attrs)
+        study = self._study(
+            uid,
+            direction,
+            [r for r in rows if r not in updated] + [_as_running(r) for r in updated],
+            study_attrs,
+        )
         for row in updated:
             if row.state == "COMPLETE":
                 study.tell(row.number, row.value)
             else:
                 study.tell(row.number, state=STATES[row.state])
-            row.system_attrs = dict(study._storage.get_trial(
-                study._storage.get_trial_id_from_study_id_trial_number(
-                    study._study_id, row.number)).system_attrs)
+            row.system_attrs = dict(
+                study._storage.get_trial(
+                    study._storage.get_trial_id_from_study_id_trial_number(
+                        study._study_id, row.number
+                    )
+                ).system_attrs
+            )
         result.updated = updated
         base = base_seed(spec, uid)
         if algorithm == "grid":
             grid = {p["name"]: search_space.grid_values(p) for p in params}
             size = math.prod(len(v) for v in grid.values())
             dists: dict[str, BaseDistribution] = {
-                name: CategoricalDistribution(values) for name, values in grid.items()}
+                name: CategoricalDistribution(values) for name, values in grid.items()
+            }
             count = min(count, size - len(rows))
             result.exhausted = len(rows) + count >= size
         else:
@@ -223,20 +261,32 @@ class SuggestionEngine:
             trial = study.ask(fixed_distributions=dists)
             values = dict(trial.params)
             frozen = study._storage.get_trial(trial._trial_id)
-            row = StudyRow(number=trial.number, trial_name="", params=dict(frozen.params),
-                           distributions={k: distribution_to_json(v)
-                                          for k, v in frozen.distributions.items()},
-                           system_attrs=dict(frozen.system_attrs))
-            assignments = [{"name": n, "value": search_space.format_value(by_name[n], values[n])}
-                           for n in (p["name"] for p in params)]
+            row = StudyRow(
+                number=trial.number,
+                trial_name="",
+                params=dict(frozen.params),
+                distributions={k: distribution_to_json(v) for k, v in frozen.distributions.items()},
+                system_attrs=dict(frozen.system_attrs),
+            )
+            assignments = [
+                {"name": n, "value": search_space.format_value(by_name[n], values[n])}
+                for n in (p["name"] for p in params)
+            ]
             result.new.append(Suggestion(assignments, row))
         result.study_attrs = dict(study._storage.get_study_system_attrs(study._study_id))
         return result
 
     # --------------------------------------------------------------- hyperband
-    def _hyperband(self, spec: dict[str, Any], uid: str, rows: list[StudyRow],
-                   settings: dict[str, str], state: dict[str, Any], count: int,
-                   result: SuggestResult) -> SuggestResult:
+    def _hyperband(
+        self,
+        spec: dict[str, Any],
+        uid: str,
+        rows: list[StudyRow],
+        settings: dict[str, str],
+        state: dict[str, Any],
+        count: int,
+        result: SuggestResult,
+    ) -> SuggestResult:
         schedule = hyperband_schedule(float(settings["r_l"]), float(settings.get("eta", "3")))
         resource = settings["resource_name"]
         params = spec["parameters"]
@@ -247,8 +297,9 @@ class SuggestionEngine:
 
         def ranked(rung: int) -> list[StudyRow]:
             done = [r for r in rows if r.rung == rung and r.state == "COMPLETE"]
-            return sorted(done, key=lambda r: ((r.value or 0.0) if minimize
-                                               else -(r.value or 0.0), r.number))
+            return sorted(
+                done, key=lambda r: ((r.value or 0.0) if minimize else -(r.value or 0.0), r.number)
+            )
 
         while position < len(schedule):
             bracket, stage, n_i, r_i = schedule[position]
@@ -271,25 +322,41 @@ class SuggestionEngine:
         for k in range(len(in_rung), min(n_i, len(in_rung) + max(count, 0))):
             if candidates is None:
                 rng = random.Random(_seed(base, number))
-                values = {p["name"]: _random_value(p, rng) for p in params
-                          if p["name"] != resource}
+                values = {p["name"]: _random_value(p, rng) for p in params if p["name"] != resource}
             else:
                 values = {n: v for n, v in candidates[k].items() if n != resource}
             values[resource] = r_i
-            assignments = [{"name": p["name"],
-                            "value": search_space.format_value(by_name[p["name"]],
-                                                               values[p["name"]])}
-                           for p in params]
-            row = StudyRow(number=number, trial_name="", params=values, distributions={},
-                           system_attrs={}, rung=rung)
+            assignments = [
+                {
+                    "name": p["name"],
+                    "value": search_space.format_value(by_name[p["name"]], values[p["name"]]),
+                }
+                for p in params
+            ]
+            row = StudyRow(
+                number=number,
+                trial_name="",
+                params=values,
+                distributions={},
+                system_attrs={},
+                rung=rung,
+            )
             result.new.append(Suggestion(assignments, row))
             number += 1
         return result
 
 
 def _as_running(row: StudyRow) -> StudyRow:
-    return StudyRow(row.number, row.trial_name, row.params, row.distributions,
-                    row.system_attrs, "RUNNING", None, row.rung)
+    return StudyRow(
+        row.number,
+        row.trial_name,
+        row.params,
+        row.distributions,
+        row.system_attrs,
+        "RUNNING",
+        None,
+        row.rung,
+    )
 
 
 def _random_value(param: dict[str, Any], rng: random.Random) -> Any:

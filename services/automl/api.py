@@ -55,8 +55,9 @@ def _time(raw: str | None, name: str) -> datetime | None:
 
 
 @router.get(BASE + "/trials/{name}/observationlog")
-async def read_observation_log(request: Request, namespace: str, name: str,
-                               identity: IdentityDep) -> dict[str, Any]:
+async def read_observation_log(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     """Katib's GetObservationLog(trial_name, metric_name, start_time, end_time)."""
     authorize(identity, "get", namespace, TRIALS)
     ctx = context(request)
@@ -64,16 +65,22 @@ async def read_observation_log(request: Request, namespace: str, name: str,
     params = request.query_params
     async with ctx.db.sessions() as s:
         logs = await automl_store.read_observations(
-            s, namespace, name, params.get("metricName") or None,
-            _time(params.get("startTime"), "startTime"), _time(params.get("endTime"), "endTime"))
+            s,
+            namespace,
+            name,
+            params.get("metricName") or None,
+            _time(params.get("startTime"), "startTime"),
+            _time(params.get("endTime"), "endTime"),
+        )
     return {"observationLog": {"metricLogs": [m.to_json() for m in logs]}}
 
 
 async def record_push(ctx: ServiceContext, namespace: str, name: str, body: Any) -> dict[str, Any]:
     """Store pushed metrics of a running trial (shared by the token and gateway doors)."""
     if not isinstance(body, dict) or not isinstance(body.get("metrics"), list):
-        raise ApiError(400, 'the body must be {"metrics": [{"name", "value", "step"?, '
-                            '"timestamp"?}]}')
+        raise ApiError(
+            400, 'the body must be {"metrics": [{"name", "value", "step"?, "timestamp"?}]}'
+        )
     if len(body["metrics"]) > MAX_PUSH_METRICS:
         raise ApiError(413, f"at most {MAX_PUSH_METRICS} metrics per report")
     trial = await ctx.store.get(TRIAL, namespace, name)
@@ -109,22 +116,36 @@ async def record_push(ctx: ServiceContext, namespace: str, name: str, body: Any)
         when = _time(item.get("timestamp"), f"metrics[{i}].timestamp") or datetime.now(UTC)
         entries.append(collector.MetricLog(metric, value, when, step))
     if causes:
-        raise ApiError(422, "invalid metrics: " + "; ".join(f"{c.field}: {c.message}"
-                                                            for c in causes), causes=causes)
+        raise ApiError(
+            422,
+            "invalid metrics: " + "; ".join(f"{c.field}: {c.message}" for c in causes),
+            causes=causes,
+        )
     async with ctx.db.transaction() as s:
         await automl_store.add_observations(s, namespace, name, entries)
-        await events.stage_trial_event(s, ctx.metadata.tables["outbox"], events.METRICS,
-                                       events.TrialMetricsEvent(
-            namespace=namespace, trial=name,
-            experiment=(trial["metadata"].get("labels") or {}).get(EXPERIMENT_LABEL, ""),
-            metrics=[events.MetricValue(name=e.name, value=e.value, step=e.step or 0,
-                                        timestamp=e.time.isoformat()) for e in entries]))
+        await events.stage_trial_event(
+            s,
+            ctx.metadata.tables["outbox"],
+            events.METRICS,
+            events.TrialMetricsEvent(
+                namespace=namespace,
+                trial=name,
+                experiment=(trial["metadata"].get("labels") or {}).get(EXPERIMENT_LABEL, ""),
+                metrics=[
+                    events.MetricValue(
+                        name=e.name, value=e.value, step=e.step or 0, timestamp=e.time.isoformat()
+                    )
+                    for e in entries
+                ],
+            ),
+        )
     return {"accepted": len(entries)}
 
 
 @router.post(BASE + "/trials/{name}/metrics")
-async def create_trial_metrics(request: Request, namespace: str, name: str,
-                               identity: IdentityDep) -> dict[str, Any]:
+async def create_trial_metrics(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     """Push metrics through the gateway (a person or a namespace service account)."""
     authorize(identity, "update", namespace, TRIALS + "/status")
     return await record_push(context(request), namespace, name, await read_body(request))
@@ -145,8 +166,9 @@ def push_app(ctx: ServiceContext) -> FastAPI:
 
 
 @router.get(BASE + "/trials/{name}/log")
-async def read_trial_log(request: Request, namespace: str, name: str,
-                         identity: IdentityDep) -> StreamingResponse:
+async def read_trial_log(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> StreamingResponse:
     """The trial's output as plain text lines; ``follow=true`` streams until it ends."""
     authorize(identity, "get", namespace, TRIALS)
     ctx = context(request)
@@ -169,19 +191,24 @@ async def read_trial_log(request: Request, namespace: str, name: str,
             async for line in runtime.logs(namespace, wname, tail=tail, follow=follow):
                 yield (line + "\n").encode()
 
-    return StreamingResponse(lines(), media_type="text/plain; charset=utf-8",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        lines(),
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get(BASE + "/experiments/{name}/trialsummary")
-async def read_trial_summary(request: Request, namespace: str, name: str,
-                             identity: IdentityDep) -> dict[str, Any]:
+async def read_trial_summary(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     """Parameters against objective and metrics, per trial (parallel coordinates)."""
     authorize(identity, "get", namespace, "experiments.kubeflow.org")
     ctx = context(request)
     experiment = await ctx.store.get(EXPERIMENT, namespace, name)
-    trials = sort_by_creation(await ctx.store.list_all(
-        TRIAL, namespace, label_selector=f"{EXPERIMENT_LABEL}={name}"))
+    trials = sort_by_creation(
+        await ctx.store.list_all(TRIAL, namespace, label_selector=f"{EXPERIMENT_LABEL}={name}")
+    )
     objective = experiment["spec"]["objective"]
     metric_names = collector.metric_names(objective)
     rows = []
@@ -189,28 +216,41 @@ async def read_trial_summary(request: Request, namespace: str, name: str,
         obs = (trial.get("status") or {}).get("observation")
         metrics: dict[str, float | None] = {}
         for metric in (obs or {}).get("metrics") or []:
-            strategy = next((s["value"] for s in objective.get("metricStrategies") or []
-                             if s["name"] == metric["name"]), "latest")
+            strategy = next(
+                (
+                    s["value"]
+                    for s in objective.get("metricStrategies") or []
+                    if s["name"] == metric["name"]
+                ),
+                "latest",
+            )
             raw = metric.get(strategy, metric.get("latest"))
             try:
                 metrics[metric["name"]] = float(raw)
             except (TypeError, ValueError):
                 metrics[metric["name"]] = None
-        rows.append({
-            "name": trial["metadata"]["name"],
-            "status": trial_state(trial),
-            "parameters": {a["name"]: a["value"]
-                           for a in trial["spec"].get("parameterAssignments") or []},
-            "objective": collector.objective_value(obs, objective),
-            "metrics": metrics,
-        })
+        rows.append(
+            {
+                "name": trial["metadata"]["name"],
+                "status": trial_state(trial),
+                "parameters": {
+                    a["name"]: a["value"] for a in trial["spec"].get("parameterAssignments") or []
+                },
+                "objective": collector.objective_value(obs, objective),
+                "metrics": metrics,
+            }
+        )
     return {
         "experiment": name,
-        "objective": {"name": objective["objectiveMetricName"], "type": objective["type"],
-                      "goal": objective.get("goal")},
+        "objective": {
+            "name": objective["objectiveMetricName"],
+            "type": objective["type"],
+            "goal": objective.get("goal"),
+        },
         "parameters": [p["name"] for p in experiment["spec"].get("parameters") or []],
         "metrics": metric_names,
-        "bestTrialName": ((experiment.get("status") or {}).get("currentOptimalTrial")
-                          or {}).get("bestTrialName", ""),
+        "bestTrialName": ((experiment.get("status") or {}).get("currentOptimalTrial") or {}).get(
+            "bestTrialName", ""
+        ),
         "trials": rows,
     }

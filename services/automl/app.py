@@ -44,21 +44,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def components(ctx: ServiceContext) -> Sequence[Lifecycle]:
         runtime = get_runtime(settings)
         ctx.extras["runtime"] = runtime
-        controller = AutoMLController(ctx.store, ctx.db, metadata.tables["outbox"], runtime,
-                                      settings, push_key)
+        controller = AutoMLController(
+            ctx.store, ctx.db, metadata.tables["outbox"], runtime, settings, push_key
+        )
         ctx.extras["controller"] = controller
         # Only the replica holding the lock runs the controller (see leader.py).
         election = LeaderElection(ctx.db, controller, "experiment-controller")
         controller.fence = election.fence
         ctx.extras["leader"] = election
         consumer = Consumer(
-            ctx.db, metadata.tables["inbox"], ctx.bus, stream=stream_name("automl"),
-            durable=settings.events_durable, subjects=events.SUBJECTS,
+            ctx.db,
+            metadata.tables["inbox"],
+            ctx.bus,
+            stream=stream_name("automl"),
+            durable=settings.events_durable,
+            subjects=events.SUBJECTS,
             message_type=events.MESSAGE_TYPES,
-            handler=events.experiment_waker(controller.enqueue, controller.completed_here))
+            handler=events.experiment_waker(controller.enqueue, controller.completed_here),
+        )
         return [_RuntimeCloser(ctx), election, consumer]
 
-    app = build_service("automl", settings, metadata, MIGRATIONS, kinds=KINDS,
-                        routers=[api.router], components=components)
+    app = build_service(
+        "automl",
+        settings,
+        metadata,
+        MIGRATIONS,
+        kinds=KINDS,
+        routers=[api.router],
+        components=components,
+    )
     app.add_middleware(TrialTokenMiddleware, push_app=api.push_app(app.state.ctx), key=push_key)
     return app

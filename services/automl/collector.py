@@ -21,7 +21,8 @@ from typing import Any
 DEFAULT_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 UNAVAILABLE = "unavailable"
 _LEADING_TIME = re.compile(
-    r"^\s*(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)")
+    r"^\s*(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"
+)
 
 
 @dataclass
@@ -33,8 +34,11 @@ class MetricLog:
 
     def to_json(self) -> dict[str, Any]:
         """Katib's MetricLog shape, plus the step."""
-        return {"timeStamp": self.time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "metric": {"name": self.name, "value": self.value}, "step": self.step}
+        return {
+            "timeStamp": self.time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "metric": {"name": self.name, "value": self.value},
+            "step": self.step,
+        }
 
 
 def metric_names(objective: dict[str, Any]) -> list[str]:
@@ -71,7 +75,7 @@ class TextParser:
         match = _LEADING_TIME.match(line)
         if match:
             stamp = _parse_time(match.group(1))
-            line = line[match.end():]
+            line = line[match.end() :]
         when = stamp or now or datetime.now(UTC)
         for regex in self.filters:
             for groups in regex.findall(line):
@@ -128,12 +132,19 @@ def observation(logs: Iterable[MetricLog], objective: dict[str, Any]) -> dict[st
     for name in metric_names(objective):
         entries = by_name.get(name)
         if not entries:
-            metrics.append({"name": name, "min": UNAVAILABLE, "max": UNAVAILABLE,
-                            "latest": UNAVAILABLE})
+            metrics.append(
+                {"name": name, "min": UNAVAILABLE, "max": UNAVAILABLE, "latest": UNAVAILABLE}
+            )
             continue
         values = [float(e.value) for e in entries]
-        metrics.append({"name": name, "min": _fmt(min(values)), "max": _fmt(max(values)),
-                        "latest": entries[-1].value})
+        metrics.append(
+            {
+                "name": name,
+                "min": _fmt(min(values)),
+                "max": _fmt(max(values)),
+                "latest": entries[-1].value,
+            }
+        )
     return {"metrics": metrics}
 
 
@@ -147,8 +158,9 @@ def objective_value(obs: dict[str, Any] | None, objective: dict[str, Any]) -> fl
     if not obs:
         return None
     name = objective["objectiveMetricName"]
-    strategy = next((s["value"] for s in objective.get("metricStrategies") or []
-                     if s["name"] == name), "latest")
+    strategy = next(
+        (s["value"] for s in objective.get("metricStrategies") or [] if s["name"] == name), "latest"
+    )
     for metric in obs.get("metrics") or []:
         if metric["name"] != name:
             continue

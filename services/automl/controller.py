@@ -71,8 +71,13 @@ from services.common.runtime import Runtime, WorkloadNotFound
 log = logging.getLogger(__name__)
 
 EXPERIMENT_SHORT_LABEL = "experiment"  # `shipyard get trials -l experiment=NAME`
-STATE_TO_STUDY = {"Succeeded": "COMPLETE", "EarlyStopped": "PRUNED", "Failed": "FAIL",
-                  "Killed": "FAIL", "MetricsUnavailable": "FAIL"}
+STATE_TO_STUDY = {
+    "Succeeded": "COMPLETE",
+    "EarlyStopped": "PRUNED",
+    "Failed": "FAIL",
+    "Killed": "FAIL",
+    "MetricsUnavailable": "FAIL",
+}
 EARLY_STOP_POLL = 0.5
 FOLLOW_UP_SECONDS = 0.25
 LOG_TAIL_IN_MESSAGE = 10
@@ -99,8 +104,15 @@ def _formats(spec: dict[str, Any]) -> list[str] | None:
 class AutoMLController(Controller):
     kinds = (EXPERIMENT, TRIAL)
 
-    def __init__(self, store: ResourceStore, db: Database, outbox: Any, runtime: Runtime,
-                 settings: Settings, push_key: bytes) -> None:
+    def __init__(
+        self,
+        store: ResourceStore,
+        db: Database,
+        outbox: Any,
+        runtime: Runtime,
+        settings: Settings,
+        push_key: bytes,
+    ) -> None:
         self.resync_seconds = settings.resync_seconds
         super().__init__(store)
         self.db, self.outbox, self.runtime, self.settings = db, outbox, runtime, settings
@@ -122,10 +134,12 @@ class AutoMLController(Controller):
     # ------------------------------------------------------------------ plumbing
     def keys_for(self, kind: ResourceKind, event: WatchEvent) -> list[Key]:
         meta = event.object.get("metadata", {})
-        written = self._own_writes.get(
-            (kind.kind, meta.get("namespace", ""), meta.get("name", "")))
+        written = self._own_writes.get((kind.kind, meta.get("namespace", ""), meta.get("name", "")))
         own = event.type == "MODIFIED" and written == (
-            meta.get("generation"), meta.get("deletionTimestamp"), event.object.get("status"))
+            meta.get("generation"),
+            meta.get("deletionTimestamp"),
+            event.object.get("status"),
+        )
         keys = [] if own else list(super().keys_for(kind, event))
         if kind.kind == TRIAL.kind:
             experiment = (meta.get("labels") or {}).get(EXPERIMENT_LABEL)
@@ -148,19 +162,21 @@ class AutoMLController(Controller):
         elif kind.kind == TRIAL.kind:
             await self.reconcile_trial(namespace, name)
 
-    async def _trials_of(self, experiment: dict[str, Any],
-                         session: Any = None) -> list[dict[str, Any]]:
+    async def _trials_of(
+        self, experiment: dict[str, Any], session: Any = None
+    ) -> list[dict[str, Any]]:
         meta = experiment["metadata"]
         if session is None:
             async with self.db.sessions() as s:
                 return await self._trials_of(experiment, s)
-        trials = await automl_store.experiment_trials(session, self.store.objects,
-                                                      meta["namespace"], meta["name"],
-                                                      EXPERIMENT_LABEL)
+        trials = await automl_store.experiment_trials(
+            session, self.store.objects, meta["namespace"], meta["name"], EXPERIMENT_LABEL
+        )
         return sort_by_creation([t for t in trials if owned_by(t, meta["uid"])])
 
-    async def _experiment_state(self, namespace: str, name: str) -> tuple[
-            dict[str, Any] | None, list[dict[str, Any]], Any, dict[str, Any] | None]:
+    async def _experiment_state(
+        self, namespace: str, name: str
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], Any, dict[str, Any] | None]:
         """The experiment, its trials and its study, read in one session (one connection)."""
         async with self.db.sessions() as s:
             experiment = await self._find_in(s, EXPERIMENT, namespace, name)
@@ -191,8 +207,13 @@ class AutoMLController(Controller):
         exhausted = bool(study_state.get("exhausted"))
         finished = has_condition(status, "Succeeded") or has_condition(status, "Failed")
         if finished and self._restartable(experiment, summary.completed):
-            set_condition(status, "Restarting", "ExperimentRestarting",
-                          "Experiment is restarting", false_types=("Succeeded",))
+            set_condition(
+                status,
+                "Restarting",
+                "ExperimentRestarting",
+                "Experiment is restarting",
+                false_types=("Succeeded",),
+            )
             status.pop("completionTime", None)
             finished = False
         if finished:
@@ -210,8 +231,13 @@ class AutoMLController(Controller):
             await self._kill_active(trials)
             await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion)
             return
-        set_condition(status, "Running", "ExperimentRunning", "Experiment is running",
-                      false_types=("Restarting",))
+        set_condition(
+            status,
+            "Running",
+            "ExperimentRunning",
+            "Experiment is running",
+            false_types=("Restarting",),
+        )
         need = spec.get("parallelTrialCount", 3) - summary.active
         if spec.get("maxTrialCount") is not None:
             need = min(need, spec["maxTrialCount"] - len(trials))
@@ -229,13 +255,16 @@ class AutoMLController(Controller):
 
     def _restartable(self, experiment: dict[str, Any], completed: int) -> bool:
         spec, status = experiment["spec"], experiment.get("status") or {}
-        return (spec.get("resumePolicy") in ("LongRunning", "FromVolume")
-                and condition_reason(status, "Succeeded") == "ExperimentMaxTrialsReached"
-                and spec.get("maxTrialCount") is not None
-                and completed < spec["maxTrialCount"])
+        return (
+            spec.get("resumePolicy") in ("LongRunning", "FromVolume")
+            and condition_reason(status, "Succeeded") == "ExperimentMaxTrialsReached"
+            and spec.get("maxTrialCount") is not None
+            and completed < spec["maxTrialCount"]
+        )
 
-    async def _write_status(self, kind: ResourceKind, obj: dict[str, Any],
-                            status: dict[str, Any]) -> None:
+    async def _write_status(
+        self, kind: ResourceKind, obj: dict[str, Any], status: dict[str, Any]
+    ) -> None:
         if status != (obj.get("status") or {}):
             meta = obj["metadata"]
             key = (kind.kind, meta["namespace"], meta["name"])
@@ -243,13 +272,18 @@ class AutoMLController(Controller):
             if len(self._own_writes) > 10_000:
                 self._own_writes.pop(next(iter(self._own_writes)))
             # Set before the write: the store calls its listeners before returning.
-            self._own_writes[key] = (meta.get("generation"), meta.get("deletionTimestamp"),
-                                     status)
+            self._own_writes[key] = (meta.get("generation"), meta.get("deletionTimestamp"), status)
             await self.store.update_status(kind, meta["namespace"], meta["name"], status)
 
-    async def _create_trials(self, experiment: dict[str, Any], trials: list[dict[str, Any]],
-                             rows: list[Any], attrs: dict[str, Any],
-                             study_state: dict[str, Any], need: int) -> None:
+    async def _create_trials(
+        self,
+        experiment: dict[str, Any],
+        trials: list[dict[str, Any]],
+        rows: list[Any],
+        attrs: dict[str, Any],
+        study_state: dict[str, Any],
+        need: int,
+    ) -> None:
         spec, meta = experiment["spec"], experiment["metadata"]
         namespace, uid = meta["namespace"], meta["uid"]
         by_name = {t["metadata"]["name"]: t for t in trials}
@@ -258,11 +292,13 @@ class AutoMLController(Controller):
             trial = by_name.get(row.trial_name)
             if row.state == "RUNNING" and trial is not None and is_finished(trial):
                 state = trial_state(trial)
-                value = collector.objective_value((trial.get("status") or {}).get("observation"),
-                                                  spec["objective"])
+                value = collector.objective_value(
+                    (trial.get("status") or {}).get("observation"), spec["objective"]
+                )
                 outcomes[row.trial_name] = (STATE_TO_STUDY[state], value)
-        result = await asyncio.to_thread(self.engine.suggest, spec, uid, rows, outcomes, attrs,
-                                         study_state, need)
+        result = await asyncio.to_thread(
+            self.engine.suggest, spec, uid, rows, outcomes, attrs, study_state, need
+        )
         rules = await self._early_stopping_rules(experiment, trials)
         created: list[str] = []
         fresh: dict[str, dict[str, Any]] = {}
@@ -275,13 +311,17 @@ class AutoMLController(Controller):
                     trial_name = f"{meta['name']}-{_suffix()}"
                     suggestion.row.trial_name = trial_name
                     trial = self._new_trial(experiment, trial_name, suggestion.assignments, rules)
-                    fresh[trial_name] = await self.store.create(TRIAL, namespace, trial,
-                                                                session=s)
+                    fresh[trial_name] = await self.store.create(TRIAL, namespace, trial, session=s)
                     created.append(trial_name)
-                await automl_store.save_study(s, uid, [x.row for x in result.new],
-                                              result.updated, result.study_attrs, new_state,
-                                              exists=bool(attrs) or bool(study_state) or
-                                              bool(rows))
+                await automl_store.save_study(
+                    s,
+                    uid,
+                    [x.row for x in result.new],
+                    result.updated,
+                    result.study_attrs,
+                    new_state,
+                    exists=bool(attrs) or bool(study_state) or bool(rows),
+                )
         except Exception:
             self.engine.forget(uid)
             raise
@@ -294,15 +334,21 @@ class AutoMLController(Controller):
         # The status and Suggestion bookkeeping this reconcile skipped follows a moment later,
         # so it does not compete with the new trials' start (or a short trial's completion)
         # for the event loop; a trial change before then runs it sooner.
-        asyncio.get_running_loop().call_later(FOLLOW_UP_SECONDS, self.enqueue, EXPERIMENT.kind,
-                                              namespace, meta["name"])
+        asyncio.get_running_loop().call_later(
+            FOLLOW_UP_SECONDS, self.enqueue, EXPERIMENT.kind, namespace, meta["name"]
+        )
         if created:
-            log.info("experiment %s/%s: created trials %s", namespace, meta["name"],
-                     ", ".join(created))
+            log.info(
+                "experiment %s/%s: created trials %s", namespace, meta["name"], ", ".join(created)
+            )
 
-    def _new_trial(self, experiment: dict[str, Any], trial_name: str,
-                   assignments: list[dict[str, str]],
-                   rules: list[dict[str, Any]]) -> dict[str, Any]:
+    def _new_trial(
+        self,
+        experiment: dict[str, Any],
+        trial_name: str,
+        assignments: list[dict[str, str]],
+        rules: list[dict[str, Any]],
+    ) -> dict[str, Any]:
         spec, meta = experiment["spec"], experiment["metadata"]
         template = spec["trialTemplate"]
         trial_meta = {"name": trial_name, "namespace": meta["namespace"]}
@@ -326,15 +372,27 @@ class AutoMLController(Controller):
             trial_spec["runSpec"] = run_spec
         if rules:
             trial_spec["earlyStoppingRules"] = rules
-        return {"apiVersion": TRIAL.api_version, "kind": TRIAL.kind,
-                "metadata": {"name": trial_name, "namespace": meta["namespace"],
-                             "labels": labels, "annotations": annotations,
-                             "ownerReferences": [owner_reference(experiment)]},
-                "spec": {k: v for k, v in trial_spec.items() if v is not None}}
+        return {
+            "apiVersion": TRIAL.api_version,
+            "kind": TRIAL.kind,
+            "metadata": {
+                "name": trial_name,
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "annotations": annotations,
+                "ownerReferences": [owner_reference(experiment)],
+            },
+            "spec": {k: v for k, v in trial_spec.items() if v is not None},
+        }
 
-    async def _sync_suggestion(self, experiment: dict[str, Any], rows: list[Any],
-                               exhausted: bool, trial_list: list[dict[str, Any]],
-                               current: dict[str, Any] | None) -> None:
+    async def _sync_suggestion(
+        self,
+        experiment: dict[str, Any],
+        rows: list[Any],
+        exhausted: bool,
+        trial_list: list[dict[str, Any]],
+        current: dict[str, Any] | None,
+    ) -> None:
         """Keep the Suggestion object (Katib's record of requests and assignments) in step.
 
         It is derived from the study rows, which commit with the trials, so it can be
@@ -343,48 +401,79 @@ class AutoMLController(Controller):
         spec, meta = experiment["spec"], experiment["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         status = (current or {}).get("status") or {}
-        if (current is not None and status.get("suggestionCount") == len(rows)
-                and exhausted == has_condition(status, "Succeeded")
-                and has_condition(status, "Created")):
+        if (
+            current is not None
+            and status.get("suggestionCount") == len(rows)
+            and exhausted == has_condition(status, "Succeeded")
+            and has_condition(status, "Created")
+        ):
             return  # already in step: the common case, kept cheap
         trials = {t["metadata"]["name"]: t for t in trial_list}
         status = dict(status)
-        status.update(suggestionCount=len(rows), suggestions=[
-            {"name": r.trial_name, "parameterAssignments":
-             (trials.get(r.trial_name) or {}).get("spec", {}).get("parameterAssignments", [])}
-            for r in rows])
+        status.update(
+            suggestionCount=len(rows),
+            suggestions=[
+                {
+                    "name": r.trial_name,
+                    "parameterAssignments": (trials.get(r.trial_name) or {})
+                    .get("spec", {})
+                    .get("parameterAssignments", []),
+                }
+                for r in rows
+            ],
+        )
         if not has_condition(status, "Created"):
             set_condition(status, "Created", "SuggestionCreated", "Suggestion is created")
             status["startTime"] = now()
         if exhausted:
-            set_condition(status, "Succeeded", "SuggestionExhausted",
-                          "The search space is exhausted", false_types=("Running",))
+            set_condition(
+                status,
+                "Succeeded",
+                "SuggestionExhausted",
+                "The search space is exhausted",
+                false_types=("Running",),
+            )
         else:
             set_condition(status, "Running", "SuggestionRunning", "Suggestion is running")
         async with self.db.transaction() as s:  # one transaction: create, requests, status
             if current is None:
-                current = await self.store.create(SUGGESTION, namespace, {
-                    "metadata": {"name": name, "namespace": namespace,
-                                 "labels": {EXPERIMENT_LABEL: name},
-                                 "ownerReferences": [owner_reference(experiment)]},
-                    "spec": {"algorithm": spec["algorithm"], "requests": 0,
-                             "earlyStopping": spec.get("earlyStopping"),
-                             "resumePolicy": spec.get("resumePolicy", "Never")}}, session=s)
+                current = await self.store.create(
+                    SUGGESTION,
+                    namespace,
+                    {
+                        "metadata": {
+                            "name": name,
+                            "namespace": namespace,
+                            "labels": {EXPERIMENT_LABEL: name},
+                            "ownerReferences": [owner_reference(experiment)],
+                        },
+                        "spec": {
+                            "algorithm": spec["algorithm"],
+                            "requests": 0,
+                            "earlyStopping": spec.get("earlyStopping"),
+                            "resumePolicy": spec.get("resumePolicy", "Never"),
+                        },
+                    },
+                    session=s,
+                )
             if int(current["spec"].get("requests", 0)) != len(rows):
-                await self.store.patch(SUGGESTION, namespace, name,
-                                       {"spec": {"requests": len(rows)}}, session=s)
+                await self.store.patch(
+                    SUGGESTION, namespace, name, {"spec": {"requests": len(rows)}}, session=s
+                )
             await self.store.update_status(SUGGESTION, namespace, name, status, session=s)
         self._wake_relay()
 
-    async def _find_in(self, session: Any, kind: ResourceKind, namespace: str,
-                       name: str) -> dict[str, Any] | None:
+    async def _find_in(
+        self, session: Any, kind: ResourceKind, namespace: str, name: str
+    ) -> dict[str, Any] | None:
         try:
             return await self.store._load(session, kind, namespace, name)
         except ApiError:
             return None
 
-    async def _early_stopping_rules(self, experiment: dict[str, Any],
-                                    trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _early_stopping_rules(
+        self, experiment: dict[str, Any], trials: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """Katib's medianstop: the mean of each succeeded trial's first start_step values.
 
         Katib's service calls it the median but averages the per-trial averages; a rule
@@ -404,18 +493,35 @@ class AutoMLController(Controller):
         averages = []
         async with self.db.sessions() as s:
             for name in succeeded:
-                rows = (await s.execute(select(observation_logs.c.value).where(
-                    observation_logs.c.namespace == experiment["metadata"]["namespace"],
-                    observation_logs.c.trial_name == name,
-                    observation_logs.c.metric_name == metric).order_by(
-                        observation_logs.c.id).limit(start_step))).scalars().all()
+                rows = (
+                    (
+                        await s.execute(
+                            select(observation_logs.c.value)
+                            .where(
+                                observation_logs.c.namespace == experiment["metadata"]["namespace"],
+                                observation_logs.c.trial_name == name,
+                                observation_logs.c.metric_name == metric,
+                            )
+                            .order_by(observation_logs.c.id)
+                            .limit(start_step)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
                 if rows:
                     averages.append(statistics.fmean(float(v) for v in rows))
         if len(averages) < min_trials:
             return []
         comparison = "LESS" if objective["type"] == "maximize" else "GREATER"
-        return [{"name": metric, "value": repr(statistics.fmean(averages)),
-                 "comparison": comparison, "startStep": start_step}]
+        return [
+            {
+                "name": metric,
+                "value": repr(statistics.fmean(averages)),
+                "comparison": comparison,
+                "startStep": start_step,
+            }
+        ]
 
     async def _kill_active(self, trials: list[dict[str, Any]]) -> None:
         for trial in trials:
@@ -423,8 +529,13 @@ class AutoMLController(Controller):
                 continue
             meta = trial["metadata"]
             status = dict(trial.get("status") or {})
-            set_condition(status, "Killed", REASONS["Killed"],
-                          "Trial is killed: the experiment finished", false_types=("Running",))
+            set_condition(
+                status,
+                "Killed",
+                REASONS["Killed"],
+                "Trial is killed: the experiment finished",
+                false_types=("Running",),
+            )
             status["completionTime"] = now()
             await self._complete(trial, status, None)
             await self._stop_workload(meta["namespace"], meta["name"])
@@ -450,12 +561,12 @@ class AutoMLController(Controller):
         async with self.db.transaction() as s:
             for trial in trials:
                 with contextlib.suppress(ApiError):
-                    await self.store.delete(TRIAL, namespace, trial["metadata"]["name"],
-                                            session=s)
+                    await self.store.delete(TRIAL, namespace, trial["metadata"]["name"], session=s)
             if await self._find_in(s, SUGGESTION, namespace, meta["name"]) is not None:
                 await self.store.delete(SUGGESTION, namespace, meta["name"], session=s)
             await automl_store.delete_trial_data(
-                s, namespace, [t["metadata"]["name"] for t in trials], meta["uid"])
+                s, namespace, [t["metadata"]["name"] for t in trials], meta["uid"]
+            )
         self.engine.forget(meta["uid"])
         await self.store.remove_finalizer(EXPERIMENT, namespace, meta["name"], FINALIZER)
         log.info("experiment %s/%s deleted with %d trials", namespace, meta["name"], len(trials))
@@ -487,14 +598,18 @@ class AutoMLController(Controller):
             return
         if not has_condition(status, "Running"):
             set_condition(status, "Running", REASONS["Running"], "Trial is running")
-            status["startTime"] = (wstatus.start_time.strftime("%Y-%m-%dT%H:%M:%SZ")
-                                   if wstatus.start_time else now())
+            status["startTime"] = (
+                wstatus.start_time.strftime("%Y-%m-%dT%H:%M:%SZ") if wstatus.start_time else now()
+            )
             status["parameterSummary"] = parameter_summary(spec.get("parameterAssignments", []))
             async with self.db.transaction() as s:
-                trial = await self.store.update_status(TRIAL, namespace, name, status,
-                                                       session=s)
-                await events.stage_trial_event(s, self.outbox, events.STARTED, self._event(
-                    trial, "Running", REASONS["Running"], "", None))
+                trial = await self.store.update_status(TRIAL, namespace, name, status, session=s)
+                await events.stage_trial_event(
+                    s,
+                    self.outbox,
+                    events.STARTED,
+                    self._event(trial, "Running", REASONS["Running"], "", None),
+                )
             self._wake_relay()
         self.watchers[key] = asyncio.create_task(self._watch(trial), name=f"trial-{name}")
 
@@ -507,41 +622,59 @@ class AutoMLController(Controller):
     async def _workload_for(self, trial: dict[str, Any]) -> dict[str, Any]:
         spec, meta = trial["spec"], trial["metadata"]
         if "runSpec" not in spec:
-            error = (meta.get("annotations") or {}).get("automl.shipyard.io/template-error",
-                                                       "the trial has no runSpec")
+            error = (meta.get("annotations") or {}).get(
+                "automl.shipyard.io/template-error", "the trial has no runSpec"
+            )
             raise TemplateError(error)
         env = {"KATIB_TRIAL_NAME": meta["name"]}
         kind = _collector_kind(spec)
         if kind == "Push":
             env["SHIPYARD_METRICS_URL"] = (
                 f"{self.settings.push_base_url()}/apis/kubeflow.org/v1beta1/namespaces/"
-                f"{meta['namespace']}/trials/{meta['name']}/metrics")
-            env["SHIPYARD_METRICS_TOKEN"] = trial_token(self.push_key, meta["namespace"],
-                                                        meta["name"])
+                f"{meta['namespace']}/trials/{meta['name']}/metrics"
+            )
+            env["SHIPYARD_METRICS_TOKEN"] = trial_token(
+                self.push_key, meta["namespace"], meta["name"]
+            )
         extra = None
         if kind == "File":
             path, _ = _file_path(spec)
             claim = metrics_claim(meta["name"])
-            await self.runtime.create_volume(meta["namespace"], claim,
-                                             labels={SERVICE_LABEL: "automl"})
+            await self.runtime.create_volume(
+                meta["namespace"], claim, labels={SERVICE_LABEL: "automl"}
+            )
             extra = ("katib-metrics", claim, path)
         labels = {EXPERIMENT_LABEL: meta["labels"].get(EXPERIMENT_LABEL, "")}
-        return job_workload(spec["runSpec"], spec.get("primaryContainerName"),
-                            namespace=meta["namespace"], trial_name=meta["name"],
-                            labels=labels, env=env, extra_volume=extra)
+        return job_workload(
+            spec["runSpec"],
+            spec.get("primaryContainerName"),
+            namespace=meta["namespace"],
+            trial_name=meta["name"],
+            labels=labels,
+            env=env,
+            extra_volume=extra,
+        )
 
-    def _event(self, trial: dict[str, Any], condition: str, reason: str, message: str,
-               value: float | None) -> events.TrialEvent:
+    def _event(
+        self, trial: dict[str, Any], condition: str, reason: str, message: str, value: float | None
+    ) -> events.TrialEvent:
         meta = trial["metadata"]
         owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or []), {})
         return events.TrialEvent(
-            namespace=meta["namespace"], experiment=(meta.get("labels") or {}).get(
-                EXPERIMENT_LABEL, ""), trial=meta["name"], experiment_uid=owner.get("uid", ""),
-            condition=condition, reason=reason, message=message[:2000],
-            has_objective=value is not None, objective_value=value or 0.0)
+            namespace=meta["namespace"],
+            experiment=(meta.get("labels") or {}).get(EXPERIMENT_LABEL, ""),
+            trial=meta["name"],
+            experiment_uid=owner.get("uid", ""),
+            condition=condition,
+            reason=reason,
+            message=message[:2000],
+            has_objective=value is not None,
+            objective_value=value or 0.0,
+        )
 
-    async def _complete(self, trial: dict[str, Any], status: dict[str, Any],
-                        logs: list[collector.MetricLog] | None) -> bool:
+    async def _complete(
+        self, trial: dict[str, Any], status: dict[str, Any], logs: list[collector.MetricLog] | None
+    ) -> bool:
         """Write a final trial status (+ observation log + event) unless one is already there."""
         meta = trial["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -554,15 +687,15 @@ class AutoMLController(Controller):
                 return False
             if logs is not None:
                 await automl_store.replace_observations(s, namespace, name, logs)
-            value = collector.objective_value(status.get("observation"),
-                                              trial["spec"]["objective"])
+            value = collector.objective_value(status.get("observation"), trial["spec"]["objective"])
             if value is not None:
                 status["objectiveValue"] = repr(value)
             await self.store._set_status(s, TRIAL, current, {"status": status})
             state = trial_state({"status": status})
             reason = condition_reason(status, state) or ""
-            await events.stage_trial_event(s, self.outbox, events.COMPLETED, self._event(
-                trial, state, reason, "", value))
+            await events.stage_trial_event(
+                s, self.outbox, events.COMPLETED, self._event(trial, state, reason, "", value)
+            )
         self._wake_relay()
         self.completed_here[(namespace, name)] = None
         if len(self.completed_here) > 10_000:
@@ -583,8 +716,7 @@ class AutoMLController(Controller):
         except Exception:
             if await self.store.find(TRIAL, namespace, name) is None:
                 return  # deleted with its experiment
-            log.exception("watching trial %s/%s failed; the next resync retries", namespace,
-                          name)
+            log.exception("watching trial %s/%s failed; the next resync retries", namespace, name)
             await asyncio.sleep(1)
             self.enqueue(TRIAL, namespace, name)
         finally:
@@ -599,8 +731,14 @@ class AutoMLController(Controller):
         objective = spec["objective"]
         names = collector.metric_names(objective)
         kind = _collector_kind(spec)
-        rule = next((r for r in spec.get("earlyStoppingRules") or []
-                     if r.get("name") == objective["objectiveMetricName"]), None)
+        rule = next(
+            (
+                r
+                for r in spec.get("earlyStoppingRules") or []
+                if r.get("name") == objective["objectiveMetricName"]
+            ),
+            None,
+        )
         stopped = asyncio.Event()
 
         def breaks_rule(values: list[float]) -> bool:
@@ -608,8 +746,13 @@ class AutoMLController(Controller):
                 return False
             limit, value = float(rule["value"]), values[-1]
             comparison = rule.get("comparison")
-            return (value < limit if comparison == "LESS" else value > limit
-                    if comparison == "GREATER" else value == limit)
+            return (
+                value < limit
+                if comparison == "LESS"
+                else value > limit
+                if comparison == "GREATER"
+                else value == limit
+            )
 
         async def early_stop() -> None:
             stopped.set()
@@ -631,8 +774,9 @@ class AutoMLController(Controller):
             while True:
                 await asyncio.sleep(EARLY_STOP_POLL)
                 logs = await self._collect(trial, kind, final=False)
-                values = [float(m.value) for m in logs
-                          if m.name == objective["objectiveMetricName"]]
+                values = [
+                    float(m.value) for m in logs if m.name == objective["objectiveMetricName"]
+                ]
                 if breaks_rule(values):
                     await early_stop()
                     return
@@ -642,8 +786,13 @@ class AutoMLController(Controller):
             helper = asyncio.create_task(follow_stdout())
         elif kind in ("File", "Push") and rule is not None:
             helper = asyncio.create_task(poll_collected())
-        timeout = float(((spec.get("runSpec") or {}).get("spec") or {}).get(
-            "activeDeadlineSeconds") or self.settings.max_trial_seconds) + 60
+        timeout = (
+            float(
+                ((spec.get("runSpec") or {}).get("spec") or {}).get("activeDeadlineSeconds")
+                or self.settings.max_trial_seconds
+            )
+            + 60
+        )
         try:
             final = await self.runtime.wait(namespace, wname, timeout=timeout)
         finally:
@@ -663,25 +812,43 @@ class AutoMLController(Controller):
         status["completionTime"] = now()
         has_objective = collector.objective_value(obs, objective) is not None
         if stopped.is_set():
-            set_condition(status, "EarlyStopped", REASONS["EarlyStopped"],
-                          "Trial is early stopped", false_types=("Running",))
+            set_condition(
+                status,
+                "EarlyStopped",
+                REASONS["EarlyStopped"],
+                "Trial is early stopped",
+                false_types=("Running",),
+            )
         elif final.phase.value == "Succeeded":
             if has_objective or kind == "None":
-                set_condition(status, "Succeeded", REASONS["Succeeded"],
-                              "Trial has succeeded", false_types=("Running",))
+                set_condition(
+                    status,
+                    "Succeeded",
+                    REASONS["Succeeded"],
+                    "Trial has succeeded",
+                    false_types=("Running",),
+                )
             else:
                 tail = await self._log_tail(namespace, wname)
-                set_condition(status, "MetricsUnavailable", REASONS["MetricsUnavailable"],
-                              f"Metrics are not available: the objective metric "
-                              f"{objective['objectiveMetricName']!r} was not found in the "
-                              f"{kind} output. Last log lines:\n{tail}",
-                              false_types=("Running",))
+                set_condition(
+                    status,
+                    "MetricsUnavailable",
+                    REASONS["MetricsUnavailable"],
+                    f"Metrics are not available: the objective metric "
+                    f"{objective['objectiveMetricName']!r} was not found in the "
+                    f"{kind} output. Last log lines:\n{tail}",
+                    false_types=("Running",),
+                )
         else:
             tail = await self._log_tail(namespace, wname)
             detail = final.message or final.reason or f"exit code {final.exit_code}"
-            set_condition(status, "Failed", REASONS["Failed"],
-                          f"Trial has failed: {detail}. Last log lines:\n{tail}",
-                          false_types=("Running",))
+            set_condition(
+                status,
+                "Failed",
+                REASONS["Failed"],
+                f"Trial has failed: {detail}. Last log lines:\n{tail}",
+                false_types=("Running",),
+            )
         await self._complete(trial, status, None if kind == "Push" else logs)
 
     async def _log_tail(self, namespace: str, wname: str) -> str:
@@ -691,8 +858,9 @@ class AutoMLController(Controller):
                 lines.append(line)
         return "\n".join(lines) or "(no output)"
 
-    async def _collect(self, trial: dict[str, Any], kind: str,
-                       final: bool) -> list[collector.MetricLog]:
+    async def _collect(
+        self, trial: dict[str, Any], kind: str, final: bool
+    ) -> list[collector.MetricLog]:
         meta, spec = trial["metadata"], trial["spec"]
         namespace, name = meta["namespace"], meta["name"]
         names = collector.metric_names(spec["objective"])
@@ -706,7 +874,8 @@ class AutoMLController(Controller):
             try:
                 root = await self.runtime.resolve_volume(namespace, metrics_claim(name))
                 text = await asyncio.to_thread(
-                    (root / path.rsplit("/", 1)[-1]).read_text, errors="replace")
+                    (root / path.rsplit("/", 1)[-1]).read_text, errors="replace"
+                )
             except (FileNotFoundError, OSError, Exception):
                 return []
             if fmt == "JSON":

@@ -42,20 +42,37 @@ MESSAGE_TYPES: dict[str, Any] = {
     "shipyard.automl.trial.*": ResourceEvent,
 }
 
-__all__ = ["COMPLETED", "METRICS", "MESSAGE_TYPES", "STARTED", "SUBJECTS", "MetricValue",
-           "TrialEvent", "TrialMetricsEvent", "experiment_waker", "stage_trial_event"]
+__all__ = [
+    "COMPLETED",
+    "METRICS",
+    "MESSAGE_TYPES",
+    "STARTED",
+    "SUBJECTS",
+    "MetricValue",
+    "TrialEvent",
+    "TrialMetricsEvent",
+    "experiment_waker",
+    "stage_trial_event",
+]
 
 
-async def stage_trial_event(session: AsyncSession, outbox: Table, subject: str,
-                            message: TrialEvent | TrialMetricsEvent) -> None:
-    await stage_event(session, outbox, subject, message, source=SOURCE,
-                      ce_type="io.shipyard." + subject.removeprefix("shipyard."),
-                      ce_subject=f"namespaces/{message.namespace}/trials/{message.trial}")
+async def stage_trial_event(
+    session: AsyncSession, outbox: Table, subject: str, message: TrialEvent | TrialMetricsEvent
+) -> None:
+    await stage_event(
+        session,
+        outbox,
+        subject,
+        message,
+        source=SOURCE,
+        ce_type="io.shipyard." + subject.removeprefix("shipyard."),
+        ce_subject=f"namespaces/{message.namespace}/trials/{message.trial}",
+    )
 
 
-def experiment_waker(enqueue: Callable[[str, str, str], None],
-                     seen_here: Container[tuple[str, str]] = ()
-                     ) -> Callable[[AsyncSession, Event], Any]:
+def experiment_waker(
+    enqueue: Callable[[str, str, str], None], seen_here: Container[tuple[str, str]] = ()
+) -> Callable[[AsyncSession, Event], Any]:
     """A consumer handler that reconciles the experiment a trial event belongs to.
 
     ``seen_here`` holds (namespace, trial) whose completion this replica wrote itself and

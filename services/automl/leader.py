@@ -48,8 +48,14 @@ def lock_key(name: str) -> int:
 class LeaderElection:
     """Runs ``component`` only while this replica holds the advisory lock ``name``."""
 
-    def __init__(self, db: Database, component: Runnable, name: str,
-                 retry_seconds: float = 1.0, check_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        component: Runnable,
+        name: str,
+        retry_seconds: float = 1.0,
+        check_seconds: float = 2.0,
+    ) -> None:
         self.db, self.component = db, component
         self.key = lock_key(f"{db.schema}/{name}")
         self.retry_seconds, self.check_seconds = retry_seconds, check_seconds
@@ -79,10 +85,15 @@ class LeaderElection:
             return
         if not self.is_leader or self._backend_pid is None:
             raise NotLeader("this replica is not the automl controller leader")
-        held = (await session.execute(text(
-            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND pid = :pid AND ((classid::bigint << 32) | objid::bigint) = :key"),
-            {"pid": self._backend_pid, "key": self.key})).first()
+        held = (
+            await session.execute(
+                text(
+                    "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = :pid AND ((classid::bigint << 32) | objid::bigint) = :key"
+                ),
+                {"pid": self._backend_pid, "key": self.key},
+            )
+        ).first()
         if held is None:
             raise NotLeader("the automl controller lock is no longer held by this replica")
 
@@ -103,12 +114,14 @@ class LeaderElection:
     async def _try_acquire(self) -> None:
         if self._conn is None:
             self._conn = await self.db.engine.connect()
-            self._backend_pid = (await self._conn.execute(text("SELECT pg_backend_pid()"))
-                                 ).scalar()
+            self._backend_pid = (await self._conn.execute(text("SELECT pg_backend_pid()"))).scalar()
             await self._conn.commit()
         async with asyncio.timeout(10):
-            got = (await self._conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
-                                            {"key": self.key})).scalar()
+            got = (
+                await self._conn.execute(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}
+                )
+            ).scalar()
             await self._conn.commit()  # the lock is session-level: it outlives this tx
         if got:
             self.is_leader = True

@@ -53,7 +53,8 @@ class Objective(Spec):
         strategies = list(self.metric_strategies or [])
         named = {s.name for s in strategies}
         default: Literal["min", "max", "latest"] = (
-            "min" if self.type == "minimize" else "max" if self.type == "maximize" else "latest")
+            "min" if self.type == "minimize" else "max" if self.type == "maximize" else "latest"
+        )
         for metric in [self.objective_metric_name, *(self.additional_metric_names or [])]:
             if metric not in named:
                 strategies.append(MetricStrategy(name=metric, value=default))
@@ -73,7 +74,8 @@ class FeasibleSpace(Spec):
 class ParameterSpec(Spec):
     name: str
     parameter_type: Literal["double", "int", "discrete", "categorical"] = Field(
-        alias="parameterType")
+        alias="parameterType"
+    )
     feasible_space: FeasibleSpace = Field(alias="feasibleSpace")
 
 
@@ -134,8 +136,9 @@ class SourceSpec(Spec):
 
 
 class CollectorSpec(Spec):
-    kind: Literal["StdOut", "File", "TensorFlowEvent", "PrometheusMetric", "Custom", "None",
-                  "Push"] = "StdOut"
+    kind: Literal[
+        "StdOut", "File", "TensorFlowEvent", "PrometheusMetric", "Custom", "None", "Push"
+    ] = "StdOut"
     custom_collector: dict[str, Any] | None = Field(None, alias="customCollector")
 
 
@@ -170,10 +173,12 @@ class ExperimentSpec(Spec):
     max_trial_count: int | None = Field(None, alias="maxTrialCount")
     max_failed_trial_count: int | None = Field(None, alias="maxFailedTrialCount")
     metrics_collector_spec: MetricsCollectorSpec = Field(
-        default_factory=MetricsCollectorSpec, alias="metricsCollectorSpec")
+        default_factory=MetricsCollectorSpec, alias="metricsCollectorSpec"
+    )
     nas_config: dict[str, Any] | None = Field(None, alias="nasConfig")
     resume_policy: Literal["Never", "LongRunning", "FromVolume"] = Field(
-        "Never", alias="resumePolicy")
+        "Never", alias="resumePolicy"
+    )
 
 
 class ParameterAssignment(Spec):
@@ -184,11 +189,13 @@ class ParameterAssignment(Spec):
 class TrialSpec(Spec):
     objective: Objective | None = None
     parameter_assignments: list[ParameterAssignment] = Field(
-        default_factory=list, alias="parameterAssignments")
+        default_factory=list, alias="parameterAssignments"
+    )
     early_stopping_rules: list[dict[str, Any]] | None = Field(None, alias="earlyStoppingRules")
     run_spec: dict[str, Any] | None = Field(None, alias="runSpec")
     metrics_collector: MetricsCollectorSpec = Field(
-        default_factory=MetricsCollectorSpec, alias="metricsCollector")
+        default_factory=MetricsCollectorSpec, alias="metricsCollector"
+    )
     primary_pod_labels: dict[str, str] | None = Field(None, alias="primaryPodLabels")
     primary_container_name: str | None = Field(None, alias="primaryContainerName")
     success_condition: str | None = Field(None, alias="successCondition")
@@ -202,38 +209,61 @@ class SuggestionSpec(Spec):
     early_stopping: EarlyStoppingSpec | None = Field(None, alias="earlyStopping")
     requests: int = 0
     resume_policy: Literal["Never", "LongRunning", "FromVolume"] = Field(
-        "Never", alias="resumePolicy")
+        "Never", alias="resumePolicy"
+    )
 
 
 _CONDITION = PrinterColumn("STATUS", "status.conditions[-1].type")
 _AGE_HINT = PrinterColumn("REASON", "status.conditions[-1].reason", wide=True)
 
 EXPERIMENT = ResourceKind(
-    GROUP, VERSION, "Experiment", "experiments", ExperimentSpec, SERVICE,
-    short_names=("exp", "experiment"), finalizer=FINALIZER,
-    columns=(_CONDITION,
-             PrinterColumn("TRIALS", "status.trials"),
-             PrinterColumn("SUCCEEDED", "status.trialsSucceeded"),
-             PrinterColumn("RUNNING", "status.trialsRunning"),
-             PrinterColumn("BEST-TRIAL", "status.currentOptimalTrial.bestTrialName"),
-             PrinterColumn("OBJECTIVE", "status.currentOptimalTrial.observation.metrics[0].latest"),
-             PrinterColumn("PARAMETERS", "status.currentOptimalTrial.parameterSummary"),
-             _AGE_HINT),
+    GROUP,
+    VERSION,
+    "Experiment",
+    "experiments",
+    ExperimentSpec,
+    SERVICE,
+    short_names=("exp", "experiment"),
+    finalizer=FINALIZER,
+    columns=(
+        _CONDITION,
+        PrinterColumn("TRIALS", "status.trials"),
+        PrinterColumn("SUCCEEDED", "status.trialsSucceeded"),
+        PrinterColumn("RUNNING", "status.trialsRunning"),
+        PrinterColumn("BEST-TRIAL", "status.currentOptimalTrial.bestTrialName"),
+        PrinterColumn("OBJECTIVE", "status.currentOptimalTrial.observation.metrics[0].latest"),
+        PrinterColumn("PARAMETERS", "status.currentOptimalTrial.parameterSummary"),
+        _AGE_HINT,
+    ),
     validate=validation.validate_experiment,
 )
 TRIAL = ResourceKind(
-    GROUP, VERSION, "Trial", "trials", TrialSpec, SERVICE,
-    columns=(PrinterColumn("TYPE", "status.conditions[-1].type"),
-             PrinterColumn("STATUS", "status.conditions[-1].status"),
-             PrinterColumn("PARAMETERS", "status.parameterSummary"),
-             PrinterColumn("OBJECTIVE", "status.objectiveValue"),
-             _AGE_HINT),
+    GROUP,
+    VERSION,
+    "Trial",
+    "trials",
+    TrialSpec,
+    SERVICE,
+    columns=(
+        PrinterColumn("TYPE", "status.conditions[-1].type"),
+        PrinterColumn("STATUS", "status.conditions[-1].status"),
+        PrinterColumn("PARAMETERS", "status.parameterSummary"),
+        PrinterColumn("OBJECTIVE", "status.objectiveValue"),
+        _AGE_HINT,
+    ),
 )
 SUGGESTION = ResourceKind(
-    GROUP, VERSION, "Suggestion", "suggestions", SuggestionSpec, SERVICE,
-    columns=(PrinterColumn("TYPE", "status.conditions[-1].type"),
-             PrinterColumn("REQUESTED", "spec.requests"),
-             PrinterColumn("ASSIGNED", "status.suggestionCount")),
+    GROUP,
+    VERSION,
+    "Suggestion",
+    "suggestions",
+    SuggestionSpec,
+    SERVICE,
+    columns=(
+        PrinterColumn("TYPE", "status.conditions[-1].type"),
+        PrinterColumn("REQUESTED", "spec.requests"),
+        PrinterColumn("ASSIGNED", "status.suggestionCount"),
+    ),
 )
 
 KINDS = (EXPERIMENT, TRIAL, SUGGESTION)

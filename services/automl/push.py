@@ -21,8 +21,7 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 TOKEN_HEADER = "x-shipyard-trial-token"
-PUSH_PATH = re.compile(
-    r"^/apis/kubeflow\.org/v1beta1/namespaces/([^/]+)/trials/([^/]+)/metrics$")
+PUSH_PATH = re.compile(r"^/apis/kubeflow\.org/v1beta1/namespaces/([^/]+)/trials/([^/]+)/metrics$")
 
 
 def load_key(state_dir: Path) -> bytes:

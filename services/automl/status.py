@@ -17,13 +17,20 @@ from services.automl.collector import objective_value
 
 TERMINAL = ("Succeeded", "Failed", "Killed", "EarlyStopped", "MetricsUnavailable")
 REASONS = {
-    "Created": "TrialCreated", "Running": "TrialRunning", "Succeeded": "TrialSucceeded",
-    "Failed": "TrialFailed", "Killed": "TrialKilled", "EarlyStopped": "TrialEarlyStopped",
+    "Created": "TrialCreated",
+    "Running": "TrialRunning",
+    "Succeeded": "TrialSucceeded",
+    "Failed": "TrialFailed",
+    "Killed": "TrialKilled",
+    "EarlyStopped": "TrialEarlyStopped",
     "MetricsUnavailable": "TrialMetricsUnavailable",
 }
-GOAL, FAILED, MAX_TRIALS, SUGGESTION_END = ("ExperimentGoalReached", "ExperimentFailed",
-                                            "ExperimentMaxTrialsReached",
-                                            "ExperimentSuggestionEndReached")
+GOAL, FAILED, MAX_TRIALS, SUGGESTION_END = (
+    "ExperimentGoalReached",
+    "ExperimentFailed",
+    "ExperimentMaxTrialsReached",
+    "ExperimentSuggestionEndReached",
+)
 
 
 def now() -> str:
@@ -31,8 +38,10 @@ def now() -> str:
 
 
 def has_condition(status: dict[str, Any] | None, ctype: str) -> bool:
-    return any(c.get("type") == ctype and c.get("status") == "True"
-               for c in (status or {}).get("conditions") or [])
+    return any(
+        c.get("type") == ctype and c.get("status") == "True"
+        for c in (status or {}).get("conditions") or []
+    )
 
 
 def condition_reason(status: dict[str, Any] | None, ctype: str) -> str | None:
@@ -42,8 +51,14 @@ def condition_reason(status: dict[str, Any] | None, ctype: str) -> str | None:
     return None
 
 
-def set_condition(status: dict[str, Any], ctype: str, reason: str, message: str,
-                  *, false_types: tuple[str, ...] = ()) -> None:
+def set_condition(
+    status: dict[str, Any],
+    ctype: str,
+    reason: str,
+    message: str,
+    *,
+    false_types: tuple[str, ...] = (),
+) -> None:
     """Add or update condition ``ctype`` (True); the ``false_types`` become False."""
     conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
     stamp = now()
@@ -53,20 +68,32 @@ def set_condition(status: dict[str, Any], ctype: str, reason: str, message: str,
     for c in conditions:
         if c["type"] == ctype:
             if c.get("status") != "True" or c.get("reason") != reason:
-                c.update(status="True", reason=reason, message=message, lastUpdateTime=stamp,
-                         lastTransitionTime=stamp)
+                c.update(
+                    status="True",
+                    reason=reason,
+                    message=message,
+                    lastUpdateTime=stamp,
+                    lastTransitionTime=stamp,
+                )
                 conditions.remove(c)
                 conditions.append(c)
             return
-    conditions.append({"type": ctype, "status": "True", "reason": reason, "message": message,
-                       "lastUpdateTime": stamp, "lastTransitionTime": stamp})
+    conditions.append(
+        {
+            "type": ctype,
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastUpdateTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+    )
 
 
 def trial_state(trial: dict[str, Any]) -> str:
     """Killed, Failed, Succeeded, EarlyStopped, MetricsUnavailable, Running or Pending."""
     status = trial.get("status") or {}
-    for ctype in ("Killed", "Failed", "Succeeded", "EarlyStopped", "MetricsUnavailable",
-                  "Running"):
+    for ctype in ("Killed", "Failed", "Succeeded", "EarlyStopped", "MetricsUnavailable", "Running"):
         if has_condition(status, ctype):
             return ctype
     return "Pending"
@@ -86,13 +113,24 @@ class Summary:
     buckets: dict[str, list[str]] = field(default_factory=dict)
 
 
-_LISTS = {"Running": "runningTrialList", "Pending": "pendingTrialList",
-          "Failed": "failedTrialList", "Succeeded": "succeededTrialList",
-          "Killed": "killedTrialList", "EarlyStopped": "earlyStoppedTrialList",
-          "MetricsUnavailable": "metricsUnavailableTrialList"}
-_COUNTERS = {"Running": "trialsRunning", "Pending": "trialsPending", "Failed": "trialsFailed",
-             "Succeeded": "trialsSucceeded", "Killed": "trialsKilled",
-             "EarlyStopped": "trialsEarlyStopped", "MetricsUnavailable": "trialMetricsUnavailable"}
+_LISTS = {
+    "Running": "runningTrialList",
+    "Pending": "pendingTrialList",
+    "Failed": "failedTrialList",
+    "Succeeded": "succeededTrialList",
+    "Killed": "killedTrialList",
+    "EarlyStopped": "earlyStoppedTrialList",
+    "MetricsUnavailable": "metricsUnavailableTrialList",
+}
+_COUNTERS = {
+    "Running": "trialsRunning",
+    "Pending": "trialsPending",
+    "Failed": "trialsFailed",
+    "Succeeded": "trialsSucceeded",
+    "Killed": "trialsKilled",
+    "EarlyStopped": "trialsEarlyStopped",
+    "MetricsUnavailable": "trialMetricsUnavailable",
+}
 
 
 def summarize(experiment: dict[str, Any], trials: list[dict[str, Any]]) -> Summary:
@@ -110,8 +148,10 @@ def summarize(experiment: dict[str, Any], trials: list[dict[str, Any]]) -> Summa
     goal_reached = False
     for trial in trials:
         buckets[trial_state(trial)].append(trial["metadata"]["name"])
-        value = objective_value((trial.get("status") or {}).get("observation"),
-                                trial["spec"].get("objective") or objective)
+        value = objective_value(
+            (trial.get("status") or {}).get("observation"),
+            trial["spec"].get("objective") or objective,
+        )
         if value is None:
             continue
         if best is None or (value < best[0] if minimize else value > best[0]):
@@ -136,15 +176,25 @@ def summarize(experiment: dict[str, Any], trials: list[dict[str, Any]]) -> Summa
             "parameterSummary": parameter_summary(assignments),
         }
     else:
-        status["currentOptimalTrial"] = {"bestTrialName": "", "parameterAssignments": [],
-                                         "observation": {"metrics": []}}
+        status["currentOptimalTrial"] = {
+            "bestTrialName": "",
+            "parameterAssignments": [],
+            "observation": {"metrics": []},
+        }
     completed = sum(len(buckets[s]) for s in TERMINAL)
-    return Summary(status, goal_reached, len(buckets["Running"]) + len(buckets["Pending"]),
-                   completed, len(buckets["Failed"]), buckets)
+    return Summary(
+        status,
+        goal_reached,
+        len(buckets["Running"]) + len(buckets["Pending"]),
+        completed,
+        len(buckets["Failed"]),
+        buckets,
+    )
 
 
-def completion(spec: dict[str, Any], summary: Summary,
-               suggestions_exhausted: bool) -> tuple[str, str, str] | None:
+def completion(
+    spec: dict[str, Any], summary: Summary, suggestions_exhausted: bool
+) -> tuple[str, str, str] | None:
     """(condition, reason, message) when the experiment is finished, in Katib's order."""
     if summary.goal_reached:
         return ("Succeeded", GOAL, "Experiment has succeeded because Objective goal has reached")
@@ -153,11 +203,17 @@ def completion(spec: dict[str, Any], summary: Summary,
         return ("Failed", FAILED, "Experiment has failed because max failed count has reached")
     max_trials = spec.get("maxTrialCount")
     if max_trials is not None and summary.completed >= max_trials:
-        return ("Succeeded", MAX_TRIALS,
-                "Experiment has succeeded because max trial count has reached")
+        return (
+            "Succeeded",
+            MAX_TRIALS,
+            "Experiment has succeeded because max trial count has reached",
+        )
     if suggestions_exhausted and summary.active == 0:
-        return ("Succeeded", SUGGESTION_END,
-                "Experiment has succeeded because suggestion service has reached the end")
+        return (
+            "Succeeded",
+            SUGGESTION_END,
+            "Experiment has succeeded because suggestion service has reached the end",
+        )
     return None
 
 

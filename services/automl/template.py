@@ -29,8 +29,9 @@ def workload_name(trial_name: str) -> str:
     return f"{WORKLOAD_PREFIX}{trial_name}"[:253]
 
 
-def _reference_value(ref: str, assignments: dict[str, str], trial_meta: dict[str, Any],
-                     trial_spec: dict[str, Any]) -> str:
+def _reference_value(
+    ref: str, assignments: dict[str, str], trial_meta: dict[str, Any], trial_spec: dict[str, Any]
+) -> str:
     if ref in assignments:
         return assignments[ref]
     match = _META_RE.match(ref)
@@ -52,22 +53,28 @@ def _reference_value(ref: str, assignments: dict[str, str], trial_meta: dict[str
     raise TemplateError(f"unsupported metadata reference {ref!r}")
 
 
-def render_trial_spec(template: dict[str, Any], trial_meta: dict[str, Any],
-                      assignments: list[dict[str, str]]) -> dict[str, Any]:
+def render_trial_spec(
+    template: dict[str, Any], trial_meta: dict[str, Any], assignments: list[dict[str, str]]
+) -> dict[str, Any]:
     """The experiment's ``trialSpec`` with every placeholder replaced (a new object)."""
     trial_spec = template["trialSpec"]
     values = {a["name"]: a["value"] for a in assignments}
-    by_param = {tp["name"]: _reference_value(tp["reference"], values, trial_meta, trial_spec)
-                for tp in template.get("trialParameters") or []}
+    by_param = {
+        tp["name"]: _reference_value(tp["reference"], values, trial_meta, trial_spec)
+        for tp in template.get("trialParameters") or []
+    }
 
     def substitute(node: Any) -> Any:
         if isinstance(node, str):
+
             def one(match: re.Match[str]) -> str:
                 name = match.group(1)
                 if name not in by_param:
-                    raise TemplateError(f"${{trialParameters.{name}}} is not declared in "
-                                        "trialParameters")
+                    raise TemplateError(
+                        f"${{trialParameters.{name}}} is not declared in trialParameters"
+                    )
                 return by_param[name]
+
             return TRIAL_PARAM_RE.sub(one, node)
         if isinstance(node, list):
             return [substitute(v) for v in node]
@@ -81,13 +88,25 @@ def render_trial_spec(template: dict[str, Any], trial_meta: dict[str, Any],
     return dict(rendered)
 
 
-_CONTAINER_FIELDS = {"command": "command", "args": "args", "workingDir": "workingDir",
-                     "image": "image", "ports": "ports"}
+_CONTAINER_FIELDS = {
+    "command": "command",
+    "args": "args",
+    "workingDir": "workingDir",
+    "image": "image",
+    "ports": "ports",
+}
 
 
-def job_workload(run_spec: dict[str, Any], primary: str | None, *, namespace: str,
-                 trial_name: str, labels: dict[str, str], env: dict[str, str],
-                 extra_volume: tuple[str, str, str] | None = None) -> dict[str, Any]:
+def job_workload(
+    run_spec: dict[str, Any],
+    primary: str | None,
+    *,
+    namespace: str,
+    trial_name: str,
+    labels: dict[str, str],
+    env: dict[str, str],
+    extra_volume: tuple[str, str, str] | None = None,
+) -> dict[str, Any]:
     """A runtime WorkloadSpec (as a dict) for the primary container of a batch/v1 Job.
 
     ``extra_volume`` is (volume name, claim name, mount path): the File collector's
@@ -98,31 +117,46 @@ def job_workload(run_spec: dict[str, Any], primary: str | None, *, namespace: st
     containers = pod.get("containers") or []
     if not containers:
         raise TemplateError("the Job has no containers")
-    container = containers[0] if not primary else next(
-        (c for c in containers if c.get("name") == primary), None)
+    container = (
+        containers[0]
+        if not primary
+        else next((c for c in containers if c.get("name") == primary), None)
+    )
     if container is None:
         names = ", ".join(str(c.get("name")) for c in containers)
-        raise TemplateError(f"primaryContainerName {primary!r} names no container "
-                            f"(containers: {names})")
-    spec: dict[str, Any] = {"kind": "job", "namespace": namespace,
-                            "name": workload_name(trial_name)}
+        raise TemplateError(
+            f"primaryContainerName {primary!r} names no container (containers: {names})"
+        )
+    spec: dict[str, Any] = {
+        "kind": "job",
+        "namespace": namespace,
+        "name": workload_name(trial_name),
+    }
     for src, dst in _CONTAINER_FIELDS.items():
         if container.get(src) is not None:
             spec[dst] = container[src]
     if not spec.get("command") and not spec.get("args"):
-        raise TemplateError(f"container {container.get('name')!r} has no command or args "
-                            "(the local runtime does not read the image's entrypoint)")
+        raise TemplateError(
+            f"container {container.get('name')!r} has no command or args "
+            "(the local runtime does not read the image's entrypoint)"
+        )
     resources = container.get("resources") or {}
     spec["resources"] = {k: v for k, v in resources.items() if k in ("requests", "limits")}
-    spec["env"] = [{"name": e["name"], "value": str(e.get("value", ""))}
-                   for e in container.get("env") or [] if "name" in e and "valueFrom" not in e]
+    spec["env"] = [
+        {"name": e["name"], "value": str(e.get("value", ""))}
+        for e in container.get("env") or []
+        if "name" in e and "valueFrom" not in e
+    ]
     spec["env"] += [{"name": k, "value": v} for k, v in env.items()]
-    mounts = [{k: m[k] for k in ("name", "mountPath", "readOnly", "subPath") if k in m}
-              for m in container.get("volumeMounts") or []]
+    mounts = [
+        {k: m[k] for k in ("name", "mountPath", "readOnly", "subPath") if k in m}
+        for m in container.get("volumeMounts") or []
+    ]
     volumes = []
     for v in pod.get("volumes") or []:
-        volume = {k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir", "hostPath")
-                  if k in v}
+        volume = {
+            k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir", "hostPath") if k in v
+        }
         volumes.append(volume)
     if extra_volume is not None:
         vol_name, claim, path = extra_volume

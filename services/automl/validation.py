@@ -22,12 +22,22 @@ ALGORITHM_SETTINGS: dict[str, tuple[str, ...]] = {
     "multivariate-tpe": ("n_ei_candidates", "random_state", "n_startup_trials"),
     "cmaes": ("random_state", "sigma", "restart_strategy"),
     "sobol": (),
-    "bayesianoptimization": ("base_estimator", "n_initial_points", "acq_func", "acq_optimizer",
-                             "random_state"),
+    "bayesianoptimization": (
+        "base_estimator",
+        "n_initial_points",
+        "acq_func",
+        "acq_optimizer",
+        "random_state",
+    ),
     "hyperband": ("resource_name", "eta", "r_l"),
 }
-INT_SETTINGS = {"random_state", "n_EI_candidates", "n_ei_candidates", "n_startup_trials",
-                "n_initial_points"}
+INT_SETTINGS = {
+    "random_state",
+    "n_EI_candidates",
+    "n_ei_candidates",
+    "n_startup_trials",
+    "n_initial_points",
+}
 FLOAT_SETTINGS = {"gamma", "prior_weight", "sigma", "eta", "r_l"}
 CHOICE_SETTINGS = {
     "restart_strategy": ("none", "ipop", "bipop"),
@@ -39,7 +49,8 @@ EARLY_STOPPING_SETTINGS = {"medianstop": ("min_trials_required", "start_step")}
 SUPPORTED_COLLECTORS = ("StdOut", "File", "Push", "None")
 TRIAL_PARAM_RE = re.compile(r"\$\{trialParameters\.([^}]+)\}")
 META_REFERENCE_RE = re.compile(
-    r"^\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|Labels\[[^\]]+\]|Annotations\[[^\]]+\])\}$")
+    r"^\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|Labels\[[^\]]+\]|Annotations\[[^\]]+\])\}$"
+)
 
 
 def _float(value: str | None) -> float | None:
@@ -54,24 +65,34 @@ def settings_map(settings: Iterable[dict[str, Any]] | None) -> dict[str, str]:
     return {s["name"]: str(s.get("value", "")) for s in settings or []}
 
 
-def check_algorithm(algorithm: dict[str, Any] | None,
-                    parameters: list[dict[str, Any]]) -> list[Cause]:
+def check_algorithm(
+    algorithm: dict[str, Any] | None, parameters: list[dict[str, Any]]
+) -> list[Cause]:
     if not algorithm:
         return [Cause("spec.algorithm", "Required value", "FieldValueRequired")]
     name = algorithm.get("algorithmName", "")
     if name not in ALGORITHM_SETTINGS:
-        return [Cause("spec.algorithm.algorithmName",
-                      f"unknown algorithm {name!r}; valid: {', '.join(ALGORITHM_SETTINGS)}",
-                      "FieldValueNotSupported")]
+        return [
+            Cause(
+                "spec.algorithm.algorithmName",
+                f"unknown algorithm {name!r}; valid: {', '.join(ALGORITHM_SETTINGS)}",
+                "FieldValueNotSupported",
+            )
+        ]
     causes: list[Cause] = []
     valid = ALGORITHM_SETTINGS[name]
     for i, setting in enumerate(algorithm.get("algorithmSettings") or []):
         path = f"spec.algorithm.algorithmSettings[{i}]"
         key, value = setting["name"], str(setting.get("value", ""))
         if key not in valid:
-            causes.append(Cause(f"{path}.name", f"unknown setting {key!r} for algorithm {name}; "
-                                f"valid: {', '.join(valid) or '(none)'}",
-                                "FieldValueNotSupported"))
+            causes.append(
+                Cause(
+                    f"{path}.name",
+                    f"unknown setting {key!r} for algorithm {name}; "
+                    f"valid: {', '.join(valid) or '(none)'}",
+                    "FieldValueNotSupported",
+                )
+            )
         elif key in INT_SETTINGS:
             try:
                 ok = int(value) >= 0 if key == "random_state" else int(value) > 0
@@ -82,25 +103,40 @@ def check_algorithm(algorithm: dict[str, Any] | None,
         elif key in FLOAT_SETTINGS:
             number = _float(value)
             if number is None or number <= 0 or (key == "eta" and number <= 1):
-                causes.append(Cause(f"{path}.value", f"{key} must be a number > "
-                                    f"{'1' if key == 'eta' else '0'}"))
+                causes.append(
+                    Cause(
+                        f"{path}.value", f"{key} must be a number > {'1' if key == 'eta' else '0'}"
+                    )
+                )
         elif key in CHOICE_SETTINGS and value not in CHOICE_SETTINGS[key]:
-            causes.append(Cause(f"{path}.value", f"{key} must be one of "
-                                f"{', '.join(CHOICE_SETTINGS[key])}"))
+            causes.append(
+                Cause(f"{path}.value", f"{key} must be one of {', '.join(CHOICE_SETTINGS[key])}")
+            )
     settings = settings_map(algorithm.get("algorithmSettings"))
     if name == "grid":
         for i, p in enumerate(parameters):
             if p["parameterType"] == "double" and not p["feasibleSpace"].get("step"):
-                causes.append(Cause(f"spec.parameters[{i}].feasibleSpace.step",
-                                    "grid needs a step for double parameters"))
+                causes.append(
+                    Cause(
+                        f"spec.parameters[{i}].feasibleSpace.step",
+                        "grid needs a step for double parameters",
+                    )
+                )
     if name == "hyperband":
         names = {p["name"] for p in parameters}
         if settings.get("resource_name") not in names:
-            causes.append(Cause("spec.algorithm.algorithmSettings",
-                                "hyperband needs resource_name naming one of the parameters"))
+            causes.append(
+                Cause(
+                    "spec.algorithm.algorithmSettings",
+                    "hyperband needs resource_name naming one of the parameters",
+                )
+            )
         if "r_l" not in settings:
-            causes.append(Cause("spec.algorithm.algorithmSettings",
-                                "hyperband needs r_l (the maximum resource)"))
+            causes.append(
+                Cause(
+                    "spec.algorithm.algorithmSettings", "hyperband needs r_l (the maximum resource)"
+                )
+            )
     return causes
 
 
@@ -110,8 +146,9 @@ def _check_parameter(i: int, p: dict[str, Any]) -> list[Cause]:
     causes: list[Cause] = []
     if ptype in ("double", "int"):
         if fs.get("list"):
-            causes.append(Cause(f"{path}.list", f"a {ptype} parameter takes min and max, "
-                                                "not a list"))
+            causes.append(
+                Cause(f"{path}.list", f"a {ptype} parameter takes min and max, not a list")
+            )
         parse = (lambda v: int(v)) if ptype == "int" else (lambda v: _float(v))
         bounds = {}
         for key in ("min", "max"):
@@ -137,8 +174,9 @@ def _check_parameter(i: int, p: dict[str, Any]) -> list[Cause]:
     else:
         values = fs.get("list") or []
         if not values:
-            causes.append(Cause(f"{path}.list", "Required value: a non-empty list",
-                                "FieldValueRequired"))
+            causes.append(
+                Cause(f"{path}.list", "Required value: a non-empty list", "FieldValueRequired")
+            )
         if fs.get("min") is not None or fs.get("max") is not None:
             causes.append(Cause(path, f"a {ptype} parameter takes a list, not min/max"))
         if ptype == "discrete":
@@ -157,16 +195,21 @@ def _check_template(spec: dict[str, Any], names: set[str]) -> list[Cause]:
     causes: list[Cause] = []
     has_spec, has_cm = tt.get("trialSpec") is not None, tt.get("configMap") is not None
     if has_spec == has_cm:
-        causes.append(Cause("spec.trialTemplate", "exactly one of trialSpec or configMap is "
-                                                  "required"))
+        causes.append(
+            Cause("spec.trialTemplate", "exactly one of trialSpec or configMap is required")
+        )
     declared = set()
     for i, tp in enumerate(tt.get("trialParameters") or []):
         declared.add(tp["name"])
         ref = tp["reference"]
         if ref not in names and not META_REFERENCE_RE.match(ref):
-            causes.append(Cause(f"spec.trialTemplate.trialParameters[{i}].reference",
-                                f"{ref!r} is neither a parameter name nor a ${{trialSpec.*}} "
-                                "metadata reference"))
+            causes.append(
+                Cause(
+                    f"spec.trialTemplate.trialParameters[{i}].reference",
+                    f"{ref!r} is neither a parameter name nor a ${{trialSpec.*}} "
+                    "metadata reference",
+                )
+            )
     if has_spec:
         trial_spec = tt["trialSpec"]
         causes += check_trial_kind(trial_spec, "spec.trialTemplate.trialSpec")
@@ -174,13 +217,19 @@ def _check_template(spec: dict[str, Any], names: set[str]) -> list[Cause]:
 
         used = set(TRIAL_PARAM_RE.findall(json.dumps(trial_spec)))
         for missing in sorted(used - declared):
-            causes.append(Cause("spec.trialTemplate.trialParameters",
-                                f"${{trialParameters.{missing}}} is used in trialSpec but not "
-                                "declared in trialParameters"))
-    if has_cm and not (tt["configMap"].get("configMapName")
-                       and tt["configMap"].get("templatePath")):
-        causes.append(Cause("spec.trialTemplate.configMap",
-                            "configMapName and templatePath are required"))
+            causes.append(
+                Cause(
+                    "spec.trialTemplate.trialParameters",
+                    f"${{trialParameters.{missing}}} is used in trialSpec but not "
+                    "declared in trialParameters",
+                )
+            )
+    if has_cm and not (
+        tt["configMap"].get("configMapName") and tt["configMap"].get("templatePath")
+    ):
+        causes.append(
+            Cause("spec.trialTemplate.configMap", "configMapName and templatePath are required")
+        )
     return causes
 
 
@@ -188,15 +237,25 @@ def check_trial_kind(trial_spec: dict[str, Any], path: str) -> list[Cause]:
     """Only batch/v1 Job runs on the local runtime; say so for TFJob, PyTorchJob and others."""
     kind, api = trial_spec.get("kind"), trial_spec.get("apiVersion")
     if kind == "Job" and api in ("batch/v1", None):
-        containers = (((trial_spec.get("spec") or {}).get("template") or {}).get("spec")
-                      or {}).get("containers")
+        containers = (((trial_spec.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "containers"
+        )
         if not containers:
-            return [Cause(f"{path}.spec.template.spec.containers",
-                          "Required value: a Job needs at least one container",
-                          "FieldValueRequired")]
+            return [
+                Cause(
+                    f"{path}.spec.template.spec.containers",
+                    "Required value: a Job needs at least one container",
+                    "FieldValueRequired",
+                )
+            ]
         return []
-    return [Cause(f"{path}.kind", f"{api}/{kind} is not supported by the local runtime; "
-                                  "use a batch/v1 Job", "FieldValueNotSupported")]
+    return [
+        Cause(
+            f"{path}.kind",
+            f"{api}/{kind} is not supported by the local runtime; use a batch/v1 Job",
+            "FieldValueNotSupported",
+        )
+    ]
 
 
 def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
@@ -205,20 +264,32 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
     if not spec.get("objective"):
         causes.append(Cause("spec.objective", "Required value", "FieldValueRequired"))
     elif not spec["objective"].get("type"):
-        causes.append(Cause("spec.objective.type", "must be minimize or maximize",
-                            "FieldValueRequired"))
+        causes.append(
+            Cause("spec.objective.type", "must be minimize or maximize", "FieldValueRequired")
+        )
     params = spec.get("parameters") or []
     if spec.get("nasConfig"):
-        causes.append(Cause("spec.nasConfig", "neural architecture search is not supported",
-                            "FieldValueNotSupported"))
+        causes.append(
+            Cause(
+                "spec.nasConfig",
+                "neural architecture search is not supported",
+                "FieldValueNotSupported",
+            )
+        )
     if not params:
-        causes.append(Cause("spec.parameters", "Required value: at least one parameter",
-                            "FieldValueRequired"))
+        causes.append(
+            Cause("spec.parameters", "Required value: at least one parameter", "FieldValueRequired")
+        )
     seen: set[str] = set()
     for i, p in enumerate(params):
         if p["name"] in seen:
-            causes.append(Cause(f"spec.parameters[{i}].name", f"duplicate name {p['name']!r}",
-                                "FieldValueDuplicate"))
+            causes.append(
+                Cause(
+                    f"spec.parameters[{i}].name",
+                    f"duplicate name {p['name']!r}",
+                    "FieldValueDuplicate",
+                )
+            )
         seen.add(p["name"])
         causes += _check_parameter(i, p)
     causes += check_algorithm(spec.get("algorithm"), params)
@@ -231,25 +302,36 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
     if max_failed is not None and max_failed < 0:
         causes.append(Cause("spec.maxFailedTrialCount", "must be greater than or equal to 0"))
     if max_failed is not None and max_trials is not None and max_failed > max_trials:
-        causes.append(Cause("spec.maxFailedTrialCount",
-                            "must be less than or equal to spec.maxTrialCount"))
+        causes.append(
+            Cause("spec.maxFailedTrialCount", "must be less than or equal to spec.maxTrialCount")
+        )
     if parallel is not None and max_trials is not None and parallel > max_trials:
-        causes.append(Cause("spec.parallelTrialCount",
-                            "must be less than or equal to spec.maxTrialCount"))
+        causes.append(
+            Cause("spec.parallelTrialCount", "must be less than or equal to spec.maxTrialCount")
+        )
     es = spec.get("earlyStopping")
     if es:
         valid = EARLY_STOPPING_SETTINGS.get(es["algorithmName"])
         if valid is None:
-            causes.append(Cause("spec.earlyStopping.algorithmName",
-                                f"unknown early stopping algorithm {es['algorithmName']!r}; "
-                                f"valid: {', '.join(EARLY_STOPPING_SETTINGS)}",
-                                "FieldValueNotSupported"))
+            causes.append(
+                Cause(
+                    "spec.earlyStopping.algorithmName",
+                    f"unknown early stopping algorithm {es['algorithmName']!r}; "
+                    f"valid: {', '.join(EARLY_STOPPING_SETTINGS)}",
+                    "FieldValueNotSupported",
+                )
+            )
         else:
             for i, s in enumerate(es.get("algorithmSettings") or []):
                 path = f"spec.earlyStopping.algorithmSettings[{i}]"
                 if s["name"] not in valid:
-                    causes.append(Cause(f"{path}.name", f"unknown setting {s['name']!r}; valid: "
-                                        f"{', '.join(valid)}", "FieldValueNotSupported"))
+                    causes.append(
+                        Cause(
+                            f"{path}.name",
+                            f"unknown setting {s['name']!r}; valid: {', '.join(valid)}",
+                            "FieldValueNotSupported",
+                        )
+                    )
                     continue
                 try:
                     ok = int(s.get("value", "")) >= 1
@@ -259,18 +341,32 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
                     causes.append(Cause(f"{path}.value", f"{s['name']} must be an integer >= 1"))
     kind = ((spec.get("metricsCollectorSpec") or {}).get("collector") or {}).get("kind")
     if kind and kind not in SUPPORTED_COLLECTORS:
-        causes.append(Cause("spec.metricsCollectorSpec.collector.kind",
-                            f"{kind} is not supported by shipyard; use one of "
-                            f"{', '.join(SUPPORTED_COLLECTORS)}", "FieldValueNotSupported"))
-    fmt = (((spec.get("metricsCollectorSpec") or {}).get("source") or {}).get("filter")
-           or {}).get("metricsFormat") or []
+        causes.append(
+            Cause(
+                "spec.metricsCollectorSpec.collector.kind",
+                f"{kind} is not supported by shipyard; use one of "
+                f"{', '.join(SUPPORTED_COLLECTORS)}",
+                "FieldValueNotSupported",
+            )
+        )
+    fmt = (((spec.get("metricsCollectorSpec") or {}).get("source") or {}).get("filter") or {}).get(
+        "metricsFormat"
+    ) or []
     for i, regex in enumerate(fmt):
         try:
             if re.compile(regex).groups < 2:
-                causes.append(Cause(f"spec.metricsCollectorSpec.source.filter.metricsFormat[{i}]",
-                                    "needs two groups: the metric name and its value"))
+                causes.append(
+                    Cause(
+                        f"spec.metricsCollectorSpec.source.filter.metricsFormat[{i}]",
+                        "needs two groups: the metric name and its value",
+                    )
+                )
         except re.error as exc:
-            causes.append(Cause(f"spec.metricsCollectorSpec.source.filter.metricsFormat[{i}]",
-                                f"invalid regular expression: {exc}"))
+            causes.append(
+                Cause(
+                    f"spec.metricsCollectorSpec.source.filter.metricsFormat[{i}]",
+                    f"invalid regular expression: {exc}",
+                )
+            )
     causes += _check_template(spec, seen)
     return causes

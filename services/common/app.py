@@ -120,8 +120,13 @@ def build_service(
     db = Database(settings.resolved_database_url(), schema=name)
     bus = EventBus(settings.nats_url, name=f"shipyard-{name}")
     relay = OutboxRelay(db, metadata.tables["outbox"], bus)
-    store = ResourceStore(db, metadata.tables, source=f"/shipyard/{name}",
-                          stage_event=stage_event, live_events=nats_live_events(bus))
+    store = ResourceStore(
+        db,
+        metadata.tables,
+        source=f"/shipyard/{name}",
+        stage_event=stage_event,
+        live_events=nats_live_events(bus),
+    )
     ctx = ServiceContext(name, settings, db, metadata, bus, store, relay)
 
     @asynccontextmanager
@@ -148,8 +153,13 @@ def build_service(
             await _quietly(bus.close())
             await _quietly(db.dispose())
 
-    app = FastAPI(title=f"shipyard {name}", lifespan=lifespan,
-                  openapi_url=f"/openapi/{name}.json", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title=f"shipyard {name}",
+        lifespan=lifespan,
+        openapi_url=f"/openapi/{name}.json",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.ctx = ctx
     install_error_handlers(app, error_renderers)
 
@@ -165,8 +175,9 @@ def build_service(
         app.include_router(resource_router(kind, get_store, settings.max_body_bytes))
     for router in routers:
         app.include_router(router)
-    app.add_middleware(AssertionMiddleware,
-                       verifier=verifier or AssertionVerifier(settings.public_key_pem()))
+    app.add_middleware(
+        AssertionMiddleware, verifier=verifier or AssertionVerifier(settings.public_key_pem())
+    )
     app.add_middleware(RequestContextMiddleware, service=name)
     return app
 

@@ -27,8 +27,9 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 class AssertionMiddleware:
     """Reject (401) any request whose identity assertion does not verify."""
 
-    def __init__(self, app: ASGIApp, verifier: AssertionVerifier,
-                 public_paths: frozenset[str] = PUBLIC_PATHS) -> None:
+    def __init__(
+        self, app: ASGIApp, verifier: AssertionVerifier, public_paths: frozenset[str] = PUBLIC_PATHS
+    ) -> None:
         self.app = app
         self.verifier = verifier
         self.public_paths = public_paths
@@ -44,8 +45,9 @@ class AssertionMiddleware:
                 break
         try:
             if not token:
-                raise AssertionError_("missing identity assertion; call the API through the "
-                                      "shipyard gateway")
+                raise AssertionError_(
+                    "missing identity assertion; call the API through the shipyard gateway"
+                )
             identity = self.verifier.verify(token)
         except AssertionError_ as exc:
             await _reject(scope, send, str(exc))
@@ -59,9 +61,16 @@ async def _reject(scope: Scope, send: Send, message: str) -> None:
         await send({"type": "websocket.close", "code": 4401})
         return
     body = json.dumps(ApiError(401, message).status()).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -82,5 +91,8 @@ def authorize(identity: Identity, verb: str, namespace: str | None, resource: st
     needed = "view" if verb in READ_VERBS else "edit"
     if not identity.allows(needed, namespace):
         where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
-        raise ApiError(403, f'User "{identity.user}" cannot {verb} resource "{resource}" {where}',
-                       details={"kind": resource})
+        raise ApiError(
+            403,
+            f'User "{identity.user}" cannot {verb} resource "{resource}" {where}',
+            details={"kind": resource},
+        )

@@ -83,8 +83,10 @@ class Controller:
                 self.enqueue(kind, meta.get("namespace", ""), meta["name"])
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(), name=f"{type(self).__name__}-{i}")
-                       for i in range(self.workers)]
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"{type(self).__name__}-{i}")
+            for i in range(self.workers)
+        ]
         self._tasks.append(asyncio.create_task(self._resync_loop()))
 
     async def stop(self) -> None:
@@ -119,11 +121,18 @@ class Controller:
                 raise
             except Exception:
                 attempts = self._failures[key] = self._failures.get(key, 0) + 1
-                delay = min(self.max_backoff, 0.1 * 2 ** attempts)
-                log.exception("reconcile %s/%s %s failed (attempt %d); retrying in %.1fs",
-                              key.namespace, key.name, key.kind, attempts, delay)
+                delay = min(self.max_backoff, 0.1 * 2**attempts)
+                log.exception(
+                    "reconcile %s/%s %s failed (attempt %d); retrying in %.1fs",
+                    key.namespace,
+                    key.name,
+                    key.kind,
+                    attempts,
+                    delay,
+                )
                 asyncio.get_running_loop().call_later(
-                    delay, self.enqueue, key.kind, key.namespace, key.name)
+                    delay, self.enqueue, key.kind, key.namespace, key.name
+                )
             finally:
                 self._active.discard(key)
                 if key in self._dirty:

@@ -71,25 +71,39 @@ class ApiError(Exception):
     @classmethod
     def not_found(cls, kind: str, name: str, group: str = "") -> ApiError:
         resource = f"{kind}.{group}" if group else kind
-        return cls(404, f'{resource} "{name}" not found', details={"name": name, "kind": kind,
-                                                                  "group": group})
+        return cls(
+            404,
+            f'{resource} "{name}" not found',
+            details={"name": name, "kind": kind, "group": group},
+        )
 
     @classmethod
     def conflict(cls, kind: str, name: str, message: str) -> ApiError:
-        return cls(409, f'Operation cannot be fulfilled on {kind} "{name}": {message}',
-                   details={"name": name, "kind": kind})
+        return cls(
+            409,
+            f'Operation cannot be fulfilled on {kind} "{name}": {message}',
+            details={"name": name, "kind": kind},
+        )
 
     @classmethod
     def already_exists(cls, kind: str, name: str, group: str = "") -> ApiError:
         resource = f"{kind}.{group}" if group else kind
-        return cls(409, f'{resource} "{name}" already exists', reason="AlreadyExists",
-                   details={"name": name, "kind": kind, "group": group})
+        return cls(
+            409,
+            f'{resource} "{name}" already exists',
+            reason="AlreadyExists",
+            details={"name": name, "kind": kind, "group": group},
+        )
 
     @classmethod
     def invalid(cls, kind: str, name: str, causes: Sequence[Cause]) -> ApiError:
         summary = "; ".join(f"{c.field}: {c.message}" for c in causes)
-        return cls(422, f'{kind} "{name}" is invalid: {summary}', causes=causes,
-                   details={"name": name, "kind": kind})
+        return cls(
+            422,
+            f'{kind} "{name}" is invalid: {summary}',
+            causes=causes,
+            details={"name": name, "kind": kind},
+        )
 
     def status(self) -> dict[str, Any]:
         details = dict(self.details)
@@ -109,8 +123,9 @@ class ApiError(Exception):
         return body
 
 
-def causes_from_validation(exc: ValidationError | RequestValidationError,
-                           prefix: str = "") -> list[Cause]:
+def causes_from_validation(
+    exc: ValidationError | RequestValidationError, prefix: str = ""
+) -> list[Cause]:
     """Turn pydantic errors into Status causes with Kubernetes-style field paths."""
     out: list[Cause] = []
     for err in exc.errors():
@@ -139,8 +154,9 @@ def causes_from_validation(exc: ValidationError | RequestValidationError,
 ErrorRenderer = Callable[[ApiError], dict[str, Any]]
 
 
-def install_error_handlers(app: FastAPI,
-                           renderers: Sequence[tuple[str, ErrorRenderer]] = ()) -> None:
+def install_error_handlers(
+    app: FastAPI, renderers: Sequence[tuple[str, ErrorRenderer]] = ()
+) -> None:
     """Render every error in the shape of the API family the path belongs to.
 
     ``renderers`` maps a path prefix to a renderer for a compatible API (longest
@@ -171,8 +187,7 @@ def install_error_handlers(app: FastAPI,
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and message == "Not Found":
             message = f"the server could not find the requested resource ({request.url.path})"
-        return render(request, ApiError(exc.status_code, message,
-                                        headers=dict(exc.headers or {})))
+        return render(request, ApiError(exc.status_code, message, headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -147,8 +147,7 @@ class AssertionVerifier:
             role=role,
             cluster_admin=bool(claims.get("adm", False)),
             extra=dict(claims.get("ext") or {}),
-            grants={str(k): str(v) for k, v in (claims.get("grants") or {}).items()
-                    if v in ROLES},
+            grants={str(k): str(v) for k, v in (claims.get("grants") or {}).items() if v in ROLES},
         )
 
 
@@ -159,9 +158,15 @@ class AssertionMinter:
         self.private_pem, self.public_pem = generate_keypair()
         self.signer = AssertionSigner(self.private_pem)
 
-    def headers(self, user: str = "user@example.com", namespace: str | None = None,
-                role: str = "admin", groups: tuple[str, ...] = (),
-                cluster_admin: bool = False) -> dict[str, str]:
-        ident = Identity(user=user, groups=groups, namespace=namespace, role=role,
-                         cluster_admin=cluster_admin)
+    def headers(
+        self,
+        user: str = "user@example.com",
+        namespace: str | None = None,
+        role: str = "admin",
+        groups: tuple[str, ...] = (),
+        cluster_admin: bool = False,
+    ) -> dict[str, str]:
+        ident = Identity(
+            user=user, groups=groups, namespace=namespace, role=role, cluster_admin=cluster_admin
+        )
         return {ASSERTION_HEADER: self.signer.sign(ident)}

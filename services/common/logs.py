@@ -20,8 +20,9 @@ def log_params(request: Request) -> tuple[bool, int | None]:
     return follow, int(tail) if tail is not None else None
 
 
-async def workload_log_response(runtime: Runtime, namespace: str, workload: str,
-                                request: Request, what: str) -> StreamingResponse:
+async def workload_log_response(
+    runtime: Runtime, namespace: str, workload: str, request: Request, what: str
+) -> StreamingResponse:
     """Stream the workload's output as text lines; 404 names ``what`` when it has none yet."""
     follow, tail = log_params(request)
     try:

@@ -30,8 +30,7 @@ def _config(versions: Path, connection: Connection, schema: str, metadata: MetaD
     return cfg
 
 
-async def upgrade(db: Database, metadata: MetaData, versions: Path,
-                  revision: str = "head") -> None:
+async def upgrade(db: Database, metadata: MetaData, versions: Path, revision: str = "head") -> None:
     """Bring ``db`` (this service's schema) up to ``revision``."""
     await db.ensure_schema()
     async with db.engine.connect() as conn:
@@ -39,8 +38,9 @@ async def upgrade(db: Database, metadata: MetaData, versions: Path,
             lock = zlib.crc32(f"shipyard-migrate-{db.schema}".encode())
             await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock})
         try:
-            await conn.run_sync(lambda sync: command.upgrade(
-                _config(versions, sync, db.schema, metadata), revision))
+            await conn.run_sync(
+                lambda sync: command.upgrade(_config(versions, sync, db.schema, metadata), revision)
+            )
             await conn.commit()
         finally:
             if db.is_postgres:

@@ -21,11 +21,15 @@ from services.common.events.tracing import reset_traceparent, set_traceparent
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 
-REQUESTS = Counter("shipyard_http_requests_total", "HTTP requests served",
-                   ["service", "method", "route", "code"])
-LATENCY = Histogram("shipyard_http_request_duration_seconds", "HTTP request latency",
-                    ["service", "method", "route"],
-                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+REQUESTS = Counter(
+    "shipyard_http_requests_total", "HTTP requests served", ["service", "method", "route", "code"]
+)
+LATENCY = Histogram(
+    "shipyard_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
 
 _SECRET_KEYS = ("authorization", "cookie", "token", "secret", "password")
 
@@ -126,8 +130,10 @@ def health_router(readiness: ReadinessCheck) -> APIRouter:
     async def readyz() -> JSONResponse:
         checks = await readiness()
         ready = all(checks.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
 
     @router.get("/metrics")
     async def metrics() -> Response:

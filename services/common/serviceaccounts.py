@@ -37,7 +37,7 @@ def namespace_of(subject: str) -> str | None:
     """The namespace a service-account subject belongs to, or None for people."""
     if not subject.startswith(SA_PREFIX):
         return None
-    rest = subject[len(SA_PREFIX):].split(":")
+    rest = subject[len(SA_PREFIX) :].split(":")
     return rest[0] if len(rest) == 2 and rest[0] else None
 
 
@@ -51,20 +51,28 @@ class ServiceAccountTokens:
     def issue(self, namespace: str, name: str = DEFAULT_SA, ttl_seconds: int | None = None) -> str:
         now = int(time.time())
         claims = {
-            "iss": SA_ISSUER, "aud": SA_AUDIENCE, "sub": subject_for(namespace, name),
-            "ns": namespace, "iat": now, "nbf": now,
-            "exp": now + (ttl_seconds or self.ttl_seconds), "jti": uuid.uuid4().hex,
+            "iss": SA_ISSUER,
+            "aud": SA_AUDIENCE,
+            "sub": subject_for(namespace, name),
+            "ns": namespace,
+            "iat": now,
+            "nbf": now,
+            "exp": now + (ttl_seconds or self.ttl_seconds),
+            "jti": uuid.uuid4().hex,
         }
-        return jwt.encode({"alg": ALGORITHM, "typ": "JWT"}, claims, self._key,
-                          algorithms=[ALGORITHM])
+        return jwt.encode(
+            {"alg": ALGORITHM, "typ": "JWT"}, claims, self._key, algorithms=[ALGORITHM]
+        )
 
     def verify(self, token: str) -> tuple[str, str]:
         """Return (subject, namespace) of a valid token."""
         try:
             decoded = jwt.decode(token, self._key, algorithms=[ALGORITHM])
             jwt.JWTClaimsRegistry(
-                leeway=5, iss={"essential": True, "value": SA_ISSUER},
-                aud={"essential": True, "value": SA_AUDIENCE}, sub={"essential": True},
+                leeway=5,
+                iss={"essential": True, "value": SA_ISSUER},
+                aud={"essential": True, "value": SA_AUDIENCE},
+                sub={"essential": True},
                 exp={"essential": True},
             ).validate(decoded.claims)
         except (JoseError, ValueError, TypeError) as exc:

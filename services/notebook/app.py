@@ -16,8 +16,9 @@ from services.notebook.tables import metadata
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     versions = Path(__file__).parent / "migrations" / "versions"
-    return build_service("notebook", settings, metadata, versions, kinds=KINDS,
-                         components=components)
+    return build_service(
+        "notebook", settings, metadata, versions, kinds=KINDS, components=components
+    )
 
 
 async def components(ctx: ServiceContext) -> list[Lifecycle]:
@@ -25,8 +26,12 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
     assert isinstance(settings, Settings)
     return [
         ClaimController(ctx.store, ctx.runtime),
-        NotebookController(ctx.store, ctx.runtime,
-                           ready_timeout=settings.notebook_ready_timeout_seconds),
-        NotebookCuller(ctx.store, idle_seconds=settings.notebook_cull_idle_seconds,
-                       period_seconds=settings.notebook_cull_check_period_seconds),
+        NotebookController(
+            ctx.store, ctx.runtime, ready_timeout=settings.notebook_ready_timeout_seconds
+        ),
+        NotebookCuller(
+            ctx.store,
+            idle_seconds=settings.notebook_cull_idle_seconds,
+            period_seconds=settings.notebook_cull_check_period_seconds,
+        ),
     ]

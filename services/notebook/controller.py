@@ -39,10 +39,14 @@ class ClaimController(Controller):
         meta = claim["metadata"]
         users = await self.users(meta["namespace"], meta["name"])
         if users:
-            raise ApiError(409, f'persistentvolumeclaim "{meta["name"]}" is in use by running '
-                                f"workload(s) {', '.join(sorted(users))}; stop or delete them "
-                                "first", reason="Conflict",
-                           details={"name": meta["name"], "kind": "persistentvolumeclaims"})
+            raise ApiError(
+                409,
+                f'persistentvolumeclaim "{meta["name"]}" is in use by running '
+                f"workload(s) {', '.join(sorted(users))}; stop or delete them "
+                "first",
+                reason="Conflict",
+                details={"name": meta["name"], "kind": "persistentvolumeclaims"},
+            )
 
     async def reconcile(self, kind: ResourceKind, namespace: str, name: str) -> None:
         claim = await self.store.find(PVC, namespace, name)
@@ -56,11 +60,16 @@ class ClaimController(Controller):
             log.info("deleted volume of claim %s/%s", namespace, name)
             return
         spec = claim.get("spec") or {}
-        size = str(((spec.get("resources") or {}).get("requests") or {}).get("storage")
-                   or DEFAULT_SIZE)
-        await self.runtime.create_volume(namespace, name, size=size,
-                                         labels=claim["metadata"].get("labels") or {})
-        status = {"phase": "Bound", "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
-                  "capacity": {"storage": size}}
+        size = str(
+            ((spec.get("resources") or {}).get("requests") or {}).get("storage") or DEFAULT_SIZE
+        )
+        await self.runtime.create_volume(
+            namespace, name, size=size, labels=claim["metadata"].get("labels") or {}
+        )
+        status = {
+            "phase": "Bound",
+            "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+            "capacity": {"storage": size},
+        }
         if claim.get("status") != status:
             await self.store.update_status(PVC, namespace, name, status)

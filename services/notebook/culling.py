@@ -45,21 +45,31 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def last_activity(kernels: list[dict[str, Any]], terminals: list[dict[str, Any]],
-                  now: datetime) -> datetime | None:
+def last_activity(
+    kernels: list[dict[str, Any]], terminals: list[dict[str, Any]], now: datetime
+) -> datetime | None:
     """When the server was last used: now if a kernel is busy, else the newest activity."""
     if any(k.get("execution_state") not in (None, "idle", "dead") for k in kernels):
         return now
-    times = [t for t in (parse_time(x.get("last_activity")) for x in [*kernels, *terminals])
-             if t is not None]
+    times = [
+        t
+        for t in (parse_time(x.get("last_activity")) for x in [*kernels, *terminals])
+        if t is not None
+    ]
     return max(times) if times else None
 
 
 class NotebookCuller:
     """A Lifecycle component; ``idle_seconds <= 0`` makes ``start`` a no-op."""
 
-    def __init__(self, store: ResourceStore, *, idle_seconds: float, period_seconds: float,
-                 request_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: ResourceStore,
+        *,
+        idle_seconds: float,
+        period_seconds: float,
+        request_timeout: float = 5.0,
+    ) -> None:
         self.store = store
         self.idle_seconds = idle_seconds
         self.period_seconds = max(0.1, period_seconds)
@@ -72,8 +82,11 @@ class NotebookCuller:
             return
         self._http = httpx.AsyncClient(timeout=self.request_timeout)
         self._task = asyncio.create_task(self._loop(), name="notebook-culler")
-        log.info("notebook culling on: idle after %.0fs, checked every %.1fs",
-                 self.idle_seconds, self.period_seconds)
+        log.info(
+            "notebook culling on: idle after %.0fs, checked every %.1fs",
+            self.idle_seconds,
+            self.period_seconds,
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -95,9 +108,13 @@ class NotebookCuller:
 
     async def check_all(self) -> None:
         notebooks = await self.store.list_all(NOTEBOOK)
-        running = [nb for nb in notebooks if (nb.get("status") or {}).get("endpoint")
-                   and STOP_ANNOTATION not in (nb["metadata"].get("annotations") or {})
-                   and not nb["metadata"].get("deletionTimestamp")]
+        running = [
+            nb
+            for nb in notebooks
+            if (nb.get("status") or {}).get("endpoint")
+            and STOP_ANNOTATION not in (nb["metadata"].get("annotations") or {})
+            and not nb["metadata"].get("deletionTimestamp")
+        ]
         # Bounded: at most a handful of servers are asked at once, each with a timeout.
         limit = asyncio.Semaphore(8)
 
@@ -106,8 +123,11 @@ class NotebookCuller:
                 try:
                     await self.check(nb)
                 except Exception:
-                    log.exception("culling check of notebook %s/%s failed",
-                                  nb["metadata"]["namespace"], nb["metadata"]["name"])
+                    log.exception(
+                        "culling check of notebook %s/%s failed",
+                        nb["metadata"]["namespace"],
+                        nb["metadata"]["name"],
+                    )
 
         await asyncio.gather(*(one(nb) for nb in running))
 
@@ -141,11 +161,27 @@ class NotebookCuller:
             newest = now  # nothing known yet: start the clock now
         newest = newest.replace(microsecond=0)  # the annotation keeps whole seconds
         if recorded is None or newest > recorded:
-            await self.store.patch(NOTEBOOK, ns, name, {"metadata": {"annotations": {
-                LAST_ACTIVITY_ANNOTATION: newest.strftime("%Y-%m-%dT%H:%M:%SZ")}}})
+            await self.store.patch(
+                NOTEBOOK,
+                ns,
+                name,
+                {
+                    "metadata": {
+                        "annotations": {
+                            LAST_ACTIVITY_ANNOTATION: newest.strftime("%Y-%m-%dT%H:%M:%SZ")
+                        }
+                    }
+                },
+            )
         idle = (now - newest).total_seconds()
         if idle > self.idle_seconds:
-            log.info("culling notebook %s/%s: idle for %.0fs (limit %.0fs)", ns, name, idle,
-                     self.idle_seconds)
-            await self.store.patch(NOTEBOOK, ns, name, {"metadata": {"annotations": {
-                STOP_ANNOTATION: now_rfc3339()}}})
+            log.info(
+                "culling notebook %s/%s: idle for %.0fs (limit %.0fs)",
+                ns,
+                name,
+                idle,
+                self.idle_seconds,
+            )
+            await self.store.patch(
+                NOTEBOOK, ns, name, {"metadata": {"annotations": {STOP_ANNOTATION: now_rfc3339()}}}
+            )

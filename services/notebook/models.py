@@ -23,8 +23,9 @@ class LabelSelector(Spec):
 
 
 class PersistentVolumeClaimSpec(Spec):
-    access_modes: list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany",
-                               "ReadWriteOncePod"]] | None = Field(None, alias="accessModes")
+    access_modes: (
+        list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]] | None
+    ) = Field(None, alias="accessModes")
     resources: ResourceRequirements | None = None
     storage_class_name: str | None = Field(None, alias="storageClassName")
     volume_mode: Literal["Filesystem", "Block"] | None = Field(None, alias="volumeMode")
@@ -44,19 +45,33 @@ class NotebookSpec(Spec):
 
 
 PVC = ResourceKind(
-    group="", version="v1", kind="PersistentVolumeClaim", plural="persistentvolumeclaims",
-    spec_model=PersistentVolumeClaimSpec, service=SERVICE, short_names=("pvc",),
+    group="",
+    version="v1",
+    kind="PersistentVolumeClaim",
+    plural="persistentvolumeclaims",
+    spec_model=PersistentVolumeClaimSpec,
+    service=SERVICE,
+    short_names=("pvc",),
     finalizer="kubernetes.io/pvc-protection",
-    columns=(PrinterColumn("STATUS", "status.phase"),
-             PrinterColumn("CAPACITY", "status.capacity.storage"),
-             PrinterColumn("ACCESS MODES", "spec.accessModes")),
+    columns=(
+        PrinterColumn("STATUS", "status.phase"),
+        PrinterColumn("CAPACITY", "status.capacity.storage"),
+        PrinterColumn("ACCESS MODES", "spec.accessModes"),
+    ),
 )
 
 NOTEBOOK = ResourceKind(
-    group="kubeflow.org", version="v1", kind="Notebook", plural="notebooks",
-    spec_model=NotebookSpec, service=SERVICE, short_names=("nb",),
-    columns=(PrinterColumn("READY", "status.readyReplicas"),
-             PrinterColumn("URL", "status.url", wide=True)),
+    group="kubeflow.org",
+    version="v1",
+    kind="Notebook",
+    plural="notebooks",
+    spec_model=NotebookSpec,
+    service=SERVICE,
+    short_names=("nb",),
+    columns=(
+        PrinterColumn("READY", "status.readyReplicas"),
+        PrinterColumn("URL", "status.url", wide=True),
+    ),
 )
 
 KINDS = (PVC, NOTEBOOK)

@@ -59,8 +59,9 @@ class NotebookController(Controller):
 
     kinds = (NOTEBOOK,)
 
-    def __init__(self, store: ResourceStore, runtime: Runtime, *,
-                 ready_timeout: float = 300.0) -> None:
+    def __init__(
+        self, store: ResourceStore, runtime: Runtime, *, ready_timeout: float = 300.0
+    ) -> None:
         super().__init__(store)
         self.runtime = runtime
         self.ready_timeout = ready_timeout
@@ -142,8 +143,10 @@ class NotebookController(Controller):
         if not current.ready and not current.finished:
             self._watch_until_ready(namespace, name)
         status = running_status(notebook, current)
-        if status["readyReplicas"] == 1 and (notebook.get("status") or {}).get(
-                "readyReplicas") != 1:
+        if (
+            status["readyReplicas"] == 1
+            and (notebook.get("status") or {}).get("readyReplicas") != 1
+        ):
             # The idle clock starts when the server can first be used, not when it was
             # launched: a slow start must not count as idleness.
             await self._mark_activity(namespace, name)
@@ -158,13 +161,18 @@ class NotebookController(Controller):
         except WorkloadNotFound:
             return None
         owner = status.owner if isinstance(status.owner, dict) else {}
-        stale = (status.labels.get(GENERATION_LABEL) != str(meta.get("generation", 1))
-                 or owner.get("uid") != meta.get("uid"))
+        stale = status.labels.get(GENERATION_LABEL) != str(meta.get("generation", 1)) or owner.get(
+            "uid"
+        ) != meta.get("uid")
         if stale or (status.finished and status.reason != "PersistentVolumeClaimNotFound"):
             # A new spec, a recreated Notebook, or a server an orderly shutdown stopped:
             # replace it. (A missing claim is retried when the claim appears, or on resync.)
-            log.info("notebook %s/%s: replacing server (%s)", ns, meta["name"],
-                     "spec changed" if stale else f"it ended: {status.reason}")
+            log.info(
+                "notebook %s/%s: replacing server (%s)",
+                ns,
+                meta["name"],
+                "spec changed" if stale else f"it ended: {status.reason}",
+            )
             self._cancel_waiter(ns, meta["name"])
             await self.runtime.delete(ns, wl)
             return None
@@ -192,8 +200,13 @@ class NotebookController(Controller):
             await self._write_status(notebook, invalid_status(str(exc)))
             return None
         status = await self.runtime.apply(spec)
-        log.info("notebook %s/%s: started server %s (image %s recorded, not pulled)",
-                 ns, name, spec.name, spec.image)
+        log.info(
+            "notebook %s/%s: started server %s (image %s recorded, not pulled)",
+            ns,
+            name,
+            spec.name,
+            spec.image,
+        )
         if status.finished and status.reason == "PersistentVolumeClaimNotFound":
             self._await_claims(ns, name, claims_of(notebook))
         # A fresh server starts a fresh idle clock: a stale last-activity annotation would
@@ -202,8 +215,12 @@ class NotebookController(Controller):
         return status
 
     async def _mark_activity(self, namespace: str, name: str) -> None:
-        await self.store.patch(NOTEBOOK, namespace, name, {"metadata": {"annotations": {
-            LAST_ACTIVITY_ANNOTATION: now_rfc3339()}}})
+        await self.store.patch(
+            NOTEBOOK,
+            namespace,
+            name,
+            {"metadata": {"annotations": {LAST_ACTIVITY_ANNOTATION: now_rfc3339()}}},
+        )
 
     # ------------------------------------------------------------------ helpers
     async def _write_status(self, notebook: dict[str, Any], status: dict[str, Any]) -> None:
@@ -218,13 +235,15 @@ class NotebookController(Controller):
         task = self._waiters.get(key)
         if task is not None and not task.done():
             return
-        self._waiters[key] = asyncio.create_task(self._wait_ready(namespace, name),
-                                                 name=f"notebook-ready-{namespace}-{name}")
+        self._waiters[key] = asyncio.create_task(
+            self._wait_ready(namespace, name), name=f"notebook-ready-{namespace}-{name}"
+        )
 
     async def _wait_ready(self, namespace: str, name: str) -> None:
         try:
-            await self.runtime.wait(namespace, workload_name(name), timeout=self.ready_timeout,
-                                    ready=True)
+            await self.runtime.wait(
+                namespace, workload_name(name), timeout=self.ready_timeout, ready=True
+            )
         except (TimeoutError, WorkloadNotFound):
             pass  # the resync looks again
         except Exception:
@@ -251,8 +270,12 @@ class NotebookController(Controller):
 
 # ---------------------------------------------------------------------- status shapes
 def _condition(ready: bool, reason: str, message: str = "") -> dict[str, Any]:
-    cond: dict[str, Any] = {"type": "Ready", "status": "True" if ready else "False",
-                            "reason": reason, "lastTransitionTime": now_rfc3339()}
+    cond: dict[str, Any] = {
+        "type": "Ready",
+        "status": "True" if ready else "False",
+        "reason": reason,
+        "lastTransitionTime": now_rfc3339(),
+    }
     if message:
         cond["message"] = message
     return cond
@@ -279,22 +302,31 @@ def running_status(notebook: dict[str, Any], wl: WorkloadStatus) -> dict[str, An
         status["containerState"] = {"waiting": {"reason": "ContainerCreating"}}
         status["conditions"] = [_condition(False, "ContainerCreating")]
     elif wl.phase == Phase.RUNNING and wl.reason == "CrashLoopBackOff":
-        status["containerState"] = {"waiting": {"reason": "CrashLoopBackOff",
-                                                "message": wl.message or ""}}
+        status["containerState"] = {
+            "waiting": {"reason": "CrashLoopBackOff", "message": wl.message or ""}
+        }
         status["conditions"] = [_condition(False, "CrashLoopBackOff", wl.message or "")]
     elif wl.phase == Phase.RUNNING:
         status["containerState"] = {"running": {"startedAt": _rfc3339(wl.start_time)}}
-        status["conditions"] = [_condition(True, "Ready") if wl.ready else
-                                _condition(False, "ContainersNotReady",
-                                           "the Jupyter server is starting")]
+        status["conditions"] = [
+            _condition(True, "Ready")
+            if wl.ready
+            else _condition(False, "ContainersNotReady", "the Jupyter server is starting")
+        ]
     elif wl.exit_code is None:  # never ran: a missing claim, no sandbox, ...
-        status["containerState"] = {"waiting": {"reason": wl.reason or "Error",
-                                                "message": wl.message or ""}}
+        status["containerState"] = {
+            "waiting": {"reason": wl.reason or "Error", "message": wl.message or ""}
+        }
         status["conditions"] = [_condition(False, wl.reason or "Error", wl.message or "")]
     else:
-        status["containerState"] = {"terminated": {
-            "exitCode": wl.exit_code, "reason": wl.reason or "Error",
-            "message": wl.message or "", "finishedAt": _rfc3339(wl.finish_time)}}
+        status["containerState"] = {
+            "terminated": {
+                "exitCode": wl.exit_code,
+                "reason": wl.reason or "Error",
+                "message": wl.message or "",
+                "finishedAt": _rfc3339(wl.finish_time),
+            }
+        }
         status["conditions"] = [_condition(False, wl.reason or "Error", wl.message or "")]
     if wl.restart_count:
         status["restartCount"] = wl.restart_count
@@ -305,12 +337,20 @@ def running_status(notebook: dict[str, Any], wl: WorkloadStatus) -> dict[str, An
 
 
 def stopped_status(notebook: dict[str, Any]) -> dict[str, Any]:
-    return {"readyReplicas": 0, "containerState": {},
-            "conditions": [_condition(False, "Stopped", "the notebook server is stopped "
-                                      f"(annotation {STOP_ANNOTATION})")]}
+    return {
+        "readyReplicas": 0,
+        "containerState": {},
+        "conditions": [
+            _condition(
+                False, "Stopped", f"the notebook server is stopped (annotation {STOP_ANNOTATION})"
+            )
+        ],
+    }
 
 
 def invalid_status(message: str) -> dict[str, Any]:
-    return {"readyReplicas": 0,
-            "containerState": {"waiting": {"reason": "InvalidSpec", "message": message}},
-            "conditions": [_condition(False, "InvalidSpec", message)]}
+    return {
+        "readyReplicas": 0,
+        "containerState": {"waiting": {"reason": "InvalidSpec", "message": message}},
+        "conditions": [_condition(False, "InvalidSpec", message)],
+    }

@@ -42,7 +42,9 @@ def jupyter_argv(namespace: str, name: str, root_dir: str) -> list[str]:
     has already made.
     """
     return [
-        "python3", "-m", "jupyter_server",
+        "python3",
+        "-m",
+        "jupyter_server",
         "--ServerApp.ip=127.0.0.1",
         "--ServerApp.port=$(PORT)",
         "--ServerApp.port_retries=0",
@@ -59,7 +61,8 @@ def jupyter_argv(namespace: str, name: str, root_dir: str) -> list[str]:
 
 def first_container(notebook: dict[str, Any]) -> dict[str, Any]:
     containers = ((notebook.get("spec") or {}).get("template") or {}).get("spec", {}).get(
-        "containers") or []
+        "containers"
+    ) or []
     if not containers or not isinstance(containers[0], dict):
         raise ValueError("spec.template.spec.containers: at least one container is required")
     return containers[0]
@@ -68,9 +71,13 @@ def first_container(notebook: dict[str, Any]) -> dict[str, Any]:
 def claims_of(notebook: dict[str, Any]) -> list[str]:
     """The PersistentVolumeClaims the pod template mounts."""
     pod = ((notebook.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return [v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes") or []
-            if isinstance(v, dict) and isinstance(v.get("persistentVolumeClaim"), dict)
-            and v["persistentVolumeClaim"].get("claimName")]
+    return [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod.get("volumes") or []
+        if isinstance(v, dict)
+        and isinstance(v.get("persistentVolumeClaim"), dict)
+        and v["persistentVolumeClaim"].get("claimName")
+    ]
 
 
 def build_workload(notebook: dict[str, Any]) -> WorkloadSpec:
@@ -87,20 +94,26 @@ def build_workload(notebook: dict[str, Any]) -> WorkloadSpec:
             continue  # an unmounted volume needs no backing here
         source = {k: vol[k] for k in _VOLUME_SOURCES if k in vol}
         if not source:
-            raise ValueError(f"spec.template.spec.volumes[{i}]: only persistentVolumeClaim, "
-                             "emptyDir and hostPath volumes can be mounted by the local runtime")
+            raise ValueError(
+                f"spec.template.spec.volumes[{i}]: only persistentVolumeClaim, "
+                "emptyDir and hostPath volumes can be mounted by the local runtime"
+            )
         volumes.append({"name": vol["name"], **source})
     working_dir = container.get("workingDir") or HOME
-    env = [{"name": "NB_PREFIX", "value": prefix(ns, name)},
-           # Kernel connection files hold their keys: keep them in the workload's own /tmp,
-           # not on the (shared, persistent) workspace volume.
-           {"name": "JUPYTER_RUNTIME_DIR", "value": "/tmp/jupyter-runtime"}]
+    env = [
+        {"name": "NB_PREFIX", "value": prefix(ns, name)},
+        # Kernel connection files hold their keys: keep them in the workload's own /tmp,
+        # not on the (shared, persistent) workspace volume.
+        {"name": "JUPYTER_RUNTIME_DIR", "value": "/tmp/jupyter-runtime"},
+    ]
     for i, var in enumerate(container.get("env") or []):
         if not isinstance(var, dict) or "name" not in var:
             raise ValueError(f"spec.template.spec.containers[0].env[{i}]: a name is required")
         if "valueFrom" in var:
-            raise ValueError(f"spec.template.spec.containers[0].env[{i}].valueFrom: not "
-                             "supported by the local runtime; use value")
+            raise ValueError(
+                f"spec.template.spec.containers[0].env[{i}].valueFrom: not "
+                "supported by the local runtime; use value"
+            )
         env.append({"name": var["name"], "value": str(var.get("value", ""))})
     command = [str(c) for c in container.get("command") or []]
     args = [str(a) for a in container.get("args") or []]
@@ -110,29 +123,46 @@ def build_workload(notebook: dict[str, Any]) -> WorkloadSpec:
         command, args = jupyter_argv(ns, name, working_dir), args
     resources = container.get("resources") or {}
     try:
-        return WorkloadSpec.model_validate({
-            "kind": "server",
-            "namespace": ns,
-            "name": workload_name(name),
-            "image": container.get("image"),
-            "command": command,
-            "args": args,
-            "env": env,
-            "workingDir": working_dir,
-            "resources": {"requests": resources.get("requests") or {},
-                          "limits": resources.get("limits") or {}},
-            "volumeMounts": [{k: m[k] for k in ("name", "mountPath", "readOnly", "subPath")
-                              if k in m} for m in mounts],
-            "volumes": volumes,
-            "readinessProbe": {"httpGet": {"path": f"{prefix(ns, name)}/api/status"},
-                               "periodSeconds": 5, "failureThreshold": 3},
-            "restartPolicy": "Always",
-            "terminationGracePeriodSeconds": float(
-                pod.get("terminationGracePeriodSeconds") or 5),
-            "labels": {SERVICE_LABEL: "notebook", NAME_LABEL: name,
-                       GENERATION_LABEL: str(meta.get("generation", 1))},
-            "owner": {"apiVersion": notebook.get("apiVersion", "kubeflow.org/v1"),
-                      "kind": "Notebook", "name": name, "uid": meta.get("uid", "")},
-        })
+        return WorkloadSpec.model_validate(
+            {
+                "kind": "server",
+                "namespace": ns,
+                "name": workload_name(name),
+                "image": container.get("image"),
+                "command": command,
+                "args": args,
+                "env": env,
+                "workingDir": working_dir,
+                "resources": {
+                    "requests": resources.get("requests") or {},
+                    "limits": resources.get("limits") or {},
+                },
+                "volumeMounts": [
+                    {k: m[k] for k in ("name", "mountPath", "readOnly", "subPath") if k in m}
+                    for m in mounts
+                ],
+                "volumes": volumes,
+                "readinessProbe": {
+                    "httpGet": {"path": f"{prefix(ns, name)}/api/status"},
+                    "periodSeconds": 5,
+                    "failureThreshold": 3,
+                },
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": float(
+                    pod.get("terminationGracePeriodSeconds") or 5
+                ),
+                "labels": {
+                    SERVICE_LABEL: "notebook",
+                    NAME_LABEL: name,
+                    GENERATION_LABEL: str(meta.get("generation", 1)),
+                },
+                "owner": {
+                    "apiVersion": notebook.get("apiVersion", "kubeflow.org/v1"),
+                    "kind": "Notebook",
+                    "name": name,
+                    "uid": meta.get("uid", ""),
+                },
+            }
+        )
     except ValueError as exc:
         raise ValueError(f"spec.template.spec.containers[0]: {exc}") from None

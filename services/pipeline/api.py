@@ -20,30 +20,39 @@ LOG_PATH = "/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows/{name}/l
 
 def pod_nodes(wf: dict[str, Any], step: str | None) -> list[dict[str, Any]]:
     """The workflow's Pod nodes in start order, optionally only those matching ``step``."""
-    nodes = [n for n in (wf.get("status") or {}).get("nodes", {}).values()
-             if n.get("type") == "Pod" and n.get("phase") not in ("Pending",)]
+    nodes = [
+        n
+        for n in (wf.get("status") or {}).get("nodes", {}).values()
+        if n.get("type") == "Pod" and n.get("phase") not in ("Pending",)
+    ]
     if step:
-        nodes = [n for n in nodes if step in (n.get("displayName"), n.get("name"), n.get("id"),
-                                              n.get("templateName"))]
+        nodes = [
+            n
+            for n in nodes
+            if step in (n.get("displayName"), n.get("name"), n.get("id"), n.get("templateName"))
+        ]
     return sorted(nodes, key=lambda n: (n.get("startedAt", ""), n["name"]))
 
 
-async def log_lines(request: Request, wf: dict[str, Any], step: str | None, follow: bool,
-                    tail: int | None) -> AsyncIterator[tuple[dict[str, Any], str]]:
+async def log_lines(
+    request: Request, wf: dict[str, Any], step: str | None, follow: bool, tail: int | None
+) -> AsyncIterator[tuple[dict[str, Any], str]]:
     runtime = context(request).extras["runtime"]
     nodes = pod_nodes(wf, step)
     for node in nodes:
         try:
-            async for line in runtime.logs(wf["metadata"]["namespace"], workload_name(wf, node),
-                                           tail=tail, follow=follow):
+            async for line in runtime.logs(
+                wf["metadata"]["namespace"], workload_name(wf, node), tail=tail, follow=follow
+            ):
                 yield node, line
         except Exception:  # the workload is gone (deleted): nothing left to show
             continue
 
 
 @router.get(LOG_PATH)
-async def read_workflow_log(request: Request, namespace: str, name: str,
-                            identity: IdentityDep) -> StreamingResponse:
+async def read_workflow_log(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> StreamingResponse:
     """Plain-text log lines of the workflow's steps (``?step=`` picks one; ``follow``)."""
     authorize(identity, "get", namespace, "workflows/log")
     wf = await context(request).store.get(WORKFLOW, namespace, name)

@@ -37,20 +37,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts = LocalArtifactStore(settings.artifact_root())
         ctx.extras["artifacts"] = artifacts
         cache = StepCache(ctx.db, metadata.tables["step_cache"], enabled=settings.cache_enabled)
-        controller = WorkflowController(ctx, runtime, artifacts, cache,
-                                        workers=settings.workflow_workers)
+        controller = WorkflowController(
+            ctx, runtime, artifacts, cache, workers=settings.workflow_workers
+        )
         ctx.extras["workflows"] = controller
         kfp = KfpStore(ctx.db, dict(metadata.tables))
         runs = RunService(kfp, ctx.store)
         controller.listeners.append(runs.on_workflow_finished)
         ctx.extras["kfp_store"] = kfp
         ctx.extras["kfp_runs"] = runs
-        scheduler = Scheduler(ctx.store, kfp, runs, ctx.db,
-                              retention_seconds=settings.retention_seconds)
+        scheduler = Scheduler(
+            ctx.store, kfp, runs, ctx.db, retention_seconds=settings.retention_seconds
+        )
         ctx.extras["scheduler"] = scheduler
         return [controller, scheduler]
 
-    return build_service("pipeline", settings, metadata,
-                         Path(__file__).parent / "migrations" / "versions",
-                         kinds=KINDS, routers=[api.router, argo_api.router, kfp_api.router],
-                         components=components, error_renderers=ERROR_RENDERERS)
+    return build_service(
+        "pipeline",
+        settings,
+        metadata,
+        Path(__file__).parent / "migrations" / "versions",
+        kinds=KINDS,
+        routers=[api.router, argo_api.router, kfp_api.router],
+        components=components,
+        error_renderers=ERROR_RENDERERS,
+    )

@@ -30,8 +30,22 @@ from services.pipeline.models import CRON_WORKFLOW, WORKFLOW, WORKFLOW_TEMPLATE
 router = APIRouter()
 PREFIX = "/api/v1"
 
-_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 412: 9, 413: 8, 415: 3, 422: 3,
-               429: 8, 500: 13, 501: 12, 503: 14, 504: 4}
+_GRPC_CODES = {
+    400: 3,
+    401: 16,
+    403: 7,
+    404: 5,
+    409: 6,
+    412: 9,
+    413: 8,
+    415: 3,
+    422: 3,
+    429: 8,
+    500: 13,
+    501: 12,
+    503: 14,
+    504: 4,
+}
 
 
 def render_argo_error(err: ApiError) -> dict[str, Any]:
@@ -60,10 +74,13 @@ async def _list(request: Request, kind: ResourceKind, namespace: str) -> dict[st
     q = request.query_params
     limit = q.get("listOptions.limit")
     page = await context(request).store.list(
-        kind, namespace or None, label_selector=q.get("listOptions.labelSelector") or None,
+        kind,
+        namespace or None,
+        label_selector=q.get("listOptions.labelSelector") or None,
         field_selector=q.get("listOptions.fieldSelector") or None,
         limit=int(limit) if limit and limit.isdigit() else None,
-        continue_token=q.get("listOptions.continue") or None)
+        continue_token=q.get("listOptions.continue") or None,
+    )
     items = page.items
     name_filter = q.get("nameFilter")
     if name_filter:
@@ -72,8 +89,9 @@ async def _list(request: Request, kind: ResourceKind, namespace: str) -> dict[st
     return _argo_list(items, page.continue_token, page.resource_version)
 
 
-async def _create(request: Request, kind: ResourceKind, namespace: str, key: str,
-                  identity: Any) -> JSONResponse:
+async def _create(
+    request: Request, kind: ResourceKind, namespace: str, key: str, identity: Any
+) -> JSONResponse:
     authorize(identity, "create", namespace, kind.plural)
     body = await _body(request, key)
     obj = dict(body[key])
@@ -118,32 +136,39 @@ async def submit_workflow(request: Request, namespace: str, identity: IdentityDe
         raise ApiError(400, "resourceKind must be WorkflowTemplate or CronWorkflow")
     params = [p.split("=", 1) for p in options.get("parameters") or [] if "=" in p]
     if params:
-        spec.setdefault("arguments", {})["parameters"] = [{"name": k, "value": v}
-                                                          for k, v in params]
-    obj = {"metadata": {"generateName": options.get("generateName") or f"{name}-",
-                        "labels": options.get("labels") and dict(
-                            kv.split("=", 1) for kv in options["labels"].split(",")) or {}},
-           "spec": spec}
+        spec.setdefault("arguments", {})["parameters"] = [
+            {"name": k, "value": v} for k, v in params
+        ]
+    obj = {
+        "metadata": {
+            "generateName": options.get("generateName") or f"{name}-",
+            "labels": options.get("labels")
+            and dict(kv.split("=", 1) for kv in options["labels"].split(","))
+            or {},
+        },
+        "spec": spec,
+    }
     return JSONResponse(await store.create(WORKFLOW, namespace, obj))
 
 
 @router.get(f"{PREFIX}/workflows/{{namespace}}")
-async def list_workflows(request: Request, namespace: str,
-                         identity: IdentityDep) -> dict[str, Any]:
+async def list_workflows(request: Request, namespace: str, identity: IdentityDep) -> dict[str, Any]:
     authorize(identity, "list", namespace, "workflows")
     return await _list(request, WORKFLOW, namespace)
 
 
 @router.get(f"{PREFIX}/workflows/{{namespace}}/{{name}}")
-async def read_workflow(request: Request, namespace: str, name: str,
-                        identity: IdentityDep) -> dict[str, Any]:
+async def read_workflow(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "get", namespace, "workflows")
     return await context(request).store.get(WORKFLOW, namespace, name)
 
 
 @router.delete(f"{PREFIX}/workflows/{{namespace}}/{{name}}")
-async def delete_workflow(request: Request, namespace: str, name: str,
-                          identity: IdentityDep) -> dict[str, Any]:
+async def delete_workflow(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "delete", namespace, "workflows")
     await context(request).store.delete(WORKFLOW, namespace, name)
     return {}
@@ -167,51 +192,71 @@ async def workflow_action(request: Request, namespace: str, name: str, action: s
     if action in ("stop", "terminate"):
         if finished:
             raise ApiError(409, f"cannot {action} a workflow that is {phase}")
-        return await _patch(request, namespace, name, {
-            "spec": {"shutdown": "Stop" if action == "stop" else "Terminate"}})
+        return await _patch(
+            request,
+            namespace,
+            name,
+            {"spec": {"shutdown": "Stop" if action == "stop" else "Terminate"}},
+        )
     if action == "suspend":
         if finished:
             raise ApiError(409, f"cannot suspend a workflow that is {phase}")
         return await _patch(request, namespace, name, {"spec": {"suspend": True}})
     if action == "resume":
-        return await _patch(request, namespace, name, {
-            "spec": {"suspend": None},
-            "metadata": {"annotations": _bump(wf, RESUME_ANNOTATION)}})
+        return await _patch(
+            request,
+            namespace,
+            name,
+            {"spec": {"suspend": None}, "metadata": {"annotations": _bump(wf, RESUME_ANNOTATION)}},
+        )
     if action == "retry":
         if phase not in ("Failed", "Error"):
             raise ApiError(409, f"workflow must be Failed or Error to retry (it is {phase})")
-        return await _patch(request, namespace, name, {
-            "spec": {"shutdown": None},
-            "metadata": {"annotations": _bump(wf, RETRY_ANNOTATION)}})
+        return await _patch(
+            request,
+            namespace,
+            name,
+            {"spec": {"shutdown": None}, "metadata": {"annotations": _bump(wf, RETRY_ANNOTATION)}},
+        )
     if action == "resubmit":
         spec = copy.deepcopy(wf["spec"])
         spec.pop("shutdown", None)
         spec.pop("suspend", None)
-        labels = {k: v for k, v in (wf["metadata"].get("labels") or {}).items()
-                  if not k.startswith("workflows.argoproj.io/")}
+        labels = {
+            k: v
+            for k, v in (wf["metadata"].get("labels") or {}).items()
+            if not k.startswith("workflows.argoproj.io/")
+        }
         labels["workflows.argoproj.io/resubmitted-from-workflow"] = name
-        return await store.create(WORKFLOW, namespace, {
-            "metadata": {"generateName": f"{name}-", "labels": labels}, "spec": spec})
+        return await store.create(
+            WORKFLOW,
+            namespace,
+            {"metadata": {"generateName": f"{name}-", "labels": labels}, "spec": spec},
+        )
     raise ApiError(404, f"unknown action {action!r}")
 
 
 for _action in ("stop", "terminate", "suspend", "resume", "retry", "resubmit"):
+
     def _make(action: str) -> Any:
-        async def handler(request: Request, namespace: str, name: str,
-                          identity: IdentityDep) -> Any:
+        async def handler(
+            request: Request, namespace: str, name: str, identity: IdentityDep
+        ) -> Any:
             authorize(identity, "update", namespace, "workflows")
             return await workflow_action(request, namespace, name, action)
 
         handler.__name__ = f"{action}_workflow"
         return handler
 
-    router.add_api_route(f"{PREFIX}/workflows/{{namespace}}/{{name}}/{_action}",
-                         _make(_action), methods=["PUT"])
+    router.add_api_route(
+        f"{PREFIX}/workflows/{{namespace}}/{{name}}/{_action}", _make(_action), methods=["PUT"]
+    )
 
 
 @router.get(f"{PREFIX}/workflows/{{namespace}}/{{name}}/log")
-async def read_workflow_logs(request: Request, namespace: str, name: str,
-                             identity: IdentityDep) -> StreamingResponse:
+async def read_workflow_logs(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> StreamingResponse:
     """Log entries as Argo streams them: one ``{"result": {"content", "podName"}}`` per line."""
     authorize(identity, "get", namespace, "workflows/log")
     wf = await context(request).store.get(WORKFLOW, namespace, name)
@@ -236,82 +281,96 @@ async def read_workflow_logs(request: Request, namespace: str, name: str,
 
 # -------------------------------------------------------------- cron workflows
 @router.post(f"{PREFIX}/cron-workflows/{{namespace}}")
-async def create_cron_workflow(request: Request, namespace: str,
-                               identity: IdentityDep) -> JSONResponse:
+async def create_cron_workflow(
+    request: Request, namespace: str, identity: IdentityDep
+) -> JSONResponse:
     return await _create(request, CRON_WORKFLOW, namespace, "cronWorkflow", identity)
 
 
 @router.get(f"{PREFIX}/cron-workflows/{{namespace}}")
-async def list_cron_workflows(request: Request, namespace: str,
-                              identity: IdentityDep) -> dict[str, Any]:
+async def list_cron_workflows(
+    request: Request, namespace: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "list", namespace, "cronworkflows")
     return await _list(request, CRON_WORKFLOW, namespace)
 
 
 @router.get(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}")
-async def read_cron_workflow(request: Request, namespace: str, name: str,
-                             identity: IdentityDep) -> dict[str, Any]:
+async def read_cron_workflow(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "get", namespace, "cronworkflows")
     return await context(request).store.get(CRON_WORKFLOW, namespace, name)
 
 
 @router.put(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}")
-async def update_cron_workflow(request: Request, namespace: str, name: str,
-                               identity: IdentityDep) -> dict[str, Any]:
+async def update_cron_workflow(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "update", namespace, "cronworkflows")
     body = await _body(request, "cronWorkflow")
-    return await context(request).store.replace(CRON_WORKFLOW, namespace, name,
-                                                body["cronWorkflow"])
+    return await context(request).store.replace(
+        CRON_WORKFLOW, namespace, name, body["cronWorkflow"]
+    )
 
 
 @router.delete(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}")
-async def delete_cron_workflow(request: Request, namespace: str, name: str,
-                               identity: IdentityDep) -> dict[str, Any]:
+async def delete_cron_workflow(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "delete", namespace, "cronworkflows")
     await context(request).store.delete(CRON_WORKFLOW, namespace, name)
     return {}
 
 
 @router.put(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}/suspend")
-async def suspend_cron_workflow(request: Request, namespace: str, name: str,
-                                identity: IdentityDep) -> dict[str, Any]:
+async def suspend_cron_workflow(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "update", namespace, "cronworkflows")
-    return await context(request).store.patch(CRON_WORKFLOW, namespace, name,
-                                              {"spec": {"suspend": True}})
+    return await context(request).store.patch(
+        CRON_WORKFLOW, namespace, name, {"spec": {"suspend": True}}
+    )
 
 
 @router.put(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}/resume")
-async def resume_cron_workflow(request: Request, namespace: str, name: str,
-                               identity: IdentityDep) -> dict[str, Any]:
+async def resume_cron_workflow(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "update", namespace, "cronworkflows")
-    return await context(request).store.patch(CRON_WORKFLOW, namespace, name,
-                                              {"spec": {"suspend": False}})
+    return await context(request).store.patch(
+        CRON_WORKFLOW, namespace, name, {"spec": {"suspend": False}}
+    )
 
 
 # ---------------------------------------------------------- workflow templates
 @router.post(f"{PREFIX}/workflow-templates/{{namespace}}")
-async def create_workflow_template(request: Request, namespace: str,
-                                   identity: IdentityDep) -> JSONResponse:
+async def create_workflow_template(
+    request: Request, namespace: str, identity: IdentityDep
+) -> JSONResponse:
     return await _create(request, WORKFLOW_TEMPLATE, namespace, "template", identity)
 
 
 @router.get(f"{PREFIX}/workflow-templates/{{namespace}}")
-async def list_workflow_templates(request: Request, namespace: str,
-                                  identity: IdentityDep) -> dict[str, Any]:
+async def list_workflow_templates(
+    request: Request, namespace: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "list", namespace, "workflowtemplates")
     return await _list(request, WORKFLOW_TEMPLATE, namespace)
 
 
 @router.get(f"{PREFIX}/workflow-templates/{{namespace}}/{{name}}")
-async def read_workflow_template(request: Request, namespace: str, name: str,
-                                 identity: IdentityDep) -> dict[str, Any]:
+async def read_workflow_template(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "get", namespace, "workflowtemplates")
     return await context(request).store.get(WORKFLOW_TEMPLATE, namespace, name)
 
 
 @router.delete(f"{PREFIX}/workflow-templates/{{namespace}}/{{name}}")
-async def delete_workflow_template(request: Request, namespace: str, name: str,
-                                   identity: IdentityDep) -> dict[str, Any]:
+async def delete_workflow_template(
+    request: Request, namespace: str, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     authorize(identity, "delete", namespace, "workflowtemplates")
     await context(request).store.delete(WORKFLOW_TEMPLATE, namespace, name)
     return {}

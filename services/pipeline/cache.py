@@ -24,7 +24,8 @@ class StepCache:
         if not self.enabled:
             return None
         query = select(self.table.c.outputs, self.table.c.created_at).where(
-            self.table.c.namespace == namespace, self.table.c.key == key)
+            self.table.c.namespace == namespace, self.table.c.key == key
+        )
         async with self.db.sessions() as s:
             row = (await s.execute(query)).first()
         if row is None:
@@ -34,17 +35,25 @@ class StepCache:
             return None
         return dict(row.outputs)
 
-    async def put(self, namespace: str, key: str, outputs: dict[str, Any], workflow: str,
-                  node: str) -> None:
+    async def put(
+        self, namespace: str, key: str, outputs: dict[str, Any], workflow: str, node: str
+    ) -> None:
         if not self.enabled:
             return
-        values = {"namespace": namespace, "key": key, "outputs": outputs, "workflow": workflow,
-                  "node": node, "created_at": datetime.now(UTC)}
+        values = {
+            "namespace": namespace,
+            "key": key,
+            "outputs": outputs,
+            "workflow": workflow,
+            "node": node,
+            "created_at": datetime.now(UTC),
+        }
         insert = pg_insert if self.db.is_postgres else sqlite_insert
         stmt = insert(self.table).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["namespace", "key"],
-            set_={k: stmt.excluded[k] for k in ("outputs", "workflow", "node", "created_at")})
+            set_={k: stmt.excluded[k] for k in ("outputs", "workflow", "node", "created_at")},
+        )
         async with self.db.transaction() as s:
             await s.execute(stmt)
 

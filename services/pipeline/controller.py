@@ -58,9 +58,17 @@ class _Unsaved:
 class WorkflowController:
     """Reconciles Workflows; see the module docstring."""
 
-    def __init__(self, ctx: Any, runtime: Runtime, artifacts: ArtifactStore,
-                 cache: StepCache, *, workers: int = 4, resync_seconds: float = 30.0,
-                 coalesce_seconds: float = COALESCE_SECONDS) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        runtime: Runtime,
+        artifacts: ArtifactStore,
+        cache: StepCache,
+        *,
+        workers: int = 4,
+        resync_seconds: float = 30.0,
+        coalesce_seconds: float = COALESCE_SECONDS,
+    ) -> None:
         from services.common.controller import Controller
         from services.pipeline import kfp_exec
 
@@ -100,7 +108,7 @@ class WorkflowController:
         await self.loop.stop()
         for handle in [*self._timers.values(), *self._flush_timers.values()]:
             handle.cancel()
-        for (namespace, name) in list(self._unsaved):
+        for namespace, name in list(self._unsaved):
             try:
                 wf = await self.store.find(WORKFLOW, namespace, name)
                 if wf is not None:
@@ -147,8 +155,14 @@ class WorkflowController:
             return
         await self._claim_volumes(wf, spec)
         settings = self.ctx.settings
-        engine = Engine(wf, book, self.runner, self.cache, spec=spec,
-                        cache_enabled=getattr(settings, "cache_enabled", True))
+        engine = Engine(
+            wf,
+            book,
+            self.runner,
+            self.cache,
+            spec=spec,
+            cache_enabled=getattr(settings, "cache_enabled", True),
+        )
         result = await engine.run()
         if _fingerprint(wf["status"]) != before or result.run_event:
             self._remember(wf, result)
@@ -158,7 +172,8 @@ class WorkflowController:
                 await self._flush(wf)
             elif key not in self._flush_timers:
                 self._flush_timers[key] = asyncio.get_running_loop().call_later(
-                    due, self._flush_due, namespace, name)
+                    due, self._flush_due, namespace, name
+                )
         if result.requeue_after is not None:
             self._schedule(namespace, name, result.requeue_after)
         if wf["status"].get("phase") in FINISHED_PHASES:
@@ -175,8 +190,7 @@ class WorkflowController:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
-        self._timers[key] = asyncio.get_running_loop().call_later(
-            delay, self.wake, namespace, name)
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self.wake, namespace, name)
 
     def _remember(self, wf: dict[str, Any], result: PassResult) -> None:
         """Keep a pass's status and events (built now: node phases move on) until a flush."""
@@ -218,20 +232,26 @@ class WorkflowController:
         self._remember(wf, result)
         await self._flush(wf)
 
-    async def _write_status(self, wf: dict[str, Any], status: dict[str, Any],
-                            staged: list[tuple[str, Any]]) -> None:
+    async def _write_status(
+        self, wf: dict[str, Any], status: dict[str, Any], staged: list[tuple[str, Any]]
+    ) -> None:
         meta = wf["metadata"]
         try:
             async with self.ctx.db.transaction() as session:
-                await self.store.update_status(WORKFLOW, meta["namespace"], meta["name"],
-                                               status, session=session)
+                await self.store.update_status(
+                    WORKFLOW, meta["namespace"], meta["name"], status, session=session
+                )
                 outbox = self.ctx.metadata.tables["outbox"]
                 for subject, message in staged:
-                    await stage_event(session, outbox, subject, message,
-                                      source="/shipyard/pipeline",
-                                      ce_type=f"io.shipyard.{subject.removeprefix('shipyard.')}",
-                                      ce_subject=f"namespaces/{meta['namespace']}/workflows/"
-                                                 f"{meta['name']}")
+                    await stage_event(
+                        session,
+                        outbox,
+                        subject,
+                        message,
+                        source="/shipyard/pipeline",
+                        ce_type=f"io.shipyard.{subject.removeprefix('shipyard.')}",
+                        ce_subject=f"namespaces/{meta['namespace']}/workflows/{meta['name']}",
+                    )
         except ApiError as exc:
             if exc.code != 404:
                 raise
@@ -245,11 +265,17 @@ class WorkflowController:
             return False
         status["retryGeneration"] = wanted
         nodes = status.get("nodes") or {}
-        drop = {nid for nid, n in nodes.items()
-                if n["phase"] in FAILED or n["phase"] == "Omitted"
-                or (n["type"] in ("DAG", "Steps", "StepGroup", "TaskGroup", "Retry")
-                    and n["phase"] != "Succeeded")
-                or n["name"].endswith(".onExit")}
+        drop = {
+            nid
+            for nid, n in nodes.items()
+            if n["phase"] in FAILED
+            or n["phase"] == "Omitted"
+            or (
+                n["type"] in ("DAG", "Steps", "StepGroup", "TaskGroup", "Retry")
+                and n["phase"] != "Succeeded"
+            )
+            or n["name"].endswith(".onExit")
+        }
         for nid in drop:
             node = nodes.pop(nid)
             if node["type"] == "Pod":
@@ -276,8 +302,9 @@ class WorkflowController:
                 for key, value in spec.items():
                     if key not in ("workflowTemplateRef", "arguments") and value is not None:
                         merged[key] = value
-                params = {p["name"]: p for p in (merged.get("arguments") or {}).get(
-                    "parameters") or []}
+                params = {
+                    p["name"]: p for p in (merged.get("arguments") or {}).get("parameters") or []
+                }
                 for p in (spec.get("arguments") or {}).get("parameters") or []:
                     params[p["name"]] = p
                 if params:
@@ -305,8 +332,7 @@ class WorkflowController:
     async def _template(self, namespace: str, name: str) -> dict[str, Any]:
         wt = await self.store.find(WORKFLOW_TEMPLATE, namespace, name)
         if wt is None:
-            raise ApiError(404, f'WorkflowTemplate "{name}" not found in namespace '
-                                f'"{namespace}"')
+            raise ApiError(404, f'WorkflowTemplate "{name}" not found in namespace "{namespace}"')
         return wt
 
     # --------------------------------------------------------------- volumes
@@ -319,13 +345,20 @@ class WorkflowController:
         for vct in vcts:
             claim = f"{wf['metadata']['name']}-{vct['metadata']['name']}"
             size = (((vct.get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
-                "storage")
+                "storage"
+            )
             await self.runtime.create_volume(
-                wf["metadata"]["namespace"], claim, size=str(size) if size else None,
-                labels={SERVICE_LABEL: "pipeline",
-                        "workflows.argoproj.io/workflow": wf["metadata"]["name"]})
-            claims.append({"name": vct["metadata"]["name"],
-                           "persistentVolumeClaim": {"claimName": claim}})
+                wf["metadata"]["namespace"],
+                claim,
+                size=str(size) if size else None,
+                labels={
+                    SERVICE_LABEL: "pipeline",
+                    "workflows.argoproj.io/workflow": wf["metadata"]["name"],
+                },
+            )
+            claims.append(
+                {"name": vct["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim}}
+            )
         status["persistentVolumeClaims"] = claims
 
     async def _release_volumes(self, wf: dict[str, Any]) -> None:
@@ -336,8 +369,9 @@ class WorkflowController:
             return
         for claim in claims:
             try:
-                await self.runtime.delete_volume(wf["metadata"]["namespace"],
-                                                 claim["persistentVolumeClaim"]["claimName"])
+                await self.runtime.delete_volume(
+                    wf["metadata"]["namespace"], claim["persistentVolumeClaim"]["claimName"]
+                )
             except Exception:
                 log.exception("could not delete volume %s", claim)
 

@@ -11,11 +11,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
-           "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-           "@hourly": "0 * * * *"}
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    "jan feb mar apr may jun jul aug sep oct nov dec".split())}
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_MONTHS = {
+    m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())
+}
 _DAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
 MAX_STEPS = 200_000
 
@@ -46,7 +53,8 @@ class Schedule:
         for _ in range(MAX_STEPS):
             if t.month not in self.months:
                 t = (t.replace(day=1, hour=0, minute=0, second=0) + timedelta(days=32)).replace(
-                    day=1)
+                    day=1
+                )
                 continue
             if not self.matches_day(t):
                 t = t.replace(hour=0, minute=0, second=0) + timedelta(days=1)
@@ -94,8 +102,9 @@ def _value(text: str, names: dict[str, int] | None) -> int:
     return int(text)
 
 
-def parse_schedule(text: str, timezone: str | None = None, *,
-                   with_seconds: bool = False) -> Schedule:
+def parse_schedule(
+    text: str, timezone: str | None = None, *, with_seconds: bool = False
+) -> Schedule:
     """Parse a cron line; ``with_seconds`` expects KFP's 6 fields (seconds first)."""
     text = _MACROS.get(text.strip(), text.strip())
     fields = text.split()
@@ -111,14 +120,21 @@ def parse_schedule(text: str, timezone: str | None = None, *,
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {timezone!r}") from None
     return Schedule(
-        seconds=_field(fields[0], 0, 59), minutes=_field(fields[1], 0, 59),
-        hours=_field(fields[2], 0, 23), days=_field(fields[3], 1, 31),
-        months=_field(fields[4], 1, 12, _MONTHS), weekdays=_field(fields[5], 0, 7, _DAYS),
-        dom_star=fields[3] in ("*", "?"), dow_star=fields[5] in ("*", "?"), tz=tz)
+        seconds=_field(fields[0], 0, 59),
+        minutes=_field(fields[1], 0, 59),
+        hours=_field(fields[2], 0, 23),
+        days=_field(fields[3], 1, 31),
+        months=_field(fields[4], 1, 12, _MONTHS),
+        weekdays=_field(fields[5], 0, 7, _DAYS),
+        dom_star=fields[3] in ("*", "?"),
+        dow_star=fields[5] in ("*", "?"),
+        tz=tz,
+    )
 
 
-def check_schedule(text: str, timezone: str | None = None, *,
-                   with_seconds: bool = False) -> str | None:
+def check_schedule(
+    text: str, timezone: str | None = None, *, with_seconds: bool = False
+) -> str | None:
     """None if the schedule is valid, else what is wrong with it."""
     try:
         parse_schedule(text, timezone, with_seconds=with_seconds).next_fire(datetime.now(UTC))

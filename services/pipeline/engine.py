@@ -56,8 +56,13 @@ class PodResult:
 class PodRunner(Protocol):
     """Runs leaf templates (container, script, plugin) as workloads."""
 
-    async def start(self, wf: dict[str, Any], node: dict[str, Any], template: dict[str, Any],
-                    volumes: list[dict[str, Any]]) -> None: ...
+    async def start(
+        self,
+        wf: dict[str, Any],
+        node: dict[str, Any],
+        template: dict[str, Any],
+        volumes: list[dict[str, Any]],
+    ) -> None: ...
 
     async def poll(self, wf: dict[str, Any], node: dict[str, Any]) -> PodResult | None: ...
 
@@ -65,11 +70,13 @@ class PodRunner(Protocol):
 
 
 class Cache(Protocol):
-    async def get(self, namespace: str, key: str,
-                  max_age: float | None) -> dict[str, Any] | None: ...
+    async def get(
+        self, namespace: str, key: str, max_age: float | None
+    ) -> dict[str, Any] | None: ...
 
-    async def put(self, namespace: str, key: str, outputs: dict[str, Any],
-                  workflow: str, node: str) -> None: ...
+    async def put(
+        self, namespace: str, key: str, outputs: dict[str, Any], workflow: str, node: str
+    ) -> None: ...
 
 
 class TemplateError(Exception):
@@ -119,12 +126,19 @@ def duration_seconds(text: str | int | float | None) -> float | None:
 
 
 def template_type(tmpl: dict[str, Any]) -> str:
-    for key, kind in (("container", "Pod"), ("script", "Pod"), ("plugin", "Pod"),
-                      ("dag", "DAG"), ("steps", "Steps"), ("suspend", "Suspend")):
+    for key, kind in (
+        ("container", "Pod"),
+        ("script", "Pod"),
+        ("plugin", "Pod"),
+        ("dag", "DAG"),
+        ("steps", "Steps"),
+        ("suspend", "Suspend"),
+    ):
         if tmpl.get(key) is not None:
             return kind
-    raise TemplateError(f"template {tmpl.get('name')!r} has no container, script, dag, steps "
-                        "or suspend")
+    raise TemplateError(
+        f"template {tmpl.get('name')!r} has no container, script, dag, steps or suspend"
+    )
 
 
 @dataclass
@@ -149,9 +163,16 @@ class PassResult:
 class Engine:
     """Executes one pass over ``wf`` (a Workflow object dict, mutated in place)."""
 
-    def __init__(self, wf: dict[str, Any], book: TemplateBook, runner: PodRunner,
-                 cache: Cache | None, *, spec: dict[str, Any] | None = None,
-                 cache_enabled: bool = True) -> None:
+    def __init__(
+        self,
+        wf: dict[str, Any],
+        book: TemplateBook,
+        runner: PodRunner,
+        cache: Cache | None,
+        *,
+        spec: dict[str, Any] | None = None,
+        cache_enabled: bool = True,
+    ) -> None:
         self.wf = wf
         self.spec = spec if spec is not None else wf.get("spec", {})
         self.book = book
@@ -167,8 +188,9 @@ class Engine:
         self.nodes: dict[str, dict[str, Any]] = self.status.setdefault("nodes", {})
         self.before = {k: v.get("phase") for k, v in self.nodes.items()}
         self.result = PassResult()
-        self.running_pods = sum(1 for n in self.nodes.values()
-                                if n["type"] == "Pod" and n["phase"] == "Running")
+        self.running_pods = sum(
+            1 for n in self.nodes.values() if n["type"] == "Pod" and n["phase"] == "Running"
+        )
         self.now = datetime.now(UTC)
         self._starved = False  # a child could not start for lack of a parallelism place
         self._freed = False  # a child finished in this pass
@@ -196,9 +218,16 @@ class Engine:
                     self._requeue(float(deadline) - self._elapsed(status["startedAt"]) + 0.05)
                 try:
                     params = self._workflow_parameters()
-                    root = await self.execute(self.name, self.name, "local",
-                                              self.spec.get("entrypoint", ""), params, {},
-                                              None, self._workflow_scope())
+                    root = await self.execute(
+                        self.name,
+                        self.name,
+                        "local",
+                        self.spec.get("entrypoint", ""),
+                        params,
+                        {},
+                        None,
+                        self._workflow_scope(),
+                    )
                 except TemplateError as exc:
                     root = self._error_root(str(exc))
         root = self.nodes.get(node_id(self.name, self.name))
@@ -225,8 +254,12 @@ class Engine:
                 if node["type"] == "Pod" and node["phase"] == "Running":
                     await self.runner.kill(self.wf, node)
                 finish(node, "Failed", "workflow finished before this node")
-        phase = {"Succeeded": "Succeeded", "Skipped": "Succeeded", "Omitted": "Succeeded",
-                 "Error": "Error"}.get(root["phase"], "Failed")
+        phase = {
+            "Succeeded": "Succeeded",
+            "Skipped": "Succeeded",
+            "Omitted": "Succeeded",
+            "Error": "Error",
+        }.get(root["phase"], "Failed")
         exit_tmpl = self.spec.get("onExit")
         if exit_tmpl and shutdown != "Terminate":
             scope = self._workflow_scope()
@@ -234,8 +267,16 @@ class Engine:
             scope.values["workflow.failures"] = json.dumps(self._failures())
             exit_name = f"{self.name}.onExit"
             try:
-                exit_node = await self.execute(exit_name, exit_name, "local", exit_tmpl,
-                                               self._workflow_parameters(), {}, None, scope)
+                exit_node = await self.execute(
+                    exit_name,
+                    exit_name,
+                    "local",
+                    exit_tmpl,
+                    self._workflow_parameters(),
+                    {},
+                    None,
+                    scope,
+                )
             except TemplateError as exc:
                 exit_node = {"phase": "Error", "message": str(exc)}
             if not is_finished(exit_node):
@@ -259,10 +300,18 @@ class Engine:
         return root.get("message") or "workflow failed"
 
     def _failures(self) -> list[dict[str, Any]]:
-        return [{"displayName": n["displayName"], "message": n.get("message", ""),
-                 "templateName": n.get("templateName", ""), "phase": n["phase"],
-                 "podName": n["id"], "finishedAt": n.get("finishedAt", "")}
-                for n in self.nodes.values() if n["type"] == "Pod" and n["phase"] in FAILED]
+        return [
+            {
+                "displayName": n["displayName"],
+                "message": n.get("message", ""),
+                "templateName": n.get("templateName", ""),
+                "phase": n["phase"],
+                "podName": n["id"],
+                "finishedAt": n.get("finishedAt", ""),
+            }
+            for n in self.nodes.values()
+            if n["type"] == "Pod" and n["phase"] in FAILED
+        ]
 
     async def _fail_unfinished(self, message: str) -> None:
         for node in list(self.nodes.values()):
@@ -307,7 +356,8 @@ class Engine:
     def _workflow_scope(self) -> Scope:
         meta = self.wf["metadata"]
         values = {
-            "workflow.name": self.name, "workflow.namespace": self.namespace,
+            "workflow.name": self.name,
+            "workflow.namespace": self.namespace,
             "workflow.uid": meta.get("uid", ""),
             "workflow.creationTimestamp": meta.get("creationTimestamp", ""),
             "workflow.serviceAccountName": self.spec.get("serviceAccountName") or "default",
@@ -322,9 +372,13 @@ class Engine:
             values[f"workflow.annotations.{key}"] = value
         return Scope(values, {})
 
-    def _resolve_inputs(self, tmpl: dict[str, Any], params: dict[str, str],
-                        artifacts: dict[str, dict[str, Any]],
-                        scope: Scope) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    def _resolve_inputs(
+        self,
+        tmpl: dict[str, Any],
+        params: dict[str, str],
+        artifacts: dict[str, dict[str, Any]],
+        scope: Scope,
+    ) -> tuple[dict[str, str], list[dict[str, Any]]]:
         inputs = tmpl.get("inputs") or {}
         values: dict[str, str] = {}
         for p in inputs.get("parameters") or []:
@@ -336,11 +390,13 @@ class Engine:
             elif p.get("default") is not None:
                 value = substitute(p["default"], scope.values)
             else:
-                raise TemplateError(f"inputs.parameters.{name} was not supplied to template "
-                                    f"{tmpl['name']!r}")
+                raise TemplateError(
+                    f"inputs.parameters.{name} was not supplied to template {tmpl['name']!r}"
+                )
             if p.get("enum") and value not in p["enum"]:
-                raise TemplateError(f"inputs.parameters.{name}: value {value!r} is not one of "
-                                    f"{p['enum']}")
+                raise TemplateError(
+                    f"inputs.parameters.{name}: value {value!r} is not one of {p['enum']}"
+                )
             values[name] = value
         arts: list[dict[str, Any]] = []
         for a in inputs.get("artifacts") or []:
@@ -352,17 +408,27 @@ class Engine:
             if got is None:
                 if a.get("optional"):
                     continue
-                raise TemplateError(f"inputs.artifacts.{a['name']} was not supplied to "
-                                    f"template {tmpl['name']!r}")
+                raise TemplateError(
+                    f"inputs.artifacts.{a['name']} was not supplied to template {tmpl['name']!r}"
+                )
             art = {k: v for k, v in got.items() if k not in ("name", "path", "from")}
             arts.append({"name": a["name"], "path": a.get("path"), **art})
         return values, arts
 
     # --------------------------------------------------------------- execute
-    async def execute(self, name: str, display: str, tmpl_scope: str,
-                      template: str | dict[str, Any], params: dict[str, str],
-                      artifacts: dict[str, dict[str, Any]], boundary: str | None,
-                      scope: Scope, *, retry_attempt: int | None = None) -> dict[str, Any]:
+    async def execute(
+        self,
+        name: str,
+        display: str,
+        tmpl_scope: str,
+        template: str | dict[str, Any],
+        params: dict[str, str],
+        artifacts: dict[str, dict[str, Any]],
+        boundary: str | None,
+        scope: Scope,
+        *,
+        retry_attempt: int | None = None,
+    ) -> dict[str, Any]:
         """Run (or continue) the node ``name`` for a template; return the node."""
         nid = node_id(self.name, name)
         node = self.nodes.get(nid)
@@ -373,8 +439,9 @@ class Engine:
             kind = template_type(tmpl)
             if tmpl.get("retryStrategy") and retry_attempt is None:
                 kind = "Retry"
-            node = new_node(self.name, name, display, kind, tmpl["name"], boundary,
-                            scope=tmpl_scope)
+            node = new_node(
+                self.name, name, display, kind, tmpl["name"], boundary, scope=tmpl_scope
+            )
             self.nodes[nid] = node
             try:
                 values, arts = self._resolve_inputs(tmpl, params, artifacts, scope)
@@ -433,16 +500,18 @@ class Engine:
         for other in list(self.nodes.values()):
             if other is node or is_finished(other):
                 continue
-            if other["name"][len(prefix):len(prefix) + 1] in (".", "[", "(") and \
-                    other["name"].startswith(prefix):
+            if other["name"][len(prefix) : len(prefix) + 1] in (".", "[", "(") and other[
+                "name"
+            ].startswith(prefix):
                 if other["type"] == "Pod" and other["phase"] == "Running":
                     await self.runner.kill(self.wf, other)
                 finish(other, "Failed", "Step exceeded its deadline")
         finish(node, "Failed", "Step exceeded its deadline")
         return True
 
-    def _template_scope(self, scope: Scope, node: dict[str, Any], tmpl: dict[str, Any],
-                        retry_attempt: int | None) -> Scope:
+    def _template_scope(
+        self, scope: Scope, node: dict[str, Any], tmpl: dict[str, Any], retry_attempt: int | None
+    ) -> Scope:
         local = Scope({k: v for k, v in scope.values.items() if k.startswith("workflow.")}, {})
         inputs = node.get("inputs") or {}
         for p in inputs.get("parameters") or []:
@@ -464,24 +533,32 @@ class Engine:
         return local
 
     # ------------------------------------------------------------------ cache
-    def _cache_key(self, node: dict[str, Any],
-                   tmpl: dict[str, Any]) -> tuple[str, float | None] | None:
+    def _cache_key(
+        self, node: dict[str, Any], tmpl: dict[str, Any]
+    ) -> tuple[str, float | None] | None:
         if not self.cache_enabled or self.cache is None:
             return None
         memo = tmpl.get("memoize")
         inputs = node.get("inputs") or {}
         if memo:
-            scope = {f"inputs.parameters.{p['name']}": p.get("value", "")
-                     for p in inputs.get("parameters") or []}
+            scope = {
+                f"inputs.parameters.{p['name']}": p.get("value", "")
+                for p in inputs.get("parameters") or []
+            }
             scope.update(self._workflow_scope().values)
             key = substitute(memo["key"], scope)
             cache_name = ((memo.get("cache") or {}).get("configMap") or {}).get("name", "")
             return f"argo:{cache_name}:{key}", duration_seconds(memo.get("maxAge"))
         plugin = (tmpl.get("plugin") or {}).get("kfp")
         if plugin and plugin.get("enableCache"):
-            body = json.dumps({"executor": plugin.get("container"),
-                               "component": plugin.get("component"),
-                               "inputs": inputs}, sort_keys=True)
+            body = json.dumps(
+                {
+                    "executor": plugin.get("container"),
+                    "component": plugin.get("component"),
+                    "inputs": inputs,
+                },
+                sort_keys=True,
+            )
             return "kfp:" + hashlib.sha256(body.encode()).hexdigest(), None
         return None
 
@@ -491,8 +568,11 @@ class Engine:
             return False
         key, max_age = found
         outputs = await self.cache.get(self.namespace, key, max_age)  # type: ignore[union-attr]
-        node["memoizationStatus"] = {"hit": outputs is not None, "key": key,
-                                     "cacheName": "shipyard"}
+        node["memoizationStatus"] = {
+            "hit": outputs is not None,
+            "key": key,
+            "cacheName": "shipyard",
+        }
         if outputs is None:
             return False
         if outputs:
@@ -504,8 +584,13 @@ class Engine:
         status = node.get("memoizationStatus")
         if not status or status.get("hit") or status.get("stored"):
             return
-        await self.cache.put(self.namespace, status["key"], node.get("outputs") or {},  # type: ignore[union-attr]
-                             self.name, node["id"])
+        await self.cache.put(  # type: ignore[union-attr]
+            self.namespace,
+            status["key"],
+            node.get("outputs") or {},
+            self.name,
+            node["id"],
+        )
         status["stored"] = True
 
     # ------------------------------------------------------------------- pods
@@ -517,8 +602,11 @@ class Engine:
             resolved = substitute_all(copy.deepcopy(tmpl), scope.values)
             for key in ("container", "script"):
                 body = resolved.get(key) or {}
-                for part in (body.get("command") or []) + (body.get("args") or []) + [
-                        body.get("source") or ""]:
+                for part in (
+                    (body.get("command") or [])
+                    + (body.get("args") or [])
+                    + [body.get("source") or ""]
+                ):
                     left = [v for v in unresolved(part) if not v.startswith("=")]
                     if left:
                         raise TemplateError(f"unable to resolve: {{{{{left[0]}}}}}")
@@ -547,15 +635,22 @@ class Engine:
         vols = list(self.spec.get("volumes") or [])
         for vct in self.spec.get("volumeClaimTemplates") or []:
             claim = f"{self.name}-{vct['metadata']['name']}"
-            vols.append({"name": vct["metadata"]["name"],
-                         "persistentVolumeClaim": {"claimName": claim}})
+            vols.append(
+                {"name": vct["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim}}
+            )
         names = {v["name"] for v in tmpl.get("volumes") or []}
         return [*(tmpl.get("volumes") or []), *(v for v in vols if v["name"] not in names)]
 
     # ------------------------------------------------------------------ retry
-    async def _run_retry(self, node: dict[str, Any], tmpl: dict[str, Any], tmpl_scope: str,
-                         params: dict[str, str], artifacts: dict[str, dict[str, Any]],
-                         scope: Scope) -> None:
+    async def _run_retry(
+        self,
+        node: dict[str, Any],
+        tmpl: dict[str, Any],
+        tmpl_scope: str,
+        params: dict[str, str],
+        artifacts: dict[str, dict[str, Any]],
+        scope: Scope,
+    ) -> None:
         strategy = tmpl["retryStrategy"]
         raw_limit = strategy.get("limit")
         limit = int(substitute(raw_limit, scope.values)) if raw_limit not in (None, "") else None
@@ -573,10 +668,17 @@ class Engine:
         if attempts:
             last = self.nodes[node_id(self.name, attempt_name(attempts - 1))]
             if not is_finished(last):
-                last = await self.execute(attempt_name(attempts - 1),
-                                          attempt_name(attempts - 1).rsplit(".", 1)[-1],
-                                          tmpl_scope, attempt_tmpl, params, artifacts, boundary,
-                                          scope, retry_attempt=attempts - 1)
+                last = await self.execute(
+                    attempt_name(attempts - 1),
+                    attempt_name(attempts - 1).rsplit(".", 1)[-1],
+                    tmpl_scope,
+                    attempt_tmpl,
+                    params,
+                    artifacts,
+                    boundary,
+                    scope,
+                    retry_attempt=attempts - 1,
+                )
                 if not is_finished(last):
                     return
             if last.get("outputs"):
@@ -584,16 +686,18 @@ class Engine:
             if last["phase"] in ("Succeeded", "Skipped", "Omitted"):
                 finish(node, last["phase"])
                 return
-            retryable = (policy == "Always"
-                         or (policy == "OnFailure" and last["phase"] == "Failed")
-                         or (policy in ("OnError", "OnTransientError")
-                             and last["phase"] == "Error"))
+            retryable = (
+                policy == "Always"
+                or (policy == "OnFailure" and last["phase"] == "Failed")
+                or (policy in ("OnError", "OnTransientError") and last["phase"] == "Error")
+            )
             cap = MAX_RETRIES if limit is None else limit
             if not retryable or attempts > cap:
                 message = last.get("message") or ""
                 if retryable:
-                    message = f"No more retries left ({message})" if message else \
-                        "No more retries left"
+                    message = (
+                        f"No more retries left ({message})" if message else "No more retries left"
+                    )
                 finish(node, last["phase"], message)
                 return
             wait = self._backoff(strategy, attempts, scope)
@@ -604,10 +708,17 @@ class Engine:
                 self._requeue((ready_at - self.now).total_seconds())
                 return
         node.pop("message", None)
-        child = await self.execute(attempt_name(attempts),
-                                   attempt_name(attempts).rsplit(".", 1)[-1], tmpl_scope,
-                                   attempt_tmpl, params, artifacts, boundary, scope,
-                                   retry_attempt=attempts)
+        child = await self.execute(
+            attempt_name(attempts),
+            attempt_name(attempts).rsplit(".", 1)[-1],
+            tmpl_scope,
+            attempt_tmpl,
+            params,
+            artifacts,
+            boundary,
+            scope,
+            retry_attempt=attempts,
+        )
         add_child(node, child["id"])
         if is_finished(child):
             self._requeue(0.05)  # fold the outcome in (and maybe retry) on the next pass
@@ -649,8 +760,9 @@ class Engine:
             try:
                 items = json.loads(raw)
             except ValueError:
-                raise TemplateError(f"withParam value could not be parsed as a JSON list: "
-                                    f"{raw[:200]}") from None
+                raise TemplateError(
+                    f"withParam value could not be parsed as a JSON list: {raw[:200]}"
+                ) from None
             if not isinstance(items, list):
                 raise TemplateError(f"withParam value is not a JSON list: {raw[:200]}")
         elif task.get("withSequence") is not None:
@@ -667,8 +779,9 @@ class Engine:
             out.append((f"{i}:{label[:60]}", item))
         return out
 
-    def _task_args(self, task: dict[str, Any],
-                   scope: Scope) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    def _task_args(
+        self, task: dict[str, Any], scope: Scope
+    ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
         args = task.get("arguments") or {}
         params: dict[str, str] = {}
         for p in args.get("parameters") or []:
@@ -678,8 +791,9 @@ class Engine:
             params[p["name"]] = substitute(value or "", scope.values)
             left = unresolved(params[p["name"]])
             if left:
-                raise TemplateError(f"arguments.parameters.{p['name']}: unable to resolve "
-                                    f"{{{{{left[0]}}}}}")
+                raise TemplateError(
+                    f"arguments.parameters.{p['name']}: unable to resolve {{{{{left[0]}}}}}"
+                )
         arts: dict[str, dict[str, Any]] = {}
         for a in args.get("artifacts") or []:
             if a.get("from"):
@@ -687,17 +801,26 @@ class Engine:
                 if got is None:
                     if a.get("optional"):
                         continue
-                    raise TemplateError(f"arguments.artifacts.{a['name']}: unable to resolve "
-                                        f"{a['from']}")
+                    raise TemplateError(
+                        f"arguments.artifacts.{a['name']}: unable to resolve {a['from']}"
+                    )
                 arts[a["name"]] = got
             elif a.get("raw"):
-                arts[a["name"]] = {"raw": {"data": substitute(a["raw"].get("data", ""),
-                                                             scope.values)}}
+                arts[a["name"]] = {
+                    "raw": {"data": substitute(a["raw"].get("data", ""), scope.values)}
+                }
         return params, arts
 
-    async def _run_task(self, task: dict[str, Any], name: str, tmpl_scope: str,
-                        boundary: str, scope: Scope, group_parent: dict[str, Any] | None,
-                        slots: list[int]) -> dict[str, Any] | list[dict[str, Any]] | None:
+    async def _run_task(
+        self,
+        task: dict[str, Any],
+        name: str,
+        tmpl_scope: str,
+        boundary: str,
+        scope: Scope,
+        group_parent: dict[str, Any] | None,
+        slots: list[int],
+    ) -> dict[str, Any] | list[dict[str, Any]] | None:
         """Start or continue one DAG task / step. Returns its node (or iteration nodes)."""
         display = name.rsplit(".", 1)[-1]
         nid = node_id(self.name, name)
@@ -707,14 +830,12 @@ class Engine:
             try:
                 run = evaluate_when(condition)
             except ExpressionError as exc:
-                node = new_node(self.name, name, display, "Skipped", task.get("template"),
-                                boundary)
+                node = new_node(self.name, name, display, "Skipped", task.get("template"), boundary)
                 finish(node, "Error", f"when '{condition}': {exc}")
                 self.nodes[nid] = node
                 return node
             if not run:
-                node = new_node(self.name, name, display, "Skipped", task.get("template"),
-                                boundary)
+                node = new_node(self.name, name, display, "Skipped", task.get("template"), boundary)
                 finish(node, "Skipped", f"when '{condition}' evaluated false")
                 self.nodes[nid] = node
                 return node
@@ -725,22 +846,28 @@ class Engine:
             items = self._expand_items(task, scope)
         if items is not None:
             if group_parent is None:  # DAG: a TaskGroup node holds the iterations
-                group = existing or new_node(self.name, name, display, "TaskGroup",
-                                             tmpl["name"], boundary, phase="Running")
+                group = existing or new_node(
+                    self.name, name, display, "TaskGroup", tmpl["name"], boundary, phase="Running"
+                )
                 self.nodes[nid] = group
                 if not items:
                     finish(group, "Skipped", "Skipped, empty params")
                     return group
-                children = await self._run_items(task, name, child_scope, tmpl, items, boundary,
-                                                 scope, group, slots)
+                children = await self._run_items(
+                    task, name, child_scope, tmpl, items, boundary, scope, group, slots
+                )
                 if all(is_finished(c) for c in children):
                     failed = [c for c in children if c["phase"] in FAILED]
                     continue_failed = (task.get("continueOn") or {}).get("failed")
-                    finish(group, "Failed" if failed and not continue_failed else "Succeeded",
-                           failed[0].get("message") if failed else None)
+                    finish(
+                        group,
+                        "Failed" if failed and not continue_failed else "Succeeded",
+                        failed[0].get("message") if failed else None,
+                    )
                 return group
-            return await self._run_items(task, name, child_scope, tmpl, items, boundary,
-                                         scope, group_parent, slots)
+            return await self._run_items(
+                task, name, child_scope, tmpl, items, boundary, scope, group_parent, slots
+            )
         if existing is None:
             if slots[0] <= 0:
                 self._starved = True
@@ -748,15 +875,22 @@ class Engine:
             slots[0] -= 1
         params, arts = self._task_args(task, scope)
         was_finished = is_finished(existing)
-        node = await self.execute(name, display, child_scope, tmpl, params, arts, boundary,
-                                  scope)
+        node = await self.execute(name, display, child_scope, tmpl, params, arts, boundary, scope)
         self._release_slot(was_finished, node, slots)
         return node
 
-    async def _run_items(self, task: dict[str, Any], name: str, tmpl_scope: str,
-                         tmpl: dict[str, Any], items: list[tuple[str, Any]], boundary: str,
-                         scope: Scope, parent: dict[str, Any],
-                         slots: list[int]) -> list[dict[str, Any]]:
+    async def _run_items(
+        self,
+        task: dict[str, Any],
+        name: str,
+        tmpl_scope: str,
+        tmpl: dict[str, Any],
+        items: list[tuple[str, Any]],
+        boundary: str,
+        scope: Scope,
+        parent: dict[str, Any],
+        slots: list[int],
+    ) -> list[dict[str, Any]]:
         nodes = []
         for label, item in items:
             iter_name = f"{name}({label})"
@@ -771,15 +905,22 @@ class Engine:
             iscope.values.update(item_scope(item))
             params, arts = self._task_args(task, iscope)
             was_finished = is_finished(existing)
-            node = await self.execute(iter_name, iter_name.rsplit(".", 1)[-1], tmpl_scope, tmpl,
-                                      params, arts, boundary, iscope)
+            node = await self.execute(
+                iter_name,
+                iter_name.rsplit(".", 1)[-1],
+                tmpl_scope,
+                tmpl,
+                params,
+                arts,
+                boundary,
+                iscope,
+            )
             self._release_slot(was_finished, node, slots)
             add_child(parent, node["id"])
             nodes.append(node)
         return nodes
 
-    def _release_slot(self, was_finished: bool, node: dict[str, Any],
-                      slots: list[int]) -> None:
+    def _release_slot(self, was_finished: bool, node: dict[str, Any], slots: list[int]) -> None:
         """A child that finished during this pass gives its parallelism place back."""
         if not was_finished and is_finished(node):
             slots[0] += 1
@@ -793,13 +934,18 @@ class Engine:
         limit = tmpl.get("parallelism")
         if not limit:
             return [1 << 30]
-        active = sum(1 for n in self.nodes.values()
-                     if n.get("boundaryID") == boundary and n["type"] not in
-                     ("TaskGroup", "StepGroup") and not is_finished(n))
+        active = sum(
+            1
+            for n in self.nodes.values()
+            if n.get("boundaryID") == boundary
+            and n["type"] not in ("TaskGroup", "StepGroup")
+            and not is_finished(n)
+        )
         return [max(0, int(limit) - active)]
 
-    def _publish(self, prefix: str, task: str, node: dict[str, Any] | list[dict[str, Any]],
-                 scope: Scope) -> None:
+    def _publish(
+        self, prefix: str, task: str, node: dict[str, Any] | list[dict[str, Any]], scope: Scope
+    ) -> None:
         """Expose a finished task's outputs as ``tasks.X.…`` / ``steps.X.…``."""
         base = f"{prefix}.{task}"
         if isinstance(node, list):  # loop iterations of a step
@@ -820,8 +966,11 @@ class Engine:
             for key, values in params.items():
                 scope.values[f"{base}.outputs.parameters.{key}"] = json.dumps(values)
             scope.values[f"{base}.outputs.result"] = json.dumps(results)
-            phase = node["phase"] if isinstance(node, dict) else (
-                "Failed" if any(n["phase"] in FAILED for n in nodes) else "Succeeded")
+            phase = (
+                node["phase"]
+                if isinstance(node, dict)
+                else ("Failed" if any(n["phase"] in FAILED for n in nodes) else "Succeeded")
+            )
             scope.values[f"{base}.status"] = phase
             return
         assert isinstance(node, dict)
@@ -841,8 +990,9 @@ class Engine:
         for a in outs.get("artifacts") or []:
             scope.artifacts[f"{base}.outputs.artifacts.{a['name']}"] = a
 
-    async def _run_dag(self, node: dict[str, Any], tmpl: dict[str, Any], tmpl_scope: str,
-                       scope: Scope) -> None:
+    async def _run_dag(
+        self, node: dict[str, Any], tmpl: dict[str, Any], tmpl_scope: str, scope: Scope
+    ) -> None:
         node["phase"] = "Running"
         dag = tmpl["dag"]
         tasks = {t["name"]: t for t in dag["tasks"]}
@@ -860,8 +1010,13 @@ class Engine:
             if is_finished(tnode) and not self._exit_pending(task, tnode):
                 state[tname] = tnode  # type: ignore[assignment]
                 self._publish("tasks", tname, tnode, scope)  # type: ignore[arg-type]
-                if tnode["phase"] in FAILED and tname not in expected_failures and not (  # type: ignore[index]
-                        task.get("continueOn") or {}).get("failed"):
+                if (
+                    tnode["phase"] in FAILED  # type: ignore[index]
+                    and tname not in expected_failures
+                    and not (
+                        task.get("continueOn") or {}
+                    ).get("failed")
+                ):
                     failed_unexpected = True
                 continue
             if tnode is None:
@@ -872,32 +1027,42 @@ class Engine:
                     continue
                 deps = _task_deps(task)
                 if not run:
-                    tnode = new_node(self.name, tnode_name, tname, "Skipped",
-                                     task.get("template"), node["id"])
+                    tnode = new_node(
+                        self.name, tnode_name, tname, "Skipped", task.get("template"), node["id"]
+                    )
                     finish(tnode, "Omitted", "omitted: depends condition not met")
                     self.nodes[tnode["id"]] = tnode
                 else:
-                    got = await self._run_task(task, tnode_name, tmpl_scope, node["id"], scope,
-                                               None, slots)
+                    got = await self._run_task(
+                        task, tnode_name, tmpl_scope, node["id"], scope, None, slots
+                    )
                     if got is None:
                         continue
                     tnode = got  # type: ignore[assignment]
                 self._link(node, deps, tnode)  # type: ignore[arg-type]
             else:
-                tnode = await self._run_task(task, tnode_name, tmpl_scope, node["id"], scope,
-                                             None, slots)  # type: ignore[assignment]
+                tnode = await self._run_task(
+                    task, tnode_name, tmpl_scope, node["id"], scope, None, slots
+                )  # type: ignore[assignment]
             if is_finished(tnode):
                 if not await self._run_exit_hook(task, tnode, tmpl_scope, node, scope):  # type: ignore[arg-type]
                     continue
                 state[tname] = tnode  # type: ignore[assignment]
                 self._publish("tasks", tname, tnode, scope)  # type: ignore[arg-type]
-                if tnode["phase"] in FAILED and tname not in expected_failures and not (  # type: ignore[index]
-                        task.get("continueOn") or {}).get("failed"):
+                if (
+                    tnode["phase"] in FAILED  # type: ignore[index]
+                    and tname not in expected_failures
+                    and not (
+                        task.get("continueOn") or {}
+                    ).get("failed")
+                ):
                     failed_unexpected = True
         if failed_unexpected and fail_fast:
-            active = any(not is_finished(self.nodes.get(node_id(self.name, f"{node['name']}.{t}")))
-                         for t in tasks
-                         if node_id(self.name, f"{node['name']}.{t}") in self.nodes)
+            active = any(
+                not is_finished(self.nodes.get(node_id(self.name, f"{node['name']}.{t}")))
+                for t in tasks
+                if node_id(self.name, f"{node['name']}.{t}") in self.nodes
+            )
             if not active:
                 self._finish_group(node, tmpl, scope, failed=True, state=state)
             return
@@ -910,16 +1075,30 @@ class Engine:
         exit_node = self.nodes.get(node_id(self.name, f"{tnode['name']}.onExit"))
         return not is_finished(exit_node)
 
-    async def _run_exit_hook(self, task: dict[str, Any], tnode: dict[str, Any],
-                             tmpl_scope: str, parent: dict[str, Any], scope: Scope) -> bool:
+    async def _run_exit_hook(
+        self,
+        task: dict[str, Any],
+        tnode: dict[str, Any],
+        tmpl_scope: str,
+        parent: dict[str, Any],
+        scope: Scope,
+    ) -> bool:
         """A task's own ``onExit``: run after the task; True once it (if any) finished."""
         if not task.get("onExit"):
             return True
         name = f"{tnode['name']}.onExit"
         hook_scope = scope.child()
         hook_scope.values["workflow.status"] = tnode["phase"]
-        exit_node = await self.execute(name, name.rsplit(".", 1)[-1], tmpl_scope, task["onExit"],
-                                       {}, {}, parent["id"], hook_scope)
+        exit_node = await self.execute(
+            name,
+            name.rsplit(".", 1)[-1],
+            tmpl_scope,
+            task["onExit"],
+            {},
+            {},
+            parent["id"],
+            hook_scope,
+        )
         add_child(tnode, exit_node["id"])
         return is_finished(exit_node)
 
@@ -939,16 +1118,24 @@ class Engine:
 
     def _iterations(self, group: dict[str, Any]) -> list[dict[str, Any]]:
         prefix = group["name"] + "("
-        return [self.nodes[c] for c in group.get("children", [])
-                if c in self.nodes and self.nodes[c]["name"].startswith(prefix)]
+        return [
+            self.nodes[c]
+            for c in group.get("children", [])
+            if c in self.nodes and self.nodes[c]["name"].startswith(prefix)
+        ]
 
-    def _deps_ready(self, task: dict[str, Any], state: dict[str, dict[str, Any]],
-                    tasks: dict[str, dict[str, Any]]) -> tuple[bool, bool]:
+    def _deps_ready(
+        self,
+        task: dict[str, Any],
+        state: dict[str, dict[str, Any]],
+        tasks: dict[str, dict[str, Any]],
+    ) -> tuple[bool, bool]:
         """(all dependencies finished, the task should run)."""
         deps = _task_deps(task)
         if any(d not in state for d in deps):
             return False, False
         if task.get("depends"):
+
             def result_of(name: str, result: str | None) -> bool:
                 node = state[name]
                 phase = node["phase"]
@@ -963,15 +1150,27 @@ class Engine:
                 if result == "Errored":
                     return phase == "Error"
                 return phase == result
+
             return True, evaluate_depends(task["depends"], result_of)
-        ok = all(state[d]["phase"] in ("Succeeded", "Skipped", "Omitted")
-                 or (state[d]["phase"] in FAILED
-                     and bool((tasks[d].get("continueOn") or {}).get("failed")))
-                 for d in deps)
+        ok = all(
+            state[d]["phase"] in ("Succeeded", "Skipped", "Omitted")
+            or (
+                state[d]["phase"] in FAILED
+                and bool((tasks[d].get("continueOn") or {}).get("failed"))
+            )
+            for d in deps
+        )
         return True, ok
 
-    def _finish_group(self, node: dict[str, Any], tmpl: dict[str, Any], scope: Scope, *,
-                      failed: bool, state: dict[str, dict[str, Any]] | None = None) -> None:
+    def _finish_group(
+        self,
+        node: dict[str, Any],
+        tmpl: dict[str, Any],
+        scope: Scope,
+        *,
+        failed: bool,
+        state: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         outputs = self._group_outputs(tmpl, scope)
         if outputs:
             node["outputs"] = outputs
@@ -1006,8 +1205,9 @@ class Engine:
             outputs["artifacts"] = arts
         return outputs
 
-    async def _run_steps(self, node: dict[str, Any], tmpl: dict[str, Any], tmpl_scope: str,
-                         scope: Scope) -> None:
+    async def _run_steps(
+        self, node: dict[str, Any], tmpl: dict[str, Any], tmpl_scope: str, scope: Scope
+    ) -> None:
         node["phase"] = "Running"
         previous: list[dict[str, Any]] = [node]
         for i, group in enumerate(tmpl["steps"]):
@@ -1015,8 +1215,9 @@ class Engine:
             gid = node_id(self.name, gname)
             gnode = self.nodes.get(gid)
             if gnode is None:
-                gnode = new_node(self.name, gname, f"[{i}]", "StepGroup", None, node["id"],
-                                 phase="Running")
+                gnode = new_node(
+                    self.name, gname, f"[{i}]", "StepGroup", None, node["id"], phase="Running"
+                )
                 self.nodes[gid] = gnode
                 for p in previous:
                     add_child(p, gid)
@@ -1028,8 +1229,9 @@ class Engine:
                 failed = False
                 for step in group:
                     sname = f"{gname}.{step['name']}"
-                    got = await self._run_task(step, sname, tmpl_scope, node["id"], group_scope,
-                                               gnode, slots)
+                    got = await self._run_task(
+                        step, sname, tmpl_scope, node["id"], group_scope, gnode, slots
+                    )
                     if got is None:
                         done = False
                         continue
@@ -1040,7 +1242,8 @@ class Engine:
                         if not is_finished(n):
                             done = False
                         elif n["phase"] in FAILED and not (step.get("continueOn") or {}).get(
-                                "failed"):
+                            "failed"
+                        ):
                             failed = True
                     members.extend(nodes)
                 if not done:
@@ -1052,16 +1255,31 @@ class Engine:
                 if snode is not None:
                     self._publish("steps", step["name"], snode, scope)
                 else:
-                    iters = [self.nodes[c] for c in gnode.get("children", [])
-                             if c in self.nodes and self.nodes[c]["name"].startswith(sname + "(")]
+                    iters = [
+                        self.nodes[c]
+                        for c in gnode.get("children", [])
+                        if c in self.nodes and self.nodes[c]["name"].startswith(sname + "(")
+                    ]
                     self._publish("steps", step["name"], iters, scope)
-            previous = [self.nodes[c] for c in gnode.get("children", []) if c in self.nodes] \
-                or [gnode]
+            previous = [self.nodes[c] for c in gnode.get("children", []) if c in self.nodes] or [
+                gnode
+            ]
             if gnode["phase"] in FAILED:
-                failed_child = next((self.nodes[c] for c in gnode.get("children", [])
-                                     if c in self.nodes and self.nodes[c]["phase"] in FAILED), None)
-                self._finish_group(node, tmpl, scope, failed=True,
-                                   state={"x": failed_child} if failed_child else None)
+                failed_child = next(
+                    (
+                        self.nodes[c]
+                        for c in gnode.get("children", [])
+                        if c in self.nodes and self.nodes[c]["phase"] in FAILED
+                    ),
+                    None,
+                )
+                self._finish_group(
+                    node,
+                    tmpl,
+                    scope,
+                    failed=True,
+                    state={"x": failed_child} if failed_child else None,
+                )
                 return
         self._finish_group(node, tmpl, scope, failed=False)
 
@@ -1102,7 +1320,7 @@ def topological(tasks: list[dict[str, Any]]) -> list[str]:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = path[path.index(name):] + [name]
+            cycle = path[path.index(name) :] + [name]
             raise ValueError("dependency cycle: " + " -> ".join(cycle))
         state[name] = 1
         for d in deps.get(name, []):

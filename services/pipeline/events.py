@@ -26,22 +26,33 @@ KFP_RUN_LABEL = "pipeline.shipyard.io/kfp-run-id"
 def run_event(wf: dict[str, Any]) -> PipelineRunEvent:
     meta, status = wf["metadata"], wf.get("status") or {}
     return PipelineRunEvent(
-        namespace=meta.get("namespace", ""), name=meta["name"], uid=meta.get("uid", ""),
-        phase=status.get("phase", ""), message=status.get("message", ""),
-        started_at=status.get("startedAt", ""), finished_at=status.get("finishedAt", ""),
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        phase=status.get("phase", ""),
+        message=status.get("message", ""),
+        started_at=status.get("startedAt", ""),
+        finished_at=status.get("finishedAt", ""),
         progress=status.get("progress", ""),
-        kfp_run_id=(meta.get("labels") or {}).get(KFP_RUN_LABEL, ""))
+        kfp_run_id=(meta.get("labels") or {}).get(KFP_RUN_LABEL, ""),
+    )
 
 
 def node_event(wf: dict[str, Any], node: dict[str, Any], previous: str) -> PipelineNodeEvent:
     meta = wf["metadata"]
     return PipelineNodeEvent(
-        namespace=meta.get("namespace", ""), workflow=meta["name"],
-        workflow_uid=meta.get("uid", ""), node_id=node["id"], node_name=node["name"],
-        display_name=node.get("displayName", ""), type=node.get("type", ""),
-        phase=node.get("phase", ""), previous_phase=previous,
+        namespace=meta.get("namespace", ""),
+        workflow=meta["name"],
+        workflow_uid=meta.get("uid", ""),
+        node_id=node["id"],
+        node_name=node["name"],
+        display_name=node.get("displayName", ""),
+        type=node.get("type", ""),
+        phase=node.get("phase", ""),
+        previous_phase=previous,
         message=node.get("message", ""),
-        cached=bool((node.get("memoizationStatus") or {}).get("hit")))
+        cached=bool((node.get("memoizationStatus") or {}).get("hit")),
+    )
 
 
 def for_pass(wf: dict[str, Any], result: PassResult) -> Iterator[tuple[str, Message]]:

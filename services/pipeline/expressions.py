@@ -17,13 +17,16 @@ class ExpressionError(ValueError):
     """The expression does not parse; the message says where."""
 
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     \s*(?:
       (?P<op>&&|\|\||==|!=|<=|>=|=~|!~|<|>|!|\(|\))
     | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
     | (?P<num>-?\d+(?:\.\d+)?(?![\w.-]))
     | (?P<word>[^\s()!&|=<>'"]+)
-    )""", re.VERBOSE)
+    )""",
+    re.VERBOSE,
+)
 
 _MISSING = object()
 
@@ -34,7 +37,7 @@ def tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise ExpressionError(f"unexpected character at {pos}: {text[pos:pos + 10]!r}")
+            raise ExpressionError(f"unexpected character at {pos}: {text[pos : pos + 10]!r}")
         kind = m.lastgroup or ""
         out.append((kind, m.group(kind)))
         pos = m.end()
@@ -176,8 +179,16 @@ def check_when_syntax(expression: str) -> None:
     _Parser(re.sub(r"\{\{[^}]*\}\}", "x", expression), lambda k, v: v).parse()
 
 
-DEPENDS_RESULTS = ("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned",
-                   "AnySucceeded", "AllFailed")
+DEPENDS_RESULTS = (
+    "Succeeded",
+    "Failed",
+    "Errored",
+    "Skipped",
+    "Omitted",
+    "Daemoned",
+    "AnySucceeded",
+    "AllFailed",
+)
 
 
 def parse_depends_operands(expression: str) -> list[tuple[str, str | None]]:
@@ -200,8 +211,9 @@ def _split_operand(value: str) -> tuple[str, str | None]:
     if dot and result in DEPENDS_RESULTS:
         return task, result
     if dot and result[:1].isupper():
-        raise ExpressionError(f"unknown task result {result!r} in {value!r}; use one of "
-                              f"{', '.join(DEPENDS_RESULTS)}")
+        raise ExpressionError(
+            f"unknown task result {result!r} in {value!r}; use one of {', '.join(DEPENDS_RESULTS)}"
+        )
     return value, None
 
 

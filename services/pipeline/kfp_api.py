@@ -49,17 +49,23 @@ def _runs(request: Request) -> RunService:
 
 
 def _namespace(request: Request, identity: Any, given: str | None = None) -> str:
-    return (given or request.query_params.get("namespace") or
-            request.query_params.get("resource_reference_key.id") or identity.namespace or
-            SINGLE_USER_NAMESPACE)
+    return (
+        given
+        or request.query_params.get("namespace")
+        or request.query_params.get("resource_reference_key.id")
+        or identity.namespace
+        or SINGLE_USER_NAMESPACE
+    )
 
 
 def _page_args(request: Request) -> dict[str, Any]:
     q = request.query_params
     size = q.get("page_size") or q.get("pageSize")
-    return {"sort_by": q.get("sort_by") or q.get("sortBy") or None,
-            "page_size": int(size) if size and size.isdigit() else None,
-            "page_token": q.get("page_token") or q.get("pageToken") or None}
+    return {
+        "sort_by": q.get("sort_by") or q.get("sortBy") or None,
+        "page_size": int(size) if size and size.isdigit() else None,
+        "page_token": q.get("page_token") or q.get("pageToken") or None,
+    }
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -69,8 +75,12 @@ async def _json(request: Request) -> dict[str, Any]:
     return body
 
 
-def _listing(items: list[dict[str, Any]], request: Request, key: str, id_field: str,
-             ) -> dict[str, Any]:
+def _listing(
+    items: list[dict[str, Any]],
+    request: Request,
+    key: str,
+    id_field: str,
+) -> dict[str, Any]:
     matches = parse_filter(request.query_params.get("filter"), id_field)
     items = [i for i in items if matches(i)]
     page, token = paginate(items, **_page_args(request))
@@ -83,15 +93,24 @@ def _listing(items: list[dict[str, Any]], request: Request, key: str, id_field: 
 @router.get("/healthz")
 async def read_healthz(request: Request) -> dict[str, Any]:
     settings = context(request).settings
-    return {"commit_sha": "shipyard", "tag_name": "2.5.0", "multi_user":
-            bool(getattr(settings, "kfp_multi_user", False)), "pipeline_store": "database"}
+    return {
+        "commit_sha": "shipyard",
+        "tag_name": "2.5.0",
+        "multi_user": bool(getattr(settings, "kfp_multi_user", False)),
+        "pipeline_store": "database",
+    }
 
 
 # ---------------------------------------------------------------- experiments
 def _experiment(row: dict[str, Any]) -> dict[str, Any]:
-    return {"experiment_id": row["id"], "display_name": row["display_name"],
-            "description": row["description"], "created_at": rfc3339(row["created_at"]),
-            "namespace": row["namespace"], "storage_state": row["storage_state"]}
+    return {
+        "experiment_id": row["id"],
+        "display_name": row["display_name"],
+        "description": row["description"],
+        "created_at": rfc3339(row["created_at"]),
+        "namespace": row["namespace"],
+        "storage_state": row["storage_state"],
+    }
 
 
 @router.post("/experiments")
@@ -101,13 +120,21 @@ async def create_experiment(request: Request, identity: IdentityDep) -> dict[str
     authorize(identity, "create", ns, "experiments")
     name = (body.get("display_name") or body.get("name") or "").strip()
     if not name:
-        raise ApiError(400, "experiment display_name is required",
-                       causes=[Cause("display_name", "Required value")])
+        raise ApiError(
+            400,
+            "experiment display_name is required",
+            causes=[Cause("display_name", "Required value")],
+        )
     if await _kfp(request).rows("kfp_experiments", namespace=ns, display_name=name):
         raise ApiError(409, f"an experiment named {name!r} already exists in {ns}")
-    row = {"id": new_id(), "namespace": ns, "display_name": name,
-           "description": body.get("description") or "", "storage_state": "AVAILABLE",
-           "created_at": datetime.now(UTC)}
+    row = {
+        "id": new_id(),
+        "namespace": ns,
+        "display_name": name,
+        "description": body.get("description") or "",
+        "storage_state": "AVAILABLE",
+        "created_at": datetime.now(UTC),
+    }
     await _kfp(request).insert("kfp_experiments", **row)
     return _experiment(row)
 
@@ -120,30 +147,34 @@ async def list_experiments(request: Request, identity: IdentityDep) -> dict[str,
     return _listing([_experiment(r) for r in rows], request, "experiments", "experiment_id")
 
 
-async def _experiment_row(request: Request, identity: Any, exp_id: str,
-                          verb: str) -> dict[str, Any]:
+async def _experiment_row(
+    request: Request, identity: Any, exp_id: str, verb: str
+) -> dict[str, Any]:
     row = await _kfp(request).get("kfp_experiments", exp_id, "experiment")
     authorize(identity, verb, row["namespace"], "experiments")
     return row
 
 
 @router.get("/experiments/{experiment_id}")
-async def read_experiment(request: Request, experiment_id: str,
-                          identity: IdentityDep) -> dict[str, Any]:
+async def read_experiment(
+    request: Request, experiment_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     return _experiment(await _experiment_row(request, identity, experiment_id, "get"))
 
 
 @router.delete("/experiments/{experiment_id}")
-async def delete_experiment(request: Request, experiment_id: str,
-                            identity: IdentityDep) -> dict[str, Any]:
+async def delete_experiment(
+    request: Request, experiment_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     await _experiment_row(request, identity, experiment_id, "delete")
     await _kfp(request).delete("kfp_experiments", experiment_id)
     return {}
 
 
 @router.post("/experiments/{experiment_id}:archive")
-async def archive_experiment(request: Request, experiment_id: str,
-                             identity: IdentityDep) -> dict[str, Any]:
+async def archive_experiment(
+    request: Request, experiment_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     """Archive the experiment, its runs, and disable its recurring runs (as KFP does)."""
     await _experiment_row(request, identity, experiment_id, "update")
     kfp = _kfp(request)
@@ -156,8 +187,9 @@ async def archive_experiment(request: Request, experiment_id: str,
 
 
 @router.post("/experiments/{experiment_id}:unarchive")
-async def unarchive_experiment(request: Request, experiment_id: str,
-                               identity: IdentityDep) -> dict[str, Any]:
+async def unarchive_experiment(
+    request: Request, experiment_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     await _experiment_row(request, identity, experiment_id, "update")
     await _kfp(request).update("kfp_experiments", experiment_id, storage_state="AVAILABLE")
     return {}
@@ -165,16 +197,26 @@ async def unarchive_experiment(request: Request, experiment_id: str,
 
 # ------------------------------------------------------------------ pipelines
 def _pipeline(row: dict[str, Any]) -> dict[str, Any]:
-    return {"pipeline_id": row["id"], "display_name": row["display_name"],
-            "name": row["display_name"], "description": row["description"],
-            "created_at": rfc3339(row["created_at"]), "namespace": row["namespace"]}
+    return {
+        "pipeline_id": row["id"],
+        "display_name": row["display_name"],
+        "name": row["display_name"],
+        "description": row["description"],
+        "created_at": rfc3339(row["created_at"]),
+        "namespace": row["namespace"],
+    }
 
 
 def _version(row: dict[str, Any]) -> dict[str, Any]:
-    return {"pipeline_id": row["pipeline_id"], "pipeline_version_id": row["id"],
-            "display_name": row["display_name"], "name": row["display_name"],
-            "description": row["description"], "created_at": rfc3339(row["created_at"]),
-            "pipeline_spec": row["spec"]}
+    return {
+        "pipeline_id": row["pipeline_id"],
+        "pipeline_version_id": row["id"],
+        "display_name": row["display_name"],
+        "name": row["display_name"],
+        "description": row["description"],
+        "created_at": rfc3339(row["created_at"]),
+        "pipeline_spec": row["spec"],
+    }
 
 
 def parse_package(raw: bytes, filename: str = "") -> dict[str, Any]:
@@ -189,8 +231,9 @@ def parse_package(raw: bytes, filename: str = "") -> dict[str, Any]:
         raise ApiError(400, f"the pipeline package {filename!r} is empty")
     spec = docs[0]
     if not (is_ir(split_package(spec)) or spec.get("kind") == "Workflow"):
-        raise ApiError(400, "the pipeline package is neither KFP IR (kfp.compiler output) nor "
-                            "an Argo Workflow")
+        raise ApiError(
+            400, "the pipeline package is neither KFP IR (kfp.compiler output) nor an Argo Workflow"
+        )
     if len(docs) > 1 and isinstance(docs[1], dict) and is_ir(spec):
         return {"pipeline_spec": spec, "platform_spec": docs[1]}
     return spec
@@ -207,25 +250,41 @@ async def _check_package(request: Request, namespace: str, spec: dict[str, Any])
             return
         raise
     store = context(request).store
-    store._validate(WORKFLOW, {"metadata": {"name": "check"}, "spec": wf_spec},  # noqa: SLF001
-                    namespace)
+    store._validate(
+        WORKFLOW,
+        {"metadata": {"name": "check"}, "spec": wf_spec},  # noqa: SLF001
+        namespace,
+    )
 
 
-async def _create_pipeline(request: Request, ns: str, name: str, description: str
-                           ) -> dict[str, Any]:
+async def _create_pipeline(
+    request: Request, ns: str, name: str, description: str
+) -> dict[str, Any]:
     kfp = _kfp(request)
     if await kfp.rows("kfp_pipelines", namespace=ns, display_name=name):
         raise ApiError(409, f"a pipeline named {name!r} already exists in {ns}")
-    row = {"id": new_id(), "namespace": ns, "display_name": name, "description": description,
-           "created_at": datetime.now(UTC)}
+    row = {
+        "id": new_id(),
+        "namespace": ns,
+        "display_name": name,
+        "description": description,
+        "created_at": datetime.now(UTC),
+    }
     await kfp.insert("kfp_pipelines", **row)
     return row
 
 
-async def _create_version(request: Request, pipeline_id: str, name: str, description: str,
-                          spec: dict[str, Any]) -> dict[str, Any]:
-    row = {"id": new_id(), "pipeline_id": pipeline_id, "display_name": name,
-           "description": description, "spec": spec, "created_at": datetime.now(UTC)}
+async def _create_version(
+    request: Request, pipeline_id: str, name: str, description: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    row = {
+        "id": new_id(),
+        "pipeline_id": pipeline_id,
+        "display_name": name,
+        "description": description,
+        "spec": spec,
+        "created_at": datetime.now(UTC),
+    }
     await _kfp(request).insert("kfp_versions", **row)
     return row
 
@@ -237,8 +296,11 @@ async def create_pipeline(request: Request, identity: IdentityDep) -> dict[str, 
     authorize(identity, "create", ns, "pipelines")
     name = body.get("display_name") or body.get("name")
     if not name:
-        raise ApiError(400, "pipeline display_name is required",
-                       causes=[Cause("display_name", "Required value")])
+        raise ApiError(
+            400,
+            "pipeline display_name is required",
+            causes=[Cause("display_name", "Required value")],
+        )
     return _pipeline(await _create_pipeline(request, ns, name, body.get("description") or ""))
 
 
@@ -251,13 +313,21 @@ async def create_pipeline_and_version(request: Request, identity: IdentityDep) -
     authorize(identity, "create", ns, "pipelines")
     spec = version.get("pipeline_spec")
     if not isinstance(spec, dict):
-        raise ApiError(400, "pipeline_version.pipeline_spec is required",
-                       causes=[Cause("pipeline_version.pipeline_spec", "Required value")])
+        raise ApiError(
+            400,
+            "pipeline_version.pipeline_spec is required",
+            causes=[Cause("pipeline_version.pipeline_spec", "Required value")],
+        )
     await _check_package(request, ns, spec)
     name = pipeline.get("display_name") or pipeline.get("name") or ""
     row = await _create_pipeline(request, ns, name, pipeline.get("description") or "")
-    await _create_version(request, row["id"], version.get("display_name") or name,
-                          version.get("description") or "", spec)
+    await _create_version(
+        request,
+        row["id"],
+        version.get("display_name") or name,
+        version.get("description") or "",
+        spec,
+    )
     return _pipeline(row)
 
 
@@ -265,8 +335,11 @@ async def _upload(request: Request) -> tuple[bytes, str]:
     form = await request.form(max_part_size=MAX_UPLOAD)
     upload = form.get("uploadfile")
     if upload is None or isinstance(upload, str):
-        raise ApiError(400, "the multipart field 'uploadfile' with the pipeline package is "
-                            "required", causes=[Cause("uploadfile", "Required value")])
+        raise ApiError(
+            400,
+            "the multipart field 'uploadfile' with the pipeline package is required",
+            causes=[Cause("uploadfile", "Required value")],
+        )
     return await upload.read(), upload.filename or ""
 
 
@@ -294,8 +367,9 @@ async def upload_pipeline_version(request: Request, identity: IdentityDep) -> di
     spec = parse_package(raw, filename)
     await _check_package(request, pipeline["namespace"], spec)
     name = q.get("display_name") or q.get("name") or filename.rsplit(".", 1)[0]
-    return _version(await _create_version(request, pipeline_id, name,
-                                          q.get("description") or "", spec))
+    return _version(
+        await _create_version(request, pipeline_id, name, q.get("description") or "", spec)
+    )
 
 
 @router.get("/pipelines")
@@ -307,8 +381,9 @@ async def list_pipelines(request: Request, identity: IdentityDep) -> dict[str, A
 
 
 @router.get("/pipelines/names/{name}")
-async def read_pipeline_by_name(request: Request, name: str,
-                                identity: IdentityDep) -> dict[str, Any]:
+async def read_pipeline_by_name(
+    request: Request, name: str, identity: IdentityDep
+) -> dict[str, Any]:
     ns = _namespace(request, identity)
     authorize(identity, "get", ns, "pipelines")
     rows = await _kfp(request).rows("kfp_pipelines", namespace=ns, display_name=name)
@@ -318,23 +393,28 @@ async def read_pipeline_by_name(request: Request, name: str,
 
 
 @router.get("/pipelines/{pipeline_id}")
-async def read_pipeline(request: Request, pipeline_id: str,
-                        identity: IdentityDep) -> dict[str, Any]:
+async def read_pipeline(
+    request: Request, pipeline_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     row = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
     authorize(identity, "get", row["namespace"], "pipelines")
     return _pipeline(row)
 
 
 @router.delete("/pipelines/{pipeline_id}")
-async def delete_pipeline(request: Request, pipeline_id: str,
-                          identity: IdentityDep) -> dict[str, Any]:
+async def delete_pipeline(
+    request: Request, pipeline_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     kfp = _kfp(request)
     row = await kfp.get("kfp_pipelines", pipeline_id, "pipeline")
     authorize(identity, "delete", row["namespace"], "pipelines")
     versions = await kfp.rows("kfp_versions", pipeline_id=pipeline_id)
     if versions and request.query_params.get("cascade") not in ("true", "1"):
-        raise ApiError(412, f"pipeline {pipeline_id} still has {len(versions)} version(s); "
-                            "delete them first or pass cascade=true")
+        raise ApiError(
+            412,
+            f"pipeline {pipeline_id} still has {len(versions)} version(s); "
+            "delete them first or pass cascade=true",
+        )
     for version in versions:
         await kfp.delete("kfp_versions", version["id"])
     await kfp.delete("kfp_pipelines", pipeline_id)
@@ -342,34 +422,42 @@ async def delete_pipeline(request: Request, pipeline_id: str,
 
 
 @router.post("/pipelines/{pipeline_id}/versions")
-async def create_pipeline_version(request: Request, pipeline_id: str,
-                                  identity: IdentityDep) -> dict[str, Any]:
+async def create_pipeline_version(
+    request: Request, pipeline_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
     authorize(identity, "create", pipeline["namespace"], "pipelines")
     body = await _json(request)
     spec = body.get("pipeline_spec")
     if not isinstance(spec, dict):
-        raise ApiError(400, "pipeline_spec is required (package_url is not supported)",
-                       causes=[Cause("pipeline_spec", "Required value")])
+        raise ApiError(
+            400,
+            "pipeline_spec is required (package_url is not supported)",
+            causes=[Cause("pipeline_spec", "Required value")],
+        )
     await _check_package(request, pipeline["namespace"], spec)
     name = body.get("display_name") or body.get("name") or pipeline["display_name"]
-    return _version(await _create_version(request, pipeline_id, name,
-                                          body.get("description") or "", spec))
+    return _version(
+        await _create_version(request, pipeline_id, name, body.get("description") or "", spec)
+    )
 
 
 @router.get("/pipelines/{pipeline_id}/versions")
-async def list_pipeline_versions(request: Request, pipeline_id: str,
-                                 identity: IdentityDep) -> dict[str, Any]:
+async def list_pipeline_versions(
+    request: Request, pipeline_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
     authorize(identity, "list", pipeline["namespace"], "pipelines")
     rows = await _kfp(request).rows("kfp_versions", pipeline_id=pipeline_id)
-    return _listing([_version(r) for r in rows], request, "pipeline_versions",
-                    "pipeline_version_id")
+    return _listing(
+        [_version(r) for r in rows], request, "pipeline_versions", "pipeline_version_id"
+    )
 
 
 @router.get("/pipelines/{pipeline_id}/versions/{version_id}")
-async def read_pipeline_version(request: Request, pipeline_id: str, version_id: str,
-                                identity: IdentityDep) -> dict[str, Any]:
+async def read_pipeline_version(
+    request: Request, pipeline_id: str, version_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
     authorize(identity, "get", pipeline["namespace"], "pipelines")
     row = await _kfp(request).get("kfp_versions", version_id, "pipeline version")
@@ -379,8 +467,9 @@ async def read_pipeline_version(request: Request, pipeline_id: str, version_id: 
 
 
 @router.delete("/pipelines/{pipeline_id}/versions/{version_id}")
-async def delete_pipeline_version(request: Request, pipeline_id: str, version_id: str,
-                                  identity: IdentityDep) -> dict[str, Any]:
+async def delete_pipeline_version(
+    request: Request, pipeline_id: str, version_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
     authorize(identity, "delete", pipeline["namespace"], "pipelines")
     await _kfp(request).delete("kfp_versions", version_id)
@@ -460,8 +549,9 @@ async def terminate_run(request: Request, run_id: str, identity: IdentityDep) ->
     row = await _run_row(request, identity, run_id, "update")
     wf = await _runs(request).workflow(row)
     if wf is not None and run_state(wf, row["state"]) not in FINAL_STATES:
-        await context(request).store.patch(WORKFLOW, row["namespace"], row["workflow"],
-                                           {"spec": {"shutdown": "Terminate"}})
+        await context(request).store.patch(
+            WORKFLOW, row["namespace"], row["workflow"], {"spec": {"shutdown": "Terminate"}}
+        )
     return {}
 
 
@@ -472,9 +562,15 @@ async def retry_run(request: Request, run_id: str, identity: IdentityDep) -> dic
     if wf is None or run_state(wf, row["state"]) not in ("FAILED", "CANCELED"):
         raise ApiError(412, f"run {run_id} is not failed; only failed runs can be retried")
     generation = int((wf["metadata"].get("annotations") or {}).get(RETRY_ANNOTATION) or 0) + 1
-    await context(request).store.patch(WORKFLOW, row["namespace"], row["workflow"], {
-        "spec": {"shutdown": None},
-        "metadata": {"annotations": {RETRY_ANNOTATION: str(generation)}}})
+    await context(request).store.patch(
+        WORKFLOW,
+        row["namespace"],
+        row["workflow"],
+        {
+            "spec": {"shutdown": None},
+            "metadata": {"annotations": {RETRY_ANNOTATION: str(generation)}},
+        },
+    )
     await _kfp(request).update("kfp_runs", run_id, state="RUNNING", finished_at=None)
     return {}
 
@@ -494,15 +590,22 @@ async def unarchive_run(request: Request, run_id: str, identity: IdentityDep) ->
 
 
 @router.get("/runs/{run_id}/nodes/{node_id}/artifacts/{artifact_name}:read")
-async def read_run_artifact(request: Request, run_id: str, node_id: str, artifact_name: str,
-                            identity: IdentityDep) -> dict[str, Any]:
+async def read_run_artifact(
+    request: Request, run_id: str, node_id: str, artifact_name: str, identity: IdentityDep
+) -> dict[str, Any]:
     row = await _run_row(request, identity, run_id, "get")
     wf = await _runs(request).workflow(row)
     node = ((wf or {}).get("status") or {}).get("nodes", {}).get(node_id)
     if node is None:
         raise ApiError(404, f"node {node_id} not found in run {run_id}")
-    art = next((a for a in (node.get("outputs") or {}).get("artifacts") or []
-                if a.get("name") == artifact_name), None)
+    art = next(
+        (
+            a
+            for a in (node.get("outputs") or {}).get("artifacts") or []
+            if a.get("name") == artifact_name
+        ),
+        None,
+    )
     if art is None or not (art.get("shipyard") or {}).get("key"):
         raise ApiError(404, f"artifact {artifact_name} not found on node {node_id}")
     try:
@@ -515,15 +618,22 @@ async def read_run_artifact(request: Request, run_id: str, node_id: str, artifac
 # ------------------------------------------------------------- recurring runs
 def _recurring(row: dict[str, Any]) -> dict[str, Any]:
     body = dict(row["body"])
-    out = {"recurring_run_id": row["id"], "display_name": row["display_name"],
-           "experiment_id": row["experiment_id"], "namespace": row["namespace"],
-           "status": row["status"], "mode": "ENABLE" if row["status"] == "ENABLED" else "DISABLE",
-           "created_at": rfc3339(row["created_at"]), "updated_at": rfc3339(row["created_at"]),
-           "max_concurrency": str(body.get("max_concurrency") or 1),
-           "no_catchup": bool(body.get("no_catchup")), "trigger": body.get("trigger") or {},
-           "description": body.get("description") or "",
-           "runtime_config": body.get("runtime_config") or {},
-           "service_account": body.get("service_account") or ""}
+    out = {
+        "recurring_run_id": row["id"],
+        "display_name": row["display_name"],
+        "experiment_id": row["experiment_id"],
+        "namespace": row["namespace"],
+        "status": row["status"],
+        "mode": "ENABLE" if row["status"] == "ENABLED" else "DISABLE",
+        "created_at": rfc3339(row["created_at"]),
+        "updated_at": rfc3339(row["created_at"]),
+        "max_concurrency": str(body.get("max_concurrency") or 1),
+        "no_catchup": bool(body.get("no_catchup")),
+        "trigger": body.get("trigger") or {},
+        "description": body.get("description") or "",
+        "runtime_config": body.get("runtime_config") or {},
+        "service_account": body.get("service_account") or "",
+    }
     for key in ("pipeline_spec", "pipeline_version_reference"):
         if body.get(key):
             out[key] = body[key]
@@ -534,23 +644,29 @@ def check_trigger(trigger: dict[str, Any]) -> None:
     cron = (trigger or {}).get("cron_schedule") or (trigger or {}).get("cronSchedule")
     periodic = (trigger or {}).get("periodic_schedule") or (trigger or {}).get("periodicSchedule")
     if bool(cron) == bool(periodic):
-        raise ApiError(400, "trigger needs exactly one of cron_schedule or periodic_schedule",
-                       causes=[Cause("trigger", "exactly one of cron_schedule, "
-                                                "periodic_schedule")])
+        raise ApiError(
+            400,
+            "trigger needs exactly one of cron_schedule or periodic_schedule",
+            causes=[Cause("trigger", "exactly one of cron_schedule, periodic_schedule")],
+        )
     if cron:
         try:
-            parse_schedule(cron.get("cron") or "", with_seconds=True).next_fire(
-                datetime.now(UTC))
+            parse_schedule(cron.get("cron") or "", with_seconds=True).next_fire(datetime.now(UTC))
         except ValueError as exc:
-            raise ApiError(400, f"invalid cron {cron.get('cron')!r}: {exc}",
-                           causes=[Cause("trigger.cron_schedule.cron", str(exc))]) from None
+            raise ApiError(
+                400,
+                f"invalid cron {cron.get('cron')!r}: {exc}",
+                causes=[Cause("trigger.cron_schedule.cron", str(exc))],
+            ) from None
     else:
         periodic = periodic or {}
         interval = periodic.get("interval_second") or periodic.get("intervalSecond")
         if not str(interval or "").isdigit() or int(str(interval)) <= 0:
-            raise ApiError(400, "periodic_schedule.interval_second must be a positive integer",
-                           causes=[Cause("trigger.periodic_schedule.interval_second",
-                                         "must be > 0")])
+            raise ApiError(
+                400,
+                "periodic_schedule.interval_second must be a positive integer",
+                causes=[Cause("trigger.periodic_schedule.interval_second", "must be > 0")],
+            )
 
 
 @router.post("/recurringruns")
@@ -558,26 +674,47 @@ async def create_recurring_run(request: Request, identity: IdentityDep) -> dict[
     body = await _json(request)
     ns = _namespace(request, identity, body.get("namespace"))
     if body.get("experiment_id"):
-        ns = (await _kfp(request).get("kfp_experiments", body["experiment_id"],
-                                      "experiment"))["namespace"]
+        ns = (await _kfp(request).get("kfp_experiments", body["experiment_id"], "experiment"))[
+            "namespace"
+        ]
     authorize(identity, "create", ns, "recurringruns")
     check_trigger(body.get("trigger") or {})
     concurrency = int(body.get("max_concurrency") or 1)
     if not 1 <= concurrency <= 10:
-        raise ApiError(400, "max_concurrency must be between 1 and 10",
-                       causes=[Cause("max_concurrency", "must be 1-10")])
+        raise ApiError(
+            400,
+            "max_concurrency must be between 1 and 10",
+            causes=[Cause("max_concurrency", "must be 1-10")],
+        )
     package = await _runs(request).package_for(body)
     await _check_package(request, ns, package)
     experiment_id = body.get("experiment_id") or await _runs(request).default_experiment(ns)
-    stored = {k: body[k] for k in ("pipeline_spec", "pipeline_version_reference",
-                                    "runtime_config", "service_account", "trigger",
-                                    "no_catchup", "description") if body.get(k) is not None}
+    stored = {
+        k: body[k]
+        for k in (
+            "pipeline_spec",
+            "pipeline_version_reference",
+            "runtime_config",
+            "service_account",
+            "trigger",
+            "no_catchup",
+            "description",
+        )
+        if body.get(k) is not None
+    }
     stored["max_concurrency"] = concurrency
     mode = body.get("mode") or "ENABLE"
-    row = {"id": new_id(), "namespace": ns, "experiment_id": experiment_id,
-           "display_name": body.get("display_name") or "recurring-run",
-           "status": "DISABLED" if mode == "DISABLE" else "ENABLED", "body": stored,
-           "last_fire": None, "fires": 0, "created_at": datetime.now(UTC)}
+    row = {
+        "id": new_id(),
+        "namespace": ns,
+        "experiment_id": experiment_id,
+        "display_name": body.get("display_name") or "recurring-run",
+        "status": "DISABLED" if mode == "DISABLE" else "ENABLED",
+        "body": stored,
+        "last_fire": None,
+        "fires": 0,
+        "created_at": datetime.now(UTC),
+    }
     await _kfp(request).insert("kfp_recurring_runs", **row)
     return _recurring(row)
 
@@ -587,8 +724,9 @@ async def list_recurring_runs(request: Request, identity: IdentityDep) -> dict[s
     q = request.query_params
     ns = _namespace(request, identity)
     authorize(identity, "list", ns, "recurringruns")
-    rows = await _kfp(request).rows("kfp_recurring_runs", namespace=ns,
-                                    experiment_id=q.get("experiment_id") or None)
+    rows = await _kfp(request).rows(
+        "kfp_recurring_runs", namespace=ns, experiment_id=q.get("experiment_id") or None
+    )
     out = _listing([_recurring(r) for r in rows], request, "recurringRuns", "recurring_run_id")
     return out
 
@@ -600,30 +738,34 @@ async def _recurring_row(request: Request, identity: Any, rid: str, verb: str) -
 
 
 @router.get("/recurringruns/{recurring_run_id}")
-async def read_recurring_run(request: Request, recurring_run_id: str,
-                             identity: IdentityDep) -> dict[str, Any]:
+async def read_recurring_run(
+    request: Request, recurring_run_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     return _recurring(await _recurring_row(request, identity, recurring_run_id, "get"))
 
 
 @router.delete("/recurringruns/{recurring_run_id}")
-async def delete_recurring_run(request: Request, recurring_run_id: str,
-                               identity: IdentityDep) -> dict[str, Any]:
+async def delete_recurring_run(
+    request: Request, recurring_run_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     await _recurring_row(request, identity, recurring_run_id, "delete")
     await _kfp(request).delete("kfp_recurring_runs", recurring_run_id)
     return {}
 
 
 @router.post("/recurringruns/{recurring_run_id}:enable")
-async def enable_recurring_run(request: Request, recurring_run_id: str,
-                               identity: IdentityDep) -> dict[str, Any]:
+async def enable_recurring_run(
+    request: Request, recurring_run_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     await _recurring_row(request, identity, recurring_run_id, "update")
     await _kfp(request).update("kfp_recurring_runs", recurring_run_id, status="ENABLED")
     return {}
 
 
 @router.post("/recurringruns/{recurring_run_id}:disable")
-async def disable_recurring_run(request: Request, recurring_run_id: str,
-                                identity: IdentityDep) -> dict[str, Any]:
+async def disable_recurring_run(
+    request: Request, recurring_run_id: str, identity: IdentityDep
+) -> dict[str, Any]:
     await _recurring_row(request, identity, recurring_run_id, "update")
     await _kfp(request).update("kfp_recurring_runs", recurring_run_id, status="DISABLED")
     return {}

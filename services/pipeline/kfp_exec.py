@@ -46,8 +46,9 @@ def skip_pip_preamble(argv: list[str]) -> list[str]:
     return argv
 
 
-def executor_input(node: dict[str, Any], kfp: dict[str, Any], mount: str,
-                   artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def executor_input(
+    node: dict[str, Any], kfp: dict[str, Any], mount: str, artifacts: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     comp = kfp["component"]
     in_defs = comp.get("inputDefinitions") or {}
     out_defs = comp.get("outputDefinitions") or {}
@@ -57,46 +58,71 @@ def executor_input(node: dict[str, Any], kfp: dict[str, Any], mount: str,
     for name, definition in (in_defs.get("parameters") or {}).items():
         if name not in values:
             continue
-        if values[name] == "" and definition.get("isOptional") and \
-                "defaultValue" not in definition and definition.get("parameterType") != "STRING":
+        if (
+            values[name] == ""
+            and definition.get("isOptional")
+            and "defaultValue" not in definition
+            and definition.get("parameterType") != "STRING"
+        ):
             continue
         params[name] = decode(values[name], definition.get("parameterType"))
         if name in collected and isinstance(params[name], list):
             # A loop's outputs, aggregated by the engine as strings: type each element.
-            params[name] = [decode(v, collected[name]) if isinstance(v, str) else v
-                            for v in params[name]]
+            params[name] = [
+                decode(v, collected[name]) if isinstance(v, str) else v for v in params[name]
+            ]
     in_arts = {}
     for name, definition in (in_defs.get("artifacts") or {}).items():
         art = artifacts.get(name)
         if art is None:
             continue
-        in_arts[name] = {"artifacts": [{
-            "name": art.get("kfp", {}).get("name", name),
-            "type": definition.get("artifactType") or {},
-            "uri": f"{mount}/inputs/{name}",
-            "metadata": art.get("kfp", {}).get("metadata") or {}}]}
+        in_arts[name] = {
+            "artifacts": [
+                {
+                    "name": art.get("kfp", {}).get("name", name),
+                    "type": definition.get("artifactType") or {},
+                    "uri": f"{mount}/inputs/{name}",
+                    "metadata": art.get("kfp", {}).get("metadata") or {},
+                }
+            ]
+        }
     return {
         "inputs": {"parameterValues": params, "artifacts": in_arts},
         "outputs": {
-            "parameters": {name: {"outputFile": f"{mount}/params/{name}"}
-                           for name in out_defs.get("parameters") or {}},
-            "artifacts": {name: {"artifacts": [{
-                "name": name, "type": d.get("artifactType") or {},
-                "uri": f"{mount}/outputs/{name}", "metadata": {}}]}
-                for name, d in (out_defs.get("artifacts") or {}).items()},
+            "parameters": {
+                name: {"outputFile": f"{mount}/params/{name}"}
+                for name in out_defs.get("parameters") or {}
+            },
+            "artifacts": {
+                name: {
+                    "artifacts": [
+                        {
+                            "name": name,
+                            "type": d.get("artifactType") or {},
+                            "uri": f"{mount}/outputs/{name}",
+                            "metadata": {},
+                        }
+                    ]
+                }
+                for name, d in (out_defs.get("artifacts") or {}).items()
+            },
             "outputFile": f"{mount}/executor_output.json",
         },
     }
 
 
-def substitute_placeholders(text: str, ex: dict[str, Any], wf_name: str, task: str,
-                            node_id: str) -> str:
+def substitute_placeholders(
+    text: str, ex: dict[str, Any], wf_name: str, task: str, node_id: str
+) -> str:
     def repl(m: re.Match[str]) -> str:
         expr = m.group(1)
         if expr is None:
             return json.dumps(ex)
-        found = re.fullmatch(r"(inputs|outputs)\.(parameters|artifacts)\['([^']+)'\]"
-                             r"(?:\.(\w+))?", expr)
+        found = re.fullmatch(
+            r"(inputs|outputs)\.(parameters|artifacts)\['([^']+)'\]"
+            r"(?:\.(\w+))?",
+            expr,
+        )
         if found:
             side, kind, name, attr = found.groups()
             if kind == "parameters" and side == "inputs":
@@ -109,16 +135,26 @@ def substitute_placeholders(text: str, ex: dict[str, Any], wf_name: str, task: s
             if attr in ("path", "uri", None):
                 return str(art.get("uri", ""))
             return str(art.get(attr, ""))
-        simple = {"pipeline_job_name": wf_name, "pipeline_task_name": task,
-                  "pipeline_job_uuid": wf_name, "pipeline_task_uuid": node_id,
-                  "pipeline_root": ""}
+        simple = {
+            "pipeline_job_name": wf_name,
+            "pipeline_task_name": task,
+            "pipeline_job_uuid": wf_name,
+            "pipeline_task_uuid": node_id,
+            "pipeline_root": "",
+        }
         return simple.get(expr, m.group(0))
 
     return _PLACEHOLDER.sub(repl, text)
 
 
-async def prepare(runner: Any, wf: dict[str, Any], node: dict[str, Any], tmpl: dict[str, Any],
-                  host_dir: Path, mount: str) -> tuple[list[str], list[dict[str, str]], str | None]:
+async def prepare(
+    runner: Any,
+    wf: dict[str, Any],
+    node: dict[str, Any],
+    tmpl: dict[str, Any],
+    host_dir: Path,
+    mount: str,
+) -> tuple[list[str], list[dict[str, str]], str | None]:
     """Stage inputs in the step directory; return (argv, env, image) for the workload."""
     kfp = tmpl["plugin"]["kfp"]
     artifacts = {a["name"]: a for a in (node.get("inputs") or {}).get("artifacts") or []}
@@ -131,18 +167,25 @@ async def prepare(runner: Any, wf: dict[str, Any], node: dict[str, Any], tmpl: d
     ex = executor_input(node, kfp, mount, artifacts)
     (host_dir / "kfp.json").write_text(json.dumps(ex))
     container = kfp["container"]
-    argv = [substitute_placeholders(str(a), ex, wf["metadata"]["name"], kfp["taskName"],
-                                    node["id"])
-            for a in [*(container.get("command") or []), *(container.get("args") or [])]]
-    env = [{"name": e["name"], "value": str(e.get("value", ""))}
-           for e in container.get("env") or [] if "name" in e]
-    env += [{"name": "PIP_NO_INDEX", "value": "1"},
-            {"name": "PIP_DISABLE_PIP_VERSION_CHECK", "value": "1"}]
+    argv = [
+        substitute_placeholders(str(a), ex, wf["metadata"]["name"], kfp["taskName"], node["id"])
+        for a in [*(container.get("command") or []), *(container.get("args") or [])]
+    ]
+    env = [
+        {"name": e["name"], "value": str(e.get("value", ""))}
+        for e in container.get("env") or []
+        if "name" in e
+    ]
+    env += [
+        {"name": "PIP_NO_INDEX", "value": "1"},
+        {"name": "PIP_DISABLE_PIP_VERSION_CHECK", "value": "1"},
+    ]
     return skip_pip_preamble(argv), env, container.get("image")
 
 
-async def collect(runner: Any, wf: dict[str, Any], node: dict[str, Any], host_dir: Path,
-                  result: PodResult) -> None:
+async def collect(
+    runner: Any, wf: dict[str, Any], node: dict[str, Any], host_dir: Path, result: PodResult
+) -> None:
     """Fold executor_output.json (and plain output files) into the step's result."""
     ex = json.loads((host_dir / "kfp.json").read_text())
     out_file = host_dir / "executor_output.json"
@@ -166,9 +209,13 @@ async def collect(runner: Any, wf: dict[str, Any], node: dict[str, Any], host_di
         key = f"{ns}/{uid}/{node['id']}/{name}"
         await asyncio.to_thread(runner.artifacts.put, key, source)
         meta = ((produced.get(name) or {}).get("artifacts") or [{}])[0].get("metadata") or {}
-        result.artifacts.append({
-            "name": name, "shipyard": {"key": key},
-            "kfp": {"name": name, "type": spec["artifacts"][0]["type"], "metadata": meta}})
+        result.artifacts.append(
+            {
+                "name": name,
+                "shipyard": {"key": key},
+                "kfp": {"name": name, "type": spec["artifacts"][0]["type"], "metadata": meta},
+            }
+        )
     missing = [n for n in ex["outputs"]["parameters"] if n not in values]
     if result.phase == "Succeeded" and missing:
         result.phase = "Error"

@@ -63,7 +63,8 @@ def decode(value: str, parameter_type: str | None) -> Any:
 
 _CEL_OPERAND = re.compile(
     r"(?:int|double|string|bool)\(\s*inputs\.parameter_values\[\s*'([^']+)'\s*\]\s*\)"
-    r"|inputs\.parameter_values\[\s*'([^']+)'\s*\]")
+    r"|inputs\.parameter_values\[\s*'([^']+)'\s*\]"
+)
 _MAX_DEPTH = 20  # nested DAG components; the compiler never nests this deep in practice
 
 
@@ -115,8 +116,9 @@ class _IrCompiler:
         return name
 
     # ------------------------------------------------------------------- DAGs
-    def dag_tasks(self, dag: dict[str, Any], path: str, scope: str,
-                  depth: int) -> list[dict[str, Any]]:
+    def dag_tasks(
+        self, dag: dict[str, Any], path: str, scope: str, depth: int
+    ) -> list[dict[str, Any]]:
         """The Argo tasks of one IR DAG; ``scope`` is how its inputs are referenced
         (``workflow.parameters`` at the root, ``inputs.parameters`` inside a component)."""
         tasks: list[dict[str, Any]] = []
@@ -138,8 +140,9 @@ class _IrCompiler:
             outputs = ((comp.get("dag") or {}).get("outputs") or {}).get("parameters") or {}
             for key, spec in outputs.items():
                 source = spec.get("valueFromParameter") or {}
-                inner = self.output_type(comp, source.get("producerSubtask", ""),
-                                         source.get("outputParameterKey", ""))
+                inner = self.output_type(
+                    comp, source.get("producerSubtask", ""), source.get("outputParameterKey", "")
+                )
                 if inner:
                     out[(tname, key)] = inner
         return out
@@ -150,37 +153,49 @@ class _IrCompiler:
         defs = (producer.get("outputDefinitions") or {}).get("parameters") or {}
         return (defs.get(key) or {}).get("parameterType")
 
-    def task(self, tname: str, task: dict[str, Any], path: str, scope: str, depth: int,
-             element_types: dict[tuple[str, str], str]) -> dict[str, Any] | None:
+    def task(
+        self,
+        tname: str,
+        task: dict[str, Any],
+        path: str,
+        scope: str,
+        depth: int,
+        element_types: dict[tuple[str, str], str],
+    ) -> dict[str, Any] | None:
         if task.get("artifactIterator"):
             self.causes.append(Cause(f"{path}.artifactIterator", "not supported yet"))
             return None
         strategy = (task.get("triggerPolicy") or {}).get("strategy")
         if strategy not in (None, "", "ALL_UPSTREAM_TASKS_SUCCEEDED"):
-            self.causes.append(Cause(f"{path}.triggerPolicy.strategy",
-                                     f"{strategy!r} is not supported yet"))
+            self.causes.append(
+                Cause(f"{path}.triggerPolicy.strategy", f"{strategy!r} is not supported yet")
+            )
         comp_name = (task.get("componentRef") or {}).get("name", "")
         comp = self.components.get(comp_name)
         if comp is None:
-            self.causes.append(Cause(f"{path}.componentRef.name",
-                                     f"component {comp_name!r} not found"))
+            self.causes.append(
+                Cause(f"{path}.componentRef.name", f"component {comp_name!r} not found")
+            )
             return None
         collected: dict[str, str] = {}
         args, arts = _task_arguments(task, path, self.causes, scope, element_types, collected)
         template: str | None
         if comp.get("dag"):
             if depth >= _MAX_DEPTH:
-                self.causes.append(Cause(f"{path}.componentRef", "DAG components nested too "
-                                                                 "deeply"))
+                self.causes.append(
+                    Cause(f"{path}.componentRef", "DAG components nested too deeply")
+                )
                 return None
-            template = self.dag_template(comp_name, comp, f"pipeline_spec.components."
-                                         f"{comp_name}.dag", depth + 1)
+            template = self.dag_template(
+                comp_name, comp, f"pipeline_spec.components.{comp_name}.dag", depth + 1
+            )
             if task.get("parameterIterator"):
                 template = self.loop_template(tname, task, comp, template, path, args)
         else:
             if task.get("parameterIterator"):
-                self.causes.append(Cause(f"{path}.parameterIterator",
-                                         "only DAG components iterate"))
+                self.causes.append(
+                    Cause(f"{path}.parameterIterator", "only DAG components iterate")
+                )
                 return None
             template = self.leaf_template(tname, task, comp, path, scope, collected)
         if template is None:
@@ -193,27 +208,31 @@ class _IrCompiler:
         if condition:
             try:
                 dag_task["when"] = condition_to_when(
-                    condition, {a["name"]: a["value"] for a in args})
+                    condition, {a["name"]: a["value"] for a in args}
+                )
             except ValueError as exc:
                 self.causes.append(Cause(f"{path}.triggerPolicy.condition", str(exc)))
         if args or arts:
-            dag_task["arguments"] = {k: v for k, v in
-                                     (("parameters", args), ("artifacts", arts)) if v}
+            dag_task["arguments"] = {
+                k: v for k, v in (("parameters", args), ("artifacts", arts)) if v
+            }
         return dag_task
 
-    def dag_template(self, comp_name: str, comp: dict[str, Any], path: str,
-                     depth: int) -> str:
+    def dag_template(self, comp_name: str, comp: dict[str, Any], path: str, depth: int) -> str:
         if comp_name in self.dag_templates:
             return self.dag_templates[comp_name]
-        name = self.unique("dag-" + re.sub(r"[^a-z0-9-]", "-", comp_name.lower()
-                                           .removeprefix("comp-")))
+        name = self.unique(
+            "dag-" + re.sub(r"[^a-z0-9-]", "-", comp_name.lower().removeprefix("comp-"))
+        )
         self.dag_templates[comp_name] = name
         dag = comp["dag"]
         in_defs = comp.get("inputDefinitions") or {}
         template: dict[str, Any] = {
             "name": name,
-            "inputs": {"parameters": [{"name": p} for p in in_defs.get("parameters") or {}],
-                       "artifacts": [{"name": a} for a in in_defs.get("artifacts") or {}]},
+            "inputs": {
+                "parameters": [{"name": p} for p in in_defs.get("parameters") or {}],
+                "artifacts": [{"name": a} for a in in_defs.get("artifacts") or {}],
+            },
             "dag": {"tasks": []},
         }
         self.templates.append(template)
@@ -223,30 +242,58 @@ class _IrCompiler:
         for key, spec in (outs.get("parameters") or {}).items():
             source = spec.get("valueFromParameter")
             if not source:
-                self.causes.append(Cause(f"{path}.outputs.parameters.{key}",
-                                         f"unsupported output kind {next(iter(spec), '?')!r}"))
+                self.causes.append(
+                    Cause(
+                        f"{path}.outputs.parameters.{key}",
+                        f"unsupported output kind {next(iter(spec), '?')!r}",
+                    )
+                )
                 continue
-            params.append({"name": key, "valueFrom": {"parameter": (
-                f"{{{{tasks.{source['producerSubtask']}.outputs.parameters."
-                f"{source['outputParameterKey']}}}}}")}})
+            params.append(
+                {
+                    "name": key,
+                    "valueFrom": {
+                        "parameter": (
+                            f"{{{{tasks.{source['producerSubtask']}.outputs.parameters."
+                            f"{source['outputParameterKey']}}}}}"
+                        )
+                    },
+                }
+            )
         arts = []
         for key, spec in (outs.get("artifacts") or {}).items():
             selectors = spec.get("artifactSelectors") or []
             if len(selectors) != 1:
-                self.causes.append(Cause(f"{path}.outputs.artifacts.{key}",
-                                         "exactly one artifact selector is supported"))
+                self.causes.append(
+                    Cause(
+                        f"{path}.outputs.artifacts.{key}",
+                        "exactly one artifact selector is supported",
+                    )
+                )
                 continue
             sel = selectors[0]
-            arts.append({"name": key, "from": f"{{{{tasks.{sel['producerSubtask']}.outputs."
-                                              f"artifacts.{sel['outputArtifactKey']}}}}}"})
+            arts.append(
+                {
+                    "name": key,
+                    "from": f"{{{{tasks.{sel['producerSubtask']}.outputs."
+                    f"artifacts.{sel['outputArtifactKey']}}}}}",
+                }
+            )
         template["inputs"] = {k: v for k, v in template["inputs"].items() if v}
         outputs = {k: v for k, v in (("parameters", params), ("artifacts", arts)) if v}
         if outputs:
             template["outputs"] = outputs
         return name
 
-    def loop_template(self, tname: str, task: dict[str, Any], comp: dict[str, Any], body: str,
-                      path: str, args: list[dict[str, Any]]) -> str | None:
+    def loop_template(
+        self,
+        tname: str,
+        task: dict[str, Any],
+        comp: dict[str, Any],
+        body: str,
+        path: str,
+        args: list[dict[str, Any]],
+    ) -> str | None:
         """``dsl.ParallelFor``: a dag holding one looping task over the body component."""
         iterator = task["parameterIterator"]
         item_input = iterator.get("itemInput", "")
@@ -258,25 +305,32 @@ class _IrCompiler:
             except ValueError:
                 raw = None
             if not isinstance(raw, list):
-                self.causes.append(Cause(f"{path}.parameterIterator.items.raw",
-                                         "must be a JSON list"))
+                self.causes.append(
+                    Cause(f"{path}.parameterIterator.items.raw", "must be a JSON list")
+                )
                 return None
             loop["withItems"] = raw
         elif "inputParameter" in items:
             if not any(a["name"] == items["inputParameter"] for a in args):
-                self.causes.append(Cause(f"{path}.parameterIterator.items.inputParameter",
-                                         f"{items['inputParameter']!r} is not an input of "
-                                         "the task"))
+                self.causes.append(
+                    Cause(
+                        f"{path}.parameterIterator.items.inputParameter",
+                        f"{items['inputParameter']!r} is not an input of the task",
+                    )
+                )
                 return None
             loop["withParam"] = f"{{{{inputs.parameters.{items['inputParameter']}}}}}"
         else:
-            self.causes.append(Cause(f"{path}.parameterIterator.items",
-                                     "needs raw or inputParameter"))
+            self.causes.append(
+                Cause(f"{path}.parameterIterator.items", "needs raw or inputParameter")
+            )
             return None
         body_inputs = (comp.get("inputDefinitions") or {}).get("parameters") or {}
-        loop_params = [{"name": p, "value": f"{{{{inputs.parameters.{p}}}}}"}
-                       for p in body_inputs if p != item_input and any(
-                           a["name"] == p for a in args)]
+        loop_params = [
+            {"name": p, "value": f"{{{{inputs.parameters.{p}}}}}"}
+            for p in body_inputs
+            if p != item_input and any(a["name"] == p for a in args)
+        ]
         loop_params.append({"name": item_input, "value": "{{item}}"})
         loop["arguments"] = {"parameters": loop_params}
         comp_outs = ((comp.get("dag") or {}).get("outputs") or {}).get("parameters") or {}
@@ -290,59 +344,96 @@ class _IrCompiler:
         if limit > 0:
             template["parallelism"] = limit
         if comp_outs:
-            template["outputs"] = {"parameters": [
-                {"name": key, "valueFrom": {
-                    "parameter": f"{{{{tasks.iteration.outputs.parameters.{key}}}}}"}}
-                for key in comp_outs]}
+            template["outputs"] = {
+                "parameters": [
+                    {
+                        "name": key,
+                        "valueFrom": {
+                            "parameter": f"{{{{tasks.iteration.outputs.parameters.{key}}}}}"
+                        },
+                    }
+                    for key in comp_outs
+                ]
+            }
         self.templates.append(template)
         return template["name"]
 
-    def leaf_template(self, tname: str, task: dict[str, Any], comp: dict[str, Any], path: str,
-                      scope: str, collected: dict[str, str]) -> str | None:
+    def leaf_template(
+        self,
+        tname: str,
+        task: dict[str, Any],
+        comp: dict[str, Any],
+        path: str,
+        scope: str,
+        collected: dict[str, str],
+    ) -> str | None:
         executor = self.executors.get(comp.get("executorLabel", ""), {})
         if "container" not in executor:
             kind = next(iter(executor), "missing")
-            self.causes.append(Cause(f"pipeline_spec.deploymentSpec.executors."
-                                     f"{comp.get('executorLabel')}",
-                                     f"executor kind {kind!r} is not supported (container "
-                                     "only)"))
+            self.causes.append(
+                Cause(
+                    f"pipeline_spec.deploymentSpec.executors.{comp.get('executorLabel')}",
+                    f"executor kind {kind!r} is not supported (container only)",
+                )
+            )
             return None
         in_defs = comp.get("inputDefinitions") or {}
         out_defs = comp.get("outputDefinitions") or {}
-        base = _name(tname) if scope == "workflow.parameters" else _name(
-            f"{path.split('.components.')[-1].split('.')[0].removeprefix('comp-')}-{tname}")
+        base = (
+            _name(tname)
+            if scope == "workflow.parameters"
+            else _name(
+                f"{path.split('.components.')[-1].split('.')[0].removeprefix('comp-')}-{tname}"
+            )
+        )
         template: dict[str, Any] = {
             "name": self.unique(base),
             "inputs": {
                 "parameters": [
-                    {"name": p, **({"default": encode(d["defaultValue"])}
-                                   if "defaultValue" in d else
-                                   {"default": ""} if d.get("isOptional") else {})}
-                    for p, d in (in_defs.get("parameters") or {}).items()],
-                "artifacts": [{"name": a, **({"optional": True} if d.get("isOptional") else {})}
-                              for a, d in (in_defs.get("artifacts") or {}).items()],
+                    {
+                        "name": p,
+                        **(
+                            {"default": encode(d["defaultValue"])}
+                            if "defaultValue" in d
+                            else {"default": ""}
+                            if d.get("isOptional")
+                            else {}
+                        ),
+                    }
+                    for p, d in (in_defs.get("parameters") or {}).items()
+                ],
+                "artifacts": [
+                    {"name": a, **({"optional": True} if d.get("isOptional") else {})}
+                    for a, d in (in_defs.get("artifacts") or {}).items()
+                ],
             },
             "outputs": {
                 "parameters": [{"name": p} for p in out_defs.get("parameters") or {}],
                 "artifacts": [{"name": a} for a in out_defs.get("artifacts") or {}],
             },
-            "plugin": {"kfp": {
-                "taskName": (task.get("taskInfo") or {}).get("name", tname),
-                "component": {"inputDefinitions": in_defs, "outputDefinitions": out_defs},
-                "container": executor["container"],
-                "enableCache": bool((task.get("cachingOptions") or {}).get("enableCache")),
-                **({"collected": collected} if collected else {}),
-            }},
+            "plugin": {
+                "kfp": {
+                    "taskName": (task.get("taskInfo") or {}).get("name", tname),
+                    "component": {"inputDefinitions": in_defs, "outputDefinitions": out_defs},
+                    "container": executor["container"],
+                    "enableCache": bool((task.get("cachingOptions") or {}).get("enableCache")),
+                    **({"collected": collected} if collected else {}),
+                }
+            },
         }
         for section in ("inputs", "outputs"):
             template[section] = {k: v for k, v in template[section].items() if v}
         retry = task.get("retryPolicy")
         if retry and int(retry.get("maxRetryCount") or 0) > 0:
             template["retryStrategy"] = {
-                "limit": str(int(retry["maxRetryCount"])), "retryPolicy": "Always",
-                "backoff": {"duration": str(retry.get("backoffDuration") or "0s"),
-                            "factor": str(retry.get("backoffFactor") or 2),
-                            "maxDuration": str(retry.get("backoffMaxDuration") or "3600s")}}
+                "limit": str(int(retry["maxRetryCount"])),
+                "retryPolicy": "Always",
+                "backoff": {
+                    "duration": str(retry.get("backoffDuration") or "0s"),
+                    "factor": str(retry.get("backoffFactor") or 2),
+                    "maxDuration": str(retry.get("backoffMaxDuration") or "3600s"),
+                },
+            }
         self.templates.append(template)
         return template["name"]
 
@@ -356,8 +447,12 @@ def compile_ir(ir: dict[str, Any], parameters: dict[str, Any] | None = None) -> 
         raise ApiError(400, "pipeline_spec.root.dag is required")
     inputs = (root.get("inputDefinitions") or {}).get("parameters") or {}
     if (root.get("inputDefinitions") or {}).get("artifacts"):
-        causes.append(Cause("pipeline_spec.root.inputDefinitions.artifacts",
-                            "pipeline input artifacts are not supported"))
+        causes.append(
+            Cause(
+                "pipeline_spec.root.inputDefinitions.artifacts",
+                "pipeline input artifacts are not supported",
+            )
+        )
     params: list[dict[str, Any]] = []
     given = dict(parameters or {})
     for pname, pdef in inputs.items():
@@ -366,26 +461,43 @@ def compile_ir(ir: dict[str, Any], parameters: dict[str, Any] | None = None) -> 
         elif "defaultValue" in pdef:
             params.append({"name": pname, "value": encode(pdef["defaultValue"])})
         elif not pdef.get("isOptional"):
-            causes.append(Cause(f"runtime_config.parameters.{pname}",
-                                "missing value for a required pipeline parameter"))
+            causes.append(
+                Cause(
+                    f"runtime_config.parameters.{pname}",
+                    "missing value for a required pipeline parameter",
+                )
+            )
     for extra in given:
-        causes.append(Cause(f"runtime_config.parameters.{extra}",
-                            "not a parameter of this pipeline"))
+        causes.append(
+            Cause(f"runtime_config.parameters.{extra}", "not a parameter of this pipeline")
+        )
     compiler = _IrCompiler(ir, causes)
     tasks = compiler.dag_tasks(dag, "pipeline_spec.root.dag", "workflow.parameters", 0)
     if causes:
-        raise ApiError(400, "the pipeline uses features shipyard cannot run: " + "; ".join(
-            f"{c.field}: {c.message}" for c in causes), causes=causes)
+        raise ApiError(
+            400,
+            "the pipeline uses features shipyard cannot run: "
+            + "; ".join(f"{c.field}: {c.message}" for c in causes),
+            causes=causes,
+        )
     entry = {"name": "root", "dag": {"tasks": tasks}}
     if params:
         entry["inputs"] = {"parameters": [{"name": p["name"]} for p in params]}
-    return {"entrypoint": "root", "templates": [entry, *compiler.templates],
-            **({"arguments": {"parameters": params}} if params else {})}
+    return {
+        "entrypoint": "root",
+        "templates": [entry, *compiler.templates],
+        **({"arguments": {"parameters": params}} if params else {}),
+    }
 
 
-def _task_arguments(task: dict[str, Any], path: str, causes: list[Cause], scope: str,
-                    element_types: dict[tuple[str, str], str], collected: dict[str, str]
-                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _task_arguments(
+    task: dict[str, Any],
+    path: str,
+    causes: list[Cause],
+    scope: str,
+    element_types: dict[tuple[str, str], str],
+    collected: dict[str, str],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A task's Argo arguments. ``collected`` receives the inputs fed by a loop's collected
     output, with the element type (the engine aggregates them as a JSON list of strings)."""
     params: list[dict[str, Any]] = []
@@ -393,34 +505,57 @@ def _task_arguments(task: dict[str, Any], path: str, causes: list[Cause], scope:
     inputs = task.get("inputs") or {}
     for pname, spec in (inputs.get("parameters") or {}).items():
         if spec.get("parameterExpressionSelector"):
-            causes.append(Cause(f"{path}.inputs.parameters.{pname}.parameterExpressionSelector",
-                                "not supported yet"))
+            causes.append(
+                Cause(
+                    f"{path}.inputs.parameters.{pname}.parameterExpressionSelector",
+                    "not supported yet",
+                )
+            )
             continue
         if "componentInputParameter" in spec:
             value = f"{{{{{scope}.{spec['componentInputParameter']}}}}}"
         elif "taskOutputParameter" in spec:
             ref = spec["taskOutputParameter"]
-            value = (f"{{{{tasks.{ref['producerTask']}.outputs.parameters."
-                     f"{ref['outputParameterKey']}}}}}")
+            value = (
+                f"{{{{tasks.{ref['producerTask']}.outputs.parameters."
+                f"{ref['outputParameterKey']}}}}}"
+            )
             element = element_types.get((ref["producerTask"], ref["outputParameterKey"]))
             if element:
                 collected[pname] = element
         elif "runtimeValue" in spec:
             value = encode((spec["runtimeValue"] or {}).get("constant"))
         else:
-            causes.append(Cause(f"{path}.inputs.parameters.{pname}",
-                                f"unsupported input kind {next(iter(spec), '?')!r}"))
+            causes.append(
+                Cause(
+                    f"{path}.inputs.parameters.{pname}",
+                    f"unsupported input kind {next(iter(spec), '?')!r}",
+                )
+            )
             continue
         params.append({"name": pname, "value": value})
     for aname, spec in (inputs.get("artifacts") or {}).items():
         if "taskOutputArtifact" in spec:
             ref = spec["taskOutputArtifact"]
-            arts.append({"name": aname, "from": f"{{{{tasks.{ref['producerTask']}.outputs."
-                                                f"artifacts.{ref['outputArtifactKey']}}}}}"})
+            arts.append(
+                {
+                    "name": aname,
+                    "from": f"{{{{tasks.{ref['producerTask']}.outputs."
+                    f"artifacts.{ref['outputArtifactKey']}}}}}",
+                }
+            )
         elif "componentInputArtifact" in spec and scope == "inputs.parameters":
-            arts.append({"name": aname,
-                         "from": f"{{{{inputs.artifacts.{spec['componentInputArtifact']}}}}}"})
+            arts.append(
+                {
+                    "name": aname,
+                    "from": f"{{{{inputs.artifacts.{spec['componentInputArtifact']}}}}}",
+                }
+            )
         else:
-            causes.append(Cause(f"{path}.inputs.artifacts.{aname}",
-                                f"unsupported artifact input {next(iter(spec), '?')!r}"))
+            causes.append(
+                Cause(
+                    f"{path}.inputs.artifacts.{aname}",
+                    f"unsupported artifact input {next(iter(spec), '?')!r}",
+                )
+            )
     return params, arts

@@ -37,8 +37,11 @@ def workflow_spec_for(package: dict[str, Any], parameters: dict[str, Any]) -> di
                 params[key] = {"name": key, "value": encode(value)}
             spec.setdefault("arguments", {})["parameters"] = list(params.values())
         return spec
-    raise ApiError(400, "the pipeline package is neither KFP IR (pipeline_spec with root and "
-                        "pipelineInfo) nor an Argo Workflow")
+    raise ApiError(
+        400,
+        "the pipeline package is neither KFP IR (pipeline_spec with root and "
+        "pipelineInfo) nor an Argo Workflow",
+    )
 
 
 def run_state(wf: dict[str, Any] | None, stored: str) -> str:
@@ -58,8 +61,15 @@ def run_state(wf: dict[str, Any] | None, stored: str) -> str:
     return "CANCELED" if stopping else "FAILED"
 
 
-_NODE_STATES = {"Pending": "PENDING", "Running": "RUNNING", "Succeeded": "SUCCEEDED",
-                "Skipped": "SKIPPED", "Omitted": "SKIPPED", "Failed": "FAILED", "Error": "FAILED"}
+_NODE_STATES = {
+    "Pending": "PENDING",
+    "Running": "RUNNING",
+    "Succeeded": "SUCCEEDED",
+    "Skipped": "SKIPPED",
+    "Omitted": "SKIPPED",
+    "Failed": "FAILED",
+    "Error": "FAILED",
+}
 
 
 def run_json(row: dict[str, Any], wf: dict[str, Any] | None) -> dict[str, Any]:
@@ -67,9 +77,12 @@ def run_json(row: dict[str, Any], wf: dict[str, Any] | None) -> dict[str, Any]:
     status = (wf or {}).get("status") or {}
     state = run_state(wf, row["state"])
     run: dict[str, Any] = {
-        "run_id": row["id"], "experiment_id": row["experiment_id"],
-        "display_name": row["display_name"], "description": row["description"],
-        "storage_state": row["storage_state"], "state": state,
+        "run_id": row["id"],
+        "experiment_id": row["experiment_id"],
+        "display_name": row["display_name"],
+        "description": row["description"],
+        "storage_state": row["storage_state"],
+        "state": state,
         "created_at": rfc3339(row["created_at"]),
         "scheduled_at": body.get("scheduled_at") or rfc3339(row["created_at"]),
         "finished_at": status.get("finishedAt") or rfc3339(row.get("finished_at")),
@@ -87,14 +100,23 @@ def run_json(row: dict[str, Any], wf: dict[str, Any] | None) -> dict[str, Any]:
     for node in (status.get("nodes") or {}).values():
         if node.get("type") != "Pod":
             continue
-        tasks.append({"run_id": row["id"], "task_id": node["id"],
-                      "display_name": node.get("displayName"), "pod_name": node["id"],
-                      "create_time": node.get("startedAt"), "start_time": node.get("startedAt"),
-                      "end_time": node.get("finishedAt"),
-                      "state": _NODE_STATES.get(node.get("phase", ""), "RUNTIME_STATE_UNSPECIFIED"),
-                      **({"error": {"code": 2, "message": node["message"]}}
-                         if node.get("phase") in ("Failed", "Error") and node.get("message")
-                         else {})})
+        tasks.append(
+            {
+                "run_id": row["id"],
+                "task_id": node["id"],
+                "display_name": node.get("displayName"),
+                "pod_name": node["id"],
+                "create_time": node.get("startedAt"),
+                "start_time": node.get("startedAt"),
+                "end_time": node.get("finishedAt"),
+                "state": _NODE_STATES.get(node.get("phase", ""), "RUNTIME_STATE_UNSPECIFIED"),
+                **(
+                    {"error": {"code": 2, "message": node["message"]}}
+                    if node.get("phase") in ("Failed", "Error") and node.get("message")
+                    else {}
+                ),
+            }
+        )
     run["run_details"] = {"task_details": tasks}
     return run
 
@@ -107,13 +129,20 @@ class RunService:
         self.store = store
 
     async def default_experiment(self, namespace: str) -> str:
-        for row in await self.kfp.rows("kfp_experiments", namespace=namespace,
-                                       display_name=DEFAULT_EXPERIMENT):
+        for row in await self.kfp.rows(
+            "kfp_experiments", namespace=namespace, display_name=DEFAULT_EXPERIMENT
+        ):
             return str(row["id"])
         exp_id = new_id()
-        await self.kfp.insert("kfp_experiments", id=exp_id, namespace=namespace,
-                              display_name=DEFAULT_EXPERIMENT, description="",
-                              storage_state="AVAILABLE", created_at=datetime.now(UTC))
+        await self.kfp.insert(
+            "kfp_experiments",
+            id=exp_id,
+            namespace=namespace,
+            display_name=DEFAULT_EXPERIMENT,
+            description="",
+            storage_state="AVAILABLE",
+            created_at=datetime.now(UTC),
+        )
         return exp_id
 
     async def package_for(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -132,9 +161,15 @@ class RunService:
             return dict(latest["spec"])
         raise ApiError(400, "a run needs pipeline_spec or pipeline_version_reference")
 
-    async def start(self, namespace: str, body: dict[str, Any], *, recurring_run_id: str = "",
-                    workflow_name: str | None = None,
-                    scheduled_at: datetime | None = None) -> dict[str, Any]:
+    async def start(
+        self,
+        namespace: str,
+        body: dict[str, Any],
+        *,
+        recurring_run_id: str = "",
+        workflow_name: str | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> dict[str, Any]:
         package = await self.package_for(body)
         params = dict((body.get("runtime_config") or {}).get("parameters") or {})
         spec = workflow_spec_for(package, params)
@@ -145,22 +180,49 @@ class RunService:
         labels = {KFP_RUN_LABEL: run_id, EXPERIMENT_LABEL: experiment_id}
         if recurring_run_id:
             labels[RECURRING_LABEL] = recurring_run_id
-        wf = await self.store.create(WORKFLOW, namespace, {
-            "metadata": {"name": name, "labels": labels,
-                         "annotations": {"pipelines.kubeflow.org/run_name":
-                                         str(body.get("display_name") or name)[:250]}},
-            "spec": spec})
+        wf = await self.store.create(
+            WORKFLOW,
+            namespace,
+            {
+                "metadata": {
+                    "name": name,
+                    "labels": labels,
+                    "annotations": {
+                        "pipelines.kubeflow.org/run_name": str(body.get("display_name") or name)[
+                            :250
+                        ]
+                    },
+                },
+                "spec": spec,
+            },
+        )
         now = datetime.now(UTC)
-        stored = {k: body[k] for k in ("pipeline_spec", "pipeline_version_reference",
-                                        "runtime_config", "service_account") if body.get(k)}
+        stored = {
+            k: body[k]
+            for k in (
+                "pipeline_spec",
+                "pipeline_version_reference",
+                "runtime_config",
+                "service_account",
+            )
+            if body.get(k)
+        }
         stored["scheduled_at"] = rfc3339(scheduled_at or now)
         stored["state_history"] = [{"update_time": rfc3339(now), "state": "PENDING"}]
-        row = {"id": run_id, "namespace": namespace, "experiment_id": experiment_id,
-               "display_name": body.get("display_name") or name,
-               "description": body.get("description") or "", "storage_state": "AVAILABLE",
-               "state": "PENDING", "workflow": wf["metadata"]["name"],
-               "recurring_run_id": recurring_run_id, "body": stored, "created_at": now,
-               "finished_at": None}
+        row = {
+            "id": run_id,
+            "namespace": namespace,
+            "experiment_id": experiment_id,
+            "display_name": body.get("display_name") or name,
+            "description": body.get("description") or "",
+            "storage_state": "AVAILABLE",
+            "state": "PENDING",
+            "workflow": wf["metadata"]["name"],
+            "recurring_run_id": recurring_run_id,
+            "body": stored,
+            "created_at": now,
+            "finished_at": None,
+        }
         await self.kfp.insert("kfp_runs", **row)
         return run_json(row, wf)
 

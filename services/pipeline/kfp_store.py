@@ -15,8 +15,16 @@ from sqlalchemy import Table, delete, insert, select, update
 from services.common.db import Database
 from services.common.errors import ApiError, Cause
 
-OPERATIONS = {1: "EQUALS", 2: "NOT_EQUALS", 3: "GREATER_THAN", 5: "GREATER_THAN_EQUALS",
-              6: "LESS_THAN", 7: "LESS_THAN_EQUALS", 8: "IN", 9: "IS_SUBSTRING"}
+OPERATIONS = {
+    1: "EQUALS",
+    2: "NOT_EQUALS",
+    3: "GREATER_THAN",
+    5: "GREATER_THAN_EQUALS",
+    6: "LESS_THAN",
+    7: "LESS_THAN_EQUALS",
+    8: "IN",
+    9: "IS_SUBSTRING",
+}
 _KEY_ALIASES = {"name": "display_name", "id": None, "pipeline_version_id": None}
 
 
@@ -45,8 +53,14 @@ def _predicate_value(pred: dict[str, Any]) -> Any:
     for key in ("boolValue", "bool_value"):
         if key in pred:
             return bool(pred[key])
-    for key in ("stringValues", "string_values", "intValues", "int_values", "longValues",
-                "long_values"):
+    for key in (
+        "stringValues",
+        "string_values",
+        "intValues",
+        "int_values",
+        "longValues",
+        "long_values",
+    ):
         if key in pred:
             values = pred[key]
             return values.get("values", []) if isinstance(values, dict) else values
@@ -60,16 +74,22 @@ def parse_filter(raw: str | None, id_field: str) -> Callable[[dict[str, Any]], b
     try:
         body = json.loads(raw)
     except ValueError:
-        raise ApiError(400, f"filter is not valid JSON: {raw[:100]}",
-                       causes=[Cause("filter", "not valid JSON")]) from None
+        raise ApiError(
+            400,
+            f"filter is not valid JSON: {raw[:100]}",
+            causes=[Cause("filter", "not valid JSON")],
+        ) from None
     checks = []
     for pred in body.get("predicates") or []:
         op = pred.get("operation") or pred.get("op")
         if isinstance(op, int) or (isinstance(op, str) and op.isdigit()):
             op = OPERATIONS.get(int(op))
         if op not in OPERATIONS.values():
-            raise ApiError(400, f"unknown filter operation {pred.get('operation')!r}",
-                           causes=[Cause("filter.predicates.operation", "unknown operation")])
+            raise ApiError(
+                400,
+                f"unknown filter operation {pred.get('operation')!r}",
+                causes=[Cause("filter.predicates.operation", "unknown operation")],
+            )
         key = pred.get("key", "")
         key = _KEY_ALIASES.get(key, key) or id_field
         checks.append((key, op, _predicate_value(pred)))
@@ -89,8 +109,12 @@ def parse_filter(raw: str | None, id_field: str) -> Callable[[dict[str, Any]], b
                 if have is None:
                     return False
                 a, b = (have, want) if not isinstance(want, int) else (_num(have), want)
-                ok = {"GREATER_THAN": a > b, "GREATER_THAN_EQUALS": a >= b,
-                      "LESS_THAN": a < b, "LESS_THAN_EQUALS": a <= b}[op]
+                ok = {
+                    "GREATER_THAN": a > b,
+                    "GREATER_THAN_EQUALS": a >= b,
+                    "LESS_THAN": a < b,
+                    "LESS_THAN_EQUALS": a <= b,
+                }[op]
                 if not ok:
                     return False
         return True
@@ -105,22 +129,33 @@ def _num(value: Any) -> Any:
         return value
 
 
-def paginate(items: list[dict[str, Any]], *, sort_by: str | None, page_size: int | None,
-             page_token: str | None, default_sort: str = "created_at") -> tuple[
-                 list[dict[str, Any]], str]:
+def paginate(
+    items: list[dict[str, Any]],
+    *,
+    sort_by: str | None,
+    page_size: int | None,
+    page_token: str | None,
+    default_sort: str = "created_at",
+) -> tuple[list[dict[str, Any]], str]:
     field, _, direction = (sort_by or default_sort).partition(" ")
     field = _KEY_ALIASES.get(field, field) or field
-    items = sorted(items, key=lambda o: (str(o.get(field) or ""), str(o.get("created_at"))),
-                   reverse=direction.strip().lower() == "desc")
+    items = sorted(
+        items,
+        key=lambda o: (str(o.get(field) or ""), str(o.get("created_at"))),
+        reverse=direction.strip().lower() == "desc",
+    )
     offset = 0
     if page_token:
         try:
             offset = int(base64.urlsafe_b64decode(page_token.encode()).decode())
         except ValueError:
-            raise ApiError(400, "invalid page_token",
-                           causes=[Cause("page_token", "not a token this server issued")]) from None
+            raise ApiError(
+                400,
+                "invalid page_token",
+                causes=[Cause("page_token", "not a token this server issued")],
+            ) from None
     size = page_size or 100
-    page = items[offset:offset + size]
+    page = items[offset : offset + size]
     more = offset + size < len(items)
     token = base64.urlsafe_b64encode(str(offset + size).encode()).decode() if more else ""
     return page, token

@@ -33,11 +33,24 @@ def node_id(workflow_name: str, node_name: str) -> str:
     return f"{workflow_name}-{fnv32a(node_name)}"
 
 
-def new_node(workflow_name: str, name: str, display: str, type_: str, template: str | None,
-             boundary: str | None, phase: str = "Pending", scope: str = "local") -> dict[str, Any]:
+def new_node(
+    workflow_name: str,
+    name: str,
+    display: str,
+    type_: str,
+    template: str | None,
+    boundary: str | None,
+    phase: str = "Pending",
+    scope: str = "local",
+) -> dict[str, Any]:
     node: dict[str, Any] = {
-        "id": node_id(workflow_name, name), "name": name, "displayName": display,
-        "type": type_, "phase": phase, "startedAt": now_iso(), "templateScope": scope,
+        "id": node_id(workflow_name, name),
+        "name": name,
+        "displayName": display,
+        "type": type_,
+        "phase": phase,
+        "startedAt": now_iso(),
+        "templateScope": scope,
     }
     if template:
         node["templateName"] = template

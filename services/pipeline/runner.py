@@ -53,8 +53,7 @@ class _ScratchDirs:
         self.mounts: list[dict[str, Any]] = []
 
     def _covered(self, path: str) -> bool:
-        return any(path == t or path.startswith(t.rstrip("/") + "/")
-                   for t in [*self.taken, "/tmp"])
+        return any(path == t or path.startswith(t.rstrip("/") + "/") for t in [*self.taken, "/tmp"])
 
     def parent_of(self, path: str) -> Path | None:
         parent = os.path.dirname(os.path.normpath(path)) or "/"
@@ -64,8 +63,9 @@ class _ScratchDirs:
             rel = f"scratch/{len(self.dirs)}"
             (self.host_dir / rel).mkdir(parents=True, exist_ok=True)
             self.dirs[parent] = rel
-            self.mounts.append({"name": "shipyard-step", "mountPath": parent,
-                                "subPath": f"{self.sub}/{rel}"})
+            self.mounts.append(
+                {"name": "shipyard-step", "mountPath": parent, "subPath": f"{self.sub}/{rel}"}
+            )
         return self.host_dir / self.dirs[parent]
 
     def place(self, path: str) -> Path | None:
@@ -81,9 +81,15 @@ def workload_name(wf: dict[str, Any], node: dict[str, Any]) -> str:
 class RuntimeRunner:
     """The engine's PodRunner on a :class:`Runtime`."""
 
-    def __init__(self, runtime: Runtime, artifacts: ArtifactStore,
-                 on_done: Callable[[str, str], None], *, python: str | None = None,
-                 kfp: Any = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        artifacts: ArtifactStore,
+        on_done: Callable[[str, str], None],
+        *,
+        python: str | None = None,
+        kfp: Any = None,
+    ) -> None:
         self.runtime = runtime
         self.artifacts = artifacts
         self.on_done = on_done
@@ -97,8 +103,9 @@ class RuntimeRunner:
     # ---------------------------------------------------------------- paths
     async def step_root(self, namespace: str) -> Path:
         if namespace not in self._step_volume_ready:
-            await self.runtime.create_volume(namespace, STEP_VOLUME,
-                                             labels={SERVICE_LABEL: "pipeline"})
+            await self.runtime.create_volume(
+                namespace, STEP_VOLUME, labels={SERVICE_LABEL: "pipeline"}
+            )
             self._step_volume_ready.add(namespace)
         return await self.runtime.resolve_volume(namespace, STEP_VOLUME)
 
@@ -107,8 +114,13 @@ class RuntimeRunner:
         return (await self.step_root(wf["metadata"]["namespace"])) / sub, sub
 
     # ---------------------------------------------------------------- start
-    async def start(self, wf: dict[str, Any], node: dict[str, Any], template: dict[str, Any],
-                    volumes: list[dict[str, Any]]) -> None:
+    async def start(
+        self,
+        wf: dict[str, Any],
+        node: dict[str, Any],
+        template: dict[str, Any],
+        volumes: list[dict[str, Any]],
+    ) -> None:
         ns = wf["metadata"]["namespace"]
         name = workload_name(wf, node)
         key = (ns, name)
@@ -140,20 +152,27 @@ class RuntimeRunner:
             return False
         return True
 
-    async def _workload_spec(self, wf: dict[str, Any], node: dict[str, Any],
-                             tmpl: dict[str, Any], volumes: list[dict[str, Any]],
-                             name: str) -> dict[str, Any]:
+    async def _workload_spec(
+        self,
+        wf: dict[str, Any],
+        node: dict[str, Any],
+        tmpl: dict[str, Any],
+        volumes: list[dict[str, Any]],
+        name: str,
+    ) -> dict[str, Any]:
         ns = wf["metadata"]["namespace"]
         container = tmpl.get("container") or tmpl.get("script") or {}
-        env = [{"name": e["name"], "value": e.get("value") or ""}
-               for e in container.get("env") or []]
+        env = [
+            {"name": e["name"], "value": e.get("value") or ""} for e in container.get("env") or []
+        ]
         mounts = [dict(m) for m in container.get("volumeMounts") or []]
         plan: dict[str, Any] | None = None
         if tmpl.get("plugin"):
             host_dir, sub = await self.step_dir(wf, node)
             host_dir.mkdir(parents=True, exist_ok=True)
-            argv, extra_env, image = await self.kfp.prepare(self, wf, node, tmpl, host_dir,
-                                                            STEP_MOUNT)
+            argv, extra_env, image = await self.kfp.prepare(
+                self, wf, node, tmpl, host_dir, STEP_MOUNT
+            )
             env += extra_env
             mounts.append({"name": "shipyard-step", "mountPath": STEP_MOUNT, "subPath": sub})
         else:
@@ -162,15 +181,20 @@ class RuntimeRunner:
             script = tmpl.get("script")
             outputs = tmpl.get("outputs") or {}
             in_arts = (node.get("inputs") or {}).get("artifacts") or []
-            needs_wrap = bool(script or outputs.get("parameters") or outputs.get("artifacts")
-                              or in_arts)
+            needs_wrap = bool(
+                script or outputs.get("parameters") or outputs.get("artifacts") or in_arts
+            )
             if needs_wrap:
                 host_dir, sub = await self.step_dir(wf, node)
                 if host_dir.exists():
                     shutil.rmtree(host_dir)
                 host_dir.mkdir(parents=True)
-                plan = {"captureResult": bool(script), "inputs": [],
-                        "outputParameters": [], "outputArtifacts": []}
+                plan = {
+                    "captureResult": bool(script),
+                    "inputs": [],
+                    "outputParameters": [],
+                    "outputArtifacts": [],
+                }
                 if script:
                     (host_dir / "script").write_text(script["source"])
                     if not argv:
@@ -199,29 +223,41 @@ class RuntimeRunner:
                     vf = p.get("valueFrom") or {}
                     if vf.get("path"):
                         plan["outputParameters"].append(
-                            {"name": p["name"], "path": vf["path"], "default": vf.get("default")})
+                            {"name": p["name"], "path": vf["path"], "default": vf.get("default")}
+                        )
                 for a in outputs.get("artifacts") or []:
                     if a.get("path"):
                         plan["outputArtifacts"].append(
-                            {"name": a["name"], "path": a["path"], "optional": a.get("optional")})
+                            {"name": a["name"], "path": a["path"], "optional": a.get("optional")}
+                        )
                 for entry in plan["outputParameters"] + plan["outputArtifacts"]:
                     scratch.parent_of(entry["path"])
                 (host_dir / "plan.json").write_text(json.dumps(plan))
                 mounts.append({"name": "shipyard-step", "mountPath": STEP_MOUNT, "subPath": sub})
                 mounts += scratch.mounts
-                argv = [self.python, "-I", "-S", STEPWRAP, f"{STEP_MOUNT}/plan.json", "--",
-                        *argv, *(container.get("args") or [])]
+                argv = [
+                    self.python,
+                    "-I",
+                    "-S",
+                    STEPWRAP,
+                    f"{STEP_MOUNT}/plan.json",
+                    "--",
+                    *argv,
+                    *(container.get("args") or []),
+                ]
             else:
                 argv = [*argv, *(container.get("args") or [])]
         used = {m["name"] for m in mounts}
         vols = []
         for v in volumes:
             if v["name"] in used:
-                vols.append({k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir")
-                             if k in v})
+                vols.append(
+                    {k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir") if k in v}
+                )
         if "shipyard-step" in used:
-            vols.append({"name": "shipyard-step",
-                         "persistentVolumeClaim": {"claimName": STEP_VOLUME}})
+            vols.append(
+                {"name": "shipyard-step", "persistentVolumeClaim": {"claimName": STEP_VOLUME}}
+            )
         deadline = None
         for key in ("activeDeadlineSeconds", "timeout"):
             raw = tmpl.get(key)
@@ -232,18 +268,40 @@ class RuntimeRunner:
                 deadline = value if deadline is None else min(deadline, value or deadline)
         resources = container.get("resources") or {}
         return {
-            "kind": "job", "namespace": ns, "name": name, "command": argv,
-            "env": env, "workingDir": container.get("workingDir"), "image": image,
-            "resources": {key: {k: str(v) for k, v in (resources.get(key) or {}).items()}
-                          for key in ("requests", "limits")},
-            "volumeMounts": [{k: m[k] for k in ("name", "mountPath", "readOnly", "subPath")
-                              if m.get(k) is not None} for m in mounts],
-            "volumes": vols, "activeDeadlineSeconds": deadline,
+            "kind": "job",
+            "namespace": ns,
+            "name": name,
+            "command": argv,
+            "env": env,
+            "workingDir": container.get("workingDir"),
+            "image": image,
+            "resources": {
+                key: {k: str(v) for k, v in (resources.get(key) or {}).items()}
+                for key in ("requests", "limits")
+            },
+            "volumeMounts": [
+                {
+                    k: m[k]
+                    for k in ("name", "mountPath", "readOnly", "subPath")
+                    if m.get(k) is not None
+                }
+                for m in mounts
+            ],
+            "volumes": vols,
+            "activeDeadlineSeconds": deadline,
             "terminationGracePeriodSeconds": 2,
-            "labels": {SERVICE_LABEL: "pipeline", WORKFLOW_LABEL: wf["metadata"]["name"],
-                       UID_LABEL: wf["metadata"]["uid"], NODE_LABEL: f"{fnv32a(node['name']):08x}"},
-            "owner": {"kind": "Workflow", "name": wf["metadata"]["name"],
-                      "uid": wf["metadata"]["uid"], "node": node["id"]},
+            "labels": {
+                SERVICE_LABEL: "pipeline",
+                WORKFLOW_LABEL: wf["metadata"]["name"],
+                UID_LABEL: wf["metadata"]["uid"],
+                NODE_LABEL: f"{fnv32a(node['name']):08x}",
+            },
+            "owner": {
+                "kind": "Workflow",
+                "name": wf["metadata"]["name"],
+                "uid": wf["metadata"]["uid"],
+                "node": node["id"],
+            },
         }
 
     # ----------------------------------------------------------------- wait
@@ -286,14 +344,16 @@ class RuntimeRunner:
         self._results[key] = result
         return result
 
-    async def _result(self, wf: dict[str, Any], node: dict[str, Any],
-                status: WorkloadStatus | None) -> PodResult:
+    async def _result(
+        self, wf: dict[str, Any], node: dict[str, Any], status: WorkloadStatus | None
+    ) -> PodResult:
         if status is None:
             return PodResult("Error", "the step's workload disappeared")
         if status.exit_code is None:
             return PodResult("Error", status.message or status.reason or "step did not run")
-        result = PodResult("Succeeded" if status.exit_code == 0 else "Failed",
-                           exit_code=status.exit_code)
+        result = PodResult(
+            "Succeeded" if status.exit_code == 0 else "Failed", exit_code=status.exit_code
+        )
         if status.reason == "DeadlineExceeded":
             result.message = "Pod was active on the node longer than the specified deadline"
             result.phase = "Failed"
@@ -325,10 +385,15 @@ class RuntimeRunner:
             except OSError as exc:
                 outputs.setdefault("errors", []).append(f"artifact {art_name}: {exc}")
                 continue
-            path = next((a.get("path") for a in plan.get("outputArtifacts", [])
-                         if a.get("name") == art_name), None)
-            result.artifacts.append({"name": art_name, "path": path,
-                                     "shipyard": {"key": key}})
+            path = next(
+                (
+                    a.get("path")
+                    for a in plan.get("outputArtifacts", [])
+                    if a.get("name") == art_name
+                ),
+                None,
+            )
+            result.artifacts.append({"name": art_name, "path": path, "shipyard": {"key": key}})
         if outputs.get("errors") and result.phase == "Succeeded":
             result.phase = "Error"
             result.message = "; ".join(outputs["errors"])
@@ -339,8 +404,9 @@ class RuntimeRunner:
         ns = wf["metadata"]["namespace"]
         name = workload_name(wf, node)
         with contextlib.suppress(Exception):
-            await self.runtime.stop_all({NODE_LABEL: f"{fnv32a(node['name']):08x}",
-                                         UID_LABEL: wf["metadata"]["uid"]})
+            await self.runtime.stop_all(
+                {NODE_LABEL: f"{fnv32a(node['name']):08x}", UID_LABEL: wf["metadata"]["uid"]}
+            )
         self._results[(ns, name)] = PodResult("Failed", "terminated")
 
     async def delete_node_workload(self, wf: dict[str, Any], node: dict[str, Any]) -> None:
@@ -378,4 +444,3 @@ class RuntimeRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._waiters.clear()
-

@@ -55,8 +55,9 @@ class Lease:
                 await self.release()
         try:
             conn = await self.db.engine.connect()
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                      {"k": LOCK_KEY})).scalar()
+            got = (
+                await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})
+            ).scalar()
             await conn.commit()
         except Exception:
             log.exception("scheduler lease: database unavailable")
@@ -78,8 +79,15 @@ class Lease:
 class Scheduler:
     """One loop for CronWorkflows, recurring runs and retention, while holding the lease."""
 
-    def __init__(self, store: ResourceStore, kfp: KfpStore, runs: RunService, db: Database, *,
-                 retention_seconds: float = 0) -> None:
+    def __init__(
+        self,
+        store: ResourceStore,
+        kfp: KfpStore,
+        runs: RunService,
+        db: Database,
+        *,
+        retention_seconds: float = 0,
+    ) -> None:
         self.store = store
         self.kfp = kfp
         self.runs = runs
@@ -114,8 +122,11 @@ class Scheduler:
             try:
                 await self.cron_tick(cron, now)
             except Exception:
-                log.exception("cron workflow %s/%s", cron["metadata"].get("namespace"),
-                              cron["metadata"]["name"])
+                log.exception(
+                    "cron workflow %s/%s",
+                    cron["metadata"].get("namespace"),
+                    cron["metadata"]["name"],
+                )
         for row in await self.kfp.rows("kfp_recurring_runs", status="ENABLED"):
             try:
                 await self.recurring_tick(row, now)
@@ -134,9 +145,18 @@ class Scheduler:
         children = await self.store.list_all(WORKFLOW, ns, label_selector=f"{CRON_LABEL}={name}")
         active = [w for w in children if (w.get("status") or {}).get("phase") not in FINISHED]
         await self._trim_history(spec, children)
-        new_status = {**status, "active": [{"kind": "Workflow", "namespace": ns,
-                                            "name": w["metadata"]["name"],
-                                            "uid": w["metadata"]["uid"]} for w in active]}
+        new_status = {
+            **status,
+            "active": [
+                {
+                    "kind": "Workflow",
+                    "namespace": ns,
+                    "name": w["metadata"]["name"],
+                    "uid": w["metadata"]["uid"],
+                }
+                for w in active
+            ],
+        }
         if not spec.get("suspend"):
             due = self._latest_due(spec, status, meta, now)
             if due is not None:
@@ -144,15 +164,25 @@ class Scheduler:
                 late = (now - due).total_seconds()
                 policy = spec.get("concurrencyPolicy") or "Allow"
                 if deadline is not None and late > float(deadline):
-                    log.info("cron %s/%s missed %s by %.0fs (startingDeadlineSeconds=%s)",
-                             ns, name, due, late, deadline)
+                    log.info(
+                        "cron %s/%s missed %s by %.0fs (startingDeadlineSeconds=%s)",
+                        ns,
+                        name,
+                        due,
+                        late,
+                        deadline,
+                    )
                 elif policy == "Forbid" and active:
                     log.info("cron %s/%s skips %s: a run is active (Forbid)", ns, name, due)
                 else:
                     if policy == "Replace":
                         for w in active:
-                            await self.store.patch(WORKFLOW, ns, w["metadata"]["name"],
-                                                   {"spec": {"shutdown": "Terminate"}})
+                            await self.store.patch(
+                                WORKFLOW,
+                                ns,
+                                w["metadata"]["name"],
+                                {"spec": {"shutdown": "Terminate"}},
+                            )
                     await self._create_cron_workflow(cron, due)
                 new_status["lastScheduledTime"] = due.strftime("%Y-%m-%dT%H:%M:%SZ")
         if new_status != status:
@@ -163,13 +193,18 @@ class Scheduler:
                     raise
 
     @staticmethod
-    def _latest_due(spec: dict[str, Any], status: dict[str, Any], meta: dict[str, Any],
-                    now: datetime) -> datetime | None:
+    def _latest_due(
+        spec: dict[str, Any], status: dict[str, Any], meta: dict[str, Any], now: datetime
+    ) -> datetime | None:
         """The most recent schedule time in (last scheduled, now], like Argo (not every miss)."""
-        last = parse_iso(status.get("lastScheduledTime")) or parse_iso(
-            meta.get("creationTimestamp")) or now
+        last = (
+            parse_iso(status.get("lastScheduledTime"))
+            or parse_iso(meta.get("creationTimestamp"))
+            or now
+        )
         schedules = ([spec["schedule"]] if spec.get("schedule") else []) + list(
-            spec.get("schedules") or [])
+            spec.get("schedules") or []
+        )
         latest: datetime | None = None
         for line in schedules:
             sched = parse_schedule(line, spec.get("timezone"))
@@ -188,12 +223,18 @@ class Scheduler:
         meta = cron["metadata"]
         wf_meta = dict(cron["spec"].get("workflowMetadata") or {})
         labels = {**(wf_meta.get("labels") or {}), CRON_LABEL: meta["name"]}
-        annotations = {**(wf_meta.get("annotations") or {}),
-                       "workflows.argoproj.io/scheduled-time": due.strftime(
-                           "%Y-%m-%dT%H:%M:%SZ")}
-        body = {"metadata": {"name": f"{meta['name']}-{int(due.timestamp())}",
-                             "labels": labels, "annotations": annotations},
-                "spec": cron["spec"]["workflowSpec"]}
+        annotations = {
+            **(wf_meta.get("annotations") or {}),
+            "workflows.argoproj.io/scheduled-time": due.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        body = {
+            "metadata": {
+                "name": f"{meta['name']}-{int(due.timestamp())}",
+                "labels": labels,
+                "annotations": annotations,
+            },
+            "spec": cron["spec"]["workflowSpec"],
+        }
         try:
             await self.store.create(WORKFLOW, meta["namespace"], body)
         except ApiError as exc:
@@ -201,18 +242,25 @@ class Scheduler:
                 raise
 
     async def _trim_history(self, spec: dict[str, Any], children: list[dict[str, Any]]) -> None:
-        limits = {"Succeeded": spec.get("successfulJobsHistoryLimit", 3),
-                  "Failed": spec.get("failedJobsHistoryLimit", 1)}
+        limits = {
+            "Succeeded": spec.get("successfulJobsHistoryLimit", 3),
+            "Failed": spec.get("failedJobsHistoryLimit", 1),
+        }
         for phase, limit in limits.items():
             if limit is None:
                 continue
-            done = [w for w in children if (w.get("status") or {}).get("phase") == phase
-                    or (phase == "Failed" and (w.get("status") or {}).get("phase") == "Error")]
+            done = [
+                w
+                for w in children
+                if (w.get("status") or {}).get("phase") == phase
+                or (phase == "Failed" and (w.get("status") or {}).get("phase") == "Error")
+            ]
             done.sort(key=lambda w: (w.get("status") or {}).get("finishedAt", ""))
-            for old in done[:max(0, len(done) - int(limit))]:
+            for old in done[: max(0, len(done) - int(limit))]:
                 with contextlib.suppress(ApiError):
-                    await self.store.delete(WORKFLOW, old["metadata"]["namespace"],
-                                            old["metadata"]["name"])
+                    await self.store.delete(
+                        WORKFLOW, old["metadata"]["namespace"], old["metadata"]["name"]
+                    )
 
     # ------------------------------------------------------------ recurring runs
     async def recurring_tick(self, row: dict[str, Any], now: datetime) -> None:
@@ -223,8 +271,9 @@ class Scheduler:
         window = cron or periodic or {}
         start = _ts(window.get("start_time") or window.get("startTime"))
         end = _ts(window.get("end_time") or window.get("endTime"))
-        created = row["created_at"] if row["created_at"].tzinfo else row["created_at"].replace(
-            tzinfo=UTC)
+        created = (
+            row["created_at"] if row["created_at"].tzinfo else row["created_at"].replace(tzinfo=UTC)
+        )
         last = row["last_fire"]
         if last is not None and last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
@@ -234,8 +283,7 @@ class Scheduler:
         else:
             periodic = periodic or {}
             interval = int(periodic.get("interval_second") or periodic.get("intervalSecond") or 0)
-            due = base + timedelta(seconds=interval) if last is not None or start is None \
-                else base
+            due = base + timedelta(seconds=interval) if last is not None or start is None else base
         if due > now or (end is not None and due > end):
             return
         if body.get("no_catchup") and (now - due).total_seconds() > 1:
@@ -248,19 +296,32 @@ class Scheduler:
                 active += 1
         if active >= int(body.get("max_concurrency") or 1):
             return  # wait for a slot; the missed slot fires later (unless no_catchup)
-        run_body = {k: body[k] for k in ("pipeline_spec", "pipeline_version_reference",
-                                          "runtime_config", "service_account") if k in body}
+        run_body = {
+            k: body[k]
+            for k in (
+                "pipeline_spec",
+                "pipeline_version_reference",
+                "runtime_config",
+                "service_account",
+            )
+            if k in body
+        }
         run_body["experiment_id"] = row["experiment_id"]
         run_body["display_name"] = f"{row['display_name']}-{due.strftime('%Y%m%d%H%M%S')}"
         try:
-            await self.runs.start(row["namespace"], run_body, recurring_run_id=row["id"],
-                                  workflow_name=f"kfp-{row['id'][:18]}-{int(due.timestamp())}",
-                                  scheduled_at=due)
+            await self.runs.start(
+                row["namespace"],
+                run_body,
+                recurring_run_id=row["id"],
+                workflow_name=f"kfp-{row['id'][:18]}-{int(due.timestamp())}",
+                scheduled_at=due,
+            )
         except ApiError as exc:
             if exc.reason != "AlreadyExists":
                 raise
-        await self.kfp.update("kfp_recurring_runs", row["id"], last_fire=due,
-                              fires=int(row["fires"] or 0) + 1)
+        await self.kfp.update(
+            "kfp_recurring_runs", row["id"], last_fire=due, fires=int(row["fires"] or 0) + 1
+        )
 
     # ----------------------------------------------------------------- retention
     async def apply_retention(self, now: datetime) -> None:

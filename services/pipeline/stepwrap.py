@@ -72,8 +72,9 @@ def _collect(base: str, plan: dict, result) -> dict:
             if p.get("default") is not None:
                 outputs["parameters"][p["name"]] = p["default"]
             else:
-                outputs["errors"].append(f"output parameter {p['name']!r}: {exc.strerror}: "
-                                         f"{p['path']}")
+                outputs["errors"].append(
+                    f"output parameter {p['name']!r}: {exc.strerror}: {p['path']}"
+                )
     for a in plan.get("outputArtifacts", []):
         dest = os.path.join(base, "artifacts", a["name"])
         os.makedirs(os.path.dirname(dest), exist_ok=True)

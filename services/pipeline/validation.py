@@ -29,15 +29,17 @@ def validate_template_object(obj: dict[str, Any]) -> list[Cause]:
     return validate_spec(obj.get("spec") or {}, "spec", require_entrypoint=False)
 
 
-def validate_spec(spec: dict[str, Any], path: str, *,
-                  require_entrypoint: bool = True) -> list[Cause]:
+def validate_spec(
+    spec: dict[str, Any], path: str, *, require_entrypoint: bool = True
+) -> list[Cause]:
     causes: list[Cause] = []
     templates = spec.get("templates") or []
     names: dict[str, int] = {}
     for i, t in enumerate(templates):
         if t["name"] in names:
-            causes.append(Cause(f"{path}.templates[{i}].name",
-                                f"duplicate template name {t['name']!r}"))
+            causes.append(
+                Cause(f"{path}.templates[{i}].name", f"duplicate template name {t['name']!r}")
+            )
         names[t["name"]] = i
     has_ref = bool(spec.get("workflowTemplateRef"))
     entry = spec.get("entrypoint")
@@ -52,24 +54,43 @@ def validate_spec(spec: dict[str, Any], path: str, *,
     volume_names |= {v["metadata"].get("name", "") for v in spec.get("volumeClaimTemplates") or []}
     for i, vct in enumerate(spec.get("volumeClaimTemplates") or []):
         if not vct["metadata"].get("name"):
-            causes.append(Cause(f"{path}.volumeClaimTemplates[{i}].metadata.name",
-                                "Required value", "FieldValueRequired"))
+            causes.append(
+                Cause(
+                    f"{path}.volumeClaimTemplates[{i}].metadata.name",
+                    "Required value",
+                    "FieldValueRequired",
+                )
+            )
     for i, t in enumerate(templates):
         causes += _check_template(t, f"{path}.templates[{i}]", templates, names, volume_names)
     if entry in names and not has_ref:
         supplied = {p["name"] for p in (spec.get("arguments") or {}).get("parameters") or []}
         for p in (templates[names[entry]].get("inputs") or {}).get("parameters") or []:
             if p["name"] not in supplied and p.get("value") is None and p.get("default") is None:
-                causes.append(Cause(f"{path}.arguments.parameters",
-                                    f"missing parameter {p['name']!r} required by the entrypoint "
-                                    f"template {entry!r}", "FieldValueRequired"))
+                causes.append(
+                    Cause(
+                        f"{path}.arguments.parameters",
+                        f"missing parameter {p['name']!r} required by the entrypoint "
+                        f"template {entry!r}",
+                        "FieldValueRequired",
+                    )
+                )
     for j, p in enumerate((spec.get("arguments") or {}).get("parameters") or []):
         if p.get("value") is None and p.get("valueFrom") is None and p.get("default") is None:
-            causes.append(Cause(f"{path}.arguments.parameters[{j}].value",
-                                f"parameter {p['name']!r} has no value", "FieldValueRequired"))
+            causes.append(
+                Cause(
+                    f"{path}.arguments.parameters[{j}].value",
+                    f"parameter {p['name']!r} has no value",
+                    "FieldValueRequired",
+                )
+            )
         elif p.get("enum") and p.get("value") is not None and p["value"] not in p["enum"]:
-            causes.append(Cause(f"{path}.arguments.parameters[{j}].value",
-                                f"{p['value']!r} is not one of {p['enum']}"))
+            causes.append(
+                Cause(
+                    f"{path}.arguments.parameters[{j}].value",
+                    f"{p['value']!r} is not one of {p['enum']}",
+                )
+            )
     causes += _check_expression_tags(spec, path)
     return causes
 
@@ -77,8 +98,13 @@ def validate_spec(spec: dict[str, Any], path: str, *,
 def _check_expression_tags(value: Any, path: str) -> list[Cause]:
     if isinstance(value, str):
         if _EXPR_TAG.search(value):
-            return [Cause(path, "expression tags {{=...}} are not supported; use plain "
-                                "{{...}} variables", "FieldValueNotSupported")]
+            return [
+                Cause(
+                    path,
+                    "expression tags {{=...}} are not supported; use plain {{...}} variables",
+                    "FieldValueNotSupported",
+                )
+            ]
         return []
     if isinstance(value, list):
         return [c for i, v in enumerate(value) for c in _check_expression_tags(v, f"{path}[{i}]")]
@@ -87,14 +113,27 @@ def _check_expression_tags(value: Any, path: str) -> list[Cause]:
     return []
 
 
-def _check_template(t: dict[str, Any], path: str, templates: list[dict[str, Any]],
-                    names: dict[str, int], volume_names: set[str]) -> list[Cause]:
+def _check_template(
+    t: dict[str, Any],
+    path: str,
+    templates: list[dict[str, Any]],
+    names: dict[str, int],
+    volume_names: set[str],
+) -> list[Cause]:
     causes: list[Cause] = []
-    kinds = [k for k in ("container", "script", "dag", "steps", "suspend", "plugin")
-             if t.get(k) is not None]
+    kinds = [
+        k
+        for k in ("container", "script", "dag", "steps", "suspend", "plugin")
+        if t.get(k) is not None
+    ]
     if len(kinds) != 1:
-        causes.append(Cause(path, "a template needs exactly one of container, script, dag, "
-                                  f"steps, suspend (found {', '.join(kinds) or 'none'})"))
+        causes.append(
+            Cause(
+                path,
+                "a template needs exactly one of container, script, dag, "
+                f"steps, suspend (found {', '.join(kinds) or 'none'})",
+            )
+        )
     for key in ("activeDeadlineSeconds", "timeout"):
         if t.get(key) not in (None, "") and "{{" not in str(t[key]):
             try:
@@ -104,15 +143,23 @@ def _check_template(t: dict[str, Any], path: str, templates: list[dict[str, Any]
     body = t.get("container") or t.get("script")
     if body is not None:
         if t.get("container") is not None and not (body.get("command") or body.get("args")):
-            causes.append(Cause(f"{path}.container.command",
-                                "command or args is required (images are not pulled, so the "
-                                "image's entrypoint is unknown)", "FieldValueRequired"))
+            causes.append(
+                Cause(
+                    f"{path}.container.command",
+                    "command or args is required (images are not pulled, so the "
+                    "image's entrypoint is unknown)",
+                    "FieldValueRequired",
+                )
+            )
         local = volume_names | {v["name"] for v in t.get("volumes") or []}
         where = "container" if t.get("container") is not None else "script"
         for j, m in enumerate(body.get("volumeMounts") or []):
             if m["name"] not in local:
-                causes.append(Cause(f"{path}.{where}.volumeMounts[{j}].name",
-                                    f"volume {m['name']!r} not found"))
+                causes.append(
+                    Cause(
+                        f"{path}.{where}.volumeMounts[{j}].name", f"volume {m['name']!r} not found"
+                    )
+                )
     if t.get("dag") is not None:
         causes += _check_dag(t["dag"], f"{path}.dag", templates, names)
     if t.get("steps") is not None:
@@ -127,13 +174,15 @@ def _check_template(t: dict[str, Any], path: str, templates: list[dict[str, Any]
         except ValueError:
             causes.append(Cause(f"{path}.retryStrategy.limit", "must be a non-negative integer"))
     if rs.get("expression"):
-        causes.append(Cause(f"{path}.retryStrategy.expression", "not supported",
-                            "FieldValueNotSupported"))
+        causes.append(
+            Cause(f"{path}.retryStrategy.expression", "not supported", "FieldValueNotSupported")
+        )
     return causes
 
 
-def _check_dag(dag: dict[str, Any], path: str, templates: list[dict[str, Any]],
-               names: dict[str, int]) -> list[Cause]:
+def _check_dag(
+    dag: dict[str, Any], path: str, templates: list[dict[str, Any]], names: dict[str, int]
+) -> list[Cause]:
     causes: list[Cause] = []
     tasks = dag["tasks"]
     task_names: dict[str, int] = {}
@@ -145,8 +194,12 @@ def _check_dag(dag: dict[str, Any], path: str, templates: list[dict[str, Any]],
         tpath = f"{path}.tasks[{i}]"
         causes += _check_task(task, tpath, templates, names)
         if task.get("dependencies") and task.get("depends"):
-            causes.append(Cause(f"{tpath}.depends", "cannot use both 'depends' and "
-                                                    "'dependencies' in the same task"))
+            causes.append(
+                Cause(
+                    f"{tpath}.depends",
+                    "cannot use both 'depends' and 'dependencies' in the same task",
+                )
+            )
         if task.get("depends"):
             try:
                 deps = [n for n, _ in parse_depends_operands(task["depends"])]
@@ -171,12 +224,14 @@ def _check_dag(dag: dict[str, Any], path: str, templates: list[dict[str, Any]],
     return causes
 
 
-def _check_task(task: dict[str, Any], path: str, templates: list[dict[str, Any]],
-                names: dict[str, int]) -> list[Cause]:
+def _check_task(
+    task: dict[str, Any], path: str, templates: list[dict[str, Any]], names: dict[str, int]
+) -> list[Cause]:
     causes: list[Cause] = []
     if not task.get("template") and not task.get("templateRef"):
-        causes.append(Cause(f"{path}.template", "template or templateRef is required",
-                            "FieldValueRequired"))
+        causes.append(
+            Cause(f"{path}.template", "template or templateRef is required", "FieldValueRequired")
+        )
     elif task.get("template") and task["template"] not in names:
         causes.append(Cause(f"{path}.template", f"template {task['template']!r} not found"))
     elif task.get("template"):
@@ -184,16 +239,29 @@ def _check_task(task: dict[str, Any], path: str, templates: list[dict[str, Any]]
         supplied = {p["name"] for p in (task.get("arguments") or {}).get("parameters") or []}
         for p in (target.get("inputs") or {}).get("parameters") or []:
             if p["name"] not in supplied and p.get("value") is None and p.get("default") is None:
-                causes.append(Cause(f"{path}.arguments.parameters",
-                                    f"missing parameter {p['name']!r} required by template "
-                                    f"{task['template']!r}", "FieldValueRequired"))
+                causes.append(
+                    Cause(
+                        f"{path}.arguments.parameters",
+                        f"missing parameter {p['name']!r} required by template "
+                        f"{task['template']!r}",
+                        "FieldValueRequired",
+                    )
+                )
         supplied_arts = {a["name"] for a in (task.get("arguments") or {}).get("artifacts") or []}
         for a in (target.get("inputs") or {}).get("artifacts") or []:
-            if (a["name"] not in supplied_arts and not a.get("optional") and not a.get("raw")
-                    and not a.get("from")):
-                causes.append(Cause(f"{path}.arguments.artifacts",
-                                    f"missing artifact {a['name']!r} required by template "
-                                    f"{task['template']!r}", "FieldValueRequired"))
+            if (
+                a["name"] not in supplied_arts
+                and not a.get("optional")
+                and not a.get("raw")
+                and not a.get("from")
+            ):
+                causes.append(
+                    Cause(
+                        f"{path}.arguments.artifacts",
+                        f"missing artifact {a['name']!r} required by template {task['template']!r}",
+                        "FieldValueRequired",
+                    )
+                )
     if task.get("onExit") and task["onExit"] not in names:
         causes.append(Cause(f"{path}.onExit", f"template {task['onExit']!r} not found"))
     loops = [k for k in ("withItems", "withParam", "withSequence") if task.get(k) is not None]
@@ -213,7 +281,8 @@ def validate_cron_object(obj: dict[str, Any]) -> list[Cause]:
     spec = obj.get("spec") or {}
     causes: list[Cause] = []
     schedules = ([spec["schedule"]] if spec.get("schedule") else []) + list(
-        spec.get("schedules") or [])
+        spec.get("schedules") or []
+    )
     if not schedules:
         causes.append(Cause("spec.schedule", "Required value", "FieldValueRequired"))
     for s in schedules:

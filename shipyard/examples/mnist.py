@@ -19,7 +19,7 @@ import time
 
 def accuracy(lr: float, layers: int, optimizer: str, epoch: int, seed: int) -> float:
     base = {"adam": 0.93, "sgd": 0.90, "ftrl": 0.86}.get(optimizer, 0.8)
-    shape = math.exp(-((lr - 0.02) / 0.012) ** 2) * 0.04 - 0.01 * abs(layers - 3.5)
+    shape = math.exp(-(((lr - 0.02) / 0.012) ** 2)) * 0.04 - 0.01 * abs(layers - 3.5)
     progress = 1 - 0.5 ** (epoch + 1)
     noise = random.Random(seed * 1000 + epoch).uniform(-0.003, 0.003)
     return max(0.0, min(0.985, (base + shape) * progress + noise))

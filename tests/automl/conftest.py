@@ -55,8 +55,9 @@ class AutoML:
         return r.json()
 
     async def trials(self, experiment: str) -> list[dict[str, Any]]:
-        r = await self.request("GET", f"{API}/trials",
-                               params={"labelSelector": f"experiment={experiment}"})
+        r = await self.request(
+            "GET", f"{API}/trials", params={"labelSelector": f"experiment={experiment}"}
+        )
         assert r.status_code == 200, r.text
         return r.json()["items"]
 
@@ -65,8 +66,11 @@ class AutoML:
         async with asyncio.timeout(timeout):
             while True:
                 exp = await self.get("experiments", name)
-                types = {c["type"] for c in exp.get("status", {}).get("conditions", [])
-                         if c["status"] == "True"}
+                types = {
+                    c["type"]
+                    for c in exp.get("status", {}).get("conditions", [])
+                    if c["status"] == "True"
+                }
                 if types & {"Succeeded", "Failed"}:
                     return exp
                 await asyncio.sleep(0.2)
@@ -84,31 +88,57 @@ def seed_experiment(name: str = "random-example") -> dict[str, Any]:
     return obj
 
 
-def python_experiment(name: str, code: str, *, parameters: list[dict[str, Any]],
-                      algorithm: str = "random", settings: dict[str, str] | None = None,
-                      objective: str = "minimize", metric: str = "loss",
-                      goal: float | None = None, **spec: Any) -> dict[str, Any]:
+def python_experiment(
+    name: str,
+    code: str,
+    *,
+    parameters: list[dict[str, Any]],
+    algorithm: str = "random",
+    settings: dict[str, str] | None = None,
+    objective: str = "minimize",
+    metric: str = "loss",
+    goal: float | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
     """An experiment whose trial runs ``python -c code`` with each parameter as an argument."""
-    trial_params = [{"name": p["name"].replace("-", "_"), "reference": p["name"]}
-                    for p in parameters]
+    trial_params = [
+        {"name": p["name"].replace("-", "_"), "reference": p["name"]} for p in parameters
+    ]
     args = [f"${{trialParameters.{tp['name']}}}" for tp in trial_params]
     objective_spec: dict[str, Any] = {"type": objective, "objectiveMetricName": metric}
     if goal is not None:
         objective_spec["goal"] = goal
     body: dict[str, Any] = {
-        "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
+        "apiVersion": "kubeflow.org/v1beta1",
+        "kind": "Experiment",
         "metadata": {"name": name},
         "spec": {
             "objective": objective_spec,
-            "algorithm": {"algorithmName": algorithm, "algorithmSettings": [
-                {"name": k, "value": v} for k, v in (settings or {}).items()]},
+            "algorithm": {
+                "algorithmName": algorithm,
+                "algorithmSettings": [{"name": k, "value": v} for k, v in (settings or {}).items()],
+            },
             "parameters": parameters,
             "trialTemplate": {
                 "trialParameters": trial_params,
-                "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {
-                    "spec": {"restartPolicy": "Never", "containers": [{
-                        "name": "main", "image": "python:3.11",
-                        "command": [sys.executable, "-c", code, *args]}]}}}},
+                "trialSpec": {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [
+                                    {
+                                        "name": "main",
+                                        "image": "python:3.11",
+                                        "command": [sys.executable, "-c", code, *args],
+                                    }
+                                ],
+                            }
+                        }
+                    },
+                },
             },
             **spec,
         },
@@ -122,8 +152,11 @@ def unique(prefix: str) -> str:
 
 async def start_automl(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None], Any]:
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
+        )
+    )
     task = asyncio.create_task(server.serve())
     for _ in range(400):
         if server.started:
@@ -146,15 +179,21 @@ def automl_db() -> Iterator[str]:
 
 
 @pytest.fixture(scope="package")
-async def automl(automl_db: str, nats_url: str,
-                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AutoML]:
+async def automl(
+    automl_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[AutoML]:
     minter = AssertionMinter()
     port = free_port()
     state_dir = Path(tmp_path_factory.mktemp("automl-state"))
-    settings = Settings(database_url=automl_db, nats_url=nats_url, port=port,
-                        state_dir=state_dir,
-                        gateway_public_key=minter.public_pem.decode(), resync_seconds=5,
-                        events_durable=f"automl-test-{uuid.uuid4().hex[:8]}")
+    settings = Settings(
+        database_url=automl_db,
+        nats_url=nats_url,
+        port=port,
+        state_dir=state_dir,
+        gateway_public_key=minter.public_pem.decode(),
+        resync_seconds=5,
+        events_durable=f"automl-test-{uuid.uuid4().hex[:8]}",
+    )
     server, task, app = await start_automl(settings)
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:

@@ -26,40 +26,80 @@ TRIAL = "import sys; print(f'loss={(float(sys.argv[1]) - 0.3) ** 2:.6f}')"
 
 
 def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "shipyard",
-        "clusters": [{"name": "shipyard", "cluster": {"server": server}}],
-        "users": [{"name": "me", "user": {}}],
-        "contexts": [{"name": "shipyard", "context": {
-            "cluster": "shipyard", "user": "me", "namespace": NAMESPACE}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "shipyard",
+                "clusters": [{"name": "shipyard", "cluster": {"server": server}}],
+                "users": [{"name": "me", "user": {}}],
+                "contexts": [
+                    {
+                        "name": "shipyard",
+                        "context": {"cluster": "shipyard", "user": "me", "namespace": NAMESPACE},
+                    }
+                ],
+            }
+        )
+    )
     return path
 
 
 def _experiment(name: str) -> Any:
     m = katib
     return m.V1beta1Experiment(
-        api_version="kubeflow.org/v1beta1", kind="Experiment",
+        api_version="kubeflow.org/v1beta1",
+        kind="Experiment",
         metadata={"name": name, "namespace": NAMESPACE},
         spec=m.V1beta1ExperimentSpec(
-            max_trial_count=3, parallel_trial_count=2, max_failed_trial_count=1,
+            max_trial_count=3,
+            parallel_trial_count=2,
+            max_failed_trial_count=1,
             algorithm=m.V1beta1AlgorithmSpec(algorithm_name="random"),
             objective=m.V1beta1ObjectiveSpec(type="minimize", objective_metric_name="loss"),
-            parameters=[m.V1beta1ParameterSpec(
-                name="x", parameter_type="double",
-                feasible_space=m.V1beta1FeasibleSpace(min="0.0", max="1.0"))],
+            parameters=[
+                m.V1beta1ParameterSpec(
+                    name="x",
+                    parameter_type="double",
+                    feasible_space=m.V1beta1FeasibleSpace(min="0.0", max="1.0"),
+                )
+            ],
             trial_template=m.V1beta1TrialTemplate(
                 primary_container_name="main",
                 trial_parameters=[m.V1beta1TrialParameterSpec(name="x", reference="x")],
-                trial_spec={"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {
-                    "spec": {"restartPolicy": "Never", "containers": [{
-                        "name": "main", "image": "python:3.11",
-                        "command": [sys.executable, "-c", TRIAL,
-                                    "${trialParameters.x}"]}]}}}})))
+                trial_spec={
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [
+                                    {
+                                        "name": "main",
+                                        "image": "python:3.11",
+                                        "command": [
+                                            sys.executable,
+                                            "-c",
+                                            TRIAL,
+                                            "${trialParameters.x}",
+                                        ],
+                                    }
+                                ],
+                            }
+                        }
+                    },
+                },
+            ),
+        ),
+    )
 
 
 def test_katib_client_create_get_wait(platform: Any, tmp_path: Path) -> None:
-    client = katib.KatibClient(config_file=str(_kubeconfig(tmp_path / "kubeconfig",
-                                                           platform.gateway_url)))
+    client = katib.KatibClient(
+        config_file=str(_kubeconfig(tmp_path / "kubeconfig", platform.gateway_url))
+    )
     name = f"sdk-{uuid.uuid4().hex[:6]}"
     created = client.create_experiment(_experiment(name), namespace=NAMESPACE)
     assert created["metadata"]["name"] == name
@@ -76,10 +116,14 @@ def test_katib_client_create_get_wait(platform: Any, tmp_path: Path) -> None:
         time.sleep(0.5)
     done = client.get_experiment(name, namespace=NAMESPACE)
     assert done["status"]["trialsSucceeded"] == 3
-    assert [c["reason"] for c in done["status"]["conditions"]
-            if c["type"] == "Succeeded"] == ["ExperimentMaxTrialsReached"]
-    trials = [t for t in client.list_trials(name, namespace=NAMESPACE)
-              if t.metadata.labels.get("katib.kubeflow.org/experiment") == name]
+    assert [c["reason"] for c in done["status"]["conditions"] if c["type"] == "Succeeded"] == [
+        "ExperimentMaxTrialsReached"
+    ]
+    trials = [
+        t
+        for t in client.list_trials(name, namespace=NAMESPACE)
+        if t.metadata.labels.get("katib.kubeflow.org/experiment") == name
+    ]
     assert len(trials) == 3
     optimal = client.get_optimal_hyperparameters(name, namespace=NAMESPACE)
     assert optimal["currentOptimalTrial"]["parameterAssignments"][0]["name"] == "x"

@@ -49,15 +49,22 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-async def test_two_replicas_one_leader_takes_over(database: str, nats_url: str,
-                                                   tmp_path: Path) -> None:
+async def test_two_replicas_one_leader_takes_over(
+    database: str, nats_url: str, tmp_path: Path
+) -> None:
     minter = AssertionMinter()
     durable = f"automl-leader-{uuid.uuid4().hex[:8]}"
     replicas = []
     for _ in range(2):
-        settings = Settings(database_url=database, nats_url=nats_url, port=free_port(),
-                            state_dir=tmp_path, gateway_public_key=minter.public_pem.decode(),
-                            resync_seconds=5, events_durable=durable)
+        settings = Settings(
+            database_url=database,
+            nats_url=nats_url,
+            port=free_port(),
+            state_dir=tmp_path,
+            gateway_public_key=minter.public_pem.decode(),
+            resync_seconds=5,
+            events_durable=durable,
+        )
         replicas.append((settings, *await start_automl(settings)))
     elections = [app.state.ctx.extras["leader"] for _, _, _, app in replicas]
     await _wait_for(lambda: any(e.is_leader for e in elections))
@@ -71,9 +78,16 @@ async def test_two_replicas_one_leader_takes_over(database: str, nats_url: str,
             await elections[standby].fence(s)
 
     name = unique("leader")
-    body = python_experiment(name, SLOW_TRIAL, parameters=[
-        {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}],
-        maxTrialCount=8, parallelTrialCount=2, maxFailedTrialCount=8)
+    body = python_experiment(
+        name,
+        SLOW_TRIAL,
+        parameters=[
+            {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
+        ],
+        maxTrialCount=8,
+        parallelTrialCount=2,
+        maxFailedTrialCount=8,
+    )
     headers = minter.headers(namespace=NAMESPACE, role="admin")
     url = f"http://127.0.0.1:{replicas[standby][0].port}"
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
@@ -96,24 +110,34 @@ async def test_two_replicas_one_leader_takes_over(database: str, nats_url: str,
         async with asyncio.timeout(60):
             while True:
                 exp = (await client.get(f"{API}/experiments/{name}")).json()
-                done = [c for c in exp.get("status", {}).get("conditions", [])
-                        if c["type"] in ("Succeeded", "Failed") and c["status"] == "True"]
+                done = [
+                    c
+                    for c in exp.get("status", {}).get("conditions", [])
+                    if c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
+                ]
                 if done:
                     break
                 await asyncio.sleep(0.2)
         assert done[0]["reason"] == "ExperimentMaxTrialsReached", exp["status"]
         assert await trial_count() == 8
-        trials = (await client.get(f"{API}/trials", params={
-            "labelSelector": f"experiment={name}"})).json()["items"]
-        failed = [t["status"]["conditions"][-1]["message"] for t in trials
-                  if t["status"]["conditions"][-1]["type"] != "Succeeded"]
+        trials = (
+            await client.get(f"{API}/trials", params={"labelSelector": f"experiment={name}"})
+        ).json()["items"]
+        failed = [
+            t["status"]["conditions"][-1]["message"]
+            for t in trials
+            if t["status"]["conditions"][-1]["type"] != "Succeeded"
+        ]
         assert exp["status"]["trialsSucceeded"] == 8, failed
 
     runtime = LocalRuntime(tmp_path)
     statuses = await runtime.list({"katib.kubeflow.org/experiment": name})
     await runtime.close()
-    intervals = [(s.start_time.timestamp(), s.finish_time.timestamp()) for s in statuses
-                 if s.start_time and s.finish_time]
+    intervals = [
+        (s.start_time.timestamp(), s.finish_time.timestamp())
+        for s in statuses
+        if s.start_time and s.finish_time
+    ]
     assert len(statuses) == 8
     assert _max_overlap(intervals) <= 2
 

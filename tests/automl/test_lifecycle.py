@@ -13,8 +13,12 @@ PRINT_X = "import sys; print(f'loss={float(sys.argv[1]):.6f}')"
 
 async def test_complete_goal_reached(automl: AutoML) -> None:
     name = unique("goal")
-    await automl.create("experiments", python_experiment(
-        name, PRINT_X, parameters=PARAM, goal=0.99, maxTrialCount=6, parallelTrialCount=1))
+    await automl.create(
+        "experiments",
+        python_experiment(
+            name, PRINT_X, parameters=PARAM, goal=0.99, maxTrialCount=6, parallelTrialCount=1
+        ),
+    )
     exp = await automl.wait_finished(name)
     assert reason_of(exp) == ("Succeeded", "ExperimentGoalReached")
     assert exp["status"]["trials"] == 1
@@ -22,9 +26,17 @@ async def test_complete_goal_reached(automl: AutoML) -> None:
 
 async def test_complete_failed(automl: AutoML) -> None:
     name = unique("fail")
-    await automl.create("experiments", python_experiment(
-        name, "import sys; print('boom'); sys.exit(3)", parameters=PARAM, maxTrialCount=4,
-        maxFailedTrialCount=1, parallelTrialCount=1))
+    await automl.create(
+        "experiments",
+        python_experiment(
+            name,
+            "import sys; print('boom'); sys.exit(3)",
+            parameters=PARAM,
+            maxTrialCount=4,
+            maxFailedTrialCount=1,
+            parallelTrialCount=1,
+        ),
+    )
     exp = await automl.wait_finished(name)
     assert reason_of(exp) == ("Failed", "ExperimentFailed")
     assert exp["status"]["trialsFailed"] == 2
@@ -34,14 +46,25 @@ async def test_complete_failed(automl: AutoML) -> None:
 
 async def test_resume_long_running(automl: AutoML) -> None:
     name = unique("long")
-    await automl.create("experiments", python_experiment(
-        name, PRINT_X, parameters=PARAM, maxTrialCount=1, parallelTrialCount=1,
-        resumePolicy="LongRunning"))
+    await automl.create(
+        "experiments",
+        python_experiment(
+            name,
+            PRINT_X,
+            parameters=PARAM,
+            maxTrialCount=1,
+            parallelTrialCount=1,
+            resumePolicy="LongRunning",
+        ),
+    )
     exp = await automl.wait_finished(name)
     assert reason_of(exp) == ("Succeeded", "ExperimentMaxTrialsReached")
-    r = await automl.request("PATCH", f"{API}/experiments/{name}",
-                             json={"spec": {"maxTrialCount": 2}},
-                             headers={"Content-Type": "application/merge-patch+json"})
+    r = await automl.request(
+        "PATCH",
+        f"{API}/experiments/{name}",
+        json={"spec": {"maxTrialCount": 2}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert r.status_code == 200, r.text
     async with asyncio.timeout(60):
         while True:
@@ -72,42 +95,70 @@ def _grid_seed_with_bad_last(params: list[dict], spec: dict) -> int:
 
 async def test_early_stop_medianstop(automl: AutoML) -> None:
     name = unique("median")
-    params = [{"name": "q", "parameterType": "categorical",
-               "feasibleSpace": {"list": ["0.9", "0.8", "0.1"]}}]
-    code = ("import sys, time; q=float(sys.argv[1]); n = 3 if q > 0.5 else 200\n"
-            "for i in range(n):\n    print(f'acc={q}', flush=True); time.sleep(0.05)\n")
-    body = python_experiment(name, code, parameters=params, algorithm="grid",
-                             objective="maximize", metric="acc", parallelTrialCount=1,
-                             earlyStopping={"algorithmName": "medianstop", "algorithmSettings": [
-                                 {"name": "min_trials_required", "value": "2"},
-                                 {"name": "start_step", "value": "2"}]})
-    seed = _grid_seed_with_bad_last(params, {**body["spec"], "algorithm": {
-        "algorithmName": "grid", "algorithmSettings": []}})
-    body["spec"]["algorithm"]["algorithmSettings"] = [{"name": "random_state",
-                                                       "value": str(seed)}]
+    params = [
+        {
+            "name": "q",
+            "parameterType": "categorical",
+            "feasibleSpace": {"list": ["0.9", "0.8", "0.1"]},
+        }
+    ]
+    code = (
+        "import sys, time; q=float(sys.argv[1]); n = 3 if q > 0.5 else 200\n"
+        "for i in range(n):\n    print(f'acc={q}', flush=True); time.sleep(0.05)\n"
+    )
+    body = python_experiment(
+        name,
+        code,
+        parameters=params,
+        algorithm="grid",
+        objective="maximize",
+        metric="acc",
+        parallelTrialCount=1,
+        earlyStopping={
+            "algorithmName": "medianstop",
+            "algorithmSettings": [
+                {"name": "min_trials_required", "value": "2"},
+                {"name": "start_step", "value": "2"},
+            ],
+        },
+    )
+    seed = _grid_seed_with_bad_last(
+        params, {**body["spec"], "algorithm": {"algorithmName": "grid", "algorithmSettings": []}}
+    )
+    body["spec"]["algorithm"]["algorithmSettings"] = [{"name": "random_state", "value": str(seed)}]
     await automl.create("experiments", body)
     exp = await automl.wait_finished(name, timeout=60)
     assert reason_of(exp) == ("Succeeded", "ExperimentSuggestionEndReached")
     assert exp["status"]["trialsEarlyStopped"] == 1 and exp["status"]["trialsSucceeded"] == 2
-    bad = next(t for t in await automl.trials(name)
-               if t["spec"]["parameterAssignments"][0]["value"] == "0.1")
+    bad = next(
+        t
+        for t in await automl.trials(name)
+        if t["spec"]["parameterAssignments"][0]["value"] == "0.1"
+    )
     assert bad["status"]["conditions"][-1]["reason"] == "TrialEarlyStopped"
     rule = bad["spec"]["earlyStoppingRules"][0]
     assert rule["comparison"] == "LESS" and abs(float(rule["value"]) - 0.85) < 1e-9
     start = bad["status"]["startTime"]
     assert start and bad["status"]["completionTime"]
     runtime = automl.app.state.ctx.extras["runtime"]
-    status = await runtime.status(bad["metadata"]["namespace"],
-                                  f"automl-{bad['metadata']['name']}")
+    status = await runtime.status(bad["metadata"]["namespace"], f"automl-{bad['metadata']['name']}")
     assert (status.finish_time - status.start_time).total_seconds() < 8  # not the full 10 s
 
 
 async def test_delete_experiment_cleans_up(automl: AutoML) -> None:
     name = unique("del")
-    await automl.create("experiments", python_experiment(
-        name, "import time; time.sleep(30)", parameters=PARAM, maxTrialCount=2,
-        parallelTrialCount=2))
+    await automl.create(
+        "experiments",
+        python_experiment(
+            name,
+            "import time; time.sleep(30)",
+            parameters=PARAM,
+            maxTrialCount=2,
+            parallelTrialCount=2,
+        ),
+    )
     runtime = automl.app.state.ctx.extras["runtime"]
+
     async def running() -> int:
         statuses = await runtime.list({"katib.kubeflow.org/experiment": name})
         return len([s for s in statuses if s.phase.value == "Running"])
@@ -118,8 +169,9 @@ async def test_delete_experiment_cleans_up(automl: AutoML) -> None:
     r = await automl.request("DELETE", f"{API}/experiments/{name}")
     assert r.status_code == 200
     async with asyncio.timeout(30):
-        while (await automl.request(  # noqa: ASYNC110
-                "GET", f"{API}/experiments/{name}")).status_code != 404:
+        while (  # noqa: ASYNC110
+            await automl.request("GET", f"{API}/experiments/{name}")
+        ).status_code != 404:
             await asyncio.sleep(0.1)
     assert await automl.trials(name) == []
     assert await runtime.list({"katib.kubeflow.org/experiment": name}) == []

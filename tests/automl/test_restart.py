@@ -28,16 +28,22 @@ from tests.conftest import PG_ADMIN_DSN, _psql, free_port
 def fresh_db() -> str:
     name = f"shipyard_automl_restart_{uuid.uuid4().hex[:8]}"
     _psql(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + \
-        f"/{name}"
+    yield (
+        PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        + f"/{name}"
+    )
     _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "services.automl"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT,
-                                cwd=Path(__file__).resolve().parents[2])
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.automl"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+        )
 
 
 async def _ready(url: str) -> None:
@@ -51,24 +57,37 @@ async def _ready(url: str) -> None:
             await asyncio.sleep(0.1)
 
 
-async def test_restart_after_sigkill_keeps_limits(fresh_db: str, nats_url: str,
-                                                  tmp_path: Path) -> None:
+async def test_restart_after_sigkill_keeps_limits(
+    fresh_db: str, nats_url: str, tmp_path: Path
+) -> None:
     minter = AssertionMinter()
     port = free_port()
-    env = {**os.environ, "SHIPYARD_DATABASE_URL": fresh_db, "NATS_URL": nats_url,
-           "SHIPYARD_PORT": str(port), "SHIPYARD_STATE_DIR": str(tmp_path),
-           "SHIPYARD_GATEWAY_PUBLIC_KEY": minter.public_pem.decode(),
-           "SHIPYARD_RESYNC_SECONDS": "1", "SHIPYARD_LOG_LEVEL": "WARNING",
-           "SHIPYARD_EVENTS_DURABLE": f"automl-restart-{uuid.uuid4().hex[:8]}"}
+    env = {
+        **os.environ,
+        "SHIPYARD_DATABASE_URL": fresh_db,
+        "NATS_URL": nats_url,
+        "SHIPYARD_PORT": str(port),
+        "SHIPYARD_STATE_DIR": str(tmp_path),
+        "SHIPYARD_GATEWAY_PUBLIC_KEY": minter.public_pem.decode(),
+        "SHIPYARD_RESYNC_SECONDS": "1",
+        "SHIPYARD_LOG_LEVEL": "WARNING",
+        "SHIPYARD_EVENTS_DURABLE": f"automl-restart-{uuid.uuid4().hex[:8]}",
+    }
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "automl.log"
     proc = _start(env, log)
     headers = minter.headers(namespace=NAMESPACE, role="admin")
     name = "restart-exp"
     code = "import sys, time; time.sleep(0.7); print(f'loss={float(sys.argv[1]):.5f}')"
-    body = python_experiment(name, code, parameters=[
-        {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}],
-        maxTrialCount=7, parallelTrialCount=2)
+    body = python_experiment(
+        name,
+        code,
+        parameters=[
+            {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
+        ],
+        maxTrialCount=7,
+        parallelTrialCount=2,
+    )
     try:
         await _ready(url)
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
@@ -88,8 +107,11 @@ async def test_restart_after_sigkill_keeps_limits(fresh_db: str, nats_url: str,
             async with asyncio.timeout(90):
                 while True:
                     exp = (await client.get(f"{API}/experiments/{name}")).json()
-                    done = [c for c in exp.get("status", {}).get("conditions", [])
-                            if c["type"] == "Succeeded" and c["status"] == "True"]
+                    done = [
+                        c
+                        for c in exp.get("status", {}).get("conditions", [])
+                        if c["type"] == "Succeeded" and c["status"] == "True"
+                    ]
                     if done:
                         break
                     await asyncio.sleep(0.2)
@@ -107,5 +129,6 @@ async def test_restart_after_sigkill_keeps_limits(fresh_db: str, nats_url: str,
     statuses = await runtime.list({"katib.kubeflow.org/experiment": name})
     await runtime.close()
     assert len(statuses) == 7
-    assert max_overlap([(s.start_time.timestamp(), s.finish_time.timestamp())
-                        for s in statuses]) <= 2
+    assert (
+        max_overlap([(s.start_time.timestamp(), s.finish_time.timestamp()) for s in statuses]) <= 2
+    )

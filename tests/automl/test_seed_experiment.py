@@ -24,8 +24,11 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 async def workload_intervals(automl: AutoML, experiment: str) -> list[tuple[float, float]]:
     runtime = automl.app.state.ctx.extras["runtime"]
     statuses = await runtime.list({"katib.kubeflow.org/experiment": experiment})
-    return [(s.start_time.timestamp(), s.finish_time.timestamp()) for s in statuses
-            if s.start_time and s.finish_time]
+    return [
+        (s.start_time.timestamp(), s.finish_time.timestamp())
+        for s in statuses
+        if s.start_time and s.finish_time
+    ]
 
 
 async def test_create_seed_experiment_succeeds(automl: AutoML) -> None:
@@ -33,7 +36,8 @@ async def test_create_seed_experiment_succeeds(automl: AutoML) -> None:
     assert created["spec"]["parallelTrialCount"] == 3
     assert created["spec"]["objective"]["metricStrategies"] == [
         {"name": "Validation-accuracy", "value": "max"},
-        {"name": "Train-accuracy", "value": "max"}]
+        {"name": "Train-accuracy", "value": "max"},
+    ]
     exp = await automl.wait_finished("random-example", timeout=120)
     assert reason_of(exp) == ("Succeeded", "ExperimentMaxTrialsReached")
     status = exp["status"]
@@ -53,14 +57,14 @@ async def test_create_seed_experiment_succeeds(automl: AutoML) -> None:
         assert params["optimizer"] in ("sgd", "adam", "ftrl")
         command = t["spec"]["runSpec"]["spec"]["template"]["spec"]["containers"][0]["command"]
         assert f"--lr={params['lr']}" in command
-        metric = next(m for m in t["status"]["observation"]["metrics"]
-                      if m["name"] == "Validation-accuracy")
+        metric = next(
+            m for m in t["status"]["observation"]["metrics"] if m["name"] == "Validation-accuracy"
+        )
         values.append((float(metric["max"]), t["metadata"]["name"]))
     best = max(values, key=lambda v: v[0])
     assert status["currentOptimalTrial"]["bestTrialName"] == best[1]
 
-    summary = (await automl.request(
-        "GET", f"{API}/experiments/random-example/trialsummary")).json()
+    summary = (await automl.request("GET", f"{API}/experiments/random-example/trialsummary")).json()
     assert summary["parameters"] == ["lr", "num-layers", "optimizer"]
     assert len(summary["trials"]) == 12
     row: dict[str, Any] = summary["trials"][0]
@@ -68,16 +72,20 @@ async def test_create_seed_experiment_succeeds(automl: AutoML) -> None:
     assert row["objective"] is not None and "Train-accuracy" in row["metrics"]
 
     name = trials[0]["metadata"]["name"]
-    obs = (await automl.request("GET", f"{API}/trials/{name}/observationlog",
-                                params={"metricName": "Validation-accuracy"})).json()
+    obs = (
+        await automl.request(
+            "GET",
+            f"{API}/trials/{name}/observationlog",
+            params={"metricName": "Validation-accuracy"},
+        )
+    ).json()
     logs = obs["observationLog"]["metricLogs"]
     assert [entry["step"] for entry in logs] == [0, 1, 2]
     assert all(entry["metric"]["name"] == "Validation-accuracy" for entry in logs)
 
     text = (await automl.request("GET", f"{API}/trials/{name}/log")).text
     assert "Epoch[2] Validation-accuracy=" in text
-    tail = (await automl.request("GET", f"{API}/trials/{name}/log",
-                                 params={"tailLines": "1"})).text
+    tail = (await automl.request("GET", f"{API}/trials/{name}/log", params={"tailLines": "1"})).text
     assert tail.count("\n") == 1
 
     suggestion = await automl.get("suggestions", "random-example")

@@ -22,32 +22,70 @@ def _mutate(path: list[Any], value: Any) -> dict[str, Any]:
     return obj
 
 
-@pytest.mark.parametrize(("path", "value", "field", "text"), [
-    (["parameters", 1, "feasibleSpace", "min"], "9", "spec.parameters[1].feasibleSpace.min",
-     "must be < max"),
-    (["parameters", 0, "parameterType"], "float", "spec.parameters[0].parameterType", ""),
-    (["parameters", 2, "feasibleSpace", "list"], [], "spec.parameters[2].feasibleSpace.list",
-     "Required"),
-    (["maxFailedTrialCount"], 20, "spec.maxFailedTrialCount", "maxTrialCount"),
-    (["parallelTrialCount"], 0, "spec.parallelTrialCount", "greater than 0"),
-    (["algorithm", "algorithmName"], "annealing", "spec.algorithm.algorithmName", "tpe"),
-    (["algorithm", "algorithmSettings"], [{"name": "n_EI_candidates", "value": "3"}],
-     "spec.algorithm.algorithmSettings[0].name", "random_state"),
-    (["trialTemplate", "trialSpec", "kind"], "TFJob", "spec.trialTemplate.trialSpec.kind",
-     "not supported by the local runtime"),
-    (["trialTemplate", "trialParameters", 0, "reference"], "nope",
-     "spec.trialTemplate.trialParameters[0].reference", "parameter"),
-    (["objective", "type"], KeyError, "spec.objective.type", ""),
-    (["earlyStopping"], {"algorithmName": "medianstop", "algorithmSettings": [
-        {"name": "start_step", "value": "0"}]}, "spec.earlyStopping.algorithmSettings[0].value",
-     ">= 1"),
-    (["metricsCollectorSpec"], {"collector": {"kind": "TensorFlowEvent"}},
-     "spec.metricsCollectorSpec.collector.kind", "not supported"),
-    (["trialTemplate", "configMap"], {"configMapName": "x", "templatePath": "y"},
-     "spec.trialTemplate", "exactly one"),
-])
-async def test_create_experiment_invalid(automl: AutoML, path: list[Any], value: Any,
-                                         field: str, text: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "value", "field", "text"),
+    [
+        (
+            ["parameters", 1, "feasibleSpace", "min"],
+            "9",
+            "spec.parameters[1].feasibleSpace.min",
+            "must be < max",
+        ),
+        (["parameters", 0, "parameterType"], "float", "spec.parameters[0].parameterType", ""),
+        (
+            ["parameters", 2, "feasibleSpace", "list"],
+            [],
+            "spec.parameters[2].feasibleSpace.list",
+            "Required",
+        ),
+        (["maxFailedTrialCount"], 20, "spec.maxFailedTrialCount", "maxTrialCount"),
+        (["parallelTrialCount"], 0, "spec.parallelTrialCount", "greater than 0"),
+        (["algorithm", "algorithmName"], "annealing", "spec.algorithm.algorithmName", "tpe"),
+        (
+            ["algorithm", "algorithmSettings"],
+            [{"name": "n_EI_candidates", "value": "3"}],
+            "spec.algorithm.algorithmSettings[0].name",
+            "random_state",
+        ),
+        (
+            ["trialTemplate", "trialSpec", "kind"],
+            "TFJob",
+            "spec.trialTemplate.trialSpec.kind",
+            "not supported by the local runtime",
+        ),
+        (
+            ["trialTemplate", "trialParameters", 0, "reference"],
+            "nope",
+            "spec.trialTemplate.trialParameters[0].reference",
+            "parameter",
+        ),
+        (["objective", "type"], KeyError, "spec.objective.type", ""),
+        (
+            ["earlyStopping"],
+            {
+                "algorithmName": "medianstop",
+                "algorithmSettings": [{"name": "start_step", "value": "0"}],
+            },
+            "spec.earlyStopping.algorithmSettings[0].value",
+            ">= 1",
+        ),
+        (
+            ["metricsCollectorSpec"],
+            {"collector": {"kind": "TensorFlowEvent"}},
+            "spec.metricsCollectorSpec.collector.kind",
+            "not supported",
+        ),
+        (
+            ["trialTemplate", "configMap"],
+            {"configMapName": "x", "templatePath": "y"},
+            "spec.trialTemplate",
+            "exactly one",
+        ),
+    ],
+)
+async def test_create_experiment_invalid(
+    automl: AutoML, path: list[Any], value: Any, field: str, text: str
+) -> None:
     r = await automl.request("POST", f"{API}/experiments", json=_mutate(path, value))
     assert r.status_code == 422, r.text
     causes = r.json()["details"]["causes"]
@@ -65,13 +103,17 @@ async def test_create_experiment_defaults(automl: AutoML) -> None:
     spec = created["spec"]
     assert spec["resumePolicy"] == "Never"
     assert spec["metricsCollectorSpec"] == {"collector": {"kind": "StdOut"}}
-    assert spec["objective"]["metricStrategies"][0] == {"name": "Validation-accuracy",
-                                                        "value": "min"}
+    assert spec["objective"]["metricStrategies"][0] == {
+        "name": "Validation-accuracy",
+        "value": "min",
+    }
     template = spec["trialTemplate"]
     assert template["successCondition"] == (
-        'status.conditions.#(type=="Complete")#|#(status=="True")#')
+        'status.conditions.#(type=="Complete")#|#(status=="True")#'
+    )
     assert template["failureCondition"] == (
-        'status.conditions.#(type=="Failed")#|#(status=="True")#')
+        'status.conditions.#(type=="Failed")#|#(status=="True")#'
+    )
     assert created["metadata"]["finalizers"] == ["update-prometheus-metrics"]
     await automl.wait_finished("defaults-exp")
     del obj["spec"]["parallelTrialCount"]

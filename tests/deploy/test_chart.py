@@ -97,7 +97,11 @@ def test_chart_keys_secret_mounted() -> None:
     docs = _render_chart(values)
     secrets = _by_kind(docs, "Secret")
     assert set(secrets[f"{RELEASE}-identity"]["stringData"]) == {
-        "gateway.key", "gateway.pub", "serviceaccounts.key", "serviceaccounts.pub"}
+        "gateway.key",
+        "gateway.pub",
+        "serviceaccounts.key",
+        "serviceaccounts.pub",
+    }
     settings = _settings(docs)
     for name, deployment in _by_kind(docs, "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
@@ -109,7 +113,8 @@ def test_chart_keys_secret_mounted() -> None:
         if name != f"{RELEASE}-gateway":  # services never see the gateway's private key
             assert keys["secret"]["items"] == [
                 {"key": "gateway.pub", "path": "gateway.pub"},
-                {"key": "serviceaccounts.key", "path": "serviceaccounts.key"}]
+                {"key": "serviceaccounts.key", "path": "serviceaccounts.key"},
+            ]
 
     values["identity"]["existingSecret"] = "my-keys"
     docs = _render_chart(values)

@@ -48,11 +48,18 @@ class OIDCServer:
         node = shutil.which("node")
         if node is None or not (OIDC_DIR / "node_modules" / "oidc-provider").exists():
             pytest.fail("node and `npm ci --prefix tests/oidc` are required for gateway tests")
-        env = dict(os.environ, OIDC_PORT=str(self.port),
-                   OIDC_REDIRECT_URIS=",".join(self.redirect_uris),
-                   OIDC_CLIENT_SECRET=CLIENT_SECRET)
-        self.proc = subprocess.Popen([node, str(OIDC_DIR / "provider.mjs")], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        env = dict(
+            os.environ,
+            OIDC_PORT=str(self.port),
+            OIDC_REDIRECT_URIS=",".join(self.redirect_uris),
+            OIDC_CLIENT_SECRET=CLIENT_SECRET,
+        )
+        self.proc = subprocess.Popen(
+            [node, str(OIDC_DIR / "provider.mjs")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -71,27 +78,45 @@ class OIDCServer:
     def rotate(self) -> str:
         return str(httpx.post(f"http://127.0.0.1:{self.port}/admin/rotate").json()["kid"])
 
-    async def tokens(self, user: str, client_id: str = "shipyard", fresh: bool = False,
-                     redirect_uri: str | None = None) -> dict[str, Any]:
+    async def tokens(
+        self,
+        user: str,
+        client_id: str = "shipyard",
+        fresh: bool = False,
+        redirect_uri: str | None = None,
+    ) -> dict[str, Any]:
         """Tokens for ``user`` by driving the real authorization-code + PKCE flow."""
         key = (user, client_id)
         if not fresh and key in self._tokens:
             return self._tokens[key]
         redirect_uri = redirect_uri or self.redirect_uris[0]
         verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(
-            hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        challenge = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .rstrip(b"=")
+            .decode()
+        )
         async with httpx.AsyncClient(timeout=10) as c:
-            params = {"client_id": client_id, "response_type": "code",
-                      "scope": "openid email profile groups offline_access",
-                      "redirect_uri": redirect_uri, "state": "s", "nonce": "n",
-                      "code_challenge": challenge, "code_challenge_method": "S256"}
+            params = {
+                "client_id": client_id,
+                "response_type": "code",
+                "scope": "openid email profile groups offline_access",
+                "redirect_uri": redirect_uri,
+                "state": "s",
+                "nonce": "n",
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
             r = await c.get(f"{self.issuer}/auth", params=params)
             location = await submit_login(c, r, user, PASSWORD, stop_at=redirect_uri)
             code = parse_qs(urlsplit(location).query)["code"][0]
             auth = (client_id, CLIENT_SECRET) if client_id == "shipyard" else None
-            data = {"grant_type": "authorization_code", "code": code,
-                    "redirect_uri": redirect_uri, "code_verifier": verifier}
+            data = {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+            }
             if auth is None:
                 data["client_id"] = client_id
             tr = await c.post(f"{self.issuer}/token", data=data, auth=auth)  # type: ignore[arg-type]
@@ -104,8 +129,9 @@ class OIDCServer:
         return str((await self.tokens(user, fresh=fresh))["id_token"])
 
 
-async def submit_login(c: httpx.AsyncClient, r: httpx.Response, user: str, password: str,
-                       stop_at: str) -> str:
+async def submit_login(
+    c: httpx.AsyncClient, r: httpx.Response, user: str, password: str, stop_at: str
+) -> str:
     """Follow redirects through the provider's login form; return the redirect to ``stop_at``."""
     for _ in range(12):
         if r.status_code in (302, 303):
@@ -131,8 +157,13 @@ def upstream_app(public_pem: bytes) -> FastAPI:
         if not token:
             return None
         ident = verifier.verify(token)
-        return {"user": ident.user, "groups": list(ident.groups), "namespace": ident.namespace,
-                "role": ident.role, "cluster_admin": ident.cluster_admin}
+        return {
+            "user": ident.user,
+            "groups": list(ident.groups),
+            "namespace": ident.namespace,
+            "role": ident.role,
+            "cluster_admin": ident.cluster_admin,
+        }
 
     @app.get("/readyz")
     async def readyz() -> dict[str, bool]:
@@ -144,6 +175,7 @@ def upstream_app(public_pem: bytes) -> FastAPI:
             for i in range(n):
                 yield json.dumps({"type": "ADDED", "object": {"i": i}}).encode() + b"\n"
                 await asyncio.sleep(0.2)
+
         return StreamingResponse(gen(), media_type="application/json")
 
     @app.websocket("/notebook/{ns}/{name}/ws")
@@ -163,13 +195,17 @@ def upstream_app(public_pem: bytes) -> FastAPI:
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
-        return JSONResponse({
-            "identity": identity(request.headers), "path": request.url.path,
-            "method": request.method, "body_bytes": size,
-            "authorization": request.headers.get("authorization"),
-            "kubeflow_userid": request.headers.get("kubeflow-userid"),
-            "assertions": len(request.headers.getlist(ASSERTION_HEADER)),
-        })
+        return JSONResponse(
+            {
+                "identity": identity(request.headers),
+                "path": request.url.path,
+                "method": request.method,
+                "body_bytes": size,
+                "authorization": request.headers.get("authorization"),
+                "kubeflow_userid": request.headers.get("kubeflow-userid"),
+                "assertions": len(request.headers.getlist(ASSERTION_HEADER)),
+            }
+        )
 
     return app
 
@@ -178,8 +214,9 @@ class RunningServer:
     def __init__(self, app: Any, port: int) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                                    log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -227,8 +264,9 @@ def other_oidc() -> Iterator[OIDCServer]:
 
 @pytest.fixture(scope="session")
 async def upstream(gateway_state: Path) -> AsyncIterator[RunningServer]:
-    server = RunningServer(upstream_app((gateway_state / "keys" / "gateway.pub").read_bytes()),
-                           free_port())
+    server = RunningServer(
+        upstream_app((gateway_state / "keys" / "gateway.pub").read_bytes()), free_port()
+    )
     await server.start()
     yield server
     await server.stop()
@@ -236,23 +274,38 @@ async def upstream(gateway_state: Path) -> AsyncIterator[RunningServer]:
 
 def gateway_settings(state: Path, upstream_url: str, db_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(
-        state_dir=state, database_url=db_url, notebook_url=upstream_url,
-        automl_url=upstream_url, pipeline_url=upstream_url, serving_url=upstream_url,
-        cookie_secret=COOKIE_SECRET, oidc_client_secret=CLIENT_SECRET,
-        cluster_admins="admin@example.com", oidc_jwks_min_refetch_seconds=0.5,
-        rate_limit_per_second=1000, rate_limit_burst=1000, route_events=False,
+        state_dir=state,
+        database_url=db_url,
+        notebook_url=upstream_url,
+        automl_url=upstream_url,
+        pipeline_url=upstream_url,
+        serving_url=upstream_url,
+        cookie_secret=COOKIE_SECRET,
+        oidc_client_secret=CLIENT_SECRET,
+        cluster_admins="admin@example.com",
+        oidc_jwks_min_refetch_seconds=0.5,
+        rate_limit_per_second=1000,
+        rate_limit_burst=1000,
+        route_events=False,
     )
     values.update(overrides)
     return Settings(**values)
 
 
 @pytest.fixture(scope="session")
-async def gateway(gateway_state: Path, gateway_port: int, oidc: OIDCServer,
-                  upstream: RunningServer, pg_url: str) -> AsyncIterator[RunningServer]:
+async def gateway(
+    gateway_state: Path, gateway_port: int, oidc: OIDCServer, upstream: RunningServer, pg_url: str
+) -> AsyncIterator[RunningServer]:
     """The gateway in OIDC mode on Postgres, every service URL pointing at ``upstream``."""
-    settings = gateway_settings(gateway_state, upstream.url, pg_url, auth_mode="oidc",
-                                oidc_issuer=oidc.issuer, oidc_audiences="shipyard,shipyard-cli",
-                                session_refresh_seconds=1.0)
+    settings = gateway_settings(
+        gateway_state,
+        upstream.url,
+        pg_url,
+        auth_mode="oidc",
+        oidc_issuer=oidc.issuer,
+        oidc_audiences="shipyard,shipyard-cli",
+        session_refresh_seconds=1.0,
+    )
     server = RunningServer(create_app(settings), gateway_port)
     await server.start()
     gw = server.server.config.app.state.gw  # type: ignore[union-attr]

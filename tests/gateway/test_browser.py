@@ -11,8 +11,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 NS = "kubeflow-user-example-com"
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="/usr/bin/chromium absent: apt-get install -y chromium")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="/usr/bin/chromium absent: apt-get install -y chromium"
+)
 async def test_login_in_headless_chromium(gateway, upstream) -> None:
     from playwright.async_api import async_playwright
 
@@ -20,9 +21,16 @@ async def test_login_in_headless_chromium(gateway, upstream) -> None:
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = await browser.new_page()
             await page.goto(f"{gateway.url}/notebook/{NS}/nb/lab", timeout=15000)

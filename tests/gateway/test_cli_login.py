@@ -32,15 +32,15 @@ def drive_login_form(url: str) -> None:
 
 async def test_cli_login_stores_refreshes_and_logs_out(gateway, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    entry = await asyncio.to_thread(auth.login, gateway.url, open_url=drive_login_form,
-                                    timeout=30)
+    entry = await asyncio.to_thread(auth.login, gateway.url, open_url=drive_login_form, timeout=30)
     path = tmp_path / "shipyard" / "credentials.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert entry["client_id"] == "shipyard-cli"
     headers = await asyncio.to_thread(auth.bearer_headers, gateway.url)
     async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as c:
-        r = await c.get("/apis/kubeflow.org/v1/namespaces/kubeflow-user-example-com/notebooks",
-                        headers=headers)
+        r = await c.get(
+            "/apis/kubeflow.org/v1/namespaces/kubeflow-user-example-com/notebooks", headers=headers
+        )
         assert r.status_code == 200 and r.json()["identity"]["user"] == "user@example.com"
     # Force expiry: bearer_headers refreshes with the refresh token.
     data = auth._load_all()
@@ -51,4 +51,3 @@ async def test_cli_login_stores_refreshes_and_logs_out(gateway, tmp_path, monkey
     assert auth._load_all()[gateway.url]["expires_at"] > 0
     assert auth.logout(gateway.url) is True
     assert auth.bearer_headers(gateway.url) == {}
-

@@ -12,47 +12,105 @@ import pytest
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
 WORKFLOWS = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
 EXPERIMENTS = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments"
 
 WORKFLOW = {
-    "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+    "apiVersion": "argoproj.io/v1alpha1",
+    "kind": "Workflow",
     "metadata": {"name": "dash-wf"},
-    "spec": {"entrypoint": "main", "templates": [
-        {"name": "main", "dag": {"tasks": [
-            {"name": "hello", "template": "say"},
-            {"name": "world", "template": "say", "dependencies": ["hello"]}]}},
-        {"name": "say", "container": {"image": "python:3.11", "command": [
-            "python3", "-c", "print('hello from the dashboard test')"]}}]},
+    "spec": {
+        "entrypoint": "main",
+        "templates": [
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {"name": "hello", "template": "say"},
+                        {"name": "world", "template": "say", "dependencies": ["hello"]},
+                    ]
+                },
+            },
+            {
+                "name": "say",
+                "container": {
+                    "image": "python:3.11",
+                    "command": ["python3", "-c", "print('hello from the dashboard test')"],
+                },
+            },
+        ],
+    },
 }
 EXPERIMENT = {
-    "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": "dash-exp"},
+    "apiVersion": "kubeflow.org/v1beta1",
+    "kind": "Experiment",
+    "metadata": {"name": "dash-exp"},
     "spec": {
         "objective": {"type": "maximize", "objectiveMetricName": "accuracy"},
         "algorithm": {"algorithmName": "random"},
-        "parallelTrialCount": 3, "maxTrialCount": 3, "maxFailedTrialCount": 1,
+        "parallelTrialCount": 3,
+        "maxTrialCount": 3,
+        "maxFailedTrialCount": 1,
         "parameters": [
-            {"name": "lr", "parameterType": "double",
-             "feasibleSpace": {"min": "0.01", "max": "0.1"}},
-            {"name": "optimizer", "parameterType": "categorical",
-             "feasibleSpace": {"list": ["sgd", "adam"]}}],
+            {
+                "name": "lr",
+                "parameterType": "double",
+                "feasibleSpace": {"min": "0.01", "max": "0.1"},
+            },
+            {
+                "name": "optimizer",
+                "parameterType": "categorical",
+                "feasibleSpace": {"list": ["sgd", "adam"]},
+            },
+        ],
         "trialTemplate": {
             "primaryContainerName": "main",
-            "trialParameters": [{"name": "lr", "reference": "lr"},
-                                {"name": "optimizer", "reference": "optimizer"}],
-            "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "main", "image": "python:3.11", "command": [
-                    "python3", "-c",
-                    "print('accuracy=' + str(1 - float('${trialParameters.lr}')))"]}]}}}}}},
+            "trialParameters": [
+                {"name": "lr", "reference": "lr"},
+                {"name": "optimizer", "reference": "optimizer"},
+            ],
+            "trialSpec": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [
+                                {
+                                    "name": "main",
+                                    "image": "python:3.11",
+                                    "command": [
+                                        "python3",
+                                        "-c",
+                                        "print('accuracy=' + str(1 - "
+                                        "float('${trialParameters.lr}')))",
+                                    ],
+                                }
+                            ],
+                        }
+                    }
+                },
+            },
+        },
+    },
 }
-PVC = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "dash-pvc"},
-       "spec": {"accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "64Mi"}}}}
+PVC = {
+    "apiVersion": "v1",
+    "kind": "PersistentVolumeClaim",
+    "metadata": {"name": "dash-pvc"},
+    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}},
+}
 YAML_PVC = """apiVersion: v1
 kind: PersistentVolumeClaim
 metadata:
@@ -78,16 +136,21 @@ def test_read_dashboard_serves_html_and_assets(platform: Any) -> None:
     assert '<script type="module" src="/ui/app.js">' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     js = "text/javascript; charset=utf-8"
-    expected = {"app.js": js, "api.js": js, "style.css": "text/css; charset=utf-8",
-                "logo.svg": "image/svg+xml"}
+    expected = {
+        "app.js": js,
+        "api.js": js,
+        "style.css": "text/css; charset=utf-8",
+        "logo.svg": "image/svg+xml",
+    }
     for name, ctype in expected.items():
         r = httpx.get(f"{base}/ui/{name}", timeout=10)
         assert r.status_code == 200, name
         assert r.headers["content-type"] == ctype
         assert r.headers["cache-control"] == "no-cache"
         assert r.headers["x-content-type-options"] == "nosniff"
-        again = httpx.get(f"{base}/ui/{name}", headers={"If-None-Match": r.headers["etag"]},
-                          timeout=10)
+        again = httpx.get(
+            f"{base}/ui/{name}", headers={"If-None-Match": r.headers["etag"]}, timeout=10
+        )
         assert again.status_code == 304 and again.content == b""
     for missing in ("/ui/nope.js", "/ui/..%2Fdashboard.py", "/ui/%2e%2e/app.py"):
         r = httpx.get(base + missing, timeout=10)
@@ -95,8 +158,7 @@ def test_read_dashboard_serves_html_and_assets(platform: Any) -> None:
         assert r.json()["kind"] == "Status"
 
 
-async def test_read_dashboard_redirects_to_login_without_session(
-        client: httpx.AsyncClient) -> None:
+async def test_read_dashboard_redirects_to_login_without_session(client: httpx.AsyncClient) -> None:
     """OIDC mode: a browser without a session goes to login; the assets stay public."""
     r = await client.get("/")
     assert r.status_code == 302
@@ -105,8 +167,9 @@ async def test_read_dashboard_redirects_to_login_without_session(
     assert asset.status_code == 200
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="/usr/bin/chromium absent: apt-get install -y chromium")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="/usr/bin/chromium absent: apt-get install -y chromium"
+)
 async def test_browse_dashboard_in_headless_chromium(platform: Any) -> None:
     from playwright.async_api import async_playwright, expect
 
@@ -151,7 +214,8 @@ async def test_browse_dashboard_in_headless_chromium(platform: Any) -> None:
             await expect(page.locator("table.grid tbody tr")).to_have_count(3)
             await expect(page.locator("svg.parallel polyline.pc-line")).to_have_count(3)
             await expect(page.locator("svg.parallel .pc-name")).to_have_text(
-                ["lr", "optimizer", "accuracy"])
+                ["lr", "optimizer", "accuracy"]
+            )
             await expect(page.locator("tr.best .pill.best")).to_have_count(1)
             await expect(page.locator("svg.parallel polyline.best")).to_have_count(1)
             await page.screenshot(path="/tmp/dashboard-experiment.png")

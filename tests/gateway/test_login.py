@@ -27,8 +27,10 @@ async def test_login_browser_flow_sets_session(gateway, oidc) -> None:
         assert r.json()["identity"]["user"] == "user@example.com"
 
 
-@pytest.mark.parametrize("rd", ["https://evil.example", "//evil.example", "/\\evil.example",
-                                "http:/evil.example", "/\tevil"])
+@pytest.mark.parametrize(
+    "rd",
+    ["https://evil.example", "//evil.example", "/\\evil.example", "http:/evil.example", "/\tevil"],
+)
 async def test_login_rejects_open_redirect(gateway, rd: str) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as c:
         final = await browser_login(c, "user@example.com", rd=rd)
@@ -73,6 +75,8 @@ async def test_session_refresh_after_key_rotation(gateway, oidc) -> None:
         assert c.cookies.get("shipyard_session") != before
         assert r.json()["identity"]["user"] == "second@example.com"
         token = await oidc.id_token("second@example.com", fresh=True)
-        r = await c.get("/apis/kubeflow.org/v1beta1/namespaces/kubeflow-second-example-com/trials",
-                        headers={"authorization": f"Bearer {token}"})
+        r = await c.get(
+            "/apis/kubeflow.org/v1beta1/namespaces/kubeflow-second-example-com/trials",
+            headers={"authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 200, r.text

@@ -19,9 +19,11 @@ class LocalIssuer:
     def __init__(self) -> None:
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}/dex"
-        self.keys = [RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"}),
-                     ECKey.generate_key("P-256", parameters={"kid": "k2", "use": "sig"}),
-                     OKPKey.generate_key("Ed25519", parameters={"kid": "k3", "use": "sig"})]
+        self.keys = [
+            RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"}),
+            ECKey.generate_key("P-256", parameters={"kid": "k2", "use": "sig"}),
+            OKPKey.generate_key("Ed25519", parameters={"kid": "k3", "use": "sig"}),
+        ]
         self.jwks_hits = 0
         app = FastAPI()
 
@@ -38,8 +40,15 @@ class LocalIssuer:
 
     def token(self, key_index: int = 0, alg: str = "RS256", **over: object) -> str:
         now = int(time.time())
-        claims = {"iss": self.issuer, "aud": "shipyard", "sub": "s", "email": "u@example.com",
-                  "groups": ["g"], "iat": now, "exp": now + 300}
+        claims = {
+            "iss": self.issuer,
+            "aud": "shipyard",
+            "sub": "s",
+            "email": "u@example.com",
+            "groups": ["g"],
+            "iat": now,
+            "exp": now + 300,
+        }
         claims.update(over)
         claims = {k: v for k, v in claims.items() if v is not None}
         key = self.keys[key_index]
@@ -70,13 +79,17 @@ async def test_verify_accepts_any_configured_audience(issuer) -> None:
 
 
 # Times are offsets from when the test runs (not from collection, minutes earlier).
-@pytest.mark.parametrize(("over", "why"), [
-    ({"exp": -120}, "expired"),
-    ({"nbf": 120}, "not yet valid"),
-    ({"iat": 120}, "future"),
-    ({"aud": "someone-else"}, "audience"),
-    ({"email": None}, "email"),
-], ids=["expired", "nbf-future", "iat-future", "wrong-aud", "no-user-claim"])
+@pytest.mark.parametrize(
+    ("over", "why"),
+    [
+        ({"exp": -120}, "expired"),
+        ({"nbf": 120}, "not yet valid"),
+        ({"iat": 120}, "future"),
+        ({"aud": "someone-else"}, "audience"),
+        ({"email": None}, "email"),
+    ],
+    ids=["expired", "nbf-future", "iat-future", "wrong-aud", "no-user-claim"],
+)
 async def test_verify_rejects_bad_claims(issuer, over, why) -> None:
     now = int(time.time())
     claims = {k: now + v if k in ("exp", "nbf", "iat") else v for k, v in over.items()}
@@ -95,9 +108,17 @@ async def test_verify_unknown_kid_refetch_is_rate_limited(issuer) -> None:
     hits = issuer.jwks_hits
     new = RSAKey.generate_key(2048, parameters={"kid": "rotated", "use": "sig"})
     issuer.keys.append(new)
-    token = jwt.encode({"alg": "RS256", "kid": "rotated"},
-                       {"iss": issuer.issuer, "aud": "shipyard", "email": "r@example.com",
-                        "iat": int(time.time()), "exp": int(time.time()) + 60}, new)
+    token = jwt.encode(
+        {"alg": "RS256", "kid": "rotated"},
+        {
+            "iss": issuer.issuer,
+            "aud": "shipyard",
+            "email": "r@example.com",
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 60,
+        },
+        new,
+    )
     # Within the refetch interval: no new fetch, refused.
     with pytest.raises(TokenError, match="unknown signing key"):
         await p.verify(token)

@@ -28,8 +28,9 @@ async def test_proxy_streams_watch_response_incrementally(client, oidc) -> None:
     first_at = None
     start = time.monotonic()
     lines = []
-    async with client.stream("GET", "/apis/kubeflow.org/v1/namespaces/x/notebooks",
-                             headers=bearer(token)) as r:
+    async with client.stream(
+        "GET", "/apis/kubeflow.org/v1/namespaces/x/notebooks", headers=bearer(token)
+    ) as r:
         assert r.status_code == 403  # sanity: path family authorizes before streaming
     # /stream/{n} sits under the notebook route family only via the namespace catch-all:
     path = f"/apis/kubeflow.org/v1/namespaces/{NS}/stream/5?watch=1"
@@ -43,10 +44,12 @@ async def test_proxy_streams_watch_response_incrementally(client, oidc) -> None:
     assert first_at is not None and first_at < 0.6  # the whole stream takes ~1 s
 
 
-async def test_proxy_large_upload_streams_and_limit_is_413(gateway_state: Path, upstream,
-                                                           pg_url, oidc) -> None:
-    settings = gateway_settings(gateway_state, upstream.url, pg_url, auth_mode="single-user",
-                                max_body_bytes=1024 * 1024)
+async def test_proxy_large_upload_streams_and_limit_is_413(
+    gateway_state: Path, upstream, pg_url, oidc
+) -> None:
+    settings = gateway_settings(
+        gateway_state, upstream.url, pg_url, auth_mode="single-user", max_body_bytes=1024 * 1024
+    )
     server = RunningServer(create_app(settings), free_port())
     await server.start()
     try:
@@ -67,10 +70,17 @@ async def test_proxy_large_upload_streams_and_limit_is_413(gateway_state: Path, 
         await server.stop()
 
 
-async def test_proxy_rate_limit_returns_429_with_retry_after(gateway_state, upstream,
-                                                             pg_url) -> None:
-    settings = gateway_settings(gateway_state, upstream.url, pg_url, auth_mode="single-user",
-                                rate_limit_per_second=1, rate_limit_burst=3)
+async def test_proxy_rate_limit_returns_429_with_retry_after(
+    gateway_state, upstream, pg_url
+) -> None:
+    settings = gateway_settings(
+        gateway_state,
+        upstream.url,
+        pg_url,
+        auth_mode="single-user",
+        rate_limit_per_second=1,
+        rate_limit_burst=3,
+    )
     server = RunningServer(create_app(settings), free_port())
     await server.start()
     try:
@@ -81,17 +91,20 @@ async def test_proxy_rate_limit_returns_429_with_retry_after(gateway_state, upst
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         # Data planes (a model's inference, a notebook's own traffic) are not API-limited.
         server.server.config.app.state.gw.route_table.upsert(
-            "inferenceservice", NS, "m", [(upstream.url, 1)])
+            "inferenceservice", NS, "m", [(upstream.url, 1)]
+        )
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
-            served = [(await c.get(f"/serving/{NS}/m/v2/health/ready")).status_code
-                      for _ in range(6)]
+            served = [
+                (await c.get(f"/serving/{NS}/m/v2/health/ready")).status_code for _ in range(6)
+            ]
         assert 429 not in served, served
     finally:
         await server.stop()
 
 
-async def test_proxy_single_user_mode_asserts_default_user(gateway_state, upstream,
-                                                           pg_url, caplog) -> None:
+async def test_proxy_single_user_mode_asserts_default_user(
+    gateway_state, upstream, pg_url, caplog
+) -> None:
     settings = gateway_settings(gateway_state, upstream.url, pg_url, auth_mode="single-user")
     server = RunningServer(create_app(settings), free_port())
     with caplog.at_level("WARNING"):
@@ -110,14 +123,14 @@ async def test_proxy_single_user_mode_asserts_default_user(gateway_state, upstre
 
 
 async def test_proxy_notebook_strips_authorization_and_proxies_websocket(
-        client, gateway, upstream, oidc) -> None:
+    client, gateway, upstream, oidc
+) -> None:
     gateway.gw.route_table.upsert("notebook", NS, "nb", [(upstream.url, 1)])
     token = await oidc.id_token("user@example.com")
     r = await client.get(f"/notebook/{NS}/nb/api/kernels", headers=bearer(token))
     assert r.status_code == 200 and r.json()["authorization"] is None
     assert r.json()["identity"]["role"] == "admin"
-    r = await client.get(f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks",
-                         headers=bearer(token))
+    r = await client.get(f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks", headers=bearer(token))
     assert r.json()["authorization"] is not None  # kept for the API services
     ws_url = gateway.url.replace("http", "ws") + f"/notebook/{NS}/nb/ws"
     async with ws_connect(ws_url, additional_headers=bearer(token), open_timeout=5) as ws:
@@ -145,21 +158,33 @@ async def test_proxy_unknown_dynamic_route_is_503(client, oidc) -> None:
 def test_route_table_weighted_canary_split() -> None:
     table = RouteTable()
     feeder = RouteFeeder(table)
-    feeder.apply("inferenceservice", {
-        "metadata": {"namespace": NS, "name": "m"},
-        "spec": {"predictor": {"canaryTrafficPercent": 20}},
-        "status": {"components": {"predictor": {"previousRolledoutEndpoint": "http://a",
-                                                "latestEndpoint": "http://b"}}}})
+    feeder.apply(
+        "inferenceservice",
+        {
+            "metadata": {"namespace": NS, "name": "m"},
+            "spec": {"predictor": {"canaryTrafficPercent": 20}},
+            "status": {
+                "components": {
+                    "predictor": {
+                        "previousRolledoutEndpoint": "http://a",
+                        "latestEndpoint": "http://b",
+                    }
+                }
+            },
+        },
+    )
     rng = random.Random(7)
     picks = [table.pick("inferenceservice", NS, "m", rng) for _ in range(2000)]
     share = picks.count("http://b") / len(picks)
     assert 0.15 < share < 0.25
-    feeder.apply_event("shipyard.serving.inferenceservice.deleted",
-                       {"metadata": {"namespace": NS, "name": "m"}})
+    feeder.apply_event(
+        "shipyard.serving.inferenceservice.deleted", {"metadata": {"namespace": NS, "name": "m"}}
+    )
     assert table.pick("inferenceservice", NS, "m") is None
-    feeder.apply_event("shipyard.notebook.notebook.updated",
-                       {"metadata": {"namespace": NS, "name": "n"},
-                        "status": {"url": "http://127.0.0.1:9999"}})
+    feeder.apply_event(
+        "shipyard.notebook.notebook.updated",
+        {"metadata": {"namespace": NS, "name": "n"}, "status": {"url": "http://127.0.0.1:9999"}},
+    )
     assert table.pick("notebook", NS, "n") == "http://127.0.0.1:9999"
 
 
@@ -191,8 +216,14 @@ async def test_proxy_warm_start_reads_service_lists(gateway_state, pg_url) -> No
 
     @svc.get("/apis/kubeflow.org/v1/notebooks")
     async def notebooks() -> dict:
-        return {"items": [{"metadata": {"namespace": NS, "name": "warm"},
-                           "status": {"url": "http://127.0.0.1:7777"}}]}
+        return {
+            "items": [
+                {
+                    "metadata": {"namespace": NS, "name": "warm"},
+                    "status": {"url": "http://127.0.0.1:7777"},
+                }
+            ]
+        }
 
     upstream = RunningServer(svc, free_port())
     await upstream.start()

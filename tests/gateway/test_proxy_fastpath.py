@@ -17,16 +17,21 @@ NS = "kubeflow-user-example-com"
 
 
 async def test_proxy_upstream_down_is_502_and_silent_upstream_is_504(
-        gateway_state: Path, pg_url: str) -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     _n: int) -> None:
+    gateway_state: Path, pg_url: str
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         await read_request(reader)
         await asyncio.sleep(5)
 
     async with RawServer(silent) as slow:
-        settings = gateway_settings(gateway_state, f"http://127.0.0.1:{free_port()}", pg_url,
-                                    auth_mode="single-user", automl_url=slow.url,
-                                    upstream_read_timeout=0.3)
+        settings = gateway_settings(
+            gateway_state,
+            f"http://127.0.0.1:{free_port()}",
+            pg_url,
+            auth_mode="single-user",
+            automl_url=slow.url,
+            upstream_read_timeout=0.3,
+        )
         server = RunningServer(create_app(settings), free_port())
         await server.start()
         try:
@@ -60,8 +65,10 @@ async def test_proxy_runs_no_database_query_per_request(client, gateway, oidc) -
     store.reload = counting_reload
     try:
         for _ in range(40):
-            r = await client.get(f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks",
-                                 headers={"authorization": f"Bearer {token}"})
+            r = await client.get(
+                f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks",
+                headers={"authorization": f"Bearer {token}"},
+            )
             assert r.status_code == 200
     finally:
         store.reload = original_reload
@@ -72,8 +79,10 @@ async def test_proxy_runs_no_database_query_per_request(client, gateway, oidc) -
 
 async def test_proxy_refuses_dot_segments(client, oidc) -> None:
     token = await oidc.id_token("user@example.com")
-    r = await client.get(f"/apis/kubeflow.org/v1/namespaces/{NS}/x/%2e%2e/notebooks",
-                         headers={"authorization": f"Bearer {token}"})
+    r = await client.get(
+        f"/apis/kubeflow.org/v1/namespaces/{NS}/x/%2e%2e/notebooks",
+        headers={"authorization": f"Bearer {token}"},
+    )
     assert r.status_code == 400 and r.json()["kind"] == "Status"
 
 

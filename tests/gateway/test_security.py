@@ -42,8 +42,15 @@ def b64(data: dict) -> str:
 
 def claims(oidc, **over) -> dict:
     now = int(time.time())
-    base = {"iss": oidc.issuer, "aud": "shipyard", "sub": "x", "email": "user@example.com",
-            "groups": [], "iat": now, "exp": now + 300}
+    base = {
+        "iss": oidc.issuer,
+        "aud": "shipyard",
+        "sub": "x",
+        "email": "user@example.com",
+        "groups": [],
+        "iat": now,
+        "exp": now + 300,
+    }
     base.update(over)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -59,8 +66,13 @@ async def test_bearer_valid_token_accepted(client, oidc) -> None:
     r = await client.get(URL, headers=bearer(await oidc.id_token("user@example.com")))
     assert r.status_code == 200
     ident = r.json()["identity"]
-    assert ident == {"user": "user@example.com", "groups": ["ml-team"], "namespace": NS_A,
-                     "role": "admin", "cluster_admin": False}
+    assert ident == {
+        "user": "user@example.com",
+        "groups": ["ml-team"],
+        "namespace": NS_A,
+        "role": "admin",
+        "cluster_admin": False,
+    }
 
 
 async def test_bearer_alg_none_rejected(client, oidc) -> None:
@@ -117,8 +129,7 @@ async def test_authz_user_a_denied_namespace_b(client, oidc, gateway, family) ->
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-async def test_authz_owner_allowed_on_every_family(client, oidc, gateway, upstream,
-                                                   family) -> None:
+async def test_authz_owner_allowed_on_every_family(client, oidc, gateway, upstream, family) -> None:
     gateway.gw.route_table.upsert("notebook", NS_A, "nb", [(upstream.url, 1)])
     gateway.gw.route_table.upsert("inferenceservice", NS_A, "model", [(upstream.url, 1)])
     token = await oidc.id_token("user@example.com")
@@ -145,9 +156,14 @@ async def test_authz_view_role_cannot_write(client, oidc, gateway) -> None:
 
 async def test_authz_spoofed_identity_headers_stripped(client, oidc) -> None:
     token = await oidc.id_token("second@example.com")
-    r = await client.get(f"/apis/kubeflow.org/v1/namespaces/{NS_B}/notebooks",
-                         headers={**bearer(token), "kubeflow-userid": "admin@example.com",
-                                  "x-shipyard-identity": "forged"})
+    r = await client.get(
+        f"/apis/kubeflow.org/v1/namespaces/{NS_B}/notebooks",
+        headers={
+            **bearer(token),
+            "kubeflow-userid": "admin@example.com",
+            "x-shipyard-identity": "forged",
+        },
+    )
     assert r.status_code == 200
     assert r.json()["kubeflow_userid"] is None and r.json()["assertions"] == 1
     assert r.json()["identity"]["user"] == "second@example.com"
@@ -155,26 +171,31 @@ async def test_authz_spoofed_identity_headers_stripped(client, oidc) -> None:
 
 async def test_serviceaccount_token_scoped_to_namespace(client, oidc, gateway) -> None:
     token = await oidc.id_token("user@example.com")
-    r = await client.post(f"/api/v1/namespaces/{NS_A}/serviceaccounts/default-editor/token",
-                          headers=bearer(token))
+    r = await client.post(
+        f"/api/v1/namespaces/{NS_A}/serviceaccounts/default-editor/token", headers=bearer(token)
+    )
     assert r.status_code == 201
     sa = r.json()["status"]["token"]
-    r = await client.post(f"/apis/kubeflow.org/v1beta1/namespaces/{NS_A}/experiments",
-                          headers=bearer(sa), json={})
+    r = await client.post(
+        f"/apis/kubeflow.org/v1beta1/namespaces/{NS_A}/experiments", headers=bearer(sa), json={}
+    )
     assert r.status_code == 200
     assert r.json()["identity"]["user"] == f"system:serviceaccount:{NS_A}:default-editor"
     assert r.json()["identity"]["role"] == "edit"
-    r = await client.get(f"/apis/kubeflow.org/v1beta1/namespaces/{NS_B}/experiments",
-                         headers=bearer(sa))
+    r = await client.get(
+        f"/apis/kubeflow.org/v1beta1/namespaces/{NS_B}/experiments", headers=bearer(sa)
+    )
     assert r.status_code == 403
     # A person may not mint tokens for a namespace they cannot edit.
-    r = await client.post(f"/api/v1/namespaces/{NS_B}/serviceaccounts/default-editor/token",
-                          headers=bearer(token))
+    r = await client.post(
+        f"/api/v1/namespaces/{NS_B}/serviceaccounts/default-editor/token", headers=bearer(token)
+    )
     assert r.status_code == 403
     # In-process issuance (what the runtime calls) gives the same scoping.
     other = gateway.gw.sa_tokens.issue(NS_B)
-    r = await client.get(f"/apis/kubeflow.org/v1/namespaces/{NS_A}/notebooks",
-                         headers=bearer(other))
+    r = await client.get(
+        f"/apis/kubeflow.org/v1/namespaces/{NS_A}/notebooks", headers=bearer(other)
+    )
     assert r.status_code == 403
 
 
@@ -193,19 +214,21 @@ async def test_csrf_cookie_session_unsafe_method_needs_same_origin(gateway) -> N
         assert r.status_code == 200
 
 
-async def test_trusted_header_only_from_trusted_address(gateway_state: Path, upstream,
-                                                        pg_url) -> None:
+async def test_trusted_header_only_from_trusted_address(
+    gateway_state: Path, upstream, pg_url
+) -> None:
     for trusted, expected in (("10.255.255.1", 401), ("127.0.0.1", 200)):
-        settings = gateway_settings(gateway_state, upstream.url, pg_url,
-                                    auth_mode="trusted-header", trusted_proxies=trusted)
+        settings = gateway_settings(
+            gateway_state, upstream.url, pg_url, auth_mode="trusted-header", trusted_proxies=trusted
+        )
         server = RunningServer(create_app(settings), free_port())
         await server.start()
         try:
-            await server.server.config.app.state.gw.store.ensure_profile(NS_A,
-                                                                          "user@example.com")
+            await server.server.config.app.state.gw.store.ensure_profile(NS_A, "user@example.com")
             async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
-                r = await c.get(URL, headers={"kubeflow-userid": "user@example.com",
-                                              "kubeflow-groups": "a,b"})
+                r = await c.get(
+                    URL, headers={"kubeflow-userid": "user@example.com", "kubeflow-groups": "a,b"}
+                )
             assert r.status_code == expected, r.text
             if expected == 200:
                 assert r.json()["identity"]["groups"] == ["a", "b"]

@@ -50,8 +50,7 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str
     """One request: (request line, lower-cased headers, body), de-chunking if needed."""
     head = await reader.readuntil(b"\r\n\r\n")
     line, *rest = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in
-               (h.split(":", 1) for h in rest if ":" in h)}
+    headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in rest if ":" in h)}
     body = b""
     if "content-length" in headers:
         body = await reader.readexactly(int(headers["content-length"]))
@@ -69,16 +68,18 @@ def ok(body: bytes = b"ok", extra: str = "") -> bytes:
     return (f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n{extra}\r\n").encode() + body
 
 
-async def keep_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         _n: int) -> None:
+async def keep_answering(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int
+) -> None:
     while True:
         line, _, _ = await read_request(reader)
         writer.write(ok(line.split()[1].encode()))
         await writer.drain()
 
 
-async def read_all(pool: UpstreamPool, method: str, url: str, target: bytes = b"/",
-                   **kwargs: object) -> tuple[int, bytes]:
+async def read_all(
+    pool: UpstreamPool, method: str, url: str, target: bytes = b"/", **kwargs: object
+) -> tuple[int, bytes]:
     resp = await pool.request(method, url, target, [], **kwargs)  # type: ignore[arg-type]
     try:
         return resp.status, b"".join([c async for c in resp.iter_body()])
@@ -91,7 +92,9 @@ async def test_request_keep_alive_reuses_one_connection() -> None:
     async with RawServer(keep_answering) as server:
         for i in range(5):
             assert await read_all(pool, "GET", server.url, f"/x{i}?q=1".encode()) == (
-                200, f"/x{i}?q=1".encode())
+                200,
+                f"/x{i}?q=1".encode(),
+            )
         assert server.connections == 1 and pool.connections_opened == 1
     await pool.aclose()
 
@@ -99,8 +102,7 @@ async def test_request_keep_alive_reuses_one_connection() -> None:
 async def test_request_chunked_response_streams_each_chunk_as_it_arrives() -> None:
     release = asyncio.Event()
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      _n: int) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
         await writer.drain()
@@ -114,8 +116,9 @@ async def test_request_chunked_response_streams_each_chunk_as_it_arrives() -> No
     async with RawServer(handler) as server:
         resp = await pool.request("GET", server.url, b"/watch", [])
         assert resp.status == 200
-        assert ("transfer-encoding", "chunked") in [(k.decode(), v.decode())
-                                                    for k, v in resp.headers]
+        assert ("transfer-encoding", "chunked") in [
+            (k.decode(), v.decode()) for k, v in resp.headers
+        ]
         assert await resp.read_chunk() == b"first"
         release.set()
         assert await resp.read_chunk() == b"second"
@@ -130,8 +133,7 @@ async def test_request_large_upload_streams_without_buffering() -> None:
     first_bytes_seen = asyncio.Event()
     received = 0
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      _n: int) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         nonlocal received
         head = await reader.readuntil(b"\r\n\r\n")
         assert b"content-length: 16777216" in head.lower()
@@ -151,8 +153,9 @@ async def test_request_large_upload_streams_without_buffering() -> None:
 
     pool = UpstreamPool(read_timeout=10)
     async with RawServer(handler) as server:
-        status, text = await read_all(pool, "PUT", server.url, b"/upload", body=body(),
-                                      content_length=16 * 1024 * 1024)
+        status, text = await read_all(
+            pool, "PUT", server.url, b"/upload", body=body(), content_length=16 * 1024 * 1024
+        )
     assert (status, text) == (200, str(16 * 1024 * 1024).encode())
     await pool.aclose()
 
@@ -160,8 +163,7 @@ async def test_request_large_upload_streams_without_buffering() -> None:
 async def test_request_chunked_upload_when_length_unknown() -> None:
     seen: list[tuple[dict[str, str], bytes]] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      _n: int) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         _, headers, body = await read_request(reader)
         seen.append((headers, body))
         writer.write(ok())
@@ -188,8 +190,7 @@ async def test_request_connection_refused_is_upstream_error() -> None:
 
 
 async def test_request_head_has_no_body_and_keeps_the_connection() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      _n: int) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         line, _, _ = await read_request(reader)
         assert line.startswith("HEAD ")
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")  # and no body
@@ -213,8 +214,7 @@ async def test_request_head_has_no_body_and_keeps_the_connection() -> None:
 def close_on_second_request(answered: list[str]) -> Handler:
     """Answers the first request of each connection, then closes without answering."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      _n: int) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         line, _, _ = await read_request(reader)
         answered.append(line)
         writer.write(ok())
@@ -248,8 +248,7 @@ async def test_request_kept_alive_connection_closed_is_not_retried_for_post() ->
 
 
 async def test_request_silent_upstream_times_out() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      _n: int) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         await read_request(reader)
         await asyncio.sleep(5)
 
@@ -261,8 +260,7 @@ async def test_request_silent_upstream_times_out() -> None:
 
 
 async def test_request_body_until_close_and_connection_close_are_not_reused() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      n: int) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
         if n == 1:  # HTTP/1.0 style: no length, the body ends with the connection
             writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil-eof")
@@ -280,8 +278,7 @@ async def test_request_body_until_close_and_connection_close_are_not_reused() ->
 
 
 async def test_request_truncated_response_is_an_error() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      _n: int) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly-this")
         await writer.drain()

@@ -23,12 +23,15 @@ async def wait_for(predicate, within: float = 10.0):  # type: ignore[no-untyped-
 
 async def test_claim_bound_used_protected_and_released(notebook_service: RunningService) -> None:
     runtime = LocalRuntime(notebook_service.state_dir)
-    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-             "metadata": {"name": "work"},
-             "spec": {"accessModes": ["ReadWriteOnce"],
-                      "resources": {"requests": {"storage": "64Mi"}}}}
-    async with httpx.AsyncClient(base_url=notebook_service.url,
-                                 headers=notebook_service.headers()) as http:
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "work"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}},
+    }
+    async with httpx.AsyncClient(
+        base_url=notebook_service.url, headers=notebook_service.headers()
+    ) as http:
         assert (await http.post(PVCS, json=claim)).status_code == 201
 
         async def bound() -> dict | None:
@@ -40,13 +43,27 @@ async def test_claim_bound_used_protected_and_released(notebook_service: Running
         path = await runtime.resolve_volume(NAMESPACE, "work")
         assert path.is_dir()
 
-        mount = {"volumeMounts": [{"name": "d", "mountPath": "/gotest/outputs/output_text/"}],
-                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "work"}}]}
-        await runtime.apply({"namespace": NAMESPACE, "name": "writer", "command": [
-            "sh", "-c", "echo hello > /gotest/outputs/output_text/data"], **mount})
+        mount = {
+            "volumeMounts": [{"name": "d", "mountPath": "/gotest/outputs/output_text/"}],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "work"}}],
+        }
+        await runtime.apply(
+            {
+                "namespace": NAMESPACE,
+                "name": "writer",
+                "command": ["sh", "-c", "echo hello > /gotest/outputs/output_text/data"],
+                **mount,
+            }
+        )
         assert (await runtime.wait(NAMESPACE, "writer", timeout=20)).exit_code == 0
-        await runtime.apply({"namespace": NAMESPACE, "name": "reader", "command": [
-            "sh", "-c", "cat /gotest/outputs/output_text/data; sleep 30"], **mount})
+        await runtime.apply(
+            {
+                "namespace": NAMESPACE,
+                "name": "reader",
+                "command": ["sh", "-c", "cat /gotest/outputs/output_text/data; sleep 30"],
+                **mount,
+            }
+        )
 
         async def reading() -> bool:
             return (await runtime.status(NAMESPACE, "reader")).phase == "Running"

@@ -29,8 +29,9 @@ IDLE_SECONDS = 3
 
 
 @pytest.fixture(scope="module")
-async def culling_service(tmp_path_factory: pytest.TempPathFactory,
-                          nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def culling_service(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
     import asyncpg
 
     from tests.conftest import PG_ADMIN_DSN
@@ -43,15 +44,23 @@ async def culling_service(tmp_path_factory: pytest.TempPathFactory,
     port = free_port()
     settings = Settings(
         database_url=PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
-            "postgresql://", "postgresql+asyncpg://", 1) + f"/{db}",
-        nats_url=nats_url, port=port, state_dir=Path(tmp_path_factory.mktemp("cull")),
+            "postgresql://", "postgresql+asyncpg://", 1
+        )
+        + f"/{db}",
+        nats_url=nats_url,
+        port=port,
+        state_dir=Path(tmp_path_factory.mktemp("cull")),
         gateway_public_key=minter.public_pem.decode(),
-        notebook_cull_idle_seconds=IDLE_SECONDS, notebook_cull_check_period_seconds=0.5)
+        notebook_cull_idle_seconds=IDLE_SECONDS,
+        notebook_cull_check_period_seconds=0.5,
+    )
     server, task = await start_service(settings)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20,
-                                     headers=minter.headers(namespace=NAMESPACE,
-                                                            role="admin")) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=20,
+            headers=minter.headers(namespace=NAMESPACE, role="admin"),
+        ) as http:
             yield http
     finally:
         server.should_exit = True
@@ -78,23 +87,41 @@ def is_ready(nb: dict) -> bool:
 @pytest.mark.timeout(90)
 async def test_cull_idle_notebook_then_restart_fresh(culling_service: httpx.AsyncClient) -> None:
     http = culling_service
-    body = {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "metadata": {"name": "idle"},
-            "spec": {"template": {"spec": {"containers": [{"name": "idle", "image": "x"}]}}}}
+    body = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Notebook",
+        "metadata": {"name": "idle"},
+        "spec": {"template": {"spec": {"containers": [{"name": "idle", "image": "x"}]}}},
+    }
     assert (await http.post(NOTEBOOKS, json=body)).status_code == 201
     nb = await poll(http, "idle", is_ready)
     started = time.monotonic()
-    nb = await poll(http, "idle", lambda nb: "kubeflow-resource-stopped" in (
-        nb["metadata"].get("annotations") or {}), within=IDLE_SECONDS + 15)
+    nb = await poll(
+        http,
+        "idle",
+        lambda nb: "kubeflow-resource-stopped" in (nb["metadata"].get("annotations") or {}),
+        within=IDLE_SECONDS + 15,
+    )
     assert time.monotonic() - started >= IDLE_SECONDS - 1  # not culled before its time
-    nb = await poll(http, "idle", lambda nb: (nb.get("status") or {}).get("readyReplicas") == 0
-                    and "endpoint" not in nb["status"])
+    nb = await poll(
+        http,
+        "idle",
+        lambda nb: (
+            (nb.get("status") or {}).get("readyReplicas") == 0 and "endpoint" not in nb["status"]
+        ),
+    )
     culled_activity = nb["metadata"]["annotations"]["notebooks.kubeflow.org/last-activity"]
 
     # Starting it again resets the idle clock (kubeflow#6648): it is not culled at once.
     await asyncio.sleep(1.1)  # the annotation keeps whole seconds
     start = {"metadata": {"annotations": {"kubeflow-resource-stopped": None}}}
-    assert (await http.patch(f"{NOTEBOOKS}/idle", json=start, headers={
-        "content-type": "application/merge-patch+json"})).is_success
+    assert (
+        await http.patch(
+            f"{NOTEBOOKS}/idle",
+            json=start,
+            headers={"content-type": "application/merge-patch+json"},
+        )
+    ).is_success
     nb = await poll(http, "idle", is_ready)
     assert nb["metadata"]["annotations"]["notebooks.kubeflow.org/last-activity"] > culled_activity
     await asyncio.sleep(1.0)
@@ -110,7 +137,8 @@ def test_last_activity_counts_terminals_and_busy_kernels() -> None:
     old, recent = "2026-01-01T10:00:00.000000Z", "2026-01-01T11:59:00.123456Z"
     idle_kernel = {"execution_state": "idle", "last_activity": old}
     assert last_activity([idle_kernel], [{"name": "1", "last_activity": recent}], now) == (
-        now - timedelta(seconds=59, microseconds=876544))
+        now - timedelta(seconds=59, microseconds=876544)
+    )
     assert last_activity([idle_kernel], [], now) == now - timedelta(hours=2)
     assert last_activity([{**idle_kernel, "execution_state": "busy"}], [], now) == now
     assert last_activity([], [], now) is None

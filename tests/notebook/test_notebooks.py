@@ -28,8 +28,9 @@ PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
 MERGE = {"content-type": "application/merge-patch+json"}
 
 
-async def eventually(probe: Callable[[], Awaitable[Any]], within: float = 30.0,
-                     what: str = "condition") -> Any:
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], within: float = 30.0, what: str = "condition"
+) -> Any:
     """Poll ``probe`` (bounded in time) until it returns something truthy."""
     deadline = time.monotonic() + within
     while True:
@@ -42,26 +43,56 @@ async def eventually(probe: Callable[[], Awaitable[Any]], within: float = 30.0,
 
 
 def notebook_body(name: str, claim: str, env_value: str = "one") -> dict[str, Any]:
-    return {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "metadata": {"name": name},
-            "spec": {"template": {"spec": {
-                "containers": [{
-                    "name": name, "image": "kubeflownotebookswg/jupyter-scipy:v1.8.0",
-                    "env": [{"name": "GREETING", "value": env_value}],
-                    "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}},
-                    "volumeMounts": [{"name": "workspace", "mountPath": "/home/jovyan"}]}],
-                "volumes": [{"name": "workspace",
-                             "persistentVolumeClaim": {"claimName": claim}}]}}}}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Notebook",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": name,
+                            "image": "kubeflownotebookswg/jupyter-scipy:v1.8.0",
+                            "env": [{"name": "GREETING", "value": env_value}],
+                            "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}},
+                            "volumeMounts": [{"name": "workspace", "mountPath": "/home/jovyan"}],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "workspace", "persistentVolumeClaim": {"claimName": claim}}
+                    ],
+                }
+            }
+        },
+    }
 
 
 async def run_code(ws_url: str, code: str) -> str:
     """Execute ``code`` on a kernel over its channels WebSocket; return its stdout."""
     msg_id = uuid.uuid4().hex
-    request = {"header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
-                          "msg_type": "execute_request", "version": "5.3", "date": ""},
-               "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-               "content": {"code": code, "silent": False, "store_history": False,
-                           "user_expressions": {}, "allow_stdin": False,
-                           "stop_on_error": True}}
+    request = {
+        "header": {
+            "msg_id": msg_id,
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+            "date": "",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+    }
     out: list[str] = []
     async with websockets.connect(ws_url, open_timeout=10) as ws:
         await ws.send(json.dumps(request))
@@ -103,9 +134,15 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
     name, claim = "jup", "jup-workspace"
     route = f"{gw}/notebook/{NS}/{name}"
     async with httpx.AsyncClient(base_url=gw, timeout=20) as http:
-        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
-               "spec": {"accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": "64Mi"}}}}
+        pvc = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "64Mi"}},
+            },
+        }
         assert (await http.post(PVCS, json=pvc)).status_code == 201
         created = await http.post(NOTEBOOKS, json=notebook_body(name, claim))
         assert created.status_code == 201, created.text
@@ -136,8 +173,10 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
         assert workload.labels["shipyard.io/service"] == "notebook"
 
         # The workspace is the claim's volume, mounted at /home/jovyan.
-        put = await http.put(f"{route}/api/contents/hello.txt",
-                             json={"type": "file", "format": "text", "content": "hello\n"})
+        put = await http.put(
+            f"{route}/api/contents/hello.txt",
+            json={"type": "file", "format": "text", "content": "hello\n"},
+        )
         assert put.status_code == 201, put.text
         volume = await runtime.resolve_volume(NS, claim)
         assert (volume / "hello.txt").read_text() == "hello\n"
@@ -147,8 +186,9 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
         assert kernel.status_code == 201, kernel.text
         ws_url = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
         assert await run_code(ws_url, "print(6*7)") == "42\n"
-        env = await run_code(ws_url, "import os; print(os.environ['NB_PREFIX'], os.getcwd(), "
-                                     "os.environ['GREETING'])")
+        env = await run_code(
+            ws_url, "import os; print(os.environ['NB_PREFIX'], os.getcwd(), os.environ['GREETING'])"
+        )
         assert env.split() == [f"/notebook/{NS}/{name}", "/home/jovyan", "one"]
 
         # A crash of the notebook service: the running server is adopted, not started again.
@@ -161,8 +201,11 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
         assert [k["id"] for k in kernels] == [kernel.json()["id"]]
 
         # A spec change (generation 2) replaces the server with one built from the new spec.
-        patched = await http.patch(f"{NOTEBOOKS}/{name}", headers=MERGE, json={
-            "spec": notebook_body(name, claim, env_value="two")["spec"]})
+        patched = await http.patch(
+            f"{NOTEBOOKS}/{name}",
+            headers=MERGE,
+            json={"spec": notebook_body(name, claim, env_value="two")["spec"]},
+        )
         assert patched.json()["metadata"]["generation"] == 2
 
         async def new_server() -> dict[str, Any] | None:
@@ -214,8 +257,9 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
 async def test_create_notebook_invalid_volume_reported(platform: Any) -> None:
     """A spec the runtime cannot run gets a status that says why, and no server."""
     body = notebook_body("broken", "none")
-    body["spec"]["template"]["spec"]["volumes"] = [{"name": "workspace",
-                                                    "configMap": {"name": "cm"}}]
+    body["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "workspace", "configMap": {"name": "cm"}}
+    ]
     async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=20) as http:
         assert (await http.post(NOTEBOOKS, json=body)).status_code == 201
 
@@ -248,10 +292,24 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Echo).serve_forev
 async def test_custom_command_notebook_behind_gateway(platform: Any) -> None:
     """A container with its own command (a custom image) runs it, with NB_PREFIX and PORT;
     the gateway routes to it without the caller's Authorization header."""
-    body = {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "metadata": {"name": "echo"},
-            "spec": {"template": {"spec": {"containers": [{
-                "name": "echo", "image": "example.com/custom:1",
-                "command": ["python3", "-c", ECHO_SERVER]}]}}}}
+    body = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Notebook",
+        "metadata": {"name": "echo"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "echo",
+                            "image": "example.com/custom:1",
+                            "command": ["python3", "-c", ECHO_SERVER],
+                        }
+                    ]
+                }
+            }
+        },
+    }
     route = f"{platform.gateway_url}/notebook/{NS}/echo"
     async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=20) as http:
         assert (await http.post(NOTEBOOKS, json=body)).status_code == 201

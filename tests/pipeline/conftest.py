@@ -56,20 +56,30 @@ class WorkflowDoor:
         assert r.status_code == 200, r.text
         return r.json()
 
-    async def wait(self, namespace: str, name: str, timeout: float = 60,  # noqa: ASYNC109
-                   phases: tuple[str, ...] = ("Succeeded", "Failed", "Error")) -> dict[str, Any]:
+    async def wait(
+        self,
+        namespace: str,
+        name: str,
+        timeout: float = 60,  # noqa: ASYNC109
+        phases: tuple[str, ...] = ("Succeeded", "Failed", "Error"),
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             wf = await self.get(namespace, name)
             if wf.get("status", {}).get("phase") in phases:
                 return wf
             if time.monotonic() > deadline:
-                raise AssertionError(f"workflow {name} still {wf.get('status', {}).get('phase')}"
-                                     f": {wf.get('status')}")
+                raise AssertionError(
+                    f"workflow {name} still {wf.get('status', {}).get('phase')}: {wf.get('status')}"
+                )
             await asyncio.sleep(0.1)
 
-    async def run(self, namespace: str, workflow: dict[str, Any],
-                  timeout: float = 60) -> dict[str, Any]:  # noqa: ASYNC109
+    async def run(
+        self,
+        namespace: str,
+        workflow: dict[str, Any],
+        timeout: float = 60,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
         created = await self.submit(namespace, workflow)
         return await self.wait(namespace, created["metadata"]["name"], timeout)
 
@@ -117,16 +127,23 @@ def pipeline_db() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def pipeline(pipeline_db: str, nats_url: str,
-                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PipelineService]:
+async def pipeline(
+    pipeline_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[PipelineService]:
     minter = AssertionMinter()
     port = free_port()
     state_dir = Path(tmp_path_factory.mktemp("pipeline-state"))
-    settings = Settings(database_url=pipeline_db, nats_url=nats_url, port=port, state_dir=state_dir,
-                        gateway_public_key=minter.public_pem.decode())
+    settings = Settings(
+        database_url=pipeline_db,
+        nats_url=nats_url,
+        port=port,
+        state_dir=state_dir,
+        gateway_public_key=minter.public_pem.decode(),
+    )
     server, task = await start_service(settings)
-    yield PipelineService(f"http://127.0.0.1:{port}", minter, server.config.app, state_dir,
-                          settings)
+    yield PipelineService(
+        f"http://127.0.0.1:{port}", minter, server.config.app, state_dir, settings
+    )
     server.should_exit = True
     await asyncio.wait_for(task, 20)
 

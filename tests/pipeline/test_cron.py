@@ -21,7 +21,8 @@ def test_parse_schedule_five_and_six_fields() -> None:
     assert parse_schedule("0 9 * * MON-FRI").next_fire(t0) == datetime(2026, 1, 1, 9, tzinfo=UTC)
     assert parse_schedule("0 0 1 * *").next_fire(t0) == datetime(2026, 2, 1, tzinfo=UTC)
     assert parse_schedule("*/10 * * * * *", with_seconds=True).next_fire(t0) == t0 + timedelta(
-        seconds=10)
+        seconds=10
+    )
     berlin = parse_schedule("0 9 * * *", "Europe/Berlin").next_fire(t0)
     assert berlin == datetime(2026, 1, 1, 8, tzinfo=UTC)
     assert parse_schedule("@hourly").next_fire(t0) == datetime(2026, 1, 1, 1, tzinfo=UTC)
@@ -32,30 +33,46 @@ def test_check_schedule_rejects_bad_cron(line: str) -> None:
     assert check_schedule(line) is not None
 
 
-async def test_create_cron_workflow_bad_schedule_rejected(pipeline: PipelineService,
-                                                          namespace: str) -> None:
+async def test_create_cron_workflow_bad_schedule_rejected(
+    pipeline: PipelineService, namespace: str
+) -> None:
     body = cron_body("bad", "99 * * * *")
     async with pipeline.client(namespace) as c:
-        r = await c.post(f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/cronworkflows",
-                         json=body)
+        r = await c.post(
+            f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/cronworkflows", json=body
+        )
     assert r.status_code == 422
     assert r.json()["details"]["causes"][0]["field"] == "spec.schedule"
 
 
 def cron_body(name: str, schedule: str, **spec: object) -> dict:
-    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "CronWorkflow",
-            "metadata": {"name": name},
-            "spec": {"schedule": schedule, **spec, "workflowSpec": {
-                "entrypoint": "main", "templates": [
-                    {"name": "main", "container": {"image": "a", "command": ["sleep", "5"]}}]}}}
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "CronWorkflow",
+        "metadata": {"name": name},
+        "spec": {
+            "schedule": schedule,
+            **spec,
+            "workflowSpec": {
+                "entrypoint": "main",
+                "templates": [
+                    {"name": "main", "container": {"image": "a", "command": ["sleep", "5"]}}
+                ],
+            },
+        },
+    }
 
 
-async def test_cron_fires_once_per_slot_and_forbid_skips(pipeline: PipelineService,
-                                                         namespace: str) -> None:
+async def test_cron_fires_once_per_slot_and_forbid_skips(
+    pipeline: PipelineService, namespace: str
+) -> None:
     store = pipeline.app.state.ctx.store
     ctx = pipeline.app.state.ctx
-    cron = await store.create(CRON_WORKFLOW, namespace, cron_body(
-        "nightly", "*/5 * * * *", concurrencyPolicy="Forbid", timezone="UTC"))
+    cron = await store.create(
+        CRON_WORKFLOW,
+        namespace,
+        cron_body("nightly", "*/5 * * * *", concurrencyPolicy="Forbid", timezone="UTC"),
+    )
     created = parse_iso(cron["metadata"]["creationTimestamp"])
     first_slot = parse_schedule("*/5 * * * *").next_fire(created)
     scheduler = Scheduler(store, ctx.extras["kfp_store"], ctx.extras["kfp_runs"], ctx.db)
@@ -69,8 +86,9 @@ async def test_cron_fires_once_per_slot_and_forbid_skips(pipeline: PipelineServi
     status = (await store.get(CRON_WORKFLOW, namespace, "nightly"))["status"]
     assert parse_iso(status["lastScheduledTime"]) == first_slot
     # The next slot while the first run is still active: Forbid skips it (and records it).
-    await again.cron_tick(await store.get(CRON_WORKFLOW, namespace, "nightly"),
-                          at + timedelta(minutes=5))
+    await again.cron_tick(
+        await store.get(CRON_WORKFLOW, namespace, "nightly"), at + timedelta(minutes=5)
+    )
     runs = await store.list_all(WORKFLOW, namespace, label_selector=f"{CRON_LABEL}=nightly")
     assert len(runs) == 1
     status = (await store.get(CRON_WORKFLOW, namespace, "nightly"))["status"]
@@ -78,22 +96,29 @@ async def test_cron_fires_once_per_slot_and_forbid_skips(pipeline: PipelineServi
     await store.delete(CRON_WORKFLOW, namespace, "nightly")
 
 
-async def test_cron_missed_slots_fire_latest_within_deadline(pipeline: PipelineService,
-                                                             namespace: str) -> None:
+async def test_cron_missed_slots_fire_latest_within_deadline(
+    pipeline: PipelineService, namespace: str
+) -> None:
     store = pipeline.app.state.ctx.store
     ctx = pipeline.app.state.ctx
-    cron = await store.create(CRON_WORKFLOW, namespace, cron_body(
-        "hourly", "0 * * * *", startingDeadlineSeconds=600, suspend=False))
+    cron = await store.create(
+        CRON_WORKFLOW,
+        namespace,
+        cron_body("hourly", "0 * * * *", startingDeadlineSeconds=600, suspend=False),
+    )
     created = parse_iso(cron["metadata"]["creationTimestamp"])
     scheduler = Scheduler(store, ctx.extras["kfp_store"], ctx.extras["kfp_runs"], ctx.db)
     slot = parse_schedule("0 * * * *").next_fire(created) + timedelta(hours=3)
     # Down for three hours: only the latest slot runs, and only within the deadline.
-    await scheduler.cron_tick(await store.get(CRON_WORKFLOW, namespace, "hourly"),
-                              slot + timedelta(seconds=900))
+    await scheduler.cron_tick(
+        await store.get(CRON_WORKFLOW, namespace, "hourly"), slot + timedelta(seconds=900)
+    )
     assert await store.list_all(WORKFLOW, namespace, label_selector=f"{CRON_LABEL}=hourly") == []
-    await scheduler.cron_tick(await store.get(CRON_WORKFLOW, namespace, "hourly"),
-                              slot + timedelta(hours=1, seconds=30))
+    await scheduler.cron_tick(
+        await store.get(CRON_WORKFLOW, namespace, "hourly"), slot + timedelta(hours=1, seconds=30)
+    )
     runs = await store.list_all(WORKFLOW, namespace, label_selector=f"{CRON_LABEL}=hourly")
     assert [w["metadata"]["name"] for w in runs] == [
-        f"hourly-{int((slot + timedelta(hours=1)).timestamp())}"]
+        f"hourly-{int((slot + timedelta(hours=1)).timestamp())}"
+    ]
     await store.delete(CRON_WORKFLOW, namespace, "hourly")

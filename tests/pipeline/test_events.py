@@ -13,8 +13,9 @@ from services.common.eventspb.shipyard.events.v1.pipeline_pb2 import (
 from tests.pipeline.conftest import PipelineService
 
 
-async def test_workflow_publishes_run_and_node_events(pipeline: PipelineService,
-                                                      namespace: str, nats_url: str) -> None:
+async def test_workflow_publishes_run_and_node_events(
+    pipeline: PipelineService, namespace: str, nats_url: str
+) -> None:
     nc = await nats.connect(nats_url)
     runs: list[PipelineRunEvent] = []
     nodes: list[PipelineNodeEvent] = []
@@ -32,10 +33,18 @@ async def test_workflow_publishes_run_and_node_events(pipeline: PipelineService,
     await nc.subscribe("shipyard.pipeline.run.*", cb=on_run)
     await nc.subscribe("shipyard.pipeline.node.*", cb=on_node)
     try:
-        wf = await pipeline.run(namespace, {
-            "metadata": {"generateName": "events-"},
-            "spec": {"entrypoint": "main", "templates": [
-                {"name": "main", "container": {"image": "a", "command": ["true"]}}]}})
+        wf = await pipeline.run(
+            namespace,
+            {
+                "metadata": {"generateName": "events-"},
+                "spec": {
+                    "entrypoint": "main",
+                    "templates": [
+                        {"name": "main", "container": {"image": "a", "command": ["true"]}}
+                    ],
+                },
+            },
+        )
         for _ in range(50):
             if any(r.phase == "Succeeded" for r in runs):
                 break
@@ -48,7 +57,8 @@ async def test_workflow_publishes_run_and_node_events(pipeline: PipelineService,
 
 
 async def test_chain_coalesces_status_writes_but_keeps_every_node_event(
-        pipeline: PipelineService, namespace: str, nats_url: str) -> None:
+    pipeline: PipelineService, namespace: str, nats_url: str
+) -> None:
     """A 12-step chain: every Pod's Running and Succeeded node events arrive, in order, while
     the whole-Workflow ResourceEvents (one per status write) are far fewer than the steps."""
     from services.common.eventspb.shipyard.events.v1.resource_pb2 import ResourceEvent
@@ -72,11 +82,28 @@ async def test_chain_coalesces_status_writes_but_keeps_every_node_event(
     await nc.subscribe("shipyard.pipeline.node.*", cb=on_node)
     steps = 12
     try:
-        done = await pipeline.run(namespace, wf("chain", [
-            {"name": "main", "dag": {"tasks": [
-                {"name": f"s{i}", "template": "noop",
-                 **({"dependencies": [f"s{i - 1}"]} if i else {})} for i in range(steps)]}},
-            sh("noop", "true")]))
+        done = await pipeline.run(
+            namespace,
+            wf(
+                "chain",
+                [
+                    {
+                        "name": "main",
+                        "dag": {
+                            "tasks": [
+                                {
+                                    "name": f"s{i}",
+                                    "template": "noop",
+                                    **({"dependencies": [f"s{i - 1}"]} if i else {}),
+                                }
+                                for i in range(steps)
+                            ]
+                        },
+                    },
+                    sh("noop", "true"),
+                ],
+            ),
+        )
         assert done["status"]["phase"] == "Succeeded"
         for _ in range(50):
             if sum(p[-1:] == ["Succeeded"] for p in phases.values()) == steps:
@@ -85,6 +112,7 @@ async def test_chain_coalesces_status_writes_but_keeps_every_node_event(
     finally:
         await nc.close()
     assert {name: p for name, p in phases.items()} == {
-        f"s{i}": ["Running", "Succeeded"] for i in range(steps)}
+        f"s{i}": ["Running", "Succeeded"] for i in range(steps)
+    }
     modified = writes.count("MODIFIED")
     assert 2 <= modified < steps, writes

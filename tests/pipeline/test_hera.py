@@ -4,7 +4,6 @@
 to the pipeline service with a signed identity assertion. Nothing is faked.
 """
 
-
 import asyncio
 
 import pytest
@@ -54,17 +53,22 @@ async def test_hera_dag_with_param_fan_out_and_when(gateway: Gateway) -> None:
             coin >> skip
     service = WorkflowsService(host=gateway.url, namespace=namespace)
     created = await asyncio.to_thread(
-        service.create_workflow, WorkflowCreateRequest(workflow=w.build()), namespace)
+        service.create_workflow, WorkflowCreateRequest(workflow=w.build()), namespace
+    )
     name = created.metadata.name
     done = await gateway.wait(namespace, name, timeout=60)
     assert done["status"]["phase"] == "Succeeded", [
-        (n["displayName"], n["phase"], n.get("message")) for n in done["status"]["nodes"].values()]
+        (n["displayName"], n["phase"], n.get("message")) for n in done["status"]["nodes"].values()
+    ]
     fetched = await asyncio.to_thread(service.get_workflow, name, namespace)
     assert fetched.status.phase == "Succeeded"
     nodes = nodes_by_display(done)
     assert nodes["never"]["phase"] == "Skipped"
-    squares = sorted(n["outputs"]["result"] for n in done["status"]["nodes"].values()
-                     if n["displayName"].startswith("square("))
+    squares = sorted(
+        n["outputs"]["result"]
+        for n in done["status"]["nodes"].values()
+        if n["displayName"].startswith("square(")
+    )
     assert squares == ["1", "4", "9"]
     listed = await asyncio.to_thread(service.list_workflows, namespace)
     assert name in [i.metadata.name for i in listed.items]
@@ -74,16 +78,28 @@ async def test_hera_suspend_resume_stop_retry(gateway: Gateway) -> None:
     """The Argo Server actions (resume, terminate, retry, stop) as hera sends them."""
     namespace = gateway.namespace
     service = WorkflowsService(host=gateway.url, namespace=namespace)
-    body = {"metadata": {"generateName": "gate-"},
-            "spec": {"entrypoint": "main", "templates": [
-                {"name": "main", "steps": [[{"name": "gate", "template": "gate"}],
-                                           [{"name": "after", "template": "ok"}]]},
+    body = {
+        "metadata": {"generateName": "gate-"},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [
+                {
+                    "name": "main",
+                    "steps": [
+                        [{"name": "gate", "template": "gate"}],
+                        [{"name": "after", "template": "ok"}],
+                    ],
+                },
                 {"name": "gate", "suspend": {}},
-                {"name": "ok", "container": {"image": "a", "command": ["true"]}}]}}
+                {"name": "ok", "container": {"image": "a", "command": ["true"]}},
+            ],
+        },
+    }
 
     async def create() -> str:
         created = await asyncio.to_thread(
-            service.create_workflow, WorkflowCreateRequest(workflow=body), namespace)
+            service.create_workflow, WorkflowCreateRequest(workflow=body), namespace
+        )
         return created.metadata.name
 
     name = await create()
@@ -99,8 +115,7 @@ async def test_hera_suspend_resume_stop_retry(gateway: Gateway) -> None:
     body["spec"]["templates"][0]["steps"] = [[{"name": "after", "template": "ok"}]]
     name = await create()
     await gateway.wait(namespace, name, timeout=10, phases=("Running",))
-    await asyncio.to_thread(service.terminate_workflow, name, WorkflowTerminateRequest(),
-                            namespace)
+    await asyncio.to_thread(service.terminate_workflow, name, WorkflowTerminateRequest(), namespace)
     done = await gateway.wait(namespace, name, timeout=20)
     assert done["status"]["phase"] == "Failed"
     await asyncio.to_thread(service.retry_workflow, name, WorkflowRetryRequest(), namespace)

@@ -80,8 +80,9 @@ def gated(marker: str, mode: str) -> None:
     gate(marker=marker, mode=mode).set_caching_options(False)
 
 
-async def test_kfp_client_upload_run_recurring_archive(gateway: Gateway, kfp_client: kfp.Client,
-                                                       tmp_path: Path) -> None:
+async def test_kfp_client_upload_run_recurring_archive(
+    gateway: Gateway, kfp_client: kfp.Client, tmp_path: Path
+) -> None:
     client = kfp_client
     health = await call(client.get_kfp_healthz)
     assert health.multi_user is False
@@ -92,36 +93,59 @@ async def test_kfp_client_upload_run_recurring_archive(gateway: Gateway, kfp_cli
     assert await call(client.get_pipeline_id, pipeline_name) == uploaded.pipeline_id
 
     exp_name, run_name = unique("exp"), unique("first")
-    result = await call(client.create_run_from_pipeline_package, package,
-                        arguments={"n": 3, "word": "xy"}, run_name=run_name,
-                        experiment_name=exp_name)
+    result = await call(
+        client.create_run_from_pipeline_package,
+        package,
+        arguments={"n": 3, "word": "xy"},
+        run_name=run_name,
+        experiment_name=exp_name,
+    )
     run = await call(client.wait_for_run_completion, result.run_id, 60, 0.2)
     assert run.state == "SUCCEEDED", run
     reads = [d for d in run.run_details.task_details if d.display_name == "read"]
     assert reads and reads[0].state == "SUCCEEDED"
     async with gateway.client(gateway.namespace) as c:
-        wf = (await c.get(f"/apis/argoproj.io/v1alpha1/namespaces/{gateway.namespace}/"
-                          f"workflows/kfp-{result.run_id}")).json()
+        wf = (
+            await c.get(
+                f"/apis/argoproj.io/v1alpha1/namespaces/{gateway.namespace}/"
+                f"workflows/kfp-{result.run_id}"
+            )
+        ).json()
     assert wf["status"]["phase"] == "Succeeded"
-    read_pods = [n for n in wf["status"]["nodes"].values()
-                 if n["displayName"] == "read" and n["type"] == "Pod"]
+    read_pods = [
+        n
+        for n in wf["status"]["nodes"].values()
+        if n["displayName"] == "read" and n["type"] == "Pod"
+    ]
     assert read_pods[0]["outputs"]["parameters"] == [{"name": "Output", "value": "XYXYXY"}]
 
-    filtered = await call(client.list_runs, filter=json.dumps({"predicates": [
-        {"operation": "EQUALS", "key": "display_name", "stringValue": run_name}]}))
+    filtered = await call(
+        client.list_runs,
+        filter=json.dumps(
+            {
+                "predicates": [
+                    {"operation": "EQUALS", "key": "display_name", "stringValue": run_name}
+                ]
+            }
+        ),
+    )
     assert [r.run_id for r in filtered.runs] == [result.run_id]
 
     experiment = await call(client.get_experiment, experiment_name=exp_name)
     napping = compile_to(napper, tmp_path / "napper.yaml")
-    recurring = await call(client.create_recurring_run, experiment_id=experiment.experiment_id,
-                           job_name="every-second", pipeline_package_path=napping,
-                           interval_second=1, max_concurrency=1)
+    recurring = await call(
+        client.create_recurring_run,
+        experiment_id=experiment.experiment_id,
+        job_name="every-second",
+        pipeline_package_path=napping,
+        interval_second=1,
+        max_concurrency=1,
+    )
     started = time.monotonic()
     max_active = 0
     seen: set[str] = set()
     while time.monotonic() - started < 5:
-        page = await call(client.list_runs, experiment_id=experiment.experiment_id,
-                          page_size=100)
+        page = await call(client.list_runs, experiment_id=experiment.experiment_id, page_size=100)
         mine = [r for r in page.runs or [] if r.recurring_run_id == recurring.recurring_run_id]
         seen |= {r.run_id for r in mine}
         max_active = max(max_active, sum(1 for r in mine if r.state not in FINAL))
@@ -139,15 +163,18 @@ async def test_kfp_client_upload_run_recurring_archive(gateway: Gateway, kfp_cli
     assert job.status == "DISABLED"
 
 
-async def test_kfp_pipeline_versions_upload_list_run_delete(kfp_client: kfp.Client,
-                                                            tmp_path: Path) -> None:
+async def test_kfp_pipeline_versions_upload_list_run_delete(
+    kfp_client: kfp.Client, tmp_path: Path
+) -> None:
     client = kfp_client
     name = unique("versioned")
-    first = await call(client.upload_pipeline, compile_to(three_steps, tmp_path / "v1.yaml"),
-                       name)
-    second = await call(client.upload_pipeline_version,
-                        compile_to(napper, tmp_path / "v2.yaml"), "v2",
-                        pipeline_id=first.pipeline_id)
+    first = await call(client.upload_pipeline, compile_to(three_steps, tmp_path / "v1.yaml"), name)
+    second = await call(
+        client.upload_pipeline_version,
+        compile_to(napper, tmp_path / "v2.yaml"),
+        "v2",
+        pipeline_id=first.pipeline_id,
+    )
     assert second.pipeline_id == first.pipeline_id and second.display_name == "v2"
     versions = await call(client.list_pipeline_versions, first.pipeline_id, page_size=10)
     assert second.pipeline_version_id in [v.pipeline_version_id for v in versions.pipeline_versions]
@@ -155,14 +182,23 @@ async def test_kfp_pipeline_versions_upload_list_run_delete(kfp_client: kfp.Clie
     got = await call(client.get_pipeline_version, first.pipeline_id, second.pipeline_version_id)
     assert got.display_name == "v2"
     assert got.pipeline_spec["pipelineInfo"]["name"] == "napper"
-    by_name = await call(client.upload_pipeline_version,
-                         compile_to(napper, tmp_path / "v3.yaml"), "v3", pipeline_name=name)
+    by_name = await call(
+        client.upload_pipeline_version,
+        compile_to(napper, tmp_path / "v3.yaml"),
+        "v3",
+        pipeline_name=name,
+    )
     assert by_name.pipeline_id == first.pipeline_id
 
     experiment = await call(client.create_experiment, unique("versions"))
-    run = await call(client.run_pipeline, experiment.experiment_id, unique("from-version"),
-                     params={"seconds": 0.1}, pipeline_id=first.pipeline_id,
-                     version_id=second.pipeline_version_id)
+    run = await call(
+        client.run_pipeline,
+        experiment.experiment_id,
+        unique("from-version"),
+        params={"seconds": 0.1},
+        pipeline_id=first.pipeline_id,
+        version_id=second.pipeline_version_id,
+    )
     done = await call(client.wait_for_run_completion, run.run_id, 60, 0.2)
     assert done.state == "SUCCEEDED", done
     assert done.pipeline_version_reference.pipeline_version_id == second.pipeline_version_id
@@ -170,7 +206,8 @@ async def test_kfp_pipeline_versions_upload_list_run_delete(kfp_client: kfp.Clie
     await call(client.delete_pipeline_version, first.pipeline_id, by_name.pipeline_version_id)
     left = await call(client.list_pipeline_versions, first.pipeline_id)
     assert by_name.pipeline_version_id not in [
-        v.pipeline_version_id for v in left.pipeline_versions]
+        v.pipeline_version_id for v in left.pipeline_versions
+    ]
     with pytest.raises(kfp_server_api_exception(), match="404|[Nn]ot [Ff]ound"):
         await call(client.get_pipeline_version, first.pipeline_id, by_name.pipeline_version_id)
 
@@ -181,8 +218,12 @@ def kfp_server_api_exception() -> type[Exception]:
     return ApiException
 
 
-async def wait_state(client: kfp.Client, run_id: str, states: tuple[str, ...],
-                     timeout: float = 30) -> Any:  # noqa: ASYNC109
+async def wait_state(
+    client: kfp.Client,
+    run_id: str,
+    states: tuple[str, ...],
+    timeout: float = 30,  # noqa: ASYNC109
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         run = await call(client.get_run, run_id)
@@ -201,12 +242,18 @@ async def test_kfp_terminate_and_retry_runs(kfp_client: kfp.Client, tmp_path: Pa
     try:
         package = compile_to(gated, tmp_path / "gated.yaml")
         exp = unique("gates")
-        waiting = await call(client.create_run_from_pipeline_package, package,
-                             arguments={"marker": str(marker), "mode": "wait"},
-                             experiment_name=exp)
-        failing = await call(client.create_run_from_pipeline_package, package,
-                             arguments={"marker": str(marker), "mode": "fail"},
-                             experiment_name=exp)
+        waiting = await call(
+            client.create_run_from_pipeline_package,
+            package,
+            arguments={"marker": str(marker), "mode": "wait"},
+            experiment_name=exp,
+        )
+        failing = await call(
+            client.create_run_from_pipeline_package,
+            package,
+            arguments={"marker": str(marker), "mode": "fail"},
+            experiment_name=exp,
+        )
         await wait_state(client, waiting.run_id, ("RUNNING",))
         failed = await wait_state(client, failing.run_id, FINAL)
         assert failed.state == "FAILED", failed
@@ -220,8 +267,11 @@ async def test_kfp_terminate_and_retry_runs(kfp_client: kfp.Client, tmp_path: Pa
     for run_id in (waiting.run_id, failing.run_id):
         done = await call(client.wait_for_run_completion, run_id, 60, 0.2)
         assert done.state == "SUCCEEDED", done
-        gates = [d for d in done.run_details.task_details if d.display_name == "gate"
-                 and d.state == "SUCCEEDED"]
+        gates = [
+            d
+            for d in done.run_details.task_details
+            if d.display_name == "gate" and d.state == "SUCCEEDED"
+        ]
         assert gates, done.run_details.task_details
     with pytest.raises(kfp_server_api_exception(), match="412|not failed"):
         await call(client._run_api.run_service_retry_run, waiting.run_id)
@@ -232,8 +282,9 @@ def slot_of(run: Any) -> datetime:
     return datetime.strptime(run.display_name.rsplit("-", 1)[-1], "%Y%m%d%H%M%S")
 
 
-async def test_kfp_recurring_runs_cron_seconds_and_no_catchup(kfp_client: kfp.Client,
-                                                              tmp_path: Path) -> None:
+async def test_kfp_recurring_runs_cron_seconds_and_no_catchup(
+    kfp_client: kfp.Client, tmp_path: Path
+) -> None:
     """A 6-field cron (with seconds) fires on every even second. With max_concurrency=1 and
     runs longer than the 1 s interval, slots are missed: by default the next run catches up
     on the very next slot; with ``no_catchup`` it skips to now."""
@@ -241,20 +292,36 @@ async def test_kfp_recurring_runs_cron_seconds_and_no_catchup(kfp_client: kfp.Cl
     package = compile_to(napper, tmp_path / "napper.yaml")
     exp = await call(client.create_experiment, unique("schedules"))
     common = {"experiment_id": exp.experiment_id, "pipeline_package_path": package}
-    cron = await call(client.create_recurring_run, job_name="cron-2s",
-                      cron_expression="*/2 * * * * *", params={"seconds": 0.0},
-                      max_concurrency=10, **common)
-    catchup = await call(client.create_recurring_run, job_name="catchup", interval_second=1,
-                         params={"seconds": 2.5}, **common)
-    no_catchup = await call(client.create_recurring_run, job_name="no-catchup",
-                            interval_second=1, params={"seconds": 2.5}, no_catchup=True,
-                            **common)
+    cron = await call(
+        client.create_recurring_run,
+        job_name="cron-2s",
+        cron_expression="*/2 * * * * *",
+        params={"seconds": 0.0},
+        max_concurrency=10,
+        **common,
+    )
+    catchup = await call(
+        client.create_recurring_run,
+        job_name="catchup",
+        interval_second=1,
+        params={"seconds": 2.5},
+        **common,
+    )
+    no_catchup = await call(
+        client.create_recurring_run,
+        job_name="no-catchup",
+        interval_second=1,
+        params={"seconds": 2.5},
+        no_catchup=True,
+        **common,
+    )
     assert (await call(client.get_recurring_run, no_catchup.recurring_run_id)).no_catchup is True
     started = time.monotonic()
     by_job: dict[str, list[Any]] = {}
     while time.monotonic() - started < 30:
-        runs = (await call(client.list_runs, experiment_id=exp.experiment_id,
-                           page_size=100)).runs or []
+        runs = (
+            await call(client.list_runs, experiment_id=exp.experiment_id, page_size=100)
+        ).runs or []
         by_job = {}
         for r in runs:
             by_job.setdefault(r.recurring_run_id, []).append(r)

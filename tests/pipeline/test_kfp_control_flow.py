@@ -58,10 +58,14 @@ def loops(items: list = [1, 2, 3]) -> None:  # noqa: B006 - kfp reads the defaul
 async def finished_workflow(client: kfp.Client, gateway: Gateway, run_id: str) -> dict[str, Any]:
     run = await call(client.wait_for_run_completion, run_id, 90, 0.2)
     async with gateway.client(gateway.namespace) as c:
-        wf = (await c.get(f"/apis/argoproj.io/v1alpha1/namespaces/{gateway.namespace}/"
-                          f"workflows/kfp-{run_id}")).json()
-    assert run.state == "SUCCEEDED", [(n["displayName"], n["phase"], n.get("message"))
-                                      for n in wf["status"]["nodes"].values()]
+        wf = (
+            await c.get(
+                f"/apis/argoproj.io/v1alpha1/namespaces/{gateway.namespace}/workflows/kfp-{run_id}"
+            )
+        ).json()
+    assert run.state == "SUCCEEDED", [
+        (n["displayName"], n["phase"], n.get("message")) for n in wf["status"]["nodes"].values()
+    ]
     return wf
 
 
@@ -71,32 +75,54 @@ def pod_outputs(wf: dict[str, Any]) -> dict[str, list[str]]:
     for node in wf["status"]["nodes"].values():
         if node["type"] == "Pod" and node["phase"] == "Succeeded":
             params = (node.get("outputs") or {}).get("parameters") or []
-            out.setdefault(node["displayName"].split("(")[0], []).extend(
-                p["value"] for p in params)
+            out.setdefault(node["displayName"].split("(")[0], []).extend(p["value"] for p in params)
     return out
 
 
-async def test_kfp_if_elif_else_and_condition(gateway: Gateway, kfp_client: kfp.Client,
-                                              tmp_path: Path) -> None:
+async def test_kfp_if_elif_else_and_condition(
+    gateway: Gateway, kfp_client: kfp.Client, tmp_path: Path
+) -> None:
     package = compile_to(branches, tmp_path / "branches.yaml")
     exp = unique("branches")
-    runs = {x: await call(kfp_client.create_run_from_pipeline_package, package,
-                          arguments={"x": x}, experiment_name=exp) for x in (1, -1, 9, 0)}
-    done = dict(zip(runs, await asyncio.gather(*(
-        finished_workflow(kfp_client, gateway, r.run_id) for r in runs.values())), strict=True))
-    said = {x: sorted(v for k, vs in pod_outputs(wf).items() if k.startswith("say")
-                      for v in vs) for x, wf in done.items()}
+    runs = {
+        x: await call(
+            kfp_client.create_run_from_pipeline_package,
+            package,
+            arguments={"x": x},
+            experiment_name=exp,
+        )
+        for x in (1, -1, 9, 0)
+    }
+    done = dict(
+        zip(
+            runs,
+            await asyncio.gather(
+                *(finished_workflow(kfp_client, gateway, r.run_id) for r in runs.values())
+            ),
+            strict=True,
+        )
+    )
+    said = {
+        x: sorted(v for k, vs in pod_outputs(wf).items() if k.startswith("say") for v in vs)
+        for x, wf in done.items()
+    }
     assert said == {1: ["H"], -1: ["T"], 9: ["H", "big"], 0: ["E"]}
-    skipped = [n["displayName"] for n in done[0]["status"]["nodes"].values()
-               if n["phase"] == "Skipped"]
+    skipped = [
+        n["displayName"] for n in done[0]["status"]["nodes"].values() if n["phase"] == "Skipped"
+    ]
     assert sorted(skipped) == ["condition-2", "condition-3", "condition-5"], skipped
 
 
 async def test_kfp_parallel_for_static_and_parameter_collected(
-        gateway: Gateway, kfp_client: kfp.Client, tmp_path: Path) -> None:
+    gateway: Gateway, kfp_client: kfp.Client, tmp_path: Path
+) -> None:
     package = compile_to(loops, tmp_path / "loops.yaml")
-    run = await call(kfp_client.create_run_from_pipeline_package, package,
-                     arguments={"items": [1, 2, 3, 4]}, experiment_name=unique("loops"))
+    run = await call(
+        kfp_client.create_run_from_pipeline_package,
+        package,
+        arguments={"items": [1, 2, 3, 4]},
+        experiment_name=unique("loops"),
+    )
     wf = await finished_workflow(kfp_client, gateway, run.run_id)
     outputs = pod_outputs(wf)
     assert sorted(outputs["square"], key=int) == ["16", "25"]  # over the literal [4, 5]

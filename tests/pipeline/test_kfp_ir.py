@@ -1,6 +1,5 @@
 """A kfp.compiler pipeline (IR YAML) run natively by the engine, without the KFP API."""
 
-
 from pathlib import Path
 
 from kfp import compiler, dsl
@@ -42,18 +41,27 @@ def compiled(tmp_path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-async def test_run_kfp_ir_passes_parameters_and_artifacts(pipeline: PipelineService,
-                                                          namespace: str, tmp_path: Path) -> None:
+async def test_run_kfp_ir_passes_parameters_and_artifacts(
+    pipeline: PipelineService, namespace: str, tmp_path: Path
+) -> None:
     spec = compile_ir(compiled(tmp_path), {"n": 3, "word": "xy"})
-    wf = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-          "metadata": {"generateName": "ir-"}, "spec": spec}
+    wf = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": "ir-"},
+        "spec": spec,
+    }
     done = await pipeline.run(namespace, wf, timeout=60)
     assert done["status"]["phase"] == "Succeeded", [
-        (n["displayName"], n["phase"], n.get("message")) for n in done["status"]["nodes"].values()]
+        (n["displayName"], n["phase"], n.get("message")) for n in done["status"]["nodes"].values()
+    ]
     nodes = nodes_by_display(done)
     assert nodes["make"]["outputs"]["parameters"] == [{"name": "Output", "value": "xyxyxy"}]
-    read_node = next(n for n in done["status"]["nodes"].values()
-                     if n["displayName"].startswith("read(") and n["type"] == "Pod")
+    read_node = next(
+        n
+        for n in done["status"]["nodes"].values()
+        if n["displayName"].startswith("read(") and n["type"] == "Pod"
+    )
     assert read_node["outputs"]["parameters"] == [{"name": "Output", "value": "XYXYXY:6"}]
 
 
@@ -77,18 +85,26 @@ def test_compile_ir_refuses_what_cannot_run_with_field_paths(tmp_path: Path) -> 
         "pipeline_spec.deploymentSpec.executors.exec-make",
         "pipeline_spec.root.dag.tasks.read.artifactIterator",
         "pipeline_spec.root.dag.tasks.shout.inputs.parameters.text.parameterExpressionSelector",
-        "pipeline_spec.root.dag.tasks.shout.triggerPolicy.condition"], fields
+        "pipeline_spec.root.dag.tasks.shout.triggerPolicy.condition",
+    ], fields
 
 
 def test_condition_to_when_quotes_operands() -> None:
     from services.pipeline.expressions import evaluate_when
     from services.pipeline.kfp_ir import condition_to_when
 
-    cel = ("!(int(inputs.parameter_values['n']) > 2) && "
-           "inputs.parameter_values['w'] == 'heads'")
+    cel = "!(int(inputs.parameter_values['n']) > 2) && inputs.parameter_values['w'] == 'heads'"
     when = condition_to_when(cel, {"n": "{{tasks.a.outputs.parameters.n}}", "w": "{{item}}"})
     assert when == ("!('{{tasks.a.outputs.parameters.n}}' > 2) && '{{item}}' == 'heads'")
-    assert evaluate_when(when.replace("{{tasks.a.outputs.parameters.n}}", "2")
-                         .replace("{{item}}", "heads")) is True
-    assert evaluate_when(when.replace("{{tasks.a.outputs.parameters.n}}", "10")
-                         .replace("{{item}}", "heads")) is False
+    assert (
+        evaluate_when(
+            when.replace("{{tasks.a.outputs.parameters.n}}", "2").replace("{{item}}", "heads")
+        )
+        is True
+    )
+    assert (
+        evaluate_when(
+            when.replace("{{tasks.a.outputs.parameters.n}}", "10").replace("{{item}}", "heads")
+        )
+        is False
+    )

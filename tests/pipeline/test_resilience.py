@@ -38,8 +38,13 @@ class ServiceProcess:
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.pipeline"], cwd=ROOT,
-                                         env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.pipeline"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -55,8 +60,7 @@ class ServiceProcess:
                 self.proc.kill()
 
 
-async def wait_until(client: httpx.AsyncClient, path: str, check: Any,
-                     timeout: float) -> Any:  # noqa: ASYNC109
+async def wait_until(client: httpx.AsyncClient, path: str, check: Any, timeout: float) -> Any:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -72,15 +76,21 @@ async def wait_until(client: httpx.AsyncClient, path: str, check: Any,
     raise AssertionError(f"condition not met in {timeout}s; last: {last}")
 
 
-async def test_kill_service_mid_run_resumes_without_rerun(fresh_db: str, nats_url: str,
-                                                          tmp_path: Path) -> None:
+async def test_kill_service_mid_run_resumes_without_rerun(
+    fresh_db: str, nats_url: str, tmp_path: Path
+) -> None:
     minter = AssertionMinter()
     port = free_port()
     state = tmp_path / "state"
-    env = {**os.environ, "SHIPYARD_DATABASE_URL": fresh_db, "NATS_URL": nats_url,
-           "SHIPYARD_PORT": str(port), "SHIPYARD_STATE_DIR": str(state),
-           "SHIPYARD_GATEWAY_PUBLIC_KEY": minter.public_pem.decode(),
-           "SHIPYARD_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "SHIPYARD_DATABASE_URL": fresh_db,
+        "NATS_URL": nats_url,
+        "SHIPYARD_PORT": str(port),
+        "SHIPYARD_STATE_DIR": str(state),
+        "SHIPYARD_GATEWAY_PUBLIC_KEY": minter.public_pem.decode(),
+        "SHIPYARD_LOG_LEVEL": "WARNING",
+    }
     runtime = LocalRuntime(state)
     await runtime.create_volume(NS, "marks")
     marks = await runtime.resolve_volume(NS, "marks")
@@ -88,40 +98,64 @@ async def test_kill_service_mid_run_resumes_without_rerun(fresh_db: str, nats_ur
     service.start()
 
     def step(name: str, extra: str = "") -> dict[str, Any]:
-        return {"name": name, "container": {
-            "image": "alpine", "command": ["sh", "-c", f"echo run >> /m/{name}; {extra}"],
-            "volumeMounts": [{"name": "m", "mountPath": "/m"}]}}
+        return {
+            "name": name,
+            "container": {
+                "image": "alpine",
+                "command": ["sh", "-c", f"echo run >> /m/{name}; {extra}"],
+                "volumeMounts": [{"name": "m", "mountPath": "/m"}],
+            },
+        }
 
-    wf = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-          "metadata": {"name": "survivor"},
-          "spec": {"entrypoint": "main",
-                   "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": "marks"}}],
-                   "templates": [
-                       {"name": "main", "dag": {"tasks": [
-                           {"name": "a", "template": "a"},
-                           {"name": "b", "template": "b", "dependencies": ["a"]},
-                           {"name": "c", "template": "c", "dependencies": ["b"]}]}},
-                       step("a"), step("b", "sleep 3"), step("c")]}}
+    wf = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "survivor"},
+        "spec": {
+            "entrypoint": "main",
+            "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": "marks"}}],
+            "templates": [
+                {
+                    "name": "main",
+                    "dag": {
+                        "tasks": [
+                            {"name": "a", "template": "a"},
+                            {"name": "b", "template": "b", "dependencies": ["a"]},
+                            {"name": "c", "template": "c", "dependencies": ["b"]},
+                        ]
+                    },
+                },
+                step("a"),
+                step("b", "sleep 3"),
+                step("c"),
+            ],
+        },
+    }
     path = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
-                                     headers=minter.headers(namespace=NS), timeout=10) as c:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=minter.headers(namespace=NS), timeout=10
+        ) as c:
             await wait_until(c, "/healthz", lambda body: True, 30)
             r = await c.post(path, json=wf)
             assert r.status_code == 201, r.text
 
             def b_running(obj: dict[str, Any]) -> bool:
                 nodes = (obj.get("status") or {}).get("nodes") or {}
-                return any(n["displayName"] == "b" and n["phase"] == "Running"
-                           for n in nodes.values())
+                return any(
+                    n["displayName"] == "b" and n["phase"] == "Running" for n in nodes.values()
+                )
 
             await wait_until(c, f"{path}/survivor", b_running, 30)
             service.kill()
             await asyncio.sleep(0.5)
             service.start()
-            done = await wait_until(c, f"{path}/survivor",
-                                    lambda o: (o.get("status") or {}).get("phase") in (
-                                        "Succeeded", "Failed", "Error"), 60)
+            done = await wait_until(
+                c,
+                f"{path}/survivor",
+                lambda o: (o.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Error"),
+                60,
+            )
         assert done["status"]["phase"] == "Succeeded", done["status"]
         for name in ("a", "b", "c"):
             assert (marks / name).read_text().splitlines() == ["run"], name

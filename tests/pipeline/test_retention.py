@@ -13,13 +13,22 @@ from services.pipeline.schedules import Scheduler
 from tests.pipeline.conftest import PipelineService
 from tests.pipeline.test_seed import EXAMPLE
 
-ARGO_PACKAGE = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-                "metadata": {"generateName": "pkg-"},
-                "spec": {"entrypoint": "main", "arguments": {"parameters": [
-                    {"name": "msg", "value": "hi"}]}, "templates": [
-                    {"name": "main", "inputs": {"parameters": [{"name": "msg"}]},
-                     "container": {"image": "a",
-                                   "command": ["echo", "{{inputs.parameters.msg}}"]}}]}}
+ARGO_PACKAGE = {
+    "apiVersion": "argoproj.io/v1alpha1",
+    "kind": "Workflow",
+    "metadata": {"generateName": "pkg-"},
+    "spec": {
+        "entrypoint": "main",
+        "arguments": {"parameters": [{"name": "msg", "value": "hi"}]},
+        "templates": [
+            {
+                "name": "main",
+                "inputs": {"parameters": [{"name": "msg"}]},
+                "container": {"image": "a", "command": ["echo", "{{inputs.parameters.msg}}"]},
+            }
+        ],
+    },
+}
 
 
 async def wait_state(c, run_id: str, states: tuple[str, ...]) -> dict:  # noqa: ANN001
@@ -31,20 +40,27 @@ async def wait_state(c, run_id: str, states: tuple[str, ...]) -> dict:  # noqa: 
     raise AssertionError(run)
 
 
-async def test_delete_archived_run_removes_workflow(pipeline: PipelineService,
-                                                    namespace: str) -> None:
+async def test_delete_archived_run_removes_workflow(
+    pipeline: PipelineService, namespace: str
+) -> None:
     store = pipeline.app.state.ctx.store
     async with pipeline.client(namespace) as c:
-        r = await c.post("/apis/v2beta1/runs", json={
-            "display_name": "argo-pkg", "pipeline_spec": ARGO_PACKAGE,
-            "runtime_config": {"parameters": {"msg": "from-kfp"}}})
+        r = await c.post(
+            "/apis/v2beta1/runs",
+            json={
+                "display_name": "argo-pkg",
+                "pipeline_spec": ARGO_PACKAGE,
+                "runtime_config": {"parameters": {"msg": "from-kfp"}},
+            },
+        )
         assert r.status_code == 200, r.text
         run_id = r.json()["run_id"]
         run = await wait_state(c, run_id, ("SUCCEEDED", "FAILED"))
         assert run["state"] == "SUCCEEDED"
         wf = await store.get(WORKFLOW, namespace, f"kfp-{run_id}")
         assert wf["status"]["nodes"][wf["metadata"]["name"]]["inputs"]["parameters"] == [
-            {"name": "msg", "value": "from-kfp"}]
+            {"name": "msg", "value": "from-kfp"}
+        ]
         assert (await c.post(f"/apis/v2beta1/runs/{run_id}:archive")).status_code == 200
         assert (await c.get(f"/apis/v2beta1/runs/{run_id}")).json()["storage_state"] == "ARCHIVED"
         assert (await c.delete(f"/apis/v2beta1/runs/{run_id}")).status_code == 200
@@ -56,18 +72,31 @@ async def test_delete_archived_run_removes_workflow(pipeline: PipelineService,
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the run's workflow was not deleted")
-        assert await pipeline.runtime.list({"pipeline.shipyard.io/workflow-uid":
-                                            wf["metadata"]["uid"]}) == []
+        assert (
+            await pipeline.runtime.list(
+                {"pipeline.shipyard.io/workflow-uid": wf["metadata"]["uid"]}
+            )
+            == []
+        )
 
 
-async def test_retention_period_deletes_old_finished_workflows(pipeline: PipelineService,
-                                                               namespace: str) -> None:
+async def test_retention_period_deletes_old_finished_workflows(
+    pipeline: PipelineService, namespace: str
+) -> None:
     ctx = pipeline.app.state.ctx
-    done = await pipeline.run(namespace, {"metadata": {"generateName": "old-"}, "spec": {
-        "entrypoint": "main", "templates": [
-            {"name": "main", "container": {"image": "a", "command": ["true"]}}]}})
-    scheduler = Scheduler(ctx.store, ctx.extras["kfp_store"], ctx.extras["kfp_runs"], ctx.db,
-                          retention_seconds=3600)
+    done = await pipeline.run(
+        namespace,
+        {
+            "metadata": {"generateName": "old-"},
+            "spec": {
+                "entrypoint": "main",
+                "templates": [{"name": "main", "container": {"image": "a", "command": ["true"]}}],
+            },
+        },
+    )
+    scheduler = Scheduler(
+        ctx.store, ctx.extras["kfp_store"], ctx.extras["kfp_runs"], ctx.db, retention_seconds=3600
+    )
     await scheduler.apply_retention(datetime.now(UTC))
     assert await ctx.store.find(WORKFLOW, namespace, done["metadata"]["name"]) is not None
     await scheduler.apply_retention(datetime.now(UTC) + timedelta(hours=2))

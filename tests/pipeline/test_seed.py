@@ -35,8 +35,9 @@ async def test_run_seed_workflow_succeeds(pipeline: PipelineService) -> None:
     assert nodes["print-text"]["boundaryID"] == wf["metadata"]["name"]
     assert wf["status"]["progress"] == "2/2"
     async with httpx.AsyncClient(base_url=pipeline.url, headers=pipeline.headers(ns)) as c:
-        r = await c.get(f"{WF_PATH.format(ns=ns)}/{wf['metadata']['name']}/log",
-                        params={"step": "print-text"})
+        r = await c.get(
+            f"{WF_PATH.format(ns=ns)}/{wf['metadata']['name']}/log", params={"step": "print-text"}
+        )
     assert r.status_code == 200, r.text
     lines = r.text.splitlines()
     assert lines == ["Hello"] * 15

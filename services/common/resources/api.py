@@ -56,41 +56,58 @@ def _int_param(request: Request, name: str) -> int | None:
     return value
 
 
-def list_response(kind: ResourceKind, items: list[dict[str, Any]], rv: int,
-                  token: str | None) -> dict[str, Any]:
+def list_response(
+    kind: ResourceKind, items: list[dict[str, Any]], rv: int, token: str | None
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"resourceVersion": str(rv)}
     if token:
         meta["continue"] = token
-    return {"apiVersion": kind.api_version, "kind": kind.list_kind, "metadata": meta,
-            "items": items}
+    return {
+        "apiVersion": kind.api_version,
+        "kind": kind.list_kind,
+        "metadata": meta,
+        "items": items,
+    }
 
 
-def watch_stream(store: ResourceStore, kind: ResourceKind, namespace: str | None,
-                 request: Request) -> StreamingResponse:
+def watch_stream(
+    store: ResourceStore, kind: ResourceKind, namespace: str | None, request: Request
+) -> StreamingResponse:
     timeout = _int_param(request, "timeoutSeconds")
-    events = store.watch(kind, namespace,
-                         label_selector=request.query_params.get("labelSelector"),
-                         field_selector=request.query_params.get("fieldSelector"),
-                         resource_version=request.query_params.get("resourceVersion"),
-                         timeout_seconds=timeout)
+    events = store.watch(
+        kind,
+        namespace,
+        label_selector=request.query_params.get("labelSelector"),
+        field_selector=request.query_params.get("fieldSelector"),
+        resource_version=request.query_params.get("resourceVersion"),
+        timeout_seconds=timeout,
+    )
 
     async def lines() -> AsyncIterator[bytes]:
         try:
             async for event in events:
-                yield json.dumps({"type": event.type, "object": event.object},
-                                 separators=(",", ":")).encode() + b"\n"
+                yield (
+                    json.dumps(
+                        {"type": event.type, "object": event.object}, separators=(",", ":")
+                    ).encode()
+                    + b"\n"
+                )
         except ApiError as err:
             yield json.dumps({"type": "ERROR", "object": err.status()}).encode() + b"\n"
 
-    return StreamingResponse(lines(), media_type="application/json",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        lines(),
+        media_type="application/json",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 StoreGetter = Callable[[Request], ResourceStore]
 
 
-def resource_router(kind: ResourceKind, get_store: StoreGetter,
-                    max_body: int = DEFAULT_MAX_BODY) -> APIRouter:
+def resource_router(
+    kind: ResourceKind, get_store: StoreGetter, max_body: int = DEFAULT_MAX_BODY
+) -> APIRouter:
     """Routes for ``kind``: collection, item and ``/status``, namespaced or cluster-scoped."""
     router = APIRouter(tags=[kind.kind])
     resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
@@ -108,11 +125,14 @@ def resource_router(kind: ResourceKind, get_store: StoreGetter,
         authorize(identity, "watch" if watching else "list", namespace, resource)
         if watching:
             return watch_stream(store, kind, namespace, request)
-        page = await store.list(kind, namespace,
-                                label_selector=request.query_params.get("labelSelector"),
-                                field_selector=request.query_params.get("fieldSelector"),
-                                limit=_int_param(request, "limit"),
-                                continue_token=request.query_params.get("continue"))
+        page = await store.list(
+            kind,
+            namespace,
+            label_selector=request.query_params.get("labelSelector"),
+            field_selector=request.query_params.get("fieldSelector"),
+            limit=_int_param(request, "limit"),
+            continue_token=request.query_params.get("continue"),
+        )
         return list_response(kind, page.items, page.resource_version, page.continue_token)
 
     async def create_object(request: Request, identity: IdentityDep) -> JSONResponse:
@@ -137,8 +157,9 @@ def resource_router(kind: ResourceKind, get_store: StoreGetter,
         namespace = ns_of(request)
         authorize(identity, "patch", namespace, resource)
         body = await read_body(request, max_body)
-        return await get_store(request).patch(kind, namespace, name, body,
-                                              request.headers.get("content-type", ""))
+        return await get_store(request).patch(
+            kind, namespace, name, body, request.headers.get("content-type", "")
+        )
 
     async def delete_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
@@ -158,9 +179,14 @@ def resource_router(kind: ResourceKind, get_store: StoreGetter,
         namespace = ns_of(request)
         authorize(identity, "patch", namespace, resource + "/status")
         body = await read_body(request, max_body)
-        return await get_store(request).patch(kind, namespace, name, body,
-                                              request.headers.get("content-type", ""),
-                                              subresource="status")
+        return await get_store(request).patch(
+            kind,
+            namespace,
+            name,
+            body,
+            request.headers.get("content-type", ""),
+            subresource="status",
+        )
 
     singular = kind.singular
     router.add_api_route(collection, list_objects, methods=["GET"], name=f"list_{singular}")
@@ -169,19 +195,30 @@ def resource_router(kind: ResourceKind, get_store: StoreGetter,
     router.add_api_route(item, replace_object, methods=["PUT"], name=f"update_{singular}")
     router.add_api_route(item, patch_object, methods=["PATCH"], name=f"patch_{singular}")
     router.add_api_route(item, delete_object, methods=["DELETE"], name=f"delete_{singular}")
-    router.add_api_route(f"{item}/status", read_status, methods=["GET"],
-                         name=f"read_{singular}_status")
-    router.add_api_route(f"{item}/status", replace_status, methods=["PUT"],
-                         name=f"update_{singular}_status")
-    router.add_api_route(f"{item}/status", patch_status, methods=["PATCH"],
-                         name=f"patch_{singular}_status")
+    router.add_api_route(
+        f"{item}/status", read_status, methods=["GET"], name=f"read_{singular}_status"
+    )
+    router.add_api_route(
+        f"{item}/status", replace_status, methods=["PUT"], name=f"update_{singular}_status"
+    )
+    router.add_api_route(
+        f"{item}/status", patch_status, methods=["PATCH"], name=f"patch_{singular}_status"
+    )
     if kind.namespaced:
+
         async def list_all_namespaces(request: Request, identity: IdentityDep) -> Any:
             if not identity.cluster_admin:
-                raise ApiError(403, f'User "{identity.user}" cannot list resource "{resource}" '
-                                    "at the cluster scope; list one namespace instead")
+                raise ApiError(
+                    403,
+                    f'User "{identity.user}" cannot list resource "{resource}" '
+                    "at the cluster scope; list one namespace instead",
+                )
             return await list_objects(request, identity)
 
-        router.add_api_route(f"{kind.base_path}/{kind.plural}", list_all_namespaces,
-                             methods=["GET"], name=f"list_{singular}_all_namespaces")
+        router.add_api_route(
+            f"{kind.base_path}/{kind.plural}",
+            list_all_namespaces,
+            methods=["GET"],
+            name=f"list_{singular}_all_namespaces",
+        )
     return router

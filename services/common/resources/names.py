@@ -9,7 +9,8 @@ import string
 from services.common.errors import Cause
 
 _DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -21,17 +22,29 @@ def check_name(name: str, field: str = "metadata.name") -> list[Cause]:
     if not name:
         return [Cause(field, "name or generateName is required", "FieldValueRequired")]
     if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-        return [Cause(field, (
-            f"Invalid value: {name!r}: a lowercase RFC 1123 subdomain must consist of lower case "
-            "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
-            "character (e.g. 'example.com'), at most 253 characters"))]
+        return [
+            Cause(
+                field,
+                (
+                    f"Invalid value: {name!r}: a lowercase RFC 1123 subdomain must consist "
+                    "of lower case alphanumeric characters, '-' or '.', and must start and "
+                    "end with an alphanumeric character (e.g. 'example.com'), at most 253 "
+                    "characters"
+                ),
+            )
+        ]
     return []
 
 
 def check_namespace(namespace: str, field: str = "metadata.namespace") -> list[Cause]:
     if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
-        return [Cause(field, f"Invalid value: {namespace!r}: a lowercase RFC 1123 label must "
-                             "consist of lower case alphanumeric characters or '-', at most 63")]
+        return [
+            Cause(
+                field,
+                f"Invalid value: {namespace!r}: a lowercase RFC 1123 label must "
+                "consist of lower case alphanumeric characters or '-', at most 63",
+            )
+        ]
     return []
 
 
@@ -44,13 +57,20 @@ def check_labels(labels: object, field: str = "metadata.labels") -> list[Cause]:
     for key, value in labels.items():
         name = key.rsplit("/", 1)[-1]
         prefix = key[: -len(name) - 1] if "/" in key else ""
-        if len(name) > 63 or not _LABEL_NAME.match(name) or (
-            prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix))
+        if (
+            len(name) > 63
+            or not _LABEL_NAME.match(name)
+            or (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)))
         ):
             causes.append(Cause(f"{field}.{key}", f"Invalid label key {key!r}"))
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            causes.append(Cause(f"{field}.{key}", f"Invalid label value {value!r}: must be 63 "
-                                "characters or less, alphanumeric, '-', '_' or '.'"))
+            causes.append(
+                Cause(
+                    f"{field}.{key}",
+                    f"Invalid label value {value!r}: must be 63 "
+                    "characters or less, alphanumeric, '-', '_' or '.'",
+                )
+            )
     return causes
 
 

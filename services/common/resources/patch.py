@@ -85,6 +85,7 @@ def json_patch(document: Any, operations: Any) -> Any:
         except ApiError:
             raise
         except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise ApiError(422, f"JSON patch operation {i} ({op!r}) cannot be applied: "
-                                f"{exc}") from None
+            raise ApiError(
+                422, f"JSON patch operation {i} ({op!r}) cannot be applied: {exc}"
+            ) from None
     return doc

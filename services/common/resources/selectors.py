@@ -15,5 +15,6 @@ def parse_selector(selector: str | None, field: str = "labelSelector") -> Requir
     try:
         return _parse(selector or None)
     except ValueError as exc:
-        raise ApiError(400, f"unable to parse requirement: {exc}",
-                       causes=[Cause(field, str(exc))]) from None
+        raise ApiError(
+            400, f"unable to parse requirement: {exc}", causes=[Cause(field, str(exc))]
+        ) from None

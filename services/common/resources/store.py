@@ -43,8 +43,15 @@ log = logging.getLogger(__name__)
 RV_COUNTER = "resourceVersion"
 TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 _IMMUTABLE_META = ("uid", "creationTimestamp", "name", "namespace")
-_SERVER_META = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
-                "selfLink", "managedFields")
+_SERVER_META = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "selfLink",
+    "managedFields",
+)
 WATCH_CATCHUP_SECONDS = 2.0
 MAX_WATCH_SECONDS = 3600
 
@@ -73,10 +80,16 @@ DeleteGuard = Callable[[dict[str, Any]], Awaitable[None]]
 class ResourceStore:
     """Objects of every kind a service serves, in that service's ``objects`` table."""
 
-    def __init__(self, db: Database, tables: Mapping[str, Table], *, source: str,
-                 stage_event: EventStager | None = None,
-                 after_commit: Callable[[], None] | None = None,
-                 live_events: Callable[[str], Any] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tables: Mapping[str, Table],
+        *,
+        source: str,
+        stage_event: EventStager | None = None,
+        after_commit: Callable[[], None] | None = None,
+        live_events: Callable[[str], Any] | None = None,
+    ) -> None:
         self.db = db
         self.objects = tables["objects"]
         self.counters = tables["counters"]
@@ -101,8 +114,11 @@ class ResourceStore:
 
     async def _next_rv(self, session: AsyncSession) -> int:
         result = await session.execute(
-            update(self.counters).where(self.counters.c.name == RV_COUNTER)
-            .values(value=self.counters.c.value + 1).returning(self.counters.c.value))
+            update(self.counters)
+            .where(self.counters.c.name == RV_COUNTER)
+            .values(value=self.counters.c.value + 1)
+            .returning(self.counters.c.value)
+        )
         row = result.first()
         if row is None:
             await session.execute(insert(self.counters).values(name=RV_COUNTER, value=1))
@@ -119,12 +135,21 @@ class ResourceStore:
         return int(value or 0)
 
     def _where(self, kind: ResourceKind, namespace: str | None, name: str):  # type: ignore[no-untyped-def]
-        return and_(self.objects.c.kind == kind.kind,
-                    self.objects.c.namespace == (namespace or ""),
-                    self.objects.c.name == name)
+        return and_(
+            self.objects.c.kind == kind.kind,
+            self.objects.c.namespace == (namespace or ""),
+            self.objects.c.name == name,
+        )
 
-    async def _load(self, session: AsyncSession, kind: ResourceKind, namespace: str | None,
-                    name: str, *, lock: bool = False) -> dict[str, Any]:
+    async def _load(
+        self,
+        session: AsyncSession,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        *,
+        lock: bool = False,
+    ) -> dict[str, Any]:
         query = select(self.objects.c.body).where(self._where(kind, namespace, name))
         if lock and self.db.is_postgres:
             query = query.with_for_update()
@@ -133,8 +158,14 @@ class ResourceStore:
             raise ApiError.not_found(kind.plural, name, kind.group)
         return body
 
-    async def _emit(self, session: AsyncSession, kind: ResourceKind, event_type: str,
-                    obj: dict[str, Any], rv: int) -> None:
+    async def _emit(
+        self,
+        session: AsyncSession,
+        kind: ResourceKind,
+        event_type: str,
+        obj: dict[str, Any],
+        rv: int,
+    ) -> None:
         pending = session.info.setdefault("shipyard_events", [])
         pending.append((kind, WatchEvent(event_type, copy.deepcopy(obj))))
         if self._stage_event is None:
@@ -143,18 +174,32 @@ class ResourceStore:
 
         meta = obj["metadata"]
         message = resource_event(
-            type=event_type, api_version=kind.api_version, kind=kind.kind,
-            namespace=meta.get("namespace", ""), name=meta["name"], uid=meta["uid"],
-            resource_version=rv, object_json=json.dumps(obj, separators=(",", ":")).encode(),
+            type=event_type,
+            api_version=kind.api_version,
+            kind=kind.kind,
+            namespace=meta.get("namespace", ""),
+            name=meta["name"],
+            uid=meta["uid"],
+            resource_version=rv,
+            object_json=json.dumps(obj, separators=(",", ":")).encode(),
         )
         ns = meta.get("namespace")
         await self._stage_event(
-            session, self.outbox, kind.subject(event_type.lower()), message,
-            source=self.source, ce_type=f"io.shipyard.{kind.service}.{kind.singular}."
-                                        f"{event_type.lower()}",
-            ce_subject=(f"namespaces/{ns}/{kind.plural}/{meta['name']}" if ns
-                        else f"{kind.plural}/{meta['name']}"),
-            kind=kind.kind, namespace=ns or "", resource_version=rv)
+            session,
+            self.outbox,
+            kind.subject(event_type.lower()),
+            message,
+            source=self.source,
+            ce_type=f"io.shipyard.{kind.service}.{kind.singular}.{event_type.lower()}",
+            ce_subject=(
+                f"namespaces/{ns}/{kind.plural}/{meta['name']}"
+                if ns
+                else f"{kind.plural}/{meta['name']}"
+            ),
+            kind=kind.kind,
+            namespace=ns or "",
+            resource_version=rv,
+        )
 
     def _committed(self, session: AsyncSession) -> None:
         pending = session.info.pop("shipyard_events", [])
@@ -180,8 +225,11 @@ class ResourceStore:
             return result
         except IntegrityError:
             # Two creates of one name raced; the loser hears what a later one would.
-            raise ApiError(409, "the object was created concurrently by another request; "
-                                "get it, or retry", reason="AlreadyExists") from None
+            raise ApiError(
+                409,
+                "the object was created concurrently by another request; get it, or retry",
+                reason="AlreadyExists",
+            ) from None
 
     # ------------------------------------------------------------- validation
     def _validate(self, kind: ResourceKind, obj: Any, namespace: str | None) -> dict[str, Any]:
@@ -204,8 +252,11 @@ class ResourceStore:
         if kind.namespaced:
             body_ns = meta.get("namespace")
             if body_ns and namespace and body_ns != namespace:
-                raise ApiError(400, "the namespace of the provided object does not match the "
-                                    "namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "the namespace of the provided object does not match the "
+                    "namespace sent on the request",
+                )
             meta["namespace"] = namespace or body_ns
             if not meta["namespace"]:
                 causes.append(Cause("metadata.namespace", "Required value", "FieldValueRequired"))
@@ -233,13 +284,20 @@ class ResourceStore:
         if not causes and kind.validate is not None:
             causes += list(kind.validate(out))
         if causes:
-            raise ApiError.invalid(kind.kind, meta.get("name") or meta.get("generateName") or "",
-                                   causes)
+            raise ApiError.invalid(
+                kind.kind, meta.get("name") or meta.get("generateName") or "", causes
+            )
         return out
 
     # ------------------------------------------------------------------ writes
-    async def create(self, kind: ResourceKind, namespace: str | None, obj: Any, *,
-                     session: AsyncSession | None = None) -> dict[str, Any]:
+    async def create(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        obj: Any,
+        *,
+        session: AsyncSession | None = None,
+    ) -> dict[str, Any]:
         new = self._validate(kind, obj, namespace)
         meta = new["metadata"]
         for key in _SERVER_META:
@@ -254,59 +312,96 @@ class ResourceStore:
             meta["finalizers"] = sorted({*meta.get("finalizers", []), kind.finalizer})
 
         async def run(s: AsyncSession) -> dict[str, Any]:
-            exists = (await s.execute(select(self.objects.c.uid).where(
-                self._where(kind, meta.get("namespace"), meta["name"])))).first()
+            exists = (
+                await s.execute(
+                    select(self.objects.c.uid).where(
+                        self._where(kind, meta.get("namespace"), meta["name"])
+                    )
+                )
+            ).first()
             if exists:
                 raise ApiError.already_exists(kind.plural, meta["name"], kind.group)
             rv = await self._next_rv(s)
-            meta.update(uid=str(uuid.uuid4()), resourceVersion=str(rv), generation=1,
-                        creationTimestamp=now_rfc3339())
-            await s.execute(insert(self.objects).values(
-                uid=meta["uid"], kind=kind.kind, namespace=meta.get("namespace") or "",
-                name=meta["name"], resource_version=rv, body=new,
-                created_at=datetime.now(UTC), deleting=0))
+            meta.update(
+                uid=str(uuid.uuid4()),
+                resourceVersion=str(rv),
+                generation=1,
+                creationTimestamp=now_rfc3339(),
+            )
+            await s.execute(
+                insert(self.objects).values(
+                    uid=meta["uid"],
+                    kind=kind.kind,
+                    namespace=meta.get("namespace") or "",
+                    name=meta["name"],
+                    resource_version=rv,
+                    body=new,
+                    created_at=datetime.now(UTC),
+                    deleting=0,
+                )
+            )
             await self._emit(s, kind, "ADDED", new, rv)
             return new
 
         return await self._in_tx(session, run)
 
-    async def _write(self, s: AsyncSession, kind: ResourceKind, current: dict[str, Any],
-                     new: dict[str, Any]) -> dict[str, Any]:
+    async def _write(
+        self, s: AsyncSession, kind: ResourceKind, current: dict[str, Any], new: dict[str, Any]
+    ) -> dict[str, Any]:
         meta = new["metadata"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             return await self._remove(s, kind, new)
         rv = await self._next_rv(s)
         meta["resourceVersion"] = str(rv)
-        await s.execute(update(self.objects).where(
-            self.objects.c.uid == current["metadata"]["uid"]).values(
-                resource_version=rv, body=new, deleting=1 if meta.get("deletionTimestamp") else 0))
+        await s.execute(
+            update(self.objects)
+            .where(self.objects.c.uid == current["metadata"]["uid"])
+            .values(
+                resource_version=rv, body=new, deleting=1 if meta.get("deletionTimestamp") else 0
+            )
+        )
         await self._emit(s, kind, "MODIFIED", new, rv)
         return new
 
-    async def _remove(self, s: AsyncSession, kind: ResourceKind,
-                      obj: dict[str, Any]) -> dict[str, Any]:
+    async def _remove(
+        self, s: AsyncSession, kind: ResourceKind, obj: dict[str, Any]
+    ) -> dict[str, Any]:
         rv = await self._next_rv(s)
         obj["metadata"]["resourceVersion"] = str(rv)
-        await s.execute(delete(self.objects).where(
-            self.objects.c.uid == obj["metadata"]["uid"]))
+        await s.execute(delete(self.objects).where(self.objects.c.uid == obj["metadata"]["uid"]))
         await self._emit(s, kind, "DELETED", obj, rv)
         return obj
 
     @staticmethod
     def _check_rv(kind: ResourceKind, current: dict[str, Any], incoming_rv: Any) -> None:
-        if incoming_rv not in (None, "") and str(incoming_rv) != current["metadata"][
-                "resourceVersion"]:
-            raise ApiError.conflict(kind.plural, current["metadata"]["name"],
-                                    "the object has been modified; please apply your changes "
-                                    "to the latest version and try again")
+        if (
+            incoming_rv not in (None, "")
+            and str(incoming_rv) != current["metadata"]["resourceVersion"]
+        ):
+            raise ApiError.conflict(
+                kind.plural,
+                current["metadata"]["name"],
+                "the object has been modified; please apply your changes "
+                "to the latest version and try again",
+            )
 
-    async def replace(self, kind: ResourceKind, namespace: str | None, name: str, obj: Any, *,
-                      session: AsyncSession | None = None) -> dict[str, Any]:
+    async def replace(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        obj: Any,
+        *,
+        session: AsyncSession | None = None,
+    ) -> dict[str, Any]:
         """PUT: replace metadata and spec; status is only written through ``/status``."""
         new = self._validate(kind, obj, namespace)
         if (new["metadata"].get("name") or name) != name:
-            raise ApiError(400, f"the name of the object ({new['metadata'].get('name')}) does "
-                                f"not match the name on the URL ({name})")
+            raise ApiError(
+                400,
+                f"the name of the object ({new['metadata'].get('name')}) does "
+                f"not match the name on the URL ({name})",
+            )
 
         async def run(s: AsyncSession) -> dict[str, Any]:
             current = await self._load(s, kind, namespace, name, lock=True)
@@ -323,44 +418,66 @@ class ResourceStore:
                 meta[key] = old_meta[key]
         if old_meta.get("deletionTimestamp"):
             # Finalizers may only be removed while deleting, never added.
-            meta["finalizers"] = [f for f in meta.get("finalizers", [])
-                                  if f in old_meta.get("finalizers", [])]
+            meta["finalizers"] = [
+                f for f in meta.get("finalizers", []) if f in old_meta.get("finalizers", [])
+            ]
         if new.get("spec") != current.get("spec"):
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
         new["status"] = current.get("status", {})
         return new
 
-    async def patch(self, kind: ResourceKind, namespace: str | None, name: str, patch: Any,
-                    content_type: str = "application/merge-patch+json", *,
-                    subresource: str | None = None,
-                    session: AsyncSession | None = None) -> dict[str, Any]:
+    async def patch(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        content_type: str = "application/merge-patch+json",
+        *,
+        subresource: str | None = None,
+        session: AsyncSession | None = None,
+    ) -> dict[str, Any]:
         async def run(s: AsyncSession) -> dict[str, Any]:
             current = await self._load(s, kind, namespace, name, lock=True)
             patched = apply_patch(current, patch, content_type)
             if subresource == "status":
                 return await self._set_status(s, kind, current, patched)
-            self._check_rv(kind, current, (patch.get("metadata") or {}).get("resourceVersion")
-                           if isinstance(patch, dict) else None)
+            self._check_rv(
+                kind,
+                current,
+                (patch.get("metadata") or {}).get("resourceVersion")
+                if isinstance(patch, dict)
+                else None,
+            )
             patched["metadata"]["resourceVersion"] = None
             new = self._validate(kind, patched, namespace)
             return await self._write(s, kind, current, self._merge_server_fields(current, new))
 
         return await self._in_tx(session, run)
 
-    async def _set_status(self, s: AsyncSession, kind: ResourceKind, current: dict[str, Any],
-                          incoming: dict[str, Any]) -> dict[str, Any]:
+    async def _set_status(
+        self, s: AsyncSession, kind: ResourceKind, current: dict[str, Any], incoming: dict[str, Any]
+    ) -> dict[str, Any]:
         status = incoming.get("status") or {}
         if not isinstance(status, dict):
-            raise ApiError.invalid(kind.kind, current["metadata"]["name"],
-                                   [Cause("status", "must be an object")])
+            raise ApiError.invalid(
+                kind.kind, current["metadata"]["name"], [Cause("status", "must be an object")]
+            )
         new = copy.deepcopy(current)
         new["status"] = status
         if new == current:
             return current
         return await self._write(s, kind, current, new)
 
-    async def replace_status(self, kind: ResourceKind, namespace: str | None, name: str,
-                             obj: Any, *, session: AsyncSession | None = None) -> dict[str, Any]:
+    async def replace_status(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        obj: Any,
+        *,
+        session: AsyncSession | None = None,
+    ) -> dict[str, Any]:
         """PUT .../status, and what controllers call to record observed state."""
         if not isinstance(obj, dict):
             raise ApiError(400, "the request body must be a JSON or YAML object")
@@ -372,15 +489,26 @@ class ResourceStore:
 
         return await self._in_tx(session, run)
 
-    async def update_status(self, kind: ResourceKind, namespace: str | None, name: str,
-                            status: dict[str, Any], *,
-                            session: AsyncSession | None = None) -> dict[str, Any]:
+    async def update_status(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        status: dict[str, Any],
+        *,
+        session: AsyncSession | None = None,
+    ) -> dict[str, Any]:
         """Set an object's whole status (controllers; no resourceVersion check)."""
-        return await self.replace_status(kind, namespace, name, {"status": status},
-                                         session=session)
+        return await self.replace_status(kind, namespace, name, {"status": status}, session=session)
 
-    async def delete(self, kind: ResourceKind, namespace: str | None, name: str, *,
-                     session: AsyncSession | None = None) -> dict[str, Any]:
+    async def delete(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        *,
+        session: AsyncSession | None = None,
+    ) -> dict[str, Any]:
         """Delete now, or mark ``deletionTimestamp`` while finalizers remain."""
         guard = self._delete_guards.get(kind.kind)
         if guard is not None:
@@ -398,10 +526,17 @@ class ResourceStore:
 
         return await self._in_tx(session, run)
 
-    async def remove_finalizer(self, kind: ResourceKind, namespace: str | None, name: str,
-                               finalizer: str, *,
-                               session: AsyncSession | None = None) -> dict[str, Any] | None:
+    async def remove_finalizer(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        finalizer: str,
+        *,
+        session: AsyncSession | None = None,
+    ) -> dict[str, Any] | None:
         """Drop ``finalizer``; the object goes away if it was being deleted and none remain."""
+
         async def run(s: AsyncSession) -> dict[str, Any] | None:
             try:
                 current = await self._load(s, kind, namespace, name, lock=True)
@@ -410,8 +545,9 @@ class ResourceStore:
             if finalizer not in current["metadata"].get("finalizers", []):
                 return current
             new = copy.deepcopy(current)
-            new["metadata"]["finalizers"] = [f for f in new["metadata"]["finalizers"]
-                                             if f != finalizer]
+            new["metadata"]["finalizers"] = [
+                f for f in new["metadata"]["finalizers"] if f != finalizer
+            ]
             return await self._write(s, kind, current, new)
 
         return await self._in_tx(session, run)
@@ -421,16 +557,24 @@ class ResourceStore:
         async with self.db.sessions() as s:
             return await self._load(s, kind, namespace, name)
 
-    async def find(self, kind: ResourceKind, namespace: str | None,
-                   name: str) -> dict[str, Any] | None:
+    async def find(
+        self, kind: ResourceKind, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
         try:
             return await self.get(kind, namespace, name)
         except ApiError:
             return None
 
-    async def list(self, kind: ResourceKind, namespace: str | None = None, *,
-                   label_selector: str | None = None, field_selector: str | None = None,
-                   limit: int | None = None, continue_token: str | None = None) -> Page:
+    async def list(
+        self,
+        kind: ResourceKind,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> Page:
         """One page of objects ordered by (namespace, name); ``namespace=None`` means all."""
         match = parse_selector(label_selector)
         field_match = _field_selector(field_selector)
@@ -442,17 +586,26 @@ class ResourceStore:
             rv = await self.current_rv(s)
             cursor = after
             while True:
-                query = select(self.objects.c.namespace, self.objects.c.name,
-                               self.objects.c.body).where(self.objects.c.kind == kind.kind)
+                query = select(
+                    self.objects.c.namespace, self.objects.c.name, self.objects.c.body
+                ).where(self.objects.c.kind == kind.kind)
                 if namespace is not None:
                     query = query.where(self.objects.c.namespace == namespace)
                 if cursor is not None:
-                    query = query.where(or_(
-                        self.objects.c.namespace > cursor[0],
-                        and_(self.objects.c.namespace == cursor[0],
-                             self.objects.c.name > cursor[1])))
-                rows = (await s.execute(query.order_by(self.objects.c.namespace,
-                                                       self.objects.c.name).limit(chunk))).all()
+                    query = query.where(
+                        or_(
+                            self.objects.c.namespace > cursor[0],
+                            and_(
+                                self.objects.c.namespace == cursor[0],
+                                self.objects.c.name > cursor[1],
+                            ),
+                        )
+                    )
+                rows = (
+                    await s.execute(
+                        query.order_by(self.objects.c.namespace, self.objects.c.name).limit(chunk)
+                    )
+                ).all()
                 for row in rows:
                     body = row.body
                     if not match(body["metadata"].get("labels") or {}) or not field_match(body):
@@ -468,20 +621,35 @@ class ResourceStore:
         token = _encode_continue(cursor) if more and cursor else None
         return Page(items, rv, token)
 
-    async def list_all(self, kind: ResourceKind, namespace: str | None = None,
-                       label_selector: str | None = None) -> builtins.list[dict[str, Any]]:
+    async def list_all(
+        self, kind: ResourceKind, namespace: str | None = None, label_selector: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
         return (await self.list(kind, namespace, label_selector=label_selector)).items
 
     async def count(self, kind: ResourceKind) -> int:
         async with self.db.sessions() as s:
-            return int((await s.execute(select(func.count()).select_from(self.objects).where(
-                self.objects.c.kind == kind.kind))).scalar() or 0)
+            return int(
+                (
+                    await s.execute(
+                        select(func.count())
+                        .select_from(self.objects)
+                        .where(self.objects.c.kind == kind.kind)
+                    )
+                ).scalar()
+                or 0
+            )
 
     # ------------------------------------------------------------------- watch
-    async def watch(self, kind: ResourceKind, namespace: str | None, *,
-                    label_selector: str | None = None, field_selector: str | None = None,
-                    resource_version: str | None = None,
-                    timeout_seconds: float | None = None) -> AsyncIterator[WatchEvent]:
+    async def watch(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> AsyncIterator[WatchEvent]:
         """Kubernetes watch semantics.
 
         Without a resourceVersion (or "0"), the current objects arrive first as ADDED.
@@ -501,7 +669,8 @@ class ResourceStore:
             return match(meta.get("labels") or {}) and field_match(obj)
 
         deadline = asyncio.get_running_loop().time() + min(
-            timeout_seconds or MAX_WATCH_SECONDS, MAX_WATCH_SECONDS)
+            timeout_seconds or MAX_WATCH_SECONDS, MAX_WATCH_SECONDS
+        )
         live_cm = self._live_events(kind.subject("*")) if self._live_events else None
         live = await live_cm.__aenter__() if live_cm is not None else None
         try:
@@ -545,20 +714,24 @@ class ResourceStore:
             oldest = (await s.execute(select(func.min(self.outbox.c.resource_version)))).scalar()
             current = await self.current_rv(s)
         if (oldest is None and after < current) or (oldest is not None and after < oldest - 1):
-            raise ApiError(410, f"too old resource version: {after} ({oldest or current})",
-                           reason="Expired")
+            raise ApiError(
+                410, f"too old resource version: {after} ({oldest or current})", reason="Expired"
+            )
 
-    async def _replay(self, kind: ResourceKind, namespace: str | None,
-                      after: int) -> builtins.list[tuple[int, WatchEvent]]:
+    async def _replay(
+        self, kind: ResourceKind, namespace: str | None, after: int
+    ) -> builtins.list[tuple[int, WatchEvent]]:
         from services.common.resources.codec import parse_resource_event
 
         query = select(self.outbox.c.resource_version, self.outbox.c.payload).where(
-            self.outbox.c.kind == kind.kind, self.outbox.c.resource_version > after)
+            self.outbox.c.kind == kind.kind, self.outbox.c.resource_version > after
+        )
         if namespace is not None:
             query = query.where(self.outbox.c.namespace == namespace)
         async with self.db.sessions() as s:
-            rows = (await s.execute(query.order_by(self.outbox.c.resource_version)
-                                    .limit(1000))).all()
+            rows = (
+                await s.execute(query.order_by(self.outbox.c.resource_version).limit(1000))
+            ).all()
         out: builtins.list[tuple[int, WatchEvent]] = []
         for rv, payload in rows:
             msg = parse_resource_event(payload)
@@ -585,18 +758,26 @@ def apply_patch(current: dict[str, Any], patch: Any, content_type: str) -> dict[
     ctype = content_type.split(";")[0].strip().lower()
     if ctype == "application/json-patch+json":
         result = json_patch(current, patch)
-    elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json",
-                   "application/json", ""):
+    elif ctype in (
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/json",
+        "",
+    ):
         # Strategic merge is treated as a merge patch: our kinds declare no merge keys.
         if not isinstance(patch, dict):
             raise ApiError(400, "a merge patch must be a JSON object")
         result = merge_patch(current, patch)
     elif ctype == "application/apply-patch+yaml":
-        raise ApiError(415, "server-side apply is not supported; use a merge patch or "
-                            "`shipyard apply -f`")
+        raise ApiError(
+            415, "server-side apply is not supported; use a merge patch or `shipyard apply -f`"
+        )
     else:
-        raise ApiError(415, f"unsupported patch content type {content_type!r}; use "
-                            "application/merge-patch+json or application/json-patch+json")
+        raise ApiError(
+            415,
+            f"unsupported patch content type {content_type!r}; use "
+            "application/merge-patch+json or application/json-patch+json",
+        )
     if not isinstance(result, dict):
         raise ApiError(422, "the patched object is not an object")
     return result
@@ -611,8 +792,11 @@ def _field_selector(selector: str | None) -> Callable[[dict[str, Any]], bool]:
         key, _, value = part.partition("!=" if negate else "=")
         value = value.lstrip("=")
         if key.strip() not in ("metadata.name", "metadata.namespace", "status.phase"):
-            raise ApiError(400, f'field label not supported: {key.strip()}',
-                           causes=[Cause("fieldSelector", f"unsupported field {key.strip()!r}")])
+            raise ApiError(
+                400,
+                f"field label not supported: {key.strip()}",
+                causes=[Cause("fieldSelector", f"unsupported field {key.strip()!r}")],
+            )
         reqs.append((key.strip().split("."), value.strip(), negate))
 
     def matches(obj: dict[str, Any]) -> bool:
@@ -636,22 +820,37 @@ def _decode_continue(token: str) -> tuple[str, str]:
         ns, name = json.loads(base64.urlsafe_b64decode(token.encode()))
         return str(ns), str(name)
     except (ValueError, TypeError):
-        raise ApiError(400, "invalid continue token",
-                       causes=[Cause("continue", "not a token this server issued")]) from None
+        raise ApiError(
+            400,
+            "invalid continue token",
+            causes=[Cause("continue", "not a token this server issued")],
+        ) from None
 
 
 def owner_reference(obj: dict[str, Any], *, controller: bool = True) -> dict[str, Any]:
     """An ownerReferences entry pointing at ``obj``."""
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
-            "name": obj["metadata"]["name"], "uid": obj["metadata"]["uid"],
-            "controller": controller, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
 
 
 def owned_by(obj: dict[str, Any], owner_uid: str) -> bool:
-    return any(ref.get("uid") == owner_uid
-               for ref in obj.get("metadata", {}).get("ownerReferences", []) or [])
+    return any(
+        ref.get("uid") == owner_uid
+        for ref in obj.get("metadata", {}).get("ownerReferences", []) or []
+    )
 
 
 def sort_by_creation(objs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(objs, key=lambda o: (o["metadata"].get("creationTimestamp", ""),
-                                       int(o["metadata"].get("resourceVersion", 0))))
+    return sorted(
+        objs,
+        key=lambda o: (
+            o["metadata"].get("creationTimestamp", ""),
+            int(o["metadata"].get("resourceVersion", 0)),
+        ),
+    )

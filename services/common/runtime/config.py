@@ -70,7 +70,10 @@ def workload_identity(settings: Any) -> Callable[[str], dict[str, str]] | None:
     url = str(settings.gateway_url)
 
     def env(namespace: str) -> dict[str, str]:
-        return {"SHIPYARD_URL": url, "SHIPYARD_TOKEN": tokens.issue(namespace),
-                "SHIPYARD_NAMESPACE": namespace}
+        return {
+            "SHIPYARD_URL": url,
+            "SHIPYARD_TOKEN": tokens.issue(namespace),
+            "SHIPYARD_NAMESPACE": namespace,
+        }
 
     return env

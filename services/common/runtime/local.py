@@ -230,8 +230,13 @@ class LocalRuntime(Runtime):
         """``<ns>/<name>`` directories, sorted; a delete's hidden trash (``.deleted-*``) and
         directories vanishing while we look are skipped."""
         namespaces = [check_namespace(namespace)] if namespace else _listdir(self.workloads_root)
-        return [self.workloads_root / ns / name for ns in namespaces if not ns.startswith(".")
-                for name in _listdir(self.workloads_root / ns) if not name.startswith(".")]
+        return [
+            self.workloads_root / ns / name
+            for ns in namespaces
+            if not ns.startswith(".")
+            for name in _listdir(self.workloads_root / ns)
+            if not name.startswith(".")
+        ]
 
     async def _ensure_adopted(self) -> None:
         if not self._adopted:
@@ -336,8 +341,9 @@ class LocalRuntime(Runtime):
                 mounts.append(BindMount(work, cwd_inside))
             else:
                 self._make_dir_in_mounts(cwd_inside, mounts)
-            argv = build_bwrap_argv(bwrap, argv, mounts=mounts, tmp_dir=tmp, cwd=cwd_inside,
-                                    host_paths=PLATFORM_PATHS)
+            argv = build_bwrap_argv(
+                bwrap, argv, mounts=mounts, tmp_dir=tmp, cwd=cwd_inside, host_paths=PLATFORM_PATHS
+            )
             host_cwd = str(wdir)
         else:
             log.warning(
@@ -638,8 +644,10 @@ class LocalRuntime(Runtime):
                 spec = self._read_spec(wdir)
             except (FileNotFoundError, ValueError):
                 continue
-            mounts = any(v.persistent_volume_claim and v.persistent_volume_claim.claim_name == claim
-                         for v in spec.volumes)
+            mounts = any(
+                v.persistent_volume_claim and v.persistent_volume_claim.claim_name == claim
+                for v in spec.volumes
+            )
             if mounts and not self._status_from(wdir, spec).finished:
                 users.append(spec.name)
         return users

@@ -41,14 +41,19 @@ async def start_service(settings: Settings) -> tuple[uvicorn.Server, asyncio.Tas
 
 
 @pytest.fixture(scope="module")
-async def notebook_service(pg_url: str, nats_url: str,
-                           tmp_path_factory: pytest.TempPathFactory
-                           ) -> AsyncIterator[RunningService]:
+async def notebook_service(
+    pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningService]:
     minter = AssertionMinter()
     port = free_port()
     state_dir = Path(tmp_path_factory.mktemp("state"))
-    settings = Settings(database_url=pg_url, nats_url=nats_url, port=port, state_dir=state_dir,
-                        gateway_public_key=minter.public_pem.decode())
+    settings = Settings(
+        database_url=pg_url,
+        nats_url=nats_url,
+        port=port,
+        state_dir=state_dir,
+        gateway_public_key=minter.public_pem.decode(),
+    )
     server, task = await start_service(settings)
     yield RunningService(f"http://127.0.0.1:{port}", minter, server.config.app, state_dir)
     server.should_exit = True
@@ -56,15 +61,20 @@ async def notebook_service(pg_url: str, nats_url: str,
 
 
 @pytest.fixture(scope="module")
-async def widget_service(pg_url: str, nats_url: str,
-                         tmp_path_factory: pytest.TempPathFactory
-                         ) -> AsyncIterator[RunningService]:
+async def widget_service(
+    pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningService]:
     minter = AssertionMinter()
     port = free_port()
     state_dir = Path(tmp_path_factory.mktemp("widgets"))
-    settings = ServiceSettings(service_name="widgets", database_url=pg_url, nats_url=nats_url,
-                               port=port, state_dir=state_dir,
-                               gateway_public_key=minter.public_pem.decode())
+    settings = ServiceSettings(
+        service_name="widgets",
+        database_url=pg_url,
+        nats_url=nats_url,
+        port=port,
+        state_dir=state_dir,
+        gateway_public_key=minter.public_pem.decode(),
+    )
     server, task = await serve_app(widgets.create_app(settings), port)
     yield RunningService(f"http://127.0.0.1:{port}", minter, server.config.app, state_dir)
     server.should_exit = True

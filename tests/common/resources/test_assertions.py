@@ -26,8 +26,8 @@ def tamper(token: str) -> str:
 def cases(svc: RunningService) -> dict[str, dict[str, str]]:
     valid = svc.headers()[ASSERTION_HEADER]
     expired = AssertionSigner(svc.minter.private_pem).sign(
-        Identity("user@example.com", namespace=NAMESPACE, role="admin"),
-        now=time.time() - 3600)
+        Identity("user@example.com", namespace=NAMESPACE, role="admin"), now=time.time() - 3600
+    )
     return {
         "missing": {},
         "garbage": {ASSERTION_HEADER: "not-a-jwt"},
@@ -38,15 +38,21 @@ def cases(svc: RunningService) -> dict[str, dict[str, str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "garbage", "expired", "wrong key", "tampered",
-                                  "bare user header"])
-async def test_request_without_valid_assertion_rejected(widget_service: RunningService,
-                                                        case: str) -> None:
+@pytest.mark.parametrize(
+    "case", ["missing", "garbage", "expired", "wrong key", "tampered", "bare user header"]
+)
+async def test_request_without_valid_assertion_rejected(
+    widget_service: RunningService, case: str
+) -> None:
     headers = cases(widget_service)[case]
     async with httpx.AsyncClient(base_url=widget_service.url) as http:
         for method in ("GET", "POST", "DELETE"):
-            r = await http.request(method, PATH if method != "DELETE" else f"{PATH}/x",
-                                   headers=headers, json={"metadata": {"name": "sneaky"}})
+            r = await http.request(
+                method,
+                PATH if method != "DELETE" else f"{PATH}/x",
+                headers=headers,
+                json={"metadata": {"name": "sneaky"}},
+            )
             assert r.status_code == 401, (case, method, r.text)
             assert r.json()["reason"] == "Unauthorized"
         # Nothing was created by the rejected POSTs.
@@ -73,7 +79,9 @@ async def test_health_endpoints_are_public(widget_service: RunningService) -> No
     async with httpx.AsyncClient(base_url=widget_service.url) as http:
         assert (await http.get("/healthz")).status_code == 200
         ready = await http.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["checks"] == {"database": True,
-                                                                      "nats": True}
+        assert ready.status_code == 200 and ready.json()["checks"] == {
+            "database": True,
+            "nats": True,
+        }
         metrics = await http.get("/metrics")
         assert "shipyard_http_requests_total" in metrics.text

@@ -12,15 +12,19 @@ WIDGETS = f"/apis/test.shipyard.io/v1/namespaces/{NAMESPACE}/widgets"
 
 
 def good_pvc(name: str = "ok") -> dict:
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-            "spec": {"accessModes": ["ReadWriteOnce"],
-                     "resources": {"requests": {"storage": "1Gi"}}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
 
 
 @pytest.fixture
 async def http(widget_service: RunningService):
-    async with httpx.AsyncClient(base_url=widget_service.url,
-                                 headers=widget_service.headers()) as c:
+    async with httpx.AsyncClient(
+        base_url=widget_service.url, headers=widget_service.headers()
+    ) as c:
         yield c
 
 
@@ -36,14 +40,16 @@ def assert_status(response: httpx.Response, code: int, field: str | None = None)
 
 
 async def test_create_malformed_json(http: httpx.AsyncClient) -> None:
-    r = await http.post(PVCS, content=b'{"metadata": {"name": ', headers={
-        "content-type": "application/json"})
+    r = await http.post(
+        PVCS, content=b'{"metadata": {"name": ', headers={"content-type": "application/json"}
+    )
     assert "not valid JSON" in assert_status(r, 400)["message"]
 
 
 async def test_create_malformed_yaml(http: httpx.AsyncClient) -> None:
-    r = await http.post(PVCS, content=b"metadata: {name: [unclosed", headers={
-        "content-type": "application/yaml"})
+    r = await http.post(
+        PVCS, content=b"metadata: {name: [unclosed", headers={"content-type": "application/yaml"}
+    )
     assert "not valid YAML" in assert_status(r, 400)["message"]
 
 
@@ -124,12 +130,15 @@ async def test_list_bad_selector_and_paging_params(http: httpx.AsyncClient) -> N
 
 async def test_patch_bad_content_type(http: httpx.AsyncClient) -> None:
     await http.post(PVCS, json=good_pvc("patchy"))
-    r = await http.patch(f"{PVCS}/patchy", content=b"{}", headers={
-        "content-type": "application/apply-patch+yaml"})
+    r = await http.patch(
+        f"{PVCS}/patchy", content=b"{}", headers={"content-type": "application/apply-patch+yaml"}
+    )
     assert_status(r, 415)
-    r = await http.patch(f"{PVCS}/patchy", json=[{"op": "replace", "path": "/nope/x",
-                                                  "value": 1}],
-                         headers={"content-type": "application/json-patch+json"})
+    r = await http.patch(
+        f"{PVCS}/patchy",
+        json=[{"op": "replace", "path": "/nope/x", "value": 1}],
+        headers={"content-type": "application/json-patch+json"},
+    )
     assert_status(r, 422)
 
 

@@ -18,8 +18,9 @@ from tests.common.resources.widgets import PVC, VERSIONS, WIDGET, metadata
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
-async def store(request: pytest.FixtureRequest, pg_url: str,
-                tmp_path: Path) -> AsyncIterator[ResourceStore]:
+async def store(
+    request: pytest.FixtureRequest, pg_url: str, tmp_path: Path
+) -> AsyncIterator[ResourceStore]:
     if request.param == "postgres":
         db = Database(pg_url, schema=f"store_{uuid.uuid4().hex[:8]}")
     else:
@@ -89,12 +90,24 @@ async def test_delete_with_finalizer_waits_for_controller(store: ResourceStore) 
 
 async def test_json_patch_and_merge_patch(store: ResourceStore) -> None:
     await store.create(WIDGET, "ns", widget("p", {"a": "1"}))
-    out = await store.patch(WIDGET, "ns", "p", [
-        {"op": "add", "path": "/metadata/labels/b", "value": "2"},
-        {"op": "remove", "path": "/metadata/labels/a"}], "application/json-patch+json")
+    out = await store.patch(
+        WIDGET,
+        "ns",
+        "p",
+        [
+            {"op": "add", "path": "/metadata/labels/b", "value": "2"},
+            {"op": "remove", "path": "/metadata/labels/a"},
+        ],
+        "application/json-patch+json",
+    )
     assert out["metadata"]["labels"] == {"b": "2"}
-    out = await store.patch(WIDGET, "ns", "p", {"metadata": {"labels": {"b": None, "c": "3"}}},
-                            "application/merge-patch+json")
+    out = await store.patch(
+        WIDGET,
+        "ns",
+        "p",
+        {"metadata": {"labels": {"b": None, "c": "3"}}},
+        "application/merge-patch+json",
+    )
     assert out["metadata"]["labels"] == {"c": "3"}
     with pytest.raises(ApiError) as exc:
         await store.patch(WIDGET, "ns", "p", {"spec": {"parts": [{"count": 1}]}})
@@ -107,8 +120,7 @@ async def test_watch_replays_from_resource_version(store: ResourceStore) -> None
     events: list[WatchEvent] = []
 
     async def consume() -> None:
-        async for event in store.watch(WIDGET, "w", resource_version=str(rv),
-                                       timeout_seconds=10):
+        async for event in store.watch(WIDGET, "w", resource_version=str(rv), timeout_seconds=10):
             events.append(event)
             if event.type == "DELETED":
                 return
@@ -120,15 +132,17 @@ async def test_watch_replays_from_resource_version(store: ResourceStore) -> None
     await store.delete(WIDGET, "w", "after")
     await asyncio.wait_for(task, 10)
     assert [(e.type, e.object["metadata"]["name"]) for e in events] == [
-        ("ADDED", "after"), ("MODIFIED", "after"), ("DELETED", "after")]
+        ("ADDED", "after"),
+        ("MODIFIED", "after"),
+        ("DELETED", "after"),
+    ]
 
 
 async def test_watch_without_resource_version_lists_first(store: ResourceStore) -> None:
     await store.create(WIDGET, "w0", widget("a", {"keep": "yes"}))
     await store.create(WIDGET, "w0", widget("b", {"keep": "no"}))
     got = []
-    async for event in store.watch(WIDGET, "w0", label_selector="keep=yes",
-                                   timeout_seconds=0.5):
+    async for event in store.watch(WIDGET, "w0", label_selector="keep=yes", timeout_seconds=0.5):
         got.append((event.type, event.object["metadata"]["name"]))
     assert got == [("ADDED", "a")]
 
@@ -142,14 +156,16 @@ async def test_watch_from_compacted_resource_version_is_expired(store: ResourceS
     await store.create(WIDGET, "old", widget("c"))
     # What the relay's retention does to rows published long ago:
     async with store.db.transaction() as s:
-        await s.execute(delete(store.outbox).where(
-            store.outbox.c.resource_version <= stale + 1))
+        await s.execute(delete(store.outbox).where(store.outbox.c.resource_version <= stale + 1))
     with pytest.raises(ApiError) as exc:
-        async for _ in store.watch(WIDGET, "old", resource_version=str(stale),
-                                   timeout_seconds=1):
+        async for _ in store.watch(WIDGET, "old", resource_version=str(stale), timeout_seconds=1):
             pass
     assert exc.value.code == 410 and exc.value.reason == "Expired"
     # A version that is still covered replays normally.
-    seen = [e.object["metadata"]["name"] async for e in store.watch(
-        WIDGET, "old", resource_version=str(stale + 1), timeout_seconds=0.5)]
+    seen = [
+        e.object["metadata"]["name"]
+        async for e in store.watch(
+            WIDGET, "old", resource_version=str(stale + 1), timeout_seconds=0.5
+        )
+    ]
     assert seen == ["c"]

@@ -37,8 +37,15 @@ class WidgetSpec(Spec):
 
 
 WIDGET = ResourceKind(GROUP, VERSION, "Widget", "widgets", WidgetSpec, "widgets")
-GADGET = ResourceKind(GROUP, VERSION, "Gadget", "gadgets", WidgetSpec, "widgets",
-                      finalizer="test.shipyard.io/teardown")
+GADGET = ResourceKind(
+    GROUP,
+    VERSION,
+    "Gadget",
+    "gadgets",
+    WidgetSpec,
+    "widgets",
+    finalizer="test.shipyard.io/teardown",
+)
 # The core-group PersistentVolumeClaim kind, without the notebook service's controller,
 # so CoreV1Api can be tested too.
 KINDS = (WIDGET, GADGET, PVC)

@@ -335,8 +335,9 @@ async def test_apply_invalid_spec_names_the_field(runtime: Runtime, namespace: s
 
 async def test_volume_users_lists_unfinished_mounters(runtime: Runtime, namespace: str) -> None:
     await runtime.create_volume(namespace, "shared")
-    await runtime.apply(job(namespace, "holder", ["sh", "-c", "sleep 30"],
-                            **with_claim("shared", "/data")))
+    await runtime.apply(
+        job(namespace, "holder", ["sh", "-c", "sleep 30"], **with_claim("shared", "/data"))
+    )
     await runtime.apply(job(namespace, "quick", ["true"], **with_claim("shared", "/data")))
     await runtime.wait(namespace, "quick", timeout=20)
     await runtime.apply(job(namespace, "unrelated", ["sh", "-c", "sleep 30"]))

@@ -26,8 +26,11 @@ def upgrade() -> None:
         sa.Column("step", sa.Integer, nullable=True),
         sa.Column("time", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_index("ix_observation_logs_trial", "observation_logs",
-                    ["namespace", "trial_name", "metric_name", "id"])
+    op.create_index(
+        "ix_observation_logs_trial",
+        "observation_logs",
+        ["namespace", "trial_name", "metric_name", "id"],
+    )
     op.create_table(
         "study_trials",
         sa.Column("experiment_uid", sa.String(36), primary_key=True),
