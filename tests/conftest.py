@@ -59,6 +59,14 @@ def fresh_database(prefix: str = "shipyard_test") -> Iterator[str]:
         _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def own_db() -> Iterator[str]:
+    """A database of the test's own, for a second platform: services on one database are
+    replicas of one deployment and would reconcile each other's objects."""
+    with fresh_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh Postgres database for this test session."""

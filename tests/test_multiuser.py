@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from shipyard.up import Platform
+from tests.conftest import fresh_database
 
 ADMIN = "admin@example.com"
 
@@ -25,13 +26,18 @@ def as_user(platform: Platform, user: str) -> httpx.Client:
 
 
 @pytest.fixture(scope="module")
-def multiuser(
-    pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+def multiuser(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    with fresh_database() as url:
+        yield from _multiuser_platform(url, nats_url, tmp_path_factory)
+
+
+def _multiuser_platform(
+    database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
     state = Path(tmp_path_factory.mktemp("multiuser"))
     platform = Platform(
         state,
-        database_url=pg_url,
+        database_url=database_url,
         nats_url=nats_url,
         ports=Platform.free_ports(),
         auth_mode="trusted-header",

@@ -25,10 +25,10 @@ WORKFLOW = {
 }
 
 
-def test_platform_stop_ends_workloads(pg_url: str, nats_url: str, tmp_path: Path) -> None:
+def test_platform_stop_ends_workloads(own_db: str, nats_url: str, tmp_path: Path) -> None:
     runtime = LocalRuntime(tmp_path / "state")
     with Platform(
-        tmp_path / "state", database_url=pg_url, nats_url=nats_url, ports=Platform.free_ports()
+        tmp_path / "state", database_url=own_db, nats_url=nats_url, ports=Platform.free_ports()
     ) as platform:
         url = f"{platform.gateway_url}/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
         assert httpx.post(url, json=WORKFLOW, timeout=10).status_code == 201

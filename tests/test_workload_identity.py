@@ -24,7 +24,7 @@ cat err.txt
 """
 
 
-def test_workload_token_scoped_to_its_namespace(pg_url: str, nats_url: str, tmp_path: Path) -> None:
+def test_workload_token_scoped_to_its_namespace(own_db: str, nats_url: str, tmp_path: Path) -> None:
     env = {
         "SHIPYARD_CLUSTER_ADMINS": "admin@example.com",
         "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
@@ -32,7 +32,7 @@ def test_workload_token_scoped_to_its_namespace(pg_url: str, nats_url: str, tmp_
     }
     platform = Platform(
         tmp_path / "state",
-        database_url=pg_url,
+        database_url=own_db,
         nats_url=nats_url,
         ports=Platform.free_ports(),
         auth_mode="trusted-header",

@@ -234,6 +234,15 @@ class RunningServer:
 
 
 @pytest.fixture(scope="session")
+def gateway_db() -> Iterator[str]:
+    """The gateway tests' own database: the platform's gateway keeps its profiles elsewhere."""
+    from tests.conftest import fresh_database
+
+    with fresh_database("shipyard_test_gw") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def gateway_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     state = tmp_path_factory.mktemp("gateway-state")
     ensure_gateway_keys(state)
@@ -294,13 +303,17 @@ def gateway_settings(state: Path, upstream_url: str, db_url: str, **overrides: A
 
 @pytest.fixture(scope="session")
 async def gateway(
-    gateway_state: Path, gateway_port: int, oidc: OIDCServer, upstream: RunningServer, pg_url: str
+    gateway_state: Path,
+    gateway_port: int,
+    oidc: OIDCServer,
+    upstream: RunningServer,
+    gateway_db: str,
 ) -> AsyncIterator[RunningServer]:
     """The gateway in OIDC mode on Postgres, every service URL pointing at ``upstream``."""
     settings = gateway_settings(
         gateway_state,
         upstream.url,
-        pg_url,
+        gateway_db,
         auth_mode="oidc",
         oidc_issuer=oidc.issuer,
         oidc_audiences="shipyard,shipyard-cli",

@@ -45,10 +45,10 @@ async def test_proxy_streams_watch_response_incrementally(client, oidc) -> None:
 
 
 async def test_proxy_large_upload_streams_and_limit_is_413(
-    gateway_state: Path, upstream, pg_url, oidc
+    gateway_state: Path, upstream, gateway_db, oidc
 ) -> None:
     settings = gateway_settings(
-        gateway_state, upstream.url, pg_url, auth_mode="single-user", max_body_bytes=1024 * 1024
+        gateway_state, upstream.url, gateway_db, auth_mode="single-user", max_body_bytes=1024 * 1024
     )
     server = RunningServer(create_app(settings), free_port())
     await server.start()
@@ -71,12 +71,12 @@ async def test_proxy_large_upload_streams_and_limit_is_413(
 
 
 async def test_proxy_rate_limit_returns_429_with_retry_after(
-    gateway_state, upstream, pg_url
+    gateway_state, upstream, gateway_db
 ) -> None:
     settings = gateway_settings(
         gateway_state,
         upstream.url,
-        pg_url,
+        gateway_db,
         auth_mode="single-user",
         rate_limit_per_second=1,
         rate_limit_burst=3,
@@ -103,9 +103,9 @@ async def test_proxy_rate_limit_returns_429_with_retry_after(
 
 
 async def test_proxy_single_user_mode_asserts_default_user(
-    gateway_state, upstream, pg_url, caplog
+    gateway_state, upstream, gateway_db, caplog
 ) -> None:
-    settings = gateway_settings(gateway_state, upstream.url, pg_url, auth_mode="single-user")
+    settings = gateway_settings(gateway_state, upstream.url, gateway_db, auth_mode="single-user")
     server = RunningServer(create_app(settings), free_port())
     with caplog.at_level("WARNING"):
         await server.start()
@@ -209,7 +209,7 @@ def test_route_table_resolves_every_family() -> None:
     assert resolve("/etc/passwd") is None
 
 
-async def test_proxy_warm_start_reads_service_lists(gateway_state, pg_url) -> None:
+async def test_proxy_warm_start_reads_service_lists(gateway_state, gateway_db) -> None:
     from fastapi import FastAPI
 
     svc = FastAPI()
@@ -227,7 +227,7 @@ async def test_proxy_warm_start_reads_service_lists(gateway_state, pg_url) -> No
 
     upstream = RunningServer(svc, free_port())
     await upstream.start()
-    settings = gateway_settings(gateway_state, upstream.url, pg_url, auth_mode="single-user")
+    settings = gateway_settings(gateway_state, upstream.url, gateway_db, auth_mode="single-user")
     server = RunningServer(create_app(settings), free_port())
     await server.start()
     try:

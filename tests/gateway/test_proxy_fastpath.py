@@ -17,7 +17,7 @@ NS = "kubeflow-user-example-com"
 
 
 async def test_proxy_upstream_down_is_502_and_silent_upstream_is_504(
-    gateway_state: Path, pg_url: str
+    gateway_state: Path, gateway_db: str
 ) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         await read_request(reader)
@@ -27,7 +27,7 @@ async def test_proxy_upstream_down_is_502_and_silent_upstream_is_504(
         settings = gateway_settings(
             gateway_state,
             f"http://127.0.0.1:{free_port()}",
-            pg_url,
+            gateway_db,
             auth_mode="single-user",
             automl_url=slow.url,
             upstream_read_timeout=0.3,

@@ -215,11 +215,15 @@ async def test_csrf_cookie_session_unsafe_method_needs_same_origin(gateway) -> N
 
 
 async def test_trusted_header_only_from_trusted_address(
-    gateway_state: Path, upstream, pg_url
+    gateway_state: Path, upstream, gateway_db
 ) -> None:
     for trusted, expected in (("10.255.255.1", 401), ("127.0.0.1", 200)):
         settings = gateway_settings(
-            gateway_state, upstream.url, pg_url, auth_mode="trusted-header", trusted_proxies=trusted
+            gateway_state,
+            upstream.url,
+            gateway_db,
+            auth_mode="trusted-header",
+            trusted_proxies=trusted,
         )
         server = RunningServer(create_app(settings), free_port())
         await server.start()

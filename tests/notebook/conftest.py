@@ -1,1 +1,4 @@
-from tests.common.resources.conftest import notebook_service  # noqa: F401 - shared fixture
+from tests.common.resources.conftest import (  # noqa: F401 - shared fixtures
+    notebook_db,
+    notebook_service,
+)

@@ -8,7 +8,7 @@ client needs a real server. ``notebook_service`` is the real notebook service.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from services.common.settings import ServiceSettings
 from services.notebook.app import create_app
 from services.notebook.settings import Settings
 from tests.common.resources import widgets
-from tests.conftest import free_port, serve_app
+from tests.conftest import free_port, fresh_database, serve_app
 
 NAMESPACE = "team-a"
 
@@ -41,14 +41,21 @@ async def start_service(settings: Settings) -> tuple[uvicorn.Server, asyncio.Tas
 
 
 @pytest.fixture(scope="module")
+def notebook_db() -> Iterator[str]:
+    """Its own database: the platform's notebook service must not reconcile these objects."""
+    with fresh_database("shipyard_test_nb") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 async def notebook_service(
-    pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    notebook_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningService]:
     minter = AssertionMinter()
     port = free_port()
     state_dir = Path(tmp_path_factory.mktemp("state"))
     settings = Settings(
-        database_url=pg_url,
+        database_url=notebook_db,
         nats_url=nats_url,
         port=port,
         state_dir=state_dir,
