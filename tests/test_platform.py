@@ -72,6 +72,8 @@ def test_kubernetes_client_through_gateway(platform: Any) -> None:
         spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteOnce"]),
     )
     created = core.create_namespaced_persistent_volume_claim(NS, body)
+    got = core.read_namespaced_persistent_volume_claim("gw-claim", NS)
+    assert got.metadata.uid == created.metadata.uid and got.spec.access_modes == ["ReadWriteOnce"]
     listed = core.list_namespaced_persistent_volume_claim(NS, label_selector="team=ml")
     assert [i.metadata.name for i in listed.items] == ["gw-claim"]
     core.patch_namespaced_persistent_volume_claim(
