@@ -1008,15 +1008,7 @@ class Engine:
             tnode_name = f"{node['name']}.{tname}"
             tnode = self.nodes.get(node_id(self.name, tnode_name))
             if is_finished(tnode) and not self._exit_pending(task, tnode):
-                state[tname] = tnode  # type: ignore[assignment]
-                self._publish("tasks", tname, tnode, scope)  # type: ignore[arg-type]
-                if (
-                    tnode["phase"] in FAILED  # type: ignore[index]
-                    and tname not in expected_failures
-                    and not (
-                        task.get("continueOn") or {}
-                    ).get("failed")
-                ):
+                if self._record_task(tname, task, tnode, state, expected_failures, scope):  # type: ignore[arg-type]
                     failed_unexpected = True
                 continue
             if tnode is None:
@@ -1047,15 +1039,7 @@ class Engine:
             if is_finished(tnode):
                 if not await self._run_exit_hook(task, tnode, tmpl_scope, node, scope):  # type: ignore[arg-type]
                     continue
-                state[tname] = tnode  # type: ignore[assignment]
-                self._publish("tasks", tname, tnode, scope)  # type: ignore[arg-type]
-                if (
-                    tnode["phase"] in FAILED  # type: ignore[index]
-                    and tname not in expected_failures
-                    and not (
-                        task.get("continueOn") or {}
-                    ).get("failed")
-                ):
+                if self._record_task(tname, task, tnode, state, expected_failures, scope):  # type: ignore[arg-type]
                     failed_unexpected = True
         if failed_unexpected and fail_fast:
             active = any(
@@ -1068,6 +1052,24 @@ class Engine:
             return
         if all(t in state for t in tasks):
             self._finish_group(node, tmpl, scope, failed=failed_unexpected, state=state)
+
+    def _record_task(
+        self,
+        tname: str,
+        task: dict[str, Any],
+        tnode: dict[str, Any],
+        state: dict[str, dict[str, Any]],
+        expected_failures: set[str],
+        scope: Scope,
+    ) -> bool:
+        """Note a finished DAG task; True if it failed and nothing expected or allows that."""
+        state[tname] = tnode
+        self._publish("tasks", tname, tnode, scope)
+        return (
+            tnode["phase"] in FAILED
+            and tname not in expected_failures
+            and not (task.get("continueOn") or {}).get("failed")
+        )
 
     def _exit_pending(self, task: dict[str, Any], tnode: dict[str, Any] | None) -> bool:
         if not task.get("onExit") or tnode is None:
