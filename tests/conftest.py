@@ -14,7 +14,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,59 @@ def fresh_database(prefix: str = "shipyard_test") -> Iterator[str]:
         yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
     finally:
         _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class InProcessService:
+    """One service running in the test's event loop, reached with minted gateway assertions."""
+
+    url: str
+    minter: Any  # services.common.identity.AssertionMinter
+    app: Any
+    state_dir: Path
+    settings: Any
+    namespace: str
+
+    def headers(self, namespace: str | None = None, role: str = "admin") -> dict[str, str]:
+        return self.minter.headers(namespace=namespace or self.namespace, role=role)
+
+
+@contextlib.asynccontextmanager
+async def service_in_process(
+    create_app: Any,
+    settings_class: Any,
+    *,
+    database_url: str,
+    nats_url: str,
+    state_dir: Path,
+    namespace: str = "team-a",
+    **settings: Any,
+) -> AsyncIterator[InProcessService]:
+    """Run a service app (``create_app(settings)``) on a free port until the block ends.
+
+    The service trusts a throwaway assertion key; ``service.headers()`` mints headers with it.
+    """
+    from services.common.identity import AssertionMinter
+
+    minter = AssertionMinter()
+    port = free_port()
+    config = settings_class(
+        database_url=database_url,
+        nats_url=nats_url,
+        port=port,
+        state_dir=state_dir,
+        gateway_public_key=minter.public_pem.decode(),
+        **settings,
+    )
+    app = create_app(config)
+    server, task = await serve_app(app, port)
+    try:
+        yield InProcessService(
+            f"http://127.0.0.1:{port}", minter, app, state_dir, config, namespace
+        )
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture

@@ -16,13 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 
 from services.automl.app import create_app
 from services.automl.settings import Settings
 from services.common.identity import AssertionMinter
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_app
 
 NAMESPACE = "kubeflow-user-example-com"
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,21 +149,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-async def start_automl(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None], Any]:
+async def start_automl(settings: Settings) -> tuple[Any, asyncio.Task[None], Any]:
+    """An automl service on ``settings.port`` (tests that run several replicas use it)."""
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(400):
-        if server.started:
-            return server, task, app
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    raise RuntimeError("automl service did not start")
+    server, task = await serve_app(app, settings.port)
+    return server, task, app
 
 
 @pytest.fixture(scope="package")

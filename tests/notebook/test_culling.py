@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from services.common.identity import AssertionMinter
+from services.notebook.app import create_app
 from services.notebook.culling import last_activity
 from services.notebook.settings import Settings
-from tests.common.resources.conftest import start_service
-from tests.conftest import free_port
+from tests.conftest import fresh_database, service_in_process
 
 NAMESPACE = "cull-test"
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/notebooks"
@@ -29,45 +27,29 @@ IDLE_SECONDS = 3
 
 
 @pytest.fixture(scope="module")
+def cull_db() -> Iterator[str]:
+    with fresh_database("shipyard_cull") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 async def culling_service(
-    tmp_path_factory: pytest.TempPathFactory, nats_url: str
+    cull_db: str, tmp_path_factory: pytest.TempPathFactory, nats_url: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    import asyncpg
-
-    from tests.conftest import PG_ADMIN_DSN
-
-    db = f"shipyard_cull_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    await conn.execute(f'CREATE DATABASE "{db}"')
-    await conn.close()
-    minter = AssertionMinter()
-    port = free_port()
-    settings = Settings(
-        database_url=PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
-            "postgresql://", "postgresql+asyncpg://", 1
-        )
-        + f"/{db}",
+    async with service_in_process(
+        create_app,
+        Settings,
+        database_url=cull_db,
         nats_url=nats_url,
-        port=port,
         state_dir=Path(tmp_path_factory.mktemp("cull")),
-        gateway_public_key=minter.public_pem.decode(),
+        namespace=NAMESPACE,
         notebook_cull_idle_seconds=IDLE_SECONDS,
         notebook_cull_check_period_seconds=0.5,
-    )
-    server, task = await start_service(settings)
-    try:
+    ) as service:
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            timeout=20,
-            headers=minter.headers(namespace=NAMESPACE, role="admin"),
+            base_url=service.url, timeout=20, headers=service.headers()
         ) as http:
             yield http
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await conn.close()
 
 
 async def poll(http: httpx.AsyncClient, name: str, want: Any, within: float = 30) -> dict:

@@ -22,13 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from services.common.identity import AssertionMinter
 from services.common.settings import SINGLE_USER_NAMESPACE
 from services.pipeline.app import create_app
 from services.pipeline.settings import Settings
-from tests.conftest import free_port, fresh_database, serve_app
+from tests.conftest import fresh_database, service_in_process
 
 WF_PATH = "/apis/argoproj.io/v1alpha1/namespaces/{ns}/workflows"
 
@@ -114,10 +113,6 @@ class Gateway(WorkflowDoor):
         return {}
 
 
-async def start_service(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    return await serve_app(create_app(settings), settings.port)
-
-
 @pytest.fixture(scope="session")
 def pipeline_db() -> Iterator[str]:
     """A database of its own, so the platform's pipeline service (on the session database)
@@ -130,22 +125,16 @@ def pipeline_db() -> Iterator[str]:
 async def pipeline(
     pipeline_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[PipelineService]:
-    minter = AssertionMinter()
-    port = free_port()
-    state_dir = Path(tmp_path_factory.mktemp("pipeline-state"))
-    settings = Settings(
+    async with service_in_process(
+        create_app,
+        Settings,
         database_url=pipeline_db,
         nats_url=nats_url,
-        port=port,
-        state_dir=state_dir,
-        gateway_public_key=minter.public_pem.decode(),
-    )
-    server, task = await start_service(settings)
-    yield PipelineService(
-        f"http://127.0.0.1:{port}", minter, server.config.app, state_dir, settings
-    )
-    server.should_exit = True
-    await asyncio.wait_for(task, 20)
+        state_dir=Path(tmp_path_factory.mktemp("pipeline-state")),
+    ) as service:
+        yield PipelineService(
+            service.url, service.minter, service.app, service.state_dir, service.settings
+        )
 
 
 @pytest.fixture(scope="session")

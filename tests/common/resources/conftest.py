@@ -7,37 +7,21 @@ client needs a real server. ``notebook_service`` is the real notebook service.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from services.common.identity import AssertionMinter
 from services.common.settings import ServiceSettings
 from services.notebook.app import create_app
 from services.notebook.settings import Settings
 from tests.common.resources import widgets
-from tests.conftest import free_port, fresh_database, serve_app
+from tests.conftest import InProcessService, fresh_database, service_in_process
 
 NAMESPACE = "team-a"
 
-
-@dataclass
-class RunningService:
-    url: str
-    minter: AssertionMinter
-    app: object
-    state_dir: Path
-
-    def headers(self, namespace: str = NAMESPACE, role: str = "admin") -> dict[str, str]:
-        return self.minter.headers(namespace=namespace, role=role)
-
-
-async def start_service(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    return await serve_app(create_app(settings), settings.port)
+# The in-process service these tests get (url, minter, app, state_dir, headers()).
+RunningService = InProcessService
 
 
 @pytest.fixture(scope="module")
@@ -51,38 +35,28 @@ def notebook_db() -> Iterator[str]:
 async def notebook_service(
     notebook_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningService]:
-    minter = AssertionMinter()
-    port = free_port()
-    state_dir = Path(tmp_path_factory.mktemp("state"))
-    settings = Settings(
+    async with service_in_process(
+        create_app,
+        Settings,
         database_url=notebook_db,
         nats_url=nats_url,
-        port=port,
-        state_dir=state_dir,
-        gateway_public_key=minter.public_pem.decode(),
-    )
-    server, task = await start_service(settings)
-    yield RunningService(f"http://127.0.0.1:{port}", minter, server.config.app, state_dir)
-    server.should_exit = True
-    await asyncio.wait_for(task, 15)
+        state_dir=Path(tmp_path_factory.mktemp("state")),
+        namespace=NAMESPACE,
+    ) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")
 async def widget_service(
     pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningService]:
-    minter = AssertionMinter()
-    port = free_port()
-    state_dir = Path(tmp_path_factory.mktemp("widgets"))
-    settings = ServiceSettings(
+    async with service_in_process(
+        widgets.create_app,
+        ServiceSettings,
         service_name="widgets",
         database_url=pg_url,
         nats_url=nats_url,
-        port=port,
-        state_dir=state_dir,
-        gateway_public_key=minter.public_pem.decode(),
-    )
-    server, task = await serve_app(widgets.create_app(settings), port)
-    yield RunningService(f"http://127.0.0.1:{port}", minter, server.config.app, state_dir)
-    server.should_exit = True
-    await asyncio.wait_for(task, 15)
+        state_dir=Path(tmp_path_factory.mktemp("widgets")),
+        namespace=NAMESPACE,
+    ) as service:
+        yield service
