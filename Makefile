@@ -47,6 +47,15 @@ $(OIDC_STAMP): $(OIDC_DIR)/package.json $(wildcard $(OIDC_DIR)/package-lock.json
 	else npm install --prefix $(OIDC_DIR) --no-audit --no-fund; fi
 	touch $@
 
+# The HTTP benchmarks measure with wrk (a C load generator); without it they fall back to a
+# Python client that competes with the servers for the two cores, and say so.
+.PHONY: loadgen
+loadgen:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } || \
+	  echo "warning: wrk not installed; HTTP benchmarks use a Python client" >&2
+
 # The browser login test drives Debian's chromium; a machine without apt gets a skip that says so.
 .PHONY: browser
 browser:
@@ -75,7 +84,7 @@ lint: install ## ruff check, ruff format --check, mypy
 proto: install ## regenerate the Python code for proto/*.proto
 	$(PY) tools/gen_proto.py
 
-bench: install ## run every bench/bench_*.py in turn
+bench: install loadgen ## run every bench/bench_*.py in turn
 	@shopt -s nullglob; files=(bench/bench_*.py); failed=(); \
 	if [ $${#files[@]} = 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
 	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f" || failed+=("$$f"); done; \
