@@ -329,14 +329,14 @@ def _grow_rows(
     return first, last
 
 
+ALGORITHMS = ["random", "tpe", "multivariate-tpe", "cmaes", "sobol", "bayesianoptimization"]
+
+
 def suggestion_latency(algorithms: list[str], at: int = 500) -> bool:
     """engine.suggest (the service's code path) for the 1st and the at-th trial, in ms.
 
-    Each algorithm suggests every trial itself, except bayesianoptimization: its Gaussian
-    process refits over every finished trial on each ask (about half a second at 500 here),
-    so 500 sequential asks would take minutes; its first 499 trials come from the random
-    sampler (the GP at trial 500 fits all 499 all the same) and only trial 500 is its own.
-    The study is also rebuilt from the rows, as a restarted service does ("rebuild").
+    Each algorithm suggests every one of its trials itself, told Branin's value in between.
+    The study is then also rebuilt from the rows, as a restarted service does ("rebuild").
     """
     spec: dict[str, Any] = {
         "objective": {"type": "minimize"},
@@ -356,13 +356,8 @@ def suggestion_latency(algorithms: list[str], at: int = 500) -> bool:
     )
     for algorithm in algorithms:
         engine, rows = SuggestionEngine(), []
-        if algorithm == "bayesianoptimization":
-            first, _ = _grow_rows(spec, algorithm, 1, rows, engine)
-            _grow_rows(spec, algorithm, 12, rows, engine)  # warm up torch and the GP code
-            _grow_rows(spec, "random", at - 1, rows, engine)
-        else:
-            first, _ = _grow_rows(spec, algorithm, 1, rows, engine)
-            _grow_rows(spec, algorithm, at - 1, rows, engine)
+        first, _ = _grow_rows(spec, algorithm, 1, rows, engine)
+        _grow_rows(spec, algorithm, at - 1, rows, engine)
         copy = [
             StudyRow(
                 r.number,
@@ -397,6 +392,12 @@ async def main() -> int:
     parser.add_argument("--speed-trials", type=int, default=40)
     parser.add_argument("--latency-at", type=int, default=500)
     parser.add_argument("--quick", action="store_true", help="20 trials, 2 seeds")
+    parser.add_argument(
+        "--part",
+        choices=("speed", "latency", "quality"),
+        action="append",
+        help="run only these parts (repeatable; default: all)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
@@ -445,35 +446,30 @@ async def main() -> int:
                 timeout=60,
                 event_hooks={"request": [fresh_assertion]},
             ) as client:
-                print("== speed")
-                # Warm-up (imports, connection pool, the durable consumer's backlog from
-                # earlier runs): the speed numbers are for a service in its steady state.
-                await speed(client, Path(tmp), 10, report=False)
-                ok = await speed(client, Path(tmp), args.speed_trials) and ok
-                ok = (
-                    suggestion_latency(
-                        [
-                            "random",
-                            "tpe",
-                            "multivariate-tpe",
-                            "cmaes",
-                            "sobol",
-                            "bayesianoptimization",
-                        ],
-                        args.latency_at,
+                parts = set(args.part or ("speed", "latency", "quality"))
+                if "speed" in parts:
+                    print("== speed")
+                    # Warm-up (imports, connection pool, the durable consumer's backlog
+                    # from earlier runs): the speed numbers are for a service in its
+                    # steady state.
+                    await speed(client, Path(tmp), 10, report=False)
+                    ok = await speed(client, Path(tmp), args.speed_trials) and ok
+                if "latency" in parts:
+                    print("== suggestion latency")
+                    ok = suggestion_latency(ALGORITHMS, args.latency_at) and ok
+                if "quality" in parts:
+                    print(
+                        f"== quality (median best after {args.trials} trials, {args.seeds} seeds)"
                     )
-                    and ok
-                )
-                print(f"== quality (median best after {args.trials} trials, {args.seeds} seeds)")
-                ok = (
-                    await quality(
-                        client,
-                        args.trials,
-                        list(range(args.seeds)),
-                        ["random", "tpe", "bayesianoptimization"],
+                    ok = (
+                        await quality(
+                            client,
+                            args.trials,
+                            list(range(args.seeds)),
+                            ["random", "tpe", "bayesianoptimization"],
+                        )
+                        and ok
                     )
-                    and ok
-                )
                 print(f"== total {time.perf_counter() - started:.0f} s")
             server.should_exit = True
             await asyncio.wait_for(task, 30)

@@ -18,6 +18,7 @@ import random
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -122,8 +123,82 @@ def make_sampler(
         )
     if name == "bayesianoptimization":
         n_initial = int(settings.get("n_initial_points", "10"))
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_initial)
+        return WindowedGPSampler(seed=seed, n_startup_trials=n_initial)
     raise ValueError(f"unknown algorithm {name!r}")
+
+
+GP_WINDOW = 64
+GP_KERNEL_ATTR = "shipyard:gp_kernel"
+GP_KERNEL_PARAMS = ("inverse_squared_lengthscales", "kernel_scale", "noise_var")
+
+
+class WindowedGPSampler(optuna.samplers.GPSampler):
+    """Optuna's GP sampler, fitted on at most ``window`` finished trials.
+
+    A Gaussian process costs O(n^3) to fit; Optuna's refits its kernel on every ask, which
+    takes about a second at 500 trials here. Up to ``window`` finished trials this sampler
+    *is* Optuna's (the same suggestions, trial for trial); past it, the GP sees the best
+    half of the window and the most recent trials for the rest: the regions worth refining
+    and where it has just looked. The suggestion cost then stays that of a ``window``-trial
+    GP (about 50 ms here) however long the experiment runs.
+
+    Like Optuna's sampler used for a whole study, each kernel fit starts from the previous
+    one's parameters; they are kept in a study attribute (stored with the study), not in
+    the sampler, so a rebuilt study warm-starts exactly as the lost one would have.
+    """
+
+    def __init__(self, *, window: int = GP_WINDOW, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._window = window
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+    ) -> dict[str, Any]:
+        storage, study_id = study._storage, study._study_id
+        kernel = storage.get_study_system_attrs(study_id).get(GP_KERNEL_ATTR)
+        if kernel is not None:
+            import torch  # only this sampler needs it; keep it off the service's start
+
+            self._gprs_cache_list = [  # all that the fit reads of its previous regressor
+                SimpleNamespace(
+                    **{k: torch.tensor(v, dtype=torch.float64) for k, v in kernel.items()}
+                )
+            ]
+        view: Any = _TrialWindow(study, self._window)
+        params = super().sample_relative(view, trial, search_space)
+        if self._gprs_cache_list:
+            fitted = self._gprs_cache_list[0]
+            storage.set_study_system_attr(
+                study_id,
+                GP_KERNEL_ATTR,
+                {k: getattr(fitted, k).tolist() for k in GP_KERNEL_PARAMS},
+            )
+        return params
+
+
+class _TrialWindow:
+    """A study whose trial list keeps every unfinished trial and ``limit`` complete ones."""
+
+    def __init__(self, study: optuna.Study, limit: int) -> None:
+        self._study, self._limit = study, limit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, **kwargs: Any) -> list[optuna.trial.FrozenTrial]:
+        trials = self._study._get_trials(**kwargs)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if len(complete) <= self._limit:
+            return trials
+        sign = 1.0 if self._study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+        best = sorted(complete, key=lambda t: (sign * (t.value or 0.0), t.number))
+        keep = {t.number for t in best[: self._limit // 2]}
+        rest = [t.number for t in complete if t.number not in keep]
+        keep.update(rest[len(rest) - (self._limit - len(keep)) :])
+        return [t for t in trials if t.state != TrialState.COMPLETE or t.number in keep]
 
 
 class SuggestionEngine:

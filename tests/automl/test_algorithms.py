@@ -6,11 +6,24 @@ Real automl service and trial processes; the trials evaluate a quadratic and pri
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
+import math
+import random
+from typing import Any
 
+import optuna
 import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import create_trial
 
-from services.automl.algorithms import hyperband_schedule
+from services.automl.algorithms import (
+    GP_KERNEL_ATTR,
+    GP_WINDOW,
+    SuggestionEngine,
+    WindowedGPSampler,
+    hyperband_schedule,
+)
 from tests.automl.conftest import AutoML, python_experiment, reason_of, unique
 
 QUADRATIC = "import sys; x=float(sys.argv[1]); y=float(sys.argv[2]); print(f'loss={x*x+y:.6f}')"
@@ -142,3 +155,95 @@ async def test_run_hyperband_schedule(automl: AutoML) -> None:
     assert values(rung2[0])[0] == values(min(rung1, key=loss))[0]
     assert {values(t)[1] for t in trials[7:10]} == {"2"}
     assert {values(t)[1] for t in trials[11:14]} == {"4"}
+
+
+def _branin_study(trials: int, seed: int = 0) -> optuna.Study:
+    rng = random.Random(seed)
+    dists = {"x1": FloatDistribution(-5, 10), "x2": FloatDistribution(0, 15)}
+    study = optuna.create_study()
+    for _ in range(trials):
+        x1, x2 = rng.uniform(-5, 10), rng.uniform(0, 15)
+        value = (x2 - 5.1 / (4 * math.pi**2) * x1**2 + 5 / math.pi * x1 - 6) ** 2 + 10 * (
+            1 - 1 / (8 * math.pi)
+        ) * math.cos(x1)
+        study.add_trial(create_trial(params={"x1": x1, "x2": x2}, distributions=dists, value=value))
+    return study
+
+
+def test_bayesianoptimization_is_optunas_gp_up_to_the_window() -> None:
+    asked = []
+    for sampler in (WindowedGPSampler(seed=7), optuna.samplers.GPSampler(seed=7)):
+        study = _branin_study(GP_WINDOW - 4)
+        study.sampler = sampler
+        asked.append(study.ask(study.trials[0].distributions).params)
+    ours, optunas = asked
+    assert ours == optunas
+
+
+def test_bayesianoptimization_fits_the_best_half_and_the_most_recent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    study = _branin_study(GP_WINDOW * 3)
+    seen: list[list[int]] = []
+    fit = optuna.samplers.GPSampler._sample_relative_impl
+
+    def spy(self: Any, view: Any, completed: list[Any], *args: Any) -> Any:
+        seen.append([t.number for t in completed])
+        return fit(self, view, completed, *args)
+
+    monkeypatch.setattr(optuna.samplers.GPSampler, "_sample_relative_impl", spy)
+    study.sampler = WindowedGPSampler(seed=7)
+    study.ask(study.trials[0].distributions)
+    (numbers,) = seen
+    trials = study.trials[: GP_WINDOW * 3]
+    best = sorted(trials, key=lambda t: (t.value, t.number))[: GP_WINDOW // 2]
+    rest = [t.number for t in trials if t not in best]
+    assert sorted(numbers) == sorted({t.number for t in best} | set(rest[-GP_WINDOW // 2 :]))
+    assert len(numbers) == GP_WINDOW
+
+
+def test_bayesianoptimization_suggests_the_same_after_a_restart() -> None:
+    """A service rebuilt from the stored rows and study attributes (kernel warm start
+    included) suggests what the one that kept running does, past the GP window too."""
+    spec = {
+        "objective": {"type": "minimize"},
+        "parameters": PARAMS,
+        "algorithm": {
+            "algorithmName": "bayesianoptimization",
+            "algorithmSettings": [
+                {"name": "random_state", "value": "5"},
+                {"name": "n_initial_points", "value": "3"},
+            ],
+        },
+    }
+    running, rows, attrs = SuggestionEngine(), [], {}
+    for number in range(GP_WINDOW + 4):
+        outcomes = {
+            r.trial_name: ("COMPLETE", float(r.params["x"]) ** 2 + r.params["y"])
+            for r in rows
+            if r.state == "RUNNING"
+        }
+        if number in (GP_WINDOW // 2, GP_WINDOW + 3):
+            restarted = SuggestionEngine().suggest(
+                spec, "exp", copy.deepcopy(rows), dict(outcomes), dict(attrs), {}, 1
+            )
+        result = running.suggest(spec, "exp", rows, outcomes, attrs, {}, 1)
+        if number in (GP_WINDOW // 2, GP_WINDOW + 3):
+            assert restarted.new[0].assignments == result.new[0].assignments, number
+            assert restarted.study_attrs == result.study_attrs
+            # The stored kernel matters: a cold fit lands elsewhere.
+            cold = SuggestionEngine().suggest(
+                spec,
+                "exp",
+                copy.deepcopy(rows),
+                dict(outcomes),
+                {k: v for k, v in attrs.items() if k != GP_KERNEL_ATTR},
+                {},
+                1,
+            )
+            assert cold.study_attrs[GP_KERNEL_ATTR] != result.study_attrs[GP_KERNEL_ATTR]
+        attrs = result.study_attrs
+        for suggestion in result.new:
+            suggestion.row.trial_name = f"t{suggestion.row.number}"
+            rows.append(suggestion.row)
+    assert GP_KERNEL_ATTR in attrs
