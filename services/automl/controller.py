@@ -128,6 +128,7 @@ class AutoMLController(Controller):
         # other replicas' sake) needs no second experiment reconcile here.
         self.completed_here: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._fresh: dict[tuple[str, str], dict[str, Any]] = {}  # just-created trials
+        self._soon: set[Key] = set()  # keys with a pending _enqueue_soon
         # Run inside each trial-creating transaction; raises unless this replica still leads.
         self.fence: Callable[[Any], Awaitable[None]] | None = None
 
@@ -144,8 +145,26 @@ class AutoMLController(Controller):
         if kind.kind == TRIAL.kind:
             experiment = (meta.get("labels") or {}).get(EXPERIMENT_LABEL)
             if experiment:
-                keys.append(Key(EXPERIMENT.kind, meta.get("namespace", ""), experiment))
+                key = Key(EXPERIMENT.kind, meta.get("namespace", ""), experiment)
+                if event.type == "DELETED" or is_finished(event.object):
+                    keys.append(key)  # a finished trial frees a slot: the critical path
+                else:
+                    self._enqueue_soon(key)  # created, running: counters only
         return keys
+
+    def _enqueue_soon(self, key: Key) -> None:
+        """Reconcile ``key`` in FOLLOW_UP_SECONDS: bookkeeping that need not compete with
+        trial starts and short trials' completions for the event loop (several requests
+        within that time make one reconcile)."""
+        if key in self._soon:
+            return
+        self._soon.add(key)
+
+        def fire() -> None:
+            self._soon.discard(key)
+            self.enqueue(key.kind, key.namespace, key.name)
+
+        asyncio.get_running_loop().call_later(FOLLOW_UP_SECONDS, fire)
 
     async def stop(self) -> None:
         await super().stop()
@@ -331,12 +350,9 @@ class AutoMLController(Controller):
         for trial_name in created:
             self._fresh[(namespace, trial_name)] = fresh[trial_name]
             self.enqueue(TRIAL, namespace, trial_name)
-        # The status and Suggestion bookkeeping this reconcile skipped follows a moment later,
-        # so it does not compete with the new trials' start (or a short trial's completion)
-        # for the event loop; a trial change before then runs it sooner.
-        asyncio.get_running_loop().call_later(
-            FOLLOW_UP_SECONDS, self.enqueue, EXPERIMENT.kind, namespace, meta["name"]
-        )
+        # The status and Suggestion bookkeeping this reconcile skipped follows a moment later;
+        # a trial finishing before then runs it sooner.
+        self._enqueue_soon(Key(EXPERIMENT.kind, namespace, meta["name"]))
         if created:
             log.info(
                 "experiment %s/%s: created trials %s", namespace, meta["name"], ", ".join(created)
