@@ -41,6 +41,8 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(r"^/kfam/v1/", "gateway"),
     _r(rf"^/api/v1/namespaces/{NS}/persistentvolumeclaims(/|$|\?)", "notebook"),
     _r(r"^/api/v1/persistentvolumeclaims$", "notebook"),
+    _r(rf"^/api/v1/namespaces/{NS}/configmaps(/|$|\?)", "automl"),
+    _r(r"^/api/v1/configmaps$", "automl"),
     _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/notebooks(/|$)", "notebook"),
     _r(r"^/apis/kubeflow\.org/v1/notebooks$", "notebook"),
     _r(rf"^/apis/kubeflow\.org/v1beta1/namespaces/{NS}/", "automl"),

@@ -162,11 +162,10 @@ class WindowedGPSampler(optuna.samplers.GPSampler):
         if kernel is not None:
             import torch  # only this sampler needs it; keep it off the service's start
 
-            self._gprs_cache_list = [  # all that the fit reads of its previous regressor
-                SimpleNamespace(
-                    **{k: torch.tensor(v, dtype=torch.float64) for k, v in kernel.items()}
-                )
-            ]
+            previous: Any = SimpleNamespace(  # all that a fit reads of the previous one
+                **{k: torch.tensor(v, dtype=torch.float64) for k, v in kernel.items()}
+            )
+            self._gprs_cache_list = [previous]
         view: Any = _TrialWindow(study, self._window)
         params = super().sample_relative(view, trial, search_space)
         if self._gprs_cache_list:

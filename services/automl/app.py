@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.automl import api, events
+from services.automl import api, configmaps, events
 from services.automl.controller import AutoMLController
 from services.automl.leader import LeaderElection
-from services.automl.models import KINDS
+from services.automl.models import CONFIG_MAP, EXPERIMENT, KINDS
 from services.automl.push import TrialTokenMiddleware, load_key
 from services.automl.settings import Settings
+from services.automl.status import mark_created
 from services.automl.tables import metadata
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.events.consumer import Consumer
@@ -42,6 +45,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     push_key = load_key(settings.state_dir)
 
     async def components(ctx: ServiceContext) -> Sequence[Lifecycle]:
+        async def admit_experiment(
+            session: AsyncSession, new: dict[str, Any], current: dict[str, Any] | None
+        ) -> None:
+            if current is None:  # clients read conditions[-1] right after creating
+                mark_created(new["status"])
+            await configmaps.check_trial_template(ctx.store, session, new, current)
+
+        ctx.store.add_admission(EXPERIMENT, admit_experiment)
+        ctx.store.add_admission(CONFIG_MAP, configmaps.admit_config_map)
         runtime = get_runtime(settings)
         ctx.extras["runtime"] = runtime
         controller = AutoMLController(

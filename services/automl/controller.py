@@ -29,6 +29,7 @@ import secrets
 import statistics
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -36,6 +37,7 @@ from sqlalchemy import select
 from services.automl import collector, events
 from services.automl import store as automl_store
 from services.automl.algorithms import SuggestionEngine
+from services.automl.configmaps import trial_template
 from services.automl.models import EXPERIMENT, EXPERIMENT_LABEL, FINALIZER, SUGGESTION, TRIAL
 from services.automl.push import trial_token
 from services.automl.settings import Settings
@@ -46,6 +48,7 @@ from services.automl.status import (
     condition_reason,
     has_condition,
     is_finished,
+    mark_created,
     now,
     parameter_summary,
     set_condition,
@@ -99,6 +102,18 @@ def _file_path(spec: dict[str, Any]) -> tuple[str, str]:
 def _formats(spec: dict[str, Any]) -> list[str] | None:
     source = (spec.get("metricsCollector") or {}).get("source") or {}
     return ((source.get("filter") or {}).get("metricsFormat")) or None
+
+
+@dataclass
+class ExperimentState:
+    """What one experiment reconcile reads: the object, its trials, its study, its Suggestion,
+    and its trial template with the Job inline (``error`` set when it cannot be read)."""
+
+    experiment: dict[str, Any] | None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    study: Any = None
+    suggestion: dict[str, Any] | None = None
+    template: dict[str, Any] | None = None
 
 
 class AutoMLController(Controller):
@@ -193,22 +208,30 @@ class AutoMLController(Controller):
         )
         return sort_by_creation([t for t in trials if owned_by(t, meta["uid"])])
 
-    async def _experiment_state(
-        self, namespace: str, name: str
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], Any, dict[str, Any] | None]:
+    async def _experiment_state(self, namespace: str, name: str) -> ExperimentState:
         """The experiment, its trials and its study, read in one session (one connection)."""
         async with self.db.sessions() as s:
-            experiment = await self._find_in(s, EXPERIMENT, namespace, name)
+            experiment = await self.store.find(EXPERIMENT, namespace, name, session=s)
             if experiment is None or experiment["metadata"].get("deletionTimestamp"):
-                return experiment, [], None, None
+                return ExperimentState(experiment)
             trials = await self._trials_of(experiment, s)
             study = await automl_store.load_study(s, experiment["metadata"]["uid"])
-            suggestion = await self._find_in(s, SUGGESTION, namespace, name)
-            return experiment, trials, study, suggestion
+            suggestion = await self.store.find(SUGGESTION, namespace, name, session=s)
+            try:
+                template = await trial_template(self.store, s, experiment)
+            except TemplateError as exc:  # each new trial fails, saying why
+                template = dict(experiment["spec"]["trialTemplate"], error=str(exc))
+            return ExperimentState(experiment, trials, study, suggestion, template)
 
     # ---------------------------------------------------------------- experiment
     async def reconcile_experiment(self, namespace: str, name: str) -> None:
-        experiment, trials, study, suggestion = await self._experiment_state(namespace, name)
+        state = await self._experiment_state(namespace, name)
+        experiment, trials, study, suggestion = (
+            state.experiment,
+            state.trials,
+            state.study,
+            state.suggestion,
+        )
         if experiment is None:
             return
         if experiment["metadata"].get("deletionTimestamp"):
@@ -219,9 +242,7 @@ class AutoMLController(Controller):
         conditions_before = _condition_states(experiment.get("status") or {})
         summary = summarize(experiment, trials)
         status = summary.status
-        if not has_condition(status, "Created"):
-            set_condition(status, "Created", "ExperimentCreated", "Experiment is created")
-            status["startTime"] = now()
+        mark_created(status)  # set on create already; kept for objects from before that
         rows, attrs, study_state = study
         exhausted = bool(study_state.get("exhausted"))
         finished = has_condition(status, "Succeeded") or has_condition(status, "Failed")
@@ -267,7 +288,7 @@ class AutoMLController(Controller):
             # (the Katib SDK reads conditions[-1]) must see it at once.
             if _condition_states(status) != conditions_before:
                 await self._write_status(EXPERIMENT, experiment, status)
-            await self._create_trials(experiment, trials, rows, attrs, study_state, need)
+            await self._create_trials(state, rows, attrs, study_state, need)
             return
         await self._write_status(EXPERIMENT, experiment, status)
         await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion)
@@ -296,13 +317,14 @@ class AutoMLController(Controller):
 
     async def _create_trials(
         self,
-        experiment: dict[str, Any],
-        trials: list[dict[str, Any]],
+        state: ExperimentState,
         rows: list[Any],
         attrs: dict[str, Any],
         study_state: dict[str, Any],
         need: int,
     ) -> None:
+        experiment, trials = state.experiment, state.trials
+        assert experiment is not None and state.template is not None
         spec, meta = experiment["spec"], experiment["metadata"]
         namespace, uid = meta["namespace"], meta["uid"]
         by_name = {t["metadata"]["name"]: t for t in trials}
@@ -310,11 +332,11 @@ class AutoMLController(Controller):
         for row in rows:
             trial = by_name.get(row.trial_name)
             if row.state == "RUNNING" and trial is not None and is_finished(trial):
-                state = trial_state(trial)
+                trial_outcome = trial_state(trial)
                 value = collector.objective_value(
                     (trial.get("status") or {}).get("observation"), spec["objective"]
                 )
-                outcomes[row.trial_name] = (STATE_TO_STUDY[state], value)
+                outcomes[row.trial_name] = (STATE_TO_STUDY[trial_outcome], value)
         result = await asyncio.to_thread(
             self.engine.suggest, spec, uid, rows, outcomes, attrs, study_state, need
         )
@@ -329,7 +351,9 @@ class AutoMLController(Controller):
                 for suggestion in result.new:
                     trial_name = f"{meta['name']}-{_suffix()}"
                     suggestion.row.trial_name = trial_name
-                    trial = self._new_trial(experiment, trial_name, suggestion.assignments, rules)
+                    trial = self._new_trial(
+                        experiment, state.template, trial_name, suggestion.assignments, rules
+                    )
                     fresh[trial_name] = await self.store.create(TRIAL, namespace, trial, session=s)
                     created.append(trial_name)
                 await automl_store.save_study(
@@ -361,15 +385,17 @@ class AutoMLController(Controller):
     def _new_trial(
         self,
         experiment: dict[str, Any],
+        template: dict[str, Any],
         trial_name: str,
         assignments: list[dict[str, str]],
         rules: list[dict[str, Any]],
     ) -> dict[str, Any]:
         spec, meta = experiment["spec"], experiment["metadata"]
-        template = spec["trialTemplate"]
         trial_meta = {"name": trial_name, "namespace": meta["namespace"]}
         annotations = {}
         try:
+            if "error" in template:
+                raise TemplateError(template["error"])
             run_spec: dict[str, Any] | None = render_trial_spec(template, trial_meta, assignments)
         except TemplateError as exc:
             run_spec, annotations = None, {"automl.shipyard.io/template-error": str(exc)}
@@ -479,14 +505,6 @@ class AutoMLController(Controller):
             await self.store.update_status(SUGGESTION, namespace, name, status, session=s)
         self._wake_relay()
 
-    async def _find_in(
-        self, session: Any, kind: ResourceKind, namespace: str, name: str
-    ) -> dict[str, Any] | None:
-        try:
-            return await self.store._load(session, kind, namespace, name)
-        except ApiError:
-            return None
-
     async def _early_stopping_rules(
         self, experiment: dict[str, Any], trials: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
@@ -578,7 +596,7 @@ class AutoMLController(Controller):
             for trial in trials:
                 with contextlib.suppress(ApiError):
                     await self.store.delete(TRIAL, namespace, trial["metadata"]["name"], session=s)
-            if await self._find_in(s, SUGGESTION, namespace, meta["name"]) is not None:
+            if await self.store.find(SUGGESTION, namespace, meta["name"], session=s) is not None:
                 await self.store.delete(SUGGESTION, namespace, meta["name"], session=s)
             await automl_store.delete_trial_data(
                 s, namespace, [t["metadata"]["name"] for t in trials], meta["uid"]

@@ -266,4 +266,18 @@ SUGGESTION = ResourceKind(
     ),
 )
 
-KINDS = (EXPERIMENT, TRIAL, SUGGESTION)
+# core/v1 ConfigMap: served here because Katib trial templates are its one consumer today
+# (``trialTemplate.configMap``); a service that needs one later reads it through the API.
+CONFIG_MAP = ResourceKind(
+    "",
+    "v1",
+    "ConfigMap",
+    "configmaps",
+    None,
+    SERVICE,
+    short_names=("cm",),
+    extra_top_level=("data", "binaryData", "immutable"),
+    validate=validation.validate_config_map,
+)
+
+KINDS = (EXPERIMENT, TRIAL, SUGGESTION, CONFIG_MAP)

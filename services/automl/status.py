@@ -51,6 +51,13 @@ def condition_reason(status: dict[str, Any] | None, ctype: str) -> str | None:
     return None
 
 
+def mark_created(status: dict[str, Any]) -> None:
+    """Katib's first experiment condition, Created, with the start time (once)."""
+    if not has_condition(status, "Created"):
+        set_condition(status, "Created", "ExperimentCreated", "Experiment is created")
+        status["startTime"] = now()
+
+
 def set_condition(
     status: dict[str, Any],
     ctype: str,

@@ -7,6 +7,8 @@ of Optuna imports: the CLI imports the kinds too.
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -198,9 +200,7 @@ def _check_template(spec: dict[str, Any], names: set[str]) -> list[Cause]:
         causes.append(
             Cause("spec.trialTemplate", "exactly one of trialSpec or configMap is required")
         )
-    declared = set()
     for i, tp in enumerate(tt.get("trialParameters") or []):
-        declared.add(tp["name"])
         ref = tp["reference"]
         if ref not in names and not META_REFERENCE_RE.match(ref):
             causes.append(
@@ -211,24 +211,30 @@ def _check_template(spec: dict[str, Any], names: set[str]) -> list[Cause]:
                 )
             )
     if has_spec:
-        trial_spec = tt["trialSpec"]
-        causes += check_trial_kind(trial_spec, "spec.trialTemplate.trialSpec")
-        import json
-
-        used = set(TRIAL_PARAM_RE.findall(json.dumps(trial_spec)))
-        for missing in sorted(used - declared):
-            causes.append(
-                Cause(
-                    "spec.trialTemplate.trialParameters",
-                    f"${{trialParameters.{missing}}} is used in trialSpec but not "
-                    "declared in trialParameters",
-                )
-            )
+        causes += check_trial_spec(tt["trialSpec"], tt, "spec.trialTemplate.trialSpec")
     if has_cm and not (
         tt["configMap"].get("configMapName") and tt["configMap"].get("templatePath")
     ):
         causes.append(
             Cause("spec.trialTemplate.configMap", "configMapName and templatePath are required")
+        )
+    return causes
+
+
+def check_trial_spec(trial_spec: Any, template: dict[str, Any], path: str) -> list[Cause]:
+    """A trial template's Job (inline, or read from a ConfigMap), found at ``path``."""
+    if not isinstance(trial_spec, dict):
+        return [Cause(path, "must be a Kubernetes object (a batch/v1 Job)")]
+    causes = check_trial_kind(trial_spec, path)
+    declared = {tp["name"] for tp in template.get("trialParameters") or []}
+    used = set(TRIAL_PARAM_RE.findall(json.dumps(trial_spec)))
+    for missing in sorted(used - declared):
+        causes.append(
+            Cause(
+                "spec.trialTemplate.trialParameters",
+                f"${{trialParameters.{missing}}} is used in the trial template but not "
+                "declared in trialParameters",
+            )
         )
     return causes
 
@@ -369,4 +375,44 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
                 )
             )
     causes += _check_template(spec, seen)
+    return causes
+
+
+CONFIG_MAP_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+CONFIG_MAP_MAX_BYTES = 1024 * 1024  # Kubernetes' limit on a ConfigMap's data
+
+
+def validate_config_map(obj: dict[str, Any]) -> list[Cause]:
+    """core/v1 ConfigMap: string ``data``, base64 ``binaryData``, disjoint keys, 1 MiB."""
+    causes: list[Cause] = []
+    size = 0
+    keys: set[str] = set()
+    for field in ("data", "binaryData"):
+        values = obj.get(field)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            causes.append(Cause(field, "must be a map of strings"))
+            continue
+        for key, value in values.items():
+            path = f"{field}[{key}]"
+            if not CONFIG_MAP_KEY_RE.match(key) or len(key) > 253:
+                causes.append(Cause(path, "a key must consist of alphanumerics, '-', '_' or '.'"))
+            if key in keys:
+                causes.append(Cause(path, "the key is in both data and binaryData"))
+            keys.add(key)
+            if not isinstance(value, str):
+                causes.append(Cause(path, "must be a string"))
+                continue
+            if field == "binaryData":
+                try:
+                    size += len(base64.b64decode(value, validate=True))
+                except ValueError:
+                    causes.append(Cause(path, "must be base64-encoded"))
+            else:
+                size += len(value.encode())
+    if size > CONFIG_MAP_MAX_BYTES:
+        causes.append(Cause("data", f"must have at most {CONFIG_MAP_MAX_BYTES} bytes"))
+    if not isinstance(obj.get("immutable", False), bool):
+        causes.append(Cause("immutable", "must be true or false"))
     return causes

@@ -128,3 +128,41 @@ def test_katib_client_create_get_wait(platform: Any, tmp_path: Path) -> None:
     optimal = client.get_optimal_hyperparameters(name, namespace=NAMESPACE)
     assert optimal["currentOptimalTrial"]["parameterAssignments"][0]["name"] == "x"
     client.delete_experiment(name, namespace=NAMESPACE)
+
+
+def test_configmap_trial_template_with_the_kubernetes_client(platform: Any, tmp_path: Path) -> None:
+    """The trial Job kept in a ConfigMap, created with the kubernetes client's CoreV1Api."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    kubeconfig = str(_kubeconfig(tmp_path / "kubeconfig", platform.gateway_url))
+    core = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=kubeconfig))
+    name = f"sdkcm-{uuid.uuid4().hex[:6]}"
+    experiment = _experiment(name)
+    job = experiment.spec.trial_template.trial_spec
+    core.create_namespaced_config_map(
+        NAMESPACE,
+        k8s.V1ConfigMap(
+            metadata=k8s.V1ObjectMeta(name=f"{name}-templates"),
+            data={"trial.yaml": yaml.safe_dump(job)},
+        ),
+    )
+    read = core.read_namespaced_config_map(f"{name}-templates", NAMESPACE)
+    assert yaml.safe_load(read.data["trial.yaml"]) == job
+    assert f"{name}-templates" in [
+        cm.metadata.name for cm in core.list_namespaced_config_map(NAMESPACE).items
+    ]
+    experiment.spec.trial_template.trial_spec = None
+    experiment.spec.trial_template.config_map = katib.V1beta1ConfigMapSource(
+        config_map_name=f"{name}-templates", template_path="trial.yaml"
+    )
+    client = katib.KatibClient(config_file=kubeconfig)
+    client.create_experiment(experiment, namespace=NAMESPACE)
+    deadline = time.monotonic() + 90
+    while not client.is_experiment_succeeded(name, namespace=NAMESPACE):
+        assert client.get_experiment_status(name, namespace=NAMESPACE) != "Failed"
+        assert time.monotonic() < deadline, client.get_experiment(name, namespace=NAMESPACE)
+        time.sleep(0.5)
+    assert client.get_experiment(name, namespace=NAMESPACE)["status"]["trialsSucceeded"] == 3
+    client.delete_experiment(name, namespace=NAMESPACE)
+    core.delete_namespaced_config_map(f"{name}-templates", NAMESPACE)

@@ -191,6 +191,8 @@ def test_route_table_weighted_canary_split() -> None:
 def test_route_table_resolves_every_family() -> None:
     cases = {
         f"/api/v1/namespaces/{NS}/persistentvolumeclaims/p": ("notebook", NS),
+        f"/api/v1/namespaces/{NS}/configmaps/trial-templates": ("automl", NS),
+        "/api/v1/configmaps": ("automl", None),
         f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks": ("notebook", NS),
         f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/trials/t": ("automl", NS),
         f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/cronworkflows": ("pipeline", NS),

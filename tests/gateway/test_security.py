@@ -24,6 +24,7 @@ NS_B = "kubeflow-second-example-com"
 # One representative path per route family, with {ns} for the namespace.
 FAMILIES = [
     "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+    "/api/v1/namespaces/{ns}/configmaps",
     "/apis/kubeflow.org/v1/namespaces/{ns}/notebooks",
     "/apis/kubeflow.org/v1beta1/namespaces/{ns}/experiments",
     "/apis/argoproj.io/v1alpha1/namespaces/{ns}/workflows",

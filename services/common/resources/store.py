@@ -75,6 +75,9 @@ class Page:
 
 EventStager = Callable[..., Any]
 DeleteGuard = Callable[[dict[str, Any]], Awaitable[None]]
+# admission(session, new, current): checks (and may complete) a write of ``new`` inside its
+# transaction, where it can read the service's other objects; ``current`` is None on create.
+Admission = Callable[[AsyncSession, dict[str, Any], dict[str, Any] | None], Awaitable[None]]
 
 
 class ResourceStore:
@@ -102,6 +105,7 @@ class ResourceStore:
         self._live_events = live_events
         self._listeners: list[Callable[[ResourceKind, WatchEvent], None]] = []
         self._delete_guards: dict[str, DeleteGuard] = {}
+        self._admissions: dict[str, Admission] = {}
 
     # ----------------------------------------------------------------- helpers
     def add_listener(self, listener: Callable[[ResourceKind, WatchEvent], None]) -> None:
@@ -111,6 +115,22 @@ class ResourceStore:
     def add_delete_guard(self, kind: ResourceKind, guard: DeleteGuard) -> None:
         """Run ``guard(obj)`` before deleting an object of ``kind``; ApiError refuses."""
         self._delete_guards[kind.kind] = guard
+
+    def add_admission(self, kind: ResourceKind, admission: Admission) -> None:
+        """Run ``admission(session, new, current)`` on each create, replace and patch of
+        ``kind`` (not on status writes); an ApiError refuses the write."""
+        self._admissions[kind.kind] = admission
+
+    async def _admit(
+        self,
+        s: AsyncSession,
+        kind: ResourceKind,
+        new: dict[str, Any],
+        current: dict[str, Any] | None,
+    ) -> None:
+        admission = self._admissions.get(kind.kind)
+        if admission is not None:
+            await admission(s, new, current)
 
     async def _next_rv(self, session: AsyncSession) -> int:
         result = await session.execute(
@@ -321,6 +341,7 @@ class ResourceStore:
             ).first()
             if exists:
                 raise ApiError.already_exists(kind.plural, meta["name"], kind.group)
+            await self._admit(s, kind, new, None)
             rv = await self._next_rv(s)
             meta.update(
                 uid=str(uuid.uuid4()),
@@ -406,6 +427,7 @@ class ResourceStore:
         async def run(s: AsyncSession) -> dict[str, Any]:
             current = await self._load(s, kind, namespace, name, lock=True)
             self._check_rv(kind, current, new["metadata"].get("resourceVersion"))
+            await self._admit(s, kind, new, current)
             return await self._write(s, kind, current, self._merge_server_fields(current, new))
 
         return await self._in_tx(session, run)
@@ -451,6 +473,7 @@ class ResourceStore:
             )
             patched["metadata"]["resourceVersion"] = None
             new = self._validate(kind, patched, namespace)
+            await self._admit(s, kind, new, current)
             return await self._write(s, kind, current, self._merge_server_fields(current, new))
 
         return await self._in_tx(session, run)
@@ -553,15 +576,30 @@ class ResourceStore:
         return await self._in_tx(session, run)
 
     # ------------------------------------------------------------------- reads
-    async def get(self, kind: ResourceKind, namespace: str | None, name: str) -> dict[str, Any]:
+    async def get(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        *,
+        session: AsyncSession | None = None,
+    ) -> dict[str, Any]:
+        if session is not None:
+            return await self._load(session, kind, namespace, name)
         async with self.db.sessions() as s:
             return await self._load(s, kind, namespace, name)
 
     async def find(
-        self, kind: ResourceKind, namespace: str | None, name: str
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        *,
+        session: AsyncSession | None = None,
     ) -> dict[str, Any] | None:
+        """The object, or None when there is none."""
         try:
-            return await self.get(kind, namespace, name)
+            return await self.get(kind, namespace, name, session=session)
         except ApiError:
             return None
 
