@@ -474,7 +474,11 @@ async def main() -> int:
                     ok = await speed(client, Path(tmp), args.speed_trials) and ok
                 if "latency" in parts:
                     print("== suggestion latency")
-                    ok = suggestion_latency(ALGORITHMS, args.latency_at) and ok
+                    # In a thread: the service in this process keeps its event loop.
+                    ok = (
+                        await asyncio.to_thread(suggestion_latency, ALGORITHMS, args.latency_at)
+                        and ok
+                    )
                 if "quality" in parts:
                     print(
                         f"== quality (median best after {args.trials} trials, {args.seeds} seeds)"
