@@ -255,3 +255,30 @@ def test_seed_workflow_through_cli(platform: Any) -> None:
     logs = shipyard(platform, "logs", "workflow", name, "--step", "print-text")
     assert logs.returncode == 0, logs.stderr
     assert logs.stdout.splitlines() == ["Hello"] * 15
+
+
+def test_configmap_trial_template_example_through_cli(platform: Any) -> None:
+    """examples/automl/configmap-template.yaml (a ConfigMap and an Experiment in one file)."""
+    example = Path(__file__).parents[1] / "examples" / "automl" / "configmap-template.yaml"
+    applied = shipyard(platform, "apply", "-f", str(example))
+    assert applied.returncode == 0, applied.stderr
+    assert "configmap/trial-templates" in applied.stdout.lower(), applied.stdout
+    listed = shipyard(platform, "get", "cm", "-n", NS)
+    assert "trial-templates" in listed.stdout, listed.stdout + listed.stderr
+    api = "/apis/kubeflow.org/v1beta1/namespaces"
+    with httpx.Client(base_url=platform.gateway_url, timeout=10) as http:
+        deadline = time.monotonic() + 90
+        while True:
+            exp = http.get(f"{api}/{NS}/experiments/configmap-example").json()
+            done = [
+                c["reason"]
+                for c in exp.get("status", {}).get("conditions", [])
+                if c["type"] == "Succeeded" and c["status"] == "True"
+            ]
+            if done:
+                break
+            assert time.monotonic() < deadline, exp.get("status")
+            time.sleep(0.5)
+    assert done == ["ExperimentMaxTrialsReached"]
+    assert exp["status"]["trialsSucceeded"] == 4
+    shipyard(platform, "delete", "-f", str(example))
