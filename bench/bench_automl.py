@@ -320,7 +320,7 @@ def _grow_rows(
     }
     first = last = 0.0
     while len(rows) < upto:
-        outcomes = {
+        outcomes: dict[str, tuple[str, float | None]] = {
             r.trial_name: ("COMPLETE", py_value("branin", r.params))
             for r in rows
             if r.state == "RUNNING"
@@ -368,7 +368,9 @@ def suggestion_latency(algorithms: list[str], at: int = 500) -> bool:
         f"{f'rebuild at {at} (ms)':>20}"
     )
     for algorithm in algorithms:
-        engine, rows, attrs = SuggestionEngine(), [], {}
+        engine = SuggestionEngine()
+        rows: list[StudyRow] = []
+        attrs: dict[str, Any] = {}
         first, _ = _grow_rows(spec, algorithm, 1, rows, attrs, engine)
         _grow_rows(spec, algorithm, at - LATENCY_SAMPLES, rows, attrs, engine)
         near = [

@@ -14,12 +14,13 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import create_trial
 
 from services.automl.algorithms import (
     GP_KERNEL_ATTR,
     GP_WINDOW,
+    StudyRow,
     SuggestionEngine,
     WindowedGPSampler,
     hyperband_schedule,
@@ -159,7 +160,10 @@ async def test_run_hyperband_schedule(automl: AutoML) -> None:
 
 def _branin_study(trials: int, seed: int = 0) -> optuna.Study:
     rng = random.Random(seed)
-    dists = {"x1": FloatDistribution(-5, 10), "x2": FloatDistribution(0, 15)}
+    dists: dict[str, BaseDistribution] = {
+        "x1": FloatDistribution(-5, 10),
+        "x2": FloatDistribution(0, 15),
+    }
     study = optuna.create_study()
     for _ in range(trials):
         x1, x2 = rng.uniform(-5, 10), rng.uniform(0, 15)
@@ -216,7 +220,9 @@ def test_bayesianoptimization_suggests_the_same_after_a_restart() -> None:
             ],
         },
     }
-    running, rows, attrs = SuggestionEngine(), [], {}
+    running = SuggestionEngine()
+    rows: list[StudyRow] = []
+    attrs: dict[str, Any] = {}
     for number in range(GP_WINDOW + 4):
         outcomes = {
             r.trial_name: ("COMPLETE", float(r.params["x"]) ** 2 + r.params["y"])
