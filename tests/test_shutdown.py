@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from services.common.runtime import LocalRuntime
+from services.common.runtime import LocalRuntime, WorkloadStatus
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from shipyard.up import Platform
 
@@ -33,7 +33,7 @@ def test_platform_stop_ends_workloads(own_db: str, nats_url: str, tmp_path: Path
         url = f"{platform.gateway_url}/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
         assert httpx.post(url, json=WORKFLOW, timeout=10).status_code == 201
         deadline = time.monotonic() + 60
-        running = []
+        running: list[WorkloadStatus] = []
         while time.monotonic() < deadline and not running:
             running = [
                 s

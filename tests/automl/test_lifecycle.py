@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.automl.algorithms import SuggestionEngine
+from services.automl.algorithms import StudyRow, SuggestionEngine
 from tests.automl.conftest import API, AutoML, python_experiment, reason_of, unique
 
 PARAM = [{"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}]
@@ -81,7 +81,9 @@ def _grid_seed_with_bad_last(params: list[dict], spec: dict) -> int:
     """A random_state for which grid search suggests the bad value third (offline, exact)."""
     for seed in range(200):
         spec["algorithm"]["algorithmSettings"] = [{"name": "random_state", "value": str(seed)}]
-        engine, rows, order = SuggestionEngine(), [], []
+        engine = SuggestionEngine()
+        rows: list[StudyRow] = []
+        order: list[str] = []
         for _ in range(3):
             result = engine.suggest(spec, "x", rows, {}, {}, {}, 1)
             for s in result.new:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ from tests.conftest import PG_ADMIN_DSN, _psql, free_port
 
 
 @pytest.fixture
-def fresh_db() -> str:
+def fresh_db() -> Iterator[str]:
     name = f"shipyard_automl_restart_{uuid.uuid4().hex[:8]}"
     _psql(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"')
     yield (
@@ -129,6 +130,8 @@ async def test_restart_after_sigkill_keeps_limits(
     statuses = await runtime.list({"katib.kubeflow.org/experiment": name})
     await runtime.close()
     assert len(statuses) == 7
-    assert (
-        max_overlap([(s.start_time.timestamp(), s.finish_time.timestamp()) for s in statuses]) <= 2
-    )
+    spans = []
+    for s in statuses:
+        assert s.start_time is not None and s.finish_time is not None
+        spans.append((s.start_time.timestamp(), s.finish_time.timestamp()))
+    assert max_overlap(spans) <= 2

@@ -19,7 +19,7 @@ class LocalIssuer:
     def __init__(self) -> None:
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}/dex"
-        self.keys = [
+        self.keys: list[RSAKey | ECKey | OKPKey] = [
             RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"}),
             ECKey.generate_key("P-256", parameters={"kid": "k2", "use": "sig"}),
             OKPKey.generate_key("Ed25519", parameters={"kid": "k3", "use": "sig"}),

@@ -7,8 +7,10 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
+from fastapi import FastAPI
 from websockets.asyncio.client import connect as ws_connect
 
 from gateway.app import create_app
@@ -90,7 +92,7 @@ async def test_proxy_rate_limit_returns_429_with_retry_after(
         assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         # Data planes (a model's inference, a notebook's own traffic) are not API-limited.
-        server.server.config.app.state.gw.route_table.upsert(
+        cast(FastAPI, server.server.config.app).state.gw.route_table.upsert(
             "inferenceservice", NS, "m", [(upstream.url, 1)]
         )
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
@@ -233,7 +235,7 @@ async def test_proxy_warm_start_reads_service_lists(gateway_state, gateway_db) -
     server = RunningServer(create_app(settings), free_port())
     await server.start()
     try:
-        gw = server.server.config.app.state.gw
+        gw = cast(FastAPI, server.server.config.app).state.gw
         assert gw.route_table.pick("notebook", NS, "warm") == "http://127.0.0.1:7777"
     finally:
         await server.stop()

@@ -9,9 +9,11 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
@@ -229,7 +231,9 @@ async def test_trusted_header_only_from_trusted_address(
         server = RunningServer(create_app(settings), free_port())
         await server.start()
         try:
-            await server.server.config.app.state.gw.store.ensure_profile(NS_A, "user@example.com")
+            await cast(FastAPI, server.server.config.app).state.gw.store.ensure_profile(
+                NS_A, "user@example.com"
+            )
             async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
                 r = await c.get(
                     URL, headers={"kubeflow-userid": "user@example.com", "kubeflow-groups": "a,b"}

@@ -74,6 +74,7 @@ async def test_cron_fires_once_per_slot_and_forbid_skips(
         cron_body("nightly", "*/5 * * * *", concurrencyPolicy="Forbid", timezone="UTC"),
     )
     created = parse_iso(cron["metadata"]["creationTimestamp"])
+    assert created is not None
     first_slot = parse_schedule("*/5 * * * *").next_fire(created)
     scheduler = Scheduler(store, ctx.extras["kfp_store"], ctx.extras["kfp_runs"], ctx.db)
     at = first_slot + timedelta(seconds=20)
@@ -107,6 +108,7 @@ async def test_cron_missed_slots_fire_latest_within_deadline(
         cron_body("hourly", "0 * * * *", startingDeadlineSeconds=600, suspend=False),
     )
     created = parse_iso(cron["metadata"]["creationTimestamp"])
+    assert created is not None
     scheduler = Scheduler(store, ctx.extras["kfp_store"], ctx.extras["kfp_runs"], ctx.db)
     slot = parse_schedule("0 * * * *").next_fire(created) + timedelta(hours=3)
     # Down for three hours: only the latest slot runs, and only within the deadline.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import nats
+from nats.aio.msg import Msg
 
 from services.common.eventspb.shipyard.events.v1.pipeline_pb2 import (
     PipelineNodeEvent,
@@ -20,12 +21,12 @@ async def test_workflow_publishes_run_and_node_events(
     runs: list[PipelineRunEvent] = []
     nodes: list[PipelineNodeEvent] = []
 
-    async def on_run(msg: nats.aio.msg.Msg) -> None:
+    async def on_run(msg: Msg) -> None:
         event = PipelineRunEvent.FromString(msg.data)
         if event.namespace == namespace:
             runs.append(event)
 
-    async def on_node(msg: nats.aio.msg.Msg) -> None:
+    async def on_node(msg: Msg) -> None:
         event = PipelineNodeEvent.FromString(msg.data)
         if event.namespace == namespace:
             nodes.append(event)
@@ -68,12 +69,12 @@ async def test_chain_coalesces_status_writes_but_keeps_every_node_event(
     writes: list[str] = []
     phases: dict[str, list[str]] = {}
 
-    async def on_resource(msg: nats.aio.msg.Msg) -> None:
+    async def on_resource(msg: Msg) -> None:
         event = ResourceEvent.FromString(msg.data)
         if event.namespace == namespace:
             writes.append(event.type)
 
-    async def on_node(msg: nats.aio.msg.Msg) -> None:
+    async def on_node(msg: Msg) -> None:
         event = PipelineNodeEvent.FromString(msg.data)
         if event.namespace == namespace and event.type == "Pod":
             phases.setdefault(event.display_name, []).append(event.phase)

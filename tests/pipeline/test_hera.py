@@ -5,9 +5,10 @@ to the pipeline service with a signed identity assertion. Nothing is faked.
 """
 
 import asyncio
+from typing import Any, cast
 
 import pytest
-from hera.workflows import DAG, Workflow, WorkflowsService, script
+from hera.workflows import DAG, Task, Workflow, WorkflowsService, script
 from hera.workflows.models import (
     WorkflowCreateRequest,
     WorkflowResumeRequest,
@@ -45,10 +46,11 @@ async def test_hera_dag_with_param_fan_out_and_when(gateway: Gateway) -> None:
     namespace = gateway.namespace
     with Workflow(generate_name="hera-dag-", entrypoint="d", namespace=namespace) as w:
         with DAG(name="d"):
-            gen = fan_out()
-            sq = square(with_param=gen.result, arguments={"n": "{{item.n}}"})
-            coin = flip()
-            skip = never(when=f"{coin.result} == heads")
+            # Under a DAG these calls return Tasks; hera's overloads say None or Step | Task.
+            gen = cast(Task, fan_out())
+            sq = cast(Task, square(with_param=gen.result, arguments={"n": "{{item.n}}"}))
+            coin = cast(Task, flip())
+            skip = cast(Task, never(when=f"{coin.result} == heads"))
             gen >> sq
             coin >> skip
     service = WorkflowsService(host=gateway.url, namespace=namespace)
@@ -56,11 +58,13 @@ async def test_hera_dag_with_param_fan_out_and_when(gateway: Gateway) -> None:
         service.create_workflow, WorkflowCreateRequest(workflow=w.build()), namespace
     )
     name = created.metadata.name
+    assert name is not None
     done = await gateway.wait(namespace, name, timeout=60)
     assert done["status"]["phase"] == "Succeeded", [
         (n["displayName"], n["phase"], n.get("message")) for n in done["status"]["nodes"].values()
     ]
     fetched = await asyncio.to_thread(service.get_workflow, name, namespace)
+    assert fetched.status is not None
     assert fetched.status.phase == "Succeeded"
     nodes = nodes_by_display(done)
     assert nodes["never"]["phase"] == "Skipped"
@@ -71,6 +75,7 @@ async def test_hera_dag_with_param_fan_out_and_when(gateway: Gateway) -> None:
     )
     assert squares == ["1", "4", "9"]
     listed = await asyncio.to_thread(service.list_workflows, namespace)
+    assert listed.items is not None
     assert name in [i.metadata.name for i in listed.items]
 
 
@@ -78,7 +83,7 @@ async def test_hera_suspend_resume_stop_retry(gateway: Gateway) -> None:
     """The Argo Server actions (resume, terminate, retry, stop) as hera sends them."""
     namespace = gateway.namespace
     service = WorkflowsService(host=gateway.url, namespace=namespace)
-    body = {
+    body: dict[str, Any] = {
         "metadata": {"generateName": "gate-"},
         "spec": {
             "entrypoint": "main",
@@ -100,6 +105,7 @@ async def test_hera_suspend_resume_stop_retry(gateway: Gateway) -> None:
         created = await asyncio.to_thread(
             service.create_workflow, WorkflowCreateRequest(workflow=body), namespace
         )
+        assert created.metadata.name is not None
         return created.metadata.name
 
     name = await create()

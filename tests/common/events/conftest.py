@@ -9,7 +9,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    select,
+    text,
+)
 
 from services.common.db import Database, new_metadata
 from services.common.events import EventBus, delete_stream, ensure_stream, stream_name
@@ -27,7 +37,7 @@ class KernelDb:
     things: Table
     effects: Table
 
-    async def count(self, table: Table, *where: object) -> int:
+    async def count(self, table: Table, *where: ColumnElement[bool]) -> int:
         async with self.db.transaction() as session:
             return int(
                 await session.scalar(select(func.count()).select_from(table).where(*where)) or 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.common.runtime import LocalRuntime, Phase, get_runtime
+from services.common.runtime import LocalRuntime, Phase, WorkloadSpec, get_runtime
 from services.common.runtime.expansion import expand
 from services.common.runtime.labels import parse_selector
 from services.common.runtime.quantity import parse_quantity
@@ -241,7 +241,7 @@ async def test_adopt_starts_workload_whose_launch_was_lost(tmp_path: Path) -> No
     """The service died after recording the spec but before starting the supervisor."""
     crashed = LocalRuntime(tmp_path)
 
-    async def no_launch(*args: object) -> None:  # stands in for the crash window
+    async def no_launch(wdir: Path, spec: WorkloadSpec) -> None:  # stands in for the crash window
         return None
 
     crashed._launch = no_launch  # type: ignore[method-assign]
