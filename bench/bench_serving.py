@@ -12,6 +12,11 @@ latency is not queueing). On a shared two-core machine the numbers move with the
 
     .venv/bin/python bench/bench_serving.py [--seconds 4] [--concurrency 1 16]
 
+With ``--cold-start N`` it then also measures scale-to-zero activation: a ``minReplicas: 0``
+copy of the model (the platform runs with a 2 s scale-to-zero grace period) is left idle
+until its server is stopped, and one infer request through the gateway is timed from send
+to answer; beside it, the model server's own start (spawn to ready) on the same model.
+
 Load comes from wrk with a Lua script for the POST body when wrk is installed, else from a
 Python client (with a warning: it then competes with the servers for the two cores).
 Everything listens on 127.0.0.1 and stops by itself.
@@ -26,6 +31,7 @@ import logging
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,10 +45,13 @@ sys.path.insert(0, str(ROOT))
 
 from services.common.runtime import LocalRuntime  # noqa: E402
 from services.common.settings import SINGLE_USER_NAMESPACE as NS  # noqa: E402
-from shipyard.up import Platform  # noqa: E402
+from shipyard.up import Platform, free_port  # noqa: E402
 
 log = logging.getLogger("bench")
 NAME = "bench-iris"
+COLD = "bench-cold"
+ISVCS = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
+SCALE_TO_ZERO_SECONDS = 2.0
 TARGET_RATIO, TARGET_ADDED_P50_MS = 0.6, 2.0
 BODY = json.dumps(
     {
@@ -68,8 +77,8 @@ def train(directory: Path) -> None:
     )
 
 
-def deploy(platform: Platform) -> str:
-    """Create the claim, the model and the InferenceService; return the direct endpoint."""
+def deploy(platform: Platform) -> tuple[str, Path]:
+    """Create the claim, the model and the InferenceService; (direct endpoint, model dir)."""
     api = httpx.Client(base_url=platform.gateway_url, timeout=30)
     claims = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
     api.post(
@@ -95,28 +104,10 @@ def deploy(platform: Platform) -> str:
                 raise
             time.sleep(0.1)
     train(data / "iris")
-    isvcs = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
-    r = api.post(
-        isvcs,
-        json={
-            "apiVersion": "serving.kserve.io/v1beta1",
-            "kind": "InferenceService",
-            "metadata": {"name": NAME},
-            "spec": {
-                "predictor": {
-                    "model": {
-                        "modelFormat": {"name": "sklearn"},
-                        "protocolVersion": "v2",
-                        "storageUri": "pvc://bench-models/iris",
-                    }
-                }
-            },
-        },
-    )
-    r.raise_for_status()
+    create_isvc(api, NAME)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        status = api.get(f"{isvcs}/{NAME}").json().get("status") or {}
+        status = api.get(f"{ISVCS}/{NAME}").json().get("status") or {}
         endpoint = (status.get("components") or {}).get("predictor", {}).get("endpoint")
         if endpoint and any(
             c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
@@ -131,7 +122,96 @@ def deploy(platform: Platform) -> str:
         if time.monotonic() > deadline:
             raise RuntimeError("the gateway never routed the InferenceService")
         time.sleep(0.1)
-    return str(endpoint)
+    return str(endpoint), data / "iris"
+
+
+def create_isvc(api: httpx.Client, name: str, **predictor: object) -> None:
+    """The bench's sklearn model as an InferenceService (V2) named ``name``."""
+    model = {
+        "modelFormat": {"name": "sklearn"},
+        "protocolVersion": "v2",
+        "storageUri": "pvc://bench-models/iris",
+    }
+    r = api.post(
+        ISVCS,
+        json={
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {"name": name},
+            "spec": {"predictor": {"model": model, **predictor}},
+        },
+    )
+    r.raise_for_status()
+
+
+def cold_starts(platform: Platform, times: int) -> list[float]:
+    """Seconds from sending an infer request to a scaled-to-zero copy to its 200, ``times``."""
+    api = httpx.Client(base_url=platform.gateway_url, timeout=120)
+    create_isvc(api, COLD, minReplicas=0)
+    runtime = LocalRuntime(platform.state_dir)
+    selector = {"serving.kserve.io/inferenceservice": COLD}
+    via = f"/serving/{NS}/{COLD}/v2/models/{COLD}/infer"
+    seconds: list[float] = []
+    for _ in range(times):
+        deadline = time.monotonic() + SCALE_TO_ZERO_SECONDS + 60
+        while asyncio.run(runtime.list(selector, namespace=NS)) or not scaled_to_zero(api):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{COLD} was never scaled to zero")
+            time.sleep(0.2)
+        started = time.monotonic()
+        r = api.post(via, content=BODY)
+        seconds.append(time.monotonic() - started)
+        if r.status_code != 200:
+            raise RuntimeError(f"cold infer answered {r.status_code}: {r.text}")
+    return seconds
+
+
+def scaled_to_zero(api: httpx.Client) -> bool:
+    status = api.get(f"{ISVCS}/{COLD}").json().get("status") or {}
+    return (status.get("components") or {}).get("predictor", {}).get("actualReplicas") == 0
+
+
+def server_starts(model_dir: Path, times: int) -> list[float]:
+    """Seconds from spawning the model server on the bench model to its V2 ready, ``times``."""
+    seconds: list[float] = []
+    for _ in range(times):
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "services.serving.modelserver",
+            "--model-name",
+            COLD,
+            "--model-dir",
+            str(model_dir),
+            "--model-format",
+            "sklearn",
+            "--protocol",
+            "v2",
+            "--port",
+            str(port),
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            deadline = started + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.02)
+            else:
+                raise RuntimeError("the model server never became ready")
+            seconds.append(time.monotonic() - started)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    return seconds
 
 
 async def run_python(url: str, seconds: float, concurrency: int) -> Run:
@@ -168,6 +248,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument(
+        "--cold-start",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N activations of a scaled-to-zero InferenceService",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -194,9 +281,15 @@ def main() -> int:
             log_level="WARNING",
         )
         # The per-user rate limit (50/s by default) would measure itself, not the proxy.
-        platform.start(env={"SHIPYARD_RATE_LIMIT_PER_SECOND": "0"})
+        platform.start(
+            env={
+                "SHIPYARD_RATE_LIMIT_PER_SECOND": "0",
+                # Only the --cold-start copy (minReplicas: 0) ever scales to zero.
+                "SHIPYARD_SCALE_TO_ZERO_SECONDS": str(SCALE_TO_ZERO_SECONDS),
+            }
+        )
         try:
-            endpoint = deploy(platform)
+            endpoint, model_dir = deploy(platform)
             direct = f"{endpoint}/v2/models/{NAME}/infer"
             via = f"{platform.gateway_url}/serving/{NS}/{NAME}/v2/models/{NAME}/infer"
             measure(direct, 1, 4, script)  # warm both paths
@@ -219,6 +312,19 @@ def main() -> int:
                     ratio,
                     added,
                     "PASS" if passed else "FAIL",
+                )
+            if args.cold_start:
+                cold = cold_starts(platform, args.cold_start)
+                alone = server_starts(model_dir, args.cold_start)
+                log.info(
+                    "cold start through the gateway (scaled to zero -> 200): median %.2f s "
+                    "(%s); model server alone (spawn -> ready): median %.2f s (%s); "
+                    "activation overhead %.2f s",
+                    statistics.median(cold),
+                    ", ".join(f"{t:.2f}" for t in cold),
+                    statistics.median(alone),
+                    ", ".join(f"{t:.2f}" for t in alone),
+                    statistics.median(cold) - statistics.median(alone),
                 )
         finally:
             platform.stop()

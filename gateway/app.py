@@ -30,6 +30,8 @@ from services.common.serviceaccounts import ServiceAccountTokens
 from services.common.settings import SINGLE_USER, SINGLE_USER_NAMESPACE
 
 from . import dashboard, kfam, login, profiles_api, routes, workgroup
+from .activation import Activator
+from .activity import ActivityReporter
 from .auth import Authenticator, AuthError
 from .authz import READ_METHODS, Authorizer, Principal, needed_role
 from .errors import GatewayError
@@ -91,6 +93,10 @@ class Gateway:
         self.route_feed = RouteEventFeed(
             EventBus(settings.nats_url, name="shipyard-gateway"), self.feeder, self.warm_routes
         )
+        self.activity = ActivityReporter(self.route_feed.bus, settings.activity_report_seconds)
+        self.activator = Activator(
+            self.route_table, self.activity, settings.activation_timeout_seconds
+        )
         self._assertions: dict[tuple[object, ...], tuple[float, str]] = {}
 
     async def start(self) -> None:
@@ -107,8 +113,11 @@ class Gateway:
             await self.store.ensure_profile(SINGLE_USER_NAMESPACE, SINGLE_USER)
         await self.warm_routes()
         await self.route_feed.start()
+        await self.activity.start()
 
     async def stop(self) -> None:
+        await self.activator.close()
+        await self.activity.stop()
         await self.route_feed.stop()
         await self.store.stop()
         await self.http.aclose()
@@ -287,9 +296,14 @@ class ProxyFastPath:
             identity = gw.authz.authorize(
                 principal, namespace, needed_role(method, match.data_plane), method, path
             )
+        served: tuple[str, str] | None = None  # the InferenceService whose traffic is counted
         if match.data_plane:
             assert match.route.dynamic_kind and match.namespace and match.name
             base = gw.route_table.pick(match.route.dynamic_kind, match.namespace, match.name)
+            if match.route.dynamic_kind == "inferenceservice":
+                served = (match.namespace, match.name)
+                if base is None:  # scaled to zero? held until it serves again
+                    base = await gw.activator.endpoint(match.namespace, match.name)
             if base is None:
                 raise GatewayError(
                     503,
@@ -312,17 +326,23 @@ class ProxyFastPath:
             carrier = Response()
             login.set_session_cookie(carrier, gw, request, refreshed)
             extra = [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
-        await forward_http(
-            gw.upstream,
-            scope,
-            receive,
-            send,
-            base,
-            headers,
-            settings.max_body_bytes,
-            body=body,
-            extra_headers=extra,
-        )
+        if served is not None:
+            gw.activity.begin(served)
+        try:
+            await forward_http(
+                gw.upstream,
+                scope,
+                receive,
+                send,
+                base,
+                headers,
+                settings.max_body_bytes,
+                body=body,
+                extra_headers=extra,
+            )
+        finally:
+            if served is not None:
+                gw.activity.end(served)
 
 
 class GatewayApp(FastAPI):

@@ -66,3 +66,11 @@ class GatewayError(Exception):
 
     def response(self) -> JSONResponse:
         return status_response(self.code, self.message, self.reason, self.details, self.headers)
+
+
+class DataPlaneError(GatewayError):
+    """An error the gateway answers on a model's data plane, in the V1/V2 inference shape
+    ``{"error": "..."}`` that KServe clients read (not a Kubernetes Status)."""
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.message}, status_code=self.code, headers=self.headers)

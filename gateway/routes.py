@@ -92,11 +92,24 @@ class RouteTable:
     """Live endpoints of notebook servers and inference services, with weighted targets.
 
     Weights implement canary splits (e.g. 90/10 between the default and canary predictor).
+    Objects that can be started on demand (``minReplicas: 0``) are *activatable*: with no
+    live target, a request for them is held rather than refused (gateway.activation).
     """
 
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str, str], list[Target]] = {}
+        self._activatable: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
+
+    def set_activatable(self, kind: str, ns: str, name: str, activatable: bool) -> None:
+        with self._lock:
+            if activatable:
+                self._activatable.add((kind, ns, name))
+            else:
+                self._activatable.discard((kind, ns, name))
+
+    def activatable(self, kind: str, ns: str, name: str) -> bool:
+        return (kind, ns, name) in self._activatable
 
     def upsert(self, kind: str, ns: str, name: str, targets: list[Target]) -> None:
         clean = [(url.rstrip("/"), int(w)) for url, w in targets if url and int(w) > 0]
@@ -109,6 +122,7 @@ class RouteTable:
     def remove(self, kind: str, ns: str, name: str) -> None:
         with self._lock:
             self._routes.pop((kind, ns, name), None)
+            self._activatable.discard((kind, ns, name))
 
     def targets(self, kind: str, ns: str, name: str) -> list[Target]:
         return list(self._routes.get((kind, ns, name), ()))
@@ -142,6 +156,8 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
         spec = obj.get("spec") or {}
         canary_pct = (spec.get("predictor") or {}).get("canaryTrafficPercent")
         pred = (status.get("components") or {}).get("predictor") or {}
+        if "desiredReplicas" in pred and not pred.get("endpoint"):
+            return []  # scaled to zero, draining or starting again: nothing is live
         stable = pred.get("previousRolledoutEndpoint") or pred.get("endpoint")
         canary = pred.get("canaryEndpoint") or pred.get("latestEndpoint")
         if canary_pct is not None and stable and canary and stable != canary:
@@ -175,6 +191,9 @@ class RouteFeeder:
             self.table.remove(kind, ns, name)
             return
         self.table.upsert(kind, ns, name, targets_from_object(kind, obj))
+        if kind == "inferenceservice":
+            predictor = (obj.get("spec") or {}).get("predictor") or {}
+            self.table.set_activatable(kind, ns, name, predictor.get("minReplicas") == 0)
 
     def apply_event(self, subject: str, obj: dict[str, Any]) -> None:
         """Apply one event; subject ``shipyard.<service>.<kind>.<event>``."""

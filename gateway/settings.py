@@ -56,6 +56,10 @@ class Settings(ServiceSettings):
     readiness_timeout: float = 2.0
     sa_token_ttl_seconds: int = 3600
     route_events: bool = True
+    #: How long a request to a scaled-to-zero InferenceService is held while it starts.
+    activation_timeout_seconds: float = 120.0
+    #: How often the serving service hears which InferenceServices had traffic.
+    activity_report_seconds: float = 2.0
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

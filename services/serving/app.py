@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.serving.controller import InferenceServiceController
+from services.serving.idle import ActivityMonitor, IdleClock
 from services.serving.models import KINDS
 from services.serving.settings import Settings
 from services.serving.tables import metadata
@@ -20,8 +21,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def components(ctx: ServiceContext) -> list[Lifecycle]:
-    return [
-        InferenceServiceController(
-            ctx.store, ctx.runtime, ctx.settings.gateway_url, labels=ctx.workload_labels
-        )
-    ]
+    settings = ctx.settings
+    assert isinstance(settings, Settings)
+    clock = IdleClock()
+    controller = InferenceServiceController(
+        ctx.store,
+        ctx.runtime,
+        settings.gateway_url,
+        labels=ctx.workload_labels,
+        clock=clock,
+        scale_to_zero_seconds=settings.scale_to_zero_seconds,
+    )
+    return [controller, ActivityMonitor(ctx.bus, clock, controller.wake)]

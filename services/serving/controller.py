@@ -18,6 +18,15 @@ canary, only while a split is live), weighted by ``spec.predictor.canaryTrafficP
 (see gateway.routes.targets_from_object). Workload readiness is not an event, so a reconcile
 that waits for a server asks to run again shortly (bounded back-off) and the periodic resync
 catches servers that die later.
+
+Scale to zero (``minReplicas: 0``): the gateway reports data-plane activity
+(``services.serving.activity``) into an ``IdleClock``. A settled service idle for
+``SHIPYARD_SCALE_TO_ZERO_SECONDS`` first loses its endpoint in status (``desiredReplicas``
+0, so the gateway stops routing to it), and ``drain_seconds`` later its workload is deleted.
+It stays Ready with its traffic and revisions, as a Knative-backed KServe service does; only
+``actualReplicas`` drops to 0. A request held by the gateway wakes it: the rolled-out
+revision is started again under its own number, and the endpoint returns once its readiness
+probe passes (however long the model takes to load: nothing is stopped while it starts).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -35,6 +45,7 @@ from typing import Any
 from services.common.controller import Controller
 from services.common.resources import ResourceKind, ResourceStore
 from services.common.runtime import Phase, Runtime, VolumeNotFound, WorkloadSpec, WorkloadStatus
+from services.serving.idle import IdleClock
 from services.serving.models import INFERENCE_SERVICE
 
 log = logging.getLogger(__name__)
@@ -106,6 +117,9 @@ class InferenceServiceController(Controller):
     resync_seconds = 5.0  # also notices servers that died (readiness is not an event)
     #: Bounds of the re-check while a revision starts (seconds).
     poll_min, poll_max = 0.2, 2.0
+    #: Between withdrawing an idle service's endpoint and deleting its server, so that the
+    #: gateway has the route change before the server goes (requests already picked finish).
+    drain_seconds = 1.0
 
     def __init__(
         self,
@@ -113,12 +127,22 @@ class InferenceServiceController(Controller):
         runtime: Runtime,
         gateway_url: str,
         labels: dict[str, str] | None = None,
+        clock: IdleClock | None = None,
+        scale_to_zero_seconds: float = 60.0,
     ) -> None:
         super().__init__(store)
         self.runtime = runtime
         self.gateway_url = gateway_url.rstrip("/")
         self.labels = dict(labels or {})
+        self.clock = clock or IdleClock()
+        self.scale_to_zero_seconds = scale_to_zero_seconds
         self._polls: dict[tuple[str, str], float] = {}
+        self._draining: dict[tuple[str, str], float] = {}
+
+    def wake(self, namespace: str, name: str) -> None:
+        """Requests are held for this service: count it active and reconcile it now."""
+        self.clock.touch(namespace, name)
+        self.enqueue(INFERENCE_SERVICE, namespace, name)
 
     # ------------------------------------------------------------------ storage
     def resolve_storage(self, namespace: str, uri: str) -> Storage:
@@ -253,12 +277,21 @@ class InferenceServiceController(Controller):
             if isvc is not None:
                 await self.store.remove_finalizer(INFERENCE_SERVICE, namespace, name, FINALIZER)
             self._polls.pop((namespace, name), None)
+            self._draining.pop((namespace, name), None)
+            self.clock.forget(namespace, name)
             return
         predictor = isvc["spec"]["predictor"]
         digest = predictor_hash(predictor)
         status = isvc.get("status") or {}
         comp = (status.get("components") or {}).get("predictor") or {}
         by_number = {int(w.labels.get(REVISION_LABEL, "0")): w for w in owned}
+        scales_to_zero = int(predictor.get("minReplicas", 1)) == 0
+        idle = scales_to_zero and self.clock.idle_for(namespace, name) >= self.scale_to_zero_seconds
+        if not owned and self._scaled_to_zero(isvc, comp):
+            if idle:
+                self._polls.pop((namespace, name), None)
+                return
+            await self._activate(isvc, comp, by_number, digest)
         await self._restart_stopped(isvc, by_number, digest)
 
         # The latest revision: the workload of the current predictor spec, else a new one.
@@ -296,9 +329,6 @@ class InferenceServiceController(Controller):
 
         if latest_w is not None and failure is None:
             failure = await self._failure_of(latest_w)
-        new_status = self._status(isvc, status, latest, rolled, previous, by_number, pct, failure)
-        if new_status != status:
-            await self.store.update_status(INFERENCE_SERVICE, namespace, name, new_status)
         settled = (
             failure is None
             and all(w.ready for w in by_number.values())
@@ -306,7 +336,97 @@ class InferenceServiceController(Controller):
             and rolled is not None
             and (latest == rolled or pct not in (None, 100))
         )
+        scale_down = idle and settled and latest == rolled
+        if scale_down and await self._drained(namespace, name, comp, by_number):
+            by_number = {}
+        elif not scale_down:
+            self._draining.pop((namespace, name), None)
+        # A scale-to-zero service that served before keeps its traffic and Ready condition
+        # while it is stopped or starting again; only a failure makes it not Ready.
+        standby = (
+            scales_to_zero
+            and failure is None
+            and rolled is not None
+            and comp.get("latestRolledoutRevision") == revision_name(name, rolled)
+            and bool(comp.get("traffic"))
+        )
+        new_status = self._status(
+            isvc,
+            status,
+            latest,
+            rolled,
+            previous,
+            by_number,
+            pct,
+            failure,
+            desired=0 if scale_down else 1,
+            standby=standby,
+        )
+        if new_status != status:
+            await self.store.update_status(INFERENCE_SERVICE, namespace, name, new_status)
+        if settled and not comp.get("actualReplicas") and by_number:
+            self.clock.touch(namespace, name)  # just became ready: the grace starts now
         self._poll_again(namespace, name, settled, failure is not None)
+        if settled and scales_to_zero and not scale_down:
+            left = self.scale_to_zero_seconds - self.clock.idle_for(namespace, name)
+            self._enqueue_later(max(left, 0.0) + 0.05, namespace, name)
+
+    @staticmethod
+    def _scaled_to_zero(isvc: dict[str, Any], comp: dict[str, Any]) -> bool:
+        """Stopped for idleness, with the spec unchanged since (else it is a new revision)."""
+        status = isvc.get("status") or {}
+        return (
+            comp.get("desiredReplicas") == 0
+            and bool(comp.get("latestRolledoutRevision"))
+            and status.get("observedGeneration") == isvc["metadata"].get("generation")
+        )
+
+    async def _activate(
+        self,
+        isvc: dict[str, Any],
+        comp: dict[str, Any],
+        by_number: dict[int, WorkloadStatus],
+        digest: str,
+    ) -> None:
+        """Start the rolled-out revision of a scaled-to-zero service again, same number."""
+        meta = isvc["metadata"]
+        number = revision_number(comp.get("latestRolledoutRevision"))
+        try:
+            spec = await self.workload_for(isvc, number, digest)
+        except (StorageError, ValueError):
+            return  # reconcile creates the revision anew and reports why it cannot
+        by_number[number] = await self.runtime.apply(spec)
+        self.clock.touch(meta["namespace"], meta["name"])
+        log.info("activating %s/%s revision %s", meta["namespace"], meta["name"], number)
+
+    async def _drained(
+        self,
+        namespace: str,
+        name: str,
+        comp: dict[str, Any],
+        by_number: dict[int, WorkloadStatus],
+    ) -> bool:
+        """Delete an idle service's servers once its endpoint has been withdrawn a while."""
+        key = (namespace, name)
+        since = self._draining.setdefault(key, time.monotonic())
+        waited = time.monotonic() - since
+        if comp.get("desiredReplicas") != 0 or waited < self.drain_seconds:
+            self._enqueue_later(max(self.drain_seconds - waited, 0.0) + 0.05, namespace, name)
+            return False
+        await self._delete_workloads(list(by_number.values()))
+        self._draining.pop(key, None)
+        log.info(
+            "scaled %s/%s to zero after %.0f s without requests",
+            namespace,
+            name,
+            self.scale_to_zero_seconds,
+        )
+        return True
+
+    def _enqueue_later(self, delay: float, namespace: str, name: str) -> None:
+        asyncio.get_running_loop().call_later(
+            delay, self.enqueue, INFERENCE_SERVICE, namespace, name
+        )
 
     def _poll_again(self, namespace: str, name: str, settled: bool, failed: bool) -> None:
         key = (namespace, name)
@@ -390,14 +510,21 @@ class InferenceServiceController(Controller):
         by_number: dict[int, WorkloadStatus],
         pct: int | None,
         failure: str | None,
+        desired: int = 1,
+        standby: bool = False,
     ) -> dict[str, Any]:
-        """KServe's InferenceService status, plus the loopback endpoints the gateway reads."""
+        """KServe's InferenceService status, plus the loopback endpoints the gateway reads.
+
+        ``desired`` 0 withdraws the endpoints (scale to zero); ``standby`` keeps a scaled to
+        zero (or re-activating) service Ready with its traffic, as Knative does.
+        """
         meta = isvc["metadata"]
         ns, name = meta["namespace"], meta["name"]
         url = f"{self.gateway_url}/serving/{ns}/{name}"
         latest_w = by_number.get(latest) if latest is not None else None
         rolled_w = by_number.get(rolled) if rolled is not None else None
-        serving = bool(rolled_w and rolled_w.ready and rolled_w.endpoint)
+        serving = bool(rolled_w and rolled_w.ready and rolled_w.endpoint) and desired > 0
+        routable = serving or standby
         split = (
             serving
             and latest is not None
@@ -417,8 +544,11 @@ class InferenceServiceController(Controller):
             predictor["latestRolledoutRevision"] = revision_name(name, rolled)
         if previous:
             predictor["previousRolledoutRevision"] = previous
+        # Knative's revision replica counts: 0 actual while scaled to zero.
+        predictor["desiredReplicas"] = desired
+        predictor["actualReplicas"] = sum(1 for w in by_number.values() if w.ready)
         traffic: list[dict[str, Any]] = []
-        if serving and rolled is not None:
+        if routable and rolled is not None:
             stable_pct = 100 - int(pct) if split and pct is not None else 100
             traffic.append(
                 {
@@ -438,35 +568,38 @@ class InferenceServiceController(Controller):
                     }
                 )
         predictor["traffic"] = traffic
-        if serving:
+        if routable:
             predictor["url"] = url
+        if serving:
             assert rolled_w is not None
             predictor["endpoint"] = rolled_w.endpoint
             if split:
                 assert latest_w is not None
                 predictor["latestEndpoint"] = latest_w.endpoint
-        pred_ok = serving and failure is None
-        pred_msg = failure or (None if serving else "the model server is starting")
+        pred_ok = routable and failure is None
+        pred_msg = failure or (None if routable else "the model server is starting")
         conditions = [
             self._condition(
-                old, "IngressReady", serving, None if serving else "no revision is serving yet"
+                old, "IngressReady", routable, None if routable else "no revision is serving yet"
             ),
             self._condition(
                 old, "PredictorReady", pred_ok, pred_msg, "RevisionFailed" if failure else None
             ),
             self._condition(
-                old, "Ready", pred_ok and serving, pred_msg, "RevisionFailed" if failure else None
+                old, "Ready", pred_ok and routable, pred_msg, "RevisionFailed" if failure else None
             ),
         ]
         status: dict[str, Any] = {
             "observedGeneration": meta.get("generation"),
             "conditions": conditions,
             "components": {"predictor": predictor},
-            "modelStatus": self._model_status(old, latest, latest_w, rolled_w, failure, name),
+            "modelStatus": self._model_status(
+                old, latest, latest_w, rolled_w, failure, name, standby and latest == rolled
+            ),
         }
         if status["observedGeneration"] is None:
             del status["observedGeneration"]
-        if serving:
+        if routable:
             status["url"] = url
             status["address"] = {"url": url}
         return status
@@ -501,8 +634,11 @@ class InferenceServiceController(Controller):
         rolled_w: WorkloadStatus | None,
         failure: str | None,
         name: str,
+        standby: bool = False,
     ) -> dict[str, Any]:
         def state(w: WorkloadStatus | None) -> str:
+            if standby:
+                return "Loaded"  # scaled to zero: loadable on the next request
             if w is None:
                 return "Pending"
             return "Loaded" if w.ready else "Loading"
@@ -511,7 +647,7 @@ class InferenceServiceController(Controller):
         target = "FailedToLoad" if failure else state(latest_w)
         if failure:
             transition = "BlockedByFailedLoad"
-        elif latest_w is not None and latest_w is rolled_w and latest_w.ready:
+        elif standby or (latest_w is not None and latest_w is rolled_w and latest_w.ready):
             transition = "UpToDate"
         else:
             transition = "InProgress"
@@ -519,7 +655,7 @@ class InferenceServiceController(Controller):
             "transitionStatus": transition,
             "states": {
                 "activeModelState": active
-                if rolled_w
+                if rolled_w or standby
                 else ("FailedToLoad" if failure else "Pending"),
                 "targetModelState": target,
             },

@@ -180,13 +180,6 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
             )
         )
     min_r, max_r = pred.get("minReplicas", 1), pred.get("maxReplicas")
-    if min_r == 0:
-        causes.append(
-            Cause(
-                "spec.predictor.minReplicas",
-                "scale to zero is not supported by the local runtime; use minReplicas >= 1",
-            )
-        )
     if max_r not in (None, 0) and max_r < min_r:
         causes.append(
             Cause("spec.predictor.maxReplicas", f"must be >= minReplicas ({min_r}), got {max_r}")

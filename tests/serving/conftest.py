@@ -47,34 +47,35 @@ def api(platform: Any) -> Iterator[httpx.Client]:
         yield client
 
 
+def create_claim(platform: Any, api: httpx.Client, name: str) -> Path:
+    """Create a PVC through the API, wait until it is bound; its data directory on this host."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    r = api.post(PVC_PATH, json=body)
+    assert r.status_code in (201, 409), r.text
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (api.get(f"{PVC_PATH}/{name}").json().get("status") or {}).get("phase") == "Bound":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"claim {name} never bound")
+    import asyncio
+
+    return asyncio.run(LocalRuntime(platform.state_dir).resolve_volume(NS, name))
+
+
 @pytest.fixture(scope="module")
 def claim(platform: Any, api: httpx.Client) -> Callable[[str], Path]:
     """Create a PVC through the API and return its data directory on this host."""
-
-    def make(name: str) -> Path:
-        body = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-        r = api.post(PVC_PATH, json=body)
-        assert r.status_code in (201, 409), r.text
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if (api.get(f"{PVC_PATH}/{name}").json().get("status") or {}).get("phase") == "Bound":
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"claim {name} never bound")
-        import asyncio
-
-        return asyncio.run(LocalRuntime(platform.state_dir).resolve_volume(NS, name))
-
-    return make
+    return lambda name: create_claim(platform, api, name)
 
 
 def wait_isvc(

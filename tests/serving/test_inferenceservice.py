@@ -153,15 +153,6 @@ def test_create_inferenceservice_bad_spec_422(api: httpx.Client) -> None:
         "spec.predictor.maxReplicas",
         "spec.predictor.model.storageUri",
     }
-    zero = isvc(
-        "bad",
-        {
-            "model": {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://m/x"},
-            "minReplicas": 0,
-        },
-    )
-    r = api.post(ISVC_PATH, json=zero)
-    assert r.status_code == 422 and "scale to zero is not supported" in r.text
 
 
 def test_update_inferenceservice_canary_split_then_promote(

@@ -1,0 +1,76 @@
+"""Counts inference traffic per InferenceService and reports it to the serving service.
+
+The counting is on the proxy's hot path, so it is two dict updates per request (no await,
+no lock: the gateway is one event loop). A background task publishes one report per busy
+InferenceService every ``SHIPYARD_ACTIVITY_REPORT_SECONDS`` as a core NATS message
+(``services.serving.activity``: why core NATS and why losing one is harmless is there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+from services.common.events.bus import EventBus
+from services.serving.activity import SUBJECT, Activity
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class ActivityReporter:
+    """Per (namespace, name): requests since the last report, in flight, held for activation."""
+
+    def __init__(self, bus: EventBus, interval: float) -> None:
+        self.bus = bus
+        self.interval = interval
+        self.requests: defaultdict[Key, int] = defaultdict(int)
+        self.in_flight: defaultdict[Key, int] = defaultdict(int)
+        self.waiting: defaultdict[Key, int] = defaultdict(int)
+        self._task: asyncio.Task[None] | None = None
+
+    def begin(self, key: Key) -> None:
+        self.requests[key] += 1
+        self.in_flight[key] += 1
+
+    def end(self, key: Key) -> None:
+        self.in_flight[key] -= 1
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="activity-reporter")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.report()
+
+    async def report(self) -> None:
+        """Publish one report per busy InferenceService; drop counters that went quiet."""
+        keys = {*self.requests, *(k for k, n in self.in_flight.items() if n), *self.waiting}
+        requests, self.requests = self.requests, defaultdict(int)
+        for key in [k for k, n in self.in_flight.items() if not n]:
+            del self.in_flight[key]
+        for key in keys:
+            await self.publish(key, requests.get(key, 0))
+
+    async def publish(self, key: Key, requests: int = 0) -> None:
+        """One report now (best effort: NATS may be away, and the next report repeats it)."""
+        if not self.bus.connected:
+            return
+        report = Activity(
+            key[0], key[1], requests, self.in_flight.get(key, 0), self.waiting.get(key, 0)
+        )
+        try:
+            await self.bus.nc.publish(SUBJECT, report.encode())
+        except Exception as exc:  # noqa: BLE001 - a lost report is harmless
+            log.info("activity report for %s/%s not sent: %s", key[0], key[1], exc)

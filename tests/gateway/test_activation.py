@@ -1,0 +1,89 @@
+"""Requests for a scaled-to-zero InferenceService are held until it serves (gateway side)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.routes import RouteFeeder, RouteTable
+from services.serving.activity import Activity
+
+from .test_proxy import NS, bearer
+
+KIND = "inferenceservice"
+
+
+def scaled_to_zero(name: str, min_replicas: int = 0) -> dict[str, object]:
+    return {
+        "metadata": {"namespace": NS, "name": name},
+        "spec": {"predictor": {"minReplicas": min_replicas}},
+        "status": {
+            "url": f"http://gateway/serving/{NS}/{name}",
+            "components": {
+                "predictor": {
+                    "url": f"http://gateway/serving/{NS}/{name}",
+                    "desiredReplicas": 0,
+                    "actualReplicas": 0,
+                    "traffic": [{"revisionName": f"{name}-predictor-00001", "percent": 100}],
+                }
+            },
+        },
+    }
+
+
+def test_route_table_scaled_to_zero_is_activatable_without_targets() -> None:
+    table = RouteTable()
+    feeder = RouteFeeder(table)
+    feeder.apply(KIND, scaled_to_zero("z"))
+    # status.url is the gateway's own URL: never a target, even as the fallback.
+    assert table.pick(KIND, NS, "z") is None and table.activatable(KIND, NS, "z")
+    feeder.apply(KIND, scaled_to_zero("one", min_replicas=1))
+    assert not table.activatable(KIND, NS, "one")
+    feeder.apply_event(
+        "shipyard.serving.inferenceservice.deleted", {"metadata": {"namespace": NS, "name": "z"}}
+    )
+    assert not table.activatable(KIND, NS, "z")
+
+
+def test_activity_report_round_trip_and_refusal() -> None:
+    report = Activity(NS, "z", requests=3, in_flight=1, waiting=2)
+    assert Activity.decode(report.encode()) == report
+    for bad in (b"[]", b'{"namespace": "a"}', b'{"namespace": "a", "name": "b", "waiting": -1}'):
+        try:
+            Activity.decode(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+
+
+async def test_proxy_holds_concurrent_requests_for_one_activation(
+    client, gateway, upstream, oidc
+) -> None:
+    gw = gateway.gw
+    gw.route_table.set_activatable(KIND, NS, "z", True)
+    token = await oidc.id_token("user@example.com")
+    held = [
+        asyncio.create_task(client.get(f"/serving/{NS}/z/v2/health/ready", headers=bearer(token)))
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0.3)
+    assert not any(t.done() for t in held)
+    assert gw.activity.waiting[(NS, "z")] == 3 and len(gw.activator._activations) == 1
+    gw.route_table.upsert(KIND, NS, "z", [(upstream.url, 100)])
+    answers = await asyncio.gather(*held)
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert (NS, "z") not in gw.activity.waiting
+    gw.route_table.remove(KIND, NS, "z")
+
+
+async def test_proxy_activation_timeout_503_inference_error(client, gateway, oidc) -> None:
+    gw = gateway.gw
+    gw.route_table.set_activatable(KIND, NS, "never", True)
+    saved, gw.activator.timeout = gw.activator.timeout, 0.3
+    try:
+        token = await oidc.id_token("user@example.com")
+        r = await client.get(f"/serving/{NS}/never/v2/health/ready", headers=bearer(token))
+    finally:
+        gw.activator.timeout = saved
+        gw.route_table.remove(KIND, NS, "never")
+    assert r.status_code == 503
+    assert r.json().keys() == {"error"} and "did not become ready within 0.3 s" in r.json()["error"]
