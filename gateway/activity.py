@@ -22,19 +22,23 @@ Key = tuple[str, str]
 
 
 class ActivityReporter:
-    """Per (namespace, name): requests since the last report, in flight, held for activation."""
+    """Per (namespace, name): requests since the last report, in flight (now and at most
+    since the last report), held for activation."""
 
     def __init__(self, bus: EventBus, interval: float) -> None:
         self.bus = bus
         self.interval = interval
         self.requests: defaultdict[Key, int] = defaultdict(int)
         self.in_flight: defaultdict[Key, int] = defaultdict(int)
+        self.peak: defaultdict[Key, int] = defaultdict(int)
         self.waiting: defaultdict[Key, int] = defaultdict(int)
         self._task: asyncio.Task[None] | None = None
 
     def begin(self, key: Key) -> None:
         self.requests[key] += 1
-        self.in_flight[key] += 1
+        now = self.in_flight[key] = self.in_flight[key] + 1
+        if now > self.peak[key]:
+            self.peak[key] = now
 
     def end(self, key: Key) -> None:
         self.in_flight[key] -= 1
@@ -58,18 +62,18 @@ class ActivityReporter:
         """Publish one report per busy InferenceService; drop counters that went quiet."""
         keys = {*self.requests, *(k for k, n in self.in_flight.items() if n), *self.waiting}
         requests, self.requests = self.requests, defaultdict(int)
+        peak, self.peak = self.peak, defaultdict(int)
         for key in [k for k, n in self.in_flight.items() if not n]:
             del self.in_flight[key]
         for key in keys:
-            await self.publish(key, requests.get(key, 0))
+            await self.publish(key, requests.get(key, 0), peak.get(key, 0))
 
-    async def publish(self, key: Key, requests: int = 0) -> None:
+    async def publish(self, key: Key, requests: int = 0, peak: int = 0) -> None:
         """One report now (best effort: NATS may be away, and the next report repeats it)."""
         if not self.bus.connected:
             return
-        report = Activity(
-            key[0], key[1], requests, self.in_flight.get(key, 0), self.waiting.get(key, 0)
-        )
+        in_flight, waiting = self.in_flight.get(key, 0), self.waiting.get(key, 0)
+        report = Activity(key[0], key[1], requests, in_flight, waiting, max(peak, in_flight))
         try:
             await self.bus.nc.publish(SUBJECT, report.encode())
         except Exception as exc:  # noqa: BLE001 - a lost report is harmless

@@ -149,7 +149,8 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
     Notebook: ``status.url`` (or ``status.endpoint``). InferenceService: ``status.components``
     ``{predictor: {url, latestRolledoutRevision...}}`` with ``spec.predictor.canaryTrafficPercent``
     splitting between ``status.components.predictor.url`` and a canary URL when present, else
-    ``status.url``/``status.address.url``. Endpoints are the workloads' loopback URLs.
+    ``status.url``/``status.address.url``; a revision with several ready replicas lists them
+    in ``endpoints``/``latestEndpoints``. Endpoints are the workloads' loopback URLs.
     """
     status = obj.get("status") or {}
     if kind == "inferenceservice":
@@ -160,9 +161,16 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
             return []  # scaled to zero, draining or starting again: nothing is live
         stable = pred.get("previousRolledoutEndpoint") or pred.get("endpoint")
         canary = pred.get("canaryEndpoint") or pred.get("latestEndpoint")
+        # Each revision's share is spread evenly over its ready replicas (``endpoints``).
+        stables = pred.get("endpoints") or [stable]
+        canaries = pred.get("latestEndpoints") or [canary]
         if canary_pct is not None and stable and canary and stable != canary:
             pct = max(0, min(100, int(canary_pct)))
-            return [(stable, 100 - pct), (canary, pct)]
+            per_stable = (100 - pct) * len(canaries)
+            per_canary = pct * len(stables)
+            return [(u, per_stable) for u in stables] + [(u, per_canary) for u in canaries]
+        if len(stables) > 1:
+            return [(u, 100) for u in stables]
         url = (
             status.get("endpoint")
             or pred.get("endpoint")

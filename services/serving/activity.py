@@ -30,6 +30,7 @@ class Activity:
     requests: int = 0  # requests that started since the last report
     in_flight: int = 0  # requests forwarded and not yet answered, now
     waiting: int = 0  # requests held for activation, now
+    concurrency: int = 0  # the most requests in flight at once since the last report
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -43,7 +44,7 @@ class Activity:
         namespace, name = raw.get("namespace"), raw.get("name")
         if not isinstance(namespace, str) or not isinstance(name, str):
             raise ValueError("activity report without namespace and name")
-        counts = [raw.get(k, 0) for k in ("requests", "in_flight", "waiting")]
+        counts = [raw.get(k, 0) for k in ("requests", "in_flight", "waiting", "concurrency")]
         if not all(isinstance(c, int) and c >= 0 for c in counts):
             raise ValueError("activity counts must be non-negative integers")
         return cls(namespace, name, *counts)

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.serving.controller import InferenceServiceController
-from services.serving.idle import ActivityMonitor, IdleClock
+from services.serving.idle import ActivityMonitor, ConcurrencyWindow, IdleClock
 from services.serving.models import KINDS
 from services.serving.settings import Settings
 from services.serving.tables import metadata
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def components(ctx: ServiceContext) -> list[Lifecycle]:
     settings = ctx.settings
     assert isinstance(settings, Settings)
-    clock = IdleClock()
+    clock, window = IdleClock(), ConcurrencyWindow(settings.autoscale_window_seconds)
     controller = InferenceServiceController(
         ctx.store,
         ctx.runtime,
@@ -31,5 +31,6 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
         labels=ctx.workload_labels,
         clock=clock,
         scale_to_zero_seconds=settings.scale_to_zero_seconds,
+        window=window,
     )
-    return [controller, ActivityMonitor(ctx.bus, clock, controller.wake)]
+    return [controller, ActivityMonitor(ctx.bus, clock, window, controller.on_report)]

@@ -27,6 +27,13 @@ It stays Ready with its traffic and revisions, as a Knative-backed KServe servic
 ``actualReplicas`` drops to 0. A request held by the gateway wakes it: the rolled-out
 revision is started again under its own number, and the endpoint returns once its readiness
 probe passes (however long the model takes to load: nothing is stopped while it starts).
+
+Autoscaling (``services.serving.autoscale``): a revision runs as many replicas as the
+concurrency the gateway reports asks for, between ``minReplicas`` and ``maxReplicas``. Replica
+0 is ``isvc-{name}-{n}``, the others ``isvc-{name}-{n}-r{i}``; status lists the ready ones'
+loopback endpoints (``endpoints``, ``latestEndpoints``) and the gateway spreads each revision's
+share of the traffic over them. A replica no longer wanted leaves ``endpoints`` first and is
+deleted ``drain_seconds`` later.
 """
 
 from __future__ import annotations
@@ -45,7 +52,9 @@ from typing import Any
 from services.common.controller import Controller
 from services.common.resources import ResourceKind, ResourceStore
 from services.common.runtime import Phase, Runtime, VolumeNotFound, WorkloadSpec, WorkloadStatus
-from services.serving.idle import IdleClock
+from services.serving.activity import Activity
+from services.serving.autoscale import desired_replicas, replica_bounds
+from services.serving.idle import ConcurrencyWindow, IdleClock
 from services.serving.models import INFERENCE_SERVICE
 
 log = logging.getLogger(__name__)
@@ -53,6 +62,7 @@ log = logging.getLogger(__name__)
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 REVISION_LABEL = "serving.shipyard.io/revision"
 HASH_LABEL = "serving.shipyard.io/predictor-hash"
+REPLICA_LABEL = "serving.shipyard.io/replica"
 FINALIZER = "inferenceservice.finalizers"
 PVC_MOUNT = "/mnt/pvc"
 MODEL_MOUNT = "/mnt/models"
@@ -96,8 +106,8 @@ def revision_number(name: str | None) -> int:
         return 0
 
 
-def workload_name(isvc: str, number: int) -> str:
-    return f"isvc-{isvc}-{number}"
+def workload_name(isvc: str, number: int, replica: int = 0) -> str:
+    return f"isvc-{isvc}-{number}" + (f"-r{replica}" if replica else "")
 
 
 def _model_block(predictor: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
@@ -129,6 +139,7 @@ class InferenceServiceController(Controller):
         labels: dict[str, str] | None = None,
         clock: IdleClock | None = None,
         scale_to_zero_seconds: float = 60.0,
+        window: ConcurrencyWindow | None = None,
     ) -> None:
         super().__init__(store)
         self.runtime = runtime
@@ -138,11 +149,22 @@ class InferenceServiceController(Controller):
         self.scale_to_zero_seconds = scale_to_zero_seconds
         self._polls: dict[tuple[str, str], float] = {}
         self._draining: dict[tuple[str, str], float] = {}
+        self.window = window or ConcurrencyWindow(60.0)
+        #: Autoscaled services: (predictor spec, replicas last decided).
+        self._scaling: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
+        #: Replicas no longer wanted, by workload name: since when.
+        self._surplus: dict[str, float] = {}
 
-    def wake(self, namespace: str, name: str) -> None:
-        """Requests are held for this service: count it active and reconcile it now."""
-        self.clock.touch(namespace, name)
-        self.enqueue(INFERENCE_SERVICE, namespace, name)
+    def on_report(self, report: Activity) -> None:
+        """An activity report (already counted by the monitor): reconcile now when requests
+        are held, or when the replica count it implies differs from the last decision."""
+        key = (report.namespace, report.name)
+        scaling = self._scaling.get(key)
+        if report.waiting or (
+            scaling is not None
+            and desired_replicas(scaling[0], self.window.observed(*key)) != scaling[1]
+        ):
+            self.enqueue(INFERENCE_SERVICE, *key)
 
     # ------------------------------------------------------------------ storage
     def resolve_storage(self, namespace: str, uri: str) -> Storage:
@@ -172,8 +194,10 @@ class InferenceServiceController(Controller):
         raise StorageError(f"storageUri {uri!r}: only pvc:// and file:// are served locally")
 
     # ---------------------------------------------------------------- workloads
-    async def workload_for(self, isvc: dict[str, Any], number: int, digest: str) -> WorkloadSpec:
-        """The server workload of one revision."""
+    async def workload_for(
+        self, isvc: dict[str, Any], number: int, digest: str, replica: int = 0
+    ) -> WorkloadSpec:
+        """The server workload of one revision (its replica ``replica``)."""
         meta, predictor = isvc["metadata"], isvc["spec"]["predictor"]
         ns, name = meta["namespace"], meta["name"]
         rev = revision_name(name, number)
@@ -190,6 +214,7 @@ class InferenceServiceController(Controller):
             **(predictor.get("labels") or {}),
             ISVC_LABEL: name,
             REVISION_LABEL: str(number),
+            REPLICA_LABEL: str(replica),
             HASH_LABEL: digest,
         }
         owner = {
@@ -242,7 +267,7 @@ class InferenceServiceController(Controller):
             {
                 "kind": "server",
                 "namespace": ns,
-                "name": workload_name(name, number),
+                "name": workload_name(name, number, replica),
                 "command": command,
                 "args": args,
                 "env": env,
@@ -278,13 +303,22 @@ class InferenceServiceController(Controller):
                 await self.store.remove_finalizer(INFERENCE_SERVICE, namespace, name, FINALIZER)
             self._polls.pop((namespace, name), None)
             self._draining.pop((namespace, name), None)
+            self._scaling.pop((namespace, name), None)
             self.clock.forget(namespace, name)
+            self.window.forget(namespace, name)
             return
         predictor = isvc["spec"]["predictor"]
         digest = predictor_hash(predictor)
         status = isvc.get("status") or {}
         comp = (status.get("components") or {}).get("predictor") or {}
-        by_number = {int(w.labels.get(REVISION_LABEL, "0")): w for w in owned}
+        by_number: dict[int, WorkloadStatus] = {}  # replica 0 of each revision
+        extras: dict[tuple[int, int], WorkloadStatus] = {}  # (revision, replica >= 1)
+        for w in owned:
+            number, replica = (int(w.labels.get(k) or "0") for k in (REVISION_LABEL, REPLICA_LABEL))
+            if replica:
+                extras[(number, replica)] = w
+            else:
+                by_number[number] = w
         scales_to_zero = int(predictor.get("minReplicas", 1)) == 0
         idle = scales_to_zero and self.clock.idle_for(namespace, name) >= self.scale_to_zero_seconds
         if not owned and self._scaled_to_zero(isvc, comp):
@@ -337,10 +371,21 @@ class InferenceServiceController(Controller):
             and (latest == rolled or pct not in (None, 100))
         )
         scale_down = idle and settled and latest == rolled
-        if scale_down and await self._drained(namespace, name, comp, by_number):
+        active = desired_replicas(predictor, self.window.observed(namespace, name))
+        replicas = 0 if scale_down else active
+        extras = await self._scale_replicas(isvc, digest, keep, by_number, extras, replicas)
+        if scale_down and await self._drained(namespace, name, comp, [*by_number.values()]):
             by_number = {}
         elif not scale_down:
             self._draining.pop((namespace, name), None)
+        settled = settled and all(w.ready for (_, r), w in extras.items() if r < replicas)
+        low, high = replica_bounds(predictor)
+        if high > low:
+            self._scaling[(namespace, name)] = (predictor, active)
+            if active > low:  # look again once the window has forgotten this load
+                self._enqueue_later(self.window.seconds + 0.1, namespace, name)
+        else:
+            self._scaling.pop((namespace, name), None)
         # A scale-to-zero service that served before keeps its traffic and Ready condition
         # while it is stopped or starting again; only a failure makes it not Ready.
         standby = (
@@ -359,8 +404,9 @@ class InferenceServiceController(Controller):
             by_number,
             pct,
             failure,
-            desired=0 if scale_down else 1,
+            desired=replicas,
             standby=standby,
+            extras=extras,
         )
         if new_status != status:
             await self.store.update_status(INFERENCE_SERVICE, namespace, name, new_status)
@@ -399,12 +445,58 @@ class InferenceServiceController(Controller):
         self.clock.touch(meta["namespace"], meta["name"])
         log.info("activating %s/%s revision %s", meta["namespace"], meta["name"], number)
 
+    async def _scale_replicas(
+        self,
+        isvc: dict[str, Any],
+        digest: str,
+        keep: set[int],
+        by_number: dict[int, WorkloadStatus],
+        extras: dict[tuple[int, int], WorkloadStatus],
+        replicas: int,
+    ) -> dict[tuple[int, int], WorkloadStatus]:
+        """Replicas 1..replicas-1 of each kept revision; the rest drained, then deleted.
+
+        Only a revision of the current spec gains replicas (an older one's spec is not kept).
+        """
+        now = time.monotonic()
+        for (number, replica), w in list(extras.items()):
+            if number not in keep or w.finished:
+                await self.runtime.delete(w.namespace, w.name)
+                del extras[(number, replica)]
+            elif replica >= replicas:
+                since = self._surplus.setdefault(w.name, now)
+                if now - since >= self.drain_seconds:
+                    await self.runtime.delete(w.namespace, w.name)
+                    del extras[(number, replica)]
+                    self._surplus.pop(w.name, None)
+                    log.info("scaled in: deleted replica %s/%s", w.namespace, w.name)
+                else:
+                    meta = isvc["metadata"]
+                    left = self.drain_seconds - (now - since) + 0.05
+                    self._enqueue_later(left, meta["namespace"], meta["name"])
+            else:
+                self._surplus.pop(w.name, None)
+        for number in keep:
+            primary = by_number.get(number)
+            if primary is None or primary.labels.get(HASH_LABEL) != digest:
+                continue
+            for replica in range(1, replicas):
+                if (number, replica) in extras:
+                    continue
+                try:
+                    spec = await self.workload_for(isvc, number, digest, replica)
+                except (StorageError, ValueError):
+                    break  # replica 0 reports why
+                extras[(number, replica)] = await self.runtime.apply(spec)
+                log.info("scaled out: started replica %s/%s", spec.namespace, spec.name)
+        return extras
+
     async def _drained(
         self,
         namespace: str,
         name: str,
         comp: dict[str, Any],
-        by_number: dict[int, WorkloadStatus],
+        workloads: list[WorkloadStatus],
     ) -> bool:
         """Delete an idle service's servers once its endpoint has been withdrawn a while."""
         key = (namespace, name)
@@ -413,7 +505,7 @@ class InferenceServiceController(Controller):
         if comp.get("desiredReplicas") != 0 or waited < self.drain_seconds:
             self._enqueue_later(max(self.drain_seconds - waited, 0.0) + 0.05, namespace, name)
             return False
-        await self._delete_workloads(list(by_number.values()))
+        await self._delete_workloads(workloads)
         self._draining.pop(key, None)
         log.info(
             "scaled %s/%s to zero after %.0f s without requests",
@@ -512,6 +604,7 @@ class InferenceServiceController(Controller):
         failure: str | None,
         desired: int = 1,
         standby: bool = False,
+        extras: dict[tuple[int, int], WorkloadStatus] | None = None,
     ) -> dict[str, Any]:
         """KServe's InferenceService status, plus the loopback endpoints the gateway reads.
 
@@ -523,6 +616,14 @@ class InferenceServiceController(Controller):
         url = f"{self.gateway_url}/serving/{ns}/{name}"
         latest_w = by_number.get(latest) if latest is not None else None
         rolled_w = by_number.get(rolled) if rolled is not None else None
+        extras = extras or {}
+
+        def ready_replicas(number: int | None, wanted: int) -> list[str]:
+            """Endpoints of the revision's ready replicas below ``wanted`` (0 is always in)."""
+            found = [(0, by_number.get(number))] if number is not None else []
+            found += sorted((r, w) for (n, r), w in extras.items() if n == number and r < wanted)
+            return [w.endpoint for _, w in found if w is not None and w.ready and w.endpoint]
+
         serving = bool(rolled_w and rolled_w.ready and rolled_w.endpoint) and desired > 0
         routable = serving or standby
         split = (
@@ -546,7 +647,7 @@ class InferenceServiceController(Controller):
             predictor["previousRolledoutRevision"] = previous
         # Knative's revision replica counts: 0 actual while scaled to zero.
         predictor["desiredReplicas"] = desired
-        predictor["actualReplicas"] = sum(1 for w in by_number.values() if w.ready)
+        predictor["actualReplicas"] = len(ready_replicas(rolled, sys.maxsize))
         traffic: list[dict[str, Any]] = []
         if routable and rolled is not None:
             stable_pct = 100 - int(pct) if split and pct is not None else 100
@@ -573,9 +674,11 @@ class InferenceServiceController(Controller):
         if serving:
             assert rolled_w is not None
             predictor["endpoint"] = rolled_w.endpoint
+            predictor["endpoints"] = ready_replicas(rolled, desired)
             if split:
                 assert latest_w is not None
                 predictor["latestEndpoint"] = latest_w.endpoint
+                predictor["latestEndpoints"] = ready_replicas(latest, desired)
         pred_ok = routable and failure is None
         pred_msg = failure or (None if routable else "the model server is starting")
         conditions = [

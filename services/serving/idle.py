@@ -1,14 +1,18 @@
-"""When each InferenceService last saw traffic, from the gateway's activity reports.
+"""What the gateway's activity reports say: how long each InferenceService has been idle,
+and how many requests it had in flight at once lately.
 
 ``ActivityMonitor`` subscribes to the reports (``services.serving.activity``) and keeps an
-``IdleClock``; the controller asks the clock how long a service has been idle before it
-scales it to zero, and is woken at once when a report says requests are held for it.
+``IdleClock`` and a ``ConcurrencyWindow``; the controller asks the clock how long a service
+has been idle before it scales it to zero, and the window how many replicas it needs. It is
+told of every report (``on_report``) and reconciles at once when requests are held or the
+replica count should change.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -39,13 +43,45 @@ class IdleClock:
         self._last.pop((namespace, name), None)
 
 
-class ActivityMonitor:
-    """Feeds the gateway's activity reports into an IdleClock; ``wake`` on held requests."""
+class ConcurrencyWindow:
+    """The most requests in flight at once per (namespace, name) within the last ``seconds``."""
 
-    def __init__(self, bus: EventBus, clock: IdleClock, wake: Callable[[str, str], None]) -> None:
+    def __init__(self, seconds: float, now: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._now = now
+        self._samples: dict[Key, deque[tuple[float, int]]] = {}
+
+    def record(self, namespace: str, name: str, concurrency: int) -> None:
+        samples = self._samples.setdefault((namespace, name), deque(maxlen=10_000))
+        samples.append((self._now(), concurrency))
+
+    def observed(self, namespace: str, name: str) -> int:
+        samples = self._samples.get((namespace, name))
+        if not samples:
+            return 0
+        since = self._now() - self.seconds
+        while samples and samples[0][0] < since:
+            samples.popleft()
+        return max((c for _, c in samples), default=0)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._samples.pop((namespace, name), None)
+
+
+class ActivityMonitor:
+    """Feeds the gateway's activity reports into an IdleClock and a ConcurrencyWindow."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        clock: IdleClock,
+        window: ConcurrencyWindow,
+        on_report: Callable[[Activity], None],
+    ) -> None:
         self.bus = bus
         self.clock = clock
-        self.wake = wake
+        self.window = window
+        self.on_report = on_report
         self._sub: Any = None
 
     async def start(self) -> None:
@@ -70,5 +106,6 @@ class ActivityMonitor:
             log.warning("ignoring malformed activity report")
             return
         self.clock.touch(report.namespace, report.name)
-        if report.waiting:
-            self.wake(report.namespace, report.name)
+        concurrency = max(report.concurrency, report.in_flight + report.waiting)
+        self.window.record(report.namespace, report.name, concurrency)
+        self.on_report(report)

@@ -10,3 +10,6 @@ class Settings(ServiceSettings):
     #: gateway before its predictor is stopped (Knative's ``scale-to-zero-grace-period``).
     #: Keep it well above the gateway's ``SHIPYARD_ACTIVITY_REPORT_SECONDS``.
     scale_to_zero_seconds: float = 60.0
+    #: Knative's ``stable-window``: replicas follow the highest concurrency the gateway saw
+    #: within this many seconds (up at once, down when the window has passed).
+    autoscale_window_seconds: float = 60.0

@@ -190,6 +190,32 @@ def test_route_table_weighted_canary_split() -> None:
     assert table.pick("notebook", NS, "n") == "http://127.0.0.1:9999"
 
 
+def test_route_table_spreads_canary_shares_over_replicas() -> None:
+    table = RouteTable()
+    RouteFeeder(table).apply(
+        "inferenceservice",
+        {
+            "metadata": {"namespace": NS, "name": "m"},
+            "spec": {"predictor": {"canaryTrafficPercent": 20}},
+            "status": {
+                "components": {
+                    "predictor": {
+                        "endpoint": "http://a0",
+                        "endpoints": ["http://a0", "http://a1", "http://a2"],
+                        "latestEndpoint": "http://b0",
+                        "latestEndpoints": ["http://b0"],
+                    }
+                }
+            },
+        },
+    )
+    rng = random.Random(7)
+    picks = [table.pick("inferenceservice", NS, "m", rng) for _ in range(3000)]
+    assert 0.15 < picks.count("http://b0") / len(picks) < 0.25
+    for stable in ("http://a0", "http://a1", "http://a2"):
+        assert 0.22 < picks.count(stable) / len(picks) < 0.31
+
+
 def test_route_table_resolves_every_family() -> None:
     cases = {
         f"/api/v1/namespaces/{NS}/persistentvolumeclaims/p": ("notebook", NS),

@@ -1,8 +1,9 @@
-"""Scale to zero and activation: a platform of its own with a short grace period.
+"""Scale to zero, activation and concurrency autoscaling: a platform with short timings.
 
 The platform's processes are real (gateway, serving service, model servers); only the
 timings are short: 2 s of idleness scales a ``minReplicas: 0`` service to zero, the gateway
-reports activity every 0.5 s and holds a request at most 10 s for activation.
+reports activity every 0.5 s and holds a request at most 10 s for activation, and replicas
+follow the concurrency of the last 3 s.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.conftest import fresh_database
 from .conftest import ISVC_PATH, create_claim, isvc, ready, train_sklearn, wait_isvc
 
 GRACE_SECONDS = 2.0
+WINDOW_SECONDS = 3.0
 ACTIVATION_TIMEOUT = 10.0
 SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
 # A python-format model whose import (the load, before the server listens, so before its
@@ -35,6 +37,15 @@ time.sleep(float((pathlib.Path(__file__).parent / "delay").read_text()))
 
 def predict(instances):
     return [sum(row) for row in instances]
+"""
+# Busy for 0.2 s per request (the server answers one at a time), answering with the port of
+# the replica that served it.
+BUSY_MODEL = """import os, time
+
+
+def predict(instances):
+    time.sleep(0.2)
+    return [int(os.environ["PORT"]) for _ in instances]
 """
 
 
@@ -56,6 +67,7 @@ def platform(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 "SHIPYARD_SCALE_TO_ZERO_SECONDS": str(GRACE_SECONDS),
                 "SHIPYARD_ACTIVITY_REPORT_SECONDS": "0.5",
                 "SHIPYARD_ACTIVATION_TIMEOUT_SECONDS": str(ACTIVATION_TIMEOUT),
+                "SHIPYARD_AUTOSCALE_WINDOW_SECONDS": str(WINDOW_SECONDS),
             }
         )
         try:
@@ -66,11 +78,14 @@ def platform(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def models(platform: Any, api: httpx.Client) -> Path:
-    """The claim ``zero-models``: ``iris`` (sklearn) and ``slow`` (python, delayed load)."""
+    """The claim ``zero-models``: ``iris`` (sklearn), ``slow`` (python, delayed load) and
+    ``busy`` (python, 0.2 s a request)."""
     data = create_claim(platform, api, "zero-models")
     train_sklearn(data / "iris")
     (data / "slow").mkdir(parents=True, exist_ok=True)
     (data / "slow" / "model.py").write_text(SLOW_MODEL)
+    (data / "busy").mkdir(parents=True, exist_ok=True)
+    (data / "busy" / "model.py").write_text(BUSY_MODEL)
     return data
 
 
@@ -214,3 +229,57 @@ def test_min_replicas_default_never_scales_to_zero(
     assert pred["desiredReplicas"] == 1 and pred["endpoint"] == endpoint
     assert infer_v2(platform.gateway_url, "warm").status_code == 200
     assert api.delete(f"{ISVC_PATH}/warm").status_code == 200
+
+
+def test_autoscale_concurrency_up_to_max_replicas_and_back(
+    platform: Any, api: httpx.Client, models: Path
+) -> None:
+    """Four clients at once with scaleTarget 1: three replicas (maxReplicas), requests spread
+    over them; when the load stops, back to minReplicas after the window."""
+    model = {"modelFormat": {"name": "python"}, "storageUri": "pvc://zero-models/busy"}
+    predictor = {
+        "model": model,
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "scaleMetric": "concurrency",
+        "scaleTarget": 1,
+    }
+    create(api, "busy", predictor)
+    url = f"{platform.gateway_url}/serving/{NS}/busy/v1/models/busy:predict"
+    ports: list[int] = []
+    most = 0
+    stop_at = time.monotonic() + 40
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as c:
+            while time.monotonic() < stop_at:
+                r = c.post(url, json={"instances": [[1]]})
+                assert r.status_code == 200, r.text
+                ports.append(r.json()["predictions"][0])
+
+    with ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(client) for _ in range(4)]
+        scaled = False
+        while time.monotonic() < stop_at:
+            count = len(servers(platform, "busy"))
+            most = max(most, count)
+            pred = api.get(f"{ISVC_PATH}/busy").json()["status"]["components"]["predictor"]
+            if not scaled and len(pred.get("endpoints") or []) == 3:
+                scaled, ports[:] = True, []  # count the spread from here on
+                stop_at = time.monotonic() + 3
+            time.sleep(0.2)
+        for future in running:
+            future.result()
+    assert scaled, f"never reached 3 ready replicas: {pred}"
+    assert most == 3 and pred["desiredReplicas"] == 3 and pred["actualReplicas"] == 3
+    assert len(set(ports)) == 3, sorted(set(ports))
+
+    deadline = time.monotonic() + WINDOW_SECONDS + 15
+    while time.monotonic() < deadline and len(servers(platform, "busy")) > 1:
+        time.sleep(0.2)
+    assert [w.name for w in servers(platform, "busy")] == ["isvc-busy-1"]
+    pred = wait_isvc(
+        api, "busy", lambda o: o["status"]["components"]["predictor"]["desiredReplicas"] == 1
+    )["status"]["components"]["predictor"]
+    assert pred["actualReplicas"] == 1 and len(pred["endpoints"]) == 1
+    assert api.delete(f"{ISVC_PATH}/busy").status_code == 200
