@@ -320,12 +320,13 @@ class InferenceServiceController(Controller):
             else:
                 by_number[number] = w
         scales_to_zero = int(predictor.get("minReplicas", 1)) == 0
-        idle = scales_to_zero and self.clock.idle_for(namespace, name) >= self.scale_to_zero_seconds
         if not owned and self._scaled_to_zero(isvc, comp):
-            if idle:
+            # Only a report wakes it (not a restart of this service, which heard none yet).
+            if not self.clock.active_within(namespace, name, self.scale_to_zero_seconds):
                 self._polls.pop((namespace, name), None)
                 return
             await self._activate(isvc, comp, by_number, digest)
+        idle = scales_to_zero and self.clock.idle_for(namespace, name) >= self.scale_to_zero_seconds
         await self._restart_stopped(isvc, by_number, digest)
 
         # The latest revision: the workload of the current predictor spec, else a new one.

@@ -39,6 +39,11 @@ class IdleClock:
         # gets the whole grace period from now rather than being stopped at once.
         return self._now() - self._last.setdefault((namespace, name), self._now())
 
+    def active_within(self, namespace: str, name: str, seconds: float) -> bool:
+        """Seen active less than ``seconds`` ago (never-seen keys are not)."""
+        last = self._last.get((namespace, name))
+        return last is not None and self._now() - last < seconds
+
     def forget(self, namespace: str, name: str) -> None:
         self._last.pop((namespace, name), None)
 
