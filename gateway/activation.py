@@ -4,7 +4,8 @@ The first held request starts one activation per InferenceService; every later o
 on the same. An activation reports the held requests to the serving service at once (and
 with every periodic report after), which starts the predictor, and ends when the route
 table has an endpoint again, i.e. after the predictor's readiness probe passed and the
-controller published its status. Each request waits at most the activation timeout.
+controller published its status, or as soon as the status says the predictor failed to
+start (503 with its reason). Each request waits at most the activation timeout.
 
 Only the slow path (no live endpoint) comes here; live requests never do.
 """
@@ -74,6 +75,13 @@ class Activator:
                 return url
             if not self.table.activatable(KIND, *key):
                 return None
+            failure = self.table.failure(KIND, *key)
+            if failure is not None:
+                raise DataPlaneError(
+                    503,
+                    f"InferenceService {key[0]}/{key[1]} was scaled to zero and failed to start "
+                    f"again: {failure}",
+                )
             await asyncio.sleep(self.poll_seconds)
         return None
 

@@ -93,23 +93,30 @@ class RouteTable:
 
     Weights implement canary splits (e.g. 90/10 between the default and canary predictor).
     Objects that can be started on demand (``minReplicas: 0``) are *activatable*: with no
-    live target, a request for them is held rather than refused (gateway.activation).
+    live target, a request for them is held rather than refused (gateway.activation), unless
+    the object reports why it cannot start (``failure``).
     """
 
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str, str], list[Target]] = {}
-        self._activatable: set[tuple[str, str, str]] = set()
+        self._activatable: dict[tuple[str, str, str], str | None] = {}
         self._lock = threading.Lock()
 
-    def set_activatable(self, kind: str, ns: str, name: str, activatable: bool) -> None:
+    def set_activatable(
+        self, kind: str, ns: str, name: str, activatable: bool, failure: str | None = None
+    ) -> None:
         with self._lock:
             if activatable:
-                self._activatable.add((kind, ns, name))
+                self._activatable[(kind, ns, name)] = failure
             else:
-                self._activatable.discard((kind, ns, name))
+                self._activatable.pop((kind, ns, name), None)
 
     def activatable(self, kind: str, ns: str, name: str) -> bool:
         return (kind, ns, name) in self._activatable
+
+    def failure(self, kind: str, ns: str, name: str) -> str | None:
+        """Why an activatable object cannot start, as its status says (None: it can)."""
+        return self._activatable.get((kind, ns, name))
 
     def upsert(self, kind: str, ns: str, name: str, targets: list[Target]) -> None:
         clean = [(url.rstrip("/"), int(w)) for url, w in targets if url and int(w) > 0]
@@ -122,7 +129,7 @@ class RouteTable:
     def remove(self, kind: str, ns: str, name: str) -> None:
         with self._lock:
             self._routes.pop((kind, ns, name), None)
-            self._activatable.discard((kind, ns, name))
+            self._activatable.pop((kind, ns, name), None)
 
     def targets(self, kind: str, ns: str, name: str) -> list[Target]:
         return list(self._routes.get((kind, ns, name), ()))
@@ -182,6 +189,14 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
     return [(url, 100)] if url else []
 
 
+def _revision_failure(obj: dict[str, Any]) -> str | None:
+    """The message of a ``PredictorReady`` condition that failed for good (RevisionFailed)."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PredictorReady" and cond.get("reason") == "RevisionFailed":
+            return str(cond.get("message") or "the model server failed")
+    return None
+
+
 class RouteFeeder:
     """Applies resource objects (from events or list endpoints) to a RouteTable."""
 
@@ -201,7 +216,9 @@ class RouteFeeder:
         self.table.upsert(kind, ns, name, targets_from_object(kind, obj))
         if kind == "inferenceservice":
             predictor = (obj.get("spec") or {}).get("predictor") or {}
-            self.table.set_activatable(kind, ns, name, predictor.get("minReplicas") == 0)
+            self.table.set_activatable(
+                kind, ns, name, predictor.get("minReplicas") == 0, _revision_failure(obj)
+            )
 
     def apply_event(self, subject: str, obj: dict[str, Any]) -> None:
         """Apply one event; subject ``shipyard.<service>.<kind>.<event>``."""

@@ -87,3 +87,19 @@ async def test_proxy_activation_timeout_503_inference_error(client, gateway, oid
         gw.route_table.remove(KIND, NS, "never")
     assert r.status_code == 503
     assert r.json().keys() == {"error"} and "did not become ready within 0.3 s" in r.json()["error"]
+
+
+async def test_proxy_activation_failed_revision_503_at_once(client, gateway, oidc) -> None:
+    gw = gateway.gw
+    obj = scaled_to_zero("broken")
+    obj["status"]["conditions"] = [  # type: ignore[index]
+        {"type": "PredictorReady", "status": "False", "reason": "RevisionFailed", "message": "bad"}
+    ]
+    RouteFeeder(gw.route_table).apply(KIND, obj)
+    try:
+        token = await oidc.id_token("user@example.com")
+        r = await client.get(f"/serving/{NS}/broken/v2/health/ready", headers=bearer(token))
+    finally:
+        gw.route_table.remove(KIND, NS, "broken")
+    assert r.status_code == 503
+    assert r.json()["error"].endswith("failed to start again: bad")

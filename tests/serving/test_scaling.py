@@ -217,6 +217,28 @@ def test_activation_timeout_503_v2_error_and_unknown_unchanged(
     assert api.delete(f"{ISVC_PATH}/stuck").status_code == 200
 
 
+def test_activation_of_broken_model_503_with_its_error(
+    platform: Any, api: httpx.Client, models: Path
+) -> None:
+    """A model that no longer loads: the held request gets its load error, not a timeout."""
+    (models / "broken").mkdir(parents=True, exist_ok=True)
+    (models / "broken" / "model.py").write_text(SLOW_MODEL)
+    (models / "broken" / "delay").write_text("0")
+    predictor = slow_predictor()
+    predictor["model"]["storageUri"] = "pvc://zero-models/broken"
+    create(api, "broken", predictor)
+    wait_scaled_to_zero(api, platform, "broken")
+    (models / "broken" / "model.py").write_text("raise RuntimeError('weights are corrupt')\n")
+
+    started = time.monotonic()
+    r = infer_v2(platform.gateway_url, "broken")
+    assert r.status_code == 503, r.text
+    assert "failed to start again" in r.json()["error"], r.text
+    assert "weights are corrupt" in r.json()["error"], r.text
+    assert time.monotonic() - started < ACTIVATION_TIMEOUT
+    assert api.delete(f"{ISVC_PATH}/broken").status_code == 200
+
+
 def test_min_replicas_default_never_scales_to_zero(
     platform: Any, api: httpx.Client, models: Path
 ) -> None:
