@@ -125,8 +125,11 @@ class InferenceServiceController(Controller):
 
     kinds = (INFERENCE_SERVICE,)
     resync_seconds = 5.0  # also notices servers that died (readiness is not an event)
-    #: Bounds of the re-check while a revision starts (seconds).
-    poll_min, poll_max = 0.2, 2.0
+    #: Re-check while a revision starts (seconds): a status read is a small file read, and
+    #: every tenth of a second here is a tenth of a second of cold start (scale from zero).
+    poll_min, poll_max = 0.1, 0.25
+    #: Re-check of a revision that failed (it may recover, e.g. its claim appears).
+    poll_failed = 2.0
     #: Between withdrawing an idle service's endpoint and deleting its server, so that the
     #: gateway has the route change before the server goes (requests already picked finish).
     drain_seconds = 1.0
@@ -527,7 +530,7 @@ class InferenceServiceController(Controller):
             self._polls.pop(key, None)
             return
         delay = (
-            self.poll_max
+            self.poll_failed
             if failed
             else min(self.poll_max, self._polls.get(key, self.poll_min / 1.5) * 1.5)
         )

@@ -279,8 +279,9 @@ class Supervisor:
                         failures = 0
                     if self.state["ready"]:
                         probe_gap = float(probe.get("period", 10))
-                    else:  # not ready yet: probe fast, backing off gently up to 0.5 s
-                        probe_gap = min(probe_gap * 1.5, 0.5)
+                    else:  # not ready yet: probe fast (a refused loopback connect is cheap),
+                        # backing off to 0.1 s: every probe gap is added to a server's start
+                        probe_gap = min(probe_gap * 1.5, 0.1)
                     next_probe = time.monotonic() + probe_gap
                 waits = [t for t in (self.deadline_at, next_probe) if t is not None]
                 timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
