@@ -50,6 +50,7 @@ def jupyter_argv(namespace: str, name: str, root_dir: str) -> list[str]:
         "--ServerApp.port_retries=0",
         f"--ServerApp.base_url={prefix(namespace, name)}/",
         f"--ServerApp.root_dir={root_dir}",
+        "--ServerApp.default_url=/lab",  # JupyterLab, as Kubeflow's notebook images open
         "--ServerApp.open_browser=False",
         "--ServerApp.allow_root=True",
         "--ServerApp.allow_origin=*",

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
+from tests.browser import launch, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 NS = "kubeflow-user-example-com"
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="/usr/bin/chromium absent: apt-get install -y chromium"
-)
+@needs_chromium
 async def test_login_in_headless_chromium(gateway, upstream) -> None:
     from playwright.async_api import async_playwright
 
     gateway.gw.route_table.upsert("notebook", NS, "nb", [(upstream.url, 1)])
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = await launch(pw)
         try:
             page = await browser.new_page()
             await page.goto(f"{gateway.url}/notebook/{NS}/nb/lab", timeout=15000)

@@ -3,24 +3,13 @@ real platform (single-user mode, every service a real process)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests.browser import launch, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
 WORKFLOWS = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
 EXPERIMENTS = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments"
@@ -167,9 +156,7 @@ async def test_read_dashboard_redirects_to_login_without_session(client: httpx.A
     assert asset.status_code == 200
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="/usr/bin/chromium absent: apt-get install -y chromium"
-)
+@needs_chromium
 async def test_browse_dashboard_in_headless_chromium(platform: Any) -> None:
     from playwright.async_api import async_playwright, expect
 
@@ -180,7 +167,7 @@ async def test_browse_dashboard_in_headless_chromium(platform: Any) -> None:
         assert (await api.post(EXPERIMENTS, json=EXPERIMENT)).status_code == 201
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = await launch(pw)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 800})
             errors: list[str] = []

@@ -22,6 +22,7 @@ import websockets
 
 from services.common.runtime import LocalRuntime, WorkloadNotFound
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests.browser import CHROMIUM, launch
 
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
@@ -128,6 +129,25 @@ def restart_notebook_service(platform: Any) -> None:
 
 
 @pytest.mark.timeout(120)
+async def lab_starts_in_chromium(url: str) -> None:
+    if not CHROMIUM.exists():
+        return  # the HTML checks above still ran; the browser part needs Debian's chromium
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await launch(pw)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(url, timeout=30000)
+            await page.wait_for_selector("#jp-main-dock-panel", timeout=60000)
+            await page.wait_for_selector(".jp-Launcher", timeout=60000)
+            assert not errors, errors
+        finally:
+            await browser.close()
+
+
 async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
     runtime = LocalRuntime(platform.state_dir)
     gw = platform.gateway_url
@@ -167,6 +187,14 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
         assert "notebooks.kubeflow.org/last-activity" in nb["metadata"]["annotations"]
         server = await eventually(answering, what="Jupyter's /api/status through the gateway")
         assert "started" in server and "kernels" in server
+
+        # JupyterLab, as Kubeflow's notebook images: the root redirects to /lab, and the app
+        # starts in a real browser (its shell renders after its JavaScript and REST calls,
+        # all through the gateway).
+        root = await http.get(f"{route}/", follow_redirects=True)
+        assert root.status_code == 200 and root.url.path == f"/notebook/{NS}/{name}/lab"
+        assert "<title>JupyterLab</title>" in root.text
+        await lab_starts_in_chromium(f"{route}/lab")
         workload = await runtime.status(NS, f"nb-{name}")
         assert workload.image == "kubeflownotebookswg/jupyter-scipy:v1.8.0"
         assert workload.labels["notebook-name"] == name
