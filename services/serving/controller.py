@@ -158,6 +158,15 @@ class InferenceServiceController(Controller):
         #: Replicas no longer wanted, by workload name: since when.
         self._surplus: dict[str, float] = {}
 
+    async def start(self) -> None:
+        # Take over the runtime's workloads before the first reconcile: a crash between
+        # writing a server's spec and launching it left one that only adoption starts (the
+        # reconcile lists it and waits for it to become ready, so nothing else would).
+        adopt = getattr(self.runtime, "adopt", None)
+        if adopt is not None:
+            await adopt()
+        await super().start()
+
     def on_report(self, report: Activity) -> None:
         """An activity report (already counted by the monitor): reconcile now when requests
         are held, or when the replica count it implies differs from the last decision."""

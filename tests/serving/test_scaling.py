@@ -9,6 +9,8 @@ follow the concurrency of the last 3 s.
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -305,3 +307,161 @@ def test_autoscale_concurrency_up_to_max_replicas_and_back(
     )["status"]["components"]["predictor"]
     assert pred["actualReplicas"] == 1 and len(pred["endpoints"]) == 1
     assert api.delete(f"{ISVC_PATH}/busy").status_code == 200
+
+
+# ------------------------------------------------------------------ serving service crashes
+def kill_serving(platform: Any) -> Any:
+    """SIGKILL the serving service's process group (a crash: no orderly stop, so its model
+    servers, which run under their own supervisors, are left running); the child."""
+    child = next(c for c in platform.children if c.name == "serving")
+    child.signal_group(signal.SIGKILL)
+    child.proc.wait(timeout=10)
+    return child
+
+
+def start_serving(child: Any) -> None:
+    """Start the serving service again (same settings) and wait until it answers."""
+    child.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(child.health_url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the serving service did not come back")
+
+
+def python_model(models: Path, name: str, **extra: Any) -> dict[str, Any]:
+    """A predictor for a copy of the slow python model of its own (``delay`` 0 for now)."""
+    (models / name).mkdir(parents=True, exist_ok=True)
+    (models / name / "model.py").write_text(SLOW_MODEL)
+    (models / name / "delay").write_text("0")
+    predictor = slow_predictor()
+    predictor["model"]["storageUri"] = f"pvc://zero-models/{name}"
+    return {**predictor, **extra}
+
+
+def server_process(platform: Any, name: str) -> tuple[int, float]:
+    """(pid, start time) of a model server workload's process, from its supervisor's state."""
+    state_file = LocalRuntime(platform.state_dir).workloads_root / NS / name / "state.json"
+    state = json.loads(state_file.read_text())
+    return int(state["pid"]), float(state["startTime"])
+
+
+def test_serving_restart_keeps_scaled_to_zero_then_activates(
+    platform: Any, api: httpx.Client, models: Path
+) -> None:
+    """Scaled to zero, the serving service crashes and restarts: the restart alone starts
+    nothing (still Ready, no replicas), and the next request activates it as before."""
+    create(api, "zr", python_model(models, "zr"))
+    assert infer_v2(platform.gateway_url, "zr").status_code == 200
+    before = wait_scaled_to_zero(api, platform, "zr")["status"]
+
+    start_serving(kill_serving(platform))
+    # The new process's first reconcile (at its start) and a grace period more.
+    deadline = time.monotonic() + GRACE_SECONDS + 0.5
+    while time.monotonic() < deadline:
+        assert servers(platform, "zr") == [], "the restart alone started a model server"
+        time.sleep(0.2)
+    obj = api.get(f"{ISVC_PATH}/zr").json()
+    assert ready(obj), obj["status"]
+    pred = obj["status"]["components"]["predictor"]
+    assert pred["desiredReplicas"] == 0 and pred["actualReplicas"] == 0, pred
+    assert "endpoint" not in pred
+    assert pred["traffic"] == before["components"]["predictor"]["traffic"]
+
+    started = time.monotonic()
+    r = infer_v2(platform.gateway_url, "zr")
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [sum(SAMPLES[0]), sum(SAMPLES[1])]
+    assert time.monotonic() - started < ACTIVATION_TIMEOUT
+    assert [w.name for w in servers(platform, "zr")] == ["isvc-zr-1"]
+    assert api.delete(f"{ISVC_PATH}/zr").status_code == 200
+
+
+@pytest.mark.parametrize("when", ["while-down", "before-launch", "while-starting"])
+def test_serving_crash_during_activation_held_request_succeeds(
+    platform: Any, api: httpx.Client, models: Path, when: str
+) -> None:
+    """A request held for activation survives a crash of the serving service.
+
+    ``while-down``: the request is sent while the serving service is dead (nobody hears its
+    report) and it is restarted after. ``before-launch``: the service died after writing the
+    model server's workload spec and before launching its supervisor (the spec on disk,
+    nothing running). ``while-starting``: the serving service is killed right after it
+    started the model server for the held request, before that server is ready. Each time
+    the held request is answered within the activation timeout, by exactly one model server
+    (in the last case the one started before the crash, adopted).
+    """
+    name = f"held-{when}"
+    create(api, name, python_model(models, name))
+    workload_dir = LocalRuntime(platform.state_dir).workloads_root / NS / f"isvc-{name}-1"
+    spec = (workload_dir / "spec.json").read_text()  # activation writes the same again
+    wait_scaled_to_zero(api, platform, name)
+    # Loading takes a while now, so the server cannot be ready when the crash happens.
+    (models / name / "delay").write_text("1")
+
+    with ThreadPoolExecutor(1) as pool:
+        if when in ("while-down", "before-launch"):
+            child = kill_serving(platform)
+            if when == "before-launch":
+                workload_dir.mkdir(parents=True)
+                (workload_dir / "spec.json").write_text(spec)
+            started = time.monotonic()
+            held = pool.submit(infer_v2, platform.gateway_url, name)
+            time.sleep(0.5)  # held (and reported to nobody) while the service is down
+            assert not held.done()
+            left = [w.ready for w in servers(platform, name)]
+            assert left == ([] if when == "while-down" else [False]), left
+        else:
+            started = time.monotonic()
+            held = pool.submit(infer_v2, platform.gateway_url, name)
+            deadline = time.monotonic() + 5  # until the model server's process runs
+            while time.monotonic() < deadline:
+                if any(w.start_time for w in servers(platform, name)):
+                    break
+                time.sleep(0.01)
+            child = kill_serving(platform)
+            [starting] = servers(platform, name)
+            assert not starting.ready and not held.done()
+        start_serving(child)
+        r = held.result(timeout=ACTIVATION_TIMEOUT + 5)
+    waited = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [sum(SAMPLES[0]), sum(SAMPLES[1])]
+    assert waited < ACTIVATION_TIMEOUT
+    [server] = servers(platform, name)
+    assert server.name == f"isvc-{name}-1" and server.ready and server.restart_count == 0
+    if when == "while-starting":
+        assert server.start_time == starting.start_time  # adopted, not started again
+    obj = wait_isvc(api, name, lambda o: "endpoint" in o["status"]["components"]["predictor"])
+    assert ready(obj) and obj["status"]["components"]["predictor"]["actualReplicas"] == 1
+    assert api.delete(f"{ISVC_PATH}/{name}").status_code == 200
+
+
+def test_serving_restart_adopts_running_server(
+    platform: Any, api: httpx.Client, models: Path
+) -> None:
+    """``minReplicas: 1``: a crash of the serving service leaves the model server running,
+    and the restarted service adopts it (same process, same endpoint) instead of replacing it."""
+    obj = create(api, "adopt", python_model(models, "adopt", minReplicas=1))
+    endpoint = obj["status"]["components"]["predictor"]["endpoint"]
+    process = server_process(platform, "isvc-adopt-1")
+
+    child = kill_serving(platform)
+    assert infer_v2(platform.gateway_url, "adopt").status_code == 200  # served while it is down
+    start_serving(child)
+    assert infer_v2(platform.gateway_url, "adopt").status_code == 200
+    time.sleep(GRACE_SECONDS + 0.5)  # the new process's first reconcile, and a grace period
+    [server] = servers(platform, "adopt")
+    assert server.ready and server.endpoint == endpoint and server.restart_count == 0
+    assert server_process(platform, "isvc-adopt-1") == process
+    obj = api.get(f"{ISVC_PATH}/adopt").json()
+    assert ready(obj), obj["status"]
+    pred = obj["status"]["components"]["predictor"]
+    assert pred["endpoint"] == endpoint and pred["endpoints"] == [endpoint]
+    assert pred["desiredReplicas"] == 1 and pred["actualReplicas"] == 1
+    assert infer_v2(platform.gateway_url, "adopt").status_code == 200
+    assert api.delete(f"{ISVC_PATH}/adopt").status_code == 200
