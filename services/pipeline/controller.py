@@ -35,13 +35,12 @@ from services.pipeline import events
 from services.pipeline.artifacts import ArtifactStore
 from services.pipeline.cache import StepCache
 from services.pipeline.engine import Engine, PassResult, TemplateBook
-from services.pipeline.models import FINALIZER, WORKFLOW, WORKFLOW_TEMPLATE
+from services.pipeline.models import FINALIZER, RETRY_ANNOTATION, WORKFLOW, WORKFLOW_TEMPLATE
 from services.pipeline.nodes import FAILED, now_iso
 from services.pipeline.runner import SERVICE_LABEL, RuntimeRunner
 
 log = logging.getLogger(__name__)
 
-RETRY_ANNOTATION = "pipeline.shipyard.io/retry-generation"
 FINISHED_PHASES = ("Succeeded", "Failed", "Error")
 COALESCE_SECONDS = 0.25
 

@@ -20,12 +20,11 @@ from services.common.errors import ApiError, Cause
 from services.common.resources.api import read_body
 from services.common.settings import SINGLE_USER_NAMESPACE
 from services.pipeline.argo_api import _GRPC_CODES
-from services.pipeline.controller import RETRY_ANNOTATION
 from services.pipeline.cron import parse_schedule
 from services.pipeline.kfp_ir import is_ir, split_package
 from services.pipeline.kfp_runs import FINAL_STATES, RunService, run_state
 from services.pipeline.kfp_store import KfpStore, new_id, paginate, parse_filter, rfc3339
-from services.pipeline.models import WORKFLOW
+from services.pipeline.models import RETRY_ANNOTATION, WORKFLOW
 
 PREFIX = "/apis/v2beta1"
 router = APIRouter(prefix=PREFIX)

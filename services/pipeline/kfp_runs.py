@@ -16,7 +16,7 @@ from services.common.resources import ResourceStore
 from services.pipeline.events import KFP_RUN_LABEL
 from services.pipeline.kfp_ir import compile_ir, encode, is_ir, split_package
 from services.pipeline.kfp_store import KfpStore, new_id, rfc3339
-from services.pipeline.models import WORKFLOW
+from services.pipeline.models import RETRY_ANNOTATION, WORKFLOW
 
 EXPERIMENT_LABEL = "pipeline.shipyard.io/kfp-experiment-id"
 RECURRING_LABEL = "pipeline.shipyard.io/kfp-recurring-run-id"
@@ -50,6 +50,9 @@ def run_state(wf: dict[str, Any] | None, stored: str) -> str:
     status = wf.get("status") or {}
     phase = status.get("phase")
     stopping = bool((wf.get("spec") or {}).get("shutdown"))
+    retry = ((wf.get("metadata") or {}).get("annotations") or {}).get(RETRY_ANNOTATION)
+    if int(retry or 0) > int(status.get("retryGeneration") or 0):
+        return "RUNNING"  # retried; the controller has not reset the failed nodes yet
     if phase in (None, "", "Pending"):
         return "PENDING"
     if phase == "Running":

@@ -11,6 +11,8 @@ from services.pipeline.validation import (
 SERVICE = "pipeline"
 _GROUP, _VERSION = "argoproj.io", "v1alpha1"
 FINALIZER = "pipeline.shipyard.io/cleanup"
+# Bumped by a retry request (Argo or KFP API); the controller then resets the failed nodes.
+RETRY_ANNOTATION = "pipeline.shipyard.io/retry-generation"
 
 WORKFLOW = ResourceKind(
     _GROUP,

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from services.common.runtime import LocalRuntime
+from services.common.runtime import LocalRuntime, WorkloadNotFound
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 
 from .conftest import ISVC_PATH, REVISION_MODEL, isvc, predict, ready, train_sklearn, wait_isvc
@@ -373,7 +373,10 @@ def test_reconcile_inferenceservice_restarts_stopped_server(
     assert [w.name for w in stopped] == ["isvc-iris-1"]
 
     def serving_again(o: dict[str, Any]) -> bool:
-        server = asyncio.run(runtime.status(NS, "isvc-iris-1"))
+        try:
+            server = asyncio.run(runtime.status(NS, "isvc-iris-1"))
+        except WorkloadNotFound:
+            return False  # between the stopped server's removal and its new start
         return (
             ready(o)
             and server.ready
