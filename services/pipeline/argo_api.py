@@ -24,7 +24,8 @@ from services.common.resources import ResourceKind
 from services.common.resources.api import read_body
 from services.pipeline.api import log_lines, pod_nodes
 from services.pipeline.engine import RESUME_ANNOTATION
-from services.pipeline.models import CRON_WORKFLOW, RETRY_ANNOTATION, WORKFLOW, WORKFLOW_TEMPLATE
+from services.pipeline.models import CRON_WORKFLOW, WORKFLOW, WORKFLOW_TEMPLATE
+from services.pipeline.retry import request_retry
 
 router = APIRouter()
 PREFIX = "/api/v1"
@@ -211,12 +212,7 @@ async def workflow_action(request: Request, namespace: str, name: str, action: s
     if action == "retry":
         if phase not in ("Failed", "Error"):
             raise ApiError(409, f"workflow must be Failed or Error to retry (it is {phase})")
-        return await _patch(
-            request,
-            namespace,
-            name,
-            {"spec": {"shutdown": None}, "metadata": {"annotations": _bump(wf, RETRY_ANNOTATION)}},
-        )
+        return await request_retry(store, wf)
     if action == "resubmit":
         spec = copy.deepcopy(wf["spec"])
         spec.pop("shutdown", None)

@@ -24,7 +24,8 @@ from services.pipeline.cron import parse_schedule
 from services.pipeline.kfp_ir import is_ir, split_package
 from services.pipeline.kfp_runs import FINAL_STATES, RunService, run_state
 from services.pipeline.kfp_store import KfpStore, new_id, paginate, parse_filter, rfc3339
-from services.pipeline.models import RETRY_ANNOTATION, WORKFLOW
+from services.pipeline.models import WORKFLOW
+from services.pipeline.retry import request_retry
 
 PREFIX = "/apis/v2beta1"
 router = APIRouter(prefix=PREFIX)
@@ -560,16 +561,7 @@ async def retry_run(request: Request, run_id: str, identity: IdentityDep) -> dic
     wf = await _runs(request).workflow(row)
     if wf is None or run_state(wf, row["state"]) not in ("FAILED", "CANCELED"):
         raise ApiError(412, f"run {run_id} is not failed; only failed runs can be retried")
-    generation = int((wf["metadata"].get("annotations") or {}).get(RETRY_ANNOTATION) or 0) + 1
-    await context(request).store.patch(
-        WORKFLOW,
-        row["namespace"],
-        row["workflow"],
-        {
-            "spec": {"shutdown": None},
-            "metadata": {"annotations": {RETRY_ANNOTATION: str(generation)}},
-        },
-    )
+    await request_retry(context(request).store, wf)
     await _kfp(request).update("kfp_runs", run_id, state="RUNNING", finished_at=None)
     return {}
 

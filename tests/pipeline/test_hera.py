@@ -124,7 +124,10 @@ async def test_hera_suspend_resume_stop_retry(gateway: Gateway) -> None:
     await asyncio.to_thread(service.terminate_workflow, name, WorkflowTerminateRequest(), namespace)
     done = await gateway.wait(namespace, name, timeout=20)
     assert done["status"]["phase"] == "Failed"
-    await asyncio.to_thread(service.retry_workflow, name, WorkflowRetryRequest(), namespace)
+    retried = await asyncio.to_thread(
+        service.retry_workflow, name, WorkflowRetryRequest(), namespace
+    )
+    assert retried.status is not None and retried.status.phase == "Running"  # at once, as Argo
     running = await gateway.wait(namespace, name, timeout=10, phases=("Running",))
     assert running["status"]["phase"] == "Running"
     await asyncio.to_thread(service.stop_workflow, name, WorkflowStopRequest(), namespace)

@@ -264,6 +264,8 @@ async def test_kfp_terminate_and_retry_runs(kfp_client: kfp.Client, tmp_path: Pa
         marker.unlink(missing_ok=True)
     for run_id in (waiting.run_id, failing.run_id):
         await call(client._run_api.run_service_retry_run, run_id)  # kfp.Client has no retry
+        # At once, not after the controller's next pass: a waiter must not see the old FAILED.
+        assert (await call(client.get_run, run_id)).state == "RUNNING"
     for run_id in (waiting.run_id, failing.run_id):
         done = await call(client.wait_for_run_completion, run_id, 60, 0.2)
         assert done.state == "SUCCEEDED", done
