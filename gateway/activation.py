@@ -27,6 +27,10 @@ class Activator:
 
     #: How often a waiting activation looks at the route table (seconds).
     poll_seconds = 0.02
+    #: How long a request for a live-but-unrouted object waits for its route (seconds): the
+    #: route table hears of a new endpoint by event, so it can trail the object's Ready status
+    #: that a client has just read.
+    route_grace_seconds = 2.0
 
     def __init__(self, table: RouteTable, reporter: ActivityReporter, timeout: float) -> None:
         self.table = table
@@ -36,9 +40,10 @@ class Activator:
 
     async def endpoint(self, namespace: str, name: str) -> str | None:
         """The URL to forward to once live; None when the service cannot be activated
-        (unknown, or not ``minReplicas: 0``). Raises DataPlaneError 503 on timeout."""
+        (unknown, or not ``minReplicas: 0``) and has no route within the route grace.
+        Raises DataPlaneError 503 on timeout."""
         if not self.table.activatable(KIND, namespace, name):
-            return None
+            return await self.settle(KIND, namespace, name)
         key = (namespace, name)
         self.reporter.waiting[key] += 1
         try:
@@ -64,6 +69,19 @@ class Activator:
                 503, f"InferenceService {namespace}/{name} was deleted or changed while waiting"
             )
         return url
+
+    async def settle(self, kind: str, namespace: str, name: str) -> str | None:
+        """The route of an object that is not scaled to zero, once the table has it (None
+        after ``route_grace_seconds``: it has no live endpoint)."""
+        deadline = asyncio.get_running_loop().time() + self.route_grace_seconds
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(self.poll_seconds)
+            url = self.table.pick(kind, namespace, name)
+            if url is not None:
+                return url
+            if kind == KIND and self.table.activatable(kind, namespace, name):
+                return await self.endpoint(namespace, name)  # scaled to zero meanwhile
+        return None
 
     async def _activate(self, key: Key) -> str | None:
         """Until the route is live (URL), or nobody waits and it cannot be (None)."""

@@ -304,6 +304,10 @@ class ProxyFastPath:
                 served = (match.namespace, match.name)
                 if base is None:  # scaled to zero? held until it serves again
                     base = await gw.activator.endpoint(match.namespace, match.name)
+            elif base is None:  # a new server's route can trail its Ready status briefly
+                base = await gw.activator.settle(
+                    match.route.dynamic_kind, match.namespace, match.name
+                )
             if base is None:
                 raise GatewayError(
                     503,

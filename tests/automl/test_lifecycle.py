@@ -16,7 +16,14 @@ async def test_complete_goal_reached(automl: AutoML) -> None:
     await automl.create(
         "experiments",
         python_experiment(
-            name, PRINT_X, parameters=PARAM, goal=0.99, maxTrialCount=6, parallelTrialCount=1
+            # loss = x in [0, 1], so every trial meets the goal (minimize: loss <= goal); 0.99
+            # left a 1% chance that the first trial missed it and a second one ran.
+            name,
+            PRINT_X,
+            parameters=PARAM,
+            goal=1.0,
+            maxTrialCount=6,
+            parallelTrialCount=1,
         ),
     )
     exp = await automl.wait_finished(name)

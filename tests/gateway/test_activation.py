@@ -103,3 +103,22 @@ async def test_proxy_activation_failed_revision_503_at_once(client, gateway, oid
         gw.route_table.remove(KIND, NS, "broken")
     assert r.status_code == 503
     assert r.json()["error"].endswith("failed to start again: bad")
+
+
+async def test_a_route_that_trails_ready_status_is_waited_for_briefly() -> None:
+    """A client that read Ready may ask before the route table has the endpoint (it hears of
+    it by event): the request waits for the route, up to the grace, instead of a 503."""
+    from gateway.activation import Activator
+    from gateway.activity import ActivityReporter
+
+    table = RouteTable()
+    activator = Activator(table, ActivityReporter(None, 60), timeout=5)  # type: ignore[arg-type]
+    activator.route_grace_seconds = 1.0
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, table.upsert, "notebook", NS, "nb", [("http://127.0.0.1:1", 100)])
+    loop.call_later(0.2, table.upsert, KIND, NS, "m", [("http://127.0.0.1:2", 100)])
+    assert await activator.settle("notebook", NS, "nb") == "http://127.0.0.1:1"
+    assert await activator.endpoint(NS, "m") == "http://127.0.0.1:2"
+    started = loop.time()
+    assert await activator.settle("notebook", NS, "unknown") is None
+    assert 0.9 < loop.time() - started < 2.0
