@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 PG_ADMIN_DSN = os.environ.get(
@@ -228,3 +230,27 @@ def platform(pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactor
         auth_mode="single-user",
     ) as running:
         yield running
+
+
+def crash_service(platform: Any, name: str) -> Any:
+    """SIGKILL one service of a running platform, process group and all: a crash, no orderly
+    stop, so the workloads it started (under their own supervisors) keep running. The child,
+    for ``start_service_again``."""
+    child = next(c for c in platform.children if c.name == name)
+    child.signal_group(signal.SIGKILL)
+    child.proc.wait(timeout=10)
+    return child
+
+
+def start_service_again(child: Any) -> None:
+    """Start a crashed service again (same settings) and wait until it answers."""
+    child.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(child.health_url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the {child.name} service did not come back")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ import websockets
 from services.common.runtime import LocalRuntime, WorkloadNotFound
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from tests.browser import CHROMIUM, launch
+from tests.conftest import crash_service, start_service_again
 
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
@@ -109,23 +109,6 @@ async def run_code(ws_url: str, code: str) -> str:
                     raise AssertionError(f"kernel error: {msg['content']}")
                 elif kind == "status" and msg["content"]["execution_state"] == "idle":
                     return "".join(out)
-
-
-def restart_notebook_service(platform: Any) -> None:
-    """SIGKILL the notebook service (a crash, no orderly stop) and start it again."""
-    child = next(c for c in platform.children if c.name == "notebook")
-    child.signal_group(signal.SIGKILL)
-    child.proc.wait(timeout=10)
-    child.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(child.health_url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the notebook service did not come back")
 
 
 @pytest.mark.timeout(120)
@@ -220,7 +203,7 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
         assert env.split() == [f"/notebook/{NS}/{name}", "/home/jovyan", "one"]
 
         # A crash of the notebook service: the running server is adopted, not started again.
-        await asyncio.to_thread(restart_notebook_service, platform)
+        await asyncio.to_thread(start_service_again, crash_service(platform, "notebook"))
         await asyncio.sleep(1.0)  # the new controller's first pass
         again = await eventually(ready, what="readyReplicas 1 after the service restart")
         assert again["status"]["endpoint"] == nb["status"]["endpoint"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ import pytest
 
 from services.common.runtime import LocalRuntime, WorkloadStatus
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
-from tests.conftest import fresh_database
+from tests.conftest import crash_service, fresh_database, start_service_again
 
 from .conftest import ISVC_PATH, create_claim, isvc, ready, train_sklearn, wait_isvc
 
@@ -311,29 +310,6 @@ def test_autoscale_concurrency_up_to_max_replicas_and_back(
 
 
 # ------------------------------------------------------------------ serving service crashes
-def kill_serving(platform: Any) -> Any:
-    """SIGKILL the serving service's process group (a crash: no orderly stop, so its model
-    servers, which run under their own supervisors, are left running); the child."""
-    child = next(c for c in platform.children if c.name == "serving")
-    child.signal_group(signal.SIGKILL)
-    child.proc.wait(timeout=10)
-    return child
-
-
-def start_serving(child: Any) -> None:
-    """Start the serving service again (same settings) and wait until it answers."""
-    child.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(child.health_url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the serving service did not come back")
-
-
 def python_model(models: Path, name: str, **extra: Any) -> dict[str, Any]:
     """A predictor for a copy of the slow python model of its own (``delay`` 0 for now)."""
     (models / name).mkdir(parents=True, exist_ok=True)
@@ -360,7 +336,7 @@ def test_serving_restart_keeps_scaled_to_zero_then_activates(
     assert infer_v2(platform.gateway_url, "zr").status_code == 200
     before = wait_scaled_to_zero(api, platform, "zr")["status"]
 
-    start_serving(kill_serving(platform))
+    start_service_again(crash_service(platform, "serving"))
     # The new process's first reconcile (at its start) and a grace period more.
     deadline = time.monotonic() + GRACE_SECONDS + 0.5
     while time.monotonic() < deadline:
@@ -406,7 +382,7 @@ def test_serving_crash_during_activation_held_request_succeeds(
 
     with ThreadPoolExecutor(1) as pool:
         if when in ("while-down", "before-launch"):
-            child = kill_serving(platform)
+            child = crash_service(platform, "serving")
             if when == "before-launch":
                 workload_dir.mkdir(parents=True)
                 (workload_dir / "spec.json").write_text(spec)
@@ -424,10 +400,10 @@ def test_serving_crash_during_activation_held_request_succeeds(
                 if any(w.start_time for w in servers(platform, name)):
                     break
                 time.sleep(0.01)
-            child = kill_serving(platform)
+            child = crash_service(platform, "serving")
             [starting] = servers(platform, name)
             assert not starting.ready and not held.done()
-        start_serving(child)
+        start_service_again(child)
         r = held.result(timeout=ACTIVATION_TIMEOUT + 5)
     waited = time.monotonic() - started
     assert r.status_code == 200, r.text
@@ -451,9 +427,9 @@ def test_serving_restart_adopts_running_server(
     endpoint = obj["status"]["components"]["predictor"]["endpoint"]
     process = server_process(platform, "isvc-adopt-1")
 
-    child = kill_serving(platform)
+    child = crash_service(platform, "serving")
     assert infer_v2(platform.gateway_url, "adopt").status_code == 200  # served while it is down
-    start_serving(child)
+    start_service_again(child)
     assert infer_v2(platform.gateway_url, "adopt").status_code == 200
     time.sleep(GRACE_SECONDS + 0.5)  # the new process's first reconcile, and a grace period
     [server] = servers(platform, "adopt")
