@@ -22,7 +22,7 @@ from services.common.settings import SINGLE_USER_NAMESPACE
 from services.pipeline.argo_api import _GRPC_CODES
 from services.pipeline.cron import parse_schedule
 from services.pipeline.kfp_ir import is_ir, split_package
-from services.pipeline.kfp_runs import FINAL_STATES, RunService, run_state
+from services.pipeline.kfp_runs import FINAL_STATES, RUN_SOURCE_FIELDS, RunService, run_state
 from services.pipeline.kfp_store import KfpStore, new_id, paginate, parse_filter, rfc3339
 from services.pipeline.models import WORKFLOW
 from services.pipeline.retry import request_retry
@@ -683,10 +683,7 @@ async def create_recurring_run(request: Request, identity: IdentityDep) -> dict[
     stored = {
         k: body[k]
         for k in (
-            "pipeline_spec",
-            "pipeline_version_reference",
-            "runtime_config",
-            "service_account",
+            *RUN_SOURCE_FIELDS,
             "trigger",
             "no_catchup",
             "description",

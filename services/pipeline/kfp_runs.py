@@ -44,6 +44,15 @@ def workflow_spec_for(package: dict[str, Any], parameters: dict[str, Any]) -> di
     )
 
 
+# What a run is made from: a recurring run stores them and passes them to each run it starts.
+RUN_SOURCE_FIELDS = (
+    "pipeline_spec",
+    "pipeline_version_reference",
+    "runtime_config",
+    "service_account",
+)
+
+
 def run_state(wf: dict[str, Any] | None, stored: str) -> str:
     if wf is None:
         return stored
@@ -200,16 +209,7 @@ class RunService:
             },
         )
         now = datetime.now(UTC)
-        stored = {
-            k: body[k]
-            for k in (
-                "pipeline_spec",
-                "pipeline_version_reference",
-                "runtime_config",
-                "service_account",
-            )
-            if body.get(k)
-        }
+        stored = {k: body[k] for k in RUN_SOURCE_FIELDS if body.get(k)}
         stored["scheduled_at"] = rfc3339(scheduled_at or now)
         stored["state_history"] = [{"update_time": rfc3339(now), "state": "PENDING"}]
         row = {

@@ -24,7 +24,13 @@ from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import ResourceStore
 from services.pipeline.cron import parse_schedule
-from services.pipeline.kfp_runs import FINAL_STATES, RECURRING_LABEL, RunService, run_state
+from services.pipeline.kfp_runs import (
+    FINAL_STATES,
+    RECURRING_LABEL,
+    RUN_SOURCE_FIELDS,
+    RunService,
+    run_state,
+)
 from services.pipeline.kfp_store import KfpStore
 from services.pipeline.models import CRON_WORKFLOW, WORKFLOW
 from services.pipeline.nodes import parse_iso
@@ -296,16 +302,7 @@ class Scheduler:
                 active += 1
         if active >= int(body.get("max_concurrency") or 1):
             return  # wait for a slot; the missed slot fires later (unless no_catchup)
-        run_body = {
-            k: body[k]
-            for k in (
-                "pipeline_spec",
-                "pipeline_version_reference",
-                "runtime_config",
-                "service_account",
-            )
-            if k in body
-        }
+        run_body = {k: body[k] for k in RUN_SOURCE_FIELDS if k in body}
         run_body["experiment_id"] = row["experiment_id"]
         run_body["display_name"] = f"{row['display_name']}-{due.strftime('%Y%m%d%H%M%S')}"
         try:
