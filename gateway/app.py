@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.common import dataplane
 from services.common.db import Database
 from services.common.events.bus import EventBus
 from services.common.identity import AssertionSigner, Identity
@@ -37,8 +38,9 @@ from .authz import READ_METHODS, Authorizer, Principal, needed_role
 from .errors import GatewayError
 from .oidc import OIDCProvider
 from .profiles import ProfileStore
-from .proxy import forward_headers, forward_http, forward_websocket, read_body
+from .proxy import data_plane_headers, forward_headers, forward_http, forward_websocket, read_body
 from .ratelimit import RateLimiter
+from .revocations import SessionRevocations
 from .routefeed import RouteEventFeed
 from .routes import RouteFeeder, RouteTable
 from .sessions import same_origin
@@ -86,7 +88,13 @@ class Gateway:
                 leeway=settings.oidc_leeway_seconds,
                 min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds,
             )
-        self.auth = Authenticator(settings, self.oidc, self.sa_tokens, self.http)
+        self.revocations = SessionRevocations(self.db, settings.session_max_age_seconds)
+        self.auth = Authenticator(settings, self.oidc, self.sa_tokens, self.http, self.revocations)
+        #: The gateway's cookies, which no data-plane upstream receives.
+        self.gateway_cookies = frozenset(
+            n.lower() for n in (settings.cookie_name, login.STATE_COOKIE)
+        )
+        self._dataplane_key = dataplane.load_or_create_key(settings.dataplane_key_path())
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.route_table = RouteTable()
         self.feeder = RouteFeeder(self.route_table)
@@ -101,6 +109,12 @@ class Gateway:
 
     async def start(self) -> None:
         await self.store.start()
+        await self.revocations.start()
+        if self.settings.auth_mode == "trusted-header" and not self.settings.trusted_proxies:
+            log.warning(
+                "trusted-header mode with no SHIPYARD_TRUSTED_PROXIES: every kubeflow-userid "
+                "header is ignored; only bearer tokens authenticate"
+            )
         if self.settings.auth_mode == "single-user":
             log.warning("=" * 72)
             log.warning(
@@ -119,6 +133,7 @@ class Gateway:
         await self.activator.close()
         await self.activity.stop()
         await self.route_feed.stop()
+        await self.revocations.stop()
         await self.store.stop()
         await self.http.aclose()
         await self.upstream.aclose()
@@ -144,6 +159,39 @@ class Gateway:
                 log.info("route warm-start: %s not reachable yet", service)
 
     # ---- request helpers ------------------------------------------------------------------
+
+    def data_plane_authorization(self, kind: str, namespace: str, name: str) -> str | None:
+        """The gateway's own ``Authorization`` for a data-plane upstream: a Jupyter server's
+        token (the notebook service starts the server with the same one); none for models."""
+        if kind != "notebook":
+            return None
+        return "token " + dataplane.notebook_token(self._dataplane_key, namespace, name)
+
+    def upstream_headers(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        identity: Identity,
+        match: routes.Match,
+        client_host: str | None,
+    ) -> list[tuple[bytes, bytes]]:
+        """What goes upstream: a service gets the signed assertion; tenant code (a data
+        plane) gets none of the visitor's credentials, only the gateway's own."""
+        if not match.data_plane:
+            return forward_headers(
+                headers,
+                self.assertion_for(identity),
+                strip_authorization=False,
+                client_host=client_host,
+            )
+        assert match.route.dynamic_kind and match.namespace and match.name
+        return data_plane_headers(
+            headers,
+            gateway_cookies=self.gateway_cookies,
+            authorization=self.data_plane_authorization(
+                match.route.dynamic_kind, match.namespace, match.name
+            ),
+            client_host=client_host,
+        )
 
     async def require_principal(self, request: Request) -> Principal:
         try:
@@ -318,11 +366,8 @@ class ProxyFastPath:
         else:
             base = settings.service_urls[match.target]
         client = scope.get("client")
-        headers = forward_headers(
-            scope["headers"],
-            gw.assertion_for(identity),
-            strip_authorization=match.data_plane,
-            client_host=client[0] if client else None,
+        headers = gw.upstream_headers(
+            scope["headers"], identity, match, client[0] if client else None
         )
         extra: list[tuple[bytes, bytes]] | None = None
         refreshed = scope.get("state", {}).get("set_cookie")
@@ -472,13 +517,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             + ws.url.path
             + (f"?{ws.url.query}" if ws.url.query else "")
         )
+        match = routes.resolve(ws.url.path)
+        assert match is not None and match.data_plane
         headers = [
             (k.decode(), v.decode())
-            for k, v in forward_headers(
+            for k, v in gw.upstream_headers(
                 [(k, v) for k, v in ws.headers.raw if not k.lower().startswith(b"sec-websocket")],
-                gw.assertion_for(identity),
-                strip_authorization=True,
-                client_host=ws.client.host if ws.client else None,
+                identity,
+                match,
+                ws.client.host if ws.client else None,
             )
         ]
         await forward_websocket(ws, url, headers)

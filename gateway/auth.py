@@ -18,6 +18,7 @@ from services.common.settings import SINGLE_USER
 
 from .authz import Principal
 from .oidc import OIDCProvider, TokenError, peek_claims
+from .revocations import SessionRevocations
 from .sessions import CookieCodec, new_session
 from .settings import Settings
 
@@ -37,8 +38,10 @@ class Authenticator:
         oidc: OIDCProvider | None,
         sa_tokens: ServiceAccountTokens,
         http: httpx.AsyncClient,
+        revocations: SessionRevocations,
     ) -> None:
         self.settings = settings
+        self.revocations = revocations
         self.oidc = oidc
         self.sa_tokens = sa_tokens
         self.http = http
@@ -98,7 +101,9 @@ class Authenticator:
 
     async def _session(self, conn: HTTPConnection, cookie: str) -> Principal | None:
         data = self.sessions.loads(cookie, self.settings.session_max_age_seconds)
-        if data is None:
+        # A cookie without an id predates server-side sign-out and cannot be revoked.
+        sid = data.get("sid") if data else None
+        if data is None or not isinstance(sid, str) or self.revocations.is_revoked(sid):
             return None
         now = time.time()
         stale = now - data.get("ref", 0) >= self.settings.session_refresh_seconds
@@ -139,4 +144,5 @@ class Authenticator:
         tokens.setdefault("refresh_token", data["rt"])
         fresh = new_session(verified.user, verified.groups, tokens, verified.claims["exp"])
         fresh["csrf"] = data.get("csrf", fresh["csrf"])
+        fresh["sid"] = data.get("sid", fresh["sid"])  # one session across refreshes
         return fresh

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from services.common.identity import ROLES, Identity
 
 from .errors import GatewayError
-from .profiles import AccessSnapshot
+from .profiles import AccessSnapshot, namespace_for_user
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -119,6 +119,28 @@ class Authorizer:
         role = grants.get(default_namespace or "", "view")
         return Identity(
             user=p.user, groups=p.groups, namespace=default_namespace, role=role, grants=grants
+        )
+
+    def check_register(self, p: Principal, namespace: str, owner: str) -> None:
+        """Profile creation: a cluster admin may register any namespace for anyone; a person
+        only the namespace their identity maps to (``namespace_for_user``), for themselves;
+        a workload (service-account token) none. Else a 403 Status naming what is allowed."""
+        if self.is_cluster_admin(p):
+            return
+        own = namespace_for_user(p.user)
+        if p.sa_namespace is None and owner == p.user and namespace == own:
+            return
+        allowed = (
+            "a workload cannot register namespaces"
+            if p.sa_namespace is not None
+            else f'may only register namespace "{own}" for themselves'
+        )
+        raise GatewayError(
+            403,
+            f'User "{p.user}" cannot create profiles.kubeflow.org "{namespace}" owned by '
+            f'"{owner}": {allowed} (cluster admins may register any)',
+            "Forbidden",
+            {"user": p.user, "verb": "create", "name": namespace, "kind": "profiles"},
         )
 
     def can_manage(self, p: Principal, namespace: str) -> bool:

@@ -95,8 +95,7 @@ async def delete_binding(request: Request, gw: GatewayDep, p: PrincipalDep) -> d
 async def create_profile(request: Request, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
     body = await gw.read_json(request)
     owner = ((body.get("spec") or {}).get("owner") or {}).get("name")
-    if not gw.authz.is_cluster_admin(p) and owner != p.user:
-        raise _deny(p.user, "create profile", str((body.get("metadata") or {}).get("name")))
+    gw.authz.check_register(p, str((body.get("metadata") or {}).get("name")), str(owner))
     return await gw.store.create_profile(body)
 
 

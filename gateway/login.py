@@ -1,4 +1,7 @@
-"""``/oauth2/*``: browser login (authorization code + PKCE S256), callback, sign-out, userinfo."""
+"""``/oauth2/*``: browser login (authorization code + PKCE S256), callback, sign-out, userinfo.
+
+Sign-out is POST only and revokes the session server-side (``gateway.revocations``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from .authz import Principal
+from .errors import GatewayError
 from .oidc import TokenError
 from .profiles import namespace_for_user
 from .sessions import CookieCodec, new_session, pkce_pair, safe_redirect
@@ -146,13 +151,37 @@ async def finish_login(
     return response
 
 
-@router.api_route("/sign_out", methods=["GET", "POST"])
+@router.get("/sign_out")
+async def refuse_sign_out_get() -> Response:
+    """Sign-out changes state, so a link, an image or a prefetch must not trigger it."""
+    raise GatewayError(
+        405,
+        "sign-out needs POST (with the session's X-CSRF-Token or a same-origin Origin)",
+        "MethodNotAllowed",
+        headers={"Allow": "POST"},
+    )
+
+
+@router.post("/sign_out")
 async def sign_out(request: Request, rd: str = "/") -> Response:
+    """End the session: revoke it server-side, clear the cookie, end the provider's session.
+
+    The answer is a 303 to the provider's end-session endpoint (or ``rd``); a caller that
+    asks for JSON (the dashboard's fetch, which cannot read a redirect's target) gets
+    ``{"location": ...}`` to navigate to instead.
+    """
     gw = gw_of(request)
     target = safe_redirect(rd)
     data = gw.auth.sessions.loads(
         request.cookies.get(gw.settings.cookie_name, ""), gw.settings.session_max_age_seconds
     )
+    if data is not None:
+        # A cross-site page must not be able to sign a user out: the CSRF rules of every
+        # other cookie-authenticated write apply.
+        request.state.session = data
+        gw.check_csrf(request, Principal(str(data.get("u", "")), via="cookie"))
+        if isinstance(data.get("sid"), str):
+            await gw.revocations.revoke(data["sid"], str(data.get("u", "")))
     if gw.oidc is not None:
         meta = await gw.oidc.metadata()
         end = meta.get("end_session_endpoint")
@@ -165,7 +194,11 @@ async def sign_out(request: Request, rd: str = "/") -> Response:
             if data and data.get("it"):
                 params["id_token_hint"] = data["it"]
             target = f"{end}?{urlencode(params)}"
-    response = RedirectResponse(target, 302)
+    response: Response
+    if "application/json" in request.headers.get("accept", ""):
+        response = JSONResponse({"location": target})
+    else:
+        response = RedirectResponse(target, 303)
     response.delete_cookie(gw.settings.cookie_name, path="/")
     return response
 

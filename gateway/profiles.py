@@ -5,6 +5,16 @@ owner is admin; contributors are bound as admin, edit or view (KFAM's ClusterRol
 ``kubeflow-admin``/``kubeflow-edit``/``kubeflow-view``). The store keeps an in-memory
 snapshot of who may do what, so authorizing a request needs no database round trip; every
 write refreshes it, and a periodic reload picks up writes from other gateway replicas.
+
+Deleting a Profile reserves its name (``deleted_profiles``) instead of deleting the
+namespace's objects. The objects live in the services' own schemas and workloads, which the
+gateway does not own (no service reads another's tables), so a cascade would be a
+distributed delete through every service that can stop half-way; a reservation is one row,
+atomic with the deletion, and never destroys data by mistake. What it must prevent is that
+somebody else registers the name and so inherits the data: a reserved name can be registered
+again only for its last owner (by them, or by a cluster admin on their behalf). A cluster
+admin who means to hand the data over re-creates the profile for its last owner and then
+changes the owner, which is explicit.
 """
 
 from __future__ import annotations
@@ -46,6 +56,14 @@ bindings_table = Table(
     Column("user", String(320), primary_key=True),
     Column("role", String(16), nullable=False),
     Column("created", String(32), nullable=False),
+)
+
+deleted_profiles_table = Table(
+    "deleted_profiles",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("owner", String(320), nullable=False),
+    Column("deleted", String(32), nullable=False),
 )
 
 ROLES = ("view", "edit", "admin")
@@ -174,6 +192,18 @@ class ProfileStore:
                     "AlreadyExists",
                     {"name": name, "kind": "profiles"},
                 )
+            last_owner = await s.scalar(
+                select(deleted_profiles_table.c.owner).where(deleted_profiles_table.c.name == name)
+            )
+            if last_owner is not None and last_owner != owner:
+                raise GatewayError(
+                    409,
+                    f'profiles.kubeflow.org "{name}" is reserved: a deleted profile used this '
+                    "namespace and its data remains, so only its last owner can register it "
+                    "again",
+                    "Conflict",
+                    {"name": name, "kind": "profiles"},
+                )
             await s.execute(
                 insert(profiles_table).values(
                     name=name,
@@ -209,9 +239,17 @@ class ProfileStore:
 
     async def delete_profile(self, name: str) -> dict[str, Any]:
         obj = await self.get_profile(name)
+        owner = obj["spec"]["owner"]["name"]
         async with self.db.transaction() as s:
             await s.execute(delete(bindings_table).where(bindings_table.c.namespace == name))
             await s.execute(delete(profiles_table).where(profiles_table.c.name == name))
+            # The namespace's data outlives the profile: keep the name for its owner.
+            await s.execute(
+                delete(deleted_profiles_table).where(deleted_profiles_table.c.name == name)
+            )
+            await s.execute(
+                insert(deleted_profiles_table).values(name=name, owner=owner, deleted=now_rfc3339())
+            )
         await self.reload()
         return obj
 

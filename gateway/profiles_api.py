@@ -39,8 +39,7 @@ async def create_profile(request: Request, gw: GatewayDep, p: PrincipalDep) -> d
     body = await gw.read_json(request)
     owner = ((body.get("spec") or {}).get("owner") or {}).get("name")
     name = (body.get("metadata") or {}).get("name", "")
-    if not gw.authz.is_cluster_admin(p) and (owner != p.user or p.sa_namespace is not None):
-        raise _forbid(p.user, "create", str(name))
+    gw.authz.check_register(p, str(name), str(owner))
     return await gw.store.create_profile(body)
 
 

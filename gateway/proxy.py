@@ -87,6 +87,54 @@ def forward_headers(
     return out
 
 
+#: Visitor credentials a data plane never sees, on top of ``_SKIP_REQUEST``: a bearer token,
+#: and the session's CSRF token (with it, tenant script could pass the gateway's CSRF check).
+_SKIP_DATA_PLANE = frozenset({b"authorization", b"x-csrf-token"})
+
+
+def data_plane_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    gateway_cookies: frozenset[str],
+    authorization: str | None,
+    client_host: str | None,
+) -> list[tuple[bytes, bytes]]:
+    """Upstream request headers for tenant code (``/notebook/...``, ``/serving/...``).
+
+    Tenant code must receive nothing it could replay as the visitor (DESIGN.md, Security
+    model): no identity assertion (none is added, a forged one is dropped), no trusted user
+    header, no ``Authorization``, and none of the gateway's own cookies. The tenant's own
+    cookies (Jupyter's ``_xsrf``, for one) pass. ``authorization`` is the gateway's own
+    credential for the upstream (a Jupyter server's token), added when given.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name in _SKIP_REQUEST or name in _SKIP_DATA_PLANE:
+            continue
+        if name == b"cookie":
+            value = strip_cookies(value, gateway_cookies)
+            if not value:
+                continue
+        out.append((raw_name, value))
+    if authorization:
+        out.append((b"authorization", authorization.encode()))
+    if client_host:
+        out.append((b"x-forwarded-for", client_host.encode()))
+    return out
+
+
+def strip_cookies(header: bytes, names: frozenset[str]) -> bytes:
+    """A ``Cookie`` header without the cookies called ``names`` (compared case-blind, as a
+    lenient parser might), every other pair kept as sent (RFC 6265 section 5.4)."""
+    kept = []
+    for pair in header.split(b";"):
+        name = pair.split(b"=", 1)[0].strip().decode("latin-1").lower()
+        if pair.strip() and name not in names:
+            kept.append(pair.strip())
+    return b"; ".join(kept)
+
+
 async def receive_body(receive: Receive, limit: int) -> AsyncIterator[bytes]:
     """The request body from ASGI ``receive``, chunk by chunk, refused past ``limit``."""
     seen = 0

@@ -2,8 +2,10 @@
 
 The cookie is a Fernet token (AES-128-CBC + HMAC-SHA256 with a timestamp), so it is both
 signed and encrypted; it is HttpOnly, SameSite=Lax, and Secure when the gateway is reached
-over https. The login ``rd`` must be a local path, which closes the open-redirect hole
-(``https://evil.example``, ``//evil.example``, ``/\\evil.example``).
+over https. Each session has an id, and signing out revokes it on the server
+(``gateway.revocations``), so a copied cookie stops working too. The login ``rd`` must be
+a local path, which closes the open-redirect hole (``https://evil.example``,
+``//evil.example``, ``/\\evil.example``).
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def pkce_pair() -> tuple[str, str]:
 def new_session(
     user: str, groups: list[str] | tuple[str, ...], tokens: dict[str, Any], id_exp: float
 ) -> dict[str, Any]:
+    """A session's cookie payload; ``sid`` names it for sign-out (``gateway.revocations``)."""
     return {
+        "sid": secrets.token_urlsafe(18),
         "u": user,
         "g": list(groups),
         "it": tokens.get("id_token", ""),

@@ -11,6 +11,14 @@ from services.common.settings import ServiceSettings
 
 DEFAULT_COOKIE_SECRET = "change-me-shipyard-cookie-secret"
 AUTH_MODES = ("single-user", "oidc", "trusted-header")
+TRUSTED_HEADER_LOCAL_RUNTIME = (
+    "SHIPYARD_AUTH_MODE=trusted-header is refused with the local runtime (SHIPYARD_RUNTIME "
+    "unset or 'local'): its workloads run on this host, and whatever can reach the gateway "
+    "from an address in SHIPYARD_TRUSTED_PROXIES can claim any user with a kubeflow-userid "
+    "header. Use SHIPYARD_AUTH_MODE=oidc, or put the gateway behind an authenticating proxy "
+    "that workloads cannot reach, list only that proxy's address in SHIPYARD_TRUSTED_PROXIES "
+    "and set SHIPYARD_TRUSTED_HEADER_ALLOW_LOCAL_RUNTIME=true."
+)
 
 
 def split_csv(value: str) -> list[str]:
@@ -41,7 +49,18 @@ class Settings(ServiceSettings):
     cluster_admins: str = ""
     registration_flow: bool = True
 
-    trusted_proxies: str = "127.0.0.1"
+    #: Comma-separated client addresses whose ``kubeflow-userid`` header is believed
+    #: (trusted-header mode). Empty: none. Loopback is not trusted by default, because on
+    #: one host every workload's traffic can arrive from it.
+    trusted_proxies: str = ""
+    #: trusted-header mode beside the local runtime: refused unless this says yes.
+    trusted_header_allow_local_runtime: bool = False
+    #: The workload runtime (``SHIPYARD_RUNTIME``); the gateway only reads it to refuse
+    #: trusted-header mode where workloads share the host's network.
+    runtime: str = "local"
+    #: The data-plane key (``services.common.dataplane``) that Jupyter tokens derive from;
+    #: default ``<state_dir>/keys/dataplane.key``, the notebook service's default too.
+    dataplane_key_file: Path | None = None
     cookie_secret: str = DEFAULT_COOKIE_SECRET
     cookie_name: str = "shipyard_session"
     session_max_age_seconds: int = 24 * 3600
@@ -72,6 +91,12 @@ class Settings(ServiceSettings):
                 )
         if self.auth_mode == "oidc" and not self.oidc_issuer:
             raise ValueError("SHIPYARD_OIDC_ISSUER is required in oidc mode")
+        if (
+            self.auth_mode == "trusted-header"
+            and self.runtime in ("", "local")
+            and not self.trusted_header_allow_local_runtime
+        ):
+            raise ValueError(TRUSTED_HEADER_LOCAL_RUNTIME)
         return self
 
     @property
@@ -94,6 +119,9 @@ class Settings(ServiceSettings):
             "pipeline": self.pipeline_url.rstrip("/"),
             "serving": self.serving_url.rstrip("/"),
         }
+
+    def dataplane_key_path(self) -> Path:
+        return Path(self.dataplane_key_file or self.state_dir / "keys" / "dataplane.key")
 
     def private_key_pem(self) -> bytes:
         """The gateway's Ed25519 private key; created under the state dir when missing."""

@@ -53,14 +53,14 @@ async def create_workgroup(request: Request, gw: GatewayDep, p: PrincipalDep) ->
     body = await gw.read_json(request, allow_empty=True)
     user = body.get("user") or p.user
     ns = body.get("namespace") or namespace_for_user(user)
-    admin = gw.authz.is_cluster_admin(p)
-    if not admin and (user != p.user or not gw.settings.registration_flow):
+    if not gw.authz.is_cluster_admin(p) and not gw.settings.registration_flow:
         raise GatewayError(
             403,
-            f'User "{p.user}" cannot create a workgroup for "{user}"',
+            f'User "{p.user}" cannot create a workgroup: registration is turned off',
             "Forbidden",
             {"user": p.user, "verb": "create", "namespace": ns},
         )
+    gw.authz.check_register(p, str(ns), str(user))
     await gw.store.create_profile(
         {"metadata": {"name": ns}, "spec": {"owner": {"kind": "User", "name": user}}}
     )

@@ -59,6 +59,14 @@ export async function request(method, path, {body, contentType, text = false, si
 // True for a browser login session (OIDC mode): the only case where logging out means anything.
 export const hasSession = () => csrfToken !== null;
 
+// Sign-out is a POST with the CSRF token (the gateway refuses GET and revokes the session);
+// it answers where to go next (the provider's end-session page), since a fetch cannot follow
+// a cross-origin redirect for the page.
+export async function signOut(url) {
+  const {location} = await request("POST", url);
+  window.location.assign(location || "/");
+}
+
 export const getJSON = (path, signal) => request("GET", path, {signal});
 export const getText = (path, signal) => request("GET", path, {text: true, signal});
 

@@ -2,7 +2,7 @@
 // Routes: #/pipelines, #/pipelines/<name>, #/experiments, #/experiments/<name>, #/notebooks,
 // #/volumes, #/models. Each view gets an AbortSignal that fires when the user leaves it.
 
-import {getJSON, hasSession, init} from "./api.js";
+import {getJSON, hasSession, init, signOut} from "./api.js";
 import {openCreateDialog} from "./create.js";
 import {add, clear, errorBox, h, put} from "./dom.js";
 import {renderExperiment, renderExperiments} from "./experiments.js";
@@ -78,7 +78,12 @@ function header() {
     if (window.location.hash === target) route();
     else window.location.hash = target;
   }));
-  const logout = env.platform && env.platform.logoutUrl;
+  const logoutUrl = env.platform && env.platform.logoutUrl;
+  let logout = null;
+  if (logoutUrl && hasSession()) {
+    logout = h("button", {class: "button ghost small", id: "logout", type: "button"}, "Log out");
+    logout.addEventListener("click", () => signOut(logoutUrl).catch((err) => toast(err.message)));
+  }
   const bar = document.getElementById("topbar");
   put(bar, 
     h("a", {class: "brand", href: "#/pipelines"},
@@ -88,8 +93,7 @@ function header() {
     create,
     h("span", {class: "user", id: "user", title: env.isClusterAdmin ? "cluster admin" : ""},
       env.user),
-    logout && hasSession()
-      ? h("a", {class: "button ghost small", href: logout}, "Log out") : null);
+    logout);
   const nav = document.getElementById("nav");
   put(nav, NAV.map(([id, label]) =>
     h("a", {href: `#/${id}`, dataset: {view: id}}, label)));
