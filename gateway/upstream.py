@@ -6,9 +6,13 @@ about a third of the gateway's CPU there. The proxy needs much less: send bytes 
 has, parse the response head with ``httptools`` (llhttp in C, as uvicorn does) and relay body
 chunks as they arrive. This module does exactly that:
 
-* one ``UpstreamPool`` per gateway, one keep-alive pool per (host, port), bounded both in
+* one ``UpstreamPool`` per gateway, one keep-alive pool per endpoint, bounded both in
   open connections and in idle ones, idle connections dropped before the upstream's own
   keep-alive timeout (uvicorn closes idle connections after 5 s);
+* an endpoint is whatever the runtime hands out, ``http://host:port`` or a sandboxed
+  server's ``http+sandbox://`` broker (``services.common.runtime.endpoint``): a connection
+  starts as a socket from ``endpoint.open_socket``, and is plain HTTP/1.1 from then on, so
+  a kept-alive connection into a sandbox costs the same as any other;
 * request bodies are streamed (Content-Length when the caller knows it, else chunked,
   RFC 9112 section 7.1) with write flow control, so uploads are never buffered;
 * response bodies are streamed chunk by chunk with read flow control (``pause_reading``
@@ -17,7 +21,8 @@ chunks as they arrive. This module does exactly that:
 * a kept-alive connection the upstream closed before answering is retried once on a fresh
   connection, only for idempotent requests whose body can be replayed (RFC 9110 section
   9.2.2; the same rule browsers and httpcore follow);
-* failures raise ``UpstreamError`` (502 for the proxy) or ``UpstreamTimeout`` (504).
+* failures raise ``UpstreamError`` (502 for the proxy) or ``UpstreamTimeout`` (504);
+  ``UpstreamRefused`` when a workload's broker refused, with its reason.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 import httptools
+
+from services.common.runtime import endpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +56,29 @@ class UpstreamTimeout(UpstreamError):
     """Connecting or waiting for the upstream took too long (the proxy answers 504)."""
 
 
+class UpstreamRefused(UpstreamError):
+    """A workload's broker refused the connection; the message is the runtime's reason, fit
+    to show the client (it names no address), where other errors stay in the log."""
+
+
 class _StaleConnection(UpstreamError):
     """A reused connection was closed by the upstream before any byte of a response."""
 
 
 @lru_cache(maxsize=1024)
-def parse_base_url(base: str) -> tuple[str, int, bytes, bytes]:
-    """``http://host:port/prefix`` -> (host, port, path prefix, Host header value)."""
+def parse_base_url(base: str) -> tuple[str, bytes, bytes]:
+    """``<endpoint>/prefix`` -> (endpoint, path prefix, Host header value).
+
+    The endpoint (scheme and authority: ``http://host:port`` or ``http+sandbox://...``) is
+    what a connection is opened to, and keys the pool.
+    """
     parts = urlsplit(base)
-    if parts.scheme != "http" or not parts.hostname:
-        raise UpstreamError(f"unsupported upstream URL {base!r} (plain http only)")
-    port = parts.port or 80
-    return parts.hostname, port, parts.path.rstrip("/").encode(), parts.netloc.encode()
+    where = f"{parts.scheme}://{parts.netloc}"
+    try:
+        host = endpoint.host_header(where)
+    except endpoint.EndpointError as exc:
+        raise UpstreamError(str(exc)) from None
+    return where, parts.path.rstrip("/").encode(), host.encode()
 
 
 def _fail_waiter(fut: asyncio.Future[None], exc: BaseException) -> None:
@@ -296,7 +314,7 @@ class UpstreamResponse:
     __slots__ = ("status", "headers", "_conn", "_pool", "_key", "_read_timeout", "_done")
 
     def __init__(
-        self, conn: _Connection, pool: UpstreamPool, key: tuple[str, int], read_timeout: float
+        self, conn: _Connection, pool: UpstreamPool, key: str, read_timeout: float
     ) -> None:
         self.status = conn.status
         self.headers = conn.headers
@@ -359,7 +377,7 @@ class _HostPool:
 
 
 class UpstreamPool:
-    """Keep-alive HTTP/1.1 connections per (host, port), shared by all proxied requests."""
+    """Keep-alive HTTP/1.1 connections per endpoint, shared by all proxied requests."""
 
     def __init__(
         self,
@@ -374,7 +392,7 @@ class UpstreamPool:
         self.max_connections_per_host = max_connections_per_host
         self.max_idle_per_host = max_idle_per_host
         self.idle_expiry = idle_expiry
-        self._hosts: dict[tuple[str, int], _HostPool] = {}
+        self._hosts: dict[str, _HostPool] = {}  # by endpoint
         self.connections_opened = 0  # for tests and metrics: how often keep-alive missed
 
     async def request(
@@ -393,8 +411,7 @@ class UpstreamPool:
         set here. An iterator body is streamed with ``content_length`` if given, else
         chunked. The caller must ``close()`` the response.
         """
-        host, port, prefix, host_header = parse_base_url(base_url)
-        key = (host, port)
+        key, prefix, host_header = parse_base_url(base_url)
         hp = self._hosts.get(key)
         if hp is None:
             hp = self._hosts[key] = _HostPool(self.max_connections_per_host)
@@ -411,7 +428,7 @@ class UpstreamPool:
                 except _StaleConnection:
                     conn.abort()
                     if reused and attempt == 0 and replayable:
-                        log.debug("kept-alive connection to %s:%d was closed; retrying", host, port)
+                        log.debug("kept-alive connection to %s was closed; retrying", key)
                         continue
                     raise UpstreamError("upstream closed the connection") from None
                 except BaseException:
@@ -485,7 +502,7 @@ class UpstreamPool:
         except TimeoutError:
             raise UpstreamTimeout("too many concurrent upstream requests") from None
 
-    async def _connect(self, key: tuple[str, int], hp: _HostPool) -> tuple[_Connection, bool]:
+    async def _connect(self, key: str, hp: _HostPool) -> tuple[_Connection, bool]:
         now = time.monotonic()
         idle = hp.idle
         while idle:
@@ -500,18 +517,23 @@ class UpstreamPool:
             conn.abort()
         loop = asyncio.get_running_loop()
         try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(loop), key[0], key[1]),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                sock = await endpoint.open_socket(key, self.connect_timeout)
+                try:
+                    _, proto = await loop.create_connection(lambda: _Connection(loop), sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
         except TimeoutError:
-            raise UpstreamTimeout(f"connecting to {key[0]}:{key[1]} timed out") from None
-        except OSError as exc:
-            raise UpstreamError(f"cannot connect to {key[0]}:{key[1]}: {exc}") from None
+            raise UpstreamTimeout(f"connecting to {key} timed out") from None
+        except endpoint.EndpointRefused as exc:
+            raise UpstreamRefused(str(exc)) from None
+        except OSError as exc:  # EndpointError included
+            raise UpstreamError(f"cannot connect to {key}: {exc}") from None
         self.connections_opened += 1
         return proto, False
 
-    def _release(self, key: tuple[str, int], conn: _Connection) -> None:
+    def _release(self, key: str, conn: _Connection) -> None:
         hp = self._hosts.get(key)
         if hp is None:
             conn.abort()
@@ -523,8 +545,9 @@ class UpstreamPool:
         else:
             conn.abort()
 
-    def idle_connections(self, host: str, port: int) -> int:
-        hp = self._hosts.get((host, port))
+    def idle_connections(self, base_url: str) -> int:
+        """How many kept-alive connections to ``base_url``'s endpoint wait for reuse."""
+        hp = self._hosts.get(parse_base_url(base_url)[0])
         return len(hp.idle) if hp else 0
 
     async def aclose(self) -> None:
