@@ -512,11 +512,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if base is None:
             await ws.close(code=4404)
             return
-        url = (
-            base.replace("http", "ws", 1)
-            + ws.url.path
-            + (f"?{ws.url.query}" if ws.url.query else "")
-        )
+        url = base + ws.url.path + (f"?{ws.url.query}" if ws.url.query else "")
         match = routes.resolve(ws.url.path)
         assert match is not None and match.data_plane
         headers = [

@@ -13,16 +13,25 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from services.common.identity import ASSERTION_HEADER
+from services.common.runtime import endpoint
 
 from .errors import GatewayError
-from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
+from .upstream import (
+    UpstreamError,
+    UpstreamPool,
+    UpstreamRefused,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +216,9 @@ async def forward_http(
         return
     except UpstreamTimeout:
         raise GatewayError(504, "upstream timed out", "Timeout") from None
+    except UpstreamRefused as exc:  # the runtime says why (e.g. the workload has stopped)
+        log.warning("upstream %s%s refused: %s", base_url, scope["path"], exc)
+        raise GatewayError(502, f"upstream unavailable: {exc}", "ServiceUnavailable") from None
     except UpstreamError as exc:
         log.warning("upstream %s%s failed: %s", base_url, scope["path"], exc)
         raise GatewayError(502, "upstream unavailable", "ServiceUnavailable") from None
@@ -272,23 +284,47 @@ async def _until_disconnect(receive: Receive) -> None:
             return
 
 
-async def forward_websocket(
-    ws: WebSocket, url: str, headers: list[tuple[str, str]], open_timeout: float = 10.0
-) -> None:
-    """Pump frames both ways between the client and the upstream WebSocket."""
-    subprotocols = [
-        p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
-    ]
+async def connect_websocket(
+    url: str, headers: list[tuple[str, str]], open_timeout: float, subprotocols: list[str]
+) -> ClientConnection:
+    """A WebSocket client connection to ``url``: an endpoint (``http://`` or
+    ``http+sandbox://``, see ``services.common.runtime.endpoint``) with path and query.
+
+    The socket comes from ``endpoint.open_socket``; the ``ws://`` URI handed to websockets
+    then only names the Host header and the request target.
+    """
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    async with asyncio.timeout(open_timeout):
+        sock = await endpoint.open_socket(url, open_timeout)
     try:
-        upstream = await ws_connect(
-            url,
+        return await ws_connect(
+            f"ws://{endpoint.host_header(url)}{target}",
+            sock=sock,
             additional_headers=headers,
             open_timeout=open_timeout,
             subprotocols=subprotocols or None,  # type: ignore[arg-type]
             max_size=32 * 1024 * 1024,
         )
-    except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure closes
-        log.info("websocket upstream %s failed: %s", url, exc.__class__.__name__)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def forward_websocket(
+    ws: WebSocket, url: str, headers: list[tuple[str, str]], open_timeout: float = 10.0
+) -> None:
+    """Pump frames both ways between the client and the upstream WebSocket at ``url`` (the
+    upstream's endpoint, path and query, as for ``connect_websocket``)."""
+    subprotocols = [
+        p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
+    ]
+    try:
+        upstream = await connect_websocket(url, headers, open_timeout, subprotocols)
+    except Exception as exc:  # noqa: BLE001 - any failure closes
+        log.info("websocket upstream %s failed: %s", url, exc)
         await ws.close(code=1011)
         return
     await ws.accept(subprotocol=upstream.subprotocol)
