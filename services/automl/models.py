@@ -244,6 +244,7 @@ TRIAL = ResourceKind(
     "trials",
     TrialSpec,
     SERVICE,
+    validate=validation.validate_trial,
     columns=(
         PrinterColumn("TYPE", "status.conditions[-1].type"),
         PrinterColumn("STATUS", "status.conditions[-1].status"),

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from services.automl.validation import TRIAL_PARAM_RE
+from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
 
 SERVICE_LABEL = "shipyard.io/service"
 TRIAL_LABEL = "katib.kubeflow.org/trial"
@@ -153,11 +154,10 @@ def job_workload(
         for m in container.get("volumeMounts") or []
     ]
     volumes = []
-    for v in pod.get("volumes") or []:
-        volume = {
-            k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir", "hostPath") if k in v
-        }
-        volumes.append(volume)
+    for i, v in enumerate(pod.get("volumes") or []):
+        if v.get("hostPath") is not None:  # refused by the API; a stored one is never mounted
+            raise TemplateError(f"spec.template.spec.volumes[{i}].hostPath: {HOST_PATH_REFUSAL}")
+        volumes.append({k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir") if k in v})
     if extra_volume is not None:
         vol_name, claim, path = extra_volume
         volumes.append({"name": vol_name, "persistentVolumeClaim": {"claimName": claim}})

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from services.common.errors import Cause
+from services.common.hostpath import host_path_causes
 
 # Katib's algorithm settings, by algorithm (suggestion services in pkg/suggestion/v1beta1).
 ALGORITHM_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -226,6 +227,7 @@ def check_trial_spec(trial_spec: Any, template: dict[str, Any], path: str) -> li
     if not isinstance(trial_spec, dict):
         return [Cause(path, "must be a Kubernetes object (a batch/v1 Job)")]
     causes = check_trial_kind(trial_spec, path)
+    causes += host_path_causes(trial_spec, path)  # whatever the kind, wherever its pods are
     declared = {tp["name"] for tp in template.get("trialParameters") or []}
     used = set(TRIAL_PARAM_RE.findall(json.dumps(trial_spec)))
     for missing in sorted(used - declared):
@@ -416,3 +418,9 @@ def validate_config_map(obj: dict[str, Any]) -> list[Cause]:
     if not isinstance(obj.get("immutable", False), bool):
         causes.append(Cause("immutable", "must be true or false"))
     return causes
+
+
+def validate_trial(obj: dict[str, Any]) -> list[Cause]:
+    """A Trial created directly: its runSpec mounts no hostPath (``services.common.hostpath``)."""
+    run_spec = (obj.get("spec") or {}).get("runSpec")
+    return host_path_causes(run_spec, "spec.runSpec") if run_spec is not None else []

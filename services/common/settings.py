@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.dataplane import load_or_create_key
+
 DEFAULT_STATE_DIR = Path(".shipyard")
 SINGLE_USER = "user@example.com"
 SINGLE_USER_NAMESPACE = "kubeflow-user-example-com"
@@ -36,6 +38,9 @@ class ServiceSettings(BaseSettings):
     # Where workloads reach the API, and the key that signs their service-account tokens.
     gateway_url: str = "http://127.0.0.1:8080"
     serviceaccount_key_file: Path | None = None
+    # The data-plane key (services.common.dataplane) that every Jupyter server's token derives
+    # from; the gateway reads the same file. Default ``<state_dir>/keys/dataplane.key``.
+    dataplane_key_file: Path | None = None
     log_level: str = "INFO"
     max_body_bytes: int = 32 * 1024 * 1024
     auth_mode: str = "single-user"
@@ -59,6 +64,13 @@ class ServiceSettings(BaseSettings):
 
             ensure_keypair(path.with_suffix(""))
         return path.read_bytes()
+
+    def dataplane_key_path(self) -> Path:
+        return Path(self.dataplane_key_file or self.state_dir / "keys" / "dataplane.key")
+
+    def dataplane_key(self) -> bytes:
+        """The data-plane key (created, mode 0600, when missing)."""
+        return load_or_create_key(self.dataplane_key_path())
 
     def public_key_pem(self) -> bytes:
         """The gateway's public key that signs identity assertions."""

@@ -24,13 +24,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def components(ctx: ServiceContext) -> list[Lifecycle]:
     settings = ctx.settings
     assert isinstance(settings, Settings)
+    dataplane_key = settings.dataplane_key()
     return [
         ClaimController(ctx.store, ctx.runtime),
         NotebookController(
-            ctx.store, ctx.runtime, ready_timeout=settings.notebook_ready_timeout_seconds
+            ctx.store,
+            ctx.runtime,
+            dataplane_key=dataplane_key,
+            ready_timeout=settings.notebook_ready_timeout_seconds,
         ),
         NotebookCuller(
             ctx.store,
+            dataplane_key=dataplane_key,
             idle_seconds=settings.notebook_cull_idle_seconds,
             period_seconds=settings.notebook_cull_check_period_seconds,
         ),

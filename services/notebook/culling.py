@@ -9,7 +9,8 @@ Kubeflow's culler, with two of its known bugs fixed:
 
 Every check period the culler asks each ready server (directly on its loopback endpoint,
 so the gateway's authorization is not in the way, kubeflow#7160) for ``/api/kernels`` and
-``/api/terminals``. A busy kernel means "active now"; otherwise the newest
+``/api/terminals``, with the server's token (``services.common.dataplane``), as the gateway
+sends it. A busy kernel means "active now"; otherwise the newest
 ``last_activity`` counts. It keeps the annotation ``notebooks.kubeflow.org/last-activity``
 and sets ``kubeflow-resource-stopped`` once the server has been idle longer than the limit.
 Jupyter's own ``/api/status`` is not used: polling the API counts as activity there.
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from services.common.dataplane import notebook_token
 from services.common.resources import ResourceStore
 from services.common.resources.store import now_rfc3339
 from services.notebook.models import NOTEBOOK
@@ -66,11 +68,13 @@ class NotebookCuller:
         self,
         store: ResourceStore,
         *,
+        dataplane_key: bytes,
         idle_seconds: float,
         period_seconds: float,
         request_timeout: float = 5.0,
     ) -> None:
         self.store = store
+        self.dataplane_key = dataplane_key
         self.idle_seconds = idle_seconds
         self.period_seconds = max(0.1, period_seconds)
         self.request_timeout = request_timeout
@@ -131,10 +135,10 @@ class NotebookCuller:
 
         await asyncio.gather(*(one(nb) for nb in running))
 
-    async def _get_list(self, url: str) -> list[dict[str, Any]] | None:
+    async def _get_list(self, url: str, token: str) -> list[dict[str, Any]] | None:
         assert self._http is not None
         try:
-            resp = await self._http.get(url)
+            resp = await self._http.get(url, headers={"Authorization": f"token {token}"})
         except httpx.HTTPError:
             return None
         if resp.status_code == 404:
@@ -148,8 +152,9 @@ class NotebookCuller:
         meta = notebook["metadata"]
         ns, name = meta["namespace"], meta["name"]
         base = notebook["status"]["endpoint"].rstrip("/") + prefix(ns, name)
-        kernels = await self._get_list(f"{base}/api/kernels")
-        terminals = await self._get_list(f"{base}/api/terminals")
+        token = notebook_token(self.dataplane_key, ns, name)
+        kernels = await self._get_list(f"{base}/api/kernels", token)
+        terminals = await self._get_list(f"{base}/api/terminals", token)
         if kernels is None or terminals is None:
             return  # not answering: not evidence of idleness
         now = datetime.now(UTC)

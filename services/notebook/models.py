@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
 
+from services.common.errors import Cause
+from services.common.hostpath import host_path_causes
 from services.common.resources import PrinterColumn, ResourceKind
 from services.common.resources.kinds import Spec
 
@@ -44,6 +47,11 @@ class NotebookSpec(Spec):
     template: PodTemplate
 
 
+def validate_notebook(obj: dict[str, Any]) -> Sequence[Cause]:
+    """The pod template mounts no hostPath (``services.common.hostpath``)."""
+    return host_path_causes(obj.get("spec") or {}, "spec")
+
+
 PVC = ResourceKind(
     group="",
     version="v1",
@@ -68,6 +76,7 @@ NOTEBOOK = ResourceKind(
     spec_model=NotebookSpec,
     service=SERVICE,
     short_names=("nb",),
+    validate=validate_notebook,
     columns=(
         PrinterColumn("READY", "status.readyReplicas"),
         PrinterColumn("URL", "status.url", wide=True),

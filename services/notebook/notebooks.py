@@ -34,6 +34,7 @@ from typing import Any
 
 from services.common.app import SERVICE_LABEL
 from services.common.controller import Controller, Key
+from services.common.dataplane import notebook_token
 from services.common.resources import ResourceKind, ResourceStore, WatchEvent
 from services.common.resources.store import now_rfc3339
 from services.common.runtime import Phase, Runtime, WorkloadNotFound, WorkloadStatus
@@ -60,10 +61,16 @@ class NotebookController(Controller):
     kinds = (NOTEBOOK,)
 
     def __init__(
-        self, store: ResourceStore, runtime: Runtime, *, ready_timeout: float = 300.0
+        self,
+        store: ResourceStore,
+        runtime: Runtime,
+        *,
+        dataplane_key: bytes,
+        ready_timeout: float = 300.0,
     ) -> None:
         super().__init__(store)
         self.runtime = runtime
+        self.dataplane_key = dataplane_key
         self.ready_timeout = ready_timeout
         self._waiters: dict[tuple[str, str], asyncio.Task[None]] = {}
         # (namespace, claim) -> notebooks whose server could not start for want of it
@@ -195,7 +202,7 @@ class NotebookController(Controller):
         meta = notebook["metadata"]
         ns, name = meta["namespace"], meta["name"]
         try:
-            spec = build_workload(notebook)
+            spec = build_workload(notebook, notebook_token(self.dataplane_key, ns, name))
         except ValueError as exc:
             await self._write_status(notebook, invalid_status(str(exc)))
             return None

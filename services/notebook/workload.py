@@ -12,14 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from services.common.app import SERVICE_LABEL
+from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
 from services.common.runtime import WorkloadSpec
 
 WORKLOAD_PREFIX = "nb-"
 NAME_LABEL = "notebook-name"
 GENERATION_LABEL = "notebooks.kubeflow.org/generation"
 HOME = "/home/jovyan"
-# A Notebook's volumes may be any PodSpec volume; the runtime mounts these sources.
-_VOLUME_SOURCES = ("persistentVolumeClaim", "emptyDir", "hostPath")
+#: Where the server's token is (Jupyter reads it from there; never from its command line).
+TOKEN_ENV = "JUPYTER_TOKEN"
+# A Notebook's volumes may be any PodSpec volume; the runtime mounts these sources (never
+# hostPath: the API refuses it, see services.common.hostpath).
+_VOLUME_SOURCES = ("persistentVolumeClaim", "emptyDir")
 
 
 def workload_name(notebook: str) -> str:
@@ -34,12 +38,13 @@ def prefix(namespace: str, name: str) -> str:
 def jupyter_argv(namespace: str, name: str, root_dir: str) -> list[str]:
     """The Jupyter server the platform's environment provides, behind the gateway.
 
-    No token and no password: the server binds loopback only and the gateway, which
-    authenticates every request, is the only way in. ``allow_origin='*'`` because the browser's
-    Origin is the gateway's, never the loopback Host Jupyter sees; the gateway itself refuses
-    cross-site requests and WebSockets for cookie sessions. For the same reason Jupyter's own
-    ``_xsrf`` cookie check is off: it would make every API client repeat a check the gateway
-    has already made.
+    It requires its token (``JUPYTER_TOKEN`` in its environment, see :func:`build_workload`)
+    and keeps Jupyter's XSRF check: the server must not trust whoever reaches its port, only
+    the gateway, which authorizes each request and adds ``Authorization: token ...``
+    (services.common.dataplane). The token is never an argument: command lines are readable
+    by anyone on the host in ``/proc``. ``allow_origin='*'`` because the browser's Origin is
+    the gateway's, never the Host Jupyter sees; the gateway itself refuses cross-site
+    requests and WebSockets for cookie sessions.
     """
     return [
         "python3",
@@ -54,8 +59,6 @@ def jupyter_argv(namespace: str, name: str, root_dir: str) -> list[str]:
         "--ServerApp.open_browser=False",
         "--ServerApp.allow_root=True",
         "--ServerApp.allow_origin=*",
-        "--ServerApp.disable_check_xsrf=True",
-        "--IdentityProvider.token=",
         "--PasswordIdentityProvider.hashed_password=",
     ]
 
@@ -81,8 +84,12 @@ def claims_of(notebook: dict[str, Any]) -> list[str]:
     ]
 
 
-def build_workload(notebook: dict[str, Any]) -> WorkloadSpec:
-    """The server workload for ``notebook``; ValueError (with the field path) if it cannot run."""
+def build_workload(notebook: dict[str, Any], token: str) -> WorkloadSpec:
+    """The server workload for ``notebook``; ValueError (with the field path) if it cannot run.
+
+    ``token`` is the server's Jupyter token (``services.common.dataplane.notebook_token``),
+    given to every container as ``JUPYTER_TOKEN``, so a custom Jupyter image uses it too.
+    """
     meta = notebook["metadata"]
     ns, name = meta["namespace"], meta["name"]
     pod = ((notebook.get("spec") or {}).get("template") or {}).get("spec") or {}
@@ -91,13 +98,16 @@ def build_workload(notebook: dict[str, Any]) -> WorkloadSpec:
     used = {m.get("name") for m in mounts}
     volumes = []
     for i, vol in enumerate(pod.get("volumes") or []):
+        if isinstance(vol, dict) and vol.get("hostPath") is not None:
+            # Stored before the API refused it: still never mounted.
+            raise ValueError(f"spec.template.spec.volumes[{i}].hostPath: {HOST_PATH_REFUSAL}")
         if not isinstance(vol, dict) or vol.get("name") not in used:
             continue  # an unmounted volume needs no backing here
         source = {k: vol[k] for k in _VOLUME_SOURCES if k in vol}
         if not source:
             raise ValueError(
-                f"spec.template.spec.volumes[{i}]: only persistentVolumeClaim, "
-                "emptyDir and hostPath volumes can be mounted by the local runtime"
+                f"spec.template.spec.volumes[{i}]: only persistentVolumeClaim "
+                "and emptyDir volumes can be mounted"
             )
         volumes.append({"name": vol["name"], **source})
     working_dir = container.get("workingDir") or HOME
@@ -110,12 +120,18 @@ def build_workload(notebook: dict[str, Any]) -> WorkloadSpec:
     for i, var in enumerate(container.get("env") or []):
         if not isinstance(var, dict) or "name" not in var:
             raise ValueError(f"spec.template.spec.containers[0].env[{i}]: a name is required")
+        if var["name"] == TOKEN_ENV:
+            raise ValueError(
+                f"spec.template.spec.containers[0].env[{i}].name: {TOKEN_ENV} is set by the "
+                "platform (the gateway authenticates to the server with it)"
+            )
         if "valueFrom" in var:
             raise ValueError(
                 f"spec.template.spec.containers[0].env[{i}].valueFrom: not "
                 "supported by the local runtime; use value"
             )
         env.append({"name": var["name"], "value": str(var.get("value", ""))})
+    env.append({"name": TOKEN_ENV, "value": token})
     command = [str(c) for c in container.get("command") or []]
     args = [str(a) for a in container.get("args") or []]
     if not command:
@@ -144,7 +160,8 @@ def build_workload(notebook: dict[str, Any]) -> WorkloadSpec:
                 ],
                 "volumes": volumes,
                 "readinessProbe": {
-                    "httpGet": {"path": f"{prefix(ns, name)}/api/status"},
+                    # Jupyter's one unauthenticated API (the probe carries no token).
+                    "httpGet": {"path": f"{prefix(ns, name)}/api"},
                     "periodSeconds": 5,
                     "failureThreshold": 3,
                 },

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
 from services.common.resources.kinds import Spec
 
 
@@ -228,6 +229,15 @@ class Volume(_M):
     name: str
     persistent_volume_claim: PVCSource | None = None
     empty_dir: dict[str, Any] | None = None
+    # Named so that the 422 says why rather than "unknown field" (services.common.hostpath).
+    host_path: Any = None
+
+    @field_validator("host_path")
+    @classmethod
+    def _no_host_path(cls, v: Any) -> Any:
+        if v is not None:  # an explicit null is an absent field, as in Kubernetes
+            raise ValueError(HOST_PATH_REFUSAL)
+        return v
 
 
 class Plugin(_M):

@@ -1,14 +1,18 @@
 """The serving service's FastAPI app."""
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.app import Lifecycle, ServiceContext, build_service
+from services.common.errors import ApiError
 from services.serving.controller import InferenceServiceController
 from services.serving.idle import ActivityMonitor, ConcurrencyWindow, IdleClock
-from services.serving.models import KINDS
+from services.serving.models import INFERENCE_SERVICE, KINDS
 from services.serving.settings import Settings
+from services.serving.storage import check_file_uris
 from services.serving.tables import metadata
 
 
@@ -23,6 +27,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def components(ctx: ServiceContext) -> list[Lifecycle]:
     settings = ctx.settings
     assert isinstance(settings, Settings)
+
+    async def admit_inference_service(
+        session: AsyncSession, new: dict[str, Any], current: dict[str, Any] | None
+    ) -> None:
+        causes = await check_file_uris(ctx.runtime, new, current)
+        if causes:
+            raise ApiError.invalid(INFERENCE_SERVICE.kind, new["metadata"]["name"], causes)
+
+    ctx.store.add_admission(INFERENCE_SERVICE, admit_inference_service)
     clock, window = IdleClock(), ConcurrencyWindow(settings.autoscale_window_seconds)
     controller = InferenceServiceController(
         ctx.store,

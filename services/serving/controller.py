@@ -44,18 +44,18 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 from services.common.controller import Controller
+from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
 from services.common.resources import ResourceKind, ResourceStore
 from services.common.runtime import Phase, Runtime, VolumeNotFound, WorkloadSpec, WorkloadStatus
 from services.serving.activity import Activity
 from services.serving.autoscale import desired_replicas, replica_bounds
 from services.serving.idle import ConcurrencyWindow, IdleClock
 from services.serving.models import INFERENCE_SERVICE
+from services.serving.storage import StorageError, resolve_storage
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,6 @@ REVISION_LABEL = "serving.shipyard.io/revision"
 HASH_LABEL = "serving.shipyard.io/predictor-hash"
 REPLICA_LABEL = "serving.shipyard.io/replica"
 FINALIZER = "inferenceservice.finalizers"
-PVC_MOUNT = "/mnt/pvc"
-MODEL_MOUNT = "/mnt/models"
 MODEL_SERVER = "services.serving.modelserver"
 #: Runtime reasons for a workload that never started; restarting it cannot help.
 LAUNCH_ERRORS = (
@@ -75,17 +73,6 @@ LAUNCH_ERRORS = (
     "SandboxUnavailable",
 )
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-class StorageError(Exception):
-    """The storageUri cannot be served here; the message says why."""
-
-
-@dataclass
-class Storage:
-    model_dir: str
-    volumes: list[dict[str, Any]]
-    mounts: list[dict[str, Any]]
 
 
 def predictor_hash(predictor: dict[str, Any]) -> str:
@@ -178,33 +165,6 @@ class InferenceServiceController(Controller):
         ):
             self.enqueue(INFERENCE_SERVICE, *key)
 
-    # ------------------------------------------------------------------ storage
-    def resolve_storage(self, namespace: str, uri: str) -> Storage:
-        """Where the model server finds the model, and what to mount for it (read-only)."""
-        if uri.startswith("pvc://"):
-            claim, _, sub = uri[len("pvc://") :].partition("/")
-            if any(part == ".." for part in sub.split("/")):
-                raise StorageError(f"storageUri {uri!r}: '..' is not allowed")
-            volume = {
-                "name": "kserve-pvc-source",
-                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-            }
-            mount = {"name": "kserve-pvc-source", "mountPath": PVC_MOUNT, "readOnly": True}
-            return Storage(str(PurePosixPath(PVC_MOUNT) / sub), [volume], [mount])
-        if uri.startswith("file://"):
-            path = Path(uri[len("file://") :])
-            volumes = getattr(self.runtime, "volumes", None)
-            if volumes is not None and volumes.is_inside(path):
-                # Data inside a runtime volume is mounted explicitly (the local sandbox
-                # hides the state directory when it lies under /tmp).
-                directory = path if path.is_dir() else path.parent
-                inner = MODEL_MOUNT if directory == path else f"{MODEL_MOUNT}/{path.name}"
-                volume = {"name": "kserve-file-source", "hostPath": {"path": str(directory)}}
-                mount = {"name": "kserve-file-source", "mountPath": MODEL_MOUNT, "readOnly": True}
-                return Storage(inner, [volume], [mount])
-            return Storage(str(path), [], [])  # the host is visible read-only in the sandbox
-        raise StorageError(f"storageUri {uri!r}: only pvc:// and file:// are served locally")
-
     # ---------------------------------------------------------------- workloads
     async def workload_for(
         self, isvc: dict[str, Any], number: int, digest: str, replica: int = 0
@@ -238,7 +198,7 @@ class InferenceServiceController(Controller):
         found = _model_block(predictor)
         if found is not None:
             block, fmt = found
-            storage = self.resolve_storage(ns, block["storageUri"])
+            storage = await resolve_storage(self.runtime, ns, block["storageUri"])
             protocol = block.get("protocolVersion") or "v1"
             probe_path = "/v2/health/ready" if protocol == "v2" else f"/v1/models/{name}"
             custom = block.get("command")
@@ -272,6 +232,9 @@ class InferenceServiceController(Controller):
             {"name": e["name"], "value": e.get("value") or ""} for e in container.get("env") or []
         ]
         # The predictor's own pod volumes (persistentVolumeClaim, emptyDir) and mounts.
+        for i, volume in enumerate(predictor.get("volumes") or []):
+            if volume.get("hostPath") is not None:  # stored before the API refused it
+                raise ValueError(f"spec.predictor.volumes[{i}].hostPath: {HOST_PATH_REFUSAL}")
         volumes = [*volumes, *(predictor.get("volumes") or [])]
         mounts = [*mounts, *(container.get("volumeMounts") or [])]
         resources = container.get("resources") or {}

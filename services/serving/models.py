@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from services.common.errors import Cause
+from services.common.hostpath import host_path_causes
 from services.common.resources import PrinterColumn, ResourceKind
 from services.common.resources.kinds import Spec
 
@@ -215,8 +216,7 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
             causes.append(
                 Cause(
                     f"{path}.storageUri",
-                    "the local runtime cannot download "
-                    "models; use pvc://<claim>/<path> or file:///<absolute path>",
+                    "the local runtime cannot download models; use pvc://<claim>/<path>",
                     "FieldValueNotSupported",
                 )
             )
@@ -224,17 +224,17 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
             causes.append(
                 Cause(
                     f"{path}.storageUri",
-                    "must start with pvc:// or file:// (or a KServe remote scheme)",
+                    "must start with pvc:// (or file:// naming a path inside one of the "
+                    "namespace's volumes)",
                 )
             )
         elif uri.startswith("file://") and not uri[len("file://") :].startswith("/"):
-            causes.append(
-                Cause(f"{path}.storageUri", "file:// needs an absolute path (file:///models/iris)")
-            )
+            causes.append(Cause(f"{path}.storageUri", "file:// needs an absolute path"))
         elif uri.startswith("pvc://") and not uri[len("pvc://") :].split("/", 1)[0]:
             causes.append(
                 Cause(f"{path}.storageUri", "pvc:// needs a claim name (pvc://<claim>/<path>)")
             )
+    causes += host_path_causes(spec, "spec")
     return causes
 
 
