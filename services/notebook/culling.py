@@ -7,8 +7,8 @@ Kubeflow's culler, with two of its known bugs fixed:
 - a freshly started server gets a fresh ``last-activity`` annotation from the controller
   (kubeflow#6648: a stale one culled it again right after a restart).
 
-Every check period the culler asks each ready server (directly on its loopback endpoint,
-so the gateway's authorization is not in the way, kubeflow#7160) for ``/api/kernels`` and
+Every check period the culler asks each ready server (directly on its endpoint, so the
+gateway's authorization is not in the way, kubeflow#7160) for ``/api/kernels`` and
 ``/api/terminals``, with the server's token (``services.common.dataplane``), as the gateway
 sends it. A busy kernel means "active now"; otherwise the newest
 ``last_activity`` counts. It keeps the annotation ``notebooks.kubeflow.org/last-activity``
@@ -20,20 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from services.common.dataplane import notebook_token
 from services.common.resources import ResourceStore
 from services.common.resources.store import now_rfc3339
+from services.common.runtime import endpoint
 from services.notebook.models import NOTEBOOK
 from services.notebook.notebooks import LAST_ACTIVITY_ANNOTATION, STOP_ANNOTATION
 from services.notebook.workload import prefix
 
 log = logging.getLogger(__name__)
+#: Bound on what one answer of a server may be (a list of kernels or terminals).
+MAX_BODY = 4 * 1024 * 1024
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -61,6 +64,22 @@ def last_activity(
     return max(times) if times else None
 
 
+def get_from_server(base: str, path: str, token: str, timeout: float) -> tuple[int, bytes]:
+    """GET ``path`` from the Jupyter server behind the endpoint ``base`` (whatever form the
+    runtime gave it, services.common.runtime.endpoint) with its token: (status, body).
+
+    Blocking (run it in a thread); the body is read up to MAX_BODY bytes.
+    """
+    conn = http.client.HTTPConnection(endpoint.host_header(base), timeout=timeout)
+    conn.sock = endpoint.connect(base, timeout)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"token {token}"})
+        response = conn.getresponse()
+        return response.status, response.read(MAX_BODY)
+    finally:
+        conn.close()
+
+
 class NotebookCuller:
     """A Lifecycle component; ``idle_seconds <= 0`` makes ``start`` a no-op."""
 
@@ -79,12 +98,10 @@ class NotebookCuller:
         self.period_seconds = max(0.1, period_seconds)
         self.request_timeout = request_timeout
         self._task: asyncio.Task[None] | None = None
-        self._http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         if self.idle_seconds <= 0:
             return
-        self._http = httpx.AsyncClient(timeout=self.request_timeout)
         self._task = asyncio.create_task(self._loop(), name="notebook-culler")
         log.info(
             "notebook culling on: idle after %.0fs, checked every %.1fs",
@@ -98,9 +115,6 @@ class NotebookCuller:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
 
     async def _loop(self) -> None:
         while True:
@@ -135,26 +149,31 @@ class NotebookCuller:
 
         await asyncio.gather(*(one(nb) for nb in running))
 
-    async def _get_list(self, url: str, token: str) -> list[dict[str, Any]] | None:
-        assert self._http is not None
+    async def _get_list(self, base: str, path: str, token: str) -> list[dict[str, Any]] | None:
+        """A JSON list from the server (None if it does not answer with one)."""
         try:
-            resp = await self._http.get(url, headers={"Authorization": f"token {token}"})
-        except httpx.HTTPError:
+            status, body = await asyncio.to_thread(
+                get_from_server, base, path, token, self.request_timeout
+            )
+        except (OSError, http.client.HTTPException):
             return None
-        if resp.status_code == 404:
+        if status == 404:
             return []  # e.g. terminals not installed in a custom image
-        if resp.status_code != 200:
+        if status != 200:
             return None
-        body = resp.json()
-        return [x for x in body if isinstance(x, dict)] if isinstance(body, list) else None
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return None
+        return [x for x in parsed if isinstance(x, dict)] if isinstance(parsed, list) else None
 
     async def check(self, notebook: dict[str, Any]) -> None:
         meta = notebook["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        base = notebook["status"]["endpoint"].rstrip("/") + prefix(ns, name)
+        base = notebook["status"]["endpoint"]
         token = notebook_token(self.dataplane_key, ns, name)
-        kernels = await self._get_list(f"{base}/api/kernels", token)
-        terminals = await self._get_list(f"{base}/api/terminals", token)
+        kernels = await self._get_list(base, f"{prefix(ns, name)}/api/kernels", token)
+        terminals = await self._get_list(base, f"{prefix(ns, name)}/api/terminals", token)
         if kernels is None or terminals is None:
             return  # not answering: not evidence of idleness
         now = datetime.now(UTC)
