@@ -2,18 +2,32 @@
 
 The servers here are real asyncio sockets scripted byte by byte, because the cases under
 test (chunk timing, a kept-alive connection closed between requests, HEAD with a
-Content-Length but no body) are about exactly what goes over the wire.
+Content-Length but no body) are about exactly what goes over the wire. A sandboxed server's
+``http+sandbox://`` endpoint is served by a real fd broker (``tests.endpoints.FdBroker``),
+for the pool, the proxy's 502 and the WebSocket proxy alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.types import Message, Scope
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import InvalidStatus
 
-from gateway.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
-from tests.conftest import free_port
+from gateway.errors import GatewayError
+from gateway.proxy import forward_http, forward_websocket
+from gateway.upstream import UpstreamError, UpstreamPool, UpstreamRefused, UpstreamTimeout
+from tests.conftest import free_port, serve_app
+from tests.endpoints import FdBroker, Mode
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -289,3 +303,149 @@ async def test_request_truncated_response_is_an_error() -> None:
         with pytest.raises(UpstreamError):
             await read_all(pool, "GET", server.url)
     await pool.aclose()
+
+
+# ---- sandboxed endpoints (http+sandbox://, through a broker) ------------------------------
+
+
+async def test_request_through_sandbox_endpoint_keeps_alive() -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        while True:
+            line, headers, _ = await read_request(reader)
+            seen.append((line.split()[1], headers["host"]))
+            writer.write(ok(line.split()[1].encode()))
+            await writer.drain()
+
+    pool = UpstreamPool()
+    async with RawServer(handler) as server:
+        with FdBroker(("127.0.0.1", server.port)) as broker:
+            base = f"{broker.url}/notebook/ns/nb"
+            for i in range(3):
+                assert await read_all(pool, "GET", base, f"/x{i}".encode()) == (
+                    200,
+                    f"/notebook/ns/nb/x{i}".encode(),
+                )
+            # One socket from the broker carried all three: pooled like any other endpoint.
+            assert broker.requests == 1 and server.connections == 1
+            assert pool.idle_connections(base) == 1
+    assert seen == [(f"/notebook/ns/nb/x{i}", "localhost") for i in range(3)]
+    await pool.aclose()
+
+
+async def test_request_broker_refusal_is_upstream_refused_with_reason() -> None:
+    pool = UpstreamPool(connect_timeout=2)
+    with FdBroker(("127.0.0.1", free_port()), "refuse", reason="workload nb has stopped") as broker:
+        with pytest.raises(UpstreamRefused, match="workload nb has stopped"):
+            await pool.request("GET", broker.url, b"/", [])
+    await pool.aclose()
+
+
+@pytest.mark.parametrize("mode", ["pipe", "unix", "listening"])
+async def test_request_broker_passing_no_tcp_socket_is_refused(mode: Mode) -> None:
+    pool = UpstreamPool(connect_timeout=2)
+    with FdBroker(("127.0.0.1", free_port()), mode) as broker:
+        with pytest.raises(UpstreamError) as info:
+            await pool.request("GET", broker.url, b"/", [])
+    assert not isinstance(info.value, UpstreamRefused | UpstreamTimeout)
+    assert (
+        "not a socket" in str(info.value)
+        or "not TCP" in str(info.value)
+        or ("unconnected" in str(info.value))
+    )
+    await pool.aclose()
+
+
+async def test_request_silent_broker_times_out() -> None:
+    pool = UpstreamPool(connect_timeout=0.3)
+    with FdBroker(("127.0.0.1", free_port()), "silent") as broker:
+        with pytest.raises(UpstreamTimeout):
+            await pool.request("GET", broker.url, b"/", [])
+    await pool.aclose()
+
+
+def http_scope(path: str) -> Scope:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+    }
+
+
+async def never_receive() -> Message:
+    raise AssertionError("a GET without body reads nothing")
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        (
+            "refuse",
+            "upstream unavailable: the workload's endpoint refused the connection: "
+            "notebook team-a/nb is stopped",
+        ),
+        ("pipe", "upstream unavailable"),  # the details stay in the gateway's log
+    ],
+)
+async def test_forward_http_broker_failure_is_502(mode: Mode, message: str) -> None:
+    sent: list[Message] = []
+
+    async def send(msg: Message) -> None:
+        sent.append(msg)
+
+    pool = UpstreamPool(connect_timeout=2)
+    with FdBroker(("127.0.0.1", free_port()), mode, reason="notebook team-a/nb is stopped") as b:
+        with pytest.raises(GatewayError) as info:
+            await forward_http(pool, http_scope("/x"), never_receive, send, b.url, [], 1024)
+    assert (info.value.code, info.value.message) == (502, message)
+    assert sent == []
+    await pool.aclose()
+
+
+async def test_forward_websocket_through_sandbox_endpoint() -> None:
+    """A real WebSocket server behind a broker, reached through ``forward_websocket`` served
+    by uvicorn, as the gateway serves a notebook's kernel channels."""
+
+    async def upstream_ws(conn: ServerConnection) -> None:
+        assert conn.request is not None
+        await conn.send(
+            json.dumps({"path": conn.request.path, "host": conn.request.headers["Host"]})
+        )
+        async for message in conn:
+            assert isinstance(message, str)
+            await conn.send(f"echo:{message}")
+
+    async with ws_serve(upstream_ws, "127.0.0.1", 0) as upstream:
+        port = upstream.sockets[0].getsockname()[1]
+        with FdBroker(("127.0.0.1", port)) as broker:
+
+            async def front(ws: WebSocket) -> None:
+                query = f"?{ws.url.query}" if ws.url.query else ""
+                await forward_websocket(ws, broker.url + ws.url.path + query, [("x-test", "1")])
+
+            front_port = free_port()
+            server, task = await serve_app(
+                Starlette(routes=[WebSocketRoute("/{path:path}", front)]), front_port
+            )
+            try:
+                url = f"ws://127.0.0.1:{front_port}/notebook/ns/nb/api/kernels/k1/channels?s=1"
+                async with ws_connect(url, open_timeout=5) as ws:
+                    hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    assert hello == {
+                        "path": "/notebook/ns/nb/api/kernels/k1/channels?s=1",
+                        "host": "localhost",
+                    }
+                    await ws.send("ping")
+                    assert await asyncio.wait_for(ws.recv(), 5) == "echo:ping"
+                assert broker.requests == 1
+                broker.mode, broker.reason = "refuse", "notebook ns/nb is stopped"
+                with pytest.raises(InvalidStatus):  # closed before accept: the handshake fails
+                    async with ws_connect(url, open_timeout=5):
+                        pass
+            finally:
+                server.should_exit = True
+                await asyncio.wait_for(task, 10)
