@@ -46,6 +46,8 @@ def _multiuser_platform(
         {
             "SHIPYARD_CLUSTER_ADMINS": ADMIN,
             "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
+            # Workloads share this host: trusted-header mode must be allowed explicitly.
+            "SHIPYARD_TRUSTED_HEADER_ALLOW_LOCAL_RUNTIME": "true",
             "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
         }
     )

@@ -28,6 +28,8 @@ def test_workload_token_scoped_to_its_namespace(own_db: str, nats_url: str, tmp_
     env = {
         "SHIPYARD_CLUSTER_ADMINS": "admin@example.com",
         "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
+        # Workloads share this host: trusted-header mode must be allowed explicitly.
+        "SHIPYARD_TRUSTED_HEADER_ALLOW_LOCAL_RUNTIME": "true",
         "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
     }
     platform = Platform(

@@ -49,8 +49,9 @@ async def test_unauthenticated_api_gets_401_browser_gets_302(client) -> None:
 async def test_sign_out_clears_cookie_and_ends_provider_session(gateway, oidc) -> None:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as c:
         await browser_login(c, "user@example.com")
-        r = await c.get("/oauth2/sign_out")
-        assert r.status_code == 302
+        csrf = (await c.get("/oauth2/userinfo")).json()["csrfToken"]
+        r = await c.post("/oauth2/sign_out", headers={"x-csrf-token": csrf})
+        assert r.status_code == 303
         assert r.headers["location"].startswith(f"{oidc.issuer}/session/end")
         assert "id_token_hint" in r.headers["location"]
         assert (await c.get("/oauth2/userinfo")).status_code == 401
