@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from services.common.dataplane import notebook_token
 from services.common.resources import ResourceStore
 from services.common.resources.store import now_rfc3339
-from services.common.runtime import endpoint
+from services.common.runtime.endpoint_http import EndpointTransport
 from services.notebook.models import NOTEBOOK
 from services.notebook.notebooks import LAST_ACTIVITY_ANNOTATION, STOP_ANNOTATION
 from services.notebook.workload import prefix
@@ -64,22 +65,6 @@ def last_activity(
     return max(times) if times else None
 
 
-def get_from_server(base: str, path: str, token: str, timeout: float) -> tuple[int, bytes]:
-    """GET ``path`` from the Jupyter server behind the endpoint ``base`` (whatever form the
-    runtime gave it, services.common.runtime.endpoint) with its token: (status, body).
-
-    Blocking (run it in a thread); the body is read up to MAX_BODY bytes.
-    """
-    conn = http.client.HTTPConnection(endpoint.host_header(base), timeout=timeout)
-    conn.sock = endpoint.connect(base, timeout)
-    try:
-        conn.request("GET", path, headers={"Authorization": f"token {token}"})
-        response = conn.getresponse()
-        return response.status, response.read(MAX_BODY)
-    finally:
-        conn.close()
-
-
 class NotebookCuller:
     """A Lifecycle component; ``idle_seconds <= 0`` makes ``start`` a no-op."""
 
@@ -98,10 +83,14 @@ class NotebookCuller:
         self.period_seconds = max(0.1, period_seconds)
         self.request_timeout = request_timeout
         self._task: asyncio.Task[None] | None = None
+        self._http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         if self.idle_seconds <= 0:
             return
+        # EndpointTransport: a server's endpoint is http:// or a sandbox's http+sandbox://
+        # broker (services.common.runtime.endpoint); kept-alive connections are reused.
+        self._http = httpx.AsyncClient(transport=EndpointTransport(), timeout=self.request_timeout)
         self._task = asyncio.create_task(self._loop(), name="notebook-culler")
         log.info(
             "notebook culling on: idle after %.0fs, checked every %.1fs",
@@ -115,6 +104,9 @@ class NotebookCuller:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     async def _loop(self) -> None:
         while True:
@@ -151,15 +143,20 @@ class NotebookCuller:
 
     async def _get_list(self, base: str, path: str, token: str) -> list[dict[str, Any]] | None:
         """A JSON list from the server (None if it does not answer with one)."""
+        assert self._http is not None
+        headers = {"Authorization": f"token {token}"}
         try:
-            status, body = await asyncio.to_thread(
-                get_from_server, base, path, token, self.request_timeout
-            )
-        except (OSError, http.client.HTTPException):
-            return None
-        if status == 404:
-            return []  # e.g. terminals not installed in a custom image
-        if status != 200:
+            async with self._http.stream("GET", base.rstrip("/") + path, headers=headers) as resp:
+                if resp.status_code == 404:
+                    return []  # e.g. terminals not installed in a custom image
+                if resp.status_code != 200:
+                    return None
+                body = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        return None
+        except httpx.HTTPError:
             return None
         try:
             parsed = json.loads(body)
