@@ -93,7 +93,7 @@ class Settings(ServiceSettings):
             raise ValueError("SHIPYARD_OIDC_ISSUER is required in oidc mode")
         if (
             self.auth_mode == "trusted-header"
-            and self.runtime in ("", "local")
+            and self.runtime.strip().lower() in ("", "local")
             and not self.trusted_header_allow_local_runtime
         ):
             raise ValueError(TRUSTED_HEADER_LOCAL_RUNTIME)
