@@ -33,10 +33,11 @@ def endpoint_client(**kwargs: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=EndpointTransport(), **kwargs)
 
 
-def assert_endpoint(url: object) -> None:
-    """``url`` is an endpoint a runtime may hand out (either form), not a path or junk."""
+def assert_endpoint(url: object) -> str:
+    """``url``, checked to be an endpoint a runtime may hand out (either form)."""
     assert isinstance(url, str) and url, f"no endpoint: {url!r}"
     endpoint.parse(url)  # raises EndpointError for anything else
+    return url
 
 
 class FdBroker:

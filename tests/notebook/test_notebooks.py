@@ -23,6 +23,7 @@ from services.common.runtime import LocalRuntime, WorkloadNotFound
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from tests.browser import CHROMIUM, launch
 from tests.conftest import crash_service, start_service_again
+from tests.endpoints import assert_endpoint
 
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
@@ -163,7 +164,7 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
 
         nb = await eventually(ready, what="readyReplicas 1")
         assert nb["status"]["url"] == f"/notebook/{NS}/{name}/"
-        assert nb["status"]["endpoint"].startswith("http://127.0.0.1:")
+        assert_endpoint(nb["status"]["endpoint"])
         assert "running" in nb["status"]["containerState"]
         assert nb["status"]["conditions"][0]["type"] == "Ready"
         assert nb["status"]["conditions"][0]["status"] == "True"

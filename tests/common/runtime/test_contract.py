@@ -12,10 +12,10 @@ import os
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from services.common.runtime import Phase, Runtime, WorkloadNotFound
+from tests.endpoints import assert_endpoint, endpoint_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -170,9 +170,9 @@ async def test_server_ready_endpoint(runtime: Runtime, namespace: str) -> None:
     assert first.ready is False and first.endpoint is None
     status = await runtime.wait(namespace, "web", timeout=20, ready=True)
     assert status.phase == Phase.RUNNING and status.ready
-    assert status.endpoint and status.endpoint.startswith("http://127.0.0.1:")
-    async with httpx.AsyncClient() as client:
-        response = await client.get(status.endpoint + "/", timeout=5)
+    url = assert_endpoint(status.endpoint)  # opaque: http:// or a sandbox's broker, either
+    async with endpoint_client() as client:
+        response = await client.get(url + "/", timeout=5)
     assert response.status_code == 200
     await runtime.delete(namespace, "web")
     with pytest.raises(WorkloadNotFound):
