@@ -94,7 +94,9 @@ class Gateway:
         self.gateway_cookies = frozenset(
             n.lower() for n in (settings.cookie_name, login.STATE_COOKIE)
         )
-        self._dataplane_key = dataplane.load_or_create_key(settings.dataplane_key_path())
+        # The key Jupyter servers' tokens derive from (SHIPYARD_DATAPLANE_KEY_FILE, shared
+        # with the notebook service, which starts each server with its token).
+        self._dataplane_key = settings.dataplane_key()
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.route_table = RouteTable()
         self.feeder = RouteFeeder(self.route_table)

@@ -58,9 +58,6 @@ class Settings(ServiceSettings):
     #: The workload runtime (``SHIPYARD_RUNTIME``); the gateway only reads it to refuse
     #: trusted-header mode where workloads share the host's network.
     runtime: str = "local"
-    #: The data-plane key (``services.common.dataplane``) that Jupyter tokens derive from;
-    #: default ``<state_dir>/keys/dataplane.key``, the notebook service's default too.
-    dataplane_key_file: Path | None = None
     cookie_secret: str = DEFAULT_COOKIE_SECRET
     cookie_name: str = "shipyard_session"
     session_max_age_seconds: int = 24 * 3600
@@ -119,9 +116,6 @@ class Settings(ServiceSettings):
             "pipeline": self.pipeline_url.rstrip("/"),
             "serving": self.serving_url.rstrip("/"),
         }
-
-    def dataplane_key_path(self) -> Path:
-        return Path(self.dataplane_key_file or self.state_dir / "keys" / "dataplane.key")
 
     def private_key_pem(self) -> bytes:
         """The gateway's Ed25519 private key; created under the state dir when missing."""
