@@ -95,9 +95,9 @@ async def tenant(gateway: RunningServer) -> AsyncIterator[Recorder]:
 
 @pytest.fixture
 async def notebook_service(
-    own_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    own_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory, gateway_state: Path
 ) -> AsyncIterator[InProcessService]:
-    """The real notebook service, reached directly (not through the gateway)."""
+    """The real notebook service, with the gateway's data-plane key (as on one platform)."""
     async with service_in_process(
         create_notebook_app,
         NotebookSettings,
@@ -105,6 +105,7 @@ async def notebook_service(
         nats_url=nats_url,
         state_dir=Path(tmp_path_factory.mktemp("iso-notebook")),
         namespace=NS,
+        dataplane_key_file=gateway_state / "keys" / "dataplane.key",
     ) as service:
         yield service
 
@@ -213,6 +214,54 @@ async def test_data_plane_hands_tenant_code_nothing_of_the_visitor(
         assert r.status_code == 200 and r.json()["kind"] == "NotebookList", r.text
         r = await raw.get(gateway.url + API, headers=bearer(token))
         assert r.status_code == 200 and r.json()["identity"]["user"] == "user@example.com"
+
+
+async def test_gateway_token_opens_real_jupyter_server(
+    gateway: RunningServer, oidc: Any, notebook_service: InProcessService
+) -> None:
+    """The two halves agree: the notebook service starts Jupyter with the token the gateway
+    injects, so a visitor reaches the server through the gateway and only through it."""
+    name = "through-gw"
+    notebooks = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
+    body = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Notebook",
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"containers": [{"name": name, "image": "jupyter"}]}}},
+    }
+    table = gateway.gw.route_table  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(
+        base_url=notebook_service.url, timeout=20, headers=notebook_service.headers()
+    ) as api:
+        created = await api.post(notebooks, json=body)
+        assert created.status_code == 201, created.text
+        nb: dict[str, Any] = {}
+        deadline = asyncio.get_running_loop().time() + 90
+        while asyncio.get_running_loop().time() < deadline:
+            nb = (await api.get(f"{notebooks}/{name}")).json()
+            if (nb.get("status") or {}).get("readyReplicas") == 1:
+                break
+            await asyncio.sleep(0.3)
+        assert (nb.get("status") or {}).get("readyReplicas") == 1, nb.get("status")
+        table.upsert("notebook", NS, name, [(nb["status"]["endpoint"], 1)])
+        try:
+            token = await oidc.id_token("user@example.com")
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=20) as c:
+                kernels = f"/notebook/{NS}/{name}/api/kernels"
+                r = await c.get(kernels, headers=bearer(token))
+                assert r.status_code == 200 and r.json() == [], r.text
+                r = await c.post(kernels, json={"name": "python3"}, headers=bearer(token))
+                assert r.status_code == 201 and r.json()["name"] == "python3", r.text
+                kernel = r.json()["id"]
+                r = await c.delete(f"{kernels}/{kernel}", headers=bearer(token))
+                assert r.status_code == 204, r.text
+                # A visitor without access to the namespace gets no further than the gateway.
+                other = await oidc.id_token("second@example.com")
+                r = await c.get(kernels, headers=bearer(other))
+                assert r.status_code == 403 and r.json()["reason"] == "Forbidden"
+        finally:
+            table.remove("notebook", NS, name)
+            assert (await api.delete(f"{notebooks}/{name}")).status_code == 200
 
 
 # ---- trusted-header mode --------------------------------------------------------------------
