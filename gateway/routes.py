@@ -157,7 +157,9 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
     ``{predictor: {url, latestRolledoutRevision...}}`` with ``spec.predictor.canaryTrafficPercent``
     splitting between ``status.components.predictor.url`` and a canary URL when present, else
     ``status.url``/``status.address.url``; a revision with several ready replicas lists them
-    in ``endpoints``/``latestEndpoints``. Endpoints are the workloads' loopback URLs.
+    in ``endpoints``/``latestEndpoints``. Endpoints are the runtime's opaque URLs
+    (``http://`` or ``http+sandbox://``); the proxy opens either through
+    ``services.common.runtime.endpoint``.
     """
     status = obj.get("status") or {}
     if kind == "inferenceservice":
