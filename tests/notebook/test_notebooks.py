@@ -13,12 +13,14 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import websockets
 
+from services.common.dataplane import load_or_create_key, notebook_token
 from services.common.runtime import LocalRuntime, WorkloadNotFound
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from tests.browser import CHROMIUM, launch
@@ -303,7 +305,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Echo).serve_forev
 
 async def test_custom_command_notebook_behind_gateway(platform: Any) -> None:
     """A container with its own command (a custom image) runs it, with NB_PREFIX and PORT;
-    the gateway routes to it without the caller's Authorization header."""
+    the gateway routes to it with the server's token instead of the caller's Authorization."""
     body = {
         "apiVersion": "kubeflow.org/v1",
         "kind": "Notebook",
@@ -331,7 +333,11 @@ async def test_custom_command_notebook_behind_gateway(platform: Any) -> None:
             return r.text if r.status_code == 200 else None
 
         text = await eventually(echoed, what="the custom server through the gateway")
-        assert text == f"path=/notebook/{NS}/echo/lab auth=None prefix=/notebook/{NS}/echo"
+        # Not the caller's Authorization: the server's own Jupyter token, which the gateway
+        # adds (a custom image's Jupyter reads it from JUPYTER_TOKEN, as the default one does).
+        key = load_or_create_key(Path(platform.state_dir) / "keys" / "dataplane.key")
+        token = notebook_token(key, NS, "echo")
+        assert text == f"path=/notebook/{NS}/echo/lab auth=token {token} prefix=/notebook/{NS}/echo"
         assert (await http.delete(f"{NOTEBOOKS}/echo")).status_code == 200
 
         async def route_gone() -> bool:
