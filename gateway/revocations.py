@@ -20,6 +20,7 @@ import logging
 import time
 
 from sqlalchemy import BigInteger, Column, String, Table, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Database, new_metadata
 
@@ -69,14 +70,17 @@ class SessionRevocations:
         expires = int(time.time()) + self.keep_seconds
         self._local[sid] = expires
         self._revoked = self._revoked | {sid}
-        async with self.db.transaction() as s:
-            exists = await s.scalar(
-                select(revoked_sessions_table.c.sid).where(revoked_sessions_table.c.sid == sid)
-            )
-            if not exists:
-                await s.execute(
-                    insert(revoked_sessions_table).values(sid=sid, user=user, expires=expires)
+        try:
+            async with self.db.transaction() as s:
+                exists = await s.scalar(
+                    select(revoked_sessions_table.c.sid).where(revoked_sessions_table.c.sid == sid)
                 )
+                if not exists:
+                    await s.execute(
+                        insert(revoked_sessions_table).values(sid=sid, user=user, expires=expires)
+                    )
+        except IntegrityError:
+            pass  # another replica recorded the same sign-out at the same moment
         log.info("session of %s revoked", user)
 
     async def reload(self) -> None:
