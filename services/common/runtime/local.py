@@ -21,12 +21,12 @@ import asyncio
 import builtins
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,9 +35,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from . import sandbox
 from . import supervisor as supervisor_module
 from .base import Runtime
+from .endpoint import sandbox_endpoint
 from .errors import VolumeNotFound, WorkloadNotFound
 from .expansion import expand
 from .labels import LabelSelector, parse_selector
@@ -50,20 +53,17 @@ from .models import (
     check_namespace,
 )
 from .quantity import parse_quantity
-from .sandbox import INSTALL_HINT, BindMount, build_bwrap_argv, find_bwrap, probe_bwrap
 from .volumes import VolumeStore
 
 log = logging.getLogger(__name__)
 
 SUPERVISOR_PATH = os.path.abspath(supervisor_module.__file__)
-# The platform's own environment and source tree: workloads run its python3 and may read
-# files shipped with it, wherever it is installed (see build_bwrap_argv).
-PLATFORM_PATHS = (
-    os.path.realpath(sys.prefix),
-    os.path.realpath(os.path.dirname(sys.executable)),
-    os.path.realpath(os.path.join(os.path.dirname(SUPERVISOR_PATH), "..", "..", "..")),
-)
 SPEC, LAUNCH, STATE, LOCK, LOG = "spec.json", "launch.json", "state.json", "lock", "output.log"
+ENDPOINT = "endpoint.sock"
+#: The port a server listens on inside its own network namespace, unless it declares one.
+DEFAULT_SERVER_PORT = 8080
+#: Processes (threads included) one namespace's workloads may have at once (RLIMIT_NPROC).
+DEFAULT_MAX_PROCESSES = 4096
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FOLLOW_INTERVAL = 0.05
 LOG_CHUNK = 64 * 1024
@@ -84,10 +84,12 @@ def _listdir(path: Path) -> list[str]:
         return []
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _container_port(spec: WorkloadSpec) -> int:
+    """The server's port inside its sandbox: its first declared containerPort, else 8080."""
+    for port in spec.ports:
+        if port.container_port:
+            return int(port.container_port)
+    return DEFAULT_SERVER_PORT
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -112,10 +114,10 @@ def _ts(value: float | None) -> datetime | None:
 class LocalRuntime(Runtime):
     """Runs workloads on this host; see the module docstring and :class:`Runtime`.
 
-    ``bwrap_path`` is the bubblewrap executable (None or a missing path disables the sandbox:
-    workloads with volumes or a workingDir then fail with an install hint, others run
-    unsandboxed with a warning). ``backoff_base``/``backoff_max`` shape the restart back-off
-    of servers in seconds.
+    ``bwrap_path`` is the bubblewrap executable. Without a working one every workload fails
+    with ``SandboxUnavailable`` and an install hint: nothing runs unsandboxed (sandbox.py).
+    ``backoff_base``/``backoff_max`` shape the restart back-off of servers in seconds;
+    ``max_processes`` caps one namespace's processes (RLIMIT_NPROC of its uid).
     """
 
     name = "local"
@@ -129,6 +131,7 @@ class LocalRuntime(Runtime):
         backoff_max: float = 300.0,
         python_bin_dir: str | None = None,
         workload_env: Callable[[str], Mapping[str, str]] | None = None,
+        max_processes: int = DEFAULT_MAX_PROCESSES,
     ) -> None:
         """``workload_env(namespace)`` adds platform variables to every workload's environment
         (the service-account token and the API's URL; see services.common.serviceaccounts)."""
@@ -137,7 +140,13 @@ class LocalRuntime(Runtime):
         self.workloads_root = self.root / "workloads"
         self.volumes = VolumeStore(self.root / "volumes")
         self.workloads_root.mkdir(parents=True, exist_ok=True)
+        # Workloads run as other users (root) or see none of this (otherwise): either way the
+        # runtime's files are the platform's alone.
+        self.root.chmod(0o700)
         self.bwrap_path = bwrap_path
+        self.max_processes = max_processes
+        self.privileged = os.geteuid() == 0
+        self.uids = sandbox.UidMap(self.root)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.python_bin_dir = python_bin_dir or os.path.dirname(sys.executable)
@@ -145,7 +154,24 @@ class LocalRuntime(Runtime):
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._spawned: dict[Path, subprocess.Popen[bytes]] = {}  # our own live supervisors
         self._adopted = False
-        self._sandbox: tuple[str | None, str | None] | None = None  # (bwrap, problem)
+
+    @functools.cached_property
+    def _bwrap(self) -> str:
+        exe = sandbox.find_bwrap(self.bwrap_path)
+        assert exe is not None, "probe() found it"
+        return exe
+
+    @functools.cached_property
+    def _setpriv(self) -> str:
+        return shutil.which("setpriv") or "/usr/bin/setpriv"
+
+    @functools.cached_property
+    def _seccomp(self) -> str:
+        return sandbox.write_seccomp(self.root)
+
+    @functools.cached_property
+    def _system_mounts(self) -> tuple[list[list[str]], list[list[str]]]:
+        return sandbox.system_mounts()
 
     # -- paths and small helpers -------------------------------------------------------------
 
@@ -163,22 +189,6 @@ class LocalRuntime(Runtime):
         for wdir, child in list(self._spawned.items()):
             if child.returncode is not None:
                 del self._spawned[wdir]
-
-    def _sandbox_state(self) -> tuple[str | None, str | None]:
-        """(bwrap executable or None, why it is unusable or None); probed once."""
-        if self._sandbox is None:
-            exe = find_bwrap(self.bwrap_path)
-            if exe is None:
-                problem = f"bubblewrap (bwrap) was not found at {self.bwrap_path!r}"
-                self._sandbox = (None, problem)
-            else:
-                error = probe_bwrap(exe)
-                self._sandbox = (
-                    (None, f"bubblewrap ({exe}) does not work here: {error}")
-                    if (error)
-                    else (exe, None)
-                )
-        return self._sandbox
 
     def _never_started(self, wdir: Path) -> bool:
         """Applied, but no supervisor took it (the service died between spec and launch)."""
@@ -307,67 +317,79 @@ class LocalRuntime(Runtime):
 
     def _resolve_launch(self, wdir: Path, spec: WorkloadSpec) -> dict[str, Any]:
         """Turn the spec into the supervisor's launch plan; LaunchError for user errors."""
+        problem = sandbox.probe(self.bwrap_path)
+        if problem is not None:
+            raise LaunchError("SandboxUnavailable", problem)
+        uid = self.uids.uid_for(spec.namespace) if self.privileged else None
+        os.chmod(wdir, 0o700)  # launch.json holds the workload's token; the broker lives here
         work, tmp = wdir / "work", wdir / "tmp"
-        work.mkdir(exist_ok=True)
-        tmp.mkdir(exist_ok=True)
-        mounts = self._resolve_mounts(wdir, spec)
-        needs_sandbox = bool(mounts) or spec.working_dir is not None
-        bwrap, problem = self._sandbox_state()
-        if bwrap is None and needs_sandbox:
-            raise LaunchError(
-                "SandboxUnavailable",
-                f"{problem}; it is needed to mount volumes or set workingDir: {INSTALL_HINT}",
-            )
-        cwd_inside = spec.working_dir or str(work)
-        port = _free_loopback_port() if spec.kind == "server" else None
+        for path in (work, tmp):
+            path.mkdir(exist_ok=True)
+            self._own(path, uid)
+        mounts = self._resolve_mounts(wdir, spec, uid)
+        cwd_inside = spec.working_dir or sandbox.DEFAULT_HOME
+        port = _container_port(spec) if spec.kind == "server" else None
         env = {
             "PATH": f"{self.python_bin_dir}:{SYSTEM_PATH}",
             "HOME": cwd_inside,
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
         }
-        if bwrap is None:
-            env["TMPDIR"] = str(tmp)
         if port is not None:
             env["PORT"] = str(port)
+        egress: list[dict[str, Any]] = []
         if self.workload_env is not None:
-            env.update(self.workload_env(spec.namespace))
+            platform_env = dict(self.workload_env(spec.namespace))
+            gateway = urlsplit(platform_env.get("SHIPYARD_URL", ""))
+            if gateway.hostname:
+                # Inside, the API is a loopback address of the sandbox's own network; the
+                # supervisor forwards it to the gateway and to nothing else.
+                host, api_port = sandbox.API_ADDRESS
+                egress.append(
+                    {"listen": [host, api_port], "connect": [gateway.hostname, gateway.port or 80]}
+                )
+                platform_env["SHIPYARD_URL"] = f"http://{host}:{api_port}"
+            env.update(platform_env)
         for var in spec.env:  # later entries may refer to earlier ones, as in Kubernetes
             env[var.name] = expand(var.value, env)
         argv = [expand(a, env) for a in [*spec.command, *spec.args]]
-        if bwrap is not None:
-            targets = [m.target for m in mounts]
-            if not any(cwd_inside == t or cwd_inside.startswith(t + "/") for t in targets):
-                mounts.append(BindMount(work, cwd_inside))
-            else:
-                self._make_dir_in_mounts(cwd_inside, mounts)
-            argv = build_bwrap_argv(
-                bwrap, argv, mounts=mounts, tmp_dir=tmp, cwd=cwd_inside, host_paths=PLATFORM_PATHS
-            )
-            host_cwd = str(wdir)
+        targets = [m["dst"] for m in mounts]
+        if not any(cwd_inside == t or cwd_inside.startswith(t + "/") for t in targets):
+            mounts.append({"src": str(work), "dst": cwd_inside, "ro": False})
         else:
-            log.warning(
-                "workload %s/%s runs WITHOUT a sandbox: %s (%s)",
-                spec.namespace,
-                spec.name,
-                problem,
-                INSTALL_HINT,
-            )
-            host_cwd = str(work)
+            mounts.append(self._cwd_in_mounts(cwd_inside, mounts))
+        ro_binds, links = self._system_mounts
+        user, group = (uid, uid) if uid is not None else (os.getuid(), os.getgid())
+        files = sandbox.passwd_files(user, group, cwd_inside)
+        box = {
+            "base": sandbox.base_argv(self._bwrap, self.privileged),
+            "roBinds": ro_binds,
+            "symlinks": links,
+            "binds": [{"src": str(tmp), "dst": "/tmp", "ro": False}, *mounts],
+            "files": files,
+            "seccomp": self._seccomp,
+            "cwd": cwd_inside,
+            "hostname": spec.name[:63],
+            "uid": uid,
+            "dropPrivileges": sandbox.drop_privileges_argv(self._setpriv, uid, uid)
+            if uid is not None
+            else [],
+            "egress": egress,
+        }
         memory = spec.resources.limits.get("memory")
+        storage = spec.resources.limits.get("ephemeral-storage")
         probe = spec.readiness_probe
         return {
             "kind": spec.kind,
             "argv": argv,
             "env": env,
-            "cwd": host_cwd,
+            "cwd": str(wdir),
             "log": str(wdir / LOG),
             "port": port,
+            "endpoint": str(wdir / ENDPOINT) if port is not None else None,
+            "sandbox": box,
             "probe": {
                 "path": probe.http_get.path if probe.http_get else None,
-                # Locally a server has exactly one port, $PORT: the probe's own port (often
-                # the container's 8080) cannot be honoured and is ignored.
-                "port": None,
                 "initialDelay": probe.initial_delay_seconds,
                 "period": probe.period_seconds,
                 "timeout": probe.timeout_seconds,
@@ -382,20 +404,36 @@ class LocalRuntime(Runtime):
             "activeDeadlineSeconds": spec.active_deadline_seconds,
             "grace": spec.termination_grace_period_seconds,
             "rlimitAs": int(parse_quantity(memory, "resources.limits.memory")) if memory else None,
+            "rlimitFsize": int(parse_quantity(storage, "resources.limits.ephemeral-storage"))
+            if storage
+            else None,
+            "rlimitNproc": self.max_processes,
         }
 
     @staticmethod
-    def _make_dir_in_mounts(path: str, mounts: list[BindMount]) -> None:
-        for mount in sorted(mounts, key=lambda m: len(m.target), reverse=True):
-            if path == mount.target or path.startswith(mount.target + "/"):
-                (mount.source / os.path.relpath(path, mount.target)).mkdir(
-                    parents=True, exist_ok=True
-                )
-                return
+    def _own(path: Path, uid: int | None) -> None:
+        """Hand a directory the workload writes to its uid (root only), private to it."""
+        if uid is not None:
+            st = path.stat()
+            if st.st_uid != uid:
+                os.chown(path, uid, uid)
+            path.chmod(0o700)
 
-    def _resolve_mounts(self, wdir: Path, spec: WorkloadSpec) -> list[BindMount]:
+    @staticmethod
+    def _cwd_in_mounts(path: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+        """A working directory inside a volume mount: the same volume, one level deeper."""
+        for mount in sorted(mounts, key=lambda m: len(m["dst"]), reverse=True):
+            if path == mount["dst"] or path.startswith(mount["dst"] + "/"):
+                rel = os.path.relpath(path, mount["dst"])
+                sub = "/".join(p for p in ((mount.get("subPath") or ""), rel) if p and p != ".")
+                return {**mount, "dst": path, "subPath": sub or None}
+        raise AssertionError("unreachable: the caller checked the path is under a mount")
+
+    def _resolve_mounts(
+        self, wdir: Path, spec: WorkloadSpec, uid: int | None
+    ) -> list[dict[str, Any]]:
         volumes = {v.name: v for v in spec.volumes}
-        mounts: list[BindMount] = []
+        mounts: list[dict[str, Any]] = []
         for i, vm in enumerate(spec.volume_mounts):
             vol = volumes[vm.name]
             read_only = vm.read_only
@@ -410,27 +448,29 @@ class LocalRuntime(Runtime):
                         f"PersistentVolumeClaim {claim.claim_name} not found in namespace "
                         f"{spec.namespace}",
                     ) from None
+                self._own(source, uid)
             elif vol.empty_dir is not None:
                 source = wdir / "emptydir" / vol.name
                 source.mkdir(parents=True, exist_ok=True)
+                self._own(source, uid)
             else:
-                assert vol.host_path is not None
-                source = Path(vol.host_path.path)
-                if not self.volumes.is_inside(source):
-                    raise LaunchError(
-                        "HostPathNotAllowed",
-                        f"volumes[{vol.name}].hostPath {vol.host_path.path!r}: only paths inside "
-                        f"a runtime volume ({self.volumes.root}) may be mounted",
-                    )
-                source.mkdir(parents=True, exist_ok=True)
-            if vm.sub_path:
-                source = source / vm.sub_path
-                source.mkdir(parents=True, exist_ok=True)
-            if vm.mount_path in ("/", "/proc", "/dev", "/tmp"):
+                raise LaunchError(
+                    "HostPathNotAllowed",
+                    f"volumes[{vol.name}].hostPath: host paths are never mounted into a "
+                    "workload; use a persistentVolumeClaim of the namespace",
+                )
+            target = os.path.normpath(vm.mount_path)
+            if (
+                target in ("/", "/proc", "/dev", "/tmp")
+                or target.startswith(("/proc/", "/dev/", "/usr/", "/etc/"))
+                or target in ("/usr", "/etc")
+            ):
                 raise LaunchError(
                     "InvalidMount", f"volumeMounts[{i}].mountPath {vm.mount_path!r} is reserved"
                 )
-            mounts.append(BindMount(source, os.path.normpath(vm.mount_path), read_only))
+            mounts.append(
+                {"src": str(source), "dst": target, "ro": read_only, "subPath": vm.sub_path}
+            )
         return mounts
 
     # -- status and waiting ------------------------------------------------------------------
@@ -454,7 +494,6 @@ class LocalRuntime(Runtime):
                 state = self._mark_lost(wdir, state)
                 phase = Phase.FAILED
         ready = bool(state.get("ready")) and phase == Phase.RUNNING
-        port = state.get("port")
         return WorkloadStatus(
             namespace=spec.namespace,
             name=spec.name,
@@ -466,7 +505,9 @@ class LocalRuntime(Runtime):
             finish_time=_ts(state.get("finishTime")),
             reason=state.get("reason"),
             message=state.get("message"),
-            endpoint=f"http://127.0.0.1:{port}" if ready and spec.kind == "server" else None,
+            endpoint=sandbox_endpoint(str(wdir / ENDPOINT))
+            if ready and spec.kind == "server"
+            else None,
             restart_count=int(state.get("restartCount") or 0),
             image=spec.image,
             labels=spec.labels,

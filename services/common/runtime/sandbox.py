@@ -1,76 +1,225 @@
-"""Build the bubblewrap (``bwrap``) command line that sandboxes a local workload.
+"""What a local workload may see and do: the sandbox plan the supervisor carries out.
 
-The sandbox shows the host read-only (so the platform's Python and tools work as they are),
-gives the workload its own writable working directory and ``/tmp``, fresh ``/dev`` and
-``/proc``, a new pid namespace (when its first process dies, the kernel kills every process
-left in it, so nothing escapes ``delete``), and the shared host network (servers bind
-127.0.0.1). Volumes are bind-mounted read-write at their ``mountPath``.
+Tenants are untrusted (docs/security.md). Every workload runs under bubblewrap with:
 
-A ``mountPath`` such as ``/gotest/outputs/output_text`` usually does not exist on the host, and
-bwrap cannot create it below a read-only bind of ``/``. For such paths the nearest existing
-ancestor is rebuilt as a tmpfs holding read-only binds of its host children, then remounted
-read-only once the mount points exist, so the workload still sees an unwritable host.
+* **another user.** When the platform runs as root, each namespace gets its own host uid
+  (allocated once, recorded in ``uids.json``): the workload runs as that uid with no
+  capabilities (``setpriv`` clears every set after bubblewrap, running as root, has built the
+  mounts), so the kernel's own permission checks keep it out of the platform's 0600/0700
+  files even where a path is visible, and two namespaces cannot touch each other's files or
+  processes. When the platform itself is not root (the container image's uid), bubblewrap
+  runs unprivileged in a new user namespace with ``--cap-drop ALL``; the workload then shares
+  the platform's uid, and only what it can see protects the platform (see below).
+* **a minimal filesystem.** A fresh tmpfs root holding ``/usr`` (and the merged-/usr
+  symlinks), an allow list of ``/etc`` entries, a generated ``/etc/passwd`` and ``/etc/group``,
+  the platform's Python environment and package sources read-only, fresh ``/dev`` and
+  ``/proc``, its own ``/tmp`` and home, and its volumes. Never the state directory, the keys,
+  the databases or other workloads' directories.
+* **its own network namespace** with only a loopback. The supervisor, outside, forwards the
+  platform API (``API_ADDRESS`` inside) to the gateway and nothing else, and hands the
+  gateway connected sockets to a server's port (see endpoint.py).
+* **its own pid, IPC and UTS namespaces**, no_new_privs (bubblewrap always sets it), a
+  seccomp filter (seccomp.py), and rlimits from ``resources``.
 
-Flags were checked on the project machines (Debian 12, bubblewrap 0.8, running as root): no
-``--unshare-user`` is needed (root may create mount and pid namespaces directly), and none is
-added, so files written to volumes belong to the service's own user. ``probe_bwrap`` re-checks
-once per runtime, since containers without the needed privileges make bwrap fail at start.
+If any of this cannot be set up the workload fails with ``SandboxUnavailable``; nothing ever
+runs outside the sandbox (fail closed). :func:`probe` says why, once, for ``shipyard up``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
-import logging
+import json
 import os
+import platform
 import shutil
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from .seccomp import build_filter
 
-INSTALL_HINT = "install it with `apt-get install bubblewrap`"
-# Paths the sandbox provides itself, never copied from the host.
-_ROOT_SKIP = {"/proc", "/dev", "/tmp"}
-
-
-@dataclass(frozen=True)
-class BindMount:
-    source: Path
-    target: str
-    read_only: bool = False
+INSTALL_HINT = "install bubblewrap (`apt-get install bubblewrap`, or `make install`)"
+#: Where a workload reaches the platform API, inside its own network namespace. Not 8080 or
+#: any port a server is likely to take on 0.0.0.0, which would collide with this address.
+API_ADDRESS = ("127.0.0.2", 18080)
+#: The working directory and $HOME of a workload that does not name one.
+DEFAULT_HOME = "/home/shipyard"
+#: Host uids handed to namespaces start here: above the usual subordinate-id ranges.
+UID_BASE = 1_000_000
+UID_RANGE = 1_000_000
+#: /etc entries a workload may read (name resolution, TLS roots, time zone, the loader).
+ETC_ALLOWED = (
+    "alternatives",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "debian_version",
+    "fonts",
+    "gai.conf",
+    "host.conf",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "protocols",
+    "services",
+    "ssl",
+    "timezone",
+)
+_MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
 def find_bwrap(path: str | None) -> str | None:
     """Resolve the bwrap executable (a name on PATH or a path); None if unavailable."""
-    if not path:
-        return None
-    return shutil.which(path)
+    return shutil.which(path) if path else None
 
 
-@functools.lru_cache(maxsize=8)
-def probe_bwrap(executable: str) -> str | None:
-    """Run a trivial sandbox once; return None if bwrap works here, else the error text.
+def platform_code_paths() -> list[str]:
+    """The Python environment and package sources every workload runs the platform's code
+    from: the virtualenv, the interpreter it was made from, and the source directories of
+    the packages (an editable install points into the project tree, whose state directory
+    must stay out of sight, so only the package directories are exposed)."""
+    paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    paths.add(os.path.realpath(os.path.dirname(os.path.realpath(sys.executable))))
+    here = Path(__file__).resolve()
+    project = here.parents[3]  # services/common/runtime/sandbox.py -> project root
+    for package in ("services", "shipyard", "gateway"):
+        if (project / package / "__init__.py").exists():
+            paths.add(str(project / package))
+    # A directory inside another one is already visible.
+    ordered = sorted(paths, key=len)
+    return [p for i, p in enumerate(ordered) if not any(_below(p, q) for q in ordered[:i])]
 
-    Containers often forbid the namespaces bwrap needs, so "installed" is not "usable".
+
+def _below(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def system_mounts() -> tuple[list[list[str]], list[list[str]]]:
+    """(read-only binds, symlinks) for the system part of the filesystem."""
+    binds: list[list[str]] = [["/usr", "/usr"]]
+    links: list[list[str]] = []
+    for name in _MERGED_USR:
+        path = f"/{name}"
+        if os.path.islink(path):
+            links.append([os.readlink(path), path])
+        elif os.path.isdir(path):
+            binds.append([path, path])
+    for name in ETC_ALLOWED:
+        path = f"/etc/{name}"
+        if os.path.lexists(path):
+            binds.append([path, path])
+    for path in platform_code_paths():
+        if not any(_below(path, b[0]) for b in binds):
+            binds.append([path, path])
+    return binds, links
+
+
+def passwd_files(uid: int, gid: int, home: str) -> list[dict[str, str]]:
+    """A passwd and group that name the workload's user (tools ask ``getpwuid``)."""
+    passwd = (
+        "root:x:0:0:root:/root:/bin/sh\n"
+        f"shipyard:x:{uid}:{gid}:shipyard workload:{home}:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    group = f"root:x:0:\nshipyard:x:{gid}:\nnogroup:x:65534:\n"
+    return [{"dst": "/etc/passwd", "data": passwd}, {"dst": "/etc/group", "data": group}]
+
+
+class UidMap:
+    """One host uid per namespace, allocated once and kept in ``<root>/uids.json``.
+
+    Only used when the platform runs as root. Allocation takes an exclusive lock, so services
+    starting workloads at the same time agree.
     """
-    argv = [
-        executable,
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
+
+    def __init__(self, root: Path, base: int = UID_BASE) -> None:
+        self.path = root / "uids.json"
+        self.lock_path = root / "uids.lock"
+        self.base = base
+        self._cache: dict[str, int] = {}
+
+    def uid_for(self, namespace: str) -> int:
+        if namespace in self._cache:
+            return self._cache[namespace]
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            table = self._read()
+            if namespace not in table:
+                used = set(table.values())
+                uid = self.base + len(table)
+                while uid in used:
+                    uid += 1
+                if uid >= self.base + UID_RANGE:
+                    raise RuntimeError("the namespace uid range is exhausted")
+                table[namespace] = uid
+                tmp = self.path.with_name(".uids.json.tmp")
+                tmp.write_text(json.dumps(table, sort_keys=True))
+                os.replace(tmp, self.path)
+            self._cache.update(table)
+            return table[namespace]
+        finally:
+            os.close(fd)
+
+    def _read(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return {str(k): int(v) for k, v in data.items()}
+
+
+def write_seccomp(root: Path) -> str:
+    """The compiled filter, written once per runtime directory; returns its path."""
+    path = root / f"seccomp-{platform.machine()}.bpf"
+    program = build_filter()
+    if not path.exists() or path.read_bytes() != program:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(program)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def base_argv(bwrap: str, privileged: bool) -> list[str]:
+    """The namespace flags every sandbox gets (the mounts are added per workload)."""
+    argv = [bwrap]
+    if not privileged:  # unprivileged bubblewrap: a user namespace of its own, no caps
+        argv += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    argv += [
         "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
         "--die-with-parent",
-        "--",
-        "true",
     ]
+    return argv
+
+
+def drop_privileges_argv(setpriv: str, uid: int, gid: int) -> list[str]:
+    """Run as ``uid``/``gid`` with every capability set empty (after bwrap built the mounts)."""
+    return [
+        setpriv,
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
+
+
+def _run_probe(argv: Iterable[str]) -> str | None:
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+        done = subprocess.run(list(argv), capture_output=True, timeout=15, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     if done.returncode != 0:
@@ -78,88 +227,31 @@ def probe_bwrap(executable: str) -> str | None:
     return None
 
 
-def _exists(path: str) -> bool:
-    return os.path.lexists(path)
+@functools.lru_cache(maxsize=8)
+def probe(bwrap_path: str | None) -> str | None:
+    """None if workloads can be sandboxed here, else what is missing and how to fix it.
 
-
-def _covered(path: str, targets: Sequence[str]) -> bool:
-    """True if path is at or below one of the mount targets (so bwrap can create it there)."""
-    return any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets)
-
-
-def _overlay_dirs(targets: Sequence[str]) -> list[str]:
-    """Host directories that must become a tmpfs so that missing mount points can be made.
-
-    Walking up from a missing target, stop at the first ancestor that is itself a mount
-    target (bwrap creates the mount point inside that bind) or that exists on the host (that
-    one gets the tmpfs overlay).
+    Runs one trivial sandbox with the same namespaces, user switch and seccomp filter real
+    workloads get, because "installed" is not "usable": containers often forbid namespaces.
     """
-    covering = [*targets, "/tmp"]
-    overlays: set[str] = set()
-    for target in targets:
-        if _exists(target):
-            continue
-        parent = os.path.dirname(target)
-        while True:
-            if any(_covered(parent, [t]) for t in covering if t != target):
-                break
-            if _exists(parent):
-                overlays.add(parent)
-                break
-            parent = os.path.dirname(parent)
-    return sorted(overlays, key=lambda p: (p.count("/"), p))
-
-
-def _rebind_children(directory: str, is_root: bool) -> list[str]:
-    args: list[str] = []
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except OSError as exc:
-        log.warning("cannot list %s for the sandbox: %s", directory, exc)
-        return args
-    for entry in entries:
-        path = os.path.join(directory, entry.name)
-        if is_root and path in _ROOT_SKIP:
-            continue
-        if entry.is_symlink():
-            args += ["--symlink", os.readlink(path), path]
-        else:
-            args += ["--ro-bind-try", path, path]
-    return args
-
-
-def build_bwrap_argv(
-    bwrap: str,
-    argv: Sequence[str],
-    *,
-    mounts: Sequence[BindMount],
-    tmp_dir: Path,
-    cwd: str,
-    host_paths: Sequence[str] = (),
-) -> list[str]:
-    """The full argv: bwrap, its options, ``--``, then the workload's own argv unchanged.
-
-    ``host_paths`` stay visible read-only even where the sandbox hides their parent: the
-    platform's virtualenv and source tree may live under ``/tmp`` (a CI checkout), which
-    the workload's private ``/tmp`` would otherwise cover.
-    """
-    targets = [os.path.normpath(m.target) for m in mounts]
-    overlays = _overlay_dirs(targets)
-    args = [bwrap]
-    if "/" in overlays:
-        args += _rebind_children("/", is_root=True)
-    else:
-        args += ["--ro-bind", "/", "/"]
-    args += ["--dev", "/dev", "--proc", "/proc", "--bind", str(tmp_dir), "/tmp"]
-    for path in sorted({os.path.normpath(p) for p in host_paths}):
-        if path == "/tmp" or path.startswith("/tmp/"):
-            args += ["--ro-bind", path, path]
-    for overlay in overlays:
-        if overlay != "/":
-            args += ["--tmpfs", overlay, *_rebind_children(overlay, is_root=False)]
-    for mount, target in sorted(zip(mounts, targets, strict=True), key=lambda mt: mt[1].count("/")):
-        args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), target]
-    for overlay in overlays:
-        args += ["--remount-ro", overlay]
-    args += ["--chdir", cwd, "--unshare-pid", "--die-with-parent", "--", *argv]
-    return args
+    bwrap = find_bwrap(bwrap_path)
+    if bwrap is None:
+        return f"bubblewrap (bwrap) was not found at {bwrap_path!r}: {INSTALL_HINT}"
+    privileged = os.geteuid() == 0
+    argv = base_argv(bwrap, privileged)
+    binds, links = system_mounts()
+    for src, dst in binds:
+        argv += ["--ro-bind", src, dst]
+    for target, path in links:
+        argv += ["--symlink", target, path]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--", "true"]
+    if privileged:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            return "setpriv (util-linux) was not found; it drops workloads to their own uid"
+        tail = argv.index("--")
+        argv[tail + 1 : tail + 1] = drop_privileges_argv(setpriv, UID_BASE, UID_BASE)
+    problem = _run_probe(argv)
+    if problem:
+        return f"bubblewrap ({bwrap}) cannot build the workload sandbox here: {problem}"
+    return None

@@ -27,6 +27,7 @@ import os
 import select
 import sys
 import time
+from typing import Any
 
 STATE = "state.json"
 LAUNCH = "launch.json"
@@ -88,6 +89,152 @@ def dumps(value: object) -> str:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
+class SandboxError(Exception):
+    """The sandbox could not be set up; the workload fails (it never runs unsandboxed)."""
+
+
+# Mount sources a subPath may not reach through: anything but plain directories and files.
+_O_BENEATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_beneath(root: str, sub_path: str | None, owner: int | None) -> int:
+    """An O_PATH descriptor of ``root/sub_path``, walked one component at a time.
+
+    No component may be a symbolic link (a workload may have planted one in a shared volume
+    to make the next mount land anywhere on the host), and ``..`` is refused. Missing
+    directories are created (owned by the workload's uid). bubblewrap then binds the
+    descriptor itself (``--bind-fd``), not the path, so nothing can be swapped in between.
+    """
+    import stat
+
+    fd = os.open(root, _O_BENEATH | os.O_DIRECTORY)
+    for part in [p for p in (sub_path or "").split("/") if p and p != "."]:
+        if part == "..":
+            os.close(fd)
+            raise SandboxError(f"subPath {sub_path!r}: '..' is not allowed")
+        try:
+            nxt = os.open(part, _O_BENEATH, dir_fd=fd)
+        except FileNotFoundError:
+            os.mkdir(part, 0o755, dir_fd=fd)
+            if owner is not None:
+                os.chown(part, owner, owner, dir_fd=fd, follow_symlinks=False)
+            nxt = os.open(part, _O_BENEATH, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISLNK(mode):
+            os.close(fd)
+            raise SandboxError(f"subPath {sub_path!r}: {part!r} is a symbolic link")
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            os.close(fd)
+            raise SandboxError(f"subPath {sub_path!r}: {part!r} is not a file or directory")
+    return fd
+
+
+def build_sandbox_argv(box: dict, argv: list) -> tuple[list, list, list]:
+    """(bubblewrap argv, descriptors the child must inherit, (pipe, bytes) to write).
+
+    ``box`` is the plan from services/common/runtime/sandbox.py (the launch's ``sandbox``).
+    """
+    keep: list = []
+    data: list = []
+    out = list(box["base"])
+    # bubblewrap makes missing parents of a mount point private (0700): make them plain,
+    # or the workload's user could not reach /etc/passwd or its own interpreter.
+    dests = [d for _, d in box["roBinds"]] + [m["dst"] for m in box["binds"]]
+    dests += [f["dst"] for f in box.get("files") or []]
+    covered = set(dests) | {p for _, p in box["symlinks"]}
+    parents: set = set()
+    for dest in dests:
+        parent = os.path.dirname(dest)
+        while parent not in ("/", "") and not _under_any(parent, covered):
+            parents.add(parent)
+            parent = os.path.dirname(parent)
+    for parent in sorted(parents, key=lambda p: (p.count("/"), p)):
+        out += ["--perms", "0755", "--dir", parent]
+    for src, dst in box["roBinds"]:
+        out += ["--ro-bind", src, dst]
+    for target, path in box["symlinks"]:
+        out += ["--symlink", target, path]
+    out += ["--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc"]
+    out += ["--hostname", box.get("hostname") or "workload"]
+    uid = box.get("uid")
+    try:
+        for mount in sorted(box["binds"], key=lambda m: m["dst"].count("/")):
+            fd = open_beneath(mount["src"], mount.get("subPath"), uid)
+            keep.append(fd)
+            out += ["--ro-bind-fd" if mount.get("ro") else "--bind-fd", str(fd), mount["dst"]]
+        for entry in box.get("files") or []:
+            r, w = os.pipe()
+            keep.append(r)
+            data.append((w, entry["data"].encode()))
+            out += ["--perms", "0644", "--ro-bind-data", str(r), entry["dst"]]
+        seccomp = os.open(box["seccomp"], os.O_RDONLY | os.O_CLOEXEC)
+        keep.append(seccomp)
+        out += ["--seccomp", str(seccomp)]
+    except OSError as exc:
+        for fd in keep:
+            os.close(fd)
+        for w, _ in data:
+            os.close(w)
+        raise SandboxError(f"cannot prepare the sandbox's mounts: {exc}") from None
+    except SandboxError:
+        for fd in keep:
+            os.close(fd)
+        for w, _ in data:
+            os.close(w)
+        raise
+    out += ["--chdir", box["cwd"], "--"]
+    out += list(box.get("dropPrivileges") or [])
+    out += list(argv)
+    return out, keep, data
+
+
+def _under_any(path: str, roots: set) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def read_child_pid(fd: int, timeout: float = 10.0) -> int | None:
+    """bubblewrap's ``--info-fd`` report: the pid of the sandbox's first process."""
+    buf = b""
+    end = time.monotonic() + timeout
+    while b"}" not in buf:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise SandboxError("bubblewrap did not report its child in time")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None  # bubblewrap failed before the namespaces existed; its log says why
+        buf += chunk
+    value = loads(buf[: buf.index(b"}") + 1].decode())
+    if not isinstance(value, dict) or "child-pid" not in value:
+        raise SandboxError("bubblewrap's info report has no child-pid")
+    return int(value["child-pid"])
+
+
+def set_rlimits(launch: dict) -> None:
+    """The limits from ``resources`` that hold without cgroups (see docs/security.md)."""
+    import resource
+
+    limits = (
+        (resource.RLIMIT_AS, launch.get("rlimitAs")),
+        (resource.RLIMIT_NPROC, launch.get("rlimitNproc")),
+        (resource.RLIMIT_FSIZE, launch.get("rlimitFsize")),
+        (resource.RLIMIT_NOFILE, launch.get("rlimitNofile")),
+        (resource.RLIMIT_CORE, 0),
+    )
+    for which, value in limits:
+        if value is not None:
+            value = int(value)
+            soft, hard = resource.getrlimit(which)
+            if hard != resource.RLIM_INFINITY and value > hard:
+                value = hard
+            resource.setrlimit(which, (value, value))
+
+
 class Supervisor:
     def __init__(self, workdir: str, launch: dict) -> None:
         self.dir = workdir
@@ -107,6 +254,21 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_stop)
         self.deadline_at: float | None = None
+        self.agent: Any = None
+        self.egress: list = []
+        self.endpoint: Any = None
+        if launch.get("kind") == "server" and launch.get("endpoint"):
+            import socket
+
+            path = launch["endpoint"]
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self.endpoint = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.endpoint.bind(path)
+            os.chmod(path, 0o600)
+            self.endpoint.listen(64)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -142,7 +304,21 @@ class Supervisor:
     # -- the workload process ------------------------------------------------------------------
 
     def spawn(self) -> int:
+        """Start the workload in its sandbox; return bubblewrap's pid.
+
+        bubblewrap builds the namespaces, reports its child's pid (``--info-fd``) and waits
+        (``--block-fd``) while the network agent makes the egress sockets inside; only then
+        does it run the workload, so the platform API answers from the first instruction.
+        """
         launch = self.launch
+        box = launch.get("sandbox")
+        if not box:
+            raise SandboxError("no sandbox in the launch plan; nothing runs unsandboxed")
+        argv, keep, data = build_sandbox_argv(box, launch["argv"])
+        info_r, info_w = os.pipe()
+        block_r, block_w = os.pipe()
+        keep += [info_w, block_r]
+        argv[1:1] = ["--info-fd", str(info_w), "--block-fd", str(block_r)]
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         log_fd = os.open(launch["log"], flags, 0o644)
         try:
@@ -159,26 +335,51 @@ class Supervisor:
                     ):
                         signal.signal(sig, signal.SIG_DFL)
                     signal.set_wakeup_fd(-1)
-                    if launch.get("rlimitAs"):
-                        import resource
-
-                        limit = int(launch["rlimitAs"])
-                        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+                    set_rlimits(launch)
                     null = os.open(os.devnull, os.O_RDONLY)
                     os.dup2(null, 0)
                     os.dup2(log_fd, 1)
                     os.dup2(log_fd, 2)
+                    for fd in keep:
+                        os.set_inheritable(fd, True)
                     os.chdir(launch["cwd"])
-                    argv = launch["argv"]
-                    os.execvpe(argv[0], argv, launch["env"])
+                    os.execve(argv[0], argv, launch["env"])
                 except BaseException as exc:  # noqa: BLE001 - report anything, then leave
                     try:
-                        os.write(2, f"failed to start {launch['argv'][0]!r}: {exc}\n".encode())
+                        os.write(2, f"failed to start the sandbox: {exc}\n".encode())
                     finally:
                         os._exit(127)
-            return pid
         finally:
             os.close(log_fd)
+            for fd in keep:
+                os.close(fd)
+        try:
+            for fd, payload in data:
+                with open(fd, "wb", closefd=True) as pipe:
+                    pipe.write(payload)
+            child = read_child_pid(info_r)
+            self.agent = None
+            if child is not None:
+                import netns
+
+                self.agent = netns.Agent(
+                    child,
+                    [tuple(e["listen"]) for e in box.get("egress") or []],
+                    stay=launch.get("kind") == "server",
+                )
+                self.egress = [
+                    (sock, tuple(e["connect"]))
+                    for sock, e in zip(self.agent.listeners, box.get("egress") or [], strict=True)
+                ]
+            os.write(block_w, b"x")
+        except Exception as exc:
+            self._killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise SandboxError(f"could not set up the workload's network: {exc}") from None
+        finally:
+            os.close(info_r)
+            os.close(block_w)
+        return pid
 
     def kill_tree(self, pid: int, pidfd: int, grace: float) -> int:
         """SIGTERM the process group, SIGKILL it after ``grace``; return the wait status."""
@@ -201,28 +402,44 @@ class Supervisor:
     # -- readiness ---------------------------------------------------------------------------
 
     def probe(self) -> bool:
-        import socket
+        """The readiness probe, made inside the workload's network namespace."""
+        import netns
 
-        port = self.launch.get("port")
-        probe = self.launch.get("probe")
-        timeout = float(probe.get("timeout", 1)) if probe else 1.0
-        timeout = min(max(timeout, 0.1), 5.0)
-        if not probe or not probe.get("path"):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
-                return True
-            except OSError:
-                return False
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", probe.get("port") or port, timeout=timeout)
-        try:
-            conn.request("GET", probe["path"], headers={"User-Agent": "shipyard-probe"})
-            return 200 <= conn.getresponse().status < 400
-        except (OSError, http.client.HTTPException):
+        probe = self.launch.get("probe") or {}
+        timeout = min(max(float(probe.get("timeout", 1)), 0.1), 5.0)
+        if self.agent is None:
             return False
-        finally:
-            conn.close()
+        return netns.probe_http(self.agent, int(self.launch["port"]), probe.get("path"), timeout)
+
+    def serve_endpoint(self) -> None:
+        import netns
+
+        assert self.endpoint is not None
+        try:
+            conn, _ = self.endpoint.accept()
+        except OSError:
+            return
+        running = self.agent if self.state.get("phase") == "Running" else None
+        netns.serve_endpoint(conn, running, self.launch.get("port"))
+
+    def forward(self, listener: Any) -> None:
+        import netns
+
+        for sock, target in self.egress:
+            if sock is listener:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    return
+                netns.relay(conn, target)
+
+    def close_network(self) -> None:
+        for sock, _ in self.egress:
+            sock.close()
+        self.egress = []
+        if self.agent is not None:
+            self.agent.close()
+            self.agent = None
 
     # -- one run -----------------------------------------------------------------------------
 
@@ -285,15 +502,24 @@ class Supervisor:
                     next_probe = time.monotonic() + probe_gap
                 waits = [t for t in (self.deadline_at, next_probe) if t is not None]
                 timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
-                ready, _, _ = select.select([pidfd, self.wake_r], [], [], timeout)
+                watched = [pidfd, self.wake_r, *(sock for sock, _ in self.egress)]
+                if self.endpoint is not None:
+                    watched.append(self.endpoint)
+                ready, _, _ = select.select(watched, [], [], timeout)
                 if self.wake_r in ready:
                     self._drain_wakeups()
+                if self.endpoint is not None and self.endpoint in ready:
+                    self.serve_endpoint()
+                for sock in ready:
+                    if sock not in (pidfd, self.wake_r, self.endpoint):
+                        self.forward(sock)
                 if pidfd in ready:
                     _, status = os.waitpid(pid, 0)
                     self._killpg(pid, signal.SIGKILL)  # orphans left in the group die with it
                     return "exited", status
         finally:
             os.close(pidfd)
+            self.close_network()
 
     # -- the whole life ----------------------------------------------------------------------
 
@@ -307,7 +533,10 @@ class Supervisor:
         failures_in_a_row = 0
         while True:
             run_started = time.monotonic()
-            outcome, status = self.run_once()
+            try:
+                outcome, status = self.run_once()
+            except SandboxError as exc:
+                return self.finish("Failed", 1, "SandboxUnavailable", str(exc))
             code = os.waitstatus_to_exitcode(status)
             if code < 0:  # killed by a signal: report it the way containers do
                 code = 128 - code
@@ -396,6 +625,8 @@ def _take_lock(path: str) -> int | None:
 
 
 def main(argv: list[str]) -> int:
+    # netns.py sits beside this file; -I keeps the script's directory off sys.path.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if len(argv) != 2:
         sys.stderr.write("usage: supervisor.py <workload-dir>\n")
         return 2
