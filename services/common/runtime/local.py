@@ -22,6 +22,7 @@ import builtins
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR_PATH = os.path.abspath(supervisor_module.__file__)
 SPEC, LAUNCH, STATE, LOCK, LOG = "spec.json", "launch.json", "state.json", "lock", "output.log"
-ENDPOINT = "endpoint.sock"
 #: The port a server listens on inside its own network namespace, unless it declares one.
 DEFAULT_SERVER_PORT = 8080
 #: Processes (threads included) one namespace's workloads may have at once (RLIMIT_NPROC).
@@ -386,7 +386,7 @@ class LocalRuntime(Runtime):
             "cwd": str(wdir),
             "log": str(wdir / LOG),
             "port": port,
-            "endpoint": str(wdir / ENDPOINT) if port is not None else None,
+            "endpoint": str(self._endpoint_path(wdir)) if port is not None else None,
             "sandbox": box,
             "probe": {
                 "path": probe.http_get.path if probe.http_get else None,
@@ -409,6 +409,14 @@ class LocalRuntime(Runtime):
             else None,
             "rlimitNproc": self.max_processes,
         }
+
+    def _endpoint_path(self, wdir: Path) -> Path:
+        digest = hashlib.sha256(str(wdir).encode()).hexdigest()[:32]
+        return self._socket_dir / f"{digest}.sock"
+
+    @functools.cached_property
+    def _socket_dir(self) -> Path:
+        return sandbox.socket_dir()
 
     @staticmethod
     def _own(path: Path, uid: int | None) -> None:
@@ -505,7 +513,7 @@ class LocalRuntime(Runtime):
             finish_time=_ts(state.get("finishTime")),
             reason=state.get("reason"),
             message=state.get("message"),
-            endpoint=sandbox_endpoint(str(wdir / ENDPOINT))
+            endpoint=sandbox_endpoint(str(self._endpoint_path(wdir)))
             if ready and spec.kind == "server"
             else None,
             restart_count=int(state.get("restartCount") or 0),
@@ -642,6 +650,7 @@ class LocalRuntime(Runtime):
             with contextlib.suppress(Exception):
                 grace = self._read_spec(wdir).termination_grace_period_seconds
             await self._stop(wdir, grace)
+            self._endpoint_path(wdir).unlink(missing_ok=True)
             # Rename first so the name is free at once and a half-removed tree is never seen.
             trash = self.workloads_root / f".deleted-{uuid.uuid4().hex}"
             os.replace(wdir, trash)

@@ -74,6 +74,26 @@ ETC_ALLOWED = (
 _MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
+def socket_dir() -> Path:
+    """A private directory for the servers' endpoint sockets, with a short path.
+
+    A unix socket's path may be at most 107 bytes, and a workload's directory is often longer,
+    so the sockets live here, named by a hash of that directory. Only the platform's user may
+    enter it: whoever can open an endpoint socket can talk to that server.
+    """
+    base = Path("/run") if os.geteuid() == 0 and os.access("/run", os.W_OK) else Path("/tmp")
+    path = base / f"shipyard-{os.geteuid()}"
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        st = os.lstat(path)
+        if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != os.geteuid():
+            raise RuntimeError(f"{path} exists and is not the platform's own directory") from None
+        if st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+    return path
+
+
 def find_bwrap(path: str | None) -> str | None:
     """Resolve the bwrap executable (a name on PATH or a path); None if unavailable."""
     return shutil.which(path) if path else None

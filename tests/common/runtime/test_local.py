@@ -19,7 +19,7 @@ from services.common.runtime import LocalRuntime, Phase, WorkloadSpec, get_runti
 from services.common.runtime.expansion import expand
 from services.common.runtime.labels import parse_selector
 from services.common.runtime.quantity import parse_quantity
-from services.common.runtime.sandbox import BindMount, build_bwrap_argv
+from services.common.runtime.supervisor import SandboxError, open_beneath
 
 pytestmark = pytest.mark.timeout(60)
 REPO = Path(__file__).resolve().parents[3]
@@ -115,7 +115,7 @@ async def test_supervisor_lost_is_reported(tmp_path: Path) -> None:
     assert left == []
 
 
-async def test_missing_bwrap_fails_mounts_with_install_hint(tmp_path: Path) -> None:
+async def test_missing_bwrap_fails_every_workload_with_install_hint(tmp_path: Path) -> None:
     runtime = LocalRuntime(tmp_path, bwrap_path="/nonexistent/bwrap")
     await runtime.create_volume("local", "data")
     await runtime.apply(
@@ -130,12 +130,13 @@ async def test_missing_bwrap_fails_mounts_with_install_hint(tmp_path: Path) -> N
     assert status.phase == Phase.FAILED and status.reason == "SandboxUnavailable"
     assert "apt-get install bubblewrap" in (status.message or "")
     assert "/nonexistent/bwrap" in (status.message or "")
-    # Without mounts the workload still runs, unsandboxed (a warning is logged).
-    await runtime.apply(job("plain", ["sh", "-c", "echo $HOME"]))
+    # Without mounts too: nothing ever runs unsandboxed (fail closed).
+    marker = tmp_path / "ran"
+    await runtime.apply(job("plain", ["sh", "-c", f"touch {marker}"]))
     plain = await runtime.wait("local", "plain", timeout=10)
-    assert plain.phase == Phase.SUCCEEDED
-    logs = [line async for line in runtime.logs("local", "plain")]
-    assert logs == [str(tmp_path / "runtime/workloads/local/plain/work")]
+    assert plain.phase == Phase.FAILED and plain.reason == "SandboxUnavailable"
+    assert "apt-get install bubblewrap" in (plain.message or "")
+    assert not marker.exists()
 
 
 async def test_sandbox_host_is_read_only_and_tmp_private(tmp_path: Path) -> None:
@@ -203,20 +204,20 @@ def test_get_runtime_by_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path:
         get_runtime()
 
 
-def test_build_bwrap_argv_overlays_missing_mount_points(tmp_path: Path) -> None:
-    argv = build_bwrap_argv(
-        "bwrap",
-        ["echo", "$(X)"],
-        mounts=[BindMount(tmp_path, "/gotest/outputs/output_text"), BindMount(tmp_path, "/usr")],
-        tmp_dir=tmp_path,
-        cwd="/w",
-    )
-    assert argv[-3:] == ["--", "echo", "$(X)"]
-    assert argv[1:4] != ["--ro-bind", "/", "/"]  # the root is rebuilt from read-only binds
-    etc = argv.index("/etc")
-    assert argv[etc - 1 : etc + 2] == ["--ro-bind-try", "/etc", "/etc"]
-    assert argv[argv.index("--remount-ro") + 1] == "/"
-    assert "--die-with-parent" in argv and "--unshare-pid" in argv
+def test_open_beneath_creates_dirs_and_refuses_links(tmp_path: Path) -> None:
+    root = tmp_path / "vol"
+    root.mkdir()
+    fd = open_beneath(str(root), "a/b", None)
+    try:
+        assert os.path.samestat(os.fstat(fd), os.stat(root / "a" / "b"))
+    finally:
+        os.close(fd)
+    (root / "a" / "link").symlink_to("/etc")
+    with pytest.raises(SandboxError, match="'link' is a symbolic link"):
+        open_beneath(str(root), "a/link/x", None)
+    with pytest.raises(SandboxError, match="'..' is not allowed"):
+        open_beneath(str(root), "a/../../x", None)
+    assert not (Path("/etc") / "x").exists()
 
 
 def test_expand_follows_kubernetes_rules() -> None:
