@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from services.common import safe_yaml
 from shipyard import kinds, output
 from shipyard.client import ApiError, Client
 from shipyard.config import ClientSettings
@@ -34,7 +35,7 @@ def _explain(exc: ApiError) -> str:
 def read_documents(source: str, stdin: TextIO = sys.stdin) -> Iterator[dict[str, Any]]:
     """The objects in a file (or ``-``): multi-document YAML or JSON, ``List`` kinds flattened."""
     text = stdin.read() if source == "-" else Path(source).read_text()
-    for doc in yaml.safe_load_all(text):
+    for doc in safe_yaml.load_all(text):
         if doc is None:
             continue
         if not isinstance(doc, dict):

@@ -6,6 +6,9 @@ group 2 its value) to every line and keep the metrics the objective names. File-
 one object per line, whose keys are metric names, with an optional ``timestamp`` (RFC 3339
 or epoch seconds) and ``step``. A line may begin with an RFC 3339 timestamp, which then
 dates its metrics. Without an explicit step, a metric's n-th report has step n (from 0).
+
+The filters are the tenant's own regexes, so they run on RE2 (linear time, and the Go
+semantics Katib's collector has): see services/common/tenant_regex.py.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from services.common.tenant_regex import compile_pattern
 
 DEFAULT_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 UNAVAILABLE = "unavailable"
@@ -65,7 +70,7 @@ class TextParser:
 
     def __init__(self, names: Iterable[str], formats: list[str] | None = None) -> None:
         self.names = set(names)
-        self.filters = [re.compile(f) for f in (formats or [DEFAULT_FILTER])]
+        self.filters = [compile_pattern(f) for f in (formats or [DEFAULT_FILTER])]
         self.logs: list[MetricLog] = []
         self._counts: dict[str, int] = {}
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.automl.models import CONFIG_MAP
 from services.automl.template import TemplateError
 from services.automl.validation import check_trial_spec
+from services.common import safe_yaml
 from services.common.errors import ApiError, Cause
 from services.common.resources import ResourceStore
 
@@ -69,7 +70,11 @@ async def trial_template(
             "templatePath", f"ConfigMap {namespace}/{name} has no key {key!r} (keys: {keys})"
         )
     try:
-        trial_spec = yaml.safe_load(data[key])
+        trial_spec = safe_yaml.load(data[key])
+    except safe_yaml.YamlError as exc:
+        raise TemplateSourceError(
+            "templatePath", f"{key!r} in ConfigMap {namespace}/{name} is refused: {exc}"
+        ) from None
     except yaml.YAMLError as exc:
         raise TemplateSourceError(
             "templatePath", f"{key!r} in ConfigMap {namespace}/{name} is not YAML: {exc}"

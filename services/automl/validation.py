@@ -16,6 +16,7 @@ from typing import Any
 
 from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
+from services.common.tenant_regex import PatternError, compile_pattern
 
 # Katib's algorithm settings, by algorithm (suggestion services in pkg/suggestion/v1beta1).
 ALGORITHM_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -357,26 +358,23 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
                 "FieldValueNotSupported",
             )
         )
-    fmt = (((spec.get("metricsCollectorSpec") or {}).get("source") or {}).get("filter") or {}).get(
-        "metricsFormat"
-    ) or []
-    for i, regex in enumerate(fmt):
-        try:
-            if re.compile(regex).groups < 2:
-                causes.append(
-                    Cause(
-                        f"spec.metricsCollectorSpec.source.filter.metricsFormat[{i}]",
-                        "needs two groups: the metric name and its value",
-                    )
-                )
-        except re.error as exc:
-            causes.append(
-                Cause(
-                    f"spec.metricsCollectorSpec.source.filter.metricsFormat[{i}]",
-                    f"invalid regular expression: {exc}",
-                )
-            )
+    causes += metrics_format_causes(spec.get("metricsCollectorSpec"), "spec.metricsCollectorSpec")
     causes += _check_template(spec, seen)
+    return causes
+
+
+def metrics_format_causes(collector_spec: dict[str, Any] | None, path: str) -> list[Cause]:
+    """``source.filter.metricsFormat``: tenant regexes, so RE2 must compile each (they are
+    matched in linear time, see services/common/tenant_regex.py), with two groups."""
+    source = (collector_spec or {}).get("source") or {}
+    causes = []
+    for i, regex in enumerate((source.get("filter") or {}).get("metricsFormat") or []):
+        field = f"{path}.source.filter.metricsFormat[{i}]"
+        try:
+            if compile_pattern(regex).groups < 2:
+                causes.append(Cause(field, "needs two groups: the metric name and its value"))
+        except PatternError as exc:
+            causes.append(Cause(field, f"invalid regular expression: {exc}"))
     return causes
 
 
@@ -422,5 +420,7 @@ def validate_config_map(obj: dict[str, Any]) -> list[Cause]:
 
 def validate_trial(obj: dict[str, Any]) -> list[Cause]:
     """A Trial created directly: its runSpec mounts no hostPath (``services.common.hostpath``)."""
-    run_spec = (obj.get("spec") or {}).get("runSpec")
-    return host_path_causes(run_spec, "spec.runSpec") if run_spec is not None else []
+    spec = obj.get("spec") or {}
+    run_spec = spec.get("runSpec")
+    causes = host_path_causes(run_spec, "spec.runSpec") if run_spec is not None else []
+    return causes + metrics_format_causes(spec.get("metricsCollector"), "spec.metricsCollector")

@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from services.common.tenant_regex import PatternError, compile_pattern
+
 
 class ExpressionError(ValueError):
     """The expression does not parse; the message says where."""
@@ -131,9 +133,9 @@ def _number(value: Any) -> float | None:
 
 def _compare(op: str, left: Any, right: Any) -> bool:
     if op in ("=~", "!~"):
-        try:
-            found = re.search(str(right), str(left)) is not None
-        except re.error as exc:
+        try:  # the tenant's regex: RE2, linear time, and Argo's (Go) semantics
+            found = compile_pattern(str(right)).search(str(left)) is not None
+        except PatternError as exc:
             raise ExpressionError(f"bad regular expression {right!r}: {exc}") from None
         return found if op == "=~" else not found
     ln, rn = _number(left), _number(right)

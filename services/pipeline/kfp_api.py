@@ -18,6 +18,7 @@ from services.common.app import context
 from services.common.auth import IdentityDep, authorize
 from services.common.errors import ApiError, Cause
 from services.common.resources.api import read_body
+from services.common.safe_yaml import YamlError, load_all
 from services.common.settings import SINGLE_USER_NAMESPACE
 from services.pipeline.argo_api import _GRPC_CODES
 from services.pipeline.cron import parse_schedule
@@ -224,7 +225,9 @@ def parse_package(raw: bytes, filename: str = "") -> dict[str, Any]:
     if len(raw) > MAX_UPLOAD:
         raise ApiError(413, "the pipeline package is larger than 32 MB")
     try:
-        docs = [d for d in yaml.safe_load_all(raw.decode()) if d is not None]
+        docs = [d for d in load_all(raw.decode()) if d is not None]
+    except YamlError as exc:
+        raise ApiError(400, f"the pipeline package {filename!r} is refused: {exc}") from None
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ApiError(400, f"the pipeline package {filename!r} is not YAML: {exc}") from None
     if not docs or not isinstance(docs[0], dict):
@@ -472,6 +475,10 @@ async def delete_pipeline_version(
 ) -> dict[str, Any]:
     pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
     authorize(identity, "delete", pipeline["namespace"], "pipelines")
+    # The version must be this pipeline's: the check above covered the pipeline's namespace.
+    row = await _kfp(request).get("kfp_versions", version_id, "pipeline version")
+    if row["pipeline_id"] != pipeline_id:
+        raise ApiError(404, f"pipeline version {version_id} not found")
     await _kfp(request).delete("kfp_versions", version_id)
     return {}
 
@@ -677,7 +684,7 @@ async def create_recurring_run(request: Request, identity: IdentityDep) -> dict[
             "max_concurrency must be between 1 and 10",
             causes=[Cause("max_concurrency", "must be 1-10")],
         )
-    package = await _runs(request).package_for(body)
+    package = await _runs(request).package_for(body, ns)
     await _check_package(request, ns, package)
     experiment_id = body.get("experiment_id") or await _runs(request).default_experiment(ns)
     stored = {

@@ -157,21 +157,36 @@ class RunService:
         )
         return exp_id
 
-    async def package_for(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def package_for(self, body: dict[str, Any], namespace: str) -> dict[str, Any]:
+        """What a run in ``namespace`` runs: its inline ``pipeline_spec``, or a pipeline version
+        (by id, or a pipeline's latest) of that namespace. Another namespace's version or
+        pipeline gets the very answer a missing one gets (KFP's NOT_FOUND), so a tenant can
+        neither run another's pipeline by id nor learn that the id exists (issue 10)."""
         if body.get("pipeline_spec"):
             return dict(body["pipeline_spec"])
         ref = body.get("pipeline_version_reference") or {}
         version_id = ref.get("pipeline_version_id") or body.get("pipeline_version_id")
         if version_id:
-            version = await self.kfp.get("kfp_versions", version_id, "pipeline version")
-            return dict(version["spec"])
+            missing = ApiError(404, f"pipeline version {version_id} not found")
+            versions = await self.kfp.rows("kfp_versions", id=version_id)
+            if not versions or not await self._pipeline_in(versions[0]["pipeline_id"], namespace):
+                raise missing
+            return dict(versions[0]["spec"])
         if ref.get("pipeline_id"):
+            if not await self._pipeline_in(ref["pipeline_id"], namespace):
+                raise ApiError(404, f"pipeline {ref['pipeline_id']} not found")
             versions = await self.kfp.rows("kfp_versions", pipeline_id=ref["pipeline_id"])
             if not versions:
                 raise ApiError(404, f"pipeline {ref['pipeline_id']} has no versions")
             latest = max(versions, key=lambda v: v["created_at"])
             return dict(latest["spec"])
         raise ApiError(400, "a run needs pipeline_spec or pipeline_version_reference")
+
+    async def _pipeline_in(self, pipeline_id: str, namespace: str) -> bool:
+        """True if the pipeline exists and belongs to ``namespace`` (every pipeline has one:
+        shipyard has no shared, namespace-less pipelines)."""
+        rows = await self.kfp.rows("kfp_pipelines", id=pipeline_id)
+        return bool(rows) and rows[0]["namespace"] == namespace
 
     async def start(
         self,
@@ -182,7 +197,7 @@ class RunService:
         workflow_name: str | None = None,
         scheduled_at: datetime | None = None,
     ) -> dict[str, Any]:
-        package = await self.package_for(body)
+        package = await self.package_for(body, namespace)
         params = dict((body.get("runtime_config") or {}).get("parameters") or {})
         spec = workflow_spec_for(package, params)
         experiment_id = body.get("experiment_id") or await self.default_experiment(namespace)

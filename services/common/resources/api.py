@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.common.auth import IdentityDep, authorize
 from services.common.errors import ApiError
+from services.common.identity import Identity
 from services.common.resources.kinds import ResourceKind
 from services.common.resources.store import ResourceStore
+from services.common.safe_yaml import YamlError, load
 
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 _TRUE = {"1", "true", "True", "yes"}
@@ -36,8 +38,10 @@ async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> Any:
     ctype = request.headers.get("content-type", "")
     try:
         if "yaml" in ctype:
-            return yaml.safe_load(raw)
+            return load(raw)
         return json.loads(raw)
+    except YamlError as exc:
+        raise ApiError(400, f"the request body's YAML is refused: {exc}") from None
     except (ValueError, yaml.YAMLError) as exc:
         kind = "YAML" if "yaml" in ctype else "JSON"
         raise ApiError(400, f"the request body is not valid {kind}: {exc}") from None
@@ -99,6 +103,30 @@ def watch_stream(
         lines(),
         media_type="application/json",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def forbid_status_write(
+    identity: Identity, verb: str, kind: ResourceKind, namespace: str | None, name: str
+) -> None:
+    """Only the platform writes status: its controllers through the store, never over HTTP.
+
+    Status is what the platform observed, and other parts act on it: the gateway routes a
+    notebook's or model's traffic to its ``status.url``, an experiment ranks trials by their
+    ``status.observation``. A tenant who could write it (their own namespace's ``edit`` or
+    ``admin``, or a workload's service account) could point the gateway anywhere or forge
+    results (issue 10). Cluster admins keep the write, as in Kubernetes, to repair an object
+    by hand. Trials report metrics through ``POST .../trials/{name}/metrics``, not status.
+    """
+    if identity.cluster_admin:
+        return
+    where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+    raise ApiError(
+        403,
+        f'User "{identity.user}" cannot {verb} resource "{resource}/status" {where}: '
+        "an object's status is written by shipyard's controllers only; change its spec instead",
+        details={"name": name, "group": kind.group, "kind": kind.plural},
     )
 
 
@@ -172,12 +200,14 @@ def resource_router(
     async def replace_status(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "update", namespace, resource + "/status")
+        forbid_status_write(identity, "update", kind, namespace, name)
         body = await read_body(request, max_body)
         return await get_store(request).replace_status(kind, namespace, name, body)
 
     async def patch_status(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "patch", namespace, resource + "/status")
+        forbid_status_write(identity, "patch", kind, namespace, name)
         body = await read_body(request, max_body)
         return await get_store(request).patch(
             kind,
