@@ -23,8 +23,9 @@ class ApiError(Exception):
 
 
 def _auth_headers(settings: ClientSettings) -> dict[str, str]:
-    if settings.token:
-        return {"Authorization": f"Bearer {settings.token}"}
+    token = settings.bearer_token()
+    if token:
+        return {"Authorization": f"Bearer {token}"}
     try:
         from shipyard.auth import bearer_headers
     except ImportError:

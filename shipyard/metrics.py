@@ -47,11 +47,20 @@ def report_metrics(
             for k, v in metrics.items()
         ]
     }
+    headers = {"Content-Type": "application/json", "X-Shipyard-Trial-Token": token}
+    # The gateway admits the request as the workload's service account; the trial token
+    # then says which trial it may report for.
+    bearer = os.environ.get("SHIPYARD_TOKEN", "")
+    if not bearer and os.environ.get("SHIPYARD_TOKEN_FILE"):
+        try:
+            with open(os.environ["SHIPYARD_TOKEN_FILE"]) as f:
+                bearer = f.read().strip()
+        except OSError:
+            bearer = ""
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
     request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "X-Shipyard-Trial-Token": token},
+        url, data=json.dumps(body).encode(), method="POST", headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_seconds) as response:  # noqa: S310

@@ -663,8 +663,11 @@ class AutoMLController(Controller):
         env = {"KATIB_TRIAL_NAME": meta["name"]}
         kind = _collector_kind(spec)
         if kind == "Push":
+            # Through the gateway, as the workload's own service account: a sandboxed trial
+            # reaches nothing else ($(SHIPYARD_URL) is expanded by the runtime, inside).
+            base = (self.settings.metrics_push_url or "$(SHIPYARD_URL)").rstrip("/")
             env["SHIPYARD_METRICS_URL"] = (
-                f"{self.settings.push_base_url()}/apis/kubeflow.org/v1beta1/namespaces/"
+                f"{base}/apis/kubeflow.org/v1beta1/namespaces/"
                 f"{meta['namespace']}/trials/{meta['name']}/metrics"
             )
             env["SHIPYARD_METRICS_TOKEN"] = trial_token(

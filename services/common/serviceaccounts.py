@@ -1,8 +1,9 @@
 """Machine identities: namespace-scoped service-account tokens.
 
 Workloads (trials, pipeline steps, notebooks) call the platform API as their namespace,
-not as a person. The runtime injects a token into every workload (``SHIPYARD_TOKEN``, with
-the gateway's URL in ``SHIPYARD_URL``), and the gateway also issues them on
+not as a person. The runtime gives every workload a short-lived token bound to it, in the
+in-cluster layout (``/var/run/secrets/kubernetes.io/serviceaccount/token``, refreshed in
+place; ``SHIPYARD_TOKEN_FILE`` names it and ``SHIPYARD_URL`` the API), and the gateway also issues them on
 ``POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token``. A token is an Ed25519 JWT,
 subject ``system:serviceaccount:{ns}:default-editor``, that grants edit on that namespace
 only. Its key pair is not the gateway's assertion key: services hold the service-account
@@ -48,7 +49,16 @@ class ServiceAccountTokens:
         self._key = OKPKey.import_key(key_pem)
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, namespace: str, name: str = DEFAULT_SA, ttl_seconds: int | None = None) -> str:
+    def issue(
+        self,
+        namespace: str,
+        name: str = DEFAULT_SA,
+        ttl_seconds: int | None = None,
+        *,
+        binding: str | None = None,
+    ) -> str:
+        """A token for ``namespace``; ``binding`` names the workload run it belongs to
+        (``<ns>/<workload>/<run id>``, as Kubernetes binds projected tokens to a pod)."""
         now = int(time.time())
         claims = {
             "iss": SA_ISSUER,
@@ -60,6 +70,8 @@ class ServiceAccountTokens:
             "exp": now + (ttl_seconds or self.ttl_seconds),
             "jti": uuid.uuid4().hex,
         }
+        if binding:
+            claims["wl"] = binding
         return jwt.encode(
             {"alg": ALGORITHM, "typ": "JWT"}, claims, self._key, algorithms=[ALGORITHM]
         )

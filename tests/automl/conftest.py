@@ -180,6 +180,9 @@ async def automl(
         port=port,
         state_dir=state_dir,
         gateway_public_key=minter.public_pem.decode(),
+        # No gateway here: the sandbox's one egress (the API) leads to the service itself,
+        # which takes a trial's pushed metrics on its trial token alone.
+        gateway_url=f"http://127.0.0.1:{port}",
         resync_seconds=5,
         events_durable=f"automl-test-{uuid.uuid4().hex[:8]}",
     )

@@ -49,31 +49,42 @@ def get_runtime(settings: Any = None, **overrides: Any) -> Runtime:
     cls = getattr(importlib.import_module(module_name), class_name)
     if kind == "local":
         overrides.setdefault("workload_env", workload_identity(settings))
+        overrides.setdefault("workload_tokens", workload_tokens(settings))
         return cls(state_dir, bwrap_path=bwrap_path, **overrides)  # type: ignore[no-any-return]
     return cls(settings, **overrides)  # type: ignore[no-any-return]
 
 
-WORKLOAD_TOKEN_TTL_SECONDS = 7 * 24 * 3600
+#: Workload tokens are short-lived, like Kubernetes' projected tokens; the runtime rewrites
+#: them in place well before they expire (see LocalRuntime.refresh_tokens).
+WORKLOAD_TOKEN_TTL_SECONDS = 600
 
 
 def workload_identity(settings: Any) -> Callable[[str], dict[str, str]] | None:
-    """``SHIPYARD_URL`` and a service-account ``SHIPYARD_TOKEN`` for a workload's namespace.
+    """``SHIPYARD_URL`` and ``SHIPYARD_NAMESPACE`` for a workload's namespace.
 
-    Only for a service's settings (which know the gateway URL and the service-account
-    key); the ``shipyard`` CLI and Python client inside the workload pick both up as is.
+    Only for a service's settings (which know the gateway URL); the ``shipyard`` CLI and
+    Python client inside the workload pick both up as is. The token itself is a file
+    (:func:`workload_tokens`), never an environment variable: it is refreshed in place.
     """
+    if settings is None or not hasattr(settings, "serviceaccount_key_pem"):
+        return None
+    url = str(settings.gateway_url)
+
+    def env(namespace: str) -> dict[str, str]:
+        return {"SHIPYARD_URL": url, "SHIPYARD_NAMESPACE": namespace}
+
+    return env
+
+
+def workload_tokens(settings: Any) -> Callable[[str, str], str] | None:
+    """``issue(namespace, binding)``: a service-account token bound to one workload run."""
     if settings is None or not hasattr(settings, "serviceaccount_key_pem"):
         return None
     from services.common.serviceaccounts import ServiceAccountTokens
 
     tokens = ServiceAccountTokens(settings.serviceaccount_key_pem(), WORKLOAD_TOKEN_TTL_SECONDS)
-    url = str(settings.gateway_url)
 
-    def env(namespace: str) -> dict[str, str]:
-        return {
-            "SHIPYARD_URL": url,
-            "SHIPYARD_TOKEN": tokens.issue(namespace),
-            "SHIPYARD_NAMESPACE": namespace,
-        }
+    def issue(namespace: str, binding: str) -> str:
+        return tokens.issue(namespace, binding=binding)
 
-    return env
+    return issue

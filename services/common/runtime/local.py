@@ -64,6 +64,10 @@ SPEC, LAUNCH, STATE, LOCK, LOG = "spec.json", "launch.json", "state.json", "lock
 DEFAULT_SERVER_PORT = 8080
 #: Processes (threads included) one namespace's workloads may have at once (RLIMIT_NPROC).
 DEFAULT_MAX_PROCESSES = 4096
+SECRETS = "secrets"
+#: Where a workload finds its token, as in a Kubernetes pod.
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_REFRESH_SECONDS = 30.0
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FOLLOW_INTERVAL = 0.05
 LOG_CHUNK = 64 * 1024
@@ -131,12 +135,15 @@ class LocalRuntime(Runtime):
         backoff_max: float = 300.0,
         python_bin_dir: str | None = None,
         workload_env: Callable[[str], Mapping[str, str]] | None = None,
+        workload_tokens: Callable[[str, str], str] | None = None,
         max_processes: int = DEFAULT_MAX_PROCESSES,
     ) -> None:
         """``workload_env(namespace)`` adds platform variables to every workload's environment
         (the service-account token and the API's URL; see services.common.serviceaccounts)."""
         self.root = Path(state_dir).resolve() / "runtime"
         self.workload_env = workload_env
+        self.workload_tokens = workload_tokens
+        self._refresher: asyncio.Task[None] | None = None
         self.workloads_root = self.root / "workloads"
         self.volumes = VolumeStore(self.root / "volumes")
         self.workloads_root.mkdir(parents=True, exist_ok=True)
@@ -251,6 +258,8 @@ class LocalRuntime(Runtime):
     async def _ensure_adopted(self) -> None:
         if not self._adopted:
             await self.adopt()
+        if self.workload_tokens is not None and self._refresher is None:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     # -- apply -------------------------------------------------------------------------------
 
@@ -350,6 +359,18 @@ class LocalRuntime(Runtime):
                 )
                 platform_env["SHIPYARD_URL"] = f"http://{host}:{api_port}"
             env.update(platform_env)
+        binding = f"{spec.namespace}/{spec.name}/{uuid.uuid4().hex[:12]}"
+        if self.workload_tokens is not None:
+            secrets = wdir / SECRETS
+            secrets.mkdir(exist_ok=True)
+            self._write_token(secrets, spec.namespace, binding, uid)
+            (secrets / "namespace").write_text(spec.namespace)
+            if uid is not None:
+                os.chown(secrets / "namespace", uid, uid)
+                os.chown(secrets, uid, uid)
+            secrets.chmod(0o500)
+            mounts.append({"src": str(secrets), "dst": TOKEN_DIR, "ro": True})
+            env["SHIPYARD_TOKEN_FILE"] = f"{TOKEN_DIR}/token"
         for var in spec.env:  # later entries may refer to earlier ones, as in Kubernetes
             env[var.name] = expand(var.value, env)
         argv = [expand(a, env) for a in [*spec.command, *spec.args]]
@@ -388,6 +409,7 @@ class LocalRuntime(Runtime):
             "port": port,
             "endpoint": str(self._endpoint_path(wdir)) if port is not None else None,
             "sandbox": box,
+            "binding": binding,
             "probe": {
                 "path": probe.http_get.path if probe.http_get else None,
                 "initialDelay": probe.initial_delay_seconds,
@@ -409,6 +431,53 @@ class LocalRuntime(Runtime):
             else None,
             "rlimitNproc": self.max_processes,
         }
+
+    def _write_token(self, secrets: Path, namespace: str, binding: str, uid: int | None) -> None:
+        """(Re)write the workload's token file atomically: readers see the old or the new."""
+        assert self.workload_tokens is not None
+        token = self.workload_tokens(namespace, binding)
+        tmp = secrets / f".token.{uuid.uuid4().hex[:8]}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        if uid is not None:
+            os.chown(tmp, uid, uid)
+        os.replace(tmp, secrets / "token")
+
+    async def refresh_tokens(self) -> int:
+        """Rewrite tokens older than half their life in running workloads; drop finished
+        workloads' tokens. Returns how many were rewritten."""
+        if self.workload_tokens is None:
+            return 0
+        from .config import WORKLOAD_TOKEN_TTL_SECONDS
+
+        rewritten = 0
+        for wdir in self._workload_dirs():
+            token = wdir / SECRETS / "token"
+            try:
+                age = time.time() - token.stat().st_mtime
+                spec = self._read_spec(wdir)
+            except (FileNotFoundError, ValueError):
+                continue
+            if self._status_from(wdir, spec).finished:
+                token.unlink(missing_ok=True)
+                continue
+            if age < WORKLOAD_TOKEN_TTL_SECONDS / 2:
+                continue
+            launch = _read_json(wdir / LAUNCH) or {}
+            box = launch.get("sandbox") or {}
+            if launch.get("binding"):
+                self._write_token(wdir / SECRETS, spec.namespace, launch["binding"], box.get("uid"))
+                rewritten += 1
+        return rewritten
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TOKEN_REFRESH_SECONDS)
+            try:
+                await self.refresh_tokens()
+            except Exception:  # noqa: BLE001 - keep refreshing; the next round retries
+                log.exception("refreshing workload tokens failed")
 
     def _endpoint_path(self, wdir: Path) -> Path:
         digest = hashlib.sha256(str(wdir).encode()).hexdigest()[:32]
@@ -669,6 +738,9 @@ class LocalRuntime(Runtime):
         return list(await asyncio.gather(*(stop(s) for s in targets)))
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
         self._reap()
 
     # -- list and logs -----------------------------------------------------------------------
