@@ -92,6 +92,10 @@ def dumps(value: object) -> str:
 class SandboxError(Exception):
     """The sandbox could not be set up; the workload fails (it never runs unsandboxed)."""
 
+    def __init__(self, message: str, reason: str = "SandboxUnavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 # Mount sources a subPath may not reach through: anything but plain directories and files.
 _O_BENEATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -111,7 +115,7 @@ def open_beneath(root: str, sub_path: str | None, owner: int | None) -> int:
     for part in [p for p in (sub_path or "").split("/") if p and p != "."]:
         if part == "..":
             os.close(fd)
-            raise SandboxError(f"subPath {sub_path!r}: '..' is not allowed")
+            raise SandboxError(f"subPath {sub_path!r}: '..' is not allowed", "InvalidSubPath")
         try:
             nxt = os.open(part, _O_BENEATH, dir_fd=fd)
         except FileNotFoundError:
@@ -124,10 +128,15 @@ def open_beneath(root: str, sub_path: str | None, owner: int | None) -> int:
         mode = os.fstat(fd).st_mode
         if stat.S_ISLNK(mode):
             os.close(fd)
-            raise SandboxError(f"subPath {sub_path!r}: {part!r} is a symbolic link")
+            raise SandboxError(
+                f"subPath {sub_path!r}: {part!r} is a symbolic link (links are never followed)",
+                "InvalidSubPath",
+            )
         if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
             os.close(fd)
-            raise SandboxError(f"subPath {sub_path!r}: {part!r} is not a file or directory")
+            raise SandboxError(
+                f"subPath {sub_path!r}: {part!r} is not a file or directory", "InvalidSubPath"
+            )
     return fd
 
 
@@ -536,7 +545,7 @@ class Supervisor:
             try:
                 outcome, status = self.run_once()
             except SandboxError as exc:
-                return self.finish("Failed", 1, "SandboxUnavailable", str(exc))
+                return self.finish("Failed", 1, exc.reason, str(exc))
             code = os.waitstatus_to_exitcode(status)
             if code < 0:  # killed by a signal: report it the way containers do
                 code = 128 - code

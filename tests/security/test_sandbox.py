@@ -1,0 +1,270 @@
+"""A hostile tenant inside a real workload of the local runtime tries to get out; it must fail.
+
+Each test runs tests/security/escape_probe.py inside a sandboxed workload (real bubblewrap,
+real namespaces, the real supervisor) and reads its report. Positive controls prove the probe
+could have succeeded where access is meant to work (the API address, its own volume), so a
+"blocked" is the sandbox's doing, not a broken probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.identity import ensure_gateway_keys
+from services.common.runtime import LocalRuntime, Phase, Runtime
+from services.common.runtime.endpoint import connect, parse
+from services.common.runtime.sandbox import API_ADDRESS
+
+pytestmark = pytest.mark.timeout(90)
+PROBE = (Path(__file__).parent / "escape_probe.py").read_text()
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = b"the platform api"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def host_service() -> Iterator[int]:
+    """A TCP server on the host's loopback, standing for the gateway and the services."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+
+
+async def run_probe(
+    runtime: Runtime, namespace: str, name: str, targets: dict[str, Any], **spec: Any
+) -> dict[str, Any]:
+    await runtime.apply(
+        {
+            "namespace": namespace,
+            "name": name,
+            "command": ["python3", "-c", PROBE, json.dumps(targets)],
+            **spec,
+        }
+    )
+    status = await runtime.wait(namespace, name, timeout=60)
+    lines = [line async for line in runtime.logs(namespace, name)]
+    reports = [json.loads(x)["escape-report"] for x in lines if x.startswith('{"escape-report"')]
+    assert status.phase == Phase.SUCCEEDED and reports, (status, lines)
+    return reports[0]
+
+
+def assert_all_blocked(report: dict[str, Any], prefixes: tuple[str, ...]) -> None:
+    attempts = {k: v for k, v in report.items() if k.startswith(prefixes)}
+    assert attempts, report
+    escaped = {k: v for k, v in attempts.items() if not str(v).startswith("blocked")}
+    assert escaped == {}, escaped
+
+
+async def test_workload_cannot_reach_secrets_other_tenants_or_the_host(
+    tmp_path: Path, host_service: int
+) -> None:
+    state = tmp_path / "state"
+    gateway_key, _ = ensure_gateway_keys(state)
+    database = state / "automl.db"
+    database.write_bytes(b"SQLite format 3\0")
+    api_port = host_service
+    runtime = LocalRuntime(
+        state,
+        workload_env=lambda ns: {"SHIPYARD_URL": f"http://127.0.0.1:{api_port}"},
+    )
+    try:
+        # Tenant A: a volume with a secret in it, and a server listening in its sandbox.
+        await runtime.create_volume("team-a", "data")
+        secret = (await runtime.resolve_volume("team-a", "data")) / "secret.txt"
+        secret.write_text("team-a's secret")
+        await runtime.apply(
+            {
+                "kind": "server",
+                "namespace": "team-a",
+                "name": "web",
+                "command": ["python3", "-m", "http.server", "$(PORT)", "--bind", "0.0.0.0"],
+            }
+        )
+        await runtime.wait("team-a", "web", timeout=30, ready=True)
+        # Tenant B, with a volume of its own, tries everything.
+        await runtime.create_volume("team-b", "mine")
+        targets = {
+            "secret_files": [
+                str(gateway_key),
+                str(state / "keys" / "serviceaccounts.key"),
+                str(database),
+                str(secret),
+                str(runtime.root / "uids.json"),
+                "/etc/shadow",
+                f"/proc/{os.getpid()}/environ",
+            ],
+            "listable_dirs": [str(state), str(state / "keys"), str(runtime.root)],
+            "write_paths": [
+                "/usr/tenant-was-here",
+                "/etc/tenant-was-here",
+                "/tenant-was-here",
+                str(state / "keys" / "tenant-was-here"),
+                str(secret),
+            ],
+            "tcp": [
+                ["127.0.0.1", api_port],  # a service's own port on the host
+                ["127.0.0.1", 5432],  # Postgres
+                ["127.0.0.1", 4222],  # NATS
+                ["127.0.0.1", 8080],  # team-a's server, were the network shared
+            ],
+        }
+        report = await run_probe(
+            runtime,
+            "team-b",
+            "probe",
+            targets,
+            volumeMounts=[{"name": "mine", "mountPath": "/data"}],
+            volumes=[{"name": "mine", "persistentVolumeClaim": {"claimName": "mine"}}],
+        )
+        assert_all_blocked(report, ("read ", "list ", "write ", "connect ", "mount", "remount"))
+        assert_all_blocked(report, ("unshare", "chroot", "setuid"))
+        assert report["uid"] != 0 and report["euid"] != 0
+        assert int(report["CapEff"], 16) == 0 and int(report["CapPrm"], 16) == 0
+        assert int(report["CapBnd"], 16) == 0
+        assert report["NoNewPrivs"] == "1" and report["Seccomp"] == "2"
+        # Its own pid namespace: the host's processes (this test among them) are not there.
+        assert os.getpid() not in report["pids visible"] and max(report["pids visible"]) < 50
+        assert secret.read_text() == "team-a's secret"
+        assert not os.path.exists("/usr/tenant-was-here")  # noqa: ASYNC240 - a stat, in a test
+
+        # Positive controls: the API address inside leads to the platform; its own volume
+        # is writable.
+        allowed = await run_probe(
+            runtime,
+            "team-b",
+            "control",
+            {"tcp": [list(API_ADDRESS)], "write_paths": ["/data/mine.txt", "/tmp/t.txt"]},
+            volumeMounts=[{"name": "mine", "mountPath": "/data"}],
+            volumes=[{"name": "mine", "persistentVolumeClaim": {"claimName": "mine"}}],
+        )
+        assert allowed[f"connect {API_ADDRESS[0]}:{API_ADDRESS[1]}"].startswith("ESCAPED")
+        assert allowed["write /data/mine.txt"].startswith("ESCAPED")
+        mine = (await runtime.resolve_volume("team-b", "mine")) / "mine.txt"
+        assert mine.read_text() == "tenant was here"
+        if os.geteuid() == 0:  # each namespace writes as its own host uid
+            assert mine.stat().st_uid == allowed["uid"] != 0
+            assert allowed["uid"] != runtime.uids.uid_for("team-a")
+    finally:
+        await runtime.shutdown()
+
+
+async def test_workload_reaches_the_api_through_its_address(
+    tmp_path: Path, host_service: int
+) -> None:
+    runtime = LocalRuntime(
+        tmp_path, workload_env=lambda ns: {"SHIPYARD_URL": f"http://127.0.0.1:{host_service}"}
+    )
+    code = "import os, urllib.request as u; print(u.urlopen(os.environ['SHIPYARD_URL']).read())"
+    try:
+        await runtime.apply({"namespace": "ns", "name": "api", "command": ["python3", "-c", code]})
+        status = await runtime.wait("ns", "api", timeout=30)
+        logs = [line async for line in runtime.logs("ns", "api")]
+        assert status.phase == Phase.SUCCEEDED, logs
+        assert logs == ["b'the platform api'"]
+    finally:
+        await runtime.shutdown()
+
+
+async def test_subpath_symlink_planted_by_a_job_is_refused(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "host-secret").write_text("not for tenants")
+    claim = {
+        "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "shared"}}],
+    }
+    try:
+        await runtime.create_volume("team-a", "shared")
+        # Step 1: a tenant's job plants links in its own volume.
+        await runtime.apply(
+            {
+                "namespace": "team-a",
+                "name": "plant",
+                "command": ["sh", "-c", f"ln -s {other} /v/out && ln -s / /v/root"],
+                "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+                **claim,
+            }
+        )
+        assert (await runtime.wait("team-a", "plant", timeout=30)).phase == Phase.SUCCEEDED
+        # Step 2: the next workload mounts a subPath through the link: refused, not followed.
+        for name, sub in (("via-link", "out"), ("via-root", "root/etc")):
+            await runtime.apply(
+                {
+                    "namespace": "team-a",
+                    "name": name,
+                    "command": ["sh", "-c", "cat /m/host-secret; ls /m"],
+                    "volumeMounts": [{"name": "v", "mountPath": "/m", "subPath": sub}],
+                    **claim,
+                }
+            )
+            status = await runtime.wait("team-a", name, timeout=30)
+            assert status.phase == Phase.FAILED and status.reason == "InvalidSubPath", status
+            assert "symbolic link" in (status.message or "")
+            assert [line async for line in runtime.logs("team-a", name)] == []
+    finally:
+        await runtime.shutdown()
+
+
+async def test_host_path_volume_is_refused(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    volumes = await runtime.create_volume("team-a", "data")
+    try:
+        await runtime.apply(
+            {
+                "namespace": "team-b",
+                "name": "hp",
+                "command": ["cat", "/x/anything"],
+                "volumeMounts": [{"name": "h", "mountPath": "/x"}],
+                "volumes": [{"name": "h", "hostPath": {"path": volumes.path}}],
+            }
+        )
+        status = await runtime.wait("team-b", "hp", timeout=10)
+        assert status.phase == Phase.FAILED and status.reason == "HostPathNotAllowed"
+        assert "hostPath" in (status.message or "")
+    finally:
+        await runtime.shutdown()
+
+
+async def test_server_endpoint_is_only_the_brokers(tmp_path: Path) -> None:
+    """A server in a sandbox is reached through its endpoint broker and nowhere else."""
+    runtime = LocalRuntime(tmp_path)
+    try:
+        await runtime.apply(
+            {
+                "kind": "server",
+                "namespace": "team-a",
+                "name": "web",
+                "command": ["python3", "-m", "http.server", "$(PORT)", "--bind", "0.0.0.0"],
+            }
+        )
+        status = await runtime.wait("team-a", "web", timeout=30, ready=True)
+        assert status.endpoint and status.endpoint.startswith("http+sandbox://")
+        sock = await asyncio.to_thread(connect, status.endpoint)
+        with sock:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            head = sock.recv(64)
+        assert head.startswith(b"HTTP/1.0 200")
+        _, broker, _ = parse(status.endpoint)
+        assert os.stat(broker).st_mode & 0o077 == 0  # only the platform's user may ask
+    finally:
+        await runtime.shutdown()
