@@ -567,6 +567,8 @@ def run_up(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 1
 
+    _check_sandbox(state_dir)
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise _Shutdown(signal.Signals(signum).name)
 
@@ -598,6 +600,34 @@ def run_up(args: argparse.Namespace) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return code
+
+
+def _check_sandbox(state_dir: Path) -> None:
+    """Say at start whether workloads can run, and what the sandbox enforces here.
+
+    The local runtime fails closed: without a working bubblewrap every notebook, step, trial
+    and model server fails with ``SandboxUnavailable``. The control plane still starts (the
+    APIs work), but the operator learns why and how to fix it now, not from a Failed trial.
+    """
+    from services.common.runtime.config import RuntimeSettings
+
+    settings = RuntimeSettings()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)  # keys, databases and workloads' files: the platform's alone
+    if settings.runtime != "local":
+        return
+    from services.common.runtime import sandbox
+
+    problem = sandbox.probe(settings.bwrap_path)
+    if problem:
+        log.error(
+            "workloads cannot run on this machine: %s. Until this is fixed every notebook, "
+            "pipeline step, trial and model server fails with SandboxUnavailable "
+            "(nothing runs unsandboxed; see docs/security.md).",
+            problem,
+        )
+        return
+    log.info("workload sandbox: %s", sandbox.enforcement_summary())
 
 
 def _announce(platform: Platform) -> None:

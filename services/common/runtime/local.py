@@ -178,7 +178,7 @@ class LocalRuntime(Runtime):
 
     @functools.cached_property
     def _system_mounts(self) -> tuple[list[list[str]], list[list[str]]]:
-        return sandbox.system_mounts()
+        return sandbox.system_mounts(sandbox.build_etc(self.root / "etc"))
 
     # -- paths and small helpers -------------------------------------------------------------
 

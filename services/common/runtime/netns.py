@@ -16,17 +16,20 @@ bridges exactly two things, without running any code of ours inside the sandbox:
   endpoint socket (endpoint.py has the client side), or uses it for the readiness probe.
 
 Standard library only, imported by the supervisor by path (it runs with ``-I -S``).
-``ctypes`` is imported only in the agent, after the fork.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import sys
 import threading
 import time
 
+# Loaded once, by the supervisor while bubblewrap builds the sandbox, so the forked agent
+# pays nothing for it.
+_libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 NS_GET_USERNS = 0xB701
@@ -41,10 +44,7 @@ class AgentError(Exception):
 
 
 def _setns(fd: int, nstype: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, nstype) != 0:
+    if _libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 

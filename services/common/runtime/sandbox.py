@@ -108,7 +108,7 @@ def platform_code_paths() -> list[str]:
     paths.add(os.path.realpath(os.path.dirname(os.path.realpath(sys.executable))))
     here = Path(__file__).resolve()
     project = here.parents[3]  # services/common/runtime/sandbox.py -> project root
-    for package in ("services", "shipyard", "gateway"):
+    for package in ("services", "shipyard"):
         if (project / package / "__init__.py").exists():
             paths.add(str(project / package))
     # A directory inside another one is already visible.
@@ -120,8 +120,42 @@ def _below(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def system_mounts() -> tuple[list[list[str]], list[list[str]]]:
-    """(read-only binds, symlinks) for the system part of the filesystem."""
+def build_etc(target: Path) -> Path:
+    """A copy of the allowed /etc entries, bound as the workload's /etc in one mount.
+
+    One bind instead of one per entry: every read-only bind costs bubblewrap a pass over the
+    mount table, and a trivial job pays for each. Links are copied as links (the TLS roots
+    and alternatives point into /usr, which the sandbox shows). Rebuilt when a runtime starts.
+    """
+    fresh = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(mode=0o755)
+    for name in ETC_ALLOWED:
+        src = Path("/etc") / name
+        dst = fresh / name
+        try:
+            if src.is_symlink():
+                os.symlink(os.readlink(src), dst)
+            elif src.is_dir():
+                shutil.copytree(src, dst, symlinks=True)
+            elif src.is_file():
+                shutil.copy2(src, dst)
+        except OSError:
+            continue  # unreadable or vanished: the workload does without it
+    for name in ("passwd", "group"):  # mount points for the generated ones
+        (fresh / name).touch(0o644)
+    os.chmod(fresh, 0o755)
+    old = target.with_name(f".{target.name}.old.{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def system_mounts(etc: Path | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    """(read-only binds, symlinks) for the system part of the filesystem; ``etc`` is the
+    directory :func:`build_etc` made (the probe binds the allowed entries one by one)."""
     binds: list[list[str]] = [["/usr", "/usr"]]
     links: list[list[str]] = []
     for name in _MERGED_USR:
@@ -130,10 +164,13 @@ def system_mounts() -> tuple[list[list[str]], list[list[str]]]:
             links.append([os.readlink(path), path])
         elif os.path.isdir(path):
             binds.append([path, path])
-    for name in ETC_ALLOWED:
-        path = f"/etc/{name}"
-        if os.path.lexists(path):
-            binds.append([path, path])
+    if etc is not None:
+        binds.append([str(etc), "/etc"])
+    else:
+        for name in ETC_ALLOWED:
+            path = f"/etc/{name}"
+            if os.path.lexists(path):
+                binds.append([path, path])
     for path in platform_code_paths():
         if not any(_below(path, b[0]) for b in binds):
             binds.append([path, path])
@@ -275,3 +312,19 @@ def probe(bwrap_path: str | None) -> str | None:
     if problem:
         return f"bubblewrap ({bwrap}) cannot build the workload sandbox here: {problem}"
     return None
+
+
+def enforcement_summary() -> str:
+    """What the sandbox enforces on this host, for ``shipyard up`` and the docs."""
+    user = (
+        "a uid per namespace, no capabilities"
+        if os.geteuid() == 0
+        else "the platform's uid in a user namespace, no capabilities (run as root for a uid "
+        "per namespace)"
+    )
+    return (
+        f"{user}; seccomp; own mount, pid, network, IPC and UTS namespaces; limits: memory "
+        "(RLIMIT_AS from resources.limits.memory), processes per namespace (RLIMIT_NPROC), "
+        "file size (RLIMIT_FSIZE from resources.limits.ephemeral-storage); CPU limits are "
+        "not enforced (no cgroup v2 delegation here)"
+    )

@@ -24,6 +24,7 @@ import _signal as signal
 import errno
 import fcntl
 import os
+import resource
 import select
 import sys
 import time
@@ -226,8 +227,6 @@ def read_child_pid(fd: int, timeout: float = 10.0) -> int | None:
 
 def set_rlimits(launch: dict) -> None:
     """The limits from ``resources`` that hold without cgroups (see docs/security.md)."""
-    import resource
-
     limits = (
         (resource.RLIMIT_AS, launch.get("rlimitAs")),
         (resource.RLIMIT_NPROC, launch.get("rlimitNproc")),
@@ -366,10 +365,12 @@ class Supervisor:
             for fd, payload in data:
                 with open(fd, "wb", closefd=True) as pipe:
                     pipe.write(payload)
+            # Imported while bubblewrap sets up (netns loads ctypes, for the agent's setns).
+            import netns
+
             child = read_child_pid(info_r)
             self.agent = None
             if child is not None:
-                import netns
 
                 self.agent = netns.Agent(
                     child,
