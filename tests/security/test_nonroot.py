@@ -1,0 +1,151 @@
+"""The local runtime when the platform is not root (the container image's uid 10001).
+
+The test process is root, so it runs the platform's side as uid 10001 itself: a runner script
+that builds a LocalRuntime and starts a workload that tries to escape. The only help it gets
+is a view of this machine's interpreter, which lives under /root (0700): an outer bubblewrap
+(as root) puts a tmpfs over /root with the interpreter bound into it, then ``setpriv``
+becomes 10001 with no capabilities. Everything after that (the unprivileged bubblewrap with
+its own user namespace, the network agent joining that namespace, the forwarded API) is the
+code under test, unprivileged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+UID = 10001
+PROBE = Path(__file__).with_name("escape_probe.py")
+RUNNER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from services.common.identity import ensure_gateway_keys
+    from services.common.runtime import LocalRuntime
+
+    async def main(state, api_port, targets, probe):
+        ensure_gateway_keys(__import__("pathlib").Path(state))
+        rt = LocalRuntime(state, workload_env=lambda ns: {
+            "SHIPYARD_URL": f"http://127.0.0.1:{api_port}"})
+        await rt.create_volume("team-a", "data")
+        spec = {"namespace": "team-a", "name": "probe",
+                "command": ["python3", "-c", probe, json.dumps(targets)],
+                "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}
+        await rt.apply(spec)
+        status = await rt.wait("team-a", "probe", timeout=60)
+        lines = [line async for line in rt.logs("team-a", "probe")]
+        print(json.dumps({"status": status.model_dump(mode="json"), "lines": lines}))
+        await rt.shutdown()
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]))
+    """
+)
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api_port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield int(server.server_address[1])
+    server.shutdown()
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="shipyard-nonroot-", dir="/tmp"))
+    os.chown(path, UID, UID)
+    yield path / "state"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become uid 10001")
+def test_unprivileged_platform_sandboxes_workloads(state_dir: Path, api_port: int) -> None:
+    bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
+    assert bwrap and setpriv, "make install provides bubblewrap; util-linux provides setpriv"
+    interpreter = os.path.realpath(sys.base_prefix)
+    runner = state_dir.parent / "runner.py"
+    runner.write_text(RUNNER)
+    targets = {
+        "secret_files": [str(state_dir / "keys" / "gateway.key"), "/etc/shadow"],
+        "listable_dirs": [str(state_dir)],
+        "write_paths": ["/usr/x", str(state_dir / "x")],
+        "tcp": [["127.0.0.1", api_port], ["127.0.0.1", 5432], ["127.0.0.2", 18080]],
+    }
+    outer = [bwrap, "--dev-bind", "/", "/", "--tmpfs", "/root"]
+    if interpreter.startswith("/root/"):
+        parent, parents = os.path.dirname(interpreter), []
+        while parent != "/root":
+            parents.insert(0, parent)
+            parent = os.path.dirname(parent)
+        for path in parents:  # bubblewrap would make them 0700
+            outer += ["--perms", "0755", "--dir", path]
+        outer += ["--ro-bind", interpreter, interpreter]
+    argv = [
+        *outer,
+        "--",
+        setpriv,
+        f"--reuid={UID}",
+        f"--regid={UID}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+        sys.executable,
+        str(runner),
+        str(state_dir),
+        str(api_port),
+        json.dumps(targets),
+        PROBE.read_text(),
+    ]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=Path(__file__).resolve().parents[2],
+        env={"PATH": os.environ["PATH"], "HOME": str(state_dir.parent)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    status = result["status"]
+    assert status["phase"] == "Succeeded", (status["reason"], status["message"], result["lines"])
+    report = next(
+        json.loads(x)["escape-report"] for x in result["lines"] if x.startswith('{"escape')
+    )
+    attempts = {k: v for k, v in report.items() if k.split()[0] in ("read", "list", "write")}
+    attempts |= {k: v for k, v in report.items() if k.startswith(("mount", "unshare", "connect"))}
+    escaped = {k: v for k, v in attempts.items() if not str(v).startswith("blocked")}
+    # The forwarded API address is the one way out, and it works.
+    assert escaped == {"connect 127.0.0.2:18080": escaped.get("connect 127.0.0.2:18080")}
+    assert str(escaped["connect 127.0.0.2:18080"]).startswith("ESCAPED")
+    assert int(report["CapEff"], 16) == 0 and int(report["CapBnd"], 16) == 0
+    assert report["NoNewPrivs"] == "1" and report["Seccomp"] == "2"
+    # The sandbox ran as the platform's own uid (documented in docs/security.md).
+    files = list((state_dir / "runtime" / "volumes").rglob("data"))
+    assert files and all(f.stat().st_uid == UID for f in files)
+    with socket.socket() as s:  # the test's API server is still there: the probe's refusal
+        s.connect(("127.0.0.1", api_port))  # of it came from the sandbox, not a dead server
