@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.workload_runs import WorkloadRuns
 from services.common import dataplane
 from services.common.db import Database
 from services.common.events.bus import EventBus
@@ -89,7 +90,10 @@ class Gateway:
                 min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds,
             )
         self.revocations = SessionRevocations(self.db, settings.session_max_age_seconds)
-        self.auth = Authenticator(settings, self.oidc, self.sa_tokens, self.http, self.revocations)
+        self.runs = WorkloadRuns(self.http, settings.service_urls, self.signer.sign)
+        self.auth = Authenticator(
+            settings, self.oidc, self.sa_tokens, self.http, self.revocations, self.runs
+        )
         #: The gateway's cookies, which no data-plane upstream receives.
         self.gateway_cookies = frozenset(
             n.lower() for n in (settings.cookie_name, login.STATE_COOKIE)

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from starlette.requests import HTTPConnection
 
+from gateway.workload_runs import WorkloadRuns
 from services.common.serviceaccounts import (
     SA_ISSUER,
     ServiceAccountError,
@@ -39,8 +40,10 @@ class Authenticator:
         sa_tokens: ServiceAccountTokens,
         http: httpx.AsyncClient,
         revocations: SessionRevocations,
+        runs: WorkloadRuns | None = None,
     ) -> None:
         self.settings = settings
+        self.runs = runs
         self.revocations = revocations
         self.oidc = oidc
         self.sa_tokens = sa_tokens
@@ -83,9 +86,11 @@ class Authenticator:
             raise AuthError(str(exc)) from None
         if iss == SA_ISSUER:
             try:
-                sub, ns = self.sa_tokens.verify(token)
+                sub, ns, bound = self.sa_tokens.verify_bound(token)
             except ServiceAccountError as exc:
                 raise AuthError(str(exc)) from None
+            if bound is not None and (self.runs is None or not await self.runs.is_live(*bound)):
+                raise AuthError("the workload this token was issued to is no longer running")
             return Principal(
                 sub, (f"system:serviceaccounts:{ns}",), via="serviceaccount", sa_namespace=ns
             )

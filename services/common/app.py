@@ -20,9 +20,9 @@ from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import MetaData
 
 from services.common import migrate
-from services.common.auth import AssertionMiddleware
+from services.common.auth import AssertionMiddleware, IdentityDep
 from services.common.db import Database
-from services.common.errors import ErrorRenderer, install_error_handlers
+from services.common.errors import ApiError, ErrorRenderer, install_error_handlers
 from services.common.events.bus import EventBus
 from services.common.events.outbox import stage_event
 from services.common.events.relay import OutboxRelay
@@ -171,6 +171,7 @@ def build_service(
     def get_store(request: Request) -> ResourceStore:
         return store
 
+    app.include_router(workload_runs_router(ctx))
     for kind in kinds:
         app.include_router(resource_router(kind, get_store, settings.max_body_bytes))
     for router in routers:
@@ -180,6 +181,26 @@ def build_service(
     )
     app.add_middleware(RequestContextMiddleware, service=name)
     return app
+
+
+def workload_runs_router(ctx: ServiceContext) -> APIRouter:
+    """``GET /internal/v1/workload-runs/{binding}``: is a token's workload run still going?
+
+    Only the gateway asks (it checks every bound service-account token with it); callers
+    other than a cluster admin get 403.
+    """
+    router = APIRouter()
+
+    @router.get("/internal/v1/workload-runs/{namespace}/{name}/{run}", include_in_schema=False)
+    async def read_workload_run(
+        namespace: str, name: str, run: str, identity: IdentityDep
+    ) -> dict[str, bool]:
+        if not identity.cluster_admin:
+            raise ApiError(403, "only the gateway asks whether a workload run is live")
+        live = await ctx.runtime.run_is_live(f"{namespace}/{name}/{run}")
+        return {"live": live}
+
+    return router
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

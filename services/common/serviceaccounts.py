@@ -3,11 +3,11 @@
 Workloads (trials, pipeline steps, notebooks) call the platform API as their namespace,
 not as a person. The runtime gives every workload a short-lived token bound to it, in the
 in-cluster layout (``/var/run/secrets/kubernetes.io/serviceaccount/token``, refreshed in
-place; ``SHIPYARD_TOKEN_FILE`` names it and ``SHIPYARD_URL`` the API), and the gateway also issues them on
-``POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token``. A token is an Ed25519 JWT,
-subject ``system:serviceaccount:{ns}:default-editor``, that grants edit on that namespace
-only. Its key pair is not the gateway's assertion key: services hold the service-account
-private key to mint tokens for their workloads, and never the gateway's.
+place; ``SHIPYARD_TOKEN_FILE`` names it and ``SHIPYARD_URL`` the API), and the gateway
+also issues them on ``POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token``. A token
+is an Ed25519 JWT, subject ``system:serviceaccount:{ns}:default-editor``, that grants edit on
+that namespace only. Its key pair is not the gateway's assertion key: services hold the
+service-account private key to mint tokens for their workloads, and never the gateway's.
 """
 
 from __future__ import annotations
@@ -56,9 +56,12 @@ class ServiceAccountTokens:
         ttl_seconds: int | None = None,
         *,
         binding: str | None = None,
+        service: str | None = None,
     ) -> str:
         """A token for ``namespace``; ``binding`` names the workload run it belongs to
-        (``<ns>/<workload>/<run id>``, as Kubernetes binds projected tokens to a pod)."""
+        (``<ns>/<workload>/<run id>``, as Kubernetes binds projected tokens to a pod) and
+        ``service`` the service whose runtime ran it, which the gateway asks whether the run
+        is still going (a bound token dies with its run)."""
         now = int(time.time())
         claims = {
             "iss": SA_ISSUER,
@@ -72,12 +75,19 @@ class ServiceAccountTokens:
         }
         if binding:
             claims["wl"] = binding
+        if service:
+            claims["svc"] = service
         return jwt.encode(
             {"alg": ALGORITHM, "typ": "JWT"}, claims, self._key, algorithms=[ALGORITHM]
         )
 
     def verify(self, token: str) -> tuple[str, str]:
         """Return (subject, namespace) of a valid token."""
+        sub, ns, _ = self.verify_bound(token)
+        return sub, ns
+
+    def verify_bound(self, token: str) -> tuple[str, str, tuple[str, str] | None]:
+        """(subject, namespace, (service, run binding) or None for an unbound token)."""
         try:
             decoded = jwt.decode(token, self._key, algorithms=[ALGORITHM])
             jwt.JWTClaimsRegistry(
@@ -93,4 +103,7 @@ class ServiceAccountTokens:
         ns = namespace_of(sub)
         if ns is None or ns != decoded.claims.get("ns"):
             raise ServiceAccountError("invalid service-account subject")
-        return sub, ns
+        wl, svc = decoded.claims.get("wl"), decoded.claims.get("svc")
+        if wl is not None and (not isinstance(wl, str) or not str(wl).startswith(f"{ns}/")):
+            raise ServiceAccountError("invalid service-account binding")
+        return sub, ns, (str(svc or ""), wl) if wl else None

@@ -136,6 +136,14 @@ class Runtime(abc.ABC):
     async def stop_all(self, label_selector: LabelSelector = None) -> builtins.list[WorkloadStatus]:
         """Stop every running workload that matches (orderly shutdown); return their statuses."""
 
+    async def run_is_live(self, binding: str) -> bool:
+        """True while the workload run ``<ns>/<name>/<run id>`` (a token's binding) is going.
+
+        The gateway asks this before it honours a workload's service-account token, so a
+        token dies with its run, as Kubernetes' bound tokens die with their pod.
+        """
+        raise NotImplementedError
+
     async def shutdown(self) -> None:
         """Stop all workloads, then release resources."""
         await self.stop_all()

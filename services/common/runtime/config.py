@@ -83,8 +83,9 @@ def workload_tokens(settings: Any) -> Callable[[str, str], str] | None:
     from services.common.serviceaccounts import ServiceAccountTokens
 
     tokens = ServiceAccountTokens(settings.serviceaccount_key_pem(), WORKLOAD_TOKEN_TTL_SECONDS)
+    service = str(getattr(settings, "service_name", "") or "")
 
     def issue(namespace: str, binding: str) -> str:
-        return tokens.issue(namespace, binding=binding)
+        return tokens.issue(namespace, binding=binding, service=service)
 
     return issue

@@ -471,6 +471,19 @@ class LocalRuntime(Runtime):
                 rewritten += 1
         return rewritten
 
+    async def run_is_live(self, binding: str) -> bool:
+        parts = binding.split("/")
+        if len(parts) != 3:
+            return False
+        namespace, name, _ = parts
+        try:
+            wdir = self._dir(namespace, name)
+            spec = self._read_spec(wdir)
+        except (ValueError, FileNotFoundError):
+            return False
+        launch = _read_json(wdir / LAUNCH) or {}
+        return launch.get("binding") == binding and not self._status_from(wdir, spec).finished
+
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(TOKEN_REFRESH_SECONDS)

@@ -138,7 +138,39 @@ def open_beneath(root: str, sub_path: str | None, owner: int | None) -> int:
             raise SandboxError(
                 f"subPath {sub_path!r}: {part!r} is not a file or directory", "InvalidSubPath"
             )
+    if owner is not None and sub_path and os.fstat(fd).st_uid != owner:
+        _hand_over(fd, owner)
     return fd
+
+
+#: A subPath the platform staged for a workload (a pipeline step's plan and scripts) is
+#: handed to the workload's uid before it runs; at most this many entries.
+HAND_OVER_LIMIT = 10_000
+
+
+def _hand_over(fd: int, owner: int) -> None:
+    """chown a directory tree the platform staged (as root) to the workload's uid.
+
+    Links are changed themselves, never followed (``lchown``, and ``fwalk`` does not descend
+    through them); hard links to files outside cannot be made across the sandbox's mounts.
+    """
+    import stat
+
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):  # a file: the descriptor's own inode
+        os.chown(f"/proc/self/fd/{fd}", owner, owner)
+        return
+    seen = 0
+    top = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    try:
+        for _, dirs, files, dirfd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            os.chown(dirfd, owner, owner)
+            for name in [*dirs, *files]:
+                seen += 1
+                if seen > HAND_OVER_LIMIT:
+                    return
+                os.chown(name, owner, owner, dir_fd=dirfd, follow_symlinks=False)
+    finally:
+        os.close(top)
 
 
 def build_sandbox_argv(box: dict, argv: list) -> tuple[list, list, list]:
@@ -371,7 +403,6 @@ class Supervisor:
             child = read_child_pid(info_r)
             self.agent = None
             if child is not None:
-
                 self.agent = netns.Agent(
                     child,
                     [tuple(e["listen"]) for e in box.get("egress") or []],
