@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from services.common.runtime.sandbox import API_ADDRESS
 from shipyard.up import Platform
 
 ADMIN = {"kubeflow-userid": "admin@example.com"}
@@ -73,7 +74,8 @@ def test_workload_token_scoped_to_its_namespace(own_db: str, nats_url: str, tmp_
             phase = api.get(f"{base}/whoami").json().get("status", {}).get("phase", "")
         logs = api.get(f"{base}/whoami/log").text
         assert phase == "Succeeded", logs
-        assert f"url={platform.gateway_url} namespace=team-a" in logs
+        host, port = API_ADDRESS  # inside its sandbox: the address forwarded to the gateway
+        assert f"url=http://{host}:{port} namespace=team-a" in logs
         assert "whoami" in logs  # its own namespace's workflows, listed with its token
         assert "team-b" in logs and "cannot" in logs.lower()  # the 403 Status, printed
     finally:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kfp
 import pytest
 from kfp import dsl
@@ -60,16 +61,36 @@ def napper(seconds: float = 1.5) -> None:
 
 @dsl.component(base_image="python:3.11")
 def gate(marker: str, mode: str) -> str:
-    """While ``marker`` (a host file, visible read-only in the sandbox) exists: ``wait`` keeps
-    waiting, ``fail`` fails. So a test decides when a retried step may succeed."""
+    """While the PersistentVolumeClaim ``marker`` exists: ``wait`` keeps waiting, ``fail``
+    fails. So a test decides when a retried step may succeed. The step asks the platform API
+    (the one thing its sandbox reaches) as its service account."""
     import os
     import sys
     import time
+    import urllib.error
+    import urllib.request
 
-    if mode == "fail" and os.path.exists(marker):
+    url = (
+        f"{os.environ['SHIPYARD_URL']}/api/v1/namespaces/{os.environ['SHIPYARD_NAMESPACE']}"
+        f"/persistentvolumeclaims/{marker}"
+    )
+
+    def closed() -> bool:
+        request = urllib.request.Request(url)
+        with open(os.environ["SHIPYARD_TOKEN_FILE"]) as f:
+            request.add_header("Authorization", "Bearer " + f.read().strip())
+        try:
+            urllib.request.urlopen(request, timeout=5).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return False
+            raise
+        return True
+
+    if mode == "fail" and closed():
         sys.exit(3)
     for _ in range(600):
-        if not os.path.exists(marker):
+        if not closed():
             break
         time.sleep(0.1)
     return mode
@@ -233,25 +254,36 @@ async def wait_state(
         await asyncio.sleep(0.2)
 
 
-async def test_kfp_terminate_and_retry_runs(kfp_client: kfp.Client, tmp_path: Path) -> None:
-    """A waiting run is terminated (CANCELED) and a failing one FAILS; once the marker file is
+async def test_kfp_terminate_and_retry_runs(
+    kfp_client: kfp.Client, gateway: Gateway, tmp_path: Path
+) -> None:
+    """A waiting run is terminated (CANCELED) and a failing one FAILS; once the marker claim is
     gone, ``:retry`` runs the failed step again and both runs SUCCEED."""
     client = kfp_client
-    marker = Path("/var/tmp") / unique("shipyard-kfp-gate")
-    marker.write_text("closed")
+    marker = unique("kfp-gate")
+    claims = f"{gateway.url}/api/v1/namespaces/{gateway.namespace}/persistentvolumeclaims"
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": marker},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}},
+    }
+    async with httpx.AsyncClient(timeout=30) as api:
+        created = await api.post(claims, json=claim)
+        assert created.status_code == 201, created.text
     try:
         package = compile_to(gated, tmp_path / "gated.yaml")
         exp = unique("gates")
         waiting = await call(
             client.create_run_from_pipeline_package,
             package,
-            arguments={"marker": str(marker), "mode": "wait"},
+            arguments={"marker": marker, "mode": "wait"},
             experiment_name=exp,
         )
         failing = await call(
             client.create_run_from_pipeline_package,
             package,
-            arguments={"marker": str(marker), "mode": "fail"},
+            arguments={"marker": marker, "mode": "fail"},
             experiment_name=exp,
         )
         await wait_state(client, waiting.run_id, ("RUNNING",))
@@ -261,7 +293,8 @@ async def test_kfp_terminate_and_retry_runs(kfp_client: kfp.Client, tmp_path: Pa
         canceled = await wait_state(client, waiting.run_id, FINAL)
         assert canceled.state == "CANCELED", canceled
     finally:
-        marker.unlink(missing_ok=True)
+        async with httpx.AsyncClient(timeout=30) as api:
+            await api.delete(f"{claims}/{marker}")
     for run_id in (waiting.run_id, failing.run_id):
         await call(client._run_api.run_service_retry_run, run_id)  # kfp.Client has no retry
         # At once, not after the controller's next pass: a waiter must not see the old FAILED.
