@@ -39,14 +39,14 @@ time.sleep(float((pathlib.Path(__file__).parent / "delay").read_text()))
 def predict(instances):
     return [sum(row) for row in instances]
 """
-# Busy for 0.2 s per request (the server answers one at a time), answering with the port of
-# the replica that served it.
-BUSY_MODEL = """import os, time
+# Busy for 0.2 s per request (the server answers one at a time), answering with the host
+# name of the replica that served it (each replica's sandbox is named for its workload).
+BUSY_MODEL = """import socket, time
 
 
 def predict(instances):
     time.sleep(0.2)
-    return [int(os.environ["PORT"]) for _ in instances]
+    return [socket.gethostname() for _ in instances]
 """
 
 
