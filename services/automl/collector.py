@@ -13,18 +13,23 @@ semantics Katib's collector has): see services/common/tenant_regex.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common.tenant_regex import compile_pattern
+from services.common.tenant_regex import PatternError, TenantPattern, compile_pattern
 
 DEFAULT_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 UNAVAILABLE = "unavailable"
+_NEVER = r"(a)(b)\z\A"  # matches no line
+log = logging.getLogger(__name__)
 _LEADING_TIME = re.compile(
     r"^\s*(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"
 )
@@ -70,7 +75,7 @@ class TextParser:
 
     def __init__(self, names: Iterable[str], formats: list[str] | None = None) -> None:
         self.names = set(names)
-        self.filters = [compile_pattern(f) for f in (formats or [DEFAULT_FILTER])]
+        self.filters = [_filter(f) for f in (formats or [DEFAULT_FILTER])]
         self.logs: list[MetricLog] = []
         self._counts: dict[str, int] = {}
 
@@ -92,6 +97,54 @@ class TextParser:
                 found.append(MetricLog(name, value, when, step))
         self.logs.extend(found)
         return found
+
+
+class LoopTurns:
+    """Gives the event loop a turn every ``slice_seconds`` of a long synchronous job.
+
+    A trial's output can be millions of lines, and the automl service runs every other
+    experiment on the same loop: parsing it in one go would stop them all for seconds.
+    """
+
+    def __init__(self, slice_seconds: float = 0.02) -> None:
+        self.slice_seconds = slice_seconds
+        self._due = time.monotonic() + slice_seconds
+
+    async def tick(self) -> None:
+        if time.monotonic() >= self._due:
+            await asyncio.sleep(0)
+            self._due = time.monotonic() + self.slice_seconds
+
+
+async def feed_all(
+    parser: TextParser, lines: AsyncIterable[str] | Iterable[str]
+) -> list[MetricLog]:
+    """Feed every line to ``parser`` (a turn to the event loop every 20 ms); its ``logs``."""
+    turns = LoopTurns()
+    if isinstance(lines, AsyncIterable):
+        async for line in lines:
+            parser.feed(line)
+            await turns.tick()
+    else:
+        for line in lines:
+            parser.feed(line)
+            await turns.tick()
+    return parser.logs
+
+
+def _filter(pattern: str) -> TenantPattern:
+    """A metrics filter. Validation refuses one RE2 cannot compile or with fewer than two
+    groups; one stored before that rule existed matches nothing (the trial then reports
+    MetricsUnavailable) rather than failing the collector."""
+    try:
+        compiled = compile_pattern(pattern)
+    except PatternError as exc:
+        log.warning("metrics filter %r ignored: %s", pattern, exc)
+        return compile_pattern(_NEVER)
+    if compiled.groups < 2:
+        log.warning("metrics filter %r ignored: it needs two groups", pattern)
+        return compile_pattern(_NEVER)
+    return compiled
 
 
 def _is_number(value: str) -> bool:

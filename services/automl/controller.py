@@ -799,7 +799,9 @@ class AutoMLController(Controller):
         async def follow_stdout() -> None:
             parser = collector.TextParser(names, _formats(spec))
             seen: list[float] = []
+            turns = collector.LoopTurns()
             async for line in self.runtime.logs(namespace, wname, follow=True):
+                await turns.tick()
                 for entry in parser.feed(line):
                     if entry.name == objective["objectiveMetricName"]:
                         seen.append(float(entry.value))
@@ -903,9 +905,9 @@ class AutoMLController(Controller):
         names = collector.metric_names(spec["objective"])
         if kind == "StdOut":
             parser = collector.TextParser(names, _formats(spec))
-            async for line in self.runtime.logs(namespace, workload_name(name)):
-                parser.feed(line)
-            return parser.logs
+            return await collector.feed_all(
+                parser, self.runtime.logs(namespace, workload_name(name))
+            )
         if kind == "File":
             path, fmt = _file_path(spec)
             try:
@@ -918,9 +920,7 @@ class AutoMLController(Controller):
             if fmt == "JSON":
                 return collector.parse_json_lines(text.splitlines(), names)
             parser = collector.TextParser(names, _formats(spec))
-            for line in text.splitlines():
-                parser.feed(line)
-            return parser.logs
+            return await collector.feed_all(parser, text.splitlines())
         if kind == "Push":
             async with self.db.sessions() as s:
                 return await automl_store.read_observations(s, namespace, name)

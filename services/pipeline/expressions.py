@@ -134,7 +134,7 @@ def _number(value: Any) -> float | None:
 def _compare(op: str, left: Any, right: Any) -> bool:
     if op in ("=~", "!~"):
         try:  # the tenant's regex: RE2, linear time, and Argo's (Go) semantics
-            found = compile_pattern(str(right)).search(str(left)) is not None
+            found = compile_pattern(str(right)).search(str(left))
         except PatternError as exc:
             raise ExpressionError(f"bad regular expression {right!r}: {exc}") from None
         return found if op == "=~" else not found

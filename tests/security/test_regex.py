@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from services.automl.app import create_app
+from services.automl.collector import DEFAULT_FILTER, TextParser, feed_all
 from services.automl.settings import Settings
+from services.common.tenant_regex import compile_pattern
 from services.pipeline.expressions import ExpressionError, evaluate_when
 from tests.automl.conftest import API, NAMESPACE, AutoML, python_experiment, unique
 from tests.conftest import fresh_database, service_in_process
@@ -109,22 +113,24 @@ async def test_trial_metrics_format_re2_cannot_run_refused(automl: AutoML) -> No
     }
 
 
-async def test_catastrophic_metric_regex_does_not_delay_other_experiments(
-    automl: AutoML,
-) -> None:
-    """The acceptance test of issue 10: while an experiment's collector applies
-    ``((a|aa)+)+$`` to lines that make a backtracking engine explode, another experiment
-    keeps progressing: its reads never wait 1 s, and it finishes."""
-    bomb, other = unique("bomb"), unique("other")
+async def run_beside_another(
+    automl: AutoML, code: str, metrics_format: list[str] | None = None
+) -> tuple[float, dict[str, Any]]:
+    """Run an experiment whose one trial runs ``code``, beside another experiment of three
+    short trials, reading both every 0.1 s until both finish. The longest time between two
+    reads (what a stalled service makes every other experiment wait) and the first
+    experiment's trial."""
+    first, other = unique("first"), unique("other")
+    collector = {"source": {"filter": {"metricsFormat": metrics_format}}} if metrics_format else {}
     await automl.create(
         "experiments",
         python_experiment(
-            bomb,
-            EXPLODING_OUTPUT,
+            first,
+            code,
             parameters=PARAM,
             maxTrialCount=1,
             parallelTrialCount=1,
-            metricsCollectorSpec={"source": {"filter": {"metricsFormat": [CATASTROPHIC]}}},
+            metricsCollectorSpec=collector,
         ),
     )
     await automl.create(
@@ -137,12 +143,12 @@ async def test_catastrophic_metric_regex_does_not_delay_other_experiments(
             parallelTrialCount=1,
         ),
     )
-    finished: dict[str, dict] = {}
+    finished: dict[str, dict[str, Any]] = {}
     longest_wait = 0.0
     last = time.monotonic()
     async with asyncio.timeout(120):
         while len(finished) < 2:
-            for name in (bomb, other):
+            for name in (first, other):
                 exp = await automl.get("experiments", name)
                 now = time.monotonic()
                 longest_wait, last = max(longest_wait, now - last), now
@@ -154,15 +160,82 @@ async def test_catastrophic_metric_regex_does_not_delay_other_experiments(
                 if done:
                     finished[name] = exp
             await asyncio.sleep(0.1)
-    assert longest_wait < 1.0, f"the service stalled for {longest_wait:.2f} s"
     other_trials = [t["status"] for t in await automl.trials(other)]
     assert finished[other]["status"].get("trialsSucceeded") == 3, json.dumps(other_trials)
-    # The bomb's own trial ran to the end; its regex found no number (the a's are no
-    # metric), so it is MetricsUnavailable, with the output quoted.
-    (trial,) = await automl.trials(bomb)
+    (trial,) = await automl.trials(first)
+    return longest_wait, trial
+
+
+async def test_catastrophic_metric_regex_does_not_delay_other_experiments(
+    automl: AutoML,
+) -> None:
+    """The acceptance test of issue 10: while an experiment's collector applies
+    ``((a|aa)+)+$`` to lines that make a backtracking engine explode, another experiment
+    keeps progressing: its reads never wait 1 s, and it finishes."""
+    longest_wait, trial = await run_beside_another(automl, EXPLODING_OUTPUT, [CATASTROPHIC])
+    assert longest_wait < 1.0, f"the service stalled for {longest_wait:.2f} s"
+    # The trial ran to the end; its regex found no number (the a's are no metric), so it
+    # is MetricsUnavailable, with the output quoted.
     condition = trial["status"]["conditions"][-1]
     assert condition["type"] == "MetricsUnavailable", trial["status"]
     assert "a" * 18 + "b" in condition["message"], condition
+
+
+@pytest.mark.parametrize("source", ["file", "stdout"])
+async def test_long_trial_output_parsed_in_turns(source: str) -> None:
+    """Linear is not enough when the output is long: a million lines take seconds even on
+    RE2, so the collector gives the event loop a turn every 20 ms meanwhile (File-TEXT
+    output comes as a list of lines, StdOut as the runtime's async stream)."""
+    lines = ["a" * 18 + "b"] * 200_000
+
+    async def stream() -> AsyncIterator[str]:
+        for line in lines:
+            yield line
+
+    turns = 0
+    stop = asyncio.Event()
+
+    async def other_experiment() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_experiment())
+    await asyncio.sleep(0)
+    start, turns = time.monotonic(), 0
+    parser = TextParser(["loss"], [CATASTROPHIC])
+    assert await feed_all(parser, lines if source == "file" else stream()) == []
+    elapsed = time.monotonic() - start
+    stop.set()
+    await other
+    assert turns >= elapsed / 0.1, f"{turns} turns in {elapsed:.2f} s of parsing"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        DEFAULT_FILTER,
+        r"(\w+):\s*([+-]?\d*(\.\d+)?)",
+        r"a*",
+        "",
+        r"(a)|(b)",
+        r"(é+)(.)",
+        r".",
+        r"\b",
+    ],
+)
+def test_tenant_pattern_findall_agrees_with_re(pattern: str) -> None:
+    """The collector's findall (RE2's Match on UTF-8 bytes, groups sliced out) reports what
+    ``re.findall`` does where the two engines agree: empty matches, unset groups, non-ASCII
+    text (``\\w`` and ``\\b`` are ASCII in RE2, as in Go, so those get ASCII text)."""
+    texts = ["", "aa", "abab", "loss: 0.5 acc: 1", "a=1 b=2 c=3e5", "12a34", "ab\nab"]
+    if "\\w" not in pattern and "\\b" not in pattern:
+        texts += ["ééx é", "héllo wörld=1"]
+    compiled = compile_pattern(pattern)
+    for text in texts:
+        assert compiled.findall(text) == re.findall(pattern, text), text
+        assert compiled.search(text) == (re.search(pattern, text) is not None), text
 
 
 def test_argo_when_regex_in_linear_time() -> None:
