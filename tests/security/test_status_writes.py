@@ -133,6 +133,13 @@ async def test_status_write_by_tenant_forbidden(
             assert r.status_code == 200, r.text
             assert r.json()["status"]["phase"] == "Bound"
             assert r.json()["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
+            # Through the main resource, status is not written either (as in Kubernetes,
+            # where a kind with a status subresource ignores it there).
+            r = await tenant.patch(
+                item, json=merge, headers={"content-type": "application/merge-patch+json"}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["status"]["phase"] == "Bound", r.text
 
 
 async def test_status_write_through_kubernetes_client_forbidden(
