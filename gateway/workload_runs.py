@@ -19,7 +19,7 @@ import httpx
 from services.common.identity import ASSERTION_HEADER, Identity
 
 log = logging.getLogger(__name__)
-LIVE_TTL = 5.0
+LIVE_TTL = 2.0
 ENDED_MAX = 10_000
 
 
