@@ -268,3 +268,38 @@ async def test_server_endpoint_is_only_the_brokers(tmp_path: Path) -> None:
         assert os.stat(broker).st_mode & 0o077 == 0  # only the platform's user may ask
     finally:
         await runtime.shutdown()
+
+
+async def test_process_and_file_size_limits(tmp_path: Path) -> None:
+    """RLIMIT_NPROC caps a namespace's processes (a fork bomb stalls); ephemeral-storage caps a
+    file's size (RLIMIT_FSIZE)."""
+    runtime = LocalRuntime(tmp_path, max_processes=30)
+    if os.geteuid() == 0:  # a uid of this test's own, so no other workload counts against it
+        (runtime.root / "uids.json").write_text(json.dumps({"bomb": 1_900_000 + os.getpid()}))
+    bomb = "n=0; for i in $(seq 100); do sleep 5 & n=$((n+1)); done 2>/dev/null; wait; echo done"
+    count = "ps -e -o uid= | grep -vc '^ *0$'"  # the workload's own; bubblewrap's init is root
+    try:
+        await runtime.apply(
+            {
+                "namespace": "bomb",
+                "name": "fork",
+                "command": ["sh", "-c", f"({bomb}) & sleep 1; {count}; kill -9 -1"],
+            }
+        )
+        await runtime.apply(
+            {
+                "namespace": "files",
+                "name": "big",
+                "command": ["sh", "-c", "exec head -c 3000000 /dev/zero > /tmp/big"],
+                "resources": {"limits": {"ephemeral-storage": "1Mi"}},
+            }
+        )
+        await runtime.wait("bomb", "fork", timeout=30)
+        processes = [line async for line in runtime.logs("bomb", "fork")]
+        assert processes and int(processes[-1]) <= 30, processes
+        big = await runtime.wait("files", "big", timeout=30)
+        assert big.phase == Phase.FAILED and big.exit_code == 128 + 25, big  # SIGXFSZ
+        written = runtime.root / "workloads" / "files" / "big" / "tmp" / "big"
+        assert written.stat().st_size == 1024 * 1024
+    finally:
+        await runtime.shutdown()
