@@ -15,21 +15,36 @@ bridges exactly two things, without running any code of ours inside the sandbox:
   (loopback inside) and hands the connected socket to whoever asked on the workload's
   endpoint socket (endpoint.py has the client side), or uses it for the readiness probe.
 
-Standard library only, imported by the supervisor by path (it runs with ``-I -S``).
+Standard library only, imported by the supervisor by path (it runs with ``-I -S``), and lean
+for the same reason as the supervisor: every job waits for this module, so it uses the C
+modules (``_socket``, ``_thread``, ``_ctypes``) rather than ``socket``, ``threading`` and
+``ctypes``, which would add some 20 ms of imports to each trivial job.
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
+import _socket
+import _thread
 import os
-import socket
 import sys
-import threading
 import time
 
-# Loaded once, by the supervisor while bubblewrap builds the sandbox, so the forked agent
+
+class _Int(_ctypes._SimpleCData):  # type: ignore[name-defined,misc]
+    _type_ = "i"
+
+
+class _CFunction(_ctypes.CFuncPtr):  # type: ignore[name-defined,misc]
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO  # type: ignore[attr-defined]
+    _restype_ = _Int
+
+
+# Looked up once, by the supervisor while bubblewrap builds the sandbox, so the forked agent
 # pays nothing for it.
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]
+_setns_call = _CFunction(_ctypes.dlsym(_libc, "setns"))  # type: ignore[attr-defined]
+Socket = _socket.socket
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 NS_GET_USERNS = 0xB701
@@ -44,9 +59,34 @@ class AgentError(Exception):
 
 
 def _setns(fd: int, nstype: int) -> None:
-    if _libc.setns(fd, nstype) != 0:
-        err = ctypes.get_errno()
+    if _setns_call(fd, nstype) != 0:
+        err = _ctypes.get_errno()  # type: ignore[attr-defined]
         raise OSError(err, os.strerror(err))
+
+
+def send_fds(sock: Socket, message: bytes, fds: list[int]) -> None:
+    """``socket.send_fds`` without the socket module."""
+    data = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+    sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, data)] if fds else [])
+
+
+def recv_fds(sock: Socket, size: int, max_fds: int) -> tuple[bytes, list[int]]:
+    """``socket.recv_fds`` without the socket module: (message, descriptors)."""
+    msg, ancdata, _, _ = sock.recvmsg(size, _socket.CMSG_SPACE(4 * max_fds))
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % 4
+            fds += [
+                int.from_bytes(data[i : i + 4], sys.byteorder, signed=True)
+                for i in range(0, usable, 4)
+            ]
+    return msg, fds
+
+
+def _accept(listener: Socket) -> Socket:
+    fd, _ = listener._accept()  # type: ignore[attr-defined]
+    return Socket(fileno=fd)
 
 
 def _enter(pid: int) -> None:
@@ -75,9 +115,9 @@ def _enter(pid: int) -> None:
         os.close(netfd)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _listen(host: str, port: int) -> Socket:
+    sock = Socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
     end = time.monotonic() + 2.0
     while True:  # bubblewrap brings the loopback up itself, a moment after the namespace exists
         try:
@@ -92,14 +132,14 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _agent_main(pid: int, control: socket.socket, listen: list[tuple[str, int]], stay: bool) -> int:
+def _agent_main(pid: int, control: Socket, listen: list[tuple[str, int]], stay: bool) -> int:
     try:
         _enter(pid)
         listeners = [_listen(host, port) for host, port in listen]
     except OSError as exc:
         control.sendall(_ERROR + str(exc).encode()[:400])
         return 1
-    socket.send_fds(control, [_OK], [s.fileno() for s in listeners])
+    send_fds(control, _OK, [s.fileno() for s in listeners])
     for s in listeners:
         s.close()
     while stay:
@@ -109,9 +149,9 @@ def _agent_main(pid: int, control: socket.socket, listen: list[tuple[str, int]],
             return 0
         if not request:
             return 0
-        fresh = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        fresh = Socket(_socket.AF_INET, _socket.SOCK_STREAM)
         try:
-            socket.send_fds(control, [_OK], [fresh.fileno()])
+            send_fds(control, _OK, [fresh.fileno()])
         except OSError:
             return 0
         finally:
@@ -123,7 +163,7 @@ class Agent:
     """The forked helper in a workload's network namespace (see the module docstring)."""
 
     def __init__(self, pid: int, listen: list[tuple[str, int]], stay: bool) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.pid = os.fork()
         if self.pid == 0:  # the agent: never returns into the supervisor
             code = 1
@@ -135,28 +175,28 @@ class Agent:
         child.close()
         self.control = parent
         self.control.settimeout(5.0)
-        msg, fds, _, _ = socket.recv_fds(self.control, 512, max(1, len(listen)))
+        msg, fds = recv_fds(self.control, 512, max(1, len(listen)))
         if msg[:1] != _OK:
             for fd in fds:
                 os.close(fd)
             self.close()
             raise AgentError(msg[1:].decode(errors="replace") or "the agent exited")
-        self.listeners = [socket.socket(fileno=fd) for fd in fds]
+        self.listeners = [Socket(fileno=fd) for fd in fds]
         self.stay = stay
         if not stay:
             self.close()
 
-    def new_socket(self) -> socket.socket:
+    def new_socket(self) -> Socket:
         """A fresh, unconnected TCP socket inside the workload's network namespace."""
         self.control.sendall(_REQUEST)
-        msg, fds, _, _ = socket.recv_fds(self.control, 16, 1)
+        msg, fds = recv_fds(self.control, 16, 1)
         if msg[:1] != _OK or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
             raise AgentError("the network agent is gone")
-        return socket.socket(fileno=fds[0])
+        return Socket(fileno=fds[0])
 
-    def connect(self, port: int, timeout: float = 2.0) -> socket.socket:
+    def connect(self, port: int, timeout: float = 2.0) -> Socket:
         """A socket connected to ``127.0.0.1:port`` inside the namespace."""
         sock = self.new_socket()
         sock.settimeout(timeout)
@@ -182,7 +222,7 @@ class Agent:
 # -- forwarding -------------------------------------------------------------------------------
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: Socket, dst: Socket, done: list[int]) -> None:
     try:
         while True:
             data = src.recv(RELAY_CHUNK)
@@ -192,37 +232,49 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+        for sock, how in ((dst, _socket.SHUT_WR), (src, _socket.SHUT_RD)):
             try:
                 sock.shutdown(how)
             except OSError:
                 pass
+        with _close_lock:
+            done.append(1)
+            if len(done) == 2:  # the second direction to finish closes both
+                src.close()
+                dst.close()
 
 
-def relay(inside: socket.socket, target: tuple[str, int]) -> None:
-    """Forward one accepted connection to ``target`` on the host, in two daemon threads."""
+_close_lock = _thread.allocate_lock()
+
+
+def relay(listener: Socket, target: tuple[str, int]) -> None:
+    """Accept one connection and forward it to ``target`` on the host, in two threads."""
     try:
-        outside = socket.create_connection(target, timeout=5.0)
+        inside = _accept(listener)
+    except OSError:
+        return
+    outside = Socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    try:
+        outside.settimeout(5.0)
+        outside.connect(target)
     except OSError as exc:
         sys.stderr.write(f"egress to {target[0]}:{target[1]} failed: {exc}\n")
         inside.close()
+        outside.close()
         return
     outside.settimeout(None)
     inside.settimeout(None)
-
-    def both() -> None:
-        t = threading.Thread(target=_pump, args=(outside, inside), daemon=True)
-        t.start()
-        _pump(inside, outside)
-        t.join()
-        inside.close()
-        outside.close()
-
-    threading.Thread(target=both, daemon=True).start()
+    done: list[int] = []
+    _thread.start_new_thread(_pump, (inside, outside, done))
+    _thread.start_new_thread(_pump, (outside, inside, done))
 
 
-def serve_endpoint(conn: socket.socket, agent: Agent | None, port: int | None) -> None:
+def serve_endpoint(listener: Socket, agent: Agent | None, port: int | None) -> None:
     """Answer one client of the workload's endpoint socket (endpoint.py's protocol)."""
+    try:
+        conn = _accept(listener)
+    except OSError:
+        return
     conn.settimeout(2.0)
     try:
         if conn.recv(1) != _REQUEST:
@@ -236,7 +288,7 @@ def serve_endpoint(conn: socket.socket, agent: Agent | None, port: int | None) -
             conn.sendall(_ERROR + f"cannot connect to the server's port {port}: {exc}".encode())
             return
         try:
-            socket.send_fds(conn, [_OK], [server.fileno()])
+            send_fds(conn, _OK, [server.fileno()])
         finally:
             server.close()
     except OSError:
@@ -251,17 +303,21 @@ def probe_http(agent: Agent, port: int, path: str | None, timeout: float) -> boo
         sock = agent.connect(port, timeout)
     except (OSError, AgentError):
         return False
-    if not path:
-        sock.close()
-        return True
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.sock = sock
     try:
-        conn.request("GET", path, headers={"User-Agent": "shipyard-probe"})
-        return 200 <= conn.getresponse().status < 400
-    except (OSError, http.client.HTTPException):
+        if not path:
+            return True
+        request = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n"
+        request += "User-Agent: shipyard-probe\r\nConnection: close\r\n\r\n"
+        sock.sendall(request.encode("latin-1"))
+        head = b""
+        while b"\r\n" not in head and len(head) < 1024:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            head += chunk
+        parts = head.split(b" ", 2)
+        return len(parts) >= 2 and parts[0].startswith(b"HTTP/") and 200 <= int(parts[1]) < 400
+    except (OSError, ValueError):
         return False
     finally:
-        conn.close()
+        sock.close()
