@@ -14,7 +14,7 @@ Each job is ``runtime.apply`` + ``runtime.wait``. The added cost of a variant is
 minus the raw spawn's. Target (issue 10): the sandbox's added cost stays within 10 ms of the
 baseline's. PASS/FAIL; the exit status is 1 on a FAIL.
 
-    .venv/bin/python bench/bench_runtime.py [--jobs 60] [--target-ms 10]
+    .venv/bin/python bench/bench_runtime.py [--jobs 100] [--target-ms 10]
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def env(namespace: str) -> dict[str, str]:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=60)
+    parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--target-ms", type=float, default=10.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:

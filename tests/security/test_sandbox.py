@@ -153,12 +153,16 @@ async def test_workload_cannot_reach_secrets_other_tenants_or_the_host(
             runtime,
             "team-b",
             "control",
-            {"tcp": [list(API_ADDRESS)], "write_paths": ["/data/mine.txt", "/tmp/t.txt"]},
+            {
+                "tcp": [list(API_ADDRESS)],
+                "write_paths": ["/data/mine.txt", "/tmp/t.txt", "/dev/shm/t.txt"],
+            },
             volumeMounts=[{"name": "mine", "mountPath": "/data"}],
             volumes=[{"name": "mine", "persistentVolumeClaim": {"claimName": "mine"}}],
         )
         assert allowed[f"connect {API_ADDRESS[0]}:{API_ADDRESS[1]}"].startswith("ESCAPED")
         assert allowed["write /data/mine.txt"].startswith("ESCAPED")
+        assert allowed["write /dev/shm/t.txt"].startswith("ESCAPED")  # multiprocessing needs it
         mine = (await runtime.resolve_volume("team-b", "mine")) / "mine.txt"
         assert mine.read_text() == "tenant was here"
         if os.geteuid() == 0:  # each namespace writes as its own host uid

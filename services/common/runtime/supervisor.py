@@ -201,7 +201,8 @@ def build_sandbox_argv(box: dict, argv: list) -> tuple[list, list, list]:
         out += ["--ro-bind", src, dst]
     for target, path in box["symlinks"]:
         out += ["--symlink", target, path]
-    out += ["--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc"]
+    # /dev/shm as a sticky directory on bubblewrap's /dev tmpfs: one mount fewer than a tmpfs.
+    out += ["--dev", "/dev", "--chmod", "1777", "/dev/shm", "--proc", "/proc"]
     out += ["--hostname", box.get("hostname") or "workload"]
     uid = box.get("uid")
     try:
