@@ -4,8 +4,9 @@ Starts the whole platform (``shipyard.up.Platform``: SQLite quickstart metadata,
 mode, its own or the configured NATS), creates a PersistentVolumeClaim, writes a small
 scikit-learn LogisticRegression into it, creates an ``InferenceService`` (V2 protocol) and
 waits for Ready. Then it sends the same OIP infer request (one row of four FP32 features, JSON
-tensors) at the same concurrency to the model server's loopback endpoint (read from the
-InferenceService's status) and to ``/serving/{ns}/{name}/v2/models/{name}/infer`` on the
+tensors) at the same concurrency to the same model server started straight on the host's
+loopback (the InferenceService's own server lives in a sandbox with its own network, which
+only the gateway reaches) and to ``/serving/{ns}/{name}/v2/models/{name}/infer`` on the
 gateway, and prints req/s, p50/p99 and the ratios, with PASS/FAIL against the gateway bench's
 targets (>= 0.6x throughput at every concurrency; <= 2 ms added p50 at concurrency 1, where
 latency is not queueing). On a shared two-core machine the numbers move with the load.
@@ -77,8 +78,8 @@ def train(directory: Path) -> None:
     )
 
 
-def deploy(platform: Platform) -> tuple[str, Path]:
-    """Create the claim, the model and the InferenceService; (direct endpoint, model dir)."""
+def deploy(platform: Platform) -> Path:
+    """Create the claim, the model and the InferenceService; the model's directory."""
     api = httpx.Client(base_url=platform.gateway_url, timeout=30)
     claims = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
     api.post(
@@ -108,8 +109,7 @@ def deploy(platform: Platform) -> tuple[str, Path]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         status = api.get(f"{ISVCS}/{NAME}").json().get("status") or {}
-        endpoint = (status.get("components") or {}).get("predictor", {}).get("endpoint")
-        if endpoint and any(
+        if any(
             c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
         ):
             break
@@ -122,7 +122,7 @@ def deploy(platform: Platform) -> tuple[str, Path]:
         if time.monotonic() > deadline:
             raise RuntimeError("the gateway never routed the InferenceService")
         time.sleep(0.1)
-    return str(endpoint), data / "iris"
+    return data / "iris"
 
 
 def create_isvc(api: httpx.Client, name: str, **predictor: object) -> None:
@@ -171,46 +171,50 @@ def scaled_to_zero(api: httpx.Client) -> bool:
     return (status.get("components") or {}).get("predictor", {}).get("actualReplicas") == 0
 
 
+def start_model_server(model_dir: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The platform's model server on ``model_dir``, straight on the host; (process, port)
+    once it is V2-ready."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "services.serving.modelserver",
+        "--model-name",
+        name,
+        "--model-dir",
+        str(model_dir),
+        "--model-format",
+        "sklearn",
+        "--protocol",
+        "v2",
+        "--port",
+        str(port),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    proc.terminate()
+    raise RuntimeError("the model server never became ready")
+
+
 def server_starts(model_dir: Path, times: int) -> list[float]:
     """Seconds from spawning the model server on the bench model to its V2 ready, ``times``."""
     seconds: list[float] = []
     for _ in range(times):
-        port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "services.serving.modelserver",
-            "--model-name",
-            COLD,
-            "--model-dir",
-            str(model_dir),
-            "--model-format",
-            "sklearn",
-            "--protocol",
-            "v2",
-            "--port",
-            str(port),
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         started = time.monotonic()
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            deadline = started + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.02)
-            else:
-                raise RuntimeError("the model server never became ready")
-            seconds.append(time.monotonic() - started)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+        proc, _ = start_model_server(model_dir, COLD)
+        seconds.append(time.monotonic() - started)
+        proc.terminate()
+        proc.wait(timeout=10)
     return seconds
 
 
@@ -288,9 +292,11 @@ def main() -> int:
                 "SHIPYARD_SCALE_TO_ZERO_SECONDS": str(SCALE_TO_ZERO_SECONDS),
             }
         )
+        direct_server: subprocess.Popen[bytes] | None = None
         try:
-            endpoint, model_dir = deploy(platform)
-            direct = f"{endpoint}/v2/models/{NAME}/infer"
+            model_dir = deploy(platform)
+            direct_server, direct_port = start_model_server(model_dir, NAME)
+            direct = f"http://127.0.0.1:{direct_port}/v2/models/{NAME}/infer"
             via = f"{platform.gateway_url}/serving/{NS}/{NAME}/v2/models/{NAME}/infer"
             measure(direct, 1, 4, script)  # warm both paths
             measure(via, 1, 4, script)
@@ -327,6 +333,9 @@ def main() -> int:
                     statistics.median(cold) - statistics.median(alone),
                 )
         finally:
+            if direct_server is not None:
+                direct_server.terminate()
+                direct_server.wait(timeout=10)
             platform.stop()
     return 0 if ok else 1
 
