@@ -2,11 +2,12 @@
 
 The test process is root, so it runs the platform's side as uid 10001 itself: a runner script
 that builds a LocalRuntime and starts a workload that tries to escape. The only help it gets
-is a view of this machine's interpreter, which lives under /root (0700): an outer bubblewrap
-(as root) puts a tmpfs over /root with the interpreter bound into it, then ``setpriv``
-becomes 10001 with no capabilities. Everything after that (the unprivileged bubblewrap with
-its own user namespace, the network agent joining that namespace, the forwarded API) is the
-code under test, unprivileged.
+is a view of the interpreter and the checkout, wherever they are (this machine's Python lives
+under /root, 0700, and a CI checkout may sit in a private directory): an outer bubblewrap
+(as root) shows /usr, /etc, the interpreter and the checkout read-only, with traversable
+parents, and a fresh /tmp; then ``setpriv`` becomes 10001 with no capabilities. Everything
+after that (the unprivileged bubblewrap with its own user namespace, the network agent
+joining that namespace, the forwarded API) is the code under test, unprivileged.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -48,7 +48,10 @@ RUNNER = textwrap.dedent(
         await rt.apply(spec)
         status = await rt.wait("team-a", "probe", timeout=60)
         lines = [line async for line in rt.logs("team-a", "probe")]
-        print(json.dumps({"status": status.model_dump(mode="json"), "lines": lines}))
+        data = await rt.resolve_volume("team-a", "data")
+        owner = data.stat().st_uid
+        print(json.dumps({"status": status.model_dump(mode="json"), "lines": lines,
+                          "volume_owner": owner}))
         await rt.shutdown()
 
     asyncio.run(main(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]))
@@ -73,36 +76,42 @@ def api_port() -> Iterator[int]:
     server.shutdown()
 
 
-@pytest.fixture
-def state_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="shipyard-nonroot-", dir="/tmp"))
-    os.chown(path, UID, UID)
-    yield path / "state"
-    shutil.rmtree(path, ignore_errors=True)
+def outer_sandbox(bwrap: str, read_only: list[str]) -> list[str]:
+    """A root-built view with ``read_only`` paths at their own places, parents traversable."""
+    argv = [bwrap, "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for name in ("bin", "sbin", "lib", "lib64"):
+        if os.path.islink(f"/{name}"):
+            argv += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
+    # The host's own /proc and /dev: a nested, unprivileged bubblewrap may only mount a new
+    # proc where the one it can see is not partly covered (as bubblewrap's --proc would be).
+    argv += ["--dev-bind", "/dev", "/dev", "--bind", "/proc", "/proc"]
+    argv += ["--perms", "1777", "--tmpfs", "/tmp"]
+    parents: set[str] = set()
+    for path in read_only:
+        parent = os.path.dirname(path)
+        while parent not in ("/", "/usr", "/etc") and not parent.startswith(("/usr/", "/etc/")):
+            parents.add(parent)
+            parent = os.path.dirname(parent)
+    for parent in sorted(parents, key=len):
+        argv += ["--perms", "0755", "--dir", parent]
+    for path in read_only:
+        argv += ["--ro-bind", path, path]
+    return argv
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become uid 10001")
-def test_unprivileged_platform_sandboxes_workloads(state_dir: Path, api_port: int) -> None:
+def test_unprivileged_platform_sandboxes_workloads(api_port: int) -> None:
     bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
     assert bwrap and setpriv, "make install provides bubblewrap; util-linux provides setpriv"
-    interpreter = os.path.realpath(sys.base_prefix)
-    runner = state_dir.parent / "runner.py"
-    runner.write_text(RUNNER)
+    repo = str(Path(__file__).resolve().parents[2])
+    state_dir = Path("/tmp/nonroot-platform/state")  # in the outer sandbox's own /tmp
     targets = {
         "secret_files": [str(state_dir / "keys" / "gateway.key"), "/etc/shadow"],
         "listable_dirs": [str(state_dir)],
         "write_paths": ["/usr/x", str(state_dir / "x")],
         "tcp": [["127.0.0.1", api_port], ["127.0.0.1", 5432], ["127.0.0.2", 18080]],
     }
-    outer = [bwrap, "--dev-bind", "/", "/", "--tmpfs", "/root"]
-    if interpreter.startswith("/root/"):
-        parent, parents = os.path.dirname(interpreter), []
-        while parent != "/root":
-            parents.insert(0, parent)
-            parent = os.path.dirname(parent)
-        for path in parents:  # bubblewrap would make them 0700
-            outer += ["--perms", "0755", "--dir", path]
-        outer += ["--ro-bind", interpreter, interpreter]
+    outer = outer_sandbox(bwrap, sorted({os.path.realpath(sys.base_prefix), repo}))
     argv = [
         *outer,
         "--",
@@ -114,7 +123,8 @@ def test_unprivileged_platform_sandboxes_workloads(state_dir: Path, api_port: in
         "--bounding-set=-all",
         "--",
         sys.executable,
-        str(runner),
+        "-c",
+        RUNNER,
         str(state_dir),
         str(api_port),
         json.dumps(targets),
@@ -125,8 +135,8 @@ def test_unprivileged_platform_sandboxes_workloads(state_dir: Path, api_port: in
         capture_output=True,
         text=True,
         timeout=100,
-        cwd=Path(__file__).resolve().parents[2],
-        env={"PATH": os.environ["PATH"], "HOME": str(state_dir.parent)},
+        cwd=repo,
+        env={"PATH": os.environ["PATH"], "HOME": "/tmp"},
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -145,7 +155,6 @@ def test_unprivileged_platform_sandboxes_workloads(state_dir: Path, api_port: in
     assert int(report["CapEff"], 16) == 0 and int(report["CapBnd"], 16) == 0
     assert report["NoNewPrivs"] == "1" and report["Seccomp"] == "2"
     # The sandbox ran as the platform's own uid (documented in docs/security.md).
-    files = list((state_dir / "runtime" / "volumes").rglob("data"))
-    assert files and all(f.stat().st_uid == UID for f in files)
+    assert result["volume_owner"] == UID
     with socket.socket() as s:  # the test's API server is still there: the probe's refusal
         s.connect(("127.0.0.1", api_port))  # of it came from the sandbox, not a dead server
