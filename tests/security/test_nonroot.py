@@ -19,17 +19,14 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.security.conftest import PROBE, escape_reports, escapes
+
 pytestmark = pytest.mark.timeout(120)
 UID = 10001
-PROBE = Path(__file__).with_name("escape_probe.py")
 RUNNER = textwrap.dedent(
     """
     import asyncio, json, sys
@@ -59,23 +56,6 @@ RUNNER = textwrap.dedent(
 )
 
 
-class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def api_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield int(server.server_address[1])
-    server.shutdown()
-
-
 def outer_sandbox(bwrap: str, read_only: list[str]) -> list[str]:
     """A root-built view with ``read_only`` paths at their own places, parents traversable."""
     argv = [bwrap, "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
@@ -100,7 +80,8 @@ def outer_sandbox(bwrap: str, read_only: list[str]) -> list[str]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become uid 10001")
-def test_unprivileged_platform_sandboxes_workloads(api_port: int) -> None:
+def test_unprivileged_platform_sandboxes_workloads(host_service: int) -> None:
+    api_port = host_service
     bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
     assert bwrap and setpriv, "make install provides bubblewrap; util-linux provides setpriv"
     repo = str(Path(__file__).resolve().parents[2])
@@ -128,7 +109,7 @@ def test_unprivileged_platform_sandboxes_workloads(api_port: int) -> None:
         str(state_dir),
         str(api_port),
         json.dumps(targets),
-        PROBE.read_text(),
+        PROBE,
     ]
     done = subprocess.run(
         argv,
@@ -143,12 +124,8 @@ def test_unprivileged_platform_sandboxes_workloads(api_port: int) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     status = result["status"]
     assert status["phase"] == "Succeeded", (status["reason"], status["message"], result["lines"])
-    report = next(
-        json.loads(x)["escape-report"] for x in result["lines"] if x.startswith('{"escape')
-    )
-    attempts = {k: v for k, v in report.items() if k.split()[0] in ("read", "list", "write")}
-    attempts |= {k: v for k, v in report.items() if k.startswith(("mount", "unshare", "connect"))}
-    escaped = {k: v for k, v in attempts.items() if not str(v).startswith("blocked")}
+    report = escape_reports(result["lines"])[0]
+    escaped = escapes(report)
     # The forwarded API address is the one way out, and it works.
     assert escaped == {"connect 127.0.0.2:18080": escaped.get("connect 127.0.0.2:18080")}
     assert str(escaped["connect 127.0.0.2:18080"]).startswith("ESCAPED")
