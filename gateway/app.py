@@ -37,6 +37,9 @@ from .activity import ActivityReporter
 from .auth import Authenticator, AuthError
 from .authz import READ_METHODS, Authorizer, Principal, needed_role
 from .errors import GatewayError
+from .notebook_host import NotebookOriginApp
+from .notebook_origin import COOKIE_NAME as NOTEBOOK_COOKIE
+from .notebook_origin import SANDBOX_HEADERS, NotebookOrigins
 from .oidc import OIDCProvider
 from .profiles import ProfileStore
 from .proxy import data_plane_headers, forward_headers, forward_http, forward_websocket, read_body
@@ -94,9 +97,21 @@ class Gateway:
         self.auth = Authenticator(
             settings, self.oidc, self.sa_tokens, self.http, self.revocations, self.runs
         )
+        #: Notebooks' own origins (None: served path-based on the main origin, see start).
+        domain = settings.notebook_origin_domain
+        self.notebook_origins = (
+            NotebookOrigins(
+                domain,
+                settings.cookie_secret,
+                settings.public_url,
+                settings.session_max_age_seconds,
+            )
+            if domain
+            else None
+        )
         #: The gateway's cookies, which no data-plane upstream receives.
         self.gateway_cookies = frozenset(
-            n.lower() for n in (settings.cookie_name, login.STATE_COOKIE)
+            n.lower() for n in (settings.cookie_name, login.STATE_COOKIE, NOTEBOOK_COOKIE)
         )
         # The key Jupyter servers' tokens derive from (SHIPYARD_DATAPLANE_KEY_FILE, shared
         # with the notebook service, which starts each server with its token).
@@ -131,6 +146,20 @@ class Gateway:
             )
             log.warning("=" * 72)
             await self.store.ensure_profile(SINGLE_USER_NAMESPACE, SINGLE_USER)
+        if self.notebook_origins is None:
+            log.warning("=" * 72)
+            log.warning(
+                "NOTEBOOKS SHARE THE DASHBOARD'S ORIGIN: SHIPYARD_NOTEBOOK_DOMAIN is not set and "
+                "SHIPYARD_PUBLIC_URL (%s) is not on this machine. A notebook's HTML (any "
+                "tenant's output) then runs with the dashboard's origin in a visitor's browser "
+                "and can read the platform's API as that visitor. Point a wildcard DNS record "
+                "*.<domain> at the gateway and set SHIPYARD_NOTEBOOK_DOMAIN=<domain>: each "
+                "notebook is then served at <name>.<namespace>.<domain> (docs/security.md).",
+                self.settings.public_url,
+            )
+            log.warning("=" * 72)
+        else:
+            log.info("notebooks are served on *.%s", self.notebook_origins.domain)
         await self.warm_routes()
         await self.route_feed.start()
         await self.activity.start()
@@ -198,6 +227,34 @@ class Gateway:
             ),
             client_host=client_host,
         )
+
+    async def forward_notebook_websocket(
+        self, ws: WebSocket, principal: Principal, ns: str, name: str
+    ) -> None:
+        """Authorize ``principal`` (edit on ``ns``) and pump ``ws`` to the notebook's server;
+        the caller has authenticated it and checked its Origin."""
+        try:
+            identity = self.authz.authorize(principal, ns, "edit", "GET", ws.url.path)
+        except GatewayError:
+            await ws.close(code=4403)
+            return
+        base = self.route_table.pick("notebook", ns, name)
+        if base is None:
+            await ws.close(code=4404)
+            return
+        url = base + ws.url.path + (f"?{ws.url.query}" if ws.url.query else "")
+        match = routes.resolve(ws.url.path)
+        assert match is not None and match.data_plane
+        headers = [
+            (k.decode(), v.decode())
+            for k, v in self.upstream_headers(
+                [(k, v) for k, v in ws.headers.raw if not k.lower().startswith(b"sec-websocket")],
+                identity,
+                match,
+                ws.client.host if ws.client else None,
+            )
+        ]
+        await forward_websocket(ws, url, headers)
 
     async def require_principal(self, request: Request) -> Principal:
         try:
@@ -301,8 +358,15 @@ class ProxyFastPath:
     def __init__(self, app: ASGIApp, gw: Gateway) -> None:
         self.app = app
         self.gw = gw
+        self.notebook_hosts = (
+            NotebookOriginApp(gw, self, gw.notebook_origins) if gw.notebook_origins else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.notebook_hosts is not None and scope["type"] in ("http", "websocket"):
+            # A notebook's own origin serves that notebook and nothing else.
+            if await self.notebook_hosts.serve(scope, receive, send):
+                return
         if scope["type"] != "http" or scope["method"] not in PROXY_METHODS:
             await self.app(scope, receive, send)
             return
@@ -315,11 +379,24 @@ class ProxyFastPath:
             await self.proxy(request, match, scope, receive, send)
         except GatewayError as exc:
             response = unauthenticated(request, exc) if exc.code == 401 else exc.response()
+            if match.data_plane:
+                response.raw_headers.extend(SANDBOX_HEADERS)
             await response(scope, receive, send)
 
     async def proxy(
-        self, request: Request, match: routes.Match, scope: Scope, receive: Receive, send: Send
+        self,
+        request: Request,
+        match: routes.Match,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        principal: Principal | None = None,
     ) -> None:
+        """Authenticate, authorize and stream one request upstream.
+
+        ``principal`` is given by the notebook origin (``gateway.notebook_host``), which has
+        authenticated the request and checked its origin already.
+        """
         gw, settings = self.gw, self.gw.settings
         path: str = scope["path"]
         method: str = scope["method"]
@@ -327,8 +404,17 @@ class ProxyFastPath:
             # Routing and authorization read the path as written; a dot segment could make
             # the upstream (or anything normalizing in between) see another namespace.
             raise GatewayError(400, "path must not contain . or .. segments", "BadRequest")
-        principal = await gw.require_principal(request)
-        gw.check_csrf(request, principal)
+        on_main_origin = principal is None
+        if principal is None:
+            principal = await gw.require_principal(request)
+            isolated_notebook = (
+                match.route.dynamic_kind == "notebook" and gw.notebook_origins is not None
+            )
+            if isolated_notebook and principal.via == "cookie" and method not in ("GET", "HEAD"):
+                # Before the CSRF check: whatever the Origin, a browser's writes to a notebook
+                # belong on the notebook's own origin.
+                raise self.notebook_elsewhere(request, match)
+            gw.check_csrf(request, principal)
         if not match.data_plane:
             # The per-user limit guards the control-plane APIs. Model inference and a
             # notebook's own traffic (a JupyterLab page load is hundreds of requests) are
@@ -350,6 +436,11 @@ class ProxyFastPath:
             identity = gw.authz.authorize(
                 principal, namespace, needed_role(method, match.data_plane), method, path
             )
+        if on_main_origin and match.route.dynamic_kind == "notebook" and gw.notebook_origins:
+            moved = self.to_notebook_origin(request, match, principal)
+            if moved is not None:
+                await moved(scope, receive, send)
+                return
         served: tuple[str, str] | None = None  # the InferenceService whose traffic is counted
         if match.data_plane:
             assert match.route.dynamic_kind and match.namespace and match.name
@@ -381,6 +472,12 @@ class ProxyFastPath:
             carrier = Response()
             login.set_session_cookie(carrier, gw, request, refreshed)
             extra = [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
+        if match.route.dynamic_kind == "inferenceservice" or (
+            on_main_origin and match.route.dynamic_kind == "notebook" and gw.notebook_origins
+        ):
+            # A model server is an API, and a notebook answers API clients here (browsers are
+            # sent to its own origin): rendered in a browser, either gets an opaque origin.
+            extra = (extra or []) + SANDBOX_HEADERS
         if served is not None:
             gw.activity.begin(served)
         try:
@@ -398,6 +495,60 @@ class ProxyFastPath:
         finally:
             if served is not None:
                 gw.activity.end(served)
+
+    def notebook_elsewhere(self, request: Request, match: routes.Match) -> GatewayError:
+        """The 403 for a browser's write to a notebook on the main origin."""
+        origins = self.gw.notebook_origins
+        assert origins is not None and match.namespace and match.name
+        origin = origins.origin(
+            match.namespace, match.name, request.url.scheme, request.headers.get("host", "")
+        )
+        return GatewayError(
+            403,
+            f"notebook {match.namespace}/{match.name} is served on its own origin, {origin}: "
+            "browser sessions use it there (the dashboard's origin does not serve notebook "
+            "pages to cookies)",
+            "Forbidden",
+        )
+
+    def to_notebook_origin(
+        self, request: Request, match: routes.Match, principal: Principal
+    ) -> Response | None:
+        """A browser's way from the main origin to the notebook's own origin, or None to
+        proxy here (an API client: bearer and service-account tokens carry no ambient
+        authority, and get the sandbox header).
+
+        A cookie session gets a ticket for the notebook origin's login; single-user and
+        trusted-header visitors (who need no handshake there) are sent on when they navigate.
+        """
+        origins = self.gw.notebook_origins
+        assert origins is not None and match.namespace and match.name
+        if principal.via == "cookie":
+            pass
+        elif principal.via in ("single-user", "trusted-header"):
+            if request.headers.get("sec-fetch-mode") != "navigate":
+                return None
+        else:
+            return None
+        origin = origins.origin(
+            match.namespace, match.name, request.url.scheme, request.headers.get("host", "")
+        )
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if principal.via == "cookie":
+            sid = (getattr(request.state, "session", None) or {}).get("sid")
+            assert isinstance(sid, str)  # Authenticator refuses cookies without one
+            ticket = origins.issue_ticket(
+                origins.host_of(match.namespace, match.name), sid, principal
+            )
+            location = origins.login_url(origin, ticket, target)
+        else:
+            location = origin + target
+        headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        response = RedirectResponse(location, 302, headers=headers)
+        refreshed = getattr(request.state, "set_cookie", None)
+        if refreshed:
+            login.set_session_cookie(response, self.gw, request, refreshed)
+        return response
 
 
 class GatewayApp(FastAPI):
@@ -503,34 +654,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ws.close(code=4401)
             return
         if principal.via == "cookie":
+            if gw.notebook_origins is not None:
+                # A browser session's notebook WebSockets belong on the notebook's origin.
+                await ws.close(code=4403)
+                return
             expected = str(ws.base_url).rstrip("/").replace("ws", "http", 1)
             if not same_origin(
                 ws.headers.get("origin"), settings.public_url.rstrip("/") or expected
             ):
                 await ws.close(code=4403)
                 return
-        try:
-            identity = gw.authz.authorize(principal, ns, "edit", "GET", ws.url.path)
-        except GatewayError:
-            await ws.close(code=4403)
-            return
-        base = gw.route_table.pick("notebook", ns, name)
-        if base is None:
-            await ws.close(code=4404)
-            return
-        url = base + ws.url.path + (f"?{ws.url.query}" if ws.url.query else "")
-        match = routes.resolve(ws.url.path)
-        assert match is not None and match.data_plane
-        headers = [
-            (k.decode(), v.decode())
-            for k, v in gw.upstream_headers(
-                [(k, v) for k, v in ws.headers.raw if not k.lower().startswith(b"sec-websocket")],
-                identity,
-                match,
-                ws.client.host if ws.client else None,
-            )
-        ]
-        await forward_websocket(ws, url, headers)
+        await gw.forward_notebook_websocket(ws, principal, ns, name)
 
     @app.api_route("/{path:path}", methods=sorted(PROXY_METHODS))
     async def read_unrouted(request: Request, path: str) -> Response:

@@ -60,23 +60,28 @@ class Authenticator:
         if mode == "single-user":
             return Principal(SINGLE_USER, (), via="single-user")
         if mode == "trusted-header":
-            host = conn.client.host if conn.client else None
-            userid = conn.headers.get("kubeflow-userid")
-            if userid and host in self.trusted:
-                groups = tuple(
-                    g.strip()
-                    for g in conn.headers.get("kubeflow-groups", "").split(",")
-                    if g.strip()
-                )
-                return Principal(userid.strip(), groups, via="trusted-header")
-            if userid:
-                log.warning("ignored kubeflow-userid from untrusted address %s", host)
+            trusted = self.trusted_header(conn)
+            if trusted is not None:
+                return trusted
         authz = conn.headers.get("authorization", "")
         if authz[:7].lower() == "bearer ":
             return await self._bearer(authz[7:].strip())
         cookie = conn.cookies.get(self.settings.cookie_name)
         if cookie and self.oidc is not None:
             return await self._session(conn, cookie)
+        return None
+
+    def trusted_header(self, conn: HTTPConnection) -> Principal | None:
+        """Trusted-header mode: the user a trusted proxy names, or None."""
+        host = conn.client.host if conn.client else None
+        userid = conn.headers.get("kubeflow-userid")
+        if userid and host in self.trusted:
+            groups = tuple(
+                g.strip() for g in conn.headers.get("kubeflow-groups", "").split(",") if g.strip()
+            )
+            return Principal(userid.strip(), groups, via="trusted-header")
+        if userid:
+            log.warning("ignored kubeflow-userid from untrusted address %s", host)
         return None
 
     async def _bearer(self, token: str) -> Principal:

@@ -220,6 +220,12 @@ async def read_userinfo(request: Request) -> Response:
     )
     if csrf:
         body["csrfToken"] = csrf
+    if gw.notebook_origins is not None:
+        # The dashboard's Connect links: each notebook on its own origin.
+        origin = gw.notebook_origins.origin(
+            "{namespace}", "{name}", request.url.scheme, request.headers.get("host", "")
+        )
+        body["notebookUrl"] = f"{origin}/notebook/{{namespace}}/{{name}}/"
     response = JSONResponse(body)
     if getattr(request.state, "set_cookie", None):
         set_session_cookie(response, gw, request, request.state.set_cookie)

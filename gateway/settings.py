@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import model_validator
 
+from gateway.notebook_origin import resolve_domain
 from services.common.identity import ensure_gateway_keys
 from services.common.settings import ServiceSettings
 
@@ -64,6 +65,11 @@ class Settings(ServiceSettings):
     session_refresh_seconds: float = 3600.0
     auto_create_profile: bool = False
     public_url: str = ""
+    #: Notebooks are served on origins of their own, ``{name}.{namespace}.{notebook_domain}``
+    #: (a wildcard DNS record to the gateway), so tenant HTML never runs with the dashboard's
+    #: origin. Empty: ``notebooks.localhost`` when ``public_url`` is unset or on loopback;
+    #: otherwise none, and notebooks stay on the main origin (the gateway warns at start).
+    notebook_domain: str = ""
 
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 200
@@ -95,6 +101,11 @@ class Settings(ServiceSettings):
         ):
             raise ValueError(TRUSTED_HEADER_LOCAL_RUNTIME)
         return self
+
+    @property
+    def notebook_origin_domain(self) -> str | None:
+        """The domain notebook origins live under, or None (path-based on the main origin)."""
+        return resolve_domain(self.notebook_domain, self.public_url)
 
     @property
     def audiences(self) -> list[str]:

@@ -3,6 +3,9 @@
 // their message and field causes so views can show exactly what the API rejected.
 
 let csrfToken = null;
+// Where a notebook is served: "{scheme}://{name}.{namespace}.<domain>[:port]/notebook/...",
+// its own origin, so its pages never run with the dashboard's (docs/security.md).
+let notebookUrlTemplate = null;
 
 export class ApiError extends Error {
   constructor(status, message, causes = [], body = null) {
@@ -19,10 +22,23 @@ export async function init() {
   try {
     const resp = await fetch("/oauth2/userinfo", {credentials: "same-origin",
                                                   headers: {Accept: "application/json"}});
-    if (resp.ok) csrfToken = (await resp.json()).csrfToken || null;
+    if (resp.ok) {
+      const info = await resp.json();
+      csrfToken = info.csrfToken || null;
+      notebookUrlTemplate = info.notebookUrl || null;
+    }
   } catch (_) {
     csrfToken = null;
   }
+}
+
+// The address of a notebook server: on its own origin, or (a gateway without a notebook
+// domain) on the dashboard's.
+export function notebookUrl(namespace, name) {
+  const path = `/notebook/${namespace}/${encodeURIComponent(name)}/`;
+  if (!notebookUrlTemplate) return path;
+  return notebookUrlTemplate.replaceAll("{namespace}", namespace)
+    .replaceAll("{name}", encodeURIComponent(name));
 }
 
 async function errorFrom(resp) {

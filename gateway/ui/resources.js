@@ -1,6 +1,6 @@
 // The simple lists: volumes (PVCs), notebook servers and models (InferenceServices).
 
-import {pathFor} from "./api.js";
+import {notebookUrl, pathFor} from "./api.js";
 import {add, ago, badge, clear, emptyState, errorBox, h, pageHeader, put, table} from "./dom.js";
 import {byNewest, followList} from "./live.js";
 
@@ -40,7 +40,7 @@ const VIEWS = {
     title: "Notebooks", kind: "Notebook",
     empty: () => emptyState("No notebook servers yet",
       "Apply a Notebook (apiVersion kubeflow.org/v1) with ", h("code", {}, "shipyard apply -f"),
-      " or Create from YAML; it is served at /notebook/<namespace>/<name>/."),
+      " or Create from YAML; Connect opens it on its own origin."),
     columns: [
       {title: "Name", cell: (o) => o.metadata.name},
       {title: "Status", cell: (o) => badge(notebookState(o))},
@@ -51,7 +51,7 @@ const VIEWS = {
       {title: "Created", cell: (o) => ago(o.metadata.creationTimestamp)},
       {title: "", class: "right", cell: (o) => (notebookState(o) === "Running"
         ? h("a", {class: "button small", target: "_blank", rel: "noopener",
-                  href: `/notebook/${o.metadata.namespace}/${encodeURIComponent(o.metadata.name)}/`},
+                  href: notebookUrl(o.metadata.namespace, o.metadata.name)},
             "Connect") : null)},
     ],
   },

@@ -43,8 +43,8 @@ def jupyter_argv(namespace: str, name: str, root_dir: str) -> list[str]:
     the gateway, which authorizes each request and adds ``Authorization: token ...``
     (services.common.dataplane). The token is never an argument: command lines are readable
     by anyone on the host in ``/proc``. ``allow_origin='*'`` because the browser's Origin is
-    the gateway's, never the Host Jupyter sees; the gateway itself refuses cross-site
-    requests and WebSockets for cookie sessions.
+    the notebook's own origin at the gateway (``gateway.notebook_origin``), never the Host
+    Jupyter sees; the gateway itself refuses cross-origin writes and WebSockets there.
     """
     return [
         "python3",

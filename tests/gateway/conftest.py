@@ -342,3 +342,52 @@ async def browser_login(c: httpx.AsyncClient, user: str, rd: str = "/") -> httpx
     callback = str(c.base_url).rstrip("/") + "/oauth2/callback"
     location = await submit_login(c, r, user, PASSWORD, stop_at=callback)
     return await c.get(location)
+
+
+# ---- notebooks on their own origins (gateway.notebook_origin) ------------------------------
+
+
+def notebook_host(gateway: RunningServer, ns: str, name: str) -> str:
+    """The Host header of a notebook's own origin (the fixtures leave the public URL unset,
+    so the domain is notebooks.localhost, on the gateway's port)."""
+    return f"{name}.{ns}.notebooks.localhost:{gateway.port}"
+
+
+def set_cookie_value(response: httpx.Response, name: str) -> str:
+    for header in response.headers.get_list("set-cookie"):
+        key, _, rest = header.partition("=")
+        if key.strip() == name:
+            return rest.split(";", 1)[0]
+    raise AssertionError(f"no {name} cookie set: {response.headers.get_list('set-cookie')}")
+
+
+async def notebook_ticket(gateway: RunningServer, session: str, ns: str, name: str) -> str:
+    """The notebook-login URL (path and query) the main origin sends this session to."""
+    async with httpx.AsyncClient(timeout=15) as c:
+        r = await c.get(
+            f"{gateway.url}/notebook/{ns}/{name}/lab",
+            headers={"cookie": f"shipyard_session={session}"},
+        )
+    assert r.status_code == 302, r.text
+    location = urlsplit(r.headers["location"])
+    assert location.netloc == notebook_host(gateway, ns, name), location
+    return f"{location.path}?{location.query}"
+
+
+async def notebook_sign_in(gateway: RunningServer, session: str, ns: str, name: str) -> str:
+    """The notebook origin's cookie for this session, by the handshake a browser makes."""
+    login = await notebook_ticket(gateway, session, ns, name)
+    async with httpx.AsyncClient(timeout=15) as c:
+        r = await c.get(gateway.url + login, headers={"host": notebook_host(gateway, ns, name)})
+    assert r.status_code == 302, r.text
+    return set_cookie_value(r, "shipyard_notebook_session")
+
+
+def ws_connect_host(gateway: RunningServer, host: str, path: str, headers: dict[str, str]) -> Any:
+    """A WebSocket to the gateway as if to ``host`` (no resolver needed for *.localhost)."""
+    import socket
+
+    from websockets.asyncio.client import connect
+
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+    return connect(f"ws://{host}{path}", sock=sock, additional_headers=headers, open_timeout=5)

@@ -21,7 +21,6 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
 from gateway.app import create_app
@@ -31,11 +30,20 @@ from services.common import dataplane
 from services.notebook.app import create_app as create_notebook_app
 from services.notebook.settings import Settings as NotebookSettings
 from tests.conftest import InProcessService, free_port, service_in_process
-from tests.gateway.conftest import COOKIE_SECRET, RunningServer, browser_login, gateway_settings
+from tests.gateway.conftest import (
+    COOKIE_SECRET,
+    RunningServer,
+    browser_login,
+    gateway_settings,
+    notebook_host,
+    notebook_sign_in,
+    ws_connect_host,
+)
 
 NS = "kubeflow-user-example-com"
 API = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
 SESSION = "shipyard_session"
+NOTEBOOK_SESSION = "shipyard_notebook_session"
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -118,7 +126,7 @@ def jupyter_token(gateway_state: Path, name: str) -> str:
 
 def assert_nothing_of_the_visitor(headers: dict[str, list[str]], visitor_token: str) -> None:
     cookies = "; ".join(headers.get("cookie", []))
-    assert SESSION not in cookies, cookies
+    assert SESSION not in cookies and NOTEBOOK_SESSION not in cookies, cookies
     assert "x-shipyard-identity" not in headers, headers
     assert "kubeflow-userid" not in headers and "kubeflow-groups" not in headers, headers
     assert "x-csrf-token" not in headers, headers
@@ -144,38 +152,44 @@ async def test_data_plane_hands_tenant_code_nothing_of_the_visitor(
         await browser_login(c, "user@example.com")
         session = c.cookies[SESSION]
         csrf = (await c.get("/oauth2/userinfo")).json()["csrfToken"]
-    # A browser visitor: the gateway's session cookie beside Jupyter's own cookies.
-    cookie_header = f"_xsrf=jupyter-xsrf-value; {SESSION}={session}; username-nb=tenant-cookie"
+    # A browser visitor on the notebook's own origin: its cookie there beside Jupyter's own
+    # cookies (and the session cookie, which a browser would not even send there).
+    nb_cookie = await notebook_sign_in(gateway, session, NS, "rec")
+    host = notebook_host(gateway, NS, "rec")
+    cookie_header = (
+        f"_xsrf=jupyter-xsrf-value; {SESSION}={session}; {NOTEBOOK_SESSION}={nb_cookie}; "
+        "username-nb=tenant-cookie"
+    )
     async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as c:
         r = await c.post(
             nb_path,
             json={"type": "notebook"},
             headers={
                 **forged,
+                "host": host,
                 "cookie": cookie_header,
                 "x-csrf-token": csrf,
-                "origin": gateway.url,
+                "origin": f"http://{host}",
             },
         )
         assert r.status_code == 200 and r.json() == {"tenant": "answered", "path": nb_path}
         seen_nb = tenant.last(nb_path)
         assert_nothing_of_the_visitor(seen_nb, session)
+        assert nb_cookie not in seen_nb["cookie"][0]
         # Jupyter's own cookies pass; the Jupyter server's token is the only Authorization.
         cookie = seen_nb["cookie"][0]
         assert "_xsrf=jupyter-xsrf-value" in cookie and "username-nb=tenant-cookie" in cookie
         assert seen_nb["authorization"] == [f"token {jupyter_token(gateway_state, 'rec')}"]
 
         # The WebSocket path, same visitor.
-        ws_url = gateway.url.replace("http", "ws", 1) + ws_path
-        async with ws_connect(
-            ws_url,
-            additional_headers={**forged, "cookie": cookie_header, "origin": gateway.url},
-            open_timeout=5,
+        async with ws_connect_host(
+            gateway, host, ws_path, {**forged, "cookie": cookie_header, "origin": f"http://{host}"}
         ) as ws:
             assert await asyncio.wait_for(ws.recv(), 5) == "hello from tenant code"
             await ws.send("bye")
         seen_ws = tenant.last(ws_path)
         assert_nothing_of_the_visitor(seen_ws, session)
+        assert nb_cookie not in seen_ws["cookie"][0]
         assert "_xsrf=jupyter-xsrf-value" in seen_ws["cookie"][0]
         assert seen_ws["authorization"] == [f"token {jupyter_token(gateway_state, 'rec')}"]
 
@@ -445,13 +459,15 @@ async def test_sign_out_get_is_405(gateway: RunningServer) -> None:
         assert r.status_code == 200 and r.json()["user"] == "user@example.com"
 
 
-async def websocket_greeting(gateway: RunningServer, cookie: str) -> str:
-    """The tenant server's first message over the notebook WebSocket, as this cookie."""
-    ws_url = gateway.url.replace("http", "ws", 1) + f"/notebook/{NS}/rec/api/kernels/k/channels"
-    async with ws_connect(
-        ws_url,
-        additional_headers={"cookie": f"{SESSION}={cookie}", "origin": gateway.url},
-        open_timeout=5,
+async def websocket_greeting(gateway: RunningServer, notebook_cookie: str) -> str:
+    """The tenant server's first message over the notebook WebSocket, on the notebook's own
+    origin, as this notebook-origin cookie."""
+    host = notebook_host(gateway, NS, "rec")
+    async with ws_connect_host(
+        gateway,
+        host,
+        f"/notebook/{NS}/rec/api/kernels/k/channels",
+        {"cookie": f"{NOTEBOOK_SESSION}={notebook_cookie}", "origin": f"http://{host}"},
     ) as ws:
         return str(await asyncio.wait_for(ws.recv(), 5))
 
@@ -462,13 +478,15 @@ async def test_sign_out_revokes_copied_cookie(
     async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as c:
         await browser_login(c, "user@example.com")
         first = c.cookies[SESSION]
-        assert await websocket_greeting(gateway, first) == "hello from tenant code"
+        nb_first = await notebook_sign_in(gateway, first, NS, "rec")
+        assert await websocket_greeting(gateway, nb_first) == "hello from tenant code"
         await asyncio.sleep(1.1)  # session_refresh_seconds=1 in the fixture
         r = await c.get("/oauth2/userinfo")
         assert r.status_code == 200 and r.json()["user"] == "user@example.com"
         csrf = r.json()["csrfToken"]
         refreshed = c.cookies[SESSION]
         assert refreshed != first  # a refreshed cookie: the same session, newly sealed
+        nb_refreshed = await notebook_sign_in(gateway, refreshed, NS, "rec")
         # A cross-site page cannot sign the user out.
         r = await c.post("/oauth2/sign_out", headers={"origin": "https://evil.example"})
         assert r.status_code == 403 and "cross-site" in r.json()["message"]
@@ -479,7 +497,7 @@ async def test_sign_out_revokes_copied_cookie(
         assert "id_token_hint" in r.headers["location"]
         assert f'{SESSION}=""' in r.headers["set-cookie"]
     # Every copy of the session, before and after its refresh, is dead.
-    for copy in (first, refreshed):
+    for copy, nb_copy in ((first, nb_first), (refreshed, nb_refreshed)):
         async with httpx.AsyncClient(
             base_url=gateway.url, timeout=15, cookies={SESSION: copy}
         ) as thief:
@@ -487,9 +505,13 @@ async def test_sign_out_revokes_copied_cookie(
             assert r.status_code == 401 and r.json()["reason"] == "Unauthorized", r.text
             r = await thief.get("/oauth2/userinfo")
             assert r.status_code == 401 and r.json()["reason"] == "Unauthorized", r.text
-            # Refused before the handshake completes (closed unaccepted: HTTP 403).
+            # No ticket for the notebook origin: a login instead.
+            r = await thief.get(f"/notebook/{NS}/rec/lab")
+            assert r.status_code == 302 and r.headers["location"].startswith("/oauth2/start")
+            # The notebook origin's cookie is refused before the WebSocket handshake
+            # completes (closed unaccepted: HTTP 403).
             with pytest.raises(InvalidStatus) as refused:
-                await websocket_greeting(gateway, copy)
+                await websocket_greeting(gateway, nb_copy)
             assert refused.value.response.status_code == 403
     # Another gateway replica on the same database learns of it at its next reload.
     gw = gateway.gw  # type: ignore[attr-defined]

@@ -114,8 +114,48 @@ async def run_code(ws_url: str, code: str) -> str:
                     return "".join(out)
 
 
+# In the page: a kernel through Jupyter's REST API, then code run over its channels
+# WebSocket, both on the page's own origin (the notebook's), as JupyterLab itself does.
+RUN_IN_PAGE = """async (prefix) => {
+    const xsrf = (document.cookie.match(/_xsrf=([^;]+)/) || [])[1] || "";
+    const made = await fetch(prefix + "/api/kernels", {method: "POST",
+        headers: {"Content-Type": "application/json", "X-XSRFToken": xsrf},
+        body: JSON.stringify({name: "python3"})});
+    if (made.status !== 201) return "kernel: " + made.status;
+    const kernel = await made.json();
+    const url = location.origin.replace("http", "ws") + prefix + "/api/kernels/" + kernel.id
+        + "/channels";
+    const ws = new WebSocket(url);
+    const msgId = crypto.randomUUID();
+    const printed = await new Promise((resolve) => {
+        let out = "";
+        setTimeout(() => resolve("timeout: " + out), 30000);
+        ws.onerror = () => resolve("websocket error");
+        ws.onopen = () => ws.send(JSON.stringify({
+            header: {msg_id: msgId, username: "t", session: crypto.randomUUID(),
+                     msg_type: "execute_request", version: "5.3", date: ""},
+            parent_header: {}, metadata: {}, channel: "shell", buffers: [],
+            content: {code: "print(6*7)", silent: false, store_history: false,
+                      user_expressions: {}, allow_stdin: false, stop_on_error: true}}));
+        ws.onmessage = (event) => {
+            const msg = JSON.parse(event.data);
+            if ((msg.parent_header || {}).msg_id !== msgId) return;
+            if (msg.header.msg_type === "stream") out += msg.content.text;
+            if (msg.header.msg_type === "status" && msg.content.execution_state === "idle") {
+                ws.close();
+                resolve(out);
+            }
+        };
+    });
+    const gone = await fetch(prefix + "/api/kernels/" + kernel.id,
+        {method: "DELETE", headers: {"X-XSRFToken": xsrf}});
+    return gone.status === 204 ? printed : "delete: " + gone.status;
+}"""
+
+
 @pytest.mark.timeout(120)
-async def lab_starts_in_chromium(url: str) -> None:
+async def lab_starts_in_chromium(url: str, notebook_origin: str, prefix: str) -> None:
+    """JupyterLab opened from the gateway's origin runs on the notebook's own origin."""
     if not CHROMIUM.exists():
         return  # the HTML checks above still ran; the browser part needs Debian's chromium
     from playwright.async_api import async_playwright
@@ -127,9 +167,22 @@ async def lab_starts_in_chromium(url: str) -> None:
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(url, timeout=30000)
+            # The gateway sent the browser on (Chromium resolves *.localhost itself).
+            assert page.url.startswith(f"{notebook_origin}{prefix}/lab"), page.url
             await page.wait_for_selector("#jp-main-dock-panel", timeout=60000)
             await page.wait_for_selector(".jp-Launcher", timeout=60000)
             assert not errors, errors
+            assert await page.evaluate("() => location.origin") == notebook_origin
+            # JupyterLab's storage works there (an opaque, sandboxed origin would have none).
+            assert await page.evaluate("() => { localStorage.setItem('k', 'v'); return 1; }")
+            assert await page.evaluate(RUN_IN_PAGE, prefix) == "42\n"
+            # The dashboard's API is another origin's, and not served on this one.
+            assert (
+                await page.evaluate(
+                    "async () => (await fetch('/apis/kubeflow.org/v1/namespaces')).status"
+                )
+                == 404
+            )
         finally:
             await browser.close()
 
@@ -180,7 +233,12 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
         root = await http.get(f"{route}/", follow_redirects=True)
         assert root.status_code == 200 and root.url.path == f"/notebook/{NS}/{name}/lab"
         assert "<title>JupyterLab</title>" in root.text
-        await lab_starts_in_chromium(f"{route}/lab")
+        port = httpx.URL(gw).port
+        await lab_starts_in_chromium(
+            f"{route}/lab",
+            f"http://{name}.{NS}.notebooks.localhost:{port}",
+            f"/notebook/{NS}/{name}",
+        )
         workload = await runtime.status(NS, f"nb-{name}")
         assert workload.image == "kubeflownotebookswg/jupyter-scipy:v1.8.0"
         assert workload.labels["notebook-name"] == name
