@@ -9,6 +9,7 @@ could have succeeded where access is meant to work (the API address, its own vol
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from services.common.identity import ensure_gateway_keys
 from services.common.runtime import LocalRuntime, Phase, Runtime
 from services.common.runtime.endpoint import connect, parse
-from services.common.runtime.sandbox import API_ADDRESS
+from services.common.runtime.sandbox import API_ADDRESS, cgroup_layout
 from tests.security.conftest import PROBE, escape_reports, escapes
 
 pytestmark = pytest.mark.timeout(90)
@@ -272,5 +273,73 @@ async def test_process_and_file_size_limits(tmp_path: Path) -> None:
         assert big.phase == Phase.FAILED and big.exit_code == 128 + 25, big  # SIGXFSZ
         written = runtime.root / "workloads" / "files" / "big" / "tmp" / "big"
         assert written.stat().st_size == 1024 * 1024
+    finally:
+        await runtime.shutdown()
+
+
+def workload_cgroups(parent: str) -> list[str]:
+    try:
+        return [d for d in os.listdir(parent) if os.path.isdir(f"{parent}/{d}")]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.skipif(
+    cgroup_layout() is None, reason="no cgroups to delegate on this host (rlimits only)"
+)
+async def test_cgroup_limits_cpu_memory_and_processes(tmp_path: Path) -> None:
+    """With cgroups (v2, or v1 as on this workplace's machines), resources.limits.cpu throttles,
+    memory ends the workload as OOMKilled, and its processes are capped; the cgroups are
+    removed with the workload."""
+    runtime = LocalRuntime(tmp_path, max_processes=40)
+    spin = (
+        "import os, time\n"
+        "end = time.monotonic() + 1.0\n"
+        "while time.monotonic() < end: pass\n"
+        "print(round(os.times().user + os.times().system, 2))\n"
+    )
+    hog = "x = bytearray(512 * 1024 * 1024); print('allocated')"
+    # Counted with shell builtins only: at the limit, ps could not be started.
+    forks = (
+        "(for i in $(seq 80); do sleep 3 & done) 2>/dev/null; sleep 0.5; "
+        "n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n"
+    )
+    try:
+        await runtime.apply(
+            {
+                "namespace": "limits",
+                "name": "cpu",
+                "command": ["python3", "-c", spin],
+                "resources": {"limits": {"cpu": "200m"}},
+            }
+        )
+        await runtime.apply(
+            {
+                "namespace": "limits",
+                "name": "mem",
+                "command": ["python3", "-c", hog],
+                "resources": {"limits": {"memory": "128Mi"}},
+            }
+        )
+        await runtime.apply({"namespace": "pids", "name": "forks", "command": ["sh", "-c", forks]})
+        cpu = await runtime.wait("limits", "cpu", timeout=30)
+        used = [line async for line in runtime.logs("limits", "cpu")]
+        assert cpu.phase == Phase.SUCCEEDED, (cpu, used)
+        assert float(used[-1]) < 0.5, used  # 1 s of wall time at 0.2 CPU
+        mem = await runtime.wait("limits", "mem", timeout=30)
+        assert mem.phase == Phase.FAILED and mem.reason == "OOMKilled", mem
+        assert "allocated" not in [line async for line in runtime.logs("limits", "mem")]
+        forked = await runtime.wait("pids", "forks", timeout=30)
+        counted = [line async for line in runtime.logs("pids", "forks")]
+        assert forked.phase == Phase.SUCCEEDED and int(counted[-1]) <= 40, counted
+        layout = cgroup_layout()
+        assert layout is not None
+        ours = {
+            hashlib.sha256(str(runtime.root / "workloads" / ns / name).encode()).hexdigest()[:16]
+            for ns, name in (("limits", "cpu"), ("limits", "mem"), ("pids", "forks"))
+        }
+        for root in layout["roots"].values():  # type: ignore[union-attr]
+            left = await asyncio.to_thread(workload_cgroups, f"{root}/shipyard")
+            assert ours.isdisjoint(left), left
     finally:
         await runtime.shutdown()

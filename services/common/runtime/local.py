@@ -398,6 +398,14 @@ class LocalRuntime(Runtime):
             "egress": egress,
         }
         memory = spec.resources.limits.get("memory")
+        memory_bytes = int(parse_quantity(memory, "resources.limits.memory")) if memory else None
+        cpu = spec.resources.limits.get("cpu")
+        cgroup = sandbox.cgroup_plan(
+            hashlib.sha256(str(wdir).encode()).hexdigest()[:16],
+            parse_quantity(cpu, "resources.limits.cpu") if cpu else None,
+            memory_bytes,
+            self.max_processes,
+        )
         storage = spec.resources.limits.get("ephemeral-storage")
         probe = spec.readiness_probe
         return {
@@ -425,7 +433,10 @@ class LocalRuntime(Runtime):
             "backoffMax": self.backoff_max,
             "activeDeadlineSeconds": spec.active_deadline_seconds,
             "grace": spec.termination_grace_period_seconds,
-            "rlimitAs": int(parse_quantity(memory, "resources.limits.memory")) if memory else None,
+            # A memory cgroup counts what is resident; without one, address space is the
+            # bound (stricter for programs that reserve much and touch little).
+            "cgroup": cgroup,
+            "rlimitAs": memory_bytes if cgroup is None else None,
             "rlimitFsize": int(parse_quantity(storage, "resources.limits.ephemeral-storage"))
             if storage
             else None,

@@ -316,15 +316,69 @@ def probe(bwrap_path: str | None) -> str | None:
 
 def enforcement_summary() -> str:
     """What the sandbox enforces on this host, for ``shipyard up`` and the docs."""
+    layout = cgroup_layout()
+    if layout is not None:
+        limits = (
+            f"limits: CPU, memory and processes per workload (cgroup v{layout['version']}), "
+            "processes per namespace (RLIMIT_NPROC), file size (RLIMIT_FSIZE from "
+            "resources.limits.ephemeral-storage)"
+        )
+    else:
+        limits = (
+            "limits: memory (RLIMIT_AS from resources.limits.memory), processes per "
+            "namespace (RLIMIT_NPROC), file size (RLIMIT_FSIZE from "
+            "resources.limits.ephemeral-storage); CPU limits are not enforced (no usable "
+            "cgroups: run the platform as root on a host with cgroup v2 or v1 controllers)"
+        )
     user = (
         "a uid per namespace, no capabilities"
         if os.geteuid() == 0
         else "the platform's uid in a user namespace, no capabilities (run as root for a uid "
         "per namespace)"
     )
-    return (
-        f"{user}; seccomp; own mount, pid, network, IPC and UTS namespaces; limits: memory "
-        "(RLIMIT_AS from resources.limits.memory), processes per namespace (RLIMIT_NPROC), "
-        "file size (RLIMIT_FSIZE from resources.limits.ephemeral-storage); CPU limits are "
-        "not enforced (no cgroup v2 delegation here)"
-    )
+    return f"{user}; seccomp; own mount, pid, network, IPC and UTS namespaces; {limits}"
+
+
+#: The controllers a workload's limits use (cpu.max, memory.max, pids.max).
+CGROUP_CONTROLLERS = ("cpu", "memory", "pids")
+
+
+@functools.lru_cache(maxsize=1)
+def cgroup_layout() -> dict[str, object] | None:
+    """Where per-workload cgroups can be made here, or None (then rlimits are all there is).
+
+    cgroup v2 when its unified hierarchy offers cpu, memory and pids; else the v1 hierarchies
+    of those controllers (this workplace's machines have only those). Only a root platform
+    may make cgroups (no delegation is assumed).
+    """
+    if os.geteuid() != 0:
+        return None
+    unified = Path("/sys/fs/cgroup/cgroup.controllers")
+    try:
+        if set(CGROUP_CONTROLLERS) <= set(unified.read_text().split()):
+            return {"version": 2, "roots": {"": "/sys/fs/cgroup"}}
+    except OSError:
+        pass
+    roots = {c: f"/sys/fs/cgroup/{c}" for c in CGROUP_CONTROLLERS}
+    if all(os.path.isfile(f"{root}/cgroup.procs") for root in roots.values()):
+        if all(os.access(root, os.W_OK) for root in roots.values()):
+            return {"version": 1, "roots": roots}
+    return None
+
+
+def cgroup_plan(
+    key: str, cpu: float | None, memory: int | None, pids: int | None
+) -> dict[str, object] | None:
+    """The supervisor's cgroup instructions for one workload (``key`` names its cgroup)."""
+    layout = cgroup_layout()
+    if layout is None:
+        return None
+    roots = layout["roots"]
+    assert isinstance(roots, dict)
+    return {
+        "version": layout["version"],
+        "dirs": {c: f"{root}/shipyard/{key}" for c, root in roots.items()},
+        "cpu": cpu,
+        "memory": memory,
+        "pids": pids,
+    }

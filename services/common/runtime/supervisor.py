@@ -184,37 +184,43 @@ def build_sandbox_argv(box: dict, argv: list) -> tuple[list, list, list]:
     keep: list = []
     data: list = []
     out = list(box["base"])
-    # bubblewrap makes missing parents of a mount point private (0700): make them plain,
-    # or the workload's user could not reach /etc/passwd or its own interpreter.
-    dests = [d for _, d in box["roBinds"]] + [m["dst"] for m in box["binds"]]
-    dests += [f["dst"] for f in box.get("files") or []]
-    covered = set(dests) | {p for _, p in box["symlinks"]}
-    parents: set = set()
-    for dest in dests:
-        parent = os.path.dirname(dest)
-        while parent not in ("/", "") and not _under_any(parent, covered):
-            parents.add(parent)
-            parent = os.path.dirname(parent)
-    for parent in sorted(parents, key=lambda p: (p.count("/"), p)):
-        out += ["--perms", "0755", "--dir", parent]
-    for src, dst in box["roBinds"]:
-        out += ["--ro-bind", src, dst]
     for target, path in box["symlinks"]:
         out += ["--symlink", target, path]
     # /dev/shm as a sticky directory on bubblewrap's /dev tmpfs: one mount fewer than a tmpfs.
     out += ["--dev", "/dev", "--chmod", "1777", "/dev/shm", "--proc", "/proc"]
     out += ["--hostname", box.get("hostname") or "workload"]
     uid = box.get("uid")
+    # Every mount, shallowest first, so that one inside another lands on top of it (the
+    # platform's virtualenv may live under /tmp, which the workload's own /tmp covers).
+    # bubblewrap makes a mount point's missing parents private (0700): each gets an explicit
+    # plain directory first, or the workload's user could not reach its own interpreter.
+    ops: list = [(dst, "ro", src) for src, dst in box["roBinds"]]
+    ops += [(m["dst"], "bind", m) for m in box["binds"]]
+    ops += [(f["dst"], "file", f["data"]) for f in box.get("files") or []]
+    dests = {op[0] for op in ops} | {p for _, p in box["symlinks"]}
+    parents: set = set()
+    for dest, _, _ in ops:
+        parent = os.path.dirname(dest)
+        while parent not in ("/", "") and parent not in dests:
+            parents.add(parent)
+            parent = os.path.dirname(parent)
+    ops += [(p, "dir", None) for p in parents]
+    ops.sort(key=lambda op: (op[0].count("/"), op[1] != "dir", op[0]))
     try:
-        for mount in sorted(box["binds"], key=lambda m: m["dst"].count("/")):
-            fd = open_beneath(mount["src"], mount.get("subPath"), uid)
-            keep.append(fd)
-            out += ["--ro-bind-fd" if mount.get("ro") else "--bind-fd", str(fd), mount["dst"]]
-        for entry in box.get("files") or []:
-            r, w = os.pipe()
-            keep.append(r)
-            data.append((w, entry["data"].encode()))
-            out += ["--perms", "0644", "--ro-bind-data", str(r), entry["dst"]]
+        for dst, kind, what in ops:
+            if kind == "dir":
+                out += ["--perms", "0755", "--dir", dst]
+            elif kind == "ro":
+                out += ["--ro-bind", what, dst]
+            elif kind == "bind":
+                fd = open_beneath(what["src"], what.get("subPath"), uid)
+                keep.append(fd)
+                out += ["--ro-bind-fd" if what.get("ro") else "--bind-fd", str(fd), dst]
+            else:
+                r, w = os.pipe()
+                keep.append(r)
+                data.append((w, what.encode()))
+                out += ["--perms", "0644", "--ro-bind-data", str(r), dst]
         seccomp = os.open(box["seccomp"], os.O_RDONLY | os.O_CLOEXEC)
         keep.append(seccomp)
         out += ["--seccomp", str(seccomp)]
@@ -236,8 +242,93 @@ def build_sandbox_argv(box: dict, argv: list) -> tuple[list, list, list]:
     return out, keep, data
 
 
-def _under_any(path: str, roots: set) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+# -- cgroups (the plan comes from sandbox.cgroup_plan) ------------------------------------------
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def cgroup_prepare(cg: dict | None) -> list:
+    """Make the workload's cgroups with its limits; return the ``cgroup.procs`` files to join.
+
+    A failure fails the workload (its limits are part of the sandbox).
+    """
+    if not cg:
+        return []
+    try:
+        if cg["version"] == 2:
+            path = cg["dirs"][""]
+            parent = os.path.dirname(path)
+            os.makedirs(parent, exist_ok=True)
+            for level in (os.path.dirname(parent), parent):  # let the limits apply below
+                _write(f"{level}/cgroup.subtree_control", "+cpu +memory +pids")
+            os.makedirs(path, exist_ok=True)
+            if cg.get("cpu"):
+                _write(f"{path}/cpu.max", f"{max(1000, int(cg['cpu'] * 100000))} 100000")
+            if cg.get("memory"):
+                _write(f"{path}/memory.max", str(int(cg["memory"])))
+                _write(f"{path}/memory.swap.max", "0")
+            if cg.get("pids"):
+                _write(f"{path}/pids.max", str(int(cg["pids"])))
+            return [f"{path}/cgroup.procs"]
+        dirs = cg["dirs"]
+        for path in dirs.values():
+            os.makedirs(path, exist_ok=True)
+        if cg.get("cpu"):
+            _write(f"{dirs['cpu']}/cpu.cfs_period_us", "100000")
+            _write(f"{dirs['cpu']}/cpu.cfs_quota_us", str(max(1000, int(cg["cpu"] * 100000))))
+        if cg.get("memory"):
+            _write(f"{dirs['memory']}/memory.limit_in_bytes", str(int(cg["memory"])))
+            if os.path.exists(f"{dirs['memory']}/memory.memsw.limit_in_bytes"):
+                _write(f"{dirs['memory']}/memory.memsw.limit_in_bytes", str(int(cg["memory"])))
+        if cg.get("pids"):
+            _write(f"{dirs['pids']}/pids.max", str(int(cg["pids"])))
+        return [f"{path}/cgroup.procs" for path in dirs.values()]
+    except OSError as exc:
+        raise SandboxError(f"cannot set up the workload's cgroups ({exc})") from None
+
+
+def cgroup_oom_kills(cg: dict | None) -> int:
+    """How often the kernel's OOM killer struck in the workload's memory cgroup."""
+    if not cg:
+        return 0
+    if cg["version"] == 2:
+        path = f"{cg['dirs']['']}/memory.events"
+    else:
+        path = f"{cg['dirs']['memory']}/memory.oom_control"
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def cgroup_remove(cg: dict | None) -> None:
+    """Remove the workload's cgroups once its processes are gone (briefly retried)."""
+    if not cg:
+        return
+    end = time.monotonic() + 5.0
+    for path in cg["dirs"].values():
+        while True:
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:  # EBUSY: a killed process is still on its way out
+                if time.monotonic() > end:
+                    sys.stderr.write(f"cgroup {path} still busy; left for the next start\n")
+                    break
+                time.sleep(0.01)
 
 
 def read_child_pid(fd: int, timeout: float = 10.0) -> int | None:
@@ -358,6 +449,7 @@ class Supervisor:
         box = launch.get("sandbox")
         if not box:
             raise SandboxError("no sandbox in the launch plan; nothing runs unsandboxed")
+        procs = cgroup_prepare(launch.get("cgroup"))
         argv, keep, data = build_sandbox_argv(box, launch["argv"])
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
@@ -380,6 +472,8 @@ class Supervisor:
                         signal.signal(sig, signal.SIG_DFL)
                     signal.set_wakeup_fd(-1)
                     set_rlimits(launch)
+                    for path in procs:  # everything the workload starts stays inside
+                        _write(path, str(os.getpid()))
                     null = os.open(os.devnull, os.O_RDONLY)
                     os.dup2(null, 0)
                     os.dup2(log_fd, 1)
@@ -600,6 +694,9 @@ class Supervisor:
                 msg = f"command exited with code {code}"
                 msg += f"; last output: {tail}" if tail else ""
                 reason = "BackoffLimitExceeded" if policy == "OnFailure" else "Error"
+                if code == 137 and cgroup_oom_kills(self.launch.get("cgroup")):
+                    reason = "OOMKilled"
+                    msg = "the workload used more memory than resources.limits.memory; " + msg
                 return self.finish("Failed", code, reason, msg)
             if time.monotonic() - run_started >= BACKOFF_RESET_AFTER:
                 failures_in_a_row = 0
@@ -635,6 +732,7 @@ class Supervisor:
         return self.stop_requested or deadline_passed
 
     def finish(self, phase: str, code: int, reason: str, message: str | None) -> None:
+        cgroup_remove(self.launch.get("cgroup"))
         self.write_state(
             phase=phase,
             exitCode=code,

@@ -253,3 +253,28 @@ async def test_adopt_starts_workload_whose_launch_was_lost(tmp_path: Path) -> No
     status = await runtime.wait("local", "lost", timeout=20)
     assert status.phase == Phase.SUCCEEDED
     assert [line async for line in runtime.logs("local", "lost")] == ["started"]
+
+
+def test_sandbox_mounts_shallowest_first_with_plain_parents(tmp_path: Path) -> None:
+    """A virtualenv under /tmp (a CI checkout) stays visible over the workload's own /tmp, and
+    the directories leading to it are traversable (bubblewrap would make them 0700)."""
+    from services.common.runtime.supervisor import build_sandbox_argv
+
+    (tmp_path / "tmp").mkdir()
+    box = {
+        "base": ["bwrap"],
+        "symlinks": [],
+        "roBinds": [["/tmp/ci/.venv", "/tmp/ci/.venv"], ["/usr", "/usr"]],
+        "binds": [{"src": str(tmp_path / "tmp"), "dst": "/tmp", "ro": False}],
+        "files": [],
+        "seccomp": "/dev/null",
+        "cwd": "/",
+    }
+    argv, keep, _ = build_sandbox_argv(box, ["true"])
+    for fd in keep:
+        os.close(fd)
+    tmp_bind = argv.index("/tmp")
+    parent = argv.index("/tmp/ci")
+    venv = argv.index("--ro-bind", parent)
+    assert tmp_bind < parent < venv and argv[parent - 3 : parent] == ["--perms", "0755", "--dir"]
+    assert argv[venv : venv + 3] == ["--ro-bind", "/tmp/ci/.venv", "/tmp/ci/.venv"]
