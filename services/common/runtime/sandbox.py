@@ -375,9 +375,13 @@ def cgroup_plan(
         return None
     roots = layout["roots"]
     assert isinstance(roots, dict)
+    wanted = {"": True, "cpu": cpu, "memory": memory, "pids": pids}
+    if not any((cpu, memory, pids)):
+        return None
     return {
         "version": layout["version"],
-        "dirs": {c: f"{root}/shipyard/{key}" for c, root in roots.items()},
+        # v1: a hierarchy only where there is a limit (each one costs a trivial job time).
+        "dirs": {c: f"{root}/shipyard/{key}" for c, root in roots.items() if wanted[c]},
         "cpu": cpu,
         "memory": memory,
         "pids": pids,

@@ -279,14 +279,14 @@ def cgroup_prepare(cg: dict | None) -> list:
         dirs = cg["dirs"]
         for path in dirs.values():
             os.makedirs(path, exist_ok=True)
-        if cg.get("cpu"):
+        if cg.get("cpu") and "cpu" in dirs:
             _write(f"{dirs['cpu']}/cpu.cfs_period_us", "100000")
             _write(f"{dirs['cpu']}/cpu.cfs_quota_us", str(max(1000, int(cg["cpu"] * 100000))))
-        if cg.get("memory"):
+        if cg.get("memory") and "memory" in dirs:
             _write(f"{dirs['memory']}/memory.limit_in_bytes", str(int(cg["memory"])))
             if os.path.exists(f"{dirs['memory']}/memory.memsw.limit_in_bytes"):
                 _write(f"{dirs['memory']}/memory.memsw.limit_in_bytes", str(int(cg["memory"])))
-        if cg.get("pids"):
+        if cg.get("pids") and "pids" in dirs:
             _write(f"{dirs['pids']}/pids.max", str(int(cg["pids"])))
         return [f"{path}/cgroup.procs" for path in dirs.values()]
     except OSError as exc:
@@ -299,8 +299,10 @@ def cgroup_oom_kills(cg: dict | None) -> int:
         return 0
     if cg["version"] == 2:
         path = f"{cg['dirs']['']}/memory.events"
-    else:
+    elif "memory" in cg["dirs"]:
         path = f"{cg['dirs']['memory']}/memory.oom_control"
+    else:
+        return 0
     try:
         with open(path) as f:
             for line in f:
