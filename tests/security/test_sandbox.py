@@ -321,7 +321,14 @@ async def test_cgroup_limits_cpu_memory_and_processes(tmp_path: Path) -> None:
                 "resources": {"limits": {"memory": "128Mi"}},
             }
         )
-        await runtime.apply({"namespace": "pids", "name": "forks", "command": ["sh", "-c", forks]})
+        await runtime.apply(
+            {
+                "namespace": "pids",
+                "name": "forks",
+                "command": ["sh", "-c", forks],
+                "resources": {"limits": {"memory": "1Gi"}},  # a cgroup, whose pids.max holds
+            }
+        )
         cpu = await runtime.wait("limits", "cpu", timeout=30)
         used = [line async for line in runtime.logs("limits", "cpu")]
         assert cpu.phase == Phase.SUCCEEDED, (cpu, used)

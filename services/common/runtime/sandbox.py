@@ -375,9 +375,11 @@ def cgroup_plan(
         return None
     roots = layout["roots"]
     assert isinstance(roots, dict)
-    wanted = {"": True, "cpu": cpu, "memory": memory, "pids": pids}
-    if not any((cpu, memory, pids)):
+    # Joining a cgroup costs a job several milliseconds (the kernel's cgroup lock), so only a
+    # workload with a CPU or memory limit gets one; RLIMIT_NPROC bounds the rest per namespace.
+    if not cpu and not memory:
         return None
+    wanted = {"": True, "cpu": cpu, "memory": memory, "pids": pids}
     return {
         "version": layout["version"],
         # v1: a hierarchy only where there is a limit (each one costs a trivial job time).

@@ -330,7 +330,7 @@ def cgroup_remove(cg: dict | None) -> None:
                 if time.monotonic() > end:
                     sys.stderr.write(f"cgroup {path} still busy; left for the next start\n")
                     break
-                time.sleep(0.01)
+                time.sleep(0.002)
 
 
 def read_child_pid(fd: int, timeout: float = 10.0) -> int | None:
@@ -734,7 +734,6 @@ class Supervisor:
         return self.stop_requested or deadline_passed
 
     def finish(self, phase: str, code: int, reason: str, message: str | None) -> None:
-        cgroup_remove(self.launch.get("cgroup"))
         self.write_state(
             phase=phase,
             exitCode=code,
@@ -744,6 +743,9 @@ class Supervisor:
             ready=False,
             pid=None,
         )
+        # After the state: the workload's last processes may take a moment to leave their
+        # cgroup, and no one should wait for that to learn that the workload has ended.
+        cgroup_remove(self.launch.get("cgroup"))
 
 
 def _take_lock(path: str) -> int | None:
