@@ -345,7 +345,7 @@ async def test_cgroup_limits_cpu_memory_and_processes(tmp_path: Path) -> None:
             hashlib.sha256(str(runtime.root / "workloads" / ns / name).encode()).hexdigest()[:16]
             for ns, name in (("limits", "cpu"), ("limits", "mem"), ("pids", "forks"))
         }
-        for root in layout["roots"].values():  # type: ignore[union-attr]
+        for root in layout["roots"].values():  # type: ignore[attr-defined]
             left = await asyncio.to_thread(workload_cgroups, f"{root}/shipyard")
             assert ours.isdisjoint(left), left
     finally:
