@@ -209,3 +209,26 @@ def test_up_real_platform_healthy_then_clean_stop(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert _still_running(children) == []
     assert _processes_mentioning(state_dir) == []
+
+
+def test_up_says_when_workloads_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a working bubblewrap, `shipyard up` says at start that every workload will fail
+    and how to fix it; with one, it says what the sandbox enforces here."""
+    from shipyard.up import _check_sandbox
+
+    monkeypatch.setenv("SHIPYARD_BWRAP_PATH", "/nonexistent/bwrap")
+    with caplog.at_level("INFO", logger="shipyard.up"):
+        _check_sandbox(tmp_path / "state")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, caplog.text
+    assert "workloads cannot run" in errors[0] and "SandboxUnavailable" in errors[0]
+    assert "/nonexistent/bwrap" in errors[0] and "apt-get install bubblewrap" in errors[0]
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    caplog.clear()
+    monkeypatch.setenv("SHIPYARD_BWRAP_PATH", "bwrap")
+    with caplog.at_level("INFO", logger="shipyard.up"):
+        _check_sandbox(tmp_path / "state")
+    infos = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("workload sandbox: ") and "seccomp" in m for m in infos), infos
