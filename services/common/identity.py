@@ -78,7 +78,8 @@ def ensure_keypair(stem: Path) -> tuple[Path, Path]:
     keys = stem.parent
     private, public = stem.with_suffix(".key"), stem.with_suffix(".pub")
     if not private.exists() or not public.exists():
-        keys.mkdir(parents=True, exist_ok=True)
+        keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keys.chmod(0o700)  # the platform's user alone (docs/security.md)
         priv_pem, pub_pem = generate_keypair()
         tmp = private.with_suffix(".tmp")
         tmp.write_bytes(priv_pem)
