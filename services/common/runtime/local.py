@@ -161,6 +161,7 @@ class LocalRuntime(Runtime):
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._spawned: dict[Path, subprocess.Popen[bytes]] = {}  # our own live supervisors
         self._adopted = False
+        self._etc_dirs: dict[int, str] = {}
 
     @functools.cached_property
     def _bwrap(self) -> str:
@@ -178,7 +179,13 @@ class LocalRuntime(Runtime):
 
     @functools.cached_property
     def _system_mounts(self) -> tuple[list[list[str]], list[list[str]]]:
-        return sandbox.system_mounts(sandbox.build_etc(self.root / "etc"))
+        return sandbox.system_mounts()
+
+    def _etc_for(self, uid: int, gid: int) -> str:
+        """The workload user's /etc (built once per runtime and uid)."""
+        if uid not in self._etc_dirs:
+            self._etc_dirs[uid] = str(sandbox.build_etc(self.root / "etc" / str(uid), uid, gid))
+        return self._etc_dirs[uid]
 
     # -- paths and small helpers -------------------------------------------------------------
 
@@ -381,13 +388,13 @@ class LocalRuntime(Runtime):
             mounts.append(self._cwd_in_mounts(cwd_inside, mounts))
         ro_binds, links = self._system_mounts
         user, group = (uid, uid) if uid is not None else (os.getuid(), os.getgid())
-        files = sandbox.passwd_files(user, group, cwd_inside)
+        ro_binds = [*ro_binds, [self._etc_for(user, group), "/etc"]]
         box = {
             "base": sandbox.base_argv(self._bwrap, self.privileged),
             "roBinds": ro_binds,
             "symlinks": links,
             "binds": [{"src": str(tmp), "dst": "/tmp", "ro": False}, *mounts],
-            "files": files,
+            "files": [],
             "seccomp": self._seccomp,
             "cwd": cwd_inside,
             "hostname": spec.name[:63],

@@ -120,16 +120,17 @@ def _below(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def build_etc(target: Path) -> Path:
-    """A copy of the allowed /etc entries, bound as the workload's /etc in one mount.
+def build_etc(target: Path, uid: int, gid: int) -> Path:
+    """A copy of the allowed /etc entries, with a passwd and group naming the workload's user
+    (tools ask ``getpwuid``), bound as the workload's /etc in one mount.
 
-    One bind instead of one per entry: every read-only bind costs bubblewrap a pass over the
-    mount table, and a trivial job pays for each. Links are copied as links (the TLS roots
-    and alternatives point into /usr, which the sandbox shows). Rebuilt when a runtime starts.
+    One bind instead of one per entry: every mount costs bubblewrap time, and a trivial job
+    pays for each. Links are copied as links (the TLS roots and alternatives point into /usr,
+    which the sandbox shows). One per uid, rebuilt when a runtime starts.
     """
     fresh = target.with_name(f".{target.name}.{os.getpid()}")
     shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir(mode=0o755)
+    fresh.mkdir(mode=0o755, parents=True)
     for name in ETC_ALLOWED:
         src = Path("/etc") / name
         dst = fresh / name
@@ -142,20 +143,23 @@ def build_etc(target: Path) -> Path:
                 shutil.copy2(src, dst)
         except OSError:
             continue  # unreadable or vanished: the workload does without it
-    for name in ("passwd", "group"):  # mount points for the generated ones
-        (fresh / name).touch(0o644)
+    for entry in passwd_files(uid, gid, DEFAULT_HOME):
+        path = fresh / os.path.basename(entry["dst"])
+        path.write_text(entry["data"])
+        path.chmod(0o644)
     os.chmod(fresh, 0o755)
     old = target.with_name(f".{target.name}.old.{os.getpid()}")
     if target.exists():
         os.replace(target, old)
+    target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(fresh, target)
     shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def system_mounts(etc: Path | None = None) -> tuple[list[list[str]], list[list[str]]]:
-    """(read-only binds, symlinks) for the system part of the filesystem; ``etc`` is the
-    directory :func:`build_etc` made (the probe binds the allowed entries one by one)."""
+def system_mounts() -> tuple[list[list[str]], list[list[str]]]:
+    """(read-only binds, symlinks) for the system part of the filesystem, /etc aside (each
+    workload's user gets its own copy, :func:`build_etc`)."""
     binds: list[list[str]] = [["/usr", "/usr"]]
     links: list[list[str]] = []
     for name in _MERGED_USR:
@@ -164,13 +168,6 @@ def system_mounts(etc: Path | None = None) -> tuple[list[list[str]], list[list[s
             links.append([os.readlink(path), path])
         elif os.path.isdir(path):
             binds.append([path, path])
-    if etc is not None:
-        binds.append([str(etc), "/etc"])
-    else:
-        for name in ETC_ALLOWED:
-            path = f"/etc/{name}"
-            if os.path.lexists(path):
-                binds.append([path, path])
     for path in platform_code_paths():
         if not any(_below(path, b[0]) for b in binds):
             binds.append([path, path])
