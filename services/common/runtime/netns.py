@@ -183,8 +183,8 @@ class Agent:
             raise AgentError(msg[1:].decode(errors="replace") or "the agent exited")
         self.listeners = [Socket(fileno=fd) for fd in fds]
         self.stay = stay
-        if not stay:
-            self.close()
+        if not stay:  # a job's agent is done: it exits on its own, reaped in close()
+            self.control.close()
 
     def new_socket(self) -> Socket:
         """A fresh, unconnected TCP socket inside the workload's network namespace."""
