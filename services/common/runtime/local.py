@@ -337,7 +337,7 @@ class LocalRuntime(Runtime):
         if problem is not None:
             raise LaunchError("SandboxUnavailable", problem)
         uid = self.uids.uid_for(spec.namespace) if self.privileged else None
-        os.chmod(wdir, 0o700)  # launch.json holds the workload's token; the broker lives here
+        os.chmod(wdir, 0o700)  # the launch plan, the token and the logs: the platform's alone
         work, tmp = wdir / "work", wdir / "tmp"
         for path in (work, tmp):
             path.mkdir(exist_ok=True)
@@ -375,7 +375,9 @@ class LocalRuntime(Runtime):
             if uid is not None:
                 os.chown(secrets / "namespace", uid, uid)
                 os.chown(secrets, uid, uid)
-            secrets.chmod(0o500)
+            # Read-only for the workload's uid; root refreshes it all the same. An unprivileged
+            # platform shares its uid with the workload and must keep writing here.
+            secrets.chmod(0o500 if uid is not None else 0o700)
             mounts.append({"src": str(secrets), "dst": TOKEN_DIR, "ro": True})
             env["SHIPYARD_TOKEN_FILE"] = f"{TOKEN_DIR}/token"
         for var in spec.env:  # later entries may refer to earlier ones, as in Kubernetes
