@@ -254,3 +254,46 @@ def start_service_again(child: Any) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"the {child.name} service did not come back")
+
+
+ADMIN_USER = "admin@example.com"
+
+
+@pytest.fixture
+def trusted_header_platform(own_db: str, nats_url: str, tmp_path: Path) -> Iterator[Any]:
+    """A whole platform in trusted-header mode: the test acts as any person (``kubeflow-userid``
+    from 127.0.0.1), so workloads' bearer tokens are really checked by the gateway.
+    ``ADMIN_USER`` is a cluster admin."""
+    from shipyard.up import Platform
+
+    platform = Platform(
+        tmp_path / "state",
+        database_url=own_db,
+        nats_url=nats_url,
+        ports=Platform.free_ports(),
+        auth_mode="trusted-header",
+    )
+    platform.start(
+        {
+            "SHIPYARD_CLUSTER_ADMINS": ADMIN_USER,
+            "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
+            # Workloads share this host: trusted-header mode must be allowed explicitly.
+            "SHIPYARD_TRUSTED_HEADER_ALLOW_LOCAL_RUNTIME": "true",
+            "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
+        }
+    )
+    try:
+        yield platform
+    finally:
+        platform.stop()
+
+
+def create_profile(api: httpx.Client, name: str, owner: str = ADMIN_USER) -> None:
+    profile = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "metadata": {"name": name},
+        "spec": {"owner": {"kind": "User", "name": owner}},
+    }
+    r = api.post("/apis/kubeflow.org/v1/profiles", json=profile)
+    assert r.status_code in (200, 201), r.text

@@ -8,14 +8,14 @@ gateway: accepted for its own namespace, refused for another.
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import Any
 
 import httpx
 
 from services.common.runtime.sandbox import API_ADDRESS
-from shipyard.up import Platform
+from tests.conftest import ADMIN_USER, create_profile
 
-ADMIN = {"kubeflow-userid": "admin@example.com"}
+ADMIN = {"kubeflow-userid": ADMIN_USER}
 STEP = """
 set -u
 echo "url=$SHIPYARD_URL namespace=$SHIPYARD_NAMESPACE"
@@ -25,61 +25,37 @@ cat err.txt
 """
 
 
-def test_workload_token_scoped_to_its_namespace(own_db: str, nats_url: str, tmp_path: Path) -> None:
-    env = {
-        "SHIPYARD_CLUSTER_ADMINS": "admin@example.com",
-        "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
-        # Workloads share this host: trusted-header mode must be allowed explicitly.
-        "SHIPYARD_TRUSTED_HEADER_ALLOW_LOCAL_RUNTIME": "true",
-        "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
+def test_workload_token_scoped_to_its_namespace(trusted_header_platform: Any) -> None:
+    platform = trusted_header_platform
+    api = httpx.Client(base_url=platform.gateway_url, headers=ADMIN, timeout=10)
+    for team in ("team-a", "team-b"):
+        create_profile(api, team)
+    workflow = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "whoami"},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [
+                {
+                    "name": "main",
+                    "container": {"image": "python:3.11", "command": ["sh", "-c", STEP]},
+                }
+            ],
+        },
     }
-    platform = Platform(
-        tmp_path / "state",
-        database_url=own_db,
-        nats_url=nats_url,
-        ports=Platform.free_ports(),
-        auth_mode="trusted-header",
-    )
-    platform.start(env)
-    try:
-        api = httpx.Client(base_url=platform.gateway_url, headers=ADMIN, timeout=10)
-        for team in ("team-a", "team-b"):
-            profile = {
-                "apiVersion": "kubeflow.org/v1",
-                "kind": "Profile",
-                "metadata": {"name": team},
-                "spec": {"owner": {"kind": "User", "name": "admin@example.com"}},
-            }
-            r = api.post("/apis/kubeflow.org/v1/profiles", json=profile)
-            assert r.status_code in (200, 201), r.text
-        workflow = {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"name": "whoami"},
-            "spec": {
-                "entrypoint": "main",
-                "templates": [
-                    {
-                        "name": "main",
-                        "container": {"image": "python:3.11", "command": ["sh", "-c", STEP]},
-                    }
-                ],
-            },
-        }
-        base = "/apis/argoproj.io/v1alpha1/namespaces/team-a/workflows"
-        assert api.post(base, json=workflow).status_code == 201
-        deadline, phase = time.monotonic() + 60, ""
-        while time.monotonic() < deadline and phase not in ("Succeeded", "Failed", "Error"):
-            time.sleep(0.3)
-            phase = api.get(f"{base}/whoami").json().get("status", {}).get("phase", "")
-        logs = api.get(f"{base}/whoami/log").text
-        assert phase == "Succeeded", logs
-        host, port = API_ADDRESS  # inside its sandbox: the address forwarded to the gateway
-        assert f"url=http://{host}:{port} namespace=team-a" in logs
-        assert "whoami" in logs  # its own namespace's workflows, listed with its token
-        assert "team-b" in logs and "cannot" in logs.lower()  # the 403 Status, printed
-    finally:
-        platform.stop()
+    base = "/apis/argoproj.io/v1alpha1/namespaces/team-a/workflows"
+    assert api.post(base, json=workflow).status_code == 201
+    deadline, phase = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and phase not in ("Succeeded", "Failed", "Error"):
+        time.sleep(0.3)
+        phase = api.get(f"{base}/whoami").json().get("status", {}).get("phase", "")
+    logs = api.get(f"{base}/whoami/log").text
+    assert phase == "Succeeded", logs
+    host, port = API_ADDRESS  # inside its sandbox: the address forwarded to the gateway
+    assert f"url=http://{host}:{port} namespace=team-a" in logs
+    assert "whoami" in logs  # its own namespace's workflows, listed with its token
+    assert "team-b" in logs and "cannot" in logs.lower()  # the 403 Status, printed
     # No token (service-account or identity assertion: JWTs start with "eyJ") is logged.
-    for log_file in (tmp_path / "state" / "logs").glob("*.log"):
+    for log_file in (platform.state_dir / "logs").glob("*.log"):
         assert "eyJ" not in log_file.read_text(), log_file

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from services.common.identity import ensure_gateway_keys
 from services.common.runtime import LocalRuntime, Phase
 from services.common.runtime.config import WORKLOAD_TOKEN_TTL_SECONDS
 from services.common.serviceaccounts import ServiceAccountTokens
-from shipyard.up import Platform
+from tests.conftest import ADMIN_USER, create_profile
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -76,111 +77,84 @@ async def test_token_file_is_private_short_lived_and_refreshed(tmp_path: Path) -
         await runtime.shutdown()
 
 
-def test_gateway_refuses_a_token_once_its_run_ended(
-    own_db: str, nats_url: str, tmp_path: Path
-) -> None:
+def test_gateway_refuses_a_token_once_its_run_ended(trusted_header_platform: Any) -> None:
     """A step leaks its token (prints it) and keeps running; the token works against the
     gateway while the step runs and is refused (401) the moment the step has ended."""
-    platform = Platform(
-        tmp_path / "state",
-        database_url=own_db,
-        nats_url=nats_url,
-        ports=Platform.free_ports(),
-        auth_mode="trusted-header",
+    platform = trusted_header_platform
+    admin = httpx.Client(
+        base_url=platform.gateway_url, headers={"kubeflow-userid": ADMIN_USER}, timeout=10
     )
-    platform.start(
-        {
-            "SHIPYARD_CLUSTER_ADMINS": "admin@example.com",
-            "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
-            "SHIPYARD_TRUSTED_HEADER_ALLOW_LOCAL_RUNTIME": "true",
-            "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
-        }
+    create_profile(admin, "team-a")
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "gate"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Mi"}},
+        },
+    }
+    claims = "/api/v1/namespaces/team-a/persistentvolumeclaims"
+    assert admin.post(claims, json=claim).status_code == 201
+    # The step prints its token, then waits until the claim "gate" is gone.
+    check = (
+        "import os, urllib.request as u\n"
+        "r = u.Request(os.environ['SHIPYARD_URL']"
+        " + '/api/v1/namespaces/team-a/persistentvolumeclaims/gate')\n"
+        "token = open(os.environ['SHIPYARD_TOKEN_FILE']).read()\n"
+        "r.add_header('Authorization', 'Bearer ' + token)\n"
+        "u.urlopen(r)\n"
     )
-    try:
-        admin = httpx.Client(
-            base_url=platform.gateway_url,
-            headers={"kubeflow-userid": "admin@example.com"},
-            timeout=10,
-        )
-        profile = {
-            "apiVersion": "kubeflow.org/v1",
-            "kind": "Profile",
-            "metadata": {"name": "team-a"},
-            "spec": {"owner": {"kind": "User", "name": "admin@example.com"}},
-        }
-        assert admin.post("/apis/kubeflow.org/v1/profiles", json=profile).status_code == 201
-        claim = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "gate"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Mi"}},
-            },
-        }
-        claims = "/api/v1/namespaces/team-a/persistentvolumeclaims"
-        assert admin.post(claims, json=claim).status_code == 201
-        # The step prints its token, then waits until the claim "gate" is gone.
-        check = (
-            "import os, urllib.request as u\n"
-            "r = u.Request(os.environ['SHIPYARD_URL']"
-            " + '/api/v1/namespaces/team-a/persistentvolumeclaims/gate')\n"
-            "token = open(os.environ['SHIPYARD_TOKEN_FILE']).read()\n"
-            "r.add_header('Authorization', 'Bearer ' + token)\n"
-            "u.urlopen(r)\n"
-        )
-        step = (
-            'echo "token=$(cat $SHIPYARD_TOKEN_FILE)"; '
-            'while python3 -c "$CHECK" 2>/dev/null; do sleep 0.2; done'
-        )
-        workflow = {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"name": "leak"},
-            "spec": {
-                "entrypoint": "main",
-                "templates": [
-                    {
-                        "name": "main",
-                        "container": {
-                            "image": "alpine",
-                            "command": ["sh", "-c", step],
-                            "env": [{"name": "CHECK", "value": check}],
-                        },
-                    }
-                ],
-            },
-        }
-        base = "/apis/argoproj.io/v1alpha1/namespaces/team-a/workflows"
-        assert admin.post(base, json=workflow).status_code == 201
-        runtime = LocalRuntime(platform.state_dir)
-        token = None
-        deadline = time.monotonic() + 60
-        while token is None and time.monotonic() < deadline:
-            for wdir in (runtime.root / "workloads" / "team-a").glob("wf-*"):
-                log = wdir / "output.log"
-                lines = log.read_text().splitlines() if log.exists() else []
-                token = next((x[len("token=") :] for x in lines if x.startswith("token=")), token)
-            time.sleep(0.2)
-        assert token, "the step never printed its token"
-        leaked = httpx.Client(
-            base_url=platform.gateway_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-        )
-        while_running = leaked.get(base)
-        assert while_running.status_code == 200, while_running.text
-        assert [w["metadata"]["name"] for w in while_running.json()["items"]] == ["leak"]
-        assert admin.delete(f"{claims}/gate").status_code == 200  # the step may finish now
-        deadline = time.monotonic() + 60
-        while admin.get(f"{base}/leak").json().get("status", {}).get("phase") != "Succeeded":
-            assert time.monotonic() < deadline, admin.get(f"{base}/leak").json().get("status")
-            time.sleep(0.2)
-        # Refused within the gateway's short cache of a live answer (LIVE_TTL), not at expiry.
-        ended = time.monotonic()
+    step = (
+        'echo "token=$(cat $SHIPYARD_TOKEN_FILE)"; '
+        'while python3 -c "$CHECK" 2>/dev/null; do sleep 0.2; done'
+    )
+    workflow = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "leak"},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [
+                {
+                    "name": "main",
+                    "container": {
+                        "image": "alpine",
+                        "command": ["sh", "-c", step],
+                        "env": [{"name": "CHECK", "value": check}],
+                    },
+                }
+            ],
+        },
+    }
+    base = "/apis/argoproj.io/v1alpha1/namespaces/team-a/workflows"
+    assert admin.post(base, json=workflow).status_code == 201
+    runtime = LocalRuntime(platform.state_dir)
+    token = None
+    deadline = time.monotonic() + 60
+    while token is None and time.monotonic() < deadline:
+        for wdir in (runtime.root / "workloads" / "team-a").glob("wf-*"):
+            log = wdir / "output.log"
+            lines = log.read_text().splitlines() if log.exists() else []
+            token = next((x[len("token=") :] for x in lines if x.startswith("token=")), token)
+        time.sleep(0.2)
+    assert token, "the step never printed its token"
+    leaked = httpx.Client(
+        base_url=platform.gateway_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    while_running = leaked.get(base)
+    assert while_running.status_code == 200, while_running.text
+    assert [w["metadata"]["name"] for w in while_running.json()["items"]] == ["leak"]
+    assert admin.delete(f"{claims}/gate").status_code == 200  # the step may finish now
+    deadline = time.monotonic() + 60
+    while admin.get(f"{base}/leak").json().get("status", {}).get("phase") != "Succeeded":
+        assert time.monotonic() < deadline, admin.get(f"{base}/leak").json().get("status")
+        time.sleep(0.2)
+    # Refused within the gateway's short cache of a live answer (LIVE_TTL), not at expiry.
+    ended = time.monotonic()
+    after = leaked.get(base)
+    while after.status_code == 200 and time.monotonic() - ended < LIVE_TTL + 3:
+        time.sleep(0.1)
         after = leaked.get(base)
-        while after.status_code == 200 and time.monotonic() - ended < LIVE_TTL + 3:
-            time.sleep(0.1)
-            after = leaked.get(base)
-        assert after.status_code == 401, after.text
-        assert "no longer running" in after.json()["message"]
-    finally:
-        platform.stop()
+    assert after.status_code == 401, after.text
+    assert "no longer running" in after.json()["message"]
