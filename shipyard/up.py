@@ -12,8 +12,11 @@ on Linux, so even a killed supervisor does not leave a platform running behind i
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -30,6 +33,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import psutil
+
+from services.common.objectstore import S3Config
 
 log = logging.getLogger("shipyard.up")
 
@@ -54,6 +59,9 @@ SINGLE_USER_NOTICE = (
 _PER_CHILD_ENV = ("SHIPYARD_PORT", "SHIPYARD_SERVICE_NAME")
 _COLORS = ("36", "33", "35", "32", "34", "31")
 _PR_SET_PDEATHSIG = 1
+
+
+S3_READY_TIMEOUT = 30.0  # the embedded SeaweedFS answers in ~3 s here
 
 
 class PlatformError(RuntimeError):
@@ -100,11 +108,11 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: get SIGTERM when the supervisor dies (Linux only)."""
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Runs in the child before exec: get ``sig`` when the supervisor dies (Linux only)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
         pass
 
@@ -118,6 +126,8 @@ class Child:
     env: dict[str, str]
     log_path: Path
     health_url: str | None = None
+    # The signal that asks it to stop (SeaweedFS's `weed` ignores SIGTERM, obeys SIGINT).
+    stop_signal: int = signal.SIGTERM
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -132,7 +142,11 @@ class Child:
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=(
+                    functools.partial(_die_with_parent, self.stop_signal)
+                    if sys.platform == "linux"
+                    else None
+                ),
             )
 
     @property
@@ -166,14 +180,15 @@ class Child:
 
 
 def stop_children(children: Sequence[Child], timeout: float = 10.0) -> None:
-    """SIGTERM each child's process group, wait up to ``timeout``, then SIGKILL the rest.
+    """Signal each child's process group (its ``stop_signal``, SIGTERM unless said), wait up
+    to ``timeout``, then SIGKILL the rest.
 
     Descendants are recorded before signalling because once a leader exits its children
     are re-parented and can no longer be found from it.
     """
     members = {c.name: c.group_members() for c in children}
     for child in children:
-        child.signal_group(signal.SIGTERM)
+        child.signal_group(child.stop_signal)
     procs = [p for group in members.values() for p in group]
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     if alive:
@@ -233,7 +248,8 @@ class LogStreamer:
 
 @dataclass
 class Platform:
-    """The whole platform as child processes: NATS (unless given), four services, gateway.
+    """The whole platform as child processes: NATS (unless given), the object store (unless
+    given), four services, gateway.
 
     Tests use it directly::
 
@@ -242,12 +258,16 @@ class Platform:
             httpx.get(platform.gateway_url + "/healthz")
 
     ``modules`` maps a process name to the Python module run with ``python -m``; it is the
-    seam for stand-ins while a service is not written yet.
+    seam for stand-ins while a service is not written yet. ``s3`` is an S3-compatible store
+    to use; None runs an embedded SeaweedFS (``shipyard/seaweedfs.py``) under
+    ``<state_dir>/s3``. Either way the platform creates the bucket and passes the store to
+    every process as ``SHIPYARD_S3_*``.
     """
 
     state_dir: Path
     database_url: str = ""
     nats_url: str | None = None
+    s3: S3Config | None = None
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     host: str = "127.0.0.1"
     modules: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODULES))
@@ -258,6 +278,9 @@ class Platform:
     children: list[Child] = field(default_factory=list, init=False)
     nats_child: Child | None = field(default=None, init=False)
     resolved_nats_url: str = field(default="", init=False)
+    s3_child: Child | None = field(default=None, init=False)
+    s3_leftovers: list[Path] = field(default_factory=list, init=False)
+    resolved_s3: S3Config | None = field(default=None, init=False)
     effective_auth_mode: str = field(default="single-user", init=False)
 
     @staticmethod
@@ -276,7 +299,8 @@ class Platform:
 
     @property
     def all_children(self) -> list[Child]:
-        return [*self.children, *([self.nats_child] if self.nats_child else [])]
+        infra = [c for c in (self.s3_child, self.nats_child) if c]
+        return [*self.children, *infra]
 
     def __enter__(self) -> Platform:
         self.start()
@@ -301,7 +325,15 @@ class Platform:
         self.state_dir = self.state_dir.resolve()
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         private_key, public_key = _ensure_keys(self.state_dir)
+        for name in (*SERVICES, GATEWAY):
+            busy = port_in_use(self.host, self.ports[name])
+            if busy:
+                raise PlatformError(
+                    f"{name}: port {self.ports[name]} on {self.host} is already in use "
+                    "(another shipyard up? pass other ports)"
+                )
         self.resolved_nats_url = self._decide_nats()
+        store = self._decide_s3()
         base = {k: v for k, v in os.environ.items() if k not in _PER_CHILD_ENV}
         base.update(
             {
@@ -317,20 +349,18 @@ class Platform:
                 # Workloads reach the API here, with the token the runtime injects.
                 "SHIPYARD_GATEWAY_URL": self.gateway_url,
                 **{f"SHIPYARD_{n.upper()}_URL": self.urls[n] for n in SERVICES},
+                **store.env(),
             }
         )
         if self.auth_mode:
             base["SHIPYARD_AUTH_MODE"] = self.auth_mode
         base.setdefault("SHIPYARD_AUTH_MODE", "single-user")
         self.effective_auth_mode = overrides.get("SHIPYARD_AUTH_MODE", base["SHIPYARD_AUTH_MODE"])
+        # The services start while the store comes up (SeaweedFS takes ~3 s); the gateway
+        # only once it is ready, so a gateway that answers means a platform that is up.
         for name in (*SERVICES, GATEWAY):
-            busy = port_in_use(self.host, self.ports[name])
-            if busy:
-                raise PlatformError(
-                    f"{name}: port {self.ports[name]} on {self.host} is already in use "
-                    "(another shipyard up? pass other ports)"
-                )
-        for name in (*SERVICES, GATEWAY):
+            if name == GATEWAY:
+                self._ensure_bucket(store)
             env = {**base, "SHIPYARD_PORT": str(self.ports[name]), **overrides}
             child = Child(
                 name=name,
@@ -342,6 +372,74 @@ class Platform:
             child.start()
             self.children.append(child)
         self._wait_healthy(self.children, progress)
+
+    def _decide_s3(self) -> S3Config:
+        """The given store, or an embedded SeaweedFS started (not yet waited for) here."""
+        if self.s3 is not None:
+            self.resolved_s3 = self.s3
+            return self.s3
+        from shipyard.seaweedfs import EmbeddedSeaweedFS
+
+        embedded = EmbeddedSeaweedFS(self.state_dir / "s3", host="127.0.0.1")
+        self.s3_child = Child(
+            name="s3",
+            argv=embedded.argv(),
+            env=dict(os.environ),
+            log_path=self.state_dir / "logs" / "s3.log",
+            stop_signal=signal.SIGINT,
+        )
+        self.s3_child.start()
+        self.s3_leftovers = embedded.grpc_sockets()
+        self.resolved_s3 = embedded.config
+        return embedded.config
+
+    def _ensure_bucket(self, store: S3Config) -> None:
+        """Create the bucket; a store that cannot be reached or refuses us is a PlatformError.
+
+        An embedded store is given :data:`S3_READY_TIMEOUT` to come up; a configured one about
+        a second (a few tries), and the error says which endpoint and what to check.
+        """
+        from services.common.objectstore import CredentialsRefused, ObjectStore, ObjectStoreError
+
+        child = self.s3_child
+        wait = S3_READY_TIMEOUT if child else 1.0
+
+        async def ensure() -> bool:
+            deadline = time.monotonic() + wait
+            async with ObjectStore(
+                store, connect_timeout=2, read_timeout=10, max_attempts=1
+            ) as client:
+                while True:
+                    try:
+                        return await client.ensure_bucket()
+                    except CredentialsRefused:
+                        raise
+                    except ObjectStoreError:
+                        if time.monotonic() > deadline:
+                            raise
+                        if child:
+                            self._raise_if_dead(child, "during startup")
+                    await asyncio.sleep(0.2)
+
+        try:
+            # In a thread of its own: start() may be called from a running event loop.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                created = pool.submit(asyncio.run, ensure()).result()
+        except ObjectStoreError as exc:
+            origin = (
+                f"the embedded SeaweedFS (log: {child.log_path}) did not come up within "
+                f"{wait:.0f} s: "
+                if child
+                else "object store (SHIPYARD_S3_*): "
+            )
+            raise PlatformError(f"{origin}{exc}") from None
+        log.info(
+            "object store %s, bucket %r%s%s",
+            store.endpoint,
+            store.bucket,
+            " (created)" if created else "",
+            f" (embedded SeaweedFS, data in {self.state_dir / 's3'})" if child else "",
+        )
 
     def _decide_nats(self) -> str:
         """Use the given NATS if it answers within 1 s, else run our own on a free port."""
@@ -437,13 +535,21 @@ class Platform:
         return [p.pid for c in self.all_children for p in c.group_members()]
 
     def stop(self) -> None:
-        """Stop the gateway and services first, NATS last; idempotent."""
+        """Stop the gateway and services first, then the object store and NATS; idempotent."""
         if self.children:
             stop_children(list(reversed(self.children)), timeout=self.stop_timeout)
+        if self.s3_child:
+            # SeaweedFS's filer waits on open gRPC streams when asked to stop; its writes are
+            # written through to its files (volume data, the filer's LevelDB log), so a SIGKILL
+            # a second later loses nothing a stopped platform had acknowledged.
+            stop_children([self.s3_child], timeout=min(self.stop_timeout, 1.0))
+            for path in self.s3_leftovers:
+                path.unlink(missing_ok=True)
         if self.nats_child:
             stop_children([self.nats_child], timeout=self.stop_timeout)
         self.children = []
         self.nats_child = None
+        self.s3_child = None
 
 
 def _ensure_keys(state_dir: Path) -> tuple[Path, Path]:
@@ -553,10 +659,13 @@ def run_up(args: argparse.Namespace) -> int:
         log.info("gateway keys: %s, %s", private, public)
         return 0
     try:
+        from services.common.settings import ServiceSettings
+
         platform = Platform(
             state_dir=state_dir,
             database_url=args.database_url,
             nats_url=args.nats_url,
+            s3=ServiceSettings().object_store_config(),
             ports=_ports_from_args(args),
             host=args.host,
             modules=_modules_from_args(args.process_module),
@@ -640,6 +749,14 @@ def _announce(platform: Platform) -> None:
             platform.state_dir / "logs" / f"{name}.log",
         )
     log.info("  nats      %s", platform.resolved_nats_url)
+    if platform.resolved_s3:
+        kind = "embedded SeaweedFS" if platform.s3_child else "SHIPYARD_S3_ENDPOINT"
+        log.info(
+            "  s3        %s bucket %s (%s)",
+            platform.resolved_s3.endpoint,
+            platform.resolved_s3.bucket,
+            kind,
+        )
     if platform.effective_auth_mode == "single-user":
         log.warning(SINGLE_USER_NOTICE)
     log.info("press Ctrl-C to stop")

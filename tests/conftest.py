@@ -214,7 +214,12 @@ def owned_nats(tmp_path: Path) -> Iterator[OwnedNats]:
 
 
 @pytest.fixture(scope="session")
-def platform(pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory):
+def platform(
+    pg_url: str,
+    nats_url: str,
+    seaweedfs: RunningSeaweedFS,
+    tmp_path_factory: pytest.TempPathFactory,
+):
     """The whole platform (four services and the gateway as real processes), single-user mode.
 
     Shared by every test that needs it, on free ports, against this session's Postgres
@@ -226,6 +231,7 @@ def platform(pg_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactor
         tmp_path_factory.mktemp("platform"),
         database_url=pg_url,
         nats_url=nats_url,
+        s3=seaweedfs.config,
         ports=Platform.free_ports(),
         auth_mode="single-user",
     ) as running:
@@ -260,7 +266,9 @@ ADMIN_USER = "admin@example.com"
 
 
 @pytest.fixture
-def trusted_header_platform(own_db: str, nats_url: str, tmp_path: Path) -> Iterator[Any]:
+def trusted_header_platform(
+    own_db: str, nats_url: str, seaweedfs: RunningSeaweedFS, tmp_path: Path
+) -> Iterator[Any]:
     """A whole platform in trusted-header mode: the test acts as any person (``kubeflow-userid``
     from 127.0.0.1), so workloads' bearer tokens are really checked by the gateway.
     ``ADMIN_USER`` is a cluster admin."""
@@ -270,6 +278,7 @@ def trusted_header_platform(own_db: str, nats_url: str, tmp_path: Path) -> Itera
         tmp_path / "state",
         database_url=own_db,
         nats_url=nats_url,
+        s3=seaweedfs.config,
         ports=Platform.free_ports(),
         auth_mode="trusted-header",
     )
@@ -297,3 +306,52 @@ def create_profile(api: httpx.Client, name: str, owner: str = ADMIN_USER) -> Non
     }
     r = api.post("/apis/kubeflow.org/v1/profiles", json=profile)
     assert r.status_code in (200, 201), r.text
+
+
+@dataclass
+class RunningSeaweedFS:
+    """The embedded SeaweedFS of a test session: its S3 config, ports and process."""
+
+    config: Any  # services.common.objectstore.S3Config
+    ports: dict[str, int]
+    pid: int
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSeaweedFS]:
+    """One embedded SeaweedFS (as `shipyard up` runs it) for the tests that need a real S3,
+    started on first use and stopped at the end of the session; its bucket exists."""
+    from services.common.objectstore import ObjectStore
+    from shipyard.seaweedfs import EmbeddedSeaweedFS
+    from shipyard.up import Child, stop_children
+
+    state = tmp_path_factory.mktemp("seaweedfs")
+    embedded = EmbeddedSeaweedFS(state / "s3")
+    child = Child(
+        "s3", embedded.argv(), dict(os.environ), state / "s3.log", stop_signal=signal.SIGINT
+    )
+    child.start()
+
+    async def ensure_bucket() -> None:
+        async with ObjectStore(embedded.config, max_attempts=1, connect_timeout=1) as store:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await store.ensure_bucket()
+                    return
+                except Exception:
+                    if time.monotonic() > deadline or child.exit_code() is not None:
+                        raise
+                    await asyncio.sleep(0.1)
+
+    try:
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, ensure_bucket()).result()
+        assert child.pid is not None
+        yield RunningSeaweedFS(embedded.config, dict(embedded.ports), child.pid)
+    finally:
+        stop_children([child], timeout=1)
+        for path in embedded.grpc_sockets():
+            path.unlink(missing_ok=True)

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.common.objectstore import S3Config
 from shipyard.up import Platform
-from tests.conftest import fresh_database
+from tests.conftest import RunningSeaweedFS, fresh_database
 
 ADMIN = "admin@example.com"
 
@@ -26,19 +27,25 @@ def as_user(platform: Platform, user: str) -> httpx.Client:
 
 
 @pytest.fixture(scope="module")
-def multiuser(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def multiuser(
+    nats_url: str, seaweedfs: RunningSeaweedFS, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
     with fresh_database() as url:
-        yield from _multiuser_platform(url, nats_url, tmp_path_factory)
+        yield from _multiuser_platform(url, nats_url, tmp_path_factory, seaweedfs.config)
 
 
 def _multiuser_platform(
-    database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    nats_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    s3: S3Config | None = None,
 ) -> Iterator[Platform]:
     state = Path(tmp_path_factory.mktemp("multiuser"))
     platform = Platform(
         state,
         database_url=database_url,
         nats_url=nats_url,
+        s3=s3,
         ports=Platform.free_ports(),
         auth_mode="trusted-header",
     )

@@ -11,6 +11,7 @@ import httpx
 from services.common.runtime import LocalRuntime, WorkloadStatus
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from shipyard.up import Platform
+from tests.conftest import RunningSeaweedFS
 
 WORKFLOW = {
     "apiVersion": "argoproj.io/v1alpha1",
@@ -25,10 +26,16 @@ WORKFLOW = {
 }
 
 
-def test_platform_stop_ends_workloads(own_db: str, nats_url: str, tmp_path: Path) -> None:
+def test_platform_stop_ends_workloads(
+    own_db: str, nats_url: str, seaweedfs: RunningSeaweedFS, tmp_path: Path
+) -> None:
     runtime = LocalRuntime(tmp_path / "state")
     with Platform(
-        tmp_path / "state", database_url=own_db, nats_url=nats_url, ports=Platform.free_ports()
+        tmp_path / "state",
+        database_url=own_db,
+        nats_url=nats_url,
+        s3=seaweedfs.config,
+        ports=Platform.free_ports(),
     ) as platform:
         url = f"{platform.gateway_url}/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
         assert httpx.post(url, json=WORKFLOW, timeout=10).status_code == 201

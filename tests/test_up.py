@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from shipyard.up import DEFAULT_MODULES, Platform, PlatformError, free_port
+from tests.conftest import RunningSeaweedFS
 
 REPO = Path(__file__).resolve().parent.parent
 STANDIN = "tests.up_standin"
@@ -31,9 +32,14 @@ def _dead_port() -> int:
     return free_port()
 
 
-def _spawn_up(state_dir: Path, gateway_port: int, *extra: str) -> subprocess.Popen[str]:
+def _spawn_up(
+    state_dir: Path, gateway_port: int, *extra: str, s3: RunningSeaweedFS
+) -> subprocess.Popen[str]:
+    """`shipyard up` with a dead NATS URL (it starts its own) and the session's SeaweedFS as
+    SHIPYARD_S3_* (test_platform_runs_embedded_seaweedfs_* covers the embedded one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
     env.pop("NATS_URL", None)
+    env.update(s3.config.env())
     env["PYTHONPATH"] = str(REPO)
     argv = [
         sys.executable,
@@ -120,10 +126,10 @@ def _interrupt(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def test_up_sigint_stops_every_child(tmp_path: Path) -> None:
+def test_up_sigint_stops_every_child(tmp_path: Path, seaweedfs: RunningSeaweedFS) -> None:
     state_dir = tmp_path / "state"
     gateway_port = free_port()
-    proc = _spawn_up(state_dir, gateway_port, *STANDIN_ARGS)
+    proc = _spawn_up(state_dir, gateway_port, *STANDIN_ARGS, s3=seaweedfs)
     try:
         _wait_healthy(proc, f"http://127.0.0.1:{gateway_port}/healthz")
         time.sleep(0.3)  # let each stand-in spawn its grandchild
@@ -145,11 +151,17 @@ def test_up_sigint_stops_every_child(tmp_path: Path) -> None:
     assert _processes_mentioning(state_dir) == []
 
 
-def test_up_child_crash_reports_log_and_stops_rest(tmp_path: Path) -> None:
+def test_up_child_crash_reports_log_and_stops_rest(
+    tmp_path: Path, seaweedfs: RunningSeaweedFS
+) -> None:
     state_dir = tmp_path / "state"
     args = [a for a in STANDIN_ARGS if not a.startswith("--process-module=notebook=")]
     proc = _spawn_up(
-        state_dir, free_port(), *args, "--process-module=notebook=tests.no_such_module"
+        state_dir,
+        free_port(),
+        *args,
+        "--process-module=notebook=tests.no_such_module",
+        s3=seaweedfs,
     )
     try:
         out, _ = proc.communicate(timeout=60)
@@ -162,10 +174,13 @@ def test_up_child_crash_reports_log_and_stops_rest(tmp_path: Path) -> None:
     assert _processes_mentioning(state_dir) == []
 
 
-def test_platform_uses_answering_nats(tmp_path: Path, nats_url: str) -> None:
+def test_platform_uses_answering_nats(
+    tmp_path: Path, nats_url: str, seaweedfs: RunningSeaweedFS
+) -> None:
     platform = Platform(
         tmp_path,
         nats_url=nats_url,
+        s3=seaweedfs.config,
         ports=Platform.free_ports(),
         modules=dict.fromkeys(DEFAULT_MODULES, STANDIN),
     )
@@ -196,11 +211,13 @@ def test_platform_port_in_use_fails_clearly(tmp_path: Path, nats_url: str) -> No
     assert platform.children == []
 
 
-def test_up_real_platform_healthy_then_clean_stop(tmp_path: Path) -> None:
+def test_up_real_platform_healthy_then_clean_stop(
+    tmp_path: Path, seaweedfs: RunningSeaweedFS
+) -> None:
     """The quickstart path: SQLite under the state dir, our own nats-server, real modules."""
     state_dir = tmp_path / "state"
     gateway_port = free_port()
-    proc = _spawn_up(state_dir, gateway_port)
+    proc = _spawn_up(state_dir, gateway_port, s3=seaweedfs)
     try:
         _wait_healthy(proc, f"http://127.0.0.1:{gateway_port}/healthz")
         children = _descendants(proc.pid)
@@ -232,3 +249,96 @@ def test_up_says_when_workloads_cannot_run(
         _check_sandbox(tmp_path / "state")
     infos = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("workload sandbox: ") and "seccomp" in m for m in infos), infos
+
+
+def test_platform_runs_embedded_seaweedfs_and_passes_s3_settings(tmp_path: Path) -> None:
+    """Without SHIPYARD_S3_*, the platform runs SeaweedFS on loopback ports of its own, keeps
+    its data and credentials (0600) under the state dir, creates the bucket, and gives every
+    process the store as SHIPYARD_S3_*; stopping the platform stops it."""
+    import asyncio
+
+    from services.common.objectstore import ObjectStore
+
+    platform = Platform(
+        tmp_path,
+        ports=Platform.free_ports(),
+        modules=dict.fromkeys(DEFAULT_MODULES, STANDIN),
+    )
+    with platform:
+        store = platform.resolved_s3
+        assert platform.s3_child is not None and store is not None
+        assert store.endpoint.startswith("http://127.0.0.1:") and store.bucket == "mlpipeline"
+        for child in platform.children:
+            env = psutil.Process(child.pid).environ()
+            assert env["SHIPYARD_S3_ENDPOINT"] == store.endpoint, child.name
+            assert env["SHIPYARD_S3_ACCESS_KEY_ID"] == store.access_key_id
+            assert env["SHIPYARD_S3_SECRET_ACCESS_KEY"] == store.secret_access_key
+            assert env["SHIPYARD_S3_BUCKET"] == "mlpipeline"
+            assert env["SHIPYARD_S3_REGION"] == "us-east-1"
+
+        async def bucket_exists() -> bool:
+            async with ObjectStore(store) as client:
+                return await client.ensure_bucket() is False
+
+        assert asyncio.run(bucket_exists())
+        weed = psutil.Process(platform.s3_child.pid)
+        assert (tmp_path / "s3" / "identities.json").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "s3" / "data").is_dir()
+    assert not weed.is_running() or weed.status() == psutil.STATUS_ZOMBIE
+
+
+def test_platform_store_refusing_credentials_fails_clearly(
+    tmp_path: Path, nats_url: str, seaweedfs: RunningSeaweedFS
+) -> None:
+    from dataclasses import replace
+
+    config = replace(seaweedfs.config, secret_access_key="wrong")
+    platform = Platform(
+        tmp_path,
+        nats_url=nats_url,
+        s3=config,
+        ports=Platform.free_ports(),
+        modules=dict.fromkeys(DEFAULT_MODULES, STANDIN),
+    )
+    with pytest.raises(PlatformError) as info:
+        platform.start()
+    message = str(info.value)
+    assert message.startswith("object store (SHIPYARD_S3_*): ")
+    assert config.endpoint in message and "refused the credentials" in message
+    assert "SHIPYARD_S3_SECRET_ACCESS_KEY" in message
+    assert platform.children == [] and platform.s3_child is None  # the services were stopped
+
+
+def test_up_unreachable_store_says_which_and_what_to_check(tmp_path: Path) -> None:
+    """`shipyard up` with SHIPYARD_S3_ENDPOINT pointing nowhere: one clear line, exit 1, no
+    traceback, nothing left running."""
+    state_dir = tmp_path / "state"
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.update(
+        PYTHONPATH=str(REPO),
+        SHIPYARD_S3_ENDPOINT=endpoint,
+        SHIPYARD_S3_ACCESS_KEY_ID="key",
+        SHIPYARD_S3_SECRET_ACCESS_KEY="secret",
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shipyard.up",
+            "--state-dir",
+            str(state_dir),
+            "--free-ports",
+            *STANDIN_ARGS,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert f"does not answer at S3 endpoint {endpoint}" in out.stderr
+    assert "Check SHIPYARD_S3_ENDPOINT" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert _processes_mentioning(state_dir) == []

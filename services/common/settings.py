@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.dataplane import load_or_create_key
+from services.common.objectstore import DEFAULT_BUCKET, DEFAULT_REGION, S3Config
 
 DEFAULT_STATE_DIR = Path(".shipyard")
 SINGLE_USER = "user@example.com"
@@ -45,6 +46,25 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = 32 * 1024 * 1024
     auth_mode: str = "single-user"
     run_migrations: bool = True
+    # The object store (services.common.objectstore): any S3-compatible endpoint. Unset,
+    # `shipyard up` runs an embedded SeaweedFS and passes its endpoint and keys here.
+    s3_endpoint: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_region: str = DEFAULT_REGION
+    s3_bucket: str = DEFAULT_BUCKET
+
+    def object_store_config(self) -> S3Config | None:
+        """The object store's settings, or None when ``SHIPYARD_S3_ENDPOINT`` is unset."""
+        if not self.s3_endpoint:
+            return None
+        return S3Config(
+            endpoint=self.s3_endpoint,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            region=self.s3_region or DEFAULT_REGION,
+            bucket=self.s3_bucket or DEFAULT_BUCKET,
+        )
 
     def resolved_database_url(self) -> str:
         """The database URL for this service: Postgres if configured, else its own SQLite file."""

@@ -170,3 +170,22 @@ def test_gotemplate_rejects_missing_values_key() -> None:
         "a:\n  {{- range $k, $v := .Values.m }}\n  {{ upper $k }}: {{ $v | quote }}\n  {{- end }}"
     )
     assert render(text, {"Values": {"m": {"b": 1, "a": 2}}}) == 'a:\n  A: "2"\n  B: "1"'
+
+
+def test_chart_object_store_settings() -> None:
+    """objectStore values become SHIPYARD_S3_*: the location in the ConfigMap, the keys in the
+    Secret (never in the ConfigMap); bucket and region default as Kubeflow's."""
+    values = copy.deepcopy(_values())
+    assert values["objectStore"]["bucket"] == "mlpipeline"
+    assert values["objectStore"]["region"] == "us-east-1"
+    values["objectStore"].update(
+        endpoint="http://minio.minio:9000", accessKeyId="AKIA1", secretAccessKey="s3cret"
+    )
+    docs = _render_chart(values)
+    settings, secret = _settings(docs), _secret(docs)
+    assert settings["SHIPYARD_S3_ENDPOINT"] == "http://minio.minio:9000"
+    assert settings["SHIPYARD_S3_BUCKET"] == "mlpipeline"
+    assert settings["SHIPYARD_S3_REGION"] == "us-east-1"
+    assert secret["SHIPYARD_S3_ACCESS_KEY_ID"] == "AKIA1"
+    assert secret["SHIPYARD_S3_SECRET_ACCESS_KEY"] == "s3cret"
+    assert "s3cret" not in str(settings)

@@ -47,7 +47,7 @@ def _module_of(command: list[str]) -> str:
 
 
 def test_compose_has_every_process(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "nats", "dex", "keys", *OURS}
+    assert set(compose["services"]) == {"postgres", "nats", "s3", "dex", "keys", *OURS}
 
 
 def test_compose_commands_match_process_contract(compose: dict[str, Any]) -> None:
@@ -137,3 +137,25 @@ def test_dockerfile_runs_every_process_from_one_image() -> None:
     for port in DEFAULT_PORTS.values():
         assert str(port) in text
     assert 'CMD ["python", "-m", "gateway"]' in text
+
+
+def test_compose_object_store_settings_match_seaweedfs(compose: dict[str, Any]) -> None:
+    """Every process gets SHIPYARD_S3_* pointing at compose's SeaweedFS, with the access key
+    its identity file holds."""
+    import json
+
+    s3 = compose["services"]["s3"]
+    assert s3["image"].startswith("chrislusf/seaweedfs:")
+    command = s3["command"]
+    assert command[0] == "server" and "-s3" in command and "-s3.port=8333" in command
+    config_mount = next(v for v in s3["volumes"] if v.endswith(":/etc/seaweedfs/s3.json:ro"))
+    identities = json.loads((REPO / config_mount.split(":")[0]).read_text())["identities"]
+    (credential,) = identities[0]["credentials"]
+    for name in OURS:
+        env = _env(compose, name)
+        assert env["SHIPYARD_S3_ENDPOINT"] == "http://s3:8333"
+        assert env["SHIPYARD_S3_ACCESS_KEY_ID"] == credential["accessKey"]
+        assert env["SHIPYARD_S3_SECRET_ACCESS_KEY"] == credential["secretKey"]
+        assert env["SHIPYARD_S3_BUCKET"] == "mlpipeline"
+        assert env["SHIPYARD_S3_REGION"] == "us-east-1"
+        assert "s3" in compose["services"][name]["depends_on"]

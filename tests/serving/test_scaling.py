@@ -21,7 +21,12 @@ import pytest
 
 from services.common.runtime import LocalRuntime, WorkloadStatus
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
-from tests.conftest import crash_service, fresh_database, start_service_again
+from tests.conftest import (
+    RunningSeaweedFS,
+    crash_service,
+    fresh_database,
+    start_service_again,
+)
 
 from .conftest import ISVC_PATH, create_claim, isvc, ready, train_sklearn, wait_isvc
 
@@ -51,7 +56,9 @@ def predict(instances):
 
 
 @pytest.fixture(scope="module")
-def platform(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def platform(
+    nats_url: str, seaweedfs: RunningSeaweedFS, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """This module's own platform (its own database), started with short scaling timings."""
     from shipyard.up import Platform
 
@@ -60,6 +67,7 @@ def platform(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             tmp_path_factory.mktemp("zero-platform"),
             database_url=database_url,
             nats_url=nats_url,
+            s3=seaweedfs.config,
             ports=Platform.free_ports(),
             auth_mode="single-user",
         )
