@@ -65,7 +65,11 @@ async def test_proxy_holds_concurrent_requests_for_one_activation(
         asyncio.create_task(client.get(f"/serving/{NS}/z/v2/health/ready", headers=bearer(token)))
         for _ in range(3)
     ]
-    await asyncio.sleep(0.3)
+    # All three are held (bounded wait: verifying the bearer token may fetch the JWKS first).
+    for _ in range(100):
+        if gw.activity.waiting.get((NS, "z")) == 3:
+            break
+        await asyncio.sleep(0.05)
     assert not any(t.done() for t in held)
     assert gw.activity.waiting[(NS, "z")] == 3 and len(gw.activator._activations) == 1
     gw.route_table.upsert(KIND, NS, "z", [(upstream.url, 100)])
