@@ -639,6 +639,7 @@ class LocalRuntime(Runtime):
 
     def _mark_lost(self, wdir: Path, state: dict[str, Any]) -> dict[str, Any]:
         self._kill_orphaned_workload(state)
+        supervisor_module.cgroup_remove((_read_json(wdir / LAUNCH) or {}).get("cgroup"))
         state = {
             **state,
             "phase": Phase.FAILED.value,
@@ -753,6 +754,8 @@ class LocalRuntime(Runtime):
                 grace = self._read_spec(wdir).termination_grace_period_seconds
             await self._stop(wdir, grace)
             self._endpoint_path(wdir).unlink(missing_ok=True)
+            # A supervisor that was killed could not remove its workload's cgroups.
+            supervisor_module.cgroup_remove((_read_json(wdir / LAUNCH) or {}).get("cgroup"))
             # Rename first so the name is free at once and a half-removed tree is never seen.
             trash = self.workloads_root / f".deleted-{uuid.uuid4().hex}"
             os.replace(wdir, trash)
