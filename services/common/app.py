@@ -28,6 +28,7 @@ from services.common.events.outbox import stage_event
 from services.common.events.relay import OutboxRelay
 from services.common.events.streams import keep_stream
 from services.common.identity import AssertionVerifier
+from services.common.objectstore import ObjectStore
 from services.common.observability import RequestContextMiddleware, health_router
 from services.common.resources import ResourceKind, ResourceStore, resource_router
 from services.common.runtime import Runtime, get_runtime
@@ -59,6 +60,7 @@ class ServiceContext:
     components: list[Lifecycle] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     _runtime: Runtime | None = None
+    _objects: ObjectStore | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -66,6 +68,28 @@ class ServiceContext:
         if self._runtime is None:
             self._runtime = get_runtime(self.settings)
         return self._runtime
+
+    async def objects(self) -> ObjectStore:
+        """The platform's object store (opened on first use, closed when the service stops).
+
+        ``SHIPYARD_S3_ENDPOINT`` unset is a configuration error for the services that keep
+        artifacts or models: ``shipyard up`` always sets it (embedded SeaweedFS by default).
+        """
+        if self._objects is None:
+            config = self.settings.object_store_config()
+            if config is None:
+                raise ApiError(
+                    503,
+                    "no object store is configured: set SHIPYARD_S3_ENDPOINT (and the other "
+                    "SHIPYARD_S3_* settings), or start the platform with `shipyard up`",
+                )
+            store = ObjectStore(config)
+            await store.__aenter__()
+            if self._objects is not None:  # a concurrent first use won
+                await store.close()
+            else:
+                self._objects = store
+        return self._objects
 
     @property
     def workload_labels(self) -> dict[str, str]:
@@ -149,6 +173,8 @@ def build_service(
             # crash (SIGKILL) leaves them running, for the next start to re-adopt.
             await _quietly(ctx.runtime.stop_all(ctx.workload_labels))
             await _quietly(ctx.runtime.close())
+            if ctx._objects is not None:
+                await _quietly(ctx._objects.close())
             await _quietly(relay.stop())
             await _quietly(bus.close())
             await _quietly(db.dispose())

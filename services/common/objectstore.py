@@ -38,6 +38,41 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_BUCKET = "mlpipeline"  # as Kubeflow's manifests
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3: every part but the last is at least 5 MiB
+#: Where each namespace's objects live in the platform's bucket: ``<root>/<namespace>/...``.
+#: ``artifacts`` is Argo's default repository (``artifacts/<ns>/<workflow>/<pod>/...``),
+#: ``v2/artifacts`` KFP's default ``pipeline_root``, ``models`` the place for models a person
+#: uploads. A namespace may read and write only its own areas (docs/storage.md).
+TENANT_ROOTS = ("artifacts", "v2/artifacts", "models")
+
+
+def namespace_prefixes(namespace: str) -> tuple[str, ...]:
+    """The key prefixes of ``namespace``'s areas in the platform's bucket."""
+    return tuple(f"{root}/{namespace}/" for root in TENANT_ROOTS)
+
+
+def in_namespace_area(namespace: str, key: str) -> bool:
+    """Whether ``key`` (or a prefix ``key/``) lies in one of ``namespace``'s areas.
+
+    Keys with empty, ``.`` or ``..`` segments are never inside: S3 keys are literal, but a
+    client or a proxy on the way may normalise them.
+    """
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", ".."):
+        return False
+    return any(key.startswith(p) and len(key) > len(p) for p in namespace_prefixes(namespace))
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` (or ``minio://``, KFP's alias) as ``(bucket, key)``; ValueError."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in ("s3", "minio"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r} names no bucket (s3://<bucket>/<key>)")
+    return bucket, key
+
+
 _CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"}
 )
@@ -298,6 +333,28 @@ class ObjectStore:
                     yield ObjectInfo(
                         item["Key"], int(item["Size"]), _etag(item), item.get("LastModified")
                     )
+
+    async def presigned_post(
+        self, prefix: str, *, expires_in: int, max_bytes: int
+    ) -> dict[str, Any]:
+        """A browser-style POST upload form for any key under ``prefix`` (and nothing else).
+
+        ``{"url": ..., "fields": {...}}``: a client sends the fields and its own ``key`` (which
+        must start with ``prefix``) with the file as ``multipart/form-data``. The store checks
+        the signed policy (key prefix, size at most ``max_bytes``, expiry), so the form is a
+        credential for exactly that prefix: what a workload gets instead of the store's keys.
+        """
+        with self._errors(prefix):
+            post: dict[str, Any] = await self._s3.generate_presigned_post(
+                self.bucket,
+                prefix + "${filename}",
+                Conditions=[
+                    ["starts-with", "$key", prefix],
+                    ["content-length-range", 0, max_bytes],
+                ],
+                ExpiresIn=expires_in,
+            )
+        return post
 
     async def presigned_get_url(self, key: str, expires_in: int = 3600) -> str:
         """A URL anyone holding it can GET the object with, for ``expires_in`` seconds."""
