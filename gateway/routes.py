@@ -52,6 +52,8 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(r"^/apis/v2beta1/", "pipeline"),
     _r(rf"^/api/v1/(workflows|cron-workflows|workflow-templates)/{NS}(/|$)", "pipeline"),
     _r(r"^/api/v1/(workflows|cron-workflows|workflow-templates)(/|$)", "pipeline"),
+    # The Argo Server's artifact downloads (streamed through the proxy, as every response).
+    _r(rf"^/(artifact-files|artifacts|input-artifacts)/{NS}/", "pipeline"),
     _r(rf"^/apis/serving\.kserve\.io/v1beta1/namespaces/{NS}/", "serving"),
     _r(r"^/apis/serving\.kserve\.io/", "serving"),
     _r(rf"^/notebook/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "notebook"),

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.runtime import get_runtime
-from services.pipeline import api, argo_api, kfp_api
+from services.pipeline import api, argo_api, artifact_api, kfp_api
 from services.pipeline.artifacts import LocalArtifactStore
 from services.pipeline.cache import StepCache
 from services.pipeline.controller import WorkflowController
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metadata,
         Path(__file__).parent / "migrations" / "versions",
         kinds=KINDS,
-        routers=[api.router, argo_api.router, kfp_api.router],
+        routers=[api.router, argo_api.router, kfp_api.router, artifact_api.router],
         components=components,
         error_renderers=ERROR_RENDERERS,
     )

@@ -17,10 +17,13 @@ from fastapi import APIRouter, Request
 from services.common.app import context
 from services.common.auth import IdentityDep, authorize
 from services.common.errors import ApiError, Cause
+from services.common.objectstore import ObjectStoreError
 from services.common.resources.api import read_body
 from services.common.safe_yaml import YamlError, load_all
 from services.common.settings import SINGLE_USER_NAMESPACE
 from services.pipeline.argo_api import _GRPC_CODES
+from services.pipeline.artifact_api import artifact_key, store_errors
+from services.pipeline.artifact_records import delete_run_artifacts
 from services.pipeline.cron import parse_schedule
 from services.pipeline.kfp_ir import is_ir, split_package
 from services.pipeline.kfp_runs import FINAL_STATES, RUN_SOURCE_FIELDS, RunService, run_state
@@ -31,6 +34,7 @@ from services.pipeline.retry import request_retry
 PREFIX = "/apis/v2beta1"
 router = APIRouter(prefix=PREFIX)
 MAX_UPLOAD = 32 * 1024 * 1024
+MAX_READ = 32 * 1024 * 1024  # an artifact's bytes in one :read answer (base64 in JSON)
 
 
 def render_kfp_error(err: ApiError) -> dict[str, Any]:
@@ -548,6 +552,7 @@ async def delete_run_and_workflow(request: Request, row: dict[str, Any]) -> None
     store = context(request).store
     if await store.find(WORKFLOW, row["namespace"], row["workflow"]) is not None:
         await store.delete(WORKFLOW, row["namespace"], row["workflow"])
+    await delete_run_artifacts(context(request).db, row["id"])
     await _kfp(request).delete("kfp_runs", row["id"])
 
 
@@ -591,6 +596,9 @@ async def unarchive_run(request: Request, run_id: str, identity: IdentityDep) ->
 async def read_run_artifact(
     request: Request, run_id: str, node_id: str, artifact_name: str, identity: IdentityDep
 ) -> dict[str, Any]:
+    """The stored object of a node's output artifact, base64 in ``data``, as KFP's ReadArtifact
+    (which returns the object as stored: a tar+gzip artifact comes back as its .tgz bytes).
+    Bounded by MAX_READ: larger artifacts are for ``/artifact-files/...``, which streams."""
     row = await _run_row(request, identity, run_id, "get")
     wf = await _runs(request).workflow(row)
     node = ((wf or {}).get("status") or {}).get("nodes", {}).get(node_id)
@@ -604,13 +612,28 @@ async def read_run_artifact(
         ),
         None,
     )
-    if art is None or not (art.get("shipyard") or {}).get("key"):
+    what = f"artifact {artifact_name} of node {node_id}"
+    if art is None:
         raise ApiError(404, f"artifact {artifact_name} not found on node {node_id}")
+    store = await context(request).objects()
+    key = artifact_key(art, row["namespace"], store, what)
     try:
-        data = context(request).extras["artifacts"].read(art["shipyard"]["key"])
-    except (FileNotFoundError, IsADirectoryError):
-        raise ApiError(404, f"artifact {artifact_name} has no readable file") from None
-    return {"data": base64.b64encode(data).decode()}
+        info = await store.head(key)
+        if info.size > MAX_READ:
+            raise ApiError(
+                413,
+                f"{what} is {info.size} bytes; :read returns at most {MAX_READ} "
+                f"(download it from /artifact-files/{row['namespace']}/workflows/"
+                f"{row['workflow']}/{node_id}/outputs/{artifact_name})",
+            )
+        data = bytearray()
+        async for chunk in store.get_stream(key):
+            data += chunk
+            if len(data) > MAX_READ:  # the object grew since head()
+                raise ApiError(413, f"{what} is larger than {MAX_READ} bytes")
+    except ObjectStoreError as exc:
+        raise store_errors(exc, what) from None
+    return {"data": base64.b64encode(bytes(data)).decode()}
 
 
 # ------------------------------------------------------------- recurring runs

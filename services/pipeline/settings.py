@@ -12,6 +12,9 @@ class Settings(ServiceSettings):
     cache_enabled: bool = True
     # Where the local artifact store keeps step artifacts (default: <state_dir>/pipeline/artifacts).
     artifact_dir: Path | None = None
+    # How long a KFP artifact's download_url (GET /apis/v2beta1/artifacts/{id}?view=DOWNLOAD)
+    # stays valid, in seconds (KFP's default: 15).
+    artifact_url_expiry_seconds: int = 15
     # Finished runs older than this many seconds are deleted (0: keep forever).
     retention_seconds: float = 0
     workflow_workers: int = 4

@@ -1,7 +1,19 @@
 """The pipeline service's tables (its own schema): kernel tables, the step cache, and the
-Kubeflow Pipelines API's records (pipelines, versions, experiments, runs, recurring runs)."""
+Kubeflow Pipelines API's records (pipelines, versions, experiments, runs, recurring runs,
+artifacts)."""
 
-from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.schema import SchemaItem
 
 from services.common.db import new_metadata
 from services.common.tables import add_kernel_tables
@@ -75,3 +87,33 @@ def pipeline_columns() -> dict[str, list[Column]]:  # type: ignore[type-arg]
 
 for _name, _columns in pipeline_columns().items():
     Table(_name, metadata, *_columns)
+
+
+def artifact_table_items() -> list[SchemaItem]:
+    """``kfp_artifacts``: one row per artifact a KFP task produced (the v2beta1 artifact API).
+
+    The id is an integer, as MLMD's artifact ids that KFP's ``GetArtifact`` parses. The
+    unique (run_id, node_id, name) makes recording idempotent: a redelivered event or a
+    restarted collector finds the row it wrote before. The 0003 migration creates exactly
+    these.
+    """
+    ts = DateTime(timezone=True)
+    return [
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("namespace", String(253), nullable=False, index=True),
+        Column("run_id", String(36), nullable=False, index=True),
+        Column("workflow", String(253), nullable=False),
+        Column("node_id", String(253), nullable=False),
+        Column("task_name", String(255), nullable=False),
+        Column("name", String(255), nullable=False),
+        Column("uri", Text, nullable=False),
+        Column("artifact_type", String(255), nullable=False),
+        Column("properties", JSON, nullable=False),  # KFP's artifact metadata
+        Column("size", BigInteger, nullable=True),  # None: no object (a metric)
+        Column("created_at", ts, nullable=False),
+        Column("updated_at", ts, nullable=False),
+        UniqueConstraint("run_id", "node_id", "name", name="uq_kfp_artifacts_run_node_name"),
+    ]
+
+
+Table("kfp_artifacts", metadata, *artifact_table_items())
