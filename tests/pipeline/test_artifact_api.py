@@ -455,3 +455,118 @@ def test_gateway_routes_artifact_paths_to_pipeline() -> None:
         assert match is not None and match.target == "pipeline", path
         if not path.startswith("/apis/"):
             assert match.namespace == "team-a"
+
+
+async def test_artifact_files_stream_with_flat_memory(
+    service: InProcessService, store: ObjectStore
+) -> None:
+    """A 96 MiB artifact passes through the service (and this client) a chunk at a time."""
+    import tracemalloc
+
+    ns = _ns()
+    key = f"artifacts/{ns}/wfm/wfm-1/big.bin"
+    size = 96 * 1024 * 1024
+    block = b"\x5a" * (1024 * 1024)
+
+    async def blocks() -> AsyncIterator[bytes]:
+        for _ in range(size // len(block)):
+            yield block
+
+    await store.put_stream(key, blocks())
+    wf = await finished_workflow(
+        service,
+        ns,
+        {"wfm-1": node("wfm-1", [{"name": "big", "archive": {"none": {}}, "s3": {"key": key}}])},
+        name="wfm",
+    )
+    received = 0
+    tracemalloc.start()
+    try:
+        async with (
+            client(service, ns) as c,
+            c.stream("GET", f"/artifact-files/{ns}/workflows/{wf}/wfm-1/outputs/big") as r,
+        ):
+            assert r.status_code == 200
+            async for chunk in r.aiter_raw():
+                received += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert received == size
+    assert peak < 24 * 1024 * 1024, f"peak {peak} bytes while streaming {size}"
+
+
+async def test_artifacts_through_gateway(platform: Any, pg_url: str, store: ObjectStore) -> None:
+    """The gateway routes both APIs to the pipeline service and streams the download."""
+    from services.common.db import Database
+    from services.common.events.outbox import stage_event
+    from services.common.resources import ResourceStore
+    from services.common.settings import SINGLE_USER_NAMESPACE
+    from services.pipeline.tables import metadata
+
+    ns = SINGLE_USER_NAMESPACE
+    run_id = str(uuid.uuid4())
+    kfp_key = f"v2/artifacts/{ns}/pipe/{run_id}/make/dataset"
+    argo_key = f"artifacts/{ns}/wfg-{run_id[:6]}/pod/data.bin"
+    data = bytes(range(256)) * 4096 * 3  # 3 MiB: more than the proxy relays whole
+    await put(store, kfp_key, b"x,y\n")
+    await put(store, argo_key, data)
+    db = Database(pg_url, schema="pipeline")  # the platform's pipeline service's own schema
+    try:
+        art_id = await record_artifact(
+            db,
+            namespace=ns,
+            run_id=run_id,
+            workflow="wf",
+            node_id="n",
+            task_name="make",
+            name="dataset",
+            uri=store.uri(kfp_key),
+            artifact_type="system.Dataset",
+            metadata={},
+            size=4,
+        )
+        resources = ResourceStore(
+            db, metadata.tables, source="/shipyard/pipeline", stage_event=stage_event
+        )
+        name = f"wfg-{run_id[:6]}"
+        wf = {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": name},
+            "spec": {
+                "entrypoint": "main",
+                "templates": [{"name": "main", "container": {"image": "a", "command": ["true"]}}],
+            },
+        }
+        status = {
+            "phase": "Succeeded",
+            "nodes": {
+                "pod": node(
+                    "pod", [{"name": "data", "archive": {"none": {}}, "s3": {"key": argo_key}}]
+                )
+            },
+        }
+        async with db.transaction() as s:
+            await resources.create(WORKFLOW, ns, wf, session=s)
+            await resources.update_status(WORKFLOW, ns, name, status, session=s)
+    finally:
+        await db.dispose()
+    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=60) as gw:
+        listed = await gw.get(
+            "/apis/v2beta1/artifacts",
+            params={"namespace": ns, "page_size": 100, "sort_by": "id desc"},
+        )
+        one = await gw.get(f"/apis/v2beta1/artifacts/{art_id}", params={"view": "DOWNLOAD"})
+        got = bytearray()
+        async with gw.stream("GET", f"/artifact-files/{ns}/workflows/{name}/pod/outputs/data") as r:
+            assert r.status_code == 200
+            async for chunk in r.aiter_raw():
+                got += chunk
+        async with httpx.AsyncClient(timeout=30) as plain:
+            downloaded = await plain.get(one.json()["download_url"])
+    assert listed.status_code == 200, listed.text
+    assert art_id in [a["artifact_id"] for a in listed.json()["artifacts"]]
+    assert one.status_code == 200, one.text
+    assert downloaded.content == b"x,y\n"
+    assert bytes(got) == data
