@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import ResourceStore
+from services.pipeline.artifact_records import delete_run_artifacts
 from services.pipeline.cron import parse_schedule
 from services.pipeline.kfp_runs import (
     FINAL_STATES,
@@ -339,6 +340,7 @@ async def delete_workflow_and_run(store: ResourceStore, kfp: KfpStore, wf: dict[
         await store.delete(WORKFLOW, meta["namespace"], meta["name"])
     run_id = (meta.get("labels") or {}).get(KFP_RUN_LABEL)
     if run_id:
+        await delete_run_artifacts(kfp.db, run_id)
         await kfp.delete("kfp_runs", run_id)
 
 
