@@ -10,9 +10,10 @@ from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.errors import ApiError
 from services.serving.controller import InferenceServiceController
 from services.serving.idle import ActivityMonitor, ConcurrencyWindow, IdleClock
+from services.serving.modelcache import ModelCache
 from services.serving.models import INFERENCE_SERVICE, KINDS
 from services.serving.settings import Settings
-from services.serving.storage import check_file_uris
+from services.serving.storage import check_download_uris, check_file_uris
 from services.serving.tables import metadata
 
 
@@ -28,10 +29,16 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
     settings = ctx.settings
     assert isinstance(settings, Settings)
 
+    store_config = settings.object_store_config()
+    bucket = store_config.bucket if store_config is not None else None
+    policy = settings.download_policy()
+    models = ModelCache(ctx.runtime, ctx.objects if store_config else None, bucket, policy)
+
     async def admit_inference_service(
         session: AsyncSession, new: dict[str, Any], current: dict[str, Any] | None
     ) -> None:
         causes = await check_file_uris(ctx.runtime, new, current)
+        causes += check_download_uris(new, bucket, policy.allowed_hosts)
         if causes:
             raise ApiError.invalid(INFERENCE_SERVICE.kind, new["metadata"]["name"], causes)
 
@@ -45,5 +52,6 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
         clock=clock,
         scale_to_zero_seconds=settings.scale_to_zero_seconds,
         window=window,
+        models=models,
     )
-    return [controller, ActivityMonitor(ctx.bus, clock, window, controller.on_report)]
+    return [models, controller, ActivityMonitor(ctx.bus, clock, window, controller.on_report)]

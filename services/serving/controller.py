@@ -54,8 +54,9 @@ from services.common.runtime import Phase, Runtime, VolumeNotFound, WorkloadSpec
 from services.serving.activity import Activity
 from services.serving.autoscale import desired_replicas, replica_bounds
 from services.serving.idle import ConcurrencyWindow, IdleClock
+from services.serving.modelcache import ModelCache
 from services.serving.models import INFERENCE_SERVICE
-from services.serving.storage import StorageError, resolve_storage
+from services.serving.storage import StorageError, StoragePending, resolve_storage
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,11 @@ class InferenceServiceController(Controller):
         clock: IdleClock | None = None,
         scale_to_zero_seconds: float = 60.0,
         window: ConcurrencyWindow | None = None,
+        models: ModelCache | None = None,
     ) -> None:
         super().__init__(store)
+        #: Downloads of s3:// and http(s):// models (None: only volumes are served).
+        self.models = models
         self.runtime = runtime
         self.gateway_url = gateway_url.rstrip("/")
         self.labels = dict(labels or {})
@@ -198,7 +202,9 @@ class InferenceServiceController(Controller):
         found = _model_block(predictor)
         if found is not None:
             block, fmt = found
-            storage = await resolve_storage(self.runtime, ns, block["storageUri"])
+            storage = await resolve_storage(
+                self.runtime, ns, block["storageUri"], self.models, digest
+            )
             protocol = block.get("protocolVersion") or "v1"
             probe_path = "/v2/health/ready" if protocol == "v2" else f"/v1/models/{name}"
             custom = block.get("command")
@@ -307,10 +313,14 @@ class InferenceServiceController(Controller):
         # The latest revision: the workload of the current predictor spec, else a new one.
         latest = next((n for n, w in by_number.items() if w.labels.get(HASH_LABEL) == digest), None)
         failure: str | None = None
+        pending: str | None = None  # the new revision's model is still downloading
         if latest is None:
             latest = max([0, *by_number, revision_number(comp.get("latestCreatedRevision"))]) + 1
             try:
                 spec = await self.workload_for(isvc, latest, digest)
+            except StoragePending as exc:
+                pending = str(exc)
+                latest = revision_number(comp.get("latestCreatedRevision")) or None
             except (StorageError, ValueError) as exc:
                 failure = str(exc)
                 latest = revision_number(comp.get("latestCreatedRevision")) or None
@@ -341,6 +351,7 @@ class InferenceServiceController(Controller):
             failure = await self._failure_of(latest_w)
         settled = (
             failure is None
+            and pending is None
             and all(w.ready for w in by_number.values())
             and latest is not None
             and rolled is not None
@@ -383,6 +394,7 @@ class InferenceServiceController(Controller):
             desired=replicas,
             standby=standby,
             extras=extras,
+            pending=pending,
         )
         if new_status != status:
             await self.store.update_status(INFERENCE_SERVICE, namespace, name, new_status)
@@ -581,11 +593,14 @@ class InferenceServiceController(Controller):
         desired: int = 1,
         standby: bool = False,
         extras: dict[tuple[int, int], WorkloadStatus] | None = None,
+        pending: str | None = None,
     ) -> dict[str, Any]:
         """KServe's InferenceService status, plus the loopback endpoints the gateway reads.
 
         ``desired`` 0 withdraws the endpoints (scale to zero); ``standby`` keeps a scaled to
-        zero (or re-activating) service Ready with its traffic, as Knative does.
+        zero (or re-activating) service Ready with its traffic, as Knative does. ``pending``
+        says why the latest spec has no revision yet (its model is downloading): not a
+        failure, and a revision already serving keeps serving meanwhile.
         """
         meta = isvc["metadata"]
         ns, name = meta["namespace"], meta["name"]
@@ -656,24 +671,28 @@ class InferenceServiceController(Controller):
                 predictor["latestEndpoint"] = latest_w.endpoint
                 predictor["latestEndpoints"] = ready_replicas(latest, desired)
         pred_ok = routable and failure is None
-        pred_msg = failure or (None if routable else "the model server is starting")
+        pred_msg = failure or (None if routable else pending or "the model server is starting")
+        reason = "RevisionFailed" if failure else ("ModelDownloading" if pending else None)
         conditions = [
             self._condition(
                 old, "IngressReady", routable, None if routable else "no revision is serving yet"
             ),
-            self._condition(
-                old, "PredictorReady", pred_ok, pred_msg, "RevisionFailed" if failure else None
-            ),
-            self._condition(
-                old, "Ready", pred_ok and routable, pred_msg, "RevisionFailed" if failure else None
-            ),
+            self._condition(old, "PredictorReady", pred_ok, pred_msg, reason),
+            self._condition(old, "Ready", pred_ok and routable, pred_msg, reason),
         ]
         status: dict[str, Any] = {
             "observedGeneration": meta.get("generation"),
             "conditions": conditions,
             "components": {"predictor": predictor},
             "modelStatus": self._model_status(
-                old, latest, latest_w, rolled_w, failure, name, standby and latest == rolled
+                old,
+                latest,
+                latest_w,
+                rolled_w,
+                failure,
+                name,
+                standby and latest == rolled and pending is None,
+                pending is not None,
             ),
         }
         if status["observedGeneration"] is None:
@@ -714,6 +733,7 @@ class InferenceServiceController(Controller):
         failure: str | None,
         name: str,
         standby: bool = False,
+        downloading: bool = False,
     ) -> dict[str, Any]:
         def state(w: WorkloadStatus | None) -> str:
             if standby:
@@ -723,9 +743,11 @@ class InferenceServiceController(Controller):
             return "Loaded" if w.ready else "Loading"
 
         active = state(rolled_w)
-        target = "FailedToLoad" if failure else state(latest_w)
+        target = "FailedToLoad" if failure else "Pending" if downloading else state(latest_w)
         if failure:
             transition = "BlockedByFailedLoad"
+        elif downloading:
+            transition = "InProgress"
         elif standby or (latest_w is not None and latest_w is rolled_w and latest_w.ready):
             transition = "UpToDate"
         else:

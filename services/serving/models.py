@@ -16,23 +16,21 @@ from pydantic import Field
 
 from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
+from services.common.objectstore import in_namespace_area, namespace_prefixes
 from services.common.resources import PrinterColumn, ResourceKind
 from services.common.resources.kinds import Spec
+from services.serving.modelcache import http_uri_problem
 
 SERVICE = "serving"
 #: Formats the bundled model server loads; others need ``containers``.
 SUPPORTED_FORMATS = ("sklearn", "python")
-STORAGE_SCHEMES = ("file://", "pvc://")
-#: Schemes KServe's storage initializer knows but the local runtime cannot fetch (no network).
-REMOTE_SCHEMES = (
-    "gs://",
-    "s3://",
-    "https://",
-    "http://",
-    "hdfs://",
-    "webhdfs://",
-    "oci://",
-    "hf://",
+#: storageUri schemes served: volumes of the namespace, and downloads into its model cache.
+STORAGE_SCHEMES = ("pvc://", "file://", "s3://", "http://", "https://")
+#: Schemes KServe's storage initializer knows that shipyard does not download (yet).
+REMOTE_SCHEMES = ("gs://", "hf://", "hdfs://", "webhdfs://", "oci://", "minio://")
+SCHEMES_THAT_WORK = (
+    "storageUri schemes that work: pvc://<claim>/<path>, file://<path inside a volume of the "
+    "namespace>, s3://<platform bucket>/<key in the namespace's areas>, http(s)://<host>/<file>"
 )
 
 
@@ -212,30 +210,46 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
         uri = block.get("storageUri")
         if not uri:
             causes.append(Cause(f"{path}.storageUri", "Required value", "FieldValueRequired"))
-        elif uri.startswith(REMOTE_SCHEMES):
-            causes.append(
-                Cause(
-                    f"{path}.storageUri",
-                    "the local runtime cannot download models; use pvc://<claim>/<path>",
-                    "FieldValueNotSupported",
-                )
-            )
-        elif not uri.startswith(STORAGE_SCHEMES):
-            causes.append(
-                Cause(
-                    f"{path}.storageUri",
-                    "must start with pvc:// (or file:// naming a path inside one of the "
-                    "namespace's volumes)",
-                )
-            )
-        elif uri.startswith("file://") and not uri[len("file://") :].startswith("/"):
-            causes.append(Cause(f"{path}.storageUri", "file:// needs an absolute path"))
-        elif uri.startswith("pvc://") and not uri[len("pvc://") :].split("/", 1)[0]:
-            causes.append(
-                Cause(f"{path}.storageUri", "pvc:// needs a claim name (pvc://<claim>/<path>)")
-            )
+        else:
+            causes += _storage_uri_causes(f"{path}.storageUri", uri, obj["metadata"]["namespace"])
     causes += host_path_causes(spec, "spec")
     return causes
+
+
+def _storage_uri_causes(field: str, uri: str, namespace: str) -> list[Cause]:
+    """What is wrong with a storageUri on its own (the admission hook checks the bucket and
+    the volumes, which need the service's settings and runtime)."""
+    scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
+    if uri.startswith(REMOTE_SCHEMES):
+        return [
+            Cause(
+                field, f"{scheme} is not supported; {SCHEMES_THAT_WORK}", "FieldValueNotSupported"
+            )
+        ]
+    if not uri.startswith(STORAGE_SCHEMES):
+        return [Cause(field, f"unknown scheme; {SCHEMES_THAT_WORK}", "FieldValueNotSupported")]
+    if uri.startswith("file://") and not uri[len("file://") :].startswith("/"):
+        return [Cause(field, "file:// needs an absolute path")]
+    if uri.startswith("pvc://") and not uri[len("pvc://") :].split("/", 1)[0]:
+        return [Cause(field, "pvc:// needs a claim name (pvc://<claim>/<path>)")]
+    if uri.startswith("s3://"):
+        _, _, rest = uri.partition("://")
+        bucket, _, key = rest.partition("/")
+        areas = ", ".join(f"s3://{bucket or '<bucket>'}/{p}" for p in namespace_prefixes(namespace))
+        if not bucket or not in_namespace_area(namespace, key.rstrip("/") or key):
+            return [
+                Cause(
+                    field,
+                    f"{key!r} is not in namespace {namespace!r}'s areas of the platform's "
+                    f"bucket: a model is read only from {areas}",
+                    "FieldValueForbidden",
+                )
+            ]
+    if uri.startswith(("http://", "https://")):
+        problem = http_uri_problem(uri)
+        if problem is not None:
+            return [Cause(field, f"{problem}")]
+    return []
 
 
 INFERENCE_SERVICE = ResourceKind(

@@ -1,6 +1,8 @@
 """Settings of the serving service."""
 
 from services.common.settings import ServiceSettings
+from services.serving.fetch import AllowedHosts
+from services.serving.modelcache import DownloadPolicy
 
 
 class Settings(ServiceSettings):
@@ -13,3 +15,18 @@ class Settings(ServiceSettings):
     #: Knative's ``stable-window``: replicas follow the highest concurrency the gateway saw
     #: within this many seconds (up at once, down when the window has passed).
     autoscale_window_seconds: float = 60.0
+    #: ``host`` or ``host:port`` entries (comma-separated) that http(s) storage URIs may
+    #: fetch from although they resolve to loopback, private or link-local addresses (an
+    #: internal model mirror). Every other host must resolve only to public addresses.
+    model_download_allowed_hosts: str = ""
+    #: The largest model (downloaded bytes, and again unpacked bytes) a storageUri may bring.
+    model_download_max_bytes: int = 10 * 1024**3
+    #: How long one model download (check, transfer, unpacking) may take in all.
+    model_download_timeout_seconds: float = 3600.0
+
+    def download_policy(self) -> DownloadPolicy:
+        return DownloadPolicy(
+            max_bytes=self.model_download_max_bytes,
+            timeout_seconds=self.model_download_timeout_seconds,
+            allowed_hosts=AllowedHosts.parse(self.model_download_allowed_hosts),
+        )

@@ -12,6 +12,11 @@
     Any other path (``/etc``, the platform's state directory, another namespace's volume) is
     refused: a model server never sees the host, only its namespace's data (issue 10).
 
+``s3://<platform bucket>/<key>`` and ``http(s)://<host>/<file>``
+    Downloaded by the serving service into the namespace's model cache volume
+    (:mod:`services.serving.modelcache`); the server gets the cached copy, the same way.
+    An ``s3://`` key must lie in one of the namespace's areas of the platform's bucket.
+
 Either way the server gets the claim mounted read-only with a ``subPath`` (the model's
 directory) at ``/mnt/models``, the place KServe gives a model. Before that, every component of
 the path inside the claim is checked with ``lstat``: a symbolic link is refused, because a
@@ -28,13 +33,27 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from services.common.errors import Cause
 from services.common.runtime import Runtime, VolumeNotFound
+from services.serving.fetch import AllowedHosts, address_refusal
+from services.serving.modelcache import (
+    ModelCache,
+    ModelPending,
+    ModelSourceError,
+    s3_tenancy_problem,
+)
 
 MODEL_MOUNT = "/mnt/models"
 SOURCE_VOLUME = "kserve-pvc-source"
 PVC_SCHEME, FILE_SCHEME = "pvc://", "file://"
+DOWNLOAD_SCHEMES = ("s3://", "http://", "https://")
+S3_ANNOTATION_PREFIX = "serving.kserve.io/s3-"
+NO_SECRETS = (
+    "other S3 endpoints and credentials (a Secret through serviceAccountName, or KServe's "
+    "serving.kserve.io/s3-* annotations) are not supported yet: shipyard has no Secret kind"
+)
 USE_PVC = "a model is read from a PersistentVolumeClaim of the namespace: use pvc://<claim>/<path>"
 
 
@@ -108,6 +127,35 @@ async def model_source(runtime: Runtime, namespace: str, uri: str) -> ModelSourc
     raise StorageError(f"storageUri {uri!r}: only pvc:// (and file:// inside one) are served")
 
 
+class StoragePending(StorageError):
+    """The model is still being downloaded into the cache; not a failure."""
+
+
+async def cached_storage(models: ModelCache | None, namespace: str, uri: str, pin: str) -> Storage:
+    """The read-only mount of a downloaded model's cache directory; StoragePending while it
+    downloads, StorageError when it cannot be had."""
+    if models is None:
+        raise StorageError(f"storageUri {uri!r}: this service downloads no models")
+    try:
+        cached = await models.resolve(namespace, uri, pin)
+    except ModelPending as exc:
+        raise StoragePending(str(exc)) from None
+    except ModelSourceError as exc:
+        raise StorageError(str(exc)) from None
+    volume = {
+        "name": SOURCE_VOLUME,
+        "persistentVolumeClaim": {"claimName": cached.claim, "readOnly": True},
+    }
+    mount = {
+        "name": SOURCE_VOLUME,
+        "mountPath": MODEL_MOUNT,
+        "readOnly": True,
+        "subPath": cached.sub_path,
+    }
+    model_dir = PurePosixPath(MODEL_MOUNT, *([cached.file] if cached.file else []))
+    return Storage(str(model_dir), [volume], [mount])
+
+
 async def check_source(runtime: Runtime, namespace: str, source: ModelSource) -> int:
     """How many leading components of ``source.path`` are directories, each checked not to
     be a symbolic link (StorageError); -1 when the claim does not exist (yet)."""
@@ -138,8 +186,19 @@ def _directories_without_links(root: Path, source: ModelSource) -> int:
     return len(parts)
 
 
-async def resolve_storage(runtime: Runtime, namespace: str, uri: str) -> Storage:
-    """The read-only mount of the model's directory, and where the model is inside it."""
+async def resolve_storage(
+    runtime: Runtime,
+    namespace: str,
+    uri: str,
+    models: ModelCache | None = None,
+    pin: str = "",
+) -> Storage:
+    """The read-only mount of the model's directory, and where the model is inside it.
+
+    ``s3://`` and ``http(s)://`` models come from ``models``' cache (``pin``: the revision's
+    spec digest, so its replicas serve the same download)."""
+    if uri.startswith(DOWNLOAD_SCHEMES):
+        return await cached_storage(models, namespace, uri, pin)
     source = await model_source(runtime, namespace, uri)
     parts = [p for p in source.path.split("/") if p]
     depth = await check_source(runtime, namespace, source)
@@ -182,4 +241,61 @@ async def check_file_uris(
                 await file_source(runtime, namespace, uri)
             except StorageError as exc:
                 causes.append(Cause(field, str(exc), "FieldValueForbidden"))
+    return causes
+
+
+def check_download_uris(
+    new: dict[str, Any], bucket: str | None, allowed: AllowedHosts
+) -> list[Cause]:
+    """Admission of ``s3://`` and ``http(s)://`` storage URIs, which need the settings: the
+    bucket is the platform's and the key in the namespace's areas; no other credentials are
+    asked for (there is no Secret kind); an http host given as an address is a public one.
+
+    The download checks all of it again (and resolves host names): a stored object predates
+    later settings."""
+    namespace = new["metadata"]["namespace"]
+    predictor = (new.get("spec") or {}).get("predictor") or {}
+    annotations = (new.get("metadata") or {}).get("annotations") or {}
+    causes: list[Cause] = []
+    for field, uri in storage_uris(new).items():
+        if uri.startswith("s3://"):
+            problem = s3_tenancy_problem(uri, namespace, bucket)
+            if problem is not None:
+                causes.append(Cause(field, problem, "FieldValueForbidden"))
+            s3_keys = sorted(k for k in annotations if k.startswith(S3_ANNOTATION_PREFIX))
+            if s3_keys:
+                causes.append(
+                    Cause(
+                        f"metadata.annotations[{s3_keys[0]}]",
+                        f"{NO_SECRETS}; s3:// models are read from the platform's store",
+                        "FieldValueNotSupported",
+                    )
+                )
+            if predictor.get("serviceAccountName"):
+                causes.append(
+                    Cause(
+                        "spec.predictor.serviceAccountName",
+                        f"{NO_SECRETS}: s3:// models are read from the platform's store with "
+                        "its own credentials; remove serviceAccountName",
+                        "FieldValueNotSupported",
+                    )
+                )
+        elif uri.startswith(("http://", "https://")):
+            parts = urlsplit(uri)
+            host = parts.hostname or ""
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                why = address_refusal(host)
+            except ValueError:
+                continue  # a name (or a bad port, which the download reports): checked then
+            if why is not None and not allowed.allows(host, port):
+                causes.append(
+                    Cause(
+                        field,
+                        f"{host} is {why}: models are not downloaded from the platform's own "
+                        "network (an operator may allow a host with "
+                        "SHIPYARD_MODEL_DOWNLOAD_ALLOWED_HOSTS)",
+                        "FieldValueForbidden",
+                    )
+                )
     return causes
