@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.runtime import get_runtime
 from services.pipeline import api, argo_api, artifact_api, kfp_api
-from services.pipeline.artifacts import LocalArtifactStore
+from services.pipeline.artifacts import ArtifactRepository
 from services.pipeline.cache import StepCache
 from services.pipeline.controller import WorkflowController
 from services.pipeline.kfp_runs import RunService
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def components(ctx: ServiceContext) -> Sequence[Lifecycle]:
         runtime = ctx.extras.get("runtime") or get_runtime(settings)
         ctx.extras["runtime"] = runtime
-        artifacts = LocalArtifactStore(settings.artifact_root())
+        artifacts = ArtifactRepository(ctx.objects, max_bytes=settings.artifact_max_bytes)
         ctx.extras["artifacts"] = artifacts
         cache = StepCache(ctx.db, metadata.tables["step_cache"], enabled=settings.cache_enabled)
         controller = WorkflowController(

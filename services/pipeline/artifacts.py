@@ -1,71 +1,152 @@
-"""Where step artifacts live between steps: a pluggable store (local directory for now).
+"""Argo's default artifact repository on the platform's object store, as steps use it.
 
-An artifact is a file or a directory under a key (``<ns>/<workflow-uid>/<node-id>/<name>``).
-A future S3 store implements the same three operations.
+Steps exchange artifacts only through the store (issue 11): never through a directory two
+steps share, so steps can run on different machines. A step never holds the store's keys
+either. When the service prepares a step it gives the step's wrapper (``stepwrap.py``)
+
+* a presigned GET URL for every object of every input artifact (the service lists them, so
+  a directory artifact stored as many objects works too), and
+* a presigned POST form per output artifact, valid only for keys under that artifact's key
+  (the store checks the signed policy: key prefix, size, expiry).
+
+The wrapper downloads, runs the command, then packs (tar+gzip unless ``archive: none``) and
+uploads. The service records an output only after the step has ended and the store shows the
+object: an upload cut short leaves nothing recorded (and S3 never shows half an object).
+
+Keys follow Argo's default key format under the namespace's area of the bucket:
+``artifacts/<namespace>/<workflow name>/<pod name>/<artifact>.tgz``
+(:func:`services.common.objectstore.namespace_prefixes`). A step may read or write only keys
+in its own namespace's areas.
 """
 
 from __future__ import annotations
 
-import abc
-import os
-import shutil
-from pathlib import Path
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.objectstore import (
+    ObjectNotFound,
+    ObjectStore,
+    in_namespace_area,
+    namespace_prefixes,
+)
+
+ARGO_ROOT = "artifacts"
+MAX_URL_TTL = 7 * 24 * 3600  # SigV4's longest presigned lifetime
 
 
-class ArtifactStore(abc.ABC):
-    """put/get/delete of files or directory trees by key."""
-
-    @abc.abstractmethod
-    def put(self, key: str, source: Path) -> None:
-        """Take ``source`` (file or directory) into the store under ``key``."""
-
-    @abc.abstractmethod
-    def get(self, key: str, dest: Path) -> None:
-        """Copy the artifact to ``dest``; raises FileNotFoundError."""
-
-    @abc.abstractmethod
-    def read(self, key: str, limit: int = 32 * 1024 * 1024) -> bytes:
-        """The artifact's bytes (a file artifact) for API downloads."""
-
-    @abc.abstractmethod
-    def delete_prefix(self, prefix: str) -> None:
-        """Forget every artifact under ``prefix`` (a workflow's, on deletion)."""
+class ArtifactError(ValueError):
+    """An artifact cannot be used by this step; the message says why (node status)."""
 
 
-class LocalArtifactStore(ArtifactStore):
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class InputObject:
+    """One object of an input artifact: where to fetch it, and where it goes under the path."""
 
-    def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not str(path).startswith(str(self.root) + os.sep):
-            raise ValueError(f"artifact key {key!r} escapes the store")
-        return path
+    url: str
+    rel: str
+    size: int
 
-    def put(self, key: str, source: Path) -> None:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-        shutil.move(str(source), dest)
 
-    def get(self, key: str, dest: Path) -> None:
-        src = self._path(key)
-        if not src.exists():
-            raise FileNotFoundError(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dest, dirs_exist_ok=True)
-        else:
-            shutil.copyfile(src, dest)
+def archive_kind(art: dict[str, Any]) -> str:
+    """``none`` or ``tgz``: how an artifact is (to be) stored, from Argo's ``archive`` field."""
+    archive = art.get("archive") or {}
+    if "none" in archive:
+        return "none"
+    if "zip" in archive:
+        raise ArtifactError(f"artifact {art.get('name')!r}: archive.zip is not supported")
+    return "tgz"
 
-    def read(self, key: str, limit: int = 32 * 1024 * 1024) -> bytes:
-        path = self._path(key)
-        if path.is_dir():
-            raise IsADirectoryError(key)
-        with open(path, "rb") as f:
-            return f.read(limit)
 
-    def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self._path(prefix), ignore_errors=True)
+class ArtifactRepository:
+    """The default repository: the platform's bucket, keys in each namespace's areas."""
+
+    def __init__(
+        self,
+        store: Callable[[], Awaitable[ObjectStore]],
+        *,
+        max_bytes: int = 5 * 1024**3,
+        input_url_ttl: int = 3600,
+    ) -> None:
+        self._store = store
+        self.max_bytes = max_bytes
+        self.input_url_ttl = input_url_ttl
+
+    async def store(self) -> ObjectStore:
+        return await self._store()
+
+    @staticmethod
+    def step_prefix(namespace: str, workflow: str, pod: str) -> str:
+        """Argo's default ``{{workflow.name}}/{{pod.name}}`` in the namespace's area."""
+        return f"{ARGO_ROOT}/{namespace}/{workflow}/{pod}"
+
+    async def check_location(self, namespace: str, art: dict[str, Any], key: str) -> None:
+        """Refuse a key outside the namespace's areas, or another bucket or endpoint."""
+        store = await self.store()
+        s3 = art.get("s3") or {}
+        if s3.get("bucket") not in (None, "", store.bucket) or s3.get("endpoint") not in (
+            None,
+            "",
+            store.config.endpoint.split("://", 1)[-1],
+        ):
+            raise ArtifactError(
+                f"artifact {art.get('name')!r}: only the platform's bucket "
+                f"{store.bucket!r} is reachable (other buckets and endpoints are not supported)"
+            )
+        if not in_namespace_area(namespace, key):
+            allowed = ", ".join(namespace_prefixes(namespace))
+            raise ArtifactError(
+                f"artifact {art.get('name')!r}: key {key!r} is outside namespace "
+                f"{namespace!r}'s areas of the bucket ({allowed})"
+            )
+
+    async def input_objects(self, namespace: str, art: dict[str, Any]) -> list[InputObject]:
+        """Presigned GETs for an input artifact: one object, or every object under the key."""
+        key = ((art.get("s3") or {}).get("key") or "").strip()
+        if not key:
+            raise ArtifactError(f"input artifact {art.get('name')!r} has no s3 key")
+        await self.check_location(namespace, art, key)
+        store = await self.store()
+        objects: list[InputObject] = []
+        try:
+            info = await store.head(key)
+        except ObjectNotFound:
+            prefix = key.rstrip("/") + "/"
+            async for item in store.list(prefix):
+                url = await store.presigned_get_url(item.key, self.input_url_ttl)
+                objects.append(InputObject(url, item.key[len(prefix) :], item.size))
+            if not objects:
+                raise ArtifactError(
+                    f"input artifact {art.get('name')!r}: no object {key!r} in the store"
+                ) from None
+            return objects
+        url = await store.presigned_get_url(key, self.input_url_ttl)
+        return [InputObject(url, "", info.size)]
+
+    async def upload_form(self, key: str, ttl: int) -> dict[str, Any]:
+        """A POST form for ``key`` itself and keys under ``key/`` (a directory artifact)."""
+        store = await self.store()
+        return await store.presigned_post(
+            key, expires_in=max(60, min(ttl, MAX_URL_TTL)), max_bytes=self.max_bytes
+        )
+
+    async def uploaded(self, key: str, kind: str) -> bool:
+        """Whether the store shows a finished upload at ``key`` (or under it, for a dir)."""
+        store = await self.store()
+        if kind != "dir":
+            try:
+                await store.head(key)
+            except ObjectNotFound:
+                return False
+            return True
+        async for _ in store.list(key.rstrip("/") + "/"):
+            return True
+        return False
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (a deleted workflow's artifacts)."""
+        store = await self.store()
+        keys = [item.key async for item in store.list(prefix.rstrip("/") + "/")]
+        for key in keys:
+            await store.delete(key)

@@ -32,7 +32,7 @@ from services.common.events.outbox import stage_event
 from services.common.resources import ResourceKind
 from services.common.runtime import Runtime
 from services.pipeline import events
-from services.pipeline.artifacts import ArtifactStore
+from services.pipeline.artifacts import ArtifactRepository
 from services.pipeline.cache import StepCache
 from services.pipeline.engine import Engine, PassResult, TemplateBook
 from services.pipeline.models import FINALIZER, RETRY_ANNOTATION, WORKFLOW, WORKFLOW_TEMPLATE
@@ -61,7 +61,7 @@ class WorkflowController:
         self,
         ctx: Any,
         runtime: Runtime,
-        artifacts: ArtifactStore,
+        artifacts: ArtifactRepository,
         cache: StepCache,
         *,
         workers: int = 4,
@@ -86,7 +86,7 @@ class WorkflowController:
         self.loop = _Loop(ctx.store)
         self.runtime = runtime
         self.cache = cache
-        self.runner = RuntimeRunner(runtime, artifacts, on_done=self.wake, kfp=kfp_exec)
+        self.runner = RuntimeRunner(runtime, artifacts, on_done=self.wake, kfp=kfp_exec, db=ctx.db)
         self.listeners: list[Any] = []  # callables(wf) after a workflow finished (KFP runs)
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.coalesce_seconds = coalesce_seconds

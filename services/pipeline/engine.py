@@ -403,6 +403,8 @@ class Engine:
             got = artifacts.get(a["name"])
             if got is None and a.get("raw"):
                 got = {"raw": {"data": substitute(a["raw"].get("data", ""), scope.values)}}
+            if got is None and a.get("s3"):
+                got = _s3_artifact(a, scope.values)
             if got is None and a.get("from"):
                 got = scope.artifacts.get(_var(a["from"]))
             if got is None:
@@ -809,6 +811,8 @@ class Engine:
                 arts[a["name"]] = {
                     "raw": {"data": substitute(a["raw"].get("data", ""), scope.values)}
                 }
+            elif a.get("s3"):
+                arts[a["name"]] = _s3_artifact(a, scope.values)
         return params, arts
 
     async def _run_task(
@@ -1352,3 +1356,14 @@ def _sequence(seq: dict[str, Any]) -> list[str]:
         except (TypeError, ValueError):
             raise TemplateError(f"withSequence.format {fmt!r} is not a printf format") from None
     return [str(v) for v in values]
+
+
+def _s3_artifact(art: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
+    """An ``s3`` artifact location with its key's variables substituted."""
+    s3 = dict(art["s3"])
+    if s3.get("key"):
+        s3["key"] = substitute(s3["key"], values)
+    out: dict[str, Any] = {"s3": s3}
+    if art.get("archive"):
+        out["archive"] = art["archive"]
+    return out

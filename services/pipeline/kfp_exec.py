@@ -1,24 +1,35 @@
 """Running one KFP IR task: the ``executor_input``, the ``{{$...}}`` placeholders, and reading
 ``executor_output.json`` back, the way KFP's launcher does (``kfp.local`` does the same).
 
-Inside the sandbox the step's own directory is ``/tmp/.shipyard``: input artifacts are copied
-to ``inputs/<name>``, outputs are written to ``outputs/<name>`` and parameters to
-``params/<name>``; artifact URIs are these local paths, which the KFP executor uses as is.
+Artifacts live in the object store under the run's ``pipeline_root`` (default
+``s3://<bucket>/v2/artifacts``, plus the namespace): an artifact's ``uri`` is
+``s3://<bucket>/<root>/<run>/<task>/<execution>/<name>`` and its local path, as KFP's SDK maps
+it, ``/s3/<bucket>/<key>``. As KFP's launcher does, the step's wrapper (``stepwrap.py``)
+downloads input artifacts to those paths before the command and uploads outputs from them
+after it, with URLs the service presigned for exactly those keys. Output parameters and
+``executor_output.json`` stay in the step's own directory (``/tmp/.shipyard``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import shutil
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from services.common.objectstore import (
+    TENANT_ROOTS,
+    in_namespace_area,
+    namespace_prefixes,
+    parse_s3_uri,
+)
+from services.pipeline.artifact_records import record_artifact
+from services.pipeline.artifacts import MAX_URL_TTL
 from services.pipeline.engine import PodResult
+from services.pipeline.events import KFP_RUN_LABEL
 from services.pipeline.kfp_ir import decode, encode
-from services.pipeline.nodes import param_dict
+from services.pipeline.nodes import fnv32a, param_dict
 
 _PLACEHOLDER = re.compile(r"\{\{\$(?:\.([^}]*))?\}\}")
 _PIP_PREAMBLE = re.compile(r"pip install .*'kfp==([0-9][^']*)'")
@@ -46,8 +57,22 @@ def skip_pip_preamble(argv: list[str]) -> list[str]:
     return argv
 
 
+KFP_ROOT = "v2/artifacts"  # Kubeflow's default pipeline_root, in the platform's bucket
+S3_MOUNT = "/s3"  # KFP's SDK reads s3://<bucket>/<key> at /s3/<bucket>/<key>
+ROOT_ANNOTATION = "pipelines.kubeflow.org/pipeline_root"
+
+
+def local_path(uri: str) -> str:
+    """Where KFP's SDK expects the artifact at ``uri`` inside the step."""
+    return S3_MOUNT + "/" + uri.split("://", 1)[1]
+
+
 def executor_input(
-    node: dict[str, Any], kfp: dict[str, Any], mount: str, artifacts: dict[str, dict[str, Any]]
+    node: dict[str, Any],
+    kfp: dict[str, Any],
+    mount: str,
+    artifacts: dict[str, dict[str, Any]],
+    output_uris: dict[str, str],
 ) -> dict[str, Any]:
     comp = kfp["component"]
     in_defs = comp.get("inputDefinitions") or {}
@@ -81,7 +106,7 @@ def executor_input(
                 {
                     "name": art.get("kfp", {}).get("name", name),
                     "type": definition.get("artifactType") or {},
-                    "uri": f"{mount}/inputs/{name}",
+                    "uri": art["kfp"]["uri"],
                     "metadata": art.get("kfp", {}).get("metadata") or {},
                 }
             ]
@@ -99,7 +124,7 @@ def executor_input(
                         {
                             "name": name,
                             "type": d.get("artifactType") or {},
-                            "uri": f"{mount}/outputs/{name}",
+                            "uri": output_uris[name],
                             "metadata": {},
                         }
                     ]
@@ -132,7 +157,9 @@ def substitute_placeholders(
                 return ex["outputs"]["parameters"].get(name, {}).get("outputFile", "")
             arts = ex[side]["artifacts"].get(name, {}).get("artifacts") or [{}]
             art = arts[0]
-            if attr in ("path", "uri", None):
+            if attr in ("path", None):
+                return local_path(art["uri"]) if art.get("uri") else ""
+            if attr == "uri":
                 return str(art.get("uri", ""))
             return str(art.get(attr, ""))
         simple = {
@@ -140,11 +167,37 @@ def substitute_placeholders(
             "pipeline_task_name": task,
             "pipeline_job_uuid": wf_name,
             "pipeline_task_uuid": node_id,
-            "pipeline_root": "",
+            "pipeline_root": ex.get("pipelineRoot", ""),
         }
         return simple.get(expr, m.group(0))
 
     return _PLACEHOLDER.sub(repl, text)
+
+
+def pipeline_prefix(namespace: str, root: str | None, bucket: str) -> str:
+    """The key prefix of a run's artifacts for its ``pipeline_root`` (a ValueError says why not).
+
+    The platform's bucket only: the default root (``v2/artifacts``) or any tenant root gets
+    the namespace appended; a root inside the namespace's own area is used as it is.
+    """
+    root = root or f"s3://{bucket}/{KFP_ROOT}"
+    try:
+        root_bucket, key = parse_s3_uri(root)
+    except ValueError as exc:
+        raise ValueError(f"pipeline_root: {exc}") from None
+    if root_bucket != bucket:
+        raise ValueError(
+            f"pipeline_root {root!r}: only the platform's bucket {bucket!r} is reachable"
+        )
+    key = key.strip("/")
+    if key in TENANT_ROOTS:
+        return f"{key}/{namespace}"
+    if in_namespace_area(namespace, key + "/"):
+        return key
+    raise ValueError(
+        f"pipeline_root {root!r} is outside namespace {namespace!r}'s areas "
+        f"({', '.join(namespace_prefixes(namespace))}); use s3://{bucket}/{KFP_ROOT}"
+    )
 
 
 async def prepare(
@@ -155,17 +208,47 @@ async def prepare(
     host_dir: Path,
     mount: str,
 ) -> tuple[list[str], list[dict[str, str]], str | None]:
-    """Stage inputs in the step directory; return (argv, env, image) for the workload."""
+    """Presign the task's artifacts and write its plan; (argv, env, image) for the workload."""
     kfp = tmpl["plugin"]["kfp"]
+    ns = wf["metadata"]["namespace"]
     artifacts = {a["name"]: a for a in (node.get("inputs") or {}).get("artifacts") or []}
-    for sub in ("inputs", "outputs", "params"):
-        (host_dir / sub).mkdir(parents=True, exist_ok=True)
-    for name, art in artifacts.items():
-        key = (art.get("shipyard") or {}).get("key")
-        if key:
-            await asyncio.to_thread(runner.artifacts.get, key, host_dir / "inputs" / name)
-    ex = executor_input(node, kfp, mount, artifacts)
+    (host_dir / "params").mkdir(parents=True, exist_ok=True)
+    (host_dir / "s3").mkdir(parents=True, exist_ok=True)
+    store = await runner.artifacts.store()
+    root = (wf["metadata"].get("annotations") or {}).get(ROOT_ANNOTATION)
+    prefix = pipeline_prefix(ns, root, store.bucket)
+    run = (wf["metadata"].get("labels") or {}).get(KFP_RUN_LABEL) or wf["metadata"]["name"]
+    execution = f"{kfp['taskName']}/{fnv32a(node['name']):08x}"
+    out_defs = (kfp["component"].get("outputDefinitions") or {}).get("artifacts") or {}
+    output_uris = {name: store.uri(f"{prefix}/{run}/{execution}/{name}") for name in out_defs}
+    plan: dict[str, Any] = {"inputs": [], "outputParameters": [], "outputArtifacts": []}
+    for art in artifacts.values():
+        objects = await runner.artifacts.input_objects(ns, art)
+        plan["inputs"].append(
+            {
+                "path": local_path(art["kfp"]["uri"]),
+                "objects": [{"url": o.url, "rel": o.rel} for o in objects],
+                "unpack": False,
+            }
+        )
+    ttl = MAX_URL_TTL
+    for name, uri in output_uris.items():
+        key = parse_s3_uri(uri)[1]
+        plan["outputArtifacts"].append(
+            {
+                "name": name,
+                "path": local_path(uri),
+                "optional": True,  # a missing output is reported by collect, by name
+                "key": key,
+                "archive": "none",
+                "form": await runner.artifacts.upload_form(key, ttl),
+            }
+        )
+    ex = executor_input(node, kfp, mount, artifacts, output_uris)
+    ex["pipelineRoot"] = store.uri(prefix)
+    ex["taskName"] = kfp["taskName"]
     (host_dir / "kfp.json").write_text(json.dumps(ex))
+    (host_dir / "plan.json").write_text(json.dumps(plan))
     container = kfp["container"]
     argv = [
         substitute_placeholders(str(a), ex, wf["metadata"]["name"], kfp["taskName"], node["id"])
@@ -180,7 +263,7 @@ async def prepare(
         {"name": "PIP_NO_INDEX", "value": "1"},
         {"name": "PIP_DISABLE_PIP_VERSION_CHECK", "value": "1"},
     ]
-    return skip_pip_preamble(argv), env, container.get("image")
+    return runner.wrap(f"{mount}/plan.json", skip_pip_preamble(argv)), env, container.get("image")
 
 
 async def collect(
@@ -200,27 +283,48 @@ async def collect(
         if name not in values and (host_dir / "params" / name).exists():
             values[name] = (host_dir / "params" / name).read_text()
     result.parameters = {k: encode(v) for k, v in values.items()}
-    ns, uid = wf["metadata"]["namespace"], wf["metadata"]["uid"]
+    ns = wf["metadata"]["namespace"]
     produced = output.get("artifacts") or {}
+    try:
+        uploaded = json.loads((host_dir / "outputs.json").read_text()).get("artifacts") or {}
+    except (OSError, ValueError):
+        uploaded = {}
+    errors: list[str] = []
     for name, spec in ex["outputs"]["artifacts"].items():
-        source = host_dir / "outputs" / name
-        if not source.exists():
+        art = spec["artifacts"][0]
+        done = uploaded.get(name) or {}
+        if not done or not await runner.artifacts.uploaded(done["key"], done["stored"]):
+            errors.append(name)
             continue
-        key = f"{ns}/{uid}/{node['id']}/{name}"
-        await asyncio.to_thread(runner.artifacts.put, key, source)
         meta = ((produced.get(name) or {}).get("artifacts") or [{}])[0].get("metadata") or {}
         result.artifacts.append(
             {
                 "name": name,
-                "shipyard": {"key": key},
-                "kfp": {"name": name, "type": spec["artifacts"][0]["type"], "metadata": meta},
+                "s3": {"key": done["key"]},
+                "archive": {"none": {}},
+                "kfp": {"name": name, "type": art["type"], "metadata": meta, "uri": art["uri"]},
             }
         )
+        if runner.db is not None:
+            labels = wf["metadata"].get("labels") or {}
+            await record_artifact(
+                runner.db,
+                namespace=ns,
+                run_id=labels.get(KFP_RUN_LABEL) or wf["metadata"]["name"],
+                workflow=wf["metadata"]["name"],
+                node_id=node["id"],
+                task_name=ex.get("taskName", ""),
+                name=name,
+                uri=art["uri"],
+                artifact_type=(art["type"] or {}).get("schemaTitle", "system.Artifact"),
+                metadata=meta,
+                size=done.get("size"),
+            )
+    if result.phase == "Succeeded" and errors:
+        result.phase = "Error"
+        result.message = f"the step did not produce output artifact(s) {', '.join(errors)}"
+        return
     missing = [n for n in ex["outputs"]["parameters"] if n not in values]
     if result.phase == "Succeeded" and missing:
         result.phase = "Error"
         result.message = f"the step did not produce output parameter(s) {', '.join(missing)}"
-
-
-def cleanup_outputs(host_dir: Path) -> None:
-    shutil.rmtree(host_dir / "outputs", ignore_errors=True)

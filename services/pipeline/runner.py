@@ -4,8 +4,10 @@ Each Pod node becomes one workload named ``wf-<workflow uid>-<hash of node name>
 with the workflow, so a restarted service finds it again (``apply`` is idempotent). A waiter
 task per running pod blocks in ``runtime.wait`` (a pidfd, no polling) and wakes the controller
 the moment the step ends. Steps that need outputs, input artifacts or a script run under
-``stepwrap.py``, which exchanges files with the service through a per-namespace runtime
-volume mounted at ``/tmp/.shipyard`` (subPath: the step's own directory).
+``stepwrap.py``. Artifacts pass between steps only through the object store
+(``artifacts.py``: presigned URLs, never the store's keys); the step's own directory (a subPath
+of a per-namespace runtime volume, at ``/tmp/.shipyard``, never shared with another step) holds
+only its plan and its outputs.json (parameters, and what it uploaded).
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from services.common.objectstore import ObjectStoreError
 from services.common.runtime import Runtime, WorkloadNotFound, WorkloadStatus
-from services.pipeline.artifacts import ArtifactStore
+from services.pipeline.artifacts import (
+    MAX_URL_TTL,
+    ArtifactRepository,
+    archive_kind,
+)
 from services.pipeline.engine import PodResult
 from services.pipeline.nodes import fnv32a
 
@@ -68,10 +75,18 @@ class _ScratchDirs:
             )
         return self.host_dir / self.dirs[parent]
 
-    def place(self, path: str) -> Path | None:
-        """Host path where an input artifact for ``path`` goes, or None (the wrapper copies)."""
-        parent = self.parent_of(path)
-        return None if parent is None else parent / os.path.basename(os.path.normpath(path))
+
+def _deadline(tmpl: dict[str, Any]) -> float | None:
+    """The step's deadline in seconds (the shorter of activeDeadlineSeconds and timeout)."""
+    from services.pipeline.engine import duration_seconds
+
+    deadline = None
+    for key in ("activeDeadlineSeconds", "timeout"):
+        raw = tmpl.get(key)
+        if raw not in (None, ""):
+            value = duration_seconds(raw)
+            deadline = value if deadline is None else min(deadline, value or deadline)
+    return deadline
 
 
 def workload_name(wf: dict[str, Any], node: dict[str, Any]) -> str:
@@ -84,17 +99,19 @@ class RuntimeRunner:
     def __init__(
         self,
         runtime: Runtime,
-        artifacts: ArtifactStore,
+        artifacts: ArtifactRepository,
         on_done: Callable[[str, str], None],
         *,
         python: str | None = None,
         kfp: Any = None,
+        db: Any = None,
     ) -> None:
         self.runtime = runtime
         self.artifacts = artifacts
         self.on_done = on_done
         self.python = python or sys.executable
         self.kfp = kfp  # services.pipeline.kfp_exec module-like hook for plugin templates
+        self.db = db  # where KFP artifacts are recorded (services.pipeline.artifact_records)
         self._waiters: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._done: dict[tuple[str, str], WorkloadStatus | None] = {}
         self._results: dict[tuple[str, str], PodResult] = {}
@@ -112,6 +129,10 @@ class RuntimeRunner:
     async def step_dir(self, wf: dict[str, Any], node: dict[str, Any]) -> tuple[Path, str]:
         sub = f"{wf['metadata']['uid']}/{fnv32a(node['name']):08x}"
         return (await self.step_root(wf["metadata"]["namespace"])) / sub, sub
+
+    def wrap(self, plan: str, argv: list[str]) -> list[str]:
+        """``argv`` run under the step wrapper with the plan at ``plan`` (a path inside)."""
+        return [self.python, "-I", "-S", STEPWRAP, plan, "--", *argv]
 
     # ---------------------------------------------------------------- start
     async def start(
@@ -133,7 +154,7 @@ class RuntimeRunner:
             return
         try:
             spec = await self._workload_spec(wf, node, template, volumes, name)
-        except (OSError, ValueError, FileNotFoundError) as exc:
+        except (OSError, ValueError, ObjectStoreError) as exc:
             self._results[key] = PodResult("Error", f"cannot prepare the step: {exc}")
             self.on_done(ns, wf["metadata"]["name"])
             return
@@ -175,6 +196,9 @@ class RuntimeRunner:
             )
             env += extra_env
             mounts.append({"name": "shipyard-step", "mountPath": STEP_MOUNT, "subPath": sub})
+            mounts.append(
+                {"name": "shipyard-step", "mountPath": self.kfp.S3_MOUNT, "subPath": f"{sub}/s3"}
+            )
         else:
             image = container.get("image")
             argv = [*(container.get("command") or [])]
@@ -201,50 +225,50 @@ class RuntimeRunner:
                         argv = ["python"]
                     argv.append(f"{STEP_MOUNT}/script")
                 scratch = _ScratchDirs(host_dir, sub, [m["mountPath"] for m in mounts])
-                for i, art in enumerate(in_arts):
+                for art in in_arts:
                     if not art.get("path"):
                         continue
                     item: dict[str, Any] = {"path": art["path"], "mode": art.get("mode")}
+                    scratch.parent_of(art["path"])
                     if art.get("raw"):
                         item["data"] = art["raw"].get("data", "")
-                        scratch.parent_of(art["path"])
-                        plan["inputs"].append(item)
-                        continue
-                    key = (art.get("shipyard") or {}).get("key", "")
-                    target = scratch.place(art["path"])
-                    if target is None:
-                        src = f"inputs/{i}-{art['name']}"
-                        await asyncio.to_thread(self.artifacts.get, key, host_dir / src)
-                        item["src"] = src
-                        plan["inputs"].append(item)
                     else:
-                        await asyncio.to_thread(self.artifacts.get, key, target)
+                        objects = await self.artifacts.input_objects(ns, art)
+                        item["objects"] = [{"url": o.url, "rel": o.rel} for o in objects]
+                        item["unpack"] = archive_kind(art) != "none"
+                    plan["inputs"].append(item)
                 for p in outputs.get("parameters") or []:
                     vf = p.get("valueFrom") or {}
                     if vf.get("path"):
                         plan["outputParameters"].append(
                             {"name": p["name"], "path": vf["path"], "default": vf.get("default")}
                         )
+                prefix = self.artifacts.step_prefix(ns, wf["metadata"]["name"], node["id"])
+                ttl = int(_deadline(tmpl) or MAX_URL_TTL) + 3600
                 for a in outputs.get("artifacts") or []:
-                    if a.get("path"):
-                        plan["outputArtifacts"].append(
-                            {"name": a["name"], "path": a["path"], "optional": a.get("optional")}
-                        )
+                    if not a.get("path"):
+                        continue
+                    kind = archive_kind(a)
+                    key = (a.get("s3") or {}).get("key") or (
+                        f"{prefix}/{a['name']}" + (".tgz" if kind == "tgz" else "")
+                    )
+                    await self.artifacts.check_location(ns, a, key)
+                    plan["outputArtifacts"].append(
+                        {
+                            "name": a["name"],
+                            "path": a["path"],
+                            "optional": a.get("optional"),
+                            "key": key,
+                            "archive": kind,
+                            "form": await self.artifacts.upload_form(key, ttl),
+                        }
+                    )
                 for entry in plan["outputParameters"] + plan["outputArtifacts"]:
                     scratch.parent_of(entry["path"])
                 (host_dir / "plan.json").write_text(json.dumps(plan))
                 mounts.append({"name": "shipyard-step", "mountPath": STEP_MOUNT, "subPath": sub})
                 mounts += scratch.mounts
-                argv = [
-                    self.python,
-                    "-I",
-                    "-S",
-                    STEPWRAP,
-                    f"{STEP_MOUNT}/plan.json",
-                    "--",
-                    *argv,
-                    *(container.get("args") or []),
-                ]
+                argv = self.wrap(f"{STEP_MOUNT}/plan.json", [*argv, *(container.get("args") or [])])
             else:
                 argv = [*argv, *(container.get("args") or [])]
         used = {m["name"] for m in mounts}
@@ -258,14 +282,7 @@ class RuntimeRunner:
             vols.append(
                 {"name": "shipyard-step", "persistentVolumeClaim": {"claimName": STEP_VOLUME}}
             )
-        deadline = None
-        for key in ("activeDeadlineSeconds", "timeout"):
-            raw = tmpl.get(key)
-            if raw not in (None, ""):
-                from services.pipeline.engine import duration_seconds
-
-                value = duration_seconds(raw)
-                deadline = value if deadline is None else min(deadline, value or deadline)
+        deadline = _deadline(tmpl)
         resources = container.get("resources") or {}
         return {
             "kind": "job",
@@ -359,7 +376,6 @@ class RuntimeRunner:
             result.phase = "Failed"
         elif status.exit_code != 0:
             result.message = f"Error (exit code {status.exit_code})"
-        uid = wf["metadata"]["uid"]
         host_dir, _ = await self.step_dir(wf, node)
         if self.kfp is not None and (host_dir / "kfp.json").exists():
             await self.kfp.collect(self, wf, node, host_dir, result)
@@ -378,22 +394,23 @@ class RuntimeRunner:
         result.parameters = dict(outputs.get("parameters") or {})
         if outputs.get("result") is not None:
             result.result = outputs["result"]
-        for art_name, _ in (outputs.get("artifacts") or {}).items():
-            key = f"{wf['metadata']['namespace']}/{uid}/{node['id']}/{art_name}"
-            try:
-                self.artifacts.put(key, host_dir / "artifacts" / art_name)
-            except OSError as exc:
-                outputs.setdefault("errors", []).append(f"artifact {art_name}: {exc}")
+        paths = {a.get("name"): a.get("path") for a in plan.get("outputArtifacts", [])}
+        for art_name, stored in (outputs.get("artifacts") or {}).items():
+            key = stored.get("key") if isinstance(stored, dict) else None
+            kind = stored.get("stored") if isinstance(stored, dict) else None
+            if not key or not await self.artifacts.uploaded(key, kind or "file"):
+                outputs.setdefault("errors", []).append(
+                    f"output artifact {art_name!r}: the store has no finished upload"
+                )
                 continue
-            path = next(
-                (
-                    a.get("path")
-                    for a in plan.get("outputArtifacts", [])
-                    if a.get("name") == art_name
-                ),
-                None,
-            )
-            result.artifacts.append({"name": art_name, "path": path, "shipyard": {"key": key}})
+            art: dict[str, Any] = {
+                "name": art_name,
+                "path": paths.get(art_name),
+                "s3": {"key": key},
+            }
+            if kind != "tgz":
+                art["archive"] = {"none": {}}
+            result.artifacts.append(art)
         if outputs.get("errors") and result.phase == "Succeeded":
             result.phase = "Error"
             result.message = "; ".join(outputs["errors"])
@@ -427,7 +444,9 @@ class RuntimeRunner:
         self.forget(wf)
         root = await self.step_root(ns)
         await asyncio.to_thread(shutil.rmtree, root / uid, True)
-        await asyncio.to_thread(self.artifacts.delete_prefix, f"{ns}/{uid}")
+        await self.artifacts.delete_prefix(
+            self.artifacts.step_prefix(ns, wf["metadata"]["name"], "").rstrip("/")
+        )
 
     def forget(self, wf: dict[str, Any]) -> None:
         """Drop in-memory results of a finished workflow (its status holds them now)."""

@@ -1,7 +1,5 @@
 """Settings of the pipeline service."""
 
-from pathlib import Path
-
 from services.common.settings import ServiceSettings
 
 
@@ -10,8 +8,8 @@ class Settings(ServiceSettings):
     port: int = 8183
     # SHIPYARD_CACHE_ENABLED=false turns step caching off for every run.
     cache_enabled: bool = True
-    # Where the local artifact store keeps step artifacts (default: <state_dir>/pipeline/artifacts).
-    artifact_dir: Path | None = None
+    # The largest artifact a step may upload (S3's single-upload limit by default).
+    artifact_max_bytes: int = 5 * 1024**3
     # How long a KFP artifact's download_url (GET /apis/v2beta1/artifacts/{id}?view=DOWNLOAD)
     # stays valid, in seconds (KFP's default: 15).
     artifact_url_expiry_seconds: int = 15
@@ -20,6 +18,3 @@ class Settings(ServiceSettings):
     workflow_workers: int = 4
     # The KFP API's multi-user flag (healthz); single-user mode answers false.
     kfp_multi_user: bool = False
-
-    def artifact_root(self) -> Path:
-        return self.artifact_dir or self.state_dir / "pipeline" / "artifacts"

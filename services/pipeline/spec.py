@@ -62,6 +62,18 @@ class Parameter(_M):
         return [_stringify(x) for x in v] if isinstance(v, list) else v
 
 
+class S3Artifact(_M):
+    """Argo's ``s3`` artifact location; bucket and endpoint default to the platform's."""
+
+    key: str | None = None
+    bucket: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
+    insecure: bool | None = None
+    access_key_secret: dict[str, Any] | None = None
+    secret_key_secret: dict[str, Any] | None = None
+
+
 class Artifact(_M):
     name: str
     path: str | None = None
@@ -69,8 +81,16 @@ class Artifact(_M):
     optional: bool | None = None
     mode: int | None = None
     raw: dict[str, str] | None = None  # {data: "..."}
-    archive: dict[str, Any] | None = None  # accepted; artifacts are stored as plain files/dirs
+    archive: dict[str, Any] | None = None  # {none: {}} or {tar: {...}} (the default)
+    s3: S3Artifact | None = None
     global_name: str | None = None
+
+    @field_validator("archive")
+    @classmethod
+    def _archive(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v and not set(v) <= {"none", "tar"}:
+            raise ValueError("archive must be {none: {}} or {tar: {}} (zip is not supported)")
+        return v
 
 
 class Inputs(_M):

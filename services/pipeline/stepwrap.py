@@ -3,10 +3,12 @@
 ``python -I -S stepwrap.py PLAN -- argv...``
 
 Argo runs a ``wait`` sidecar that copies outputs out of the pod; here a tiny wrapper does the
-same job in-process: it places input artifacts, runs the command (teeing stdout when a script's
-``outputs.result`` is wanted), then collects output parameters and artifacts into the step's
-own directory for the pipeline service to read. Standard library only: it starts with ``-I -S``
-so the wrapper adds only a few milliseconds to a step.
+same job in-process: it downloads input artifacts from the object store (presigned URLs the
+service made for this step), runs the command (teeing stdout when a script's ``outputs.result``
+is wanted), then uploads output artifacts (tar+gzip unless ``archive: none``, with presigned POST
+forms that allow only the artifact's own keys) and writes output parameters and what it
+uploaded to ``outputs.json`` in the step's own directory, for the pipeline service to read.
+Standard library only: it starts with ``-I -S`` so the wrapper adds only a few milliseconds.
 """
 
 import json
@@ -15,8 +17,83 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import time
+import uuid
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 RESULT_LIMIT = 256 * 1024
+CHUNK = 1024 * 1024
+ATTEMPTS = 4  # transient store errors (connection, 5xx, 429) are retried with backoff
+TIMEOUT = 60
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, body: bytes) -> None:
+        super().__init__(code)
+        self.code, self.body = code, body
+
+
+def _retrying(what, action):  # noqa: ANN001, ANN202 - stdlib only, no typing import
+    delay = 0.5
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return action()
+        except (HTTPError, _Refused) as exc:
+            body = exc.body if isinstance(exc, _Refused) else exc.read()
+            if exc.code < 500 and exc.code != 429 or attempt == ATTEMPTS:
+                detail = body[:300].decode(errors="replace")
+                raise OSError(f"{what}: the store answered {exc.code}: {detail}") from None
+        except (URLError, OSError) as exc:
+            if attempt == ATTEMPTS:
+                raise OSError(f"{what}: {exc}") from None
+        time.sleep(delay)
+        delay *= 2
+    return None
+
+
+def _download(url: str, dest: str) -> None:
+    def fetch() -> None:
+        tmp = f"{dest}.part"
+        with urlopen(url, timeout=TIMEOUT) as resp, open(tmp, "wb") as f:
+            shutil.copyfileobj(resp, f, CHUNK)
+        os.replace(tmp, dest)
+
+    _retrying("download", fetch)
+
+
+def _unpack(archive: str, path: str) -> None:
+    """Argo's rule: a tarball of one file becomes the file at ``path``; a tarball of one
+    directory becomes the directory ``path``; anything else is extracted into ``path``."""
+    with tarfile.open(archive, "r:*") as tar:
+        members = tar.getmembers()
+        tops = {m.name.split("/", 1)[0] for m in members}
+        if len(members) == 1 and members[0].isfile():
+            src = tar.extractfile(members[0])
+            assert src is not None
+            with src, open(path, "wb") as f:
+                shutil.copyfileobj(src, f, CHUNK)
+            return
+        staging = f"{path}.unpack"
+        tar.extractall(staging, filter="data")
+    root = os.path.join(staging, next(iter(tops))) if len(tops) == 1 else staging
+    if not os.path.isdir(root):
+        root = staging
+    if os.path.isdir(path):
+        shutil.copytree(root, path, dirs_exist_ok=True)
+        shutil.rmtree(staging)
+    else:
+        os.replace(root, path)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_tarball(path: str) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
 
 
 def _place_inputs(base: str, inputs: list) -> None:
@@ -26,14 +103,63 @@ def _place_inputs(base: str, inputs: list) -> None:
         if art.get("data") is not None:
             with open(path, "w") as f:
                 f.write(art["data"])
-        else:
-            src = os.path.join(base, art["src"])
-            if os.path.isdir(src):
-                shutil.copytree(src, path, dirs_exist_ok=True)
-            elif os.path.exists(src):
-                shutil.copyfile(src, path)
+        for obj in art.get("objects") or []:
+            if obj["rel"]:  # one object of a directory artifact
+                dest = os.path.join(path, obj["rel"])
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                _download(obj["url"], dest)
+                continue
+            fetched = os.path.join(base, f".in-{uuid.uuid4().hex[:8]}")
+            _download(obj["url"], fetched)
+            if art.get("unpack") and _is_tarball(fetched):
+                _unpack(fetched, path)
+                os.unlink(fetched)
+            else:
+                shutil.move(fetched, path)
         if art.get("mode") is not None:
             os.chmod(path, int(art["mode"]))
+
+
+def _post(form: dict, key: str, source: str) -> None:
+    """Upload ``source`` as ``key`` with a presigned POST form, streaming the file."""
+    import http.client
+
+    boundary = uuid.uuid4().hex
+    fields = dict(form["fields"], key=key)
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in fields.items()
+    )
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="data"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    pre = head.encode()
+    size = os.path.getsize(source)
+    url = urlsplit(form["url"])
+    conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+
+    def send() -> None:
+        conn = conn_cls(url.hostname, url.port, timeout=TIMEOUT)
+        try:
+            conn.putrequest("POST", url.path or "/")
+            conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+            conn.putheader("Content-Length", str(len(pre) + size + len(tail)))
+            conn.endheaders()
+            conn.send(pre)
+            with open(source, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    conn.send(chunk)
+            conn.send(tail)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status >= 300:
+                raise _Refused(resp.status, body)
+        finally:
+            conn.close()
+
+    _retrying(f"upload of {key}", send)
 
 
 def _run(argv: list, capture: bool) -> tuple:
@@ -60,7 +186,35 @@ def _run(argv: list, capture: bool) -> tuple:
     return proc.wait(), out.decode(errors="replace")
 
 
-def _collect(base: str, plan: dict, result) -> dict:
+def _upload(base: str, a: dict) -> tuple:
+    """Upload one output artifact: (how it is stored: file, dir or tgz; bytes uploaded)."""
+    path = a["path"]
+    if a.get("archive") == "none":
+        if not os.path.isdir(path):
+            _post(a["form"], a["key"], path)
+            return "file", os.path.getsize(path)
+        size = 0
+        for root, _dirs, files in os.walk(path):
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                if os.path.islink(full) or not os.path.isfile(full):
+                    continue  # a link could name any file the step can read; not an output
+                rel = os.path.relpath(full, path)
+                _post(a["form"], f"{a['key']}/{rel}", full)
+                size += os.path.getsize(full)
+        return "dir", size
+    packed = os.path.join(base, f".out-{uuid.uuid4().hex[:8]}.tgz")
+    try:
+        with tarfile.open(packed, "w:gz", compresslevel=6) as tar:
+            tar.add(path, arcname=os.path.basename(os.path.normpath(path)))
+        _post(a["form"], a["key"], packed)
+        return "tgz", os.path.getsize(packed)
+    finally:
+        if os.path.exists(packed):
+            os.unlink(packed)
+
+
+def _collect(base: str, plan: dict, result) -> dict:  # noqa: ANN001 - stdlib only
     outputs: dict = {"parameters": {}, "artifacts": {}, "errors": []}
     if result is not None:
         outputs["result"] = result.rstrip("\n")
@@ -76,16 +230,18 @@ def _collect(base: str, plan: dict, result) -> dict:
                     f"output parameter {p['name']!r}: {exc.strerror}: {p['path']}"
                 )
     for a in plan.get("outputArtifacts", []):
-        dest = os.path.join(base, "artifacts", a["name"])
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        if os.path.isdir(a["path"]):
-            shutil.copytree(a["path"], dest, dirs_exist_ok=True)
-            outputs["artifacts"][a["name"]] = "dir"
-        elif os.path.exists(a["path"]):
-            shutil.copyfile(a["path"], dest)
-            outputs["artifacts"][a["name"]] = "file"
-        elif not a.get("optional"):
-            outputs["errors"].append(f"output artifact {a['name']!r}: no such file: {a['path']}")
+        if not os.path.exists(a["path"]):
+            if not a.get("optional"):
+                outputs["errors"].append(
+                    f"output artifact {a['name']!r}: no such file: {a['path']}"
+                )
+            continue
+        try:
+            stored, size = _upload(base, a)
+        except OSError as exc:
+            outputs["errors"].append(f"output artifact {a['name']!r}: {exc}")
+            continue
+        outputs["artifacts"][a["name"]] = {"key": a["key"], "stored": stored, "size": size}
     return outputs
 
 
@@ -95,15 +251,25 @@ def main() -> int:
     base = os.path.dirname(plan_path)
     with open(plan_path) as f:
         plan = json.load(f)
-    _place_inputs(base, plan.get("inputs", []))
+    try:
+        _place_inputs(base, plan.get("inputs", []))
+    except OSError as exc:
+        sys.stderr.write(f"cannot place the input artifacts: {exc}\n")
+        outputs = {"errors": [f"input artifacts: {exc}"], "exitCode": 1}
+        _write_outputs(base, outputs)
+        return 1
     code, result = _run(argv, bool(plan.get("captureResult")))
     outputs = _collect(base, plan, result)
     outputs["exitCode"] = code
+    _write_outputs(base, outputs)
+    return code
+
+
+def _write_outputs(base: str, outputs: dict) -> None:
     tmp = os.path.join(base, ".outputs.json.tmp")
     with open(tmp, "w") as f:
         json.dump(outputs, f)
     os.replace(tmp, os.path.join(base, "outputs.json"))
-    return code
 
 
 if __name__ == "__main__":

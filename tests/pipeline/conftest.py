@@ -123,14 +123,19 @@ def pipeline_db() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def pipeline(
-    pipeline_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    pipeline_db: str, nats_url: str, seaweedfs: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[PipelineService]:
+    s3 = seaweedfs.config
     async with service_in_process(
         create_app,
         Settings,
         database_url=pipeline_db,
         nats_url=nats_url,
         state_dir=Path(tmp_path_factory.mktemp("pipeline-state")),
+        s3_endpoint=s3.endpoint,
+        s3_access_key_id=s3.access_key_id,
+        s3_secret_access_key=s3.secret_access_key,
+        s3_bucket=s3.bucket,
     ) as service:
         yield PipelineService(
             service.url, service.minter, service.app, service.state_dir, service.settings

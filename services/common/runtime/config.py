@@ -50,6 +50,7 @@ def get_runtime(settings: Any = None, **overrides: Any) -> Runtime:
     if kind == "local":
         overrides.setdefault("workload_env", workload_identity(settings))
         overrides.setdefault("workload_tokens", workload_tokens(settings))
+        overrides.setdefault("store_endpoint", getattr(settings, "s3_endpoint", "") or None)
         return cls(state_dir, bwrap_path=bwrap_path, **overrides)  # type: ignore[no-any-return]
     return cls(settings, **overrides)  # type: ignore[no-any-return]
 

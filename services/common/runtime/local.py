@@ -137,12 +137,14 @@ class LocalRuntime(Runtime):
         workload_env: Callable[[str], Mapping[str, str]] | None = None,
         workload_tokens: Callable[[str, str], str] | None = None,
         max_processes: int = DEFAULT_MAX_PROCESSES,
+        store_endpoint: str | None = None,
     ) -> None:
         """``workload_env(namespace)`` adds platform variables to every workload's environment
         (the service-account token and the API's URL; see services.common.serviceaccounts)."""
         self.root = Path(state_dir).resolve() / "runtime"
         self.workload_env = workload_env
         self.workload_tokens = workload_tokens
+        self._store_egress, self._store_hosts = sandbox.store_egress(store_endpoint)
         self._refresher: asyncio.Task[None] | None = None
         self.workloads_root = self.root / "workloads"
         self.volumes = VolumeStore(self.root / "volumes")
@@ -184,7 +186,9 @@ class LocalRuntime(Runtime):
     def _etc_for(self, uid: int, gid: int) -> str:
         """The workload user's /etc (built once per runtime and uid)."""
         if uid not in self._etc_dirs:
-            self._etc_dirs[uid] = str(sandbox.build_etc(self.root / "etc" / str(uid), uid, gid))
+            self._etc_dirs[uid] = str(
+                sandbox.build_etc(self.root / "etc" / str(uid), uid, gid, self._store_hosts)
+            )
         return self._etc_dirs[uid]
 
     # -- paths and small helpers -------------------------------------------------------------
@@ -366,6 +370,8 @@ class LocalRuntime(Runtime):
                 )
                 platform_env["SHIPYARD_URL"] = f"http://{host}:{api_port}"
             env.update(platform_env)
+        if self._store_egress is not None:
+            egress.append(self._store_egress)
         binding = f"{spec.namespace}/{spec.name}/{uuid.uuid4().hex[:12]}"
         if self.workload_tokens is not None:
             secrets = wdir / SECRETS

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import ipaddress
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .seccomp import build_filter
 
@@ -44,6 +46,9 @@ INSTALL_HINT = "install bubblewrap (`apt-get install bubblewrap`, or `make insta
 #: Where a workload reaches the platform API, inside its own network namespace. Not 8080 or
 #: any port a server is likely to take on 0.0.0.0, which would collide with this address.
 API_ADDRESS = ("127.0.0.2", 18080)
+#: Where a store named by host name (not a loopback address) answers inside a sandbox: the
+#: workload's /etc/hosts maps the name here, so presigned URLs work unchanged (issue 11).
+STORE_ALIAS = "127.0.0.3"
 #: The working directory and $HOME of a workload that does not name one.
 DEFAULT_HOME = "/home/shipyard"
 #: Host uids handed to namespaces start here: above the usual subordinate-id ranges.
@@ -120,7 +125,7 @@ def _below(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def build_etc(target: Path, uid: int, gid: int) -> Path:
+def build_etc(target: Path, uid: int, gid: int, hosts: dict[str, str] | None = None) -> Path:
     """A copy of the allowed /etc entries, with a passwd and group naming the workload's user
     (tools ask ``getpwuid``), bound as the workload's /etc in one mount.
 
@@ -143,6 +148,10 @@ def build_etc(target: Path, uid: int, gid: int) -> Path:
                 shutil.copy2(src, dst)
         except OSError:
             continue  # unreadable or vanished: the workload does without it
+    if hosts:  # names the sandbox reaches through its egress relays (the object store)
+        lines = "".join(f"{address}\t{name}\n" for name, address in sorted(hosts.items()))
+        with open(fresh / "hosts", "a") as f:
+            f.write(lines)
     for entry in passwd_files(uid, gid, DEFAULT_HOME):
         path = fresh / os.path.basename(entry["dst"])
         path.write_text(entry["data"])
@@ -155,6 +164,33 @@ def build_etc(target: Path, uid: int, gid: int) -> Path:
     os.replace(fresh, target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def store_egress(endpoint: str | None) -> tuple[dict[str, object] | None, dict[str, str]]:
+    """The egress relay for the object store at ``endpoint``, and /etc/hosts entries for it.
+
+    A workload reaches the store only with URLs the platform presigned for its own keys; the
+    relay lets those URLs work inside the sandbox exactly as written (same host, port, TLS
+    name). A loopback address (the embedded store) is listened on as is inside the sandbox's
+    own network; a host name is mapped to :data:`STORE_ALIAS`. Any other address literal
+    cannot be reproduced inside, so such a store is not reachable from workloads.
+    """
+    if not endpoint:
+        return None, {}
+    url = urlsplit(endpoint)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        if address.version != 4 or not address.is_loopback:
+            return None, {}
+        return {"listen": [host, port], "connect": [host, port]}, {}
+    if not host:
+        return None, {}
+    return {"listen": [STORE_ALIAS, port], "connect": [host, port]}, {host: STORE_ALIAS}
 
 
 def system_mounts() -> tuple[list[list[str]], list[list[str]]]:

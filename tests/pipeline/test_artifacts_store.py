@@ -1,0 +1,311 @@
+"""Argo artifacts in the object store (issue 11): real SeaweedFS, real sandboxed steps.
+
+Steps exchange artifacts only through the store, with URLs the service presigned for their
+own keys; these tests look at the bucket itself, and attack the scheme from inside a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.objectstore import ObjectNotFound, ObjectStore
+from services.pipeline import stepwrap
+from tests.pipeline.conftest import PipelineService, nodes_by_display
+from tests.pipeline.test_engine import py, sh, wf
+
+
+async def _keys(s3: Any, prefix: str) -> dict[str, int]:
+    async with ObjectStore(s3) as store:
+        return {o.key: o.size async for o in store.list(prefix)}
+
+
+async def _put(s3: Any, key: str, data: bytes) -> None:
+    async with ObjectStore(s3) as store:
+
+        async def body() -> Any:
+            yield data
+
+        await store.put_stream(key, body())
+
+
+async def _get(s3: Any, key: str) -> bytes:
+    async with ObjectStore(s3) as store:
+        return b"".join([c async for c in store.get_stream(key)])
+
+
+def _two_steps(name: str, make: str, out: dict[str, Any], use: str, inp: dict[str, Any]) -> Any:
+    return wf(
+        name,
+        [
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {"name": "make", "template": "make"},
+                        {
+                            "name": "use",
+                            "template": "use",
+                            "dependencies": ["make"],
+                            "arguments": {
+                                "artifacts": [
+                                    {"name": "in", "from": "{{tasks.make.outputs.artifacts.out}}"}
+                                ]
+                            },
+                        },
+                    ]
+                },
+            },
+            sh("make", make, outputs={"artifacts": [{"name": "out", **out}]}),
+            py("use", use, inputs={"artifacts": [{"name": "in", **inp}]}),
+        ],
+    )
+
+
+async def test_output_is_a_tgz_under_the_workflow_name(
+    pipeline: PipelineService, namespace: str, seaweedfs: Any
+) -> None:
+    spec = _two_steps(
+        "tgz",
+        "mkdir -p /tmp/o/sub && echo one > /tmp/o/a.txt && echo two > /tmp/o/sub/b.txt",
+        {"path": "/tmp/o"},
+        "import os; print(sorted(os.listdir('/in/d')), open('/in/d/sub/b.txt').read().strip())",
+        {"path": "/in/d"},
+    )
+    done = await pipeline.run(namespace, spec)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    nodes = nodes_by_display(done)
+    assert nodes["use"]["outputs"]["result"] == "['a.txt', 'sub'] two"
+    art = nodes["make"]["outputs"]["artifacts"][0]
+    name = done["metadata"]["name"]
+    key = f"artifacts/{namespace}/{name}/{nodes['make']['id']}/out.tgz"
+    assert art["s3"] == {"key": key} and "archive" not in art
+    stored = await _keys(seaweedfs.config, f"artifacts/{namespace}/{name}/")
+    assert list(stored) == [key]
+    with tarfile.open(fileobj=io.BytesIO(await _get(seaweedfs.config, key))) as tar:
+        assert sorted(tar.getnames()) == ["o", "o/a.txt", "o/sub", "o/sub/b.txt"]
+
+
+async def test_archive_none_directory_is_stored_as_objects(
+    pipeline: PipelineService, namespace: str, seaweedfs: Any
+) -> None:
+    spec = _two_steps(
+        "raw",
+        "mkdir -p /tmp/o/sub && echo one > /tmp/o/a.txt && echo two > /tmp/o/sub/b.txt",
+        {"path": "/tmp/o", "archive": {"none": {}}},
+        "print(open('/in/d/a.txt').read().strip(), open('/in/d/sub/b.txt').read().strip())",
+        {"path": "/in/d"},
+    )
+    done = await pipeline.run(namespace, spec)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    nodes = nodes_by_display(done)
+    assert nodes["use"]["outputs"]["result"] == "one two"
+    art = nodes["make"]["outputs"]["artifacts"][0]
+    assert art["archive"] == {"none": {}}
+    stored = await _keys(seaweedfs.config, art["s3"]["key"] + "/")
+    assert sorted(stored) == [f"{art['s3']['key']}/a.txt", f"{art['s3']['key']}/sub/b.txt"]
+
+
+async def test_s3_input_in_own_area_is_read_and_another_namespace_is_refused(
+    pipeline: PipelineService, namespace: str, seaweedfs: Any
+) -> None:
+    await _put(seaweedfs.config, f"models/{namespace}/in.txt", b"mine")
+    await _put(seaweedfs.config, "models/someone-else/secret.txt", b"theirs")
+
+    def reader(key: str) -> dict[str, Any]:
+        return wf(
+            "s3in",
+            [
+                py(
+                    "main",
+                    "print(open('/in/x').read())",
+                    inputs={"artifacts": [{"name": "x", "path": "/in/x", "s3": {"key": key}}]},
+                )
+            ],
+        )
+
+    done = await pipeline.run(namespace, reader(f"models/{namespace}/in.txt"))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["nodes"][done["metadata"]["name"]]["outputs"]["result"] == "mine"
+    done = await pipeline.run(namespace, reader("models/someone-else/secret.txt"))
+    assert done["status"]["phase"] == "Error"
+    message = done["status"]["nodes"][done["metadata"]["name"]]["message"]
+    assert "outside namespace" in message and f"models/{namespace}/" in message, message
+    other = await pipeline.run(
+        namespace,
+        wf(
+            "s3bucket",
+            [
+                py(
+                    "main",
+                    "print(1)",
+                    inputs={
+                        "artifacts": [
+                            {"name": "x", "path": "/in/x", "s3": {"key": "k", "bucket": "other"}}
+                        ]
+                    },
+                )
+            ],
+        ),
+    )
+    assert other["status"]["phase"] == "Error"
+    assert (
+        "only the platform's bucket"
+        in other["status"]["nodes"][other["metadata"]["name"]]["message"]
+    )
+
+
+ESCAPE = r"""
+import json, urllib.request, urllib.error, uuid
+plan = json.load(open('/tmp/.shipyard/plan.json'))
+form = plan['outputArtifacts'][0]['form']
+results = {}
+def post(key):
+    b = uuid.uuid4().hex
+    fields = dict(form['fields'], key=key)
+    body = ''.join(f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   for k, v in fields.items()).encode()
+    body += (f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n'
+             ).encode() + b'planted' + f'\r\n--{b}--\r\n'.encode()
+    req = urllib.request.Request(form['url'], data=body, method='POST',
+        headers={'Content-Type': 'multipart/form-data; boundary=' + b})
+    try:
+        return urllib.request.urlopen(req, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+results['other_ns'] = post('artifacts/VICTIM/planted.txt')
+results['own_prefix_sibling'] = post(plan['outputArtifacts'][0]['key'].rsplit('/', 1)[0] + '/x')
+base = form['url']
+try:
+    results['unsigned_get'] = urllib.request.urlopen(base + '/models/VICTIM/secret.txt',
+                                                     timeout=10).status
+except urllib.error.HTTPError as e:
+    results['unsigned_get'] = e.code
+print(json.dumps(results))
+open('/tmp/out.txt', 'w').write('x')
+"""
+
+
+async def test_a_step_cannot_use_its_upload_form_elsewhere(
+    pipeline: PipelineService, namespace: str, seaweedfs: Any
+) -> None:
+    """The hostile step reads its own plan (it can) and tries the form on other keys."""
+    victim = f"pl-victim-{namespace[-6:]}"
+    await _put(seaweedfs.config, f"models/{victim}/secret.txt", b"theirs")
+    source = ESCAPE.replace("VICTIM", victim)
+    spec = wf(
+        "escape",
+        [py("main", source, outputs={"artifacts": [{"name": "out", "path": "/tmp/out.txt"}]})],
+    )
+    done = await pipeline.run(namespace, spec)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    results = json.loads(done["status"]["nodes"][done["metadata"]["name"]]["outputs"]["result"])
+    assert results == {"other_ns": 403, "own_prefix_sibling": 403, "unsigned_get": 403}
+    assert await _keys(seaweedfs.config, f"artifacts/{victim}/") == {}
+
+
+async def test_a_killed_upload_leaves_no_object(tmp_path: Path, seaweedfs: Any) -> None:
+    """stepwrap killed mid-upload (SIGKILL): S3 shows no object, so nothing can be recorded."""
+    from services.pipeline.artifacts import ArtifactRepository
+
+    key = f"artifacts/kill-test/wf/{tmp_path.name}/big"
+    async with ObjectStore(seaweedfs.config) as store:
+
+        async def opened() -> ObjectStore:
+            return store
+
+        repo = ArtifactRepository(opened)
+        form = await repo.upload_form(key, 600)
+        big = tmp_path / "big.bin"
+        big.touch()
+        os.truncate(big, 512 * 1024 * 1024)
+        plan = {
+            "outputArtifacts": [
+                {"name": "big", "path": str(big), "key": key, "archive": "none", "form": form}
+            ]
+        }
+        (tmp_path / "plan.json").write_text(json.dumps(plan))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-S", stepwrap.__file__, str(tmp_path / "plan.json"), "--", "true"
+        )
+        # Kill it once the upload is under way: it has read (and sent) part of the file.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _sent_bytes(proc.pid):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        proc.kill()
+        assert await proc.wait() == -signal.SIGKILL
+        assert not (tmp_path / "outputs.json").exists(), "the upload finished before the kill"
+        assert await repo.uploaded(key, "file") is False
+        with pytest.raises(ObjectNotFound):
+            await store.head(key)
+
+
+def _sent_bytes(pid: int) -> bool:
+    """Whether process ``pid`` has read 64 MiB of its file (so its upload is under way)."""
+    try:
+        io_stats = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return False
+    rchar = next(int(line.split()[1]) for line in io_stats.splitlines() if line.startswith("rchar"))
+    return rchar > 64 * 1024 * 1024
+
+
+async def test_one_gib_artifact_between_steps_in_bounded_memory(
+    pipeline: PipelineService, namespace: str, seaweedfs: Any
+) -> None:
+    """1 GiB passes make -> use through the store while each step is limited to 160 MiB of
+    memory (cgroup): neither the wrapper nor the service may hold the artifact in memory."""
+    limits = {"resources": {"limits": {"memory": "160Mi"}}}
+    make = sh(
+        "make",
+        "truncate -s 1G /tmp/big.bin",
+        outputs={"artifacts": [{"name": "out", "path": "/tmp/big.bin", "archive": {"none": {}}}]},
+    )
+    make["container"].update(limits)
+    use = py(
+        "use",
+        "import os; print(os.path.getsize('/tmp/in.bin'))",
+        inputs={"artifacts": [{"name": "in", "path": "/tmp/in.bin"}]},
+    )
+    use["script"].update(limits)
+    spec = wf(
+        "big",
+        [
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {"name": "make", "template": "make"},
+                        {
+                            "name": "use",
+                            "template": "use",
+                            "dependencies": ["make"],
+                            "arguments": {
+                                "artifacts": [
+                                    {"name": "in", "from": "{{tasks.make.outputs.artifacts.out}}"}
+                                ]
+                            },
+                        },
+                    ]
+                },
+            },
+            make,
+            use,
+        ],
+    )
+    done = await pipeline.run(namespace, spec, timeout=300)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    nodes = nodes_by_display(done)
+    assert nodes["use"]["outputs"]["result"] == str(1024**3)
+    key = nodes["make"]["outputs"]["artifacts"][0]["s3"]["key"]
+    assert await _keys(seaweedfs.config, key) == {key: 1024**3}
