@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import io
 import os
+import stat
 import tarfile
 import threading
 import time
@@ -33,6 +34,7 @@ from services.serving.modelcache import (
     ModelSourceError,
 )
 from services.serving.unpack import SizeLimitExceeded, UnpackError
+from tests.conftest import crash_service, start_service_again
 
 from .conftest import ISVC_PATH, isvc, predict, ready, train_sklearn, wait_isvc
 
@@ -46,6 +48,8 @@ class ModelHTTPServer:
     def __init__(self) -> None:
         self.files: dict[str, tuple[bytes, str, str | None]] = {}
         self.requests: Counter[tuple[str, str]] = Counter()
+        #: Paths whose GET waits (bounded) until released: a download in progress.
+        self.gates: dict[str, threading.Event] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,6 +70,9 @@ class ModelHTTPServer:
                     self.send_header("ETag", f'"{etag}"')
                 self.end_headers()
                 if body:
+                    gate = server.gates.get(self.path)
+                    if gate is not None:
+                        gate.wait(timeout=60)
                     self.wfile.write(data)
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
@@ -86,6 +93,13 @@ class ModelHTTPServer:
         tag = hashlib.sha256(data).hexdigest()[:16] if etag else None
         self.files[path] = (data, content_type, tag)
         return self.url(path)
+
+    def gate(self, path: str) -> None:
+        self.gates[path] = threading.Event()
+
+    def release(self, path: str) -> None:
+        if path in self.gates:
+            self.gates[path].set()
 
     def gets(self, path: str) -> int:
         return self.requests[("GET", path)]
@@ -319,6 +333,14 @@ async def test_fetch_http_archive_escaping_member_refused(
         )
         with pytest.raises(UnpackError, match=why):
             await cache.fetch(NS, uri)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        link = zipfile.ZipInfo("model.joblib")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(link, "/etc/shadow")
+    uri = http_server.serve(f"/{unique('evil')}/m.zip", buf.getvalue(), "application/zip")
+    with pytest.raises(UnpackError, match="not a plain file"):
+        await cache.fetch(NS, uri)
     root = await cache_root(runtime)
     assert not (root.parent / "escaped.txt").exists() and not (root / "escaped.txt").exists()
     leftovers = [p for p in root.rglob("*") if p.is_file()]
@@ -524,3 +546,66 @@ def test_inferenceservice_from_s3_ready_and_infers(
         assert ready_cond["reason"] == "RevisionFailed"
     finally:
         api.delete(f"{ISVC_PATH}/iris-missing")
+
+
+def test_inferenceservice_from_http_downloading_status_and_restart_no_second_download(
+    api: httpx.Client, platform: Any, http_server: ModelHTTPServer, tmp_path: Path
+) -> None:
+    """A .tar.gz model over HTTP: the status says it is downloading while the server holds the
+    body back; then Ready with the model's predictions. A restarted serving service starting a
+    new server for it finds the download in the cache (a HEAD, no second GET)."""
+    model = train_sklearn(tmp_path / "m")
+    archive = tar_gz({"model.joblib": (tmp_path / "m" / "model.joblib").read_bytes()})
+    path = f"/{unique('gated')}/model.tar.gz"
+    uri = http_server.serve(path, archive, "application/gzip")
+    http_server.gate(path)
+    serving = crash_service(platform, "serving")
+    original_env = dict(serving.env)
+    serving.env = {**original_env, "SHIPYARD_MODEL_DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1"}
+    start_service_again(serving)
+    name = "iris-http"
+    try:
+        body = isvc(name, {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": uri}})
+        r = api.post(ISVC_PATH, json=body)
+        assert r.status_code == 201, r.text
+
+        def downloading(obj: dict[str, Any]) -> bool:
+            conds = (obj.get("status") or {}).get("conditions") or []
+            return any(
+                c["type"] == "Ready"
+                and c.get("reason") == "ModelDownloading"
+                and uri in c["message"]
+                for c in conds
+            )
+
+        obj = wait_isvc(api, name, downloading, timeout=60)
+        assert obj["status"]["modelStatus"]["states"]["targetModelState"] == "Pending"
+        http_server.release(path)
+        obj = wait_isvc(api, name, ready, timeout=90)
+        assert obj["status"]["components"]["predictor"]["latestCreatedRevision"].endswith("1")
+        url = f"/serving/{NS}/{name}/v1/models/{name}:predict"
+        expected = model.predict(np.array(SAMPLES)).tolist()
+        assert predict(api, url, {"instances": SAMPLES}) == {"predictions": expected}
+        assert http_server.gets(path) == 1
+
+        # A crash, and the model server gone meanwhile: the restarted service starts a new
+        # revision, and finds the model in the cache by its ETag.
+        serving = crash_service(platform, "serving")
+        asyncio.run(LocalRuntime(platform.state_dir).delete(NS, f"isvc-{name}-1"))
+        heads = http_server.requests[("HEAD", path)]
+        start_service_again(serving)
+
+        def new_revision_ready(obj: dict[str, Any]) -> bool:
+            pred = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+            return ready(obj) and pred.get("latestReadyRevision") == f"{name}-predictor-00002"
+
+        wait_isvc(api, name, new_revision_ready, timeout=90)
+        assert predict(api, url, {"instances": SAMPLES}) == {"predictions": expected}
+        assert http_server.gets(path) == 1
+        assert http_server.requests[("HEAD", path)] > heads
+    finally:
+        http_server.release(path)
+        api.delete(f"{ISVC_PATH}/{name}")
+        serving = crash_service(platform, "serving")
+        serving.env = original_env
+        start_service_again(serving)
