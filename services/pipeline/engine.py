@@ -555,7 +555,7 @@ class Engine:
         if plugin and plugin.get("enableCache"):
             body = json.dumps(
                 {
-                    "executor": plugin.get("container"),
+                    "executor": plugin.get("container") or plugin.get("importer"),
                     "component": plugin.get("component"),
                     "inputs": inputs,
                 },

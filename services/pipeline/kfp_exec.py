@@ -200,6 +200,47 @@ def pipeline_prefix(namespace: str, root: str | None, bucket: str) -> str:
     )
 
 
+async def _prepare_importer(
+    runner: Any, ns: str, node: dict[str, Any], kfp: dict[str, Any], host_dir: Path
+) -> tuple[list[str], list[dict[str, str]], str | None]:
+    """``dsl.importer``: check that the URI is the namespace's and exists; no command runs.
+
+    The imported artifact is the object itself (no copy): its ``s3://`` URI must lie in the
+    namespace's areas of the platform's bucket, like every other artifact a step reads.
+    """
+    importer = kfp["importer"]
+    source = importer.get("artifactUri") or {}
+    if "runtimeParameter" in source:
+        values = param_dict((node.get("inputs") or {}).get("parameters"))
+        uri = str(decode(values.get(source["runtimeParameter"], ""), "STRING"))
+    else:
+        constant = source.get("constant")
+        uri = str(constant.get("stringValue", "") if isinstance(constant, dict) else constant)
+    try:
+        bucket, key = parse_s3_uri(uri)
+    except ValueError:
+        raise ValueError(
+            f"importer: artifact_uri {uri!r}: only s3:// (or minio://) URIs in the platform's "
+            "bucket can be imported"
+        ) from None
+    art = {"name": "artifact", "s3": {"key": key, "bucket": bucket}}
+    objects = await runner.artifacts.input_objects(ns, art)  # checks the area and existence
+    size = sum(o.size for o in objects)
+    store = await runner.artifacts.store()
+    record = {
+        "uri": store.uri(key),
+        "key": key,
+        "kind": "dir" if objects[0].rel else "file",
+        "size": size,
+        "type": importer.get("typeSchema") or {},
+        "metadata": importer.get("metadata") or {},
+        "taskName": kfp["taskName"],
+    }
+    (host_dir / "s3").mkdir(parents=True, exist_ok=True)
+    (host_dir / "kfp.json").write_text(json.dumps({"importer": record}))
+    return ["true"], [], None
+
+
 async def prepare(
     runner: Any,
     wf: dict[str, Any],
@@ -211,6 +252,8 @@ async def prepare(
     """Presign the task's artifacts and write its plan; (argv, env, image) for the workload."""
     kfp = tmpl["plugin"]["kfp"]
     ns = wf["metadata"]["namespace"]
+    if kfp.get("importer"):
+        return await _prepare_importer(runner, ns, node, kfp, host_dir)
     artifacts = {a["name"]: a for a in (node.get("inputs") or {}).get("artifacts") or []}
     (host_dir / "params").mkdir(parents=True, exist_ok=True)
     (host_dir / "s3").mkdir(parents=True, exist_ok=True)
@@ -271,6 +314,9 @@ async def collect(
 ) -> None:
     """Fold executor_output.json (and plain output files) into the step's result."""
     ex = json.loads((host_dir / "kfp.json").read_text())
+    if "importer" in ex:
+        await _collect_import(runner, wf, node, ex["importer"], result)
+        return
     out_file = host_dir / "executor_output.json"
     output: dict[str, Any] = {}
     if out_file.exists():
@@ -283,7 +329,6 @@ async def collect(
         if name not in values and (host_dir / "params" / name).exists():
             values[name] = (host_dir / "params" / name).read_text()
     result.parameters = {k: encode(v) for k, v in values.items()}
-    ns = wf["metadata"]["namespace"]
     produced = output.get("artifacts") or {}
     try:
         uploaded = json.loads((host_dir / "outputs.json").read_text()).get("artifacts") or {}
@@ -305,21 +350,7 @@ async def collect(
                 "kfp": {"name": name, "type": art["type"], "metadata": meta, "uri": art["uri"]},
             }
         )
-        if runner.db is not None:
-            labels = wf["metadata"].get("labels") or {}
-            await record_artifact(
-                runner.db,
-                namespace=ns,
-                run_id=labels.get(KFP_RUN_LABEL) or wf["metadata"]["name"],
-                workflow=wf["metadata"]["name"],
-                node_id=node["id"],
-                task_name=ex.get("taskName", ""),
-                name=name,
-                uri=art["uri"],
-                artifact_type=(art["type"] or {}).get("schemaTitle", "system.Artifact"),
-                metadata=meta,
-                size=done.get("size"),
-            )
+        await _record(runner, wf, node, ex.get("taskName", ""), name, art, meta, done.get("size"))
     if result.phase == "Succeeded" and errors:
         result.phase = "Error"
         result.message = f"the step did not produce output artifact(s) {', '.join(errors)}"
@@ -328,3 +359,56 @@ async def collect(
     if result.phase == "Succeeded" and missing:
         result.phase = "Error"
         result.message = f"the step did not produce output parameter(s) {', '.join(missing)}"
+
+
+async def _record(
+    runner: Any,
+    wf: dict[str, Any],
+    node: dict[str, Any],
+    task: str,
+    name: str,
+    art: dict[str, Any],
+    meta: dict[str, Any],
+    size: int | None,
+) -> None:
+    """Record an output artifact for the KFP artifact API (after its upload is confirmed)."""
+    if runner.db is None:
+        return
+    labels = wf["metadata"].get("labels") or {}
+    await record_artifact(
+        runner.db,
+        namespace=wf["metadata"]["namespace"],
+        run_id=labels.get(KFP_RUN_LABEL) or wf["metadata"]["name"],
+        workflow=wf["metadata"]["name"],
+        node_id=node["id"],
+        task_name=task,
+        name=name,
+        uri=art["uri"],
+        artifact_type=(art["type"] or {}).get("schemaTitle", "system.Artifact"),
+        metadata=meta,
+        size=size,
+    )
+
+
+async def _collect_import(
+    runner: Any, wf: dict[str, Any], node: dict[str, Any], record: dict[str, Any], result: Any
+) -> None:
+    if result.phase != "Succeeded":
+        return
+    art = {"uri": record["uri"], "type": record["type"]}
+    result.artifacts.append(
+        {
+            "name": "artifact",
+            "s3": {"key": record["key"]},
+            "archive": {"none": {}},
+            "kfp": {
+                "name": "artifact",
+                "type": record["type"],
+                "metadata": record["metadata"],
+                "uri": record["uri"],
+            },
+        }
+    )
+    await _record(
+        runner, wf, node, record["taskName"], "artifact", art, record["metadata"], record["size"]
+    )

@@ -16,7 +16,7 @@ components compile to) become Argo ``dag`` templates with the component's inputs
   ``iteratorPolicy.parallelismLimit`` as the wrapper's ``parallelism``; a body output is
   collected over the iterations into a list (``dsl.Collected``).
 
-Features the engine cannot run yet (artifact iterators, importers, pipeline input artifacts,
+Features the engine cannot run yet (artifact iterators, pipeline input artifacts,
 parameter expression selectors) are rejected with the IR field that uses them.
 """
 
@@ -368,12 +368,12 @@ class _IrCompiler:
         collected: dict[str, str],
     ) -> str | None:
         executor = self.executors.get(comp.get("executorLabel", ""), {})
-        if "container" not in executor:
+        if "container" not in executor and "importer" not in executor:
             kind = next(iter(executor), "missing")
             self.causes.append(
                 Cause(
                     f"pipeline_spec.deploymentSpec.executors.{comp.get('executorLabel')}",
-                    f"executor kind {kind!r} is not supported (container only)",
+                    f"executor kind {kind!r} is not supported (container and importer only)",
                 )
             )
             return None
@@ -415,7 +415,11 @@ class _IrCompiler:
                 "kfp": {
                     "taskName": (task.get("taskInfo") or {}).get("name", tname),
                     "component": {"inputDefinitions": in_defs, "outputDefinitions": out_defs},
-                    "container": executor["container"],
+                    **(
+                        {"importer": executor["importer"]}
+                        if "importer" in executor
+                        else {"container": executor["container"]}
+                    ),
                     "enableCache": bool((task.get("cachingOptions") or {}).get("enableCache")),
                     **({"collected": collected} if collected else {}),
                 }

@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.errors import ApiError
+from services.common.objectstore import parse_s3_uri
 from services.common.resources import ResourceStore
 from services.pipeline.events import KFP_RUN_LABEL
+from services.pipeline.kfp_exec import ROOT_ANNOTATION
 from services.pipeline.kfp_ir import compile_ir, encode, is_ir, split_package
 from services.pipeline.kfp_store import KfpStore, new_id, rfc3339
 from services.pipeline.models import RETRY_ANNOTATION, WORKFLOW
@@ -42,6 +44,30 @@ def workflow_spec_for(package: dict[str, Any], parameters: dict[str, Any]) -> di
         "the pipeline package is neither KFP IR (pipeline_spec with root and "
         "pipelineInfo) nor an Argo Workflow",
     )
+
+
+def pipeline_root(body: dict[str, Any], package: dict[str, Any]) -> str | None:
+    """The run's ``pipeline_root``: its runtime_config's, else the pipeline's own default.
+
+    Only the shape is checked here (an ``s3://`` or ``minio://`` URI); whether the root lies
+    in the namespace's area of the platform's bucket is checked when a task runs
+    (:func:`services.pipeline.kfp_exec.pipeline_prefix`).
+    """
+    root = (body.get("runtime_config") or {}).get("pipeline_root")
+    field = "runtime_config.pipeline_root"
+    if not root:
+        ir = split_package(package)
+        root = ir.get("defaultPipelineRoot") if isinstance(ir, dict) else None
+        field = "pipeline_spec.defaultPipelineRoot"
+    if not root:
+        return None
+    try:
+        parse_s3_uri(str(root))
+    except ValueError as exc:
+        raise ApiError(
+            400, f"{field}: {exc}; pipeline roots are s3:// URIs in the platform's bucket"
+        ) from None
+    return str(root)
 
 
 # What a run is made from: a recurring run stores them and passes them to each run it starts.
@@ -207,6 +233,12 @@ class RunService:
         labels = {KFP_RUN_LABEL: run_id, EXPERIMENT_LABEL: experiment_id}
         if recurring_run_id:
             labels[RECURRING_LABEL] = recurring_run_id
+        annotations = {
+            "pipelines.kubeflow.org/run_name": str(body.get("display_name") or name)[:250]
+        }
+        root = pipeline_root(body, package)
+        if root:
+            annotations[ROOT_ANNOTATION] = root
         wf = await self.store.create(
             WORKFLOW,
             namespace,
@@ -214,11 +246,7 @@ class RunService:
                 "metadata": {
                     "name": name,
                     "labels": labels,
-                    "annotations": {
-                        "pipelines.kubeflow.org/run_name": str(body.get("display_name") or name)[
-                            :250
-                        ]
-                    },
+                    "annotations": annotations,
                 },
                 "spec": spec,
             },
