@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.common.app import Lifecycle, ServiceContext, build_service
+from services.common.fetch import AllowedHosts
 from services.common.runtime import get_runtime
 from services.pipeline import api, argo_api, artifact_api, kfp_api
 from services.pipeline.artifacts import ArtifactRepository
@@ -34,7 +35,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def components(ctx: ServiceContext) -> Sequence[Lifecycle]:
         runtime = ctx.extras.get("runtime") or get_runtime(settings)
         ctx.extras["runtime"] = runtime
-        artifacts = ArtifactRepository(ctx.objects, max_bytes=settings.artifact_max_bytes)
+        artifacts = ArtifactRepository(
+            ctx.objects,
+            max_bytes=settings.artifact_max_bytes,
+            allowed_hosts=AllowedHosts.parse(settings.artifact_download_allowed_hosts),
+        )
         ctx.extras["artifacts"] = artifacts
         cache = StepCache(ctx.db, metadata.tables["step_cache"], enabled=settings.cache_enabled)
         controller = WorkflowController(

@@ -21,10 +21,13 @@ in its own namespace's areas.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
+from services.common.fetch import AllowedHosts, FetchError, GuardedClient
 from services.common.objectstore import (
     ObjectNotFound,
     ObjectStore,
@@ -68,10 +71,12 @@ class ArtifactRepository:
         *,
         max_bytes: int = 5 * 1024**3,
         input_url_ttl: int = 3600,
+        allowed_hosts: AllowedHosts | None = None,
     ) -> None:
         self._store = store
         self.max_bytes = max_bytes
         self.input_url_ttl = input_url_ttl
+        self.allowed_hosts = allowed_hosts or AllowedHosts(frozenset())
 
     async def store(self) -> ObjectStore:
         return await self._store()
@@ -123,6 +128,37 @@ class ArtifactRepository:
             return objects
         url = await store.presigned_get_url(key, self.input_url_ttl)
         return [InputObject(url, "", info.size)]
+
+    async def import_url(self, url: str, key: str, headers: list[dict[str, str]]) -> int:
+        """Copy ``url`` into the store at ``key`` (streamed, SSRF-checked); its size.
+
+        The sandbox has no network of its own, so an ``http`` input artifact (or a KFP
+        importer's URL) is fetched by the service, as a tenant's request: every hop's address
+        is checked (services.common.fetch), the size is capped and a failed copy leaves no
+        object (a multipart upload is aborted).
+        """
+        client = GuardedClient(self.allowed_hosts)
+        store = await self.store()
+        sent = 0
+
+        async def chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+            nonlocal sent
+            async for chunk in response.aiter_raw():
+                sent += len(chunk)
+                if sent > self.max_bytes:
+                    raise ArtifactError(f"{url}: larger than {self.max_bytes} bytes")
+                yield chunk
+
+        try:
+            async with client.open("GET", url, headers=headers) as (final, response):
+                if response.status_code != 200:
+                    raise ArtifactError(f"{final}: the server answered {response.status_code}")
+                info = await store.put_stream(key, chunks(response))
+        except FetchError as exc:
+            raise ArtifactError(str(exc)) from None
+        finally:
+            await client.aclose()
+        return info.size
 
     async def upload_form(self, key: str, ttl: int) -> dict[str, Any]:
         """A POST form for ``key`` itself and keys under ``key/`` (a directory artifact)."""

@@ -403,8 +403,8 @@ class Engine:
             got = artifacts.get(a["name"])
             if got is None and a.get("raw"):
                 got = {"raw": {"data": substitute(a["raw"].get("data", ""), scope.values)}}
-            if got is None and a.get("s3"):
-                got = _s3_artifact(a, scope.values)
+            if got is None and (a.get("s3") or a.get("http")):
+                got = _located_artifact(a, scope.values)
             if got is None and a.get("from"):
                 got = scope.artifacts.get(_var(a["from"]))
             if got is None:
@@ -811,8 +811,8 @@ class Engine:
                 arts[a["name"]] = {
                     "raw": {"data": substitute(a["raw"].get("data", ""), scope.values)}
                 }
-            elif a.get("s3"):
-                arts[a["name"]] = _s3_artifact(a, scope.values)
+            elif a.get("s3") or a.get("http"):
+                arts[a["name"]] = _located_artifact(a, scope.values)
         return params, arts
 
     async def _run_task(
@@ -1358,12 +1358,15 @@ def _sequence(seq: dict[str, Any]) -> list[str]:
     return [str(v) for v in values]
 
 
-def _s3_artifact(art: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
-    """An ``s3`` artifact location with its key's variables substituted."""
-    s3 = dict(art["s3"])
-    if s3.get("key"):
-        s3["key"] = substitute(s3["key"], values)
-    out: dict[str, Any] = {"s3": s3}
+def _located_artifact(art: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
+    """An ``s3`` or ``http`` artifact location with its key's or URL's variables substituted."""
+    out: dict[str, Any] = {}
+    for kind, attr in (("s3", "key"), ("http", "url")):
+        if art.get(kind):
+            location = dict(art[kind])
+            if location.get(attr):
+                location[attr] = substitute(location[attr], values)
+            out[kind] = location
     if art.get("archive"):
         out["archive"] = art["archive"]
     return out

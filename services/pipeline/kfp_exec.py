@@ -200,14 +200,30 @@ def pipeline_prefix(namespace: str, root: str | None, bucket: str) -> str:
     )
 
 
+def _root(wf: dict[str, Any]) -> str | None:
+    return (wf["metadata"].get("annotations") or {}).get(ROOT_ANNOTATION)
+
+
+def _execution_prefix(
+    wf: dict[str, Any], node: dict[str, Any], kfp: dict[str, Any], prefix: str
+) -> str:
+    """``<root prefix>/<run id>/<task>/<execution>``: where one task run's outputs go."""
+    run = (wf["metadata"].get("labels") or {}).get(KFP_RUN_LABEL) or wf["metadata"]["name"]
+    return f"{prefix}/{run}/{kfp['taskName']}/{fnv32a(node['name']):08x}"
+
+
 async def _prepare_importer(
-    runner: Any, ns: str, node: dict[str, Any], kfp: dict[str, Any], host_dir: Path
+    runner: Any, wf: dict[str, Any], node: dict[str, Any], kfp: dict[str, Any], host_dir: Path
 ) -> tuple[list[str], list[dict[str, str]], str | None]:
     """``dsl.importer``: check that the URI is the namespace's and exists; no command runs.
 
-    The imported artifact is the object itself (no copy): its ``s3://`` URI must lie in the
-    namespace's areas of the platform's bucket, like every other artifact a step reads.
+    An ``s3://`` URI is imported as it is (no copy); it must lie in the namespace's areas of
+    the platform's bucket, like every other artifact a step reads. An ``http(s)://`` URI is
+    copied by the service (SSRF-checked, as an ``http`` input artifact) to the task's output
+    prefix, since a sandboxed step has no network to fetch it; the artifact's ``uri`` is then
+    the copy's, and ``metadata.source_uri`` the original.
     """
+    ns = wf["metadata"]["namespace"]
     importer = kfp["importer"]
     source = importer.get("artifactUri") or {}
     if "runtimeParameter" in source:
@@ -216,24 +232,31 @@ async def _prepare_importer(
     else:
         constant = source.get("constant")
         uri = str(constant.get("stringValue", "") if isinstance(constant, dict) else constant)
-    try:
-        bucket, key = parse_s3_uri(uri)
-    except ValueError:
-        raise ValueError(
-            f"importer: artifact_uri {uri!r}: only s3:// (or minio://) URIs in the platform's "
-            "bucket can be imported"
-        ) from None
+    metadata = dict(importer.get("metadata") or {})
+    store = await runner.artifacts.store()
+    if uri.startswith(("http://", "https://")):
+        key = _execution_prefix(wf, node, kfp, pipeline_prefix(ns, _root(wf), store.bucket))
+        key += "/artifact"
+        await runner.artifacts.import_url(uri, key, [])
+        bucket, metadata["source_uri"] = store.bucket, uri
+    else:
+        try:
+            bucket, key = parse_s3_uri(uri)
+        except ValueError:
+            raise ValueError(
+                f"importer: artifact_uri {uri!r}: only s3:// (or minio://) URIs in the "
+                "platform's bucket and http(s):// URLs can be imported"
+            ) from None
     art = {"name": "artifact", "s3": {"key": key, "bucket": bucket}}
     objects = await runner.artifacts.input_objects(ns, art)  # checks the area and existence
     size = sum(o.size for o in objects)
-    store = await runner.artifacts.store()
     record = {
         "uri": store.uri(key),
         "key": key,
         "kind": "dir" if objects[0].rel else "file",
         "size": size,
         "type": importer.get("typeSchema") or {},
-        "metadata": importer.get("metadata") or {},
+        "metadata": metadata,
         "taskName": kfp["taskName"],
     }
     (host_dir / "s3").mkdir(parents=True, exist_ok=True)
@@ -253,17 +276,16 @@ async def prepare(
     kfp = tmpl["plugin"]["kfp"]
     ns = wf["metadata"]["namespace"]
     if kfp.get("importer"):
-        return await _prepare_importer(runner, ns, node, kfp, host_dir)
+        return await _prepare_importer(runner, wf, node, kfp, host_dir)
     artifacts = {a["name"]: a for a in (node.get("inputs") or {}).get("artifacts") or []}
     (host_dir / "params").mkdir(parents=True, exist_ok=True)
     (host_dir / "s3").mkdir(parents=True, exist_ok=True)
     store = await runner.artifacts.store()
-    root = (wf["metadata"].get("annotations") or {}).get(ROOT_ANNOTATION)
+    root = _root(wf)
     prefix = pipeline_prefix(ns, root, store.bucket)
-    run = (wf["metadata"].get("labels") or {}).get(KFP_RUN_LABEL) or wf["metadata"]["name"]
-    execution = f"{kfp['taskName']}/{fnv32a(node['name']):08x}"
+    base = _execution_prefix(wf, node, kfp, prefix)
     out_defs = (kfp["component"].get("outputDefinitions") or {}).get("artifacts") or {}
-    output_uris = {name: store.uri(f"{prefix}/{run}/{execution}/{name}") for name in out_defs}
+    output_uris = {name: store.uri(f"{base}/{name}") for name in out_defs}
     plan: dict[str, Any] = {"inputs": [], "outputParameters": [], "outputArtifacts": []}
     for art in artifacts.values():
         objects = await runner.artifacts.input_objects(ns, art)

@@ -225,6 +225,7 @@ class RuntimeRunner:
                         argv = ["python"]
                     argv.append(f"{STEP_MOUNT}/script")
                 scratch = _ScratchDirs(host_dir, sub, [m["mountPath"] for m in mounts])
+                prefix = self.artifacts.step_prefix(ns, wf["metadata"]["name"], node["id"])
                 for art in in_arts:
                     if not art.get("path"):
                         continue
@@ -233,6 +234,12 @@ class RuntimeRunner:
                     if art.get("raw"):
                         item["data"] = art["raw"].get("data", "")
                     else:
+                        if art.get("http"):  # fetched by the service into the step's prefix
+                            key = f"{prefix}/inputs/{art['name']}"
+                            await self.artifacts.import_url(
+                                art["http"]["url"], key, art["http"].get("headers") or []
+                            )
+                            art = {**art, "s3": {"key": key}}
                         objects = await self.artifacts.input_objects(ns, art)
                         item["objects"] = [{"url": o.url, "rel": o.rel} for o in objects]
                         item["unpack"] = archive_kind(art) != "none"
@@ -243,7 +250,6 @@ class RuntimeRunner:
                         plan["outputParameters"].append(
                             {"name": p["name"], "path": vf["path"], "default": vf.get("default")}
                         )
-                prefix = self.artifacts.step_prefix(ns, wf["metadata"]["name"], node["id"])
                 ttl = int(_deadline(tmpl) or MAX_URL_TTL) + 3600
                 for a in outputs.get("artifacts") or []:
                     if not a.get("path"):

@@ -74,6 +74,13 @@ class S3Artifact(_M):
     secret_key_secret: dict[str, Any] | None = None
 
 
+class HTTPArtifact(_M):
+    """Argo's ``http`` artifact: fetched by the pipeline service (SSRF-checked) into the store."""
+
+    url: str
+    headers: list[dict[str, str]] | None = None
+
+
 class Artifact(_M):
     name: str
     path: str | None = None
@@ -83,6 +90,7 @@ class Artifact(_M):
     raw: dict[str, str] | None = None  # {data: "..."}
     archive: dict[str, Any] | None = None  # {none: {}} or {tar: {...}} (the default)
     s3: S3Artifact | None = None
+    http: HTTPArtifact | None = None
     global_name: str | None = None
 
     @field_validator("archive")

@@ -2,7 +2,7 @@
 
 The model server never talks to the store or the network: the serving service downloads the
 model (with the platform's store credentials, after the tenancy check; or over HTTP through
-:mod:`services.serving.fetch`'s address check) into a runtime volume of the namespace,
+:mod:`services.common.fetch`'s address check) into a runtime volume of the namespace,
 ``kserve-model-cache``, and the server gets that volume read-only at ``/mnt/models`` with a
 ``subPath``, exactly as a ``pvc://`` model.
 
@@ -56,7 +56,7 @@ from services.common.objectstore import (
     parse_s3_uri,
 )
 from services.common.runtime import Runtime
-from services.serving.fetch import AllowedHosts, FetchError, GuardedClient
+from services.common.fetch import AllowedHosts, FetchError, GuardedClient
 from services.serving.unpack import (
     CHUNK,
     Budget,

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from services.common.errors import Cause
 from services.common.runtime import Runtime, VolumeNotFound
-from services.serving.fetch import AllowedHosts, address_refusal
+from services.common.fetch import AllowedHosts, address_refusal
 from services.serving.modelcache import (
     ModelCache,
     ModelPending,

@@ -309,3 +309,88 @@ async def test_one_gib_artifact_between_steps_in_bounded_memory(
     assert nodes["use"]["outputs"]["result"] == str(1024**3)
     key = nodes["make"]["outputs"]["artifacts"][0]["s3"]["key"]
     assert await _keys(seaweedfs.config, key) == {key: 1024**3}
+
+
+class _Files:
+    """A loopback HTTP server for ``http`` input artifacts; counts the GETs it answers."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        import http.server
+        import threading
+
+        owner = self
+        self.gets = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                owner.gets += 1
+                body = files.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _http_reader(url: str) -> dict[str, Any]:
+    return wf(
+        "httpin",
+        [
+            py(
+                "main",
+                "import os\n"
+                "p = '/in/x'\n"
+                "print(sorted(os.listdir(p)) if os.path.isdir(p) else open(p).read())",
+                inputs={"artifacts": [{"name": "x", "path": "/in/x", "http": {"url": url}}]},
+            )
+        ],
+    )
+
+
+async def test_http_input_artifact_is_fetched_by_the_service_ssrf_checked(
+    pipeline: PipelineService, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+        for name in ("a.txt", "b.txt"):
+            info = tarfile.TarInfo(f"d/{name}")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    files = _Files({"/plain.txt": b"over http", "/d.tgz": packed.getvalue()})
+    try:
+        base = f"http://127.0.0.1:{files.port}"
+        refused = await pipeline.run(namespace, _http_reader(f"{base}/plain.txt"))
+        assert refused["status"]["phase"] == "Error"
+        message = refused["status"]["nodes"][refused["metadata"]["name"]]["message"]
+        assert "127.0.0.1" in message and "cannot prepare the step" in message, message
+        assert files.gets == 0  # refused before any connection
+
+        from services.common.fetch import AllowedHosts
+
+        repo = pipeline.app.state.ctx.extras["artifacts"]
+        monkeypatch.setattr(repo, "allowed_hosts", AllowedHosts.parse(f"127.0.0.1:{files.port}"))
+        done = await pipeline.run(namespace, _http_reader(f"{base}/plain.txt"))
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        assert done["status"]["nodes"][done["metadata"]["name"]]["outputs"]["result"] == (
+            "over http"
+        )
+        done = await pipeline.run(namespace, _http_reader(f"{base}/d.tgz"))
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        assert done["status"]["nodes"][done["metadata"]["name"]]["outputs"]["result"] == (
+            "['a.txt', 'b.txt']"
+        )
+        missing = await pipeline.run(namespace, _http_reader(f"{base}/nothing"))
+        assert missing["status"]["phase"] == "Error"
+        assert "404" in missing["status"]["nodes"][missing["metadata"]["name"]]["message"]
+    finally:
+        files.close()

@@ -66,8 +66,8 @@ async def test_run_kfp_ir_passes_parameters_and_artifacts(
 
 
 def test_compile_ir_refuses_what_cannot_run_with_field_paths(tmp_path: Path) -> None:
-    """Importers, artifact loops, expression selectors and CEL beyond comparisons of inputs
-    are refused with the IR field that uses them, never dropped."""
+    """Resolver executors, artifact loops, expression selectors and CEL beyond comparisons of
+    inputs are refused with the IR field that uses them, never dropped."""
     import pytest
 
     from services.common.errors import ApiError
@@ -77,7 +77,7 @@ def test_compile_ir_refuses_what_cannot_run_with_field_paths(tmp_path: Path) -> 
     tasks["read"]["artifactIterator"] = {"items": {"inputArtifact": "x"}, "itemInput": "y"}
     tasks["shout"]["inputs"]["parameters"]["text"]["parameterExpressionSelector"] = "x"
     tasks["shout"]["triggerPolicy"] = {"condition": "size(inputs.parameter_values['text']) > 1"}
-    ir["deploymentSpec"]["executors"]["exec-make"] = {"importer": {}}
+    ir["deploymentSpec"]["executors"]["exec-make"] = {"resolver": {}}
     with pytest.raises(ApiError) as err:
         compile_ir(ir)
     fields = sorted(c.field for c in err.value.causes)

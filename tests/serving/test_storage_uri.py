@@ -25,7 +25,7 @@ import pytest
 from services.common.objectstore import ObjectStore
 from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
-from services.serving.fetch import AddressRefused, AllowedHosts
+from services.common.fetch import AddressRefused, AllowedHosts
 from services.serving.modelcache import (
     CACHE_CLAIM,
     DownloadPolicy,

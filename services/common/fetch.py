@@ -1,6 +1,7 @@
-"""HTTP(S) model downloads that cannot be turned against the platform's own network (SSRF).
+"""HTTP(S) downloads that cannot be turned against the platform's own network (SSRF).
 
-The serving service fetches a tenant's ``http(s)://`` storageUri from inside the platform,
+A service fetches a tenant's URL (the serving service a ``http(s)://`` storageUri, the
+pipeline service an ``http`` input artifact or a ``dsl.importer`` URL) from inside the platform,
 where loopback reaches Postgres, NATS and the services, link-local reaches a cloud's metadata
 endpoint (169.254.169.254) and private ranges reach the rest of the cluster. So every hop
 (the URI and each redirect) is checked before it is connected to:
@@ -12,8 +13,9 @@ endpoint (169.254.169.254) and private ranges reach the rest of the cluster. So 
   the check and the connect (DNS rebinding) cannot move it;
 - environment proxies are ignored (a proxy would make its own, unchecked, connection).
 
-Hosts listed in ``SHIPYARD_MODEL_DOWNLOAD_ALLOWED_HOSTS`` (``host`` or ``host:port``) skip
-the address check: an operator's internal model mirror, or a test's loopback server.
+Hosts listed in the service's allow setting (``SHIPYARD_MODEL_DOWNLOAD_ALLOWED_HOSTS``,
+``SHIPYARD_ARTIFACT_DOWNLOAD_ALLOWED_HOSTS``; ``host`` or ``host:port``) skip the address
+check: an operator's internal mirror, or a test's loopback server.
 """
 
 from __future__ import annotations
@@ -114,7 +116,9 @@ class GuardedClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _pinned(self, method: str, url: str) -> httpx.Request:
+    async def _pinned(
+        self, method: str, url: str, extra: dict[str, str] | None = None
+    ) -> httpx.Request:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError(f"{url!r}: only http:// and https:// URLs with a host are fetched")
@@ -132,17 +136,25 @@ class GuardedClient:
         return self._client.build_request(
             method,
             pinned,
-            headers={"Host": host_header, "Accept-Encoding": "identity"},
+            headers={**(extra or {}), "Host": host_header, "Accept-Encoding": "identity"},
             extensions={"sni_hostname": host} if parts.scheme == "https" else {},
         )
 
     @asynccontextmanager
-    async def open(self, method: str, url: str) -> AsyncIterator[tuple[str, httpx.Response]]:
+    async def open(
+        self, method: str, url: str, headers: list[dict[str, str]] | None = None
+    ) -> AsyncIterator[tuple[str, httpx.Response]]:
         """``(final URL, response)`` after at most MAX_REDIRECTS checked redirects; the body
-        is streamed (read it with ``response.aiter_raw()``)."""
+        is streamed (read it with ``response.aiter_raw()``). ``headers`` (Argo's
+        ``[{name, value}]``) go with the first request only, never to a redirect's host."""
+        extra = {
+            h["name"]: h.get("value", "")
+            for h in headers or []
+            if h.get("name", "").lower() not in ("host", "accept-encoding")
+        }
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            request = await self._pinned(method, current)
+            request = await self._pinned(method, current, extra if current == url else None)
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.HTTPError as exc:
