@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.fetch import AllowedHosts
+from services.common.namespace_reads import NamespaceReader
 from services.common.runtime import get_runtime
 from services.pipeline import api, argo_api, artifact_api, kfp_api
 from services.pipeline.artifacts import ArtifactRepository
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.objects,
             max_bytes=settings.artifact_max_bytes,
             allowed_hosts=AllowedHosts.parse(settings.artifact_download_allowed_hosts),
+            reader=NamespaceReader(settings),
         )
         ctx.extras["artifacts"] = artifacts
         cache = StepCache(ctx.db, metadata.tables["step_cache"], enabled=settings.cache_enabled)

@@ -21,13 +21,17 @@ in its own namespace's areas.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from services.common import safe_yaml
 from services.common.fetch import AllowedHosts, FetchError, GuardedClient
+from services.common.namespace_reads import NamespaceReader, NamespaceReadError
 from services.common.objectstore import (
     ObjectNotFound,
     ObjectStore,
@@ -37,6 +41,9 @@ from services.common.objectstore import (
 
 ARGO_ROOT = "artifacts"
 MAX_URL_TTL = 7 * 24 * 3600  # SigV4's longest presigned lifetime
+REPOSITORIES_CONFIGMAP = "artifact-repositories"  # Argo's name for a namespace's repositories
+DEFAULT_REPOSITORY_ANNOTATION = "workflows.argoproj.io/default-artifact-repository"
+_VARIABLE = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 
 
 class ArtifactError(ValueError):
@@ -72,11 +79,14 @@ class ArtifactRepository:
         max_bytes: int = 5 * 1024**3,
         input_url_ttl: int = 3600,
         allowed_hosts: AllowedHosts | None = None,
+        reader: NamespaceReader | None = None,
     ) -> None:
         self._store = store
         self.max_bytes = max_bytes
         self.input_url_ttl = input_url_ttl
         self.allowed_hosts = allowed_hosts or AllowedHosts(frozenset())
+        self.reader = reader
+        self._key_formats: dict[str, str | None] = {}  # workflow uid -> its repository's
 
     async def store(self) -> ObjectStore:
         return await self._store()
@@ -85,6 +95,82 @@ class ArtifactRepository:
     def step_prefix(namespace: str, workflow: str, pod: str) -> str:
         """Argo's default ``{{workflow.name}}/{{pod.name}}`` in the namespace's area."""
         return f"{ARGO_ROOT}/{namespace}/{workflow}/{pod}"
+
+    async def output_prefix(self, wf: dict[str, Any], pod: str) -> str:
+        """Where a step's outputs go: the workflow's repository's ``keyFormat``, filled in, or
+        the default repository's ``artifacts/<ns>/<workflow>/<pod>``."""
+        meta = wf["metadata"]
+        key_format = await self._key_format(wf)
+        if key_format is None:
+            return self.step_prefix(meta["namespace"], meta["name"], pod)
+        created = _timestamp(meta.get("creationTimestamp"))
+        values = {
+            "workflow.name": meta["name"],
+            "workflow.namespace": meta["namespace"],
+            "workflow.uid": meta.get("uid", ""),
+            "pod.name": pod,
+            "workflow.creationTimestamp": meta.get("creationTimestamp", ""),
+            **{f"workflow.creationTimestamp.{c}": created.strftime(f"%{c}") for c in "YmdHMSjy"},
+        }
+
+        def fill(m: re.Match[str]) -> str:
+            if m.group(1) not in values:
+                raise ArtifactError(
+                    f"artifact repository keyFormat {key_format!r}: unknown variable "
+                    f"{{{{{m.group(1)}}}}} (known: {', '.join(sorted(values))})"
+                )
+            return values[m.group(1)]
+
+        return _VARIABLE.sub(fill, key_format).strip("/")
+
+    async def _key_format(self, wf: dict[str, Any]) -> str | None:
+        """The keyFormat of the repository ``spec.artifactRepositoryRef`` names (None: the
+        default repository). Read once per workflow, as the namespace's service account."""
+        ref = (wf.get("spec") or {}).get("artifactRepositoryRef")
+        if not ref:
+            return None
+        uid = wf["metadata"].get("uid", "")
+        if uid in self._key_formats:
+            return self._key_formats[uid]
+        if self.reader is None:
+            raise ArtifactError("artifactRepositoryRef: this service cannot read ConfigMaps")
+        ns = wf["metadata"]["namespace"]
+        name = ref.get("configMap") or REPOSITORIES_CONFIGMAP
+        try:
+            cm = await self.reader.config_map(ns, name)
+        except NamespaceReadError as exc:
+            raise ArtifactError(f"artifactRepositoryRef: {exc}") from None
+        if cm is None:
+            raise ArtifactError(
+                f"artifactRepositoryRef: ConfigMap {ns}/{name} not found (create it with "
+                f"Argo's artifact-repositories format)"
+            )
+        annotations = (cm.get("metadata") or {}).get("annotations") or {}
+        key = ref.get("key") or annotations.get(DEFAULT_REPOSITORY_ANNOTATION)
+        data = cm.get("data") or {}
+        if not key or key not in data:
+            raise ArtifactError(
+                f"artifactRepositoryRef: ConfigMap {ns}/{name} has no repository "
+                f"{key or '(no key, and no ' + DEFAULT_REPOSITORY_ANNOTATION + ' annotation)'}"
+                f"; keys: {', '.join(sorted(data)) or 'none'}"
+            )
+        try:
+            repo = safe_yaml.load(data[key]) or {}
+        except safe_yaml.YamlError as exc:
+            raise ArtifactError(f"artifactRepositoryRef: {name}/{key}: {exc}") from None
+        s3 = repo.get("s3") if isinstance(repo, dict) else None
+        if not isinstance(s3, dict):
+            raise ArtifactError(
+                f"artifactRepositoryRef: {name}/{key}: only s3 repositories (in the platform's "
+                "bucket) are supported"
+            )
+        await self.check_location(ns, {"name": f"{name}/{key}", "s3": s3}, f"{ARGO_ROOT}/{ns}/x")
+        key_format = str(s3.get("keyFormat") or "{{workflow.name}}/{{pod.name}}")
+        self._key_formats[uid] = key_format
+        return key_format
+
+    def forget(self, wf: dict[str, Any]) -> None:
+        self._key_formats.pop(wf["metadata"].get("uid", ""), None)
 
     async def check_location(self, namespace: str, art: dict[str, Any], key: str) -> None:
         """Refuse a key outside the namespace's areas, or another bucket or endpoint."""
@@ -186,3 +272,10 @@ class ArtifactRepository:
         keys = [item.key async for item in store.list(prefix.rstrip("/") + "/")]
         for key in keys:
             await store.delete(key)
+
+
+def _timestamp(value: str | None) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.now(UTC)

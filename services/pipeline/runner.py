@@ -225,7 +225,7 @@ class RuntimeRunner:
                         argv = ["python"]
                     argv.append(f"{STEP_MOUNT}/script")
                 scratch = _ScratchDirs(host_dir, sub, [m["mountPath"] for m in mounts])
-                prefix = self.artifacts.step_prefix(ns, wf["metadata"]["name"], node["id"])
+                prefix = await self.artifacts.output_prefix(wf, node["id"])
                 for art in in_arts:
                     if not art.get("path"):
                         continue
@@ -456,6 +456,7 @@ class RuntimeRunner:
 
     def forget(self, wf: dict[str, Any]) -> None:
         """Drop in-memory results of a finished workflow (its status holds them now)."""
+        self.artifacts.forget(wf)
         prefix = f"wf-{wf['metadata']['uid'][:8]}-"
         ns = wf["metadata"]["namespace"]
         for store in (self._done, self._results, self._waiters):

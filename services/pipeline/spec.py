@@ -309,6 +309,13 @@ class WorkflowTemplateRef(_M):
     cluster_scope: bool | None = None
 
 
+class ArtifactRepositoryRef(_M):
+    """Argo's reference to a repository in a ConfigMap of the workflow's namespace."""
+
+    config_map: str | None = None
+    key: str | None = None
+
+
 class WorkflowSpec(_M):
     entrypoint: str | None = None
     templates: list[Template] | None = None
@@ -325,6 +332,7 @@ class WorkflowSpec(_M):
     ttl_strategy: dict[str, Any] | None = None
     pod_gc: dict[str, Any] | None = None
     workflow_metadata: dict[str, Any] | None = None
+    artifact_repository_ref: ArtifactRepositoryRef | None = None
 
     @field_validator("shutdown")
     @classmethod

@@ -14,6 +14,7 @@ import signal
 import sys
 import tarfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 
 from services.common.objectstore import ObjectNotFound, ObjectStore
 from services.pipeline import stepwrap
-from tests.pipeline.conftest import PipelineService, nodes_by_display
+from tests.pipeline.conftest import Gateway, PipelineService, nodes_by_display
 from tests.pipeline.test_engine import py, sh, wf
 
 
@@ -394,3 +395,61 @@ async def test_http_input_artifact_is_fetched_by_the_service_ssrf_checked(
         assert "404" in missing["status"]["nodes"][missing["metadata"]["name"]]["message"]
     finally:
         files.close()
+
+
+def _repo_workflow(ref: dict[str, str]) -> dict[str, Any]:
+    body = wf(
+        "repo",
+        [
+            sh(
+                "main",
+                "echo via-ref > /tmp/r.txt",
+                outputs={"artifacts": [{"name": "r", "path": "/tmp/r.txt"}]},
+            )
+        ],
+    )
+    body["spec"]["artifactRepositoryRef"] = ref
+    return body
+
+
+async def test_artifact_repository_ref_names_a_configmap_of_the_namespace(
+    gateway: Gateway, seaweedfs: Any
+) -> None:
+    """Argo's artifact-repositories ConfigMap (read by the service as the namespace's account,
+    through the gateway): its keyFormat places outputs, inside the namespace's areas only."""
+    ns = gateway.namespace
+    cm_name = f"repos-{uuid.uuid4().hex[:6]}"
+    bucket = seaweedfs.config.bucket
+    good = f"s3:\n  bucket: {bucket}\n  keyFormat: models/{ns}/{cm_name}/{{{{workflow.name}}}}\n"
+    outside = "s3:\n  keyFormat: models/someone-else/{{workflow.name}}\n"
+    async with gateway.client(ns) as c:
+        r = await c.post(
+            f"/api/v1/namespaces/{ns}/configmaps",
+            json={
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": cm_name,
+                    "annotations": {"workflows.argoproj.io/default-artifact-repository": "good"},
+                },
+                "data": {"good": good, "outside": outside, "gcs": "gcs:\n  bucket: b\n"},
+            },
+        )
+        assert r.status_code == 201, r.text
+    done = await gateway.run(ns, _repo_workflow({"configMap": cm_name}))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    name = done["metadata"]["name"]
+    key = done["status"]["nodes"][name]["outputs"]["artifacts"][0]["s3"]["key"]
+    assert key == f"models/{ns}/{cm_name}/{name}/r.tgz"
+    assert list(await _keys(seaweedfs.config, f"models/{ns}/{cm_name}/")) == [key]
+
+    for ref, expected in (
+        ({"configMap": cm_name, "key": "outside"}, "outside namespace"),
+        ({"configMap": cm_name, "key": "gcs"}, "only s3 repositories"),
+        ({"configMap": cm_name, "key": "nope"}, "has no repository nope"),
+        ({"configMap": "no-such-configmap"}, "not found"),
+    ):
+        failed = await gateway.run(ns, _repo_workflow(ref))
+        assert failed["status"]["phase"] == "Error", (ref, failed["status"])
+        message = failed["status"]["nodes"][failed["metadata"]["name"]]["message"]
+        assert expected in message, (ref, message)
