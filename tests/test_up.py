@@ -342,3 +342,96 @@ def test_up_unreachable_store_says_which_and_what_to_check(tmp_path: Path) -> No
     assert "Check SHIPYARD_S3_ENDPOINT" in out.stderr
     assert "Traceback" not in out.stderr
     assert _processes_mentioning(state_dir) == []
+
+
+def test_real_platform_on_the_embedded_store_passes_artifacts(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """Without SHIPYARD_S3_*, the whole platform (real services) works on the SeaweedFS it
+    starts: an Argo output artifact passes between two steps and lands in the embedded
+    bucket under the workflow's name, and nothing of it listens on a fixed port."""
+    import asyncio
+
+    from services.common.objectstore import ObjectStore
+    from tests.conftest import fresh_database
+
+    workflow = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": "embedded-"},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [
+                {
+                    "name": "main",
+                    "steps": [
+                        [{"name": "make", "template": "make"}],
+                        [
+                            {
+                                "name": "use",
+                                "template": "use",
+                                "arguments": {
+                                    "artifacts": [
+                                        {
+                                            "name": "in",
+                                            "from": "{{steps.make.outputs.artifacts.out}}",
+                                        }
+                                    ]
+                                },
+                            }
+                        ],
+                    ],
+                },
+                {
+                    "name": "make",
+                    "container": {"image": "alpine", "command": ["sh", "-c", "echo hi > /tmp/o"]},
+                    "outputs": {"artifacts": [{"name": "out", "path": "/tmp/o"}]},
+                },
+                {
+                    "name": "use",
+                    "inputs": {"artifacts": [{"name": "in", "path": "/tmp/i"}]},
+                    "container": {"image": "alpine", "command": ["cat", "/tmp/i"]},
+                },
+            ],
+        },
+    }
+    with (
+        fresh_database("shipyard_test_embedded") as db_url,
+        Platform(
+            tmp_path,
+            database_url=db_url,
+            nats_url=nats_url,
+            ports=Platform.free_ports(),
+            auth_mode="single-user",
+        ) as platform,
+    ):
+        store = platform.resolved_s3
+        assert platform.s3_child is not None and store is not None
+        ns = "kubeflow-user-example-com"
+        base = f"{platform.gateway_url}/apis/argoproj.io/v1alpha1/namespaces/{ns}/workflows"
+        created = httpx.post(base, json=workflow, timeout=30)
+        assert created.status_code == 201, created.text
+        name = created.json()["metadata"]["name"]
+        deadline = time.monotonic() + 90
+        while True:
+            wf = httpx.get(f"{base}/{name}", timeout=30).json()
+            if wf.get("status", {}).get("phase") in ("Succeeded", "Failed", "Error"):
+                break
+            assert time.monotonic() < deadline, wf.get("status")
+            time.sleep(0.2)
+        assert wf["status"]["phase"] == "Succeeded", wf["status"]
+        logs = httpx.get(f"{base}/{name}/log", params={"logOptions.container": "main"}, timeout=30)
+        assert "hi" in logs.text, logs.text
+
+        async def keys() -> list[str]:
+            async with ObjectStore(store) as client:
+                return [o.key async for o in client.list(f"artifacts/{ns}/{name}/")]
+
+        stored = asyncio.run(keys())
+        assert len(stored) == 1 and stored[0].endswith("/out.tgz"), stored
+        listening = {
+            c.laddr.port
+            for c in psutil.Process(platform.s3_child.pid).net_connections()
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert not listening & {8080, 8181, 8111, 8333, 8888, 9333, 6060, 7333, 2022}, listening
