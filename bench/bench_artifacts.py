@@ -370,7 +370,7 @@ async def bench(
             ours, theirs = f"{prefix}/data", f"{prefix}/peer"
             form = await repo.upload_form(ours, 3600)
             output = {"name": "data", "path": str(source), "key": ours, "archive": "none"}
-            plan: dict[str, Any] = {"outputArtifacts": [{**output, "form": form}]}
+            plan: dict[str, Any] = {"outputArtifacts": [{**output, "upload": form}]}
             work = base / f"round-{i}"
 
             def up_platform(w: Path = work / "up", p: dict[str, Any] = plan) -> None:

@@ -89,6 +89,17 @@ class S3Config:
     secret_access_key: str
     region: str = DEFAULT_REGION
     bucket: str = DEFAULT_BUCKET
+    #: Check the endpoint's TLS certificate (KServe's ``s3-verifyssl``; the platform's own
+    #: store always does).
+    verify_tls: bool = True
+    #: Send unsigned requests (KServe's ``s3-useanoncredential``: a public bucket).
+    anonymous: bool = False
+
+    def __repr__(self) -> str:  # the secret key stays out of logs and tracebacks
+        return (
+            f"S3Config(endpoint={self.endpoint!r}, region={self.region!r}, "
+            f"bucket={self.bucket!r})"
+        )
 
     def env(self) -> dict[str, str]:
         """The ``SHIPYARD_S3_*`` environment that makes a service use this store."""
@@ -154,9 +165,10 @@ class ObjectStore:
         self.bucket = config.bucket
         self.part_size = part_size
         from aiobotocore.config import AioConfig
+        from botocore import UNSIGNED
 
         self._boto_config = AioConfig(
-            signature_version="s3v4",
+            signature_version=UNSIGNED if config.anonymous else "s3v4",
             s3={"addressing_style": "path"},  # MinIO and SeaweedFS have no virtual hosts
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -182,6 +194,7 @@ class ObjectStore:
                 aws_access_key_id=self.config.access_key_id,
                 aws_secret_access_key=self.config.secret_access_key,
                 config=self._boto_config,
+                verify=self.config.verify_tls,
             )
         )
         self._exit_stack = stack
@@ -363,6 +376,19 @@ class ObjectStore:
         with self._errors(key):
             url: str = await self._s3.generate_presigned_url(
                 "get_object",
+                Params={"Bucket": self.bucket, "Key": key},
+                ExpiresIn=expires_in,
+            )
+        return url
+
+    async def presigned_put_url(self, key: str, expires_in: int = 3600) -> str:
+        """A URL anyone holding it can PUT exactly this object with (one request, so at most
+        S3's 5 GiB single-upload size), for ``expires_in`` seconds."""
+        if not 1 <= expires_in <= 7 * 24 * 3600:
+            raise ValueError("expires_in must be between 1 s and 7 days")
+        with self._errors(key):
+            url: str = await self._s3.generate_presigned_url(
+                "put_object",
                 Params={"Bucket": self.bucket, "Key": key},
                 ExpiresIn=expires_in,
             )

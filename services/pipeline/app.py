@@ -43,7 +43,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reader=NamespaceReader(settings),
         )
         ctx.extras["artifacts"] = artifacts
-        cache = StepCache(ctx.db, metadata.tables["step_cache"], enabled=settings.cache_enabled)
+        cache = StepCache(
+            ctx.db,
+            metadata.tables["step_cache"],
+            enabled=settings.cache_enabled,
+            usable=artifacts.all_present,
+        )
         controller = WorkflowController(
             ctx, runtime, artifacts, cache, workers=settings.workflow_workers
         )

@@ -6,8 +6,9 @@ either. When the service prepares a step it gives the step's wrapper (``stepwrap
 
 * a presigned GET URL for every object of every input artifact (the service lists them, so
   a directory artifact stored as many objects works too), and
-* a presigned POST form per output artifact, valid only for keys under that artifact's key
-  (the store checks the signed policy: key prefix, size, expiry).
+* a presigned PUT URL per output artifact for exactly its key, and a presigned POST form
+  valid only for keys under ``<key>/`` (a directory stored with ``archive: none``; the store
+  checks the signed policy: key prefix, size, expiry).
 
 The wrapper downloads, runs the command, then packs (tar+gzip unless ``archive: none``) and
 uploads. The service records an output only after the step has ended and the store shows the
@@ -247,11 +248,19 @@ class ArtifactRepository:
         return info.size
 
     async def upload_form(self, key: str, ttl: int) -> dict[str, Any]:
-        """A POST form for ``key`` itself and keys under ``key/`` (a directory artifact)."""
+        """How a step uploads the output artifact at ``key``: ``put``, a presigned PUT URL for
+        ``key`` itself (a file, or the tar+gzip), and ``form``, a POST form for keys under
+        ``key/`` (the files of a directory stored with ``archive: none``, whose names are not
+        known in advance). A POST goes through SeaweedFS's slower form parser, so the PUT
+        carries every single-object upload."""
         store = await self.store()
-        return await store.presigned_post(
-            key, expires_in=max(60, min(ttl, MAX_URL_TTL)), max_bytes=self.max_bytes
-        )
+        expires = max(60, min(ttl, MAX_URL_TTL))
+        return {
+            "put": await store.presigned_put_url(key, expires),
+            "form": await store.presigned_post(
+                key + "/", expires_in=expires, max_bytes=self.max_bytes
+            ),
+        }
 
     async def uploaded(self, key: str, kind: str) -> bool:
         """Whether the store shows a finished upload at ``key`` (or under it, for a dir)."""
@@ -265,6 +274,14 @@ class ArtifactRepository:
         async for _ in store.list(key.rstrip("/") + "/"):
             return True
         return False
+
+    async def all_present(self, outputs: dict[str, Any]) -> bool:
+        """Whether every artifact a (cached) step's outputs name is still in the store."""
+        for art in outputs.get("artifacts") or []:
+            key = (art.get("s3") or {}).get("key")
+            if key and not (await self.uploaded(key, "file") or await self.uploaded(key, "dir")):
+                return False
+        return True
 
     async def delete_prefix(self, prefix: str) -> None:
         """Delete every object under ``prefix`` (a deleted workflow's artifacts)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,12 +14,25 @@ from services.common.db import Database
 
 
 class StepCache:
-    """The engine's Cache, in the ``step_cache`` table; ``enabled=False`` turns it off globally."""
+    """The engine's Cache, in the ``step_cache`` table; ``enabled=False`` turns it off globally.
 
-    def __init__(self, db: Database, table: Table, *, enabled: bool = True) -> None:
+    ``usable(outputs)`` says whether a hit can still be used: its artifacts may have been
+    deleted with the workflow that made them, and a hit that points at nothing would fail the
+    steps that read it. An unusable hit is a miss (the step runs again and replaces it).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        table: Table,
+        *,
+        enabled: bool = True,
+        usable: Callable[[dict[str, Any]], Awaitable[bool]] | None = None,
+    ) -> None:
         self.db = db
         self.table = table
         self.enabled = enabled
+        self.usable = usable
 
     async def get(self, namespace: str, key: str, max_age: float | None) -> dict[str, Any] | None:
         if not self.enabled:
@@ -33,7 +47,10 @@ class StepCache:
         created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
         if max_age is not None and datetime.now(UTC) - created > timedelta(seconds=max_age):
             return None
-        return dict(row.outputs)
+        outputs = dict(row.outputs)
+        if self.usable is not None and not await self.usable(outputs):
+            return None
+        return outputs
 
     async def put(
         self, namespace: str, key: str, outputs: dict[str, Any], workflow: str, node: str

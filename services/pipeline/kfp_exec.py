@@ -306,7 +306,7 @@ async def prepare(
                 "optional": True,  # a missing output is reported by collect, by name
                 "key": key,
                 "archive": "none",
-                "form": await runner.artifacts.upload_form(key, ttl),
+                "upload": await runner.artifacts.upload_form(key, ttl),
             }
         )
     ex = executor_input(node, kfp, mount, artifacts, output_uris)

@@ -266,7 +266,7 @@ class RuntimeRunner:
                             "optional": a.get("optional"),
                             "key": key,
                             "archive": kind,
-                            "form": await self.artifacts.upload_form(key, ttl),
+                            "upload": await self.artifacts.upload_form(key, ttl),
                         }
                     )
                 for entry in plan["outputParameters"] + plan["outputArtifacts"]:

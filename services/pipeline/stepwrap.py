@@ -120,10 +120,47 @@ def _place_inputs(base: str, inputs: list) -> None:
             os.chmod(path, int(art["mode"]))
 
 
-def _post(form: dict, key: str, source: str) -> None:
-    """Upload ``source`` as ``key`` with a presigned POST form, streaming the file."""
+def _send(method: str, target: str, headers: dict, source: str, pre=b"", tail=b"") -> None:  # noqa: ANN001
+    """Stream ``pre`` + the file ``source`` + ``tail`` as one request; retried when transient."""
     import http.client
 
+    size = len(pre) + os.path.getsize(source) + len(tail)
+    url = urlsplit(target)
+    conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    path = url.path + (f"?{url.query}" if url.query else "")
+
+    def send() -> None:
+        conn = conn_cls(url.hostname or "", url.port, timeout=TIMEOUT)
+        try:
+            conn.putrequest(method, path or "/", skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.putheader("Content-Length", str(size))
+            conn.endheaders()
+            if pre:
+                conn.send(pre)
+            with open(source, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    conn.send(chunk)
+            if tail:
+                conn.send(tail)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status >= 300:
+                raise _Refused(resp.status, body)
+        finally:
+            conn.close()
+
+    _retrying(f"upload of {os.path.basename(url.path)}", send)
+
+
+def _put(url: str, source: str) -> None:
+    """Upload ``source`` with a presigned PUT URL (one object, its exact key)."""
+    _send("PUT", url, {"Content-Type": "application/octet-stream"}, source)
+
+
+def _post(form: dict, key: str, source: str) -> None:
+    """Upload ``source`` as ``key`` with a presigned POST form (a key under its prefix)."""
     boundary = uuid.uuid4().hex
     fields = dict(form["fields"], key=key)
     head = "".join(
@@ -134,32 +171,8 @@ def _post(form: dict, key: str, source: str) -> None:
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="data"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     )
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    pre = head.encode()
-    size = os.path.getsize(source)
-    url = urlsplit(form["url"])
-    conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-
-    def send() -> None:
-        conn = conn_cls(url.hostname, url.port, timeout=TIMEOUT)
-        try:
-            conn.putrequest("POST", url.path or "/")
-            conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
-            conn.putheader("Content-Length", str(len(pre) + size + len(tail)))
-            conn.endheaders()
-            conn.send(pre)
-            with open(source, "rb") as f:
-                for chunk in iter(lambda: f.read(CHUNK), b""):
-                    conn.send(chunk)
-            conn.send(tail)
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status >= 300:
-                raise _Refused(resp.status, body)
-        finally:
-            conn.close()
-
-    _retrying(f"upload of {key}", send)
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    _send("POST", form["url"], headers, source, head.encode(), f"\r\n--{boundary}--\r\n".encode())
 
 
 def _run(argv: list, capture: bool) -> tuple:
@@ -189,9 +202,10 @@ def _run(argv: list, capture: bool) -> tuple:
 def _upload(base: str, a: dict) -> tuple:
     """Upload one output artifact: (how it is stored: file, dir or tgz; bytes uploaded)."""
     path = a["path"]
+    upload = a["upload"]
     if a.get("archive") == "none":
         if not os.path.isdir(path):
-            _post(a["form"], a["key"], path)
+            _put(upload["put"], path)
             return "file", os.path.getsize(path)
         size = 0
         for root, _dirs, files in os.walk(path):
@@ -200,14 +214,14 @@ def _upload(base: str, a: dict) -> tuple:
                 if os.path.islink(full) or not os.path.isfile(full):
                     continue  # a link could name any file the step can read; not an output
                 rel = os.path.relpath(full, path)
-                _post(a["form"], f"{a['key']}/{rel}", full)
+                _post(upload["form"], f"{a['key']}/{rel}", full)
                 size += os.path.getsize(full)
         return "dir", size
     packed = os.path.join(base, f".out-{uuid.uuid4().hex[:8]}.tgz")
     try:
         with tarfile.open(packed, "w:gz", compresslevel=6) as tar:
             tar.add(path, arcname=os.path.basename(os.path.normpath(path)))
-        _post(a["form"], a["key"], packed)
+        _put(upload["put"], packed)
         return "tgz", os.path.getsize(packed)
     finally:
         if os.path.exists(packed):

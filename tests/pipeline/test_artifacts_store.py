@@ -169,7 +169,8 @@ async def test_s3_input_in_own_area_is_read_and_another_namespace_is_refused(
 ESCAPE = r"""
 import json, urllib.request, urllib.error, uuid
 plan = json.load(open('/tmp/.shipyard/plan.json'))
-form = plan['outputArtifacts'][0]['form']
+upload = plan['outputArtifacts'][0]['upload']
+form = upload['form']
 results = {}
 def post(key):
     b = uuid.uuid4().hex
@@ -186,6 +187,14 @@ def post(key):
         return e.code
 results['other_ns'] = post('artifacts/VICTIM/planted.txt')
 results['own_prefix_sibling'] = post(plan['outputArtifacts'][0]['key'].rsplit('/', 1)[0] + '/x')
+# The PUT URL is signed for its own key: the same signature on another key is refused.
+own = plan['outputArtifacts'][0]['key']
+other_put = upload['put'].replace(own, f'artifacts/VICTIM/put.txt')
+try:
+    results['put_other_key'] = urllib.request.urlopen(urllib.request.Request(
+        other_put, data=b'planted', method='PUT'), timeout=10).status
+except urllib.error.HTTPError as e:
+    results['put_other_key'] = e.code
 base = form['url']
 try:
     results['unsigned_get'] = urllib.request.urlopen(base + '/models/VICTIM/secret.txt',
@@ -200,7 +209,8 @@ open('/tmp/out.txt', 'w').write('x')
 async def test_a_step_cannot_use_its_upload_form_elsewhere(
     pipeline: PipelineService, namespace: str, seaweedfs: Any
 ) -> None:
-    """The hostile step reads its own plan (it can) and tries the form on other keys."""
+    """The hostile step reads its own plan (it can) and tries its PUT URL and POST form on
+    other keys: another namespace's, and a sibling of its own output."""
     victim = f"pl-victim-{namespace[-6:]}"
     await _put(seaweedfs.config, f"models/{victim}/secret.txt", b"theirs")
     source = ESCAPE.replace("VICTIM", victim)
@@ -211,7 +221,12 @@ async def test_a_step_cannot_use_its_upload_form_elsewhere(
     done = await pipeline.run(namespace, spec)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     results = json.loads(done["status"]["nodes"][done["metadata"]["name"]]["outputs"]["result"])
-    assert results == {"other_ns": 403, "own_prefix_sibling": 403, "unsigned_get": 403}
+    assert results == {
+        "other_ns": 403,
+        "own_prefix_sibling": 403,
+        "put_other_key": 403,
+        "unsigned_get": 403,
+    }
     assert await _keys(seaweedfs.config, f"artifacts/{victim}/") == {}
 
 
@@ -232,7 +247,7 @@ async def test_a_killed_upload_leaves_no_object(tmp_path: Path, seaweedfs: Any) 
         os.truncate(big, 512 * 1024 * 1024)
         plan = {
             "outputArtifacts": [
-                {"name": "big", "path": str(big), "key": key, "archive": "none", "form": form}
+                {"name": "big", "path": str(big), "key": key, "archive": "none", "upload": form}
             ]
         }
         (tmp_path / "plan.json").write_text(json.dumps(plan))
