@@ -43,6 +43,9 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(r"^/api/v1/persistentvolumeclaims$", "notebook"),
     _r(rf"^/api/v1/namespaces/{NS}/configmaps(/|$|\?)", "automl"),
     _r(r"^/api/v1/configmaps$", "automl"),
+    # Secrets and ServiceAccounts: served by serving, their one consumer (storageUri credentials).
+    _r(rf"^/api/v1/namespaces/{NS}/(secrets|serviceaccounts)(/|$|\?)", "serving"),
+    _r(r"^/api/v1/(secrets|serviceaccounts)$", "serving"),
     _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/notebooks(/|$)", "notebook"),
     _r(r"^/apis/kubeflow\.org/v1/notebooks$", "notebook"),
     _r(rf"^/apis/kubeflow\.org/v1beta1/namespaces/{NS}/", "automl"),

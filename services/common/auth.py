@@ -86,9 +86,14 @@ IdentityDep = Annotated[Identity, Depends(current_identity)]
 READ_VERBS = {"get", "list", "watch"}
 
 
-def authorize(identity: Identity, verb: str, namespace: str | None, resource: str) -> None:
-    """Defence in depth behind the gateway: the assertion must cover this namespace and verb."""
-    needed = "view" if verb in READ_VERBS else "edit"
+def authorize(
+    identity: Identity, verb: str, namespace: str | None, resource: str, read_role: str = "view"
+) -> None:
+    """Defence in depth behind the gateway: the assertion must cover this namespace and verb.
+
+    Reads need ``read_role`` (``view``, or ``edit`` for Secrets, as Kubernetes' ``view`` role
+    leaves them out); writes need ``edit``."""
+    needed = read_role if verb in READ_VERBS else "edit"
     if not identity.allows(needed, namespace):
         where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
         raise ApiError(

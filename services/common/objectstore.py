@@ -97,8 +97,7 @@ class S3Config:
 
     def __repr__(self) -> str:  # the secret key stays out of logs and tracebacks
         return (
-            f"S3Config(endpoint={self.endpoint!r}, region={self.region!r}, "
-            f"bucket={self.bucket!r})"
+            f"S3Config(endpoint={self.endpoint!r}, region={self.region!r}, bucket={self.bucket!r})"
         )
 
     def env(self) -> dict[str, str]:

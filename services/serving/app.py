@@ -9,9 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.errors import ApiError
 from services.serving.controller import InferenceServiceController
+from services.serving.corev1 import admit_secret
 from services.serving.idle import ActivityMonitor, ConcurrencyWindow, IdleClock
 from services.serving.modelcache import ModelCache
-from services.serving.models import INFERENCE_SERVICE, KINDS
+from services.serving.models import INFERENCE_SERVICE, KINDS, SECRET
 from services.serving.settings import Settings
 from services.serving.storage import check_download_uris, check_file_uris
 from services.serving.tables import metadata
@@ -32,7 +33,13 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
     store_config = settings.object_store_config()
     bucket = store_config.bucket if store_config is not None else None
     policy = settings.download_policy()
-    models = ModelCache(ctx.runtime, ctx.objects if store_config else None, bucket, policy)
+    models = ModelCache(
+        ctx.runtime,
+        ctx.objects if store_config else None,
+        bucket,
+        policy,
+        platform_endpoint=store_config.endpoint if store_config is not None else None,
+    )
 
     async def admit_inference_service(
         session: AsyncSession, new: dict[str, Any], current: dict[str, Any] | None
@@ -43,6 +50,7 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
             raise ApiError.invalid(INFERENCE_SERVICE.kind, new["metadata"]["name"], causes)
 
     ctx.store.add_admission(INFERENCE_SERVICE, admit_inference_service)
+    ctx.store.add_admission(SECRET, admit_secret)
     clock, window = IdleClock(), ConcurrencyWindow(settings.autoscale_window_seconds)
     controller = InferenceServiceController(
         ctx.store,

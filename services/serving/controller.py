@@ -44,18 +44,21 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common.controller import Controller
+from services.common.controller import Controller, Key
 from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
 from services.common.resources import ResourceKind, ResourceStore
+from services.common.resources.store import WatchEvent
 from services.common.runtime import Phase, Runtime, VolumeNotFound, WorkloadSpec, WorkloadStatus
 from services.serving.activity import Activity
 from services.serving.autoscale import desired_replicas, replica_bounds
+from services.serving.credentials import CredentialsError, S3Credentials, s3_credentials
 from services.serving.idle import ConcurrencyWindow, IdleClock
 from services.serving.modelcache import ModelCache
-from services.serving.models import INFERENCE_SERVICE
+from services.serving.models import INFERENCE_SERVICE, SECRET, SERVICE_ACCOUNT
 from services.serving.storage import StorageError, StoragePending, resolve_storage
 
 log = logging.getLogger(__name__)
@@ -148,6 +151,27 @@ class InferenceServiceController(Controller):
         self._scaling: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
         #: Replicas no longer wanted, by workload name: since when.
         self._surplus: dict[str, float] = {}
+        #: InferenceServices that read credentials through a ServiceAccount, by namespace:
+        #: a change to a Secret or ServiceAccount there wakes them.
+        self._with_account: dict[str, set[str]] = {}
+
+    def keys_for(self, kind: ResourceKind, event: WatchEvent) -> Sequence[Key]:
+        """An InferenceService itself; for a Secret or ServiceAccount, the namespace's
+        InferenceServices that name a ServiceAccount (a fixed Secret retries at once)."""
+        if kind.kind in (SECRET.kind, SERVICE_ACCOUNT.kind):
+            namespace = (event.object.get("metadata") or {}).get("namespace", "")
+            return [
+                Key(INFERENCE_SERVICE.kind, namespace, name)
+                for name in sorted(self._with_account.get(namespace, ()))
+            ]
+        return super().keys_for(kind, event)
+
+    def _note_account(self, namespace: str, name: str, account: str | None) -> None:
+        names = self._with_account.setdefault(namespace, set())
+        if account:
+            names.add(name)
+        else:
+            names.discard(name)
 
     async def start(self) -> None:
         # Take over the runtime's workloads before the first reconcile: a crash between
@@ -203,7 +227,12 @@ class InferenceServiceController(Controller):
         if found is not None:
             block, fmt = found
             storage = await resolve_storage(
-                self.runtime, ns, block["storageUri"], self.models, digest
+                self.runtime,
+                ns,
+                block["storageUri"],
+                self.models,
+                digest,
+                await self._credentials(ns, predictor, block["storageUri"]),
             )
             protocol = block.get("protocolVersion") or "v1"
             probe_path = "/v2/health/ready" if protocol == "v2" else f"/v1/models/{name}"
@@ -269,6 +298,19 @@ class InferenceServiceController(Controller):
             }
         )
 
+    async def _credentials(
+        self, namespace: str, predictor: dict[str, Any], uri: str
+    ) -> S3Credentials | None:
+        """An ``s3://`` model's credentials from ``serviceAccountName`` (None without one);
+        StorageError, naming what is missing, when the ServiceAccount or Secret is."""
+        account = predictor.get("serviceAccountName")
+        if not account or not uri.startswith("s3://"):
+            return None
+        try:
+            return await s3_credentials(self.store, namespace, account)
+        except CredentialsError as exc:
+            raise StorageError(f"storageUri {uri!r}: {exc}") from None
+
     async def _delete_workloads(self, workloads: list[WorkloadStatus]) -> None:
         for w in workloads:
             await self.runtime.delete(w.namespace, w.name)
@@ -279,6 +321,7 @@ class InferenceServiceController(Controller):
         isvc = await self.store.find(INFERENCE_SERVICE, namespace, name)
         owned = await self.runtime.list({ISVC_LABEL: name}, namespace=namespace)
         if isvc is None or isvc["metadata"].get("deletionTimestamp"):
+            self._note_account(namespace, name, None)
             await self._delete_workloads(owned)
             if isvc is not None:
                 await self.store.remove_finalizer(INFERENCE_SERVICE, namespace, name, FINALIZER)
@@ -289,6 +332,7 @@ class InferenceServiceController(Controller):
             self.window.forget(namespace, name)
             return
         predictor = isvc["spec"]["predictor"]
+        self._note_account(namespace, name, predictor.get("serviceAccountName"))
         digest = predictor_hash(predictor)
         status = isvc.get("status") or {}
         comp = (status.get("components") or {}).get("predictor") or {}

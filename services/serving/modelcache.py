@@ -43,20 +43,32 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from services.common.fetch import (
+    AddressRefused,
+    AllowedHosts,
+    FetchError,
+    GuardedClient,
+    checked_address,
+)
 from services.common.objectstore import (
+    BucketMissing,
+    CredentialsRefused,
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
     ObjectStoreError,
+    StoreUnreachable,
     in_namespace_area,
     namespace_prefixes,
     parse_s3_uri,
 )
 from services.common.runtime import Runtime
-from services.common.fetch import AllowedHosts, FetchError, GuardedClient
+
+if TYPE_CHECKING:
+    from services.serving.credentials import S3Credentials
 from services.serving.unpack import (
     CHUNK,
     Budget,
@@ -152,10 +164,10 @@ def s3_tenancy_problem(uri: str, namespace: str, bucket: str | None) -> str | No
     areas = ", ".join(f"s3://{bucket}/{p}" for p in namespace_prefixes(namespace))
     if got_bucket != bucket:
         return (
-            f"bucket {got_bucket!r} is not the platform's bucket {bucket!r}: other buckets, "
-            "endpoints and credentials (a Secret through serviceAccountName, KServe's "
-            "serving.kserve.io/s3-* annotations) are not supported yet, because shipyard has "
-            f"no Secret kind; namespace {namespace!r} may use {areas}"
+            f"bucket {got_bucket!r} is not the platform's bucket {bucket!r}: other buckets "
+            "and endpoints need their own credentials, a Secret named by the ServiceAccount "
+            "in spec.predictor.serviceAccountName (KServe's way); without one, namespace "
+            f"{namespace!r} may use {areas}"
         )
     if not in_namespace_area(namespace, key.rstrip("/") or key):
         return f"{key!r} is outside namespace {namespace!r}'s areas; it may use {areas}"
@@ -192,11 +204,15 @@ class ModelCache:
         objects: Callable[[], Awaitable[ObjectStore]] | None,
         bucket: str | None,
         policy: DownloadPolicy | None = None,
+        platform_endpoint: str | None = None,
     ) -> None:
         self.runtime = runtime
         self.objects = objects
         self.bucket = bucket
         self.policy = policy or DownloadPolicy()
+        #: The platform's own store: with a tenant's credentials, its bucket keeps the
+        #: namespace-area rule.
+        self.platform_endpoint = platform_endpoint
         self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._ready: dict[tuple[str, str, str], CachedModel] = {}
         self._failed: dict[tuple[str, str, str], tuple[str, float, float]] = {}
@@ -213,11 +229,21 @@ class ModelCache:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ for the controller
-    async def resolve(self, namespace: str, uri: str, pin: str = "") -> CachedModel:
+    async def resolve(
+        self,
+        namespace: str,
+        uri: str,
+        pin: str = "",
+        credentials: S3Credentials | None = None,
+    ) -> CachedModel:
         """The cached model, or ModelPending while it is checked or downloaded (in the
         background), or ModelSourceError with why the last attempt failed (retried after a
         back-off). ``pin`` (a revision's spec digest) keeps one answer per revision: its
-        replicas all serve what was found when it was created in this process."""
+        replicas all serve what was found when it was created in this process.
+        ``credentials`` (an ``s3://`` URI's, from a Secret) name another S3 endpoint; a
+        changed Secret is a fresh attempt."""
+        if credentials is not None:
+            pin = f"{pin}/{credentials.fingerprint()}"
         key = (namespace, uri, pin)
         if key in self._ready:
             return self._ready[key]
@@ -226,7 +252,7 @@ class ModelCache:
             raise ModelSourceError(failed[0])
         task = self._tasks.get(key)
         if task is None:
-            task = asyncio.create_task(self._run(key, failed[2] if failed else 0.0))
+            task = asyncio.create_task(self._run(key, failed[2] if failed else 0.0, credentials))
             self._tasks[key] = task
         await asyncio.wait({task}, timeout=self.inline_wait)
         if key in self._ready:
@@ -237,11 +263,16 @@ class ModelCache:
             f"downloading the model from {uri} into namespace {namespace!r}'s model cache"
         )
 
-    async def _run(self, key: tuple[str, str, str], last_backoff: float) -> None:
+    async def _run(
+        self,
+        key: tuple[str, str, str],
+        last_backoff: float,
+        credentials: S3Credentials | None = None,
+    ) -> None:
         namespace, uri, _ = key
         try:
             async with asyncio.timeout(self.policy.timeout_seconds):
-                model = await self.fetch(namespace, uri)
+                model = await self.fetch(namespace, uri, credentials)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -261,10 +292,14 @@ class ModelCache:
             self._tasks.pop(key, None)
 
     # ------------------------------------------------------------------ the download itself
-    async def fetch(self, namespace: str, uri: str) -> CachedModel:
+    async def fetch(
+        self, namespace: str, uri: str, credentials: S3Credentials | None = None
+    ) -> CachedModel:
         """Check the source and download the model unless its version is cached already."""
         await self.runtime.create_volume(namespace, CACHE_CLAIM, labels=CACHE_LABELS)
         root = await self.runtime.resolve_volume(namespace, CACHE_CLAIM)
+        if uri.startswith(S3_SCHEME) and credentials is not None:
+            return await self._fetch_external_s3(namespace, uri, root, credentials)
         if uri.startswith(S3_SCHEME):
             return await self._fetch_s3(namespace, uri, root)
         if uri.startswith(HTTP_SCHEMES):
@@ -276,6 +311,94 @@ class ModelCache:
         if problem is not None or self.objects is None:
             raise ModelSourceError(problem or "no object store is configured")
         store = await self.objects()
+        return await self._download_s3(uri, uri, root, store)
+
+    async def _fetch_external_s3(
+        self, namespace: str, uri: str, root: Path, credentials: S3Credentials
+    ) -> CachedModel:
+        """An ``s3://`` model from the endpoint and with the keys of a tenant's Secret.
+
+        The endpoint is the tenant's choice, so it is an SSRF target like an http(s) URL: its
+        host must resolve only to public addresses (or be allowed by
+        ``SHIPYARD_MODEL_DOWNLOAD_ALLOWED_HOSTS``), and a plain-HTTP (or unverified TLS)
+        connection goes to the address that was checked, so DNS rebinding cannot move it;
+        a verified TLS connection keeps the host name, whose certificate pins it. The one
+        exception is the platform's own store, which the platform talks to anyway: there
+        the platform's bucket keeps the namespace-area rule whatever keys are given."""
+        try:
+            bucket, _ = parse_s3_uri(uri)
+        except ValueError as exc:
+            raise ModelSourceError(str(exc)) from None
+        where = f"the S3 endpoint {credentials.endpoint} (Secret {credentials.secret})"
+        connect = credentials.endpoint
+        if not await self._is_platform_endpoint(credentials):
+            try:
+                address = await checked_address(
+                    credentials.host, credentials.port, self.policy.allowed_hosts
+                )
+            except AddressRefused as exc:
+                raise ModelSourceError(f"{where}: {exc}") from None
+            except FetchError as exc:
+                raise ModelSourceError(f"{where}: {exc}") from None
+            if urlsplit(credentials.endpoint).scheme == "http" or not credentials.verify_tls:
+                literal = f"[{address}]" if ":" in address else address
+                connect = f"{urlsplit(credentials.endpoint).scheme}://{literal}:{credentials.port}"
+        elif bucket == self.bucket:
+            problem = s3_tenancy_problem(uri, namespace, self.bucket)
+            if problem is not None:
+                raise ModelSourceError(
+                    f"{problem} (the platform's own store and bucket keep the namespace's "
+                    "areas, whatever credentials are given)"
+                )
+        config = credentials.config(bucket, connect)
+        try:
+            async with ObjectStore(
+                config,
+                connect_timeout=self.policy.connect_timeout,
+                read_timeout=self.policy.read_timeout,
+                max_attempts=2,
+            ) as store:
+                # The cache directory is keyed by endpoint and URI: s3://b/k elsewhere is
+                # another model.
+                return await self._download_s3(uri, f"{credentials.endpoint} {uri}", root, store)
+        except CredentialsRefused:
+            raise ModelSourceError(
+                f"{where} refused the credentials: check the Secret's AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY, and that this key may read bucket {bucket!r}"
+            ) from None
+        except StoreUnreachable:
+            raise ModelSourceError(
+                f"{where} does not answer: check the serving.kserve.io/s3-endpoint and "
+                "s3-usehttps annotations"
+            ) from None
+        except BucketMissing:
+            raise ModelSourceError(f"{where} has no bucket {bucket!r}") from None
+
+    async def _is_platform_endpoint(self, credentials: S3Credentials) -> bool:
+        """Whether the Secret's endpoint is the platform's own store (same scheme, port and
+        an address in common)."""
+        if not self.platform_endpoint:
+            return False
+        ours = urlsplit(self.platform_endpoint)
+        theirs = urlsplit(credentials.endpoint)
+        our_port = ours.port or (443 if ours.scheme == "https" else 80)
+        if (ours.scheme, our_port) != (theirs.scheme, credentials.port):
+            return False
+        if (ours.hostname or "").lower() == credentials.host.lower():
+            return True
+        loop = asyncio.get_running_loop()
+        try:
+            mine = await loop.getaddrinfo(ours.hostname, our_port)
+            other = await loop.getaddrinfo(credentials.host, credentials.port)
+        except OSError:
+            return False
+        return bool({i[4][0] for i in mine} & {i[4][0] for i in other})
+
+    async def _download_s3(
+        self, uri: str, cache_id: str, root: Path, store: ObjectStore
+    ) -> CachedModel:
+        """List ``uri`` in ``store`` (one object, else a prefix) and download it into the cache
+        directory of ``cache_id`` unless that version is there already."""
         _, key = parse_s3_uri(uri)
         listing: list[tuple[tuple[str, ...], ObjectInfo]] = []
         if key and not key.endswith("/"):
@@ -320,7 +443,7 @@ class ModelCache:
             for rel, info in listing:
                 await partial.write(rel, None, store.get_stream(info.key, CHUNK))
 
-        return await self._materialise(uri, root, source, download)
+        return await self._materialise(cache_id, root, source, download)
 
     async def _fetch_http(self, uri: str, root: Path) -> CachedModel:
         problem = http_uri_problem(uri)
@@ -392,7 +515,7 @@ class ModelCache:
         digest = uri_digest(uri)
         partial = await asyncio.to_thread(_Partial.begin, root, digest, self.policy.max_bytes)
         try:
-            log.info("downloading %s into the model cache", uri)
+            log.info("downloading %s into the model cache", uri.rsplit(" ", 1)[-1])
             await download(partial)
             self.downloads += 1
             await asyncio.to_thread(partial.commit, source.version)

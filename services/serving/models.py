@@ -19,6 +19,7 @@ from services.common.hostpath import host_path_causes
 from services.common.objectstore import in_namespace_area, namespace_prefixes
 from services.common.resources import PrinterColumn, ResourceKind
 from services.common.resources.kinds import Spec
+from services.serving import corev1
 from services.serving.modelcache import http_uri_problem
 
 SERVICE = "serving"
@@ -30,7 +31,8 @@ STORAGE_SCHEMES = ("pvc://", "file://", "s3://", "http://", "https://")
 REMOTE_SCHEMES = ("gs://", "hf://", "hdfs://", "webhdfs://", "oci://", "minio://")
 SCHEMES_THAT_WORK = (
     "storageUri schemes that work: pvc://<claim>/<path>, file://<path inside a volume of the "
-    "namespace>, s3://<platform bucket>/<key in the namespace's areas>, http(s)://<host>/<file>"
+    "namespace>, s3://<platform bucket>/<key in the namespace's areas>, s3://<bucket>/<key> "
+    "with spec.predictor.serviceAccountName (a Secret's credentials), http(s)://<host>/<file>"
 )
 
 
@@ -211,14 +213,24 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
         if not uri:
             causes.append(Cause(f"{path}.storageUri", "Required value", "FieldValueRequired"))
         else:
-            causes += _storage_uri_causes(f"{path}.storageUri", uri, obj["metadata"]["namespace"])
+            causes += _storage_uri_causes(
+                f"{path}.storageUri",
+                uri,
+                obj["metadata"]["namespace"],
+                credentials=bool(pred.get("serviceAccountName")),
+            )
     causes += host_path_causes(spec, "spec")
     return causes
 
 
-def _storage_uri_causes(field: str, uri: str, namespace: str) -> list[Cause]:
+def _storage_uri_causes(
+    field: str, uri: str, namespace: str, *, credentials: bool = False
+) -> list[Cause]:
     """What is wrong with a storageUri on its own (the admission hook checks the bucket and
-    the volumes, which need the service's settings and runtime)."""
+    the volumes, which need the service's settings and runtime). With ``credentials`` (a
+    serviceAccountName) an ``s3://`` URI may name any bucket: where it points is known only
+    from the Secret, and the download applies the namespace's areas if that is the
+    platform's own bucket."""
     scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     if uri.startswith(REMOTE_SCHEMES):
         return [
@@ -236,6 +248,8 @@ def _storage_uri_causes(field: str, uri: str, namespace: str) -> list[Cause]:
         _, _, rest = uri.partition("://")
         bucket, _, key = rest.partition("/")
         areas = ", ".join(f"s3://{bucket or '<bucket>'}/{p}" for p in namespace_prefixes(namespace))
+        if credentials and bucket:
+            return []
         if not bucket or not in_namespace_area(namespace, key.rstrip("/") or key):
             return [
                 Cause(
@@ -278,4 +292,32 @@ INFERENCE_SERVICE = ResourceKind(
     ),
 )
 
-KINDS = (INFERENCE_SERVICE,)
+# core/v1 Secret and ServiceAccount: served here because storageUri credentials are their one
+# consumer today (services/serving/corev1.py); a service that needs one later reads it
+# through the API. Secret values stay out of events, and reading them takes ``edit``.
+SECRET = ResourceKind(
+    "",
+    "v1",
+    "Secret",
+    "secrets",
+    None,
+    SERVICE,
+    extra_top_level=("data", "stringData", "type", "immutable"),
+    validate=corev1.validate_secret,
+    read_role="edit",
+    event_omit=("data", "stringData"),
+    columns=(PrinterColumn("TYPE", "type"),),
+)
+SERVICE_ACCOUNT = ResourceKind(
+    "",
+    "v1",
+    "ServiceAccount",
+    "serviceaccounts",
+    None,
+    SERVICE,
+    short_names=("sa",),
+    extra_top_level=("secrets", "imagePullSecrets", "automountServiceAccountToken"),
+    validate=corev1.validate_service_account,
+)
+
+KINDS = (INFERENCE_SERVICE, SECRET, SERVICE_ACCOUNT)

@@ -16,6 +16,9 @@
     Downloaded by the serving service into the namespace's model cache volume
     (:mod:`services.serving.modelcache`); the server gets the cached copy, the same way.
     An ``s3://`` key must lie in one of the namespace's areas of the platform's bucket.
+``s3://<bucket>/<key>`` with ``spec.predictor.serviceAccountName``
+    From the endpoint and with the keys of the ServiceAccount's Secret
+    (:mod:`services.serving.credentials`), into the same cache.
 
 Either way the server gets the claim mounted read-only with a ``subPath`` (the model's
 directory) at ``/mnt/models``, the place KServe gives a model. Before that, every component of
@@ -36,8 +39,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from services.common.errors import Cause
-from services.common.runtime import Runtime, VolumeNotFound
 from services.common.fetch import AllowedHosts, address_refusal
+from services.common.objectstore import parse_s3_uri
+from services.common.resources.names import check_name
+from services.common.runtime import Runtime, VolumeNotFound
+from services.serving.credentials import S3Credentials
 from services.serving.modelcache import (
     ModelCache,
     ModelPending,
@@ -49,10 +55,11 @@ MODEL_MOUNT = "/mnt/models"
 SOURCE_VOLUME = "kserve-pvc-source"
 PVC_SCHEME, FILE_SCHEME = "pvc://", "file://"
 DOWNLOAD_SCHEMES = ("s3://", "http://", "https://")
-S3_ANNOTATION_PREFIX = "serving.kserve.io/s3-"
-NO_SECRETS = (
-    "other S3 endpoints and credentials (a Secret through serviceAccountName, or KServe's "
-    "serving.kserve.io/s3-* annotations) are not supported yet: shipyard has no Secret kind"
+S3_ANNOTATION_PREFIXES = ("serving.kserve.io/s3-", "serving.kubeflow.org/s3-")
+ANNOTATIONS_ON_SECRET = (
+    "KServe reads the serving.kserve.io/s3-* annotations from the Secret (or the "
+    "ServiceAccount) named through spec.predictor.serviceAccountName, not from the "
+    "InferenceService: put them there"
 )
 USE_PVC = "a model is read from a PersistentVolumeClaim of the namespace: use pvc://<claim>/<path>"
 
@@ -131,13 +138,19 @@ class StoragePending(StorageError):
     """The model is still being downloaded into the cache; not a failure."""
 
 
-async def cached_storage(models: ModelCache | None, namespace: str, uri: str, pin: str) -> Storage:
+async def cached_storage(
+    models: ModelCache | None,
+    namespace: str,
+    uri: str,
+    pin: str,
+    credentials: S3Credentials | None = None,
+) -> Storage:
     """The read-only mount of a downloaded model's cache directory; StoragePending while it
     downloads, StorageError when it cannot be had."""
     if models is None:
         raise StorageError(f"storageUri {uri!r}: this service downloads no models")
     try:
-        cached = await models.resolve(namespace, uri, pin)
+        cached = await models.resolve(namespace, uri, pin, credentials)
     except ModelPending as exc:
         raise StoragePending(str(exc)) from None
     except ModelSourceError as exc:
@@ -192,13 +205,16 @@ async def resolve_storage(
     uri: str,
     models: ModelCache | None = None,
     pin: str = "",
+    credentials: S3Credentials | None = None,
 ) -> Storage:
     """The read-only mount of the model's directory, and where the model is inside it.
 
     ``s3://`` and ``http(s)://`` models come from ``models``' cache (``pin``: the revision's
-    spec digest, so its replicas serve the same download)."""
+    spec digest, so its replicas serve the same download; ``credentials``: an ``s3://``
+    model's other endpoint and keys, from the ServiceAccount's Secret)."""
     if uri.startswith(DOWNLOAD_SCHEMES):
-        return await cached_storage(models, namespace, uri, pin)
+        s3 = credentials if uri.startswith("s3://") else None
+        return await cached_storage(models, namespace, uri, pin, s3)
     source = await model_source(runtime, namespace, uri)
     parts = [p for p in source.path.split("/") if p]
     depth = await check_source(runtime, namespace, source)
@@ -247,9 +263,13 @@ async def check_file_uris(
 def check_download_uris(
     new: dict[str, Any], bucket: str | None, allowed: AllowedHosts
 ) -> list[Cause]:
-    """Admission of ``s3://`` and ``http(s)://`` storage URIs, which need the settings: the
-    bucket is the platform's and the key in the namespace's areas; no other credentials are
-    asked for (there is no Secret kind); an http host given as an address is a public one.
+    """Admission of ``s3://`` and ``http(s)://`` storage URIs, which need the settings.
+
+    Without ``spec.predictor.serviceAccountName`` an ``s3://`` bucket is the platform's and
+    the key in the namespace's areas; with one, the Secret says where the bucket is, which
+    the download checks (it may be missing yet: that is a status, not a 422). S3
+    annotations belong on the Secret, not here. An http host given as an address is a
+    public one.
 
     The download checks all of it again (and resolves host names): a stored object predates
     later settings."""
@@ -257,29 +277,25 @@ def check_download_uris(
     predictor = (new.get("spec") or {}).get("predictor") or {}
     annotations = (new.get("metadata") or {}).get("annotations") or {}
     causes: list[Cause] = []
+    s3_keys = sorted(k for k in annotations if k.startswith(S3_ANNOTATION_PREFIXES))
+    if s3_keys and any(u.startswith("s3://") for u in storage_uris(new).values()):
+        causes.append(
+            Cause(
+                f"metadata.annotations[{s3_keys[0]}]",
+                ANNOTATIONS_ON_SECRET,
+                "FieldValueNotSupported",
+            )
+        )
+    account = predictor.get("serviceAccountName")
+    if account:
+        causes += check_name(account, "spec.predictor.serviceAccountName")
     for field, uri in storage_uris(new).items():
         if uri.startswith("s3://"):
-            problem = s3_tenancy_problem(uri, namespace, bucket)
+            problem = (
+                s3_tenancy_problem(uri, namespace, bucket) if not account else _s3_uri_problem(uri)
+            )
             if problem is not None:
                 causes.append(Cause(field, problem, "FieldValueForbidden"))
-            s3_keys = sorted(k for k in annotations if k.startswith(S3_ANNOTATION_PREFIX))
-            if s3_keys:
-                causes.append(
-                    Cause(
-                        f"metadata.annotations[{s3_keys[0]}]",
-                        f"{NO_SECRETS}; s3:// models are read from the platform's store",
-                        "FieldValueNotSupported",
-                    )
-                )
-            if predictor.get("serviceAccountName"):
-                causes.append(
-                    Cause(
-                        "spec.predictor.serviceAccountName",
-                        f"{NO_SECRETS}: s3:// models are read from the platform's store with "
-                        "its own credentials; remove serviceAccountName",
-                        "FieldValueNotSupported",
-                    )
-                )
         elif uri.startswith(("http://", "https://")):
             parts = urlsplit(uri)
             host = parts.hostname or ""
@@ -299,3 +315,14 @@ def check_download_uris(
                     )
                 )
     return causes
+
+
+def _s3_uri_problem(uri: str) -> str | None:
+    """What is wrong with an ``s3://`` URI read with a Secret's credentials (None: fine)."""
+    try:
+        _, key = parse_s3_uri(uri)
+    except ValueError as exc:
+        return str(exc)
+    if any(p in (".", "..") for p in key.split("/")):
+        return "an object key with '.' or '..' segments is not allowed"
+    return None

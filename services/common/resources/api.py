@@ -150,7 +150,7 @@ def resource_router(
         namespace = ns_of(request)
         store = get_store(request)
         watching = request.query_params.get("watch") in _TRUE
-        authorize(identity, "watch" if watching else "list", namespace, resource)
+        authorize(identity, "watch" if watching else "list", namespace, resource, kind.read_role)
         if watching:
             return watch_stream(store, kind, namespace, request)
         page = await store.list(
@@ -172,7 +172,7 @@ def resource_router(
 
     async def read_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
-        authorize(identity, "get", namespace, resource)
+        authorize(identity, "get", namespace, resource, kind.read_role)
         return await get_store(request).get(kind, namespace, name)
 
     async def replace_object(request: Request, name: str, identity: IdentityDep) -> Any:

@@ -53,6 +53,13 @@ class ResourceKind:
     validate: Validator | None = None  # semantic checks beyond the spec model
     # Fields beside metadata/spec/status that the kind accepts (e.g. ConfigMap "data").
     extra_top_level: tuple[str, ...] = field(default=())
+    # The role a caller needs to read (get, list, watch) objects of the kind. Kubernetes'
+    # aggregated ``view`` role leaves Secrets out: reading one takes ``edit``.
+    read_role: str = "view"
+    # Top-level fields left out of the kind's events (outbox rows, NATS messages): values
+    # that must not leave the service's own table, such as a Secret's ``data``. A watch
+    # fills them back in from the table while the object is unchanged since the event.
+    event_omit: tuple[str, ...] = field(default=())
 
     @property
     def api_version(self) -> str:

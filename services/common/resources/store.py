@@ -193,6 +193,7 @@ class ResourceStore:
         from services.common.resources.codec import resource_event
 
         meta = obj["metadata"]
+        published = {k: v for k, v in obj.items() if k not in kind.event_omit}
         message = resource_event(
             type=event_type,
             api_version=kind.api_version,
@@ -201,7 +202,7 @@ class ResourceStore:
             name=meta["name"],
             uid=meta["uid"],
             resource_version=rv,
-            object_json=json.dumps(obj, separators=(",", ":")).encode(),
+            object_json=json.dumps(published, separators=(",", ":")).encode(),
         )
         ns = meta.get("namespace")
         await self._stage_event(
@@ -774,7 +775,33 @@ class ResourceStore:
         for rv, payload in rows:
             msg = parse_resource_event(payload)
             out.append((int(rv), WatchEvent(msg.type, json.loads(msg.object_json))))
+        if kind.event_omit and out:
+            await self._restore_omitted(kind, out)
         return out
+
+    async def _restore_omitted(
+        self, kind: ResourceKind, events: builtins.list[tuple[int, WatchEvent]]
+    ) -> None:
+        """Put a kind's ``event_omit`` fields back into watch events, from the table, where
+        the stored object is still the one the event describes (same resourceVersion). Older
+        events, and deletions, go out without them, like a metadata-only watch."""
+        uids = {e.object.get("metadata", {}).get("uid") for _, e in events}
+        async with self.db.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(
+                        self.objects.c.uid, self.objects.c.resource_version, self.objects.c.body
+                    ).where(self.objects.c.uid.in_([u for u in uids if u]))
+                )
+            ).all()
+        current = {uid: (int(rv), body) for uid, rv, body in rows}
+        for rv, event in events:
+            found = current.get(event.object.get("metadata", {}).get("uid"))
+            if found is None or found[0] != rv or event.type == "DELETED":
+                continue
+            for field in kind.event_omit:
+                if field in found[1]:
+                    event.object[field] = found[1][field]
 
 
 async def _wait_for_signal(live: asyncio.Queue[bytes], wait: float) -> None:
