@@ -468,3 +468,39 @@ async def test_artifact_repository_ref_names_a_configmap_of_the_namespace(
         assert failed["status"]["phase"] == "Error", (ref, failed["status"])
         message = failed["status"]["nodes"][failed["metadata"]["name"]]["message"]
         assert expected in message, (ref, message)
+
+
+async def test_a_cache_hit_whose_artifacts_were_deleted_runs_again(
+    pipeline: PipelineService, namespace: str, seaweedfs: Any
+) -> None:
+    """Deleting a workflow deletes its artifacts; a memoized step that pointed at them is then
+    a miss (it runs again), never a hit that hands the next step a missing object."""
+    memo = {"key": f"art-{uuid.uuid4().hex[:6]}", "maxAge": "1h"}
+    spec = _two_steps(
+        "memo-art",
+        "date +%s%N > /tmp/o.txt",
+        {"path": "/tmp/o.txt"},
+        "print(open('/in/x').read().strip())",
+        {"path": "/in/x"},
+    )
+    make = next(t for t in spec["spec"]["templates"] if t["name"] == "make")
+    make["memoize"] = memo
+    first = await pipeline.run(namespace, spec)
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    second = await pipeline.run(namespace, spec)
+    assert nodes_by_display(second)["make"]["memoizationStatus"]["hit"] is True
+    assert (
+        nodes_by_display(second)["use"]["outputs"]["result"]
+        == nodes_by_display(first)["use"]["outputs"]["result"]
+    )
+    name = first["metadata"]["name"]
+    async with pipeline.client(namespace) as c:
+        r = await c.delete(f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows/{name}")
+        assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 30
+    while await _keys(seaweedfs.config, f"artifacts/{namespace}/{name}/"):
+        assert time.monotonic() < deadline, "the deleted workflow's artifacts are still there"
+        await asyncio.sleep(0.1)
+    third = await pipeline.run(namespace, spec)
+    assert third["status"]["phase"] == "Succeeded", third["status"]
+    assert nodes_by_display(third)["make"]["memoizationStatus"]["hit"] is False
