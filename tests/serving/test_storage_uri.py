@@ -22,10 +22,10 @@ import httpx
 import numpy as np
 import pytest
 
+from services.common.fetch import AddressRefused, AllowedHosts
 from services.common.objectstore import ObjectStore
 from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
-from services.common.fetch import AddressRefused, AllowedHosts
 from services.serving.modelcache import (
     CACHE_CLAIM,
     DownloadPolicy,
@@ -449,25 +449,22 @@ def test_create_inferenceservice_storage_uri_422(
     assert words.format(ns=NS) in causes[field], causes
 
 
-def test_create_inferenceservice_s3_credentials_422(api: httpx.Client) -> None:
-    """Other endpoints and credentials need a Secret kind shipyard does not have: said so."""
-    body = isvc(
-        "creds",
-        {
-            "sklearn": {"storageUri": f"s3://mlpipeline/models/{NS}/m"},
-            "serviceAccountName": "sa-with-s3-secret",
-        },
-    )
-    body["metadata"]["annotations"] = {"serving.kserve.io/s3-endpoint": "minio.example:9000"}
-    r = api.post(ISVC_PATH, json=body)
-    assert r.status_code == 422, r.text
-    causes = {c["field"]: c["message"] for c in r.json()["details"]["causes"]}
-    assert "no Secret kind" in causes["spec.predictor.serviceAccountName"]
-    assert "no Secret kind" in causes["metadata.annotations[serving.kserve.io/s3-endpoint]"]
-    # The framework block's own path is named too.
+def test_create_inferenceservice_s3_bucket_rules_422(api: httpx.Client) -> None:
+    """Without serviceAccountName an s3:// model comes from the platform's bucket (the field
+    path of the framework block is named); with one, any bucket passes admission (the
+    Secret says where it is: tests/serving/test_s3_credentials.py)."""
     body = isvc("other", {"sklearn": {"storageUri": "s3://else/models/m"}})
-    causes = {c["field"] for c in api.post(ISVC_PATH, json=body).json()["details"]["causes"]}
-    assert causes == {"spec.predictor.sklearn.storageUri"}
+    r = api.post(ISVC_PATH, json=body)
+    causes = {c["field"]: c["message"] for c in r.json()["details"]["causes"]}
+    assert set(causes) == {"spec.predictor.sklearn.storageUri"}
+    assert "serviceAccountName" in causes["spec.predictor.sklearn.storageUri"]
+    body = isvc(
+        "other-bucket",
+        {"sklearn": {"storageUri": "s3://else/models/m"}, "serviceAccountName": "s3-reader"},
+    )
+    r = api.post(ISVC_PATH, json=body)
+    assert r.status_code == 201, r.text
+    api.delete(f"{ISVC_PATH}/other-bucket")
 
 
 # ----------------------------------------------------------------------------- end to end
