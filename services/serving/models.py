@@ -255,7 +255,9 @@ def _storage_uri_causes(
                 Cause(
                     field,
                     f"{key!r} is not in namespace {namespace!r}'s areas of the platform's "
-                    f"bucket: a model is read only from {areas}",
+                    f"bucket: a model is read only from {areas} (other buckets and "
+                    "endpoints: spec.predictor.serviceAccountName, a ServiceAccount whose "
+                    "Secret holds the credentials)",
                     "FieldValueForbidden",
                 )
             ]
