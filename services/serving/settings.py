@@ -1,7 +1,7 @@
 """Settings of the serving service."""
 
-from services.common.settings import ServiceSettings
 from services.common.fetch import AllowedHosts
+from services.common.settings import ServiceSettings
 from services.serving.modelcache import DownloadPolicy
 
 
