@@ -8,8 +8,8 @@ variants alternating each round, so both see the same machine load), moves it:
 
 * **upload, platform**: exactly as a step uploads an ``archive: none`` output artifact:
   ``python -I -S services/pipeline/stepwrap.py PLAN -- true`` with a plan whose output
-  artifact carries a presigned POST form from ``ArtifactRepository.upload_form`` (one
-  streaming multipart/form-data POST, standard library only). The subprocess's wall clock
+  artifact carries a presigned PUT URL from ``ArtifactRepository.upload_form`` (one
+  streaming PUT, standard library only). The subprocess's wall clock
   is timed, start-up included (about 20 ms: the wrapper imports nothing but the stdlib).
 * **download, platform (step)**: as a step fetches an input artifact: the same wrapper
   with a plan whose input carries a presigned GET URL (``ObjectStore.presigned_get_url``).
@@ -19,10 +19,8 @@ variants alternating each round, so both see the same machine load), moves it:
   client in a ``python -I -S`` subprocess, as the wrapper reads. Skipped with a note if
   the service cannot start (``--no-api`` skips it).
 * **peer**: boto3's ``upload_file`` / ``download_file`` with its default ``TransferConfig``
-  (8 MiB parts or ranges, 10 threads), in a subprocess. boto3 itself is not a dependency of
-  shipyard (the store's client is aiobotocore), so when it is not installed the peer does what
-  boto3's s3transfer does, on the same botocore client boto3 wraps: a multipart upload of
-  8 MiB parts and ranged GETs of 8 MiB, 10 at a time. The peer's clock runs around the
+  (8 MiB parts or ranges, 10 threads), in a subprocess (boto3 is a dev dependency for this
+  bench; the platform's own client is aiobotocore). The peer's clock runs around the
   transfer only (botocore's import and client creation excluded), and it sends no CRC
   trailers (boto3 >= 1.36 would), so any bias favours the peer.
 
@@ -65,8 +63,7 @@ log = logging.getLogger("bench_artifacts")
 STEPWRAP = ROOT / "services" / "pipeline" / "stepwrap.py"
 MIB = 1024 * 1024
 NAMESPACE = "bench"
-# boto3's TransferConfig defaults (s3transfer): multipart above 8 MiB, 8 MiB parts, 10 threads.
-PART_SIZE, THRESHOLD, CONCURRENCY = 8 * MIB, 8 * MIB, 10
+CONCURRENCY = 10  # boto3's TransferConfig default, and its connection pool to match
 
 
 # ------------------------------------------------------------------ the peer (a subprocess)
@@ -74,12 +71,8 @@ def peer_main(op: str, key: str, path: str) -> int:
     """Upload ``path`` to ``key`` or download ``key`` to ``path`` as boto3 would; print the
     transfer's seconds. Store config comes from the environment (``S3Config.env`` names)."""
     cfg = json.loads(os.environ["BENCH_S3"])
-    try:
-        import boto3  # type: ignore[import-not-found, unused-ignore]
-        from boto3.s3.transfer import TransferConfig  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        boto3 = None
-    import botocore.session
+    import boto3
+    from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
 
     config = Config(
@@ -89,78 +82,25 @@ def peer_main(op: str, key: str, path: str) -> int:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    args = {
-        "endpoint_url": cfg["endpoint"],
-        "region_name": cfg["region"],
-        "aws_access_key_id": cfg["access_key_id"],
-        "aws_secret_access_key": cfg["secret_access_key"],
-        "config": config,
-    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=cfg["endpoint"],
+        region_name=cfg["region"],
+        aws_access_key_id=cfg["access_key_id"],
+        aws_secret_access_key=cfg["secret_access_key"],
+        config=config,
+    )
     bucket = cfg["bucket"]
-    if boto3 is not None:
-        s3 = boto3.client("s3", **args)
-        transfer = TransferConfig()
-        t0 = time.perf_counter()
-        if op == "upload":
-            s3.upload_file(path, bucket, key, Config=transfer)
-        else:
-            s3.download_file(bucket, key, path, Config=transfer)
-        elapsed = time.perf_counter() - t0
-        which = "boto3"
+    transfer = TransferConfig()  # boto3's defaults: 8 MiB parts or ranges, 10 threads
+    t0 = time.perf_counter()
+    if op == "upload":
+        s3.upload_file(path, bucket, key, Config=transfer)
     else:
-        s3 = botocore.session.get_session().create_client("s3", **args)
-        t0 = time.perf_counter()
-        (_upload_like_s3transfer if op == "upload" else _download_like_s3transfer)(
-            s3, bucket, key, path
-        )
-        elapsed = time.perf_counter() - t0
-        which = "botocore"
+        s3.download_file(bucket, key, path, Config=transfer)
+    elapsed = time.perf_counter() - t0
+    which = "boto3"
     sys.stdout.write(json.dumps({"seconds": elapsed, "client": which}) + "\n")
     return 0
-
-
-def _upload_like_s3transfer(s3: Any, bucket: str, key: str, path: str) -> None:
-    size = os.path.getsize(path)
-    if size < THRESHOLD:
-        with open(path, "rb") as f:
-            s3.put_object(Bucket=bucket, Key=key, Body=f.read())
-        return
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-
-    def part(number: int) -> dict[str, Any]:
-        with open(path, "rb") as f:
-            f.seek((number - 1) * PART_SIZE)
-            body = f.read(PART_SIZE)
-        resp = s3.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
-        )
-        return {"PartNumber": number, "ETag": resp["ETag"]}
-
-    count = -(-size // PART_SIZE)
-    with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
-        parts = list(pool.map(part, range(1, count + 1)))
-    s3.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-    )
-
-
-def _download_like_s3transfer(s3: Any, bucket: str, key: str, path: str) -> None:
-    size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-
-        def fetch(start: int) -> None:
-            end = min(start + PART_SIZE, size) - 1
-            body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")["Body"]
-            offset = start
-            for chunk in body.iter_chunks(256 * 1024):
-                os.pwrite(fd, chunk, offset)
-                offset += len(chunk)
-
-        with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
-            list(pool.map(fetch, range(0, size, PART_SIZE)))
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------ the store
@@ -287,7 +227,7 @@ async def pipeline_service(cfg: S3Config, state: Path) -> AsyncIterator[Any]:
                 raise RuntimeError("the pipeline service did not start")
             await asyncio.sleep(0.05)
         app.state.bench_url = f"http://127.0.0.1:{port}"
-        app.state.bench_headers = minter.headers(namespace=NAMESPACE)
+        app.state.bench_minter = minter  # assertions live 60 s: one per request
         yield app
     finally:
         server.should_exit = True
@@ -411,7 +351,8 @@ async def bench(
                 def down_api(
                     u: str = app.state.bench_url + path, d: Path = work / "api.bin"
                 ) -> None:
-                    times["down_api"].append(api_download(u, app.state.bench_headers, d))
+                    headers = app.state.bench_minter.headers(namespace=NAMESPACE)
+                    times["down_api"].append(api_download(u, headers, d))
                     check_size(d, size)
 
                 downloads.insert(1, down_api)
@@ -446,7 +387,7 @@ async def main() -> int:
     up_ratio = mibs["up_platform"] / mibs["up_peer"]
     down_ratio = mibs["down_step"] / mibs["down_peer"]
     labels = {
-        "up_platform": "upload: stepwrap presigned POST",
+        "up_platform": "upload: stepwrap presigned PUT",
         "up_peer": f"upload: {peer_name}",
         "down_step": "download: stepwrap presigned GET",
         "down_api": "download: Argo /artifact-files API",

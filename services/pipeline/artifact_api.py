@@ -284,8 +284,13 @@ def _disposition(key: str) -> str:
     return f"filename=\"{safe}\"; filename*=UTF-8''{quote(base)}"
 
 
+#: Bigger pieces cost fewer event-loop turns per byte (1 MiB: ~150 MiB/s, 4 MiB: ~190 on the
+#: bench machine); a download holds about one piece at a time.
+STREAM_CHUNK = 4 * 1024 * 1024
+
+
 async def _stream(store: ObjectStore, key: str, what: str) -> AsyncIterator[bytes]:
-    chunks = store.get_stream(key)
+    chunks = store.get_stream(key, chunk_size=STREAM_CHUNK)
     try:
         async for chunk in chunks:
             yield chunk
