@@ -37,12 +37,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -107,35 +105,10 @@ def peer_main(op: str, key: str, path: str) -> int:
 @contextlib.contextmanager
 def embedded_store(state: Path) -> Iterator[S3Config]:
     """A SeaweedFS as ``shipyard up`` runs it, with its bucket, stopped when the block ends."""
-    from shipyard.seaweedfs import EmbeddedSeaweedFS
-    from shipyard.up import Child, stop_children
+    from shipyard.seaweedfs import running
 
-    embedded = EmbeddedSeaweedFS(state / "s3")
-    argv = embedded.argv()
-    argv.insert(1, f"-logdir={state}")  # glog's files, otherwise left in /tmp
-    child = Child("s3", argv, dict(os.environ), state / "s3.log", stop_signal=signal.SIGINT)
-    child.start()
-
-    async def ensure_bucket() -> None:
-        async with ObjectStore(embedded.config, max_attempts=1, connect_timeout=1) as store:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    await store.ensure_bucket()
-                    return
-                except Exception:
-                    if time.monotonic() > deadline or child.exit_code() is not None:
-                        raise
-                    await asyncio.sleep(0.1)
-
-    try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, ensure_bucket()).result()
+    with running(state) as (embedded, _pid):
         yield embedded.config
-    finally:
-        stop_children([child], timeout=2)
-        for path in embedded.grpc_sockets():
-            path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ the variants

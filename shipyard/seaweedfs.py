@@ -15,15 +15,21 @@ When ``SHIPYARD_S3_ENDPOINT`` is unset, ``shipyard up`` (and ``make test``) runs
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.natsbin import bundled_binary
-from services.common.objectstore import DEFAULT_BUCKET, DEFAULT_REGION, S3Config
+from services.common.objectstore import DEFAULT_BUCKET, DEFAULT_REGION, ObjectStore, S3Config
 
 IDENTITY_NAME = "shipyard"
 # The listeners `weed server` opens, each pinned by its flag to a port of our choosing.
@@ -136,11 +142,19 @@ class EmbeddedSeaweedFS:
             for kind in ("master", "volume", "filer", "s3")
         ]
 
+    def _log_dir(self) -> Path:
+        logs = self.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        return logs
+
     def argv(self) -> list[str]:
         store = self.data_dir / "data"
         store.mkdir(exist_ok=True)
         return [
             weed_binary(),
+            # glog's files go beside the data, not into /tmp (where every run would leave
+            # some); a global flag, so before the command.
+            f"-logdir={self._log_dir()}",
             "server",
             f"-dir={store}",
             f"-ip={self.host}",
@@ -157,3 +171,42 @@ class EmbeddedSeaweedFS:
             # Stop at once: the volume server otherwise waits 10 s for a master to re-route.
             "-volume.preStopSeconds=0",
         ]
+
+
+@contextlib.contextmanager
+def running(
+    state: Path, name: str = "s3", bucket: str = DEFAULT_BUCKET
+) -> Iterator[tuple[EmbeddedSeaweedFS, int]]:
+    """Run one embedded SeaweedFS under ``state`` until the block ends; yields it and its pid
+    once the bucket exists (for tests and benches: ``shipyard up`` runs its store as one of
+    the platform's children)."""
+    from shipyard.up import Child, stop_children
+
+    embedded = EmbeddedSeaweedFS(state / name, bucket=bucket)
+    child = Child(
+        name, embedded.argv(), dict(os.environ), state / f"{name}.log", stop_signal=signal.SIGINT
+    )
+    child.start()
+
+    async def ensure_bucket() -> None:
+        async with ObjectStore(embedded.config, max_attempts=1, connect_timeout=1) as store:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await store.ensure_bucket()
+                    return
+                except Exception:
+                    if time.monotonic() > deadline or child.exit_code() is not None:
+                        raise
+                    await asyncio.sleep(0.1)
+
+    try:
+        # A thread of its own: the caller may be inside a running event loop (a fixture).
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, ensure_bucket()).result()
+        assert child.pid is not None
+        yield embedded, child.pid
+    finally:
+        stop_children([child], timeout=2)
+        for path in embedded.grpc_sockets():
+            path.unlink(missing_ok=True)

@@ -321,37 +321,7 @@ class RunningSeaweedFS:
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSeaweedFS]:
     """One embedded SeaweedFS (as `shipyard up` runs it) for the tests that need a real S3,
     started on first use and stopped at the end of the session; its bucket exists."""
-    from services.common.objectstore import ObjectStore
-    from shipyard.seaweedfs import EmbeddedSeaweedFS
-    from shipyard.up import Child, stop_children
+    from shipyard.seaweedfs import running
 
-    state = tmp_path_factory.mktemp("seaweedfs")
-    embedded = EmbeddedSeaweedFS(state / "s3")
-    child = Child(
-        "s3", embedded.argv(), dict(os.environ), state / "s3.log", stop_signal=signal.SIGINT
-    )
-    child.start()
-
-    async def ensure_bucket() -> None:
-        async with ObjectStore(embedded.config, max_attempts=1, connect_timeout=1) as store:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    await store.ensure_bucket()
-                    return
-                except Exception:
-                    if time.monotonic() > deadline or child.exit_code() is not None:
-                        raise
-                    await asyncio.sleep(0.1)
-
-    try:
-        import concurrent.futures
-
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, ensure_bucket()).result()
-        assert child.pid is not None
-        yield RunningSeaweedFS(embedded.config, dict(embedded.ports), child.pid)
-    finally:
-        stop_children([child], timeout=1)
-        for path in embedded.grpc_sockets():
-            path.unlink(missing_ok=True)
+    with running(tmp_path_factory.mktemp("seaweedfs")) as (embedded, pid):
+        yield RunningSeaweedFS(embedded.config, dict(embedded.ports), pid)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import signal
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,42 +49,10 @@ class ExternalS3:
 
 @pytest.fixture(scope="module")
 def external_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExternalS3]:
-    from shipyard.seaweedfs import EmbeddedSeaweedFS
-    from shipyard.up import Child, stop_children
+    from shipyard.seaweedfs import running
 
-    state = tmp_path_factory.mktemp("external-s3")
-    embedded = EmbeddedSeaweedFS(state / "s3", bucket=BUCKET)
-    child = Child(
-        "external-s3",
-        embedded.argv(),
-        dict(os.environ),
-        state / "s3.log",
-        stop_signal=signal.SIGINT,
-    )
-    child.start()
-
-    async def ensure_bucket() -> None:
-        async with ObjectStore(embedded.config, max_attempts=1, connect_timeout=1) as store:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    await store.ensure_bucket()
-                    return
-                except Exception:
-                    if time.monotonic() > deadline or child.exit_code() is not None:
-                        raise
-                    await asyncio.sleep(0.1)
-
-    try:
-        import concurrent.futures
-
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, ensure_bucket()).result()
+    with running(tmp_path_factory.mktemp("external-s3"), "external-s3", BUCKET) as (embedded, _):
         yield ExternalS3(embedded.config)
-    finally:
-        stop_children([child], timeout=1)
-        for path in embedded.grpc_sockets():
-            path.unlink(missing_ok=True)
 
 
 async def put(config: S3Config, key: str, data: bytes) -> None:
@@ -365,7 +331,11 @@ def test_inferenceservice_from_external_s3_with_service_account(
             )
             body["metadata"]["annotations"] = annotations
             assert api.post(SECRETS, json=body).status_code == 201
-            sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": secret}}
+            sa: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": secret},
+            }
             sa["secrets"] = [{"name": secret}]
             assert api.post(ACCOUNTS, json=sa).status_code == 201
         uri = f"s3://{BUCKET}/{prefix}"
