@@ -23,7 +23,7 @@ import pytest
 from services.common.objectstore import ObjectNotFound, ObjectStore
 from services.pipeline import stepwrap
 from tests.pipeline.conftest import Gateway, PipelineService, nodes_by_display
-from tests.pipeline.test_engine import py, sh, wf
+from tests.pipeline.test_engine import py, sh, two_steps, wf
 
 
 async def _keys(s3: Any, prefix: str) -> dict[str, int]:
@@ -45,38 +45,10 @@ async def _get(s3: Any, key: str) -> bytes:
         return b"".join([c async for c in store.get_stream(key)])
 
 
-def _two_steps(name: str, make: str, out: dict[str, Any], use: str, inp: dict[str, Any]) -> Any:
-    return wf(
-        name,
-        [
-            {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {"name": "make", "template": "make"},
-                        {
-                            "name": "use",
-                            "template": "use",
-                            "dependencies": ["make"],
-                            "arguments": {
-                                "artifacts": [
-                                    {"name": "in", "from": "{{tasks.make.outputs.artifacts.out}}"}
-                                ]
-                            },
-                        },
-                    ]
-                },
-            },
-            sh("make", make, outputs={"artifacts": [{"name": "out", **out}]}),
-            py("use", use, inputs={"artifacts": [{"name": "in", **inp}]}),
-        ],
-    )
-
-
 async def test_output_is_a_tgz_under_the_workflow_name(
     pipeline: PipelineService, namespace: str, seaweedfs: Any
 ) -> None:
-    spec = _two_steps(
+    spec = two_steps(
         "tgz",
         "mkdir -p /tmp/o/sub && echo one > /tmp/o/a.txt && echo two > /tmp/o/sub/b.txt",
         {"path": "/tmp/o"},
@@ -100,7 +72,7 @@ async def test_output_is_a_tgz_under_the_workflow_name(
 async def test_archive_none_directory_is_stored_as_objects(
     pipeline: PipelineService, namespace: str, seaweedfs: Any
 ) -> None:
-    spec = _two_steps(
+    spec = two_steps(
         "raw",
         "mkdir -p /tmp/o/sub && echo one > /tmp/o/a.txt && echo two > /tmp/o/sub/b.txt",
         {"path": "/tmp/o", "archive": {"none": {}}},
@@ -281,44 +253,17 @@ async def test_one_gib_artifact_between_steps_in_bounded_memory(
 ) -> None:
     """1 GiB passes make -> use through the store while each step is limited to 160 MiB of
     memory (cgroup): neither the wrapper nor the service may hold the artifact in memory."""
-    limits = {"resources": {"limits": {"memory": "160Mi"}}}
-    make = sh(
-        "make",
-        "truncate -s 1G /tmp/big.bin",
-        outputs={"artifacts": [{"name": "out", "path": "/tmp/big.bin", "archive": {"none": {}}}]},
-    )
-    make["container"].update(limits)
-    use = py(
-        "use",
-        "import os; print(os.path.getsize('/tmp/in.bin'))",
-        inputs={"artifacts": [{"name": "in", "path": "/tmp/in.bin"}]},
-    )
-    use["script"].update(limits)
-    spec = wf(
+    spec = two_steps(
         "big",
-        [
-            {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {"name": "make", "template": "make"},
-                        {
-                            "name": "use",
-                            "template": "use",
-                            "dependencies": ["make"],
-                            "arguments": {
-                                "artifacts": [
-                                    {"name": "in", "from": "{{tasks.make.outputs.artifacts.out}}"}
-                                ]
-                            },
-                        },
-                    ]
-                },
-            },
-            make,
-            use,
-        ],
+        "truncate -s 1G /tmp/big.bin",
+        {"path": "/tmp/big.bin", "archive": {"none": {}}},
+        "import os; print(os.path.getsize('/tmp/in.bin'))",
+        {"path": "/tmp/in.bin"},
     )
+    for template in spec["spec"]["templates"]:
+        body = template.get("container") or template.get("script")
+        if body is not None:
+            body["resources"] = {"limits": {"memory": "160Mi"}}
     done = await pipeline.run(namespace, spec, timeout=300)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     nodes = nodes_by_display(done)
@@ -476,7 +421,7 @@ async def test_a_cache_hit_whose_artifacts_were_deleted_runs_again(
     """Deleting a workflow deletes its artifacts; a memoized step that pointed at them is then
     a miss (it runs again), never a hit that hands the next step a missing object."""
     memo = {"key": f"art-{uuid.uuid4().hex[:6]}", "maxAge": "1h"}
-    spec = _two_steps(
+    spec = two_steps(
         "memo-art",
         "date +%s%N > /tmp/o.txt",
         {"path": "/tmp/o.txt"},

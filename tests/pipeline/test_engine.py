@@ -38,6 +38,35 @@ def py(name: str, source: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def two_steps(name: str, make: str, out: dict[str, Any], use: str, inp: dict[str, Any]) -> Any:
+    """make -> use, the output artifact ``out`` of make passed as ``in`` of use."""
+    return wf(
+        name,
+        [
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {"name": "make", "template": "make"},
+                        {
+                            "name": "use",
+                            "template": "use",
+                            "dependencies": ["make"],
+                            "arguments": {
+                                "artifacts": [
+                                    {"name": "in", "from": "{{tasks.make.outputs.artifacts.out}}"}
+                                ]
+                            },
+                        },
+                    ]
+                },
+            },
+            sh("make", make, outputs={"artifacts": [{"name": "out", **out}]}),
+            py("use", use, inputs={"artifacts": [{"name": "in", **inp}]}),
+        ],
+    )
+
+
 async def test_run_steps_with_script_result_and_parameters(
     pipeline: PipelineService, namespace: str
 ) -> None:
@@ -258,38 +287,12 @@ async def test_run_deadline_exceeded(pipeline: PipelineService, namespace: str) 
 
 
 async def test_run_artifacts_between_steps(pipeline: PipelineService, namespace: str) -> None:
-    spec = wf(
+    spec = two_steps(
         "arts",
-        [
-            {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {"name": "make", "template": "make"},
-                        {
-                            "name": "use",
-                            "template": "use",
-                            "dependencies": ["make"],
-                            "arguments": {
-                                "artifacts": [
-                                    {"name": "in", "from": "{{tasks.make.outputs.artifacts.out}}"}
-                                ]
-                            },
-                        },
-                    ]
-                },
-            },
-            sh(
-                "make",
-                "mkdir -p /tmp/o && echo artifact-data > /tmp/o/f.txt",
-                outputs={"artifacts": [{"name": "out", "path": "/tmp/o/f.txt"}]},
-            ),
-            py(
-                "use",
-                "print(open('/in/f.txt').read().strip().upper())",
-                inputs={"artifacts": [{"name": "in", "path": "/in/f.txt"}]},
-            ),
-        ],
+        "mkdir -p /tmp/o && echo artifact-data > /tmp/o/f.txt",
+        {"path": "/tmp/o/f.txt"},
+        "print(open('/in/f.txt').read().strip().upper())",
+        {"path": "/in/f.txt"},
     )
     done = await pipeline.run(namespace, spec)
     assert done["status"]["phase"] == "Succeeded", done["status"]
