@@ -16,6 +16,7 @@ from typing import Any
 
 from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
+from services.common.resources.names import check_config_key
 from services.common.tenant_regex import PatternError, compile_pattern
 
 # Katib's algorithm settings, by algorithm (suggestion services in pkg/suggestion/v1beta1).
@@ -378,7 +379,6 @@ def metrics_format_causes(collector_spec: dict[str, Any] | None, path: str) -> l
     return causes
 
 
-CONFIG_MAP_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 CONFIG_MAP_MAX_BYTES = 1024 * 1024  # Kubernetes' limit on a ConfigMap's data
 
 
@@ -396,8 +396,7 @@ def validate_config_map(obj: dict[str, Any]) -> list[Cause]:
             continue
         for key, value in values.items():
             path = f"{field}[{key}]"
-            if not CONFIG_MAP_KEY_RE.match(key) or len(key) > 253:
-                causes.append(Cause(path, "a key must consist of alphanumerics, '-', '_' or '.'"))
+            causes += check_config_key(key, path)
             if key in keys:
                 causes.append(Cause(path, "the key is in both data and binaryData"))
             keys.add(key)

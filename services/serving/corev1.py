@@ -24,30 +24,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import ApiError, Cause
-from services.common.resources.names import check_name
+from services.common.resources.names import (
+    MAX_CONFIG_KEY_LENGTH,
+    check_config_key,
+    check_name,
+)
 
-KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
-MAX_KEY_LENGTH = 253
 MAX_SECRET_BYTES = 1024 * 1024  # Kubernetes' limit on a Secret's data
 DEFAULT_SECRET_TYPE = "Opaque"
-
-
-def _key_causes(path: str, key: str) -> list[Cause]:
-    if not KEY_RE.match(key) or len(key) > MAX_KEY_LENGTH or key in (".", ".."):
-        return [
-            Cause(
-                path,
-                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' "
-                f"(at most {MAX_KEY_LENGTH}, not '.' or '..')",
-            )
-        ]
-    return []
 
 
 def decoded_size(values: dict[str, Any]) -> int:
@@ -68,7 +57,7 @@ def validate_secret(obj: dict[str, Any]) -> list[Cause]:
             continue
         for key, value in values.items():
             path = f"{field}[{key}]"
-            causes += _key_causes(path, key)
+            causes += check_config_key(key, path)
             if not isinstance(value, str):
                 causes.append(Cause(path, "must be a string"))
                 continue
@@ -88,7 +77,7 @@ def validate_secret(obj: dict[str, Any]) -> list[Cause]:
             )
         )
     kind = obj.get("type", DEFAULT_SECRET_TYPE)
-    if not isinstance(kind, str) or not kind or len(kind) > MAX_KEY_LENGTH:
+    if not isinstance(kind, str) or not kind or len(kind) > MAX_CONFIG_KEY_LENGTH:
         causes.append(Cause("type", "must be a non-empty string (default Opaque)"))
     if not isinstance(obj.get("immutable", False), bool):
         causes.append(Cause("immutable", "must be true or false"))

@@ -14,6 +14,8 @@ _DNS1123_SUBDOMAIN = re.compile(
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+MAX_CONFIG_KEY_LENGTH = 253
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes avoids vowels and look-alikes
 
 
@@ -31,6 +33,19 @@ def check_name(name: str, field: str = "metadata.name") -> list[Cause]:
                     "end with an alphanumeric character (e.g. 'example.com'), at most 253 "
                     "characters"
                 ),
+            )
+        ]
+    return []
+
+
+def check_config_key(key: str, field: str) -> list[Cause]:
+    """A ConfigMap's or Secret's data key, as Kubernetes' IsConfigMapKey."""
+    if not _CONFIG_KEY.match(key) or len(key) > MAX_CONFIG_KEY_LENGTH or key in (".", ".."):
+        return [
+            Cause(
+                field,
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' "
+                f"(at most {MAX_CONFIG_KEY_LENGTH}, not '.' or '..')",
             )
         ]
     return []
