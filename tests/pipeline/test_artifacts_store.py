@@ -449,3 +449,50 @@ async def test_a_cache_hit_whose_artifacts_were_deleted_runs_again(
     third = await pipeline.run(namespace, spec)
     assert third["status"]["phase"] == "Succeeded", third["status"]
     assert nodes_by_display(third)["make"]["memoizationStatus"]["hit"] is False
+
+
+async def test_kfp_importer_copies_an_http_url_into_the_store(
+    pipeline: PipelineService,
+    namespace: str,
+    seaweedfs: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``dsl.importer`` of an http(s) URL: the service fetches it (SSRF-checked) into the
+    task's output prefix, and the consumer reads the copy by its s3:// uri."""
+    from kfp import compiler
+
+    from services.common.fetch import AllowedHosts
+    from services.common.safe_yaml import load
+    from services.pipeline.kfp_ir import compile_ir
+    from tests.pipeline.test_kfp_artifacts import import_pipeline
+
+    files = _Files({"/rows.txt": b"a\nb\nc\n"})
+    try:
+        url = f"http://127.0.0.1:{files.port}/rows.txt"
+        package = tmp_path / "imports.yaml"
+        compiler.Compiler().compile(import_pipeline, str(package))
+        spec = compile_ir(load(package.read_text()), {"uri": url})
+        body = {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"generateName": "imp-"},
+            "spec": spec,
+        }
+        refused = await pipeline.run(namespace, body)
+        assert refused["status"]["phase"] in ("Failed", "Error")
+        messages = " ".join(n.get("message") or "" for n in refused["status"]["nodes"].values())
+        assert "127.0.0.1" in messages, messages
+        assert files.gets == 0
+        repo = pipeline.app.state.ctx.extras["artifacts"]
+        monkeypatch.setattr(repo, "allowed_hosts", AllowedHosts.parse(f"127.0.0.1:{files.port}"))
+        done = await pipeline.run(namespace, body)
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        pods = [n for n in done["status"]["nodes"].values() if n["type"] == "Pod"]
+        counted = next(n for n in pods if n["displayName"].startswith("count-rows"))
+        output = counted["outputs"]["parameters"][0]["value"]
+        rows, uri = output.split(" ", 1)
+        assert rows == "3" and uri.startswith(f"s3://{seaweedfs.config.bucket}/v2/artifacts/")
+        assert await _get(seaweedfs.config, uri.split("/", 3)[3]) == b"a\nb\nc\n"
+    finally:
+        files.close()
