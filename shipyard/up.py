@@ -35,6 +35,7 @@ import httpx
 import psutil
 
 from services.common.objectstore import S3Config
+from shipyard.restarts import GaveUp, Restarter
 
 log = logging.getLogger("shipyard.up")
 
@@ -152,6 +153,11 @@ class Child:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    def note(self, line: str) -> None:
+        """A line from the supervisor in the process's own log."""
+        with self.log_path.open("ab") as logf:
+            logf.write(f"--- shipyard up: {line}\n".encode())
 
     def exit_code(self) -> int | None:
         """None while running (or never started), else its exit status."""
@@ -282,6 +288,7 @@ class Platform:
     s3_leftovers: list[Path] = field(default_factory=list, init=False)
     resolved_s3: S3Config | None = field(default=None, init=False)
     effective_auth_mode: str = field(default="single-user", init=False)
+    restarter: Restarter = field(default_factory=lambda: Restarter(tail), init=False)
 
     @staticmethod
     def free_ports() -> dict[str, int]:
@@ -525,10 +532,13 @@ class Platform:
                 f"{child.log_path}:\n{tail(child.log_path)}"
             )
 
-    def check_alive(self) -> None:
-        """Raise :class:`PlatformError` if any process we started has exited."""
-        for child in self.all_children:
-            self._raise_if_dead(child, "unexpectedly")
+    def supervise(self) -> None:
+        """Restart any process that has exited (shipyard/restarts.py); raise
+        :class:`PlatformError` when one keeps exiting right after it starts."""
+        try:
+            self.restarter.check(self.all_children)
+        except GaveUp as exc:
+            raise PlatformError(str(exc)) from None
 
     def pids(self) -> list[int]:
         """Pids of every process we started and their descendants in the same groups."""
@@ -692,7 +702,7 @@ def run_up(args: argparse.Namespace) -> int:
             streamer.start()
         _announce(platform)
         while True:
-            platform.check_alive()
+            platform.supervise()
             time.sleep(0.5)
     except _Shutdown as exc:
         log.info("%s received: stopping", exc)

@@ -435,3 +435,124 @@ def test_real_platform_on_the_embedded_store_passes_artifacts(
             if c.status == psutil.CONN_LISTEN
         }
         assert not listening & {8080, 8181, 8111, 8333, 8888, 9333, 6060, 7333, 2022}, listening
+
+
+def _service_pid(up_pid: int, module: str) -> int:
+    for p in _descendants(up_pid):
+        try:
+            if p.cmdline()[-2:] == ["-m", module]:
+                return p.pid
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no {module} under shipyard up")
+
+
+def test_up_restarts_killed_services_and_the_workflow_finishes_once(
+    tmp_path: Path, seaweedfs: RunningSeaweedFS
+) -> None:
+    """SIGKILL of the pipeline and automl services while a two-step workflow runs: `shipyard
+    up` starts both again by itself, the API answers, the workflow Succeeds, and each step
+    ran exactly once (each appends a line to a file in a volume)."""
+    import asyncio
+
+    from services.common.runtime import LocalRuntime
+
+    state_dir = tmp_path / "state"
+    gateway_port = free_port()
+    proc = _spawn_up(state_dir, gateway_port, s3=seaweedfs)
+    gw = f"http://127.0.0.1:{gateway_port}"
+    ns = "kubeflow-user-example-com"
+    try:
+        _wait_healthy(proc, f"{gw}/healthz")
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "marks"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Mi"}},
+            },
+        }
+        r = httpx.post(f"{gw}/api/v1/namespaces/{ns}/persistentvolumeclaims", json=claim)
+        assert r.status_code == 201, r.text
+
+        def step(name: str, extra: str) -> dict[str, object]:
+            return {
+                "name": name,
+                "container": {
+                    "image": "alpine",
+                    "command": ["sh", "-c", f"echo run >> /m/{name}; {extra}"],
+                    "volumeMounts": [{"name": "m", "mountPath": "/m"}],
+                },
+            }
+
+        workflow = {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"generateName": "restarted-"},
+            "spec": {
+                "entrypoint": "main",
+                "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": "marks"}}],
+                "templates": [
+                    {
+                        "name": "main",
+                        "steps": [
+                            [{"name": "a", "template": "a"}],
+                            [{"name": "b", "template": "b"}],
+                        ],
+                    },
+                    step("a", "sleep 4"),
+                    step("b", "true"),
+                ],
+            },
+        }
+        base = f"{gw}/apis/argoproj.io/v1alpha1/namespaces/{ns}/workflows"
+        created = httpx.post(base, json=workflow, timeout=30)
+        assert created.status_code == 201, created.text
+        name = created.json()["metadata"]["name"]
+        deadline = time.monotonic() + 30
+        while (
+            httpx.get(f"{base}/{name}", timeout=10).json().get("status", {}).get("phase")
+            != "Running"
+        ):
+            assert time.monotonic() < deadline, "the workflow never started"
+            time.sleep(0.1)
+        killed = {m: _service_pid(proc.pid, m) for m in ("services.pipeline", "services.automl")}
+        for pid in killed.values():
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:  # both come back by themselves, as new processes
+            try:
+                again = {m: _service_pid(proc.pid, m) for m in killed}
+            except AssertionError:
+                again = {}
+            if again and all(again[m] != killed[m] for m in killed):
+                try:
+                    if (
+                        httpx.get(f"{base}/{name}", timeout=5).status_code == 200
+                        and httpx.get(
+                            f"{gw}/apis/kubeflow.org/v1beta1/namespaces/{ns}/experiments", timeout=5
+                        ).status_code
+                        == 200
+                    ):
+                        break
+                except httpx.HTTPError:
+                    pass
+            assert time.monotonic() < deadline, "the killed services did not come back in 60 s"
+            time.sleep(0.2)
+        deadline = time.monotonic() + 90
+        while True:
+            wf = httpx.get(f"{base}/{name}", timeout=10).json()
+            if wf.get("status", {}).get("phase") in ("Succeeded", "Failed", "Error"):
+                break
+            assert time.monotonic() < deadline, wf.get("status")
+            time.sleep(0.2)
+        assert wf["status"]["phase"] == "Succeeded", wf["status"]
+        marks = asyncio.run(LocalRuntime(state_dir).resolve_volume(ns, "marks"))
+        assert (marks / "a").read_text() == "run\n"
+        assert (marks / "b").read_text() == "run\n"
+    finally:
+        out = _interrupt(proc)
+    assert "pipeline exited with code -9" in out and "automl exited with code -9" in out, out
+    assert "pipeline restarted (restart 1)" in out, out
+    assert proc.returncode == 0, out
