@@ -432,6 +432,8 @@ class ProxyFastPath:
             namespace = namespace or gw.authz.default_namespace(principal)
         if by_object:
             identity = gw.authz.authorize_by_object(principal, namespace)
+        elif match.route.any_user and method in ("GET", "HEAD"):
+            identity = Identity(user=principal.user, groups=principal.groups, role="view")
         else:
             identity = gw.authz.authorize(
                 principal, namespace, needed_role(method, match.data_plane), method, path

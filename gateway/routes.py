@@ -26,10 +26,14 @@ class Route:
     pattern: re.Pattern[str]
     target: str
     dynamic_kind: str | None = None
+    # Readable (GET) by any signed-in user, whatever their namespaces: API descriptions.
+    any_user: bool = False
 
 
-def _r(regex: str, target: str, dynamic_kind: str | None = None) -> Route:
-    return Route(re.compile(regex), target, dynamic_kind)
+def _r(
+    regex: str, target: str, dynamic_kind: str | None = None, *, any_user: bool = False
+) -> Route:
+    return Route(re.compile(regex), target, dynamic_kind, any_user)
 
 
 # Order matters: the first match wins. Gateway-owned paths are served by its own routers and
@@ -37,6 +41,11 @@ def _r(regex: str, target: str, dynamic_kind: str | None = None) -> Route:
 STATIC_ROUTES: tuple[Route, ...] = (
     _r(r"^/apis/kubeflow\.org/v1/profiles(/|$)", "gateway"),
     _r(r"^/oauth2/", "gateway"),
+    # Each service's OpenAPI document, for any signed-in user (clients and fuzzers load it).
+    _r(r"^/openapi/notebook\.json$", "notebook", any_user=True),
+    _r(r"^/openapi/automl\.json$", "automl", any_user=True),
+    _r(r"^/openapi/pipeline\.json$", "pipeline", any_user=True),
+    _r(r"^/openapi/serving\.json$", "serving", any_user=True),
     _r(r"^/api/workgroup/", "gateway"),
     _r(r"^/kfam/v1/", "gateway"),
     _r(rf"^/api/v1/namespaces/{NS}/persistentvolumeclaims(/|$|\?)", "notebook"),
@@ -44,6 +53,8 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(rf"^/api/v1/namespaces/{NS}/configmaps(/|$|\?)", "automl"),
     _r(r"^/api/v1/configmaps$", "automl"),
     # Secrets and ServiceAccounts: served by serving, their one consumer (storageUri credentials).
+    # TokenRequest (a service account's token) is the gateway's own; the objects are serving's.
+    _r(rf"^/api/v1/namespaces/{NS}/serviceaccounts/[^/]+/token$", "gateway"),
     _r(rf"^/api/v1/namespaces/{NS}/(secrets|serviceaccounts)(/|$|\?)", "serving"),
     _r(r"^/api/v1/(secrets|serviceaccounts)$", "serving"),
     _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/notebooks(/|$)", "notebook"),
