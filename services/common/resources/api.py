@@ -133,6 +133,87 @@ def forbid_status_write(
 StoreGetter = Callable[[Request], ResourceStore]
 
 
+# ``watch=true`` is left out: it turns the answer into a stream of WatchEvents that ends
+# only when the client leaves, which no request-response fuzzer or client generator expects.
+LIST_QUERY = (
+    ("limit", {"type": "integer", "minimum": 1}),
+    ("continue", {"type": "string"}),
+    ("labelSelector", {"type": "string"}),
+    ("fieldSelector", {"type": "string"}),
+    ("resourceVersion", {"type": "string"}),
+)
+PATCH_TYPES = (
+    "application/merge-patch+json",
+    "application/json-patch+json",
+    "application/strategic-merge-patch+json",
+)
+
+
+class _OpenApi:
+    """The parts of a kind's operations that FastAPI cannot see in the handlers' signatures
+    (they read the request themselves): path and query parameters and the request body, so
+    the published document (``/openapi/{service}.json``) describes what the API takes."""
+
+    def __init__(self, kind: ResourceKind) -> None:
+        self.kind = kind
+        self.object = {
+            "type": "object",
+            "properties": {
+                "apiVersion": {"type": "string", "example": kind.api_version},
+                "kind": {"type": "string", "example": kind.kind},
+                "metadata": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "generateName": {"type": "string"},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "annotations": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        },
+                        "resourceVersion": {"type": "string"},
+                    },
+                },
+                "spec": {"type": "object"},
+                **{name: {"type": "object"} for name in kind.extra_top_level},
+            },
+        }
+
+    def operation(
+        self,
+        *,
+        query: tuple[tuple[str, dict[str, Any]], ...] = (),
+        body: str | tuple[str, ...] | None = None,
+    ) -> dict[str, Any]:
+        """``name`` is in the item handlers' signatures: FastAPI documents it itself."""
+        params: list[dict[str, Any]] = []
+        if self.kind.namespaced:
+            params.append(_path_param("namespace"))
+        params += [{"name": n, "in": "query", "required": False, "schema": t} for n, t in query]
+        extra: dict[str, Any] = {"parameters": params}
+        if body is not None:
+            types = (body,) if isinstance(body, str) else body
+            extra["requestBody"] = {
+                "required": True,
+                "content": {t: {"schema": self._body(t)} for t in types},
+            }
+        return extra
+
+    def _body(self, content_type: str) -> dict[str, Any]:
+        if content_type == "application/json-patch+json":  # RFC 6902: a list of operations
+            return {"type": "array", "items": {"type": "object"}}
+        return self.object
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+    }
+
+
 def resource_router(
     kind: ResourceKind, get_store: StoreGetter, max_body: int = DEFAULT_MAX_BODY
 ) -> APIRouter:
@@ -219,21 +300,43 @@ def resource_router(
         )
 
     singular = kind.singular
-    router.add_api_route(collection, list_objects, methods=["GET"], name=f"list_{singular}")
-    router.add_api_route(collection, create_object, methods=["POST"], name=f"create_{singular}")
-    router.add_api_route(item, read_object, methods=["GET"], name=f"read_{singular}")
-    router.add_api_route(item, replace_object, methods=["PUT"], name=f"update_{singular}")
-    router.add_api_route(item, patch_object, methods=["PATCH"], name=f"patch_{singular}")
-    router.add_api_route(item, delete_object, methods=["DELETE"], name=f"delete_{singular}")
+    docs = _OpenApi(kind)
     router.add_api_route(
-        f"{item}/status", read_status, methods=["GET"], name=f"read_{singular}_status"
+        collection,
+        list_objects,
+        methods=["GET"],
+        name=f"list_{singular}",
+        openapi_extra={
+            **docs.operation(query=LIST_QUERY),
+            "description": f"The {kind.plural} of the namespace. With ``watch=true`` the answer "
+            "is a stream of WatchEvents (one JSON object per line), as Kubernetes'.",
+        },
     )
     router.add_api_route(
-        f"{item}/status", replace_status, methods=["PUT"], name=f"update_{singular}_status"
+        collection,
+        create_object,
+        methods=["POST"],
+        name=f"create_{singular}",
+        status_code=201,
+        openapi_extra=docs.operation(body="application/json"),
     )
-    router.add_api_route(
-        f"{item}/status", patch_status, methods=["PATCH"], name=f"patch_{singular}_status"
+    routes = (
+        ("", "GET", read_object, "read", None),
+        ("", "PUT", replace_object, "update", "application/json"),
+        ("", "PATCH", patch_object, "patch", PATCH_TYPES),
+        ("", "DELETE", delete_object, "delete", None),
+        ("/status", "GET", read_status, "read", None),
+        ("/status", "PUT", replace_status, "update", "application/json"),
+        ("/status", "PATCH", patch_status, "patch", PATCH_TYPES),
     )
+    for suffix, method, endpoint, verb, body in routes:
+        router.add_api_route(
+            item + suffix,
+            endpoint,
+            methods=[method],
+            name=f"{verb}_{singular}" + ("_status" if suffix else ""),
+            openapi_extra=docs.operation(body=body),
+        )
     if kind.namespaced:
 
         async def list_all_namespaces(request: Request, identity: IdentityDep) -> Any:

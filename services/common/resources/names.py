@@ -51,6 +51,19 @@ def check_config_key(key: str, field: str) -> list[Cause]:
     return []
 
 
+#: metadata fields that are strings when present (a client may send anything).
+META_STRINGS = ("name", "generateName", "namespace", "resourceVersion", "uid")
+
+
+def check_meta_strings(meta: dict[str, object]) -> list[Cause]:
+    """metadata's string fields are strings: a list or a number there is a 422, not a crash."""
+    return [
+        Cause(f"metadata.{key}", f"must be a string, not {type(meta[key]).__name__}")
+        for key in META_STRINGS
+        if meta.get(key) is not None and not isinstance(meta[key], str)
+    ]
+
+
 def check_namespace(namespace: str, field: str = "metadata.namespace") -> list[Cause]:
     if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
         return [

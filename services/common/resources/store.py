@@ -31,6 +31,7 @@ from services.common.resources.kinds import ResourceKind
 from services.common.resources.names import (
     check_annotations,
     check_labels,
+    check_meta_strings,
     check_name,
     check_namespace,
     generate_name,
@@ -270,6 +271,9 @@ class ResourceStore:
         if not isinstance(meta, dict):
             raise ApiError.invalid(kind.kind, "", [Cause("metadata", "must be an object")])
         meta = dict(meta)
+        wrong = check_meta_strings(meta)
+        if wrong:
+            raise ApiError.invalid(kind.kind, "", wrong)
         if kind.namespaced:
             body_ns = meta.get("namespace")
             if body_ns and namespace and body_ns != namespace:
