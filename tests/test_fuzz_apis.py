@@ -5,58 +5,20 @@ schemathesis loads each service's OpenAPI document from the public URL
 requests (valid and invalid: wrong types, missing fields, odd strings) through the gateway
 of a real platform (single-user mode, so every request is the signed-in person). The check
 is ``not_a_server_error``: a 2xx, or a 4xx with a message, never a 500 or a stack trace.
-A small budget here; ``bench/bench_fuzz.py`` runs a large one.
+A small budget here; ``bench/bench_fuzz.py`` runs a large one (``tests/fuzzing.py``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from services.common.settings import SINGLE_USER_NAMESPACE
-
-SERVICES = ("notebook", "automl", "pipeline", "serving")
-
-
-def fuzz(gateway: str, service: str, examples: int, workdir: Path, seed: int = 1) -> str:
-    """Run schemathesis against one service through the gateway; its output (raises on a
-    failure, with the failing requests and how to reproduce them)."""
-    config = workdir / "schemathesis.toml"
-    # Path parameters named namespace are the person's own namespace: another one is a 403
-    # before the service sees the request, which would leave the service untested.
-    config.write_text(f'[parameters]\n"path.namespace" = "{SINGLE_USER_NAMESPACE}"\n')
-    argv = [
-        str(Path(sys.executable).with_name("schemathesis")),
-        "--config-file",
-        str(config),
-        "run",
-        f"{gateway}/openapi/{service}.json",
-        "--url",
-        gateway,
-        "--checks",
-        "not_a_server_error",
-        "-n",
-        str(examples),
-        "--seed",
-        str(seed),
-        "--phases",
-        "examples,fuzzing",
-        "--rate-limit",
-        "1800/m",  # under the gateway's per-user limit, so requests reach the services
-        "--request-timeout",
-        "20",
-    ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=workdir)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, f"schemathesis found failures in {service}:\n{out[-6000:]}"
-    return out
+from tests.fuzzing import SERVICES, fuzz
 
 
 def test_openapi_documents_are_public_to_signed_in_users(platform: Any) -> None:
