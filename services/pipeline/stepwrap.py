@@ -26,7 +26,10 @@ from urllib.request import urlopen
 
 RESULT_LIMIT = 256 * 1024
 CHUNK = 1024 * 1024
-ATTEMPTS = 4  # transient store errors (connection, 5xx, 429) are retried with backoff
+# Transient store errors (connection refused or reset, 5xx, 429) are retried with back-off
+# (0.5 s doubling to 10 s) for up to RETRY_SECONDS: a store restarting or unreachable for a
+# minute costs the step that minute, not its artifacts. Each retry starts the transfer over.
+RETRY_SECONDS = float(os.environ.get("SHIPYARD_STORE_RETRY_SECONDS", "120"))
 TIMEOUT = 60
 
 
@@ -37,21 +40,20 @@ class _Refused(Exception):
 
 
 def _retrying(what, action):  # noqa: ANN001, ANN202 - stdlib only, no typing import
-    delay = 0.5
-    for attempt in range(1, ATTEMPTS + 1):
+    delay, give_up = 0.5, time.monotonic() + RETRY_SECONDS
+    while True:
         try:
             return action()
         except (HTTPError, _Refused) as exc:
             body = exc.body if isinstance(exc, _Refused) else exc.read()
-            if exc.code < 500 and exc.code != 429 or attempt == ATTEMPTS:
+            if exc.code < 500 and exc.code != 429 or time.monotonic() > give_up:
                 detail = body[:300].decode(errors="replace")
                 raise OSError(f"{what}: the store answered {exc.code}: {detail}") from None
         except (URLError, OSError) as exc:
-            if attempt == ATTEMPTS:
+            if time.monotonic() > give_up:
                 raise OSError(f"{what}: {exc}") from None
         time.sleep(delay)
-        delay *= 2
-    return None
+        delay = min(delay * 2, 10.0)
 
 
 def _download(url: str, dest: str) -> None:

@@ -496,3 +496,73 @@ async def test_kfp_importer_copies_an_http_url_into_the_store(
         assert await _get(seaweedfs.config, uri.split("/", 3)[3]) == b"a\nb\nc\n"
     finally:
         files.close()
+
+
+async def test_an_upload_survives_the_store_going_away(tmp_path: Path) -> None:
+    """The store is SIGKILLed in the middle of a step's upload and comes back 5 s later (a
+    store of this test's own, on the same ports and data): the wrapper retries, the object is
+    complete (every byte), and it reports the upload only once it succeeded."""
+    import hashlib
+    import signal as signals
+
+    from services.pipeline.artifacts import ArtifactRepository
+    from shipyard.seaweedfs import running
+    from shipyard.up import Child, stop_children
+
+    with running(tmp_path / "store", "outage") as (embedded, pid):
+        async with ObjectStore(embedded.config) as store:
+
+            async def opened() -> ObjectStore:
+                return store
+
+            key = "artifacts/outage/wf/pod/big"
+            upload = await ArtifactRepository(opened).upload_form(key, 600)
+            big = tmp_path / "big.bin"
+            big.write_bytes(os.urandom(1024 * 1024) * 256)  # 256 MiB
+            digest = hashlib.md5(big.read_bytes()).hexdigest()  # noqa: S324 - a checksum
+            plan = {
+                "outputArtifacts": [
+                    {
+                        "name": "big",
+                        "path": str(big),
+                        "key": key,
+                        "archive": "none",
+                        "upload": upload,
+                    }
+                ]
+            }
+            step = tmp_path / "step"
+            step.mkdir()
+            (step / "plan.json").write_text(json.dumps(plan))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", stepwrap.__file__, str(step / "plan.json"), "--", "true"
+            )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not _sent_bytes(proc.pid):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            os.kill(pid, signals.SIGKILL)
+            await asyncio.sleep(5)
+            assert proc.returncode is None, "the upload finished before the store went away"
+            again = Child(
+                "outage-again",
+                embedded.argv(),
+                dict(os.environ),
+                tmp_path / "again.log",
+                stop_signal=signals.SIGINT,
+            )
+            again.start()
+            try:
+                assert await asyncio.wait_for(proc.wait(), 180) == 0
+                outputs = json.loads((step / "outputs.json").read_text())
+                assert outputs["errors"] == []
+                assert outputs["artifacts"]["big"] == {
+                    "key": key,
+                    "stored": "file",
+                    "size": 256 * 1024 * 1024,
+                }
+                md5 = hashlib.md5()  # noqa: S324 - a checksum
+                async for chunk in store.get_stream(key):
+                    md5.update(chunk)
+                assert md5.hexdigest() == digest
+            finally:
+                stop_children([again], timeout=2)
