@@ -82,6 +82,9 @@ def test_chart_renders_gateway_and_services() -> None:
         assert refs == {f"{RELEASE}-settings", f"{RELEASE}-secrets"}
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        startup = container["startupProbe"]
+        assert startup["httpGet"]["path"] == "/healthz"
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # migrations
         assert services[f"{RELEASE}-{name}"]["spec"]["ports"][0]["port"] == port
         selector = services[f"{RELEASE}-{name}"]["spec"]["selector"]
         pod_labels = deployments[f"{RELEASE}-{name}"]["spec"]["template"]["metadata"]["labels"]
