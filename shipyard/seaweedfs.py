@@ -168,6 +168,10 @@ class EmbeddedSeaweedFS:
             f"-s3.localSocket={self.data_dir / 's3.sock'}",
             # Small volumes: the default reserves 30 GiB per volume of the machine's disk.
             "-master.volumeSizeLimitMB=1024",
+            # As many volumes as the disk holds (the default, 8, is used up by one volume
+            # growth of 7 plus a few GiB of artifacts, after which every write fails with
+            # "no writable volumes").
+            "-volume.max=0",
             # Stop at once: the volume server otherwise waits 10 s for a master to re-route.
             "-volume.preStopSeconds=0",
         ]
