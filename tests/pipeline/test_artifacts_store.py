@@ -173,6 +173,10 @@ try:
                                                      timeout=10).status
 except urllib.error.HTTPError as e:
     results['unsigned_get'] = e.code
+try:  # the relay reaches the store, but the store wants a signature for a listing too
+    results['unsigned_list'] = urllib.request.urlopen(base + '?list-type=2', timeout=10).status
+except urllib.error.HTTPError as e:
+    results['unsigned_list'] = e.code
 print(json.dumps(results))
 open('/tmp/out.txt', 'w').write('x')
 """
@@ -198,6 +202,7 @@ async def test_a_step_cannot_use_its_upload_form_elsewhere(
         "own_prefix_sibling": 403,
         "put_other_key": 403,
         "unsigned_get": 403,
+        "unsigned_list": 403,
     }
     assert await _keys(seaweedfs.config, f"artifacts/{victim}/") == {}
 
