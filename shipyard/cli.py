@@ -153,11 +153,42 @@ def _watch(args: argparse.Namespace, client: Client, kind: Any, namespace: str |
 
 
 def cmd_delete(args: argparse.Namespace, client: Client) -> int:
-    kind = kinds.resolve(args.kind)
+    """``delete KIND NAME...`` or, as kubectl, ``delete -f FILE...`` (every object in the
+    files, by its kind, namespace and name)."""
+    targets: list[tuple[kinds.ResourceKind, str | None, str]] = []
+    if args.filename:
+        if args.kind or args.names:
+            _err("give either -f FILE or KIND NAME..., not both")
+            return 1
+        for source in args.filename:
+            try:
+                docs = list(read_documents(source))
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                _err(f"cannot read {source}: {exc}")
+                return 1
+            for obj in docs:
+                try:
+                    kind = kinds.for_object(obj.get("apiVersion"), obj.get("kind"))
+                except kinds.UnknownKindError as exc:
+                    _err(str(exc))
+                    return 1
+                meta = obj.get("metadata") or {}
+                if not meta.get("name"):
+                    _err(f"{source}: a {kind.kind} without metadata.name cannot be deleted by file")
+                    return 1
+                namespace = (meta.get("namespace") or args.namespace) if kind.namespaced else None
+                targets.append((kind, namespace, meta["name"]))
+    elif args.kind and args.names:
+        kind = kinds.resolve(args.kind)
+        namespace = args.namespace if kind.namespaced else None
+        targets = [(kind, namespace, name) for name in args.names]
+    else:
+        _err("say what to delete: KIND NAME... or -f FILE")
+        return 1
     status = 0
-    for name in args.names:
+    for kind, namespace, name in targets:
         try:
-            client.delete(kind, args.namespace if kind.namespaced else None, name)
+            client.delete(kind, namespace, name)
             label = f"{kind.singular}.{kind.group}" if kind.group else kind.singular
             sys.stdout.write(f'{label} "{name}" deleted\n')
         except ApiError as exc:
@@ -222,9 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-A", "--all-namespaces", action="store_true")
     namespaced(p)
 
-    p = sub.add_parser("delete", help="delete objects")
-    p.add_argument("kind")
-    p.add_argument("names", nargs="+")
+    p = sub.add_parser("delete", help="delete objects: KIND NAME... or -f FILE...")
+    p.add_argument("kind", nargs="?")
+    p.add_argument("names", nargs="*")
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        help="delete the objects in this file, or - for stdin (repeatable)",
+    )
     namespaced(p)
 
     sub.add_parser("migrate", help="run every service's database migrations")

@@ -220,6 +220,8 @@ def test_cli_get_watch_delete_round_trip(platform: Any) -> None:
             time.sleep(0.2)
         missing = shipyard(platform, "delete", "pvc", "cli-claim")
         assert missing.returncode == 1 and "not found" in missing.stderr
+        nothing = shipyard(platform, "delete")
+        assert nothing.returncode == 1 and "KIND NAME... or -f FILE" in nothing.stderr
         time.sleep(1.0)
     finally:
         watcher.terminate()
@@ -281,4 +283,6 @@ def test_configmap_trial_template_example_through_cli(platform: Any) -> None:
             time.sleep(0.5)
     assert done == ["ExperimentMaxTrialsReached"]
     assert exp["status"]["trialsSucceeded"] == 4
-    shipyard(platform, "delete", "-f", str(example))
+    deleted = shipyard(platform, "delete", "-f", str(example))
+    assert deleted.returncode == 0, deleted.stderr
+    assert 'experiment.kubeflow.org "configmap-example" deleted' in deleted.stdout, deleted.stdout
