@@ -85,13 +85,20 @@ def apply_object(client: Client, obj: dict[str, Any], default_ns: str) -> str:
     return f"{label}/{name} configured"
 
 
+def _documents_of(source: str) -> list[dict[str, Any]] | None:
+    """Every object in a file (or stdin, ``-``); None, with the reason said, if unreadable."""
+    try:
+        return list(read_documents(source))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        _err(f"cannot read {source}: {exc}")
+        return None
+
+
 def cmd_apply(args: argparse.Namespace, client: Client) -> int:
     failures = 0
     for source in args.filename:
-        try:
-            docs = list(read_documents(source))
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            _err(f"cannot read {source}: {exc}")
+        docs = _documents_of(source)
+        if docs is None:
             return 1
         for obj in docs:
             try:
@@ -161,10 +168,8 @@ def cmd_delete(args: argparse.Namespace, client: Client) -> int:
             _err("give either -f FILE or KIND NAME..., not both")
             return 1
         for source in args.filename:
-            try:
-                docs = list(read_documents(source))
-            except (OSError, ValueError, yaml.YAMLError) as exc:
-                _err(f"cannot read {source}: {exc}")
+            docs = _documents_of(source)
+            if docs is None:
                 return 1
             for obj in docs:
                 try:
