@@ -4,7 +4,7 @@ Start with :func:`get_runtime` and the contract in :mod:`services.common.runtime
 """
 
 from .base import Runtime
-from .config import RUNTIME_CLASSES, RuntimeSettings, get_runtime
+from .config import RUNTIME_CLASSES, RuntimeSettings, get_runtime, register_runtime
 from .errors import RuntimeBackendError, VolumeNotFound, WorkloadNotFound
 from .labels import LabelSelector, parse_selector
 from .local import LocalRuntime
@@ -39,5 +39,6 @@ __all__ = [
     "WorkloadSpec",
     "WorkloadStatus",
     "get_runtime",
+    "register_runtime",
     "parse_selector",
 ]

@@ -6,6 +6,13 @@ model server. Services never start processes themselves; they hand a :class:`Wor
 ``local`` (sandboxed host processes) and ``kubernetes`` (Pods, PVCs). Both must pass the same
 contract suite in ``tests/common/runtime/``.
 
+Everything a workload needs from the platform is part of this interface: its identity (a
+short-lived service-account token in the standard in-cluster layout,
+``/var/run/secrets/kubernetes.io/serviceaccount``), small read-only ``files`` in its spec,
+the interpreter that runs platform tools in it (:attr:`Runtime.python`), and the image of the
+platform's own servers (:attr:`Runtime.platform_image`). Nothing goes through a directory of
+the host that a service and a workload share.
+
 Like JupyterHub's ``Spawner`` (start / poll / stop / get_state / load_state), but keyed by
 (namespace, name) instead of held in memory: the runtime's own state store (a directory, or the
 Kubernetes API) is the source of truth, so a service that restarts simply builds a new Runtime
@@ -20,11 +27,16 @@ What a subclass implements, and what each method promises:
     user can fix (unknown claim, missing sandbox) do not raise: they give a ``Failed`` status
     whose ``reason``/``message`` say what to do. Malformed specs raise ``ValueError`` (pydantic
     ``ValidationError``) with the field path.
+``adopt() -> list[WorkloadStatus]``
+    Find the workloads an earlier instance of the service started (after a restart) and take
+    them over: their status, logs and endings are followed again. Idempotent.
 ``status(namespace, name) -> WorkloadStatus``
     ``phase`` Pending -> Running -> Succeeded | Failed; ``exit_code``, ``start_time`` and
     ``finish_time`` once known; ``reason``/``message`` (e.g. ``DeadlineExceeded``, ``Error``,
     ``CrashLoopBackOff``, ``PersistentVolumeClaimNotFound``); for servers ``ready`` and
-    ``endpoint`` (``http://127.0.0.1:PORT`` locally) only after the readiness probe passed.
+    ``endpoint`` only after the readiness probe passed: an opaque URL the gateway can reach
+    (a sandbox's socket locally, a Service's DNS name on Kubernetes). A server listens on
+    ``$PORT`` on all of its own interfaces (``0.0.0.0``): the runtime decides who reaches it.
     Raises :class:`WorkloadNotFound`.
 ``wait(namespace, name, timeout=None, *, ready=False) -> WorkloadStatus``
     Block (without busy polling) until the workload finished, or with ``ready=True`` until it
@@ -39,10 +51,15 @@ What a subclass implements, and what each method promises:
     when the workload finishes (or is deleted).
 ``list(label_selector=None, namespace=None) -> list[WorkloadStatus]``
     Selector as a dict (``{"a": "b"}``) or Kubernetes string (``"a=b,c!=d,e in (x,y)"``).
-``create_volume / delete_volume / list_volumes / resolve_volume``
+``create_volume / delete_volume / list_volumes / volume_exists``
     Volumes back PersistentVolumeClaims. ``create_volume`` is idempotent, ``delete_volume``
-    too. ``resolve_volume`` returns where the data lives (a host path locally) or raises
-    :class:`VolumeNotFound`. A workload may only mount a claim that exists.
+    too. A workload may only mount a claim that exists. Where a volume's data lives is the
+    runtime's business: no caller ever sees a host path.
+``read_file(namespace, claim, path, max_bytes)``
+    The bytes of one file in a volume (a metrics file a trial wrote), read however the runtime
+    can (locally from its directory, on Kubernetes through a short reader pod). Links are not
+    followed out of the volume. Raises VolumeNotFound, FileNotFoundError, or ValueError for a
+    file over ``max_bytes``. Bulk data goes through the object store instead.
 ``volume_users(namespace, claim)``
     The unfinished workloads that mount a claim; a claim in use is not deleted.
 ``stop_all(label_selector=None)`` and ``shutdown()``
@@ -56,7 +73,6 @@ from __future__ import annotations
 import abc
 import builtins
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from .labels import LabelSelector
@@ -68,6 +84,15 @@ class Runtime(abc.ABC):
 
     #: Name used by :func:`services.common.runtime.get_runtime` (``SHIPYARD_RUNTIME``).
     name: str = "abstract"
+    #: The Python that runs the platform's stdlib tools (the step wrapper) inside a workload.
+    python: str = "python3"
+    #: The image of the platform's own servers (the model server); None where images are
+    #: not pulled (the local runtime runs them with the platform's Python environment).
+    platform_image: str | None = None
+
+    async def adopt(self) -> builtins.list[WorkloadStatus]:
+        """Take over the workloads an earlier instance started; return their statuses."""
+        return await self.list()
 
     @abc.abstractmethod
     async def apply(self, spec: WorkloadSpec | Mapping[str, Any]) -> WorkloadStatus:
@@ -124,9 +149,23 @@ class Runtime(abc.ABC):
     ) -> builtins.list[VolumeInfo]:
         """Volumes, optionally filtered by namespace and labels."""
 
+    async def ensure_namespace(self, namespace: str, owner: str) -> None:  # noqa: B027
+        """Make the place a profile's workloads run in (on Kubernetes: the Namespace, its
+        ServiceAccounts and RoleBindings, as Kubeflow's profile controller does). Idempotent.
+        Nothing to make by default: the local runtime keeps namespaces apart by itself."""
+
+    async def delete_namespace(self, namespace: str) -> None:  # noqa: B027
+        """Remove what :meth:`ensure_namespace` made; idempotent."""
+
+    async def volume_exists(self, namespace: str, name: str) -> bool:
+        """True if the claim ``name`` exists in ``namespace``."""
+        return any(v.name == name for v in await self.list_volumes(namespace))
+
     @abc.abstractmethod
-    async def resolve_volume(self, namespace: str, name: str) -> Path:
-        """Where the volume's data lives; raises VolumeNotFound."""
+    async def read_file(
+        self, namespace: str, claim: str, path: str, max_bytes: int = 1024 * 1024
+    ) -> bytes:
+        """One file of a volume (``path`` relative to its root); see the module docstring."""
 
     @abc.abstractmethod
     async def volume_users(self, namespace: str, claim: str) -> builtins.list[str]:

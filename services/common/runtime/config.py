@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -13,11 +13,20 @@ from ..settings import DEFAULT_STATE_DIR
 from .base import Runtime
 
 #: Implementations by name; values are "module:Class" so unused backends are never imported
-#: (kubernetes-asyncio is heavy and absent from the quickstart).
+#: (kubernetes-asyncio is heavy and absent from the quickstart). A third runtime joins with
+#: :func:`register_runtime`.
 RUNTIME_CLASSES: dict[str, str] = {
     "local": "services.common.runtime.local:LocalRuntime",
     "kubernetes": "services.common.runtime.kubernetes:KubernetesRuntime",
 }
+
+
+def register_runtime(name: str, target: str) -> None:
+    """Make ``SHIPYARD_RUNTIME=name`` build ``target`` ("package.module:Class", a Runtime
+    whose constructor takes the service's settings and keyword overrides)."""
+    if ":" not in target:
+        raise ValueError(f"runtime {name!r}: target {target!r} must be 'module:Class'")
+    RUNTIME_CLASSES[name] = target
 
 
 class RuntimeSettings(BaseSettings):
@@ -25,7 +34,7 @@ class RuntimeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SHIPYARD_", extra="ignore")
 
-    runtime: Literal["local", "kubernetes"] = "local"
+    runtime: str = "local"
     state_dir: Path = DEFAULT_STATE_DIR
     bwrap_path: str = "bwrap"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -28,6 +29,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -159,6 +161,8 @@ class LocalRuntime(Runtime):
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.python_bin_dir = python_bin_dir or os.path.dirname(sys.executable)
+        # The platform's virtualenv is visible read-only in every sandbox.
+        self.python = sys.executable
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._spawned: dict[Path, subprocess.Popen[bytes]] = {}  # our own live supervisors
@@ -402,7 +406,7 @@ class LocalRuntime(Runtime):
             "roBinds": ro_binds,
             "symlinks": links,
             "binds": [{"src": str(tmp), "dst": "/tmp", "ro": False}, *mounts],
-            "files": [],
+            "files": [{"dst": dst, "data": data} for dst, data in spec.files.items()],
             "seccomp": self._seccomp,
             "cwd": cwd_inside,
             "hostname": spec.name[:63],
@@ -881,7 +885,50 @@ class LocalRuntime(Runtime):
         return self.volumes.list(namespace, label_selector)
 
     async def resolve_volume(self, namespace: str, name: str) -> Path:
+        """The host directory of a volume: for this runtime and its tests, never for callers
+        of the Runtime interface (they use read_file, files and the object store)."""
         return self.volumes.resolve(namespace, name)
+
+    async def read_file(
+        self, namespace: str, claim: str, path: str, max_bytes: int = 1024 * 1024
+    ) -> bytes:
+        root = self.volumes.resolve(namespace, claim)
+        return await asyncio.to_thread(_read_inside, root, path, max_bytes)
+
+
+def _read_inside(root: Path, path: str, max_bytes: int) -> bytes:
+    """The file at ``path`` under ``root``, opened one component at a time without following
+    a link (a workload may have planted one pointing anywhere on the host)."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise ValueError(f"{path!r}: must be a file path inside the volume, without '..'")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(root, flags | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                next_fd = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            except (NotADirectoryError, OSError) as exc:
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    raise FileNotFoundError(f"{path}: {part} is not a directory") from None
+                raise
+            os.close(fd)
+            fd = next_fd
+        try:
+            file_fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FileNotFoundError(f"{path}: a symbolic link is not followed") from None
+            raise
+    finally:
+        os.close(fd)
+    with os.fdopen(file_fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise FileNotFoundError(f"{path}: not a regular file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes} bytes")
+    return data
 
 
 def _tail_offset(path: Path, lines: int) -> int:

@@ -142,6 +142,10 @@ class ContainerPort(_Model):
     protocol: str = "TCP"
 
 
+#: Kubernetes' limit on one Secret, and so on a workload's ``files``.
+FILES_MAX_BYTES = 1024 * 1024
+
+
 class WorkloadSpec(_Model):
     """What to run. ``kind`` is ``job`` (runs to completion) or ``server`` (serves on $PORT).
 
@@ -169,6 +173,30 @@ class WorkloadSpec(_Model):
     termination_grace_period_seconds: float = 5
     labels: dict[str, str] = Field(default_factory=dict)
     owner: str | dict[str, Any] | None = None
+    #: Files the runtime places in the workload, read-only, before it starts (a plan, a
+    #: script, a platform tool): absolute path inside -> text. Like a Secret volume, and
+    #: bounded like one (FILES_MAX_BYTES in all); the way data goes in without a host path.
+    files: dict[str, str] = Field(default_factory=dict)
+    # Placement and pod-level fields, passed through to a Pod by the Kubernetes runtime. The
+    # local runtime has one node and pulls nothing: it records them and ignores them.
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+    image_pull_secrets: list[dict[str, Any]] = Field(default_factory=list)
+    env_from: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, v: dict[str, str]) -> dict[str, str]:
+        total = 0
+        for path, text in v.items():
+            parts = path.split("/")
+            if not path.startswith("/") or ".." in parts or "\0" in path or path.endswith("/"):
+                raise ValueError(f"files[{path!r}]: must be an absolute file path without '..'")
+            total += len(text.encode())
+        if total > FILES_MAX_BYTES:
+            raise ValueError(f"files: {total} bytes in all, more than {FILES_MAX_BYTES}")
+        return v
 
     @field_validator("namespace")
     @classmethod
@@ -221,7 +249,9 @@ class WorkloadSpec(_Model):
 
 
 class WorkloadStatus(_Model):
-    """What a caller may act on. ``endpoint`` is set for servers only once they are ready."""
+    """What a caller may act on. ``endpoint`` is set for servers only once they are ready: an
+    opaque URL that the platform's gateway can reach (services.common.runtime.endpoint
+    connects to it), never something for a caller to take apart."""
 
     namespace: str
     name: str
@@ -245,11 +275,10 @@ class WorkloadStatus(_Model):
 
 
 class VolumeInfo(_Model):
-    """A runtime volume (the local backing of a PersistentVolumeClaim)."""
+    """A runtime volume: what backs a PersistentVolumeClaim (where it lives is not said)."""
 
     namespace: str
     name: str
-    path: str
     size: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     created_at: datetime | None = None

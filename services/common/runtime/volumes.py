@@ -97,7 +97,6 @@ class VolumeStore:
         return VolumeInfo(
             namespace=namespace,
             name=name,
-            path=str(vdir / "data"),
             size=meta.get("size"),
             labels=meta.get("labels") or {},
             created_at=datetime.fromtimestamp(created, UTC) if created else None,
