@@ -4,7 +4,7 @@ There is no helm binary here, so tests/deploy/test_chart.py renders the chart wi
 Supported: ``{{ }}`` actions with ``{{-``/``-}}`` trimming; ``if``/``else``/``end``;
 ``range $k, $v := ...`` (dot is rebound to the element, as in Go); values ``.A.b``, ``$``,
 ``$.A.b``, ``$var.x``, string and integer literals; pipelines with ``quote``, ``upper``,
-``toYaml``, ``nindent``, ``indent``, ``default`` and ``not``. Anything else raises, so a
+``toYaml``, ``nindent``, ``indent``, ``default``, ``not`` and ``eq``. Anything else raises, so a
 template that strays from the subset fails the test instead of rendering wrongly. It is
 stricter than Helm in one way, on purpose: a missing values key raises instead of
 rendering empty, which is how the test proves every reference exists.
@@ -110,6 +110,7 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "nindent": lambda width, text: "\n" + _indent(width, text),
     "default": lambda fallback, v: v if _truthy(v) else fallback,
     "not": lambda v: not _truthy(v),
+    "eq": lambda a, b: a == b,
 }
 
 

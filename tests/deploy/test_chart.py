@@ -3,17 +3,27 @@
 There is no helm binary here. The chart is written in a small Go-template subset and
 rendered by tests/deploy/gotemplate.py (a stand-in for `helm template`; anything outside
 the subset fails loudly). On top of rendering, every `.Values` reference in every template,
-including branches not taken, is checked against values.yaml.
+including branches not taken, is checked against values.yaml, and every object rendered is
+validated against the Kubernetes 1.37 schemas (kubernetes-validate, strict: an unknown field
+is an error).
+
+What this shows is that the manifests are well-formed for 1.37 and wired consistently (names,
+labels, selectors, RBAC subjects, the policies' effect as NetworkPolicy defines it). What it
+cannot show is a cluster acting on them: admission (Pod Security), the RBAC authorizer, a CNI
+enforcing the NetworkPolicies, pulling the image. docs/kubernetes.md says how to check those.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -22,6 +32,8 @@ from tests.deploy.gotemplate import TemplateError, render
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shipyard"
 RELEASE = "sy"
+NAMESPACE = "shipyard"
+KUBERNETES_VERSION = "1.37"
 
 
 def _values() -> dict[str, Any]:
@@ -32,7 +44,7 @@ def _render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     context = {
         "Values": values,
-        "Release": {"Name": RELEASE, "Namespace": "default"},
+        "Release": {"Name": RELEASE, "Namespace": NAMESPACE},
         "Chart": {"Name": chart["name"], "Version": chart["version"]},
     }
     docs: list[dict[str, Any]] = []
@@ -192,3 +204,331 @@ def test_chart_object_store_settings() -> None:
     assert secret["SHIPYARD_S3_ACCESS_KEY_ID"] == "AKIA1"
     assert secret["SHIPYARD_S3_SECRET_ACCESS_KEY"] == "s3cret"
     assert "s3cret" not in str(settings)
+
+
+# ---- the Kubernetes runtime: settings, RBAC, NetworkPolicy, Pod Security, 1.37 schemas ----
+
+
+def _local_values() -> dict[str, Any]:
+    values = _values()
+    values["runtime"]["kind"] = "local"
+    return values
+
+
+def _bundled_values() -> dict[str, Any]:
+    values = _values()
+    values["nats"]["enabled"] = values["postgresql"]["enabled"] = True
+    return values
+
+
+VARIANTS = {
+    "kubernetes-runtime": _values,
+    "local-runtime": _local_values,
+    "bundled-nats-postgres": _bundled_values,
+}
+
+
+def _validate(obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_validator_is_strict() -> None:
+    """The instrument first: an unknown field, a wrong type and an unknown kind all fail, so
+    a pass below means something."""
+    spec: dict[str, Any] = {"containers": [{"name": "c", "image": "busybox"}]}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
+    _validate(pod)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate({**pod, "spec": {**spec, "restartPolicyy": "Never"}})
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate({**pod, "spec": {"containers": [{"name": "c", "image": "b", "ports": [{}]}]}})
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        _validate({"apiVersion": "v1", "kind": "Podd", "metadata": {"name": "p"}})
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_chart_validates_against_kubernetes_schemas(variant: str) -> None:
+    """Every object the chart renders, for the default (Kubernetes runtime) values, the local
+    runtime's and the bundled NATS/Postgres, validates against the Kubernetes 1.37 schemas,
+    strictly. A kind without a schema fails too (SchemaNotFoundError is not caught)."""
+    docs = _render_chart(VARIANTS[variant]())
+    assert len(docs) > 10
+    failures = []
+    for obj in docs:
+        try:
+            _validate(obj)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {path}: {exc.message}")
+    assert not failures, "\n".join(failures)
+
+
+def test_chart_values_schema() -> None:
+    """values.schema.json (which helm checks values against) accepts the chart's values and
+    refuses a runtime it does not know."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.validate(_values(), schema)
+    jsonschema.validate(_local_values(), schema)
+    bad = _values()
+    bad["runtime"]["kind"] = "k8s"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_chart_runtime_settings() -> None:
+    """The chart runs the Kubernetes runtime by default; its settings reach every process."""
+    values = _values()
+    assert values["runtime"]["kind"] == "kubernetes"
+    settings = _settings(_render_chart(values))
+    assert settings["SHIPYARD_RUNTIME"] == "kubernetes"
+    image = f"{values['image']['repository']}:{values['image']['tag']}"
+    assert settings["SHIPYARD_PLATFORM_IMAGE"] == image  # the platform's own image by default
+    assert settings["SHIPYARD_KUBE_TOKEN_AUDIENCE"] == "shipyard"
+    assert settings["SHIPYARD_KUBE_STORAGE_CLASS"] == ""  # the cluster's default class
+    assert settings["SHIPYARD_KUBE_PLATFORM_NAMESPACE"] == NAMESPACE
+    # Workloads in profile namespaces reach the gateway by its namespace-qualified name.
+    gateway_url = urlsplit(settings["SHIPYARD_GATEWAY_URL"])
+    assert gateway_url.hostname == f"{RELEASE}-gateway.{NAMESPACE}.svc"
+    assert gateway_url.port == values["gateway"]["port"]
+
+    values["runtime"].update(
+        platformImage="registry.local/shipyard:dev", tokenAudience="aud-x", storageClass="fast"
+    )
+    settings = _settings(_render_chart(values))
+    assert settings["SHIPYARD_PLATFORM_IMAGE"] == "registry.local/shipyard:dev"
+    assert settings["SHIPYARD_KUBE_TOKEN_AUDIENCE"] == "aud-x"
+    assert settings["SHIPYARD_KUBE_STORAGE_CLASS"] == "fast"
+
+    assert _settings(_render_chart(_local_values()))["SHIPYARD_RUNTIME"] == "local"
+
+
+#: What the Kubernetes runtime does, resource by resource (services/common/runtime/kubernetes.py).
+RUNTIME_RULES = {
+    ("", "pods"): {"get", "list", "watch", "create", "delete"},
+    ("", "pods/log"): {"get"},
+    ("", "services"): {"get", "list", "watch", "create", "delete"},
+    ("", "secrets"): {"get", "list", "watch", "create", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "delete"},
+    ("", "events"): {"get", "list", "watch"},
+    ("", "namespaces"): {"get", "create", "patch", "delete"},
+    ("", "serviceaccounts"): {"get", "create", "delete"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create", "delete"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create", "delete"},
+}
+KUBEFLOW_ROLES = ("kubeflow-admin", "kubeflow-edit", "kubeflow-view")
+
+
+def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str, str | None], set[str]]:
+    """(apiGroup, resource, resourceName or None) -> verbs."""
+    out: dict[tuple[str, str, str | None], set[str]] = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for name in rule.get("resourceNames") or [None]:
+                    out.setdefault((group, resource, name), set()).update(rule["verbs"])
+    return out
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: d["spec"]["template"]["spec"] for name, d in _by_kind(docs, "Deployment").items()}
+
+
+def test_chart_rbac_for_the_kubernetes_runtime() -> None:
+    """One ServiceAccount for the platform's processes, bound cluster-wide to exactly the
+    verbs the runtime uses; the kubeflow-* roles profile namespaces bind to."""
+    docs = _render_chart(_values())
+    (account,) = _by_kind(docs, "ServiceAccount")
+    for name in [f"{RELEASE}-{n}" for n in DEFAULT_MODULES]:
+        pod = _pod_specs(docs)[name]
+        assert pod["serviceAccountName"] == account, name
+        assert pod["automountServiceAccountToken"] is True, name  # the API client reads it
+
+    runtime_role = f"{NAMESPACE}-{RELEASE}-runtime"
+    binding = _by_kind(docs, "ClusterRoleBinding")[runtime_role]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": runtime_role,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+    ]
+    roles = _by_kind(docs, "ClusterRole")
+    grants = _grants(roles[runtime_role]["rules"])
+    expected: dict[tuple[str, str, str | None], set[str]] = {
+        (g, r, None): verbs for (g, r), verbs in RUNTIME_RULES.items()
+    }
+    # Binding the kubeflow roles in a profile namespace needs `bind` on exactly those.
+    for role in KUBEFLOW_ROLES:
+        expected[("rbac.authorization.k8s.io", "clusterroles", role)] = {"bind"}
+    expected[("", "configmaps", "kube-root-ca.crt")] = {"get"}
+    assert grants == expected
+
+    # kubeflow-admin > kubeflow-edit > kubeflow-view, aggregated by label as Kubeflow's.
+    label = "rbac.authorization.kubeflow.org/aggregate-to-{}"
+
+    def aggregated(role: str) -> set[str]:
+        selectors = roles[role]["aggregationRule"]["clusterRoleSelectors"]
+        picked = {
+            name
+            for name, other in roles.items()
+            for sel in selectors
+            if sel["matchLabels"].items() <= other["metadata"]["labels"].items()
+        }
+        return picked | {r for p in picked if "aggregationRule" in roles[p] for r in aggregated(p)}
+
+    def rules_of(role: str) -> dict[tuple[str, str, str | None], set[str]]:
+        return _grants([r for name in aggregated(role) for r in roles[name].get("rules", [])])
+
+    for role in KUBEFLOW_ROLES:
+        assert roles[role]["rules"] == []  # filled in by the aggregation controller
+        assert {label.format(role): "true"} == roles[role]["aggregationRule"][
+            "clusterRoleSelectors"
+        ][0]["matchLabels"]
+    view, edit, admin = (rules_of(r) for r in ("kubeflow-view", "kubeflow-edit", "kubeflow-admin"))
+    for lower, higher in ((view, edit), (edit, admin)):
+        assert all(lower[k] <= higher.get(k, set()) for k in lower)
+    assert ("", "secrets", None) not in view  # as Kubernetes' own view role
+    assert {"create", "delete"} <= edit[("", "pods", None)]
+    assert "create" in admin[("rbac.authorization.k8s.io", "rolebindings", None)]
+    assert ("rbac.authorization.k8s.io", "rolebindings", None) not in edit
+
+    values = _values()
+    values["rbac"]["createKubeflowRoles"] = False  # Kubeflow's own are installed
+    assert set(_by_kind(_render_chart(values), "ClusterRole")) == {runtime_role}
+
+
+def test_chart_local_runtime_needs_no_cluster_role() -> None:
+    docs = _render_chart(_local_values())
+    assert not _by_kind(docs, "ClusterRole") and not _by_kind(docs, "ClusterRoleBinding")
+    assert len(_by_kind(docs, "ServiceAccount")) == 1
+    for name, pod in _pod_specs(docs).items():
+        assert pod["automountServiceAccountToken"] is False, name
+
+
+def test_chart_pods_are_restricted() -> None:
+    """Pod Security "restricted" for the platform's own pods, as for its workloads: non-root
+    by number (the image's user is a name, which the kubelet cannot check), no privilege
+    escalation, every capability dropped, the runtime's default seccomp profile, and only
+    the volume types the profile allows."""
+    allowed_volumes = {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+    docs = _render_chart(_bundled_values())
+    pods = _pod_specs(docs)
+    assert {f"{RELEASE}-nats", f"{RELEASE}-postgresql", f"{RELEASE}-gateway"} <= set(pods)
+    for name, pod in pods.items():
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True, name
+        assert isinstance(context["runAsUser"], int) and context["runAsUser"] > 0, name
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod), name
+        for volume in pod.get("volumes", []):
+            assert set(volume) - {"name"} <= allowed_volumes, (name, volume)
+        for container in pod["containers"] + pod.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            assert not sc.get("privileged"), name
+            assert sc.get("runAsUser", 1) != 0, name
+
+
+# -- NetworkPolicy, evaluated as the API defines it (a stand-in for a CNI; docs/kubernetes.md) --
+
+
+def _peer_matches(
+    peer: dict[str, Any], policy_ns: str, src_ns: str, src_labels: dict[str, str]
+) -> bool:
+    assert set(peer) <= {"podSelector", "namespaceSelector"}, peer  # ipBlock: not used here
+    for selector in peer.values():
+        assert set(selector) <= {"matchLabels"}, selector  # the evaluator's subset
+    if "namespaceSelector" in peer:
+        ns_labels = {"kubernetes.io/metadata.name": src_ns}
+        if not peer["namespaceSelector"].get("matchLabels", {}).items() <= ns_labels.items():
+            return False
+    elif src_ns != policy_ns:
+        return False
+    pod_selector = peer.get("podSelector", {}).get("matchLabels", {})
+    return bool(pod_selector.items() <= src_labels.items())
+
+
+def _admits(
+    policies: list[dict[str, Any]],
+    dst_ns: str,
+    dst_pod: dict[str, Any],
+    src_ns: str,
+    src_labels: dict[str, str],
+) -> bool:
+    """May a pod (src) open a connection to every port of ``dst_pod``'s first container?"""
+    labels = dst_pod["metadata"]["labels"]
+    ports = {p["name"]: p["containerPort"] for p in dst_pod["spec"]["containers"][0]["ports"]}
+    selecting = [
+        p
+        for p in policies
+        if p["metadata"].get("namespace", dst_ns) == dst_ns
+        and "Ingress" in p["spec"]["policyTypes"]
+        and p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+    ]
+    if not selecting:
+        return True
+    for port_name in ports:
+        admitted = False
+        for policy in selecting:
+            for rule in policy["spec"].get("ingress", []):
+                peers = rule.get("from")
+                if peers and not any(
+                    _peer_matches(peer, dst_ns, src_ns, src_labels) for peer in peers
+                ):
+                    continue
+                rule_ports = rule.get("ports")
+                if rule_ports and not any(
+                    rp["port"] in (port_name, ports[port_name]) for rp in rule_ports
+                ):
+                    continue
+                admitted = True
+        if not admitted:
+            return False
+    return True
+
+
+def test_chart_network_policy_admits_only_the_gateway_from_outside() -> None:
+    docs = _render_chart(_bundled_values())
+    policies = list(_by_kind(docs, "NetworkPolicy").values())
+    assert policies
+    pods = {n: d["spec"]["template"] for n, d in _by_kind(docs, "Deployment").items()}
+    outside = [
+        ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
+        ("kubeflow-user-example-com", {"app.kubernetes.io/managed-by": "shipyard"}),  # workload
+        (NAMESPACE, {"app": "something-else"}),  # another app beside the platform
+    ]
+    gateway = f"{RELEASE}-gateway"
+    for name, pod in pods.items():
+        for src_ns, src_labels in outside:
+            assert _admits(policies, NAMESPACE, pod, src_ns, src_labels) == (name == gateway), (
+                name,
+                src_ns,
+            )
+        for other in pods.values():  # the platform's pods reach each other (Postgres, NATS)
+            assert _admits(policies, NAMESPACE, pod, NAMESPACE, other["metadata"]["labels"])
+
+    # The runtime's policy in each profile namespace admits pods with this label from the
+    # release namespace (SHIPYARD_KUBE_PLATFORM_NAMESPACE): the gateway must keep it.
+    assert pods[gateway]["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"
+    assert _settings(docs)["SHIPYARD_KUBE_PLATFORM_NAMESPACE"] == NAMESPACE
+
+    values = _values()
+    values["networkPolicy"]["enabled"] = False
+    assert not _by_kind(_render_chart(values), "NetworkPolicy")
+
+
+def test_gotemplate_eq() -> None:
+    text = '{{ if eq .Values.k "a" }}yes{{ else }}no{{ end }}'
+    assert render(text, {"Values": {"k": "a"}}) == "yes"
+    assert render(text, {"Values": {"k": "b"}}) == "no"
