@@ -15,6 +15,17 @@ somebody else registers the name and so inherits the data: a reserved name can b
 again only for its last owner (by them, or by a cluster admin on their behalf). A cluster
 admin who means to hand the data over re-creates the profile for its last owner and then
 changes the owner, which is explicit.
+
+With a runtime that has namespaces of its own (``SHIPYARD_RUNTIME=kubernetes``), a Profile
+is also a place for workloads: creating one calls ``Runtime.ensure_namespace`` (on
+Kubernetes the Namespace, its ServiceAccounts, RoleBindings and NetworkPolicy, as Kubeflow's
+profile controller makes them), deleting one ``Runtime.delete_namespace``, and a change of
+owner ensures it again (:class:`NamespaceSync`). The Profile is the record and is stored
+first; when the runtime fails, the error is logged, the Profile's ``Ready`` condition says
+so, and the call is retried with back-off. Every gateway start ensures every profile's
+namespace once, so a failure that outlived its gateway is mended by the next one. The
+runtime is built lazily, and not at all with the local runtime (its namespaces need
+nothing), so the quickstart never loads a Kubernetes client.
 """
 
 from __future__ import annotations
@@ -23,7 +34,9 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +44,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Integer, String, Table, delete, insert, select, update
 
 from services.common.db import Database, new_metadata
+from services.common.runtime import Runtime, RuntimeSettings, get_runtime
 
 from .errors import GatewayError
 
@@ -103,14 +117,156 @@ class AccessSnapshot:
         return sorted(out)
 
 
-class ProfileStore:
-    """Profiles and bindings in the gateway's schema."""
+class NamespaceSync:
+    """A profile's namespace in the runtime, made and removed beside the Profile record.
 
-    def __init__(self, db: Database, reload_seconds: float = 5.0) -> None:
+    ``owners`` returns the current profiles (namespace -> owner). Calls that fail are
+    remembered (the latest wish per namespace) and retried by :meth:`retry_due` with
+    exponential back-off, from ``retry_seconds`` up to ``max_retry_seconds``; a retry asks
+    ``owners`` again first, so one for a profile deleted or registered again since is
+    dropped. Calls for one namespace never overlap.
+    """
+
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        *,
+        timeout: float = 30.0,
+        retry_seconds: float = 5.0,
+        max_retry_seconds: float = 300.0,
+    ) -> None:
+        self._build = runtime
+        self._runtime: Runtime | None = None
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+        self.max_retry_seconds = max_retry_seconds
+        #: namespace -> (owner to ensure it for, or None to delete it), attempts, next try, error
+        self.pending: dict[str, tuple[str | None, int, float, str]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = self._build()
+        return self._runtime
+
+    async def ensure(self, namespace: str, owner: str) -> bool:
+        async with self._lock(namespace):
+            return await self._call(namespace, owner)
+
+    async def delete(self, namespace: str) -> bool:
+        async with self._lock(namespace):
+            return await self._call(namespace, None)
+
+    def _lock(self, namespace: str) -> asyncio.Lock:
+        return self._locks.setdefault(namespace, asyncio.Lock())
+
+    async def _call(self, namespace: str, owner: str | None) -> bool:
+        what = "make" if owner is not None else "remove"
+        try:
+            runtime = self.runtime()
+            if owner is not None:
+                await asyncio.wait_for(runtime.ensure_namespace(namespace, owner), self.timeout)
+            else:
+                await asyncio.wait_for(runtime.delete_namespace(namespace), self.timeout)
+        except Exception as exc:
+            previous = self.pending.get(namespace)
+            attempts = previous[1] + 1 if previous and previous[0] == owner else 1
+            delay = min(self.retry_seconds * 2 ** (attempts - 1), self.max_retry_seconds)
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self.pending[namespace] = (owner, attempts, time.monotonic() + delay, error)
+            log.warning(
+                "profile %s: could not %s its namespace in the runtime (attempt %d, %s); "
+                "retrying in %.0f s",
+                namespace,
+                what,
+                attempts,
+                error,
+                delay,
+                exc_info=attempts == 1,
+            )
+            return False
+        if self.pending.pop(namespace, None) is not None:
+            log.info("profile %s: its namespace is %sd now, after a retry", namespace, what)
+        return True
+
+    def pending_error(self, namespace: str) -> str | None:
+        """Why a profile's namespace is not made yet (None: made, or nothing pending)."""
+        entry = self.pending.get(namespace)
+        return entry[3] if entry is not None and entry[0] is not None else None
+
+    async def retry_due(self, owners: Callable[[], dict[str, str]]) -> None:
+        """Retry each failed call whose back-off has passed, as ``owners`` now wants it."""
+        now = time.monotonic()
+        for namespace, (owner, _, due, _) in list(self.pending.items()):
+            if due > now:
+                continue
+            async with self._lock(namespace):
+                if self.pending.get(namespace, (None, 0, 0.0))[0] != owner:
+                    continue  # a request dealt with it meanwhile
+                wanted = owners().get(namespace)
+                if (owner is None) != (wanted is None):
+                    self.pending.pop(namespace, None)  # deleted, or registered again, since
+                elif wanted is not None:
+                    await self._call(namespace, wanted)
+                else:
+                    await self._call(namespace, None)
+
+    async def reconcile(self, owners: Callable[[], dict[str, str]]) -> None:
+        """Ensure every profile's namespace once (at a gateway's start)."""
+        for namespace in sorted(owners()):
+            async with self._lock(namespace):
+                owner = owners().get(namespace)
+                if owner is not None:
+                    await self._call(namespace, owner)
+
+    async def close(self) -> None:
+        if self._runtime is not None:
+            runtime, self._runtime = self._runtime, None
+            await runtime.close()
+
+
+def namespace_sync_for(settings: Any = None) -> NamespaceSync | None:
+    """A :class:`NamespaceSync` unless the runtime is ``local`` (``SHIPYARD_RUNTIME``, or
+    ``settings.runtime``). Nothing is built or imported until the first profile needs it."""
+    kind = str(getattr(settings, "runtime", None) or RuntimeSettings().runtime).strip().lower()
+    if kind in ("", "local"):
+        return None
+
+    def build() -> Runtime:
+        if settings is None:
+            from services.common.settings import ServiceSettings
+
+            return get_runtime(ServiceSettings(service_name="gateway"))
+        return get_runtime(settings)
+
+    return NamespaceSync(build)
+
+
+class ProfileStore:
+    """Profiles and bindings in the gateway's schema.
+
+    ``namespaces`` makes and removes each profile's namespace in the runtime; by default it
+    follows ``SHIPYARD_RUNTIME`` (:func:`namespace_sync_for`), ``None`` there for the local
+    runtime. Pass one to choose (tests pass one around a fake runtime).
+    """
+
+    _DEFAULT: Any = object()
+
+    def __init__(
+        self,
+        db: Database,
+        reload_seconds: float = 5.0,
+        *,
+        namespaces: NamespaceSync | None = _DEFAULT,
+    ) -> None:
         self.db = db
         self.snapshot = AccessSnapshot()
         self.reload_seconds = reload_seconds
         self._reloader: asyncio.Task[None] | None = None
+        self.namespaces: NamespaceSync | None = (
+            namespace_sync_for() if namespaces is ProfileStore._DEFAULT else namespaces
+        )
+        self._namespace_worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.db.ensure_schema()
@@ -118,10 +274,16 @@ class ProfileStore:
             await conn.run_sync(metadata.create_all)
         await self.reload()
         self._reloader = asyncio.create_task(self._reload_forever())
+        if self.namespaces is not None:
+            # In the background: a slow or absent API server must not hold the gateway up.
+            self._namespace_worker = asyncio.create_task(self._sync_namespaces(self.namespaces))
 
     async def stop(self) -> None:
-        if self._reloader:
-            self._reloader.cancel()
+        for task in (self._reloader, self._namespace_worker):
+            if task is not None:
+                task.cancel()
+        if self.namespaces is not None:
+            await self.namespaces.close()
 
     async def _reload_forever(self) -> None:
         while True:
@@ -130,6 +292,19 @@ class ProfileStore:
                 await asyncio.wait_for(self.reload(), timeout=10)
             except Exception:  # keep serving the last snapshot
                 log.warning("profile snapshot reload failed", exc_info=True)
+
+    def _owners(self) -> dict[str, str]:
+        return dict(self.snapshot.owners)
+
+    async def _sync_namespaces(self, namespaces: NamespaceSync) -> None:
+        """Every profile's namespace once, then the failed calls as their back-off ends."""
+        await namespaces.reconcile(self._owners)
+        while True:
+            await asyncio.sleep(min(self.reload_seconds, namespaces.retry_seconds))
+            try:
+                await namespaces.retry_due(self._owners)
+            except Exception:  # _call catches the runtime's errors; this is a bug's net
+                log.exception("retrying profile namespaces failed")
 
     async def reload(self) -> None:
         async with self.db.transaction() as s:
@@ -163,6 +338,24 @@ class ProfileStore:
             "spec": body.get("spec") or {},
             "status": body.get("status") or {"conditions": [{"type": "Ready", "status": "True"}]},
         }
+
+    def _with_namespace_status(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """A profile whose namespace the runtime has not made yet is not Ready (this
+        replica's view; the error itself is in the gateway's log, not shown to users)."""
+        name = obj["metadata"]["name"]
+        if self.namespaces is not None and self.namespaces.pending_error(name) is not None:
+            obj["status"] = {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "NamespaceNotReady",
+                        "message": f"the runtime has not made namespace {name} yet; the "
+                        "gateway keeps retrying",
+                    }
+                ]
+            }
+        return obj
 
     async def create_profile(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj.get("metadata") or {}
@@ -216,6 +409,8 @@ class ProfileStore:
             )
         await self.reload()
         log.info("created profile %s (namespace %s) for %s", name, name, owner)
+        if self.namespaces is not None:
+            await self.namespaces.ensure(name, owner)  # failures are retried, not raised
         return await self.get_profile(name)
 
     async def get_profile(self, name: str) -> dict[str, Any]:
@@ -230,12 +425,12 @@ class ProfileStore:
                 "NotFound",
                 {"name": name, "kind": "profiles"},
             )
-        return self._object(row)
+        return self._with_namespace_status(self._object(row))
 
     async def list_profiles(self) -> list[dict[str, Any]]:
         async with self.db.transaction() as s:
             rows = (await s.execute(select(profiles_table).order_by(profiles_table.c.name))).all()
-        return [self._object(r) for r in rows]
+        return [self._with_namespace_status(self._object(r)) for r in rows]
 
     async def delete_profile(self, name: str) -> dict[str, Any]:
         obj = await self.get_profile(name)
@@ -251,6 +446,8 @@ class ProfileStore:
                 insert(deleted_profiles_table).values(name=name, owner=owner, deleted=now_rfc3339())
             )
         await self.reload()
+        if self.namespaces is not None:
+            await self.namespaces.delete(name)  # failures are retried, not raised
         return obj
 
     async def patch_profile(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -279,6 +476,8 @@ class ProfileStore:
                 )
             )
         await self.reload()
+        if self.namespaces is not None and owner != current["spec"]["owner"]["name"]:
+            await self.namespaces.ensure(name, owner)  # the new owner's RoleBinding
         return await self.get_profile(name)
 
     # ---- bindings -------------------------------------------------------------------------
