@@ -22,6 +22,7 @@ in its own namespace's areas.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from services.common.objectstore import (
 
 ARGO_ROOT = "artifacts"
 MAX_URL_TTL = 7 * 24 * 3600  # SigV4's longest presigned lifetime
+REPORT_LIMIT = 8 * 1024 * 1024  # a step's report: parameters, a result and a few small files
 REPOSITORIES_CONFIGMAP = "artifact-repositories"  # Argo's name for a namespace's repositories
 DEFAULT_REPOSITORY_ANNOTATION = "workflows.argoproj.io/default-artifact-repository"
 _VARIABLE = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
@@ -282,6 +284,41 @@ class ArtifactRepository:
             if key and not (await self.uploaded(key, "file") or await self.uploaded(key, "dir")):
                 return False
         return True
+
+    # -- a step's own state: its report, and what the service must remember about it --------
+    @classmethod
+    def state_key(cls, wf: dict[str, Any], node_id: str, name: str) -> str:
+        """``<step prefix>/.shipyard/<name>``: deleted with the workflow's artifacts."""
+        meta = wf["metadata"]
+        return f"{cls.step_prefix(meta['namespace'], meta['name'], node_id)}/.shipyard/{name}"
+
+    async def put_json(self, key: str, data: Any) -> None:
+        body = json.dumps(data).encode()
+
+        async def one() -> AsyncIterator[bytes]:
+            yield body
+
+        await (await self.store()).put_stream(key, one(), content_type="application/json")
+
+    async def read_json(self, key: str, limit: int = REPORT_LIMIT) -> Any:
+        """The JSON object at ``key``; None if there is none (or it is not JSON). Other store
+        errors raise ObjectStoreError: the caller tries again later."""
+        store = await self.store()
+        data = bytearray()
+        try:
+            async for chunk in store.get_stream(key):
+                data += chunk
+                if len(data) > limit:
+                    return None
+        except ObjectNotFound:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None
+
+    async def forget_key(self, key: str) -> None:
+        await (await self.store()).delete(key)
 
     async def delete_prefix(self, prefix: str) -> None:
         """Delete every object under ``prefix`` (a deleted workflow's artifacts)."""

@@ -98,9 +98,7 @@ class WorkflowController:
         self.loop.enqueue(WORKFLOW, namespace, name)
 
     async def start(self) -> None:
-        adopt = getattr(self.runtime, "adopt", None)
-        if adopt is not None:
-            await adopt()
+        await self.runtime.adopt()
         await self.loop.start()
 
     async def stop(self) -> None:

@@ -7,7 +7,9 @@ Artifacts live in the object store under the run's ``pipeline_root`` (default
 it, ``/s3/<bucket>/<key>``. As KFP's launcher does, the step's wrapper (``stepwrap.py``)
 downloads input artifacts to those paths before the command and uploads outputs from them
 after it, with URLs the service presigned for exactly those keys. Output parameters and
-``executor_output.json`` stay in the step's own directory (``/tmp/.shipyard``).
+``executor_output.json`` are written in the step's work directory (``/tmp/.shipyard``, its own
+emptyDir) and come back in the wrapper's report; the executor input the service made is kept in
+the store beside it (``ArtifactRepository.state_key``), so a restarted service collects it too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 from importlib import metadata as importlib_metadata
-from pathlib import Path
 from typing import Any
 
 from services.common.objectstore import (
@@ -57,6 +58,7 @@ def skip_pip_preamble(argv: list[str]) -> list[str]:
     return argv
 
 
+EXECUTOR_OUTPUT = "executor_output.json"  # in the step's work directory; carried by its report
 KFP_ROOT = "v2/artifacts"  # Kubeflow's default pipeline_root, in the platform's bucket
 S3_MOUNT = "/s3"  # KFP's SDK reads s3://<bucket>/<key> at /s3/<bucket>/<key>
 ROOT_ANNOTATION = "pipelines.kubeflow.org/pipeline_root"
@@ -131,7 +133,7 @@ def executor_input(
                 }
                 for name, d in (out_defs.get("artifacts") or {}).items()
             },
-            "outputFile": f"{mount}/executor_output.json",
+            "outputFile": f"{mount}/{EXECUTOR_OUTPUT}",
         },
     }
 
@@ -213,7 +215,7 @@ def _execution_prefix(
 
 
 async def _prepare_importer(
-    runner: Any, wf: dict[str, Any], node: dict[str, Any], kfp: dict[str, Any], host_dir: Path
+    runner: Any, wf: dict[str, Any], node: dict[str, Any], kfp: dict[str, Any]
 ) -> tuple[list[str], list[dict[str, str]], str | None]:
     """``dsl.importer``: check that the URI is the namespace's and exists; no command runs.
 
@@ -259,8 +261,7 @@ async def _prepare_importer(
         "metadata": metadata,
         "taskName": kfp["taskName"],
     }
-    (host_dir / "s3").mkdir(parents=True, exist_ok=True)
-    (host_dir / "kfp.json").write_text(json.dumps({"importer": record}))
+    await runner.artifacts.put_json(_state_key(runner, wf, node), {"importer": record})
     return ["true"], [], None
 
 
@@ -269,17 +270,16 @@ async def prepare(
     wf: dict[str, Any],
     node: dict[str, Any],
     tmpl: dict[str, Any],
-    host_dir: Path,
+    files: dict[str, str],
     mount: str,
 ) -> tuple[list[str], list[dict[str, str]], str | None]:
-    """Presign the task's artifacts and write its plan; (argv, env, image) for the workload."""
+    """Presign the task's artifacts, remember its executor input (in the store) and plan it in
+    ``files``; (argv, env, image) for the workload. ``mount`` is its work directory."""
     kfp = tmpl["plugin"]["kfp"]
     ns = wf["metadata"]["namespace"]
     if kfp.get("importer"):
-        return await _prepare_importer(runner, wf, node, kfp, host_dir)
+        return await _prepare_importer(runner, wf, node, kfp)
     artifacts = {a["name"]: a for a in (node.get("inputs") or {}).get("artifacts") or []}
-    (host_dir / "params").mkdir(parents=True, exist_ok=True)
-    (host_dir / "s3").mkdir(parents=True, exist_ok=True)
     store = await runner.artifacts.store()
     root = _root(wf)
     prefix = pipeline_prefix(ns, root, store.bucket)
@@ -312,8 +312,9 @@ async def prepare(
     ex = executor_input(node, kfp, mount, artifacts, output_uris)
     ex["pipelineRoot"] = store.uri(prefix)
     ex["taskName"] = kfp["taskName"]
-    (host_dir / "kfp.json").write_text(json.dumps(ex))
-    (host_dir / "plan.json").write_text(json.dumps(plan))
+    await runner.artifacts.put_json(_state_key(runner, wf, node), ex)
+    reported = [EXECUTOR_OUTPUT, *(f"params/{name}" for name in ex["outputs"]["parameters"])]
+    plan["report"] = await runner.report_upload(wf, node, ttl, reported)
     container = kfp["container"]
     argv = [
         substitute_placeholders(str(a), ex, wf["metadata"]["name"], kfp["taskName"], node["id"])
@@ -328,34 +329,39 @@ async def prepare(
         {"name": "PIP_NO_INDEX", "value": "1"},
         {"name": "PIP_DISABLE_PIP_VERSION_CHECK", "value": "1"},
     ]
-    return runner.wrap(f"{mount}/plan.json", skip_pip_preamble(argv)), env, container.get("image")
+    argv = runner.wrap(files, plan, skip_pip_preamble(argv))
+    return argv, env, container.get("image")
 
 
-async def collect(
-    runner: Any, wf: dict[str, Any], node: dict[str, Any], host_dir: Path, result: PodResult
-) -> None:
-    """Fold executor_output.json (and plain output files) into the step's result."""
-    ex = json.loads((host_dir / "kfp.json").read_text())
+def _state_key(runner: Any, wf: dict[str, Any], node: dict[str, Any]) -> str:
+    return str(runner.artifacts.state_key(wf, node["id"], "kfp.json"))
+
+
+async def collect(runner: Any, wf: dict[str, Any], node: dict[str, Any], result: PodResult) -> None:
+    """Fold the executor output and output parameter files (from the step's report) into the
+    step's result. ObjectStoreError: the store cannot be read now; the caller retries."""
+    ex = await runner.artifacts.read_json(_state_key(runner, wf, node))
+    if not isinstance(ex, dict):
+        result.phase, result.message = "Error", "the task's executor input is gone from the store"
+        return
     if "importer" in ex:
         await _collect_import(runner, wf, node, ex["importer"], result)
         return
-    out_file = host_dir / "executor_output.json"
-    output: dict[str, Any] = {}
-    if out_file.exists():
-        try:
-            output = json.loads(out_file.read_text())
-        except ValueError:
-            output = {}
+    report = await runner.read_report(wf, node)
+    files = report.get("files") or {}
+    try:
+        output = json.loads(files.get(EXECUTOR_OUTPUT) or "{}")
+    except ValueError:
+        output = {}
+    if not isinstance(output, dict):
+        output = {}
     values = dict(output.get("parameterValues") or {})
     for name in ex["outputs"]["parameters"]:
-        if name not in values and (host_dir / "params" / name).exists():
-            values[name] = (host_dir / "params" / name).read_text()
+        if name not in values and f"params/{name}" in files:
+            values[name] = files[f"params/{name}"]
     result.parameters = {k: encode(v) for k, v in values.items()}
     produced = output.get("artifacts") or {}
-    try:
-        uploaded = json.loads((host_dir / "outputs.json").read_text()).get("artifacts") or {}
-    except (OSError, ValueError):
-        uploaded = {}
+    uploaded = report.get("artifacts") or {}
     errors: list[str] = []
     for name, spec in ex["outputs"]["artifacts"].items():
         art = spec["artifacts"][0]

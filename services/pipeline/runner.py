@@ -4,10 +4,15 @@ Each Pod node becomes one workload named ``wf-<workflow uid>-<hash of node name>
 with the workflow, so a restarted service finds it again (``apply`` is idempotent). A waiter
 task per running pod blocks in ``runtime.wait`` (a pidfd, no polling) and wakes the controller
 the moment the step ends. Steps that need outputs, input artifacts or a script run under
-``stepwrap.py``. Artifacts pass between steps only through the object store
-(``artifacts.py``: presigned URLs, never the store's keys); the step's own directory (a subPath
-of a per-namespace runtime volume, at ``/tmp/.shipyard``, never shared with another step) holds
-only its plan and its outputs.json (parameters, and what it uploaded).
+``stepwrap.py``. Nothing passes through a directory of the host, so a step runs the same on
+every runtime:
+- in: the plan (presigned URLs of the inputs and for the outputs, never the store's keys), a
+  script and the wrapper itself are the workload's read-only ``files`` (under ``PLAN_DIR``);
+- out: artifacts go to the object store (``artifacts.py``), and the wrapper's *report*
+  (parameters, the script's result, what it uploaded, small work files such as KFP's
+  executor output) is uploaded last with a presigned PUT to the step's state key; the
+  service reads it when the workload has ended;
+- the step's scratch space is its own emptyDir (``STEP_VOLUME`` at ``STEP_MOUNT``).
 """
 
 from __future__ import annotations
@@ -17,8 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,13 +38,19 @@ from services.pipeline.nodes import fnv32a
 
 log = logging.getLogger(__name__)
 
-STEP_VOLUME = "pipeline-steps"
+STEP_VOLUME = "shipyard-step"  # the step's own emptyDir: work files, KFP outputs and /s3
 STEP_MOUNT = "/tmp/.shipyard"
-STEPWRAP = str(Path(__file__).with_name("stepwrap.py"))
+PLAN_DIR = "/var/run/shipyard/step"  # read-only files the runtime places: plan, script, wrapper
+STEPWRAP = f"{PLAN_DIR}/stepwrap.py"
+STEPWRAP_SOURCE = Path(__file__).with_name("stepwrap.py").read_text()
+REPORT = "result.json"  # the step's report, uploaded by stepwrap (ArtifactRepository.state_key)
 SERVICE_LABEL = "shipyard.io/service"
 WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
 UID_LABEL = "pipeline.shipyard.io/workflow-uid"
 NODE_LABEL = "pipeline.shipyard.io/node"
+WRAPPED_LABEL = "pipeline.shipyard.io/reports"  # "true": the step uploads a report at its end
+KFP_LABEL = "pipeline.shipyard.io/kfp"  # "true": a KFP task (kfp_exec collects it)
+STORE_RETRY_SECONDS = 5.0  # a report the store could not give is read again after this
 WAIT_SLICE = 600.0  # runtime.wait is re-armed every slice, so no wait is unbounded
 
 Extension = Callable[..., Any]
@@ -50,30 +59,24 @@ Extension = Callable[..., Any]
 class _ScratchDirs:
     """Writable directories for artifact and output paths outside /tmp and the user's volumes.
 
-    The sandbox shows the host read-only; Argo would use an emptyDir. Each distinct parent
-    directory gets a subdirectory of the step's own directory, mounted there.
+    The workload's filesystem is read-only outside its mounts; Argo would use an emptyDir. Each
+    distinct parent directory gets a subdirectory of the step's own emptyDir, mounted there.
     """
 
-    def __init__(self, host_dir: Path, sub: str, taken: list[str]) -> None:
-        self.host_dir, self.sub, self.taken = host_dir, sub, taken
+    def __init__(self, taken: list[str]) -> None:
+        self.taken = taken
         self.dirs: dict[str, str] = {}
         self.mounts: list[dict[str, Any]] = []
 
     def _covered(self, path: str) -> bool:
         return any(path == t or path.startswith(t.rstrip("/") + "/") for t in [*self.taken, "/tmp"])
 
-    def parent_of(self, path: str) -> Path | None:
+    def add_parent(self, path: str) -> None:
         parent = os.path.dirname(os.path.normpath(path)) or "/"
-        if self._covered(path) or parent == "/":
-            return None
-        if parent not in self.dirs:
-            rel = f"scratch/{len(self.dirs)}"
-            (self.host_dir / rel).mkdir(parents=True, exist_ok=True)
-            self.dirs[parent] = rel
-            self.mounts.append(
-                {"name": "shipyard-step", "mountPath": parent, "subPath": f"{self.sub}/{rel}"}
-            )
-        return self.host_dir / self.dirs[parent]
+        if self._covered(path) or parent == "/" or parent in self.dirs:
+            return
+        self.dirs[parent] = rel = f"scratch/{len(self.dirs)}"
+        self.mounts.append({"name": STEP_VOLUME, "mountPath": parent, "subPath": rel})
 
 
 def _deadline(tmpl: dict[str, Any]) -> float | None:
@@ -102,37 +105,40 @@ class RuntimeRunner:
         artifacts: ArtifactRepository,
         on_done: Callable[[str, str], None],
         *,
-        python: str | None = None,
         kfp: Any = None,
         db: Any = None,
     ) -> None:
         self.runtime = runtime
         self.artifacts = artifacts
         self.on_done = on_done
-        self.python = python or sys.executable
         self.kfp = kfp  # services.pipeline.kfp_exec module-like hook for plugin templates
         self.db = db  # where KFP artifacts are recorded (services.pipeline.artifact_records)
         self._waiters: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._done: dict[tuple[str, str], WorkloadStatus | None] = {}
         self._results: dict[tuple[str, str], PodResult] = {}
-        self._step_volume_ready: set[str] = set()
 
-    # ---------------------------------------------------------------- paths
-    async def step_root(self, namespace: str) -> Path:
-        if namespace not in self._step_volume_ready:
-            await self.runtime.create_volume(
-                namespace, STEP_VOLUME, labels={SERVICE_LABEL: "pipeline"}
-            )
-            self._step_volume_ready.add(namespace)
-        return await self.runtime.resolve_volume(namespace, STEP_VOLUME)
+    # ------------------------------------------------------------- the wrapper
+    def wrap(self, files: dict[str, str], plan: dict[str, Any], argv: list[str]) -> list[str]:
+        """``argv`` run under the step wrapper, with ``plan`` and the wrapper in ``files``."""
+        files[f"{PLAN_DIR}/plan.json"] = json.dumps({**plan, "workDir": STEP_MOUNT})
+        files[STEPWRAP] = STEPWRAP_SOURCE
+        return [self.runtime.python, "-I", "-S", STEPWRAP, f"{PLAN_DIR}/plan.json", "--", *argv]
 
-    async def step_dir(self, wf: dict[str, Any], node: dict[str, Any]) -> tuple[Path, str]:
-        sub = f"{wf['metadata']['uid']}/{fnv32a(node['name']):08x}"
-        return (await self.step_root(wf["metadata"]["namespace"])) / sub, sub
+    async def report_upload(
+        self, wf: dict[str, Any], node: dict[str, Any], ttl: int, files: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Where the wrapper uploads its report (a presigned PUT), and which of its work
+        files (relative to the step's work directory) the report carries."""
+        key = self.artifacts.state_key(wf, node["id"], REPORT)
+        await self.artifacts.forget_key(key)  # a report of an earlier run of this node
+        store = await self.artifacts.store()
+        url = await store.presigned_put_url(key, min(ttl, MAX_URL_TTL))
+        return {"put": url, "files": files or []}
 
-    def wrap(self, plan: str, argv: list[str]) -> list[str]:
-        """``argv`` run under the step wrapper with the plan at ``plan`` (a path inside)."""
-        return [self.python, "-I", "-S", STEPWRAP, plan, "--", *argv]
+    async def read_report(self, wf: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+        """The step's report ({} if it never arrived); ObjectStoreError: try again later."""
+        report = await self.artifacts.read_json(self.artifacts.state_key(wf, node["id"], REPORT))
+        return report if isinstance(report, dict) else {}
 
     # ---------------------------------------------------------------- start
     async def start(
@@ -149,7 +155,7 @@ class RuntimeRunner:
         self._results.pop(key, None)
         if await self._exists(ns, name):
             # Started by a service that died before it recorded the start (status writes are
-            # coalesced): adopt it; preparing again would wipe the step directory it uses.
+            # coalesced): adopt it; preparing again would take back the report URL it uses.
             self._watch(ns, name, wf["metadata"]["name"])
             return
         try:
@@ -187,108 +193,32 @@ class RuntimeRunner:
             {"name": e["name"], "value": e.get("value") or ""} for e in container.get("env") or []
         ]
         mounts = [dict(m) for m in container.get("volumeMounts") or []]
-        plan: dict[str, Any] | None = None
+        files: dict[str, str] = {}
+        labels = {
+            SERVICE_LABEL: "pipeline",
+            WORKFLOW_LABEL: wf["metadata"]["name"],
+            UID_LABEL: wf["metadata"]["uid"],
+            NODE_LABEL: f"{fnv32a(node['name']):08x}",
+        }
         if tmpl.get("plugin"):
-            host_dir, sub = await self.step_dir(wf, node)
-            host_dir.mkdir(parents=True, exist_ok=True)
-            argv, extra_env, image = await self.kfp.prepare(
-                self, wf, node, tmpl, host_dir, STEP_MOUNT
-            )
+            argv, extra_env, image = await self.kfp.prepare(self, wf, node, tmpl, files, STEP_MOUNT)
             env += extra_env
-            mounts.append({"name": "shipyard-step", "mountPath": STEP_MOUNT, "subPath": sub})
-            mounts.append(
-                {"name": "shipyard-step", "mountPath": self.kfp.S3_MOUNT, "subPath": f"{sub}/s3"}
-            )
+            mounts.append({"name": STEP_VOLUME, "mountPath": STEP_MOUNT, "subPath": "work"})
+            mounts.append({"name": STEP_VOLUME, "mountPath": self.kfp.S3_MOUNT, "subPath": "s3"})
+            labels[KFP_LABEL] = "true"
         else:
             image = container.get("image")
-            argv = [*(container.get("command") or [])]
-            script = tmpl.get("script")
-            outputs = tmpl.get("outputs") or {}
-            in_arts = (node.get("inputs") or {}).get("artifacts") or []
-            needs_wrap = bool(
-                script or outputs.get("parameters") or outputs.get("artifacts") or in_arts
-            )
-            if needs_wrap:
-                host_dir, sub = await self.step_dir(wf, node)
-                if host_dir.exists():
-                    shutil.rmtree(host_dir)
-                host_dir.mkdir(parents=True)
-                plan = {
-                    "captureResult": bool(script),
-                    "inputs": [],
-                    "outputParameters": [],
-                    "outputArtifacts": [],
-                }
-                if script:
-                    (host_dir / "script").write_text(script["source"])
-                    if not argv:
-                        argv = ["python"]
-                    argv.append(f"{STEP_MOUNT}/script")
-                scratch = _ScratchDirs(host_dir, sub, [m["mountPath"] for m in mounts])
-                prefix = await self.artifacts.output_prefix(wf, node["id"])
-                for art in in_arts:
-                    if not art.get("path"):
-                        continue
-                    item: dict[str, Any] = {"path": art["path"], "mode": art.get("mode")}
-                    scratch.parent_of(art["path"])
-                    if art.get("raw"):
-                        item["data"] = art["raw"].get("data", "")
-                    else:
-                        if art.get("http"):  # fetched by the service into the step's prefix
-                            key = f"{prefix}/inputs/{art['name']}"
-                            await self.artifacts.import_url(
-                                art["http"]["url"], key, art["http"].get("headers") or []
-                            )
-                            art = {**art, "s3": {"key": key}}
-                        objects = await self.artifacts.input_objects(ns, art)
-                        item["objects"] = [{"url": o.url, "rel": o.rel} for o in objects]
-                        item["unpack"] = archive_kind(art) != "none"
-                    plan["inputs"].append(item)
-                for p in outputs.get("parameters") or []:
-                    vf = p.get("valueFrom") or {}
-                    if vf.get("path"):
-                        plan["outputParameters"].append(
-                            {"name": p["name"], "path": vf["path"], "default": vf.get("default")}
-                        )
-                ttl = int(_deadline(tmpl) or MAX_URL_TTL) + 3600
-                for a in outputs.get("artifacts") or []:
-                    if not a.get("path"):
-                        continue
-                    kind = archive_kind(a)
-                    key = (a.get("s3") or {}).get("key") or (
-                        f"{prefix}/{a['name']}" + (".tgz" if kind == "tgz" else "")
-                    )
-                    await self.artifacts.check_location(ns, a, key)
-                    plan["outputArtifacts"].append(
-                        {
-                            "name": a["name"],
-                            "path": a["path"],
-                            "optional": a.get("optional"),
-                            "key": key,
-                            "archive": kind,
-                            "upload": await self.artifacts.upload_form(key, ttl),
-                        }
-                    )
-                for entry in plan["outputParameters"] + plan["outputArtifacts"]:
-                    scratch.parent_of(entry["path"])
-                (host_dir / "plan.json").write_text(json.dumps(plan))
-                mounts.append({"name": "shipyard-step", "mountPath": STEP_MOUNT, "subPath": sub})
-                mounts += scratch.mounts
-                argv = self.wrap(f"{STEP_MOUNT}/plan.json", [*argv, *(container.get("args") or [])])
-            else:
-                argv = [*argv, *(container.get("args") or [])]
+            argv = await self._argo_argv(wf, node, tmpl, container, mounts, files)
+        if files:
+            labels[WRAPPED_LABEL] = "true"
         used = {m["name"] for m in mounts}
-        vols = []
-        for v in volumes:
-            if v["name"] in used:
-                vols.append(
-                    {k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir") if k in v}
-                )
-        if "shipyard-step" in used:
-            vols.append(
-                {"name": "shipyard-step", "persistentVolumeClaim": {"claimName": STEP_VOLUME}}
-            )
-        deadline = _deadline(tmpl)
+        vols = [
+            {k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir") if k in v}
+            for v in volumes
+            if v["name"] in used
+        ]
+        if STEP_VOLUME in used:
+            vols.append({"name": STEP_VOLUME, "emptyDir": {}})
         resources = container.get("resources") or {}
         return {
             "kind": "job",
@@ -311,14 +241,10 @@ class RuntimeRunner:
                 for m in mounts
             ],
             "volumes": vols,
-            "activeDeadlineSeconds": deadline,
+            "files": files,
+            "activeDeadlineSeconds": _deadline(tmpl),
             "terminationGracePeriodSeconds": 2,
-            "labels": {
-                SERVICE_LABEL: "pipeline",
-                WORKFLOW_LABEL: wf["metadata"]["name"],
-                UID_LABEL: wf["metadata"]["uid"],
-                NODE_LABEL: f"{fnv32a(node['name']):08x}",
-            },
+            "labels": labels,
             "owner": {
                 "kind": "Workflow",
                 "name": wf["metadata"]["name"],
@@ -326,6 +252,99 @@ class RuntimeRunner:
                 "node": node["id"],
             },
         }
+
+    async def _argo_argv(
+        self,
+        wf: dict[str, Any],
+        node: dict[str, Any],
+        tmpl: dict[str, Any],
+        container: dict[str, Any],
+        mounts: list[dict[str, Any]],
+        files: dict[str, str],
+    ) -> list[str]:
+        """A container or script step's argv; wrapped (``files`` filled in, ``mounts``
+        extended) when it has a script, outputs or input artifacts."""
+        argv = [*(container.get("command") or [])]
+        args = list(container.get("args") or [])
+        script = tmpl.get("script")
+        outputs = tmpl.get("outputs") or {}
+        in_arts = (node.get("inputs") or {}).get("artifacts") or []
+        if not (script or outputs.get("parameters") or outputs.get("artifacts") or in_arts):
+            return [*argv, *args]
+        if script:
+            files[f"{PLAN_DIR}/script"] = script["source"]
+            argv = [*(argv or ["python"]), f"{PLAN_DIR}/script"]
+        scratch = _ScratchDirs([m["mountPath"] for m in mounts])
+        ttl = int(_deadline(tmpl) or MAX_URL_TTL) + 3600
+        prefix = await self.artifacts.output_prefix(wf, node["id"])
+        plan: dict[str, Any] = {
+            "captureResult": bool(script),
+            "inputs": await self._plan_inputs(wf, prefix, in_arts, scratch),
+            "outputParameters": [],
+            "outputArtifacts": await self._plan_outputs(wf, prefix, outputs, ttl),
+            "report": await self.report_upload(wf, node, ttl),
+        }
+        for p in outputs.get("parameters") or []:
+            vf = p.get("valueFrom") or {}
+            if vf.get("path"):
+                plan["outputParameters"].append(
+                    {"name": p["name"], "path": vf["path"], "default": vf.get("default")}
+                )
+        for entry in plan["outputParameters"] + plan["outputArtifacts"]:
+            scratch.add_parent(entry["path"])
+        mounts.append({"name": STEP_VOLUME, "mountPath": STEP_MOUNT, "subPath": "work"})
+        mounts += scratch.mounts
+        return self.wrap(files, plan, [*argv, *args])
+
+    async def _plan_inputs(
+        self, wf: dict[str, Any], prefix: str, in_arts: list[dict[str, Any]], scratch: _ScratchDirs
+    ) -> list[dict[str, Any]]:
+        ns = wf["metadata"]["namespace"]
+        items = []
+        for art in in_arts:
+            if not art.get("path"):
+                continue
+            item: dict[str, Any] = {"path": art["path"], "mode": art.get("mode")}
+            scratch.add_parent(art["path"])
+            if art.get("raw"):
+                item["data"] = art["raw"].get("data", "")
+            else:
+                if art.get("http"):  # fetched by the service into the step's prefix
+                    key = f"{prefix}/inputs/{art['name']}"
+                    await self.artifacts.import_url(
+                        art["http"]["url"], key, art["http"].get("headers") or []
+                    )
+                    art = {**art, "s3": {"key": key}}
+                objects = await self.artifacts.input_objects(ns, art)
+                item["objects"] = [{"url": o.url, "rel": o.rel} for o in objects]
+                item["unpack"] = archive_kind(art) != "none"
+            items.append(item)
+        return items
+
+    async def _plan_outputs(
+        self, wf: dict[str, Any], prefix: str, outputs: dict[str, Any], ttl: int
+    ) -> list[dict[str, Any]]:
+        ns = wf["metadata"]["namespace"]
+        planned = []
+        for a in outputs.get("artifacts") or []:
+            if not a.get("path"):
+                continue
+            kind = archive_kind(a)
+            key = (a.get("s3") or {}).get("key") or (
+                f"{prefix}/{a['name']}" + (".tgz" if kind == "tgz" else "")
+            )
+            await self.artifacts.check_location(ns, a, key)
+            planned.append(
+                {
+                    "name": a["name"],
+                    "path": a["path"],
+                    "optional": a.get("optional"),
+                    "key": key,
+                    "archive": kind,
+                    "upload": await self.artifacts.upload_form(key, ttl),
+                }
+            )
+        return planned
 
     # ----------------------------------------------------------------- wait
     def _watch(self, ns: str, name: str, workflow: str) -> None:
@@ -363,7 +382,13 @@ class RuntimeRunner:
             self._watch(ns, name, wf["metadata"]["name"])  # after a restart: re-adopt
             return None
         status = self._done[key]
-        result = await self._result(wf, node, status)
+        try:
+            result = await self._result(wf, node, status)
+        except ObjectStoreError as exc:
+            log.warning("the report of %s/%s cannot be read yet: %s", ns, name, exc)
+            loop = asyncio.get_running_loop()
+            loop.call_later(STORE_RETRY_SECONDS, self.on_done, ns, wf["metadata"]["name"])
+            return None
         self._results[key] = result
         return result
 
@@ -382,44 +407,34 @@ class RuntimeRunner:
             result.phase = "Failed"
         elif status.exit_code != 0:
             result.message = f"Error (exit code {status.exit_code})"
-        host_dir, _ = await self.step_dir(wf, node)
-        if self.kfp is not None and (host_dir / "kfp.json").exists():
-            await self.kfp.collect(self, wf, node, host_dir, result)
+        if self.kfp is not None and status.labels.get(KFP_LABEL) == "true":
+            await self.kfp.collect(self, wf, node, result)
             return result
-        outputs_file = host_dir / "outputs.json"
-        if not outputs_file.exists():
+        if status.labels.get(WRAPPED_LABEL) != "true":
             return result
-        try:
-            outputs = json.loads(outputs_file.read_text())
-        except ValueError:
+        outputs = await self.read_report(wf, node)
+        if not outputs:
+            if result.phase == "Succeeded":
+                result.phase = "Error"
+                result.message = "the step's report of its outputs never reached the store"
             return result
-        try:
-            plan = json.loads((host_dir / "plan.json").read_text())
-        except (OSError, ValueError):
-            plan = {}
         result.parameters = dict(outputs.get("parameters") or {})
         if outputs.get("result") is not None:
             result.result = outputs["result"]
-        paths = {a.get("name"): a.get("path") for a in plan.get("outputArtifacts", [])}
+        errors = list(outputs.get("errors") or [])
         for art_name, stored in (outputs.get("artifacts") or {}).items():
             key = stored.get("key") if isinstance(stored, dict) else None
             kind = stored.get("stored") if isinstance(stored, dict) else None
             if not key or not await self.artifacts.uploaded(key, kind or "file"):
-                outputs.setdefault("errors", []).append(
-                    f"output artifact {art_name!r}: the store has no finished upload"
-                )
+                errors.append(f"output artifact {art_name!r}: the store has no finished upload")
                 continue
-            art: dict[str, Any] = {
-                "name": art_name,
-                "path": paths.get(art_name),
-                "s3": {"key": key},
-            }
+            art: dict[str, Any] = {"name": art_name, "path": stored.get("path"), "s3": {"key": key}}
             if kind != "tgz":
                 art["archive"] = {"none": {}}
             result.artifacts.append(art)
-        if outputs.get("errors") and result.phase == "Succeeded":
+        if errors and result.phase == "Succeeded":
             result.phase = "Error"
-            result.message = "; ".join(outputs["errors"])
+            result.message = "; ".join(errors)
         return result
 
     # ------------------------------------------------------------- lifecycle
@@ -443,13 +458,11 @@ class RuntimeRunner:
             task.cancel()
 
     async def cleanup(self, wf: dict[str, Any]) -> None:
-        """Delete every workload, step directory and artifact of a deleted workflow."""
+        """Delete every workload, report and artifact of a deleted workflow."""
         ns, uid = wf["metadata"]["namespace"], wf["metadata"]["uid"]
         for status in await self.runtime.list({UID_LABEL: uid}, namespace=ns):
             await self.runtime.delete(ns, status.name)
         self.forget(wf)
-        root = await self.step_root(ns)
-        await asyncio.to_thread(shutil.rmtree, root / uid, True)
         await self.artifacts.delete_prefix(
             self.artifacts.step_prefix(ns, wf["metadata"]["name"], "").rstrip("/")
         )

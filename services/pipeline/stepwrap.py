@@ -5,9 +5,11 @@
 Argo runs a ``wait`` sidecar that copies outputs out of the pod; here a tiny wrapper does the
 same job in-process: it downloads input artifacts from the object store (presigned URLs the
 service made for this step), runs the command (teeing stdout when a script's ``outputs.result``
-is wanted), then uploads output artifacts (tar+gzip unless ``archive: none``, with presigned POST
-forms that allow only the artifact's own keys) and writes output parameters and what it
-uploaded to ``outputs.json`` in the step's own directory, for the pipeline service to read.
+is wanted), then uploads output artifacts (tar+gzip unless ``archive: none``, with presigned
+PUTs and POST forms that allow only the artifact's own keys) and last its *report* (output
+parameters, the result, what it uploaded, the work files the plan names) with a presigned PUT,
+for the pipeline service to read once the step has ended. The plan and this file are the workload's
+read-only files; ``workDir`` (the step's emptyDir) is where it unpacks and packs.
 Standard library only: it starts with ``-I -S`` so the wrapper adds only a few milliseconds.
 """
 
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 RESULT_LIMIT = 256 * 1024
+FILE_LIMIT = 1024 * 1024  # one work file carried in the report
 CHUNK = 1024 * 1024
 # Transient store errors (connection refused or reset, 5xx, 429) are retried with back-off
 # (0.5 s doubling to 10 s) for up to RETRY_SECONDS: a store restarting or unreachable for a
@@ -257,35 +260,67 @@ def _collect(base: str, plan: dict, result) -> dict:  # noqa: ANN001 - stdlib on
         except OSError as exc:
             outputs["errors"].append(f"output artifact {a['name']!r}: {exc}")
             continue
-        outputs["artifacts"][a["name"]] = {"key": a["key"], "stored": stored, "size": size}
+        outputs["artifacts"][a["name"]] = {
+            "key": a["key"],
+            "stored": stored,
+            "size": size,
+            "path": a["path"],
+        }
     return outputs
+
+
+def _read_work_files(base: str, names: list) -> dict:
+    """Small files the step wrote in its work directory (KFP's executor output, its output
+    parameter files), for the report; a missing one is left out."""
+    found = {}
+    for name in names:
+        try:
+            with open(os.path.join(base, name), "rb") as f:
+                data = f.read(FILE_LIMIT + 1)
+        except OSError:
+            continue
+        if len(data) <= FILE_LIMIT:
+            found[name] = data.decode(errors="replace")
+    return found
 
 
 def main() -> int:
     plan_path = sys.argv[1]
     argv = sys.argv[3:] if len(sys.argv) > 2 and sys.argv[2] == "--" else sys.argv[2:]
-    base = os.path.dirname(plan_path)
     with open(plan_path) as f:
         plan = json.load(f)
+    base = plan.get("workDir") or os.path.dirname(plan_path)
+    for name in (plan.get("report") or {}).get("files") or [""]:
+        os.makedirs(os.path.dirname(os.path.join(base, name)), exist_ok=True)
     try:
         _place_inputs(base, plan.get("inputs", []))
     except OSError as exc:
         sys.stderr.write(f"cannot place the input artifacts: {exc}\n")
-        outputs = {"errors": [f"input artifacts: {exc}"], "exitCode": 1}
-        _write_outputs(base, outputs)
-        return 1
+        return _report(base, plan, {"errors": [f"input artifacts: {exc}"], "exitCode": 1}, 1)
     code, result = _run(argv, bool(plan.get("captureResult")))
     outputs = _collect(base, plan, result)
     outputs["exitCode"] = code
-    _write_outputs(base, outputs)
-    return code
+    return _report(base, plan, outputs, code)
 
 
-def _write_outputs(base: str, outputs: dict) -> None:
-    tmp = os.path.join(base, ".outputs.json.tmp")
-    with open(tmp, "w") as f:
+def _report(base: str, plan: dict, outputs: dict, code: int) -> int:
+    """Upload the report (the service reads it once the step has ended); the step's exit code,
+    or 1 when the report cannot reach the store (the step's outputs would be lost)."""
+    report = plan.get("report") or {}
+    if not report.get("put"):
+        return code
+    outputs["files"] = _read_work_files(base, report.get("files") or [])
+    path = os.path.join(base, f".report-{uuid.uuid4().hex[:8]}.json")
+    with open(path, "w") as f:
         json.dump(outputs, f)
-    os.replace(tmp, os.path.join(base, "outputs.json"))
+    try:
+        _put(report["put"], path)
+    except OSError as exc:
+        sys.stderr.write(f"cannot report the step's outputs: {exc}\n")
+        return code or 1
+    finally:
+        os.unlink(path)
+    return code
 
 
 if __name__ == "__main__":

@@ -64,7 +64,11 @@ async def test_output_is_a_tgz_under_the_workflow_name(
     key = f"artifacts/{namespace}/{name}/{nodes['make']['id']}/out.tgz"
     assert art["s3"] == {"key": key} and "archive" not in art
     stored = await _keys(seaweedfs.config, f"artifacts/{namespace}/{name}/")
-    assert list(stored) == [key]
+    make, use = (f"artifacts/{namespace}/{name}/{nodes[s]['id']}" for s in ("make", "use"))
+    # Beside the artifact, only each wrapped step's report (its state key; see runner.py).
+    assert sorted(stored) == sorted(
+        [key, f"{make}/.shipyard/result.json", f"{use}/.shipyard/result.json"]
+    )
     with tarfile.open(fileobj=io.BytesIO(await _get(seaweedfs.config, key))) as tar:
         assert sorted(tar.getnames()) == ["o", "o/a.txt", "o/sub", "o/sub/b.txt"]
 
@@ -140,7 +144,7 @@ async def test_s3_input_in_own_area_is_read_and_another_namespace_is_refused(
 
 ESCAPE = r"""
 import json, urllib.request, urllib.error, uuid
-plan = json.load(open('/tmp/.shipyard/plan.json'))
+plan = json.load(open('/var/run/shipyard/step/plan.json'))
 upload = plan['outputArtifacts'][0]['upload']
 form = upload['form']
 results = {}
@@ -167,6 +171,15 @@ try:
         other_put, data=b'planted', method='PUT'), timeout=10).status
 except urllib.error.HTTPError as e:
     results['put_other_key'] = e.code
+# The report's PUT URL is as narrow: it cannot overwrite another step's report.
+report = plan['report']['put']
+own_report = report.split('?')[0].rsplit('/', 3)[0]
+try:
+    results['report_other_key'] = urllib.request.urlopen(urllib.request.Request(
+        report.replace(own_report, own_report + 'x'), data=b'{}', method='PUT'),
+        timeout=10).status
+except urllib.error.HTTPError as e:
+    results['report_other_key'] = e.code
 base = form['url']
 try:
     results['unsigned_get'] = urllib.request.urlopen(base + '/models/VICTIM/secret.txt',
@@ -201,6 +214,7 @@ async def test_a_step_cannot_use_its_upload_form_elsewhere(
         "other_ns": 403,
         "own_prefix_sibling": 403,
         "put_other_key": 403,
+        "report_other_key": 403,
         "unsigned_get": 403,
         "unsigned_list": 403,
     }
@@ -219,13 +233,15 @@ async def test_a_killed_upload_leaves_no_object(tmp_path: Path, seaweedfs: Any) 
 
         repo = ArtifactRepository(opened)
         form = await repo.upload_form(key, 600)
+        report_key = f"{key}.report"
         big = tmp_path / "big.bin"
         big.touch()
         os.truncate(big, 512 * 1024 * 1024)
         plan = {
             "outputArtifacts": [
                 {"name": "big", "path": str(big), "key": key, "archive": "none", "upload": form}
-            ]
+            ],
+            "report": {"put": await store.presigned_put_url(report_key, 600)},
         }
         (tmp_path / "plan.json").write_text(json.dumps(plan))
         proc = await asyncio.create_subprocess_exec(
@@ -237,7 +253,8 @@ async def test_a_killed_upload_leaves_no_object(tmp_path: Path, seaweedfs: Any) 
             await asyncio.sleep(0.01)
         proc.kill()
         assert await proc.wait() == -signal.SIGKILL
-        assert not (tmp_path / "outputs.json").exists(), "the upload finished before the kill"
+        with pytest.raises(ObjectNotFound):  # the report is sent last: it never went
+            await store.head(report_key)
         assert await repo.uploaded(key, "file") is False
         with pytest.raises(ObjectNotFound):
             await store.head(key)
@@ -521,7 +538,9 @@ async def test_an_upload_survives_the_store_going_away(tmp_path: Path) -> None:
                 return store
 
             key = "artifacts/outage/wf/pod/big"
-            upload = await ArtifactRepository(opened).upload_form(key, 600)
+            repo = ArtifactRepository(opened)
+            upload = await repo.upload_form(key, 600)
+            report_key = f"{key}.report"
             big = tmp_path / "big.bin"
             big.write_bytes(os.urandom(1024 * 1024) * 256)  # 256 MiB
             digest = hashlib.md5(big.read_bytes()).hexdigest()  # noqa: S324 - a checksum
@@ -534,7 +553,8 @@ async def test_an_upload_survives_the_store_going_away(tmp_path: Path) -> None:
                         "archive": "none",
                         "upload": upload,
                     }
-                ]
+                ],
+                "report": {"put": await store.presigned_put_url(report_key, 600)},
             }
             step = tmp_path / "step"
             step.mkdir()
@@ -558,12 +578,13 @@ async def test_an_upload_survives_the_store_going_away(tmp_path: Path) -> None:
             again.start()
             try:
                 assert await asyncio.wait_for(proc.wait(), 180) == 0
-                outputs = json.loads((step / "outputs.json").read_text())
+                outputs = await repo.read_json(report_key)
                 assert outputs["errors"] == []
                 assert outputs["artifacts"]["big"] == {
                     "key": key,
                     "stored": "file",
                     "size": 256 * 1024 * 1024,
+                    "path": str(big),
                 }
                 md5 = hashlib.md5()  # noqa: S324 - a checksum
                 async for chunk in store.get_stream(key):
