@@ -304,16 +304,15 @@ def test_chart_runtime_settings() -> None:
 
 #: What the Kubernetes runtime does, resource by resource (services/common/runtime/kubernetes.py).
 RUNTIME_RULES = {
-    ("", "pods"): {"get", "list", "watch", "create", "delete"},
+    ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods/log"): {"get"},
-    ("", "services"): {"get", "list", "watch", "create", "delete"},
-    ("", "secrets"): {"get", "list", "watch", "create", "delete"},
-    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "delete"},
-    ("", "events"): {"get", "list", "watch"},
-    ("", "namespaces"): {"get", "create", "patch", "delete"},
-    ("", "serviceaccounts"): {"get", "create", "delete"},
-    ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create", "delete"},
-    ("networking.k8s.io", "networkpolicies"): {"get", "create", "delete"},
+    ("", "services"): {"get", "create", "patch", "delete"},
+    ("", "secrets"): {"get", "create", "patch", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "list", "create", "delete"},
+    ("", "namespaces"): {"create", "patch", "delete"},
+    ("", "serviceaccounts"): {"create"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"create"},
+    ("networking.k8s.io", "networkpolicies"): {"create"},
 }
 KUBEFLOW_ROLES = ("kubeflow-admin", "kubeflow-edit", "kubeflow-view")
 
@@ -361,7 +360,6 @@ def test_chart_rbac_for_the_kubernetes_runtime() -> None:
     # Binding the kubeflow roles in a profile namespace needs `bind` on exactly those.
     for role in KUBEFLOW_ROLES:
         expected[("rbac.authorization.k8s.io", "clusterroles", role)] = {"bind"}
-    expected[("", "configmaps", "kube-root-ca.crt")] = {"get"}
     assert grants == expected
 
     # kubeflow-admin > kubeflow-edit > kubeflow-view, aggregated by label as Kubeflow's.
