@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from shipyard.up import DEFAULT_MODULES, DEFAULT_PORTS, SERVICES
+from tests.deploy import rbac
 from tests.deploy.gotemplate import TemplateError, render
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shipyard"
@@ -530,3 +531,35 @@ def test_gotemplate_eq() -> None:
     text = '{{ if eq .Values.k "a" }}yes{{ else }}no{{ end }}'
     assert render(text, {"Values": {"k": "a"}}) == "yes"
     assert render(text, {"Values": {"k": "b"}}) == "no"
+
+
+def test_rbac_attributes_of_requests() -> None:
+    """The instrument for checking the runtime's requests against the chart's role."""
+    a = rbac.attributes
+    assert a("GET", "/api/v1/pods?labelSelector=x&watch=true") == rbac.Attributes(
+        "watch", "", "pods", None, None
+    )
+    assert a("GET", "/api/v1/pods", [("watch", "1")]).verb == "watch"
+    assert a("GET", "/api/v1/persistentvolumeclaims").verb == "list"
+    assert a("GET", "/api/v1/namespaces/ns/pods/p/log") == rbac.Attributes(
+        "get", "", "pods/log", "ns", "p"
+    )
+    assert a("POST", "/api/v1/namespaces") == rbac.Attributes(
+        "create", "", "namespaces", None, None
+    )
+    assert a("PATCH", "/api/v1/namespaces/team") == rbac.Attributes(
+        "patch", "", "namespaces", None, "team"
+    )
+    assert a("DELETE", "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies") == (
+        rbac.Attributes("deletecollection", "networking.k8s.io", "networkpolicies", "ns", None)
+    )
+    rules = _by_kind(_render_chart(_values()), "ClusterRole")[f"{NAMESPACE}-{RELEASE}-runtime"][
+        "rules"
+    ]
+    assert rbac.allowed(rules, a("GET", "/api/v1/namespaces/ns/pods/p/log"))
+    assert rbac.allowed(
+        rules, a("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/n/rolebindings")
+    )
+    assert not rbac.allowed(rules, a("GET", "/api/v1/namespaces/ns/secrets"))  # no list
+    assert not rbac.allowed(rules, a("GET", "/api/v1/namespaces/ns/configmaps/kube-root-ca.crt"))
+    assert not rbac.allowed(rules, a("POST", "/api/v1/namespaces/ns/pods/p/exec"))
