@@ -69,7 +69,7 @@ from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import ResourceKind, ResourceStore, WatchEvent
 from services.common.resources.store import owned_by, owner_reference, sort_by_creation
-from services.common.runtime import Runtime, WorkloadNotFound
+from services.common.runtime import Runtime, RuntimeBackendError, VolumeNotFound, WorkloadNotFound
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ STATE_TO_STUDY = {
 EARLY_STOP_POLL = 0.5
 FOLLOW_UP_SECONDS = 0.25
 LOG_TAIL_IN_MESSAGE = 10
+METRICS_FILE_LIMIT = 16 * 1024 * 1024  # a File collector's metrics file (runtime.read_file)
 
 
 def metrics_claim(trial_name: str) -> str:
@@ -911,12 +912,13 @@ class AutoMLController(Controller):
         if kind == "File":
             path, fmt = _file_path(spec)
             try:
-                root = await self.runtime.resolve_volume(namespace, metrics_claim(name))
-                text = await asyncio.to_thread(
-                    (root / path.rsplit("/", 1)[-1]).read_text, errors="replace"
+                data = await self.runtime.read_file(
+                    namespace, metrics_claim(name), path.rsplit("/", 1)[-1], METRICS_FILE_LIMIT
                 )
-            except (FileNotFoundError, OSError, Exception):
+            except (VolumeNotFound, RuntimeBackendError, OSError, ValueError) as exc:
+                log.info("trial %s/%s: no metrics file to read: %s", namespace, name, exc)
                 return []
+            text = data.decode(errors="replace")
             if fmt == "JSON":
                 return collector.parse_json_lines(text.splitlines(), names)
             parser = collector.TextParser(names, _formats(spec))

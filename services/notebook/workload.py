@@ -50,7 +50,7 @@ def jupyter_argv(namespace: str, name: str, root_dir: str) -> list[str]:
         "python3",
         "-m",
         "jupyter_server",
-        "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.ip=0.0.0.0",  # the workload's own interfaces; the runtime decides who gets in
         "--ServerApp.port=$(PORT)",
         "--ServerApp.port_retries=0",
         f"--ServerApp.base_url={prefix(namespace, name)}/",
