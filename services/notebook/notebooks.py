@@ -184,19 +184,14 @@ class NotebookController(Controller):
             await self.runtime.delete(ns, wl)
             return None
         if status.finished:
-            missing = [c for c in claims_of(notebook) if not await self._claim_exists(ns, c)]
+            missing = [
+                c for c in claims_of(notebook) if not await self.runtime.volume_exists(ns, c)
+            ]
             if not missing:
                 await self.runtime.delete(ns, wl)
                 return None
             self._await_claims(ns, meta["name"], missing)
         return status
-
-    async def _claim_exists(self, namespace: str, claim: str) -> bool:
-        try:
-            await self.runtime.resolve_volume(namespace, claim)
-        except Exception:
-            return False
-        return True
 
     async def _start(self, notebook: dict[str, Any]) -> WorkloadStatus | None:
         meta = notebook["metadata"]
