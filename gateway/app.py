@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.kube_tokens import KubeAPI, KubeTokenError, KubeTokenReview
 from gateway.workload_runs import WorkloadRuns
 from services.common import dataplane
 from services.common.db import Database
@@ -57,6 +59,26 @@ JSON_BODY_LIMIT = 1024 * 1024
 
 def is_api_path(path: str) -> bool:
     return path.startswith(("/api/", "/apis/", "/kfam/", "/oauth2/userinfo", "/internal/"))
+
+
+def kube_token_review(settings: Settings) -> KubeTokenReview | None:
+    """The reviewer of pods' projected tokens, with the Kubernetes runtime only."""
+    if settings.runtime.strip().lower() != "kubernetes":
+        return None
+    try:
+        api = (
+            KubeAPI(
+                settings.kube_api_url,
+                Path(settings.kube_api_token_file),
+                Path(settings.kube_api_ca_file) if settings.kube_api_ca_file else None,
+            )
+            if settings.kube_api_url
+            else KubeAPI.in_cluster()
+        )
+    except KubeTokenError as exc:
+        log.error("workload tokens will be refused: %s", exc)
+        return None
+    return KubeTokenReview(api, settings.kube_token_audience, settings.kube_token_issuer)
 
 
 class Gateway:
@@ -94,8 +116,15 @@ class Gateway:
             )
         self.revocations = SessionRevocations(self.db, settings.session_max_age_seconds)
         self.runs = WorkloadRuns(self.http, settings.service_urls, self.signer.sign)
+        self.kube_tokens = kube_token_review(settings)
         self.auth = Authenticator(
-            settings, self.oidc, self.sa_tokens, self.http, self.revocations, self.runs
+            settings,
+            self.oidc,
+            self.sa_tokens,
+            self.http,
+            self.revocations,
+            self.runs,
+            kube_tokens=self.kube_tokens,
         )
         #: Notebooks' own origins (None: served path-based on the main origin, see start).
         domain = settings.notebook_origin_domain
@@ -172,6 +201,8 @@ class Gateway:
         await self.store.stop()
         await self.http.aclose()
         await self.upstream.aclose()
+        if self.kube_tokens is not None:
+            await self.kube_tokens.close()
         if self.oidc is not None:
             await self.oidc.aclose()
         await self.db.dispose()

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from starlette.requests import HTTPConnection
 
+from gateway.kube_tokens import KubeTokenError, KubeTokenReview
 from gateway.workload_runs import WorkloadRuns
 from services.common.serviceaccounts import (
     SA_ISSUER,
@@ -41,8 +42,11 @@ class Authenticator:
         http: httpx.AsyncClient,
         revocations: SessionRevocations,
         runs: WorkloadRuns | None = None,
+        *,
+        kube_tokens: KubeTokenReview | None = None,
     ) -> None:
         self.settings = settings
+        self.kube_tokens = kube_tokens
         self.runs = runs
         self.revocations = revocations
         self.oidc = oidc
@@ -96,6 +100,14 @@ class Authenticator:
                 raise AuthError(str(exc)) from None
             if bound is not None and (self.runs is None or not await self.runs.is_live(*bound)):
                 raise AuthError("the workload this token was issued to is no longer running")
+            return Principal(
+                sub, (f"system:serviceaccounts:{ns}",), via="serviceaccount", sa_namespace=ns
+            )
+        if self.kube_tokens is not None and iss == self.kube_tokens.issuer:
+            try:
+                sub, ns = await self.kube_tokens.review(token)
+            except KubeTokenError as exc:
+                raise AuthError(str(exc)) from None
             return Principal(
                 sub, (f"system:serviceaccounts:{ns}",), via="serviceaccount", sa_namespace=ns
             )

@@ -77,6 +77,15 @@ class Settings(ServiceSettings):
     upstream_read_timeout: float = 300.0
     readiness_timeout: float = 2.0
     sa_token_ttl_seconds: int = 3600
+    #: With SHIPYARD_RUNTIME=kubernetes a workload calls with its pod's projected token: its
+    #: issuer (the cluster's service-account issuer) routes it to a TokenReview for this
+    #: audience (gateway/kube_tokens.py). The API server is found in-cluster unless
+    #: ``kube_api_url`` (with ``kube_api_token_file``, ``kube_api_ca_file``) names it.
+    kube_token_issuer: str = "https://kubernetes.default.svc.cluster.local"
+    kube_token_audience: str = "shipyard"
+    kube_api_url: str = ""
+    kube_api_token_file: str = ""
+    kube_api_ca_file: str = ""
     route_events: bool = True
     #: How long a request to a scaled-to-zero InferenceService is held while it starts.
     activation_timeout_seconds: float = 120.0
