@@ -34,7 +34,6 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
     bucket = store_config.bucket if store_config is not None else None
     policy = settings.download_policy()
     models = ModelCache(
-        ctx.runtime,
         ctx.objects if store_config else None,
         bucket,
         policy,
@@ -44,7 +43,7 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
     async def admit_inference_service(
         session: AsyncSession, new: dict[str, Any], current: dict[str, Any] | None
     ) -> None:
-        causes = await check_file_uris(ctx.runtime, new, current)
+        causes = check_file_uris(new, current)
         causes += check_download_uris(new, bucket, policy.allowed_hosts)
         if causes:
             raise ApiError.invalid(INFERENCE_SERVICE.kind, new["metadata"]["name"], causes)

@@ -12,7 +12,7 @@ Knative does. Traffic follows KServe's canary rules:
 - with ``canaryTrafficPercent: N`` both run, N% to the latest and the rest to the rolled-out
   one; 0 rolls back (all traffic to the rolled-out revision).
 
-The gateway reads the loopback endpoints this controller writes beside KServe's fields:
+The gateway reads the endpoints this controller writes beside KServe's fields:
 ``components.predictor.endpoint`` (the rolled-out revision) and ``latestEndpoint`` (the
 canary, only while a split is live), weighted by ``spec.predictor.canaryTrafficPercent``
 (see gateway.routes.targets_from_object). Workload readiness is not an event, so a reconcile
@@ -31,7 +31,7 @@ probe passes (however long the model takes to load: nothing is stopped while it 
 Autoscaling (``services.serving.autoscale``): a revision runs as many replicas as the
 concurrency the gateway reports asks for, between ``minReplicas`` and ``maxReplicas``. Replica
 0 is ``isvc-{name}-{n}``, the others ``isvc-{name}-{n}-r{i}``; status lists the ready ones'
-loopback endpoints (``endpoints``, ``latestEndpoints``) and the gateway spreads each revision's
+endpoints (``endpoints``, ``latestEndpoints``) and the gateway spreads each revision's
 share of the traffic over them. A replica no longer wanted leaves ``endpoints`` first and is
 deleted ``drain_seconds`` later.
 """
@@ -52,7 +52,7 @@ from services.common.controller import Controller, Key
 from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
 from services.common.resources import ResourceKind, ResourceStore
 from services.common.resources.store import WatchEvent
-from services.common.runtime import Phase, Runtime, VolumeNotFound, WorkloadSpec, WorkloadStatus
+from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus
 from services.serving.activity import Activity
 from services.serving.autoscale import desired_replicas, replica_bounds
 from services.serving.credentials import CredentialsError, S3Credentials, s3_credentials
@@ -177,9 +177,7 @@ class InferenceServiceController(Controller):
         # Take over the runtime's workloads before the first reconcile: a crash between
         # writing a server's spec and launching it left one that only adoption starts (the
         # reconcile lists it and waits for it to become ready, so nothing else would).
-        adopt = getattr(self.runtime, "adopt", None)
-        if adopt is not None:
-            await adopt()
+        await self.runtime.adopt()
         await super().start()
 
     def on_report(self, report: Activity) -> None:
@@ -223,11 +221,11 @@ class InferenceServiceController(Controller):
             "name": name,
             "uid": meta.get("uid"),
         }
+        files: dict[str, str] = {}  # read-only files in the workload: the storage plan
         found = _model_block(predictor)
         if found is not None:
             block, fmt = found
             storage = await resolve_storage(
-                self.runtime,
                 ns,
                 block["storageUri"],
                 self.models,
@@ -237,10 +235,15 @@ class InferenceServiceController(Controller):
             protocol = block.get("protocolVersion") or "v1"
             probe_path = "/v2/health/ready" if protocol == "v2" else f"/v1/models/{name}"
             custom = block.get("command")
-            command = custom or [sys.executable, "-m", MODEL_SERVER]
+            # The platform's own server: the runtime's interpreter for platform tools, in the
+            # platform's image unless the predictor names another.
+            command = custom or [self.runtime.python, "-m", MODEL_SERVER]
+            image = block.get("image") or self.runtime.platform_image
             extra = list(block.get("args") or []) if custom else []
+            storage_args = ["--storage-plan", storage.plan] if storage.plan else []
             args = [
                 *extra,
+                *storage_args,
                 "--model-name",
                 name,
                 "--model-dir",
@@ -255,9 +258,10 @@ class InferenceServiceController(Controller):
                 f"/serving/{ns}/{name}",
             ]
             container = block
-            volumes, mounts = storage.volumes, storage.mounts
+            volumes, mounts, files = storage.volumes, storage.mounts, storage.files
         else:
             container = predictor["containers"][0]
+            image = container.get("image")
             command, args = container.get("command") or [], container.get("args") or []
             http_get = (container.get("readinessProbe") or {}).get("httpGet") or {}
             probe_path = http_get.get("path") or ""
@@ -281,7 +285,7 @@ class InferenceServiceController(Controller):
                 "command": command,
                 "args": args,
                 "env": env,
-                "image": container.get("image"),
+                "image": image,
                 "resources": {k: v for k, v in resources.items() if v},
                 "volumes": volumes,
                 "volumeMounts": mounts,
@@ -295,6 +299,7 @@ class InferenceServiceController(Controller):
                 else None,
                 "labels": labels,
                 "owner": owner,
+                "files": files,
             }
         )
 
@@ -594,9 +599,7 @@ class InferenceServiceController(Controller):
             return False
         message = workload.message or ""
         claim = message.removeprefix("PersistentVolumeClaim ").split(" ", 1)[0]
-        try:
-            await self.runtime.resolve_volume(workload.namespace, claim)
-        except (VolumeNotFound, ValueError):
+        if not claim or not await self.runtime.volume_exists(workload.namespace, claim):
             return False
         await self.runtime.delete(workload.namespace, workload.name)
         self.enqueue(INFERENCE_SERVICE, workload.namespace, workload.labels[ISVC_LABEL])
@@ -639,7 +642,7 @@ class InferenceServiceController(Controller):
         extras: dict[tuple[int, int], WorkloadStatus] | None = None,
         pending: str | None = None,
     ) -> dict[str, Any]:
-        """KServe's InferenceService status, plus the loopback endpoints the gateway reads.
+        """KServe's InferenceService status, plus the endpoints the gateway reads.
 
         ``desired`` 0 withdraws the endpoints (scale to zero); ``standby`` keeps a scaled to
         zero (or re-activating) service Ready with its traffic, as Knative does. ``pending``

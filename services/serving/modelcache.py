@@ -1,49 +1,61 @@
-"""Models from ``s3://`` and ``http(s)://``: downloaded once into a per-namespace cache volume.
+"""Models from ``s3://`` and ``http(s)://``: in the platform's object store, handed to the server
+as presigned URLs.
 
-The model server never talks to the store or the network: the serving service downloads the
-model (with the platform's store credentials, after the tenancy check; or over HTTP through
-:mod:`services.common.fetch`'s address check) into a runtime volume of the namespace,
-``kserve-model-cache``, and the server gets that volume read-only at ``/mnt/models`` with a
-``subPath``, exactly as a ``pvc://`` model.
+KServe's way: a storage initializer puts the model into the pod before the server starts.
+Here the serving service makes sure the model is in the platform's bucket and the model
+server's own start downloads it (:mod:`services.serving.modelserver.initializer`) into an
+emptyDir at ``/mnt/models``, from presigned GET URLs in a small plan (the workload's read-only
+``files``). No volume is written by the service and no host path is involved, so this works
+the same on every runtime; the workload reaches only the object store, with URLs for its own
+model's objects and no keys.
 
-Layout of the volume: ``<uri digest>/<version digest>/`` holds one complete model. The
-version is what the source says about its content, so a changed model is a new directory
-and an unchanged one is found again without a download (a restart of the serving service,
-another replica of it, a new replica of the model server):
+Where the model is found:
 
-- an ``s3://`` object: its key and ETag; a prefix: a digest over every listed key and ETag;
+- ``s3://<platform bucket>/<key>`` in one of the namespace's areas: **used where it is**. The
+  service lists it (one object, else a prefix) and the plan names those objects; nothing is
+  copied.
+- ``http(s)://`` and ``s3://`` of another endpoint (credentials from a Secret,
+  :mod:`services.serving.credentials`): **copied once per version** into the namespace's cache
+  area of the platform's bucket, ``models/<ns>/.cache/<uri digest>/<version>/``. The service
+  streams the bytes (SSRF-checked through :mod:`services.common.fetch`, the size limited; a
+  failed upload leaves no object) and writes ``model.json`` (the manifest) last: a copy that
+  was killed leaves nothing that looks complete, and an unchanged model is found again with
+  one GET (a restart of the serving service, another replica of it, another revision).
+
+The *version* is what the source says about its content, so a changed model is a new version
+and an unchanged one is found again without a transfer:
+
+- an ``s3://`` object: its key, ETag and size; a prefix: a digest over every listed key,
+  ETag and size;
 - an ``http(s)://`` file: its ``ETag``, else its ``Last-Modified`` (from a HEAD, or the GET's
   headers when HEAD is refused); a server that sends neither is treated as immutable and
   cached by URI alone.
 
-A download is written to ``<uri digest>/.partial-<random>/`` and renamed to its version
-directory only when it is complete (files fsynced), so a download that is killed leaves
-nothing that looks complete; partial directories older than an hour are removed by the next
-download of the same URI. Bytes are streamed to disk in 1 MiB pieces, file writes and
-unpacking run in worker threads, and a download runs as a background task: the controller
-asks :meth:`ModelCache.resolve` on each reconcile and reports "downloading" until it is done.
+A revision is *pinned* to what was found when it was made (``pin``, its spec digest): every
+replica gets the same objects and ETags, and the initializer refuses an object that changed
+since (a copy in the cache area never changes; a model used in place may be overwritten).
 
 KServe's storage-initializer rules, as far as they go here: an ``s3://`` URI that names an
 object is that single file; otherwise it is a prefix (a directory: ``s3://b/models/ns/iris``
-means every object under ``models/ns/iris/``) copied with its sub-paths; a single file that is
-an archive (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``) is unpacked (:mod:`.unpack`). An
-``http(s)://`` URI is one file named by the last path segment, archives unpacked, and the
-server's ``Content-Type`` must match (``application/octet-stream`` for a plain file).
+means every object under ``models/ns/iris/``) with its sub-paths; a single file that is an
+archive (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``) is unpacked, by the initializer inside the
+workload with :mod:`.unpack`'s rules. An ``http(s)://`` URI is one file named by the last path
+segment, archives unpacked, and the server's ``Content-Type`` must match
+(``application/octet-stream`` for a plain file).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import mimetypes
-import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, BinaryIO
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from services.common.fetch import (
@@ -65,26 +77,17 @@ from services.common.objectstore import (
     namespace_prefixes,
     parse_s3_uri,
 )
-from services.common.runtime import Runtime
 
 if TYPE_CHECKING:
     from services.serving.credentials import S3Credentials
-from services.serving.unpack import (
-    CHUNK,
-    Budget,
-    SafeDir,
-    UnpackError,
-    archive_kind,
-    safe_parts,
-    unpack,
-)
+from services.serving.unpack import CHUNK, SizeLimitExceeded, UnpackError, archive_kind, safe_parts
 
 log = logging.getLogger(__name__)
 
-CACHE_CLAIM = "kserve-model-cache"
-CACHE_LABELS = {"shipyard.io/service": "serving", "serving.shipyard.io/model-cache": "true"}
-PARTIAL, ARCHIVE = ".partial-", ".archive-"
-STALE_PARTIAL_SECONDS = 3600.0
+#: The namespace's cache area in the platform's bucket: ``models/<ns>/.cache/``.
+CACHE_DIR = ".cache"
+MANIFEST = "model.json"
+MANIFEST_MAX_BYTES = 4 * 1024 * 1024
 ZIP_CONTENT_TYPES = (
     "application/x-zip-compressed",
     "application/zip",
@@ -121,21 +124,30 @@ class DownloadPolicy:
 
 
 @dataclass(frozen=True)
-class CachedModel:
-    """A complete model in the cache volume: mount ``sub_path`` of ``claim``; ``file`` is
-    the model's one file when the source was a single (not archived) file."""
+class ModelObject:
+    """One object of a model in the platform's bucket, and where it goes in the model
+    directory: ``path`` (relative), or, for an archive (``unpack`` ``"tar"`` or ``"zip"``),
+    unpacked into the directory itself."""
 
-    claim: str
-    sub_path: str
-    file: str | None = None
+    key: str
+    size: int
+    etag: str
+    path: str | None = None
+    unpack: str | None = None
 
 
 @dataclass(frozen=True)
-class _Source:
-    """What the source says before any byte is downloaded."""
+class StoredModel:
+    """A complete model in the platform's bucket; ``file`` is the model's one file when the
+    source was a single (not archived) file."""
 
-    version: str  # digest of the content's identity (keys+ETags, ETag, Last-Modified)
-    file: str | None  # a single plain file's name
+    objects: tuple[ModelObject, ...]
+    file: str | None
+    version: str
+
+    @property
+    def size(self) -> int:
+        return sum(o.size for o in self.objects)
 
 
 def uri_digest(uri: str) -> str:
@@ -148,6 +160,12 @@ def _digest(*lines: str) -> str:
         h.update(line.encode())
         h.update(b"\n")
     return h.hexdigest()[:32]
+
+
+def cache_prefix(namespace: str, cache_id: str, version: str) -> str:
+    """Where the copy of ``cache_id`` (a URI, or ``"<endpoint> <uri>"``) at ``version`` lives
+    in the platform's bucket."""
+    return f"models/{namespace}/{CACHE_DIR}/{uri_digest(cache_id)}/{version}/"
 
 
 def s3_tenancy_problem(uri: str, namespace: str, bucket: str | None) -> str | None:
@@ -187,26 +205,24 @@ def http_uri_problem(uri: str) -> str | None:
 
 
 class ModelCache:
-    """Downloads of remote storage URIs into each namespace's cache volume; see the module doc.
+    """The models of remote storage URIs, in the platform's object store; see the module doc.
 
     ``objects`` opens the platform's store (``ServiceContext.objects``); ``bucket`` is its
-    bucket (None: no store configured, and s3:// is refused).
+    bucket (None: no store configured, and nothing is downloaded).
     """
 
-    #: How long :meth:`resolve` waits for a new check or download before it reports
-    #: "downloading" (a model that is already cached is usually found well within it).
+    #: How long :meth:`resolve` waits for a new check or copy before it reports
+    #: "downloading" (a model that is already there is usually found well within it).
     inline_wait = 1.0
     retry_min, retry_max = 5.0, 300.0
 
     def __init__(
         self,
-        runtime: Runtime,
         objects: Callable[[], Awaitable[ObjectStore]] | None,
         bucket: str | None,
         policy: DownloadPolicy | None = None,
         platform_endpoint: str | None = None,
     ) -> None:
-        self.runtime = runtime
         self.objects = objects
         self.bucket = bucket
         self.policy = policy or DownloadPolicy()
@@ -214,9 +230,10 @@ class ModelCache:
         #: namespace-area rule.
         self.platform_endpoint = platform_endpoint
         self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
-        self._ready: dict[tuple[str, str, str], CachedModel] = {}
+        self._ready: dict[tuple[str, str, str], StoredModel] = {}
         self._failed: dict[tuple[str, str, str], tuple[str, float, float]] = {}
-        #: How many downloads (not cache hits) this process made: tests and metrics.
+        #: How many copies into the store (not cache hits, not models used in place) this
+        #: process made: tests and metrics.
         self.downloads = 0
 
     async def start(self) -> None:
@@ -235,8 +252,8 @@ class ModelCache:
         uri: str,
         pin: str = "",
         credentials: S3Credentials | None = None,
-    ) -> CachedModel:
-        """The cached model, or ModelPending while it is checked or downloaded (in the
+    ) -> StoredModel:
+        """The stored model, or ModelPending while it is checked or copied (in the
         background), or ModelSourceError with why the last attempt failed (retried after a
         back-off). ``pin`` (a revision's spec digest) keeps one answer per revision: its
         replicas all serve what was found when it was created in this process.
@@ -262,6 +279,25 @@ class ModelCache:
         raise ModelPending(
             f"downloading the model from {uri} into namespace {namespace!r}'s model cache"
         )
+
+    async def plan(self, model: StoredModel, dest: str, ttl: int) -> dict[str, Any]:
+        """The storage initializer's plan for one server: presigned GETs of the model's
+        objects (valid ``ttl`` seconds), where each goes below ``dest``, and the limits."""
+        store = await self._platform()
+        objects = []
+        for o in model.objects:
+            url = await store.presigned_get_url(o.key, ttl)
+            entry: dict[str, Any] = {"url": url, "size": o.size, "etag": o.etag, "path": o.path}
+            if o.unpack is not None:
+                entry |= {"unpack": o.unpack, "name": PurePosixPath(o.key).name}
+            objects.append(entry)
+        digest = _digest(model.version, *(f"{o.key}\0{o.etag}\0{o.size}" for o in model.objects))
+        return {
+            "dest": dest,
+            "maxBytes": self.policy.max_bytes,
+            "digest": digest,
+            "objects": objects,
+        }
 
     async def _run(
         self,
@@ -291,31 +327,52 @@ class ModelCache:
         finally:
             self._tasks.pop(key, None)
 
-    # ------------------------------------------------------------------ the download itself
+    # ------------------------------------------------------------------ finding and copying
     async def fetch(
         self, namespace: str, uri: str, credentials: S3Credentials | None = None
-    ) -> CachedModel:
-        """Check the source and download the model unless its version is cached already."""
-        await self.runtime.create_volume(namespace, CACHE_CLAIM, labels=CACHE_LABELS)
-        root = await self.runtime.resolve_volume(namespace, CACHE_CLAIM)
+    ) -> StoredModel:
+        """Check the source; copy the model into the store unless it is used in place or
+        its version is there already."""
         if uri.startswith(S3_SCHEME) and credentials is not None:
-            return await self._fetch_external_s3(namespace, uri, root, credentials)
+            return await self._fetch_external_s3(namespace, uri, credentials)
         if uri.startswith(S3_SCHEME):
-            return await self._fetch_s3(namespace, uri, root)
+            return await self._fetch_s3(namespace, uri)
         if uri.startswith(HTTP_SCHEMES):
-            return await self._fetch_http(uri, root)
+            return await self._fetch_http(namespace, uri)
         raise ModelSourceError(f"storageUri {uri!r}: only s3://, http:// and https:// download")
 
-    async def _fetch_s3(self, namespace: str, uri: str, root: Path) -> CachedModel:
+    async def _platform(self) -> ObjectStore:
+        if self.objects is None or self.bucket is None:
+            raise ModelSourceError(
+                "no object store is configured on this platform (SHIPYARD_S3_ENDPOINT): "
+                "models from s3:// and http(s):// are kept there for the model servers"
+            )
+        return await self.objects()
+
+    async def _fetch_s3(self, namespace: str, uri: str) -> StoredModel:
+        """A model in the platform's bucket: used in place, after the tenancy check."""
         problem = s3_tenancy_problem(uri, namespace, self.bucket)
-        if problem is not None or self.objects is None:
-            raise ModelSourceError(problem or "no object store is configured")
-        store = await self.objects()
-        return await self._download_s3(uri, uri, root, store)
+        if problem is not None:
+            raise ModelSourceError(problem)
+        store = await self._platform()
+        listing = await self._list_s3(uri, store)
+        single = _single(listing)
+        kind = archive_kind(single) if single else None
+        objects = tuple(
+            ModelObject(
+                info.key,
+                info.size,
+                info.etag,
+                None if kind else "/".join(rel),
+                kind,
+            )
+            for rel, info in listing
+        )
+        return StoredModel(objects, single if single and kind is None else None, _version(listing))
 
     async def _fetch_external_s3(
-        self, namespace: str, uri: str, root: Path, credentials: S3Credentials
-    ) -> CachedModel:
+        self, namespace: str, uri: str, credentials: S3Credentials
+    ) -> StoredModel:
         """An ``s3://`` model from the endpoint and with the keys of a tenant's Secret.
 
         The endpoint is the tenant's choice, so it is an SSRF target like an http(s) URL: its
@@ -324,7 +381,8 @@ class ModelCache:
         connection goes to the address that was checked, so DNS rebinding cannot move it;
         a verified TLS connection keeps the host name, whose certificate pins it. The one
         exception is the platform's own store, which the platform talks to anyway: there
-        the platform's bucket keeps the namespace-area rule whatever keys are given."""
+        the platform's bucket keeps the namespace-area rule whatever keys are given, and
+        the model is used in place like any other of the namespace's."""
         try:
             bucket, _ = parse_s3_uri(uri)
         except ValueError as exc:
@@ -350,6 +408,8 @@ class ModelCache:
                     f"{problem} (the platform's own store and bucket keep the namespace's "
                     "areas, whatever credentials are given)"
                 )
+            return await self._fetch_s3(namespace, uri)
+        platform = await self._platform()
         config = credentials.config(bucket, connect)
         try:
             async with ObjectStore(
@@ -358,20 +418,27 @@ class ModelCache:
                 read_timeout=self.policy.read_timeout,
                 max_attempts=2,
             ) as store:
-                # The cache directory is keyed by endpoint and URI: s3://b/k elsewhere is
-                # another model.
-                return await self._download_s3(uri, f"{credentials.endpoint} {uri}", root, store)
-        except CredentialsRefused:
+                # The copy is keyed by endpoint and URI: s3://b/k elsewhere is another model.
+                return await self._copy_s3(
+                    namespace, uri, f"{credentials.endpoint} {uri}", store, platform
+                )
+        except CredentialsRefused as exc:
+            if exc.endpoint != config.endpoint:
+                raise  # the platform's store, not the tenant's
             raise ModelSourceError(
                 f"{where} refused the credentials: check the Secret's AWS_ACCESS_KEY_ID and "
                 f"AWS_SECRET_ACCESS_KEY, and that this key may read bucket {bucket!r}"
             ) from None
-        except StoreUnreachable:
+        except StoreUnreachable as exc:
+            if exc.endpoint != config.endpoint:
+                raise
             raise ModelSourceError(
                 f"{where} does not answer: check the serving.kserve.io/s3-endpoint and "
                 "s3-usehttps annotations"
             ) from None
-        except BucketMissing:
+        except BucketMissing as exc:
+            if exc.endpoint != config.endpoint:
+                raise
             raise ModelSourceError(f"{where} has no bucket {bucket!r}") from None
 
     async def _is_platform_endpoint(self, credentials: S3Credentials) -> bool:
@@ -394,11 +461,11 @@ class ModelCache:
             return False
         return bool({i[4][0] for i in mine} & {i[4][0] for i in other})
 
-    async def _download_s3(
-        self, uri: str, cache_id: str, root: Path, store: ObjectStore
-    ) -> CachedModel:
-        """List ``uri`` in ``store`` (one object, else a prefix) and download it into the cache
-        directory of ``cache_id`` unless that version is there already."""
+    async def _list_s3(
+        self, uri: str, store: ObjectStore
+    ) -> list[tuple[tuple[str, ...], ObjectInfo]]:
+        """``uri``'s objects in ``store`` (one object, else a prefix) with their paths in the
+        model directory; ModelSourceError if there are none, too many or too many bytes."""
         _, key = parse_s3_uri(uri)
         listing: list[tuple[tuple[str, ...], ObjectInfo]] = []
         if key and not key.endswith("/"):
@@ -427,31 +494,35 @@ class ModelCache:
                 f"{uri} holds {total} bytes, more than the download limit of "
                 f"{self.policy.max_bytes} (SHIPYARD_MODEL_DOWNLOAD_MAX_BYTES)"
             )
-        single = listing[0][0][-1] if len(listing) == 1 else None
+        return listing
+
+    async def _copy_s3(
+        self, namespace: str, uri: str, cache_id: str, source: ObjectStore, platform: ObjectStore
+    ) -> StoredModel:
+        """Copy ``uri`` from ``source`` into the namespace's cache area unless that version
+        is there already."""
+        listing = await self._list_s3(uri, source)
+        single = _single(listing)
         kind = archive_kind(single) if single else None
-        version = _digest(
-            "s3", *(f"{'/'.join(rel)}\0{info.etag}\0{info.size}" for rel, info in listing)
-        )
-        source = _Source(version, single if single and kind is None else None)
+        version = _version(listing)
+        prefix = cache_prefix(namespace, cache_id, version)
+        found = await self._lookup(namespace, prefix, version, platform)
+        if found is not None:
+            return found
+        log.info("copying %s into namespace %s's model cache", uri, namespace)
+        copy = _Copy(prefix, platform, self.policy.max_bytes)
+        for rel, info in listing:
+            await copy.put(rel, kind, source.get_stream(info.key, CHUNK))
+        return await copy.commit(single if single and kind is None else None, version, self)
 
-        async def download(partial: _Partial) -> None:
-            if single is not None and kind is not None:
-                name = await partial.archive_path(single)
-                await partial.write(None, name, store.get_stream(listing[0][1].key, CHUNK))
-                await partial.unpack(name, kind)
-                return
-            for rel, info in listing:
-                await partial.write(rel, None, store.get_stream(info.key, CHUNK))
-
-        return await self._materialise(cache_id, root, source, download)
-
-    async def _fetch_http(self, uri: str, root: Path) -> CachedModel:
+    async def _fetch_http(self, namespace: str, uri: str) -> StoredModel:
         problem = http_uri_problem(uri)
         if problem is not None:
             raise ModelSourceError(f"storageUri {uri!r}: {problem}")
         filename = PurePosixPath(unquote(urlsplit(uri).path)).name
         safe_parts(filename, "file name")
         kind = archive_kind(filename)
+        platform = await self._platform()
         policy = self.policy
         client = GuardedClient(
             policy.allowed_hosts,
@@ -462,158 +533,139 @@ class ModelCache:
             async with client.open("HEAD", uri) as (_, head):
                 validators = _validators(head) if head.status_code == 200 else None
             if validators is not None:
-                known = _Source(_digest("http", validators), None if kind else filename)
-                found = await asyncio.to_thread(self._lookup, root, uri, known)
+                version = _digest("http", validators)
+                found = await self._lookup(
+                    namespace, cache_prefix(namespace, uri, version), version, platform
+                )
                 if found is not None:
                     return found
             async with client.open("GET", uri) as (_, response):
                 if response.status_code != 200:
                     raise ModelSourceError(f"{uri} answered {response.status_code} to GET")
                 _check_content_type(uri, filename, kind, response.headers.get("content-type", ""))
-                source = _Source(_digest("http", _validators(response)), None if kind else filename)
+                version = _digest("http", _validators(response))
                 length = response.headers.get("content-length")
                 if length and length.isdigit() and int(length) > policy.max_bytes:
                     raise ModelSourceError(
                         f"{uri} is {length} bytes, more than the download limit of "
                         f"{policy.max_bytes} (SHIPYARD_MODEL_DOWNLOAD_MAX_BYTES)"
                     )
-
-                async def download(partial: _Partial) -> None:
-                    body = response.aiter_raw(CHUNK)
-                    if kind is None:
-                        await partial.write((filename,), None, body)
-                        return
-                    name = await partial.archive_path(filename)
-                    await partial.write(None, name, body)
-                    await partial.unpack(name, kind)
-
-                return await self._materialise(uri, root, source, download)
+                prefix = cache_prefix(namespace, uri, version)
+                if validators is None:  # HEAD was refused: look now that the version is known
+                    found = await self._lookup(namespace, prefix, version, platform)
+                    if found is not None:
+                        return found
+                log.info("copying %s into namespace %s's model cache", uri, namespace)
+                copy = _Copy(prefix, platform, policy.max_bytes)
+                await copy.put((filename,), kind, response.aiter_raw(CHUNK))
+                return await copy.commit(None if kind else filename, version, self)
         finally:
             await client.aclose()
 
-    def _lookup(self, root: Path, uri: str, source: _Source) -> CachedModel | None:
-        digest = uri_digest(uri)
-        with SafeDir.open(root) as top:
-            if not top.exists(digest):
-                return None
-            with top.subdir(digest, create=False) as by_uri:
-                if not by_uri.exists(source.version):
-                    return None
-        return CachedModel(CACHE_CLAIM, f"{digest}/{source.version}", source.file)
+    async def _lookup(
+        self, namespace: str, prefix: str, version: str, store: ObjectStore
+    ) -> StoredModel | None:
+        """The complete copy at ``prefix`` (its manifest), or None.
 
-    async def _materialise(
-        self,
-        uri: str,
-        root: Path,
-        source: _Source,
-        download: Callable[[_Partial], Awaitable[None]],
-    ) -> CachedModel:
-        """The cached model of ``source``'s version: found, or downloaded and renamed in."""
-        found = await asyncio.to_thread(self._lookup, root, uri, source)
-        if found is not None:
-            return found
-        digest = uri_digest(uri)
-        partial = await asyncio.to_thread(_Partial.begin, root, digest, self.policy.max_bytes)
+        The cache area lies in the namespace's own part of the bucket, which its workloads may
+        write to: a manifest is read as the tenant's data, so every object it names must lie
+        below ``prefix`` (it can only ever lead to the namespace's own objects)."""
         try:
-            log.info("downloading %s into the model cache", uri.rsplit(" ", 1)[-1])
-            await download(partial)
-            self.downloads += 1
-            await asyncio.to_thread(partial.commit, source.version)
-        finally:
-            await asyncio.to_thread(partial.discard)
-        return CachedModel(CACHE_CLAIM, f"{digest}/{source.version}", source.file)
+            chunks = [c async for c in store.get_stream(prefix + MANIFEST, CHUNK)]
+        except ObjectNotFound:
+            return None
+        raw = b"".join(chunks)
+        try:
+            if len(raw) > MANIFEST_MAX_BYTES:
+                raise ValueError("too large")
+            manifest = json.loads(raw)
+            objects = tuple(_manifest_object(prefix, namespace, o) for o in manifest["objects"])
+            file = manifest.get("file")
+            if not objects or not (file is None or isinstance(file, str)):
+                raise ValueError("no objects")
+        except (ValueError, KeyError, TypeError, UnpackError) as exc:
+            log.warning("ignoring the unreadable manifest %s%s: %s", prefix, MANIFEST, exc)
+            return None
+        return StoredModel(objects, file, version)
 
 
-class _Partial:
-    """One download in progress: ``<uri digest>/.partial-<id>/`` and its archive file."""
+class _Copy:
+    """One copy into the cache area in progress: objects first, the manifest last."""
 
-    def __init__(self, by_uri: SafeDir, name: str, budget: Budget) -> None:
-        self.by_uri = by_uri
-        self.name = name
-        self.dir: SafeDir | None = by_uri.subdir(name)
-        self.budget = budget
-        self.archives: list[str] = []
+    def __init__(self, prefix: str, store: ObjectStore, max_bytes: int) -> None:
+        self.prefix = prefix
+        self.store = store
+        self.left = max_bytes
+        self.max_bytes = max_bytes
+        self.objects: list[ModelObject] = []
 
-    @classmethod
-    def begin(cls, root: Path, digest: str, max_bytes: int) -> _Partial:
-        with SafeDir.open(root) as top:
-            by_uri = top.subdir(digest)
-        now = time.time()
-        for entry in by_uri.entries():
-            if entry.startswith((PARTIAL, ARCHIVE)):
-                try:
-                    age = now - os.stat(entry, dir_fd=by_uri.fd, follow_symlinks=False).st_mtime
-                except FileNotFoundError:
-                    continue
-                if age > STALE_PARTIAL_SECONDS:  # left by a killed download
-                    by_uri.remove_tree(entry)
-        return cls(by_uri, f"{PARTIAL}{uuid.uuid4().hex}", Budget(max_bytes))
-
-    async def archive_path(self, filename: str) -> str:
-        name = f"{ARCHIVE}{uuid.uuid4().hex}-{filename}"
-        self.archives.append(name)
-        return name
-
-    async def write(
-        self, parts: tuple[str, ...] | None, archive: str | None, chunks: AsyncIterator[bytes]
+    async def put(
+        self, rel: tuple[str, ...], kind: str | None, chunks: AsyncIterator[bytes]
     ) -> None:
-        """Stream ``chunks`` into the file ``parts`` of the model (or into ``archive``, beside
-        it), 1 MiB at a time through a worker thread."""
-        out = await asyncio.to_thread(self._create, parts, archive)
-        try:
-            buffer = bytearray()
+        """Stream one object (a model file, or the archive ``kind``) into the cache area."""
+        name = "/".join(rel)
+        key = f"{self.prefix}{'archive' if kind else 'files'}/{name}"
+
+        async def counted() -> AsyncIterator[bytes]:
             async for chunk in chunks:
-                self.budget.take(len(chunk))
-                buffer += chunk
-                if len(buffer) >= CHUNK:
-                    await asyncio.to_thread(out.write, bytes(buffer))
-                    buffer.clear()
-            if buffer:
-                await asyncio.to_thread(out.write, bytes(buffer))
-            await asyncio.to_thread(_flush, out)
-        finally:
-            await asyncio.to_thread(out.close)
+                self.left -= len(chunk)
+                if self.left < 0:
+                    raise SizeLimitExceeded(
+                        f"the model is larger than the download limit of {self.max_bytes} "
+                        "bytes (SHIPYARD_MODEL_DOWNLOAD_MAX_BYTES)"
+                    )
+                yield chunk
 
-    def _create(self, parts: tuple[str, ...] | None, archive: str | None) -> BinaryIO:
-        if archive is not None:
-            return self.by_uri.create_file(archive)
-        assert parts is not None and self.dir is not None
-        self.budget.entry()
-        with self.dir.walk_to(parts[:-1]) as parent:
-            return parent.create_file(parts[-1])
+        info = await self.store.put_stream(key, counted())
+        self.objects.append(ModelObject(key, info.size, info.etag, None if kind else name, kind))
 
-    async def unpack(self, archive: str, kind: str) -> None:
-        """Unpack ``archive`` into the model (the archive's bytes count once: as written out)."""
-        assert self.dir is not None
-        self.budget.written = 0
-        await asyncio.to_thread(unpack, self.by_uri, archive, kind, self.dir, self.budget)
-        await asyncio.to_thread(self.by_uri.remove_tree, archive)
+    async def commit(self, file: str | None, version: str, cache: ModelCache) -> StoredModel:
+        manifest = {
+            "file": file,
+            "objects": [
+                {
+                    "name": o.key[len(self.prefix) :],
+                    "size": o.size,
+                    "etag": o.etag,
+                    "path": o.path,
+                    "unpack": o.unpack,
+                }
+                for o in self.objects
+            ],
+        }
+        data = json.dumps(manifest).encode()
 
-    def commit(self, version: str) -> None:
-        """Rename the complete download to its version directory (someone else's complete
-        copy of the same version, when one got there first, is kept instead)."""
-        try:
-            os.rename(self.name, version, src_dir_fd=self.by_uri.fd, dst_dir_fd=self.by_uri.fd)
-        except OSError:
-            if not self.by_uri.exists(version):
-                raise
-            return  # a concurrent download (another replica) finished first
-        os.fsync(self.by_uri.fd)
-        self.name = ""
+        async def body() -> AsyncIterator[bytes]:
+            yield data
 
-    def discard(self) -> None:
-        if self.dir is not None:
-            self.dir.close()
-            self.dir = None
-        for name in [self.name, *self.archives]:
-            if name:
-                self.by_uri.remove_tree(name)
-        self.by_uri.close()
+        await self.store.put_stream(self.prefix + MANIFEST, body(), content_type="application/json")
+        cache.downloads += 1
+        return StoredModel(tuple(self.objects), file, version)
 
 
-def _flush(out: BinaryIO) -> None:
-    out.flush()
-    os.fsync(out.fileno())
+def _manifest_object(prefix: str, namespace: str, entry: dict[str, Any]) -> ModelObject:
+    name = "/".join(safe_parts(str(entry["name"]), "manifest object"))
+    key = prefix + name
+    if not in_namespace_area(namespace, key):
+        raise ValueError(f"{key!r} is outside the namespace's areas")
+    path, kind = entry.get("path"), entry.get("unpack")
+    if path is not None:
+        path = "/".join(safe_parts(str(path), "manifest path"))
+    if kind not in (None, "tar", "zip") or (path is None) == (kind is None):
+        raise ValueError(f"{name!r}: a file needs a path, an archive a kind")
+    size = entry["size"]
+    if not isinstance(size, int) or size < 0:
+        raise ValueError(f"{name!r}: bad size")
+    return ModelObject(key, size, str(entry["etag"]), path, kind)
+
+
+def _single(listing: list[tuple[tuple[str, ...], ObjectInfo]]) -> str | None:
+    """The file name of a model that is one object (None for a prefix of several)."""
+    return listing[0][0][-1] if len(listing) == 1 else None
+
+
+def _version(listing: list[tuple[tuple[str, ...], ObjectInfo]]) -> str:
+    return _digest("s3", *(f"{'/'.join(rel)}\0{info.etag}\0{info.size}" for rel, info in listing))
 
 
 def _validators(response: object) -> str:

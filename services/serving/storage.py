@@ -1,40 +1,40 @@
-"""Where a model server finds its model: always a PersistentVolumeClaim of its own namespace.
+"""Where a model server finds its model, and how it gets there, on every runtime.
 
-``storageUri`` schemes the local runtime serves:
+``storageUri`` schemes:
 
 ``pvc://<claim>/<path>``
-    KServe's own scheme and the one to use: ``<path>`` inside the claim ``<claim>`` of the
-    InferenceService's namespace.
-``file://<absolute path>``
-    An alias kept for models written straight into a volume's directory on this host: the
-    path must lie inside one of the namespace's *own* volumes (as the runtime resolves them,
-    ``Runtime.resolve_volume``), and then means exactly ``pvc://<that claim>/<the rest>``.
-    Any other path (``/etc``, the platform's state directory, another namespace's volume) is
-    refused: a model server never sees the host, only its namespace's data (issue 10).
+    KServe's own scheme and the one to use for a volume: ``<path>`` inside the claim
+    ``<claim>`` of the InferenceService's namespace. The claim is mounted read-only at
+    ``/mnt/models`` (the place KServe gives a model) and the server reads
+    ``/mnt/models/<path>``. Whether the claim exists is the runtime's to say (a revision
+    waits for it); what is inside it only the workload sees.
+``s3://<platform bucket>/<key>``, ``s3://<bucket>/<key>`` with ``serviceAccountName``, and
+``http(s)://<host>/<file>``
+    Made available in the platform's object store by the serving service
+    (:mod:`services.serving.modelcache`), and downloaded by the model server's own start
+    into an emptyDir at ``/mnt/models`` from presigned URLs in a plan that the runtime places
+    in the workload (:mod:`services.serving.modelserver.initializer`, KServe's storage
+    initializer). An ``s3://`` key without credentials must lie in one of the namespace's
+    areas of the platform's bucket.
+``file://<path>``
+    Refused (422 at admission; a failed revision for an object stored before): a path on
+    some host means nothing to a model server that runs in its own sandbox or pod. KServe
+    users name a volume with ``pvc://<claim>/<path>``.
 
-``s3://<platform bucket>/<key>`` and ``http(s)://<host>/<file>``
-    Downloaded by the serving service into the namespace's model cache volume
-    (:mod:`services.serving.modelcache`); the server gets the cached copy, the same way.
-    An ``s3://`` key must lie in one of the namespace's areas of the platform's bucket.
-``s3://<bucket>/<key>`` with ``spec.predictor.serviceAccountName``
-    From the endpoint and with the keys of the ServiceAccount's Secret
-    (:mod:`services.serving.credentials`), into the same cache.
-
-Either way the server gets the claim mounted read-only with a ``subPath`` (the model's
-directory) at ``/mnt/models``, the place KServe gives a model. Before that, every component of
-the path inside the claim is checked with ``lstat``: a symbolic link is refused, because a
-link planted in a claim (by any job of the namespace) could lead the mount anywhere on the
-host. The runtime refuses symbolic links in ``subPath`` too, at mount time; this check is the
-one that gives the InferenceService a status that says why.
+No path inside a claim is checked here for symbolic links: that would need the volume's host
+path, which the service never has. It needs no check either: the model server resolves the
+path inside its own sandbox or pod, where a link can only lead to what that workload already
+sees (its own mounts and a read-only system), never to the host or another namespace's
+volume. The runtime still refuses links in a mount's ``subPath``, where it resolves them
+itself on the host (docs/security.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import stat
+import dataclasses
+import json
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,7 +42,7 @@ from services.common.errors import Cause
 from services.common.fetch import AllowedHosts, address_refusal
 from services.common.objectstore import parse_s3_uri
 from services.common.resources.names import check_name
-from services.common.runtime import Runtime, VolumeNotFound
+from services.common.runtime.models import FILES_MAX_BYTES
 from services.serving.credentials import S3Credentials
 from services.serving.modelcache import (
     ModelCache,
@@ -53,6 +53,13 @@ from services.serving.modelcache import (
 
 MODEL_MOUNT = "/mnt/models"
 SOURCE_VOLUME = "kserve-pvc-source"
+#: KServe's name for the emptyDir its storage initializer fills.
+PROVISION_VOLUME = "kserve-provision-location"
+#: Where the storage initializer's plan is placed in the workload (read-only).
+STORAGE_PLAN = "/var/run/shipyard/model/storage-plan.json"
+#: How long a plan's presigned URLs work: a server (or a restarted one whose emptyDir was
+#: lost) must start within it. SigV4 allows at most 7 days.
+PLAN_URL_TTL = 7 * 24 * 3600
 PVC_SCHEME, FILE_SCHEME = "pvc://", "file://"
 DOWNLOAD_SCHEMES = ("s3://", "http://", "https://")
 S3_ANNOTATION_PREFIXES = ("serving.kserve.io/s3-", "serving.kubeflow.org/s3-")
@@ -62,10 +69,18 @@ ANNOTATIONS_ON_SECRET = (
     "InferenceService: put them there"
 )
 USE_PVC = "a model is read from a PersistentVolumeClaim of the namespace: use pvc://<claim>/<path>"
+FILE_REFUSAL = (
+    "file:// names a path on a host, which a model server (in its own sandbox or pod) never "
+    f"sees; {USE_PVC}"
+)
 
 
 class StorageError(Exception):
     """The storageUri cannot be served; the message says why."""
+
+
+class StoragePending(StorageError):
+    """The model is still being made available in the store; not a failure."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +93,14 @@ class ModelSource:
 
 @dataclass
 class Storage:
-    """What the model server is given: its model directory, and the volume behind it."""
+    """What the model server is given: its model directory, the volume behind it, and the
+    storage initializer's plan (``files``, and ``plan``: its path, for ``--storage-plan``)."""
 
     model_dir: str
     volumes: list[dict[str, Any]]
     mounts: list[dict[str, Any]]
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    plan: str | None = None
 
 
 def _relative_parts(path: str, uri: str) -> tuple[str, ...]:
@@ -100,136 +118,69 @@ def parse_pvc_uri(uri: str) -> ModelSource:
     return ModelSource(claim, "/".join(_relative_parts(sub, uri)))
 
 
-async def file_source(runtime: Runtime, namespace: str, uri: str) -> ModelSource:
-    """The claim of ``namespace`` that a ``file://`` URI's path lies in; StorageError if none.
-
-    The comparison is lexical (nothing on the path is followed here); links inside the claim
-    are the business of :func:`check_source`.
-    """
-    raw = uri.removeprefix(FILE_SCHEME)
-    if not raw.startswith("/"):
-        raise StorageError(f"storageUri {uri!r}: file:// needs an absolute path")
-    parts = _relative_parts(raw, uri)
-    target = PurePosixPath("/", *parts)
-    for volume in await runtime.list_volumes(namespace):
-        try:
-            root = await runtime.resolve_volume(namespace, volume.name)
-        except (VolumeNotFound, ValueError):
-            continue
-        real = await asyncio.to_thread(os.path.realpath, root)
-        for base in {PurePosixPath(root), PurePosixPath(real)}:
-            if target == base or base in target.parents:
-                inside = target.relative_to(base).parts
-                return ModelSource(volume.name, "/".join(inside))
-    raise StorageError(
-        f"storageUri {uri!r}: not inside a volume of namespace {namespace!r}; {USE_PVC}"
-    )
-
-
-async def model_source(runtime: Runtime, namespace: str, uri: str) -> ModelSource:
-    if uri.startswith(PVC_SCHEME):
-        return parse_pvc_uri(uri)
+def claim_storage(uri: str) -> Storage:
+    """The read-only mount of a ``pvc://`` model's claim, and the model's path in it."""
     if uri.startswith(FILE_SCHEME):
-        return await file_source(runtime, namespace, uri)
-    raise StorageError(f"storageUri {uri!r}: only pvc:// (and file:// inside one) are served")
+        raise StorageError(f"storageUri {uri!r}: {FILE_REFUSAL}")
+    if not uri.startswith(PVC_SCHEME):
+        raise StorageError(f"storageUri {uri!r}: {USE_PVC}")
+    source = parse_pvc_uri(uri)
+    volume = {
+        "name": SOURCE_VOLUME,
+        "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True},
+    }
+    mount = {"name": SOURCE_VOLUME, "mountPath": MODEL_MOUNT, "readOnly": True}
+    model_dir = PurePosixPath(MODEL_MOUNT, *[p for p in source.path.split("/") if p])
+    return Storage(str(model_dir), [volume], [mount])
 
 
-class StoragePending(StorageError):
-    """The model is still being downloaded into the cache; not a failure."""
-
-
-async def cached_storage(
+async def downloaded_storage(
     models: ModelCache | None,
     namespace: str,
     uri: str,
     pin: str,
     credentials: S3Credentials | None = None,
 ) -> Storage:
-    """The read-only mount of a downloaded model's cache directory; StoragePending while it
-    downloads, StorageError when it cannot be had."""
+    """An emptyDir at ``/mnt/models`` and the plan that fills it; StoragePending while the
+    model is made available, StorageError when it cannot be had."""
     if models is None:
         raise StorageError(f"storageUri {uri!r}: this service downloads no models")
     try:
-        cached = await models.resolve(namespace, uri, pin, credentials)
+        stored = await models.resolve(namespace, uri, pin, credentials)
+        plan = await models.plan(stored, MODEL_MOUNT, PLAN_URL_TTL)
     except ModelPending as exc:
         raise StoragePending(str(exc)) from None
     except ModelSourceError as exc:
         raise StorageError(str(exc)) from None
-    volume = {
-        "name": SOURCE_VOLUME,
-        "persistentVolumeClaim": {"claimName": cached.claim, "readOnly": True},
-    }
-    mount = {
-        "name": SOURCE_VOLUME,
-        "mountPath": MODEL_MOUNT,
-        "readOnly": True,
-        "subPath": cached.sub_path,
-    }
-    model_dir = PurePosixPath(MODEL_MOUNT, *([cached.file] if cached.file else []))
-    return Storage(str(model_dir), [volume], [mount])
-
-
-async def check_source(runtime: Runtime, namespace: str, source: ModelSource) -> int:
-    """How many leading components of ``source.path`` are directories, each checked not to
-    be a symbolic link (StorageError); -1 when the claim does not exist (yet)."""
-    try:
-        root = await runtime.resolve_volume(namespace, source.claim)
-    except (VolumeNotFound, ValueError):
-        return -1
-    return await asyncio.to_thread(_directories_without_links, Path(root), source)
-
-
-def _directories_without_links(root: Path, source: ModelSource) -> int:
-    parts = [p for p in source.path.split("/") if p]
-    current = root
-    for depth, part in enumerate(parts):
-        current = current / part
-        try:
-            mode = os.lstat(current).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            return depth  # the model server reports what is missing
-        if stat.S_ISLNK(mode):
-            inside = "/".join(parts[: depth + 1])
-            raise StorageError(
-                f"storageUri: {inside!r} in claim {source.claim!r} is a symbolic link; a model "
-                "is read only from inside its claim, so links on its path are refused"
-            )
-        if not stat.S_ISDIR(mode):
-            return depth  # a file: its directory is mounted
-    return len(parts)
+    text = json.dumps(plan, separators=(",", ":"))
+    if len(text.encode()) > FILES_MAX_BYTES:
+        raise StorageError(
+            f"storageUri {uri!r}: its {len(stored.objects)} objects are too many to hand to a "
+            f"model server (a plan of at most {FILES_MAX_BYTES} bytes); pack the model into "
+            "one archive (.tar.gz or .zip), which is unpacked where it is served"
+        )
+    volume = {"name": PROVISION_VOLUME, "emptyDir": {}}
+    mount = {"name": PROVISION_VOLUME, "mountPath": MODEL_MOUNT}
+    model_dir = PurePosixPath(MODEL_MOUNT, *([stored.file] if stored.file else []))
+    return Storage(str(model_dir), [volume], [mount], {STORAGE_PLAN: text}, STORAGE_PLAN)
 
 
 async def resolve_storage(
-    runtime: Runtime,
     namespace: str,
     uri: str,
     models: ModelCache | None = None,
     pin: str = "",
     credentials: S3Credentials | None = None,
 ) -> Storage:
-    """The read-only mount of the model's directory, and where the model is inside it.
+    """What the model server needs to find the model of ``uri``.
 
-    ``s3://`` and ``http(s)://`` models come from ``models``' cache (``pin``: the revision's
-    spec digest, so its replicas serve the same download; ``credentials``: an ``s3://``
-    model's other endpoint and keys, from the ServiceAccount's Secret)."""
+    ``s3://`` and ``http(s)://`` models come from ``models`` (``pin``: the revision's spec
+    digest, so its replicas serve the same objects; ``credentials``: an ``s3://`` model's
+    other endpoint and keys, from the ServiceAccount's Secret)."""
     if uri.startswith(DOWNLOAD_SCHEMES):
         s3 = credentials if uri.startswith("s3://") else None
-        return await cached_storage(models, namespace, uri, pin, s3)
-    source = await model_source(runtime, namespace, uri)
-    parts = [p for p in source.path.split("/") if p]
-    depth = await check_source(runtime, namespace, source)
-    # Mount the deepest directory on the path that exists (the claim itself if it is missing:
-    # the runtime then says the claim is not there); the rest is the model server's to find.
-    mounted = parts[: max(depth, 0)]
-    volume = {
-        "name": SOURCE_VOLUME,
-        "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True},
-    }
-    mount: dict[str, Any] = {"name": SOURCE_VOLUME, "mountPath": MODEL_MOUNT, "readOnly": True}
-    if mounted:
-        mount["subPath"] = "/".join(mounted)
-    model_dir = PurePosixPath(MODEL_MOUNT, *parts[len(mounted) :])
-    return Storage(str(model_dir), [volume], [mount])
+        return await downloaded_storage(models, namespace, uri, pin, s3)
+    return claim_storage(uri)
 
 
 def storage_uris(isvc: dict[str, Any]) -> dict[str, str]:
@@ -242,22 +193,16 @@ def storage_uris(isvc: dict[str, Any]) -> dict[str, str]:
     }
 
 
-async def check_file_uris(
-    runtime: Runtime, new: dict[str, Any], current: dict[str, Any] | None
-) -> list[Cause]:
-    """Admission: a new or changed ``file://`` storageUri names a path inside one of the
-    namespace's volumes (422 otherwise, at once). The controller checks again, links too, each
-    time it starts a server: volumes and their contents change after admission."""
+def check_file_uris(new: dict[str, Any], current: dict[str, Any] | None) -> list[Cause]:
+    """Admission: a new or changed ``file://`` storageUri is refused (422) with what to use
+    instead. An unchanged one (stored before) stays, so the object can still be edited and
+    deleted; its revision fails with the same message."""
     before = storage_uris(current) if current is not None else {}
-    namespace = new["metadata"]["namespace"]
-    causes: list[Cause] = []
-    for field, uri in storage_uris(new).items():
-        if uri.startswith(FILE_SCHEME) and before.get(field) != uri:
-            try:
-                await file_source(runtime, namespace, uri)
-            except StorageError as exc:
-                causes.append(Cause(field, str(exc), "FieldValueForbidden"))
-    return causes
+    return [
+        Cause(field, f"storageUri {uri!r}: {FILE_REFUSAL}", "FieldValueForbidden")
+        for field, uri in storage_uris(new).items()
+        if uri.startswith(FILE_SCHEME) and before.get(field) != uri
+    ]
 
 
 def check_download_uris(

@@ -1,17 +1,18 @@
-"""Writing a downloaded model into a directory a tenant can also write to, and unpacking archives.
+"""Writing a model into a directory without following links, and unpacking archives safely.
 
-The model cache lives in a volume of the InferenceService's namespace, so any workload of
-that namespace may mount it and plant symbolic links there while the serving service (the
-platform's user, often root) writes a model. Every write here is therefore made relative to
-a directory descriptor opened with ``O_NOFOLLOW``, one path component at a time, and files
-are created with ``O_EXCL``: a planted link makes the write fail, it never leads it outside
-the directory (the same rule the runtime applies to ``subPath``, see docs/security.md).
+The storage initializer (:mod:`services.serving.modelserver.initializer`) uses this inside the
+model server's workload to fill its emptyDir at ``/mnt/models``. Every write is made relative
+to a directory descriptor opened with ``O_NOFOLLOW``, one path component at a time, and files
+are created with ``O_EXCL``: a name in an archive or a plan can never lead a write outside the
+directory, even through a link an earlier entry made (the same rule the runtime applies to
+``subPath``, see docs/security.md).
 
 Archives (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``, as KServe's storage initializer unpacks
 them) hold only regular files and directories here: absolute names, ``..``, links, devices
 and FIFOs are refused, and unpacking stops once the bytes actually written pass the size
 limit (a member's declared size can lie; a gzip or zip bomb is caught by what it inflates
-to). Everything in this module is synchronous and meant to run in a worker thread.
+to). Standard library only and synchronous: the initializer runs before anything else is
+imported in the model server.
 """
 
 from __future__ import annotations

@@ -155,6 +155,19 @@ def test_create_inferenceservice_bad_spec_422(api: httpx.Client) -> None:
     }
 
 
+def test_create_inferenceservice_file_uri_422(api: httpx.Client, claim: Any) -> None:
+    """file:// names a host path, which no model server sees: refused, naming pvc://."""
+    data: Path = claim("file-models")
+    body = isvc(
+        "file-uri",
+        {"model": {"modelFormat": {"name": "python"}, "storageUri": f"file://{data / 'm'}"}},
+    )
+    r = api.post(ISVC_PATH, json=body)
+    assert r.status_code == 422, r.text
+    causes = {c["field"]: c["message"] for c in r.json()["details"]["causes"]}
+    assert "pvc://<claim>/<path>" in causes["spec.predictor.model.storageUri"], causes
+
+
 def test_update_inferenceservice_canary_split_then_promote(
     api: httpx.Client, claim: Any, platform: Any
 ) -> None:
@@ -264,7 +277,7 @@ def test_delete_inferenceservice_stops_workloads(
     (data / "m").mkdir(exist_ok=True)
     (data / "m" / "model.py").write_text(REVISION_MODEL)
     body = isvc(
-        "gone", {"model": {"modelFormat": {"name": "python"}, "storageUri": f"file://{data / 'm'}"}}
+        "gone", {"model": {"modelFormat": {"name": "python"}, "storageUri": "pvc://gone-models/m"}}
     )
     assert api.post(ISVC_PATH, json=body).status_code == 201
     wait_isvc(api, "gone", ready)

@@ -17,10 +17,15 @@ import pytest
 
 from services.common.fetch import AllowedHosts
 from services.common.objectstore import ObjectStore, S3Config
-from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from services.serving.credentials import S3Credentials
-from services.serving.modelcache import CACHE_CLAIM, DownloadPolicy, ModelCache, ModelSourceError
+from services.serving.modelcache import (
+    DownloadPolicy,
+    ModelCache,
+    ModelSourceError,
+    cache_prefix,
+    uri_digest,
+)
 from tests.conftest import ADMIN_USER, crash_service, create_profile, start_service_again
 
 from .conftest import ISVC_PATH, isvc, predict, ready, train_sklearn, wait_isvc
@@ -75,39 +80,66 @@ def credentials(config: S3Config, *, secret_key: str | None = None) -> S3Credent
     )
 
 
-def make_cache(runtime: LocalRuntime, platform: S3Config | None, allow: str) -> ModelCache:
+@pytest.fixture
+async def platform_store(seaweedfs: Any) -> AsyncIterator[ObjectStore]:
+    """The platform's own store (where copies of external models are kept)."""
+    async with ObjectStore(seaweedfs.config) as store:
+        yield store
+
+
+def make_cache(platform: ObjectStore, allow: str, *, own_endpoint: bool = False) -> ModelCache:
+    """A cache keeping its copies in ``platform``; ``own_endpoint``: it knows that store's
+    endpoint as its own (the platform-bucket rule applies to Secrets naming it)."""
+
+    async def objects() -> ObjectStore:
+        return platform
+
     return ModelCache(
-        runtime,
-        None,
-        platform.bucket if platform else "mlpipeline",
+        objects,
+        platform.bucket,
         DownloadPolicy(allowed_hosts=AllowedHosts.parse(allow)),
-        platform_endpoint=platform.endpoint if platform else None,
+        platform_endpoint=platform.config.endpoint if own_endpoint else None,
     )
+
+
+async def cache_listing(config: S3Config, cache_id: str) -> list[str]:
+    """The objects of ``cache_id``'s copies in the namespace's cache area."""
+    async with ObjectStore(config) as store:
+        prefix = f"models/{NS}/.cache/{uri_digest(cache_id)}/"
+        return [info.key async for info in store.list(prefix)]
+
+
+async def stored(store: ObjectStore, key: str) -> bytes:
+    return b"".join([chunk async for chunk in store.get_stream(key)])
 
 
 # ----------------------------------------------------------------------------- model cache
 async def test_fetch_external_s3_with_secret_credentials(
-    external_s3: ExternalS3, tmp_path: Path
+    external_s3: ExternalS3, platform_store: ObjectStore
 ) -> None:
     key = f"{unique('iris')}/model.joblib"
     await put(external_s3.config, key, b"model bytes")
-    runtime = LocalRuntime(tmp_path / "runtime")
-    cache = make_cache(runtime, None, external_s3.hostport)
+    cache = make_cache(platform_store, external_s3.hostport)
     uri = f"s3://{BUCKET}/{key.rsplit('/', 1)[0]}"
     model = await cache.fetch(NS, uri, credentials(external_s3.config))
-    root = await runtime.resolve_volume(NS, CACHE_CLAIM)
-    assert (root / model.sub_path / "model.joblib").read_bytes() == b"model bytes"
+    # Copied into the namespace's cache area of the platform's bucket, keyed by endpoint and
+    # URI: the model server reaches only the platform's store.
+    prefix = cache_prefix(NS, f"{external_s3.config.endpoint} {uri}", model.version)
+    assert [(o.key, o.path) for o in model.objects] == [
+        (f"{prefix}files/model.joblib", "model.joblib")
+    ]
+    assert await stored(platform_store, model.objects[0].key) == b"model bytes"
     # Cached by endpoint, URI and ETag: found again without a download.
     assert await cache.fetch(NS, uri, credentials(external_s3.config)) == model
     assert cache.downloads == 1
 
 
 async def test_fetch_external_s3_wrong_credentials_names_the_problem(
-    external_s3: ExternalS3, tmp_path: Path
+    external_s3: ExternalS3, platform_store: ObjectStore
 ) -> None:
     key = f"{unique('iris')}/model.joblib"
     await put(external_s3.config, key, b"x")
-    cache = make_cache(LocalRuntime(tmp_path / "runtime"), None, external_s3.hostport)
+    cache = make_cache(platform_store, external_s3.hostport)
     wrong = "not-the-secret-key-" + os.urandom(8).hex()
     with pytest.raises(ModelSourceError) as info:
         await cache.fetch(
@@ -119,28 +151,30 @@ async def test_fetch_external_s3_wrong_credentials_names_the_problem(
 
 
 async def test_fetch_external_s3_loopback_endpoint_refused_without_allow(
-    external_s3: ExternalS3, tmp_path: Path
+    external_s3: ExternalS3, platform_store: ObjectStore
 ) -> None:
-    cache = make_cache(LocalRuntime(tmp_path / "runtime"), None, "")
+    cache = make_cache(platform_store, "")
     with pytest.raises(ModelSourceError, match="loopback"):
         await cache.fetch(NS, f"s3://{BUCKET}/any/model", credentials(external_s3.config))
 
 
 async def test_fetch_platform_bucket_with_credentials_keeps_namespace_areas(
-    seaweedfs: Any, tmp_path: Path
+    platform_store: ObjectStore,
 ) -> None:
     """The platform's own store and bucket, even with its own root keys given in a Secret:
-    another namespace's area stays out of reach; the namespace's own area works."""
-    platform = seaweedfs.config
-    cache = make_cache(LocalRuntime(tmp_path / "runtime"), platform, "")
+    another namespace's area stays out of reach; the namespace's own area works, in place."""
+    platform = platform_store.config
+    cache = make_cache(platform_store, "", own_endpoint=True)
     with pytest.raises(ModelSourceError, match="outside namespace"):
         await cache.fetch(
             NS, f"s3://{platform.bucket}/models/someone-else/m", credentials(platform)
         )
     key = f"models/{NS}/{unique('own')}/model.joblib"
     await put(platform, key, b"own")
-    model = await cache.fetch(NS, f"s3://{platform.bucket}/{key}", credentials(platform))
-    assert model.file == "model.joblib"
+    uri = f"s3://{platform.bucket}/{key}"
+    model = await cache.fetch(NS, uri, credentials(platform))
+    assert model.file == "model.joblib" and [o.key for o in model.objects] == [key]
+    assert cache.downloads == 0
 
 
 # ----------------------------------------------------------------------------- the API
@@ -290,7 +324,7 @@ def _failed_with(words: str) -> Any:
 
 
 def test_inferenceservice_from_external_s3_with_service_account(
-    api: httpx.Client, platform: Any, external_s3: ExternalS3, tmp_path: Path
+    api: httpx.Client, platform: Any, seaweedfs: Any, external_s3: ExternalS3, tmp_path: Path
 ) -> None:
     """KServe's way: Secret (stringData, s3-* annotations) + ServiceAccount + serviceAccountName.
     The model on another S3 server becomes Ready and answers V2 with its own predictions; wrong
@@ -389,8 +423,11 @@ def test_inferenceservice_from_external_s3_with_service_account(
             except (OSError, UnicodeDecodeError):
                 continue
             assert external_s3.config.secret_access_key not in content, path
-        cache = asyncio.run(LocalRuntime(platform.state_dir).resolve_volume(NS, CACHE_CLAIM))
-        assert any(cache.rglob("model.joblib"))
+        # The model server got it from the copy in the namespace's cache area of the
+        # platform's bucket (it reaches no other store).
+        cache_id = f"{external_s3.config.endpoint} {uri}"
+        copies = asyncio.run(cache_listing(seaweedfs.config, cache_id))
+        assert any(k.endswith("/files/model.joblib") for k in copies), copies
     finally:
         for name in names:
             api.delete(f"{ISVC_PATH}/{name}")

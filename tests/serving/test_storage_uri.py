@@ -1,11 +1,16 @@
 """storageUri from object storage and HTTP: the model cache against a real SeaweedFS and a real
-HTTP server, admission through the platform's API, and one model served end to end from s3://."""
+HTTP server, the storage initializer run on its plans (as the model server runs it), admission
+through the platform's API, and models served end to end from s3:// and http://.
+
+What the cache keeps is observed in the object store (the service writes no volume), and what
+a server gets by running the plan it would be given."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import io
+import json
 import os
 import stat
 import tarfile
@@ -27,12 +32,16 @@ from services.common.objectstore import ObjectStore
 from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from services.serving.modelcache import (
-    CACHE_CLAIM,
+    MANIFEST,
     DownloadPolicy,
     ModelCache,
     ModelPending,
     ModelSourceError,
+    StoredModel,
+    cache_prefix,
+    uri_digest,
 )
+from services.serving.modelserver.initializer import DONE_MARKER, StorageInitError, initialize
 from services.serving.unpack import SizeLimitExceeded, UnpackError
 from tests.conftest import crash_service, start_service_again
 
@@ -122,21 +131,12 @@ async def store(seaweedfs: Any) -> AsyncIterator[ObjectStore]:
         yield opened
 
 
-@pytest.fixture
-def runtime(tmp_path: Path) -> LocalRuntime:
-    return LocalRuntime(tmp_path / "runtime")
-
-
-def make_cache(
-    runtime: LocalRuntime, store: ObjectStore, *, allow_loopback: bool = True, **policy: Any
-) -> ModelCache:
+def make_cache(store: ObjectStore, *, allow_loopback: bool = True, **policy: Any) -> ModelCache:
     async def objects() -> ObjectStore:
         return store
 
     allowed = AllowedHosts.parse("127.0.0.1" if allow_loopback else "")
-    return ModelCache(
-        runtime, objects, store.bucket, DownloadPolicy(allowed_hosts=allowed, **policy)
-    )
+    return ModelCache(objects, store.bucket, DownloadPolicy(allowed_hosts=allowed, **policy))
 
 
 async def put(store: ObjectStore, key: str, data: bytes) -> None:
@@ -146,14 +146,36 @@ async def put(store: ObjectStore, key: str, data: bytes) -> None:
     await store.put_stream(key, chunks())
 
 
-async def cache_root(runtime: LocalRuntime, namespace: str = NS) -> Path:
-    return await runtime.resolve_volume(namespace, CACHE_CLAIM)
-
-
 def tree(root: Path) -> dict[str, bytes]:
     return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != DONE_MARKER
     }
+
+
+async def served(cache: ModelCache, model: StoredModel, dest: Path) -> dict[str, bytes]:
+    """What a model server given ``model`` finds in /mnt/models: its plan run by the storage
+    initializer (in a worker thread: it is synchronous, as in the server)."""
+    plan = await cache.plan(model, str(dest), 600)
+
+    def run() -> dict[str, bytes]:
+        dest.mkdir(parents=True, exist_ok=True)
+        initialize(plan)
+        return tree(dest)
+
+    return await asyncio.to_thread(run)
+
+
+async def cached_keys(store: ObjectStore, uri: str, namespace: str = NS) -> list[str]:
+    """The objects of ``uri``'s copies in the namespace's cache area of the bucket."""
+    prefix = f"models/{namespace}/.cache/{uri_digest(uri)}/"
+    return [info.key async for info in store.list(prefix)]
+
+
+async def cache_listing(config: Any, uri: str) -> list[str]:
+    async with ObjectStore(config) as store:
+        return await cached_keys(store, uri)
 
 
 def unique(name: str) -> str:
@@ -176,54 +198,56 @@ def tar_gz(members: dict[str, bytes], *, symlink: str | None = None) -> bytes:
 
 
 # ----------------------------------------------------------------------------- s3://
-async def test_fetch_s3_prefix_model_into_cache(runtime: LocalRuntime, store: ObjectStore) -> None:
+async def test_fetch_s3_prefix_model_used_in_place(store: ObjectStore, tmp_path: Path) -> None:
     base = f"models/{NS}/{unique('prefix')}"
     await put(store, f"{base}/model.joblib", b"weights-1")
     await put(store, f"{base}/sub/vocab.txt", b"a b c")
     await put(store, f"{base}-other/model.joblib", b"not mine")  # a sibling, not below
-    cache = make_cache(runtime, store)
+    cache = make_cache(store)
     uri = f"s3://{store.bucket}/{base}"
 
     model = await cache.fetch(NS, uri)
 
-    assert model.claim == CACHE_CLAIM and model.file is None
-    root = await cache_root(runtime)
-    assert tree(root / model.sub_path) == {"model.joblib": b"weights-1", "sub/vocab.txt": b"a b c"}
-    assert cache.downloads == 1
-    # Found again (same keys and ETags): no download, by this cache or by a fresh one (a
-    # restarted serving service, another replica of it).
-    assert await cache.fetch(NS, uri) == model
-    again = make_cache(runtime, store)
-    assert await again.fetch(NS, uri) == model
-    assert cache.downloads == 1 and again.downloads == 0
-    # A changed object is a new version, downloaded beside the old one.
+    assert model.file is None
+    assert {o.key for o in model.objects} == {f"{base}/model.joblib", f"{base}/sub/vocab.txt"}
+    assert await served(cache, model, tmp_path / "one") == {
+        "model.joblib": b"weights-1",
+        "sub/vocab.txt": b"a b c",
+    }
+    # The platform's own bucket: nothing is copied, and a fresh cache (a restarted serving
+    # service, another replica of it) finds the same model.
+    assert cache.downloads == 0 and await cached_keys(store, uri) == []
+    assert await make_cache(store).fetch(NS, uri) == model
+    # A changed object is a new version. The old one's servers are pinned to what they were
+    # given: a replica of the old revision started now is refused the changed bytes.
     await put(store, f"{base}/model.joblib", b"weights-2")
     changed = await cache.fetch(NS, uri)
-    assert changed.sub_path != model.sub_path and cache.downloads == 2
-    assert (root / changed.sub_path / "model.joblib").read_bytes() == b"weights-2"
-    assert not [p for p in (root / model.sub_path).parent.iterdir() if p.name.startswith(".")]
+    assert changed.version != model.version
+    assert (await served(cache, changed, tmp_path / "two"))["model.joblib"] == b"weights-2"
+    with pytest.raises(StorageInitError, match="changed in the store after this revision"):
+        await served(cache, model, tmp_path / "old")
 
 
-async def test_fetch_s3_single_object(runtime: LocalRuntime, store: ObjectStore) -> None:
+async def test_fetch_s3_single_object(store: ObjectStore, tmp_path: Path) -> None:
     key = f"models/{NS}/{unique('single')}/iris.joblib"
     await put(store, key, b"one file")
-    cache = make_cache(runtime, store)
+    cache = make_cache(store)
 
     model = await cache.fetch(NS, f"s3://{store.bucket}/{key}")
 
     assert model.file == "iris.joblib"
-    assert tree((await cache_root(runtime)) / model.sub_path) == {"iris.joblib": b"one file"}
+    assert await served(cache, model, tmp_path) == {"iris.joblib": b"one file"}
 
 
-async def test_fetch_s3_single_archive_unpacked(runtime: LocalRuntime, store: ObjectStore) -> None:
+async def test_fetch_s3_single_archive_unpacked(store: ObjectStore, tmp_path: Path) -> None:
     key = f"v2/artifacts/{NS}/{unique('run')}/model.tgz"
     await put(store, key, tar_gz({"model/model.joblib": b"packed"}))
-    cache = make_cache(runtime, store)
+    cache = make_cache(store)
 
     model = await cache.fetch(NS, f"s3://{store.bucket}/{key}")
 
-    assert model.file is None
-    assert tree((await cache_root(runtime)) / model.sub_path) == {"model/model.joblib": b"packed"}
+    assert model.file is None and [o.unpack for o in model.objects] == ["tar"]
+    assert await served(cache, model, tmp_path) == {"model/model.joblib": b"packed"}
 
 
 @pytest.mark.parametrize(
@@ -235,55 +259,66 @@ async def test_fetch_s3_single_archive_unpacked(runtime: LocalRuntime, store: Ob
         "s3://{bucket}/secrets/m",
     ],
 )
-async def test_fetch_s3_outside_namespace_refused(
-    runtime: LocalRuntime, store: ObjectStore, uri: str
-) -> None:
+async def test_fetch_s3_outside_namespace_refused(store: ObjectStore, uri: str) -> None:
     await put(store, f"models/{OTHER_NS}/m/model.joblib", b"theirs")
-    cache = make_cache(runtime, store)
+    cache = make_cache(store)
     with pytest.raises(ModelSourceError, match=f"models/{NS}/"):
         await cache.fetch(NS, uri.format(ns=NS, other=OTHER_NS, bucket=store.bucket))
     assert cache.downloads == 0
 
 
-async def test_fetch_s3_missing_prefix_says_so(runtime: LocalRuntime, store: ObjectStore) -> None:
-    cache = make_cache(runtime, store)
+async def test_fetch_s3_missing_prefix_says_so(store: ObjectStore) -> None:
+    cache = make_cache(store)
     with pytest.raises(ModelSourceError, match="no model found"):
         await cache.fetch(NS, f"s3://{store.bucket}/models/{NS}/{unique('absent')}")
 
 
+async def test_fetch_without_object_store_says_so(http_server: ModelHTTPServer) -> None:
+    """Without a store there is nowhere to keep a model: s3:// and http(s):// both say so."""
+    cache = ModelCache(None, None, DownloadPolicy(allowed_hosts=AllowedHosts.parse("127.0.0.1")))
+    uri = http_server.serve(f"/{unique('n')}/model.joblib", b"x", "application/octet-stream")
+    for source in (uri, "s3://mlpipeline/models/ns/m"):
+        with pytest.raises(ModelSourceError, match="SHIPYARD_S3_ENDPOINT"):
+            await cache.fetch(NS, source)
+
+
 # ----------------------------------------------------------------------------- http(s)://
-async def test_fetch_http_tar_gz_unpacked_and_cached(
-    runtime: LocalRuntime, store: ObjectStore, http_server: ModelHTTPServer
+async def test_fetch_http_tar_gz_copied_once_and_unpacked(
+    store: ObjectStore, http_server: ModelHTTPServer, tmp_path: Path
 ) -> None:
     path = f"/{unique('m')}/model.tar.gz"
     archive = tar_gz({"model.joblib": b"from http", "meta/info.json": b"{}"})
     uri = http_server.serve(path, archive, "application/gzip")
-    cache = make_cache(runtime, store)
+    cache = make_cache(store)
 
     model = await cache.fetch(NS, uri)
 
-    root = await cache_root(runtime)
-    assert tree(root / model.sub_path) == {"model.joblib": b"from http", "meta/info.json": b"{}"}
-    assert [p.name for p in (root / model.sub_path).parent.iterdir()] == [
-        model.sub_path.split("/")[1]
-    ]  # the archive and the partial directory are gone
-    assert http_server.gets(path) == 1
+    # Copied as it came into the namespace's cache area, the manifest written last.
+    prefix = cache_prefix(NS, uri, model.version)
+    assert await cached_keys(store, uri) == [
+        f"{prefix}archive/model.tar.gz",
+        f"{prefix}{MANIFEST}",
+    ]
+    assert await served(cache, model, tmp_path) == {
+        "model.joblib": b"from http",
+        "meta/info.json": b"{}",
+    }
+    assert http_server.gets(path) == 1 and cache.downloads == 1
     # Cached by URI and ETag: a HEAD, no second GET (also from a fresh cache: a restart).
     assert await cache.fetch(NS, uri) == model
-    assert await make_cache(runtime, store).fetch(NS, uri) == model
+    assert await make_cache(store).fetch(NS, uri) == model
     assert http_server.gets(path) == 1 and http_server.requests[("HEAD", path)] == 3
 
 
 async def test_fetch_http_single_file_and_zip(
-    runtime: LocalRuntime, store: ObjectStore, http_server: ModelHTTPServer
+    store: ObjectStore, http_server: ModelHTTPServer, tmp_path: Path
 ) -> None:
-    cache = make_cache(runtime, store)
+    cache = make_cache(store)
     one = await cache.fetch(
         NS, http_server.serve(f"/{unique('f')}/model.joblib", b"plain", "application/octet-stream")
     )
     assert one.file == "model.joblib"
-    root = await cache_root(runtime)
-    assert tree(root / one.sub_path) == {"model.joblib": b"plain"}
+    assert await served(cache, one, tmp_path / "one") == {"model.joblib": b"plain"}
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -292,23 +327,24 @@ async def test_fetch_http_single_file_and_zip(
         NS, http_server.serve(f"/{unique('z')}/m.zip", buf.getvalue(), "application/zip")
     )
     assert zipped.file is None
-    assert tree(root / zipped.sub_path) == {"model.joblib": b"zipped"}
+    assert await served(cache, zipped, tmp_path / "zip") == {"model.joblib": b"zipped"}
 
 
 async def test_fetch_http_wrong_content_type_refused(
-    runtime: LocalRuntime, store: ObjectStore, http_server: ModelHTTPServer
+    store: ObjectStore, http_server: ModelHTTPServer
 ) -> None:
     uri = http_server.serve(f"/{unique('t')}/model.joblib", b"<html>", "text/html")
     with pytest.raises(ModelSourceError, match="application/octet-stream"):
-        await make_cache(runtime, store).fetch(NS, uri)
+        await make_cache(store).fetch(NS, uri)
+    assert await cached_keys(store, uri) == []
 
 
 async def test_fetch_http_loopback_refused_without_allow_setting(
-    runtime: LocalRuntime, store: ObjectStore, http_server: ModelHTTPServer
+    store: ObjectStore, http_server: ModelHTTPServer
 ) -> None:
     path = f"/{unique('ssrf')}/model.joblib"
     uri = http_server.serve(path, b"x", "application/octet-stream")
-    cache = make_cache(runtime, store, allow_loopback=False)
+    cache = make_cache(store, allow_loopback=False)
     with pytest.raises(AddressRefused, match="loopback"):
         await cache.fetch(NS, uri)
     # A name resolving to loopback is refused just the same, and so is link-local metadata.
@@ -319,62 +355,111 @@ async def test_fetch_http_loopback_refused_without_allow_setting(
     assert http_server.requests[("HEAD", path)] == http_server.gets(path) == 0
 
 
-async def test_fetch_http_archive_escaping_member_refused(
-    runtime: LocalRuntime, store: ObjectStore, http_server: ModelHTTPServer, tmp_path: Path
+async def test_served_archive_escaping_member_refused(
+    store: ObjectStore, http_server: ModelHTTPServer, tmp_path: Path
 ) -> None:
-    cache = make_cache(runtime, store)
-    for members, symlink, why in (
-        ({"../escaped.txt": b"out"}, None, r"'\.\.'"),
-        ({"/abs.txt": b"out"}, None, "relative"),
-        ({"model.joblib": b"in"}, "link", "link"),
-    ):
-        uri = http_server.serve(
-            f"/{unique('evil')}/model.tar.gz", tar_gz(members, symlink=symlink), "application/gzip"
-        )
-        with pytest.raises(UnpackError, match=why):
-            await cache.fetch(NS, uri)
+    """An archive is unpacked where it is served, with the safe rules: a member that would
+    leave the model directory, or a link, fails the start and leaves nothing that looks like
+    a model."""
+    cache = make_cache(store)
+    cases: list[tuple[str, bytes, str, str]] = [
+        ("model.tar.gz", tar_gz({"../escaped.txt": b"out"}), "application/gzip", r"'\.\.'"),
+        ("model.tar.gz", tar_gz({"/abs.txt": b"out"}), "application/gzip", "relative"),
+        (
+            "model.tar.gz",
+            tar_gz({"model.joblib": b"in"}, symlink="link"),
+            "application/gzip",
+            "link",
+        ),
+    ]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         link = zipfile.ZipInfo("model.joblib")
         link.external_attr = (stat.S_IFLNK | 0o777) << 16
         z.writestr(link, "/etc/shadow")
-    uri = http_server.serve(f"/{unique('evil')}/m.zip", buf.getvalue(), "application/zip")
-    with pytest.raises(UnpackError, match="not a plain file"):
-        await cache.fetch(NS, uri)
-    root = await cache_root(runtime)
-    assert not (root.parent / "escaped.txt").exists() and not (root / "escaped.txt").exists()
-    leftovers = [p for p in root.rglob("*") if p.is_file()]
-    assert leftovers == []  # nothing half-unpacked looks like a model
+    cases.append(("m.zip", buf.getvalue(), "application/zip", "not a plain file"))
+    for i, (filename, data, content_type, why) in enumerate(cases):
+        uri = http_server.serve(f"/{unique('evil')}/{filename}", data, content_type)
+        model = await cache.fetch(NS, uri)
+        dest = tmp_path / str(i) / "models"
+        with pytest.raises(UnpackError, match=why):
+            await served(cache, model, dest)
+        assert not (dest.parent / "escaped.txt").exists()
+        assert not (dest / DONE_MARKER).exists()  # nothing half-unpacked looks complete
 
 
 async def test_fetch_http_size_limit(
-    runtime: LocalRuntime, store: ObjectStore, http_server: ModelHTTPServer
+    store: ObjectStore, http_server: ModelHTTPServer, tmp_path: Path
 ) -> None:
-    cache = make_cache(runtime, store, max_bytes=1000)
+    cache = make_cache(store, max_bytes=1000)
     big = http_server.serve(
         f"/{unique('big')}/model.joblib", b"0" * 5000, "application/octet-stream"
     )
     with pytest.raises(ModelSourceError, match="download limit"):
         await cache.fetch(NS, big)
-    # A small archive that inflates beyond the limit stops while unpacking.
+    assert await cached_keys(store, big) == []
+    # A small archive that inflates beyond the limit stops while it is unpacked.
     bomb = http_server.serve(
         f"/{unique('bomb')}/model.tar.gz", tar_gz({"zeros": b"\0" * 200_000}), "application/gzip"
     )
+    model = await cache.fetch(NS, bomb)
     with pytest.raises(SizeLimitExceeded):
-        await cache.fetch(NS, bomb)
+        await served(cache, model, tmp_path)
+
+
+async def test_fetch_http_without_length_size_limit_leaves_no_object(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """A body without Content-Length that runs past the limit stops the copy; no object."""
+    import http.server
+
+    class Chunked(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.send_response(405)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for _ in range(8):
+                chunk = b"x" * 4096
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Chunked)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{httpd.server_address[1]}/{unique('c')}/model.joblib"
+        with pytest.raises(SizeLimitExceeded, match="download limit"):
+            await make_cache(store, max_bytes=10_000).fetch(NS, uri)
+        assert await cached_keys(store, uri) == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 # ----------------------------------------------------------------------------- resolve()
 async def test_resolve_reports_pending_then_ready_and_failure(
-    runtime: LocalRuntime, store: ObjectStore
+    store: ObjectStore, http_server: ModelHTTPServer
 ) -> None:
-    key = f"models/{NS}/{unique('bg')}/model.joblib"
-    await put(store, key, b"bg")
-    cache = make_cache(runtime, store)
+    path = f"/{unique('bg')}/model.joblib"
+    uri = http_server.serve(path, b"bg", "application/octet-stream")
+    http_server.gate(path)
+    cache = make_cache(store)
     cache.inline_wait = 0.0
-    uri = f"s3://{store.bucket}/{key}"
-    with pytest.raises(ModelPending, match="downloading the model"):
-        await cache.resolve(NS, uri, "rev1")
+    try:
+        with pytest.raises(ModelPending, match="downloading the model"):
+            await cache.resolve(NS, uri, "rev1")
+    finally:
+        http_server.release(path)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -400,28 +485,36 @@ async def test_resolve_reports_pending_then_ready_and_failure(
             break
 
 
-async def test_stale_partial_download_is_never_used(
-    runtime: LocalRuntime, store: ObjectStore
-) -> None:
-    """A download killed mid-way leaves only a ``.partial-*`` directory: never taken for the
-    model, and removed by the next download of that URI once it is old."""
-    key = f"models/{NS}/{unique('killed')}"
-    await put(store, f"{key}/model.joblib", b"whole")
-    cache = make_cache(runtime, store)
-    uri = f"s3://{store.bucket}/{key}"
+async def test_killed_copy_is_never_used(store: ObjectStore, http_server: ModelHTTPServer) -> None:
+    """A copy killed before its manifest was written is not taken for the model: the next
+    fetch copies again; a manifest that names objects outside its copy is ignored too."""
+    path = f"/{unique('killed')}/model.joblib"
+    uri = http_server.serve(path, b"whole", "application/octet-stream")
+    cache = make_cache(store)
     model = await cache.fetch(NS, uri)
-    root = await cache_root(runtime)
-    by_uri = root / model.sub_path.split("/")[0]
-    version = root / model.sub_path
-    os.rename(version, by_uri / ".partial-killed")  # as if the rename never happened
-    (by_uri / ".partial-killed" / "model.joblib").write_bytes(b"wh")
-    old = time.time() - 7200
-    os.utime(by_uri / ".partial-killed", (old, old))
+    prefix = cache_prefix(NS, uri, model.version)
+    await store.delete(prefix + MANIFEST)  # as if the copy was killed before its end
 
-    again = await make_cache(runtime, store).fetch(NS, uri)
+    again = await make_cache(store).fetch(NS, uri)
 
-    assert again == model and (version / "model.joblib").read_bytes() == b"whole"
-    assert not (by_uri / ".partial-killed").exists()
+    assert again == model and http_server.gets(path) == 2
+    # A tenant's workload may write into its own cache area: a forged manifest pointing at
+    # another namespace's objects is not read.
+    forged = {
+        "file": "model.joblib",
+        "objects": [
+            {
+                "name": f"../../../../{OTHER_NS}/m/model.joblib",
+                "size": 1,
+                "etag": "x",
+                "path": "model.joblib",
+                "unpack": None,
+            }
+        ],
+    }
+    await put(store, prefix + MANIFEST, json.dumps(forged).encode())
+    third = await make_cache(store).fetch(NS, uri)
+    assert third == model and http_server.gets(path) == 3
 
 
 # ----------------------------------------------------------------------------- admission
@@ -511,9 +604,8 @@ def test_inferenceservice_from_s3_ready_and_infers(
             },
         )
         assert answer["outputs"][0]["data"] == model.predict(x).tolist()
-        # The model came through the namespace's cache volume, written by the serving service.
-        cache = asyncio.run(LocalRuntime(platform.state_dir).resolve_volume(NS, CACHE_CLAIM))
-        assert any(p.name == "model.joblib" for p in cache.rglob("model.joblib"))
+        # Used in place: the platform's bucket holds no copy of it.
+        assert asyncio.run(cache_listing(seaweedfs.config, uri)) == []
     finally:
         api.delete(f"{ISVC_PATH}/iris-s3")
 
@@ -546,7 +638,11 @@ def test_inferenceservice_from_s3_ready_and_infers(
 
 
 def test_inferenceservice_from_http_downloading_status_and_restart_no_second_download(
-    api: httpx.Client, platform: Any, http_server: ModelHTTPServer, tmp_path: Path
+    api: httpx.Client,
+    platform: Any,
+    seaweedfs: Any,
+    http_server: ModelHTTPServer,
+    tmp_path: Path,
 ) -> None:
     """A .tar.gz model over HTTP: the status says it is downloading while the server holds the
     body back; then Ready with the model's predictions. A restarted serving service starting a
@@ -600,6 +696,9 @@ def test_inferenceservice_from_http_downloading_status_and_restart_no_second_dow
         assert predict(api, url, {"instances": SAMPLES}) == {"predictions": expected}
         assert http_server.gets(path) == 1
         assert http_server.requests[("HEAD", path)] > heads
+        # The one copy is the archive in the namespace's cache area of the platform's bucket.
+        keys = asyncio.run(cache_listing(seaweedfs.config, uri))
+        assert ["/".join(k.split("/")[5:]) for k in keys] == ["archive/model.tar.gz", MANIFEST]
     finally:
         http_server.release(path)
         api.delete(f"{ISVC_PATH}/{name}")

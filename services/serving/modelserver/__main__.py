@@ -1,8 +1,14 @@
 """``python -m services.serving.modelserver --model-name X --model-dir DIR --protocol v2``.
 
-Loads the model before listening, so the server is ready as soon as it answers: the
-readiness probe (``/v2/health/ready`` or ``/v1/models/{name}``) then passes on its first try.
-A model that cannot load exits 1 with the reason on stderr (the workload's log).
+With ``--storage-plan PLAN`` it first puts a downloaded model into its directory (the storage
+initializer, :mod:`.initializer`). Then it loads the model before listening, so the server is
+ready as soon as it answers: the readiness probe (``/v2/health/ready`` or
+``/v1/models/{name}``) then passes on its first try. A model that cannot be had or loaded exits
+1 with the reason on stderr (the workload's log, which the InferenceService's status quotes).
+
+It listens on ``$PORT`` on all of the workload's own interfaces (``0.0.0.0``): the workload's
+network is its own (a sandbox's namespace locally, the pod's on Kubernetes), and the runtime
+decides who reaches it.
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+
+from services.serving.unpack import UnpackError
 
 from .loaders import ModelLoadError, load_model
 
@@ -24,7 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--model-format", default="sklearn")
     parser.add_argument("--protocol", choices=("v1", "v2"), default="v1")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="0.0.0.0")  # the workload's own network
+    parser.add_argument(
+        "--storage-plan",
+        help="a storage initializer plan (JSON): download the model into its directory first",
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument(
         "--path-prefix",
@@ -41,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if args.storage_plan:
+        from .initializer import StorageInitError, initialize, load_plan
+
+        started = time.monotonic()
+        try:
+            initialize(load_plan(args.storage_plan))
+        except (StorageInitError, UnpackError, OSError) as exc:
+            log.error("cannot download model %s: %s", args.model_name, exc)
+            return 1
+        log.info("model downloaded in %.2f s", time.monotonic() - started)
     try:
         model = load_model(args.model_name, args.model_format, args.model_dir)
     except ModelLoadError as exc:
