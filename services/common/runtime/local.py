@@ -922,9 +922,10 @@ def _read_inside(root: Path, path: str, max_bytes: int) -> bytes:
             raise
     finally:
         os.close(fd)
+    if not stat.S_ISREG(os.fstat(file_fd).st_mode):  # before fdopen: it refuses directories
+        os.close(file_fd)
+        raise FileNotFoundError(f"{path}: not a regular file")
     with os.fdopen(file_fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise FileNotFoundError(f"{path}: not a regular file")
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ValueError(f"{path}: larger than {max_bytes} bytes")

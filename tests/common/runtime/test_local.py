@@ -17,6 +17,7 @@ import pytest
 
 from services.common.runtime import LocalRuntime, Phase, WorkloadSpec, get_runtime
 from services.common.runtime.expansion import expand
+from services.common.runtime.kubernetes import KubernetesRuntime
 from services.common.runtime.labels import parse_selector
 from services.common.runtime.quantity import parse_quantity
 from services.common.runtime.supervisor import SandboxError, open_beneath
@@ -200,8 +201,12 @@ def test_get_runtime_by_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path:
     runtime = get_runtime()
     assert isinstance(runtime, LocalRuntime) and runtime.root == tmp_path / "runtime"
     monkeypatch.setenv("SHIPYARD_RUNTIME", "kubernetes")
-    with pytest.raises(NotImplementedError):
-        get_runtime()
+    monkeypatch.setenv("SHIPYARD_PLATFORM_IMAGE", "registry.example/shipyard:1")
+    kube = get_runtime()  # the client is made on first use: nothing is contacted here
+    assert (
+        isinstance(kube, KubernetesRuntime) and kube.platform_image == "registry.example/shipyard:1"
+    )
+    assert kube.python == "python3"
 
 
 def test_open_beneath_creates_dirs_and_refuses_links(tmp_path: Path) -> None:
