@@ -285,6 +285,7 @@ def test_chart_runtime_settings() -> None:
     image = f"{values['image']['repository']}:{values['image']['tag']}"
     assert settings["SHIPYARD_PLATFORM_IMAGE"] == image  # the platform's own image by default
     assert settings["SHIPYARD_KUBE_TOKEN_AUDIENCE"] == "shipyard"
+    assert settings["SHIPYARD_KUBE_TOKEN_ISSUER"] == "https://kubernetes.default.svc.cluster.local"
     assert settings["SHIPYARD_KUBE_STORAGE_CLASS"] == ""  # the cluster's default class
     assert settings["SHIPYARD_KUBE_PLATFORM_NAMESPACE"] == NAMESPACE
     # Workloads in profile namespaces reach the gateway by its namespace-qualified name.
@@ -293,11 +294,15 @@ def test_chart_runtime_settings() -> None:
     assert gateway_url.port == values["gateway"]["port"]
 
     values["runtime"].update(
-        platformImage="registry.local/shipyard:dev", tokenAudience="aud-x", storageClass="fast"
+        platformImage="registry.local/shipyard:dev",
+        tokenAudience="aud-x",
+        tokenIssuer="https://oidc.example/id/1",
+        storageClass="fast",
     )
     settings = _settings(_render_chart(values))
     assert settings["SHIPYARD_PLATFORM_IMAGE"] == "registry.local/shipyard:dev"
     assert settings["SHIPYARD_KUBE_TOKEN_AUDIENCE"] == "aud-x"
+    assert settings["SHIPYARD_KUBE_TOKEN_ISSUER"] == "https://oidc.example/id/1"
     assert settings["SHIPYARD_KUBE_STORAGE_CLASS"] == "fast"
 
     assert _settings(_render_chart(_local_values()))["SHIPYARD_RUNTIME"] == "local"
@@ -314,6 +319,8 @@ RUNTIME_RULES = {
     ("", "serviceaccounts"): {"create"},
     ("rbac.authorization.k8s.io", "rolebindings"): {"create"},
     ("networking.k8s.io", "networkpolicies"): {"create"},
+    # the gateway's TokenReview of workloads' projected tokens (gateway/kube_tokens.py)
+    ("authentication.k8s.io", "tokenreviews"): {"create"},
 }
 KUBEFLOW_ROLES = ("kubeflow-admin", "kubeflow-edit", "kubeflow-view")
 
@@ -563,3 +570,38 @@ def test_rbac_attributes_of_requests() -> None:
     assert not rbac.allowed(rules, a("GET", "/api/v1/namespaces/ns/secrets"))  # no list
     assert not rbac.allowed(rules, a("GET", "/api/v1/namespaces/ns/configmaps/kube-root-ca.crt"))
     assert not rbac.allowed(rules, a("POST", "/api/v1/namespaces/ns/pods/p/exec"))
+
+
+def test_chart_settings_are_read_by_the_processes() -> None:
+    """Every variable the chart sets is a field some process reads (a name the chart and the
+    code spell differently would be ignored in silence): the gateway's and each service's
+    settings, the runtime's choice and the Kubernetes runtime's own."""
+    import importlib
+
+    from pydantic_settings import BaseSettings
+
+    from gateway.settings import Settings as GatewaySettings
+    from services.common.runtime.config import RuntimeSettings
+    from services.common.runtime.kubernetes import KubernetesSettings
+
+    classes: list[type[BaseSettings]] = [GatewaySettings, RuntimeSettings, KubernetesSettings]
+    classes += [importlib.import_module(f"services.{s}.settings").Settings for s in SERVICES]
+    read: set[str] = set()
+    for cls in classes:
+        prefix = str(cls.model_config.get("env_prefix") or "").upper()
+        for name, field in cls.model_fields.items():
+            read.add(prefix + name.upper())
+            choices = getattr(field.validation_alias, "choices", None) or []
+            read.update(str(c).upper() for c in choices)
+    for values in (_values(), _local_values(), _bundled_values()):
+        docs = _render_chart(values)
+        env = set(_settings(docs)) | set(_secret(docs))
+        for deployment in _by_kind(docs, "Deployment").values():
+            for container in deployment["spec"]["template"]["spec"]["containers"]:
+                if deployment["metadata"]["labels"]["app.kubernetes.io/component"] in (
+                    "nats",
+                    "postgresql",
+                ):
+                    continue
+                env |= {e["name"] for e in container.get("env", [])}
+        assert env - read == set()
