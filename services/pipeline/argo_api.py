@@ -23,7 +23,7 @@ from services.common.errors import ApiError
 from services.common.resources import ResourceKind
 from services.common.resources.api import read_body
 from services.pipeline.api import log_lines, pod_nodes
-from services.pipeline.engine import RESUME_ANNOTATION
+from services.pipeline.engine_types import RESUME_ANNOTATION
 from services.pipeline.models import CRON_WORKFLOW, WORKFLOW, WORKFLOW_TEMPLATE
 from services.pipeline.retry import request_retry
 

@@ -16,7 +16,7 @@ from services.common.eventspb.shipyard.events.v1.pipeline_pb2 import (
     PipelineNodeEvent,
     PipelineRunEvent,
 )
-from services.pipeline.engine import PassResult
+from services.pipeline.engine_types import PassResult
 
 RUN_SUBJECT = "shipyard.pipeline.run.{event}"
 NODE_SUBJECT = "shipyard.pipeline.node.{event}"

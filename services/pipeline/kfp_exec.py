@@ -27,7 +27,7 @@ from services.common.objectstore import (
 )
 from services.pipeline.artifact_records import record_artifact
 from services.pipeline.artifacts import MAX_URL_TTL
-from services.pipeline.engine import PodResult
+from services.pipeline.engine_types import PodResult
 from services.pipeline.events import KFP_RUN_LABEL
 from services.pipeline.kfp_ir import decode, encode
 from services.pipeline.nodes import fnv32a, param_dict

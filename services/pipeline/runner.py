@@ -33,7 +33,7 @@ from services.pipeline.artifacts import (
     ArtifactRepository,
     archive_kind,
 )
-from services.pipeline.engine import PodResult
+from services.pipeline.engine_types import PodResult
 from services.pipeline.nodes import fnv32a
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class _ScratchDirs:
 
 def _deadline(tmpl: dict[str, Any]) -> float | None:
     """The step's deadline in seconds (the shorter of activeDeadlineSeconds and timeout)."""
-    from services.pipeline.engine import duration_seconds
+    from services.pipeline.engine_types import duration_seconds
 
     deadline = None
     for key in ("activeDeadlineSeconds", "timeout"):

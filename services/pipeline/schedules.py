@@ -50,6 +50,7 @@ class Lease:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._conn: AsyncConnection | None = None
+        self._unavailable = False
 
     async def held(self) -> bool:
         if not self.db.is_postgres:
@@ -66,9 +67,16 @@ class Lease:
                 await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})
             ).scalar()
             await conn.commit()
-        except Exception:
-            log.exception("scheduler lease: database unavailable")
+        except Exception as exc:
+            # Once per outage, not every tick (twice a second): the services' /readyz and
+            # the other components say the same.
+            if not self._unavailable:
+                log.warning("scheduler lease: database unavailable (%r); retrying", exc)
+            self._unavailable = True
             return False
+        if self._unavailable:
+            log.info("scheduler lease: database answers again")
+            self._unavailable = False
         if got:
             self._conn = conn
             log.info("this replica now runs the pipeline schedulers")
@@ -78,6 +86,10 @@ class Lease:
 
     async def release(self) -> None:
         if self._conn is not None:
+            # Invalidate, not just close: a pooled connection must never keep holding the
+            # session-level lock (as services/automl/leader.py does).
+            with contextlib.suppress(Exception):
+                await self._conn.invalidate()
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None

@@ -11,7 +11,8 @@ import re
 from typing import Any
 
 from services.common.errors import Cause
-from services.pipeline.engine import duration_seconds, topological
+from services.pipeline.engine_dag import topological
+from services.pipeline.engine_types import duration_seconds
 from services.pipeline.expressions import (
     ExpressionError,
     check_when_syntax,
