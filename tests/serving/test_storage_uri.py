@@ -637,6 +637,44 @@ def test_inferenceservice_from_s3_ready_and_infers(
         api.delete(f"{ISVC_PATH}/iris-missing")
 
 
+def test_inferenceservice_archive_refused_where_served_says_why(
+    api: httpx.Client, seaweedfs: Any
+) -> None:
+    """An archive in the namespace's area is unpacked by the server's storage initializer,
+    inside its workload: a member that would leave the model directory fails the revision,
+    and the status quotes the reason from the server's log."""
+    key = f"models/{NS}/{unique('evil')}/model.tgz"
+
+    async def upload() -> None:
+        async with ObjectStore(seaweedfs.config) as store:
+            await put(store, key, tar_gz({"../escape.py": b"def predict(x): return x"}))
+
+    asyncio.run(upload())
+    name = "evil-archive"
+    body = isvc(
+        name,
+        {
+            "model": {
+                "modelFormat": {"name": "python"},
+                "storageUri": f"s3://{seaweedfs.config.bucket}/{key}",
+            }
+        },
+    )
+    assert api.post(ISVC_PATH, json=body).status_code == 201
+
+    def failed(obj: dict[str, Any]) -> bool:
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c.get("reason") == "RevisionFailed" for c in conds)
+
+    try:
+        obj = wait_isvc(api, name, failed, timeout=60)
+        ready_cond = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+        assert "cannot download model" in ready_cond["message"], ready_cond
+        assert "'..'" in ready_cond["message"], ready_cond
+    finally:
+        api.delete(f"{ISVC_PATH}/{name}")
+
+
 def test_inferenceservice_from_http_downloading_status_and_restart_no_second_download(
     api: httpx.Client,
     platform: Any,
