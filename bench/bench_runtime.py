@@ -100,9 +100,14 @@ async def main() -> int:
         code = base / "code"
         code.mkdir()
         baseline = load_runtime_of(BASELINE_COMMIT, code)(base / "baseline", workload_env=env)
-        tokens = {"workload_env": env, "workload_tokens": lambda ns, b: "token"}
-        before_seam = load_runtime_of(SEAM_COMMIT, code)(base / "seam", **tokens)
-        sandboxed = LocalRuntime(base / "sandboxed", **tokens)
+
+        def token(namespace: str, binding: str) -> str:
+            return "token"
+
+        before_seam = load_runtime_of(SEAM_COMMIT, code)(
+            base / "seam", workload_env=env, workload_tokens=token
+        )
+        sandboxed = LocalRuntime(base / "sandboxed", workload_env=env, workload_tokens=token)
         runtimes = (baseline, before_seam, sandboxed)
         for runtime in runtimes:  # the first apply probes bubblewrap once
             await one_job(runtime, "warmup")

@@ -199,7 +199,8 @@ async def test_subpath_symlink_planted_by_a_job_is_refused(tmp_path: Path) -> No
 
 async def test_host_path_volume_is_refused(tmp_path: Path) -> None:
     runtime = LocalRuntime(tmp_path)
-    volumes = await runtime.create_volume("team-a", "data")
+    await runtime.create_volume("team-a", "data")
+    other_teams_volume = await runtime.resolve_volume("team-a", "data")
     try:
         await runtime.apply(
             {
@@ -207,7 +208,7 @@ async def test_host_path_volume_is_refused(tmp_path: Path) -> None:
                 "name": "hp",
                 "command": ["cat", "/x/anything"],
                 "volumeMounts": [{"name": "h", "mountPath": "/x"}],
-                "volumes": [{"name": "h", "hostPath": {"path": volumes.path}}],
+                "volumes": [{"name": "h", "hostPath": {"path": str(other_teams_volume)}}],
             }
         )
         status = await runtime.wait("team-b", "hp", timeout=10)
