@@ -42,7 +42,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.error import HTTPError, URLError
@@ -83,7 +82,11 @@ def initialize(plan: dict[str, Any]) -> None:
         files = [o for o in objects if o.get("path")]
         archives = [o for o in objects if not o.get("path")]
         budget = Budget(int(plan["maxBytes"]))
-        if files:
+        if len(files) == 1:  # most models: no thread pool to import and start
+            _place_file(top, files[0])
+        elif files:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=min(WORKERS, len(files))) as pool:
                 for done in [pool.submit(_place_file, top, o) for o in files]:
                     done.result()
