@@ -605,3 +605,39 @@ def test_chart_settings_are_read_by_the_processes() -> None:
                     continue
                 env |= {e["name"] for e in container.get("env", [])}
         assert env - read == set()
+
+
+def test_chart_and_the_runtimes_profile_objects_fit() -> None:
+    """What the runtime makes in a profile's namespace works with what the chart installs:
+    its NetworkPolicy admits the chart's gateway pods (from the release namespace) and
+    nothing else of the platform's or the world's, its RoleBindings name the ClusterRoles
+    the chart creates and lets the platform bind, and every object validates against 1.37."""
+    from services.common.runtime.k8s_profile import namespace_manifest, profile_objects
+
+    docs = _render_chart(_bundled_values())
+    platform_ns = _settings(docs)["SHIPYARD_KUBE_PLATFORM_NAMESPACE"]
+    objects = [obj for _, obj in profile_objects("team-x", "x@example.com", platform_ns)]
+    for obj in [namespace_manifest("team-x", "x@example.com"), *objects]:
+        _validate(obj)
+
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    managed = {"app.kubernetes.io/managed-by": "shipyard"}
+    workload: dict[str, Any] = {
+        "metadata": {"labels": managed},
+        "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8888}]}]},
+    }
+    pods = {n: d["spec"]["template"] for n, d in _by_kind(docs, "Deployment").items()}
+    for name, pod in pods.items():
+        labels = pod["metadata"]["labels"]
+        admitted = _admits(policies, "team-x", workload, platform_ns, labels)
+        assert admitted == (name == f"{RELEASE}-gateway"), name
+        # the same labels in another namespace are nobody's gateway
+        assert not _admits(policies, "team-x", workload, "elsewhere", labels)
+    assert not _admits(policies, "team-x", workload, "team-x", managed)  # one workload, another
+
+    roles = _by_kind(docs, "ClusterRole")
+    bindable = _grants(roles[f"{NAMESPACE}-{RELEASE}-runtime"]["rules"])
+    for binding in (o for o in objects if o["kind"] == "RoleBinding"):
+        role = binding["roleRef"]["name"]
+        assert role in roles and role in KUBEFLOW_ROLES, role
+        assert bindable[("rbac.authorization.k8s.io", "clusterroles", role)] == {"bind"}
