@@ -96,7 +96,8 @@ class ApiServer(kmock.KubernetesEmulator):
         self.history: list[tuple[int, Any, dict[str, Any]]] = []
         self.namespaces: dict[str, dict[str, Any]] = {}
         self.watch_requests = 0
-        self._watch_stops: set[asyncio.Event] = set()
+        self._watch_stops: dict[asyncio.Event, str] = {}
+        self._held = ""
         self._watch_gate = asyncio.Event()
         self._watch_gate.set()
 
@@ -117,14 +118,18 @@ class ApiServer(kmock.KubernetesEmulator):
         self.compacted = self.version + 1
         self.history.clear()
 
-    def drop_watches(self) -> None:
-        """End every open watch stream (as an API server restart or a load balancer does)."""
-        for stop in list(self._watch_stops):
-            stop.set()
+    def drop_watches(self, selector: str | None = None) -> None:
+        """End the open watch streams (of ``selector``'s watchers only, if given), as an API
+        server restart or a load balancer would."""
+        for stop, watched in list(self._watch_stops.items()):
+            if selector is None or watched == selector:
+                stop.set()
 
     @contextlib.contextmanager
-    def hold_watches(self) -> Iterator[None]:
-        """New watches wait inside this block (the client is cut off meanwhile)."""
+    def hold_watches(self, selector: str | None = None) -> Iterator[None]:
+        """New watches (of ``selector``'s watchers only, if given) wait inside this block:
+        those clients are cut off meanwhile."""
+        self._held = selector or ""
         self._watch_gate.clear()
         try:
             yield
@@ -197,14 +202,16 @@ class ApiServer(kmock.KubernetesEmulator):
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
         yield b""  # start the response; kmock streams what follows
         self.watch_requests += 1
-        await self._watch_gate.wait()
-        match = parse_selector(request.params.get("labelSelector") or None)
+        watched = request.params.get("labelSelector") or ""
+        if not self._held or self._held == watched:
+            await self._watch_gate.wait()
+        match = parse_selector(watched or None)
         since = request.params.get("resourceVersion") or ""
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
         bus = self._buses[request.resource]
         marker = await bus.mark()  # before the backlog: nothing falls in between
         stop = asyncio.Event()
-        self._watch_stops.add(stop)
+        self._watch_stops[stop] = watched
         try:
             async with self._lock:
                 if since and since != "0":
@@ -225,7 +232,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 if version > seen and self._wanted(request, event, match):
                     yield _public(event)
         finally:
-            self._watch_stops.discard(stop)
+            self._watch_stops.pop(stop, None)
             await bus.unmark(marker)
 
     @staticmethod
@@ -321,28 +328,42 @@ def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
 async def _until_stopped(
     events: AsyncIterator[Any], stop: asyncio.Event, seconds: float | None
 ) -> AsyncIterator[Any]:
-    """``events`` until ``stop`` is set or ``seconds`` passed."""
+    """``events`` until ``stop`` is set or ``seconds`` passed.
+
+    A task pumps the events into a queue, so that ending early cancels that task (and the
+    generator it iterates, at its await) instead of leaving a half-run generator behind.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                await queue.put(event)
+        finally:
+            queue.put_nowait(done)
+
     loop = asyncio.get_running_loop()
     end = None if seconds is None else loop.time() + seconds
-    iterator = aiter(events)
-    stopped = asyncio.ensure_future(stop.wait())
+    pumping = loop.create_task(pump())
+    stopped = loop.create_task(stop.wait())
     try:
         while True:
             left = None if end is None else end - loop.time()
             if left is not None and left <= 0:
                 return
-            nxt = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait(
+            nxt = loop.create_task(queue.get())
+            finished, _ = await asyncio.wait(
                 {nxt, stopped}, timeout=left, return_when=asyncio.FIRST_COMPLETED
             )
-            if nxt not in done:
+            if nxt not in finished:
                 nxt.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await nxt
                 return
-            try:
-                yield nxt.result()
-            except StopAsyncIteration:
+            event = nxt.result()
+            if event is done:
                 return
+            yield event
     finally:
-        stopped.cancel()
+        for task in (pumping, stopped):
+            task.cancel()
+        await asyncio.gather(pumping, stopped, return_exceptions=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 import kmock
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration
@@ -60,6 +61,34 @@ class EmulatedCluster:
             await self.kubelet.close()
         await self._http.__aexit__(exc_type, exc, tb)
         await self.server.__aexit__(exc_type, exc, tb)
+
+    async def create(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST an object to the emulated API server, as any other client of it would."""
+        async with aiohttp.ClientSession(self.url) as session:
+            async with session.post(collection, json=body) as response:
+                response.raise_for_status()
+                return dict(await response.json())
+
+    async def create_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        await self.create(
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data},
+        )
+
+    async def create_foreign_pod(self, namespace: str, name: str) -> None:
+        """A pod shipyard did not make (no labels of ours), held back so it never runs."""
+        await self.create(
+            f"/api/v1/namespaces/{namespace}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": "someone-else"}},
+                "spec": {
+                    "schedulingGates": [{"name": "example.com/not-yet"}],
+                    "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+                },
+            },
+        )
 
     def api_client(self) -> ApiClient:
         client = ApiClient(Configuration(host=self.url))
