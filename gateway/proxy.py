@@ -4,7 +4,7 @@ Bodies are never buffered: the request body is read from ASGI ``receive`` and wr
 upstream as it arrives (counted against the body limit as it flows), and the response is
 relayed to ASGI ``send`` chunk by chunk, so watch streams, log follows and large uploads
 pass through with constant memory. The HTTP side talks raw ASGI and ``gateway.upstream``
-(no Request/Response models on the hot path); see ``gateway.app.ProxyFastPath``.
+(no Request/Response models on the hot path); see ``gateway.fastpath.ProxyFastPath``.
 """
 
 from __future__ import annotations

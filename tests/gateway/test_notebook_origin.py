@@ -454,11 +454,11 @@ async def test_notebook_without_domain_warns_and_stays_path_based(
         oidc_issuer=oidc.issuer,
         public_url="https://shipyard.example.com",
     )
-    caplog.set_level(logging.WARNING, logger="gateway.app")
+    caplog.set_level(logging.WARNING, logger="gateway.gateway")
     server = RunningServer(create_app(settings), free_port())
     await server.start()
     try:
-        warning = " ".join(r.getMessage() for r in caplog.records if r.name == "gateway.app")
+        warning = " ".join(r.getMessage() for r in caplog.records if r.name == "gateway.gateway")
         assert "SHARE THE DASHBOARD'S ORIGIN" in warning
         assert "SHIPYARD_NOTEBOOK_DOMAIN" in warning and "wildcard DNS" in warning
         gw = server.server.config.app.state.gw  # type: ignore[union-attr]

@@ -1,0 +1,245 @@
+"""The proxy's fast path: requests for a service's paths as raw ASGI, ahead of FastAPI.
+
+``ProxyFastPath`` authenticates, authorizes, signs an identity assertion and streams the
+request to the owning service (or a workload, for data-plane paths) without FastAPI's
+routing, dependency and response layers, which cost more CPU than the proxying itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.common.identity import Identity
+
+from . import login, routes
+from .authz import Principal, needed_role
+from .errors import GatewayError
+from .gateway import Gateway, unauthenticated
+from .notebook_host import NotebookOriginApp
+from .notebook_origin import SANDBOX_HEADERS
+from .proxy import forward_http, read_body
+
+log = logging.getLogger(__name__)
+
+PROXY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class ProxyFastPath:
+    """Proxied requests as raw ASGI, ahead of FastAPI routing.
+
+    Every request to a service path (``routes.resolve``) is authenticated, authorized and
+    streamed upstream here without FastAPI's routing, dependency and response layers, which
+    cost more CPU than the proxying itself. Gateway-owned paths, unknown paths, other methods
+    and WebSockets go on to the FastAPI app underneath.
+    """
+
+    def __init__(self, app: ASGIApp, gw: Gateway) -> None:
+        self.app = app
+        self.gw = gw
+        self.notebook_hosts = (
+            NotebookOriginApp(gw, self, gw.notebook_origins) if gw.notebook_origins else None
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.notebook_hosts is not None and scope["type"] in ("http", "websocket"):
+            # A notebook's own origin serves that notebook and nothing else.
+            if await self.notebook_hosts.serve(scope, receive, send):
+                return
+        if scope["type"] != "http" or scope["method"] not in PROXY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        match = routes.resolve(scope["path"])
+        if match is None or match.target == "gateway":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            await self.proxy(request, match, scope, receive, send)
+        except GatewayError as exc:
+            response = unauthenticated(request, exc) if exc.code == 401 else exc.response()
+            if match.data_plane:
+                response.raw_headers.extend(SANDBOX_HEADERS)
+            await response(scope, receive, send)
+
+    async def proxy(
+        self,
+        request: Request,
+        match: routes.Match,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        principal: Principal | None = None,
+    ) -> None:
+        """Authenticate, authorize and stream one request upstream.
+
+        ``principal`` is given by the notebook origin (``gateway.notebook_host``), which has
+        authenticated the request and checked its origin already.
+        """
+        gw, settings = self.gw, self.gw.settings
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if "/." in path and any(seg in (".", "..") for seg in path.split("/")):
+            # Routing and authorization read the path as written; a dot segment could make
+            # the upstream (or anything normalizing in between) see another namespace.
+            raise GatewayError(400, "path must not contain . or .. segments", "BadRequest")
+        on_main_origin = principal is None
+        if principal is None:
+            principal = await gw.require_principal(request)
+            isolated_notebook = (
+                match.route.dynamic_kind == "notebook" and gw.notebook_origins is not None
+            )
+            if isolated_notebook and principal.via == "cookie" and method not in ("GET", "HEAD"):
+                # Before the CSRF check: whatever the Origin, a browser's writes to a notebook
+                # belong on the notebook's own origin.
+                raise self.notebook_elsewhere(request, match)
+            gw.check_csrf(request, principal)
+        if not match.data_plane:
+            # The per-user limit guards the control-plane APIs. Model inference and a
+            # notebook's own traffic (a JupyterLab page load is hundreds of requests) are
+            # data planes, bounded by their servers, as in KServe and Kubeflow.
+            gw.check_rate(principal)
+        namespace = match.namespace
+        body: bytes | None = None
+        by_object = False
+        if namespace is None and path.startswith("/apis/v2beta1/"):
+            namespace = request.query_params.get("namespace") or None
+            if namespace is None and method in ("POST", "PUT", "PATCH"):
+                body = await read_body(receive, settings.max_body_bytes)
+                namespace = _namespace_in_body(body)
+            by_object = namespace is None
+            namespace = namespace or gw.authz.default_namespace(principal)
+        if by_object:
+            identity = gw.authz.authorize_by_object(principal, namespace)
+        elif match.route.any_user and method in ("GET", "HEAD"):
+            identity = Identity(user=principal.user, groups=principal.groups, role="view")
+        else:
+            identity = gw.authz.authorize(
+                principal, namespace, needed_role(method, match.data_plane), method, path
+            )
+        if on_main_origin and match.route.dynamic_kind == "notebook" and gw.notebook_origins:
+            moved = self.to_notebook_origin(request, match, principal)
+            if moved is not None:
+                await moved(scope, receive, send)
+                return
+        served: tuple[str, str] | None = None  # the InferenceService whose traffic is counted
+        if match.data_plane:
+            assert match.route.dynamic_kind and match.namespace and match.name
+            base = gw.route_table.pick(match.route.dynamic_kind, match.namespace, match.name)
+            if match.route.dynamic_kind == "inferenceservice":
+                served = (match.namespace, match.name)
+                if base is None:  # scaled to zero? held until it serves again
+                    base = await gw.activator.endpoint(match.namespace, match.name)
+            elif base is None:  # a new server's route can trail its Ready status briefly
+                base = await gw.activator.settle(
+                    match.route.dynamic_kind, match.namespace, match.name
+                )
+            if base is None:
+                raise GatewayError(
+                    503,
+                    f"{match.route.dynamic_kind} {match.namespace}/"
+                    f"{match.name} has no live endpoint",
+                    "ServiceUnavailable",
+                )
+        else:
+            base = settings.service_urls[match.target]
+        client = scope.get("client")
+        headers = gw.upstream_headers(
+            scope["headers"], identity, match, client[0] if client else None
+        )
+        extra: list[tuple[bytes, bytes]] | None = None
+        refreshed = scope.get("state", {}).get("set_cookie")
+        if refreshed:
+            carrier = Response()
+            login.set_session_cookie(carrier, gw, request, refreshed)
+            extra = [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
+        if match.route.dynamic_kind == "inferenceservice" or (
+            on_main_origin and match.route.dynamic_kind == "notebook" and gw.notebook_origins
+        ):
+            # A model server is an API, and a notebook answers API clients here (browsers are
+            # sent to its own origin): rendered in a browser, either gets an opaque origin.
+            extra = (extra or []) + SANDBOX_HEADERS
+        if served is not None:
+            gw.activity.begin(served)
+        try:
+            await forward_http(
+                gw.upstream,
+                scope,
+                receive,
+                send,
+                base,
+                headers,
+                settings.max_body_bytes,
+                body=body,
+                extra_headers=extra,
+            )
+        finally:
+            if served is not None:
+                gw.activity.end(served)
+
+    def notebook_elsewhere(self, request: Request, match: routes.Match) -> GatewayError:
+        """The 403 for a browser's write to a notebook on the main origin."""
+        origins = self.gw.notebook_origins
+        assert origins is not None and match.namespace and match.name
+        origin = origins.origin(
+            match.namespace, match.name, request.url.scheme, request.headers.get("host", "")
+        )
+        return GatewayError(
+            403,
+            f"notebook {match.namespace}/{match.name} is served on its own origin, {origin}: "
+            "browser sessions use it there (the dashboard's origin does not serve notebook "
+            "pages to cookies)",
+            "Forbidden",
+        )
+
+    def to_notebook_origin(
+        self, request: Request, match: routes.Match, principal: Principal
+    ) -> Response | None:
+        """A browser's way from the main origin to the notebook's own origin, or None to
+        proxy here (an API client: bearer and service-account tokens carry no ambient
+        authority, and get the sandbox header).
+
+        A cookie session gets a ticket for the notebook origin's login; single-user and
+        trusted-header visitors (who need no handshake there) are sent on when they navigate.
+        """
+        origins = self.gw.notebook_origins
+        assert origins is not None and match.namespace and match.name
+        if principal.via == "cookie":
+            pass
+        elif principal.via in ("single-user", "trusted-header"):
+            if request.headers.get("sec-fetch-mode") != "navigate":
+                return None
+        else:
+            return None
+        origin = origins.origin(
+            match.namespace, match.name, request.url.scheme, request.headers.get("host", "")
+        )
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if principal.via == "cookie":
+            sid = (getattr(request.state, "session", None) or {}).get("sid")
+            assert isinstance(sid, str)  # Authenticator refuses cookies without one
+            ticket = origins.issue_ticket(
+                origins.host_of(match.namespace, match.name), sid, principal
+            )
+            location = origins.login_url(origin, ticket, target)
+        else:
+            location = origin + target
+        headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        response = RedirectResponse(location, 302, headers=headers)
+        refreshed = getattr(request.state, "set_cookie", None)
+        if refreshed:
+            login.set_session_cookie(response, self.gw, request, refreshed)
+        return response
+
+
+def _namespace_in_body(body: bytes) -> str | None:
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    ns = value.get("namespace") if isinstance(value, dict) else None
+    return ns if isinstance(ns, str) and ns else None
