@@ -3,7 +3,7 @@
 The counting is on the proxy's hot path, so it is two dict updates per request (no await,
 no lock: the gateway is one event loop). A background task publishes one report per busy
 InferenceService every ``SHIPYARD_ACTIVITY_REPORT_SECONDS`` as a core NATS message
-(``services.serving.activity``: why core NATS and why losing one is harmless is there).
+(``services.common.activity``: why core NATS and why losing one is harmless is there).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import contextlib
 import logging
 from collections import defaultdict
 
+from services.common.activity import SUBJECT, Activity
 from services.common.events.bus import EventBus
-from services.serving.activity import SUBJECT, Activity
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ that waits for a server asks to run again shortly (bounded back-off) and the per
 catches servers that die later.
 
 Scale to zero (``minReplicas: 0``): the gateway reports data-plane activity
-(``services.serving.activity``) into an ``IdleClock``. A settled service idle for
+(``services.common.activity``) into an ``IdleClock``. A settled service idle for
 ``SHIPYARD_SCALE_TO_ZERO_SECONDS`` first loses its endpoint in status (``desiredReplicas``
 0, so the gateway stops routing to it), and ``drain_seconds`` later its workload is deleted.
 It stays Ready with its traffic and revisions, as a Knative-backed KServe service does; only
@@ -48,12 +48,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common.activity import Activity
 from services.common.controller import Controller, Key
 from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
 from services.common.resources import ResourceKind, ResourceStore
 from services.common.resources.store import WatchEvent
 from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus
-from services.serving.activity import Activity
 from services.serving.autoscale import desired_replicas, replica_bounds
 from services.serving.credentials import CredentialsError, S3Credentials, s3_credentials
 from services.serving.idle import ConcurrencyWindow, IdleClock

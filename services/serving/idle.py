@@ -1,7 +1,7 @@
 """What the gateway's activity reports say: how long each InferenceService has been idle,
 and how many requests it had in flight at once lately.
 
-``ActivityMonitor`` subscribes to the reports (``services.serving.activity``) and keeps an
+``ActivityMonitor`` subscribes to the reports (``services.common.activity``) and keeps an
 ``IdleClock`` and a ``ConcurrencyWindow``; the controller asks the clock how long a service
 has been idle before it scales it to zero, and the window how many replicas it needs. It is
 told of every report (``on_report``) and reconciles at once when requests are held or the
@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from services.common.activity import SUBJECT, Activity
 from services.common.events.bus import EventBus
-from services.serving.activity import SUBJECT, Activity
 
 log = logging.getLogger(__name__)
 

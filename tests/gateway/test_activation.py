@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.routes import RouteFeeder, RouteTable
-from services.serving.activity import Activity
+from services.common.activity import Activity
 
 from .test_proxy import NS, bearer
 
