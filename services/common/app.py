@@ -18,11 +18,12 @@ from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import MetaData
+from sqlalchemy.exc import DBAPIError
 
 from services.common import migrate
 from services.common.auth import AssertionMiddleware, IdentityDep
 from services.common.db import Database
-from services.common.errors import ApiError, ErrorRenderer, install_error_handlers
+from services.common.errors import ApiError, ErrorDiagnosis, ErrorRenderer, install_error_handlers
 from services.common.events.bus import EventBus
 from services.common.events.outbox import stage_event
 from services.common.events.relay import OutboxRelay
@@ -187,7 +188,12 @@ def build_service(
         redoc_url=None,
     )
     app.state.ctx = ctx
-    install_error_handlers(app, error_renderers)
+    install_error_handlers(
+        app,
+        error_renderers,
+        diagnose=database_outage(db),
+        outage_errors=(DBAPIError, OSError),  # what a lost or refused connection raises
+    )
 
     async def readiness() -> dict[str, bool]:
         return {"database": await db.ping(), "nats": bus.connected}
@@ -207,6 +213,23 @@ def build_service(
     )
     app.add_middleware(RequestContextMiddleware, service=name)
     return app
+
+
+def database_outage(db: Database) -> ErrorDiagnosis:
+    """A request that failed because the database is away gets 503 ServiceUnavailable with
+    Retry-After (clients and the Kubernetes client retry it), not a 500: the same answer
+    ``/readyz`` gives while the database does not answer."""
+
+    async def diagnose(exc: Exception) -> ApiError | None:
+        if await db.ping(within=1.0):
+            return None
+        return ApiError(
+            503,
+            "the database is unavailable; retry the request shortly",
+            headers={"Retry-After": "5"},
+        )
+
+    return diagnose
 
 
 def workload_runs_router(ctx: ServiceContext) -> APIRouter:

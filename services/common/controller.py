@@ -10,7 +10,10 @@ it is safe to run any number of times. Work arrives three ways:
 - a periodic resync of every object, the backstop after a crash or a missed event.
 
 Keys are de-duplicated while queued, and one key is never reconciled by two workers
-at the same time. A failing reconcile is retried with exponential back-off.
+at the same time. A failing reconcile is retried with exponential back-off, except while
+the database does not answer: that is not the object's fault, so its key is retried every
+``outage_retry_seconds`` (one warning line, no back-off to grow), and work resumes within
+that long after the database is back instead of after the back-off it would have reached.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Controller:
     resync_seconds: float = 30.0
     workers: int = 4
     max_backoff: float = 30.0
+    outage_retry_seconds: float = 2.0
 
     def __init__(self, store: ResourceStore) -> None:
         self.store = store
@@ -101,8 +105,11 @@ class Controller:
         while True:
             try:
                 await self.resync()
-            except Exception:
-                log.exception("%s resync failed", type(self).__name__)
+            except Exception as exc:
+                if await self.store.db.ping(within=1.0):
+                    log.exception("%s resync failed", type(self).__name__)
+                else:
+                    log.warning("%s resync: database unavailable (%r)", type(self).__name__, exc)
             await asyncio.sleep(self.resync_seconds)
 
     async def _worker(self) -> None:
@@ -119,7 +126,20 @@ class Controller:
                 self._failures.pop(key, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if not await self.store.db.ping(within=1.0):
+                    log.warning(
+                        "reconcile %s/%s %s: database unavailable (%r); retrying in %.0fs",
+                        key.namespace,
+                        key.name,
+                        key.kind,
+                        exc,
+                        self.outage_retry_seconds,
+                    )
+                    asyncio.get_running_loop().call_later(
+                        self.outage_retry_seconds, self.enqueue, key.kind, key.namespace, key.name
+                    )
+                    continue
                 attempts = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(self.max_backoff, 0.1 * 2**attempts)
                 log.exception(

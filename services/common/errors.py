@@ -9,7 +9,7 @@ KFP and Argo APIs do, for their prefixes). No stack trace ever reaches a client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -152,15 +152,26 @@ def causes_from_validation(
 
 
 ErrorRenderer = Callable[[ApiError], dict[str, Any]]
+# Given an unexpected exception, the error a client should see instead of a 500 (a
+# dependency that is down), or None.
+ErrorDiagnosis = Callable[[Exception], Awaitable["ApiError | None"]]
 
 
 def install_error_handlers(
-    app: FastAPI, renderers: Sequence[tuple[str, ErrorRenderer]] = ()
+    app: FastAPI,
+    renderers: Sequence[tuple[str, ErrorRenderer]] = (),
+    diagnose: ErrorDiagnosis | None = None,
+    outage_errors: tuple[type[Exception], ...] = (),
 ) -> None:
     """Render every error in the shape of the API family the path belongs to.
 
     ``renderers`` maps a path prefix to a renderer for a compatible API (longest
-    prefix wins); everything else gets a Kubernetes Status.
+    prefix wins); everything else gets a Kubernetes Status. ``diagnose`` turns an
+    unexpected exception caused by an outage (the database down) into the error that
+    says so, e.g. a 503 a client retries, instead of a 500. ``outage_errors`` are the
+    exception types an outage raises: they are handled without Starlette's catch-all,
+    which re-raises after answering and so logs a stack trace per request while a
+    dependency is away.
     """
     ordered = sorted(renderers, key=lambda r: len(r[0]), reverse=True)
 
@@ -189,7 +200,14 @@ def install_error_handlers(
             message = f"the server could not find the requested resource ({request.url.path})"
         return render(request, ApiError(exc.status_code, message, headers=dict(exc.headers or {})))
 
-    @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        known = await diagnose(exc) if diagnose is not None else None
+        if known is not None:
+            log.warning("%s %s: %s (%r)", request.method, request.url.path, known.message, exc)
+            return render(request, known)
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return render(request, ApiError(500, "internal error; the details are in the service log"))
+
+    for outage in outage_errors:
+        app.add_exception_handler(outage, _unexpected)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)  # type: ignore[arg-type]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.exc import DBAPIError
 
 from services.common.auth import IdentityDep, authorize
 from services.common.errors import ApiError
@@ -16,6 +18,8 @@ from services.common.identity import Identity
 from services.common.resources.kinds import ResourceKind
 from services.common.resources.store import ResourceStore
 from services.common.safe_yaml import YamlError, load
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 _TRUE = {"1", "true", "True", "yes"}
@@ -98,6 +102,10 @@ def watch_stream(
                 )
         except ApiError as err:
             yield json.dumps({"type": "ERROR", "object": err.status()}).encode() + b"\n"
+        except (DBAPIError, OSError) as exc:
+            # The database went away mid-stream: end the watch, as the Kubernetes API server
+            # does when etcd fails; the client watches again from its last resourceVersion.
+            log.warning("watch of %s ended: database unavailable (%r)", kind.plural, exc)
 
     return StreamingResponse(
         lines(),

@@ -1,0 +1,332 @@
+"""The steady mix the chaos tests run through the gateway while they take something away.
+
+- workflows of three steps on a volume of their own: ``a`` (long enough to be running when
+  the fault starts) and ``b`` each append a line to a file of their own; ``tally`` prints
+  how many lines each file has, so its ``outputs.result`` says how often each step ran;
+- a small Katib experiment whose trials take about a second;
+- a watch on workflows that, like a client-go informer, reconnects from the last
+  resourceVersion it saw whenever its stream ends or fails.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+NS = "kubeflow-user-example-com"
+ARGO = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
+KATIB = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}"
+CLAIMS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
+FINISHED = ("Succeeded", "Failed", "Error")
+
+T = TypeVar("T")
+
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
+    """Poll ``check()`` until it returns something truthy (and return that); fail naming
+    ``what`` after ``timeout`` seconds, with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except httpx.HTTPError as exc:  # the platform may be coming back: poll again
+            last = None
+            note = repr(exc)
+        else:
+            note = ""
+            if last:
+                return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r} {note})")
+
+
+def readiness(url: str) -> tuple[int, dict[str, Any]]:
+    """``/readyz`` of a service or the gateway: (status code, body)."""
+    r = httpx.get(f"{url}/readyz", timeout=10)
+    return r.status_code, r.json()
+
+
+def unready(url: str) -> dict[str, Any] | None:
+    """The ``/readyz`` body while it says 503, else None."""
+    code, body = readiness(url)
+    return body if code == 503 else None
+
+
+def ready(url: str) -> bool:
+    return readiness(url)[0] == 200
+
+
+def create_claim(api: httpx.Client, name: str) -> dict[str, Any]:
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}},
+    }
+    r = api.post(CLAIMS, json=claim)
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def counted_workflow(name: str, claim: str, first_step_seconds: float) -> dict[str, Any]:
+    """Steps ``a`` then ``b`` each append "ran" to their own file on ``claim``; ``tally``
+    prints ``a=<lines> b=<lines>``: exactly once is ``a=1 b=1``."""
+
+    def marked(step: str, extra: str) -> dict[str, Any]:
+        return {
+            "name": step,
+            "container": {
+                "image": "alpine",
+                "command": ["sh", "-c", f"echo ran >> /m/{step}; {extra}"],
+                "volumeMounts": [{"name": "m", "mountPath": "/m"}],
+            },
+        }
+
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name, "labels": {"chaos": "mix"}},
+        "spec": {
+            "entrypoint": "main",
+            "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": claim}}],
+            "templates": [
+                {
+                    "name": "main",
+                    "steps": [
+                        [{"name": "a", "template": "a"}],
+                        [{"name": "b", "template": "b"}],
+                        [{"name": "tally", "template": "tally"}],
+                    ],
+                },
+                marked("a", f"sleep {first_step_seconds}"),
+                marked("b", "true"),
+                {
+                    "name": "tally",
+                    "script": {
+                        "image": "alpine",
+                        "command": ["sh"],
+                        "source": 'echo "a=$(wc -l < /m/a) b=$(wc -l < /m/b)"',
+                        "volumeMounts": [{"name": "m", "mountPath": "/m"}],
+                    },
+                },
+            ],
+        },
+    }
+
+
+def start_workflow(api: httpx.Client, name: str, first_step_seconds: float) -> dict[str, Any]:
+    create_claim(api, f"{name}-marks")
+    r = api.post(ARGO, json=counted_workflow(name, f"{name}-marks", first_step_seconds))
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def phase(api: httpx.Client, name: str) -> str:
+    r = api.get(f"{ARGO}/{name}")
+    if r.status_code != 200:
+        return f"HTTP {r.status_code}"
+    return str(r.json().get("status", {}).get("phase", ""))
+
+
+def running(api: httpx.Client, name: str) -> bool:
+    return phase(api, name) == "Running"
+
+
+def finished_workflow(api: httpx.Client, name: str, timeout: float) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        r = api.get(f"{ARGO}/{name}")
+        if r.status_code == 200 and r.json().get("status", {}).get("phase") in FINISHED:
+            return r.json()  # type: ignore[no-any-return]
+        return None
+
+    return wait_until(f"workflow {name} finished", done, timeout)
+
+
+def tally(workflow: dict[str, Any]) -> str:
+    """The ``tally`` step's output (``a=N b=M``)."""
+    nodes = workflow["status"]["nodes"].values()
+    found = [n for n in nodes if n.get("displayName") == "tally"]
+    assert len(found) == 1, [n.get("displayName") for n in nodes]
+    return str(found[0].get("outputs", {}).get("result", "")).strip()
+
+
+def fast_experiment(name: str, trials: int, parallel: int, seconds: float) -> dict[str, Any]:
+    """Random search over one parameter; each trial sleeps ``seconds`` and prints its loss."""
+    code = f"import sys, time; time.sleep({seconds}); print(f'loss={{float(sys.argv[1]):.5f}}')"
+    return {
+        "apiVersion": "kubeflow.org/v1beta1",
+        "kind": "Experiment",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": {"type": "minimize", "objectiveMetricName": "loss"},
+            "algorithm": {"algorithmName": "random"},
+            "maxTrialCount": trials,
+            "parallelTrialCount": parallel,
+            "parameters": [
+                {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
+            ],
+            "trialTemplate": {
+                "primaryContainerName": "main",
+                "trialParameters": [{"name": "x", "reference": "x"}],
+                "trialSpec": {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [
+                                    {
+                                        "name": "main",
+                                        "image": "python:3.11",
+                                        "command": [
+                                            sys.executable,
+                                            "-c",
+                                            code,
+                                            "${trialParameters.x}",
+                                        ],
+                                    }
+                                ],
+                            }
+                        }
+                    },
+                },
+            },
+        },
+    }
+
+
+def start_experiment(
+    api: httpx.Client, name: str, trials: int, parallel: int, seconds: float
+) -> dict[str, Any]:
+    r = api.post(f"{KATIB}/experiments", json=fast_experiment(name, trials, parallel, seconds))
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def experiment_condition(api: httpx.Client, name: str) -> tuple[str, str] | None:
+    """(type, reason) of the experiment's final condition, None while it runs."""
+    r = api.get(f"{KATIB}/experiments/{name}")
+    if r.status_code != 200:
+        return None
+    for c in reversed(r.json().get("status", {}).get("conditions", [])):
+        if c["status"] == "True" and c["type"] in ("Succeeded", "Failed"):
+            return c["type"], c.get("reason", "")
+    return None
+
+
+def trials_of(api: httpx.Client, experiment: str) -> list[dict[str, Any]]:
+    r = api.get(
+        f"{KATIB}/trials", params={"labelSelector": f"katib.kubeflow.org/experiment={experiment}"}
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["items"]  # type: ignore[no-any-return]
+
+
+@dataclass
+class WorkflowWatcher:
+    """A watch on the namespace's workflows that resumes from its last resourceVersion."""
+
+    gateway: str
+    resource_version: str
+    events: list[tuple[str, str, int, str]] = field(default_factory=list)  # type, name, rv, phase
+    reconnects: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="chaos-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop recording; the thread (a daemon) ends when its stream next yields or closes."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+    def seen(self, name: str) -> list[tuple[str, int, str]]:
+        return [(t, rv, p) for t, n, rv, p in list(self.events) if n == name]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.gateway, timeout=httpx.Timeout(10, read=30)) as client:
+            while not self._stop.is_set():
+                try:
+                    self._stream(client)
+                except (httpx.HTTPError, json.JSONDecodeError) as exc:
+                    self.failures.append(repr(exc))
+                if self._stop.wait(1.0):
+                    return
+                self.reconnects += 1
+
+    def _stream(self, client: httpx.Client) -> None:
+        params = {"watch": "1", "resourceVersion": self.resource_version, "timeoutSeconds": "60"}
+        with client.stream("GET", ARGO, params=params) as r:
+            if r.status_code != 200:
+                self.failures.append(f"HTTP {r.status_code}: {r.read()[:200]!r}")
+                return
+            for line in r.iter_lines():
+                if self._stop.is_set():
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    self.failures.append(f"ERROR event: {obj}")
+                    continue
+                rv = obj["metadata"]["resourceVersion"]
+                self.events.append(
+                    (
+                        event["type"],
+                        obj["metadata"]["name"],
+                        int(rv),
+                        str(obj.get("status", {}).get("phase", "")),
+                    )
+                )
+                self.resource_version = rv
+
+
+def committed_workflow_versions(
+    query: Callable[[str], list[tuple[Any, ...]]], after: int
+) -> list[int]:
+    """resourceVersions of every committed workflow change after ``after`` (the pipeline
+    service's outbox, which watches replay from)."""
+    rows = query(
+        "SELECT resource_version FROM pipeline.outbox WHERE kind = 'Workflow' "
+        f"AND resource_version > {int(after)} ORDER BY resource_version"
+    )
+    return [int(rv) for (rv,) in rows]
+
+
+def watch_caught_up(
+    query: Callable[[str], list[tuple[Any, ...]]], watcher: WorkflowWatcher, after: int
+) -> list[int]:
+    """Wait until the watch has the last committed workflow change; the committed list."""
+
+    def caught_up() -> list[int] | None:
+        committed = committed_workflow_versions(query, after)
+        events = list(watcher.events)
+        return committed if events and committed and events[-1][2] == committed[-1] else None
+
+    return wait_until("the watch caught up", caught_up, 60)
+
+
+def check_watch_saw_every_change(
+    watcher: WorkflowWatcher, committed: list[int], workflows: list[str]
+) -> None:
+    """The watch got every committed workflow change once, in resourceVersion order, and
+    each workflow from its ADDED to its Succeeded."""
+    rvs = [rv for _, _, rv, _ in watcher.events]
+    assert rvs == committed, (rvs, committed, watcher.failures)
+    for name in workflows:
+        seen = watcher.seen(name)
+        assert seen and seen[0][0] == "ADDED" and seen[-1][2] == "Succeeded", (name, seen)

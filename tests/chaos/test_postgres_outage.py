@@ -1,0 +1,135 @@
+"""Postgres stopped under load (every session ended, as a restart does), away for
+``OUTAGE_SECONDS``, then started again.
+
+While it is away every service says so on ``/readyz`` (503, ``database: false``), the API
+answers 503 with a Kubernetes Status, and no process exits. Once it is back, without anyone
+touching the platform: every object is still there (same uid), the workflows Succeed with
+each step run exactly once (the ``tally`` step counts), the experiment completes with the
+trials it asked for, and the watch, resumed from its last resourceVersion, saw every change
+to the workflows once and in order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import httpx
+
+from tests.chaos.conftest import OUTAGE_SECONDS, ChaosPlatform
+from tests.chaos.mix import (
+    ARGO,
+    CLAIMS,
+    KATIB,
+    WorkflowWatcher,
+    check_watch_saw_every_change,
+    experiment_condition,
+    finished_workflow,
+    readiness,
+    ready,
+    running,
+    start_experiment,
+    start_workflow,
+    tally,
+    trials_of,
+    unready,
+    wait_until,
+    watch_caught_up,
+)
+
+log = logging.getLogger(__name__)
+
+TRIALS = 8
+
+
+def _uids(api: httpx.Client) -> dict[str, str]:
+    """``path/name`` -> uid of every object the mix created."""
+    found: dict[str, str] = {}
+    for path in (ARGO, CLAIMS, f"{KATIB}/experiments", f"{KATIB}/trials"):
+        r = api.get(path)
+        assert r.status_code == 200, r.text
+        for item in r.json()["items"]:
+            found[f"{path}/{item['metadata']['name']}"] = item["metadata"]["uid"]
+    return found
+
+
+def test_postgres_outage_services_unready_then_resume_with_nothing_lost(
+    chaos_platform: ChaosPlatform,
+) -> None:
+    cp = chaos_platform
+    api = httpx.Client(base_url=cp.gateway, timeout=20)
+    listed = api.get(ARGO)
+    assert listed.status_code == 200, listed.text
+    start_rv = int(listed.json()["metadata"]["resourceVersion"])
+    watcher = WorkflowWatcher(cp.gateway, str(start_rv))
+    watcher.start()
+    try:
+        start_experiment(api, "chaos-pg", trials=TRIALS, parallel=2, seconds=3)
+        # wf-short's first step ends while Postgres is away; wf-long's outlasts the outage.
+        start_workflow(api, "wf-short", first_step_seconds=4)
+        start_workflow(api, "wf-long", first_step_seconds=OUTAGE_SECONDS + 8)
+        for name in ("wf-short", "wf-long"):
+            wait_until(f"{name} running", functools.partial(running, api, name), 60)
+        wait_until("a trial", lambda: trials_of(api, "chaos-pg"), 60)
+        before = _uids(api)
+
+        cp.pg.stop()
+        down_at = time.monotonic()
+        # Every service says it is not ready, and why; the gateway too.
+        for name, url in cp.service_urls.items():
+            body = wait_until(f"{name} not ready", functools.partial(unready, url), 20)
+            assert body["checks"] == {"database": False, "nats": True}, (name, body)
+        code, body = readiness(cp.gateway)
+        assert code == 503 and body["ready"] is False, body
+        # The API says the database is unavailable: a 503 Status, not a stack trace.
+        r = api.get(ARGO)
+        assert r.status_code == 503, r.text
+        status = r.json()
+        assert status["kind"] == "Status" and status["reason"] == "ServiceUnavailable", status
+        assert "database" in status["message"], status
+        r = api.get(f"{KATIB}/experiments/chaos-pg")
+        assert r.status_code == 503 and r.json()["kind"] == "Status", r.text
+        time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
+        assert cp.exited() == {}, {n: cp.logs(n) for n in cp.exited()}
+
+        cp.pg.start()
+        up_at = time.monotonic()
+        outage = up_at - down_at
+        for name, url in cp.service_urls.items():
+            wait_until(f"{name} ready again", functools.partial(ready, url), 60)
+        ready_after = time.monotonic() - up_at
+
+        done = {n: finished_workflow(api, n, 180) for n in ("wf-short", "wf-long")}
+        condition = wait_until(
+            "experiment finished", lambda: experiment_condition(api, "chaos-pg"), 180
+        )
+        finished_after = time.monotonic() - up_at
+        log.warning(
+            "postgres outage %.1f s: services ready %.1f s after it came back, "
+            "workflows and experiment finished %.1f s after",
+            outage,
+            ready_after,
+            finished_after,
+        )
+        after = _uids(api)
+        committed = watch_caught_up(cp.query, watcher, start_rv)
+    finally:
+        watcher.stop()
+
+    for name, wf in done.items():
+        assert wf["status"]["phase"] == "Succeeded", (name, wf["status"])
+        assert tally(wf) == "a=1 b=1", (name, tally(wf))
+    assert condition == ("Succeeded", "ExperimentMaxTrialsReached"), condition
+    trials = trials_of(api, "chaos-pg")
+    assert len(trials) == TRIALS, [t["metadata"]["name"] for t in trials]
+    for trial in trials:
+        types = {c["type"] for c in trial["status"]["conditions"] if c["status"] == "True"}
+        assert "Succeeded" in types, trial["status"]
+    lost = {k: v for k, v in before.items() if after.get(k) != v}
+    assert lost == {}, lost
+    assert cp.exited() == {}, {n: cp.logs(n) for n in cp.exited()}
+
+    # The watch: every workflow change after its start, once, in resourceVersion order, though
+    # its stream broke while Postgres was away.
+    check_watch_saw_every_change(watcher, committed, list(done))
