@@ -128,41 +128,16 @@ class ProxyFastPath:
                 return
         served: tuple[str, str] | None = None  # the InferenceService whose traffic is counted
         if match.data_plane:
-            assert match.route.dynamic_kind and match.namespace and match.name
-            base = gw.route_table.pick(match.route.dynamic_kind, match.namespace, match.name)
+            base = await self.workload_endpoint(match)
             if match.route.dynamic_kind == "inferenceservice":
-                served = (match.namespace, match.name)
-                if base is None:  # scaled to zero? held until it serves again
-                    base = await gw.activator.endpoint(match.namespace, match.name)
-            elif base is None:  # a new server's route can trail its Ready status briefly
-                base = await gw.activator.settle(
-                    match.route.dynamic_kind, match.namespace, match.name
-                )
-            if base is None:
-                raise GatewayError(
-                    503,
-                    f"{match.route.dynamic_kind} {match.namespace}/"
-                    f"{match.name} has no live endpoint",
-                    "ServiceUnavailable",
-                )
+                served = (match.namespace or "", match.name or "")
         else:
             base = settings.service_urls[match.target]
         client = scope.get("client")
         headers = gw.upstream_headers(
             scope["headers"], identity, match, client[0] if client else None
         )
-        extra: list[tuple[bytes, bytes]] | None = None
-        refreshed = scope.get("state", {}).get("set_cookie")
-        if refreshed:
-            carrier = Response()
-            login.set_session_cookie(carrier, gw, request, refreshed)
-            extra = [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
-        if match.route.dynamic_kind == "inferenceservice" or (
-            on_main_origin and match.route.dynamic_kind == "notebook" and gw.notebook_origins
-        ):
-            # A model server is an API, and a notebook answers API clients here (browsers are
-            # sent to its own origin): rendered in a browser, either gets an opaque origin.
-            extra = (extra or []) + SANDBOX_HEADERS
+        extra = self.extra_headers(request, scope, match, on_main_origin)
         if served is not None:
             gw.activity.begin(served)
         try:
@@ -180,6 +155,43 @@ class ProxyFastPath:
         finally:
             if served is not None:
                 gw.activity.end(served)
+
+    async def workload_endpoint(self, match: routes.Match) -> str:
+        """Where a data-plane request goes: a live endpoint of the notebook or model server,
+        waiting for one that is being activated from zero or is about to be routed."""
+        gw = self.gw
+        assert match.route.dynamic_kind and match.namespace and match.name
+        kind, namespace, name = match.route.dynamic_kind, match.namespace, match.name
+        base = gw.route_table.pick(kind, namespace, name)
+        if base is None and kind == "inferenceservice":  # scaled to zero? held until it serves
+            base = await gw.activator.endpoint(namespace, name)
+        elif base is None:  # a new server's route can trail its Ready status briefly
+            base = await gw.activator.settle(kind, namespace, name)
+        if base is None:
+            raise GatewayError(
+                503, f"{kind} {namespace}/{name} has no live endpoint", "ServiceUnavailable"
+            )
+        return base
+
+    def extra_headers(
+        self, request: Request, scope: Scope, match: routes.Match, on_main_origin: bool
+    ) -> list[tuple[bytes, bytes]] | None:
+        """Headers the gateway adds to the response: a refreshed session cookie, and the
+        sandbox headers for what a browser must not render with the dashboard's origin."""
+        gw = self.gw
+        extra: list[tuple[bytes, bytes]] | None = None
+        refreshed = scope.get("state", {}).get("set_cookie")
+        if refreshed:
+            carrier = Response()
+            login.set_session_cookie(carrier, gw, request, refreshed)
+            extra = [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
+        if match.route.dynamic_kind == "inferenceservice" or (
+            on_main_origin and match.route.dynamic_kind == "notebook" and gw.notebook_origins
+        ):
+            # A model server is an API, and a notebook answers API clients here (browsers are
+            # sent to its own origin): rendered in a browser, either gets an opaque origin.
+            extra = (extra or []) + SANDBOX_HEADERS
+        return extra
 
     def notebook_elsewhere(self, request: Request, match: routes.Match) -> GatewayError:
         """The 403 for a browser's write to a notebook on the main origin."""
