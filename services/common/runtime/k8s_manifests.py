@@ -63,6 +63,8 @@ TOKEN_EXPIRATION_SECONDS = 600
 READER_MOUNT = "/shipyard-volume"
 
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SECRET_KEY_BAD = re.compile(r"[^-._a-zA-Z0-9]")
 
 
@@ -112,8 +114,29 @@ def server_port(spec: WorkloadSpec) -> int:
     return DEFAULT_SERVER_PORT
 
 
+def check_labels(labels: Mapping[str, str], field: str = "labels") -> None:
+    """Kubernetes' rules for label keys and values; ValueError naming the label."""
+    for key, value in labels.items():
+        prefix, slash, name = key.rpartition("/")
+        if (
+            not name
+            or (slash and not prefix)
+            or len(name) > 63
+            or not _LABEL_NAME.match(name)
+            or (prefix and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix)))
+        ):
+            raise ValueError(f"{field}[{key!r}]: not a valid Kubernetes label key")
+        if len(value) > 63 or not _LABEL_NAME.match(value):
+            raise ValueError(
+                f"{field}[{key!r}]: {value!r} is not a valid Kubernetes label value "
+                "(at most 63 letters, digits, '-', '_' or '.', starting and ending with one "
+                "letter or digit)"
+            )
+
+
 def workload_labels(spec: WorkloadSpec) -> dict[str, str]:
     """The spec's labels plus ours (ours win: the runtime finds its objects by them)."""
+    check_labels(spec.labels)
     return {
         **spec.labels,
         **MANAGED_LABELS,
@@ -450,6 +473,7 @@ def pvc_manifest(
     labels: Mapping[str, str] | None,
     storage_class: str | None,
 ) -> dict[str, Any]:
+    check_labels(labels or {})
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "volumeMode": "Filesystem",

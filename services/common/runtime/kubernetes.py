@@ -53,6 +53,7 @@ from .k8s_manifests import (
     STOPPED_ANNOTATION,
     WORKLOAD_LABEL,
     PodOptions,
+    check_labels,
     files_secret_manifest,
     files_secret_name,
     owner_reference,
@@ -134,7 +135,7 @@ def _is_workload(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def _owned_by_workload(obj: Mapping[str, Any] | None, name: str) -> bool:
+def _made_for_a_workload(obj: Mapping[str, Any] | None) -> bool:
     labels = (obj or {}).get("metadata", {}).get("labels") or {}
     return labels.get(MANAGED_BY) == MANAGED_LABELS[MANAGED_BY] and WORKLOAD_LABEL in labels
 
@@ -253,6 +254,7 @@ class KubernetesRuntime(Runtime):
     async def apply(self, spec: WorkloadSpec | Mapping[str, Any]) -> WorkloadStatus:
         if not isinstance(spec, WorkloadSpec):
             spec = WorkloadSpec.model_validate(spec)
+        check_labels(spec.labels)  # what the API server would refuse, said with the field
         api = await self._kube()
         key = (spec.namespace, spec.name)
         async with self._lock(key):
@@ -400,7 +402,7 @@ class KubernetesRuntime(Runtime):
                 ("secrets", files_secret_name(name)),
             ):
                 path = _ns_path(namespace, kind, obj_name)
-                if _owned_by_workload(await api.get_or_none(path), name):
+                if _made_for_a_workload(await api.get_or_none(path)):
                     await api.delete(path)
 
     async def stop_all(self, label_selector: LabelSelector = None) -> builtins.list[WorkloadStatus]:
@@ -492,10 +494,10 @@ class KubernetesRuntime(Runtime):
             return
         key = (namespace, name)
         # A container that has not started has no log yet: wait for it (or for the end).
-        pod = await self._until(key, _started_or_gone, float("inf")) or pod
-        if pod is None or workload_status(pod).reason in _NEVER_RAN:
-            return
-        restarts = int(workload_status(pod).restart_count)
+        current = await self._until(key, _started_or_over, float("inf"))
+        if current is None or not _container_state(current):
+            return  # deleted, held back at apply, or stopped before it started: no log
+        restarts = workload_status(current).restart_count
         query: list[tuple[str, str | int]] = [("follow", "true")]
         if tail is not None:
             query.append(("tailLines", max(0, tail)))
@@ -646,21 +648,18 @@ class KubernetesRuntime(Runtime):
         await api.delete(f"/api/v1/namespaces/{check_namespace(namespace)}")
 
 
-#: Reasons of a pod that will never run, so has no log to follow.
-_NEVER_RAN = frozenset({"PersistentVolumeClaimNotFound", "HostPathNotAllowed", "Stopped"})
+def _container_state(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The container's state once it has started (running or terminated), else empty."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if state.get("running") or state.get("terminated"):
+            return dict(state)
+    return {}
 
 
-def _started_or_gone(pod: Mapping[str, Any] | None) -> bool:
-    if pod is None or is_finished(pod):
-        return True
-    status = workload_status(pod)
-    if status.finished:  # held back at apply, or stopped before it started
-        return True
-    state = next(
-        (cs.get("state") or {} for cs in (pod.get("status") or {}).get("containerStatuses") or []),
-        {},
-    )
-    return bool(state.get("running") or state.get("terminated"))
+def _started_or_over(pod: Mapping[str, Any] | None) -> bool:
+    """Gone, finished (held back at apply and stopped before starting included), or started."""
+    return pod is None or workload_status(pod).finished or bool(_container_state(pod))
 
 
 def _split_lines(text: str) -> builtins.list[str]:

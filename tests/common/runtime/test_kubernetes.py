@@ -609,6 +609,14 @@ async def test_ensure_namespace_makes_a_profile(
 # -- names and statuses ----------------------------------------------------------------------
 
 
+async def test_invalid_label_is_refused_with_its_name(kube: KubernetesRuntime) -> None:
+    with pytest.raises(ValueError, match=r"labels\['exp'\]"):
+        await kube.apply(job("bad", ["true"], labels={"exp": "not ok!"}))
+    with pytest.raises(ValueError, match="label key"):
+        await kube.create_volume("team", "v", labels={"/x": "y"})
+    assert await kube.list() == []
+
+
 def test_names_fit_kubernetes_limits() -> None:
     long_name = "trial-" + "x" * 100
     assert len(label_value(long_name)) <= 63 and label_value("short") == "short"
