@@ -9,6 +9,7 @@ together from migrating twice.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command, context
@@ -33,14 +34,44 @@ def _config(versions: Path, connection: Connection, schema: str, metadata: MetaD
 async def upgrade(db: Database, metadata: MetaData, versions: Path, revision: str = "head") -> None:
     """Bring ``db`` (this service's schema) up to ``revision``."""
     await db.ensure_schema()
+    await _run(db, lambda cfg: command.upgrade(cfg, revision), versions, metadata)
+
+
+async def downgrade(db: Database, metadata: MetaData, versions: Path, revision: str) -> None:
+    """Take ``db`` (this service's schema) back down to ``revision``, with the code of the
+    release that wrote the newer schema (an older release does not know its revisions).
+
+    What a newer revision added is dropped (see docs/operations.md, "Upgrades and
+    downgrades"); the objects and their history are in the kernel tables, which stay.
+    """
+    await _run(db, lambda cfg: command.downgrade(cfg, revision), versions, metadata)
+
+
+async def current_revision(db: Database) -> str | None:
+    """The schema's Alembic revision, None before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
+    async with db.engine.connect() as conn:
+
+        def read(sync: Connection) -> str | None:
+            schema = db.schema if db.is_postgres else None
+            return MigrationContext.configure(
+                sync, opts={"version_table_schema": schema}
+            ).get_current_revision()
+
+        return await conn.run_sync(read)
+
+
+async def _run(
+    db: Database, step: Callable[[Config], None], versions: Path, metadata: MetaData
+) -> None:
+    """Run one Alembic command on ``db`` under the schema's migration lock (Postgres)."""
     async with db.engine.connect() as conn:
         if db.is_postgres:
             lock = zlib.crc32(f"shipyard-migrate-{db.schema}".encode())
             await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock})
         try:
-            await conn.run_sync(
-                lambda sync: command.upgrade(_config(versions, sync, db.schema, metadata), revision)
-            )
+            await conn.run_sync(lambda sync: step(_config(versions, sync, db.schema, metadata)))
             await conn.commit()
         finally:
             if db.is_postgres:
