@@ -30,6 +30,8 @@ REQUEST_TIMEOUT = 30.0
 #: Seconds to open a stream (a watch, a followed log).
 CONNECT_TIMEOUT = 30.0
 MERGE_PATCH = "application/merge-patch+json"
+#: Bytes of one streamed line (a watch event holds one whole object: at most ~1.5 MiB).
+MAX_LINE = 8 * 1024 * 1024
 
 Query = Sequence[tuple[str, str | int]] | None
 
@@ -202,9 +204,16 @@ class KubeApi:
 
 
 async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    # readline() keeps lines of any length whole (the reader pod's output can be long).
-    while True:
-        line = await response.content.readline()
-        if not line:
-            return
-        yield line
+    """The body's lines (newline kept). A line longer than MAX_LINE comes in pieces rather
+    than filling memory (a workload may print megabytes without a newline)."""
+    pending = b""
+    async for chunk in response.content.iter_any():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+        while len(pending) > MAX_LINE:
+            yield pending[:MAX_LINE]
+            pending = pending[MAX_LINE:]
+    if pending:
+        yield pending

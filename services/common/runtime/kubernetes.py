@@ -600,7 +600,11 @@ class KubernetesRuntime(Runtime):
     async def read_file(
         self, namespace: str, claim: str, path: str, max_bytes: int = 1024 * 1024
     ) -> bytes:
-        """Through a reader pod that mounts the claim read-only; see ``k8s_reader``."""
+        """Through a reader pod that mounts the claim read-only; see ``k8s_reader``.
+
+        The pod must be able to mount the claim: a ReadWriteOnce volume in use on another
+        node keeps it Pending, and the read fails after ``SHIPYARD_KUBE_READ_TIMEOUT``.
+        """
         relative = check_path(path)
         if not await self.volume_exists(namespace, claim):
             raise VolumeNotFound(namespace, claim)

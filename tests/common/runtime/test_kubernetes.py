@@ -34,7 +34,9 @@ tests inspect the emulator's objects)::
     .venv/bin/pytest -q tests/common/runtime/test_contract.py -k kubernetes
 
 The contract's server tests connect to the Service's DNS name, so run them from inside the
-cluster's network (for instance pytest in a pod of the cluster), or deselect them with
+cluster's network: pytest in a pod labelled ``app.kubernetes.io/component: gateway`` in the
+namespace ``SHIPYARD_KUBE_PLATFORM_NAMESPACE`` names (the only pods the profile's
+NetworkPolicy lets in, where the CNI enforces it); or deselect them with
 ``-k "kubernetes and not server"``.
 """
 
@@ -49,7 +51,7 @@ import kmock
 import kubernetes_validate
 import pytest
 
-from services.common.runtime import Phase, WorkloadNotFound
+from services.common.runtime import Phase, RuntimeBackendError, WorkloadNotFound
 from services.common.runtime.k8s_manifests import (
     MANAGED_BY,
     NOT_RUNNABLE_GATE,
@@ -63,6 +65,7 @@ from services.common.runtime.k8s_manifests import (
     reader_pod_manifest,
     service_name,
 )
+from services.common.runtime.k8s_reader import check_path, decode_reader_output
 from services.common.runtime.k8s_status import service_endpoint, workload_status
 from services.common.runtime.kubernetes import KubernetesRuntime, resolve_settings
 from services.common.runtime.models import WorkloadSpec
@@ -615,6 +618,23 @@ async def test_invalid_label_is_refused_with_its_name(kube: KubernetesRuntime) -
     with pytest.raises(ValueError, match="label key"):
         await kube.create_volume("team", "v", labels={"/x": "y"})
     assert await kube.list() == []
+
+
+def test_reader_output_is_decoded_or_refused() -> None:
+    ok = "noise\nSHIPYARD-READ OK 5\naGVsbG8=\nSHIPYARD-READ END\n"
+    assert decode_reader_output(ok, "f", 10) == b"hello"
+    with pytest.raises(FileNotFoundError, match="f: a link"):
+        decode_reader_output("SHIPYARD-READ ERR notfound a link\n", "f", 10)
+    with pytest.raises(ValueError, match="larger than 10 bytes"):
+        decode_reader_output("SHIPYARD-READ ERR toolarge 10\n", "f", 10)
+    with pytest.raises(RuntimeBackendError, match="cut short"):
+        decode_reader_output("SHIPYARD-READ OK 5\naGVs\n", "f", 10)
+    with pytest.raises(RuntimeBackendError, match="cut short"):
+        decode_reader_output("SHIPYARD-READ OK 9\naGVsbG8=\nSHIPYARD-READ END\n", "f", 10)
+    assert check_path("/a/./b//c") == "a/b/c"
+    for bad in ("", "/", "a/../b", "..", "a\0b"):
+        with pytest.raises(ValueError):
+            check_path(bad)
 
 
 def test_names_fit_kubernetes_limits() -> None:
