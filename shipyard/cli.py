@@ -203,12 +203,22 @@ def cmd_delete(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, client: Client | None) -> int:
-    from shipyard.migrate import migrate_all
+    from shipyard.migrate import SERVICES, downgrade, migrate_all
 
     def progress(line: str) -> None:
         sys.stdout.write(line + "\n")
 
-    asyncio.run(migrate_all(progress=progress))
+    targets: dict[str, str] = {}
+    for item in getattr(args, "downgrade", []):
+        service, _, revision = item.partition("=")
+        if service not in SERVICES or not revision:
+            _err(f"--downgrade {item}: expected SERVICE=REVISION, SERVICE one of {SERVICES}")
+            return 2
+        targets[service] = revision
+    if targets:
+        asyncio.run(downgrade(targets, progress=progress))
+    else:
+        asyncio.run(migrate_all(progress=progress))
     return 0
 
 
@@ -269,7 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     namespaced(p)
 
-    sub.add_parser("migrate", help="run every service's database migrations")
+    p = sub.add_parser("migrate", help="run every service's database migrations")
+    p.add_argument(
+        "--downgrade",
+        action="append",
+        default=[],
+        metavar="SERVICE=REVISION",
+        help="take SERVICE's schema back down to REVISION (before running an older release; "
+        "see docs/operations.md); repeatable. Without it: every schema up to head",
+    )
 
     try:
         from shipyard import logs

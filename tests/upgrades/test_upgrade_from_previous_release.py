@@ -258,19 +258,34 @@ async def upgrade_and_check(url: str, before: dict[str, Any]) -> dict[str, Any]:
     return written
 
 
-async def downgrade_to(url: str, revisions: dict[str, str]) -> None:
-    for name in SERVICES:
-        _, tables, versions = _service(name)
-        db = Database(url, schema=name)
-        try:
-            await migrate.downgrade(db, tables.metadata, versions, revisions[name])
-            assert await migrate.current_revision(db) == revisions[name]
-            if name == "pipeline" and revisions[name] < "0003":  # what 0003 added is gone
-                async with db.sessions() as s:
-                    found = await s.scalar(text("SELECT to_regclass('pipeline.kfp_artifacts')"))
-                assert found is None
-        finally:
-            await db.dispose()
+def downgrade_to(url: str, revisions: dict[str, str]) -> str:
+    """``shipyard migrate --downgrade SERVICE=REVISION ...``, as an operator runs it; its
+    output. Then each schema is at its revision."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")},
+        "SHIPYARD_DATABASE_URL": url,
+    }
+    argv = [sys.executable, "-c", "import sys; from shipyard.cli import main; sys.exit(main())"]
+    argv.append("migrate")
+    for name, revision in revisions.items():
+        argv += ["--downgrade", f"{name}={revision}"]
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    async def check() -> None:
+        for name in SERVICES:
+            db = Database(url, schema=name)
+            try:
+                assert await migrate.current_revision(db) == revisions[name]
+                if name == "pipeline" and revisions[name] < "0003":  # what 0003 added is gone
+                    async with db.sessions() as s:
+                        found = await s.scalar(text("SELECT to_regclass('pipeline.kfp_artifacts')"))
+                    assert found is None
+            finally:
+                await db.dispose()
+
+    asyncio.run(check())
+    return done.stdout
 
 
 def test_upgrade_from_previous_release_keeps_objects_and_watch_history(
@@ -286,7 +301,8 @@ def test_upgrade_from_previous_release_keeps_objects_and_watch_history(
 
     # Back to the previous release: today's code downgrades, the previous release starts
     # on the result (its start-up migrates to its own head) and reads every object.
-    asyncio.run(downgrade_to(database, before["revisions"]))
+    said = downgrade_to(database, before["revisions"])
+    assert "pipeline: 0003 -> 0002" in said or "pipeline" not in changed, said
     after = run_previous(previous_tree, "read", database)
     assert after["revisions"] == before["revisions"]
     for name in SERVICES:
