@@ -56,6 +56,7 @@ from .k8s_manifests import (
     check_labels,
     files_secret_manifest,
     files_secret_name,
+    label_value,
     owner_reference,
     pod_manifest,
     pvc_manifest,
@@ -135,9 +136,12 @@ def _is_workload(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def _made_for_a_workload(obj: Mapping[str, Any] | None) -> bool:
+def _made_for(obj: Mapping[str, Any] | None, name: str) -> bool:
+    """True for a Service or Secret this runtime made for the workload ``name``."""
     labels = (obj or {}).get("metadata", {}).get("labels") or {}
-    return labels.get(MANAGED_BY) == MANAGED_LABELS[MANAGED_BY] and WORKLOAD_LABEL in labels
+    return labels.get(MANAGED_BY) == MANAGED_LABELS[MANAGED_BY] and labels.get(
+        WORKLOAD_LABEL
+    ) == label_value(name)
 
 
 def _claims(pod: Mapping[str, Any]) -> set[str]:
@@ -259,6 +263,11 @@ class KubernetesRuntime(Runtime):
         key = (spec.namespace, spec.name)
         async with self._lock(key):
             existing = await self._read_pod(*key)
+            if existing is not None and not _is_workload(existing):
+                raise RuntimeBackendError(
+                    f"pod {spec.namespace}/{spec.name} exists and was not made by shipyard; "
+                    "choose another name"
+                )
             if existing is not None:
                 return workload_status(existing, self.endpoint_for)
             failure = await self._unrunnable(spec)
@@ -402,7 +411,7 @@ class KubernetesRuntime(Runtime):
                 ("secrets", files_secret_name(name)),
             ):
                 path = _ns_path(namespace, kind, obj_name)
-                if _made_for_a_workload(await api.get_or_none(path)):
+                if _made_for(await api.get_or_none(path), name):
                     await api.delete(path)
 
     async def stop_all(self, label_selector: LabelSelector = None) -> builtins.list[WorkloadStatus]:

@@ -254,18 +254,23 @@ async def test_delete_kills_process_tree(runtime: Runtime, namespace: str) -> No
 
 
 async def eventually_readable(
-    runtime: Runtime, namespace: str, claim: str, path: str, within: float = 20
+    runtime: Runtime,
+    namespace: str,
+    claim: str,
+    path: str,
+    containing: bytes = b"",
+    within: float = 20,
 ) -> bytes:
-    """The file once a workload has written something into it (a file another process
-    writes: nothing to await but the file itself)."""
+    """The file once a workload has written into it (``containing``, if given): a file
+    another process writes has nothing to await but the file itself."""
     end = time.monotonic() + within
     while True:
         try:
             data = await runtime.read_file(namespace, claim, path)
         except FileNotFoundError:
             data = b""
-        if data or time.monotonic() > end:
-            assert data, f"{path} never appeared in {claim}"
+        if (data and containing in data) or time.monotonic() > end:
+            assert data and containing in data, f"{path} in {claim}: {data!r}"
             return data
         await asyncio.sleep(0.1)
 
@@ -437,7 +442,7 @@ async def test_adopt_after_restart(backend: Backend, runtime: Runtime, namespace
     quick = "echo quick >> /runs/ran; exit 3"
     await runtime.apply(job(namespace, "slow", ["sh", "-c", slow], **with_claim("runs", "/runs")))
     await runtime.apply(job(namespace, "quick", ["sh", "-c", quick], **with_claim("runs", "/runs")))
-    assert b"slow" in await eventually_readable(runtime, namespace, "runs", "ran")
+    await eventually_readable(runtime, namespace, "runs", "ran", containing=b"slow")
     assert not (await runtime.status(namespace, "slow")).finished
     await runtime.close()  # a rolling restart: workloads keep running
 

@@ -491,6 +491,10 @@ async def test_adoption_by_labels_after_restart(cluster: EmulatedCluster) -> Non
         assert [s.name for s in await second.list({"exp": "e1"})] == ["long"]
         with pytest.raises(WorkloadNotFound):
             await second.status("team", "foreign")
+        with pytest.raises(RuntimeBackendError, match="not made by shipyard"):
+            await second.apply(job("foreign", ["true"]))
+        await second.delete("team", "foreign")  # not ours: left alone
+        assert stored(cluster, "Pod", "team", "foreign") is not None
         await second.delete("team", "long")
         assert stored(cluster, "Pod", "team", "long") is None
     finally:
