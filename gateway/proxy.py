@@ -252,8 +252,10 @@ async def relay_response(
     if whole is not None:  # the common case: a small response, relayed in one send
         await send({"type": "http.response.body", "body": whole, "more_body": False})
         return
-    # A stream (watch, log follow, large download): stop relaying when the client leaves,
-    # which uvicorn only reports through ``receive``.
+    # A stream (watch, log follow, large download): it may last for hours, so it no longer
+    # counts against the endpoint's limit of concurrent requests; stop relaying when the
+    # client leaves, which uvicorn only reports through ``receive``.
+    resp.long_running()
     watcher = asyncio.ensure_future(_until_disconnect(receive))
 
     def on_disconnect(task: asyncio.Future[Any]) -> None:

@@ -311,7 +311,7 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """A response whose head has arrived; read the body, then ``close`` (always)."""
 
-    __slots__ = ("status", "headers", "_conn", "_pool", "_key", "_read_timeout", "_done")
+    __slots__ = ("status", "headers", "_conn", "_pool", "_key", "_read_timeout", "_done", "_slot")
 
     def __init__(
         self, conn: _Connection, pool: UpstreamPool, key: str, read_timeout: float
@@ -323,6 +323,19 @@ class UpstreamResponse:
         self._key = key
         self._read_timeout = read_timeout
         self._done = False
+        self._slot = True  # counted against the endpoint's max_connections_per_host
+
+    def long_running(self) -> None:
+        """Stop counting this response against its endpoint's limit of concurrent requests.
+
+        A watch or a log follow holds its connection for minutes or hours. Counted, 512
+        watches on one service left no slot for any other request to it: each waited
+        ``connect_timeout`` and got a 504 (bench/bench_load.py). The Kubernetes API server
+        likewise leaves long-running requests out of its max-requests-inflight limit.
+        """
+        if self._slot:
+            self._slot = False
+            self._pool._release_slot(self._key)
 
     def complete_body(self) -> bytes | None:
         """The whole body when it is already here (no waiting), else None: stream it."""
@@ -365,7 +378,7 @@ class UpstreamResponse:
         if self._done:
             return
         self._done = True
-        self._pool._release(self._key, self._conn)
+        self._pool._release(self._key, self._conn, slot=self._slot)
 
 
 class _HostPool:
@@ -533,12 +546,18 @@ class UpstreamPool:
         self.connections_opened += 1
         return proto, False
 
-    def _release(self, key: str, conn: _Connection) -> None:
+    def _release_slot(self, key: str) -> None:
+        hp = self._hosts.get(key)
+        if hp is not None:
+            hp.slots.release()
+
+    def _release(self, key: str, conn: _Connection, slot: bool = True) -> None:
         hp = self._hosts.get(key)
         if hp is None:
             conn.abort()
             return
-        hp.slots.release()
+        if slot:
+            hp.slots.release()
         if conn.reusable() and len(hp.idle) < self.max_idle_per_host:
             conn.idle_since = time.monotonic()
             hp.idle.append(conn)

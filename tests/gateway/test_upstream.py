@@ -261,6 +261,42 @@ async def test_request_kept_alive_connection_closed_is_not_retried_for_post() ->
     await pool.aclose()
 
 
+async def test_request_long_running_response_frees_its_slot() -> None:
+    """A watch stream leaves its endpoint's request limit; every other request still counts."""
+    end_stream = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        line, _, _ = await read_request(reader)
+        if "/watch" in line:
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            await writer.drain()
+            await end_stream.wait()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return
+        await asyncio.sleep(0.05)
+        writer.write(ok())
+        await writer.drain()
+
+    pool = UpstreamPool(connect_timeout=0.3, read_timeout=5, max_connections_per_host=1)
+    async with RawServer(handler) as server:
+        watch = await pool.request("GET", server.url, b"/watch", [])
+        with pytest.raises(UpstreamTimeout, match="too many concurrent"):
+            await pool.request("GET", server.url, b"/other", [])  # the watch holds the slot
+        watch.long_running()
+        watch.long_running()  # idempotent: releases the slot once
+        assert await read_all(pool, "GET", server.url) == (200, b"ok")
+        end_stream.set()
+        assert await watch.read_chunk() == b"first"
+        assert await watch.read_chunk() is None
+        watch.close()  # gives back no slot a second time: the limit is still one request
+        held = await pool.request("GET", server.url, b"/held", [])
+        with pytest.raises(UpstreamTimeout, match="too many concurrent"):
+            await pool.request("GET", server.url, b"/other", [])
+        held.close()
+    await pool.aclose()
+
+
 async def test_request_silent_upstream_times_out() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         await read_request(reader)
