@@ -28,20 +28,13 @@ from services.common.auth import IdentityDep, authorize
 from services.common.errors import ApiError, Cause
 from services.common.resources.api import read_body
 from services.common.resources.store import sort_by_creation
-from services.common.runtime import Runtime, WorkloadNotFound
+from services.common.runtime import WorkloadNotFound
 
 BASE = "/apis/kubeflow.org/v1beta1/namespaces/{namespace}"
 TRIALS = "trials.kubeflow.org"
 MAX_PUSH_METRICS = 1000
 
 router = APIRouter(tags=["automl"])
-
-
-def _runtime(ctx: ServiceContext) -> Runtime:
-    runtime = ctx.extras.get("runtime")
-    if runtime is None:
-        raise ApiError(503, "the automl runtime is not running yet")
-    return runtime  # type: ignore[no-any-return]
 
 
 def _time(raw: str | None, name: str) -> datetime | None:
@@ -173,7 +166,7 @@ async def read_trial_log(
     authorize(identity, "get", namespace, TRIALS)
     ctx = context(request)
     await ctx.store.get(TRIAL, namespace, name)
-    runtime = _runtime(ctx)
+    runtime = ctx.runtime
     follow = request.query_params.get("follow") in ("1", "true", "True")
     tail_raw = request.query_params.get("tailLines")
     try:

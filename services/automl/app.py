@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +21,16 @@ from services.automl.tables import metadata
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.events.consumer import Consumer
 from services.common.events.streams import stream_name
-from services.common.runtime import get_runtime
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 
 
-class _RuntimeCloser:
-    """Releases the runtime's own resources at shutdown; trial workloads keep running."""
+@dataclass
+class AutoMLContext(ServiceContext):
+    """Set by ``create_app`` when the service starts (None before)."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
-        self.ctx = ctx
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        runtime = self.ctx.extras.pop("runtime", None)
-        if runtime is not None:
-            await runtime.close()
+    controller: AutoMLController | None = None
+    leader: LeaderElection | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     push_key = load_key(settings.state_dir)
 
     async def components(ctx: ServiceContext) -> Sequence[Lifecycle]:
+        assert isinstance(ctx, AutoMLContext)
+
         async def admit_experiment(
             session: AsyncSession, new: dict[str, Any], current: dict[str, Any] | None
         ) -> None:
@@ -54,16 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         ctx.store.add_admission(EXPERIMENT, admit_experiment)
         ctx.store.add_admission(CONFIG_MAP, configmaps.admit_config_map)
-        runtime = get_runtime(settings)
-        ctx.extras["runtime"] = runtime
-        controller = AutoMLController(
-            ctx.store, ctx.db, metadata.tables["outbox"], runtime, settings, push_key
+        ctx.controller = controller = AutoMLController(
+            ctx.store, ctx.db, metadata.tables["outbox"], ctx.runtime, settings, push_key
         )
-        ctx.extras["controller"] = controller
         # Only the replica holding the lock runs the controller (see leader.py).
-        election = LeaderElection(ctx.db, controller, "experiment-controller")
+        ctx.leader = election = LeaderElection(ctx.db, controller, "experiment-controller")
         controller.fence = election.fence
-        ctx.extras["leader"] = election
         consumer = Consumer(
             ctx.db,
             metadata.tables["inbox"],
@@ -74,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             message_type=events.MESSAGE_TYPES,
             handler=events.experiment_waker(controller.enqueue, controller.completed_here),
         )
-        return [_RuntimeCloser(ctx), election, consumer]
+        return [election, consumer]
 
     app = build_service(
         "automl",
@@ -84,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kinds=KINDS,
         routers=[api.router],
         components=components,
+        context=AutoMLContext,
     )
     app.add_middleware(TrialTokenMiddleware, push_app=api.push_app(app.state.ctx), key=push_key)
     return app

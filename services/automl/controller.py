@@ -57,7 +57,6 @@ from services.automl.status import (
 )
 from services.automl.tables import observation_logs
 from services.automl.template import (
-    SERVICE_LABEL,
     TRIAL_LABEL,
     TemplateError,
     job_workload,
@@ -69,7 +68,13 @@ from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import ResourceKind, ResourceStore, WatchEvent
 from services.common.resources.store import owned_by, owner_reference, sort_by_creation
-from services.common.runtime import Runtime, RuntimeBackendError, VolumeNotFound, WorkloadNotFound
+from services.common.runtime import (
+    SERVICE_LABEL,
+    Runtime,
+    RuntimeBackendError,
+    VolumeNotFound,
+    WorkloadNotFound,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from services.automl.validation import TRIAL_PARAM_RE
 from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
+from services.common.runtime import SERVICE_LABEL, placement
 
-SERVICE_LABEL = "shipyard.io/service"
 TRIAL_LABEL = "katib.kubeflow.org/trial"
 WORKLOAD_PREFIX = "automl-"
 _META_RE = re.compile(r"^\$\{trialSpec\.(\w+)(?:\[([^\]]+)\])?\}$")
@@ -174,4 +174,5 @@ def job_workload(
         spec["terminationGracePeriodSeconds"] = float(pod["terminationGracePeriodSeconds"])
     spec["labels"] = {**labels, SERVICE_LABEL: "automl", TRIAL_LABEL: trial_name}
     spec["owner"] = f"trials/{namespace}/{trial_name}"
+    spec.update(placement(pod, container))
     return spec

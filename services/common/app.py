@@ -32,12 +32,10 @@ from services.common.identity import AssertionVerifier
 from services.common.objectstore import ObjectStore
 from services.common.observability import RequestContextMiddleware, health_router
 from services.common.resources import ResourceKind, ResourceStore, resource_router
-from services.common.runtime import Runtime, get_runtime
+from services.common.runtime import SERVICE_LABEL, Runtime, get_runtime
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
-
-SERVICE_LABEL = "shipyard.io/service"
 
 
 class Lifecycle(Protocol):
@@ -49,7 +47,12 @@ class Lifecycle(Protocol):
 
 @dataclass
 class ServiceContext:
-    """What a running service holds; handlers reach it through ``request.app.state.ctx``."""
+    """What a running service holds; handlers reach it through ``request.app.state.ctx``.
+
+    Every field is typed. A service with parts of its own (the pipeline's artifact repository,
+    KFP stores and scheduler; the automl controller) subclasses it with typed fields and hands
+    the subclass to :func:`build_service` (``context=``); there is no string-keyed bag.
+    """
 
     name: str
     settings: ServiceSettings
@@ -59,7 +62,6 @@ class ServiceContext:
     store: ResourceStore
     relay: OutboxRelay
     components: list[Lifecycle] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
     _runtime: Runtime | None = None
     _objects: ObjectStore | None = None
 
@@ -140,6 +142,7 @@ def build_service(
     components: ComponentFactory | None = None,
     error_renderers: Sequence[tuple[str, ErrorRenderer]] = (),
     verifier: AssertionVerifier | None = None,
+    context: type[ServiceContext] = ServiceContext,
 ) -> FastAPI:
     """A FastAPI app for service ``name`` serving ``kinds`` plus its own ``routers``."""
     db = Database(settings.resolved_database_url(), schema=name)
@@ -152,7 +155,7 @@ def build_service(
         stage_event=stage_event,
         live_events=nats_live_events(bus),
     )
-    ctx = ServiceContext(name, settings, db, metadata, bus, store, relay)
+    ctx = context(name, settings, db, metadata, bus, store, relay)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -32,12 +32,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.app import SERVICE_LABEL
 from services.common.controller import Controller, Key
 from services.common.dataplane import notebook_token
 from services.common.resources import ResourceKind, ResourceStore, WatchEvent
 from services.common.resources.store import now_rfc3339
-from services.common.runtime import Phase, Runtime, WorkloadNotFound, WorkloadStatus
+from services.common.runtime import SERVICE_LABEL, Phase, Runtime, WorkloadNotFound, WorkloadStatus
 from services.notebook.models import NOTEBOOK, PVC
 from services.notebook.workload import (
     GENERATION_LABEL,

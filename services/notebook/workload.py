@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.app import SERVICE_LABEL
 from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
-from services.common.runtime import WorkloadSpec
+from services.common.runtime import SERVICE_LABEL, WorkloadSpec, placement
 
 WORKLOAD_PREFIX = "nb-"
 NAME_LABEL = "notebook-name"
@@ -159,6 +158,7 @@ def build_workload(notebook: dict[str, Any], token: str) -> WorkloadSpec:
                     for m in mounts
                 ],
                 "volumes": volumes,
+                **placement(pod, container),
                 "readinessProbe": {
                     # Jupyter's one unauthenticated API (the probe carries no token).
                     "httpGet": {"path": f"{prefix(ns, name)}/api"},

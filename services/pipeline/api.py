@@ -37,7 +37,7 @@ def pod_nodes(wf: dict[str, Any], step: str | None) -> list[dict[str, Any]]:
 async def log_lines(
     request: Request, wf: dict[str, Any], step: str | None, follow: bool, tail: int | None
 ) -> AsyncIterator[tuple[dict[str, Any], str]]:
-    runtime = context(request).extras["runtime"]
+    runtime = context(request).runtime
     nodes = pod_nodes(wf, step)
     for node in nodes:
         try:

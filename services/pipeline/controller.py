@@ -30,14 +30,14 @@ from typing import Any
 from services.common.errors import ApiError
 from services.common.events.outbox import stage_event
 from services.common.resources import ResourceKind
-from services.common.runtime import Runtime
+from services.common.runtime import SERVICE_LABEL, Runtime
 from services.pipeline import events
 from services.pipeline.artifacts import ArtifactRepository
 from services.pipeline.cache import StepCache
 from services.pipeline.engine import Engine, PassResult, TemplateBook
 from services.pipeline.models import FINALIZER, RETRY_ANNOTATION, WORKFLOW, WORKFLOW_TEMPLATE
 from services.pipeline.nodes import FAILED, now_iso
-from services.pipeline.runner import SERVICE_LABEL, RuntimeRunner
+from services.pipeline.runner import RuntimeRunner
 
 log = logging.getLogger(__name__)
 

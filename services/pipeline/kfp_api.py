@@ -24,10 +24,11 @@ from services.common.settings import SINGLE_USER_NAMESPACE
 from services.pipeline.argo_api import _GRPC_CODES
 from services.pipeline.artifact_api import artifact_key, store_errors
 from services.pipeline.artifact_records import delete_run_artifacts
+from services.pipeline.context import kfp_runs, kfp_store
 from services.pipeline.cron import parse_schedule
 from services.pipeline.kfp_ir import is_ir, split_package
-from services.pipeline.kfp_runs import FINAL_STATES, RUN_SOURCE_FIELDS, RunService, run_state
-from services.pipeline.kfp_store import KfpStore, new_id, paginate, parse_filter, rfc3339
+from services.pipeline.kfp_runs import FINAL_STATES, RUN_SOURCE_FIELDS, run_state
+from services.pipeline.kfp_store import new_id, paginate, parse_filter, rfc3339
 from services.pipeline.models import WORKFLOW
 from services.pipeline.retry import request_retry
 
@@ -45,12 +46,8 @@ def render_kfp_error(err: ApiError) -> dict[str, Any]:
     return {"error": message, "code": code, "message": message, "details": []}
 
 
-def _kfp(request: Request) -> KfpStore:
-    return context(request).extras["kfp_store"]  # type: ignore[no-any-return]
-
-
-def _runs(request: Request) -> RunService:
-    return context(request).extras["kfp_runs"]  # type: ignore[no-any-return]
+_kfp = kfp_store
+_runs = kfp_runs
 
 
 def _namespace(request: Request, identity: Any, given: str | None = None) -> str:

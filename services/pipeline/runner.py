@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from services.common.objectstore import ObjectStoreError
-from services.common.runtime import Runtime, WorkloadNotFound, WorkloadStatus
+from services.common.runtime import (
+    SERVICE_LABEL,
+    Runtime,
+    WorkloadNotFound,
+    WorkloadStatus,
+    placement,
+)
 from services.pipeline.artifacts import (
     MAX_URL_TTL,
     ArtifactRepository,
@@ -44,7 +50,6 @@ PLAN_DIR = "/var/run/shipyard/step"  # read-only files the runtime places: plan,
 STEPWRAP = f"{PLAN_DIR}/stepwrap.py"
 STEPWRAP_SOURCE = Path(__file__).with_name("stepwrap.py").read_text()
 REPORT = "result.json"  # the step's report, uploaded by stepwrap (ArtifactRepository.state_key)
-SERVICE_LABEL = "shipyard.io/service"
 WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
 UID_LABEL = "pipeline.shipyard.io/workflow-uid"
 NODE_LABEL = "pipeline.shipyard.io/node"
@@ -242,6 +247,7 @@ class RuntimeRunner:
             ],
             "volumes": vols,
             "files": files,
+            **placement(tmpl, container, defaults=wf.get("spec") or {}),
             "activeDeadlineSeconds": _deadline(tmpl),
             "terminationGracePeriodSeconds": 2,
             "labels": labels,

@@ -149,6 +149,7 @@ class Container(_M):
     working_dir: str | None = None
     volume_mounts: list[VolumeMount] | None = None
     resources: Resources | None = None
+    env_from: list[dict[str, Any]] | None = None
 
     @field_validator("command", "args", mode="before")
     @classmethod
@@ -292,6 +293,11 @@ class Template(_M):
     metadata: TemplateMetadata | None = None
     memoize: Memoize | None = None
     fail_fast: bool | None = None
+    # Placement, as Argo has it per template (the Workflow's spec gives the defaults); the
+    # Kubernetes runtime puts them on the step's Pod.
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
 
     @field_validator("active_deadline_seconds", mode="before")
     @classmethod
@@ -328,6 +334,10 @@ class WorkflowSpec(_M):
     suspend: bool | None = None
     shutdown: str | None = None
     service_account_name: str | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    image_pull_secrets: list[dict[str, Any]] | None = None
     workflow_template_ref: WorkflowTemplateRef | None = None
     ttl_strategy: dict[str, Any] | None = None
     pod_gc: dict[str, Any] | None = None

@@ -66,7 +66,7 @@ async def test_two_replicas_one_leader_takes_over(
             events_durable=durable,
         )
         replicas.append((settings, *await start_automl(settings)))
-    elections = [app.state.ctx.extras["leader"] for _, _, _, app in replicas]
+    elections = [app.state.ctx.leader for _, _, _, app in replicas]
     await _wait_for(lambda: any(e.is_leader for e in elections))
     await asyncio.sleep(1.5)  # a standby retries every second: it must still not lead
     assert sum(e.is_leader for e in elections) == 1

@@ -149,7 +149,7 @@ async def test_early_stop_medianstop(automl: AutoML) -> None:
     assert rule["comparison"] == "LESS" and abs(float(rule["value"]) - 0.85) < 1e-9
     start = bad["status"]["startTime"]
     assert start and bad["status"]["completionTime"]
-    runtime = automl.app.state.ctx.extras["runtime"]
+    runtime = automl.app.state.ctx.runtime
     status = await runtime.status(bad["metadata"]["namespace"], f"automl-{bad['metadata']['name']}")
     assert (status.finish_time - status.start_time).total_seconds() < 8  # not the full 10 s
 
@@ -166,7 +166,7 @@ async def test_delete_experiment_cleans_up(automl: AutoML) -> None:
             parallelTrialCount=2,
         ),
     )
-    runtime = automl.app.state.ctx.extras["runtime"]
+    runtime = automl.app.state.ctx.runtime
 
     async def running() -> int:
         statuses = await runtime.list({"katib.kubeflow.org/experiment": name})

@@ -22,7 +22,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 
 async def workload_intervals(automl: AutoML, experiment: str) -> list[tuple[float, float]]:
-    runtime = automl.app.state.ctx.extras["runtime"]
+    runtime = automl.app.state.ctx.runtime
     statuses = await runtime.list({"katib.kubeflow.org/experiment": experiment})
     return [
         (s.start_time.timestamp(), s.finish_time.timestamp())

@@ -98,7 +98,7 @@ class PipelineService(WorkflowDoor):
 
     @property
     def runtime(self) -> Any:
-        return self.app.state.ctx.extras["runtime"]
+        return self.app.state.ctx.runtime
 
 
 @dataclass

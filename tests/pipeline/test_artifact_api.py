@@ -296,7 +296,7 @@ async def test_read_run_artifact_from_store(service: InProcessService, store: Ob
         name="wfr",
     )
     run_id = str(uuid.uuid4())
-    await service.app.state.ctx.extras["kfp_store"].insert(
+    await service.app.state.ctx.kfp_store.insert(
         "kfp_runs",
         id=run_id,
         namespace=ns,

@@ -360,7 +360,7 @@ async def test_http_input_artifact_is_fetched_by_the_service_ssrf_checked(
 
         from services.common.fetch import AllowedHosts
 
-        repo = pipeline.app.state.ctx.extras["artifacts"]
+        repo = pipeline.app.state.ctx.artifacts
         monkeypatch.setattr(repo, "allowed_hosts", AllowedHosts.parse(f"127.0.0.1:{files.port}"))
         done = await pipeline.run(namespace, _http_reader(f"{base}/plain.txt"))
         assert done["status"]["phase"] == "Succeeded", done["status"]
@@ -506,7 +506,7 @@ async def test_kfp_importer_copies_an_http_url_into_the_store(
         messages = " ".join(n.get("message") or "" for n in refused["status"]["nodes"].values())
         assert "127.0.0.1" in messages, messages
         assert files.gets == 0
-        repo = pipeline.app.state.ctx.extras["artifacts"]
+        repo = pipeline.app.state.ctx.artifacts
         monkeypatch.setattr(repo, "allowed_hosts", AllowedHosts.parse(f"127.0.0.1:{files.port}"))
         done = await pipeline.run(namespace, body)
         assert done["status"]["phase"] == "Succeeded", done["status"]

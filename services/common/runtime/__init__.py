@@ -6,7 +6,7 @@ Start with :func:`get_runtime` and the contract in :mod:`services.common.runtime
 from .base import Runtime
 from .config import RUNTIME_CLASSES, RuntimeSettings, get_runtime, register_runtime
 from .errors import RuntimeBackendError, VolumeNotFound, WorkloadNotFound
-from .labels import LabelSelector, parse_selector
+from .labels import SERVICE_LABEL, LabelSelector, parse_selector
 from .local import LocalRuntime
 from .models import (
     EnvVar,
@@ -19,8 +19,10 @@ from .models import (
     WorkloadSpec,
     WorkloadStatus,
 )
+from .placement import placement
 
 __all__ = [
+    "SERVICE_LABEL",
     "RUNTIME_CLASSES",
     "EnvVar",
     "LabelSelector",
@@ -41,4 +43,5 @@ __all__ = [
     "get_runtime",
     "register_runtime",
     "parse_selector",
+    "placement",
 ]

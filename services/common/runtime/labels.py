@@ -7,6 +7,9 @@ from collections.abc import Callable, Mapping
 
 LabelSelector = Mapping[str, str] | str | None
 
+#: The label every workload carries with the name of the service that runs it (adoption,
+#: orderly shutdown, `shipyard get` of a service's workloads). Defined here, once.
+SERVICE_LABEL = "shipyard.io/service"
 _SET_RE = re.compile(r"^\s*([^\s!=(),]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 
 
