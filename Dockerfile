@@ -9,9 +9,11 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies first, pinned by constraints.txt, so source edits do not reinstall them.
+# Dependencies first, pinned by constraints.txt, so source edits do not reinstall them: the base
+# set and the `kubernetes` extra (kubernetes-asyncio: SHIPYARD_RUNTIME=kubernetes, the chart's
+# default).
 COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['kubernetes']))" > /tmp/requirements.txt \
  && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
 
 COPY . .

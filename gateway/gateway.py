@@ -36,7 +36,7 @@ from .errors import GatewayError
 from .notebook_origin import COOKIE_NAME as NOTEBOOK_COOKIE
 from .notebook_origin import NotebookOrigins
 from .oidc import OIDCProvider
-from .profiles import ProfileStore
+from .profiles import ProfileStore, namespace_sync_for
 from .proxy import data_plane_headers, forward_headers, forward_websocket
 from .ratelimit import RateLimiter
 from .revocations import SessionRevocations
@@ -82,7 +82,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.resolved_database_url(), "gateway")
-        self.store = ProfileStore(self.db)
+        self.store = ProfileStore(self.db, namespaces=namespace_sync_for(settings))
         self.authz = Authorizer(self.store, settings.admins)
         private_pem = settings.private_key_pem()
         self.signer = AssertionSigner(private_pem)
