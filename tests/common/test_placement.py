@@ -71,7 +71,7 @@ def test_a_trials_job_places_its_pod() -> None:
 
 
 async def test_an_argo_step_takes_its_template_then_the_workflows_placement() -> None:
-    spec = {
+    spec: dict[str, Any] = {
         "entrypoint": "main",
         "nodeSelector": {"pool": "default"},
         "tolerations": TOLERATE_GPU,
