@@ -56,10 +56,13 @@ loadgen:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } || \
 	  echo "warning: wrk not installed; HTTP benchmarks use a Python client" >&2
 
-# The browser login test drives Debian's chromium; a machine without apt gets a skip that says so.
+# The browser tests drive Debian's chromium. A machine without apt gets a skip that says so;
+# in CI (CI=true) a missing browser fails instead, since its tests would skip.
 .PHONY: browser
 browser:
-	@$(MAKE) --no-print-directory install-browser || echo "warning: chromium not installed; the browser login test will be skipped" >&2
+	@$(MAKE) --no-print-directory install-browser || { \
+	  if [ "$${CI:-}" = true ]; then echo "error: chromium could not be installed (CI=true)" >&2; exit 1; fi; \
+	  echo "warning: chromium not installed; the browser tests will be skipped" >&2; }
 
 install-browser: ## Debian chromium, for browser end-to-end tests
 	@if command -v chromium >/dev/null; then exit 0; fi; \

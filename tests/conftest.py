@@ -325,3 +325,41 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSeawe
 
     with running(tmp_path_factory.mktemp("seaweedfs")) as (embedded, pid):
         yield RunningSeaweedFS(embedded.config, dict(embedded.ports), pid)
+
+
+# -- an unexpected skip fails CI ---------------------------------------------------------------
+
+#: Skips CI accepts, by a fragment of their reason, each with why it is acceptable. Empty: in CI
+#: (``CI=true``, where `make test` installs chromium and everything else) nothing may skip.
+ALLOWED_SKIPS: dict[str, str] = {}
+_skipped: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""
+        _skipped.append((report.nodeid, reason))
+
+
+def unexpected_skips(skipped: list[tuple[str, str]]) -> list[str]:
+    return [
+        f"{nodeid}: {reason}"
+        for nodeid, reason in skipped
+        if not any(fragment in reason for fragment in ALLOWED_SKIPS)
+    ]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("CI") != "true":
+        return
+    unexpected = unexpected_skips(_skipped)
+    if unexpected:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "CI=true: unexpected skips fail the run (tests/conftest.py ALLOWED_SKIPS):",
+                red=True,
+            )
+            for line in unexpected:
+                reporter.write_line(f"  {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
