@@ -195,7 +195,10 @@ class InferenceServiceController(Controller):
     async def workload_for(
         self, isvc: dict[str, Any], number: int, digest: str, replica: int = 0
     ) -> WorkloadSpec:
-        """The server workload of one revision (its replica ``replica``)."""
+        """The server workload of one revision (its replica ``replica``). Replica 0 starts a
+        revision (new, activated from zero, restarted after a stop), the others join it; so
+        for replica 0 a model used in place is looked at again (ModelCache.resolve's
+        ``renew``), and the others get what it got."""
         meta, predictor = isvc["metadata"], isvc["spec"]["predictor"]
         ns, name = meta["namespace"], meta["name"]
         rev = revision_name(name, number)
@@ -231,6 +234,7 @@ class InferenceServiceController(Controller):
                 self.models,
                 digest,
                 await self._credentials(ns, predictor, block["storageUri"]),
+                renew=replica == 0,
             )
             protocol = block.get("protocolVersion") or "v1"
             probe_path = "/v2/health/ready" if protocol == "v2" else f"/v1/models/{name}"

@@ -144,6 +144,8 @@ class StoredModel:
     objects: tuple[ModelObject, ...]
     file: str | None
     version: str
+    #: Used where the tenant keeps it (not a copy): it may be overwritten there.
+    in_place: bool = False
 
     @property
     def size(self) -> int:
@@ -252,17 +254,26 @@ class ModelCache:
         uri: str,
         pin: str = "",
         credentials: S3Credentials | None = None,
+        *,
+        renew: bool = False,
     ) -> StoredModel:
         """The stored model, or ModelPending while it is checked or copied (in the
         background), or ModelSourceError with why the last attempt failed (retried after a
         back-off). ``pin`` (a revision's spec digest) keeps one answer per revision: its
         replicas all serve what was found when it was created in this process.
         ``credentials`` (an ``s3://`` URI's, from a Secret) name another S3 endpoint; a
-        changed Secret is a fresh attempt."""
+        changed Secret is a fresh attempt.
+
+        ``renew``: the revision has no server running (it starts again from zero), so no
+        replica can differ from another: a model used in place is looked at again, and a
+        changed one becomes the revision's answer (its old objects would be refused). A copy
+        never changes, so it is kept."""
         if credentials is not None:
             pin = f"{pin}/{credentials.fingerprint()}"
         key = (namespace, uri, pin)
         if key in self._ready:
+            if renew and self._ready[key].in_place:
+                await self._renew(key, credentials)
             return self._ready[key]
         failed = self._failed.get(key)
         if failed is not None and time.monotonic() < failed[1]:
@@ -279,6 +290,18 @@ class ModelCache:
         raise ModelPending(
             f"downloading the model from {uri} into namespace {namespace!r}'s model cache"
         )
+
+    async def _renew(self, key: tuple[str, str, str], credentials: S3Credentials | None) -> None:
+        namespace, uri, _ = key
+        try:
+            async with asyncio.timeout(self.inline_wait * 5):
+                fresh = await self.fetch(namespace, uri, credentials)
+        except Exception as exc:  # the pinned answer stands; its server says what is wrong
+            log.warning("could not look at %s again (%s); keeping what was found", uri, exc)
+            return
+        if fresh.version != self._ready[key].version:
+            log.info("the model at %s changed: servers started from now serve the new one", uri)
+            self._ready[key] = fresh
 
     async def plan(self, model: StoredModel, dest: str, ttl: int) -> dict[str, Any]:
         """The storage initializer's plan for one server: presigned GETs of the model's
@@ -368,7 +391,8 @@ class ModelCache:
             )
             for rel, info in listing
         )
-        return StoredModel(objects, single if single and kind is None else None, _version(listing))
+        file = single if single and kind is None else None
+        return StoredModel(objects, file, _version(listing), in_place=True)
 
     async def _fetch_external_s3(
         self, namespace: str, uri: str, credentials: S3Credentials

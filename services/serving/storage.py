@@ -140,13 +140,14 @@ async def downloaded_storage(
     uri: str,
     pin: str,
     credentials: S3Credentials | None = None,
+    renew: bool = False,
 ) -> Storage:
     """An emptyDir at ``/mnt/models`` and the plan that fills it; StoragePending while the
     model is made available, StorageError when it cannot be had."""
     if models is None:
         raise StorageError(f"storageUri {uri!r}: this service downloads no models")
     try:
-        stored = await models.resolve(namespace, uri, pin, credentials)
+        stored = await models.resolve(namespace, uri, pin, credentials, renew=renew)
         plan = await models.plan(stored, MODEL_MOUNT, PLAN_URL_TTL)
     except ModelPending as exc:
         raise StoragePending(str(exc)) from None
@@ -171,15 +172,17 @@ async def resolve_storage(
     models: ModelCache | None = None,
     pin: str = "",
     credentials: S3Credentials | None = None,
+    renew: bool = False,
 ) -> Storage:
     """What the model server needs to find the model of ``uri``.
 
     ``s3://`` and ``http(s)://`` models come from ``models`` (``pin``: the revision's spec
     digest, so its replicas serve the same objects; ``credentials``: an ``s3://`` model's
-    other endpoint and keys, from the ServiceAccount's Secret)."""
+    other endpoint and keys, from the ServiceAccount's Secret; ``renew``: the revision has
+    no server running, see :meth:`ModelCache.resolve`)."""
     if uri.startswith(DOWNLOAD_SCHEMES):
         s3 = credentials if uri.startswith("s3://") else None
-        return await downloaded_storage(models, namespace, uri, pin, s3)
+        return await downloaded_storage(models, namespace, uri, pin, s3, renew)
     return claim_storage(uri)
 
 

@@ -485,6 +485,21 @@ async def test_resolve_reports_pending_then_ready_and_failure(
             break
 
 
+async def test_resolve_renew_takes_a_changed_model_in_place(store: ObjectStore) -> None:
+    """A revision keeps what it found while it has servers; one that starts again from zero
+    (renew) takes the model as it is now, since no replica can differ."""
+    key = f"models/{NS}/{unique('renew')}/model.joblib"
+    await put(store, key, b"v1")
+    cache = make_cache(store)
+    uri = f"s3://{store.bucket}/{key}"
+    first = await cache.resolve(NS, uri, "rev1")
+    await put(store, key, b"v2-longer")
+    assert await cache.resolve(NS, uri, "rev1") == first  # a replica joining: pinned
+    renewed = await cache.resolve(NS, uri, "rev1", renew=True)
+    assert renewed.version != first.version and renewed.objects[0].size == len(b"v2-longer")
+    assert await cache.resolve(NS, uri, "rev1") == renewed
+
+
 async def test_killed_copy_is_never_used(store: ObjectStore, http_server: ModelHTTPServer) -> None:
     """A copy killed before its manifest was written is not taken for the model: the next
     fetch copies again; a manifest that names objects outside its copy is ignored too."""
