@@ -594,11 +594,14 @@ class ModelCache:
         The cache area lies in the namespace's own part of the bucket, which its workloads may
         write to: a manifest is read as the tenant's data, so every object it names must lie
         below ``prefix`` (it can only ever lead to the namespace's own objects)."""
+        raw = bytearray()
         try:
-            chunks = [c async for c in store.get_stream(prefix + MANIFEST, CHUNK)]
+            async for chunk in store.get_stream(prefix + MANIFEST, CHUNK):
+                raw += chunk
+                if len(raw) > MANIFEST_MAX_BYTES:
+                    break  # not ours: a manifest is a few hundred bytes per object
         except ObjectNotFound:
             return None
-        raw = b"".join(chunks)
         try:
             if len(raw) > MANIFEST_MAX_BYTES:
                 raise ValueError("too large")
