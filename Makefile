@@ -14,7 +14,7 @@ PYTEST_TIMEOUT ?= 180
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard shipyard gateway services tests tools bench)
 
-.PHONY: help install install-browser up test lint proto bench clean FORCE
+.PHONY: help install install-browser up test test-fast lint proto bench clean FORCE
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -78,6 +78,13 @@ up: install ## run the whole platform on this machine (Ctrl-C stops everything)
 # throwaway Postgres/NATS it had to start when pytest ends.
 test: install browser ## run the test suite against real Postgres and NATS
 	scripts/with-services.sh $(VENV)/bin/pytest -q --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
+
+# The inner loop (under 3 minutes): the kernel (events, resources), the runtime seam, the chart,
+# the KFP compiler and the restart policy; no platform started, no workloads run.
+FAST_TESTS := tests/common/events tests/common/resources tests/common/test_placement.py \
+  tests/common/test_runtime_seam.py tests/deploy tests/pipeline/test_kfp_ir.py tests/test_restarts.py
+test-fast: install ## the fast lane of the tests, for the inner loop
+	scripts/with-services.sh $(VENV)/bin/pytest -q --timeout=$(PYTEST_TIMEOUT) $(FAST_TESTS) $(PYTEST_ARGS)
 
 lint: install ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check $(LINT_PATHS)
