@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.automl import api, configmaps, events
 from services.automl.controller import AutoMLController
-from services.automl.leader import LeaderElection
 from services.automl.models import CONFIG_MAP, EXPERIMENT, KINDS
 from services.automl.push import TrialTokenMiddleware, load_key
 from services.automl.settings import Settings
@@ -30,7 +29,6 @@ class AutoMLContext(ServiceContext):
     """Set by ``create_app`` when the service starts (None before)."""
 
     controller: AutoMLController | None = None
-    leader: LeaderElection | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,9 +50,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx.controller = controller = AutoMLController(
             ctx.store, ctx.db, metadata.tables["outbox"], ctx.runtime, settings, push_key
         )
-        # Only the replica holding the lock runs the controller (see leader.py).
-        ctx.leader = election = LeaderElection(ctx.db, controller, "experiment-controller")
-        controller.fence = election.fence
         consumer = Consumer(
             ctx.db,
             metadata.tables["inbox"],
@@ -65,7 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             message_type=events.MESSAGE_TYPES,
             handler=events.experiment_waker(controller.enqueue, controller.completed_here),
         )
-        return [election, consumer]
+        # Only the leader runs the controller and the consumer that wakes it (a standby's
+        # consumer would take its share of the durable's messages for a controller that does
+        # not run). The lock's name is the one earlier releases used, so an old and a new
+        # replica never both lead during a rolling upgrade.
+        election = ctx.elect([controller, consumer], "experiment-controller")
+        controller.fence = election.fence
+        return []
 
     app = build_service(
         "automl",

@@ -3,7 +3,9 @@
 ``build_service`` returns a FastAPI app whose lifespan opens the database, runs the
 service's migrations, connects the event bus in the background (the service starts
 and serves even while NATS is down; events wait in the outbox), starts the outbox
-relay, the consumers and the controllers, and stops them in reverse order.
+relay, the components every replica runs, and the leader election, under which the
+controllers run in one replica only (``ServiceContext.elect``, services/common/leader.py);
+it stops them in reverse order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import MetaData
@@ -25,10 +27,12 @@ from services.common.auth import AssertionMiddleware, IdentityDep
 from services.common.db import Database
 from services.common.errors import ApiError, ErrorDiagnosis, ErrorRenderer, install_error_handlers
 from services.common.events.bus import EventBus
+from services.common.events.changes import ChangeFeed
 from services.common.events.outbox import stage_event
 from services.common.events.relay import OutboxRelay
 from services.common.events.streams import keep_stream
 from services.common.identity import AssertionVerifier
+from services.common.leader import LeaderElection, Lifecycle
 from services.common.objectstore import ObjectStore
 from services.common.observability import RequestContextMiddleware, health_router
 from services.common.resources import ResourceKind, ResourceStore, resource_router
@@ -36,13 +40,6 @@ from services.common.runtime import SERVICE_LABEL, Runtime, get_runtime
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
-
-
-class Lifecycle(Protocol):
-    """Anything the service starts after the database and bus, and stops before them."""
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -61,9 +58,22 @@ class ServiceContext:
     bus: EventBus
     store: ResourceStore
     relay: OutboxRelay
+    kinds: Sequence[ResourceKind] = ()
     components: list[Lifecycle] = field(default_factory=list)
+    #: What runs in the leader replica only (its controllers); None until ``elect``.
+    leader: LeaderElection | None = None
     _runtime: Runtime | None = None
     _objects: ObjectStore | None = None
+
+    def elect(self, components: Sequence[Lifecycle], name: str = "controllers") -> LeaderElection:
+        """Run ``components`` only in the replica that leads (see services/common/leader.py),
+        together with the feed that brings them the changes other replicas write.
+
+        Call it from the service's component factory; the service starts the election after
+        its other components and stops it first."""
+        feed = ChangeFeed(self.bus, self.store, self.kinds, self.name)
+        self.leader = LeaderElection(self.db, [feed, *components], name)
+        return self.leader
 
     @property
     def runtime(self) -> Runtime:
@@ -155,7 +165,7 @@ def build_service(
         stage_event=stage_event,
         live_events=nats_live_events(bus),
     )
-    ctx = context(name, settings, db, metadata, bus, store, relay)
+    ctx = context(name, settings, db, metadata, bus, store, relay, tuple(kinds))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -167,15 +177,23 @@ def build_service(
         ctx.components = list(await components(ctx)) if components else []
         for component in ctx.components:
             await component.start()
+        if ctx.leader is not None:
+            await ctx.leader.start()
         log.info("%s service ready on port %s", name, settings.port)
         try:
             yield
         finally:
+            # A standby runs no workloads of its own: they are the leader's (or the next
+            # leader's, which adopts them), so only the leader ends them below.
+            led = ctx.leader is None or ctx.leader.is_leader
+            if ctx.leader is not None:
+                await _quietly(ctx.leader.stop(), within=60)  # controllers flush their state
             for component in reversed(ctx.components):
                 await _quietly(component.stop())
             # An orderly stop (Ctrl-C on `make up`) ends this service's workloads; only a
             # crash (SIGKILL) leaves them running, for the next start to re-adopt.
-            await _quietly(ctx.runtime.stop_all(ctx.workload_labels))
+            if led:
+                await _quietly(ctx.runtime.stop_all(ctx.workload_labels))
             await _quietly(ctx.runtime.close())
             if ctx._objects is not None:
                 await _quietly(ctx._objects.close())
@@ -255,9 +273,9 @@ def workload_runs_router(ctx: ServiceContext) -> APIRouter:
     return router
 
 
-async def _quietly(awaitable: Awaitable[Any]) -> None:
+async def _quietly(awaitable: Awaitable[Any], within: float = 10) -> None:
     try:
-        await asyncio.wait_for(awaitable, timeout=10)
+        await asyncio.wait_for(awaitable, timeout=within)
     except Exception:
         log.exception("error during shutdown")
 

@@ -1,16 +1,22 @@
-"""Leader election for the experiment controller: one replica per database creates trials.
+"""Leader election among a service's replicas: exactly one replica per database reconciles.
 
-Two replicas reconciling the same experiment would both see room for trials and both create
-them. The controller therefore runs only in the replica that holds a Postgres session-level
-advisory lock, taken on a connection kept for that purpose. If that replica dies (even by
-SIGKILL) its connection closes, Postgres releases the lock, and a standby takes over within
-``retry_seconds``; its resync re-adopts the running trials (runtime workloads are idempotent
-by name). A leader that loses its connection stops its controller at once.
+Every replica serves the API (any of them takes a write), but two replicas reconciling the
+same object would both act on it: both start a workflow's next step, both create a trial for
+the same free slot. So a service's controllers, and whatever else acts on its objects (event
+consumers that wake them, the pipeline scheduler), run only in the replica that holds a
+Postgres session-level advisory lock, taken on a connection kept for that purpose. A standby
+tries to take the lock every ``retry_seconds``.
 
-As a fence against a leader that lost the lock without noticing yet, ``fence(session)`` is
-run inside every trial-creating transaction: it fails the transaction unless this replica's
-lock session still holds the lock. (The study rows' primary key, experiment and trial number,
-would refuse a second creator too.)
+When the leader dies its lock session ends and Postgres releases the lock: at once when the
+process is killed (the kernel closes its socket), and within ``session_timeout_seconds`` when
+it hangs or its network goes (the lock session is set to ``idle_session_timeout``, and the
+leader pings it every ``check_seconds``). A standby then takes over within ``retry_seconds``
+and its controllers' first resync adopts the running workloads (runtime workloads are
+idempotent by name). A leader that loses its lock connection stops its components at once.
+
+As a fence against a leader that lost the lock without noticing yet, ``fence(session)`` can be
+run inside a write's transaction: it fails the transaction unless this replica's lock session
+still holds the lock (automl runs it in every trial-creating transaction).
 
 SQLite (the single-process quickstart) has no advisory locks: there the one process leads.
 """
@@ -21,8 +27,10 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
+from prometheus_client import Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -30,14 +38,22 @@ from services.common.db import Database
 
 log = logging.getLogger(__name__)
 
+LEADER = Gauge(
+    "shipyard_leader",
+    "1 while this replica holds its service's leader lock and runs the controllers, else 0.",
+    ["service", "election"],
+)
 
-class Runnable(Protocol):
+
+class Lifecycle(Protocol):
+    """Anything a service starts after the database and bus, and stops before them."""
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
 
 class NotLeader(RuntimeError):
-    """This replica no longer holds the controller lock; its write must not commit."""
+    """This replica no longer holds the leader lock; its write must not commit."""
 
 
 def lock_key(name: str) -> int:
@@ -46,30 +62,37 @@ def lock_key(name: str) -> int:
 
 
 class LeaderElection:
-    """Runs ``component`` only while this replica holds the advisory lock ``name``."""
+    """Runs ``components`` (started in order, stopped in reverse) only while this replica
+    holds the advisory lock ``<service schema>/<name>``."""
 
     def __init__(
         self,
         db: Database,
-        component: Runnable,
-        name: str,
+        components: Sequence[Lifecycle],
+        name: str = "controllers",
+        *,
         retry_seconds: float = 1.0,
         check_seconds: float = 2.0,
+        session_timeout_seconds: float = 10.0,
     ) -> None:
-        self.db, self.component = db, component
+        self.db, self.components, self.name = db, list(components), name
+        self.service = db.schema or "shipyard"
         self.key = lock_key(f"{db.schema}/{name}")
         self.retry_seconds, self.check_seconds = retry_seconds, check_seconds
+        self.session_timeout_seconds = session_timeout_seconds
         self.is_leader = False
         self._conn: AsyncConnection | None = None
         self._backend_pid: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._unavailable = False
+        self._gauge = LEADER.labels(self.service, name)
+        self._gauge.set(0)
 
     async def start(self) -> None:
         if not self.db.is_postgres:
-            self.is_leader = True
-            await self.component.start()
+            await self._lead()
             return
-        self._task = asyncio.create_task(self._run(), name="automl-leader-election")
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}-leader-election")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -77,14 +100,14 @@ class LeaderElection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        await self._step_down()
+        await self._step_down(quiet=True)
 
     async def fence(self, session: AsyncSession) -> None:
         """Raise NotLeader unless our lock session still holds the lock (in ``session``'s tx)."""
         if not self.db.is_postgres:
             return
         if not self.is_leader or self._backend_pid is None:
-            raise NotLeader("this replica is not the automl controller leader")
+            raise NotLeader(f"this replica is not the {self.service} leader")
         held = (
             await session.execute(
                 text(
@@ -95,7 +118,7 @@ class LeaderElection:
             )
         ).first()
         if held is None:
-            raise NotLeader("the automl controller lock is no longer held by this replica")
+            raise NotLeader(f"the {self.service} leader lock is no longer held by this replica")
 
     async def _run(self) -> None:
         while True:
@@ -104,19 +127,37 @@ class LeaderElection:
                     await self._try_acquire()
                 else:
                     await self._check()
+                if self._unavailable:
+                    log.info("%s leader election: the database answers again", self.service)
+                    self._unavailable = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database went away: whatever we held is gone
-                log.warning("leader election: %r", exc)
+                # Once per outage, not every retry: /readyz and the other components say so too.
+                if not self._unavailable or self.is_leader:
+                    log.warning(
+                        "%s leader election: database unavailable (%r); retrying",
+                        self.service,
+                        exc,
+                    )
+                self._unavailable = True
                 await self._step_down()
             await asyncio.sleep(self.check_seconds if self.is_leader else self.retry_seconds)
 
     async def _try_acquire(self) -> None:
-        if self._conn is None:
-            self._conn = await self.db.engine.connect()
-            self._backend_pid = (await self._conn.execute(text("SELECT pg_backend_pid()"))).scalar()
-            await self._conn.commit()
         async with asyncio.timeout(10):
+            if self._conn is None:
+                conn = self._conn = await self.db.engine.connect()
+                self._backend_pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+                # A leader that hangs or is cut off stops pinging: Postgres then ends the lock
+                # session (and frees the lock) after this long, instead of after TCP keepalive
+                # gives up (two hours by default). The setting is per session.
+                timeout_ms = int(self.session_timeout_seconds * 1000)
+                await conn.execute(
+                    text("SELECT set_config('idle_session_timeout', :v, false)"),
+                    {"v": f"{timeout_ms}ms"},
+                )
+                await conn.commit()
             got = (
                 await self._conn.execute(
                     text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}
@@ -124,9 +165,18 @@ class LeaderElection:
             ).scalar()
             await self._conn.commit()  # the lock is session-level: it outlives this tx
         if got:
-            self.is_leader = True
-            log.info("automl controller: this replica is the leader (lock %d)", self.key)
-            await self.component.start()
+            log.info(
+                "%s: this replica is the leader (lock %d); starting its controllers",
+                self.service,
+                self.key,
+            )
+            await self._lead()
+
+    async def _lead(self) -> None:
+        self.is_leader = True
+        self._gauge.set(1)
+        for component in self.components:
+            await component.start()
 
     async def _check(self) -> None:
         assert self._conn is not None
@@ -134,11 +184,17 @@ class LeaderElection:
             await self._conn.execute(text("SELECT 1"))
             await self._conn.commit()
 
-    async def _step_down(self) -> None:
+    async def _step_down(self, *, quiet: bool = False) -> None:
         if self.is_leader:
             self.is_leader = False
-            log.warning("automl controller: no longer the leader; controller stopped")
-            await self.component.stop()
+            self._gauge.set(0)
+            if not quiet:
+                log.warning("%s: no longer the leader; controllers stopped", self.service)
+            for component in reversed(self.components):
+                try:
+                    await asyncio.wait_for(component.stop(), timeout=30)
+                except Exception:
+                    log.exception("%s: stopping %s", self.service, type(component).__name__)
         conn, self._conn, self._backend_pid = self._conn, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -149,4 +205,4 @@ class LeaderElection:
                 await conn.close()
 
 
-__all__: list[Any] = ["LeaderElection", "NotLeader", "lock_key"]
+__all__ = ["LEADER", "LeaderElection", "Lifecycle", "NotLeader", "lock_key"]

@@ -25,18 +25,22 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
     settings = ctx.settings
     assert isinstance(settings, Settings)
     dataplane_key = settings.dataplane_key()
-    return [
-        ClaimController(ctx.store, ctx.runtime),
-        NotebookController(
-            ctx.store,
-            ctx.runtime,
-            dataplane_key=dataplane_key,
-            ready_timeout=settings.notebook_ready_timeout_seconds,
-        ),
-        NotebookCuller(
-            ctx.store,
-            dataplane_key=dataplane_key,
-            idle_seconds=settings.notebook_cull_idle_seconds,
-            period_seconds=settings.notebook_cull_check_period_seconds,
-        ),
-    ]
+    # Every replica serves the API; only the leader reconciles and culls.
+    ctx.elect(
+        [
+            ClaimController(ctx.store, ctx.runtime),
+            NotebookController(
+                ctx.store,
+                ctx.runtime,
+                dataplane_key=dataplane_key,
+                ready_timeout=settings.notebook_ready_timeout_seconds,
+            ),
+            NotebookCuller(
+                ctx.store,
+                dataplane_key=dataplane_key,
+                idle_seconds=settings.notebook_cull_idle_seconds,
+                period_seconds=settings.notebook_cull_check_period_seconds,
+            ),
+        ]
+    )
+    return []

@@ -55,9 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx.kfp_runs = runs = RunService(kfp, ctx.store)
         controller.listeners.append(runs.on_workflow_finished)
         ctx.scheduler = scheduler = Scheduler(
-            ctx.store, kfp, runs, ctx.db, retention_seconds=settings.retention_seconds
+            ctx.store, kfp, runs, retention_seconds=settings.retention_seconds
         )
-        return [controller, scheduler]
+        # Only the leader reconciles workflows and fires schedules, under one lock: the
+        # scheduler fires where its workflows are reconciled, and a failover moves both.
+        ctx.elect([controller, scheduler])
+        return []
 
     return build_service(
         "pipeline",

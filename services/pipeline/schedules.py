@@ -1,12 +1,18 @@
 """Time-driven work: CronWorkflows, KFP recurring runs and run retention.
 
-Only one replica schedules at a time: the :class:`Lease` is a Postgres session advisory lock
-held on a dedicated connection (SQLite: one process, always the leader). Fires are
-idempotent: a CronWorkflow's workflow is named ``<cron>-<unix time of the schedule>`` (as in
+Only one replica schedules at a time: the scheduler runs under the service's leader election
+(services/common/leader.py), with the workflow controller, so a failover moves both together
+and a cron's workflows are reconciled where they are created. Fires are idempotent, which is
+what makes a failover safe even if the old leader ticks once more before it notices it lost
+the lock: a CronWorkflow's workflow is named ``<cron>-<unix time of the schedule>`` (as in
 Argo) and a recurring run's workflow ``kfp-<recurring id>-<unix time>``, so a fire repeated
-after a crash hits AlreadyExists instead of starting a second run; the last scheduled time is
-recorded after the create, so a crash in between re-fires the same (deduplicated) slot, never
-loses it.
+after a crash or by two schedulers hits AlreadyExists instead of starting a second run; the
+last scheduled time is recorded after the create, so a crash in between re-fires the same
+(deduplicated) slot, never loses it.
+
+Catch-up across a failover (or any pause): a CronWorkflow fires only the newest slot it
+missed, within ``startingDeadlineSeconds`` (as Argo and Kubernetes CronJobs do); a KFP
+recurring run fires every missed slot, one per tick, unless ``no_catchup`` (as KFP does).
 """
 
 from __future__ import annotations
@@ -17,10 +23,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from services.common.db import Database
 from services.common.errors import ApiError
 from services.common.resources import ResourceStore
 from services.pipeline.artifact_records import delete_run_artifacts
@@ -38,82 +40,29 @@ from services.pipeline.nodes import parse_iso
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = 0x5F1A_E001  # advisory lock id of the pipeline scheduler
 CRON_LABEL = "workflows.argoproj.io/cron-workflow"
 FINISHED = ("Succeeded", "Failed", "Error")
 TICK_SECONDS = 0.5
 
 
-class Lease:
-    """Leadership among service replicas via ``pg_try_advisory_lock``."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._conn: AsyncConnection | None = None
-        self._unavailable = False
-
-    async def held(self) -> bool:
-        if not self.db.is_postgres:
-            return True
-        if self._conn is not None:
-            try:
-                await self._conn.execute(text("SELECT 1"))
-                return True
-            except Exception:
-                await self.release()
-        try:
-            conn = await self.db.engine.connect()
-            got = (
-                await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})
-            ).scalar()
-            await conn.commit()
-        except Exception as exc:
-            # Once per outage, not every tick (twice a second): the services' /readyz and
-            # the other components say the same.
-            if not self._unavailable:
-                log.warning("scheduler lease: database unavailable (%r); retrying", exc)
-            self._unavailable = True
-            return False
-        if self._unavailable:
-            log.info("scheduler lease: database answers again")
-            self._unavailable = False
-        if got:
-            self._conn = conn
-            log.info("this replica now runs the pipeline schedulers")
-            return True
-        await conn.close()
-        return False
-
-    async def release(self) -> None:
-        if self._conn is not None:
-            # Invalidate, not just close: a pooled connection must never keep holding the
-            # session-level lock (as services/automl/leader.py does).
-            with contextlib.suppress(Exception):
-                await self._conn.invalidate()
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
-
-
 class Scheduler:
-    """One loop for CronWorkflows, recurring runs and retention, while holding the lease."""
+    """One loop for CronWorkflows, recurring runs and retention (run in the leader only)."""
 
     def __init__(
         self,
         store: ResourceStore,
         kfp: KfpStore,
         runs: RunService,
-        db: Database,
         *,
         retention_seconds: float = 0,
     ) -> None:
         self.store = store
         self.kfp = kfp
         self.runs = runs
-        self.lease = Lease(db)
         self.retention_seconds = retention_seconds
         self._task: asyncio.Task[None] | None = None
         self._last_retention = 0.0
+        self._unavailable = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="pipeline-scheduler")
@@ -123,17 +72,24 @@ class Scheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        await self.lease.release()
+            self._task = None
 
     async def _loop(self) -> None:
         while True:
             try:
-                if await self.lease.held():
-                    await self.tick(datetime.now(UTC))
+                await self.tick(datetime.now(UTC))
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("scheduler tick failed")
+            except Exception as exc:
+                if await self.store.db.ping(within=1.0):
+                    log.exception("scheduler tick failed")
+                    self._unavailable = False
+                else:
+                    if not self._unavailable:  # once per outage, not twice a second
+                        log.warning("scheduler: database unavailable (%r); retrying", exc)
+                    self._unavailable = True
+            else:
+                self._unavailable = False
             await asyncio.sleep(TICK_SECONDS)
 
     async def tick(self, now: datetime) -> None:
@@ -368,4 +324,4 @@ def _ts(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-__all__ = ["RECURRING_LABEL", "Lease", "Scheduler", "delete_workflow_and_run"]
+__all__ = ["RECURRING_LABEL", "Scheduler", "delete_workflow_and_run"]

@@ -61,4 +61,7 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
         window=window,
         models=models,
     )
-    return [models, controller, ActivityMonitor(ctx.bus, clock, window, controller.on_report)]
+    # Only the leader reconciles (and downloads models for it). Every replica keeps counting
+    # the gateway's activity reports, so a new leader knows which services were busy.
+    ctx.elect([models, controller])
+    return [ActivityMonitor(ctx.bus, clock, window, controller.on_report)]

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.automl.leader import NotLeader
 from services.automl.settings import Settings
 from services.common.identity import AssertionMinter
+from services.common.leader import NotLeader
 from services.common.runtime import LocalRuntime
 from tests.automl.conftest import API, NAMESPACE, python_experiment, start_automl, unique
 from tests.conftest import free_port, fresh_database

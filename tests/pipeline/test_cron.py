@@ -76,11 +76,11 @@ async def test_cron_fires_once_per_slot_and_forbid_skips(
     created = parse_iso(cron["metadata"]["creationTimestamp"])
     assert created is not None
     first_slot = parse_schedule("*/5 * * * *").next_fire(created)
-    scheduler = Scheduler(store, ctx.kfp_store, ctx.kfp_runs, ctx.db)
+    scheduler = Scheduler(store, ctx.kfp_store, ctx.kfp_runs)
     at = first_slot + timedelta(seconds=20)
     await scheduler.cron_tick(await store.get(CRON_WORKFLOW, namespace, "nightly"), at)
     # A second scheduler (as after a restart) at the same instant: nothing new.
-    again = Scheduler(store, ctx.kfp_store, ctx.kfp_runs, ctx.db)
+    again = Scheduler(store, ctx.kfp_store, ctx.kfp_runs)
     await again.cron_tick(await store.get(CRON_WORKFLOW, namespace, "nightly"), at)
     runs = await store.list_all(WORKFLOW, namespace, label_selector=f"{CRON_LABEL}=nightly")
     assert [w["metadata"]["name"] for w in runs] == [f"nightly-{int(first_slot.timestamp())}"]
@@ -109,7 +109,7 @@ async def test_cron_missed_slots_fire_latest_within_deadline(
     )
     created = parse_iso(cron["metadata"]["creationTimestamp"])
     assert created is not None
-    scheduler = Scheduler(store, ctx.kfp_store, ctx.kfp_runs, ctx.db)
+    scheduler = Scheduler(store, ctx.kfp_store, ctx.kfp_runs)
     slot = parse_schedule("0 * * * *").next_fire(created) + timedelta(hours=3)
     # Down for three hours: only the latest slot runs, and only within the deadline.
     await scheduler.cron_tick(

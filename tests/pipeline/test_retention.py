@@ -94,9 +94,7 @@ async def test_retention_period_deletes_old_finished_workflows(
             },
         },
     )
-    scheduler = Scheduler(
-        ctx.store, ctx.kfp_store, ctx.kfp_runs, ctx.db, retention_seconds=3600
-    )
+    scheduler = Scheduler(ctx.store, ctx.kfp_store, ctx.kfp_runs, retention_seconds=3600)
     await scheduler.apply_retention(datetime.now(UTC))
     assert await ctx.store.find(WORKFLOW, namespace, done["metadata"]["name"]) is not None
     await scheduler.apply_retention(datetime.now(UTC) + timedelta(hours=2))

@@ -113,6 +113,15 @@ class ResourceStore:
         """Call ``listener`` after each committed change (in-process controllers use it)."""
         self._listeners.append(listener)
 
+    def notify(self, kind: ResourceKind, event: WatchEvent) -> None:
+        """Tell the listeners of a change: one committed here, or by another replica (the
+        leader's ``ChangeFeed``)."""
+        for listener in self._listeners:
+            try:
+                listener(kind, event)
+            except Exception:  # a listener must not break the write path
+                log.exception("resource listener failed")
+
     def add_delete_guard(self, kind: ResourceKind, guard: DeleteGuard) -> None:
         """Run ``guard(obj)`` before deleting an object of ``kind``; ApiError refuses."""
         self._delete_guards[kind.kind] = guard
@@ -228,11 +237,7 @@ class ResourceStore:
         if pending and self._after_commit is not None:
             self._after_commit()
         for kind, event in pending:
-            for listener in self._listeners:
-                try:
-                    listener(kind, event)
-                except Exception:  # a listener must not break the write path
-                    log.exception("resource listener failed")
+            self.notify(kind, event)
 
     async def _in_tx(self, session: AsyncSession | None, fn: Callable[[AsyncSession], Any]) -> Any:
         if session is not None:
