@@ -152,6 +152,18 @@ class ProxyFastPath:
                 body=body,
                 extra_headers=extra,
             )
+        except GatewayError as exc:
+            if exc.code != 502 or match.data_plane:
+                raise
+            # A service that does not answer is restarting (shipyard up, a Deployment) or
+            # down: say which, and when to try again, rather than a bare "upstream".
+            raise GatewayError(
+                502,
+                f"the {match.target} service is unavailable (it may be restarting); "
+                "retry the request shortly",
+                "ServiceUnavailable",
+                headers={"Retry-After": "2"},
+            ) from None
         finally:
             if served is not None:
                 gw.activity.end(served)

@@ -9,6 +9,8 @@ and store directory, as a restarted NATS would be.
 
 ``SHIPYARD_CHAOS_OUTAGE_SECONDS`` sets how long each outage lasts (default 20 s, so that
 ``make test`` stays short; ``make bench`` runs these with 30 s, the length issue 17 names).
+``SHIPYARD_CHAOS_RECOVERY_SECONDS`` bounds how long a SIGKILLed process may take to be back
+(default 60 s, the figure issue 17's acceptance names).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ import pytest
 from tests.conftest import OwnedNats, RunningSeaweedFS, _psql, free_port
 
 OUTAGE_SECONDS = float(os.environ.get("SHIPYARD_CHAOS_OUTAGE_SECONDS", "20"))
+RECOVERY_SECONDS = float(os.environ.get("SHIPYARD_CHAOS_RECOVERY_SECONDS", "60"))
 
 
 def _pg_bin(name: str) -> str:
@@ -160,6 +164,34 @@ class ChaosPlatform:
         from shipyard.up import tail
 
         return tail(self.state_dir / "logs" / f"{name}.log", lines)
+
+    def child(self, name: str) -> Any:
+        """The supervised process ``name`` (a ``shipyard.up.Child``)."""
+        children = self.platform.children  # type: ignore[attr-defined]
+        return next(c for c in children if c.name == name)
+
+    @contextlib.contextmanager
+    def supervised(self) -> Iterator[list[str]]:
+        """Run ``shipyard up``'s supervision loop (``Platform.supervise`` every 0.5 s) in a
+        thread, as the command does; yields the list its errors (a give-up) go to."""
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(0.5):
+                try:
+                    self.platform.supervise()  # type: ignore[attr-defined]
+                except Exception as exc:  # noqa: BLE001 - reported to the test, which fails
+                    errors.append(repr(exc))
+                    return
+
+        thread = threading.Thread(target=loop, name="chaos-supervisor", daemon=True)
+        thread.start()
+        try:
+            yield errors
+        finally:
+            stop.set()
+            thread.join(timeout=5)
 
 
 @pytest.fixture

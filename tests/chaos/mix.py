@@ -4,6 +4,8 @@
   the fault starts) and ``b`` each append a line to a file of their own; ``tally`` prints
   how many lines each file has, so its ``outputs.result`` says how often each step ran;
 - a small Katib experiment whose trials take about a second;
+- an sklearn InferenceService (the model tests/serving trains) that predictions go to
+  through the gateway, several a second;
 - a watch on workflows that, like a client-go informer, reconnects from the last
   resourceVersion it saw whenever its stream ends or fails.
 """
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -330,3 +333,109 @@ def check_watch_saw_every_change(
     for name in workflows:
         seen = watcher.seen(name)
         assert seen and seen[0][0] == "ADDED" and seen[-1][2] == "Succeeded", (name, seen)
+
+
+ISVC = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
+# Two rows of the iris-like data tests/serving trains on, and the classes the model gives.
+SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
+PREDICTIONS = [0, 2]
+
+
+def start_sklearn_isvc(api: httpx.Client, name: str, volume_dir: Path, claim: str) -> None:
+    """Train the small sklearn model of tests/serving into ``volume_dir`` (the data directory
+    of ``claim``) and serve it over KServe V1."""
+    from tests.serving.conftest import train_sklearn
+
+    train_sklearn(volume_dir / name)
+    body = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": {
+            "predictor": {
+                "model": {
+                    "modelFormat": {"name": "sklearn"},
+                    "storageUri": f"pvc://{claim}/{name}",
+                }
+            }
+        },
+    }
+    r = api.post(ISVC, json=body)
+    assert r.status_code == 201, r.text
+
+
+def isvc_ready(api: httpx.Client, name: str) -> dict[str, Any] | None:
+    r = api.get(f"{ISVC}/{name}")
+    if r.status_code != 200:
+        return None
+    conditions = r.json().get("status", {}).get("conditions", [])
+    if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+        return r.json()  # type: ignore[no-any-return]
+    return None
+
+
+@dataclass
+class InferenceTraffic:
+    """Predictions through the gateway every ``every`` seconds, each outcome recorded as
+    (monotonic time, HTTP status or the transport error's name, body)."""
+
+    gateway: str
+    isvc: str
+    every: float = 0.2
+    outcomes: list[tuple[float, str, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"/serving/{NS}/{self.isvc}/v1/models/{self.isvc}:predict"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="chaos-inference", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.gateway, timeout=10) as client:
+            while not self._stop.wait(self.every):
+                try:
+                    r = client.post(self.url, json={"instances": SAMPLES})
+                except httpx.HTTPError as exc:
+                    self.outcomes.append((time.monotonic(), type(exc).__name__, ""))
+                    continue
+                self.outcomes.append((time.monotonic(), str(r.status_code), r.text))
+
+    def answered(self, since: float) -> bool:
+        """True once a prediction made after ``since`` came back right."""
+        return any(t > since and code == "200" for t, code, _ in list(self.outcomes))
+
+    def wrong_answers(self) -> list[str]:
+        """Bodies of 200 responses that are not the model's predictions (should be none)."""
+        right = {"predictions": PREDICTIONS}
+        return [
+            body
+            for _, code, body in list(self.outcomes)
+            if code == "200" and json.loads(body) != right
+        ]
+
+    def failures_between(self, start: float, end: float) -> list[tuple[str, str]]:
+        return [
+            (code, body[:200])
+            for t, code, body in list(self.outcomes)
+            if start <= t <= end and code != "200"
+        ]
+
+
+def object_uids(api: httpx.Client) -> dict[str, str]:
+    """``path/name`` -> uid of every object the mix created."""
+    found: dict[str, str] = {}
+    for path in (ARGO, CLAIMS, f"{KATIB}/experiments", f"{KATIB}/trials", ISVC):
+        r = api.get(path)
+        assert r.status_code == 200, r.text
+        for item in r.json()["items"]:
+            found[f"{path}/{item['metadata']['name']}"] = item["metadata"]["uid"]
+    return found

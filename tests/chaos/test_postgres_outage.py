@@ -20,12 +20,12 @@ import httpx
 from tests.chaos.conftest import OUTAGE_SECONDS, ChaosPlatform
 from tests.chaos.mix import (
     ARGO,
-    CLAIMS,
     KATIB,
     WorkflowWatcher,
     check_watch_saw_every_change,
     experiment_condition,
     finished_workflow,
+    object_uids,
     readiness,
     ready,
     running,
@@ -41,17 +41,6 @@ from tests.chaos.mix import (
 log = logging.getLogger(__name__)
 
 TRIALS = 8
-
-
-def _uids(api: httpx.Client) -> dict[str, str]:
-    """``path/name`` -> uid of every object the mix created."""
-    found: dict[str, str] = {}
-    for path in (ARGO, CLAIMS, f"{KATIB}/experiments", f"{KATIB}/trials"):
-        r = api.get(path)
-        assert r.status_code == 200, r.text
-        for item in r.json()["items"]:
-            found[f"{path}/{item['metadata']['name']}"] = item["metadata"]["uid"]
-    return found
 
 
 def test_postgres_outage_services_unready_then_resume_with_nothing_lost(
@@ -72,7 +61,7 @@ def test_postgres_outage_services_unready_then_resume_with_nothing_lost(
         for name in ("wf-short", "wf-long"):
             wait_until(f"{name} running", functools.partial(running, api, name), 60)
         wait_until("a trial", lambda: trials_of(api, "chaos-pg"), 60)
-        before = _uids(api)
+        before = object_uids(api)
 
         cp.pg.stop()
         down_at = time.monotonic()
@@ -112,7 +101,7 @@ def test_postgres_outage_services_unready_then_resume_with_nothing_lost(
             ready_after,
             finished_after,
         )
-        after = _uids(api)
+        after = object_uids(api)
         committed = watch_caught_up(cp.query, watcher, start_rv)
     finally:
         watcher.stop()

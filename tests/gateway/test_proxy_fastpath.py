@@ -39,6 +39,11 @@ async def test_proxy_upstream_down_is_502_and_silent_upstream_is_504(
                 r = await c.get(f"/api/v1/namespaces/{NS}/persistentvolumeclaims")
                 assert r.status_code == 502
                 assert r.json()["kind"] == "Status" and r.json()["code"] == 502
+                assert r.json()["message"] == (
+                    "the notebook service is unavailable (it may be restarting); "
+                    "retry the request shortly"
+                )
+                assert r.headers["retry-after"] == "2"
                 r = await c.get(f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments")
                 assert r.status_code == 504 and r.json()["reason"] == "Timeout"
         finally:
