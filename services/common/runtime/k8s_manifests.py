@@ -52,6 +52,9 @@ FAILED_REASON_ANNOTATION = "shipyard.io/failed-reason"
 FAILED_MESSAGE_ANNOTATION = "shipyard.io/failed-message"
 #: Set by stop_all: the pod was ended by the platform (its deadline brought forward).
 STOPPED_ANNOTATION = "shipyard.io/stopped"
+#: Set when a job restarted (OnFailure) more than its backoffLimit: ended the same way. A
+#: bare Pod has no backoffLimit (a batch Job's), so the runtime keeps count of restarts.
+BACKOFF_ANNOTATION = "shipyard.io/backoff-limit-exceeded"
 CONTAINER = "workload"
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_VOLUME = "shipyard-identity"
@@ -414,6 +417,8 @@ def _workload_record(spec: WorkloadSpec) -> dict[str, Any]:
     if spec.kind == "server":
         record["service"] = service_name(spec.name)
         record["port"] = server_port(spec)
+    if spec.kind == "job" and spec.backoff_limit is not None:
+        record["backoffLimit"] = spec.backoff_limit
     return record
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .k8s_manifests import (
+    BACKOFF_ANNOTATION,
     CONTAINER,
     FAILED_MESSAGE_ANNOTATION,
     FAILED_REASON_ANNOTATION,
@@ -60,12 +61,32 @@ def is_finished(pod: Mapping[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
+def over_backoff_limit(pod: Mapping[str, Any]) -> bool:
+    """A running job that restarted more often than its backoffLimit, not yet ended for it."""
+    limit = workload_record(pod).get("backoffLimit")
+    annotations = pod.get("metadata", {}).get("annotations") or {}
+    restarts = int(container_status(pod).get("restartCount") or 0)
+    return (
+        limit is not None
+        and restarts > int(limit)
+        and not is_finished(pod)
+        and not annotations.get(BACKOFF_ANNOTATION)
+        and not pod.get("metadata", {}).get("deletionTimestamp")
+    )
+
+
 def _failed_words(pod: Mapping[str, Any], terminated: Mapping[str, Any]) -> tuple[str, str]:
     status = pod.get("status") or {}
     annotations = pod.get("metadata", {}).get("annotations") or {}
     code = terminated.get("exitCode")
     if annotations.get(STOPPED_ANNOTATION):
         return "Stopped", STOPPED_MESSAGE
+    if annotations.get(BACKOFF_ANNOTATION):
+        limit = workload_record(pod).get("backoffLimit")
+        return "BackoffLimitExceeded", (
+            f"the workload failed more than its backoffLimit ({limit}) allows; "
+            f"last exit code {code}"
+        )
     if status.get("reason") == "DeadlineExceeded":
         seconds = (pod.get("spec") or {}).get("activeDeadlineSeconds")
         return "DeadlineExceeded", (
@@ -102,7 +123,8 @@ def workload_status(
     status = pod.get("status") or {}
     cs = container_status(pod)
     state = cs.get("state") or {}
-    terminated = state.get("terminated") or {}
+    # A container stopped while it waited to restart reports its last run's end.
+    terminated = state.get("terminated") or (cs.get("lastState") or {}).get("terminated") or {}
     common: dict[str, Any] = {
         "namespace": meta["namespace"],
         "name": meta["name"],

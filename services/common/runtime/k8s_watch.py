@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .k8s_client import KubeApi, KubeApiError
@@ -40,8 +40,16 @@ def pod_key(pod: Mapping[str, Any]) -> Key:
 class PodCache:
     """Pods matching ``selector``, kept current by a list and a resumed watch."""
 
-    def __init__(self, api: KubeApi, selector: str, watch_seconds: int = WATCH_SECONDS) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        selector: str,
+        watch_seconds: int = WATCH_SECONDS,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.api = api
+        #: Called with each pod as it is stored (to act on what the watch shows).
+        self.on_change = on_change
         self.selector = selector
         self.watch_seconds = watch_seconds
         self.synced = asyncio.Event()
@@ -79,6 +87,8 @@ class PodCache:
         key = pod_key(pod)
         self._pods[key] = pod
         self._notify(key)
+        if self.on_change is not None:
+            self.on_change(pod)
 
     def _forget(self, key: Key) -> None:
         self._pods.pop(key, None)

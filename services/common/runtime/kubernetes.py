@@ -26,8 +26,9 @@ rotated by the kubelet, sits in the standard in-cluster layout with the namespac
 **What differs from the local runtime**, all said in the status or in docs/kubernetes.md:
 ``stop_all`` brings a pod's deadline forward to one second (a pod cannot be stopped and
 kept), so a stopped pod ends ``Failed``/``Stopped`` and stays listed; ``backoffLimit`` is a
-Job's, not a Pod's, and is not enforced on a bare Pod; the logs of a restarted server are
-its current and previous container's, not every run's.
+batch Job's, not a Pod's: the runtime counts a job's restarts from the watch and ends it
+the same way (``BackoffLimitExceeded``) once it restarted more often than that; the logs of
+a restarted server are its current and previous container's, not every run's.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from .base import Runtime
 from .errors import RuntimeBackendError, VolumeNotFound, WorkloadNotFound
 from .k8s_client import KubeApi, KubeApiError, build_api_client
 from .k8s_manifests import (
+    BACKOFF_ANNOTATION,
     MANAGED_BY,
     MANAGED_LABELS,
     MANAGED_SELECTOR,
@@ -67,7 +69,14 @@ from .k8s_manifests import (
 )
 from .k8s_profile import namespace_manifest, profile_objects
 from .k8s_reader import check_path, decode_reader_output
-from .k8s_status import EndpointFor, is_finished, parse_time, service_endpoint, workload_status
+from .k8s_status import (
+    EndpointFor,
+    is_finished,
+    over_backoff_limit,
+    parse_time,
+    service_endpoint,
+    workload_status,
+)
 from .k8s_watch import Key, PodCache
 from .labels import LabelSelector, parse_selector
 from .models import VolumeInfo, WorkloadSpec, WorkloadStatus, check_name, check_namespace
@@ -203,6 +212,7 @@ class KubernetesRuntime(Runtime):
         self._cache: PodCache | None = None
         self._init_lock = asyncio.Lock()
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[Any]] = set()
         self.sync_timeout = 60.0
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -219,9 +229,29 @@ class KubernetesRuntime(Runtime):
         """The pod cache, listed at least once (started on first use)."""
         api = await self._kube()
         if self._cache is None:
-            self._cache = PodCache(api, MANAGED_SELECTOR)
+            self._cache = PodCache(api, MANAGED_SELECTOR, on_change=self._on_pod_change)
         await self._cache.wait_synced(self.sync_timeout)
         return self._cache
+
+    def _on_pod_change(self, pod: dict[str, Any]) -> None:
+        """A job over its backoffLimit is ended as stop_all ends a pod, marked as such."""
+        if not over_backoff_limit(pod):
+            return
+        meta = pod["metadata"]
+        path = _ns_path(meta["namespace"], "pods", meta["name"])
+        body = {
+            "metadata": {"annotations": {BACKOFF_ANNOTATION: "true"}},
+            "spec": {"activeDeadlineSeconds": 1},
+        }
+        task = asyncio.get_running_loop().create_task(self._patch_quietly(path, body))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _patch_quietly(self, path: str, body: dict[str, Any]) -> None:
+        try:
+            await (await self._kube()).patch(path, body)
+        except KubeApiError as exc:  # gone meanwhile, or the next event tries again
+            log.info("patching %s: %s", path, exc)
 
     @property
     def pod_cache(self) -> PodCache | None:
@@ -443,6 +473,8 @@ class KubernetesRuntime(Runtime):
         return list(await asyncio.gather(*(stop(s) for s in targets)))
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         cache, self._cache = self._cache, None
         if cache is not None:
             await cache.close()

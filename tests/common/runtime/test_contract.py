@@ -217,6 +217,21 @@ async def test_server_never_restart_fails(runtime: Runtime, namespace: str) -> N
     assert (status.phase, status.exit_code, status.restart_count) == (Phase.FAILED, 4, 0)
 
 
+async def test_job_backoff_limit(runtime: Runtime, namespace: str) -> None:
+    spec = job(
+        namespace,
+        "retry",
+        ["sh", "-c", "echo try; exit 2"],
+        restartPolicy="OnFailure",
+        backoffLimit=1,
+    )
+    await runtime.apply(spec)
+    status = await runtime.wait(namespace, "retry", timeout=30)
+    assert (status.phase, status.reason) == (Phase.FAILED, "BackoffLimitExceeded")
+    assert status.exit_code not in (None, 0)
+    assert (await read_logs(runtime, namespace, "retry")).count("try") >= 1
+
+
 async def test_deadline_exceeded(runtime: Runtime, namespace: str) -> None:
     started = time.monotonic()
     await runtime.apply(job(namespace, "slow", ["sleep", "30"], activeDeadlineSeconds=0.5))
