@@ -9,15 +9,17 @@ every request through the gateway:
 
 1. **Watches under load.** ``--watches`` (1,000) ``?watch=1`` streams on one kind
    (``--kind``, default ServiceAccounts, served by the serving service), each opened from
-   the resourceVersion of a list so no stream starts with a replay. Writes run open-loop
-   at ``--write-rate`` per second for ``--write-seconds``: one in three creates an object,
-   the others merge-patch a label of an existing one. Reported: the writes' request
+   the resourceVersion of a list so no stream starts with a replay, and resumed from its
+   last resourceVersion whenever the server ends it (as client-go's reflector does). Writes
+   run open-loop for ``--write-seconds`` at each rate of ``--write-rates`` (1 and 5 per
+   second; a round with fresh watches per rate): one in three creates an object, the
+   others merge-patch a label of an existing one. Reported per round: the writes' request
    latency p50/p99; the delivery latency p50/p99 (the write's response received -> the
    event with its resourceVersion read from a watch, over every watch and write); events
    lost (a write some watch never saw within ``--drain-seconds``), repeated or out of
-   order; the CPU the gateway and the service spent with the watches open and no writes;
-   the RSS of every platform process before the watches, with them open, after the writes
-   and after they closed.
+   order; streams the server ended; the CPU the gateway and the service spent with the
+   watches open and no writes; the RSS of every platform process before the watches,
+   with them open, after the writes and after they closed.
 2. **Paging.** ``--objects`` (10,000) ConfigMaps created ``--create-concurrency`` at a time,
    then the namespace's whole list read with ``limit`` + ``continue`` at each of
    ``--page-sizes``, ``--list-repeat`` times: the time to create them, the time per full
@@ -28,7 +30,7 @@ list or watch answers an error (no 5xx, no 4xx, no ``ERROR`` event); no event is
 repeated or out of order; every object is listed exactly once. Latencies and memory are
 reported, not judged: this machine (2 cores, shared) sets no meaningful absolute target.
 
-    .venv/bin/python bench/bench_load.py [--watches 1000] [--write-rate 5] [--quick]
+    .venv/bin/python bench/bench_load.py [--watches 1000] [--write-rates 1,5] [--quick]
 
 ``bench/bench_soak.py`` reuses the platform and sampling helpers below.
 """
@@ -312,6 +314,11 @@ class WatchStream:
     def last_rv(self) -> int:
         return self.rvs[-1] if self.rvs else 0
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` was called (an ended stream that is not closed gave up)."""
+        return self._closing
+
     async def open(self) -> bool:
         """Connect and read the response head; False (recorded in ``errors``) unless 200."""
         rv = str(self.last_rv) if self.rvs else self.start_rv
@@ -336,8 +343,10 @@ class WatchStream:
             return False
         return True
 
-    async def run(self) -> None:
-        """Read events, resuming after the server ends a stream, until ``close``."""
+    async def run(self, resume_attempts: int = 30) -> None:
+        """Read events until ``close``; after the server ends a stream, watch again from the
+        last resourceVersion, retrying a refused resume with back-off (1 s, then up to 8 s)
+        ``resume_attempts`` times before giving up (``ended`` while not ``closed``)."""
         try:
             while not self._closing:
                 await self._read_stream()
@@ -345,7 +354,11 @@ class WatchStream:
                 if self._closing:
                     break
                 self.resumes += 1
-                if not await self.open():
+                for attempt in range(resume_attempts):
+                    if await self.open() or self._closing:
+                        break
+                    await asyncio.sleep(min(8.0, 2.0**attempt))
+                else:
                     break
         finally:
             self.ended = True
@@ -445,6 +458,7 @@ async def run_watches(
     drain_seconds: float,
     idle_seconds: float,
     seed_objects: int = 100,
+    prefix: str = "load",
 ) -> WatchResult:
     gw = platform.gateway_url
     path = kind_path(plural)
@@ -453,7 +467,7 @@ async def run_watches(
     rss: dict[str, dict[str, ProcSample | None]] = {"before": snapshot(platform)}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=gw, timeout=60, limits=limits) as api:
-        names = [f"load-seed-{i}" for i in range(seed_objects)]
+        names = [f"{prefix}-seed-{i}" for i in range(seed_objects)]
         seeded = await _create_many(api, path, plural, names, concurrency=16)
         failed = [f"HTTP {status}: {text}" for _, status, text in seeded if status != 201]
         if failed:
@@ -495,7 +509,9 @@ async def run_watches(
                 + ", ".join(f"{n} {v:.0f}% of a core" for n, v in idle_cpu.items())
             )
 
-            writes = await _write_load(api, path, plural, names, rng, write_rate, write_seconds)
+            writes = await _write_load(
+                api, path, plural, names, rng, write_rate, write_seconds, prefix
+            )
             write_elapsed = writes[-1].acked - writes[0].sent if writes else 0.0
             acked = [w for w in writes if w.rv]
             last = max((w.rv for w in acked), default=0)
@@ -598,6 +614,7 @@ async def _write_load(
     rng: random.Random,
     rate: float,
     seconds: float,
+    prefix: str,
 ) -> list[Write]:
     """Open-loop writes: one every 1/rate s, whatever the previous one is doing."""
     total = max(1, int(rate * seconds))
@@ -610,7 +627,7 @@ async def _write_load(
     async def one(i: int, w: Write) -> None:
         try:
             if w.kind == "create":
-                name = f"load-w{i}"
+                name = f"{prefix}-w{i}"
                 r = await api.post(path, json=object_body(plural, name))
                 if r.status_code == 201:
                     existing.append(name)
@@ -850,7 +867,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--watches", type=int, default=1000)
     parser.add_argument("--kind", choices=sorted(KINDS), default="serviceaccounts")
-    parser.add_argument("--write-rate", type=float, default=5.0, help="writes per second")
+    parser.add_argument(
+        "--write-rates",
+        default="1,5",
+        help="writes per second; each rate is a round of its own with fresh watches",
+    )
     parser.add_argument("--write-seconds", type=float, default=60.0)
     parser.add_argument("--drain-seconds", type=float, default=120.0)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
@@ -865,24 +886,28 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.quick:
-        args.watches, args.write_seconds, args.objects = 50, 10.0, 500
+        args.watches, args.write_seconds, args.objects, args.write_rates = 50, 10.0, 500, "5"
         args.drain_seconds, args.idle_seconds, args.list_repeat = 30.0, 3.0, 1
     sizes = [int(s) for s in args.page_sizes.split(",") if s.strip()]
+    rates = [float(r) for r in args.write_rates.split(",") if r.strip()]
     failures: list[str] = []
     started = time.monotonic()
     with running_platform("load", env={"SHIPYARD_RATE_LIMIT_PER_SECOND": "0"}) as platform:
-        if not args.skip_watches:
-            watch = asyncio.run(
+        rounds: list[tuple[float, WatchResult]] = []
+        for i, rate in enumerate(rates if not args.skip_watches else []):
+            result = asyncio.run(
                 run_watches(
                     platform,
                     plural=args.kind,
                     watches=args.watches,
-                    write_rate=args.write_rate,
+                    write_rate=rate,
                     write_seconds=args.write_seconds,
                     drain_seconds=args.drain_seconds,
                     idle_seconds=args.idle_seconds,
+                    prefix=f"r{i}",
                 )
             )
+            rounds.append((rate, result))
         if not args.skip_paging:
             paging = asyncio.run(
                 run_paging(
@@ -893,8 +918,8 @@ def main() -> int:
                     repeat=args.list_repeat,
                 )
             )
-    if not args.skip_watches:
-        failures += report_watches(watch, args.kind, args.write_rate)
+    for rate, result in rounds:
+        failures += [f"{rate:g} writes/s: {f}" for f in report_watches(result, args.kind, rate)]
     if not args.skip_paging:
         failures += report_paging(paging)
     print()
