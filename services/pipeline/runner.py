@@ -411,6 +411,9 @@ class RuntimeRunner:
         if status.reason == "DeadlineExceeded":
             result.message = "Pod was active on the node longer than the specified deadline"
             result.phase = "Failed"
+        elif status.reason == "Evicted":  # a full volume: the runtime says which and why
+            result.message = status.message or "the step's pod was evicted"
+            result.phase = "Failed"
         elif status.exit_code != 0:
             result.message = f"Error (exit code {status.exit_code})"
         if self.kfp is not None and status.labels.get(KFP_LABEL) == "true":

@@ -70,6 +70,8 @@ SECRETS = "secrets"
 #: Where a workload finds its token, as in a Kubernetes pod.
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_REFRESH_SECONDS = 30.0
+#: How often a workload's supervisor measures the claims it writes to (their sizes).
+VOLUME_CHECK_SECONDS = 1.0
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FOLLOW_INTERVAL = 0.05
 LOG_CHUNK = 64 * 1024
@@ -351,6 +353,7 @@ class LocalRuntime(Runtime):
             path.mkdir(exist_ok=True)
             self._own(path, uid)
         mounts = self._resolve_mounts(wdir, spec, uid)
+        volume_limits = self._volume_limits(spec)
         cwd_inside = spec.working_dir or sandbox.DEFAULT_HOME
         port = _container_port(spec) if spec.kind == "server" else None
         env = {
@@ -460,6 +463,9 @@ class LocalRuntime(Runtime):
             if storage
             else None,
             "rlimitNproc": self.max_processes,
+            # Claims' sizes, which no filesystem enforces here: the supervisor measures.
+            "volumeLimits": volume_limits,
+            "volumeCheckSeconds": VOLUME_CHECK_SECONDS,
         }
 
     def _write_token(self, secrets: Path, namespace: str, binding: str, uid: int | None) -> None:
@@ -592,6 +598,39 @@ class LocalRuntime(Runtime):
                 {"src": str(source), "dst": target, "ro": read_only, "subPath": vm.sub_path}
             )
         return mounts
+
+    def _volume_limits(self, spec: WorkloadSpec) -> list[dict[str, Any]]:
+        """What the supervisor checks for each claim the workload may write to: its data
+        directory and the size the claim asked for.
+
+        A local volume is a directory on the host's filesystem, so nothing stops a write at
+        the claim's size; the supervisor measures the claim's usage as the kubelet measures
+        an emptyDir's ``sizeLimit``, and stops the workload that finds it over the size.
+        """
+        volumes = {v.name: v for v in spec.volumes}
+        limits: list[dict[str, Any]] = []
+        for vm in spec.volume_mounts:
+            claim = volumes[vm.name].persistent_volume_claim
+            if claim is None or vm.read_only or claim.read_only:
+                continue
+            size = self.volumes.size(spec.namespace, claim.claim_name)
+            if not size:
+                continue
+            field = f"PersistentVolumeClaim {claim.claim_name}: spec.resources.requests.storage"
+            try:
+                limit = int(parse_quantity(size, field))
+            except ValueError as exc:
+                raise LaunchError("InvalidVolume", str(exc)) from None
+            limits.append(
+                {
+                    "path": str(self.volumes.resolve(spec.namespace, claim.claim_name)),
+                    "claim": claim.claim_name,
+                    "mountPath": os.path.normpath(vm.mount_path),
+                    "size": size,
+                    "bytes": limit,
+                }
+            )
+        return limits
 
     # -- status and waiting ------------------------------------------------------------------
 

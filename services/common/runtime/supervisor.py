@@ -372,6 +372,40 @@ def set_rlimits(launch: dict) -> None:
             resource.setrlimit(which, (value, value))
 
 
+#: Entries one usage check looks at, at most (a walk of a huge tree must not stall us).
+USAGE_MAX_ENTRIES = 200_000
+
+
+def disk_usage(path: str) -> int:
+    """Bytes the files under ``path`` occupy (allocated blocks, as ``du`` counts; links are
+    not followed), counting at most :data:`USAGE_MAX_ENTRIES` entries."""
+    total, seen, pending = 0, 0, [path]
+    while pending and seen < USAGE_MAX_ENTRIES:
+        try:
+            entries = os.scandir(pending.pop())
+        except OSError:  # removed meanwhile, or not ours to read
+            continue
+        with entries:
+            for entry in entries:
+                seen += 1
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += st.st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+    return total
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
+        if n < 1024 or unit == "Ti":
+            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}Ti"
+
+
 class Supervisor:
     def __init__(self, workdir: str, launch: dict) -> None:
         self.dir = workdir
@@ -391,6 +425,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_stop)
         self.deadline_at: float | None = None
+        self.evicted: str | None = None  # why the workload was stopped for a full volume
         self.agent: Any = None
         self.egress: list = []
         self.endpoint: Any = None
@@ -574,6 +609,27 @@ class Supervisor:
             self.agent.close()
             self.agent = None
 
+    # -- volumes -----------------------------------------------------------------------------
+
+    def volume_over_size(self) -> str | None:
+        """Why the workload must stop, if a claim it writes to holds more than its size.
+
+        A local claim is a directory of the host's filesystem, which does not stop writes at
+        the claim's size; this check (every ``volumeCheckSeconds``) does, like the kubelet's
+        for an emptyDir's ``sizeLimit``: a workload may overshoot by what it writes between
+        two checks.
+        """
+        for vol in self.launch.get("volumeLimits") or []:
+            used = disk_usage(vol["path"])
+            if used > int(vol["bytes"]):
+                return (
+                    f"No space left on device: PersistentVolumeClaim {vol['claim']} (mounted at "
+                    f"{vol['mountPath']}) holds {human_bytes(used)}, more than its size "
+                    f"{vol['size']} (spec.resources.requests.storage); the workload was stopped. "
+                    "Delete files from the claim or use a larger one"
+                )
+        return None
+
     # -- one run -----------------------------------------------------------------------------
 
     def run_once(self) -> tuple[str, int]:
@@ -610,6 +666,8 @@ class Supervisor:
         probe_gap = 0.02
         failures = 0
         grace = float(self.launch.get("grace", 5))
+        check_every = float(self.launch.get("volumeCheckSeconds") or 1.0)
+        next_usage = time.monotonic() if self.launch.get("volumeLimits") else None
         try:
             while True:
                 if self.stop_requested:
@@ -617,6 +675,11 @@ class Supervisor:
                 now_m = time.monotonic()
                 if self.deadline_at is not None and now_m >= self.deadline_at:
                     return "deadline", self.kill_tree(pid, pidfd, grace)
+                if next_usage is not None and now_m >= next_usage:
+                    self.evicted = self.volume_over_size()
+                    if self.evicted:  # no grace: every second may write more
+                        return "volume-full", self.kill_tree(pid, pidfd, 0)
+                    next_usage = time.monotonic() + check_every
                 if next_probe is not None and now_m >= next_probe:
                     ok = self.probe()
                     if ok and not self.state["ready"]:
@@ -633,7 +696,7 @@ class Supervisor:
                         # backing off to 0.1 s: every probe gap is added to a server's start
                         probe_gap = min(probe_gap * 1.5, 0.1)
                     next_probe = time.monotonic() + probe_gap
-                waits = [t for t in (self.deadline_at, next_probe) if t is not None]
+                waits = [t for t in (self.deadline_at, next_probe, next_usage) if t is not None]
                 timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
                 watched = [pidfd, self.wake_r, *(sock for sock, _ in self.egress)]
                 if self.endpoint is not None:
@@ -682,6 +745,13 @@ class Supervisor:
                     f"workload was active longer than its deadline "
                     f"(activeDeadlineSeconds={secs:g}) and was killed",
                 )
+            if outcome == "exited" and self.launch.get("volumeLimits"):
+                # Writes between two checks are not stopped: a workload that filled a claim
+                # past its size and left at once has still failed.
+                self.evicted = self.volume_over_size()
+                outcome = "volume-full" if self.evicted else outcome
+            if outcome == "volume-full":
+                return self.finish("Failed", code, "Evicted", self.evicted)
             if outcome == "stopped":
                 return self.finish(
                     "Failed", code, "Stopped", "stopped by the runtime (delete or orderly shutdown)"
@@ -696,6 +766,14 @@ class Supervisor:
                 msg = f"command exited with code {code}"
                 msg += f"; last output: {tail}" if tail else ""
                 reason = "BackoffLimitExceeded" if policy == "OnFailure" else "Error"
+                if code == 128 + signal.SIGXFSZ and self.launch.get("rlimitFsize"):
+                    # As the kubelet evicts a pod over its ephemeral-storage limit.
+                    reason = "Evicted"
+                    limit = human_bytes(int(self.launch["rlimitFsize"]))
+                    msg = (
+                        f"File too large: a file reached resources.limits.ephemeral-storage "
+                        f"({limit}, enforced per file) and the writer was killed; " + msg
+                    )
                 if code == 137 and cgroup_oom_kills(self.launch.get("cgroup")):
                     reason = "OOMKilled"
                     msg = "the workload used more memory than resources.limits.memory; " + msg

@@ -56,6 +56,12 @@ class VolumeStore:
             raise VolumeNotFound(namespace, name)
         return vdir / "data"
 
+    def size(self, namespace: str, name: str) -> str | None:
+        """The claim's requested size (``spec.resources.requests.storage``), if it has one."""
+        meta = json.loads((self._dir(namespace, name) / META).read_text())
+        size = meta.get("size")
+        return str(size) if size else None
+
     def list(self, namespace: str | None, selector: LabelSelector) -> list[VolumeInfo]:
         match = parse_selector(selector)
         namespaces = (
