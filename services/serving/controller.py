@@ -53,7 +53,7 @@ from services.common.controller import Controller, Key
 from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
 from services.common.resources import ResourceKind, ResourceStore
 from services.common.resources.store import WatchEvent
-from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus
+from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus, placement
 from services.serving.autoscale import desired_replicas, replica_bounds
 from services.serving.credentials import CredentialsError, S3Credentials, s3_credentials
 from services.serving.idle import ConcurrencyWindow, IdleClock
@@ -303,6 +303,7 @@ class InferenceServiceController(Controller):
                 else None,
                 "labels": labels,
                 "owner": owner,
+                **placement(predictor, container),
                 "files": files,
             }
         )

@@ -92,3 +92,27 @@ async def test_an_argo_step_takes_its_template_then_the_workflows_placement() ->
         wf, {"name": "wf", "id": "wf"}, spec["templates"][0], [], "wf-1"
     )
     assert _placed(WorkloadSpec.model_validate(made)) == EXPECTED  # the template's selector won
+
+
+class _NoStore:
+    """Stands in for the ResourceStore: building a workload spec reads nothing from it."""
+
+    def add_listener(self, listener: Any) -> None:
+        pass
+
+
+async def test_a_predictor_places_its_model_server() -> None:
+    from services.serving.controller import InferenceServiceController
+
+    container = {
+        "name": "kserve-container",
+        "image": "me/server:1",
+        "command": ["serve"],
+        "envFrom": ENV_FROM,
+    }
+    isvc = {
+        "metadata": {"namespace": "team-a", "name": "m", "uid": "u"},
+        "spec": {"predictor": {**POD, "containers": [container]}},
+    }
+    controller = InferenceServiceController(_NoStore(), runtime=None, gateway_url="http://gw")  # type: ignore[arg-type]
+    assert _placed(await controller.workload_for(isvc, 1, "abc")) == EXPECTED
