@@ -13,7 +13,8 @@ every request through the gateway:
    last resourceVersion whenever the server ends it (as client-go's reflector does). Writes
    run open-loop for ``--write-seconds`` at each rate of ``--write-rates`` (1 and 5 per
    second; a round with fresh watches per rate): one in three creates an object, the
-   others merge-patch a label of an existing one. Reported per round: the writes' request
+   others merge-patch a label of an existing one; a first round runs the first rate's
+   writes with no watch open, for comparison. Reported per round: the writes' request
    latency p50/p99; the delivery latency p50/p99 (the write's response received -> the
    event with its resourceVersion read from a watch, over every watch and write); events
    lost (a write some watch never saw within ``--drain-seconds``), repeated or out of
@@ -498,7 +499,7 @@ async def run_watches(
             await asyncio.sleep(2)
             cpu0 = cpu_seconds(platform, ["gateway", service])
             t_idle = time.perf_counter()
-            await asyncio.sleep(idle_seconds)
+            await asyncio.sleep(idle_seconds if watches else 1)
             cpu1 = cpu_seconds(platform, ["gateway", service])
             idle_elapsed = time.perf_counter() - t_idle
             idle_cpu = {n: (cpu1[n] - cpu0[n]) / idle_elapsed * 100 for n in cpu0}
@@ -879,6 +880,12 @@ def main() -> int:
     parser.add_argument("--create-concurrency", type=int, default=16)
     parser.add_argument("--page-sizes", default="100,500")
     parser.add_argument("--list-repeat", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="first, the first rate's writes with no watch open",
+    )
     parser.add_argument("--skip-watches", action="store_true")
     parser.add_argument("--skip-paging", action="store_true")
     parser.add_argument(
@@ -894,12 +901,15 @@ def main() -> int:
     started = time.monotonic()
     with running_platform("load", env={"SHIPYARD_RATE_LIMIT_PER_SECOND": "0"}) as platform:
         rounds: list[tuple[float, WatchResult]] = []
-        for i, rate in enumerate(rates if not args.skip_watches else []):
+        # A first round without watches: what the same writes cost on their own.
+        plan = [(rates[0], 0)] if rates and args.baseline else []
+        plan += [(rate, args.watches) for rate in rates]
+        for i, (rate, watches) in enumerate(plan if not args.skip_watches else []):
             result = asyncio.run(
                 run_watches(
                     platform,
                     plural=args.kind,
-                    watches=args.watches,
+                    watches=watches,
                     write_rate=rate,
                     write_seconds=args.write_seconds,
                     drain_seconds=args.drain_seconds,

@@ -21,7 +21,9 @@ process: start, end, max, and growth (the median of the last quarter of the samp
 the median of the first quarter).
 
 Bounds (PASS/FAIL; the exit status is 1 on a FAIL): for each long-lived process, RSS growth
-at most 25 % and at most 64 MiB, and open fds growth at most 16; no workload supervisor
+at most 25 % of its first quarter's median (or 8 MiB, whichever is larger: NATS starts at
+about 13 MiB, and a Go runtime's heap goal alone moves by more than 25 % of that) and at
+most 64 MiB, and open fds growth at most 16; no workload supervisor
 left once the mix has drained; zero error responses (any 5xx or 4xx, an ``ERROR`` watch
 event, a watch that could not be resumed); every workflow Succeeded and every experiment
 Succeeded; the workflow watch saw each workflow created and deleted.
@@ -65,6 +67,7 @@ ARGO = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
 KATIB = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}"
 FINISHED = ("Succeeded", "Failed", "Error")
 RSS_GROWTH_FRACTION = 0.25
+RSS_GROWTH_FLOOR = 8 * MIB  # below this, growth passes whatever its share (small Go processes)
 RSS_GROWTH_BYTES = 64 * MIB
 FDS_GROWTH = 16
 SUPERVISORS = "workload supervisors"
@@ -448,9 +451,9 @@ def report(result: SoakResult, args: argparse.Namespace) -> list[str]:
     print(f"watches      {watched}")
     print(f"requests     {mix.requests} ({mix.reads} reads), error responses {len(mix.errors)}")
     print(
-        f"bound        RSS growth <= {RSS_GROWTH_FRACTION:.0%} and <= {RSS_GROWTH_BYTES // MIB} "
-        f"MiB, fds growth <= {FDS_GROWTH} (growth: median of the last quarter of the samples "
-        "minus the first quarter's)"
+        f"bound        RSS growth <= {RSS_GROWTH_FRACTION:.0%} (or {RSS_GROWTH_FLOOR // MIB} MiB "
+        f"if larger) and <= {RSS_GROWTH_BYTES // MIB} MiB, fds growth <= {FDS_GROWTH} "
+        "(growth: median of the last quarter of the samples minus the first quarter's)"
     )
     head = (
         f"{'process':<22}{'RSS MiB start':>14}{'end':>7}{'max':>7}{'growth':>14}"
@@ -465,7 +468,8 @@ def report(result: SoakResult, args: argparse.Namespace) -> list[str]:
         if name == SUPERVISORS:
             verdict = "(transient; see below)"
         else:
-            ok = (pct <= RSS_GROWTH_FRACTION and g_rss <= RSS_GROWTH_BYTES) and g_fds <= FDS_GROWTH
+            allowed = min(max(RSS_GROWTH_FRACTION * first_q, RSS_GROWTH_FLOOR), RSS_GROWTH_BYTES)
+            ok = g_rss <= allowed and g_fds <= FDS_GROWTH
             verdict = "PASS" if ok else "FAIL"
             if not ok:
                 failures.append(
