@@ -6,20 +6,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-REASONS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    409: "AlreadyExists",
-    413: "RequestEntityTooLarge",
-    422: "Invalid",
-    429: "TooManyRequests",
-    502: "ServiceUnavailable",
-    503: "ServiceUnavailable",
-    504: "Timeout",
-}
+from services.common.errors import REASONS
 
 
 def status_body(

@@ -22,6 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
+#: Kubernetes ``Status`` reasons by HTTP code, for errors that name none: the one table, used by
+#: the services and the gateway alike. (A create that finds its name taken says AlreadyExists
+#: itself, as Kubernetes does; a bare 409 is a Conflict.)
 REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -36,6 +39,7 @@ REASONS = {
     422: "Invalid",
     429: "TooManyRequests",
     500: "InternalError",
+    502: "ServiceUnavailable",  # the gateway's upstream did not answer
     503: "ServiceUnavailable",
     504: "Timeout",
 }
