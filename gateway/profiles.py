@@ -44,6 +44,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Integer, String, Table, delete, insert, select, update
 
 from services.common.db import Database, new_metadata
+from services.common.resources.patch import merge_patch
 from services.common.runtime import Runtime, RuntimeSettings, get_runtime
 
 from .errors import GatewayError
@@ -536,15 +537,3 @@ class ProfileStore:
             except GatewayError as exc:
                 if exc.code != 409:
                     raise
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
