@@ -24,9 +24,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from services.common.resources import ResourceKind, ResourceStore, WatchEvent
 
 log = logging.getLogger(__name__)
+
+RECONCILES = Counter(
+    "shipyard_reconciles",
+    "Reconcile passes this process ran (only a service's leader replica runs any).",
+    ["kinds"],
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -54,6 +62,7 @@ class Controller:
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._by_name = {k.kind: k for k in self.kinds}
+        self._reconciles = RECONCILES.labels(",".join(k.kind for k in self.kinds))
         store.add_listener(self._on_change)
 
     # -------------------------------------------------------------- interface
@@ -122,6 +131,7 @@ class Controller:
             self._active.add(key)
             try:
                 kind = self._by_name[key.kind]
+                self._reconciles.inc()
                 await self.reconcile(kind, key.namespace, key.name)
                 self._failures.pop(key, None)
             except asyncio.CancelledError:

@@ -61,6 +61,13 @@ class Database:
     async def ensure_schema(self) -> None:
         if self.is_postgres:
             async with self.engine.begin() as conn:
+                # Two replicas starting together: CREATE SCHEMA IF NOT EXISTS is not safe
+                # against a concurrent one (the loser fails on pg_namespace's unique index),
+                # so they take turns under a transaction-level lock.
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                    {"k": f"shipyard-schema-{self.schema}"},
+                )
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
 
     @asynccontextmanager

@@ -151,10 +151,13 @@ class LeaderElection:
                 self._backend_pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
                 # A leader that hangs or is cut off stops pinging: Postgres then ends the lock
                 # session (and frees the lock) after this long, instead of after TCP keepalive
-                # gives up (two hours by default). The setting is per session.
+                # gives up (two hours by default). The setting is per session (Postgres 14+).
                 timeout_ms = int(self.session_timeout_seconds * 1000)
                 await conn.execute(
-                    text("SELECT set_config('idle_session_timeout', :v, false)"),
+                    text(
+                        "SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 "
+                        "THEN set_config('idle_session_timeout', :v, false) END"
+                    ),
                     {"v": f"{timeout_ms}ms"},
                 )
                 await conn.commit()
