@@ -641,3 +641,16 @@ def test_chart_and_the_runtimes_profile_objects_fit() -> None:
         role = binding["roleRef"]["name"]
         assert role in roles and role in KUBEFLOW_ROLES, role
         assert bindable[("rbac.authorization.k8s.io", "clusterroles", role)] == {"bind"}
+
+
+def test_chart_two_replicas_of_each_service() -> None:
+    """``replicas: 2`` renders two pods of each service (every replica serves the API; one,
+    the leader, reconciles: services/common/leader.py) and still validates."""
+    values = _values()
+    for svc in values["services"].values():
+        svc["replicas"] = 2
+    docs = _render_chart(values)
+    deployments = _by_kind(docs, "Deployment")
+    for name in values["services"]:
+        assert deployments[f"{RELEASE}-{name}"]["spec"]["replicas"] == 2
+        _validate(deployments[f"{RELEASE}-{name}"])
