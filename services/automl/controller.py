@@ -723,7 +723,7 @@ class AutoMLController(Controller):
         namespace, name = meta["namespace"], meta["name"]
         async with self.db.transaction() as s:
             try:  # locked: a kill and the watcher may race to finish the same trial
-                current = await self.store._load(s, TRIAL, namespace, name, lock=True)
+                current = await self.store.load(s, TRIAL, namespace, name, lock=True)
             except ApiError:
                 return False
             if is_finished(current):
@@ -733,7 +733,7 @@ class AutoMLController(Controller):
             value = collector.objective_value(status.get("observation"), trial["spec"]["objective"])
             if value is not None:
                 status["objectiveValue"] = repr(value)
-            await self.store._set_status(s, TRIAL, current, {"status": status})
+            await self.store.write_status(s, TRIAL, current, {"status": status})
             state = trial_state({"status": status})
             reason = condition_reason(status, state) or ""
             await events.stage_trial_event(

@@ -99,7 +99,7 @@ async def _create(
     obj.setdefault("kind", kind.kind)
     store = context(request).store
     if body.get("serverDryRun") or (body.get("createOptions") or {}).get("dryRun"):
-        return JSONResponse(store._validate(kind, obj, namespace))  # noqa: SLF001
+        return JSONResponse(store.validate(kind, obj, namespace))
     created = await store.create(kind, namespace, obj)
     return JSONResponse(created)
 
@@ -114,7 +114,7 @@ async def create_workflow(request: Request, namespace: str, identity: IdentityDe
 async def lint_workflow(request: Request, namespace: str, identity: IdentityDep) -> JSONResponse:
     body = await _body(request, "workflow")
     obj = {"apiVersion": WORKFLOW.api_version, "kind": WORKFLOW.kind, **body["workflow"]}
-    return JSONResponse(context(request).store._validate(WORKFLOW, obj, namespace))  # noqa: SLF001
+    return JSONResponse(context(request).store.validate(WORKFLOW, obj, namespace))
 
 
 @router.post(f"{PREFIX}/workflows/{{namespace}}/submit")

@@ -254,7 +254,7 @@ async def _check_package(request: Request, namespace: str, spec: dict[str, Any])
             return
         raise
     store = context(request).store
-    store._validate(
+    store.validate(
         WORKFLOW,
         {"metadata": {"name": "check"}, "spec": wf_spec},  # noqa: SLF001
         namespace,

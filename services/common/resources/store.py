@@ -171,7 +171,7 @@ class ResourceStore:
             self.objects.c.name == name,
         )
 
-    async def _load(
+    async def load(
         self,
         session: AsyncSession,
         kind: ResourceKind,
@@ -180,6 +180,10 @@ class ResourceStore:
         *,
         lock: bool = False,
     ) -> dict[str, Any]:
+        """One object, read in the caller's session (``lock``: held FOR UPDATE until it ends).
+
+        Public for controllers that read, decide and write in one transaction (with
+        :meth:`write_status`); NotFound as an ApiError."""
         query = select(self.objects.c.body).where(self._where(kind, namespace, name))
         if lock and self.db.is_postgres:
             query = query.with_for_update()
@@ -259,7 +263,7 @@ class ResourceStore:
             ) from None
 
     # ------------------------------------------------------------- validation
-    def _validate(self, kind: ResourceKind, obj: Any, namespace: str | None) -> dict[str, Any]:
+    def validate(self, kind: ResourceKind, obj: Any, namespace: str | None) -> dict[str, Any]:
         """Check an incoming object and return it normalised (spec defaults applied)."""
         if not isinstance(obj, dict):
             raise ApiError(400, "the request body must be a JSON or YAML object")
@@ -328,7 +332,7 @@ class ResourceStore:
         *,
         session: AsyncSession | None = None,
     ) -> dict[str, Any]:
-        new = self._validate(kind, obj, namespace)
+        new = self.validate(kind, obj, namespace)
         meta = new["metadata"]
         for key in _SERVER_META:
             meta.pop(key, None)
@@ -426,7 +430,7 @@ class ResourceStore:
         session: AsyncSession | None = None,
     ) -> dict[str, Any]:
         """PUT: replace metadata and spec; status is only written through ``/status``."""
-        new = self._validate(kind, obj, namespace)
+        new = self.validate(kind, obj, namespace)
         if (new["metadata"].get("name") or name) != name:
             raise ApiError(
                 400,
@@ -435,7 +439,7 @@ class ResourceStore:
             )
 
         async def run(s: AsyncSession) -> dict[str, Any]:
-            current = await self._load(s, kind, namespace, name, lock=True)
+            current = await self.load(s, kind, namespace, name, lock=True)
             self._check_rv(kind, current, new["metadata"].get("resourceVersion"))
             await self._admit(s, kind, new, current)
             return await self._write(s, kind, current, self._merge_server_fields(current, new))
@@ -470,10 +474,10 @@ class ResourceStore:
         session: AsyncSession | None = None,
     ) -> dict[str, Any]:
         async def run(s: AsyncSession) -> dict[str, Any]:
-            current = await self._load(s, kind, namespace, name, lock=True)
+            current = await self.load(s, kind, namespace, name, lock=True)
             patched = apply_patch(current, patch, content_type)
             if subresource == "status":
-                return await self._set_status(s, kind, current, patched)
+                return await self.write_status(s, kind, current, patched)
             self._check_rv(
                 kind,
                 current,
@@ -482,15 +486,17 @@ class ResourceStore:
                 else None,
             )
             patched["metadata"]["resourceVersion"] = None
-            new = self._validate(kind, patched, namespace)
+            new = self.validate(kind, patched, namespace)
             await self._admit(s, kind, new, current)
             return await self._write(s, kind, current, self._merge_server_fields(current, new))
 
         return await self._in_tx(session, run)
 
-    async def _set_status(
+    async def write_status(
         self, s: AsyncSession, kind: ResourceKind, current: dict[str, Any], incoming: dict[str, Any]
     ) -> dict[str, Any]:
+        """Replace ``current``'s status with ``incoming["status"]`` in the caller's session (its
+        event staged in the same transaction); the new object."""
         status = incoming.get("status") or {}
         if not isinstance(status, dict):
             raise ApiError.invalid(
@@ -516,9 +522,9 @@ class ResourceStore:
             raise ApiError(400, "the request body must be a JSON or YAML object")
 
         async def run(s: AsyncSession) -> dict[str, Any]:
-            current = await self._load(s, kind, namespace, name, lock=True)
+            current = await self.load(s, kind, namespace, name, lock=True)
             self._check_rv(kind, current, (obj.get("metadata") or {}).get("resourceVersion"))
-            return await self._set_status(s, kind, current, obj)
+            return await self.write_status(s, kind, current, obj)
 
         return await self._in_tx(session, run)
 
@@ -548,7 +554,7 @@ class ResourceStore:
             await guard(await self.get(kind, namespace, name))
 
         async def run(s: AsyncSession) -> dict[str, Any]:
-            current = await self._load(s, kind, namespace, name, lock=True)
+            current = await self.load(s, kind, namespace, name, lock=True)
             if current["metadata"].get("finalizers"):
                 if current["metadata"].get("deletionTimestamp"):
                     return current
@@ -572,7 +578,7 @@ class ResourceStore:
 
         async def run(s: AsyncSession) -> dict[str, Any] | None:
             try:
-                current = await self._load(s, kind, namespace, name, lock=True)
+                current = await self.load(s, kind, namespace, name, lock=True)
             except ApiError:
                 return None
             if finalizer not in current["metadata"].get("finalizers", []):
@@ -595,9 +601,9 @@ class ResourceStore:
         session: AsyncSession | None = None,
     ) -> dict[str, Any]:
         if session is not None:
-            return await self._load(session, kind, namespace, name)
+            return await self.load(session, kind, namespace, name)
         async with self.db.sessions() as s:
-            return await self._load(s, kind, namespace, name)
+            return await self.load(s, kind, namespace, name)
 
     async def find(
         self,
