@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import secrets
 import statistics
@@ -34,12 +33,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.automl import collector, events
+from services.automl import collector, trial_runs
 from services.automl import store as automl_store
 from services.automl.algorithms import SuggestionEngine
 from services.automl.configmaps import trial_template
 from services.automl.models import EXPERIMENT, EXPERIMENT_LABEL, FINALIZER, SUGGESTION, TRIAL
-from services.automl.push import trial_token
 from services.automl.settings import Settings
 from services.automl.status import (
     REASONS,
@@ -50,7 +48,6 @@ from services.automl.status import (
     is_finished,
     mark_created,
     now,
-    parameter_summary,
     set_condition,
     summarize,
     trial_state,
@@ -59,7 +56,6 @@ from services.automl.tables import observation_logs
 from services.automl.template import (
     TRIAL_LABEL,
     TemplateError,
-    job_workload,
     render_trial_spec,
     workload_name,
 )
@@ -71,8 +67,6 @@ from services.common.resources.store import owned_by, owner_reference, sort_by_c
 from services.common.runtime import (
     SERVICE_LABEL,
     Runtime,
-    RuntimeBackendError,
-    VolumeNotFound,
     WorkloadNotFound,
 )
 
@@ -86,28 +80,7 @@ STATE_TO_STUDY = {
     "Killed": "FAIL",
     "MetricsUnavailable": "FAIL",
 }
-EARLY_STOP_POLL = 0.5
 FOLLOW_UP_SECONDS = 0.25
-LOG_TAIL_IN_MESSAGE = 10
-METRICS_FILE_LIMIT = 16 * 1024 * 1024  # a File collector's metrics file (runtime.read_file)
-
-
-def metrics_claim(trial_name: str) -> str:
-    return f"automl-{trial_name}-metrics"[:253]
-
-
-def _collector_kind(spec: dict[str, Any]) -> str:
-    return ((spec.get("metricsCollector") or {}).get("collector") or {}).get("kind", "StdOut")
-
-
-def _file_path(spec: dict[str, Any]) -> tuple[str, str]:
-    fsp = ((spec.get("metricsCollector") or {}).get("source") or {}).get("fileSystemPath") or {}
-    return fsp.get("path") or "/var/log/katib/metrics.log", fsp.get("format") or "TEXT"
-
-
-def _formats(spec: dict[str, Any]) -> list[str] | None:
-    source = (spec.get("metricsCollector") or {}).get("source") or {}
-    return ((source.get("filter") or {}).get("metricsFormat")) or None
 
 
 @dataclass
@@ -200,7 +173,7 @@ class AutoMLController(Controller):
         if kind.kind == EXPERIMENT.kind:
             await self.reconcile_experiment(namespace, name)
         elif kind.kind == TRIAL.kind:
-            await self.reconcile_trial(namespace, name)
+            await trial_runs.reconcile_trial(self, namespace, name)
 
     async def _trials_of(
         self, experiment: dict[str, Any], session: Any = None
@@ -374,7 +347,6 @@ class AutoMLController(Controller):
         except Exception:
             self.engine.forget(uid)
             raise
-        self._wake_relay()
         # The trial reconcile starts from the committed bodies instead of reading them back
         # (trial start is the critical path).
         for trial_name in created:
@@ -509,7 +481,6 @@ class AutoMLController(Controller):
                     SUGGESTION, namespace, name, {"spec": {"requests": len(rows)}}, session=s
                 )
             await self.store.update_status(SUGGESTION, namespace, name, status, session=s)
-        self._wake_relay()
 
     async def _early_stopping_rules(
         self, experiment: dict[str, Any], trials: list[dict[str, Any]]
@@ -577,7 +548,7 @@ class AutoMLController(Controller):
                 false_types=("Running",),
             )
             status["completionTime"] = now()
-            await self._complete(trial, status, None)
+            await trial_runs.complete(self, trial, status, None)
             await self._stop_workload(meta["namespace"], meta["name"])
 
     async def _stop_workload(self, namespace: str, trial_name: str) -> None:
@@ -596,8 +567,8 @@ class AutoMLController(Controller):
             # connection): the workload's deletion ends their wait and they find no trial.
             name = trial["metadata"]["name"]
             await self.runtime.delete(namespace, workload_name(name))
-            if _collector_kind(trial["spec"]) == "File":
-                await self.runtime.delete_volume(namespace, metrics_claim(name))
+            if trial_runs.collector_kind(trial["spec"]) == "File":
+                await self.runtime.delete_volume(namespace, trial_runs.metrics_claim(name))
         async with self.db.transaction() as s:
             for trial in trials:
                 with contextlib.suppress(ApiError):
@@ -612,326 +583,6 @@ class AutoMLController(Controller):
         log.info("experiment %s/%s deleted with %d trials", namespace, meta["name"], len(trials))
 
     # --------------------------------------------------------------------- trial
-    async def reconcile_trial(self, namespace: str, name: str) -> None:
-        key = (namespace, name)
-        trial = self._fresh.pop(key, None) or await self.store.find(TRIAL, namespace, name)
-        if trial is None:
-            return
-        if is_finished(trial):
-            if trial_state(trial) in ("Killed", "EarlyStopped"):
-                await self._stop_workload(namespace, name)
-            return
-        running = self.watchers.get(key)
-        if running is not None and not running.done():
-            return
-        spec = trial["spec"]
-        status = dict(trial.get("status") or {})
-        if not has_condition(status, "Created"):
-            set_condition(status, "Created", REASONS["Created"], "Trial is created")
-        try:
-            workload = await self._workload_for(trial)
-            wstatus = await self.runtime.apply(workload)
-        except (TemplateError, ValueError) as exc:
-            set_condition(status, "Failed", REASONS["Failed"], f"Trial cannot run: {exc}")
-            status["completionTime"] = now()
-            await self._complete(trial, status, None)
-            return
-        if not has_condition(status, "Running"):
-            set_condition(status, "Running", REASONS["Running"], "Trial is running")
-            status["startTime"] = (
-                wstatus.start_time.strftime("%Y-%m-%dT%H:%M:%SZ") if wstatus.start_time else now()
-            )
-            status["parameterSummary"] = parameter_summary(spec.get("parameterAssignments", []))
-            async with self.db.transaction() as s:
-                trial = await self.store.update_status(TRIAL, namespace, name, status, session=s)
-                await events.stage_trial_event(
-                    s,
-                    self.outbox,
-                    events.STARTED,
-                    self._event(trial, "Running", REASONS["Running"], "", None),
-                )
-            self._wake_relay()
-        self.watchers[key] = asyncio.create_task(self._watch(trial), name=f"trial-{name}")
-
-    def _wake_relay(self) -> None:
-        """Publish what a controller-owned transaction staged now, not at the relay's poll."""
-        wake = getattr(self.store, "_after_commit", None)
-        if wake is not None:
-            wake()
-
-    async def _workload_for(self, trial: dict[str, Any]) -> dict[str, Any]:
-        spec, meta = trial["spec"], trial["metadata"]
-        if "runSpec" not in spec:
-            error = (meta.get("annotations") or {}).get(
-                "automl.shipyard.io/template-error", "the trial has no runSpec"
-            )
-            raise TemplateError(error)
-        env = {"KATIB_TRIAL_NAME": meta["name"]}
-        kind = _collector_kind(spec)
-        if kind == "Push":
-            # Through the gateway, as the workload's own service account: a sandboxed trial
-            # reaches nothing else ($(SHIPYARD_URL) is expanded by the runtime, inside).
-            base = (self.settings.metrics_push_url or "$(SHIPYARD_URL)").rstrip("/")
-            env["SHIPYARD_METRICS_URL"] = (
-                f"{base}/apis/kubeflow.org/v1beta1/namespaces/"
-                f"{meta['namespace']}/trials/{meta['name']}/metrics"
-            )
-            env["SHIPYARD_METRICS_TOKEN"] = trial_token(
-                self.push_key, meta["namespace"], meta["name"]
-            )
-        extra = None
-        if kind == "File":
-            path, _ = _file_path(spec)
-            claim = metrics_claim(meta["name"])
-            await self.runtime.create_volume(
-                meta["namespace"], claim, labels={SERVICE_LABEL: "automl"}
-            )
-            extra = ("katib-metrics", claim, path)
-        labels = {EXPERIMENT_LABEL: meta["labels"].get(EXPERIMENT_LABEL, "")}
-        return job_workload(
-            spec["runSpec"],
-            spec.get("primaryContainerName"),
-            namespace=meta["namespace"],
-            trial_name=meta["name"],
-            labels=labels,
-            env=env,
-            extra_volume=extra,
-        )
-
-    def _event(
-        self, trial: dict[str, Any], condition: str, reason: str, message: str, value: float | None
-    ) -> events.TrialEvent:
-        meta = trial["metadata"]
-        owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or []), {})
-        return events.TrialEvent(
-            namespace=meta["namespace"],
-            experiment=(meta.get("labels") or {}).get(EXPERIMENT_LABEL, ""),
-            trial=meta["name"],
-            experiment_uid=owner.get("uid", ""),
-            condition=condition,
-            reason=reason,
-            message=message[:2000],
-            has_objective=value is not None,
-            objective_value=value or 0.0,
-        )
-
-    async def _complete(
-        self, trial: dict[str, Any], status: dict[str, Any], logs: list[collector.MetricLog] | None
-    ) -> bool:
-        """Write a final trial status (+ observation log + event) unless one is already there."""
-        meta = trial["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        async with self.db.transaction() as s:
-            try:  # locked: a kill and the watcher may race to finish the same trial
-                current = await self.store.load(s, TRIAL, namespace, name, lock=True)
-            except ApiError:
-                return False
-            if is_finished(current):
-                return False
-            if logs is not None:
-                await automl_store.replace_observations(s, namespace, name, logs)
-            value = collector.objective_value(status.get("observation"), trial["spec"]["objective"])
-            if value is not None:
-                status["objectiveValue"] = repr(value)
-            await self.store.write_status(s, TRIAL, current, {"status": status})
-            state = trial_state({"status": status})
-            reason = condition_reason(status, state) or ""
-            await events.stage_trial_event(
-                s, self.outbox, events.COMPLETED, self._event(trial, state, reason, "", value)
-            )
-        self._wake_relay()
-        self.completed_here[(namespace, name)] = None
-        if len(self.completed_here) > 10_000:
-            self.completed_here.popitem(last=False)
-        self.enqueue(TRIAL, namespace, name)
-        experiment = (meta.get("labels") or {}).get(EXPERIMENT_LABEL)
-        if experiment:
-            self.enqueue(EXPERIMENT, namespace, experiment)
-        return True
-
-    async def _watch(self, trial: dict[str, Any]) -> None:
-        meta, spec = trial["metadata"], trial["spec"]
-        namespace, name = meta["namespace"], meta["name"]
-        try:
-            await self._follow_trial(trial)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            if await self.store.find(TRIAL, namespace, name) is None:
-                return  # deleted with its experiment
-            log.exception("watching trial %s/%s failed; the next resync retries", namespace, name)
-            await asyncio.sleep(1)
-            self.enqueue(TRIAL, namespace, name)
-        finally:
-            if self.watchers.get((namespace, name)) is asyncio.current_task():
-                self.watchers.pop((namespace, name), None)
-        del spec
-
-    async def _follow_trial(self, trial: dict[str, Any]) -> None:
-        meta, spec = trial["metadata"], trial["spec"]
-        namespace, name = meta["namespace"], meta["name"]
-        wname = workload_name(name)
-        objective = spec["objective"]
-        names = collector.metric_names(objective)
-        kind = _collector_kind(spec)
-        rule = next(
-            (
-                r
-                for r in spec.get("earlyStoppingRules") or []
-                if r.get("name") == objective["objectiveMetricName"]
-            ),
-            None,
-        )
-        stopped = asyncio.Event()
-
-        def breaks_rule(values: list[float]) -> bool:
-            if rule is None or len(values) < int(rule.get("startStep", 1)):
-                return False
-            limit, value = float(rule["value"]), values[-1]
-            comparison = rule.get("comparison")
-            return (
-                value < limit
-                if comparison == "LESS"
-                else value > limit
-                if comparison == "GREATER"
-                else value == limit
-            )
-
-        async def early_stop() -> None:
-            stopped.set()
-            log.info("trial %s/%s: early stopped by %s", namespace, name, rule)
-            await self.runtime.stop_all({SERVICE_LABEL: "automl", TRIAL_LABEL: name})
-
-        async def follow_stdout() -> None:
-            parser = collector.TextParser(names, _formats(spec))
-            seen: list[float] = []
-            turns = collector.LoopTurns()
-            async for line in self.runtime.logs(namespace, wname, follow=True):
-                await turns.tick()
-                for entry in parser.feed(line):
-                    if entry.name == objective["objectiveMetricName"]:
-                        seen.append(float(entry.value))
-                        if breaks_rule(seen):
-                            await early_stop()
-                            return
-
-        async def poll_collected() -> None:
-            while True:
-                await asyncio.sleep(EARLY_STOP_POLL)
-                logs = await self._collect(trial, kind, final=False)
-                values = [
-                    float(m.value) for m in logs if m.name == objective["objectiveMetricName"]
-                ]
-                if breaks_rule(values):
-                    await early_stop()
-                    return
-
-        helper: asyncio.Task[None] | None = None
-        if kind == "StdOut" and rule is not None:
-            helper = asyncio.create_task(follow_stdout())
-        elif kind in ("File", "Push") and rule is not None:
-            helper = asyncio.create_task(poll_collected())
-        timeout = (
-            float(
-                ((spec.get("runSpec") or {}).get("spec") or {}).get("activeDeadlineSeconds")
-                or self.settings.max_trial_seconds
-            )
-            + 60
-        )
-        try:
-            final = await self.runtime.wait(namespace, wname, timeout=timeout)
-        finally:
-            if helper is not None:
-                if stopped.is_set():
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(helper, 5)
-                helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await helper
-        logs = await self._collect(trial, kind, final=True)
-        # ``trial`` is the Running version this watcher was started with; ``_complete``
-        # re-checks in its transaction that no one else finished the trial meanwhile.
-        status = copy.deepcopy(trial.get("status") or {})
-        obs = collector.observation(logs, objective)
-        status["observation"] = obs
-        status["completionTime"] = now()
-        has_objective = collector.objective_value(obs, objective) is not None
-        if stopped.is_set():
-            set_condition(
-                status,
-                "EarlyStopped",
-                REASONS["EarlyStopped"],
-                "Trial is early stopped",
-                false_types=("Running",),
-            )
-        elif final.phase.value == "Succeeded":
-            if has_objective or kind == "None":
-                set_condition(
-                    status,
-                    "Succeeded",
-                    REASONS["Succeeded"],
-                    "Trial has succeeded",
-                    false_types=("Running",),
-                )
-            else:
-                tail = await self._log_tail(namespace, wname)
-                set_condition(
-                    status,
-                    "MetricsUnavailable",
-                    REASONS["MetricsUnavailable"],
-                    f"Metrics are not available: the objective metric "
-                    f"{objective['objectiveMetricName']!r} was not found in the "
-                    f"{kind} output. Last log lines:\n{tail}",
-                    false_types=("Running",),
-                )
-        else:
-            tail = await self._log_tail(namespace, wname)
-            detail = final.message or final.reason or f"exit code {final.exit_code}"
-            set_condition(
-                status,
-                "Failed",
-                REASONS["Failed"],
-                f"Trial has failed: {detail}. Last log lines:\n{tail}",
-                false_types=("Running",),
-            )
-        await self._complete(trial, status, None if kind == "Push" else logs)
-
-    async def _log_tail(self, namespace: str, wname: str) -> str:
-        lines: list[str] = []
-        with contextlib.suppress(Exception):
-            async for line in self.runtime.logs(namespace, wname, tail=LOG_TAIL_IN_MESSAGE):
-                lines.append(line)
-        return "\n".join(lines) or "(no output)"
-
-    async def _collect(
-        self, trial: dict[str, Any], kind: str, final: bool
-    ) -> list[collector.MetricLog]:
-        meta, spec = trial["metadata"], trial["spec"]
-        namespace, name = meta["namespace"], meta["name"]
-        names = collector.metric_names(spec["objective"])
-        if kind == "StdOut":
-            parser = collector.TextParser(names, _formats(spec))
-            return await collector.feed_all(
-                parser, self.runtime.logs(namespace, workload_name(name))
-            )
-        if kind == "File":
-            path, fmt = _file_path(spec)
-            try:
-                data = await self.runtime.read_file(
-                    namespace, metrics_claim(name), path.rsplit("/", 1)[-1], METRICS_FILE_LIMIT
-                )
-            except (VolumeNotFound, RuntimeBackendError, OSError, ValueError) as exc:
-                log.info("trial %s/%s: no metrics file to read: %s", namespace, name, exc)
-                return []
-            text = data.decode(errors="replace")
-            if fmt == "JSON":
-                return collector.parse_json_lines(text.splitlines(), names)
-            parser = collector.TextParser(names, _formats(spec))
-            return await collector.feed_all(parser, text.splitlines())
-        if kind == "Push":
-            async with self.db.sessions() as s:
-                return await automl_store.read_observations(s, namespace, name)
-        return []
 
 
 def _condition_states(status: dict[str, Any]) -> list[tuple[str, str]]:

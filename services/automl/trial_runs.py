@@ -1,0 +1,347 @@
+"""A trial's run: its workload, the watcher that follows it, metrics collection and early
+stopping, and the one transaction that records its end.
+
+Functions of the :class:`~services.automl.controller.AutoMLController` (``ctl``), split out of
+it along the seam between experiments and trials; the controller calls them.
+
+- ``reconcile_trial`` creates the trial's workload (idempotent by name) and starts a watcher;
+- ``follow_trial`` waits for the workload (``runtime.wait``), watches the metrics meanwhile
+  for an early-stopping rule (``early_stopping.py``), collects the final metrics (StdOut
+  from the logs, File through ``runtime.read_file``, Push from the database) and writes the
+  trial's condition, observation log and completion event in one transaction (``complete``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from typing import TYPE_CHECKING, Any
+
+from services.automl import collector, early_stopping, events
+from services.automl import store as automl_store
+from services.automl.models import EXPERIMENT, EXPERIMENT_LABEL, TRIAL
+from services.automl.push import trial_token
+from services.automl.status import (
+    REASONS,
+    condition_reason,
+    has_condition,
+    is_finished,
+    now,
+    parameter_summary,
+    set_condition,
+    trial_state,
+)
+from services.automl.template import (
+    TemplateError,
+    job_workload,
+    workload_name,
+)
+from services.common.errors import ApiError
+from services.common.runtime import (
+    SERVICE_LABEL,
+    RuntimeBackendError,
+    VolumeNotFound,
+)
+
+if TYPE_CHECKING:
+    from services.automl.controller import AutoMLController
+
+log = logging.getLogger(__name__)
+
+EARLY_STOP_POLL = 0.5
+LOG_TAIL_IN_MESSAGE = 10
+METRICS_FILE_LIMIT = 16 * 1024 * 1024  # a File collector's metrics file (runtime.read_file)
+
+
+def metrics_claim(trial_name: str) -> str:
+    return f"automl-{trial_name}-metrics"[:253]
+
+
+def collector_kind(spec: dict[str, Any]) -> str:
+    return ((spec.get("metricsCollector") or {}).get("collector") or {}).get("kind", "StdOut")
+
+
+def file_path(spec: dict[str, Any]) -> tuple[str, str]:
+    fsp = ((spec.get("metricsCollector") or {}).get("source") or {}).get("fileSystemPath") or {}
+    return fsp.get("path") or "/var/log/katib/metrics.log", fsp.get("format") or "TEXT"
+
+
+def formats(spec: dict[str, Any]) -> list[str] | None:
+    source = (spec.get("metricsCollector") or {}).get("source") or {}
+    return ((source.get("filter") or {}).get("metricsFormat")) or None
+
+
+async def reconcile_trial(ctl: AutoMLController, namespace: str, name: str) -> None:
+    key = (namespace, name)
+    trial = ctl._fresh.pop(key, None) or await ctl.store.find(TRIAL, namespace, name)
+    if trial is None:
+        return
+    if is_finished(trial):
+        if trial_state(trial) in ("Killed", "EarlyStopped"):
+            await ctl._stop_workload(namespace, name)
+        return
+    running = ctl.watchers.get(key)
+    if running is not None and not running.done():
+        return
+    spec = trial["spec"]
+    status = dict(trial.get("status") or {})
+    if not has_condition(status, "Created"):
+        set_condition(status, "Created", REASONS["Created"], "Trial is created")
+    try:
+        workload = await workload_for(ctl, trial)
+        wstatus = await ctl.runtime.apply(workload)
+    except (TemplateError, ValueError) as exc:
+        set_condition(status, "Failed", REASONS["Failed"], f"Trial cannot run: {exc}")
+        status["completionTime"] = now()
+        await complete(ctl, trial, status, None)
+        return
+    if not has_condition(status, "Running"):
+        set_condition(status, "Running", REASONS["Running"], "Trial is running")
+        status["startTime"] = (
+            wstatus.start_time.strftime("%Y-%m-%dT%H:%M:%SZ") if wstatus.start_time else now()
+        )
+        status["parameterSummary"] = parameter_summary(spec.get("parameterAssignments", []))
+        async with ctl.db.transaction() as s:
+            trial = await ctl.store.update_status(TRIAL, namespace, name, status, session=s)
+            await events.stage_trial_event(
+                s,
+                ctl.outbox,
+                events.STARTED,
+                event(ctl, trial, "Running", REASONS["Running"], "", None),
+            )
+    ctl.watchers[key] = asyncio.create_task(watch(ctl, trial), name=f"trial-{name}")
+
+
+async def workload_for(ctl: AutoMLController, trial: dict[str, Any]) -> dict[str, Any]:
+    spec, meta = trial["spec"], trial["metadata"]
+    if "runSpec" not in spec:
+        error = (meta.get("annotations") or {}).get(
+            "automl.shipyard.io/template-error", "the trial has no runSpec"
+        )
+        raise TemplateError(error)
+    env = {"KATIB_TRIAL_NAME": meta["name"]}
+    kind = collector_kind(spec)
+    if kind == "Push":
+        # Through the gateway, as the workload's own service account: a sandboxed trial
+        # reaches nothing else ($(SHIPYARD_URL) is expanded by the runtime, inside).
+        base = (ctl.settings.metrics_push_url or "$(SHIPYARD_URL)").rstrip("/")
+        env["SHIPYARD_METRICS_URL"] = (
+            f"{base}/apis/kubeflow.org/v1beta1/namespaces/"
+            f"{meta['namespace']}/trials/{meta['name']}/metrics"
+        )
+        env["SHIPYARD_METRICS_TOKEN"] = trial_token(ctl.push_key, meta["namespace"], meta["name"])
+    extra = None
+    if kind == "File":
+        path, _ = file_path(spec)
+        claim = metrics_claim(meta["name"])
+        await ctl.runtime.create_volume(meta["namespace"], claim, labels={SERVICE_LABEL: "automl"})
+        extra = ("katib-metrics", claim, path)
+    labels = {EXPERIMENT_LABEL: meta["labels"].get(EXPERIMENT_LABEL, "")}
+    return job_workload(
+        spec["runSpec"],
+        spec.get("primaryContainerName"),
+        namespace=meta["namespace"],
+        trial_name=meta["name"],
+        labels=labels,
+        env=env,
+        extra_volume=extra,
+    )
+
+
+def event(
+    ctl: AutoMLController,
+    trial: dict[str, Any],
+    condition: str,
+    reason: str,
+    message: str,
+    value: float | None,
+) -> events.TrialEvent:
+    meta = trial["metadata"]
+    owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or []), {})
+    return events.TrialEvent(
+        namespace=meta["namespace"],
+        experiment=(meta.get("labels") or {}).get(EXPERIMENT_LABEL, ""),
+        trial=meta["name"],
+        experiment_uid=owner.get("uid", ""),
+        condition=condition,
+        reason=reason,
+        message=message[:2000],
+        has_objective=value is not None,
+        objective_value=value or 0.0,
+    )
+
+
+async def complete(
+    ctl: AutoMLController,
+    trial: dict[str, Any],
+    status: dict[str, Any],
+    logs: list[collector.MetricLog] | None,
+) -> bool:
+    """Write a final trial status (+ observation log + event) unless one is already there."""
+    meta = trial["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    async with ctl.db.transaction() as s:
+        try:  # locked: a kill and the watcher may race to finish the same trial
+            current = await ctl.store.load(s, TRIAL, namespace, name, lock=True)
+        except ApiError:
+            return False
+        if is_finished(current):
+            return False
+        if logs is not None:
+            await automl_store.replace_observations(s, namespace, name, logs)
+        value = collector.objective_value(status.get("observation"), trial["spec"]["objective"])
+        if value is not None:
+            status["objectiveValue"] = repr(value)
+        await ctl.store.write_status(s, TRIAL, current, {"status": status})
+        state = trial_state({"status": status})
+        reason = condition_reason(status, state) or ""
+        await events.stage_trial_event(
+            s, ctl.outbox, events.COMPLETED, event(ctl, trial, state, reason, "", value)
+        )
+    ctl.completed_here[(namespace, name)] = None
+    if len(ctl.completed_here) > 10_000:
+        ctl.completed_here.popitem(last=False)
+    ctl.enqueue(TRIAL, namespace, name)
+    experiment = (meta.get("labels") or {}).get(EXPERIMENT_LABEL)
+    if experiment:
+        ctl.enqueue(EXPERIMENT, namespace, experiment)
+    return True
+
+
+async def watch(ctl: AutoMLController, trial: dict[str, Any]) -> None:
+    meta, spec = trial["metadata"], trial["spec"]
+    namespace, name = meta["namespace"], meta["name"]
+    try:
+        await follow_trial(ctl, trial)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        if await ctl.store.find(TRIAL, namespace, name) is None:
+            return  # deleted with its experiment
+        log.exception("watching trial %s/%s failed; the next resync retries", namespace, name)
+        await asyncio.sleep(1)
+        ctl.enqueue(TRIAL, namespace, name)
+    finally:
+        if ctl.watchers.get((namespace, name)) is asyncio.current_task():
+            ctl.watchers.pop((namespace, name), None)
+    del spec
+
+
+async def follow_trial(ctl: AutoMLController, trial: dict[str, Any]) -> None:
+    """Wait for the trial's workload (watching for early stopping), then record its end."""
+    meta, spec = trial["metadata"], trial["spec"]
+    namespace, name = meta["namespace"], meta["name"]
+    wname = workload_name(name)
+    objective = spec["objective"]
+    kind = collector_kind(spec)
+    rule = early_stopping.rule_for(spec)
+    watch = None
+    if rule is not None:
+        watch = early_stopping.EarlyStopWatch(
+            ctl.runtime, namespace, name, wname, rule, objective["objectiveMetricName"]
+        )
+        parser = collector.TextParser(collector.metric_names(objective), formats(spec))
+
+        async def collected() -> list[collector.MetricLog]:
+            return await collect(ctl, trial, kind, final=False)
+
+        watch.start(kind, parser, collected)
+    timeout = (
+        float(
+            ((spec.get("runSpec") or {}).get("spec") or {}).get("activeDeadlineSeconds")
+            or ctl.settings.max_trial_seconds
+        )
+        + 60
+    )
+    try:
+        final = await ctl.runtime.wait(namespace, wname, timeout=timeout)
+    finally:
+        if watch is not None:
+            await watch.finish()
+    stopped = watch is not None and watch.stopped.is_set()
+    logs = await collect(ctl, trial, kind, final=True)
+    # ``trial`` is the Running version this watcher was started with; ``_complete``
+    # re-checks in its transaction that no one else finished the trial meanwhile.
+    status = copy.deepcopy(trial.get("status") or {})
+    obs = collector.observation(logs, objective)
+    status["observation"] = obs
+    status["completionTime"] = now()
+    has_objective = collector.objective_value(obs, objective) is not None
+    if stopped:
+        set_condition(
+            status,
+            "EarlyStopped",
+            REASONS["EarlyStopped"],
+            "Trial is early stopped",
+            false_types=("Running",),
+        )
+    elif final.phase.value == "Succeeded":
+        if has_objective or kind == "None":
+            set_condition(
+                status,
+                "Succeeded",
+                REASONS["Succeeded"],
+                "Trial has succeeded",
+                false_types=("Running",),
+            )
+        else:
+            tail = await log_tail(ctl, namespace, wname)
+            set_condition(
+                status,
+                "MetricsUnavailable",
+                REASONS["MetricsUnavailable"],
+                f"Metrics are not available: the objective metric "
+                f"{objective['objectiveMetricName']!r} was not found in the "
+                f"{kind} output. Last log lines:\n{tail}",
+                false_types=("Running",),
+            )
+    else:
+        tail = await log_tail(ctl, namespace, wname)
+        detail = final.message or final.reason or f"exit code {final.exit_code}"
+        set_condition(
+            status,
+            "Failed",
+            REASONS["Failed"],
+            f"Trial has failed: {detail}. Last log lines:\n{tail}",
+            false_types=("Running",),
+        )
+    await complete(ctl, trial, status, None if kind == "Push" else logs)
+
+
+async def log_tail(ctl: AutoMLController, namespace: str, wname: str) -> str:
+    lines: list[str] = []
+    with contextlib.suppress(Exception):
+        async for line in ctl.runtime.logs(namespace, wname, tail=LOG_TAIL_IN_MESSAGE):
+            lines.append(line)
+    return "\n".join(lines) or "(no output)"
+
+
+async def collect(
+    ctl: AutoMLController, trial: dict[str, Any], kind: str, final: bool
+) -> list[collector.MetricLog]:
+    meta, spec = trial["metadata"], trial["spec"]
+    namespace, name = meta["namespace"], meta["name"]
+    names = collector.metric_names(spec["objective"])
+    if kind == "StdOut":
+        parser = collector.TextParser(names, formats(spec))
+        return await collector.feed_all(parser, ctl.runtime.logs(namespace, workload_name(name)))
+    if kind == "File":
+        path, fmt = file_path(spec)
+        try:
+            data = await ctl.runtime.read_file(
+                namespace, metrics_claim(name), path.rsplit("/", 1)[-1], METRICS_FILE_LIMIT
+            )
+        except (VolumeNotFound, RuntimeBackendError, OSError, ValueError) as exc:
+            log.info("trial %s/%s: no metrics file to read: %s", namespace, name, exc)
+            return []
+        text = data.decode(errors="replace")
+        if fmt == "JSON":
+            return collector.parse_json_lines(text.splitlines(), names)
+        parser = collector.TextParser(names, formats(spec))
+        return await collector.feed_all(parser, text.splitlines())
+    if kind == "Push":
+        async with ctl.db.sessions() as s:
+            return await automl_store.read_observations(s, namespace, name)
+    return []
