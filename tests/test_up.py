@@ -428,7 +428,11 @@ def test_real_platform_on_the_embedded_store_passes_artifacts(
                 return [o.key async for o in client.list(f"artifacts/{ns}/{name}/")]
 
         stored = asyncio.run(keys())
-        assert len(stored) == 1 and stored[0].endswith("/out.tgz"), stored
+        # The artifact, and each wrapped step's report of its outputs (runner.py's state key).
+        artifacts = [k for k in stored if "/.shipyard/" not in k]
+        assert len(artifacts) == 1 and artifacts[0].endswith("/out.tgz"), stored
+        reports = [k for k in stored if "/.shipyard/" in k]
+        assert reports and all(k.endswith("/.shipyard/result.json") for k in reports), stored
         listening = {
             c.laddr.port
             for c in psutil.Process(platform.s3_child.pid).net_connections()
