@@ -189,6 +189,8 @@ def start_model_server(model_dir: Path, name: str) -> tuple[subprocess.Popen[byt
         "v2",
         "--port",
         str(port),
+        "--host",
+        "127.0.0.1",  # the server's default is all interfaces (its workload's own network)
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.Popen(

@@ -4,11 +4,12 @@
   Notebook, Workflow, WorkflowTemplate, CronWorkflow (and the Argo server API), Experiment
   trial templates of any trial kind, Trial, InferenceService. The user here owns the
   namespace (single-user mode); the refusal holds for everyone.
-- An InferenceService's ``file://`` storageUri resolves only inside the namespace's own
-  volumes: another namespace's volume, ``/etc``, the platform's state directory and ``..``
-  get a 422; a symbolic link planted in the namespace's own claim (pointing at another
-  namespace's volume) on a ``pvc://`` or ``file://`` path fails the revision with a status
-  that says why, and no model server is started for it.
+- An InferenceService's ``file://`` storageUri is refused (422, naming ``pvc://``): another
+  namespace's volume, ``/etc``, the platform's state directory, ``..`` and the namespace's
+  own volumes alike; a model server never sees a host path. A symbolic link planted in the
+  namespace's own claim (pointing at another namespace's volume) on a ``pvc://`` path is
+  resolved inside the model server's sandbox, where that volume does not exist: the revision
+  fails, and the other namespace's model never answers.
 """
 
 from __future__ import annotations
@@ -293,30 +294,35 @@ def planted(platform: Any, api: httpx.Client, other_volume: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("name", "uri"),
-    [
-        ("pvc-link", "pvc://planted/link"),
-        ("pvc-nested-link", "pvc://planted/dir/up/m"),
-        ("file-link", "file://{own}/link"),
-        ("file-nested-link", "file://{own}/dir/up/m/model.py"),
-    ],
+    [("pvc-link", "pvc://planted/link"), ("pvc-nested-link", "pvc://planted/dir/up/m")],
 )
-def test_create_inferenceservice_symlink_in_claim_fails(
-    api: httpx.Client, platform: Any, planted: Path, name: str, uri: str
+def test_create_inferenceservice_symlink_in_claim_leads_nowhere(
+    api: httpx.Client, planted: Path, name: str, uri: str
 ) -> None:
-    """A link on the model's path is refused: the revision fails and says so; nothing runs."""
-    r = api.post(ISVC_PATH, json=model_isvc(name, uri.format(own=planted)))
+    """A link on the model's path is followed inside the server's own sandbox, which shows no
+    other namespace's volume: the revision fails, and tenant-b's model never answers."""
+    r = api.post(ISVC_PATH, json=model_isvc(name, uri))
     assert r.status_code == 201, r.text
     try:
         message = revision_failure(api, name)
-        assert "symbolic link" in message, message
-        workloads = asyncio.run(
-            LocalRuntime(platform.state_dir).list(
-                {"serving.kserve.io/inferenceservice": name}, namespace=NS
-            )
-        )
-        assert workloads == []
+        assert "does not exist" in message, message
+        assert "tenant-b secret" not in message
+        answer = api.post(f"/serving/{NS}/{name}/v1/models/{name}:predict", json={"instances": [1]})
+        assert "tenant-b secret" not in answer.text
     finally:
         assert api.delete(f"{ISVC_PATH}/{name}").status_code == 200
+
+
+def test_create_inferenceservice_file_uri_inside_own_claim_422(
+    api: httpx.Client, planted: Path
+) -> None:
+    """file:// is refused even inside the namespace's own claim: use pvc://."""
+    for uri in (f"file://{planted}/link", f"file://{planted}/dir/up/m/model.py"):
+        message = refused(
+            api.post(ISVC_PATH, json=model_isvc("file-link", uri)),
+            "spec.predictor.model.storageUri",
+        )
+        assert "pvc://" in message, message
 
 
 def test_create_inferenceservice_other_namespace_claim_not_found(
