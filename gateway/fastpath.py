@@ -103,24 +103,7 @@ class ProxyFastPath:
             # notebook's own traffic (a JupyterLab page load is hundreds of requests) are
             # data planes, bounded by their servers, as in KServe and Kubeflow.
             gw.check_rate(principal)
-        namespace = match.namespace
-        body: bytes | None = None
-        by_object = False
-        if namespace is None and path.startswith("/apis/v2beta1/"):
-            namespace = request.query_params.get("namespace") or None
-            if namespace is None and method in ("POST", "PUT", "PATCH"):
-                body = await read_body(receive, settings.max_body_bytes)
-                namespace = _namespace_in_body(body)
-            by_object = namespace is None
-            namespace = namespace or gw.authz.default_namespace(principal)
-        if by_object:
-            identity = gw.authz.authorize_by_object(principal, namespace)
-        elif match.route.any_user and method in ("GET", "HEAD"):
-            identity = Identity(user=principal.user, groups=principal.groups, role="view")
-        else:
-            identity = gw.authz.authorize(
-                principal, namespace, needed_role(method, match.data_plane), method, path
-            )
+        identity, body = await self.authorize(request, match, receive, principal)
         if on_main_origin and match.route.dynamic_kind == "notebook" and gw.notebook_origins:
             moved = self.to_notebook_origin(request, match, principal)
             if moved is not None:
@@ -167,6 +150,29 @@ class ProxyFastPath:
         finally:
             if served is not None:
                 gw.activity.end(served)
+
+    async def authorize(
+        self, request: Request, match: routes.Match, receive: Receive, principal: Principal
+    ) -> tuple[Identity, bytes | None]:
+        """The identity to assert upstream (ApiError 403 if none), and the body when it had to
+        be read to find the namespace (a KFP v2beta1 request names it there)."""
+        gw, path, method = self.gw, request.scope["path"], request.scope["method"]
+        namespace = match.namespace
+        body: bytes | None = None
+        by_object = False
+        if namespace is None and path.startswith("/apis/v2beta1/"):
+            namespace = request.query_params.get("namespace") or None
+            if namespace is None and method in ("POST", "PUT", "PATCH"):
+                body = await read_body(receive, gw.settings.max_body_bytes)
+                namespace = _namespace_in_body(body)
+            by_object = namespace is None
+            namespace = namespace or gw.authz.default_namespace(principal)
+        if by_object:
+            return gw.authz.authorize_by_object(principal, namespace), body
+        if match.route.any_user and method in ("GET", "HEAD"):
+            return Identity(user=principal.user, groups=principal.groups, role="view"), body
+        role = needed_role(method, match.data_plane)
+        return gw.authz.authorize(principal, namespace, role, method, path), body
 
     async def workload_endpoint(self, match: routes.Match) -> str:
         """Where a data-plane request goes: a live endpoint of the notebook or model server,
