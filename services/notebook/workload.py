@@ -83,6 +83,35 @@ def claims_of(notebook: dict[str, Any]) -> list[str]:
     ]
 
 
+def server_env(
+    namespace: str, name: str, container: dict[str, Any], token: str
+) -> list[dict[str, str]]:
+    """The server's environment: Kubeflow's ``NB_PREFIX``, the user's variables (values only),
+    and the Jupyter token last (a user may not set it)."""
+    env = [
+        {"name": "NB_PREFIX", "value": prefix(namespace, name)},
+        # Kernel connection files hold their keys: keep them in the workload's own /tmp,
+        # not on the (shared, persistent) workspace volume.
+        {"name": "JUPYTER_RUNTIME_DIR", "value": "/tmp/jupyter-runtime"},
+    ]
+    for i, var in enumerate(container.get("env") or []):
+        if not isinstance(var, dict) or "name" not in var:
+            raise ValueError(f"spec.template.spec.containers[0].env[{i}]: a name is required")
+        if var["name"] == TOKEN_ENV:
+            raise ValueError(
+                f"spec.template.spec.containers[0].env[{i}].name: {TOKEN_ENV} is set by the "
+                "platform (the gateway authenticates to the server with it)"
+            )
+        if "valueFrom" in var:
+            raise ValueError(
+                f"spec.template.spec.containers[0].env[{i}].valueFrom: not "
+                "supported by the local runtime; use value"
+            )
+        env.append({"name": var["name"], "value": str(var.get("value", ""))})
+    env.append({"name": TOKEN_ENV, "value": token})
+    return env
+
+
 def build_workload(notebook: dict[str, Any], token: str) -> WorkloadSpec:
     """The server workload for ``notebook``; ValueError (with the field path) if it cannot run.
 
@@ -110,27 +139,7 @@ def build_workload(notebook: dict[str, Any], token: str) -> WorkloadSpec:
             )
         volumes.append({"name": vol["name"], **source})
     working_dir = container.get("workingDir") or HOME
-    env = [
-        {"name": "NB_PREFIX", "value": prefix(ns, name)},
-        # Kernel connection files hold their keys: keep them in the workload's own /tmp,
-        # not on the (shared, persistent) workspace volume.
-        {"name": "JUPYTER_RUNTIME_DIR", "value": "/tmp/jupyter-runtime"},
-    ]
-    for i, var in enumerate(container.get("env") or []):
-        if not isinstance(var, dict) or "name" not in var:
-            raise ValueError(f"spec.template.spec.containers[0].env[{i}]: a name is required")
-        if var["name"] == TOKEN_ENV:
-            raise ValueError(
-                f"spec.template.spec.containers[0].env[{i}].name: {TOKEN_ENV} is set by the "
-                "platform (the gateway authenticates to the server with it)"
-            )
-        if "valueFrom" in var:
-            raise ValueError(
-                f"spec.template.spec.containers[0].env[{i}].valueFrom: not "
-                "supported by the local runtime; use value"
-            )
-        env.append({"name": var["name"], "value": str(var.get("value", ""))})
-    env.append({"name": TOKEN_ENV, "value": token})
+    env = server_env(ns, name, container, token)
     command = [str(c) for c in container.get("command") or []]
     args = [str(a) for a in container.get("args") or []]
     if not command:
