@@ -39,13 +39,9 @@ deleted ``drain_seconds`` later.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from services.common.activity import Activity
@@ -54,11 +50,18 @@ from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
 from services.common.resources import ResourceKind, ResourceStore
 from services.common.resources.store import WatchEvent
 from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus, placement
+from services.serving import isvc_status
 from services.serving.autoscale import desired_replicas, replica_bounds
 from services.serving.credentials import CredentialsError, S3Credentials, s3_credentials
 from services.serving.idle import ConcurrencyWindow, IdleClock
 from services.serving.modelcache import ModelCache
 from services.serving.models import INFERENCE_SERVICE, SECRET, SERVICE_ACCOUNT
+from services.serving.revisions import (
+    predictor_hash,
+    revision_name,
+    revision_number,
+    workload_name,
+)
 from services.serving.storage import StorageError, StoragePending, resolve_storage
 
 log = logging.getLogger(__name__)
@@ -77,28 +80,6 @@ LAUNCH_ERRORS = (
     "SandboxUnavailable",
 )
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def predictor_hash(predictor: dict[str, Any]) -> str:
-    """What makes a new revision: the predictor spec without its traffic split."""
-    material = {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def revision_name(isvc: str, number: int) -> str:
-    """Knative's revision naming, as KServe reports it (``iris-predictor-00001``)."""
-    return f"{isvc}-predictor-{number:05d}"
-
-
-def revision_number(name: str | None) -> int:
-    try:
-        return int(str(name).rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return 0
-
-
-def workload_name(isvc: str, number: int, replica: int = 0) -> str:
-    return f"isvc-{isvc}-{number}" + (f"-r{replica}" if replica else "")
 
 
 def _model_block(predictor: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
@@ -436,7 +417,8 @@ class InferenceServiceController(Controller):
             and comp.get("latestRolledoutRevision") == revision_name(name, rolled)
             and bool(comp.get("traffic"))
         )
-        new_status = self._status(
+        new_status = isvc_status.build_status(
+            self.gateway_url,
             isvc,
             status,
             latest,
@@ -630,205 +612,3 @@ class InferenceServiceController(Controller):
             lines = []
         errors = [line for line in lines if " ERROR " in line or "Error" in line]
         return f"{detail}: {errors[-1]}" if errors else detail
-
-    # ------------------------------------------------------------------- status
-    def _status(
-        self,
-        isvc: dict[str, Any],
-        old: dict[str, Any],
-        latest: int | None,
-        rolled: int | None,
-        previous: str | None,
-        by_number: dict[int, WorkloadStatus],
-        pct: int | None,
-        failure: str | None,
-        desired: int = 1,
-        standby: bool = False,
-        extras: dict[tuple[int, int], WorkloadStatus] | None = None,
-        pending: str | None = None,
-    ) -> dict[str, Any]:
-        """KServe's InferenceService status, plus the endpoints the gateway reads.
-
-        ``desired`` 0 withdraws the endpoints (scale to zero); ``standby`` keeps a scaled to
-        zero (or re-activating) service Ready with its traffic, as Knative does. ``pending``
-        says why the latest spec has no revision yet (its model is downloading): not a
-        failure, and a revision already serving keeps serving meanwhile.
-        """
-        meta = isvc["metadata"]
-        ns, name = meta["namespace"], meta["name"]
-        url = f"{self.gateway_url}/serving/{ns}/{name}"
-        latest_w = by_number.get(latest) if latest is not None else None
-        rolled_w = by_number.get(rolled) if rolled is not None else None
-        extras = extras or {}
-
-        def ready_replicas(number: int | None, wanted: int) -> list[str]:
-            """Endpoints of the revision's ready replicas below ``wanted`` (0 is always in)."""
-            found = [(0, by_number.get(number))] if number is not None else []
-            found += sorted((r, w) for (n, r), w in extras.items() if n == number and r < wanted)
-            return [w.endpoint for _, w in found if w is not None and w.ready and w.endpoint]
-
-        serving = bool(rolled_w and rolled_w.ready and rolled_w.endpoint) and desired > 0
-        routable = serving or standby
-        split = (
-            serving
-            and latest is not None
-            and rolled != latest
-            and pct is not None
-            and bool(latest_w and latest_w.ready and latest_w.endpoint)
-        )
-        predictor: dict[str, Any] = {}
-        if latest is not None:
-            predictor["latestCreatedRevision"] = revision_name(name, latest)
-        ready_numbers = [n for n, w in by_number.items() if w.ready]
-        if ready_numbers:
-            predictor["latestReadyRevision"] = revision_name(name, max(ready_numbers))
-        elif (old.get("components") or {}).get("predictor", {}).get("latestReadyRevision"):
-            predictor["latestReadyRevision"] = old["components"]["predictor"]["latestReadyRevision"]
-        if rolled is not None:
-            predictor["latestRolledoutRevision"] = revision_name(name, rolled)
-        if previous:
-            predictor["previousRolledoutRevision"] = previous
-        # Knative's revision replica counts: 0 actual while scaled to zero.
-        predictor["desiredReplicas"] = desired
-        predictor["actualReplicas"] = len(ready_replicas(rolled, sys.maxsize))
-        traffic: list[dict[str, Any]] = []
-        if routable and rolled is not None:
-            stable_pct = 100 - int(pct) if split and pct is not None else 100
-            traffic.append(
-                {
-                    "revisionName": revision_name(name, rolled),
-                    "percent": stable_pct,
-                    "latestRevision": rolled == latest,
-                    **({"tag": "prev"} if split else {}),
-                }
-            )
-            if split and latest is not None:
-                traffic.append(
-                    {
-                        "revisionName": revision_name(name, latest),
-                        "percent": int(pct or 0),
-                        "latestRevision": True,
-                        "tag": "latest",
-                    }
-                )
-        predictor["traffic"] = traffic
-        if routable:
-            predictor["url"] = url
-        if serving:
-            assert rolled_w is not None
-            predictor["endpoint"] = rolled_w.endpoint
-            predictor["endpoints"] = ready_replicas(rolled, desired)
-            if split:
-                assert latest_w is not None
-                predictor["latestEndpoint"] = latest_w.endpoint
-                predictor["latestEndpoints"] = ready_replicas(latest, desired)
-        pred_ok = routable and failure is None
-        pred_msg = failure or (None if routable else pending or "the model server is starting")
-        reason = "RevisionFailed" if failure else ("ModelDownloading" if pending else None)
-        conditions = [
-            self._condition(
-                old, "IngressReady", routable, None if routable else "no revision is serving yet"
-            ),
-            self._condition(old, "PredictorReady", pred_ok, pred_msg, reason),
-            self._condition(old, "Ready", pred_ok and routable, pred_msg, reason),
-        ]
-        status: dict[str, Any] = {
-            "observedGeneration": meta.get("generation"),
-            "conditions": conditions,
-            "components": {"predictor": predictor},
-            "modelStatus": self._model_status(
-                old,
-                latest,
-                latest_w,
-                rolled_w,
-                failure,
-                name,
-                standby and latest == rolled and pending is None,
-                pending is not None,
-            ),
-        }
-        if status["observedGeneration"] is None:
-            del status["observedGeneration"]
-        if routable:
-            status["url"] = url
-            status["address"] = {"url": url}
-        return status
-
-    @staticmethod
-    def _condition(
-        old: dict[str, Any], kind: str, ok: bool, message: str | None, reason: str | None = None
-    ) -> dict[str, Any]:
-        value = "True" if ok else "False"
-        before: dict[str, Any] = next(
-            (c for c in old.get("conditions") or [] if c.get("type") == kind), {}
-        )
-        since = before.get("lastTransitionTime") if before.get("status") == value else None
-        cond: dict[str, Any] = {
-            "type": kind,
-            "status": value,
-            "lastTransitionTime": since or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        if not ok:
-            cond["reason"] = reason or (
-                "RevisionMissing" if kind != "IngressReady" else "IngressNotConfigured"
-            )
-            if message:
-                cond["message"] = message
-        return cond
-
-    @staticmethod
-    def _model_status(
-        old: dict[str, Any],
-        latest: int | None,
-        latest_w: WorkloadStatus | None,
-        rolled_w: WorkloadStatus | None,
-        failure: str | None,
-        name: str,
-        standby: bool = False,
-        downloading: bool = False,
-    ) -> dict[str, Any]:
-        def state(w: WorkloadStatus | None) -> str:
-            if standby:
-                return "Loaded"  # scaled to zero: loadable on the next request
-            if w is None:
-                return "Pending"
-            return "Loaded" if w.ready else "Loading"
-
-        active = state(rolled_w)
-        target = "FailedToLoad" if failure else "Pending" if downloading else state(latest_w)
-        if failure:
-            transition = "BlockedByFailedLoad"
-        elif downloading:
-            transition = "InProgress"
-        elif standby or (latest_w is not None and latest_w is rolled_w and latest_w.ready):
-            transition = "UpToDate"
-        else:
-            transition = "InProgress"
-        model: dict[str, Any] = {
-            "transitionStatus": transition,
-            "states": {
-                "activeModelState": active
-                if rolled_w or standby
-                else ("FailedToLoad" if failure else "Pending"),
-                "targetModelState": target,
-            },
-            "copies": {"failedCopies": 1 if failure else 0, "totalCopies": 1},
-        }
-        if failure:
-            previous = (old.get("modelStatus") or {}).get("lastFailureInfo") or {}
-            info: dict[str, Any] = {
-                "location": latest_w.name if latest_w else "",
-                "reason": "ModelLoadFailed",
-                "message": failure,
-                "modelRevisionName": revision_name(name, latest) if latest else "",
-            }
-            if latest_w is not None and latest_w.exit_code is not None:
-                info["exitCode"] = latest_w.exit_code
-            same = {k: v for k, v in previous.items() if k != "time"} == info
-            info["time"] = (
-                previous.get("time")
-                if same and previous.get("time")
-                else (datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-            )
-            model["lastFailureInfo"] = info
-        return model
