@@ -162,13 +162,18 @@ def processes_of(state_dir: Path) -> list[psutil.Process]:
 
 @contextlib.contextmanager
 def running_platform(
-    label: str, env: dict[str, str] | None = None, log_level: str = "INFO", **platform_args: Any
+    label: str,
+    env: dict[str, str] | None = None,
+    log_level: str = "INFO",
+    logs_to: Path | None = None,
+    **platform_args: Any,
 ) -> Iterator[Platform]:
     """The whole platform on a fresh database, a private NATS and the embedded SeaweedFS.
 
     Whatever happens (an exception, Ctrl-C, SIGTERM), the platform is stopped, its
-    workloads too, the database dropped and the state directory removed; a process still
-    running after that is killed by pid and named on stderr.
+    workloads too, the database dropped and the state directory removed (its ``logs``
+    copied to ``logs_to`` first, if given); a process still running after that is killed
+    by pid and named on stderr.
     """
     db = f"bench_{label}_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(f'CREATE DATABASE "{db}"'))
@@ -207,6 +212,10 @@ def running_platform(
             psutil.wait_procs(left, timeout=5)
             with contextlib.suppress(Exception):
                 asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+            if logs_to is not None:
+                import shutil
+
+                shutil.copytree(platform.state_dir / "logs", logs_to, dirs_exist_ok=True)
             _remove_tree(state)
             signal.signal(signal.SIGTERM, previous)
             log("platform stopped, database dropped" + (" (leftovers killed)" if left else ""))
@@ -886,6 +895,7 @@ def main() -> int:
         default=True,
         help="first, the first rate's writes with no watch open",
     )
+    parser.add_argument("--logs-to", type=Path, help="keep the platform's logs here")
     parser.add_argument("--skip-watches", action="store_true")
     parser.add_argument("--skip-paging", action="store_true")
     parser.add_argument(
@@ -899,7 +909,9 @@ def main() -> int:
     rates = [float(r) for r in args.write_rates.split(",") if r.strip()]
     failures: list[str] = []
     started = time.monotonic()
-    with running_platform("load", env={"SHIPYARD_RATE_LIMIT_PER_SECOND": "0"}) as platform:
+    with running_platform(
+        "load", env={"SHIPYARD_RATE_LIMIT_PER_SECOND": "0"}, logs_to=args.logs_to
+    ) as platform:
         rounds: list[tuple[float, WatchResult]] = []
         # A first round without watches: what the same writes cost on their own.
         plan = [(rates[0], 0)] if rates and args.baseline else []

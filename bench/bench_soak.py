@@ -522,9 +522,10 @@ def main() -> int:
     parser.add_argument("--read-every", type=float, default=1.0)
     parser.add_argument("--workflow-timeout", type=float, default=300.0)
     parser.add_argument("--samples-csv", type=Path, help="also write the samples here")
+    parser.add_argument("--logs-to", type=Path, help="keep the platform's logs here")
     args = parser.parse_args()
     started = time.monotonic()
-    with running_platform("soak") as platform:
+    with running_platform("soak", logs_to=args.logs_to) as platform:
         result = asyncio.run(soak(platform, args))
     failures = report(result, args)
     if args.samples_csv:
