@@ -62,7 +62,7 @@ from services.serving.revisions import (
     revision_number,
     workload_name,
 )
-from services.serving.storage import StorageError, StoragePending, resolve_storage
+from services.serving.storage import Storage, StorageError, StoragePending, resolve_storage
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,21 @@ LAUNCH_ERRORS = (
     "SandboxUnavailable",
 )
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _by_revision(
+    owned: list[WorkloadStatus],
+) -> tuple[dict[int, WorkloadStatus], dict[tuple[int, int], WorkloadStatus]]:
+    """Replica 0 of each revision by number, and the other replicas by (revision, replica)."""
+    by_number: dict[int, WorkloadStatus] = {}
+    extras: dict[tuple[int, int], WorkloadStatus] = {}
+    for w in owned:
+        number, replica = (int(w.labels.get(k) or "0") for k in (REVISION_LABEL, REPLICA_LABEL))
+        if replica:
+            extras[(number, replica)] = w
+        else:
+            by_number[number] = w
+    return by_number, extras
 
 
 def _model_block(predictor: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
@@ -219,29 +234,7 @@ class InferenceServiceController(Controller):
             )
             protocol = block.get("protocolVersion") or "v1"
             probe_path = "/v2/health/ready" if protocol == "v2" else f"/v1/models/{name}"
-            custom = block.get("command")
-            # The platform's own server: the runtime's interpreter for platform tools, in the
-            # platform's image unless the predictor names another.
-            command = custom or [self.runtime.python, "-m", MODEL_SERVER]
-            image = block.get("image") or self.runtime.platform_image
-            extra = list(block.get("args") or []) if custom else []
-            storage_args = ["--storage-plan", storage.plan] if storage.plan else []
-            args = [
-                *extra,
-                *storage_args,
-                "--model-name",
-                name,
-                "--model-dir",
-                storage.model_dir,
-                "--model-format",
-                fmt,
-                "--protocol",
-                protocol,
-                "--port",
-                "$(PORT)",
-                "--path-prefix",
-                f"/serving/{ns}/{name}",
-            ]
+            command, args, image = self._model_server(block, fmt, protocol, storage, ns, name)
             container = block
             volumes, mounts, files = storage.volumes, storage.mounts, storage.files
         else:
@@ -289,6 +282,35 @@ class InferenceServiceController(Controller):
             }
         )
 
+    def _model_server(
+        self, block: dict[str, Any], fmt: str, protocol: str, storage: Storage, ns: str, name: str
+    ) -> tuple[list[str], list[str], str | None]:
+        """(command, args, image) of a model block's server: the platform's own, run with the
+        runtime's interpreter for platform tools in the platform's image, unless the block
+        names its own command or image."""
+        custom = block.get("command")
+        command = custom or [self.runtime.python, "-m", MODEL_SERVER]
+        image = block.get("image") or self.runtime.platform_image
+        extra = list(block.get("args") or []) if custom else []
+        storage_args = ["--storage-plan", storage.plan] if storage.plan else []
+        args = [
+            *extra,
+            *storage_args,
+            "--model-name",
+            name,
+            "--model-dir",
+            storage.model_dir,
+            "--model-format",
+            fmt,
+            "--protocol",
+            protocol,
+            "--port",
+            "$(PORT)",
+            "--path-prefix",
+            f"/serving/{ns}/{name}",
+        ]
+        return command, args, image
+
     async def _credentials(
         self, namespace: str, predictor: dict[str, Any], uri: str
     ) -> S3Credentials | None:
@@ -308,33 +330,54 @@ class InferenceServiceController(Controller):
             log.info("deleted model server %s/%s", w.namespace, w.name)
 
     # ---------------------------------------------------------------- reconcile
+    async def _remove(
+        self, namespace: str, name: str, owned: list[WorkloadStatus], *, finalize: bool
+    ) -> None:
+        """A deleted InferenceService: its servers go, then its finalizer; forget it."""
+        self._note_account(namespace, name, None)
+        await self._delete_workloads(owned)
+        if finalize:
+            await self.store.remove_finalizer(INFERENCE_SERVICE, namespace, name, FINALIZER)
+        self._polls.pop((namespace, name), None)
+        self._draining.pop((namespace, name), None)
+        self._scaling.pop((namespace, name), None)
+        self.clock.forget(namespace, name)
+        self.window.forget(namespace, name)
+
+    async def _new_revision(
+        self,
+        isvc: dict[str, Any],
+        comp: dict[str, Any],
+        by_number: dict[int, WorkloadStatus],
+        digest: str,
+    ) -> tuple[int | None, str | None, str | None]:
+        """Start the next revision for the current predictor spec (added to ``by_number``):
+        (its number, or the last created one's when it cannot start yet; why it failed;
+        why it is pending)."""
+        meta = isvc["metadata"]
+        number = max([0, *by_number, revision_number(comp.get("latestCreatedRevision"))]) + 1
+        try:
+            spec = await self.workload_for(isvc, number, digest)
+        except StoragePending as exc:
+            return revision_number(comp.get("latestCreatedRevision")) or None, None, str(exc)
+        except (StorageError, ValueError) as exc:
+            return revision_number(comp.get("latestCreatedRevision")) or None, str(exc), None
+        by_number[number] = await self.runtime.apply(spec)
+        log.info("created revision %s of %s/%s", number, meta["namespace"], meta["name"])
+        return number, None, None
+
     async def reconcile(self, kind: ResourceKind, namespace: str, name: str) -> None:
         isvc = await self.store.find(INFERENCE_SERVICE, namespace, name)
         owned = await self.runtime.list({ISVC_LABEL: name}, namespace=namespace)
         if isvc is None or isvc["metadata"].get("deletionTimestamp"):
-            self._note_account(namespace, name, None)
-            await self._delete_workloads(owned)
-            if isvc is not None:
-                await self.store.remove_finalizer(INFERENCE_SERVICE, namespace, name, FINALIZER)
-            self._polls.pop((namespace, name), None)
-            self._draining.pop((namespace, name), None)
-            self._scaling.pop((namespace, name), None)
-            self.clock.forget(namespace, name)
-            self.window.forget(namespace, name)
+            await self._remove(namespace, name, owned, finalize=isvc is not None)
             return
         predictor = isvc["spec"]["predictor"]
         self._note_account(namespace, name, predictor.get("serviceAccountName"))
         digest = predictor_hash(predictor)
         status = isvc.get("status") or {}
         comp = (status.get("components") or {}).get("predictor") or {}
-        by_number: dict[int, WorkloadStatus] = {}  # replica 0 of each revision
-        extras: dict[tuple[int, int], WorkloadStatus] = {}  # (revision, replica >= 1)
-        for w in owned:
-            number, replica = (int(w.labels.get(k) or "0") for k in (REVISION_LABEL, REPLICA_LABEL))
-            if replica:
-                extras[(number, replica)] = w
-            else:
-                by_number[number] = w
+        by_number, extras = _by_revision(owned)
         scales_to_zero = int(predictor.get("minReplicas", 1)) == 0
         if not owned and self._scaled_to_zero(isvc, comp):
             # Only a report wakes it (not a restart of this service, which heard none yet).
@@ -350,18 +393,7 @@ class InferenceServiceController(Controller):
         failure: str | None = None
         pending: str | None = None  # the new revision's model is still downloading
         if latest is None:
-            latest = max([0, *by_number, revision_number(comp.get("latestCreatedRevision"))]) + 1
-            try:
-                spec = await self.workload_for(isvc, latest, digest)
-            except StoragePending as exc:
-                pending = str(exc)
-                latest = revision_number(comp.get("latestCreatedRevision")) or None
-            except (StorageError, ValueError) as exc:
-                failure = str(exc)
-                latest = revision_number(comp.get("latestCreatedRevision")) or None
-            else:
-                by_number[latest] = await self.runtime.apply(spec)
-                log.info("created revision %s of %s/%s", latest, namespace, name)
+            latest, failure, pending = await self._new_revision(isvc, comp, by_number, digest)
         elif await self._relaunch_if_claim_appeared(by_number[latest]):
             return  # deleted; the store's next change or the poll below recreates it
 
@@ -401,13 +433,7 @@ class InferenceServiceController(Controller):
         elif not scale_down:
             self._draining.pop((namespace, name), None)
         settled = settled and all(w.ready for (_, r), w in extras.items() if r < replicas)
-        low, high = replica_bounds(predictor)
-        if high > low:
-            self._scaling[(namespace, name)] = (predictor, active)
-            if active > low:  # look again once the window has forgotten this load
-                self._enqueue_later(self.window.seconds + 0.1, namespace, name)
-        else:
-            self._scaling.pop((namespace, name), None)
+        self._note_scaling(namespace, name, predictor, active)
         # A scale-to-zero service that served before keeps its traffic and Ready condition
         # while it is stopped or starting again; only a failure makes it not Ready.
         standby = (
@@ -438,8 +464,7 @@ class InferenceServiceController(Controller):
             self.clock.touch(namespace, name)  # just became ready: the grace starts now
         self._poll_again(namespace, name, settled, failure is not None)
         if settled and scales_to_zero and not scale_down:
-            left = self.scale_to_zero_seconds - self.clock.idle_for(namespace, name)
-            self._enqueue_later(max(left, 0.0) + 0.05, namespace, name)
+            self._check_idle_later(namespace, name)
 
     @staticmethod
     def _scaled_to_zero(isvc: dict[str, Any], comp: dict[str, Any]) -> bool:
@@ -538,6 +563,23 @@ class InferenceServiceController(Controller):
             self.scale_to_zero_seconds,
         )
         return True
+
+    def _note_scaling(
+        self, namespace: str, name: str, predictor: dict[str, Any], active: int
+    ) -> None:
+        """Remember an autoscaled service (its predictor and the replicas last decided)."""
+        low, high = replica_bounds(predictor)
+        if high <= low:
+            self._scaling.pop((namespace, name), None)
+            return
+        self._scaling[(namespace, name)] = (predictor, active)
+        if active > low:  # look again once the window has forgotten this load
+            self._enqueue_later(self.window.seconds + 0.1, namespace, name)
+
+    def _check_idle_later(self, namespace: str, name: str) -> None:
+        """Reconcile again when the service would have been idle long enough to stop."""
+        left = self.scale_to_zero_seconds - self.clock.idle_for(namespace, name)
+        self._enqueue_later(max(left, 0.0) + 0.05, namespace, name)
 
     def _enqueue_later(self, delay: float, namespace: str, name: str) -> None:
         asyncio.get_running_loop().call_later(

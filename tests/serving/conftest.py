@@ -85,7 +85,13 @@ def wait_isvc(
     deadline = time.monotonic() + timeout
     obj: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        obj = api.get(f"{ISVC_PATH}/{name}").json()
+        r = api.get(f"{ISVC_PATH}/{name}")
+        # A serving service restarting (the crash tests) answers 502/503 Status for a moment.
+        if r.status_code in (502, 503):
+            time.sleep(0.1)
+            continue
+        assert r.status_code == 200, r.text
+        obj = r.json()
         if until(obj):
             return obj
         time.sleep(0.1)
