@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.specs
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
@@ -62,6 +63,7 @@ from bench_load import (  # noqa: E402
 )
 
 from shipyard.up import Platform  # noqa: E402
+from tests.specs import python_experiment  # noqa: E402
 
 ARGO = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
 KATIB = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}"
@@ -114,47 +116,9 @@ def two_step_workflow(name: str) -> dict[str, Any]:
 def fast_experiment(name: str) -> dict[str, Any]:
     """Random search over one parameter; each trial prints its loss at once."""
     code = "import sys; print(f'loss={float(sys.argv[1]):.5f}')"
-    return {
-        "apiVersion": "kubeflow.org/v1beta1",
-        "kind": "Experiment",
-        "metadata": {"name": name, "labels": {"bench": "soak"}},
-        "spec": {
-            "objective": {"type": "minimize", "objectiveMetricName": "loss"},
-            "algorithm": {"algorithmName": "random"},
-            "maxTrialCount": 2,
-            "parallelTrialCount": 2,
-            "parameters": [
-                {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
-            ],
-            "trialTemplate": {
-                "primaryContainerName": "main",
-                "trialParameters": [{"name": "x", "reference": "x"}],
-                "trialSpec": {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [
-                                    {
-                                        "name": "main",
-                                        "image": "python:3.11",
-                                        "command": [
-                                            sys.executable,
-                                            "-c",
-                                            code,
-                                            "${trialParameters.x}",
-                                        ],
-                                    }
-                                ],
-                            }
-                        }
-                    },
-                },
-            },
-        },
-    }
+    return python_experiment(
+        name, code, labels={"bench": "soak"}, maxTrialCount=2, parallelTrialCount=2
+    )
 
 
 def experiment_outcome(obj: dict[str, Any]) -> str | None:

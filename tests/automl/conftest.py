@@ -7,7 +7,6 @@ assertion minted with the test key (``AssertionMinter``), as the gateway would s
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import yaml
 from services.automl.app import create_app
 from services.automl.settings import Settings
 from services.common.identity import AssertionMinter
+from tests import specs
 from tests.conftest import free_port, serve_app
 
 NAMESPACE = "kubeflow-user-example-com"
@@ -87,62 +87,10 @@ def seed_experiment(name: str = "random-example") -> dict[str, Any]:
     return obj
 
 
-def python_experiment(
-    name: str,
-    code: str,
-    *,
-    parameters: list[dict[str, Any]],
-    algorithm: str = "random",
-    settings: dict[str, str] | None = None,
-    objective: str = "minimize",
-    metric: str = "loss",
-    goal: float | None = None,
-    **spec: Any,
-) -> dict[str, Any]:
-    """An experiment whose trial runs ``python -c code`` with each parameter as an argument."""
-    trial_params = [
-        {"name": p["name"].replace("-", "_"), "reference": p["name"]} for p in parameters
-    ]
-    args = [f"${{trialParameters.{tp['name']}}}" for tp in trial_params]
-    objective_spec: dict[str, Any] = {"type": objective, "objectiveMetricName": metric}
-    if goal is not None:
-        objective_spec["goal"] = goal
-    body: dict[str, Any] = {
-        "apiVersion": "kubeflow.org/v1beta1",
-        "kind": "Experiment",
-        "metadata": {"name": name},
-        "spec": {
-            "objective": objective_spec,
-            "algorithm": {
-                "algorithmName": algorithm,
-                "algorithmSettings": [{"name": k, "value": v} for k, v in (settings or {}).items()],
-            },
-            "parameters": parameters,
-            "trialTemplate": {
-                "trialParameters": trial_params,
-                "trialSpec": {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [
-                                    {
-                                        "name": "main",
-                                        "image": "python:3.11",
-                                        "command": [sys.executable, "-c", code, *args],
-                                    }
-                                ],
-                            }
-                        }
-                    },
-                },
-            },
-            **spec,
-        },
-    }
-    return body
+def python_experiment(name: str, code: str, **options: Any) -> dict[str, Any]:
+    """An experiment whose trial runs ``python -c code`` with each parameter as an argument
+    (tests/specs.py)."""
+    return specs.python_experiment(name, code, **options)
 
 
 def unique(prefix: str) -> str:

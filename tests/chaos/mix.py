@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from tests.specs import python_experiment
 
 NS = "kubeflow-user-example-com"
 ARGO = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
@@ -164,47 +165,7 @@ def tally(workflow: dict[str, Any]) -> str:
 def fast_experiment(name: str, trials: int, parallel: int, seconds: float) -> dict[str, Any]:
     """Random search over one parameter; each trial sleeps ``seconds`` and prints its loss."""
     code = f"import sys, time; time.sleep({seconds}); print(f'loss={{float(sys.argv[1]):.5f}}')"
-    return {
-        "apiVersion": "kubeflow.org/v1beta1",
-        "kind": "Experiment",
-        "metadata": {"name": name},
-        "spec": {
-            "objective": {"type": "minimize", "objectiveMetricName": "loss"},
-            "algorithm": {"algorithmName": "random"},
-            "maxTrialCount": trials,
-            "parallelTrialCount": parallel,
-            "parameters": [
-                {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
-            ],
-            "trialTemplate": {
-                "primaryContainerName": "main",
-                "trialParameters": [{"name": "x", "reference": "x"}],
-                "trialSpec": {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [
-                                    {
-                                        "name": "main",
-                                        "image": "python:3.11",
-                                        "command": [
-                                            sys.executable,
-                                            "-c",
-                                            code,
-                                            "${trialParameters.x}",
-                                        ],
-                                    }
-                                ],
-                            }
-                        }
-                    },
-                },
-            },
-        },
-    }
+    return python_experiment(name, code, maxTrialCount=trials, parallelTrialCount=parallel)
 
 
 def start_experiment(

@@ -20,6 +20,7 @@ import pytest
 
 from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests import specs
 from tests.security.conftest import PROBE, escape_reports, escapes
 
 pytestmark = pytest.mark.timeout(180)
@@ -52,47 +53,10 @@ def workflow(targets: dict[str, Any]) -> dict[str, Any]:
 
 
 def experiment(targets: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubeflow.org/v1beta1",
-        "kind": "Experiment",
-        "metadata": {"name": "escape-trial"},
-        "spec": {
-            "objective": {"type": "minimize", "objectiveMetricName": "loss"},
-            "algorithm": {"algorithmName": "random"},
-            "maxTrialCount": 1,
-            "parallelTrialCount": 1,
-            "parameters": [
-                {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
-            ],
-            "trialTemplate": {
-                "primaryContainerName": "main",
-                "trialParameters": [{"name": "x", "reference": "x"}],
-                "trialSpec": {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "containers": [
-                                    {
-                                        "name": "main",
-                                        "image": "python:3.11",
-                                        "command": [
-                                            "sh",
-                                            "-c",
-                                            RUN_PROBE + "; echo loss=0.5 x=${trialParameters.x}",
-                                        ],
-                                        "env": probe_env(targets),
-                                    }
-                                ],
-                                "restartPolicy": "Never",
-                            }
-                        }
-                    },
-                },
-            },
-        },
-    }
+    command = ["sh", "-c", RUN_PROBE + "; echo loss=0.5 x=${trialParameters.x}"]
+    return specs.experiment(
+        "escape-trial", command, env=probe_env(targets), maxTrialCount=1, parallelTrialCount=1
+    )
 
 
 def notebook(targets: dict[str, Any]) -> dict[str, Any]:
