@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -143,17 +145,19 @@ class ResourceStore:
             await admission(s, new, current)
 
     async def _next_rv(self, session: AsyncSession) -> int:
-        result = await session.execute(
-            update(self.counters)
-            .where(self.counters.c.name == RV_COUNTER)
-            .values(value=self.counters.c.value + 1)
+        """The next resourceVersion, in the caller's transaction (the row stays locked until
+        it ends, as etcd's revision orders writes). One upsert: the first writes of a fresh
+        database, however many at once, neither race nor fail on the counter's creation."""
+        upsert = pg_insert if self.db.is_postgres else sqlite_insert
+        stmt = (
+            upsert(self.counters)
+            .values(name=RV_COUNTER, value=1)
+            .on_conflict_do_update(
+                index_elements=[self.counters.c.name], set_={"value": self.counters.c.value + 1}
+            )
             .returning(self.counters.c.value)
         )
-        row = result.first()
-        if row is None:
-            await session.execute(insert(self.counters).values(name=RV_COUNTER, value=1))
-            return 1
-        return int(row[0])
+        return int((await session.execute(stmt)).scalar_one())
 
     async def current_rv(self, session: AsyncSession | None = None) -> int:
         query = select(self.counters.c.value).where(self.counters.c.name == RV_COUNTER)
