@@ -106,6 +106,10 @@ class ResourceStore:
         # live_events(subject) -> async context manager yielding an asyncio.Queue that
         # receives a payload per change on that subject (a NATS subscription).
         self._live_events = live_events
+        # Outbox reads in flight, by (kind, namespace, after): watches that ask the same at
+        # the same moment (every watch of a kind woken by one write, or by the shared
+        # catch-up tick) share one query instead of one each.
+        self._replays: dict[tuple[str, str | None, int], asyncio.Future[Any]] = {}
         self._listeners: list[Callable[[ResourceKind, WatchEvent], None]] = []
         self._delete_guards: dict[str, DeleteGuard] = {}
         self._admissions: dict[str, Admission] = {}
@@ -752,7 +756,10 @@ class ResourceStore:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     return
-                wait = min(remaining, WATCH_CATCHUP_SECONDS)
+                # The catch-up read comes on a shared tick, so idle watches of a kind read
+                # together (one query, see _replay) rather than one every 2 s each.
+                loop_time = asyncio.get_running_loop().time()
+                wait = min(remaining, WATCH_CATCHUP_SECONDS - loop_time % WATCH_CATCHUP_SECONDS)
                 if live is None:
                     await asyncio.sleep(min(wait, 0.25))
                 else:
@@ -777,6 +784,27 @@ class ResourceStore:
             )
 
     async def _replay(
+        self, kind: ResourceKind, namespace: str | None, after: int
+    ) -> builtins.list[tuple[int, WatchEvent]]:
+        """The kind's changes after ``after`` (in ``namespace``), in order, at most 1,000.
+
+        Concurrent identical reads share one query; the events it returns are shared with
+        every watch that asked, so they are never modified (the watch API only serializes
+        them). A watch woken while a read it joins was already under way may get that read's
+        answer without the change that woke it: the change then comes with the next read, at
+        the latest on the shared catch-up tick (WATCH_CATCHUP_SECONDS)."""
+        key = (kind.kind, namespace, after)
+        running = self._replays.get(key)
+        if running is None or running.done():
+            running = asyncio.ensure_future(self._read_changes(kind, namespace, after))
+            self._replays[key] = mine = running
+            running.add_done_callback(
+                lambda _: self._replays.pop(key) if self._replays.get(key) is mine else None
+            )
+        result: builtins.list[tuple[int, WatchEvent]] = await asyncio.shield(running)
+        return result
+
+    async def _read_changes(
         self, kind: ResourceKind, namespace: str | None, after: int
     ) -> builtins.list[tuple[int, WatchEvent]]:
         from services.common.resources.codec import parse_resource_event
@@ -823,8 +851,9 @@ class ResourceStore:
                     event.object[field] = found[1][field]
 
 
-async def _wait_for_signal(live: asyncio.Queue[bytes], wait: float) -> None:
-    """Wait up to ``wait`` seconds for a live event, then swallow any that queued up.
+async def _wait_for_signal(live: asyncio.Queue[bytes], wait: float) -> bool:
+    """Wait up to ``wait`` seconds for a live event, then swallow any that queued up; True
+    if one came.
 
     Live events only wake the watch; what it sends is always read back from the outbox
     in resourceVersion order, so a late, reordered or lost NATS message cannot make a
@@ -833,9 +862,10 @@ async def _wait_for_signal(live: asyncio.Queue[bytes], wait: float) -> None:
     try:
         await asyncio.wait_for(live.get(), timeout=wait)
     except TimeoutError:
-        return
+        return False
     while not live.empty():
         live.get_nowait()
+    return True
 
 
 def apply_patch(current: dict[str, Any], patch: Any, content_type: str) -> dict[str, Any]:
