@@ -228,9 +228,6 @@ def resource_router(
     """Routes for ``kind``: collection, item and ``/status``, namespaced or cluster-scoped."""
     router = APIRouter(tags=[kind.kind])
     resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
-    prefix = kind.base_path + ("/namespaces/{namespace}" if kind.namespaced else "")
-    collection = f"{prefix}/{kind.plural}"
-    item = f"{collection}/{{name}}"
 
     def ns_of(request: Request) -> str | None:
         return request.path_params.get("namespace") if kind.namespaced else None
@@ -307,11 +304,39 @@ def resource_router(
             subresource="status",
         )
 
+    _add_routes(
+        router,
+        kind,
+        resource,
+        {
+            "list": list_objects,
+            "create": create_object,
+            "read": read_object,
+            "update": replace_object,
+            "patch": patch_object,
+            "delete": delete_object,
+            "read_status": read_status,
+            "update_status": replace_status,
+            "patch_status": patch_status,
+        },
+    )
+    return router
+
+
+def _add_routes(
+    router: APIRouter, kind: ResourceKind, resource: str, endpoints: dict[str, Any]
+) -> None:
+    """Register ``endpoints`` (by verb) on the kind's collection, item and ``/status`` paths,
+    with their OpenAPI description, and the all-namespaces list of a namespaced kind."""
+    prefix = kind.base_path + ("/namespaces/{namespace}" if kind.namespaced else "")
+    collection = f"{prefix}/{kind.plural}"
+    item = f"{collection}/{{name}}"
+    list_objects = endpoints["list"]
     singular = kind.singular
     docs = _OpenApi(kind)
     router.add_api_route(
         collection,
-        list_objects,
+        endpoints["list"],
         methods=["GET"],
         name=f"list_{singular}",
         openapi_extra={
@@ -322,20 +347,20 @@ def resource_router(
     )
     router.add_api_route(
         collection,
-        create_object,
+        endpoints["create"],
         methods=["POST"],
         name=f"create_{singular}",
         status_code=201,
         openapi_extra=docs.operation(body="application/json"),
     )
     routes = (
-        ("", "GET", read_object, "read", None),
-        ("", "PUT", replace_object, "update", "application/json"),
-        ("", "PATCH", patch_object, "patch", PATCH_TYPES),
-        ("", "DELETE", delete_object, "delete", None),
-        ("/status", "GET", read_status, "read", None),
-        ("/status", "PUT", replace_status, "update", "application/json"),
-        ("/status", "PATCH", patch_status, "patch", PATCH_TYPES),
+        ("", "GET", endpoints["read"], "read", None),
+        ("", "PUT", endpoints["update"], "update", "application/json"),
+        ("", "PATCH", endpoints["patch"], "patch", PATCH_TYPES),
+        ("", "DELETE", endpoints["delete"], "delete", None),
+        ("/status", "GET", endpoints["read_status"], "read", None),
+        ("/status", "PUT", endpoints["update_status"], "update", "application/json"),
+        ("/status", "PATCH", endpoints["patch_status"], "patch", PATCH_TYPES),
     )
     for suffix, method, endpoint, verb, body in routes:
         router.add_api_route(
@@ -362,4 +387,3 @@ def resource_router(
             methods=["GET"],
             name=f"list_{singular}_all_namespaces",
         )
-    return router
