@@ -364,43 +364,15 @@ class LocalRuntime(Runtime):
         }
         if port is not None:
             env["PORT"] = str(port)
-        egress: list[dict[str, Any]] = []
-        if self.workload_env is not None:
-            platform_env = dict(self.workload_env(spec.namespace))
-            gateway = urlsplit(platform_env.get("SHIPYARD_URL", ""))
-            if gateway.hostname:
-                # Inside, the API is a loopback address of the sandbox's own network; the
-                # supervisor forwards it to the gateway and to nothing else.
-                host, api_port = sandbox.API_ADDRESS
-                egress.append(
-                    {"listen": [host, api_port], "connect": [gateway.hostname, gateway.port or 80]}
-                )
-                platform_env["SHIPYARD_URL"] = f"http://{host}:{api_port}"
-            env.update(platform_env)
-        if self._store_egress is not None:
-            egress.append(self._store_egress)
+        egress = self._platform_env(spec.namespace, env)
         binding = f"{spec.namespace}/{spec.name}/{uuid.uuid4().hex[:12]}"
         if self.workload_tokens is not None:
-            secrets = wdir / SECRETS
-            secrets.mkdir(exist_ok=True)
-            self._write_token(secrets, spec.namespace, binding, uid)
-            (secrets / "namespace").write_text(spec.namespace)
-            if uid is not None:
-                os.chown(secrets / "namespace", uid, uid)
-                os.chown(secrets, uid, uid)
-            # Read-only for the workload's uid; root refreshes it all the same. An unprivileged
-            # platform shares its uid with the workload and must keep writing here.
-            secrets.chmod(0o500 if uid is not None else 0o700)
-            mounts.append({"src": str(secrets), "dst": TOKEN_DIR, "ro": True})
+            mounts.append(self._identity_mount(wdir, spec.namespace, binding, uid))
             env["SHIPYARD_TOKEN_FILE"] = f"{TOKEN_DIR}/token"
         for var in spec.env:  # later entries may refer to earlier ones, as in Kubernetes
             env[var.name] = expand(var.value, env)
         argv = [expand(a, env) for a in [*spec.command, *spec.args]]
-        targets = [m["dst"] for m in mounts]
-        if not any(cwd_inside == t or cwd_inside.startswith(t + "/") for t in targets):
-            mounts.append({"src": str(work), "dst": cwd_inside, "ro": False})
-        else:
-            mounts.append(self._cwd_in_mounts(cwd_inside, mounts))
+        mounts.append(self._cwd_mount(cwd_inside, mounts, work))
         ro_binds, links = self._system_mounts
         user, group = (uid, uid) if uid is not None else (os.getuid(), os.getgid())
         ro_binds = [*ro_binds, [self._etc_for(user, group), "/etc"]]
@@ -467,6 +439,42 @@ class LocalRuntime(Runtime):
             "volumeLimits": volume_limits,
             "volumeCheckSeconds": VOLUME_CHECK_SECONDS,
         }
+
+    def _platform_env(self, namespace: str, env: dict[str, str]) -> list[dict[str, Any]]:
+        """Add the platform's variables to ``env``; the egress relays the supervisor runs
+        (the API, the object store), and nothing else of the network."""
+        egress: list[dict[str, Any]] = []
+        if self.workload_env is not None:
+            platform_env = dict(self.workload_env(namespace))
+            gateway = urlsplit(platform_env.get("SHIPYARD_URL", ""))
+            if gateway.hostname:
+                # Inside, the API is a loopback address of the sandbox's own network; the
+                # supervisor forwards it to the gateway and to nothing else.
+                host, api_port = sandbox.API_ADDRESS
+                egress.append(
+                    {"listen": [host, api_port], "connect": [gateway.hostname, gateway.port or 80]}
+                )
+                platform_env["SHIPYARD_URL"] = f"http://{host}:{api_port}"
+            env.update(platform_env)
+        if self._store_egress is not None:
+            egress.append(self._store_egress)
+        return egress
+
+    def _identity_mount(
+        self, wdir: Path, namespace: str, binding: str, uid: int | None
+    ) -> dict[str, Any]:
+        """The workload's token and namespace files, in the in-cluster layout (read-only)."""
+        secrets = wdir / SECRETS
+        secrets.mkdir(exist_ok=True)
+        self._write_token(secrets, namespace, binding, uid)
+        (secrets / "namespace").write_text(namespace)
+        if uid is not None:
+            os.chown(secrets / "namespace", uid, uid)
+            os.chown(secrets, uid, uid)
+        # Read-only for the workload's uid; root refreshes it all the same. An unprivileged
+        # platform shares its uid with the workload and must keep writing here.
+        secrets.chmod(0o500 if uid is not None else 0o700)
+        return {"src": str(secrets), "dst": TOKEN_DIR, "ro": True}
 
     def _write_token(self, secrets: Path, namespace: str, binding: str, uid: int | None) -> None:
         """(Re)write the workload's token file atomically: readers see the old or the new."""
@@ -544,6 +552,13 @@ class LocalRuntime(Runtime):
             if st.st_uid != uid:
                 os.chown(path, uid, uid)
             path.chmod(0o700)
+
+    def _cwd_mount(self, cwd: str, mounts: list[dict[str, Any]], work: Path) -> dict[str, Any]:
+        """The working directory: the workload's own ``work`` directory there, unless it lies
+        inside one of its mounts."""
+        if not any(cwd == m["dst"] or cwd.startswith(m["dst"] + "/") for m in mounts):
+            return {"src": str(work), "dst": cwd, "ro": False}
+        return self._cwd_in_mounts(cwd, mounts)
 
     @staticmethod
     def _cwd_in_mounts(path: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
