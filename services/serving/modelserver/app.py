@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -80,7 +81,25 @@ def create_model_app(model: Model, protocol: str = "v1", path_prefix: str = "") 
             return _error(f"Model with name {requested} does not exist.", 404)
         return None
 
-    # ------------------------------------------------------------------------- V1
+    _add_v1_routes(app, model, unknown)
+    _add_v2_routes(app, model, unknown)
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(f"no route {request.url.path}", 404)
+
+    @app.exception_handler(405)
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return _error(f"method {request.method} not allowed on {request.url.path}", 405)
+
+    app.state.protocol = protocol
+    return StripPrefix(app, path_prefix) if path_prefix else app
+
+
+def _add_v1_routes(app: FastAPI, model: Model, unknown: Callable[[str], Response | None]) -> None:
+    """KServe V1: liveness, the model list and metadata, ``:predict`` on JSON instances."""
+    name = model.name
+
     @app.get("/")
     async def read_liveness() -> Response:
         return _json({"status": "alive"})
@@ -115,7 +134,11 @@ def create_model_app(model: Model, protocol: str = "v1", path_prefix: str = "") 
             return _error(f"predict failed: {exc}", 500)
         return _json({"predictions": predictions})
 
-    # ------------------------------------------------------------------------- V2
+
+def _add_v2_routes(app: FastAPI, model: Model, unknown: Callable[[str], Response | None]) -> None:
+    """The Open Inference Protocol (V2): health, metadata, ``infer`` with binary tensors."""
+    name = model.name
+
     @app.get("/v2/health/live")
     async def read_live() -> Response:
         return _json({"live": True})
@@ -178,17 +201,6 @@ def create_model_app(model: Model, protocol: str = "v1", path_prefix: str = "") 
             media_type="application/octet-stream",
             headers={"Inference-Header-Content-Length": str(json_len)},
         )
-
-    @app.exception_handler(404)
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _error(f"no route {request.url.path}", 404)
-
-    @app.exception_handler(405)
-    async def not_allowed(request: Request, exc: Exception) -> Response:
-        return _error(f"method {request.method} not allowed on {request.url.path}", 405)
-
-    app.state.protocol = protocol
-    return StripPrefix(app, path_prefix) if path_prefix else app
 
 
 def protocol_platform(model: Model) -> str:
