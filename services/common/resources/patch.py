@@ -89,3 +89,32 @@ def json_patch(document: Any, operations: Any) -> Any:
                 422, f"JSON patch operation {i} ({op!r}) cannot be applied: {exc}"
             ) from None
     return doc
+
+
+def apply_patch(current: dict[str, Any], patch: Any, content_type: str) -> dict[str, Any]:
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype == "application/json-patch+json":
+        result = json_patch(current, patch)
+    elif ctype in (
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/json",
+        "",
+    ):
+        # Strategic merge is treated as a merge patch: our kinds declare no merge keys.
+        if not isinstance(patch, dict):
+            raise ApiError(400, "a merge patch must be a JSON object")
+        result = merge_patch(current, patch)
+    elif ctype == "application/apply-patch+yaml":
+        raise ApiError(
+            415, "server-side apply is not supported; use a merge patch or `shipyard apply -f`"
+        )
+    else:
+        raise ApiError(
+            415,
+            f"unsupported patch content type {content_type!r}; use "
+            "application/merge-patch+json or application/json-patch+json",
+        )
+    if not isinstance(result, dict):
+        raise ApiError(422, "the patched object is not an object")
+    return result

@@ -38,7 +38,7 @@ from services.common.resources.names import (
     check_namespace,
     generate_name,
 )
-from services.common.resources.patch import json_patch, merge_patch
+from services.common.resources.patch import apply_patch
 from services.common.resources.selectors import parse_selector
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,6 @@ class ResourceStore:
         *,
         source: str,
         stage_event: EventStager | None = None,
-        after_commit: Callable[[], None] | None = None,
         live_events: Callable[[str], Any] | None = None,
     ) -> None:
         self.db = db
@@ -102,14 +101,13 @@ class ResourceStore:
         self.outbox = tables["outbox"]
         self.source = source
         self._stage_event = stage_event
-        self._after_commit = after_commit
         # live_events(subject) -> async context manager yielding an asyncio.Queue that
         # receives a payload per change on that subject (a NATS subscription).
-        self._live_events = live_events
-        # Outbox reads in flight, by (kind, namespace, after): watches that ask the same at
-        # the same moment (every watch of a kind woken by one write, or by the shared
-        # catch-up tick) share one query instead of one each.
-        self._replays: dict[tuple[str, str | None, int], asyncio.Future[Any]] = {}
+        self.live_events = live_events
+        # Outbox reads in flight (services.common.resources.watching), by (kind, namespace,
+        # after): watches that ask the same at the same moment (every watch of a kind woken
+        # by one write, or by the shared catch-up tick) share one query instead of one each.
+        self.watch_reads: dict[tuple[str, str | None, int], asyncio.Future[Any]] = {}
         self._listeners: list[Callable[[ResourceKind, WatchEvent], None]] = []
         self._delete_guards: dict[str, DeleteGuard] = {}
         self._admissions: dict[str, Admission] = {}
@@ -246,8 +244,6 @@ class ResourceStore:
 
     def _committed(self, session: AsyncSession) -> None:
         pending = session.info.pop("shipyard_events", [])
-        if pending and self._after_commit is not None:
-            self._after_commit()
         for kind, event in pending:
             self.notify(kind, event)
 
@@ -702,7 +698,7 @@ class ResourceStore:
             )
 
     # ------------------------------------------------------------------- watch
-    async def watch(
+    def watch(
         self,
         kind: ResourceKind,
         namespace: str | None,
@@ -712,189 +708,18 @@ class ResourceStore:
         resource_version: str | None = None,
         timeout_seconds: float | None = None,
     ) -> AsyncIterator[WatchEvent]:
-        """Kubernetes watch semantics.
+        """Kubernetes watch semantics (``services.common.resources.watching``)."""
+        from services.common.resources import watching
 
-        Without a resourceVersion (or "0"), the current objects arrive first as ADDED.
-        With one, every change after it is replayed from the outbox, which keeps
-        published events for its retention period. Then live changes follow: a message
-        on the kind's NATS subject wakes the watch, which reads the new changes from the
-        outbox in order (and checks every couple of seconds anyway, so nothing is missed
-        while NATS is down).
-        """
-        match = parse_selector(label_selector)
-        field_match = _field_selector(field_selector)
-
-        def wanted(obj: dict[str, Any]) -> bool:
-            meta = obj.get("metadata", {})
-            if namespace is not None and meta.get("namespace") != namespace:
-                return False
-            return match(meta.get("labels") or {}) and field_match(obj)
-
-        deadline = asyncio.get_running_loop().time() + min(
-            timeout_seconds or MAX_WATCH_SECONDS, MAX_WATCH_SECONDS
+        return watching.watch(
+            self,
+            kind,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
         )
-        live_cm = self._live_events(kind.subject("*")) if self._live_events else None
-        live = await live_cm.__aenter__() if live_cm is not None else None
-        try:
-            if resource_version in (None, "", "0"):
-                page = await self.list(kind, namespace)
-                last = page.resource_version
-                for obj in page.items:
-                    if wanted(obj):
-                        yield WatchEvent("ADDED", obj)
-            else:
-                try:
-                    last = int(resource_version)
-                except ValueError:
-                    raise ApiError(400, f"invalid resourceVersion {resource_version!r}") from None
-                await self._check_not_compacted(last)
-            while True:
-                for rv, event in await self._replay(kind, namespace, last):
-                    last = rv
-                    if wanted(event.object):
-                        yield event
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    return
-                # The catch-up read comes on a shared tick, so idle watches of a kind read
-                # together (one query, see _replay) rather than one every 2 s each.
-                loop_time = asyncio.get_running_loop().time()
-                wait = min(remaining, WATCH_CATCHUP_SECONDS - loop_time % WATCH_CATCHUP_SECONDS)
-                if live is None:
-                    await asyncio.sleep(min(wait, 0.25))
-                else:
-                    await _wait_for_signal(live, wait)
-        finally:
-            if live_cm is not None:
-                await live_cm.__aexit__(None, None, None)
-
-    async def _check_not_compacted(self, after: int) -> None:
-        """410 Expired when the changes after ``after`` are no longer in the outbox.
-
-        Every write takes the next resourceVersion and stages one outbox row, so the rows
-        still kept are a contiguous range ending at the current version; anything before
-        the oldest kept row was pruned. A client told 410 lists again, as with Kubernetes.
-        """
-        async with self.db.sessions() as s:
-            oldest = (await s.execute(select(func.min(self.outbox.c.resource_version)))).scalar()
-            current = await self.current_rv(s)
-        if (oldest is None and after < current) or (oldest is not None and after < oldest - 1):
-            raise ApiError(
-                410, f"too old resource version: {after} ({oldest or current})", reason="Expired"
-            )
-
-    async def _replay(
-        self, kind: ResourceKind, namespace: str | None, after: int
-    ) -> builtins.list[tuple[int, WatchEvent]]:
-        """The kind's changes after ``after`` (in ``namespace``), in order, at most 1,000.
-
-        Concurrent identical reads share one query; the events it returns are shared with
-        every watch that asked, so they are never modified (the watch API only serializes
-        them). A watch woken while a read it joins was already under way may get that read's
-        answer without the change that woke it: the change then comes with the next read, at
-        the latest on the shared catch-up tick (WATCH_CATCHUP_SECONDS)."""
-        key = (kind.kind, namespace, after)
-        running = self._replays.get(key)
-        if running is None or running.done():
-            running = asyncio.ensure_future(self._read_changes(kind, namespace, after))
-            self._replays[key] = mine = running
-            running.add_done_callback(
-                lambda _: self._replays.pop(key) if self._replays.get(key) is mine else None
-            )
-        result: builtins.list[tuple[int, WatchEvent]] = await asyncio.shield(running)
-        return result
-
-    async def _read_changes(
-        self, kind: ResourceKind, namespace: str | None, after: int
-    ) -> builtins.list[tuple[int, WatchEvent]]:
-        from services.common.resources.codec import parse_resource_event
-
-        query = select(self.outbox.c.resource_version, self.outbox.c.payload).where(
-            self.outbox.c.kind == kind.kind, self.outbox.c.resource_version > after
-        )
-        if namespace is not None:
-            query = query.where(self.outbox.c.namespace == namespace)
-        async with self.db.sessions() as s:
-            rows = (
-                await s.execute(query.order_by(self.outbox.c.resource_version).limit(1000))
-            ).all()
-        out: builtins.list[tuple[int, WatchEvent]] = []
-        for rv, payload in rows:
-            msg = parse_resource_event(payload)
-            out.append((int(rv), WatchEvent(msg.type, json.loads(msg.object_json))))
-        if kind.event_omit and out:
-            await self._restore_omitted(kind, out)
-        return out
-
-    async def _restore_omitted(
-        self, kind: ResourceKind, events: builtins.list[tuple[int, WatchEvent]]
-    ) -> None:
-        """Put a kind's ``event_omit`` fields back into watch events, from the table, where
-        the stored object is still the one the event describes (same resourceVersion). Older
-        events, and deletions, go out without them, like a metadata-only watch."""
-        uids = {e.object.get("metadata", {}).get("uid") for _, e in events}
-        async with self.db.sessions() as s:
-            rows = (
-                await s.execute(
-                    select(
-                        self.objects.c.uid, self.objects.c.resource_version, self.objects.c.body
-                    ).where(self.objects.c.uid.in_([u for u in uids if u]))
-                )
-            ).all()
-        current = {uid: (int(rv), body) for uid, rv, body in rows}
-        for rv, event in events:
-            found = current.get(event.object.get("metadata", {}).get("uid"))
-            if found is None or found[0] != rv or event.type == "DELETED":
-                continue
-            for field in kind.event_omit:
-                if field in found[1]:
-                    event.object[field] = found[1][field]
-
-
-async def _wait_for_signal(live: asyncio.Queue[bytes], wait: float) -> bool:
-    """Wait up to ``wait`` seconds for a live event, then swallow any that queued up; True
-    if one came.
-
-    Live events only wake the watch; what it sends is always read back from the outbox
-    in resourceVersion order, so a late, reordered or lost NATS message cannot make a
-    watch skip or repeat a change.
-    """
-    try:
-        await asyncio.wait_for(live.get(), timeout=wait)
-    except TimeoutError:
-        return False
-    while not live.empty():
-        live.get_nowait()
-    return True
-
-
-def apply_patch(current: dict[str, Any], patch: Any, content_type: str) -> dict[str, Any]:
-    ctype = content_type.split(";")[0].strip().lower()
-    if ctype == "application/json-patch+json":
-        result = json_patch(current, patch)
-    elif ctype in (
-        "application/merge-patch+json",
-        "application/strategic-merge-patch+json",
-        "application/json",
-        "",
-    ):
-        # Strategic merge is treated as a merge patch: our kinds declare no merge keys.
-        if not isinstance(patch, dict):
-            raise ApiError(400, "a merge patch must be a JSON object")
-        result = merge_patch(current, patch)
-    elif ctype == "application/apply-patch+yaml":
-        raise ApiError(
-            415, "server-side apply is not supported; use a merge patch or `shipyard apply -f`"
-        )
-    else:
-        raise ApiError(
-            415,
-            f"unsupported patch content type {content_type!r}; use "
-            "application/merge-patch+json or application/json-patch+json",
-        )
-    if not isinstance(result, dict):
-        raise ApiError(422, "the patched object is not an object")
-    return result
 
 
 def _field_selector(selector: str | None) -> Callable[[dict[str, Any]], bool]:
