@@ -590,17 +590,9 @@ async def _create_many(
 ) -> list[tuple[float, int, str]]:
     """Create the objects ``concurrency`` at a time: (latency, status, error text) each."""
     out: list[tuple[float, int, str]] = []
+    # No write goes first alone: concurrent first writes of a fresh database once got a
+    # wrong 409 (the resourceVersion counter's row; fixed in 5cb5600), and this keeps it so.
     it = iter(names)
-    # The first write of a service on a fresh database is made alone: concurrent first
-    # writes race to insert the store's resourceVersion counter row, and the losers get a
-    # 409 "created concurrently" (a platform bug, reported in docs/benchmarks.md).
-    for name in it:
-        t0 = time.perf_counter()
-        r = await api.post(path, json=object_body(plural, name))
-        out.append(
-            (time.perf_counter() - t0, r.status_code, "" if r.status_code == 201 else r.text)
-        )
-        break
 
     async def worker() -> None:
         for name in it:
