@@ -434,9 +434,14 @@ def test_serving_restart_adopts_running_server(
     obj = create(api, "adopt", python_model(models, "adopt", minReplicas=1))
     endpoint = obj["status"]["components"]["predictor"]["endpoint"]
     process = server_process(platform, "isvc-adopt-1")
+    # The gateway learns the route from the serving service's status event: wait until it
+    # serves, so that the crash below cannot land between the Ready write and its event.
+    first = infer_v2(platform.gateway_url, "adopt")
+    assert first.status_code == 200, first.text
 
     child = crash_service(platform, "serving")
-    assert infer_v2(platform.gateway_url, "adopt").status_code == 200  # served while it is down
+    down = infer_v2(platform.gateway_url, "adopt")
+    assert down.status_code == 200, down.text  # served while it is down
     start_service_again(child)
     assert infer_v2(platform.gateway_url, "adopt").status_code == 200
     time.sleep(GRACE_SECONDS + 0.5)  # the new process's first reconcile, and a grace period
