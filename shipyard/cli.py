@@ -162,7 +162,7 @@ def _watch(args: argparse.Namespace, client: Client, kind: Any, namespace: str |
 def cmd_delete(args: argparse.Namespace, client: Client) -> int:
     """``delete KIND NAME...`` or, as kubectl, ``delete -f FILE...`` (every object in the
     files, by its kind, namespace and name)."""
-    targets: list[tuple[kinds.ResourceKind, str | None, str]] = []
+    targets: list[tuple[kinds.KindInfo, str | None, str]] = []
     if args.filename:
         if args.kind or args.names:
             _err("give either -f FILE or KIND NAME..., not both")
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kind",
         help="kind, plural or short name: "
         + ", ".join(
-            sorted(k.short_names[0] if k.short_names else k.plural for k in kinds.ALL_KINDS)
+            sorted({k.short_names[0] if k.short_names else k.plural for k in kinds.ALL_KINDS})
         ),
     )
     p.add_argument("name", nargs="?")

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from services.common.resources import ResourceKind
+from services.common.catalog import KindInfo
 from shipyard.config import ClientSettings
 
 
@@ -43,7 +43,7 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def _path(self, kind: ResourceKind, namespace: str | None, name: str | None = None) -> str:
+    def _path(self, kind: KindInfo, namespace: str | None, name: str | None = None) -> str:
         path = kind.collection_path(namespace if kind.namespaced else None)
         return f"{path}/{name}" if name else path
 
@@ -56,11 +56,11 @@ class Client:
             raise ApiError(response.status_code, body if isinstance(body, dict) else {})
         return body  # type: ignore[no-any-return]
 
-    def get(self, kind: ResourceKind, namespace: str | None, name: str) -> dict[str, Any]:
+    def get(self, kind: KindInfo, namespace: str | None, name: str) -> dict[str, Any]:
         return self._check(self.http.get(self._path(kind, namespace, name)))
 
     def list(
-        self, kind: ResourceKind, namespace: str | None, label_selector: str | None = None
+        self, kind: KindInfo, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "500"}
@@ -74,21 +74,19 @@ class Client:
                 return items
             params["continue"] = token
 
-    def create(
-        self, kind: ResourceKind, namespace: str | None, obj: dict[str, Any]
-    ) -> dict[str, Any]:
+    def create(self, kind: KindInfo, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
         return self._check(self.http.post(self._path(kind, namespace), json=obj))
 
     def replace(
-        self, kind: ResourceKind, namespace: str | None, name: str, obj: dict[str, Any]
+        self, kind: KindInfo, namespace: str | None, name: str, obj: dict[str, Any]
     ) -> dict[str, Any]:
         return self._check(self.http.put(self._path(kind, namespace, name), json=obj))
 
-    def delete(self, kind: ResourceKind, namespace: str | None, name: str) -> dict[str, Any]:
+    def delete(self, kind: KindInfo, namespace: str | None, name: str) -> dict[str, Any]:
         return self._check(self.http.delete(self._path(kind, namespace, name)))
 
     def watch(
-        self, kind: ResourceKind, namespace: str | None, label_selector: str | None = None
+        self, kind: KindInfo, namespace: str | None, label_selector: str | None = None
     ) -> Iterator[dict[str, Any]]:
         params = {"watch": "1"}
         if label_selector:

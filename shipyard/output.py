@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from services.common.resources import ResourceKind
+from services.common.catalog import KindInfo
 
 _SELECT = re.compile(r"^(\w+)\[(-?\d+|(\w+)=([^\]]*))\]$")
 
@@ -69,7 +69,7 @@ def _cell(value: Any) -> str:
 
 
 def table(
-    kind: ResourceKind,
+    kind: KindInfo,
     items: Sequence[dict[str, Any]],
     *,
     wide: bool = False,

@@ -15,11 +15,12 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from services.automl import validation
-from services.common.resources import PrinterColumn, ResourceKind
+from services.common import catalog
+from services.common.resources import ResourceKind
 from services.common.resources.kinds import Spec
 
-SERVICE = "automl"
-GROUP, VERSION = "kubeflow.org", "v1beta1"
+SERVICE = catalog.EXPERIMENT.service
+GROUP, VERSION = catalog.EXPERIMENT.group, catalog.EXPERIMENT.version
 EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
 FINALIZER = "update-prometheus-metrics"  # Katib's experiment finalizer name
 
@@ -213,70 +214,24 @@ class SuggestionSpec(Spec):
     )
 
 
-_CONDITION = PrinterColumn("STATUS", "status.conditions[-1].type")
-_AGE_HINT = PrinterColumn("REASON", "status.conditions[-1].reason", wide=True)
-
 EXPERIMENT = ResourceKind(
-    GROUP,
-    VERSION,
-    "Experiment",
-    "experiments",
-    ExperimentSpec,
-    SERVICE,
-    short_names=("exp", "experiment"),
+    **catalog.EXPERIMENT.resource_kind_fields(),
+    spec_model=ExperimentSpec,
     finalizer=FINALIZER,
-    columns=(
-        _CONDITION,
-        PrinterColumn("TRIALS", "status.trials"),
-        PrinterColumn("SUCCEEDED", "status.trialsSucceeded"),
-        PrinterColumn("RUNNING", "status.trialsRunning"),
-        PrinterColumn("BEST-TRIAL", "status.currentOptimalTrial.bestTrialName"),
-        PrinterColumn("OBJECTIVE", "status.currentOptimalTrial.observation.metrics[0].latest"),
-        PrinterColumn("PARAMETERS", "status.currentOptimalTrial.parameterSummary"),
-        _AGE_HINT,
-    ),
     validate=validation.validate_experiment,
 )
 TRIAL = ResourceKind(
-    GROUP,
-    VERSION,
-    "Trial",
-    "trials",
-    TrialSpec,
-    SERVICE,
+    **catalog.TRIAL.resource_kind_fields(),
+    spec_model=TrialSpec,
     validate=validation.validate_trial,
-    columns=(
-        PrinterColumn("TYPE", "status.conditions[-1].type"),
-        PrinterColumn("STATUS", "status.conditions[-1].status"),
-        PrinterColumn("PARAMETERS", "status.parameterSummary"),
-        PrinterColumn("OBJECTIVE", "status.objectiveValue"),
-        _AGE_HINT,
-    ),
 )
-SUGGESTION = ResourceKind(
-    GROUP,
-    VERSION,
-    "Suggestion",
-    "suggestions",
-    SuggestionSpec,
-    SERVICE,
-    columns=(
-        PrinterColumn("TYPE", "status.conditions[-1].type"),
-        PrinterColumn("REQUESTED", "spec.requests"),
-        PrinterColumn("ASSIGNED", "status.suggestionCount"),
-    ),
-)
+SUGGESTION = ResourceKind(**catalog.SUGGESTION.resource_kind_fields(), spec_model=SuggestionSpec)
 
 # core/v1 ConfigMap: served here because Katib trial templates are its one consumer today
 # (``trialTemplate.configMap``); a service that needs one later reads it through the API.
 CONFIG_MAP = ResourceKind(
-    "",
-    "v1",
-    "ConfigMap",
-    "configmaps",
-    None,
-    SERVICE,
-    short_names=("cm",),
+    **catalog.CONFIG_MAP.resource_kind_fields(),
+    spec_model=None,
     extra_top_level=("data", "binaryData", "immutable"),
     validate=validation.validate_config_map,
 )

@@ -7,12 +7,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from services.common import catalog
 from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
-from services.common.resources import PrinterColumn, ResourceKind
+from services.common.resources import ResourceKind
 from services.common.resources.kinds import Spec
 
-SERVICE = "notebook"
+SERVICE = catalog.PVC.service
 
 
 class ResourceRequirements(Spec):
@@ -53,34 +54,14 @@ def validate_notebook(obj: dict[str, Any]) -> Sequence[Cause]:
 
 
 PVC = ResourceKind(
-    group="",
-    version="v1",
-    kind="PersistentVolumeClaim",
-    plural="persistentvolumeclaims",
+    **catalog.PVC.resource_kind_fields(),
     spec_model=PersistentVolumeClaimSpec,
-    service=SERVICE,
-    short_names=("pvc",),
     finalizer="kubernetes.io/pvc-protection",
-    columns=(
-        PrinterColumn("STATUS", "status.phase"),
-        PrinterColumn("CAPACITY", "status.capacity.storage"),
-        PrinterColumn("ACCESS MODES", "spec.accessModes"),
-    ),
 )
-
 NOTEBOOK = ResourceKind(
-    group="kubeflow.org",
-    version="v1",
-    kind="Notebook",
-    plural="notebooks",
+    **catalog.NOTEBOOK.resource_kind_fields(),
     spec_model=NotebookSpec,
-    service=SERVICE,
-    short_names=("nb",),
     validate=validate_notebook,
-    columns=(
-        PrinterColumn("READY", "status.readyReplicas"),
-        PrinterColumn("URL", "status.url", wide=True),
-    ),
 )
 
 KINDS = (PVC, NOTEBOOK)

@@ -1,6 +1,7 @@
 """Kinds served by the pipeline service (Argo's argoproj.io/v1alpha1 API)."""
 
-from services.common.resources import PrinterColumn, ResourceKind
+from services.common import catalog
+from services.common.resources import ResourceKind
 from services.pipeline.spec import CronWorkflowSpec, WorkflowSpec, WorkflowTemplateSpec
 from services.pipeline.validation import (
     validate_cron_object,
@@ -8,50 +9,25 @@ from services.pipeline.validation import (
     validate_workflow_object,
 )
 
-SERVICE = "pipeline"
-_GROUP, _VERSION = "argoproj.io", "v1alpha1"
+SERVICE = catalog.WORKFLOW.service
 FINALIZER = "pipeline.shipyard.io/cleanup"
 # Bumped by a retry request (Argo or KFP API); the controller then resets the failed nodes.
 RETRY_ANNOTATION = "pipeline.shipyard.io/retry-generation"
 
 WORKFLOW = ResourceKind(
-    _GROUP,
-    _VERSION,
-    "Workflow",
-    "workflows",
-    WorkflowSpec,
-    SERVICE,
-    short_names=("wf",),
+    **catalog.WORKFLOW.resource_kind_fields(),
+    spec_model=WorkflowSpec,
     finalizer=FINALIZER,
     validate=validate_workflow_object,
-    columns=(
-        PrinterColumn("STATUS", "status.phase"),
-        PrinterColumn("PROGRESS", "status.progress"),
-        PrinterColumn("MESSAGE", "status.message", wide=True),
-    ),
 )
 CRON_WORKFLOW = ResourceKind(
-    _GROUP,
-    _VERSION,
-    "CronWorkflow",
-    "cronworkflows",
-    CronWorkflowSpec,
-    SERVICE,
-    short_names=("cwf", "cronwf"),
+    **catalog.CRON_WORKFLOW.resource_kind_fields(),
+    spec_model=CronWorkflowSpec,
     validate=validate_cron_object,
-    columns=(
-        PrinterColumn("SCHEDULE", "spec.schedule"),
-        PrinterColumn("SUSPENDED", "spec.suspend"),
-    ),
 )
 WORKFLOW_TEMPLATE = ResourceKind(
-    _GROUP,
-    _VERSION,
-    "WorkflowTemplate",
-    "workflowtemplates",
-    WorkflowTemplateSpec,
-    SERVICE,
-    short_names=("wftmpl",),
+    **catalog.WORKFLOW_TEMPLATE.resource_kind_fields(),
+    spec_model=WorkflowTemplateSpec,
     validate=validate_template_object,
 )
 

@@ -14,15 +14,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from services.common import catalog
 from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
 from services.common.objectstore import in_namespace_area, namespace_prefixes
-from services.common.resources import PrinterColumn, ResourceKind
+from services.common.resources import ResourceKind
 from services.common.resources.kinds import Spec
 from services.serving import corev1
 from services.serving.modelcache import http_uri_problem
 
-SERVICE = "serving"
+SERVICE = catalog.INFERENCE_SERVICE.service
 #: Formats the bundled model server loads; others need ``containers``.
 SUPPORTED_FORMATS = ("sklearn", "python")
 #: storageUri schemes served: volumes of the namespace, and downloads into its model cache.
@@ -269,55 +270,26 @@ def _storage_uri_causes(
 
 
 INFERENCE_SERVICE = ResourceKind(
-    "serving.kserve.io",
-    "v1beta1",
-    "InferenceService",
-    "inferenceservices",
-    InferenceServiceSpec,
-    SERVICE,
-    short_names=("isvc",),
+    **catalog.INFERENCE_SERVICE.resource_kind_fields(),
+    spec_model=InferenceServiceSpec,
     finalizer="inferenceservice.finalizers",
     validate=validate_inference_service,
-    columns=(
-        PrinterColumn("URL", "status.url"),
-        PrinterColumn("READY", "status.conditions[type=Ready].status"),
-        PrinterColumn("PREV", "status.components.predictor.traffic[tag=prev].percent"),
-        PrinterColumn("LATEST", "status.components.predictor.traffic[tag=latest].percent"),
-        PrinterColumn(
-            "PREVROLLEDOUTREVISION",
-            "status.components.predictor.previousRolledoutRevision",
-            wide=True,
-        ),
-        PrinterColumn(
-            "LATESTREADYREVISION", "status.components.predictor.latestReadyRevision", wide=True
-        ),
-    ),
 )
 
 # core/v1 Secret and ServiceAccount: served here because storageUri credentials are their one
 # consumer today (services/serving/corev1.py); a service that needs one later reads it
 # through the API. Secret values stay out of events, and reading them takes ``edit``.
 SECRET = ResourceKind(
-    "",
-    "v1",
-    "Secret",
-    "secrets",
-    None,
-    SERVICE,
+    **catalog.SECRET.resource_kind_fields(),
+    spec_model=None,
     extra_top_level=("data", "stringData", "type", "immutable"),
     validate=corev1.validate_secret,
     read_role="edit",
     event_omit=("data", "stringData"),
-    columns=(PrinterColumn("TYPE", "type"),),
 )
 SERVICE_ACCOUNT = ResourceKind(
-    "",
-    "v1",
-    "ServiceAccount",
-    "serviceaccounts",
-    None,
-    SERVICE,
-    short_names=("sa",),
+    **catalog.SERVICE_ACCOUNT.resource_kind_fields(),
+    spec_model=None,
     extra_top_level=("secrets", "imagePullSecrets", "automountServiceAccountToken"),
     validate=corev1.validate_service_account,
 )

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from services.common.catalog import PrinterColumn
 from services.common.errors import Cause
 
 
@@ -15,19 +16,6 @@ class Spec(BaseModel):
     """Base for spec models: camelCase names as in Kubernetes, unknown fields rejected."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-@dataclass(frozen=True)
-class PrinterColumn:
-    """A column of ``shipyard get`` (like a CRD's additionalPrinterColumns).
-
-    ``path`` is a dotted path into the object (``status.phase``,
-    ``metadata.labels.app``); ``wide`` columns show only with ``-o wide``.
-    """
-
-    name: str
-    path: str
-    wide: bool = False
 
 
 Validator = Callable[[dict[str, Any]], Sequence[Cause]]

@@ -1,0 +1,89 @@
+"""The kinds catalog is the one source of the kinds' names: the services' ``ResourceKind``s
+are built from it, and the CLI resolves names with it without loading service code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from services.automl.models import KINDS as AUTOML_KINDS
+from services.common import catalog
+from services.notebook.models import KINDS as NOTEBOOK_KINDS
+from services.pipeline.models import KINDS as PIPELINE_KINDS
+from services.serving.models import KINDS as SERVING_KINDS
+from shipyard import kinds
+
+SERVICE_KINDS = {
+    "notebook": NOTEBOOK_KINDS,
+    "automl": AUTOML_KINDS,
+    "pipeline": PIPELINE_KINDS,
+    "serving": SERVING_KINDS,
+}
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_KINDS))
+def test_service_kinds_match_catalog(service: str) -> None:
+    served = SERVICE_KINDS[service]
+    listed = catalog.kinds_of(service)
+    assert [(k.group, k.version, k.kind) for k in served] == [
+        (k.group, k.version, k.kind) for k in listed
+    ]
+    for kind, info in zip(served, listed, strict=True):
+        assert kind.plural == info.plural and kind.service == info.service == service
+        assert kind.namespaced == info.namespaced
+        assert kind.short_names == info.short_names
+        assert kind.columns == info.columns
+        assert kind.api_version == info.api_version and kind.base_path == info.base_path
+
+
+def test_catalog_names_are_unique_per_group_version() -> None:
+    seen: set[tuple[str, str, str]] = set()
+    for k in catalog.ALL_KINDS:
+        key = (k.group, k.version, k.plural)
+        assert key not in seen, key
+        seen.add(key)
+    short = [s for k in catalog.ALL_KINDS for s in k.short_names]
+    assert len(short) == len(set(short)), short
+
+
+def test_catalog_lists_kfserving_alias_and_gateway_profiles() -> None:
+    alias = catalog.KFSERVING_INFERENCE_SERVICE
+    assert alias.api_version == "serving.kubeflow.org/v1beta1"
+    assert alias.alias_of is catalog.INFERENCE_SERVICE and alias.plural == "inferenceservices"
+    assert alias not in catalog.kinds_of("serving")
+    assert catalog.PROFILE.service == "gateway" and not catalog.PROFILE.namespaced
+    assert catalog.group_versions()["kubeflow.org"] == ["v1", "v1beta1"]
+    assert catalog.group_versions()[""] == ["v1"]
+
+
+def test_cli_resolves_names_and_groups() -> None:
+    assert kinds.resolve("pvc") is catalog.PVC
+    assert kinds.resolve("WF") is catalog.WORKFLOW
+    assert kinds.resolve("isvc") is catalog.INFERENCE_SERVICE
+    assert kinds.resolve("inferenceservices") is catalog.INFERENCE_SERVICE
+    assert (
+        kinds.resolve("inferenceservices.serving.kubeflow.org")
+        is catalog.KFSERVING_INFERENCE_SERVICE
+    )
+    assert (
+        kinds.for_object("serving.kubeflow.org/v1beta1", "InferenceService")
+        is catalog.KFSERVING_INFERENCE_SERVICE
+    )
+    with pytest.raises(kinds.UnknownKindError, match='resource type "pods"'):
+        kinds.resolve("pods")
+
+
+def test_cli_loads_no_service_code() -> None:
+    """Importing the CLI loads neither a service's models nor FastAPI or SQLAlchemy."""
+    probe = (
+        "import sys, shipyard.cli, shipyard.kinds, shipyard.client, shipyard.output\n"
+        "heavy = ('services.notebook', 'services.automl', 'services.pipeline',\n"
+        "         'services.serving', 'services.common.resources', 'fastapi', 'sqlalchemy')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout
