@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -50,16 +50,26 @@ def _psql(dsn: str, sql: str) -> None:
     asyncio.run(run())
 
 
-@contextlib.contextmanager
-def fresh_database(prefix: str = "shipyard_test") -> Iterator[str]:
-    """A new Postgres database (an SQLAlchemy asyncpg URL), dropped afterwards."""
+def _create_database(prefix: str) -> tuple[str, str]:
+    """A new Postgres database: its name and its SQLAlchemy asyncpg URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     _psql(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    return name, base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+
+
+def _drop_database(name: str) -> None:
+    _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def fresh_database(prefix: str = "shipyard_test") -> Iterator[str]:
+    """A new Postgres database (an SQLAlchemy asyncpg URL), dropped afterwards."""
+    name, url = _create_database(prefix)
     try:
-        yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+        yield url
     finally:
-        _psql(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(name)
 
 
 @dataclass
@@ -113,6 +123,70 @@ async def service_in_process(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+def object_store_settings(config: Any) -> dict[str, str]:
+    """A service's ``s3_*`` settings for the object store ``config`` (an ObjectStoreConfig)."""
+    return {
+        "s3_endpoint": config.endpoint,
+        "s3_access_key_id": config.access_key_id,
+        "s3_secret_access_key": config.secret_access_key,
+        "s3_region": config.region,
+        "s3_bucket": config.bucket,
+    }
+
+
+@contextlib.asynccontextmanager
+async def service_on_own_database(
+    create_app: Any, settings_class: Any, *, db_prefix: str, **options: Any
+) -> AsyncIterator[InProcessService]:
+    """``service_in_process`` on a fresh database of its own, dropped afterwards: services on
+    one database are replicas of one deployment and would reconcile each other's objects."""
+    # fresh_database's asyncio.run cannot nest in this loop: create and drop in a thread.
+    name, url = await asyncio.to_thread(_create_database, db_prefix)
+    try:
+        async with service_in_process(
+            create_app, settings_class, database_url=url, **options
+        ) as service:
+            yield service
+    finally:
+        await asyncio.to_thread(_drop_database, name)
+
+
+def own_service_fixture(
+    create_app: Any,
+    settings_class: Any,
+    db_prefix: str,
+    *,
+    scope: Literal["session", "package", "module"] = "module",
+    object_store: bool = False,
+    **settings: Any,
+) -> Any:
+    """A fixture: the service ``create_app(settings_class(...))`` (an InProcessService) on a
+    database and a state dir of its own, shared by the tests of one ``scope``.
+
+    ``settings`` are the service's other settings (``namespace`` is the one its
+    ``headers()`` default to); ``object_store=True`` points it at the session's SeaweedFS.
+    """
+
+    @pytest.fixture(scope=scope)
+    async def service(
+        request: pytest.FixtureRequest, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    ) -> AsyncIterator[InProcessService]:
+        options = dict(settings)
+        if object_store:
+            options.update(object_store_settings(request.getfixturevalue("seaweedfs").config))
+        async with service_on_own_database(
+            create_app,
+            settings_class,
+            db_prefix=db_prefix,
+            nats_url=nats_url,
+            state_dir=Path(tmp_path_factory.mktemp(db_prefix)),
+            **options,
+        ) as running:
+            yield running
+
+    return service
 
 
 @pytest.fixture

@@ -1,4 +1,1 @@
-from tests.common.resources.conftest import (  # noqa: F401 - shared fixtures
-    notebook_db,
-    notebook_service,
-)
+from tests.common.resources.conftest import notebook_service  # noqa: F401 - shared fixture

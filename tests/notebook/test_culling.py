@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,37 +18,31 @@ import pytest
 from services.notebook.app import create_app
 from services.notebook.culling import last_activity
 from services.notebook.settings import Settings
-from tests.conftest import fresh_database, service_in_process
+from tests.conftest import InProcessService, own_service_fixture
 
 NAMESPACE = "cull-test"
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/notebooks"
 IDLE_SECONDS = 3
 
 
-@pytest.fixture(scope="module")
-def cull_db() -> Iterator[str]:
-    with fresh_database("shipyard_cull") as url:
-        yield url
+notebook_service = own_service_fixture(
+    create_app,
+    Settings,
+    "shipyard_cull",
+    namespace=NAMESPACE,
+    notebook_cull_idle_seconds=IDLE_SECONDS,
+    notebook_cull_check_period_seconds=0.5,
+)
 
 
 @pytest.fixture(scope="module")
 async def culling_service(
-    cull_db: str, tmp_path_factory: pytest.TempPathFactory, nats_url: str
+    notebook_service: InProcessService,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with service_in_process(
-        create_app,
-        Settings,
-        database_url=cull_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("cull")),
-        namespace=NAMESPACE,
-        notebook_cull_idle_seconds=IDLE_SECONDS,
-        notebook_cull_check_period_seconds=0.5,
-    ) as service:
-        async with httpx.AsyncClient(
-            base_url=service.url, timeout=20, headers=service.headers()
-        ) as http:
-            yield http
+    async with httpx.AsyncClient(
+        base_url=notebook_service.url, timeout=20, headers=notebook_service.headers()
+    ) as http:
+        yield http
 
 
 async def poll(http: httpx.AsyncClient, name: str, want: Any, within: float = 30) -> dict:

@@ -15,9 +15,8 @@ import io
 import tarfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,36 +28,9 @@ from services.pipeline.app import create_app
 from services.pipeline.artifact_records import delete_run_artifacts, record_artifact
 from services.pipeline.models import WORKFLOW
 from services.pipeline.settings import Settings
-from tests.conftest import InProcessService, RunningSeaweedFS, fresh_database, service_in_process
+from tests.conftest import InProcessService, RunningSeaweedFS, own_service_fixture
 
-
-@pytest.fixture(scope="module")
-def artifact_db() -> Iterator[str]:
-    with fresh_database("shipyard_test_art") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def service(
-    artifact_db: str,
-    nats_url: str,
-    seaweedfs: RunningSeaweedFS,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[InProcessService]:
-    cfg = seaweedfs.config
-    async with service_in_process(
-        create_app,
-        Settings,
-        database_url=artifact_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("artifact-api")),
-        s3_endpoint=cfg.endpoint,
-        s3_access_key_id=cfg.access_key_id,
-        s3_secret_access_key=cfg.secret_access_key,
-        s3_region=cfg.region,
-        s3_bucket=cfg.bucket,
-    ) as svc:
-        yield svc
+service = own_service_fixture(create_app, Settings, "shipyard_test_art", object_store=True)
 
 
 @pytest.fixture(scope="module")

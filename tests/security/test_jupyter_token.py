@@ -13,7 +13,7 @@ import asyncio
 import http.client
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from services.common.runtime import endpoint
 from services.notebook.app import create_app
 from services.notebook.settings import Settings
 from services.notebook.workload import build_workload
-from tests.conftest import InProcessService, fresh_database, service_in_process
+from tests.conftest import InProcessService, own_service_fixture
 
 NAMESPACE = "tenant-a"
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/notebooks"
@@ -34,25 +34,9 @@ NAME = "guarded"
 PREFIX = f"/notebook/{NAMESPACE}/{NAME}"
 
 
-@pytest.fixture(scope="module")
-def token_db() -> Iterator[str]:
-    with fresh_database("shipyard_jupyter_token") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def notebook_service(
-    token_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[InProcessService]:
-    async with service_in_process(
-        create_app,
-        Settings,
-        database_url=token_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("jupyter-token")),
-        namespace=NAMESPACE,
-    ) as service:
-        yield service
+notebook_service = own_service_fixture(
+    create_app, Settings, "shipyard_jupyter_token", namespace=NAMESPACE
+)
 
 
 @pytest.fixture(scope="module")

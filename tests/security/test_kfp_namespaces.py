@@ -12,8 +12,6 @@ gateway assertions: ``alice`` owns ``tenant-a``, ``bob`` owns ``tenant-b``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +19,7 @@ import pytest
 
 from services.pipeline.app import create_app
 from services.pipeline.settings import Settings
-from tests.conftest import InProcessService, fresh_database, service_in_process
+from tests.conftest import InProcessService, own_service_fixture
 
 KFP = "/apis/v2beta1"
 ALICE_NS, BOB_NS = "tenant-a", "tenant-b"
@@ -34,25 +32,7 @@ PACKAGE = {
 }
 
 
-@pytest.fixture(scope="module")
-def kfp_db() -> Iterator[str]:
-    with fresh_database("shipyard_sec_kfp") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def pipeline(
-    kfp_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[InProcessService]:
-    async with service_in_process(
-        create_app,
-        Settings,
-        database_url=kfp_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("sec-kfp")),
-        namespace=ALICE_NS,
-    ) as service:
-        yield service
+pipeline = own_service_fixture(create_app, Settings, "shipyard_sec_kfp", namespace=ALICE_NS)
 
 
 def client(service: InProcessService, user: str, namespace: str) -> httpx.AsyncClient:

@@ -18,8 +18,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -31,7 +30,7 @@ from services.automl.settings import Settings
 from services.common.tenant_regex import compile_pattern
 from services.pipeline.expressions import ExpressionError, evaluate_when
 from tests.automl.conftest import API, NAMESPACE, AutoML, python_experiment, unique
-from tests.conftest import fresh_database, service_in_process
+from tests.conftest import InProcessService, own_service_fixture
 
 PARAM = [{"name": "x", "parameterType": "double", "feasibleSpace": {"min": "1", "max": "2"}}]
 CATASTROPHIC = r"((a|aa)+)+$"
@@ -40,28 +39,26 @@ EXPLODING_OUTPUT = "print('a' * 18 + 'b'); print('a' * 18 + 'b')"
 FORMAT_FIELD = "spec.metricsCollectorSpec.source.filter.metricsFormat"
 
 
-@pytest.fixture(scope="module")
-def regex_db() -> Iterator[str]:
-    with fresh_database("shipyard_sec_regex") as url:
-        yield url
+regex_service = own_service_fixture(
+    create_app,
+    Settings,
+    "shipyard_sec_regex",
+    namespace=NAMESPACE,
+    resync_seconds=5,
+    events_durable=f"sec-regex-{uuid.uuid4().hex[:8]}",
+)
 
 
 @pytest.fixture(scope="module")
-async def automl(
-    regex_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[AutoML]:
-    async with service_in_process(
-        create_app,
-        Settings,
-        database_url=regex_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("sec-regex")),
-        namespace=NAMESPACE,
-        resync_seconds=5,
-        events_durable=f"sec-regex-{uuid.uuid4().hex[:8]}",
-    ) as service:
-        async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
-            yield AutoML(service.url, service.minter, client, service.app, service.state_dir)
+async def automl(regex_service: InProcessService) -> AsyncIterator[AutoML]:
+    async with httpx.AsyncClient(base_url=regex_service.url, timeout=30) as client:
+        yield AutoML(
+            regex_service.url,
+            regex_service.minter,
+            client,
+            regex_service.app,
+            regex_service.state_dir,
+        )
 
 
 def causes_of(r: httpx.Response) -> dict[str, str]:

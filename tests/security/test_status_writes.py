@@ -15,8 +15,6 @@ must not be able to make or undo.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +25,7 @@ from kubernetes.client.rest import ApiException
 from services.common.identity import ASSERTION_HEADER
 from services.notebook.app import create_app
 from services.notebook.settings import Settings
-from tests.conftest import InProcessService, fresh_database, service_in_process
+from tests.conftest import InProcessService, own_service_fixture
 
 NS = "tenant-a"
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
@@ -35,25 +33,7 @@ SERVICE_ACCOUNT = f"system:serviceaccount:{NS}:default-editor"
 FORBIDDEN = "an object's status is written by shipyard's controllers only; change its spec instead"
 
 
-@pytest.fixture(scope="module")
-def status_db() -> Iterator[str]:
-    with fresh_database("shipyard_sec_status") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def notebook(
-    status_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[InProcessService]:
-    async with service_in_process(
-        create_app,
-        Settings,
-        database_url=status_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("sec-status")),
-        namespace=NS,
-    ) as service:
-        yield service
+notebook = own_service_fixture(create_app, Settings, "shipyard_sec_status", namespace=NS)
 
 
 def as_user(service: InProcessService, user: str, role: str, **kw: Any) -> httpx.AsyncClient:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from services.automl.settings import Settings as AutomlSettings
 from services.pipeline.app import create_app as create_pipeline
 from services.pipeline.settings import Settings as PipelineSettings
 from shipyard import cli
-from tests.conftest import InProcessService, fresh_database, service_in_process
+from tests.conftest import InProcessService, own_service_fixture
 
 NS = "team-a"
 ARGO = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}"
@@ -56,47 +55,16 @@ def test_bomb_expands_without_a_bound() -> None:
     assert len(str(items["withItems"][-1])) > 2_000_000
 
 
-@pytest.fixture(scope="module")
-def pipeline_db() -> Iterator[str]:
-    with fresh_database("shipyard_sec_yaml_pl") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def automl_db() -> Iterator[str]:
-    with fresh_database("shipyard_sec_yaml_am") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def pipeline(
-    pipeline_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[InProcessService]:
-    async with service_in_process(
-        create_pipeline,
-        PipelineSettings,
-        database_url=pipeline_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("sec-yaml-pl")),
-        namespace=NS,
-    ) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-async def automl(
-    automl_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[InProcessService]:
-    async with service_in_process(
-        create_automl,
-        AutomlSettings,
-        database_url=automl_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("sec-yaml-am")),
-        namespace=NS,
-        events_durable=f"sec-yaml-{uuid.uuid4().hex[:8]}",
-    ) as service:
-        yield service
+pipeline = own_service_fixture(
+    create_pipeline, PipelineSettings, "shipyard_sec_yaml_pl", namespace=NS
+)
+automl = own_service_fixture(
+    create_automl,
+    AutomlSettings,
+    "shipyard_sec_yaml_am",
+    namespace=NS,
+    events_durable=f"sec-yaml-{uuid.uuid4().hex[:8]}",
+)
 
 
 async def timed(

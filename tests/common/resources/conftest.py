@@ -7,7 +7,7 @@ client needs a real server. ``notebook_service`` is the real notebook service.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from services.common.settings import ServiceSettings
 from services.notebook.app import create_app
 from services.notebook.settings import Settings
 from tests.common.resources import widgets
-from tests.conftest import InProcessService, fresh_database, service_in_process
+from tests.conftest import InProcessService, own_service_fixture, service_in_process
 
 NAMESPACE = "team-a"
 
@@ -24,26 +24,10 @@ NAMESPACE = "team-a"
 RunningService = InProcessService
 
 
-@pytest.fixture(scope="module")
-def notebook_db() -> Iterator[str]:
-    """Its own database: the platform's notebook service must not reconcile these objects."""
-    with fresh_database("shipyard_test_nb") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def notebook_service(
-    notebook_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[RunningService]:
-    async with service_in_process(
-        create_app,
-        Settings,
-        database_url=notebook_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("state")),
-        namespace=NAMESPACE,
-    ) as service:
-        yield service
+# Its own database: the platform's notebook service must not reconcile these objects.
+notebook_service = own_service_fixture(
+    create_app, Settings, "shipyard_test_nb", namespace=NAMESPACE
+)
 
 
 @pytest.fixture(scope="module")
