@@ -39,6 +39,12 @@ def _r(
 # Order matters: the first match wins. Gateway-owned paths are served by its own routers and
 # never reach the proxy; they are listed so `resolve` gives a complete answer.
 STATIC_ROUTES: tuple[Route, ...] = (
+    # Kubernetes discovery (gateway.discovery), for any signed-in user: exactly /version, /api,
+    # /api/v1, /apis, /apis/{group} and /apis/{group}/{version} (a group has a dot, so KFP's
+    # /apis/v2beta1/... is not one); what lies below a group/version stays with its service.
+    _r(r"^/(version|api|apis)$", "gateway", any_user=True),
+    _r(r"^/api/v1$", "gateway", any_user=True),
+    _r(r"^/apis/[^/.]+(\.[^/.]+)+(/[^/]+)?$", "gateway", any_user=True),
     _r(r"^/apis/kubeflow\.org/v1/profiles(/|$)", "gateway"),
     _r(r"^/oauth2/", "gateway"),
     # Each service's OpenAPI document, for any signed-in user (clients and fuzzers load it).
@@ -70,6 +76,9 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(rf"^/(artifact-files|artifacts|input-artifacts)/{NS}/", "pipeline"),
     _r(rf"^/apis/serving\.kserve\.io/v1beta1/namespaces/{NS}/", "serving"),
     _r(r"^/apis/serving\.kserve\.io/", "serving"),
+    # KFServing's group: the same InferenceServices (services/serving/kfserving.py).
+    _r(rf"^/apis/serving\.kubeflow\.org/v1beta1/namespaces/{NS}/", "serving"),
+    _r(r"^/apis/serving\.kubeflow\.org/", "serving"),
     _r(rf"^/notebook/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "notebook"),
     _r(rf"^/serving/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "inferenceservice"),
     _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/", "notebook"),

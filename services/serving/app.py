@@ -11,6 +11,7 @@ from services.common.errors import ApiError
 from services.serving.controller import InferenceServiceController
 from services.serving.corev1 import admit_secret
 from services.serving.idle import ActivityMonitor, ConcurrencyWindow, IdleClock
+from services.serving.kfserving import KFServingAlias
 from services.serving.modelcache import ModelCache
 from services.serving.models import INFERENCE_SERVICE, KINDS, SECRET
 from services.serving.settings import Settings
@@ -21,9 +22,10 @@ from services.serving.tables import metadata
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     versions = Path(__file__).parent / "migrations" / "versions"
-    return build_service(
-        "serving", settings, metadata, versions, kinds=KINDS, components=components
-    )
+    app = build_service("serving", settings, metadata, versions, kinds=KINDS, components=components)
+    # KFServing's group, serving.kubeflow.org/v1beta1: the same InferenceServices (kfserving.py).
+    app.add_middleware(KFServingAlias, max_body_bytes=settings.max_body_bytes)
+    return app
 
 
 async def components(ctx: ServiceContext) -> list[Lifecycle]:
