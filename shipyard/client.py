@@ -11,6 +11,10 @@ import httpx
 from services.common.catalog import KindInfo
 from shipyard.config import ClientSettings
 
+# Writes refuse unknown and repeated fields, as ``kubectl apply`` asks the server to by
+# default: a typo in a manifest is an error, not a field the server quietly drops.
+STRICT_FIELDS = {"fieldValidation": "Strict"}
+
 
 class ApiError(Exception):
     """An error Status from the API, with its message (and field causes) for the user."""
@@ -75,12 +79,16 @@ class Client:
             params["continue"] = token
 
     def create(self, kind: KindInfo, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
-        return self._check(self.http.post(self._path(kind, namespace), json=obj))
+        return self._check(
+            self.http.post(self._path(kind, namespace), json=obj, params=STRICT_FIELDS)
+        )
 
     def replace(
         self, kind: KindInfo, namespace: str | None, name: str, obj: dict[str, Any]
     ) -> dict[str, Any]:
-        return self._check(self.http.put(self._path(kind, namespace, name), json=obj))
+        return self._check(
+            self.http.put(self._path(kind, namespace, name), json=obj, params=STRICT_FIELDS)
+        )
 
     def delete(self, kind: KindInfo, namespace: str | None, name: str) -> dict[str, Any]:
         return self._check(self.http.delete(self._path(kind, namespace, name)))

@@ -15,7 +15,10 @@ from sqlalchemy.exc import DBAPIError
 from services.common.auth import IdentityDep, authorize
 from services.common.errors import ApiError
 from services.common.identity import Identity
+from services.common.resources import fieldvalidation as fields
+from services.common.resources import printing
 from services.common.resources.kinds import ResourceKind
+from services.common.resources.patch import apply_patch
 from services.common.resources.store import ResourceStore
 from services.common.safe_yaml import YamlError, load
 
@@ -27,6 +30,15 @@ _TRUE = {"1", "true", "True", "yes"}
 
 async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> Any:
     """The request body as JSON or YAML, with a size limit and 4xx errors a user can act on."""
+    body, _ = await read_body_fields(request, max_bytes)
+    return body
+
+
+async def read_body_fields(
+    request: Request, max_bytes: int = DEFAULT_MAX_BODY
+) -> tuple[Any, list[str]]:
+    """The request body (as :func:`read_body`) and the paths of the keys a JSON body repeats
+    (for ``fieldValidation``; a YAML body's repeated keys keep their last value)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, f"request body is larger than the {max_bytes}-byte limit")
@@ -42,8 +54,8 @@ async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> Any:
     ctype = request.headers.get("content-type", "")
     try:
         if "yaml" in ctype:
-            return load(raw)
-        return json.loads(raw)
+            return load(raw), []
+        return fields.parse_json(raw)
     except YamlError as exc:
         raise ApiError(400, f"the request body's YAML is refused: {exc}") from None
     except (ValueError, yaml.YAMLError) as exc:
@@ -91,12 +103,23 @@ def watch_stream(
         timeout_seconds=timeout,
     )
 
+    as_table = printing.table_version(request.headers.get("accept"))
+    include = printing.include_object(request.query_params.get("includeObject"))
+
+    def shown(obj: dict[str, Any]) -> dict[str, Any]:
+        # As the API server does, a Table watch sends each object as a Table of one row.
+        if as_table is None:
+            return obj
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        return printing.table(kind, [obj], version=as_table, include=include, resource_version=rv)
+
     async def lines() -> AsyncIterator[bytes]:
         try:
             async for event in events:
                 yield (
                     json.dumps(
-                        {"type": event.type, "object": event.object}, separators=(",", ":")
+                        {"type": event.type, "object": shown(event.object)},
+                        separators=(",", ":"),
                     ).encode()
                     + b"\n"
                 )
@@ -239,6 +262,7 @@ def resource_router(
         authorize(identity, "watch" if watching else "list", namespace, resource, kind.read_role)
         if watching:
             return watch_stream(store, kind, namespace, request)
+        as_table = printing.table_version(request.headers.get("accept"))
         page = await store.list(
             kind,
             namespace,
@@ -247,33 +271,64 @@ def resource_router(
             limit=_int_param(request, "limit"),
             continue_token=request.query_params.get("continue"),
         )
+        if as_table is not None:
+            return printing.table(
+                kind,
+                page.items,
+                version=as_table,
+                include=printing.include_object(request.query_params.get("includeObject")),
+                resource_version=str(page.resource_version),
+                continue_token=page.continue_token,
+            )
         return list_response(kind, page.items, page.resource_version, page.continue_token)
 
     async def create_object(request: Request, identity: IdentityDep) -> JSONResponse:
         namespace = ns_of(request)
         authorize(identity, "create", namespace, resource)
-        body = await read_body(request, max_body)
-        obj = await get_store(request).create(kind, namespace, body)
-        return JSONResponse(obj, status_code=201)
+        report, body = await _checked_body(request, kind, max_body)
+        store = get_store(request)
+        obj = await fields.write_pruned(report, body, lambda b: store.create(kind, namespace, b))
+        return _respond(obj, report, 201)
 
     async def read_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "get", namespace, resource, kind.read_role)
-        return await get_store(request).get(kind, namespace, name)
+        as_table = printing.table_version(request.headers.get("accept"))
+        obj = await get_store(request).get(kind, namespace, name)
+        if as_table is not None:
+            return printing.table(
+                kind,
+                [obj],
+                version=as_table,
+                include=printing.include_object(request.query_params.get("includeObject")),
+                resource_version=obj["metadata"].get("resourceVersion"),
+            )
+        return obj
 
     async def replace_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "update", namespace, resource)
-        body = await read_body(request, max_body)
-        return await get_store(request).replace(kind, namespace, name, body)
+        report, body = await _checked_body(request, kind, max_body)
+        store = get_store(request)
+        obj = await fields.write_pruned(
+            report, body, lambda b: store.replace(kind, namespace, name, b)
+        )
+        return _respond(obj, report)
 
     async def patch_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "patch", namespace, resource)
-        body = await read_body(request, max_body)
-        return await get_store(request).patch(
-            kind, namespace, name, body, request.headers.get("content-type", "")
+        report, body = await _checked_body(request, kind, max_body)
+        obj = await patch_with_field_validation(
+            get_store(request),
+            kind,
+            namespace,
+            name,
+            body,
+            request.headers.get("content-type", ""),
+            report,
         )
+        return _respond(obj, report)
 
     async def delete_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
@@ -321,6 +376,66 @@ def resource_router(
         },
     )
     return router
+
+
+async def _checked_body(
+    request: Request, kind: ResourceKind, max_body: int
+) -> tuple[fields.FieldReport, Any]:
+    """The write's ``fieldValidation`` report and its body (repeated keys already judged)."""
+    report = fields.FieldReport(fields.directive(request.query_params.get("fieldValidation")))
+    body, duplicates = await read_body_fields(request, max_body)
+    fields.check_duplicates(report, duplicates, kind.kind)
+    return report, body
+
+
+def _respond(obj: dict[str, Any], report: fields.FieldReport, code: int = 200) -> JSONResponse:
+    response = JSONResponse(obj, status_code=code)
+    for name, value in report.headers():
+        response.headers.append(name, value)
+    return response
+
+
+# A patch whose unknown fields are dropped is written as a replace of the patched object,
+# conditional on the version it was computed from; a concurrent write makes it try again.
+PATCH_ATTEMPTS = 5
+
+
+async def patch_with_field_validation(
+    store: ResourceStore,
+    kind: ResourceKind,
+    namespace: str | None,
+    name: str,
+    patch: Any,
+    content_type: str,
+    report: fields.FieldReport,
+) -> dict[str, Any]:
+    """Patch, and in Warn and Ignore modes drop the unknown fields the patch brings in.
+
+    The common case is one ``store.patch``. Only when that is refused for unknown fields
+    (and the mode lets them go) is the patch applied here to the current object, the fields
+    dropped from the result, and the result written with the current resourceVersion as a
+    precondition (the API server, too, validates the patched object, in its update loop).
+    """
+    try:
+        return await store.patch(kind, namespace, name, patch, content_type)
+    except ApiError as err:
+        if report.mode == fields.STRICT or not fields.unknown_fields(err):
+            raise
+    own_precondition = not (
+        isinstance(patch, dict) and (patch.get("metadata") or {}).get("resourceVersion")
+    )
+    for attempt in range(PATCH_ATTEMPTS):
+        report.warnings.clear()
+        current = await store.get(kind, namespace, name)
+        patched = apply_patch(current, patch, content_type)
+        try:
+            return await fields.write_pruned(
+                report, patched, lambda b: store.replace(kind, namespace, name, b)
+            )
+        except ApiError as err:
+            if err.code != 409 or not own_precondition or attempt == PATCH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _add_routes(

@@ -1,4 +1,7 @@
-"""JSON merge patch (RFC 7386) and JSON patch (RFC 6902)."""
+"""JSON merge patch (RFC 7386), JSON patch (RFC 6902), and which one a request sent.
+
+The strategic merge patch of the core kinds is ``services.common.resources.strategic``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import copy
 from typing import Any
 
 from services.common.errors import ApiError
+from services.common.resources.strategic import is_core, strategic_merge
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -91,29 +95,41 @@ def json_patch(document: Any, operations: Any) -> Any:
     return doc
 
 
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
 def apply_patch(current: dict[str, Any], patch: Any, content_type: str) -> dict[str, Any]:
+    """``current`` with ``patch`` applied, by the patch's content type (a new object).
+
+    A strategic merge patch is taken for core/v1 objects only; for the other kinds (custom
+    resources, in Kubernetes' terms) it is refused with 415, as the API server does.
+    """
     ctype = content_type.split(";")[0].strip().lower()
-    if ctype == "application/json-patch+json":
+    if ctype == JSON_PATCH:
         result = json_patch(current, patch)
-    elif ctype in (
-        "application/merge-patch+json",
-        "application/strategic-merge-patch+json",
-        "application/json",
-        "",
-    ):
-        # Strategic merge is treated as a merge patch: our kinds declare no merge keys.
+    elif ctype == STRATEGIC_MERGE_PATCH and is_core(current.get("apiVersion")):
+        result = strategic_merge(current, patch)
+    elif ctype in (MERGE_PATCH, "application/json", ""):
         if not isinstance(patch, dict):
             raise ApiError(400, "a merge patch must be a JSON object")
         result = merge_patch(current, patch)
-    elif ctype == "application/apply-patch+yaml":
-        raise ApiError(
-            415, "server-side apply is not supported; use a merge patch or `shipyard apply -f`"
-        )
-    else:
+    elif ctype == APPLY_PATCH:
         raise ApiError(
             415,
-            f"unsupported patch content type {content_type!r}; use "
-            "application/merge-patch+json or application/json-patch+json",
+            "server-side apply (application/apply-patch+yaml) is not supported; use "
+            "client-side `kubectl apply` (the default), a merge patch or `shipyard apply -f`",
+        )
+    else:
+        accepted = [JSON_PATCH, MERGE_PATCH]
+        if is_core(current.get("apiVersion")):
+            accepted.append(STRATEGIC_MERGE_PATCH)
+        raise ApiError(
+            415,
+            f"the body of the request was in an unknown format ({content_type!r}) - accepted "
+            f"media types include: {', '.join(accepted)}",
         )
     if not isinstance(result, dict):
         raise ApiError(422, "the patched object is not an object")

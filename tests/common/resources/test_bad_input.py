@@ -9,6 +9,7 @@ from tests.common.resources.conftest import NAMESPACE, RunningService
 
 PVCS = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims"
 WIDGETS = f"/apis/test.shipyard.io/v1/namespaces/{NAMESPACE}/widgets"
+STRICT = {"fieldValidation": "Strict"}
 
 
 def good_pvc(name: str = "ok") -> dict:
@@ -60,16 +61,18 @@ async def test_create_yaml_body_accepted(http: httpx.AsyncClient) -> None:
 
 
 async def test_create_unknown_spec_field(http: httpx.AsyncClient) -> None:
+    """Refused with ``fieldValidation=Strict`` (the default, Warn, is in test_field_validation)."""
     body = good_pvc("unknown-field")
     body["spec"]["resources"]["requestz"] = {}
-    body = assert_status(await http.post(PVCS, json=body), 422, "spec.resources.requestz")
+    r = await http.post(PVCS, json=body, params=STRICT)
+    body = assert_status(r, 422, "spec.resources.requestz")
     assert "unknown field" in body["message"]
 
 
 async def test_create_unknown_top_level_field(http: httpx.AsyncClient) -> None:
     body = good_pvc("unknown-top")
     body["specc"] = {}
-    assert_status(await http.post(PVCS, json=body), 422, "specc")
+    assert_status(await http.post(PVCS, json=body, params=STRICT), 422, "specc")
 
 
 async def test_create_bad_name(http: httpx.AsyncClient) -> None:
