@@ -1,7 +1,8 @@
 """Object specs the tests and benchmarks build again and again, written once.
 
-``experiment`` is a Katib Experiment whose trial Job runs one command in a container named
-``main``; ``python_experiment`` runs ``python -c code`` with each parameter as an argument.
+``experiment`` is a Katib Experiment whose trial Job (``trial_job``) runs one command in a
+container named ``main``; ``python_experiment`` runs ``python -c code`` with each parameter
+as an argument.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ def experiment(
     goal: float | None = None,
     env: list[dict[str, str]] | None = None,
     labels: dict[str, str] | None = None,
+    trial_spec: dict[str, Any] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
     """An Experiment whose trials run ``command`` (``${trialParameters.<p>}`` in it is
-    filled in per trial; a parameter ``a-b`` is the trial parameter ``a_b``)."""
+    filled in per trial; a parameter ``a-b`` is the trial parameter ``a_b``) in the Job
+    ``trial_job`` builds, or in ``trial_spec`` when given (``command`` is then unused)."""
     parameters = X_PARAMETER if parameters is None else parameters
     trial_params = [
         {"name": p["name"].replace("-", "_"), "reference": p["name"]} for p in parameters
@@ -41,9 +44,6 @@ def experiment(
     algorithm_spec: dict[str, Any] = {"algorithmName": algorithm}
     if settings:
         algorithm_spec["algorithmSettings"] = [{"name": k, "value": v} for k, v in settings.items()]
-    container: dict[str, Any] = {"name": "main", "image": "python:3.11", "command": command}
-    if env:
-        container["env"] = env
     metadata: dict[str, Any] = {"name": name}
     if labels:
         metadata["labels"] = labels
@@ -58,17 +58,31 @@ def experiment(
             "trialTemplate": {
                 "primaryContainerName": "main",
                 "trialParameters": trial_params,
-                "trialSpec": {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "template": {"spec": {"restartPolicy": "Never", "containers": [container]}}
-                    },
-                },
+                "trialSpec": trial_spec or trial_job(command, env=env),
             },
             **spec,
         },
     }
+
+
+def trial_job(
+    command: list[str],
+    *,
+    image: str = "python:3.11",
+    env: list[dict[str, str]] | None = None,
+    volume_mounts: list[dict[str, Any]] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A trial's Job: one container named ``main`` runs ``command``, never restarted."""
+    container: dict[str, Any] = {"name": "main", "image": image, "command": command}
+    if env:
+        container["env"] = env
+    if volume_mounts:
+        container["volumeMounts"] = volume_mounts
+    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if volumes:
+        pod["volumes"] = volumes
+    return {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": pod}}}
 
 
 def python_experiment(

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import specs
+
 katib = pytest.importorskip("kubeflow.katib", reason="the optional extra 'katib' is not installed")
 
 NAMESPACE = "kubeflow-user-example-com"
@@ -68,29 +70,7 @@ def _experiment(name: str) -> Any:
             trial_template=m.V1beta1TrialTemplate(
                 primary_container_name="main",
                 trial_parameters=[m.V1beta1TrialParameterSpec(name="x", reference="x")],
-                trial_spec={
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [
-                                    {
-                                        "name": "main",
-                                        "image": "python:3.11",
-                                        "command": [
-                                            sys.executable,
-                                            "-c",
-                                            TRIAL,
-                                            "${trialParameters.x}",
-                                        ],
-                                    }
-                                ],
-                            }
-                        }
-                    },
-                },
+                trial_spec=specs.trial_job([sys.executable, "-c", TRIAL, "${trialParameters.x}"]),
             ),
         ),
     )

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests import specs
 from tests.browser import launch, needs_chromium
 
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
@@ -40,60 +41,23 @@ WORKFLOW = {
         ],
     },
 }
-EXPERIMENT = {
-    "apiVersion": "kubeflow.org/v1beta1",
-    "kind": "Experiment",
-    "metadata": {"name": "dash-exp"},
-    "spec": {
-        "objective": {"type": "maximize", "objectiveMetricName": "accuracy"},
-        "algorithm": {"algorithmName": "random"},
-        "parallelTrialCount": 3,
-        "maxTrialCount": 3,
-        "maxFailedTrialCount": 1,
-        "parameters": [
-            {
-                "name": "lr",
-                "parameterType": "double",
-                "feasibleSpace": {"min": "0.01", "max": "0.1"},
-            },
-            {
-                "name": "optimizer",
-                "parameterType": "categorical",
-                "feasibleSpace": {"list": ["sgd", "adam"]},
-            },
-        ],
-        "trialTemplate": {
-            "primaryContainerName": "main",
-            "trialParameters": [
-                {"name": "lr", "reference": "lr"},
-                {"name": "optimizer", "reference": "optimizer"},
-            ],
-            "trialSpec": {
-                "apiVersion": "batch/v1",
-                "kind": "Job",
-                "spec": {
-                    "template": {
-                        "spec": {
-                            "restartPolicy": "Never",
-                            "containers": [
-                                {
-                                    "name": "main",
-                                    "image": "python:3.11",
-                                    "command": [
-                                        "python3",
-                                        "-c",
-                                        "print('accuracy=' + str(1 - "
-                                        "float('${trialParameters.lr}')))",
-                                    ],
-                                }
-                            ],
-                        }
-                    }
-                },
-            },
+EXPERIMENT = specs.experiment(
+    "dash-exp",
+    ["python3", "-c", "print('accuracy=' + str(1 - float('${trialParameters.lr}')))"],
+    parameters=[
+        {"name": "lr", "parameterType": "double", "feasibleSpace": {"min": "0.01", "max": "0.1"}},
+        {
+            "name": "optimizer",
+            "parameterType": "categorical",
+            "feasibleSpace": {"list": ["sgd", "adam"]},
         },
-    },
-}
+    ],
+    objective="maximize",
+    metric="accuracy",
+    parallelTrialCount=3,
+    maxTrialCount=3,
+    maxFailedTrialCount=1,
+)
 PVC = {
     "apiVersion": "v1",
     "kind": "PersistentVolumeClaim",

@@ -25,6 +25,7 @@ import pytest
 
 from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests import specs
 from tests.serving.conftest import ISVC_PATH, create_claim, isvc
 
 OTHER_NS = "tenant-b"
@@ -146,49 +147,17 @@ def test_submit_workflow_argo_server_api_host_path_refused(api: httpx.Client) ->
 
 
 def job(volumes: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "spec": {
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "python",
-                            "command": ["python", "-c", "print('loss=${trialParameters.lr}')"],
-                            "volumeMounts": [{"name": "host", "mountPath": "/host"}],
-                        }
-                    ],
-                    "volumes": volumes,
-                }
-            }
-        },
-    }
+    return specs.trial_job(
+        ["python", "-c", "print('loss=${trialParameters.lr}')"],
+        image="python",
+        volume_mounts=[{"name": "host", "mountPath": "/host"}],
+        volumes=volumes,
+    )
 
 
 def experiment(trial_spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubeflow.org/v1beta1",
-        "kind": "Experiment",
-        "metadata": {"name": "hostpath"},
-        "spec": {
-            "objective": {"type": "minimize", "objectiveMetricName": "loss"},
-            "algorithm": {"algorithmName": "random"},
-            "parameters": [
-                {
-                    "name": "lr",
-                    "parameterType": "double",
-                    "feasibleSpace": {"min": "0.01", "max": "0.1"},
-                }
-            ],
-            "trialTemplate": {
-                "trialParameters": [{"name": "lr", "reference": "lr"}],
-                "trialSpec": trial_spec,
-            },
-        },
-    }
+    lr = {"name": "lr", "parameterType": "double", "feasibleSpace": {"min": "0.01", "max": "0.1"}}
+    return specs.experiment("hostpath", [], parameters=[lr], trial_spec=trial_spec)
 
 
 def test_create_experiment_job_trial_host_path_422(api: httpx.Client) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -23,44 +24,27 @@ SERVICES = ("notebook", "automl", "pipeline", "serving")
 NS = "upgrade-team"
 MIGRATE_OK = "migrated"
 
+
+def _load_specs() -> Any:
+    """Today's tests/specs.py (it needs only the standard library), loaded by its path: this
+    script runs with the previous release's tree first on ``sys.path``."""
+    spec = importlib.util.spec_from_file_location(
+        "shipyard_test_specs", Path(__file__).resolve().parents[1] / "specs.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 _STEP = {"image": "alpine", "command": ["sh", "-c", "echo hi"]}
 _WORKFLOW_SPEC = {"entrypoint": "main", "templates": [{"name": "main", "container": _STEP}]}
-_EXPERIMENT_SPEC = {
-    "objective": {"type": "minimize", "objectiveMetricName": "loss"},
-    "algorithm": {"algorithmName": "random"},
-    "maxTrialCount": 2,
-    "parallelTrialCount": 1,
-    "parameters": [
-        {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
-    ],
-    "trialTemplate": {
-        "primaryContainerName": "main",
-        "trialParameters": [{"name": "x", "reference": "x"}],
-        "trialSpec": {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "spec": {
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "containers": [
-                            {
-                                "name": "main",
-                                "image": "python:3.11",
-                                "command": [
-                                    "python",
-                                    "-c",
-                                    "print('loss=1')",
-                                    "${trialParameters.x}",
-                                ],
-                            }
-                        ],
-                    }
-                }
-            },
-        },
-    },
-}
+_EXPERIMENT_SPEC = _load_specs().experiment(
+    "seed",
+    ["python", "-c", "print('loss=1')", "${trialParameters.x}"],
+    maxTrialCount=2,
+    parallelTrialCount=1,
+)["spec"]
 # The body of each kind a user creates (Trials and Suggestions are the controller's).
 BODIES: dict[str, dict[str, Any]] = {
     "PersistentVolumeClaim": {
