@@ -41,6 +41,7 @@ from services.automl.app import create_app  # noqa: E402
 from services.automl.settings import Settings  # noqa: E402
 from services.common.identity import AssertionMinter  # noqa: E402
 from services.common.runtime import LocalRuntime  # noqa: E402
+from tests import specs  # noqa: E402
 
 log = logging.getLogger("bench_automl")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,47 +95,20 @@ def experiment(
         {"name": n, "parameterType": "double", "feasibleSpace": {"min": str(lo), "max": str(hi)}}
         for n, lo, hi in space
     ]
-    settings = [{"name": "random_state", "value": str(seed)}]
+    settings = {"random_state": str(seed)}
     if algorithm == "bayesianoptimization":
-        settings.append({"name": "n_initial_points", "value": "10"})
-    return {
-        "apiVersion": "kubeflow.org/v1beta1",
-        "kind": "Experiment",
-        "metadata": {"name": name},
-        "spec": {
-            "objective": {"type": "minimize", "objectiveMetricName": "value"},
-            "algorithm": {"algorithmName": algorithm, "algorithmSettings": settings},
-            "parameters": params,
-            "maxTrialCount": trials,
-            "parallelTrialCount": parallel,
-            "trialTemplate": {
-                "trialParameters": [{"name": n, "reference": n} for n, _, _ in space],
-                "trialSpec": {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "containers": [
-                                    {
-                                        "name": "main",
-                                        "command": [
-                                            sys.executable,
-                                            "-I",
-                                            "-S",
-                                            "-c",
-                                            code,
-                                            *[f"${{trialParameters.{n}}}" for n, _, _ in space],
-                                        ],
-                                    }
-                                ]
-                            }
-                        }
-                    },
-                },
-            },
-        },
-    }
+        settings["n_initial_points"] = "10"
+    command = [sys.executable, "-I", "-S", "-c", code]
+    return specs.experiment(
+        name,
+        command + [f"${{trialParameters.{n}}}" for n, _, _ in space],
+        parameters=params,
+        algorithm=algorithm,
+        settings=settings,
+        metric="value",
+        maxTrialCount=trials,
+        parallelTrialCount=parallel,
+    )
 
 
 async def wait_done(
