@@ -1,15 +1,76 @@
-"""``python -m gateway``: run the gateway with uvicorn."""
+"""``python -m gateway``: run the gateway with uvicorn.
+
+Two listeners serve the one app: the gateway's port (plain HTTP, for people, the CLI and the
+data plane), and, unless ``SHIPYARD_GATEWAY_TLS_PORT`` is 0, a TLS port that workloads reach
+as their in-cluster Kubernetes API (``https://kubernetes.default.svc``; see
+services/common/runtime/incluster.py). The TLS listener's certificate comes from the
+platform's own CA (services/common/certs.py), whose certificate is every workload's ``ca.crt``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 
 from .app import create_app
 from .settings import Settings
+
+#: How long the TLS listener waits for the main server's start-up (the app's lifespan).
+STARTUP_TIMEOUT = 120.0
+
+
+class _SecondServer(uvicorn.Server):
+    """A listener that shares the main server's app: no lifespan of its own (the app's
+    start-up ran once already), and the main server owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(settings: Settings) -> None:
+    """Run the gateway's listeners until SIGINT/SIGTERM stops the main one."""
+    app = create_app(settings)
+    host, log_level = settings.host, settings.log_level.lower()
+
+    def config(port: int, **tls: Any) -> uvicorn.Config:
+        return uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, proxy_headers=False, **tls
+        )
+
+    main = uvicorn.Server(config(settings.gateway_port))
+    running = asyncio.ensure_future(main.serve())
+    if not settings.workload_tls_port:
+        await running
+        return
+    cert = settings.workload_api_certificate()
+    tls = _SecondServer(
+        config(
+            settings.workload_tls_port,
+            ssl_certfile=str(cert.cert),
+            ssl_keyfile=str(cert.key),
+            lifespan="off",
+        )
+    )
+    # Opened once the app has started, so no request reaches it half set up.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_TIMEOUT
+    while not main.started and not running.done() and loop.time() < deadline:  # noqa: ASYNC110 - uvicorn offers a flag, no event
+        await asyncio.sleep(0.02)
+    second = asyncio.ensure_future(tls.serve()) if main.started else None
+    try:
+        await running
+    finally:
+        if second is not None:
+            tls.should_exit = True
+            await second
 
 
 def main() -> None:
@@ -24,13 +85,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.gateway_port,
-        log_level=settings.log_level.lower(),
-        proxy_headers=False,
-    )
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

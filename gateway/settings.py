@@ -7,7 +7,10 @@ from pathlib import Path
 from pydantic import model_validator
 
 from gateway.notebook_origin import resolve_domain
+from services.common.certs import CertificatePaths, ensure_api_certificate
 from services.common.identity import ensure_gateway_keys
+from services.common.runtime.config import DEFAULT_GATEWAY_TLS_PORT
+from services.common.runtime.sandbox import API_ADDRESS
 from services.common.settings import ServiceSettings
 
 DEFAULT_COOKIE_SECRET = "change-me-shipyard-cookie-secret"
@@ -31,6 +34,9 @@ class Settings(ServiceSettings):
 
     service_name: str = "gateway"
     gateway_port: int = 8080
+    #: The TLS listener workloads reach as their in-cluster Kubernetes API (services/common/
+    #: runtime/incluster.py), with a certificate of the platform's own CA; 0: none.
+    gateway_tls_port: int = DEFAULT_GATEWAY_TLS_PORT
     gateway_private_key_file: Path | None = None
     notebook_url: str = "http://127.0.0.1:8181"
     automl_url: str = "http://127.0.0.1:8182"
@@ -143,6 +149,18 @@ class Settings(ServiceSettings):
         if path is None:
             path, _ = ensure_gateway_keys(self.state_dir)
         return Path(path).read_bytes()
+
+    @property
+    def workload_tls_port(self) -> int:
+        """The TLS listener's port, or 0: only the local runtime's workloads are relayed to
+        it; on Kubernetes, pods have their cluster's own in-cluster config."""
+        local = self.runtime.strip().lower() in ("", "local")
+        return self.gateway_tls_port if local else 0
+
+    def workload_api_certificate(self) -> CertificatePaths:
+        """The TLS listener's key and certificate, issued by the platform's CA for the names
+        workloads use (the sandbox's API address, ``kubernetes.default.svc`` and its kin)."""
+        return ensure_api_certificate(self.state_dir / "keys", [API_ADDRESS[0]])
 
     def public_key_path(self) -> Path:
         if self.gateway_private_key_file is not None:

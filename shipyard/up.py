@@ -35,6 +35,7 @@ import httpx
 import psutil
 
 from services.common.objectstore import S3Config
+from services.common.runtime.config import DEFAULT_GATEWAY_TLS_PORT
 from shipyard.restarts import GaveUp, Restarter
 
 log = logging.getLogger("shipyard.up")
@@ -276,6 +277,8 @@ class Platform:
     s3: S3Config | None = None
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     host: str = "127.0.0.1"
+    #: The gateway's TLS port for workloads' in-cluster API; None: a free one, chosen at start.
+    tls_port: int | None = None
     modules: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODULES))
     auth_mode: str | None = None
     log_level: str = "INFO"
@@ -332,11 +335,13 @@ class Platform:
         self.state_dir = self.state_dir.resolve()
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         private_key, public_key = _ensure_keys(self.state_dir)
-        for name in (*SERVICES, GATEWAY):
-            busy = port_in_use(self.host, self.ports[name])
-            if busy:
+        if self.tls_port is None:
+            self.tls_port = free_port(self.host)
+        ports = {**{n: self.ports[n] for n in (*SERVICES, GATEWAY)}, "gateway TLS": self.tls_port}
+        for name, port in ports.items():
+            if port_in_use(self.host, port):
                 raise PlatformError(
-                    f"{name}: port {self.ports[name]} on {self.host} is already in use "
+                    f"{name}: port {port} on {self.host} is already in use "
                     "(another shipyard up? pass other ports)"
                 )
         self.resolved_nats_url = self._decide_nats()
@@ -353,6 +358,7 @@ class Platform:
                 "SHIPYARD_GATEWAY_PRIVATE_KEY_FILE": str(private_key),
                 "SHIPYARD_GATEWAY_PUBLIC_KEY_FILE": str(public_key),
                 "SHIPYARD_GATEWAY_PORT": str(self.ports[GATEWAY]),
+                "SHIPYARD_GATEWAY_TLS_PORT": str(self.tls_port),
                 # Workloads reach the API here, with the token the runtime injects.
                 "SHIPYARD_GATEWAY_URL": self.gateway_url,
                 **{f"SHIPYARD_{n.upper()}_URL": self.urls[n] for n in SERVICES},
@@ -563,9 +569,13 @@ class Platform:
 
 
 def _ensure_keys(state_dir: Path) -> tuple[Path, Path]:
+    """The signing keys (gateway, service accounts) and the CA of workloads' in-cluster API."""
+    from services.common.certs import ensure_workload_ca
     from services.common.identity import ensure_gateway_keys
 
-    return ensure_gateway_keys(state_dir)
+    gateway_keys = ensure_gateway_keys(state_dir)
+    ensure_workload_ca(state_dir / "keys")
+    return gateway_keys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -601,6 +611,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=f"{name} service port (default {DEFAULT_PORTS[name]})",
         )
+    parser.add_argument(
+        "--tls-port",
+        type=int,
+        default=None,
+        help="gateway TLS port for workloads (default SHIPYARD_GATEWAY_TLS_PORT, else 8443)",
+    )
     parser.add_argument(
         "--free-ports",
         action="store_true",
@@ -642,6 +658,13 @@ def _ports_from_args(args: argparse.Namespace) -> dict[str, int]:
     return ports
 
 
+def _tls_port_from_args(args: argparse.Namespace) -> int | None:
+    """The TLS port given, else SHIPYARD_GATEWAY_TLS_PORT or 8443; None (free) if asked."""
+    env = os.environ.get("SHIPYARD_GATEWAY_TLS_PORT")
+    fallback = None if args.free_ports else int(env or DEFAULT_GATEWAY_TLS_PORT)
+    return args.tls_port if args.tls_port is not None else fallback
+
+
 def _modules_from_args(overrides: Sequence[str]) -> dict[str, str]:
     modules = dict(DEFAULT_MODULES)
     for item in overrides:
@@ -677,6 +700,7 @@ def run_up(args: argparse.Namespace) -> int:
             nats_url=args.nats_url,
             s3=ServiceSettings().object_store_config(),
             ports=_ports_from_args(args),
+            tls_port=_tls_port_from_args(args),
             host=args.host,
             modules=_modules_from_args(args.process_module),
             log_level=args.log_level,
@@ -722,31 +746,17 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def _check_sandbox(state_dir: Path) -> None:
-    """Say at start whether workloads can run, and what the sandbox enforces here.
-
-    The local runtime fails closed: without a working bubblewrap every notebook, step, trial
-    and model server fails with ``SandboxUnavailable``. The control plane still starts (the
-    APIs work), but the operator learns why and how to fix it now, not from a Failed trial.
-    """
+    """Say at start whether workloads can run, and what the sandbox enforces here (see
+    ``sandbox.startup_report``); the state directory is the platform's alone."""
     from services.common.runtime.config import RuntimeSettings
 
     settings = RuntimeSettings()
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o700)  # keys, databases and workloads' files: the platform's alone
-    if settings.runtime != "local":
-        return
-    from services.common.runtime import sandbox
+    if settings.runtime == "local":
+        from services.common.runtime import sandbox
 
-    problem = sandbox.probe(settings.bwrap_path)
-    if problem:
-        log.error(
-            "workloads cannot run on this machine: %s. Until this is fixed every notebook, "
-            "pipeline step, trial and model server fails with SandboxUnavailable "
-            "(nothing runs unsandboxed; see docs/security.md).",
-            problem,
-        )
-        return
-    log.info("workload sandbox: %s", sandbox.enforcement_summary())
+        log.log(*sandbox.startup_report(settings.bwrap_path))
 
 
 def _announce(platform: Platform) -> None:

@@ -6,11 +6,17 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..settings import DEFAULT_STATE_DIR
 from .base import Runtime
+from .incluster import InClusterAPI
+
+#: Where the gateway serves the API over TLS for workloads unless SHIPYARD_GATEWAY_TLS_PORT
+#: says otherwise (gateway/settings.py reads the same variable).
+DEFAULT_GATEWAY_TLS_PORT = 8443
 
 #: Implementations by name; values are "module:Class" so unused backends are never imported
 #: (kubernetes-asyncio is heavy and absent from the quickstart). A third runtime joins with
@@ -30,13 +36,16 @@ def register_runtime(name: str, target: str) -> None:
 
 
 class RuntimeSettings(BaseSettings):
-    """``SHIPYARD_RUNTIME``, ``SHIPYARD_STATE_DIR``, ``SHIPYARD_BWRAP_PATH``."""
+    """``SHIPYARD_RUNTIME``, ``SHIPYARD_STATE_DIR``, ``SHIPYARD_BWRAP_PATH``,
+    ``SHIPYARD_GATEWAY_TLS_PORT``."""
 
     model_config = SettingsConfigDict(env_prefix="SHIPYARD_", extra="ignore")
 
     runtime: str = "local"
     state_dir: Path = DEFAULT_STATE_DIR
     bwrap_path: str = "bwrap"
+    #: The gateway's TLS listener for workloads (the in-cluster API); 0: none.
+    gateway_tls_port: int = DEFAULT_GATEWAY_TLS_PORT
 
 
 def get_runtime(settings: Any = None, **overrides: Any) -> Runtime:
@@ -60,6 +69,7 @@ def get_runtime(settings: Any = None, **overrides: Any) -> Runtime:
         overrides.setdefault("workload_env", workload_identity(settings))
         overrides.setdefault("workload_tokens", workload_tokens(settings))
         overrides.setdefault("store_endpoint", getattr(settings, "s3_endpoint", "") or None)
+        overrides.setdefault("in_cluster", workload_in_cluster(settings, config))
         return cls(state_dir, bwrap_path=bwrap_path, **overrides)  # type: ignore[no-any-return]
     return cls(settings, **overrides)  # type: ignore[no-any-return]
 
@@ -99,3 +109,25 @@ def workload_tokens(settings: Any) -> Callable[[str, str], str] | None:
         return tokens.issue(namespace, binding=binding, service=service)
 
     return issue
+
+
+def workload_in_cluster(settings: Any, config: RuntimeSettings) -> InClusterAPI | None:
+    """Where workloads' in-cluster Kubernetes clients are relayed to (the gateway's TLS
+    listener and HTTP port), with the platform CA's certificate for their ``ca.crt``.
+
+    Only for a service's settings (they know the gateway); None without a TLS listener.
+    """
+    if settings is None or not hasattr(settings, "serviceaccount_key_pem"):
+        return None
+    tls_port = config.gateway_tls_port
+    gateway = urlsplit(str(settings.gateway_url))
+    if not tls_port or not gateway.hostname:
+        return None
+    from services.common.certs import read_ca_certificate
+
+    return InClusterAPI(
+        gateway_host=gateway.hostname,
+        http_port=gateway.port or 80,
+        tls_port=tls_port,
+        ca_pem=read_ca_certificate(Path(settings.state_dir) / "keys"),
+    )

@@ -46,6 +46,7 @@ from .base import Runtime
 from .endpoint import sandbox_endpoint
 from .errors import VolumeNotFound, WorkloadNotFound
 from .expansion import expand
+from .incluster import PIPELINES_TOKEN_DIR, InClusterAPI
 from .labels import LabelSelector, parse_selector
 from .models import (
     Phase,
@@ -142,13 +143,18 @@ class LocalRuntime(Runtime):
         workload_tokens: Callable[[str, str], str] | None = None,
         max_processes: int = DEFAULT_MAX_PROCESSES,
         store_endpoint: str | None = None,
+        in_cluster: InClusterAPI | None = None,
     ) -> None:
         """``workload_env(namespace)`` adds platform variables to every workload's environment
-        (the service-account token and the API's URL; see services.common.serviceaccounts)."""
+        (the service-account token and the API's URL; see services.common.serviceaccounts);
+        ``in_cluster`` gives workloads with a token the standard in-cluster layout too."""
         self.root = Path(state_dir).resolve() / "runtime"
         self.workload_env = workload_env
         self.workload_tokens = workload_tokens
         self._store_egress, self._store_hosts = sandbox.store_egress(store_endpoint)
+        self.in_cluster = in_cluster if workload_tokens is not None else None
+        if self.in_cluster is not None:
+            self._store_hosts = {**InClusterAPI.hosts(), **self._store_hosts}
         self._refresher: asyncio.Task[None] | None = None
         self.workloads_root = self.root / "workloads"
         self.volumes = VolumeStore(self.root / "volumes")
@@ -367,8 +373,13 @@ class LocalRuntime(Runtime):
         egress = self._platform_env(spec.namespace, env)
         binding = f"{spec.namespace}/{spec.name}/{uuid.uuid4().hex[:12]}"
         if self.workload_tokens is not None:
-            mounts.append(self._identity_mount(wdir, spec.namespace, binding, uid))
+            identity = self._identity_mount(wdir, spec.namespace, binding, uid)
+            mounts.append(identity)
             env["SHIPYARD_TOKEN_FILE"] = f"{TOKEN_DIR}/token"
+            if self.in_cluster is not None:  # what a pod has (incluster.py)
+                env.update(self.in_cluster.env())
+                egress += self.in_cluster.egress(port)
+                mounts.append({**identity, "dst": PIPELINES_TOKEN_DIR})
         for var in spec.env:  # later entries may refer to earlier ones, as in Kubernetes
             env[var.name] = expand(var.value, env)
         argv = [expand(a, env) for a in [*spec.command, *spec.args]]
@@ -468,8 +479,13 @@ class LocalRuntime(Runtime):
         secrets.mkdir(exist_ok=True)
         self._write_token(secrets, namespace, binding, uid)
         (secrets / "namespace").write_text(namespace)
+        files = ["namespace"]
+        if self.in_cluster is not None:  # the CA's certificate, never its key
+            (secrets / "ca.crt").write_bytes(self.in_cluster.ca_pem)
+            files.append("ca.crt")
         if uid is not None:
-            os.chown(secrets / "namespace", uid, uid)
+            for name in files:
+                os.chown(secrets / name, uid, uid)
             os.chown(secrets, uid, uid)
         # Read-only for the workload's uid; root refreshes it all the same. An unprivileged
         # platform shares its uid with the workload and must keep writing here.

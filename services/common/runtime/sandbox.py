@@ -31,6 +31,7 @@ import fcntl
 import functools
 import ipaddress
 import json
+import logging
 import os
 import platform
 import shutil
@@ -345,6 +346,23 @@ def probe(bwrap_path: str | None) -> str | None:
     if problem:
         return f"bubblewrap ({bwrap}) cannot build the workload sandbox here: {problem}"
     return None
+
+
+def startup_report(bwrap_path: str | None) -> tuple[int, str]:
+    """(logging level, message): whether workloads can run here, for ``shipyard up``.
+
+    The local runtime fails closed: without a working bubblewrap every notebook, step, trial
+    and model server fails with ``SandboxUnavailable``. The control plane still starts (the
+    APIs work), but the operator learns why and how to fix it now, not from a Failed trial.
+    """
+    problem = probe(bwrap_path)
+    if problem:
+        return logging.ERROR, (
+            f"workloads cannot run on this machine: {problem}. Until this is fixed every "
+            "notebook, pipeline step, trial and model server fails with SandboxUnavailable "
+            "(nothing runs unsandboxed; see docs/security.md)."
+        )
+    return logging.INFO, f"workload sandbox: {enforcement_summary()}"
 
 
 def enforcement_summary() -> str:
