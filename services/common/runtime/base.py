@@ -8,7 +8,10 @@ contract suite in ``tests/common/runtime/``.
 
 Everything a workload needs from the platform is part of this interface: its identity (a
 short-lived service-account token in the standard in-cluster layout,
-``/var/run/secrets/kubernetes.io/serviceaccount``), small read-only ``files`` in its spec,
+``/var/run/secrets/kubernetes.io/serviceaccount/{token,namespace,ca.crt}``, with
+``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT`` naming an API server that ``ca.crt``
+verifies: the local runtime points them at the platform's own API, see ``incluster.py``; a
+Kubernetes pod gets its cluster's), small read-only ``files`` in its spec,
 the interpreter that runs platform tools in it (:attr:`Runtime.python`), and the image of the
 platform's own servers (:attr:`Runtime.platform_image`). Nothing goes through a directory of
 the host that a service and a workload share.
