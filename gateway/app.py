@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from . import dashboard, discovery, kfam, login, profiles_api, workgroup
+from . import dashboard, discovery, kfam, login, openapi, profiles_api, workgroup
 from .auth import AuthError
 from .errors import GatewayError
 from .fastpath import PROXY_METHODS, ProxyFastPath
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workgroup.router)
     app.include_router(dashboard.router)
     app.include_router(discovery.router)
+    app.include_router(openapi.router)
 
     @app.websocket("/notebook/{ns}/{name}/{rest:path}")
     async def proxy_notebook_websocket(ws: WebSocket, ns: str, name: str, rest: str) -> None:

@@ -36,6 +36,7 @@ from services.common.leader import LeaderElection, Lifecycle
 from services.common.objectstore import ObjectStore
 from services.common.observability import RequestContextMiddleware, health_router
 from services.common.resources import ResourceKind, ResourceStore, resource_router
+from services.common.resources.openapi import openapi_router
 from services.common.runtime import SERVICE_LABEL, Runtime, get_runtime
 from services.common.settings import ServiceSettings
 
@@ -227,6 +228,7 @@ def build_service(
     app.include_router(workload_runs_router(ctx))
     for kind in kinds:
         app.include_router(resource_router(kind, get_store, settings.max_body_bytes))
+    app.include_router(openapi_router(kinds))  # the kinds' schemas, for the gateway's /openapi/v3
     for router in routers:
         app.include_router(router)
     app.add_middleware(

@@ -1,0 +1,302 @@
+"""The real ``kubectl`` (1.32, Debian's package) through the real gateway and platform, for
+what needs the server's schemas and printing: ``get`` prints the server's Tables (the CLI's
+columns), ``get -w`` prints rows as they change, ``explain`` reads ``/openapi/v3``, and
+``apply`` validates fields on the server (``fieldValidation=Strict``, found through the
+OpenAPI document) and converges when run again (a strategic merge patch for a core kind, a
+merge patch for a custom one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+NS = "kubeflow-user-example-com"
+SEED = Path(__file__).resolve().parents[1] / "seed"
+TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+
+class Kubectl:
+    """``kubectl --server=<gateway>`` with a HOME, kubeconfig and cache of its own (single-user
+    mode: no credential)."""
+
+    def __init__(self, binary: str, home: Path, server: str) -> None:
+        self.binary = binary
+        self.server = server
+        self.env = dict(os.environ, HOME=str(home), KUBECONFIG=str(home / "no-kubeconfig"))
+        self.cache = home / "kube-cache"
+
+    def argv(self, *args: str) -> list[str]:
+        return [
+            self.binary,
+            f"--server={self.server}",
+            f"--cache-dir={self.cache}",
+            "-n",
+            NS,
+            *args,
+        ]
+
+    def run(
+        self, *args: str, stdin: str | None = None, ok: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            self.argv(*args), input=stdin, capture_output=True, text=True, env=self.env, timeout=90
+        )
+        if ok:
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done
+
+
+@pytest.fixture(scope="module")
+def kubectl(platform: Any, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    binary = shutil.which("kubectl")
+    if binary is None:
+        pytest.fail("kubectl is required (Debian package `kubectl`; `make test` installs it)")
+    return Kubectl(binary, tmp_path_factory.mktemp("kubectl-schema"), platform.gateway_url)
+
+
+def shipyard(platform: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard.cli", "--server", platform.gateway_url, *args, "-n", NS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def pvc_manifest(name: str, storage: str = "128Mi", labels: dict[str, str] | None = None) -> str:
+    pvc = yaml.safe_load((SEED / "pvc.yaml").read_text())
+    pvc["metadata"]["name"] = name
+    pvc["spec"]["resources"]["requests"]["storage"] = storage
+    if labels:
+        pvc["metadata"]["labels"] = labels
+    return yaml.safe_dump(pvc)
+
+
+def columns(line: str) -> list[str]:
+    """A printed table line's cells (kubectl pads with at least three spaces)."""
+    return re.split(r"\s{2,}", line.strip())
+
+
+def wait_for(check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+def test_kubectl_get_prints_the_cli_columns(kubectl: Kubectl, platform: Any) -> None:
+    name = f"schema-pvc-{uuid.uuid4().hex[:6]}"
+    kubectl.run("apply", "-f", "-", stdin=pvc_manifest(name))
+
+    def bound() -> list[str] | None:
+        out = kubectl.run("get", "pvc", name).stdout.splitlines()
+        return out if len(out) == 2 and columns(out[1])[1] == "Bound" else None
+
+    header, row = wait_for(bound)
+    assert columns(header) == ["NAME", "STATUS", "CAPACITY", "ACCESS MODES", "AGE"]
+    cells = columns(row)
+    assert cells[0] == name and cells[2] == "128Mi" and cells[3] == "ReadWriteOnce"
+    assert re.fullmatch(r"\d+[smhd]", cells[4]), cells
+    # The same header as the shipyard CLI's own table.
+    cli = shipyard(platform, "get", "pvc", name)
+    assert cli.returncode == 0, cli.stderr
+    assert columns(cli.stdout.splitlines()[0]) == columns(header)
+    # All the claims, and the wide and custom outputs still read the objects.
+    listed = kubectl.run("get", "persistentvolumeclaims").stdout
+    assert any(columns(line)[0] == name for line in listed.splitlines()[1:]), listed
+    assert kubectl.run("get", "pvc", name, "-o", "jsonpath={.spec.accessModes[0]}").stdout == (
+        "ReadWriteOnce"
+    )
+    kubectl.run("delete", "pvc", name)
+
+
+def test_kubectl_get_watch_prints_rows(kubectl: Kubectl, platform: Any) -> None:
+    name = f"schema-watch-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.Popen(
+        kubectl.argv("get", "pvc", "-w", "--request-timeout=60s"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kubectl.env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True
+    ).start()
+    try:
+        # The watch is open once the (possibly empty) list has been printed; create then.
+        time.sleep(1.0)
+        manifest = yaml.safe_load(pvc_manifest(name))
+        r = httpx.post(
+            f"{platform.gateway_url}/api/v1/namespaces/{NS}/persistentvolumeclaims",
+            json=manifest,
+            timeout=10,
+        )
+        assert r.status_code == 201, r.text
+        seen: list[list[str]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            cells = columns(line)
+            if cells and cells[0] == name:
+                seen.append(cells)
+                if cells[1] == "Bound":
+                    break
+        assert seen, "kubectl get -w printed no row for the new claim"
+        assert seen[-1][1:4] == ["Bound", "128Mi", "ReadWriteOnce"], seen
+        assert all(len(cells) == 5 for cells in seen), seen
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    httpx.delete(f"{platform.gateway_url}/api/v1/namespaces/{NS}/persistentvolumeclaims/{name}")
+
+
+def test_openapi_v3_documents_through_the_gateway(platform: Any) -> None:
+    root = httpx.get(f"{platform.gateway_url}/openapi/v3", timeout=30)
+    assert root.status_code == 200, root.text
+    paths = root.json()["paths"]
+    for key in (
+        "api/v1",
+        "apis/kubeflow.org/v1",
+        "apis/kubeflow.org/v1beta1",
+        "apis/argoproj.io/v1alpha1",
+        "apis/serving.kserve.io/v1beta1",
+        "apis/serving.kubeflow.org/v1beta1",
+    ):
+        assert paths[key]["serverRelativeURL"].startswith(f"/openapi/v3/{key}?hash="), paths
+    doc = httpx.get(platform.gateway_url + paths["api/v1"]["serverRelativeURL"], timeout=30)
+    assert doc.headers["content-type"] == "application/json"
+    assert "immutable" in doc.headers["cache-control"]
+    schemas = doc.json()["components"]["schemas"]
+    # core/v1 spans three services: PVCs (notebook), ConfigMaps (automl), Secrets (serving).
+    for kind in ("PersistentVolumeClaim", "ConfigMap", "Secret", "ServiceAccount"):
+        schema = schemas[f"io.k8s.api.core.v1.{kind}"]
+        assert schema["x-kubernetes-group-version-kind"] == [
+            {"group": "", "version": "v1", "kind": kind}
+        ]
+    patch = doc.json()["paths"]["/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"][
+        "patch"
+    ]
+    assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
+    assert "application/strategic-merge-patch+json" in patch["requestBody"]["content"]
+    kubeflow = httpx.get(f"{platform.gateway_url}/openapi/v3/apis/kubeflow.org/v1", timeout=30)
+    found = kubeflow.json()["components"]["schemas"]
+    assert {"org.kubeflow.v1.Notebook", "org.kubeflow.v1.Profile"} <= set(found)
+    nb_patch = kubeflow.json()["paths"][
+        "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks/{name}"
+    ]["patch"]
+    assert "application/strategic-merge-patch+json" not in nb_patch["requestBody"]["content"]
+    missing = httpx.get(f"{platform.gateway_url}/openapi/v3/apis/nothing.io/v1", timeout=30)
+    assert missing.status_code == 404 and missing.json()["kind"] == "Status"
+
+
+def test_kubectl_explain_reads_the_schemas(kubectl: Kubectl) -> None:
+    pvc = kubectl.run("explain", "pvc").stdout
+    assert "KIND:" in pvc and "PersistentVolumeClaim" in pvc
+    for field in ("apiVersion", "kind", "metadata", "spec", "status"):
+        assert re.search(rf"^\s+{field}\s+<", pvc, re.M), pvc
+    spec = kubectl.run("explain", "notebooks.spec").stdout
+    assert "template" in spec and "FIELDS:" in spec, spec
+    modes = kubectl.run("explain", "pvc.spec.accessModes").stdout
+    assert "[]string" in modes, modes
+    experiment = kubectl.run("explain", "experiments.spec.objective").stdout
+    assert "objectiveMetricName" in experiment, experiment
+
+
+def test_kubectl_apply_validates_fields_on_the_server(kubectl: Kubectl) -> None:
+    name = f"schema-strict-{uuid.uuid4().hex[:6]}"
+    good = kubectl.run("apply", "-f", "-", stdin=pvc_manifest(name))
+    assert good.stdout.strip() == f"persistentvolumeclaim/{name} created"
+    bad = yaml.safe_load(pvc_manifest(f"{name}-bad"))
+    bad["spec"]["storageClassNmae"] = "fast"
+    refused = kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(bad), ok=False)
+    assert refused.returncode != 0
+    assert "spec.storageClassNmae" in refused.stderr and "unknown field" in refused.stderr
+    gone = kubectl.run("get", "pvc", f"{name}-bad", ok=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    # --validate=warn: the server drops the field and says so; kubectl prints its warning.
+    warned = kubectl.run("apply", "--validate=warn", "-f", "-", stdin=yaml.safe_dump(bad))
+    assert 'unknown field "spec.storageClassNmae"' in warned.stderr, warned.stderr
+    kubectl.run("delete", "pvc", name, f"{name}-bad")
+
+
+def test_kubectl_apply_twice_converges_on_a_core_kind(kubectl: Kubectl) -> None:
+    name = f"schema-smp-{uuid.uuid4().hex[:6]}"
+    first = kubectl.run("apply", "-f", "-", stdin=pvc_manifest(name, labels={"a": "1"}))
+    assert first.stdout.strip() == f"persistentvolumeclaim/{name} created"
+    changed = pvc_manifest(name, "256Mi", {"b": "2"})
+    second = kubectl.run("apply", "-f", "-", stdin=changed)
+    assert second.stdout.strip() == f"persistentvolumeclaim/{name} configured"
+    again = kubectl.run("apply", "-f", "-", stdin=changed)
+    assert again.stdout.strip() == f"persistentvolumeclaim/{name} unchanged"
+    obj = json.loads(kubectl.run("get", "pvc", name, "-o", "json").stdout)
+    assert obj["metadata"]["labels"] == {"b": "2"}  # "a" was applied before: removed
+    assert obj["spec"]["resources"]["requests"]["storage"] == "256Mi"
+    assert "kubernetes.io/pvc-protection" in obj["metadata"]["finalizers"]
+    kubectl.run("delete", "pvc", name)
+
+
+def notebook_manifest(name: str, image: str, labels: dict[str, str]) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Notebook",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"template": {"spec": {"containers": [{"name": name, "image": image}]}}},
+        }
+    )
+
+
+def test_kubectl_apply_twice_converges_on_a_custom_kind(kubectl: Kubectl) -> None:
+    name = f"schema-nb-{uuid.uuid4().hex[:6]}"
+    first = kubectl.run("apply", "-f", "-", stdin=notebook_manifest(name, "jupyter:1", {"a": "1"}))
+    assert first.stdout.strip() == f"notebook.kubeflow.org/{name} created"
+    try:
+        changed = notebook_manifest(name, "jupyter:2", {"b": "2"})
+        second = kubectl.run("apply", "-f", "-", stdin=changed)
+        assert second.stdout.strip() == f"notebook.kubeflow.org/{name} configured"
+        again = kubectl.run("apply", "-f", "-", stdin=changed)
+        assert again.stdout.strip() == f"notebook.kubeflow.org/{name} unchanged"
+        obj = json.loads(kubectl.run("get", "notebook", name, "-o", "json").stdout)
+        assert obj["metadata"]["labels"] == {"b": "2"}
+        containers = obj["spec"]["template"]["spec"]["containers"]
+        assert containers == [{"name": name, "image": "jupyter:2"}]
+        # A typo in a custom kind's spec is refused by the server, with its path.
+        bad = yaml.safe_load(changed)
+        bad["spec"]["tempalte"] = {}
+        refused = kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(bad), ok=False)
+        assert refused.returncode != 0 and "spec.tempalte" in refused.stderr, refused.stderr
+    finally:
+        kubectl.run("delete", "notebook", name, "--wait=false")
+
+
+def test_table_through_the_gateway_with_httpx(platform: Any) -> None:
+    """The gateway's proxy passes ``Accept`` through: the service answers a Table."""
+    r = httpx.get(
+        f"{platform.gateway_url}/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments",
+        headers={"Accept": TABLE_ACCEPT},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    names = [c["name"] for c in r.json()["columnDefinitions"]]
+    assert names[:3] == ["Name", "STATUS", "TRIALS"] and names[-1] == "Age"
