@@ -53,7 +53,10 @@ JSON_BODY_LIMIT = 1024 * 1024
 
 
 def is_api_path(path: str) -> bool:
-    return path.startswith(("/api/", "/apis/", "/kfam/", "/oauth2/userinfo", "/internal/"))
+    # Discovery's roots too: kubectl reads /version, /api and /apis before anything else.
+    return path in ("/version", "/api", "/apis") or path.startswith(
+        ("/api/", "/apis/", "/kfam/", "/oauth2/userinfo", "/internal/")
+    )
 
 
 def kube_token_review(settings: Settings) -> KubeTokenReview | None:

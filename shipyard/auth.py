@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 import webbrowser
@@ -257,19 +258,29 @@ def refresh(gateway_url: str) -> dict[str, Any] | None:
     return dict(entry)
 
 
-def bearer_headers(gateway_url: str) -> dict[str, str]:
-    """``{"Authorization": "Bearer ..."}`` for the gateway, refreshed when near expiry."""
+def stored_entry(gateway_url: str) -> dict[str, Any] | None:
+    """The stored login for the gateway, as stored (possibly expired), or None."""
     entry = _load_all().get(_key(gateway_url))
+    return dict(entry) if isinstance(entry, dict) else None
+
+
+def fresh_entry(gateway_url: str) -> dict[str, Any] | None:
+    """The stored login, refreshed when near expiry; None if there is none or it cannot be."""
+    entry = stored_entry(gateway_url)
     if not entry:
-        return {}
+        return None
     if float(entry.get("expires_at", 0)) - REFRESH_MARGIN_SECONDS < time.time():
         try:
-            entry = refresh(gateway_url)
+            return refresh(gateway_url)
         except httpx.HTTPError:
-            entry = None
-        if entry is None:
-            return {}
-    return {"Authorization": f"Bearer {entry['id_token']}"}
+            return None
+    return entry
+
+
+def bearer_headers(gateway_url: str) -> dict[str, str]:
+    """``{"Authorization": "Bearer ..."}`` for the gateway, refreshed when near expiry."""
+    entry = fresh_entry(gateway_url)
+    return {"Authorization": f"Bearer {entry['id_token']}"} if entry else {}
 
 
 def logout(gateway_url: str) -> bool:
@@ -285,6 +296,35 @@ def add_login_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-browser", action="store_true", help="print the login URL instead of opening a browser"
+    )
+    add_kubeconfig_arguments(parser, optional=True)
+
+
+def add_kubeconfig_arguments(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    """``--kubeconfig [PATH]``, ``--context`` and ``-n``: where ``shipyard.kubeconfig`` writes."""
+    if optional:
+        parser.add_argument(
+            "--kubeconfig",
+            nargs="?",
+            const="",
+            default=None,
+            metavar="PATH",
+            help="also write a kubectl context for the gateway (to PATH, default $KUBECONFIG "
+            "or ~/.kube/config) that gets fresh tokens from `shipyard kubectl-credential`",
+        )
+    else:
+        parser.add_argument(
+            "--kubeconfig",
+            default="",
+            metavar="PATH",
+            help="the kubeconfig to write (default: $KUBECONFIG's first file, or ~/.kube/config)",
+        )
+    parser.add_argument("--context", help="the context's name (default shipyard-HOST-PORT)")
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="the context's namespace (default SHIPYARD_NAMESPACE, or the single-user one)",
     )
 
 
@@ -308,6 +348,46 @@ def run_login(args: argparse.Namespace) -> int:
         url,
         time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["expires_at"])),
     )
+    if getattr(args, "kubeconfig", None) is not None:
+        return run_kubeconfig(args)
+    return 0
+
+
+def run_kubeconfig(args: argparse.Namespace) -> int:
+    """``shipyard kubeconfig``: write the gateway's context for kubectl (shipyard.kubeconfig)."""
+    from shipyard import kubeconfig
+    from shipyard.config import ClientSettings
+
+    url = getattr(args, "server", "http://127.0.0.1:8080")
+    settings = ClientSettings(url=url)
+    target = Path(args.kubeconfig) if getattr(args, "kubeconfig", "") else None
+    try:
+        path, name = kubeconfig.write_context(
+            url,
+            kubeconfig.user_for(url, settings.bearer_token()),
+            namespace=getattr(args, "namespace", None) or settings.namespace,
+            path=target,
+            name=getattr(args, "context", None),
+        )
+    except (kubeconfig.KubeconfigError, OSError) as exc:
+        log.error("cannot write the kubeconfig: %s", exc)
+        return 1
+    log.warning("kubectl context %r (for %s) written to %s and made current", name, url, path)
+    return 0
+
+
+def run_kubectl_credential(args: argparse.Namespace) -> int:
+    """``shipyard kubectl-credential``: the ExecCredential kubectl's exec plugin reads."""
+    from shipyard import kubeconfig
+    from shipyard.config import ClientSettings
+
+    url = getattr(args, "server", "http://127.0.0.1:8080")
+    try:
+        credential = kubeconfig.exec_credential(url, ClientSettings(url=url).bearer_token())
+    except kubeconfig.KubeconfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    sys.stdout.write(json.dumps(credential) + "\n")
     return 0
 
 

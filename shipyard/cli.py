@@ -304,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     if auth is not None and hasattr(auth, "add_login_arguments"):
         auth.add_login_arguments(sub.add_parser("login", help="log in to the gateway (OIDC)"))
         sub.add_parser("logout", help="forget the stored credentials")
+        auth.add_kubeconfig_arguments(
+            sub.add_parser("kubeconfig", help="write a kubectl context for the gateway")
+        )
+        sub.add_parser(
+            "kubectl-credential",
+            help="print an ExecCredential for kubectl (the kubeconfig's exec plugin runs this)",
+        )
     return parser
 
 
@@ -319,10 +326,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return up.run_up(args)
     if args.command == "migrate":
         return cmd_migrate(args, None)
-    if args.command in ("login", "logout"):
+    if args.command in ("login", "logout", "kubeconfig", "kubectl-credential"):
         from shipyard import auth
 
-        return auth.run_login(args) if args.command == "login" else auth.run_logout(args)
+        return {
+            "login": auth.run_login,
+            "logout": auth.run_logout,
+            "kubeconfig": auth.run_kubeconfig,
+            "kubectl-credential": auth.run_kubectl_credential,
+        }[args.command](args)
     settings = ClientSettings(url=args.server)
     client = Client(settings)
     try:
