@@ -23,9 +23,14 @@ def run_wrk(
     *,
     headers: dict[str, str] | None = None,
     script: Path | None = None,
+    timeout: float = 2.0,
 ) -> Run:
-    """One wrk run (a C load generator: it leaves the cores to the servers under test)."""
+    """One wrk run (a C load generator: it leaves the cores to the servers under test).
+
+    A request slower than ``timeout`` seconds counts as a socket error (wrk's default, 2 s).
+    """
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency"]
+    cmd.append(f"--timeout={max(1, round(timeout))}s")
     for key, value in (headers or {}).items():
         cmd += ["-H", f"{key}: {value}"]
     if script is not None:
