@@ -12,10 +12,16 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import os
+import shutil
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from services.common.certs import ensure_api_certificate, read_ca_certificate
 from services.common.runtime import LocalRuntime
@@ -125,3 +131,68 @@ async def test_no_in_cluster_layout_without_a_token(tmp_path: Path) -> None:
     """No token, no API to call: a runtime without workload tokens adds none of it."""
     runtime = LocalRuntime(tmp_path / "state", in_cluster=InClusterAPI("127.0.0.1", 1, 2, b""))
     assert runtime.in_cluster is None
+
+
+NONROOT_RUNNER = """
+import asyncio, sys
+from services.common.runtime import LocalRuntime
+from services.common.runtime.incluster import InClusterAPI
+
+async def main(state, tls_port, http_port, ca_pem, script):
+    api = InClusterAPI("127.0.0.1", int(http_port), int(tls_port), ca_pem.encode())
+    rt = LocalRuntime(state, workload_tokens=lambda ns, b: "t", in_cluster=api)
+    await rt.apply({"namespace": "team-a", "name": "probe", "command": ["python3", "-c", script]})
+    status = await rt.wait("team-a", "probe", timeout=60)
+    print(status.phase.value, status.message)
+    print("\\n".join([line async for line in rt.logs("team-a", "probe")]))
+    await rt.shutdown()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become uid 10001")
+def test_unprivileged_platform_relays_port_443(tmp_path: Path) -> None:
+    """A platform that is not root (the container image's uid) still listens on the
+    sandbox's port 443: its network agent holds every capability in the sandbox's own user
+    namespace, none on the host."""
+    from tests.security.test_nonroot import UID, outer_sandbox
+
+    bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
+    assert bwrap and setpriv
+    keys = tmp_path / "keys"
+    cert = ensure_api_certificate(keys, ["127.0.0.2"])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert.cert, cert.key)
+    repo = str(Path(__file__).resolve().parents[3])
+    outer = outer_sandbox(bwrap, sorted({os.path.realpath(sys.base_prefix), repo}))
+    drop = [setpriv, f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all"]
+    with listener("tls", tls) as tls_port, listener("http") as http_port:
+        done = subprocess.run(
+            [
+                *outer,
+                "--",
+                *drop,
+                "--bounding-set=-all",
+                "--",
+                sys.executable,
+                "-c",
+                NONROOT_RUNNER,
+                "/tmp/nonroot-incluster/state",
+                str(tls_port),
+                str(http_port),
+                read_ca_certificate(keys).decode(),
+                SCRIPT,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=100,
+            cwd=repo,
+            env={"PATH": os.environ["PATH"], "HOME": "/tmp"},
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("Succeeded"), done.stdout
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (seen["by_ip"], seen["by_name"]) == ("tls /api/v1", "tls /apis")
+    assert seen["pipelines"] == "http /apis/v2beta1/runs"
