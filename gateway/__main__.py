@@ -22,6 +22,8 @@ from pydantic import ValidationError
 from .app import create_app
 from .settings import Settings
 
+log = logging.getLogger("gateway")
+
 #: How long the TLS listener waits for the main server's start-up (the app's lifespan).
 STARTUP_TIMEOUT = 120.0
 
@@ -50,7 +52,12 @@ async def serve(settings: Settings) -> None:
     if not settings.workload_tls_port:
         await running
         return
-    cert = settings.workload_api_certificate()
+    try:
+        cert = settings.workload_api_certificate()
+    except OSError as exc:  # a read-only keys directory (a Secret mount) without the CA
+        log.error("no TLS listener for workloads: cannot issue its certificate (%s)", exc)
+        await running
+        return
     tls = _SecondServer(
         config(
             settings.workload_tls_port,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from .incluster import InClusterAPI
 #: Where the gateway serves the API over TLS for workloads unless SHIPYARD_GATEWAY_TLS_PORT
 #: says otherwise (gateway/settings.py reads the same variable).
 DEFAULT_GATEWAY_TLS_PORT = 8443
+
+log = logging.getLogger(__name__)
 
 #: Implementations by name; values are "module:Class" so unused backends are never imported
 #: (kubernetes-asyncio is heavy and absent from the quickstart). A third runtime joins with
@@ -125,9 +128,20 @@ def workload_in_cluster(settings: Any, config: RuntimeSettings) -> InClusterAPI 
         return None
     from services.common.certs import read_ca_certificate
 
+    keys = Path(settings.state_dir) / "keys"
+    try:
+        ca_pem = read_ca_certificate(keys)
+    except OSError as exc:  # a read-only keys directory without the CA (a Secret mount)
+        log.warning(
+            "workloads get no in-cluster Kubernetes config: the platform CA (%s) cannot be "
+            "read or made (%s); run `shipyard up --keys-only` where the keys are made",
+            keys / "workload-ca.crt",
+            exc,
+        )
+        return None
     return InClusterAPI(
         gateway_host=gateway.hostname,
         http_port=gateway.port or 80,
         tls_port=tls_port,
-        ca_pem=read_ca_certificate(Path(settings.state_dir) / "keys"),
+        ca_pem=ca_pem,
     )

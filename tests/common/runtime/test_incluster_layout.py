@@ -196,3 +196,28 @@ def test_unprivileged_platform_relays_port_443(tmp_path: Path) -> None:
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert (seen["by_ip"], seen["by_name"]) == ("tls /api/v1", "tls /apis")
     assert seen["pipelines"] == "http /apis/v2beta1/runs"
+
+
+def test_in_cluster_config_from_a_service_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service's runtime relays to the gateway's host and ports and mounts the CA's
+    certificate; where the CA can be neither read nor made, workloads go without the layout
+    (and the log says why) rather than the service failing to start."""
+    from services.common.runtime.config import RuntimeSettings, workload_in_cluster
+    from services.common.settings import ServiceSettings
+
+    monkeypatch.setenv("SHIPYARD_GATEWAY_TLS_PORT", "9443")
+    settings = ServiceSettings(state_dir=tmp_path, gateway_url="http://10.1.2.3:8080")
+    api = workload_in_cluster(settings, RuntimeSettings())
+    assert api is not None
+    assert (api.gateway_host, api.http_port, api.tls_port) == ("10.1.2.3", 8080, 9443)
+    assert api.ca_pem == read_ca_certificate(tmp_path / "keys")
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    broken = ServiceSettings(state_dir=not_a_dir, gateway_url="http://10.1.2.3:8080")
+    assert workload_in_cluster(broken, RuntimeSettings()) is None
+    assert "no in-cluster Kubernetes config" in caplog.text
+    monkeypatch.setenv("SHIPYARD_GATEWAY_TLS_PORT", "0")
+    assert workload_in_cluster(settings, RuntimeSettings()) is None
