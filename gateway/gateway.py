@@ -44,7 +44,7 @@ from .routefeed import RouteEventFeed
 from .routes import RouteFeeder, RouteTable
 from .sessions import same_origin
 from .settings import Settings
-from .upstream import UpstreamPool
+from .upstream import UpstreamPool, control_client
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,10 @@ class Gateway:
         self.sa_tokens = ServiceAccountTokens(
             settings.serviceaccount_key_pem(), settings.sa_token_ttl_seconds
         )
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                settings.upstream_read_timeout, connect=settings.upstream_connect_timeout
-            ),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            follow_redirects=False,
+        #: Control-plane calls (services' readiness and workload runs, the token endpoint);
+        #: the proxy itself goes through ``upstream`` (see gateway/upstream.py for why).
+        self.http = control_client(
+            settings.upstream_read_timeout, connect_timeout=settings.upstream_connect_timeout
         )
         self.upstream = UpstreamPool(
             settings.upstream_connect_timeout, settings.upstream_read_timeout

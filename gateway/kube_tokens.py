@@ -31,6 +31,8 @@ import httpx
 
 from services.common.serviceaccounts import DEFAULT_SA, namespace_of
 
+from .upstream import control_client
+
 log = logging.getLogger(__name__)
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -75,7 +77,7 @@ class KubeTokenReview:
         verify: ssl.SSLContext | bool = True
         if api.ca_file is not None and api.url.startswith("https://"):
             verify = ssl.create_default_context(cafile=str(api.ca_file))
-        self.http = httpx.AsyncClient(base_url=api.url, verify=verify, timeout=5.0)
+        self.http = control_client(5.0, base_url=api.url, verify=verify)
         self._cache: OrderedDict[str, tuple[float, str, str]] = OrderedDict()
 
     async def close(self) -> None:

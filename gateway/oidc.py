@@ -23,10 +23,12 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from .upstream import control_client
+
 log = logging.getLogger(__name__)
 
 ALLOWED_ALGS = ("RS256", "ES256", "EdDSA")
-HTTP_TIMEOUT = httpx.Timeout(5.0)
+HTTP_TIMEOUT = 5.0  # seconds, for each of connect, read and write
 
 
 class TokenError(Exception):
@@ -88,7 +90,7 @@ class OIDCProvider:
         self.user_claim, self.groups_claim = user_claim, groups_claim
         self.leeway = leeway
         self.min_refetch_seconds = min_refetch_seconds
-        self._http = http or httpx.AsyncClient(timeout=HTTP_TIMEOUT)
+        self._http = http or control_client(HTTP_TIMEOUT)
         self._metadata: dict[str, Any] | None = None
         self._jwks: KeySet | None = None
         self._kids: set[str] = set()

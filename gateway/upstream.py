@@ -23,12 +23,20 @@ chunks as they arrive. This module does exactly that:
   9.2.2; the same rule browsers and httpcore follow);
 * failures raise ``UpstreamError`` (502 for the proxy) or ``UpstreamTimeout`` (504);
   ``UpstreamRefused`` when a workload's broker refused, with its reason.
+
+Measured against the libraries (bench/bench_gateway.py ``--stacks pool,httpx,aiohttp``, the
+same proxy on each; docs/benchmarks.md, "Gateway client stacks"), this pool is kept. The
+gateway's other HTTP calls are the control plane's: OIDC discovery, JWKS and the token
+endpoint, the services' readiness and workload-run checks, the Kubernetes TokenReview. They
+are few (most are cached), need TLS with a chosen CA, and are not on the proxy's path, so they
+use httpx, and every httpx client of the gateway is made by :func:`control_client`, here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -36,6 +44,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 import httptools
+import httpx
 
 from services.common.runtime import endpoint
 
@@ -63,6 +72,27 @@ class UpstreamRefused(UpstreamError):
 
 class _StaleConnection(UpstreamError):
     """A reused connection was closed by the upstream before any byte of a response."""
+
+
+def control_client(
+    timeout: float,
+    *,
+    connect_timeout: float | None = None,
+    base_url: str = "",
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.AsyncClient:
+    """The gateway's one httpx configuration, for its control-plane calls (never the proxy).
+
+    Redirects are not followed (a control-plane answer is the answer; a redirect from an
+    issuer or a service is an error, not somewhere to send the gateway's credentials).
+    """
+    return httpx.AsyncClient(
+        base_url=base_url,
+        verify=verify,
+        timeout=httpx.Timeout(timeout, connect=connect_timeout or timeout),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        follow_redirects=False,
+    )
 
 
 @lru_cache(maxsize=1024)
