@@ -13,11 +13,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.exc import DBAPIError
 
 from services.common.auth import IdentityDep, authorize
-from services.common.errors import ApiError
+from services.common.errors import ApiError, Cause
 from services.common.identity import Identity
 from services.common.resources import fieldvalidation as fields
 from services.common.resources import printing
 from services.common.resources.kinds import ResourceKind
+from services.common.resources.openapi import patch_types
 from services.common.resources.patch import apply_patch
 from services.common.resources.store import ResourceStore
 from services.common.safe_yaml import YamlError, load
@@ -172,11 +173,6 @@ LIST_QUERY = (
     ("labelSelector", {"type": "string"}),
     ("fieldSelector", {"type": "string"}),
     ("resourceVersion", {"type": "string"}),
-)
-PATCH_TYPES = (
-    "application/merge-patch+json",
-    "application/json-patch+json",
-    "application/strategic-merge-patch+json",
 )
 
 
@@ -333,6 +329,7 @@ def resource_router(
     async def delete_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "delete", namespace, resource)
+        refuse_dry_run(request)
         return await get_store(request).delete(kind, namespace, name)
 
     async def read_status(request: Request, name: str, identity: IdentityDep) -> Any:
@@ -382,10 +379,23 @@ async def _checked_body(
     request: Request, kind: ResourceKind, max_body: int
 ) -> tuple[fields.FieldReport, Any]:
     """The write's ``fieldValidation`` report and its body (repeated keys already judged)."""
+    refuse_dry_run(request)
     report = fields.FieldReport(fields.directive(request.query_params.get("fieldValidation")))
     body, duplicates = await read_body_fields(request, max_body)
     fields.check_duplicates(report, duplicates, kind.kind)
     return report, body
+
+
+def refuse_dry_run(request: Request) -> None:
+    """``dryRun`` (``kubectl --dry-run=server``) is refused rather than ignored: ignoring it
+    would make the write the caller asked only to try."""
+    if request.query_params.get("dryRun"):
+        raise ApiError(
+            400,
+            "dryRun is not supported by this server; use kubectl's --dry-run=client, or "
+            "--dry-run=none to write",
+            causes=[Cause("dryRun", "not supported", "FieldValueNotSupported")],
+        )
 
 
 def _respond(obj: dict[str, Any], report: fields.FieldReport, code: int = 200) -> JSONResponse:
@@ -471,11 +481,11 @@ def _add_routes(
     routes = (
         ("", "GET", endpoints["read"], "read", None),
         ("", "PUT", endpoints["update"], "update", "application/json"),
-        ("", "PATCH", endpoints["patch"], "patch", PATCH_TYPES),
+        ("", "PATCH", endpoints["patch"], "patch", patch_types(kind)),
         ("", "DELETE", endpoints["delete"], "delete", None),
         ("/status", "GET", endpoints["read_status"], "read", None),
         ("/status", "PUT", endpoints["update_status"], "update", "application/json"),
-        ("/status", "PATCH", endpoints["patch_status"], "patch", PATCH_TYPES),
+        ("/status", "PATCH", endpoints["patch_status"], "patch", patch_types(kind)),
     )
     for suffix, method, endpoint, verb, body in routes:
         router.add_api_route(

@@ -266,3 +266,14 @@ async def test_strategic_merge_patch_on_a_custom_kind_is_415(http: httpx.AsyncCl
         headers={"content-type": "application/apply-patch+yaml"},
     )
     assert r.status_code == 415 and "server-side apply" in r.json()["message"]
+
+
+async def test_server_dry_run_is_refused_not_written(http: httpx.AsyncClient) -> None:
+    r = await http.post(WIDGETS, json=widget("dry"), params={"dryRun": "All"})
+    assert r.status_code == 400, r.text
+    assert "dryRun is not supported" in r.json()["message"]
+    assert (await http.get(f"{WIDGETS}/dry")).status_code == 404
+    await created(http, WIDGETS, widget("dry"))
+    r = await http.delete(f"{WIDGETS}/dry", params={"dryRun": "All"})
+    assert r.status_code == 400
+    assert (await http.get(f"{WIDGETS}/dry")).status_code == 200
