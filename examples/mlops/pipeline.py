@@ -128,26 +128,15 @@ def rollout(model: Input[Model], service_name: str, canary_percent: int) -> Name
     one. ``action``: created, unchanged, canary or canary-failed; ``previous_uri``: the
     storageUri serving before (kept in an annotation, so a run that died mid-canary is
     rolled back to the right model by the next one)."""
-    import os
     import time
 
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
-    def api_client() -> client.ApiClient:
-        """The standard in-cluster configuration; until every workload has it (issue 13),
-        the platform's SHIPYARD_URL and the token file the runtime refreshes."""
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
-            return client.ApiClient()
-        cfg = client.Configuration(host=os.environ["SHIPYARD_URL"])
-        with open(os.environ["SHIPYARD_TOKEN_FILE"]) as f:
-            cfg.api_key = {"authorization": "Bearer " + f.read().strip()}
-        return client.ApiClient(cfg)
-
-    sa_ns = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-    ns = open(sa_ns).read().strip() if os.path.exists(sa_ns) else os.environ["SHIPYARD_NAMESPACE"]
-    api = client.CustomObjectsApi(api_client())
+    config.load_incluster_config()  # as in any Kubeflow pod: the step's own identity
+    with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+        ns = f.read().strip()
+    api = client.CustomObjectsApi()
     where = ("serving.kserve.io", "v1beta1", ns, "inferenceservices", service_name)
     stable_key = "mlops.shipyard.io/stable-storage-uri"
 
@@ -236,23 +225,14 @@ def release(
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
-    def api_client() -> client.ApiClient:
-        """As in ``rollout``: in-cluster configuration, else SHIPYARD_URL and the token."""
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
-            return client.ApiClient()
-        cfg = client.Configuration(host=os.environ["SHIPYARD_URL"])
-        with open(os.environ["SHIPYARD_TOKEN_FILE"]) as f:
-            cfg.api_key = {"authorization": "Bearer " + f.read().strip()}
-        return client.ApiClient(cfg)
-
-    sa_ns = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-    ns = open(sa_ns).read().strip() if os.path.exists(sa_ns) else os.environ["SHIPYARD_NAMESPACE"]
+    config.load_incluster_config()  # the API server (the gateway) also routes the data plane
+    with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+        ns = f.read().strip()
     with open(validation_data.path) as f:
         data = json.load(f)
     x, y = data["x"], data["y"]
     new = [int(p) for p in joblib.load(os.path.join(model.path, "model.joblib")).predict(x)]
-    raw = api_client()
+    raw = client.ApiClient()
     api = client.CustomObjectsApi(raw)
     where = ("serving.kserve.io", "v1beta1", ns, "inferenceservices", service_name)
 
