@@ -321,6 +321,22 @@ def add_kubeconfig_arguments(parser: argparse.ArgumentParser, *, optional: bool 
         )
     parser.add_argument("--context", help="the context's name (default shipyard-HOST-PORT)")
     parser.add_argument(
+        "--api-server",
+        metavar="URL",
+        help="the gateway's URL for kubectl, when it differs from --server: kubectl sends "
+        "credentials only over https (default: --server)",
+    )
+    parser.add_argument(
+        "--certificate-authority",
+        metavar="FILE",
+        help="the CA certificate (PEM) that signed the gateway's https certificate",
+    )
+    parser.add_argument(
+        "--insecure-skip-tls-verify",
+        action="store_true",
+        help="do not verify the gateway's https certificate (testing only)",
+    )
+    parser.add_argument(
         "-n",
         "--namespace",
         default=None,
@@ -361,9 +377,15 @@ def run_kubeconfig(args: argparse.Namespace) -> int:
     url = getattr(args, "server", "http://127.0.0.1:8080")
     settings = ClientSettings(url=url)
     target = Path(args.kubeconfig) if getattr(args, "kubeconfig", "") else None
+    ca = getattr(args, "certificate_authority", None)
     try:
+        cluster = kubeconfig.cluster_entry(
+            getattr(args, "api_server", None) or url,
+            Path(ca) if ca else None,
+            bool(getattr(args, "insecure_skip_tls_verify", False)),
+        )
         path, name = kubeconfig.write_context(
-            url,
+            cluster,
             kubeconfig.user_for(url, settings.bearer_token()),
             namespace=getattr(args, "namespace", None) or settings.namespace,
             path=target,
@@ -373,6 +395,13 @@ def run_kubeconfig(args: argparse.Namespace) -> int:
         log.error("cannot write the kubeconfig: %s", exc)
         return 1
     log.warning("kubectl context %r (for %s) written to %s and made current", name, url, path)
+    if cluster["server"].startswith("http://") and any(
+        kubeconfig.user_for(url, settings.bearer_token()).values()
+    ):
+        log.warning(
+            "kubectl sends credentials over https only: give the gateway's https URL with "
+            "--api-server (and --certificate-authority) for this context to authenticate"
+        )
     return 0
 
 

@@ -2,8 +2,11 @@
 
 ``shipyard kubeconfig`` (and ``shipyard login --kubeconfig``) adds or updates one cluster, user
 and context in the kubeconfig kubectl reads (``--kubeconfig``, else the first file in
-``$KUBECONFIG``, else ``~/.kube/config``), leaving every other entry alone. The user's
-credential depends on how the gateway is reached:
+``$KUBECONFIG``, else ``~/.kube/config``), leaving every other entry alone. kubectl sends
+credentials over HTTPS only (client-go drops them for an ``http://`` server), so outside
+single-user mode the cluster entry names the gateway's HTTPS URL (``--api-server``) and how to
+trust it (``--certificate-authority``). The user's credential depends on how the gateway is
+reached:
 
 - after ``shipyard login`` (OIDC): an ``exec`` credential plugin, ``shipyard
   kubectl-credential``, which prints a ``client.authentication.k8s.io/v1`` ExecCredential with
@@ -15,6 +18,7 @@ credential depends on how the gateway is reached:
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import time
@@ -80,8 +84,24 @@ def _upsert(entries: list[dict[str, Any]], name: str, key: str, value: dict[str,
     entries.append({"name": name, key: value})
 
 
+def cluster_entry(
+    server: str, certificate_authority: Path | None = None, insecure: bool = False
+) -> dict[str, Any]:
+    """The kubeconfig ``cluster``: the gateway's URL and how to trust its certificate."""
+    cluster: dict[str, Any] = {"server": server.rstrip("/")}
+    if certificate_authority is not None:
+        try:
+            pem = certificate_authority.read_bytes()
+        except OSError as exc:
+            raise KubeconfigError(f"cannot read {certificate_authority}: {exc}") from None
+        cluster["certificate-authority-data"] = base64.b64encode(pem).decode()
+    elif insecure:
+        cluster["insecure-skip-tls-verify"] = True
+    return cluster
+
+
 def write_context(
-    server: str,
+    cluster: dict[str, Any],
     user: dict[str, Any],
     *,
     namespace: str,
@@ -90,14 +110,14 @@ def write_context(
 ) -> tuple[Path, str]:
     """Add (or replace) the gateway's cluster, user and context, make it current; mode 0600."""
     path = path or default_path()
-    name = name or context_name(server)
+    name = name or context_name(cluster["server"])
     config = _load(path)
     config.setdefault("apiVersion", "v1")
     config.setdefault("kind", "Config")
     for section in ("clusters", "users", "contexts"):
         if not isinstance(config.get(section), list):
             config[section] = []
-    _upsert(config["clusters"], name, "cluster", {"server": server.rstrip("/")})
+    _upsert(config["clusters"], name, "cluster", cluster)
     _upsert(config["users"], name, "user", user)
     context = {"cluster": name, "user": name, "namespace": namespace}
     _upsert(config["contexts"], name, "context", context)
