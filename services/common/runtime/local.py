@@ -20,16 +20,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import errno
-import fcntl
 import functools
 import hashlib
-import json
 import logging
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -44,10 +40,21 @@ from . import sandbox
 from . import supervisor as supervisor_module
 from .base import Runtime
 from .endpoint import sandbox_endpoint
-from .errors import VolumeNotFound, WorkloadNotFound
+from .errors import WorkloadNotFound
 from .expansion import expand
-from .incluster import PIPELINES_TOKEN_DIR, InClusterAPI
+from .incluster import InClusterAPI
 from .labels import LabelSelector, parse_selector
+from .local_files import (
+    LOG_CHUNK,
+    listdir,
+    read_inside,
+    read_json,
+    supervisor_alive,
+    tail_offset,
+    write_json_atomic,
+)
+from .local_identity import WorkloadIdentity
+from .local_mounts import LaunchError, cwd_mount, own_for_workload, resolve_mounts, volume_limits
 from .models import (
     Phase,
     VolumeInfo,
@@ -68,29 +75,11 @@ DEFAULT_SERVER_PORT = 8080
 #: Processes (threads included) one namespace's workloads may have at once (RLIMIT_NPROC).
 DEFAULT_MAX_PROCESSES = 4096
 SECRETS = "secrets"
-#: Where a workload finds its token, as in a Kubernetes pod.
-TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_REFRESH_SECONDS = 30.0
 #: How often a workload's supervisor measures the claims it writes to (their sizes).
 VOLUME_CHECK_SECONDS = 1.0
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FOLLOW_INTERVAL = 0.05
-LOG_CHUNK = 64 * 1024
-
-
-class LaunchError(Exception):
-    """A problem the user can fix; becomes a Failed status with this reason and message."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason, self.message = reason, message
-
-
-def _listdir(path: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def _container_port(spec: WorkloadSpec) -> int:
@@ -99,21 +88,6 @@ def _container_port(spec: WorkloadSpec) -> int:
         if port.container_port:
             return int(port.container_port)
     return DEFAULT_SERVER_PORT
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:  # only a torn write by a crashed *runtime* (never supervisor)
-        return None
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -153,6 +127,9 @@ class LocalRuntime(Runtime):
         self.workload_tokens = workload_tokens
         self._store_egress, self._store_hosts = sandbox.store_egress(store_endpoint)
         self.in_cluster = in_cluster if workload_tokens is not None else None
+        self.identity = (
+            WorkloadIdentity(workload_tokens, self.in_cluster) if workload_tokens else None
+        )
         if self.in_cluster is not None:
             self._store_hosts = {**InClusterAPI.hosts(), **self._store_hosts}
         self._refresher: asyncio.Task[None] | None = None
@@ -225,22 +202,7 @@ class LocalRuntime(Runtime):
         own = self._spawned.get(wdir)
         if own is not None and own.poll() is None:
             return False  # ours, still starting up
-        return _read_json(wdir / STATE) is None and not self._supervisor_alive(wdir)
-
-    @staticmethod
-    def _supervisor_alive(wdir: Path) -> bool:
-        """The supervisor holds an exclusive flock on ``lock`` for exactly its lifetime."""
-        try:
-            fd = os.open(wdir / LOCK, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing releases our probe lock if we got it
-        return False
+        return read_json(wdir / STATE) is None and not supervisor_alive(wdir / LOCK)
 
     # -- adoption ----------------------------------------------------------------------------
 
@@ -269,12 +231,12 @@ class LocalRuntime(Runtime):
     def _workload_dirs(self, namespace: str | None = None) -> builtins.list[Path]:
         """``<ns>/<name>`` directories, sorted; a delete's hidden trash (``.deleted-*``) and
         directories vanishing while we look are skipped."""
-        namespaces = [check_namespace(namespace)] if namespace else _listdir(self.workloads_root)
+        namespaces = [check_namespace(namespace)] if namespace else listdir(self.workloads_root)
         return [
             self.workloads_root / ns / name
             for ns in namespaces
             if not ns.startswith(".")
-            for name in _listdir(self.workloads_root / ns)
+            for name in listdir(self.workloads_root / ns)
             if not name.startswith(".")
         ]
 
@@ -300,7 +262,7 @@ class LocalRuntime(Runtime):
                     await self._launch(wdir, self._read_spec(wdir))
                 return await self.status(spec.namespace, spec.name)
             wdir.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(wdir / SPEC, spec.model_dump(mode="json", by_alias=True))
+            write_json_atomic(wdir / SPEC, spec.model_dump(mode="json", by_alias=True))
             if spec.image:
                 log.info(
                     "workload %s/%s: image %s is recorded, not pulled (local runtime)",
@@ -319,7 +281,7 @@ class LocalRuntime(Runtime):
             launch = self._resolve_launch(wdir, spec)
         except LaunchError as exc:
             log.warning("workload %s/%s cannot start: %s", spec.namespace, spec.name, exc.message)
-            _write_json_atomic(
+            write_json_atomic(
                 wdir / STATE,
                 {
                     "phase": Phase.FAILED.value,
@@ -330,7 +292,7 @@ class LocalRuntime(Runtime):
                 },
             )
             return
-        _write_json_atomic(wdir / LAUNCH, launch)
+        write_json_atomic(wdir / LAUNCH, launch)
         # Popen (vfork + exec of a lean interpreter) takes about a millisecond; a thread hop
         # would cost more than it saves.
         with open(wdir / "supervisor.log", "ab") as errlog:  # noqa: ASYNC230
@@ -357,9 +319,9 @@ class LocalRuntime(Runtime):
         work, tmp = wdir / "work", wdir / "tmp"
         for path in (work, tmp):
             path.mkdir(exist_ok=True)
-            self._own(path, uid)
-        mounts = self._resolve_mounts(wdir, spec, uid)
-        volume_limits = self._volume_limits(spec)
+            own_for_workload(path, uid)
+        mounts = resolve_mounts(self.volumes, wdir, spec, uid)
+        limits = volume_limits(self.volumes, spec)
         cwd_inside = spec.working_dir or sandbox.DEFAULT_HOME
         port = _container_port(spec) if spec.kind == "server" else None
         env = {
@@ -370,20 +332,15 @@ class LocalRuntime(Runtime):
         }
         if port is not None:
             env["PORT"] = str(port)
-        egress = self._platform_env(spec.namespace, env)
+        egress = self._platform_env(spec.namespace, env, port)
         binding = f"{spec.namespace}/{spec.name}/{uuid.uuid4().hex[:12]}"
-        if self.workload_tokens is not None:
-            identity = self._identity_mount(wdir, spec.namespace, binding, uid)
-            mounts.append(identity)
-            env["SHIPYARD_TOKEN_FILE"] = f"{TOKEN_DIR}/token"
-            if self.in_cluster is not None:  # what a pod has (incluster.py)
-                env.update(self.in_cluster.env())
-                egress += self.in_cluster.egress(port)
-                mounts.append({**identity, "dst": PIPELINES_TOKEN_DIR})
+        if self.identity is not None:
+            mounts += self.identity.mounts(wdir / SECRETS, spec.namespace, binding, uid)
+            env.update(self.identity.env())
         for var in spec.env:  # later entries may refer to earlier ones, as in Kubernetes
             env[var.name] = expand(var.value, env)
         argv = [expand(a, env) for a in [*spec.command, *spec.args]]
-        mounts.append(self._cwd_mount(cwd_inside, mounts, work))
+        mounts.append(cwd_mount(cwd_inside, mounts, work))
         ro_binds, links = self._system_mounts
         user, group = (uid, uid) if uid is not None else (os.getuid(), os.getgid())
         ro_binds = [*ro_binds, [self._etc_for(user, group), "/etc"]]
@@ -447,13 +404,15 @@ class LocalRuntime(Runtime):
             else None,
             "rlimitNproc": self.max_processes,
             # Claims' sizes, which no filesystem enforces here: the supervisor measures.
-            "volumeLimits": volume_limits,
+            "volumeLimits": limits,
             "volumeCheckSeconds": VOLUME_CHECK_SECONDS,
         }
 
-    def _platform_env(self, namespace: str, env: dict[str, str]) -> list[dict[str, Any]]:
+    def _platform_env(
+        self, namespace: str, env: dict[str, str], port: int | None
+    ) -> list[dict[str, Any]]:
         """Add the platform's variables to ``env``; the egress relays the supervisor runs
-        (the API, the object store), and nothing else of the network."""
+        (the API, in-cluster too, and the object store), and nothing else of the network."""
         egress: list[dict[str, Any]] = []
         if self.workload_env is not None:
             platform_env = dict(self.workload_env(namespace))
@@ -467,47 +426,16 @@ class LocalRuntime(Runtime):
                 )
                 platform_env["SHIPYARD_URL"] = f"http://{host}:{api_port}"
             env.update(platform_env)
+        if self.in_cluster is not None:  # what a pod has (incluster.py)
+            egress += self.in_cluster.egress(port)
         if self._store_egress is not None:
             egress.append(self._store_egress)
         return egress
 
-    def _identity_mount(
-        self, wdir: Path, namespace: str, binding: str, uid: int | None
-    ) -> dict[str, Any]:
-        """The workload's token and namespace files, in the in-cluster layout (read-only)."""
-        secrets = wdir / SECRETS
-        secrets.mkdir(exist_ok=True)
-        self._write_token(secrets, namespace, binding, uid)
-        (secrets / "namespace").write_text(namespace)
-        files = ["namespace"]
-        if self.in_cluster is not None:  # the CA's certificate, never its key
-            (secrets / "ca.crt").write_bytes(self.in_cluster.ca_pem)
-            files.append("ca.crt")
-        if uid is not None:
-            for name in files:
-                os.chown(secrets / name, uid, uid)
-            os.chown(secrets, uid, uid)
-        # Read-only for the workload's uid; root refreshes it all the same. An unprivileged
-        # platform shares its uid with the workload and must keep writing here.
-        secrets.chmod(0o500 if uid is not None else 0o700)
-        return {"src": str(secrets), "dst": TOKEN_DIR, "ro": True}
-
-    def _write_token(self, secrets: Path, namespace: str, binding: str, uid: int | None) -> None:
-        """(Re)write the workload's token file atomically: readers see the old or the new."""
-        assert self.workload_tokens is not None
-        token = self.workload_tokens(namespace, binding)
-        tmp = secrets / f".token.{uuid.uuid4().hex[:8]}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
-        with os.fdopen(fd, "w") as f:
-            f.write(token)
-        if uid is not None:
-            os.chown(tmp, uid, uid)
-        os.replace(tmp, secrets / "token")
-
     async def refresh_tokens(self) -> int:
         """Rewrite tokens older than half their life in running workloads; drop finished
         workloads' tokens. Returns how many were rewritten."""
-        if self.workload_tokens is None:
+        if self.identity is None:
             return 0
         from .config import WORKLOAD_TOKEN_TTL_SECONDS
 
@@ -524,10 +452,12 @@ class LocalRuntime(Runtime):
                 continue
             if age < WORKLOAD_TOKEN_TTL_SECONDS / 2:
                 continue
-            launch = _read_json(wdir / LAUNCH) or {}
+            launch = read_json(wdir / LAUNCH) or {}
             box = launch.get("sandbox") or {}
             if launch.get("binding"):
-                self._write_token(wdir / SECRETS, spec.namespace, launch["binding"], box.get("uid"))
+                self.identity.write_token(
+                    wdir / SECRETS, spec.namespace, launch["binding"], box.get("uid")
+                )
                 rewritten += 1
         return rewritten
 
@@ -541,7 +471,7 @@ class LocalRuntime(Runtime):
             spec = self._read_spec(wdir)
         except (ValueError, FileNotFoundError):
             return False
-        launch = _read_json(wdir / LAUNCH) or {}
+        launch = read_json(wdir / LAUNCH) or {}
         return launch.get("binding") == binding and not self._status_from(wdir, spec).finished
 
     async def _refresh_forever(self) -> None:
@@ -560,109 +490,6 @@ class LocalRuntime(Runtime):
     def _socket_dir(self) -> Path:
         return sandbox.socket_dir()
 
-    @staticmethod
-    def _own(path: Path, uid: int | None) -> None:
-        """Hand a directory the workload writes to its uid (root only), private to it."""
-        if uid is not None:
-            st = path.stat()
-            if st.st_uid != uid:
-                os.chown(path, uid, uid)
-            path.chmod(0o700)
-
-    def _cwd_mount(self, cwd: str, mounts: list[dict[str, Any]], work: Path) -> dict[str, Any]:
-        """The working directory: the workload's own ``work`` directory there, unless it lies
-        inside one of its mounts."""
-        if not any(cwd == m["dst"] or cwd.startswith(m["dst"] + "/") for m in mounts):
-            return {"src": str(work), "dst": cwd, "ro": False}
-        return self._cwd_in_mounts(cwd, mounts)
-
-    @staticmethod
-    def _cwd_in_mounts(path: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
-        """A working directory inside a volume mount: the same volume, one level deeper."""
-        for mount in sorted(mounts, key=lambda m: len(m["dst"]), reverse=True):
-            if path == mount["dst"] or path.startswith(mount["dst"] + "/"):
-                rel = os.path.relpath(path, mount["dst"])
-                sub = "/".join(p for p in ((mount.get("subPath") or ""), rel) if p and p != ".")
-                return {**mount, "dst": path, "subPath": sub or None}
-        raise AssertionError("unreachable: the caller checked the path is under a mount")
-
-    def _resolve_mounts(
-        self, wdir: Path, spec: WorkloadSpec, uid: int | None
-    ) -> list[dict[str, Any]]:
-        volumes = {v.name: v for v in spec.volumes}
-        mounts: list[dict[str, Any]] = []
-        for i, vm in enumerate(spec.volume_mounts):
-            vol = volumes[vm.name]
-            read_only = vm.read_only
-            if vol.persistent_volume_claim is not None:
-                claim = vol.persistent_volume_claim
-                read_only = read_only or claim.read_only
-                try:
-                    source = self.volumes.resolve(spec.namespace, claim.claim_name)
-                except (VolumeNotFound, ValueError):
-                    raise LaunchError(
-                        "PersistentVolumeClaimNotFound",
-                        f"PersistentVolumeClaim {claim.claim_name} not found in namespace "
-                        f"{spec.namespace}",
-                    ) from None
-                self._own(source, uid)
-            elif vol.empty_dir is not None:
-                source = wdir / "emptydir" / vol.name
-                source.mkdir(parents=True, exist_ok=True)
-                self._own(source, uid)
-            else:
-                raise LaunchError(
-                    "HostPathNotAllowed",
-                    f"volumes[{vol.name}].hostPath: host paths are never mounted into a "
-                    "workload; use a persistentVolumeClaim of the namespace",
-                )
-            target = os.path.normpath(vm.mount_path)
-            if (
-                target in ("/", "/proc", "/dev", "/tmp")
-                or target.startswith(("/proc/", "/dev/", "/usr/", "/etc/"))
-                or target in ("/usr", "/etc")
-            ):
-                raise LaunchError(
-                    "InvalidMount", f"volumeMounts[{i}].mountPath {vm.mount_path!r} is reserved"
-                )
-            mounts.append(
-                {"src": str(source), "dst": target, "ro": read_only, "subPath": vm.sub_path}
-            )
-        return mounts
-
-    def _volume_limits(self, spec: WorkloadSpec) -> list[dict[str, Any]]:
-        """What the supervisor checks for each claim the workload may write to: its data
-        directory and the size the claim asked for.
-
-        A local volume is a directory on the host's filesystem, so nothing stops a write at
-        the claim's size; the supervisor measures the claim's usage as the kubelet measures
-        an emptyDir's ``sizeLimit``, and stops the workload that finds it over the size.
-        """
-        volumes = {v.name: v for v in spec.volumes}
-        limits: list[dict[str, Any]] = []
-        for vm in spec.volume_mounts:
-            claim = volumes[vm.name].persistent_volume_claim
-            if claim is None or vm.read_only or claim.read_only:
-                continue
-            size = self.volumes.size(spec.namespace, claim.claim_name)
-            if not size:
-                continue
-            field = f"PersistentVolumeClaim {claim.claim_name}: spec.resources.requests.storage"
-            try:
-                limit = int(parse_quantity(size, field))
-            except ValueError as exc:
-                raise LaunchError("InvalidVolume", str(exc)) from None
-            limits.append(
-                {
-                    "path": str(self.volumes.resolve(spec.namespace, claim.claim_name)),
-                    "claim": claim.claim_name,
-                    "mountPath": os.path.normpath(vm.mount_path),
-                    "size": size,
-                    "bytes": limit,
-                }
-            )
-        return limits
-
     # -- status and waiting ------------------------------------------------------------------
 
     async def status(self, namespace: str, name: str) -> WorkloadStatus:
@@ -674,11 +501,11 @@ class LocalRuntime(Runtime):
         return self._status_from(wdir, spec)
 
     def _status_from(self, wdir: Path, spec: WorkloadSpec) -> WorkloadStatus:
-        state = _read_json(wdir / STATE) or {}
+        state = read_json(wdir / STATE) or {}
         phase = Phase(state.get("phase", Phase.PENDING.value))
-        if not phase.finished and state and not self._supervisor_alive(wdir):
+        if not phase.finished and state and not supervisor_alive(wdir / LOCK):
             # Re-read: the supervisor may have written its final state and exited just now.
-            state = _read_json(wdir / STATE) or {}
+            state = read_json(wdir / STATE) or {}
             phase = Phase(state.get("phase", Phase.PENDING.value))
             if not phase.finished:
                 state = self._mark_lost(wdir, state)
@@ -719,7 +546,7 @@ class LocalRuntime(Runtime):
 
     def _mark_lost(self, wdir: Path, state: dict[str, Any]) -> dict[str, Any]:
         self._kill_orphaned_workload(state)
-        supervisor_module.cgroup_remove((_read_json(wdir / LAUNCH) or {}).get("cgroup"))
+        supervisor_module.cgroup_remove((read_json(wdir / LAUNCH) or {}).get("cgroup"))
         state = {
             **state,
             "phase": Phase.FAILED.value,
@@ -729,7 +556,7 @@ class LocalRuntime(Runtime):
             "finishTime": time.time(),
             "ready": False,
         }
-        _write_json_atomic(wdir / STATE, state)
+        write_json_atomic(wdir / STATE, state)
         return state
 
     async def wait(
@@ -756,7 +583,7 @@ class LocalRuntime(Runtime):
             own = self._spawned.get(wdir)
             if own is not None and own.poll() is not None:
                 own = None  # reaped: its pid may belong to anyone now
-            sup_pid = (_read_json(wdir / STATE) or {}).get("supervisorPid")
+            sup_pid = (read_json(wdir / STATE) or {}).get("supervisorPid")
             if ready or (own is None and sup_pid is None):
                 # Readiness is a file change, and a supervisor started by an earlier runtime
                 # has no pid on record before its first write: short sleeps, bounded.
@@ -780,7 +607,7 @@ class LocalRuntime(Runtime):
             return
         try:
             # Otherwise the pid is the supervisor's only while it holds the lock (pid reuse).
-            if not own and not self._supervisor_alive(wdir):
+            if not own and not supervisor_alive(wdir / LOCK):
                 return
             loop = asyncio.get_running_loop()
             exited = loop.create_future()
@@ -806,21 +633,21 @@ class LocalRuntime(Runtime):
         end = time.monotonic() + 2.0
         # A supervisor that was just spawned has no state yet: give it a moment to record it.
         own = self._spawned.get(wdir)
-        while _read_json(wdir / STATE) is None and time.monotonic() < end:
+        while read_json(wdir / STATE) is None and time.monotonic() < end:
             if own is None or own.poll() is not None:
                 break
             await asyncio.sleep(0.01)
-        state = _read_json(wdir / STATE) or {}
+        state = read_json(wdir / STATE) or {}
         sup_pid = state.get("supervisorPid")
-        if sup_pid and self._supervisor_alive(wdir):
+        if sup_pid and supervisor_alive(wdir / LOCK):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(sup_pid, signal.SIGTERM)
             await self._wait_pid_exit(sup_pid, wdir, grace + 5.0)
-            if self._supervisor_alive(wdir):
+            if supervisor_alive(wdir / LOCK):
                 log.warning("supervisor %s of %s ignored SIGTERM; killing it", sup_pid, wdir)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(sup_pid, signal.SIGKILL)
-        self._kill_orphaned_workload(_read_json(wdir / STATE) or state)
+        self._kill_orphaned_workload(read_json(wdir / STATE) or state)
         self._reap()
 
     async def delete(self, namespace: str, name: str) -> None:
@@ -835,7 +662,7 @@ class LocalRuntime(Runtime):
             await self._stop(wdir, grace)
             self._endpoint_path(wdir).unlink(missing_ok=True)
             # A supervisor that was killed could not remove its workload's cgroups.
-            supervisor_module.cgroup_remove((_read_json(wdir / LAUNCH) or {}).get("cgroup"))
+            supervisor_module.cgroup_remove((read_json(wdir / LAUNCH) or {}).get("cgroup"))
             # Rename first so the name is free at once and a half-removed tree is never seen.
             trash = self.workloads_root / f".deleted-{uuid.uuid4().hex}"
             os.replace(wdir, trash)
@@ -897,7 +724,7 @@ class LocalRuntime(Runtime):
         if not (wdir / SPEC).exists():
             raise WorkloadNotFound(namespace, name)
         path = wdir / LOG
-        position = _tail_offset(path, tail) if tail is not None else 0
+        position = tail_offset(path, tail) if tail is not None else 0
         pending = b""
         while True:
             try:
@@ -963,67 +790,4 @@ class LocalRuntime(Runtime):
         self, namespace: str, claim: str, path: str, max_bytes: int = 1024 * 1024
     ) -> bytes:
         root = self.volumes.resolve(namespace, claim)
-        return await asyncio.to_thread(_read_inside, root, path, max_bytes)
-
-
-def _read_inside(root: Path, path: str, max_bytes: int) -> bytes:
-    """The file at ``path`` under ``root``, opened one component at a time without following
-    a link (a workload may have planted one pointing anywhere on the host)."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise ValueError(f"{path!r}: must be a file path inside the volume, without '..'")
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(root, flags | os.O_DIRECTORY)
-    try:
-        for part in parts[:-1]:
-            try:
-                next_fd = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
-            except (NotADirectoryError, OSError) as exc:
-                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                    raise FileNotFoundError(f"{path}: {part} is not a directory") from None
-                raise
-            os.close(fd)
-            fd = next_fd
-        try:
-            file_fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise FileNotFoundError(f"{path}: a symbolic link is not followed") from None
-            raise
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(os.fstat(file_fd).st_mode):  # before fdopen: it refuses directories
-        os.close(file_fd)
-        raise FileNotFoundError(f"{path}: not a regular file")
-    with os.fdopen(file_fd, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValueError(f"{path}: larger than {max_bytes} bytes")
-    return data
-
-
-def _tail_offset(path: Path, lines: int) -> int:
-    """Byte offset where the last ``lines`` lines of the file begin."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            end = pos = f.tell()
-            if lines <= 0:
-                return end
-            # A trailing newline ends the last line; it does not start a new one.
-            f.seek(max(0, end - 1))
-            wanted = lines + 1 if end and f.read(1) == b"\n" else lines
-            seen = 0
-            while pos > 0:
-                step = min(LOG_CHUNK, pos)
-                pos -= step
-                f.seek(pos)
-                block = f.read(step)
-                for i in range(len(block) - 1, -1, -1):
-                    if block[i] == 0x0A:
-                        seen += 1
-                        if seen == wanted:
-                            return pos + i + 1
-            return 0
-    except FileNotFoundError:
-        return 0
+        return await asyncio.to_thread(read_inside, root, path, max_bytes)
