@@ -186,6 +186,24 @@ def test_step_lists_pvcs_and_inferenceservices_with_incluster_config(platform: A
     assert kind == "InferenceServiceList" and json.loads(names) == ["from-host"]
 
 
+def test_step_kubectl_uses_incluster_config(platform: Any) -> None:
+    """Debian's kubectl, with no kubeconfig, finds the API the in-cluster way too."""
+    script = (
+        "import subprocess\n"
+        "for kind in ('persistentvolumeclaims', 'inferenceservices.serving.kserve.io'):\n"
+        "    out = subprocess.run(['kubectl', 'get', kind, '-o', 'name'], check=True,\n"
+        "                         capture_output=True, text=True).stdout\n"
+        "    print('KUBECTL', kind, ' '.join(out.split()))\n"
+    )
+    with httpx.Client(base_url=platform.gateway_url, headers=ADMIN, timeout=20) as api:
+        logs = run_workflow(api, "incluster-kubectl", script, {})
+    lines = [ln.split("KUBECTL ", 1)[1] for ln in logs.splitlines() if "KUBECTL " in ln]
+    assert lines == [
+        "persistentvolumeclaims persistentvolumeclaim/training-data",
+        "inferenceservices.serving.kserve.io inferenceservice.serving.kserve.io/from-host",
+    ], logs
+
+
 def test_step_token_refused_elsewhere_and_ca_key_unreadable(platform: Any) -> None:
     ca_key = ca_paths(platform.state_dir / "keys").key
     secret = ca_key.read_text()
