@@ -183,7 +183,7 @@ async def test_login_writes_kubeconfig_kubectl_uses_with_refresh(
     )
     name = f"oidc-kubectl-{uuid.uuid4().hex[:6]}"
     pvc = SEED_PVC.replace("name: kubeflow-test-pv", f"name: {name}")
-    created = await _kubectl(env, "apply", "--validate=false", "-f", "-", stdin=pvc)
+    created = await _kubectl(env, "apply", "-f", "-", stdin=pvc)
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip() == f"persistentvolumeclaim/{name} created"
 

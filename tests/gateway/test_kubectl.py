@@ -25,9 +25,9 @@ from gateway.discovery import AGGREGATED_V2
 
 SEED = Path(__file__).resolve().parents[1] / "seed"
 NS = "kubeflow-user-example-com"
-# kubectl's default --validate=strict downloads the OpenAPI document (/openapi/v3, /openapi/v2)
-# to check a manifest; until the gateway serves it, apply, create and edit run without.
-NO_VALIDATE = ("--validate=false",)
+# kubectl's default --validate=strict: it finds fieldValidation in the gateway's /openapi/v3
+# and lets the server check each manifest (gateway/openapi.py).
+NO_VALIDATE: tuple[str, ...] = ()
 
 
 class Kubectl:
