@@ -12,7 +12,9 @@ after :data:`REFRESH_SECONDS`, or sooner if a service did not answer.
 As on a Kubernetes API server, ``/openapi/v3`` lists each group-version with a
 ``serverRelativeURL`` that carries the document's hash (clients cache by it), and any
 signed-in user may read the documents: they describe the API, not any object.
-``/openapi/v2`` is not served: kubectl 1.32 reads v3, and asks for v2 only in protobuf.
+``/openapi/v2`` is the same documents as one Swagger 2.0 document, in JSON only: kubectl 1.32
+reads v3 and asks for v2 only in protobuf (it is answered 406 and goes on without), but other
+clients and validators read the JSON.
 """
 
 from __future__ import annotations
@@ -165,6 +167,55 @@ class OpenApiDocuments:
         return all(a is not None for a in answers)
 
 
+def _v2_parameter(param: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI 3 path or query parameter in Swagger 2.0's form (its type inline)."""
+    out = {k: v for k, v in param.items() if k != "schema"}
+    out.update(param.get("schema") or {"type": "string"})
+    return out
+
+
+def _v2_operation(op: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in op.items() if k not in ("parameters", "requestBody", "responses")}
+    params = [_v2_parameter(p) for p in op.get("parameters") or []]
+    content = (op.get("requestBody") or {}).get("content") or {}
+    if content:
+        out["consumes"] = list(content)
+        body = content.get("application/json") or {"schema": {"type": "object"}}
+        params.append({"name": "body", "in": "body", "required": True, "schema": body["schema"]})
+    out["parameters"] = params
+    out["produces"] = ["application/json"]
+    ok = op["responses"]["200"]["content"]["application/json"]["schema"]
+    out["responses"] = {
+        "200": {"description": "OK", "schema": ok},
+        "401": {"description": "Unauthorized"},
+    }
+    return out
+
+
+def swagger_v2(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every group-version's document as one Swagger 2.0 document (``/openapi/v2``)."""
+    paths: dict[str, Any] = {}
+    definitions: dict[str, Any] = {}
+    for doc in documents.values():
+        definitions.update(doc["components"]["schemas"])
+        for path, item in doc["paths"].items():
+            entry: dict[str, Any] = {
+                method: _v2_operation(op)
+                for method, op in item.items()
+                if method in ("get", "put", "post", "patch", "delete")
+            }
+            if item.get("parameters"):
+                entry["parameters"] = [_v2_parameter(p) for p in item["parameters"]]
+            paths[path] = entry
+    v2 = {
+        "swagger": "2.0",
+        "info": {"title": "shipyard", "version": "v1.32.0-shipyard"},
+        "paths": dict(sorted(paths.items())),
+        "definitions": dict(sorted(definitions.items())),
+    }
+    return json.loads(json.dumps(v2).replace('"#/components/schemas/', '"#/definitions/'))  # type: ignore[no-any-return]
+
+
 def documents_of(request: Request, gw: Gateway) -> OpenApiDocuments:
     cache = getattr(request.app.state, "openapi_documents", None)
     if cache is None:
@@ -211,3 +262,20 @@ async def read_openapi_v3_document(
     }
     body = json.dumps(documents[key], separators=(",", ":"))
     return Response(body, media_type="application/json", headers=headers)
+
+
+@router.get("/openapi/v2")
+async def read_openapi_v2(request: Request, gw: GatewayDep, _principal: PrincipalDep) -> Response:
+    """Swagger 2.0, JSON only: a client that accepts only protobuf (kubectl) gets 406."""
+    accept = request.headers.get("accept") or "*/*"
+    if not any(t in accept for t in ("application/json", "*/*", "application/*")):
+        raise GatewayError(
+            406,
+            "the OpenAPI v2 document is served as application/json only; "
+            "OpenAPI v3 is at /openapi/v3",
+            "NotAcceptable",
+        )
+    cache = documents_of(request, gw)
+    documents = await cache.current()
+    body = json.dumps(swagger_v2(documents), separators=(",", ":"))
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})

@@ -6,8 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from services.common.errors import ApiError
+from services.common.resources import printing
+
 from .deps import GatewayDep, PrincipalDep
 from .errors import GatewayError
+from .openapi import profile_kind
 
 router = APIRouter(prefix="/apis/kubeflow.org/v1/profiles")
 
@@ -21,11 +25,26 @@ def _forbid(user: str, verb: str, name: str) -> GatewayError:
     )
 
 
+def _as_table(request: Request, items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A ``meta.k8s.io`` Table of ``items`` when the client asks for one (``kubectl get``)."""
+    try:
+        version = printing.table_version(request.headers.get("accept"))
+        if version is None:
+            return None
+        include = printing.include_object(request.query_params.get("includeObject"))
+    except ApiError as err:  # 406 or 400, as a Status
+        raise GatewayError(err.code, err.message, err.reason) from None
+    return printing.table(profile_kind(), items, version=version, include=include)
+
+
 @router.get("")
-async def list_profiles(gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
+async def list_profiles(request: Request, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
     items = await gw.store.list_profiles()
     if not gw.authz.is_cluster_admin(p):
         items = [i for i in items if gw.authz.role_in(p, i["metadata"]["name"])]
+    table = _as_table(request, items)
+    if table is not None:
+        return table
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "ProfileList",
@@ -44,10 +63,13 @@ async def create_profile(request: Request, gw: GatewayDep, p: PrincipalDep) -> d
 
 
 @router.get("/{name}")
-async def read_profile(name: str, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
+async def read_profile(
+    name: str, request: Request, gw: GatewayDep, p: PrincipalDep
+) -> dict[str, Any]:
     if not gw.authz.is_cluster_admin(p) and gw.authz.role_in(p, name) is None:
         raise _forbid(p.user, "get", name)
-    return await gw.store.get_profile(name)
+    profile = await gw.store.get_profile(name)
+    return _as_table(request, [profile]) or profile
 
 
 @router.patch("/{name}")

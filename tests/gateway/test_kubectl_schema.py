@@ -300,3 +300,32 @@ def test_table_through_the_gateway_with_httpx(platform: Any) -> None:
     assert r.status_code == 200, r.text
     names = [c["name"] for c in r.json()["columnDefinitions"]]
     assert names[:3] == ["Name", "STATUS", "TRIALS"] and names[-1] == "Age"
+
+
+def test_openapi_v2_is_json_only(platform: Any) -> None:
+    r = httpx.get(f"{platform.gateway_url}/openapi/v2", timeout=30)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["swagger"] == "2.0"
+    pvc = doc["definitions"]["io.k8s.api.core.v1.PersistentVolumeClaim"]
+    assert pvc["x-kubernetes-group-version-kind"][0]["kind"] == "PersistentVolumeClaim"
+    assert "#/components/" not in r.text
+    item = doc["paths"]["/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows/{name}"]
+    names = [p["name"] for p in item["patch"]["parameters"]]
+    assert names == ["fieldValidation", "body"]
+    assert item["parameters"][0] == {
+        "name": "namespace",
+        "in": "path",
+        "required": True,
+        "type": "string",
+    }
+    protobuf = {"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"}
+    refused = httpx.get(f"{platform.gateway_url}/openapi/v2", headers=protobuf, timeout=30)
+    assert refused.status_code == 406 and refused.json()["reason"] == "NotAcceptable"
+
+
+def test_kubectl_get_profiles_prints_the_owner(kubectl: Kubectl) -> None:
+    out = kubectl.run("get", "profiles").stdout.splitlines()
+    assert columns(out[0]) == ["NAME", "OWNER", "AGE"], out
+    rows = {columns(line)[0]: columns(line) for line in out[1:]}
+    assert rows[NS][1] == "user@example.com", out
