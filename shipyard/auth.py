@@ -332,6 +332,12 @@ def add_kubeconfig_arguments(parser: argparse.ArgumentParser, *, optional: bool 
         help="the CA certificate (PEM) that signed the gateway's https certificate",
     )
     parser.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name to verify the https certificate for, if not the URL's host "
+        "(the local TLS listener's certificate names kubernetes.default.svc)",
+    )
+    parser.add_argument(
         "--insecure-skip-tls-verify",
         action="store_true",
         help="do not verify the gateway's https certificate (testing only)",
@@ -383,6 +389,7 @@ def run_kubeconfig(args: argparse.Namespace) -> int:
             getattr(args, "api_server", None) or url,
             Path(ca) if ca else None,
             bool(getattr(args, "insecure_skip_tls_verify", False)),
+            getattr(args, "tls_server_name", None),
         )
         path, name = kubeconfig.write_context(
             cluster,

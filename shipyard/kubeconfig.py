@@ -85,10 +85,16 @@ def _upsert(entries: list[dict[str, Any]], name: str, key: str, value: dict[str,
 
 
 def cluster_entry(
-    server: str, certificate_authority: Path | None = None, insecure: bool = False
+    server: str,
+    certificate_authority: Path | None = None,
+    insecure: bool = False,
+    tls_server_name: str | None = None,
 ) -> dict[str, Any]:
-    """The kubeconfig ``cluster``: the gateway's URL and how to trust its certificate."""
+    """The kubeconfig ``cluster``: the gateway's URL and how to trust its certificate
+    (``tls_server_name``: the name to verify it for, when the URL's host is not on it)."""
     cluster: dict[str, Any] = {"server": server.rstrip("/")}
+    if tls_server_name:
+        cluster["tls-server-name"] = tls_server_name
     if certificate_authority is not None:
         try:
             pem = certificate_authority.read_bytes()

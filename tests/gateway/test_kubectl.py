@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from gateway.discovery import AGGREGATED_V2
+from services.common import certs
 
 SEED = Path(__file__).resolve().parents[1] / "seed"
 NS = "kubeflow-user-example-com"
@@ -293,3 +294,39 @@ async def test_discovery_needs_sign_in_and_no_namespace(gateway: Any, oidc: Any)
             "profiles",
         }
         assert "kubeflow-user-example-com" not in json.dumps(answers[0])
+
+
+def test_kubectl_over_the_platforms_tls_listener(platform: Any, kubectl: Kubectl) -> None:
+    """``shipyard kubeconfig --api-server https://... --certificate-authority ...``: kubectl
+    verifies the gateway's TLS listener with the platform's CA (docs/kubectl.md)."""
+    config = kubectl.kubeconfig.with_name("kubeconfig-tls")
+    ca = certs.ca_paths(platform.state_dir / "keys").cert
+    api = f"https://127.0.0.1:{platform.tls_port}"
+    argv = [sys.executable, "-m", "shipyard.cli", "--server", platform.gateway_url, "kubeconfig"]
+    argv += ["--kubeconfig", str(config), "--api-server", api, "--certificate-authority", str(ca)]
+    # Token mode: SHIPYARD_TOKEN goes into the context (over https only would kubectl send it;
+    # with no credential at all it would prompt for a password). Single-user mode ignores it.
+    env = dict(kubectl.env, SHIPYARD_TOKEN="a-bearer-token")
+    verified = subprocess.run(
+        [*argv, "--tls-server-name", "kubernetes.default.svc"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr
+    written = yaml.safe_load(config.read_text())
+    assert written["users"][0]["user"] == {"token": "a-bearer-token"}
+    cluster = written["clusters"][0]["cluster"]
+    assert cluster["server"] == api and cluster["tls-server-name"] == "kubernetes.default.svc"
+    listed = kubectl.run("--kubeconfig", str(config), "get", "pvc", "-o", "name")
+    assert listed.stderr == "" or "No resources" in listed.stderr
+    version = json.loads(kubectl.run("--kubeconfig", str(config), "version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"] == "v1.32.0-shipyard"
+
+    # The certificate names the in-cluster API, not 127.0.0.1: without the name, no trust.
+    unnamed = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert unnamed.returncode == 0, unnamed.stderr
+    refused = kubectl.run("--kubeconfig", str(config), "get", "pvc", ok=False)
+    assert refused.returncode != 0 and "x509" in refused.stderr, refused.stderr
