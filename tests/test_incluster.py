@@ -14,17 +14,16 @@ import asyncio
 import json
 import ssl
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import websockets
 
 from services.common.certs import ca_paths
 from tests.conftest import ADMIN_USER, RunningSeaweedFS, create_profile, fresh_database
+from tests.jupyter import execute
 
 ADMIN = {"kubeflow-userid": ADMIN_USER}
 NS, OTHER = "incluster-a", "incluster-b"
@@ -314,42 +313,6 @@ EXPERIMENT = {
 }
 
 
-async def run_code(ws_url: str, code: str) -> str:
-    """Execute ``code`` on a Jupyter kernel over its channels WebSocket (as the admin, through
-    the gateway); return its stdout. A kernel error fails the test with its traceback."""
-    msg_id = uuid.uuid4().hex
-    request = {
-        "header": {
-            "msg_id": msg_id,
-            "username": "test",
-            "session": uuid.uuid4().hex,
-            "msg_type": "execute_request",
-            "version": "5.3",
-            "date": "",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "channel": "shell",
-        "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "stop_on_error": True},
-    }
-    out: list[str] = []
-    async with websockets.connect(ws_url, open_timeout=10, additional_headers=ADMIN) as ws:
-        await ws.send(json.dumps(request))
-        async with asyncio.timeout(90):
-            while True:
-                msg = json.loads(await ws.recv())
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = msg["header"]["msg_type"]
-                if kind == "stream":
-                    out.append(msg["content"]["text"])
-                elif kind == "error":
-                    raise AssertionError("kernel error:\n" + "\n".join(msg["content"]["traceback"]))
-                elif kind == "status" and msg["content"]["execution_state"] == "idle":
-                    return "".join(out)
-
-
 async def test_notebook_uses_incluster_config_kfp_and_katib(platform: Any) -> None:
     gw = platform.gateway_url
     route = f"{gw}/notebook/{NS}/lab"
@@ -382,7 +345,7 @@ async def test_notebook_uses_incluster_config_kfp_and_katib(platform: Any) -> No
         kernel = await http.post(f"{route}/api/kernels", json={"name": "python3"})
         assert kernel.status_code == 201, kernel.text
         ws_url = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
-        out = await run_code(ws_url, NOTEBOOK_CODE)
+        out = await execute(ws_url, NOTEBOOK_CODE, headers=ADMIN, timeout=90)
 
         assert line(out, "ENDPOINT") == "https://127.0.0.2:443"
         assert json.loads(line(out, "PVCS")) == ["training-data"]
