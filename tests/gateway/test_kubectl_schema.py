@@ -129,6 +129,7 @@ def test_kubectl_get_prints_the_cli_columns(kubectl: Kubectl, platform: Any) -> 
 
 def test_kubectl_get_watch_prints_rows(kubectl: Kubectl, platform: Any) -> None:
     name = f"schema-watch-{uuid.uuid4().hex[:6]}"
+    claims = f"{platform.gateway_url}/api/v1/namespaces/{NS}/persistentvolumeclaims"
     proc = subprocess.Popen(
         kubectl.argv("get", "pvc", "-w", "--request-timeout=60s"),
         stdout=subprocess.PIPE,
@@ -137,38 +138,47 @@ def test_kubectl_get_watch_prints_rows(kubectl: Kubectl, platform: Any) -> None:
         env=kubectl.env,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(
-        target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True
-    ).start()
-    try:
-        # The watch is open once the (possibly empty) list has been printed; create then.
-        time.sleep(1.0)
-        manifest = yaml.safe_load(pvc_manifest(name))
-        r = httpx.post(
-            f"{platform.gateway_url}/api/v1/namespaces/{NS}/persistentvolumeclaims",
-            json=manifest,
-            timeout=10,
-        )
-        assert r.status_code == 201, r.text
+
+    def pump() -> None:
+        for line in proc.stdout or ():
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    def rows_until(done: Any) -> list[list[str]]:
         seen: list[list[str]] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                line = lines.get(timeout=1)
+                cells = columns(lines.get(timeout=1))
             except queue.Empty:
                 continue
-            cells = columns(line)
             if cells and cells[0] == name:
                 seen.append(cells)
-                if cells[1] == "Bound":
-                    break
-        assert seen, "kubectl get -w printed no row for the new claim"
-        assert seen[-1][1:4] == ["Bound", "128Mi", "ReadWriteOnce"], seen
-        assert all(len(cells) == 5 for cells in seen), seen
+                if done(cells):
+                    return seen
+        raise AssertionError(f"kubectl get -w printed no such row for {name}: {seen}")
+
+    try:
+        r = httpx.post(claims, json=yaml.safe_load(pvc_manifest(name)), timeout=10)
+        assert r.status_code == 201, r.text
+        # Its row comes from the list or the watch, whichever saw it first; then Bound.
+        bound = rows_until(lambda cells: cells[1] == "Bound")
+        assert bound[-1][1:4] == ["Bound", "128Mi", "ReadWriteOnce"], bound
+        # A change now can only reach kubectl as a watch event: one more row.
+        r = httpx.patch(
+            f"{claims}/{name}",
+            json={"metadata": {"labels": {"watched": "yes"}}},
+            headers={"content-type": "application/merge-patch+json"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        again = rows_until(lambda cells: True)
+        assert again == [[name, "Bound", "128Mi", "ReadWriteOnce", again[0][4]]], again
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    httpx.delete(f"{platform.gateway_url}/api/v1/namespaces/{NS}/persistentvolumeclaims/{name}")
+    httpx.delete(f"{claims}/{name}", timeout=10)
 
 
 def test_openapi_v3_documents_through_the_gateway(platform: Any) -> None:

@@ -31,12 +31,12 @@ _TRUE = {"1", "true", "True", "yes"}
 
 async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BODY) -> Any:
     """The request body as JSON or YAML, with a size limit and 4xx errors a user can act on."""
-    body, _ = await read_body_fields(request, max_bytes)
+    body, _ = await read_body_fields(request, max_bytes, find_duplicates=False)
     return body
 
 
 async def read_body_fields(
-    request: Request, max_bytes: int = DEFAULT_MAX_BODY
+    request: Request, max_bytes: int = DEFAULT_MAX_BODY, *, find_duplicates: bool = True
 ) -> tuple[Any, list[str]]:
     """The request body (as :func:`read_body`) and the paths of the keys a JSON body repeats
     (for ``fieldValidation``; a YAML body's repeated keys keep their last value)."""
@@ -56,7 +56,9 @@ async def read_body_fields(
     try:
         if "yaml" in ctype:
             return load(raw), []
-        return fields.parse_json(raw)
+        if find_duplicates:
+            return fields.parse_json(raw)
+        return json.loads(raw), []
     except YamlError as exc:
         raise ApiError(400, f"the request body's YAML is refused: {exc}") from None
     except (ValueError, yaml.YAMLError) as exc:
