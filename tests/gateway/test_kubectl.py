@@ -177,6 +177,8 @@ def test_kubectl_create_seed_workflow_with_generate_name(kubectl: Kubectl) -> No
     try:
         listed = kubectl.run("get", "workflows,experiments,notebooks,inferenceservices").stdout
         assert f"workflow.argoproj.io/{name}" in listed, listed
+        everything = kubectl.run("get", "all", "-o", "name").stdout.split()  # category "all"
+        assert f"workflow.argoproj.io/{name}" in everything, everything
         by_name = kubectl.run("get", "wf", name, "-o", "json").stdout
         assert json.loads(by_name)["metadata"]["generateName"] == "kubeflow-test-"
     finally:
