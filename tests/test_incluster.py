@@ -2,10 +2,10 @@
 
 A real platform in trusted-header mode (the test acts as a person with ``kubeflow-userid``
 from 127.0.0.1, so workloads' own tokens are really checked by the gateway). Inside a real
-pipeline step and a real notebook server, the official clients load the in-cluster config
-unchanged: ``kubernetes.config.load_incluster_config()`` (HTTPS to
-``KUBERNETES_SERVICE_HOST``, verified with ``ca.crt``), ``kfp.Client()`` with no arguments,
-and ``KatibClient()``.
+pipeline step, a real notebook server and a Katib trial, the official clients load the
+in-cluster config unchanged: ``kubernetes.config.load_incluster_config()`` (HTTPS to
+``KUBERNETES_SERVICE_HOST``, verified with ``ca.crt``), kubectl, ``kfp.Client()`` with no
+arguments, and ``KatibClient()``.
 """
 
 from __future__ import annotations
@@ -266,6 +266,16 @@ print("KATIB", json.dumps([e.metadata.name for e in katib.list_experiments()]))
 """
 )
 
+# A trial is a workload too: its metric is the number of claims it lists in-cluster.
+TRIAL_SCRIPT = """
+from kubernetes import client, config
+config.load_incluster_config()
+ns = open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read()
+lr = float("${trialParameters.lr}")
+claims = client.CoreV1Api().list_namespaced_persistent_volume_claim(ns).items
+print(f"accuracy={len(claims)}")
+"""
+
 EXPERIMENT = {
     "apiVersion": "kubeflow.org/v1beta1",
     "kind": "Experiment",
@@ -297,11 +307,7 @@ EXPERIMENT = {
                                 {
                                     "name": "main",
                                     "image": "python:3.11",
-                                    "command": [
-                                        "python3",
-                                        "-c",
-                                        "print('accuracy=' + '${trialParameters.lr}')",
-                                    ],
+                                    "command": ["python3", "-c", TRIAL_SCRIPT],
                                 }
                             ],
                         }
@@ -360,8 +366,14 @@ async def test_notebook_uses_incluster_config_kfp_and_katib(platform: Any) -> No
         assert json.loads(line(out, "KFP_EXPERIMENTS")) == ["from-notebook"]
         assert json.loads(line(out, "KFP_RUNS")).get("runs") in (None, [])
         assert json.loads(line(out, "KATIB")) == ["from-notebook"]
-        exp = await http.get(f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments")
-        assert [e["metadata"]["name"] for e in exp.json()["items"]] == ["from-notebook"]
+        experiment = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments/from-notebook"
+        deadline, status = time.monotonic() + 120, dict[str, Any]()
+        while time.monotonic() < deadline and not status.get("completionTime"):
+            await asyncio.sleep(0.5)
+            status = (await http.get(experiment)).json().get("status") or {}
+        assert status.get("trialsSucceeded") == 1, status
+        metric = status["currentOptimalTrial"]["observation"]["metrics"][0]
+        assert (metric["name"], float(metric["latest"])) == ("accuracy", 1.0), status
         assert (await http.delete(f"{NOTEBOOKS}/lab")).is_success
 
 
