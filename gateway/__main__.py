@@ -92,7 +92,10 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    asyncio.run(serve(settings))
+    # The event loop uvicorn.run would pick (uvloop where it is installed).
+    loop_factory = uvicorn.Config("gateway.app:create_app").get_loop_factory()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(settings))
 
 
 if __name__ == "__main__":
