@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -302,20 +303,27 @@ def gateway_settings(state: Path, upstream_url: str, db_url: str, **overrides: A
 
 
 @pytest.fixture(scope="session")
-async def gateway(
-    gateway_state: Path,
-    gateway_port: int,
-    oidc: OIDCServer,
-    upstream: RunningServer,
-    gateway_db: str,
-) -> AsyncIterator[RunningServer]:
-    """The gateway in OIDC mode on Postgres, every service URL pointing at ``upstream``."""
-    settings = gateway_settings(
+def oidc_settings(
+    gateway_state: Path, oidc: OIDCServer, upstream: RunningServer, gateway_db: str
+) -> Callable[..., Settings]:
+    """Settings of a gateway in OIDC mode (``oidc`` its provider) on Postgres, every service
+    URL pointing at ``upstream``; keyword arguments override any setting."""
+    return functools.partial(
+        gateway_settings,
         gateway_state,
         upstream.url,
         gateway_db,
         auth_mode="oidc",
         oidc_issuer=oidc.issuer,
+    )
+
+
+@pytest.fixture(scope="session")
+async def gateway(
+    gateway_port: int, oidc_settings: Callable[..., Settings]
+) -> AsyncIterator[RunningServer]:
+    """The gateway in OIDC mode on Postgres, every service URL pointing at ``upstream``."""
+    settings = oidc_settings(
         oidc_audiences="shipyard,shipyard-cli",
         session_refresh_seconds=1.0,
     )

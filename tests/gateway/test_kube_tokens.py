@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 
 from gateway.app import create_app
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer, gateway_settings
+from tests.gateway.conftest import RunningServer
 
 NS_A = "kubeflow-user-example-com"
 NS_B = "kubeflow-second-example-com"
@@ -78,19 +78,14 @@ def fake_api_server(seen: list[dict[str, Any]]) -> FastAPI:
 
 @pytest.fixture
 async def kube_gateway(
-    tmp_path: Path, oidc: Any, upstream: RunningServer, gateway_db: str, gateway_state: Path
+    tmp_path: Path, oidc_settings: Callable[..., Any]
 ) -> AsyncIterator[tuple[RunningServer, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
     api = RunningServer(fake_api_server(seen), free_port())
     await api.start()
     token_file = tmp_path / "token"
     token_file.write_text(GATEWAY_OWN_TOKEN + "\n")
-    settings = gateway_settings(
-        gateway_state,
-        upstream.url,
-        gateway_db,
-        auth_mode="oidc",
-        oidc_issuer=oidc.issuer,
+    settings = oidc_settings(
         runtime="kubernetes",
         kube_api_url=api.url,
         kube_api_token_file=str(token_file),

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -88,6 +89,14 @@ async def on_host(
 
 
 # ---- the handshake --------------------------------------------------------------------------
+
+
+async def assert_ws_refused(gateway: RunningServer, host: str, headers: dict[str, str]) -> None:
+    """The notebook's WebSocket on ``host``, opened with ``headers``, is refused with 403."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect_host(gateway, host, f"/notebook/{NS}/nb/ws", headers) as ws:
+            await ws.recv()
+    assert refused.value.response.status_code == 403
 
 
 async def test_notebook_cookie_get_on_main_origin_redirects_through_ticket(
@@ -255,15 +264,9 @@ async def test_notebook_signed_out_session_ticket_and_cookie_refused(
     assert r.status_code == 401, r.text
     r = await on_host(gateway, host, unused)
     assert r.status_code == 401 and "signed out" in r.json()["message"], r.text
-    with pytest.raises(InvalidStatus) as refused:
-        async with ws_connect_host(
-            gateway,
-            host,
-            f"/notebook/{NS}/nb/ws",
-            {"cookie": f"{COOKIE_NAME}={cookie}", "origin": f"http://{host}"},
-        ) as ws:
-            await ws.recv()
-    assert refused.value.response.status_code == 403
+    await assert_ws_refused(
+        gateway, host, {"cookie": f"{COOKIE_NAME}={cookie}", "origin": f"http://{host}"}
+    )
 
 
 # ---- what a notebook origin serves ----------------------------------------------------------
@@ -320,15 +323,7 @@ async def test_notebook_host_refuses_cross_origin_writes_and_websockets(
         extra = {"origin": origin} if origin else {}
         r = await on_host(gateway, host, path, cookie, "POST", **extra)
         assert r.status_code == 403 and "cross-origin" in r.json()["message"], r.text
-        with pytest.raises(InvalidStatus) as refused:
-            async with ws_connect_host(
-                gateway,
-                host,
-                f"/notebook/{NS}/nb/ws",
-                {"cookie": f"{COOKIE_NAME}={cookie}", **extra},
-            ) as ws:
-                await ws.recv()
-        assert refused.value.response.status_code == 403
+        await assert_ws_refused(gateway, host, {"cookie": f"{COOKIE_NAME}={cookie}", **extra})
     r = await on_host(gateway, host, path, cookie, "POST", origin=f"http://{host}")
     assert r.status_code == 200, r.text
     async with ws_connect_host(
@@ -360,15 +355,11 @@ async def test_notebook_cookie_write_on_main_origin_is_403(
             assert r.status_code == 403, r.text
             assert notebook_host(gateway, NS, "nb") in r.json()["message"], r.text
     # Nor a WebSocket: a browser session's notebook sockets belong on the notebook's origin.
-    with pytest.raises(InvalidStatus) as refused:
-        async with ws_connect_host(
-            gateway,
-            f"127.0.0.1:{gateway.port}",
-            f"/notebook/{NS}/nb/ws",
-            {"cookie": f"{SESSION}={session}", "origin": gateway.url},
-        ) as ws:
-            await ws.recv()
-    assert refused.value.response.status_code == 403
+    await assert_ws_refused(
+        gateway,
+        f"127.0.0.1:{gateway.port}",
+        {"cookie": f"{SESSION}={session}", "origin": gateway.url},
+    )
 
 
 async def test_notebook_bearer_client_still_path_based(
@@ -440,20 +431,12 @@ def test_notebook_domain_defaults(gateway_state: Any) -> None:
 
 
 async def test_notebook_without_domain_warns_and_stays_path_based(
-    gateway_state: Any,
     upstream: RunningServer,
-    gateway_db: str,
     oidc: Any,
+    oidc_settings: Callable[..., Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = gateway_settings(
-        gateway_state,
-        upstream.url,
-        gateway_db,
-        auth_mode="oidc",
-        oidc_issuer=oidc.issuer,
-        public_url="https://shipyard.example.com",
-    )
+    settings = oidc_settings(public_url="https://shipyard.example.com")
     caplog.set_level(logging.WARNING, logger="gateway.gateway")
     server = RunningServer(create_app(settings), free_port())
     await server.start()
