@@ -21,15 +21,7 @@ async def test_connect_when_nats_starts_late(owned_nats, service: str):
         assert not await bus.wait_connected(within=0.2)
         owned_nats.start()
         assert await bus.wait_connected(within=10)
-
-        async def stream_exists() -> bool:
-            try:
-                await bus.js.stream_info(stream_name(service))
-                return True
-            except Exception:
-                return False
-
-        assert await eventually(stream_exists, within=5)
+        assert await eventually(_stream_exists(bus, service), within=5)
     finally:
         await bus.close()
 
@@ -48,17 +40,22 @@ async def test_reconnect_after_restart_reruns_callbacks(owned_nats, service: str
         shutil.rmtree(owned_nats.store_dir, ignore_errors=True)
         owned_nats.start()
         assert await bus.wait_connected(within=10)
-
-        async def stream_exists() -> bool:
-            try:
-                await bus.js.stream_info(stream_name(service))
-                return True
-            except Exception:
-                return False
-
-        assert await eventually(stream_exists, within=5)
+        assert await eventually(_stream_exists(bus, service), within=5)
     finally:
         await bus.close()
+
+
+def _stream_exists(bus: EventBus, service: str):
+    """A check: does the service's stream exist on the bus's server?"""
+
+    async def check() -> bool:
+        try:
+            await bus.js.stream_info(stream_name(service))
+            return True
+        except Exception:
+            return False
+
+    return check
 
 
 def _not(bus: EventBus):
