@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from gateway import routes
 from services.automl.models import KINDS as AUTOML_KINDS
 from services.common import catalog
 from services.notebook.models import KINDS as NOTEBOOK_KINDS
@@ -87,3 +88,19 @@ def test_cli_loads_no_service_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("kind", catalog.ALL_KINDS, ids=lambda k: f"{k.plural}.{k.group}")
+def test_gateway_routes_every_kind_to_its_service(kind: catalog.KindInfo) -> None:
+    """The gateway's route table sends each catalog kind's paths to the service that owns it,
+    and keeps the group/version path itself for discovery."""
+    paths = [kind.collection_path("team-a"), f"{kind.collection_path('team-a')}/x"]
+    if kind.namespaced:
+        paths.append(kind.collection_path(None))  # across namespaces
+    for path in paths:
+        match = routes.resolve(path)
+        assert match is not None and match.target == kind.service, path
+        if kind.namespaced and "/namespaces/" in path:
+            assert match.namespace == "team-a"
+    discovery = routes.resolve(kind.base_path)
+    assert discovery is not None and discovery.target == "gateway", kind.base_path
