@@ -68,7 +68,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_upstream(port: int, key_file: Path) -> None:
+def serve_upstream(port: int, key_file: Path, delay: float = 0.0) -> None:
     """The stub service and the token issuer in one small process."""
     import uvicorn
     from fastapi import FastAPI
@@ -92,6 +92,8 @@ def serve_upstream(port: int, key_file: Path) -> None:
 
     @app.get(STUB_PATH)
     async def experiments() -> dict:
+        if delay:  # a service that waits for its database before it answers
+            await asyncio.sleep(delay)
         return {"kind": "ExperimentList", "items": []}
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -303,7 +305,7 @@ def start_gateways(
 ) -> list[Gateway]:
     """One gateway per client stack (bench/gateway_stacks.py), started one after the other
     (each creates its tables); their processes are added to ``procs``."""
-    gateways = []
+    gateways: list[Gateway] = []
     for stack in stacks:
         port = free_port()
         script = str(Path(__file__).with_name("gateway_stacks.py"))
@@ -311,7 +313,9 @@ def start_gateways(
         procs.append(subprocess.Popen([sys.executable, script, stack], cwd=ROOT, env=gw_env))
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", timeout=120, proc=procs[-1])  # a busy machine is slow
-        gateways.append(Gateway(stack, url, procs[-1].pid))
+        # A stack may be named twice (two gateways on it: how much do two alike differ?).
+        same = sum(gw.stack.split("#")[0] == stack for gw in gateways)
+        gateways.append(Gateway(f"{stack}#{same + 1}" if same else stack, url, procs[-1].pid))
     return gateways
 
 
@@ -365,6 +369,9 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="only the stub comparison (no Postgres/NATS needed)",
     )
+    parser.add_argument(
+        "--stub-delay-ms", type=float, default=0.0, help="the stub waits this long per answer"
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key-file", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -391,6 +398,7 @@ def run_bench(args: argparse.Namespace, tmp: Path, use_wrk: bool) -> list[Compar
     quiet = dict(os.environ, SHIPYARD_LOG_LEVEL="WARNING", NATS_URL=NATS_URL)
     try:
         upstream_cmd = [sys.executable, __file__, "--serve-upstream", str(stub_port)]
+        upstream_cmd += ["--stub-delay-ms", str(args.stub_delay_ms)]
         procs.append(subprocess.Popen([*upstream_cmd, "--key-file", str(key_file)], cwd=ROOT))
         db_url = ""
         if not args.no_service:
@@ -454,7 +462,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.serve_upstream:
-        serve_upstream(args.serve_upstream, args.key_file)
+        serve_upstream(args.serve_upstream, args.key_file, args.stub_delay_ms / 1000)
         return 0
     use_wrk = shutil.which("wrk") is not None
     if not use_wrk:
