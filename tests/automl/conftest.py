@@ -93,6 +93,16 @@ def python_experiment(name: str, code: str, **options: Any) -> dict[str, Any]:
     return specs.python_experiment(name, code, **options)
 
 
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """How many of the (start, end) ``intervals`` overlap at the most."""
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = cur = 0
+    for _, delta in points:
+        cur += delta
+        best = max(best, cur)
+    return best
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 

@@ -22,7 +22,14 @@ from services.automl.settings import Settings
 from services.common.identity import AssertionMinter
 from services.common.leader import NotLeader
 from services.common.runtime import LocalRuntime
-from tests.automl.conftest import API, NAMESPACE, python_experiment, start_automl, unique
+from tests.automl.conftest import (
+    API,
+    NAMESPACE,
+    max_overlap,
+    python_experiment,
+    start_automl,
+    unique,
+)
 from tests.conftest import free_port, fresh_database
 
 SLOW_TRIAL = "import sys, time; time.sleep(0.4); print(f'loss={float(sys.argv[1]):.4f}')"
@@ -38,15 +45,6 @@ async def _wait_for(predicate: Any, timeout: float = 20) -> None:  # noqa: ASYNC
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110 - polls another component's flag
             await asyncio.sleep(0.05)
-
-
-def _max_overlap(intervals: list[tuple[float, float]]) -> int:
-    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    running = peak = 0
-    for _, step in edges:
-        running += step
-        peak = max(peak, running)
-    return peak
 
 
 async def test_two_replicas_one_leader_takes_over(
@@ -81,9 +79,6 @@ async def test_two_replicas_one_leader_takes_over(
     body = python_experiment(
         name,
         SLOW_TRIAL,
-        parameters=[
-            {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
-        ],
         maxTrialCount=8,
         parallelTrialCount=2,
         maxFailedTrialCount=8,
@@ -139,7 +134,7 @@ async def test_two_replicas_one_leader_takes_over(
         if s.start_time and s.finish_time
     ]
     assert len(statuses) == 8
-    assert _max_overlap(intervals) <= 2
+    assert max_overlap(intervals) <= 2
 
     for _, server, task, _ in replicas:
         server.should_exit = True

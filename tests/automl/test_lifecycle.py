@@ -7,7 +7,6 @@ import asyncio
 from services.automl.algorithms import StudyRow, SuggestionEngine
 from tests.automl.conftest import API, AutoML, python_experiment, reason_of, unique
 
-PARAM = [{"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}]
 PRINT_X = "import sys; print(f'loss={float(sys.argv[1]):.6f}')"
 
 
@@ -20,7 +19,6 @@ async def test_complete_goal_reached(automl: AutoML) -> None:
             # left a 1% chance that the first trial missed it and a second one ran.
             name,
             PRINT_X,
-            parameters=PARAM,
             goal=1.0,
             maxTrialCount=6,
             parallelTrialCount=1,
@@ -38,7 +36,6 @@ async def test_complete_failed(automl: AutoML) -> None:
         python_experiment(
             name,
             "import sys; print('boom'); sys.exit(3)",
-            parameters=PARAM,
             maxTrialCount=4,
             maxFailedTrialCount=1,
             parallelTrialCount=1,
@@ -58,7 +55,6 @@ async def test_resume_long_running(automl: AutoML) -> None:
         python_experiment(
             name,
             PRINT_X,
-            parameters=PARAM,
             maxTrialCount=1,
             parallelTrialCount=1,
             resumePolicy="LongRunning",
@@ -161,7 +157,6 @@ async def test_delete_experiment_cleans_up(automl: AutoML) -> None:
         python_experiment(
             name,
             "import time; time.sleep(30)",
-            parameters=PARAM,
             maxTrialCount=2,
             parallelTrialCount=2,
         ),

@@ -20,8 +20,7 @@ import pytest
 
 from services.common.identity import AssertionMinter
 from services.common.runtime import LocalRuntime
-from tests.automl.conftest import API, NAMESPACE, python_experiment
-from tests.automl.test_seed_experiment import max_overlap
+from tests.automl.conftest import API, NAMESPACE, max_overlap, python_experiment
 from tests.conftest import PG_ADMIN_DSN, _psql, free_port
 
 
@@ -83,9 +82,6 @@ async def test_restart_after_sigkill_keeps_limits(
     body = python_experiment(
         name,
         code,
-        parameters=[
-            {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
-        ],
         maxTrialCount=7,
         parallelTrialCount=2,
     )

@@ -9,16 +9,7 @@ from typing import Any
 
 from services.automl.models import EXPERIMENT, TRIAL
 from shipyard.output import table
-from tests.automl.conftest import API, AutoML, reason_of, seed_experiment
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    best = cur = 0
-    for _, delta in points:
-        cur += delta
-        best = max(best, cur)
-    return best
+from tests.automl.conftest import API, AutoML, max_overlap, reason_of, seed_experiment
 
 
 async def workload_intervals(automl: AutoML, experiment: str) -> list[tuple[float, float]]:
