@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from services.common.runtime import LocalRuntime  # noqa: E402
 from services.common.settings import SINGLE_USER_NAMESPACE as NS  # noqa: E402
 from shipyard.up import Platform, free_port  # noqa: E402
+from tests import specs  # noqa: E402
 
 log = logging.getLogger("bench")
 NAME = "bench-iris"
@@ -84,15 +85,7 @@ def deploy(platform: Platform) -> Path:
     claims = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
     api.post(
         claims,
-        json={
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "bench-models"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
+        json=specs.claim("bench-models", "1Gi"),
     )
     runtime = LocalRuntime(platform.state_dir)
     deadline = time.monotonic() + 30

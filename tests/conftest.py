@@ -299,17 +299,42 @@ def platform(
     Shared by every test that needs it, on free ports, against this session's Postgres
     database and the test NATS.
     """
-    from shipyard.up import Platform
-
-    with Platform(
+    with running_platform(
         tmp_path_factory.mktemp("platform"),
         database_url=pg_url,
         nats_url=nats_url,
         s3=seaweedfs.config,
-        ports=Platform.free_ports(),
-        auth_mode="single-user",
     ) as running:
         yield running
+
+
+@contextlib.contextmanager
+def running_platform(
+    state_dir: Path,
+    *,
+    database_url: str,
+    nats_url: str,
+    s3: Any,
+    auth_mode: str = "single-user",
+    env: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """A whole platform (``shipyard up``: every service a real process) on free ports, on
+    ``database_url``, with ``env`` in every child's environment; stopped afterwards."""
+    from shipyard.up import Platform
+
+    platform = Platform(
+        state_dir,
+        database_url=database_url,
+        nats_url=nats_url,
+        s3=s3,
+        ports=Platform.free_ports(),
+        auth_mode=auth_mode,
+    )
+    platform.start(env)
+    try:
+        yield platform
+    finally:
+        platform.stop()
 
 
 def crash_service(platform: Any, name: str) -> Any:
@@ -337,6 +362,14 @@ def start_service_again(child: Any) -> None:
 
 
 ADMIN_USER = "admin@example.com"
+# What a platform in trusted-header mode needs here: the test (127.0.0.1) is the trusted proxy.
+TRUSTED_HEADER_ENV = {
+    "SHIPYARD_CLUSTER_ADMINS": ADMIN_USER,
+    "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
+    # Workloads share this host: trusted-header mode must be allowed explicitly.
+    "SHIPYARD_TRUSTED_HEADER_ALLOW_LOCAL_RUNTIME": "true",
+    "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
+}
 
 
 @pytest.fixture
@@ -346,29 +379,15 @@ def trusted_header_platform(
     """A whole platform in trusted-header mode: the test acts as any person (``kubeflow-userid``
     from 127.0.0.1), so workloads' bearer tokens are really checked by the gateway.
     ``ADMIN_USER`` is a cluster admin."""
-    from shipyard.up import Platform
-
-    platform = Platform(
+    with running_platform(
         tmp_path / "state",
         database_url=own_db,
         nats_url=nats_url,
         s3=seaweedfs.config,
-        ports=Platform.free_ports(),
         auth_mode="trusted-header",
-    )
-    platform.start(
-        {
-            "SHIPYARD_CLUSTER_ADMINS": ADMIN_USER,
-            "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
-            # Workloads share this host: trusted-header mode must be allowed explicitly.
-            "SHIPYARD_TRUSTED_HEADER_ALLOW_LOCAL_RUNTIME": "true",
-            "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
-        }
-    )
-    try:
+        env=TRUSTED_HEADER_ENV,
+    ) as platform:
         yield platform
-    finally:
-        platform.stop()
 
 
 def create_profile(api: httpx.Client, name: str, owner: str = ADMIN_USER) -> None:

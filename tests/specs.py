@@ -92,3 +92,81 @@ def python_experiment(
     parameters = X_PARAMETER if parameters is None else parameters
     args = [f"${{trialParameters.{p['name'].replace('-', '_')}}}" for p in parameters]
     return experiment(name, [sys.executable, "-c", code, *args], parameters=parameters, **options)
+
+
+def workflow(
+    name: str,
+    templates: list[dict[str, Any]],
+    *,
+    kind: str = "Workflow",
+    generate_name: bool = False,
+    labels: dict[str, str] | None = None,
+    entrypoint: str = "main",
+    **spec: Any,
+) -> dict[str, Any]:
+    """An Argo ``kind`` (Workflow, WorkflowTemplate) named ``name`` (a ``generateName``
+    with ``generate_name``) that starts at ``entrypoint``; ``spec`` adds to its spec."""
+    metadata: dict[str, Any] = {"generateName" if generate_name else "name": name}
+    if labels:
+        metadata["labels"] = labels
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": kind,
+        "metadata": metadata,
+        "spec": {"entrypoint": entrypoint, **spec, "templates": templates},
+    }
+
+
+def counted_step(name: str, then: str = "") -> dict[str, Any]:
+    """A template ``name`` that appends the line ``ran`` to ``/m/<name>`` on the workflow's
+    claim, then runs the shell command ``then``: the file's lines count the step's runs."""
+    return {
+        "name": name,
+        "container": {
+            "image": "alpine",
+            "command": ["sh", "-c", f"echo ran >> /m/{name}; {then}"],
+            "volumeMounts": [{"name": "m", "mountPath": "/m"}],
+        },
+    }
+
+
+def counted_workflow(
+    name: str,
+    claim: str,
+    steps: dict[str, str],
+    *,
+    dag: bool = False,
+    generate_name: bool = False,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Workflow whose ``counted_step`` s (name -> ``then``, in order) each run after the
+    one before, as steps or, with ``dag``, as DAG tasks; ``claim`` is mounted at ``/m``.
+    Whether a failure made a step run twice is then read from the claim."""
+    order = list(steps)
+    main: dict[str, Any] = {"name": "main"}
+    if dag:
+        main["dag"] = {
+            "tasks": [
+                {"name": s, "template": s, **({"dependencies": [order[i - 1]]} if i else {})}
+                for i, s in enumerate(order)
+            ]
+        }
+    else:
+        main["steps"] = [[{"name": s, "template": s}] for s in order]
+    return workflow(
+        name,
+        [main, *(counted_step(s, then) for s, then in steps.items())],
+        generate_name=generate_name,
+        labels=labels,
+        volumes=[{"name": "m", "persistentVolumeClaim": {"claimName": claim}}],
+    )
+
+
+def claim(name: str, storage: str = "1Mi") -> dict[str, Any]:
+    """A PersistentVolumeClaim ``name`` (ReadWriteOnce) asking for ``storage``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}},
+    }

@@ -15,7 +15,7 @@ import pytest
 
 from services.common.objectstore import S3Config
 from shipyard.up import Platform
-from tests.conftest import RunningSeaweedFS, fresh_database
+from tests.conftest import TRUSTED_HEADER_ENV, RunningSeaweedFS, fresh_database, running_platform
 
 ADMIN = "admin@example.com"
 
@@ -40,25 +40,14 @@ def _multiuser_platform(
     tmp_path_factory: pytest.TempPathFactory,
     s3: S3Config | None = None,
 ) -> Iterator[Platform]:
-    state = Path(tmp_path_factory.mktemp("multiuser"))
-    platform = Platform(
-        state,
+    with running_platform(
+        Path(tmp_path_factory.mktemp("multiuser")),
         database_url=database_url,
         nats_url=nats_url,
         s3=s3,
-        ports=Platform.free_ports(),
         auth_mode="trusted-header",
-    )
-    platform.start(
-        {
-            "SHIPYARD_CLUSTER_ADMINS": ADMIN,
-            "SHIPYARD_TRUSTED_PROXIES": "127.0.0.1",
-            # Workloads share this host: trusted-header mode must be allowed explicitly.
-            "SHIPYARD_TRUSTED_HEADER_ALLOW_LOCAL_RUNTIME": "true",
-            "SHIPYARD_COOKIE_SECRET": "test-cookie-secret-0123456789abcdef",
-        }
-    )
-    try:
+        env=TRUSTED_HEADER_ENV,
+    ) as platform:
         admin = as_user(platform, ADMIN)
         for team, owner in (("mu-a", "alice@example.com"), ("mu-b", "bob@example.com")):
             r = admin.post(
@@ -81,8 +70,6 @@ def _multiuser_platform(
         )
         assert r.status_code in (200, 201), r.text
         yield platform
-    finally:
-        platform.stop()
 
 
 def test_kfp_objects_by_id_follow_their_namespace(multiuser: Platform) -> None:

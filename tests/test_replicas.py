@@ -36,6 +36,7 @@ import yaml
 
 from services.common.identity import AssertionMinter
 from services.common.runtime import LocalRuntime
+from tests import specs
 from tests.conftest import RunningSeaweedFS, free_port, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,38 +206,6 @@ def notebook(base_env: dict[str, str], tmp_path: Path) -> Iterator[Deployment]:
         deployment.stop()
 
 
-def counted_workflow(name: str, claim: str) -> dict[str, Any]:
-    """``a`` (3 s) then ``b``; each appends a line to its own file on ``claim``."""
-
-    def step(step: str, extra: str) -> dict[str, Any]:
-        return {
-            "name": step,
-            "container": {
-                "image": "alpine",
-                "command": ["sh", "-c", f"echo ran >> /m/{step}; {extra}"],
-                "volumeMounts": [{"name": "m", "mountPath": "/m"}],
-            },
-        }
-
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": name},
-        "spec": {
-            "entrypoint": "main",
-            "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": claim}}],
-            "templates": [
-                {
-                    "name": "main",
-                    "steps": [[{"name": "a", "template": "a"}], [{"name": "b", "template": "b"}]],
-                },
-                step("a", "sleep 3"),
-                step("b", "true"),
-            ],
-        },
-    }
-
-
 async def make_volume(state: Path, name: str) -> Path:
     """The claim's volume, made in the replicas' runtime (PVCs are the notebook service's);
     its host directory, where the test reads what the steps wrote."""
@@ -259,7 +228,9 @@ def test_pipeline_replicas_one_reconciles_and_the_standby_takes_over(
     marks = asyncio.run(make_volume(tmp_path / "state", "marks"))
     leader, standby = pipeline.start()
     with pipeline.client(standby) as api:
-        r = api.post(ARGO, json=counted_workflow("counted", "marks"))
+        r = api.post(
+            ARGO, json=specs.counted_workflow("counted", "marks", {"a": "sleep 3", "b": "true"})
+        )
         assert r.status_code == 201, r.text
         submitted = time.monotonic()
 

@@ -10,32 +10,21 @@ import httpx
 
 from services.common.runtime import LocalRuntime, WorkloadStatus
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
-from shipyard.up import Platform
-from tests.conftest import RunningSeaweedFS
+from tests import specs
+from tests.conftest import RunningSeaweedFS, running_platform
 
-WORKFLOW = {
-    "apiVersion": "argoproj.io/v1alpha1",
-    "kind": "Workflow",
-    "metadata": {"name": "long-sleep"},
-    "spec": {
-        "entrypoint": "main",
-        "templates": [
-            {"name": "main", "container": {"image": "busybox", "command": ["sleep", "300"]}}
-        ],
-    },
-}
+WORKFLOW = specs.workflow(
+    "long-sleep",
+    [{"name": "main", "container": {"image": "busybox", "command": ["sleep", "300"]}}],
+)
 
 
 def test_platform_stop_ends_workloads(
     own_db: str, nats_url: str, seaweedfs: RunningSeaweedFS, tmp_path: Path
 ) -> None:
     runtime = LocalRuntime(tmp_path / "state")
-    with Platform(
-        tmp_path / "state",
-        database_url=own_db,
-        nats_url=nats_url,
-        s3=seaweedfs.config,
-        ports=Platform.free_ports(),
+    with running_platform(
+        tmp_path / "state", database_url=own_db, nats_url=nats_url, s3=seaweedfs.config
     ) as platform:
         url = f"{platform.gateway_url}/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
         assert httpx.post(url, json=WORKFLOW, timeout=10).status_code == 201

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from shipyard.up import DEFAULT_MODULES, Platform, PlatformError, free_port
+from tests import specs
 from tests.conftest import RunningSeaweedFS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -355,46 +356,42 @@ def test_real_platform_on_the_embedded_store_passes_artifacts(
     from services.common.objectstore import ObjectStore
     from tests.conftest import fresh_database
 
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": "embedded-"},
-        "spec": {
-            "entrypoint": "main",
-            "templates": [
-                {
-                    "name": "main",
-                    "steps": [
-                        [{"name": "make", "template": "make"}],
-                        [
-                            {
-                                "name": "use",
-                                "template": "use",
-                                "arguments": {
-                                    "artifacts": [
-                                        {
-                                            "name": "in",
-                                            "from": "{{steps.make.outputs.artifacts.out}}",
-                                        }
-                                    ]
-                                },
-                            }
-                        ],
+    workflow = specs.workflow(
+        "embedded-",
+        [
+            {
+                "name": "main",
+                "steps": [
+                    [{"name": "make", "template": "make"}],
+                    [
+                        {
+                            "name": "use",
+                            "template": "use",
+                            "arguments": {
+                                "artifacts": [
+                                    {
+                                        "name": "in",
+                                        "from": "{{steps.make.outputs.artifacts.out}}",
+                                    }
+                                ]
+                            },
+                        }
                     ],
-                },
-                {
-                    "name": "make",
-                    "container": {"image": "alpine", "command": ["sh", "-c", "echo hi > /tmp/o"]},
-                    "outputs": {"artifacts": [{"name": "out", "path": "/tmp/o"}]},
-                },
-                {
-                    "name": "use",
-                    "inputs": {"artifacts": [{"name": "in", "path": "/tmp/i"}]},
-                    "container": {"image": "alpine", "command": ["cat", "/tmp/i"]},
-                },
-            ],
-        },
-    }
+                ],
+            },
+            {
+                "name": "make",
+                "container": {"image": "alpine", "command": ["sh", "-c", "echo hi > /tmp/o"]},
+                "outputs": {"artifacts": [{"name": "out", "path": "/tmp/o"}]},
+            },
+            {
+                "name": "use",
+                "inputs": {"artifacts": [{"name": "in", "path": "/tmp/i"}]},
+                "container": {"image": "alpine", "command": ["cat", "/tmp/i"]},
+            },
+        ],
+        generate_name=True,
+    )
     with (
         fresh_database("shipyard_test_embedded") as db_url,
         Platform(
@@ -468,48 +465,13 @@ def test_up_restarts_killed_services_and_the_workflow_finishes_once(
     ns = "kubeflow-user-example-com"
     try:
         _wait_healthy(proc, f"{gw}/healthz")
-        claim = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "marks"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Mi"}},
-            },
-        }
+        claim = specs.claim("marks", "1Mi")
         r = httpx.post(f"{gw}/api/v1/namespaces/{ns}/persistentvolumeclaims", json=claim)
         assert r.status_code == 201, r.text
 
-        def step(name: str, extra: str) -> dict[str, object]:
-            return {
-                "name": name,
-                "container": {
-                    "image": "alpine",
-                    "command": ["sh", "-c", f"echo run >> /m/{name}; {extra}"],
-                    "volumeMounts": [{"name": "m", "mountPath": "/m"}],
-                },
-            }
-
-        workflow = {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"generateName": "restarted-"},
-            "spec": {
-                "entrypoint": "main",
-                "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": "marks"}}],
-                "templates": [
-                    {
-                        "name": "main",
-                        "steps": [
-                            [{"name": "a", "template": "a"}],
-                            [{"name": "b", "template": "b"}],
-                        ],
-                    },
-                    step("a", "sleep 4"),
-                    step("b", "true"),
-                ],
-            },
-        }
+        workflow = specs.counted_workflow(
+            "restarted-", "marks", {"a": "sleep 4", "b": "true"}, generate_name=True
+        )
         base = f"{gw}/apis/argoproj.io/v1alpha1/namespaces/{ns}/workflows"
         created = httpx.post(base, json=workflow, timeout=30)
         assert created.status_code == 201, created.text
@@ -553,8 +515,8 @@ def test_up_restarts_killed_services_and_the_workflow_finishes_once(
             time.sleep(0.2)
         assert wf["status"]["phase"] == "Succeeded", wf["status"]
         marks = asyncio.run(LocalRuntime(state_dir).resolve_volume(ns, "marks"))
-        assert (marks / "a").read_text() == "run\n"
-        assert (marks / "b").read_text() == "run\n"
+        assert (marks / "a").read_text() == "ran\n"
+        assert (marks / "b").read_text() == "ran\n"
     finally:
         out = _interrupt(proc)
     assert "pipeline exited with code -9" in out and "automl exited with code -9" in out, out

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tests.specs import python_experiment
+from tests import specs
 
 NS = "kubeflow-user-example-com"
 ARGO = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
@@ -69,66 +69,38 @@ def ready(url: str) -> bool:
 
 
 def create_claim(api: httpx.Client, name: str) -> dict[str, Any]:
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}},
-    }
+    claim = specs.claim(name, "1Mi")
     r = api.post(CLAIMS, json=claim)
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
 
 
-def counted_workflow(name: str, claim: str, first_step_seconds: float) -> dict[str, Any]:
+def tallied_workflow(name: str, claim: str, first_step_seconds: float) -> dict[str, Any]:
     """Steps ``a`` then ``b`` each append "ran" to their own file on ``claim``; ``tally``
     prints ``a=<lines> b=<lines>``: exactly once is ``a=1 b=1``."""
 
-    def marked(step: str, extra: str) -> dict[str, Any]:
-        return {
-            "name": step,
-            "container": {
+    workflow = specs.counted_workflow(
+        name, claim, {"a": f"sleep {first_step_seconds}", "b": "true"}, labels={"chaos": "mix"}
+    )
+    templates = workflow["spec"]["templates"]
+    templates[0]["steps"].append([{"name": "tally", "template": "tally"}])
+    templates.append(
+        {
+            "name": "tally",
+            "script": {
                 "image": "alpine",
-                "command": ["sh", "-c", f"echo ran >> /m/{step}; {extra}"],
+                "command": ["sh"],
+                "source": 'echo "a=$(wc -l < /m/a) b=$(wc -l < /m/b)"',
                 "volumeMounts": [{"name": "m", "mountPath": "/m"}],
             },
         }
-
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": name, "labels": {"chaos": "mix"}},
-        "spec": {
-            "entrypoint": "main",
-            "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": claim}}],
-            "templates": [
-                {
-                    "name": "main",
-                    "steps": [
-                        [{"name": "a", "template": "a"}],
-                        [{"name": "b", "template": "b"}],
-                        [{"name": "tally", "template": "tally"}],
-                    ],
-                },
-                marked("a", f"sleep {first_step_seconds}"),
-                marked("b", "true"),
-                {
-                    "name": "tally",
-                    "script": {
-                        "image": "alpine",
-                        "command": ["sh"],
-                        "source": 'echo "a=$(wc -l < /m/a) b=$(wc -l < /m/b)"',
-                        "volumeMounts": [{"name": "m", "mountPath": "/m"}],
-                    },
-                },
-            ],
-        },
-    }
+    )
+    return workflow
 
 
 def start_workflow(api: httpx.Client, name: str, first_step_seconds: float) -> dict[str, Any]:
     create_claim(api, f"{name}-marks")
-    r = api.post(ARGO, json=counted_workflow(name, f"{name}-marks", first_step_seconds))
+    r = api.post(ARGO, json=tallied_workflow(name, f"{name}-marks", first_step_seconds))
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
 
@@ -165,7 +137,7 @@ def tally(workflow: dict[str, Any]) -> str:
 def fast_experiment(name: str, trials: int, parallel: int, seconds: float) -> dict[str, Any]:
     """Random search over one parameter; each trial sleeps ``seconds`` and prints its loss."""
     code = f"import sys, time; time.sleep({seconds}); print(f'loss={{float(sys.argv[1]):.5f}}')"
-    return python_experiment(name, code, maxTrialCount=trials, parallelTrialCount=parallel)
+    return specs.python_experiment(name, code, maxTrialCount=trials, parallelTrialCount=parallel)
 
 
 def start_experiment(

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from tests import specs
 from tests.chaos.conftest import ChaosPlatform
 from tests.chaos.mix import (
     ARGO,
@@ -39,20 +40,15 @@ SCRATCH = "dd if=/dev/zero of=/tmp/big bs=64k count=64"
 
 
 def _one_step(name: str, script: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": name},
-        "spec": {
-            "entrypoint": "main",
-            "templates": [
-                {
-                    "name": "main",
-                    "container": {"image": "alpine", "command": ["sh", "-c", script], **extra},
-                }
-            ],
-        },
-    }
+    return specs.workflow(
+        name,
+        [
+            {
+                "name": "main",
+                "container": {"image": "alpine", "command": ["sh", "-c", script], **extra},
+            }
+        ],
+    )
 
 
 def _failed_node(wf: dict[str, Any]) -> dict[str, Any]:

@@ -15,32 +15,27 @@ PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
 WORKFLOWS = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
 EXPERIMENTS = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments"
 
-WORKFLOW = {
-    "apiVersion": "argoproj.io/v1alpha1",
-    "kind": "Workflow",
-    "metadata": {"name": "dash-wf"},
-    "spec": {
-        "entrypoint": "main",
-        "templates": [
-            {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {"name": "hello", "template": "say"},
-                        {"name": "world", "template": "say", "dependencies": ["hello"]},
-                    ]
-                },
+WORKFLOW = specs.workflow(
+    "dash-wf",
+    [
+        {
+            "name": "main",
+            "dag": {
+                "tasks": [
+                    {"name": "hello", "template": "say"},
+                    {"name": "world", "template": "say", "dependencies": ["hello"]},
+                ]
             },
-            {
-                "name": "say",
-                "container": {
-                    "image": "python:3.11",
-                    "command": ["python3", "-c", "print('hello from the dashboard test')"],
-                },
+        },
+        {
+            "name": "say",
+            "container": {
+                "image": "python:3.11",
+                "command": ["python3", "-c", "print('hello from the dashboard test')"],
             },
-        ],
-    },
-}
+        },
+    ],
+)
 EXPERIMENT = specs.experiment(
     "dash-exp",
     ["python3", "-c", "print('accuracy=' + str(1 - float('${trialParameters.lr}')))"],
@@ -58,12 +53,7 @@ EXPERIMENT = specs.experiment(
     maxTrialCount=3,
     maxFailedTrialCount=1,
 )
-PVC = {
-    "apiVersion": "v1",
-    "kind": "PersistentVolumeClaim",
-    "metadata": {"name": "dash-pvc"},
-    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}},
-}
+PVC = specs.claim("dash-pvc", "64Mi")
 YAML_PVC = """apiVersion: v1
 kind: PersistentVolumeClaim
 metadata:

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 
 from services.common.runtime import LocalRuntime
+from tests import specs
 from tests.common.resources.conftest import NAMESPACE, RunningService
 
 PVCS = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims"
@@ -23,12 +24,7 @@ async def wait_for(predicate, within: float = 10.0):  # type: ignore[no-untyped-
 
 async def test_claim_bound_used_protected_and_released(notebook_service: RunningService) -> None:
     runtime = LocalRuntime(notebook_service.state_dir)
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "work"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}},
-    }
+    claim = specs.claim("work", "64Mi")
     async with httpx.AsyncClient(
         base_url=notebook_service.url, headers=notebook_service.headers()
     ) as http:

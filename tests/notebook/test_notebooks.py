@@ -23,6 +23,7 @@ import websockets
 from services.common.dataplane import load_or_create_key, notebook_token
 from services.common.runtime import LocalRuntime, WorkloadNotFound
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests import specs
 from tests.browser import CHROMIUM, launch
 from tests.conftest import crash_service, start_service_again
 from tests.endpoints import assert_endpoint
@@ -193,15 +194,7 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
     name, claim = "jup", "jup-workspace"
     route = f"{gw}/notebook/{NS}/{name}"
     async with httpx.AsyncClient(base_url=gw, timeout=20) as http:
-        pvc = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "64Mi"}},
-            },
-        }
+        pvc = specs.claim(claim, "64Mi")
         assert (await http.post(PVCS, json=pvc)).status_code == 201
         created = await http.post(NOTEBOOKS, json=notebook_body(name, claim))
         assert created.status_code == 201, created.text

@@ -28,6 +28,7 @@ from services.pipeline.app import create_app
 from services.pipeline.artifact_records import delete_run_artifacts, record_artifact
 from services.pipeline.models import WORKFLOW
 from services.pipeline.settings import Settings
+from tests import specs
 from tests.conftest import InProcessService, RunningSeaweedFS, own_service_fixture
 
 service = own_service_fixture(create_app, Settings, "shipyard_test_art", object_store=True)
@@ -72,15 +73,10 @@ async def finished_workflow(
     """A Succeeded Workflow with ``nodes`` as its status (one transaction: never run)."""
     ctx = service.app.state.ctx
     name = name or f"wf-{uuid.uuid4().hex[:6]}"
-    wf = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": name},
-        "spec": {
-            "entrypoint": "main",
-            "templates": [{"name": "main", "container": {"image": "a", "command": ["true"]}}],
-        },
-    }
+    wf = specs.workflow(
+        name,
+        [{"name": "main", "container": {"image": "a", "command": ["true"]}}],
+    )
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     status = {"phase": "Succeeded", "startedAt": now, "finishedAt": now, "nodes": nodes}
     async with ctx.db.transaction() as s:
@@ -502,15 +498,10 @@ async def test_artifacts_through_gateway(platform: Any, pg_url: str, store: Obje
             db, metadata.tables, source="/shipyard/pipeline", stage_event=stage_event
         )
         name = f"wfg-{run_id[:6]}"
-        wf = {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Workflow",
-            "metadata": {"name": name},
-            "spec": {
-                "entrypoint": "main",
-                "templates": [{"name": "main", "container": {"image": "a", "command": ["true"]}}],
-            },
-        }
+        wf = specs.workflow(
+            name,
+            [{"name": "main", "container": {"image": "a", "command": ["true"]}}],
+        )
         status = {
             "phase": "Succeeded",
             "nodes": {

@@ -8,18 +8,14 @@ from typing import Any
 
 import httpx
 
+from tests import specs
 from tests.pipeline.conftest import WF_PATH, PipelineService, nodes_by_display
 
 
 def wf(
     name: str, templates: list[dict[str, Any]], entrypoint: str = "main", **spec: Any
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": f"{name}-"},
-        "spec": {"entrypoint": entrypoint, "templates": templates, **spec},
-    }
+    return specs.workflow(f"{name}-", templates, generate_name=True, entrypoint=entrypoint, **spec)
 
 
 def sh(name: str, script: str, **extra: Any) -> dict[str, Any]:
@@ -346,34 +342,31 @@ async def test_run_suspend_with_duration(pipeline: PipelineService, namespace: s
 
 
 async def test_run_workflow_template_refs(pipeline: PipelineService, namespace: str) -> None:
-    template = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "WorkflowTemplate",
-        "metadata": {"name": "shared"},
-        "spec": {
-            "entrypoint": "hello",
-            "arguments": {"parameters": [{"name": "msg", "value": "from-template"}]},
-            "templates": [
-                sh(
-                    "hello",
-                    "echo {{inputs.parameters.msg}}",
-                    inputs={"parameters": [{"name": "msg"}]},
-                ),
-                {
-                    "name": "twice",
-                    "dag": {
-                        "tasks": [
-                            {
-                                "name": "a",
-                                "template": "hello",
-                                "arguments": {"parameters": [{"name": "msg", "value": "a"}]},
-                            }
-                        ]
-                    },
+    template = specs.workflow(
+        "shared",
+        [
+            sh(
+                "hello",
+                "echo {{inputs.parameters.msg}}",
+                inputs={"parameters": [{"name": "msg"}]},
+            ),
+            {
+                "name": "twice",
+                "dag": {
+                    "tasks": [
+                        {
+                            "name": "a",
+                            "template": "hello",
+                            "arguments": {"parameters": [{"name": "msg", "value": "a"}]},
+                        }
+                    ]
                 },
-            ],
-        },
-    }
+            },
+        ],
+        kind="WorkflowTemplate",
+        entrypoint="hello",
+        arguments={"parameters": [{"name": "msg", "value": "from-template"}]},
+    )
     async with pipeline.client(namespace) as c:
         r = await c.post(
             f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflowtemplates", json=template

@@ -19,6 +19,7 @@ import pytest
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
+from tests import specs
 from tests.pipeline.conftest import Gateway, call, compile_to, unique
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELED")
@@ -262,12 +263,7 @@ async def test_kfp_terminate_and_retry_runs(
     client = kfp_client
     marker = unique("kfp-gate")
     claims = f"{gateway.url}/api/v1/namespaces/{gateway.namespace}/persistentvolumeclaims"
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": marker},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}},
-    }
+    claim = specs.claim(marker, "1Mi")
     async with httpx.AsyncClient(timeout=30) as api:
         created = await api.post(claims, json=claim)
         assert created.status_code == 201, created.text

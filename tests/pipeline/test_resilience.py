@@ -18,6 +18,7 @@ import pytest
 
 from services.common.identity import AssertionMinter
 from services.common.runtime import LocalRuntime
+from tests import specs
 from tests.conftest import free_port, fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,40 +98,7 @@ async def test_kill_service_mid_run_resumes_without_rerun(
     service = ServiceProcess(env, tmp_path / "service.log")
     service.start()
 
-    def step(name: str, extra: str = "") -> dict[str, Any]:
-        return {
-            "name": name,
-            "container": {
-                "image": "alpine",
-                "command": ["sh", "-c", f"echo run >> /m/{name}; {extra}"],
-                "volumeMounts": [{"name": "m", "mountPath": "/m"}],
-            },
-        }
-
-    wf = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": "survivor"},
-        "spec": {
-            "entrypoint": "main",
-            "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": "marks"}}],
-            "templates": [
-                {
-                    "name": "main",
-                    "dag": {
-                        "tasks": [
-                            {"name": "a", "template": "a"},
-                            {"name": "b", "template": "b", "dependencies": ["a"]},
-                            {"name": "c", "template": "c", "dependencies": ["b"]},
-                        ]
-                    },
-                },
-                step("a"),
-                step("b", "sleep 3"),
-                step("c"),
-            ],
-        },
-    }
+    wf = specs.counted_workflow("survivor", "marks", {"a": "", "b": "sleep 3", "c": ""}, dag=True)
     path = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
     try:
         async with httpx.AsyncClient(
@@ -158,7 +126,7 @@ async def test_kill_service_mid_run_resumes_without_rerun(
             )
         assert done["status"]["phase"] == "Succeeded", done["status"]
         for name in ("a", "b", "c"):
-            assert (marks / name).read_text().splitlines() == ["run"], name
+            assert (marks / name).read_text().splitlines() == ["ran"], name
     finally:
         service.stop()
         await runtime.shutdown()

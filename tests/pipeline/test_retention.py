@@ -10,25 +10,22 @@ import yaml
 
 from services.pipeline.models import WORKFLOW
 from services.pipeline.schedules import Scheduler
+from tests import specs
 from tests.pipeline.conftest import PipelineService
 from tests.pipeline.test_seed import EXAMPLE
 
-ARGO_PACKAGE = {
-    "apiVersion": "argoproj.io/v1alpha1",
-    "kind": "Workflow",
-    "metadata": {"generateName": "pkg-"},
-    "spec": {
-        "entrypoint": "main",
-        "arguments": {"parameters": [{"name": "msg", "value": "hi"}]},
-        "templates": [
-            {
-                "name": "main",
-                "inputs": {"parameters": [{"name": "msg"}]},
-                "container": {"image": "a", "command": ["echo", "{{inputs.parameters.msg}}"]},
-            }
-        ],
-    },
-}
+ARGO_PACKAGE = specs.workflow(
+    "pkg-",
+    [
+        {
+            "name": "main",
+            "inputs": {"parameters": [{"name": "msg"}]},
+            "container": {"image": "a", "command": ["echo", "{{inputs.parameters.msg}}"]},
+        }
+    ],
+    generate_name=True,
+    arguments={"parameters": [{"name": "msg", "value": "hi"}]},
+)
 
 
 async def wait_state(c, run_id: str, states: tuple[str, ...]) -> dict:  # noqa: ANN001

@@ -19,17 +19,17 @@ import pytest
 
 from services.pipeline.app import create_app
 from services.pipeline.settings import Settings
+from tests import specs
 from tests.conftest import InProcessService, own_service_fixture
 
 KFP = "/apis/v2beta1"
 ALICE_NS, BOB_NS = "tenant-a", "tenant-b"
 # Suspended: runs of it wait for a resume, so nothing executes in these tests.
-PACKAGE = {
-    "apiVersion": "argoproj.io/v1alpha1",
-    "kind": "Workflow",
-    "metadata": {"generateName": "waits-"},
-    "spec": {"entrypoint": "main", "templates": [{"name": "main", "suspend": {}}]},
-}
+PACKAGE = specs.workflow(
+    "waits-",
+    [{"name": "main", "suspend": {}}],
+    generate_name=True,
+)
 
 
 pipeline = own_service_fixture(create_app, Settings, "shipyard_sec_kfp", namespace=ALICE_NS)

@@ -32,24 +32,19 @@ def probe_env(targets: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def workflow(targets: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": "escape-step"},
-        "spec": {
-            "entrypoint": "main",
-            "templates": [
-                {
-                    "name": "main",
-                    "container": {
-                        "image": "python:3.11",
-                        "command": ["sh", "-c", RUN_PROBE],
-                        "env": probe_env(targets),
-                    },
-                }
-            ],
-        },
-    }
+    return specs.workflow(
+        "escape-step",
+        [
+            {
+                "name": "main",
+                "container": {
+                    "image": "python:3.11",
+                    "command": ["sh", "-c", RUN_PROBE],
+                    "env": probe_env(targets),
+                },
+            }
+        ],
+    )
 
 
 def experiment(targets: dict[str, Any]) -> dict[str, Any]:

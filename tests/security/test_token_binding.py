@@ -16,6 +16,7 @@ from services.common.identity import ensure_gateway_keys
 from services.common.runtime import LocalRuntime, Phase
 from services.common.runtime.config import WORKLOAD_TOKEN_TTL_SECONDS
 from services.common.serviceaccounts import ServiceAccountTokens
+from tests import specs
 from tests.conftest import ADMIN_USER, create_profile
 
 pytestmark = pytest.mark.timeout(120)
@@ -85,15 +86,7 @@ def test_gateway_refuses_a_token_once_its_run_ended(trusted_header_platform: Any
         base_url=platform.gateway_url, headers={"kubeflow-userid": ADMIN_USER}, timeout=10
     )
     create_profile(admin, "team-a")
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "gate"},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": "1Mi"}},
-        },
-    }
+    claim = specs.claim("gate", "1Mi")
     claims = "/api/v1/namespaces/team-a/persistentvolumeclaims"
     assert admin.post(claims, json=claim).status_code == 201
     # The step prints its token, then waits until the claim "gate" is gone.
@@ -109,24 +102,19 @@ def test_gateway_refuses_a_token_once_its_run_ended(trusted_header_platform: Any
         'echo "token=$(cat $SHIPYARD_TOKEN_FILE)"; '
         'while python3 -c "$CHECK" 2>/dev/null; do sleep 0.2; done'
     )
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": "leak"},
-        "spec": {
-            "entrypoint": "main",
-            "templates": [
-                {
-                    "name": "main",
-                    "container": {
-                        "image": "alpine",
-                        "command": ["sh", "-c", step],
-                        "env": [{"name": "CHECK", "value": check}],
-                    },
-                }
-            ],
-        },
-    }
+    workflow = specs.workflow(
+        "leak",
+        [
+            {
+                "name": "main",
+                "container": {
+                    "image": "alpine",
+                    "command": ["sh", "-c", step],
+                    "env": [{"name": "CHECK", "value": check}],
+                },
+            }
+        ],
+    )
     base = "/apis/argoproj.io/v1alpha1/namespaces/team-a/workflows"
     assert admin.post(base, json=workflow).status_code == 201
     runtime = LocalRuntime(platform.state_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests import specs
 from tests.common.resources.conftest import NAMESPACE, RunningService
 
 PVCS = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims"
@@ -13,12 +14,7 @@ STRICT = {"fieldValidation": "Strict"}
 
 
 def good_pvc(name: str = "ok") -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
+    return specs.claim(name, "1Gi")
 
 
 @pytest.fixture
