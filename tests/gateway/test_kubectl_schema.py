@@ -339,3 +339,24 @@ def test_kubectl_get_profiles_prints_the_owner(kubectl: Kubectl) -> None:
     assert columns(out[0]) == ["NAME", "OWNER", "AGE"], out
     rows = {columns(line)[0]: columns(line) for line in out[1:]}
     assert rows[NS][1] == "user@example.com", out
+
+
+def test_kubectl_diff_and_server_dry_run_write_nothing(kubectl: Kubectl) -> None:
+    name = f"schema-dry-{uuid.uuid4().hex[:6]}"
+    kubectl.run("apply", "-f", "-", stdin=pvc_manifest(name))
+    changed = pvc_manifest(name, "256Mi", {"b": "2"})
+    diff = kubectl.run("diff", "-f", "-", stdin=changed, ok=False)
+    assert diff.returncode == 1, (diff.stdout, diff.stderr)  # 1: differences found
+    assert "+      storage: 256Mi" in diff.stdout and "-      storage: 128Mi" in diff.stdout
+    dry = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=changed)
+    assert dry.stdout.strip() == f"persistentvolumeclaim/{name} configured (server dry run)"
+    obj = json.loads(kubectl.run("get", "pvc", name, "-o", "json").stdout)
+    assert obj["spec"]["resources"]["requests"]["storage"] == "128Mi"
+    assert "labels" not in obj["metadata"]
+    same = kubectl.run("diff", "-f", "-", stdin=pvc_manifest(name), ok=False)
+    assert same.returncode == 0 and same.stdout == "", (same.stdout, same.stderr)
+    kubectl.run("delete", "pvc", name, "--dry-run=server")
+    assert kubectl.run("get", "pvc", name, "-o", "name").stdout.strip() == (
+        f"persistentvolumeclaim/{name}"
+    )
+    kubectl.run("delete", "pvc", name)

@@ -13,13 +13,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.exc import DBAPIError
 
 from services.common.auth import IdentityDep, authorize
-from services.common.errors import ApiError, Cause
+from services.common.errors import ApiError
 from services.common.identity import Identity
 from services.common.resources import fieldvalidation as fields
-from services.common.resources import printing
+from services.common.resources import printing, writes
 from services.common.resources.kinds import ResourceKind
 from services.common.resources.openapi import patch_types
-from services.common.resources.patch import apply_patch
 from services.common.resources.store import ResourceStore
 from services.common.safe_yaml import YamlError, load
 
@@ -285,7 +284,10 @@ def resource_router(
         authorize(identity, "create", namespace, resource)
         report, body = await _checked_body(request, kind, max_body)
         store = get_store(request)
-        obj = await fields.write_pruned(report, body, lambda b: store.create(kind, namespace, b))
+        async with writes.write_session(store, writes.dry_run(request)) as session:
+            obj = await fields.write_pruned(
+                report, body, lambda b: store.create(kind, namespace, b, session=session)
+            )
         return _respond(obj, report, 201)
 
     async def read_object(request: Request, name: str, identity: IdentityDep) -> Any:
@@ -308,31 +310,37 @@ def resource_router(
         authorize(identity, "update", namespace, resource)
         report, body = await _checked_body(request, kind, max_body)
         store = get_store(request)
-        obj = await fields.write_pruned(
-            report, body, lambda b: store.replace(kind, namespace, name, b)
-        )
+        async with writes.write_session(store, writes.dry_run(request)) as session:
+            obj = await fields.write_pruned(
+                report, body, lambda b: store.replace(kind, namespace, name, b, session=session)
+            )
         return _respond(obj, report)
 
     async def patch_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "patch", namespace, resource)
         report, body = await _checked_body(request, kind, max_body)
-        obj = await patch_with_field_validation(
-            get_store(request),
-            kind,
-            namespace,
-            name,
-            body,
-            request.headers.get("content-type", ""),
-            report,
-        )
+        store = get_store(request)
+        async with writes.write_session(store, writes.dry_run(request)) as session:
+            obj = await writes.patch_with_field_validation(
+                store,
+                kind,
+                namespace,
+                name,
+                body,
+                request.headers.get("content-type", ""),
+                report,
+                session=session,
+            )
         return _respond(obj, report)
 
     async def delete_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "delete", namespace, resource)
-        refuse_dry_run(request)
-        return await get_store(request).delete(kind, namespace, name)
+        store = get_store(request)
+        dry = await writes.delete_dry_run(request)
+        async with writes.write_session(store, dry) as session:
+            return await store.delete(kind, namespace, name, session=session)
 
     async def read_status(request: Request, name: str, identity: IdentityDep) -> Any:
         return await read_object(request, name, identity)
@@ -381,23 +389,10 @@ async def _checked_body(
     request: Request, kind: ResourceKind, max_body: int
 ) -> tuple[fields.FieldReport, Any]:
     """The write's ``fieldValidation`` report and its body (repeated keys already judged)."""
-    refuse_dry_run(request)
     report = fields.FieldReport(fields.directive(request.query_params.get("fieldValidation")))
     body, duplicates = await read_body_fields(request, max_body)
     fields.check_duplicates(report, duplicates, kind.kind)
     return report, body
-
-
-def refuse_dry_run(request: Request) -> None:
-    """``dryRun`` (``kubectl --dry-run=server``) is refused rather than ignored: ignoring it
-    would make the write the caller asked only to try."""
-    if request.query_params.get("dryRun"):
-        raise ApiError(
-            400,
-            "dryRun is not supported by this server; use kubectl's --dry-run=client, or "
-            "--dry-run=none to write",
-            causes=[Cause("dryRun", "not supported", "FieldValueNotSupported")],
-        )
 
 
 def _respond(obj: dict[str, Any], report: fields.FieldReport, code: int = 200) -> JSONResponse:
@@ -405,49 +400,6 @@ def _respond(obj: dict[str, Any], report: fields.FieldReport, code: int = 200) -
     for name, value in report.headers():
         response.headers.append(name, value)
     return response
-
-
-# A patch whose unknown fields are dropped is written as a replace of the patched object,
-# conditional on the version it was computed from; a concurrent write makes it try again.
-PATCH_ATTEMPTS = 5
-
-
-async def patch_with_field_validation(
-    store: ResourceStore,
-    kind: ResourceKind,
-    namespace: str | None,
-    name: str,
-    patch: Any,
-    content_type: str,
-    report: fields.FieldReport,
-) -> dict[str, Any]:
-    """Patch, and in Warn and Ignore modes drop the unknown fields the patch brings in.
-
-    The common case is one ``store.patch``. Only when that is refused for unknown fields
-    (and the mode lets them go) is the patch applied here to the current object, the fields
-    dropped from the result, and the result written with the current resourceVersion as a
-    precondition (the API server, too, validates the patched object, in its update loop).
-    """
-    try:
-        return await store.patch(kind, namespace, name, patch, content_type)
-    except ApiError as err:
-        if report.mode == fields.STRICT or not fields.unknown_fields(err):
-            raise
-    own_precondition = not (
-        isinstance(patch, dict) and (patch.get("metadata") or {}).get("resourceVersion")
-    )
-    for attempt in range(PATCH_ATTEMPTS):
-        report.warnings.clear()
-        current = await store.get(kind, namespace, name)
-        patched = apply_patch(current, patch, content_type)
-        try:
-            return await fields.write_pruned(
-                report, patched, lambda b: store.replace(kind, namespace, name, b)
-            )
-        except ApiError as err:
-            if err.code != 409 or not own_precondition or attempt == PATCH_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 def _add_routes(

@@ -268,12 +268,31 @@ async def test_strategic_merge_patch_on_a_custom_kind_is_415(http: httpx.AsyncCl
     assert r.status_code == 415 and "server-side apply" in r.json()["message"]
 
 
-async def test_server_dry_run_is_refused_not_written(http: httpx.AsyncClient) -> None:
-    r = await http.post(WIDGETS, json=widget("dry"), params={"dryRun": "All"})
-    assert r.status_code == 400, r.text
-    assert "dryRun is not supported" in r.json()["message"]
+async def test_server_dry_run_writes_nothing(http: httpx.AsyncClient) -> None:
+    dry = {"dryRun": "All"}
+    r = await http.post(WIDGETS, json=widget("dry", colour="x"), params=dry)
+    assert r.status_code == 201, r.text
+    assert r.json()["metadata"]["name"] == "dry" and r.json()["metadata"]["uid"]
+    assert "spec.colour" in r.headers["warning"]  # validated as the write would be
     assert (await http.get(f"{WIDGETS}/dry")).status_code == 404
-    await created(http, WIDGETS, widget("dry"))
-    r = await http.delete(f"{WIDGETS}/dry", params={"dryRun": "All"})
-    assert r.status_code == 400
-    assert (await http.get(f"{WIDGETS}/dry")).status_code == 200
+    r = await http.post(
+        WIDGETS, json=widget("dry", colour="x"), params={**dry, "fieldValidation": "Strict"}
+    )
+    assert r.status_code == 422 and "spec.colour" in r.text
+    before = await created(http, WIDGETS, widget("dry"))
+    merge = {"content-type": "application/merge-patch+json"}
+    r = await http.patch(f"{WIDGETS}/dry", json={"spec": {"size": 9}}, headers=merge, params=dry)
+    assert r.status_code == 200 and r.json()["spec"]["size"] == 9
+    r = await http.put(f"{WIDGETS}/dry", json={**before, "spec": {"size": 8}}, params=dry)
+    assert r.status_code == 200 and r.json()["spec"]["size"] == 8
+    r = await http.delete(f"{WIDGETS}/dry", params=dry)
+    assert r.status_code == 200, r.text
+    # client-go sends a DELETE's dryRun in its DeleteOptions body.
+    options = {"kind": "DeleteOptions", "apiVersion": "v1", "dryRun": ["All"]}
+    r = await http.request("DELETE", f"{WIDGETS}/dry", json=options)
+    assert r.status_code == 200, r.text
+    after = (await http.get(f"{WIDGETS}/dry")).json()
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    r = await http.delete(f"{WIDGETS}/dry", params={"dryRun": "Some"})
+    assert r.status_code == 400 and 'supported values: "All"' in r.json()["message"]
