@@ -1,8 +1,7 @@
 """What dag and steps share: items and sequences, a task's arguments, running a task or its
 items, parallelism slots, iterations and the end of a group.
 
-Functions of one :class:`~services.pipeline.engine.Engine` pass (its ``eng``), split out of
-the engine along its seams; the engine calls them, they call back into it.
+One seam of an :class:`~services.pipeline.engine.Engine` pass (its module says how they fit).
 """
 
 from __future__ import annotations
@@ -12,21 +11,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from services.pipeline import engine_scope as _scope
-from services.pipeline.engine_types import (
-    MAX_ITEMS,
-    Scope,
-    TemplateError,
-    duration_seconds,
-)
+from services.pipeline.engine_types import MAX_ITEMS, Scope, TemplateError, duration_seconds
 from services.pipeline.expressions import ExpressionError, evaluate_when
-from services.pipeline.nodes import (
-    FAILED,
-    add_child,
-    finish,
-    is_finished,
-    new_node,
-    node_id,
-)
+from services.pipeline.nodes import FAILED, add_child, finish, is_finished, new_node, node_id
 from services.pipeline.variables import item_scope, substitute, substitute_all, to_text, unresolved
 
 if TYPE_CHECKING:

@@ -1,7 +1,6 @@
 """``retryStrategy``: attempts as child nodes, back-off, ``retryPolicy`` and expressions.
 
-Functions of one :class:`~services.pipeline.engine.Engine` pass (its ``eng``), split out of
-the engine along its seams; the engine calls them, they call back into it.
+One seam of an :class:`~services.pipeline.engine.Engine` pass (its module says how they fit).
 """
 
 from __future__ import annotations
@@ -10,18 +9,8 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from services.pipeline.engine_types import (
-    MAX_RETRIES,
-    Scope,
-    duration_seconds,
-)
-from services.pipeline.nodes import (
-    add_child,
-    finish,
-    is_finished,
-    node_id,
-    parse_iso,
-)
+from services.pipeline.engine_types import MAX_RETRIES, Scope, duration_seconds
+from services.pipeline.nodes import add_child, finish, is_finished, node_id, parse_iso
 from services.pipeline.variables import substitute
 
 if TYPE_CHECKING:

@@ -1,7 +1,6 @@
 """Variables and artifacts in scope: the workflow's, a template's inputs, a group's outputs.
 
-Functions of one :class:`~services.pipeline.engine.Engine` pass (its ``eng``), split out of
-the engine along its seams; the engine calls them, they call back into it.
+One seam of an :class:`~services.pipeline.engine.Engine` pass (its module says how they fit).
 """
 
 from __future__ import annotations
@@ -10,13 +9,8 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from services.pipeline.engine_types import (
-    Scope,
-    TemplateError,
-)
-from services.pipeline.nodes import (
-    param_dict,
-)
+from services.pipeline.engine_types import Scope, TemplateError
+from services.pipeline.nodes import param_dict
 from services.pipeline.variables import substitute, unresolved
 
 if TYPE_CHECKING:

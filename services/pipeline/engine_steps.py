@@ -1,7 +1,6 @@
 """A ``steps`` template: groups of parallel steps, one group after another.
 
-Functions of one :class:`~services.pipeline.engine.Engine` pass (its ``eng``), split out of
-the engine along its seams; the engine calls them, they call back into it.
+One seam of an :class:`~services.pipeline.engine.Engine` pass (its module says how they fit).
 """
 
 from __future__ import annotations
@@ -10,17 +9,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from services.pipeline import engine_groups as _groups
-from services.pipeline.engine_types import (
-    Scope,
-)
-from services.pipeline.nodes import (
-    FAILED,
-    add_child,
-    finish,
-    is_finished,
-    new_node,
-    node_id,
-)
+from services.pipeline.engine_types import Scope
+from services.pipeline.nodes import FAILED, add_child, finish, is_finished, new_node, node_id
 
 if TYPE_CHECKING:
     from services.pipeline.engine import Engine
