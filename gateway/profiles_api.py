@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from services.common.errors import ApiError
-from services.common.resources import printing
+from services.common.resources import printing, writes
 
 from .deps import GatewayDep, PrincipalDep
 from .errors import GatewayError
@@ -37,6 +37,20 @@ def _as_table(request: Request, items: list[dict[str, Any]]) -> dict[str, Any] |
     return printing.table(profile_kind(), items, version=version, include=include)
 
 
+async def _refuse_dry_run(request: Request) -> None:
+    """A dry run (``kubectl --dry-run=server``, ``kubectl diff``) is refused, not performed:
+    a profile's writes create and remove namespaces, which no transaction can take back."""
+    try:
+        if request.method == "DELETE":
+            dry = await writes.delete_dry_run(request)
+        else:
+            dry = writes.dry_run(request)
+    except ApiError as err:
+        raise GatewayError(err.code, err.message, err.reason) from None
+    if dry:
+        raise GatewayError(400, "dryRun is not supported for profiles", "BadRequest")
+
+
 @router.get("")
 async def list_profiles(request: Request, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
     items = await gw.store.list_profiles()
@@ -55,6 +69,7 @@ async def list_profiles(request: Request, gw: GatewayDep, p: PrincipalDep) -> di
 
 @router.post("", status_code=201)
 async def create_profile(request: Request, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
+    await _refuse_dry_run(request)
     body = await gw.read_json(request)
     owner = ((body.get("spec") or {}).get("owner") or {}).get("name")
     name = (body.get("metadata") or {}).get("name", "")
@@ -76,6 +91,7 @@ async def read_profile(
 async def update_profile(
     name: str, request: Request, gw: GatewayDep, p: PrincipalDep
 ) -> dict[str, Any]:
+    await _refuse_dry_run(request)
     body = await gw.read_json(request)
     admin = gw.authz.is_cluster_admin(p)
     if not admin and gw.authz.role_in(p, name) != "admin":
@@ -86,7 +102,10 @@ async def update_profile(
 
 
 @router.delete("/{name}")
-async def delete_profile(name: str, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
+async def delete_profile(
+    name: str, request: Request, gw: GatewayDep, p: PrincipalDep
+) -> dict[str, Any]:
+    await _refuse_dry_run(request)
     current = await gw.store.get_profile(name)
     owner = current["spec"]["owner"]["name"]
     if not gw.authz.is_cluster_admin(p) and owner != p.user:

@@ -360,3 +360,7 @@ def test_kubectl_diff_and_server_dry_run_write_nothing(kubectl: Kubectl) -> None
         f"persistentvolumeclaim/{name}"
     )
     kubectl.run("delete", "pvc", name)
+    # Profiles (namespaces behind them) refuse a dry run rather than act on it.
+    refused = kubectl.run("delete", "profile", "no-such-profile", "--dry-run=server", ok=False)
+    assert refused.returncode != 0
+    assert "dryRun is not supported for profiles" in refused.stderr, refused.stderr
