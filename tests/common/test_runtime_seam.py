@@ -37,6 +37,7 @@ LOOPBACK_ALLOWED = {
 EXECUTABLE_ALLOWED = {
     "services/common/natsbin.py": "finds the bundled nats-server beside the platform's Python",
     "shipyard/up.py": "`shipyard up` starts the platform's own services",
+    "shipyard/kubeconfig.py": "kubectl's exec credential plugin is this CLI's own interpreter",
 }
 
 RULES: list[tuple[str, re.Pattern[str], dict[str, str]]] = [
