@@ -96,16 +96,18 @@ async def service_in_process(
     nats_url: str,
     state_dir: Path,
     namespace: str = "team-a",
+    port: int | None = None,
     **settings: Any,
 ) -> AsyncIterator[InProcessService]:
-    """Run a service app (``create_app(settings)``) on a free port until the block ends.
+    """Run a service app (``create_app(settings)``) on ``port`` (a free one unless given)
+    until the block ends.
 
     The service trusts a throwaway assertion key; ``service.headers()`` mints headers with it.
     """
     from services.common.identity import AssertionMinter
 
     minter = AssertionMinter()
-    port = free_port()
+    port = port or free_port()
     config = settings_class(
         database_url=database_url,
         nats_url=nats_url,

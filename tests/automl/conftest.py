@@ -7,6 +7,7 @@ assertion minted with the test key (``AssertionMinter``), as the gateway would s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from services.automl.app import create_app
 from services.automl.settings import Settings
 from services.common.identity import AssertionMinter
 from tests import specs
-from tests.conftest import free_port, serve_app
+from tests.conftest import InProcessService, free_port, serve_app, service_in_process
 
 NAMESPACE = "kubeflow-user-example-com"
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,13 @@ class AutoML:
     client: httpx.AsyncClient
     app: Any
     state_dir: Path
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def client_of(cls, service: InProcessService) -> AsyncIterator[AutoML]:
+        """The automl ``service`` (running in this loop), with a client of its own."""
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+            yield cls(service.url, service.minter, client, service.app, service.state_dir)
 
     def headers(self, namespace: str = NAMESPACE) -> dict[str, str]:
         return self.minter.headers(namespace=namespace, role="admin")
@@ -129,27 +137,24 @@ def automl_db() -> Iterator[str]:
 async def automl(
     automl_db: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[AutoML]:
-    minter = AssertionMinter()
     port = free_port()
     state_dir = Path(tmp_path_factory.mktemp("automl-state"))
-    settings = Settings(
+    async with service_in_process(
+        create_app,
+        Settings,
         database_url=automl_db,
         nats_url=nats_url,
-        port=port,
         state_dir=state_dir,
-        gateway_public_key=minter.public_pem.decode(),
+        namespace=NAMESPACE,
+        port=port,
         # No gateway here: the sandbox's one egress (the API) leads to the service itself,
         # which takes a trial's pushed metrics on its trial token alone.
         gateway_url=f"http://127.0.0.1:{port}",
         resync_seconds=5,
         events_durable=f"automl-test-{uuid.uuid4().hex[:8]}",
-    )
-    server, task, app = await start_automl(settings)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        yield AutoML(url, minter, client, app, state_dir)
-    server.should_exit = True
-    await asyncio.wait_for(task, 30)
+    ) as service:
+        async with AutoML.client_of(service) as automl:
+            yield automl
     runtime_dir = state_dir / "runtime"
     if runtime_dir.exists():  # stop any trial a failing test left running
         from services.common.runtime import LocalRuntime

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from services.common.identity import AssertionMinter
 from services.common.settings import SINGLE_USER_NAMESPACE
 from services.pipeline.app import create_app
 from services.pipeline.settings import Settings
-from tests.conftest import fresh_database, service_in_process
+from tests.conftest import InProcessService, own_service_fixture
 
 WF_PATH = "/apis/argoproj.io/v1alpha1/namespaces/{ns}/workflows"
 
@@ -113,33 +112,19 @@ class Gateway(WorkflowDoor):
         return {}
 
 
-@pytest.fixture(scope="session")
-def pipeline_db() -> Iterator[str]:
-    """A database of its own, so the platform's pipeline service (on the session database)
-    never reconciles this service's workflows, nor this one the platform's."""
-    with fresh_database("shipyard_test_pl") as url:
-        yield url
+# A database of its own, so the platform's pipeline service (on the session database)
+# never reconciles this service's workflows, nor this one the platform's.
+pipeline_service = own_service_fixture(
+    create_app, Settings, "shipyard_test_pl", scope="session", object_store=True
+)
 
 
 @pytest.fixture(scope="session")
-async def pipeline(
-    pipeline_db: str, nats_url: str, seaweedfs: Any, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[PipelineService]:
-    s3 = seaweedfs.config
-    async with service_in_process(
-        create_app,
-        Settings,
-        database_url=pipeline_db,
-        nats_url=nats_url,
-        state_dir=Path(tmp_path_factory.mktemp("pipeline-state")),
-        s3_endpoint=s3.endpoint,
-        s3_access_key_id=s3.access_key_id,
-        s3_secret_access_key=s3.secret_access_key,
-        s3_bucket=s3.bucket,
-    ) as service:
-        yield PipelineService(
-            service.url, service.minter, service.app, service.state_dir, service.settings
-        )
+def pipeline(pipeline_service: InProcessService) -> PipelineService:
+    service = pipeline_service
+    return PipelineService(
+        service.url, service.minter, service.app, service.state_dir, service.settings
+    )
 
 
 @pytest.fixture(scope="session")

@@ -51,14 +51,8 @@ regex_service = own_service_fixture(
 
 @pytest.fixture(scope="module")
 async def automl(regex_service: InProcessService) -> AsyncIterator[AutoML]:
-    async with httpx.AsyncClient(base_url=regex_service.url, timeout=30) as client:
-        yield AutoML(
-            regex_service.url,
-            regex_service.minter,
-            client,
-            regex_service.app,
-            regex_service.state_dir,
-        )
+    async with AutoML.client_of(regex_service) as service:
+        yield service
 
 
 def causes_of(r: httpx.Response) -> dict[str, str]:
