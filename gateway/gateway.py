@@ -53,9 +53,10 @@ JSON_BODY_LIMIT = 1024 * 1024
 
 
 def is_api_path(path: str) -> bool:
-    # Discovery's roots too: kubectl reads /version, /api and /apis before anything else.
+    # Discovery's roots and the OpenAPI documents too: kubectl reads /version, /api, /apis
+    # and /openapi/v3 before anything else.
     return path in ("/version", "/api", "/apis") or path.startswith(
-        ("/api/", "/apis/", "/kfam/", "/oauth2/userinfo", "/internal/")
+        ("/api/", "/apis/", "/kfam/", "/oauth2/userinfo", "/internal/", "/openapi/")
     )
 
 

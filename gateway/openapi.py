@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,15 @@ def alias_document(original: dict[str, Any], alias: catalog.KindInfo) -> dict[st
     return json.loads(text)  # type: ignore[no-any-return]
 
 
+_GV_KEY = re.compile(r"^(api/v1|apis/[a-z0-9.-]+/v[a-z0-9]+)$")
+
+
+def _is_document(doc: dict[str, Any]) -> bool:
+    return isinstance(doc.get("paths"), dict) and isinstance(
+        (doc.get("components") or {}).get("schemas"), dict
+    )
+
+
 def _hash(doc: dict[str, Any]) -> str:
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha512(canonical).hexdigest()[:128].upper()
@@ -148,9 +158,12 @@ class OpenApiDocuments:
         names = sorted(urls)
         answers = await asyncio.gather(*(self._fetch(n, urls[n]) for n in names))
         parts: dict[str, list[dict[str, Any]]] = {}
-        for answer in answers:
-            for key, doc in (answer or {}).items():
-                parts.setdefault(key, []).append(doc)
+        for name, answer in zip(names, answers, strict=True):
+            for key, doc in (answer if isinstance(answer, dict) else {}).items():
+                if _GV_KEY.match(key) and isinstance(doc, dict) and _is_document(doc):
+                    parts.setdefault(key, []).append(doc)
+                else:
+                    log.warning("openapi: %s sent %r, not a group-version's document", name, key)
         profile = profile_kind()
         parts.setdefault(gv_key(profile.group, profile.version), []).append(document([profile]))
         merged = {key: merge_documents(docs) for key, docs in parts.items()}

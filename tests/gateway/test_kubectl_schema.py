@@ -364,3 +364,25 @@ def test_kubectl_diff_and_server_dry_run_write_nothing(kubectl: Kubectl) -> None
     refused = kubectl.run("delete", "profile", "no-such-profile", "--dry-run=server", ok=False)
     assert refused.returncode != 0
     assert "dryRun is not supported for profiles" in refused.stderr, refused.stderr
+
+
+async def test_openapi_needs_a_sign_in_in_oidc_mode(gateway: Any, oidc: Any) -> None:
+    """OIDC mode: an anonymous caller gets a 401 Status (an API path: no login redirect); any
+    signed-in user reads the documents. (This gateway's upstream is an echo service, whose
+    answer is no document: it is left out, and the gateway's own Profile is served.)"""
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as c:
+        for path in ("/openapi/v3", "/openapi/v3/apis/kubeflow.org/v1", "/openapi/v2"):
+            r = await c.get(path, headers={"Accept": "application/json"})
+            assert r.status_code == 401 and r.json()["kind"] == "Status", (path, r.text)
+        token = await oidc.id_token("second@example.com")
+        auth = {"Authorization": f"Bearer {token}"}
+        root = await c.get("/openapi/v3", headers=auth)
+        assert root.status_code == 200, root.text
+        assert list(root.json()["paths"]) == ["apis/kubeflow.org/v1"]
+        doc = await c.get(
+            root.json()["paths"]["apis/kubeflow.org/v1"]["serverRelativeURL"], headers=auth
+        )
+        profile = doc.json()["components"]["schemas"]["org.kubeflow.v1.Profile"]
+        assert profile["x-kubernetes-group-version-kind"][0]["kind"] == "Profile"
+        owner = doc.json()["components"]["schemas"]["org.kubeflow.v1.Profile.ProfileOwner"]
+        assert owner["properties"]["name"]["description"] == "The owner's user name (email)."
