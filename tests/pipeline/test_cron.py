@@ -5,6 +5,7 @@ a repeated fire a no-op, which is what these tests rely on and check)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -63,18 +64,24 @@ def cron_body(name: str, schedule: str, **spec: object) -> dict:
     }
 
 
+async def create_cron(store: Any, namespace: str, body: dict[str, Any]) -> datetime:
+    """Create the CronWorkflow ``body``; its creation time (where its schedule starts)."""
+    cron = await store.create(CRON_WORKFLOW, namespace, body)
+    created = parse_iso(cron["metadata"]["creationTimestamp"])
+    assert created is not None
+    return created
+
+
 async def test_cron_fires_once_per_slot_and_forbid_skips(
     pipeline: PipelineService, namespace: str
 ) -> None:
     store = pipeline.app.state.ctx.store
     ctx = pipeline.app.state.ctx
-    cron = await store.create(
-        CRON_WORKFLOW,
+    created = await create_cron(
+        store,
         namespace,
         cron_body("nightly", "*/5 * * * *", concurrencyPolicy="Forbid", timezone="UTC"),
     )
-    created = parse_iso(cron["metadata"]["creationTimestamp"])
-    assert created is not None
     first_slot = parse_schedule("*/5 * * * *").next_fire(created)
     scheduler = Scheduler(store, ctx.kfp_store, ctx.kfp_runs)
     at = first_slot + timedelta(seconds=20)
@@ -102,13 +109,11 @@ async def test_cron_missed_slots_fire_latest_within_deadline(
 ) -> None:
     store = pipeline.app.state.ctx.store
     ctx = pipeline.app.state.ctx
-    cron = await store.create(
-        CRON_WORKFLOW,
+    created = await create_cron(
+        store,
         namespace,
         cron_body("hourly", "0 * * * *", startingDeadlineSeconds=600, suspend=False),
     )
-    created = parse_iso(cron["metadata"]["creationTimestamp"])
-    assert created is not None
     scheduler = Scheduler(store, ctx.kfp_store, ctx.kfp_runs)
     slot = parse_schedule("0 * * * *").next_fire(created) + timedelta(hours=3)
     # Down for three hours: only the latest slot runs, and only within the deadline.
