@@ -392,6 +392,7 @@ async def _checked_body(
     report = fields.FieldReport(fields.directive(request.query_params.get("fieldValidation")))
     body, duplicates = await read_body_fields(request, max_body)
     fields.check_duplicates(report, duplicates, kind.kind)
+    fields.check_metadata(report, body, kind.kind)
     return report, body
 
 

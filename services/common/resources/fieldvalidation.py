@@ -105,6 +105,50 @@ def check_duplicates(report: FieldReport, duplicates: list[str], kind: str) -> N
         report.note(DUPLICATE_FIELD, path)
 
 
+# ObjectMeta's fields (k8s.io/apimachinery meta/v1): what ``metadata`` may hold.
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
+
+
+def check_metadata(report: FieldReport, doc: Any, kind: str) -> None:
+    """Unknown ``metadata`` fields of an object or a merge patch (the store keeps metadata as
+    sent): Strict refuses them (422), Warn and Ignore drop them. Strategic-merge directives
+    (``$patch``, ``$setElementOrder/...``) are not fields."""
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    if not isinstance(meta, dict):
+        return
+    unknown = [
+        f"metadata.{key}"
+        for key in meta
+        if key not in OBJECT_META_FIELDS and not str(key).startswith("$")
+    ]
+    if not unknown:
+        return
+    if report.mode == STRICT:
+        causes = [Cause(path, UNKNOWN_FIELD, "FieldValueNotSupported") for path in unknown]
+        raise ApiError.invalid(kind, str(meta.get("name") or ""), causes)
+    for path in unknown:
+        drop(doc, path)
+        report.note(UNKNOWN_FIELD, path)
+
+
 def unknown_fields(err: ApiError) -> list[str]:
     """The paths of the unknown fields an ``Invalid`` error names."""
     if err.code != 422:

@@ -296,3 +296,23 @@ async def test_server_dry_run_writes_nothing(http: httpx.AsyncClient) -> None:
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     r = await http.delete(f"{WIDGETS}/dry", params={"dryRun": "Some"})
     assert r.status_code == 400 and 'supported values: "All"' in r.json()["message"]
+
+
+async def test_unknown_metadata_fields(http: httpx.AsyncClient) -> None:
+    body = widget("fv-meta")
+    body["metadata"]["labelz"] = {"a": "b"}
+    r = await http.post(WIDGETS, json=body, params={"fieldValidation": "Strict"})
+    assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "metadata.labelz"
+    r = await http.post(WIDGETS, json=body)
+    assert r.status_code == 201, r.text
+    assert "labelz" not in r.json()["metadata"]
+    assert r.headers["warning"] == '299 - "unknown field \\"metadata.labelz\\""'
+    patch = {"metadata": {"annotationz": {"x": "y"}, "labels": {"ok": "1"}}}
+    merge = {"content-type": "application/merge-patch+json"}
+    r = await http.patch(
+        f"{WIDGETS}/fv-meta", json=patch, headers=merge, params={"fieldValidation": "Ignore"}
+    )
+    assert r.status_code == 200 and "warning" not in r.headers
+    assert (
+        r.json()["metadata"]["labels"] == {"ok": "1"} and "annotationz" not in r.json()["metadata"]
+    )
