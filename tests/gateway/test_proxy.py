@@ -7,7 +7,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -160,23 +160,21 @@ async def test_proxy_unknown_dynamic_route_is_503(client, oidc) -> None:
     assert r.status_code == 503 and r.json()["kind"] == "Status"
 
 
+def canary_isvc(predictor_status: dict[str, Any]) -> dict[str, Any]:
+    """InferenceService ``m`` sending 20% to its latest revision; its predictor's status."""
+    return {
+        "metadata": {"namespace": NS, "name": "m"},
+        "spec": {"predictor": {"canaryTrafficPercent": 20}},
+        "status": {"components": {"predictor": predictor_status}},
+    }
+
+
 def test_route_table_weighted_canary_split() -> None:
     table = RouteTable()
     feeder = RouteFeeder(table)
     feeder.apply(
         "inferenceservice",
-        {
-            "metadata": {"namespace": NS, "name": "m"},
-            "spec": {"predictor": {"canaryTrafficPercent": 20}},
-            "status": {
-                "components": {
-                    "predictor": {
-                        "previousRolledoutEndpoint": "http://a",
-                        "latestEndpoint": "http://b",
-                    }
-                }
-            },
-        },
+        canary_isvc({"previousRolledoutEndpoint": "http://a", "latestEndpoint": "http://b"}),
     )
     rng = random.Random(7)
     picks = [table.pick("inferenceservice", NS, "m", rng) for _ in range(2000)]
@@ -197,20 +195,14 @@ def test_route_table_spreads_canary_shares_over_replicas() -> None:
     table = RouteTable()
     RouteFeeder(table).apply(
         "inferenceservice",
-        {
-            "metadata": {"namespace": NS, "name": "m"},
-            "spec": {"predictor": {"canaryTrafficPercent": 20}},
-            "status": {
-                "components": {
-                    "predictor": {
-                        "endpoint": "http://a0",
-                        "endpoints": ["http://a0", "http://a1", "http://a2"],
-                        "latestEndpoint": "http://b0",
-                        "latestEndpoints": ["http://b0"],
-                    }
-                }
-            },
-        },
+        canary_isvc(
+            {
+                "endpoint": "http://a0",
+                "endpoints": ["http://a0", "http://a1", "http://a2"],
+                "latestEndpoint": "http://b0",
+                "latestEndpoints": ["http://b0"],
+            }
+        ),
     )
     rng = random.Random(7)
     picks = [table.pick("inferenceservice", NS, "m", rng) for _ in range(3000)]
