@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests import specs
 
 ISVC_PATH = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
 PVC_PATH = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
@@ -49,15 +52,7 @@ def api(platform: Any) -> Iterator[httpx.Client]:
 
 def create_claim(platform: Any, api: httpx.Client, name: str) -> Path:
     """Create a PVC through the API, wait until it is bound; its data directory on this host."""
-    body = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
+    body = specs.claim(name, "1Gi")
     r = api.post(PVC_PATH, json=body)
     assert r.status_code in (201, 409), r.text
     deadline = time.monotonic() + 20
@@ -98,6 +93,18 @@ def wait_isvc(
     raise AssertionError(f"{name} did not get there in {timeout}s: {obj.get('status')}")
 
 
+def assert_v2_predicts(api: httpx.Client, name: str, model: Any, samples: list[Any]) -> None:
+    """InferenceService ``name``'s V2 infer on ``samples`` (one FP64 tensor) answers what
+    ``model`` (the sklearn model it serves) predicts."""
+    import numpy as np
+
+    x = np.array(samples, dtype=np.float64)
+    tensor = {"name": "input-0", "shape": list(x.shape), "datatype": "FP64"}
+    body = {"inputs": [{**tensor, "data": x.ravel().tolist()}]}
+    answer = predict(api, f"/serving/{NS}/{name}/v2/models/{name}/infer", body)
+    assert answer["outputs"][0]["data"] == model.predict(x).tolist()
+
+
 def predict(api: httpx.Client, url: str, body: dict[str, Any]) -> Any:
     """POST to the data plane, waiting out the gateway's per-user rate limit (429, 50/s)."""
     for _ in range(100):
@@ -121,3 +128,19 @@ def isvc(name: str, predictor: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"predictor": predictor},
     }
+
+
+def tar_gz(members: dict[str, bytes], *, symlink: str | None = None) -> bytes:
+    """A .tar.gz of ``members`` (name -> content), and a ``symlink`` to /etc/passwd if named."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if symlink is not None:
+            link = tarfile.TarInfo(symlink)
+            link.type = tarfile.SYMTYPE
+            link.linkname = "/etc/passwd"
+            tar.addfile(link)
+    return buf.getvalue()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
 from services.common.fetch import AllowedHosts
@@ -28,7 +27,7 @@ from services.serving.modelcache import (
 )
 from tests.conftest import ADMIN_USER, crash_service, create_profile, start_service_again
 
-from .conftest import ISVC_PATH, isvc, predict, ready, train_sklearn, wait_isvc
+from .conftest import ISVC_PATH, assert_v2_predicts, isvc, ready, train_sklearn, wait_isvc
 
 SECRETS = f"/api/v1/namespaces/{NS}/secrets"
 ACCOUNTS = f"/api/v1/namespaces/{NS}/serviceaccounts"
@@ -389,22 +388,7 @@ def test_inferenceservice_from_external_s3_with_service_account(
             assert r.status_code == 201, r.text
 
         obj = wait_isvc(api, "iris-ext", ready, timeout=90)
-        x = np.array(SAMPLES, dtype=np.float64)
-        answer = predict(
-            api,
-            f"/serving/{NS}/iris-ext/v2/models/iris-ext/infer",
-            {
-                "inputs": [
-                    {
-                        "name": "input-0",
-                        "shape": list(x.shape),
-                        "datatype": "FP64",
-                        "data": x.ravel().tolist(),
-                    }
-                ]
-            },
-        )
-        assert answer["outputs"][0]["data"] == model.predict(x).tolist()
+        assert_v2_predicts(api, "iris-ext", model, SAMPLES)
 
         failed = wait_isvc(
             api, "iris-ext-wrong", _failed_with("refused the credentials"), timeout=60

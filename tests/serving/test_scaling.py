@@ -25,6 +25,7 @@ from tests.conftest import (
     RunningSeaweedFS,
     crash_service,
     fresh_database,
+    running_platform,
     start_service_again,
 )
 
@@ -60,29 +61,20 @@ def platform(
     nats_url: str, seaweedfs: RunningSeaweedFS, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
     """This module's own platform (its own database), started with short scaling timings."""
-    from shipyard.up import Platform
-
     with fresh_database() as database_url:
-        running = Platform(
+        with running_platform(
             tmp_path_factory.mktemp("zero-platform"),
             database_url=database_url,
             nats_url=nats_url,
             s3=seaweedfs.config,
-            ports=Platform.free_ports(),
-            auth_mode="single-user",
-        )
-        running.start(
             env={
                 "SHIPYARD_SCALE_TO_ZERO_SECONDS": str(GRACE_SECONDS),
                 "SHIPYARD_ACTIVITY_REPORT_SECONDS": "0.5",
                 "SHIPYARD_ACTIVATION_TIMEOUT_SECONDS": str(ACTIVATION_TIMEOUT),
                 "SHIPYARD_AUTOSCALE_WINDOW_SECONDS": str(WINDOW_SECONDS),
-            }
-        )
-        try:
+            },
+        ) as running:
             yield running
-        finally:
-            running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,10 @@ pinned ETags, expired URLs, a restart) and through the model server's command li
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
 import sys
-import tarfile
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -36,7 +34,7 @@ from services.serving.modelserver.initializer import DONE_MARKER, StorageInitErr
 from services.serving.storage import MODEL_MOUNT, STORAGE_PLAN, StorageError
 from services.serving.unpack import UnpackError
 
-from .conftest import isvc
+from .conftest import isvc, tar_gz
 
 SERVING_SOURCE = Path(services.serving.__file__).parent
 #: What a caller of the runtime must never use: a volume's host path (the local runtime's
@@ -265,18 +263,8 @@ def test_initialize_once_per_workload(objects: ObjectServer, tmp_path: Path) -> 
     assert objects.requests["/r/model.joblib"] == 2
 
 
-def _tgz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_initialize_archive_unpacked_within_budget(objects: ObjectServer, tmp_path: Path) -> None:
-    archive = objects.put("/a/m.tgz", _tgz({"m/model.py": b"x" * 100})) | {
+    archive = objects.put("/a/m.tgz", tar_gz({"m/model.py": b"x" * 100})) | {
         "path": None,
         "unpack": "tar",
         "name": "m.tgz",
@@ -299,7 +287,7 @@ def test_modelserver_main_storage_plan_failure_exits_with_reason(
 ) -> None:
     """The reason a model cannot be had is the server's last ERROR line: the InferenceService's
     status quotes it."""
-    evil = objects.put("/x/m.tgz", _tgz({"../out.py": b"x"})) | {
+    evil = objects.put("/x/m.tgz", tar_gz({"../out.py": b"x"})) | {
         "path": None,
         "unpack": "tar",
         "name": "m.tgz",

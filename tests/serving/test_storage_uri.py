@@ -13,7 +13,6 @@ import io
 import json
 import os
 import stat
-import tarfile
 import threading
 import time
 import zipfile
@@ -45,7 +44,16 @@ from services.serving.modelserver.initializer import DONE_MARKER, StorageInitErr
 from services.serving.unpack import SizeLimitExceeded, UnpackError
 from tests.conftest import crash_service, start_service_again
 
-from .conftest import ISVC_PATH, isvc, predict, ready, train_sklearn, wait_isvc
+from .conftest import (
+    ISVC_PATH,
+    assert_v2_predicts,
+    isvc,
+    predict,
+    ready,
+    tar_gz,
+    train_sklearn,
+    wait_isvc,
+)
 
 OTHER_NS = "someone-else"
 
@@ -180,21 +188,6 @@ async def cache_listing(config: Any, uri: str) -> list[str]:
 
 def unique(name: str) -> str:
     return f"{name}-{os.urandom(4).hex()}"
-
-
-def tar_gz(members: dict[str, bytes], *, symlink: str | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        if symlink is not None:
-            link = tarfile.TarInfo(symlink)
-            link.type = tarfile.SYMTYPE
-            link.linkname = "/etc/passwd"
-            tar.addfile(link)
-    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- s3://
@@ -603,22 +596,7 @@ def test_inferenceservice_from_s3_ready_and_infers(
     try:
         obj = wait_isvc(api, "iris-s3", ready, timeout=90)
         assert obj["status"]["modelStatus"]["states"]["activeModelState"] == "Loaded"
-        x = np.array(SAMPLES, dtype=np.float64)
-        answer = predict(
-            api,
-            f"/serving/{NS}/iris-s3/v2/models/iris-s3/infer",
-            {
-                "inputs": [
-                    {
-                        "name": "input-0",
-                        "shape": list(x.shape),
-                        "datatype": "FP64",
-                        "data": x.ravel().tolist(),
-                    }
-                ]
-            },
-        )
-        assert answer["outputs"][0]["data"] == model.predict(x).tolist()
+        assert_v2_predicts(api, "iris-s3", model, SAMPLES)
         # Used in place: the platform's bucket holds no copy of it.
         assert asyncio.run(cache_listing(seaweedfs.config, uri)) == []
     finally:
