@@ -87,14 +87,14 @@ def _by_revision(
 ) -> tuple[dict[int, WorkloadStatus], dict[tuple[int, int], WorkloadStatus]]:
     """Replica 0 of each revision by number, and the other replicas by (revision, replica)."""
     by_number: dict[int, WorkloadStatus] = {}
-    extras: dict[tuple[int, int], WorkloadStatus] = {}
+    secondaries: dict[tuple[int, int], WorkloadStatus] = {}
     for w in owned:
         number, replica = (int(w.labels.get(k) or "0") for k in (REVISION_LABEL, REPLICA_LABEL))
         if replica:
-            extras[(number, replica)] = w
+            secondaries[(number, replica)] = w
         else:
             by_number[number] = w
-    return by_number, extras
+    return by_number, secondaries
 
 
 def _model_block(predictor: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
@@ -377,7 +377,7 @@ class InferenceServiceController(Controller):
         digest = predictor_hash(predictor)
         status = isvc.get("status") or {}
         comp = (status.get("components") or {}).get("predictor") or {}
-        by_number, extras = _by_revision(owned)
+        by_number, secondaries = _by_revision(owned)
         scales_to_zero = int(predictor.get("minReplicas", 1)) == 0
         if not owned and self._scaled_to_zero(isvc, comp):
             # Only a report wakes it (not a restart of this service, which heard none yet).
@@ -427,12 +427,14 @@ class InferenceServiceController(Controller):
         scale_down = idle and settled and latest == rolled
         active = desired_replicas(predictor, self.window.observed(namespace, name))
         replicas = 0 if scale_down else active
-        extras = await self._scale_replicas(isvc, digest, keep, by_number, extras, replicas)
+        secondaries = await self._scale_replicas(
+            isvc, digest, keep, by_number, secondaries, replicas
+        )
         if scale_down and await self._drained(namespace, name, comp, [*by_number.values()]):
             by_number = {}
         elif not scale_down:
             self._draining.pop((namespace, name), None)
-        settled = settled and all(w.ready for (_, r), w in extras.items() if r < replicas)
+        settled = settled and all(w.ready for (_, r), w in secondaries.items() if r < replicas)
         self._note_scaling(namespace, name, predictor, active)
         # A scale-to-zero service that served before keeps its traffic and Ready condition
         # while it is stopped or starting again; only a failure makes it not Ready.
@@ -455,7 +457,7 @@ class InferenceServiceController(Controller):
             failure,
             desired=replicas,
             standby=standby,
-            extras=extras,
+            secondaries=secondaries,
             pending=pending,
         )
         if new_status != status:
@@ -500,7 +502,7 @@ class InferenceServiceController(Controller):
         digest: str,
         keep: set[int],
         by_number: dict[int, WorkloadStatus],
-        extras: dict[tuple[int, int], WorkloadStatus],
+        secondaries: dict[tuple[int, int], WorkloadStatus],
         replicas: int,
     ) -> dict[tuple[int, int], WorkloadStatus]:
         """Replicas 1..replicas-1 of each kept revision; the rest drained, then deleted.
@@ -508,15 +510,15 @@ class InferenceServiceController(Controller):
         Only a revision of the current spec gains replicas (an older one's spec is not kept).
         """
         now = time.monotonic()
-        for (number, replica), w in list(extras.items()):
+        for (number, replica), w in list(secondaries.items()):
             if number not in keep or w.finished:
                 await self.runtime.delete(w.namespace, w.name)
-                del extras[(number, replica)]
+                del secondaries[(number, replica)]
             elif replica >= replicas:
                 since = self._surplus.setdefault(w.name, now)
                 if now - since >= self.drain_seconds:
                     await self.runtime.delete(w.namespace, w.name)
-                    del extras[(number, replica)]
+                    del secondaries[(number, replica)]
                     self._surplus.pop(w.name, None)
                     log.info("scaled in: deleted replica %s/%s", w.namespace, w.name)
                 else:
@@ -530,15 +532,15 @@ class InferenceServiceController(Controller):
             if primary is None or primary.labels.get(HASH_LABEL) != digest:
                 continue
             for replica in range(1, replicas):
-                if (number, replica) in extras:
+                if (number, replica) in secondaries:
                     continue
                 try:
                     spec = await self.workload_for(isvc, number, digest, replica)
                 except (StorageError, ValueError):
                     break  # replica 0 reports why
-                extras[(number, replica)] = await self.runtime.apply(spec)
+                secondaries[(number, replica)] = await self.runtime.apply(spec)
                 log.info("scaled out: started replica %s/%s", spec.namespace, spec.name)
-        return extras
+        return secondaries
 
     async def _drained(
         self,
