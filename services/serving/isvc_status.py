@@ -25,7 +25,7 @@ def build_status(
     failure: str | None,
     desired: int = 1,
     standby: bool = False,
-    extras: dict[tuple[int, int], WorkloadStatus] | None = None,
+    secondaries: dict[tuple[int, int], WorkloadStatus] | None = None,
     pending: str | None = None,
 ) -> dict[str, Any]:
     """KServe's InferenceService status, plus the endpoints the gateway reads.
@@ -40,12 +40,12 @@ def build_status(
     url = f"{gateway_url}/serving/{ns}/{name}"
     latest_w = by_number.get(latest) if latest is not None else None
     rolled_w = by_number.get(rolled) if rolled is not None else None
-    extras = extras or {}
+    secondaries = secondaries or {}
 
     def ready_replicas(number: int | None, wanted: int) -> list[str]:
         """Endpoints of the revision's ready replicas below ``wanted`` (0 is always in)."""
         found = [(0, by_number.get(number))] if number is not None else []
-        found += sorted((r, w) for (n, r), w in extras.items() if n == number and r < wanted)
+        found += sorted((r, w) for (n, r), w in secondaries.items() if n == number and r < wanted)
         return [w.endpoint for _, w in found if w is not None and w.ready and w.endpoint]
 
     serving = bool(rolled_w and rolled_w.ready and rolled_w.endpoint) and desired > 0
