@@ -115,6 +115,14 @@ async def test_yaml_body_with_alias_bomb_refused(pipeline: InProcessService) -> 
         assert_alias_refusal(r, "the request body's YAML is refused: ")
 
 
+async def post_template_yaml(pipeline: InProcessService, text: str) -> httpx.Response:
+    """POST a WorkflowTemplate as an ``application/yaml`` body."""
+    async with httpx.AsyncClient(base_url=pipeline.url, headers=pipeline.headers()) as c:
+        return await c.post(
+            f"{ARGO}/workflowtemplates", content=text, headers={"content-type": "application/yaml"}
+        )
+
+
 async def test_yaml_body_with_few_aliases_accepted(pipeline: InProcessService) -> None:
     """Anchors that repeat a block (as hand-written Argo YAML does) still work."""
     text = (
@@ -122,12 +130,7 @@ async def test_yaml_body_with_few_aliases_accepted(pipeline: InProcessService) -
         "  - name: main\n    container: &c {image: python:3.11, command: [python, -c, pass]}\n"
         "  - name: again\n    container: *c\n"
     )
-    async with httpx.AsyncClient(base_url=pipeline.url, headers=pipeline.headers()) as c:
-        r = await c.post(
-            f"{ARGO}/workflowtemplates",
-            content=text,
-            headers={"content-type": "application/yaml"},
-        )
+    r = await post_template_yaml(pipeline, text)
     assert r.status_code == 201, r.text
     templates = r.json()["spec"]["templates"]
     assert templates[0]["container"]["command"] == templates[1]["container"]["command"]
@@ -136,12 +139,7 @@ async def test_yaml_body_with_few_aliases_accepted(pipeline: InProcessService) -
 async def test_yaml_body_with_recursive_alias_refused(pipeline: InProcessService) -> None:
     """An alias to its own ancestor cannot be JSON: a 400, not a 500 in json.dumps."""
     text = "kind: WorkflowTemplate\nmetadata: {name: loop}\nspec: &s {templates: [*s]}\n"
-    async with httpx.AsyncClient(base_url=pipeline.url, headers=pipeline.headers()) as c:
-        r = await c.post(
-            f"{ARGO}/workflowtemplates",
-            content=text,
-            headers={"content-type": "application/yaml"},
-        )
+    r = await post_template_yaml(pipeline, text)
     assert r.status_code == 400, r.text
     assert "the YAML has a recursive alias (near line 3)" in r.json()["message"], r.text
 
