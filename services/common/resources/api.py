@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import IdentityDep, authorize
 from services.common.errors import ApiError
@@ -19,7 +20,7 @@ from services.common.resources import fieldvalidation as fields
 from services.common.resources import printing, writes
 from services.common.resources.kinds import ResourceKind
 from services.common.resources.openapi import patch_types
-from services.common.resources.store import ResourceStore
+from services.common.resources.store import Page, ResourceStore
 from services.common.safe_yaml import YamlError, load
 
 log = logging.getLogger(__name__)
@@ -259,80 +260,38 @@ def resource_router(
         authorize(identity, "watch" if watching else "list", namespace, resource, kind.read_role)
         if watching:
             return watch_stream(store, kind, namespace, request)
-        as_table = printing.table_version(request.headers.get("accept"))
-        page = await store.list(
-            kind,
-            namespace,
-            label_selector=request.query_params.get("labelSelector"),
-            field_selector=request.query_params.get("fieldSelector"),
-            limit=_int_param(request, "limit"),
-            continue_token=request.query_params.get("continue"),
+        page = await _list_page(store, kind, namespace, request)
+        table = _as_table(
+            request, kind, page.items, str(page.resource_version), page.continue_token
         )
-        if as_table is not None:
-            return printing.table(
-                kind,
-                page.items,
-                version=as_table,
-                include=printing.include_object(request.query_params.get("includeObject")),
-                resource_version=str(page.resource_version),
-                continue_token=page.continue_token,
-            )
+        if table is not None:
+            return table
         return list_response(kind, page.items, page.resource_version, page.continue_token)
 
     async def create_object(request: Request, identity: IdentityDep) -> JSONResponse:
         namespace = ns_of(request)
         authorize(identity, "create", namespace, resource)
-        report, body = await _checked_body(request, kind, max_body)
         store = get_store(request)
-        async with writes.write_session(store, writes.dry_run(request)) as session:
-            obj = await fields.write_pruned(
-                report, body, lambda b: store.create(kind, namespace, b, session=session)
-            )
-        return _respond(obj, report, 201)
+        create = lambda b, s: store.create(kind, namespace, b, session=s)  # noqa: E731
+        return await _write(request, store, kind, max_body, create, 201)
 
     async def read_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "get", namespace, resource, kind.read_role)
-        as_table = printing.table_version(request.headers.get("accept"))
         obj = await get_store(request).get(kind, namespace, name)
-        if as_table is not None:
-            return printing.table(
-                kind,
-                [obj],
-                version=as_table,
-                include=printing.include_object(request.query_params.get("includeObject")),
-                resource_version=obj["metadata"].get("resourceVersion"),
-            )
-        return obj
+        return _as_table(request, kind, [obj], obj["metadata"].get("resourceVersion")) or obj
 
     async def replace_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "update", namespace, resource)
-        report, body = await _checked_body(request, kind, max_body)
         store = get_store(request)
-        async with writes.write_session(store, writes.dry_run(request)) as session:
-            obj = await fields.write_pruned(
-                report, body, lambda b: store.replace(kind, namespace, name, b, session=session)
-            )
-        return _respond(obj, report)
+        replace = lambda b, s: store.replace(kind, namespace, name, b, session=s)  # noqa: E731
+        return await _write(request, store, kind, max_body, replace)
 
     async def patch_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
         authorize(identity, "patch", namespace, resource)
-        report, body = await _checked_body(request, kind, max_body)
-        store = get_store(request)
-        async with writes.write_session(store, writes.dry_run(request)) as session:
-            obj = await writes.patch_with_field_validation(
-                store,
-                kind,
-                namespace,
-                name,
-                body,
-                request.headers.get("content-type", ""),
-                report,
-                session=session,
-            )
-        return _respond(obj, report)
+        return await _patch(request, get_store(request), kind, namespace, name, max_body)
 
     async def delete_object(request: Request, name: str, identity: IdentityDep) -> Any:
         namespace = ns_of(request)
@@ -383,6 +342,83 @@ def resource_router(
         },
     )
     return router
+
+
+async def _list_page(
+    store: ResourceStore, kind: ResourceKind, namespace: str | None, request: Request
+) -> Page:
+    """One page of a list, as the request's selectors, ``limit`` and ``continue`` say."""
+    return await store.list(
+        kind,
+        namespace,
+        label_selector=request.query_params.get("labelSelector"),
+        field_selector=request.query_params.get("fieldSelector"),
+        limit=_int_param(request, "limit"),
+        continue_token=request.query_params.get("continue"),
+    )
+
+
+def _as_table(
+    request: Request,
+    kind: ResourceKind,
+    objects: list[dict[str, Any]],
+    resource_version: str | None,
+    continue_token: str | None = None,
+) -> dict[str, Any] | None:
+    """The Table of ``objects`` when the request's ``Accept`` asks for one, else None."""
+    version = printing.table_version(request.headers.get("accept"))
+    if version is None:
+        return None
+    return printing.table(
+        kind,
+        objects,
+        version=version,
+        include=printing.include_object(request.query_params.get("includeObject")),
+        resource_version=resource_version,
+        continue_token=continue_token,
+    )
+
+
+Write = Callable[[Any, AsyncSession | None], Awaitable[dict[str, Any]]]
+
+
+async def _write(
+    request: Request,
+    store: ResourceStore,
+    kind: ResourceKind,
+    max_body: int,
+    write: Write,
+    code: int = 200,
+) -> JSONResponse:
+    """A create or replace: ``write(body, session)`` with the body's fields validated as the
+    request says, in a rolled-back session for a dry run."""
+    report, body = await _checked_body(request, kind, max_body)
+    async with writes.write_session(store, writes.dry_run(request)) as session:
+        obj = await fields.write_pruned(report, body, lambda b: write(b, session))
+    return _respond(obj, report, code)
+
+
+async def _patch(
+    request: Request,
+    store: ResourceStore,
+    kind: ResourceKind,
+    namespace: str | None,
+    name: str,
+    max_body: int,
+) -> JSONResponse:
+    report, body = await _checked_body(request, kind, max_body)
+    async with writes.write_session(store, writes.dry_run(request)) as session:
+        obj = await writes.patch_with_field_validation(
+            store,
+            kind,
+            namespace,
+            name,
+            body,
+            request.headers.get("content-type", ""),
+            report,
+            session=session,
+        )
+    return _respond(obj, report)
 
 
 async def _checked_body(
