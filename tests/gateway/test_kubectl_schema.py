@@ -386,3 +386,21 @@ async def test_openapi_needs_a_sign_in_in_oidc_mode(gateway: Any, oidc: Any) -> 
         assert profile["x-kubernetes-group-version-kind"][0]["kind"] == "Profile"
         owner = doc.json()["components"]["schemas"]["org.kubeflow.v1.Profile.ProfileOwner"]
         assert owner["properties"]["name"]["description"] == "The owner's user name (email)."
+
+
+def test_kubectl_apply_twice_converges_on_a_configmap(kubectl: Kubectl) -> None:
+    name = f"schema-cm-{uuid.uuid4().hex[:6]}"
+
+    def manifest(data: dict[str, str]) -> str:
+        return json.dumps(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+        )
+
+    kubectl.run("apply", "-f", "-", stdin=manifest({"a": "1", "b": "2"}))
+    changed = kubectl.run("apply", "-f", "-", stdin=manifest({"b": "3", "c": "4"}))
+    assert changed.stdout.strip() == f"configmap/{name} configured"
+    again = kubectl.run("apply", "-f", "-", stdin=manifest({"b": "3", "c": "4"}))
+    assert again.stdout.strip() == f"configmap/{name} unchanged"
+    obj = json.loads(kubectl.run("get", "configmap", name, "-o", "json").stdout)
+    assert obj["data"] == {"b": "3", "c": "4"}  # "a" was applied before and is gone
+    kubectl.run("delete", "configmap", name)
