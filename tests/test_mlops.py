@@ -9,11 +9,15 @@ checked from outside, by the predictions the gateway returns for the held-out se
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,14 +73,12 @@ def api(platform: Any) -> Iterator[httpx.Client]:
 def run_example(platform: Any, home: Path, *args: str) -> str:
     """``pipeline.py --host <gateway> ARGS`` as a user runs it; its run id. It must exit 0
     (its own check: mlops-model Ready and answering a prediction)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPYARD_", "KUBERNETES_"))}
-    env["HOME"] = str(home)  # no kfp context or shipyard login from this machine
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "pipeline.py"), "--host", platform.gateway_url, *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env=env,
+        env=example_env(home),
     )
     logs = done.stdout + done.stderr
     assert done.returncode == 0, logs
@@ -174,3 +176,196 @@ def test_run_with_worse_model_rolls_back(
     ]
     assert status["latestRolledoutRevision"] == f"{NAME}-predictor-00002"
     assert served(api) == [expected_predictions(3)] * 10
+
+
+def example_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPYARD_", "KUBERNETES_"))}
+    env["HOME"] = str(home)  # no kfp context or shipyard login from this machine
+    return env
+
+
+def test_trigger_starts_run_when_data_workflow_succeeds(
+    platform: Any, api: httpx.Client, runs: dict[str, str], tmp_path: Path
+) -> None:
+    """trigger.py watches Workflows: an unlabelled one finishing starts nothing, a labelled
+    one starts one delivery run whose data_version is that workflow's name."""
+    assert "second" in runs, "needs the promotion test"
+    trigger = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "trigger.py"), "--host", platform.gateway_url]
+        + ["--once", "--wait", "--timeout", "240"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=example_env(tmp_path),
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(trigger.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any("watching Workflows" in line for line in lines):
+            assert trigger.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        workflows = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
+        names = []
+        for labels in ({}, {"mlops.shipyard.io/data": "true"}):
+            r = api.post(workflows, json=data_workflow(labels))
+            assert r.status_code == 201, r.text
+            names.append(r.json()["metadata"]["name"])
+        assert trigger.wait(timeout=300) == 0, "".join(lines)
+    finally:
+        if trigger.poll() is None:
+            trigger.kill()
+    reader.join(5)
+    logs = "".join(lines)
+    started = re.findall(r"data workflow (\S+) Succeeded: run_id=(\S+) started", logs)
+    assert [name for name, _ in started] == [names[1]], logs
+    run_id = started[0][1]
+    assert f"run_id={run_id} ended SUCCEEDED" in logs, logs
+    run = api.get(f"/apis/v2beta1/runs/{run_id}").json()
+    assert run["runtime_config"]["parameters"]["data_version"] == names[1]
+    # Same depth as the serving model: same predictions, so the canary is promoted.
+    outcome = release_output(api, run_id)
+    assert outcome.startswith("promoted s3://"), outcome
+    assert served(api, 3) == [expected_predictions(3)] * 3
+
+
+def data_workflow(labels: dict[str, str]) -> dict[str, Any]:
+    """A stand-in data pipeline: one step that 'writes' new data."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": "fresh-data-", "labels": labels},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [
+                {
+                    "name": "main",
+                    "container": {
+                        "image": "python:3.11",
+                        "command": ["python", "-c", "print('new rows landed')"],
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_schedule_creates_recurring_run(platform: Any, api: httpx.Client, tmp_path: Path) -> None:
+    """``--every`` makes the delivery a KFP recurring run (one at a time, no catch-up)."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pipeline.py"), "--host", platform.gateway_url]
+        + ["--every", "3600", "--max-depth", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=example_env(tmp_path),
+    )
+    logs = done.stdout + done.stderr
+    assert done.returncode == 0, logs
+    found = re.search(r"recurring_run_id=(\S+) scheduled", logs)
+    assert found, logs
+    path = f"/apis/v2beta1/recurringruns/{found.group(1)}"
+    try:
+        job = api.get(path).json()
+        assert job["status"] == "ENABLED", job
+        assert int(job["trigger"]["periodic_schedule"]["interval_second"]) == 3600, job
+        assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True, job
+        assert job["runtime_config"]["parameters"]["max_depth"] == 3, job
+        assert job["pipeline_spec"]["pipelineInfo"]["name"] == "mlops-golden-path"
+    finally:
+        assert api.delete(path).status_code == 200
+
+
+async def execute(ws_url: str, code: str, timeout: float) -> str:  # noqa: ASYNC109
+    """Run ``code`` on a Jupyter kernel over its channels WebSocket; its stdout (kfp's
+    warnings go to stderr). A kernel error fails the test with the traceback."""
+    import websockets
+
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex}
+    request = {
+        "header": {**header, "msg_type": "execute_request", "version": "5.3", "date": ""},
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": True, "stop_on_error": True},
+    }
+    out: list[str] = []
+    async with websockets.connect(ws_url, open_timeout=10) as ws:
+        await ws.send(json.dumps(request))
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = json.loads(await ws.recv())
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = msg["header"]["msg_type"]
+                if kind == "stream" and msg["content"]["name"] == "stdout":
+                    out.append(msg["content"]["text"])
+                elif kind == "error":
+                    raise AssertionError("\n".join(msg["content"]["traceback"]) + code)
+                elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                    return "".join(out)
+
+
+async def test_notebook_runs_the_flow_in_cluster(platform: Any, runs: dict[str, str]) -> None:
+    """notebook.ipynb, cell by cell, in a real notebook server's kernel: kfp.Client() and
+    in-cluster config with no host or token, a delivery run, the data plane, a KFServing
+    InferenceService, and a recurring run."""
+    import nbformat
+
+    assert "second" in runs, "needs the promotion test"
+    cells = [
+        c.source
+        for c in nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4).cells
+        if c.cell_type == "code"
+    ]
+    gw = platform.gateway_url
+    route = f"{gw}/notebook/{NS}/mlops-lab"
+    notebooks = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
+    server = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Notebook",
+        "metadata": {"name": "mlops-lab"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "lab", "image": "kubeflownotebookswg/jupyter-scipy:v1.8.0"}
+                    ]
+                }
+            }
+        },
+    }
+    async with httpx.AsyncClient(base_url=gw, timeout=30) as http:
+        r = await http.post(notebooks, json=server)
+        assert r.status_code == 201, r.text
+        try:
+            deadline = time.monotonic() + 90
+            while (await http.get(f"{route}/api/status")).status_code != 200:
+                assert time.monotonic() < deadline, "the notebook server did not answer"
+                await asyncio.sleep(0.2)
+            upload = {"type": "file", "format": "text"}
+            upload["content"] = (EXAMPLES / "pipeline.py").read_text()
+            r = await http.put(f"{route}/api/contents/pipeline.py", json=upload)
+            assert r.status_code in (200, 201), r.text
+            kernel = await http.post(f"{route}/api/kernels", json={"name": "python3"})
+            assert kernel.status_code == 201, kernel.text
+            ws = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
+            outputs = [await execute(ws, cell, timeout=300) for cell in cells]
+            job_id = outputs[-1].strip()
+            job = await http.get(f"/apis/v2beta1/recurringruns/{job_id}")
+            assert job.status_code == 200 and job.json()["status"] == "ENABLED", job.text
+            assert (await http.delete(f"/apis/v2beta1/recurringruns/{job_id}")).is_success
+        finally:
+            await http.delete(f"{notebooks}/mlops-lab")
+        isvc = (await http.get(ISVC)).json()
+    assert outputs[0].strip() == NS
+    assert outputs[1].strip().endswith(" SUCCEEDED"), outputs[1]
+    uri = isvc["spec"]["predictor"]["model"]["storageUri"]
+    assert outputs[2].splitlines()[0] == uri and uri != runs["second"]  # a new model, promoted
+    assert "'percent': 100" in outputs[2] and "'tag'" not in outputs[2], outputs[2]
+    assert outputs[3].strip() == "{'predictions': [1, 0]}"
+    assert outputs[4].strip() == "serving.kubeflow.org/v1beta1 mlops-kfserving"
+    assert outputs[5].strip() == f"{gw}/serving/{NS}/mlops-kfserving"

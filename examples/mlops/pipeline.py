@@ -240,8 +240,7 @@ def release(
         return sum(int(p) == t for p, t in zip(predictions, y, strict=True)) / len(y)
 
     def predict() -> list:
-        """One V1 predict of the whole validation set through the gateway: every request
-        is answered by one revision, so its predictions say which one."""
+        """The validation set's V1 predictions, from whichever revision answers."""
         path = f"/serving/{ns}/{service_name}/v1/models/{service_name}:predict"
         for _ in range(100):
             try:
@@ -294,11 +293,8 @@ def release(
         obj = api.get_namespaced_custom_object(*where)
         status = obj.get("status") or {}
         traffic = (status.get("components") or {}).get("predictor", {}).get("traffic") or []
-        if (
-            status.get("observedGeneration") == obj["metadata"].get("generation")
-            and len(traffic) == 1
-            and traffic[0]["percent"] == 100
-        ):
+        current = status.get("observedGeneration") == obj["metadata"].get("generation")
+        if current and [t["percent"] for t in traffic] == [100]:
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"{service_name}: traffic still split after 300 s: {status}")
@@ -383,23 +379,25 @@ def arguments_from(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_once(kfp_client: Any, package: str, arguments: dict[str, Any], timeout: float) -> Any:
+def run_once(kfp_client: Any, package: str, args: argparse.Namespace) -> Any:
     """Start one run of the compiled pipeline and wait for it to finish; the run."""
+    arguments = arguments_from(args)
     run = kfp_client.create_run_from_pipeline_package(
         package,
         arguments=arguments,
         run_name=f"mlops-{uuid.uuid4().hex[:8]}",
         experiment_name="mlops",
+        namespace=args.namespace,
         enable_caching=False,
     )
     log.info("run_id=%s started (%s)", run.run_id, json.dumps(arguments, sort_keys=True))
-    return kfp_client.wait_for_run_completion(run.run_id, timeout=timeout, sleep_duration=2)
+    return kfp_client.wait_for_run_completion(run.run_id, timeout=args.timeout, sleep_duration=2)
 
 
 def schedule(kfp_client: Any, package: str, args: argparse.Namespace) -> Any:
     """A recurring run: every ``--every`` seconds, or on the ``--schedule`` cron (KFP's
     6 fields, seconds first); one run at a time, no catch-up of missed slots."""
-    experiment = kfp_client.create_experiment("mlops")
+    experiment = kfp_client.create_experiment("mlops", namespace=args.namespace)
     return kfp_client.create_recurring_run(
         experiment.experiment_id,
         job_name=f"mlops-delivery-{uuid.uuid4().hex[:6]}",
@@ -413,7 +411,9 @@ def schedule(kfp_client: Any, package: str, args: argparse.Namespace) -> Any:
     )
 
 
-def service_answers(host: str, token: str | None, name: str, timeout: float) -> dict[str, Any]:
+def service_answers(
+    host: str, token: str | None, namespace: str, name: str, timeout: float
+) -> dict[str, Any]:
     """Wait until InferenceService ``name`` is Ready and answers a V1 prediction through
     the gateway (the kubernetes client, as any script would); its status and the answer."""
     from kubernetes import client
@@ -424,7 +424,6 @@ def service_answers(host: str, token: str | None, name: str, timeout: float) -> 
         cfg.api_key = {"authorization": f"Bearer {token}"}
     api_client = client.ApiClient(cfg)
     api = client.CustomObjectsApi(api_client)
-    namespace = os.environ.get("SHIPYARD_NAMESPACE", "kubeflow-user-example-com")
     deadline = time.monotonic() + timeout
     while True:
         obj = api.get_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], name)
@@ -452,6 +451,11 @@ def service_answers(host: str, token: str | None, name: str, timeout: float) -> 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--host", default=os.environ.get("SHIPYARD_URL", "http://127.0.0.1:8080"))
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("SHIPYARD_NAMESPACE", "kubeflow-user-example-com"),
+        help="the profile's namespace the run and mlops-model live in",
+    )
     p.add_argument("--max-depth", type=int, default=3, help="the tree's depth (model quality)")
     p.add_argument("--seed", type=int, default=1, help="the data split")
     p.add_argument("--data-version", default="iris", help="recorded on the data sets")
@@ -481,11 +485,11 @@ def main(argv: list[str] | None = None) -> int:
             job = schedule(kfp_client, package, args)
             log.info("recurring_run_id=%s scheduled", job.recurring_run_id)
             return 0
-        run = run_once(kfp_client, package, arguments_from(args), args.timeout)
+        run = run_once(kfp_client, package, args)
     if run.state != "SUCCEEDED":
         log.error("run_id=%s ended %s: %s", run.run_id, run.state, run.error)
         return 1
-    found = service_answers(args.host, token, args.service_name, timeout=120)
+    found = service_answers(args.host, token, args.namespace, args.service_name, timeout=120)
     predictor = found["spec"]["predictor"]
     log.info(
         "run_id=%s SUCCEEDED; %s Ready, serving %s (traffic %s), answer %s",
