@@ -81,6 +81,17 @@ class WorkflowDoor:
         created = await self.submit(namespace, workflow)
         return await self.wait(namespace, created["metadata"]["name"], timeout)
 
+    async def run_succeeded(
+        self,
+        namespace: str,
+        workflow: dict[str, Any],
+        timeout: float = 60,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
+        """Run ``workflow``, which must succeed; the finished Workflow."""
+        done = await self.run(namespace, workflow, timeout)
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        return done
+
 
 @dataclass
 class PipelineService(WorkflowDoor):
@@ -140,6 +151,11 @@ def namespace() -> str:
 
 def nodes_by_display(wf: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n["displayName"]: n for n in wf["status"]["nodes"].values()}
+
+
+def root_result(wf: dict[str, Any]) -> Any:
+    """The ``outputs.result`` of a Workflow's root node (a one-step workflow's output)."""
+    return wf["status"]["nodes"][wf["metadata"]["name"]]["outputs"]["result"]
 
 
 @pytest.fixture

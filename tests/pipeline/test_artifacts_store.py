@@ -22,7 +22,7 @@ import pytest
 
 from services.common.objectstore import ObjectNotFound, ObjectStore
 from services.pipeline import stepwrap
-from tests.pipeline.conftest import Gateway, PipelineService, nodes_by_display
+from tests.pipeline.conftest import Gateway, PipelineService, nodes_by_display, root_result
 from tests.pipeline.test_engine import py, sh, two_steps, wf
 
 
@@ -55,8 +55,7 @@ async def test_output_is_a_tgz_under_the_workflow_name(
         "import os; print(sorted(os.listdir('/in/d')), open('/in/d/sub/b.txt').read().strip())",
         {"path": "/in/d"},
     )
-    done = await pipeline.run(namespace, spec)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, spec)
     nodes = nodes_by_display(done)
     assert nodes["use"]["outputs"]["result"] == "['a.txt', 'sub'] two"
     art = nodes["make"]["outputs"]["artifacts"][0]
@@ -83,8 +82,7 @@ async def test_archive_none_directory_is_stored_as_objects(
         "print(open('/in/d/a.txt').read().strip(), open('/in/d/sub/b.txt').read().strip())",
         {"path": "/in/d"},
     )
-    done = await pipeline.run(namespace, spec)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, spec)
     nodes = nodes_by_display(done)
     assert nodes["use"]["outputs"]["result"] == "one two"
     art = nodes["make"]["outputs"]["artifacts"][0]
@@ -111,9 +109,8 @@ async def test_s3_input_in_own_area_is_read_and_another_namespace_is_refused(
             ],
         )
 
-    done = await pipeline.run(namespace, reader(f"models/{namespace}/in.txt"))
-    assert done["status"]["phase"] == "Succeeded", done["status"]
-    assert done["status"]["nodes"][done["metadata"]["name"]]["outputs"]["result"] == "mine"
+    done = await pipeline.run_succeeded(namespace, reader(f"models/{namespace}/in.txt"))
+    assert root_result(done) == "mine"
     done = await pipeline.run(namespace, reader("models/someone-else/secret.txt"))
     assert done["status"]["phase"] == "Error"
     message = done["status"]["nodes"][done["metadata"]["name"]]["message"]
@@ -207,9 +204,8 @@ async def test_a_step_cannot_use_its_upload_form_elsewhere(
         "escape",
         [py("main", source, outputs={"artifacts": [{"name": "out", "path": "/tmp/out.txt"}]})],
     )
-    done = await pipeline.run(namespace, spec)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
-    results = json.loads(done["status"]["nodes"][done["metadata"]["name"]]["outputs"]["result"])
+    done = await pipeline.run_succeeded(namespace, spec)
+    results = json.loads(root_result(done))
     assert results == {
         "other_ns": 403,
         "own_prefix_sibling": 403,
@@ -286,8 +282,7 @@ async def test_one_gib_artifact_between_steps_in_bounded_memory(
         body = template.get("container") or template.get("script")
         if body is not None:
             body["resources"] = {"limits": {"memory": "160Mi"}}
-    done = await pipeline.run(namespace, spec, timeout=300)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, spec, timeout=300)
     nodes = nodes_by_display(done)
     assert nodes["use"]["outputs"]["result"] == str(1024**3)
     key = nodes["make"]["outputs"]["artifacts"][0]["s3"]["key"]
@@ -362,16 +357,10 @@ async def test_http_input_artifact_is_fetched_by_the_service_ssrf_checked(
 
         repo = pipeline.app.state.ctx.artifacts
         monkeypatch.setattr(repo, "allowed_hosts", AllowedHosts.parse(f"127.0.0.1:{files.port}"))
-        done = await pipeline.run(namespace, _http_reader(f"{base}/plain.txt"))
-        assert done["status"]["phase"] == "Succeeded", done["status"]
-        assert done["status"]["nodes"][done["metadata"]["name"]]["outputs"]["result"] == (
-            "over http"
-        )
-        done = await pipeline.run(namespace, _http_reader(f"{base}/d.tgz"))
-        assert done["status"]["phase"] == "Succeeded", done["status"]
-        assert done["status"]["nodes"][done["metadata"]["name"]]["outputs"]["result"] == (
-            "['a.txt', 'b.txt']"
-        )
+        done = await pipeline.run_succeeded(namespace, _http_reader(f"{base}/plain.txt"))
+        assert root_result(done) == ("over http")
+        done = await pipeline.run_succeeded(namespace, _http_reader(f"{base}/d.tgz"))
+        assert root_result(done) == ("['a.txt', 'b.txt']")
         missing = await pipeline.run(namespace, _http_reader(f"{base}/nothing"))
         assert missing["status"]["phase"] == "Error"
         assert "404" in missing["status"]["nodes"][missing["metadata"]["name"]]["message"]
@@ -418,8 +407,7 @@ async def test_artifact_repository_ref_names_a_configmap_of_the_namespace(
             },
         )
         assert r.status_code == 201, r.text
-    done = await gateway.run(ns, _repo_workflow({"configMap": cm_name}))
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await gateway.run_succeeded(ns, _repo_workflow({"configMap": cm_name}))
     name = done["metadata"]["name"]
     key = done["status"]["nodes"][name]["outputs"]["artifacts"][0]["s3"]["key"]
     assert key == f"models/{ns}/{cm_name}/{name}/r.tgz"
@@ -508,8 +496,7 @@ async def test_kfp_importer_copies_an_http_url_into_the_store(
         assert files.gets == 0
         repo = pipeline.app.state.ctx.artifacts
         monkeypatch.setattr(repo, "allowed_hosts", AllowedHosts.parse(f"127.0.0.1:{files.port}"))
-        done = await pipeline.run(namespace, body)
-        assert done["status"]["phase"] == "Succeeded", done["status"]
+        done = await pipeline.run_succeeded(namespace, body)
         pods = [n for n in done["status"]["nodes"].values() if n["type"] == "Pod"]
         counted = next(n for n in pods if n["displayName"].startswith("count-rows"))
         output = counted["outputs"]["parameters"][0]["value"]

@@ -106,8 +106,7 @@ async def test_run_steps_with_script_result_and_parameters(
     )
     spec["spec"]["templates"][0]["inputs"]["parameters"][0].pop("default")
     spec["spec"]["arguments"] = {"parameters": [{"name": "who", "value": "alice"}]}
-    done = await pipeline.run(namespace, spec)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, spec)
     nodes = nodes_by_display(done)
     assert nodes["flip"]["outputs"]["result"] == "heads"
     assert nodes["heads"]["phase"] == "Succeeded"
@@ -170,8 +169,7 @@ async def test_run_dag_loops_fan_out_and_aggregate(
         ],
         parallelism=3,
     )
-    done = await pipeline.run(namespace, spec)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, spec)
     nodes = done["status"]["nodes"].values()
     each = [n for n in nodes if n["displayName"].startswith("each(")]
     assert len(each) == 4
@@ -238,8 +236,7 @@ async def test_run_retry_strategy_then_exit_handler(
         ],
         onExit="exit",
     )
-    done = await pipeline.run(namespace, spec)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, spec)
     nodes = nodes_by_display(done)
     assert nodes["flaky"]["type"] == "Retry"
     attempts = [
@@ -290,8 +287,7 @@ async def test_run_artifacts_between_steps(pipeline: PipelineService, namespace:
         "print(open('/in/f.txt').read().strip().upper())",
         {"path": "/in/f.txt"},
     )
-    done = await pipeline.run(namespace, spec)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, spec)
     assert nodes_by_display(done)["use"]["outputs"]["result"] == "ARTIFACT-DATA"
 
 
@@ -378,8 +374,7 @@ async def test_run_workflow_template_refs(pipeline: PipelineService, namespace: 
         "metadata": {"generateName": "byref-"},
         "spec": {"workflowTemplateRef": {"name": "shared"}},
     }
-    done = await pipeline.run(namespace, by_ref)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, by_ref)
     assert done["status"]["nodes"][done["metadata"]["name"]]["inputs"]["parameters"] == [
         {"name": "msg", "value": "from-template"}
     ]
@@ -394,8 +389,7 @@ async def test_run_workflow_template_refs(pipeline: PipelineService, namespace: 
             }
         ],
     )
-    done = await pipeline.run(namespace, tref)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, tref)
     assert "a" in nodes_by_display(done)
 
 
@@ -434,8 +428,7 @@ async def test_run_volume_claim_templates(pipeline: PipelineService, namespace: 
             }
         ],
     )
-    done = await pipeline.run(namespace, spec)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    done = await pipeline.run_succeeded(namespace, spec)
     claim = done["status"]["persistentVolumeClaims"][0]["persistentVolumeClaim"]["claimName"]
     for _ in range(50):
         if not [v for v in await pipeline.runtime.list_volumes(namespace) if v.name == claim]:
