@@ -93,13 +93,13 @@ def alias_document(original: dict[str, Any], alias: catalog.KindInfo) -> dict[st
     source, target = alias.alias_of, alias
     text = json.dumps(original)
     for old, new in (
-        (source.base_path + "/", target.base_path + "/"),
+        (source.api_version, target.api_version),  # paths and descriptions
         (
             schema_prefix(source.group, source.version) + ".",
             schema_prefix(target.group, target.version) + ".",
         ),
         (f'"group": "{source.group}"', f'"group": "{target.group}"'),
-        (f" ({source.api_version})", f" ({target.api_version})"),
+        (f'"tags": ["{source.group}"]', f'"tags": ["{target.group}"]'),
     ):
         text = text.replace(old, new)
     return json.loads(text)  # type: ignore[no-any-return]

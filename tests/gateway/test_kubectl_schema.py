@@ -404,3 +404,30 @@ def test_kubectl_apply_twice_converges_on_a_configmap(kubectl: Kubectl) -> None:
     obj = json.loads(kubectl.run("get", "configmap", name, "-o", "json").stdout)
     assert obj["data"] == {"b": "3", "c": "4"}  # "a" was applied before and is gone
     kubectl.run("delete", "configmap", name)
+
+
+def test_alias_and_v2_documents_are_derived_from_v3() -> None:
+    """Pure: the KFServing alias document and Swagger 2.0, from a service's v3 document."""
+    from gateway.openapi import alias_document, swagger_v2
+    from services.common import catalog
+    from services.common.resources.kinds import ResourceKind
+    from services.common.resources.openapi import document
+
+    info = catalog.INFERENCE_SERVICE
+    kserve = document([ResourceKind(**info.resource_kind_fields(), spec_model=None)])
+    alias = alias_document(kserve, catalog.KFSERVING_INFERENCE_SERVICE)
+    schemas = alias["components"]["schemas"]
+    assert "org.kubeflow.serving.v1beta1.InferenceService" in schemas
+    assert schemas["org.kubeflow.serving.v1beta1.InferenceService"][
+        "x-kubernetes-group-version-kind"
+    ] == [{"group": "serving.kubeflow.org", "version": "v1beta1", "kind": "InferenceService"}]
+    assert all(p.startswith("/apis/serving.kubeflow.org/v1beta1/") for p in alias["paths"])
+    assert "serving.kserve.io" not in json.dumps(alias)
+    v2 = swagger_v2({"apis/serving.kserve.io/v1beta1": kserve})
+    item = v2["paths"]["/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices"]
+    body = next(p for p in item["post"]["parameters"] if p["in"] == "body")
+    assert body["schema"] == {"$ref": "#/definitions/io.kserve.serving.v1beta1.InferenceService"}
+    assert item["post"]["consumes"] == ["application/json"]
+    assert item["get"]["responses"]["200"]["schema"] == {
+        "$ref": "#/definitions/io.kserve.serving.v1beta1.InferenceServiceList"
+    }
