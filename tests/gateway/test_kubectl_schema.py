@@ -431,3 +431,18 @@ def test_alias_and_v2_documents_are_derived_from_v3() -> None:
     assert item["get"]["responses"]["200"]["schema"] == {
         "$ref": "#/definitions/io.kserve.serving.v1beta1.InferenceServiceList"
     }
+
+
+def test_proxy_forwards_accept_and_content_type() -> None:
+    """Pure: what the proxy sends upstream keeps the Table ``Accept`` and the patch type."""
+    from gateway.proxy import forward_headers
+
+    sent = [
+        (b"accept", TABLE_ACCEPT.encode()),
+        (b"content-type", b"application/strategic-merge-patch+json"),
+        (b"connection", b"keep-alive"),
+    ]
+    out = forward_headers(sent, "assertion", strip_authorization=False, client_host=None)
+    assert (b"accept", TABLE_ACCEPT.encode()) in out
+    assert (b"content-type", b"application/strategic-merge-patch+json") in out
+    assert not any(name == b"connection" for name, _ in out)
