@@ -170,3 +170,26 @@ def claim(name: str, storage: str = "1Mi") -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}},
     }
+
+
+def notebook(
+    name: str,
+    image: str = "jupyter",
+    *,
+    container_name: str | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+    **container: Any,
+) -> dict[str, Any]:
+    """A Kubeflow Notebook ``name``: one container (named ``name`` unless said) running
+    ``image``, with ``container``'s other fields (command, env, volumeMounts, ...)."""
+    pod: dict[str, Any] = {
+        "containers": [{"name": container_name or name, "image": image, **container}]
+    }
+    if volumes:
+        pod["volumes"] = volumes
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Notebook",
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": pod}},
+    }

@@ -29,6 +29,7 @@ from gateway.settings import Settings
 from services.common import dataplane
 from services.notebook.app import create_app as create_notebook_app
 from services.notebook.settings import Settings as NotebookSettings
+from tests import specs
 from tests.conftest import InProcessService, free_port, service_in_process
 from tests.gateway.conftest import (
     COOKIE_SECRET,
@@ -237,12 +238,7 @@ async def test_gateway_token_opens_real_jupyter_server(
     injects, so a visitor reaches the server through the gateway and only through it."""
     name = "through-gw"
     notebooks = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
-    body = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Notebook",
-        "metadata": {"name": name},
-        "spec": {"template": {"spec": {"containers": [{"name": name, "image": "jupyter"}]}}},
-    }
+    body = specs.notebook(name)
     table = gateway.gw.route_table  # type: ignore[attr-defined]
     async with httpx.AsyncClient(
         base_url=notebook_service.url, timeout=20, headers=notebook_service.headers()

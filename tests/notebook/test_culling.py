@@ -18,6 +18,7 @@ import pytest
 from services.notebook.app import create_app
 from services.notebook.culling import last_activity
 from services.notebook.settings import Settings
+from tests import specs
 from tests.conftest import InProcessService, own_service_fixture
 
 NAMESPACE = "cull-test"
@@ -62,12 +63,7 @@ def is_ready(nb: dict) -> bool:
 @pytest.mark.timeout(90)
 async def test_cull_idle_notebook_then_restart_fresh(culling_service: httpx.AsyncClient) -> None:
     http = culling_service
-    body = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Notebook",
-        "metadata": {"name": "idle"},
-        "spec": {"template": {"spec": {"containers": [{"name": "idle", "image": "x"}]}}},
-    }
+    body = specs.notebook("idle", "x")
     assert (await http.post(NOTEBOOKS, json=body)).status_code == 201
     nb = await poll(http, "idle", is_ready)
     started = time.monotonic()

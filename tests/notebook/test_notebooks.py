@@ -48,29 +48,14 @@ async def eventually(
 
 
 def notebook_body(name: str, claim: str, env_value: str = "one") -> dict[str, Any]:
-    return {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Notebook",
-        "metadata": {"name": name},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": name,
-                            "image": "kubeflownotebookswg/jupyter-scipy:v1.8.0",
-                            "env": [{"name": "GREETING", "value": env_value}],
-                            "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}},
-                            "volumeMounts": [{"name": "workspace", "mountPath": "/home/jovyan"}],
-                        }
-                    ],
-                    "volumes": [
-                        {"name": "workspace", "persistentVolumeClaim": {"claimName": claim}}
-                    ],
-                }
-            }
-        },
-    }
+    return specs.notebook(
+        name,
+        "kubeflownotebookswg/jupyter-scipy:v1.8.0",
+        volumes=[{"name": "workspace", "persistentVolumeClaim": {"claimName": claim}}],
+        env=[{"name": "GREETING", "value": env_value}],
+        resources={"requests": {"cpu": "0.5", "memory": "1Gi"}},
+        volumeMounts=[{"name": "workspace", "mountPath": "/home/jovyan"}],
+    )
 
 
 async def run_code(ws_url: str, code: str) -> str:
@@ -357,24 +342,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Echo).serve_forev
 async def test_custom_command_notebook_behind_gateway(platform: Any) -> None:
     """A container with its own command (a custom image) runs it, with NB_PREFIX and PORT;
     the gateway routes to it with the server's token instead of the caller's Authorization."""
-    body = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Notebook",
-        "metadata": {"name": "echo"},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "echo",
-                            "image": "example.com/custom:1",
-                            "command": ["python3", "-c", ECHO_SERVER],
-                        }
-                    ]
-                }
-            }
-        },
-    }
+    body = specs.notebook("echo", "example.com/custom:1", command=["python3", "-c", ECHO_SERVER])
     route = f"{platform.gateway_url}/notebook/{NS}/echo"
     async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=20) as http:
         assert (await http.post(NOTEBOOKS, json=body)).status_code == 201

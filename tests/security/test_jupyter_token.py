@@ -26,6 +26,7 @@ from services.common.runtime import endpoint
 from services.notebook.app import create_app
 from services.notebook.settings import Settings
 from services.notebook.workload import build_workload
+from tests import specs
 from tests.conftest import InProcessService, own_service_fixture
 
 NAMESPACE = "tenant-a"
@@ -42,12 +43,7 @@ notebook_service = own_service_fixture(
 @pytest.fixture(scope="module")
 async def server(notebook_service: InProcessService) -> AsyncIterator[dict[str, Any]]:
     """A ready Jupyter server: its endpoint and the token the gateway would send."""
-    body = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Notebook",
-        "metadata": {"name": NAME},
-        "spec": {"template": {"spec": {"containers": [{"name": NAME, "image": "jupyter"}]}}},
-    }
+    body = specs.notebook(NAME)
     async with httpx.AsyncClient(
         base_url=notebook_service.url, timeout=20, headers=notebook_service.headers()
     ) as api:

@@ -55,29 +55,16 @@ def experiment(targets: dict[str, Any]) -> dict[str, Any]:
 
 
 def notebook(targets: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Notebook",
-        "metadata": {"name": "escape-nb"},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "escape-nb",
-                            "image": "jupyter/base-notebook",
-                            "command": [
-                                "sh",
-                                "-c",
-                                RUN_PROBE + '; exec python3 -m http.server "$PORT"',
-                            ],
-                            "env": probe_env(targets),
-                        }
-                    ]
-                }
-            }
-        },
-    }
+    return specs.notebook(
+        "escape-nb",
+        "jupyter/base-notebook",
+        command=[
+            "sh",
+            "-c",
+            RUN_PROBE + '; exec python3 -m http.server "$PORT"',
+        ],
+        env=probe_env(targets),
+    )
 
 
 async def reports_in(runtime: LocalRuntime, wanted: int, seconds: float) -> dict[str, Any]:

@@ -69,25 +69,12 @@ def assert_host_path_refused(r: httpx.Response, field: str) -> None:
 
 # ------------------------------------------------------------------------------- hostPath
 def test_create_notebook_host_path_422(api: httpx.Client) -> None:
-    body = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Notebook",
-        "metadata": {"name": "hostpath"},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "nb",
-                            "image": "jupyter",
-                            "volumeMounts": [{"name": "host", "mountPath": "/host"}],
-                        }
-                    ],
-                    "volumes": [{"name": "ws", "emptyDir": {}}, HOST_PATH],
-                }
-            }
-        },
-    }
+    body = specs.notebook(
+        "hostpath",
+        container_name="nb",
+        volumes=[{"name": "ws", "emptyDir": {}}, HOST_PATH],
+        volumeMounts=[{"name": "host", "mountPath": "/host"}],
+    )
     r = api.post(NOTEBOOKS, json=body)
     assert_host_path_refused(r, "spec.template.spec.volumes[1].hostPath")
     assert api.get(f"{NOTEBOOKS}/hostpath").status_code == 404
