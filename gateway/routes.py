@@ -65,6 +65,12 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(r"^/api/v1/(secrets|serviceaccounts)$", "serving"),
     _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/notebooks(/|$)", "notebook"),
     _r(r"^/apis/kubeflow\.org/v1/notebooks$", "notebook"),
+    _r(rf"^/apis/kubeflow\.org/v1alpha1/namespaces/{NS}/poddefaults(/|$)", "notebook"),
+    _r(r"^/apis/kubeflow\.org/v1alpha1/poddefaults$", "notebook"),
+    # The Jupyter web app's backend (services/notebook/jwa.py): its configuration for anyone
+    # signed in, everything else in the namespace the path names.
+    _r(r"^/jupyter/api/(config|gpus)$", "notebook", any_user=True),
+    _r(rf"^/jupyter/api/namespaces/{NS}/", "notebook"),
     _r(rf"^/apis/kubeflow\.org/v1beta1/namespaces/{NS}/", "automl"),
     _r(r"^/apis/kubeflow\.org/v1beta1/", "automl"),
     _r(rf"^/apis/argoproj\.io/v1alpha1/namespaces/{NS}/", "pipeline"),

@@ -119,6 +119,17 @@ NOTEBOOK = KindInfo(
         PrinterColumn("URL", "status.url", wide=True),
     ),
 )
+# Kubeflow's admission-webhook CRD: env, volumes and annotations for the notebooks it selects.
+PODDEFAULT = KindInfo(
+    "kubeflow.org",
+    "v1alpha1",
+    "PodDefault",
+    "poddefaults",
+    "notebook",
+    categories=("kubeflow",),
+    status=False,
+    columns=(PrinterColumn("DESCRIPTION", "spec.desc"),),
+)
 
 # ---- automl: Katib's kubeflow.org/v1beta1, and core/v1 ConfigMap (trial templates) -----------
 
@@ -284,6 +295,7 @@ PROFILE = KindInfo(
 ALL_KINDS: tuple[KindInfo, ...] = (
     PVC,
     NOTEBOOK,
+    PODDEFAULT,
     EXPERIMENT,
     TRIAL,
     SUGGESTION,

@@ -5,6 +5,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.common.app import Lifecycle, ServiceContext, build_service
+from services.notebook import jwa
 from services.notebook.controller import ClaimController
 from services.notebook.culling import NotebookCuller
 from services.notebook.models import KINDS
@@ -17,7 +18,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     versions = Path(__file__).parent / "migrations" / "versions"
     return build_service(
-        "notebook", settings, metadata, versions, kinds=KINDS, components=components
+        "notebook",
+        settings,
+        metadata,
+        versions,
+        kinds=KINDS,
+        # The Jupyter web app's backend (Kubeflow's /jupyter/api), in its own envelope.
+        routers=[jwa.router],
+        error_renderers=[(jwa.PREFIX, jwa.render_error)],
+        components=components,
     )
 
 

@@ -1,4 +1,5 @@
-"""Kinds of the notebook service: core/v1 PersistentVolumeClaim, kubeflow.org/v1 Notebook."""
+"""Kinds of the notebook service: core/v1 PersistentVolumeClaim, kubeflow.org/v1 Notebook,
+kubeflow.org/v1alpha1 PodDefault."""
 
 from __future__ import annotations
 
@@ -48,6 +49,44 @@ class NotebookSpec(Spec):
     template: PodTemplate
 
 
+class PodDefaultSpec(Spec):
+    """Kubeflow's PodDefault: what it adds to the pods its ``selector`` matches.
+
+    The notebook service applies it to notebook servers (``workload.apply_pod_defaults``):
+    env, envFrom, volumes and volumeMounts, annotations and labels, tolerations; the other
+    fields are kept as written (a Kubernetes cluster's webhook would use them)."""
+
+    selector: LabelSelector
+    desc: str | None = None
+    service_account_name: str | None = Field(None, alias="serviceAccountName")
+    automount_service_account_token: bool | None = Field(None, alias="automountServiceAccountToken")
+    env: list[dict[str, Any]] | None = None
+    env_from: list[dict[str, Any]] | None = Field(None, alias="envFrom")
+    volumes: list[dict[str, Any]] | None = None
+    volume_mounts: list[dict[str, Any]] | None = Field(None, alias="volumeMounts")
+    tolerations: list[dict[str, Any]] | None = None
+    annotations: dict[str, str] | None = None
+    labels: dict[str, str] | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    sidecars: list[dict[str, Any]] | None = None
+    init_containers: list[dict[str, Any]] | None = Field(None, alias="initContainers")
+
+
+def validate_poddefault(obj: dict[str, Any]) -> Sequence[Cause]:
+    """Names on every env var, volume and mount; no hostPath volume (as for a Notebook)."""
+    spec = obj.get("spec") or {}
+    causes = host_path_causes(spec, "spec")
+    for field in ("env", "volumes", "volumeMounts"):
+        for i, item in enumerate(spec.get(field) or []):
+            if not isinstance(item, dict) or not item.get("name"):
+                causes.append(Cause(f"spec.{field}[{i}].name", "Required value"))
+    for i, mount in enumerate(spec.get("volumeMounts") or []):
+        if isinstance(mount, dict) and not mount.get("mountPath"):
+            causes.append(Cause(f"spec.volumeMounts[{i}].mountPath", "Required value"))
+    return causes
+
+
 def validate_notebook(obj: dict[str, Any]) -> Sequence[Cause]:
     """The pod template mounts no hostPath (``services.common.hostpath``)."""
     return host_path_causes(obj.get("spec") or {}, "spec")
@@ -64,4 +103,10 @@ NOTEBOOK = ResourceKind(
     validate=validate_notebook,
 )
 
-KINDS = (PVC, NOTEBOOK)
+PODDEFAULT = ResourceKind(
+    **catalog.PODDEFAULT.resource_kind_fields(),
+    spec_model=PodDefaultSpec,
+    validate=validate_poddefault,
+)
+
+KINDS = (PVC, NOTEBOOK, PODDEFAULT)

@@ -37,7 +37,7 @@ from services.common.dataplane import notebook_token
 from services.common.resources import ResourceKind, ResourceStore, WatchEvent
 from services.common.resources.store import now_rfc3339
 from services.common.runtime import SERVICE_LABEL, Phase, Runtime, WorkloadNotFound, WorkloadStatus
-from services.notebook.models import NOTEBOOK, PVC
+from services.notebook.models import NOTEBOOK, PODDEFAULT, PVC
 from services.notebook.workload import (
     GENERATION_LABEL,
     NAME_LABEL,
@@ -195,8 +195,10 @@ class NotebookController(Controller):
     async def _start(self, notebook: dict[str, Any]) -> WorkloadStatus | None:
         meta = notebook["metadata"]
         ns, name = meta["namespace"], meta["name"]
+        pod_defaults = await self.store.list_all(PODDEFAULT, ns)
         try:
-            spec = build_workload(notebook, notebook_token(self.dataplane_key, ns, name))
+            token = notebook_token(self.dataplane_key, ns, name)
+            spec = build_workload(notebook, token, pod_defaults)
         except ValueError as exc:
             await self._write_status(notebook, invalid_status(str(exc)))
             return None

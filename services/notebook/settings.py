@@ -13,3 +13,6 @@ class Settings(ServiceSettings):
     # How long a starting server may take to pass its readiness probe before the controller
     # stops waiting for it in the background (the periodic resync still watches it).
     notebook_ready_timeout_seconds: float = 300
+    # The Jupyter web app's spawner configuration (Kubeflow's spawner_ui_config.yaml): a YAML
+    # file that replaces the built-in one (services/notebook/jwa_spawner_ui_config.yaml).
+    jwa_spawner_ui_config: str = ""

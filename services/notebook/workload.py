@@ -9,6 +9,8 @@ instead, with ``NB_PREFIX`` and ``PORT`` in its environment.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
@@ -112,12 +114,129 @@ def server_env(
     return env
 
 
-def build_workload(notebook: dict[str, Any], token: str) -> WorkloadSpec:
+# ---------------------------------------------------------------------- PodDefaults
+POD_DEFAULT_ANNOTATION = "poddefault.admission.kubeflow.org/poddefault-"
+
+
+def pod_labels(notebook: Mapping[str, Any]) -> dict[str, str]:
+    """The labels of the notebook's pod, as Kubeflow's controller gives its StatefulSet's pods:
+    the pod template's, the Notebook's own (where the spawner puts PodDefault labels), and
+    ``statefulset``/``notebook-name``."""
+    meta = notebook.get("metadata") or {}
+    template = (notebook.get("spec") or {}).get("template") or {}
+    labels = {
+        str(k): str(v) for k, v in ((template.get("metadata") or {}).get("labels") or {}).items()
+    }
+    labels.update({str(k): str(v) for k, v in (meta.get("labels") or {}).items()})
+    labels.update({"statefulset": str(meta.get("name", "")), NAME_LABEL: str(meta.get("name", ""))})
+    return labels
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions) against ``labels``; an
+    empty selector matches every pod, as Kubernetes' ``LabelSelectorAsSelector``."""
+    selector = selector or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != str(value):
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op = expr.get("key"), expr.get("operator")
+        values = [str(v) for v in expr.get("values") or []]
+        present = key in labels
+        if op == "In" and not (present and labels[key] in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def matching_pod_defaults(
+    notebook: Mapping[str, Any], pod_defaults: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The PodDefaults of the notebook's namespace whose selector matches its pod, by name."""
+    labels = pod_labels(notebook)
+    ns = (notebook.get("metadata") or {}).get("namespace")
+    found = [
+        pd
+        for pd in pod_defaults
+        if (pd.get("metadata") or {}).get("namespace") == ns
+        and selector_matches((pd.get("spec") or {}).get("selector"), labels)
+    ]
+    return sorted(found, key=lambda pd: str(pd["metadata"].get("name", "")))
+
+
+def _merge_named(into: list[Any], extra: Sequence[Any]) -> None:
+    """Add the named items of ``extra`` that ``into`` does not name already (its own win)."""
+    names = {item.get("name") for item in into if isinstance(item, dict)}
+    for item in extra:
+        if isinstance(item, dict) and item.get("name") not in names:
+            into.append(copy.deepcopy(item))
+            names.add(item.get("name"))
+
+
+def apply_pod_defaults(
+    notebook: dict[str, Any], pod_defaults: Iterable[Mapping[str, Any]]
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """The notebook with the matching PodDefaults merged into its pod template, as Kubeflow's
+    admission webhook merges them into the pod: env, envFrom, volumes, volumeMounts (of the
+    first container) and tolerations; and the labels and annotations the pod gets (with
+    ``poddefault.admission.kubeflow.org/poddefault-NAME: resourceVersion`` for each).
+
+    What the notebook sets itself wins over a PodDefault (an env var or volume of the same
+    name is kept as the notebook has it).
+    """
+    merged = copy.deepcopy(notebook)
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    matches = matching_pod_defaults(notebook, pod_defaults)
+    if not matches:
+        return merged, labels, annotations
+    pod = merged.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
+    containers = pod.get("containers") or []
+    container = containers[0] if containers and isinstance(containers[0], dict) else None
+    for pd in matches:
+        spec = pd.get("spec") or {}
+        if container is not None:
+            _merge_named(container.setdefault("env", []), spec.get("env") or [])
+            container.setdefault("envFrom", []).extend(copy.deepcopy(spec.get("envFrom") or []))
+            mounts = container.setdefault("volumeMounts", [])
+            paths = {m.get("mountPath") for m in mounts if isinstance(m, dict)}
+            for mount in spec.get("volumeMounts") or []:
+                if isinstance(mount, dict) and mount.get("mountPath") not in paths:
+                    mounts.append(copy.deepcopy(mount))
+                    paths.add(mount.get("mountPath"))
+        _merge_named(pod.setdefault("volumes", []), spec.get("volumes") or [])
+        pod.setdefault("tolerations", []).extend(copy.deepcopy(spec.get("tolerations") or []))
+        labels.update({str(k): str(v) for k, v in (spec.get("labels") or {}).items()})
+        annotations.update({str(k): str(v) for k, v in (spec.get("annotations") or {}).items()})
+        meta = pd.get("metadata") or {}
+        annotations[POD_DEFAULT_ANNOTATION + str(meta.get("name"))] = str(
+            meta.get("resourceVersion", "")
+        )
+    if container is not None and not container.get("envFrom"):
+        container.pop("envFrom", None)
+    return merged, labels, annotations
+
+
+def build_workload(
+    notebook: dict[str, Any],
+    token: str,
+    pod_defaults: Iterable[Mapping[str, Any]] = (),
+) -> WorkloadSpec:
     """The server workload for ``notebook``; ValueError (with the field path) if it cannot run.
 
     ``token`` is the server's Jupyter token (``services.common.dataplane.notebook_token``),
     given to every container as ``JUPYTER_TOKEN``, so a custom Jupyter image uses it too.
+    ``pod_defaults`` are the namespace's PodDefaults: those that select the notebook's pod
+    are merged in first (:func:`apply_pod_defaults`).
     """
+    notebook, pd_labels, _ = apply_pod_defaults(notebook, pod_defaults)
     meta = notebook["metadata"]
     ns, name = meta["namespace"], meta["name"]
     pod = ((notebook.get("spec") or {}).get("template") or {}).get("spec") or {}
@@ -179,6 +298,7 @@ def build_workload(notebook: dict[str, Any], token: str) -> WorkloadSpec:
                     pod.get("terminationGracePeriodSeconds") or 5
                 ),
                 "labels": {
+                    **pd_labels,
                     SERVICE_LABEL: "notebook",
                     NAME_LABEL: name,
                     GENERATION_LABEL: str(meta.get("generation", 1)),
