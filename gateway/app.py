@@ -120,13 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=201,
         )
 
-    app.include_router(login.router)
-    app.include_router(profiles_api.router)
-    app.include_router(kfam.router)
-    app.include_router(workgroup.router)
-    app.include_router(dashboard.router)
-    app.include_router(discovery.router)
-    app.include_router(openapi.router)
+    for module in (login, profiles_api, kfam, workgroup, dashboard, discovery, openapi):
+        app.include_router(module.router)
 
     @app.websocket("/notebook/{ns}/{name}/{rest:path}")
     async def proxy_notebook_websocket(ws: WebSocket, ns: str, name: str, rest: str) -> None:

@@ -260,13 +260,7 @@ def resource_router(
         authorize(identity, "watch" if watching else "list", namespace, resource, kind.read_role)
         if watching:
             return watch_stream(store, kind, namespace, request)
-        page = await _list_page(store, kind, namespace, request)
-        table = _as_table(
-            request, kind, page.items, str(page.resource_version), page.continue_token
-        )
-        if table is not None:
-            return table
-        return list_response(kind, page.items, page.resource_version, page.continue_token)
+        return await _list_or_table(store, kind, namespace, request)
 
     async def create_object(request: Request, identity: IdentityDep) -> JSONResponse:
         namespace = ns_of(request)
@@ -342,6 +336,17 @@ def resource_router(
         },
     )
     return router
+
+
+async def _list_or_table(
+    store: ResourceStore, kind: ResourceKind, namespace: str | None, request: Request
+) -> Any:
+    """A page of the list, as a ``List`` or (when the client asks) a ``Table``."""
+    page = await _list_page(store, kind, namespace, request)
+    table = _as_table(request, kind, page.items, str(page.resource_version), page.continue_token)
+    if table is not None:
+        return table
+    return list_response(kind, page.items, page.resource_version, page.continue_token)
 
 
 async def _list_page(
