@@ -427,9 +427,8 @@ class InferenceServiceController(Controller):
         scale_down = idle and settled and latest == rolled
         active = desired_replicas(predictor, self.window.observed(namespace, name))
         replicas = 0 if scale_down else active
-        secondaries = await self._scale_replicas(
-            isvc, digest, keep, by_number, secondaries, replicas
-        )
+        scale = self._scale_replicas
+        secondaries = await scale(isvc, digest, keep, by_number, secondaries, replicas)
         if scale_down and await self._drained(namespace, name, comp, [*by_number.values()]):
             by_number = {}
         elif not scale_down:
