@@ -25,7 +25,7 @@ $(PY):
 	python3 -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PIP) install -q -c constraints.txt -e '.[dev,katib]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,katib,serving-formats]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

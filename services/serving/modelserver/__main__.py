@@ -45,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also serve under this prefix (e.g. /serving/<ns>/<isvc>); "
         "default $SHIPYARD_PATH_PREFIX, which custom predictors are given",
     )
+    parser.add_argument(
+        "--nthread",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS") or "1"),
+        help="threads of the format's library (xgboost, lightgbm, onnxruntime, torch); "
+        "default $OMP_NUM_THREADS (an InferenceService sets it with the predictor's env), else 1",
+    )
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         log.info("model downloaded in %.2f s", time.monotonic() - started)
     try:
-        model = load_model(args.model_name, args.model_format, args.model_dir)
+        model = load_model(args.model_name, args.model_format, args.model_dir, args.nthread)
     except ModelLoadError as exc:
         log.error("cannot load model %s: %s", args.model_name, exc)
         return 1

@@ -14,7 +14,6 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -180,18 +179,15 @@ def _add_v2_routes(app: FastAPI, model: Model, unknown: Callable[[str], Response
             req = decode_request(await _body(request), request.headers.get(HEADER_LENGTH))
         except (TensorError, OSError, zlib.error) as exc:
             return _error(str(exc), 400)
-        # One input is the model's feature matrix; several are stacked as columns.
-        arrays = [a for _, a in req.inputs]
         try:
-            features = arrays[0] if len(arrays) == 1 else np.column_stack(arrays)
-            result = model.predict_array(features)
+            outputs = model.infer(req.inputs)
         except (ValueError, TypeError) as exc:
             return _error(f"invalid input: {exc}", 400)
         except Exception as exc:
             log.exception("infer failed")
             return _error(f"inference failed: {exc}", 500)
         try:
-            body, json_len = encode_response(name, req, [("output-0", result)])
+            body, json_len = encode_response(name, req, outputs)
         except TensorError as exc:
             return _error(str(exc), 400)
         if json_len is None:
