@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -125,6 +126,17 @@ def _interrupt(proc: subprocess.Popen[str]) -> str:
         out, _ = proc.communicate()
         pytest.fail(f"shipyard up did not stop within 30 s after SIGINT:\n{out}")
     return out
+
+
+def _finished(url: str, within: float = 90) -> dict[str, Any]:
+    """The Workflow at ``url`` once it has finished (Succeeded, Failed or Error)."""
+    deadline = time.monotonic() + within
+    while True:
+        wf = httpx.get(url, timeout=30).json()
+        if wf.get("status", {}).get("phase") in ("Succeeded", "Failed", "Error"):
+            return wf  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, wf.get("status")
+        time.sleep(0.2)
 
 
 def test_up_sigint_stops_every_child(tmp_path: Path, seaweedfs: RunningSeaweedFS) -> None:
@@ -409,13 +421,7 @@ def test_real_platform_on_the_embedded_store_passes_artifacts(
         created = httpx.post(base, json=workflow, timeout=30)
         assert created.status_code == 201, created.text
         name = created.json()["metadata"]["name"]
-        deadline = time.monotonic() + 90
-        while True:
-            wf = httpx.get(f"{base}/{name}", timeout=30).json()
-            if wf.get("status", {}).get("phase") in ("Succeeded", "Failed", "Error"):
-                break
-            assert time.monotonic() < deadline, wf.get("status")
-            time.sleep(0.2)
+        wf = _finished(f"{base}/{name}")
         assert wf["status"]["phase"] == "Succeeded", wf["status"]
         logs = httpx.get(f"{base}/{name}/log", params={"logOptions.container": "main"}, timeout=30)
         assert "hi" in logs.text, logs.text
@@ -506,13 +512,7 @@ def test_up_restarts_killed_services_and_the_workflow_finishes_once(
                     pass
             assert time.monotonic() < deadline, "the killed services did not come back in 60 s"
             time.sleep(0.2)
-        deadline = time.monotonic() + 90
-        while True:
-            wf = httpx.get(f"{base}/{name}", timeout=10).json()
-            if wf.get("status", {}).get("phase") in ("Succeeded", "Failed", "Error"):
-                break
-            assert time.monotonic() < deadline, wf.get("status")
-            time.sleep(0.2)
+        wf = _finished(f"{base}/{name}")
         assert wf["status"]["phase"] == "Succeeded", wf["status"]
         marks = asyncio.run(LocalRuntime(state_dir).resolve_volume(ns, "marks"))
         assert (marks / "a").read_text() == "ran\n"

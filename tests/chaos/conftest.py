@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OwnedNats, RunningSeaweedFS, _psql, free_port
+from tests.conftest import OwnedNats, RunningSeaweedFS, _psql, free_port, running_platform
 
 OUTAGE_SECONDS = float(os.environ.get("SHIPYARD_CHAOS_OUTAGE_SECONDS", "20"))
 RECOVERY_SECONDS = float(os.environ.get("SHIPYARD_CHAOS_RECOVERY_SECONDS", "60"))
@@ -200,26 +200,17 @@ def chaos_platform(
 ) -> Iterator[ChaosPlatform]:
     """The four services and the gateway (real processes, single-user mode) on a fresh
     database of the private Postgres and a private nats-server of this test's own."""
-    from shipyard.up import Platform
-
     nats = OwnedNats(tmp_path / "jetstream")
     nats.start()
     state_dir = tmp_path / "state"
     try:
         with private_pg.database() as url:
-            platform = Platform(
-                state_dir,
-                database_url=url,
-                nats_url=nats.url,
-                s3=seaweedfs.config,
-                ports=Platform.free_ports(),
-                auth_mode="single-user",
-            )
-            platform.start()
             try:
-                yield ChaosPlatform(platform, private_pg, nats, url, state_dir)
+                with running_platform(
+                    state_dir, database_url=url, nats_url=nats.url, s3=seaweedfs.config
+                ) as platform:
+                    yield ChaosPlatform(platform, private_pg, nats, url, state_dir)
             finally:
-                platform.stop()
                 if not private_pg.running():
                     private_pg.start()
     finally:

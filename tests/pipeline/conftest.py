@@ -81,14 +81,9 @@ class WorkflowDoor:
         created = await self.submit(namespace, workflow)
         return await self.wait(namespace, created["metadata"]["name"], timeout)
 
-    async def run_succeeded(
-        self,
-        namespace: str,
-        workflow: dict[str, Any],
-        timeout: float = 60,  # noqa: ASYNC109
-    ) -> dict[str, Any]:
-        """Run ``workflow``, which must succeed; the finished Workflow."""
-        done = await self.run(namespace, workflow, timeout)
+    async def run_succeeded(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``run``, for a workflow that must succeed; the finished Workflow."""
+        done = await self.run(*args, **kwargs)
         assert done["status"]["phase"] == "Succeeded", done["status"]
         return done
 

@@ -216,13 +216,20 @@ async def test_download_url_expires(service: InProcessService, store: ObjectStor
             await asyncio.sleep(0.2)
 
 
+async def secret_artifact(
+    service: InProcessService, store: ObjectStore, namespace: str, *, stored_in: str
+) -> str:
+    """An artifact of ``namespace``'s whose object lies in ``stored_in``'s area; its id."""
+    key = f"v2/artifacts/{stored_in}/pipe/run/t/secret"
+    await put(store, key, b"secret")
+    return await record(service, namespace, str(uuid.uuid4()), 0, store.uri(key))
+
+
 async def test_read_artifact_other_namespace_refused(
     service: InProcessService, store: ObjectStore
 ) -> None:
     ns, other = _ns(), _ns()
-    key = f"v2/artifacts/{ns}/pipe/run/t/secret"
-    await put(store, key, b"secret")
-    art_id = await record(service, ns, str(uuid.uuid4()), 0, store.uri(key))
+    art_id = await secret_artifact(service, store, ns, stored_in=ns)
     async with client(service, other) as c:
         r = await c.get(f"/apis/v2beta1/artifacts/{art_id}", params={"view": "DOWNLOAD"})
         missing = await c.get("/apis/v2beta1/artifacts/999999999")
@@ -236,9 +243,7 @@ async def test_download_url_refused_outside_namespace_area(
 ) -> None:
     """A record whose uri names another namespace's object gets no URL for it."""
     ns, victim = _ns(), _ns()
-    key = f"v2/artifacts/{victim}/pipe/run/t/secret"
-    await put(store, key, b"secret")
-    art_id = await record(service, ns, str(uuid.uuid4()), 0, store.uri(key))
+    art_id = await secret_artifact(service, store, ns, stored_in=victim)
     async with client(service, ns) as c:
         r = await c.get(f"/apis/v2beta1/artifacts/{art_id}", params={"view": "DOWNLOAD"})
     assert r.status_code == 404 and "download_url" not in r.text

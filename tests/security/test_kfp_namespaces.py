@@ -76,6 +76,11 @@ async def assert_nothing_created(bob: httpx.AsyncClient) -> None:
     assert workflows.json()["items"] == [], workflows.text
 
 
+def borrowed(reference: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Bob's run (or recurring run, with ``extra``) in his namespace, of ``reference``."""
+    return {"display_name": "borrowed", "namespace": BOB_NS, **reference, **extra}
+
+
 async def test_run_with_other_namespace_version_not_found(
     pipeline: InProcessService, alice_pipeline: dict[str, str]
 ) -> None:
@@ -88,19 +93,12 @@ async def test_run_with_other_namespace_version_not_found(
                 {"pipeline_version_reference": {"pipeline_version_id": version_id}},
                 {"pipeline_version_id": version_id},  # the older top-level field
             ):
-                body = {"display_name": "borrowed", "namespace": BOB_NS, **ref, **extra}
+                body = borrowed(ref, extra)
                 r = await bob.post(f"{KFP}/{path}", json=body)
                 not_found(r, f"pipeline version {version_id} not found")
             # An id that never existed: the same answer, so existence does not leak.
-            r = await bob.post(
-                f"{KFP}/{path}",
-                json={
-                    "display_name": "borrowed",
-                    "namespace": BOB_NS,
-                    "pipeline_version_reference": {"pipeline_version_id": unknown},
-                    **extra,
-                },
-            )
+            body = borrowed({"pipeline_version_reference": {"pipeline_version_id": unknown}}, extra)
+            r = await bob.post(f"{KFP}/{path}", json=body)
             not_found(r, f"pipeline version {unknown} not found")
         await assert_nothing_created(bob)
 
@@ -114,15 +112,8 @@ async def test_run_with_other_namespace_pipeline_not_found(
     async with client(pipeline, "bob@example.com", BOB_NS) as bob:
         for path, extra in (("runs", {}), ("recurringruns", {"trigger": _every_hour()})):
             for target in (pipeline_id, unknown):
-                r = await bob.post(
-                    f"{KFP}/{path}",
-                    json={
-                        "display_name": "borrowed",
-                        "namespace": BOB_NS,
-                        "pipeline_version_reference": {"pipeline_id": target},
-                        **extra,
-                    },
-                )
+                body = borrowed({"pipeline_version_reference": {"pipeline_id": target}}, extra)
+                r = await bob.post(f"{KFP}/{path}", json=body)
                 not_found(r, f"pipeline {target} not found")
         await assert_nothing_created(bob)
 
