@@ -131,7 +131,8 @@ def test_create_inferenceservice_bad_spec_422(api: httpx.Client) -> None:
             "canaryTrafficPercent": 101,
         },
     )
-    r = api.post(ISVC_PATH, json=bad)
+    # Strict, as kubectl and the shipyard CLI ask: the unknown field is an error too.
+    r = api.post(ISVC_PATH, json=bad, params={"fieldValidation": "Strict"})
     assert r.status_code == 422, r.text
     fields = {c["field"] for c in r.json()["details"]["causes"]}
     assert {
