@@ -55,7 +55,12 @@ from services.serving.autoscale import desired_replicas, replica_bounds
 from services.serving.credentials import CredentialsError, S3Credentials, s3_credentials
 from services.serving.idle import ConcurrencyWindow, IdleClock
 from services.serving.modelcache import ModelCache
-from services.serving.models import INFERENCE_SERVICE, SECRET, SERVICE_ACCOUNT
+from services.serving.models import (
+    INFERENCE_SERVICE,
+    SECRET,
+    SERVICE_ACCOUNT,
+    predictor_model,
+)
 from services.serving.revisions import (
     predictor_hash,
     revision_name,
@@ -98,13 +103,10 @@ def _by_revision(
 
 
 def _model_block(predictor: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
-    """(the model spec, its format) for model/sklearn predictors; None for containers."""
-    if predictor.get("model"):
-        block = predictor["model"]
-        return block, str(block["modelFormat"]["name"]).lower()
-    if predictor.get("sklearn"):
-        return predictor["sklearn"], "sklearn"
-    return None
+    """(the model spec, its format) for ``model`` and the legacy framework blocks; None for
+    containers."""
+    found = predictor_model(predictor)
+    return (found[1], found[2]) if found is not None else None
 
 
 class InferenceServiceController(Controller):

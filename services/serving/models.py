@@ -2,9 +2,11 @@
 
 Field names, defaults and value ranges follow KServe's v1beta1 API (pkg/apis/serving/v1beta1):
 ``spec.predictor`` carries one model (``model`` with ``modelFormat``, ``storageUri``,
-``protocolVersion``, ``runtime``), a legacy framework block (``sklearn``) or custom
-``containers``, plus the component extension (``minReplicas``, ``maxReplicas``,
-``canaryTrafficPercent``...). Unknown fields are rejected with their path (the Spec base).
+``protocolVersion``, ``runtime``), a legacy framework block (``sklearn``, ``xgboost``,
+``lightgbm``, ``onnx``, ``pytorch``...: KServe's PredictorExtensionSpec, served as ``model``
+with that format, see :func:`predictor_model`) or custom ``containers``, plus the component
+extension (``minReplicas``, ``maxReplicas``, ``canaryTrafficPercent``...). Unknown fields
+are rejected with their path (the Spec base).
 """
 
 from __future__ import annotations
@@ -24,8 +26,35 @@ from services.serving import corev1
 from services.serving.modelcache import http_uri_problem
 
 SERVICE = catalog.INFERENCE_SERVICE.service
-#: Formats the bundled model server loads; others need ``containers``.
-SUPPORTED_FORMATS = ("sklearn", "python")
+#: Formats the bundled model server loads (services/serving/modelserver/loaders.py).
+SUPPORTED_FORMATS = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "python")
+#: KServe formats refused, and why: each needs a large runtime this platform does not run.
+UNSUPPORTED_FORMATS = {
+    "tensorflow": "TensorFlow models need TensorFlow Serving or the tensorflow package "
+    "(over 500 MB), which the platform does not run; export the model to ONNX (tf2onnx) "
+    "and serve it with modelFormat onnx",
+    "pmml": "PMML needs a Java PMML evaluator (KServe's pmmlserver runs one on a JVM), "
+    "which the platform does not run; export the model to ONNX or sklearn instead",
+    "paddle": "Paddle models need the paddlepaddle runtime (hundreds of MB), which the "
+    "platform does not run; export the model with paddle2onnx and serve it as onnx",
+}
+#: KServe v1beta1's per-framework predictor blocks (PredictorSpec); each is ``model`` with
+#: the format of its name. KServe's defaulter rewrites them so; shipyard keeps them as
+#: written (their field paths stay in messages) and reads them with predictor_model().
+LEGACY_BLOCKS = (
+    "sklearn",
+    "xgboost",
+    "tensorflow",
+    "pytorch",
+    "triton",
+    "onnx",
+    "huggingface",
+    "pmml",
+    "lightgbm",
+    "paddle",
+)
+#: The predictor's implementations, of which exactly one is given (KServe's one-of rule).
+IMPLEMENTATIONS = ("model", *LEGACY_BLOCKS, "containers")
 #: storageUri schemes served: volumes of the namespace, and downloads into its model cache.
 STORAGE_SCHEMES = ("pvc://", "file://", "s3://", "http://", "https://")
 #: Schemes KServe's storage initializer knows that shipyard does not download (yet).
@@ -112,6 +141,13 @@ class ModelSpec(PredictorExtension):
     runtime: str | None = None
 
 
+class V2PredictorExtension(PredictorExtension):
+    """A legacy block KServe serves over V2 unless told otherwise (onnx, triton,
+    huggingface: KServe's defaulter sets their protocolVersion so)."""
+
+    protocol_version: Literal["v1", "v2"] | None = Field("v2", alias="protocolVersion")
+
+
 class LoggerSpec(Spec):
     url: str | None = None
     mode: Literal["all", "request", "response"] | None = None
@@ -125,7 +161,17 @@ class BatcherSpec(Spec):
 
 class PredictorSpec(Spec):
     model: ModelSpec | None = None
+    # KServe's legacy per-framework blocks (LEGACY_BLOCKS), in its PredictorSpec's order.
     sklearn: PredictorExtension | None = None
+    xgboost: PredictorExtension | None = None
+    tensorflow: PredictorExtension | None = None
+    pytorch: PredictorExtension | None = None
+    triton: V2PredictorExtension | None = None
+    onnx: V2PredictorExtension | None = None
+    huggingface: V2PredictorExtension | None = None
+    pmml: PredictorExtension | None = None
+    lightgbm: PredictorExtension | None = None
+    paddle: PredictorExtension | None = None
     containers: list[Container] | None = None
     # Component extension (ComponentExtensionSpec).
     min_replicas: int = Field(1, alias="minReplicas", ge=0)
@@ -171,13 +217,13 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
                     "FieldValueNotSupported",
                 )
             )
-    given = [k for k in ("model", "sklearn", "containers") if pred.get(k)]
+    given = [k for k in IMPLEMENTATIONS if pred.get(k)]
     if len(given) != 1:
         causes.append(
             Cause(
                 "spec.predictor",
-                "exactly one of model, sklearn or containers is "
-                f"required (got {', '.join(given) or 'none'})",
+                f"exactly one of [{', '.join(IMPLEMENTATIONS)}] must be specified "
+                f"(got {', '.join(given) or 'none'})",
                 "FieldValueRequired" if not given else "FieldValueInvalid",
             )
         )
@@ -193,23 +239,12 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
                 "exactly one container is supported (transformers are separate)",
             )
         )
-    block, path = (
-        (pred.get("model"), "spec.predictor.model")
-        if pred.get("model")
-        else (pred.get("sklearn"), "spec.predictor.sklearn")
-    )
-    if block is not None:
-        fmt = ((block.get("modelFormat") or {}).get("name") or "sklearn").lower()
-        if fmt not in SUPPORTED_FORMATS and not block.get("command"):
-            causes.append(
-                Cause(
-                    f"{path}.modelFormat.name",
-                    f"format {fmt!r} has no local "
-                    f"runtime; supported: {', '.join(SUPPORTED_FORMATS)} (or use "
-                    "spec.predictor.containers)",
-                    "FieldValueNotSupported",
-                )
-            )
+    found = predictor_model(pred) if len(given) == 1 else None
+    if found is not None:
+        key, block, fmt = found
+        path = f"spec.predictor.{key}"
+        if not block.get("command"):
+            causes += _format_causes(path, key, fmt)
         uri = block.get("storageUri")
         if not uri:
             causes.append(Cause(f"{path}.storageUri", "Required value", "FieldValueRequired"))
@@ -222,6 +257,37 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
             )
     causes += host_path_causes(spec, "spec")
     return causes
+
+
+def predictor_model(predictor: dict[str, Any]) -> tuple[str, dict[str, Any], str] | None:
+    """(its field, the model block, its format) of a predictor that serves a model: ``model``
+    with its ``modelFormat.name``, or a legacy block with the format of its name, as KServe
+    reads ``spec.predictor.xgboost`` as ``model`` with ``modelFormat: {name: xgboost}``.
+    None for custom ``containers``."""
+    block = predictor.get("model")
+    if block:
+        return "model", block, str((block.get("modelFormat") or {}).get("name") or "").lower()
+    for key in LEGACY_BLOCKS:
+        if predictor.get(key):
+            return key, predictor[key], key
+    return None
+
+
+def _format_causes(path: str, key: str, fmt: str) -> list[Cause]:
+    """A model format the bundled server cannot load (a block with its own ``command`` may
+    name any: that server is the user's)."""
+    field = f"{path}.modelFormat.name" if key == "model" else path
+    if fmt in SUPPORTED_FORMATS:
+        return []
+    why = UNSUPPORTED_FORMATS.get(fmt) or (f"format {fmt!r} has no runtime on this platform yet")
+    return [
+        Cause(
+            field,
+            f"model format {fmt!r} is not supported: {why}. Supported formats: "
+            f"{', '.join(SUPPORTED_FORMATS)} (or bring a server: spec.predictor.containers)",
+            "FieldValueNotSupported",
+        )
+    ]
 
 
 def _storage_uri_causes(

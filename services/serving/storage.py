@@ -50,6 +50,7 @@ from services.serving.modelcache import (
     ModelSourceError,
     s3_tenancy_problem,
 )
+from services.serving.models import LEGACY_BLOCKS
 
 MODEL_MOUNT = "/mnt/models"
 SOURCE_VOLUME = "kserve-pvc-source"
@@ -191,7 +192,7 @@ def storage_uris(isvc: dict[str, Any]) -> dict[str, str]:
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
     return {
         f"spec.predictor.{key}.storageUri": predictor[key]["storageUri"]
-        for key in ("model", "sklearn")
+        for key in ("model", *LEGACY_BLOCKS)
         if isinstance(predictor.get(key), dict) and predictor[key].get("storageUri")
     }
 

@@ -153,8 +153,10 @@ def test_load_model_missing_file_says_what(tmp_path: Path) -> None:
         load_model("m", "sklearn", tmp_path)
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model("m", "python", tmp_path / "absent")
-    with pytest.raises(ModelLoadError, match="unknown model format 'onnx'"):
+    with pytest.raises(ModelLoadError, match="no model.onnx in"):
         load_model("m", "onnx", tmp_path)
+    with pytest.raises(ModelLoadError, match="unknown model format 'tensorflow'"):
+        load_model("m", "tensorflow", tmp_path)
 
 
 def test_modelserver_main_exits_on_bad_model(tmp_path: Path) -> None:
