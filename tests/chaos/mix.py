@@ -231,6 +231,50 @@ class WorkflowWatcher:
                 self.resource_version = rv
 
 
+def workflow_watcher(api: httpx.Client, gateway: str) -> tuple[int, WorkflowWatcher]:
+    """A watch of the workflows from now on (not started): the list's resourceVersion and it."""
+    listed = api.get(ARGO)
+    assert listed.status_code == 200, listed.text
+    start_rv = int(listed.json()["metadata"]["resourceVersion"])
+    return start_rv, WorkflowWatcher(gateway, str(start_rv))
+
+
+def assert_work_done(
+    api: httpx.Client,
+    workflows: dict[str, dict[str, Any]],
+    condition: tuple[str, str] | None,
+    experiment: str,
+    trials: int,
+    *,
+    each_trial_succeeded: bool = True,
+) -> None:
+    """What a fault must not change: each finished workflow Succeeded with each step run
+    once, and the experiment reached its ``trials`` trials (each of them Succeeded)."""
+    for name, wf in workflows.items():
+        assert wf["status"]["phase"] == "Succeeded", (name, wf["status"])
+        assert tally(wf) == "a=1 b=1", (name, tally(wf))
+    assert condition == ("Succeeded", "ExperimentMaxTrialsReached"), condition
+    found = trials_of(api, experiment)
+    assert len(found) == trials, [t["metadata"]["name"] for t in found]
+    if each_trial_succeeded:
+        for trial in found:
+            types = {c["type"] for c in trial["status"]["conditions"] if c["status"] == "True"}
+            assert "Succeeded" in types, trial["status"]
+
+
+def assert_completions_applied_once(query: Callable[[str], list[Any]], trials: int) -> None:
+    """The automl consumer applied each trial completion event exactly once (its inbox)."""
+    completions = sorted(
+        msg_id
+        for (msg_id,) in query(
+            "SELECT msg_id FROM automl.outbox WHERE subject = 'shipyard.automl.trial.completed'"
+        )
+    )
+    assert len(completions) == trials, completions
+    applied = sorted(msg_id for (msg_id,) in query("SELECT msg_id FROM automl.inbox"))
+    assert applied == completions
+
+
 def committed_workflow_versions(
     query: Callable[[str], list[tuple[Any, ...]]], after: int
 ) -> list[int]:

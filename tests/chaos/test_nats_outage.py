@@ -26,8 +26,8 @@ from services.common.events.streams import stream_name
 from shipyard.up import SERVICES
 from tests.chaos.conftest import OUTAGE_SECONDS, ChaosPlatform
 from tests.chaos.mix import (
-    ARGO,
-    WorkflowWatcher,
+    assert_completions_applied_once,
+    assert_work_done,
     check_watch_saw_every_change,
     experiment_condition,
     finished_workflow,
@@ -35,11 +35,11 @@ from tests.chaos.mix import (
     running,
     start_experiment,
     start_workflow,
-    tally,
     trials_of,
     unready,
     wait_until,
     watch_caught_up,
+    workflow_watcher,
 )
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,7 @@ def test_nats_outage_outbox_holds_events_and_delivers_each_once_in_order(
 ) -> None:
     cp = chaos_platform
     api = httpx.Client(base_url=cp.gateway, timeout=20)
-    listed = api.get(ARGO)
-    assert listed.status_code == 200, listed.text
-    start_rv = int(listed.json()["metadata"]["resourceVersion"])
-    watcher = WorkflowWatcher(cp.gateway, str(start_rv))
+    start_rv, watcher = workflow_watcher(api, cp.gateway)
     watcher.start()
     try:
         start_experiment(api, "chaos-nats", trials=TRIALS, parallel=2, seconds=2)
@@ -137,12 +134,7 @@ def test_nats_outage_outbox_holds_events_and_delivers_each_once_in_order(
         watcher.stop()
 
     assert sum(backlog.values()) > 0, backlog
-    for name, wf in done.items():
-        assert wf["status"]["phase"] == "Succeeded", (name, wf["status"])
-        assert tally(wf) == "a=1 b=1", (name, tally(wf))
-    assert condition == ("Succeeded", "ExperimentMaxTrialsReached"), condition
-    trials = trials_of(api, "chaos-nats")
-    assert len(trials) == TRIALS, [t["metadata"]["name"] for t in trials]
+    assert_work_done(api, done, condition, "chaos-nats", TRIALS, each_trial_succeeded=False)
     assert cp.exited() == {}, {n: cp.logs(n) for n in cp.exited()}
 
     # Every event each service committed is in its stream exactly once, and each object's
@@ -165,14 +157,6 @@ def test_nats_outage_outbox_holds_events_and_delivers_each_once_in_order(
         assert stream_order == committed_order, service
 
     # The automl consumer applied each trial completion exactly once (its inbox).
-    completions = sorted(
-        msg_id
-        for (msg_id,) in cp.query(
-            "SELECT msg_id FROM automl.outbox WHERE subject = 'shipyard.automl.trial.completed'"
-        )
-    )
-    assert len(completions) == TRIALS, completions
-    applied = sorted(msg_id for (msg_id,) in cp.query("SELECT msg_id FROM automl.inbox"))
-    assert applied == completions
+    assert_completions_applied_once(cp.query, TRIALS)
 
     check_watch_saw_every_change(watcher, committed, list(done))

@@ -21,7 +21,7 @@ from tests.chaos.conftest import OUTAGE_SECONDS, ChaosPlatform
 from tests.chaos.mix import (
     ARGO,
     KATIB,
-    WorkflowWatcher,
+    assert_work_done,
     check_watch_saw_every_change,
     experiment_condition,
     finished_workflow,
@@ -31,11 +31,11 @@ from tests.chaos.mix import (
     running,
     start_experiment,
     start_workflow,
-    tally,
     trials_of,
     unready,
     wait_until,
     watch_caught_up,
+    workflow_watcher,
 )
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,7 @@ def test_postgres_outage_services_unready_then_resume_with_nothing_lost(
 ) -> None:
     cp = chaos_platform
     api = httpx.Client(base_url=cp.gateway, timeout=20)
-    listed = api.get(ARGO)
-    assert listed.status_code == 200, listed.text
-    start_rv = int(listed.json()["metadata"]["resourceVersion"])
-    watcher = WorkflowWatcher(cp.gateway, str(start_rv))
+    start_rv, watcher = workflow_watcher(api, cp.gateway)
     watcher.start()
     try:
         start_experiment(api, "chaos-pg", trials=TRIALS, parallel=2, seconds=3)
@@ -106,15 +103,7 @@ def test_postgres_outage_services_unready_then_resume_with_nothing_lost(
     finally:
         watcher.stop()
 
-    for name, wf in done.items():
-        assert wf["status"]["phase"] == "Succeeded", (name, wf["status"])
-        assert tally(wf) == "a=1 b=1", (name, tally(wf))
-    assert condition == ("Succeeded", "ExperimentMaxTrialsReached"), condition
-    trials = trials_of(api, "chaos-pg")
-    assert len(trials) == TRIALS, [t["metadata"]["name"] for t in trials]
-    for trial in trials:
-        types = {c["type"] for c in trial["status"]["conditions"] if c["status"] == "True"}
-        assert "Succeeded" in types, trial["status"]
+    assert_work_done(api, done, condition, "chaos-pg", TRIALS)
     lost = {k: v for k, v in before.items() if after.get(k) != v}
     assert lost == {}, lost
     assert cp.exited() == {}, {n: cp.logs(n) for n in cp.exited()}

@@ -38,7 +38,8 @@ from tests.chaos.mix import (
     KATIB,
     NS,
     InferenceTraffic,
-    WorkflowWatcher,
+    assert_completions_applied_once,
+    assert_work_done,
     check_watch_saw_every_change,
     create_claim,
     experiment_condition,
@@ -50,10 +51,10 @@ from tests.chaos.mix import (
     start_experiment,
     start_sklearn_isvc,
     start_workflow,
-    tally,
     trials_of,
     wait_until,
     watch_caught_up,
+    workflow_watcher,
 )
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,7 @@ def test_sigkill_each_service_and_the_gateway_under_load(chaos_platform: ChaosPl
     create_claim(api, "models")
     models = wait_until("the claim bound", lambda: _volume(cp, "models"), 30)
     start_sklearn_isvc(api, "iris", models, "models")
-    listed = api.get(ARGO)
-    assert listed.status_code == 200, listed.text
-    start_rv = int(listed.json()["metadata"]["resourceVersion"])
-    watcher = WorkflowWatcher(cp.gateway, str(start_rv))
+    start_rv, watcher = workflow_watcher(api, cp.gateway)
     traffic = InferenceTraffic(cp.gateway, "iris")
     measured: dict[str, dict[str, float | str]] = {}
     with cp.supervised() as supervisor_errors:
@@ -181,24 +179,8 @@ def test_sigkill_each_service_and_the_gateway_under_load(chaos_platform: ChaosPl
             watcher.stop()
     assert supervisor_errors == [], supervisor_errors
 
-    for name, wf in done.items():
-        assert wf["status"]["phase"] == "Succeeded", (name, wf["status"])
-        assert tally(wf) == "a=1 b=1", (name, tally(wf))
-    assert condition == ("Succeeded", "ExperimentMaxTrialsReached"), condition
-    trials = trials_of(api, "chaos-kill")
-    assert len(trials) == TRIALS, [t["metadata"]["name"] for t in trials]
-    for trial in trials:
-        types = {c["type"] for c in trial["status"]["conditions"] if c["status"] == "True"}
-        assert "Succeeded" in types, trial["status"]
-    completions = sorted(
-        msg_id
-        for (msg_id,) in cp.query(
-            "SELECT msg_id FROM automl.outbox WHERE subject = 'shipyard.automl.trial.completed'"
-        )
-    )
-    assert len(completions) == TRIALS, completions
-    applied = sorted(msg_id for (msg_id,) in cp.query("SELECT msg_id FROM automl.inbox"))
-    assert applied == completions
+    assert_work_done(api, done, condition, "chaos-kill", TRIALS)
+    assert_completions_applied_once(cp.query, TRIALS)
 
     lost = {k: v for k, v in before.items() if after.get(k) != v}
     assert lost == {}, lost
