@@ -20,6 +20,7 @@ WORKLOAD_PREFIX = "nb-"
 NAME_LABEL = "notebook-name"
 GENERATION_LABEL = "notebooks.kubeflow.org/generation"
 HOME = "/home/jovyan"
+SHM = "/dev/shm"
 #: Where the server's token is (Jupyter reads it from there; never from its command line).
 TOKEN_ENV = "JUPYTER_TOKEN"
 # A Notebook's volumes may be any PodSpec volume; the runtime mounts these sources (never
@@ -228,13 +229,18 @@ def build_workload(
     notebook: dict[str, Any],
     token: str,
     pod_defaults: Iterable[Mapping[str, Any]] = (),
+    *,
+    runtime_shm: bool = False,
 ) -> WorkloadSpec:
     """The server workload for ``notebook``; ValueError (with the field path) if it cannot run.
 
     ``token`` is the server's Jupyter token (``services.common.dataplane.notebook_token``),
     given to every container as ``JUPYTER_TOKEN``, so a custom Jupyter image uses it too.
     ``pod_defaults`` are the namespace's PodDefaults: those that select the notebook's pod
-    are merged in first (:func:`apply_pod_defaults`).
+    are merged in first (:func:`apply_pod_defaults`). ``runtime_shm``: the runtime gives every
+    workload a memory-backed ``/dev/shm`` of its own and mounts nothing there (the local
+    sandbox's ``/dev`` is a tmpfs), so an ``emptyDir`` mounted at ``/dev/shm`` (the spawner
+    form's ``shm``) is already served and left out.
     """
     notebook, pd_labels, _ = apply_pod_defaults(notebook, pod_defaults)
     meta = notebook["metadata"]
@@ -242,6 +248,13 @@ def build_workload(
     pod = ((notebook.get("spec") or {}).get("template") or {}).get("spec") or {}
     container = first_container(notebook)
     mounts = [m for m in container.get("volumeMounts") or [] if isinstance(m, dict)]
+    if runtime_shm:
+        empty = {
+            v.get("name")
+            for v in pod.get("volumes") or []
+            if isinstance(v, dict) and "emptyDir" in v
+        }
+        mounts = [m for m in mounts if not (m.get("mountPath") == SHM and m.get("name") in empty)]
     used = {m.get("name") for m in mounts}
     volumes = []
     for i, vol in enumerate(pod.get("volumes") or []):
