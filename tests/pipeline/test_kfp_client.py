@@ -20,14 +20,10 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
 from tests import specs
+from tests.pipeline.components import make
 from tests.pipeline.conftest import Gateway, call, compile_to, unique
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELED")
-
-
-@dsl.component(base_image="python:3.11")
-def make(n: int, word: str) -> str:
-    return word * n
 
 
 @dsl.component(base_image="python:3.11")

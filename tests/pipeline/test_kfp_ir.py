@@ -6,12 +6,8 @@ from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Output
 
 from services.pipeline.kfp_ir import compile_ir
+from tests.pipeline.components import make
 from tests.pipeline.conftest import PipelineService, nodes_by_display
-
-
-@dsl.component(base_image="python:3.11")
-def make(n: int, word: str) -> str:
-    return word * n
 
 
 @dsl.component(base_image="python:3.11")

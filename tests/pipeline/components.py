@@ -1,0 +1,12 @@
+"""kfp components that more than one test pipeline runs.
+
+No ``from __future__ import annotations`` here: kfp reads a component's annotations as types.
+"""
+
+from kfp import dsl
+
+
+@dsl.component(base_image="python:3.11")
+def make(n: int, word: str) -> str:
+    """``word`` repeated ``n`` times: the first step of the three-step test pipelines."""
+    return word * n
