@@ -295,11 +295,13 @@ PROFILE = KindInfo(
 ALL_KINDS: tuple[KindInfo, ...] = (
     PVC,
     NOTEBOOK,
-    PODDEFAULT,
     EXPERIMENT,
     TRIAL,
     SUGGESTION,
     CONFIG_MAP,
+    # The notebook service's too, listed after Katib's so that kubeflow.org's versions come
+    # in Kubernetes' priority order (v1, v1beta1, v1alpha1): discovery prefers the first.
+    PODDEFAULT,
     WORKFLOW,
     CRON_WORKFLOW,
     WORKFLOW_TEMPLATE,

@@ -55,7 +55,7 @@ def test_catalog_lists_kfserving_alias_and_gateway_profiles() -> None:
     assert alias.alias_of is catalog.INFERENCE_SERVICE and alias.plural == "inferenceservices"
     assert alias not in catalog.kinds_of("serving")
     assert catalog.PROFILE.service == "gateway" and not catalog.PROFILE.namespaced
-    assert catalog.group_versions()["kubeflow.org"] == ["v1", "v1beta1"]
+    assert catalog.group_versions()["kubeflow.org"] == ["v1", "v1beta1", "v1alpha1"]
     assert catalog.group_versions()[""] == ["v1"]
 
 

@@ -118,6 +118,7 @@ def test_kubectl_version_and_api_resources(kubectl: Kubectl) -> None:
     assert "experiments.kubeflow.org" in names and "profiles.kubeflow.org" in names
     kubeflow = kubectl.run("api-resources", "--categories=kubeflow", "-o", "name").stdout.split()
     assert "notebooks.kubeflow.org" in kubeflow and "persistentvolumeclaims" not in kubeflow
+    assert "poddefaults.kubeflow.org" in kubeflow
     cluster = kubectl.run("api-resources", "--namespaced=false", "-o", "name").stdout.split()
     assert cluster == ["profiles.kubeflow.org"]
 
@@ -248,7 +249,8 @@ def test_discovery_documents(platform: Any) -> None:
             "groupVersion": "kubeflow.org/v1",
             "version": "v1",
         }
-        assert [v["version"] for v in named["kubeflow.org"]["versions"]] == ["v1", "v1beta1"]
+        versions = [v["version"] for v in named["kubeflow.org"]["versions"]]
+        assert versions == ["v1", "v1beta1", "v1alpha1"]  # PodDefault's, last
         assert set(named) >= {"argoproj.io", "serving.kserve.io", "serving.kubeflow.org"}
 
         group = c.get("/apis/serving.kubeflow.org").json()
