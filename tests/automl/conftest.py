@@ -68,6 +68,13 @@ class AutoML:
         assert r.status_code == 200, r.text
         return r.json()["items"]
 
+    async def run_experiment(self, prefix: str, code: str, **options: Any) -> dict[str, Any]:
+        """Create a ``python_experiment`` named ``prefix``-<random> whose trials run ``code``;
+        the experiment once finished (its name in ``metadata.name``)."""
+        name = unique(prefix)
+        await self.create("experiments", python_experiment(name, code, **options))
+        return await self.wait_finished(name)
+
     async def wait_finished(self, name: str, timeout: float = 90) -> dict[str, Any]:  # noqa: ASYNC109
         """Wait until the experiment is Succeeded or Failed; return it."""
         async with asyncio.timeout(timeout):

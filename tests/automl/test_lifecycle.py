@@ -11,37 +11,28 @@ PRINT_X = "import sys; print(f'loss={float(sys.argv[1]):.6f}')"
 
 
 async def test_complete_goal_reached(automl: AutoML) -> None:
-    name = unique("goal")
-    await automl.create(
-        "experiments",
-        python_experiment(
-            # loss = x in [0, 1], so every trial meets the goal (minimize: loss <= goal); 0.99
-            # left a 1% chance that the first trial missed it and a second one ran.
-            name,
-            PRINT_X,
-            goal=1.0,
-            maxTrialCount=6,
-            parallelTrialCount=1,
-        ),
+    # loss = x in [0, 1], so every trial meets the goal (minimize: loss <= goal); 0.99
+    # left a 1% chance that the first trial missed it and a second one ran.
+    exp = await automl.run_experiment(
+        "goal",
+        PRINT_X,
+        goal=1.0,
+        maxTrialCount=6,
+        parallelTrialCount=1,
     )
-    exp = await automl.wait_finished(name)
     assert reason_of(exp) == ("Succeeded", "ExperimentGoalReached")
     assert exp["status"]["trials"] == 1
 
 
 async def test_complete_failed(automl: AutoML) -> None:
-    name = unique("fail")
-    await automl.create(
-        "experiments",
-        python_experiment(
-            name,
-            "import sys; print('boom'); sys.exit(3)",
-            maxTrialCount=4,
-            maxFailedTrialCount=1,
-            parallelTrialCount=1,
-        ),
+    exp = await automl.run_experiment(
+        "fail",
+        "import sys; print('boom'); sys.exit(3)",
+        maxTrialCount=4,
+        maxFailedTrialCount=1,
+        parallelTrialCount=1,
     )
-    exp = await automl.wait_finished(name)
+    name = exp["metadata"]["name"]
     assert reason_of(exp) == ("Failed", "ExperimentFailed")
     assert exp["status"]["trialsFailed"] == 2
     trial = (await automl.trials(name))[0]
@@ -49,18 +40,14 @@ async def test_complete_failed(automl: AutoML) -> None:
 
 
 async def test_resume_long_running(automl: AutoML) -> None:
-    name = unique("long")
-    await automl.create(
-        "experiments",
-        python_experiment(
-            name,
-            PRINT_X,
-            maxTrialCount=1,
-            parallelTrialCount=1,
-            resumePolicy="LongRunning",
-        ),
+    exp = await automl.run_experiment(
+        "long",
+        PRINT_X,
+        maxTrialCount=1,
+        parallelTrialCount=1,
+        resumePolicy="LongRunning",
     )
-    exp = await automl.wait_finished(name)
+    name = exp["metadata"]["name"]
     assert reason_of(exp) == ("Succeeded", "ExperimentMaxTrialsReached")
     r = await automl.request(
         "PATCH",
