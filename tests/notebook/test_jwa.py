@@ -351,6 +351,14 @@ async def test_config_and_bad_forms(jwa_platform: Any) -> None:
         gpus = (await bob.get(f"{API}/gpus")).json()
         assert gpus["vendors"] == [] and gpus["success"] is True
 
+        # A PodDefault is validated as a Notebook's pod template is: no hostPath.
+        hostpath = poddefault()
+        hostpath["metadata"]["name"] = "host"
+        hostpath["spec"]["volumes"] = [{"name": "h", "hostPath": {"path": "/etc"}}]
+        r = await alice.post(PODDEFAULTS, json=hostpath)
+        assert r.status_code == 422, r.text
+        assert [c["field"] for c in r.json()["details"]["causes"]] == ["spec.volumes[0].hostPath"]
+
         headers = await xsrf(alice)
         post = lambda b: alice.post(NOTEBOOKS, json=b, headers=headers)  # noqa: E731
         bad = [
