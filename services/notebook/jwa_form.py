@@ -178,12 +178,17 @@ def _quantity(value: Any, path: str) -> tuple[str, float]:
     return value.strip(), amount
 
 
-def _scaled(text: str, factor: float) -> str:
-    """``text`` times ``factor``, in the request's own unit (Kubeflow rounds to 0.1)."""
+def _scaled(text: str, amount: float, factor: float) -> str:
+    """The request times ``factor``: in the request's own unit, rounded to 0.1 as Kubeflow
+    does (``1.0Gi`` * 1.2 = ``1.2Gi``), or as a plain number when the request is written
+    with an exponent."""
     m = _NUMBER.match(text)
-    if not m:
-        raise ValueError(text)
-    return f"{round(float(m.group(1)) * factor, 1)}{m.group(2)}"
+    if m:
+        number = float(m.group(1))
+        rounded = round(number * factor, 1)
+        # Rounding must not bring the limit under a small request (0.01 CPU * 1.2 is not 0).
+        return f"{rounded if rounded >= number else f'{number * factor:g}'}{m.group(2)}"
+    return f"{amount * factor:g}"
 
 
 def _set_resource(nb: dict[str, Any], form: Form, resource: str) -> None:
@@ -197,11 +202,12 @@ def _set_resource(nb: dict[str, Any], form: Form, resource: str) -> None:
         if factor == "none":
             return  # no limit, as the configuration says
         try:
-            limit = _scaled(request, float(factor))
+            scale = float(factor)
         except ValueError:
             raise ApiError(
                 500, f"the spawner configuration's {resource}.limitFactor {factor!r} is no number"
             ) from None
+        limit = _scaled(request, amount, scale)
     limit, limit_amount = _quantity(limit, limit_field)
     if limit_amount < amount:
         raise bad(limit_field, f"the limit {limit} is less than the request {request}")
