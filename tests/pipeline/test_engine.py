@@ -18,6 +18,11 @@ def wf(
     return specs.workflow(f"{name}-", templates, generate_name=True, entrypoint=entrypoint, **spec)
 
 
+def dag_main(*tasks: dict[str, Any]) -> dict[str, Any]:
+    """The ``main`` template: a DAG of ``tasks``."""
+    return {"name": "main", "dag": {"tasks": list(tasks)}}
+
+
 def sh(name: str, script: str, **extra: Any) -> dict[str, Any]:
     return {
         "name": name,
@@ -39,24 +44,19 @@ def two_steps(name: str, make: str, out: dict[str, Any], use: str, inp: dict[str
     return wf(
         name,
         [
-            {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {"name": "make", "template": "make"},
-                        {
-                            "name": "use",
-                            "template": "use",
-                            "dependencies": ["make"],
-                            "arguments": {
-                                "artifacts": [
-                                    {"name": "in", "from": "{{tasks.make.outputs.artifacts.out}}"}
-                                ]
-                            },
-                        },
-                    ]
+            dag_main(
+                {"name": "make", "template": "make"},
+                {
+                    "name": "use",
+                    "template": "use",
+                    "dependencies": ["make"],
+                    "arguments": {
+                        "artifacts": [
+                            {"name": "in", "from": "{{tasks.make.outputs.artifacts.out}}"}
+                        ]
+                    },
                 },
-            },
+            ),
             sh("make", make, outputs={"artifacts": [{"name": "out", **out}]}),
             py("use", use, inputs={"artifacts": [{"name": "in", **inp}]}),
         ],
@@ -122,43 +122,38 @@ async def test_run_dag_loops_fan_out_and_aggregate(
     spec = wf(
         "loops",
         [
-            {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {"name": "gen", "template": "gen"},
-                        {
-                            "name": "each",
-                            "template": "echo",
-                            "depends": "gen",
-                            "arguments": {"parameters": [{"name": "x", "value": "{{item.n}}"}]},
-                            "withParam": "{{tasks.gen.outputs.result}}",
-                        },
-                        {
-                            "name": "items",
-                            "template": "echo",
-                            "withItems": ["a", "b"],
-                            "arguments": {"parameters": [{"name": "x", "value": "{{item}}"}]},
-                        },
-                        {
-                            "name": "seq",
-                            "template": "echo",
-                            "withSequence": {"count": "3", "start": "5"},
-                            "arguments": {"parameters": [{"name": "x", "value": "{{item}}"}]},
-                        },
-                        {
-                            "name": "sum",
-                            "template": "echo",
-                            "depends": "each && seq",
-                            "arguments": {
-                                "parameters": [
-                                    {"name": "x", "value": "{{tasks.each.outputs.parameters.v}}"}
-                                ]
-                            },
-                        },
-                    ]
+            dag_main(
+                {"name": "gen", "template": "gen"},
+                {
+                    "name": "each",
+                    "template": "echo",
+                    "depends": "gen",
+                    "arguments": {"parameters": [{"name": "x", "value": "{{item.n}}"}]},
+                    "withParam": "{{tasks.gen.outputs.result}}",
                 },
-            },
+                {
+                    "name": "items",
+                    "template": "echo",
+                    "withItems": ["a", "b"],
+                    "arguments": {"parameters": [{"name": "x", "value": "{{item}}"}]},
+                },
+                {
+                    "name": "seq",
+                    "template": "echo",
+                    "withSequence": {"count": "3", "start": "5"},
+                    "arguments": {"parameters": [{"name": "x", "value": "{{item}}"}]},
+                },
+                {
+                    "name": "sum",
+                    "template": "echo",
+                    "depends": "each && seq",
+                    "arguments": {
+                        "parameters": [
+                            {"name": "x", "value": "{{tasks.each.outputs.parameters.v}}"}
+                        ]
+                    },
+                },
+            ),
             py("gen", "import json; print(json.dumps([{'n': i} for i in range(4)]))"),
             sh(
                 "echo",
@@ -186,16 +181,11 @@ async def test_run_depends_failure_branches(pipeline: PipelineService, namespace
     spec = wf(
         "depends",
         [
-            {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {"name": "bad", "template": "fail"},
-                        {"name": "on-fail", "template": "ok", "depends": "bad.Failed"},
-                        {"name": "on-ok", "template": "ok", "depends": "bad.Succeeded"},
-                    ]
-                },
-            },
+            dag_main(
+                {"name": "bad", "template": "fail"},
+                {"name": "on-fail", "template": "ok", "depends": "bad.Failed"},
+                {"name": "on-ok", "template": "ok", "depends": "bad.Succeeded"},
+            ),
             sh("fail", "exit 3"),
             sh("ok", "true"),
         ],
@@ -446,15 +436,10 @@ async def test_create_workflow_bad_specs_rejected(
             wf(
                 "c",
                 [
-                    {
-                        "name": "main",
-                        "dag": {
-                            "tasks": [
-                                {"name": "a", "template": "t", "dependencies": ["b"]},
-                                {"name": "b", "template": "t", "dependencies": ["a"]},
-                            ]
-                        },
-                    },
+                    dag_main(
+                        {"name": "a", "template": "t", "dependencies": ["b"]},
+                        {"name": "b", "template": "t", "dependencies": ["a"]},
+                    ),
                     sh("t", "true"),
                 ],
             ),
@@ -499,7 +484,10 @@ async def test_create_workflow_bad_specs_rejected(
     }
     async with pipeline.client(namespace) as c:
         for label, (body, field, text) in cases.items():
-            r = await c.post(WF_PATH.format(ns=namespace), json=body)
+            # Strict, as kubectl and the shipyard CLI ask: an unsupported field is an error
+            # (the server's default, Warn, drops it as Kubernetes does).
+            params = {"fieldValidation": "Strict"}
+            r = await c.post(WF_PATH.format(ns=namespace), json=body, params=params)
             assert r.status_code == 422, (label, r.text)
             causes = r.json()["details"]["causes"]
             assert any(cause["field"] == field and text in cause["message"] for cause in causes), (
