@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.automl.models import EXPERIMENT, TRIAL
+from services.common.catalog import EXPERIMENT, TRIAL
 from shipyard.output import table
 from tests.automl.conftest import API, AutoML, max_overlap, reason_of, seed_experiment
 
