@@ -26,11 +26,13 @@ and authorization as the Kubernetes-style API.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from services.common.app import ServiceContext, context
 from services.common.auth import IdentityDep, authorize
@@ -99,7 +101,25 @@ def check_xsrf(request: Request) -> None:
 
 
 XsrfDep = Annotated[None, Depends(check_xsrf)]
-router = APIRouter(tags=["jupyter-web-app"])
+
+
+class _Route(APIRoute):
+    """A route whose errors carry the caller's name, for the envelope's ``user``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_user(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                exc.details.setdefault("user", _user(request))
+                raise
+
+        return with_user
+
+
+router = APIRouter(tags=["jupyter-web-app"], route_class=_Route)
 
 
 def success(request: Request, field: str | None = None, data: Any = None) -> JSONResponse:
@@ -128,12 +148,8 @@ def _config(request: Request) -> dict[str, Any]:
 
 
 def _allowed(identity: Identity, verb: str, namespace: str, resource: str) -> None:
-    """The Notebook API's authorization, its 403 carrying the user for the envelope."""
-    try:
-        authorize(identity, verb, namespace, resource)
-    except ApiError as exc:
-        exc.details["user"] = identity.user
-        raise
+    """The authorization of the resource API (the same roles for the same verbs)."""
+    authorize(identity, verb, namespace, resource)
 
 
 # ---------------------------------------------------------------------- configuration
@@ -202,12 +218,8 @@ async def post_notebook(
     _allowed(identity, "create", namespace, NOTEBOOKS)
     ctx = context(request)
     body = await read_body(request, ctx.settings.max_body_bytes)
-    try:
-        made = jwa_form.spawn(body, namespace, identity.user, _config(request))
-        await create_spawned(ctx, namespace, made)
-    except ApiError as exc:
-        exc.details["user"] = identity.user
-        raise
+    made = jwa_form.spawn(body, namespace, identity.user, _config(request))
+    await create_spawned(ctx, namespace, made)
     return success(request, "message", "Notebook created successfully.")
 
 
@@ -256,17 +268,14 @@ async def patch_notebook(
         raise ApiError(
             400,
             "Request body must include at least one supported key: ['stopped']",
-            details={"user": identity.user},
         )
     stop = body["stopped"]
     if not isinstance(stop, bool):
-        raise ApiError(400, "stopped: must be true or false", details={"user": identity.user})
+        raise ApiError(400, "stopped: must be true or false")
     notebook = await ctx.store.get(NOTEBOOK, namespace, name)
     annotations = notebook["metadata"].get("annotations") or {}
     if stop and STOP_ANNOTATION in annotations:
-        raise ApiError(
-            409, f"Notebook {namespace}/{name} is already stopped.", details={"user": identity.user}
-        )
+        raise ApiError(409, f"Notebook {namespace}/{name} is already stopped.")
     value = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if stop else None
     patch = {"metadata": {"annotations": {STOP_ANNOTATION: value}}}
     await ctx.store.patch(NOTEBOOK, namespace, name, patch, "application/merge-patch+json")
@@ -292,7 +301,7 @@ async def get_notebook_pod(
     try:
         wl = await ctx.runtime.status(namespace, workload_name(name))
     except WorkloadNotFound:
-        raise ApiError(404, "No pod detected.", details={"user": identity.user}) from None
+        raise ApiError(404, "No pod detected.") from None
     pod_defaults = await ctx.store.list_all(PODDEFAULT, namespace)
     return success(request, "pod", pod_view(notebook, wl, pod_defaults))
 
@@ -303,7 +312,7 @@ async def get_pod_logs(
 ) -> JSONResponse:
     _allowed(identity, "get", namespace, NOTEBOOKS)
     if pod != f"{name}-0":
-        raise ApiError(404, f"No pod {pod} for notebook {name}.", details={"user": identity.user})
+        raise ApiError(404, f"No pod {pod} for notebook {name}.")
     ctx = context(request)
     await ctx.store.get(NOTEBOOK, namespace, name)
     lines: list[str] = []
@@ -311,7 +320,7 @@ async def get_pod_logs(
         async for line in ctx.runtime.logs(namespace, workload_name(name), tail=LOG_TAIL):
             lines.append(line.rstrip("\n"))
     except WorkloadNotFound:
-        raise ApiError(404, "No pod detected.", details={"user": identity.user}) from None
+        raise ApiError(404, "No pod detected.") from None
     return success(request, "logs", lines)
 
 

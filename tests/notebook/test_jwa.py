@@ -323,6 +323,8 @@ async def test_notebook_from_the_spawner_form(jwa_platform: Any) -> None:
         assert (await alice.get(NOTEBOOKS)).json()["notebooks"] == []
         missing = await alice.get(f"{NOTEBOOKS}/{name}")
         assert missing.status_code == 404 and missing.json()["success"] is False
+        assert missing.json()["user"] == "alice@example.com"
+        assert missing.json()["log"] == f'notebooks.kubeflow.org "{name}" not found'
         pvcs = (await alice.get(f"{API}/namespaces/{NS}/pvcs")).json()["pvcs"]
         assert {p["name"] for p in pvcs} == {f"{name}-workspace", f"{name}-data"}
 
