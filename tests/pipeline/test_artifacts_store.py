@@ -15,6 +15,7 @@ import sys
 import tarfile
 import time
 import uuid
+from asyncio.subprocess import Process
 from pathlib import Path
 from typing import Any
 
@@ -239,14 +240,8 @@ async def test_a_killed_upload_leaves_no_object(tmp_path: Path, seaweedfs: Any) 
             ],
             "report": {"put": await store.presigned_put_url(report_key, 600)},
         }
-        (tmp_path / "plan.json").write_text(json.dumps(plan))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", stepwrap.__file__, str(tmp_path / "plan.json"), "--", "true"
-        )
         # Kill it once the upload is under way: it has read (and sent) part of the file.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _sent_bytes(proc.pid):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        proc = await stepwrap_mid_upload(plan, tmp_path)
         proc.kill()
         assert await proc.wait() == -signal.SIGKILL
         with pytest.raises(ObjectNotFound):  # the report is sent last: it never went
@@ -264,6 +259,20 @@ def _sent_bytes(pid: int) -> bool:
         return False
     rchar = next(int(line.split()[1]) for line in io_stats.splitlines() if line.startswith("rchar"))
     return rchar > 64 * 1024 * 1024
+
+
+async def stepwrap_mid_upload(plan: dict[str, Any], directory: Path) -> Process:
+    """stepwrap running ``plan`` (written to ``directory``/plan.json, the step ``true``), once
+    it has sent part of an upload (or after 30 s)."""
+    path = directory / "plan.json"
+    path.write_text(json.dumps(plan))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-S", stepwrap.__file__, str(path), "--", "true"
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _sent_bytes(proc.pid):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    return proc
 
 
 async def test_one_gib_artifact_between_steps_in_bounded_memory(
@@ -545,13 +554,7 @@ async def test_an_upload_survives_the_store_going_away(tmp_path: Path) -> None:
             }
             step = tmp_path / "step"
             step.mkdir()
-            (step / "plan.json").write_text(json.dumps(plan))
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", stepwrap.__file__, str(step / "plan.json"), "--", "true"
-            )
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not _sent_bytes(proc.pid):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+            proc = await stepwrap_mid_upload(plan, step)
             os.kill(pid, signals.SIGKILL)
             await asyncio.sleep(5)
             assert proc.returncode is None, "the upload finished before the store went away"
