@@ -19,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from services.common.runtime import LocalRuntime
 from services.notebook.jwa_config import DEFAULT_CONFIG
 from tests.conftest import (
     ADMIN_USER,
@@ -29,6 +30,7 @@ from tests.conftest import (
     running_platform,
 )
 from tests.jupyter import execute
+from tests.specs import claim
 
 NS = "jwa-team"
 ALICE = {"kubeflow-userid": "alice@example.com"}
@@ -160,6 +162,9 @@ def poddefault() -> dict[str, Any]:
             "desc": "Add a greeting",
             "env": [{"name": "GREETING_FROM_PODDEFAULT", "value": "hello from a PodDefault"}],
             "annotations": {"example.com/greeted": "yes"},
+            # A team's shared claim, mounted into every notebook that picks this PodDefault.
+            "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared"}}],
+            "volumeMounts": [{"name": "shared", "mountPath": "/home/jovyan/shared"}],
         },
     }
 
@@ -194,6 +199,10 @@ async def test_notebook_from_the_spawner_form(jwa_platform: Any) -> None:
         httpx.AsyncClient(base_url=gw, headers=BOB, timeout=30) as bob,
     ):
         # A PodDefault, served by the notebook service as a kind, listed for the form.
+        shared = await alice.post(
+            f"/api/v1/namespaces/{NS}/persistentvolumeclaims", json=claim("shared", "8Mi")
+        )
+        assert shared.status_code == 201, shared.text
         r = await alice.post(PODDEFAULTS, json=poddefault())
         assert r.status_code == 201, r.text
         r = await alice.get(f"{API}/namespaces/{NS}/poddefaults")
@@ -252,6 +261,7 @@ async def test_notebook_from_the_spawner_form(jwa_platform: Any) -> None:
         assert sorted(pvcs, key=lambda p: p["name"]) == [
             {"name": f"{name}-data", "size": "32Mi", "mode": "ReadWriteOnce"},
             {"name": f"{name}-workspace", "size": "64Mi", "mode": "ReadWriteOnce"},
+            {"name": "shared", "size": "8Mi", "mode": "ReadWriteOnce"},
         ]
         row = next(n for n in (await alice.get(NOTEBOOKS)).json()["notebooks"] if n["name"] == name)
         assert (row["cpu"], row["memory"], row["gpus"]["count"]) == ("0.5", "1Gi", 0)
@@ -283,11 +293,17 @@ async def test_notebook_from_the_spawner_form(jwa_platform: Any) -> None:
         code = (
             "import os, pathlib\n"
             "pathlib.Path('/home/jovyan/data/x.txt').write_text('data')\n"
+            "pathlib.Path('/home/jovyan/shared/y.txt').write_text('shared')\n"
             "print(os.environ['GREETING_FROM_PODDEFAULT'], '|', os.environ['FROM_FORM'], '|',"
-            " pathlib.Path('/home/jovyan/data/x.txt').read_text())"
+            " pathlib.Path('/home/jovyan/data/x.txt').read_text(), '|',"
+            " pathlib.Path('/home/jovyan/shared/y.txt').read_text())"
         )
         out = await execute(ws, code, headers=ALICE, timeout=60)
-        assert out == "hello from a PodDefault | yes | data\n"
+        assert out == "hello from a PodDefault | yes | data | shared\n"
+        # The PodDefault's claim is the namespace's "shared" volume, as the runtime has it.
+        runtime = LocalRuntime(jwa_platform.state_dir)
+        volume = await runtime.resolve_volume(NS, "shared")
+        assert (volume / "y.txt").read_text() == "shared"
 
         # Another person sees and changes none of it.
         denied = await bob.get(NOTEBOOKS)
@@ -326,7 +342,7 @@ async def test_notebook_from_the_spawner_form(jwa_platform: Any) -> None:
         assert missing.json()["user"] == "alice@example.com"
         assert missing.json()["log"] == f'notebooks.kubeflow.org "{name}" not found'
         pvcs = (await alice.get(f"{API}/namespaces/{NS}/pvcs")).json()["pvcs"]
-        assert {p["name"] for p in pvcs} == {f"{name}-workspace", f"{name}-data"}
+        assert {p["name"] for p in pvcs} == {f"{name}-workspace", f"{name}-data", "shared"}
 
 
 async def test_config_and_bad_forms(jwa_platform: Any) -> None:
@@ -451,3 +467,47 @@ def test_config_file_is_the_operators(tmp_path: Path) -> None:
         load_config(str(broken))
     assert err.value.code == 500 and "spawnerFormDefaults" in err.value.message
     assert str(broken) in err.value.message
+
+
+def test_status_phases_as_kubeflow() -> None:
+    """The phases the list cannot reach in the story above, from Notebook objects."""
+    from services.notebook.jwa_status import process_status
+
+    long_ago = {"name": "nb", "namespace": NS, "creationTimestamp": "2020-01-01T00:00:00Z"}
+    stopping = {
+        "metadata": {**long_ago, "annotations": {"kubeflow-resource-stopped": "x"}},
+        "status": {"readyReplicas": 1},
+    }
+    assert process_status(stopping) == {
+        "phase": "waiting",
+        "message": "Notebook Server is stopping.",
+        "state": "",
+    }
+    deleting = {
+        "metadata": {**long_ago, "deletionTimestamp": "2020-01-01T00:01:00Z"},
+        "status": {"readyReplicas": 1},
+    }
+    assert process_status(deleting)["phase"] == "terminating"
+    crashing = {
+        "metadata": long_ago,
+        "status": {
+            "readyReplicas": 0,
+            "containerState": {"waiting": {"reason": "CrashLoopBackOff", "message": "exit 1"}},
+        },
+    }
+    assert process_status(crashing) == {
+        "phase": "warning",
+        "message": "CrashLoopBackOff: exit 1",
+        "state": "",
+    }
+    failed = {
+        "metadata": long_ago,
+        "status": {
+            "readyReplicas": 0,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "Error", "message": "m"}],
+        },
+    }
+    assert process_status(failed) == {"phase": "warning", "message": "Error: m", "state": ""}
+    silent = {"metadata": long_ago, "status": {}}
+    assert process_status(silent)["phase"] == "warning"
+    assert "Couldn't find any information" in process_status(silent)["message"]
