@@ -191,6 +191,80 @@ async def wait_phase(http: httpx.AsyncClient, name: str, phase: str) -> dict[str
         raise AssertionError(f"{exc}; last status: {seen[-1] if seen else None}") from None
 
 
+async def check_created(alice: httpx.AsyncClient, name: str) -> None:
+    """The Notebook and its claims the form made, as the Kubernetes-style API has them."""
+    nb = (await alice.get(f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks/{name}")).json()
+    container = nb["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "0.5", "memory": "1Gi"},
+        "limits": {"cpu": "1", "memory": "1.2Gi"},
+    }
+    assert {"name": "FROM_FORM", "value": "yes"} in container["env"]
+    assert nb["metadata"]["labels"]["add-greeting"] == "true"
+    creator = nb["metadata"]["annotations"]["notebooks.kubeflow.org/creator"]
+    assert creator == "alice@example.com"
+    assert nb["spec"]["template"]["spec"]["tolerations"] == [
+        {"key": "key1", "operator": "Equal", "value": "v1"}
+    ]
+    assert {(m["name"], m["mountPath"]) for m in container["volumeMounts"]} == {
+        ("dshm", "/dev/shm"),
+        (f"{name}-workspace", "/home/jovyan"),
+        (f"{name}-data", "/home/jovyan/data"),
+    }
+    pvcs = (await alice.get(f"{API}/namespaces/{NS}/pvcs")).json()["pvcs"]
+    assert sorted(pvcs, key=lambda p: p["name"]) == [
+        {"name": f"{name}-data", "size": "32Mi", "mode": "ReadWriteOnce"},
+        {"name": f"{name}-workspace", "size": "64Mi", "mode": "ReadWriteOnce"},
+        {"name": "shared", "size": "8Mi", "mode": "ReadWriteOnce"},
+    ]
+    row = next(n for n in (await alice.get(NOTEBOOKS)).json()["notebooks"] if n["name"] == name)
+    assert (row["cpu"], row["memory"], row["gpus"]["count"]) == ("0.5", "1Gi", 0)
+    assert row["shortImage"] == "jupyter-scipy:v1.8.0" and row["serverType"] == "jupyter"
+
+
+async def check_pod_and_events(alice: httpx.AsyncClient, name: str) -> None:
+    """Its pod (the server's workload, with the PodDefault's annotations) and events."""
+    pod = (await alice.get(f"{NOTEBOOKS}/{name}/pod")).json()["pod"]
+    assert pod["metadata"]["name"] == f"{name}-0"
+    assert pod["status"]["phase"] == "Running"
+    assert pod["status"]["containerStatuses"][0]["ready"] is True
+    assert pod["metadata"]["annotations"]["example.com/greeted"] == "yes"
+    assert (
+        "poddefault.admission.kubeflow.org/poddefault-add-greeting"
+        in pod["metadata"]["annotations"]
+    )
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["GREETING_FROM_PODDEFAULT"] == "hello from a PodDefault"
+    events = (await alice.get(f"{NOTEBOOKS}/{name}/events")).json()["events"]
+    assert [e["reason"] for e in events][:1] == ["Created"]
+    assert events[-1]["reason"] == "Ready" and events[-1]["involvedObject"]["name"] == name
+    one = (await alice.get(f"{NOTEBOOKS}/{name}")).json()
+    assert one["notebook"]["processed_status"]["phase"] == "ready"
+
+
+async def check_inside_server(platform: Any, alice: httpx.AsyncClient, name: str) -> None:
+    """Inside the running server: the PodDefault's env and claim, the form's env and data
+    volume."""
+    route = f"{platform.gateway_url}/notebook/{NS}/{name}"
+    kernel = await alice.post(f"{route}/api/kernels", json={"name": "python3"})
+    assert kernel.status_code == 201, kernel.text
+    ws = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
+    code = (
+        "import os, pathlib\n"
+        "pathlib.Path('/home/jovyan/data/x.txt').write_text('data')\n"
+        "pathlib.Path('/home/jovyan/shared/y.txt').write_text('shared')\n"
+        "print(os.environ['GREETING_FROM_PODDEFAULT'], '|', os.environ['FROM_FORM'], '|',"
+        " pathlib.Path('/home/jovyan/data/x.txt').read_text(), '|',"
+        " pathlib.Path('/home/jovyan/shared/y.txt').read_text())"
+    )
+    out = await execute(ws, code, headers=ALICE, timeout=60)
+    assert out == "hello from a PodDefault | yes | data | shared\n"
+    # The PodDefault's claim is the namespace's "shared" volume, as the runtime has it.
+    runtime = LocalRuntime(platform.state_dir)
+    volume = await runtime.resolve_volume(NS, "shared")
+    assert (volume / "y.txt").read_text() == "shared"
+
+
 async def test_notebook_from_the_spawner_form(jwa_platform: Any) -> None:
     gw = jwa_platform.gateway_url
     name = "lab"
@@ -237,73 +311,9 @@ async def test_notebook_from_the_spawner_form(jwa_platform: Any) -> None:
         ready = await wait_phase(alice, name, "ready")
         assert ready["message"] == "Running"
 
-        # The Notebook and its claims, as the Kubernetes-style API has them.
-        nb = (await alice.get(f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks/{name}")).json()
-        container = nb["spec"]["template"]["spec"]["containers"][0]
-        assert container["resources"] == {
-            "requests": {"cpu": "0.5", "memory": "1Gi"},
-            "limits": {"cpu": "1", "memory": "1.2Gi"},
-        }
-        assert {"name": "FROM_FORM", "value": "yes"} in container["env"]
-        assert nb["metadata"]["labels"]["add-greeting"] == "true"
-        assert nb["metadata"]["annotations"]["notebooks.kubeflow.org/creator"] == (
-            "alice@example.com"
-        )
-        assert nb["spec"]["template"]["spec"]["tolerations"] == [
-            {"key": "key1", "operator": "Equal", "value": "v1"}
-        ]
-        assert {(m["name"], m["mountPath"]) for m in container["volumeMounts"]} == {
-            ("dshm", "/dev/shm"),
-            (f"{name}-workspace", "/home/jovyan"),
-            (f"{name}-data", "/home/jovyan/data"),
-        }
-        pvcs = (await alice.get(f"{API}/namespaces/{NS}/pvcs")).json()["pvcs"]
-        assert sorted(pvcs, key=lambda p: p["name"]) == [
-            {"name": f"{name}-data", "size": "32Mi", "mode": "ReadWriteOnce"},
-            {"name": f"{name}-workspace", "size": "64Mi", "mode": "ReadWriteOnce"},
-            {"name": "shared", "size": "8Mi", "mode": "ReadWriteOnce"},
-        ]
-        row = next(n for n in (await alice.get(NOTEBOOKS)).json()["notebooks"] if n["name"] == name)
-        assert (row["cpu"], row["memory"], row["gpus"]["count"]) == ("0.5", "1Gi", 0)
-        assert row["shortImage"] == "jupyter-scipy:v1.8.0" and row["serverType"] == "jupyter"
-
-        # Its pod (the server's workload, with the PodDefault's annotations) and events.
-        pod = (await alice.get(f"{NOTEBOOKS}/{name}/pod")).json()["pod"]
-        assert pod["metadata"]["name"] == f"{name}-0"
-        assert pod["status"]["phase"] == "Running"
-        assert pod["status"]["containerStatuses"][0]["ready"] is True
-        assert pod["metadata"]["annotations"]["example.com/greeted"] == "yes"
-        assert (
-            "poddefault.admission.kubeflow.org/poddefault-add-greeting"
-            in (pod["metadata"]["annotations"])
-        )
-        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-        assert env["GREETING_FROM_PODDEFAULT"] == "hello from a PodDefault"
-        events = (await alice.get(f"{NOTEBOOKS}/{name}/events")).json()["events"]
-        assert [e["reason"] for e in events][:1] == ["Created"]
-        assert events[-1]["reason"] == "Ready" and events[-1]["involvedObject"]["name"] == name
-        one = (await alice.get(f"{NOTEBOOKS}/{name}")).json()
-        assert one["notebook"]["processed_status"]["phase"] == "ready"
-
-        # Inside the running server: the PodDefault's env, the form's, and the data volume.
-        route = f"{gw}/notebook/{NS}/{name}"
-        kernel = await alice.post(f"{route}/api/kernels", json={"name": "python3"})
-        assert kernel.status_code == 201, kernel.text
-        ws = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
-        code = (
-            "import os, pathlib\n"
-            "pathlib.Path('/home/jovyan/data/x.txt').write_text('data')\n"
-            "pathlib.Path('/home/jovyan/shared/y.txt').write_text('shared')\n"
-            "print(os.environ['GREETING_FROM_PODDEFAULT'], '|', os.environ['FROM_FORM'], '|',"
-            " pathlib.Path('/home/jovyan/data/x.txt').read_text(), '|',"
-            " pathlib.Path('/home/jovyan/shared/y.txt').read_text())"
-        )
-        out = await execute(ws, code, headers=ALICE, timeout=60)
-        assert out == "hello from a PodDefault | yes | data | shared\n"
-        # The PodDefault's claim is the namespace's "shared" volume, as the runtime has it.
-        runtime = LocalRuntime(jwa_platform.state_dir)
-        volume = await runtime.resolve_volume(NS, "shared")
-        assert (volume / "y.txt").read_text() == "shared"
+        await check_created(alice, name)
+        await check_pod_and_events(alice, name)
+        await check_inside_server(jwa_platform, alice, name)
 
         # Another person sees and changes none of it.
         denied = await bob.get(NOTEBOOKS)
@@ -345,13 +355,10 @@ async def test_notebook_from_the_spawner_form(jwa_platform: Any) -> None:
         assert {p["name"] for p in pvcs} == {f"{name}-workspace", f"{name}-data", "shared"}
 
 
-async def test_config_and_bad_forms(jwa_platform: Any) -> None:
-    gw = jwa_platform.gateway_url
-    async with (
-        httpx.AsyncClient(base_url=gw, headers=ALICE, timeout=30) as alice,
-        httpx.AsyncClient(base_url=gw, headers=BOB, timeout=30) as bob,
-    ):
-        # The operator's configuration, readable by anyone signed in (bob has no profile).
+async def test_config_for_anyone_signed_in(jwa_platform: Any) -> None:
+    """The operator's configuration, readable by anyone signed in (bob has no profile), with
+    the XSRF cookie; no GPU vendor is offered (no node reports GPUs)."""
+    async with httpx.AsyncClient(base_url=jwa_platform.gateway_url, headers=BOB) as bob:
         r = await bob.get(f"{API}/config")
         assert r.status_code == 200, r.text
         body = r.json()
@@ -369,6 +376,36 @@ async def test_config_and_bad_forms(jwa_platform: Any) -> None:
         gpus = (await bob.get(f"{API}/gpus")).json()
         assert gpus["vendors"] == [] and gpus["success"] is True
 
+
+BAD_FORMS = [
+    ({"image": "x"}, "name", "Required value"),
+    ({"name": "Bad_Name"}, "name", "RFC 1123"),
+    ({"name": "nb", "cpu": "lots"}, "cpu", "'lots' is not a quantity"),
+    ({"name": "nb", "memory": "1Gi", "memoryLimit": "512Mi"}, "memoryLimit", "less than"),
+    ({"name": "nb", "imagePullPolicy": "Always"}, "imagePullPolicy", "read-only"),
+    ({"name": "nb", "tolerationGroup": "nope"}, "tolerationGroup", "not one of"),
+    ({"name": "nb", "gpus": {"num": 1, "vendor": "x.com/gpu"}}, "gpus.vendor", "vendors"),
+    (
+        {"name": "nb", "datavols": [{"mount": "/d", "existingSource": {"nfs": {}}}]},
+        "datavols[0].existingSource",
+        "persistentVolumeClaim",
+    ),
+    ({"name": "nb", "workspace": {"newPvc": {}}}, "workspace.mount", "mount path"),
+]
+
+
+def with_new_claim(name: str, claim: str) -> dict[str, Any]:
+    """A form whose workspace is a new claim called ``claim``."""
+    spec = {"resources": {"requests": {"storage": "8Mi"}}, "accessModes": ["ReadWriteOnce"]}
+    return {
+        "name": name,
+        "workspace": {"mount": "/w", "newPvc": {"metadata": {"name": claim}, "spec": spec}},
+    }
+
+
+async def test_bad_forms_and_defaults(jwa_platform: Any) -> None:
+    gw = jwa_platform.gateway_url
+    async with httpx.AsyncClient(base_url=gw, headers=ALICE, timeout=30) as alice:
         # A PodDefault is validated as a Notebook's pod template is: no hostPath.
         hostpath = poddefault()
         hostpath["metadata"]["name"] = "host"
@@ -379,22 +416,7 @@ async def test_config_and_bad_forms(jwa_platform: Any) -> None:
 
         headers = await xsrf(alice)
         post = lambda b: alice.post(NOTEBOOKS, json=b, headers=headers)  # noqa: E731
-        bad = [
-            ({"image": "x"}, "name", "Required value"),
-            ({"name": "Bad_Name"}, "name", "RFC 1123"),
-            ({"name": "nb", "cpu": "lots"}, "cpu", "'lots' is not a quantity"),
-            ({"name": "nb", "memory": "1Gi", "memoryLimit": "512Mi"}, "memoryLimit", "less than"),
-            ({"name": "nb", "imagePullPolicy": "Always"}, "imagePullPolicy", "read-only"),
-            ({"name": "nb", "tolerationGroup": "nope"}, "tolerationGroup", "not one of"),
-            ({"name": "nb", "gpus": {"num": 1, "vendor": "x.com/gpu"}}, "gpus.vendor", "vendors"),
-            (
-                {"name": "nb", "datavols": [{"mount": "/d", "existingSource": {"nfs": {}}}]},
-                "datavols[0].existingSource",
-                "persistentVolumeClaim",
-            ),
-            ({"name": "nb", "workspace": {"newPvc": {}}}, "workspace.mount", "mount path"),
-        ]
-        for form_body, field, words in bad:
+        for form_body, field, words in BAD_FORMS:
             r = await post(form_body)
             assert r.status_code == 400, (form_body, r.text)
             answer = r.json()
@@ -404,7 +426,7 @@ async def test_config_and_bad_forms(jwa_platform: Any) -> None:
             assert answer["user"] == "alice@example.com"
 
         # Defaults fill what the form leaves out: the operator's image and CPU, no CPU limit
-        # (limitFactor none), the default workspace; nothing is left behind by a refused form.
+        # (limitFactor none); nothing is left behind by the refused forms.
         r = await post({"name": "defaults", "workspace": None, "shm": False})
         assert r.status_code == 200, r.text
         nb = (await alice.get(f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks/defaults")).json()
@@ -417,38 +439,10 @@ async def test_config_and_bad_forms(jwa_platform: Any) -> None:
         assert container["volumeMounts"] == [] and nb["spec"]["template"]["spec"]["volumes"] == []
         names = [n["name"] for n in (await alice.get(NOTEBOOKS)).json()["notebooks"]]
         assert names == ["defaults"]
+
         # A claim of that name exists already: 409, and the notebook is not created.
-        r = await post(
-            {
-                "name": "clash",
-                "workspace": {
-                    "mount": "/w",
-                    "newPvc": {
-                        "metadata": {"name": "taken"},
-                        "spec": {
-                            "resources": {"requests": {"storage": "8Mi"}},
-                            "accessModes": ["ReadWriteOnce"],
-                        },
-                    },
-                },
-            }
-        )
-        assert r.status_code == 200, r.text
-        r = await post(
-            {
-                "name": "clash2",
-                "workspace": {
-                    "mount": "/w",
-                    "newPvc": {
-                        "metadata": {"name": "taken"},
-                        "spec": {
-                            "resources": {"requests": {"storage": "8Mi"}},
-                            "accessModes": ["ReadWriteOnce"],
-                        },
-                    },
-                },
-            }
-        )
+        assert (await post(with_new_claim("clash", "taken"))).status_code == 200
+        r = await post(with_new_claim("clash2", "taken"))
         assert r.status_code == 409 and "taken" in r.json()["log"], r.text
         missing = await alice.get(f"{NOTEBOOKS}/clash2")
         assert missing.status_code == 404
