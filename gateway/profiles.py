@@ -38,7 +38,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Integer, String, Table, delete, insert, select, update
@@ -46,6 +45,7 @@ from sqlalchemy import JSON, Column, Integer, String, Table, delete, insert, sel
 from services.common.db import Database, new_metadata
 from services.common.resources.patch import merge_patch
 from services.common.runtime import Runtime, RuntimeSettings, get_runtime
+from services.common.timestamps import now_rfc3339
 
 from .errors import GatewayError
 
@@ -83,10 +83,6 @@ deleted_profiles_table = Table(
 
 ROLES = ("view", "edit", "admin")
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def namespace_for_user(user: str) -> str:

@@ -19,7 +19,6 @@ that long after the database is back instead of after the back-off it would have
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from services.common.resources import ResourceKind, ResourceStore, WatchEvent
+from services.common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,8 @@ class Controller:
         self._tasks.append(asyncio.create_task(self._resync_loop()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(tasks)
 
     async def _resync_loop(self) -> None:
         while True:

@@ -35,6 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.common.db import Database
+from services.common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,8 @@ class LeaderElection:
         self._task = asyncio.create_task(self._run(), name=f"{self.service}-leader-election")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait([task])
         await self._step_down(quiet=True)
 
     async def fence(self, session: AsyncSession) -> None:

@@ -19,7 +19,6 @@ Jupyter's own ``/api/status`` is not used: polling the API counts as activity th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -29,8 +28,9 @@ import httpx
 
 from services.common.dataplane import notebook_token
 from services.common.resources import ResourceStore
-from services.common.resources.store import now_rfc3339
 from services.common.runtime.endpoint_http import EndpointTransport
+from services.common.tasks import cancel_and_wait
+from services.common.timestamps import now_rfc3339, parse_time
 from services.notebook.models import NOTEBOOK
 from services.notebook.notebooks import LAST_ACTIVITY_ANNOTATION, STOP_ANNOTATION
 from services.notebook.workload import prefix
@@ -38,17 +38,6 @@ from services.notebook.workload import prefix
 log = logging.getLogger(__name__)
 #: Bound on what one answer of a server may be (a list of kernels or terminals).
 MAX_BODY = 4 * 1024 * 1024
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp (Jupyter's or ours) as an aware datetime, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def last_activity(
@@ -99,11 +88,8 @@ class NotebookCuller:
         )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait([task])
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -25,6 +25,7 @@ from typing import Any
 
 from services.common.errors import ApiError
 from services.common.resources import ResourceStore
+from services.common.tasks import cancel_and_wait
 from services.pipeline.artifact_records import delete_run_artifacts
 from services.pipeline.cron import parse_schedule
 from services.pipeline.kfp_runs import (
@@ -68,11 +69,8 @@ class Scheduler:
         self._task = asyncio.create_task(self._loop(), name="pipeline-scheduler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait([task])
 
     async def _loop(self) -> None:
         while True:

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from services.common.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 ConnectCallback = Callable[[], Awaitable[None]]
@@ -99,11 +101,8 @@ class EventBus:
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait([task])
         for task in list(self._callback_tasks):
             task.cancel()
         if self._nc is not None and not self._nc.is_closed:

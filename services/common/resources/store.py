@@ -40,6 +40,7 @@ from services.common.resources.names import (
 )
 from services.common.resources.patch import apply_patch
 from services.common.resources.selectors import parse_selector
+from services.common.timestamps import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,6 @@ _SERVER_META = (
 )
 WATCH_CATCHUP_SECONDS = 2.0
 MAX_WATCH_SECONDS = 3600
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ the reasons of a pod held back at apply (``PersistentVolumeClaimNotFound``...).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from services.common.timestamps import parse_time
 
 from .k8s_manifests import (
     BACKOFF_ANNOTATION,
@@ -31,16 +33,6 @@ STOPPED_MESSAGE = "stopped by the runtime (delete or orderly shutdown)"
 def service_endpoint(namespace: str, service: str, port: int) -> str:
     """The Service's cluster DNS name: what the gateway, in the cluster, connects to."""
     return f"http://{service}.{namespace}.svc:{port}"
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def container_status(pod: Mapping[str, Any]) -> dict[str, Any]:

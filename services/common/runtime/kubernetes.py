@@ -43,6 +43,8 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.timestamps import parse_time
+
 from .base import Runtime
 from .errors import RuntimeBackendError, VolumeNotFound, WorkloadNotFound
 from .k8s_client import KubeApi, KubeApiError, build_api_client
@@ -73,7 +75,6 @@ from .k8s_status import (
     EndpointFor,
     is_finished,
     over_backoff_limit,
-    parse_time,
     service_endpoint,
     workload_status,
 )
