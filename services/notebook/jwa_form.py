@@ -142,6 +142,8 @@ def set_image(nb: dict[str, Any], form: Form) -> None:
     if custom:
         if not form.defaults.get("allowCustomImage", True):
             raise bad("customImage", "custom images are not allowed by the configuration")
+        if (form.defaults.get(config_key[server_type]) or {}).get("readOnly"):
+            raise bad("customImage", "the image is read-only in the configuration")
         image = custom
         path = "customImage"
     else:

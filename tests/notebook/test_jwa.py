@@ -505,3 +505,21 @@ def test_status_phases_as_kubeflow() -> None:
     silent = {"metadata": long_ago, "status": {}}
     assert process_status(silent)["phase"] == "warning"
     assert "Couldn't find any information" in process_status(silent)["message"]
+
+
+def test_read_only_image_refuses_a_custom_image() -> None:
+    """An operator who fixes the image (readOnly) cannot be bypassed with customImage."""
+    from services.common.errors import ApiError
+    from services.notebook.jwa_config import load_config
+    from services.notebook.jwa_form import spawn
+
+    config = load_config()
+    config["image"]["readOnly"] = True
+    with pytest.raises(ApiError) as err:
+        spawn({"name": "nb", "customImage": "evil/image:1"}, NS, "alice@example.com", config)
+    assert err.value.code == 400 and err.value.causes[0].field == "customImage"
+    made = spawn({"name": "nb"}, NS, "alice@example.com", config)
+    assert (
+        made.notebook["spec"]["template"]["spec"]["containers"][0]["image"]
+        == (config["image"]["value"])
+    )
