@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from loadgen import Run, run_wrk
+from loadgen import Run, run_python, run_wrk
 
 log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,30 +132,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-async def run_load(url: str, headers: dict[str, str], seconds: float, concurrency: int) -> Run:
-    """The fallback load generator: it shares the cores with the servers, so it understates."""
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
-        deadline = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                r = await client.get(url, headers=headers)
-                latencies.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{url}: HTTP {r.status_code} {r.text[:200]}")
-
-        start = time.perf_counter()
-        await asyncio.wait_for(
-            asyncio.gather(*(worker() for _ in range(concurrency))), seconds + 30
-        )
-        elapsed = time.perf_counter() - start
-    qs = statistics.quantiles(latencies, n=100)
-    return Run(len(latencies) / elapsed, qs[49] * 1000, qs[98] * 1000, len(latencies))
-
-
 def measure(
     url: str, headers: dict[str, str], seconds: float, concurrency: int, use_wrk: bool
 ) -> Run:
@@ -164,7 +140,7 @@ def measure(
     try:
         if use_wrk:
             return run_wrk(url, seconds, concurrency, headers=headers, timeout=10)
-        return asyncio.run(run_load(url, headers, seconds, concurrency))
+        return asyncio.run(run_python(lambda c: c.get(url, headers=headers), seconds, concurrency))
     except RuntimeError as exc:
         log.warning("%s", str(exc)[:600])
         return Run(0.0, float("nan"), float("nan"), 0)

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import httpx
-from loadgen import Run, run_wrk
+from loadgen import Run, run_python, run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -213,34 +213,13 @@ def server_starts(model_dir: Path, times: int) -> list[float]:
     return seconds
 
 
-async def run_python(url: str, seconds: float, concurrency: int) -> Run:
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
-        end = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                r = await client.post(
-                    url, content=BODY, headers={"content-type": "application/json"}
-                )
-                r.raise_for_status()
-                latencies.append(time.perf_counter() - t0)
-
-        start = time.perf_counter()
-        await asyncio.wait_for(
-            asyncio.gather(*(worker() for _ in range(concurrency))), seconds + 30
-        )
-        elapsed = time.perf_counter() - start
-    qs = statistics.quantiles(latencies, n=100)
-    return Run(len(latencies) / elapsed, qs[49] * 1000, qs[98] * 1000, len(latencies))
-
-
 def measure(url: str, seconds: float, concurrency: int, script: Path | None) -> Run:
     if script is not None:
         return run_wrk(url, seconds, concurrency, script=script)
-    return asyncio.run(run_python(url, seconds, concurrency))
+    headers = {"content-type": "application/json"}
+    return asyncio.run(
+        run_python(lambda c: c.post(url, content=BODY, headers=headers), seconds, concurrency)
+    )
 
 
 def main() -> int:

@@ -1,11 +1,18 @@
-"""Load generation shared by the HTTP benchmarks: wrk when installed, a measurement record."""
+"""Load generation shared by the HTTP benchmarks: wrk when installed, else ``run_python``
+(httpx in this process), and their measurement record."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import statistics
 import subprocess
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 
 @dataclass
@@ -58,3 +65,33 @@ def run_wrk(
         latency("99%"),
         int(number(r"(\d+) requests in")),
     )
+
+
+async def run_python(
+    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+    seconds: float,
+    concurrency: int,
+) -> Run:
+    """The fallback load generator: ``concurrency`` workers each ``send`` one request after
+    another for ``seconds``; an answer other than 200 ends the run with an error. It shares
+    the cores with the servers under test, so it understates what they can do."""
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                r = await send(client)
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{r.request.url}: HTTP {r.status_code} {r.text[:200]}")
+
+        start = time.perf_counter()
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(concurrency))), seconds + 30
+        )
+        elapsed = time.perf_counter() - start
+    qs = statistics.quantiles(latencies, n=100)
+    return Run(len(latencies) / elapsed, qs[49] * 1000, qs[98] * 1000, len(latencies))
