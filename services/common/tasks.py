@@ -20,3 +20,20 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any] | None]) -> None:
     for task in live:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+async def wait_or_cancel(task: asyncio.Task[Any] | None, grace: float) -> None:
+    """Let ``task`` finish on its own for up to ``grace`` seconds, then cancel it and wait.
+
+    For loops that were told to stop (a flag, an event) and should finish the work in hand;
+    an error the task raises is the caller's, only its cancellation is absorbed.
+    """
+    if task is None:
+        return
+    try:
+        async with asyncio.timeout(grace):
+            await task
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -34,6 +34,7 @@ from services.common.events import cloudevents as ce
 from services.common.events import metrics
 from services.common.events.bus import EventBus
 from services.common.events.tracing import TRACEPARENT_HEADER, traceparent_context
+from services.common.tasks import wait_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -170,15 +171,8 @@ class Consumer:
         """Finish the message in hand, then stop (bounded; cancels after a grace period)."""
         self._stopping = True
         self.bus.remove_on_connect(self._on_connect)
-        if self._task is not None:
-            try:
-                async with asyncio.timeout(FETCH_TIMEOUT + 10):
-                    await self._task
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._task = None
+        await wait_or_cancel(self._task, FETCH_TIMEOUT + 10)
+        self._task = None
         await self._drop_subscription()
 
     # -- internals --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from services.common.db import Database
 from services.common.events import metrics
 from services.common.events.bus import EventBus
 from services.common.events.outbox import register_relay, unregister_relay
+from services.common.tasks import wait_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,8 @@ class OutboxRelay:
         unregister_relay(self.outbox, self)
         self.bus.remove_on_connect(self._on_connect)
         self._wake.set()
-        if self._task is not None:
-            try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT + 2):
-                    await self._task
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._task = None
+        await wait_or_cancel(self._task, PUBLISH_TIMEOUT + 2)
+        self._task = None
 
     def wake(self) -> None:
         """Publish now: call right after committing a transaction that staged events."""
