@@ -9,10 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Mapping
 
+import httpx
 import websockets
+
+
+async def open_kernel(http: httpx.AsyncClient, route: str, *, within: float = 90.0) -> str:
+    """Wait (up to ``within`` seconds) until the notebook server at ``route`` answers, start
+    a python3 kernel there; the URL of the kernel's channels WebSocket."""
+    deadline = time.monotonic() + within
+    while (await http.get(f"{route}/api/status")).status_code != 200:
+        assert time.monotonic() < deadline, "the notebook server did not answer"
+        await asyncio.sleep(0.2)
+    kernel = await http.post(f"{route}/api/kernels", json={"name": "python3"})
+    assert kernel.status_code == 201, kernel.text
+    return route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
 
 
 async def execute(
@@ -21,8 +35,13 @@ async def execute(
     *,
     headers: Mapping[str, str] | None = None,
     timeout: float = 30.0,  # noqa: ASYNC109 - a bound on the whole exchange, for tests
+    store_history: bool = False,
+    stdout_only: bool = False,
 ) -> str:
-    """Execute ``code`` on the kernel at ``ws_url``; return its stdout once it is idle."""
+    """Execute ``code`` on the kernel at ``ws_url``; return what it printed once it is idle.
+
+    ``stdout_only`` leaves out its stderr (library warnings); ``store_history`` runs the
+    code as a notebook cell (numbered, in the kernel's history)."""
     msg_id = uuid.uuid4().hex
     request = {
         "header": {
@@ -37,7 +56,12 @@ async def execute(
         "metadata": {},
         "channel": "shell",
         "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "stop_on_error": True},
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": store_history,
+            "stop_on_error": True,
+        },
     }
     out: list[str] = []
     extra = dict(headers or {})
@@ -49,9 +73,10 @@ async def execute(
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
                 kind = msg["header"]["msg_type"]
-                if kind == "stream":
+                if kind == "stream" and (not stdout_only or msg["content"]["name"] == "stdout"):
                     out.append(msg["content"]["text"])
                 elif kind == "error":
-                    raise AssertionError("kernel error:\n" + "\n".join(msg["content"]["traceback"]))
+                    traceback = "\n".join(msg["content"]["traceback"])
+                    raise AssertionError(f"kernel error:\n{traceback}\nin:\n{code}")
                 elif kind == "status" and msg["content"]["execution_state"] == "idle":
                     return "".join(out)

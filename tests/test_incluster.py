@@ -22,8 +22,9 @@ import httpx
 import pytest
 
 from services.common.certs import ca_paths
+from tests import specs
 from tests.conftest import ADMIN_USER, RunningSeaweedFS, create_profile, fresh_database
-from tests.jupyter import execute
+from tests.jupyter import execute, open_kernel
 
 ADMIN = {"kubeflow-userid": ADMIN_USER}
 NS, OTHER = "incluster-a", "incluster-b"
@@ -63,16 +64,7 @@ def platform(
             with httpx.Client(base_url=running.gateway_url, headers=ADMIN, timeout=20) as api:
                 for team in (NS, OTHER):
                     create_profile(api, team)
-                pvc = {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": "training-data"},
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": "16Mi"}},
-                    },
-                }
-                r = api.post(PVCS.format(ns=NS), json=pvc)
+                r = api.post(PVCS.format(ns=NS), json=specs.claim("training-data", "16Mi"))
                 assert r.status_code == 201, r.text
                 r = api.post(ISVCS.format(ns=NS), json=isvc("from-host"))
                 assert r.status_code == 201, r.text
@@ -140,24 +132,12 @@ for path in (os.environ["CA_KEY"], "/proc/1/root" + os.environ["CA_KEY"],
 
 def run_workflow(api: httpx.Client, name: str, script: str, env: dict[str, str]) -> str:
     """Run ``script`` as a one-step Workflow in NS; its log once it Succeeded."""
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": name},
-        "spec": {
-            "entrypoint": "main",
-            "templates": [
-                {
-                    "name": "main",
-                    "container": {
-                        "image": "python:3.11",
-                        "command": ["python3", "-c", script],
-                        "env": [{"name": k, "value": v} for k, v in env.items()],
-                    },
-                }
-            ],
-        },
+    step = {
+        "image": "python:3.11",
+        "command": ["python3", "-c", script],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
     }
+    workflow = specs.workflow(name, [{"name": "main", "container": step}])
     r = api.post(WORKFLOWS, json=workflow)
     assert r.status_code == 201, r.text
     deadline, phase = time.monotonic() + 90, ""
@@ -276,81 +256,33 @@ claims = client.CoreV1Api().list_namespaced_persistent_volume_claim(ns).items
 print(f"accuracy={len(claims)}")
 """
 
-EXPERIMENT = {
-    "apiVersion": "kubeflow.org/v1beta1",
-    "kind": "Experiment",
-    "metadata": {"name": "from-notebook"},
-    "spec": {
-        "objective": {"type": "maximize", "objectiveMetricName": "accuracy"},
-        "algorithm": {"algorithmName": "random"},
-        "parallelTrialCount": 1,
-        "maxTrialCount": 1,
-        "maxFailedTrialCount": 1,
-        "parameters": [
-            {
-                "name": "lr",
-                "parameterType": "double",
-                "feasibleSpace": {"min": "0.01", "max": "0.1"},
-            }
-        ],
-        "trialTemplate": {
-            "primaryContainerName": "main",
-            "trialParameters": [{"name": "lr", "reference": "lr"}],
-            "trialSpec": {
-                "apiVersion": "batch/v1",
-                "kind": "Job",
-                "spec": {
-                    "template": {
-                        "spec": {
-                            "restartPolicy": "Never",
-                            "containers": [
-                                {
-                                    "name": "main",
-                                    "image": "python:3.11",
-                                    "command": ["python3", "-c", TRIAL_SCRIPT],
-                                }
-                            ],
-                        }
-                    }
-                },
-            },
-        },
-    },
-}
+EXPERIMENT = specs.experiment(
+    "from-notebook",
+    ["python3", "-c", TRIAL_SCRIPT],
+    parameters=[
+        {"name": "lr", "parameterType": "double", "feasibleSpace": {"min": "0.01", "max": "0.1"}}
+    ],
+    objective="maximize",
+    metric="accuracy",
+    parallelTrialCount=1,
+    maxTrialCount=1,
+    maxFailedTrialCount=1,
+)
 
 
 async def test_notebook_uses_incluster_config_kfp_and_katib(platform: Any) -> None:
     gw = platform.gateway_url
     route = f"{gw}/notebook/{NS}/lab"
     env = {"ISVC": json.dumps(isvc("from-notebook")), "EXPERIMENT": json.dumps(EXPERIMENT)}
-    notebook = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Notebook",
-        "metadata": {"name": "lab"},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "lab",
-                            "image": "kubeflownotebookswg/jupyter-scipy:v1.8.0",
-                            "env": [{"name": k, "value": v} for k, v in env.items()],
-                        }
-                    ]
-                }
-            }
-        },
-    }
+    notebook = specs.notebook(
+        "lab",
+        "kubeflownotebookswg/jupyter-scipy:v1.8.0",
+        env=[{"name": k, "value": v} for k, v in env.items()],
+    )
     async with httpx.AsyncClient(base_url=gw, headers=ADMIN, timeout=20) as http:
         r = await http.post(NOTEBOOKS, json=notebook)
         assert r.status_code == 201, r.text
-        deadline = time.monotonic() + 90
-        while (await http.get(f"{route}/api/status")).status_code != 200:
-            assert time.monotonic() < deadline, "the notebook server did not answer"
-            await asyncio.sleep(0.2)
-        kernel = await http.post(f"{route}/api/kernels", json={"name": "python3"})
-        assert kernel.status_code == 201, kernel.text
-        ws_url = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
+        ws_url = await open_kernel(http, route)
         out = await execute(ws_url, NOTEBOOK_CODE, headers=ADMIN, timeout=90)
 
         assert line(out, "ENDPOINT") == "https://127.0.0.2:443"

@@ -9,16 +9,13 @@ deletion.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import websockets
 
 from services.common.dataplane import load_or_create_key, notebook_token
 from services.common.runtime import LocalRuntime, WorkloadNotFound
@@ -27,6 +24,7 @@ from tests import specs
 from tests.browser import CHROMIUM, launch
 from tests.conftest import crash_service, start_service_again
 from tests.endpoints import assert_endpoint
+from tests.jupyter import execute
 
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
@@ -56,48 +54,6 @@ def notebook_body(name: str, claim: str, env_value: str = "one") -> dict[str, An
         resources={"requests": {"cpu": "0.5", "memory": "1Gi"}},
         volumeMounts=[{"name": "workspace", "mountPath": "/home/jovyan"}],
     )
-
-
-async def run_code(ws_url: str, code: str) -> str:
-    """Execute ``code`` on a kernel over its channels WebSocket; return its stdout."""
-    msg_id = uuid.uuid4().hex
-    request = {
-        "header": {
-            "msg_id": msg_id,
-            "username": "test",
-            "session": uuid.uuid4().hex,
-            "msg_type": "execute_request",
-            "version": "5.3",
-            "date": "",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "channel": "shell",
-        "buffers": [],
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-    }
-    out: list[str] = []
-    async with websockets.connect(ws_url, open_timeout=10) as ws:
-        await ws.send(json.dumps(request))
-        async with asyncio.timeout(30):
-            while True:
-                msg = json.loads(await ws.recv())
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = msg["header"]["msg_type"]
-                if kind == "stream":
-                    out.append(msg["content"]["text"])
-                elif kind == "error":
-                    raise AssertionError(f"kernel error: {msg['content']}")
-                elif kind == "status" and msg["content"]["execution_state"] == "idle":
-                    return "".join(out)
 
 
 # In the page: a kernel through Jupyter's REST API, then code run over its channels
@@ -235,8 +191,8 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
         kernel = await http.post(f"{route}/api/kernels", json={"name": "python3"})
         assert kernel.status_code == 201, kernel.text
         ws_url = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
-        assert await run_code(ws_url, "print(6*7)") == "42\n"
-        env = await run_code(
+        assert await execute(ws_url, "print(6*7)") == "42\n"
+        env = await execute(
             ws_url, "import os; print(os.environ['NB_PREFIX'], os.getcwd(), os.environ['GREETING'])"
         )
         assert env.split() == [f"/notebook/{NS}/{name}", "/home/jovyan", "one"]
@@ -265,7 +221,7 @@ async def test_notebook_lifecycle_through_gateway(platform: Any) -> None:
         await eventually(new_server, what="a new server for generation 2")
         kernel = await http.post(f"{route}/api/kernels", json={"name": "python3"})
         ws_url = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
-        assert await run_code(ws_url, "import os; print(os.environ['GREETING'])") == "two\n"
+        assert await execute(ws_url, "import os; print(os.environ['GREETING'])") == "two\n"
 
         # Stop by annotation: no server, no route, readyReplicas 0.
         stop = {"metadata": {"annotations": {"kubeflow-resource-stopped": "now"}}}
