@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -144,3 +146,15 @@ def tar_gz(members: dict[str, bytes], *, symlink: str | None = None) -> bytes:
             link.linkname = "/etc/passwd"
             tar.addfile(link)
     return buf.getvalue()
+
+
+def model_server_main(
+    model_dir: Path, *options: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """``python -m services.serving.modelserver`` in a process of its own, for model ``m`` in
+    ``model_dir`` (format ``python``, port 1), with ``options`` before them; its outcome."""
+    argv = [sys.executable, "-m", "services.serving.modelserver", *options]
+    argv += ["--model-name", "m", "--model-dir", str(model_dir), "--model-format", "python"]
+    return subprocess.run(
+        [*argv, "--port", "1"], capture_output=True, text=True, timeout=timeout, check=False
+    )

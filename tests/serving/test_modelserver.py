@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 from services.serving.modelserver.app import create_model_app
 from services.serving.modelserver.loaders import ModelLoadError, load_model
 
-from .conftest import train_sklearn
+from .conftest import model_server_main, train_sklearn
 
 ECHO_MODEL = """def predict(instances):
     return [row if not isinstance(row, list) else sum(row) for row in instances]
@@ -160,23 +158,6 @@ def test_load_model_missing_file_says_what(tmp_path: Path) -> None:
 
 
 def test_modelserver_main_exits_on_bad_model(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.serving.modelserver",
-            "--model-name",
-            "m",
-            "--model-dir",
-            str(tmp_path),
-            "--model-format",
-            "python",
-            "--port",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = model_server_main(tmp_path)
     assert done.returncode == 1
     assert "cannot load model m" in done.stderr

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -34,7 +32,7 @@ from services.serving.modelserver.initializer import DONE_MARKER, StorageInitErr
 from services.serving.storage import MODEL_MOUNT, STORAGE_PLAN, StorageError
 from services.serving.unpack import UnpackError
 
-from .conftest import isvc, tar_gz
+from .conftest import isvc, model_server_main, tar_gz
 
 SERVING_SOURCE = Path(services.serving.__file__).parent
 #: What a caller of the runtime must never use: a volume's host path (the local runtime's
@@ -295,26 +293,7 @@ def test_modelserver_main_storage_plan_failure_exits_with_reason(
     dest = _mkdir(tmp_path / "models")
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(plan_for(dest, evil)))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.serving.modelserver",
-            "--storage-plan",
-            str(plan),
-            "--model-name",
-            "m",
-            "--model-dir",
-            str(dest),
-            "--model-format",
-            "python",
-            "--port",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = model_server_main(dest, "--storage-plan", str(plan), timeout=60)
     assert done.returncode == 1
     assert " ERROR " in done.stderr and "cannot download model m" in done.stderr
     assert "'..'" in done.stderr
