@@ -35,24 +35,17 @@ class PrinterColumn:
     wide: bool = False
 
 
-@dataclass(frozen=True)
-class KindInfo:
-    """One kind: its names, scope, who serves it and what can be done with it."""
+class KindNames:
+    """The names and API paths that follow from a kind's group, version, kind and plural.
 
-    group: str  # "" for the core group (served under /api/v1)
+    Shared by :class:`KindInfo` and :class:`~services.common.resources.ResourceKind`.
+    """
+
+    group: str
     version: str
     kind: str
     plural: str
-    service: str  # the owning service, or "gateway"
-    namespaced: bool = True
-    short_names: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    columns: tuple[PrinterColumn, ...] = ()
-    verbs: tuple[str, ...] = RESOURCE_VERBS
-    # Whether ``{plural}/status`` is a subresource (as for a CRD with ``subresources.status``).
-    status: bool = True
-    # The kind this one is another name for (KFServing's group for KServe's objects).
-    alias_of: KindInfo | None = None
+    namespaced: bool
 
     @property
     def api_version(self) -> str:
@@ -74,6 +67,26 @@ class KindInfo:
         if self.namespaced and namespace is not None:
             return f"{self.base_path}/namespaces/{namespace}/{self.plural}"
         return f"{self.base_path}/{self.plural}"
+
+
+@dataclass(frozen=True)
+class KindInfo(KindNames):
+    """One kind: its names, scope, who serves it and what can be done with it."""
+
+    group: str  # "" for the core group (served under /api/v1)
+    version: str
+    kind: str
+    plural: str
+    service: str  # the owning service, or "gateway"
+    namespaced: bool = True
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    columns: tuple[PrinterColumn, ...] = ()
+    verbs: tuple[str, ...] = RESOURCE_VERBS
+    # Whether ``{plural}/status`` is a subresource (as for a CRD with ``subresources.status``).
+    status: bool = True
+    # The kind this one is another name for (KFServing's group for KServe's objects).
+    alias_of: KindInfo | None = None
 
     def resource_kind_fields(self) -> dict[str, Any]:
         """The ``ResourceKind`` fields fixed here: ``ResourceKind(**fields, spec_model=...)``."""

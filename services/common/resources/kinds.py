@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from services.common.catalog import PrinterColumn
+from services.common.catalog import KindNames, PrinterColumn
 from services.common.errors import Cause
 
 
@@ -22,7 +22,7 @@ Validator = Callable[[dict[str, Any]], Sequence[Cause]]
 
 
 @dataclass(frozen=True)
-class ResourceKind:
+class ResourceKind(KindNames):
     """A kind served through the resource machinery."""
 
     group: str  # "" for the core group (served under /api/v1)
@@ -49,26 +49,5 @@ class ResourceKind:
     # fills them back in from the table while the object is unchanged since the event.
     event_omit: tuple[str, ...] = field(default=())
 
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def singular(self) -> str:
-        return self.kind.lower()
-
-    @property
-    def list_kind(self) -> str:
-        return f"{self.kind}List"
-
-    @property
-    def base_path(self) -> str:
-        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-
     def subject(self, event: str) -> str:
         return f"shipyard.{self.service}.{self.singular}.{event}"
-
-    def collection_path(self, namespace: str | None) -> str:
-        if self.namespaced and namespace is not None:
-            return f"{self.base_path}/namespaces/{namespace}/{self.plural}"
-        return f"{self.base_path}/{self.plural}"
