@@ -130,6 +130,23 @@ class OIDCServer:
         return str((await self.tokens(user, fresh=fresh))["id_token"])
 
 
+def id_claims(issuer: str, **over: object) -> dict[str, object]:
+    """An ID token's claims from ``issuer`` for the audience ``shipyard``, valid for five
+    minutes; ``over`` replaces claims (``None`` leaves one out)."""
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": issuer,
+        "aud": "shipyard",
+        "sub": "x",
+        "email": "user@example.com",
+        "groups": [],
+        "iat": now,
+        "exp": now + 300,
+    }
+    claims.update(over)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
 async def submit_login(
     c: httpx.AsyncClient, r: httpx.Response, user: str, password: str, stop_at: str
 ) -> str:

@@ -12,7 +12,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from gateway.oidc import OIDCProvider, TokenError
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer
+from tests.gateway.conftest import RunningServer, id_claims
 
 
 class LocalIssuer:
@@ -39,18 +39,8 @@ class LocalIssuer:
         self.server = RunningServer(app, self.port)
 
     def token(self, key_index: int = 0, alg: str = "RS256", **over: object) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": self.issuer,
-            "aud": "shipyard",
-            "sub": "s",
-            "email": "u@example.com",
-            "groups": ["g"],
-            "iat": now,
-            "exp": now + 300,
-        }
-        claims.update(over)
-        claims = {k: v for k, v in claims.items() if v is not None}
+        mine = {"sub": "s", "email": "u@example.com", "groups": ["g"]}
+        claims = id_claims(self.issuer, **{**mine, **over})
         key = self.keys[key_index]
         return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
 

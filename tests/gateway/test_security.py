@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import cast
@@ -19,7 +18,7 @@ from joserfc.jwk import RSAKey
 
 from gateway.app import create_app
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer, browser_login, gateway_settings
+from tests.gateway.conftest import RunningServer, browser_login, gateway_settings, id_claims
 
 NS_A = "kubeflow-user-example-com"
 NS_B = "kubeflow-second-example-com"
@@ -43,21 +42,6 @@ def b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def claims(oidc, **over) -> dict:
-    now = int(time.time())
-    base = {
-        "iss": oidc.issuer,
-        "aud": "shipyard",
-        "sub": "x",
-        "email": "user@example.com",
-        "groups": [],
-        "iat": now,
-        "exp": now + 300,
-    }
-    base.update(over)
-    return {k: v for k, v in base.items() if v is not None}
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
@@ -79,7 +63,7 @@ async def test_bearer_valid_token_accepted(client, oidc) -> None:
 
 
 async def test_bearer_alg_none_rejected(client, oidc) -> None:
-    token = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims(oidc))}."
+    token = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(id_claims(oidc.issuer))}."
     r = await client.get(URL, headers=bearer(token))
     assert r.status_code == 401 and r.json()["reason"] == "Unauthorized"
 
@@ -89,7 +73,7 @@ async def test_bearer_hs256_with_public_key_rejected(client, oidc) -> None:
         jwks = (await c.get(f"{oidc.issuer}/jwks")).json()["keys"][0]
     public_pem = RSAKey.import_key(jwks).as_pem(private=False)
     # Forged by hand: joserfc itself refuses to use a public key as an HMAC secret.
-    signing_input = f"{b64({'alg': 'HS256', 'kid': jwks['kid']})}.{b64(claims(oidc))}"
+    signing_input = f"{b64({'alg': 'HS256', 'kid': jwks['kid']})}.{b64(id_claims(oidc.issuer))}"
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     token = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
     r = await client.get(URL, headers=bearer(token))
@@ -98,7 +82,7 @@ async def test_bearer_hs256_with_public_key_rejected(client, oidc) -> None:
 
 async def test_bearer_unknown_kid_rejected(client, oidc) -> None:
     key = RSAKey.generate_key(2048)
-    token = jwt.encode({"alg": "RS256", "kid": uuid.uuid4().hex}, claims(oidc), key)
+    token = jwt.encode({"alg": "RS256", "kid": uuid.uuid4().hex}, id_claims(oidc.issuer), key)
     r = await client.get(URL, headers=bearer(token))
     assert r.status_code == 401 and "unknown signing key" in r.json()["message"]
 
