@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import PROBE, escape_reports, escapes
+from tests.security.conftest import PROBE, UID, escape_reports, escapes, run_as_platform_user
 
 pytestmark = pytest.mark.timeout(120)
-UID = 10001
 RUNNER = textwrap.dedent(
     """
     import asyncio, json, sys
@@ -64,35 +60,9 @@ RUNNER = textwrap.dedent(
 )
 
 
-def outer_sandbox(bwrap: str, read_only: list[str]) -> list[str]:
-    """A root-built view with ``read_only`` paths at their own places, parents traversable."""
-    argv = [bwrap, "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
-    for name in ("bin", "sbin", "lib", "lib64"):
-        if os.path.islink(f"/{name}"):
-            argv += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
-    # The host's own /proc and /dev: a nested, unprivileged bubblewrap may only mount a new
-    # proc where the one it can see is not partly covered (as bubblewrap's --proc would be).
-    argv += ["--dev-bind", "/dev", "/dev", "--bind", "/proc", "/proc"]
-    argv += ["--perms", "1777", "--tmpfs", "/tmp"]
-    parents: set[str] = set()
-    for path in read_only:
-        parent = os.path.dirname(path)
-        while parent not in ("/", "/usr", "/etc") and not parent.startswith(("/usr/", "/etc/")):
-            parents.add(parent)
-            parent = os.path.dirname(parent)
-    for parent in sorted(parents, key=len):
-        argv += ["--perms", "0755", "--dir", parent]
-    for path in read_only:
-        argv += ["--ro-bind", path, path]
-    return argv
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become uid 10001")
 def test_unprivileged_platform_sandboxes_workloads(host_service: int) -> None:
     api_port = host_service
-    bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
-    assert bwrap and setpriv, "make install provides bubblewrap; util-linux provides setpriv"
-    repo = str(Path(__file__).resolve().parents[2])
     state_dir = Path("/tmp/nonroot-platform/state")  # in the outer sandbox's own /tmp
     targets = {
         "secret_files": [
@@ -104,35 +74,7 @@ def test_unprivileged_platform_sandboxes_workloads(host_service: int) -> None:
         "write_paths": ["/usr/x", str(state_dir / "x")],
         "tcp": [["127.0.0.1", api_port], ["127.0.0.1", 5432], ["127.0.0.2", 18080]],
     }
-    outer = outer_sandbox(bwrap, sorted({os.path.realpath(sys.base_prefix), repo}))
-    argv = [
-        *outer,
-        "--",
-        setpriv,
-        f"--reuid={UID}",
-        f"--regid={UID}",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--",
-        sys.executable,
-        "-c",
-        RUNNER,
-        str(state_dir),
-        str(api_port),
-        json.dumps(targets),
-        PROBE,
-    ]
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        cwd=repo,
-        env={"PATH": os.environ["PATH"], "HOME": "/tmp"},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_as_platform_user(RUNNER, str(state_dir), str(api_port), json.dumps(targets), PROBE)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     status = result["status"]
     assert status["phase"] == "Succeeded", (status["reason"], status["message"], result["lines"])

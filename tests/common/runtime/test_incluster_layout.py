@@ -13,10 +13,7 @@ import contextlib
 import http.server
 import json
 import os
-import shutil
 import ssl
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,42 +153,21 @@ def test_unprivileged_platform_relays_port_443(tmp_path: Path) -> None:
     """A platform that is not root (the container image's uid) still listens on the
     sandbox's port 443: its network agent holds every capability in the sandbox's own user
     namespace, none on the host."""
-    from tests.security.test_nonroot import UID, outer_sandbox
+    from tests.security.conftest import run_as_platform_user
 
-    bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
-    assert bwrap and setpriv
     keys = tmp_path / "keys"
     cert = ensure_api_certificate(keys, ["127.0.0.2"])
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert.cert, cert.key)
-    repo = str(Path(__file__).resolve().parents[3])
-    outer = outer_sandbox(bwrap, sorted({os.path.realpath(sys.base_prefix), repo}))
-    drop = [setpriv, f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all"]
     with listener("tls", tls) as tls_port, listener("http") as http_port:
-        done = subprocess.run(
-            [
-                *outer,
-                "--",
-                *drop,
-                "--bounding-set=-all",
-                "--",
-                sys.executable,
-                "-c",
-                NONROOT_RUNNER,
-                "/tmp/nonroot-incluster/state",
-                str(tls_port),
-                str(http_port),
-                read_ca_certificate(keys).decode(),
-                SCRIPT,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=100,
-            cwd=repo,
-            env={"PATH": os.environ["PATH"], "HOME": "/tmp"},
-            check=False,
+        done = run_as_platform_user(
+            NONROOT_RUNNER,
+            "/tmp/nonroot-incluster/state",
+            str(tls_port),
+            str(http_port),
+            read_ca_certificate(keys).decode(),
+            SCRIPT,
         )
-    assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("Succeeded"), done.stdout
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert (seen["by_ip"], seen["by_name"]) == ("tls /api/v1", "tls /apis")
