@@ -69,7 +69,7 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(r"^/apis/kubeflow\.org/v1alpha1/poddefaults$", "notebook"),
     # The Jupyter web app's backend (services/notebook/jwa.py): its configuration for anyone
     # signed in, everything else in the namespace the path names.
-    _r(r"^/jupyter/api/(config|gpus)$", "notebook", any_user=True),
+    _r(r"^/jupyter/api/(config|gpus|storageclasses(/default)?)$", "notebook", any_user=True),
     _r(rf"^/jupyter/api/namespaces/{NS}/", "notebook"),
     _r(rf"^/apis/kubeflow\.org/v1beta1/namespaces/{NS}/", "automl"),
     _r(r"^/apis/kubeflow\.org/v1beta1/", "automl"),

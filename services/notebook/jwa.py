@@ -6,6 +6,7 @@ the Notebook resource itself (``/config`` and ``/gpus`` are readable by any sign
 
 - ``GET  /config``                                   the spawner configuration (jwa_config)
 - ``GET  /gpus``                                     GPU vendors some node offers
+- ``GET  /storageclasses``, ``/storageclasses/default``  none here (no StorageClass objects)
 - ``GET  /namespaces/{ns}/notebooks``                the list, with status phases (jwa_status)
 - ``POST /namespaces/{ns}/notebooks``                the spawner form (jwa_form)
 - ``GET|PATCH|DELETE /namespaces/{ns}/notebooks/{name}``  one notebook; PATCH ``{"stopped"}``
@@ -166,6 +167,18 @@ async def get_gpus(request: Request, identity: IdentityDep) -> JSONResponse:
     vendors = (_config(request).get("gpus") or {}).get("value", {}).get("vendors", [])
     keys = [v.get("limitsKey") for v in vendors if isinstance(v, dict)]
     return success(request, "vendors", sorted(k for k in keys if k in offered))
+
+
+@router.get(PREFIX + "/storageclasses")
+async def get_storageclasses(request: Request, identity: IdentityDep) -> JSONResponse:
+    """No StorageClass objects exist here (a runtime has one kind of volume): none."""
+    return success(request, "storageClasses", [])
+
+
+@router.get(PREFIX + "/storageclasses/default")
+async def get_default_storageclass(request: Request, identity: IdentityDep) -> JSONResponse:
+    """Kubeflow answers "" when no class is marked default; so does this."""
+    return success(request, "defaultStorageClass", "")
 
 
 # ---------------------------------------------------------------------- pickers

@@ -375,6 +375,10 @@ async def test_config_for_anyone_signed_in(jwa_platform: Any) -> None:
         assert "XSRF-TOKEN=" in cookie and "Path=/jupyter" in cookie and "SameSite=strict" in cookie
         gpus = (await bob.get(f"{API}/gpus")).json()
         assert gpus["vendors"] == [] and gpus["success"] is True
+        classes = (await bob.get(f"{API}/storageclasses")).json()
+        assert classes["storageClasses"] == [] and classes["success"] is True
+        default = (await bob.get(f"{API}/storageclasses/default")).json()
+        assert default["defaultStorageClass"] == "" and default["user"] == "bob@example.com"
 
 
 BAD_FORMS = [
