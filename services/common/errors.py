@@ -100,6 +100,15 @@ class ApiError(Exception):
         )
 
     @classmethod
+    def created_concurrently(cls) -> ApiError:
+        """A create lost a race for its name (the database's unique key said so)."""
+        return cls(
+            409,
+            "the object was created concurrently by another request; get it, or retry",
+            reason="AlreadyExists",
+        )
+
+    @classmethod
     def invalid(cls, kind: str, name: str, causes: Sequence[Cause]) -> ApiError:
         summary = "; ".join(f"{c.field}: {c.message}" for c in causes)
         return cls(

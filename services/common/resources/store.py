@@ -257,11 +257,7 @@ class ResourceStore:
             return result
         except IntegrityError:
             # Two creates of one name raced; the loser hears what a later one would.
-            raise ApiError(
-                409,
-                "the object was created concurrently by another request; get it, or retry",
-                reason="AlreadyExists",
-            ) from None
+            raise ApiError.created_concurrently() from None
 
     # ------------------------------------------------------------- validation
     def validate(self, kind: ResourceKind, obj: Any, namespace: str | None) -> dict[str, Any]:

@@ -84,11 +84,7 @@ async def write_session(store: ResourceStore, dry: bool) -> AsyncIterator[AsyncS
         try:
             yield session
         except IntegrityError:
-            raise ApiError(
-                409,
-                "the object was created concurrently by another request; get it, or retry",
-                reason="AlreadyExists",
-            ) from None
+            raise ApiError.created_concurrently() from None
         finally:
             await session.rollback()
 
