@@ -34,6 +34,19 @@ def _dead_port() -> int:
     return free_port()
 
 
+def _up_argv(state_dir: Path, *extra: str) -> list[str]:
+    """`shipyard up` (this interpreter) on ``state_dir`` and free ports, then ``extra``."""
+    return [
+        sys.executable,
+        "-m",
+        "shipyard.up",
+        "--state-dir",
+        str(state_dir),
+        "--free-ports",
+        *extra,
+    ]
+
+
 def _spawn_up(
     state_dir: Path, gateway_port: int, *extra: str, s3: RunningSeaweedFS
 ) -> subprocess.Popen[str]:
@@ -43,13 +56,8 @@ def _spawn_up(
     env.pop("NATS_URL", None)
     env.update(s3.config.env())
     env["PYTHONPATH"] = str(REPO)
-    argv = [
-        sys.executable,
-        "-m",
-        "shipyard.up",
-        "--state-dir",
-        str(state_dir),
-        "--free-ports",
+    argv = _up_argv(
+        state_dir,
         "--port",
         str(gateway_port),
         "--nats-url",
@@ -57,7 +65,7 @@ def _spawn_up(
         "--ready-timeout",
         "60",
         *extra,
-    ]
+    )
     return subprocess.Popen(
         argv,
         cwd=REPO,
@@ -335,15 +343,7 @@ def test_up_unreachable_store_says_which_and_what_to_check(tmp_path: Path) -> No
         SHIPYARD_S3_SECRET_ACCESS_KEY="secret",
     )
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shipyard.up",
-            "--state-dir",
-            str(state_dir),
-            "--free-ports",
-            *STANDIN_ARGS,
-        ],
+        _up_argv(state_dir, *STANDIN_ARGS),
         cwd=REPO,
         env=env,
         capture_output=True,
