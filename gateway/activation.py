@@ -13,7 +13,8 @@ Only the slow path (no live endpoint) comes here; live requests never do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+
+from services.common.tasks import cancel_and_wait
 
 from .activity import ActivityReporter, Key
 from .errors import DataPlaneError
@@ -104,8 +105,5 @@ class Activator:
         return None
 
     async def close(self) -> None:
-        for task in self._activations.values():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(list(self._activations.values()))
         self._activations.clear()
