@@ -85,6 +85,12 @@ def _discover(gateway_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return cfg, meta.json()
 
 
+def _token_request(token_endpoint: str, form: dict[str, str]) -> httpx.Response:
+    """POST one OAuth 2.0 token request (RFC 6749 section 4.1.3 or 6) to the provider."""
+    with httpx.Client(timeout=TIMEOUT) as c:
+        return c.post(token_endpoint, data=form)
+
+
 def _store(
     gateway_url: str, cfg: dict[str, Any], meta: dict[str, Any], tokens: dict[str, Any]
 ) -> dict[str, Any]:
@@ -159,17 +165,16 @@ def login(
         raise LoginError(f"login refused: {result['error']}")
     if result.get("state") != state or not result.get("code"):
         raise LoginError("login state mismatch")
-    with httpx.Client(timeout=TIMEOUT) as c:
-        resp = c.post(
-            meta["token_endpoint"],
-            data={
-                "grant_type": "authorization_code",
-                "code": result["code"],
-                "redirect_uri": redirect_uri,
-                "code_verifier": verifier,
-                "client_id": cfg["clientId"],
-            },
-        )
+    resp = _token_request(
+        meta["token_endpoint"],
+        {
+            "grant_type": "authorization_code",
+            "code": result["code"],
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+            "client_id": cfg["clientId"],
+        },
+    )
     if resp.status_code != 200:
         raise LoginError(f"token exchange failed: {resp.text[:200]}")
     return _store(gateway_url, cfg, meta, resp.json())
@@ -235,15 +240,14 @@ def refresh(gateway_url: str) -> dict[str, Any] | None:
     entry = data.get(_key(gateway_url))
     if not entry or not entry.get("refresh_token"):
         return None
-    with httpx.Client(timeout=TIMEOUT) as c:
-        resp = c.post(
-            entry["token_endpoint"],
-            data={
-                "grant_type": "refresh_token",
-                "refresh_token": entry["refresh_token"],
-                "client_id": entry["client_id"],
-            },
-        )
+    resp = _token_request(
+        entry["token_endpoint"],
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": entry["refresh_token"],
+            "client_id": entry["client_id"],
+        },
+    )
     if resp.status_code != 200:
         log.info("token refresh refused (%s); run `shipyard login`", resp.status_code)
         return None
