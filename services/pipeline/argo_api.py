@@ -104,10 +104,45 @@ async def _create(
     return JSONResponse(created)
 
 
+def _add_object_routes(segment: str, kind: ResourceKind, key: str, singular: str) -> None:
+    """Create, list, read and delete of ``kind`` under ``PREFIX/segment/{namespace}`` as the
+    Argo server serves them (a create's object is the body's ``key``); the handlers are
+    named ``create_<singular>``, ``list_<segment>``, ``read_<singular>``, ``delete_<singular>``."""
+    base = f"{PREFIX}/{segment}/{{namespace}}"
+
+    async def create(request: Request, namespace: str, identity: IdentityDep) -> JSONResponse:
+        return await _create(request, kind, namespace, key, identity)
+
+    async def list_all(request: Request, namespace: str, identity: IdentityDep) -> dict[str, Any]:
+        authorize(identity, "list", namespace, kind.plural)
+        return await _list(request, kind, namespace)
+
+    async def read(
+        request: Request, namespace: str, name: str, identity: IdentityDep
+    ) -> dict[str, Any]:
+        authorize(identity, "get", namespace, kind.plural)
+        return await context(request).store.get(kind, namespace, name)
+
+    async def delete(
+        request: Request, namespace: str, name: str, identity: IdentityDep
+    ) -> dict[str, Any]:
+        authorize(identity, "delete", namespace, kind.plural)
+        await context(request).store.delete(kind, namespace, name)
+        return {}
+
+    plural = segment.replace("-", "_")
+    for handler, name, path, method in (
+        (create, f"create_{singular}", base, "POST"),
+        (list_all, f"list_{plural}", base, "GET"),
+        (read, f"read_{singular}", f"{base}/{{name}}", "GET"),
+        (delete, f"delete_{singular}", f"{base}/{{name}}", "DELETE"),
+    ):
+        handler.__name__ = handler.__qualname__ = name
+        router.add_api_route(path, handler, methods=[method])
+
+
 # ------------------------------------------------------------------ workflows
-@router.post(f"{PREFIX}/workflows/{{namespace}}")
-async def create_workflow(request: Request, namespace: str, identity: IdentityDep) -> JSONResponse:
-    return await _create(request, WORKFLOW, namespace, "workflow", identity)
+_add_object_routes("workflows", WORKFLOW, "workflow", "workflow")
 
 
 @router.post(f"{PREFIX}/workflows/{{namespace}}/lint")
@@ -149,29 +184,6 @@ async def submit_workflow(request: Request, namespace: str, identity: IdentityDe
         "spec": spec,
     }
     return JSONResponse(await store.create(WORKFLOW, namespace, obj))
-
-
-@router.get(f"{PREFIX}/workflows/{{namespace}}")
-async def list_workflows(request: Request, namespace: str, identity: IdentityDep) -> dict[str, Any]:
-    authorize(identity, "list", namespace, "workflows")
-    return await _list(request, WORKFLOW, namespace)
-
-
-@router.get(f"{PREFIX}/workflows/{{namespace}}/{{name}}")
-async def read_workflow(
-    request: Request, namespace: str, name: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "get", namespace, "workflows")
-    return await context(request).store.get(WORKFLOW, namespace, name)
-
-
-@router.delete(f"{PREFIX}/workflows/{{namespace}}/{{name}}")
-async def delete_workflow(
-    request: Request, namespace: str, name: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "delete", namespace, "workflows")
-    await context(request).store.delete(WORKFLOW, namespace, name)
-    return {}
 
 
 async def _patch(request: Request, namespace: str, name: str, patch: dict[str, Any]) -> Any:
@@ -275,27 +287,7 @@ async def read_workflow_logs(
 
 
 # -------------------------------------------------------------- cron workflows
-@router.post(f"{PREFIX}/cron-workflows/{{namespace}}")
-async def create_cron_workflow(
-    request: Request, namespace: str, identity: IdentityDep
-) -> JSONResponse:
-    return await _create(request, CRON_WORKFLOW, namespace, "cronWorkflow", identity)
-
-
-@router.get(f"{PREFIX}/cron-workflows/{{namespace}}")
-async def list_cron_workflows(
-    request: Request, namespace: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "list", namespace, "cronworkflows")
-    return await _list(request, CRON_WORKFLOW, namespace)
-
-
-@router.get(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}")
-async def read_cron_workflow(
-    request: Request, namespace: str, name: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "get", namespace, "cronworkflows")
-    return await context(request).store.get(CRON_WORKFLOW, namespace, name)
+_add_object_routes("cron-workflows", CRON_WORKFLOW, "cronWorkflow", "cron_workflow")
 
 
 @router.put(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}")
@@ -307,15 +299,6 @@ async def update_cron_workflow(
     return await context(request).store.replace(
         CRON_WORKFLOW, namespace, name, body["cronWorkflow"]
     )
-
-
-@router.delete(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}")
-async def delete_cron_workflow(
-    request: Request, namespace: str, name: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "delete", namespace, "cronworkflows")
-    await context(request).store.delete(CRON_WORKFLOW, namespace, name)
-    return {}
 
 
 @router.put(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}/suspend")
@@ -339,36 +322,7 @@ async def resume_cron_workflow(
 
 
 # ---------------------------------------------------------- workflow templates
-@router.post(f"{PREFIX}/workflow-templates/{{namespace}}")
-async def create_workflow_template(
-    request: Request, namespace: str, identity: IdentityDep
-) -> JSONResponse:
-    return await _create(request, WORKFLOW_TEMPLATE, namespace, "template", identity)
-
-
-@router.get(f"{PREFIX}/workflow-templates/{{namespace}}")
-async def list_workflow_templates(
-    request: Request, namespace: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "list", namespace, "workflowtemplates")
-    return await _list(request, WORKFLOW_TEMPLATE, namespace)
-
-
-@router.get(f"{PREFIX}/workflow-templates/{{namespace}}/{{name}}")
-async def read_workflow_template(
-    request: Request, namespace: str, name: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "get", namespace, "workflowtemplates")
-    return await context(request).store.get(WORKFLOW_TEMPLATE, namespace, name)
-
-
-@router.delete(f"{PREFIX}/workflow-templates/{{namespace}}/{{name}}")
-async def delete_workflow_template(
-    request: Request, namespace: str, name: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "delete", namespace, "workflowtemplates")
-    await context(request).store.delete(WORKFLOW_TEMPLATE, namespace, name)
-    return {}
+_add_object_routes("workflow-templates", WORKFLOW_TEMPLATE, "template", "workflow_template")
 
 
 @router.get(f"{PREFIX}/version")
