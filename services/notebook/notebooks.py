@@ -41,6 +41,7 @@ from services.notebook.models import NOTEBOOK, PODDEFAULT, PVC
 from services.notebook.workload import (
     GENERATION_LABEL,
     NAME_LABEL,
+    apply_pod_defaults,
     build_workload,
     claims_of,
     prefix,
@@ -213,7 +214,9 @@ class NotebookController(Controller):
             spec.image,
         )
         if status.finished and status.reason == "PersistentVolumeClaimNotFound":
-            self._await_claims(ns, name, claims_of(notebook))
+            # The claims of its PodDefaults too: the server starts when any of them appears.
+            merged, _, _ = apply_pod_defaults(notebook, pod_defaults)
+            self._await_claims(ns, name, claims_of(merged))
         # A fresh server starts a fresh idle clock: a stale last-activity annotation would
         # cull it again right away (kubeflow#6648).
         await self._mark_activity(ns, name)

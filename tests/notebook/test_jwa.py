@@ -527,3 +527,31 @@ def test_read_only_image_refuses_a_custom_image() -> None:
         made.notebook["spec"]["template"]["spec"]["containers"][0]["image"]
         == (config["image"]["value"])
     )
+
+
+async def test_poddefault_claim_that_appears_later(jwa_platform: Any) -> None:
+    """A PodDefault's claim that does not exist yet: the list says why the server cannot
+    start (warning), and the server starts as soon as the claim is created."""
+    gw = jwa_platform.gateway_url
+    late = {
+        "apiVersion": "kubeflow.org/v1alpha1",
+        "kind": "PodDefault",
+        "metadata": {"name": "late-claim"},
+        "spec": {
+            "selector": {"matchLabels": {"needs-late": "true"}},
+            "volumes": [{"name": "late", "persistentVolumeClaim": {"claimName": "late"}}],
+            "volumeMounts": [{"name": "late", "mountPath": "/home/jovyan/late"}],
+        },
+    }
+    async with httpx.AsyncClient(base_url=gw, headers=ALICE, timeout=30) as alice:
+        assert (await alice.post(PODDEFAULTS, json=late)).status_code == 201
+        headers = await xsrf(alice)
+        body = {"name": "later", "workspace": None, "shm": False, "configurations": ["needs-late"]}
+        r = await alice.post(NOTEBOOKS, json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        warning = await wait_phase(alice, "later", "warning")
+        assert "PersistentVolumeClaimNotFound" in warning["message"], warning
+        r = await alice.post(f"/api/v1/namespaces/{NS}/persistentvolumeclaims", json=claim("late"))
+        assert r.status_code == 201, r.text
+        await wait_phase(alice, "later", "ready")
+        assert (await alice.delete(f"{NOTEBOOKS}/later", headers=headers)).status_code == 200
