@@ -346,6 +346,25 @@ def _container(
     return container
 
 
+def _locked_down_pod(opts: PodOptions, **security: Any) -> dict[str, Any]:
+    """The pod-level fields every pod of the runtime has (a workload's or a reader's): the
+    workloads' service account with no token mounted, no Service links, and a non-root user
+    under the default seccomp profile; ``security`` adds to the pod's securityContext."""
+    return {
+        "serviceAccountName": opts.service_account,
+        "automountServiceAccountToken": False,
+        # Service links would put every Service of the namespace in the environment.
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": opts.run_as_user,
+            "runAsGroup": opts.run_as_group,
+            **security,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
 def pod_manifest(
     spec: WorkloadSpec, opts: PodOptions, failure: tuple[str, str] | None = None
 ) -> dict[str, Any]:
@@ -366,17 +385,7 @@ def pod_manifest(
     pod_spec: dict[str, Any] = {
         "restartPolicy": spec.effective_restart_policy,
         "terminationGracePeriodSeconds": _seconds(spec.termination_grace_period_seconds),
-        "serviceAccountName": opts.service_account,
-        "automountServiceAccountToken": False,
-        # Service links would put every Service of the namespace in the environment.
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": opts.run_as_user,
-            "runAsGroup": opts.run_as_group,
-            "fsGroup": opts.run_as_group,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        **_locked_down_pod(opts, fsGroup=opts.run_as_group),
         "containers": [_container(spec, opts, mounts)],
         "volumes": [*_spec_volumes(spec), *files_volumes, _identity_volume(opts)],
     }
@@ -553,15 +562,7 @@ def reader_pod_manifest(
             "restartPolicy": "Never",
             "activeDeadlineSeconds": 300,
             "terminationGracePeriodSeconds": 0,
-            "serviceAccountName": opts.service_account,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": opts.run_as_user,
-                "runAsGroup": opts.run_as_group,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            **_locked_down_pod(opts),
             "containers": [
                 {
                     "name": CONTAINER,

@@ -159,29 +159,23 @@ class Supervisor:
         """Start the workload and watch it; return (outcome, exit code)."""
         pid = self.spawn()
         now = time.time()
+        # The first run starts the workload's clock (startTime, the active deadline); a
+        # restart only its own (runStartTime).
+        first_run: dict[str, object] = {}
         if self.state.get("startTime") is None:
             deadline = self.launch.get("activeDeadlineSeconds")
             self.deadline_at = time.monotonic() + float(deadline) if deadline else None
-            self.write_state(
-                phase="Running",
-                pid=pid,
-                pidStart=proc_start_time(pid),
-                startTime=now,
-                runStartTime=now,
-                reason=None,
-                message=None,
-                ready=False,
-            )
-        else:
-            self.write_state(
-                phase="Running",
-                pid=pid,
-                pidStart=proc_start_time(pid),
-                runStartTime=now,
-                reason=None,
-                message=None,
-                ready=False,
-            )
+            first_run["startTime"] = now
+        self.write_state(
+            phase="Running",
+            pid=pid,
+            pidStart=proc_start_time(pid),
+            **first_run,
+            runStartTime=now,
+            reason=None,
+            message=None,
+            ready=False,
+        )
         pidfd = os.pidfd_open(pid)
         is_server = self.launch.get("kind") == "server"
         probe = self.launch.get("probe") or {}
