@@ -137,3 +137,57 @@ async def test_hera_suspend_resume_stop_retry(gateway: Gateway) -> None:
 
     with pytest.raises(Exception, match="404"):
         await asyncio.to_thread(service.get_workflow, "does-not-exist", namespace)
+
+
+async def test_hera_cron_workflows_and_workflow_templates(gateway: Gateway) -> None:
+    """The Argo server's CronWorkflow and WorkflowTemplate routes as hera calls them: create,
+    list, get, suspend and resume (a CronWorkflow), delete; then the object is gone."""
+    from hera.exceptions import NotFound
+    from hera.workflows import Container, CronWorkflow, WorkflowTemplate
+    from hera.workflows.models import (
+        CreateCronWorkflowRequest,
+        CronWorkflowResumeRequest,
+        CronWorkflowSuspendRequest,
+        WorkflowTemplateCreateRequest,
+    )
+
+    namespace = gateway.namespace
+    service = WorkflowsService(host=gateway.url, namespace=namespace)
+    with CronWorkflow(
+        name="hera-cron", schedules=["0 3 * * *"], entrypoint="c", namespace=namespace
+    ) as cron:
+        Container(name="c", image="alpine", command=["true"])
+    request = CreateCronWorkflowRequest(cron_workflow=cron.build())
+    created = await asyncio.to_thread(service.create_cron_workflow, request, namespace)
+    assert created.metadata.name == "hera-cron" and created.spec.schedules == ["0 3 * * *"]
+    listed = await asyncio.to_thread(service.list_cron_workflows, namespace)
+    assert "hera-cron" in [c.metadata.name for c in listed.items or []]
+    suspend = CronWorkflowSuspendRequest(name="hera-cron", namespace=namespace)
+    suspended = await asyncio.to_thread(
+        service.suspend_cron_workflow, "hera-cron", suspend, namespace
+    )
+    assert suspended.spec.suspend is True
+    resume = CronWorkflowResumeRequest(name="hera-cron", namespace=namespace)
+    await asyncio.to_thread(service.resume_cron_workflow, "hera-cron", resume, namespace)
+    fetched = await asyncio.to_thread(service.get_cron_workflow, "hera-cron", namespace)
+    assert fetched.spec.suspend is False and fetched.spec.workflow_spec.entrypoint == "c"
+    await asyncio.to_thread(service.delete_cron_workflow, "hera-cron", namespace)
+    with pytest.raises(NotFound):
+        await asyncio.to_thread(service.get_cron_workflow, "hera-cron", namespace)
+
+    with WorkflowTemplate(name="hera-template", entrypoint="c", namespace=namespace) as tmpl:
+        Container(name="c", image="alpine", command=["true"])
+    made = await asyncio.to_thread(
+        service.create_workflow_template,
+        WorkflowTemplateCreateRequest(template=tmpl.build()),
+        namespace,
+    )
+    assert made.metadata.name == "hera-template"
+    templates = await asyncio.to_thread(service.list_workflow_templates, namespace)
+    assert "hera-template" in [t.metadata.name for t in templates.items or []]
+    got = await asyncio.to_thread(service.get_workflow_template, "hera-template", namespace)
+    assert got.spec.entrypoint == "c" and got.spec.templates is not None
+    assert [t.name for t in got.spec.templates] == ["c"]
+    await asyncio.to_thread(service.delete_workflow_template, "hera-template", namespace)
+    with pytest.raises(NotFound):
+        await asyncio.to_thread(service.get_workflow_template, "hera-template", namespace)
