@@ -9,15 +9,12 @@ checked from outside, by the predictions the gateway returns for the held-out se
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,8 @@ import httpx
 import pytest
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests import specs
+from tests.jupyter import execute, open_kernel
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "mlops"
 NAME = "mlops-model"
@@ -232,23 +231,10 @@ def test_trigger_starts_run_when_data_workflow_succeeds(
 
 def data_workflow(labels: dict[str, str]) -> dict[str, Any]:
     """A stand-in data pipeline: one step that 'writes' new data."""
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": "fresh-data-", "labels": labels},
-        "spec": {
-            "entrypoint": "main",
-            "templates": [
-                {
-                    "name": "main",
-                    "container": {
-                        "image": "python:3.11",
-                        "command": ["python", "-c", "print('new rows landed')"],
-                    },
-                }
-            ],
-        },
-    }
+    step = {"image": "python:3.11", "command": ["python", "-c", "print('new rows landed')"]}
+    return specs.workflow(
+        "fresh-data-", [{"name": "main", "container": step}], generate_name=True, labels=labels
+    )
 
 
 def test_schedule_creates_recurring_run(platform: Any, api: httpx.Client, tmp_path: Path) -> None:
@@ -277,38 +263,6 @@ def test_schedule_creates_recurring_run(platform: Any, api: httpx.Client, tmp_pa
         assert api.delete(path).status_code == 200
 
 
-async def execute(ws_url: str, code: str, timeout: float) -> str:  # noqa: ASYNC109
-    """Run ``code`` on a Jupyter kernel over its channels WebSocket; its stdout (kfp's
-    warnings go to stderr). A kernel error fails the test with the traceback."""
-    import websockets
-
-    msg_id = uuid.uuid4().hex
-    header = {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex}
-    request = {
-        "header": {**header, "msg_type": "execute_request", "version": "5.3", "date": ""},
-        "parent_header": {},
-        "metadata": {},
-        "channel": "shell",
-        "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": True, "stop_on_error": True},
-    }
-    out: list[str] = []
-    async with websockets.connect(ws_url, open_timeout=10) as ws:
-        await ws.send(json.dumps(request))
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = json.loads(await ws.recv())
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = msg["header"]["msg_type"]
-                if kind == "stream" and msg["content"]["name"] == "stdout":
-                    out.append(msg["content"]["text"])
-                elif kind == "error":
-                    raise AssertionError("\n".join(msg["content"]["traceback"]) + code)
-                elif kind == "status" and msg["content"]["execution_state"] == "idle":
-                    return "".join(out)
-
-
 async def test_notebook_runs_the_flow_in_cluster(platform: Any, runs: dict[str, str]) -> None:
     """notebook.ipynb, cell by cell, in a real notebook server's kernel: kfp.Client() and
     in-cluster config with no host or token, a delivery run, the data plane, a KFServing
@@ -324,36 +278,22 @@ async def test_notebook_runs_the_flow_in_cluster(platform: Any, runs: dict[str, 
     gw = platform.gateway_url
     route = f"{gw}/notebook/{NS}/mlops-lab"
     notebooks = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
-    server = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Notebook",
-        "metadata": {"name": "mlops-lab"},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {"name": "lab", "image": "kubeflownotebookswg/jupyter-scipy:v1.8.0"}
-                    ]
-                }
-            }
-        },
-    }
+    server = specs.notebook(
+        "mlops-lab", "kubeflownotebookswg/jupyter-scipy:v1.8.0", container_name="lab"
+    )
     async with httpx.AsyncClient(base_url=gw, timeout=30) as http:
         r = await http.post(notebooks, json=server)
         assert r.status_code == 201, r.text
         try:
-            deadline = time.monotonic() + 90
-            while (await http.get(f"{route}/api/status")).status_code != 200:
-                assert time.monotonic() < deadline, "the notebook server did not answer"
-                await asyncio.sleep(0.2)
+            ws = await open_kernel(http, route)
             upload = {"type": "file", "format": "text"}
             upload["content"] = (EXAMPLES / "pipeline.py").read_text()
             r = await http.put(f"{route}/api/contents/pipeline.py", json=upload)
             assert r.status_code in (200, 201), r.text
-            kernel = await http.post(f"{route}/api/kernels", json={"name": "python3"})
-            assert kernel.status_code == 201, kernel.text
-            ws = route.replace("http", "ws", 1) + f"/api/kernels/{kernel.json()['id']}/channels"
-            outputs = [await execute(ws, cell, timeout=300) for cell in cells]
+            outputs = [
+                await execute(ws, cell, timeout=300, store_history=True, stdout_only=True)
+                for cell in cells
+            ]
             job_id = outputs[-1].strip()
             job = await http.get(f"/apis/v2beta1/recurringruns/{job_id}")
             assert job.status_code == 200 and job.json()["status"] == "ENABLED", job.text

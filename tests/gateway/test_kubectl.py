@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,52 +22,12 @@ import yaml
 
 from gateway.discovery import AGGREGATED_V2
 from services.common import certs
+from tests.gateway.kubectl import SEED, Kubectl, kubectl_binary, seed_pvc
 
-SEED = Path(__file__).resolve().parents[1] / "seed"
 NS = "kubeflow-user-example-com"
 # kubectl's default --validate=strict: it finds fieldValidation in the gateway's /openapi/v3
 # and lets the server check each manifest (gateway/openapi.py).
 NO_VALIDATE: tuple[str, ...] = ()
-
-
-class Kubectl:
-    """``kubectl`` with a kubeconfig written by ``shipyard kubeconfig``, its own HOME and cache."""
-
-    def __init__(self, binary: str, home: Path, kubeconfig: Path) -> None:
-        self.binary = binary
-        self.kubeconfig = kubeconfig
-        self.env = dict(os.environ, HOME=str(home), KUBECONFIG=str(kubeconfig))
-        self.env.pop("KUBE_EDITOR", None)
-        self.cache = home / "kube-cache"
-
-    def argv(self, *args: str) -> list[str]:
-        return [self.binary, f"--cache-dir={self.cache}", *args]
-
-    def run(
-        self,
-        *args: str,
-        stdin: str | None = None,
-        env: dict[str, str] | None = None,
-        ok: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            self.argv(*args),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env={**self.env, **(env or {})},
-            timeout=90,
-        )
-        if ok:
-            assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return done
-
-
-def _kubectl_binary() -> str:
-    found = shutil.which("kubectl")
-    if found is None:
-        pytest.fail("kubectl is required (Debian package `kubectl`; `make test` installs it)")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -88,17 +47,7 @@ def kubectl(platform: Any, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
     assert context["clusters"][0]["cluster"]["server"] == platform.gateway_url
     assert context["contexts"][0]["context"]["namespace"] == NS
     assert context["users"][0]["user"] == {}  # single-user mode: no credential
-    return Kubectl(_kubectl_binary(), home, config)
-
-
-def seed_pvc(name: str, storage: str = "128Mi", labels: dict[str, str] | None = None) -> str:
-    """The seed's PersistentVolumeClaim (tests/seed/pvc.yaml) under ``name``."""
-    pvc = yaml.safe_load((SEED / "pvc.yaml").read_text())
-    pvc["metadata"]["name"] = name
-    pvc["spec"]["resources"]["requests"]["storage"] = storage
-    if labels:
-        pvc["metadata"]["labels"] = labels
-    return yaml.safe_dump(pvc)
+    return Kubectl(kubectl_binary(), home, kubeconfig=config)
 
 
 def test_kubectl_version_and_api_resources(kubectl: Kubectl) -> None:

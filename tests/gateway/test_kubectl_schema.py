@@ -8,64 +8,29 @@ merge patch for a custom one)."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from tests.gateway.kubectl import Kubectl, kubectl_binary, seed_pvc
+
 NS = "kubeflow-user-example-com"
-SEED = Path(__file__).resolve().parents[1] / "seed"
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io"
-
-
-class Kubectl:
-    """``kubectl --server=<gateway>`` with a HOME, kubeconfig and cache of its own (single-user
-    mode: no credential)."""
-
-    def __init__(self, binary: str, home: Path, server: str) -> None:
-        self.binary = binary
-        self.server = server
-        self.env = dict(os.environ, HOME=str(home), KUBECONFIG=str(home / "no-kubeconfig"))
-        self.cache = home / "kube-cache"
-
-    def argv(self, *args: str) -> list[str]:
-        return [
-            self.binary,
-            f"--server={self.server}",
-            f"--cache-dir={self.cache}",
-            "-n",
-            NS,
-            *args,
-        ]
-
-    def run(
-        self, *args: str, stdin: str | None = None, ok: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            self.argv(*args), input=stdin, capture_output=True, text=True, env=self.env, timeout=90
-        )
-        if ok:
-            assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return done
 
 
 @pytest.fixture(scope="module")
 def kubectl(platform: Any, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    binary = shutil.which("kubectl")
-    if binary is None:
-        pytest.fail("kubectl is required (Debian package `kubectl`; `make test` installs it)")
-    return Kubectl(binary, tmp_path_factory.mktemp("kubectl-schema"), platform.gateway_url)
+    home = tmp_path_factory.mktemp("kubectl-schema")
+    return Kubectl(kubectl_binary(), home, server=platform.gateway_url, namespace=NS)
 
 
 def shipyard(platform: Any, *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,15 +40,6 @@ def shipyard(platform: Any, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-def pvc_manifest(name: str, storage: str = "128Mi", labels: dict[str, str] | None = None) -> str:
-    pvc = yaml.safe_load((SEED / "pvc.yaml").read_text())
-    pvc["metadata"]["name"] = name
-    pvc["spec"]["resources"]["requests"]["storage"] = storage
-    if labels:
-        pvc["metadata"]["labels"] = labels
-    return yaml.safe_dump(pvc)
 
 
 def columns(line: str) -> list[str]:
@@ -103,7 +59,7 @@ def wait_for(check: Any, timeout: float = 60.0) -> Any:
 
 def test_kubectl_get_prints_the_cli_columns(kubectl: Kubectl, platform: Any) -> None:
     name = f"schema-pvc-{uuid.uuid4().hex[:6]}"
-    kubectl.run("apply", "-f", "-", stdin=pvc_manifest(name))
+    kubectl.run("apply", "-f", "-", stdin=seed_pvc(name))
 
     def bound() -> list[str] | None:
         out = kubectl.run("get", "pvc", name).stdout.splitlines()
@@ -160,7 +116,7 @@ def test_kubectl_get_watch_prints_rows(kubectl: Kubectl, platform: Any) -> None:
         raise AssertionError(f"kubectl get -w printed no such row for {name}: {seen}")
 
     try:
-        r = httpx.post(claims, json=yaml.safe_load(pvc_manifest(name)), timeout=10)
+        r = httpx.post(claims, json=yaml.safe_load(seed_pvc(name)), timeout=10)
         assert r.status_code == 201, r.text
         # Its row comes from the list or the watch, whichever saw it first; then Bound.
         bound = rows_until(lambda cells: cells[1] == "Bound")
@@ -235,9 +191,9 @@ def test_kubectl_explain_reads_the_schemas(kubectl: Kubectl) -> None:
 
 def test_kubectl_apply_validates_fields_on_the_server(kubectl: Kubectl) -> None:
     name = f"schema-strict-{uuid.uuid4().hex[:6]}"
-    good = kubectl.run("apply", "-f", "-", stdin=pvc_manifest(name))
+    good = kubectl.run("apply", "-f", "-", stdin=seed_pvc(name))
     assert good.stdout.strip() == f"persistentvolumeclaim/{name} created"
-    bad = yaml.safe_load(pvc_manifest(f"{name}-bad"))
+    bad = yaml.safe_load(seed_pvc(f"{name}-bad"))
     bad["spec"]["storageClassNmae"] = "fast"
     refused = kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(bad), ok=False)
     assert refused.returncode != 0
@@ -252,9 +208,9 @@ def test_kubectl_apply_validates_fields_on_the_server(kubectl: Kubectl) -> None:
 
 def test_kubectl_apply_twice_converges_on_a_core_kind(kubectl: Kubectl) -> None:
     name = f"schema-smp-{uuid.uuid4().hex[:6]}"
-    first = kubectl.run("apply", "-f", "-", stdin=pvc_manifest(name, labels={"a": "1"}))
+    first = kubectl.run("apply", "-f", "-", stdin=seed_pvc(name, labels={"a": "1"}))
     assert first.stdout.strip() == f"persistentvolumeclaim/{name} created"
-    changed = pvc_manifest(name, "256Mi", {"b": "2"})
+    changed = seed_pvc(name, "256Mi", {"b": "2"})
     second = kubectl.run("apply", "-f", "-", stdin=changed)
     assert second.stdout.strip() == f"persistentvolumeclaim/{name} configured"
     again = kubectl.run("apply", "-f", "-", stdin=changed)
@@ -343,8 +299,8 @@ def test_kubectl_get_profiles_prints_the_owner(kubectl: Kubectl) -> None:
 
 def test_kubectl_diff_and_server_dry_run_write_nothing(kubectl: Kubectl) -> None:
     name = f"schema-dry-{uuid.uuid4().hex[:6]}"
-    kubectl.run("apply", "-f", "-", stdin=pvc_manifest(name))
-    changed = pvc_manifest(name, "256Mi", {"b": "2"})
+    kubectl.run("apply", "-f", "-", stdin=seed_pvc(name))
+    changed = seed_pvc(name, "256Mi", {"b": "2"})
     diff = kubectl.run("diff", "-f", "-", stdin=changed, ok=False)
     assert diff.returncode == 1, (diff.stdout, diff.stderr)  # 1: differences found
     assert "+      storage: 256Mi" in diff.stdout and "-      storage: 128Mi" in diff.stdout
@@ -353,7 +309,7 @@ def test_kubectl_diff_and_server_dry_run_write_nothing(kubectl: Kubectl) -> None
     obj = json.loads(kubectl.run("get", "pvc", name, "-o", "json").stdout)
     assert obj["spec"]["resources"]["requests"]["storage"] == "128Mi"
     assert "labels" not in obj["metadata"]
-    same = kubectl.run("diff", "-f", "-", stdin=pvc_manifest(name), ok=False)
+    same = kubectl.run("diff", "-f", "-", stdin=seed_pvc(name), ok=False)
     assert same.returncode == 0 and same.stdout == "", (same.stdout, same.stderr)
     kubectl.run("delete", "pvc", name, "--dry-run=server")
     assert kubectl.run("get", "pvc", name, "-o", "name").stdout.strip() == (
