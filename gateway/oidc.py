@@ -50,25 +50,24 @@ def _b64json(segment: str) -> dict[str, Any]:
     return value
 
 
-def peek_header(token: str) -> dict[str, Any]:
-    """The unverified JOSE header (used only to choose algorithm and key)."""
+def _peek(token: str, index: int, part: str) -> dict[str, Any]:
+    """Part ``index`` of a compact JWS (header.payload.signature), decoded, unverified."""
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenError("malformed token")
     try:
-        return _b64json(parts[0])
+        return _b64json(parts[index])
     except (ValueError, UnicodeDecodeError) as exc:
-        raise TokenError("malformed token header") from exc
+        raise TokenError(f"malformed token {part}") from exc
+
+
+def peek_header(token: str) -> dict[str, Any]:
+    """The unverified JOSE header (used only to choose algorithm and key)."""
+    return _peek(token, 0, "header")
 
 
 def peek_claims(token: str) -> dict[str, Any]:
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise TokenError("malformed token")
-    try:
-        return _b64json(parts[1])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TokenError("malformed token payload") from exc
+    return _peek(token, 1, "payload")
 
 
 class OIDCProvider:

@@ -370,24 +370,19 @@ class ObjectStore:
 
     async def presigned_get_url(self, key: str, expires_in: int = 3600) -> str:
         """A URL anyone holding it can GET the object with, for ``expires_in`` seconds."""
-        if not 1 <= expires_in <= 7 * 24 * 3600:  # SigV4's limit is 7 days
-            raise ValueError("expires_in must be between 1 s and 7 days")
-        with self._errors(key):
-            url: str = await self._s3.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.bucket, "Key": key},
-                ExpiresIn=expires_in,
-            )
-        return url
+        return await self._presigned_url("get_object", key, expires_in)
 
     async def presigned_put_url(self, key: str, expires_in: int = 3600) -> str:
         """A URL anyone holding it can PUT exactly this object with (one request, so at most
         S3's 5 GiB single-upload size), for ``expires_in`` seconds."""
-        if not 1 <= expires_in <= 7 * 24 * 3600:
+        return await self._presigned_url("put_object", key, expires_in)
+
+    async def _presigned_url(self, operation: str, key: str, expires_in: int) -> str:
+        if not 1 <= expires_in <= 7 * 24 * 3600:  # SigV4's limit is 7 days
             raise ValueError("expires_in must be between 1 s and 7 days")
         with self._errors(key):
             url: str = await self._s3.generate_presigned_url(
-                "put_object",
+                operation,
                 Params={"Bucket": self.bucket, "Key": key},
                 ExpiresIn=expires_in,
             )

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -275,6 +275,15 @@ class LocalRuntime(Runtime):
 
     def _read_spec(self, wdir: Path) -> WorkloadSpec:
         return WorkloadSpec.model_validate_json((wdir / SPEC).read_text())
+
+    def _workload_specs(self, namespace: str | None) -> Iterator[tuple[Path, WorkloadSpec]]:
+        """Each workload's directory and spec; one half-written or vanishing is skipped."""
+        for wdir in self._workload_dirs(namespace):
+            try:
+                spec = self._read_spec(wdir)
+            except (FileNotFoundError, ValueError):
+                continue
+            yield wdir, spec
 
     async def _launch(self, wdir: Path, spec: WorkloadSpec) -> None:
         try:
@@ -692,23 +701,15 @@ class LocalRuntime(Runtime):
         self, label_selector: LabelSelector = None, namespace: str | None = None
     ) -> builtins.list[WorkloadStatus]:
         match = parse_selector(label_selector)
-        found: builtins.list[WorkloadStatus] = []
-        for wdir in self._workload_dirs(namespace):
-            try:
-                spec = self._read_spec(wdir)
-            except (FileNotFoundError, ValueError):
-                continue
-            if match(spec.labels):
-                found.append(self._status_from(wdir, spec))
-        return found
+        return [
+            self._status_from(wdir, spec)
+            for wdir, spec in self._workload_specs(namespace)
+            if match(spec.labels)
+        ]
 
     async def volume_users(self, namespace: str, claim: str) -> builtins.list[str]:
         users: builtins.list[str] = []
-        for wdir in self._workload_dirs(namespace):
-            try:
-                spec = self._read_spec(wdir)
-            except (FileNotFoundError, ValueError):
-                continue
+        for wdir, spec in self._workload_specs(namespace):
             mounts = any(
                 v.persistent_volume_claim and v.persistent_volume_claim.claim_name == claim
                 for v in spec.volumes
