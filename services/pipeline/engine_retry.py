@@ -39,23 +39,28 @@ async def run_retry(
     def attempt_name(i: int) -> str:
         return f"{node['name']}({i})"
 
+    async def run_attempt(i: int) -> dict[str, Any]:
+        """Attempt ``i``'s node: started, or carried on where it stands."""
+        name = attempt_name(i)
+        return await eng.execute(
+            name,
+            name.rsplit(".", 1)[-1],
+            tmpl_scope,
+            attempt_tmpl,
+            params,
+            artifacts,
+            boundary,
+            scope,
+            retry_attempt=i,
+        )
+
     attempts = 0
     while node_id(eng.name, attempt_name(attempts)) in eng.nodes:
         attempts += 1
     if attempts:
         last = eng.nodes[node_id(eng.name, attempt_name(attempts - 1))]
         if not is_finished(last):
-            last = await eng.execute(
-                attempt_name(attempts - 1),
-                attempt_name(attempts - 1).rsplit(".", 1)[-1],
-                tmpl_scope,
-                attempt_tmpl,
-                params,
-                artifacts,
-                boundary,
-                scope,
-                retry_attempt=attempts - 1,
-            )
+            last = await run_attempt(attempts - 1)
             if not is_finished(last):
                 return
         if last.get("outputs"):
@@ -83,17 +88,7 @@ async def run_retry(
             eng._requeue((ready_at - eng.now).total_seconds())
             return
     node.pop("message", None)
-    child = await eng.execute(
-        attempt_name(attempts),
-        attempt_name(attempts).rsplit(".", 1)[-1],
-        tmpl_scope,
-        attempt_tmpl,
-        params,
-        artifacts,
-        boundary,
-        scope,
-        retry_attempt=attempts,
-    )
+    child = await run_attempt(attempts)
     add_child(node, child["id"])
     if is_finished(child):
         eng._requeue(0.05)  # fold the outcome in (and maybe retry) on the next pass

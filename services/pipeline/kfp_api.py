@@ -519,12 +519,7 @@ async def list_runs(request: Request, identity: IdentityDep) -> dict[str, Any]:
     authorize(identity, "list", ns, "runs")
     rows = await _kfp(request).rows("kfp_runs", namespace=ns, experiment_id=experiment_id)
     service = _runs(request)
-    runs = []
-    for row in rows:
-        if row["state"] in FINAL_STATES:
-            runs.append(_slim(await service.view(row)))
-        else:
-            runs.append(_slim(await service.view(row)))
+    runs = [_slim(await service.view(row)) for row in rows]
     return _listing(runs, request, "runs", "run_id")
 
 
