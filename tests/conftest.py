@@ -403,6 +403,24 @@ def create_profile(api: httpx.Client, name: str, owner: str = ADMIN_USER) -> Non
     assert r.status_code in (200, 201), r.text
 
 
+def workflow_logs(
+    api: httpx.Client, namespace: str, workflow: dict[str, Any], within: float = 90.0
+) -> str:
+    """Create ``workflow`` in ``namespace`` through ``api`` and wait (up to ``within``
+    seconds) for it to finish; its log, once it Succeeded (else the test fails with it)."""
+    base = f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows"
+    name = workflow["metadata"]["name"]
+    r = api.post(base, json=workflow)
+    assert r.status_code == 201, r.text
+    deadline, phase = time.monotonic() + within, ""
+    while time.monotonic() < deadline and phase not in ("Succeeded", "Failed", "Error"):
+        time.sleep(0.3)
+        phase = api.get(f"{base}/{name}").json().get("status", {}).get("phase", "")
+    logs = api.get(f"{base}/{name}/log").text
+    assert phase == "Succeeded", logs
+    return logs
+
+
 @dataclass
 class RunningSeaweedFS:
     """The embedded SeaweedFS of a test session: its S3 config, ports and process."""

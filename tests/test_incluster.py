@@ -23,14 +23,19 @@ import pytest
 
 from services.common.certs import ca_paths
 from tests import specs
-from tests.conftest import ADMIN_USER, RunningSeaweedFS, create_profile, fresh_database
+from tests.conftest import (
+    ADMIN_USER,
+    RunningSeaweedFS,
+    create_profile,
+    fresh_database,
+    workflow_logs,
+)
 from tests.jupyter import execute, open_kernel
 
 ADMIN = {"kubeflow-userid": ADMIN_USER}
 NS, OTHER = "incluster-a", "incluster-b"
 ISVCS = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
 PVCS = "/api/v1/namespaces/{ns}/persistentvolumeclaims"
-WORKFLOWS = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -137,16 +142,7 @@ def run_workflow(api: httpx.Client, name: str, script: str, env: dict[str, str])
         "command": ["python3", "-c", script],
         "env": [{"name": k, "value": v} for k, v in env.items()],
     }
-    workflow = specs.workflow(name, [{"name": "main", "container": step}])
-    r = api.post(WORKFLOWS, json=workflow)
-    assert r.status_code == 201, r.text
-    deadline, phase = time.monotonic() + 90, ""
-    while time.monotonic() < deadline and phase not in ("Succeeded", "Failed", "Error"):
-        time.sleep(0.3)
-        phase = api.get(f"{WORKFLOWS}/{name}").json().get("status", {}).get("phase", "")
-    logs = api.get(f"{WORKFLOWS}/{name}/log").text
-    assert phase == "Succeeded", logs
-    return logs
+    return workflow_logs(api, NS, specs.workflow(name, [{"name": "main", "container": step}]))
 
 
 def line(logs: str, tag: str) -> str:

@@ -7,13 +7,13 @@ gateway: accepted for its own namespace, refused for another.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 
 from services.common.runtime.sandbox import API_ADDRESS
-from tests.conftest import ADMIN_USER, create_profile
+from tests import specs
+from tests.conftest import ADMIN_USER, create_profile, workflow_logs
 
 ADMIN = {"kubeflow-userid": ADMIN_USER}
 STEP = """
@@ -30,28 +30,9 @@ def test_workload_token_scoped_to_its_namespace(trusted_header_platform: Any) ->
     api = httpx.Client(base_url=platform.gateway_url, headers=ADMIN, timeout=10)
     for team in ("team-a", "team-b"):
         create_profile(api, team)
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": "whoami"},
-        "spec": {
-            "entrypoint": "main",
-            "templates": [
-                {
-                    "name": "main",
-                    "container": {"image": "python:3.11", "command": ["sh", "-c", STEP]},
-                }
-            ],
-        },
-    }
-    base = "/apis/argoproj.io/v1alpha1/namespaces/team-a/workflows"
-    assert api.post(base, json=workflow).status_code == 201
-    deadline, phase = time.monotonic() + 60, ""
-    while time.monotonic() < deadline and phase not in ("Succeeded", "Failed", "Error"):
-        time.sleep(0.3)
-        phase = api.get(f"{base}/whoami").json().get("status", {}).get("phase", "")
-    logs = api.get(f"{base}/whoami/log").text
-    assert phase == "Succeeded", logs
+    step = {"image": "python:3.11", "command": ["sh", "-c", STEP]}
+    workflow = specs.workflow("whoami", [{"name": "main", "container": step}])
+    logs = workflow_logs(api, "team-a", workflow, within=60)
     host, port = API_ADDRESS  # inside its sandbox: the address forwarded to the gateway
     assert f"url=http://{host}:{port} namespace=team-a" in logs
     assert "whoami" in logs  # its own namespace's workflows, listed with its token
