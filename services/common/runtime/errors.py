@@ -7,19 +7,23 @@ class RuntimeBackendError(Exception):
     """Base class for runtime errors."""
 
 
-class WorkloadNotFound(RuntimeBackendError, KeyError):
+class _NotFound(RuntimeBackendError, KeyError):
+    """A named object of a namespace is missing; ``what`` names its kind in the message."""
+
+    what = "object"
+
     def __init__(self, namespace: str, name: str) -> None:
-        super().__init__(f"workload {name} not found in namespace {namespace}")
+        super().__init__(f"{self.what} {name} not found in namespace {namespace}")
         self.namespace, self.name = namespace, name
 
     def __str__(self) -> str:
+        # KeyError's own str() is the repr of its argument (quoted); say the message.
         return str(self.args[0])
 
 
-class VolumeNotFound(RuntimeBackendError, KeyError):
-    def __init__(self, namespace: str, name: str) -> None:
-        super().__init__(f"PersistentVolumeClaim {name} not found in namespace {namespace}")
-        self.namespace, self.name = namespace, name
+class WorkloadNotFound(_NotFound):
+    what = "workload"
 
-    def __str__(self) -> str:
-        return str(self.args[0])
+
+class VolumeNotFound(_NotFound):
+    what = "PersistentVolumeClaim"
