@@ -35,13 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 
-from services.common.identity import AssertionMinter  # noqa: E402
 from services.common.runtime import LocalRuntime  # noqa: E402
 from services.pipeline.app import create_app  # noqa: E402
 from services.pipeline.runner import workload_name  # noqa: E402
 from services.pipeline.settings import Settings  # noqa: E402
+from tests.conftest import service_in_process  # noqa: E402
 
 log = logging.getLogger("bench_pipeline")
 PG_ADMIN = os.environ.get("SHIPYARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -175,54 +174,41 @@ async def main(steps: int, repeat: int) -> bool:
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{db}"')
     state = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    minter = AssertionMinter()
-    minter.signer.ttl_seconds = 3600
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{db}"
-    settings = Settings(
-        database_url=url,
-        nats_url=NATS_URL,
-        port=port,
-        state_dir=state,
-        gateway_public_key=minter.public_pem.decode(),
-        log_level="WARNING",
-        workflow_workers=2,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
     try:
-        for _ in range(600):  # up to 30 s for migrations and start-up
-            if server.started:
-                break
-            await asyncio.sleep(0.05)  # noqa: ASYNC110 - uvicorn exposes no event
-        runtime = LocalRuntime(state)
-        spawns: list[tuple[float, float]] = []
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=60, headers=minter.headers(namespace=NS)
-        ) as client:
-            rows = []
-            for label, body, parallel in (
-                ("chain", chain(steps), False),
-                ("fan-out", fan_out(steps), True),
-            ):
-                overheads, walls = [], []
-                for _ in range(repeat):
-                    # Spawn samples beside every run, so both see the same machine load.
-                    spawns += await raw_spawn_samples(runtime, 8)
-                    wall, own, pods = await run_once(client, runtime, body, parallel)
-                    overheads.append((wall - own) / pods * 1000)
-                    walls.append(wall)
-                rows.append((label, statistics.median(walls), statistics.median(overheads)))
+        async with service_in_process(
+            create_app,
+            Settings,
+            database_url=url,
+            nats_url=NATS_URL,
+            state_dir=state,
+            namespace=NS,
+            log_level="WARNING",
+            workflow_workers=2,
+        ) as service:
+            service.minter.signer.ttl_seconds = 3600  # the client's headers last the whole run
+            runtime = LocalRuntime(state)
+            spawns: list[tuple[float, float]] = []
+            async with httpx.AsyncClient(
+                base_url=service.url, timeout=60, headers=service.minter.headers(namespace=NS)
+            ) as client:
+                rows = []
+                for label, body, parallel in (
+                    ("chain", chain(steps), False),
+                    ("fan-out", fan_out(steps), True),
+                ):
+                    overheads, walls = [], []
+                    for _ in range(repeat):
+                        # Spawn samples beside every run, so both see the same machine load.
+                        spawns += await raw_spawn_samples(runtime, 8)
+                        wall, own, pods = await run_once(client, runtime, body, parallel)
+                        overheads.append((wall - own) / pods * 1000)
+                        walls.append(wall)
+                    rows.append((label, statistics.median(walls), statistics.median(overheads)))
         spawn = statistics.median(w for w, _ in spawns)
         spawn_overhead = statistics.median(o for _, o in spawns)
         failed = report(sys.stdout, steps, repeat, spawn, spawn_overhead, rows, len(spawns))
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
         await LocalRuntime(state).shutdown()
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
