@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.runtime import Phase, WorkloadStatus
+from services.common.timestamps import parse_time
 from services.notebook.workload import NAME_LABEL, apply_pod_defaults, pod_labels
 
 STOP_ANNOTATION = "kubeflow-resource-stopped"
@@ -29,16 +30,6 @@ def create_status(phase: str, message: str) -> dict[str, str]:
     return {"phase": phase, "message": message, "state": ""}
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def process_status(notebook: Mapping[str, Any], now: datetime | None = None) -> dict[str, str]:
     """Kubeflow's status phase and message of a Notebook (see the module doc)."""
     meta = notebook.get("metadata") or {}
@@ -47,7 +38,7 @@ def process_status(notebook: Mapping[str, Any], now: datetime | None = None) -> 
     ready = status.get("readyReplicas", 0)
     container_state = status.get("containerState") or {}
     conditions = status.get("conditions") or []
-    created = _parse_time(meta.get("creationTimestamp"))
+    created = parse_time(meta.get("creationTimestamp"))
     now = now or datetime.now(UTC)
     if (
         not container_state
