@@ -261,17 +261,9 @@ def test_pipeline_replicas_one_reconciles_and_the_standby_takes_over(
 
 
 def napper_spec(path: Path) -> dict[str, Any]:
-    from kfp import compiler, dsl
+    from kfp import compiler
 
-    @dsl.component(base_image="python:3.11")
-    def nap(seconds: float) -> None:
-        import time
-
-        time.sleep(seconds)
-
-    @dsl.pipeline(name="napper")
-    def napper(seconds: float = 0.0) -> None:
-        nap(seconds=seconds).set_caching_options(False)
+    from tests.pipeline.components import napper
 
     compiler.Compiler().compile(napper, str(path))
     return yaml.safe_load(path.read_text())  # type: ignore[no-any-return]
@@ -292,6 +284,7 @@ def test_recurring_run_across_a_failover_fires_every_slot_once(
             "display_name": "every-2s",
             "namespace": NS,
             "pipeline_spec": napper_spec(tmp_path / "napper.yaml"),
+            "runtime_config": {"parameters": {"seconds": 0.0}},
             "trigger": {"cron_schedule": {"cron": "*/2 * * * * *"}},
             "max_concurrency": 10,
         }

@@ -206,16 +206,20 @@ def test_kubectl_apply_validates_fields_on_the_server(kubectl: Kubectl) -> None:
     kubectl.run("delete", "pvc", name, f"{name}-bad")
 
 
+def apply_twice(kubectl: Kubectl, ref: str, first: str, changed: str) -> dict[str, Any]:
+    """``kubectl apply`` of ``first`` (``ref``, as ``<resource>/<name>``, is created), of
+    ``changed`` (configured) and of ``changed`` again (unchanged); the object after that."""
+    for manifest, outcome in ((first, "created"), (changed, "configured"), (changed, "unchanged")):
+        applied = kubectl.run("apply", "-f", "-", stdin=manifest)
+        assert applied.stdout.strip() == f"{ref} {outcome}"
+    obj: dict[str, Any] = json.loads(kubectl.run("get", *ref.split("/"), "-o", "json").stdout)
+    return obj
+
+
 def test_kubectl_apply_twice_converges_on_a_core_kind(kubectl: Kubectl) -> None:
     name = f"schema-smp-{uuid.uuid4().hex[:6]}"
-    first = kubectl.run("apply", "-f", "-", stdin=seed_pvc(name, labels={"a": "1"}))
-    assert first.stdout.strip() == f"persistentvolumeclaim/{name} created"
-    changed = seed_pvc(name, "256Mi", {"b": "2"})
-    second = kubectl.run("apply", "-f", "-", stdin=changed)
-    assert second.stdout.strip() == f"persistentvolumeclaim/{name} configured"
-    again = kubectl.run("apply", "-f", "-", stdin=changed)
-    assert again.stdout.strip() == f"persistentvolumeclaim/{name} unchanged"
-    obj = json.loads(kubectl.run("get", "pvc", name, "-o", "json").stdout)
+    first, changed = seed_pvc(name, labels={"a": "1"}), seed_pvc(name, "256Mi", {"b": "2"})
+    obj = apply_twice(kubectl, f"persistentvolumeclaim/{name}", first, changed)
     assert obj["metadata"]["labels"] == {"b": "2"}  # "a" was applied before: removed
     assert obj["spec"]["resources"]["requests"]["storage"] == "256Mi"
     assert "kubernetes.io/pvc-protection" in obj["metadata"]["finalizers"]
@@ -235,15 +239,10 @@ def notebook_manifest(name: str, image: str, labels: dict[str, str]) -> str:
 
 def test_kubectl_apply_twice_converges_on_a_custom_kind(kubectl: Kubectl) -> None:
     name = f"schema-nb-{uuid.uuid4().hex[:6]}"
-    first = kubectl.run("apply", "-f", "-", stdin=notebook_manifest(name, "jupyter:1", {"a": "1"}))
-    assert first.stdout.strip() == f"notebook.kubeflow.org/{name} created"
+    first = notebook_manifest(name, "jupyter:1", {"a": "1"})
+    changed = notebook_manifest(name, "jupyter:2", {"b": "2"})
     try:
-        changed = notebook_manifest(name, "jupyter:2", {"b": "2"})
-        second = kubectl.run("apply", "-f", "-", stdin=changed)
-        assert second.stdout.strip() == f"notebook.kubeflow.org/{name} configured"
-        again = kubectl.run("apply", "-f", "-", stdin=changed)
-        assert again.stdout.strip() == f"notebook.kubeflow.org/{name} unchanged"
-        obj = json.loads(kubectl.run("get", "notebook", name, "-o", "json").stdout)
+        obj = apply_twice(kubectl, f"notebook.kubeflow.org/{name}", first, changed)
         assert obj["metadata"]["labels"] == {"b": "2"}
         containers = obj["spec"]["template"]["spec"]["containers"]
         assert containers == [{"name": name, "image": "jupyter:2"}]
@@ -352,12 +351,8 @@ def test_kubectl_apply_twice_converges_on_a_configmap(kubectl: Kubectl) -> None:
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
         )
 
-    kubectl.run("apply", "-f", "-", stdin=manifest({"a": "1", "b": "2"}))
-    changed = kubectl.run("apply", "-f", "-", stdin=manifest({"b": "3", "c": "4"}))
-    assert changed.stdout.strip() == f"configmap/{name} configured"
-    again = kubectl.run("apply", "-f", "-", stdin=manifest({"b": "3", "c": "4"}))
-    assert again.stdout.strip() == f"configmap/{name} unchanged"
-    obj = json.loads(kubectl.run("get", "configmap", name, "-o", "json").stdout)
+    first, changed = manifest({"a": "1", "b": "2"}), manifest({"b": "3", "c": "4"})
+    obj = apply_twice(kubectl, f"configmap/{name}", first, changed)
     assert obj["data"] == {"b": "3", "c": "4"}  # "a" was applied before and is gone
     kubectl.run("delete", "configmap", name)
 

@@ -20,7 +20,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
 from tests import specs
-from tests.pipeline.components import make
+from tests.pipeline.components import make, napper
 from tests.pipeline.conftest import Gateway, call, compile_to, unique
 
 FINAL = ("SUCCEEDED", "FAILED", "CANCELED")
@@ -42,18 +42,6 @@ def three_steps(n: int = 2, word: str = "ab") -> None:
     made = make(n=n, word=word)
     shouted = shout(text=made.output)
     read(data=shouted.outputs["out"])
-
-
-@dsl.component(base_image="python:3.11")
-def nap(seconds: float) -> None:
-    import time
-
-    time.sleep(seconds)
-
-
-@dsl.pipeline(name="napper")
-def napper(seconds: float = 1.5) -> None:
-    nap(seconds=seconds).set_caching_options(False)
 
 
 @dsl.component(base_image="python:3.11")
