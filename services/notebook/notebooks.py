@@ -199,9 +199,7 @@ class NotebookController(Controller):
         pod_defaults = await self.store.list_all(PODDEFAULT, ns)
         try:
             token = notebook_token(self.dataplane_key, ns, name)
-            # The local sandbox has its own memory-backed /dev/shm (the form's "shm").
-            local = self.runtime.name == "local"
-            spec = build_workload(notebook, token, pod_defaults, runtime_shm=local)
+            spec = build_workload(notebook, token, pod_defaults)
         except ValueError as exc:
             await self._write_status(notebook, invalid_status(str(exc)))
             return None

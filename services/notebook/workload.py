@@ -20,7 +20,6 @@ WORKLOAD_PREFIX = "nb-"
 NAME_LABEL = "notebook-name"
 GENERATION_LABEL = "notebooks.kubeflow.org/generation"
 HOME = "/home/jovyan"
-SHM = "/dev/shm"
 #: Where the server's token is (Jupyter reads it from there; never from its command line).
 TOKEN_ENV = "JUPYTER_TOKEN"
 # A Notebook's volumes may be any PodSpec volume; the runtime mounts these sources (never
@@ -226,19 +225,12 @@ def apply_pod_defaults(
 
 
 def mounted_volumes(
-    pod: Mapping[str, Any], container: Mapping[str, Any], runtime_shm: bool
+    pod: Mapping[str, Any], container: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The container's mounts and the volumes they use (PVC or emptyDir); ValueError with the
-    field path for a volume the runtime cannot mount. With ``runtime_shm`` an emptyDir at
-    ``/dev/shm`` is left out (see :func:`build_workload`)."""
+    field path for a volume the runtime cannot mount. An emptyDir at ``/dev/shm`` (the
+    spawner form's ``shm``) is passed on: each runtime serves it its own way."""
     mounts = [m for m in container.get("volumeMounts") or [] if isinstance(m, dict)]
-    if runtime_shm:
-        empty = {
-            v.get("name")
-            for v in pod.get("volumes") or []
-            if isinstance(v, dict) and "emptyDir" in v
-        }
-        mounts = [m for m in mounts if not (m.get("mountPath") == SHM and m.get("name") in empty)]
     used = {m.get("name") for m in mounts}
     volumes = []
     for i, vol in enumerate(pod.get("volumes") or []):
@@ -261,25 +253,20 @@ def build_workload(
     notebook: dict[str, Any],
     token: str,
     pod_defaults: Iterable[Mapping[str, Any]] = (),
-    *,
-    runtime_shm: bool = False,
 ) -> WorkloadSpec:
     """The server workload for ``notebook``; ValueError (with the field path) if it cannot run.
 
     ``token`` is the server's Jupyter token (``services.common.dataplane.notebook_token``),
     given to every container as ``JUPYTER_TOKEN``, so a custom Jupyter image uses it too.
     ``pod_defaults`` are the namespace's PodDefaults: those that select the notebook's pod
-    are merged in first (:func:`apply_pod_defaults`). ``runtime_shm``: the runtime gives every
-    workload a memory-backed ``/dev/shm`` of its own and mounts nothing there (the local
-    sandbox's ``/dev`` is a tmpfs), so an ``emptyDir`` mounted at ``/dev/shm`` (the spawner
-    form's ``shm``) is already served and left out.
+    are merged in first (:func:`apply_pod_defaults`).
     """
     notebook, pd_labels, _ = apply_pod_defaults(notebook, pod_defaults)
     meta = notebook["metadata"]
     ns, name = meta["namespace"], meta["name"]
     pod = ((notebook.get("spec") or {}).get("template") or {}).get("spec") or {}
     container = first_container(notebook)
-    mounts, volumes = mounted_volumes(pod, container, runtime_shm)
+    mounts, volumes = mounted_volumes(pod, container)
     working_dir = container.get("workingDir") or HOME
     env = server_env(ns, name, container, token)
     command = [str(c) for c in container.get("command") or []]

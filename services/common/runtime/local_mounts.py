@@ -48,6 +48,10 @@ def _cwd_in_mounts(path: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
     raise AssertionError("unreachable: the caller checked the path is under a mount")
 
 
+#: A memory-backed emptyDir here (Kubeflow's "shm") is what the sandbox already provides.
+SHM = "/dev/shm"
+
+
 def resolve_mounts(
     store: VolumeStore, wdir: Path, spec: WorkloadSpec, uid: int | None
 ) -> list[dict[str, Any]]:
@@ -57,6 +61,8 @@ def resolve_mounts(
     mounts: list[dict[str, Any]] = []
     for i, vm in enumerate(spec.volume_mounts):
         vol = volumes[vm.name]
+        if vol.empty_dir is not None and os.path.normpath(vm.mount_path) == SHM:
+            continue  # the sandbox's /dev is a tmpfs: every workload has its own /dev/shm
         read_only = vm.read_only
         if vol.persistent_volume_claim is not None:
             claim = vol.persistent_volume_claim
