@@ -86,7 +86,9 @@ async function createOne(doc, ns) {
                             `the dashboard knows ${known}`);
   }
   const target = route.namespace || ns;
-  const created = await request("POST", collectionPath(info.apiVersion, info.plural, target), {
+  // Strict, as kubectl asks: a misspelt field is an error shown in place, not dropped.
+  const path = collectionPath(info.apiVersion, info.plural, target) + "?fieldValidation=Strict";
+  const created = await request("POST", path, {
     body: doc, contentType: route.json ? "application/json" : "application/yaml"});
   return {info, created};
 }
