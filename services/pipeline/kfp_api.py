@@ -149,28 +149,53 @@ async def list_experiments(request: Request, identity: IdentityDep) -> dict[str,
     return _listing([_experiment(r) for r in rows], request, "experiments", "experiment_id")
 
 
-async def _experiment_row(
-    request: Request, identity: Any, exp_id: str, verb: str
+#: KFP's tables of namespaced rows: what a missing row is called, the resource to authorize.
+_OWNED = {
+    "kfp_experiments": ("experiment", "experiments"),
+    "kfp_runs": ("run", "runs"),
+    "kfp_recurring_runs": ("recurring run", "recurringruns"),
+}
+
+
+async def _owned_row(
+    request: Request, identity: Any, table: str, row_id: str, verb: str
 ) -> dict[str, Any]:
-    row = await _kfp(request).get("kfp_experiments", exp_id, "experiment")
-    authorize(identity, verb, row["namespace"], "experiments")
+    """Row ``row_id`` of ``table`` (404 if there is none), once ``identity`` may ``verb``
+    it in the row's namespace (403 otherwise)."""
+    what, resource = _OWNED[table]
+    row = await _kfp(request).get(table, row_id, what)
+    authorize(identity, verb, row["namespace"], resource)
     return row
+
+
+async def _set_owned(
+    request: Request, identity: Any, table: str, row_id: str, **values: Any
+) -> dict[str, Any]:
+    """Set ``values`` on an owned row (``update`` on its namespace); KFP's empty answer."""
+    await _owned_row(request, identity, table, row_id, "update")
+    await _kfp(request).update(table, row_id, **values)
+    return {}
+
+
+async def _delete_owned(request: Request, identity: Any, table: str, row_id: str) -> dict[str, Any]:
+    """Delete an owned row (``delete`` on its namespace); KFP's empty answer."""
+    await _owned_row(request, identity, table, row_id, "delete")
+    await _kfp(request).delete(table, row_id)
+    return {}
 
 
 @router.get("/experiments/{experiment_id}")
 async def read_experiment(
     request: Request, experiment_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    return _experiment(await _experiment_row(request, identity, experiment_id, "get"))
+    return _experiment(await _owned_row(request, identity, "kfp_experiments", experiment_id, "get"))
 
 
 @router.delete("/experiments/{experiment_id}")
 async def delete_experiment(
     request: Request, experiment_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    await _experiment_row(request, identity, experiment_id, "delete")
-    await _kfp(request).delete("kfp_experiments", experiment_id)
-    return {}
+    return await _delete_owned(request, identity, "kfp_experiments", experiment_id)
 
 
 @router.post("/experiments/{experiment_id}:archive")
@@ -178,7 +203,7 @@ async def archive_experiment(
     request: Request, experiment_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
     """Archive the experiment, its runs, and disable its recurring runs (as KFP does)."""
-    await _experiment_row(request, identity, experiment_id, "update")
+    await _owned_row(request, identity, "kfp_experiments", experiment_id, "update")
     kfp = _kfp(request)
     await kfp.update("kfp_experiments", experiment_id, storage_state="ARCHIVED")
     for run in await kfp.rows("kfp_runs", experiment_id=experiment_id):
@@ -192,9 +217,9 @@ async def archive_experiment(
 async def unarchive_experiment(
     request: Request, experiment_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    await _experiment_row(request, identity, experiment_id, "update")
-    await _kfp(request).update("kfp_experiments", experiment_id, storage_state="AVAILABLE")
-    return {}
+    return await _set_owned(
+        request, identity, "kfp_experiments", experiment_id, storage_state="AVAILABLE"
+    )
 
 
 # ------------------------------------------------------------------ pipelines
@@ -501,12 +526,6 @@ async def create_run(request: Request, identity: IdentityDep) -> dict[str, Any]:
         raise
 
 
-async def _run_row(request: Request, identity: Any, run_id: str, verb: str) -> dict[str, Any]:
-    row = await _kfp(request).get("kfp_runs", run_id, "run")
-    authorize(identity, verb, row["namespace"], "runs")
-    return row
-
-
 @router.get("/runs")
 async def list_runs(request: Request, identity: IdentityDep) -> dict[str, Any]:
     q = request.query_params
@@ -530,12 +549,12 @@ def _slim(run: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/runs/{run_id}")
 async def read_run(request: Request, run_id: str, identity: IdentityDep) -> dict[str, Any]:
-    return await _runs(request).view(await _run_row(request, identity, run_id, "get"))
+    return await _runs(request).view(await _owned_row(request, identity, "kfp_runs", run_id, "get"))
 
 
 @router.delete("/runs/{run_id}")
 async def delete_run(request: Request, run_id: str, identity: IdentityDep) -> dict[str, Any]:
-    row = await _run_row(request, identity, run_id, "delete")
+    row = await _owned_row(request, identity, "kfp_runs", run_id, "delete")
     await delete_run_and_workflow(request, row)
     return {}
 
@@ -550,7 +569,7 @@ async def delete_run_and_workflow(request: Request, row: dict[str, Any]) -> None
 
 @router.post("/runs/{run_id}:terminate")
 async def terminate_run(request: Request, run_id: str, identity: IdentityDep) -> dict[str, Any]:
-    row = await _run_row(request, identity, run_id, "update")
+    row = await _owned_row(request, identity, "kfp_runs", run_id, "update")
     wf = await _runs(request).workflow(row)
     if wf is not None and run_state(wf, row["state"]) not in FINAL_STATES:
         await context(request).store.patch(
@@ -561,7 +580,7 @@ async def terminate_run(request: Request, run_id: str, identity: IdentityDep) ->
 
 @router.post("/runs/{run_id}:retry")
 async def retry_run(request: Request, run_id: str, identity: IdentityDep) -> dict[str, Any]:
-    row = await _run_row(request, identity, run_id, "update")
+    row = await _owned_row(request, identity, "kfp_runs", run_id, "update")
     wf = await _runs(request).workflow(row)
     if wf is None or run_state(wf, row["state"]) not in ("FAILED", "CANCELED"):
         raise ApiError(412, f"run {run_id} is not failed; only failed runs can be retried")
@@ -572,16 +591,12 @@ async def retry_run(request: Request, run_id: str, identity: IdentityDep) -> dic
 
 @router.post("/runs/{run_id}:archive")
 async def archive_run(request: Request, run_id: str, identity: IdentityDep) -> dict[str, Any]:
-    await _run_row(request, identity, run_id, "update")
-    await _kfp(request).update("kfp_runs", run_id, storage_state="ARCHIVED")
-    return {}
+    return await _set_owned(request, identity, "kfp_runs", run_id, storage_state="ARCHIVED")
 
 
 @router.post("/runs/{run_id}:unarchive")
 async def unarchive_run(request: Request, run_id: str, identity: IdentityDep) -> dict[str, Any]:
-    await _run_row(request, identity, run_id, "update")
-    await _kfp(request).update("kfp_runs", run_id, storage_state="AVAILABLE")
-    return {}
+    return await _set_owned(request, identity, "kfp_runs", run_id, storage_state="AVAILABLE")
 
 
 @router.get("/runs/{run_id}/nodes/{node_id}/artifacts/{artifact_name}:read")
@@ -591,7 +606,7 @@ async def read_run_artifact(
     """The stored object of a node's output artifact, base64 in ``data``, as KFP's ReadArtifact
     (which returns the object as stored: a tar+gzip artifact comes back as its .tgz bytes).
     Bounded by MAX_READ: larger artifacts are for ``/artifact-files/...``, which streams."""
-    row = await _run_row(request, identity, run_id, "get")
+    row = await _owned_row(request, identity, "kfp_runs", run_id, "get")
     wf = await _runs(request).workflow(row)
     node = ((wf or {}).get("status") or {}).get("nodes", {}).get(node_id)
     if node is None:
@@ -741,41 +756,35 @@ async def list_recurring_runs(request: Request, identity: IdentityDep) -> dict[s
     return out
 
 
-async def _recurring_row(request: Request, identity: Any, rid: str, verb: str) -> dict[str, Any]:
-    row = await _kfp(request).get("kfp_recurring_runs", rid, "recurring run")
-    authorize(identity, verb, row["namespace"], "recurringruns")
-    return row
-
-
 @router.get("/recurringruns/{recurring_run_id}")
 async def read_recurring_run(
     request: Request, recurring_run_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    return _recurring(await _recurring_row(request, identity, recurring_run_id, "get"))
+    return _recurring(
+        await _owned_row(request, identity, "kfp_recurring_runs", recurring_run_id, "get")
+    )
 
 
 @router.delete("/recurringruns/{recurring_run_id}")
 async def delete_recurring_run(
     request: Request, recurring_run_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    await _recurring_row(request, identity, recurring_run_id, "delete")
-    await _kfp(request).delete("kfp_recurring_runs", recurring_run_id)
-    return {}
+    return await _delete_owned(request, identity, "kfp_recurring_runs", recurring_run_id)
 
 
 @router.post("/recurringruns/{recurring_run_id}:enable")
 async def enable_recurring_run(
     request: Request, recurring_run_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    await _recurring_row(request, identity, recurring_run_id, "update")
-    await _kfp(request).update("kfp_recurring_runs", recurring_run_id, status="ENABLED")
-    return {}
+    return await _set_owned(
+        request, identity, "kfp_recurring_runs", recurring_run_id, status="ENABLED"
+    )
 
 
 @router.post("/recurringruns/{recurring_run_id}:disable")
 async def disable_recurring_run(
     request: Request, recurring_run_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    await _recurring_row(request, identity, recurring_run_id, "update")
-    await _kfp(request).update("kfp_recurring_runs", recurring_run_id, status="DISABLED")
-    return {}
+    return await _set_owned(
+        request, identity, "kfp_recurring_runs", recurring_run_id, status="DISABLED"
+    )

@@ -169,6 +169,55 @@ async def test_kfp_client_upload_run_recurring_archive(
     assert job.status == "DISABLED"
 
 
+async def test_kfp_unarchive_enable_and_delete(kfp_client: kfp.Client, tmp_path: Path) -> None:
+    """The way back and the way out with kfp.Client: an archived run and experiment are
+    AVAILABLE again once unarchived, a disabled recurring run ENABLED again once enabled;
+    a deleted recurring run, run and experiment are gone (404)."""
+    from kfp_server_api.exceptions import ApiException
+
+    client = kfp_client
+    experiment = await call(client.create_experiment, unique("exp"))
+    exp_id = experiment.experiment_id
+    package = compile_to(napper, tmp_path / "napper.yaml")
+    run = await call(
+        client.create_run_from_pipeline_package,
+        package,
+        arguments={"seconds": 0.0},
+        experiment_id=exp_id,
+    )
+    await call(client.archive_run, run.run_id)
+    assert (await call(client.get_run, run.run_id)).storage_state == "ARCHIVED"
+    await call(client.unarchive_run, run.run_id)
+    assert (await call(client.get_run, run.run_id)).storage_state == "AVAILABLE"
+    await call(client.archive_experiment, exp_id)
+    await call(client.unarchive_experiment, exp_id)
+    assert (await call(client.get_experiment, experiment_id=exp_id)).storage_state == "AVAILABLE"
+    yearly = await call(
+        client.create_recurring_run,
+        experiment_id=exp_id,
+        job_name=unique("yearly"),
+        cron_expression="0 0 0 1 1 *",  # never due while the test runs
+        pipeline_package_path=package,
+        enabled=False,
+    )
+    job_id = yearly.recurring_run_id
+    assert (await call(client.get_recurring_run, job_id)).status == "DISABLED"
+    await call(client.enable_recurring_run, job_id)
+    assert (await call(client.get_recurring_run, job_id)).status == "ENABLED"
+    await call(client.wait_for_run_completion, run.run_id, 60, 0.2)
+    await call(client.delete_recurring_run, job_id)
+    await call(client.delete_run, run.run_id)
+    await call(client.delete_experiment, exp_id)
+    for gone in (
+        lambda: client.get_recurring_run(job_id),
+        lambda: client.get_run(run.run_id),
+        lambda: client.get_experiment(experiment_id=exp_id),
+    ):
+        with pytest.raises(ApiException) as info:
+            await call(gone)
+        assert info.value.status == 404, info.value
+
+
 async def test_kfp_pipeline_versions_upload_list_run_delete(
     kfp_client: kfp.Client, tmp_path: Path
 ) -> None:
