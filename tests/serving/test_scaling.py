@@ -302,10 +302,16 @@ def test_autoscale_concurrency_up_to_max_replicas_and_back(
     while time.monotonic() < deadline and len(servers(platform, "busy")) > 1:
         time.sleep(0.2)
     assert [w.name for w in servers(platform, "busy")] == ["isvc-busy-1"]
+    # The status follows the workloads: poll until it reports the one replica left.
     pred = wait_isvc(
-        api, "busy", lambda o: o["status"]["components"]["predictor"]["desiredReplicas"] == 1
+        api,
+        "busy",
+        lambda o: (
+            o["status"]["components"]["predictor"]["desiredReplicas"] == 1
+            and o["status"]["components"]["predictor"]["actualReplicas"] == 1
+        ),
     )["status"]["components"]["predictor"]
-    assert pred["actualReplicas"] == 1 and len(pred["endpoints"]) == 1
+    assert len(pred["endpoints"]) == 1, pred
     assert api.delete(f"{ISVC_PATH}/busy").status_code == 200
 
 
