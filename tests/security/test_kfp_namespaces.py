@@ -76,9 +76,16 @@ async def assert_nothing_created(bob: httpx.AsyncClient) -> None:
     assert workflows.json()["items"] == [], workflows.text
 
 
-def borrowed(reference: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Bob's run (or recurring run, with ``extra``) in his namespace, of ``reference``."""
-    return {"display_name": "borrowed", "namespace": BOB_NS, **reference, **extra}
+async def assert_borrowing_refused(
+    bob: httpx.AsyncClient, attempts: list[tuple[dict[str, Any], str]]
+) -> None:
+    """For each (reference, message): Bob's run and recurring run (in his namespace) of
+    ``reference`` get KFP's NOT_FOUND with exactly ``message``; nothing is created."""
+    for path, extra in (("runs", {}), ("recurringruns", {"trigger": _every_hour()})):
+        for reference, message in attempts:
+            body = {"display_name": "borrowed", "namespace": BOB_NS, **reference, **extra}
+            not_found(await bob.post(f"{KFP}/{path}", json=body), message)
+    await assert_nothing_created(bob)
 
 
 async def test_run_with_other_namespace_version_not_found(
@@ -86,21 +93,21 @@ async def test_run_with_other_namespace_version_not_found(
 ) -> None:
     version_id = alice_pipeline["pipeline_version_id"]
     unknown = str(uuid.uuid4())
+    refused = f"pipeline version {version_id} not found"
     async with client(pipeline, "bob@example.com", BOB_NS) as bob:
-        for path, extra in (("runs", {}), ("recurringruns", {"trigger": _every_hour()})):
-            for ref in (
-                {"pipeline_version_reference": alice_pipeline},
-                {"pipeline_version_reference": {"pipeline_version_id": version_id}},
-                {"pipeline_version_id": version_id},  # the older top-level field
-            ):
-                body = borrowed(ref, extra)
-                r = await bob.post(f"{KFP}/{path}", json=body)
-                not_found(r, f"pipeline version {version_id} not found")
-            # An id that never existed: the same answer, so existence does not leak.
-            body = borrowed({"pipeline_version_reference": {"pipeline_version_id": unknown}}, extra)
-            r = await bob.post(f"{KFP}/{path}", json=body)
-            not_found(r, f"pipeline version {unknown} not found")
-        await assert_nothing_created(bob)
+        await assert_borrowing_refused(
+            bob,
+            [
+                ({"pipeline_version_reference": alice_pipeline}, refused),
+                ({"pipeline_version_reference": {"pipeline_version_id": version_id}}, refused),
+                ({"pipeline_version_id": version_id}, refused),  # the older top-level field
+                # An id that never existed: the same answer, so existence does not leak.
+                (
+                    {"pipeline_version_reference": {"pipeline_version_id": unknown}},
+                    f"pipeline version {unknown} not found",
+                ),
+            ],
+        )
 
 
 async def test_run_with_other_namespace_pipeline_not_found(
@@ -110,12 +117,16 @@ async def test_run_with_other_namespace_pipeline_not_found(
     pipeline_id = alice_pipeline["pipeline_id"]
     unknown = str(uuid.uuid4())
     async with client(pipeline, "bob@example.com", BOB_NS) as bob:
-        for path, extra in (("runs", {}), ("recurringruns", {"trigger": _every_hour()})):
-            for target in (pipeline_id, unknown):
-                body = borrowed({"pipeline_version_reference": {"pipeline_id": target}}, extra)
-                r = await bob.post(f"{KFP}/{path}", json=body)
-                not_found(r, f"pipeline {target} not found")
-        await assert_nothing_created(bob)
+        await assert_borrowing_refused(
+            bob,
+            [
+                (
+                    {"pipeline_version_reference": {"pipeline_id": target}},
+                    f"pipeline {target} not found",
+                )
+                for target in (pipeline_id, unknown)
+            ],
+        )
 
 
 async def test_run_with_own_pipeline_version_created(
