@@ -64,30 +64,37 @@ def cron_body(name: str, schedule: str, **spec: object) -> dict:
     }
 
 
-async def create_cron(store: Any, namespace: str, body: dict[str, Any]) -> datetime:
-    """Create the CronWorkflow ``body``; its creation time (where its schedule starts)."""
-    cron = await store.create(CRON_WORKFLOW, namespace, body)
+async def create_cron(pipeline: PipelineService, namespace: str, body: dict[str, Any]) -> datetime:
+    """Create the CronWorkflow ``body`` in the service's store; its creation time (where its
+    schedule starts)."""
+    cron = await pipeline.app.state.ctx.store.create(CRON_WORKFLOW, namespace, body)
     created = parse_iso(cron["metadata"]["creationTimestamp"])
     assert created is not None
     return created
+
+
+def new_scheduler(pipeline: PipelineService) -> Scheduler:
+    """A scheduler of its own over the service's stores (as another replica, or after a
+    restart, would have)."""
+    ctx = pipeline.app.state.ctx
+    return Scheduler(ctx.store, ctx.kfp_store, ctx.kfp_runs)
 
 
 async def test_cron_fires_once_per_slot_and_forbid_skips(
     pipeline: PipelineService, namespace: str
 ) -> None:
     store = pipeline.app.state.ctx.store
-    ctx = pipeline.app.state.ctx
     created = await create_cron(
-        store,
+        pipeline,
         namespace,
         cron_body("nightly", "*/5 * * * *", concurrencyPolicy="Forbid", timezone="UTC"),
     )
     first_slot = parse_schedule("*/5 * * * *").next_fire(created)
-    scheduler = Scheduler(store, ctx.kfp_store, ctx.kfp_runs)
+    scheduler = new_scheduler(pipeline)
     at = first_slot + timedelta(seconds=20)
     await scheduler.cron_tick(await store.get(CRON_WORKFLOW, namespace, "nightly"), at)
     # A second scheduler (as after a restart) at the same instant: nothing new.
-    again = Scheduler(store, ctx.kfp_store, ctx.kfp_runs)
+    again = new_scheduler(pipeline)
     await again.cron_tick(await store.get(CRON_WORKFLOW, namespace, "nightly"), at)
     runs = await store.list_all(WORKFLOW, namespace, label_selector=f"{CRON_LABEL}=nightly")
     assert [w["metadata"]["name"] for w in runs] == [f"nightly-{int(first_slot.timestamp())}"]
@@ -108,13 +115,12 @@ async def test_cron_missed_slots_fire_latest_within_deadline(
     pipeline: PipelineService, namespace: str
 ) -> None:
     store = pipeline.app.state.ctx.store
-    ctx = pipeline.app.state.ctx
     created = await create_cron(
-        store,
+        pipeline,
         namespace,
         cron_body("hourly", "0 * * * *", startingDeadlineSeconds=600, suspend=False),
     )
-    scheduler = Scheduler(store, ctx.kfp_store, ctx.kfp_runs)
+    scheduler = new_scheduler(pipeline)
     slot = parse_schedule("0 * * * *").next_fire(created) + timedelta(hours=3)
     # Down for three hours: only the latest slot runs, and only within the deadline.
     await scheduler.cron_tick(
