@@ -59,6 +59,7 @@ from services.serving.models import (
     INFERENCE_SERVICE,
     SECRET,
     SERVICE_ACCOUNT,
+    batcher_args,
     predictor_model,
 )
 from services.serving.revisions import (
@@ -236,7 +237,9 @@ class InferenceServiceController(Controller):
             )
             protocol = block.get("protocolVersion") or "v1"
             probe_path = "/v2/health/ready" if protocol == "v2" else f"/v1/models/{name}"
-            command, args, image = self._model_server(block, fmt, protocol, storage, ns, name)
+            command, args, image = self._model_server(
+                block, fmt, protocol, storage, ns, name, predictor.get("batcher")
+            )
             container = block
             volumes, mounts, files = storage.volumes, storage.mounts, storage.files
         else:
@@ -285,7 +288,14 @@ class InferenceServiceController(Controller):
         )
 
     def _model_server(
-        self, block: dict[str, Any], fmt: str, protocol: str, storage: Storage, ns: str, name: str
+        self,
+        block: dict[str, Any],
+        fmt: str,
+        protocol: str,
+        storage: Storage,
+        ns: str,
+        name: str,
+        batcher: dict[str, Any] | None = None,
     ) -> tuple[list[str], list[str], str | None]:
         """(command, args, image) of a model block's server: the platform's own, run with the
         runtime's interpreter for platform tools in the platform's image, unless the block
@@ -310,6 +320,7 @@ class InferenceServiceController(Controller):
             "$(PORT)",
             "--path-prefix",
             f"/serving/{ns}/{name}",
+            *([] if custom else batcher_args(batcher)),
         ]
         return command, args, image
 

@@ -153,10 +153,26 @@ class LoggerSpec(Spec):
     mode: Literal["all", "request", "response"] | None = None
 
 
+#: KServe's batcher defaults (its agent's): 32 instances, 5000 ms, a 60 s predictor timeout.
+BATCHER_DEFAULTS = {"maxBatchSize": 32, "maxLatency": 5000, "timeout": 60}
+
+
 class BatcherSpec(Spec):
-    max_batch_size: int | None = Field(None, alias="maxBatchSize", ge=1)
-    max_latency: int | None = Field(None, alias="maxLatency", ge=1)
+    """KServe's Batcher: ``maxBatchSize`` rows, ``maxLatency`` milliseconds, ``timeout``
+    seconds; each defaults as KServe's (BATCHER_DEFAULTS) when left out."""
+
+    max_batch_size: int | None = Field(None, alias="maxBatchSize", ge=1, le=65536)
+    max_latency: int | None = Field(None, alias="maxLatency", ge=1, le=3_600_000)
     timeout: int | None = Field(None, ge=1)
+
+
+def batcher_args(batcher: dict[str, Any] | None) -> list[str]:
+    """The model server's arguments for ``spec.predictor.batcher`` (none without one)."""
+    if batcher is None:
+        return []
+    size = batcher.get("maxBatchSize") or BATCHER_DEFAULTS["maxBatchSize"]
+    latency = batcher.get("maxLatency") or BATCHER_DEFAULTS["maxLatency"]
+    return ["--max-batch-size", str(size), "--max-latency-ms", str(latency)]
 
 
 class PredictorSpec(Spec):
@@ -231,6 +247,15 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
     if max_r not in (None, 0) and max_r < min_r:
         causes.append(
             Cause("spec.predictor.maxReplicas", f"must be >= minReplicas ({min_r}), got {max_r}")
+        )
+    if pred.get("batcher") is not None and pred.get("containers") is not None:
+        causes.append(
+            Cause(
+                "spec.predictor.batcher",
+                "batching is done by the platform's model server, so it needs a model "
+                "(spec.predictor.model), not custom containers",
+                "FieldValueNotSupported",
+            )
         )
     if pred.get("containers") is not None and len(pred["containers"]) != 1:
         causes.append(

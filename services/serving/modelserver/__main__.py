@@ -22,6 +22,7 @@ from pathlib import Path
 
 from services.serving.unpack import UnpackError
 
+from .batcher import DEFAULT_MAX_LATENCY_MS, ModelBatcher
 from .loaders import ModelLoadError, load_model
 
 log = logging.getLogger("services.serving.modelserver")
@@ -52,6 +53,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="threads of the format's library (xgboost, lightgbm, onnxruntime, torch); "
         "default $OMP_NUM_THREADS (an InferenceService sets it with the predictor's env), else 1",
     )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=0,
+        help="batch concurrent requests into one model call of at most this many rows "
+        "(spec.predictor.batcher.maxBatchSize); 0, the default, does not batch",
+    )
+    parser.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=DEFAULT_MAX_LATENCY_MS,
+        help="with --max-batch-size: run a batch at the latest this long after its first "
+        "request arrived (spec.predictor.batcher.maxLatency)",
+    )
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -80,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from .app import create_model_app
 
-    app = create_model_app(model, args.protocol, args.path_prefix)
+    batcher = None
+    if args.max_batch_size > 0:
+        batcher = ModelBatcher(model, args.max_batch_size, args.max_latency_ms)
+        log.info("batching: %d rows, %g ms", args.max_batch_size, args.max_latency_ms)
+    app = create_model_app(model, args.protocol, args.path_prefix, batcher)
     uvicorn.run(
         app,
         host=args.host,

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .batcher import ModelBatcher
 from .loaders import Model
 from .tensors import HEADER_LENGTH, TensorError, decode_request, encode_response
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "shipyard-modelserver"
 SERVER_VERSION = "0.1.0"
 MAX_BODY = 64 * 1024 * 1024
+#: With a batcher: how many requests the model call that answered this one served.
+BATCH_HEADER = "x-batch-size"
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -70,8 +73,15 @@ async def _body(request: Request) -> bytes:
     return body
 
 
-def create_model_app(model: Model, protocol: str = "v1", path_prefix: str = "") -> ASGIApp:
-    """The ASGI app serving ``model`` over V1 and V2, optionally under ``path_prefix``."""
+def create_model_app(
+    model: Model,
+    protocol: str = "v1",
+    path_prefix: str = "",
+    batcher: ModelBatcher | None = None,
+) -> ASGIApp:
+    """The ASGI app serving ``model`` over V1 and V2, optionally under ``path_prefix``; with
+    ``batcher``, concurrent predict/infer requests are merged into one model call and each
+    answer says how many requests its call served (``x-batch-size``)."""
     app = FastAPI(title=SERVER_NAME, docs_url=None, redoc_url=None, openapi_url=None)
     name = model.name
 
@@ -80,8 +90,8 @@ def create_model_app(model: Model, protocol: str = "v1", path_prefix: str = "") 
             return _error(f"Model with name {requested} does not exist.", 404)
         return None
 
-    _add_v1_routes(app, model, unknown)
-    _add_v2_routes(app, model, unknown)
+    _add_v1_routes(app, model, unknown, batcher)
+    _add_v2_routes(app, model, unknown, batcher)
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -95,7 +105,12 @@ def create_model_app(model: Model, protocol: str = "v1", path_prefix: str = "") 
     return StripPrefix(app, path_prefix) if path_prefix else app
 
 
-def _add_v1_routes(app: FastAPI, model: Model, unknown: Callable[[str], Response | None]) -> None:
+def _add_v1_routes(
+    app: FastAPI,
+    model: Model,
+    unknown: Callable[[str], Response | None],
+    batcher: ModelBatcher | None,
+) -> None:
     """KServe V1: liveness, the model list and metadata, ``:predict`` on JSON instances."""
     name = model.name
 
@@ -124,17 +139,29 @@ def _add_v1_routes(app: FastAPI, model: Model, unknown: Callable[[str], Response
         instances = doc.get("instances", doc.get("inputs"))
         if not isinstance(instances, list):
             return _error('expected {"instances": [...]} or {"inputs": [...]}', 400)
+        batch = 0
         try:
-            predictions = model.predict(instances)
+            if batcher is None:
+                predictions = model.predict(instances)
+            else:
+                predictions, batch = await batcher.predict(instances)
         except (ValueError, TypeError) as exc:
             return _error(f"invalid input: {exc}", 400)
         except Exception as exc:
             log.exception("predict failed")
             return _error(f"predict failed: {exc}", 500)
-        return _json({"predictions": predictions})
+        response = _json({"predictions": predictions})
+        if batch:
+            response.headers[BATCH_HEADER] = str(batch)
+        return response
 
 
-def _add_v2_routes(app: FastAPI, model: Model, unknown: Callable[[str], Response | None]) -> None:
+def _add_v2_routes(
+    app: FastAPI,
+    model: Model,
+    unknown: Callable[[str], Response | None],
+    batcher: ModelBatcher | None,
+) -> None:
     """The Open Inference Protocol (V2): health, metadata, ``infer`` with binary tensors."""
     name = model.name
 
@@ -179,8 +206,12 @@ def _add_v2_routes(app: FastAPI, model: Model, unknown: Callable[[str], Response
             req = decode_request(await _body(request), request.headers.get(HEADER_LENGTH))
         except (TensorError, OSError, zlib.error) as exc:
             return _error(str(exc), 400)
+        batch = 0
         try:
-            outputs = model.infer(req.inputs)
+            if batcher is None:
+                outputs = model.infer(req.inputs)
+            else:
+                outputs, batch = await batcher.infer(req.inputs)
         except (ValueError, TypeError) as exc:
             return _error(f"invalid input: {exc}", 400)
         except Exception as exc:
@@ -190,12 +221,13 @@ def _add_v2_routes(app: FastAPI, model: Model, unknown: Callable[[str], Response
             body, json_len = encode_response(name, req, outputs)
         except TensorError as exc:
             return _error(str(exc), 400)
+        headers = {BATCH_HEADER: str(batch)} if batch else None
         if json_len is None:
-            return Response(body, media_type="application/json")
+            return Response(body, media_type="application/json", headers=headers)
         return Response(
             body,
             media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(json_len)},
+            headers={**(headers or {}), "Inference-Header-Content-Length": str(json_len)},
         )
 
 
