@@ -31,7 +31,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState, create_trial
 
-from services.automl import search_space
+from services.automl import nas, search_space
 from services.automl.validation import settings_map
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,6 @@ class SuggestionEngine:
     ) -> SuggestResult:
         algorithm = spec["algorithm"]["algorithmName"]
         settings = settings_map(spec["algorithm"].get("algorithmSettings"))
-        params = spec["parameters"]
         direction = spec["objective"]["type"]
         result = SuggestResult(study_attrs=dict(study_attrs), state=dict(state))
         updated = []
@@ -300,6 +299,10 @@ class SuggestionEngine:
                 if row.state == "COMPLETE" and row.value is None:
                     row.state = "FAIL"
                 updated.append(row)
+        if algorithm == "darts":
+            result.updated = updated
+            return _darts(spec, rows, count, result)
+        params = spec["parameters"]
         if algorithm == "hyperband":
             result.updated = updated
             return self._hyperband(spec, uid, rows, settings, state, count, result)
@@ -427,6 +430,18 @@ class SuggestionEngine:
             result.new.append(Suggestion(assignments, row))
             number += 1
         return result
+
+
+def _darts(
+    spec: dict[str, Any], rows: list[StudyRow], count: int, result: SuggestResult
+) -> SuggestResult:
+    """Katib's DARTS searches inside a single trial: one suggestion, then exhausted."""
+    if not rows and count > 0:
+        assignments = nas.darts_assignments(spec)
+        values = {a["name"]: a["value"] for a in assignments}
+        result.new.append(Suggestion(assignments, StudyRow(0, "", values, {}, {})))
+    result.exhausted = True
+    return result
 
 
 def _as_running(row: StudyRow) -> StudyRow:

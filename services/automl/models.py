@@ -80,6 +80,24 @@ class ParameterSpec(Spec):
     feasible_space: FeasibleSpace = Field(alias="feasibleSpace")
 
 
+class GraphConfig(Spec):
+    num_layers: int | None = Field(None, alias="numLayers")
+    input_sizes: list[int] | None = Field(None, alias="inputSizes")
+    output_sizes: list[int] | None = Field(None, alias="outputSizes")
+
+
+class Operation(Spec):
+    operation_type: str | None = Field(None, alias="operationType")
+    parameters: list[ParameterSpec] | None = None
+
+
+class NasConfig(Spec):
+    """Katib's NasConfig: the graph and the candidate operations (``services.automl.nas``)."""
+
+    graph_config: GraphConfig | None = Field(None, alias="graphConfig")
+    operations: list[Operation] | None = None
+
+
 class AlgorithmSpec(Spec):
     algorithm_name: str = Field(alias="algorithmName")
     algorithm_settings: list[NameValue] | None = Field(None, alias="algorithmSettings")
@@ -176,7 +194,7 @@ class ExperimentSpec(Spec):
     metrics_collector_spec: MetricsCollectorSpec = Field(
         default_factory=MetricsCollectorSpec, alias="metricsCollectorSpec"
     )
-    nas_config: dict[str, Any] | None = Field(None, alias="nasConfig")
+    nas_config: NasConfig | None = Field(None, alias="nasConfig")
     resume_policy: Literal["Never", "LongRunning", "FromVolume"] = Field(
         "Never", alias="resumePolicy"
     )

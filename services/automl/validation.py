@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from services.automl import nas
 from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
 from services.common.resources.names import check_config_key
@@ -35,7 +36,9 @@ ALGORITHM_SETTINGS: dict[str, tuple[str, ...]] = {
         "random_state",
     ),
     "hyperband": ("resource_name", "eta", "r_l"),
+    "darts": tuple(nas.DARTS_DEFAULTS),
 }
+NAS_ALGORITHMS = ("darts",)
 INT_SETTINGS = {
     "random_state",
     "n_EI_candidates",
@@ -84,6 +87,8 @@ def check_algorithm(
                 "FieldValueNotSupported",
             )
         ]
+    if name in NAS_ALGORITHMS:
+        return []  # checked with the nasConfig (nas.check_darts)
     causes: list[Cause] = []
     valid = ALGORITHM_SETTINGS[name]
     for i, setting in enumerate(algorithm.get("algorithmSettings") or []):
@@ -145,8 +150,8 @@ def check_algorithm(
     return causes
 
 
-def _check_parameter(i: int, p: dict[str, Any]) -> list[Cause]:
-    path = f"spec.parameters[{i}].feasibleSpace"
+def _check_parameter(at: str, p: dict[str, Any]) -> list[Cause]:
+    path = f"{at}.feasibleSpace"
     fs, ptype = p["feasibleSpace"], p["parameterType"]
     causes: list[Cause] = []
     if ptype in ("double", "int"):
@@ -199,13 +204,15 @@ def _check_template(spec: dict[str, Any], names: set[str]) -> list[Cause]:
         return [Cause("spec.trialTemplate", "Required value", "FieldValueRequired")]
     causes: list[Cause] = []
     has_spec, has_cm = tt.get("trialSpec") is not None, tt.get("configMap") is not None
+    algorithm = (spec.get("algorithm") or {}).get("algorithmName")
+    nas_outputs = nas.DARTS_OUTPUTS if algorithm == "darts" and spec.get("nasConfig") else ()
     if has_spec == has_cm:
         causes.append(
             Cause("spec.trialTemplate", "exactly one of trialSpec or configMap is required")
         )
     for i, tp in enumerate(tt.get("trialParameters") or []):
         ref = tp["reference"]
-        if ref not in names and not META_REFERENCE_RE.match(ref):
+        if ref not in names and not META_REFERENCE_RE.match(ref) and ref not in nas_outputs:
             causes.append(
                 Cause(
                     f"spec.trialTemplate.trialParameters[{i}].reference",
@@ -278,18 +285,7 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
             Cause("spec.objective.type", "must be minimize or maximize", "FieldValueRequired")
         )
     params = spec.get("parameters") or []
-    if spec.get("nasConfig"):
-        causes.append(
-            Cause(
-                "spec.nasConfig",
-                "neural architecture search is not supported",
-                "FieldValueNotSupported",
-            )
-        )
-    if not params:
-        causes.append(
-            Cause("spec.parameters", "Required value: at least one parameter", "FieldValueRequired")
-        )
+    causes += _check_search_space(spec)
     seen: set[str] = set()
     for i, p in enumerate(params):
         if p["name"] in seen:
@@ -301,7 +297,7 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
                 )
             )
         seen.add(p["name"])
-        causes += _check_parameter(i, p)
+        causes += _check_parameter(f"spec.parameters[{i}]", p)
     causes += check_algorithm(spec.get("algorithm"), params)
     parallel, max_trials = spec.get("parallelTrialCount"), spec.get("maxTrialCount")
     max_failed = spec.get("maxFailedTrialCount")
@@ -361,6 +357,46 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
         )
     causes += metrics_format_causes(spec.get("metricsCollectorSpec"), "spec.metricsCollectorSpec")
     causes += _check_template(spec, seen)
+    return causes
+
+
+def _check_search_space(spec: dict[str, Any]) -> list[Cause]:
+    """Katib: exactly one of ``parameters`` and ``nasConfig``; NAS algorithms need the one,
+    the others the other."""
+    params, nas_config = spec.get("parameters") or [], spec.get("nasConfig")
+    algorithm = (spec.get("algorithm") or {}).get("algorithmName")
+    if params and nas_config:
+        return [Cause("spec", "only one of spec.parameters and spec.nasConfig can be specified")]
+    if not params and not nas_config:
+        return [
+            Cause(
+                "spec.parameters",
+                "Required value: spec.parameters or spec.nasConfig must be specified",
+                "FieldValueRequired",
+            )
+        ]
+    if not nas_config:
+        if algorithm in NAS_ALGORITHMS:
+            return [
+                Cause(
+                    "spec.nasConfig",
+                    f"Required value: {algorithm} searches an architecture in spec.nasConfig",
+                    "FieldValueRequired",
+                )
+            ]
+        return []
+    causes = nas.check_nas_config(nas_config, _check_parameter)
+    if algorithm in NAS_ALGORITHMS:
+        causes += nas.check_darts(spec)
+    elif algorithm in ALGORITHM_SETTINGS:
+        causes.append(
+            Cause(
+                "spec.algorithm.algorithmName",
+                f"{algorithm} searches spec.parameters; for spec.nasConfig use one of "
+                f"{', '.join(NAS_ALGORITHMS)}",
+                "FieldValueNotSupported",
+            )
+        )
     return causes
 
 
