@@ -10,6 +10,9 @@ only the gateway reaches) and to ``/serving/{ns}/{name}/v2/models/{name}/infer``
 gateway, and prints req/s, p50/p99 and the ratios, with PASS/FAIL against the gateway bench's
 targets (>= 0.6x throughput at every concurrency; <= 2 ms added p50 at concurrency 1, where
 latency is not queueing). On a shared two-core machine the numbers move with the load.
+Then a batching line per concurrency (16, 64): the direct server against a second one started
+with the batcher (``--max-batch-size``/``--max-latency-ms``, BATCHER), interleaved, and their
+ratio (informational: no target).
 
     .venv/bin/python bench/bench_serving.py [--seconds 4] [--concurrency 1 16]
 
@@ -55,6 +58,8 @@ COLD = "bench-cold"
 ISVCS = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
 SCALE_TO_ZERO_SECONDS = 2.0
 TARGET_RATIO, TARGET_ADDED_P50_MS = 0.6, 2.0
+#: The batching line's batcher: (maxBatchSize, maxLatency ms); informational, no target.
+BATCHER = (32, 2.0)
 BODY = json.dumps(
     {
         "inputs": [
@@ -164,9 +169,11 @@ def scaled_to_zero(api: httpx.Client) -> bool:
     return (status.get("components") or {}).get("predictor", {}).get("actualReplicas") == 0
 
 
-def start_model_server(model_dir: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
-    """The platform's model server on ``model_dir``, straight on the host; (process, port)
-    once it is V2-ready."""
+def start_model_server(
+    model_dir: Path, name: str, *options: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The platform's model server on ``model_dir``, straight on the host, with ``options``
+    (e.g. the batcher's); (process, port) once it is V2-ready."""
     port = free_port()
     argv = [
         sys.executable,
@@ -184,6 +191,7 @@ def start_model_server(model_dir: Path, name: str) -> tuple[subprocess.Popen[byt
         str(port),
         "--host",
         "127.0.0.1",  # the server's default is all interfaces (its workload's own network)
+        *options,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -220,6 +228,37 @@ def measure(url: str, seconds: float, concurrency: int, script: Path | None) -> 
     return asyncio.run(
         run_python(lambda c: c.post(url, content=BODY, headers=headers), seconds, concurrency)
     )
+
+
+def batching(model_dir: Path, direct: str, seconds: float, script: Path | None) -> None:
+    """Direct throughput without and with the batcher (BATCHER), interleaved, at 16 and 64."""
+    size, latency = BATCHER
+    proc, port = start_model_server(
+        model_dir, NAME, "--max-batch-size", str(size), "--max-latency-ms", str(latency)
+    )
+    try:
+        batched = f"http://127.0.0.1:{port}/v2/models/{NAME}/infer"
+        measure(batched, 1, 4, script)  # warm
+        for conc in (16, 64):
+            plain, merged = (
+                measure(direct, seconds, conc, script),
+                measure(batched, seconds, conc, script),
+            )
+            log.info(
+                "batching (maxBatchSize %d, maxLatency %g ms), concurrency %d: "
+                "%.0f req/s without, %.0f with (p50 %.2f / %.2f ms) -> %.2fx",
+                size,
+                latency,
+                conc,
+                plain.rps,
+                merged.rps,
+                plain.p50,
+                merged.p50,
+                merged.rps / plain.rps,
+            )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def main() -> int:
@@ -293,6 +332,7 @@ def main() -> int:
                     added,
                     "PASS" if passed else "FAIL",
                 )
+            batching(model_dir, direct, args.seconds, script)
             if args.cold_start:
                 cold = cold_starts(platform, args.cold_start)
                 alone = server_starts(model_dir, args.cold_start)
