@@ -25,10 +25,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -37,6 +37,7 @@ import yaml
 from services.common.identity import AssertionMinter
 from services.common.runtime import LocalRuntime
 from tests import specs
+from tests.chaos.mix import wait_until
 from tests.conftest import RunningSeaweedFS, free_port, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,22 +51,6 @@ FAILOVER_BOUND_SECONDS = 5.0
 #: A write on the standby reaches the leader's controller through NATS, not at its resync
 #: (30 s): well within this.
 PROMPT_SECONDS = 5.0
-
-T = TypeVar("T")
-
-
-def wait_until(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except httpx.HTTPError:
-            last = None
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
 
 
 class Replica:
@@ -93,7 +78,7 @@ class Replica:
             assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
             return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
 
-        wait_until(f"{self.service} replica on {self.port} ready", ready, 60)
+        wait_until(f"{self.service} replica on {self.port} ready", ready, 60, every=0.1)
 
     def metric(self, name: str, labels: str = "") -> float:
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
@@ -139,7 +124,7 @@ class Deployment:
             replica.start()
         for replica in self.replicas:
             replica.wait_ready()
-        wait_until("a leader", lambda: any(r.leads() for r in self.replicas), 30)
+        wait_until("a leader", lambda: any(r.leads() for r in self.replicas), 30, every=0.1)
         time.sleep(1.5)  # a standby retries every second: it must still not lead
         leaders = [r for r in self.replicas if r.leads()]
         assert len(leaders) == 1, [r.leads() for r in self.replicas]
@@ -238,7 +223,7 @@ def test_pipeline_replicas_one_reconciles_and_the_standby_takes_over(
             wf = api.get(f"{ARGO}/counted").json()
             return wf if node_phases(wf).get("a") == "Running" else None
 
-        wf = wait_until("step a running", step_a_running, 30)
+        wf = wait_until("step a running", step_a_running, 30, every=0.1)
         started = time.monotonic() - submitted
         print(f"a workflow written to the standby started after {started:.2f} s")
         assert started < PROMPT_SECONDS, started
