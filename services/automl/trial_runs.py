@@ -133,11 +133,13 @@ async def workload_for(ctl: AutoMLController, trial: dict[str, Any]) -> dict[str
         )
         env["SHIPYARD_METRICS_TOKEN"] = trial_token(ctl.push_key, meta["namespace"], meta["name"])
     extra = None
-    if kind == "File":
+    if kind in ("File", "TensorFlowEvent"):
         path, _ = file_path(spec)
         claim = metrics_claim(meta["name"])
         await ctl.runtime.create_volume(meta["namespace"], claim, labels={SERVICE_LABEL: "automl"})
-        extra = ("katib-metrics", claim, path)
+        # The volume is mounted on the metrics file's directory, or on the event directory.
+        mount = path if kind == "File" else path.rstrip("/") + "/"
+        extra = ("katib-metrics", claim, mount)
     labels = {EXPERIMENT_LABEL: meta["labels"].get(EXPERIMENT_LABEL, "")}
     return job_workload(
         spec["runSpec"],
@@ -341,7 +343,50 @@ async def collect(
             return collector.parse_json_lines(text.splitlines(), names)
         parser = collector.TextParser(names, formats(spec))
         return await collector.feed_all(parser, text.splitlines())
+    if kind == "TensorFlowEvent" and final:
+        return await collect_tfevents(ctl, trial)
     if kind == "Push":
         async with ctl.db.sessions() as s:
             return await automl_store.read_observations(s, namespace, name)
     return []
+
+
+TFEVENT_MOUNT = "/var/log/katib/tfevent"
+TFEVENT_READ_SECONDS = 120.0
+
+
+async def collect_tfevents(
+    ctl: AutoMLController, trial: dict[str, Any]
+) -> list[collector.MetricLog]:
+    """The TensorFlowEvent collector (services/automl/tfevent.py): once the trial is done, a
+    short job mounts its metrics volume read-only and prints the scalars it finds."""
+    meta, spec = trial["metadata"], trial["spec"]
+    namespace, name = meta["namespace"], meta["name"]
+    names = collector.metric_names(spec["objective"])
+    reader = f"{workload_name(name)}-tfevent"[:253]
+    workload = {
+        "kind": "job",
+        "namespace": namespace,
+        "name": reader,
+        "command": ["python3", "-m", "services.automl.tfevent", TFEVENT_MOUNT, *names],
+        "volumeMounts": [{"name": "tfevent", "mountPath": TFEVENT_MOUNT, "readOnly": True}],
+        "volumes": [
+            {"name": "tfevent", "persistentVolumeClaim": {"claimName": metrics_claim(name)}}
+        ],
+        "labels": {EXPERIMENT_LABEL: meta["labels"].get(EXPERIMENT_LABEL, "")},
+        "restartPolicy": "Never",
+    }
+    lines: list[str] = []
+    try:
+        await ctl.runtime.apply(workload)
+        final = await ctl.runtime.wait(namespace, reader, timeout=TFEVENT_READ_SECONDS)
+        async for line in ctl.runtime.logs(namespace, reader):
+            lines.append(line)
+        if final.phase.value != "Succeeded":
+            log.warning("trial %s/%s: tfevent reader %s", namespace, name, final.phase.value)
+    except (VolumeNotFound, RuntimeBackendError, OSError, ValueError) as exc:
+        log.info("trial %s/%s: no event files read: %s", namespace, name, exc)
+    finally:
+        with contextlib.suppress(Exception):
+            await ctl.runtime.delete(namespace, reader)
+    return collector.parse_json_lines(lines, names)

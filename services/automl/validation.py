@@ -54,7 +54,7 @@ CHOICE_SETTINGS = {
     "acq_optimizer": ("auto", "sampling", "lbfgs"),
 }
 EARLY_STOPPING_SETTINGS = {"medianstop": ("min_trials_required", "start_step")}
-SUPPORTED_COLLECTORS = ("StdOut", "File", "Push", "None")
+SUPPORTED_COLLECTORS = ("StdOut", "File", "TensorFlowEvent", "Push", "None")
 TRIAL_PARAM_RE = re.compile(r"\$\{trialParameters\.([^}]+)\}")
 META_REFERENCE_RE = re.compile(
     r"^\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|Labels\[[^\]]+\]|Annotations\[[^\]]+\])\}$"

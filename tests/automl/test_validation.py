@@ -71,7 +71,7 @@ def _mutate(path: list[Any], value: Any) -> dict[str, Any]:
         ),
         (
             ["metricsCollectorSpec"],
-            {"collector": {"kind": "TensorFlowEvent"}},
+            {"collector": {"kind": "PrometheusMetric"}},
             "spec.metricsCollectorSpec.collector.kind",
             "not supported",
         ),
