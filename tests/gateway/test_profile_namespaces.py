@@ -16,7 +16,7 @@ import builtins
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,14 +29,14 @@ from gateway.app import create_app
 from gateway.profiles import NamespaceSync, ProfileStore, namespace_sync_for
 from services.common.db import Database
 from services.common.runtime import Runtime, RuntimeBackendError
-from services.common.runtime.labels import LabelSelector
-from services.common.runtime.models import VolumeInfo, WorkloadSpec, WorkloadStatus
+from tests.common.runtime.fakes import NamespacesOnlyRuntime
 from tests.conftest import free_port
 from tests.gateway.conftest import OIDCServer, RunningServer, gateway_settings
 
 
-class FakeNamespaceRuntime(Runtime):
-    """A fake runtime: only namespaces, recorded; ``failing`` makes every call raise."""
+class FakeNamespaceRuntime(NamespacesOnlyRuntime):
+    """A fake runtime: only namespaces, recorded; ``failing`` makes every call raise (its
+    workload and volume methods raise ``NotImplementedError``: not what these tests are about)."""
 
     name = "fake"
 
@@ -60,64 +60,6 @@ class FakeNamespaceRuntime(Runtime):
 
     async def close(self) -> None:
         self.closed = True
-
-    # Workloads and volumes are not what these tests are about.
-    async def apply(self, spec: WorkloadSpec | Mapping[str, Any]) -> WorkloadStatus:
-        raise NotImplementedError
-
-    async def status(self, namespace: str, name: str) -> WorkloadStatus:
-        raise NotImplementedError
-
-    async def wait(
-        self,
-        namespace: str,
-        name: str,
-        timeout: float | None = None,  # noqa: ASYNC109
-        *,
-        ready: bool = False,
-    ) -> WorkloadStatus:
-        raise NotImplementedError
-
-    async def delete(self, namespace: str, name: str) -> None:
-        raise NotImplementedError
-
-    def logs(
-        self, namespace: str, name: str, tail: int | None = None, follow: bool = False
-    ) -> AsyncIterator[str]:
-        raise NotImplementedError
-
-    async def list(
-        self, label_selector: LabelSelector = None, namespace: str | None = None
-    ) -> builtins.list[WorkloadStatus]:
-        raise NotImplementedError
-
-    async def create_volume(
-        self,
-        namespace: str,
-        name: str,
-        size: str | None = None,
-        labels: Mapping[str, str] | None = None,
-    ) -> VolumeInfo:
-        raise NotImplementedError
-
-    async def delete_volume(self, namespace: str, name: str) -> None:
-        raise NotImplementedError
-
-    async def list_volumes(
-        self, namespace: str | None = None, label_selector: LabelSelector = None
-    ) -> builtins.list[VolumeInfo]:
-        raise NotImplementedError
-
-    async def read_file(
-        self, namespace: str, claim: str, path: str, max_bytes: int = 1024 * 1024
-    ) -> bytes:
-        raise NotImplementedError
-
-    async def volume_users(self, namespace: str, claim: str) -> builtins.list[str]:
-        raise NotImplementedError
-
-    async def stop_all(self, label_selector: LabelSelector = None) -> builtins.list[WorkloadStatus]:
-        raise NotImplementedError
 
 
 def _profile(name: str, owner: str) -> dict[str, Any]:
