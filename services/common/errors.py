@@ -74,12 +74,7 @@ class ApiError(Exception):
 
     @classmethod
     def not_found(cls, kind: str, name: str, group: str = "") -> ApiError:
-        resource = f"{kind}.{group}" if group else kind
-        return cls(
-            404,
-            f'{resource} "{name}" not found',
-            details={"name": name, "kind": kind, "group": group},
-        )
+        return cls._about_object(404, "not found", kind, name, group)
 
     @classmethod
     def conflict(cls, kind: str, name: str, message: str) -> ApiError:
@@ -91,11 +86,18 @@ class ApiError(Exception):
 
     @classmethod
     def already_exists(cls, kind: str, name: str, group: str = "") -> ApiError:
+        return cls._about_object(409, "already exists", kind, name, group, reason="AlreadyExists")
+
+    @classmethod
+    def _about_object(
+        cls, code: int, state: str, kind: str, name: str, group: str, reason: str = ""
+    ) -> ApiError:
+        """``kind.group "name" <state>``, with the object named in ``details``."""
         resource = f"{kind}.{group}" if group else kind
         return cls(
-            409,
-            f'{resource} "{name}" already exists',
-            reason="AlreadyExists",
+            code,
+            f'{resource} "{name}" {state}',
+            reason=reason,
             details={"name": name, "kind": kind, "group": group},
         )
 

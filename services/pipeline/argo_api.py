@@ -301,23 +301,24 @@ async def update_cron_workflow(
     )
 
 
-@router.put(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}/suspend")
-async def suspend_cron_workflow(
-    request: Request, namespace: str, name: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "update", namespace, "cronworkflows")
-    return await context(request).store.patch(
-        CRON_WORKFLOW, namespace, name, {"spec": {"suspend": True}}
-    )
+for _action, _suspend in (("suspend", True), ("resume", False)):
 
+    def _make_cron(action: str, suspend: bool) -> Any:
+        async def handler(
+            request: Request, namespace: str, name: str, identity: IdentityDep
+        ) -> dict[str, Any]:
+            authorize(identity, "update", namespace, "cronworkflows")
+            return await context(request).store.patch(
+                CRON_WORKFLOW, namespace, name, {"spec": {"suspend": suspend}}
+            )
 
-@router.put(f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}/resume")
-async def resume_cron_workflow(
-    request: Request, namespace: str, name: str, identity: IdentityDep
-) -> dict[str, Any]:
-    authorize(identity, "update", namespace, "cronworkflows")
-    return await context(request).store.patch(
-        CRON_WORKFLOW, namespace, name, {"spec": {"suspend": False}}
+        handler.__name__ = f"{action}_cron_workflow"
+        return handler
+
+    router.add_api_route(
+        f"{PREFIX}/cron-workflows/{{namespace}}/{{name}}/{_action}",
+        _make_cron(_action, _suspend),
+        methods=["PUT"],
     )
 
 
