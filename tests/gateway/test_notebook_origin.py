@@ -78,14 +78,16 @@ async def on_host(
     path: str,
     cookie: str | None = None,
     method: str = "GET",
+    json: Any = None,
     **headers: str,
 ) -> httpx.Response:
-    """One request to the gateway with ``Host: host`` and, if given, the notebook cookie."""
+    """One request to the gateway with ``Host: host`` and, if given, the notebook cookie (and
+    whatever other cookies follow it in the string: ``"<notebook cookie>; name=value"``)."""
     sent = {"host": host, **{k.replace("_", "-"): v for k, v in headers.items()}}
     if cookie is not None:
         sent["cookie"] = f"{COOKIE_NAME}={cookie}"
     async with httpx.AsyncClient(timeout=15) as c:
-        return await c.request(method, gateway.url + path, headers=sent)
+        return await c.request(method, gateway.url + path, json=json, headers=sent)
 
 
 # ---- the handshake --------------------------------------------------------------------------
@@ -129,16 +131,15 @@ async def test_notebook_cookie_get_on_main_origin_redirects_through_ticket(
     assert r.json()["path"] == f"/notebook/{NS}/nb/lab"
     assert r.json()["identity"] is None and r.json()["authorization"].startswith("token ")
     assert "content-security-policy" not in r.headers  # JupyterLab needs its origin
-    async with httpx.AsyncClient(timeout=15) as c:
-        r = await c.post(
-            gateway.url + f"/notebook/{NS}/nb/api/contents",
-            json={},
-            headers={
-                "host": host,
-                "origin": f"http://{host}",
-                "cookie": f"{COOKIE_NAME}={cookie}; {SESSION}={session}; _xsrf=x",
-            },
-        )
+    r = await on_host(
+        gateway,
+        host,
+        f"/notebook/{NS}/nb/api/contents",
+        f"{cookie}; {SESSION}={session}; _xsrf=x",
+        "POST",
+        json={},
+        origin=f"http://{host}",
+    )
     assert r.status_code == 200 and r.json()["method"] == "POST", r.text
     # The same cookie is nothing on another notebook's host.
     other = notebook_host(gateway, NS, "other")
@@ -291,22 +292,17 @@ async def test_notebook_host_serves_only_its_notebook(
         f"/notebook/{NS}/nbx/lab",
     ):
         # Neither its own cookie, nor the session cookie, nor a bearer token opens them.
-        async with httpx.AsyncClient(timeout=15) as c:
-            r = await c.get(
-                gateway.url + path,
-                headers={
-                    "host": host,
-                    "cookie": f"{COOKIE_NAME}={cookie}; {SESSION}={session}",
-                    **bearer(token),
-                },
-            )
+        r = await on_host(gateway, host, path, f"{cookie}; {SESSION}={session}", **bearer(token))
         assert r.status_code == 404, (path, r.status_code, r.text)
     # A bearer token is not a notebook origin's credential either.
-    async with httpx.AsyncClient(timeout=15) as c:
-        r = await c.post(
-            gateway.url + f"/notebook/{NS}/nb/api/contents",
-            headers={"host": host, "origin": f"http://{host}", **bearer(token)},
-        )
+    r = await on_host(
+        gateway,
+        host,
+        f"/notebook/{NS}/nb/api/contents",
+        method="POST",
+        origin=f"http://{host}",
+        **bearer(token),
+    )
     assert r.status_code == 401, r.text
 
 
