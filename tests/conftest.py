@@ -381,13 +381,30 @@ def trusted_header_platform(
     """A whole platform in trusted-header mode: the test acts as any person (``kubeflow-userid``
     from 127.0.0.1), so workloads' bearer tokens are really checked by the gateway.
     ``ADMIN_USER`` is a cluster admin."""
+    with running_trusted_header_platform(
+        tmp_path / "state", database_url=own_db, nats_url=nats_url, s3=seaweedfs.config
+    ) as platform:
+        yield platform
+
+
+@contextlib.contextmanager
+def running_trusted_header_platform(
+    state: Path,
+    *,
+    database_url: str,
+    nats_url: str,
+    s3: Any,
+    env: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """:func:`running_platform` in trusted-header mode with ``TRUSTED_HEADER_ENV`` (and
+    ``env`` over it)."""
     with running_platform(
-        tmp_path / "state",
-        database_url=own_db,
+        state,
+        database_url=database_url,
         nats_url=nats_url,
-        s3=seaweedfs.config,
+        s3=s3,
         auth_mode="trusted-header",
-        env=TRUSTED_HEADER_ENV,
+        env={**TRUSTED_HEADER_ENV, **(env or {})},
     ) as platform:
         yield platform
 

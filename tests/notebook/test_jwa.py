@@ -9,9 +9,7 @@ real Jupyter server, the PodDefault's env inside the server's kernel, stop, star
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +21,13 @@ from services.common.runtime import LocalRuntime
 from services.notebook.jwa_config import DEFAULT_CONFIG
 from tests.conftest import (
     ADMIN_USER,
-    TRUSTED_HEADER_ENV,
     RunningSeaweedFS,
     create_profile,
     fresh_database,
-    running_platform,
+    running_trusted_header_platform,
 )
 from tests.jupyter import execute
+from tests.notebook.conftest import eventually
 from tests.specs import claim
 
 NS = "jwa-team"
@@ -66,16 +64,11 @@ def jwa_platform(
     state = tmp_path_factory.mktemp("jwa")
     config_file = state / "spawner_ui_config.yaml"
     config_file.write_text(yaml.safe_dump(operator_config()))
-    env = {**TRUSTED_HEADER_ENV, "SHIPYARD_JWA_SPAWNER_UI_CONFIG": str(config_file)}
+    env = {"SHIPYARD_JWA_SPAWNER_UI_CONFIG": str(config_file)}
     with (
         fresh_database() as db,
-        running_platform(
-            state / "platform",
-            database_url=db,
-            nats_url=nats_url,
-            s3=seaweedfs.config,
-            auth_mode="trusted-header",
-            env=env,
+        running_trusted_header_platform(
+            state / "platform", database_url=db, nats_url=nats_url, s3=seaweedfs.config, env=env
         ) as platform,
     ):
         admin = httpx.Client(
@@ -83,19 +76,6 @@ def jwa_platform(
         )
         create_profile(admin, NS, owner=ALICE["kubeflow-userid"])
         yield platform
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], within: float = 60.0, what: str = "condition"
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def xsrf(http: httpx.AsyncClient) -> dict[str, str]:
@@ -186,7 +166,7 @@ async def wait_phase(http: httpx.AsyncClient, name: str, phase: str) -> dict[str
         return status if status and status["phase"] == phase else None
 
     try:
-        return await eventually(reached, within=120, what=f"{name} {phase}")  # type: ignore[no-any-return]
+        return await eventually(reached, within=120, what=f"{name} {phase}", every=0.2)  # type: ignore[no-any-return]
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last status: {seen[-1] if seen else None}") from None
 

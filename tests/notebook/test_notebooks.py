@@ -9,8 +9,6 @@ deletion.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +23,11 @@ from tests.browser import CHROMIUM, launch
 from tests.conftest import crash_service, start_service_again
 from tests.endpoints import assert_endpoint
 from tests.jupyter import execute
+from tests.notebook.conftest import eventually
 
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
 MERGE = {"content-type": "application/merge-patch+json"}
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], within: float = 30.0, what: str = "condition"
-) -> Any:
-    """Poll ``probe`` (bounded in time) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def notebook_body(name: str, claim: str, env_value: str = "one") -> dict[str, Any]:
