@@ -162,6 +162,19 @@ def counted_workflow(
     )
 
 
+def http_server_workload(namespace: str, name: str, **extra: Any) -> dict[str, Any]:
+    """A runtime ``server`` workload: Python's http.server on the runtime's ``$(PORT)``, ready
+    once it answers ``GET /``; ``extra`` fields added."""
+    return {
+        "kind": "server",
+        "namespace": namespace,
+        "name": name,
+        "command": ["python3", "-m", "http.server", "$(PORT)", "--bind", "0.0.0.0"],
+        "readinessProbe": {"httpGet": {"path": "/"}},
+        **extra,
+    }
+
+
 def claim(name: str, storage: str = "1Mi") -> dict[str, Any]:
     """A PersistentVolumeClaim ``name`` (ReadWriteOnce) asking for ``storage``."""
     return {

@@ -27,6 +27,7 @@ from services.common.runtime.kubernetes import KubernetesRuntime
 from tests.common.runtime.cluster import EmulatedCluster
 from tests.deploy import rbac
 from tests.deploy.test_chart import NAMESPACE, RELEASE, _by_kind, _grants, _render_chart, _values
+from tests.specs import http_server_workload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,14 +92,7 @@ async def _work(cluster: EmulatedCluster, runtime: Runtime, client: RecordingCli
     assert await runtime.read_file(ns, "data", "metrics") == b"0.9\n"
     assert await runtime.volume_users(ns, "data") == []
 
-    server = {
-        "kind": "server",
-        "namespace": ns,
-        "name": "web",
-        "command": ["python3", "-m", "http.server", "$(PORT)", "--bind", "0.0.0.0"],
-        "readinessProbe": {"httpGet": {"path": "/"}},
-        "labels": {"group": "g"},
-    }
+    server = http_server_workload(ns, "web", labels={"group": "g"})
     # The server's Service is there already (left behind when its pod was deleted by hand):
     # the runtime takes it over.
     leftover = service_manifest(WorkloadSpec.model_validate(server), None)

@@ -19,6 +19,7 @@ import pytest
 
 from services.common.runtime import Phase, Runtime, VolumeNotFound, WorkloadNotFound
 from tests.endpoints import assert_endpoint, endpoint_client
+from tests.specs import http_server_workload
 
 from .conftest import Backend
 
@@ -27,6 +28,10 @@ pytestmark = pytest.mark.timeout(60)
 
 def job(namespace: str, name: str, command: list[str], **extra: Any) -> dict[str, Any]:
     return {"kind": "job", "namespace": namespace, "name": name, "command": command, **extra}
+
+
+def server(namespace: str, name: str, command: list[str], **extra: Any) -> dict[str, Any]:
+    return {**job(namespace, name, command, **extra), "kind": "server"}
 
 
 def with_claim(claim: str, mount_path: str) -> dict[str, Any]:
@@ -163,14 +168,7 @@ async def test_apply_unknown_claim_fails(runtime: Runtime, namespace: str) -> No
 
 
 async def test_server_ready_endpoint(runtime: Runtime, namespace: str) -> None:
-    spec = {
-        "kind": "server",
-        "namespace": namespace,
-        "name": "web",
-        "command": ["python3", "-m", "http.server", "$(PORT)", "--bind", "0.0.0.0"],
-        "readinessProbe": {"httpGet": {"path": "/"}},
-    }
-    first = await runtime.apply(spec)
+    first = await runtime.apply(http_server_workload(namespace, "web"))
     # Python needs far longer than apply() to start listening: not ready, no endpoint yet.
     assert first.ready is False and first.endpoint is None
     status = await runtime.wait(namespace, "web", timeout=20, ready=True)
@@ -185,14 +183,9 @@ async def test_server_ready_endpoint(runtime: Runtime, namespace: str) -> None:
 
 
 async def test_server_restart_with_backoff(runtime: Runtime, namespace: str) -> None:
-    spec = {
-        "kind": "server",
-        "namespace": namespace,
-        "name": "crashy",
-        "command": ["sh", "-c", "echo starting; exit 1"],
-        "restartPolicy": "Always",
-    }
-    await runtime.apply(spec)
+    await runtime.apply(
+        server(namespace, "crashy", ["sh", "-c", "echo starting; exit 1"], restartPolicy="Always")
+    )
     end = time.monotonic() + 30
     status = await runtime.status(namespace, "crashy")
     while status.restart_count < 2 and time.monotonic() < end:
@@ -205,14 +198,7 @@ async def test_server_restart_with_backoff(runtime: Runtime, namespace: str) -> 
 
 
 async def test_server_never_restart_fails(runtime: Runtime, namespace: str) -> None:
-    spec = {
-        "kind": "server",
-        "namespace": namespace,
-        "name": "once",
-        "command": ["sh", "-c", "exit 4"],
-        "restartPolicy": "Never",
-    }
-    await runtime.apply(spec)
+    await runtime.apply(server(namespace, "once", ["sh", "-c", "exit 4"], restartPolicy="Never"))
     status = await runtime.wait(namespace, "once", timeout=20)
     assert (status.phase, status.exit_code, status.restart_count) == (Phase.FAILED, 4, 0)
 
