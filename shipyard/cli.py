@@ -85,22 +85,27 @@ def apply_object(client: Client, obj: dict[str, Any], default_ns: str) -> str:
     return f"{label}/{name} configured"
 
 
-def _documents_of(source: str) -> list[dict[str, Any]] | None:
-    """Every object in a file (or stdin, ``-``); None, with the reason said, if unreadable."""
-    try:
-        return list(read_documents(source))
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        _err(f"cannot read {source}: {exc}")
-        return None
+class _Unreadable(Exception):
+    """A ``-f`` file could not be read; the reason has been said already."""
+
+
+def _objects_in(sources: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object in the files (or stdin, ``-``) with its file, a file read whole before its
+    objects come; _Unreadable, with the reason said, at the first file that cannot be read."""
+    for source in sources:
+        try:
+            docs = list(read_documents(source))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            _err(f"cannot read {source}: {exc}")
+            raise _Unreadable(source) from exc
+        for obj in docs:
+            yield source, obj
 
 
 def cmd_apply(args: argparse.Namespace, client: Client) -> int:
     failures = 0
-    for source in args.filename:
-        docs = _documents_of(source)
-        if docs is None:
-            return 1
-        for obj in docs:
+    try:
+        for _source, obj in _objects_in(args.filename):
             try:
                 sys.stdout.write(apply_object(client, obj, args.namespace) + "\n")
             except (ApiError, kinds.UnknownKindError) as exc:
@@ -110,6 +115,8 @@ def cmd_apply(args: argparse.Namespace, client: Client) -> int:
                     "generateName", ""
                 )
                 _err(f"{obj.get('kind', '?')}/{name}: {text}")
+    except _Unreadable:
+        return 1
     return 1 if failures else 0
 
 
@@ -167,11 +174,8 @@ def cmd_delete(args: argparse.Namespace, client: Client) -> int:
         if args.kind or args.names:
             _err("give either -f FILE or KIND NAME..., not both")
             return 1
-        for source in args.filename:
-            docs = _documents_of(source)
-            if docs is None:
-                return 1
-            for obj in docs:
+        try:
+            for source, obj in _objects_in(args.filename):
                 try:
                     kind = kinds.for_object(obj.get("apiVersion"), obj.get("kind"))
                 except kinds.UnknownKindError as exc:
@@ -183,6 +187,8 @@ def cmd_delete(args: argparse.Namespace, client: Client) -> int:
                     return 1
                 namespace = (meta.get("namespace") or args.namespace) if kind.namespaced else None
                 targets.append((kind, namespace, meta["name"]))
+        except _Unreadable:
+            return 1
     elif args.kind and args.names:
         kind = kinds.resolve(args.kind)
         namespace = args.namespace if kind.namespaced else None

@@ -8,6 +8,7 @@ authorize, then call :class:`KfpStore` / :class:`RunService`.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,18 +185,49 @@ async def _delete_owned(request: Request, identity: Any, table: str, row_id: str
     return {}
 
 
-@router.get("/experiments/{experiment_id}")
-async def read_experiment(
-    request: Request, experiment_id: str, identity: IdentityDep
-) -> dict[str, Any]:
-    return _experiment(await _owned_row(request, identity, "kfp_experiments", experiment_id, "get"))
+def _add_owned_routes(
+    path: str,
+    table: str,
+    singular: str,
+    render: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    **actions: dict[str, Any],
+) -> None:
+    """KFP's plain routes on one owned row: with ``render``, ``GET {path}/{id}`` (the row as
+    ``render`` shows it) and ``DELETE {path}/{id}``; for each ``action=values``,
+    ``POST {path}/{id}:action``, which sets ``values`` on the row."""
+    if render is not None:
+        show = render
+
+        async def read(request: Request, row_id: str, identity: IdentityDep) -> dict[str, Any]:
+            return show(await _owned_row(request, identity, table, row_id, "get"))
+
+        async def delete(request: Request, row_id: str, identity: IdentityDep) -> dict[str, Any]:
+            return await _delete_owned(request, identity, table, row_id)
+
+        read.__name__ = f"read_{singular}"
+        delete.__name__ = f"delete_{singular}"
+        router.add_api_route(f"{path}/{{row_id}}", read, methods=["GET"])
+        router.add_api_route(f"{path}/{{row_id}}", delete, methods=["DELETE"])
+
+    def setter(values: dict[str, Any]) -> Any:
+        async def handler(request: Request, row_id: str, identity: IdentityDep) -> dict[str, Any]:
+            return await _set_owned(request, identity, table, row_id, **values)
+
+        return handler
+
+    for action, values in actions.items():
+        handler = setter(values)
+        handler.__name__ = f"{action}_{singular}"
+        router.add_api_route(f"{path}/{{row_id}}:{action}", handler, methods=["POST"])
 
 
-@router.delete("/experiments/{experiment_id}")
-async def delete_experiment(
-    request: Request, experiment_id: str, identity: IdentityDep
-) -> dict[str, Any]:
-    return await _delete_owned(request, identity, "kfp_experiments", experiment_id)
+_add_owned_routes(
+    "/experiments",
+    "kfp_experiments",
+    "experiment",
+    _experiment,
+    unarchive={"storage_state": "AVAILABLE"},
+)
 
 
 @router.post("/experiments/{experiment_id}:archive")
@@ -211,15 +243,6 @@ async def archive_experiment(
     for rec in await kfp.rows("kfp_recurring_runs", experiment_id=experiment_id):
         await kfp.update("kfp_recurring_runs", rec["id"], status="DISABLED")
     return {}
-
-
-@router.post("/experiments/{experiment_id}:unarchive")
-async def unarchive_experiment(
-    request: Request, experiment_id: str, identity: IdentityDep
-) -> dict[str, Any]:
-    return await _set_owned(
-        request, identity, "kfp_experiments", experiment_id, storage_state="AVAILABLE"
-    )
 
 
 # ------------------------------------------------------------------ pipelines
@@ -589,14 +612,13 @@ async def retry_run(request: Request, run_id: str, identity: IdentityDep) -> dic
     return {}
 
 
-@router.post("/runs/{run_id}:archive")
-async def archive_run(request: Request, run_id: str, identity: IdentityDep) -> dict[str, Any]:
-    return await _set_owned(request, identity, "kfp_runs", run_id, storage_state="ARCHIVED")
-
-
-@router.post("/runs/{run_id}:unarchive")
-async def unarchive_run(request: Request, run_id: str, identity: IdentityDep) -> dict[str, Any]:
-    return await _set_owned(request, identity, "kfp_runs", run_id, storage_state="AVAILABLE")
+_add_owned_routes(
+    "/runs",
+    "kfp_runs",
+    "run",
+    archive={"storage_state": "ARCHIVED"},
+    unarchive={"storage_state": "AVAILABLE"},
+)
 
 
 @router.get("/runs/{run_id}/nodes/{node_id}/artifacts/{artifact_name}:read")
@@ -756,35 +778,11 @@ async def list_recurring_runs(request: Request, identity: IdentityDep) -> dict[s
     return out
 
 
-@router.get("/recurringruns/{recurring_run_id}")
-async def read_recurring_run(
-    request: Request, recurring_run_id: str, identity: IdentityDep
-) -> dict[str, Any]:
-    return _recurring(
-        await _owned_row(request, identity, "kfp_recurring_runs", recurring_run_id, "get")
-    )
-
-
-@router.delete("/recurringruns/{recurring_run_id}")
-async def delete_recurring_run(
-    request: Request, recurring_run_id: str, identity: IdentityDep
-) -> dict[str, Any]:
-    return await _delete_owned(request, identity, "kfp_recurring_runs", recurring_run_id)
-
-
-@router.post("/recurringruns/{recurring_run_id}:enable")
-async def enable_recurring_run(
-    request: Request, recurring_run_id: str, identity: IdentityDep
-) -> dict[str, Any]:
-    return await _set_owned(
-        request, identity, "kfp_recurring_runs", recurring_run_id, status="ENABLED"
-    )
-
-
-@router.post("/recurringruns/{recurring_run_id}:disable")
-async def disable_recurring_run(
-    request: Request, recurring_run_id: str, identity: IdentityDep
-) -> dict[str, Any]:
-    return await _set_owned(
-        request, identity, "kfp_recurring_runs", recurring_run_id, status="DISABLED"
-    )
+_add_owned_routes(
+    "/recurringruns",
+    "kfp_recurring_runs",
+    "recurring_run",
+    _recurring,
+    enable={"status": "ENABLED"},
+    disable={"status": "DISABLED"},
+)
