@@ -64,13 +64,36 @@ def cron_body(name: str, schedule: str, **spec: object) -> dict:
     }
 
 
-async def create_cron(pipeline: PipelineService, namespace: str, body: dict[str, Any]) -> datetime:
-    """Create the CronWorkflow ``body`` in the service's store; its creation time (where its
-    schedule starts)."""
-    cron = await pipeline.app.state.ctx.store.create(CRON_WORKFLOW, namespace, body)
+async def create_cron(
+    pipeline: PipelineService, namespace: str, name: str, schedule: str, **spec: object
+) -> datetime:
+    """Create the CronWorkflow ``cron_body(name, schedule, **spec)`` in the service's store;
+    its creation time (where its schedule starts)."""
+    cron = await store_of(pipeline).create(
+        CRON_WORKFLOW, namespace, cron_body(name, schedule, **spec)
+    )
     created = parse_iso(cron["metadata"]["creationTimestamp"])
     assert created is not None
     return created
+
+
+def store_of(pipeline: PipelineService) -> Any:
+    return pipeline.app.state.ctx.store
+
+
+async def tick(
+    scheduler: Scheduler, pipeline: PipelineService, namespace: str, name: str, at: datetime
+) -> None:
+    """One ``cron_tick`` of ``scheduler`` at ``at`` for the CronWorkflow ``name`` as stored."""
+    await scheduler.cron_tick(await store_of(pipeline).get(CRON_WORKFLOW, namespace, name), at)
+
+
+async def cron_runs(pipeline: PipelineService, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The Workflows the CronWorkflow ``name`` started."""
+    runs = await store_of(pipeline).list_all(
+        WORKFLOW, namespace, label_selector=f"{CRON_LABEL}={name}"
+    )
+    return list(runs)
 
 
 def new_scheduler(pipeline: PipelineService) -> Scheduler:
@@ -83,29 +106,23 @@ def new_scheduler(pipeline: PipelineService) -> Scheduler:
 async def test_cron_fires_once_per_slot_and_forbid_skips(
     pipeline: PipelineService, namespace: str
 ) -> None:
-    store = pipeline.app.state.ctx.store
+    store = store_of(pipeline)
     created = await create_cron(
-        pipeline,
-        namespace,
-        cron_body("nightly", "*/5 * * * *", concurrencyPolicy="Forbid", timezone="UTC"),
+        pipeline, namespace, "nightly", "*/5 * * * *", concurrencyPolicy="Forbid", timezone="UTC"
     )
     first_slot = parse_schedule("*/5 * * * *").next_fire(created)
-    scheduler = new_scheduler(pipeline)
     at = first_slot + timedelta(seconds=20)
-    await scheduler.cron_tick(await store.get(CRON_WORKFLOW, namespace, "nightly"), at)
+    await tick(new_scheduler(pipeline), pipeline, namespace, "nightly", at)
     # A second scheduler (as after a restart) at the same instant: nothing new.
     again = new_scheduler(pipeline)
-    await again.cron_tick(await store.get(CRON_WORKFLOW, namespace, "nightly"), at)
-    runs = await store.list_all(WORKFLOW, namespace, label_selector=f"{CRON_LABEL}=nightly")
+    await tick(again, pipeline, namespace, "nightly", at)
+    runs = await cron_runs(pipeline, namespace, "nightly")
     assert [w["metadata"]["name"] for w in runs] == [f"nightly-{int(first_slot.timestamp())}"]
     status = (await store.get(CRON_WORKFLOW, namespace, "nightly"))["status"]
     assert parse_iso(status["lastScheduledTime"]) == first_slot
     # The next slot while the first run is still active: Forbid skips it (and records it).
-    await again.cron_tick(
-        await store.get(CRON_WORKFLOW, namespace, "nightly"), at + timedelta(minutes=5)
-    )
-    runs = await store.list_all(WORKFLOW, namespace, label_selector=f"{CRON_LABEL}=nightly")
-    assert len(runs) == 1
+    await tick(again, pipeline, namespace, "nightly", at + timedelta(minutes=5))
+    assert len(await cron_runs(pipeline, namespace, "nightly")) == 1
     status = (await store.get(CRON_WORKFLOW, namespace, "nightly"))["status"]
     assert parse_iso(status["lastScheduledTime"]) == first_slot + timedelta(minutes=5)
     await store.delete(CRON_WORKFLOW, namespace, "nightly")
@@ -114,24 +131,17 @@ async def test_cron_fires_once_per_slot_and_forbid_skips(
 async def test_cron_missed_slots_fire_latest_within_deadline(
     pipeline: PipelineService, namespace: str
 ) -> None:
-    store = pipeline.app.state.ctx.store
     created = await create_cron(
-        pipeline,
-        namespace,
-        cron_body("hourly", "0 * * * *", startingDeadlineSeconds=600, suspend=False),
+        pipeline, namespace, "hourly", "0 * * * *", startingDeadlineSeconds=600, suspend=False
     )
     scheduler = new_scheduler(pipeline)
     slot = parse_schedule("0 * * * *").next_fire(created) + timedelta(hours=3)
     # Down for three hours: only the latest slot runs, and only within the deadline.
-    await scheduler.cron_tick(
-        await store.get(CRON_WORKFLOW, namespace, "hourly"), slot + timedelta(seconds=900)
-    )
-    assert await store.list_all(WORKFLOW, namespace, label_selector=f"{CRON_LABEL}=hourly") == []
-    await scheduler.cron_tick(
-        await store.get(CRON_WORKFLOW, namespace, "hourly"), slot + timedelta(hours=1, seconds=30)
-    )
-    runs = await store.list_all(WORKFLOW, namespace, label_selector=f"{CRON_LABEL}=hourly")
+    await tick(scheduler, pipeline, namespace, "hourly", slot + timedelta(seconds=900))
+    assert await cron_runs(pipeline, namespace, "hourly") == []
+    await tick(scheduler, pipeline, namespace, "hourly", slot + timedelta(hours=1, seconds=30))
+    runs = await cron_runs(pipeline, namespace, "hourly")
     assert [w["metadata"]["name"] for w in runs] == [
         f"hourly-{int((slot + timedelta(hours=1)).timestamp())}"
     ]
-    await store.delete(CRON_WORKFLOW, namespace, "hourly")
+    await store_of(pipeline).delete(CRON_WORKFLOW, namespace, "hourly")
