@@ -46,18 +46,37 @@ async def _get(s3: Any, key: str) -> bytes:
         return b"".join([c async for c in store.get_stream(key)])
 
 
-async def test_output_is_a_tgz_under_the_workflow_name(
-    pipeline: PipelineService, namespace: str, seaweedfs: Any
-) -> None:
+async def make_and_use_tree(
+    pipeline: PipelineService,
+    namespace: str,
+    name: str,
+    output: dict[str, Any],
+    use: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run to success a two-step workflow: ``make`` writes a tree (``/tmp/o/a.txt``,
+    ``/tmp/o/sub/b.txt``) as its output artifact (with ``output``'s fields), ``use`` runs the
+    Python ``use`` with it at ``/in/d``. (The workflow, its nodes by display name.)"""
     spec = two_steps(
-        "tgz",
+        name,
         "mkdir -p /tmp/o/sub && echo one > /tmp/o/a.txt && echo two > /tmp/o/sub/b.txt",
-        {"path": "/tmp/o"},
-        "import os; print(sorted(os.listdir('/in/d')), open('/in/d/sub/b.txt').read().strip())",
+        {"path": "/tmp/o", **output},
+        use,
         {"path": "/in/d"},
     )
     done = await pipeline.run_succeeded(namespace, spec)
-    nodes = nodes_by_display(done)
+    return done, nodes_by_display(done)
+
+
+async def test_output_is_a_tgz_under_the_workflow_name(
+    pipeline: PipelineService, namespace: str, seaweedfs: Any
+) -> None:
+    done, nodes = await make_and_use_tree(
+        pipeline,
+        namespace,
+        "tgz",
+        {},
+        "import os; print(sorted(os.listdir('/in/d')), open('/in/d/sub/b.txt').read().strip())",
+    )
     assert nodes["use"]["outputs"]["result"] == "['a.txt', 'sub'] two"
     art = nodes["make"]["outputs"]["artifacts"][0]
     name = done["metadata"]["name"]
@@ -76,15 +95,13 @@ async def test_output_is_a_tgz_under_the_workflow_name(
 async def test_archive_none_directory_is_stored_as_objects(
     pipeline: PipelineService, namespace: str, seaweedfs: Any
 ) -> None:
-    spec = two_steps(
+    done, nodes = await make_and_use_tree(
+        pipeline,
+        namespace,
         "raw",
-        "mkdir -p /tmp/o/sub && echo one > /tmp/o/a.txt && echo two > /tmp/o/sub/b.txt",
-        {"path": "/tmp/o", "archive": {"none": {}}},
+        {"archive": {"none": {}}},
         "print(open('/in/d/a.txt').read().strip(), open('/in/d/sub/b.txt').read().strip())",
-        {"path": "/in/d"},
     )
-    done = await pipeline.run_succeeded(namespace, spec)
-    nodes = nodes_by_display(done)
     assert nodes["use"]["outputs"]["result"] == "one two"
     art = nodes["make"]["outputs"]["artifacts"][0]
     assert art["archive"] == {"none": {}}

@@ -88,6 +88,22 @@ async def assert_borrowing_refused(
     await assert_nothing_created(bob)
 
 
+async def create_own(
+    alice: httpx.AsyncClient, path: str, display_name: str, reference: Any, **extra: Any
+) -> dict[str, Any]:
+    """Alice's run or recurring run (``path``) in her namespace of ``reference``: created
+    (HTTP 200); its body."""
+    body = {
+        "display_name": display_name,
+        "namespace": ALICE_NS,
+        "pipeline_version_reference": reference,
+        **extra,
+    }
+    r = await alice.post(f"{KFP}/{path}", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 async def test_run_with_other_namespace_version_not_found(
     pipeline: InProcessService, alice_pipeline: dict[str, str]
 ) -> None:
@@ -134,31 +150,19 @@ async def test_run_with_own_pipeline_version_created(
 ) -> None:
     async with client(pipeline, "alice@example.com", ALICE_NS) as alice:
         for ref in (alice_pipeline, {"pipeline_id": alice_pipeline["pipeline_id"]}):
-            r = await alice.post(
-                f"{KFP}/runs",
-                json={
-                    "display_name": "mine",
-                    "namespace": ALICE_NS,
-                    "pipeline_version_reference": ref,
-                },
-            )
-            assert r.status_code == 200, r.text
-            run = r.json()
+            run = await create_own(alice, "runs", "mine", ref)
             assert run["display_name"] == "mine" and run["pipeline_version_reference"] == ref
             r = await alice.delete(f"{KFP}/runs/{run['run_id']}")
             assert r.status_code == 200, r.text
-        r = await alice.post(
-            f"{KFP}/recurringruns",
-            json={
-                "display_name": "mine-hourly",
-                "namespace": ALICE_NS,
-                "pipeline_version_reference": alice_pipeline,
-                "trigger": _every_hour(),
-                "mode": "DISABLE",
-            },
+        recurring = await create_own(
+            alice,
+            "recurringruns",
+            "mine-hourly",
+            alice_pipeline,
+            trigger=_every_hour(),
+            mode="DISABLE",
         )
-        assert r.status_code == 200, r.text
-        assert r.json()["pipeline_version_reference"] == alice_pipeline
+        assert recurring["pipeline_version_reference"] == alice_pipeline
 
 
 async def test_delete_version_through_other_pipeline_not_found(

@@ -112,13 +112,21 @@ async def stored(store: ObjectStore, key: str) -> bytes:
     return b"".join([chunk async for chunk in store.get_stream(key)])
 
 
+async def external_model(
+    external_s3: ExternalS3, platform_store: ObjectStore, content: bytes
+) -> tuple[str, ModelCache]:
+    """``content`` as a model file in the external store under a fresh prefix, and a cache
+    keeping its copies in ``platform_store`` that may reach the external store: (key, cache)."""
+    key = f"{unique('iris')}/model.joblib"
+    await put(external_s3.config, key, content)
+    return key, make_cache(platform_store, external_s3.hostport)
+
+
 # ----------------------------------------------------------------------------- model cache
 async def test_fetch_external_s3_with_secret_credentials(
     external_s3: ExternalS3, platform_store: ObjectStore
 ) -> None:
-    key = f"{unique('iris')}/model.joblib"
-    await put(external_s3.config, key, b"model bytes")
-    cache = make_cache(platform_store, external_s3.hostport)
+    key, cache = await external_model(external_s3, platform_store, b"model bytes")
     uri = f"s3://{BUCKET}/{key.rsplit('/', 1)[0]}"
     model = await cache.fetch(NS, uri, credentials(external_s3.config))
     # Copied into the namespace's cache area of the platform's bucket, keyed by endpoint and
@@ -136,9 +144,7 @@ async def test_fetch_external_s3_with_secret_credentials(
 async def test_fetch_external_s3_wrong_credentials_names_the_problem(
     external_s3: ExternalS3, platform_store: ObjectStore
 ) -> None:
-    key = f"{unique('iris')}/model.joblib"
-    await put(external_s3.config, key, b"x")
-    cache = make_cache(platform_store, external_s3.hostport)
+    key, cache = await external_model(external_s3, platform_store, b"x")
     wrong = "not-the-secret-key-" + os.urandom(8).hex()
     with pytest.raises(ModelSourceError) as info:
         await cache.fetch(
