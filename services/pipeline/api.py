@@ -34,6 +34,18 @@ def pod_nodes(wf: dict[str, Any], step: str | None) -> list[dict[str, Any]]:
     return sorted(nodes, key=lambda n: (n.get("startedAt", ""), n["name"]))
 
 
+async def logged_workflow(
+    request: Request, identity: Any, namespace: str, name: str, step: str | None, noun: str
+) -> dict[str, Any]:
+    """The workflow whose logs are asked for, once ``identity`` may read them; 404 (naming the
+    step as the caller's API calls it: ``noun``) if ``step`` matches none of its pods."""
+    authorize(identity, "get", namespace, "workflows/log")
+    wf = await context(request).store.get(WORKFLOW, namespace, name)
+    if step and not pod_nodes(wf, step):
+        raise ApiError(404, f'{noun} "{step}" not found in workflow "{name}"')
+    return wf
+
+
 async def log_lines(
     request: Request, wf: dict[str, Any], step: str | None, follow: bool, tail: int | None
 ) -> AsyncIterator[tuple[dict[str, Any], str]]:
@@ -54,14 +66,11 @@ async def read_workflow_log(
     request: Request, namespace: str, name: str, identity: IdentityDep
 ) -> StreamingResponse:
     """Plain-text log lines of the workflow's steps (``?step=`` picks one; ``follow``)."""
-    authorize(identity, "get", namespace, "workflows/log")
-    wf = await context(request).store.get(WORKFLOW, namespace, name)
     q = request.query_params
     step = q.get("step") or q.get("podName") or None
     follow = q.get("follow") in ("1", "true", "True")
     tail = int(q["tailLines"]) if (q.get("tailLines") or "").isdigit() else None
-    if step and not pod_nodes(wf, step):
-        raise ApiError(404, f'step "{step}" not found in workflow "{name}"')
+    wf = await logged_workflow(request, identity, namespace, name, step, "step")
     prefix = step is None and len(pod_nodes(wf, None)) > 1
 
     async def body() -> AsyncIterator[bytes]:

@@ -22,7 +22,7 @@ from services.common.auth import IdentityDep, authorize
 from services.common.errors import ApiError
 from services.common.resources import ResourceKind
 from services.common.resources.api import read_body
-from services.pipeline.api import log_lines, pod_nodes
+from services.pipeline.api import log_lines, logged_workflow
 from services.pipeline.engine_types import RESUME_ANNOTATION
 from services.pipeline.models import CRON_WORKFLOW, WORKFLOW, WORKFLOW_TEMPLATE
 from services.pipeline.retry import request_retry
@@ -265,12 +265,9 @@ async def read_workflow_logs(
     request: Request, namespace: str, name: str, identity: IdentityDep
 ) -> StreamingResponse:
     """Log entries as Argo streams them: one ``{"result": {"content", "podName"}}`` per line."""
-    authorize(identity, "get", namespace, "workflows/log")
-    wf = await context(request).store.get(WORKFLOW, namespace, name)
     q = request.query_params
     pod = q.get("podName") or None
-    if pod and not pod_nodes(wf, pod):
-        raise ApiError(404, f'pod "{pod}" not found in workflow "{name}"')
+    wf = await logged_workflow(request, identity, namespace, name, pod, "pod")
     follow = q.get("logOptions.follow") in ("true", "1")
     tail_raw = q.get("logOptions.tailLines") or ""
     tail = int(tail_raw) if tail_raw.isdigit() else None

@@ -433,21 +433,32 @@ async def read_artifact_file_path(
     )
 
 
-@router.get("/artifacts/{namespace}/{name}/{node_id}/{artifact}")
-async def read_output_artifact(
-    request: Request, namespace: str, name: str, node_id: str, artifact: str, identity: IdentityDep
-) -> Response:
-    """Argo's ``GetOutputArtifact``: the output artifact's stored object."""
-    return await _argo_download(
-        request, identity, (namespace, name, node_id), "outputs", artifact, directory_ok=False
+def _node_artifact_route(direction: str) -> Any:
+    async def handler(
+        request: Request,
+        namespace: str,
+        name: str,
+        node_id: str,
+        artifact: str,
+        identity: IdentityDep,
+    ) -> Response:
+        return await _argo_download(
+            request, identity, (namespace, name, node_id), direction, artifact, directory_ok=False
+        )
+
+    return handler
+
+
+# Argo's ``GetOutputArtifact`` and ``GetInputArtifact``: the artifact's stored object.
+for _prefix, _direction, _which in (
+    ("artifacts", "outputs", "output"),
+    ("input-artifacts", "inputs", "input"),
+):
+    _handler = _node_artifact_route(_direction)
+    _handler.__name__ = f"read_{_which}_artifact"
+    _handler.__doc__ = (
+        f"Argo's ``Get{_which.title()}Artifact``: the {_which} artifact's stored object."
     )
-
-
-@router.get("/input-artifacts/{namespace}/{name}/{node_id}/{artifact}")
-async def read_input_artifact(
-    request: Request, namespace: str, name: str, node_id: str, artifact: str, identity: IdentityDep
-) -> Response:
-    """Argo's ``GetInputArtifact``: the input artifact's stored object."""
-    return await _argo_download(
-        request, identity, (namespace, name, node_id), "inputs", artifact, directory_ok=False
+    router.add_api_route(
+        f"/{_prefix}/{{namespace}}/{{name}}/{{node_id}}/{{artifact}}", _handler, methods=["GET"]
     )
