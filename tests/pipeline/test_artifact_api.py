@@ -175,14 +175,33 @@ async def test_list_artifacts_other_namespace_forbidden(service: InProcessServic
     assert own.status_code == 200 and own.json()["artifacts"] == []
 
 
+async def stored_artifact(
+    service: InProcessService,
+    store: ObjectStore,
+    namespace: str,
+    key: str,
+    data: bytes,
+    run_id: str | None = None,
+) -> str:
+    """``data`` put at ``key`` and recorded as an artifact of ``namespace``'s run ``run_id``
+    (a new one if None); its id."""
+    await put(store, key, data)
+    return await record(service, namespace, run_id or str(uuid.uuid4()), 0, store.uri(key))
+
+
+async def download(service: InProcessService, namespace: str, art_id: str) -> httpx.Response:
+    """GET the artifact with ``view=DOWNLOAD`` as a person whose namespace is ``namespace``."""
+    async with client(service, namespace) as c:
+        return await c.get(f"/apis/v2beta1/artifacts/{art_id}", params={"view": "DOWNLOAD"})
+
+
 async def test_read_artifact_download_url(service: InProcessService, store: ObjectStore) -> None:
     ns, run_id = _ns(), str(uuid.uuid4())
     key = f"v2/artifacts/{ns}/pipe/{run_id}/make/dataset"
-    await put(store, key, b"a,b\n1,2\n")
-    art_id = await record(service, ns, run_id, 0, store.uri(key))
+    art_id = await stored_artifact(service, store, ns, key, b"a,b\n1,2\n", run_id)
     async with client(service, ns) as c:
         basic = await c.get(f"/apis/v2beta1/artifacts/{art_id}")
-        r = await c.get(f"/apis/v2beta1/artifacts/{art_id}", params={"view": "DOWNLOAD"})
+    r = await download(service, ns, art_id)
     assert basic.status_code == 200 and "download_url" not in basic.json()
     assert r.status_code == 200, r.text
     url = r.json()["download_url"]
@@ -194,13 +213,11 @@ async def test_read_artifact_download_url(service: InProcessService, store: Obje
 async def test_download_url_expires(service: InProcessService, store: ObjectStore) -> None:
     ns = _ns()
     key = f"v2/artifacts/{ns}/pipe/run/t/model"
-    await put(store, key, b"weights")
-    art_id = await record(service, ns, str(uuid.uuid4()), 0, store.uri(key))
+    art_id = await stored_artifact(service, store, ns, key, b"weights")
     settings = service.app.state.ctx.settings
     settings.artifact_url_expiry_seconds = 1
     try:
-        async with client(service, ns) as c:
-            r = await c.get(f"/apis/v2beta1/artifacts/{art_id}", params={"view": "DOWNLOAD"})
+        r = await download(service, ns, art_id)
     finally:
         settings.artifact_url_expiry_seconds = 15
     url = r.json()["download_url"]
@@ -221,8 +238,7 @@ async def secret_artifact(
 ) -> str:
     """An artifact of ``namespace``'s whose object lies in ``stored_in``'s area; its id."""
     key = f"v2/artifacts/{stored_in}/pipe/run/t/secret"
-    await put(store, key, b"secret")
-    return await record(service, namespace, str(uuid.uuid4()), 0, store.uri(key))
+    return await stored_artifact(service, store, namespace, key, b"secret")
 
 
 async def test_read_artifact_other_namespace_refused(
@@ -230,8 +246,8 @@ async def test_read_artifact_other_namespace_refused(
 ) -> None:
     ns, other = _ns(), _ns()
     art_id = await secret_artifact(service, store, ns, stored_in=ns)
+    r = await download(service, other, art_id)
     async with client(service, other) as c:
-        r = await c.get(f"/apis/v2beta1/artifacts/{art_id}", params={"view": "DOWNLOAD"})
         missing = await c.get("/apis/v2beta1/artifacts/999999999")
         bad = await c.get("/apis/v2beta1/artifacts/not-a-number")
     assert r.status_code in (403, 404) and "download_url" not in r.text
@@ -244,8 +260,7 @@ async def test_download_url_refused_outside_namespace_area(
     """A record whose uri names another namespace's object gets no URL for it."""
     ns, victim = _ns(), _ns()
     art_id = await secret_artifact(service, store, ns, stored_in=victim)
-    async with client(service, ns) as c:
-        r = await c.get(f"/apis/v2beta1/artifacts/{art_id}", params={"view": "DOWNLOAD"})
+    r = await download(service, ns, art_id)
     assert r.status_code == 404 and "download_url" not in r.text
 
 
