@@ -136,11 +136,7 @@ class RouteTable:
     def set_activatable(
         self, kind: str, ns: str, name: str, activatable: bool, failure: str | None = None
     ) -> None:
-        with self._lock:
-            if activatable:
-                self._activatable[(kind, ns, name)] = failure
-            else:
-                self._activatable.pop((kind, ns, name), None)
+        self._set_or_drop(self._activatable, (kind, ns, name), failure, activatable)
 
     def activatable(self, kind: str, ns: str, name: str) -> bool:
         return (kind, ns, name) in self._activatable
@@ -151,11 +147,21 @@ class RouteTable:
 
     def upsert(self, kind: str, ns: str, name: str, targets: list[Target]) -> None:
         clean = [(url.rstrip("/"), int(w)) for url, w in targets if url and int(w) > 0]
+        self._set_or_drop(self._routes, (kind, ns, name), clean, bool(clean))
+
+    def _set_or_drop(
+        self,
+        table: dict[tuple[str, str, str], Any],
+        key: tuple[str, str, str],
+        value: Any,
+        keep: bool,
+    ) -> None:
+        """``table[key] = value`` if ``keep``, else no entry for ``key``."""
         with self._lock:
-            if clean:
-                self._routes[(kind, ns, name)] = clean
+            if keep:
+                table[key] = value
             else:
-                self._routes.pop((kind, ns, name), None)
+                table.pop(key, None)
 
     def remove(self, kind: str, ns: str, name: str) -> None:
         with self._lock:
