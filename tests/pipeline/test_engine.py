@@ -515,6 +515,27 @@ async def test_read_workflow_log_all_steps_prefixed(
     assert r.text.splitlines() == ["one: line", "two: line"]
 
 
+async def test_read_workflow_logs_argo_api(pipeline: PipelineService, namespace: str) -> None:
+    """Argo's log endpoint: one JSON entry per line naming the pod's node; an unknown
+    ``podName`` is a 404 that names it."""
+    spec = wf(
+        "argologs",
+        [{"name": "main", "steps": [[{"name": "one", "template": "t"}]]}, sh("t", "echo line")],
+    )
+    done = await pipeline.run(namespace, spec)
+    name = done["metadata"]["name"]
+    pod = next(n for n in done["status"]["nodes"].values() if n["type"] == "Pod")
+    log = f"/api/v1/workflows/{namespace}/{name}/log"
+    async with httpx.AsyncClient(base_url=pipeline.url, headers=pipeline.headers(namespace)) as c:
+        r = await c.get(log, params={"podName": pod["id"]})
+        missing = await c.get(log, params={"podName": "nope"})
+    assert [json.loads(line) for line in r.text.splitlines()] == [
+        {"result": {"content": "line", "podName": pod["id"]}}
+    ]
+    assert missing.status_code == 404, missing.text
+    assert f'pod "nope" not found in workflow "{name}"' in missing.json()["message"]
+
+
 async def test_run_parallelism_limits_concurrent_steps(
     pipeline: PipelineService, namespace: str
 ) -> None:
