@@ -72,6 +72,12 @@ async def signed_in(gateway: RunningServer, user: str = "user@example.com") -> t
         return c.cookies[SESSION], (await c.get("/oauth2/userinfo")).json()["csrfToken"]
 
 
+@pytest.fixture
+async def session(gateway: RunningServer) -> str:
+    """A fresh browser session of user@example.com: its session cookie."""
+    return (await signed_in(gateway))[0]
+
+
 async def on_host(
     gateway: RunningServer,
     host: str,
@@ -93,6 +99,12 @@ async def on_host(
 # ---- the handshake --------------------------------------------------------------------------
 
 
+def notebook_ws(gateway: RunningServer, host: str, cookie: str) -> Any:
+    """The notebook's WebSocket on its own ``host``, with its ``cookie`` and its own Origin."""
+    headers = {"cookie": f"{COOKIE_NAME}={cookie}", "origin": f"http://{host}"}
+    return ws_connect_host(gateway, host, f"/notebook/{NS}/nb/ws", headers)
+
+
 async def assert_ws_refused(gateway: RunningServer, host: str, headers: dict[str, str]) -> None:
     """The notebook's WebSocket on ``host``, opened with ``headers``, is refused with 403."""
     with pytest.raises(InvalidStatus) as refused:
@@ -102,9 +114,8 @@ async def assert_ws_refused(gateway: RunningServer, host: str, headers: dict[str
 
 
 async def test_notebook_cookie_get_on_main_origin_redirects_through_ticket(
-    gateway: RunningServer, notebooks: None
+    gateway: RunningServer, notebooks: None, session: str
 ) -> None:
-    session, _ = await signed_in(gateway)
     host = notebook_host(gateway, NS, "nb")
     async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as c:
         r = await c.get(f"/notebook/{NS}/nb/lab?reset=1", headers=session_cookie(session))
@@ -151,9 +162,8 @@ async def test_notebook_cookie_get_on_main_origin_redirects_through_ticket(
 
 
 async def test_notebook_ticket_replayed_on_another_host_refused(
-    gateway: RunningServer, notebooks: None
+    gateway: RunningServer, notebooks: None, session: str
 ) -> None:
-    session, _ = await signed_in(gateway)
     login = await notebook_ticket(gateway, session, NS, "nb")
     for ns, name in ((NS, "other"), (OTHER_NS, "nb")):
         r = await on_host(gateway, notebook_host(gateway, ns, name), login)
@@ -168,9 +178,8 @@ async def test_notebook_ticket_replayed_on_another_host_refused(
 
 
 async def test_notebook_ticket_expired_or_forged_refused(
-    gateway: RunningServer, notebooks: None
+    gateway: RunningServer, notebooks: None, session: str
 ) -> None:
-    session, _ = await signed_in(gateway)
     gw = gateway.gw  # type: ignore[attr-defined]
     origins: NotebookOrigins = gw.notebook_origins
     sid = gw.auth.sessions.loads(session, 3600)["sid"]
@@ -225,9 +234,8 @@ async def test_notebook_login_checks_access(gateway: RunningServer, notebooks: N
     "target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "http:/x", "x"]
 )
 async def test_notebook_login_refuses_open_redirect(
-    gateway: RunningServer, notebooks: None, target: str
+    gateway: RunningServer, notebooks: None, session: str, target: str
 ) -> None:
-    session, _ = await signed_in(gateway)
     login = await notebook_ticket(gateway, session, NS, "nb")
     login = login.split("&next=")[0] + "&next=" + quote(target, safe="")
     r = await on_host(gateway, notebook_host(gateway, NS, "nb"), login)
@@ -244,12 +252,7 @@ async def test_notebook_signed_out_session_ticket_and_cookie_refused(
     unused = await notebook_ticket(gateway, session, NS, "nb")
     r = await on_host(gateway, host, f"/notebook/{NS}/nb/api/contents", cookie)
     assert r.status_code == 200, r.text
-    async with ws_connect_host(
-        gateway,
-        host,
-        f"/notebook/{NS}/nb/ws",
-        {"cookie": f"{COOKIE_NAME}={cookie}", "origin": f"http://{host}"},
-    ) as ws:
+    async with notebook_ws(gateway, host, cookie) as ws:
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["identity"] is None
     async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as c:
         r = await c.post(
@@ -274,9 +277,8 @@ async def test_notebook_signed_out_session_ticket_and_cookie_refused(
 
 
 async def test_notebook_host_serves_only_its_notebook(
-    gateway: RunningServer, notebooks: None, oidc: Any
+    gateway: RunningServer, notebooks: None, session: str, oidc: Any
 ) -> None:
-    session, _ = await signed_in(gateway)
     cookie = await notebook_sign_in(gateway, session, NS, "nb")
     host = notebook_host(gateway, NS, "nb")
     token = await oidc.id_token("user@example.com")
@@ -307,10 +309,9 @@ async def test_notebook_host_serves_only_its_notebook(
 
 
 async def test_notebook_host_refuses_cross_origin_writes_and_websockets(
-    gateway: RunningServer, notebooks: None
+    gateway: RunningServer, notebooks: None, session: str
 ) -> None:
     """Every notebook host is same-site with every other: the Origin must be its own."""
-    session, _ = await signed_in(gateway)
     cookie = await notebook_sign_in(gateway, session, NS, "nb")
     host = notebook_host(gateway, NS, "nb")
     other = f"http://{notebook_host(gateway, NS, 'other')}"
@@ -322,12 +323,7 @@ async def test_notebook_host_refuses_cross_origin_writes_and_websockets(
         await assert_ws_refused(gateway, host, {"cookie": f"{COOKIE_NAME}={cookie}", **extra})
     r = await on_host(gateway, host, path, cookie, "POST", origin=f"http://{host}")
     assert r.status_code == 200, r.text
-    async with ws_connect_host(
-        gateway,
-        host,
-        f"/notebook/{NS}/nb/ws",
-        {"cookie": f"{COOKIE_NAME}={cookie}", "origin": f"http://{host}"},
-    ) as ws:
+    async with notebook_ws(gateway, host, cookie) as ws:
         hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert hello["identity"] is None and hello["authorization"].startswith("token ")
         await ws.send("ping")
