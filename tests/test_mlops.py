@@ -108,6 +108,18 @@ def served(api: httpx.Client, times: int = 10) -> list[list[int]]:
     return answers
 
 
+def release(platform: Any, api: httpx.Client, home: Path, *, max_depth: int) -> str:
+    """Run the example with ``--max-depth max_depth``; what its ``release`` step did."""
+    return release_output(api, run_example(platform, home, "--max-depth", str(max_depth)))
+
+
+def assert_all_traffic_to(status: dict[str, Any], revision: int) -> None:
+    """The predictor's traffic: all of it to its revision number ``revision``, the latest."""
+    assert status["traffic"] == [
+        {"revisionName": f"{NAME}-predictor-{revision:05d}", "percent": 100, "latestRevision": True}
+    ]
+
+
 def predictor_of(api: httpx.Client) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     obj = api.get(ISVC).json()
     return obj["metadata"], obj["spec"]["predictor"], obj["status"]["components"]["predictor"]
@@ -122,16 +134,13 @@ def runs() -> dict[str, str]:
 def test_run_creates_mlops_model(
     platform: Any, api: httpx.Client, runs: dict[str, str], seaweedfs: Any, tmp_path: Path
 ) -> None:
-    run_id = run_example(platform, tmp_path, "--max-depth", "1")
-    assert release_output(api, run_id).startswith("created: serving s3://")
+    assert release(platform, api, tmp_path, max_depth=1).startswith("created: serving s3://")
     meta, spec, status = predictor_of(api)
     uri = spec["model"]["storageUri"]
     assert uri.startswith(f"s3://{seaweedfs.config.bucket}/v2/artifacts/{NS}/"), uri
     assert spec["model"]["modelFormat"] == {"name": "sklearn"}
     assert "canaryTrafficPercent" not in spec
-    assert status["traffic"] == [
-        {"revisionName": f"{NAME}-predictor-00001", "percent": 100, "latestRevision": True}
-    ]
+    assert_all_traffic_to(status, 1)
     assert served(api, 3) == [expected_predictions(1)] * 3
     runs["first"] = uri
 
@@ -140,8 +149,7 @@ def test_run_with_better_model_promotes_canary(
     platform: Any, api: httpx.Client, runs: dict[str, str], tmp_path: Path
 ) -> None:
     assert "first" in runs, "needs test_run_creates_mlops_model"
-    run_id = run_example(platform, tmp_path, "--max-depth", "3")
-    outcome = release_output(api, run_id)
+    outcome = release(platform, api, tmp_path, max_depth=3)
     assert outcome.startswith("promoted s3://"), outcome
     assert "accuracy 0.978 (was 0.667)" in outcome, outcome
     meta, spec, status = predictor_of(api)
@@ -149,9 +157,7 @@ def test_run_with_better_model_promotes_canary(
     assert uri != runs["first"] and uri in outcome
     assert "canaryTrafficPercent" not in spec  # promoted: the split is gone
     assert "mlops.shipyard.io/stable-storage-uri" not in (meta.get("annotations") or {})
-    assert status["traffic"] == [
-        {"revisionName": f"{NAME}-predictor-00002", "percent": 100, "latestRevision": True}
-    ]
+    assert_all_traffic_to(status, 2)
     assert status["latestRolledoutRevision"] == f"{NAME}-predictor-00002"
     assert status["previousRolledoutRevision"] == f"{NAME}-predictor-00001"
     assert served(api) == [expected_predictions(3)] * 10  # every answer: the new model
@@ -162,17 +168,14 @@ def test_run_with_worse_model_rolls_back(
     platform: Any, api: httpx.Client, runs: dict[str, str], tmp_path: Path
 ) -> None:
     assert "second" in runs, "needs test_run_with_better_model_promotes_canary"
-    run_id = run_example(platform, tmp_path, "--max-depth", "2")
-    outcome = release_output(api, run_id)
+    outcome = release(platform, api, tmp_path, max_depth=2)
     assert outcome.startswith(f"rolled back to {runs['second']}: "), outcome
     assert "canary accuracy 0.956 < current 0.978" in outcome, outcome
     meta, spec, status = predictor_of(api)
     assert spec["model"]["storageUri"] == runs["second"]  # the previous model, restored
     assert "canaryTrafficPercent" not in spec
     # The revision that served before takes all traffic again; the canary's is gone.
-    assert status["traffic"] == [
-        {"revisionName": f"{NAME}-predictor-00002", "percent": 100, "latestRevision": True}
-    ]
+    assert_all_traffic_to(status, 2)
     assert status["latestRolledoutRevision"] == f"{NAME}-predictor-00002"
     assert served(api) == [expected_predictions(3)] * 10
 
