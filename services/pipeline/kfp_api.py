@@ -153,6 +153,7 @@ async def list_experiments(request: Request, identity: IdentityDep) -> dict[str,
 #: KFP's tables of namespaced rows: what a missing row is called, the resource to authorize.
 _OWNED = {
     "kfp_experiments": ("experiment", "experiments"),
+    "kfp_pipelines": ("pipeline", "pipelines"),
     "kfp_runs": ("run", "runs"),
     "kfp_recurring_runs": ("recurring run", "recurringruns"),
 }
@@ -413,8 +414,7 @@ async def upload_pipeline(request: Request, identity: IdentityDep) -> dict[str, 
 async def upload_pipeline_version(request: Request, identity: IdentityDep) -> dict[str, Any]:
     q = request.query_params
     pipeline_id = q.get("pipelineid") or q.get("pipeline_id") or ""
-    pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
-    authorize(identity, "create", pipeline["namespace"], "pipelines")
+    pipeline = await _owned_row(request, identity, "kfp_pipelines", pipeline_id, "create")
     raw, filename = await _upload(request)
     spec = parse_package(raw, filename)
     await _check_package(request, pipeline["namespace"], spec)
@@ -448,18 +448,15 @@ async def read_pipeline_by_name(
 async def read_pipeline(
     request: Request, pipeline_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    row = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
-    authorize(identity, "get", row["namespace"], "pipelines")
-    return _pipeline(row)
+    return _pipeline(await _owned_row(request, identity, "kfp_pipelines", pipeline_id, "get"))
 
 
 @router.delete("/pipelines/{pipeline_id}")
 async def delete_pipeline(
     request: Request, pipeline_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
+    await _owned_row(request, identity, "kfp_pipelines", pipeline_id, "delete")
     kfp = _kfp(request)
-    row = await kfp.get("kfp_pipelines", pipeline_id, "pipeline")
-    authorize(identity, "delete", row["namespace"], "pipelines")
     versions = await kfp.rows("kfp_versions", pipeline_id=pipeline_id)
     if versions and request.query_params.get("cascade") not in ("true", "1"):
         raise ApiError(
@@ -477,8 +474,7 @@ async def delete_pipeline(
 async def create_pipeline_version(
     request: Request, pipeline_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
-    authorize(identity, "create", pipeline["namespace"], "pipelines")
+    pipeline = await _owned_row(request, identity, "kfp_pipelines", pipeline_id, "create")
     body = await _json(request)
     spec = body.get("pipeline_spec")
     if not isinstance(spec, dict):
@@ -498,36 +494,38 @@ async def create_pipeline_version(
 async def list_pipeline_versions(
     request: Request, pipeline_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
-    authorize(identity, "list", pipeline["namespace"], "pipelines")
+    await _owned_row(request, identity, "kfp_pipelines", pipeline_id, "list")
     rows = await _kfp(request).rows("kfp_versions", pipeline_id=pipeline_id)
     return _listing(
         [_version(r) for r in rows], request, "pipeline_versions", "pipeline_version_id"
     )
 
 
+async def _version_row(
+    request: Request, identity: Any, pipeline_id: str, version_id: str, verb: str
+) -> dict[str, Any]:
+    """Version ``version_id`` of pipeline ``pipeline_id``, once ``identity`` may ``verb`` the
+    pipeline; 404 unless the version is this pipeline's (the pipeline's namespace was checked,
+    not the version's)."""
+    await _owned_row(request, identity, "kfp_pipelines", pipeline_id, verb)
+    row = await _kfp(request).get("kfp_versions", version_id, "pipeline version")
+    if row["pipeline_id"] != pipeline_id:
+        raise ApiError(404, f"pipeline version {version_id} not found")
+    return row
+
+
 @router.get("/pipelines/{pipeline_id}/versions/{version_id}")
 async def read_pipeline_version(
     request: Request, pipeline_id: str, version_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
-    authorize(identity, "get", pipeline["namespace"], "pipelines")
-    row = await _kfp(request).get("kfp_versions", version_id, "pipeline version")
-    if row["pipeline_id"] != pipeline_id:
-        raise ApiError(404, f"pipeline version {version_id} not found")
-    return _version(row)
+    return _version(await _version_row(request, identity, pipeline_id, version_id, "get"))
 
 
 @router.delete("/pipelines/{pipeline_id}/versions/{version_id}")
 async def delete_pipeline_version(
     request: Request, pipeline_id: str, version_id: str, identity: IdentityDep
 ) -> dict[str, Any]:
-    pipeline = await _kfp(request).get("kfp_pipelines", pipeline_id, "pipeline")
-    authorize(identity, "delete", pipeline["namespace"], "pipelines")
-    # The version must be this pipeline's: the check above covered the pipeline's namespace.
-    row = await _kfp(request).get("kfp_versions", version_id, "pipeline version")
-    if row["pipeline_id"] != pipeline_id:
-        raise ApiError(404, f"pipeline version {version_id} not found")
+    await _version_row(request, identity, pipeline_id, version_id, "delete")
     await _kfp(request).delete("kfp_versions", version_id)
     return {}
 
