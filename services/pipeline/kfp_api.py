@@ -191,23 +191,26 @@ def _add_owned_routes(
     table: str,
     singular: str,
     render: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    plain_delete: bool = False,
     **actions: dict[str, Any],
 ) -> None:
     """KFP's plain routes on one owned row: with ``render``, ``GET {path}/{id}`` (the row as
-    ``render`` shows it) and ``DELETE {path}/{id}``; for each ``action=values``,
-    ``POST {path}/{id}:action``, which sets ``values`` on the row."""
+    ``render`` shows it); with ``plain_delete``, ``DELETE {path}/{id}`` (the row alone); for
+    each ``action=values``, ``POST {path}/{id}:action``, which sets ``values`` on the row."""
     if render is not None:
         show = render
 
         async def read(request: Request, row_id: str, identity: IdentityDep) -> dict[str, Any]:
             return show(await _owned_row(request, identity, table, row_id, "get"))
 
+        read.__name__ = f"read_{singular}"
+        router.add_api_route(f"{path}/{{row_id}}", read, methods=["GET"])
+    if plain_delete:
+
         async def delete(request: Request, row_id: str, identity: IdentityDep) -> dict[str, Any]:
             return await _delete_owned(request, identity, table, row_id)
 
-        read.__name__ = f"read_{singular}"
         delete.__name__ = f"delete_{singular}"
-        router.add_api_route(f"{path}/{{row_id}}", read, methods=["GET"])
         router.add_api_route(f"{path}/{{row_id}}", delete, methods=["DELETE"])
 
     def setter(values: dict[str, Any]) -> Any:
@@ -227,6 +230,7 @@ _add_owned_routes(
     "kfp_experiments",
     "experiment",
     _experiment,
+    plain_delete=True,
     unarchive={"storage_state": "AVAILABLE"},
 )
 
@@ -444,11 +448,8 @@ async def read_pipeline_by_name(
     return _pipeline(rows[0])
 
 
-@router.get("/pipelines/{pipeline_id}")
-async def read_pipeline(
-    request: Request, pipeline_id: str, identity: IdentityDep
-) -> dict[str, Any]:
-    return _pipeline(await _owned_row(request, identity, "kfp_pipelines", pipeline_id, "get"))
+# Deleting a pipeline also deletes its versions (below).
+_add_owned_routes("/pipelines", "kfp_pipelines", "pipeline", _pipeline)
 
 
 @router.delete("/pipelines/{pipeline_id}")
@@ -781,6 +782,7 @@ _add_owned_routes(
     "kfp_recurring_runs",
     "recurring_run",
     _recurring,
+    plain_delete=True,
     enable={"status": "ENABLED"},
     disable={"status": "DISABLED"},
 )
