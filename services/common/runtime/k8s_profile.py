@@ -37,26 +37,35 @@ def namespace_manifest(namespace: str, owner: str) -> dict[str, Any]:
     }
 
 
-def service_account_manifest(namespace: str, name: str) -> dict[str, Any]:
+def _managed(
+    api_version: str, kind: str, namespace: str, name: str, **fields: Any
+) -> dict[str, Any]:
+    """A namespaced object of the profile, labelled as shipyard's, with ``fields`` after its
+    metadata."""
     return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
+        "apiVersion": api_version,
+        "kind": kind,
         "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_LABELS)},
-        # Pods mount a projected, audience-bound token instead (k8s_manifests).
-        "automountServiceAccountToken": False,
+        **fields,
     }
+
+
+def service_account_manifest(namespace: str, name: str) -> dict[str, Any]:
+    # Pods mount a projected, audience-bound token instead (k8s_manifests).
+    return _managed("v1", "ServiceAccount", namespace, name, automountServiceAccountToken=False)
 
 
 def _role_binding(
     namespace: str, name: str, cluster_role: str, subject: dict[str, Any]
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{RBAC_GROUP}/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_LABELS)},
-        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": cluster_role},
-        "subjects": [subject],
-    }
+    return _managed(
+        f"{RBAC_GROUP}/v1",
+        "RoleBinding",
+        namespace,
+        name,
+        roleRef={"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": cluster_role},
+        subjects=[subject],
+    )
 
 
 def role_binding_manifests(namespace: str, owner: str) -> list[dict[str, Any]]:
@@ -77,15 +86,12 @@ def role_binding_manifests(namespace: str, owner: str) -> list[dict[str, Any]]:
 
 def network_policy_manifest(namespace: str, platform_namespace: str) -> dict[str, Any]:
     """Ingress to the namespace's workload pods from the platform's gateway pods only."""
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {
-            "name": NETWORK_POLICY,
-            "namespace": namespace,
-            "labels": dict(MANAGED_LABELS),
-        },
-        "spec": {
+    return _managed(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        namespace,
+        NETWORK_POLICY,
+        spec={
             "podSelector": {"matchLabels": {MANAGED_BY: MANAGED_LABELS[MANAGED_BY]}},
             "policyTypes": ["Ingress"],
             "ingress": [
@@ -103,7 +109,7 @@ def network_policy_manifest(namespace: str, platform_namespace: str) -> dict[str
                 }
             ],
         },
-    }
+    )
 
 
 def profile_objects(
