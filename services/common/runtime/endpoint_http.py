@@ -34,7 +34,8 @@ import httpx
 
 from . import endpoint
 
-# httpcore's errors as httpx's (each has the same name in both), most specific first (httpx does the same for its transport).
+# httpcore's errors as httpx's (each has the same name in both), most specific first (httpx
+# does the same for its transport).
 _EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = tuple(
     (getattr(httpcore, error), getattr(httpx, error))
     for error in (
