@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -66,6 +67,18 @@ def unready(url: str) -> dict[str, Any] | None:
 
 def ready(url: str) -> bool:
     return readiness(url)[0] == 200
+
+
+def all_unready(service_urls: dict[str, str], checks: dict[str, bool], timeout: float) -> None:
+    """Each service comes to say it is not ready, with exactly ``checks`` as its checks."""
+    for name, url in service_urls.items():
+        body = wait_until(f"{name} not ready", functools.partial(unready, url), timeout)
+        assert body["checks"] == checks, (name, body)
+
+
+def all_ready_again(service_urls: dict[str, str], timeout: float = 60) -> None:
+    for name, url in service_urls.items():
+        wait_until(f"{name} ready again", functools.partial(ready, url), timeout)
 
 
 def create_claim(api: httpx.Client, name: str) -> dict[str, Any]:
@@ -146,6 +159,18 @@ def start_experiment(
     r = api.post(f"{KATIB}/experiments", json=fast_experiment(name, trials, parallel, seconds))
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
+
+
+def finished_work(
+    api: httpx.Client, workflows: list[str], experiment: str, timeout: float = 180
+) -> tuple[dict[str, dict[str, Any]], tuple[str, str]]:
+    """Wait for the workflows and the experiment to finish: (each workflow by name, the
+    experiment's final condition)."""
+    done = {name: finished_workflow(api, name, timeout) for name in workflows}
+    condition = wait_until(
+        "experiment finished", lambda: experiment_condition(api, experiment), timeout
+    )
+    return done, condition
 
 
 def experiment_condition(api: httpx.Client, name: str) -> tuple[str, str] | None:
@@ -237,6 +262,34 @@ def workflow_watcher(api: httpx.Client, gateway: str) -> tuple[int, WorkflowWatc
     assert listed.status_code == 200, listed.text
     start_rv = int(listed.json()["metadata"]["resourceVersion"])
     return start_rv, WorkflowWatcher(gateway, str(start_rv))
+
+
+def start_load(
+    api: httpx.Client,
+    gateway: str,
+    experiment: str,
+    *,
+    trials: int,
+    seconds: float,
+    workflows: dict[str, float],
+) -> tuple[int, WorkflowWatcher]:
+    """The load an outage test runs under: a watch of the workflows (started; the caller stops
+    it), the experiment (``trials`` trials of ``seconds`` each, two at a time) and the
+    workflows (name: its first step's seconds); returns once each workflow runs and a trial
+    exists, with the watch's start resourceVersion and the watch."""
+    start_rv, watcher = workflow_watcher(api, gateway)
+    watcher.start()
+    try:
+        start_experiment(api, experiment, trials=trials, parallel=2, seconds=seconds)
+        for name, first_step_seconds in workflows.items():
+            start_workflow(api, name, first_step_seconds=first_step_seconds)
+        for name in workflows:
+            wait_until(f"{name} running", functools.partial(running, api, name), 60)
+        wait_until("a trial", lambda: trials_of(api, experiment), 60)
+    except BaseException:
+        watcher.stop()
+        raise
+    return start_rv, watcher
 
 
 def assert_work_done(

@@ -13,7 +13,6 @@ each step run once; the experiment completes with the trials it asked for; and t
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -26,20 +25,16 @@ from services.common.events.streams import stream_name
 from shipyard.up import SERVICES
 from tests.chaos.conftest import OUTAGE_SECONDS, ChaosPlatform
 from tests.chaos.mix import (
+    all_ready_again,
+    all_unready,
     assert_completions_applied_once,
     assert_work_done,
     check_watch_saw_every_change,
-    experiment_condition,
-    finished_workflow,
-    ready,
-    running,
-    start_experiment,
+    finished_work,
+    start_load,
     start_workflow,
-    trials_of,
-    unready,
     wait_until,
     watch_caught_up,
-    workflow_watcher,
 )
 
 log = logging.getLogger(__name__)
@@ -81,19 +76,13 @@ def test_nats_outage_outbox_holds_events_and_delivers_each_once_in_order(
 ) -> None:
     cp = chaos_platform
     api = httpx.Client(base_url=cp.gateway, timeout=20)
-    start_rv, watcher = workflow_watcher(api, cp.gateway)
-    watcher.start()
+    start_rv, watcher = start_load(
+        api, cp.gateway, "chaos-nats", trials=TRIALS, seconds=2, workflows={"wf-before": 4}
+    )
     try:
-        start_experiment(api, "chaos-nats", trials=TRIALS, parallel=2, seconds=2)
-        start_workflow(api, "wf-before", first_step_seconds=4)
-        wait_until("wf-before running", functools.partial(running, api, "wf-before"), 60)
-        wait_until("a trial", lambda: trials_of(api, "chaos-nats"), 60)
-
         cp.nats.stop()
         down_at = time.monotonic()
-        for name, url in cp.service_urls.items():
-            body = wait_until(f"{name} not ready", functools.partial(unready, url), 30)
-            assert body["checks"] == {"database": True, "nats": False}, (name, body)
+        all_unready(cp.service_urls, {"database": True, "nats": False}, 30)
         # The API keeps working: the change commits, its events wait in the outbox.
         start_workflow(api, "wf-during", first_step_seconds=1)
         wait_until(
@@ -108,16 +97,12 @@ def test_nats_outage_outbox_holds_events_and_delivers_each_once_in_order(
         cp.nats.start()  # same port, same store directory
         up_at = time.monotonic()
         outage = up_at - down_at
-        for name, url in cp.service_urls.items():
-            wait_until(f"{name} ready again", functools.partial(ready, url), 60)
+        all_ready_again(cp.service_urls)
         ready_after = time.monotonic() - up_at
         wait_until("outboxes drained", lambda: not any(_unpublished(cp).values()), 60, every=0.2)
         drained_after = time.monotonic() - up_at
 
-        done = {n: finished_workflow(api, n, 180) for n in ("wf-before", "wf-during")}
-        condition = wait_until(
-            "experiment finished", lambda: experiment_condition(api, "chaos-nats"), 180
-        )
+        done, condition = finished_work(api, ["wf-before", "wf-during"], "chaos-nats")
         wait_until("outboxes drained again", lambda: not any(_unpublished(cp).values()), 60)
         finished_after = time.monotonic() - up_at
         log.warning(

@@ -11,7 +11,6 @@ to the workflows once and in order.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
@@ -21,21 +20,15 @@ from tests.chaos.conftest import OUTAGE_SECONDS, ChaosPlatform
 from tests.chaos.mix import (
     ARGO,
     KATIB,
+    all_ready_again,
+    all_unready,
     assert_work_done,
     check_watch_saw_every_change,
-    experiment_condition,
-    finished_workflow,
+    finished_work,
     object_uids,
     readiness,
-    ready,
-    running,
-    start_experiment,
-    start_workflow,
-    trials_of,
-    unready,
-    wait_until,
+    start_load,
     watch_caught_up,
-    workflow_watcher,
 )
 
 log = logging.getLogger(__name__)
@@ -48,24 +41,22 @@ def test_postgres_outage_services_unready_then_resume_with_nothing_lost(
 ) -> None:
     cp = chaos_platform
     api = httpx.Client(base_url=cp.gateway, timeout=20)
-    start_rv, watcher = workflow_watcher(api, cp.gateway)
-    watcher.start()
+    # wf-short's first step ends while Postgres is away; wf-long's outlasts the outage.
+    start_rv, watcher = start_load(
+        api,
+        cp.gateway,
+        "chaos-pg",
+        trials=TRIALS,
+        seconds=3,
+        workflows={"wf-short": 4, "wf-long": OUTAGE_SECONDS + 8},
+    )
     try:
-        start_experiment(api, "chaos-pg", trials=TRIALS, parallel=2, seconds=3)
-        # wf-short's first step ends while Postgres is away; wf-long's outlasts the outage.
-        start_workflow(api, "wf-short", first_step_seconds=4)
-        start_workflow(api, "wf-long", first_step_seconds=OUTAGE_SECONDS + 8)
-        for name in ("wf-short", "wf-long"):
-            wait_until(f"{name} running", functools.partial(running, api, name), 60)
-        wait_until("a trial", lambda: trials_of(api, "chaos-pg"), 60)
         before = object_uids(api)
 
         cp.pg.stop()
         down_at = time.monotonic()
         # Every service says it is not ready, and why; the gateway too.
-        for name, url in cp.service_urls.items():
-            body = wait_until(f"{name} not ready", functools.partial(unready, url), 20)
-            assert body["checks"] == {"database": False, "nats": True}, (name, body)
+        all_unready(cp.service_urls, {"database": False, "nats": True}, 20)
         code, body = readiness(cp.gateway)
         assert code == 503 and body["ready"] is False, body
         # The API says the database is unavailable: a 503 Status, not a stack trace.
@@ -82,14 +73,10 @@ def test_postgres_outage_services_unready_then_resume_with_nothing_lost(
         cp.pg.start()
         up_at = time.monotonic()
         outage = up_at - down_at
-        for name, url in cp.service_urls.items():
-            wait_until(f"{name} ready again", functools.partial(ready, url), 60)
+        all_ready_again(cp.service_urls)
         ready_after = time.monotonic() - up_at
 
-        done = {n: finished_workflow(api, n, 180) for n in ("wf-short", "wf-long")}
-        condition = wait_until(
-            "experiment finished", lambda: experiment_condition(api, "chaos-pg"), 180
-        )
+        done, condition = finished_work(api, ["wf-short", "wf-long"], "chaos-pg")
         finished_after = time.monotonic() - up_at
         log.warning(
             "postgres outage %.1f s: services ready %.1f s after it came back, "

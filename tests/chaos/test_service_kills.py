@@ -42,8 +42,7 @@ from tests.chaos.mix import (
     assert_work_done,
     check_watch_saw_every_change,
     create_claim,
-    experiment_condition,
-    finished_workflow,
+    finished_work,
     isvc_ready,
     object_uids,
     ready,
@@ -167,10 +166,7 @@ def test_sigkill_each_service_and_the_gateway_under_load(chaos_platform: ChaosPl
                 log.warning("SIGKILL %s: %s", victim, measured[victim])
 
             start = time.monotonic()
-            done = {f"wf-{v}": finished_workflow(api, f"wf-{v}", 180) for v in VICTIMS}
-            condition = wait_until(
-                "experiment finished", lambda: experiment_condition(api, "chaos-kill"), 180
-            )
+            done, condition = finished_work(api, [f"wf-{v}" for v in VICTIMS], "chaos-kill")
             log.warning("after the last kill, all finished in %.1f s", time.monotonic() - start)
             after = object_uids(api)
             committed = watch_caught_up(cp.query, watcher, start_rv)
