@@ -253,7 +253,8 @@ INFERENCE_SERVICE = KindInfo(
         PrinterColumn("URL", "status.url"),
         PrinterColumn("READY", "status.conditions[type=Ready].status"),
         PrinterColumn("PREV", "status.components.predictor.traffic[tag=prev].percent"),
-        PrinterColumn("LATEST", "status.components.predictor.traffic[tag=latest].percent"),
+        # KServe's: the share of the latest revision, 100 when nothing is split.
+        PrinterColumn("LATEST", "status.components.predictor.traffic[latestRevision=True].percent"),
         PrinterColumn(
             "PREVROLLEDOUTREVISION",
             "status.components.predictor.previousRolledoutRevision",

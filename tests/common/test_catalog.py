@@ -11,6 +11,7 @@ import pytest
 from gateway import routes
 from services.automl.models import KINDS as AUTOML_KINDS
 from services.common import catalog
+from services.common.columns import lookup
 from services.notebook.models import KINDS as NOTEBOOK_KINDS
 from services.pipeline.models import KINDS as PIPELINE_KINDS
 from services.serving.models import KINDS as SERVING_KINDS
@@ -104,3 +105,29 @@ def test_gateway_routes_every_kind_to_its_service(kind: catalog.KindInfo) -> Non
             assert match.namespace == "team-a"
     discovery = routes.resolve(kind.base_path)
     assert discovery is not None and discovery.target == "gateway", kind.base_path
+
+
+@pytest.mark.parametrize(
+    "traffic,prev,latest",
+    [
+        ([{"revisionName": "m-1", "percent": 100, "latestRevision": True}], None, 100),
+        (
+            [
+                {"revisionName": "m-1", "percent": 80, "latestRevision": False, "tag": "prev"},
+                {"revisionName": "m-2", "percent": 20, "latestRevision": True, "tag": "latest"},
+            ],
+            80,
+            20,
+        ),
+    ],
+    ids=["rolled-out", "canary"],
+)
+def test_inferenceservice_traffic_columns_as_kserve_prints_them(
+    traffic: list[dict[str, object]], prev: int | None, latest: int
+) -> None:
+    """KServe's PREV and LATEST: the prev tag's share and the latest revision's share (100
+    when nothing is split), as `kubectl get isvc` prints them."""
+
+    isvc = {"status": {"components": {"predictor": {"traffic": traffic}}}}
+    cells = {c.name: lookup(isvc, c.path) for c in catalog.INFERENCE_SERVICE.columns}
+    assert (cells["PREV"], cells["LATEST"]) == (prev, latest)
