@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from nats.js.errors import NotFoundError
+
 from services.common.events import EventBus, keep_stream, stream_name
 from tests.common.events.conftest import eventually
 
@@ -52,7 +54,7 @@ def _stream_exists(bus: EventBus, service: str):
         try:
             await bus.js.stream_info(stream_name(service))
             return True
-        except Exception:
+        except NotFoundError:  # not made (yet); any other error fails the test
             return False
 
     return check
