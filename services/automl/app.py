@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.automl import api, configmaps, events
+from services.automl import api, configmaps, dbmanager, events
 from services.automl.controller import AutoMLController
 from services.automl.models import CONFIG_MAP, EXPERIMENT, KINDS
 from services.automl.push import TrialTokenMiddleware, load_key
@@ -20,6 +20,7 @@ from services.automl.tables import metadata
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.events.consumer import Consumer
 from services.common.events.streams import stream_name
+from services.common.identity import AssertionVerifier
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 
@@ -66,7 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # replica never both lead during a rolling upgrade.
         election = ctx.elect([controller, consumer], "experiment-controller")
         controller.fence = election.fence
-        return []
+        # Katib's DB manager API: every replica serves it (it only reads and writes rows).
+        manager = dbmanager.DBManager(
+            ctx.db, ctx.store, AssertionVerifier(settings.public_key_pem()), push_key
+        )
+        return [dbmanager.DBManagerServer(manager, settings.host, settings.db_manager_port)]
 
     app = build_service(
         "automl",

@@ -55,7 +55,7 @@ def metric_names(objective: dict[str, Any]) -> list[str]:
     return [objective["objectiveMetricName"], *(objective.get("additionalMetricNames") or [])]
 
 
-def _parse_time(raw: Any) -> datetime | None:
+def parse_time(raw: Any) -> datetime | None:
     if isinstance(raw, int | float):
         return datetime.fromtimestamp(float(raw), UTC)
     if isinstance(raw, str):
@@ -84,7 +84,7 @@ class TextParser:
         stamp = None
         match = _LEADING_TIME.match(line)
         if match:
-            stamp = _parse_time(match.group(1))
+            stamp = parse_time(match.group(1))
             line = line[match.end() :]
         when = stamp or now or datetime.now(UTC)
         for regex in self.filters:
@@ -168,7 +168,7 @@ def parse_json_lines(lines: Iterable[str], names: Iterable[str]) -> list[MetricL
             continue
         if not isinstance(record, dict):
             continue
-        when = _parse_time(record.get("timestamp")) or datetime.now(UTC)
+        when = parse_time(record.get("timestamp")) or datetime.now(UTC)
         explicit_step = record.get("step")
         for name, value in record.items():
             if name not in wanted or not _is_number(str(value)):

@@ -567,7 +567,7 @@ class AutoMLController(Controller):
             # connection): the workload's deletion ends their wait and they find no trial.
             name = trial["metadata"]["name"]
             await self.runtime.delete(namespace, workload_name(name))
-            if trial_runs.collector_kind(trial["spec"]) in ("File", "TensorFlowEvent"):
+            if trial_runs.collector_kind(trial["spec"]) in ("File", "TensorFlowEvent", "Custom"):
                 await self.runtime.delete_volume(namespace, trial_runs.metrics_claim(name))
         async with self.db.transaction() as s:
             for trial in trials:

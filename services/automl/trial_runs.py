@@ -19,7 +19,7 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
-from services.automl import collector, early_stopping, events
+from services.automl import collector, custom_collector, early_stopping, events
 from services.automl import store as automl_store
 from services.automl.models import EXPERIMENT, EXPERIMENT_LABEL, TRIAL
 from services.automl.push import trial_token
@@ -133,12 +133,12 @@ async def workload_for(ctl: AutoMLController, trial: dict[str, Any]) -> dict[str
         )
         env["SHIPYARD_METRICS_TOKEN"] = trial_token(ctl.push_key, meta["namespace"], meta["name"])
     extra = None
-    if kind in ("File", "TensorFlowEvent"):
+    if kind in ("File", "TensorFlowEvent") or custom_collector.shares_volume(spec):
         path, _ = file_path(spec)
         claim = metrics_claim(meta["name"])
         await ctl.runtime.create_volume(meta["namespace"], claim, labels={SERVICE_LABEL: "automl"})
         # The volume is mounted on the metrics file's directory, or on the event directory.
-        mount = path if kind == "File" else path.rstrip("/") + "/"
+        mount = path if kind != "TensorFlowEvent" else path.rstrip("/") + "/"
         extra = ("katib-metrics", claim, mount)
     labels = {EXPERIMENT_LABEL: meta["labels"].get(EXPERIMENT_LABEL, "")}
     return job_workload(
@@ -345,6 +345,9 @@ async def collect(
         return await collector.feed_all(parser, text.splitlines())
     if kind == "TensorFlowEvent" and final:
         return await collect_tfevents(ctl, trial)
+    if kind == custom_collector.KIND and final:  # the user's collector container
+        claim = metrics_claim(name) if custom_collector.shares_volume(spec) else None
+        return await custom_collector.collect(ctl, trial, claim)
     if kind == "Push":
         async with ctl.db.sessions() as s:
             return await automl_store.read_observations(s, namespace, name)

@@ -54,7 +54,7 @@ CHOICE_SETTINGS = {
     "acq_optimizer": ("auto", "sampling", "lbfgs"),
 }
 EARLY_STOPPING_SETTINGS = {"medianstop": ("min_trials_required", "start_step")}
-SUPPORTED_COLLECTORS = ("StdOut", "File", "TensorFlowEvent", "Push", "None")
+SUPPORTED_COLLECTORS = ("StdOut", "File", "TensorFlowEvent", "Custom", "Push", "None")
 TRIAL_PARAM_RE = re.compile(r"\$\{trialParameters\.([^}]+)\}")
 META_REFERENCE_RE = re.compile(
     r"^\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|Labels\[[^\]]+\]|Annotations\[[^\]]+\])\}$"
@@ -346,7 +346,7 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
                 if not ok:
                     causes.append(Cause(f"{path}.value", f"{s['name']} must be an integer >= 1"))
     kind = ((spec.get("metricsCollectorSpec") or {}).get("collector") or {}).get("kind")
-    if kind and kind not in SUPPORTED_COLLECTORS:
+    if kind and kind not in SUPPORTED_COLLECTORS and kind != "PrometheusMetric":
         causes.append(
             Cause(
                 "spec.metricsCollectorSpec.collector.kind",
@@ -356,6 +356,7 @@ def validate_experiment(obj: dict[str, Any]) -> list[Cause]:
             )
         )
     causes += metrics_format_causes(spec.get("metricsCollectorSpec"), "spec.metricsCollectorSpec")
+    causes += custom_collector_causes(spec.get("metricsCollectorSpec") or {})
     causes += _check_template(spec, seen)
     return causes
 
@@ -398,6 +399,39 @@ def _check_search_space(spec: dict[str, Any]) -> list[Cause]:
             )
         )
     return causes
+
+
+PROMETHEUS_REFUSAL = (
+    "PrometheusMetric is not supported by shipyard: it would scrape the trial's own "
+    "/metrics port while the trial runs, and a local trial's ports are reachable only as a "
+    "server's; write the metrics to stdout or a file (StdOut, File), or report them (Custom, "
+    "Push)"
+)
+
+
+def custom_collector_causes(mc: dict[str, Any]) -> list[Cause]:
+    """Katib: ``customCollector`` with kind Custom and only then; here it must also name a
+    command (the local runtime runs no image entrypoint). PrometheusMetric: refused."""
+    collector = mc.get("collector") or {}
+    path = "spec.metricsCollectorSpec.collector"
+    kind, custom = collector.get("kind"), collector.get("customCollector")
+    if kind == "PrometheusMetric":
+        return [Cause(f"{path}.kind", PROMETHEUS_REFUSAL, "FieldValueNotSupported")]
+    if kind != "Custom":
+        if custom is not None:
+            return [Cause(f"{path}.customCollector", "only a Custom collector has one")]
+        return []
+    if not isinstance(custom, dict):
+        return [Cause(f"{path}.customCollector", "Required value", "FieldValueRequired")]
+    if not custom.get("command") and not custom.get("args"):
+        return [
+            Cause(
+                f"{path}.customCollector.command",
+                "Required value: the local runtime does not read the image's entrypoint",
+                "FieldValueRequired",
+            )
+        ]
+    return []
 
 
 def metrics_format_causes(collector_spec: dict[str, Any] | None, path: str) -> list[Cause]:
