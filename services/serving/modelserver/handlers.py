@@ -1,0 +1,122 @@
+"""The data plane's two requests, V1 ``:predict`` and V2 ``infer``, as bytes in, bytes out.
+
+Both the routed app (:mod:`.app`) and the raw ASGI fast path (:mod:`.fastpath`) answer with
+these, so the protocol logic lives once; neither builds a request or response object on the
+hot path. Errors use the protocols' own shape, ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .batcher import ModelBatcher
+from .loaders import Model
+from .tensors import TensorError, decode_request, encode_response
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024 * 1024
+#: With a batcher: how many requests the model call that answered this one served.
+BATCH_HEADER = "x-batch-size"
+JSON = "application/json"
+
+
+@dataclass
+class Answer:
+    """An HTTP answer: status, body, media type and extra headers."""
+
+    status: int
+    body: bytes
+    media_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_answer(doc: Any, status: int = 200) -> Answer:
+    return Answer(status, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def error(message: str, status: int) -> Answer:
+    return json_answer({"error": message}, status)
+
+
+def unknown_model(requested: str) -> Answer:
+    return error(f"Model with name {requested} does not exist.", 404)
+
+
+def decode_body(body: bytes, encoding: str) -> bytes:
+    """The request body after its ``content-encoding`` (gzip, deflate or none)."""
+    if len(body) > MAX_BODY:
+        raise TensorError(f"request body over {MAX_BODY} bytes")
+    encoding = encoding.lower()
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    return body
+
+
+async def predict_v1(
+    model: Model, batcher: ModelBatcher | None, body: bytes, encoding: str = ""
+) -> Answer:
+    """KServe V1 ``:predict`` on ``{"instances": [...]}`` (or ``inputs``)."""
+    try:
+        doc = json.loads(decode_body(body, encoding))
+    except (ValueError, OSError, zlib.error) as exc:
+        return error(f"request body is not JSON: {exc}", 400)
+    instances = doc.get("instances", doc.get("inputs")) if isinstance(doc, dict) else None
+    if not isinstance(instances, list):
+        return error('expected {"instances": [...]} or {"inputs": [...]}', 400)
+    batch = 0
+    try:
+        if batcher is None:
+            predictions = model.predict(instances)
+        else:
+            predictions, batch = await batcher.predict(instances)
+    except (ValueError, TypeError) as exc:
+        return error(f"invalid input: {exc}", 400)
+    except Exception as exc:
+        log.exception("predict failed")
+        return error(f"predict failed: {exc}", 500)
+    answer = json_answer({"predictions": predictions})
+    if batch:
+        answer.headers[BATCH_HEADER] = str(batch)
+    return answer
+
+
+async def infer_v2(
+    model: Model,
+    batcher: ModelBatcher | None,
+    body: bytes,
+    header_length: str | None,
+    encoding: str = "",
+) -> Answer:
+    """The Open Inference Protocol's ``infer``, JSON or binary tensors."""
+    try:
+        req = decode_request(decode_body(body, encoding), header_length)
+    except (TensorError, OSError, zlib.error) as exc:
+        return error(str(exc), 400)
+    batch = 0
+    try:
+        if batcher is None:
+            outputs = model.infer(req.inputs)
+        else:
+            outputs, batch = await batcher.infer(req.inputs)
+    except (ValueError, TypeError) as exc:
+        return error(f"invalid input: {exc}", 400)
+    except Exception as exc:
+        log.exception("infer failed")
+        return error(f"inference failed: {exc}", 500)
+    try:
+        out, json_len = encode_response(model.name, req, outputs)
+    except TensorError as exc:
+        return error(str(exc), 400)
+    headers = {BATCH_HEADER: str(batch)} if batch else {}
+    if json_len is None:
+        return Answer(200, out, JSON, headers)
+    headers["Inference-Header-Content-Length"] = str(json_len)
+    return Answer(200, out, "application/octet-stream", headers)
