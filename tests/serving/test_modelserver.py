@@ -119,6 +119,37 @@ async def test_read_v2_health_under_prefix(echo_dir: Path) -> None:
         assert (await c.get("/serving/ns/other/v2/health/ready")).status_code == 404
 
 
+async def test_inference_paths_answered_before_routing(echo_dir: Path) -> None:
+    """The fast path (modelserver.fastpath): infer and predict at the root, under the prefix
+    and with a version; gzip bodies; another method a 405; an unknown model a 404."""
+    import gzip
+
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT32", "data": [1, 2]}]}
+    async with client_for(echo_dir, "python", "/serving/ns/m") as c:
+        for path in (
+            "/v2/models/m/infer",
+            "/serving/ns/m/v2/models/m/infer",
+            "/serving/ns/m/v2/models/m/versions/1/infer",
+        ):
+            r = await c.post(path, json=body)
+            assert r.status_code == 200, (path, r.text)
+            assert r.json()["outputs"][0]["data"] == [3], path
+        zipped = await c.post(
+            "/serving/ns/m/v1/models/m:predict",
+            content=gzip.compress(json.dumps({"instances": [[1, 2], [3, 4]]}).encode()),
+            headers={"content-encoding": "gzip"},
+        )
+        wrong_method = await c.get("/v2/models/m/infer")
+        not_json = await c.post("/v1/models/m:predict", content=b"{")
+        unknown = await c.post("/serving/ns/m/v1/models/other:predict", json={"instances": []})
+    assert zipped.json() == {"predictions": [3, 7]}
+    assert wrong_method.status_code == 405
+    assert wrong_method.json() == {"error": "method GET not allowed on /v2/models/m/infer"}
+    assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "Model with name other does not exist."}
+
+
 async def test_predict_v1_sklearn_pickle(tmp_path: Path) -> None:
     import joblib
 
