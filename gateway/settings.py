@@ -97,6 +97,11 @@ class Settings(ServiceSettings):
     activation_timeout_seconds: float = 120.0
     #: How often the serving service hears which InferenceServices had traffic.
     activity_report_seconds: float = 2.0
+    #: The Open Inference Protocol's gRPC (``inference.GRPCInferenceService``, h2c) for
+    #: InferenceServices (gateway/grpc_inference.py); 0: no gRPC listener.
+    gateway_grpc_port: int = 8081
+    #: gRPC calls are routed by the authority ``{name}.{namespace}.{ingress_domain}``.
+    ingress_domain: str = "example.com"
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
