@@ -49,6 +49,8 @@ async def serve(settings: Settings) -> None:
 
     main = uvicorn.Server(config(settings.gateway_port))
     running = asyncio.ensure_future(main.serve())
+    inference = asyncio.ensure_future(_grpc_inference(main, running, app, settings))
+    running.add_done_callback(lambda _: inference.cancel())
     if not settings.workload_tls_port:
         await running
         return
@@ -78,6 +80,29 @@ async def serve(settings: Settings) -> None:
         if second is not None:
             tls.should_exit = True
             await second
+
+
+async def _grpc_inference(
+    main: uvicorn.Server, running: asyncio.Future[Any], app: Any, settings: Settings
+) -> None:
+    """The Open Inference Protocol's gRPC listener (gateway/grpc_inference.py), once the app
+    has started; closed with the main server."""
+    if not settings.gateway_grpc_port:
+        return
+    while not main.started and not running.done():  # noqa: ASYNC110 - uvicorn offers a flag
+        await asyncio.sleep(0.02)
+    if running.done():
+        return
+    # Imported here: its protobuf messages share the ``inference`` package with tritonclient's.
+    from .grpc_inference import start_listener
+
+    server = await start_listener(app, settings)
+    if server is None:
+        return
+    try:
+        await asyncio.shield(running)
+    finally:
+        server.close()
 
 
 def main() -> None:
