@@ -31,7 +31,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState, create_trial
 
-from services.automl import nas, search_space
+from services.automl import nas, pbt, search_space
 from services.automl.validation import settings_map
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class StudyRow:
 class Suggestion:
     assignments: list[dict[str, str]]  # Katib parameterAssignments
     row: StudyRow
+    labels: dict[str, str] = field(default_factory=dict)  # put on the trial (pbt's)
 
 
 @dataclass
@@ -299,6 +300,9 @@ class SuggestionEngine:
                 if row.state == "COMPLETE" and row.value is None:
                     row.state = "FAIL"
                 updated.append(row)
+        if algorithm == "pbt":
+            result.updated = updated
+            return _pbt(spec, uid, rows, updated, state, count, result)
         if algorithm == "darts":
             result.updated = updated
             return _darts(spec, rows, count, result)
@@ -430,6 +434,32 @@ class SuggestionEngine:
             result.new.append(Suggestion(assignments, row))
             number += 1
         return result
+
+
+def _pbt(
+    spec: dict[str, Any],
+    uid: str,
+    rows: list[StudyRow],
+    updated: list[StudyRow],
+    state: dict[str, Any],
+    count: int,
+    result: SuggestResult,
+) -> SuggestResult:
+    """Katib's population-based training (services/automl/pbt.py): record the trials that
+    finished, then hand out ``count`` queued members with their generation and parent."""
+    population = pbt.Population(spec, rows, state, base_seed(spec, uid))
+    for row in sorted(updated, key=lambda r: r.number):
+        population.record(row)
+    by_name = {p["name"]: p for p in spec["parameters"]}
+    for k, job in enumerate(population.take(count)):
+        assignments = [
+            {"name": n, "value": search_space.format_value(p, job["params"][n])}
+            for n, p in by_name.items()
+        ]
+        row = StudyRow(len(rows) + k, "", job["params"], {}, pbt.system_attrs(job))
+        result.new.append(Suggestion(assignments, row, pbt.labels(job)))
+    result.state["pbt"] = population.to_state()
+    return result
 
 
 def _darts(

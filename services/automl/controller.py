@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.automl import collector, trial_runs
+from services.automl import collector, pbt_checkpoints, trial_runs
 from services.automl import store as automl_store
 from services.automl.algorithms import SuggestionEngine
 from services.automl.configmaps import trial_template
@@ -333,6 +333,7 @@ class AutoMLController(Controller):
                     trial = self._new_trial(
                         experiment, state.template, trial_name, suggestion.assignments, rules
                     )
+                    trial["metadata"]["labels"].update(suggestion.labels)  # pbt's
                     fresh[trial_name] = await self.store.create(TRIAL, namespace, trial, session=s)
                     created.append(trial_name)
                 await automl_store.save_study(
@@ -569,6 +570,7 @@ class AutoMLController(Controller):
             await self.runtime.delete(namespace, workload_name(name))
             if trial_runs.collector_kind(trial["spec"]) in ("File", "TensorFlowEvent", "Custom"):
                 await self.runtime.delete_volume(namespace, trial_runs.metrics_claim(name))
+        await pbt_checkpoints.delete_volume(self.runtime, experiment)
         async with self.db.transaction() as s:
             for trial in trials:
                 with contextlib.suppress(ApiError):

@@ -19,7 +19,7 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
-from services.automl import collector, custom_collector, early_stopping, events
+from services.automl import collector, custom_collector, early_stopping, events, pbt_checkpoints
 from services.automl import store as automl_store
 from services.automl.models import EXPERIMENT, EXPERIMENT_LABEL, TRIAL
 from services.automl.push import trial_token
@@ -90,7 +90,9 @@ async def reconcile_trial(ctl: AutoMLController, namespace: str, name: str) -> N
     if not has_condition(status, "Created"):
         set_condition(status, "Created", REASONS["Created"], "Trial is created")
     try:
-        workload = await workload_for(ctl, trial)
+        workload = await pbt_checkpoints.with_checkpoints(
+            ctl, trial, await workload_for(ctl, trial)
+        )
         wstatus = await ctl.runtime.apply(workload)
     except (TemplateError, ValueError) as exc:
         set_condition(status, "Failed", REASONS["Failed"], f"Trial cannot run: {exc}")

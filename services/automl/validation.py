@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from services.automl import nas
+from services.automl import nas, pbt
 from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
 from services.common.resources.names import check_config_key
@@ -36,6 +36,7 @@ ALGORITHM_SETTINGS: dict[str, tuple[str, ...]] = {
         "random_state",
     ),
     "hyperband": ("resource_name", "eta", "r_l"),
+    "pbt": pbt.SETTINGS,
     "darts": tuple(nas.DARTS_DEFAULTS),
 }
 NAS_ALGORITHMS = ("darts",)
@@ -87,6 +88,8 @@ def check_algorithm(
                 "FieldValueNotSupported",
             )
         ]
+    if name == "pbt":
+        return pbt.check_settings(algorithm.get("algorithmSettings"))
     if name in NAS_ALGORITHMS:
         return []  # checked with the nasConfig (nas.check_darts)
     causes: list[Cause] = []
