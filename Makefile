@@ -26,6 +26,10 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -q -c constraints.txt -e '.[dev,katib,serving-formats]'
+	@# Katib's SDK with tune() and get_trial_metrics() (0.19) pins protobuf<5, which our pins
+	@# exclude: it goes, without its dependencies, into a directory of its own that
+	@# tests/automl/test_katib_tune.py puts first on a child process's PYTHONPATH.
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/katib-sdk kubeflow-katib==0.19.0 kubeflow-training==1.9.0
 	rm -f $(VENV)/.installed-*
 	touch $@
 

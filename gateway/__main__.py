@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from . import katib_grpc
 from .app import create_app
 from .settings import Settings
 
@@ -49,6 +50,8 @@ async def serve(settings: Settings) -> None:
 
     main = uvicorn.Server(config(settings.gateway_port))
     running = asyncio.ensure_future(main.serve())
+    katib = asyncio.ensure_future(_katib_db_manager(main, running, app, settings))
+    running.add_done_callback(lambda _: katib.cancel())
     inference = asyncio.ensure_future(_grpc_inference(main, running, app, settings))
     running.add_done_callback(lambda _: inference.cancel())
     if not settings.workload_tls_port:
@@ -80,6 +83,24 @@ async def serve(settings: Settings) -> None:
         if second is not None:
             tls.should_exit = True
             await second
+
+
+async def _katib_db_manager(
+    main: uvicorn.Server, running: asyncio.Future[Any], app: Any, settings: Settings
+) -> None:
+    """Katib's DB manager API (gateway/katib_grpc.py), once the app has started; stopped
+    with the main server."""
+    while not main.started and not running.done():  # noqa: ASYNC110 - uvicorn offers a flag
+        await asyncio.sleep(0.02)
+    if running.done():
+        return
+    proxy = await katib_grpc.start_listener(app, settings.host, settings.automl_url)
+    if proxy is None:
+        return
+    try:
+        await asyncio.shield(running)
+    finally:
+        await proxy.stop()
 
 
 async def _grpc_inference(

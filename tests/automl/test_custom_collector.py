@@ -43,7 +43,7 @@ COLLECTOR = (
 
 
 def _custom(command: list[str] | None = None, **collector: Any) -> dict[str, Any]:
-    custom = {"name": "my-collector", "image": "example.com/collector:1"}
+    custom: dict[str, Any] = {"name": "my-collector", "image": "example.com/collector:1"}
     if command is not None:
         custom["command"] = command
     return {

@@ -1,0 +1,254 @@
+"""Katib's SDK ``KatibClient.tune`` and ``get_trial_metrics`` against shipyard.
+
+A whole platform (every service and the gateway real processes, single-user mode) with the
+gateway's Katib DB manager listener (gateway/katib_grpc.py) on a free port. kubeflow-katib
+0.19 (the release with ``tune`` and a working ``get_trial_metrics``) pins protobuf<5, which
+the project's pins exclude, so ``make install`` keeps it in .venv/katib-sdk and the SDK
+runs in a child process with that directory first on its PYTHONPATH; the child is a file
+(``tune`` reads the objective function's source). It tunes a Python function (the trial
+Job runs ``bash -c`` with the function's source and ``python -u``; the local runtime runs
+it with the platform's Python), waits with ``wait_for_experiment_condition``, reads
+``get_optimal_hyperparameters`` and the best trial's metrics over gRPC from
+``db_manager_address=127.0.0.1:<port>``. Then the DB manager calls straight from here, with
+shipyard's own copy of Katib's messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from services.common.eventspb.katib.v1beta1 import dbmanager_pb2 as pb
+from tests import specs
+from tests.automl.test_katib_sdk import NAMESPACE, _kubeconfig
+from tests.conftest import free_port, fresh_database, running_platform
+
+ROOT = Path(__file__).resolve().parents[2]
+KATIB_SDK = ROOT / ".venv" / "katib-sdk"
+API = f"/apis/kubeflow.org/v1beta1/namespaces/{NAMESPACE}"
+SERVICE = "/api.v1.beta1.DBManager/"
+
+SDK_SCRIPT = """
+import json, sys
+import kubeflow.katib as katib
+
+kubeconfig, name, namespace, address = sys.argv[1:5]
+client = katib.KatibClient(config_file=kubeconfig, namespace=namespace)
+
+
+def objective(parameters):
+    import math
+
+    x = float(parameters["x"])
+    print(f"loss={(x - 0.3) ** 2 + math.fabs(parameters['shift']):.6f}")
+
+
+client.tune(
+    name=name,
+    objective=objective,
+    parameters={"x": katib.search.double(min=0.0, max=1.0), "shift": 0.0},
+    objective_metric_name="loss",
+    objective_type="minimize",
+    max_trial_count=3,
+    parallel_trial_count=2,
+    max_failed_trial_count=1,
+)
+client.wait_for_experiment_condition(name=name, namespace=namespace, timeout=150)
+optimal = client.get_optimal_hyperparameters(name, namespace)
+best = optimal.best_trial_name
+logs = client.get_trial_metrics(best, namespace, db_manager_address=address)
+print(json.dumps({
+    "best": best,
+    "assignments": [(p.name, p.value) for p in optimal.parameter_assignments],
+    "observation": [(m.name, m.latest) for m in optimal.observation.metrics],
+    "metrics": [(m.metric.name, m.metric.value, m.time_stamp) for m in logs],
+    "succeeded": client.is_experiment_succeeded(name, namespace),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def katib_platform(nats_url: str, seaweedfs: Any, tmp_path_factory: pytest.TempPathFactory):
+    """A platform of this module's own (its own database: the automl services of two
+    platforms on one database would be replicas of one deployment), with the DB manager
+    ports free ones: the gateway's (Katib's 6789 by default) and the automl service's."""
+    port = free_port()
+    env = {
+        "SHIPYARD_KATIB_DB_MANAGER_PORT": str(port),
+        "SHIPYARD_DB_MANAGER_PORT": str(free_port()),
+    }
+    with (
+        fresh_database("shipyard_katib_tune") as url,
+        running_platform(
+            tmp_path_factory.mktemp("katib-tune"),
+            database_url=url,
+            nats_url=nats_url,
+            s3=seaweedfs.config,
+            env=env,
+        ) as platform,
+    ):
+        _wait_listening(port)
+        yield platform, f"127.0.0.1:{port}"
+
+
+def _wait_listening(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"the gateway's Katib DB manager port {port} never opened")
+
+
+def test_tune_wait_optimal_and_trial_metrics(katib_platform: Any, tmp_path: Path) -> None:
+    platform, address = katib_platform
+    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", platform.gateway_url)
+    script = tmp_path / "tune.py"
+    script.write_text(SDK_SCRIPT)
+    name = f"tune-{os.urandom(3).hex()}"
+    env = {**os.environ, "PYTHONPATH": str(KATIB_SDK)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(kubeconfig), name, NAMESPACE, address],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["succeeded"] is True
+    assignments = dict(out["assignments"])
+    assert set(assignments) == {"x"} and 0.0 <= float(assignments["x"]) <= 1.0
+    expected = (float(assignments["x"]) - 0.3) ** 2
+    [(metric, latest)] = out["observation"]
+    assert metric == "loss" and abs(float(latest) - expected) < 1e-5
+    # get_trial_metrics: the best trial's observation log, as Katib's MetricLog messages.
+    assert [(n, v) for n, v, _ in out["metrics"]] == [("loss", latest)]
+    assert out["metrics"][0][2].endswith("Z") and "T" in out["metrics"][0][2]
+    with httpx.Client(base_url=platform.gateway_url, timeout=30) as api:
+        exp = api.get(f"{API}/experiments/{name}").json()
+        assert exp["status"]["trialsSucceeded"] == 3
+        assert exp["status"]["currentOptimalTrial"]["bestTrialName"] == out["best"]
+        trial = api.get(f"{API}/trials/{out['best']}").json()
+        job = trial["spec"]["runSpec"]["spec"]["template"]["spec"]["containers"][0]
+        assert job["command"] == ["bash", "-c"] and "python -u" in job["args"][0]
+
+
+def _experiment_with_a_trial(api: httpx.Client) -> str:
+    name = f"dbm-{os.urandom(3).hex()}"
+    body = specs.python_experiment(name, "print('loss=0.5')", maxTrialCount=1, parallelTrialCount=1)
+    r = api.post(f"{API}/experiments", json=body)
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        exp = api.get(f"{API}/experiments/{name}").json()
+        if exp.get("status", {}).get("trialsSucceeded") == 1:
+            trials = api.get(f"{API}/trials", params={"labelSelector": f"experiment={name}"})
+            return str(trials.json()["items"][0]["metadata"]["name"])
+        time.sleep(0.3)
+    raise AssertionError(f"experiment {name} did not finish: {exp.get('status')}")
+
+
+@pytest.fixture
+def db_manager(katib_platform: Any) -> Iterator[tuple[Any, grpc.Channel]]:
+    platform, address = katib_platform
+    with grpc.insecure_channel(address) as channel:
+        yield platform, channel
+
+
+def _call(channel: grpc.Channel, method: str, request: Any, reply: Any, **kw: Any) -> Any:
+    call = channel.unary_unary(
+        SERVICE + method,
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=reply.FromString,
+    )
+    return call(request, timeout=30, **kw)
+
+
+def test_db_manager_report_get_delete_through_the_gateway(db_manager: Any) -> None:
+    platform, channel = db_manager
+    with httpx.Client(base_url=platform.gateway_url, timeout=30) as api:
+        trial = _experiment_with_a_trial(api)
+    got = _call(
+        channel,
+        "GetObservationLog",
+        pb.GetObservationLogRequest(trial_name=trial),
+        pb.GetObservationLogReply,
+    )
+    assert [(m.metric.name, m.metric.value) for m in got.observation_log.metric_logs] == [
+        ("loss", "0.5")
+    ]
+    report = pb.ReportObservationLogRequest(
+        trial_name=trial,
+        observation_log=pb.ObservationLog(
+            metric_logs=[
+                pb.MetricLog(
+                    time_stamp="2030-01-01T00:00:00.123456789Z",
+                    metric=pb.Metric(name="accuracy", value="0.9"),
+                ),
+                pb.MetricLog(
+                    time_stamp="2030-01-02T00:00:00Z",
+                    metric=pb.Metric(name="accuracy", value="0.95"),
+                ),
+            ]
+        ),
+    )
+    _call(channel, "ReportObservationLog", report, pb.ReportObservationLogReply)
+    window = pb.GetObservationLogRequest(
+        trial_name=trial,
+        metric_name="accuracy",
+        start_time="2030-01-01T12:00:00Z",
+        end_time="2030-01-03T00:00:00Z",
+    )
+    got = _call(channel, "GetObservationLog", window, pb.GetObservationLogReply)
+    assert [
+        (m.metric.name, m.metric.value, m.time_stamp) for m in got.observation_log.metric_logs
+    ] == [("accuracy", "0.95", "2030-01-02T00:00:00.000000000Z")]
+    bad = pb.ReportObservationLogRequest(
+        trial_name=trial,
+        observation_log=pb.ObservationLog(
+            metric_logs=[pb.MetricLog(metric=pb.Metric(name="accuracy", value="high"))]
+        ),
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        _call(channel, "ReportObservationLog", bad, pb.ReportObservationLogReply)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == (
+        "observation_log.metric_logs[0].metric.value: 'high' is not a number"
+    )
+    _call(
+        channel,
+        "DeleteObservationLog",
+        pb.DeleteObservationLogRequest(trial_name=trial),
+        pb.DeleteObservationLogReply,
+    )
+    got = _call(
+        channel,
+        "GetObservationLog",
+        pb.GetObservationLogRequest(trial_name=trial),
+        pb.GetObservationLogReply,
+    )
+    assert list(got.observation_log.metric_logs) == []
+    with pytest.raises(grpc.RpcError) as missing:
+        _call(
+            channel,
+            "GetObservationLog",
+            pb.GetObservationLogRequest(trial_name="no-such"),
+            pb.GetObservationLogReply,
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert missing.value.details().startswith('trial "no-such" not found in a namespace you may')
