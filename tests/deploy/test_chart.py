@@ -89,7 +89,8 @@ def test_chart_renders_gateway_and_services() -> None:
         port = DEFAULT_PORTS[name]
         (container,) = deployments[f"{RELEASE}-{name}"]["spec"]["template"]["spec"]["containers"]
         assert container["command"] == ["python", "-m", module]
-        assert container["ports"] == [{"name": "http", "containerPort": port}]
+        grpc = [{"name": "grpc", "containerPort": 8081}] if name == "gateway" else []
+        assert container["ports"] == [{"name": "http", "containerPort": port}, *grpc]
         assert {"name": "SHIPYARD_PORT", "value": str(port)} in container["env"]
         refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
         assert refs == {f"{RELEASE}-settings", f"{RELEASE}-secrets"}
@@ -106,6 +107,14 @@ def test_chart_renders_gateway_and_services() -> None:
             assert settings[f"SHIPYARD_{name.upper()}_URL"] == f"http://{RELEASE}-{name}:{port}"
     assert settings["SHIPYARD_GATEWAY_PORT"] == "8080"
     assert settings["SHIPYARD_HOST"] == "0.0.0.0"
+    # gRPC inference (gateway/grpc_inference.py): h2c on its own port of the gateway's Service.
+    grpc_port = services[f"{RELEASE}-gateway"]["spec"]["ports"][1]
+    assert grpc_port == {
+        "name": "grpc",
+        "port": 8081,
+        "targetPort": "grpc",
+        "appProtocol": "kubernetes.io/h2c",
+    }
 
 
 def test_chart_keys_secret_mounted() -> None:

@@ -82,7 +82,10 @@ def test_compose_ports_and_urls_agree(compose: dict[str, Any]) -> None:
         assert env["SHIPYARD_PORT"] == str(DEFAULT_PORTS[name])
         assert gateway[f"SHIPYARD_{name.upper()}_URL"] == f"http://{name}:{env['SHIPYARD_PORT']}"
     assert gateway["SHIPYARD_PORT"] == gateway["SHIPYARD_GATEWAY_PORT"] == "8080"
-    assert compose["services"]["gateway"]["ports"] == [f"8080:{gateway['SHIPYARD_PORT']}"]
+    assert compose["services"]["gateway"]["ports"] == [
+        f"8080:{gateway['SHIPYARD_PORT']}",
+        f"8081:{gateway['SHIPYARD_GATEWAY_GRPC_PORT']}",
+    ]
     assert gateway["SHIPYARD_PUBLIC_URL"] == "http://localhost:8080"
     for name in OURS:
         # inside a container 127.0.0.1 is unreachable from the other services
