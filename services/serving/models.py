@@ -27,7 +27,15 @@ from services.serving.modelcache import http_uri_problem
 
 SERVICE = catalog.INFERENCE_SERVICE.service
 #: Formats the bundled model server loads (services/serving/modelserver/loaders.py).
-SUPPORTED_FORMATS = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "python")
+SUPPORTED_FORMATS = (
+    "sklearn",
+    "xgboost",
+    "lightgbm",
+    "onnx",
+    "pytorch",
+    "huggingface",
+    "python",
+)
 #: KServe formats refused, and why: each needs a large runtime this platform does not run.
 UNSUPPORTED_FORMATS = {
     "tensorflow": "TensorFlow models need TensorFlow Serving or the tensorflow package "

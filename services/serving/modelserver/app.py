@@ -22,6 +22,7 @@ from .batcher import ModelBatcher
 from .fastpath import InferFastPath
 from .handlers import BATCH_HEADER
 from .loaders import Model
+from .openai_api import add_openai_routes
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def create_model_app(
 
     _add_v1_routes(app, model, unknown)
     _add_v2_routes(app, model, unknown)
+    add_openai_routes(app, model)  # /openai/v1/...: completions of text-generation models
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:

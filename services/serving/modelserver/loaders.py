@@ -2,7 +2,8 @@
 
 ``sklearn`` (joblib/pickle) and ``python`` (model.py) are here; ``xgboost`` and ``lightgbm``
 (:mod:`.boosters`), ``onnx`` (:mod:`.onnx_model`) and ``pytorch`` (TorchScript,
-:mod:`.torchscript`) live beside this module. Each format's library is imported only when a
+:mod:`.torchscript`) and ``huggingface`` (transformers, :mod:`.huggingface`) live beside
+this module. Each format's library is imported only when a
 model of that format loads (:func:`import_library`), so the server starts without the ones it
 does not use, and a missing one is a :class:`ModelLoadError` that says what to install: the
 server exits with it, and the InferenceService's Ready condition quotes it.
@@ -218,6 +219,12 @@ def _pytorch(name: str, model_dir: Path, nthread: int) -> Model:
     return PyTorchModel(name, model_dir, nthread)
 
 
+def _huggingface(name: str, model_dir: Path, nthread: int) -> Model:
+    from .huggingface import HuggingFaceModel
+
+    return HuggingFaceModel(name, model_dir, nthread)
+
+
 #: Format name (KServe's modelFormat.name) -> loader(name, model_dir, nthread).
 LOADERS: dict[str, Callable[[str, Path, int], Model]] = {
     "sklearn": _sklearn,
@@ -225,6 +232,7 @@ LOADERS: dict[str, Callable[[str, Path, int], Model]] = {
     "lightgbm": _lightgbm,
     "onnx": _onnx,
     "pytorch": _pytorch,
+    "huggingface": _huggingface,
     "python": _python,
 }
 
