@@ -81,6 +81,17 @@ STATE_TO_STUDY = {
     "MetricsUnavailable": "FAIL",
 }
 FOLLOW_UP_SECONDS = 0.25
+SUGGESTION_DONE = {
+    "Never": "Suggestion is succeeded, can't be restarted",
+    "FromVolume": "Suggestion is succeeded, suggestion volume is not deleted, can be restarted",
+}
+
+
+def suggestion_claim(experiment: dict[str, Any]) -> str:
+    """The suggestion's volume of a FromVolume experiment: Katib's PVC name for it
+    (``<suggestion>-<algorithm>``; the Suggestion is named as its experiment)."""
+    name = experiment["metadata"]["name"]
+    return f"{name}-{experiment['spec']['algorithm']['algorithmName']}"[:253]
 
 
 @dataclass
@@ -238,7 +249,7 @@ class AutoMLController(Controller):
         if finished:
             await self._kill_active(trials)
             await self._write_status(EXPERIMENT, experiment, status)
-            await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion)
+            await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion, True)
             return
         done = completion(spec, summary, exhausted)
         if done is not None:
@@ -248,7 +259,7 @@ class AutoMLController(Controller):
             await self._write_status(EXPERIMENT, experiment, status)
             log.info("experiment %s/%s %s: %s", namespace, name, ctype, reason)
             await self._kill_active(trials)
-            await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion)
+            await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion, True)
             return
         set_condition(
             status,
@@ -270,7 +281,7 @@ class AutoMLController(Controller):
             await self._create_trials(state, rows, attrs, study_state, need)
             return
         await self._write_status(EXPERIMENT, experiment, status)
-        await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion)
+        await self._sync_suggestion(experiment, rows, exhausted, trials, suggestion, False)
 
     def _restartable(self, experiment: dict[str, Any], completed: int) -> bool:
         spec, status = experiment["spec"], experiment.get("status") or {}
@@ -413,19 +424,24 @@ class AutoMLController(Controller):
         exhausted: bool,
         trial_list: list[dict[str, Any]],
         current: dict[str, Any] | None,
+        finished: bool,
     ) -> None:
         """Keep the Suggestion object (Katib's record of requests and assignments) in step.
 
         It is derived from the study rows, which commit with the trials, so it can be
-        brought up to date at any later reconcile (it is off the trial-start path).
+        brought up to date at any later reconcile (it is off the trial-start path). As
+        Katib's, it succeeds when the search space is exhausted, or when its ``finished``
+        experiment's resumePolicy is Never or FromVolume (LongRunning keeps it running).
         """
         spec, meta = experiment["spec"], experiment["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         status = (current or {}).get("status") or {}
+        policy = spec.get("resumePolicy", "Never")
+        done = exhausted or (finished and policy in ("Never", "FromVolume"))
         if (
             current is not None
             and status.get("suggestionCount") == len(rows)
-            and exhausted == has_condition(status, "Succeeded")
+            and done == has_condition(status, "Succeeded")
             and has_condition(status, "Created")
         ):
             return  # already in step: the common case, kept cheap
@@ -454,8 +470,26 @@ class AutoMLController(Controller):
                 "The search space is exhausted",
                 false_types=("Running",),
             )
-        else:
-            set_condition(status, "Running", "SuggestionRunning", "Suggestion is running")
+        elif done:  # Katib's reason and messages
+            set_condition(
+                status,
+                "Succeeded",
+                "Experiment is succeeded",
+                SUGGESTION_DONE[policy],
+                false_types=("Running",),
+            )
+        else:  # running, or running again after a restart
+            set_condition(
+                status,
+                "Running",
+                "SuggestionRunning",
+                "Suggestion is running",
+                false_types=("Succeeded",),
+            )
+        if current is None and policy == "FromVolume":
+            await self.runtime.create_volume(
+                namespace, suggestion_claim(experiment), labels={SERVICE_LABEL: "automl"}
+            )
         async with self.db.transaction() as s:  # one transaction: create, requests, status
             if current is None:
                 current = await self.store.create(
@@ -571,6 +605,8 @@ class AutoMLController(Controller):
             if trial_runs.collector_kind(trial["spec"]) in ("File", "TensorFlowEvent", "Custom"):
                 await self.runtime.delete_volume(namespace, trial_runs.metrics_claim(name))
         await pbt_checkpoints.delete_volume(self.runtime, experiment)
+        if experiment["spec"].get("resumePolicy") == "FromVolume":
+            await self.runtime.delete_volume(namespace, suggestion_claim(experiment))
         async with self.db.transaction() as s:
             for trial in trials:
                 with contextlib.suppress(ApiError):
