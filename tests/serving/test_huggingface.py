@@ -244,6 +244,27 @@ async def test_generator_v1_v2_and_completion_match_generate(hf_models: dict[str
         assert choice["text"] == text[: text.find(stop)] and choice["finish_reason"] == "stop"
 
 
+async def test_completion_prompts_as_lists_ids_and_echo(hf_models: dict[str, Path]) -> None:
+    first, _, _ = expected_text(hf_models["gen"], "the movie was", 3)
+    second, _, _ = expected_text(hf_models["gen"], "bad plot", 3)
+    async with app_client(hf_models["gen"]) as client:
+        body = {"model": "m", "prompt": ["the movie was", "bad plot"], "max_tokens": 3}
+        doc = (await client.post("/openai/v1/completions", json=body)).json()
+        assert [(c["index"], c["text"]) for c in doc["choices"]] == [(0, first), (1, second)]
+        assert doc["usage"]["completion_tokens"] == 6
+        # Token ids as the prompt, and echo: the prompt's text comes first.
+        from transformers import AutoTokenizer
+
+        ids = AutoTokenizer.from_pretrained(hf_models["gen"])("the movie was")["input_ids"]
+        body = {"model": "m", "prompt": ids, "max_tokens": 3, "echo": True}
+        doc = (await client.post("/openai/v1/completions", json=body)).json()
+        assert doc["choices"][0]["text"] == "the movie was" + first, doc
+        card = (await client.get("/openai/v1/models/m")).json()
+        assert card["id"] == "m" and card["object"] == "model"
+        r = await client.get("/openai/v1/models/other")
+        assert r.status_code == 404 and r.json()["error"]["type"] == "NotFoundError"
+
+
 async def test_chat_template_or_plain_join(hf_models: dict[str, Path]) -> None:
     messages = [{"role": "user", "content": "hello world"}]
     templated, _, _ = expected_text(hf_models["gen"], "user : hello world assistant :", 4)
