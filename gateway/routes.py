@@ -81,6 +81,14 @@ STATIC_ROUTES: tuple[Route, ...] = (
     # The Argo Server's artifact downloads (streamed through the proxy, as every response).
     _r(rf"^/(artifact-files|artifacts|input-artifacts)/{NS}/", "pipeline"),
     _r(rf"^/apis/serving\.kserve\.io/v1beta1/namespaces/{NS}/", "serving"),
+    # KServe's runtimes: a namespace's ServingRuntimes, and the ClusterServingRuntimes every
+    # signed-in user may read (which servers exist); writing one takes a cluster admin.
+    _r(rf"^/apis/serving\.kserve\.io/v1alpha1/namespaces/{NS}/servingruntimes(/|$)", "serving"),
+    _r(
+        r"^/apis/serving\.kserve\.io/v1alpha1/clusterservingruntimes(/|$)",
+        "serving",
+        any_user=True,
+    ),
     _r(r"^/apis/serving\.kserve\.io/", "serving"),
     # KFServing's group: the same InferenceServices (services/serving/kfserving.py).
     _r(rf"^/apis/serving\.kubeflow\.org/v1beta1/namespaces/{NS}/", "serving"),

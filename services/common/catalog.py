@@ -276,6 +276,32 @@ KFSERVING_INFERENCE_SERVICE = KindInfo(
     columns=INFERENCE_SERVICE.columns,
     alias_of=INFERENCE_SERVICE,
 )
+# KServe's runtimes (serving.kserve.io/v1alpha1): which server runs a model format. Columns
+# as KServe's CRDs print them (the first format and container: a path here has no ``[*]``).
+_RUNTIME_COLUMNS = (
+    PrinterColumn("DISABLED", "spec.disabled"),
+    PrinterColumn("MODELTYPE", "spec.supportedModelFormats[0].name"),
+    PrinterColumn("CONTAINERS", "spec.containers[0].name"),
+)
+SERVING_RUNTIME = KindInfo(
+    "serving.kserve.io",
+    "v1alpha1",
+    "ServingRuntime",
+    "servingruntimes",
+    "serving",
+    categories=_KUBEFLOW,
+    columns=_RUNTIME_COLUMNS,
+)
+CLUSTER_SERVING_RUNTIME = KindInfo(
+    "serving.kserve.io",
+    "v1alpha1",
+    "ClusterServingRuntime",
+    "clusterservingruntimes",
+    "serving",
+    namespaced=False,
+    categories=_KUBEFLOW,
+    columns=_RUNTIME_COLUMNS,
+)
 SECRET = KindInfo(
     "",
     "v1",
@@ -321,6 +347,8 @@ ALL_KINDS: tuple[KindInfo, ...] = (
     WORKFLOW_TEMPLATE,
     INFERENCE_SERVICE,
     KFSERVING_INFERENCE_SERVICE,
+    SERVING_RUNTIME,
+    CLUSTER_SERVING_RUNTIME,
     SECRET,
     SERVICE_ACCOUNT,
     PROFILE,

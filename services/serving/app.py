@@ -14,6 +14,7 @@ from services.serving.idle import ActivityMonitor, ConcurrencyWindow, IdleClock
 from services.serving.kfserving import KFServingAlias
 from services.serving.modelcache import ModelCache
 from services.serving.models import INFERENCE_SERVICE, KINDS, SECRET
+from services.serving.runtimes import KINDS as RUNTIME_KINDS
 from services.serving.settings import Settings
 from services.serving.storage import check_download_uris, check_file_uris
 from services.serving.tables import metadata
@@ -22,7 +23,8 @@ from services.serving.tables import metadata
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     versions = Path(__file__).parent / "migrations" / "versions"
-    app = build_service("serving", settings, metadata, versions, kinds=KINDS, components=components)
+    kinds = (*KINDS, *RUNTIME_KINDS)  # ServingRuntimes: services/serving/runtimes.py
+    app = build_service("serving", settings, metadata, versions, kinds=kinds, components=components)
     # KFServing's group, serving.kubeflow.org/v1beta1: the same InferenceServices (kfserving.py).
     app.add_middleware(KFServingAlias, max_body_bytes=settings.max_body_bytes)
     return app

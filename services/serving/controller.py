@@ -59,7 +59,6 @@ from services.serving.models import (
     INFERENCE_SERVICE,
     SECRET,
     SERVICE_ACCOUNT,
-    batcher_args,
     predictor_model,
 )
 from services.serving.revisions import (
@@ -68,7 +67,9 @@ from services.serving.revisions import (
     revision_number,
     workload_name,
 )
-from services.serving.storage import Storage, StorageError, StoragePending, resolve_storage
+from services.serving.runtimes import RuntimeNotAvailable, register_builtin_runtimes
+from services.serving.servers import model_server
+from services.serving.storage import StorageError, StoragePending, resolve_storage
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ REVISION_LABEL = "serving.shipyard.io/revision"
 HASH_LABEL = "serving.shipyard.io/predictor-hash"
 REPLICA_LABEL = "serving.shipyard.io/replica"
 FINALIZER = "inferenceservice.finalizers"
-MODEL_SERVER = "services.serving.modelserver"
 #: Runtime reasons for a workload that never started; restarting it cannot help.
 LAUNCH_ERRORS = (
     "PersistentVolumeClaimNotFound",
@@ -177,6 +177,9 @@ class InferenceServiceController(Controller):
         # writing a server's spec and launching it left one that only adoption starts (the
         # reconcile lists it and waits for it to become ready, so nothing else would).
         await self.runtime.adopt()
+        created = await register_builtin_runtimes(self.store)
+        if created:
+            log.info("registered built-in ClusterServingRuntimes: %s", ", ".join(created))
         await super().start()
 
     def on_report(self, report: Activity) -> None:
@@ -235,12 +238,15 @@ class InferenceServiceController(Controller):
                 await self._credentials(ns, predictor, block["storageUri"]),
                 renew=replica == 0,
             )
-            protocol = block.get("protocolVersion") or "v1"
-            probe_path = "/v2/health/ready" if protocol == "v2" else f"/v1/models/{name}"
-            command, args, image = self._model_server(
-                block, fmt, protocol, storage, ns, name, predictor.get("batcher")
+            batcher = predictor.get("batcher")
+            server = await model_server(
+                self.store, self.runtime, isvc, block, fmt, storage, batcher
             )
-            container = block
+            command, args, image = server.command, server.args, server.image
+            probe_path = server.probe_path(name)
+            labels.update(server.labels)
+            env += server.env
+            container = server.container or block
             volumes, mounts, files = storage.volumes, storage.mounts, storage.files
         else:
             container = predictor["containers"][0]
@@ -287,43 +293,6 @@ class InferenceServiceController(Controller):
             }
         )
 
-    def _model_server(
-        self,
-        block: dict[str, Any],
-        fmt: str,
-        protocol: str,
-        storage: Storage,
-        ns: str,
-        name: str,
-        batcher: dict[str, Any] | None = None,
-    ) -> tuple[list[str], list[str], str | None]:
-        """(command, args, image) of a model block's server: the platform's own, run with the
-        runtime's interpreter for platform tools in the platform's image, unless the block
-        names its own command or image."""
-        custom = block.get("command")
-        command = custom or [self.runtime.python, "-m", MODEL_SERVER]
-        image = block.get("image") or self.runtime.platform_image
-        extra = list(block.get("args") or []) if custom else []
-        storage_args = ["--storage-plan", storage.plan] if storage.plan else []
-        args = [
-            *extra,
-            *storage_args,
-            "--model-name",
-            name,
-            "--model-dir",
-            storage.model_dir,
-            "--model-format",
-            fmt,
-            "--protocol",
-            protocol,
-            "--port",
-            "$(PORT)",
-            "--path-prefix",
-            f"/serving/{ns}/{name}",
-            *([] if custom else batcher_args(batcher)),
-        ]
-        return command, args, image
-
     async def _credentials(
         self, namespace: str, predictor: dict[str, Any], uri: str
     ) -> S3Credentials | None:
@@ -363,21 +332,45 @@ class InferenceServiceController(Controller):
         comp: dict[str, Any],
         by_number: dict[int, WorkloadStatus],
         digest: str,
-    ) -> tuple[int | None, str | None, str | None]:
+    ) -> tuple[int | None, str | None, str | None, str | None]:
         """Start the next revision for the current predictor spec (added to ``by_number``):
         (its number, or the last created one's when it cannot start yet; why it failed;
-        why it is pending)."""
+        why it is pending; KServe's reason for a failure of the spec, such as
+        NoSupportingRuntime)."""
         meta = isvc["metadata"]
         number = max([0, *by_number, revision_number(comp.get("latestCreatedRevision"))]) + 1
         try:
             spec = await self.workload_for(isvc, number, digest)
         except StoragePending as exc:
-            return revision_number(comp.get("latestCreatedRevision")) or None, None, str(exc)
+            return revision_number(comp.get("latestCreatedRevision")) or None, None, str(exc), None
         except (StorageError, ValueError) as exc:
-            return revision_number(comp.get("latestCreatedRevision")) or None, str(exc), None
+            reason = exc.reason if isinstance(exc, RuntimeNotAvailable) else None
+            return (
+                revision_number(comp.get("latestCreatedRevision")) or None,
+                str(exc),
+                None,
+                reason,
+            )
         by_number[number] = await self.runtime.apply(spec)
         log.info("created revision %s of %s/%s", number, meta["namespace"], meta["name"])
-        return number, None, None
+        return number, None, None, None
+
+    async def _latest_revision(
+        self,
+        isvc: dict[str, Any],
+        comp: dict[str, Any],
+        by_number: dict[int, WorkloadStatus],
+        digest: str,
+    ) -> tuple[int | None, str | None, str | None, str | None] | None:
+        """The revision of the current predictor spec, started if there is none (see
+        ``_new_revision`` for the tuple); None when its server was deleted to be relaunched
+        (its claim appeared)."""
+        latest = next((n for n, w in by_number.items() if w.labels.get(HASH_LABEL) == digest), None)
+        if latest is None:
+            return await self._new_revision(isvc, comp, by_number, digest)
+        if await self._relaunch_if_claim_appeared(by_number[latest]):
+            return None
+        return latest, None, None, None
 
     async def reconcile(self, kind: ResourceKind, namespace: str, name: str) -> None:
         isvc = await self.store.find(INFERENCE_SERVICE, namespace, name)
@@ -402,13 +395,10 @@ class InferenceServiceController(Controller):
         await self._restart_stopped(isvc, by_number, digest)
 
         # The latest revision: the workload of the current predictor spec, else a new one.
-        latest = next((n for n, w in by_number.items() if w.labels.get(HASH_LABEL) == digest), None)
-        failure: str | None = None
-        pending: str | None = None  # the new revision's model is still downloading
-        if latest is None:
-            latest, failure, pending = await self._new_revision(isvc, comp, by_number, digest)
-        elif await self._relaunch_if_claim_appeared(by_number[latest]):
+        found = await self._latest_revision(isvc, comp, by_number, digest)
+        if found is None:
             return  # deleted; the store's next change or the poll below recreates it
+        latest, failure, pending, reason = found
 
         # Roll out: who takes the stable traffic, who is previous.
         rolled = revision_number(comp.get("latestRolledoutRevision")) or None
@@ -471,6 +461,7 @@ class InferenceServiceController(Controller):
             standby=standby,
             secondaries=secondaries,
             pending=pending,
+            failure_reason=reason,
         )
         if new_status != status:
             await self.store.update_status(INFERENCE_SERVICE, namespace, name, new_status)

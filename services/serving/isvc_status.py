@@ -11,6 +11,7 @@ from typing import Any
 
 from services.common.runtime import WorkloadStatus
 from services.serving.revisions import revision_name
+from services.serving.servers import CLUSTER_RUNTIME_LABEL, RUNTIME_LABEL
 
 
 def build_status(
@@ -27,13 +28,16 @@ def build_status(
     standby: bool = False,
     secondaries: dict[tuple[int, int], WorkloadStatus] | None = None,
     pending: str | None = None,
+    failure_reason: str | None = None,
 ) -> dict[str, Any]:
     """KServe's InferenceService status, plus the endpoints the gateway reads.
 
     ``desired`` 0 withdraws the endpoints (scale to zero); ``standby`` keeps a scaled to
     zero (or re-activating) service Ready with its traffic, as Knative does. ``pending``
     says why the latest spec has no revision yet (its model is downloading): not a
-    failure, and a revision already serving keeps serving meanwhile.
+    failure, and a revision already serving keeps serving meanwhile. ``failure_reason`` is
+    KServe's FailureReason when the spec itself cannot be served (NoSupportingRuntime...):
+    the model's transition is then ``InvalidSpec``, as KServe's.
     """
     meta = isvc["metadata"]
     ns, name = meta["namespace"], meta["name"]
@@ -96,14 +100,29 @@ def build_status(
             name,
             standby and latest == rolled and pending is None,
             pending is not None,
+            failure_reason,
         ),
     }
+    status.update(runtime_names(latest_w or rolled_w))
     if status["observedGeneration"] is None:
         del status["observedGeneration"]
     if routable:
         status["url"] = url
         status["address"] = {"url": url}
     return status
+
+
+def runtime_names(workload: WorkloadStatus | None) -> dict[str, str]:
+    """``servingRuntimeName`` or ``clusterServingRuntimeName``: the runtime the latest
+    revision runs, as its workload's labels record it (services.serving.runtimes)."""
+    labels = workload.labels if workload is not None else {}
+    for label, field in (
+        (RUNTIME_LABEL, "servingRuntimeName"),
+        (CLUSTER_RUNTIME_LABEL, "clusterServingRuntimeName"),
+    ):
+        if labels.get(label):
+            return {field: labels[label]}
+    return {}
 
 
 def revision_names(
@@ -190,6 +209,7 @@ def model_status(
     name: str,
     standby: bool = False,
     downloading: bool = False,
+    failure_reason: str | None = None,
 ) -> dict[str, Any]:
     def state(w: WorkloadStatus | None) -> str:
         if standby:
@@ -200,7 +220,9 @@ def model_status(
 
     active = state(rolled_w)
     target = "FailedToLoad" if failure else "Pending" if downloading else state(latest_w)
-    if failure:
+    if failure and failure_reason:
+        transition = "InvalidSpec"
+    elif failure:
         transition = "BlockedByFailedLoad"
     elif downloading:
         transition = "InProgress"
@@ -222,7 +244,7 @@ def model_status(
         previous = (old.get("modelStatus") or {}).get("lastFailureInfo") or {}
         info: dict[str, Any] = {
             "location": latest_w.name if latest_w else "",
-            "reason": "ModelLoadFailed",
+            "reason": failure_reason or "ModelLoadFailed",
             "message": failure,
             "modelRevisionName": revision_name(name, latest) if latest else "",
         }

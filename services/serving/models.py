@@ -276,7 +276,7 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
     if found is not None:
         key, block, fmt = found
         path = f"spec.predictor.{key}"
-        if not block.get("command"):
+        if not block.get("command") and not block.get("runtime"):
             causes += _format_causes(path, key, fmt)
         uri = block.get("storageUri")
         if not uri:
@@ -307,12 +307,14 @@ def predictor_model(predictor: dict[str, Any]) -> tuple[str, dict[str, Any], str
 
 
 def _format_causes(path: str, key: str, fmt: str) -> list[Cause]:
-    """A model format the bundled server cannot load (a block with its own ``command`` may
-    name any: that server is the user's)."""
+    """A model format refused outright (a block with its own ``command`` or a named
+    ``runtime`` may name any: that server is the user's). Any other format is served by a
+    ServingRuntime that lists it, else gets KServe's NoSupportingRuntime condition
+    (services/serving/runtimes.py)."""
     field = f"{path}.modelFormat.name" if key == "model" else path
-    if fmt in SUPPORTED_FORMATS:
+    if fmt in SUPPORTED_FORMATS or fmt not in UNSUPPORTED_FORMATS:
         return []
-    why = UNSUPPORTED_FORMATS.get(fmt) or (f"format {fmt!r} has no runtime on this platform yet")
+    why = UNSUPPORTED_FORMATS[fmt]
     return [
         Cause(
             field,

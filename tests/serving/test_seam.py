@@ -25,10 +25,11 @@ from services.common.objectstore import ObjectStore
 from services.common.resources import ResourceStore
 from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
-from services.serving.controller import MODEL_SERVER, InferenceServiceController
+from services.serving.controller import InferenceServiceController
 from services.serving.modelcache import DownloadPolicy, ModelCache
 from services.serving.modelserver import initializer
 from services.serving.modelserver.initializer import DONE_MARKER, StorageInitError, initialize
+from services.serving.runtimes import CLUSTER_SERVING_RUNTIME, MODEL_SERVER, builtin_runtimes
 from services.serving.storage import MODEL_MOUNT, STORAGE_PLAN, StorageError
 from services.serving.unpack import UnpackError
 
@@ -60,10 +61,18 @@ def test_serving_source_has_no_host_path_loopback_or_service_interpreter() -> No
 
 # ----------------------------------------------------------------------------- the spec
 class _NoStore:
-    """workload_for reads no resources; the controller only registers a listener."""
+    """What workload_for reads: the runtimes, here only the built-in ClusterServingRuntimes
+    (services.serving.runtimes); the controller also registers a listener."""
 
     def add_listener(self, listener: Any) -> None:
         pass
+
+    async def list_all(self, kind: Any, namespace: str | None = None) -> list[dict[str, Any]]:
+        return builtin_runtimes() if kind is CLUSTER_SERVING_RUNTIME else []
+
+    async def find(self, kind: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
+        found = [o for o in await self.list_all(kind) if o["metadata"]["name"] == name]
+        return found[0] if found else None
 
 
 @pytest.fixture

@@ -1,0 +1,139 @@
+"""What runs a model: the command, arguments, image and protocol of a revision's server.
+
+A model block (``spec.predictor.model`` or a legacy framework block) is served by
+
+- its own ``command``, when it names one (the user's server, given the platform's arguments);
+- else the runtime KServe's rules select (services.serving.runtimes): the platform's model
+  server, run with the workload runtime's interpreter for platform tools in the platform's
+  image, when the runtime's container runs it; else the runtime's container itself, the
+  user's own server, with the model's place in its environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.resources import ResourceStore
+from services.common.runtime import Runtime
+from services.serving.models import batcher_args
+from services.serving.runtimes import MODEL_SERVER, runtime_container, select_runtime
+from services.serving.storage import Storage
+
+#: Workload labels naming the ServingRuntime (or ClusterServingRuntime) a revision runs.
+RUNTIME_LABEL = "serving.kserve.io/servingruntime"
+CLUSTER_RUNTIME_LABEL = "serving.kserve.io/clusterservingruntime"
+
+
+@dataclass(frozen=True)
+class ModelServer:
+    """How a revision serves its model: argv, image and protocol, and for a model served by a
+    ServingRuntime the labels naming it, its extra environment and its merged container."""
+
+    command: list[str]
+    args: list[str]
+    image: str | None
+    protocol: str
+    labels: dict[str, str] = field(default_factory=dict)
+    env: list[dict[str, Any]] = field(default_factory=list)
+    container: dict[str, Any] | None = None
+
+    def probe_path(self, name: str) -> str:
+        """Where readiness is asked: the runtime container's own probe, else the protocol's
+        (V2's server readiness, V1's model)."""
+        http_get = ((self.container or {}).get("readinessProbe") or {}).get("httpGet") or {}
+        default = "/v2/health/ready" if self.protocol == "v2" else f"/v1/models/{name}"
+        return str(http_get.get("path") or default)
+
+
+async def model_server(
+    store: ResourceStore,
+    runtime: Runtime,
+    isvc: dict[str, Any],
+    block: dict[str, Any],
+    fmt: str,
+    storage: Storage,
+    batcher: dict[str, Any] | None = None,
+) -> ModelServer:
+    """The server of a model block (see the module's docstring). RuntimeNotAvailable (a
+    ValueError) when no runtime serves it, ValueError when the runtime's container cannot
+    run here."""
+    meta = isvc["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    if block.get("command"):
+        protocol = block.get("protocolVersion") or "v1"
+        command, args, image = platform_args(
+            runtime, block, fmt, protocol, storage, ns, name, batcher
+        )
+        return ModelServer(command, args, image, protocol)
+    selected = await select_runtime(store, ns, block, fmt)
+    container = runtime_container(selected, meta, block)
+    labels = {CLUSTER_RUNTIME_LABEL if selected.cluster else RUNTIME_LABEL: selected.name}
+    if selected.platform_server:
+        command, args, image = platform_args(
+            runtime, container, fmt, selected.protocol, storage, ns, name, batcher
+        )
+        image = container.get("image") or image
+        return ModelServer(command, args, image, selected.protocol, labels, [], container)
+    if storage.plan:
+        raise ValueError(
+            f"runtime {selected.name!r} runs its own server, which reads the model from "
+            f"{storage.model_dir}: serve it from a volume (storageUri pvc://<claim>/<path>); "
+            "s3:// and http(s):// models are fetched by the platform's model server"
+        )
+    command = list(container.get("command") or [])
+    if not command:
+        raise ValueError(
+            f"runtime {selected.name!r}: its container names no command, and an image's "
+            "own entrypoint cannot run here (the local runtime runs commands, not images)"
+        )
+    env = [
+        {"name": "STORAGE_URI", "value": block.get("storageUri") or ""},
+        {"name": "MODEL_DIR", "value": storage.model_dir},
+        {"name": "PROTOCOL_VERSION", "value": selected.protocol},
+        {"name": "SHIPYARD_PATH_PREFIX", "value": f"/serving/{ns}/{name}"},
+    ]
+    args = list(container.get("args") or [])
+    image = container.get("image")
+    return ModelServer(command, args, image, selected.protocol, labels, env, container)
+
+
+def platform_args(
+    runtime: Runtime,
+    block: dict[str, Any],
+    fmt: str,
+    protocol: str,
+    storage: Storage,
+    ns: str,
+    name: str,
+    batcher: dict[str, Any] | None = None,
+) -> tuple[list[str], list[str], str | None]:
+    """(command, args, image) of the platform's model server for a block (or a runtime's
+    container), run with the runtime's interpreter for platform tools in the platform's
+    image, unless the block names its own command or image. The platform's arguments
+    (model place, port, prefix) come last, so they win over a runtime's."""
+    custom = block.get("command") and block["command"][-2:] != ["-m", MODEL_SERVER]
+    command = block["command"] if custom else [runtime.python, "-m", MODEL_SERVER]
+    image = block.get("image") or runtime.platform_image
+    extra = list(block.get("args") or []) if block.get("command") else []
+    storage_args = ["--storage-plan", storage.plan] if storage.plan else []
+    # A command of the block's own takes its args first; a runtime's templated args follow
+    # the storage plan (and precede what the platform fixes, which wins).
+    head = [*extra, *storage_args] if custom else [*storage_args, *extra]
+    args = [
+        *head,
+        "--model-name",
+        name,
+        "--model-dir",
+        storage.model_dir,
+        "--model-format",
+        fmt,
+        "--protocol",
+        protocol,
+        "--port",
+        "$(PORT)",
+        "--path-prefix",
+        f"/serving/{ns}/{name}",
+        *([] if custom else batcher_args(batcher)),
+    ]
+    return command, args, image
