@@ -31,7 +31,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState, create_trial
 
-from services.automl import nas, pbt, search_space
+from services.automl import enas, nas, pbt, search_space
 from services.automl.validation import settings_map
 
 log = logging.getLogger(__name__)
@@ -306,6 +306,9 @@ class SuggestionEngine:
         if algorithm == "darts":
             result.updated = updated
             return _darts(spec, rows, count, result)
+        if algorithm == "enas":
+            result.updated = updated
+            return _enas(spec, uid, rows, updated, count, result)
         params = spec["parameters"]
         if algorithm == "hyperband":
             result.updated = updated
@@ -471,6 +474,45 @@ def _darts(
         values = {a["name"]: a["value"] for a in assignments}
         result.new.append(Suggestion(assignments, StudyRow(0, "", values, {}, {})))
     result.exhausted = True
+    return result
+
+
+def _enas(
+    spec: dict[str, Any],
+    uid: str,
+    rows: list[StudyRow],
+    updated: list[StudyRow],
+    count: int,
+    result: SuggestResult,
+) -> SuggestResult:
+    """Katib's ENAS: train the stored controller on the trials that just finished, then
+    sample ``count`` architectures; the controller goes back into the study attributes."""
+    nas_config = spec["nasConfig"]
+    settings = enas.parse_settings(spec["algorithm"].get("algorithmSettings"))
+    base = base_seed(spec, uid)
+    controller = enas.Controller.load(
+        result.study_attrs.get(enas.CONTROLLER_ATTR),
+        int(nas_config["graphConfig"]["numLayers"]),
+        len(nas.enas_operations(nas_config)),
+        settings,
+        base,
+    )
+    sign = -1.0 if spec["objective"]["type"] == "minimize" else 1.0
+    batch = [
+        (list(row.params["arc"]), sign * float(row.value))
+        for row in sorted(updated, key=lambda r: r.number)
+        if row.state == "COMPLETE" and row.value is not None
+    ]
+    with enas.one_torch_thread():
+        if batch:
+            controller.train(batch)
+        arcs = [controller.sample(_seed(base, len(rows) + k)) for k in range(max(count, 0))]
+    for k, arc in enumerate(arcs):
+        number = len(rows) + k
+        assignments = nas.enas_assignments(nas_config, arc)
+        params: dict[str, Any] = {"arc": arc, **{a["name"]: a["value"] for a in assignments}}
+        result.new.append(Suggestion(assignments, StudyRow(number, "", params, {}, {})))
+    result.study_attrs[enas.CONTROLLER_ATTR] = controller.dump()
     return result
 
 

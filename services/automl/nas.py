@@ -12,18 +12,34 @@ program (``run_trial.py``) parses them:
   in the same quote format;
 - ``num-layers``: ``nasConfig.graphConfig.numLayers`` as a decimal string.
 
+Katib's ENAS suggestion (pkg/suggestion/v1beta1/nas/enas/service.py) hands each trial two
+assignments, in the same quote format:
+
+- ``architecture``: per layer ``[operation id, skip bit for layer 0, ..., layer - 1]``, e.g.
+  ``[[3], [0, 1], [5, 0, 1]]`` (a bit for layer i says the output of layer i, 0 being the
+  input, is concatenated into this layer's input beside the previous layer's output);
+- ``nn_config``: ``num_layers``, ``input_sizes`` and ``output_sizes`` from the graphConfig and
+  ``embedding``: for each operation id used, ``{opt_id, opt_type, opt_params}``. Operation ids
+  number the operations expanded into every combination of their parameters' values
+  (categorical values as strings, int and double values as numbers).
+
 Kept free of Optuna imports (the CLI imports the kinds, hence the validation).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
 
+from services.automl import enas
 from services.common.errors import Cause
 
 DARTS_OUTPUTS = ("algorithm-settings", "search-space", "num-layers")
+ENAS_OUTPUTS = ("architecture", "nn_config")
+# The controller's softmax covers every expanded operation; more would be a typo in a range.
+ENAS_MAX_OPERATIONS = 1000
 
 # Katib's defaults, in Katib's order (the order shows in the JSON the trial gets).
 DARTS_DEFAULTS: dict[str, Any] = {
@@ -192,4 +208,116 @@ def darts_assignments(spec: dict[str, Any]) -> list[dict[str, str]]:
         {"name": "algorithm-settings", "value": _katib_quotes(settings)},
         {"name": "search-space", "value": _katib_quotes(darts_search_space(nas))},
         {"name": "num-layers", "value": str(nas["graphConfig"]["numLayers"])},
+    ]
+
+
+def _enas_values(param: dict[str, Any]) -> list[Any]:
+    """The values ENAS enumerates for one operation parameter (Katib's SearchSpace):
+    categorical lists as strings, int ranges (step 1 when none) and double ranges as
+    numbers. Katib leaves discrete parameters out; shipyard lists their values as strings."""
+    fs, ptype = param["feasibleSpace"], param["parameterType"]
+    if ptype in ("categorical", "discrete"):
+        return [str(v) for v in fs.get("list") or []]
+    if ptype == "int":
+        return list(range(int(fs["min"]), int(fs["max"]) + 1, int(fs.get("step") or 1)))
+    low, high, step = float(fs["min"]), float(fs["max"]), float(fs["step"])
+    count = int((high - low) / step + 1e-9) + 1
+    return [low + k * step for k in range(count)]
+
+
+def enas_operations(nas: dict[str, Any]) -> list[dict[str, Any]]:
+    """Katib's expanded search space: ``{opt_id, opt_type, opt_params}`` per combination."""
+    out: list[dict[str, Any]] = []
+    for op in nas.get("operations") or []:
+        params = op.get("parameters") or []
+        names = [p["name"] for p in params]
+        for combo in itertools.product(*(_enas_values(p) for p in params)):
+            out.append(
+                {
+                    "opt_id": len(out),
+                    "opt_type": op["operationType"],
+                    "opt_params": dict(zip(names, combo, strict=True)),
+                }
+            )
+    return out
+
+
+def _enas_size(nas: dict[str, Any]) -> int:
+    total = 0
+    for op in nas.get("operations") or []:
+        size = 1
+        for p in op.get("parameters") or []:
+            size *= len(_enas_values(p))
+        total += size
+    return total
+
+
+def check_enas(spec: dict[str, Any]) -> list[Cause]:
+    """What Katib's ENAS suggestion validates beyond the nasConfig rules, and its settings."""
+    nas = spec.get("nasConfig") or {}
+    graph = nas.get("graphConfig") or {}
+    causes: list[Cause] = []
+    for key in ("numLayers", "inputSizes", "outputSizes"):
+        if not graph.get(key):
+            causes.append(
+                Cause(
+                    f"spec.nasConfig.graphConfig.{key}",
+                    f"Required value: enas needs {key}",
+                    "FieldValueRequired",
+                )
+            )
+    for i, op in enumerate(nas.get("operations") or []):
+        path = f"spec.nasConfig.operations[{i}]"
+        if not op.get("parameters"):
+            causes.append(
+                Cause(
+                    f"{path}.parameters",
+                    "Required value: enas needs the operation's parameters",
+                    "FieldValueRequired",
+                )
+            )
+        for j, p in enumerate(op.get("parameters") or []):
+            if p["parameterType"] == "double" and not p["feasibleSpace"].get("step"):
+                causes.append(
+                    Cause(
+                        f"{path}.parameters[{j}].feasibleSpace.step",
+                        "Required value: enas enumerates a double parameter by its step",
+                        "FieldValueRequired",
+                    )
+                )
+    if not causes:
+        try:
+            size = _enas_size(nas)
+        except (KeyError, ValueError, ZeroDivisionError):
+            size = 0  # the nasConfig rules report the bad feasibleSpace
+        if size > ENAS_MAX_OPERATIONS:
+            causes.append(
+                Cause(
+                    "spec.nasConfig.operations",
+                    f"expands to {size} operations (every combination of the parameters' "
+                    f"values); enas takes at most {ENAS_MAX_OPERATIONS}",
+                )
+            )
+    causes += enas.check_settings((spec.get("algorithm") or {}).get("algorithmSettings") or [])
+    return causes
+
+
+def enas_assignments(nas: dict[str, Any], arc: list[int]) -> list[dict[str, str]]:
+    """One ENAS trial's parameterAssignments (``architecture``, ``nn_config``), Katib's way."""
+    graph = nas["graphConfig"]
+    layers = int(graph["numLayers"])
+    operations = enas_operations(nas)
+    architecture = enas.organize(arc, layers)
+    embedding: dict[int, Any] = {}
+    for layer in architecture:
+        embedding.setdefault(layer[0], operations[layer[0]])
+    nn_config = {
+        "num_layers": layers,
+        "input_sizes": [int(v) for v in graph["inputSizes"]],
+        "output_sizes": [int(v) for v in graph["outputSizes"]],
+        "embedding": embedding,
+    }
+    return [
+        {"name": "architecture", "value": _katib_quotes(architecture)},
+        {"name": "nn_config", "value": _katib_quotes(nn_config)},
     ]

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from services.automl import nas, pbt
+from services.automl import enas, nas, pbt
 from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
 from services.common.resources.names import check_config_key
@@ -38,8 +38,9 @@ ALGORITHM_SETTINGS: dict[str, tuple[str, ...]] = {
     "hyperband": ("resource_name", "eta", "r_l"),
     "pbt": pbt.SETTINGS,
     "darts": tuple(nas.DARTS_DEFAULTS),
+    "enas": tuple(enas.DEFAULTS),
 }
-NAS_ALGORITHMS = ("darts",)
+NAS_ALGORITHMS = ("darts", "enas")
 INT_SETTINGS = {
     "random_state",
     "n_EI_candidates",
@@ -91,7 +92,7 @@ def check_algorithm(
     if name == "pbt":
         return pbt.check_settings(algorithm.get("algorithmSettings"))
     if name in NAS_ALGORITHMS:
-        return []  # checked with the nasConfig (nas.check_darts)
+        return []  # checked with the nasConfig (nas.check_darts, nas.check_enas)
     causes: list[Cause] = []
     valid = ALGORITHM_SETTINGS[name]
     for i, setting in enumerate(algorithm.get("algorithmSettings") or []):
@@ -208,7 +209,8 @@ def _check_template(spec: dict[str, Any], names: set[str]) -> list[Cause]:
     causes: list[Cause] = []
     has_spec, has_cm = tt.get("trialSpec") is not None, tt.get("configMap") is not None
     algorithm = (spec.get("algorithm") or {}).get("algorithmName")
-    nas_outputs = nas.DARTS_OUTPUTS if algorithm == "darts" and spec.get("nasConfig") else ()
+    outputs = {"darts": nas.DARTS_OUTPUTS, "enas": nas.ENAS_OUTPUTS}
+    nas_outputs = outputs.get(algorithm or "", ()) if spec.get("nasConfig") else ()
     if has_spec == has_cm:
         causes.append(
             Cause("spec.trialTemplate", "exactly one of trialSpec or configMap is required")
@@ -390,8 +392,10 @@ def _check_search_space(spec: dict[str, Any]) -> list[Cause]:
             ]
         return []
     causes = nas.check_nas_config(nas_config, _check_parameter)
-    if algorithm in NAS_ALGORITHMS:
+    if algorithm == "darts":
         causes += nas.check_darts(spec)
+    elif algorithm == "enas":
+        causes += nas.check_enas(spec)
     elif algorithm in ALGORITHM_SETTINGS:
         causes.append(
             Cause(
