@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import sandbox
+from . import local_network, sandbox
 from . import supervisor as supervisor_module
 from .base import Runtime
 from .endpoint import sandbox_endpoint
@@ -368,6 +368,7 @@ class LocalRuntime(Runtime):
             else [],
             "egress": egress,
         }
+        local_network.plan(self.root, spec, ro_binds[-1][0], box)  # a group's shared network
         memory = spec.resources.limits.get("memory")
         memory_bytes = int(parse_quantity(memory, "resources.limits.memory")) if memory else None
         cpu = spec.resources.limits.get("cpu")

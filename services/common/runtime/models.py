@@ -142,6 +142,42 @@ class ContainerPort(_Model):
     protocol: str = "TCP"
 
 
+class WorkloadNetwork(_Model):
+    """Workloads of one namespace that name the same ``group`` reach one another by name, as
+    the pods of a distributed training job do (a PyTorchJob's replicas).
+
+    ``hostname`` is the name this workload is reached by (on Kubernetes, a headless Service of
+    that name selecting its pod, as the Training Operator makes one per replica); ``peers``
+    are the names it must resolve. Locally the group shares one network namespace, as the
+    containers of one pod do: every name resolves to the loopback, and a port is taken once
+    for the whole group.
+    """
+
+    group: str
+    hostname: str | None = None
+    peers: list[str] = Field(default_factory=list)
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str) -> str:
+        return check_name(v, "network.group")
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > 63 or not _DNS_LABEL.match(v)):
+            raise ValueError(f"network.hostname {v!r}: must be a lowercase RFC 1123 label")
+        return v
+
+    @field_validator("peers")
+    @classmethod
+    def _peers(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if len(name) > 63 or not _DNS_LABEL.match(name):
+                raise ValueError(f"network.peers: {name!r} must be a lowercase RFC 1123 label")
+        return v
+
+
 #: Kubernetes' limit on one Secret, and so on a workload's ``files``.
 FILES_MAX_BYTES = 1024 * 1024
 
@@ -184,6 +220,8 @@ class WorkloadSpec(_Model):
     affinity: dict[str, Any] | None = None
     image_pull_secrets: list[dict[str, Any]] = Field(default_factory=list)
     env_from: list[dict[str, Any]] = Field(default_factory=list)
+    #: A network shared with other workloads of the namespace (see WorkloadNetwork).
+    network: WorkloadNetwork | None = None
 
     @field_validator("files")
     @classmethod

@@ -115,9 +115,17 @@ def _enter(pid: int) -> None:
         os.close(netfd)
 
 
-def _listen(host: str, port: int) -> Socket:
+def join(netfd: int) -> None:
+    """Move the calling (single-threaded, just forked) process into the network namespace
+    ``netfd`` refers to: a workload group's shared network (supervision/group.py)."""
+    _setns(netfd, CLONE_NEWNET)
+
+
+def _listen(host: str, port: int, reuse_port: bool = False) -> Socket:
     sock = Socket(_socket.AF_INET, _socket.SOCK_STREAM)
     sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+    if reuse_port:  # a group's members each relay the same egress address (local_network.py)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
     end = time.monotonic() + 2.0
     while True:  # bubblewrap brings the loopback up itself, a moment after the namespace exists
         try:
@@ -132,10 +140,12 @@ def _listen(host: str, port: int) -> Socket:
     return sock
 
 
-def _agent_main(pid: int, control: Socket, listen: list[tuple[str, int]], stay: bool) -> int:
+def _agent_main(
+    pid: int, control: Socket, listen: list[tuple[str, int]], stay: bool, reuse_port: bool
+) -> int:
     try:
         _enter(pid)
-        listeners = [_listen(host, port) for host, port in listen]
+        listeners = [_listen(host, port, reuse_port) for host, port in listen]
     except OSError as exc:
         control.sendall(_ERROR + str(exc).encode()[:400])
         return 1
@@ -162,14 +172,16 @@ def _agent_main(pid: int, control: Socket, listen: list[tuple[str, int]], stay: 
 class Agent:
     """The forked helper in a workload's network namespace (see the module docstring)."""
 
-    def __init__(self, pid: int, listen: list[tuple[str, int]], stay: bool) -> None:
+    def __init__(
+        self, pid: int, listen: list[tuple[str, int]], stay: bool, reuse_port: bool = False
+    ) -> None:
         parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.pid = os.fork()
         if self.pid == 0:  # the agent: never returns into the supervisor
             code = 1
             try:
                 parent.close()
-                code = _agent_main(pid, child, listen, stay)
+                code = _agent_main(pid, child, listen, stay, reuse_port)
             finally:
                 os._exit(code)
         child.close()

@@ -13,6 +13,7 @@ import sys
 import time
 
 from .cgroups import cgroup_oom_kills, cgroup_prepare, cgroup_remove, write_file
+from .group import GroupNetwork, without_new_network
 from .jsonio import dumps, loads
 from .launch import SandboxError, build_sandbox_argv, read_child_pid, set_rlimits
 from .network import WorkloadNetwork
@@ -96,7 +97,17 @@ class Supervisor:
         if not box:
             raise SandboxError("no sandbox in the launch plan; nothing runs unsandboxed")
         procs = cgroup_prepare(launch.get("cgroup"))
-        argv, keep, data = build_sandbox_argv(box, launch["argv"])
+        group = GroupNetwork(box.get("network"))
+        try:
+            argv, keep, data = build_sandbox_argv(box, launch["argv"])
+            joined = group.find()  # a live member's network (local_network.py), or None
+        except BaseException:
+            group.release()
+            raise
+        if joined is not None:
+            import netns
+
+            argv = without_new_network(argv)
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         keep += [info_w, block_r]
@@ -127,6 +138,8 @@ class Supervisor:
                     for fd in keep:
                         os.set_inheritable(fd, True)
                     os.chdir(launch["cwd"])
+                    if joined is not None:
+                        netns.join(joined)
                     os.execve(argv[0], argv, launch["env"])
                 except BaseException as exc:  # noqa: BLE001 - report anything, then leave
                     try:
@@ -142,9 +155,12 @@ class Supervisor:
                 with open(fd, "wb", closefd=True) as pipe:
                     pipe.write(payload)
             self.net.prepare()  # loads ctypes while bubblewrap sets up
-            self.net.attach(read_child_pid(info_r), box)
+            child = read_child_pid(info_r)
+            group.record(child)
+            self.net.attach(child, box)
             os.write(block_w, b"x")
         except Exception as exc:
+            group.release()
             killpg(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise SandboxError(f"could not set up the workload's network: {exc}") from None

@@ -42,6 +42,7 @@ class WorkloadNetwork:
             child,
             [tuple(e["listen"]) for e in rules],
             stay=self.launch.get("kind") == "server",
+            reuse_port=bool(box.get("network")),  # a group's shared network
         )
         self.egress = [
             (sock, tuple(e["connect"])) for sock, e in zip(self.agent.listeners, rules, strict=True)
