@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,45 @@ def test_missing_transformers_exits_saying_what_to_install(hf_models: dict[str, 
     assert done.returncode == 1, done.stderr
     assert "needs the Python package 'transformers'" in done.stderr, done.stderr
     assert "broken on purpose" in done.stderr and "serving-formats" in done.stderr
+
+
+def test_kserve_flags_on_the_model_server_process(hf_models: dict[str, Path]) -> None:
+    """KServe huggingfaceserver's flags (a predictor's ``args``) on the server's command line:
+    ``--return_probabilities``, ``--max_length``, and a ``--task`` it does not serve."""
+    from tests.conftest import free_port
+
+    argv = [sys.executable, "-m", "services.serving.modelserver", "--model-name", "m"]
+    argv += ["--model-dir", str(hf_models["cls"]), "--model-format", "huggingface"]
+    refused = subprocess.run(
+        [*argv, "--port", "1", "--task", "fill_mask"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert "task 'fill_mask' is not served" in refused.stderr, refused.stderr
+    port = free_port()
+    flags = ["--return_probabilities", "--max_length", "16", "--host", "127.0.0.1"]
+    server = subprocess.Popen([*argv, "--port", str(port), *flags], stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/models/m"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(url).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert server.poll() is None, server.communicate()[1]
+        r = httpx.post(f"{url}:predict", json={"instances": TEXTS})
+        expected = expected_classes(hf_models["cls"], TEXTS)
+        assert r.json() == {
+            "predictions": [{"0": round(a, 4), "1": round(b, 4)} for a, b in expected]
+        }, r.text
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 # -- InferenceServices from s3://, through the gateway -------------------------------------

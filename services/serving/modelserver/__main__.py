@@ -22,6 +22,7 @@ from pathlib import Path
 
 from services.serving.unpack import UnpackError
 
+from . import huggingface
 from .batcher import DEFAULT_MAX_LATENCY_MS, ModelBatcher
 from .loaders import ModelLoadError, load_model
 
@@ -68,11 +69,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "request arrived (spec.predictor.batcher.maxLatency)",
     )
     parser.add_argument("--log-level", default="info")
+    huggingface.add_arguments(parser)  # KServe huggingfaceserver's --task and friends
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    huggingface.apply_arguments(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -1,7 +1,7 @@
 """The ``huggingface`` format: a transformers model directory (``config.json``, tokenizer
 files, safetensors weights) run on the CPU, as KServe's huggingfaceserver serves it.
 
-The task is picked as KServe picks it: ``SHIPYARD_HF_TASK`` (KServe's ``--task``) when set,
+The task is picked as KServe picks it: ``SHIPYARD_HF_TASK`` (or KServe's ``--task``) when set,
 else from the first of the config's ``architectures`` by suffix (``...ForSequenceClassification``
 is ``sequence_classification``, ``...ForCausalLM`` / ``...LMHeadModel`` is ``text_generation``).
 Two tasks are served:
@@ -16,11 +16,14 @@ Two tasks are served:
   completions (:mod:`.openai_api`) call :meth:`HuggingFaceModel.generate`.
 
 ``SHIPYARD_HF_MAX_MODEL_LEN`` (KServe's ``--max_model_len``) lowers the context length found
-in the config. Nothing is downloaded: the directory is read with ``local_files_only``.
+in the config. The model server takes KServe's flags too (:func:`add_arguments`: a
+predictor's ``args``) and turns them into these variables. Nothing is downloaded: the
+directory is read with ``local_files_only``.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import threading
@@ -55,6 +58,27 @@ OTHER_TASKS = (
 #: Config attributes that bound the context (KServe's _get_and_verify_max_len reads these).
 LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
 DEFAULT_NEW_TOKENS = 64
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """KServe huggingfaceserver's flags, so a predictor's ``args`` written for it work."""
+    group = parser.add_argument_group("huggingface format (KServe huggingfaceserver's flags)")
+    group.add_argument("--task", help=f"{CLASSIFICATION} or {GENERATION} ($SHIPYARD_HF_TASK)")
+    group.add_argument("--return_probabilities", action="store_true")
+    group.add_argument("--return_raw_logits", action="store_true")
+    group.add_argument("--max_model_len", "--max_length", dest="max_model_len", type=int)
+
+
+def apply_arguments(args: argparse.Namespace) -> None:
+    """The flags of :func:`add_arguments` given, as the environment the model reads."""
+    if args.task:
+        os.environ["SHIPYARD_HF_TASK"] = args.task
+    if args.return_probabilities:
+        os.environ["SHIPYARD_HF_RETURN_PROBABILITIES"] = "true"
+    if args.return_raw_logits:
+        os.environ["SHIPYARD_HF_RETURN_RAW_LOGITS"] = "true"
+    if args.max_model_len is not None:
+        os.environ["SHIPYARD_HF_MAX_MODEL_LEN"] = str(args.max_model_len)
 
 
 def _flag(name: str) -> bool:
