@@ -210,6 +210,7 @@ class Gateway:
         sources = (
             ("notebook", "notebook", "/apis/kubeflow.org/v1/notebooks"),
             ("inferenceservice", "serving", "/apis/serving.kserve.io/v1beta1/inferenceservices"),
+            ("inferencegraph", "serving", "/apis/serving.kserve.io/v1alpha1/inferencegraphs"),
         )
         for kind, service, path in sources:
             url = self.settings.service_urls[service] + path

@@ -20,7 +20,11 @@ from .routes import RouteFeeder
 
 log = logging.getLogger(__name__)
 
-SUBJECTS = ("shipyard.notebook.notebook.*", "shipyard.serving.inferenceservice.*")
+SUBJECTS = (
+    "shipyard.notebook.notebook.*",
+    "shipyard.serving.inferenceservice.*",
+    "shipyard.serving.inferencegraph.*",
+)
 
 
 class RouteEventFeed:

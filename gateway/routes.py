@@ -81,6 +81,7 @@ STATIC_ROUTES: tuple[Route, ...] = (
     # The Argo Server's artifact downloads (streamed through the proxy, as every response).
     _r(rf"^/(artifact-files|artifacts|input-artifacts)/{NS}/", "pipeline"),
     _r(rf"^/apis/serving\.kserve\.io/v1beta1/namespaces/{NS}/", "serving"),
+    _r(rf"^/apis/serving\.kserve\.io/v1alpha1/namespaces/{NS}/inferencegraphs(/|$)", "serving"),
     # KServe's runtimes: a namespace's ServingRuntimes, and the ClusterServingRuntimes every
     # signed-in user may read (which servers exist); writing one takes a cluster admin.
     _r(rf"^/apis/serving\.kserve\.io/v1alpha1/namespaces/{NS}/servingruntimes(/|$)", "serving"),
@@ -95,6 +96,10 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(r"^/apis/serving\.kubeflow\.org/", "serving"),
     _r(rf"^/notebook/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "notebook"),
     _r(rf"^/serving/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "inferenceservice"),
+    # An InferenceGraph's router (services/serving/router), KServe's
+    # http://{graph}.{ns}.{domain} as a path of its own: graphs and InferenceServices
+    # are named apart, so the same name may be both.
+    _r(rf"^/graphs/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "inferencegraph"),
     _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/", "notebook"),
 )
 
@@ -207,6 +212,8 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
     ``services.common.runtime.endpoint``.
     """
     status = obj.get("status") or {}
+    if kind == "inferencegraph":  # its router's endpoint; status.url is the gateway's own
+        return [(status["endpoint"], 100)] if status.get("endpoint") else []
     if kind == "inferenceservice":
         spec = obj.get("spec") or {}
         canary_pct = (spec.get("predictor") or {}).get("canaryTrafficPercent")
@@ -247,7 +254,11 @@ def _revision_failure(obj: dict[str, Any]) -> str | None:
 class RouteFeeder:
     """Applies resource objects (from events or list endpoints) to a RouteTable."""
 
-    KINDS = {"notebook": "notebook", "inferenceservice": "inferenceservice"}
+    KINDS = {
+        "notebook": "notebook",
+        "inferenceservice": "inferenceservice",
+        "inferencegraph": "inferencegraph",
+    }
 
     def __init__(self, table: RouteTable) -> None:
         self.table = table

@@ -314,6 +314,21 @@ SECRET = KindInfo(
 SERVICE_ACCOUNT = KindInfo(
     "", "v1", "ServiceAccount", "serviceaccounts", "serving", short_names=("sa",), status=False
 )
+# KServe's InferenceGraph (serving.kserve.io/v1alpha1): a router chaining InferenceServices
+# of its namespace (services/serving/graph.py), served at /graphs/{namespace}/{name}.
+INFERENCE_GRAPH = KindInfo(
+    "serving.kserve.io",
+    "v1alpha1",
+    "InferenceGraph",
+    "inferencegraphs",
+    "serving",
+    short_names=("ig",),
+    categories=_KUBEFLOW,
+    columns=(
+        PrinterColumn("URL", "status.url"),
+        PrinterColumn("READY", "status.conditions[type=Ready].status"),
+    ),
+)
 
 # ---- gateway: kubeflow.org/v1 Profile (cluster-scoped, gateway.profiles_api) -------------------
 
@@ -351,6 +366,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
     SERVICE_ACCOUNT,
     SERVING_RUNTIME,
     CLUSTER_SERVING_RUNTIME,
+    INFERENCE_GRAPH,
     PROFILE,
 )
 

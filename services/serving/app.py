@@ -10,6 +10,8 @@ from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.errors import ApiError
 from services.serving.controller import InferenceServiceController
 from services.serving.corev1 import admit_secret
+from services.serving.graph import INFERENCE_GRAPH
+from services.serving.graph_controller import InferenceGraphController
 from services.serving.idle import ActivityMonitor, ConcurrencyWindow, IdleClock
 from services.serving.kfserving import KFServingAlias
 from services.serving.modelcache import ModelCache
@@ -23,7 +25,8 @@ from services.serving.tables import metadata
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     versions = Path(__file__).parent / "migrations" / "versions"
-    kinds = (*KINDS, *RUNTIME_KINDS)  # ServingRuntimes: services/serving/runtimes.py
+    # ServingRuntimes: services/serving/runtimes.py; InferenceGraphs: graph.py
+    kinds = (*KINDS, *RUNTIME_KINDS, INFERENCE_GRAPH)
     app = build_service("serving", settings, metadata, versions, kinds=kinds, components=components)
     # KFServing's group, serving.kubeflow.org/v1beta1: the same InferenceServices (kfserving.py).
     app.add_middleware(KFServingAlias, max_body_bytes=settings.max_body_bytes)
@@ -67,5 +70,9 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
     )
     # Only the leader reconciles (and downloads models for it). Every replica keeps counting
     # the gateway's activity reports, so a new leader knows which services were busy.
-    ctx.elect([models, controller])
+    # InferenceGraphs: a router workload each (services/serving/graph_controller.py).
+    graphs = InferenceGraphController(
+        ctx.store, ctx.runtime, settings.gateway_url, labels=ctx.workload_labels
+    )
+    ctx.elect([models, controller, graphs])
     return [ActivityMonitor(ctx.bus, clock, window, controller.on_report)]

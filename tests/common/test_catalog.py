@@ -14,6 +14,7 @@ from services.common import catalog
 from services.common.columns import lookup
 from services.notebook.models import KINDS as NOTEBOOK_KINDS
 from services.pipeline.models import KINDS as PIPELINE_KINDS
+from services.serving.graph import INFERENCE_GRAPH
 from services.serving.models import KINDS as SERVING_KINDS
 from services.serving.runtimes import KINDS as RUNTIME_KINDS
 from shipyard import kinds
@@ -22,7 +23,7 @@ SERVICE_KINDS = {
     "notebook": NOTEBOOK_KINDS,
     "automl": AUTOML_KINDS,
     "pipeline": PIPELINE_KINDS,
-    "serving": (*SERVING_KINDS, *RUNTIME_KINDS),
+    "serving": (*SERVING_KINDS, *RUNTIME_KINDS, INFERENCE_GRAPH),
 }
 
 

@@ -1,0 +1,254 @@
+"""The InferenceGraph reconciler: one router workload per graph, and KServe's status.
+
+As KServe runs a graph as a router Deployment (``cmd/router``) fed the graph's spec as JSON,
+shipyard runs ``python -m services.serving.router`` through the runtime seam, in the
+platform's image, with the spec as a read-only workload file. Before that, every step that
+names an InferenceService (``serviceName``, or a ``serviceUrl`` of this namespace) is
+resolved to the gateway path of its predict endpoint, by its protocol as KServe's controller
+does (``/v1/models/{name}:predict`` or ``/v2/models/{name}/infer``): the router then reaches
+the models through the gateway with its own namespace-bound token, so a graph can call
+nothing outside its namespace.
+
+A workload is immutable, so each resolved configuration runs as its own workload
+``ig-{name}-{hash}``: a changed spec (or a referenced InferenceService that changed
+protocol) starts a new router beside the old one, which keeps serving until the new one is
+ready and is deleted then. The gateway routes ``/graphs/{ns}/{name}`` to ``status.endpoint``
+(the ready router's opaque URL, see gateway.routes.targets_from_object).
+
+``Ready`` is True while a router serves the current configuration; False with a reason
+while an InferenceService it names does not exist (``InferenceServiceNotFound``), while the
+router starts (``RouterNotReady``) or when it crashed (``RouterFailed``, quoting its log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from services.common.controller import Controller, Key
+from services.common.resources import ResourceKind, ResourceStore
+from services.common.resources.store import WatchEvent
+from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus, placement
+from services.serving.graph import INFERENCE_GRAPH, service_url_target
+from services.serving.isvc_status import condition
+from services.serving.models import INFERENCE_SERVICE, predictor_model
+
+log = logging.getLogger(__name__)
+
+GRAPH_LABEL = "serving.kserve.io/inferencegraph"
+HASH_LABEL = "serving.shipyard.io/graph-hash"
+FINALIZER = "inferencegraph.finalizers"
+ROUTER = "services.serving.router"
+#: Where the runtime places the graph's configuration in the router workload (read-only).
+GRAPH_FILE = "/var/run/shipyard/graph/graph.json"
+#: The spec fields the router reads (KServe's router reads the same from its JSON).
+ROUTER_FIELDS = ("timeout", "routerTimeouts")
+
+
+def predict_path(isvc: dict[str, Any]) -> str:
+    """The gateway path of an InferenceService's predict endpoint, by its protocol."""
+    meta, predictor = isvc["metadata"], (isvc.get("spec") or {}).get("predictor") or {}
+    ns, name = meta["namespace"], meta["name"]
+    found = predictor_model(predictor)
+    protocol = (found[1].get("protocolVersion") if found is not None else None) or "v1"
+    if protocol == "v2":
+        return f"/serving/{ns}/{name}/v2/models/{name}/infer"
+    return f"/serving/{ns}/{name}/v1/models/{name}:predict"
+
+
+class InferenceGraphController(Controller):
+    """Reconciles InferenceGraphs into router workloads and KServe status."""
+
+    kinds = (INFERENCE_GRAPH,)
+    resync_seconds = 10.0  # also notices routers that died (readiness is not an event)
+    poll_min, poll_max, poll_failed = 0.1, 0.5, 2.0
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        runtime: Runtime,
+        gateway_url: str,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(store)
+        self.runtime = runtime
+        self.gateway_url = gateway_url.rstrip("/")
+        self.labels = dict(labels or {})
+        #: The InferenceServices each graph names, by (namespace, graph).
+        self._refs: dict[tuple[str, str], set[str]] = {}
+        self._polls: dict[tuple[str, str], float] = {}
+
+    def keys_for(self, kind: ResourceKind, event: WatchEvent) -> Sequence[Key]:
+        """A graph itself; for an InferenceService, the graphs of its namespace naming it."""
+        if kind.kind == INFERENCE_SERVICE.kind:
+            meta = event.object.get("metadata") or {}
+            ns, name = meta.get("namespace", ""), meta.get("name", "")
+            return [
+                Key(INFERENCE_GRAPH.kind, gns, graph)
+                for (gns, graph), names in sorted(self._refs.items())
+                if gns == ns and name in names
+            ]
+        return super().keys_for(kind, event)
+
+    async def reconcile(self, kind: ResourceKind, namespace: str, name: str) -> None:
+        graph = await self.store.find(INFERENCE_GRAPH, namespace, name)
+        owned = await self.runtime.list({GRAPH_LABEL: name}, namespace=namespace)
+        if graph is None or graph["metadata"].get("deletionTimestamp"):
+            for w in owned:
+                await self.runtime.delete(w.namespace, w.name)
+            if graph is not None:
+                await self.store.remove_finalizer(INFERENCE_GRAPH, namespace, name, FINALIZER)
+            self._refs.pop((namespace, name), None)
+            self._polls.pop((namespace, name), None)
+            return
+        config, missing = await self._resolve(graph)
+        serving = next((w for w in owned if w.ready), None)
+        failure: str | None = None
+        if missing:
+            ready = False
+            why = "InferenceServiceNotFound"
+            message = f"InferenceService {', '.join(missing)} not found in namespace {namespace}"
+        else:
+            text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+            digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+            current = next((w for w in owned if w.labels.get(HASH_LABEL) == digest), None)
+            if current is None:
+                current = await self.runtime.apply(self.workload_for(graph, text, digest))
+                log.info("started router %s/%s", namespace, current.name)
+            if current.ready:
+                serving = current
+                for w in owned:
+                    if w.name != current.name:
+                        await self.runtime.delete(w.namespace, w.name)
+            failure = await self._failure_of(current)
+            ready = current.ready
+            why = "RouterFailed" if failure else "RouterNotReady"
+            message = failure or "the graph's router is starting"
+        status = self._status(graph, ready, why, message, serving)
+        if status != graph.get("status"):
+            await self.store.update_status(INFERENCE_GRAPH, namespace, name, status)
+        self._poll_again(namespace, name, settled=ready or bool(missing), failed=bool(failure))
+
+    async def _resolve(self, graph: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The router's configuration (the spec, each service step with its gateway
+        ``path``) and the InferenceServices it names that do not exist."""
+        meta, spec = graph["metadata"], graph["spec"]
+        ns = meta["namespace"]
+        nodes: dict[str, Any] = {}
+        missing: list[str] = []
+        names: set[str] = set()
+        for node_name, node in spec["nodes"].items():
+            steps = []
+            for step in node.get("steps") or []:
+                step = {k: v for k, v in step.items() if v is not None}
+                target = self._target(step, ns)
+                if target is not None:
+                    service, below = target
+                    names.add(service)
+                    isvc = await self.store.find(INFERENCE_SERVICE, ns, service)
+                    if isvc is None:
+                        missing.append(service)
+                    elif below is None:
+                        step["path"] = predict_path(isvc)
+                    else:
+                        step["path"] = f"/serving/{ns}/{service}{below}"
+                steps.append(step)
+            nodes[node_name] = {"routerType": node["routerType"], "steps": steps}
+        self._refs[(ns, meta["name"])] = names
+        config = {"namespace": ns, "name": meta["name"], "nodes": nodes}
+        config.update({k: spec[k] for k in ROUTER_FIELDS if spec.get(k) is not None})
+        return config, sorted(set(missing))
+
+    @staticmethod
+    def _target(step: dict[str, Any], namespace: str) -> tuple[str, str | None] | None:
+        """(InferenceService, path below it or None for its predict endpoint) of a step."""
+        if step.get("serviceName"):
+            return step["serviceName"], None
+        if step.get("serviceUrl"):
+            found = service_url_target(step["serviceUrl"])
+            # Validation refused any other namespace; a stored one from before is not called.
+            if found is None or found[0] != namespace:
+                raise ValueError(f"serviceUrl {step['serviceUrl']!r}: not of {namespace}")
+            return found[1], found[2]
+        return None
+
+    def workload_for(self, graph: dict[str, Any], config: str, digest: str) -> WorkloadSpec:
+        meta, spec = graph["metadata"], graph["spec"]
+        ns, name = meta["namespace"], meta["name"]
+        resources = spec.get("resources") or {}
+        return WorkloadSpec.model_validate(
+            {
+                "kind": "server",
+                "namespace": ns,
+                "name": f"ig-{name}-{digest[:8]}",
+                "command": [self.runtime.python, "-m", ROUTER],
+                "args": ["--graph", GRAPH_FILE, "--port", "$(PORT)"],
+                "image": self.runtime.platform_image,
+                "resources": {k: v for k, v in resources.items() if v},
+                "readinessProbe": {
+                    "httpGet": {"path": "/readyz"},
+                    "periodSeconds": 5,
+                    "timeoutSeconds": 2,
+                    "failureThreshold": 3,
+                },
+                "labels": {**self.labels, GRAPH_LABEL: name, HASH_LABEL: digest},
+                "owner": {
+                    "apiVersion": INFERENCE_GRAPH.api_version,
+                    "kind": INFERENCE_GRAPH.kind,
+                    "name": name,
+                    "uid": meta.get("uid"),
+                },
+                **placement(spec),
+                "files": {GRAPH_FILE: config},
+            }
+        )
+
+    def _status(
+        self,
+        graph: dict[str, Any],
+        ready: bool,
+        reason: str,
+        message: str,
+        serving: WorkloadStatus | None,
+    ) -> dict[str, Any]:
+        meta = graph["metadata"]
+        old = graph.get("status") or {}
+        status: dict[str, Any] = {
+            "url": f"{self.gateway_url}/graphs/{meta['namespace']}/{meta['name']}",
+            "conditions": [condition(old, "Ready", ready, message, reason)],
+            "observedGeneration": meta.get("generation"),
+        }
+        if serving is not None and serving.endpoint:
+            # Where the gateway sends the graph's requests (an opaque runtime URL).
+            status["endpoint"] = serving.endpoint
+        return status
+
+    async def _failure_of(self, workload: WorkloadStatus) -> str | None:
+        if workload.ready or not (workload.phase == Phase.FAILED or workload.restart_count > 0):
+            return None
+        detail = workload.message or workload.reason or "the router exited"
+        try:
+            lines = [
+                line async for line in self.runtime.logs(workload.namespace, workload.name, tail=20)
+            ]
+        except Exception:  # noqa: BLE001 - the log is a courtesy; the failure stands
+            lines = []
+        errors = [line for line in lines if " ERROR " in line]
+        return f"{detail}: {errors[-1]}" if errors else detail
+
+    def _poll_again(self, namespace: str, name: str, *, settled: bool, failed: bool) -> None:
+        key = (namespace, name)
+        if settled:
+            self._polls.pop(key, None)
+            return
+        delay = (
+            self.poll_failed
+            if failed
+            else min(self.poll_max, self._polls.get(key, self.poll_min / 1.5) * 1.5)
+        )
+        self._polls[key] = delay
+        asyncio.get_running_loop().call_later(delay, self.enqueue, INFERENCE_GRAPH, namespace, name)

@@ -1,0 +1,493 @@
+"""InferenceGraphs (serving.kserve.io/v1alpha1): validation, the router's semantics, and
+graphs end to end.
+
+The router's logic (Switch, Ensemble, Sequence, Splitter, Soft/Hard dependencies, timeouts,
+the token it sends) runs against a real HTTP server of this test standing in for the
+gateway's data plane: its answers are scripted per path. End to end, real platform
+processes run real model servers (two sklearn models and a ``python`` one) and a graph's
+router workload, all reached through the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from services.serving.router import gjson
+from services.serving.router.engine import GraphRouter
+from services.serving.router.upstream import GatewayUpstream
+
+from .conftest import ISVC_PATH, isvc, predict, ready, train_sklearn, wait_isvc
+
+IG_PATH = f"/apis/serving.kserve.io/v1alpha1/namespaces/{NS}/inferencegraphs"
+SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
+
+
+# ---------------------------------------------------------------- a stand-in data plane
+class StubPlane:
+    """A real HTTP server answering the router's posts by path; it records what came."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, Any]] = []  # (path, authorization, body)
+        plane = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])) or b"{}")
+                plane.seen.append((self.path, self.headers.get("authorization", ""), body))
+                status, answer = plane.answer(self.path, body)
+                data = json.dumps(answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except BrokenPipeError:  # the router gave up on a slow answer (timeout tests)
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def answer(path: str, body: Any) -> tuple[int, Any]:
+        if path.startswith("/fail"):
+            return 404, {"error": "Intentional 404 code"}
+        if path.startswith("/slow"):
+            time.sleep(1.5)
+        if path.startswith("/double"):  # predictions: every instance doubled
+            return 200, {"predictions": [[2 * v for v in row] for row in body["instances"]]}
+        return 200, {"predictions": [path.strip("/")], "got": body}
+
+
+@pytest.fixture(scope="module")
+def plane() -> Iterator[StubPlane]:
+    stub = StubPlane()
+    yield stub
+    stub.server.shutdown()
+
+
+def graph(nodes: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"nodes": nodes, **spec}
+
+
+def step(path: str, **fields: Any) -> dict[str, Any]:
+    return {"path": path, "serviceName": path.strip("/"), **fields}
+
+
+async def route(plane: StubPlane, spec: dict[str, Any], body: Any, tmp_path: Path) -> Any:
+    """Run ``body`` through ``spec`` against the stub plane: (status, answer)."""
+    token = tmp_path / "token"
+    token.write_text("t1")
+    upstream = GatewayUpstream(plane.url, str(token))
+    try:
+        reply = await GraphRouter(spec, upstream).route(json.dumps(body).encode())
+    finally:
+        await upstream.aclose()
+    return reply.status, json.loads(reply.body)
+
+
+# ---------------------------------------------------------------- router semantics
+async def test_route_switch_first_condition_holds(plane: StubPlane, tmp_path: Path) -> None:
+    spec = graph(
+        {
+            "root": {
+                "routerType": "Switch",
+                "steps": [
+                    step("/a", condition="[@this].#(decision_picker==ERROR)"),
+                    step("/b", condition="instances.#(intval>10)"),
+                    step("/c", condition='instances.#(strval%"*red-server*")'),
+                ],
+            }
+        }
+    )
+    status, answer = await route(plane, spec, {"instances": [{"intval": 11}]}, tmp_path)
+    assert (status, answer["predictions"]) == (200, ["b"])
+    body = {"instances": [{"intval": 1, "strval": "a-red-server-9"}]}
+    status, answer = await route(plane, spec, body, tmp_path)
+    assert (status, answer) == (200, {"predictions": ["c"], "got": body})
+    status, answer = await route(plane, spec, {"decision_picker": "ERROR"}, tmp_path)
+    assert (status, answer["predictions"]) == (200, ["a"])
+    status, answer = await route(plane, spec, {"instances": [{"intval": 1}]}, tmp_path)
+    assert (status, answer) == (
+        404,
+        {
+            "error": "Failed to process request",
+            "cause": "None of the routes matched with the switch condition",
+            "node": "root",
+        },
+    )
+
+
+async def test_route_ensemble_merges_by_step_name(plane: StubPlane, tmp_path: Path) -> None:
+    spec = graph(
+        {
+            "root": {
+                "routerType": "Ensemble",
+                "steps": [step("/a", name="first"), step("/b"), step("/fail", name="soft")],
+            }
+        }
+    )
+    status, answer = await route(plane, spec, {"instances": [1]}, tmp_path)
+    # The failed Soft step is left out; an unnamed step is keyed by its index.
+    assert status == 200
+    assert answer == {
+        "first": {"predictions": ["a"], "got": {"instances": [1]}},
+        "1": {"predictions": ["b"], "got": {"instances": [1]}},
+    }
+    spec["nodes"]["root"]["steps"][2]["dependency"] = "Hard"
+    status, answer = await route(plane, spec, {"instances": [1]}, tmp_path)
+    assert status == 404
+    assert answer["cause"].startswith(
+        "step 'soft' of node 'root' (InferenceService 'fail') failed with 404"
+    )
+    assert (answer["node"], answer["step"], answer["status"]) == ("root", "soft", 404)
+    assert answer["response"] == {"error": "Intentional 404 code"}
+
+
+async def test_route_sequence_response_feeds_next(plane: StubPlane, tmp_path: Path) -> None:
+    spec = graph(
+        {
+            "root": {
+                "routerType": "Sequence",
+                "steps": [
+                    step("/double"),
+                    step("/double", data="$response", mapPredictionsToInstances=True),
+                    step("/fail"),  # Soft: skipped, the last answer stands
+                    step("/b", data="$request", condition="predictions.#(0>100)"),
+                ],
+            }
+        }
+    )
+    status, answer = await route(plane, spec, {"instances": [[1, 2]]}, tmp_path)
+    # 1,2 doubled twice is 4,8: the condition on that answer stops the sequence there.
+    assert (status, answer) == (200, {"predictions": [[4, 8]]})
+    status, answer = await route(plane, spec, {"instances": [[30, 1]]}, tmp_path)
+    assert (status, answer) == (200, {"predictions": ["b"], "got": {"instances": [[30, 1]]}})
+    spec["nodes"]["root"]["steps"][2]["dependency"] = "Hard"
+    status, answer = await route(plane, spec, {"instances": [[1, 2]]}, tmp_path)
+    assert status == 404 and answer["step"] == 2
+    assert "step [2] of node 'root'" in answer["cause"]
+
+
+async def test_route_splitter_and_nested_nodes(plane: StubPlane, tmp_path: Path) -> None:
+    spec = graph(
+        {
+            "root": {
+                "routerType": "Splitter",
+                "steps": [{"nodeName": "pair", "weight": 70}, step("/c", weight=30)],
+            },
+            "pair": {"routerType": "Ensemble", "steps": [step("/a", name="a")]},
+        }
+    )
+    seen: Counter[str] = Counter()
+    for _ in range(40):
+        status, answer = await route(plane, spec, {"instances": [1]}, tmp_path)
+        assert status == 200
+        seen["pair" if "a" in answer else answer["predictions"][0]] += 1
+    assert seen["pair"] > 0 and seen["c"] > 0 and seen["pair"] + seen["c"] == 40
+
+
+async def test_route_step_timeout_and_unreachable(plane: StubPlane, tmp_path: Path) -> None:
+    spec = graph(
+        {"root": {"routerType": "Sequence", "steps": [step("/slow", dependency="Hard")]}},
+        routerTimeouts={"serviceClient": 1},
+    )
+    status, answer = await route(plane, spec, {}, tmp_path)
+    assert status == 504 and answer["step"] == 0
+    assert answer["response"] == {"error": "/slow did not answer within 1 s"}
+    spec = graph({"root": {"routerType": "Sequence", "steps": [step("/slow")]}}, timeout=1)
+    status, answer = await route(plane, spec, {}, tmp_path)
+    assert (status, answer["cause"]) == (504, "the graph did not answer within 1 s")
+    gone = GatewayUpstream("http://127.0.0.1:1", None)
+    try:
+        reply = await gone.post("/a", b"{}", 2)
+    finally:
+        await gone.aclose()
+    assert reply.status == 502 and "could not be reached" in json.loads(reply.body)["error"]
+
+
+async def test_route_sends_workload_token_read_again(plane: StubPlane, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    upstream = GatewayUpstream(plane.url, str(token))
+    try:
+        await upstream.post("/a", b"{}", 5)
+        await asyncio.sleep(0.01)
+        token.write_text("second")  # the runtime rewrites it in place before it expires
+        await upstream.post("/a", b"{}", 5)
+    finally:
+        await upstream.aclose()
+    assert [auth for path, auth, _ in plane.seen[-2:]] == ["Bearer first", "Bearer second"]
+
+
+def test_gjson_subset() -> None:
+    doc = {"instances": [{"x": 1, "tag": "dog"}, {"x": 5}], "name": {"first": "Tom"}}
+    found = {
+        path: gjson.get(gjson.compile_path(path), doc)
+        for path in (
+            "instances.#",
+            "instances.1.x",
+            "instances.#.x",
+            "instances.#(x>2)",
+            "instances.#(x>0)#.x",
+            "instances.#(tag%d*)",
+            "instances.#(tag!%d*)",
+            "name.fir?t",
+            "[@this].#(name.first==Tom).name.first",
+        )
+    }
+    assert found == {
+        "instances.#": 2,
+        "instances.1.x": 5,
+        "instances.#.x": [1, 5],
+        "instances.#(x>2)": {"x": 5},
+        "instances.#(x>0)#.x": [1, 5],
+        "instances.#(tag%d*)": {"x": 1, "tag": "dog"},
+        "instances.#(tag!%d*)": gjson.MISSING,  # the element without a tag does not compare
+        "name.fir?t": "Tom",
+        "[@this].#(name.first==Tom).name.first": "Tom",
+    }
+    for bad in ("a|@reverse", "#(x==1", "a..b"):
+        with pytest.raises(gjson.PathError):
+            gjson.compile_path(bad)
+
+
+# ---------------------------------------------------------------- validation through the API
+def ig(name: str, nodes: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "InferenceGraph",
+        "metadata": {"name": name},
+        "spec": {"nodes": nodes, **spec},
+    }
+
+
+def causes(api: httpx.Client, body: dict[str, Any]) -> dict[str, str]:
+    r = api.post(IG_PATH, json=body)
+    assert r.status_code == 422, r.text
+    status = r.json()
+    assert status["kind"] == "Status" and status["reason"] == "Invalid"
+    return {c["field"]: c["message"] for c in status["details"]["causes"]}
+
+
+def test_create_inferencegraph_invalid_422(api: httpx.Client) -> None:
+    found = causes(api, ig("no-root", {"other": {"routerType": "Sequence", "steps": []}}))
+    assert found["spec.nodes"].startswith("root node not found")
+    assert found["spec.nodes.other.steps"] == "a node needs at least one step"
+
+    found = causes(
+        api,
+        ig(
+            "bad",
+            {
+                "root": {
+                    "routerType": "Splitter",
+                    "steps": [
+                        {"serviceName": "a", "weight": 60},
+                        {"serviceName": "b", "weight": 30, "nodeName": "loop"},
+                    ],
+                },
+                "loop": {
+                    "routerType": "Switch",
+                    "steps": [
+                        {"nodeName": "back", "condition": "a|@reverse"},
+                        {"nodeName": "nowhere", "name": "x"},
+                        {"serviceUrl": "http://m.other-team.example.com/v1", "name": "x"},
+                        {"serviceUrl": "http://model-server/v1/models/m:predict", "data": "$body"},
+                    ],
+                },
+                "back": {"routerType": "Sequence", "steps": [{"nodeName": "loop"}]},
+            },
+        ),
+    )
+    assert found["spec.nodes.root.steps"] == (
+        "the weights of a Splitter's steps must sum to 100, got 90"
+    )
+    assert found["spec.nodes.root.steps[1]"].startswith(
+        "exactly one of nodeName, serviceName or serviceUrl"
+    )
+    assert found["spec.nodes.loop.steps[0].condition"].startswith("not a supported GJSON path")
+    assert found["spec.nodes.loop.steps[1].nodeName"] == "no node named 'nowhere'"
+    assert found["spec.nodes.loop.steps[2].name"] == "duplicate step name 'x'"
+    assert found["spec.nodes.loop.steps[2].serviceUrl"].startswith(
+        "names namespace 'other-team': a graph calls only the InferenceServices of its own"
+    )
+    assert found["spec.nodes.loop.steps[3].serviceUrl"].startswith("must name an InferenceService")
+    assert found["spec.nodes.loop.steps[3].data"] == "must be $request or $response"
+    assert found["spec.nodes.back.steps[0].nodeName"] == "nodes form a cycle: loop -> back -> loop"
+
+    found = causes(api, ig("shape", {"root": {"routerType": "Fanout", "steps": [{"weight": 101}]}}))
+    assert {"spec.nodes.root.routerType", "spec.nodes.root.steps[0].weight"} <= set(found)
+
+
+# ---------------------------------------------------------------- end to end
+# A model in the ``python`` format: instances measured in millimetres, answered in
+# centimetres, so its output is what the iris models take.
+MM_TO_CM = """def predict(instances):
+    return [[v / 10 for v in row] for row in instances]
+"""
+
+
+def train_shifted(directory: Path) -> Any:
+    """Like train_sklearn, with every class label moved up by one (so 0 -> 1, 2 -> 0)."""
+    import joblib
+
+    model = train_sklearn(directory)
+    model.classes_ = (model.classes_ + 1) % 3
+    joblib.dump(model, directory / "model.joblib")
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(api: httpx.Client, claim: Any) -> dict[str, Any]:
+    """Three InferenceServices over V1: iris-a and iris-b (sklearn; b answers a's classes
+    moved up by one) and mm-to-cm (python)."""
+    data = claim("graph-models")
+    train_sklearn(data / "a")
+    train_shifted(data / "b")
+    (data / "mm").mkdir(exist_ok=True)
+    (data / "mm" / "model.py").write_text(MM_TO_CM)
+    services = {
+        "iris-a": {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://graph-models/a"},
+        "iris-b": {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://graph-models/b"},
+        "mm-to-cm": {"modelFormat": {"name": "python"}, "storageUri": "pvc://graph-models/mm"},
+    }
+    for name, model in services.items():
+        r = api.post(ISVC_PATH, json=isvc(name, {"model": model}))
+        assert r.status_code == 201, r.text
+    return {name: wait_isvc(api, name, ready, timeout=60) for name in services}
+
+
+def wait_graph(api: httpx.Client, name: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = api.get(f"{IG_PATH}/{name}")
+        assert r.status_code == 200, r.text
+        obj = r.json()
+        if ready(obj):
+            return obj
+        time.sleep(0.2)
+    raise AssertionError(f"graph {name} not ready in {timeout}s: {obj.get('status')}")
+
+
+def test_sequence_graph_through_gateway(
+    models: dict[str, Any], api: httpx.Client, platform: Any
+) -> None:
+    body = ig(
+        "chain",
+        {
+            "root": {
+                "routerType": "Sequence",
+                "steps": [
+                    {"serviceName": "mm-to-cm", "name": "convert"},
+                    {
+                        "serviceName": "iris-a",
+                        "data": "$response",
+                        "mapPredictionsToInstances": True,
+                        "dependency": "Hard",
+                    },
+                ],
+            }
+        },
+    )
+    r = api.post(IG_PATH, json=body)
+    assert r.status_code == 201, r.text
+    graph_obj = wait_graph(api, "chain")
+    url = f"{platform.gateway_url}/graphs/{NS}/chain"
+    assert graph_obj["status"]["url"] == url
+    assert [c["type"] for c in graph_obj["status"]["conditions"]] == ["Ready"]
+    millimetres = [[10 * v for v in row] for row in SAMPLES]
+    # mm-to-cm's centimetres feed iris-a, which tells the classes apart (0 and 2).
+    answer = predict(api, f"/graphs/{NS}/chain", {"instances": millimetres})
+    assert answer == {"predictions": [0, 2]}
+    # Straight to iris-a, the millimetres are out of its range: the chain did the work.
+    direct = predict(
+        api, f"/serving/{NS}/iris-a/v1/models/iris-a:predict", {"instances": millimetres}
+    )
+    assert direct != answer
+    # kubectl's view: the URL and READY columns.
+    table = api.get(IG_PATH, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    assert table.status_code == 200, table.text
+    row = next(r for r in table.json()["rows"] if r["cells"][0] == "chain")
+    assert row["cells"][1:3] == [url, "True"]
+
+
+def test_splitter_graph_reaches_both_through_gateway(
+    models: dict[str, Any], api: httpx.Client
+) -> None:
+    body = ig(
+        "split",
+        {
+            "root": {
+                "routerType": "Splitter",
+                "steps": [
+                    {"serviceName": "iris-a", "weight": 50},
+                    {
+                        "serviceUrl": f"http://iris-b.{NS}.example.com/v1/models/iris-b:predict",
+                        "weight": 50,
+                    },
+                ],
+            }
+        },
+    )
+    r = api.post(IG_PATH, json=body)
+    assert r.status_code == 201, r.text
+    wait_graph(api, "split")
+    answers = Counter(
+        tuple(predict(api, f"/graphs/{NS}/split", {"instances": SAMPLES})["predictions"])
+        for _ in range(40)
+    )
+    # iris-a answers [0, 2]; iris-b, its classes moved up by one, [1, 0]: both were reached.
+    assert set(answers) == {(0, 2), (1, 0)}, answers
+    assert answers[(0, 2)] + answers[(1, 0)] == 40
+
+
+def test_graph_step_failure_names_step_and_delete(
+    models: dict[str, Any], api: httpx.Client, platform: Any
+) -> None:
+    body = ig(
+        "strict",
+        {
+            "root": {
+                "routerType": "Ensemble",
+                "steps": [
+                    {"serviceName": "iris-a", "name": "a"},
+                    {"serviceName": "iris-b", "name": "b", "dependency": "Hard"},
+                ],
+            }
+        },
+    )
+    r = api.post(IG_PATH, json=body)
+    assert r.status_code == 201, r.text
+    wait_graph(api, "strict")
+    answer = predict(api, f"/graphs/{NS}/strict", {"instances": SAMPLES})
+    assert answer == {"a": {"predictions": [0, 2]}, "b": {"predictions": [1, 0]}}
+    r = api.post(f"/graphs/{NS}/strict", json={"instances": [[1, 2]]})  # 2 features, not 4
+    assert r.status_code == 400, r.text
+    assert r.json()["cause"].startswith("step 'b' of node 'root' (InferenceService 'iris-b')")
+    assert r.json()["step"] == "b"
+    r = api.delete(f"{IG_PATH}/strict")
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 20
+    while api.get(f"{IG_PATH}/strict").status_code != 404:
+        assert time.monotonic() < deadline, "the graph was never removed"
+        time.sleep(0.2)
+    gone = api.post(f"/graphs/{NS}/strict", json={"instances": SAMPLES})
+    assert gone.status_code in (404, 503), gone.text
