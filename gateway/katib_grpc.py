@@ -127,7 +127,8 @@ class KatibDBManagerProxy:
         return grpc.unary_unary_rpc_method_handler(call)
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        # No SO_REUSEPORT: a second gateway on a taken port must fail, not share its calls.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {m: self._handler(m) for m in METHODS}),)
         )

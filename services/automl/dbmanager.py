@@ -250,7 +250,8 @@ class DBManagerServer:
     async def start(self) -> None:
         if not self.port:
             return
-        server = grpc.aio.server()
+        # No SO_REUSEPORT: a second server on a taken port must fail, not share its calls.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers((handlers(self.manager),))
         address = f"{self.host or '127.0.0.1'}:{self.port}"
         try:
