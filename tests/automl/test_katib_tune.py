@@ -9,7 +9,8 @@ runs in a child process with that directory first on its PYTHONPATH; the child i
 Job runs ``bash -c`` with the function's source and ``python -u``; the local runtime runs
 it with the platform's Python), waits with ``wait_for_experiment_condition``, reads
 ``get_optimal_hyperparameters`` and the best trial's metrics over gRPC from
-``db_manager_address=127.0.0.1:<port>``. Then the DB manager calls straight from here, with
+``db_manager_address=127.0.0.1:<port>``. The function imports numpy, which the platform's
+Python has. Then the DB manager calls straight from here, with
 shipyard's own copy of Katib's messages.
 """
 
@@ -47,10 +48,10 @@ client = katib.KatibClient(config_file=kubeconfig, namespace=namespace)
 
 
 def objective(parameters):
-    import math
+    import numpy as np  # the platform's Python runs the trial: what it has, the trial has
 
     x = float(parameters["x"])
-    print(f"loss={(x - 0.3) ** 2 + math.fabs(parameters['shift']):.6f}")
+    print(f"loss={float(np.square(x - 0.3)) + abs(parameters['shift']):.6f}")
 
 
 client.tune(
