@@ -1,9 +1,10 @@
 """The Open Inference Protocol over gRPC through the gateway, with tritonclient.grpc.
 
-A platform of this module's own (real processes, its own database) in trusted-header mode,
-so the test can be several people (``kubeflow-userid`` from 127.0.0.1, the trusted proxy) and
-service-account tokens are really checked: alice owns ``grpc-a``, where a sklearn model is
-served, bob owns ``grpc-b``. The gateway's gRPC port is a free one
+A platform of this module's own (real processes, its own database) in OIDC mode with a real
+OIDC provider (tests/oidc, as the gateway tests use): people call with their ID tokens as
+``authorization: Bearer`` metadata, workloads with service-account tokens, and nobody
+anonymously. user@example.com owns ``grpc-a``, where a sklearn model is served,
+second@example.com owns ``grpc-b``. The gateway's gRPC port is a free one
 (``SHIPYARD_GATEWAY_GRPC_PORT``); calls name the InferenceService by the authority
 ``{name}.{namespace}.example.com`` or by the ``x-shipyard-inferenceservice`` metadata.
 Short scaling timings let one service scale to zero and be activated by a gRPC call.
@@ -31,39 +32,65 @@ from tests.conftest import (
     create_profile,
     free_port,
     fresh_database,
-    running_trusted_header_platform,
+    running_platform,
 )
+from tests.gateway.conftest import CLIENT_SECRET, COOKIE_SECRET, OIDCServer
 
 from .conftest import ready, train_sklearn
 
-ALICE, BOB = "alice@example.com", "bob@example.com"
+ALICE, BOB = "user@example.com", "second@example.com"  # the test provider's users
 NS_A, NS_B = "grpc-a", "grpc-b"
 SAMPLES = [[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.0], [6.1, 2.9, 4.6, 1.4]]
 TARGET = "x-shipyard-inferenceservice"
 
 
+#: Each user's ID token, from the provider (filled by the ``grpc_platform`` fixture).
+TOKENS: dict[str, str] = {}
+
+
 def as_user(user: str) -> dict[str, str]:
-    return {"kubeflow-userid": user}
+    return {"authorization": f"Bearer {TOKENS[user]}"}
+
+
+@pytest.fixture(scope="module")
+def oidc_provider() -> Iterator[OIDCServer]:
+    server = OIDCServer(["http://127.0.0.1:9/oauth2/callback"])  # logins stop at the redirect
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
 def grpc_platform(
-    nats_url: str, seaweedfs: RunningSeaweedFS, tmp_path_factory: pytest.TempPathFactory
+    nats_url: str,
+    seaweedfs: RunningSeaweedFS,
+    oidc_provider: OIDCServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
-    """The platform, with its gRPC port recorded as ``grpc_port``."""
+    """The platform in OIDC mode, with its gRPC port recorded as ``grpc_port``; ``TOKENS``
+    holds the users' ID tokens (ADMIN_USER is a cluster admin)."""
+    for user in (ALICE, BOB, ADMIN_USER):
+        TOKENS[user] = asyncio.run(oidc_provider.id_token(user))
     port = free_port()
     env = {
+        "SHIPYARD_OIDC_ISSUER": oidc_provider.issuer,
+        "SHIPYARD_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+        "SHIPYARD_COOKIE_SECRET": COOKIE_SECRET,
+        "SHIPYARD_CLUSTER_ADMINS": ADMIN_USER,
         "SHIPYARD_GATEWAY_GRPC_PORT": str(port),
         "SHIPYARD_SCALE_TO_ZERO_SECONDS": "2",
         "SHIPYARD_ACTIVITY_REPORT_SECONDS": "0.5",
         "SHIPYARD_ACTIVATION_TIMEOUT_SECONDS": "30",
     }
     with fresh_database("shipyard_grpc") as database_url:
-        with running_trusted_header_platform(
+        with running_platform(
             tmp_path_factory.mktemp("grpc-platform"),
             database_url=database_url,
             nats_url=nats_url,
             s3=seaweedfs.config,
+            auth_mode="oidc",
             env=env,
         ) as platform:
             platform.grpc_port = port
@@ -263,7 +290,8 @@ def servers(platform: Any, name: str) -> list[Any]:
 
 
 def test_grpc_activates_scaled_to_zero(grpc_platform: Any, served: Any) -> None:
-    """A gRPC call for a service scaled to zero is held while it starts, then answered."""
+    """A gRPC call for a service scaled to zero is held while it starts, then answered; gRPC
+    calls then keep it from scaling to zero again."""
     deadline = time.monotonic() + 30
     while servers(grpc_platform, "iris0") and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -272,7 +300,14 @@ def test_grpc_activates_scaled_to_zero(grpc_platform: Any, served: Any) -> None:
     result = infer(c, "iris0", as_user(ALICE))
     expected = served["model"].predict(np.array(SAMPLES, dtype=np.float32)).tolist()
     assert result.as_numpy(result.get_response().outputs[0].name).tolist() == expected
-    assert len(servers(grpc_platform, "iris0")) == 1
+    (server,) = servers(grpc_platform, "iris0")
+    # gRPC traffic is reported as activity: calls for three times the grace keep the server
+    # up (idle, it is gone about 3 s after the last call).
+    until = time.monotonic() + 6
+    while time.monotonic() < until:
+        infer(c, "iris0", as_user(ALICE))
+        time.sleep(0.25)
+    assert [s.name for s in servers(grpc_platform, "iris0")] == [server.name]
 
 
 def test_grpc_port_speaks_http2_only(grpc_platform: Any, served: Any) -> None:
