@@ -7,9 +7,9 @@ waits for Ready. Then it sends the same OIP infer request (one row of four FP32 
 tensors) at the same concurrency to the same model server started straight on the host's
 loopback (the InferenceService's own server lives in a sandbox with its own network, which
 only the gateway reaches) and to ``/serving/{ns}/{name}/v2/models/{name}/infer`` on the
-gateway, and prints req/s, p50/p99 and the ratios, with PASS/FAIL against the gateway bench's
-targets (>= 0.6x throughput at every concurrency; <= 2 ms added p50 at concurrency 1, where
-latency is not queueing). On a shared two-core machine the numbers move with the load.
+gateway, and prints req/s, p50/p99 and the ratios, with PASS/FAIL against issue 15's targets
+(>= 0.8x throughput at concurrency 1 and >= 0.9x above it; <= 2 ms added p50 at concurrency
+1, where latency is not queueing). On a shared two-core machine the numbers move with the load.
 Then a batching line per concurrency (16, 64): the direct server against a second one started
 with the batcher (``--max-batch-size``/``--max-latency-ms``, BATCHER), interleaved, and their
 ratio (informational: no target).
@@ -57,7 +57,9 @@ NAME = "bench-iris"
 COLD = "bench-cold"
 ISVCS = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
 SCALE_TO_ZERO_SECONDS = 2.0
-TARGET_RATIO, TARGET_ADDED_P50_MS = 0.6, 2.0
+#: Issue 15 item 6: gateway/direct throughput at least 0.8x at concurrency 1 and 0.9x above.
+TARGET_RATIOS, TARGET_ADDED_P50_MS = {1: 0.8}, 2.0
+TARGET_RATIO_LOADED = 0.9
 #: The batching line's batcher: (maxBatchSize, maxLatency ms); informational, no target.
 BATCHER = (32, 2.0)
 BODY = json.dumps(
@@ -230,6 +232,22 @@ def measure(url: str, seconds: float, concurrency: int, script: Path | None) -> 
     )
 
 
+def interleaved(
+    direct: str, via: str, seconds: float, conc: int, script: Path | None, rounds: int
+) -> tuple[Run, Run]:
+    """Direct and gateway runs alternated ``rounds`` times; each side's median run (by req/s):
+    on a shared machine one run can fall into another process's burst."""
+    pairs = [
+        (measure(direct, seconds, conc, script), measure(via, seconds, conc, script))
+        for _ in range(max(1, rounds))
+    ]
+
+    def median(runs: list[Run]) -> Run:
+        return sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+
+    return median([p[0] for p in pairs]), median([p[1] for p in pairs])
+
+
 def batching(model_dir: Path, direct: str, seconds: float, script: Path | None) -> None:
     """Direct throughput without and with the batcher (BATCHER), interleaved, at 16 and 64."""
     size, latency = BATCHER
@@ -265,6 +283,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per point")
     parser.add_argument(
         "--cold-start",
         type=int,
@@ -316,19 +335,21 @@ def main() -> int:
             ok = True
             log.info("%-11s %5s %10s %9s %9s", "path", "conc", "req/s", "p50 ms", "p99 ms")
             for conc in args.concurrency:
-                d = measure(direct, args.seconds, conc, script)
-                g = measure(via, args.seconds, conc, script)
+                d, g = interleaved(direct, via, args.seconds, conc, script, args.rounds)
                 for label, run in (("direct", d), ("gateway", g)):
                     log.info("%-11s %5d %10.0f %9.2f %9.2f", label, conc, run.rps, run.p50, run.p99)
                 ratio, added = g.rps / d.rps, g.p50 - d.p50
                 # Added p50 counts where latency is the proxy's own (concurrency 1); saturated,
                 # p50 is queueing (concurrency / throughput) and the ratio already says it.
-                passed = ratio >= TARGET_RATIO and (conc > 1 or added <= TARGET_ADDED_P50_MS)
+                target = TARGET_RATIOS.get(conc, TARGET_RATIO_LOADED)
+                passed = ratio >= target and (conc > 1 or added <= TARGET_ADDED_P50_MS)
                 ok = ok and passed
                 log.info(
-                    "concurrency %d: gateway/direct throughput %.2fx, p50 +%.2f ms -> %s",
+                    "concurrency %d: gateway/direct throughput %.2fx (target %.1fx), p50 +%.2f ms "
+                    "-> %s",
                     conc,
                     ratio,
+                    target,
                     added,
                     "PASS" if passed else "FAIL",
                 )
