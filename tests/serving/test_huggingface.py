@@ -290,6 +290,8 @@ async def test_chat_template_or_plain_join(hf_models: dict[str, Path]) -> None:
         ({"prompt": "the", "n": 2}, 400, "n", "'n' > 1 is not supported"),
         ({"prompt": "the", "temperature": 7}, 400, "temperature", "from 0 to 2"),
         ({"prompt": 5}, 400, "prompt", "prompt is required"),
+        ({"prompt": ""}, 400, "prompt", "the prompt is empty"),
+        ({"prompt": [3, 99999]}, 400, "prompt", "token ids run from 0 to"),
         ({"prompt": "the", "model": "other"}, 404, "model", "`other` does not exist"),
         ({"prompt": "the", "model": None}, 400, "model", "model is required"),
     ],

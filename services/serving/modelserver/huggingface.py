@@ -169,6 +169,7 @@ class HuggingFaceModel:
                 "by save_pretrained (config.json, tokenizer files, model.safetensors)"
             )
         tf = self.transformers
+        tf.utils.logging.disable_progress_bar()  # no progress bars in the server's log
         try:
             self.config = tf.AutoConfig.from_pretrained(model_dir, local_files_only=True)
             self.task = pick_task(self.config, os.environ.get("SHIPYARD_HF_TASK"))
@@ -228,6 +229,10 @@ class HuggingFaceModel:
         return [int(i) for i in logits.argmax(axis=-1)]
 
     # -- generation ----------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return max(len(self.tokenizer), int(getattr(self.config, "vocab_size", 0) or 0))
 
     @property
     def eos_token_id(self) -> int | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 import uuid
@@ -26,6 +27,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from .huggingface import GENERATION, Generation, SamplingParams, cut_at_stop
 from .loaders import Model
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/openai/v1"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -48,14 +51,18 @@ class OpenAIError(Exception):
 ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 413: "BadRequestError"}
 
 
-def error_response(exc: OpenAIError) -> Response:
+def error_body(exc: OpenAIError) -> dict[str, Any]:
     error = {
         "message": str(exc),
         "type": ERROR_TYPES.get(exc.status, "InternalServerError"),
         "param": exc.param,
         "code": str(exc.status),
     }
-    return _json({"error": error}, exc.status)
+    return {"error": error}
+
+
+def error_response(exc: OpenAIError) -> Response:
+    return _json(error_body(exc), exc.status)
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -148,13 +155,19 @@ def completion_prompts(model: Any, doc: dict[str, Any]) -> list[list[int]]:
     if len(prompts) > MAX_PROMPTS:
         raise OpenAIError(f"at most {MAX_PROMPTS} prompts in one request", param="prompt")
     out = []
+    vocab = model.vocab_size
     for p in prompts:
         if isinstance(p, str):
-            out.append(model.encode(_bounded(p, "prompt")))
-        elif isinstance(p, list) and p and all(isinstance(t, int) and t >= 0 for t in p):
-            out.append(list(p))
+            ids = model.encode(_bounded(p, "prompt"))
+        elif isinstance(p, list) and p and all(isinstance(t, int) for t in p):
+            if not all(0 <= t < vocab for t in p):
+                raise OpenAIError(f"token ids run from 0 to {vocab - 1}", param="prompt")
+            ids = list(p)
         else:
             raise OpenAIError("each prompt is a string or a list of token ids", param="prompt")
+        if not ids:
+            raise OpenAIError("the prompt is empty: it has no tokens", param="prompt")
+        out.append(ids)
     return out
 
 
@@ -354,14 +367,19 @@ class Completions:
 
         async def events() -> AsyncIterator[str]:
             results: list[Generation] = []
-            for index, (ids, params) in enumerate(plans):
-                if chat:
-                    yield chunk(index, "", None)
-                async for piece in stream_text(self.model, ids, params, results.append):
-                    yield chunk(index, piece, None)
-                yield chunk(index, None, results[-1].finish_reason)
-            if include_usage:
-                yield sse({**base, "choices": [], "usage": usage(prompt_tokens, results)})
+            try:
+                for index, (ids, params) in enumerate(plans):
+                    if chat:
+                        yield chunk(index, "", None)
+                    async for piece in stream_text(self.model, ids, params, results.append):
+                        yield chunk(index, piece, None)
+                    yield chunk(index, None, results[-1].finish_reason)
+            except Exception as exc:  # the status was sent: the error is the last event
+                log.exception("generation failed")
+                yield sse(error_body(OpenAIError(f"generation failed: {exc}", 500)))
+            else:
+                if include_usage:
+                    yield sse({**base, "choices": [], "usage": usage(prompt_tokens, results)})
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -399,6 +417,9 @@ def add_openai_routes(app: FastAPI, model: Model, started: int | None = None) ->
             return error_response(exc)
         except ValueError as exc:
             return error_response(OpenAIError(str(exc)))
+        except Exception as exc:
+            log.exception("completion failed")
+            return error_response(OpenAIError(f"generation failed: {exc}", 500))
 
     @app.post(f"{PREFIX}/completions")
     async def create_completion(request: Request) -> Response:
