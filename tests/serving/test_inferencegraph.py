@@ -491,3 +491,84 @@ def test_graph_step_failure_names_step_and_delete(
         time.sleep(0.2)
     gone = api.post(f"/graphs/{NS}/strict", json={"instances": SAMPLES})
     assert gone.status_code in (404, 503), gone.text
+
+
+def test_graph_waits_for_missing_inferenceservice(
+    models: dict[str, Any], api: httpx.Client, claim: Any
+) -> None:
+    """A graph naming an InferenceService that does not exist yet is not Ready, and says
+    which; creating the InferenceService wakes it."""
+    body = ig("early", {"root": {"routerType": "Sequence", "steps": [{"serviceName": "late"}]}})
+    r = api.post(IG_PATH, json=body)
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 20
+    cond: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        conds = (api.get(f"{IG_PATH}/early").json().get("status") or {}).get("conditions") or []
+        cond = next((c for c in conds if c["type"] == "Ready"), {})
+        if cond:
+            break
+        time.sleep(0.2)
+    assert (cond.get("status"), cond.get("reason")) == ("False", "InferenceServiceNotFound")
+    assert cond["message"] == f"InferenceService late not found in namespace {NS}"
+    model = {"modelFormat": {"name": "python"}, "storageUri": "pvc://graph-models/mm"}
+    r = api.post(ISVC_PATH, json=isvc("late", {"model": model}))
+    assert r.status_code == 201, r.text
+    wait_isvc(api, "late", ready, timeout=60)
+    wait_graph(api, "early")
+    answer = predict(api, f"/graphs/{NS}/early", {"instances": [[10, 20]]})
+    assert answer == {"predictions": [[1.0, 2.0]]}
+
+
+# A model that answers with the namespace its server runs in (the runtime names it there).
+NAMESPACE_MODEL = """import os
+
+def predict(instances):
+    return [os.environ["SHIPYARD_NAMESPACE"] for _ in instances]
+"""
+
+
+def test_graph_router_token_checked_by_gateway(trusted_header_platform: Any) -> None:
+    """With tokens really checked (trusted-header mode), the router reaches its namespace's
+    InferenceService with its own service-account token, and a person without a role in the
+    namespace cannot call the graph."""
+    from services.common.runtime import LocalRuntime
+    from tests import specs
+    from tests.conftest import ADMIN_USER, create_profile
+
+    team = "graph-team"
+    headers = {"kubeflow-userid": ADMIN_USER}
+    base = trusted_header_platform.gateway_url
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as admin:
+        create_profile(admin, team)
+        pvcs = f"/api/v1/namespaces/{team}/persistentvolumeclaims"
+        r = admin.post(pvcs, json=specs.claim("models", "16Mi"))
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 20
+        while (admin.get(f"{pvcs}/models").json().get("status") or {}).get("phase") != "Bound":
+            assert time.monotonic() < deadline, "the claim never bound"
+            time.sleep(0.1)
+        data = asyncio.run(
+            LocalRuntime(trusted_header_platform.state_dir).resolve_volume(team, "models")
+        )
+        (data / "ns").mkdir(parents=True, exist_ok=True)
+        (data / "ns" / "model.py").write_text(NAMESPACE_MODEL)
+        model = {"modelFormat": {"name": "python"}, "storageUri": "pvc://models/ns"}
+        isvcs = f"/apis/serving.kserve.io/v1beta1/namespaces/{team}/inferenceservices"
+        r = admin.post(isvcs, json=isvc("where", {"model": model}))
+        assert r.status_code == 201, r.text
+        graphs = f"/apis/serving.kserve.io/v1alpha1/namespaces/{team}/inferencegraphs"
+        nodes = {"root": {"routerType": "Sequence", "steps": [{"serviceName": "where"}]}}
+        r = admin.post(graphs, json=ig("ask", nodes))
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 60
+        while not ready(admin.get(f"{graphs}/ask").json()):
+            assert time.monotonic() < deadline, admin.get(f"{graphs}/ask").json()
+            time.sleep(0.2)
+        r = admin.post(f"/graphs/{team}/ask", json={"instances": [1, 2]})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"predictions": [team, team]}
+    stranger = {"kubeflow-userid": "stranger@example.com"}
+    r = httpx.post(f"{base}/graphs/{team}/ask", json={"instances": [1]}, headers=stranger)
+    assert r.status_code == 403, r.text
+    assert r.json()["kind"] == "Status" and team in r.json()["message"]
