@@ -318,3 +318,91 @@ def test_grpc_port_speaks_http2_only(grpc_platform: Any, served: Any) -> None:
         while chunk := sock.recv(65536):
             data += chunk
     assert b"HTTP/1.1" not in data
+
+
+# ---- the ModelInfer conversion alone (gateway/grpc_tensors.py), on tritonclient's messages:
+# the same wire shapes as ours, which this process cannot import beside them.
+
+
+def test_convert_typed_contents_to_rest_binary_the_model_server_reads() -> None:
+    from tritonclient.grpc import service_pb2 as wire
+
+    from gateway.grpc_tensors import rest_request
+    from services.serving.modelserver.tensors import decode_request
+
+    request = wire.ModelInferRequest(model_name="m", id="r1")
+    values = {
+        "f": ("FP64", [2], "fp64_contents", [1.5, -2.25]),
+        "i": ("INT64", [1, 2], "int64_contents", [7, -8]),
+        "u": ("UINT8", [3], "uint_contents", [0, 1, 255]),
+        "b": ("BOOL", [2], "bool_contents", [True, False]),
+        "s": ("BYTES", [2], "bytes_contents", [b"ab", b""]),
+    }
+    for name, (datatype, shape, field, data) in values.items():
+        tensor = request.inputs.add(name=name, datatype=datatype, shape=shape)
+        getattr(tensor.contents, field).extend(data)
+    request.outputs.add(name="out")
+    body, length = rest_request(request)
+    decoded = decode_request(body, str(length))
+    assert decoded.id == "r1" and decoded.binary_output
+    assert decoded.outputs == [{"name": "out", "parameters": {"binary_data": True}}]
+    got = dict(decoded.inputs)
+    for name, (_, shape, _, data) in values.items():
+        assert list(got[name].shape) == shape
+        assert got[name].reshape(-1).tolist() == data, name
+
+
+def test_convert_refuses_malformed_tensors_invalid_argument() -> None:
+    from tritonclient.grpc import service_pb2 as wire
+
+    from gateway.grpc_server import Code, GRPCError
+    from gateway.grpc_tensors import rest_request
+
+    def refusal(request: Any) -> str:
+        with pytest.raises(GRPCError) as info:
+            rest_request(request)
+        assert info.value.code == Code.INVALID_ARGUMENT
+        return info.value.message
+
+    assert "at least one input" in refusal(wire.ModelInferRequest(model_name="m"))
+    two = wire.ModelInferRequest(model_name="m")
+    two.inputs.add(name="a", datatype="FP32", shape=[1])
+    two.inputs.add(name="b", datatype="FP32", shape=[1])
+    two.raw_input_contents.append(b"\0\0\0\0")
+    assert "1 entries for 2 inputs" in refusal(two)
+    half = wire.ModelInferRequest(model_name="m")
+    half.inputs.add(name="h", datatype="FP16", shape=[1]).contents.fp32_contents.append(1.0)
+    assert "h: FP16 has no contents field" in refusal(half)
+    short = wire.ModelInferRequest(model_name="m")
+    short.inputs.add(name="x", datatype="FP32", shape=[2, 2]).contents.fp32_contents.append(1)
+    assert "x: contents.fp32_contents has 1 elements, shape [2, 2] needs 4" in refusal(short)
+    odd = wire.ModelInferRequest(model_name="m")
+    odd.inputs.add(name="q", datatype="COMPLEX", shape=[1])
+    assert "q: unsupported datatype 'COMPLEX'" in refusal(odd)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_convert_model_server_answer_to_raw_outputs(binary: bool) -> None:
+    from tritonclient.grpc import service_pb2 as wire
+
+    from gateway.grpc_tensors import fill_response
+    from services.serving.modelserver.tensors import InferRequest, encode_response
+
+    outputs: list[tuple[str, np.ndarray]] = [
+        ("label", np.array([2, 0], dtype=np.int64)),
+        ("score", np.array([[0.5, 0.25]], dtype=np.float32)),
+        ("text", np.array([b"yes", b"no"], dtype=object)),
+    ]
+    body, length = encode_response("m", InferRequest("r9", [], None, binary), outputs)
+    response = wire.ModelInferResponse()
+    fill_response(response, body, str(length) if length is not None else None, "m")
+    assert response.model_name == "m" and response.id == "r9"
+    assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [
+        ("label", "INT64", [2]),
+        ("score", "FP32", [1, 2]),
+        ("text", "BYTES", [2]),
+    ]
+    raw = response.raw_output_contents
+    assert np.frombuffer(raw[0], dtype="<i8").tolist() == [2, 0]
+    assert np.frombuffer(raw[1], dtype="<f4").tolist() == [0.5, 0.25]
+    assert raw[2] == b"\x03\0\0\0yes\x02\0\0\0no"
