@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+from typing import Any
 
 MIDPOINT = 50.0  # the best learning rate rises until this accuracy, then falls
 TOLERANCE = 3.0  # a rate off by more than this factor stops helping
@@ -52,7 +53,7 @@ def main() -> None:
     opt = parser.parse_args()
 
     path = os.path.join(opt.checkpoint, "training.ckpt")
-    state = {"step": 1, "accuracy": 0.0, "trial": None}
+    state: dict[str, Any] = {"step": 1, "accuracy": 0.0, "trial": None}
     if os.path.exists(path):
         with open(path) as f:
             state = json.load(f)

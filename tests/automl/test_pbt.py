@@ -9,19 +9,28 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import random
+import signal
+import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from services.automl import pbt, pbt_checkpoints
 from services.automl.algorithms import StudyRow, SuggestionEngine
+from services.common.identity import AssertionMinter
+from tests.automl import test_restart
 from tests.automl.conftest import API, NAMESPACE, AutoML
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+fresh_db = test_restart.fresh_db  # a database of the test's own (a fixture)
 EXAMPLE = ROOT / "examples" / "automl" / "pbt.yaml"
 GEN, PARENT = pbt.GENERATION_LABEL, pbt.PARENT_LABEL
 
@@ -132,10 +141,10 @@ class Study:
         self.labels: dict[str, dict[str, str]] = {}
 
     def ask(
-        self, count: int, outcomes: dict[str, tuple[str, float | None]] | None = None
+        self, count: int, outcomes: Mapping[str, tuple[str, float | None]] | None = None
     ) -> list[str]:
         result = self.engine.suggest(
-            self.spec, "uid-1", self.rows, outcomes or {}, {}, self.state, count
+            self.spec, "uid-1", self.rows, dict(outcomes or {}), {}, self.state, count
         )
         self.state = dict(result.state)
         names = []
@@ -283,14 +292,9 @@ def metric(trial: dict[str, Any], name: str) -> str:
     raise AssertionError(f"{name} not in {trial['status']['observation']}")
 
 
-async def test_pbt_example_runs_two_generations_with_checkpoints(automl: AutoML) -> None:
-    name = f"pbt-{uuid.uuid4().hex[:6]}"
-    await automl.create("experiments", pbt_example(name))
-    exp = await automl.wait_finished(name, timeout=90)
-    conditions = [c["type"] for c in exp["status"]["conditions"] if c["status"] == "True"]
-    assert conditions[-1] == "Succeeded", exp["status"]
-    assert exp["status"]["trialsSucceeded"] == 12, exp["status"]
-    trials = {t["metadata"]["name"]: t for t in await automl.trials(name)}
+def assert_two_generations(trials: dict[str, dict[str, Any]]) -> list[str]:
+    """Generations 0 and 1; every child resumed from exactly what its parent saved; the
+    children's names."""
     generations = {n: t["metadata"]["labels"][GEN] for n, t in trials.items()}
     assert set(generations.values()) == {"0", "1"}, generations
     children = [n for n, g in generations.items() if g == "1"]
@@ -307,6 +311,18 @@ async def test_pbt_example_runs_two_generations_with_checkpoints(automl: AutoML)
         if g == "0":
             assert PARENT not in trials[n]["metadata"]["labels"]
             assert metric(trials[n], "resumed-step") == "1"  # started from scratch
+    return children
+
+
+async def test_pbt_example_runs_two_generations_with_checkpoints(automl: AutoML) -> None:
+    name = f"pbt-{uuid.uuid4().hex[:6]}"
+    await automl.create("experiments", pbt_example(name))
+    exp = await automl.wait_finished(name, timeout=90)
+    conditions = [c["type"] for c in exp["status"]["conditions"] if c["status"] == "True"]
+    assert conditions[-1] == "Succeeded", exp["status"]
+    assert exp["status"]["trialsSucceeded"] == 12, exp["status"]
+    trials = {t["metadata"]["name"]: t for t in await automl.trials(name)}
+    children = assert_two_generations(trials)
     # Each trial's directory on the experiment's volume holds its own final checkpoint.
     runtime = automl.app.state.ctx.runtime
     claim = pbt_checkpoints.claim_name(name)
@@ -329,3 +345,67 @@ async def test_pbt_example_runs_two_generations_with_checkpoints(automl: AutoML)
             break
         await asyncio.sleep(0.2)
     assert not await runtime.volume_exists(NAMESPACE, claim)
+
+
+async def test_restarted_service_continues_the_population(
+    fresh_db: str, nats_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL the automl service (a real process) twice while the example runs, once in
+    each generation: the restarted service continues the same population, and every child
+    still starts from its parent's checkpoint."""
+    minter = AssertionMinter()
+    port = free_port()
+    env = {
+        **os.environ,
+        "SHIPYARD_DATABASE_URL": fresh_db,
+        "NATS_URL": nats_url,
+        "SHIPYARD_PORT": str(port),
+        "SHIPYARD_STATE_DIR": str(tmp_path),
+        "SHIPYARD_GATEWAY_PUBLIC_KEY": minter.public_pem.decode(),
+        "SHIPYARD_RESYNC_SECONDS": "1",
+        "SHIPYARD_LOG_LEVEL": "WARNING",
+        "SHIPYARD_EVENTS_DURABLE": f"automl-pbt-restart-{uuid.uuid4().hex[:8]}",
+    }
+    url, log = f"http://127.0.0.1:{port}", tmp_path / "automl.log"
+    proc = test_restart._start(env, log)
+    name = "pbt-restart"
+    try:
+        await test_restart._ready(url)
+        headers = minter.headers(namespace=NAMESPACE, role="admin")
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            r = await client.post(f"{API}/experiments", json=pbt_example(name))
+            assert r.status_code == 201, r.text
+            for kill_after in (3, 9):  # in generation 0, then past the first breeding
+                async with asyncio.timeout(60):
+                    while True:
+                        items = (await client.get(f"{API}/trials")).json()["items"]
+                        if len(items) >= kill_after:
+                            break
+                        await asyncio.sleep(0.05)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                await asyncio.sleep(0.5)
+                proc = test_restart._start(env, log)
+                await test_restart._ready(url)
+            async with asyncio.timeout(90):
+                while True:
+                    exp = (await client.get(f"{API}/experiments/{name}")).json()
+                    states = {
+                        c["type"]
+                        for c in exp.get("status", {}).get("conditions", [])
+                        if c["status"] == "True"
+                    }
+                    if states & {"Succeeded", "Failed"}:
+                        break
+                    await asyncio.sleep(0.2)
+            items = (await client.get(f"{API}/trials")).json()["items"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert "Succeeded" in states, (exp.get("status"), log.read_text()[-3000:])
+    trials = {t["metadata"]["name"]: t for t in items}
+    assert len(trials) == 12 and exp["status"]["trialsSucceeded"] == 12, exp["status"]
+    assert_two_generations(trials)
