@@ -215,6 +215,9 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
     if kind == "inferencegraph":  # its router's endpoint; status.url is the gateway's own
         return [(status["endpoint"], 100)] if status.get("endpoint") else []
     if kind == "inferenceservice":
+        front = ((status.get("components") or {}).get("transformer") or {}).get("endpoint")
+        if front:  # a transformer takes the service's traffic (services/serving/components.py)
+            return [(front, 100)]
         spec = obj.get("spec") or {}
         canary_pct = (spec.get("predictor") or {}).get("canaryTrafficPercent")
         pred = (status.get("components") or {}).get("predictor") or {}
@@ -243,6 +246,20 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
     return [(url, 100)] if url else []
 
 
+def predictor_route(obj: dict[str, Any]) -> list[Target]:
+    """The predictor's targets while a transformer fronts an InferenceService: the data plane
+    of ``{name}-predictor`` that the transformer calls (KServe's ``{name}-predictor`` host).
+    Empty without a transformer or a live predictor."""
+    status = obj.get("status") or {}
+    components = status.get("components") or {}
+    if not components.get("transformer") or not (components.get("predictor") or {}).get("endpoint"):
+        return []
+    alone = {k: v for k, v in components.items() if k != "transformer"}
+    return targets_from_object(
+        "inferenceservice", {**obj, "status": {**status, "components": alone}}
+    )
+
+
 def _revision_failure(obj: dict[str, Any]) -> str | None:
     """The message of a ``PredictorReady`` condition that failed for good (RevisionFailed)."""
     for cond in (obj.get("status") or {}).get("conditions") or []:
@@ -262,6 +279,8 @@ class RouteFeeder:
 
     def __init__(self, table: RouteTable) -> None:
         self.table = table
+        #: InferenceServices whose predictor has a route of its own (``{name}-predictor``).
+        self._fronted: set[tuple[str, str]] = set()
 
     def apply(self, kind: str, obj: dict[str, Any], deleted: bool = False) -> None:
         meta = obj.get("metadata") or {}
@@ -270,13 +289,26 @@ class RouteFeeder:
             return
         if deleted or meta.get("deletionTimestamp"):
             self.table.remove(kind, ns, name)
+            if kind == "inferenceservice":
+                self._front(ns, name, [])
             return
         self.table.upsert(kind, ns, name, targets_from_object(kind, obj))
         if kind == "inferenceservice":
+            self._front(ns, name, predictor_route(obj))
             predictor = (obj.get("spec") or {}).get("predictor") or {}
             self.table.set_activatable(
                 kind, ns, name, predictor.get("minReplicas") == 0, _revision_failure(obj)
             )
+
+    def _front(self, ns: str, name: str, targets: list[Target]) -> None:
+        """Route ``{name}-predictor`` to the predictor while a transformer fronts it; drop
+        the route (only one this feeder set) once none does."""
+        if targets:
+            self._fronted.add((ns, name))
+            self.table.upsert("inferenceservice", ns, f"{name}-predictor", targets)
+        elif (ns, name) in self._fronted:
+            self._fronted.discard((ns, name))
+            self.table.remove("inferenceservice", ns, f"{name}-predictor")
 
     def apply_event(self, subject: str, obj: dict[str, Any]) -> None:
         """Apply one event; subject ``shipyard.<service>.<kind>.<event>``."""

@@ -52,6 +52,13 @@ from services.common.resources.store import WatchEvent
 from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus, placement
 from services.serving import isvc_status
 from services.serving.autoscale import desired_replicas, replica_bounds
+from services.serving.components import (
+    data_plane_prefix,
+    predictor_digest,
+    reconcile_components,
+    split_components,
+    with_components,
+)
 from services.serving.credentials import CredentialsError, S3Credentials, s3_credentials
 from services.serving.idle import ConcurrencyWindow, IdleClock
 from services.serving.modelcache import ModelCache
@@ -62,7 +69,6 @@ from services.serving.models import (
     predictor_model,
 )
 from services.serving.revisions import (
-    predictor_hash,
     revision_name,
     revision_number,
     workload_name,
@@ -86,6 +92,16 @@ LAUNCH_ERRORS = (
     "SandboxUnavailable",
 )
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _owner(isvc: dict[str, Any]) -> dict[str, Any]:
+    """The owner reference of an InferenceService's workloads."""
+    return {
+        "apiVersion": INFERENCE_SERVICE.api_version,
+        "kind": INFERENCE_SERVICE.kind,
+        "name": isvc["metadata"]["name"],
+        "uid": isvc["metadata"].get("uid"),
+    }
 
 
 def _by_revision(
@@ -220,12 +236,7 @@ class InferenceServiceController(Controller):
             REPLICA_LABEL: str(replica),
             HASH_LABEL: digest,
         }
-        owner = {
-            "apiVersion": INFERENCE_SERVICE.api_version,
-            "kind": INFERENCE_SERVICE.kind,
-            "name": name,
-            "uid": meta.get("uid"),
-        }
+        owner = _owner(isvc)
         files: dict[str, str] = {}  # read-only files in the workload: the storage plan
         found = _model_block(predictor)
         if found is not None:
@@ -255,7 +266,7 @@ class InferenceServiceController(Controller):
             http_get = (container.get("readinessProbe") or {}).get("httpGet") or {}
             probe_path = http_get.get("path") or ""
             volumes, mounts = [], []
-            env.append({"name": "SHIPYARD_PATH_PREFIX", "value": f"/serving/{ns}/{name}"})
+            env.append({"name": "SHIPYARD_PATH_PREFIX", "value": data_plane_prefix(isvc)})
         env += [
             {"name": e["name"], "value": e.get("value") or ""} for e in container.get("env") or []
         ]
@@ -378,9 +389,10 @@ class InferenceServiceController(Controller):
         if isvc is None or isvc["metadata"].get("deletionTimestamp"):
             await self._remove(namespace, name, owned, finalize=isvc is not None)
             return
+        owned, parts = split_components(owned)  # the predictor's; transformer, explainer
         predictor = isvc["spec"]["predictor"]
         self._note_account(namespace, name, predictor.get("serviceAccountName"))
-        digest = predictor_hash(predictor)
+        digest = predictor_digest(isvc)
         status = isvc.get("status") or {}
         comp = (status.get("components") or {}).get("predictor") or {}
         by_number, secondaries = _by_revision(owned)
@@ -463,6 +475,7 @@ class InferenceServiceController(Controller):
             pending=pending,
             failure_reason=reason,
         )
+        new_status, settled = await self._components(isvc, status, new_status, parts, settled)
         if new_status != status:
             await self.store.update_status(INFERENCE_SERVICE, namespace, name, new_status)
         if settled and not comp.get("actualReplicas") and by_number:
@@ -470,6 +483,29 @@ class InferenceServiceController(Controller):
         self._poll_again(namespace, name, settled, failure is not None)
         if settled and scales_to_zero and not scale_down:
             self._check_idle_later(namespace, name)
+
+    async def _components(
+        self,
+        isvc: dict[str, Any],
+        old: dict[str, Any],
+        status: dict[str, Any],
+        parts: list[WorkloadStatus],
+        settled: bool,
+    ) -> tuple[dict[str, Any], bool]:
+        """The transformer and explainer (services.serving.components) brought to the spec:
+        the status with them, and whether everything has settled."""
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        found = await reconcile_components(
+            self.runtime,
+            self.gateway_url,
+            isvc,
+            parts,
+            predictor.get("endpoint"),
+            {**self.labels, ISVC_LABEL: isvc["metadata"]["name"]},
+            _owner(isvc),
+        )
+        ready = all(isinstance(w, WorkloadStatus) and w.ready for w in found.values())
+        return with_components(status, old, isvc, self.gateway_url, found), settled and ready
 
     @staticmethod
     def _scaled_to_zero(isvc: dict[str, Any], comp: dict[str, Any]) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from services.common.runtime import WorkloadStatus
 from services.serving.revisions import revision_name
-from services.serving.servers import CLUSTER_RUNTIME_LABEL, RUNTIME_LABEL
+from services.serving.runtimes import CLUSTER_RUNTIME_LABEL, RUNTIME_LABEL
 
 
 def build_status(

@@ -221,10 +221,35 @@ class PredictorSpec(Spec):
     volumes: list[dict[str, Any]] | None = None
 
 
+class ComponentSpec(Spec):
+    """KServe's TransformerSpec and ExplainerSpec with a custom container (its PodSpec and
+    ComponentExtensionSpec): one ``kserve-container``, run beside the predictor
+    (services/serving/components.py)."""
+
+    containers: list[Container] = Field(min_length=1, max_length=1)
+    min_replicas: int = Field(1, alias="minReplicas", ge=0)
+    max_replicas: int | None = Field(None, alias="maxReplicas", ge=0)
+    scale_target: int | None = Field(None, alias="scaleTarget", ge=1)
+    scale_metric: Literal["cpu", "memory", "concurrency", "rps"] | None = Field(
+        None, alias="scaleMetric"
+    )
+    container_concurrency: int | None = Field(None, alias="containerConcurrency", ge=0)
+    timeout: int | None = Field(None, ge=1)
+    logger: LoggerSpec | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    service_account_name: str | None = Field(None, alias="serviceAccountName")
+    node_selector: dict[str, str] | None = Field(None, alias="nodeSelector")
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    image_pull_secrets: list[dict[str, Any]] | None = Field(None, alias="imagePullSecrets")
+    volumes: list[dict[str, Any]] | None = None
+
+
 class InferenceServiceSpec(Spec):
     predictor: PredictorSpec
-    transformer: dict[str, Any] | None = None
-    explainer: dict[str, Any] | None = None
+    transformer: ComponentSpec | None = None
+    explainer: ComponentSpec | None = None
 
 
 def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
@@ -233,11 +258,12 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
     spec = obj.get("spec") or {}
     pred = spec.get("predictor") or {}
     for part in ("transformer", "explainer"):
-        if spec.get(part) is not None:
+        component = spec.get(part) or {}
+        if component.get("minReplicas", 1) == 0:
             causes.append(
                 Cause(
-                    f"spec.{part}",
-                    f"{part}s are not supported yet; serve the model with spec.predictor only",
+                    f"spec.{part}.minReplicas",
+                    f"a {part} does not scale to zero here (only the predictor does)",
                     "FieldValueNotSupported",
                 )
             )

@@ -60,6 +60,9 @@ BUILTIN_NAMES = {
 #: KServe's versions for the built-in formats (its config/runtimes).
 BUILTIN_VERSIONS = {"sklearn": "1", "xgboost": "2", "lightgbm": "4", "pytorch": "1", "onnx": "1"}
 BUILTIN_LABEL = "serving.shipyard.io/builtin"
+#: Workload labels naming the ServingRuntime (or ClusterServingRuntime) a revision runs.
+RUNTIME_LABEL = "serving.kserve.io/servingruntime"
+CLUSTER_RUNTIME_LABEL = "serving.kserve.io/clusterservingruntime"
 #: Template fields KServe fills from the InferenceService's ObjectMeta.
 _TEMPLATE = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
 _FIELD = re.compile(r"^\.(Name|Namespace|GenerateName|UID)$")

@@ -16,13 +16,16 @@ from typing import Any
 
 from services.common.resources import ResourceStore
 from services.common.runtime import Runtime
+from services.serving.components import data_plane_prefix
 from services.serving.models import batcher_args
-from services.serving.runtimes import MODEL_SERVER, runtime_container, select_runtime
+from services.serving.runtimes import (
+    CLUSTER_RUNTIME_LABEL,
+    MODEL_SERVER,
+    RUNTIME_LABEL,
+    runtime_container,
+    select_runtime,
+)
 from services.serving.storage import Storage
-
-#: Workload labels naming the ServingRuntime (or ClusterServingRuntime) a revision runs.
-RUNTIME_LABEL = "serving.kserve.io/servingruntime"
-CLUSTER_RUNTIME_LABEL = "serving.kserve.io/clusterservingruntime"
 
 
 @dataclass(frozen=True)
@@ -59,19 +62,17 @@ async def model_server(
     ValueError) when no runtime serves it, ValueError when the runtime's container cannot
     run here."""
     meta = isvc["metadata"]
-    ns, name = meta["namespace"], meta["name"]
+    ns = meta["namespace"]
     if block.get("command"):
         protocol = block.get("protocolVersion") or "v1"
-        command, args, image = platform_args(
-            runtime, block, fmt, protocol, storage, ns, name, batcher
-        )
+        command, args, image = platform_args(runtime, block, fmt, protocol, storage, isvc, batcher)
         return ModelServer(command, args, image, protocol)
     selected = await select_runtime(store, ns, block, fmt)
     container = runtime_container(selected, meta, block)
     labels = {CLUSTER_RUNTIME_LABEL if selected.cluster else RUNTIME_LABEL: selected.name}
     if selected.platform_server:
         command, args, image = platform_args(
-            runtime, container, fmt, selected.protocol, storage, ns, name, batcher
+            runtime, container, fmt, selected.protocol, storage, isvc, batcher
         )
         image = container.get("image") or image
         return ModelServer(command, args, image, selected.protocol, labels, [], container)
@@ -91,7 +92,7 @@ async def model_server(
         {"name": "STORAGE_URI", "value": block.get("storageUri") or ""},
         {"name": "MODEL_DIR", "value": storage.model_dir},
         {"name": "PROTOCOL_VERSION", "value": selected.protocol},
-        {"name": "SHIPYARD_PATH_PREFIX", "value": f"/serving/{ns}/{name}"},
+        {"name": "SHIPYARD_PATH_PREFIX", "value": data_plane_prefix(isvc)},
     ]
     args = list(container.get("args") or [])
     image = container.get("image")
@@ -104,8 +105,7 @@ def platform_args(
     fmt: str,
     protocol: str,
     storage: Storage,
-    ns: str,
-    name: str,
+    isvc: dict[str, Any],
     batcher: dict[str, Any] | None = None,
 ) -> tuple[list[str], list[str], str | None]:
     """(command, args, image) of the platform's model server for a block (or a runtime's
@@ -123,7 +123,7 @@ def platform_args(
     args = [
         *head,
         "--model-name",
-        name,
+        isvc["metadata"]["name"],
         "--model-dir",
         storage.model_dir,
         "--model-format",
@@ -133,7 +133,7 @@ def platform_args(
         "--port",
         "$(PORT)",
         "--path-prefix",
-        f"/serving/{ns}/{name}",
+        data_plane_prefix(isvc),
         *([] if custom else batcher_args(batcher)),
     ]
     return command, args, image

@@ -1,0 +1,229 @@
+"""An InferenceService's transformer and explainer: workloads beside the predictor, with
+KServe's contract.
+
+KServe runs ``spec.transformer`` (and ``spec.explainer``) as a component of its own whose
+container gets ``--model_name {isvc}``, ``--predictor_host {isvc}-predictor.{ns}`` and
+``--http_port`` unless its args name them; the InferenceService's URL then leads to the
+transformer, which pre-processes, calls the predictor at that host (``/v1/models/{name}:predict``
+or ``/v2/models/{name}/infer``) and post-processes. Here:
+
+- each component is one server workload ``isvc-{name}-transformer`` (``-explainer``), labelled
+  with its component and a hash of what it runs; a changed spec replaces it;
+- the predictor is reached through the gateway, as every workload reaches any other: its
+  data plane moves to ``/serving/{ns}/{name}-predictor`` while a transformer fronts it (the
+  gateway routes ``/serving/{ns}/{name}`` to the transformer), so ``--predictor_host`` and
+  ``PREDICTOR_HOST`` are the gateway's address as the workload sees it plus that path, which
+  KServe's ``http://{predictor_host}/v1/models/...`` URLs extend unchanged. Through the gateway
+  the call needs the workload's token in oidc mode (its service-account token file, as every
+  in-cluster client sends); in single-user mode none;
+- the status gets ``components.transformer`` (``explainer``) with its URL and endpoint, and
+  ``TransformerReady`` (``ExplainerReady``) conditions that ``Ready`` waits for, as KServe's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from services.common.runtime import Runtime, WorkloadSpec, WorkloadStatus, placement
+from services.common.runtime.endpoint import SANDBOX_SCHEME
+from services.common.runtime.sandbox import API_ADDRESS
+from services.serving.isvc_status import condition
+from services.serving.revisions import predictor_hash
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("transformer", "explainer")
+COMPONENT_LABEL = "serving.shipyard.io/component"
+COMPONENT_HASH_LABEL = "serving.shipyard.io/component-hash"
+_CONDITIONS = {"transformer": "TransformerReady", "explainer": "ExplainerReady"}
+
+
+def data_plane_prefix(isvc: dict[str, Any]) -> str:
+    """The path under which the predictor's server is reached: the InferenceService's own,
+    or ``{name}-predictor``'s while a transformer takes the InferenceService's."""
+    meta = isvc["metadata"]
+    suffix = "-predictor" if (isvc.get("spec") or {}).get("transformer") else ""
+    return f"/serving/{meta['namespace']}/{meta['name']}{suffix}"
+
+
+def predictor_digest(isvc: dict[str, Any]) -> str:
+    """What makes a new predictor revision: its spec, and whether a transformer fronts it
+    (its server then answers under another path)."""
+    predictor = isvc["spec"]["predictor"]
+    if (isvc.get("spec") or {}).get("transformer"):
+        return predictor_hash({**predictor, "frontedByTransformer": True})
+    return predictor_hash(predictor)
+
+
+def split_components(
+    owned: list[WorkloadStatus],
+) -> tuple[list[WorkloadStatus], list[WorkloadStatus]]:
+    """An InferenceService's workloads: (the predictor's revisions, its components')."""
+    parts = [w for w in owned if w.labels.get(COMPONENT_LABEL)]
+    return [w for w in owned if not w.labels.get(COMPONENT_LABEL)], parts
+
+
+def component_workload_name(name: str, component: str) -> str:
+    return f"isvc-{name}-{component}"
+
+
+def predictor_host(gateway_url: str, isvc: dict[str, Any], predictor_endpoint: str) -> str:
+    """KServe's ``--predictor_host`` here: the gateway as the workload reaches it (a local
+    sandbox, whose endpoints are ``http+sandbox://``, at its API address; a pod at the
+    gateway's URL) and the predictor's data-plane path."""
+    if predictor_endpoint.startswith(f"{SANDBOX_SCHEME}://"):
+        host, port = API_ADDRESS
+        gateway = f"{host}:{port}"
+    else:
+        gateway = urlsplit(gateway_url).netloc
+    meta = isvc["metadata"]
+    return f"{gateway}/serving/{meta['namespace']}/{meta['name']}-predictor"
+
+
+def _includes(args: list[str], flag: str) -> bool:
+    """KServe's IncludesArg: ``flag`` given, alone or as ``flag=value``."""
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def component_spec(
+    isvc: dict[str, Any],
+    component: str,
+    host: str,
+    labels: dict[str, str],
+    owner: dict[str, Any],
+) -> WorkloadSpec:
+    """The workload of one component, KServe's arguments appended as its controller does."""
+    meta, spec = isvc["metadata"], isvc["spec"][component]
+    ns, name = meta["namespace"], meta["name"]
+    container = spec["containers"][0]
+    args = list(container.get("args") or [])
+    if not _includes(args, "--model_name"):
+        args += ["--model_name", name]
+    if not _includes(args, "--predictor_host"):
+        args += ["--predictor_host", host]
+    if not _includes(args, "--http_port"):
+        args += ["--http_port", "$(PORT)"]
+    env = [
+        {"name": "PREDICTOR_HOST", "value": host},
+        {"name": "K_SERVICE", "value": f"{name}-{component}"},
+        {"name": "SHIPYARD_PATH_PREFIX", "value": f"/serving/{ns}/{name}"},
+        *({"name": e["name"], "value": e.get("value") or ""} for e in container.get("env") or []),
+    ]
+    http_get = (container.get("readinessProbe") or {}).get("httpGet") or {}
+    probe = http_get.get("path")
+    material = json.dumps([spec, host], sort_keys=True).encode()
+    return WorkloadSpec.model_validate(
+        {
+            "kind": "server",
+            "namespace": ns,
+            "name": component_workload_name(name, component),
+            "command": container.get("command") or [],
+            "args": args,
+            "env": env,
+            "image": container.get("image"),
+            "resources": {k: v for k, v in (container.get("resources") or {}).items() if v},
+            "volumes": spec.get("volumes") or [],
+            "volumeMounts": container.get("volumeMounts") or [],
+            "readinessProbe": {"httpGet": {"path": probe}, "periodSeconds": 5} if probe else None,
+            "labels": {
+                **labels,
+                **(spec.get("labels") or {}),
+                COMPONENT_LABEL: component,
+                COMPONENT_HASH_LABEL: hashlib.sha256(material).hexdigest()[:16],
+            },
+            "owner": owner,
+            **placement(spec, container),
+        }
+    )
+
+
+async def reconcile_components(
+    runtime: Runtime,
+    gateway_url: str,
+    isvc: dict[str, Any],
+    owned: list[WorkloadStatus],
+    predictor_endpoint: str | None,
+    labels: dict[str, str],
+    owner: dict[str, Any],
+) -> dict[str, WorkloadStatus | str | None]:
+    """Bring the transformer and explainer workloads to the spec: each component's running
+    workload, its failure (a str), or None while it waits for the predictor; components the
+    spec leaves out are deleted."""
+    spec = isvc["spec"]
+    found = {w.labels.get(COMPONENT_LABEL): w for w in owned}
+    out: dict[str, WorkloadStatus | str | None] = {}
+    for component in COMPONENTS:
+        current = found.get(component)
+        if not spec.get(component):
+            if current is not None:
+                await runtime.delete(current.namespace, current.name)
+            continue
+        if predictor_endpoint is None:  # the predictor serves first: its host is known then
+            out[component] = current
+            continue
+        host = predictor_host(gateway_url, isvc, predictor_endpoint)
+        try:
+            desired = component_spec(isvc, component, host, labels, owner)
+        except ValueError as exc:
+            out[component] = f"spec.{component}: {exc}"
+            continue
+        digest = desired.labels[COMPONENT_HASH_LABEL]
+        if current is not None and current.labels.get(COMPONENT_HASH_LABEL) == digest:
+            out[component] = current
+            continue
+        if current is not None:
+            await runtime.delete(current.namespace, current.name)
+        out[component] = await runtime.apply(desired)
+        log.info("started the %s of %s/%s", component, desired.namespace, isvc["metadata"]["name"])
+    return out
+
+
+def with_components(
+    status: dict[str, Any],
+    old: dict[str, Any],
+    isvc: dict[str, Any],
+    gateway_url: str,
+    found: dict[str, WorkloadStatus | str | None],
+) -> dict[str, Any]:
+    """``status`` (built from ``old``) with ``components.transformer`` / ``explainer`` and
+    their conditions; ``Ready`` needs them ready too. With a transformer, the predictor's
+    own URL is its ``-predictor`` path."""
+    if not found:
+        return status
+    meta = isvc["metadata"]
+    base = f"{gateway_url.rstrip('/')}/serving/{meta['namespace']}/{meta['name']}"
+    status = {**status, "components": dict(status.get("components") or {})}
+    conditions = [
+        c for c in status.get("conditions") or [] if c["type"] not in _CONDITIONS.values()
+    ]
+    all_ready = True
+    for component, state in found.items():
+        ready = isinstance(state, WorkloadStatus) and state.ready and bool(state.endpoint)
+        entry: dict[str, Any] = {"url": base}
+        if ready:
+            assert isinstance(state, WorkloadStatus)
+            entry["endpoint"] = state.endpoint
+        status["components"][component] = entry
+        message = state if isinstance(state, str) else f"the {component} is starting"
+        reason = None if ready else "ComponentNotReady"
+        conditions.append(
+            condition(old, _CONDITIONS[component], ready, None if ready else message, reason)
+        )
+        all_ready = all_ready and ready
+    if "transformer" in found and "predictor" in status["components"]:
+        predictor = dict(status["components"]["predictor"])
+        if predictor.get("url"):
+            predictor["url"] = base + "-predictor"
+        status["components"]["predictor"] = predictor
+    if not all_ready:
+        why = "a transformer or explainer is not ready"
+        not_ready = condition(old, "Ready", False, why, "ComponentNotReady")
+        conditions = [
+            not_ready if c["type"] == "Ready" and c["status"] == "True" else c for c in conditions
+        ]
+    status["conditions"] = conditions
+    return status

@@ -1,0 +1,185 @@
+"""A transformer in front of a predictor, end to end through the gateway, with KServe's
+contract: the transformer's container gets ``--model_name``, ``--predictor_host`` (and
+``PREDICTOR_HOST``) and ``--http_port``; it pre-processes, calls the predictor's V1 predict at
+``http://{predictor_host}/v1/models/{name}:predict`` and post-processes.
+
+The transformer is a plain Python program written the way a KServe transformer is (the
+kserve SDK's ``kserve.Model`` cannot be installed beside the platform's pins, so it is not
+used): an http.server that reads those arguments.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.common.settings import SINGLE_USER_NAMESPACE as NS
+
+from .conftest import ISVC_PATH, isvc, predict, ready, train_sklearn, wait_isvc
+
+# Pre-process named iris features into rows, predict through the predictor host, post-process
+# class indices into names. It answers under the gateway's path prefix too, and sends its
+# workload token to the gateway when it has one (in-cluster clients do; single-user mode
+# needs none).
+TRANSFORMER = r"""
+import argparse, json, os, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--model_name", required=True)
+parser.add_argument("--predictor_host", required=True)
+parser.add_argument("--http_port", type=int, required=True)
+args = parser.parse_args()
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+CLASSES = ["setosa", "versicolor", "virginica"]
+PREFIX = os.environ.get("SHIPYARD_PATH_PREFIX", "")
+TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def call_predictor(rows):
+    url = f"http://{args.predictor_host}/v1/models/{args.model_name}:predict"
+    request = urllib.request.Request(url, json.dumps({"instances": rows}).encode(),
+                                     {"content-type": "application/json"})
+    if os.path.exists(TOKEN):
+        request.add_header("authorization", "Bearer " + open(TOKEN).read().strip())
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return json.loads(response.read())["predictions"]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def answer(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def route(self):
+        path = self.path.split("?", 1)[0]
+        return path[len(PREFIX):] if PREFIX and path.startswith(PREFIX) else path
+
+    def do_GET(self):
+        if self.route() == f"/v1/models/{args.model_name}":
+            return self.answer(200, {"name": args.model_name, "ready": True,
+                                     "predictor_host": args.predictor_host,
+                                     "PREDICTOR_HOST": os.environ.get("PREDICTOR_HOST")})
+        self.answer(200 if self.route() == "/" else 404, {"status": "alive"})
+
+    def do_POST(self):
+        if self.route() != f"/v1/models/{args.model_name}:predict":
+            return self.answer(404, {"error": "not found"})
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        rows = [[float(item[f]) for f in FEATURES] for item in body["instances"]]
+        try:
+            predicted = call_predictor(rows)
+        except Exception as exc:
+            return self.answer(502, {"error": f"predictor: {exc}"})
+        self.answer(200, {"predictions": [CLASSES[int(p)] for p in predicted]})
+
+    def log_message(self, *a):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", args.http_port), Handler).serve_forever()
+"""
+
+SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
+
+
+@pytest.fixture(scope="module")
+def fronted(api: httpx.Client, claim: Any) -> Any:
+    """An sklearn predictor with the transformer in front, Ready."""
+    data: Path = claim("transformer-models")
+    train_sklearn(data / "iris")
+    body = isvc(
+        "fronted",
+        {
+            "model": {
+                "modelFormat": {"name": "sklearn"},
+                "storageUri": "pvc://transformer-models/iris",
+            }
+        },
+    )
+    body["spec"]["transformer"] = {
+        "containers": [
+            {
+                "name": "kserve-container",
+                "image": "example/iris-transformer:1",
+                "command": ["python", "-c", TRANSFORMER],
+            }
+        ]
+    }
+    r = api.post(ISVC_PATH, json=body)
+    assert r.status_code == 201, r.text
+    yield wait_isvc(api, "fronted", ready, timeout=60)
+    api.delete(f"{ISVC_PATH}/fronted")
+
+
+def test_transformer_status_components(fronted: dict[str, Any], platform: Any) -> None:
+    status = fronted["status"]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {
+        "IngressReady": "True",
+        "PredictorReady": "True",
+        "TransformerReady": "True",
+        "Ready": "True",
+    }
+    base = f"{platform.gateway_url}/serving/{NS}/fronted"
+    assert status["url"] == base
+    assert status["components"]["transformer"]["url"] == base
+    assert status["components"]["predictor"]["url"] == base + "-predictor"
+
+
+def test_transformer_gets_predictor_host(fronted: dict[str, Any], api: httpx.Client) -> None:
+    """KServe's arguments: --predictor_host and PREDICTOR_HOST name the predictor's data
+    plane (through the gateway, as the workload reaches it)."""
+    meta = api.get(f"/serving/{NS}/fronted/v1/models/fronted").json()
+    assert meta["name"] == "fronted" and meta["ready"] is True
+    assert meta["predictor_host"] == meta["PREDICTOR_HOST"]
+    assert meta["predictor_host"].endswith(f"/serving/{NS}/fronted-predictor")
+
+
+def test_predict_through_transformer(fronted: dict[str, Any], api: httpx.Client) -> None:
+    """The InferenceService's URL reaches the transformer, which pre-processes, asks the
+    predictor and post-processes."""
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    instances = [dict(zip(names, row, strict=True)) for row in SAMPLES]
+    answer = predict(
+        api, f"/serving/{NS}/fronted/v1/models/fronted:predict", {"instances": instances}
+    )
+    assert answer == {"predictions": ["setosa", "virginica"]}
+    # The predictor itself answers under its own name, with raw class indices.
+    direct = predict(
+        api, f"/serving/{NS}/fronted-predictor/v1/models/fronted:predict", {"instances": SAMPLES}
+    )
+    assert direct == {"predictions": [0, 2]}
+
+
+def test_remove_transformer_routes_to_predictor(fronted: dict[str, Any], api: httpx.Client) -> None:
+    """Without a transformer the InferenceService's URL reaches the predictor again, and the
+    transformer's workload and status entries are gone."""
+    r = api.patch(
+        f"{ISVC_PATH}/fronted",
+        json={"spec": {"transformer": None}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+
+    def alone(o: dict[str, Any]) -> bool:
+        return ready(o) and "transformer" not in o["status"]["components"]
+
+    status = wait_isvc(api, "fronted", alone, timeout=60)["status"]
+    assert "TransformerReady" not in {c["type"] for c in status["conditions"]}
+    for _ in range(100):  # the gateway's route follows the status event
+        r = api.post(
+            f"/serving/{NS}/fronted/v1/models/fronted:predict", json={"instances": SAMPLES}
+        )
+        if r.status_code == 200 and r.json() == {"predictions": [0, 2]}:
+            break
+        time.sleep(0.1)
+    assert r.json() == {"predictions": [0, 2]}, r.text
