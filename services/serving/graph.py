@@ -242,7 +242,11 @@ def service_url_target(url: str) -> tuple[str, str, str] | None:
     """(namespace, InferenceService, path below it) that a step's ``serviceUrl`` names, from
     KServe's host form ``http://{name}[-predictor].{namespace}.{domain}/path`` or the
     gateway's path form ``.../serving/{namespace}/{name}/path``; None for anything else."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     tail = parts.path + (f"?{parts.query}" if parts.query else "")

@@ -430,8 +430,17 @@ def test_sequence_graph_through_gateway(
 
 
 def test_splitter_graph_reaches_both_through_gateway(
-    models: dict[str, Any], api: httpx.Client
+    models: dict[str, Any], api: httpx.Client, platform: Any
 ) -> None:
+    """Created with the ``kubernetes`` client's CustomObjectsApi, as KServe's SDK does
+    (``KServeClient.create_inference_graph``)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    custom = client.CustomObjectsApi(
+        client.ApiClient(client.Configuration(host=platform.gateway_url))
+    )
+    group = ("serving.kserve.io", "v1alpha1", NS, "inferencegraphs")
     body = ig(
         "split",
         {
@@ -447,9 +456,18 @@ def test_splitter_graph_reaches_both_through_gateway(
             }
         },
     )
-    r = api.post(IG_PATH, json=body)
-    assert r.status_code == 201, r.text
+    bad = {**body, "metadata": {"name": "split-bad"}}
+    bad["spec"] = {"nodes": {"root": {**body["spec"]["nodes"]["root"], "routerType": "Splitter"}}}
+    bad["spec"]["nodes"]["root"]["steps"] = [{"serviceName": "iris-a", "weight": 99}]
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(*group, bad)
+    assert refused.value.status == 422
+    cause = json.loads(refused.value.body)["details"]["causes"][0]
+    assert cause["field"] == "spec.nodes.root.steps"
+    created = custom.create_namespaced_custom_object(*group, body)
+    assert created["metadata"]["name"] == "split" and created["kind"] == "InferenceGraph"
     wait_graph(api, "split")
+    assert ready(custom.get_namespaced_custom_object(*group, "split"))
     answers = Counter(
         tuple(predict(api, f"/graphs/{NS}/split", {"instances": SAMPLES})["predictions"])
         for _ in range(40)

@@ -26,6 +26,7 @@ leaves it out; a Switch or Splitter, having nothing else to run, answers what it
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -71,13 +72,17 @@ def error_reply(code: int, cause: str, **detail: Any) -> Reply:
 def _parse(body: bytes) -> Any:
     try:
         return json.loads(body) if body else gjson.MISSING
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python parses
         return gjson.MISSING
 
 
-def _holds(condition: str, body: bytes) -> bool:
-    doc = _parse(body)
-    return doc is not gjson.MISSING and gjson.exists(gjson.compile_path(condition), doc)
+#: Conditions compiled once (they were checked when the graph was created).
+_compiled = functools.lru_cache(maxsize=1024)(gjson.compile_path)
+
+
+def _holds(condition: str, doc: Any) -> bool:
+    """Whether ``condition`` leads somewhere in the parsed ``doc`` (gjson's Exists)."""
+    return doc is not gjson.MISSING and gjson.exists(_compiled(condition), doc)
 
 
 def _as_instances(body: bytes) -> bytes:
@@ -121,11 +126,12 @@ class GraphRouter:
         if kind == "Ensemble":
             return await self._ensemble(name, steps, body)
         if kind == "Switch":
+            doc = _parse(body)
             index = next(
                 (
                     i
                     for i, s in enumerate(steps)
-                    if s.get("condition") and _holds(s["condition"], body)
+                    if s.get("condition") and _holds(s["condition"], doc)
                 ),
                 None,
             )
@@ -155,7 +161,7 @@ class GraphRouter:
         failure: Reply | None = None
         for i, step in enumerate(steps):
             previous = last.body if last is not None else request
-            if step.get("condition") and not _holds(step["condition"], previous):
+            if step.get("condition") and not _holds(step["condition"], _parse(previous)):
                 if last is not None:
                     return last
                 return error_reply(

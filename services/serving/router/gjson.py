@@ -69,6 +69,8 @@ def compile_path(text: str, depth: int = 0) -> Path:
     """Parse ``text``; raises :class:`PathError` naming what is not supported."""
     if len(text) > MAX_PATH:
         raise PathError(f"longer than {MAX_PATH} characters")
+    if any(ord(ch) < 32 for ch in text):
+        raise PathError("control characters are not allowed")
     if depth > MAX_DEPTH:
         raise PathError(f"queries nest deeper than {MAX_DEPTH}")
     segments: list[Segment] = []
