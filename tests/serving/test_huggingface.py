@@ -266,6 +266,35 @@ async def test_completion_prompts_as_lists_ids_and_echo(hf_models: dict[str, Pat
         assert r.status_code == 404 and r.json()["error"]["type"] == "NotFoundError"
 
 
+async def test_stream_closed_early_ends_the_generation(hf_models: dict[str, Path]) -> None:
+    """A reader that goes away after the first piece: the generation stops within a few
+    tokens of it instead of running to max_tokens (each token is slowed to 20 ms here)."""
+    from services.serving.modelserver.huggingface import Generation, SamplingParams
+    from services.serving.modelserver.loaders import load_model
+    from services.serving.modelserver.openai_api import stream_text
+
+    model: Any = load_model("m", "huggingface", hf_models["gen"])
+    finished: list[Generation] = []
+
+    def slow_generate(ids: list[int], params: SamplingParams, on_token: Any) -> Generation:
+        def slowly(token: int) -> None:
+            time.sleep(0.02)
+            on_token(token)
+
+        finished.append(type(model).generate(model, ids, params, slowly))
+        return finished[-1]
+
+    model.generate = slow_generate
+    pieces = stream_text(model, model.encode("the movie was"), SamplingParams(40), print)
+    assert await pieces.__anext__()
+    await pieces.aclose()
+    for _ in range(100):
+        if finished:
+            break
+        await asyncio.sleep(0.05)
+    assert finished and len(finished[0].token_ids) < 10, finished
+
+
 async def test_chat_template_or_plain_join(hf_models: dict[str, Path]) -> None:
     messages = [{"role": "user", "content": "hello world"}]
     templated, _, _ = expected_text(hf_models["gen"], "user : hello world assistant :", 4)

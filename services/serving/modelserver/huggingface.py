@@ -145,6 +145,8 @@ class SamplingParams:
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    #: Set to end the generation early (its reader went away).
+    cancel: threading.Event | None = None
 
 
 def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
@@ -276,7 +278,7 @@ class HuggingFaceModel:
             if params.top_p is not None:
                 settings["top_p"] = params.top_p
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
-        stopper = _stop_criteria(tf, self.tokenizer, len(prompt_ids), params.stop)
+        stoppers = _stop_criteria(tf, self.tokenizer, len(prompt_ids), params)
         with self.lock, torch.inference_mode():
             if settings["do_sample"] and params.seed is not None:
                 torch.manual_seed(params.seed)
@@ -285,7 +287,7 @@ class HuggingFaceModel:
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=tf.GenerationConfig(**settings),
                 streamer=_streamer(tf, on_token) if on_token else None,
-                stopping_criteria=tf.StoppingCriteriaList([stopper]) if stopper else None,
+                stopping_criteria=tf.StoppingCriteriaList(stoppers) if stoppers else None,
             )
         new = [int(t) for t in out[0][len(prompt_ids) :]]
         text, stopped = cut_at_stop(self.decode(new), params.stop)
@@ -384,10 +386,10 @@ def _streamer(tf: Any, on_token: Callable[[int], None]) -> Any:
     return Streamer()
 
 
-def _stop_criteria(tf: Any, tokenizer: Any, prompt_len: int, stop: list[str]) -> Any:
-    """Stop generating once the new text holds one of ``stop`` (None without stops)."""
-    if not stop:
-        return None
+def _stop_criteria(tf: Any, tokenizer: Any, prompt_len: int, params: SamplingParams) -> list[Any]:
+    """Stop generating once the new text holds one of the stop sequences, or when the
+    generation is cancelled (none without either)."""
+    stop, cancel = params.stop, params.cancel
 
     class StopOnText(tf.StoppingCriteria):  # type: ignore[misc,name-defined]
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -395,4 +397,9 @@ def _stop_criteria(tf: Any, tokenizer: Any, prompt_len: int, stop: list[str]) ->
             done = cut_at_stop(text, stop)[1]
             return input_ids.new_full((input_ids.shape[0],), done, dtype=bool)
 
-    return StopOnText()
+    class StopOnCancel(tf.StoppingCriteria):  # type: ignore[misc,name-defined]
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = cancel is not None and cancel.is_set()
+            return input_ids.new_full((input_ids.shape[0],), done, dtype=bool)
+
+    return [*([StopOnText()] if stop else []), *([StopOnCancel()] if cancel else [])]

@@ -14,12 +14,14 @@ Greedy decoding unless ``temperature`` > 0; ``n`` > 1 is refused, as KServe does
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -251,7 +253,7 @@ def _held_back(text: str, stop: list[str]) -> str:
 
 async def stream_text(
     model: Any, ids: list[int], params: SamplingParams, done: Callable[[Generation], None]
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The generated text in pieces as tokens come (a piece is held while it ends inside a
     character or may be starting a stop sequence); ``done`` gets the whole generation."""
     loop = asyncio.get_running_loop()
@@ -260,18 +262,23 @@ async def stream_text(
     def on_token(token: int) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, token)
 
+    cancel = threading.Event()
+    params = dataclasses.replace(params, cancel=cancel)
     task = asyncio.ensure_future(asyncio.to_thread(model.generate, ids, params, on_token))
     task.add_done_callback(lambda _: queue.put_nowait(None))
     tokens: list[int] = []
     sent = ""
-    while (token := await queue.get()) is not None:
-        tokens.append(token)
-        visible, stopped = cut_at_stop(model.decode(tokens), params.stop)
-        safe = visible if stopped else _held_back(visible, params.stop)
-        if safe.endswith("\ufffd") or len(safe) <= len(sent) or not safe.startswith(sent):
-            continue
-        yield safe[len(sent) :]
-        sent = safe
+    try:
+        while (token := await queue.get()) is not None:
+            tokens.append(token)
+            visible, stopped = cut_at_stop(model.decode(tokens), params.stop)
+            safe = visible if stopped else _held_back(visible, params.stop)
+            if safe.endswith("\ufffd") or len(safe) <= len(sent) or not safe.startswith(sent):
+                continue
+            yield safe[len(sent) :]
+            sent = safe
+    finally:  # the reader went away (or all was read): a generation left running ends
+        cancel.set()
     result = task.result()
     if result.text.startswith(sent) and len(result.text) > len(sent):
         yield result.text[len(sent) :]
