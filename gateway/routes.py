@@ -63,6 +63,8 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(rf"^/api/v1/namespaces/{NS}/serviceaccounts/[^/]+/token$", "gateway"),
     _r(rf"^/api/v1/namespaces/{NS}/(secrets|serviceaccounts)(/|$|\?)", "serving"),
     _r(r"^/api/v1/(secrets|serviceaccounts)$", "serving"),
+    _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/pytorchjobs(/|$)", "automl"),
+    _r(r"^/apis/kubeflow\.org/v1/pytorchjobs$", "automl"),
     _r(rf"^/apis/kubeflow\.org/v1/namespaces/{NS}/notebooks(/|$)", "notebook"),
     _r(r"^/apis/kubeflow\.org/v1/notebooks$", "notebook"),
     _r(rf"^/apis/kubeflow\.org/v1alpha1/namespaces/{NS}/poddefaults(/|$)", "notebook"),

@@ -17,6 +17,9 @@ from services.automl.push import TrialTokenMiddleware, load_key
 from services.automl.settings import Settings
 from services.automl.status import mark_created
 from services.automl.tables import metadata
+from services.automl.training import api as training_api
+from services.automl.training.controller import TrainingJobController
+from services.automl.training.models import KINDS as TRAINING_KINDS
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.events.consumer import Consumer
 from services.common.events.streams import stream_name
@@ -65,7 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # consumer would take its share of the durable's messages for a controller that does
         # not run). The lock's name is the one earlier releases used, so an old and a new
         # replica never both lead during a rolling upgrade.
-        election = ctx.elect([controller, consumer], "experiment-controller")
+        # The Training Operator's PyTorchJobs (services/automl/training), under the same lead.
+        training = TrainingJobController(ctx.store, ctx.runtime, settings.resync_seconds)
+        election = ctx.elect([controller, consumer, training], "experiment-controller")
         controller.fence = election.fence
         # Katib's DB manager API: every replica serves it (it only reads and writes rows).
         manager = dbmanager.DBManager(
@@ -78,8 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         metadata,
         MIGRATIONS,
-        kinds=KINDS,
-        routers=[api.router],
+        kinds=(*KINDS, *TRAINING_KINDS),
+        routers=[api.router, training_api.router],
         components=components,
         context=AutoMLContext,
     )

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from services.automl import validation
+from services.automl import conditions, validation
 from services.common import catalog
 from services.common.resources import ResourceKind
 from services.common.resources.kinds import Spec
@@ -132,9 +132,12 @@ class TrialTemplate(Spec):
 
     @model_validator(mode="after")
     def _default_conditions(self) -> TrialTemplate:
-        if self.trial_spec is not None and self.trial_spec.get("kind") == "Job":
-            self.success_condition = self.success_condition or DEFAULT_JOB_SUCCESS
-            self.failure_condition = self.failure_condition or DEFAULT_JOB_FAILURE
+        # Katib's webhook: a Job's, or a Training Operator job's (services/automl/conditions.py)
+        if self.trial_spec is not None:
+            success, failure, labels = conditions.defaults(self.trial_spec.get("kind"))
+            self.success_condition = self.success_condition or success
+            self.failure_condition = self.failure_condition or failure
+            self.primary_pod_labels = self.primary_pod_labels or labels
         return self
 
 

@@ -98,6 +98,68 @@ _CONTAINER_FIELDS = {
 }
 
 
+def pod_workload(
+    pod: dict[str, Any],
+    primary: str | None,
+    *,
+    namespace: str,
+    name: str,
+    env: dict[str, str],
+    where: str = "spec.template.spec",
+) -> dict[str, Any]:
+    """A runtime WorkloadSpec (as a dict) for the ``primary`` container of a pod template's
+    ``spec`` (the first container when ``primary`` is None); ``env`` is added to its own.
+    ``where`` is the pod spec's path in the object, for messages."""
+    containers = pod.get("containers") or []
+    if not containers:
+        raise TemplateError("the pod template has no containers")
+    container = (
+        containers[0]
+        if not primary
+        else next((c for c in containers if c.get("name") == primary), None)
+    )
+    if container is None:
+        names = ", ".join(str(c.get("name")) for c in containers)
+        raise TemplateError(
+            f"primaryContainerName {primary!r} names no container (containers: {names})"
+        )
+    spec: dict[str, Any] = {"kind": "job", "namespace": namespace, "name": name}
+    for src, dst in _CONTAINER_FIELDS.items():
+        if container.get(src) is not None:
+            spec[dst] = container[src]
+    if not spec.get("command") and not spec.get("args"):
+        raise TemplateError(
+            f"container {container.get('name')!r} has no command or args "
+            "(the local runtime does not read the image's entrypoint)"
+        )
+    resources = container.get("resources") or {}
+    spec["resources"] = {k: v for k, v in resources.items() if k in ("requests", "limits")}
+    spec["env"] = [
+        {"name": e["name"], "value": str(e.get("value", ""))}
+        for e in container.get("env") or []
+        if "name" in e and "valueFrom" not in e
+    ]
+    spec["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    spec["volumeMounts"] = [
+        {k: m[k] for k in ("name", "mountPath", "readOnly", "subPath") if k in m}
+        for m in container.get("volumeMounts") or []
+    ]
+    spec["volumes"] = []
+    for i, v in enumerate(pod.get("volumes") or []):
+        if v.get("hostPath") is not None:  # refused by the API; a stored one is never mounted
+            raise TemplateError(f"{where}.volumes[{i}].hostPath: {HOST_PATH_REFUSAL}")
+        spec["volumes"].append(
+            {k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir") if k in v}
+        )
+    restart = pod.get("restartPolicy")
+    if restart in ("Never", "OnFailure"):
+        spec["restartPolicy"] = restart
+    if pod.get("terminationGracePeriodSeconds") is not None:
+        spec["terminationGracePeriodSeconds"] = float(pod["terminationGracePeriodSeconds"])
+    spec.update(placement(pod, container))
+    return spec
+
+
 def job_workload(
     run_spec: dict[str, Any],
     primary: str | None,
@@ -115,64 +177,23 @@ def job_workload(
     """
     job = run_spec.get("spec") or {}
     pod = (job.get("template") or {}).get("spec") or {}
-    containers = pod.get("containers") or []
-    if not containers:
+    if not pod.get("containers"):
         raise TemplateError("the Job has no containers")
-    container = (
-        containers[0]
-        if not primary
-        else next((c for c in containers if c.get("name") == primary), None)
-    )
-    if container is None:
-        names = ", ".join(str(c.get("name")) for c in containers)
-        raise TemplateError(
-            f"primaryContainerName {primary!r} names no container (containers: {names})"
-        )
-    spec: dict[str, Any] = {
-        "kind": "job",
-        "namespace": namespace,
-        "name": workload_name(trial_name),
-    }
-    for src, dst in _CONTAINER_FIELDS.items():
-        if container.get(src) is not None:
-            spec[dst] = container[src]
-    if not spec.get("command") and not spec.get("args"):
-        raise TemplateError(
-            f"container {container.get('name')!r} has no command or args "
-            "(the local runtime does not read the image's entrypoint)"
-        )
-    resources = container.get("resources") or {}
-    spec["resources"] = {k: v for k, v in resources.items() if k in ("requests", "limits")}
-    spec["env"] = [
-        {"name": e["name"], "value": str(e.get("value", ""))}
-        for e in container.get("env") or []
-        if "name" in e and "valueFrom" not in e
-    ]
-    spec["env"] += [{"name": k, "value": v} for k, v in env.items()]
-    mounts = [
-        {k: m[k] for k in ("name", "mountPath", "readOnly", "subPath") if k in m}
-        for m in container.get("volumeMounts") or []
-    ]
-    volumes = []
-    for i, v in enumerate(pod.get("volumes") or []):
-        if v.get("hostPath") is not None:  # refused by the API; a stored one is never mounted
-            raise TemplateError(f"spec.template.spec.volumes[{i}].hostPath: {HOST_PATH_REFUSAL}")
-        volumes.append({k: v[k] for k in ("name", "persistentVolumeClaim", "emptyDir") if k in v})
-    if extra_volume is not None:
-        vol_name, claim, path = extra_volume
-        volumes.append({"name": vol_name, "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": vol_name, "mountPath": os.path.dirname(path) or "/"})
-    spec["volumeMounts"], spec["volumes"] = mounts, volumes
-    restart = pod.get("restartPolicy")
-    if restart in ("Never", "OnFailure"):
-        spec["restartPolicy"] = restart
+    spec = pod_workload(pod, primary, namespace=namespace, name=workload_name(trial_name), env=env)
+    add_metrics_volume(spec, extra_volume)
     if job.get("backoffLimit") is not None:
         spec["backoffLimit"] = int(job["backoffLimit"])
     if job.get("activeDeadlineSeconds") is not None:
         spec["activeDeadlineSeconds"] = float(job["activeDeadlineSeconds"])
-    if pod.get("terminationGracePeriodSeconds") is not None:
-        spec["terminationGracePeriodSeconds"] = float(pod["terminationGracePeriodSeconds"])
     spec["labels"] = {**labels, SERVICE_LABEL: "automl", TRIAL_LABEL: trial_name}
     spec["owner"] = f"trials/{namespace}/{trial_name}"
-    spec.update(placement(pod, container))
     return spec
+
+
+def add_metrics_volume(spec: dict[str, Any], extra_volume: tuple[str, str, str] | None) -> None:
+    """Mount a collector's metrics claim: (volume name, claim name, file or directory path)."""
+    if extra_volume is None:
+        return
+    vol_name, claim, path = extra_volume
+    spec["volumes"].append({"name": vol_name, "persistentVolumeClaim": {"claimName": claim}})
+    spec["volumeMounts"].append({"name": vol_name, "mountPath": os.path.dirname(path) or "/"})

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from services.automl import enas, nas, pbt
+from services.automl import conditions, enas, nas, pbt
 from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
 from services.common.resources.names import check_config_key
@@ -227,6 +227,12 @@ def _check_template(spec: dict[str, Any], names: set[str]) -> list[Cause]:
             )
     if has_spec:
         causes += check_trial_spec(tt["trialSpec"], tt, "spec.trialTemplate.trialSpec")
+    for field in ("successCondition", "failureCondition"):
+        try:
+            if tt.get(field):
+                conditions.check(tt[field])
+        except conditions.ConditionError as exc:
+            causes.append(Cause(f"spec.trialTemplate.{field}", f"Invalid value: {exc}"))
     if has_cm and not (
         tt["configMap"].get("configMapName") and tt["configMap"].get("templatePath")
     ):
@@ -256,8 +262,12 @@ def check_trial_spec(trial_spec: Any, template: dict[str, Any], path: str) -> li
 
 
 def check_trial_kind(trial_spec: dict[str, Any], path: str) -> list[Cause]:
-    """Only batch/v1 Job runs on the local runtime; say so for TFJob, PyTorchJob and others."""
+    """batch/v1 Job and kubeflow.org/v1 PyTorchJob run here; say so for TFJob and others."""
     kind, api = trial_spec.get("kind"), trial_spec.get("apiVersion")
+    if kind == "PyTorchJob" and api == "kubeflow.org/v1":
+        from services.automl.training.validation import check_trial_job
+
+        return check_trial_job(trial_spec, path)
     if kind == "Job" and api in ("batch/v1", None):
         containers = (((trial_spec.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
             "containers"
@@ -274,7 +284,8 @@ def check_trial_kind(trial_spec: dict[str, Any], path: str) -> list[Cause]:
     return [
         Cause(
             f"{path}.kind",
-            f"{api}/{kind} is not supported by the local runtime; use a batch/v1 Job",
+            f"{api}/{kind} is not supported by the local runtime; use a batch/v1 Job or a "
+            "kubeflow.org/v1 PyTorchJob",
             "FieldValueNotSupported",
         )
     ]

@@ -199,6 +199,17 @@ SUGGESTION = KindInfo(
 CONFIG_MAP = KindInfo(
     "", "v1", "ConfigMap", "configmaps", "automl", short_names=("cm",), status=False
 )
+# The Training Operator's PyTorchJob: served by automl, whose trials are its main consumer
+# (docs/architecture.md, "Training jobs"). STATE as the CRD's printer column shows it.
+PYTORCHJOB = KindInfo(
+    "kubeflow.org",
+    "v1",
+    "PyTorchJob",
+    "pytorchjobs",
+    "automl",
+    categories=("kubeflow",),
+    columns=(PrinterColumn("STATE", "status.conditions[-1].type"),),
+)
 
 # ---- pipeline: Argo's argoproj.io/v1alpha1 ----------------------------------------------------
 
@@ -354,6 +365,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
     TRIAL,
     SUGGESTION,
     CONFIG_MAP,
+    PYTORCHJOB,
     # The notebook service's too, listed after Katib's so that kubeflow.org's versions come
     # in Kubernetes' priority order (v1, v1beta1, v1alpha1): discovery prefers the first.
     PODDEFAULT,

@@ -10,6 +10,7 @@ import pytest
 
 from gateway import routes
 from services.automl.models import KINDS as AUTOML_KINDS
+from services.automl.training.models import KINDS as TRAINING_KINDS
 from services.common import catalog
 from services.common.columns import lookup
 from services.notebook.models import KINDS as NOTEBOOK_KINDS
@@ -21,7 +22,7 @@ from shipyard import kinds
 
 SERVICE_KINDS = {
     "notebook": NOTEBOOK_KINDS,
-    "automl": AUTOML_KINDS,
+    "automl": (*AUTOML_KINDS, *TRAINING_KINDS),
     "pipeline": PIPELINE_KINDS,
     "serving": (*SERVING_KINDS, *RUNTIME_KINDS, INFERENCE_GRAPH),
 }
