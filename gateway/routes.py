@@ -97,6 +97,9 @@ STATIC_ROUTES: tuple[Route, ...] = (
     _r(rf"^/apis/serving\.kubeflow\.org/v1beta1/namespaces/{NS}/", "serving"),
     _r(r"^/apis/serving\.kubeflow\.org/", "serving"),
     _r(rf"^/notebook/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "notebook"),
+    # V1 :explain goes to the serving service, which passes it to the InferenceService's
+    # explainer or answers 501 (services/serving/explain.py), as KServe's ingress routes it.
+    _r(rf"^/serving/{NS}/(?P<name>[^/]+)/v1/models/[^/]+:explain$", "serving"),
     _r(rf"^/serving/{NS}/(?P<name>[^/]+)(/|$)", "dynamic", "inferenceservice"),
     # An InferenceGraph's router (services/serving/router), KServe's
     # http://{graph}.{ns}.{domain} as a path of its own: graphs and InferenceServices

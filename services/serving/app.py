@@ -10,6 +10,7 @@ from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.errors import ApiError
 from services.serving.controller import InferenceServiceController
 from services.serving.corev1 import admit_secret
+from services.serving.explain import router as explain_router
 from services.serving.graph import INFERENCE_GRAPH
 from services.serving.graph_controller import InferenceGraphController
 from services.serving.idle import ActivityMonitor, ConcurrencyWindow, IdleClock
@@ -27,7 +28,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     versions = Path(__file__).parent / "migrations" / "versions"
     # ServingRuntimes: services/serving/runtimes.py; InferenceGraphs: graph.py
     kinds = (*KINDS, *RUNTIME_KINDS, INFERENCE_GRAPH)
-    app = build_service("serving", settings, metadata, versions, kinds=kinds, components=components)
+    app = build_service(
+        "serving",
+        settings,
+        metadata,
+        versions,
+        kinds=kinds,
+        routers=[explain_router],  # V1 :explain (services/serving/explain.py)
+        components=components,
+    )
     # KFServing's group, serving.kubeflow.org/v1beta1: the same InferenceServices (kfserving.py).
     app.add_middleware(KFServingAlias, max_body_bytes=settings.max_body_bytes)
     return app

@@ -74,14 +74,14 @@ def component_workload_name(name: str, component: str) -> str:
 def predictor_host(gateway_url: str, isvc: dict[str, Any], predictor_endpoint: str) -> str:
     """KServe's ``--predictor_host`` here: the gateway as the workload reaches it (a local
     sandbox, whose endpoints are ``http+sandbox://``, at its API address; a pod at the
-    gateway's URL) and the predictor's data-plane path."""
+    gateway's URL) and the predictor's data-plane path (``{name}-predictor`` while a
+    transformer fronts it, else the InferenceService's own)."""
     if predictor_endpoint.startswith(f"{SANDBOX_SCHEME}://"):
         host, port = API_ADDRESS
         gateway = f"{host}:{port}"
     else:
         gateway = urlsplit(gateway_url).netloc
-    meta = isvc["metadata"]
-    return f"{gateway}/serving/{meta['namespace']}/{meta['name']}-predictor"
+    return gateway + data_plane_prefix(isvc)
 
 
 def _includes(args: list[str], flag: str) -> bool:

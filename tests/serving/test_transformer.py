@@ -88,6 +88,46 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("0.0.0.0", args.http_port), Handler).serve_forever()
 """
 
+# An explainer as KServe runs one: --model_name and --predictor_host given, answering
+# POST /v1/models/{name}:explain (here: the largest feature of each row).
+EXPLAINER = r"""
+import argparse, json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--model_name", required=True)
+parser.add_argument("--predictor_host", required=True)
+parser.add_argument("--http_port", type=int, required=True)
+args = parser.parse_args()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def answer(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.answer(200, {"status": "alive"})
+
+    def do_POST(self):
+        if not self.path.endswith(f"/v1/models/{args.model_name}:explain"):
+            return self.answer(404, {"error": "not found"})
+        rows = json.loads(self.rfile.read(int(self.headers["content-length"])))["instances"]
+        top = [{"top_feature": max(range(len(r)), key=lambda i: r[i])} for r in rows]
+        self.answer(200, {"explanations": top, "model": args.model_name,
+                          "predictor_host": args.predictor_host})
+
+    def log_message(self, *a):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", args.http_port), Handler).serve_forever()
+"""
+
 SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
 
 
@@ -158,6 +198,39 @@ def test_predict_through_transformer(fronted: dict[str, Any], api: httpx.Client)
         api, f"/serving/{NS}/fronted-predictor/v1/models/fronted:predict", {"instances": SAMPLES}
     )
     assert direct == {"predictions": [0, 2]}
+
+
+def test_explain_without_explainer_501(fronted: dict[str, Any], api: httpx.Client) -> None:
+    r = api.post(f"/serving/{NS}/fronted/v1/models/fronted:explain", json={"instances": SAMPLES})
+    assert r.status_code == 501, r.text
+    error = r.json()["error"]
+    assert "InferenceService " + NS + "/fronted has no explainer" in error
+    assert "spec.explainer" in error
+
+
+def test_explain_routed_to_explainer(fronted: dict[str, Any], api: httpx.Client) -> None:
+    """With spec.explainer, :explain reaches the explainer (given KServe's arguments too);
+    predictions still go through the transformer."""
+    explainer = {"name": "kserve-container", "command": ["python", "-c", EXPLAINER]}
+    r = api.patch(
+        f"{ISVC_PATH}/fronted",
+        json={"spec": {"explainer": {"containers": [explainer]}}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+
+    def explaining(o: dict[str, Any]) -> bool:
+        conditions = {c["type"]: c["status"] for c in o["status"].get("conditions") or []}
+        return conditions.get("ExplainerReady") == "True" and conditions.get("Ready") == "True"
+
+    status = wait_isvc(api, "fronted", explaining, timeout=60)["status"]
+    assert status["components"]["explainer"]["url"].endswith(f"/serving/{NS}/fronted")
+    r = api.post(f"/serving/{NS}/fronted/v1/models/fronted:explain", json={"instances": SAMPLES})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["explanations"] == [{"top_feature": 0}, {"top_feature": 0}]
+    assert answer["model"] == "fronted"
+    assert answer["predictor_host"].endswith(f"/serving/{NS}/fronted-predictor")
 
 
 def test_remove_transformer_routes_to_predictor(fronted: dict[str, Any], api: httpx.Client) -> None:
