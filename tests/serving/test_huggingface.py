@@ -336,6 +336,19 @@ async def test_completion_bounds_are_openai_errors(
     assert error["code"] == str(status) and error["type"].endswith("Error")
 
 
+async def test_max_tokens_cap_setting(hf_models: dict[str, Path]) -> None:
+    async with app_client(hf_models["gen"], SHIPYARD_HF_MAX_TOKENS="8") as client:
+        body = {"model": "m", "prompt": "the movie was"}
+        r = await client.post("/openai/v1/completions", json={**body, "max_tokens": 9})
+        assert r.status_code == 400 and "cap of 8 tokens" in r.json()["error"]["message"]
+        doc = (await client.post("/openai/v1/completions", json=body)).json()
+        assert doc["usage"]["completion_tokens"] == 8, doc  # no max_tokens: up to the cap
+    from services.serving.modelserver.loaders import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="SHIPYARD_HF_MAX_TOKENS must be a positive"):
+        app_client(hf_models["gen"], SHIPYARD_HF_MAX_TOKENS="lots")
+
+
 def test_missing_transformers_exits_saying_what_to_install(hf_models: dict[str, Path]) -> None:
     """The model server as its own process, a transformers that fails to import first on its
     path: it exits 1 with what to install (the InferenceService's condition quotes it)."""

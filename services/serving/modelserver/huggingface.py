@@ -58,6 +58,8 @@ OTHER_TASKS = (
 #: Config attributes that bound the context (KServe's _get_and_verify_max_len reads these).
 LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
 DEFAULT_NEW_TOKENS = 64
+#: The most tokens one OpenAI completion may ask for (``SHIPYARD_HF_MAX_TOKENS`` sets it).
+DEFAULT_MAX_TOKENS_CAP = 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +81,16 @@ def apply_arguments(args: argparse.Namespace) -> None:
         os.environ["SHIPYARD_HF_RETURN_RAW_LOGITS"] = "true"
     if args.max_model_len is not None:
         os.environ["SHIPYARD_HF_MAX_MODEL_LEN"] = str(args.max_model_len)
+
+
+def _positive_env(name: str) -> int | None:
+    """A positive integer from the environment (None when unset); else a ModelLoadError."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ModelLoadError(f"{name} must be a positive integer, not {raw!r}")
+    return int(raw)
 
 
 def _flag(name: str) -> bool:
@@ -189,10 +201,10 @@ class HuggingFaceModel:
             raise ModelLoadError(
                 f"{model_dir} does not load with transformers: {problem}"
             ) from None
-        requested = os.environ.get("SHIPYARD_HF_MAX_MODEL_LEN")
         self.max_length = context_length(
-            self.config, self.tokenizer, int(requested) if requested else None
+            self.config, self.tokenizer, _positive_env("SHIPYARD_HF_MAX_MODEL_LEN")
         )
+        self.max_tokens_cap = _positive_env("SHIPYARD_HF_MAX_TOKENS") or DEFAULT_MAX_TOKENS_CAP
         self.return_probabilities = _flag("SHIPYARD_HF_RETURN_PROBABILITIES")
         self.return_raw_logits = _flag("SHIPYARD_HF_RETURN_RAW_LOGITS")
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:

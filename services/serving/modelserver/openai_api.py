@@ -17,7 +17,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -37,8 +36,6 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_PROMPT_CHARS = 100_000
 MAX_PROMPTS = 16
 MAX_STOP = 4
-#: The most tokens one completion may ask for (``SHIPYARD_HF_MAX_TOKENS`` overrides it).
-DEFAULT_MAX_TOKENS_CAP = 1024
 OWNED_BY = "shipyard"
 
 
@@ -71,10 +68,6 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(
         json.dumps(doc, separators=(",", ":")), status_code=status, media_type="application/json"
     )
-
-
-def max_tokens_cap() -> int:
-    return int(os.environ.get("SHIPYARD_HF_MAX_TOKENS") or DEFAULT_MAX_TOKENS_CAP)
 
 
 # -- request parsing -----------------------------------------------------------------------
@@ -114,15 +107,15 @@ def _stop(doc: dict[str, Any]) -> list[str]:
     return stops
 
 
-def sampling(doc: dict[str, Any], max_tokens_key: str = "max_tokens") -> dict[str, Any]:
-    """The sampling fields of a request, checked (max_tokens is settled per prompt)."""
+def sampling(doc: dict[str, Any], cap: int, max_tokens_key: str = "max_tokens") -> dict[str, Any]:
+    """The sampling fields of a request, checked (max_tokens at most ``cap``; it is settled
+    per prompt)."""
     if doc.get("n") not in (None, 1):
         raise OpenAIError("'n' > 1 is not supported", param="n")
     if not isinstance(doc.get("stream", False), bool):
         raise OpenAIError("stream must be a boolean", param="stream")
     max_tokens = doc.get(max_tokens_key)
     if max_tokens is not None:
-        cap = max_tokens_cap()
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise OpenAIError(f"{max_tokens_key} must be a positive integer", param=max_tokens_key)
         if max_tokens > cap:
@@ -220,7 +213,7 @@ def params_for(model: Any, ids: list[int], fields: dict[str, Any], param: str) -
     room = model.max_length - len(ids)
     wanted = fields["max_tokens"]
     if wanted is None:
-        wanted = min(room, max_tokens_cap())
+        wanted = min(room, model.max_tokens_cap)
     if room < 1 or len(ids) + wanted > model.max_length:
         raise OpenAIError(
             f"This model's maximum context length is {model.max_length} tokens. However, you "
@@ -305,7 +298,7 @@ class Completions:
         self.model = model
 
     async def complete(self, doc: dict[str, Any]) -> Response:
-        fields = sampling(doc)
+        fields = sampling(doc, self.model.max_tokens_cap)
         prompts = completion_prompts(self.model, doc)
         plans = [(ids, params_for(self.model, ids, fields, "prompt")) for ids in prompts]
         echo = bool(doc.get("echo"))
@@ -328,7 +321,7 @@ class Completions:
 
     async def chat(self, doc: dict[str, Any]) -> Response:
         key = "max_completion_tokens" if "max_completion_tokens" in doc else "max_tokens"
-        fields = sampling(doc, key)
+        fields = sampling(doc, self.model.max_tokens_cap, key)
         messages = chat_messages(doc)
         try:
             prompt = self.model.chat_prompt(messages)
