@@ -110,18 +110,22 @@ async def with_checkpoints(
             trial_folder(experiment_name, name),
             owner=f"trials/{namespace}/{name}",
         )
+    return mount_checkpoints(workload, experiment_name, name, pbt.trial_dir(settings))
+
+
+def mount_checkpoints(
+    workload: dict[str, Any], experiment: str, trial: str, mount_path: str
+) -> dict[str, Any]:
+    """``workload`` with the experiment's claim mounted at ``mount_path``, showing only the
+    trial's own directory (``subPath``), as Katib's webhook mounts it."""
     out = dict(workload)
     out["volumes"] = [
         *workload.get("volumes", []),
-        {"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": claim}},
+        {"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": claim_name(experiment)}},
     ]
     out["volumeMounts"] = [
         *workload.get("volumeMounts", []),
-        {
-            "name": VOLUME_NAME,
-            "mountPath": pbt.trial_dir(settings),
-            "subPath": trial_folder(experiment_name, name),
-        },
+        {"name": VOLUME_NAME, "mountPath": mount_path, "subPath": trial_folder(experiment, trial)},
     ]
     return out
 

@@ -409,3 +409,69 @@ async def test_restarted_service_continues_the_population(
     trials = {t["metadata"]["name"]: t for t in items}
     assert len(trials) == 12 and exp["status"]["trialsSucceeded"] == 12, exp["status"]
     assert_two_generations(trials)
+
+
+# ------------------------------------------------------------------------------ kubernetes
+WRITE_CKPT = (
+    "import json, os, sys; d = '/var/log/katib/checkpoints'; "
+    "json.dump({'step': 11, 'accuracy': 42.5, 'trial': 'parent'}, "
+    "open(os.path.join(d, 'training.ckpt'), 'w')); print(sorted(os.listdir(d)))"
+)
+READ_CKPT = (
+    "import os; d = '/var/log/katib/checkpoints'; "
+    "print('seen=' + ','.join(sorted(os.listdir(d)))); "
+    "print(open(os.path.join(d, 'training.ckpt')).read())"
+)
+
+
+async def test_checkpoint_copy_on_the_kubernetes_runtime(tmp_path: Path) -> None:
+    """The same mounts and copy job on the Kubernetes runtime. No Kubernetes API server runs
+    here, so this uses the emulated one and its test kubelet (tests/common/runtime/cluster.py,
+    the Kubernetes runtime's own test double): the runtime sends real Pod and PVC manifests,
+    and the kubelet runs each pod's container with its subPath mounts."""
+    from tests.common.runtime.cluster import EmulatedCluster
+    from tests.common.runtime.test_kubernetes import stored
+
+    async with EmulatedCluster(tmp_path / "node") as cluster:
+        kube = cluster.runtime()
+        try:
+            namespace, experiment, mount = "team", "exp", pbt.DEFAULT_TRIAL_DIR
+            claim = pbt_checkpoints.claim_name(experiment)
+            await kube.create_volume(namespace, claim, size=pbt_checkpoints.VOLUME_SIZE)
+
+            def trial(name: str, code: str) -> dict[str, Any]:
+                job = {
+                    "kind": "job",
+                    "namespace": namespace,
+                    "name": name,
+                    "command": ["python3", "-c", code],
+                    "restartPolicy": "Never",
+                }
+                return pbt_checkpoints.mount_checkpoints(job, experiment, name, mount)
+
+            await kube.apply(trial("parent", WRITE_CKPT))
+            assert (await kube.wait(namespace, "parent", timeout=30)).phase.value == "Succeeded"
+            await kube.apply(trial("other", "print('a sibling')"))  # its own, empty directory
+            await kube.wait(namespace, "other", timeout=30)
+            await pbt_checkpoints.copy_checkpoint(
+                kube, namespace, claim, "exp/parent", "exp/child", owner="trials/team/child"
+            )
+            child = trial("child", READ_CKPT)
+            await kube.apply(child)
+            assert (await kube.wait(namespace, "child", timeout=30)).phase.value == "Succeeded"
+            lines = [line async for line in kube.logs(namespace, "child")]
+            assert lines[0] == "seen=training.ckpt"
+            assert json.loads(lines[1]) == {"step": 11, "accuracy": 42.5, "trial": "parent"}
+            pod = stored(cluster, "Pod", namespace, "child")
+            assert pod is not None
+            mounts = pod["spec"]["containers"][0]["volumeMounts"]
+            assert {"name": "suggestion-volume", "mountPath": mount, "subPath": "exp/child"} in [
+                {k: m[k] for k in ("name", "mountPath", "subPath") if k in m} for m in mounts
+            ]
+            # The copy job is gone once it has copied.
+            names = [s.name for s in await kube.list(namespace=namespace)]
+            assert pbt_checkpoints.seed_name("child") not in names
+            saved = await kube.read_file(namespace, claim, "exp/child/training.ckpt")
+            assert json.loads(saved)["step"] == 11
+        finally:
+            await kube.shutdown()
