@@ -3,19 +3,21 @@
 Katib's SDK reads a trial's metrics with ``KatibClient().get_trial_metrics(name, namespace,
 db_manager_address="HOST:6789")``: a plain (insecure) gRPC channel to Katib's DB manager.
 The gateway listens for it on ``SHIPYARD_KATIB_DB_MANAGER_PORT`` (default 6789, Katib's
-port; 0 turns it off), authenticates each call as it does an HTTP request, and forwards the
-call unchanged to the automl service's DB manager port (services/automl/dbmanager.py;
-``SHIPYARD_AUTOML_DB_MANAGER_ADDRESS``, default the automl host and
-``SHIPYARD_DB_MANAGER_PORT``, 6790) with an identity assertion naming every namespace the
-caller may use; the automl service checks the trial's own namespace.
+port; 0 turns it off), authenticates each call as it does an HTTP request, and hands the
+request message's bytes to the automl service (``POST /internal/v1/katib/dbmanager/{method}``,
+services/automl/dbmanager.py) with an identity assertion naming every namespace the caller
+may use; the automl service checks the trial's own namespace and answers with the reply's
+bytes or the gRPC status to return. gRPC stays in this process: the automl service, which
+forks its workloads' supervisors, runs none of gRPC's threads.
 
 Credentials travel as gRPC metadata: ``authorization: Bearer <token>`` (an OIDC token or a
 service-account token), or ``kubeflow-userid``/``kubeflow-groups`` from a trusted proxy in
 trusted-header mode. In single-user mode every call is the single user. Katib's SDK sends no
 metadata, so outside single-user mode its ``get_trial_metrics`` is refused
 (UNAUTHENTICATED); a gRPC client that adds the bearer token gets the same answer. A trial's
-collector may present its trial token (``x-shipyard-trial-token``) instead: it is passed on,
-and the automl service accepts it for that trial alone.
+collector may present its trial token (``x-shipyard-trial-token``) instead: it is passed on
+(with an assertion that grants nothing), and the automl service accepts it for that trial
+alone.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from __future__ import annotations
 import logging
 import os
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import grpc
+import httpx
 from starlette.requests import HTTPConnection
 
 from gateway.auth import AuthError
-from services.common.identity import ASSERTION_HEADER
+from services.common.identity import ASSERTION_HEADER, Identity
 
 if TYPE_CHECKING:
     from gateway.gateway import Gateway
@@ -48,12 +50,8 @@ def listen_port() -> int:
     return int(os.environ.get("SHIPYARD_KATIB_DB_MANAGER_PORT", "6789"))
 
 
-def upstream_address(automl_url: str) -> str:
-    explicit = os.environ.get("SHIPYARD_AUTOML_DB_MANAGER_ADDRESS")
-    if explicit:
-        return explicit
-    host = urlsplit(automl_url).hostname or "127.0.0.1"
-    return f"{host}:{os.environ.get('SHIPYARD_DB_MANAGER_PORT', '6790')}"
+#: A trial-token call's assertion: no namespace, no grants (the token is the authority).
+TOKEN_CALLER = Identity(user="system:katib-trial-token", role="view")
 
 
 def _connection(metadata: dict[str, str], peer: str) -> HTTPConnection:
@@ -76,15 +74,15 @@ class _Refused(Exception):
 class KatibDBManagerProxy:
     """The listener: authenticate, assert, forward the request's bytes, return the reply's."""
 
-    def __init__(self, gw: Gateway, host: str, port: int, upstream: str) -> None:
-        self.gw, self.host, self.port, self.upstream = gw, host, port, upstream
+    def __init__(self, gw: Gateway, host: str, port: int, automl_url: str) -> None:
+        self.gw, self.host, self.port = gw, host, port
+        self.upstream = f"{automl_url.rstrip('/')}/internal/v1/katib/dbmanager/"
         self.server: grpc.aio.Server | None = None
-        self.channel: grpc.aio.Channel | None = None
 
     async def _metadata(self, metadata: dict[str, str], peer: str) -> tuple[tuple[str, str], ...]:
         passed = tuple((k, v) for k, v in metadata.items() if k in FORWARDED)
-        if "x-shipyard-trial-token" in metadata:
-            return passed  # the automl service checks the token against the trial
+        if "x-shipyard-trial-token" in metadata:  # the automl service checks it
+            return (*passed, (ASSERTION_HEADER, self.gw.assertion_for(TOKEN_CALLER)))
         try:
             principal = await self.gw.auth.authenticate(_connection(metadata, peer))
         except AuthError as exc:
@@ -102,27 +100,40 @@ class KatibDBManagerProxy:
         identity = self.gw.authz.authorize_by_object(principal, default)
         return (*passed, (ASSERTION_HEADER, self.gw.assertion_for(identity)))
 
-    def _handler(self, method: str) -> grpc.RpcMethodHandler:
-        path = f"/{SERVICE}/{method}"
+    async def _forward(self, method: str, request: bytes, headers: dict[str, str]) -> bytes:
+        try:
+            r = await self.gw.http.post(
+                self.upstream + method,
+                content=request,
+                headers={**headers, "content-type": "application/x-protobuf"},
+                timeout=CALL_TIMEOUT,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("Katib DB manager call %s to %s: %s", method, self.upstream, exc)
+            raise _Refused(
+                grpc.StatusCode.UNAVAILABLE, "the automl service is unreachable"
+            ) from None
+        if r.status_code == 200:
+            return r.content
+        try:
+            error = r.json()
+            code = grpc.StatusCode[error["grpcCode"]]
+            message = str(error["message"])
+        except (ValueError, KeyError, TypeError):
+            code, message = grpc.StatusCode.INTERNAL, f"automl service: HTTP {r.status_code}"
+        raise _Refused(code, message)
 
+    def _handler(self, method: str) -> grpc.RpcMethodHandler:
         async def call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             metadata = {
                 k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)
             }
             try:
                 outgoing = await self._metadata(metadata, context.peer())
+                return await self._forward(method, request, dict(outgoing))
             except _Refused as exc:
                 await context.abort(exc.code, exc.message)
-            assert self.channel is not None
-            forward = self.channel.unary_unary(path)
-            try:
-                reply: bytes = await forward(request, metadata=outgoing, timeout=CALL_TIMEOUT)
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if code == grpc.StatusCode.UNAVAILABLE:
-                    log.warning("Katib DB manager upstream %s: %s", self.upstream, exc.details())
-                await context.abort(code, exc.details() or code.name)
-            return reply
+                raise  # unreachable: abort raises
 
         return grpc.unary_unary_rpc_method_handler(call)
 
@@ -138,18 +149,14 @@ class KatibDBManagerProxy:
         except RuntimeError as exc:  # taken: the gateway serves everything else
             log.error("Katib DB manager API not served on %s: %s", address, exc)
             return
-        self.channel = grpc.aio.insecure_channel(self.upstream)
         await server.start()
         self.server = server
-        log.info("Katib DB manager API (gRPC) on %s, forwarded to %s", address, self.upstream)
+        log.info("Katib DB manager API (gRPC) on %s, answered by %s", address, self.upstream)
 
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop(grace=2)
             self.server = None
-        if self.channel is not None:
-            await self.channel.close()
-            self.channel = None
 
 
 async def start_listener(app: Any, host: str, automl_url: str) -> KatibDBManagerProxy | None:
@@ -157,6 +164,6 @@ async def start_listener(app: Any, host: str, automl_url: str) -> KatibDBManager
     port = listen_port()
     if not port:
         return None
-    proxy = KatibDBManagerProxy(app.state.gw, host, port, upstream_address(automl_url))
+    proxy = KatibDBManagerProxy(app.state.gw, host, port, automl_url)
     await proxy.start()
     return proxy

@@ -23,7 +23,6 @@ from services.automl.training.models import KINDS as TRAINING_KINDS
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.events.consumer import Consumer
 from services.common.events.streams import stream_name
-from services.common.identity import AssertionVerifier
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 
@@ -72,11 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         training = TrainingJobController(ctx.store, ctx.runtime, settings.resync_seconds)
         election = ctx.elect([controller, consumer, training], "experiment-controller")
         controller.fence = election.fence
-        # Katib's DB manager API: every replica serves it (it only reads and writes rows).
-        manager = dbmanager.DBManager(
-            ctx.db, ctx.store, AssertionVerifier(settings.public_key_pem()), push_key
-        )
-        return [dbmanager.DBManagerServer(manager, settings.host, settings.db_manager_port)]
+        return []
 
     app = build_service(
         "automl",
@@ -84,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metadata,
         MIGRATIONS,
         kinds=(*KINDS, *TRAINING_KINDS),
-        routers=[api.router, training_api.router],
+        routers=[api.router, training_api.router, dbmanager.router(push_key)],
         components=components,
         context=AutoMLContext,
     )

@@ -1,23 +1,25 @@
-"""Katib's DB manager API (``api.v1.beta1.DBManager``), the observation-log calls, over gRPC.
+"""Katib's DB manager API (``api.v1.beta1.DBManager``), the observation-log calls.
 
 Katib's SDK (``KatibClient.get_trial_metrics``) and Katib's metrics collectors talk to the
-DB manager at ``katib-db-manager.kubeflow:6789``. The automl service serves the same calls,
-with Katib's messages (proto/katib/v1beta1/dbmanager.proto), on its own port
-(``SHIPYARD_DB_MANAGER_PORT``, default 6790; 0 turns it off), on the observation logs the
-controller keeps (services/automl/store.py):
+DB manager over gRPC at ``katib-db-manager.kubeflow:6789``. The gateway serves that gRPC
+API (gateway/katib_grpc.py) and hands each call, authenticated, to this service as
+``POST /internal/v1/katib/dbmanager/{method}`` with the request message's bytes (Katib's
+messages, proto/katib/v1beta1/dbmanager.proto); the answer is the reply message's bytes, or
+a JSON error naming the gRPC status (``{"grpcCode": "NOT_FOUND", "message": ...}``). The
+service itself runs no gRPC server: gRPC stays in the gateway's process, and the automl
+service, which forks workloads' supervisors, never has gRPC's threads to fork.
 
 - ``GetObservationLog``: a trial's metric logs in the order they were reported, optionally
   one metric (``metric_name``) and a time window (``start_time``/``end_time``, RFC 3339).
 - ``ReportObservationLog``: adds metric logs to a trial's log (Katib's custom collectors).
 - ``DeleteObservationLog``: drops a trial's log.
 
-Every call carries a gateway-signed identity assertion (metadata ``x-shipyard-identity``,
-what gateway/katib_grpc.py adds after authenticating the caller): reading needs ``view`` on
-the trial's namespace, writing ``edit``. A trial's own workloads (a custom collector) may
-instead present the trial's token (``x-shipyard-trial-token``, services/automl/push.py),
-good for that trial alone. Katib's requests name a trial without its namespace: the trial is
-looked up by name among the namespaces the caller may use; metadata ``x-shipyard-namespace``
-picks one when the name is in several.
+Reading needs ``view`` on the trial's namespace, writing ``edit`` (the identity assertion the
+gateway signed names every namespace the caller may use). A trial's own workloads (a custom
+collector) may instead present the trial's token (``x-shipyard-trial-token``,
+services/automl/push.py) to report, for that trial alone. Katib's requests name a trial without
+its namespace: the trial is looked up by name among the namespaces the caller may use;
+``x-shipyard-namespace`` picks one when the name is in several.
 """
 
 from __future__ import annotations
@@ -27,33 +29,41 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
-from google.protobuf.message import Message
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from google.protobuf.message import DecodeError, Message
 from sqlalchemy import select
 
 from services.automl import store as automl_store
 from services.automl.collector import MetricLog, parse_time
 from services.automl.models import TRIAL
 from services.automl.push import TOKEN_HEADER, token_valid
-from services.common.db import Database
+from services.common.app import ServiceContext
+from services.common.auth import current_identity
 from services.common.eventspb.katib.v1beta1 import dbmanager_pb2 as pb
-from services.common.identity import (
-    ASSERTION_HEADER,
-    AssertionError_,
-    AssertionVerifier,
-    Identity,
-)
-from services.common.resources import ResourceStore
+from services.common.identity import Identity
 
 log = logging.getLogger(__name__)
 
-SERVICE = "api.v1.beta1.DBManager"
+PATH = "/internal/v1/katib/dbmanager/{method}"
 NAMESPACE_HEADER = "x-shipyard-namespace"
 MAX_LOGS = 100_000  # one GetObservationLog answer at most
+PROTOBUF = "application/x-protobuf"
+#: gRPC status name -> the HTTP status the internal route answers with.
+HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "FAILED_PRECONDITION": 409,
+    "UNIMPLEMENTED": 501,
+}
 
 
 class CallError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    """A call refused with gRPC status ``code`` (its name, e.g. ``NOT_FOUND``)."""
+
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
 
@@ -66,35 +76,36 @@ def katib_time(when: datetime) -> str:
 class DBManager:
     """The three calls, on the automl service's database and resource store."""
 
-    def __init__(
-        self, db: Database, store: ResourceStore, verifier: AssertionVerifier, push_key: bytes
-    ) -> None:
-        self.db, self.store, self.verifier, self.push_key = db, store, verifier, push_key
+    def __init__(self, ctx: ServiceContext, push_key: bytes) -> None:
+        self.db, self.store, self.push_key = ctx.db, ctx.store, push_key
 
-    # ---------------------------------------------------------------- callers
     async def _trial_namespace(
-        self, trial: str, metadata: dict[str, str], needed: str
-    ) -> tuple[str, Identity | None]:
-        """The namespace of the trial the caller may act on with role ``needed``."""
+        self,
+        trial: str,
+        identity: Identity,
+        headers: dict[str, str],
+        needed: str,
+        token_ok: bool = False,
+    ) -> str:
+        """The namespace of the trial the caller may act on with role ``needed`` (or, with
+        ``token_ok``, that a valid trial token in ``headers`` names)."""
         if not trial:
-            raise CallError(grpc.StatusCode.INVALID_ARGUMENT, "trial_name: Required value")
-        wanted = metadata.get(NAMESPACE_HEADER) or None
+            raise CallError("INVALID_ARGUMENT", "trial_name: Required value")
+        wanted = headers.get(NAMESPACE_HEADER) or None
         async with self.db.sessions() as s:
             objects = self.store.objects
             query = select(objects.c.namespace).where(
                 objects.c.kind == TRIAL.kind, objects.c.name == trial
             )
             namespaces = sorted((await s.execute(query)).scalars().all())
-        token = metadata.get(TOKEN_HEADER)
+        token = headers.get(TOKEN_HEADER) if token_ok else None
         if token:
             mine = [ns for ns in namespaces if token_valid(self.push_key, ns, trial, token)]
             if not mine:
                 raise CallError(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"the trial token is not valid for trial {trial!r}",
+                    "PERMISSION_DENIED", f"the trial token is not valid for trial {trial!r}"
                 )
-            return mine[0], None
-        identity = self._identity(metadata)
+            return mine[0]
         allowed = [
             ns
             for ns in namespaces
@@ -103,34 +114,21 @@ class DBManager:
         if not allowed:
             where = f'namespace "{wanted}"' if wanted else "a namespace you may use"
             raise CallError(
-                grpc.StatusCode.NOT_FOUND,
+                "NOT_FOUND",
                 f'trial "{trial}" not found in {where} (user "{identity.user}", role {needed})',
             )
         if len(allowed) > 1:
             raise CallError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+                "FAILED_PRECONDITION",
                 f'trial "{trial}" is in namespaces {", ".join(allowed)}: name one in the '
                 f"{NAMESPACE_HEADER} metadata",
             )
-        return allowed[0], identity
+        return allowed[0]
 
-    def _identity(self, metadata: dict[str, str]) -> Identity:
-        token = metadata.get(ASSERTION_HEADER)
-        if not token:
-            raise CallError(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing identity assertion; call the DB manager through the shipyard gateway",
-            )
-        try:
-            return self.verifier.verify(token)
-        except AssertionError_ as exc:
-            raise CallError(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
-
-    # ------------------------------------------------------------------ calls
     async def get(
-        self, request: pb.GetObservationLogRequest, metadata: dict[str, str]
+        self, request: pb.GetObservationLogRequest, identity: Identity, headers: dict[str, str]
     ) -> pb.GetObservationLogReply:
-        namespace, _ = await self._trial_namespace(request.trial_name, metadata, "view")
+        namespace = await self._trial_namespace(request.trial_name, identity, headers, "view")
         start = _time_field(request.start_time, "start_time")
         end = _time_field(request.end_time, "end_time")
         async with self.db.sessions() as s:
@@ -150,9 +148,11 @@ class DBManager:
         )
 
     async def report(
-        self, request: pb.ReportObservationLogRequest, metadata: dict[str, str]
+        self, request: pb.ReportObservationLogRequest, identity: Identity, headers: dict[str, str]
     ) -> pb.ReportObservationLogReply:
-        namespace, _ = await self._trial_namespace(request.trial_name, metadata, "edit")
+        namespace = await self._trial_namespace(
+            request.trial_name, identity, headers, "edit", token_ok=True
+        )
         logs = report_logs(request)
         async with self.db.transaction() as s:
             known = await automl_store.read_observations(s, namespace, request.trial_name)
@@ -167,9 +167,9 @@ class DBManager:
         return pb.ReportObservationLogReply()
 
     async def delete(
-        self, request: pb.DeleteObservationLogRequest, metadata: dict[str, str]
+        self, request: pb.DeleteObservationLogRequest, identity: Identity, headers: dict[str, str]
     ) -> pb.DeleteObservationLogReply:
-        namespace, _ = await self._trial_namespace(request.trial_name, metadata, "edit")
+        namespace = await self._trial_namespace(request.trial_name, identity, headers, "edit")
         async with self.db.transaction() as s:
             await automl_store.replace_observations(s, namespace, request.trial_name, [])
         return pb.DeleteObservationLogReply()
@@ -181,13 +181,12 @@ def report_logs(request: pb.ReportObservationLogRequest) -> list[MetricLog]:
     for i, entry in enumerate(request.observation_log.metric_logs):
         path = f"observation_log.metric_logs[{i}]"
         if not entry.metric.name:
-            raise CallError(grpc.StatusCode.INVALID_ARGUMENT, f"{path}.metric.name: Required value")
+            raise CallError("INVALID_ARGUMENT", f"{path}.metric.name: Required value")
         try:
             float(entry.metric.value)
         except ValueError:
             raise CallError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{path}.metric.value: {entry.metric.value!r} is not a number",
+                "INVALID_ARGUMENT", f"{path}.metric.value: {entry.metric.value!r} is not a number"
             ) from None
         when = _time_field(entry.time_stamp, f"{path}.time_stamp") or datetime.now(UTC)
         logs.append(MetricLog(entry.metric.name, entry.metric.value, when))
@@ -204,66 +203,43 @@ def _time_field(raw: str, path: str) -> datetime | None:
         raw = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
     parsed = parse_time(raw)
     if parsed is None:
-        raise CallError(grpc.StatusCode.INVALID_ARGUMENT, f"{path}: {raw!r} is not RFC 3339")
+        raise CallError("INVALID_ARGUMENT", f"{path}: {raw!r} is not RFC 3339")
     return parsed
 
 
-Handler = Callable[[Any, dict[str, str]], Awaitable[Message]]
+Call = Callable[[Any, Identity, dict[str, str]], Awaitable[Message]]
 
 
-def _unary(handler: Handler, request_type: type[Message]) -> grpc.RpcMethodHandler:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Message:
-        metadata = {
-            k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)
+def router(push_key: bytes) -> APIRouter:
+    """``POST /internal/v1/katib/dbmanager/{method}``: one DB manager call from the gateway
+    (behind the service's assertion check, like every route but health)."""
+    api = APIRouter()
+
+    @api.post(PATH, include_in_schema=False)
+    async def katib_dbmanager_call(method: str, request: Request) -> Response:
+        manager = DBManager(request.app.state.ctx, push_key)
+        calls: dict[str, tuple[Call, type[Message]]] = {
+            "ReportObservationLog": (manager.report, pb.ReportObservationLogRequest),
+            "GetObservationLog": (manager.get, pb.GetObservationLogRequest),
+            "DeleteObservationLog": (manager.delete, pb.DeleteObservationLogRequest),
         }
         try:
-            return await handler(request, metadata)
+            if method not in calls:
+                raise CallError("UNIMPLEMENTED", f"api.v1.beta1.DBManager has no {method}")
+            call, message_type = calls[method]
+            try:
+                message = message_type.FromString(await request.body())
+            except DecodeError as exc:
+                raise CallError(
+                    "INVALID_ARGUMENT", f"not a {message_type.__name__}: {exc}"
+                ) from None
+            headers = {k: v for k, v in request.headers.items() if k.startswith("x-shipyard-")}
+            reply = await call(message, current_identity(request), headers)
         except CallError as exc:
-            await context.abort(exc.code, exc.message)
-            raise  # unreachable: abort raises
+            return JSONResponse(
+                {"grpcCode": exc.code, "message": exc.message},
+                status_code=HTTP_STATUS.get(exc.code, 400),
+            )
+        return Response(reply.SerializeToString(), media_type=PROTOBUF)
 
-    return grpc.unary_unary_rpc_method_handler(
-        call,
-        request_deserializer=request_type.FromString,
-        response_serializer=lambda m: m.SerializeToString(),
-    )
-
-
-def handlers(manager: DBManager) -> grpc.GenericRpcHandler:
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "ReportObservationLog": _unary(manager.report, pb.ReportObservationLogRequest),
-            "GetObservationLog": _unary(manager.get, pb.GetObservationLogRequest),
-            "DeleteObservationLog": _unary(manager.delete, pb.DeleteObservationLogRequest),
-        },
-    )
-
-
-class DBManagerServer:
-    """The gRPC listener (a service component: started after the database, stopped before)."""
-
-    def __init__(self, manager: DBManager, host: str, port: int) -> None:
-        self.manager, self.host, self.port = manager, host, port
-        self.server: grpc.aio.Server | None = None
-
-    async def start(self) -> None:
-        if not self.port:
-            return
-        # No SO_REUSEPORT: a second server on a taken port must fail, not share its calls.
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        server.add_generic_rpc_handlers((handlers(self.manager),))
-        address = f"{self.host or '127.0.0.1'}:{self.port}"
-        try:
-            server.add_insecure_port(address)
-        except RuntimeError as exc:  # taken: say so and serve the rest of the service
-            log.error("Katib DB manager API not served: cannot listen on %s (%s)", address, exc)
-            return
-        await server.start()
-        self.server = server
-        log.info("Katib DB manager API (gRPC) on %s", address)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop(grace=2)
-            self.server = None
+    return api

@@ -15,8 +15,6 @@ class Settings(ServiceSettings):
     max_trial_seconds: float = 7 * 24 * 3600
     # Runtime selection (SHIPYARD_RUNTIME); None defers to the runtime's own settings.
     runtime: str | None = None
-    # Katib's DB manager API (gRPC, services/automl/dbmanager.py); 0 turns it off.
-    db_manager_port: int = 6790
 
     def push_base_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host

@@ -5,7 +5,7 @@ bearer token is checked as on HTTP), the gateway's DB manager listener on a free
 without credentials is UNAUTHENTICATED (what Katib's SDK sends: it adds no metadata), a bad
 bearer token too; a person without access to the trial's namespace finds no trial; the
 namespace's owner reads it; a trial's token (what its collector holds) writes to that trial
-alone.
+alone. The gRPC calls go from a child process (tests/automl/grpc_calls.py says why).
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ import time
 import uuid
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 
 from services.automl.push import load_key, trial_token
-from services.common.eventspb.katib.v1beta1 import dbmanager_pb2 as pb
 from tests import specs
+from tests.automl.grpc_calls import call
 from tests.conftest import (
     ADMIN_USER,
     create_profile,
@@ -29,18 +28,14 @@ from tests.conftest import (
     running_trusted_header_platform,
 )
 
-SERVICE = "/api.v1.beta1.DBManager/"
 OWNER = "dbm-owner@example.com"
+GET = "GetObservationLog"
 
 
 @pytest.fixture(scope="module")
 def secured(nats_url: str, seaweedfs: Any, tmp_path_factory: pytest.TempPathFactory):
-    """The platform, its DB manager channel, and a trial in a namespace OWNER owns."""
+    """The platform, its DB manager address, and a trial in a namespace OWNER owns."""
     port = free_port()
-    env = {
-        "SHIPYARD_KATIB_DB_MANAGER_PORT": str(port),
-        "SHIPYARD_DB_MANAGER_PORT": str(free_port()),
-    }
     with (
         fresh_database("shipyard_katib_auth") as url,
         running_trusted_header_platform(
@@ -48,7 +43,7 @@ def secured(nats_url: str, seaweedfs: Any, tmp_path_factory: pytest.TempPathFact
             database_url=url,
             nats_url=nats_url,
             s3=seaweedfs.config,
-            env=env,
+            env={"SHIPYARD_KATIB_DB_MANAGER_PORT": str(port)},
         ) as platform,
         httpx.Client(
             base_url=platform.gateway_url, headers={"kubeflow-userid": ADMIN_USER}, timeout=30
@@ -57,9 +52,7 @@ def secured(nats_url: str, seaweedfs: Any, tmp_path_factory: pytest.TempPathFact
         namespace = f"dbm-{uuid.uuid4().hex[:6]}"
         create_profile(admin, namespace, owner=OWNER)
         trial = _finished_trial(admin, namespace)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
-            yield platform, channel, namespace, trial
+        yield platform, f"127.0.0.1:{port}", namespace, trial
 
 
 def _finished_trial(api: httpx.Client, namespace: str) -> str:
@@ -84,67 +77,52 @@ def _finished_trial(api: httpx.Client, namespace: str) -> str:
     raise AssertionError(f"experiment {name} did not finish")
 
 
-def _get(channel: grpc.Channel, trial: str, metadata: tuple[tuple[str, str], ...]) -> Any:
-    call = channel.unary_unary(
-        SERVICE + "GetObservationLog",
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=pb.GetObservationLogReply.FromString,
-    )
-    return call(pb.GetObservationLogRequest(trial_name=trial), metadata=metadata, timeout=30)
-
-
-def _refusal(call: Any) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as refused:
-        call()
-    return refused.value.code(), refused.value.details()
+def _values(result: dict[str, Any]) -> list[str]:
+    assert "reply" in result, result
+    return [e["metric"]["value"] for e in result["reply"]["observation_log"]["metric_logs"]]
 
 
 def test_no_credentials_no_access(secured: Any) -> None:
-    _, channel, _, trial = secured
-    assert _refusal(lambda: _get(channel, trial, ())) == (
-        grpc.StatusCode.UNAUTHENTICATED,
-        "authentication required: send 'authorization: Bearer <token>' metadata",
-    )
-    code, message = _refusal(lambda: _get(channel, trial, (("authorization", "Bearer nope"),)))
-    assert code == grpc.StatusCode.UNAUTHENTICATED and message
+    _, address, _, trial = secured
+    assert call(address, GET, {"trial_name": trial}) == {
+        "code": "UNAUTHENTICATED",
+        "details": "authentication required: send 'authorization: Bearer <token>' metadata",
+    }
+    refused = call(address, GET, {"trial_name": trial}, authorization="Bearer nope")
+    assert refused["code"] == "UNAUTHENTICATED" and refused["details"]
 
 
 def test_only_who_may_read_the_namespace(secured: Any) -> None:
-    _, channel, namespace, trial = secured
-    stranger = (("kubeflow-userid", "stranger@example.com"),)
-    assert _refusal(lambda: _get(channel, trial, stranger)) == (
-        grpc.StatusCode.NOT_FOUND,
-        f'trial "{trial}" not found in a namespace you may use '
+    _, address, namespace, trial = secured
+    assert call(address, GET, {"trial_name": trial}, kubeflow_userid="stranger@example.com") == {
+        "code": "NOT_FOUND",
+        "details": f'trial "{trial}" not found in a namespace you may use '
         '(user "stranger@example.com", role view)',
+    }
+    assert _values(call(address, GET, {"trial_name": trial}, kubeflow_userid=OWNER)) == ["0.25"]
+    named = call(
+        address, GET, {"trial_name": trial}, kubeflow_userid=OWNER, x_shipyard_namespace=namespace
     )
-    got = _get(channel, trial, (("kubeflow-userid", OWNER),))
-    assert [(m.metric.name, m.metric.value) for m in got.observation_log.metric_logs] == [
-        ("loss", "0.25")
-    ]
-    named = (("kubeflow-userid", OWNER), ("x-shipyard-namespace", namespace))
-    assert len(_get(channel, trial, named).observation_log.metric_logs) == 1
+    assert _values(named) == ["0.25"]
 
 
 def test_a_trial_token_reports_for_its_trial_alone(secured: Any) -> None:
-    platform, channel, namespace, trial = secured
+    platform, address, namespace, trial = secured
     token = trial_token(load_key(platform.state_dir), namespace, trial)
-    report = channel.unary_unary(
-        SERVICE + "ReportObservationLog",
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=pb.ReportObservationLogReply.FromString,
-    )
-    request = pb.ReportObservationLogRequest(
-        trial_name=trial,
-        observation_log=pb.ObservationLog(
-            metric_logs=[pb.MetricLog(metric=pb.Metric(name="loss", value="0.125"))]
-        ),
-    )
-    report(request, metadata=(("x-shipyard-trial-token", token),), timeout=30)
-    got = _get(channel, trial, (("kubeflow-userid", OWNER),))
-    assert [m.metric.value for m in got.observation_log.metric_logs] == ["0.25", "0.125"]
-    other = pb.ReportObservationLogRequest(
-        trial_name=f"{trial}x", observation_log=request.observation_log
-    )
-    assert _refusal(
-        lambda: report(other, metadata=(("x-shipyard-trial-token", token),), timeout=30)
-    ) == (grpc.StatusCode.PERMISSION_DENIED, f"the trial token is not valid for trial '{trial}x'")
+    logs = {"metric_logs": [{"metric": {"name": "loss", "value": "0.125"}}]}
+    report = {"trial_name": trial, "observation_log": logs}
+    assert call(address, "ReportObservationLog", report, x_shipyard_trial_token=token) == {
+        "reply": {}
+    }
+    got = call(address, GET, {"trial_name": trial}, kubeflow_userid=OWNER)
+    assert _values(got) == ["0.25", "0.125"]
+    other = {"trial_name": f"{trial}x", "observation_log": logs}
+    assert call(address, "ReportObservationLog", other, x_shipyard_trial_token=token) == {
+        "code": "PERMISSION_DENIED",
+        "details": f"the trial token is not valid for trial '{trial}x'",
+    }
+    # The token is for reporting: it reads nothing, and deletes nothing.
+    for method in (GET, "DeleteObservationLog"):
+        refused = call(address, method, {"trial_name": trial}, x_shipyard_trial_token=token)
+        assert refused["code"] == "NOT_FOUND", refused
+        assert 'user "system:katib-trial-token"' in refused["details"]

@@ -10,8 +10,8 @@ Job runs ``bash -c`` with the function's source and ``python -u``; the local run
 it with the platform's Python), waits with ``wait_for_experiment_condition``, reads
 ``get_optimal_hyperparameters`` and the best trial's metrics over gRPC from
 ``db_manager_address=127.0.0.1:<port>``. The function imports numpy, which the platform's
-Python has. Then the DB manager calls straight from here, with
-shipyard's own copy of Katib's messages.
+Python has. Then the DB manager calls with shipyard's own copy
+of Katib's messages (from a child process too: tests/automl/grpc_calls.py says why).
 """
 
 from __future__ import annotations
@@ -21,23 +21,20 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 
-from services.common.eventspb.katib.v1beta1 import dbmanager_pb2 as pb
 from tests import specs
+from tests.automl.grpc_calls import call_all
 from tests.automl.test_katib_sdk import NAMESPACE, _kubeconfig
 from tests.conftest import free_port, fresh_database, running_platform
 
 ROOT = Path(__file__).resolve().parents[2]
 KATIB_SDK = ROOT / ".venv" / "katib-sdk"
 API = f"/apis/kubeflow.org/v1beta1/namespaces/{NAMESPACE}"
-SERVICE = "/api.v1.beta1.DBManager/"
 
 SDK_SCRIPT = """
 import json, sys
@@ -81,13 +78,10 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def katib_platform(nats_url: str, seaweedfs: Any, tmp_path_factory: pytest.TempPathFactory):
     """A platform of this module's own (its own database: the automl services of two
-    platforms on one database would be replicas of one deployment), with the DB manager
-    ports free ones: the gateway's (Katib's 6789 by default) and the automl service's."""
+    platforms on one database would be replicas of one deployment), with the gateway's DB
+    manager port (Katib's 6789 by default) a free one."""
     port = free_port()
-    env = {
-        "SHIPYARD_KATIB_DB_MANAGER_PORT": str(port),
-        "SHIPYARD_DB_MANAGER_PORT": str(free_port()),
-    }
+    env = {"SHIPYARD_KATIB_DB_MANAGER_PORT": str(port)}
     with (
         fresh_database("shipyard_katib_tune") as url,
         running_platform(
@@ -164,92 +158,51 @@ def _experiment_with_a_trial(api: httpx.Client) -> str:
     raise AssertionError(f"experiment {name} did not finish: {exp.get('status')}")
 
 
-@pytest.fixture
-def db_manager(katib_platform: Any) -> Iterator[tuple[Any, grpc.Channel]]:
+def _logs(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    entries = result["reply"]["observation_log"]["metric_logs"]
+    return [(e["metric"]["name"], e["metric"]["value"], e["time_stamp"]) for e in entries]
+
+
+def test_db_manager_report_get_delete_through_the_gateway(katib_platform: Any) -> None:
     platform, address = katib_platform
-    with grpc.insecure_channel(address) as channel:
-        yield platform, channel
-
-
-def _call(channel: grpc.Channel, method: str, request: Any, reply: Any, **kw: Any) -> Any:
-    call = channel.unary_unary(
-        SERVICE + method,
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=reply.FromString,
-    )
-    return call(request, timeout=30, **kw)
-
-
-def test_db_manager_report_get_delete_through_the_gateway(db_manager: Any) -> None:
-    platform, channel = db_manager
     with httpx.Client(base_url=platform.gateway_url, timeout=30) as api:
         trial = _experiment_with_a_trial(api)
-    got = _call(
-        channel,
-        "GetObservationLog",
-        pb.GetObservationLogRequest(trial_name=trial),
-        pb.GetObservationLogReply,
-    )
-    assert [(m.metric.name, m.metric.value) for m in got.observation_log.metric_logs] == [
-        ("loss", "0.5")
+    metric = {"name": "accuracy"}
+    reported = [
+        {"time_stamp": "2030-01-01T00:00:00.123456789Z", "metric": {**metric, "value": "0.9"}},
+        {"time_stamp": "2030-01-02T00:00:00Z", "metric": {**metric, "value": "0.95"}},
     ]
-    report = pb.ReportObservationLogRequest(
-        trial_name=trial,
-        observation_log=pb.ObservationLog(
-            metric_logs=[
-                pb.MetricLog(
-                    time_stamp="2030-01-01T00:00:00.123456789Z",
-                    metric=pb.Metric(name="accuracy", value="0.9"),
-                ),
-                pb.MetricLog(
-                    time_stamp="2030-01-02T00:00:00Z",
-                    metric=pb.Metric(name="accuracy", value="0.95"),
-                ),
-            ]
-        ),
+    window = {"start_time": "2030-01-01T12:00:00Z", "end_time": "2030-01-03T00:00:00Z"}
+    bad = [{"metric": {**metric, "value": "high"}}]
+    results = call_all(
+        address,
+        [
+            {"method": "GetObservationLog", "request": {"trial_name": trial}},
+            {
+                "method": "ReportObservationLog",
+                "request": {"trial_name": trial, "observation_log": {"metric_logs": reported}},
+            },
+            {
+                "method": "GetObservationLog",
+                "request": {"trial_name": trial, "metric_name": "accuracy", **window},
+            },
+            {
+                "method": "ReportObservationLog",
+                "request": {"trial_name": trial, "observation_log": {"metric_logs": bad}},
+            },
+            {"method": "DeleteObservationLog", "request": {"trial_name": trial}},
+            {"method": "GetObservationLog", "request": {"trial_name": trial}},
+            {"method": "GetObservationLog", "request": {"trial_name": "no-such"}},
+        ],
     )
-    _call(channel, "ReportObservationLog", report, pb.ReportObservationLogReply)
-    window = pb.GetObservationLogRequest(
-        trial_name=trial,
-        metric_name="accuracy",
-        start_time="2030-01-01T12:00:00Z",
-        end_time="2030-01-03T00:00:00Z",
-    )
-    got = _call(channel, "GetObservationLog", window, pb.GetObservationLogReply)
-    assert [
-        (m.metric.name, m.metric.value, m.time_stamp) for m in got.observation_log.metric_logs
-    ] == [("accuracy", "0.95", "2030-01-02T00:00:00.000000000Z")]
-    bad = pb.ReportObservationLogRequest(
-        trial_name=trial,
-        observation_log=pb.ObservationLog(
-            metric_logs=[pb.MetricLog(metric=pb.Metric(name="accuracy", value="high"))]
-        ),
-    )
-    with pytest.raises(grpc.RpcError) as refused:
-        _call(channel, "ReportObservationLog", bad, pb.ReportObservationLogReply)
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert refused.value.details() == (
-        "observation_log.metric_logs[0].metric.value: 'high' is not a number"
-    )
-    _call(
-        channel,
-        "DeleteObservationLog",
-        pb.DeleteObservationLogRequest(trial_name=trial),
-        pb.DeleteObservationLogReply,
-    )
-    got = _call(
-        channel,
-        "GetObservationLog",
-        pb.GetObservationLogRequest(trial_name=trial),
-        pb.GetObservationLogReply,
-    )
-    assert list(got.observation_log.metric_logs) == []
-    with pytest.raises(grpc.RpcError) as missing:
-        _call(
-            channel,
-            "GetObservationLog",
-            pb.GetObservationLogRequest(trial_name="no-such"),
-            pb.GetObservationLogReply,
-        )
-    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-    assert missing.value.details().startswith('trial "no-such" not found in a namespace you may')
+    first, report, windowed, refused, deleted, after, missing = results
+    assert [(n, v) for n, v, _ in _logs(first)] == [("loss", "0.5")]
+    assert report == {"reply": {}} and deleted == {"reply": {}}
+    assert _logs(windowed) == [("accuracy", "0.95", "2030-01-02T00:00:00.000000000Z")]
+    assert refused == {
+        "code": "INVALID_ARGUMENT",
+        "details": "observation_log.metric_logs[0].metric.value: 'high' is not a number",
+    }
+    assert _logs(after) == []
+    assert missing["code"] == "NOT_FOUND"
+    assert missing["details"].startswith('trial "no-such" not found in a namespace you may use')
