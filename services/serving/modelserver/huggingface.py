@@ -246,7 +246,8 @@ class HuggingFaceModel:
 
     @property
     def vocab_size(self) -> int:
-        return max(len(self.tokenizer), int(getattr(self.config, "vocab_size", 0) or 0))
+        """How many token ids the model's embedding takes (ids 0 to this less one)."""
+        return int(self.model.get_input_embeddings().num_embeddings)
 
     @property
     def eos_token_id(self) -> int | None:
