@@ -108,6 +108,39 @@ async def test_create_pbt_experiment_invalid_settings(
     assert any(c["field"] == field and text in c["message"] for c in causes), causes
 
 
+def test_katib_simple_pbt_shape_is_valid() -> None:
+    """Katib's simple-pbt experiment as written (n_population 40, resumePolicy FromVolume,
+    the trial's command naming its checkpoint directory) passes the checks unchanged."""
+    from services.automl.validation import validate_experiment
+
+    obj = pbt_example("simple-pbt")
+    spec = obj["spec"]
+    # Katib's file has maxFailedTrialCount 3, which Katib's own webhook refuses (more than
+    # maxTrialCount 2), as this service does; 2 here.
+    spec.update(
+        maxTrialCount=2, parallelTrialCount=2, maxFailedTrialCount=2, resumePolicy="FromVolume"
+    )
+    spec["objective"] = {
+        "type": "maximize",
+        "goal": 0.99,
+        "objectiveMetricName": "Validation-accuracy",
+    }
+    spec["algorithm"]["algorithmSettings"] = settings(
+        suggestion_trial_dir="/var/log/katib/checkpoints/",
+        n_population="40",
+        truncation_threshold="0.2",
+    )
+    container = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = [
+        "python3",
+        "/opt/pbt/pbt_test.py",
+        "--epochs=20",
+        "--lr=${trialParameters.learningRate}",
+        "--checkpoint=/var/log/katib/checkpoints/",
+    ]
+    assert validate_experiment(obj) == []
+
+
 def test_check_settings_accepts_katib_example() -> None:
     spec = pbt_example("x")["spec"]
     assert pbt.check_settings(spec["algorithm"]["algorithmSettings"]) == []
