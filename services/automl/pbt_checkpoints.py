@@ -170,6 +170,9 @@ async def copy_checkpoint(
     }
     lines: list[str] = []
     try:
+        # A copy job left by an earlier instance of the service (stopped, or still running)
+        # is replaced: the copy starts over from an emptied target, so it is safe to redo.
+        await runtime.delete(namespace, job)
         await runtime.apply(spec)
         final = await runtime.wait(namespace, job, timeout=SEED_SECONDS)
         async for line in runtime.logs(namespace, job, tail=LOG_LINES):

@@ -508,3 +508,42 @@ async def test_checkpoint_copy_on_the_kubernetes_runtime(tmp_path: Path) -> None
             assert json.loads(saved)["step"] == 11
         finally:
             await kube.shutdown()
+
+
+async def test_copy_replaces_a_leftover_copy_job(tmp_path: Path) -> None:
+    """A copy job that an earlier instance of the service left behind (here: one that
+    failed) does not stand in for the copy: it is replaced and the copy is done. A parent
+    without a directory gives the child an empty one (local runtime)."""
+    from services.common.runtime import LocalRuntime
+
+    runtime = LocalRuntime(tmp_path)
+    try:
+        namespace, claim = "team", pbt_checkpoints.claim_name("exp")
+        await runtime.create_volume(namespace, claim)
+        leftover = pbt_checkpoints.seed_name("child")
+        await runtime.apply(
+            {"kind": "job", "namespace": namespace, "name": leftover, "command": ["false"]}
+        )
+        assert (await runtime.wait(namespace, leftover, timeout=30)).phase.value == "Failed"
+        writer = pbt_checkpoints.mount_checkpoints(
+            {"namespace": namespace, "name": "parent", "command": ["python3", "-c", WRITE_CKPT]},
+            "exp",
+            "parent",
+            pbt.DEFAULT_TRIAL_DIR,
+        )
+        await runtime.apply(writer)
+        assert (await runtime.wait(namespace, "parent", timeout=30)).phase.value == "Succeeded"
+        await pbt_checkpoints.copy_checkpoint(
+            runtime, namespace, claim, "exp/parent", "exp/child", owner="trials/team/child"
+        )
+        saved = await runtime.read_file(namespace, claim, "exp/child/training.ckpt")
+        assert json.loads(saved)["trial"] == "parent"
+        await pbt_checkpoints.copy_checkpoint(
+            runtime, namespace, claim, "exp/nobody", "exp/orphan", owner="trials/team/orphan"
+        )
+        with pytest.raises(FileNotFoundError):  # the copy succeeded: there was nothing
+            await runtime.read_file(namespace, claim, "exp/orphan/training.ckpt")
+        assert [s.name for s in await runtime.list(namespace=namespace)] == ["parent"]
+    finally:
+        await runtime.shutdown()
+        await runtime.close()
