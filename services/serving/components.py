@@ -28,7 +28,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from services.common.runtime import Runtime, WorkloadSpec, WorkloadStatus, placement
+from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus, placement
 from services.common.runtime.endpoint import SANDBOX_SCHEME
 from services.common.runtime.sandbox import API_ADDRESS
 from services.serving.isvc_status import condition
@@ -208,7 +208,7 @@ def with_components(
             assert isinstance(state, WorkloadStatus)
             entry["endpoint"] = state.endpoint
         status["components"][component] = entry
-        message = state if isinstance(state, str) else f"the {component} is starting"
+        message = _waiting(component, state)
         reason = None if ready else "ComponentNotReady"
         conditions.append(
             condition(old, _CONDITIONS[component], ready, None if ready else message, reason)
@@ -227,3 +227,15 @@ def with_components(
         ]
     status["conditions"] = conditions
     return status
+
+
+def _waiting(component: str, state: WorkloadStatus | str | None) -> str:
+    """Why a component is not ready: its spec's problem, its server's exit, or its start."""
+    if isinstance(state, str):
+        return state
+    if state is None:
+        return f"the {component} starts once the predictor serves"
+    if state.phase == Phase.FAILED or state.restart_count > 0:
+        why = state.message or state.reason or "its server exited"
+        return f"the {component} is not running: {why} (restarts: {state.restart_count})"
+    return f"the {component} is starting"

@@ -256,3 +256,33 @@ def test_remove_transformer_routes_to_predictor(fronted: dict[str, Any], api: ht
             break
         time.sleep(0.1)
     assert r.json() == {"predictions": [0, 2]}, r.text
+
+
+def test_transformer_that_exits_not_ready(fronted: dict[str, Any], api: httpx.Client) -> None:
+    """A transformer whose server exits keeps the InferenceService not Ready, and the
+    TransformerReady condition says why."""
+    body = isvc(
+        "bad-front",
+        {
+            "model": {
+                "modelFormat": {"name": "sklearn"},
+                "storageUri": "pvc://transformer-models/iris",
+            }
+        },
+    )
+    crash = {"name": "kserve-container", "command": ["python", "-c", "raise SystemExit(3)"]}
+    body["spec"]["transformer"] = {"containers": [crash]}
+    assert api.post(ISVC_PATH, json=body).status_code == 201
+
+    def told(o: dict[str, Any]) -> bool:
+        conditions = {c["type"]: c for c in (o.get("status") or {}).get("conditions") or []}
+        message = conditions.get("TransformerReady", {}).get("message", "")
+        return "the transformer is not running" in message
+
+    status = wait_isvc(api, "bad-front", told, timeout=60)["status"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["PredictorReady"]["status"] == "True"
+    assert conditions["TransformerReady"]["status"] == "False"
+    assert conditions["Ready"]["status"] == "False"
+    assert "transformer" in conditions["Ready"]["message"]
+    assert api.delete(f"{ISVC_PATH}/bad-front").status_code == 200
