@@ -33,6 +33,7 @@ from services.common.controller import Controller, Key
 from services.common.resources import ResourceKind, ResourceStore
 from services.common.resources.store import WatchEvent
 from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus, placement
+from services.serving.controller import LAUNCH_ERRORS
 from services.serving.graph import INFERENCE_GRAPH, service_url_target
 from services.serving.isvc_status import condition
 from services.serving.models import INFERENCE_SERVICE, predictor_model
@@ -116,6 +117,12 @@ class InferenceGraphController(Controller):
             text = json.dumps(config, sort_keys=True, separators=(",", ":"))
             digest = hashlib.sha256(text.encode()).hexdigest()[:10]
             current = next((w for w in owned if w.labels.get(HASH_LABEL) == digest), None)
+            if current is not None and current.finished and current.reason not in LAUNCH_ERRORS:
+                # An orderly stop of the service ended it (a server that crashes is restarted
+                # by its runtime): start it again, as the InferenceService controller does.
+                await self.runtime.delete(current.namespace, current.name)
+                owned = [w for w in owned if w.name != current.name]
+                current = None
             if current is None:
                 current = await self.runtime.apply(self.workload_for(graph, text, digest))
                 log.info("started router %s/%s", namespace, current.name)

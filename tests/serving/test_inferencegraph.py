@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
 import time
 from collections import Counter
@@ -552,7 +553,7 @@ def test_graph_router_token_checked_by_gateway(trusted_header_platform: Any) -> 
     namespace cannot call the graph."""
     from services.common.runtime import LocalRuntime
     from tests import specs
-    from tests.conftest import ADMIN_USER, create_profile
+    from tests.conftest import ADMIN_USER, create_profile, start_service_again
 
     team = "graph-team"
     headers = {"kubeflow-userid": ADMIN_USER}
@@ -590,3 +591,18 @@ def test_graph_router_token_checked_by_gateway(trusted_header_platform: Any) -> 
     r = httpx.post(f"{base}/graphs/{team}/ask", json={"instances": [1]}, headers=stranger)
     assert r.status_code == 403, r.text
     assert r.json()["kind"] == "Status" and team in r.json()["message"]
+
+    # An orderly stop of the serving service ends its workloads, the router too; started
+    # again, it starts the router again and the graph answers.
+    child = next(c for c in trusted_header_platform.children if c.name == "serving")
+    child.signal_group(signal.SIGTERM)
+    child.proc.wait(timeout=60)
+    start_service_again(child)
+    deadline = time.monotonic() + 60
+    while True:
+        r = httpx.post(f"{base}/graphs/{team}/ask", json={"instances": [1]}, headers=headers)
+        if r.status_code == 200:
+            break
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    assert r.json() == {"predictions": [team]}
