@@ -10,8 +10,12 @@ alone. The gRPC calls go from a child process (tests/automl/grpc_calls.py says w
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +24,8 @@ import pytest
 from services.automl.push import load_key, trial_token
 from tests import specs
 from tests.automl.grpc_calls import call
+from tests.automl.test_katib_sdk import _kubeconfig
+from tests.automl.test_katib_tune import KATIB_SDK
 from tests.conftest import (
     ADMIN_USER,
     create_profile,
@@ -90,6 +96,30 @@ def test_no_credentials_no_access(secured: Any) -> None:
     }
     refused = call(address, GET, {"trial_name": trial}, authorization="Bearer nope")
     assert refused["code"] == "UNAUTHENTICATED" and refused["details"]
+
+
+def test_katib_sdk_get_trial_metrics_is_refused(secured: Any, tmp_path: Path) -> None:
+    """The real SDK (kubeflow-katib 0.19, .venv/katib-sdk) sends no credentials: refused."""
+    platform, address, namespace, trial = secured
+    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", platform.gateway_url)
+    code = (
+        "import sys; from kubeflow.katib import KatibClient\n"
+        "client = KatibClient(config_file=sys.argv[1])\n"
+        "try:\n"
+        "    client.get_trial_metrics(sys.argv[2], sys.argv[3], db_manager_address=sys.argv[4])\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(kubeconfig), trial, namespace, address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(KATIB_SDK)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"Unable to get metrics for Trial {namespace}/{trial}" in done.stdout
+    assert "UNAUTHENTICATED" in done.stdout and "authentication required" in done.stdout
 
 
 def test_only_who_may_read_the_namespace(secured: Any) -> None:
