@@ -21,8 +21,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
 
 from services.common.runtime import LocalRuntime
 from tests import specs
@@ -36,6 +34,7 @@ from tests.conftest import (
 )
 from tests.gateway.conftest import CLIENT_SECRET, COOKIE_SECRET, OIDCServer
 
+from . import triton_grpc_calls as triton
 from .conftest import ready, train_sklearn
 
 ALICE, BOB = "user@example.com", "second@example.com"  # the test provider's users
@@ -94,6 +93,7 @@ def grpc_platform(
             env=env,
         ) as platform:
             platform.grpc_port = port
+            platform.address = f"127.0.0.1:{port}"
             yield platform
 
 
@@ -161,64 +161,85 @@ def served(grpc_platform: Any) -> Iterator[dict[str, Any]]:
         yield {"model": model, "api": api}
 
 
-def client(platform: Any, authority: str | None = None) -> grpcclient.InferenceServerClient:
-    """tritonclient.grpc on the gateway's gRPC port, with ``authority`` as the :authority."""
-    args = [("grpc.default_authority", authority)] if authority else None
-    return grpcclient.InferenceServerClient(f"127.0.0.1:{platform.grpc_port}", channel_args=args)
+def sample_input(name: str = "input-0") -> dict[str, Any]:
+    return {"name": name, "datatype": "FP32", "data": SAMPLES}
 
 
-def infer(c: grpcclient.InferenceServerClient, model: str, headers: dict[str, str]) -> Any:
-    x = np.array(SAMPLES, dtype=np.float32)
-    tensor = grpcclient.InferInput("input-0", list(x.shape), "FP32")
-    tensor.set_data_from_numpy(x)
-    return c.infer(model, [tensor], headers=headers)
+def predicted(served: Any) -> list[int]:
+    """What the served model predicts for SAMPLES (as FP32, as the calls send them)."""
+    return served["model"].predict(np.array(SAMPLES, dtype=np.float32)).tolist()  # type: ignore[no-any-return]
 
 
-def refused(call: Any) -> InferenceServerException:
-    with pytest.raises(InferenceServerException) as info:
-        call()
-    return info.value
+def authority(name: str, ns: str = NS_A) -> str:
+    return f"{name}.{ns}.example.com"
+
+
+def status_of(result: dict[str, Any]) -> tuple[str, str]:
+    """A refused call's (status, message); fails on an answer."""
+    assert "status" in result, f"expected a refusal, got {result}"
+    return result["status"], result["message"]
 
 
 def test_grpc_by_authority_health_metadata_and_infer(grpc_platform: Any, served: Any) -> None:
-    c = client(grpc_platform, f"iris.{NS_A}.example.com")
     me = as_user(ALICE)
-    assert c.is_server_live(headers=me)
-    assert c.is_server_ready(headers=me)
-    assert c.is_model_ready("iris", headers=me)
-    meta = c.get_model_metadata("iris", headers=me)
-    assert meta.name == "iris" and list(meta.versions) == ["1"]
-    assert meta.platform.startswith("sklearn")
-    server = c.get_server_metadata(headers=me)
-    assert "binary_tensor_data" in server.extensions
-    result = infer(c, "iris", me)
-    expected = served["model"].predict(np.array(SAMPLES, dtype=np.float32)).tolist()
-    out = result.get_response().outputs[0]
-    assert result.as_numpy(out.name).tolist() == expected
-    assert list(out.shape) == [len(SAMPLES)]
+    calls: list[dict[str, Any]] = [
+        {"method": m, "args": args, "headers": me}
+        for m, args in (
+            ("is_server_live", []),
+            ("is_server_ready", []),
+            ("is_model_ready", ["iris"]),
+            ("get_model_metadata", ["iris"]),
+            ("get_server_metadata", []),
+        )
+    ]
+    calls.append({"method": "infer", "args": ["iris"], "inputs": [sample_input()], "headers": me})
+    live, ready_, model_ready, meta, server, result = triton.run(
+        grpc_platform.address, calls, authority("iris")
+    )
+    assert live == ready_ == model_ready == {"reply": True}
+    assert meta["reply"]["name"] == "iris" and meta["reply"]["versions"] == ["1"]
+    assert meta["reply"]["platform"].startswith("sklearn")
+    assert "binary_tensor_data" in server["reply"]["extensions"]
+    (out,) = result["reply"]
+    assert out["data"] == predicted(served)
+    assert out["shape"] == [len(SAMPLES)] and out["datatype"] == "INT64"
 
 
 def test_grpc_by_metadata_header_infer(grpc_platform: Any, served: Any) -> None:
     """No authority of the ingress domain (the client's own 127.0.0.1:port): the metadata."""
-    c = client(grpc_platform)
     headers = {**as_user(ALICE), TARGET: f"{NS_A}/iris"}
-    assert c.is_model_ready("iris", headers=headers)
-    result = infer(c, "iris", headers)
-    out = result.get_response().outputs[0].name
-    expected = served["model"].predict(np.array(SAMPLES, dtype=np.float32)).tolist()
-    assert result.as_numpy(out).tolist() == expected
+    ready_, result = triton.run(
+        grpc_platform.address,
+        [
+            {"method": "is_model_ready", "args": ["iris"], "headers": headers},
+            {"method": "infer", "args": ["iris"], "inputs": [sample_input()], "headers": headers},
+        ],
+    )
+    assert ready_ == {"reply": True}
+    assert result["reply"][0]["data"] == predicted(served)
 
 
 def test_grpc_other_tenant_and_anonymous_refused(grpc_platform: Any, served: Any) -> None:
-    c = client(grpc_platform, f"iris.{NS_A}.example.com")
-    denied = refused(lambda: infer(c, "iris", as_user(BOB)))
-    assert denied.status() == "StatusCode.PERMISSION_DENIED"
-    assert BOB in denied.message() and NS_A in denied.message()
-    anonymous = refused(lambda: c.is_server_live())
-    assert anonymous.status() == "StatusCode.UNAUTHENTICATED"
-    assert "authentication required" in anonymous.message()
-    bogus = refused(lambda: c.is_server_live(headers={"authorization": "Bearer not-a-jwt"}))
-    assert bogus.status() == "StatusCode.UNAUTHENTICATED"
+    denied, anonymous, bogus = triton.run(
+        grpc_platform.address,
+        [
+            {
+                "method": "infer",
+                "args": ["iris"],
+                "inputs": [sample_input()],
+                "headers": as_user(BOB),
+            },
+            {"method": "is_server_live", "args": []},
+            {"method": "is_server_live", "args": [], "headers": {"authorization": "Bearer x.y"}},
+        ],
+        authority("iris"),
+    )
+    status, message = status_of(denied)
+    assert status == "StatusCode.PERMISSION_DENIED"
+    assert BOB in message and NS_A in message
+    status, message = status_of(anonymous)
+    assert status == "StatusCode.UNAUTHENTICATED" and "authentication required" in message
+    assert status_of(bogus)[0] == "StatusCode.UNAUTHENTICATED"
 
 
 def test_grpc_bearer_service_account_tokens_scoped(grpc_platform: Any, served: Any) -> None:
@@ -232,55 +253,72 @@ def test_grpc_bearer_service_account_tokens_scoped(grpc_platform: Any, served: A
         )
         assert r.status_code == 201, r.text
         tokens[ns] = {"authorization": f"Bearer {r.json()['status']['token']}"}
-    c = client(grpc_platform, f"iris.{NS_A}.example.com")
-    out = infer(c, "iris", tokens[NS_A])
-    assert out.as_numpy(out.get_response().outputs[0].name).shape == (len(SAMPLES),)
-    denied = refused(lambda: infer(c, "iris", tokens[NS_B]))
-    assert denied.status() == "StatusCode.PERMISSION_DENIED"
-    assert f"system:serviceaccount:{NS_B}:default-editor" in denied.message()
+    own, other = triton.run(
+        grpc_platform.address,
+        [
+            {"method": "infer", "args": ["iris"], "inputs": [sample_input()], "headers": tokens[ns]}
+            for ns in (NS_A, NS_B)
+        ],
+        authority("iris"),
+    )
+    assert own["reply"][0]["data"] == predicted(served)
+    status, message = status_of(other)
+    assert status == "StatusCode.PERMISSION_DENIED"
+    assert f"system:serviceaccount:{NS_B}:default-editor" in message
 
 
 def test_grpc_unknown_service_and_model_not_found(grpc_platform: Any, served: Any) -> None:
     me = as_user(ALICE)
-    missing = refused(
-        lambda: client(grpc_platform, f"nope.{NS_A}.example.com").is_server_live(headers=me)
+    address = grpc_platform.address
+    status, message = status_of(
+        triton.call(address, "is_server_live", headers=me, authority=authority("nope"))
     )
-    assert missing.status() == "StatusCode.NOT_FOUND"
-    assert f"{NS_A}/nope" in missing.message()
-    c = client(grpc_platform, f"iris.{NS_A}.example.com")
-    unknown_model = refused(lambda: infer(c, "other-model", me))
-    assert unknown_model.status() == "StatusCode.NOT_FOUND"
-    assert "other-model" in unknown_model.message()
-    unnamed = refused(lambda: client(grpc_platform).is_server_live(headers=me))
-    assert unnamed.status() == "StatusCode.INVALID_ARGUMENT"
-    assert TARGET in unnamed.message()
+    assert status == "StatusCode.NOT_FOUND" and f"{NS_A}/nope" in message
+    status, message = status_of(
+        triton.call(
+            address,
+            "infer",
+            "other-model",
+            inputs=[sample_input()],
+            headers=me,
+            authority=authority("iris"),
+        )
+    )
+    assert status == "StatusCode.NOT_FOUND" and "other-model" in message
+    status, message = status_of(triton.call(address, "is_server_live", headers=me))
+    assert status == "StatusCode.INVALID_ARGUMENT" and TARGET in message
 
 
 def test_grpc_bad_tensor_invalid_argument(grpc_platform: Any, served: Any) -> None:
-    c = client(grpc_platform, f"iris.{NS_A}.example.com")
-    tensor = grpcclient.InferInput("input-0", [2, 4], "FP32")
-    tensor.set_data_from_numpy(np.zeros((2, 4), dtype=np.float32))
-    tensor.set_shape([3, 4])  # the shape now says 48 bytes, the data has 32
-    bad = refused(lambda: c.infer("iris", [tensor], headers=as_user(ALICE)))
-    assert bad.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "input-0" in bad.message()
+    """The shape says 48 bytes, the data has 32: the model server's 400, its message."""
+    bad = {"name": "input-0", "datatype": "FP32", "zeros": [2, 4], "shape": [3, 4]}
+    status, message = status_of(
+        triton.call(
+            grpc_platform.address,
+            "infer",
+            "iris",
+            inputs=[bad],
+            headers=as_user(ALICE),
+            authority=authority("iris"),
+        )
+    )
+    assert status == "StatusCode.INVALID_ARGUMENT" and "input-0" in message
 
 
 def test_grpc_message_size_bounded(grpc_platform: Any, served: Any) -> None:
     """A message over the gateway's body limit (32 MiB) is refused before it is read."""
-    options = [
-        ("grpc.default_authority", f"iris.{NS_A}.example.com"),
-        ("grpc.max_send_message_length", -1),
-    ]
-    c = grpcclient.InferenceServerClient(
-        f"127.0.0.1:{grpc_platform.grpc_port}", channel_args=options
+    big = {"name": "input-0", "datatype": "FP32", "zeros": [33 * 1024 * 1024 // 16, 4]}
+    status, message = status_of(
+        triton.call(
+            grpc_platform.address,
+            "infer",
+            "iris",
+            inputs=[big],
+            headers=as_user(ALICE),
+            authority=authority("iris"),
+        )
     )
-    big = np.zeros((33 * 1024 * 1024 // 16, 4), dtype=np.float32)
-    tensor = grpcclient.InferInput("input-0", list(big.shape), "FP32")
-    tensor.set_data_from_numpy(big)
-    too_big = refused(lambda: c.infer("iris", [tensor], headers=as_user(ALICE)))
-    assert too_big.status() == "StatusCode.RESOURCE_EXHAUSTED"
-    assert "larger than" in too_big.message()
+    assert status == "StatusCode.RESOURCE_EXHAUSTED" and "larger than" in message
 
 
 def servers(platform: Any, name: str) -> list[Any]:
@@ -296,17 +334,16 @@ def test_grpc_activates_scaled_to_zero(grpc_platform: Any, served: Any) -> None:
     while servers(grpc_platform, "iris0") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert servers(grpc_platform, "iris0") == [], "iris0 was not scaled to zero"
-    c = client(grpc_platform, f"iris0.{NS_A}.example.com")
-    result = infer(c, "iris0", as_user(ALICE))
-    expected = served["model"].predict(np.array(SAMPLES, dtype=np.float32)).tolist()
-    assert result.as_numpy(result.get_response().outputs[0].name).tolist() == expected
+    one: dict[str, Any] = {"method": "infer", "args": ["iris0"], "inputs": [sample_input()]}
+    one["headers"] = as_user(ALICE)
+    (first,) = triton.run(grpc_platform.address, [one], authority("iris0"))
+    assert first["reply"][0]["data"] == predicted(served)
     (server,) = servers(grpc_platform, "iris0")
     # gRPC traffic is reported as activity: calls for three times the grace keep the server
     # up (idle, it is gone about 3 s after the last call).
-    until = time.monotonic() + 6
-    while time.monotonic() < until:
-        infer(c, "iris0", as_user(ALICE))
-        time.sleep(0.25)
+    paced: list[dict[str, Any]] = [one, {"method": "sleep", "args": [0.25]}] * 24
+    answers = triton.run(grpc_platform.address, paced, authority("iris0"))
+    assert len(answers) == 24 and all(a == first for a in answers), answers
     assert [s.name for s in servers(grpc_platform, "iris0")] == [server.name]
 
 
@@ -320,14 +357,13 @@ def test_grpc_port_speaks_http2_only(grpc_platform: Any, served: Any) -> None:
     assert b"HTTP/1.1" not in data
 
 
-# ---- the ModelInfer conversion alone (gateway/grpc_tensors.py), on tritonclient's messages:
-# the same wire shapes as ours, which this process cannot import beside them.
+# ---- the ModelInfer conversion alone (gateway/grpc_tensors.py). Our messages: this process
+# never imports tritonclient.grpc (its calls run in a child), whose share their package.
 
 
 def test_convert_typed_contents_to_rest_binary_the_model_server_reads() -> None:
-    from tritonclient.grpc import service_pb2 as wire
-
     from gateway.grpc_tensors import rest_request
+    from services.common.eventspb.inference import grpc_predict_v2_pb2 as wire
     from services.serving.modelserver.tensors import decode_request
 
     request = wire.ModelInferRequest(model_name="m", id="r1")
@@ -353,10 +389,9 @@ def test_convert_typed_contents_to_rest_binary_the_model_server_reads() -> None:
 
 
 def test_convert_refuses_malformed_tensors_invalid_argument() -> None:
-    from tritonclient.grpc import service_pb2 as wire
-
     from gateway.grpc_server import Code, GRPCError
     from gateway.grpc_tensors import rest_request
+    from services.common.eventspb.inference import grpc_predict_v2_pb2 as wire
 
     def refusal(request: Any) -> str:
         with pytest.raises(GRPCError) as info:
@@ -383,9 +418,8 @@ def test_convert_refuses_malformed_tensors_invalid_argument() -> None:
 
 @pytest.mark.parametrize("binary", [True, False])
 def test_convert_model_server_answer_to_raw_outputs(binary: bool) -> None:
-    from tritonclient.grpc import service_pb2 as wire
-
     from gateway.grpc_tensors import fill_response
+    from services.common.eventspb.inference import grpc_predict_v2_pb2 as wire
     from services.serving.modelserver.tensors import InferRequest, encode_response
 
     outputs: list[tuple[str, np.ndarray]] = [
