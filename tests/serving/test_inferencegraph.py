@@ -606,3 +606,56 @@ def test_graph_router_token_checked_by_gateway(trusted_header_platform: Any) -> 
         assert time.monotonic() < deadline, r.text
         time.sleep(0.2)
     assert r.json() == {"predictions": [team]}
+
+
+# ---------------------------------------------------------------- the router on the seam
+class _NoStore:
+    """What the graph controller's workload_for needs of a store: nothing but a listener
+    registration (the spec is built from the graph alone)."""
+
+    def add_listener(self, listener: Any) -> None:
+        pass
+
+
+def test_router_workload_on_runtime_seam(tmp_path: Path) -> None:
+    """The router runs as the model server does: the runtime's interpreter and platform
+    image, the graph as a read-only workload file, no host path or loopback address."""
+    from typing import cast
+
+    from services.common.resources import ResourceStore
+    from services.common.runtime import LocalRuntime
+    from services.serving.graph_controller import (
+        GRAPH_FILE,
+        GRAPH_LABEL,
+        ROUTER,
+        InferenceGraphController,
+        predict_path,
+    )
+
+    runtime = LocalRuntime(tmp_path / "runtime")
+    runtime.python = "python3"  # what the Kubernetes runtime says
+    runtime.platform_image = "registry.example/shipyard:1.2.3"
+    ctl = InferenceGraphController(cast(ResourceStore, _NoStore()), runtime, "http://gateway")
+    graph_obj = ig("g", {"root": {"routerType": "Sequence", "steps": [{"serviceName": "m"}]}})
+    graph_obj["metadata"] |= {"namespace": NS, "uid": "u-1"}
+    graph_obj["spec"]["resources"] = {"limits": {"memory": "256Mi"}}
+    config = json.dumps({"nodes": graph_obj["spec"]["nodes"]})
+    spec = ctl.workload_for(graph_obj, config, "0123456789")
+    assert (spec.kind, spec.namespace, spec.name) == ("server", NS, "ig-g-01234567")
+    assert spec.command == ["python3", "-m", ROUTER]
+    assert spec.args == ["--graph", GRAPH_FILE, "--port", "$(PORT)"]
+    assert spec.image == "registry.example/shipyard:1.2.3"
+    assert spec.files == {GRAPH_FILE: config}
+    assert spec.volumes == [] and spec.volume_mounts == []
+    assert spec.readiness_probe is not None
+    assert spec.readiness_probe.http_get is not None
+    assert spec.readiness_probe.http_get.path == "/readyz"
+    assert spec.resources.limits == {"memory": "256Mi"}
+    assert spec.labels[GRAPH_LABEL] == "g"
+    # A step's InferenceService is called at its predict endpoint, by its protocol.
+    v1 = isvc("m", {"sklearn": {"storageUri": "pvc://c/m"}})
+    v2 = isvc("n", {"model": {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2"}})
+    for obj in (v1, v2):
+        obj["metadata"]["namespace"] = NS
+    assert predict_path(v1) == f"/serving/{NS}/m/v1/models/m:predict"
+    assert predict_path(v2) == f"/serving/{NS}/n/v2/models/n/infer"
