@@ -13,6 +13,7 @@ import pytest
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from services.serving.models import SUPPORTED_FORMATS
+from tests.conftest import ADMIN_USER
 
 from .conftest import ISVC_PATH, isvc, predict, ready, wait_isvc
 
@@ -327,3 +328,35 @@ def test_user_runtime_container_serves_end_to_end(
     assert answer["outputs"][0]["data"] == [3.0, 6.0] and answer["id"] == "7"
     assert api.get(f"/serving/{NS}/scaler/v2/health/ready").json() == {"ready": True}
     assert api.delete(f"{ISVC_PATH}/scaler").status_code == 200
+
+
+def test_cluster_serving_runtime_admin_writes_tenant_reads(trusted_header_platform: Any) -> None:
+    """In trusted-header mode: a cluster admin creates, disables and deletes a
+    ClusterServingRuntime; a person who is no admin reads it and may not change it."""
+
+    def client(user: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=trusted_header_platform.gateway_url,
+            headers={"kubeflow-userid": user},
+            timeout=30,
+        )
+
+    body = runtime("team-python", [{"name": "python", "autoSelect": True}], tag_server("c"))
+    body["kind"] = "ClusterServingRuntime"
+    with client(ADMIN_USER) as admin, client("bob@example.com") as bob:
+        r = admin.post(CSR_PATH, json=body)
+        assert r.status_code == 201, r.text
+        assert "namespace" not in r.json()["metadata"]
+        names = [o["metadata"]["name"] for o in bob.get(CSR_PATH).json()["items"]]
+        assert "team-python" in names and "kserve-sklearnserver" in names
+        assert bob.get(f"{CSR_PATH}/team-python").json()["spec"] == r.json()["spec"]
+        merge = {"content-type": "application/merge-patch+json"}
+        denied = bob.patch(
+            f"{CSR_PATH}/team-python", json={"spec": {"disabled": True}}, headers=merge
+        )
+        assert denied.status_code == 403 and denied.json()["kind"] == "Status", denied.text
+        assert bob.delete(f"{CSR_PATH}/team-python").status_code == 403
+        r = admin.patch(f"{CSR_PATH}/team-python", json={"spec": {"disabled": True}}, headers=merge)
+        assert r.status_code == 200 and r.json()["spec"]["disabled"] is True, r.text
+        assert admin.delete(f"{CSR_PATH}/team-python").status_code == 200
+        assert bob.get(f"{CSR_PATH}/team-python").status_code == 404
