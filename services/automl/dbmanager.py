@@ -9,9 +9,11 @@ a JSON error naming the gRPC status (``{"grpcCode": "NOT_FOUND", "message": ...}
 service itself runs no gRPC server: gRPC stays in the gateway's process, and the automl
 service, which forks workloads' supervisors, never has gRPC's threads to fork.
 
-- ``GetObservationLog``: a trial's metric logs in the order they were reported, optionally
-  one metric (``metric_name``) and a time window (``start_time``/``end_time``, RFC 3339).
-- ``ReportObservationLog``: adds metric logs to a trial's log (Katib's custom collectors).
+- ``GetObservationLog``: a trial's metric logs by time (then in the order reported),
+  optionally one metric (``metric_name``) and a time window (``start_time``/``end_time``,
+  RFC 3339), time stamps as Katib's (Go's RFC 3339 with nanoseconds, trailing zeros dropped).
+- ``ReportObservationLog``: adds metric logs to a trial's log (Katib's custom collectors); a
+  log without a time stamp is dated now (Katib's DB manager drops it).
 - ``DeleteObservationLog``: drops a trial's log.
 
 Reading needs ``view`` on the trial's namespace, writing ``edit`` (the identity assertion the
@@ -69,8 +71,10 @@ class CallError(Exception):
 
 
 def katib_time(when: datetime) -> str:
-    """Katib's time stamp: RFC 3339 in UTC with nanoseconds."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    """Katib's time stamp: Go's RFC 3339 with nanoseconds in UTC, trailing zeros dropped
+    (``2030-01-02T00:00:00Z``, ``2030-01-01T00:00:00.123456Z``)."""
+    text = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return text + "Z"
 
 
 class DBManager:
@@ -142,7 +146,7 @@ class DBManager:
                         time_stamp=katib_time(m.time),
                         metric=pb.Metric(name=m.name, value=m.value),
                     )
-                    for m in logs
+                    for m in sorted(logs, key=lambda m: m.time)  # Katib's order: by time
                 ]
             )
         )

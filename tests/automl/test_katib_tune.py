@@ -168,9 +168,9 @@ def test_db_manager_report_get_delete_through_the_gateway(katib_platform: Any) -
     with httpx.Client(base_url=platform.gateway_url, timeout=30) as api:
         trial = _experiment_with_a_trial(api)
     metric = {"name": "accuracy"}
-    reported = [
-        {"time_stamp": "2030-01-01T00:00:00.123456789Z", "metric": {**metric, "value": "0.9"}},
+    reported = [  # out of time order: answers come by time, as Katib's
         {"time_stamp": "2030-01-02T00:00:00Z", "metric": {**metric, "value": "0.95"}},
+        {"time_stamp": "2030-01-01T00:00:00.123456789Z", "metric": {**metric, "value": "0.9"}},
     ]
     window = {"start_time": "2030-01-01T12:00:00Z", "end_time": "2030-01-03T00:00:00Z"}
     bad = [{"metric": {**metric, "value": "high"}}]
@@ -181,6 +181,10 @@ def test_db_manager_report_get_delete_through_the_gateway(katib_platform: Any) -
             {
                 "method": "ReportObservationLog",
                 "request": {"trial_name": trial, "observation_log": {"metric_logs": reported}},
+            },
+            {
+                "method": "GetObservationLog",
+                "request": {"trial_name": trial, "metric_name": "accuracy"},
             },
             {
                 "method": "GetObservationLog",
@@ -195,10 +199,14 @@ def test_db_manager_report_get_delete_through_the_gateway(katib_platform: Any) -
             {"method": "GetObservationLog", "request": {"trial_name": "no-such"}},
         ],
     )
-    first, report, windowed, refused, deleted, after, missing = results
+    first, report, accuracy, windowed, refused, deleted, after, missing = results
     assert [(n, v) for n, v, _ in _logs(first)] == [("loss", "0.5")]
     assert report == {"reply": {}} and deleted == {"reply": {}}
-    assert _logs(windowed) == [("accuracy", "0.95", "2030-01-02T00:00:00.000000000Z")]
+    assert _logs(accuracy) == [
+        ("accuracy", "0.9", "2030-01-01T00:00:00.123456Z"),
+        ("accuracy", "0.95", "2030-01-02T00:00:00Z"),
+    ]
+    assert _logs(windowed) == [("accuracy", "0.95", "2030-01-02T00:00:00Z")]
     assert refused == {
         "code": "INVALID_ARGUMENT",
         "details": "observation_log.metric_logs[0].metric.value: 'high' is not a number",
