@@ -163,7 +163,21 @@ def check(condition: str) -> None:
     bad = _UNSUPPORTED.search(outside)
     if bad:
         raise ConditionError(f"{bad.group()!r} is GJSON syntax this platform does not evaluate")
-    get({}, condition)  # parses every component and literal
+    _parse(condition)
+
+
+def _parse(path: str) -> None:
+    """Parse every component and literal of ``path`` (a query's own path too)."""
+    for _, component in _split(path):
+        if not component:
+            raise ConditionError("an empty path component")
+        if component.startswith("#("):
+            if not component.endswith((")", ")#")):
+                raise ConditionError(f"{component!r}: a query ends with ')' or ')#'")
+            inner = component[2:-2] if component.endswith(")#") else component[2:-1]
+            left, _, _ = _query(inner)
+            if left:
+                _parse(left)
 
 
 def met(document: dict[str, Any], condition: str | None) -> dict[str, Any] | None:

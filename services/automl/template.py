@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 import os
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from services.automl.validation import TRIAL_PARAM_RE
 from services.common.hostpath import REFUSAL as HOST_PATH_REFUSAL
-from services.common.runtime import SERVICE_LABEL, placement
+from services.common.runtime import SERVICE_LABEL, Phase, WorkloadStatus, placement
 
 TRIAL_LABEL = "katib.kubeflow.org/trial"
 WORKLOAD_PREFIX = "automl-"
@@ -197,3 +198,32 @@ def add_metrics_volume(spec: dict[str, Any], extra_volume: tuple[str, str, str] 
     vol_name, claim, path = extra_volume
     spec["volumes"].append({"name": vol_name, "persistentVolumeClaim": {"claimName": claim}})
     spec["volumeMounts"].append({"name": vol_name, "mountPath": os.path.dirname(path) or "/"})
+
+
+def job_document(status: WorkloadStatus) -> dict[str, Any]:
+    """A finished Job workload as Kubernetes' job controller reports a batch/v1 Job: what a
+    trial's success and failure conditions are evaluated on (services/automl/conditions.py)."""
+    stamp = (status.finish_time or status.start_time or datetime.now(UTC)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    job: dict[str, Any] = {"apiVersion": "batch/v1", "kind": "Job", "status": {}}
+    if status.start_time is not None:
+        job["status"]["startTime"] = status.start_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if status.phase == Phase.SUCCEEDED:
+        condition = {
+            "type": "Complete",
+            "reason": "CompletionsReached",
+            "message": "Reached expected number of succeeded pods",
+        }
+        job["status"].update(succeeded=1, completionTime=stamp)
+    elif status.phase == Phase.FAILED:
+        detail = status.message or status.reason or f"exit code {status.exit_code}"
+        condition = {"type": "Failed", "reason": status.reason or "Error", "message": detail}
+        job["status"]["failed"] = 1
+    else:
+        job["status"]["active"] = 1
+        return job
+    job["status"]["conditions"] = [
+        {**condition, "status": "True", "lastProbeTime": stamp, "lastTransitionTime": stamp}
+    ]
+    return job

@@ -17,9 +17,17 @@ import asyncio
 import contextlib
 import copy
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from services.automl import collector, custom_collector, early_stopping, events, pbt_checkpoints
+from services.automl import (
+    collector,
+    conditions,
+    custom_collector,
+    early_stopping,
+    events,
+    pbt_checkpoints,
+)
 from services.automl import store as automl_store
 from services.automl.models import EXPERIMENT, EXPERIMENT_LABEL, TRIAL
 from services.automl.push import trial_token
@@ -35,9 +43,11 @@ from services.automl.status import (
 )
 from services.automl.template import (
     TemplateError,
+    job_document,
     job_workload,
     workload_name,
 )
+from services.automl.training import trials as training_trials
 from services.common.errors import ApiError
 from services.common.runtime import (
     SERVICE_LABEL,
@@ -76,11 +86,14 @@ def formats(spec: dict[str, Any]) -> list[str] | None:
 async def reconcile_trial(ctl: AutoMLController, namespace: str, name: str) -> None:
     key = (namespace, name)
     trial = ctl._fresh.pop(key, None) or await ctl.store.find(TRIAL, namespace, name)
-    if trial is None:
+    if trial is None:  # deleted (with its experiment): so goes a PyTorchJob it made
+        await training_trials.forget(ctl, namespace, name)
         return
     if is_finished(trial):
         if trial_state(trial) in ("Killed", "EarlyStopped"):
             await ctl._stop_workload(namespace, name)
+        if training_trials.is_training_run(trial["spec"].get("runSpec")):
+            await training_trials.finish(ctl, trial)
         return
     running = ctl.watchers.get(key)
     if running is not None and not running.done():
@@ -90,10 +103,7 @@ async def reconcile_trial(ctl: AutoMLController, namespace: str, name: str) -> N
     if not has_condition(status, "Created"):
         set_condition(status, "Created", REASONS["Created"], "Trial is created")
     try:
-        workload = await pbt_checkpoints.with_checkpoints(
-            ctl, trial, await workload_for(ctl, trial)
-        )
-        wstatus = await ctl.runtime.apply(workload)
+        started = await start_run(ctl, trial)
     except (TemplateError, ValueError) as exc:
         set_condition(status, "Failed", REASONS["Failed"], f"Trial cannot run: {exc}")
         status["completionTime"] = now()
@@ -101,9 +111,7 @@ async def reconcile_trial(ctl: AutoMLController, namespace: str, name: str) -> N
         return
     if not has_condition(status, "Running"):
         set_condition(status, "Running", REASONS["Running"], "Trial is running")
-        status["startTime"] = (
-            wstatus.start_time.strftime("%Y-%m-%dT%H:%M:%SZ") if wstatus.start_time else now()
-        )
+        status["startTime"] = started.strftime("%Y-%m-%dT%H:%M:%SZ") if started else now()
         status["parameterSummary"] = parameter_summary(spec.get("parameterAssignments", []))
         async with ctl.db.transaction() as s:
             trial = await ctl.store.update_status(TRIAL, namespace, name, status, session=s)
@@ -116,7 +124,36 @@ async def reconcile_trial(ctl: AutoMLController, namespace: str, name: str) -> N
     ctl.watchers[key] = asyncio.create_task(watch(ctl, trial), name=f"trial-{name}")
 
 
+async def start_run(ctl: AutoMLController, trial: dict[str, Any]) -> datetime | None:
+    """Start the trial's run (idempotent): a Job's workload, or a PyTorchJob object
+    (services/automl/training/trials.py); the run's start time when known."""
+    if training_trials.is_training_run(trial["spec"].get("runSpec")):
+        await training_trials.start_job(ctl, trial, *await run_env(ctl, trial))
+        return None
+    workload = await pbt_checkpoints.with_checkpoints(ctl, trial, await workload_for(ctl, trial))
+    return (await ctl.runtime.apply(workload)).start_time
+
+
 async def workload_for(ctl: AutoMLController, trial: dict[str, Any]) -> dict[str, Any]:
+    spec, meta = trial["spec"], trial["metadata"]
+    env, extra = await run_env(ctl, trial)
+    labels = {EXPERIMENT_LABEL: meta["labels"].get(EXPERIMENT_LABEL, "")}
+    return job_workload(
+        spec["runSpec"],
+        spec.get("primaryContainerName"),
+        namespace=meta["namespace"],
+        trial_name=meta["name"],
+        labels=labels,
+        env=env,
+        extra_volume=extra,
+    )
+
+
+async def run_env(
+    ctl: AutoMLController, trial: dict[str, Any]
+) -> tuple[dict[str, str], tuple[str, str, str] | None]:
+    """The trial's environment for its run's container, and the collector's metrics volume
+    to mount there (volume name, claim, path), made here if the collector needs one."""
     spec, meta = trial["spec"], trial["metadata"]
     if "runSpec" not in spec:
         error = (meta.get("annotations") or {}).get(
@@ -142,16 +179,7 @@ async def workload_for(ctl: AutoMLController, trial: dict[str, Any]) -> dict[str
         # The volume is mounted on the metrics file's directory, or on the event directory.
         mount = path if kind != "TensorFlowEvent" else path.rstrip("/") + "/"
         extra = ("katib-metrics", claim, mount)
-    labels = {EXPERIMENT_LABEL: meta["labels"].get(EXPERIMENT_LABEL, "")}
-    return job_workload(
-        spec["runSpec"],
-        spec.get("primaryContainerName"),
-        namespace=meta["namespace"],
-        trial_name=meta["name"],
-        labels=labels,
-        env=env,
-        extra_volume=extra,
-    )
+    return env, extra
 
 
 def event(
@@ -234,10 +262,12 @@ async def watch(ctl: AutoMLController, trial: dict[str, Any]) -> None:
 
 
 async def follow_trial(ctl: AutoMLController, trial: dict[str, Any]) -> None:
-    """Wait for the trial's workload (watching for early stopping), then record its end."""
+    """Wait for the trial's run (watching for early stopping), then record its end."""
     meta, spec = trial["metadata"], trial["spec"]
     namespace, name = meta["namespace"], meta["name"]
-    wname = workload_name(name)
+    training = training_trials.is_training_run(spec.get("runSpec"))
+    # The workload whose output and files count: the Job's, or the primary replica's.
+    wname = await training_trials.primary_workload(ctl, trial) if training else workload_name(name)
     objective = spec["objective"]
     kind = collector_kind(spec)
     rule = early_stopping.rule_for(spec)
@@ -249,7 +279,7 @@ async def follow_trial(ctl: AutoMLController, trial: dict[str, Any]) -> None:
         parser = collector.TextParser(collector.metric_names(objective), formats(spec))
 
         async def collected() -> list[collector.MetricLog]:
-            return await collect(ctl, trial, kind, final=False)
+            return await collect(ctl, trial, kind, final=False, wname=wname)
 
         watch.start(kind, parser, collected)
     timeout = (
@@ -260,12 +290,12 @@ async def follow_trial(ctl: AutoMLController, trial: dict[str, Any]) -> None:
         + 60
     )
     try:
-        final = await ctl.runtime.wait(namespace, wname, timeout=timeout)
+        outcome, detail = await wait_run(ctl, trial, wname, timeout)
     finally:
         if watch is not None:
             await watch.finish()
     stopped = watch is not None and watch.stopped.is_set()
-    logs = await collect(ctl, trial, kind, final=True)
+    logs = await collect(ctl, trial, kind, final=True, wname=wname)
     # ``trial`` is the Running version this watcher was started with; ``_complete``
     # re-checks in its transaction that no one else finished the trial meanwhile.
     status = copy.deepcopy(trial.get("status") or {})
@@ -281,7 +311,7 @@ async def follow_trial(ctl: AutoMLController, trial: dict[str, Any]) -> None:
             "Trial is early stopped",
             false_types=("Running",),
         )
-    elif final.phase.value == "Succeeded":
+    elif outcome == "Succeeded":
         if has_objective or kind == "None":
             set_condition(
                 status,
@@ -303,7 +333,6 @@ async def follow_trial(ctl: AutoMLController, trial: dict[str, Any]) -> None:
             )
     else:
         tail = await log_tail(ctl, namespace, wname)
-        detail = final.message or final.reason or f"exit code {final.exit_code}"
         set_condition(
             status,
             "Failed",
@@ -312,6 +341,32 @@ async def follow_trial(ctl: AutoMLController, trial: dict[str, Any]) -> None:
             false_types=("Running",),
         )
     await complete(ctl, trial, status, None if kind == "Push" else logs)
+    if training:
+        await training_trials.finish(ctl, trial)
+
+
+async def wait_run(
+    ctl: AutoMLController,
+    trial: dict[str, Any],
+    wname: str,
+    timeout: float,  # noqa: ASYNC109 - the trial's own deadline
+) -> tuple[str, str]:
+    """("Succeeded" | "Failed", the job's own words) once the trial's run has ended, decided
+    as Katib does: the trial's failureCondition, then its successCondition, evaluated on the
+    job object (services/automl/conditions.py). A Job's workload is shown as the batch/v1
+    Job Kubernetes would report (template.job_document)."""
+    if training_trials.is_training_run(trial["spec"].get("runSpec")):
+        return await training_trials.wait_outcome(ctl, trial, timeout)
+    final = await ctl.runtime.wait(trial["metadata"]["namespace"], wname, timeout=timeout)
+    success, failure, _ = training_trials.trial_conditions(trial)
+    found = conditions.job_outcome(job_document(final), success, failure)
+    if found is None:
+        return "Failed", (
+            f"the Job ended ({final.phase.value}) but neither its successCondition nor its "
+            "failureCondition holds"
+        )
+    state, condition = found
+    return state, str(condition.get("message") or condition.get("reason") or "")
 
 
 async def log_tail(ctl: AutoMLController, namespace: str, wname: str) -> str:
@@ -323,14 +378,21 @@ async def log_tail(ctl: AutoMLController, namespace: str, wname: str) -> str:
 
 
 async def collect(
-    ctl: AutoMLController, trial: dict[str, Any], kind: str, final: bool
+    ctl: AutoMLController,
+    trial: dict[str, Any],
+    kind: str,
+    final: bool,
+    wname: str | None = None,
 ) -> list[collector.MetricLog]:
+    """The trial's metrics so far (``final``: all of them); StdOut reads ``wname``'s output
+    (the primary replica of a PyTorchJob; the Job's workload by default)."""
     meta, spec = trial["metadata"], trial["spec"]
     namespace, name = meta["namespace"], meta["name"]
     names = collector.metric_names(spec["objective"])
     if kind == "StdOut":
         parser = collector.TextParser(names, formats(spec))
-        return await collector.feed_all(parser, ctl.runtime.logs(namespace, workload_name(name)))
+        logs = ctl.runtime.logs(namespace, wname or workload_name(name))
+        return await collector.feed_all(parser, logs)
     if kind == "File":
         path, fmt = file_path(spec)
         try:
