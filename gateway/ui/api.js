@@ -48,7 +48,8 @@ async function errorFrom(resp) {
     const text = await resp.text();
     try {
       body = JSON.parse(text);
-      message = body.message || body.error || message;
+      // A Kubernetes Status, a model server's {"error"}, or the Jupyter web app's {"log"}.
+      message = body.message || body.error || body.log || message;
     } catch (_) {
       if (text.trim()) message = text.trim().slice(0, 500);
     }
@@ -58,8 +59,9 @@ async function errorFrom(resp) {
   return new ApiError(resp.status, message, causes, body);
 }
 
-export async function request(method, path, {body, contentType, text = false, signal} = {}) {
-  const headers = {Accept: text ? "text/plain, */*" : "application/json"};
+export async function request(method, path,
+                              {body, contentType, text = false, signal, headers: extra} = {}) {
+  const headers = {Accept: text ? "text/plain, */*" : "application/json", ...extra};
   if (contentType) headers["Content-Type"] = contentType;
   if (csrfToken && !["GET", "HEAD"].includes(method)) headers["X-CSRF-Token"] = csrfToken;
   const resp = await fetch(path, {method, headers, body, signal, credentials: "same-origin"});

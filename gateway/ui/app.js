@@ -1,12 +1,13 @@
 // The dashboard shell: who is logged in, which namespace, and a hash router over the views.
 // Routes: #/pipelines, #/pipelines/<name>, #/experiments, #/experiments/<name>, #/notebooks,
-// #/volumes, #/models. Each view gets an AbortSignal that fires when the user leaves it.
+// #/notebooks/+new, #/notebooks/<name>, #/volumes, #/models. Each view gets an AbortSignal that fires when the user leaves it.
 
 import {getJSON, hasSession, init, signOut} from "./api.js";
 import {openCreateDialog} from "./create.js";
 import {add, clear, errorBox, h, put} from "./dom.js";
 import {renderExperiment, renderExperiments} from "./experiments.js";
 import {renderWorkflow, renderWorkflows} from "./pipelines.js";
+import {renderNotebook, renderNotebookForm, renderNotebooks} from "./notebooks.js";
 import {renderResourceList} from "./resources.js";
 
 const NS_KEY = "shipyard.namespace";
@@ -53,6 +54,11 @@ function route() {
   document.title = `${name || NAV.find(([id]) => id === view)[1]} · shipyard`;
   if (view === "pipelines") name ? renderWorkflow(ctx, name) : renderWorkflows(ctx);
   else if (view === "experiments") name ? renderExperiment(ctx, name) : renderExperiments(ctx);
+  else if (view === "notebooks") {
+    if (name === "+new") renderNotebookForm(ctx);
+    else if (name) renderNotebook(ctx, name);
+    else renderNotebooks(ctx);
+  }
   else renderResourceList(ctx, view);
 }
 

@@ -1,23 +1,13 @@
-// The simple lists: volumes (PVCs), notebook servers and models (InferenceServices).
+// The simple lists: volumes (PVCs) and models (InferenceServices).
 
-import {notebookUrl, pathFor} from "./api.js";
-import {add, ago, badge, clear, emptyState, errorBox, h, pageHeader, put, table} from "./dom.js";
+import {pathFor} from "./api.js";
+import {add, ago, badge, emptyState, errorBox, h, pageHeader, put, table} from "./dom.js";
 import {byNewest, followList} from "./live.js";
 
 function readyCondition(obj) {
   const cond = ((obj.status && obj.status.conditions) || []).find((c) => c.type === "Ready");
   if (!cond) return "Pending";
   return cond.status === "True" ? "Ready" : "NotReady";
-}
-
-function notebookState(nb) {
-  const st = nb.status || {};
-  if (st.phase) return st.phase;
-  if (st.readyReplicas > 0) return "Running";
-  const waiting = st.containerState && st.containerState.waiting;
-  if (waiting) return waiting.reason || "Waiting";
-  if (st.containerState && st.containerState.terminated) return "Stopped";
-  return readyCondition(nb) === "Ready" ? "Running" : "Pending";
 }
 
 const VIEWS = {
@@ -34,25 +24,6 @@ const VIEWS = {
       {title: "Access modes", cell: (o) => (o.spec.accessModes || []).join(", ") || "—"},
       {title: "Storage class", cell: (o) => o.spec.storageClassName || "default"},
       {title: "Created", cell: (o) => ago(o.metadata.creationTimestamp)},
-    ],
-  },
-  notebooks: {
-    title: "Notebooks", kind: "Notebook",
-    empty: () => emptyState("No notebook servers yet",
-      "Apply a Notebook (apiVersion kubeflow.org/v1) with ", h("code", {}, "shipyard apply -f"),
-      " or Create from YAML; Connect opens it on its own origin."),
-    columns: [
-      {title: "Name", cell: (o) => o.metadata.name},
-      {title: "Status", cell: (o) => badge(notebookState(o))},
-      {title: "Image", cell: (o) => {
-        const c = ((((o.spec.template || {}).spec || {}).containers) || [])[0];
-        return h("code", {class: "small"}, (c && c.image) || "—");
-      }},
-      {title: "Created", cell: (o) => ago(o.metadata.creationTimestamp)},
-      {title: "", class: "right", cell: (o) => (notebookState(o) === "Running"
-        ? h("a", {class: "button small", target: "_blank", rel: "noopener",
-                  href: notebookUrl(o.metadata.namespace, o.metadata.name)},
-            "Connect") : null)},
     ],
   },
   models: {

@@ -133,7 +133,7 @@ def success(request: Request, field: str | None = None, data: Any = None) -> JSO
         response.set_cookie(
             XSRF_COOKIE,
             secrets.token_urlsafe(32),
-            path="/jupyter",
+            path="/",  # as Kubeflow's (Flask's default): the dashboard's form sends it too
             samesite="strict",
             httponly=False,  # the UI's script reads it to send the header
             secure=request.headers.get("x-forwarded-proto", request.url.scheme) == "https",

@@ -352,7 +352,7 @@ async def test_config_for_anyone_signed_in(jwa_platform: Any) -> None:
             "amd.com/gpu",
         ]
         cookie = r.headers["set-cookie"]
-        assert "XSRF-TOKEN=" in cookie and "Path=/jupyter" in cookie and "SameSite=strict" in cookie
+        assert "XSRF-TOKEN=" in cookie and "Path=/;" in cookie and "SameSite=strict" in cookie
         gpus = (await bob.get(f"{API}/gpus")).json()
         assert gpus["vendors"] == [] and gpus["success"] is True
         classes = (await bob.get(f"{API}/storageclasses")).json()
