@@ -38,6 +38,8 @@ MANAGED_LABELS: Mapping[str, str] = {MANAGED_BY: "shipyard"}
 #: The selector of everything this runtime made.
 MANAGED_SELECTOR = f"{MANAGED_BY}=shipyard"
 WORKLOAD_LABEL = "shipyard.io/workload"
+#: The workload network (``WorkloadSpec.network.group``) a pod belongs to.
+NETWORK_LABEL = "shipyard.io/network"
 KIND_LABEL = "shipyard.io/kind"
 #: Pods that are not workloads (the readers of ``read_file``) say what they are here.
 ROLE_LABEL = "shipyard.io/role"
@@ -140,12 +142,15 @@ def check_labels(labels: Mapping[str, str], field: str = "labels") -> None:
 def workload_labels(spec: WorkloadSpec) -> dict[str, str]:
     """The spec's labels plus ours (ours win: the runtime finds its objects by them)."""
     check_labels(spec.labels)
-    return {
+    labels = {
         **spec.labels,
         **MANAGED_LABELS,
         WORKLOAD_LABEL: label_value(spec.name),
         KIND_LABEL: spec.kind,
     }
+    if spec.network is not None:
+        labels[NETWORK_LABEL] = label_value(spec.network.group)
+    return labels
 
 
 def owner_reference(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -459,6 +464,68 @@ def service_manifest(spec: WorkloadSpec, pod: Mapping[str, Any] | None) -> dict[
             "type": "ClusterIP",
             "selector": {**MANAGED_LABELS, WORKLOAD_LABEL: label_value(spec.name)},
             "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
+
+
+def network_service_manifest(
+    spec: WorkloadSpec, pod: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The headless Service that makes a grouped workload's ``network.hostname`` resolve to
+    its pod, as the Training Operator makes one per replica (``<job>-master-0``); None when
+    the workload has no hostname. Ready or not, its address is published: ranks rendezvous
+    before anything is ready."""
+    if spec.network is None or not spec.network.hostname:
+        return None
+    metadata: dict[str, Any] = {
+        "name": spec.network.hostname,
+        "namespace": spec.namespace,
+        "labels": workload_labels(spec),
+    }
+    if pod is not None and pod.get("metadata", {}).get("uid"):
+        metadata["ownerReferences"] = [owner_reference(pod)]
+    ports = [
+        {
+            "name": p.name or f"port-{p.container_port}",
+            "port": p.container_port,
+            "protocol": p.protocol,
+        }
+        for p in spec.ports
+        if p.container_port
+    ]
+    service: dict[str, Any] = {
+        "clusterIP": "None",
+        "publishNotReadyAddresses": True,
+        "selector": {**MANAGED_LABELS, WORKLOAD_LABEL: label_value(spec.name)},
+    }
+    if ports:
+        service["ports"] = ports
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": service}
+
+
+def network_policy_name(group: str) -> str:
+    return _short(f"shipyard-network-{group}", 253)
+
+
+def network_policy_manifest(spec: WorkloadSpec) -> dict[str, Any] | None:
+    """Ingress between the pods of one workload network: the profile's policy lets only the
+    gateway in (k8s_profile.py), and a group's members must reach each other on any port
+    (gloo picks its ports at run time). Owned by the group's pods; None outside a group."""
+    if spec.network is None:
+        return None
+    members = {**MANAGED_LABELS, NETWORK_LABEL: label_value(spec.network.group)}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": network_policy_name(spec.network.group),
+            "namespace": spec.namespace,
+            "labels": {**MANAGED_LABELS},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": members},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": members}}]}],
         },
     }
 

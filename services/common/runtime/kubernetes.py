@@ -69,6 +69,7 @@ from .k8s_manifests import (
     service_name,
     workload_record,
 )
+from .k8s_network import attach_network
 from .k8s_profile import namespace_manifest, profile_objects
 from .k8s_reader import check_path, decode_reader_output
 from .k8s_status import (
@@ -363,7 +364,9 @@ class KubernetesRuntime(Runtime):
     async def _attach_dependents(
         self, api: KubeApi, spec: WorkloadSpec, pod: Mapping[str, Any]
     ) -> None:
-        """The Service of a server, and the pod's ownership of it and of the files Secret."""
+        """The Service of a server, and the pod's ownership of it and of the files Secret;
+        a grouped workload's hostname Service and network policy (k8s_network.py)."""
+        await attach_network(api, spec, pod)
         if spec.files:
             await api.patch(
                 _ns_path(spec.namespace, "secrets", files_secret_name(spec.name)),

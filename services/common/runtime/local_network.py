@@ -19,9 +19,10 @@ share one network namespace, as the containers of one pod do:
   platform's user can join such a group), so a member that ends does not cut the others off.
 
 The group is the tenant's own: only workloads of one namespace join it, each still in its own
-user, pid, mount, IPC and UTS namespaces. Joining a namespace made by another sandbox needs
-the platform to hold CAP_SYS_ADMIN over it, which root does; an unprivileged platform's
-member fails with ``SandboxUnavailable`` (fail closed) rather than run on a network of its own.
+pid, mount, IPC and UTS namespaces and under its namespace's uid. Joining a network
+namespace made by another sandbox is left to a root platform (which holds CAP_SYS_ADMIN over
+it); an unprivileged platform's joining member fails with ``SandboxUnavailable`` (fail closed)
+rather than run on a network of its own.
 """
 
 from __future__ import annotations

@@ -104,6 +104,12 @@ class Supervisor:
         except BaseException:
             group.release()
             raise
+        if joined is not None and os.geteuid() != 0:
+            group.release()
+            raise SandboxError(
+                "joining a workload network needs the platform to run as root "
+                "(services/common/runtime/local_network.py)"
+            )
         if joined is not None:
             import netns
 
