@@ -100,6 +100,11 @@ async def _work(cluster: EmulatedCluster, runtime: Runtime, client: RecordingCli
     await runtime.apply(server)
     assert (await runtime.wait(ns, "web", timeout=30, ready=True)).ready
     assert {s.name for s in await runtime.list({"group": "g"})} == {"step", "web"}
+    # A workload network (a PyTorchJob's replicas): a hostname Service each, and the group's
+    # NetworkPolicy, whose owners the second member's pod joins (get, patch).
+    for rank in ("rank-0", "rank-1"):
+        network = {"group": "ranks", "hostname": f"{rank}-host"}
+        await runtime.apply({**job, "name": rank, "command": ["true"], "network": network})
 
     again = _runtime(cluster, client)  # the service restarted
     try:
@@ -107,6 +112,8 @@ async def _work(cluster: EmulatedCluster, runtime: Runtime, client: RecordingCli
         await again.stop_all({"group": "g"})
         await again.delete(ns, "web")
         await again.delete(ns, "step")
+        for rank in ("rank-0", "rank-1"):
+            await again.delete(ns, rank)
         await again.delete_volume(ns, "data")
         await again.delete_namespace(ns)
     finally:
