@@ -75,7 +75,7 @@ from services.serving.revisions import (
 )
 from services.serving.runtimes import RuntimeNotAvailable, register_builtin_runtimes
 from services.serving.servers import model_server
-from services.serving.storage import StorageError, StoragePending, resolve_storage
+from services.serving.storage import Storage, StorageError, StoragePending, resolve_storage
 
 log = logging.getLogger(__name__)
 
@@ -241,18 +241,17 @@ class InferenceServiceController(Controller):
         found = _model_block(predictor)
         if found is not None:
             block, fmt = found
-            storage = await resolve_storage(
-                ns,
-                block["storageUri"],
-                self.models,
-                digest,
-                await self._credentials(ns, predictor, block["storageUri"]),
-                renew=replica == 0,
-            )
+
+            async def fetch() -> Storage:  # once a runtime serves the model (none: no download)
+                uri = block["storageUri"]
+                credentials = await self._credentials(ns, predictor, uri)
+                return await resolve_storage(
+                    ns, uri, self.models, digest, credentials, renew=replica == 0
+                )
+
             batcher = predictor.get("batcher")
-            server = await model_server(
-                self.store, self.runtime, isvc, block, fmt, storage, batcher
-            )
+            server = await model_server(self.store, self.runtime, isvc, block, fmt, fetch, batcher)
+            storage = server.storage
             command, args, image = server.command, server.args, server.image
             probe_path = server.probe_path(name)
             labels.update(server.labels)

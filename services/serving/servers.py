@@ -11,6 +11,7 @@ A model block (``spec.predictor.model`` or a legacy framework block) is served b
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class ModelServer:
     labels: dict[str, str] = field(default_factory=dict)
     env: list[dict[str, Any]] = field(default_factory=list)
     container: dict[str, Any] | None = None
+    #: Where the model is (resolved after the runtime is chosen: none, nothing downloads).
+    storage: Storage = field(default_factory=lambda: Storage("", [], []))
 
     def probe_path(self, name: str) -> str:
         """Where readiness is asked: the runtime container's own probe, else the protocol's
@@ -55,19 +58,21 @@ async def model_server(
     isvc: dict[str, Any],
     block: dict[str, Any],
     fmt: str,
-    storage: Storage,
+    fetch: Callable[[], Awaitable[Storage]],
     batcher: dict[str, Any] | None = None,
 ) -> ModelServer:
     """The server of a model block (see the module's docstring). RuntimeNotAvailable (a
     ValueError) when no runtime serves it, ValueError when the runtime's container cannot
-    run here."""
+    run here. ``fetch`` resolves the model's storage once a server is chosen."""
     meta = isvc["metadata"]
     ns = meta["namespace"]
     if block.get("command"):
         protocol = block.get("protocolVersion") or "v1"
+        storage = await fetch()
         command, args, image = platform_args(runtime, block, fmt, protocol, storage, isvc, batcher)
-        return ModelServer(command, args, image, protocol)
+        return ModelServer(command, args, image, protocol, storage=storage)
     selected = await select_runtime(store, ns, block, fmt)
+    storage = await fetch()
     container = runtime_container(selected, meta, block)
     labels = {CLUSTER_RUNTIME_LABEL if selected.cluster else RUNTIME_LABEL: selected.name}
     if selected.platform_server:
@@ -75,7 +80,7 @@ async def model_server(
             runtime, container, fmt, selected.protocol, storage, isvc, batcher
         )
         image = container.get("image") or image
-        return ModelServer(command, args, image, selected.protocol, labels, [], container)
+        return ModelServer(command, args, image, selected.protocol, labels, [], container, storage)
     if storage.plan:
         raise ValueError(
             f"runtime {selected.name!r} runs its own server, which reads the model from "
@@ -96,7 +101,7 @@ async def model_server(
     ]
     args = list(container.get("args") or [])
     image = container.get("image")
-    return ModelServer(command, args, image, selected.protocol, labels, env, container)
+    return ModelServer(command, args, image, selected.protocol, labels, env, container, storage)
 
 
 def platform_args(
