@@ -327,7 +327,7 @@ RUNTIME_RULES = {
     ("", "namespaces"): {"create", "patch", "delete"},
     ("", "serviceaccounts"): {"create"},
     ("rbac.authorization.k8s.io", "rolebindings"): {"create"},
-    ("networking.k8s.io", "networkpolicies"): {"create"},
+    ("networking.k8s.io", "networkpolicies"): {"create", "get", "patch"},
     # the gateway's TokenReview of workloads' projected tokens (gateway/kube_tokens.py)
     ("authentication.k8s.io", "tokenreviews"): {"create"},
 }
