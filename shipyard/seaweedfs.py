@@ -184,7 +184,7 @@ def running(
     """Run one embedded SeaweedFS under ``state`` until the block ends; yields it and its pid
     once the bucket exists (for tests and benches: ``shipyard up`` runs its store as one of
     the platform's children)."""
-    from shipyard.up import Child, stop_children
+    from shipyard.children import Child, stop_children
 
     embedded = EmbeddedSeaweedFS(state / name, bucket=bucket)
     child = Child(

@@ -161,7 +161,7 @@ class ChaosPlatform:
         return asyncio.run(run())
 
     def logs(self, name: str, lines: int = 60) -> str:
-        from shipyard.up import tail
+        from shipyard.children import tail
 
         return tail(self.state_dir / "logs" / f"{name}.log", lines)
 
