@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # noqa: E402
+import automl_nas  # noqa: E402  (bench/automl_nas.py, beside this file)
 import automl_pbt  # noqa: E402  (bench/automl_pbt.py, beside this file)
 import httpx  # noqa: E402
 import optuna  # noqa: E402
@@ -421,7 +422,7 @@ async def main() -> int:
     parser.add_argument("--quick", action="store_true", help="20 trials, 2 seeds")
     parser.add_argument(
         "--part",
-        choices=("speed", "latency", "quality", "pbt"),
+        choices=("speed", "latency", "quality", "pbt", "nas"),
         action="append",
         help="run only these parts (repeatable; default: all)",
     )
@@ -473,7 +474,7 @@ async def main() -> int:
                 timeout=60,
                 event_hooks={"request": [fresh_assertion]},
             ) as client:
-                parts = set(args.part or ("speed", "latency", "quality", "pbt"))
+                parts = set(args.part or ("speed", "latency", "quality", "pbt", "nas"))
                 if "speed" in parts:
                     print("== speed")
                     # Warm-up (imports, connection pool, the durable consumer's backlog
@@ -504,6 +505,9 @@ async def main() -> int:
                 if "pbt" in parts:
                     print("== pbt (bench/automl_pbt.py)")
                     ok = await asyncio.to_thread(automl_pbt.report, args.seeds) and ok
+                if "nas" in parts:
+                    print("== nas (bench/automl_nas.py)")
+                    ok = await asyncio.to_thread(automl_nas.quality, args.seeds) and ok
                 print(f"== total {time.perf_counter() - started:.0f} s")
             server.should_exit = True
             await asyncio.wait_for(task, 30)
