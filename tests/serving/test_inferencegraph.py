@@ -39,14 +39,19 @@ SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
 class StubPlane:
     """A real HTTP server answering the router's posts by path; it records what came."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_alive: bool = False) -> None:
         self.seen: list[tuple[str, str, Any]] = []  # (path, authorization, body)
+        self.clients: list[int] = []  # the client port of each request
         plane = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps connections open; http.server's default, 1.0, closes each.
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])) or b"{}")
                 plane.seen.append((self.path, self.headers.get("authorization", ""), body))
+                plane.clients.append(self.client_address[1])
                 status, answer = plane.answer(self.path, body)
                 data = json.dumps(answer).encode()
                 try:
@@ -235,6 +240,21 @@ async def test_route_sends_workload_token_read_again(plane: StubPlane, tmp_path:
     finally:
         await upstream.aclose()
     assert [auth for path, auth, _ in plane.seen[-2:]] == ["Bearer first", "Bearer second"]
+
+
+async def test_upstream_keeps_connections_alive(tmp_path: Path) -> None:
+    """Requests reuse a connection (each sent in one write: client.py says why)."""
+    stub = StubPlane(keep_alive=True)
+    upstream = GatewayUpstream(stub.url, None)
+    try:
+        for n in range(3):
+            reply = await upstream.post("/a", json.dumps({"n": n}).encode(), 5)
+            assert (reply.status, json.loads(reply.body)["got"]) == (200, {"n": n})
+    finally:
+        await upstream.aclose()
+        stub.server.shutdown()
+    assert len(stub.clients) == 3 and len(set(stub.clients)) == 1
+    assert [auth for _, auth, _ in stub.seen] == ["", "", ""]  # no token file: none sent
 
 
 def test_gjson_subset() -> None:
@@ -581,9 +601,11 @@ def test_graph_router_token_checked_by_gateway(trusted_header_platform: Any) -> 
         r = admin.post(graphs, json=ig("ask", nodes))
         assert r.status_code == 201, r.text
         deadline = time.monotonic() + 60
-        while not ready(admin.get(f"{graphs}/ask").json()):
-            assert time.monotonic() < deadline, admin.get(f"{graphs}/ask").json()
-            time.sleep(0.2)
+        # A graph is Ready with its router, as KServe's: its models have their own Ready.
+        for path in (f"{graphs}/ask", f"{isvcs}/where"):
+            while not ready(admin.get(path).json()):
+                assert time.monotonic() < deadline, admin.get(path).json()
+                time.sleep(0.2)
         r = admin.post(f"/graphs/{team}/ask", json={"instances": [1, 2]})
         assert r.status_code == 200, r.text
         assert r.json() == {"predictions": [team, team]}

@@ -11,16 +11,15 @@ included.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 
-import httpx
+import h11
 
+from .client import KeepAliveClient
 from .engine import Reply
-
-#: Connections kept open to the gateway (a graph's steps run concurrently in Ensembles).
-MAX_CONNECTIONS = 64
 
 
 class TokenFile:
@@ -48,11 +47,7 @@ class GatewayUpstream:
     def __init__(self, base_url: str, token_file: str | None) -> None:
         self.base_url = base_url.rstrip("/")
         self.tokens = TokenFile(token_file)
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS),
-            # Nothing from the environment: the gateway is the one place a router calls.
-            trust_env=False,
-        )
+        self.client = KeepAliveClient(self.base_url)
 
     async def post(self, path: str, body: bytes, seconds: float) -> Reply:
         headers = {"content-type": "application/json"}
@@ -60,14 +55,13 @@ class GatewayUpstream:
         if token:
             headers["authorization"] = f"Bearer {token}"
         try:
-            resp = await self.client.post(
-                self.base_url + path, content=body, headers=headers, timeout=seconds
-            )
-        except httpx.TimeoutException:
+            async with asyncio.timeout(seconds):
+                status, answer = await self.client.post(path, body, headers)
+        except TimeoutError:
             return _transport_error(504, f"{path} did not answer within {seconds:g} s")
-        except httpx.HTTPError as exc:
+        except (OSError, h11.ProtocolError) as exc:
             return _transport_error(502, f"{path} could not be reached: {exc!r}")
-        return Reply(resp.status_code, resp.content)
+        return Reply(status, answer)
 
     async def aclose(self) -> None:
         await self.client.aclose()
