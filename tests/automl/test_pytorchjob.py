@@ -161,3 +161,26 @@ async def test_pytorchjob_validation_names_the_field(automl: AutoML) -> None:
         assert status["kind"] == "Status" and status["reason"] == "Invalid"
         fields = [c["field"] for c in status["details"]["causes"]]
         assert field in fields, (field, status)
+
+
+async def test_pytorchjob_clean_pod_policy_all_and_ttl(automl: AutoML) -> None:
+    """cleanPodPolicy All deletes the replicas once the job ends (their logs go with them);
+    ttlSecondsAfterFinished then deletes the job."""
+    name = unique("ptj-ttl")
+    job = example_job(name)
+    del job["spec"]["pytorchReplicaSpecs"]["Worker"]
+    master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    master["command"] = ["python3", "-c", "import os; print('rank', os.environ['RANK'])"]
+    job["spec"]["runPolicy"] = {"cleanPodPolicy": "All", "ttlSecondsAfterFinished": 2}
+    r = await automl.request("POST", JOBS, json=job)
+    assert r.status_code == 201, r.text
+    done = await wait_job(automl, name, lambda j: "Succeeded" in true_types(j))
+    assert done["status"]["replicaStatuses"] == {"Master": {"succeeded": 1}}
+    async with asyncio.timeout(30):
+        while True:  # the replica's workload is deleted, then (2 s after completion) the job
+            r = await automl.request("GET", f"{JOBS}/{name}/log")
+            if r.status_code == 404:
+                break
+            await asyncio.sleep(0.2)
+        while (await automl.request("GET", f"{JOBS}/{name}")).status_code != 404:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
