@@ -25,6 +25,7 @@ import base64
 import contextlib
 import logging
 import math
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ NONE_ALLOWED = (
 # Adam as TensorFlow's AdamOptimizer (Katib's): beta1, beta2, epsilon.
 _ADAM = (0.9, 0.999, 1e-8)
 _INIT = 0.01  # Katib's uniform initializer range
+_THREADS_LOCK = threading.Lock()
 
 
 def _bound(value: float) -> str:
@@ -375,15 +377,18 @@ class Controller:
 def one_torch_thread() -> Iterator[None]:
     """Run the controller on one intra-op thread: its tensors are tiny, and on a busy
     machine torch's thread pool costs a hundred times the arithmetic (6 ms a log_softmax
-    under load against 0.05 ms on one thread)."""
+    under load against 0.05 ms on one thread). The setting is process-wide, so controllers
+    (of several experiments, in worker threads) take turns: one saves and restores it at a
+    time."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def _skip_bits(arc: list[int], num_layers: int) -> list[int]:

@@ -159,8 +159,12 @@ class Study:
 
 
 def test_controller_samples_valid_architectures_deterministically() -> None:
+    import torch
+
+    threads = torch.get_num_threads()
     spec = _spec()
     first = Study(spec, "uid-a").suggest(SuggestionEngine(), {}, 8)
+    assert torch.get_num_threads() == threads  # one thread while it ran, then as before
     again = Study(spec, "uid-a").suggest(SuggestionEngine(), {}, 8)
     other = Study(spec, "uid-b").suggest(SuggestionEngine(), {}, 8)
     assert first == again
