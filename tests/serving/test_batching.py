@@ -26,6 +26,7 @@ class FakeModel:
     a 400) or -2 (RuntimeError, a 500); ``bad_split`` answers one row too few."""
 
     name = "m"
+    in_thread = False
 
     def __init__(self) -> None:
         self.calls: list[list[Any]] = []

@@ -192,3 +192,42 @@ def test_modelserver_main_exits_on_bad_model(tmp_path: Path) -> None:
     done = model_server_main(tmp_path)
     assert done.returncode == 1
     assert "cannot load model m" in done.stderr
+
+
+class SlowModel:
+    """A model whose calls take long (as a text generation does): ``in_thread``."""
+
+    name = "m"
+    in_thread = True
+
+    def predict(self, instances: list[Any]) -> list[Any]:
+        import time
+
+        time.sleep(1.0)
+        return instances
+
+    def predict_array(self, inputs: np.ndarray) -> np.ndarray:
+        return inputs
+
+    def infer(self, inputs: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+        return inputs
+
+    def metadata(self) -> dict[str, Any]:
+        return {"inputs": [], "outputs": []}
+
+
+async def test_slow_model_leaves_the_server_answering() -> None:
+    """While a slow model's call runs in a worker thread, the readiness probe is answered."""
+    import asyncio
+    import time
+
+    app = create_model_app(SlowModel(), "v2")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ms") as c:
+        predict = asyncio.create_task(c.post("/v1/models/m:predict", json={"instances": [7]}))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        ready = await c.get("/v2/health/ready")
+        waited = time.monotonic() - started
+        assert ready.json() == {"ready": True}
+        assert not predict.done() and waited < 0.5, waited
+        assert (await predict).json() == {"predictions": [7]}

@@ -7,18 +7,22 @@ hot path. Errors use the protocols' own shape, ``{"error": "..."}``.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .batcher import ModelBatcher
 from .loaders import Model
 from .tensors import TensorError, decode_request, encode_response
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_BODY = 64 * 1024 * 1024
 #: With a batcher: how many requests the model call that answered this one served.
@@ -60,6 +64,13 @@ def decode_body(body: bytes, encoding: str) -> bytes:
     return body
 
 
+async def _call(model: Model, method: Callable[[T], R], arg: T) -> R:
+    """``method(arg)``, in a worker thread for a model whose calls take long."""
+    if model.in_thread:
+        return await asyncio.to_thread(method, arg)
+    return method(arg)
+
+
 async def predict_v1(
     model: Model, batcher: ModelBatcher | None, body: bytes, encoding: str = ""
 ) -> Answer:
@@ -74,7 +85,7 @@ async def predict_v1(
     batch = 0
     try:
         if batcher is None:
-            predictions = model.predict(instances)
+            predictions = await _call(model, model.predict, instances)
         else:
             predictions, batch = await batcher.predict(instances)
     except (ValueError, TypeError) as exc:
@@ -103,7 +114,7 @@ async def infer_v2(
     batch = 0
     try:
         if batcher is None:
-            outputs = model.infer(req.inputs)
+            outputs = await _call(model, model.infer, req.inputs)
         else:
             outputs, batch = await batcher.infer(req.inputs)
     except (ValueError, TypeError) as exc:

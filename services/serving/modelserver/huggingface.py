@@ -170,6 +170,8 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
 class HuggingFaceModel:
     """A transformers model and its tokenizer, for one of the served tasks."""
 
+    in_thread = True  # a generation takes seconds
+
     def __init__(self, name: str, model_dir: Path, nthread: int = 1) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model directory, never the hub
         self.torch = import_library("torch", FORMAT)

@@ -48,6 +48,9 @@ Tensors = list[tuple[str, np.ndarray]]
 
 class Model(Protocol):
     name: str
+    #: Its calls take long (a text generation): the server runs them in a worker thread so
+    #: that other requests and the readiness probe are answered meanwhile.
+    in_thread: bool
 
     def predict(self, instances: list[Any]) -> list[Any]: ...
     def predict_array(self, inputs: np.ndarray) -> np.ndarray: ...
@@ -58,6 +61,8 @@ class Model(Protocol):
 class ArrayModel:
     """V2 for a model of one feature matrix: the request's tensors (one, or several stacked as
     columns) in, ``output-0`` out, as KServe's sklearn, xgboost and lightgbm servers answer."""
+
+    in_thread = False  # microseconds to milliseconds: a thread hop would cost more
 
     def predict_array(self, inputs: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -48,6 +48,8 @@ def _shape(dims: list[Any]) -> list[int]:
 class OnnxModel:
     """An onnxruntime ``InferenceSession`` over the model file."""
 
+    in_thread = False
+
     def __init__(self, name: str, model_dir: Path, nthread: int = 1) -> None:
         ort = import_library("onnxruntime", "onnx")
         self.name = name

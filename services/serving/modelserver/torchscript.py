@@ -29,6 +29,8 @@ PYTORCH_FILES = ("model.pt",)
 class PyTorchModel:
     """A TorchScript module, loaded with ``torch.jit.load`` onto the CPU."""
 
+    in_thread = False
+
     def __init__(self, name: str, model_dir: Path, nthread: int = 1) -> None:
         torch = import_library("torch", "pytorch")
         self.name, self._torch = name, torch
