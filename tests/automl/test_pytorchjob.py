@@ -48,6 +48,10 @@ def true_types(job: dict[str, Any]) -> list[str]:
     return [c["type"] for c in job.get("status", {}).get("conditions", []) if c["status"] == "True"]
 
 
+def ended_either_way(job: dict[str, Any]) -> bool:
+    return bool({"Succeeded", "Failed"} & set(true_types(job)))
+
+
 async def replica_log(automl: AutoML, name: str, replica: str) -> str:
     r = await automl.request("GET", f"{JOBS}/{name}/log", params={"container": replica})
     assert r.status_code == 200, r.text
@@ -184,3 +188,46 @@ async def test_pytorchjob_clean_pod_policy_all_and_ttl(automl: AutoML) -> None:
             await asyncio.sleep(0.2)
         while (await automl.request("GET", f"{JOBS}/{name}")).status_code != 404:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
+
+
+ONCE_KILLED = """
+import os, signal
+marker = "/state/ran-once"
+if os.path.exists(marker):
+    print("second run: done")
+else:
+    open(marker, "w").close()
+    print("first run: killed", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+async def test_pytorchjob_exit_code_policy_restarts_only_retryable_codes(automl: AutoML) -> None:
+    """ExitCode: a replica killed by a signal (137, retryable) runs again as a new workload
+    and the job goes Restarting, then Succeeded; exit code 1 (permanent) fails the job."""
+    runtime = automl.app.state.ctx.runtime
+    claim = unique("ptj-state")
+    await runtime.create_volume(NAMESPACE, claim)
+    outcomes = {}
+    for code, script in (("137", ONCE_KILLED), ("1", "import sys; sys.exit(1)")):
+        name = unique(f"ptj-exit{code}")
+        job = example_job(name)
+        del job["spec"]["pytorchReplicaSpecs"]["Worker"]
+        master = job["spec"]["pytorchReplicaSpecs"]["Master"]
+        master["restartPolicy"] = "ExitCode"
+        pod = master["template"]["spec"]
+        pod["volumes"] = [{"name": "state", "persistentVolumeClaim": {"claimName": claim}}]
+        pod["containers"][0]["command"] = ["python3", "-c", script]
+        pod["containers"][0]["volumeMounts"] = [{"name": "state", "mountPath": "/state"}]
+        r = await automl.request("POST", JOBS, json=job)
+        assert r.status_code == 201, r.text
+        outcomes[code] = await wait_job(automl, name, ended_either_way)
+    restarted = outcomes["137"]["status"]
+    types = [c["type"] for c in restarted["conditions"]]
+    assert types[-1] == "Succeeded" and "Restarting" in types, restarted
+    restarting = next(c for c in restarted["conditions"] if c["type"] == "Restarting")
+    assert restarting["reason"] == "PyTorchJobRestarting" and restarting["status"] == "False"
+    assert restarted["replicaStatuses"] == {"Master": {"succeeded": 1}}
+    failed = outcomes["1"]["status"]
+    assert [c["type"] for c in failed["conditions"]][-1] == "Failed", failed
+    assert "Restarting" not in [c["type"] for c in failed["conditions"]]
