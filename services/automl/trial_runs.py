@@ -93,7 +93,8 @@ async def reconcile_trial(ctl: AutoMLController, namespace: str, name: str) -> N
         if trial_state(trial) in ("Killed", "EarlyStopped"):
             await ctl._stop_workload(namespace, name)
         if training_trials.is_training_run(trial["spec"].get("runSpec")):
-            await training_trials.finish(ctl, trial)
+            stop = trial_state(trial) in ("Killed", "EarlyStopped")
+            await training_trials.finish(ctl, trial, stop=stop)
         return
     running = ctl.watchers.get(key)
     if running is not None and not running.done():

@@ -164,11 +164,15 @@ async def wait_outcome(
             await asyncio.sleep(POLL_SECONDS)
 
 
-async def finish(ctl: AutoMLController, trial: dict[str, Any]) -> None:
-    """Delete the trial's PyTorchJob once the trial ended, unless the template retains it."""
+async def finish(ctl: AutoMLController, trial: dict[str, Any], stop: bool = False) -> None:
+    """Delete the trial's PyTorchJob once the trial ended, unless the template retains it;
+    ``stop``: a killed or early-stopped trial's replicas still running are stopped either way."""
+    meta = trial["metadata"]
+    if stop:
+        await ctl.runtime.stop_all({SERVICE_LABEL: "automl", TRIAL_LABEL: meta["name"]})
     if trial["spec"].get("retainRun"):
         return
-    await forget(ctl, trial["metadata"]["namespace"], trial["metadata"]["name"])
+    await forget(ctl, meta["namespace"], meta["name"])
 
 
 async def forget(ctl: AutoMLController, namespace: str, trial_name: str) -> None:
