@@ -18,6 +18,7 @@ import yaml
 from services.automl import enas, nas
 from services.automl.algorithms import StudyRow, SuggestionEngine
 from tests.automl.conftest import API, AutoML
+from tests.conftest import crash_service, start_service_again
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "automl" / "enas.yaml"
@@ -379,16 +380,8 @@ async def test_create_enas_experiment_takes_none_settings(automl: AutoML) -> Non
 
 
 # ---------------------------------------------------------------- end to end
-def test_enas_example_runs_with_katib_parameters(platform: Any) -> None:
-    from kubernetes import client as k8s
-
-    api = k8s.CustomObjectsApi(k8s.ApiClient(k8s.Configuration(host=platform.gateway_url)))
-    name = f"enas-{uuid.uuid4().hex[:6]}"
-    obj = enas_example(name)
-    obj["spec"]["maxTrialCount"] = 6
-    obj["spec"]["objective"].pop("goal")  # run every trial
-    api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "experiments", obj)
-    deadline = time.monotonic() + 90
+def _wait_finished(api: Any, name: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
     while True:
         exp = api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "experiments", name)
         done = [
@@ -397,15 +390,42 @@ def test_enas_example_runs_with_katib_parameters(platform: Any) -> None:
             if c["status"] == "True" and c["type"] in ("Succeeded", "Failed")
         ]
         if done:
-            break
+            assert done == ["Succeeded"], exp["status"]
+            return dict(exp)
         assert time.monotonic() < deadline, exp
         time.sleep(0.5)
-    assert done == ["Succeeded"], exp["status"]
+
+
+def _trials(api: Any, name: str) -> list[dict[str, Any]]:
+    return list(
+        api.list_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            NAMESPACE,
+            "trials",
+            label_selector=f"katib.kubeflow.org/experiment={name}",
+        )["items"]
+    )
+
+
+def _example_experiment(api: Any, trials: int) -> str:
+    name = f"enas-{uuid.uuid4().hex[:6]}"
+    obj = enas_example(name)
+    obj["spec"]["maxTrialCount"] = trials
+    obj["spec"]["objective"].pop("goal")  # run every trial
+    api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "experiments", obj)
+    return name
+
+
+def test_enas_example_runs_with_katib_parameters(platform: Any) -> None:
+    from kubernetes import client as k8s
+
+    api = k8s.CustomObjectsApi(k8s.ApiClient(k8s.Configuration(host=platform.gateway_url)))
+    name = _example_experiment(api, 6)
+    exp = _wait_finished(api, name)
     status = exp["status"]
     assert status["trials"] == status["trialsSucceeded"] == 6, status
-    trials = api.list_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, "trials", label_selector=f"katib.kubeflow.org/experiment={name}"
-    )["items"]
+    trials = _trials(api, name)
     assert len(trials) == 6
     architectures, accuracy = set(), {}
     for trial in trials:
@@ -429,4 +449,32 @@ def test_enas_example_runs_with_katib_parameters(platform: Any) -> None:
     assert [a["name"] for a in optimal["parameterAssignments"]] == ["architecture", "nn_config"]
     suggestion = api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "suggestions", name)
     assert suggestion["status"]["suggestionCount"] == 6
+    api.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "experiments", name)
+
+
+def test_enas_experiment_survives_a_service_crash(platform: Any) -> None:
+    """SIGKILL the automl service once the controller has trained: the restarted service
+    loads the controller stored with the study (from Postgres) and finishes the search."""
+    from kubernetes import client as k8s
+
+    api = k8s.CustomObjectsApi(k8s.ApiClient(k8s.Configuration(host=platform.gateway_url)))
+    name = _example_experiment(api, 8)
+    deadline = time.monotonic() + 60
+    while len(_trials(api, name)) < 4:  # the third and fourth follow a training round
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    automl = crash_service(platform, "automl")
+    time.sleep(1.0)  # trials finish while the service is down
+    start_service_again(automl)
+    exp = _wait_finished(api, name)
+    assert exp["status"]["trialsSucceeded"] == 8, exp["status"]
+    trials = _trials(api, name)
+    assert len(trials) == 8
+    for trial in trials:
+        check_katib_shapes(
+            *(katib_parse(a["value"]) for a in trial["spec"]["parameterAssignments"])
+        )
+    assert exp["status"]["currentOptimalTrial"]["bestTrialName"] in {
+        t["metadata"]["name"] for t in trials
+    }
     api.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "experiments", name)
