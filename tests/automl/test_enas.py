@@ -17,6 +17,7 @@ import yaml
 
 from services.automl import enas, nas
 from services.automl.algorithms import StudyRow, SuggestionEngine
+from services.automl.validation import validate_experiment
 from tests.automl.conftest import API, AutoML
 from tests.conftest import crash_service, start_service_again
 
@@ -105,6 +106,80 @@ def test_enas_operations_expand_as_katib() -> None:
     }
     rates = [op["opt_params"]["rate"] for op in nas.enas_operations(double)]
     assert rates == pytest.approx([0.1, 0.2, 0.3])
+
+
+def _categorical(name: str, *values: str) -> dict[str, Any]:
+    return {"name": name, "parameterType": "categorical", "feasibleSpace": {"list": list(values)}}
+
+
+def test_enas_suggests_for_katibs_cpu_example_search_space() -> None:
+    """The search space of Katib's examples/v1beta1/nas/enas-cpu.yaml (one layer, four
+    operation types): 106 operation ids, the first parameter varying slowest."""
+    sizes, filters = ("3", "5", "7"), ("32", "48", "64", "96", "128")
+    nas_config = {
+        "graphConfig": {"numLayers": 1, "inputSizes": [32, 32, 3], "outputSizes": [10]},
+        "operations": [
+            {
+                "operationType": "convolution",
+                "parameters": [
+                    _categorical("filter_size", *sizes),
+                    _categorical("num_filter", *filters),
+                    _categorical("stride", "1", "2"),
+                ],
+            },
+            {
+                "operationType": "separable_convolution",
+                "parameters": [
+                    _categorical("filter_size", *sizes),
+                    _categorical("num_filter", *filters),
+                    _categorical("stride", "1", "2"),
+                    _categorical("depth_multiplier", "1", "2"),
+                ],
+            },
+            {
+                "operationType": "depthwise_convolution",
+                "parameters": [
+                    _categorical("filter_size", *sizes),
+                    _categorical("stride", "1", "2"),
+                    _categorical("depth_multiplier", "1", "2"),
+                ],
+            },
+            {
+                "operationType": "reduction",
+                "parameters": [
+                    _categorical("reduction_type", "max_pooling", "avg_pooling"),
+                    {
+                        "name": "pool_size",
+                        "parameterType": "int",
+                        "feasibleSpace": {"min": "2", "max": "3", "step": "1"},
+                    },
+                ],
+            },
+        ],
+    }
+    operations = nas.enas_operations(nas_config)
+    assert len(operations) == 30 + 60 + 12 + 4
+    assert operations[1] == {
+        "opt_id": 1,
+        "opt_type": "convolution",
+        "opt_params": {"filter_size": "3", "num_filter": "32", "stride": "2"},
+    }
+    assert operations[-1] == {
+        "opt_id": 105,
+        "opt_type": "reduction",
+        "opt_params": {"reduction_type": "avg_pooling", "pool_size": 3},
+    }
+    spec = _spec()
+    spec["nasConfig"] = nas_config
+    assert validate_experiment({"metadata": {"name": "enas-cpu"}, "spec": spec}) == []
+    engine = SuggestionEngine()
+    result = engine.suggest(spec, "uid-katib-cpu", [], {}, {}, {}, 3)
+    for suggestion in result.new:
+        architecture, nn_config = (katib_parse(a["value"]) for a in suggestion.assignments)
+        assert len(architecture) == 1 and len(architecture[0]) == 1
+        assert nn_config["input_sizes"] == [32, 32, 3] and nn_config["output_sizes"] == [10]
+        op = architecture[0][0]
+        assert nn_config["embedding"] == {str(op): operations[op]}
 
 
 def test_enas_assignments_in_katib_format() -> None:
