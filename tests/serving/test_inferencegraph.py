@@ -242,6 +242,16 @@ async def test_route_sends_workload_token_read_again(plane: StubPlane, tmp_path:
     assert [auth for path, auth, _ in plane.seen[-2:]] == ["Bearer first", "Bearer second"]
 
 
+def test_router_refuses_step_outside_its_namespace() -> None:
+    nodes = {"root": {"routerType": "Sequence", "steps": [step("/serving/other/m/v1")]}}
+    upstream = GatewayUpstream("http://gateway", None)
+    with pytest.raises(ValueError, match="outside /serving/team/"):
+        GraphRouter({"namespace": "team", "nodes": nodes}, upstream)
+    nodes["root"]["steps"] = [step("/serving/team/../other/m")]
+    with pytest.raises(ValueError, match="outside"):
+        GraphRouter({"namespace": "team", "nodes": nodes}, upstream)
+
+
 async def test_upstream_keeps_connections_alive(tmp_path: Path) -> None:
     """Requests reuse a connection (each sent in one write: client.py says why)."""
     stub = StubPlane(keep_alive=True)

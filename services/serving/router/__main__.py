@@ -48,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         log.error("%s", exc)
         return 1
-    app = RouterApp(GraphRouter(graph, upstream))
+    try:
+        router = GraphRouter(graph, upstream)
+    except (KeyError, ValueError) as exc:
+        log.error("cannot route the graph %s: %s", args.graph, exc)
+        return 1
+    app = RouterApp(router)
     log.info("routing graph %s/%s", graph.get("namespace"), graph.get("name"))
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="warning", access_log=False, http="httptools"

@@ -103,6 +103,8 @@ class GraphRouter:
         self, graph: dict[str, Any], upstream: Upstream, rng: random.Random | None = None
     ) -> None:
         self.nodes: dict[str, Any] = graph["nodes"]
+        if graph.get("namespace"):
+            _check_namespace(self.nodes, graph["namespace"])
         self.upstream = upstream
         self.rng = rng or random.SystemRandom()
         self.timeout = float(graph.get("timeout") or DEFAULT_TIMEOUT)
@@ -227,6 +229,17 @@ class GraphRouter:
             status=reply.status,
             response=answered if upstream is gjson.MISSING else upstream,
         )
+
+
+def _check_namespace(nodes: dict[str, Any], namespace: str) -> None:
+    """Refuse a step outside the graph's namespace (the controller never writes one, and
+    the gateway would refuse the router's token there: a third line of defence)."""
+    prefix = f"/serving/{namespace}/"
+    for name, node in nodes.items():
+        for step in node.get("steps") or []:
+            path = step.get("path")
+            if path is not None and (not path.startswith(prefix) or "/../" in path):
+                raise ValueError(f"node {name!r}: step path {path!r} is outside {prefix}")
 
 
 def _hard(step: dict[str, Any]) -> bool:
