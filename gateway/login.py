@@ -220,6 +220,8 @@ async def read_userinfo(request: Request) -> Response:
     )
     if csrf:
         body["csrfToken"] = csrf
+    # The dashboard's Models page: the host an InferenceService answers on (gRPC authority).
+    body["inferenceHost"] = f"{{name}}.{{namespace}}.{gw.settings.ingress_domain}"
     if gw.notebook_origins is not None:
         # The dashboard's Connect links: each notebook on its own origin.
         origin = gw.notebook_origins.origin(

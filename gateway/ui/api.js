@@ -6,6 +6,8 @@ let csrfToken = null;
 // Where a notebook is served: "{scheme}://{name}.{namespace}.<domain>[:port]/notebook/...",
 // its own origin, so its pages never run with the dashboard's (docs/security.md).
 let notebookUrlTemplate = null;
+// The host an InferenceService answers on: "{name}.{namespace}.<ingress domain>".
+let inferenceHostTemplate = null;
 
 export class ApiError extends Error {
   constructor(status, message, causes = [], body = null) {
@@ -26,6 +28,7 @@ export async function init() {
       const info = await resp.json();
       csrfToken = info.csrfToken || null;
       notebookUrlTemplate = info.notebookUrl || null;
+      inferenceHostTemplate = info.inferenceHost || null;
     }
   } catch (_) {
     csrfToken = null;
@@ -39,6 +42,12 @@ export function notebookUrl(namespace, name) {
   if (!notebookUrlTemplate) return path;
   return notebookUrlTemplate.replaceAll("{namespace}", namespace)
     .replaceAll("{name}", encodeURIComponent(name));
+}
+
+// The host name of an InferenceService (its gRPC authority), or null if the gateway gave none.
+export function inferenceHost(namespace, name) {
+  if (!inferenceHostTemplate) return null;
+  return inferenceHostTemplate.replaceAll("{namespace}", namespace).replaceAll("{name}", name);
 }
 
 async function errorFrom(resp) {

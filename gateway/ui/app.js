@@ -1,14 +1,18 @@
 // The dashboard shell: who is logged in, which namespace, and a hash router over the views.
 // Routes: #/pipelines, #/pipelines/<name>, #/experiments, #/experiments/<name>, #/notebooks,
-// #/notebooks/+new, #/notebooks/<name>, #/volumes, #/models. Each view gets an AbortSignal that fires when the user leaves it.
+// #/notebooks/+new, #/notebooks/<name>, #/volumes, #/models, #/models/<name>, #/contributors.
+// Each view gets an AbortSignal that fires when the user leaves it.
 
 import {getJSON, hasSession, init, signOut} from "./api.js";
 import {openCreateDialog} from "./create.js";
 import {add, clear, errorBox, h, put} from "./dom.js";
 import {renderExperiment, renderExperiments} from "./experiments.js";
 import {renderWorkflow, renderWorkflows} from "./pipelines.js";
+import {renderKfp} from "./kfp.js";
 import {renderNotebook, renderNotebookForm, renderNotebooks} from "./notebooks.js";
-import {renderResourceList} from "./resources.js";
+import {renderModel, renderModels} from "./models.js";
+import {renderContributors} from "./profile.js";
+import {renderVolumes} from "./volumes.js";
 
 const NS_KEY = "shipyard.namespace";
 const NAV = [
@@ -17,14 +21,19 @@ const NAV = [
   ["notebooks", "Notebooks"],
   ["volumes", "Volumes"],
   ["models", "Models"],
+  ["contributors", "Contributors"],
 ];
+
+// Views reached through another nav entry's tabs: #/kfp/... (Kubeflow Pipelines) is Pipelines'.
+const SECTIONS = {kfp: "pipelines"};
 
 const state = {env: null, ns: null, controller: null};
 const main = document.getElementById("main");
 
 function parseHash() {
   const parts = window.location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
-  const view = NAV.some(([id]) => id === parts[0]) ? parts[0] : "pipelines";
+  const known = NAV.some(([id]) => id === parts[0]) || Object.hasOwn(SECTIONS, parts[0]);
+  const view = known ? parts[0] : "pipelines";
   return {view, name: parts[1] || null};
 }
 
@@ -38,9 +47,10 @@ function route() {
   if (state.controller) state.controller.abort();
   state.controller = new AbortController();
   const {view, name} = parseHash();
+  const navView = SECTIONS[view] || view;
   for (const link of document.querySelectorAll("nav.side a")) {
-    link.classList.toggle("active", link.dataset.view === view);
-    if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+    link.classList.toggle("active", link.dataset.view === navView);
+    if (link.dataset.view === navView) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   clear(main);
@@ -50,16 +60,19 @@ function route() {
         "add you as a contributor, or create a profile.")));
     return;
   }
-  const ctx = {main, ns: state.ns, signal: state.controller.signal};
-  document.title = `${name || NAV.find(([id]) => id === view)[1]} · shipyard`;
+  const ctx = {main, ns: state.ns, env: state.env, signal: state.controller.signal};
+  document.title = `${name || NAV.find(([id]) => id === navView)[1]} · shipyard`;
   if (view === "pipelines") name ? renderWorkflow(ctx, name) : renderWorkflows(ctx);
+  else if (view === "kfp") renderKfp(ctx);
   else if (view === "experiments") name ? renderExperiment(ctx, name) : renderExperiments(ctx);
   else if (view === "notebooks") {
     if (name === "+new") renderNotebookForm(ctx);
     else if (name) renderNotebook(ctx, name);
     else renderNotebooks(ctx);
   }
-  else renderResourceList(ctx, view);
+  else if (view === "models") name ? renderModel(ctx, name) : renderModels(ctx);
+  else if (view === "contributors") renderContributors(ctx);
+  else if (view === "volumes") renderVolumes(ctx);
 }
 
 function header() {

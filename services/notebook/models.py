@@ -13,6 +13,7 @@ from services.common.errors import Cause
 from services.common.hostpath import host_path_causes
 from services.common.resources import ResourceKind
 from services.common.resources.kinds import Spec
+from services.common.runtime.quantity import parse_quantity
 
 SERVICE = catalog.PVC.service
 
@@ -87,6 +88,25 @@ def validate_poddefault(obj: dict[str, Any]) -> Sequence[Cause]:
     return causes
 
 
+def validate_claim(obj: dict[str, Any]) -> Sequence[Cause]:
+    """The storage a claim asks for is a positive quantity, as Kubernetes requires."""
+    resources = (obj.get("spec") or {}).get("resources") or {}
+    causes = []
+    for part in ("requests", "limits"):
+        value = (resources.get(part) or {}).get("storage")
+        if value is None:
+            continue
+        field = f"spec.resources.{part}[storage]"
+        try:
+            amount = parse_quantity(value, field)
+        except (TypeError, ValueError):
+            causes.append(Cause(field, f"Invalid value: {value!r}: not a quantity (e.g. 1Gi)"))
+            continue
+        if amount <= 0:
+            causes.append(Cause(field, f"Invalid value: {value!r}: must be greater than zero"))
+    return causes
+
+
 def validate_notebook(obj: dict[str, Any]) -> Sequence[Cause]:
     """The pod template mounts no hostPath (``services.common.hostpath``)."""
     return host_path_causes(obj.get("spec") or {}, "spec")
@@ -96,6 +116,7 @@ PVC = ResourceKind(
     **catalog.PVC.resource_kind_fields(),
     spec_model=PersistentVolumeClaimSpec,
     finalizer="kubernetes.io/pvc-protection",
+    validate=validate_claim,
 )
 NOTEBOOK = ResourceKind(
     **catalog.NOTEBOOK.resource_kind_fields(),

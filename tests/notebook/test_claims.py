@@ -84,3 +84,19 @@ async def test_claim_bound_used_protected_and_released(notebook_service: Running
 
 async def _logged(runtime: LocalRuntime, name: str) -> bool:
     return [line async for line in runtime.logs(NAMESPACE, name)] == ["hello"]
+
+
+async def test_claim_storage_must_be_a_quantity(notebook_service: RunningService) -> None:
+    async with httpx.AsyncClient(
+        base_url=notebook_service.url, headers=notebook_service.headers()
+    ) as http:
+        for size, why in (("lots", "not a quantity"), ("0", "greater than zero")):
+            r = await http.post(PVCS, json=specs.claim("sized", size))
+            assert r.status_code == 422, r.text
+            body = r.json()
+            assert body["kind"] == "Status" and body["reason"] == "Invalid"
+            [cause] = body["details"]["causes"]
+            assert cause["field"] == "spec.resources.requests[storage]"
+            assert why in cause["message"]
+            assert (await http.get(f"{PVCS}/sized")).status_code == 404
+        assert (await http.post(PVCS, json=specs.claim("sized", "1.5Gi"))).status_code == 201
