@@ -199,3 +199,48 @@ export function parallelCoordinates(summary, {width = 1000, height = 320, best} 
                    role: "img", "aria-label": "trials in parallel coordinates"},
     s("g", {class: "pc-lines"}, lines), axisEls);
 }
+
+// The objective over trials, Katib-style: one point per finished trial with an objective, in
+// the order trials completed, and the best-so-far line (direction from the objective's type).
+// `points` is [{name, objective, order}] sorted by completion; `best` names the best trial.
+export function objectiveOverTrials(points, {width = 1000, height = 260, type = "maximize",
+                                             metric = "objective", best} = {}) {
+  const pad = {top: 20, bottom: 38, left: 64, right: 24};
+  const innerW = width - pad.left - pad.right;
+  const innerH = height - pad.top - pad.bottom;
+  const values = points.map((p) => Number(p.objective));
+  let lo = Math.min(...values);
+  let hi = Math.max(...values);
+  if (lo === hi) { lo -= 1; hi += 1; }
+  const n = Math.max(points.length, 2);
+  const xOf = (i) => pad.left + (points.length < 2 ? innerW / 2 : (i * innerW) / (n - 1));
+  const yOf = (v) => pad.top + (1 - (v - lo) / (hi - lo)) * innerH;
+  const better = type === "minimize" ? Math.min : Math.max;
+  let running = null;
+  const bestSoFar = points.map((p, i) => {
+    running = running === null ? values[i] : better(running, values[i]);
+    return `${xOf(i)},${yOf(running)}`;
+  });
+  const yTicks = [0, 0.5, 1].map((t) => lo + t * (hi - lo));
+  const xTicks = [...new Set([0, Math.floor((points.length - 1) / 2), points.length - 1])]
+    .filter((i) => i >= 0);
+  return s("svg", {class: "objective-chart", width, height, viewBox: `0 0 ${width} ${height}`,
+                   role: "img", "aria-label": `${metric} over trials`},
+    s("g", {class: "oc-axes"},
+      s("line", {x1: pad.left, x2: pad.left, y1: pad.top, y2: pad.top + innerH}),
+      s("line", {x1: pad.left, x2: pad.left + innerW, y1: pad.top + innerH, y2: pad.top + innerH}),
+      yTicks.map((v) => s("text", {class: "oc-tick", x: pad.left - 6, y: yOf(v) + 4,
+                                   "text-anchor": "end"}, fmt(v))),
+      xTicks.map((i) => s("text", {class: "oc-tick", x: xOf(i), y: pad.top + innerH + 16,
+                                   "text-anchor": "middle"}, String(i + 1))),
+      s("text", {class: "oc-name", x: pad.left + innerW / 2, y: height - 4,
+                 "text-anchor": "middle"}, "trials in completion order"),
+      s("text", {class: "oc-name", x: 12, y: pad.top + innerH / 2, "text-anchor": "middle",
+                 transform: `rotate(-90 12 ${pad.top + innerH / 2})`}, metric)),
+    points.length ? s("polyline", {class: "oc-best-line", points: bestSoFar.join(" ")},
+                      s("title", {}, `best ${metric} so far`)) : null,
+    points.map((p, i) => s("circle", {class: `oc-point${p.name === best ? " best" : ""}`,
+                                      cx: xOf(i), cy: yOf(values[i]),
+                                      r: p.name === best ? 6 : 4, dataset: {trial: p.name}},
+      s("title", {}, `#${i + 1} ${p.name}: ${metric} = ${fmt(p.objective)}`))));
+}
