@@ -53,6 +53,10 @@ async function usersByClaim(ns, signal) {
       }
     }
   }));
+  const order = (u) => USERS.findIndex((x) => x.label === u.label);
+  for (const list of map.values()) {
+    list.sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));
+  }
   return map;
 }
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests import specs
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.serving.conftest import (
     ISVC_PATH,
@@ -33,6 +34,8 @@ from tests.serving.conftest import (
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
 CLAIM = "dash-models"
 SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
+NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
+WORKFLOWS = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
 MERGE = {"content-type": "application/merge-patch+json"}
 
 
@@ -206,6 +209,16 @@ def test_volumes_create_used_by_delete(models: Any, platform: Any) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     api, _ = models
+    # Another claim, mounted by a stopped notebook server and a suspended workflow: both
+    # show in "used by", neither runs, so the claim may go once the question is answered.
+    assert api.post(PVC_PATH, json=specs.claim("dash-shared", "16Mi")).status_code == 201
+    mount = [{"name": "d", "persistentVolumeClaim": {"claimName": "dash-shared"}}]
+    nb = specs.notebook("dash-nb", volumes=mount)
+    nb["metadata"]["annotations"] = {"kubeflow-resource-stopped": "2026-01-01T00:00:00Z"}
+    assert api.post(NOTEBOOKS, json=nb).status_code == 201
+    say = {"name": "main", "container": {"image": "python:3.11", "command": ["true"]}}
+    wf = specs.workflow("dash-vol-wf", [say], volumes=mount, suspend=True)
+    assert api.post(WORKFLOWS, json=wf).status_code == 201
     with sync_playwright() as pw:
         browser, page, errors = browser_page(pw, platform.gateway_url + "/#/volumes")
         try:
@@ -245,6 +258,15 @@ def test_volumes_create_used_by_delete(models: Any, platform: Any) -> None:
             expect(page.get_by_role("alert")).to_contain_text("is in use by running workload")
             assert "model dash-iris" in questions[0]
             assert api.get(f"{PVC_PATH}/{CLAIM}").status_code == 200
+
+            shared = page.locator('tr[data-name="dash-shared"]')
+            expect(shared).to_contain_text("notebook dash-nb")
+            expect(shared).to_contain_text("workflow dash-vol-wf")
+            page.once("dialog", answer)
+            shared.get_by_role("button", name="Delete dash-shared").click()
+            expect(shared).to_have_count(0, timeout=20000)
+            assert "notebook dash-nb, workflow dash-vol-wf" in questions[1]
+            assert api.get(f"{PVC_PATH}/dash-shared").status_code == 404
 
             page.once("dialog", lambda d: d.accept())
             scratch.get_by_role("button", name="Delete dash-scratch").click()
