@@ -5,7 +5,8 @@ Conditions (``type``, ``status``, ``reason``, ``message``, ``lastUpdateTime``,
 while the master runs, ``Restarting`` (PyTorchJobRestarting) while a failed replica is
 restarted, and one final ``Succeeded`` (PyTorchJobSucceeded: the master succeeded) or
 ``Failed`` (PyTorchJobFailed: a replica failed for good; DeadlineExceeded or
-BackoffLimitExceeded when the run policy ended it), after which ``Running`` is ``False``.
+BackoffLimitExceeded when the run policy ended it), after which ``Running`` and
+``Restarting`` are ``False``.
 ``replicaStatuses`` counts each type's ``active``, ``succeeded`` and ``failed`` replicas,
 leaving zeros out as the operator's JSON does.
 """
@@ -51,8 +52,10 @@ def set_condition(
     old = condition(status, ctype)
     changed = old is None or old.get("status") != value
     for other in conditions:
-        gone = (ctype == "Running" and other["type"] == "Restarting") or (
-            ctype in FINAL + ("Restarting",) and other["type"] == "Running"
+        gone = (
+            (ctype == "Running" and other["type"] == "Restarting")
+            or (ctype == "Restarting" and other["type"] == "Running")
+            or (ctype in FINAL and other["type"] in ("Running", "Restarting"))
         )
         if gone and other.get("status") == "True":
             other.update(status="False", lastUpdateTime=stamp, lastTransitionTime=stamp)
