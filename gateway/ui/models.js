@@ -80,8 +80,8 @@ export function renderModels(ctx) {
   add(main, pageHeader("Models", status), messages, body);
   const columns = [
     {title: "Status", cell: statusCell},
-    {title: "Name", cell: (o) => h("a", {href: `#/models/${encodeURIComponent(o.metadata.name)}`},
-                                   o.metadata.name)},
+    {title: "Name", cell: (o) => h("a", {class: "model-name",
+      href: `#/models/${encodeURIComponent(o.metadata.name)}`}, o.metadata.name)},
     {title: "Format", cell: (o) => predictorFormat(o).format},
     {title: "Runtime", cell: runtimeOf},
     {title: "URL", cell: urlCell},
@@ -123,9 +123,14 @@ function summary(obj) {
   const {state, reason, message} = readyCondition(obj);
   const p = (obj.spec && obj.spec.predictor) || {};
   const model = p.model || p[predictorFormat(obj).format] || {};
+  const ms = (obj.status && obj.status.modelStatus) || {};
+  const failure = ms.lastFailureInfo;
   return facts([
     ["Status", h("span", {}, badge(state), reason ? ` ${reason}` : "")],
     ["Message", message || null],
+    ["Model", ms.transitionStatus ? `${(ms.states || {}).activeModelState || "—"} ` +
+      `(${ms.transitionStatus})` : null],
+    ["Last failure", failure ? `${failure.reason}: ${failure.message || ""}` : null],
     ["URL", urlCell(obj)],
     ["Format", predictorFormat(obj).format],
     ["Runtime", runtimeOf(obj)],

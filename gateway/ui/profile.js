@@ -92,6 +92,8 @@ export function renderContributors(ctx) {
       h("h2", {class: "section-title"}, `Contributors of ${ns}`), errors, list,
       manages ? h("section", {class: "card pad", "aria-label": "Add contributor"},
                   addForm(ns, errors, refresh))
-        : h("p", {class: "muted"}, `Only the owner of ${ns} can add or remove contributors.`));
+        : h("p", {class: "muted"}, `Only the owner of ${ns} can add or remove contributors.`),
+      h("p", {class: "hint muted"}, "Contributors sign in as themselves (OIDC or trusted-header ",
+        "mode). A single-user platform has one person, so a binding there gives nobody access."));
   refresh().catch((err) => { if (!signal.aborted) put(list, errorBox(err)); });
 }

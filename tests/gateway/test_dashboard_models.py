@@ -58,6 +58,11 @@ def with_canary(api: httpx.Client, name: str) -> None:
     assert r.status_code == 200, r.text
 
 
+def failed(obj: dict[str, Any]) -> bool:
+    model = (obj.get("status") or {}).get("modelStatus") or {}
+    return bool(model.get("transitionStatus") == "BlockedByFailedLoad")
+
+
 @pytest.fixture(scope="module")
 def models(platform: Any) -> Iterator[tuple[httpx.Client, Any]]:
     """Two canaries (80/20) and an sklearn model served over V2, all on one claim."""
@@ -83,6 +88,12 @@ def models(platform: Any) -> Iterator[tuple[httpx.Client, Any]]:
         for name in ("dash-canary", "dash-rollback"):
             wait_isvc(api, name, lambda o: len(traffic(o)) == 2, timeout=60)
         wait_isvc(api, "dash-iris", ready, timeout=60)
+        missing = isvc(
+            "dash-broken",
+            {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": f"pvc://{CLAIM}/missing"}},
+        )
+        assert api.post(ISVC_PATH, json=missing).status_code == 201
+        wait_isvc(api, "dash-broken", failed, timeout=30)
         yield api, sklearn_model
 
 
@@ -119,6 +130,9 @@ def test_models_promote_rollback_infer_delete(models: Any, platform: Any) -> Non
             expect(row).to_contain_text("python")
             expect(row.locator(".traffic")).to_have_text("00001: 80%00002: 20%")
             expect(page.locator('tr[data-name="dash-iris"]')).to_contain_text("sklearn")
+            broken = page.locator('tr[data-name="dash-broken"]')
+            expect(broken.locator(".badge")).to_have_text("NotReady")
+            expect(broken).to_contain_text("RevisionFailed")
             page.screenshot(path=str(SHOTS / "models.png"))
 
             # Promote the canary from its page, after the confirmation.
@@ -192,6 +206,12 @@ def test_models_promote_rollback_infer_delete(models: Any, platform: Any) -> Non
             assert answer == {"predictions": sklearn_model.predict(x).tolist()}
             expect(page.get_by_role("cell", name="PredictorReady")).to_be_visible()
             tall_screenshot(page, "models-infer.png")
+
+            # A model that cannot load: its page says why, and offers no test panel.
+            page.goto(platform.gateway_url + "/#/models/dash-broken")
+            expect(page.locator("dl.facts").first).to_contain_text("ModelLoadFailed")
+            expect(page.locator("dl.facts").first).to_contain_text("does not exist")
+            expect(page.get_by_role("region", name="Test inference")).to_contain_text("not ready")
 
             # Delete from the list.
             page.goto(platform.gateway_url + "/#/models")
