@@ -1,9 +1,11 @@
-// Pipelines: Argo Workflows in the namespace, and one workflow's graph and step logs.
+// Pipelines: Argo Workflows in the namespace, and one workflow's graph and step logs. The
+// section's other tabs (Kubeflow Pipelines' pipelines, runs, experiments) are kfp.js's.
 
 import {getJSON, getText, pathFor} from "./api.js";
 import {dagSvg} from "./charts.js";
 import {add, ago, badge, clear, duration, emptyState, errorBox, h, pageHeader, progressBar, put,
         spanOf, table} from "./dom.js";
+import {sectionTabs} from "./kfp.js";
 import {byNewest, followList, poll} from "./live.js";
 
 const FINISHED = new Set(["Succeeded", "Failed", "Error"]);
@@ -13,7 +15,7 @@ export function renderWorkflows(ctx) {
   const {main, ns, signal} = ctx;
   const status = h("span", {class: "live", title: "updates as workflows change"}, "connecting…");
   const body = h("div", {class: "card"}, h("p", {class: "muted pad"}, "Loading workflows…"));
-  add(main, pageHeader("Pipelines", status), body);
+  add(main, sectionTabs("workflows"), pageHeader("Workflows", status), body);
   let last = null;
   const draw = () => {
     if (last === null) return;
@@ -66,7 +68,7 @@ export function renderWorkflow(ctx, name) {
   const summary = h("div", {class: "summary"});
   const graph = h("div", {class: "card dag-wrap"});
   const side = h("div", {class: "card node-panel"});
-  add(main, header, summary, h("div", {class: "split"}, graph, side));
+  add(main, sectionTabs("workflows"), header, summary, h("div", {class: "split"}, graph, side));
   let wf = null;
   let selected = null;
   let logFor = null;

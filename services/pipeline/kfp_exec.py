@@ -333,6 +333,14 @@ async def prepare(
     return argv, env, container.get("image")
 
 
+#: Artifact types whose content is their metadata (what ``log_metric`` and friends write).
+METRICS_TYPES = (
+    "system.Metrics",
+    "system.ClassificationMetrics",
+    "system.SlicedClassificationMetrics",
+)
+
+
 def _state_key(runner: Any, wf: dict[str, Any], node: dict[str, Any]) -> str:
     return str(runner.artifacts.state_key(wf, node["id"], "kfp.json"))
 
@@ -366,17 +374,19 @@ async def collect(runner: Any, wf: dict[str, Any], node: dict[str, Any], result:
     for name, spec in ex["outputs"]["artifacts"].items():
         art = spec["artifacts"][0]
         done = uploaded.get(name) or {}
+        meta = ((produced.get(name) or {}).get("artifacts") or [{}])[0].get("metadata") or {}
+        kfp = {"name": name, "type": art["type"], "metadata": meta, "uri": art["uri"]}
+        if not done and (art["type"] or {}).get("schemaTitle") in METRICS_TYPES:
+            # The SDK logs metrics into the artifact's metadata and writes no file; KFP's
+            # launcher records such an artifact anyway, with no object behind it.
+            result.artifacts.append({"name": name, "kfp": kfp})
+            await _record(runner, wf, node, ex.get("taskName", ""), name, art, meta, None)
+            continue
         if not done or not await runner.artifacts.uploaded(done["key"], done["stored"]):
             errors.append(name)
             continue
-        meta = ((produced.get(name) or {}).get("artifacts") or [{}])[0].get("metadata") or {}
         result.artifacts.append(
-            {
-                "name": name,
-                "s3": {"key": done["key"]},
-                "archive": {"none": {}},
-                "kfp": {"name": name, "type": art["type"], "metadata": meta, "uri": art["uri"]},
-            }
+            {"name": name, "s3": {"key": done["key"]}, "archive": {"none": {}}, "kfp": kfp}
         )
         await _record(runner, wf, node, ex.get("taskName", ""), name, art, meta, done.get("size"))
     if result.phase == "Succeeded" and errors:

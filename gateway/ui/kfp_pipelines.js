@@ -1,0 +1,166 @@
+// KFP pipelines: the list, uploading a package (KFP IR YAML/JSON or an Argo Workflow YAML) as a
+// pipeline or as a new version, and one pipeline's versions with a version's graph and inputs.
+
+import {dagSvg} from "./charts.js";
+import {add, ago, clear, emptyState, errorBox, h, pageHeader, put, table} from "./dom.js";
+import {action, byCreated, field, kfp, kfpList, specGraph, specInputs, uploadPackage}
+  from "./kfp_api.js";
+import {poll} from "./live.js";
+
+const ACCEPT = ".yaml,.yml,.json";
+
+// The upload form (hidden until asked for): a name, a description and the package file.
+function uploadForm(id, title, onUpload) {
+  const name = h("input", {id: `${id}-name`, autocomplete: "off"});
+  const description = h("input", {id: `${id}-description`, autocomplete: "off"});
+  const file = h("input", {id: `${id}-file`, type: "file", accept: ACCEPT, required: true});
+  const errors = h("div", {class: "form-errors", "aria-live": "assertive"});
+  const submit = h("button", {class: "button primary", type: "submit"}, "Upload");
+  const form = h("form", {class: "form card pad", "aria-label": title, hidden: true},
+    h("h2", {}, title),
+    field("Package file", file, "KFP IR (kfp.compiler output, YAML or JSON) or an Argo Workflow."),
+    field("Name", name, "Defaults to the file's name."),
+    field("Description", description),
+    errors, h("div", {class: "actions"}, submit));
+  file.addEventListener("change", () => {
+    if (!name.value && file.files[0]) name.value = file.files[0].name.replace(/\.[^.]+$/, "");
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    submit.textContent = "Uploading…";
+    clear(errors);
+    try {
+      await onUpload({file: file.files[0], name: name.value.trim(),
+                      description: description.value.trim()});
+      form.reset();
+      form.hidden = true;
+    } catch (err) {
+      put(errors, errorBox(err));
+    } finally {
+      submit.disabled = false;
+      submit.textContent = "Upload";
+    }
+  });
+  return form;
+}
+
+export function renderPipelines(ctx) {
+  const {main, ns, signal} = ctx;
+  const body = h("div", {class: "card"}, h("p", {class: "muted pad"}, "Loading pipelines…"));
+  const messages = h("div", {class: "messages", "aria-live": "polite"});
+  const form = uploadForm("upload", "Upload pipeline", async ({file, name, description}) => {
+    const made = await uploadPackage("/pipelines/upload",
+      {namespace: ns, display_name: name, description}, file);
+    window.location.hash = `#/kfp/pipelines/${encodeURIComponent(made.pipeline_id)}`;
+  });
+  const open = h("button", {class: "button primary", type: "button", id: "upload-pipeline",
+                            onclick: () => { form.hidden = !form.hidden; }}, "Upload pipeline");
+  add(main, pageHeader("Pipelines", open), form, messages, body);
+  const refresh = async () => {
+    const rows = byCreated(await kfpList("/pipelines", "pipelines", ns, signal));
+    put(body, rows.length ? table([
+      {title: "Name", cell: (p) => h("a", {href: `#/kfp/pipelines/${encodeURIComponent(
+        p.pipeline_id)}`}, p.display_name)},
+      {title: "Description", cell: (p) => p.description || h("span", {class: "muted"}, "—")},
+      {title: "Uploaded", cell: (p) => ago(p.created_at)},
+      {title: "", class: "right", cell: (p) => h("span", {class: "row-actions"},
+        h("a", {class: "button small", href: `#/kfp/runs/+new?pipeline=${p.pipeline_id}`,
+                "aria-label": `Create run of ${p.display_name}`}, "Create run"),
+        action("Delete", async () => {
+          if (!window.confirm(`Delete pipeline ${p.display_name} and all its versions?`)) return;
+          await kfp("DELETE", `/pipelines/${p.pipeline_id}?cascade=true`);
+          await refresh();
+        }, messages, {"aria-label": `Delete ${p.display_name}`}))},
+    ], rows.map((p) => ({...p, name: p.display_name}))) : emptyState("No pipelines yet",
+      "Press ", h("strong", {}, "Upload pipeline"), " to add a compiled KFP pipeline or an ",
+      "Argo Workflow YAML."));
+  };
+  poll(async () => {
+    try {
+      await refresh();
+    } catch (err) {
+      if (!signal.aborted) put(body, errorBox(err));
+    }
+    return true;
+  }, 5000, signal);
+}
+
+function inputsTable(spec) {
+  const inputs = specInputs(spec);
+  if (!inputs.length) return h("p", {class: "muted pad"}, "This version takes no parameters.");
+  return table([
+    {title: "Parameter", cell: (i) => h("code", {}, i.name)},
+    {title: "Type", cell: (i) => i.type},
+    {title: "Default", cell: (i) => (i.value === "" ? h("span", {class: "muted"}, "—")
+                                                    : h("code", {}, i.value))},
+  ], inputs);
+}
+
+function versionGraph(spec) {
+  const nodes = specGraph(spec);
+  if (!Object.keys(nodes).length) return h("p", {class: "muted pad"}, "No tasks to draw.");
+  const svg = dagSvg(nodes, {selected: null, onSelect: () => {}});
+  svg.setAttribute("aria-label", "pipeline graph");
+  return svg;
+}
+
+export async function renderPipeline(ctx, id) {
+  const {main, signal} = ctx;
+  const header = h("div");
+  const messages = h("div", {class: "messages", "aria-live": "polite"});
+  const versions = h("div", {class: "card"}, h("p", {class: "muted pad"}, "Loading…"));
+  const graph = h("div", {class: "card dag-wrap"});
+  const inputs = h("div", {class: "card"});
+  const heading = h("h2", {class: "section"}, "Graph");
+  add(main, header, messages, h("h2", {class: "section"}, "Versions"), versions, heading,
+      h("div", {class: "split"}, graph, inputs));
+  let pipeline;
+  let selected = null;
+  const form = uploadForm("upload-version", "Upload version", async ({file, name, description}) => {
+    const v = await uploadPackage("/pipelines/upload_version",
+      {pipelineid: id, display_name: name, description}, file);
+    selected = v.pipeline_version_id;
+    await refresh();
+  });
+  const show = (v) => {
+    selected = v.pipeline_version_id;
+    heading.textContent = `Graph of ${v.display_name}`;
+    put(graph, versionGraph(v.pipeline_spec));
+    put(inputs, h("h3", {class: "pad"}, "Parameters"), inputsTable(v.pipeline_spec));
+  };
+  const refresh = async () => {
+    const list = byCreated((await kfp("GET", `/pipelines/${id}/versions?page_size=1000`,
+                                      undefined, signal)).pipeline_versions || []);
+    const current = list.find((v) => v.pipeline_version_id === selected) || list[0];
+    if (current) show(current);
+    put(versions, table([
+      {title: "Version", cell: (v) => h("button", {class: "linkish", type: "button",
+        "aria-pressed": String(v.pipeline_version_id === selected), onclick: () => { show(v); refresh(); }},
+        v.display_name)},
+      {title: "Description", cell: (v) => v.description || h("span", {class: "muted"}, "—")},
+      {title: "Uploaded", cell: (v) => ago(v.created_at)},
+      {title: "", class: "right", cell: (v) => h("a", {class: "button small",
+        href: `#/kfp/runs/+new?pipeline=${id}&version=${v.pipeline_version_id}`,
+        "aria-label": `Create run of ${v.display_name}`}, "Create run")},
+    ], list.map((v) => ({...v, name: v.display_name})), {rowClass: (v) =>
+      (v.pipeline_version_id === selected ? "best" : undefined)}));
+  };
+  try {
+    pipeline = await kfp("GET", `/pipelines/${id}`, undefined, signal);
+  } catch (err) {
+    if (!signal.aborted) put(header, errorBox(err));
+    return;
+  }
+  const toggle = h("button", {class: "button", type: "button", id: "upload-version",
+                              onclick: () => { form.hidden = !form.hidden; }}, "Upload version");
+  put(header, pageHeader(pipeline.display_name,
+    h("a", {class: "button ghost", href: "#/kfp/pipelines"}, "← All pipelines"), toggle,
+    h("a", {class: "button primary", href: `#/kfp/runs/+new?pipeline=${id}`}, "Create run")),
+    pipeline.description ? h("p", {class: "muted"}, pipeline.description) : null, form);
+  try {
+    await refresh();
+  } catch (err) {
+    if (!signal.aborted) put(messages, errorBox(err));
+  }
+}

@@ -1,0 +1,312 @@
+"""The dashboard's Kubeflow Pipelines flows in headless Chromium against the real platform:
+upload the seed's Argo Workflow as a pipeline, run it and read a step's log; upload a pipeline
+compiled with the kfp SDK (and a second version), run it twice with different parameters,
+see its metrics (scalars, confusion matrix, ROC curve) and compare the runs; archive, restore
+and delete runs; a recurring run that starts runs; a KFP experiment created and archived.
+Each step is checked through the KFP API too.
+
+No ``from __future__ import annotations``: kfp reads the component's annotations as types.
+"""
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from kfp import compiler, dsl
+from kfp.dsl import ClassificationMetrics, Dataset, Metrics, Output
+
+from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from tests.browser import launch, needs_chromium
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "dashboard"
+SEED_WORKFLOW = ROOT / "tests" / "seed" / "workflow.yaml"
+SEED_PVC = ROOT / "tests" / "seed" / "pvc.yaml"
+KFP = "/apis/v2beta1"
+PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
+FINAL = re.compile("SUCCEEDED|FAILED|CANCELED")
+RUN_URL = re.compile(r".*#/kfp/runs/[0-9a-f-]{36}$")
+
+
+@dsl.component(base_image="python:3.11")
+def train(
+    lr: float,
+    metrics: Output[Metrics],
+    quality: Output[ClassificationMetrics],
+    report: Output[Dataset],
+) -> None:
+    accuracy = round(1 - lr, 4)
+    print(f"training with lr={lr}: accuracy={accuracy}")
+    metrics.log_metric("accuracy", accuracy)
+    metrics.log_metric("loss", round(lr * 2, 4))
+    quality.log_confusion_matrix(["cat", "dog"], [[8, 2], [1, 9]])
+    quality.log_roc_curve([0.0, 0.1, 0.4, 1.0], [0.0, 0.7, 0.9, 1.0], [1.0, 0.8, 0.5, 0.0])
+    with open(report.path, "w") as f:
+        f.write(f"report: lr={lr} accuracy={accuracy}\n")
+
+
+@dsl.pipeline(name="metrics-demo")
+def metrics_demo(lr: float = 0.1) -> None:
+    train(lr=lr).set_caching_options(False)
+
+
+async def kfp_get(api: httpx.AsyncClient, path: str) -> dict[str, Any]:
+    r = await api.get(KFP + path, params={"namespace": NS})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def by_name(api: httpx.AsyncClient, path: str, key: str, name: str) -> dict[str, Any]:
+    items = (await kfp_get(api, path)).get(key) or []
+    found = [i for i in items if i["display_name"] == name]
+    assert len(found) == 1, items
+    return found[0]
+
+
+async def finished(page: Any, expect: Any, api: httpx.AsyncClient, wait_ms: int) -> None:
+    """Wait until the run page shows a final state; the run must have succeeded."""
+    badge = page.locator(".summary .badge").first
+    await expect(badge).to_have_text(FINAL, timeout=wait_ms)
+    run = await kfp_get(api, "/runs/" + page.url.rsplit("/", 1)[1])
+    assert run["state"] == "SUCCEEDED", (run.get("error"), run["run_details"])
+    await expect(badge).to_have_text("SUCCEEDED")
+
+
+async def start_run(page: Any, expect: Any, pipeline: str, name: str, lr: str | None) -> str:
+    """The run form, from the pipeline list; the run's id (from the page it lands on)."""
+    await page.goto(page.url.split("#")[0] + "#/kfp/pipelines")
+    await page.get_by_role("link", name=f"Create run of {pipeline}").click()
+    await page.wait_for_url("**/#/kfp/runs/+new?pipeline=*")
+    await page.get_by_label("Run name", exact=True).fill(name)
+    if lr is not None:
+        await expect(page.get_by_label("lr", exact=True)).to_have_value("0.1")
+        await page.get_by_label("lr", exact=True).fill(lr)
+    await page.click("#run-submit")
+    await page.wait_for_url(RUN_URL)
+    return page.url.rsplit("/", 1)[1]
+
+
+@needs_chromium
+async def test_kfp_pipelines_runs_and_experiments_in_the_dashboard(
+    platform: Any, tmp_path: Path
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    package = tmp_path / "metrics-demo.yaml"
+    compiler.Compiler().compile(metrics_demo, str(package))
+    base = platform.gateway_url
+    async with httpx.AsyncClient(base_url=base, timeout=15) as api:
+        pvc = yaml.safe_load(SEED_PVC.read_text())
+        made = await api.post(PVCS, json=pvc)
+        assert made.status_code in (201, 409), made.text
+        async with async_playwright() as pw:
+            browser = await launch(pw)
+            try:
+                page = await browser.new_page(viewport={"width": 1360, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.on("dialog", lambda dialog: dialog.accept())
+                await page.goto(base + "/#/kfp/pipelines", timeout=15000)
+                await expect(page.get_by_text("No pipelines yet")).to_be_visible()
+
+                # A KFP experiment first, so the metrics runs can go into it.
+                await page.get_by_role("link", name="KFP experiments").click()
+                await page.click("#new-kfp-experiment")
+                await page.get_by_label("Experiment name", exact=True).fill("dash-kfp-exp")
+                await page.get_by_label("Experiment description", exact=True).fill("from the UI")
+                await page.get_by_role("button", name="Create experiment").click()
+                await expect(page.locator('tr[data-name="dash-kfp-exp"]')).to_be_visible()
+                exp = await by_name(api, "/experiments", "experiments", "dash-kfp-exp")
+                assert exp["description"] == "from the UI"
+
+                await upload_and_run_seed(page, expect, api)
+                metric_runs = await run_metrics_pipeline(page, expect, api, package)
+                await compare_and_archive(page, expect, api, metric_runs)
+                await recurring_run(page, expect, api)
+
+                # Archive the KFP experiment: it leaves the active list, as the API says.
+                await page.goto(base + "/#/kfp/experiments")
+                row = page.locator('tr[data-name="dash-kfp-exp"]')
+                await page.screenshot(path=str(SHOTS / "pipelines-experiments.png"))
+                await row.get_by_role("button", name="Archive dash-kfp-exp").click()
+                await expect(row).to_have_count(0)
+                exp = await by_name(api, "/experiments", "experiments", "dash-kfp-exp")
+                assert exp["storage_state"] == "ARCHIVED"
+                await page.get_by_role("button", name="Archived").click()
+                await expect(row).to_be_visible()
+
+                # The Argo Workflows tab still lists every run's Workflow.
+                await page.get_by_role("link", name="Workflows").click()
+                await expect(page.locator("table.grid tbody tr").first).to_be_visible()
+                assert errors == []
+            finally:
+                await browser.close()
+
+
+async def upload_and_run_seed(page: Any, expect: Any, api: httpx.AsyncClient) -> None:
+    await page.goto(page.url.split("#")[0] + "#/kfp/pipelines")
+    await page.click("#upload-pipeline")
+    await page.get_by_label("Package file", exact=True).set_input_files(str(SEED_WORKFLOW))
+    await expect(page.get_by_label("Name", exact=True)).to_have_value("workflow")
+    await page.get_by_label("Name", exact=True).fill("seed-workflow")
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    await page.wait_for_url("**/#/kfp/pipelines/*")
+    for step in ("repeat-line", "print-text"):
+        await expect(page.locator(f'svg.dag g.node[data-node="{step}"]')).to_be_visible()
+    await page.screenshot(path=str(SHOTS / "pipelines-graph.png"))
+    seed = await by_name(api, "/pipelines", "pipelines", "seed-workflow")
+    versions = await kfp_get(api, f"/pipelines/{seed['pipeline_id']}/versions")
+    assert versions["pipeline_versions"][0]["pipeline_spec"]["kind"] == "Workflow"
+
+    run_id = await start_run(page, expect, "seed-workflow", "seed-run", None)
+    await finished(page, expect, api, 60000)
+    await page.locator('g.node[data-node="print-text"]').click()
+    await expect(page.locator(".node-panel h2")).to_have_text("print-text")
+    await expect(page.locator("pre.log")).to_contain_text("Hello\nHello")
+    await page.screenshot(path=str(SHOTS / "runs-detail.png"))
+    run = await kfp_get(api, f"/runs/{run_id}")
+    assert run["state"] == "SUCCEEDED" and run["display_name"] == "seed-run"
+    assert run["pipeline_version_reference"]["pipeline_id"] == seed["pipeline_id"]
+
+
+async def run_metrics_pipeline(
+    page: Any, expect: Any, api: httpx.AsyncClient, package: Path
+) -> list[str]:
+    await page.goto(page.url.split("#")[0] + "#/kfp/pipelines")
+    await page.click("#upload-pipeline")
+    await page.get_by_label("Package file", exact=True).set_input_files(str(package))
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    await page.wait_for_url("**/#/kfp/pipelines/*")
+    # A second version of it, uploaded on the pipeline's page.
+    await page.click("#upload-version")
+    await page.get_by_label("Package file", exact=True).set_input_files(str(package))
+    await page.get_by_label("Name", exact=True).fill("v2")
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    await expect(page.get_by_role("button", name="v2")).to_have_attribute("aria-pressed", "true")
+    pipeline = await by_name(api, "/pipelines", "pipelines", "metrics-demo")
+    listed = await kfp_get(api, f"/pipelines/{pipeline['pipeline_id']}/versions")
+    assert sorted(v["display_name"] for v in listed["pipeline_versions"]) == [
+        "metrics-demo",
+        "v2",
+    ]
+    await page.goto(page.url.split("#")[0] + "#/kfp/pipelines")
+    await expect(page.locator('tr[data-name="metrics-demo"]')).to_be_visible()
+    await page.screenshot(path=str(SHOTS / "pipelines.png"))
+
+    run_ids = []
+    for lr in ("0.2", "0.4"):
+        await page.goto(page.url.split("#")[0] + "#/kfp/pipelines")
+        await page.get_by_role("link", name="Create run of metrics-demo").click()
+        await page.wait_for_url("**/#/kfp/runs/+new?pipeline=*")
+        await expect(page.get_by_label("Version", exact=True)).to_contain_text("v2")
+        await page.get_by_label("Run name", exact=True).fill(f"metrics-lr-{lr}")
+        await page.get_by_label("Experiment", exact=True).select_option(label="dash-kfp-exp")
+        await page.get_by_label("lr", exact=True).fill(lr)
+        if lr == "0.2":
+            await page.screenshot(path=str(SHOTS / "runs-new.png"))
+        await page.click("#run-submit")
+        await page.wait_for_url(RUN_URL)
+        run_ids.append(page.url.rsplit("/", 1)[1])
+        await finished(page, expect, api, 90000)
+    # The last run's metrics: scalars, the confusion matrix and the ROC curve.
+    metrics = page.get_by_role("region", name="Metrics")
+    await expect(metrics.locator("table.grid")).to_contain_text("accuracy")
+    await expect(metrics.locator("table.grid")).to_contain_text("0.6")
+    await expect(page.get_by_role("table", name="confusion matrix")).to_contain_text("dog")
+    await expect(page.get_by_role("img", name="ROC curve").locator("circle")).to_have_count(4)
+    # The report artifact: previewed as text, downloadable.
+    await page.locator('g.node[data-node="train"]').click()
+    await page.get_by_role("button", name="Preview report").click()
+    await expect(page.get_by_label("report preview")).to_have_text("report: lr=0.4 accuracy=0.6\n")
+    link = page.get_by_role("link", name="Download report")
+    async with page.expect_download() as download:
+        await link.click()
+    assert (await download.value).suggested_filename == "report"
+    got = await api.get(str(await link.get_attribute("href")))
+    assert got.status_code == 200 and got.text == "report: lr=0.4 accuracy=0.6\n", got.text
+    await expect(page.locator("pre.log")).to_contain_text("training with lr=0.4")
+    await metrics.scroll_into_view_if_needed()
+    await page.screenshot(path=str(SHOTS / "runs-metrics.png"))
+    exp = await by_name(api, "/experiments", "experiments", "dash-kfp-exp")
+    for run_id, lr in zip(run_ids, (0.2, 0.4), strict=True):
+        run = await kfp_get(api, f"/runs/{run_id}")
+        assert run["state"] == "SUCCEEDED"
+        assert run["experiment_id"] == exp["experiment_id"]
+        assert run["runtime_config"]["parameters"] == {"lr": lr}
+    return run_ids
+
+
+async def compare_and_archive(
+    page: Any, expect: Any, api: httpx.AsyncClient, run_ids: list[str]
+) -> None:
+    await page.goto(page.url.split("#")[0] + "#/kfp/runs")
+    for name in ("metrics-lr-0.2", "metrics-lr-0.4"):
+        await page.get_by_label(f"Select {name}", exact=True).check()
+    await page.screenshot(path=str(SHOTS / "runs.png"))
+    await page.click("#compare-runs")
+    await page.wait_for_url("**/#/kfp/compare/*")
+    params = page.get_by_role("region", name="parameters compared")
+    await expect(params.locator('tr[data-name="lr"]')).to_contain_text("0.2")
+    await expect(params.locator('tr[data-name="lr"]')).to_contain_text("0.4")
+    metrics = page.get_by_role("region", name="metrics compared")
+    await expect(metrics.locator('tr[data-name="train/accuracy"]')).to_contain_text("0.8")
+    await expect(metrics.locator('tr[data-name="train/accuracy"]')).to_contain_text("0.6")
+    await page.screenshot(path=str(SHOTS / "runs-compare.png"))
+
+    # Archive the seed run, restore it, then delete it.
+    await page.goto(page.url.split("#")[0] + "#/kfp/runs")
+    seed_row = page.locator('tr[data-name="seed-run"]')
+    seed = next(r for r in (await kfp_get(api, "/runs"))["runs"] if r["display_name"] == "seed-run")
+    await page.get_by_label("Select seed-run", exact=True).check()
+    await page.get_by_role("button", name="Archive", exact=True).click()
+    await expect(seed_row).to_have_count(0)
+    assert (await kfp_get(api, f"/runs/{seed['run_id']}"))["storage_state"] == "ARCHIVED"
+    await page.get_by_role("button", name="Archived", exact=True).click()
+    await page.get_by_label("Select seed-run", exact=True).check()
+    await page.get_by_role("button", name="Restore", exact=True).click()
+    await expect(seed_row).to_have_count(0)
+    assert (await kfp_get(api, f"/runs/{seed['run_id']}"))["storage_state"] == "AVAILABLE"
+    await page.get_by_role("button", name="Active", exact=True).click()
+    await page.get_by_label("Select seed-run", exact=True).check()
+    await page.get_by_role("button", name="Delete", exact=True).click()
+    await expect(seed_row).to_have_count(0)
+    gone = await api.get(f"{KFP}/runs/{seed['run_id']}")
+    assert gone.status_code == 404, gone.text
+
+
+async def recurring_run(page: Any, expect: Any, api: httpx.AsyncClient) -> None:
+    await page.goto(page.url.split("#")[0] + "#/kfp/pipelines")
+    await page.get_by_role("link", name="Create run of seed-workflow").click()
+    await page.wait_for_url("**/#/kfp/runs/+new?pipeline=*")
+    await page.get_by_label("Run name", exact=True).fill("seed-every-5s")
+    await page.get_by_label("Recurring", exact=True).check()
+    await page.get_by_label("Run every", exact=True).fill("5")
+    await page.get_by_label("Unit", exact=True).select_option("seconds")
+    await page.get_by_label("Maximum concurrent runs", exact=True).fill("1")
+    await page.click("#run-submit")
+    await page.wait_for_url("**/#/kfp/recurring")
+    row = page.locator('tr[data-name="seed-every-5s"]')
+    await expect(row).to_contain_text("every 5s")
+    await expect(row.locator(".badge")).to_have_text("ENABLED")
+    rec = await by_name(api, "/recurringruns", "recurringRuns", "seed-every-5s")
+    assert rec["trigger"] == {"periodic_schedule": {"interval_second": "5"}}
+    assert rec["max_concurrency"] == "1" and rec["status"] == "ENABLED"
+    # It starts runs on its own; the list counts them.
+    await expect(row.locator("td").nth(4)).not_to_have_text("0", timeout=30000)
+    await page.screenshot(path=str(SHOTS / "runs-recurring.png"))
+    await row.get_by_role("button", name="Disable seed-every-5s").click()
+    await expect(row.locator(".badge")).to_have_text("DISABLED")
+    rec = await by_name(api, "/recurringruns", "recurringRuns", "seed-every-5s")
+    assert rec["status"] == "DISABLED"
+    started = [
+        r
+        for r in (await kfp_get(api, "/runs"))["runs"]
+        if r.get("recurring_run_id") == rec["recurring_run_id"]
+    ]
+    assert started, "the recurring run started no run"
+    await row.get_by_role("button", name="Delete seed-every-5s").click()
+    await expect(row).to_have_count(0)
+    gone = await api.get(f"{KFP}/recurringruns/{rec['recurring_run_id']}")
+    assert gone.status_code == 404, gone.text
