@@ -27,14 +27,21 @@ rather than run on a network of its own.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from .models import WorkloadSpec
+from .supervisor import proc_start_time
 
 NETWORKS = "networks"
 LOOPBACK = "127.0.0.1"
+#: A group's directory goes once its members have ended and it was untouched this long.
+PRUNE_AFTER_SECONDS = 600.0
+PRUNE_SCAN = 1000
 
 
 def network_dir(root: Path, namespace: str, group: str) -> Path:
@@ -44,6 +51,28 @@ def network_dir(root: Path, namespace: str, group: str) -> Path:
     return path
 
 
+def prune(root: Path, namespace: str, keep: str) -> int:
+    """Remove the namespace's group directories whose members have all ended, untouched for
+    :data:`PRUNE_AFTER_SECONDS` (no member is starting); returns how many went."""
+    removed = 0
+    for path in sorted((root / NETWORKS / namespace).glob("*"))[:PRUNE_SCAN]:
+        if path.name == keep or not path.is_dir():
+            continue
+        members = path / "members.json"
+        try:
+            stamp = max(path.stat().st_mtime, members.stat().st_mtime if members.exists() else 0)
+            recorded = json.loads(members.read_text()) if members.exists() else []
+            live = [
+                m for m in recorded if proc_start_time(int(m.get("pid") or 0)) == m.get("start")
+            ]
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        if not live and time.time() - stamp > PRUNE_AFTER_SECONDS:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def plan(root: Path, spec: WorkloadSpec, etc_dir: str, box: dict[str, Any]) -> None:
     """Add the group's network to a sandbox plan ``box``: where the group's state is, and an
     ``/etc/hosts`` that maps the group's names to the loopback."""
@@ -51,6 +80,7 @@ def plan(root: Path, spec: WorkloadSpec, etc_dir: str, box: dict[str, Any]) -> N
     if network is None:
         return
     box["network"] = {"dir": str(network_dir(root, spec.namespace, network.group))}
+    prune(root, spec.namespace, keep=network.group)
     names = [n for n in [network.hostname, *network.peers] if n]
     try:
         base = Path(etc_dir, "hosts").read_text()

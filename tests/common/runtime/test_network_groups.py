@@ -111,3 +111,32 @@ async def test_kubernetes_group_gets_hostname_services_and_a_policy(
     assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": members}}]}]
     owners = {o["uid"] for o in policy["metadata"]["ownerReferences"]}
     assert owners == {pod_a["metadata"]["uid"], pod_b["metadata"]["uid"]}
+
+
+def test_ended_groups_directories_are_pruned(tmp_path: Path) -> None:
+    """A group's directory goes once its members ended and it sat untouched for a while;
+    a live member's group, a fresh one and the group being planned stay."""
+    import json
+    import os
+    import time
+
+    from services.common.runtime import local_network
+
+    old = time.time() - 2 * local_network.PRUNE_AFTER_SECONDS
+    dirs = {}
+    for group, pid in (("ended", 2**22 + 7), ("live", os.getpid()), ("fresh", 2**22 + 7)):
+        path = local_network.network_dir(tmp_path, "team", group)
+        start = local_network.proc_start_time(pid) if group == "live" else 12345
+        (path / "members.json").write_text(json.dumps([{"pid": pid, "start": start}]))
+        dirs[group] = path
+    planned = local_network.network_dir(tmp_path, "team", "planned")
+    for path in (dirs["ended"], dirs["live"], planned):  # untouched for long
+        for entry in (path / "members.json", path):
+            if entry.exists():
+                os.utime(entry, (old, old))
+    assert local_network.prune(tmp_path, "team", keep="planned") == 1
+    assert sorted(p.name for p in (tmp_path / "networks" / "team").iterdir()) == [
+        "fresh",
+        "live",
+        "planned",
+    ]
