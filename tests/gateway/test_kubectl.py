@@ -69,7 +69,11 @@ def test_kubectl_version_and_api_resources(kubectl: Kubectl) -> None:
     assert "notebooks.kubeflow.org" in kubeflow and "persistentvolumeclaims" not in kubeflow
     assert "poddefaults.kubeflow.org" in kubeflow
     cluster = kubectl.run("api-resources", "--namespaced=false", "-o", "name").stdout.split()
-    assert cluster == ["profiles.kubeflow.org"]
+    assert sorted(cluster) == [
+        "clusterservingruntimes.serving.kserve.io",
+        "profiles.kubeflow.org",
+    ]
+    assert "pytorchjobs.kubeflow.org" in names and "inferencegraphs.serving.kserve.io" in names
 
 
 def test_kubectl_apply_get_edit_delete_pvc(kubectl: Kubectl, tmp_path: Path) -> None:
@@ -245,6 +249,8 @@ async def test_discovery_needs_sign_in_and_no_namespace(gateway: Any, oidc: Any)
             "notebooks",
             "notebooks/status",
             "profiles",
+            "pytorchjobs",
+            "pytorchjobs/status",
         }
         assert "kubeflow-user-example-com" not in json.dumps(answers[0])
 
