@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, launch, needs_chromium
 from tests.conftest import ADMIN_USER, create_profile
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
@@ -104,3 +104,43 @@ def test_owner_adds_and_removes_a_contributor(trusted_header_platform: Any) -> N
                 assert errors == []
             finally:
                 browser.close()
+
+
+@needs_chromium
+async def test_sign_out_from_the_dashboard(gateway: Any, oidc: Any) -> None:
+    """OIDC mode (the test provider, a gateway whose services are a stand-in): log in through
+    the provider's page, open the contributors page, Log out. The session is revoked (its
+    cookie no longer works anywhere) and the browser is sent to the provider's end-session
+    page."""
+    from playwright.async_api import async_playwright, expect
+
+    async with async_playwright() as pw:
+        browser = await launch(pw)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"{gateway.url}/", timeout=15000)
+            await page.fill("#login", "user@example.com")
+            await page.fill("#password", "password")
+            await page.click("#submit-login")
+            await page.wait_for_url(f"{gateway.url}/", timeout=15000)
+            await page.goto(f"{gateway.url}/#/contributors")
+            await expect(page.locator("#user")).to_have_text("user@example.com")
+            owner = page.locator('tr[data-name="user@example.com"]')
+            await expect(owner).to_contain_text("owner")
+            cookies = {c["name"]: c["value"] for c in await page.context.cookies(gateway.url)}
+            session = cookies["shipyard_session"]
+
+            await page.get_by_role("button", name="Log out").click()
+            await page.wait_for_url(f"{oidc.issuer}/session/end**", timeout=15000)
+            left = {c["name"] for c in await page.context.cookies(gateway.url)}
+            assert "shipyard_session" not in left
+            async with httpx.AsyncClient(
+                base_url=gateway.url, timeout=15, cookies={"shipyard_session": session}
+            ) as c:
+                r = await c.get("/oauth2/userinfo")
+                assert r.status_code == 401, r.text
+            assert errors == []
+        finally:
+            await browser.close()
