@@ -136,7 +136,9 @@ export function renderRun(ctx, id) {
   };
 
   const drawGraph = () => {
-    const nodes = (wf && wf.status && wf.status.nodes) || {};
+    const nodes = {...((wf && wf.status && wf.status.nodes) || {})};
+    const root = wf && nodes[wf.metadata.name];
+    if (root) nodes[wf.metadata.name] = {...root, displayName: run.display_name};
     put(graph, Object.keys(nodes).length ? (dagSvg(nodes, {selected, onSelect: select}) ||
       h("p", {class: "muted pad"}, "Too many steps to draw.")) : h("p", {class: "muted pad"},
       "No steps have started yet."));

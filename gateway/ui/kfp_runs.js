@@ -18,7 +18,8 @@ export function renderRuns(ctx, query) {
   const toolbar = h("div", {class: "toolbar"});
   const title = h("span", {}, "Runs");
   add(main, pageHeader(title, h("a", {class: "button primary", id: "create-run",
-    href: "#/kfp/runs/+new"}, "Create run")), toolbar, messages, body);
+    href: `#/kfp/runs/+new${experimentId ? `?experiment=${experimentId}` : ""}`}, "Create run")),
+      toolbar, messages, body);
   let runs = [];
   let experiments = new Map();
 

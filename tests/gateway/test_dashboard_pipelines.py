@@ -206,6 +206,13 @@ async def run_metrics_pipeline(
         await page.get_by_label("lr", exact=True).fill(lr)
         if lr == "0.2":
             await page.screenshot(path=str(SHOTS / "runs-new.png"))
+            # A value that is not the parameter's type is refused before anything is sent.
+            await page.get_by_label("lr", exact=True).fill("fast")
+            await page.click("#run-submit")
+            await expect(page.locator(".form-errors .error-message")).to_have_text(
+                'parameter lr: "fast" is not double'
+            )
+            await page.get_by_label("lr", exact=True).fill(lr)
         await page.click("#run-submit")
         await page.wait_for_url(RUN_URL)
         run_ids.append(page.url.rsplit("/", 1)[1])
@@ -282,6 +289,14 @@ async def recurring_run(page: Any, expect: Any, api: httpx.AsyncClient) -> None:
     await page.wait_for_url("**/#/kfp/runs/+new?pipeline=*")
     await page.get_by_label("Run name", exact=True).fill("seed-every-5s")
     await page.get_by_label("Recurring", exact=True).check()
+    # A bad cron schedule: the API's message, with the field, shown in place.
+    await page.get_by_label("Cron", exact=True).check()
+    await page.get_by_label("Cron expression", exact=True).fill("every day")
+    await page.click("#run-submit")
+    await expect(page.locator(".form-errors .error-message")).to_contain_text(
+        "trigger.cron_schedule.cron"
+    )
+    await page.get_by_label("Periodic", exact=True).check()
     await page.get_by_label("Run every", exact=True).fill("5")
     await page.get_by_label("Unit", exact=True).select_option("seconds")
     await page.get_by_label("Maximum concurrent runs", exact=True).fill("1")
