@@ -81,7 +81,7 @@ function createForm(ns, messages, onDone) {
   const submit = h("button", {class: "button primary", type: "submit", id: "vol-submit"},
                    "Create");
   const form = h("form", {class: "form card pad", "aria-label": "New volume", hidden: true},
-    h("div", {class: "field-row"},
+    h("div", {class: "field-row volume-row"},
       h("div", {class: "field"}, h("label", {for: "vol-name"}, "Name"), name),
       h("div", {class: "field"}, h("label", {for: "vol-size"}, "Size"), size),
       h("div", {class: "field"}, h("label", {for: "vol-mode"}, "Access mode"), mode)),
