@@ -23,6 +23,7 @@ from services.automl import store as automl_store
 from services.automl.models import EXPERIMENT, EXPERIMENT_LABEL, TRIAL
 from services.automl.status import is_finished, trial_state
 from services.automl.template import workload_name
+from services.automl.training import trials as training_trials
 from services.common.app import ServiceContext, context
 from services.common.auth import IdentityDep, authorize
 from services.common.errors import ApiError, Cause
@@ -165,7 +166,7 @@ async def read_trial_log(
     """The trial's output as plain text lines; ``follow=true`` streams until it ends."""
     authorize(identity, "get", namespace, TRIALS)
     ctx = context(request)
-    await ctx.store.get(TRIAL, namespace, name)
+    trial = await ctx.store.get(TRIAL, namespace, name)
     runtime = ctx.runtime
     follow = request.query_params.get("follow") in ("1", "true", "True")
     tail_raw = request.query_params.get("tailLines")
@@ -174,6 +175,8 @@ async def read_trial_log(
     except ValueError:
         raise ApiError(400, f"tailLines must be an integer, not {tail_raw!r}") from None
     wname = workload_name(name)
+    if training_trials.is_training_run(trial["spec"].get("runSpec")):  # its primary replica
+        wname = await training_trials.primary_now(runtime, trial) or wname
     try:
         await runtime.status(namespace, wname)
     except WorkloadNotFound:

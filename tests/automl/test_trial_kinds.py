@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from services.automl import conditions
-from tests.automl.conftest import NAMESPACE, AutoML, python_experiment, reason_of, unique
+from tests.automl.conftest import API, NAMESPACE, AutoML, python_experiment, reason_of, unique
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "automl"
 JOBS = f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs"
@@ -167,6 +167,33 @@ async def test_pytorchjob_trials_complete_with_the_masters_metrics(automl: AutoM
             path = f"{JOBS}/{trial['metadata']['name']}"
             while (await automl.request("GET", path)).status_code != 404:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
+
+
+async def test_retained_pytorchjob_trial_logs_and_deletion(automl: AutoML) -> None:
+    """``retain: true`` keeps the trial's PyTorchJob; the trial's log is its primary
+    replica's (the master's); deleting the experiment deletes the job with its trials."""
+    exp = yaml.safe_load((EXAMPLES / "pytorchjob-experiment.yaml").read_text())
+    name = unique("ptj-keep")
+    exp["metadata"]["name"] = name
+    exp["spec"].update(maxTrialCount=1, parallelTrialCount=1, maxFailedTrialCount=1)
+    exp["spec"]["trialTemplate"]["retain"] = True
+    await automl.create("experiments", exp)
+    done = await automl.wait_finished(name, timeout=120)
+    assert reason_of(done) == ("Succeeded", "ExperimentMaxTrialsReached"), done["status"]
+    (trial,) = await automl.trials(name)
+    trial_name = trial["metadata"]["name"]
+    job = (await automl.request("GET", f"{JOBS}/{trial_name}")).json()
+    assert job["metadata"]["labels"]["katib.kubeflow.org/trial"] == trial_name
+    assert job["metadata"]["ownerReferences"][0]["name"] == trial_name
+    assert job["status"]["conditions"][-1]["type"] == "Succeeded"
+    r = await automl.request("GET", f"{API}/trials/{trial_name}/log")
+    assert r.status_code == 200, r.text
+    assert "allreduce: rank=0 world=2 sum=3" in r.text and "loss=" in r.text
+    r = await automl.request("DELETE", f"{API}/experiments/{name}")
+    assert r.status_code == 200, r.text
+    async with asyncio.timeout(30):
+        while (await automl.request("GET", f"{JOBS}/{trial_name}")).status_code != 404:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
 
 
 async def test_job_trial_outcome_follows_its_conditions(automl: AutoML) -> None:

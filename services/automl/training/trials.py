@@ -28,7 +28,7 @@ from services.automl.training.models import PYTORCHJOB
 from services.automl.training.validation import CONTAINER
 from services.common.errors import ApiError
 from services.common.resources.store import owner_reference
-from services.common.runtime import SERVICE_LABEL
+from services.common.runtime import SERVICE_LABEL, Runtime
 
 if TYPE_CHECKING:
     from services.automl.controller import AutoMLController
@@ -121,19 +121,26 @@ async def start_job(
         raise ValueError(f"the trial's PyTorchJob is invalid: {exc.message}") from None
 
 
-async def primary_workload(ctl: AutoMLController, trial: dict[str, Any]) -> str:
+async def primary_now(runtime: Runtime, trial: dict[str, Any]) -> str | None:
     """The workload of the replica whose labels match ``primaryPodLabels`` (the first, by
-    name); the master's when none appears in time."""
+    name), or None while there is none."""
+    meta = trial["metadata"]
+    _, _, primary = trial_conditions(trial)
+    selector = {**primary, SERVICE_LABEL: "automl", rep.JOB_NAME_LABEL: meta["name"]}
+    found = sorted(w.name for w in await runtime.list(selector, meta["namespace"]))
+    return found[0] if found else None
+
+
+async def primary_workload(ctl: AutoMLController, trial: dict[str, Any]) -> str:
+    """:func:`primary_now`, waiting for it to appear; the master's when none does in time."""
     meta = trial["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    _, _, primary = trial_conditions(trial)
-    selector = {**primary, SERVICE_LABEL: "automl", rep.JOB_NAME_LABEL: name}
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(PRIMARY_WAIT_SECONDS):
             while True:
-                found = sorted(w.name for w in await ctl.runtime.list(selector, namespace))
+                found = await primary_now(ctl.runtime, trial)
                 if found:
-                    return found[0]
+                    return found
                 if await ctl.store.find(PYTORCHJOB, namespace, name) is None:
                     break
                 await asyncio.sleep(POLL_SECONDS)
