@@ -28,6 +28,14 @@ def as_user(platform: Any, user: str) -> httpx.Client:
     )
 
 
+def kfam_binding(namespace: str, user: str, role: str) -> dict[str, Any]:
+    return {
+        "user": {"kind": "User", "name": user},
+        "referredNamespace": namespace,
+        "RoleRef": {"kind": "ClusterRole", "name": f"kubeflow-{role}"},
+    }
+
+
 def bindings(api: httpx.Client) -> dict[str, str]:
     r = api.get("/kfam/v1/bindings", params={"namespace": TEAM})
     assert r.status_code == 200, r.text
@@ -101,6 +109,22 @@ def test_owner_adds_and_removes_a_contributor(trusted_header_platform: Any) -> N
                 bob_row.get_by_role("button", name=f"Remove {BOB}").click()
                 expect(bob_row).to_have_count(0)
                 assert BOB not in bindings(alice)
+
+                # Bob's own namespace, where Alice is an editor: the switcher takes her there,
+                # and there she may look but not change.
+                create_profile(admin, "team-bob", owner=BOB)
+                with as_user(platform, BOB) as bob:
+                    r = bob.post("/kfam/v1/bindings", json=kfam_binding("team-bob", OWNER, "edit"))
+                    assert r.status_code == 200, r.text
+                wait_member(alice, "team-bob")
+                page.reload()
+                page.get_by_label("namespace").select_option("team-bob")
+                expect(page.get_by_role("heading", name="Contributors of team-bob")).to_be_visible()
+                theirs = page.locator("table.grid").nth(1)
+                expect(theirs.locator(f'tr[data-name="{BOB}"]')).to_contain_text("owner")
+                expect(theirs.locator(f'tr[data-name="{OWNER}"]')).to_contain_text("edit")
+                expect(page.get_by_text("Only the owner of team-bob")).to_be_visible()
+                expect(page.get_by_role("form", name="Add contributor")).to_have_count(0)
                 assert errors == []
             finally:
                 browser.close()
