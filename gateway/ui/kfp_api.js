@@ -165,3 +165,43 @@ export function action(label, fn, box, attrs = {}) {
     }
   }}, label);
 }
+
+function irArgument(spec) {
+  if (spec.componentInputParameter) return `pipeline input ${spec.componentInputParameter}`;
+  if (spec.taskOutputParameter) {
+    const t = spec.taskOutputParameter;
+    return `output ${t.outputParameterKey} of ${t.producerTask}`;
+  }
+  if (spec.runtimeValue) return JSON.stringify(spec.runtimeValue.constant ?? spec.runtimeValue);
+  if (spec.taskOutputArtifact) {
+    const t = spec.taskOutputArtifact;
+    return `artifact ${t.outputArtifactKey} of ${t.producerTask}`;
+  }
+  return JSON.stringify(spec);
+}
+
+// What one task of a package runs, as [label, value] pairs for a details panel.
+export function taskFacts(raw, id) {
+  const spec = irOf(raw);
+  if (isIr(spec)) {
+    const task = (((spec.root || {}).dag || {}).tasks || {})[id] || {};
+    const compName = (task.componentRef || {}).name;
+    const comp = (spec.components || {})[compName] || {};
+    const execs = ((spec.deploymentSpec || {}).executors || {});
+    const container = (execs[comp.executorLabel] || {}).container || {};
+    const inputs = {...(task.inputs || {}).parameters, ...(task.inputs || {}).artifacts};
+    return [["Component", compName || "—"], ["Image", container.image || "—"],
+            ["Depends on", (task.dependentTasks || []).join(", ") || "—"],
+            ...Object.entries(inputs).map(([name, arg]) => [`Input ${name}`, irArgument(arg)])];
+  }
+  const wf = (spec || {}).spec || {};
+  const entry = (wf.templates || []).find((t) => t.name === wf.entrypoint) || {};
+  const tasks = entry.dag ? entry.dag.tasks || [] : (entry.steps || []).flat();
+  const task = tasks.find((t) => t.name === id) || entry;
+  const tpl = (wf.templates || []).find((t) => t.name === task.template) || task;
+  const run = tpl.container || tpl.script || {};
+  return [["Template", tpl.name || "—"], ["Image", run.image || "—"],
+          ["Command", (run.command || []).join(" ").slice(0, 300) || "—"],
+          ...((task.arguments || {}).parameters || []).map((p) => [`Input ${p.name}`,
+                                                                   String(p.value ?? "")])];
+}

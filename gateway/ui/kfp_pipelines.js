@@ -3,8 +3,8 @@
 
 import {dagSvg} from "./charts.js";
 import {add, ago, clear, emptyState, errorBox, h, pageHeader, put, table} from "./dom.js";
-import {action, byCreated, field, kfp, kfpList, specGraph, specInputs, uploadPackage}
-  from "./kfp_api.js";
+import {action, byCreated, field, kfp, kfpList, specGraph, specInputs, taskFacts,
+        uploadPackage} from "./kfp_api.js";
 import {poll} from "./live.js";
 
 const ACCEPT = ".yaml,.yml,.json";
@@ -97,12 +97,20 @@ function inputsTable(spec) {
   ], inputs);
 }
 
-function versionGraph(spec) {
+// The version's graph; picking a task shows what it runs in `panel`.
+function versionGraph(spec, graph, panel, selected = null) {
   const nodes = specGraph(spec);
-  if (!Object.keys(nodes).length) return h("p", {class: "muted pad"}, "No tasks to draw.");
-  const svg = dagSvg(nodes, {selected: null, onSelect: () => {}});
+  if (!Object.keys(nodes).length) {
+    put(graph, h("p", {class: "muted pad"}, "No tasks to draw."));
+    return;
+  }
+  const svg = dagSvg(nodes, {selected, onSelect: (id) => {
+    versionGraph(spec, graph, panel, id);
+    put(panel, h("h3", {}, `Task ${id}`), h("dl", {class: "facts"},
+      taskFacts(spec, id).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+  }});
   svg.setAttribute("aria-label", "pipeline graph");
-  return svg;
+  put(graph, svg);
 }
 
 export async function renderPipeline(ctx, id) {
@@ -112,6 +120,8 @@ export async function renderPipeline(ctx, id) {
   const versions = h("div", {class: "card"}, h("p", {class: "muted pad"}, "Loading…"));
   const graph = h("div", {class: "card dag-wrap"});
   const inputs = h("div", {class: "card"});
+  const task = h("div", {class: "pad task-facts", "aria-live": "polite"},
+                 h("p", {class: "muted"}, "Select a task to see what it runs."));
   const heading = h("h2", {class: "section"}, "Graph");
   add(main, header, messages, h("h2", {class: "section"}, "Versions"), versions, heading,
       h("div", {class: "split"}, graph, inputs));
@@ -126,8 +136,9 @@ export async function renderPipeline(ctx, id) {
   const show = (v) => {
     selected = v.pipeline_version_id;
     heading.textContent = `Graph of ${v.display_name}`;
-    put(graph, versionGraph(v.pipeline_spec));
-    put(inputs, h("h3", {class: "pad"}, "Parameters"), inputsTable(v.pipeline_spec));
+    put(task, h("p", {class: "muted"}, "Select a task to see what it runs."));
+    versionGraph(v.pipeline_spec, graph, task);
+    put(inputs, h("h3", {class: "pad"}, "Parameters"), inputsTable(v.pipeline_spec), task);
   };
   const refresh = async () => {
     const list = byCreated((await kfp("GET", `/pipelines/${id}/versions?page_size=1000`,

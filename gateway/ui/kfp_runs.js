@@ -22,6 +22,7 @@ export function renderRuns(ctx, query) {
       toolbar, messages, body);
   let runs = [];
   let experiments = new Map();
+  let pipelines = new Map();
 
   const bulk = (label, fn) => action(label, async () => {
     clear(messages);
@@ -69,6 +70,11 @@ export function renderRuns(ctx, query) {
       {title: "Status", cell: (r) => stateBadge(r.state)},
       {title: "Duration", class: "num", cell: (r) => duration(
         spanOf(r.created_at, FINAL.has(r.state) ? r.finished_at : null))},
+      {title: "Pipeline", cell: (r) => {
+        const id = (r.pipeline_version_reference || {}).pipeline_id;
+        return id && pipelines.has(id) ? h("a", {href: `#/kfp/pipelines/${id}`},
+                                           pipelines.get(id)) : "—";
+      }},
       {title: "Experiment", cell: (r) => experiments.get(r.experiment_id) || "—"},
       {title: "Recurring run", cell: (r) => (r.recurring_run_id ? h("a",
         {href: "#/kfp/recurring"}, r.recurring_run_id.slice(0, 8)) : "—")},
@@ -79,10 +85,12 @@ export function renderRuns(ctx, query) {
   const refresh = async () => {
     const path = experimentId ? `/runs?experiment_id=${encodeURIComponent(experimentId)}`
       : "/runs";
-    const [list, exps] = await Promise.all([kfpList(path, "runs", ns, signal),
-      kfpList("/experiments", "experiments", ns, signal)]);
+    const [list, exps, pips] = await Promise.all([kfpList(path, "runs", ns, signal),
+      kfpList("/experiments", "experiments", ns, signal),
+      kfpList("/pipelines", "pipelines", ns, signal)]);
     runs = byCreated(list);
     experiments = new Map(exps.map((e) => [e.experiment_id, e.display_name]));
+    pipelines = new Map(pips.map((p) => [p.pipeline_id, p.display_name]));
     title.textContent = experimentId
       ? `Runs of ${experiments.get(experimentId) || experimentId}` : "Runs";
     for (const id of [...selected]) if (!runs.some((r) => r.run_id === id)) selected.delete(id);

@@ -155,6 +155,9 @@ async def upload_and_run_seed(page: Any, expect: Any, api: httpx.AsyncClient) ->
     await page.wait_for_url("**/#/kfp/pipelines/*")
     for step in ("repeat-line", "print-text"):
         await expect(page.locator(f'svg.dag g.node[data-node="{step}"]')).to_be_visible()
+    await page.locator('svg.dag g.node[data-node="print-text"]').click()
+    await expect(page.locator(".task-facts")).to_contain_text("Templateprint-text")
+    await expect(page.locator(".task-facts")).to_contain_text("python:3.7")
     await page.screenshot(path=str(SHOTS / "pipelines-graph.png"))
     seed = await by_name(api, "/pipelines", "pipelines", "seed-workflow")
     versions = await kfp_get(api, f"/pipelines/{seed['pipeline_id']}/versions")
@@ -185,6 +188,8 @@ async def run_metrics_pipeline(
     await page.get_by_label("Name", exact=True).fill("v2")
     await page.get_by_role("button", name="Upload", exact=True).click()
     await expect(page.get_by_role("button", name="v2")).to_have_attribute("aria-pressed", "true")
+    await page.locator('svg.dag g.node[data-node="train"]').click()
+    await expect(page.locator(".task-facts")).to_contain_text("Input lrpipeline input lr")
     pipeline = await by_name(api, "/pipelines", "pipelines", "metrics-demo")
     listed = await kfp_get(api, f"/pipelines/{pipeline['pipeline_id']}/versions")
     assert sorted(v["display_name"] for v in listed["pipeline_versions"]) == [
@@ -193,6 +198,7 @@ async def run_metrics_pipeline(
     ]
     await page.goto(page.url.split("#")[0] + "#/kfp/pipelines")
     await expect(page.locator('tr[data-name="metrics-demo"]')).to_be_visible()
+    await expect(page.locator('tr[data-name="seed-workflow"]')).to_be_visible()
     await page.screenshot(path=str(SHOTS / "pipelines.png"))
 
     run_ids = []
@@ -251,6 +257,9 @@ async def compare_and_archive(
     await page.goto(page.url.split("#")[0] + "#/kfp/runs")
     for name in ("metrics-lr-0.2", "metrics-lr-0.4"):
         await page.get_by_label(f"Select {name}", exact=True).check()
+    row = page.locator('tr[data-name="metrics-lr-0.2"]')
+    await expect(row.get_by_role("link", name="metrics-demo")).to_be_visible()
+    await expect(row).to_contain_text("dash-kfp-exp")
     await page.screenshot(path=str(SHOTS / "runs.png"))
     await page.click("#compare-runs")
     await page.wait_for_url("**/#/kfp/compare/*")
