@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,22 @@ def models(platform: Any) -> Iterator[tuple[httpx.Client, Any]]:
         assert api.post(ISVC_PATH, json=missing).status_code == 201
         wait_isvc(api, "dash-broken", failed, timeout=30)
         yield api, sklearn_model
+        clean_up(api)
+
+
+def clean_up(api: httpx.Client) -> None:
+    """The session's platform is shared: what these tests made goes (model servers first,
+    then the claims they mounted)."""
+    for name in ("dash-canary", "dash-rollback", "dash-iris", "dash-broken"):
+        assert api.delete(f"{ISVC_PATH}/{name}").status_code in (200, 404)
+    assert api.delete(f"{NOTEBOOKS}/dash-nb").status_code in (200, 404)
+    assert api.delete(f"{WORKFLOWS}/dash-vol-wf").status_code in (200, 404)
+    deadline = time.monotonic() + 30
+    for claim in (CLAIM, "dash-shared", "dash-scratch"):
+        while (r := api.delete(f"{PVC_PATH}/{claim}")).status_code == 409:
+            assert time.monotonic() < deadline, r.text  # a server still stopping
+            time.sleep(0.2)
+        assert r.status_code in (200, 404), r.text
 
 
 def browser_page(pw: Any, url: str) -> tuple[Any, Any, list[str]]:
