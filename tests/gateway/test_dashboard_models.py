@@ -224,6 +224,19 @@ def test_models_promote_rollback_infer_delete(models: Any, platform: Any) -> Non
             expect(page.get_by_role("cell", name="PredictorReady")).to_be_visible()
             tall_screenshot(page, "models-infer.png")
 
+            # The server's refusal and a body that is no JSON are shown in the panel.
+            panel.get_by_label("Protocol", exact=True).select_option("v2")
+            bad = {"name": "input-0", "shape": [3, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+            body.fill(json.dumps({"inputs": [bad]}))
+            panel.get_by_role("button", name="Send").click()
+            expect(panel.locator("#infer-response .error-message")).to_have_text(
+                "input input-0: 4 elements, shape [3, 4] needs 12"
+            )
+            expect(panel.locator("#infer-latency")).to_contain_text("failed after")
+            body.fill("{not json")
+            panel.get_by_role("button", name="Send").click()
+            expect(panel.locator("#infer-response .error-message")).to_contain_text("not JSON")
+
             # A model that cannot load: its page says why, and offers no test panel.
             page.goto(platform.gateway_url + "/#/models/dash-broken")
             expect(page.locator("dl.facts").first).to_contain_text("ModelLoadFailed")
