@@ -1,13 +1,14 @@
 // The Pipelines section's tabs and the Kubeflow Pipelines routes under #/kfp/:
 //   #/kfp/pipelines, #/kfp/pipelines/<id>, #/kfp/runs[?experiment=<id>], #/kfp/runs/+new
 //   [?pipeline=<id>&version=<id>], #/kfp/runs/<id>, #/kfp/compare/<id>,<id>[,...],
-//   #/kfp/recurring, #/kfp/experiments.
+//   #/kfp/recurring, #/kfp/recurring/<id>, #/kfp/experiments.
 // The Argo Workflows list (#/pipelines, pipelines.js) is the section's first tab.
 
 import {h} from "./dom.js";
-import {renderExperimentsKfp, renderRecurringRuns} from "./kfp_experiments.js";
+import {renderExperimentsKfp} from "./kfp_experiments.js";
 import {renderCompare} from "./kfp_metrics.js";
 import {renderPipeline, renderPipelines} from "./kfp_pipelines.js";
+import {renderRecurringRun, renderRecurringRuns} from "./kfp_recurring.js";
 import {renderRun} from "./kfp_run.js";
 import {renderRunForm} from "./kfp_run_form.js";
 import {renderRuns} from "./kfp_runs.js";
@@ -45,6 +46,7 @@ export function renderKfp(ctx) {
   else if (page === "runs" && id) renderRun(ctx, id);
   else if (page === "runs") renderRuns(ctx, query);
   else if (page === "compare") renderCompare(ctx, (id || "").split(",").filter(Boolean));
+  else if (page === "recurring" && id) renderRecurringRun(ctx, id);
   else if (page === "recurring") renderRecurringRuns(ctx);
   else if (page === "experiments") renderExperimentsKfp(ctx);
   else if (id) renderPipeline(ctx, id);

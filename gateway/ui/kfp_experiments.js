@@ -1,12 +1,10 @@
-// KFP experiments (list, create, archive, restore) and recurring runs (list, enable, disable,
-// delete), as Kubeflow Pipelines' UI keeps them.
+// KFP experiments (list, create, archive, restore), as Kubeflow Pipelines' UI keeps them.
 
 import {add, ago, clear, emptyState, errorBox, h, pageHeader, put, table} from "./dom.js";
-import {action, byCreated, field, kfp, kfpList, shortId, stateBadge, triggerText}
-  from "./kfp_api.js";
+import {action, byCreated, field, kfp, kfpList, stateBadge} from "./kfp_api.js";
 import {poll} from "./live.js";
 
-function keepFresh(body, refresh, signal, ms = 3000) {
+export function keepFresh(body, refresh, signal, ms = 3000) {
   poll(async () => {
     try {
       await refresh();
@@ -85,44 +83,6 @@ export function renderExperimentsKfp(ctx) {
           await refresh();
         }, messages, {"aria-label": `${archived ? "Restore" : "Archive"} ${e.display_name}`})},
     ], rows.map((e) => ({...e, name: e.display_name}))));
-  };
-  keepFresh(body, refresh, signal);
-}
-
-export function renderRecurringRuns(ctx) {
-  const {main, ns, signal} = ctx;
-  const messages = h("div", {class: "messages", "aria-live": "polite"});
-  const body = h("div", {class: "card"}, h("p", {class: "muted pad"}, "Loading…"));
-  add(main, pageHeader("Recurring runs", h("a", {class: "button primary",
-    href: "#/kfp/runs/+new"}, "Create run")), messages, body);
-  const refresh = async () => {
-    const [recs, runs, exps] = await Promise.all([
-      kfpList("/recurringruns", "recurringRuns", ns, signal), kfpList("/runs", "runs", ns, signal),
-      kfpList("/experiments", "experiments", ns, signal)]);
-    const names = new Map(exps.map((e) => [e.experiment_id, e.display_name]));
-    const count = (r) => runs.filter((x) => x.recurring_run_id === r.recurring_run_id).length;
-    const act = (label, r, fn) => action(label, async () => { await fn(); await refresh(); },
-                                         messages, {"aria-label": `${label} ${r.display_name}`});
-    put(body, recs.length ? table([
-      {title: "Name", cell: (r) => r.display_name},
-      {title: "Status", cell: (r) => stateBadge(r.status)},
-      {title: "Trigger", cell: (r) => triggerText(r.trigger)},
-      {title: "Max concurrency", class: "num", cell: (r) => r.max_concurrency},
-      {title: "Runs started", class: "num", cell: (r) => String(count(r))},
-      {title: "Experiment", cell: (r) => names.get(r.experiment_id) || shortId(r.experiment_id)},
-      {title: "Created", cell: (r) => ago(r.created_at)},
-      {title: "", class: "right", cell: (r) => h("span", {class: "row-actions"},
-        r.status === "ENABLED"
-          ? act("Disable", r, () => kfp("POST", `/recurringruns/${r.recurring_run_id}:disable`))
-          : act("Enable", r, () => kfp("POST", `/recurringruns/${r.recurring_run_id}:enable`)),
-        act("Delete", r, async () => {
-          if (window.confirm(`Delete recurring run ${r.display_name}? Its runs stay.`)) {
-            await kfp("DELETE", `/recurringruns/${r.recurring_run_id}`);
-          }
-        }))},
-    ], byCreated(recs).map((r) => ({...r, name: r.display_name})))
-      : emptyState("No recurring runs", "Create a run and choose ", h("strong", {}, "Recurring"),
-                   " to start runs on a schedule."));
   };
   keepFresh(body, refresh, signal);
 }

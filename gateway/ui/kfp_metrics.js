@@ -51,22 +51,33 @@ function confusionMatrix(cm) {
     })))));
 }
 
-function rocCurve(points, size = 260) {
+const COLORS = ["#1f4fd8", "#d8771f", "#1e8a4c", "#c8333a", "#7b3fc4", "#0f8a8a"];
+
+// ROC curves (one per series: {label, points}), with a legend when there are several.
+function rocCurve(series, size = 260) {
   const pad = 34;
   const inner = size - 2 * pad;
-  const xy = (fpr, tpr) => `${pad + fpr * inner},${pad + (1 - tpr) * inner}`;
-  const pts = [...points].sort((a, b) => a.falsePositiveRate - b.falsePositiveRate ||
-                                        a.recall - b.recall);
-  return s("svg", {class: "roc", width: size, height: size, viewBox: `0 0 ${size} ${size}`,
+  const x = (p) => pad + p.falsePositiveRate * inner;
+  const y = (p) => pad + (1 - p.recall) * inner;
+  const curves = series.map((one, i) => {
+    const color = COLORS[i % COLORS.length];
+    const pts = [...one.points].sort((a, b) => a.falsePositiveRate - b.falsePositiveRate ||
+                                              a.recall - b.recall);
+    return s("g", {class: "series", dataset: {label: one.label}},
+      s("polyline", {class: "curve", stroke: color, points: pts.map((p) => `${x(p)},${y(p)}`)
+        .join(" ")}),
+      pts.map((p) => s("circle", {class: "point", r: 3, cx: x(p), cy: y(p), fill: color},
+        s("title", {}, `${one.label}: threshold ${fmt(p.confidenceThreshold)}, ` +
+                       `FPR ${fmt(p.falsePositiveRate)}, TPR ${fmt(p.recall)}`))));
+  });
+  const legend = series.length > 1 ? series.map((one, i) => s("text", {class: "legend",
+    x: size + 8, y: pad + 14 * i + 10, fill: COLORS[i % COLORS.length]}, one.label)) : null;
+  const width = series.length > 1 ? size + 220 : size;
+  return s("svg", {class: "roc", width, height: size, viewBox: `0 0 ${width} ${size}`,
                    role: "img", "aria-label": "ROC curve"},
     s("rect", {class: "frame", x: pad, y: pad, width: inner, height: inner}),
     s("line", {class: "chance", x1: pad, y1: pad + inner, x2: pad + inner, y2: pad}),
-    s("polyline", {class: "curve", points: pts.map((p) => xy(p.falsePositiveRate, p.recall))
-      .join(" ")}),
-    pts.map((p) => s("circle", {class: "point", r: 3, cx: pad + p.falsePositiveRate * inner,
-                                cy: pad + (1 - p.recall) * inner},
-      s("title", {}, `threshold ${fmt(p.confidenceThreshold)}: FPR ${fmt(p.falsePositiveRate)}` +
-                     `, TPR ${fmt(p.recall)}`))),
+    curves, legend,
     s("text", {x: size / 2, y: size - 6, "text-anchor": "middle"}, "false positive rate"),
     s("text", {x: 12, y: size / 2, transform: `rotate(-90 12 ${size / 2})`,
                "text-anchor": "middle"}, "true positive rate"));
@@ -95,7 +106,7 @@ export function metricsSection(wf) {
       h("div", {class: "charts-row"},
         m.metadata.confusionMatrix ? confusionMatrix(m.metadata.confusionMatrix) : null,
         (m.metadata.confidenceMetrics || []).length
-          ? rocCurve(m.metadata.confidenceMetrics) : null))));
+          ? rocCurve([{label: m.name, points: m.metadata.confidenceMetrics}]) : null))));
 }
 
 const valueText = (v) => (v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v)
@@ -111,7 +122,8 @@ export async function renderCompare(ctx, ids) {
   try {
     runs = await Promise.all(ids.map(async (id) => {
       const run = await kfp("GET", `/runs/${id}`, undefined, signal);
-      return {run, scalars: scalarsOf(await runWorkflow(ns, id, signal))};
+      const wf = await runWorkflow(ns, id, signal);
+      return {run, scalars: scalarsOf(wf), metrics: metricsOf(wf)};
     }));
   } catch (err) {
     if (!signal.aborted) put(body, errorBox(err));
@@ -126,6 +138,10 @@ export async function renderCompare(ctx, ids) {
   const params = runs.map((r) => (r.run.runtime_config || {}).parameters || {});
   const paramRows = names(params.map(Object.keys));
   const metricRows = names(runs.map((r) => Object.keys(r.scalars)));
+  const rocSeries = runs.flatMap((r) => r.metrics
+    .filter((m) => (m.metadata.confidenceMetrics || []).length)
+    .map((m) => ({label: `${r.run.display_name} · ${m.task}/${m.name}`,
+                  points: m.metadata.confidenceMetrics})));
   put(body,
     h("div", {class: "card"}, table(columns((row, i) => (i === undefined ? ""
       : stateBadge(runs[i].run.state))), [{name: "status"}])),
@@ -136,5 +152,7 @@ export async function renderCompare(ctx, ids) {
     h("h2", {class: "section"}, "Metrics"),
     h("div", {class: "card", role: "region", "aria-label": "metrics compared"}, metricRows.length
       ? table(columns((row, i) => fmt(runs[i].scalars[row.name])), metricRows)
-      : h("p", {class: "muted pad"}, "None of these runs logged scalar metrics.")));
+      : h("p", {class: "muted pad"}, "None of these runs logged scalar metrics.")),
+    rocSeries.length ? [h("h2", {class: "section"}, "ROC curves"),
+                        h("div", {class: "card pad"}, rocCurve(rocSeries))] : null);
 }

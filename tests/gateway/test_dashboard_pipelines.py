@@ -42,7 +42,8 @@ def train(
     metrics.log_metric("accuracy", accuracy)
     metrics.log_metric("loss", round(lr * 2, 4))
     quality.log_confusion_matrix(["cat", "dog"], [[8, 2], [1, 9]])
-    quality.log_roc_curve([0.0, 0.1, 0.4, 1.0], [0.0, 0.7, 0.9, 1.0], [1.0, 0.8, 0.5, 0.0])
+    tpr = [0.0, round(0.9 - lr, 4), round(1 - lr / 2, 4), 1.0]
+    quality.log_roc_curve([0.0, 0.1, 0.4, 1.0], tpr, [1.0, 0.8, 0.5, 0.0])
     with open(report.path, "w") as f:
         f.write(f"report: lr={lr} accuracy={accuracy}\n")
 
@@ -269,7 +270,10 @@ async def compare_and_archive(
     metrics = page.get_by_role("region", name="metrics compared")
     await expect(metrics.locator('tr[data-name="train/accuracy"]')).to_contain_text("0.8")
     await expect(metrics.locator('tr[data-name="train/accuracy"]')).to_contain_text("0.6")
-    await page.screenshot(path=str(SHOTS / "runs-compare.png"))
+    roc = page.get_by_role("img", name="ROC curve")
+    await expect(roc.locator("g.series")).to_have_count(2)
+    await expect(roc).to_contain_text("metrics-lr-0.2 · train/quality")
+    await page.screenshot(path=str(SHOTS / "runs-compare.png"), full_page=True)
 
     # Archive the seed run, restore it, then delete it.
     await page.goto(page.url.split("#")[0] + "#/kfp/runs")
@@ -320,10 +324,19 @@ async def recurring_run(page: Any, expect: Any, api: httpx.AsyncClient) -> None:
     # It starts runs on its own; the list counts them.
     await expect(row.locator("td").nth(4)).not_to_have_text("0", timeout=30000)
     await page.screenshot(path=str(SHOTS / "runs-recurring.png"))
-    await row.get_by_role("button", name="Disable seed-every-5s").click()
-    await expect(row.locator(".badge")).to_have_text("DISABLED")
+    # Its page: the settings and the runs it started; disable it there.
+    await row.get_by_role("link", name="seed-every-5s").click()
+    await page.wait_for_url(f"**/#/kfp/recurring/{rec['recurring_run_id']}")
+    await expect(page.locator("dl.facts")).to_contain_text("every 5s")
+    await expect(page.locator("dl.facts")).to_contain_text("seed-workflow")
+    await expect(page.locator("table.grid tbody tr").first).to_contain_text("SUCCEEDED")
+    await page.get_by_role("button", name="Disable seed-every-5s").click()
+    await expect(page.locator("dl.facts .badge")).to_have_text("DISABLED")
     rec = await by_name(api, "/recurringruns", "recurringRuns", "seed-every-5s")
     assert rec["status"] == "DISABLED"
+    await page.screenshot(path=str(SHOTS / "runs-recurring-detail.png"))
+    await page.get_by_role("link", name="← All recurring runs").click()
+    await expect(row.locator(".badge")).to_have_text("DISABLED")
     started = [
         r
         for r in (await kfp_get(api, "/runs"))["runs"]
