@@ -57,10 +57,15 @@ function restartControls(view, exp) {
                             "aria-label": "New max trial count",
                             value: (exp.spec.maxTrialCount || 0) +
                                    (exp.spec.parallelTrialCount || 1)});
-  const go = h("button", {class: "button", type: "button", id: "restart",
-                          disabled: state !== "Succeeded",
-                          title: state === "Succeeded" ? "Raise maxTrialCount and continue"
-                            : "Only a succeeded experiment can be restarted"}, "Restart");
+  // As Katib: only an experiment that stopped at maxTrialCount continues (not a goal reached).
+  const succeeded = ((exp.status && exp.status.conditions) || [])
+    .find((c) => c.type === "Succeeded" && c.status === "True");
+  const reason = succeeded && succeeded.reason;
+  const ok = state === "Succeeded" && reason === "ExperimentMaxTrialsReached";
+  const go = h("button", {class: "button", type: "button", id: "restart", disabled: !ok,
+                          title: ok ? "Raise maxTrialCount and continue"
+                            : `Only an experiment that reached maxTrialCount can be restarted` +
+                              (reason ? ` (this one: ${reason})` : "")}, "Restart");
   go.addEventListener("click", async () => {
     go.disabled = true;
     try {

@@ -270,7 +270,11 @@ export function renderExperimentForm(ctx) {
       field("Command", f.command, "One argument per line. ${trialParameters.<name>} is " +
             "replaced by the trial's value; a parameter a-b is the trial parameter a_b.")),
     errors, h("div", {class: "actions"}, toYamlButton, submit));
-  form.addEventListener("input", clearOnEdit);
+  form.addEventListener("input", (event) => {
+    clearOnEdit(event);
+    // Every cause answered: the summary above the buttons goes too.
+    if (!form.querySelector(".field-error") && !errors.querySelector(".causes li")) put(errors);
+  });
   const card = h("div", {class: "card pad"}, form);
   add(main, pageHeader("New experiment",
                        h("a", {class: "button ghost", href: "#/experiments"}, "Cancel")), card);

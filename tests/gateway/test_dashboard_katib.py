@@ -115,6 +115,9 @@ async def test_katib_experiment_from_the_dashboard_form(platform: Any) -> None:
             await page.get_by_label("Parallel trials", exact=True).fill("3")
             await page.get_by_label("Max failed trials", exact=True).fill("1")
             await page.get_by_label("Resume policy", exact=True).select_option("LongRunning")
+            # No goal: a random trial reaching it would end the experiment as GoalReached,
+            # which (as in Katib) cannot be restarted.
+            await page.get_by_label("Goal", exact=True).fill("")
             await expect(page.get_by_label("Command", exact=True)).to_have_value(
                 re.compile(re.escape("${trialParameters.num_layers}"))
             )
@@ -134,7 +137,7 @@ async def test_katib_experiment_from_the_dashboard_form(platform: Any) -> None:
             assert (spec["maxTrialCount"], spec["parallelTrialCount"]) == (3, 3)
             objective = spec["objective"]
             assert (objective["type"], objective["objectiveMetricName"]) == ("maximize", "accuracy")
-            assert objective["goal"] == 0.99
+            assert "goal" not in objective
             template = spec["trialTemplate"]
             assert {(t["name"], t["reference"]) for t in template["trialParameters"]} == {
                 ("lr", "lr"),
@@ -173,8 +176,12 @@ async def test_katib_experiment_from_the_dashboard_form(platform: Any) -> None:
             await page.screenshot(path=str(SHOTS / "experiment.png"))
 
             # Restart (resumePolicy LongRunning): a higher maxTrialCount runs one more trial.
+            await expect(page.locator("#restart")).to_be_enabled()
             await page.get_by_label("New max trial count", exact=True).fill("4")
             await page.click("#restart")
+            await expect(page.get_by_role("status").filter(has_text="Restarting")).to_have_text(
+                "Restarting with maxTrialCount 4."
+            )
             await expect(rows).to_have_count(4, timeout=30000)
             await expect(page.locator(".summary .badge")).to_have_text("Succeeded", timeout=60000)
             restarted = await experiment(api)
