@@ -145,15 +145,23 @@ export async function renderPipeline(ctx, id) {
                                       undefined, signal)).pipeline_versions || []);
     const current = list.find((v) => v.pipeline_version_id === selected) || list[0];
     if (current) show(current);
+    else put(graph, h("p", {class: "muted pad"}, "This pipeline has no versions."));
     put(versions, table([
       {title: "Version", cell: (v) => h("button", {class: "linkish", type: "button",
         "aria-pressed": String(v.pipeline_version_id === selected), onclick: () => { show(v); refresh(); }},
         v.display_name)},
       {title: "Description", cell: (v) => v.description || h("span", {class: "muted"}, "—")},
       {title: "Uploaded", cell: (v) => ago(v.created_at)},
-      {title: "", class: "right", cell: (v) => h("a", {class: "button small",
-        href: `#/kfp/runs/+new?pipeline=${id}&version=${v.pipeline_version_id}`,
-        "aria-label": `Create run of ${v.display_name}`}, "Create run")},
+      {title: "", class: "right", cell: (v) => h("span", {class: "row-actions"},
+        h("a", {class: "button small",
+                href: `#/kfp/runs/+new?pipeline=${id}&version=${v.pipeline_version_id}`,
+                "aria-label": `Create run of ${v.display_name}`}, "Create run"),
+        action("Delete", async () => {
+          if (!window.confirm(`Delete version ${v.display_name}? Its runs stay.`)) return;
+          await kfp("DELETE", `/pipelines/${id}/versions/${v.pipeline_version_id}`);
+          if (selected === v.pipeline_version_id) selected = null;
+          await refresh();
+        }, messages, {"aria-label": `Delete version ${v.display_name}`}))},
     ], list.map((v) => ({...v, name: v.display_name})), {rowClass: (v) =>
       (v.pipeline_version_id === selected ? "best" : undefined)}));
   };

@@ -150,6 +150,7 @@ export function renderRun(ctx, id) {
     const act = (label, fn) => action(label, async () => { await fn(); await load(); }, messages);
     put(header, pageHeader(run.display_name,
       h("a", {class: "button ghost", href: "#/kfp/runs"}, "← All runs"),
+      h("a", {class: "button small", href: `#/kfp/runs/+new?clone=${id}`}, "Clone run"),
       FINAL.has(run.state) ? null : act("Terminate", () => kfp("POST", `/runs/${id}:terminate`)),
       run.state === "FAILED" ? act("Retry", () => kfp("POST", `/runs/${id}:retry`)) : null,
       archived ? act("Restore", () => kfp("POST", `/runs/${id}:unarchive`))

@@ -25,14 +25,21 @@ export async function renderRunForm(ctx, query) {
   const card = h("div", {class: "card pad"}, h("p", {class: "muted"}, "Loading…"));
   add(main, pageHeader("Start a run", h("a", {class: "button ghost", href: "#/kfp/runs"},
                                             "Cancel")), card);
-  let pipelines, experiments;
+  let pipelines, experiments, source = null;
   try {
-    [pipelines, experiments] = await Promise.all([
+    [pipelines, experiments, source] = await Promise.all([
       kfpList("/pipelines", "pipelines", ns, signal),
-      kfpList("/experiments", "experiments", ns, signal)]);
+      kfpList("/experiments", "experiments", ns, signal),
+      query.get("clone") ? kfp("GET", `/runs/${query.get("clone")}`, undefined, signal) : null]);
   } catch (err) {
     if (!signal.aborted) put(card, errorBox(err));
     return;
+  }
+  if (source) {  // "Clone run": the source run's pipeline version, experiment and parameters
+    const ref = source.pipeline_version_reference || {};
+    if (ref.pipeline_id) query.set("pipeline", ref.pipeline_id);
+    if (ref.pipeline_version_id) query.set("version", ref.pipeline_version_id);
+    query.set("experiment", source.experiment_id);
   }
   if (!pipelines.length) {
     put(card, h("p", {}, "Upload a pipeline first: ", h("a", {href: "#/kfp/pipelines"},
@@ -117,7 +124,7 @@ export async function renderRunForm(ctx, query) {
     try {
       const parameters = {};
       for (const i of inputs) {
-        parameters[i.name] = coerce(i, params.querySelector(`[data-param="${i.name}"]`).value);
+        parameters[i.name] = coerce(i, params.querySelector(`[data-param="${CSS.escape(i.name)}"]`).value);
       }
       const body = {
         display_name: f.name.value.trim(), description: f.description.value.trim(),
@@ -149,6 +156,14 @@ export async function renderRunForm(ctx, query) {
     await loadVersions(query.get("version"));
   } catch (err) {
     if (!signal.aborted) put(errors, errorBox(err));
+  }
+  if (source) {
+    f.name.value = `Clone of ${source.display_name}`;
+    delete f.name.dataset.auto;
+    for (const [name, value] of Object.entries((source.runtime_config || {}).parameters || {})) {
+      const el = params.querySelector(`[data-param="${CSS.escape(name)}"]`);
+      if (el) el.value = typeof value === "object" ? JSON.stringify(value) : String(value);
+    }
   }
   put(card, form);  // complete: versions, parameters and the suggested name are in place
 }

@@ -17,7 +17,9 @@ export function renderRuns(ctx, query) {
   const body = h("div", {class: "card"}, h("p", {class: "muted pad"}, "Loading runs…"));
   const toolbar = h("div", {class: "toolbar"});
   const title = h("span", {}, "Runs");
-  add(main, pageHeader(title, h("a", {class: "button primary", id: "create-run",
+  const filter = h("input", {type: "search", id: "run-filter", "aria-label": "Filter runs",
+                             placeholder: "Filter by name", oninput: () => draw()});
+  add(main, pageHeader(title, filter, h("a", {class: "button primary", id: "create-run",
     href: `#/kfp/runs/+new${experimentId ? `?experiment=${experimentId}` : ""}`}, "Create run")),
       toolbar, messages, body);
   let runs = [];
@@ -53,7 +55,9 @@ export function renderRuns(ctx, query) {
 
   const draw = () => {
     drawToolbar();
-    const rows = runs.filter((r) => (r.storage_state === "ARCHIVED") === archived);
+    const needle = filter.value.trim().toLowerCase();
+    const rows = runs.filter((r) => (r.storage_state === "ARCHIVED") === archived &&
+                                    r.display_name.toLowerCase().includes(needle));
     if (!rows.length) {
       put(body, emptyState(archived ? "No archived runs" : "No runs yet", "Press ",
         h("strong", {}, "Create run"), " to run a pipeline version."));

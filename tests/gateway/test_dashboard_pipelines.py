@@ -19,6 +19,7 @@ from kfp.dsl import ClassificationMetrics, Dataset, Metrics, Output
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from tests.browser import launch, needs_chromium
+from tests.pipeline.components import napper
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "docs" / "dashboard"
@@ -126,6 +127,7 @@ async def test_kfp_pipelines_runs_and_experiments_in_the_dashboard(
                 metric_runs = await run_metrics_pipeline(page, expect, api, package)
                 await compare_and_archive(page, expect, api, metric_runs)
                 await recurring_run(page, expect, api)
+                await terminate_a_run(page, expect, api, tmp_path)
 
                 # Archive the KFP experiment: it leaves the active list, as the API says.
                 await page.goto(base + "/#/kfp/experiments")
@@ -188,15 +190,26 @@ async def run_metrics_pipeline(
     await page.get_by_label("Package file", exact=True).set_input_files(str(package))
     await page.get_by_label("Name", exact=True).fill("v2")
     await page.get_by_role("button", name="Upload", exact=True).click()
-    await expect(page.get_by_role("button", name="v2")).to_have_attribute("aria-pressed", "true")
+    v2 = page.get_by_role("button", name="v2", exact=True)
+    await expect(v2).to_have_attribute("aria-pressed", "true")
     await page.locator('svg.dag g.node[data-node="train"]').click()
     await expect(page.locator(".task-facts")).to_contain_text("Input lrpipeline input lr")
+    # A version uploaded by mistake is deleted from its row.
+    await page.click("#upload-version")
+    await page.get_by_label("Package file", exact=True).set_input_files(str(package))
+    await page.get_by_label("Name", exact=True).fill("scratch")
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    await page.get_by_role("button", name="Delete version scratch").click()
+    await expect(page.get_by_role("button", name="scratch", exact=True)).to_have_count(0)
     pipeline = await by_name(api, "/pipelines", "pipelines", "metrics-demo")
     listed = await kfp_get(api, f"/pipelines/{pipeline['pipeline_id']}/versions")
     assert sorted(v["display_name"] for v in listed["pipeline_versions"]) == [
         "metrics-demo",
         "v2",
     ]
+    v2_id = next(
+        v["pipeline_version_id"] for v in listed["pipeline_versions"] if v["display_name"] == "v2"
+    )
     await page.goto(page.url.split("#")[0] + "#/kfp/pipelines")
     await expect(page.locator('tr[data-name="metrics-demo"]')).to_be_visible()
     await expect(page.locator('tr[data-name="seed-workflow"]')).to_be_visible()
@@ -207,7 +220,7 @@ async def run_metrics_pipeline(
         await page.goto(page.url.split("#")[0] + "#/kfp/pipelines")
         await page.get_by_role("link", name="Create run of metrics-demo").click()
         await page.wait_for_url("**/#/kfp/runs/+new?pipeline=*")
-        await expect(page.get_by_label("Version", exact=True)).to_contain_text("v2")
+        await page.get_by_label("Version", exact=True).select_option(label="v2")
         await page.get_by_label("Run name", exact=True).fill(f"metrics-lr-{lr}")
         await page.get_by_label("Experiment", exact=True).select_option(label="dash-kfp-exp")
         await page.get_by_label("lr", exact=True).fill(lr)
@@ -243,12 +256,21 @@ async def run_metrics_pipeline(
     await expect(page.locator("pre.log")).to_contain_text("training with lr=0.4")
     await metrics.scroll_into_view_if_needed()
     await page.screenshot(path=str(SHOTS / "runs-metrics.png"))
+    # Clone run: the form comes back filled from this run.
+    await page.get_by_role("link", name="Clone run").click()
+    await page.wait_for_url("**/#/kfp/runs/+new?clone=*")
+    await expect(page.get_by_label("Run name", exact=True)).to_have_value("Clone of metrics-lr-0.4")
+    await expect(page.get_by_label("lr", exact=True)).to_have_value("0.4")
+    for label, chosen in (("Version", "v2"), ("Experiment", "dash-kfp-exp")):
+        picked = page.get_by_label(label, exact=True).locator("option:checked")
+        await expect(picked).to_have_text(chosen)
     exp = await by_name(api, "/experiments", "experiments", "dash-kfp-exp")
     for run_id, lr in zip(run_ids, (0.2, 0.4), strict=True):
         run = await kfp_get(api, f"/runs/{run_id}")
         assert run["state"] == "SUCCEEDED"
         assert run["experiment_id"] == exp["experiment_id"]
         assert run["runtime_config"]["parameters"] == {"lr": lr}
+        assert run["pipeline_version_reference"]["pipeline_version_id"] == v2_id
     return run_ids
 
 
@@ -256,6 +278,9 @@ async def compare_and_archive(
     page: Any, expect: Any, api: httpx.AsyncClient, run_ids: list[str]
 ) -> None:
     await page.goto(page.url.split("#")[0] + "#/kfp/runs")
+    await page.get_by_label("Filter runs").fill("lr-0.4")
+    await expect(page.locator("table.grid tbody tr")).to_have_count(1)
+    await page.get_by_label("Filter runs").fill("")
     for name in ("metrics-lr-0.2", "metrics-lr-0.4"):
         await page.get_by_label(f"Select {name}", exact=True).check()
     row = page.locator('tr[data-name="metrics-lr-0.2"]')
@@ -347,3 +372,32 @@ async def recurring_run(page: Any, expect: Any, api: httpx.AsyncClient) -> None:
     await expect(row).to_have_count(0)
     gone = await api.get(f"{KFP}/recurringruns/{rec['recurring_run_id']}")
     assert gone.status_code == 404, gone.text
+
+
+async def terminate_a_run(page: Any, expect: Any, api: httpx.AsyncClient, tmp: Path) -> None:
+    """A long step, terminated from its run's page: the run ends CANCELED."""
+    package = tmp / "napper.yaml"
+    compiler.Compiler().compile(napper, str(package))
+    made = await api.post(
+        f"{KFP}/pipelines/upload",
+        params={"namespace": NS, "display_name": "napper"},
+        files={"uploadfile": ("napper.yaml", package.read_bytes())},
+    )
+    assert made.status_code == 200, made.text
+    started = await api.post(
+        f"{KFP}/runs",
+        json={
+            "display_name": "long-nap",
+            "namespace": NS,
+            "pipeline_version_reference": {"pipeline_id": made.json()["pipeline_id"]},
+            "runtime_config": {"parameters": {"seconds": 120}},
+        },
+    )
+    assert started.status_code == 200, started.text
+    run_id = started.json()["run_id"]
+    await page.goto(page.url.split("#")[0] + f"#/kfp/runs/{run_id}")
+    badge = page.locator(".summary .badge").first
+    await expect(badge).to_have_text("RUNNING", timeout=30000)
+    await page.get_by_role("button", name="Terminate").click()
+    await expect(badge).to_have_text("CANCELED", timeout=30000)
+    assert (await kfp_get(api, f"/runs/{run_id}"))["state"] == "CANCELED"
