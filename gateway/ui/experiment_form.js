@@ -6,8 +6,8 @@
 import {pathFor, request} from "./api.js";
 import {add, errorBox, h, pageHeader, put} from "./dom.js";
 import {ALGORITHMS, COLLECTORS, DEFAULT_PARAMETERS, EARLY_STOPPING, NAS_ALGORITHMS,
-        PARAMETER_TYPES, RESUME_POLICIES, buildExperiment, defaultCommand,
-        toYaml} from "./experiment_spec.js";
+        PARAMETER_TYPES, RESUME_POLICIES, buildExperiment, defaultCommand, toYaml,
+        trialParameterName} from "./experiment_spec.js";
 
 let uid = 0;
 const nextId = (stem) => `xf-${stem}-${++uid}`;
@@ -236,10 +236,15 @@ export function renderExperimentForm(ctx) {
   const {main, ns} = ctx;
   const f = buildControls();
   // The default command follows the parameters and metric until the user edits it.
+  // The trialParameters mapping (one per parameter) is shown as it will be submitted.
   let edited = false;
+  const mapping = h("ul", {class: "mapping", "aria-label": "trial parameters"});
   const regenerate = () => {
-    if (!edited) f.command.value = defaultCommand(f.metric.value.trim(),
-                                                  values(f).parameters).join("\n");
+    const parameters = values(f).parameters.filter((p) => p.name.trim());
+    if (!edited) f.command.value = defaultCommand(f.metric.value.trim(), parameters).join("\n");
+    put(mapping, parameters.map((p) => h("li", {},
+      h("code", {}, `\${trialParameters.${trialParameterName(p.name.trim())}}`), " ← parameter ",
+      h("code", {}, p.name.trim()))));
   };
   f.command.addEventListener("input", () => { edited = true; });
   f.metric.addEventListener("input", regenerate);
@@ -268,7 +273,8 @@ export function renderExperimentForm(ctx) {
     h("fieldset", {class: "field"}, h("legend", {}, "Trial template (batch/v1 Job)"),
       field("Image", f.image),
       field("Command", f.command, "One argument per line. ${trialParameters.<name>} is " +
-            "replaced by the trial's value; a parameter a-b is the trial parameter a_b.")),
+            "replaced by the trial's value; a parameter a-b is the trial parameter a_b."),
+      h("div", {class: "field"}, h("span", {class: "label"}, "Trial parameters"), mapping)),
     errors, h("div", {class: "actions"}, toYamlButton, submit));
   form.addEventListener("input", (event) => {
     clearOnEdit(event);

@@ -20,6 +20,7 @@ API = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}"
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
 NAME = "dash-katib"
 BAD = "dash-katib-bad"
+FROM_YAML = "dash-katib-yaml"
 MIN_PATH = "spec.parameters[0].feasibleSpace.min"
 
 
@@ -38,9 +39,9 @@ async def gone(api: httpx.AsyncClient, path: str) -> bool:
     return False
 
 
-async def fill_invalid_and_check(page: Any, api: httpx.AsyncClient, expect: Any) -> None:
-    """min > max: the form shows the API's cause at the min field, the YAML step lists it,
-    and nothing is created either way."""
+async def invalid_form(page: Any, api: httpx.AsyncClient, expect: Any) -> None:
+    """min > max: the form shows the API's cause at the min field and creates nothing;
+    fixing the field takes the complaint away."""
     await page.get_by_label("Name", exact=True).fill(BAD)
     await page.get_by_label("Parameter 1 min", exact=True).fill("0.5")
     await page.get_by_label("Parameter 1 max", exact=True).fill("0.1")
@@ -55,17 +56,46 @@ async def fill_invalid_and_check(page: Any, api: httpx.AsyncClient, expect: Any)
     await expect(min_field).to_have_attribute("aria-invalid", "true")
     assert (await api.get(f"{API}/experiments/{BAD}")).status_code == 404
     await page.screenshot(path=str(SHOTS / "experiment-form-error.png"))
+    await min_field.fill("0.01")
+    await expect(page.locator(".field-error")).to_have_count(0)
+    await expect(page.locator(".form-errors .error")).to_have_count(0)
+    await expect(min_field).not_to_have_attribute("aria-invalid", "true")
 
-    # The same form as YAML: what the form built, and the API's rejection with its path.
+
+async def yaml_step(page: Any, api: httpx.AsyncClient, expect: Any) -> None:
+    """The form as YAML, edited before submit: a bad edit is refused with its path, "Back to
+    the form" drops the edits, and a good edit creates exactly what the YAML says."""
+    await page.get_by_label("Max trials", exact=True).fill("1")
+    await page.get_by_label("Parallel trials", exact=True).fill("1")
+    await page.get_by_label("Max failed trials", exact=True).fill("1")
     await page.click("#xf-to-yaml")
     yaml = page.get_by_label("Experiment YAML", exact=True)
-    for text in (f"name: {BAD}", 'min: "0.5"', "${trialParameters.lr}"):
+    for text in (f"name: {BAD}", 'min: "0.01"', "maxTrialCount: 1", "${trialParameters.lr}"):
         await expect(yaml).to_have_value(re.compile(re.escape(text)))
+    generated = await yaml.input_value()
+    await yaml.fill(generated.replace('min: "0.01"', 'min: "0.5"', 1))
     await page.click("#xf-yaml-submit")
     await expect(page.locator(".form-errors .causes")).to_contain_text(MIN_PATH)
     assert (await api.get(f"{API}/experiments/{BAD}")).status_code == 404
     await page.click("#xf-back")
-    await expect(page.get_by_label("Parameter 1 min", exact=True)).to_have_value("0.5")
+    await expect(page.get_by_label("Parameter 1 min", exact=True)).to_have_value("0.01")
+    await page.click("#xf-to-yaml")
+    await expect(yaml).to_have_value(generated)
+    await yaml.fill(
+        generated.replace(f"name: {BAD}", f"name: {FROM_YAML}").replace(
+            'max: "0.1"', 'max: "0.2"', 1
+        )
+    )
+    await page.click("#xf-yaml-submit")
+    await page.wait_for_url(f"**/#/experiments/{FROM_YAML}")
+    r = await api.get(f"{API}/experiments/{FROM_YAML}")
+    assert r.status_code == 200, r.text
+    spec = r.json()["spec"]
+    assert spec["parameters"][0]["feasibleSpace"] == {"min": "0.01", "max": "0.2"}
+    assert (spec["maxTrialCount"], spec["parallelTrialCount"]) == (1, 1)
+    assert (await api.delete(f"{API}/experiments/{FROM_YAML}")).status_code in (200, 202)
+    assert await gone(api, f"{API}/experiments/{FROM_YAML}")
+    assert (await api.get(f"{API}/experiments/{BAD}")).status_code == 404
 
 
 @needs_chromium
@@ -104,13 +134,15 @@ async def test_katib_experiment_from_the_dashboard_form(platform: Any) -> None:
             ).to_have_value("3")
             await page.get_by_label("Early stopping", exact=True).select_option("none")
 
-            await fill_invalid_and_check(page, api, expect)
+            await invalid_form(page, api, expect)
+            await yaml_step(page, api, expect)
 
-            # The good experiment: random, two parameters, three trials, the default command.
+            # The good experiment: random, two parameters (the form's defaults), three trials,
+            # the default command; on a fresh form.
+            await page.get_by_role("link", name="← All experiments").click()
+            await page.click("#new-experiment")
+            await page.wait_for_url("**/#/experiments/+new")
             await page.get_by_label("Name", exact=True).fill(NAME)
-            await page.get_by_label("Parameter 1 min", exact=True).fill("0.01")
-            await page.get_by_label("Parameter 1 max", exact=True).fill("0.05")
-            await expect(page.locator(".field-error")).to_have_count(0)  # fixed: note gone
             await page.get_by_label("Max trials", exact=True).fill("3")
             await page.get_by_label("Parallel trials", exact=True).fill("3")
             await page.get_by_label("Max failed trials", exact=True).fill("1")
@@ -118,6 +150,9 @@ async def test_katib_experiment_from_the_dashboard_form(platform: Any) -> None:
             # No goal: a random trial reaching it would end the experiment as GoalReached,
             # which (as in Katib) cannot be restarted.
             await page.get_by_label("Goal", exact=True).fill("")
+            await expect(page.get_by_label("trial parameters", exact=True)).to_contain_text(
+                "${trialParameters.num_layers} ← parameter num-layers"
+            )
             await expect(page.get_by_label("Command", exact=True)).to_have_value(
                 re.compile(re.escape("${trialParameters.num_layers}"))
             )
