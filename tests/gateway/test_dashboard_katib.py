@@ -134,6 +134,17 @@ async def test_katib_experiment_from_the_dashboard_form(platform: Any) -> None:
             ).to_have_value("3")
             await page.get_by_label("Early stopping", exact=True).select_option("none")
 
+            # Parameter rows: add one, a categorical takes a list instead of bounds, remove it.
+            await page.click("#xf-add-parameter")
+            await page.get_by_label("Parameter 3 type", exact=True).select_option("categorical")
+            await expect(page.get_by_label("Parameter 3 min", exact=True)).to_be_hidden()
+            await expect(page.get_by_label("Parameter 3 list", exact=True)).to_be_visible()
+            await page.get_by_role("button", name="Remove parameter 3").click()
+            await expect(page.get_by_label("Parameter 3 name", exact=True)).to_have_count(0)
+            await expect(
+                page.get_by_label("trial parameters", exact=True).locator("li")
+            ).to_have_count(2)
+
             await invalid_form(page, api, expect)
             await yaml_step(page, api, expect)
 
