@@ -93,6 +93,7 @@ export function renderRun(ctx, id) {
   let wf = null;
   let selected = null;
   let sideFor = null;
+  let source = null;  // the run's pipeline and version names, read once
 
   const showLog = async (node) => {
     try {
@@ -141,7 +142,8 @@ export function renderRun(ctx, id) {
     if (root) nodes[wf.metadata.name] = {...root, displayName: run.display_name};
     put(graph, Object.keys(nodes).length ? (dagSvg(nodes, {selected, onSelect: select}) ||
       h("p", {class: "muted pad"}, "Too many steps to draw.")) : h("p", {class: "muted pad"},
-      "No steps have started yet."));
+      wf || !FINAL.has(run.state) ? "No steps have started yet."
+        : "The run's workflow is gone (deleted or past retention)."));
     drawSide();
   };
 
@@ -166,7 +168,8 @@ export function renderRun(ctx, id) {
       h("span", {}, "Created ", ago(run.created_at)),
       h("span", {}, "Duration ", duration(spanOf(run.created_at,
         FINAL.has(run.state) ? run.finished_at : null))),
-      ref.pipeline_id ? h("a", {href: `#/kfp/pipelines/${ref.pipeline_id}`}, "Pipeline") : null,
+      ref.pipeline_id ? h("a", {href: `#/kfp/pipelines/${ref.pipeline_id}`},
+        source ? `Pipeline ${source}` : "Pipeline") : null,
       h("a", {href: `#/kfp/runs?experiment=${run.experiment_id}`}, "Experiment runs"),
       h("span", {class: "muted"}, `Run ${shortId(run.run_id)}`),
       run.error ? h("span", {class: "message"}, run.error.message) : null);
@@ -176,8 +179,21 @@ export function renderRun(ctx, id) {
     put(params, paramTable(values, "No parameters."));
   };
 
+  const names = async (ref) => {
+    try {
+      const [p, v] = await Promise.all([
+        kfp("GET", `/pipelines/${ref.pipeline_id}`, undefined, signal),
+        ref.pipeline_version_id ? kfp("GET", `/pipelines/${ref.pipeline_id}/versions/` +
+                                        ref.pipeline_version_id, undefined, signal) : null]);
+      return v ? `${p.display_name} · ${v.display_name}` : p.display_name;
+    } catch (_) {
+      return "";  // deleted since: the link still says Pipeline
+    }
+  };
   const load = async () => {
     run = await kfp("GET", `/runs/${id}`, undefined, signal);
+    const ref = run.pipeline_version_reference || {};
+    if (source === null && ref.pipeline_id) source = await names(ref);
     wf = await runWorkflow(ns, id, signal);
     drawHeader();
     if (wf) {

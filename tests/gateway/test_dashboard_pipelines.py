@@ -172,6 +172,7 @@ async def upload_and_run_seed(page: Any, expect: Any, api: httpx.AsyncClient) ->
     await expect(page.locator(".node-panel h2")).to_have_text("print-text")
     await expect(page.locator("pre.log")).to_contain_text("Hello\nHello")
     await page.screenshot(path=str(SHOTS / "runs-detail.png"))
+    await expect(page.locator(".summary")).to_contain_text("Pipeline seed-workflow · seed-workflow")
     run = await kfp_get(api, f"/runs/{run_id}")
     assert run["state"] == "SUCCEEDED" and run["display_name"] == "seed-run"
     assert run["pipeline_version_reference"]["pipeline_id"] == seed["pipeline_id"]
@@ -395,9 +396,16 @@ async def terminate_a_run(page: Any, expect: Any, api: httpx.AsyncClient, tmp: P
     )
     assert started.status_code == 200, started.text
     run_id = started.json()["run_id"]
-    await page.goto(page.url.split("#")[0] + f"#/kfp/runs/{run_id}")
+    # The runs list follows its state; so does the run's page.
+    await page.goto(page.url.split("#")[0] + "#/kfp/runs")
+    row = page.locator('tr[data-name="long-nap"]')
+    await expect(row.locator(".badge")).to_have_text("RUNNING", timeout=30000)
+    await row.get_by_role("link", name="long-nap").click()
     badge = page.locator(".summary .badge").first
-    await expect(badge).to_have_text("RUNNING", timeout=30000)
+    await expect(badge).to_have_text("RUNNING")
+    await expect(page.locator(".summary")).to_contain_text("Pipeline napper")
     await page.get_by_role("button", name="Terminate").click()
     await expect(badge).to_have_text("CANCELED", timeout=30000)
     assert (await kfp_get(api, f"/runs/{run_id}"))["state"] == "CANCELED"
+    await page.go_back()
+    await expect(row.locator(".badge")).to_have_text("CANCELED")
