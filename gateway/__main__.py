@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from . import katib_grpc
 from .app import create_app
+from .http_server import GatewayHttpProtocol
 from .settings import Settings
 
 log = logging.getLogger("gateway")
@@ -38,15 +39,32 @@ class _SecondServer(uvicorn.Server):
         yield
 
 
+def server_config(app: Any, host: str, port: int, log_level: str, **tls: Any) -> uvicorn.Config:
+    """One listener's uvicorn configuration.
+
+    The access log is uvicorn's INFO: off above that level, where it is never printed but
+    still costs its formatting on every request; responses are written head and body
+    together (``gateway.http_server``).
+    """
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=False,
+        access_log=logging.getLevelNamesMapping().get(log_level.upper(), 0) <= logging.INFO,
+        http=GatewayHttpProtocol,
+        **tls,
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Run the gateway's listeners until SIGINT/SIGTERM stops the main one."""
     app = create_app(settings)
     host, log_level = settings.host, settings.log_level.lower()
 
     def config(port: int, **tls: Any) -> uvicorn.Config:
-        return uvicorn.Config(
-            app, host=host, port=port, log_level=log_level, proxy_headers=False, **tls
-        )
+        return server_config(app, host, port, log_level, **tls)
 
     main = uvicorn.Server(config(settings.gateway_port))
     running = asyncio.ensure_future(main.serve())

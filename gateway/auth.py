@@ -27,6 +27,12 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
+#: Single-user mode's one caller (a Principal is immutable).
+SINGLE_USER_PRINCIPAL = Principal(SINGLE_USER, (), via="single-user")
+#: How many verified service-account tokens are remembered (cleared when full).
+SA_CACHE_SIZE = 4096
+
+
 class AuthError(Exception):
     """Authentication was attempted and failed (bad token): always 401, never a redirect."""
 
@@ -54,6 +60,8 @@ class Authenticator:
         self.http = http
         self.sessions = CookieCodec(settings.cookie_secret, "session")
         self.trusted = settings.trusted_proxy_addresses
+        #: Verified service-account tokens: token -> (exp, verify_bound's answer).
+        self._sa_verified: dict[str, tuple[float, tuple[str, str, tuple[str, str] | None]]] = {}
 
     async def authenticate(self, conn: HTTPConnection) -> Principal | None:
         """The caller, or None when the request carries no credentials at all.
@@ -62,7 +70,7 @@ class Authenticator:
         """
         mode = self.settings.auth_mode
         if mode == "single-user":
-            return Principal(SINGLE_USER, (), via="single-user")
+            return SINGLE_USER_PRINCIPAL
         if mode == "trusted-header":
             trusted = self.trusted_header(conn)
             if trusted is not None:
@@ -94,10 +102,7 @@ class Authenticator:
         except TokenError as exc:
             raise AuthError(str(exc)) from None
         if iss == SA_ISSUER:
-            try:
-                sub, ns, bound = self.sa_tokens.verify_bound(token)
-            except ServiceAccountError as exc:
-                raise AuthError(str(exc)) from None
+            sub, ns, bound = self._verified_sa_token(token)
             if bound is not None and (self.runs is None or not await self.runs.is_live(*bound)):
                 raise AuthError("the workload this token was issued to is no longer running")
             return Principal(
@@ -120,6 +125,30 @@ class Authenticator:
         except httpx.HTTPError:
             raise AuthError("identity provider unreachable") from None
         return Principal(verified.user, verified.groups, via="bearer")
+
+    def _verified_sa_token(self, token: str) -> tuple[str, str, tuple[str, str] | None]:
+        """``ServiceAccountTokens.verify_bound``, remembered until the token expires.
+
+        Its signature check (Ed25519) costs ~130 us, on every request of a workload (an
+        InferenceGraph's router calls each step through the gateway). A verified token stays
+        valid until its ``exp`` (there is no revocation of service-account tokens; a bound
+        token's workload is checked on every request, by the caller); only tokens that
+        verified are kept, so a bad one is refused by the full check every time.
+        """
+        now = time.time()
+        hit = self._sa_verified.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            verified = self.sa_tokens.verify_bound(token)
+        except ServiceAccountError as exc:
+            raise AuthError(str(exc)) from None
+        exp = peek_claims(token).get("exp")
+        if isinstance(exp, int | float):
+            if len(self._sa_verified) >= SA_CACHE_SIZE:
+                self._sa_verified.clear()
+            self._sa_verified[token] = (float(exp), verified)
+        return verified
 
     async def _session(self, conn: HTTPConnection, cookie: str) -> Principal | None:
         data = self.sessions.loads(cookie, self.settings.session_max_age_seconds)

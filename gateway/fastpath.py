@@ -27,6 +27,9 @@ from .proxy import forward_http, read_body
 log = logging.getLogger(__name__)
 
 PROXY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Data planes that are APIs (a model server, an InferenceGraph's router): their answers
+#: always carry the sandbox headers.
+SANDBOXED_KINDS = frozenset({"inferenceservice", "inferencegraph"})
 
 
 class ProxyFastPath:
@@ -203,11 +206,12 @@ class ProxyFastPath:
             carrier = Response()
             login.set_session_cookie(carrier, gw, request, refreshed)
             extra = [(k, v) for k, v in carrier.raw_headers if k == b"set-cookie"]
-        if match.route.dynamic_kind == "inferenceservice" or (
+        if match.route.dynamic_kind in SANDBOXED_KINDS or (
             on_main_origin and match.route.dynamic_kind == "notebook" and gw.notebook_origins
         ):
-            # A model server is an API, and a notebook answers API clients here (browsers are
-            # sent to its own origin): rendered in a browser, either gets an opaque origin.
+            # A model server and a graph router are APIs, and a notebook answers API clients
+            # here (browsers are sent to its own origin): rendered in a browser, any of them
+            # gets an opaque origin.
             extra = (extra or []) + SANDBOX_HEADERS
         return extra
 

@@ -1,9 +1,11 @@
 """The reverse proxy: streamed HTTP both ways, and WebSockets for notebook servers.
 
-Bodies are never buffered: the request body is read from ASGI ``receive`` and written
-upstream as it arrives (counted against the body limit as it flows), and the response is
-relayed to ASGI ``send`` chunk by chunk, so watch streams, log follows and large uploads
-pass through with constant memory. The HTTP side talks raw ASGI and ``gateway.upstream``
+Bodies are never buffered beyond one small message: a request body that arrived whole in
+one ASGI message of at most ``SMALL_BODY`` bytes goes upstream in the request head's write,
+any other is read from ASGI ``receive`` and written upstream as it arrives (counted against
+the body limit as it flows), and the response is relayed to ASGI ``send`` chunk by chunk
+(whole when small), so watch streams, log follows and large uploads pass through with
+constant memory. The HTTP side talks raw ASGI and ``gateway.upstream``
 (no Request/Response models on the hot path); see ``gateway.fastpath.ProxyFastPath``.
 """
 
@@ -169,6 +171,32 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         raise GatewayError(413, f"request body larger than {limit} bytes") from None
 
 
+async def _first_body(
+    receive: Receive, limit: int, length: int | None
+) -> bytes | AsyncIterator[bytes]:
+    """The request body: whole bytes when a small one came in a single message (it then goes
+    upstream in the same write as the request head), else a stream of its chunks.
+    Raises ClientDisconnected when the client left before sending it."""
+    if length is None or length > SMALL_BODY:
+        return receive_body(receive, limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected()
+    chunk: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(chunk) > limit:
+            raise GatewayError(413, f"request body larger than {limit} bytes")
+        return chunk
+    return _chained(chunk, receive_body(receive, limit - len(chunk)))
+
+
+async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
 def _body_framing(scope: Scope) -> tuple[bool, int | None]:
     """(has a body, declared Content-Length) from the request headers."""
     length: int | None = None
@@ -207,7 +235,10 @@ async def forward_http(
         if length is not None and length > body_limit:
             raise GatewayError(413, f"request body larger than {body_limit} bytes")
         if has_body:
-            content = receive_body(receive, body_limit)
+            try:
+                content = await _first_body(receive, body_limit, length)
+            except ClientDisconnected:
+                return
     try:
         resp = await pool.request(method, base_url, target, headers, content, length)
     except BodyTooLarge:
