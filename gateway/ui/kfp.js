@@ -1,10 +1,11 @@
 // The Pipelines section's tabs and the Kubeflow Pipelines routes under #/kfp/:
 //   #/kfp/pipelines, #/kfp/pipelines/<id>, #/kfp/runs[?experiment=<id>], #/kfp/runs/+new
 //   [?pipeline=<id>&version=<id>], #/kfp/runs/<id>, #/kfp/compare/<id>,<id>[,...],
-//   #/kfp/recurring, #/kfp/recurring/<id>, #/kfp/experiments.
+//   #/kfp/recurring, #/kfp/recurring/<id>, #/kfp/artifacts, #/kfp/experiments.
 // The Argo Workflows list (#/pipelines, pipelines.js) is the section's first tab.
 
 import {h} from "./dom.js";
+import {renderArtifacts} from "./kfp_artifacts.js";
 import {renderExperimentsKfp} from "./kfp_experiments.js";
 import {renderCompare} from "./kfp_metrics.js";
 import {renderPipeline, renderPipelines} from "./kfp_pipelines.js";
@@ -18,6 +19,7 @@ const TABS = [
   ["#/kfp/pipelines", "Pipelines", "pipelines"],
   ["#/kfp/runs", "Runs", "runs"],
   ["#/kfp/recurring", "Recurring runs", "recurring"],
+  ["#/kfp/artifacts", "Artifacts", "artifacts"],
   ["#/kfp/experiments", "KFP experiments", "experiments"],
 ];
 
@@ -49,6 +51,7 @@ export function renderKfp(ctx) {
   else if (page === "recurring" && id) renderRecurringRun(ctx, id);
   else if (page === "recurring") renderRecurringRuns(ctx);
   else if (page === "experiments") renderExperimentsKfp(ctx);
+  else if (page === "artifacts") renderArtifacts(ctx);
   else if (id) renderPipeline(ctx, id);
   else renderPipelines(ctx);
 }

@@ -8,6 +8,7 @@ Each step is checked through the KFP API too.
 No ``from __future__ import annotations``: kfp reads the component's annotations as types.
 """
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ async def test_kfp_pipelines_runs_and_experiments_in_the_dashboard(
                 await upload_and_run_seed(page, expect, api)
                 metric_runs = await run_metrics_pipeline(page, expect, api, package)
                 await compare_and_archive(page, expect, api, metric_runs)
+                await artifacts_page(page, expect)
                 await recurring_run(page, expect, api)
                 await terminate_a_run(page, expect, api, tmp_path)
 
@@ -409,3 +411,19 @@ async def terminate_a_run(page: Any, expect: Any, api: httpx.AsyncClient, tmp: P
     assert (await kfp_get(api, f"/runs/{run_id}"))["state"] == "CANCELED"
     await page.go_back()
     await expect(row.locator(".badge")).to_have_text("CANCELED")
+
+
+async def artifacts_page(page: Any, expect: Any) -> None:
+    """The namespace's KFP artifacts, with their metadata; a download through the signed URL."""
+    await page.goto(page.url.split("#")[0] + "#/kfp/artifacts")
+    grid = page.locator("table.grid")
+    await expect(grid).to_contain_text("accuracy=0.6")
+    await expect(grid).to_contain_text("system.ClassificationMetrics")
+    await page.screenshot(path=str(SHOTS / "runs-artifacts.png"))
+    newest_report = page.get_by_role("button", name=re.compile(r"^Download report ")).first
+    async with page.expect_download() as download:
+        await newest_report.click()
+    saved = await (await download.value).path()
+    got = await asyncio.to_thread(Path(saved).read_text)
+    assert got == "report: lr=0.4 accuracy=0.6\n"
+    await expect(page.get_by_role("heading", name="Artifacts")).to_be_visible()
