@@ -268,11 +268,11 @@ async def run_metrics_pipeline(
         picked = page.get_by_label(label, exact=True).locator("option:checked")
         await expect(picked).to_have_text(chosen)
     exp = await by_name(api, "/experiments", "experiments", "dash-kfp-exp")
-    for run_id, lr in zip(run_ids, (0.2, 0.4), strict=True):
+    for run_id, value in zip(run_ids, (0.2, 0.4), strict=True):
         run = await kfp_get(api, f"/runs/{run_id}")
         assert run["state"] == "SUCCEEDED"
         assert run["experiment_id"] == exp["experiment_id"]
-        assert run["runtime_config"]["parameters"] == {"lr": lr}
+        assert run["runtime_config"]["parameters"] == {"lr": value}
         assert run["pipeline_version_reference"]["pipeline_version_id"] == v2_id
     return run_ids
 
