@@ -28,6 +28,7 @@ from services.common.runtime import endpoint
 
 from .errors import GatewayError
 from .upstream import (
+    SMALL_BODY,
     UpstreamError,
     UpstreamPool,
     UpstreamRefused,
@@ -61,8 +62,6 @@ _SKIP_REQUEST = frozenset(
 # Response headers never relayed: hop-by-hop, plus the ones our own server always adds.
 _SKIP_RESPONSE = frozenset(h.encode() for h in HOP_BY_HOP | {"date", "server"})
 _ASSERTION = ASSERTION_HEADER.encode()
-# Responses up to this declared length are relayed whole (see UpstreamResponse.small_body).
-SMALL_BODY = 64 * 1024
 
 
 class BodyTooLarge(Exception):

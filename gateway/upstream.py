@@ -51,6 +51,9 @@ from services.common.runtime import endpoint
 log = logging.getLogger(__name__)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: A response declaring at most this many body bytes is handed over whole: the waiting
+#: request wakes once, when it has all arrived (servers often write head and body apart).
+SMALL_BODY = 64 * 1024
 READ_HIGH_WATER = 256 * 1024
 READ_LOW_WATER = 64 * 1024
 
@@ -136,6 +139,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
+        self.hold_head = False
         self.message_done = False
         self.keep_alive = True
         self.received = 0
@@ -221,7 +225,11 @@ class _Connection(asyncio.Protocol):
         if self.until_eof:
             self.keep_alive = False
         self.head_done = True
-        self._wake()
+        length = self.content_length
+        # A small body still on its way: wake the reader once, with the message complete.
+        self.hold_head = not no_body and length is not None and 0 < length <= SMALL_BODY
+        if not self.hold_head:
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -284,7 +292,8 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
 
     async def read_head(self, seconds: float) -> None:
-        while not self.head_done:
+        """Until the response head is here (and a small body with it: ``hold_head``)."""
+        while not self.head_done or (self.hold_head and not self.message_done):
             if self.error is not None:
                 raise self.error
             if self.closed:
