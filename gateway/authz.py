@@ -48,9 +48,17 @@ def verb_of(method: str) -> str:
 class Authorizer:
     """Decides roles from the profile snapshot and the configured cluster admins."""
 
+    #: How many granted decisions are remembered per snapshot (cleared when full).
+    DECISIONS = 4096
+
     def __init__(self, snapshot_source: object, cluster_admins: set[str]) -> None:
         self._source = snapshot_source  # has a ``snapshot`` attribute (ProfileStore)
         self.cluster_admins = cluster_admins
+        # Granted decisions, (principal, namespace, needed role) -> Identity, for the snapshot
+        # they were made on: a profile or binding change replaces the snapshot (the store
+        # never edits one), which empties this, so a decision is never older than the data.
+        self._decided_on: AccessSnapshot | None = None
+        self._decisions: dict[tuple[Principal, str | None, str], Identity] = {}
 
     @property
     def snapshot(self) -> AccessSnapshot:
@@ -76,7 +84,24 @@ class Authorizer:
     def authorize(
         self, p: Principal, namespace: str | None, needed: str, method: str, path: str = ""
     ) -> Identity:
-        """The identity to assert upstream, or a 403 Status naming user, verb and namespace."""
+        """The identity to assert upstream, or a 403 Status naming user, verb and namespace.
+
+        Grants are remembered per profile snapshot (a refusal is decided afresh each time:
+        its message names the method and path)."""
+        snapshot = self.snapshot
+        if snapshot is not self._decided_on or len(self._decisions) >= self.DECISIONS:
+            self._decisions = {}
+            self._decided_on = snapshot
+        key = (p, namespace, needed)
+        granted = self._decisions.get(key)
+        if granted is None:
+            granted = self._decide(p, namespace, needed, method, path)
+            self._decisions[key] = granted
+        return granted
+
+    def _decide(
+        self, p: Principal, namespace: str | None, needed: str, method: str, path: str
+    ) -> Identity:
         if self.is_cluster_admin(p):
             return Identity(
                 user=p.user, groups=p.groups, namespace=namespace, role="admin", cluster_admin=True

@@ -242,3 +242,32 @@ def brief_exp(token: str) -> float:
     from gateway.oidc import peek_claims
 
     return float(peek_claims(token)["exp"])
+
+
+async def test_inference_authorization_follows_contributor_changes_at_once(
+    client, gateway, oidc, upstream: RunningServer
+) -> None:
+    """Granted decisions are remembered per profile snapshot: removing a contributor refuses
+    their next inference request, and adding them back lets the one after through."""
+    gw = gateway.gw
+    gw.route_table.upsert("inferenceservice", NS, "authz", [(upstream.url, 1)])
+    token = await oidc.id_token("second@example.com")
+    headers = {"authorization": f"Bearer {token}"}
+    url = f"/serving/{NS}/authz/v2/models/authz/infer"
+    try:
+        r = await client.post(url, content=b"{}", headers=headers)
+        assert r.status_code == 403, r.text
+        await gw.store.add_binding(NS, "second@example.com", "edit")
+        for _ in range(2):
+            r = await client.post(url, content=b"{}", headers=headers)
+            assert r.status_code == 200 and r.json()["body_bytes"] == 2
+        await gw.store.remove_binding(NS, "second@example.com")
+        r = await client.post(url, content=b"{}", headers=headers)
+        assert r.status_code == 403
+        assert r.json()["message"].startswith('User "second@example.com" cannot create')
+        await gw.store.add_binding(NS, "second@example.com", "view")  # view cannot infer
+        r = await client.post(url, content=b"{}", headers=headers)
+        assert r.status_code == 403 and "needs role edit, has view" in r.json()["message"]
+    finally:
+        await gw.store.remove_binding(NS, "second@example.com")
+        gw.route_table.remove("inferenceservice", NS, "authz")
