@@ -271,3 +271,27 @@ async def test_inference_authorization_follows_contributor_changes_at_once(
     finally:
         await gw.store.remove_binding(NS, "second@example.com")
         gw.route_table.remove("inferenceservice", NS, "authz")
+
+
+async def test_small_inference_body_over_the_limit_is_413(
+    gateway_state: Path, upstream: RunningServer, gateway_db: str
+) -> None:
+    settings = gateway_settings(
+        gateway_state, upstream.url, gateway_db, auth_mode="single-user", max_body_bytes=16
+    )
+    app = create_app(settings)
+    server = ServedGateway(app, free_port())
+    await server.start()
+    gw = app.state.gw
+    gw.route_table.upsert("inferenceservice", NS, "tiny", [(upstream.url, 1)])
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+            url = f"/serving/{NS}/tiny/v2/models/tiny/infer"
+            r = await c.post(url, content=b"x" * 16)
+            assert r.status_code == 200 and r.json()["body_bytes"] == 16
+            r = await c.post(url, content=b"x" * 17)
+            assert r.status_code == 413 and r.json()["kind"] == "Status"
+            assert r.headers["content-security-policy"] == "sandbox"
+    finally:
+        gw.route_table.remove("inferenceservice", NS, "tiny")
+        await server.stop()
