@@ -324,8 +324,16 @@ def assert_completions_applied_once(query: Callable[[str], list[Any]], trials: i
         )
     )
     assert len(completions) == trials, completions
-    applied = sorted(msg_id for (msg_id,) in query("SELECT msg_id FROM automl.inbox"))
-    assert applied == completions
+    # The experiment can finish before the last completion event has gone through the outbox
+    # relay and the consumer (the controller also sees its own completions): wait for the
+    # consumer to catch up, then the inbox must hold each completion, and nothing else.
+    deadline = time.monotonic() + 30
+    while True:
+        applied = sorted(msg_id for (msg_id,) in query("SELECT msg_id FROM automl.inbox"))
+        if applied == completions or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert applied == completions, (applied, completions)
 
 
 def committed_workflow_versions(

@@ -152,6 +152,9 @@ async def test_kfp_pipelines_runs_and_experiments_in_the_dashboard(
                 assert errors == []
             finally:
                 await browser.close()
+        if made.status_code == 201:  # the session's platform is shared: leave the seed's claim
+            gone = await api.delete(f"{PVCS}/{pvc['metadata']['name']}")  # as it was (absent)
+            assert gone.status_code == 200, gone.text
 
 
 async def upload_and_run_seed(page: Any, expect: Any, api: httpx.AsyncClient) -> None:
