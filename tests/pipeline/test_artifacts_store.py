@@ -541,8 +541,8 @@ async def test_an_upload_survives_the_store_going_away(tmp_path: Path) -> None:
     import signal as signals
 
     from services.pipeline.artifacts import ArtifactRepository
-    from shipyard.seaweedfs import running
     from shipyard.children import Child, stop_children
+    from shipyard.seaweedfs import running
 
     with running(tmp_path / "store", "outage") as (embedded, pid):
         async with ObjectStore(embedded.config) as store:
