@@ -167,7 +167,7 @@ def start_all(model_dir: Path, tmp: Path) -> list[Server]:
     ml_dir = tmp / "mlserver"
     (ml_dir / NAME).mkdir(parents=True)
     port, grpc, metrics = free_port(), free_port(), free_port()
-    settings = {"http_port": port, "grpc_port": grpc, "metrics_port": metrics}
+    settings: dict[str, object] = {"http_port": port, "grpc_port": grpc, "metrics_port": metrics}
     settings |= {"parallel_workers": 0, "host": "127.0.0.1"}
     (ml_dir / "settings.json").write_text(json.dumps(settings))
     model_settings = {
