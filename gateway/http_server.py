@@ -48,7 +48,9 @@ class CoalescingTransport:
 
     def flush(self) -> None:
         pending, self._pending = self._pending, None
-        if pending:
+        # A connection lost meanwhile (the client left) takes nothing more; uvloop would
+        # raise from this callback, where nobody could handle it.
+        if pending and not self._transport.is_closing():
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def get_write_buffer_size(self) -> int:
