@@ -1,183 +1,49 @@
-"""Katib's trial success and failure conditions: a small subset of GJSON paths, evaluated as the
-Trial controller does on the job object a trial runs.
+"""Katib's trial success and failure conditions, evaluated as its Trial controller does on the
+job object a trial runs.
 
-Katib stores ``successCondition`` and ``failureCondition`` as GJSON paths
-(https://github.com/tidwall/gjson/blob/master/SYNTAX.md), for example its default for a
-batch/v1 Job, ``status.conditions.#(type=="Complete")#|#(status=="True")#``. The trial's job
-has succeeded (or failed) when the path gives an object or a non-empty array; the failure
-condition is tried first, and the first element of an array is the condition whose
-``reason`` and ``message`` the trial reports.
-
-The subset here is what such conditions use, no more:
-
-* keys separated by ``.`` (``\\.`` for a dot inside a key), array indices, ``#`` (length);
-* queries ``#(path op value)`` (the first match) and ``#(path op value)#`` (every match),
-  with ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=`` against a JSON literal (a quoted string,
-  a number, ``true``, ``false``, ``null``), or ``#(path)`` for "exists";
-* ``|``, which applies the rest of the path to the result as a whole, where ``.`` after an
-  every-match query applies it to each match (``items.#(a>1)#.name``).
-
-Anything else (modifiers, wildcards, multipaths) is refused by :func:`check` with a message,
-so a condition that would silently never match is caught when the experiment is created.
+Katib stores ``successCondition`` and ``failureCondition`` as GJSON paths, for example its
+default for a batch/v1 Job, ``status.conditions.#(type=="Complete")#|#(status=="True")#``,
+and evaluates them with tidwall/gjson. The paths are read by the platform's one GJSON
+implementation (:mod:`services.common.gjson`, shared with KServe's InferenceGraph router),
+which has the length and nesting limits that make it safe on tenant input. What is Katib's
+own is here: the trial's job has succeeded (or failed) when the path gives an object or a
+non-empty array; the failure condition is tried first; the first element of an array is the
+condition whose ``reason`` and ``message`` the trial reports; a template that names no
+conditions gets Katib's defaults for its kind; and :func:`check` refuses, when the
+experiment is created, a condition outside the supported language (a 422 naming the field).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
-MISSING: Any = object()
+from services.common import gjson
+
+MISSING: Any = gjson.MISSING
 #: Longest condition accepted (they are tenant input, evaluated on every trial check).
-MAX_CONDITION = 1024
-_OPERATORS = ("==", "!=", "<=", ">=", "<", ">")
-_UNSUPPORTED = re.compile(r"[*?@{}\[\]]")
+MAX_CONDITION = gjson.MAX_PATH
 
 
 class ConditionError(ValueError):
-    """The condition uses GJSON syntax outside the supported subset (the message says what)."""
-
-
-def _split(path: str) -> list[tuple[str, str]]:
-    """(separator before, component) pairs at the top level: not inside ``#(...)`` or quotes."""
-    parts: list[tuple[str, str]] = []
-    depth, quote, escaped = 0, False, False
-    sep, start = "", 0
-    for i, ch in enumerate(path):
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif quote:
-            quote = ch != '"'
-        elif ch == '"':
-            quote = True
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise ConditionError(f"unbalanced ')' at {i}")
-        elif depth == 0 and ch in ".|":
-            parts.append((sep, path[start:i]))
-            sep, start = ch, i + 1
-    if depth or quote:
-        raise ConditionError("unclosed '(' or '\"'")
-    parts.append((sep, path[start:]))
-    return parts
-
-
-def _literal(text: str) -> Any:
-    text = text.strip()
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise ConditionError(f"{text!r} is not a JSON value (quote strings)") from None
-
-
-def _query(inner: str) -> tuple[str, str | None, Any]:
-    """``path op value`` inside ``#(...)``: (path, operator or None, value)."""
-    quote = False
-    for i, ch in enumerate(inner):
-        if ch == '"':
-            quote = not quote
-        if quote:
-            continue
-        for op in _OPERATORS:
-            if inner.startswith(op, i):
-                return inner[:i].strip(), op, _literal(inner[i + len(op) :])
-    return inner.strip(), None, None
-
-
-def _compare(left: Any, op: str, right: Any) -> bool:
-    if op == "==":
-        return bool(left == right)
-    if op == "!=":
-        return bool(left != right)
-    numbers = (int, float)
-    comparable = (isinstance(left, numbers) and isinstance(right, numbers)) or (
-        isinstance(left, str) and isinstance(right, str)
-    )
-    if not comparable or isinstance(left, bool) or isinstance(right, bool):
-        return False
-    return {
-        "<": left < right,
-        "<=": left <= right,
-        ">": left > right,
-        ">=": left >= right,
-    }[op]
-
-
-def _matches(item: Any, inner: str) -> bool:
-    path, op, value = _query(inner)
-    left = get(item, path) if path else item
-    if op is None:
-        return left is not MISSING
-    return left is not MISSING and _compare(left, op, value)
-
-
-def _step(value: Any, component: str) -> Any:
-    if component == "#":
-        return len(value) if isinstance(value, list) else MISSING
-    if component.startswith("#("):
-        every = component.endswith(")#")
-        if not (every or component.endswith(")")):
-            raise ConditionError(f"{component!r}: a query ends with ')' or ')#'")
-        if not isinstance(value, list):
-            return MISSING
-        inner = component[2:-2] if every else component[2:-1]
-        found = [item for item in value if _matches(item, inner)]
-        if every:
-            return found
-        return found[0] if found else MISSING
-    key = component.replace("\\.", ".")
-    if isinstance(value, dict):
-        return value.get(key, MISSING)
-    if isinstance(value, list) and key.isdigit():
-        index = int(key)
-        return value[index] if index < len(value) else MISSING
-    return MISSING
+    """The condition is not a GJSON path the platform evaluates (the message says why)."""
 
 
 def get(document: Any, path: str) -> Any:
     """The value at ``path`` in ``document`` (parsed JSON), or :data:`MISSING`."""
-    value, each = document, False
-    for sep, component in _split(path):
-        if not component:
-            raise ConditionError("an empty path component")
-        if each and sep == ".":  # after an every-match query: the rest applies to each match
-            value = [v for v in (_step(x, component) for x in value) if v is not MISSING]
-            continue
-        value = _step(value, component)
-        if value is MISSING:
-            return MISSING
-        each = component.startswith("#(") and component.endswith(")#")
-    return value
+    try:
+        compiled = gjson.compiled(path)
+    except gjson.PathError as exc:
+        raise ConditionError(str(exc)) from None
+    return gjson.get(compiled, document)
 
 
 def check(condition: str) -> None:
-    """Raise :class:`ConditionError` unless ``condition`` is in the supported subset."""
-    if len(condition) > MAX_CONDITION:
-        raise ConditionError(f"longer than {MAX_CONDITION} characters")
-    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', condition)  # literals may hold anything
-    bad = _UNSUPPORTED.search(outside)
-    if bad:
-        raise ConditionError(f"{bad.group()!r} is GJSON syntax this platform does not evaluate")
-    _parse(condition)
-
-
-def _parse(path: str) -> None:
-    """Parse every component and literal of ``path`` (a query's own path too)."""
-    for _, component in _split(path):
-        if not component:
-            raise ConditionError("an empty path component")
-        if component.startswith("#("):
-            if not component.endswith((")", ")#")):
-                raise ConditionError(f"{component!r}: a query ends with ')' or ')#'")
-            inner = component[2:-2] if component.endswith(")#") else component[2:-1]
-            left, _, _ = _query(inner)
-            if left:
-                _parse(left)
+    """Raise :class:`ConditionError` unless ``condition`` is a GJSON path the platform
+    evaluates; the message says what is wrong and where."""
+    try:
+        gjson.compiled(condition)
+    except gjson.PathError as exc:
+        raise ConditionError(f"not a supported GJSON path: {exc}") from None
 
 
 def met(document: dict[str, Any], condition: str | None) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ Sequence, Switch, Ensemble or Splitter, and ``steps``); a node named ``root`` is
 request enters; each step targets exactly one of ``nodeName``, ``serviceName`` or
 ``serviceUrl``. Beyond KServe's webhook, the checks here refuse what would only fail at
 request time: a ``nodeName`` that is not a node, nodes that call each other in a cycle, a
-``condition`` outside the supported GJSON subset (services/serving/router/gjson.py), a
+``condition`` outside the supported GJSON subset (services/common/gjson.py), a
 ``data`` other than ``$request``/``$response``, and a ``serviceUrl`` that does not name an
 InferenceService of the graph's own namespace (a graph never reaches another namespace's).
 
@@ -23,12 +23,11 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from services.common import catalog
+from services.common import catalog, gjson
 from services.common.errors import Cause
 from services.common.resources import ResourceKind
 from services.common.resources.kinds import Spec
 from services.common.runtime.models import ResourceRequirements
-from services.serving.router import gjson
 
 #: KServe's graph name rule (GraphNameFmt): a DNS label that starts with a letter.
 GRAPH_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

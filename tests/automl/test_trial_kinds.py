@@ -109,8 +109,6 @@ def test_met_needs_an_object_or_a_non_empty_array() -> None:
     "bad",
     [
         "status.conditions.@reverse",
-        "status.*.type",
-        "status.conditions.#(type==Complete)#",
         'status.conditions.#(type=="Complete"#',
         "status..type",
         "{status.a,status.b}",
@@ -127,6 +125,22 @@ def test_check_accepts_katibs_documented_conditions() -> None:
         success, failure, _ = conditions.defaults(kind)
         conditions.check(success or "")
         conditions.check(failure or "")
+
+
+def test_conditions_accept_the_gjson_katibs_controller_evaluates() -> None:
+    """Katib reads conditions with the full gjson: a bare word compares as a string, keys take
+    ``*``/``?`` wildcards, ``%`` matches a pattern, ``[@this]`` wraps the document."""
+    doc = job(cond("Created"), cond("Complete", reason="CompletionsReached"))
+    complete = cond("Complete", reason="CompletionsReached")
+    for condition in (
+        "status.conditions.#(type==Complete)#",
+        "status.*.#(type%Comp*)",
+        "status.cond?tions.#(reason)",
+        "[@this].#(status.conditions.#(type==Complete)).status.conditions.1",
+    ):
+        conditions.check(condition)
+        assert conditions.met(doc, condition) == complete, condition
+    assert conditions.met(doc, "status.conditions.#(type==Failed)#") is None
 
 
 # -- on a real service ------------------------------------------------------------------------

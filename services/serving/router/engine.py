@@ -26,14 +26,13 @@ leaves it out; a Switch or Splitter, having nothing else to run, answers what it
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import gjson
+from services.common import gjson
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +75,9 @@ def _parse(body: bytes) -> Any:
         return gjson.MISSING
 
 
-#: Conditions compiled once (they were checked when the graph was created).
-_compiled = functools.lru_cache(maxsize=1024)(gjson.compile_path)
-
-
 def _holds(condition: str, doc: Any) -> bool:
     """Whether ``condition`` leads somewhere in the parsed ``doc`` (gjson's Exists)."""
-    return doc is not gjson.MISSING and gjson.exists(_compiled(condition), doc)
+    return doc is not gjson.MISSING and gjson.exists(gjson.compiled(condition), doc)
 
 
 def _as_instances(body: bytes) -> bytes:

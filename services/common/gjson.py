@@ -1,17 +1,20 @@
-"""The GJSON path subset an InferenceGraph's ``condition`` is written in.
+"""The GJSON path language (a bounded subset) that KServe's and Katib's conditions are written in.
 
-KServe's router (Go) tests a Switch step's condition with ``gjson.GetBytes(input,
-condition).Exists()`` on the request, and a Sequence step's on the previous response. Its
-documentation and samples use paths (``instances.0.x``), queries on arrays (``instances.#(
-intval>10)``, ``#(strval%"*red*")``, ``#(...)#`` for every match) and the ``[@this]``
-multipath that wraps the whole document in an array so an object can be queried
-(``[@this].#(source==client)``). This module implements that subset on parsed JSON (see
-tidwall/gjson's SYNTAX.md for the full language): keys (with ``*``/``?`` wildcards and ``\\``
-escapes), array indexes, ``#`` (length, or the rest of the path over every element),
-queries with ``== != < <= > >= % !%`` (a bare word compares as a string, as KServe's samples
-rely on), ``@this``, ``[a,b]`` multipaths and the ``|`` separator. Anything else is refused
-when the graph is created (:func:`compile_path` raises :class:`PathError`), never at request
-time.
+Both upstreams evaluate these paths with tidwall/gjson (see its SYNTAX.md for the full
+language). KServe's router tests an InferenceGraph Switch step's condition with
+``gjson.GetBytes(input, condition).Exists()`` on the request, and a Sequence step's on the
+previous response (services/serving/router/engine.py); Katib's trial controller reads a
+trial's ``successCondition``/``failureCondition`` on its job object
+(services/automl/conditions.py). Their documentation and samples use paths
+(``instances.0.x``), queries on arrays (``instances.#(intval>10)``, ``#(strval%"*red*")``,
+``#(...)#`` for every match, ``#(...)#|#(...)#`` as in Katib's defaults) and the
+``[@this]`` multipath that wraps the whole document in an array so an object can be queried
+(``[@this].#(source==client)``). This module implements that subset on parsed JSON: keys
+(with ``*``/``?`` wildcards and ``\\`` escapes), array indexes, ``#`` (length, or the rest of
+the path over every element), queries with ``== != < <= > >= % !%`` (a bare word compares as
+a string, as gjson does and KServe's samples rely on), ``@this``, ``[a,b]`` multipaths and
+the ``|`` separator. Anything else is refused when the resource is created
+(:func:`compile_path` raises :class:`PathError`), never at evaluation time.
 
 Bounded: a condition is at most :data:`MAX_PATH` characters and nests at most
 :data:`MAX_DEPTH` queries; ``%`` patterns run on RE2 (linear in the input); evaluation walks
@@ -20,6 +23,7 @@ each array once per query level.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -219,6 +223,10 @@ def _split_top(text: str, sep: str) -> list[str]:
             last = i + 1
     parts.append(text[last:])
     return parts
+
+
+#: :func:`compile_path` with its last results kept: conditions are evaluated again and again.
+compiled = functools.lru_cache(maxsize=1024)(compile_path)
 
 
 # ---------------------------------------------------------------- evaluation
