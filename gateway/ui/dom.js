@@ -1,6 +1,8 @@
 // Small DOM helpers. Every string becomes a text node (never innerHTML), so object names and
 // API messages cannot inject markup.
 
+import {poll} from "./live.js";
+
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 function build(el, attrs, children) {
@@ -106,4 +108,17 @@ export function errorBox(err) {
 export function pageHeader(title, ...extra) {
   return h("div", {class: "page-header"}, h("h1", {}, title), h("div", {class: "actions"},
            ...extra));
+}
+
+// Calls `refresh` every `ms` until the view's signal fires; a refresh that fails shows its
+// error in `body` (unless the view is already gone) and polling goes on.
+export function keepFresh(body, refresh, signal, ms = 3000) {
+  poll(async () => {
+    try {
+      await refresh();
+    } catch (err) {
+      if (!signal.aborted) put(body, errorBox(err));
+    }
+    return true;
+  }, ms, signal);
 }

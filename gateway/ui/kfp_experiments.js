@@ -1,19 +1,10 @@
 // KFP experiments (list, create, archive, restore), as Kubeflow Pipelines' UI keeps them.
 
-import {add, ago, clear, emptyState, errorBox, h, pageHeader, put, table} from "./dom.js";
+import {add, ago, clear, emptyState, errorBox, h, keepFresh, pageHeader, put, table}
+  from "./dom.js";
 import {action, byCreated, field, kfp, kfpList, stateBadge} from "./kfp_api.js";
-import {poll} from "./live.js";
 
-export function keepFresh(body, refresh, signal, ms = 3000) {
-  poll(async () => {
-    try {
-      await refresh();
-    } catch (err) {
-      if (!signal.aborted) put(body, errorBox(err));
-    }
-    return true;
-  }, ms, signal);
-}
+export {keepFresh};  // kfp_recurring.js still imports it from here
 
 function newExperimentForm(ns, onCreated) {
   const name = h("input", {id: "exp-name", autocomplete: "off", required: true});

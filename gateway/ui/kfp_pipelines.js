@@ -2,10 +2,10 @@
 // pipeline or as a new version, and one pipeline's versions with a version's graph and inputs.
 
 import {dagSvg} from "./charts.js";
-import {add, ago, clear, emptyState, errorBox, h, pageHeader, put, table} from "./dom.js";
+import {add, ago, clear, emptyState, errorBox, h, keepFresh, pageHeader, put, table}
+  from "./dom.js";
 import {action, byCreated, field, kfp, kfpList, specGraph, specInputs, taskFacts,
         uploadPackage} from "./kfp_api.js";
-import {poll} from "./live.js";
 
 const ACCEPT = ".yaml,.yml,.json";
 
@@ -76,14 +76,7 @@ export function renderPipelines(ctx) {
       "Press ", h("strong", {}, "Upload pipeline"), " to add a compiled KFP pipeline or an ",
       "Argo Workflow YAML."));
   };
-  poll(async () => {
-    try {
-      await refresh();
-    } catch (err) {
-      if (!signal.aborted) put(body, errorBox(err));
-    }
-    return true;
-  }, 5000, signal);
+  keepFresh(body, refresh, signal, 5000);
 }
 
 function inputsTable(spec) {

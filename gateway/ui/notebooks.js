@@ -4,7 +4,8 @@
 // Routes: #/notebooks, #/notebooks/+new (the form; "+" is in no object name), #/notebooks/<name>.
 
 import {notebookUrl, request} from "./api.js";
-import {add, ago, badge, emptyState, errorBox, h, pageHeader, put, table} from "./dom.js";
+import {add, ago, badge, emptyState, errorBox, h, keepFresh, pageHeader, put, table}
+  from "./dom.js";
 import {poll} from "./live.js";
 
 const JWA = "/jupyter/api";
@@ -94,14 +95,7 @@ export function renderNotebooks(ctx) {
       "No notebook servers yet", "Press ", h("strong", {}, "New notebook"),
       " to start one: JupyterLab with a workspace volume that outlives the server."));
   };
-  poll(async () => {
-    try {
-      await refresh();
-    } catch (err) {
-      if (!signal.aborted) put(body, errorBox(err));
-    }
-    return true;
-  }, 2000, signal);
+  keepFresh(body, refresh, signal, 2000);
 }
 
 // ------------------------------------------------------------------------------ the form
