@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     import uvicorn
 
+    from services.common.http_server import CoalescingHttpProtocol
+
     from .app import create_model_app
 
     batcher = None
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level="warning",
         access_log=False,
-        http="httptools",
+        # One socket write per answer (head and body together): services.common.http_server.
+        http=CoalescingHttpProtocol,
         loop="uvloop" if _has_uvloop() else "asyncio",
     )
     return 0

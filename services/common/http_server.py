@@ -1,5 +1,5 @@
-"""The gateway's HTTP/1.1 server protocol: uvicorn's httptools protocol, writing each response
-in as few socket writes as it can.
+"""The HTTP/1.1 server protocol of the gateway and the model server: uvicorn's httptools
+protocol, writing each response in as few socket writes as it can.
 
 uvicorn writes a response's head as soon as the app sends ``http.response.start`` and the
 body on ``http.response.body``: two ``send`` calls and, with ``TCP_NODELAY``, two segments
@@ -78,7 +78,7 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class GatewayHttpProtocol(HttpToolsProtocol):
+class CoalescingHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a ``CoalescingTransport``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
