@@ -4,8 +4,6 @@ import {add, ago, clear, emptyState, errorBox, h, keepFresh, pageHeader, put, ta
   from "./dom.js";
 import {action, byCreated, field, kfp, kfpList, stateBadge} from "./kfp_api.js";
 
-export {keepFresh};  // kfp_recurring.js still imports it from here
-
 function newExperimentForm(ns, onCreated) {
   const name = h("input", {id: "exp-name", autocomplete: "off", required: true});
   const description = h("input", {id: "exp-description", autocomplete: "off"});

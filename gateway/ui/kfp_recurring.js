@@ -1,9 +1,8 @@
 // KFP recurring runs: the list (enable, disable, delete) and one recurring run's settings and
 // the runs it started, as Kubeflow Pipelines' UI shows them.
 
-import {add, ago, emptyState, h, pageHeader, put, table} from "./dom.js";
+import {add, ago, emptyState, h, keepFresh, pageHeader, put, table} from "./dom.js";
 import {action, byCreated, kfp, kfpList, shortId, stateBadge, triggerText} from "./kfp_api.js";
-import {keepFresh} from "./kfp_experiments.js";
 
 function actions(r, after, messages) {
   const act = (label, fn) => action(label, async () => { await fn(); await after(); },
