@@ -28,6 +28,7 @@ from services.pipeline.artifact_records import delete_run_artifacts
 from services.pipeline.context import kfp_runs, kfp_store
 from services.pipeline.cron import parse_schedule
 from services.pipeline.kfp_ir import is_ir, split_package
+from services.pipeline.kfp_package_url import version_spec
 from services.pipeline.kfp_runs import FINAL_STATES, RUN_SOURCE_FIELDS, run_state
 from services.pipeline.kfp_store import new_id, paginate, parse_filter, rfc3339
 from services.pipeline.models import WORKFLOW
@@ -368,13 +369,7 @@ async def create_pipeline_and_version(request: Request, identity: IdentityDep) -
     version = body.get("pipeline_version") or {}
     ns = _namespace(request, identity, pipeline.get("namespace"))
     authorize(identity, "create", ns, "pipelines")
-    spec = version.get("pipeline_spec")
-    if not isinstance(spec, dict):
-        raise ApiError(
-            400,
-            "pipeline_version.pipeline_spec is required",
-            causes=[Cause("pipeline_version.pipeline_spec", "Required value")],
-        )
+    spec = await version_spec(request, version, "pipeline_version.")
     await _check_package(request, ns, spec)
     name = pipeline.get("display_name") or pipeline.get("name") or ""
     row = await _create_pipeline(request, ns, name, pipeline.get("description") or "")
@@ -477,13 +472,7 @@ async def create_pipeline_version(
 ) -> dict[str, Any]:
     pipeline = await _owned_row(request, identity, "kfp_pipelines", pipeline_id, "create")
     body = await _json(request)
-    spec = body.get("pipeline_spec")
-    if not isinstance(spec, dict):
-        raise ApiError(
-            400,
-            "pipeline_spec is required (package_url is not supported)",
-            causes=[Cause("pipeline_spec", "Required value")],
-        )
+    spec = await version_spec(request, body, "")
     await _check_package(request, pipeline["namespace"], spec)
     name = body.get("display_name") or body.get("name") or pipeline["display_name"]
     return _version(
