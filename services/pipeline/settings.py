@@ -10,8 +10,8 @@ class Settings(ServiceSettings):
     cache_enabled: bool = True
     # The largest artifact a step may upload (S3's single-upload limit by default).
     artifact_max_bytes: int = 5 * 1024**3
-    # Hosts an http input artifact or importer URL may name although they resolve to
-    # non-public addresses (host or host:port, comma-separated; see services.common.fetch).
+    # Hosts an http input artifact, importer URL or KFP package_url may name although they
+    # resolve to non-public addresses (host or host:port, comma-separated; services.common.fetch).
     artifact_download_allowed_hosts: str = ""
     # How long a KFP artifact's download_url (GET /apis/v2beta1/artifacts/{id}?view=DOWNLOAD)
     # stays valid, in seconds (KFP's default: 15).
