@@ -1,5 +1,5 @@
-// KFP pipelines: the list, uploading a package (KFP IR YAML/JSON or an Argo Workflow YAML) as a
-// pipeline or as a new version, and one pipeline's versions with a version's graph and inputs.
+// KFP pipelines: the list, uploading a package (KFP IR YAML/JSON or an Argo Workflow YAML; a
+// file or a URL) as a pipeline or as a new version, and one pipeline's versions with a version's graph and inputs.
 
 import {dagSvg} from "./charts.js";
 import {add, ago, clear, emptyState, errorBox, h, keepFresh, pageHeader, put, table}
@@ -9,21 +9,53 @@ import {action, byCreated, field, kfp, kfpList, specGraph, specInputs, taskFacts
 
 const ACCEPT = ".yaml,.yml,.json";
 
-// The upload form (hidden until asked for): a name, a description and the package file.
+// The package's own name: a file's, or the last part of a URL's path, without its extension.
+const baseName = (path) => path.replace(/[?#].*$/, "").replace(/\/+$/, "").split("/").pop()
+  .replace(/\.[^.]+$/, "");
+
+// One source choice (file or URL) as a labelled radio button.
+function sourceChoice(id, value, label, checked) {
+  const input = h("input", {type: "radio", name: `${id}-source`, id: `${id}-source-${value}`,
+                            value, checked});
+  return h("span", {class: "inline"}, input, h("label", {for: input.id}, label));
+}
+
+// The upload form (hidden until asked for): a name, a description and the package, either a
+// file or a URL the service downloads (KFP's package_url). onUpload gets {file, url, name,
+// description}, with exactly one of file and url set.
 function uploadForm(id, title, onUpload) {
   const name = h("input", {id: `${id}-name`, autocomplete: "off"});
   const description = h("input", {id: `${id}-description`, autocomplete: "off"});
   const file = h("input", {id: `${id}-file`, type: "file", accept: ACCEPT, required: true});
+  const url = h("input", {id: `${id}-url`, type: "url", autocomplete: "off",
+                          placeholder: "https://example.com/pipeline.yaml"});
+  const fileField = field("Package file", file,
+    "KFP IR (kfp.compiler output, YAML or JSON) or an Argo Workflow.");
+  const urlField = field("Package URL", url, "An http(s) URL of a package, downloaded by the " +
+    "platform (public addresses only, unless an operator allows the host).");
+  urlField.hidden = true;
+  const source = h("div", {class: "field", role: "radiogroup", "aria-label": "Package source"},
+    h("span", {}, "Package source"), h("div", {class: "inline"},
+      sourceChoice(id, "file", "Upload a file", true), sourceChoice(id, "url", "From URL", false)));
+  const fromUrl = () => urlField.hidden === false;
+  source.addEventListener("change", (e) => {
+    urlField.hidden = e.target.value !== "url";
+    fileField.hidden = !urlField.hidden;
+    file.required = urlField.hidden;
+    url.required = !urlField.hidden;
+  });
   const errors = h("div", {class: "form-errors", "aria-live": "assertive"});
   const submit = h("button", {class: "button primary", type: "submit"}, "Upload");
   const form = h("form", {class: "form card pad", "aria-label": title, hidden: true},
-    h("h2", {}, title),
-    field("Package file", file, "KFP IR (kfp.compiler output, YAML or JSON) or an Argo Workflow."),
-    field("Name", name, "Defaults to the file's name."),
+    h("h2", {}, title), source, fileField, urlField,
+    field("Name", name, "Defaults to the package's name."),
     field("Description", description),
     errors, h("div", {class: "actions"}, submit));
   file.addEventListener("change", () => {
-    if (!name.value && file.files[0]) name.value = file.files[0].name.replace(/\.[^.]+$/, "");
+    if (!name.value && file.files[0]) name.value = baseName(file.files[0].name);
+  });
+  url.addEventListener("change", () => {
+    if (!name.value && url.value) name.value = baseName(url.value.trim());
   });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -31,9 +63,15 @@ function uploadForm(id, title, onUpload) {
     submit.textContent = "Uploading…";
     clear(errors);
     try {
-      await onUpload({file: file.files[0], name: name.value.trim(),
+      const link = fromUrl() ? url.value.trim() : "";
+      await onUpload({file: link ? null : file.files[0], url: link,
+                      name: name.value.trim() || (link ? baseName(link) : ""),
                       description: description.value.trim()});
       form.reset();
+      urlField.hidden = true;
+      fileField.hidden = false;
+      file.required = true;
+      url.required = false;
       form.hidden = true;
     } catch (err) {
       put(errors, errorBox(err));
@@ -49,9 +87,13 @@ export function renderPipelines(ctx) {
   const {main, ns, signal} = ctx;
   const body = h("div", {class: "card"}, h("p", {class: "muted pad"}, "Loading pipelines…"));
   const messages = h("div", {class: "messages", "aria-live": "polite"});
-  const form = uploadForm("upload", "Upload pipeline", async ({file, name, description}) => {
-    const made = await uploadPackage("/pipelines/upload",
-      {namespace: ns, display_name: name, description}, file);
+  const form = uploadForm("upload", "Upload pipeline", async ({file, url, name, description}) => {
+    const made = url
+      ? await kfp("POST", "/pipelines/create", {
+        pipeline: {display_name: name, description, namespace: ns},
+        pipeline_version: {display_name: name, description, package_url: {pipeline_url: url}}})
+      : await uploadPackage("/pipelines/upload",
+        {namespace: ns, display_name: name, description}, file);
     window.location.hash = `#/kfp/pipelines/${encodeURIComponent(made.pipeline_id)}`;
   });
   const open = h("button", {class: "button primary", type: "button", id: "upload-pipeline",
@@ -120,9 +162,13 @@ export async function renderPipeline(ctx, id) {
       h("div", {class: "split"}, graph, inputs));
   let pipeline;
   let selected = null;
-  const form = uploadForm("upload-version", "Upload version", async ({file, name, description}) => {
-    const v = await uploadPackage("/pipelines/upload_version",
-      {pipelineid: id, display_name: name, description}, file);
+  const form = uploadForm("upload-version", "Upload version", async (pkg) => {
+    const {file, url, name, description} = pkg;
+    const v = url
+      ? await kfp("POST", `/pipelines/${id}/versions`,
+        {display_name: name, description, package_url: {pipeline_url: url}})
+      : await uploadPackage("/pipelines/upload_version",
+        {pipelineid: id, display_name: name, description}, file);
     selected = v.pipeline_version_id;
     await refresh();
   });

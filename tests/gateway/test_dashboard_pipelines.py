@@ -211,6 +211,15 @@ async def run_metrics_pipeline(
     await page.get_by_role("button", name="Upload", exact=True).click()
     await page.get_by_role("button", name="Delete version scratch").click()
     await expect(page.get_by_role("button", name="scratch", exact=True)).to_have_count(0)
+    # A version from a URL: the form sends KFP's package_url, which the platform fetches; the
+    # shared platform allows no private host, so a loopback URL is refused, naming the field.
+    await page.click("#upload-version")
+    await page.get_by_label("From URL", exact=True).check()
+    await page.get_by_label("Package URL", exact=True).fill("http://127.0.0.1:9/p.yaml")
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    await expect(page.locator('form[aria-label="Upload version"] .form-errors')).to_contain_text(
+        "package_url.pipeline_url: address refused"
+    )
     pipeline = await by_name(api, "/pipelines", "pipelines", "metrics-demo")
     listed = await kfp_get(api, f"/pipelines/{pipeline['pipeline_id']}/versions")
     assert sorted(v["display_name"] for v in listed["pipeline_versions"]) == [
