@@ -140,3 +140,65 @@ def test_ended_groups_directories_are_pruned(tmp_path: Path) -> None:
         "live",
         "planned",
     ]
+
+
+SERVE = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7777))
+s.listen()
+s.settimeout(60)
+while True:
+    conn, _ = s.accept()
+    message = conn.recv(64).decode()
+    print("got", message, flush=True)
+    if message == "done":
+        break
+"""
+SEND = CONNECT.replace('b"hello from b"', "MESSAGE.encode()")
+INTRUDER = """
+import socket
+try:
+    conn = socket.create_connection(("box-a", 7777), timeout=2)
+    conn.sendall(b"intruder")
+    print("reached", flush=True)
+except OSError as exc:
+    print("unreachable:", type(exc).__name__, flush=True)
+"""
+
+
+async def test_same_group_name_in_another_namespace_is_another_network(tmp_path: Path) -> None:
+    """A hostile tenant names another namespace's group (and its member's hostname): it gets a
+    network of its own, where nothing listens; the group's server never hears from it."""
+    runtime = LocalRuntime(tmp_path / "state")
+
+    def spec(ns: str, name: str, code: str, hostname: str) -> dict[str, Any]:
+        return {
+            "kind": "job",
+            "namespace": ns,
+            "name": name,
+            "command": [sys.executable, "-c", code],
+            "network": {"group": "g", "hostname": hostname, "peers": ["box-a"]},
+        }
+
+    async def out(ns: str, name: str) -> str:
+        status = await runtime.wait(ns, name, timeout=60)
+        text = "\n".join([line async for line in runtime.logs(ns, name)])
+        assert status.phase.value == "Succeeded", (ns, name, status, text)
+        return text
+
+    try:
+        await runtime.apply(spec("team", "a", SERVE, "box-a"))
+        # A member's message arriving proves the server listens before the intruder tries.
+        await runtime.apply(spec("team", "b", "MESSAGE = 'hello'\n" + SEND, "box-b"))
+        assert "sent" in await out("team", "b")
+        await runtime.apply(spec("other", "x", INTRUDER, "box-x"))
+        assert "unreachable: ConnectionRefusedError" in await out("other", "x")
+        await runtime.apply(spec("team", "c", "MESSAGE = 'done'\n" + SEND, "box-c"))
+        assert "sent" in await out("team", "c")
+        served = await out("team", "a")
+        assert "got hello" in served and "got done" in served
+        assert "intruder" not in served
+    finally:
+        await runtime.shutdown()
