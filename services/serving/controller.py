@@ -68,6 +68,7 @@ from services.serving.models import (
     SERVICE_ACCOUNT,
     predictor_model,
 )
+from services.serving.polling import Backoff
 from services.serving.revisions import (
     revision_name,
     revision_number,
@@ -159,7 +160,7 @@ class InferenceServiceController(Controller):
         self.labels = dict(labels or {})
         self.clock = clock or IdleClock()
         self.scale_to_zero_seconds = scale_to_zero_seconds
-        self._polls: dict[tuple[str, str], float] = {}
+        self._polls = Backoff(self.poll_min, self.poll_max, self.poll_failed)
         self._draining: dict[tuple[str, str], float] = {}
         self.window = window or ConcurrencyWindow(60.0)
         #: Autoscaled services: (predictor spec, replicas last decided).
@@ -330,7 +331,7 @@ class InferenceServiceController(Controller):
         await self._delete_workloads(owned)
         if finalize:
             await self.store.remove_finalizer(INFERENCE_SERVICE, namespace, name, FINALIZER)
-        self._polls.pop((namespace, name), None)
+        self._polls.forget((namespace, name))
         self._draining.pop((namespace, name), None)
         self._scaling.pop((namespace, name), None)
         self.clock.forget(namespace, name)
@@ -399,7 +400,7 @@ class InferenceServiceController(Controller):
         if not owned and self._scaled_to_zero(isvc, comp):
             # Only a report wakes it (not a restart of this service, which heard none yet).
             if not self.clock.active_within(namespace, name, self.scale_to_zero_seconds):
-                self._polls.pop((namespace, name), None)
+                self._polls.forget((namespace, name))
                 return
             await self._activate(isvc, comp, by_number, digest)
         idle = scales_to_zero and self.clock.idle_for(namespace, name) >= self.scale_to_zero_seconds
@@ -629,14 +630,9 @@ class InferenceServiceController(Controller):
     def _poll_again(self, namespace: str, name: str, settled: bool, failed: bool) -> None:
         key = (namespace, name)
         if settled:
-            self._polls.pop(key, None)
+            self._polls.forget(key)
             return
-        delay = (
-            self.poll_failed
-            if failed
-            else min(self.poll_max, self._polls.get(key, self.poll_min / 1.5) * 1.5)
-        )
-        self._polls[key] = delay
+        delay = self._polls.next(key, failed)
         asyncio.get_running_loop().call_later(
             delay, self.enqueue, INFERENCE_SERVICE, namespace, name
         )

@@ -37,6 +37,7 @@ from services.serving.controller import LAUNCH_ERRORS
 from services.serving.graph import INFERENCE_GRAPH, service_url_target
 from services.serving.isvc_status import condition
 from services.serving.models import INFERENCE_SERVICE, predictor_model
+from services.serving.polling import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class InferenceGraphController(Controller):
         self.labels = dict(labels or {})
         #: The InferenceServices each graph names, by (namespace, graph).
         self._refs: dict[tuple[str, str], set[str]] = {}
-        self._polls: dict[tuple[str, str], float] = {}
+        self._polls = Backoff(self.poll_min, self.poll_max, self.poll_failed)
 
     def keys_for(self, kind: ResourceKind, event: WatchEvent) -> Sequence[Key]:
         """A graph itself; for an InferenceService, the graphs of its namespace naming it."""
@@ -104,7 +105,7 @@ class InferenceGraphController(Controller):
             if graph is not None:
                 await self.store.remove_finalizer(INFERENCE_GRAPH, namespace, name, FINALIZER)
             self._refs.pop((namespace, name), None)
-            self._polls.pop((namespace, name), None)
+            self._polls.forget((namespace, name))
             return
         config, missing = await self._resolve(graph)
         serving = next((w for w in owned if w.ready), None)
@@ -250,12 +251,7 @@ class InferenceGraphController(Controller):
     def _poll_again(self, namespace: str, name: str, *, settled: bool, failed: bool) -> None:
         key = (namespace, name)
         if settled:
-            self._polls.pop(key, None)
+            self._polls.forget(key)
             return
-        delay = (
-            self.poll_failed
-            if failed
-            else min(self.poll_max, self._polls.get(key, self.poll_min / 1.5) * 1.5)
-        )
-        self._polls[key] = delay
+        delay = self._polls.next(key, failed)
         asyncio.get_running_loop().call_later(delay, self.enqueue, INFERENCE_GRAPH, namespace, name)
