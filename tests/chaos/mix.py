@@ -325,9 +325,11 @@ def assert_completions_applied_once(query: Callable[[str], list[Any]], trials: i
     )
     assert len(completions) == trials, completions
     # The experiment can finish before the last completion event has gone through the outbox
-    # relay and the consumer (the controller also sees its own completions): wait for the
-    # consumer to catch up, then the inbox must hold each completion, and nothing else.
-    deadline = time.monotonic() + 30
+    # relay and the consumer (the controller also sees its own completions), and an event the
+    # killed process had fetched but not acked comes again only after the consumer's ack_wait
+    # (30 s): wait for the consumer to catch up, then the inbox must hold each completion, and
+    # nothing else.
+    deadline = time.monotonic() + 75
     while True:
         applied = sorted(msg_id for (msg_id,) in query("SELECT msg_id FROM automl.inbox"))
         if applied == completions or time.monotonic() > deadline:
