@@ -169,3 +169,13 @@ async def automl(
         rt = LocalRuntime(state_dir)
         await rt.stop_all()
         await rt.close()
+
+
+def assert_invalid(r: httpx.Response, field: str, text: str) -> None:
+    """``r`` is a 422 Kubernetes Status (reason Invalid) with a cause at ``field`` whose
+    message holds ``text``."""
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["kind"] == "Status" and body["reason"] == "Invalid", body
+    causes = body["details"]["causes"]
+    assert any(c["field"] == field and text in c["message"] for c in causes), causes

@@ -18,7 +18,7 @@ import yaml
 from services.automl import enas, nas
 from services.automl.algorithms import StudyRow, SuggestionEngine
 from services.automl.validation import validate_experiment
-from tests.automl.conftest import API, AutoML
+from tests.automl.conftest import API, AutoML, assert_invalid
 from tests.conftest import crash_service, start_service_again
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -427,12 +427,7 @@ async def test_create_enas_experiment_invalid(
     automl: AutoML, change: Any, field: str, text: str
 ) -> None:
     r = await automl.request("POST", f"{API}/experiments", json=_enas(change))
-    assert r.status_code == 422, r.text
-    body = r.json()
-    assert body["kind"] == "Status" and body["reason"] == "Invalid"
-    assert any(c["field"] == field and text in c["message"] for c in body["details"]["causes"]), (
-        body["details"]["causes"]
-    )
+    assert_invalid(r, field, text)
 
 
 async def test_create_enas_experiment_takes_none_settings(automl: AutoML) -> None:

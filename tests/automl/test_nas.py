@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.automl.conftest import API, AutoML
+from tests.automl.conftest import API, AutoML, assert_invalid
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "automl" / "darts.yaml"
@@ -168,12 +168,7 @@ async def test_create_nas_experiment_invalid(
     automl: AutoML, change: Any, field: str, text: str
 ) -> None:
     r = await automl.request("POST", f"{API}/experiments", json=_nas(change))
-    assert r.status_code == 422, r.text
-    body = r.json()
-    assert body["kind"] == "Status" and body["reason"] == "Invalid"
-    assert any(c["field"] == field and text in c["message"] for c in body["details"]["causes"]), (
-        body["details"]["causes"]
-    )
+    assert_invalid(r, field, text)
 
 
 async def test_create_darts_experiment_keeps_nas_config(automl: AutoML) -> None:

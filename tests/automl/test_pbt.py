@@ -26,7 +26,7 @@ from services.automl import pbt, pbt_checkpoints
 from services.automl.algorithms import StudyRow, SuggestionEngine
 from services.common.identity import AssertionMinter
 from tests.automl import test_restart
-from tests.automl.conftest import API, NAMESPACE, AutoML
+from tests.automl.conftest import API, NAMESPACE, AutoML, assert_invalid
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,11 +101,7 @@ async def test_create_pbt_experiment_invalid_settings(
     obj = pbt_example(f"bad-pbt-{uuid.uuid4().hex[:6]}")
     obj["spec"]["algorithm"]["algorithmSettings"] = algorithm_settings
     r = await automl.request("POST", f"{API}/experiments", json=obj)
-    assert r.status_code == 422, r.text
-    body = r.json()
-    assert body["kind"] == "Status" and body["reason"] == "Invalid", body
-    causes = body["details"]["causes"]
-    assert any(c["field"] == field and text in c["message"] for c in causes), causes
+    assert_invalid(r, field, text)
 
 
 def test_katib_simple_pbt_shape_is_valid() -> None:
