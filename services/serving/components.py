@@ -29,8 +29,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus, placement
-from services.common.runtime.endpoint import SANDBOX_SCHEME
-from services.common.runtime.sandbox import API_ADDRESS
 from services.serving.isvc_status import condition
 from services.serving.revisions import predictor_hash
 
@@ -71,17 +69,14 @@ def component_workload_name(name: str, component: str) -> str:
     return f"isvc-{name}-{component}"
 
 
-def predictor_host(gateway_url: str, isvc: dict[str, Any], predictor_endpoint: str) -> str:
-    """KServe's ``--predictor_host`` here: the gateway as the workload reaches it (a local
-    sandbox, whose endpoints are ``http+sandbox://``, at its API address; a pod at the
-    gateway's URL) and the predictor's data-plane path (``{name}-predictor`` while a
-    transformer fronts it, else the InferenceService's own)."""
-    if predictor_endpoint.startswith(f"{SANDBOX_SCHEME}://"):
-        host, port = API_ADDRESS
-        gateway = f"{host}:{port}"
-    else:
-        gateway = urlsplit(gateway_url).netloc
-    return gateway + data_plane_prefix(isvc)
+def predictor_host(runtime: Runtime, gateway_url: str, isvc: dict[str, Any]) -> str:
+    """KServe's ``--predictor_host`` here: the gateway as the workload reaches it (the
+    runtime says where: ``Runtime.workload_gateway_url``, the ``$SHIPYARD_URL`` its
+    workloads get; the service's own ``gateway_url`` where it gives none) and the
+    predictor's data-plane path (``{name}-predictor`` while a transformer fronts it, else
+    the InferenceService's own)."""
+    inside = runtime.workload_gateway_url(isvc["metadata"]["namespace"]) or gateway_url
+    return urlsplit(inside).netloc + data_plane_prefix(isvc)
 
 
 def _includes(args: list[str], flag: str) -> bool:
@@ -165,7 +160,7 @@ async def reconcile_components(
         if predictor_endpoint is None:  # the predictor serves first: its host is known then
             out[component] = current
             continue
-        host = predictor_host(gateway_url, isvc, predictor_endpoint)
+        host = predictor_host(runtime, gateway_url, isvc)
         try:
             desired = component_spec(isvc, component, host, labels, owner)
         except ValueError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -67,7 +68,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.route() == f"/v1/models/{args.model_name}":
             return self.answer(200, {"name": args.model_name, "ready": True,
                                      "predictor_host": args.predictor_host,
-                                     "PREDICTOR_HOST": os.environ.get("PREDICTOR_HOST")})
+                                     "PREDICTOR_HOST": os.environ.get("PREDICTOR_HOST"),
+                                     "SHIPYARD_URL": os.environ.get("SHIPYARD_URL")})
         self.answer(200 if self.route() == "/" else 404, {"status": "alive"})
 
     def do_POST(self):
@@ -177,11 +179,14 @@ def test_transformer_status_components(fronted: dict[str, Any], platform: Any) -
 
 def test_transformer_gets_predictor_host(fronted: dict[str, Any], api: httpx.Client) -> None:
     """KServe's arguments: --predictor_host and PREDICTOR_HOST name the predictor's data
-    plane (through the gateway, as the workload reaches it)."""
+    plane through the gateway, at the address the runtime gives the workload for it (its own
+    $SHIPYARD_URL, as every other workload reaches the gateway)."""
     meta = api.get(f"/serving/{NS}/fronted/v1/models/fronted").json()
     assert meta["name"] == "fronted" and meta["ready"] is True
     assert meta["predictor_host"] == meta["PREDICTOR_HOST"]
-    assert meta["predictor_host"].endswith(f"/serving/{NS}/fronted-predictor")
+    gateway = urlsplit(meta["SHIPYARD_URL"]).netloc
+    assert gateway
+    assert meta["predictor_host"] == f"{gateway}/serving/{NS}/fronted-predictor"
 
 
 def test_predict_through_transformer(fronted: dict[str, Any], api: httpx.Client) -> None:

@@ -12,9 +12,10 @@ short-lived service-account token in the standard in-cluster layout,
 ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT`` naming an API server that ``ca.crt``
 verifies: the local runtime points them at the platform's own API, see ``incluster.py``; a
 Kubernetes pod gets its cluster's), small read-only ``files`` in its spec,
-the interpreter that runs platform tools in it (:attr:`Runtime.python`), and the image of the
-platform's own servers (:attr:`Runtime.platform_image`). Nothing goes through a directory of
-the host that a service and a workload share.
+the interpreter that runs platform tools in it (:attr:`Runtime.python`), the image of the
+platform's own servers (:attr:`Runtime.platform_image`), and the gateway's URL as it reaches
+it (``$SHIPYARD_URL``, :meth:`Runtime.workload_gateway_url`). Nothing goes through a
+directory of the host that a service and a workload share.
 
 Like JupyterHub's ``Spawner`` (start / poll / stop / get_state / load_state), but keyed by
 (namespace, name) instead of held in memory: the runtime's own state store (a directory, or the
@@ -177,6 +178,17 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def stop_all(self, label_selector: LabelSelector = None) -> builtins.list[WorkloadStatus]:
         """Stop every running workload that matches (orderly shutdown); return their statuses."""
+
+    def workload_gateway_url(self, namespace: str) -> str | None:
+        """The platform gateway's URL as this runtime's workloads in ``namespace`` reach it
+        (the ``$SHIPYARD_URL`` they get); None when the runtime gives them none.
+
+        Only the runtime knows the way out of its workloads (a local sandbox reaches the
+        gateway through a relay at an address of its own network; a pod at the gateway's
+        Service), so a service that hands a workload the gateway's address in an argument
+        (a transformer's ``--predictor_host``) asks here rather than guessing.
+        """
+        return None
 
     async def run_is_live(self, binding: str) -> bool:
         """True while the workload run ``<ns>/<name>/<run id>`` (a token's binding) is going.

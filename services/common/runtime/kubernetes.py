@@ -201,12 +201,13 @@ class KubernetesRuntime(Runtime):
         self.platform_image = self.config.platform_image
         self.endpoint_for = endpoint_for or service_endpoint
         gateway = self.config.kube_gateway_url or getattr(settings, "gateway_url", None)
+        self._gateway_url = str(gateway) if gateway else None
         self.options = PodOptions(
             platform_image=self.config.platform_image,
             run_as_user=self.config.kube_run_as_user,
             run_as_group=self.config.kube_run_as_group,
             token_audience=self.config.kube_token_audience,
-            platform_env={"SHIPYARD_URL": str(gateway)} if gateway else {},
+            platform_env={"SHIPYARD_URL": self._gateway_url} if self._gateway_url else {},
         )
         self._api_client = api_client
         self._owns_client = api_client is None
@@ -216,6 +217,11 @@ class KubernetesRuntime(Runtime):
         self._locks: dict[Key, asyncio.Lock] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.sync_timeout = 60.0
+
+    def workload_gateway_url(self, namespace: str) -> str | None:
+        """``kube_gateway_url`` (else the service's ``gateway_url``): every pod's
+        ``$SHIPYARD_URL``, the same in every namespace."""
+        return self._gateway_url
 
     # -- plumbing ----------------------------------------------------------------------------
 

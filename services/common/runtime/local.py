@@ -418,6 +418,16 @@ class LocalRuntime(Runtime):
             "volumeCheckSeconds": VOLUME_CHECK_SECONDS,
         }
 
+    def workload_gateway_url(self, namespace: str) -> str | None:
+        """The API address of the sandbox's own network, which the supervisor relays to
+        the gateway (and to nothing else); None without a gateway to relay to."""
+        if self.workload_env is None:
+            return None
+        if not urlsplit(self.workload_env(namespace).get("SHIPYARD_URL", "")).hostname:
+            return None
+        host, api_port = sandbox.API_ADDRESS
+        return f"http://{host}:{api_port}"
+
     def _platform_env(
         self, namespace: str, env: dict[str, str], port: int | None
     ) -> list[dict[str, Any]]:
@@ -427,14 +437,15 @@ class LocalRuntime(Runtime):
         if self.workload_env is not None:
             platform_env = dict(self.workload_env(namespace))
             gateway = urlsplit(platform_env.get("SHIPYARD_URL", ""))
-            if gateway.hostname:
+            inside = self.workload_gateway_url(namespace)
+            if gateway.hostname and inside is not None:
                 # Inside, the API is a loopback address of the sandbox's own network; the
                 # supervisor forwards it to the gateway and to nothing else.
                 host, api_port = sandbox.API_ADDRESS
                 egress.append(
                     {"listen": [host, api_port], "connect": [gateway.hostname, gateway.port or 80]}
                 )
-                platform_env["SHIPYARD_URL"] = f"http://{host}:{api_port}"
+                platform_env["SHIPYARD_URL"] = inside
             env.update(platform_env)
         if self.in_cluster is not None:  # what a pod has (incluster.py)
             egress += self.in_cluster.egress(port)
