@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
@@ -21,7 +22,7 @@ from .authz import Principal, needed_role
 from .errors import GatewayError
 from .gateway import Gateway, unauthenticated
 from .notebook_host import NotebookOriginApp
-from .notebook_origin import SANDBOX_HEADERS
+from .notebook_origin import SANDBOX_HEADERS, split_host
 from .proxy import forward_http, read_body
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,44 @@ PROXY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 #: Data planes that are APIs (a model server, an InferenceGraph's router): their answers
 #: always carry the sandbox headers.
 SANDBOXED_KINDS = frozenset({"inferenceservice", "inferencegraph"})
+#: The path form a model host stands for: ``{name}.{ns}.{domain}/p`` is ``/{prefix}/{ns}/{name}/p``.
+HOST_PREFIXES = {"inferenceservice": "serving", "inferencegraph": "graphs"}
+#: The scope key of a request made on a model host (its host name).
+MODEL_HOST = "shipyard.model_host"
+
+
+class ModelHosts:
+    """Which Host headers are KServe's ``{name}.{namespace}.{ingress domain}``.
+
+    A host under the ingress domain is the model hosts' to answer, except the gateway's own
+    host (``public_url``) and the notebook origins' hosts when their domain is the same as
+    the ingress domain or below it: of two domains a host is under, the more specific one
+    claims it, and notebooks keep a tie (their origin is a security boundary; a model host
+    is only another address). Every other host (localhost, the gateway's) is unchanged.
+    """
+
+    def __init__(self, domain: str, notebook_domain: str | None, public_url: str) -> None:
+        self.domain = domain.strip().strip(".").lower()
+        self.suffix = "." + self.domain
+        nd = (notebook_domain or "").strip(".").lower()
+        self.notebook_suffix = (
+            "." + nd if nd and (nd == self.domain or nd.endswith(self.suffix)) else None
+        )
+        self.main_host = (urlsplit(public_url).hostname or "").lower() if public_url else ""
+
+    def claims(self, host: str) -> bool:
+        """Whether ``host`` (lower case, no port) is answered as a model host (or its 404)."""
+        if not self.domain or not host.endswith(self.suffix) or host == self.main_host:
+            return False
+        return self.notebook_suffix is None or not host.endswith(self.notebook_suffix)
+
+    def not_found(self, host: str) -> GatewayError:
+        return GatewayError(
+            404,
+            f"{host} names no model: a model's host is {{name}}.{{namespace}}{self.suffix}, "
+            "its InferenceService's (or InferenceGraph's) name and namespace as DNS labels",
+            "NotFound",
+        )
 
 
 class ProxyFastPath:
@@ -47,8 +86,20 @@ class ProxyFastPath:
         self.notebook_hosts = (
             NotebookOriginApp(gw, self, gw.notebook_origins) if gw.notebook_origins else None
         )
+        self.model_hosts = ModelHosts(
+            gw.settings.ingress_domain,
+            gw.notebook_origins.domain if gw.notebook_origins else None,
+            gw.settings.public_url,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            # KServe's host form first: from here on, the request is its path form.
+            on_host = self.on_model_host(scope)
+            if on_host is None:
+                await self.refuse_host(scope, receive, send)
+                return
+            scope = on_host
         if self.notebook_hosts is not None and scope["type"] in ("http", "websocket"):
             # A notebook's own origin serves that notebook and nothing else.
             if await self.notebook_hosts.serve(scope, receive, send):
@@ -64,10 +115,50 @@ class ProxyFastPath:
         try:
             await self.proxy(request, match, scope, receive, send)
         except GatewayError as exc:
-            response = unauthenticated(request, exc) if exc.code == 401 else exc.response()
+            # A model host has no sign-in page to send a browser to: its 401 is the API's.
+            browser = exc.code == 401 and MODEL_HOST not in scope
+            response = unauthenticated(request, exc) if browser else exc.response()
             if match.data_plane:
                 response.raw_headers.extend(SANDBOX_HEADERS)
             await response(scope, receive, send)
+
+    def on_model_host(self, scope: Scope) -> Scope | None:
+        """``scope`` as its path form when its Host names a model (a copy whose ``path`` and
+        ``raw_path`` start ``/serving/{ns}/{name}``, or ``/graphs/...`` for a graph: see
+        ``RouteTable.host_kind``); ``scope`` itself for other hosts; None for a host under
+        the ingress domain that names no model.
+
+        Everything below sees only the path form, so authentication, authorization, the
+        sandbox headers and ``:explain`` are exactly the path form's."""
+        host = request_host(scope)
+        if not self.model_hosts.claims(host):
+            return scope
+        target = routes.host_target(host, self.model_hosts.domain)
+        if target is None:
+            return None
+        ns, name = target
+        prefix = f"/{HOST_PREFIXES[self.gw.route_table.host_kind(ns, name)]}/{ns}/{name}"
+        path: str = scope["path"]
+        raw: bytes = scope.get("raw_path") or path.encode()
+        if not path.startswith("/"):  # "*" (OPTIONS *): still below the model's prefix
+            path, raw = "/" + path, b"/" + raw
+        return {
+            **scope,
+            "path": prefix + path,
+            "raw_path": prefix.encode() + raw,
+            MODEL_HOST: host,
+        }
+
+    async def refuse_host(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The 404 of a host under the ingress domain that names no model (a WebSocket is
+        closed before it opens, which its server answers with a 403)."""
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        response = self.model_hosts.not_found(request_host(scope)).response()
+        response.raw_headers.extend(SANDBOX_HEADERS)
+        await response(scope, receive, send)
 
     async def proxy(
         self,
@@ -268,6 +359,12 @@ class ProxyFastPath:
         if refreshed:
             login.set_session_cookie(response, self.gw, request, refreshed)
         return response
+
+
+def request_host(scope: Scope) -> str:
+    """The request's host name: its Host header lower-cased, without port or trailing dot."""
+    header = next((v for k, v in scope["headers"] if k == b"host"), b"")
+    return split_host(header.decode("latin-1"))[0].removesuffix(".")
 
 
 def _namespace_in_body(body: bytes) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -46,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SERVICE = "/inference.GRPCInferenceService/"
 TARGET_METADATA = "x-shipyard-inferenceservice"
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: REST statuses of the model server as gRPC codes (others: INTERNAL for 5xx, UNKNOWN).
 HTTP_CODES = {
     400: Code.INVALID_ARGUMENT,
@@ -76,22 +74,20 @@ def target_of(call: Call, domain: str) -> tuple[str, str]:
     named = next((v for k, v in call.metadata if k == TARGET_METADATA), None)
     if named is not None:
         namespace, _, name = named.strip().partition("/")
-    else:
-        host = call.authority.lower().rsplit(":", 1)[0] if call.authority else ""
-        suffix = "." + domain.lower().strip(".")
-        labels = host.removesuffix(suffix).split(".") if host.endswith(suffix) else []
-        if len(labels) != 2:
+    else:  # the same parsing as a REST request's Host (gateway.fastpath)
+        target = routes.host_target(call.authority or "", domain)
+        if target is None:
             raise GRPCError(
                 Code.INVALID_ARGUMENT,
                 f"no InferenceService named: the authority {call.authority!r} is not "
-                f"{{name}}.{{namespace}}{suffix}, and no {TARGET_METADATA}: "
-                "{namespace}/{name} metadata was sent",
+                f"{{name}}.{{namespace}}.{domain.strip('.')} (DNS labels), and no "
+                f"{TARGET_METADATA}: {{namespace}}/{{name}} metadata was sent",
             )
-        name, namespace = labels
-    if not (DNS_LABEL.match(namespace) and DNS_LABEL.match(name)):
+        return target
+    if not (routes.DNS_LABEL.match(namespace) and routes.DNS_LABEL.match(name)):
         raise GRPCError(
             Code.INVALID_ARGUMENT,
-            f"{TARGET_METADATA}: {named or call.authority!r} does not name an InferenceService "
+            f"{TARGET_METADATA}: {named!r} does not name an InferenceService "
             "as {namespace}/{name} (DNS labels)",
         )
     return namespace, name

@@ -18,6 +18,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 NS = r"(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
+#: An RFC 1123 label, as Kubernetes names namespaces (and KServe's host names use them).
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,32 @@ def resolve(path: str) -> Match | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def host_target(host: str, domain: str) -> tuple[str, str] | None:
+    """(namespace, name) that a Host header (or gRPC ``:authority``) names as KServe's
+    ``{name}.{namespace}.{domain}``, or None when it is not exactly that.
+
+    The port is ignored, case too (host names are case-insensitive), and so is one trailing
+    dot (a fully qualified name); name and namespace must be DNS labels, and there must be
+    exactly two labels before the domain. An IPv6 literal never names a model. One parser
+    for REST (``gateway.fastpath``) and gRPC (``gateway.grpc_inference``), so both read a
+    host the same way. Cached: clients repeat the same few hosts.
+    """
+    value = host.strip().lower()
+    domain = domain.strip().strip(".").lower()
+    if not domain or value.startswith("["):
+        return None
+    value = value.partition(":")[0].removesuffix(".")
+    suffix = "." + domain
+    if not value.endswith(suffix):
+        return None
+    labels = value[: -len(suffix)].split(".")
+    if len(labels) != 2 or not all(DNS_LABEL.match(label) for label in labels):
+        return None
+    name, namespace = labels
+    return namespace, name
+
+
 Target = tuple[str, int]
 
 
@@ -190,6 +218,19 @@ class RouteTable:
         with self._lock:
             self._routes.pop((kind, ns, name), None)
             self._activatable.pop((kind, ns, name), None)
+
+    def host_kind(self, ns: str, name: str) -> str:
+        """The data plane a host ``{name}.{ns}.{domain}`` reaches: ``inferencegraph`` when
+        the table routes a graph of that name and knows no InferenceService of it (routed,
+        or activatable from zero); else ``inferenceservice``, so that an InferenceService
+        wins a shared name and an unknown name gets the path form's answer (503)."""
+        key = ("inferenceservice", ns, name)
+        with self._lock:
+            if key in self._routes or key in self._activatable:
+                return "inferenceservice"
+            if ("inferencegraph", ns, name) in self._routes:
+                return "inferencegraph"
+        return "inferenceservice"
 
     def targets(self, kind: str, ns: str, name: str) -> list[Target]:
         return list(self._routes.get((kind, ns, name), ()))
