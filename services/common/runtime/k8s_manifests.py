@@ -14,6 +14,10 @@ schemas on its own (tests validate them with kubernetes-validate). What a worklo
   volume does: put files in a directory of their own);
 * **PersistentVolumeClaims** for volumes.
 
+A spec's ``initContainers`` become the pod's, in order, each with the main container's
+mounts (``files`` included), environment, resources and security context, and its own
+command, args, image (default: the workload's) and extra env.
+
 Every object carries :data:`MANAGED_LABELS` (the Helm chart's NetworkPolicy and RBAC rely on
 ``app.kubernetes.io/managed-by: shipyard``) plus ``shipyard.io/workload``. What the spec
 said that a Pod cannot hold as such (its own labels apart from ours, its owner, the image it
@@ -31,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models import Probe, WorkloadSpec
+from .models import MAIN_CONTAINER, Probe, WorkloadSpec
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_LABELS: Mapping[str, str] = {MANAGED_BY: "shipyard"}
@@ -57,7 +61,7 @@ STOPPED_ANNOTATION = "shipyard.io/stopped"
 #: Set when a job restarted (OnFailure) more than its backoffLimit: ended the same way. A
 #: bare Pod has no backoffLimit (a batch Job's), so the runtime keeps count of restarts.
 BACKOFF_ANNOTATION = "shipyard.io/backoff-limit-exceeded"
-CONTAINER = "workload"
+CONTAINER = MAIN_CONTAINER
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_VOLUME = "shipyard-identity"
 FILES_VOLUME_PREFIX = "shipyard-files-"
@@ -351,6 +355,35 @@ def _container(
     return container
 
 
+def _init_containers(spec: WorkloadSpec, main: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spec's init steps as init containers: the main container's mounts, environment,
+    resources and security, with the step's own command, args, image and extra env."""
+    shared: dict[str, Any] = {
+        k: main[k] for k in ("volumeMounts", "resources", "workingDir") if k in main
+    }
+    steps = []
+    for step in spec.init_containers:
+        names = {e.name for e in step.env}
+        env = [e for e in main["env"] if e["name"] not in names]
+        container: dict[str, Any] = {
+            "name": step.name,
+            "image": step.image or main["image"],
+            "imagePullPolicy": "IfNotPresent",
+            "env": env + [{"name": e.name, "value": e.value} for e in step.env],
+            **shared,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": dict(main["securityContext"]),
+        }
+        if step.command:
+            container["command"] = list(step.command)
+        if step.args:
+            container["args"] = list(step.args)
+        if "envFrom" in main:
+            container["envFrom"] = main["envFrom"]
+        steps.append(container)
+    return steps
+
+
 def _locked_down_pod(opts: PodOptions, **security: Any) -> dict[str, Any]:
     """The pod-level fields every pod of the runtime has (a workload's or a reader's): the
     workloads' service account with no token mounted, no Service links, and a non-root user
@@ -387,13 +420,16 @@ def pod_manifest(
     mounts += files_mounts
     mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True})
     annotations = {WORKLOAD_ANNOTATION: json.dumps(_workload_record(spec), sort_keys=True)}
+    main = _container(spec, opts, mounts)
     pod_spec: dict[str, Any] = {
         "restartPolicy": spec.effective_restart_policy,
         "terminationGracePeriodSeconds": _seconds(spec.termination_grace_period_seconds),
         **_locked_down_pod(opts, fsGroup=opts.run_as_group),
-        "containers": [_container(spec, opts, mounts)],
+        "containers": [main],
         "volumes": [*_spec_volumes(spec), *files_volumes, _identity_volume(opts)],
     }
+    if spec.init_containers:
+        pod_spec["initContainers"] = _init_containers(spec, main)
     if spec.active_deadline_seconds is not None:
         pod_spec["activeDeadlineSeconds"] = _seconds(spec.active_deadline_seconds, 1)
     if spec.node_selector:

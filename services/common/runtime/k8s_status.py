@@ -4,7 +4,9 @@ The words follow the local runtime's, so callers see one vocabulary: ``Completed
 ``Error`` (with "command exited with code N; last output: ..."; the output is the
 container's termination message, which ``FallbackToLogsOnError`` fills with the end of its
 log), ``OOMKilled``, ``DeadlineExceeded``, ``CrashLoopBackOff``, ``Stopped`` (stop_all), and
-the reasons of a pod held back at apply (``PersistentVolumeClaimNotFound``...).
+the reasons of a pod held back at apply (``PersistentVolumeClaimNotFound``...), and for an
+init container that failed ``InitError`` (the pod failed) or ``InitCrashLoopBackOff`` (it is
+retried), with "init step 'NAME' exited with code N; last output: ...".
 """
 
 from __future__ import annotations
@@ -40,6 +42,28 @@ def container_status(pod: Mapping[str, Any]) -> dict[str, Any]:
         if cs.get("name") == CONTAINER:
             return dict(cs)
     return {}
+
+
+def failing_init(pod: Mapping[str, Any]) -> tuple[str, int, str, int] | None:
+    """The init container that failed last, if one did: (name, exit code, the end of its
+    output, its restarts). A pod whose init steps all succeeded has none."""
+    for cs in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        state = cs.get("state") or {}
+        terminated = state.get("terminated") or {}
+        if not terminated and "waiting" in state:
+            terminated = (cs.get("lastState") or {}).get("terminated") or {}
+        code = terminated.get("exitCode")
+        if code not in (None, 0):
+            tail = str(terminated.get("message") or "").strip()
+            return str(cs.get("name")), int(code), tail, int(cs.get("restartCount") or 0)
+    return None
+
+
+def _init_message(name: str, code: int, tail: str) -> str:
+    """The local runtime's words for a failed init step."""
+    return f"init step {name!r} exited with code {code}" + (
+        f"; last output: {tail}" if tail else ""
+    )
 
 
 def _condition(pod: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -87,6 +111,9 @@ def _failed_words(pod: Mapping[str, Any], terminated: Mapping[str, Any]) -> tupl
         )
     if status.get("reason"):  # Evicted, NodeLost...
         return str(status["reason"]), str(status.get("message") or "")
+    init = failing_init(pod)
+    if init is not None and not terminated:  # the command never ran
+        return "InitError", _init_message(*init[:3])
     tail = str(terminated.get("message") or "").strip()
     message = f"command exited with code {code}" + (f"; last output: {tail}" if tail else "")
     if terminated.get("reason") == "OOMKilled":
@@ -97,6 +124,9 @@ def _failed_words(pod: Mapping[str, Any], terminated: Mapping[str, Any]) -> tupl
 
 
 def _pending_words(pod: Mapping[str, Any], cs: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    init = failing_init(pod)
+    if init is not None:  # retried with back-off (restartPolicy OnFailure or Always)
+        return "InitCrashLoopBackOff", f"back-off restarting: {_init_message(*init[:3])}"
     waiting = (cs.get("state") or {}).get("waiting") or {}
     if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
         return waiting["reason"], waiting.get("message")
@@ -117,6 +147,10 @@ def workload_status(
     state = cs.get("state") or {}
     # A container stopped while it waited to restart reports its last run's end.
     terminated = state.get("terminated") or (cs.get("lastState") or {}).get("terminated") or {}
+    init = failing_init(pod)
+    init_restarts = sum(
+        int(c.get("restartCount") or 0) for c in status.get("initContainerStatuses") or []
+    )
     common: dict[str, Any] = {
         "namespace": meta["namespace"],
         "name": meta["name"],
@@ -124,7 +158,8 @@ def workload_status(
         "image": record.get("image"),
         "labels": record.get("labels") or {},
         "owner": record.get("owner"),
-        "restart_count": int(cs.get("restartCount") or 0),
+        # An init step retried counts as a restart, as it does locally.
+        "restart_count": int(cs.get("restartCount") or 0) + init_restarts,
     }
     created = parse_time(meta.get("creationTimestamp"))
     if annotations.get(FAILED_REASON_ANNOTATION):
@@ -149,6 +184,8 @@ def workload_status(
         if start is not None and finish is not None and finish < start:
             finish = start
         code = terminated.get("exitCode")
+        if code is None and init is not None:
+            code = init[1]
         if code is None and phase == Phase.FAILED:
             code = 137  # killed before the container reported (a deadline, an eviction)
         return WorkloadStatus(

@@ -56,6 +56,7 @@ from .local_files import (
 from .local_identity import WorkloadIdentity
 from .local_mounts import LaunchError, cwd_mount, own_for_workload, resolve_mounts, volume_limits
 from .models import (
+    InitContainer,
     Phase,
     VolumeInfo,
     WorkloadSpec,
@@ -88,6 +89,16 @@ def _container_port(spec: WorkloadSpec) -> int:
         if port.container_port:
             return int(port.container_port)
     return DEFAULT_SERVER_PORT
+
+
+def _init_step(step: InitContainer, env: Mapping[str, str]) -> dict[str, Any]:
+    """An init container's launch: its argv and environment (the workload's, then its own;
+    ``$(VAR)`` expanded from them as Kubernetes does)."""
+    own = dict(env)
+    for var in step.env:
+        own[var.name] = expand(var.value, own)
+    argv = [expand(a, own) for a in [*step.command, *step.args]]
+    return {"name": step.name, "argv": argv, "env": own}
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -349,6 +360,7 @@ class LocalRuntime(Runtime):
         for var in spec.env:  # later entries may refer to earlier ones, as in Kubernetes
             env[var.name] = expand(var.value, env)
         argv = [expand(a, env) for a in [*spec.command, *spec.args]]
+        init = [_init_step(step, env) for step in spec.init_containers]
         mounts.append(cwd_mount(cwd_inside, mounts, work))
         ro_binds, links = self._system_mounts
         user, group = (uid, uid) if uid is not None else (os.getuid(), os.getgid())
@@ -384,6 +396,8 @@ class LocalRuntime(Runtime):
             "kind": spec.kind,
             "argv": argv,
             "env": env,
+            # Run first, each to success, in the same sandbox (the supervisor's initialize).
+            "init": init,
             "cwd": str(wdir),
             "log": str(wdir / LOG),
             "port": port,

@@ -180,6 +180,44 @@ class WorkloadNetwork(_Model):
 
 #: Kubernetes' limit on one Secret, and so on a workload's ``files``.
 FILES_MAX_BYTES = 1024 * 1024
+#: Init steps one workload may have (a pod's init containers run one after another: a few).
+INIT_CONTAINERS_MAX = 8
+#: The name of the workload's own container on Kubernetes (an init step may not take it).
+MAIN_CONTAINER = "workload"
+
+
+class InitContainer(_Model):
+    """A step that runs to completion, in the workload's place, before its command starts:
+    a Kubernetes init container. It sees what the workload sees (its volume mounts, its
+    ``files``, its network and its environment, plus ``env`` here), so it can fill an
+    emptyDir the command then reads, as KServe's storage initializer fills ``/mnt/models``.
+
+    Steps run in order, each once per workload (not again when the command restarts); a
+    step that fails ends a workload whose restartPolicy is Never with reason ``InitError``
+    and the step's last output, and is retried with back-off otherwise, as the kubelet does.
+    ``image`` is the Kubernetes runtime's (default: the workload's); the local runtime runs
+    the command with the host's programs, as it runs the workload's."""
+
+    name: str
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    image: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if len(v) > 63 or not _DNS_LABEL.match(v):
+            raise ValueError(f"name {v!r}: must be a lowercase RFC 1123 label")
+        if v == MAIN_CONTAINER:
+            raise ValueError(f"name {v!r}: is the workload's own container")
+        return v
+
+    @model_validator(mode="after")
+    def _runs_something(self) -> InitContainer:
+        if not self.command and not self.args:
+            raise ValueError("command: at least one of command or args is required")
+        return self
 
 
 class WorkloadSpec(_Model):
@@ -222,6 +260,20 @@ class WorkloadSpec(_Model):
     env_from: list[dict[str, Any]] = Field(default_factory=list)
     #: A network shared with other workloads of the namespace (see WorkloadNetwork).
     network: WorkloadNetwork | None = None
+    #: Steps run to completion before ``command`` (see InitContainer).
+    init_containers: list[InitContainer] = Field(default_factory=list)
+
+    @field_validator("init_containers")
+    @classmethod
+    def _init_containers(cls, v: list[InitContainer]) -> list[InitContainer]:
+        if len(v) > INIT_CONTAINERS_MAX:
+            raise ValueError(f"initContainers: at most {INIT_CONTAINERS_MAX} steps")
+        seen: set[str] = set()
+        for step in v:
+            if step.name in seen:
+                raise ValueError(f"initContainers: the name {step.name!r} is used twice")
+            seen.add(step.name)
+        return v
 
     @field_validator("files")
     @classmethod

@@ -37,6 +37,7 @@ import base64
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -231,6 +232,18 @@ class Kubelet:
             local = await self.local.status(run.namespace, run.name)
             run.endpoint = local.endpoint if local.ready else None
             status = await self._pod_status(run, local, image)
+            steps = [c["name"] for c in pod["spec"].get("initContainers") or []]
+            if (
+                steps
+                and "initContainerStatuses" not in status
+                and local.reason != "PodInitializing"
+            ):
+                # All done: restarts are counted on the container (the local runtime counts
+                # the steps' and the command's together).
+                done = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+                status["initContainerStatuses"] = [
+                    {"name": name, "restartCount": 0, "state": done} for name in steps
+                ]
             if status != written:
                 await self._patch_status(run, status)
                 written = status
@@ -311,6 +324,18 @@ class Kubelet:
         }
         if container.get("workingDir"):
             local["workingDir"] = container["workingDir"]
+        # Init containers run first in the same local workload (its init steps); their mounts
+        # are the main container's here (the runtime under test gives them the same).
+        local["initContainers"] = [
+            {
+                "name": step["name"],
+                "command": step.get("command") or [],
+                "args": step.get("args") or [],
+                "env": [{"name": e["name"], "value": e.get("value", "")} for e in step["env"]],
+                "image": step.get("image"),
+            }
+            for step in spec.get("initContainers") or []
+        ]
         if server:
             local["ports"] = [{"containerPort": p["containerPort"]} for p in ports]
             local["readinessProbe"] = _local_probe(probe)
@@ -375,9 +400,15 @@ class Kubelet:
             if run.deadline_hit:
                 status["reason"] = "DeadlineExceeded"
                 status["message"] = "Pod was active on the node longer than the specified deadline"
+        init = _init_statuses(local)
+        if init:  # an init step failed: the container never started
+            container["state"] = {"waiting": {"reason": "PodInitializing"}}
+            container["started"] = False
+            container["restartCount"] = 0  # the init container's, not this one's
+            status = {**status, "initContainerStatuses": init}
         conditions = [
             {"type": "PodScheduled", "status": "True"},
-            {"type": "Initialized", "status": "True"},
+            {"type": "Initialized", "status": str(not init and local.reason != "PodInitializing")},
             {"type": "ContainersReady", "status": str(ready)},
             {"type": "Ready", "status": str(ready)},
         ]
@@ -474,6 +505,28 @@ def _identity_files(pod: Mapping[str, Any], directory: str) -> dict[str, str]:
         f"{base}/token": f"emulated-token.{meta['namespace']}.{meta['name']}.{meta['uid']}",
         f"{base}/namespace": meta["namespace"],
     }
+
+
+def _init_statuses(local: WorkloadStatus) -> list[dict[str, Any]]:
+    """The failed init container's status, read from the local runtime's words for it
+    ("init step 'NAME' exited with code N; last output: ..."), or none."""
+    if local.reason not in ("InitError", "InitCrashLoopBackOff"):
+        return []
+    words = r"init step '([^']+)' exited with code (\d+)(?:; last output: (.*))?"
+    found = re.search(words, local.message or "")
+    assert found, local.message
+    name, code, tail = found.group(1), int(found.group(2)), found.group(3) or ""
+    terminated = {"exitCode": code, "reason": "Error", "message": tail}
+    if local.reason == "InitError":
+        return [{"name": name, "restartCount": 0, "state": {"terminated": terminated}}]
+    return [
+        {
+            "name": name,
+            "restartCount": local.restart_count,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": terminated},
+        }
+    ]
 
 
 def _waiting(reason: str, message: str | None) -> dict[str, Any]:

@@ -395,6 +395,100 @@ async def test_files_are_placed_read_only(runtime: Runtime, namespace: str) -> N
     ]
 
 
+# An emptyDir the init steps fill and the command reads, as KServe's storage initializer
+# fills /mnt/models before the model server starts.
+SCRATCH = {
+    "volumeMounts": [{"name": "scratch", "mountPath": "/mnt/models"}],
+    "volumes": [{"name": "scratch", "emptyDir": {}}],
+}
+
+
+async def test_init_steps_fill_an_emptydir_before_the_command(
+    runtime: Runtime, namespace: str
+) -> None:
+    """Init steps run in order, each to its end, with the workload's mounts, files and
+    environment plus their own; the command then finds what they wrote."""
+    init = [
+        {
+            "name": "fetch",
+            "command": ["sh", "-c"],
+            "args": ['cat /var/run/shipyard/plan/plan.txt > /mnt/models/model.txt; echo "$(WHO)"'],
+            "env": [{"name": "WHO", "value": "fetched by $(OWNER)"}],
+        },
+        {"name": "check", "command": ["sh", "-c", "echo checked $(wc -c < /mnt/models/model.txt)"]},
+    ]
+    spec = job(
+        namespace,
+        "inits",
+        ["sh", "-c", 'echo "serving $(cat /mnt/models/model.txt) for $OWNER, WHO=${WHO:-unset}"'],
+        env=[{"name": "OWNER", "value": "alice"}],
+        files={"/var/run/shipyard/plan/plan.txt": "weights-7"},
+        initContainers=init,
+        **SCRATCH,
+    )
+    await runtime.apply(spec)
+    status = await runtime.wait(namespace, "inits", timeout=30)
+    assert status.phase == Phase.SUCCEEDED, status
+    assert await read_logs(runtime, namespace, "inits") == [
+        "fetched by alice",
+        "checked 9",
+        "serving weights-7 for alice, WHO=unset",  # a step's own env is its alone
+    ]
+
+
+async def test_init_step_failure_fails_the_workload(runtime: Runtime, namespace: str) -> None:
+    """A failed init step of a workload that is not restarted fails it with the step's name,
+    exit code and last output; the command never runs."""
+    init = [{"name": "fetch", "command": ["sh", "-c", "echo no model at the URL >&2; exit 4"]}]
+    await runtime.apply(
+        job(namespace, "init-fails", ["sh", "-c", "echo MAIN RAN"], initContainers=init, **SCRATCH)
+    )
+    status = await runtime.wait(namespace, "init-fails", timeout=30)
+    assert status.phase == Phase.FAILED, status
+    assert (status.reason, status.exit_code) == ("InitError", 4)
+    assert "init step 'fetch' exited with code 4" in (status.message or "")
+    assert "no model at the URL" in (status.message or "")
+    logs = await read_logs(runtime, namespace, "init-fails")
+    assert "no model at the URL" in logs and "MAIN RAN" not in logs
+
+
+async def test_init_step_is_retried_under_on_failure(runtime: Runtime, namespace: str) -> None:
+    """With restartPolicy OnFailure a failed init step is tried again (with back-off) before
+    the command runs; here it fails once, then finds what its first try left."""
+    once = "if [ -e /mnt/models/tried ]; then echo ok; else touch /mnt/models/tried; exit 2; fi"
+    init = [{"name": "flaky", "command": ["sh", "-c", once]}]
+    spec = job(
+        namespace,
+        "init-retry",
+        ["sh", "-c", "echo main after init"],
+        initContainers=init,
+        restartPolicy="OnFailure",
+        **SCRATCH,
+    )
+    await runtime.apply(spec)
+    status = await runtime.wait(namespace, "init-retry", timeout=30)
+    assert status.phase == Phase.SUCCEEDED, status
+    assert status.restart_count == 1
+    assert await read_logs(runtime, namespace, "init-retry") == ["ok", "main after init"]
+
+
+async def test_init_steps_are_validated(runtime: Runtime, namespace: str) -> None:
+    step = {"name": "fetch", "command": ["true"]}
+    with pytest.raises(ValueError, match="initContainers.*'fetch' is used twice"):
+        await runtime.apply(job(namespace, "x", ["true"], initContainers=[step, step]))
+    with pytest.raises(ValueError, match=r"initContainers\.0\.name"):
+        await runtime.apply(
+            job(namespace, "x", ["true"], initContainers=[{"name": "Bad_Name", "args": ["x"]}])
+        )
+    with pytest.raises(ValueError, match="command or args"):
+        await runtime.apply(job(namespace, "x", ["true"], initContainers=[{"name": "empty"}]))
+    with pytest.raises(ValueError, match="workload's own container"):
+        await runtime.apply(
+            job(namespace, "x", ["true"], initContainers=[{"name": "workload", "args": ["x"]}])
+        )
+    assert await runtime.list(namespace=namespace) == []
+
+
 async def test_read_file(runtime: Runtime, namespace: str) -> None:
     await runtime.create_volume(namespace, "metrics")
     script = (

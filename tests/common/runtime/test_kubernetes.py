@@ -352,6 +352,102 @@ async def test_files_become_a_secret_owned_by_the_pod(
     assert stored(cluster, "Secret", "team", "step-files") is None
 
 
+async def test_init_containers_share_the_pods_mounts_and_run_first(
+    cluster: EmulatedCluster, kube: KubernetesRuntime
+) -> None:
+    """An init step becomes an init container with the main container's mounts (the emptyDir
+    and the files' secret volume), environment, resources and security context, its own
+    image (default: the workload's) and extra env; the pod validates and the command reads
+    what the step wrote (run by the emulated kubelet, see the module docstring)."""
+    init: list[dict[str, Any]] = [
+        {
+            "name": "storage-initializer",
+            "image": "ghcr.io/shipyard/shipyard:test",
+            "command": ["sh", "-c", "cp /var/run/shipyard/model/plan.txt /mnt/models/m.txt"],
+            "env": [{"name": "STEP", "value": "1"}],
+        },
+        {"name": "check", "command": ["test", "-s", "/mnt/models/m.txt"]},
+    ]
+    spec = job(
+        "initialized",
+        ["cat", "/mnt/models/m.txt"],
+        image="example/own-server:1",
+        env=[{"name": "OWN", "value": "x"}],
+        files={"/var/run/shipyard/model/plan.txt": "the model"},
+        resources={"limits": {"memory": "512Mi"}},
+        volumeMounts=[{"name": "kserve-provision-location", "mountPath": "/mnt/models"}],
+        volumes=[{"name": "kserve-provision-location", "emptyDir": {}}],
+        initContainers=init,
+    )
+    await kube.apply(spec)
+    pod = stored(cluster, "Pod", "team", "initialized")
+    assert pod is not None
+    validate(pod)
+    main = pod["spec"]["containers"][0]
+    first, second = pod["spec"]["initContainers"]
+    assert (first["name"], first["image"]) == ("storage-initializer", init[0]["image"])
+    assert first["command"] == init[0]["command"] and "args" not in first
+    assert (second["name"], second["image"]) == ("check", "example/own-server:1")
+    for step in (first, second):
+        assert step["volumeMounts"] == main["volumeMounts"]
+        mounts = {m["mountPath"] for m in step["volumeMounts"]}
+        assert {"/mnt/models", "/var/run/shipyard/model", TOKEN_DIR} <= mounts
+        assert step["securityContext"] == main["securityContext"]
+        assert step["resources"] == {"limits": {"memory": "512Mi"}}
+        assert "readinessProbe" not in step and "ports" not in step
+    assert first["env"] == [*main["env"], {"name": "STEP", "value": "1"}]
+    assert {"name": "OWN", "value": "x"} in second["env"]
+    status = await kube.wait("team", "initialized", timeout=20)
+    assert status.phase == Phase.SUCCEEDED, status
+    assert [line async for line in kube.logs("team", "initialized")] == ["the model"]
+    # Without init steps a pod has no initContainers field at all.
+    plain = pod_manifest(WorkloadSpec.model_validate(job("plain", ["true"])), kube.options)
+    assert "initContainers" not in plain["spec"]
+
+
+def test_init_failure_words_follow_the_local_runtime() -> None:
+    """A failed init container reads as the local runtime says it: InitError when the pod
+    failed, InitCrashLoopBackOff (with its restarts counted) while it is retried."""
+    terminated = {"exitCode": 1, "reason": "Error", "message": "cannot download model: 403"}
+    waiting_main = [{"name": "workload", "state": {"waiting": {"reason": "PodInitializing"}}}]
+    failed = pod_with(
+        {
+            "phase": "Failed",
+            "initContainerStatuses": [
+                {"name": "storage-initializer", "state": {"terminated": terminated}}
+            ],
+            "containerStatuses": waiting_main,
+        }
+    )
+    status = workload_status(failed)
+    assert (status.phase, status.reason, status.exit_code) == (Phase.FAILED, "InitError", 1)
+    assert status.message == (
+        "init step 'storage-initializer' exited with code 1; "
+        "last output: cannot download model: 403"
+    )
+    retried = pod_with(
+        {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {
+                    "name": "storage-initializer",
+                    "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": terminated},
+                }
+            ],
+            "containerStatuses": waiting_main,
+        }
+    )
+    status = workload_status(retried)
+    assert (status.phase, status.reason, status.restart_count) == (
+        Phase.PENDING,
+        "InitCrashLoopBackOff",
+        2,
+    )
+    assert "init step 'storage-initializer' exited with code 1" in (status.message or "")
+
+
 # -- volumes ---------------------------------------------------------------------------------
 
 

@@ -85,8 +85,8 @@ class Supervisor:
 
     # -- the workload process ------------------------------------------------------------------
 
-    def spawn(self) -> int:
-        """Start the workload in its sandbox; return bubblewrap's pid.
+    def spawn(self, step: dict | None = None) -> int:
+        """Start the workload (or its init ``step``) in its sandbox; return bubblewrap's pid.
 
         bubblewrap builds the namespaces, reports its child's pid (``--info-fd``) and waits
         (``--block-fd``) while the network agent makes the egress sockets inside; only then
@@ -99,7 +99,7 @@ class Supervisor:
         procs = cgroup_prepare(launch.get("cgroup"))
         group = GroupNetwork(box.get("network"))
         try:
-            argv, keep, data = build_sandbox_argv(box, launch["argv"])
+            argv, keep, data = build_sandbox_argv(box, (step or launch)["argv"])
             joined = group.find()  # a live member's network (local_network.py), or None
         except BaseException:
             group.release()
@@ -146,7 +146,7 @@ class Supervisor:
                     os.chdir(launch["cwd"])
                     if joined is not None:
                         netns.join(joined)
-                    os.execve(argv[0], argv, launch["env"])
+                    os.execve(argv[0], argv, (step or launch)["env"])
                 except BaseException as exc:  # noqa: BLE001 - report anything, then leave
                     try:
                         os.write(2, f"failed to start the sandbox: {exc}\n".encode())
@@ -177,9 +177,12 @@ class Supervisor:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def run_once(self) -> tuple[str, int]:
-        """Start the workload and watch it; return (outcome, exit code)."""
-        pid = self.spawn()
+    def run_once(self, step: dict | None = None) -> tuple[str, int]:
+        """Start the workload (or its init ``step``) and watch it; return (outcome, status).
+
+        An init step runs as the workload would (same sandbox, mounts, network and limits),
+        while the workload is still Pending, and is never probed."""
+        pid = self.spawn(step)
         now = time.time()
         # The first run starts the workload's clock (startTime, the active deadline); a
         # restart only its own (runStartTime).
@@ -189,17 +192,17 @@ class Supervisor:
             self.deadline_at = time.monotonic() + float(deadline) if deadline else None
             first_run["startTime"] = now
         self.write_state(
-            phase="Running",
+            phase="Running" if step is None else "Pending",
             pid=pid,
             pidStart=proc_start_time(pid),
             **first_run,
             runStartTime=now,
-            reason=None,
-            message=None,
+            reason=None if step is None else "PodInitializing",
+            message=None if step is None else f"init step {step['name']!r} is running",
             ready=False,
         )
         pidfd = os.pidfd_open(pid)
-        is_server = self.launch.get("kind") == "server"
+        is_server = self.launch.get("kind") == "server" and step is None
         probe = self.launch.get("probe") or {}
         next_probe = time.monotonic() + float(probe.get("initialDelay", 0)) if is_server else None
         probe_gap = 0.02
@@ -252,13 +255,97 @@ class Supervisor:
 
     # -- the whole life ----------------------------------------------------------------------
 
-    def run(self) -> None:
-        self.write_state()
-        kind = self.launch.get("kind", "job")
-        policy = self.launch.get("restartPolicy", "Never")
-        backoff_limit = self.launch.get("backoffLimit")
+    def _ended(self, outcome: str, code: int) -> bool:
+        """Finish the workload if a run's ``outcome`` ends it whatever its exit code (its
+        deadline passed, a claim over its size, a stop); True if it did."""
+        if outcome == "deadline":
+            secs = self.launch.get("activeDeadlineSeconds")
+            self.finish(
+                "Failed",
+                code,
+                "DeadlineExceeded",
+                f"workload was active longer than its deadline "
+                f"(activeDeadlineSeconds={secs:g}) and was killed",
+            )
+            return True
+        if outcome == "exited" and self.launch.get("volumeLimits"):
+            # Writes between two checks are not stopped: a workload that filled a claim
+            # past its size and left at once has still failed.
+            self.evicted = over_size(self.launch["volumeLimits"])
+            outcome = "volume-full" if self.evicted else outcome
+        if outcome == "volume-full":
+            self.finish("Failed", code, "Evicted", self.evicted)
+            return True
+        if outcome == "stopped":
+            self.finish(
+                "Failed", code, "Stopped", "stopped by the runtime (delete or orderly shutdown)"
+            )
+            return True
+        return False
+
+    def _may_retry(self) -> bool:
+        """Whether a failed run is tried again (restartPolicy, a job's backoffLimit)."""
+        if self.launch.get("restartPolicy", "Never") == "Never":
+            return False
+        limit = self.launch.get("backoffLimit")
+        if self.launch.get("kind", "job") == "job" and limit is not None:
+            return self.state["restartCount"] < int(limit)
+        return True
+
+    def _backoff(self, failures_in_a_row: int) -> float:
         base = float(self.launch.get("backoffBase", 1.0))
         cap = float(self.launch.get("backoffMax", 300.0))
+        return min(cap, base * (2**failures_in_a_row))
+
+    def initialize(self) -> bool:
+        """Run the init steps in order, each to success, before the workload's command (as
+        the kubelet runs a pod's init containers); False if the workload ended meanwhile.
+
+        A step that fails ends the workload (``InitError``, with its last output) unless its
+        restartPolicy retries, with back-off (``InitCrashLoopBackOff`` while it waits)."""
+        steps = self.launch.get("init") or []
+        index, failures_in_a_row = 0, 0
+        while index < len(steps):
+            step = steps[index]
+            try:
+                outcome, status = self.run_once(step)
+            except SandboxError as exc:
+                self.finish("Failed", 1, exc.reason, str(exc))
+                return False
+            code = _exit_code(status)
+            if self._ended(outcome, code):
+                return False
+            if code == 0:
+                index, failures_in_a_row = index + 1, 0
+                continue
+            tail = self._log_tail()
+            msg = f"init step {step['name']!r} exited with code {code}"
+            msg += f"; last output: {tail}" if tail else ""
+            if not self._may_retry():
+                self.finish("Failed", code, "InitError", msg)
+                return False
+            delay = self._backoff(failures_in_a_row)
+            failures_in_a_row += 1
+            self.write_state(
+                phase="Pending",
+                pid=None,
+                lastExitCode=code,
+                reason="InitCrashLoopBackOff",
+                message=f"back-off {delay:g}s restarting: {msg}",
+                restartCount=self.state["restartCount"] + 1,
+            )
+            if self._sleep_interruptibly(delay):
+                self.finish(
+                    "Failed", code, "Stopped", "stopped by the runtime (delete or orderly shutdown)"
+                )
+                return False
+        return True
+
+    def run(self) -> None:
+        self.write_state()
+        if not self.initialize():
+            return
+        policy = self.launch.get("restartPolicy", "Never")
         failures_in_a_row = 0
         while True:
             run_started = time.monotonic()
@@ -266,32 +353,11 @@ class Supervisor:
                 outcome, status = self.run_once()
             except SandboxError as exc:
                 return self.finish("Failed", 1, exc.reason, str(exc))
-            code = os.waitstatus_to_exitcode(status)
-            if code < 0:  # killed by a signal: report it the way containers do
-                code = 128 - code
-            if outcome == "deadline":
-                secs = self.launch.get("activeDeadlineSeconds")
-                return self.finish(
-                    "Failed",
-                    code,
-                    "DeadlineExceeded",
-                    f"workload was active longer than its deadline "
-                    f"(activeDeadlineSeconds={secs:g}) and was killed",
-                )
-            if outcome == "exited" and self.launch.get("volumeLimits"):
-                # Writes between two checks are not stopped: a workload that filled a claim
-                # past its size and left at once has still failed.
-                self.evicted = over_size(self.launch["volumeLimits"])
-                outcome = "volume-full" if self.evicted else outcome
-            if outcome == "volume-full":
-                return self.finish("Failed", code, "Evicted", self.evicted)
-            if outcome == "stopped":
-                return self.finish(
-                    "Failed", code, "Stopped", "stopped by the runtime (delete or orderly shutdown)"
-                )
+            code = _exit_code(status)
+            if self._ended(outcome, code):
+                return None
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
-            if restart and kind == "job" and backoff_limit is not None:
-                restart = self.state["restartCount"] < int(backoff_limit)
+            restart = restart and self._may_retry()
             if not restart:
                 if code == 0:
                     return self.finish("Succeeded", 0, "Completed", None)
@@ -313,7 +379,7 @@ class Supervisor:
                 return self.finish("Failed", code, reason, msg)
             if time.monotonic() - run_started >= BACKOFF_RESET_AFTER:
                 failures_in_a_row = 0
-            delay = min(cap, base * (2**failures_in_a_row))
+            delay = self._backoff(failures_in_a_row)
             failures_in_a_row += 1
             self.write_state(
                 phase="Running",
@@ -357,6 +423,12 @@ class Supervisor:
         # After the state: the workload's last processes may take a moment to leave their
         # cgroup, and no one should wait for that to learn that the workload has ended.
         cgroup_remove(self.launch.get("cgroup"))
+
+
+def _exit_code(status: int) -> int:
+    """A wait status as a container's exit code (a signal N reported as 128 + N)."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
 
 
 def main(argv: list[str]) -> int:
