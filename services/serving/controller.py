@@ -239,6 +239,7 @@ class InferenceServiceController(Controller):
         }
         owner = _owner(isvc)
         files: dict[str, str] = {}  # read-only files in the workload: the storage plan
+        init: list[dict[str, Any]] = []  # a user's server's storage initializer
         found = _model_block(predictor)
         if found is not None:
             block, fmt = found
@@ -259,6 +260,7 @@ class InferenceServiceController(Controller):
             env += server.env
             container = server.container or block
             volumes, mounts, files = storage.volumes, storage.mounts, storage.files
+            init = server.init
         else:
             container = predictor["containers"][0]
             image = container.get("image")
@@ -301,6 +303,7 @@ class InferenceServiceController(Controller):
                 "owner": owner,
                 **placement(predictor, container),
                 "files": files,
+                "initContainers": init,
             }
         )
 

@@ -7,6 +7,13 @@ A model block (``spec.predictor.model`` or a legacy framework block) is served b
   server, run with the workload runtime's interpreter for platform tools in the platform's
   image, when the runtime's container runs it; else the runtime's container itself, the
   user's own server, with the model's place in its environment.
+
+The platform's model server downloads an ``s3://`` or ``http(s)://`` model itself when it
+starts (``--storage-plan``). A server of the user's own cannot be asked to, so its workload
+gets KServe's storage initializer as an init container: the platform's image and Python run
+:mod:`services.serving.modelserver.initializer` on the plan, into the emptyDir at
+``/mnt/models``, before the user's command starts; ``MODEL_DIR`` is ``/mnt/models``, as
+KServe gives it.
 """
 
 from __future__ import annotations
@@ -26,7 +33,11 @@ from services.serving.runtimes import (
     runtime_container,
     select_runtime,
 )
-from services.serving.storage import Storage
+from services.serving.storage import MODEL_MOUNT, Storage
+
+#: KServe's name for the init container that puts the model in place.
+STORAGE_INITIALIZER = "storage-initializer"
+INITIALIZER_MODULE = "services.serving.modelserver.initializer"
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,9 @@ class ModelServer:
     container: dict[str, Any] | None = None
     #: Where the model is (resolved after the runtime is chosen: none, nothing downloads).
     storage: Storage = field(default_factory=lambda: Storage("", [], []))
+    #: The workload's init containers (WorkloadSpec.initContainers): the storage
+    #: initializer of a user's own server whose model is downloaded.
+    init: list[dict[str, Any]] = field(default_factory=list)
 
     def probe_path(self, name: str) -> str:
         """Where readiness is asked: the runtime container's own probe, else the protocol's
@@ -81,27 +95,41 @@ async def model_server(
         )
         image = container.get("image") or image
         return ModelServer(command, args, image, selected.protocol, labels, [], container, storage)
-    if storage.plan:
-        raise ValueError(
-            f"runtime {selected.name!r} runs its own server, which reads the model from "
-            f"{storage.model_dir}: serve it from a volume (storageUri pvc://<claim>/<path>); "
-            "s3:// and http(s):// models are fetched by the platform's model server"
-        )
     command = list(container.get("command") or [])
     if not command:
         raise ValueError(
             f"runtime {selected.name!r}: its container names no command, and an image's "
             "own entrypoint cannot run here (the local runtime runs commands, not images)"
         )
+    init = storage_initializer(runtime, storage)
     env = [
         {"name": "STORAGE_URI", "value": block.get("storageUri") or ""},
-        {"name": "MODEL_DIR", "value": storage.model_dir},
+        # A downloaded model is the directory the initializer filled, whatever its objects.
+        {"name": "MODEL_DIR", "value": MODEL_MOUNT if init else storage.model_dir},
         {"name": "PROTOCOL_VERSION", "value": selected.protocol},
         {"name": "SHIPYARD_PATH_PREFIX", "value": data_plane_prefix(isvc)},
     ]
     args = list(container.get("args") or [])
     image = container.get("image")
-    return ModelServer(command, args, image, selected.protocol, labels, env, container, storage)
+    return ModelServer(
+        command, args, image, selected.protocol, labels, env, container, storage, init
+    )
+
+
+def storage_initializer(runtime: Runtime, storage: Storage) -> list[dict[str, Any]]:
+    """KServe's storage-initializer init container for a downloaded model (none for a
+    volume's): the platform's initializer, in the platform's image, on the plan the
+    workload's ``files`` hold, filling the emptyDir the server's container mounts too."""
+    if not storage.plan:
+        return []
+    return [
+        {
+            "name": STORAGE_INITIALIZER,
+            "image": runtime.platform_image,
+            "command": [runtime.python, "-m", INITIALIZER_MODULE],
+            "args": [storage.plan],
+        }
+    ]
 
 
 def platform_args(

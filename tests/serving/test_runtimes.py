@@ -4,13 +4,17 @@ cluster's, none at all) and a runtime whose container is the user's own server."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from services.common.objectstore import ObjectStore
+from services.common.runtime import LocalRuntime
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from services.serving.models import SUPPORTED_FORMATS
 from tests.conftest import ADMIN_USER
@@ -328,6 +332,54 @@ def test_user_runtime_container_serves_end_to_end(
     assert answer["outputs"][0]["data"] == [3.0, 6.0] and answer["id"] == "7"
     assert api.get(f"/serving/{NS}/scaler/v2/health/ready").json() == {"ready": True}
     assert api.delete(f"{ISVC_PATH}/scaler").status_code == 200
+
+
+def test_user_runtime_container_serves_an_s3_model(
+    api: httpx.Client, runtimes: Any, seaweedfs: Any, platform: Any
+) -> None:
+    """The same kind of server (the user's own, not the platform's) with its model in the
+    platform's bucket (``s3://``): the storage initializer runs first as an init container of
+    its workload, filling the emptyDir at /mnt/models that MODEL_DIR names, and the server
+    answers with what the uploaded file says (a scale of 7)."""
+    prefix = f"models/{NS}/scale-{os.urandom(4).hex()}"
+
+    async def upload() -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"7"
+
+        async with ObjectStore(seaweedfs.config) as store:
+            await store.put_stream(f"{prefix}/scale.txt", chunks())
+
+    asyncio.run(upload())
+    container = {
+        "name": "kserve-container",
+        "image": "example/scaler-server:1.0",
+        "command": ["python", "-c", OWN_SERVER],
+        "args": ["--model_name={{.Name}}", "--model_dir=/mnt/models"],
+    }
+    fmts = [{"name": "scaler-s3", "version": "1", "autoSelect": True}]
+    runtimes(runtime("scaler-s3-rt", fmts, container, ["v2"]))
+    model = {
+        "modelFormat": {"name": "scaler-s3"},
+        "protocolVersion": "v2",
+        "storageUri": f"s3://{seaweedfs.config.bucket}/{prefix}",
+    }
+    try:
+        obj = served(api, "scaler-s3", isvc("scaler-s3", {"model": model}))
+        assert obj["status"]["servingRuntimeName"] == "scaler-s3-rt"
+        body = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1, 2]}]}
+        answer = predict(api, f"/serving/{NS}/scaler-s3/v2/models/scaler-s3/infer", body)
+        assert answer["model_name"] == "scaler-s3"
+        assert answer["outputs"][0]["data"] == [7.0, 14.0]
+        # The download was the init step's, logged before the server's own start.
+        logs = asyncio.run(workload_logs(platform, "isvc-scaler-s3-1"))
+        assert any(line.startswith("storage initializer: model in place") for line in logs)
+    finally:
+        api.delete(f"{ISVC_PATH}/scaler-s3")
+
+
+async def workload_logs(platform: Any, name: str) -> list[str]:
+    return [line async for line in LocalRuntime(platform.state_dir).logs(NS, name)]
 
 
 def test_cluster_serving_runtime_admin_writes_tenant_reads(trusted_header_platform: Any) -> None:

@@ -32,6 +32,11 @@ keys.
 
 Standard library only (and the stdlib-only unpack module): it runs before numpy, uvicorn or
 the model are imported, and adds a few milliseconds besides the transfer itself.
+
+A server that is not the platform's (a ServingRuntime's own container) gets the same step as
+an init container of its workload instead (:mod:`services.serving.servers`), run as
+``python -m services.serving.modelserver.initializer PLAN`` on the same emptyDir: it exits 1
+with the reason on stderr, which the workload's status then quotes.
 """
 
 from __future__ import annotations
@@ -208,3 +213,26 @@ def load_plan(path: str) -> dict[str, Any]:
     if not isinstance(plan, dict) or not isinstance(plan.get("dest"), str):
         raise StorageInitError(f"{path}: not a storage plan")
     return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m services.serving.modelserver.initializer PLAN``: the model into its place,
+    as an init step before a server of the user's own; 1 with the reason on stderr if not."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m services.serving.modelserver.initializer PLAN\n")
+        return 2
+    started = time.monotonic()
+    try:
+        initialize(load_plan(args[0]))
+    except (StorageInitError, UnpackError, OSError, ValueError) as exc:
+        sys.stderr.write(f"storage initializer: cannot download the model: {exc}\n")
+        return 1
+    sys.stdout.write(f"storage initializer: model in place in {time.monotonic() - started:.2f} s\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
