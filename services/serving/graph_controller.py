@@ -12,8 +12,10 @@ nothing outside its namespace.
 A workload is immutable, so each resolved configuration runs as its own workload
 ``ig-{name}-{hash}``: a changed spec (or a referenced InferenceService that changed
 protocol) starts a new router beside the old one, which keeps serving until the new one is
-ready and is deleted then. The gateway routes ``/graphs/{ns}/{name}`` to ``status.endpoint``
-(the ready router's opaque URL, see gateway.routes.targets_from_object).
+ready and is deleted then. The hash covers what shapes the workload too (``resources`` and
+the placement fields: :func:`router_digest`), so new limits take effect the same way. The
+gateway routes ``/graphs/{ns}/{name}`` to ``status.endpoint`` (the ready router's opaque
+URL, see gateway.routes.targets_from_object).
 
 ``Ready`` is True while a router serves the current configuration; False with a reason
 while an InferenceService it names does not exist (``InferenceServiceNotFound``), while the
@@ -49,6 +51,22 @@ ROUTER = "services.serving.router"
 GRAPH_FILE = "/var/run/shipyard/graph/graph.json"
 #: The spec fields the router reads (KServe's router reads the same from its JSON).
 ROUTER_FIELDS = ("timeout", "routerTimeouts")
+
+
+def _workload_shape(spec: dict[str, Any]) -> dict[str, Any]:
+    """The router workload's fields that come from the graph's spec rather than from its
+    configuration: its ``resources`` and placement."""
+    resources = {k: v for k, v in (spec.get("resources") or {}).items() if v}
+    return {**({"resources": resources} if resources else {}), **placement(spec)}
+
+
+def router_digest(spec: dict[str, Any], config: str) -> str:
+    """What names a router workload: its configuration and, when the spec sets any, the
+    fields that shape it (a graph without them keeps the hash it always had, so an upgrade
+    restarts no router)."""
+    shape = _workload_shape(spec)
+    material = config + (json.dumps(shape, sort_keys=True) if shape else "")
+    return hashlib.sha256(material.encode()).hexdigest()[:10]
 
 
 def predict_path(isvc: dict[str, Any]) -> str:
@@ -116,7 +134,7 @@ class InferenceGraphController(Controller):
             message = f"InferenceService {', '.join(missing)} not found in namespace {namespace}"
         else:
             text = json.dumps(config, sort_keys=True, separators=(",", ":"))
-            digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+            digest = router_digest(graph["spec"], text)
             current = next((w for w in owned if w.labels.get(HASH_LABEL) == digest), None)
             if current is not None and current.finished and current.reason not in LAUNCH_ERRORS:
                 # An orderly stop of the service ended it (a server that crashes is restarted
@@ -187,7 +205,6 @@ class InferenceGraphController(Controller):
     def workload_for(self, graph: dict[str, Any], config: str, digest: str) -> WorkloadSpec:
         meta, spec = graph["metadata"], graph["spec"]
         ns, name = meta["namespace"], meta["name"]
-        resources = spec.get("resources") or {}
         return WorkloadSpec.model_validate(
             {
                 "kind": "server",
@@ -196,7 +213,6 @@ class InferenceGraphController(Controller):
                 "command": [self.runtime.python, "-m", ROUTER],
                 "args": ["--graph", GRAPH_FILE, "--port", "$(PORT)"],
                 "image": self.runtime.platform_image,
-                "resources": {k: v for k, v in resources.items() if v},
                 "readinessProbe": {
                     "httpGet": {"path": "/readyz"},
                     "periodSeconds": 5,
@@ -210,7 +226,7 @@ class InferenceGraphController(Controller):
                     "name": name,
                     "uid": meta.get("uid"),
                 },
-                **placement(spec),
+                **_workload_shape(spec),
                 "files": {GRAPH_FILE: config},
             }
         )

@@ -334,11 +334,57 @@ def test_create_inferencegraph_invalid_422(api: httpx.Client) -> None:
     assert {"spec.nodes.root.routerType", "spec.nodes.root.steps[0].weight"} <= set(found)
 
 
+ONE_STEP = {"root": {"routerType": "Sequence", "steps": [{"serviceName": "m"}]}}
+
+
+def test_inferencegraph_scaling_fields(api: httpx.Client) -> None:
+    """One router serves a graph: scale to zero and more than one replica are refused with
+    their field path; a ceiling, the autoscaling hints, timeout and resources are taken."""
+    r = api.post(IG_PATH, json=ig("to-zero", ONE_STEP, minReplicas=0))
+    assert r.status_code == 422, r.text
+    (cause,) = r.json()["details"]["causes"]
+    assert (cause["field"], cause["reason"]) == ("spec.minReplicas", "FieldValueNotSupported")
+    assert cause["message"].startswith("an InferenceGraph's router does not scale to zero here")
+    found = causes(api, ig("three", ONE_STEP, minReplicas=3, maxReplicas=2))
+    assert found == {
+        "spec.minReplicas": "one router serves an InferenceGraph here (the gateway sends a "
+        "graph's requests to one endpoint), so minReplicas must be 1, got 3",
+        "spec.maxReplicas": "must be >= minReplicas (3), got 2",
+    }
+    found = causes(api, ig("shapes", ONE_STEP, maxReplicas=-1, scaleTarget=0, timeout=0))
+    assert {"spec.maxReplicas", "spec.scaleTarget", "spec.timeout"} <= set(found)
+    found = causes(api, ig("metric", ONE_STEP, scaleMetric="gpu"))
+    assert set(found) == {"spec.scaleMetric"}
+    taken = {
+        "minReplicas": 1,
+        "maxReplicas": 4,
+        "scaleTarget": 10,
+        "scaleMetric": "concurrency",
+        "timeout": 30,
+        "resources": {"limits": {"cpu": "1", "memory": "512Mi"}},
+    }
+    r = api.post(IG_PATH, params={"dryRun": "All"}, json=ig("taken", ONE_STEP, **taken))
+    assert r.status_code == 201, r.text
+    spec = r.json()["spec"]
+    assert {k: spec[k] for k in taken if k != "resources"} == {
+        k: v for k, v in taken.items() if k != "resources"
+    }
+    assert spec["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
+    assert api.get(f"{IG_PATH}/taken").status_code == 404  # a dry run stores nothing
+
+
 # ---------------------------------------------------------------- end to end
 # A model in the ``python`` format: instances measured in millimetres, answered in
 # centimetres, so its output is what the iris models take.
 MM_TO_CM = """def predict(instances):
     return [[v / 10 for v in row] for row in instances]
+"""
+# A model that takes its time: two seconds, then its instances back.
+SLEEPY = """import time
+
+def predict(instances):
+    time.sleep(2)
+    return instances
 """
 
 
@@ -354,24 +400,27 @@ def train_shifted(directory: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def models(api: httpx.Client, claim: Any) -> Iterator[dict[str, Any]]:
-    """Three InferenceServices over V1: iris-a and iris-b (sklearn; b answers a's classes
-    moved up by one) and mm-to-cm (python). Afterwards this module's graphs and
+    """Four InferenceServices over V1: iris-a and iris-b (sklearn; b answers a's classes
+    moved up by one), mm-to-cm and sleepy (python). Afterwards this module's graphs and
     InferenceServices are deleted: the platform is the session's, shared with others."""
     data = claim("graph-models")
     train_sklearn(data / "a")
     train_shifted(data / "b")
     (data / "mm").mkdir(exist_ok=True)
     (data / "mm" / "model.py").write_text(MM_TO_CM)
+    (data / "sleepy").mkdir(exist_ok=True)
+    (data / "sleepy" / "model.py").write_text(SLEEPY)
     services = {
         "iris-a": {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://graph-models/a"},
         "iris-b": {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://graph-models/b"},
         "mm-to-cm": {"modelFormat": {"name": "python"}, "storageUri": "pvc://graph-models/mm"},
+        "sleepy": {"modelFormat": {"name": "python"}, "storageUri": "pvc://graph-models/sleepy"},
     }
     for name, model in services.items():
         r = api.post(ISVC_PATH, json=isvc(name, {"model": model}))
         assert r.status_code == 201, r.text
     yield {name: wait_isvc(api, name, ready, timeout=60) for name in services}
-    for graph_name in ("chain", "split", "strict", "early"):
+    for graph_name in ("chain", "split", "strict", "early", "patient"):
         assert api.delete(f"{IG_PATH}/{graph_name}").status_code in (200, 404)
     for name in (*services, "late"):
         assert api.delete(f"{ISVC_PATH}/{name}").status_code in (200, 404)
@@ -512,6 +561,39 @@ def test_graph_step_failure_names_step_and_delete(
         time.sleep(0.2)
     gone = api.post(f"/graphs/{NS}/strict", json={"instances": SAMPLES})
     assert gone.status_code in (404, 503), gone.text
+
+
+def test_graph_timeout_and_resources_through_gateway(
+    models: dict[str, Any], api: httpx.Client
+) -> None:
+    """spec.timeout bounds a request in the router (504 naming it), under the resources the
+    spec gives the router; a longer timeout starts a new router that waits the model out."""
+    nodes = {"root": {"routerType": "Sequence", "steps": [{"serviceName": "sleepy"}]}}
+    resources = {"limits": {"cpu": "1", "memory": "512Mi"}}
+    r = api.post(IG_PATH, json=ig("patient", nodes, timeout=1, resources=resources))
+    assert r.status_code == 201, r.text
+    wait_graph(api, "patient")
+    r = api.post(f"/graphs/{NS}/patient", json={"instances": [[1, 2]]})
+    assert r.status_code == 504, r.text
+    assert r.json()["cause"] == "the graph did not answer within 1 s"
+    r = api.patch(
+        f"{IG_PATH}/patient",
+        json={"spec": {"timeout": 10}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+    generation = r.json()["metadata"]["generation"]
+    deadline = time.monotonic() + 60
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = api.get(f"{IG_PATH}/patient").json()
+        if ready(obj) and obj["status"].get("observedGeneration") == generation:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the patched graph never became ready: {obj.get('status')}")
+    answer = predict(api, f"/graphs/{NS}/patient", {"instances": [[1, 2]]})
+    assert answer == {"predictions": [[1, 2]]}
 
 
 def test_graph_waits_for_missing_inferenceservice(
@@ -668,3 +750,53 @@ def test_router_workload_on_runtime_seam(tmp_path: Path) -> None:
         obj["metadata"]["namespace"] = NS
     assert predict_path(v1) == f"/serving/{NS}/m/v1/models/m:predict"
     assert predict_path(v2) == f"/serving/{NS}/n/v2/models/n/infer"
+
+
+class _OneService(_NoStore):
+    """A store holding one InferenceService ``m`` (V1) of the namespace."""
+
+    async def find(self, kind: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
+        if name != "m":
+            return None
+        obj = isvc("m", {"sklearn": {"storageUri": "pvc://c/m"}})
+        obj["metadata"]["namespace"] = namespace
+        return obj
+
+
+async def test_router_config_and_workload_follow_the_spec(tmp_path: Path) -> None:
+    """spec.timeout and routerTimeouts reach the router's configuration; resources and
+    placement its workload. A change to any of them names a new router workload (a new
+    one starts beside the old), and a graph setting none keeps the hash it always had."""
+    import hashlib
+    from typing import cast
+
+    from services.common.resources import ResourceStore
+    from services.common.runtime import LocalRuntime
+    from services.serving.graph_controller import InferenceGraphController, router_digest
+
+    ctl = InferenceGraphController(
+        cast(ResourceStore, _OneService()), LocalRuntime(tmp_path / "runtime"), "http://gateway"
+    )
+    graph_obj = ig("g", ONE_STEP, timeout=7, routerTimeouts={"serviceClient": 3}, minReplicas=1)
+    graph_obj["metadata"] |= {"namespace": NS, "uid": "u-1"}
+    config, missing = await ctl._resolve(graph_obj)
+    assert missing == []
+    assert config["timeout"] == 7 and config["routerTimeouts"] == {"serviceClient": 3}
+    assert config["nodes"]["root"]["steps"][0]["path"] == f"/serving/{NS}/m/v1/models/m:predict"
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    spec = graph_obj["spec"]
+    plain = router_digest(spec, text)
+    assert plain == hashlib.sha256(text.encode()).hexdigest()[:10]
+    longer = json.dumps({**config, "timeout": 8}, sort_keys=True, separators=(",", ":"))
+    assert router_digest(spec, longer) != plain
+    limited = {**spec, "resources": {"limits": {"memory": "256Mi"}, "requests": None}}
+    placed = {**spec, "nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "gpu"}]}
+    digests = {plain, router_digest(limited, text), router_digest(placed, text)}
+    assert len(digests) == 3
+    # The scaling fields change nothing of the one router.
+    assert router_digest({**spec, "maxReplicas": 4, "scaleTarget": 5}, text) == plain
+    workload = ctl.workload_for({**graph_obj, "spec": placed}, text, router_digest(placed, text))
+    assert workload.node_selector == {"disk": "ssd"}
+    assert [t.get("key") for t in workload.tolerations] == ["gpu"]
+    workload = ctl.workload_for({**graph_obj, "spec": limited}, text, "0123456789")
+    assert workload.resources.limits == {"memory": "256Mi"}
