@@ -14,8 +14,9 @@
     (:mod:`services.serving.modelcache`), and downloaded by the model server's own start
     into an emptyDir at ``/mnt/models`` from presigned URLs in a plan that the runtime places
     in the workload (:mod:`services.serving.modelserver.initializer`, KServe's storage
-    initializer). An ``s3://`` key without credentials must lie in one of the namespace's
-    areas of the platform's bucket.
+    initializer; a ServingRuntime's own server gets it as an init container of its workload
+    instead, :mod:`services.serving.servers`). An ``s3://`` key without credentials must lie
+    in one of the namespace's areas of the platform's bucket.
 ``file://<path>``
     Refused (422 at admission; a failed revision for an object stored before): a path on
     some host means nothing to a model server that runs in its own sandbox or pod. KServe

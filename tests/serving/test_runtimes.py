@@ -19,7 +19,7 @@ from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from services.serving.models import SUPPORTED_FORMATS
 from tests.conftest import ADMIN_USER
 
-from .conftest import ISVC_PATH, isvc, predict, ready, wait_isvc
+from .conftest import ISVC_PATH, isvc, predict, ready, tar_gz, wait_isvc
 
 GROUP = "/apis/serving.kserve.io/v1alpha1"
 SR_PATH = f"{GROUP}/namespaces/{NS}/servingruntimes"
@@ -376,6 +376,51 @@ def test_user_runtime_container_serves_an_s3_model(
         assert any(line.startswith("storage initializer: model in place") for line in logs)
     finally:
         api.delete(f"{ISVC_PATH}/scaler-s3")
+
+
+def test_user_runtime_storage_initializer_failure_is_quoted(
+    api: httpx.Client, runtimes: Any, seaweedfs: Any
+) -> None:
+    """An archive whose member would leave /mnt/models fails the user's server's storage
+    initializer: the server never starts, and the InferenceService's status quotes the init
+    step and the initializer's reason."""
+    key = f"models/{NS}/evil-{os.urandom(4).hex()}/model.tgz"
+
+    async def upload() -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield tar_gz({"../scale.txt": b"9"})
+
+        async with ObjectStore(seaweedfs.config) as store:
+            await store.put_stream(key, chunks())
+
+    asyncio.run(upload())
+    container = {
+        "name": "kserve-container",
+        "image": "example/scaler-server:1.0",
+        "command": ["python", "-c", "print('THE SERVER STARTED')"],
+    }
+    fmts = [{"name": "scaler-evil", "version": "1", "autoSelect": True}]
+    runtimes(runtime("scaler-evil-rt", fmts, container, ["v2"]))
+    model = {
+        "modelFormat": {"name": "scaler-evil"},
+        "protocolVersion": "v2",
+        "storageUri": f"s3://{seaweedfs.config.bucket}/{key}",
+    }
+    r = api.post(ISVC_PATH, json=isvc("scaler-evil", {"model": model}))
+    assert r.status_code == 201, r.text
+
+    def failed(obj: dict[str, Any]) -> bool:
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c.get("reason") == "RevisionFailed" for c in conds)
+
+    try:
+        obj = wait_isvc(api, "scaler-evil", failed, timeout=60)
+        message = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")["message"]
+        assert "init step 'storage-initializer' exited with code 1" in message, message
+        assert "cannot download the model" in message and "'..'" in message, message
+        assert "THE SERVER STARTED" not in message
+    finally:
+        api.delete(f"{ISVC_PATH}/scaler-evil")
 
 
 async def workload_logs(platform: Any, name: str) -> list[str]:
