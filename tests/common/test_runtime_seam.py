@@ -39,6 +39,10 @@ EXECUTABLE_ALLOWED = {
     "shipyard/up.py": "`shipyard up` starts the platform's own services",
     "shipyard/kubeconfig.py": "kubectl's exec credential plugin is this CLI's own interpreter",
 }
+#: Files allowed the sandbox module: the gateway serves the address workloads reach it at.
+SANDBOX_ALLOWED = {
+    "gateway/settings.py": "the gateway's TLS certificate names the sandbox's API address",
+}
 
 RULES: list[tuple[str, re.Pattern[str], dict[str, str]]] = [
     ("a volume's host path", re.compile(r"\bresolve_volume\b|\bruntime\.volumes\b"), {}),
@@ -49,6 +53,11 @@ RULES: list[tuple[str, re.Pattern[str], dict[str, str]]] = [
     ),
     ("the service's own interpreter", re.compile(r"\bsys\.executable\b"), EXECUTABLE_ALLOWED),
     ("a loopback address", re.compile(r"127\.0\.0\.1|\blocalhost\b"), LOOPBACK_ALLOWED),
+    (
+        "the local sandbox's internals",
+        re.compile(r"\bruntime\.sandbox\b|\bAPI_ADDRESS\b"),
+        SANDBOX_ALLOWED,
+    ),
 ]
 
 
@@ -84,6 +93,7 @@ def test_the_rule_catches_what_it_names() -> None:
         "an optional runtime method found by getattr": 'adopt = getattr(self.runtime, "adopt")',
         "the service's own interpreter": "command = [sys.executable, '-m', 'server']",
         "a loopback address": '"--ServerApp.ip=127.0.0.1",',
+        "the local sandbox's internals": "from services.common.runtime.sandbox import API_ADDRESS",
     }
     for what, pattern, _ in RULES:
         assert pattern.search(samples[what]), what

@@ -4,16 +4,15 @@ and the transformer's ``--predictor_host`` built from it.
 Each runtime answers for its own workloads: the local one with the API address of the
 sandbox's network that its supervisor relays to the gateway, the Kubernetes one with the
 gateway URL its pods get; both are the ``$SHIPYARD_URL`` the workload really gets. The
-serving service asks the runtime and knows nothing of a sandbox.
+serving service asks the runtime and knows nothing of a sandbox
+(tests/common/test_runtime_seam.py keeps the sandbox's module out of every caller).
 """
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Any
 
-import services.serving
 from services.common.runtime import LocalRuntime
 from services.common.runtime.kubernetes import KubernetesRuntime
 from services.common.runtime.sandbox import API_ADDRESS
@@ -21,7 +20,6 @@ from services.serving.components import predictor_host
 
 from .conftest import isvc
 
-SERVING_SOURCE = Path(services.serving.__file__).parent
 GATEWAY = "http://10.1.2.3:8080"
 
 
@@ -87,17 +85,3 @@ def test_predictor_host_without_transformer_is_the_isvc_path(tmp_path: Path) -> 
     del obj["spec"]["transformer"]
     host, port = API_ADDRESS
     assert predictor_host(runtime, GATEWAY, obj) == f"{host}:{port}/serving/team/m"
-
-
-def test_serving_knows_no_runtime_internals() -> None:
-    """The serving service reaches the runtime only through its public seam
-    (services.common.runtime): never a backend's module such as the sandbox's."""
-    internal = {"sandbox", "local", "kubernetes", "incluster", "supervisor", "netns"}
-    found = []
-    for path in sorted(SERVING_SOURCE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                parts = node.module.split(".")
-                if parts[:3] == ["services", "common", "runtime"] and set(parts[3:]) & internal:
-                    found.append(f"{path.relative_to(SERVING_SOURCE)}: {node.module}")
-    assert found == []
