@@ -31,7 +31,7 @@ PROXY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 #: Data planes that are APIs (a model server, an InferenceGraph's router): their answers
 #: always carry the sandbox headers.
 SANDBOXED_KINDS = frozenset({"inferenceservice", "inferencegraph"})
-#: The path form a model host stands for: ``{name}.{ns}.{domain}/p`` is ``/{prefix}/{ns}/{name}/p``.
+#: A model host's path form: ``{name}.{ns}.{domain}/p`` is ``/{prefix}/{ns}/{name}/p``.
 HOST_PREFIXES = {"inferenceservice": "serving", "inferencegraph": "graphs"}
 #: The scope key of a request made on a model host (its host name).
 MODEL_HOST = "shipyard.model_host"
@@ -99,11 +99,12 @@ class ProxyFastPath:
             if on_host is None:
                 await self.refuse_host(scope, receive, send)
                 return
-            scope = on_host
-        if self.notebook_hosts is not None and scope["type"] in ("http", "websocket"):
-            # A notebook's own origin serves that notebook and nothing else.
-            if await self.notebook_hosts.serve(scope, receive, send):
-                return
+            if on_host is not scope:
+                scope = on_host  # a model's host is no notebook's, whatever the domains
+            elif self.notebook_hosts is not None:
+                # A notebook's own origin serves that notebook and nothing else.
+                if await self.notebook_hosts.serve(scope, receive, send):
+                    return
         if scope["type"] != "http" or scope["method"] not in PROXY_METHODS:
             await self.app(scope, receive, send)
             return

@@ -298,25 +298,31 @@ async def test_other_hosts_are_unchanged(
     assert r.status_code == 404 and f"/notebook/{NS}/nb/" in r.json()["message"]
 
 
-async def test_notebook_domain_equal_to_the_ingress_domain_stays_the_notebooks(
+async def test_ingress_domain_beside_the_notebook_domain(
     upstream: RunningServer, oidc: Any, oidc_settings: Callable[..., Any]
 ) -> None:
-    """Both domains ``notebooks.localhost``: every two-label host there is a notebook's."""
-    settings = oidc_settings(ingress_domain="notebooks.localhost")
-    server = RunningServer(create_app(settings), free_port())
-    await server.start()
-    try:
-        gw = server.server.config.app.state.gw  # type: ignore[union-attr]
-        await gw.store.ensure_profile(NS, "user@example.com")
-        gw.route_table.upsert("inferenceservice", NS, "nb", [(upstream.url, 1)])
-        me = bearer(await oidc.id_token("user@example.com"))
-        async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
-            r = await c.post(
-                "/v1/models/nb:predict", headers={**me, "host": notebook_host(server, NS, "nb")}
-            )
-            assert r.status_code == 404 and f"/notebook/{NS}/nb/" in r.json()["message"]
-    finally:
-        await server.stop()
+    """The notebooks' domain is ``notebooks.localhost`` (no public URL). The same ingress
+    domain: every two-label host there stays a notebook's. An ingress domain below it: its
+    hosts are the models', though a notebook host could be read into them too."""
+    me = bearer(await oidc.id_token("user@example.com"))
+    for ingress, host, expected in (
+        ("notebooks.localhost", f"nb.{NS}.notebooks.localhost", None),
+        ("m.notebooks.localhost", f"nb.{NS}.m.notebooks.localhost", f"/serving/{NS}/nb/"),
+    ):
+        server = RunningServer(create_app(oidc_settings(ingress_domain=ingress)), free_port())
+        await server.start()
+        try:
+            gw = server.server.config.app.state.gw  # type: ignore[union-attr]
+            await gw.store.ensure_profile(NS, "user@example.com")
+            gw.route_table.upsert("inferenceservice", NS, "nb", [(upstream.url, 1)])
+            async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+                r = await c.post("/", headers={**me, "host": f"{host}:{server.port}"})
+            if expected is None:
+                assert r.status_code == 404 and f"/notebook/{NS}/nb/" in r.json()["message"]
+            else:
+                assert r.status_code == 200 and r.json()["path"] == expected, r.text
+        finally:
+            await server.stop()
 
 
 # ---- a platform in OIDC mode, a real sklearn model and a real InferenceGraph ---------------
