@@ -19,10 +19,9 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from services.common.http_server import CoalescingHttpProtocol
-
 from . import katib_grpc
 from .app import create_app
+from .inference_lane import GatewayHttpProtocol
 from .settings import Settings
 
 log = logging.getLogger("gateway")
@@ -45,7 +44,8 @@ def server_config(app: Any, host: str, port: int, log_level: str, **tls: Any) ->
 
     The access log is uvicorn's INFO: off above that level, where it is never printed but
     still costs its formatting on every request; responses are written head and body
-    together (``services.common.http_server``).
+    together (``services.common.http_server``), and inference requests take the lane
+    (``gateway.inference_lane``).
     """
     return uvicorn.Config(
         app,
@@ -54,7 +54,7 @@ def server_config(app: Any, host: str, port: int, log_level: str, **tls: Any) ->
         log_level=log_level,
         proxy_headers=False,
         access_log=logging.getLevelNamesMapping().get(log_level.upper(), 0) <= logging.INFO,
-        http=CoalescingHttpProtocol,
+        http=GatewayHttpProtocol,
         **tls,
     )
 

@@ -27,6 +27,7 @@ from .auth import AuthError
 from .errors import GatewayError
 from .fastpath import PROXY_METHODS, ProxyFastPath
 from .gateway import Gateway, unauthenticated
+from .inference_lane import InferenceLane
 from .sessions import same_origin
 from .settings import Settings
 
@@ -42,6 +43,8 @@ class GatewayApp(FastAPI):
     """
 
     fast_path: ProxyFastPath | None = None
+    #: Read by the gateway's HTTP protocol (gateway/inference_lane.py), ahead of ASGI.
+    inference_lane: InferenceLane | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fast_path is not None:
@@ -71,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gw = gw
     app.fast_path = ProxyFastPath(app.serve_routes, gw)
+    app.inference_lane = InferenceLane(gw)
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(request: Request, exc: GatewayError) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -72,7 +73,8 @@ class Authenticator:
         if mode == "single-user":
             return SINGLE_USER_PRINCIPAL
         if mode == "trusted-header":
-            trusted = self.trusted_header(conn)
+            host = conn.client.host if conn.client else None
+            trusted = self.trusted_header(conn.headers, host)
             if trusted is not None:
                 return trusted
         authz = conn.headers.get("authorization", "")
@@ -83,13 +85,43 @@ class Authenticator:
             return await self._session(conn, cookie)
         return None
 
-    def trusted_header(self, conn: HTTPConnection) -> Principal | None:
-        """Trusted-header mode: the user a trusted proxy names, or None."""
-        host = conn.client.host if conn.client else None
-        userid = conn.headers.get("kubeflow-userid")
+    def authenticate_now(
+        self, headers: Mapping[str, str], client_host: str | None
+    ) -> Principal | None:
+        """The caller when ``authenticate`` would name them without waiting or side effects
+        (single-user, a trusted header, a bearer token verified before), else None: then
+        ``authenticate`` decides (a cookie session, a new or bound token, no credentials).
+
+        ``headers``: lower-case names. The data-plane lane (gateway/inference_lane.py) uses
+        it; the order of the checks is ``authenticate``'s."""
+        mode = self.settings.auth_mode
+        if mode == "single-user":
+            return SINGLE_USER_PRINCIPAL
+        if mode == "trusted-header":
+            trusted = self.trusted_header(headers, client_host)
+            if trusted is not None:
+                return trusted
+        authz = headers.get("authorization", "")
+        if authz[:7].lower() != "bearer ":
+            return None
+        token = authz[7:].strip()
+        sa = self._sa_verified.get(token)
+        if sa is not None:
+            sub, ns, bound = sa[1]
+            if sa[0] <= time.time() or bound is not None:  # a bound token's run is checked
+                return None
+            return Principal(
+                sub, (f"system:serviceaccounts:{ns}",), via="serviceaccount", sa_namespace=ns
+            )
+        verified = self.oidc.verified_now(token) if self.oidc is not None else None
+        return Principal(verified.user, verified.groups, via="bearer") if verified else None
+
+    def trusted_header(self, headers: Mapping[str, str], host: str | None) -> Principal | None:
+        """Trusted-header mode: the user a trusted proxy at ``host`` names, or None."""
+        userid = headers.get("kubeflow-userid")
         if userid and host in self.trusted:
             groups = tuple(
-                g.strip() for g in conn.headers.get("kubeflow-groups", "").split(",") if g.strip()
+                g.strip() for g in headers.get("kubeflow-groups", "").split(",") if g.strip()
             )
             return Principal(userid.strip(), groups, via="trusted-header")
         if userid:

@@ -105,7 +105,9 @@ class NotebookOriginApp:
         if settings.auth_mode == "single-user":
             return Principal(SINGLE_USER, (), via="single-user")
         if settings.auth_mode == "trusted-header":
-            trusted = self.gw.auth.trusted_header(conn)
+            trusted = self.gw.auth.trusted_header(
+                conn.headers, conn.client.host if conn.client else None
+            )
             if trusted is not None:
                 return trusted
         data = self.origins.read_cookie(conn.cookies.get(COOKIE_NAME, ""), notebook.host)

@@ -132,13 +132,19 @@ class OIDCProvider:
             raise TokenError("unknown signing key")
         return self._jwks
 
+    def verified_now(self, token: str) -> VerifiedToken | None:
+        """``verify``'s answer for a token it verified before and that has not expired, or
+        None (then ``verify`` it): no key lookup, no waiting."""
+        hit = self._cache.get(hashlib.sha256(token.encode()).hexdigest())
+        return hit[1] if hit is not None and hit[0] > time.time() else None
+
     async def verify(self, token: str) -> VerifiedToken:
         """Verify signature, iss, aud, exp, nbf and iat; return the user and groups."""
+        hit = self.verified_now(token)
+        if hit is not None:
+            return hit
         digest = hashlib.sha256(token.encode()).hexdigest()
-        hit = self._cache.get(digest)
         now = time.time()
-        if hit is not None and hit[0] > now:
-            return hit[1]
         header = peek_header(token)
         alg = header.get("alg")
         if alg not in ALLOWED_ALGS:

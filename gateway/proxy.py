@@ -59,8 +59,8 @@ IDENTITY_HEADERS = frozenset({ASSERTION_HEADER, "kubeflow-userid", "kubeflow-gro
 _SKIP_REQUEST = frozenset(
     h.encode() for h in HOP_BY_HOP | IDENTITY_HEADERS | {"content-length", "expect"}
 )
-# Response headers never relayed: hop-by-hop, plus the ones our own server always adds.
-_SKIP_RESPONSE = frozenset(h.encode() for h in HOP_BY_HOP | {"date", "server"})
+#: Response headers never relayed: hop-by-hop, plus the ones our own server always adds.
+SKIP_RESPONSE = frozenset(h.encode() for h in HOP_BY_HOP | {"date", "server"})
 _ASSERTION = ASSERTION_HEADER.encode()
 
 
@@ -268,7 +268,7 @@ async def relay_response(
 
     Raises GatewayError (502, 504) only before the response has started.
     """
-    out = [(k, v) for k, v in resp.headers if k not in _SKIP_RESPONSE]
+    out = [(k, v) for k, v in resp.headers if k not in SKIP_RESPONSE]
     if extra_headers:
         out += extra_headers
     try:

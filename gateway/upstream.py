@@ -39,7 +39,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -131,6 +131,9 @@ class _Connection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_paused = False
+        #: Called instead of waking a waiter, for a caller driven by callbacks rather than
+        #: awaits (gateway/inference_lane.py); it reads the exchange's state itself.
+        self.on_progress: Callable[[], None] | None = None
         self._reset_exchange(head=False)
 
     def _reset_exchange(self, head: bool) -> None:
@@ -246,6 +249,9 @@ class _Connection(asyncio.Protocol):
     # ---- waiting ---------------------------------------------------------------------------
 
     def _wake(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -420,12 +426,55 @@ class UpstreamResponse:
         self._pool._release(self._key, self._conn, slot=self._slot)
 
 
+class _Slots:
+    """How many more requests an endpoint may have in flight: a counting semaphore that can
+    also be taken without waiting (``try_take``), for callers that never await."""
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self, seconds: float) -> None:
+        """A slot, waiting up to ``seconds`` (UpstreamTimeout) behind earlier waiters."""
+        if self.try_take():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            async with asyncio.timeout(seconds):
+                await fut
+        except BaseException as exc:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed over just as the wait ended: pass it on
+            else:
+                fut.cancel()
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeout("too many concurrent upstream requests") from None
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes to the first waiter, still taken
+                return
+        self.free += 1
+
+
 class _HostPool:
     __slots__ = ("idle", "slots")
 
     def __init__(self, max_connections: int) -> None:
         self.idle: list[_Connection] = []
-        self.slots = asyncio.Semaphore(max_connections)
+        self.slots = _Slots(max_connections)
 
 
 class UpstreamPool:
@@ -467,9 +516,11 @@ class UpstreamPool:
         hp = self._hosts.get(key)
         if hp is None:
             hp = self._hosts[key] = _HostPool(self.max_connections_per_host)
-        head = self._head(method, prefix + target, host_header, headers, body, content_length)
+        head = self.request_head(
+            method, prefix + target, host_header, headers, body, content_length
+        )
         replayable = method in IDEMPOTENT and not (body is not None and not isinstance(body, bytes))
-        await self._take_slot(hp)
+        await hp.slots.take(self.connect_timeout)
         try:
             for attempt in (0, 1):
                 conn, reused = await self._connect(key, hp)
@@ -493,14 +544,15 @@ class UpstreamPool:
             raise
 
     @staticmethod
-    def _head(
+    def request_head(
         method: str,
         target: bytes,
         host: bytes,
         headers: list[tuple[bytes, bytes]],
         body: Body,
-        content_length: int | None,
+        content_length: int | None = None,
     ) -> bytes:
+        """A request's head: ``target`` with the base path, Host, ``headers`` and framing."""
         lines = [method.encode(), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
         for name, value in headers:
             lines += (name, b": ", value, b"\r\n")
@@ -545,16 +597,24 @@ class UpstreamPool:
             elif content_length is not None and sent != content_length:
                 raise UpstreamError("request body shorter than its Content-Length")
 
-    async def _take_slot(self, hp: _HostPool) -> None:
-        if not hp.slots.locked():
-            await hp.slots.acquire()
-            return
-        try:
-            await asyncio.wait_for(hp.slots.acquire(), self.connect_timeout)
-        except TimeoutError:
-            raise UpstreamTimeout("too many concurrent upstream requests") from None
+    def take_idle(self, base_url: str) -> tuple[_Connection, str] | None:
+        """A kept-alive connection to ``base_url``'s endpoint with a request slot, without
+        waiting, or None (no idle connection, or no free slot): then ``request`` it.
 
-    async def _connect(self, key: str, hp: _HostPool) -> tuple[_Connection, bool]:
+        The caller drives the exchange itself (``start``, ``write``, ``on_progress``) and
+        must hand the connection back with ``_release(key, conn)``."""
+        key = parse_base_url(base_url)[0]
+        hp = self._hosts.get(key)
+        if hp is None or not hp.idle or not hp.slots.try_take():
+            return None
+        conn = self._reuse(hp)
+        if conn is None:
+            hp.slots.release()
+            return None
+        return conn, key
+
+    def _reuse(self, hp: _HostPool) -> _Connection | None:
+        """The newest idle connection still open and young enough; stale ones are closed."""
         now = time.monotonic()
         idle = hp.idle
         while idle:
@@ -565,8 +625,14 @@ class UpstreamPool:
                 and not conn.transport.is_closing()
                 and now - conn.idle_since < self.idle_expiry
             ):
-                return conn, True
+                return conn
             conn.abort()
+        return None
+
+    async def _connect(self, key: str, hp: _HostPool) -> tuple[_Connection, bool]:
+        reused = self._reuse(hp)
+        if reused is not None:
+            return reused, True
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -591,6 +657,7 @@ class UpstreamPool:
             hp.slots.release()
 
     def _release(self, key: str, conn: _Connection, slot: bool = True) -> None:
+        conn.on_progress = None
         hp = self._hosts.get(key)
         if hp is None:
             conn.abort()

@@ -21,7 +21,8 @@ from websockets.asyncio.client import connect as ws_connect
 from gateway.__main__ import server_config
 from gateway.app import create_app
 from gateway.auth import Authenticator, AuthError
-from services.common.http_server import CoalescingHttpProtocol, CoalescingTransport
+from gateway.inference_lane import GatewayHttpProtocol
+from services.common.http_server import CoalescingTransport
 from services.common.serviceaccounts import ServiceAccountTokens
 from tests.conftest import free_port
 from tests.gateway.conftest import RunningServer, gateway_settings
@@ -111,7 +112,7 @@ async def test_served_gateway_relays_bodies_streams_and_websockets(
     settings = gateway_settings(gateway_state, upstream.url, gateway_db, auth_mode="single-user")
     app = create_app(settings)
     server = ServedGateway(app, free_port())
-    assert server.server.config.http is CoalescingHttpProtocol
+    assert server.server.config.http is GatewayHttpProtocol
     assert server.server.config.access_log is False
     await server.start()
     gw = app.state.gw

@@ -1,0 +1,442 @@
+"""The inference lane: model and graph requests relayed by the gateway's HTTP protocol itself,
+with no ASGI task, scope, ``receive`` or ``send`` per request.
+
+Profiled (docs/benchmarks.md, "the gateway's inference path"), uvicorn's per-request
+machinery (a task per request, the ASGI messages, the response cycle) cost most of the
+gateway's CPU on a proxied V2 infer: a bare uvicorn proxy already spent 155-178 us of the
+175-211 us the gateway did; authentication, authorization and routing were about 15 us. A
+request whose every decision is already in memory takes this lane instead:
+
+* it is admitted when its head is complete (``GatewayHttpProtocol.on_headers_complete``):
+  a POST (an inference call; reads go the ASGI way) to an InferenceService's or
+  InferenceGraph's data-plane path (``routes.resolve``) on a plain Host (not a notebook's
+  origin, nothing under the ingress domain), a Content-Length body of at most
+  ``SMALL_BODY`` bytes, a caller that ``Authenticator.authenticate_now`` names, a grant
+  from ``authz`` (whose decisions are cached per profile snapshot), a live endpoint in the
+  route table, and a kept-alive upstream connection with a free slot
+  (``UpstreamPool.take_idle``);
+* on the request's last byte its head and body go upstream in one write, with the headers
+  ``ProxyFastPath`` would send (``Gateway.upstream_headers``: none of the caller's
+  credentials);
+* the upstream connection calls back (``_Connection.on_progress``) as the response arrives.
+  A small response is written to the client whole, with the sandbox headers, in one write;
+  a larger or streamed one (server-sent events) goes on in a task, chunk by chunk, with flow
+  control both ways and without counting against the endpoint's slots, as in
+  ``proxy.relay_response``.
+
+Everything else (a cookie session, a token not verified yet, a refusal, a model scaled to
+zero, no idle upstream connection, a large upload, a request pipelined behind another) goes
+the ASGI way, ``gateway.fastpath.ProxyFastPath``, unchanged. Admission has no side effects,
+so declining is always safe, and the answers are the same either way
+(tests/gateway/test_inference_lane.py compares them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from services.common.http_server import CoalescingHttpProtocol
+
+from . import routes
+from .authz import needed_role
+from .errors import GatewayError
+from .notebook_origin import SANDBOX_HEADERS, split_host
+from .proxy import SKIP_RESPONSE
+from .upstream import (
+    SMALL_BODY,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamRefused,
+    UpstreamTimeout,
+    parse_base_url,
+)
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+    from .upstream import _Connection
+
+log = logging.getLogger(__name__)
+
+#: The data planes that take the lane (a notebook's traffic is a browser's: cookies, origins).
+LANE_KINDS = frozenset({"inferenceservice", "inferencegraph"})
+#: The request headers admission reads. Any of them twice, and the ASGI way decides.
+_READ = frozenset(
+    {
+        b"host",
+        b"authorization",
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+        b"kubeflow-userid",
+        b"kubeflow-groups",
+    }
+)
+_HOSTS_CACHED = 1024
+
+
+class InferenceLane:
+    """Admits requests to the lane (see the module's docstring); one per gateway."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self._plain_hosts: dict[bytes, bool] = {}
+        self.served = 0  # requests answered in the lane: for tests and metrics
+
+    def plain_host(self, host: bytes) -> bool:
+        """Whether a Host header names the main origin: not a notebook's own origin, and
+        nothing under the ingress domain (KServe's ``{name}.{namespace}.{domain}``)."""
+        known = self._plain_hosts.get(host)
+        if known is None:
+            text = host.decode("latin-1")
+            name, _ = split_host(text)
+            origins = self.gw.notebook_origins
+            known = not name.endswith("." + self.gw.settings.ingress_domain.lower()) and (
+                origins is None or origins.parse_host(text) is None
+            )
+            if len(self._plain_hosts) >= _HOSTS_CACHED:
+                self._plain_hosts.clear()
+            self._plain_hosts[host] = known
+        return known
+
+    def admit(self, proto: GatewayHttpProtocol) -> LaneExchange | None:
+        """The request whose head ``proto`` has just parsed, as a lane exchange, or None."""
+        method = proto.parser.get_method()
+        url: bytes = proto.url
+        if (
+            method != b"POST"
+            or proto.parser.should_upgrade()
+            or not url.startswith(b"/")
+            or b"%" in url
+            or b"/." in url
+        ):
+            return None
+        raw_path = url.partition(b"?")[0]
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        match = routes.resolve(path)
+        if match is None or match.route.dynamic_kind not in LANE_KINDS:
+            return None
+        fields: dict[str, str] = {}
+        for name, value in proto.headers:
+            if name in _READ:
+                key = name.decode()
+                if key in fields:
+                    return None
+                fields[key] = value.decode("latin-1")
+        length = fields.get("content-length", "0")
+        if (
+            "transfer-encoding" in fields
+            or "expect" in fields
+            or not length.isdigit()
+            or int(length) > SMALL_BODY
+            or not self.plain_host(fields.get("host", "").encode("latin-1"))
+        ):
+            return None
+        gw = self.gw
+        if int(length) > gw.settings.max_body_bytes:
+            return None
+        client_host = proto.client[0] if proto.client else None
+        principal = gw.auth.authenticate_now(fields, client_host)
+        if principal is None:
+            return None
+        verb = method.decode()
+        assert match.namespace and match.name and match.route.dynamic_kind
+        try:
+            identity = gw.authz.authorize(
+                principal, match.namespace, needed_role(verb, True), verb, path
+            )
+        except GatewayError:
+            return None  # the ASGI way answers the refusal, with its message
+        kind = match.route.dynamic_kind
+        base = gw.route_table.pick(kind, match.namespace, match.name)
+        if base is None:
+            return None
+        taken = gw.upstream.take_idle(base)
+        if taken is None:
+            return None
+        conn, key = taken
+        _, prefix, host_header = parse_base_url(base)
+        return LaneExchange(
+            self,
+            proto,
+            conn,
+            key,
+            verb,
+            prefix + url,
+            host_header,
+            gw.upstream_headers(proto.headers, identity, match, client_host),
+            (match.namespace, match.name) if kind == "inferenceservice" else None,
+            proto.parser.get_http_version(),
+        )
+
+
+class LaneExchange:
+    """One request in the lane. To uvicorn's protocol it is the connection's current cycle:
+    it reads ``response_complete``, sets ``disconnected`` and ``keep_alive`` and calls
+    ``message_event.set()`` when the client goes away."""
+
+    __slots__ = (
+        "lane",
+        "proto",
+        "conn",
+        "key",
+        "method",
+        "target",
+        "host_header",
+        "headers",
+        "served",
+        "http_version",
+        "keep_alive",
+        "body",
+        "response_complete",
+        "disconnected",
+        "message_event",
+        "_timer",
+        "_started",
+        "_streaming",
+        "_released",
+    )
+
+    def __init__(
+        self,
+        lane: InferenceLane,
+        proto: GatewayHttpProtocol,
+        conn: _Connection,
+        key: str,
+        method: str,
+        target: bytes,
+        host_header: bytes,
+        headers: list[tuple[bytes, bytes]],
+        served: tuple[str, str] | None,
+        http_version: str,
+    ) -> None:
+        self.lane = lane
+        self.proto = proto
+        self.conn = conn
+        self.key = key
+        self.method = method
+        self.target = target
+        self.host_header = host_header
+        self.headers = headers
+        self.served = served
+        self.http_version = http_version
+        self.keep_alive = http_version != "1.0" and proto.parser.should_keep_alive()
+        self.body = bytearray()
+        self.response_complete = False
+        self.disconnected = False
+        self.message_event = self
+        self._timer: asyncio.TimerHandle | None = None
+        self._started = False  # the response head has been written to the client
+        self._streaming = False
+        self._released = False  # the upstream connection has gone back to the pool
+
+    # ---- the request -------------------------------------------------------------------
+
+    def send(self) -> None:
+        """The request is whole: send it upstream and wait for callbacks."""
+        conn, pool = self.conn, self.lane.gw.upstream
+        body = bytes(self.body)
+        head = UpstreamPool.request_head(
+            self.method, self.target, self.host_header, self.headers, body
+        )
+        if self.served is not None:
+            self.lane.gw.activity.begin(self.served)
+        conn.start(head=False)
+        conn.on_progress = self._progress
+        self._timer = self.proto.loop.call_later(pool.read_timeout, self._timed_out)
+        try:
+            conn.write(head + body if body else head)
+        except UpstreamError as exc:
+            # Closed by the upstream while idle: a POST is not replayed (UpstreamPool.request
+            # retries idempotent requests only), so this is the ASGI way's 502 too.
+            self._fail(exc)
+
+    def set(self) -> None:
+        """uvicorn's protocol lost the client (``message_event.set()``)."""
+        if self.disconnected and not self.response_complete:
+            self.response_complete = True
+            self._release(reuse=False)
+
+    # ---- the response ------------------------------------------------------------------
+
+    def _progress(self) -> None:
+        conn = self.conn
+        if conn.message_done:
+            self._answer_whole()
+        elif conn.error is not None or conn.closed:
+            self._fail(conn.error or UpstreamError("upstream closed the connection"))
+        elif conn.head_done and not conn.hold_head and conn.status not in (204, 304):
+            # A large or streamed body: relayed as it comes, by a task.
+            conn.on_progress = None
+            self._streaming = True
+            if self._timer is not None:
+                self._timer.cancel()  # each chunk has its own read timeout now
+            self.lane.gw.upstream._release_slot(self.key)  # a stream may last for hours
+            task = self.proto.loop.create_task(self._relay_stream())
+            self.proto.tasks.add(task)
+            task.add_done_callback(self.proto.tasks.discard)
+
+    def _answer_whole(self) -> None:
+        conn = self.conn
+        status, headers = conn.status, conn.headers
+        body = conn.take_body() or b""
+        self._release(reuse=True)
+        if self.disconnected:
+            return
+        head = self._head(status, headers, len(body))
+        self.proto.transport.write(head + body)
+        self._complete(status)
+
+    def _head(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
+        """The response head for the client: the upstream's headers less the hop-by-hop
+        ones, uvicorn's own, the sandbox headers; ``length`` None: chunked."""
+        parts = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        for name, value in self.proto.server_state.default_headers:
+            parts += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            if name not in SKIP_RESPONSE and name != b"content-length":
+                parts += (name, b": ", value, b"\r\n")
+        for name, value in SANDBOX_HEADERS:
+            parts += (name, b": ", value, b"\r\n")
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        if status in (204, 304) or 100 <= status < 200:
+            pass
+        elif length is None:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        else:
+            parts.append(b"content-length: %d\r\n" % length)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    async def _relay_stream(self) -> None:
+        conn, proto = self.conn, self.proto
+        pool = self.lane.gw.upstream
+        length = conn.content_length
+        proto.transport.write(self._head(conn.status, conn.headers, length))
+        self._started = True
+        ended = True
+        while not self.disconnected:
+            try:
+                chunk = await conn.read_chunk(pool.read_timeout)
+            except UpstreamError as exc:
+                log.info("upstream stream ended early: %s", exc)
+                ended = False
+                break
+            if chunk is None:
+                break
+            if not chunk:
+                continue
+            framed = b"%x\r\n%b\r\n" % (len(chunk), chunk) if length is None else chunk
+            proto.transport.write(framed)
+            if proto.flow.write_paused:
+                await proto.flow.drain()
+        if self.disconnected:
+            return
+        self._release(reuse=ended, slot=False)
+        if length is None:
+            proto.transport.write(b"0\r\n\r\n")
+        elif not ended:
+            # Fewer bytes than the Content-Length promised: only closing says so.
+            self.keep_alive = False
+        self._complete(conn.status)
+
+    # ---- failures ------------------------------------------------------------------------
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail(UpstreamTimeout("upstream timed out"))
+
+    def _fail(self, exc: BaseException) -> None:
+        """The upstream failed before the response started: the ASGI way's Status answer."""
+        if self.response_complete or self._started or self._streaming:
+            return
+        self._release(reuse=False)
+        if isinstance(exc, UpstreamTimeout):
+            error = GatewayError(504, "upstream timed out", "Timeout")
+        elif isinstance(exc, UpstreamRefused):
+            error = GatewayError(502, f"upstream unavailable: {exc}", "ServiceUnavailable")
+        else:
+            log.warning("upstream %s%s failed: %s", self.key, self.target.decode(), exc)
+            error = GatewayError(502, "upstream unavailable", "ServiceUnavailable")
+        if self.disconnected:
+            return
+        response = error.response()
+        headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
+        self.proto.transport.write(
+            self._head(error.code, headers, len(response.body)) + bytes(response.body)
+        )
+        self._complete(error.code)
+
+    # ---- the end ---------------------------------------------------------------------------
+
+    def _release(self, reuse: bool, slot: bool = True) -> None:
+        """Hand the upstream connection back (kept alive only after a clean exchange)."""
+        if self._released:
+            return
+        self._released = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        conn = self.conn
+        conn.on_progress = None
+        if not reuse:
+            conn.abort()
+        self.lane.gw.upstream._release(self.key, conn, slot=slot and not self._streaming)
+        if self.served is not None:
+            self.lane.gw.activity.end(self.served)
+
+    def _complete(self, status: int) -> None:
+        proto = self.proto
+        self.response_complete = True
+        self.lane.served += 1
+        if proto.access_log:
+            client = f"{proto.client[0]}:{proto.client[1]}" if proto.client else "-"
+            proto.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d', client, self.method, proto.url.decode(),
+                self.http_version, status,
+            )  # fmt: skip
+        if not self.keep_alive:
+            proto.transport.close()
+        proto.on_response_complete()
+
+
+class GatewayHttpProtocol(CoalescingHttpProtocol):
+    """The gateway's HTTP/1.1 protocol: uvicorn's, coalescing writes, with the inference
+    lane (the app's ``inference_lane``) ahead of the ASGI request cycle."""
+
+    lane: InferenceLane | None
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.lane = getattr(config.app, "inference_lane", None)
+
+    def on_headers_complete(self) -> None:
+        lane = self.lane
+        if lane is not None and (self.cycle is None or self.cycle.response_complete):
+            exchange = lane.admit(self)
+            if exchange is not None:
+                self.cycle = exchange  # type: ignore[assignment]
+                return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if type(cycle) is LaneExchange:
+            cycle.body += body
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if type(cycle) is LaneExchange:
+            if not cycle.disconnected:
+                cycle.send()
+            return
+        super().on_message_complete()

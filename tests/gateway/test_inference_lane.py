@@ -1,0 +1,353 @@
+"""The inference lane (gateway/inference_lane.py): what it serves, that its answers are the
+ASGI way's, and how it fails.
+
+Every test serves the gateway on the listener configuration ``python -m gateway`` uses
+(``ServedGateway``: ``GatewayHttpProtocol``), against a real upstream: the echo service of
+tests/gateway/conftest.py, or a raw TCP server where the test needs to misbehave on purpose.
+``InferenceLane.served`` counts the requests the lane answered, so each test shows which way
+a request went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.conftest import free_port
+from tests.gateway.conftest import RunningServer, gateway_settings
+from tests.gateway.test_dataplane_path import ServedGateway
+from tests.gateway.test_upstream import RawServer, read_request
+
+NS = "kubeflow-user-example-com"
+INFER = f"/serving/{NS}/m/v2/models/m/infer"
+#: Response headers that differ between any two answers.
+VOLATILE = {"date"}
+
+
+async def served(settings: Settings) -> ServedGateway:
+    server = ServedGateway(create_app(settings), free_port())
+    await server.start()
+    return server
+
+
+def lane_of(server: RunningServer) -> Any:
+    return server.server.config.app.inference_lane  # type: ignore[union-attr]
+
+
+def gw_of(server: RunningServer) -> Any:
+    return server.server.config.app.state.gw  # type: ignore[union-attr]
+
+
+@pytest.fixture
+async def single_user(
+    gateway_state: Path, upstream: RunningServer, gateway_db: str
+) -> AsyncIterator[ServedGateway]:
+    server = await served(
+        gateway_settings(gateway_state, upstream.url, gateway_db, auth_mode="single-user")
+    )
+    gw_of(server).route_table.upsert("inferenceservice", NS, "m", [(upstream.url, 1)])
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def comparable(r: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = sorted((k, v) for k, v in r.headers.items() if k not in VOLATILE)
+    return r.status_code, headers, r.content
+
+
+async def test_lane_answers_exactly_as_the_asgi_way(single_user: ServedGateway) -> None:
+    """The same requests, first with the lane, then with it switched off: same status,
+    headers and body; the lane answered every one after the first (which opened the
+    upstream connection the lane needs idle)."""
+    lane = lane_of(single_user)
+    bodies = [b'{"inputs":[]}', b"", b"x" * 60_000]
+    async with httpx.AsyncClient(base_url=single_user.url, timeout=15) as c:
+        await c.post(INFER, content=b"{}")  # opens the kept-alive upstream connection
+        before = lane.served
+        with_lane = [comparable(await c.post(INFER, content=b)) for b in bodies]
+        assert lane.served == before + len(bodies)
+    app = single_user.server.config.app
+    app.inference_lane = None  # read per connection: a new client gets the ASGI way
+    try:
+        async with httpx.AsyncClient(base_url=single_user.url, timeout=15) as c:
+            without = [comparable(await c.post(INFER, content=b)) for b in bodies]
+    finally:
+        app.inference_lane = lane
+    assert lane.served == before + len(bodies)
+    assert with_lane == without
+    status, headers, content = with_lane[2]
+    answer = json.loads(content)
+    assert status == 200 and answer["body_bytes"] == 60_000 and answer["path"] == INFER
+    assert answer["identity"] is None and answer["authorization"] is None  # no credentials
+    assert ("content-security-policy", "sandbox") in headers
+    assert ("x-content-type-options", "nosniff") in headers
+
+
+async def test_lane_declines_what_it_cannot_decide_at_once(single_user: ServedGateway) -> None:
+    """A body over SMALL_BODY, chunked framing, GETs, other paths and a scaled-to-zero
+    model take the ASGI way, and are answered as before."""
+    lane = lane_of(single_user)
+    async with httpx.AsyncClient(base_url=single_user.url, timeout=15) as c:
+        await c.post(INFER, content=b"{}")
+        before = lane.served
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"ab"
+            yield b"cd"
+
+        big = await c.post(INFER, content=b"y" * (70 * 1024))
+        chunked = await c.post(INFER, content=chunks())
+        read = await c.get(f"/serving/{NS}/m/v2/models/m")
+        gone = await c.post(f"/serving/{NS}/nowhere/v2/models/x/infer", content=b"{}")
+        assert lane.served == before
+    assert big.json()["body_bytes"] == 70 * 1024 and chunked.json()["body_bytes"] == 4
+    assert read.json()["method"] == "GET"
+    assert gone.status_code == 503 and "no live endpoint" in gone.json()["message"]
+
+
+async def test_lane_keeps_pipelined_answers_in_order(single_user: ServedGateway) -> None:
+    """Three requests written at once on one connection: the first takes the lane, the
+    others queue behind it (uvicorn's pipeline), and the answers come back in order."""
+    async with httpx.AsyncClient(base_url=single_user.url, timeout=15) as c:
+        await c.post(INFER, content=b"{}")
+    before = lane_of(single_user).served
+    reader, writer = await asyncio.open_connection("127.0.0.1", single_user.port)
+    try:
+        requests = b"".join(
+            b"POST %b HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%b"
+            % (INFER.encode(), len(body), body)
+            for body in (b"1", b"22", b"333")
+        )
+        writer.write(requests)
+        sizes = []
+        for _ in range(3):
+            _, headers, body = await read_request(reader)
+            sizes.append(json.loads(body)["body_bytes"])
+        assert sizes == [1, 2, 3]
+        assert lane_of(single_user).served > before
+    finally:
+        writer.close()
+
+
+async def test_lane_http10_client_gets_connection_close(single_user: ServedGateway) -> None:
+    async with httpx.AsyncClient(base_url=single_user.url, timeout=15) as c:
+        await c.post(INFER, content=b"{}")
+    before = lane_of(single_user).served
+    reader, writer = await asyncio.open_connection("127.0.0.1", single_user.port)
+    try:
+        writer.write(b"POST %b HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}" % INFER.encode())
+        answer = await asyncio.wait_for(reader.read(), 10)  # to EOF: the gateway closes
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"\r\nconnection: close" in head.lower()
+    assert json.loads(body)["body_bytes"] == 2
+    assert lane_of(single_user).served == before + 1
+
+
+async def raw_gateway(
+    gateway_state: Path, gateway_db: str, handler: Callable[..., Any], name: str
+) -> tuple[ServedGateway, RawServer]:
+    raw = RawServer(handler)
+    await raw.__aenter__()
+    settings = gateway_settings(gateway_state, raw.url, gateway_db, auth_mode="single-user")
+    server = await served(settings)
+    gw_of(server).route_table.upsert("inferenceservice", NS, name, [(raw.url, 1)])
+    return server, raw
+
+
+async def test_lane_streams_server_sent_events_as_they_come(
+    gateway_state: Path, gateway_db: str
+) -> None:
+    """A chunked answer (an OpenAI chat completion with stream=true) is relayed event by
+    event: the first reaches the client while the upstream still holds back the second."""
+    release = asyncio.Event()
+    connections: list[int] = []  # the connection of each request (the gateway's own
+    # readiness checks open others to this server: it stands in for its services too)
+
+    async def sse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            line, _, _ = await read_request(reader)
+            if "/chat/" in line:
+                connections.append(n)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            for i in range(3):
+                if i == 2:
+                    await release.wait()
+                event = b'data: {"n": %d}\n\n' % i
+                writer.write(b"%x\r\n%b\r\n" % (len(event), event))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    server, raw = await raw_gateway(gateway_state, gateway_db, sse, "chat")
+    url = f"/serving/{NS}/chat/openai/v1/chat/completions"
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+            release.set()
+            warm = await c.post(url, json={"stream": True})
+            assert warm.text.count("data:") == 3
+            release.clear()
+            before = lane_of(server).served
+            events = []
+            async with c.stream("POST", url, json={"stream": True}) as r:
+                assert r.headers["content-type"] == "text/event-stream"
+                assert r.headers["content-security-policy"] == "sandbox"
+                async for line in r.aiter_lines():
+                    if line.startswith("data:"):
+                        events.append(json.loads(line[5:])["n"])
+                        if len(events) == 2:
+                            release.set()  # the third is sent only once two arrived
+            assert events == [0, 1, 2]
+            assert lane_of(server).served == before + 1
+            # The connection is kept and reused: the next answer comes the same way.
+            assert (await c.post(url, json={})).text.count("data:") == 3
+        assert len(connections) == 3 and len(set(connections)) == 1
+    finally:
+        await server.stop()
+        await raw.__aexit__()
+
+
+async def test_lane_client_leaving_a_stream_closes_the_upstream(
+    gateway_state: Path, gateway_db: str
+) -> None:
+    upstream_gone = asyncio.Event()
+    answered = []
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        while True:
+            line, _, _ = await read_request(reader)
+            if "/serving/" in line:
+                answered.append(line)
+            if "/serving/" not in line or len(answered) == 1:  # the gateway's own checks,
+                # and the first infer: answered, the connection kept
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+                continue
+            break
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"5\r\ntick\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except ConnectionError:
+            upstream_gone.set()
+            raise
+
+    server, raw = await raw_gateway(gateway_state, gateway_db, endless, "endless")
+    gw = gw_of(server)
+    url = f"/serving/{NS}/endless/v2/models/endless/infer"
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+            assert (await c.post(url, content=b"{}")).text == "ok"
+            before = lane_of(server).served
+            async with c.stream("POST", url, content=b"{}") as r:
+                got = b""
+                async for chunk in r.aiter_bytes():
+                    got += chunk
+                    if got.count(b"tick") >= 3:
+                        break
+            assert gw.activity.in_flight[(NS, "endless")] == 1
+        await asyncio.wait_for(upstream_gone.wait(), 10)
+        assert gw.activity.in_flight[(NS, "endless")] == 0
+        assert lane_of(server).served == before  # it never completed
+    finally:
+        await server.stop()
+        await raw.__aexit__()
+
+
+async def test_lane_upstream_failures_are_status_answers(
+    gateway_state: Path, gateway_db: str
+) -> None:
+    """After one good answer on a kept-alive connection, the upstream breaks: the lane's
+    answers are the gateway's Status JSON (502 closed, 504 silent), with the sandbox
+    headers, and the next request still works (on a new connection)."""
+    mode = {"next": "ok"}
+
+    async def flaky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        while True:
+            line, _, _ = await read_request(reader)
+            if "/serving/" not in line:  # the gateway's own checks of its services
+                pass
+            elif mode["next"] == "close":
+                return  # closed without an answer
+            if mode["next"] == "silent":
+                await asyncio.sleep(30)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    server, raw = await raw_gateway(gateway_state, gateway_db, flaky, "flaky")
+    lane = lane_of(server)
+    url = f"/serving/{NS}/flaky/v2/models/flaky/infer"
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+            assert (await c.post(url, content=b"{}")).text == "ok"
+            mode["next"] = "close"
+            before = lane.served
+            r = await c.post(url, content=b"{}")
+            assert lane.served == before + 1
+            assert r.status_code == 502
+            assert r.json()["kind"] == "Status" and r.json()["message"] == "upstream unavailable"
+            assert r.headers["content-security-policy"] == "sandbox"
+            mode["next"] = "ok"
+            assert (await c.post(url, content=b"{}")).text == "ok"  # a new connection
+            mode["next"] = "silent"
+            gw_of(server).upstream.read_timeout = 0.5
+            started = time.monotonic()
+            r = await c.post(url, content=b"{}")
+            assert r.status_code == 504 and r.json()["message"] == "upstream timed out"
+            assert r.json()["reason"] == "Timeout" and time.monotonic() - started < 5
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert lane.served == before + 2
+    finally:
+        await server.stop()
+        await raw.__aexit__()
+
+
+async def test_lane_in_oidc_mode_serves_verified_tokens_and_leaves_refusals(
+    gateway_state: Path, upstream: RunningServer, gateway_db: str, oidc_settings, oidc
+) -> None:
+    """Bearer tokens: the first request verifies the token (ASGI way), later ones take the
+    lane; another tenant's model is a 403 and no credentials a 401, both the ASGI way's
+    answers (a sign-in redirect without credentials)."""
+    server = await served(oidc_settings(oidc_audiences="shipyard,shipyard-cli"))
+    gw = gw_of(server)
+    await gw.store.ensure_profile(NS, "user@example.com")
+    gw.route_table.upsert("inferenceservice", NS, "m", [(upstream.url, 1)])
+    lane = lane_of(server)
+    owner = {"authorization": f"Bearer {await oidc.id_token('user@example.com')}"}
+    stranger = {"authorization": f"Bearer {await oidc.id_token('second@example.com')}"}
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+            assert (await c.post(INFER, content=b"{}", headers=owner)).status_code == 200
+            before = lane.served
+            r = await c.post(INFER, content=b"{}", headers=owner)
+            assert r.status_code == 200 and r.json()["authorization"] is None
+            assert lane.served == before + 1
+            await c.post(INFER, content=b"{}", headers=stranger)  # verified, and refused
+            r = await c.post(INFER, content=b"{}", headers=stranger)
+            assert r.status_code == 403
+            assert r.json()["message"].startswith('User "second@example.com" cannot create')
+            r = await c.post(INFER, content=b"{}")  # no credentials: a browser is sent to sign in
+            assert r.status_code == 302 and r.headers["location"].startswith("/oauth2/start?")
+            r = await c.post(INFER, content=b"{}", headers={"authorization": "Bearer x.y.z"})
+            assert r.status_code == 401 and r.json()["reason"] == "Unauthorized"
+            assert lane.served == before + 1
+    finally:
+        gw.route_table.remove("inferenceservice", NS, "m")
+        await server.stop()
