@@ -13,6 +13,7 @@ InferenceGraph, both tenants signed in with the test provider's ID tokens.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from gateway.app import create_app
 from gateway.fastpath import ModelHosts
@@ -40,6 +42,7 @@ from tests.gateway.conftest import (
     OIDCServer,
     RunningServer,
     notebook_host,
+    ws_connect_host,
 )
 from tests.serving.conftest import ready, train_sklearn
 
@@ -281,6 +284,28 @@ async def test_malformed_model_host_404_says_the_form(
     assert "{name}.{namespace}.example.com" in message
     assert r.json()["reason"] == "NotFound"
     assert r.headers["content-security-policy"] == SANDBOX
+
+
+async def test_malformed_model_host_refuses_websockets(
+    gateway: RunningServer, upstream: RunningServer, oidc: Any
+) -> None:
+    """A notebook's WebSocket that opens on the gateway's host is closed unaccepted (HTTP
+    403) on a malformed model host, before anything behind the gateway hears of it."""
+    me = bearer(await oidc.id_token("user@example.com"))
+    table = gateway.gw.route_table  # type: ignore[attr-defined]
+    table.upsert("notebook", NS, "wsnb", [(upstream.url, 1)])
+    path = f"/notebook/{NS}/wsnb/ws"
+    try:
+        async with ws_connect_host(gateway, f"127.0.0.1:{gateway.port}", path, me) as ws:
+            assert json.loads(await ws.recv())["identity"] is None  # opened and proxied
+            await ws.send("bye")
+        host = f"v2.iris.{NS}.example.com:{gateway.port}"
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect_host(gateway, host, path, me):
+                pass
+        assert refused.value.response.status_code == 403
+    finally:
+        table.remove("notebook", NS, "wsnb")
 
 
 async def test_other_hosts_are_unchanged(
