@@ -28,7 +28,9 @@ rotated by the kubelet, sits in the standard in-cluster layout with the namespac
 kept), so a stopped pod ends ``Failed``/``Stopped`` and stays listed; ``backoffLimit`` is a
 batch Job's, not a Pod's: the runtime counts a job's restarts from the watch and ends it
 the same way (``BackoffLimitExceeded``) once it restarted more often than that; the logs of
-a restarted server are its current and previous container's, not every run's.
+a restarted server are its current and previous container's, not every run's; an init
+step's output is its init container's log, not the workload's (a failed step's end is in
+the status message, as locally).
 """
 
 from __future__ import annotations
