@@ -10,6 +10,7 @@ from .labels import SERVICE_LABEL, LabelSelector, parse_selector
 from .local import LocalRuntime
 from .models import (
     EnvVar,
+    InitContainer,
     Phase,
     Probe,
     ResourceRequirements,
@@ -25,6 +26,7 @@ __all__ = [
     "SERVICE_LABEL",
     "RUNTIME_CLASSES",
     "EnvVar",
+    "InitContainer",
     "LabelSelector",
     "LocalRuntime",
     "Phase",
