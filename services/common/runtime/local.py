@@ -54,9 +54,9 @@ from .local_files import (
     write_json_atomic,
 )
 from .local_identity import WorkloadIdentity
+from .local_launch import container_port, init_step, probe_plan
 from .local_mounts import LaunchError, cwd_mount, own_for_workload, resolve_mounts, volume_limits
 from .models import (
-    InitContainer,
     Phase,
     VolumeInfo,
     WorkloadSpec,
@@ -71,8 +71,6 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR_PATH = os.path.abspath(supervisor_module.__file__)
 SPEC, LAUNCH, STATE, LOCK, LOG = "spec.json", "launch.json", "state.json", "lock", "output.log"
-#: The port a server listens on inside its own network namespace, unless it declares one.
-DEFAULT_SERVER_PORT = 8080
 #: Processes (threads included) one namespace's workloads may have at once (RLIMIT_NPROC).
 DEFAULT_MAX_PROCESSES = 4096
 SECRETS = "secrets"
@@ -81,24 +79,6 @@ TOKEN_REFRESH_SECONDS = 30.0
 VOLUME_CHECK_SECONDS = 1.0
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FOLLOW_INTERVAL = 0.05
-
-
-def _container_port(spec: WorkloadSpec) -> int:
-    """The server's port inside its sandbox: its first declared containerPort, else 8080."""
-    for port in spec.ports:
-        if port.container_port:
-            return int(port.container_port)
-    return DEFAULT_SERVER_PORT
-
-
-def _init_step(step: InitContainer, env: Mapping[str, str]) -> dict[str, Any]:
-    """An init container's launch: its argv and environment (the workload's, then its own;
-    ``$(VAR)`` expanded from them as Kubernetes does)."""
-    own = dict(env)
-    for var in step.env:
-        own[var.name] = expand(var.value, own)
-    argv = [expand(a, own) for a in [*step.command, *step.args]]
-    return {"name": step.name, "argv": argv, "env": own}
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -343,7 +323,7 @@ class LocalRuntime(Runtime):
         mounts = resolve_mounts(self.volumes, wdir, spec, uid)
         limits = volume_limits(self.volumes, spec)
         cwd_inside = spec.working_dir or sandbox.DEFAULT_HOME
-        port = _container_port(spec) if spec.kind == "server" else None
+        port = container_port(spec) if spec.kind == "server" else None
         env = {
             "PATH": f"{self.python_bin_dir}:{SYSTEM_PATH}",
             "HOME": cwd_inside,
@@ -360,7 +340,6 @@ class LocalRuntime(Runtime):
         for var in spec.env:  # later entries may refer to earlier ones, as in Kubernetes
             env[var.name] = expand(var.value, env)
         argv = [expand(a, env) for a in [*spec.command, *spec.args]]
-        init = [_init_step(step, env) for step in spec.init_containers]
         mounts.append(cwd_mount(cwd_inside, mounts, work))
         ro_binds, links = self._system_mounts
         user, group = (uid, uid) if uid is not None else (os.getuid(), os.getgid())
@@ -391,28 +370,18 @@ class LocalRuntime(Runtime):
             self.max_processes,
         )
         storage = spec.resources.limits.get("ephemeral-storage")
-        probe = spec.readiness_probe
         return {
             "kind": spec.kind,
             "argv": argv,
             "env": env,
-            # Run first, each to success, in the same sandbox (the supervisor's initialize).
-            "init": init,
+            "init": [init_step(step, env) for step in spec.init_containers],
             "cwd": str(wdir),
             "log": str(wdir / LOG),
             "port": port,
             "endpoint": str(self._endpoint_path(wdir)) if port is not None else None,
             "sandbox": box,
             "binding": binding,
-            "probe": {
-                "path": probe.http_get.path if probe.http_get else None,
-                "initialDelay": probe.initial_delay_seconds,
-                "period": probe.period_seconds,
-                "timeout": probe.timeout_seconds,
-                "failureThreshold": probe.failure_threshold,
-            }
-            if probe
-            else None,
+            "probe": probe_plan(spec.readiness_probe),
             "restartPolicy": spec.effective_restart_policy,
             "backoffLimit": spec.backoff_limit if spec.kind == "job" else None,
             "backoffBase": self.backoff_base,
