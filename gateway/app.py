@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gw = gw
     app.fast_path = ProxyFastPath(app.serve_routes, gw)
-    app.inference_lane = InferenceLane(gw)
+    app.inference_lane = InferenceLane(gw, app.fast_path)
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(request: Request, exc: GatewayError) -> Response:

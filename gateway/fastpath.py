@@ -137,8 +137,7 @@ class ProxyFastPath:
         target = routes.host_target(host, self.model_hosts.domain)
         if target is None:
             return None
-        ns, name = target
-        prefix = f"/{HOST_PREFIXES[self.gw.route_table.host_kind(ns, name)]}/{ns}/{name}"
+        prefix = self.model_prefix(*target)
         path: str = scope["path"]
         raw: bytes = scope.get("raw_path") or path.encode()
         if not path.startswith("/"):  # "*" (OPTIONS *): still below the model's prefix
@@ -149,6 +148,11 @@ class ProxyFastPath:
             "raw_path": prefix.encode() + raw,
             MODEL_HOST: host,
         }
+
+    def model_prefix(self, namespace: str, name: str) -> str:
+        """The path form's prefix of the model host ``{name}.{namespace}.{domain}``."""
+        kind = self.gw.route_table.host_kind(namespace, name)
+        return f"/{HOST_PREFIXES[kind]}/{namespace}/{name}"
 
     async def refuse_host(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The 404 of a host under the ingress domain that names no model (a WebSocket is

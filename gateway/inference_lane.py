@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from services.common.http_server import CoalescingHttpProtocol
+from services.common.http_server import CoalescingHttpProtocol, CoalescingTransport
 
 from . import routes
 from .authz import needed_role
@@ -56,6 +56,7 @@ from .upstream import (
 )
 
 if TYPE_CHECKING:
+    from .fastpath import ProxyFastPath
     from .gateway import Gateway
     from .upstream import _Connection
 
@@ -81,26 +82,58 @@ _HOSTS_CACHED = 1024
 class InferenceLane:
     """Admits requests to the lane (see the module's docstring); one per gateway."""
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Gateway, fast_path: ProxyFastPath) -> None:
         self.gw = gw
-        self._plain_hosts: dict[bytes, bool] = {}
+        self.fast_path = fast_path
+        self._hosts: dict[bytes, tuple[str, str] | bool] = {}
         self.served = 0  # requests answered in the lane: for tests and metrics
+        #: Exchanges waiting for their upstream, with their deadlines: one sweep a second
+        #: times them out, where a timer per request would cost more than the relaying.
+        self.waiting: dict[LaneExchange, float] = {}
+        self._sweeping = False
 
-    def plain_host(self, host: bytes) -> bool:
-        """Whether a Host header names the main origin: not a notebook's own origin, and
-        nothing under the ingress domain (KServe's ``{name}.{namespace}.{domain}``)."""
-        known = self._plain_hosts.get(host)
+    def wait_for(self, exchange: LaneExchange, loop: asyncio.AbstractEventLoop) -> None:
+        """Time ``exchange`` out after the pool's read timeout (to within a sweep)."""
+        seconds = self.gw.upstream.read_timeout
+        self.waiting[exchange] = loop.time() + seconds
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(min(1.0, seconds / 2), self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for exchange, deadline in list(self.waiting.items()):
+            if deadline <= now:
+                exchange.timed_out()
+        if self.waiting:
+            loop.call_later(min(1.0, self.gw.upstream.read_timeout / 2), self._sweep, loop)
+        else:
+            self._sweeping = False
+
+    def host_prefix(self, host: bytes) -> bytes | None:
+        """The path prefix a request on Host ``host`` is served under, as ``ProxyFastPath``
+        serves it: ``b""`` on the main origin, ``/serving/{ns}/{name}`` (or ``/graphs/...``)
+        on KServe's model host ``{name}.{ns}.{domain}``; None for the ASGI way to answer
+        (a notebook's origin, or a host under the ingress domain that names no model)."""
+        known = self._hosts.get(host)
         if known is None:
-            text = host.decode("latin-1")
-            name, _ = split_host(text)
-            origins = self.gw.notebook_origins
-            known = not name.endswith("." + self.gw.settings.ingress_domain.lower()) and (
-                origins is None or origins.parse_host(text) is None
-            )
-            if len(self._plain_hosts) >= _HOSTS_CACHED:
-                self._plain_hosts.clear()
-            self._plain_hosts[host] = known
-        return known
+            known = self._classify(split_host(host.decode("latin-1"))[0].removesuffix("."))
+            if len(self._hosts) >= _HOSTS_CACHED:
+                self._hosts.clear()
+            self._hosts[host] = known
+        if known is True:
+            return b""
+        if known is False:
+            return None
+        return self.fast_path.model_prefix(*known).encode()
+
+    def _classify(self, name: str) -> tuple[str, str] | bool:
+        """True: the main origin; (namespace, name): a model host; False: neither."""
+        model_hosts = self.fast_path.model_hosts
+        if model_hosts.claims(name):
+            return routes.host_target(name, model_hosts.domain) or False
+        origins = self.gw.notebook_origins
+        return origins is None or origins.parse_host(name) is None
 
     def admit(self, proto: GatewayHttpProtocol) -> LaneExchange | None:
         """The request whose head ``proto`` has just parsed, as a lane exchange, or None."""
@@ -113,14 +146,6 @@ class InferenceLane:
             or b"%" in url
             or b"/." in url
         ):
-            return None
-        raw_path = url.partition(b"?")[0]
-        try:
-            path = raw_path.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        match = routes.resolve(path)
-        if match is None or match.route.dynamic_kind not in LANE_KINDS:
             return None
         fields: dict[str, str] = {}
         for name, value in proto.headers:
@@ -135,8 +160,18 @@ class InferenceLane:
             or "expect" in fields
             or not length.isdigit()
             or int(length) > SMALL_BODY
-            or not self.plain_host(fields.get("host", "").encode("latin-1"))
         ):
+            return None
+        prefix = self.host_prefix(fields.get("host", "").encode("latin-1"))
+        if prefix is None:
+            return None
+        url = prefix + url
+        try:
+            path = url.partition(b"?")[0].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        match = routes.resolve(path)
+        if match is None or match.route.dynamic_kind not in LANE_KINDS:
             return None
         gw = self.gw
         if int(length) > gw.settings.max_body_bytes:
@@ -197,7 +232,6 @@ class LaneExchange:
         "response_complete",
         "disconnected",
         "message_event",
-        "_timer",
         "_started",
         "_streaming",
         "_released",
@@ -231,7 +265,6 @@ class LaneExchange:
         self.response_complete = False
         self.disconnected = False
         self.message_event = self
-        self._timer: asyncio.TimerHandle | None = None
         self._started = False  # the response head has been written to the client
         self._streaming = False
         self._released = False  # the upstream connection has gone back to the pool
@@ -239,23 +272,25 @@ class LaneExchange:
     # ---- the request -------------------------------------------------------------------
 
     def send(self) -> None:
-        """The request is whole: send it upstream and wait for callbacks."""
-        conn, pool = self.conn, self.lane.gw.upstream
+        """The request is whole: send it upstream and wait for callbacks. The write comes
+        first: what follows it overlaps the upstream's work."""
+        conn = self.conn
         body = bytes(self.body)
         head = UpstreamPool.request_head(
             self.method, self.target, self.host_header, self.headers, body
         )
-        if self.served is not None:
-            self.lane.gw.activity.begin(self.served)
         conn.start(head=False)
         conn.on_progress = self._progress
-        self._timer = self.proto.loop.call_later(pool.read_timeout, self._timed_out)
+        if self.served is not None:
+            self.lane.gw.activity.begin(self.served)
         try:
             conn.write(head + body if body else head)
         except UpstreamError as exc:
             # Closed by the upstream while idle: a POST is not replayed (UpstreamPool.request
             # retries idempotent requests only), so this is the ASGI way's 502 too.
             self._fail(exc)
+            return
+        self.lane.wait_for(self, self.proto.loop)
 
     def set(self) -> None:
         """uvicorn's protocol lost the client (``message_event.set()``)."""
@@ -275,23 +310,23 @@ class LaneExchange:
             # A large or streamed body: relayed as it comes, by a task.
             conn.on_progress = None
             self._streaming = True
-            if self._timer is not None:
-                self._timer.cancel()  # each chunk has its own read timeout now
+            self.lane.waiting.pop(self, None)  # each chunk has its own read timeout now
             self.lane.gw.upstream._release_slot(self.key)  # a stream may last for hours
             task = self.proto.loop.create_task(self._relay_stream())
             self.proto.tasks.add(task)
             task.add_done_callback(self.proto.tasks.discard)
 
     def _answer_whole(self) -> None:
+        """The whole response is here: to the client at once, then the bookkeeping (which
+        overlaps the client's reading it)."""
         conn = self.conn
-        status, headers = conn.status, conn.headers
+        status = conn.status
         body = conn.take_body() or b""
+        if not self.disconnected:
+            self.proto.transport.write_now(self._head(status, conn.headers, len(body)) + body)
         self._release(reuse=True)
-        if self.disconnected:
-            return
-        head = self._head(status, headers, len(body))
-        self.proto.transport.write(head + body)
-        self._complete(status)
+        if not self.disconnected:
+            self._complete(status)
 
     def _head(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
         """The response head for the client: the upstream's headers less the hop-by-hop
@@ -349,8 +384,7 @@ class LaneExchange:
 
     # ---- failures ------------------------------------------------------------------------
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def timed_out(self) -> None:
         self._fail(UpstreamTimeout("upstream timed out"))
 
     def _fail(self, exc: BaseException) -> None:
@@ -381,9 +415,7 @@ class LaneExchange:
         if self._released:
             return
         self._released = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.lane.waiting.pop(self, None)
         conn = self.conn
         conn.on_progress = None
         if not reuse:
@@ -412,10 +444,17 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
     lane (the app's ``inference_lane``) ahead of the ASGI request cycle."""
 
     lane: InferenceLane | None
+    transport: CoalescingTransport  # type: ignore[assignment]
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.lane = getattr(config.app, "inference_lane", None)
+
+    def on_message_begin(self) -> None:
+        """A new request: its ASGI scope is made only if it goes the ASGI way."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
 
     def on_headers_complete(self) -> None:
         lane = self.lane
@@ -424,6 +463,10 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
             if exchange is not None:
                 self.cycle = exchange  # type: ignore[assignment]
                 return
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()  # the scope, as uvicorn makes it
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:

@@ -46,6 +46,13 @@ class CoalescingTransport:
         for chunk in chunks:
             self.write(chunk)
 
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` at once, after anything pending: a whole response made in one
+        piece (gateway/inference_lane.py), where the end of the turn would only add latency."""
+        self.flush()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
     def flush(self) -> None:
         pending, self._pending = self._pending, None
         # A connection lost meanwhile (the client left) takes nothing more; uvloop would

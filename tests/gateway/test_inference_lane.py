@@ -351,3 +351,22 @@ async def test_lane_in_oidc_mode_serves_verified_tokens_and_leaves_refusals(
     finally:
         gw.route_table.remove("inferenceservice", NS, "m")
         await server.stop()
+
+
+async def test_lane_serves_kserve_host_form_as_the_path_form(single_user: ServedGateway) -> None:
+    """``Host: {name}.{ns}.example.com`` takes the lane too, upstream as the path form
+    (``ProxyFastPath.on_model_host``); a host under the domain that names no model is the
+    ASGI way's 404."""
+    lane = lane_of(single_user)
+    host = {"host": f"m.{NS}.example.com"}
+    async with httpx.AsyncClient(base_url=single_user.url, timeout=15) as c:
+        await c.post(INFER, content=b"{}")
+        before = lane.served
+        by_host = await c.post("/v2/models/m/infer", content=b'{"a":1}', headers=host)
+        assert lane.served == before + 1
+        by_path = await c.post(INFER, content=b'{"a":1}')
+        assert comparable(by_host) == comparable(by_path)
+        assert by_host.json()["path"] == INFER and by_host.json()["body_bytes"] == 7
+        bad = await c.post("/v2/models/m/infer", content=b"{}", headers={"host": "x.example.com"})
+        assert bad.status_code == 404 and "{name}.{namespace}.example.com" in bad.json()["message"]
+        assert lane.served == before + 2
