@@ -52,13 +52,16 @@ $(OIDC_STAMP): $(OIDC_DIR)/package.json $(wildcard $(OIDC_DIR)/package-lock.json
 	touch $@
 
 # The HTTP benchmarks measure with wrk (a C load generator); without it they fall back to a
-# Python client that competes with the servers for the two cores, and say so.
+# Python client that competes with the servers for the two cores, and say so. bench_serving.py
+# measures the same hop through haproxy beside the gateway, as a reference.
 .PHONY: loadgen
 loadgen:
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	@{ command -v wrk && command -v haproxy; } >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } || \
-	  echo "warning: wrk not installed; HTTP benchmarks use a Python client" >&2
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy; } || \
+	  echo "warning: wrk or haproxy not installed; HTTP benchmarks use a Python client" \
+	    "and print no native-proxy reference" >&2
 
 # The browser tests drive Debian's chromium. A machine without apt gets a skip that says so;
 # in CI (CI=true) a missing browser fails instead, since its tests would skip.

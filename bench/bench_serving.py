@@ -233,19 +233,47 @@ def measure(url: str, seconds: float, concurrency: int, script: Path | None) -> 
 
 
 def interleaved(
-    direct: str, via: str, seconds: float, conc: int, script: Path | None, rounds: int
-) -> tuple[Run, Run]:
-    """Direct and gateway runs alternated ``rounds`` times; each side's median run (by req/s):
-    on a shared machine one run can fall into another process's burst."""
-    pairs = [
-        (measure(direct, seconds, conc, script), measure(via, seconds, conc, script))
-        for _ in range(max(1, rounds))
-    ]
+    urls: list[str], seconds: float, conc: int, script: Path | None, rounds: int
+) -> list[Run]:
+    """The ``urls`` measured in turn, ``rounds`` times; each one's median run (by req/s): on
+    a shared machine one run can fall into another process's burst."""
+    runs: list[list[Run]] = [[] for _ in urls]
+    for _ in range(max(1, rounds)):
+        for i, url in enumerate(urls):
+            runs[i].append(measure(url, seconds, conc, script))
+    return [sorted(r, key=lambda run: run.rps)[len(r) // 2] for r in runs]
 
-    def median(runs: list[Run]) -> Run:
-        return sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
 
-    return median([p[0] for p in pairs]), median([p[1] for p in pairs])
+def start_native_proxy(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    """HAProxy (HTTP mode, keep-alive both ways, one thread, no authentication) in front of
+    the direct model server, or None when it is not installed (``make loadgen`` installs it):
+    what the extra hop alone costs on this machine, whatever proxies it."""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        log.warning("haproxy not found (make loadgen): no native-proxy reference line")
+        return None
+    port = free_port()
+    config = tmp / "haproxy.cfg"
+    config.write_text(
+        "global\n    nbthread 1\n"
+        "defaults\n    mode http\n    option http-keep-alive\n    timeout connect 5s\n"
+        "    timeout client 60s\n    timeout server 60s\n"
+        f"listen model\n    bind 127.0.0.1:{port}\n    server m 127.0.0.1:{upstream_port}\n"
+    )
+    proc = subprocess.Popen(
+        [haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.terminate()
+    log.warning("haproxy did not start: no native-proxy reference line")
+    return None
 
 
 def batching(model_dir: Path, direct: str, seconds: float, script: Path | None) -> None:
@@ -325,18 +353,27 @@ def main() -> int:
             }
         )
         direct_server: subprocess.Popen[bytes] | None = None
+        native_proxy: subprocess.Popen[bytes] | None = None
         try:
             model_dir = deploy(platform)
             direct_server, direct_port = start_model_server(model_dir, NAME)
             direct = f"http://127.0.0.1:{direct_port}/v2/models/{NAME}/infer"
             via = f"{platform.gateway_url}/serving/{NS}/{NAME}/v2/models/{NAME}/infer"
-            measure(direct, 1, 4, script)  # warm both paths
-            measure(via, 1, 4, script)
+            native = start_native_proxy(Path(tmp), direct_port)
+            if native is not None:
+                native_proxy = native[0]
+                urls = [direct, via, f"http://127.0.0.1:{native[1]}/v2/models/{NAME}/infer"]
+            else:
+                urls = [direct, via]
+            for url in urls:
+                measure(url, 1, 4, script)  # warm every path
             ok = True
             log.info("%-11s %5s %10s %9s %9s", "path", "conc", "req/s", "p50 ms", "p99 ms")
             for conc in args.concurrency:
-                d, g = interleaved(direct, via, args.seconds, conc, script, args.rounds)
-                for label, run in (("direct", d), ("gateway", g)):
+                runs = interleaved(urls, args.seconds, conc, script, args.rounds)
+                d, g = runs[0], runs[1]
+                labels = ("direct", "gateway", "haproxy")
+                for label, run in zip(labels, runs, strict=False):
                     log.info("%-11s %5d %10.0f %9.2f %9.2f", label, conc, run.rps, run.p50, run.p99)
                 ratio, added = g.rps / d.rps, g.p50 - d.p50
                 # Added p50 counts where latency is the proxy's own (concurrency 1); saturated,
@@ -353,6 +390,13 @@ def main() -> int:
                     added,
                     "PASS" if passed else "FAIL",
                 )
+                if len(runs) > 2:
+                    log.info(
+                        "  reference, the same hop through a native proxy with no authentication "
+                        "(haproxy -> direct server): %.2fx of direct; the gateway %.2fx of it",
+                        runs[2].rps / d.rps,
+                        g.rps / runs[2].rps,
+                    )
             batching(model_dir, direct, args.seconds, script)
             if args.cold_start:
                 cold = cold_starts(platform, args.cold_start)
@@ -368,9 +412,10 @@ def main() -> int:
                     statistics.median(cold) - statistics.median(alone),
                 )
         finally:
-            if direct_server is not None:
-                direct_server.terminate()
-                direct_server.wait(timeout=10)
+            for proc in (native_proxy, direct_server):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(timeout=10)
             platform.stop()
     return 0 if ok else 1
 
