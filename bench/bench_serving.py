@@ -10,6 +10,8 @@ only the gateway reaches) and to ``/serving/{ns}/{name}/v2/models/{name}/infer``
 gateway, and prints req/s, p50/p99 and the ratios, with PASS/FAIL against issue 15's targets
 (>= 0.8x throughput at concurrency 1 and >= 0.9x above it; <= 2 ms added p50 at concurrency
 1, where latency is not queueing). On a shared two-core machine the numbers move with the load.
+Beside them, in the same interleaved rounds, a reference: the direct server behind HAProxy
+(HTTP keep-alive, no authentication), what the extra hop costs a native proxy here.
 Then a batching line per concurrency (16, 64): the direct server against a second one started
 with the batcher (``--max-batch-size``/``--max-latency-ms``, BATCHER), interleaved, and their
 ratio (informational: no target).
