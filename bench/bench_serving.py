@@ -201,16 +201,23 @@ def start_model_server(
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 60
+    if v2_ready(port, 60):
+        return proc, port
+    proc.terminate()
+    raise RuntimeError("the model server never became ready")
+
+
+def v2_ready(port: int, seconds: float) -> bool:
+    """Whether ``127.0.0.1:port`` answers V2 readiness within ``seconds``."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                return proc, port
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.02)
-    proc.terminate()
-    raise RuntimeError("the model server never became ready")
+    return False
 
 
 def server_starts(model_dir: Path, times: int) -> list[float]:
@@ -265,14 +272,8 @@ def start_native_proxy(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen[
     proc = subprocess.Popen(
         [haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                return proc, port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
+    if v2_ready(port, 10):
+        return proc, port
     proc.terminate()
     log.warning("haproxy did not start: no native-proxy reference line")
     return None
