@@ -11,6 +11,7 @@ a request went.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -156,15 +157,19 @@ async def test_lane_http10_client_gets_connection_close(single_user: ServedGatew
     assert lane_of(single_user).served == before + 1
 
 
+@contextlib.asynccontextmanager
 async def raw_gateway(
     gateway_state: Path, gateway_db: str, handler: Callable[..., Any], name: str
-) -> tuple[ServedGateway, RawServer]:
-    raw = RawServer(handler)
-    await raw.__aenter__()
-    settings = gateway_settings(gateway_state, raw.url, gateway_db, auth_mode="single-user")
-    server = await served(settings)
-    gw_of(server).route_table.upsert("inferenceservice", NS, name, [(raw.url, 1)])
-    return server, raw
+) -> AsyncIterator[tuple[ServedGateway, RawServer]]:
+    """A served gateway whose InferenceService ``name`` is a raw TCP server's ``handler``."""
+    async with RawServer(handler) as raw:
+        settings = gateway_settings(gateway_state, raw.url, gateway_db, auth_mode="single-user")
+        server = await served(settings)
+        gw_of(server).route_table.upsert("inferenceservice", NS, name, [(raw.url, 1)])
+        try:
+            yield server, raw
+        finally:
+            await server.stop()
 
 
 async def test_lane_streams_server_sent_events_as_they_come(
@@ -194,9 +199,8 @@ async def test_lane_streams_server_sent_events_as_they_come(
             writer.write(b"0\r\n\r\n")
             await writer.drain()
 
-    server, raw = await raw_gateway(gateway_state, gateway_db, sse, "chat")
-    url = f"/serving/{NS}/chat/openai/v1/chat/completions"
-    try:
+    async with raw_gateway(gateway_state, gateway_db, sse, "chat") as (server, raw):
+        url = f"/serving/{NS}/chat/openai/v1/chat/completions"
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
             release.set()
             warm = await c.post(url, json={"stream": True})
@@ -217,9 +221,6 @@ async def test_lane_streams_server_sent_events_as_they_come(
             # The connection is kept and reused: the next answer comes the same way.
             assert (await c.post(url, json={})).text.count("data:") == 3
         assert len(connections) == 3 and len(set(connections)) == 1
-    finally:
-        await server.stop()
-        await raw.__aexit__()
 
 
 async def test_lane_client_leaving_a_stream_closes_the_upstream(
@@ -249,10 +250,9 @@ async def test_lane_client_leaving_a_stream_closes_the_upstream(
             upstream_gone.set()
             raise
 
-    server, raw = await raw_gateway(gateway_state, gateway_db, endless, "endless")
-    gw = gw_of(server)
-    url = f"/serving/{NS}/endless/v2/models/endless/infer"
-    try:
+    async with raw_gateway(gateway_state, gateway_db, endless, "endless") as (server, raw):
+        gw = gw_of(server)
+        url = f"/serving/{NS}/endless/v2/models/endless/infer"
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
             assert (await c.post(url, content=b"{}")).text == "ok"
             before = lane_of(server).served
@@ -266,9 +266,6 @@ async def test_lane_client_leaving_a_stream_closes_the_upstream(
         await asyncio.wait_for(upstream_gone.wait(), 10)
         assert gw.activity.in_flight[(NS, "endless")] == 0
         assert lane_of(server).served == before  # it never completed
-    finally:
-        await server.stop()
-        await raw.__aexit__()
 
 
 async def test_lane_upstream_failures_are_status_answers(
@@ -291,10 +288,9 @@ async def test_lane_upstream_failures_are_status_answers(
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             await writer.drain()
 
-    server, raw = await raw_gateway(gateway_state, gateway_db, flaky, "flaky")
-    lane = lane_of(server)
-    url = f"/serving/{NS}/flaky/v2/models/flaky/infer"
-    try:
+    async with raw_gateway(gateway_state, gateway_db, flaky, "flaky") as (server, raw):
+        lane = lane_of(server)
+        url = f"/serving/{NS}/flaky/v2/models/flaky/infer"
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
             assert (await c.post(url, content=b"{}")).text == "ok"
             mode["next"] = "close"
@@ -314,9 +310,6 @@ async def test_lane_upstream_failures_are_status_answers(
             assert r.json()["reason"] == "Timeout" and time.monotonic() - started < 5
             assert r.headers["x-content-type-options"] == "nosniff"
             assert lane.served == before + 2
-    finally:
-        await server.stop()
-        await raw.__aexit__()
 
 
 async def test_lane_in_oidc_mode_serves_verified_tokens_and_leaves_refusals(
