@@ -32,6 +32,16 @@ CLAIMS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
 FINISHED = ("Succeeded", "Failed", "Error")
 
 T = TypeVar("T")
+#: The chaos clients drop an idle connection after this many seconds, below the servers' own
+#: keep-alive timeout (uvicorn's 5 s): a connection the server is closing just then is not
+#: reused (seen once as "Connection reset by peer" on the test's own client).
+CLIENT_KEEPALIVE_SECONDS = 2.0
+
+
+def api_client(gateway: str, timeout: float | httpx.Timeout = 20) -> httpx.Client:
+    """The chaos tests' HTTP client of the gateway."""
+    limits = httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_SECONDS)
+    return httpx.Client(base_url=gateway, timeout=timeout, limits=limits)
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
@@ -218,7 +228,7 @@ class WorkflowWatcher:
         return [(t, rv, p) for t, n, rv, p in list(self.events) if n == name]
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.gateway, timeout=httpx.Timeout(10, read=30)) as client:
+        with api_client(self.gateway, httpx.Timeout(10, read=30)) as client:
             while not self._stop.is_set():
                 try:
                     self._stream(client)
@@ -440,7 +450,7 @@ class InferenceTraffic:
             self._thread.join(timeout=15)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.gateway, timeout=10) as client:
+        with api_client(self.gateway, 10) as client:
             while not self._stop.wait(self.every):
                 try:
                     r = client.post(self.url, json={"instances": SAMPLES})

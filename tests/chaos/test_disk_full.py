@@ -16,13 +16,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import httpx
-
 from tests import specs
 from tests.chaos.conftest import ChaosPlatform
 from tests.chaos.mix import (
     ARGO,
     CLAIMS,
+    api_client,
     create_claim,
     experiment_condition,
     finished_workflow,
@@ -61,7 +60,7 @@ def test_disk_full_fails_the_workload_with_a_clear_reason_and_the_platform_runs_
     chaos_platform: ChaosPlatform,
 ) -> None:
     cp = chaos_platform
-    api = httpx.Client(base_url=cp.gateway, timeout=20)
+    api = api_client(cp.gateway)
     start_experiment(api, "chaos-disk", trials=4, parallel=2, seconds=2)
     start_workflow(api, "wf-steady", first_step_seconds=4)
 

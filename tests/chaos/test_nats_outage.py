@@ -18,7 +18,6 @@ import logging
 import time
 from collections import defaultdict
 
-import httpx
 import nats
 
 from services.common.events.streams import stream_name
@@ -27,6 +26,7 @@ from tests.chaos.conftest import OUTAGE_SECONDS, ChaosPlatform
 from tests.chaos.mix import (
     all_ready_again,
     all_unready,
+    api_client,
     assert_completions_applied_once,
     assert_work_done,
     check_watch_saw_every_change,
@@ -75,7 +75,7 @@ def test_nats_outage_outbox_holds_events_and_delivers_each_once_in_order(
     chaos_platform: ChaosPlatform,
 ) -> None:
     cp = chaos_platform
-    api = httpx.Client(base_url=cp.gateway, timeout=20)
+    api = api_client(cp.gateway)
     start_rv, watcher = start_load(
         api, cp.gateway, "chaos-nats", trials=TRIALS, seconds=2, workflows={"wf-before": 4}
     )

@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 import time
 
-import httpx
-
 from tests.chaos.conftest import OUTAGE_SECONDS, ChaosPlatform
 from tests.chaos.mix import (
     ARGO,
     KATIB,
     all_ready_again,
     all_unready,
+    api_client,
     assert_work_done,
     check_watch_saw_every_change,
     finished_work,
@@ -40,7 +39,7 @@ def test_postgres_outage_services_unready_then_resume_with_nothing_lost(
     chaos_platform: ChaosPlatform,
 ) -> None:
     cp = chaos_platform
-    api = httpx.Client(base_url=cp.gateway, timeout=20)
+    api = api_client(cp.gateway)
     # wf-short's first step ends while Postgres is away; wf-long's outlasts the outage.
     start_rv, watcher = start_load(
         api,

@@ -38,6 +38,7 @@ from tests.chaos.mix import (
     KATIB,
     NS,
     InferenceTraffic,
+    api_client,
     assert_completions_applied_once,
     assert_work_done,
     check_watch_saw_every_change,
@@ -114,7 +115,7 @@ def _kill(cp: ChaosPlatform, victim: str) -> tuple[int, float]:
 
 def test_sigkill_each_service_and_the_gateway_under_load(chaos_platform: ChaosPlatform) -> None:
     cp = chaos_platform
-    api = httpx.Client(base_url=cp.gateway, timeout=20)
+    api = api_client(cp.gateway)
     create_claim(api, "models")
     models = wait_until("the claim bound", lambda: _volume(cp, "models"), 30)
     start_sklearn_isvc(api, "iris", models, "models")
