@@ -78,7 +78,7 @@ async def test_lane_answers_exactly_as_the_asgi_way(single_user: ServedGateway) 
         before = lane.served
         with_lane = [comparable(await c.post(INFER, content=b)) for b in bodies]
         assert lane.served == before + len(bodies)
-    app = single_user.server.config.app
+    app: Any = single_user.server.config.app
     app.inference_lane = None  # read per connection: a new client gets the ASGI way
     try:
         async with httpx.AsyncClient(base_url=single_user.url, timeout=15) as c:
