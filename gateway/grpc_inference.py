@@ -16,6 +16,11 @@ so any V2 REST server works behind it and a workload needs one port. Failures ar
 codes: UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND (no such InferenceService or model),
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
 
+``ModelStreamInfer`` (Triton's bidirectional stream, which tritonclient's ``start_stream``
+opens) is authorized once, when the stream opens, like a unary call; then each request message
+is inferred as ``ModelInfer`` would, up to ``MAX_IN_FLIGHT`` at once, and answered in order as
+a ``ModelStreamInferResponse``: a failed request is its ``error_message`` and the stream goes on.
+
 The generated messages live in the ``inference`` protobuf package, as do tritonclient's:
 one process cannot import both, so only the gateway's gRPC listener imports this module.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -37,7 +42,7 @@ from . import routes
 from .auth import AuthError
 from .errors import DataPlaneError, GatewayError
 from .fastpath import ProxyFastPath
-from .grpc_server import Call, Code, GRPCError, start_server
+from .grpc_server import Call, Code, GRPCError, StreamHandler, start_server
 from .grpc_tensors import HEADER_LENGTH, fill_response, rest_request
 from .upstream import UpstreamError, UpstreamTimeout
 
@@ -45,6 +50,10 @@ log = logging.getLogger(__name__)
 
 SERVICE = "/inference.GRPCInferenceService/"
 TARGET_METADATA = "x-shipyard-inferenceservice"
+STREAM_INFER = SERVICE + "ModelStreamInfer"
+#: A stream's requests being inferred at once; their answers still go in order, and the
+#: stream's next request messages wait (under flow control) while this many are pending.
+MAX_IN_FLIGHT = 8
 #: REST statuses of the model server as gRPC codes (others: INTERNAL for 5xx, UNKNOWN).
 HTTP_CODES = {
     400: Code.INVALID_ARGUMENT,
@@ -121,14 +130,83 @@ class InferenceService:
             raise GRPCError(Code.INVALID_ARGUMENT, f"the {method} request does not parse") from None
         namespace, name = target_of(call, self.domain)
         await self.authorize(call, namespace, name)
+        response = await self.answer(namespace, name, handler, request)
+        return response.SerializeToString()  # type: ignore[no-any-return]
+
+    async def answer(
+        self,
+        namespace: str,
+        name: str,
+        handler: Callable[[Target, Any], Awaitable[Any]],
+        request: Any,
+    ) -> Any:
+        """``handler``'s answer from the InferenceService's model server (activated if it
+        is scaled to zero), counted as its activity."""
         target = Target(namespace, name, await self.endpoint(namespace, name))
         key = (namespace, name)
         self.gw.activity.begin(key)
         try:
-            response = await handler(target, request)
+            return await handler(target, request)
         finally:
             self.gw.activity.end(key)
-        return response.SerializeToString()  # type: ignore[no-any-return]
+
+    async def stream_infer(
+        self, call: Call, requests: AsyncIterator[bytes]
+    ) -> AsyncGenerator[bytes, None]:
+        """``ModelStreamInfer``: authorized once, then every request message answered, in
+        order, while later ones are already being inferred."""
+        namespace, name = target_of(call, self.domain)
+        await self.authorize(call, namespace, name)
+        pending: asyncio.Queue[asyncio.Future[bytes] | None] = asyncio.Queue(MAX_IN_FLIGHT)
+        reader = asyncio.create_task(self.read_stream(namespace, name, requests, pending))
+        try:
+            while (next_answer := await pending.get()) is not None:
+                yield await next_answer
+        finally:
+            reader.cancel()
+            while not pending.empty():
+                if (left := pending.get_nowait()) is not None:
+                    left.cancel()
+
+    async def read_stream(
+        self,
+        namespace: str,
+        name: str,
+        requests: AsyncIterator[bytes],
+        pending: asyncio.Queue[asyncio.Future[bytes] | None],
+    ) -> None:
+        """Start inferring each request message as it comes (waiting while ``pending`` is
+        full); a broken request stream (a message too large, one that does not inflate) is
+        queued after the answers before it, as the call's failure."""
+        try:
+            async for message in requests:
+                await pending.put(
+                    asyncio.ensure_future(self.stream_answer(namespace, name, message))
+                )
+        except Exception as exc:  # noqa: BLE001 - any failure ends the call, after its answers
+            failed: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            if not isinstance(exc, GRPCError):
+                log.exception("gRPC ModelStreamInfer's requests failed")
+                exc = GRPCError(Code.INTERNAL, "internal error in the gateway")
+            failed.set_exception(exc)
+            await pending.put(failed)
+            return
+        await pending.put(None)
+
+    async def stream_answer(self, namespace: str, name: str, message: bytes) -> bytes:
+        """One ``ModelStreamInferResponse``: the inference, or why it failed."""
+        try:
+            request = pb.ModelInferRequest.FromString(message)
+        except Exception:  # noqa: BLE001 - protobuf's DecodeError and the C module's own
+            return stream_response(error="the ModelInferRequest does not parse")
+        try:
+            response = await self.answer(namespace, name, self.model_infer, request)
+        except GRPCError as exc:
+            return stream_response(error=exc.message)
+        except Exception:
+            log.exception("gRPC ModelStreamInfer for %s/%s failed", namespace, name)
+            return stream_response(error="internal error in the gateway")
+        return stream_response(response.SerializeToString())
 
     async def authorize(self, call: Call, namespace: str, name: str) -> None:
         """As for REST: authenticate the metadata, then the edit role in ``namespace``."""
@@ -276,6 +354,29 @@ def model_path(model: str, version: str, suffix: str = "") -> str:
     return path + suffix
 
 
+def stream_response(infer_response: bytes = b"", error: str = "") -> bytes:
+    """A serialized ``ModelStreamInferResponse`` (Triton's: ``string error_message = 1;
+    ModelInferResponse infer_response = 2;``). Written here rather than generated: the two
+    length-delimited fields are all it is, and our proto keeps KServe's unary service."""
+    if error:
+        return _delimited(1, error.encode())
+    return _delimited(2, infer_response)
+
+
+def _delimited(number: int, value: bytes) -> bytes:
+    """A protobuf length-delimited field: key, varint length, bytes."""
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def upstream_error(status: int, body: bytes) -> GRPCError:
     """The model server's error answer as a gRPC error, with its message."""
     try:
@@ -295,7 +396,8 @@ async def start_listener(app: Any, settings: Any) -> asyncio.Server | None:
     service = InferenceService(app.fast_path, settings.ingress_domain)
     port = settings.gateway_grpc_port
     try:
-        server = await start_server(service, settings.host, port, settings.max_body_bytes)
+        streams: dict[str, StreamHandler] = {STREAM_INFER: service.stream_infer}
+        server = await start_server(service, settings.host, port, settings.max_body_bytes, streams)
     except OSError as exc:
         log.error("no gRPC inference listener on %s:%s: %s", settings.host, port, exc)
         return None

@@ -8,16 +8,23 @@ second@example.com owns ``grpc-b``. The gateway's gRPC port is a free one
 (``SHIPYARD_GATEWAY_GRPC_PORT``); calls name the InferenceService by the authority
 ``{name}.{namespace}.example.com`` or by the ``x-shipyard-inferenceservice`` metadata.
 Short scaling timings let one service scale to zero and be activated by a gRPC call.
+What tritonclient cannot send (an unknown grpc-encoding, a decompression bomb) is sent by
+``raw_call``, a few lines of h2 client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import numpy as np
 import pytest
@@ -355,6 +362,200 @@ def test_grpc_port_speaks_http2_only(grpc_platform: Any, served: Any) -> None:
         while chunk := sock.recv(65536):
             data += chunk
     assert b"HTTP/1.1" not in data
+
+
+# ---- compression
+
+
+def many_rows_input(rows: int = 512) -> dict[str, Any]:
+    """SAMPLES repeated: a request that compresses well (grpc core sends a message
+    uncompressed when compressing would not make it smaller)."""
+    return {"name": "input-0", "datatype": "FP32", "data": SAMPLES * (rows // len(SAMPLES))}
+
+
+def test_grpc_compressed_requests_gzip_and_deflate(grpc_platform: Any, served: Any) -> None:
+    rows = many_rows_input()
+    call = {"method": "infer", "args": ["iris"], "inputs": [rows], "headers": as_user(ALICE)}
+    plain, gzip, deflate = triton.run(
+        grpc_platform.address,
+        [call, {**call, "compression": "gzip"}, {**call, "compression": "deflate"}],
+        authority("iris"),
+    )
+    expected = predicted(served) * (len(rows["data"]) // len(SAMPLES))
+    assert plain["reply"][0]["data"] == expected
+    assert gzip == plain and deflate == plain
+
+
+def raw_call(
+    port: int, headers: list[tuple[str, str]], message: bytes, flag: int = 0
+) -> dict[str, str]:
+    """One ModelInfer call on iris with h2 by hand, the request message sent with the
+    Compressed-Flag ``flag`` as flow control allows: the answer's headers and trailers."""
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    )
+    body = memoryview(bytes([flag]) + len(message).to_bytes(4, "big") + message)
+    answer: dict[str, str] = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        request = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/inference.GRPCInferenceService/ModelInfer"),
+            (":authority", authority("iris")),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("authorization", f"Bearer {TOKENS[ALICE]}"),
+            *headers,
+        ]
+        conn.send_headers(sid, request)
+        ended = done = False
+        while not done:
+            while body and (room := conn.local_flow_control_window(sid)) > 0:
+                size = min(len(body), room, conn.max_outbound_frame_size)
+                conn.send_data(sid, bytes(body[:size]))
+                body = body[size:]
+            if not body and not ended:
+                conn.end_stream(sid)
+                ended = True
+            sock.sendall(conn.data_to_send())
+            data = sock.recv(65536)
+            assert data, f"the connection closed; so far {answer}"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                    answer.update(dict(event.headers))  # type: ignore[arg-type]
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                done = done or isinstance(event, h2.events.StreamEnded | h2.events.StreamReset)
+    return answer
+
+
+def gzip_bomb(size: int = 1 << 30) -> bytes:
+    """``size`` zero bytes as a valid gzip member of about 1 MiB: each MiB is compressed
+    after a full flush (so it compresses alike), repeated, then the real CRC and length."""
+    chunk = bytes(1 << 20)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    first = deflater.compress(chunk) + deflater.flush(zlib.Z_FULL_FLUSH)
+    unit = deflater.compress(chunk) + deflater.flush(zlib.Z_FULL_FLUSH)
+    end = deflater.flush()[:-8]  # the last block; the trailer covers two chunks only
+    crc = 0
+    for _ in range(size // len(chunk)):
+        crc = zlib.crc32(chunk, crc)
+    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return first + unit * (size // len(chunk) - 1) + end + trailer
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set (bytes), from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_grpc_decompression_bomb_resource_exhausted(grpc_platform: Any, served: Any) -> None:
+    """1 GiB of zeros, gzip-compressed to about 1 MiB (under the 32 MiB message limit): the
+    gateway stops inflating at the limit, quickly, and its memory never holds the GiB."""
+    bomb = gzip_bomb()
+    assert len(bomb) < 2 << 20 and zlib.decompressobj(31).decompress(bomb, 1 << 20) == bytes(
+        1 << 20
+    )
+    gateway = next(c for c in grpc_platform.children if c.name == "gateway")
+    assert gateway.proc is not None
+    before = peak_rss(gateway.proc.pid)
+    started = time.monotonic()
+    answer = raw_call(grpc_platform.grpc_port, [("grpc-encoding", "gzip")], bomb, flag=1)
+    elapsed = time.monotonic() - started
+    assert answer["grpc-status"] == "8", answer  # RESOURCE_EXHAUSTED
+    assert "larger than 33554432 bytes once decompressed" in answer["grpc-message"]
+    assert elapsed < 5, elapsed
+    assert peak_rss(gateway.proc.pid) < before + (256 << 20)
+
+
+def test_grpc_unknown_encoding_unimplemented(grpc_platform: Any, served: Any) -> None:
+    answer = raw_call(grpc_platform.grpc_port, [("grpc-encoding", "snappy")], b"", flag=1)
+    assert answer["grpc-status"] == "12", answer  # UNIMPLEMENTED
+    assert "'snappy' is not supported" in answer["grpc-message"]
+    assert "gzip" in answer["grpc-message"] and "deflate" in answer["grpc-message"]
+    assert set(answer["grpc-accept-encoding"].split(",")) == {"identity", "deflate", "gzip"}
+
+
+def test_grpc_compressed_flag_without_encoding_refused(grpc_platform: Any, served: Any) -> None:
+    """The Compressed-Flag on a call without grpc-encoding is the protocol's INTERNAL."""
+    answer = raw_call(grpc_platform.grpc_port, [], zlib.compress(b"x" * 100), flag=1)
+    assert answer["grpc-status"] == "13", answer
+    assert "without a grpc-encoding" in answer["grpc-message"]
+
+
+# ---- ModelStreamInfer
+
+
+def test_grpc_stream_infer_answers_in_order(grpc_platform: Any, served: Any) -> None:
+    """N requests on one stream, N callbacks, each the model's predictions, in order;
+    compressed requests on a stream too."""
+    requests = [{"inputs": [sample_input()]}] * 3 + [
+        {"inputs": [{"name": "input-0", "datatype": "FP32", "data": SAMPLES[:k]}]}
+        for k in (1, 2, 3)
+    ] * 4
+    stream: dict[str, Any] = {
+        "method": "stream",
+        "args": ["iris"],
+        "requests": requests,
+        "headers": as_user(ALICE),
+    }
+    (plain, gzip) = triton.run(
+        grpc_platform.address, [stream, {**stream, "compression": "gzip"}], authority("iris")
+    )
+    answers = plain["reply"]
+    assert [a.get("id") for a in answers] == [str(i) for i in range(len(requests))], answers
+    for answer, request in zip(answers, requests, strict=True):
+        rows = request["inputs"][0]["data"]
+        (out,) = answer["outputs"]
+        assert out["data"] == predicted(served)[: len(rows)] and out["shape"] == [len(rows)]
+    assert gzip == plain
+
+
+def test_grpc_stream_failed_request_keeps_stream_open(grpc_platform: Any, served: Any) -> None:
+    """A request the model server refuses is that request's error_message; the ones after it
+    are answered."""
+    bad = {"name": "input-0", "datatype": "FP32", "zeros": [2, 4], "shape": [3, 4]}
+    (result,) = triton.run(
+        grpc_platform.address,
+        [
+            {
+                "method": "stream",
+                "args": ["iris"],
+                "requests": [{"inputs": [sample_input()]}, {"inputs": [bad]}]
+                + [{"inputs": [sample_input()]}],
+                "headers": as_user(ALICE),
+            }
+        ],
+        authority("iris"),
+    )
+    first, failed, last = result["reply"]
+    assert first["outputs"][0]["data"] == predicted(served) == last["outputs"][0]["data"]
+    assert "input-0" in failed["message"], failed
+    assert last["id"] == "2"
+
+
+def test_grpc_stream_other_tenant_refused(grpc_platform: Any, served: Any) -> None:
+    """A stream to another tenant's model is PERMISSION_DENIED as a unary call is, and no
+    request on it is answered."""
+    (result,) = triton.run(
+        grpc_platform.address,
+        [
+            {
+                "method": "stream",
+                "args": ["iris"],
+                "requests": [{"inputs": [sample_input()]}] * 2,
+                "headers": as_user(BOB),
+            }
+        ],
+        authority("iris"),
+    )
+    (refusal,) = result["reply"]
+    assert refusal["status"] == "StatusCode.PERMISSION_DENIED", refusal
+    assert BOB in refusal["message"] and NS_A in refusal["message"]
 
 
 # ---- the ModelInfer conversion alone (gateway/grpc_tensors.py). Our messages: this process

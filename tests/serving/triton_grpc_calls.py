@@ -6,7 +6,11 @@ fork handlers can then abort such a child before it execs. Standard input is JSO
 ``{"address": "HOST:PORT", "options": [[name, value], ...], "calls": [{"method": a method of
 tritonclient.grpc.InferenceServerClient, "args": [...], "headers": {...}}]}``; an ``infer``
 call gives ``"inputs": [{"name", "datatype", "data" (nested lists) or "zeros" (a shape)}]``;
-``{"method": "sleep", "args": [seconds]}`` paces a series (and has no result).
+``{"method": "sleep", "args": [seconds]}`` paces a series (and has no result);
+``"compression": "gzip"`` or ``"deflate"`` compresses an ``infer``'s or a ``stream``'s requests.
+``{"method": "stream", "args": [model], "requests": [{"inputs": [...]}, ...]}`` sends the
+requests on one ``start_stream`` (ModelStreamInfer) and its reply is the callbacks, in order:
+``{"id", "outputs"}`` or ``{"status", "message"}``.
 Standard output is one JSON list, per call ``{"reply": ...}`` (a bool, a message as a dict,
 or for ``infer`` the outputs as ``{"name", "datatype", "shape", "data"}``) or
 ``{"status": "StatusCode.NOT_FOUND", "message": str}``.
@@ -43,12 +47,12 @@ def call(address: str, method: str, *args: Any, authority: str | None = None, **
     return run(address, [{"method": method, "args": list(args), **kw}], authority)[0]
 
 
-def _infer(client: Any, grpcclient: Any, c: dict[str, Any]) -> list[dict[str, Any]]:
+def _inputs(grpcclient: Any, specs: list[dict[str, Any]]) -> list[Any]:
     import numpy as np
     from tritonclient.utils import triton_to_np_dtype
 
     inputs = []
-    for spec in c["inputs"]:
+    for spec in specs:
         dtype = triton_to_np_dtype(spec["datatype"])
         if "zeros" in spec:  # a large tensor, not sent through JSON
             data = np.zeros(spec["zeros"], dtype=dtype)
@@ -59,7 +63,21 @@ def _infer(client: Any, grpcclient: Any, c: dict[str, Any]) -> list[dict[str, An
         if "shape" in spec:  # a shape that contradicts the data, for the error tests
             tensor.set_shape(spec["shape"])
         inputs.append(tensor)
-    result = client.infer(*c["args"], inputs, headers=c.get("headers"))
+    return inputs
+
+
+def _infer(client: Any, grpcclient: Any, c: dict[str, Any]) -> list[dict[str, Any]]:
+    inputs = _inputs(grpcclient, c["inputs"])
+    result = client.infer(
+        *c["args"],
+        inputs,
+        headers=c.get("headers"),
+        compression_algorithm=c.get("compression"),
+    )
+    return _outputs(result)
+
+
+def _outputs(result: Any) -> list[dict[str, Any]]:
     outputs = []
     for out in result.get_response().outputs:
         array = result.as_numpy(out.name)
@@ -72,6 +90,34 @@ def _infer(client: Any, grpcclient: Any, c: dict[str, Any]) -> list[dict[str, An
             }
         )
     return outputs
+
+
+def _stream(client: Any, grpcclient: Any, c: dict[str, Any]) -> list[dict[str, Any]]:
+    import queue
+
+    from tritonclient.utils import InferenceServerException
+
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client.start_stream(
+        lambda result, error: answers.put((result, error)),
+        headers=c.get("headers"),
+        compression_algorithm=c.get("compression"),
+    )
+    for i, request in enumerate(c["requests"]):
+        inputs = _inputs(grpcclient, request["inputs"])
+        try:
+            client.async_stream_infer(c["args"][0], inputs, request_id=str(i))
+        except InferenceServerException:
+            break  # the call ended with an error, which the callback has
+    client.stop_stream()  # the requests are all sent; it returns once the answers are in
+    out = []
+    while not answers.empty():
+        result, error = answers.get_nowait()
+        if error is not None:
+            out.append({"status": error.status(), "message": error.message()})
+        else:
+            out.append({"id": result.get_response().id, "outputs": _outputs(result)})
+    return out
 
 
 def _main() -> None:
@@ -91,6 +137,8 @@ def _main() -> None:
                 continue
             if c["method"] == "infer":
                 reply: Any = _infer(client, grpcclient, c)
+            elif c["method"] == "stream":
+                reply = _stream(client, grpcclient, c)
             else:
                 reply = getattr(client, c["method"])(*c["args"], headers=c.get("headers"))
         except InferenceServerException as exc:
