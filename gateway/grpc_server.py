@@ -18,8 +18,9 @@ compressed one is inflated (never more than the limit is inflated, so a "zip bom
 limit, not its decompressed size). A ``grpc-timeout`` is honoured (DEADLINE_EXCEEDED), and
 bytes are sent within HTTP/2 flow control. A stream's request messages wait for its handler
 in a short queue: once that holds ``MAX_QUEUED_MESSAGES`` (or a receive window's worth of
-bytes), the stream's flow-control window is not reopened until the handler takes one, so a
-client that sends faster than its answers come is slowed, not buffered without end.
+bytes), the stream's flow-control window is not reopened until the handler takes one (the
+connection's is, so the connection's other calls go on), so a client that sends faster than
+its answers come is slowed, not buffered without end: about two receive windows wait at most.
 """
 
 from __future__ import annotations
