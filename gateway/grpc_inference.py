@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 SERVICE = "/inference.GRPCInferenceService/"
 TARGET_METADATA = "x-shipyard-inferenceservice"
 STREAM_INFER = SERVICE + "ModelStreamInfer"
-#: A stream's requests being inferred at once; their answers still go in order, and the
-#: stream's next request messages wait (under flow control) while this many are pending.
+#: A stream's requests being inferred (or answered, not yet sent) at once; their answers
+#: still go in order, and its next request messages wait (under flow control) meanwhile.
 MAX_IN_FLIGHT = 8
 #: REST statuses of the model server as gRPC codes (others: INTERNAL for 5xx, UNKNOWN).
 HTTP_CODES = {
@@ -157,11 +157,14 @@ class InferenceService:
         order, while later ones are already being inferred."""
         namespace, name = target_of(call, self.domain)
         await self.authorize(call, namespace, name)
-        pending: asyncio.Queue[asyncio.Future[bytes] | None] = asyncio.Queue(MAX_IN_FLIGHT)
-        reader = asyncio.create_task(self.read_stream(namespace, name, requests, pending))
+        pending: asyncio.Queue[asyncio.Future[bytes] | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        reader = asyncio.create_task(self.read_stream(namespace, name, requests, pending, slots))
         try:
             while (next_answer := await pending.get()) is not None:
-                yield await next_answer
+                answer = await next_answer
+                slots.release()
+                yield answer
         finally:
             reader.cancel()
             while not pending.empty():
@@ -174,13 +177,15 @@ class InferenceService:
         name: str,
         requests: AsyncIterator[bytes],
         pending: asyncio.Queue[asyncio.Future[bytes] | None],
+        slots: asyncio.Semaphore,
     ) -> None:
-        """Start inferring each request message as it comes (waiting while ``pending`` is
-        full); a broken request stream (a message too large, one that does not inflate) is
+        """Start inferring each request message as it comes, once one of the ``slots`` is
+        free; a broken request stream (a message too large, one that does not inflate) is
         queued after the answers before it, as the call's failure."""
         try:
             async for message in requests:
-                await pending.put(
+                await slots.acquire()
+                pending.put_nowait(
                     asyncio.ensure_future(self.stream_answer(namespace, name, message))
                 )
         except Exception as exc:  # noqa: BLE001 - any failure ends the call, after its answers
@@ -189,9 +194,9 @@ class InferenceService:
                 log.exception("gRPC ModelStreamInfer's requests failed")
                 exc = GRPCError(Code.INTERNAL, "internal error in the gateway")
             failed.set_exception(exc)
-            await pending.put(failed)
+            pending.put_nowait(failed)
             return
-        await pending.put(None)
+        pending.put_nowait(None)
 
     async def stream_answer(self, namespace: str, name: str, message: bytes) -> bytes:
         """One ``ModelStreamInferResponse``: the inference, or why it failed."""

@@ -5,7 +5,8 @@ platform; what a well-behaved client never shows is checked here, with an h2 cli
 to one GRPCProtocol in this process (its transport a buffer): a client that sends faster
 than the handler takes messages is held by the stream's flow-control window (the connection's
 stays open, so a unary call beside it is answered), and a message over the limit ends the
-stream with RESOURCE_EXHAUSTED after the answers before it.
+stream with RESOURCE_EXHAUSTED after the answers before it. Then InferenceService's stream
+handler alone, its model server replaced: answers in order, a bounded number in flight.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import pytest
 
 from gateway.grpc_server import (
     MAX_QUEUED_MESSAGES,
@@ -206,3 +208,49 @@ async def test_stream_message_over_limit_after_answers() -> None:
     await client.settle()
     assert client.messages(big) == [b"ok"] and client.trailers[big]["grpc-status"] == "8"
     assert "larger than 1000 bytes" in client.trailers[big]["grpc-message"]
+
+
+async def test_stream_infer_bounded_in_flight_answers_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """InferenceService.stream_infer with the model server's part replaced: requests that
+    finish out of order are answered in order, never more than MAX_IN_FLIGHT at once, and a
+    request that does not parse is its own error_message."""
+    from gateway import grpc_inference
+    from services.common.eventspb.inference import grpc_predict_v2_pb2 as wire
+
+    service = grpc_inference.InferenceService.__new__(grpc_inference.InferenceService)
+    service.domain = "example.com"
+    running, peak = 0, 0
+
+    async def authorize(call: Call, namespace: str, name: str) -> None:
+        assert (namespace, name) == ("grpc-a", "iris")
+
+    async def answer(namespace: str, name: str, handler: Any, request: Any) -> Any:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02 * (3 - int(request.id) % 3))  # later ones finish sooner
+        running -= 1
+        return wire.ModelInferResponse(model_name=request.model_name, id=request.id)
+
+    monkeypatch.setattr(service, "authorize", authorize)
+    monkeypatch.setattr(service, "answer", answer)
+
+    async def requests() -> AsyncIterator[bytes]:
+        for i in range(30):
+            yield wire.ModelInferRequest(model_name="iris", id=str(i)).SerializeToString()
+        yield b"\xff\xff"  # not a ModelInferRequest
+
+    call = Call(STREAM, "iris.grpc-a.example.com", [], None)
+    answers = [a async for a in service.stream_infer(call, requests())]
+    expected = [
+        grpc_inference.stream_response(
+            wire.ModelInferResponse(model_name="iris", id=str(i)).SerializeToString()
+        )
+        for i in range(30)
+    ]
+    assert answers[:30] == expected
+    error = b"the ModelInferRequest does not parse"
+    assert answers[30] == b"\x0a" + bytes([len(error)]) + error  # error_message = 1
+    assert 1 < peak <= grpc_inference.MAX_IN_FLIGHT, peak
