@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import json
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from gateway.app import create_app
 from gateway.settings import Settings
 from services.common.identity import ASSERTION_HEADER, AssertionVerifier, ensure_gateway_keys
-from tests.conftest import free_port
+from tests.conftest import ADMIN_USER, free_port, fresh_database, running_platform
 
 OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
 CLIENT_SECRET = "shipyard-test-secret"
@@ -416,3 +417,46 @@ def ws_connect_host(gateway: RunningServer, host: str, path: str, headers: dict[
 
     sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
     return connect(f"ws://{host}{path}", sock=sock, additional_headers=headers, open_timeout=5)
+
+
+@contextlib.contextmanager
+def provider_for_platform() -> Iterator[OIDCServer]:
+    """An OIDC provider for a platform of a test module's own; its logins stop at the
+    redirect (nothing listens on the callback), tokens come from ``id_token``."""
+    server = OIDCServer(["http://127.0.0.1:9/oauth2/callback"])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def oidc_platform(
+    state_dir: Path,
+    database: str,
+    provider: OIDCServer,
+    *,
+    nats_url: str,
+    s3: Any,
+    env: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """A whole platform in OIDC mode (``provider`` its issuer, ADMIN_USER a cluster admin) on
+    a fresh database ``database``, with ``env`` added to its environment."""
+    settings = {
+        "SHIPYARD_OIDC_ISSUER": provider.issuer,
+        "SHIPYARD_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+        "SHIPYARD_COOKIE_SECRET": COOKIE_SECRET,
+        "SHIPYARD_CLUSTER_ADMINS": ADMIN_USER,
+        **(env or {}),
+    }
+    with fresh_database(database) as database_url:
+        with running_platform(
+            state_dir,
+            database_url=database_url,
+            nats_url=nats_url,
+            s3=s3,
+            auth_mode="oidc",
+            env=settings,
+        ) as platform:
+            yield platform

@@ -28,20 +28,13 @@ from gateway.fastpath import ModelHosts
 from gateway.routes import host_target
 from services.common.runtime import LocalRuntime
 from tests import specs
-from tests.conftest import (
-    ADMIN_USER,
-    RunningSeaweedFS,
-    create_profile,
-    free_port,
-    fresh_database,
-    running_platform,
-)
+from tests.conftest import ADMIN_USER, RunningSeaweedFS, create_profile, free_port
 from tests.gateway.conftest import (
-    CLIENT_SECRET,
-    COOKIE_SECRET,
     OIDCServer,
     RunningServer,
     notebook_host,
+    oidc_platform,
+    provider_for_platform,
     ws_connect_host,
 )
 from tests.serving.conftest import ready, train_sklearn
@@ -365,12 +358,8 @@ def as_user(user: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def hosts_oidc() -> Iterator[OIDCServer]:
-    server = OIDCServer(["http://127.0.0.1:9/oauth2/callback"])  # logins stop at the redirect
-    server.start()
-    try:
+    with provider_for_platform() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -384,27 +373,19 @@ def hosts_platform(
     bob ``NS_B``."""
     for user in (ALICE, BOB, ADMIN_USER):
         TOKENS[user] = asyncio.run(hosts_oidc.id_token(user))
-    env = {
-        "SHIPYARD_OIDC_ISSUER": hosts_oidc.issuer,
-        "SHIPYARD_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-        "SHIPYARD_COOKIE_SECRET": COOKIE_SECRET,
-        "SHIPYARD_CLUSTER_ADMINS": ADMIN_USER,
-        "SHIPYARD_INGRESS_DOMAIN": DOMAIN,
-    }
-    with fresh_database("shipyard_hosts") as database_url:
-        with running_platform(
-            tmp_path_factory.mktemp("hosts-platform"),
-            database_url=database_url,
-            nats_url=nats_url,
-            s3=seaweedfs.config,
-            auth_mode="oidc",
-            env=env,
-        ) as platform:
-            with httpx.Client(base_url=platform.gateway_url, timeout=30) as api:
-                api.headers.update(as_user(ADMIN_USER))
-                create_profile(api, NS_A, ALICE)
-                create_profile(api, NS_B, BOB)
-            yield platform
+    with oidc_platform(
+        tmp_path_factory.mktemp("hosts-platform"),
+        "shipyard_hosts",
+        hosts_oidc,
+        nats_url=nats_url,
+        s3=seaweedfs.config,
+        env={"SHIPYARD_INGRESS_DOMAIN": DOMAIN},
+    ) as platform:
+        with httpx.Client(base_url=platform.gateway_url, timeout=30) as api:
+            api.headers.update(as_user(ADMIN_USER))
+            create_profile(api, NS_A, ALICE)
+            create_profile(api, NS_B, BOB)
+        yield platform
 
 
 def wait_ready(api: httpx.Client, path: str, timeout: float = 90) -> dict[str, Any]:

@@ -31,15 +31,8 @@ import pytest
 
 from services.common.runtime import LocalRuntime
 from tests import specs
-from tests.conftest import (
-    ADMIN_USER,
-    RunningSeaweedFS,
-    create_profile,
-    free_port,
-    fresh_database,
-    running_platform,
-)
-from tests.gateway.conftest import CLIENT_SECRET, COOKIE_SECRET, OIDCServer
+from tests.conftest import ADMIN_USER, RunningSeaweedFS, create_profile, free_port
+from tests.gateway.conftest import OIDCServer, oidc_platform, provider_for_platform
 
 from . import triton_grpc_calls as triton
 from .conftest import ready, train_sklearn
@@ -60,12 +53,8 @@ def as_user(user: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def oidc_provider() -> Iterator[OIDCServer]:
-    server = OIDCServer(["http://127.0.0.1:9/oauth2/callback"])  # logins stop at the redirect
-    server.start()
-    try:
+    with provider_for_platform() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -81,27 +70,22 @@ def grpc_platform(
         TOKENS[user] = asyncio.run(oidc_provider.id_token(user))
     port = free_port()
     env = {
-        "SHIPYARD_OIDC_ISSUER": oidc_provider.issuer,
-        "SHIPYARD_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-        "SHIPYARD_COOKIE_SECRET": COOKIE_SECRET,
-        "SHIPYARD_CLUSTER_ADMINS": ADMIN_USER,
         "SHIPYARD_GATEWAY_GRPC_PORT": str(port),
         "SHIPYARD_SCALE_TO_ZERO_SECONDS": "2",
         "SHIPYARD_ACTIVITY_REPORT_SECONDS": "0.5",
         "SHIPYARD_ACTIVATION_TIMEOUT_SECONDS": "30",
     }
-    with fresh_database("shipyard_grpc") as database_url:
-        with running_platform(
-            tmp_path_factory.mktemp("grpc-platform"),
-            database_url=database_url,
-            nats_url=nats_url,
-            s3=seaweedfs.config,
-            auth_mode="oidc",
-            env=env,
-        ) as platform:
-            platform.grpc_port = port
-            platform.address = f"127.0.0.1:{port}"
-            yield platform
+    with oidc_platform(
+        tmp_path_factory.mktemp("grpc-platform"),
+        "shipyard_grpc",
+        oidc_provider,
+        nats_url=nats_url,
+        s3=seaweedfs.config,
+        env=env,
+    ) as platform:
+        platform.grpc_port = port
+        platform.address = f"127.0.0.1:{port}"
+        yield platform
 
 
 def isvc_path(ns: str, name: str = "") -> str:
