@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from urllib.parse import quote
@@ -158,6 +158,21 @@ def decompress(payload: bytes, encoding: str, limit: int) -> bytes:
     if not inflater.eof:
         raise GRPCError(Code.INTERNAL, f"the {encoding} message is truncated")
     return data
+
+
+@contextlib.contextmanager
+def grpc_errors(method: str) -> Iterator[None]:
+    """A call's failure as the GRPCError its client gets: a deadline, the handler's own
+    status, or INTERNAL (logged here; the client learns nothing of the gateway's insides)."""
+    try:
+        yield
+    except TimeoutError:
+        raise GRPCError(Code.DEADLINE_EXCEEDED, "the call's deadline passed") from None
+    except GRPCError:
+        raise
+    except Exception:
+        log.exception("gRPC %s failed", method)
+        raise GRPCError(Code.INTERNAL, "internal error in the gateway") from None
 
 
 def status_headers(code: Code, message: str) -> list[tuple[bytes, bytes]]:
@@ -386,16 +401,9 @@ class GRPCProtocol(asyncio.Protocol):
 
     async def serve(self, stream_id: int, stream: _Stream, message: _Message) -> None:
         try:
-            try:
+            with grpc_errors(stream.call.method):
                 stream.call.message = self.unpack(stream, message)
                 reply = await asyncio.wait_for(self.handler(stream.call), stream.timeout)
-            except TimeoutError:
-                raise GRPCError(Code.DEADLINE_EXCEEDED, "the call's deadline passed") from None
-            except GRPCError:
-                raise
-            except Exception:
-                log.exception("gRPC %s failed", stream.call.method)
-                raise GRPCError(Code.INTERNAL, "internal error in the gateway") from None
             self.h2.send_headers(stream_id, RESPONSE_HEADERS)
             await self.send_body(stream_id, frame(reply))
             self.h2.send_headers(stream_id, status_headers(Code.OK, ""), end_stream=True)
@@ -412,7 +420,7 @@ class GRPCProtocol(asyncio.Protocol):
         status (trailers-only when it failed before its first answer)."""
         code, message = Code.OK, ""
         try:
-            try:
+            with grpc_errors(stream.call.method):
                 async with asyncio.timeout(stream.timeout):
                     replies = handler(stream.call, self.requests(stream_id, stream))
                     async with contextlib.aclosing(replies):
@@ -421,13 +429,6 @@ class GRPCProtocol(asyncio.Protocol):
                                 self.h2.send_headers(stream_id, RESPONSE_HEADERS)
                                 stream.headers_sent = True
                             await self.send_body(stream_id, frame(reply))
-            except TimeoutError:
-                raise GRPCError(Code.DEADLINE_EXCEEDED, "the call's deadline passed") from None
-            except GRPCError:
-                raise
-            except Exception:
-                log.exception("gRPC %s failed", stream.call.method)
-                raise GRPCError(Code.INTERNAL, "internal error in the gateway") from None
         except GRPCError as exc:
             code, message = exc.code, exc.message
         except h2.exceptions.StreamClosedError:
