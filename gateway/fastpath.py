@@ -44,7 +44,7 @@ class ModelHosts:
     host (``public_url``) and the notebook origins' hosts when their domain is the same as
     the ingress domain or below it: of two domains a host is under, the more specific one
     claims it, and notebooks keep a tie (their origin is a security boundary; a model host
-    is only another address). Every other host (localhost, the gateway's) is unchanged.
+    is only another address). Every other host (a loopback name, the gateway's) is unchanged.
     """
 
     def __init__(self, domain: str, notebook_domain: str | None, public_url: str) -> None:
