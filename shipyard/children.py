@@ -8,11 +8,13 @@ import ctypes
 import functools
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,46 @@ def _die_with_parent(sig: int = signal.SIGTERM) -> None:
         pass
 
 
+class _Spawner:
+    """Starts child processes from a thread that lives as long as the process.
+
+    Linux sends PR_SET_PDEATHSIG's signal when the *thread* that forked the child exits, not
+    the process. A child restarted by a supervision loop running in a thread of its own (the
+    chaos tests run ``Platform.supervise`` so) was stopped the moment that thread ended. So a
+    child is forked by the main thread, or else by this one daemon thread, which ends only
+    with the process.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[
+            tuple[Callable[[], subprocess.Popen[bytes]], Future[subprocess.Popen[bytes]]]
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        if threading.current_thread() is threading.main_thread():
+            return start()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="spawner", daemon=True)
+                self._thread.start()
+        done: Future[subprocess.Popen[bytes]] = Future()
+        self._requests.put((start, done))
+        return done.result()
+
+    def _run(self) -> None:
+        while True:
+            start, done = self._requests.get()
+            try:
+                done.set_result(start())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+                done.set_exception(exc)
+
+
+_spawner = _Spawner()
+
+
 @dataclass
 class Child:
     """One supervised process; it leads its own process group."""
@@ -63,19 +105,24 @@ class Child:
         with self.log_path.open("ab") as logf:
             logf.write(f"--- shipyard up: starting {' '.join(self.argv)}\n".encode())
             logf.flush()
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=(
-                    functools.partial(_die_with_parent, self.stop_signal)
-                    if sys.platform == "linux"
-                    else None
-                ),
+            preexec = (
+                functools.partial(_die_with_parent, self.stop_signal)
+                if sys.platform == "linux"
+                else None
             )
+
+            def start() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    self.argv,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=preexec,
+                )
+
+            self.proc = _spawner.popen(start)
 
     @property
     def pid(self) -> int | None:

@@ -522,3 +522,30 @@ def test_up_restarts_killed_services_and_the_workflow_finishes_once(
     assert "pipeline exited with code -9" in out and "automl exited with code -9" in out, out
     assert "pipeline restarted (restart 1)" in out, out
     assert proc.returncode == 0, out
+
+
+def test_a_child_started_from_a_thread_outlives_the_thread(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG fires when the thread that forked a child exits: a service restarted
+    by a supervision loop in a thread (the chaos tests run ``Platform.supervise`` so) was
+    stopped when that thread ended. Children are now forked by a thread that lives as long
+    as the process; this one, started from a thread that then ends, is still running."""
+    import threading
+
+    from shipyard.children import Child, stop_children
+
+    child = Child(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        dict(os.environ),
+        tmp_path / "sleeper.log",
+    )
+    starter = threading.Thread(target=child.start)
+    starter.start()
+    starter.join()
+    try:
+        assert child.pid is not None
+        time.sleep(1.0)  # the parent-death signal, if any, arrives at once
+        assert child.exit_code() is None, child.exit_code()
+    finally:
+        stop_children([child], timeout=5)
+    assert child.exit_code() is not None  # and stopping it still works
