@@ -329,8 +329,18 @@ async def test_lane_in_oidc_mode_serves_verified_tokens_and_leaves_refusals(
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
             assert (await c.post(INFER, content=b"{}", headers=owner)).status_code == 200
             before = lane.served
-            r = await c.post(INFER, content=b"{}", headers=owner)
-            assert r.status_code == 200 and r.json()["authorization"] is None
+            # Tenant code gets nothing of the visitor through the lane either: no token, no
+            # assertion, and forged identity headers are dropped, not passed on.
+            forged = {
+                "x-shipyard-identity": "forged",
+                "kubeflow-userid": "admin@example.com",
+                "kubeflow-groups": "platform-admins",
+            }
+            r = await c.post(INFER, content=b"{}", headers={**owner, **forged})
+            assert r.status_code == 200, r.text
+            seen = r.json()
+            assert seen["authorization"] is None and seen["identity"] is None
+            assert seen["kubeflow_userid"] is None and seen["assertions"] == 0
             assert lane.served == before + 1
             await c.post(INFER, content=b"{}", headers=stranger)  # verified, and refused
             r = await c.post(INFER, content=b"{}", headers=stranger)
