@@ -35,6 +35,10 @@ SANDBOXED_KINDS = frozenset({"inferenceservice", "inferencegraph"})
 HOST_PREFIXES = {"inferenceservice": "serving", "inferencegraph": "graphs"}
 #: The scope key of a request made on a model host (its host name).
 MODEL_HOST = "shipyard.model_host"
+#: The scope key of the endpoint the inference lane picked before it declined (it had no idle
+#: connection to it): the same pick is used here, or a new endpoint (a canary, whose first
+#: request has not opened a connection yet) would lose its traffic share twice.
+CHOSEN_ENDPOINT = "shipyard.endpoint"
 
 
 class ModelHosts:
@@ -210,7 +214,7 @@ class ProxyFastPath:
                 return
         served: tuple[str, str] | None = None  # the InferenceService whose traffic is counted
         if match.data_plane:
-            base = await self.workload_endpoint(match)
+            base = await self.workload_endpoint(match, scope.get(CHOSEN_ENDPOINT))
             if match.route.dynamic_kind == "inferenceservice":
                 served = (match.namespace or "", match.name or "")
         else:
@@ -273,13 +277,13 @@ class ProxyFastPath:
         role = needed_role(method, match.data_plane)
         return gw.authz.authorize(principal, namespace, role, method, path), body
 
-    async def workload_endpoint(self, match: routes.Match) -> str:
+    async def workload_endpoint(self, match: routes.Match, chosen: str | None = None) -> str:
         """Where a data-plane request goes: a live endpoint of the notebook or model server,
         waiting for one that is being activated from zero or is about to be routed."""
         gw = self.gw
         assert match.route.dynamic_kind and match.namespace and match.name
         kind, namespace, name = match.route.dynamic_kind, match.namespace, match.name
-        base = gw.route_table.pick(kind, namespace, name)
+        base = chosen or gw.route_table.pick(kind, namespace, name)
         if base is None and kind == "inferenceservice":  # scaled to zero? held until it serves
             base = await gw.activator.endpoint(namespace, name)
         elif base is None:  # a new server's route can trail its Ready status briefly

@@ -44,6 +44,7 @@ from services.common.http_server import CoalescingHttpProtocol, CoalescingTransp
 from . import routes
 from .authz import needed_role
 from .errors import GatewayError
+from .fastpath import CHOSEN_ENDPOINT
 from .notebook_origin import SANDBOX_HEADERS, split_host
 from .proxy import SKIP_RESPONSE
 from .upstream import (
@@ -194,6 +195,7 @@ class InferenceLane:
             return None
         taken = gw.upstream.take_idle(base)
         if taken is None:
+            proto.chosen_endpoint = base  # the ASGI way goes there too (CHOSEN_ENDPOINT)
             return None
         conn, key = taken
         _, prefix, host_header = parse_base_url(base)
@@ -445,6 +447,8 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
 
     lane: InferenceLane | None
     transport: CoalescingTransport  # type: ignore[assignment]
+    #: The endpoint admission picked before declining, for the ASGI way to use.
+    chosen_endpoint: str | None = None
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -458,6 +462,7 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
 
     def on_headers_complete(self) -> None:
         lane = self.lane
+        self.chosen_endpoint = None
         if lane is not None and (self.cycle is None or self.cycle.response_complete):
             exchange = lane.admit(self)
             if exchange is not None:
@@ -467,6 +472,8 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
         super().on_message_begin()  # the scope, as uvicorn makes it
         self.url, self.headers, self.expect_100_continue = url, headers, expect
         self.scope["headers"] = headers
+        if self.chosen_endpoint is not None:
+            self.scope[CHOSEN_ENDPOINT] = self.chosen_endpoint  # type: ignore[literal-required]
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
