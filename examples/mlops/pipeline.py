@@ -153,7 +153,7 @@ def rollout(model: Input[Model], service_name: str, canary_percent: int) -> Name
                 return str(outcome)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{service_name} not {what} after 300 s: {status}")
-            time.sleep(1)
+            time.sleep(0.2)
 
     def condition(status: dict, kind: str) -> dict:
         return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
@@ -298,7 +298,7 @@ def release(
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"{service_name}: traffic still split after 300 s: {status}")
-        time.sleep(1)
+        time.sleep(0.2)
     if why:
         return f"rolled back to {previous_uri}: {why}"
     return f"promoted {model.uri}: accuracy {candidate:.3f} (was {stable:.3f})"
@@ -391,7 +391,7 @@ def run_once(kfp_client: Any, package: str, args: argparse.Namespace) -> Any:
         enable_caching=False,
     )
     log.info("run_id=%s started (%s)", run.run_id, json.dumps(arguments, sort_keys=True))
-    return kfp_client.wait_for_run_completion(run.run_id, timeout=args.timeout, sleep_duration=2)
+    return kfp_client.wait_for_run_completion(run.run_id, timeout=args.timeout, sleep_duration=1)
 
 
 def schedule(kfp_client: Any, package: str, args: argparse.Namespace) -> Any:
@@ -445,7 +445,7 @@ def service_answers(
                     raise
         if time.monotonic() > deadline:
             raise RuntimeError(f"{name} is not Ready and answering: {obj.get('status')}")
-        time.sleep(1)
+        time.sleep(0.2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

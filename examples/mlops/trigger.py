@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             log.info("data workflow %s Succeeded: run_id=%s started", name, run.run_id)
             if args.wait:
-                done = kfp_client.wait_for_run_completion(run.run_id, timeout=900)
+                done = kfp_client.wait_for_run_completion(run.run_id, timeout=900, sleep_duration=1)
                 log.info("run_id=%s ended %s", run.run_id, done.state)
             if args.once:
                 return 0
