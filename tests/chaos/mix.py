@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -213,14 +215,24 @@ class WorkflowWatcher:
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _response: httpx.Response | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="chaos-watch", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop recording; the thread (a daemon) ends when its stream next yields or closes."""
+        """Stop recording and hang up the watch: an open watch would hold the gateway's and
+        the pipeline service's shutdown for their graceful-shutdown timeout (5 s)."""
         self._stop.set()
+        response = self._response
+        if response is not None:
+            # shutdown, not close: it wakes the thread blocked reading the stream.
+            sock = response.extensions.get("network_stream")
+            raw = sock.get_extra_info("socket") if sock is not None else None
+            with contextlib.suppress(OSError):
+                if raw is not None:
+                    raw.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=1)
 
@@ -233,6 +245,8 @@ class WorkflowWatcher:
                 try:
                     self._stream(client)
                 except (httpx.HTTPError, json.JSONDecodeError) as exc:
+                    if self._stop.is_set():
+                        return  # hung up by stop()
                     self.failures.append(repr(exc))
                 if self._stop.wait(1.0):
                     return
@@ -241,6 +255,7 @@ class WorkflowWatcher:
     def _stream(self, client: httpx.Client) -> None:
         params = {"watch": "1", "resourceVersion": self.resource_version, "timeoutSeconds": "60"}
         with client.stream("GET", ARGO, params=params) as r:
+            self._response = r
             if r.status_code != 200:
                 self.failures.append(f"HTTP {r.status_code}: {r.read()[:200]!r}")
                 return
