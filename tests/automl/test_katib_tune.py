@@ -61,7 +61,10 @@ client.tune(
     parallel_trial_count=2,
     max_failed_trial_count=1,
 )
-client.wait_for_experiment_condition(name=name, namespace=namespace, timeout=150)
+# polling_interval: the SDK's default looks every 15 s
+client.wait_for_experiment_condition(
+    name=name, namespace=namespace, timeout=150, polling_interval=1
+)
 optimal = client.get_optimal_hyperparameters(name, namespace)
 best = optimal.best_trial_name
 logs = client.get_trial_metrics(best, namespace, db_manager_address=address)
