@@ -297,7 +297,7 @@ async def test_notebook_uses_incluster_config_kfp_and_katib(platform: Any) -> No
         experiment = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments/from-notebook"
         deadline, status = time.monotonic() + 120, dict[str, Any]()
         while time.monotonic() < deadline and not status.get("completionTime"):
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
             status = (await http.get(experiment)).json().get("status") or {}
         assert status.get("trialsSucceeded") == 1, status
         metric = status["currentOptimalTrial"]["observation"]["metrics"][0]

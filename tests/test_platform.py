@@ -250,7 +250,7 @@ def test_seed_workflow_through_cli(platform: Any) -> None:
         phase = json.loads(got.stdout).get("status", {}).get("phase", "")
         if phase in ("Succeeded", "Failed", "Error"):
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert phase == "Succeeded", got.stdout
     table = shipyard(platform, "get", "workflows")
     assert any(line.split()[:2] == [name, "Succeeded"] for line in table.stdout.splitlines())
@@ -280,7 +280,7 @@ def test_configmap_trial_template_example_through_cli(platform: Any) -> None:
             if done:
                 break
             assert time.monotonic() < deadline, exp.get("status")
-            time.sleep(0.5)
+            time.sleep(0.2)
     assert done == ["ExperimentMaxTrialsReached"]
     assert exp["status"]["trialsSucceeded"] == 4
     deleted = shipyard(platform, "delete", "-f", str(example))

@@ -463,7 +463,7 @@ def _wait_finished(api: Any, name: str, timeout: float = 90) -> dict[str, Any]:
             assert done == ["Succeeded"], exp["status"]
             return dict(exp)
         assert time.monotonic() < deadline, exp
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def _trials(api: Any, name: str) -> list[dict[str, Any]]:

@@ -93,7 +93,7 @@ def test_katib_client_create_get_wait(platform: Any, tmp_path: Path) -> None:
     while not client.is_experiment_succeeded(name, namespace=NAMESPACE):
         assert client.get_experiment_status(name, namespace=NAMESPACE) != "Failed"
         assert time.monotonic() < deadline, client.get_experiment(name, namespace=NAMESPACE)
-        time.sleep(0.5)
+        time.sleep(0.2)
     done = client.get_experiment(name, namespace=NAMESPACE)
     assert done["status"]["trialsSucceeded"] == 3
     assert [c["reason"] for c in done["status"]["conditions"] if c["type"] == "Succeeded"] == [
@@ -142,7 +142,7 @@ def test_configmap_trial_template_with_the_kubernetes_client(platform: Any, tmp_
     while not client.is_experiment_succeeded(name, namespace=NAMESPACE):
         assert client.get_experiment_status(name, namespace=NAMESPACE) != "Failed"
         assert time.monotonic() < deadline, client.get_experiment(name, namespace=NAMESPACE)
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert client.get_experiment(name, namespace=NAMESPACE)["status"]["trialsSucceeded"] == 3
     client.delete_experiment(name, namespace=NAMESPACE)
     core.delete_namespaced_config_map(f"{name}-templates", NAMESPACE)

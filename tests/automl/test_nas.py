@@ -63,7 +63,7 @@ def test_darts_example_runs_one_trial_with_katib_arguments(platform: Any) -> Non
         if done:
             break
         assert time.monotonic() < deadline, exp
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert done == ["Succeeded"], exp["status"]
     status = exp["status"]
     assert status["trials"] == status["trialsSucceeded"] == 1, status

@@ -46,7 +46,7 @@ def api_client(gateway: str, timeout: float | httpx.Timeout = 20) -> httpx.Clien
     return httpx.Client(base_url=gateway, timeout=timeout, limits=limits)
 
 
-def wait_until(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
+def wait_until(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.2) -> T:
     """Poll ``check()`` until it returns something truthy (and return that); fail naming
     ``what`` after ``timeout`` seconds, with the last value seen."""
     deadline = time.monotonic() + timeout
