@@ -134,10 +134,16 @@ class _Connection(asyncio.Protocol):
         #: Called instead of waking a waiter, for a caller driven by callbacks rather than
         #: awaits (gateway/inference_lane.py); it reads the exchange's state itself.
         self.on_progress: Callable[[], None] | None = None
+        self._parser_reusable = False
         self._reset_exchange(head=False)
 
     def _reset_exchange(self, head: bool) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        # llhttp parses one message after the other on a kept-alive connection, as uvicorn
+        # uses it: a new parser only when the last exchange did not end with a whole message
+        # that llhttp saw end (a HEAD response, a failure, the first exchange).
+        if not self._parser_reusable:
+            self.parser = httptools.HttpResponseParser(self)
+        self._parser_reusable = False
         self.head_request = head
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -237,13 +243,15 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
         self.buffered += len(body)
-        self._wake()
+        if not self.hold_head:  # a held small body wakes the reader once, when it is whole
+            self._wake()
 
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
             return
         self.message_done = True
+        self._parser_reusable = not self.head_request
         self._wake()
 
     # ---- waiting ---------------------------------------------------------------------------

@@ -113,6 +113,30 @@ async def test_request_keep_alive_reuses_one_connection() -> None:
     await pool.aclose()
 
 
+async def test_one_connection_parses_answers_of_every_framing_in_turn() -> None:
+    """The connection's parser goes on from one answer to the next (it is reused after a
+    whole message): chunked, Content-Length, 204 and chunked again, each read exactly."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n0\r\n\r\n",
+        ok(b"two"),
+        b"HTTP/1.1 204 No Content\r\nx-n: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nfour\r\n0\r\n\r\n",
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        for answer in answers:
+            await read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+
+    pool = UpstreamPool(read_timeout=2)
+    async with RawServer(handler) as server:
+        seen = [await read_all(pool, "GET", server.url) for _ in answers]
+        assert seen == [(200, b"one"), (200, b"two"), (204, b""), (200, b"four")]
+        assert server.connections == 1
+    await pool.aclose()
+
+
 async def test_request_chunked_response_streams_each_chunk_as_it_arrives() -> None:
     release = asyncio.Event()
 
