@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,16 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+#: Where the UI tests save their screenshots: the docs' own (docs/dashboard, the pictures
+#: docs/dashboard.md shows) with ``SHIPYARD_UPDATE_SCREENSHOTS=1``, else a scratch directory,
+#: so that running the tests leaves the checkout as it was.
+SHOTS = (
+    Path(__file__).resolve().parents[1] / "docs" / "dashboard"
+    if os.environ.get("SHIPYARD_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / f"shipyard-screenshots-{os.getuid()}"
+)
+SHOTS.mkdir(parents=True, exist_ok=True)
 
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="/usr/bin/chromium absent: apt-get install -y chromium"

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
-from tests.browser import launch, needs_chromium
+from tests.browser import SHOTS, launch, needs_chromium
 
 API = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
 NAME = "dash-katib"
 BAD = "dash-katib-bad"
 FROM_YAML = "dash-katib-yaml"

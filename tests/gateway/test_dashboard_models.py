@@ -10,7 +10,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from tests import specs
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, needs_chromium
 from tests.serving.conftest import (
     ISVC_PATH,
     PVC_PATH,
@@ -32,7 +31,6 @@ from tests.serving.conftest import (
     wait_isvc,
 )
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
 CLAIM = "dash-models"
 SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"

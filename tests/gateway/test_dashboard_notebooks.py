@@ -4,18 +4,16 @@ start, the server's events and log, and delete; each step checked through the AP
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
 from tests import specs
-from tests.browser import launch, needs_chromium
+from tests.browser import SHOTS, launch, needs_chromium
 
 NOTEBOOKS = f"/apis/kubeflow.org/v1/namespaces/{NS}/notebooks"
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
 NAME = "dash-lab"
 
 

@@ -19,11 +19,10 @@ from kfp import compiler, dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Metrics, Output
 
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
-from tests.browser import launch, needs_chromium
+from tests.browser import SHOTS, launch, needs_chromium
 from tests.pipeline.components import napper
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "dashboard"
 SEED_WORKFLOW = ROOT / "tests" / "seed" / "workflow.yaml"
 SEED_PVC = ROOT / "tests" / "seed" / "pvc.yaml"
 KFP = "/apis/v2beta1"

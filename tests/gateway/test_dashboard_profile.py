@@ -8,15 +8,13 @@ in single-user mode (one person, no one to share with), so the page is tested wh
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, launch, needs_chromium
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, launch, needs_chromium
 from tests.conftest import ADMIN_USER, create_profile
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
 OWNER = "alice@example.com"
 TEAM = "team-alice"
 BOB = "bob@example.com"
