@@ -25,6 +25,7 @@ import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from gateway.__main__ import server_config
 from gateway.app import create_app
 from gateway.settings import Settings
 from services.common.identity import ASSERTION_HEADER, AssertionVerifier, ensure_gateway_keys
@@ -252,6 +253,18 @@ class RunningServer:
             await asyncio.wait_for(self.task, timeout=10)
 
 
+class ServedGateway(RunningServer):
+    """A gateway app on the listener configuration ``python -m gateway`` uses (its HTTP
+    protocol, ``GatewayHttpProtocol``, with the inference lane): every gateway the tests start
+    is served this way, so what they check is what runs."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        super().__init__(app, port)
+        config = server_config(app, "127.0.0.1", port, "warning")
+        config.lifespan = "on"
+        self.server = uvicorn.Server(config)
+
+
 @pytest.fixture(scope="session")
 def gateway_db() -> Iterator[str]:
     """The gateway tests' own database: the platform's gateway keeps its profiles elsewhere."""
@@ -345,7 +358,7 @@ async def gateway(
         oidc_audiences="shipyard,shipyard-cli",
         session_refresh_seconds=1.0,
     )
-    server = RunningServer(create_app(settings), gateway_port)
+    server = ServedGateway(create_app(settings), gateway_port)
     await server.start()
     gw = server.server.config.app.state.gw  # type: ignore[union-attr]
     await gw.store.ensure_profile("kubeflow-user-example-com", "user@example.com")

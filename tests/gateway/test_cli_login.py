@@ -25,7 +25,13 @@ from gateway.app import create_app
 from services.common import certs
 from shipyard import auth, cli
 from tests.conftest import free_port
-from tests.gateway.conftest import PASSWORD, OIDCServer, RunningServer, gateway_settings
+from tests.gateway.conftest import (
+    PASSWORD,
+    OIDCServer,
+    RunningServer,
+    ServedGateway,
+    gateway_settings,
+)
 
 
 def drive_login_form(url: str) -> None:
@@ -106,7 +112,7 @@ async def oidc_platform_gateway(
         pipeline_url=urls["pipeline"],
         serving_url=urls["serving"],
     )
-    http = RunningServer(create_app(settings), free_port())
+    http = ServedGateway(create_app(settings), free_port())
     await http.start()
     gw = http.server.config.app.state.gw  # type: ignore[union-attr]
     await gw.store.ensure_profile(NS, "user@example.com")

@@ -15,17 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect as ws_connect
 
-from gateway.__main__ import server_config
 from gateway.app import create_app
 from gateway.auth import Authenticator, AuthError
 from gateway.inference_lane import GatewayHttpProtocol
 from services.common.http_server import CoalescingTransport
 from services.common.serviceaccounts import ServiceAccountTokens
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer, gateway_settings
+from tests.gateway.conftest import RunningServer, ServedGateway, gateway_settings
 from tests.gateway.test_upstream import RawServer, read_request
 
 NS = "kubeflow-user-example-com"
@@ -94,16 +92,6 @@ async def test_coalescing_transport_joins_one_turns_writes_in_order() -> None:
     raw.calls.append(("lost", None))
     await asyncio.sleep(0)
     assert raw.calls == [("lost", None)]
-
-
-class ServedGateway(RunningServer):
-    """The gateway app on the listener configuration ``python -m gateway`` uses."""
-
-    def __init__(self, app: Any, port: int) -> None:
-        super().__init__(app, port)
-        config = server_config(app, "127.0.0.1", port, "warning")
-        config.lifespan = "on"
-        self.server = uvicorn.Server(config)
 
 
 async def test_served_gateway_relays_bodies_streams_and_websockets(
@@ -189,7 +177,7 @@ async def test_graph_answers_and_errors_carry_sandbox_headers(
     async with RawServer(graph) as raw:
         settings = gateway_settings(gateway_state, raw.url, gateway_db, auth_mode="single-user")
         app = create_app(settings)
-        server = RunningServer(app, free_port())
+        server = ServedGateway(app, free_port())
         await server.start()
         gw = app.state.gw
         gw.route_table.upsert("inferencegraph", NS, "g", [(raw.url, 1)])

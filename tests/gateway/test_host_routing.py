@@ -32,6 +32,7 @@ from tests.conftest import ADMIN_USER, RunningSeaweedFS, create_profile, free_po
 from tests.gateway.conftest import (
     OIDCServer,
     RunningServer,
+    ServedGateway,
     notebook_host,
     oidc_platform,
     provider_for_platform,
@@ -327,7 +328,7 @@ async def test_ingress_domain_beside_the_notebook_domain(
         ("notebooks.localhost", f"nb.{NS}.notebooks.localhost", None),
         ("m.notebooks.localhost", f"nb.{NS}.m.notebooks.localhost", f"/serving/{NS}/nb/"),
     ):
-        server = RunningServer(create_app(oidc_settings(ingress_domain=ingress)), free_port())
+        server = ServedGateway(create_app(oidc_settings(ingress_domain=ingress)), free_port())
         await server.start()
         try:
             gw = server.server.config.app.state.gw  # type: ignore[union-attr]

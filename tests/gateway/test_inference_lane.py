@@ -24,8 +24,7 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer, gateway_settings
-from tests.gateway.test_dataplane_path import ServedGateway
+from tests.gateway.conftest import RunningServer, ServedGateway, gateway_settings
 from tests.gateway.test_upstream import RawServer, read_request
 
 NS = "kubeflow-user-example-com"

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 
 from gateway.app import create_app
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer
+from tests.gateway.conftest import RunningServer, ServedGateway
 
 NS_A = "kubeflow-user-example-com"
 NS_B = "kubeflow-second-example-com"
@@ -91,7 +91,7 @@ async def kube_gateway(
         kube_api_token_file=str(token_file),
     )
     port = free_port()
-    server = RunningServer(create_app(settings), port)
+    server = ServedGateway(create_app(settings), port)
     await server.start()
     gw = server.server.config.app.state.gw  # type: ignore[union-attr]
     await gw.store.ensure_profile(NS_A, "user@example.com")

@@ -28,6 +28,7 @@ from tests.conftest import free_port
 from tests.gateway.conftest import (
     COOKIE_SECRET,
     RunningServer,
+    ServedGateway,
     browser_login,
     gateway_settings,
     notebook_host,
@@ -430,7 +431,7 @@ async def test_notebook_without_domain_warns_and_stays_path_based(
 ) -> None:
     settings = oidc_settings(public_url="https://shipyard.example.com")
     caplog.set_level(logging.WARNING, logger="gateway.gateway")
-    server = RunningServer(create_app(settings), free_port())
+    server = ServedGateway(create_app(settings), free_port())
     await server.start()
     try:
         warning = " ".join(r.getMessage() for r in caplog.records if r.name == "gateway.gateway")
@@ -457,7 +458,7 @@ async def test_notebook_single_user_navigation_goes_to_notebook_origin(
     settings = gateway_settings(
         gateway_state, upstream.url, gateway_db, cookie_secret=COOKIE_SECRET
     )
-    server = RunningServer(create_app(settings), free_port())
+    server = ServedGateway(create_app(settings), free_port())
     await server.start()
     try:
         gw = server.server.config.app.state.gw  # type: ignore[union-attr]

@@ -31,7 +31,7 @@ from services.common.db import Database
 from services.common.runtime import Runtime, RuntimeBackendError
 from tests.common.runtime.fakes import NamespacesOnlyRuntime
 from tests.conftest import free_port
-from tests.gateway.conftest import OIDCServer, RunningServer, gateway_settings
+from tests.gateway.conftest import OIDCServer, RunningServer, ServedGateway, gateway_settings
 
 
 class FakeNamespaceRuntime(NamespacesOnlyRuntime):
@@ -313,7 +313,7 @@ async def _gateway(
     )
     app = create_app(settings)
     sync = app.state.gw.store.namespaces = _sync(fake)  # the fake in place of KubernetesRuntime
-    server = RunningServer(app, free_port())
+    server = ServedGateway(app, free_port())
     await server.start()
     return server, sync
 

@@ -19,7 +19,7 @@ from gateway.app import create_app
 from gateway.routes import RouteFeeder, RouteTable, resolve
 from services.common import dataplane
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer, gateway_settings
+from tests.gateway.conftest import RunningServer, ServedGateway, gateway_settings
 
 NS = "kubeflow-user-example-com"
 
@@ -55,7 +55,7 @@ async def test_proxy_large_upload_streams_and_limit_is_413(
     settings = gateway_settings(
         gateway_state, upstream.url, gateway_db, auth_mode="single-user", max_body_bytes=1024 * 1024
     )
-    server = RunningServer(create_app(settings), free_port())
+    server = ServedGateway(create_app(settings), free_port())
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
@@ -86,7 +86,7 @@ async def test_proxy_rate_limit_returns_429_with_retry_after(
         rate_limit_per_second=1,
         rate_limit_burst=3,
     )
-    server = RunningServer(create_app(settings), free_port())
+    server = ServedGateway(create_app(settings), free_port())
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
@@ -111,7 +111,7 @@ async def test_proxy_single_user_mode_asserts_default_user(
     gateway_state, upstream, gateway_db, caplog
 ) -> None:
     settings = gateway_settings(gateway_state, upstream.url, gateway_db, auth_mode="single-user")
-    server = RunningServer(create_app(settings), free_port())
+    server = ServedGateway(create_app(settings), free_port())
     with caplog.at_level("WARNING"):
         await server.start()
     try:
@@ -253,7 +253,7 @@ async def test_proxy_warm_start_reads_service_lists(gateway_state, gateway_db) -
     upstream = RunningServer(svc, free_port())
     await upstream.start()
     settings = gateway_settings(gateway_state, upstream.url, gateway_db, auth_mode="single-user")
-    server = RunningServer(create_app(settings), free_port())
+    server = ServedGateway(create_app(settings), free_port())
     await server.start()
     try:
         gw = cast(FastAPI, server.server.config.app).state.gw

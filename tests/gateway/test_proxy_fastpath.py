@@ -10,7 +10,7 @@ from sqlalchemy import event
 
 from gateway.app import create_app
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer, gateway_settings
+from tests.gateway.conftest import ServedGateway, gateway_settings
 from tests.gateway.test_upstream import RawServer, read_request
 
 NS = "kubeflow-user-example-com"
@@ -32,7 +32,7 @@ async def test_proxy_upstream_down_is_502_and_silent_upstream_is_504(
             automl_url=slow.url,
             upstream_read_timeout=0.3,
         )
-        server = RunningServer(create_app(settings), free_port())
+        server = ServedGateway(create_app(settings), free_port())
         await server.start()
         try:
             async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:

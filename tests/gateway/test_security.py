@@ -18,7 +18,12 @@ from joserfc.jwk import RSAKey
 
 from gateway.app import create_app
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer, browser_login, gateway_settings, id_claims
+from tests.gateway.conftest import (
+    ServedGateway,
+    browser_login,
+    gateway_settings,
+    id_claims,
+)
 
 NS_A = "kubeflow-user-example-com"
 NS_B = "kubeflow-second-example-com"
@@ -218,7 +223,7 @@ async def test_trusted_header_only_from_trusted_address(
             trusted_proxies=trusted,
             trusted_header_allow_local_runtime=True,
         )
-        server = RunningServer(create_app(settings), free_port())
+        server = ServedGateway(create_app(settings), free_port())
         await server.start()
         try:
             await cast(FastAPI, server.server.config.app).state.gw.store.ensure_profile(

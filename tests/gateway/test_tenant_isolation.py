@@ -34,6 +34,7 @@ from tests.conftest import InProcessService, free_port, service_in_process
 from tests.gateway.conftest import (
     COOKIE_SECRET,
     RunningServer,
+    ServedGateway,
     browser_login,
     gateway_settings,
     notebook_host,
@@ -287,7 +288,7 @@ async def test_trusted_header_from_loopback_not_trusted_by_default(
         auth_mode="trusted-header",
         trusted_header_allow_local_runtime=True,
     )
-    server = RunningServer(create_app(settings), free_port())
+    server = ServedGateway(create_app(settings), free_port())
     await server.start()
     try:
         gw = cast(FastAPI, server.server.config.app).state.gw
@@ -416,7 +417,7 @@ async def test_profile_same_mapped_namespace_not_inherited(
         trusted_proxies="127.0.0.1",
         trusted_header_allow_local_runtime=True,
     )
-    server = RunningServer(create_app(settings), free_port())
+    server = ServedGateway(create_app(settings), free_port())
     await server.start()
     ns = "kubeflow-dot-name-example-com"
     try:
