@@ -78,6 +78,7 @@ _READ = frozenset(
     }
 )
 _HOSTS_CACHED = 1024
+_NEEDED = needed_role("POST", True)
 
 
 class InferenceLane:
@@ -138,15 +139,49 @@ class InferenceLane:
 
     def admit(self, proto: GatewayHttpProtocol) -> LaneExchange | None:
         """The request whose head ``proto`` has just parsed, as a lane exchange, or None."""
-        method = proto.parser.get_method()
+        if proto.parser.get_method() != b"POST":
+            return None
+        shape = proto.shape
+        if shape is None or shape.url != proto.url or shape.headers != proto.headers:
+            shape = self.shape_of(proto)
+            if shape is None:
+                return None
+            proto.shape = shape
+        gw = self.gw
+        client_host = proto.client[0] if proto.client else None
+        principal = gw.auth.authenticate_now(shape.fields, client_host)
+        if principal is None:
+            return None
+        match = shape.match
+        assert match.namespace and match.name and match.route.dynamic_kind
+        try:
+            identity = gw.authz.authorize(
+                principal, match.namespace, _NEEDED, "POST", shape.path
+            )  # fmt: skip
+        except GatewayError:
+            return None  # the ASGI way answers the refusal, with its message
+        base = gw.route_table.pick(match.route.dynamic_kind, match.namespace, match.name)
+        if base is None:
+            return None
+        taken = gw.upstream.take_idle(base)
+        if taken is None:
+            proto.chosen_endpoint = base  # the ASGI way goes there too (CHOSEN_ENDPOINT)
+            return None
+        if shape.upstream is None:
+            # A data plane's upstream headers depend on the request's headers and client
+            # only (the caller's identity is never passed to tenant code): once per shape.
+            shape.upstream = gw.upstream_headers(proto.headers, identity, match, client_host)
+        conn, key = taken
+        _, prefix, host_header = parse_base_url(base)
+        return LaneExchange(
+            self, proto, conn, key, shape, prefix + shape.url_on_gateway, host_header,
+            proto.parser.get_http_version(),
+        )  # fmt: skip
+
+    def shape_of(self, proto: GatewayHttpProtocol) -> RequestShape | None:
+        """What admission decides from the head alone, or None where the lane declines."""
         url: bytes = proto.url
-        if (
-            method != b"POST"
-            or proto.parser.should_upgrade()
-            or not url.startswith(b"/")
-            or b"%" in url
-            or b"/." in url
-        ):
+        if proto.parser.should_upgrade() or not url.startswith(b"/") or b"%" in url or b"/." in url:
             return None
         fields: dict[str, str] = {}
         for name, value in proto.headers:
@@ -160,57 +195,70 @@ class InferenceLane:
             "transfer-encoding" in fields
             or "expect" in fields
             or not length.isdigit()
-            or int(length) > SMALL_BODY
+            or int(length) > min(SMALL_BODY, self.gw.settings.max_body_bytes)
         ):
             return None
         prefix = self.host_prefix(fields.get("host", "").encode("latin-1"))
         if prefix is None:
             return None
-        url = prefix + url
+        on_gateway = prefix + url
         try:
-            path = url.partition(b"?")[0].decode("ascii")
+            path = on_gateway.partition(b"?")[0].decode("ascii")
         except UnicodeDecodeError:
             return None
         match = routes.resolve(path)
         if match is None or match.route.dynamic_kind not in LANE_KINDS:
             return None
-        gw = self.gw
-        if int(length) > gw.settings.max_body_bytes:
-            return None
-        client_host = proto.client[0] if proto.client else None
-        principal = gw.auth.authenticate_now(fields, client_host)
-        if principal is None:
-            return None
-        verb = method.decode()
-        assert match.namespace and match.name and match.route.dynamic_kind
-        try:
-            identity = gw.authz.authorize(
-                principal, match.namespace, needed_role(verb, True), verb, path
-            )
-        except GatewayError:
-            return None  # the ASGI way answers the refusal, with its message
-        kind = match.route.dynamic_kind
-        base = gw.route_table.pick(kind, match.namespace, match.name)
-        if base is None:
-            return None
-        taken = gw.upstream.take_idle(base)
-        if taken is None:
-            proto.chosen_endpoint = base  # the ASGI way goes there too (CHOSEN_ENDPOINT)
-            return None
-        conn, key = taken
-        _, prefix, host_header = parse_base_url(base)
-        return LaneExchange(
-            self,
-            proto,
-            conn,
-            key,
-            verb,
-            prefix + url,
-            host_header,
-            gw.upstream_headers(proto.headers, identity, match, client_host),
-            (match.namespace, match.name) if kind == "inferenceservice" else None,
-            proto.parser.get_http_version(),
+        served = (
+            (match.namespace, match.name)
+            if match.route.dynamic_kind == "inferenceservice" and match.namespace and match.name
+            else None
         )
+        return RequestShape(url, proto.headers, fields, path, match, on_gateway, served)
+
+
+class RequestShape:
+    """What admission decides from a request's head alone (its URL and headers, on the
+    connection it came on): the same for every request with the same head, and a client
+    calling a model sends the same head call after call. So it is worked out once per
+    connection and head (``GatewayHttpProtocol.shape``); who the caller is, whether they may,
+    the endpoint and the upstream connection are decided afresh for every request."""
+
+    __slots__ = (
+        "url",
+        "headers",
+        "fields",
+        "path",
+        "match",
+        "url_on_gateway",
+        "served",
+        "upstream",
+        "head_for",
+        "head",
+    )
+
+    def __init__(
+        self,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        fields: dict[str, str],
+        path: str,
+        match: routes.Match,
+        url_on_gateway: bytes,
+        served: tuple[str, str] | None,
+    ) -> None:
+        self.url = url
+        self.headers = headers
+        self.fields = fields  # the headers admission reads, for authenticate_now
+        self.path = path
+        self.match = match
+        self.url_on_gateway = url_on_gateway  # the URL with the model host's path prefix
+        self.served = served  # the InferenceService whose activity the request counts in
+        self.upstream: list[tuple[bytes, bytes]] | None = None
+        #: The last upstream request head made for this shape, and what it was made for
+        #: (target, Host, body length): a model's calls differ in their bodies only.
+        self.head_for: tuple[bytes, bytes, int] | None = None
+        self.head = b""
 
 
 class LaneExchange:
@@ -223,11 +271,9 @@ class LaneExchange:
         "proto",
         "conn",
         "key",
-        "method",
+        "shape",
         "target",
         "host_header",
-        "headers",
-        "served",
         "http_version",
         "keep_alive",
         "body",
@@ -245,22 +291,18 @@ class LaneExchange:
         proto: GatewayHttpProtocol,
         conn: _Connection,
         key: str,
-        method: str,
+        shape: RequestShape,
         target: bytes,
         host_header: bytes,
-        headers: list[tuple[bytes, bytes]],
-        served: tuple[str, str] | None,
         http_version: str,
     ) -> None:
         self.lane = lane
         self.proto = proto
         self.conn = conn
         self.key = key
-        self.method = method
+        self.shape = shape
         self.target = target
         self.host_header = host_header
-        self.headers = headers
-        self.served = served
         self.http_version = http_version
         self.keep_alive = http_version != "1.0" and proto.parser.should_keep_alive()
         self.body = bytearray()
@@ -276,15 +318,20 @@ class LaneExchange:
     def send(self) -> None:
         """The request is whole: send it upstream and wait for callbacks. The write comes
         first: what follows it overlaps the upstream's work."""
-        conn = self.conn
+        conn, shape = self.conn, self.shape
         body = bytes(self.body)
-        head = UpstreamPool.request_head(
-            self.method, self.target, self.host_header, self.headers, body
-        )
+        made_for = (self.target, self.host_header, len(body))
+        if shape.head_for != made_for:
+            assert shape.upstream is not None
+            shape.head = UpstreamPool.request_head(
+                "POST", self.target, self.host_header, shape.upstream, body
+            )
+            shape.head_for = made_for
+        head = shape.head
         conn.start(head=False)
         conn.on_progress = self._progress
-        if self.served is not None:
-            self.lane.gw.activity.begin(self.served)
+        if shape.served is not None:
+            self.lane.gw.activity.begin(shape.served)
         try:
             conn.write(head + body if body else head)
         except UpstreamError as exc:
@@ -423,8 +470,8 @@ class LaneExchange:
         if not reuse:
             conn.abort()
         self.lane.gw.upstream._release(self.key, conn, slot=slot and not self._streaming)
-        if self.served is not None:
-            self.lane.gw.activity.end(self.served)
+        if self.shape.served is not None:
+            self.lane.gw.activity.end(self.shape.served)
 
     def _complete(self, status: int) -> None:
         proto = self.proto
@@ -433,7 +480,7 @@ class LaneExchange:
         if proto.access_log:
             client = f"{proto.client[0]}:{proto.client[1]}" if proto.client else "-"
             proto.access_logger.info(
-                '%s - "%s %s HTTP/%s" %d', client, self.method, proto.url.decode(),
+                '%s - "POST %s HTTP/%s" %d', client, proto.url.decode(),
                 self.http_version, status,
             )  # fmt: skip
         if not self.keep_alive:
@@ -449,6 +496,8 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
     transport: CoalescingTransport  # type: ignore[assignment]
     #: The endpoint admission picked before declining, for the ASGI way to use.
     chosen_endpoint: str | None = None
+    #: What admission made of the last head it admitted on this connection.
+    shape: RequestShape | None = None
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)

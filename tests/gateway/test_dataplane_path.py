@@ -253,8 +253,12 @@ async def test_inference_authorization_follows_contributor_changes_at_once(
     client, gateway, oidc, upstream: RunningServer
 ) -> None:
     """Granted decisions are remembered per profile snapshot: removing a contributor refuses
-    their next inference request, and adding them back lets the one after through."""
+    their next inference request, and adding them back lets the one after through. The
+    requests share one connection and one head, so the lane serves the second grant from the
+    head's shape (``RequestShape``) and still refuses after the removal: only what the head
+    alone decides is kept per connection."""
     gw = gateway.gw
+    lane = gateway.server.config.app.inference_lane
     gw.route_table.upsert("inferenceservice", NS, "authz", [(upstream.url, 1)])
     token = await oidc.id_token("second@example.com")
     headers = {"authorization": f"Bearer {token}"}
@@ -263,12 +267,14 @@ async def test_inference_authorization_follows_contributor_changes_at_once(
         r = await client.post(url, content=b"{}", headers=headers)
         assert r.status_code == 403, r.text
         await gw.store.add_binding(NS, "second@example.com", "edit")
-        for _ in range(2):
+        for _ in range(2):  # the first opens the upstream connection the lane needs idle
+            before = lane.served
             r = await client.post(url, content=b"{}", headers=headers)
             assert r.status_code == 200 and r.json()["body_bytes"] == 2
+        assert lane.served == before + 1
         await gw.store.remove_binding(NS, "second@example.com")
         r = await client.post(url, content=b"{}", headers=headers)
-        assert r.status_code == 403
+        assert r.status_code == 403 and lane.served == before + 1
         assert r.json()["message"].startswith('User "second@example.com" cannot create')
         await gw.store.add_binding(NS, "second@example.com", "view")  # view cannot infer
         r = await client.post(url, content=b"{}", headers=headers)
