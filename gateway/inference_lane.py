@@ -93,6 +93,31 @@ class InferenceLane:
         #: times them out, where a timer per request would cost more than the relaying.
         self.waiting: dict[LaneExchange, float] = {}
         self._sweeping = False
+        #: The last whole answer's client head and what it was made from: a model's answers
+        #: differ in their bodies (and the Date, once a second) only.
+        self._last_head: tuple[Any, ...] | None = None
+
+    def answer_head(
+        self, exchange: LaneExchange, status: int, headers: list[tuple[bytes, bytes]], length: int
+    ) -> bytes:
+        """``exchange._head(status, headers, length)``, made again only when any of them, the
+        connection's keep-alive or the server's default headers (a new list each second)
+        differ from the last answer's."""
+        defaults = exchange.proto.server_state.default_headers
+        keep_alive = exchange.keep_alive
+        last = self._last_head
+        if (
+            last is not None
+            and last[0] is defaults
+            and last[1] == status
+            and last[2] == length
+            and last[3] == keep_alive
+            and last[4] == headers
+        ):
+            return last[5]  # type: ignore[no-any-return]
+        head = exchange._head(status, headers, length)
+        self._last_head = (defaults, status, length, keep_alive, headers, head)
+        return head
 
     def wait_for(self, exchange: LaneExchange, loop: asyncio.AbstractEventLoop) -> None:
         """Time ``exchange`` out after the pool's read timeout (to within a sweep)."""
@@ -372,7 +397,8 @@ class LaneExchange:
         status = conn.status
         body = conn.take_body() or b""
         if not self.disconnected:
-            self.proto.transport.write_now(self._head(status, conn.headers, len(body)) + body)
+            head = self.lane.answer_head(self, status, conn.headers, len(body))
+            self.proto.transport.write_now(head + body)
         self._release(reuse=True)
         if not self.disconnected:
             self._complete(status)
