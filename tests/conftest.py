@@ -124,7 +124,32 @@ async def service_in_process(
         )
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, 30)
+        done, _ = await asyncio.wait([task], timeout=30)
+        if not done:
+            # Say where the stop hangs (seen once in a full run, an automl teardown): every
+            # task still pending, with where it waits, before failing the teardown.
+            stacks = "\n".join(
+                f"{t.get_name()}: {awaiting(t.get_coro())}"
+                for t in asyncio.all_tasks()
+                if not t.done() and t is not asyncio.current_task()
+            )
+            task.cancel()
+            raise AssertionError(f"the service did not stop within 30 s; pending tasks:\n{stacks}")
+        task.result()
+
+
+def awaiting(coro: Any) -> str:
+    """Where a suspended coroutine waits: its chain of awaits, outermost first."""
+    parts: list[str] = []
+    while coro is not None and len(parts) < 16:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            parts.append(repr(coro))
+            break
+        code = frame.f_code
+        parts.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " -> ".join(parts)
 
 
 def object_store_settings(config: Any) -> dict[str, str]:
