@@ -506,7 +506,7 @@ class LaneExchange:
         if proto.access_log:
             client = f"{proto.client[0]}:{proto.client[1]}" if proto.client else "-"
             proto.access_logger.info(
-                '%s - "POST %s HTTP/%s" %d', client, proto.url.decode(),
+                '%s - "%s %s HTTP/%s" %d', client, "POST", proto.url.decode(),
                 self.http_version, status,
             )  # fmt: skip
         if not self.keep_alive:

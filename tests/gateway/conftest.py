@@ -258,9 +258,9 @@ class ServedGateway(RunningServer):
     protocol, ``GatewayHttpProtocol``, with the inference lane): every gateway the tests start
     is served this way, so what they check is what runs."""
 
-    def __init__(self, app: Any, port: int) -> None:
+    def __init__(self, app: Any, port: int, log_level: str = "warning") -> None:
         super().__init__(app, port)
-        config = server_config(app, "127.0.0.1", port, "warning")
+        config = server_config(app, "127.0.0.1", port, log_level)
         config.lifespan = "on"
         self.server = uvicorn.Server(config)
 

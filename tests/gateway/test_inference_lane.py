@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from uvicorn.logging import AccessFormatter
 
 from gateway.app import create_app
 from gateway.settings import Settings
@@ -401,3 +403,47 @@ async def test_lane_declining_for_a_new_endpoint_keeps_its_pick(
             assert warm.json()["path"] == INFER
             r = await c.post(INFER, content=b"{}")  # the lane picks the canary, declines
         assert r.status_code == 200 and r.text == "canary"
+
+
+class Kept(logging.Handler):
+    """Keeps the records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_lane_access_log_line_is_uvicorns(
+    gateway_state: Path, upstream: RunningServer, gateway_db: str
+) -> None:
+    """At log level info the lane logs each request as uvicorn's access log does, in the
+    record shape uvicorn's AccessFormatter unpacks (client, method, path, version, status):
+    a record it cannot format is a logging error on every request."""
+    settings = gateway_settings(gateway_state, upstream.url, gateway_db, auth_mode="single-user")
+    server = ServedGateway(create_app(settings), free_port(), log_level="info")
+    # uvicorn's logging configuration (made with the server's) does not propagate access
+    # records to the root logger: listen on the access logger itself.
+    handler = Kept()
+    records = handler.records
+    access = logging.getLogger("uvicorn.access")
+    access.addHandler(handler)
+    await server.start()
+    gw_of(server).route_table.upsert("inferenceservice", NS, "m", [(upstream.url, 1)])
+    lane = lane_of(server)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+            for _ in range(2):  # the second goes the lane's way
+                before = lane.served
+                assert (await c.post(INFER, content=b"{}")).status_code == 200
+        assert lane.served == before + 1
+    finally:
+        access.removeHandler(handler)
+        await server.stop()
+    formatter = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s')
+    # Every record formats (the access logger is the process's: the upstream's lines for the
+    # same requests are there too), and the lane's is among them.
+    lines = [formatter.format(r) for r in records]
+    assert sum(line.endswith(f'"POST {INFER} HTTP/1.1" 200 OK') for line in lines) >= 2, lines
