@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import ipaddress
 import json
 import logging
@@ -37,6 +38,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -128,43 +130,69 @@ def _below(path: str, parent: str) -> bool:
 
 def build_etc(target: Path, uid: int, gid: int, hosts: dict[str, str] | None = None) -> Path:
     """A copy of the allowed /etc entries, with a passwd and group naming the workload's user
-    (tools ask ``getpwuid``), bound as the workload's /etc in one mount.
+    (tools ask ``getpwuid``), bound as the workload's /etc in one mount; returns its path.
 
     One bind instead of one per entry: every mount costs bubblewrap time, and a trivial job
     pays for each. Links are copied as links (the TLS roots and alternatives point into /usr,
-    which the sandbox shows). One per uid, rebuilt when a runtime starts.
+    which the sandbox shows).
+
+    The copy is named by its content (``<target>-<digest>``) and never replaced or removed
+    while it may be in use: every service's runtime builds one when it starts, and replacing
+    one path in place left a moment with no directory there (a sandbox starting then failed:
+    bubblewrap "Can't get type of source") and emptied the /etc of sandboxes already running
+    on the old copy. Builders of the same content, in any process, end with the same
+    directory; a copy whose content changed (the hosts, the host's /etc) is a new directory.
     """
-    fresh = target.with_name(f".{target.name}.{os.getpid()}")
-    shutil.rmtree(fresh, ignore_errors=True)
+    fresh = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     fresh.mkdir(mode=0o755, parents=True)
-    for name in ETC_ALLOWED:
-        src = Path("/etc") / name
-        dst = fresh / name
+    try:
+        for name in ETC_ALLOWED:
+            src = Path("/etc") / name
+            dst = fresh / name
+            try:
+                if src.is_symlink():
+                    os.symlink(os.readlink(src), dst)
+                elif src.is_dir():
+                    shutil.copytree(src, dst, symlinks=True)
+                elif src.is_file():
+                    shutil.copy2(src, dst)
+            except OSError:
+                continue  # unreadable or vanished: the workload does without it
+        if hosts:  # names the sandbox reaches through its egress relays (the object store)
+            lines = "".join(f"{address}\t{name}\n" for name, address in sorted(hosts.items()))
+            with open(fresh / "hosts", "a") as f:
+                f.write(lines)
+        for entry in passwd_files(uid, gid, DEFAULT_HOME):
+            path = fresh / os.path.basename(entry["dst"])
+            path.write_text(entry["data"])
+            path.chmod(0o644)
+        os.chmod(fresh, 0o755)
+        built = target.with_name(f"{target.name}-{_tree_digest(fresh)}")
         try:
-            if src.is_symlink():
-                os.symlink(os.readlink(src), dst)
-            elif src.is_dir():
-                shutil.copytree(src, dst, symlinks=True)
-            elif src.is_file():
-                shutil.copy2(src, dst)
+            os.rename(fresh, built)  # fails if a builder of the same content was first
         except OSError:
-            continue  # unreadable or vanished: the workload does without it
-    if hosts:  # names the sandbox reaches through its egress relays (the object store)
-        lines = "".join(f"{address}\t{name}\n" for name, address in sorted(hosts.items()))
-        with open(fresh / "hosts", "a") as f:
-            f.write(lines)
-    for entry in passwd_files(uid, gid, DEFAULT_HOME):
-        path = fresh / os.path.basename(entry["dst"])
-        path.write_text(entry["data"])
-        path.chmod(0o644)
-    os.chmod(fresh, 0o755)
-    old = target.with_name(f".{target.name}.old.{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(fresh, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+            if not built.is_dir():
+                raise
+        return built
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+
+
+def _tree_digest(root: Path) -> str:
+    """A digest of the files, links and directories under ``root``: names, kinds, contents."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files) + dirs:
+            path = Path(folder) / name
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            if path.is_symlink():
+                digest.update(b"l" + os.readlink(path).encode() + b"\0")
+            elif path.is_file():
+                digest.update(b"f" + path.read_bytes() + b"\0")
+            else:
+                digest.update(b"d\0")
+    return digest.hexdigest()[:16]
 
 
 def store_egress(endpoint: str | None) -> tuple[dict[str, object] | None, dict[str, str]]:
