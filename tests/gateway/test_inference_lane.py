@@ -447,3 +447,48 @@ async def test_lane_access_log_line_is_uvicorns(
     # same requests are there too), and the lane's is among them.
     lines = [formatter.format(r) for r in records]
     assert sum(line.endswith(f'"POST {INFER} HTTP/1.1" 200 OK') for line in lines) >= 2, lines
+
+
+async def test_second_user_on_a_shared_connection_gets_nothing_of_the_first_ones_admission(
+    gateway_state: Path, upstream: RunningServer, gateway_db: str
+) -> None:
+    """The hostile case of the per-connection ``RequestShape``: a trusted proxy (oauth2-proxy
+    in front, trusted-header mode) carries several users over one kept-alive connection. The
+    owner's calls take the lane; a user with no access to the namespace, on the same
+    connection, same URL and body, asking as themself or as the owner's groups, is refused
+    every time, and the lane serves none of it."""
+    settings = gateway_settings(
+        gateway_state,
+        upstream.url,
+        gateway_db,
+        auth_mode="trusted-header",
+        trusted_proxies="127.0.0.1",
+        trusted_header_allow_local_runtime=True,
+    )
+    server = await served(settings)
+    gw = gw_of(server)
+    await gw.store.ensure_profile(NS, "user@example.com")
+    gw.route_table.upsert("inferenceservice", NS, "m", [(upstream.url, 1)])
+    lane = lane_of(server)
+    owner = {"kubeflow-userid": "user@example.com", "content-type": "application/json"}
+    intruders = [
+        {"kubeflow-userid": "intruder@example.com", "content-type": "application/json"},
+        {**owner, "kubeflow-userid": "intruder@example.com", "kubeflow-groups": "kubeflow"},
+    ]
+    one_connection = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15, limits=one_connection) as c:
+            for _ in range(2):  # the first opens the upstream connection the lane needs idle
+                assert (await c.post(INFER, content=b"{}", headers=owner)).status_code == 200
+            served_before = lane.served
+            assert served_before >= 1
+            for round_ in range(2):
+                for headers in intruders:
+                    r = await c.post(INFER, content=b"{}", headers=headers)
+                    assert r.status_code == 403, (round_, r.text)
+                    assert 'User "intruder@example.com" cannot' in r.json()["message"]
+                # The owner again, on the same connection, between the intruder's tries.
+                assert (await c.post(INFER, content=b"{}", headers=owner)).status_code == 200
+            assert lane.served == served_before + 2  # the owner's two, none of the intruder's
+    finally:
+        await server.stop()
