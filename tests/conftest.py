@@ -134,6 +134,7 @@ async def service_in_process(
                 if not t.done() and t is not asyncio.current_task()
             )
             task.cancel()
+            await asyncio.wait([task], timeout=5)  # not left running into the next test
             raise AssertionError(f"the service did not stop within 30 s; pending tasks:\n{stacks}")
         task.result()
 
