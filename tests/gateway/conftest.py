@@ -333,6 +333,22 @@ def gateway_settings(state: Path, upstream_url: str, db_url: str, **overrides: A
     return Settings(**values)
 
 
+def trusted_header_settings(
+    state: Path, upstream_url: str, db_url: str, **overrides: Any
+) -> Settings:
+    """A gateway in trusted-header mode beside the local runtime (allowed, for the test),
+    trusting a proxy on loopback unless ``trusted_proxies`` says otherwise."""
+    values: dict[str, Any] = {"trusted_proxies": "127.0.0.1", **overrides}
+    return gateway_settings(
+        state,
+        upstream_url,
+        db_url,
+        auth_mode="trusted-header",
+        trusted_header_allow_local_runtime=True,
+        **values,
+    )
+
+
 @pytest.fixture(scope="session")
 def oidc_settings(
     gateway_state: Path, oidc: OIDCServer, upstream: RunningServer, gateway_db: str

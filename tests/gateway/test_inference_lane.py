@@ -26,7 +26,12 @@ from uvicorn.logging import AccessFormatter
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import free_port
-from tests.gateway.conftest import RunningServer, ServedGateway, gateway_settings
+from tests.gateway.conftest import (
+    RunningServer,
+    ServedGateway,
+    gateway_settings,
+    trusted_header_settings,
+)
 from tests.gateway.test_upstream import RawServer, read_request
 
 NS = "kubeflow-user-example-com"
@@ -457,15 +462,7 @@ async def test_second_user_on_a_shared_connection_gets_nothing_of_the_first_ones
     owner's calls take the lane; a user with no access to the namespace, on the same
     connection, same URL and body, asking as themself or as the owner's groups, is refused
     every time, and the lane serves none of it."""
-    settings = gateway_settings(
-        gateway_state,
-        upstream.url,
-        gateway_db,
-        auth_mode="trusted-header",
-        trusted_proxies="127.0.0.1",
-        trusted_header_allow_local_runtime=True,
-    )
-    server = await served(settings)
+    server = await served(trusted_header_settings(gateway_state, upstream.url, gateway_db))
     gw = gw_of(server)
     await gw.store.ensure_profile(NS, "user@example.com")
     gw.route_table.upsert("inferenceservice", NS, "m", [(upstream.url, 1)])

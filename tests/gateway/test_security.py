@@ -21,8 +21,8 @@ from tests.conftest import free_port
 from tests.gateway.conftest import (
     ServedGateway,
     browser_login,
-    gateway_settings,
     id_claims,
+    trusted_header_settings,
 )
 
 NS_A = "kubeflow-user-example-com"
@@ -215,13 +215,8 @@ async def test_trusted_header_only_from_trusted_address(
     gateway_state: Path, upstream, gateway_db
 ) -> None:
     for trusted, expected in (("10.255.255.1", 401), ("127.0.0.1", 200)):
-        settings = gateway_settings(
-            gateway_state,
-            upstream.url,
-            gateway_db,
-            auth_mode="trusted-header",
-            trusted_proxies=trusted,
-            trusted_header_allow_local_runtime=True,
+        settings = trusted_header_settings(
+            gateway_state, upstream.url, gateway_db, trusted_proxies=trusted
         )
         server = ServedGateway(create_app(settings), free_port())
         await server.start()

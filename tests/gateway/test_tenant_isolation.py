@@ -36,9 +36,9 @@ from tests.gateway.conftest import (
     RunningServer,
     ServedGateway,
     browser_login,
-    gateway_settings,
     notebook_host,
     notebook_sign_in,
+    trusted_header_settings,
     ws_connect_host,
 )
 
@@ -281,13 +281,7 @@ async def test_gateway_token_opens_real_jupyter_server(
 async def test_trusted_header_from_loopback_not_trusted_by_default(
     gateway_state: Path, upstream: RunningServer, gateway_db: str
 ) -> None:
-    settings = gateway_settings(
-        gateway_state,
-        upstream.url,
-        gateway_db,
-        auth_mode="trusted-header",
-        trusted_header_allow_local_runtime=True,
-    )
+    settings = trusted_header_settings(gateway_state, upstream.url, gateway_db, trusted_proxies="")
     server = ServedGateway(create_app(settings), free_port())
     await server.start()
     try:
@@ -409,14 +403,7 @@ async def test_profile_same_mapped_namespace_not_inherited(
 ) -> None:
     """Two users whose addresses map to one namespace (``a.b@`` and ``a-b@``): the second
     cannot register it after the first deleted it, so cannot read what it left."""
-    settings = gateway_settings(
-        gateway_state,
-        upstream.url,
-        gateway_db,
-        auth_mode="trusted-header",
-        trusted_proxies="127.0.0.1",
-        trusted_header_allow_local_runtime=True,
-    )
+    settings = trusted_header_settings(gateway_state, upstream.url, gateway_db)
     server = ServedGateway(create_app(settings), free_port())
     await server.start()
     ns = "kubeflow-dot-name-example-com"
