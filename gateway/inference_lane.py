@@ -47,6 +47,7 @@ from .errors import GatewayError
 from .fastpath import CHOSEN_ENDPOINT
 from .notebook_origin import SANDBOX_HEADERS, split_host
 from .proxy import SKIP_RESPONSE
+from .same_head import SameHead
 from .upstream import (
     SMALL_BODY,
     UpstreamError,
@@ -524,13 +525,60 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
     chosen_endpoint: str | None = None
     #: What admission made of the last head it admitted on this connection.
     shape: RequestShape | None = None
+    #: The last request's head, when it came whole in one read and went into the lane
+    #: (gateway/same_head.py): the same bytes again are the same URL and headers.
+    same_head: SameHead | None = None
+    #: Messages llhttp began in the current read, and whether one is still open.
+    _begun = 0
+    _open = False
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.lane = getattr(config.app, "inference_lane", None)
 
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            same = self.same_head
+            if same is not None:
+                length = same.body_length(data)
+                if length >= 0 and self._repeat(data, length):
+                    return
+            at_start = not self._open
+            self._begun = 0
+            super().data_received(data)
+            exchange = self.cycle
+            if at_start and self._begun == 1 and not self._open and type(exchange) is LaneExchange:
+                self._remember_head(data, exchange)
+            return
+        super().data_received(data)
+
+    def _repeat(self, data: bytes, length: int) -> bool:
+        """A request with the last lane request's head: admitted (or not) as if parsed."""
+        assert self.lane is not None
+        self.chosen_endpoint = None
+        exchange = self.lane.admit(self)
+        if exchange is None:
+            return False
+        self._unset_keepalive_if_required()
+        if length:
+            exchange.body = data[len(data) - length :]  # type: ignore[assignment]
+        self.cycle = exchange  # type: ignore[assignment]
+        exchange.send()
+        return True
+
+    def _remember_head(self, data: bytes, exchange: LaneExchange) -> None:
+        if not exchange.keep_alive:
+            return
+        end = data.find(b"\r\n\r\n") + 4
+        if end >= 4 and end + len(exchange.body) == len(data):
+            self.same_head = SameHead.of(data[:end])
+
     def on_message_begin(self) -> None:
         """A new request: its ASGI scope is made only if it goes the ASGI way."""
+        self._begun += 1
+        self._open = True
+        self.same_head = None
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
@@ -559,6 +607,7 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._open = False
         cycle = self.cycle
         if type(cycle) is LaneExchange:
             if not cycle.disconnected:

@@ -48,6 +48,8 @@ import httpx
 
 from services.common.runtime import endpoint
 
+from .same_head import SameHead
+
 log = logging.getLogger(__name__)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -135,6 +137,9 @@ class _Connection(asyncio.Protocol):
         #: awaits (gateway/inference_lane.py); it reads the exchange's state itself.
         self.on_progress: Callable[[], None] | None = None
         self._parser_reusable = False
+        #: The last lane answer's head (gateway/same_head.py) and what llhttp made of it:
+        #: (memo, status, headers, keep-alive).
+        self._same: tuple[SameHead, int, list[tuple[bytes, bytes]], bool] | None = None
         self._reset_exchange(head=False)
 
     def _reset_exchange(self, head: bool) -> None:
@@ -167,6 +172,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        first = self.received == 0 and self.on_progress is not None and not self.head_request
+        if first and self._same is not None and self._answer_same(data):
+            return
         self.received += len(data)
         try:
             self.parser.feed_data(data)
@@ -174,6 +182,8 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamError(f"malformed upstream response: {exc}"))
             self.abort()
             return
+        if first:
+            self._remember_head(data)
         if self.head_request and self.head_done and not self.message_done:
             # llhttp cannot be told the request was HEAD: the head is the whole message.
             self.message_done = True
@@ -181,6 +191,38 @@ class _Connection(asyncio.Protocol):
         if self.buffered > READ_HIGH_WATER and not self._read_paused and self.transport:
             self._read_paused = True
             self.transport.pause_reading()
+
+    def _answer_same(self, data: bytes) -> bool:
+        """``data`` is a whole answer with the last one's head: taken as llhttp took that."""
+        same, status, headers, keep_alive = self._same  # type: ignore[misc]
+        length = same.body_length(data)
+        if length < 0:
+            return False
+        self.received = len(data)
+        self.status, self.headers, self.keep_alive = status, headers, keep_alive
+        self._has_length = True
+        self.content_length = length
+        if length:
+            self.chunks.append(data[len(data) - length :])
+            self.buffered = length
+        self.head_done = self.message_done = self._parser_reusable = True
+        self._wake()
+        return True
+
+    def _remember_head(self, data: bytes) -> None:
+        """After llhttp parsed ``data``, the first read of a lane answer: its head, if
+        ``data`` was exactly one whole answer with a Content-Length body."""
+        self._same = None
+        if not (self.message_done and self._has_length and self.error is None):
+            return
+        if self.status < 200 or self.status in (204, 304) or self._chunked:
+            return
+        end = data.find(b"\r\n\r\n") + 4
+        if end < 4 or end + (self.content_length or 0) != len(data):
+            return
+        same = SameHead.of(data[:end])
+        if same is not None:
+            self._same = (same, self.status, self.headers, self.keep_alive)
 
     def eof_received(self) -> bool:
         return False

@@ -24,6 +24,7 @@ import pytest
 from uvicorn.logging import AccessFormatter
 
 from gateway.app import create_app
+from gateway.same_head import SameHead
 from gateway.settings import Settings
 from tests.conftest import free_port
 from tests.gateway.conftest import (
@@ -489,3 +490,111 @@ async def test_second_user_on_a_shared_connection_gets_nothing_of_the_first_ones
             assert lane.served == served_before + 2  # the owner's two, none of the intruder's
     finally:
         await server.stop()
+
+
+@pytest.fixture
+def same_heads(monkeypatch: pytest.MonkeyPatch) -> dict[bytes, list[int]]:
+    """What ``SameHead.body_length`` answered (-1: parsed anew), in order, for requests
+    (``b"POST"``) and for answers (``b"HTTP"``)."""
+    answers: dict[bytes, list[int]] = {b"POST": [], b"HTTP": []}
+    real = SameHead.body_length
+
+    def spy(self: SameHead, data: bytes) -> int:
+        length = real(self, data)
+        answers[data[:4]].append(length)
+        return length
+
+    monkeypatch.setattr(SameHead, "body_length", spy)
+    return answers
+
+
+def post(body: bytes, path: str = INFER, content_type: bytes = b"application/json") -> bytes:
+    return b"POST %b HTTP/1.1\r\nhost: x\r\ncontent-type: %b\r\ncontent-length: %d\r\n\r\n%b" % (
+        path.encode(),
+        content_type,
+        len(body),
+        body,
+    )
+
+
+async def test_lane_repeats_a_request_head_only_for_the_same_bytes(
+    single_user: ServedGateway, same_heads: dict[bytes, list[int]]
+) -> None:
+    """A request whose bytes are the last lane request's head (its length aside) and its
+    whole body is admitted without llhttp; a request with more bytes behind it (a second
+    request in the same write), or a head one byte apart, is parsed, and each is answered
+    as itself."""
+    lane = lane_of(single_user)
+    async with httpx.AsyncClient(base_url=single_user.url, timeout=15) as c:
+        await c.post(INFER, content=b"{}")  # opens the kept-alive upstream connection
+    reader, writer = await asyncio.open_connection("127.0.0.1", single_user.port)
+
+    async def answer() -> tuple[str, dict[str, Any]]:
+        line, _, body = await asyncio.wait_for(read_request(reader), 10)
+        return line, json.loads(body)
+
+    try:
+        before = lane.served
+        for body in (b"1", b"22", b"x" * 333):
+            writer.write(post(body))
+            line, echoed = await answer()
+            assert line.startswith("HTTP/1.1 200") and echoed["body_bytes"] == len(body)
+        assert lane.served == before + 3
+        requests = same_heads[b"POST"]
+        assert requests[-2:] == [2, 333]  # the second and third were the first's head
+
+        smuggled = post(b"{}", f"/serving/{NS}/nowhere/v2/models/x/infer")
+        writer.write(post(b"4444") + smuggled)
+        line, echoed = await answer()
+        assert echoed["body_bytes"] == 4 and echoed["path"] == INFER
+        line, refused = await answer()
+        assert line.startswith("HTTP/1.1 503") and "no live endpoint" in refused["message"]
+        assert requests[-1] == -1
+
+        writer.write(post(b"55555", content_type=b"application/jsoN"))
+        line, echoed = await answer()
+        assert echoed["body_bytes"] == 5 and requests[-1] == -1
+    finally:
+        writer.close()
+
+
+async def test_lane_takes_a_repeated_answer_head_only_for_the_same_bytes(
+    gateway_state: Path, gateway_db: str, same_heads: dict[bytes, list[int]]
+) -> None:
+    """The upstream is tenant code. Its answers with the last answer's head (any length) are
+    relayed without llhttp, each with its own body; a header it changes reaches the client;
+    bytes it sends after an answer's body (a second answer nobody asked for) are never
+    anyone's answer."""
+    extra = {"header": b"", "after": b""}
+
+    async def model(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        while True:
+            _, _, body = await read_request(reader)
+            writer.write(  # one write: the answer arrives whole
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n%bcontent-length: %d\r\n\r\n%b%b"
+                % (extra["header"], len(body) + 4, b"got:" + body, extra["after"])
+            )
+            extra["after"] = b""
+            await writer.drain()
+
+    async with raw_gateway(gateway_state, gateway_db, model, "raw") as (server, raw):
+        url = f"/serving/{NS}/raw/v2/models/raw/infer"
+        one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=server.url, timeout=15, limits=one) as c:
+            for body in (b"a", b"bb", b"ccc", b"d" * 1000):
+                r = await c.post(url, content=body)
+                assert r.text == "got:" + body.decode()
+            answers = same_heads[b"HTTP"]
+            assert answers[-2:] == [7, 1004]  # the third and fourth answers, taken whole
+
+            extra["header"] = b"x-changed: yes\r\n"
+            r = await c.post(url, content=b"e")
+            assert r.text == "got:e" and r.headers["x-changed"] == "yes"
+            assert answers[-1] == -1
+
+            extra["after"] = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil"
+            assert (await c.post(url, content=b"f")).text == "got:f"
+            for body in (b"g", b"hh"):
+                r = await c.post(url, content=body)
+                assert r.status_code == 200 and r.text == "got:" + body.decode()
+        assert raw.connections >= 1
