@@ -512,7 +512,7 @@ class LaneExchange:
             )  # fmt: skip
         if not self.keep_alive:
             proto.transport.close()
-        proto.on_response_complete()
+        proto.lane_response_complete()
 
 
 class GatewayHttpProtocol(CoalescingHttpProtocol):
@@ -531,6 +531,10 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
     #: Messages llhttp began in the current read, and whether one is still open.
     _begun = 0
     _open = False
+    #: When the last lane answer left (loop time), and whether the keep-alive timer is the
+    #: lane's (``lane_response_complete``) rather than uvicorn's.
+    _idle_since = 0.0
+    _lazy_keep_alive = False
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -560,12 +564,47 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
         exchange = self.lane.admit(self)
         if exchange is None:
             return False
-        self._unset_keepalive_if_required()
+        if not self._lazy_keep_alive:
+            self._unset_keepalive_if_required()
         if length:
             exchange.body = data[len(data) - length :]  # type: ignore[assignment]
         self.cycle = exchange  # type: ignore[assignment]
         exchange.send()
         return True
+
+    def lane_response_complete(self) -> None:
+        """uvicorn's ``on_response_complete`` for a lane answer, with one keep-alive timer
+        per idle spell instead of one per answer: when due, the timer looks at when the
+        connection last went idle (``_keep_alive_due``)."""
+        if self.pipeline or self.flow.read_paused:
+            super().on_response_complete()  # uvicorn starts the pipelined request
+            return
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self._lazy_keep_alive = True
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self._keep_alive_due
+            )
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        self._lazy_keep_alive = False
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return  # a repeated request is in the lane: its answer arms the timer again
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._lazy_keep_alive = True
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._lazy_keep_alive = False
+        super()._unset_keepalive_if_required()
 
     def _remember_head(self, data: bytes, exchange: LaneExchange) -> None:
         if not exchange.keep_alive:

@@ -598,3 +598,28 @@ async def test_lane_takes_a_repeated_answer_head_only_for_the_same_bytes(
                 r = await c.post(url, content=body)
                 assert r.status_code == 200 and r.text == "got:" + body.decode()
         assert raw.connections >= 1
+
+
+async def test_lane_keep_alive_closes_an_idle_connection_and_no_busy_one(
+    single_user: ServedGateway, same_heads: dict[bytes, list[int]]
+) -> None:
+    """uvicorn's keep-alive timeout (here 1 s) holds for lane answers, whose timer is armed
+    once per idle spell: requests every 0.3 s for 2.5 s keep the connection, all answered in
+    the lane; then idle, the gateway closes it after about the timeout."""
+    single_user.server.config.timeout_keep_alive = 1  # read by each new connection
+    async with httpx.AsyncClient(base_url=single_user.url, timeout=15) as c:
+        await c.post(INFER, content=b"{}")
+    reader, writer = await asyncio.open_connection("127.0.0.1", single_user.port)
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:
+            writer.write(post(b"{}"))
+            line, _, _ = await asyncio.wait_for(read_request(reader), 10)
+            assert line.startswith("HTTP/1.1 200")
+            await asyncio.sleep(0.3)
+        assert len([n for n in same_heads[b"POST"] if n >= 0]) >= 6
+        idle = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the gateway
+        assert 0.6 < time.monotonic() - idle < 3
+    finally:
+        writer.close()
