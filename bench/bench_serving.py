@@ -9,7 +9,10 @@ loopback (the InferenceService's own server lives in a sandbox with its own netw
 only the gateway reaches) and to ``/serving/{ns}/{name}/v2/models/{name}/infer`` on the
 gateway, and prints req/s, p50/p99 and the ratios, with PASS/FAIL against issue 15's targets
 (>= 0.8x throughput at concurrency 1 and >= 0.9x above it; <= 2 ms added p50 at concurrency
-1, where latency is not queueing). On a shared two-core machine the numbers move with the load.
+1, where latency is not queueing). On a shared two-core machine the numbers move with the load,
+so each point is measured in five interleaved rounds (``--rounds``): the req/s lines are each
+path's median run, and the verdict is the median of the rounds' paired ratios (gateway and
+direct measured back to back), printed with their range.
 Beside them, in the same interleaved rounds, a reference: the direct server behind HAProxy
 (HTTP keep-alive, no authentication), what the extra hop costs a native proxy here.
 Then a batching line per concurrency (16, 64): the direct server against a second one started
@@ -243,14 +246,26 @@ def measure(url: str, seconds: float, concurrency: int, script: Path | None) -> 
 
 def interleaved(
     urls: list[str], seconds: float, conc: int, script: Path | None, rounds: int
-) -> list[Run]:
-    """The ``urls`` measured in turn, ``rounds`` times; each one's median run (by req/s): on
-    a shared machine one run can fall into another process's burst."""
+) -> list[list[Run]]:
+    """The ``urls`` measured in turn, ``rounds`` times: each one's runs, round by round."""
     runs: list[list[Run]] = [[] for _ in urls]
     for _ in range(max(1, rounds)):
         for i, url in enumerate(urls):
             runs[i].append(measure(url, seconds, conc, script))
-    return [sorted(r, key=lambda run: run.rps)[len(r) // 2] for r in runs]
+    return runs
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The median run by req/s: on a shared machine one run can fall into another
+    process's burst."""
+    return sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
+
+
+def paired_ratio(over: list[Run], under: list[Run]) -> tuple[float, float, float]:
+    """The median of the rounds' throughput ratios ``over``/``under`` (each pair measured
+    back to back, so load that drifts over the run cancels), with their lowest and highest."""
+    ratios = sorted(o.rps / u.rps for o, u in zip(over, under, strict=True))
+    return statistics.median(ratios), ratios[0], ratios[-1]
 
 
 def start_native_proxy(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int] | None:
@@ -314,7 +329,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per point")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved runs per point")
     parser.add_argument(
         "--cold-start",
         type=int,
@@ -373,32 +388,38 @@ def main() -> int:
             ok = True
             log.info("%-11s %5s %10s %9s %9s", "path", "conc", "req/s", "p50 ms", "p99 ms")
             for conc in args.concurrency:
-                runs = interleaved(urls, args.seconds, conc, script, args.rounds)
+                rounds = interleaved(urls, args.seconds, conc, script, args.rounds)
+                runs = [median_run(r) for r in rounds]
                 d, g = runs[0], runs[1]
                 labels = ("direct", "gateway", "haproxy")
                 for label, run in zip(labels, runs, strict=False):
                     log.info("%-11s %5d %10.0f %9.2f %9.2f", label, conc, run.rps, run.p50, run.p99)
-                ratio, added = g.rps / d.rps, g.p50 - d.p50
+                ratio, low, high = paired_ratio(rounds[1], rounds[0])
+                added = g.p50 - d.p50
                 # Added p50 counts where latency is the proxy's own (concurrency 1); saturated,
                 # p50 is queueing (concurrency / throughput) and the ratio already says it.
                 target = TARGET_RATIOS.get(conc, TARGET_RATIO_LOADED)
                 passed = ratio >= target and (conc > 1 or added <= TARGET_ADDED_P50_MS)
                 ok = ok and passed
                 log.info(
-                    "concurrency %d: gateway/direct throughput %.2fx (target %.1fx), p50 +%.2f ms "
-                    "-> %s",
+                    "concurrency %d: gateway/direct throughput %.2fx (median of %d paired rounds, "
+                    "%.2f-%.2f; target %.1fx), p50 +%.2f ms -> %s",
                     conc,
                     ratio,
+                    len(rounds[0]),
+                    low,
+                    high,
                     target,
                     added,
                     "PASS" if passed else "FAIL",
                 )
-                if len(runs) > 2:
+                if len(rounds) > 2:
                     log.info(
                         "  reference, the same hop through a native proxy with no authentication "
-                        "(haproxy -> direct server): %.2fx of direct; the gateway %.2fx of it",
-                        runs[2].rps / d.rps,
-                        g.rps / runs[2].rps,
+                        "(haproxy -> direct server): %.2fx of direct (%.2f-%.2f); the gateway "
+                        "%.2fx of it",
+                        *paired_ratio(rounds[2], rounds[0]),
+                        paired_ratio(rounds[1], rounds[2])[0],
                     )
             batching(model_dir, direct, args.seconds, script)
             if args.cold_start:
