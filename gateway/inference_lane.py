@@ -541,6 +541,10 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
         self.lane = getattr(config.app, "inference_lane", None)
 
     def data_received(self, data: bytes) -> None:
+        """Between requests, a read that is exactly the last lane request's head again (its
+        length aside) and its whole body is admitted without llhttp (``_repeat``); any other
+        read is parsed, and remembered (``same_head``) when it was one whole request that
+        went into the lane."""
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
             same = self.same_head
@@ -607,6 +611,7 @@ class GatewayHttpProtocol(CoalescingHttpProtocol):
         super()._unset_keepalive_if_required()
 
     def _remember_head(self, data: bytes, exchange: LaneExchange) -> None:
+        """``data``, one whole request llhttp parsed into the lane: its head, when kept alive."""
         if not exchange.keep_alive:
             return
         end = data.find(b"\r\n\r\n") + 4
