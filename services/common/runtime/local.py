@@ -622,7 +622,11 @@ class LocalRuntime(Runtime):
 
             loop.add_reader(pidfd, on_exit)
             try:
-                await asyncio.wait_for(exited, limit)
+                # Not wait_for: before Python 3.12 it drops a cancel that comes in the loop turn
+                # the process exits (python/cpython#86296), and a controller worker stopped then
+                # carries on and holds up its service's stop forever (tests/automl/test_stop.py).
+                async with asyncio.timeout(limit):
+                    await exited
             except TimeoutError:
                 pass
             finally:
