@@ -53,7 +53,8 @@ class Activator:
                 task = asyncio.create_task(self._activate(key), name=f"activate-{namespace}-{name}")
                 self._activations[key] = task
             try:
-                url = await asyncio.wait_for(asyncio.shield(task), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    url = await asyncio.shield(task)
             except TimeoutError:
                 raise DataPlaneError(
                     503,

@@ -403,7 +403,8 @@ class GRPCProtocol(asyncio.Protocol):
         try:
             with grpc_errors(stream.call.method):
                 stream.call.message = self.unpack(stream, message)
-                reply = await asyncio.wait_for(self.handler(stream.call), stream.timeout)
+                async with asyncio.timeout(stream.timeout):
+                    reply = await self.handler(stream.call)
             self.h2.send_headers(stream_id, RESPONSE_HEADERS)
             await self.send_body(stream_id, frame(reply))
             self.h2.send_headers(stream_id, status_headers(Code.OK, ""), end_stream=True)

@@ -161,10 +161,11 @@ class NamespaceSync:
         what = "make" if owner is not None else "remove"
         try:
             runtime = self.runtime()
-            if owner is not None:
-                await asyncio.wait_for(runtime.ensure_namespace(namespace, owner), self.timeout)
-            else:
-                await asyncio.wait_for(runtime.delete_namespace(namespace), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                if owner is not None:
+                    await runtime.ensure_namespace(namespace, owner)
+                else:
+                    await runtime.delete_namespace(namespace)
         except Exception as exc:
             previous = self.pending.get(namespace)
             attempts = previous[1] + 1 if previous and previous[0] == owner else 1
@@ -286,7 +287,8 @@ class ProfileStore:
         while True:
             await asyncio.sleep(self.reload_seconds)
             try:
-                await asyncio.wait_for(self.reload(), timeout=10)
+                async with asyncio.timeout(10):
+                    await self.reload()
             except Exception:  # keep serving the last snapshot
                 log.warning("profile snapshot reload failed", exc_info=True)
 

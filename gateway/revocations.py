@@ -98,6 +98,7 @@ class SessionRevocations:
         while True:
             await asyncio.sleep(self.reload_seconds)
             try:
-                await asyncio.wait_for(self.reload(), timeout=10)
+                async with asyncio.timeout(10):
+                    await self.reload()
             except Exception:  # keep the last set: a sign-out is never forgotten early
                 log.warning("revoked-session reload failed", exc_info=True)

@@ -79,7 +79,8 @@ class EarlyStopWatch:
             return
         if self.stopped.is_set():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 5)
+                async with asyncio.timeout(5):
+                    await self._task
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task

@@ -277,7 +277,8 @@ def workload_runs_router(ctx: ServiceContext) -> APIRouter:
 
 async def _quietly(awaitable: Awaitable[Any], within: float = 10) -> None:
     try:
-        await asyncio.wait_for(awaitable, timeout=within)
+        async with asyncio.timeout(within):
+            await awaitable
     except Exception:
         log.exception("error during shutdown")
 

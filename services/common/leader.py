@@ -193,7 +193,8 @@ class LeaderElection:
                 log.warning("%s: no longer the leader; controllers stopped", self.service)
             for component in reversed(self.components):
                 try:
-                    await asyncio.wait_for(component.stop(), timeout=30)
+                    async with asyncio.timeout(30):
+                        await component.stop()
                 except Exception:
                     log.exception("%s: stopping %s", self.service, type(component).__name__)
         conn, self._conn, self._backend_pid = self._conn, None, None

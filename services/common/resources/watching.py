@@ -190,7 +190,8 @@ async def wait_for_signal(live: asyncio.Queue[bytes], wait: float) -> bool:
     watch skip or repeat a change.
     """
     try:
-        await asyncio.wait_for(live.get(), timeout=wait)
+        async with asyncio.timeout(wait):
+            await live.get()
     except TimeoutError:
         return False
     while not live.empty():

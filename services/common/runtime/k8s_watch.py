@@ -103,7 +103,8 @@ class PodCache:
     async def wait_synced(self, timeout: float) -> None:  # noqa: ASYNC109
         self.start()
         if not self.synced.is_set():
-            await asyncio.wait_for(self.synced.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.synced.wait()
 
     async def close(self) -> None:
         task, self._task = self._task, None

@@ -416,7 +416,8 @@ class KubernetesRuntime(Runtime):
                 )
             wait_for = REREAD_SECONDS if left is None else min(left, REREAD_SECONDS)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), wait_for)
+                async with asyncio.timeout(wait_for):
+                    await changed.wait()
 
     async def _until(self, key: Key, done: Any, limit: float) -> dict[str, Any] | None:
         """Wait (on watch events) until ``done(pod or None)``; the last pod seen."""
@@ -432,7 +433,8 @@ class KubernetesRuntime(Runtime):
             if left <= 0:
                 return pod
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(left, REREAD_SECONDS))
+                async with asyncio.timeout(min(left, REREAD_SECONDS)):
+                    await changed.wait()
 
     # -- delete and stop ---------------------------------------------------------------------
 
