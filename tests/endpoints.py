@@ -6,7 +6,7 @@ and check an endpoint's form with :func:`assert_endpoint`, never by its prefix.
 
 :class:`FdBroker` is a real broker, as a sandbox's supervisor runs one: a unix socket that
 answers each ``C`` with a TCP socket connected to a server, passed with ``SCM_RIGHTS``. It
-can also refuse (``E<reason>``) or pass what a broker must not (a pipe, a unix socket, a
+can also refuse (``E<reason>``) or pass what a broker must not (a pipe, a datagram socket, a
 listening socket), so the client side's checks can be tested.
 """
 
@@ -25,7 +25,7 @@ import httpx
 from services.common.runtime import endpoint
 from services.common.runtime.endpoint_http import EndpointTransport
 
-Mode = Literal["tcp", "refuse", "pipe", "unix", "listening", "silent"]
+Mode = Literal["tcp", "refuse", "pipe", "datagram", "listening", "silent"]
 
 
 def endpoint_client(**kwargs: Any) -> httpx.AsyncClient:
@@ -44,7 +44,7 @@ class FdBroker:
     """A sandbox broker on a unix socket, serving ``target`` (host, port) in a thread.
 
     ``mode`` says how it answers: ``tcp`` (a connected TCP socket, the normal case),
-    ``refuse`` (``E`` + ``reason``), ``pipe``, ``unix``, ``listening`` (descriptors a client
+    ``refuse`` (``E`` + ``reason``), ``pipe``, ``datagram``, ``listening`` (descriptors a client
     must refuse), ``silent`` (accepts and never answers). ``requests`` counts connections.
     """
 
@@ -106,8 +106,8 @@ class FdBroker:
             finally:
                 os.close(read_end)
                 os.close(write_end)
-        elif self.mode == "unix":
-            left, right = socket.socketpair()
+        elif self.mode == "datagram":
+            left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
             with left, right:
                 socket.send_fds(client, [endpoint.OK], [left.fileno()])
         elif self.mode == "listening":

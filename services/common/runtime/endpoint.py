@@ -9,7 +9,8 @@ A runtime hands out *opaque* endpoints (DESIGN.md, Runtime). Two forms exist:
     the host can connect to its port. Its supervisor (outside the sandbox, trusted) listens on
     a unix socket that only the platform's user may open; for every connection it makes a TCP
     socket *inside* the workload's network namespace, connects it to the server, and passes
-    the connected descriptor back with ``SCM_RIGHTS``. The caller then speaks HTTP straight to
+    the connected descriptor back with ``SCM_RIGHTS`` (a unix socket's, where the server listens
+on one beside its port: see netns.py). The caller then speaks HTTP straight to
     the server: no process copies the bytes, so a pooled keep-alive connection costs nothing
     after its first request.
 
@@ -107,12 +108,13 @@ def _receive_socket(broker: socket.socket) -> socket.socket:
         raise EndpointError(
             "the workload's endpoint passed something that is not a socket"
         ) from None
-    # Only a connected TCP stream socket is a server connection; anything else (a unix
-    # socket, a datagram socket, a listening one) is not ours to use.
-    tcp = server.family in (socket.AF_INET, socket.AF_INET6) and server.type == socket.SOCK_STREAM
-    if not tcp:
+    # Only a connected stream socket is a server connection: TCP, or the unix socket the
+    # supervisor connected to the server inside its network namespace (netns.py,
+    # local_socket_name); anything else (a datagram socket, a listening one) is not ours.
+    families = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+    if server.family not in families or server.type != socket.SOCK_STREAM:
         server.close()
-        raise EndpointError("the workload's endpoint passed a socket that is not TCP")
+        raise EndpointError("the workload's endpoint passed a socket that is not a stream")
     try:
         server.getpeername()
     except OSError:  # ENOTCONN: a listening or never-connected socket

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import local_network, sandbox
+from . import local_network, netns, sandbox
 from . import supervisor as supervisor_module
 from .base import Runtime
 from .endpoint import sandbox_endpoint
@@ -332,6 +332,7 @@ class LocalRuntime(Runtime):
         }
         if port is not None:
             env["PORT"] = str(port)
+            env[netns.LOCAL_SOCKET_ENV] = "@" + netns.local_socket_name(port)[1:]
         egress = self._platform_env(spec.namespace, env, port)
         binding = f"{spec.namespace}/{spec.name}/{uuid.uuid4().hex[:12]}"
         if self.identity is not None:

@@ -10,10 +10,15 @@ bridges exactly two things, without running any code of ours inside the sandbox:
   the namespace it was made in, so the supervisor can accept on it from the host and connect
   each accepted connection to the gateway on the host. The workload cannot reach any other
   host address: there is no route.
-* **ingress**: a server's port. For servers the agent stays, and makes a fresh TCP socket in
+* **ingress**: a server's port. For servers the agent stays, and makes a fresh socket in
   the namespace whenever the supervisor asks. The supervisor connects it to the server's port
   (loopback inside) and hands the connected socket to whoever asked on the workload's
   endpoint socket (endpoint.py has the client side), or uses it for the readiness probe.
+  A server may also listen on the unix socket :func:`local_socket_name` names beside its
+  port (shipyard's model server does): the endpoint's connections then go there, a cheaper
+  hop than loopback TCP (a round trip about 10 us shorter on the reference VM). Its name
+  is abstract, and abstract names belong to a network namespace, so the lookup (made on a
+  socket the agent created inside) finds only what the workload itself bound.
 
 Standard library only, imported by the supervisor by path (it runs with ``-I -S``), and lean
 for the same reason as the supervisor: every job waits for this module, so it uses the C
@@ -49,9 +54,21 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 NS_GET_USERNS = 0xB701
 RELAY_CHUNK = 256 * 1024
-_REQUEST = b"C"
+_REQUEST = b"C"  # the agent's protocol: a fresh TCP socket in the namespace
+_REQUEST_LOCAL = b"L"  # a fresh unix socket in the namespace
 _OK = b"\0"
 _ERROR = b"E"
+
+
+#: The variable that tells a sandboxed server :func:`local_socket_name`, written the way
+#: ``ss`` prints an abstract name: ``@shipyard-http-<port>`` ("@" for the leading NUL).
+LOCAL_SOCKET_ENV = "SHIPYARD_HTTP_SOCKET"
+
+
+def local_socket_name(port: int) -> str:
+    """The abstract unix socket a sandboxed server may listen on beside TCP ``port``, for the
+    gateway's hop (see the module docstring)."""
+    return f"\0shipyard-http-{port}"
 
 
 class AgentError(Exception):
@@ -159,7 +176,8 @@ def _agent_main(
             return 0
         if not request:
             return 0
-        fresh = Socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        family = _socket.AF_UNIX if request == _REQUEST_LOCAL else _socket.AF_INET
+        fresh = Socket(family, _socket.SOCK_STREAM)
         try:
             send_fds(control, _OK, [fresh.fileno()])
         except OSError:
@@ -195,12 +213,15 @@ class Agent:
             raise AgentError(msg[1:].decode(errors="replace") or "the agent exited")
         self.listeners = [Socket(fileno=fd) for fd in fds]
         self.stay = stay
+        #: Per server port: whether the server listens on its local_socket_name too.
+        self._local: dict[int, bool] = {}
         if not stay:  # a job's agent is done: it exits on its own, reaped in close()
             self.control.close()
 
-    def new_socket(self) -> Socket:
-        """A fresh, unconnected TCP socket inside the workload's network namespace."""
-        self.control.sendall(_REQUEST)
+    def new_socket(self, request: bytes = _REQUEST) -> Socket:
+        """A fresh, unconnected TCP socket inside the workload's network namespace (a unix
+        one for ``_REQUEST_LOCAL``)."""
+        self.control.sendall(request)
         msg, fds = recv_fds(self.control, 16, 1)
         if msg[:1] != _OK or len(fds) != 1:
             for fd in fds:
@@ -218,6 +239,21 @@ class Agent:
             sock.close()
             raise
         return sock
+
+    def connect_server(self, port: int, timeout: float = 2.0) -> Socket:
+        """A socket connected to the server on ``port``: on its unix socket
+        (:func:`local_socket_name`) where it listens on one, else on ``127.0.0.1:port``."""
+        if self._local.get(port, True):
+            sock = self.new_socket(_REQUEST_LOCAL)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(local_socket_name(port))
+                self._local[port] = True
+                return sock
+            except OSError:
+                sock.close()
+                self._local[port] = False  # the same server binary will not start to later
+        return self.connect(port, timeout)
 
     def close(self) -> None:
         try:
@@ -302,7 +338,7 @@ def serve_endpoint(listener: Socket, agent: Agent | None, port: int | None) -> N
             conn.sendall(_ERROR + b"the workload is not running")
             return
         try:
-            server = agent.connect(port)
+            server = agent.connect_server(port)
         except (OSError, AgentError) as exc:
             conn.sendall(_ERROR + f"cannot connect to the server's port {port}: {exc}".encode())
             return

@@ -8,7 +8,8 @@ ready as soon as it answers: the readiness probe (``/v2/health/ready`` or
 
 It listens on ``$PORT`` on all of the workload's own interfaces (``0.0.0.0``): the workload's
 network is its own (a sandbox's namespace locally, the pod's on Kubernetes), and the runtime
-decides who reaches it.
+decides who reaches it. In a local sandbox it also listens on the abstract unix socket that
+``$SHIPYARD_HTTP_SOCKET`` names, which the sandbox's endpoint uses first.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,9 @@ from services.serving.unpack import UnpackError
 from . import huggingface
 from .batcher import DEFAULT_MAX_LATENCY_MS, ModelBatcher
 from .loaders import ModelLoadError, load_model
+
+#: Set by the local runtime for a server in a sandbox (services.common.runtime.netns).
+LOCAL_SOCKET_ENV = "SHIPYARD_HTTP_SOCKET"
 
 log = logging.getLogger("services.serving.modelserver")
 
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         batcher = ModelBatcher(model, args.max_batch_size, args.max_latency_ms)
         log.info("batching: %d rows, %g ms", args.max_batch_size, args.max_latency_ms)
     app = create_model_app(model, args.protocol, args.path_prefix, batcher)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -115,7 +120,26 @@ def main(argv: list[str] | None = None) -> int:
         http=CoalescingHttpProtocol,
         loop="uvloop" if _has_uvloop() else "asyncio",
     )
+    listeners = [config.bind_socket(), *_local_listener(os.environ.get(LOCAL_SOCKET_ENV, ""))]
+    uvicorn.Server(config).run(sockets=listeners)
     return 0
+
+
+def _local_listener(name: str) -> list[socket.socket]:
+    """The unix socket a local sandbox names (``@...``: abstract) beside the port, which its
+    endpoint connects to first (a shorter hop than loopback TCP:
+    services/common/runtime/netns.py); none elsewhere, or where the name is taken (another
+    server on this port number, in a network namespace shared with it)."""
+    if not name.startswith("@"):
+        return []
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind("\0" + name[1:])
+    except OSError:
+        sock.close()
+        return []
+    sock.listen(2048)
+    return [sock]
 
 
 def _has_uvloop() -> bool:
