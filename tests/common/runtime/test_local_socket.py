@@ -64,7 +64,7 @@ async def test_endpoint_takes_the_servers_own_unix_socket_and_nothing_else(
     try:
         await runtime.apply(server("sock-a", "alpha", "unix"))
         await runtime.apply(server("sock-b", "beta", "tcp"))
-        answers = {}
+        answers: dict[str, list[str]] = {}
         async with endpoint_client() as client:
             for name, namespace in (("alpha", "sock-a"), ("beta", "sock-b")):
                 status = await runtime.wait(namespace, name, timeout=30, ready=True)
