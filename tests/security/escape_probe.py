@@ -49,6 +49,21 @@ for host, port in targets.get("tcp", []):
         return socket.create_connection((host, port), timeout=2).getpeername()
 
     attempt(f"connect {host}:{port}", connect)
+# Abstract unix socket names (no leading NUL here): they belong to a network namespace.
+own = targets.get("unix_own")
+if own:  # a positive control: one bound in this namespace answers
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind("\0" + own)
+    listener.listen(1)
+for name in targets.get("unix", []) + ([own] if own else []):
+
+    def connect_unix(name=name):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(2)
+        sock.connect("\0" + name)
+        return name
+
+    attempt(f"connect @{name}", connect_unix)
 
 libc = ctypes.CDLL(None, use_errno=True)
 

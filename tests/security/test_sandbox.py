@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,21 @@ import pytest
 from services.common.identity import ensure_gateway_keys
 from services.common.runtime import LocalRuntime, Phase, Runtime
 from services.common.runtime.endpoint import connect, parse
+from services.common.runtime.netns import local_socket_name
 from services.common.runtime.sandbox import API_ADDRESS, cgroup_layout
 from tests.security.conftest import PROBE, escape_reports, escapes
 
 pytestmark = pytest.mark.timeout(90)
+
+#: A server on its port and on the abstract unix socket ``$SHIPYARD_HTTP_SOCKET`` names.
+LOCAL_SOCKET_SERVER = """
+import os, socket, time
+local = socket.socket(socket.AF_UNIX)
+local.bind("\\0" + os.environ["SHIPYARD_HTTP_SOCKET"][1:])
+local.listen(8)
+tcp = socket.create_server(("0.0.0.0", int(os.environ["PORT"])))
+time.sleep(3600)
+"""
 
 
 async def run_probe(
@@ -56,6 +68,7 @@ async def test_workload_cannot_reach_secrets_other_tenants_or_the_host(
         state,
         workload_env=lambda ns: {"SHIPYARD_URL": f"http://127.0.0.1:{api_port}"},
     )
+    host_socket = socket.socket(socket.AF_UNIX)
     try:
         # Tenant A: a volume with a secret in it, and a server listening in its sandbox.
         await runtime.create_volume("team-a", "data")
@@ -70,6 +83,21 @@ async def test_workload_cannot_reach_secrets_other_tenants_or_the_host(
             }
         )
         await runtime.wait("team-a", "web", timeout=30, ready=True)
+        # And a server on the abstract unix socket its endpoint connects to first (netns.py),
+        # as shipyard's model server listens; the host has one of its own.
+        await runtime.apply(
+            {
+                "kind": "server",
+                "namespace": "team-a",
+                "name": "model",
+                "command": ["python3", "-c", LOCAL_SOCKET_SERVER],
+            }
+        )
+        await runtime.wait("team-a", "model", timeout=30, ready=True)
+        host_name = f"shipyard-escape-host-{os.getpid()}"
+        host_socket.bind("\0" + host_name)
+        host_socket.listen(1)
+        unix_names = [local_socket_name(8080)[1:], host_name]
         # Tenant B, with a volume of its own, tries everything.
         await runtime.create_volume("team-b", "mine")
         targets = {
@@ -96,6 +124,8 @@ async def test_workload_cannot_reach_secrets_other_tenants_or_the_host(
                 ["127.0.0.1", 4222],  # NATS
                 ["127.0.0.1", 8080],  # team-a's server, were the network shared
             ],
+            # team-a's model server's unix socket, and one on the host.
+            "unix": unix_names,
         }
         report = await run_probe(
             runtime,
@@ -106,6 +136,8 @@ async def test_workload_cannot_reach_secrets_other_tenants_or_the_host(
             volumes=[{"name": "mine", "persistentVolumeClaim": {"claimName": "mine"}}],
         )
         assert escapes(report) == {}
+        for name in unix_names:
+            assert report[f"connect @{name}"].startswith("blocked: ECONNREFUSED"), report
         assert report["uid"] != 0 and report["euid"] != 0
         assert int(report["CapEff"], 16) == 0 and int(report["CapPrm"], 16) == 0
         assert int(report["CapBnd"], 16) == 0
@@ -124,6 +156,7 @@ async def test_workload_cannot_reach_secrets_other_tenants_or_the_host(
             {
                 "tcp": [list(API_ADDRESS)],
                 "write_paths": ["/data/mine.txt", "/tmp/t.txt", "/dev/shm/t.txt"],
+                "unix_own": "its-own",
             },
             volumeMounts=[{"name": "mine", "mountPath": "/data"}],
             volumes=[{"name": "mine", "persistentVolumeClaim": {"claimName": "mine"}}],
@@ -131,12 +164,14 @@ async def test_workload_cannot_reach_secrets_other_tenants_or_the_host(
         assert allowed[f"connect {API_ADDRESS[0]}:{API_ADDRESS[1]}"].startswith("ESCAPED")
         assert allowed["write /data/mine.txt"].startswith("ESCAPED")
         assert allowed["write /dev/shm/t.txt"].startswith("ESCAPED")  # multiprocessing needs it
+        assert allowed["connect @its-own"].startswith("ESCAPED")  # the probe's unix connect works
         mine = (await runtime.resolve_volume("team-b", "mine")) / "mine.txt"
         assert mine.read_text() == "tenant was here"
         if os.geteuid() == 0:  # each namespace writes as its own host uid
             assert mine.stat().st_uid == allowed["uid"] != 0
             assert allowed["uid"] != runtime.uids.uid_for("team-a")
     finally:
+        host_socket.close()
         await runtime.shutdown()
 
 
