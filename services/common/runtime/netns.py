@@ -252,7 +252,7 @@ class Agent:
                 return sock
             except OSError:
                 sock.close()
-                self._local[port] = False  # the same server binary will not start to later
+                self._local[port] = False  # a server that did not listen there will not later
         return self.connect(port, timeout)
 
     def close(self) -> None:
