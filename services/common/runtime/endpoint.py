@@ -7,10 +7,10 @@ A runtime hands out *opaque* endpoints (DESIGN.md, Runtime). Two forms exist:
 ``http+sandbox://<percent-encoded path of a unix socket>``
     A server inside a local sandbox. The sandbox has its own network namespace, so nothing on
     the host can connect to its port. Its supervisor (outside the sandbox, trusted) listens on
-    a unix socket that only the platform's user may open; for every connection it makes a TCP
-    socket *inside* the workload's network namespace, connects it to the server, and passes
-    the connected descriptor back with ``SCM_RIGHTS`` (a unix socket's, where the server listens
-on one beside its port: see netns.py). The caller then speaks HTTP straight to
+    a unix socket that only the platform's user may open; for every connection it makes a
+    socket *inside* the workload's network namespace, connects it to the server (its TCP port,
+    or the unix socket it listens on beside it: netns.py), and passes the connected
+    descriptor back with ``SCM_RIGHTS``. The caller then speaks HTTP straight to
     the server: no process copies the bytes, so a pooled keep-alive connection costs nothing
     after its first request.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.runtime import LocalRuntime
+from services.common.runtime import LocalRuntime, netns
 from services.common.runtime.netns import local_socket_name
 from services.serving.modelserver.__main__ import LOCAL_SOCKET_ENV
 from tests.endpoints import endpoint_client
@@ -54,7 +54,7 @@ def server(namespace: str, label: str, listens: str) -> dict[str, object]:
 async def test_endpoint_takes_the_servers_own_unix_socket_and_nothing_else(
     tmp_path: Path,
 ) -> None:
-    assert LOCAL_SOCKET_ENV == "SHIPYARD_HTTP_SOCKET"  # the model server reads what we set
+    assert LOCAL_SOCKET_ENV == netns.LOCAL_SOCKET_ENV  # the model server reads what is set
     # The name every server on 8080 gets, bound on the host: a lookup outside the workload's
     # network namespace would find this one.
     host = socket.socket(socket.AF_UNIX)
