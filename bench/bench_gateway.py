@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,8 @@ from typing import Any
 import httpx
 from loadgen import Run, run_python, run_wrk
 
+from shipyard.ports import free_port
+
 log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parents[1]
 STUB_PATH = "/apis/kubeflow.org/v1beta1/namespaces/bench/experiments"  # automl -> the stub
@@ -60,12 +61,6 @@ PG_ADMIN_DSN = os.environ.get(
 NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 TARGET_RATIO, TARGET_ADDED_P50_MS = 0.6, 2.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve_upstream(port: int, key_file: Path, delay: float = 0.0) -> None:

