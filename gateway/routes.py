@@ -258,13 +258,15 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
     ``{predictor: {url, latestRolledoutRevision...}}`` with ``spec.predictor.canaryTrafficPercent``
     splitting between ``status.components.predictor.url`` and a canary URL when present, else
     ``status.url``/``status.address.url``; a revision with several ready replicas lists them
-    in ``endpoints``/``latestEndpoints``. Endpoints are the runtime's opaque URLs
+    in ``endpoints``/``latestEndpoints``. InferenceGraph: ``status.endpoints`` (its routers),
+    else ``status.endpoint``. Endpoints are the runtime's opaque URLs
     (``http://`` or ``http+sandbox://``); the proxy opens either through
     ``services.common.runtime.endpoint``.
     """
     status = obj.get("status") or {}
-    if kind == "inferencegraph":  # its router's endpoint; status.url is the gateway's own
-        return [(status["endpoint"], 100)] if status.get("endpoint") else []
+    if kind == "inferencegraph":  # its routers' endpoints; status.url is the gateway's own
+        routers = status.get("endpoints") or [status.get("endpoint")]
+        return [(url, 100) for url in routers if url]
     if kind == "inferenceservice":
         front = ((status.get("components") or {}).get("transformer") or {}).get("endpoint")
         if front:  # a transformer takes the service's traffic (services/serving/components.py)

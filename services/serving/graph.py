@@ -10,15 +10,15 @@ request time: a ``nodeName`` that is not a node, nodes that call each other in a
 ``data`` other than ``$request``/``$response``, and a ``serviceUrl`` that does not name an
 InferenceService of the graph's own namespace (a graph never reaches another namespace's).
 
-Scaling: one router serves a graph (an asyncio server that only forwards; the gateway sends
-a graph's requests to the one endpoint in its status, and holds requests for activation and
-counts their concurrency for InferenceServices only). So ``minReplicas`` is 1: 0 (scale to
-zero) and more than 1 are refused (422, FieldValueNotSupported) rather than accepted and not
-done. ``maxReplicas`` is a ceiling one router keeps, checked against ``minReplicas`` as a
-predictor's is; ``scaleTarget``/``scaleMetric`` steer autoscaling between the two, which a
-single router never does (accepted, as KServe manifests set them). ``resources`` and the
-placement fields shape the router workload, and ``timeout`` bounds each request in the
-router (graph_controller.py, router/engine.py).
+Scaling: ``minReplicas`` routers (default 1) serve a graph, each an asyncio server that only
+forwards; the gateway spreads a graph's requests evenly over the ready ones in its status.
+0 (scale to zero) is refused (422, FieldValueNotSupported) rather than accepted and not done:
+the gateway holds requests for activation for InferenceServices only. ``maxReplicas`` is
+checked against ``minReplicas`` as a predictor's is; ``scaleTarget``/``scaleMetric`` would
+steer autoscaling between the two, which graphs do not do here: ``minReplicas`` routers run
+(accepted, as KServe manifests set them). ``resources`` and the placement fields shape each
+router workload, and ``timeout`` bounds each request in the router (graph_controller.py,
+router/engine.py).
 
 How a graph runs: services/serving/graph_controller.py (its router workload) and
 services/serving/router/ (the routing).
@@ -125,7 +125,7 @@ def validate_inference_graph(obj: dict[str, Any]) -> Sequence[Cause]:
 
 
 def _scaling_causes(spec: dict[str, Any]) -> list[Cause]:
-    """What one router per graph cannot do (see the module docstring), and ``maxReplicas``
+    """Scale to zero, which graphs cannot do (see the module docstring), and ``maxReplicas``
     below ``minReplicas`` (0 or unset: no ceiling, as for a predictor)."""
     causes: list[Cause] = []
     low, high = spec.get("minReplicas"), spec.get("maxReplicas")
@@ -137,15 +137,6 @@ def _scaling_causes(spec: dict[str, Any]) -> list[Cause]:
                 "requests until a server starts only for an InferenceService (set "
                 "minReplicas: 0 on the predictors the graph calls; they scale from zero "
                 "when the router calls them)",
-                "FieldValueNotSupported",
-            )
-        )
-    elif low is not None and low > 1:
-        causes.append(
-            Cause(
-                "spec.minReplicas",
-                f"one router serves an InferenceGraph here (the gateway sends a graph's "
-                f"requests to one endpoint), so minReplicas must be 1, got {low}",
                 "FieldValueNotSupported",
             )
         )

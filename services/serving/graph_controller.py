@@ -1,4 +1,5 @@
-"""The InferenceGraph reconciler: one router workload per graph, and KServe's status.
+"""The InferenceGraph reconciler: ``minReplicas`` router workloads per graph, and KServe's
+status.
 
 As KServe runs a graph as a router Deployment (``cmd/router``) fed the graph's spec as JSON,
 shipyard runs ``python -m services.serving.router`` through the runtime seam, in the
@@ -9,17 +10,20 @@ does (``/v1/models/{name}:predict`` or ``/v2/models/{name}/infer``): the router 
 the models through the gateway with its own namespace-bound token, so a graph can call
 nothing outside its namespace.
 
-A workload is immutable, so each resolved configuration runs as its own workload
-``ig-{name}-{hash}``: a changed spec (or a referenced InferenceService that changed
-protocol) starts a new router beside the old one, which keeps serving until the new one is
-ready and is deleted then. The hash covers what shapes the workload too (``resources`` and
-the placement fields: :func:`router_digest`), so new limits take effect the same way. The
-gateway routes ``/graphs/{ns}/{name}`` to ``status.endpoint`` (the ready router's opaque
-URL, see gateway.routes.targets_from_object).
+A workload is immutable, so each resolved configuration runs as its own workloads
+``ig-{name}-{hash}`` (and ``-1``, ``-2``... for ``minReplicas`` above one): a changed spec
+(or a referenced InferenceService that changed protocol) starts new routers beside the old,
+which keep serving until all the new ones are ready and are deleted then. The hash covers
+what shapes the workload too (``resources`` and the placement fields: :func:`router_digest`),
+so new limits take effect the same way; the router count is not in it, so a graph that grows
+or shrinks starts or stops only the difference. The gateway routes ``/graphs/{ns}/{name}``
+to ``status.endpoint``, or spreads it over ``status.endpoints`` when several routers serve
+(the ready routers' opaque URLs, see gateway.routes.targets_from_object).
 
-``Ready`` is True while a router serves the current configuration; False with a reason
-while an InferenceService it names does not exist (``InferenceServiceNotFound``), while the
-router starts (``RouterNotReady``) or when it crashed (``RouterFailed``, quoting its log).
+``Ready`` is True while all the routers of the current configuration serve; False with a
+reason while an InferenceService it names does not exist (``InferenceServiceNotFound``),
+while a router starts (``RouterNotReady``) or when one crashed (``RouterFailed``, quoting
+its log).
 """
 
 from __future__ import annotations
@@ -67,6 +71,18 @@ def router_digest(spec: dict[str, Any], config: str) -> str:
     shape = _workload_shape(spec)
     material = config + (json.dumps(shape, sort_keys=True) if shape else "")
     return hashlib.sha256(material.encode()).hexdigest()[:10]
+
+
+def router_replicas(spec: dict[str, Any]) -> int:
+    """How many routers serve a graph: ``minReplicas``, at least one (validation refuses 0)."""
+    return max(1, int(spec.get("minReplicas") or 1))
+
+
+def router_name(graph: str, digest: str, index: int) -> str:
+    """The workload of a configuration's router ``index``: the first keeps the name one
+    router always had, so a graph that grows to more starts only the others."""
+    base = f"ig-{graph}-{digest[:8]}"
+    return base if index == 0 else f"{base}-{index}"
 
 
 def predict_path(isvc: dict[str, Any]) -> str:
@@ -126,7 +142,8 @@ class InferenceGraphController(Controller):
             self._polls.forget((namespace, name))
             return
         config, missing = await self._resolve(graph)
-        serving = next((w for w in owned if w.ready), None)
+        replicas = router_replicas(graph["spec"])
+        serving = [w for w in owned if w.ready]
         failure: str | None = None
         if missing:
             ready = False
@@ -135,29 +152,59 @@ class InferenceGraphController(Controller):
         else:
             text = json.dumps(config, sort_keys=True, separators=(",", ":"))
             digest = router_digest(graph["spec"], text)
-            current = next((w for w in owned if w.labels.get(HASH_LABEL) == digest), None)
-            if current is not None and current.finished and current.reason not in LAUNCH_ERRORS:
-                # An orderly stop of the service ended it (a server that crashes is restarted
-                # by its runtime): start it again, as the InferenceService controller does.
-                await self.runtime.delete(current.namespace, current.name)
-                owned = [w for w in owned if w.name != current.name]
-                current = None
-            if current is None:
-                current = await self.runtime.apply(self.workload_for(graph, text, digest))
-                log.info("started router %s/%s", namespace, current.name)
-            if current.ready:
-                serving = current
+            current = await self._current_routers(graph, text, digest, replicas, owned)
+            up = [w for w in current if w.ready]
+            older = [w for w in serving if w.labels.get(HASH_LABEL) != digest]
+            if len(up) == replicas:
+                serving = up  # the current configuration serves; older routers go
                 for w in owned:
-                    if w.name != current.name:
+                    if w.name not in {c.name for c in current}:
                         await self.runtime.delete(w.namespace, w.name)
-            failure = await self._failure_of(current)
-            ready = current.ready
+            else:  # older routers serve until all of the current ones are ready
+                serving = older or up
+            failures = [f for f in [await self._failure_of(w) for w in current] if f]
+            failure = failures[0] if failures else None
+            ready = len(up) == replicas
             why = "RouterFailed" if failure else "RouterNotReady"
-            message = failure or "the graph's router is starting"
+            if failure:
+                message = failure
+            elif replicas == 1:
+                message = "the graph's router is starting"
+            else:
+                message = f"{len(up)} of the graph's {replicas} routers are ready"
         status = self._status(graph, ready, why, message, serving)
         if status != graph.get("status"):
             await self.store.update_status(INFERENCE_GRAPH, namespace, name, status)
         self._poll_again(namespace, name, settled=ready or bool(missing), failed=bool(failure))
+
+    async def _current_routers(
+        self,
+        graph: dict[str, Any],
+        text: str,
+        digest: str,
+        replicas: int,
+        owned: list[WorkloadStatus],
+    ) -> list[WorkloadStatus]:
+        """The configuration's ``replicas`` router workloads, each started if missing or
+        started again if an orderly stop ended it; one of a former, larger count is deleted."""
+        by_name = {w.name: w for w in owned}
+        wanted = [router_name(graph["metadata"]["name"], digest, i) for i in range(replicas)]
+        current: list[WorkloadStatus] = []
+        for index, name in enumerate(wanted):
+            workload = by_name.get(name)
+            if workload is not None and workload.finished and workload.reason not in LAUNCH_ERRORS:
+                # An orderly stop of the service ended it (a server that crashes is restarted
+                # by its runtime): start it again, as the InferenceService controller does.
+                await self.runtime.delete(workload.namespace, workload.name)
+                workload = None
+            if workload is None:
+                workload = await self.runtime.apply(self.workload_for(graph, text, digest, index))
+                log.info("started router %s/%s", workload.namespace, workload.name)
+            current.append(workload)
+        for w in owned:
+            if w.labels.get(HASH_LABEL) == digest and w.name not in wanted:
+                await self.runtime.delete(w.namespace, w.name)
+        return current
 
     async def _resolve(self, graph: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """The router's configuration (the spec, each service step with its gateway
@@ -202,14 +249,16 @@ class InferenceGraphController(Controller):
             return found[1], found[2]
         return None
 
-    def workload_for(self, graph: dict[str, Any], config: str, digest: str) -> WorkloadSpec:
+    def workload_for(
+        self, graph: dict[str, Any], config: str, digest: str, index: int = 0
+    ) -> WorkloadSpec:
         meta, spec = graph["metadata"], graph["spec"]
         ns, name = meta["namespace"], meta["name"]
         return WorkloadSpec.model_validate(
             {
                 "kind": "server",
                 "namespace": ns,
-                "name": f"ig-{name}-{digest[:8]}",
+                "name": router_name(name, digest, index),
                 "command": [self.runtime.python, "-m", ROUTER],
                 "args": ["--graph", GRAPH_FILE, "--port", "$(PORT)"],
                 "image": self.runtime.platform_image,
@@ -237,7 +286,7 @@ class InferenceGraphController(Controller):
         ready: bool,
         reason: str,
         message: str,
-        serving: WorkloadStatus | None,
+        serving: list[WorkloadStatus],
     ) -> dict[str, Any]:
         meta = graph["metadata"]
         old = graph.get("status") or {}
@@ -246,9 +295,13 @@ class InferenceGraphController(Controller):
             "conditions": [condition(old, "Ready", ready, message, reason)],
             "observedGeneration": meta.get("generation"),
         }
-        if serving is not None and serving.endpoint:
-            # Where the gateway sends the graph's requests (an opaque runtime URL).
-            status["endpoint"] = serving.endpoint
+        endpoints = [w.endpoint for w in serving if w.endpoint]
+        if endpoints:
+            # Where the gateway sends the graph's requests (opaque runtime URLs), spread
+            # evenly over ``endpoints`` when more than one router serves.
+            status["endpoint"] = endpoints[0]
+        if len(endpoints) > 1:
+            status["endpoints"] = endpoints
         return status
 
     async def _failure_of(self, workload: WorkloadStatus) -> str | None:

@@ -211,6 +211,27 @@ def test_route_table_spreads_canary_shares_over_replicas() -> None:
         assert 0.22 < picks.count(stable) / len(picks) < 0.31
 
 
+def test_route_table_spreads_a_graph_over_its_routers() -> None:
+    """An InferenceGraph with several routers (minReplicas) lists them in status.endpoints;
+    one router, only in status.endpoint; none ready, nothing routed."""
+    table = RouteTable()
+    feeder = RouteFeeder(table)
+    meta = {"namespace": NS, "name": "g"}
+    routers = ["http://r0", "http://r1", "http://r2"]
+    feeder.apply(
+        "inferencegraph",
+        {"metadata": meta, "status": {"endpoint": routers[0], "endpoints": routers}},
+    )
+    rng = random.Random(7)
+    picks = [table.pick("inferencegraph", NS, "g", rng) for _ in range(3000)]
+    for router in routers:
+        assert 0.28 < picks.count(router) / len(picks) < 0.39, router
+    feeder.apply("inferencegraph", {"metadata": meta, "status": {"endpoint": "http://r0"}})
+    assert table.targets("inferencegraph", NS, "g") == [("http://r0", 100)]
+    feeder.apply("inferencegraph", {"metadata": meta, "status": {"url": "http://gw/graphs"}})
+    assert table.pick("inferencegraph", NS, "g") is None
+
+
 def test_route_table_resolves_every_family() -> None:
     cases = {
         f"/api/v1/namespaces/{NS}/persistentvolumeclaims/p": ("notebook", NS),
