@@ -268,9 +268,9 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
         routers = status.get("endpoints") or [status.get("endpoint")]
         return [(url, 100) for url in routers if url]
     if kind == "inferenceservice":
-        front = ((status.get("components") or {}).get("transformer") or {}).get("endpoint")
-        if front:  # a transformer takes the service's traffic (services/serving/components.py)
-            return [(front, 100)]
+        front = (status.get("components") or {}).get("transformer") or {}
+        if front.get("endpoint"):  # a transformer takes the service's traffic (its replicas')
+            return [(url, 100) for url in front.get("endpoints") or [front["endpoint"]]]
         spec = obj.get("spec") or {}
         canary_pct = (spec.get("predictor") or {}).get("canaryTrafficPercent")
         pred = (status.get("components") or {}).get("predictor") or {}

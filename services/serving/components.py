@@ -7,8 +7,11 @@ container gets ``--model_name {isvc}``, ``--predictor_host {isvc}-predictor.{ns}
 transformer, which pre-processes, calls the predictor at that host (``/v1/models/{name}:predict``
 or ``/v2/models/{name}/infer``) and post-processes. Here:
 
-- each component is one server workload ``isvc-{name}-transformer`` (``-explainer``), labelled
-  with its component and a hash of what it runs; a changed spec replaces it;
+- each component runs ``minReplicas`` server workloads (default 1): ``isvc-{name}-transformer``
+  (``-explainer``), then ``-transformer-1``, ``-transformer-2``..., labelled with their
+  component and a hash of what they run; a changed spec replaces them, a changed count starts
+  or stops only the difference (the scaling fields are not in the hash). They do not
+  autoscale: ``maxReplicas`` and ``scaleTarget`` are accepted and ``minReplicas`` run;
 - the predictor is reached through the gateway, as every workload reaches any other: its
   data plane moves to ``/serving/{ns}/{name}-predictor`` while a transformer fronts it (the
   gateway routes ``/serving/{ns}/{name}`` to the transformer), so ``--predictor_host`` and
@@ -16,8 +19,10 @@ or ``/v2/models/{name}/infer``) and post-processes. Here:
   KServe's ``http://{predictor_host}/v1/models/...`` URLs extend unchanged. Through the gateway
   the call needs the workload's token in oidc mode (its service-account token file, as every
   in-cluster client sends); in single-user mode none;
-- the status gets ``components.transformer`` (``explainer``) with its URL and endpoint, and
-  ``TransformerReady`` (``ExplainerReady``) conditions that ``Ready`` waits for, as KServe's.
+- the status gets ``components.transformer`` (``explainer``) with its URL and endpoint (and
+  ``endpoints``, every replica's, when there are more than one: the gateway spreads the
+  transformer's traffic over them), and ``TransformerReady`` (``ExplainerReady``) conditions
+  that ``Ready`` waits for, as KServe's.
 """
 
 from __future__ import annotations
@@ -65,8 +70,23 @@ def split_components(
     return [w for w in owned if not w.labels.get(COMPONENT_LABEL)], parts
 
 
-def component_workload_name(name: str, component: str) -> str:
-    return f"isvc-{name}-{component}"
+#: A component's fields that size it rather than say what it runs: not in its hash.
+SCALING_FIELDS = ("minReplicas", "maxReplicas", "scaleTarget", "scaleMetric")
+
+#: What reconcile_components found of one component: its replicas, a failure, or None.
+ComponentState = list[WorkloadStatus] | str | None
+
+
+def component_workload_name(name: str, component: str, index: int = 0) -> str:
+    """Replica ``index`` of a component; the first keeps the name one replica always had."""
+    base = f"isvc-{name}-{component}"
+    return base if index == 0 else f"{base}-{index}"
+
+
+def component_replicas(spec: dict[str, Any]) -> int:
+    """How many replicas of a component run: ``minReplicas``, at least one (validation
+    refuses 0: only the predictor scales to zero)."""
+    return max(1, int(spec.get("minReplicas") or 1))
 
 
 def predictor_host(runtime: Runtime, gateway_url: str, isvc: dict[str, Any]) -> str:
@@ -90,8 +110,10 @@ def component_spec(
     host: str,
     labels: dict[str, str],
     owner: dict[str, Any],
+    index: int = 0,
 ) -> WorkloadSpec:
-    """The workload of one component, KServe's arguments appended as its controller does."""
+    """The workload of one component's replica ``index``, KServe's arguments appended as its
+    controller does."""
     meta, spec = isvc["metadata"], isvc["spec"][component]
     ns, name = meta["namespace"], meta["name"]
     container = spec["containers"][0]
@@ -110,12 +132,13 @@ def component_spec(
     ]
     http_get = (container.get("readinessProbe") or {}).get("httpGet") or {}
     probe = http_get.get("path")
-    material = json.dumps([spec, host], sort_keys=True).encode()
+    what_runs = {k: v for k, v in spec.items() if k not in SCALING_FIELDS}
+    material = json.dumps([what_runs, host], sort_keys=True).encode()
     return WorkloadSpec.model_validate(
         {
             "kind": "server",
             "namespace": ns,
-            "name": component_workload_name(name, component),
+            "name": component_workload_name(name, component, index),
             "command": container.get("command") or [],
             "args": args,
             "env": env,
@@ -144,37 +167,57 @@ async def reconcile_components(
     predictor_endpoint: str | None,
     labels: dict[str, str],
     owner: dict[str, Any],
-) -> dict[str, WorkloadStatus | str | None]:
-    """Bring the transformer and explainer workloads to the spec: each component's running
-    workload, its failure (a str), or None while it waits for the predictor; components the
-    spec leaves out are deleted."""
+) -> dict[str, ComponentState]:
+    """Bring the transformer and explainer workloads to the spec: each component's replicas,
+    its failure (a str), or None while it waits for the predictor; components the spec leaves
+    out, and replicas above its count, are deleted."""
     spec = isvc["spec"]
-    found = {w.labels.get(COMPONENT_LABEL): w for w in owned}
-    out: dict[str, WorkloadStatus | str | None] = {}
+    out: dict[str, ComponentState] = {}
     for component in COMPONENTS:
-        current = found.get(component)
+        current = [w for w in owned if w.labels.get(COMPONENT_LABEL) == component]
         if not spec.get(component):
-            if current is not None:
-                await runtime.delete(current.namespace, current.name)
+            for w in current:
+                await runtime.delete(w.namespace, w.name)
             continue
         if predictor_endpoint is None:  # the predictor serves first: its host is known then
-            out[component] = current
+            out[component] = current or None
             continue
         host = predictor_host(runtime, gateway_url, isvc)
+        count = component_replicas(spec[component])
         try:
-            desired = component_spec(isvc, component, host, labels, owner)
+            wanted = [
+                component_spec(isvc, component, host, labels, owner, index)
+                for index in range(count)
+            ]
         except ValueError as exc:
             out[component] = f"spec.{component}: {exc}"
             continue
-        digest = desired.labels[COMPONENT_HASH_LABEL]
-        if current is not None and current.labels.get(COMPONENT_HASH_LABEL) == digest:
-            out[component] = current
-            continue
-        if current is not None:
-            await runtime.delete(current.namespace, current.name)
-        out[component] = await runtime.apply(desired)
-        log.info("started the %s of %s/%s", component, desired.namespace, isvc["metadata"]["name"])
+        by_name = {w.name: w for w in current}
+        replicas: list[WorkloadStatus] = []
+        for desired in wanted:
+            running = by_name.get(desired.name)
+            digest = desired.labels[COMPONENT_HASH_LABEL]
+            if running is not None and running.labels.get(COMPONENT_HASH_LABEL) == digest:
+                replicas.append(running)
+                continue
+            if running is not None:
+                await runtime.delete(running.namespace, running.name)
+            replicas.append(await runtime.apply(desired))
+            log.info("started %s/%s (%s)", desired.namespace, desired.name, component)
+        names = {w.name for w in wanted}
+        for w in current:
+            if w.name not in names:
+                await runtime.delete(w.namespace, w.name)
+        out[component] = replicas
     return out
+
+
+def components_ready(found: dict[str, ComponentState]) -> bool:
+    """Every replica of every component serves."""
+    return all(
+        isinstance(state, list) and all(w.ready and w.endpoint for w in state)
+        for state in found.values()
+    )
 
 
 def with_components(
@@ -182,7 +225,7 @@ def with_components(
     old: dict[str, Any],
     isvc: dict[str, Any],
     gateway_url: str,
-    found: dict[str, WorkloadStatus | str | None],
+    found: dict[str, ComponentState],
 ) -> dict[str, Any]:
     """``status`` (built from ``old``) with ``components.transformer`` / ``explainer`` and
     their conditions; ``Ready`` needs them ready too. With a transformer, the predictor's
@@ -197,11 +240,13 @@ def with_components(
     ]
     all_ready = True
     for component, state in found.items():
-        ready = isinstance(state, WorkloadStatus) and state.ready and bool(state.endpoint)
+        ready = components_ready({component: state})
         entry: dict[str, Any] = {"url": base}
-        if ready:
-            assert isinstance(state, WorkloadStatus)
-            entry["endpoint"] = state.endpoint
+        if ready and isinstance(state, list):
+            endpoints = [w.endpoint for w in state]
+            entry["endpoint"] = endpoints[0]
+            if len(endpoints) > 1:
+                entry["endpoints"] = endpoints
         status["components"][component] = entry
         message = _waiting(component, state)
         reason = None if ready else "ComponentNotReady"
@@ -224,13 +269,19 @@ def with_components(
     return status
 
 
-def _waiting(component: str, state: WorkloadStatus | str | None) -> str:
-    """Why a component is not ready: its spec's problem, its server's exit, or its start."""
+def _waiting(component: str, state: ComponentState) -> str:
+    """Why a component is not ready: its spec's problem, a server's exit, or their start."""
     if isinstance(state, str):
         return state
-    if state is None:
+    if not state:
         return f"the {component} starts once the predictor serves"
-    if state.phase == Phase.FAILED or state.restart_count > 0:
-        why = state.message or state.reason or "its server exited"
-        return f"the {component} is not running: {why} (restarts: {state.restart_count})"
-    return f"the {component} is starting"
+    failed = [w for w in state if w.phase == Phase.FAILED or w.restart_count > 0]
+    if failed:
+        w = failed[0]
+        why = w.message or w.reason or "its server exited"
+        which = f"the {component}" if len(state) == 1 else f"{w.name} (of the {component})"
+        return f"{which} is not running: {why} (restarts: {w.restart_count})"
+    if len(state) == 1:
+        return f"the {component} is starting"
+    up = sum(1 for w in state if w.ready and w.endpoint)
+    return f"{up} of the {component}'s {len(state)} replicas are ready"

@@ -53,6 +53,7 @@ from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus
 from services.serving import isvc_status
 from services.serving.autoscale import desired_replicas, replica_bounds
 from services.serving.components import (
+    components_ready,
     data_plane_prefix,
     predictor_digest,
     reconcile_components,
@@ -507,7 +508,7 @@ class InferenceServiceController(Controller):
             {**self.labels, ISVC_LABEL: isvc["metadata"]["name"]},
             _owner(isvc),
         )
-        ready = all(isinstance(w, WorkloadStatus) and w.ready for w in found.values())
+        ready = components_ready(found)
         return with_components(status, old, isvc, self.gateway_url, found), settled and ready
 
     @staticmethod

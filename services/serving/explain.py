@@ -13,6 +13,7 @@ caller's identity reaches tenant code).
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import httpx
@@ -63,7 +64,8 @@ async def explain_model(
             "POST /v1/models/{name}:explain, as KServe's explainers do)",
         )
     explainer = ((isvc.get("status") or {}).get("components") or {}).get("explainer") or {}
-    endpoint = explainer.get("endpoint")
+    # One of its replicas (``endpoints`` lists them when there are several).
+    endpoint = random.choice(explainer.get("endpoints") or [explainer.get("endpoint")])
     if not endpoint:
         return _error(503, f"the explainer of {namespace}/{name} is not ready")
     body = await request.body()

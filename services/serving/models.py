@@ -267,6 +267,13 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
                     "FieldValueNotSupported",
                 )
             )
+    for part in ("predictor", "transformer", "explainer"):
+        component = spec.get(part) or {}
+        min_r, max_r = component.get("minReplicas", 1), component.get("maxReplicas")
+        if max_r not in (None, 0) and max_r < min_r:
+            causes.append(
+                Cause(f"spec.{part}.maxReplicas", f"must be >= minReplicas ({min_r}), got {max_r}")
+            )
     given = [k for k in IMPLEMENTATIONS if pred.get(k)]
     if len(given) != 1:
         causes.append(
@@ -276,11 +283,6 @@ def validate_inference_service(obj: dict[str, Any]) -> Sequence[Cause]:
                 f"(got {', '.join(given) or 'none'})",
                 "FieldValueRequired" if not given else "FieldValueInvalid",
             )
-        )
-    min_r, max_r = pred.get("minReplicas", 1), pred.get("maxReplicas")
-    if max_r not in (None, 0) and max_r < min_r:
-        causes.append(
-            Cause("spec.predictor.maxReplicas", f"must be >= minReplicas ({min_r}), got {max_r}")
         )
     if pred.get("batcher") is not None and pred.get("containers") is not None:
         causes.append(

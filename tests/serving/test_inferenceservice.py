@@ -149,10 +149,18 @@ def test_create_inferenceservice_bad_spec_422(api: httpx.Client) -> None:
             "maxReplicas": 2,
         },
     )
+    container = {"name": "kserve-container", "image": "example/t:1"}
+    semantic["spec"]["transformer"] = {"containers": [container], "minReplicas": 0}
+    semantic["spec"]["explainer"] = {"containers": [container], "minReplicas": 3, "maxReplicas": 2}
     causes = api.post(ISVC_PATH, json=semantic).json()["details"]["causes"]
-    assert {c["field"] for c in causes} == {
-        "spec.predictor.maxReplicas",
-        "spec.predictor.model.storageUri",
+    assert {c["field"]: c["message"] for c in causes} == {
+        "spec.predictor.maxReplicas": "must be >= minReplicas (3), got 2",
+        "spec.predictor.model.storageUri": next(
+            c["message"] for c in causes if c["field"] == "spec.predictor.model.storageUri"
+        ),
+        "spec.transformer.minReplicas": "a transformer does not scale to zero here (only the "
+        "predictor does)",
+        "spec.explainer.maxReplicas": "must be >= minReplicas (3), got 2",
     }
 
 

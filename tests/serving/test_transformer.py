@@ -10,6 +10,7 @@ used): an http.server that reads those arguments.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 CLASSES = ["setosa", "versicolor", "virginica"]
 PREFIX = os.environ.get("SHIPYARD_PATH_PREFIX", "")
 TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+INSTANCE = os.urandom(6).hex()  # which replica answered
 
 
 def call_predictor(rows):
@@ -69,7 +71,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(200, {"name": args.model_name, "ready": True,
                                      "predictor_host": args.predictor_host,
                                      "PREDICTOR_HOST": os.environ.get("PREDICTOR_HOST"),
-                                     "SHIPYARD_URL": os.environ.get("SHIPYARD_URL")})
+                                     "SHIPYARD_URL": os.environ.get("SHIPYARD_URL"),
+                                     "instance": INSTANCE})
         self.answer(200 if self.route() == "/" else 404, {"status": "alive"})
 
     def do_POST(self):
@@ -236,6 +239,68 @@ def test_explain_routed_to_explainer(fronted: dict[str, Any], api: httpx.Client)
     assert answer["explanations"] == [{"top_feature": 0}, {"top_feature": 0}]
     assert answer["model"] == "fronted"
     assert answer["predictor_host"].endswith(f"/serving/{NS}/fronted-predictor")
+
+
+def transformers(platform: Any, name: str) -> list[Any]:
+    from services.common.runtime import LocalRuntime
+    from services.serving.components import COMPONENT_LABEL
+
+    selector = {"serving.kserve.io/inferenceservice": name, COMPONENT_LABEL: "transformer"}
+    found = asyncio.run(LocalRuntime(platform.state_dir).list(selector, namespace=NS))
+    return sorted((w for w in found if not w.finished), key=lambda w: w.name)
+
+
+def test_transformer_min_replicas(
+    fronted: dict[str, Any], api: httpx.Client, platform: Any
+) -> None:
+    """minReplicas: 2 on the transformer runs a second replica beside the first (which is
+    not restarted), the status lists both, and the gateway spreads the InferenceService's
+    traffic over them; back to 1, the second stops."""
+    (first,) = transformers(platform, "fronted")
+    r = api.patch(
+        f"{ISVC_PATH}/fronted",
+        json={"spec": {"transformer": {"minReplicas": 2, "maxReplicas": 3}}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+
+    def two(o: dict[str, Any]) -> bool:
+        return ready(o) and len(o["status"]["components"]["transformer"].get("endpoints", [])) == 2
+
+    status = wait_isvc(api, "fronted", two, timeout=60)["status"]
+    replicas = transformers(platform, "fronted")
+    assert [w.name for w in replicas] == [first.name, f"{first.name}-1"]
+    # The same server, not started again.
+    assert (replicas[0].start_time, replicas[0].endpoint) == (first.start_time, first.endpoint)
+    assert status["components"]["transformer"]["endpoints"] == [w.endpoint for w in replicas]
+    seen = set()
+    for _ in range(100):  # the gateway's route follows the status event
+        seen.add(api.get(f"/serving/{NS}/fronted/v1/models/fronted").json()["instance"])
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2, seen
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    instances = [dict(zip(names, row, strict=True)) for row in SAMPLES]
+    for _ in range(6):
+        answer = predict(
+            api, f"/serving/{NS}/fronted/v1/models/fronted:predict", {"instances": instances}
+        )
+        assert answer == {"predictions": ["setosa", "virginica"]}
+    r = api.patch(
+        f"{ISVC_PATH}/fronted",
+        json={"spec": {"transformer": {"minReplicas": 1}}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+
+    def one(o: dict[str, Any]) -> bool:
+        entry = o["status"]["components"]["transformer"]
+        return ready(o) and "endpoints" not in entry and "endpoint" in entry
+
+    wait_isvc(api, "fronted", one, timeout=60)
+    assert [(w.name, w.start_time) for w in transformers(platform, "fronted")] == [
+        (first.name, first.start_time)
+    ]
 
 
 def test_remove_transformer_routes_to_predictor(fronted: dict[str, Any], api: httpx.Client) -> None:
