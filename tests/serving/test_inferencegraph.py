@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -422,17 +422,23 @@ def models(api: httpx.Client, claim: Any) -> Iterator[dict[str, Any]]:
         assert api.delete(f"{ISVC_PATH}/{name}").status_code in (200, 404)
 
 
-def wait_graph(api: httpx.Client, name: str, timeout: float = 60) -> dict[str, Any]:
+def wait_graph(
+    api: httpx.Client,
+    name: str,
+    timeout: float = 60,
+    until: Callable[[dict[str, Any]], bool] = ready,
+) -> dict[str, Any]:
+    """The graph once ``until`` holds of it (by default: Ready)."""
     deadline = time.monotonic() + timeout
     obj: dict[str, Any] = {}
     while time.monotonic() < deadline:
         r = api.get(f"{IG_PATH}/{name}")
         assert r.status_code == 200, r.text
         obj = r.json()
-        if ready(obj):
+        if until(obj):
             return obj
         time.sleep(0.2)
-    raise AssertionError(f"graph {name} not ready in {timeout}s: {obj.get('status')}")
+    raise AssertionError(f"graph {name} not so in {timeout}s: {obj.get('status')}")
 
 
 def test_sequence_graph_through_gateway(
@@ -569,15 +575,13 @@ def routers(platform: Any, name: str) -> list[Any]:
 
 def wait_routers(api: httpx.Client, platform: Any, name: str, count: int) -> dict[str, Any]:
     """The graph once it is Ready with ``count`` routers running and in its status."""
-    deadline = time.monotonic() + 60
-    obj: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        obj = api.get(f"{IG_PATH}/{name}").json()
-        served = obj.get("status", {}).get("endpoints") or [obj.get("status", {}).get("endpoint")]
-        if ready(obj) and len(served) == count and len(routers(platform, name)) == count:
-            return obj
-        time.sleep(0.2)
-    raise AssertionError(f"graph {name} never ran {count} routers: {obj.get('status')}")
+
+    def serving(obj: dict[str, Any]) -> bool:
+        status = obj.get("status") or {}
+        served = status.get("endpoints") or [status.get("endpoint")]
+        return ready(obj) and len(served) == count and len(routers(platform, name)) == count
+
+    return wait_graph(api, name, until=serving)
 
 
 def test_graph_min_replicas_runs_that_many_routers(
