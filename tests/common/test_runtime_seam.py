@@ -30,6 +30,7 @@ LOOPBACK_ALLOWED = {
     "gateway/notebook_origin.py": "the browser-facing origin of a local quickstart",
     "shipyard/up.py": "`shipyard up` runs the platform's own processes on this machine",
     "shipyard/seaweedfs.py": "the embedded object store of `shipyard up`",
+    "shipyard/ports.py": "free ports for `shipyard up`'s own processes on this machine",
     "shipyard/config.py": "the CLI's default gateway URL",
     "shipyard/auth.py": "the CLI's default gateway URL and its loopback login redirect",
 }
