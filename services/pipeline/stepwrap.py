@@ -30,7 +30,7 @@ RESULT_LIMIT = 256 * 1024
 FILE_LIMIT = 1024 * 1024  # one work file carried in the report
 CHUNK = 1024 * 1024
 # Transient store errors (connection refused or reset, 5xx, 429) are retried with back-off
-# (0.5 s doubling to 10 s) for up to RETRY_SECONDS: a store restarting or unreachable for a
+# (0.5 s doubling to 4 s) for up to RETRY_SECONDS: a store restarting or unreachable for a
 # minute costs the step that minute, not its artifacts. Each retry starts the transfer over.
 RETRY_SECONDS = float(os.environ.get("SHIPYARD_STORE_RETRY_SECONDS", "120"))
 TIMEOUT = 60
@@ -56,7 +56,7 @@ def _retrying(what, action):  # noqa: ANN001, ANN202 - stdlib only, no typing im
             if time.monotonic() > give_up:
                 raise OSError(f"{what}: {exc}") from None
         time.sleep(delay)
-        delay = min(delay * 2, 10.0)
+        delay = min(delay * 2, 4.0)
 
 
 def _download(url: str, dest: str) -> None:
