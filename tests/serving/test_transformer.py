@@ -274,10 +274,9 @@ def test_transformer_min_replicas(
     assert (replicas[0].start_time, replicas[0].endpoint) == (first.start_time, first.endpoint)
     assert status["components"]["transformer"]["endpoints"] == [w.endpoint for w in replicas]
     seen = set()
-    for _ in range(100):  # the gateway's route follows the status event
+    deadline = time.monotonic() + 10  # the gateway's route follows the status event
+    while len(seen) < 2 and time.monotonic() < deadline:
         seen.add(api.get(f"/serving/{NS}/fronted/v1/models/fronted").json()["instance"])
-        if len(seen) == 2:
-            break
     assert len(seen) == 2, seen
     names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     instances = [dict(zip(names, row, strict=True)) for row in SAMPLES]
