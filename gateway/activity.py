@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 
 from services.common.activity import SUBJECT, Activity
@@ -33,6 +34,7 @@ class ActivityReporter:
         self.peak: defaultdict[Key, int] = defaultdict(int)
         self.waiting: defaultdict[Key, int] = defaultdict(int)
         self._task: asyncio.Task[None] | None = None
+        self._since = time.monotonic()  # when ``requests`` started counting
 
     def begin(self, key: Key) -> None:
         self.requests[key] += 1
@@ -63,17 +65,24 @@ class ActivityReporter:
         keys = {*self.requests, *(k for k, n in self.in_flight.items() if n), *self.waiting}
         requests, self.requests = self.requests, defaultdict(int)
         peak, self.peak = self.peak, defaultdict(int)
+        now = time.monotonic()
+        seconds, self._since = now - self._since, now
         for key in [k for k, n in self.in_flight.items() if not n]:
             del self.in_flight[key]
         for key in keys:
-            await self.publish(key, requests.get(key, 0), peak.get(key, 0))
+            await self.publish(key, requests.get(key, 0), peak.get(key, 0), seconds)
 
-    async def publish(self, key: Key, requests: int = 0, peak: int = 0) -> None:
-        """One report now (best effort: NATS may be away, and the next report repeats it)."""
+    async def publish(
+        self, key: Key, requests: int = 0, peak: int = 0, seconds: float = 0.0
+    ) -> None:
+        """One report now (best effort: NATS may be away, and the next report repeats it).
+        ``requests`` started within the last ``seconds`` (0: a report sent out of turn)."""
         if not self.bus.connected:
             return
         in_flight, waiting = self.in_flight.get(key, 0), self.waiting.get(key, 0)
-        report = Activity(key[0], key[1], requests, in_flight, waiting, max(peak, in_flight))
+        report = Activity(
+            key[0], key[1], requests, in_flight, waiting, max(peak, in_flight), seconds
+        )
         try:
             await self.bus.nc.publish(SUBJECT, report.encode())
         except Exception as exc:  # noqa: BLE001 - a lost report is harmless

@@ -31,6 +31,7 @@ class Activity:
     in_flight: int = 0  # requests forwarded and not yet answered, now
     waiting: int = 0  # requests held for activation, now
     concurrency: int = 0  # the most requests in flight at once since the last report
+    seconds: float = 0.0  # the span ``requests`` were counted over (0: a report sent at once)
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -44,7 +45,12 @@ class Activity:
         namespace, name = raw.get("namespace"), raw.get("name")
         if not isinstance(namespace, str) or not isinstance(name, str):
             raise ValueError("activity report without namespace and name")
-        counts = [raw.get(k, 0) for k in ("requests", "in_flight", "waiting", "concurrency")]
+        requests, in_flight, waiting, concurrency = counts = [
+            raw.get(k, 0) for k in ("requests", "in_flight", "waiting", "concurrency")
+        ]
         if not all(isinstance(c, int) and c >= 0 for c in counts):
             raise ValueError("activity counts must be non-negative integers")
-        return cls(namespace, name, *counts)
+        seconds = raw.get("seconds", 0.0)
+        if not isinstance(seconds, int | float) or not 0 <= seconds < 3600:
+            raise ValueError("activity seconds must be a number of seconds under an hour")
+        return cls(namespace, name, requests, in_flight, waiting, concurrency, float(seconds))

@@ -13,7 +13,7 @@ from services.serving.corev1 import admit_secret
 from services.serving.explain import router as explain_router
 from services.serving.graph import INFERENCE_GRAPH
 from services.serving.graph_controller import InferenceGraphController
-from services.serving.idle import ActivityMonitor, ConcurrencyWindow, IdleClock
+from services.serving.idle import ActivityMonitor, IdleClock, LoadWindow
 from services.serving.kfserving import KFServingAlias
 from services.serving.modelcache import ModelCache
 from services.serving.models import INFERENCE_SERVICE, KINDS, SECRET
@@ -66,7 +66,7 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
 
     ctx.store.add_admission(INFERENCE_SERVICE, admit_inference_service)
     ctx.store.add_admission(SECRET, admit_secret)
-    clock, window = IdleClock(), ConcurrencyWindow(settings.autoscale_window_seconds)
+    clock, window = IdleClock(), LoadWindow(settings.autoscale_window_seconds)
     controller = InferenceServiceController(
         ctx.store,
         ctx.runtime,

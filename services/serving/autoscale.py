@@ -1,28 +1,49 @@
-"""How many replicas a revision runs: concurrency-based, between minReplicas and maxReplicas.
+"""How many replicas a revision runs: between minReplicas and maxReplicas, by the load the
+gateway reports.
 
-``replicas = clamp(ceil(observed concurrency / target), min, max)``, as Knative's KPA does
-for the concurrency metric. The observed concurrency is the highest number of requests the
-gateway had in flight at once for the InferenceService within the stable window
-(``SHIPYARD_AUTOSCALE_WINDOW_SECONDS``, Knative's ``stable-window``, 60 s by default): it
-scales up on the first report that needs more replicas and back down once a whole window
-has passed without that load.
+``replicas = clamp(ceil(observed / target), min, max)``, as Knative's KPA does, for the
+metric ``scaleMetric`` names:
+
+- ``concurrency`` (the default): the highest number of requests the gateway had in flight at
+  once for the InferenceService within the stable window; the target is ``scaleTarget``,
+  else ``containerConcurrency``, else 100 (Knative's default);
+- ``rps``: the highest request rate the gateway saw in one report's span within the window;
+  the target is ``scaleTarget`` requests per second per replica (Knative's default, 200,
+  when unset).
+
+The window is ``SHIPYARD_AUTOSCALE_WINDOW_SECONDS`` (Knative's ``stable-window``, 60 s by
+default): it scales up on the first report that needs more replicas and back down once a
+whole window has passed without that load. ``cpu`` and ``memory`` are not measured here:
+with them, the concurrency metric and ``containerConcurrency`` (or 100) apply.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 #: Knative's ``container-concurrency-target-default``: requests in flight per replica when
 #: neither ``scaleTarget`` (with the concurrency metric) nor ``containerConcurrency`` says.
 DEFAULT_CONCURRENCY_TARGET = 100
+#: Knative's ``requests-per-second-target-default``.
+DEFAULT_RPS_TARGET = 200
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the gateway saw of an InferenceService within the window: the most requests in
+    flight at once, and the highest request rate (per second) over one report's span."""
+
+    concurrency: int = 0
+    rps: float = 0.0
 
 
 def concurrency_target(predictor: dict[str, Any]) -> int:
     """Requests in flight one replica should carry.
 
-    ``scaleTarget`` when ``scaleMetric`` is ``concurrency`` or unset; otherwise (``cpu``,
-    ``memory`` and ``rps`` are not measured locally) ``containerConcurrency``; else the default.
+    ``scaleTarget`` when ``scaleMetric`` is ``concurrency`` or unset; otherwise
+    ``containerConcurrency``; else the default.
     """
     target = predictor.get("scaleTarget")
     if target and predictor.get("scaleMetric") in (None, "concurrency"):
@@ -39,7 +60,10 @@ def replica_bounds(predictor: dict[str, Any]) -> tuple[int, int]:
     return low, max(low, int(predictor.get("maxReplicas") or 0))
 
 
-def desired_replicas(predictor: dict[str, Any], concurrency: float) -> int:
+def desired_replicas(predictor: dict[str, Any], load: Load) -> int:
     low, high = replica_bounds(predictor)
-    wanted = math.ceil(concurrency / concurrency_target(predictor))
+    if predictor.get("scaleMetric") == "rps":
+        wanted = math.ceil(load.rps / float(predictor.get("scaleTarget") or DEFAULT_RPS_TARGET))
+    else:
+        wanted = math.ceil(load.concurrency / concurrency_target(predictor))
     return max(low, min(high, wanted))

@@ -29,7 +29,8 @@ revision is started again under its own number, and the endpoint returns once it
 probe passes (however long the model takes to load: nothing is stopped while it starts).
 
 Autoscaling (``services.serving.autoscale``): a revision runs as many replicas as the
-concurrency the gateway reports asks for, between ``minReplicas`` and ``maxReplicas``. Replica
+load the gateway reports asks for (concurrency, or requests per second with ``scaleMetric:
+rps``), between ``minReplicas`` and ``maxReplicas``. Replica
 0 is ``isvc-{name}-{n}``, the others ``isvc-{name}-{n}-r{i}``; status lists the ready ones'
 endpoints (``endpoints``, ``latestEndpoints``) and the gateway spreads each revision's
 share of the traffic over them. A replica no longer wanted leaves ``endpoints`` first and is
@@ -61,7 +62,7 @@ from services.serving.components import (
     with_components,
 )
 from services.serving.credentials import CredentialsError, S3Credentials, s3_credentials
-from services.serving.idle import ConcurrencyWindow, IdleClock
+from services.serving.idle import IdleClock, LoadWindow
 from services.serving.modelcache import ModelCache
 from services.serving.models import (
     INFERENCE_SERVICE,
@@ -150,7 +151,7 @@ class InferenceServiceController(Controller):
         labels: dict[str, str] | None = None,
         clock: IdleClock | None = None,
         scale_to_zero_seconds: float = 60.0,
-        window: ConcurrencyWindow | None = None,
+        window: LoadWindow | None = None,
         models: ModelCache | None = None,
     ) -> None:
         super().__init__(store)
@@ -163,7 +164,7 @@ class InferenceServiceController(Controller):
         self.scale_to_zero_seconds = scale_to_zero_seconds
         self._polls = Backoff(self.poll_min, self.poll_max, self.poll_failed)
         self._draining: dict[tuple[str, str], float] = {}
-        self.window = window or ConcurrencyWindow(60.0)
+        self.window = window or LoadWindow(60.0)
         #: Autoscaled services: (predictor spec, replicas last decided).
         self._scaling: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
         #: Replicas no longer wanted, by workload name: since when.

@@ -1,9 +1,9 @@
 """What the gateway's activity reports say: how long each InferenceService has been idle,
-and how many requests it had in flight at once lately.
+and how much load it had lately (requests in flight at once, requests per second).
 
 ``ActivityMonitor`` subscribes to the reports (``services.common.activity``) and keeps an
-``IdleClock`` and a ``ConcurrencyWindow``; the controller asks the clock how long a service
-has been idle before it scales it to zero, and the window how many replicas it needs. It is
+``IdleClock`` and a ``LoadWindow``; the controller asks the clock how long a service has
+been idle before it scales it to zero, and the window how many replicas it needs. It is
 told of every report (``on_report``) and reconciles at once when requests are held or the
 replica count should change.
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from services.common.activity import SUBJECT, Activity
 from services.common.events.bus import EventBus
+from services.serving.autoscale import Load
 
 log = logging.getLogger(__name__)
 
@@ -48,39 +49,43 @@ class IdleClock:
         self._last.pop((namespace, name), None)
 
 
-class ConcurrencyWindow:
-    """The most requests in flight at once per (namespace, name) within the last ``seconds``."""
+class LoadWindow:
+    """Per (namespace, name), the most requests in flight at once and the highest request
+    rate reported within the last ``seconds`` (autoscale.Load)."""
 
     def __init__(self, seconds: float, now: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
         self._now = now
-        self._samples: dict[Key, deque[tuple[float, int]]] = {}
+        self._samples: dict[Key, deque[tuple[float, int, float]]] = {}
 
-    def record(self, namespace: str, name: str, concurrency: int) -> None:
+    def record(self, namespace: str, name: str, concurrency: int, rps: float = 0.0) -> None:
         samples = self._samples.setdefault((namespace, name), deque(maxlen=10_000))
-        samples.append((self._now(), concurrency))
+        samples.append((self._now(), concurrency, rps))
 
-    def observed(self, namespace: str, name: str) -> int:
+    def observed(self, namespace: str, name: str) -> Load:
         samples = self._samples.get((namespace, name))
         if not samples:
-            return 0
+            return Load()
         since = self._now() - self.seconds
         while samples and samples[0][0] < since:
             samples.popleft()
-        return max((c for _, c in samples), default=0)
+        return Load(
+            max((c for _, c, _ in samples), default=0),
+            max((r for _, _, r in samples), default=0.0),
+        )
 
     def forget(self, namespace: str, name: str) -> None:
         self._samples.pop((namespace, name), None)
 
 
 class ActivityMonitor:
-    """Feeds the gateway's activity reports into an IdleClock and a ConcurrencyWindow."""
+    """Feeds the gateway's activity reports into an IdleClock and a LoadWindow."""
 
     def __init__(
         self,
         bus: EventBus,
         clock: IdleClock,
-        window: ConcurrencyWindow,
+        window: LoadWindow,
         on_report: Callable[[Activity], None],
     ) -> None:
         self.bus = bus
@@ -112,5 +117,7 @@ class ActivityMonitor:
             return
         self.clock.touch(report.namespace, report.name)
         concurrency = max(report.concurrency, report.in_flight + report.waiting)
-        self.window.record(report.namespace, report.name, concurrency)
+        # A report sent at once (the first request held while scaled to zero) spans nothing.
+        rps = report.requests / report.seconds if report.seconds > 0 else 0.0
+        self.window.record(report.namespace, report.name, concurrency, rps)
         self.on_report(report)

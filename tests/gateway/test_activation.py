@@ -45,9 +45,17 @@ def test_route_table_scaled_to_zero_is_activatable_without_targets() -> None:
 
 
 def test_activity_report_round_trip_and_refusal() -> None:
-    report = Activity(NS, "z", requests=3, in_flight=1, waiting=2)
+    report = Activity(NS, "z", requests=3, in_flight=1, waiting=2, seconds=2.0)
     assert Activity.decode(report.encode()) == report
-    for bad in (b"[]", b'{"namespace": "a"}', b'{"namespace": "a", "name": "b", "waiting": -1}'):
+    # A report without a span (from a gateway before it was added) spans nothing.
+    assert Activity.decode(b'{"namespace": "a", "name": "b", "requests": 4}').seconds == 0.0
+    for bad in (
+        b"[]",
+        b'{"namespace": "a"}',
+        b'{"namespace": "a", "name": "b", "waiting": -1}',
+        b'{"namespace": "a", "name": "b", "seconds": -1}',
+        b'{"namespace": "a", "name": "b", "seconds": "2"}',
+    ):
         try:
             Activity.decode(bad)
         except ValueError:

@@ -1,8 +1,9 @@
-"""The idle clock and the concurrency window, on a fake clock."""
+"""The idle clock and the load window, on a fake clock."""
 
 from __future__ import annotations
 
-from services.serving.idle import ConcurrencyWindow, IdleClock
+from services.serving.autoscale import Load
+from services.serving.idle import IdleClock, LoadWindow
 
 
 class FakeTime:
@@ -27,15 +28,15 @@ def test_idle_clock_unseen_starts_now_and_is_not_active() -> None:
     assert not clock.active_within("ns", "m", 60)
 
 
-def test_concurrency_window_highest_within_window() -> None:
+def test_load_window_highest_within_window() -> None:
     t = FakeTime()
-    window = ConcurrencyWindow(10, t)
-    assert window.observed("ns", "m") == 0
-    window.record("ns", "m", 7)
+    window = LoadWindow(10, t)
+    assert window.observed("ns", "m") == Load()
+    window.record("ns", "m", 7, 2.5)
     t.now += 4
-    window.record("ns", "m", 2)
-    assert window.observed("ns", "m") == 7
-    t.now += 7  # the 7 is 11 s old
-    assert window.observed("ns", "m") == 2
+    window.record("ns", "m", 2, 40.0)
+    assert window.observed("ns", "m") == Load(7, 40.0)
+    t.now += 7  # the first sample is 11 s old
+    assert window.observed("ns", "m") == Load(2, 40.0)
     t.now += 10
-    assert window.observed("ns", "m") == 0
+    assert window.observed("ns", "m") == Load()

@@ -315,6 +315,38 @@ def test_autoscale_concurrency_up_to_max_replicas_and_back(
     assert api.delete(f"{ISVC_PATH}/busy").status_code == 200
 
 
+def test_autoscale_requests_per_second(platform: Any, api: httpx.Client, models: Path) -> None:
+    """scaleMetric rps, scaleTarget 1: one client at a time (concurrency 1, which alone asks
+    for one replica) sending about 4-5 requests a second asks for more than the three
+    maxReplicas allows; three run. When it stops, back to one after the window."""
+    model = {"modelFormat": {"name": "python"}, "storageUri": "pvc://zero-models/busy"}
+    predictor = {
+        "model": model,
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "scaleMetric": "rps",
+        "scaleTarget": 1,
+    }
+    create(api, "rated", predictor)
+    url = f"{platform.gateway_url}/serving/{NS}/rated/v1/models/rated:predict"
+    pred: dict[str, Any] = {}
+    deadline = time.monotonic() + 40
+    with httpx.Client(timeout=30) as c:
+        while time.monotonic() < deadline:
+            r = c.post(url, json={"instances": [[1]]})
+            assert r.status_code == 200, r.text
+            pred = api.get(f"{ISVC_PATH}/rated").json()["status"]["components"]["predictor"]
+            if len(pred.get("endpoints") or []) == 3:
+                break
+    assert len(pred.get("endpoints") or []) == 3, f"never reached 3 ready replicas: {pred}"
+    assert pred["desiredReplicas"] == 3 and len(servers(platform, "rated")) == 3
+    deadline = time.monotonic() + WINDOW_SECONDS + 15
+    while time.monotonic() < deadline and len(servers(platform, "rated")) > 1:
+        time.sleep(0.2)
+    assert [w.name for w in servers(platform, "rated")] == ["isvc-rated-1"]
+    assert api.delete(f"{ISVC_PATH}/rated").status_code == 200
+
+
 # ------------------------------------------------------------------ serving service crashes
 def python_model(models: Path, name: str, **extra: Any) -> dict[str, Any]:
     """A predictor for a copy of the slow python model of its own (``delay`` 0 for now)."""
