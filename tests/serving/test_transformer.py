@@ -273,7 +273,7 @@ def test_transformer_min_replicas(
     # The same server, not started again.
     assert (replicas[0].start_time, replicas[0].endpoint) == (first.start_time, first.endpoint)
     assert status["components"]["transformer"]["endpoints"] == [w.endpoint for w in replicas]
-    seen = set()
+    seen: set[str] = set()
     deadline = time.monotonic() + 10  # the gateway's route follows the status event
     while len(seen) < 2 and time.monotonic() < deadline:
         seen.add(api.get(f"/serving/{NS}/fronted/v1/models/fronted").json()["instance"])
