@@ -96,9 +96,10 @@ ThreadingHTTPServer(("0.0.0.0", args.http_port), Handler).serve_forever()
 # An explainer as KServe runs one: --model_name and --predictor_host given, answering
 # POST /v1/models/{name}:explain (here: the largest feature of each row).
 EXPLAINER = r"""
-import argparse, json
+import argparse, json, os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+INSTANCE = os.urandom(6).hex()  # which replica answered
 parser = argparse.ArgumentParser()
 parser.add_argument("--model_name", required=True)
 parser.add_argument("--predictor_host", required=True)
@@ -124,7 +125,7 @@ class Handler(BaseHTTPRequestHandler):
         rows = json.loads(self.rfile.read(int(self.headers["content-length"])))["instances"]
         top = [{"top_feature": max(range(len(r)), key=lambda i: r[i])} for r in rows]
         self.answer(200, {"explanations": top, "model": args.model_name,
-                          "predictor_host": args.predictor_host})
+                          "predictor_host": args.predictor_host, "instance": INSTANCE})
 
     def log_message(self, *a):
         pass
@@ -217,12 +218,12 @@ def test_explain_without_explainer_501(fronted: dict[str, Any], api: httpx.Clien
 
 
 def test_explain_routed_to_explainer(fronted: dict[str, Any], api: httpx.Client) -> None:
-    """With spec.explainer, :explain reaches the explainer (given KServe's arguments too);
-    predictions still go through the transformer."""
+    """With spec.explainer, :explain reaches the explainer (given KServe's arguments too),
+    either of its two replicas (minReplicas); predictions still go through the transformer."""
     explainer = {"name": "kserve-container", "command": ["python", "-c", EXPLAINER]}
     r = api.patch(
         f"{ISVC_PATH}/fronted",
-        json={"spec": {"explainer": {"containers": [explainer]}}},
+        json={"spec": {"explainer": {"containers": [explainer], "minReplicas": 2}}},
         headers={"content-type": "application/merge-patch+json"},
     )
     assert r.status_code == 200, r.text
@@ -233,12 +234,19 @@ def test_explain_routed_to_explainer(fronted: dict[str, Any], api: httpx.Client)
 
     status = wait_isvc(api, "fronted", explaining, timeout=60)["status"]
     assert status["components"]["explainer"]["url"].endswith(f"/serving/{NS}/fronted")
-    r = api.post(f"/serving/{NS}/fronted/v1/models/fronted:explain", json={"instances": SAMPLES})
-    assert r.status_code == 200, r.text
-    answer = r.json()
-    assert answer["explanations"] == [{"top_feature": 0}, {"top_feature": 0}]
-    assert answer["model"] == "fronted"
-    assert answer["predictor_host"].endswith(f"/serving/{NS}/fronted-predictor")
+    assert len(status["components"]["explainer"]["endpoints"]) == 2
+    seen: set[str] = set()
+    for _ in range(40):  # each request picks one of the two at random
+        r = api.post(
+            f"/serving/{NS}/fronted/v1/models/fronted:explain", json={"instances": SAMPLES}
+        )
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["explanations"] == [{"top_feature": 0}, {"top_feature": 0}]
+        assert answer["model"] == "fronted"
+        assert answer["predictor_host"].endswith(f"/serving/{NS}/fronted-predictor")
+        seen.add(answer["instance"])
+    assert len(seen) == 2, seen
 
 
 def transformers(platform: Any, name: str) -> list[Any]:
