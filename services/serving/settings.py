@@ -12,8 +12,9 @@ class Settings(ServiceSettings):
     #: gateway before its predictor is stopped (Knative's ``scale-to-zero-grace-period``).
     #: Keep it well above the gateway's ``SHIPYARD_ACTIVITY_REPORT_SECONDS``.
     scale_to_zero_seconds: float = 60.0
-    #: Knative's ``stable-window``: replicas follow the highest concurrency the gateway saw
-    #: within this many seconds (up at once, down when the window has passed).
+    #: Knative's ``stable-window``: replicas follow the highest concurrency (or request rate,
+    #: with ``scaleMetric: rps``) the gateway saw within this many seconds (up at once, down
+    #: when the window has passed).
     autoscale_window_seconds: float = 60.0
     #: ``host`` or ``host:port`` entries (comma-separated) that http(s) storage URIs may
     #: fetch from although they resolve to loopback, private or link-local addresses (an
