@@ -255,20 +255,24 @@ def test_min_replicas_default_never_scales_to_zero(
     assert api.delete(f"{ISVC_PATH}/warm").status_code == 200
 
 
+def busy_predictor(metric: str) -> dict[str, Any]:
+    """The busy model, one to three replicas, scaleTarget 1 on ``metric``."""
+    model = {"modelFormat": {"name": "python"}, "storageUri": "pvc://zero-models/busy"}
+    return {
+        "model": model,
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "scaleMetric": metric,
+        "scaleTarget": 1,
+    }
+
+
 def test_autoscale_concurrency_up_to_max_replicas_and_back(
     platform: Any, api: httpx.Client, models: Path
 ) -> None:
     """Four clients at once with scaleTarget 1: three replicas (maxReplicas), requests spread
     over them; when the load stops, back to minReplicas after the window."""
-    model = {"modelFormat": {"name": "python"}, "storageUri": "pvc://zero-models/busy"}
-    predictor = {
-        "model": model,
-        "minReplicas": 1,
-        "maxReplicas": 3,
-        "scaleMetric": "concurrency",
-        "scaleTarget": 1,
-    }
-    create(api, "busy", predictor)
+    create(api, "busy", busy_predictor("concurrency"))
     url = f"{platform.gateway_url}/serving/{NS}/busy/v1/models/busy:predict"
     ports: list[int] = []
     most = 0
@@ -319,15 +323,7 @@ def test_autoscale_requests_per_second(platform: Any, api: httpx.Client, models:
     """scaleMetric rps, scaleTarget 1: one client at a time (concurrency 1, which alone asks
     for one replica) sending about 4-5 requests a second asks for more than the three
     maxReplicas allows; three run. When it stops, back to one after the window."""
-    model = {"modelFormat": {"name": "python"}, "storageUri": "pvc://zero-models/busy"}
-    predictor = {
-        "model": model,
-        "minReplicas": 1,
-        "maxReplicas": 3,
-        "scaleMetric": "rps",
-        "scaleTarget": 1,
-    }
-    create(api, "rated", predictor)
+    create(api, "rated", busy_predictor("rps"))
     url = f"{platform.gateway_url}/serving/{NS}/rated/v1/models/rated:predict"
     pred: dict[str, Any] = {}
     deadline = time.monotonic() + 40
