@@ -227,12 +227,12 @@ class Kubelet:
     async def _sync(self, run: PodRun, pod: dict[str, Any]) -> None:
         """Copy the local workload's status to the pod's until it finishes."""
         image = pod["spec"]["containers"][0].get("image")
+        steps = {c["name"]: c.get("image", image) for c in pod["spec"].get("initContainers") or []}
         written: dict[str, Any] | None = None
         while not run.terminating:
             local = await self.local.status(run.namespace, run.name)
             run.endpoint = local.endpoint if local.ready else None
-            status = await self._pod_status(run, local, image)
-            steps = [c["name"] for c in pod["spec"].get("initContainers") or []]
+            status = await self._pod_status(run, local, image, steps)
             if (
                 steps
                 and "initContainerStatuses" not in status
@@ -242,7 +242,7 @@ class Kubelet:
                 # the steps' and the command's together).
                 done = {"terminated": {"exitCode": 0, "reason": "Completed"}}
                 status["initContainerStatuses"] = [
-                    {"name": name, "restartCount": 0, "state": done} for name in steps
+                    _init_status(name, steps[name], state=done, ready=True) for name in steps
                 ]
             if status != written:
                 await self._patch_status(run, status)
@@ -376,7 +376,10 @@ class Kubelet:
 
     # -- status ------------------------------------------------------------------------------
 
-    async def _pod_status(self, run: PodRun, local: WorkloadStatus, image: str) -> dict[str, Any]:
+    async def _pod_status(
+        self, run: PodRun, local: WorkloadStatus, image: str, steps: dict[str, str]
+    ) -> dict[str, Any]:
+        """The pod's status from the local workload's; `steps` maps init containers to images."""
         ready = local.ready and local.phase == Phase.RUNNING
         container: dict[str, Any] = {
             "name": "workload",
@@ -400,7 +403,7 @@ class Kubelet:
             if run.deadline_hit:
                 status["reason"] = "DeadlineExceeded"
                 status["message"] = "Pod was active on the node longer than the specified deadline"
-        init = _init_statuses(local)
+        init = _init_statuses(local, steps)
         if init:  # an init step failed: the container never started
             container["state"] = {"waiting": {"reason": "PodInitializing"}}
             container["started"] = False
@@ -507,7 +510,13 @@ def _identity_files(pod: Mapping[str, Any], directory: str) -> dict[str, str]:
     }
 
 
-def _init_statuses(local: WorkloadStatus) -> list[dict[str, Any]]:
+def _init_status(name: str, image: str, **fields: Any) -> dict[str, Any]:
+    """An init container's status with the fields the schema requires (an init container
+    that exited 0 is ready, as the kubelet reports it)."""
+    return {"name": name, "image": image, "imageID": "", "ready": False, "restartCount": 0, **fields}
+
+
+def _init_statuses(local: WorkloadStatus, steps: dict[str, str]) -> list[dict[str, Any]]:
     """The failed init container's status, read from the local runtime's words for it
     ("init step 'NAME' exited with code N; last output: ..."), or none."""
     if local.reason not in ("InitError", "InitCrashLoopBackOff"):
@@ -518,14 +527,15 @@ def _init_statuses(local: WorkloadStatus) -> list[dict[str, Any]]:
     name, code, tail = found.group(1), int(found.group(2)), found.group(3) or ""
     terminated = {"exitCode": code, "reason": "Error", "message": tail}
     if local.reason == "InitError":
-        return [{"name": name, "restartCount": 0, "state": {"terminated": terminated}}]
+        return [_init_status(name, steps[name], state={"terminated": terminated})]
     return [
-        {
-            "name": name,
-            "restartCount": local.restart_count,
-            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-            "lastState": {"terminated": terminated},
-        }
+        _init_status(
+            name,
+            steps[name],
+            restartCount=local.restart_count,
+            state={"waiting": {"reason": "CrashLoopBackOff"}},
+            lastState={"terminated": terminated},
+        )
     ]
 
 

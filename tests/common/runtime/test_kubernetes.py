@@ -399,6 +399,14 @@ async def test_init_containers_share_the_pods_mounts_and_run_first(
     assert {"name": "OWN", "value": "x"} in second["env"]
     status = await kube.wait("team", "initialized", timeout=20)
     assert status.phase == Phase.SUCCEEDED, status
+    done = stored(cluster, "Pod", "team", "initialized")
+    assert done is not None
+    validate(done)  # the emulated kubelet's status is a valid one too
+    steps = done["status"]["initContainerStatuses"]
+    assert [(s["name"], s["image"], s["ready"]) for s in steps] == [
+        ("storage-initializer", init[0]["image"], True),
+        ("check", "example/own-server:1", True),
+    ]
     assert [line async for line in kube.logs("team", "initialized")] == ["the model"]
     # Without init steps a pod has no initContainers field at all.
     plain = pod_manifest(WorkloadSpec.model_validate(job("plain", ["true"])), kube.options)
