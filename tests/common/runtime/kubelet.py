@@ -403,7 +403,7 @@ class Kubelet:
             if run.deadline_hit:
                 status["reason"] = "DeadlineExceeded"
                 status["message"] = "Pod was active on the node longer than the specified deadline"
-        init = _init_statuses(local, steps)
+        init = init_failure_statuses(local, steps)
         if init:  # an init step failed: the container never started
             container["state"] = {"waiting": {"reason": "PodInitializing"}}
             container["started"] = False
@@ -513,10 +513,17 @@ def _identity_files(pod: Mapping[str, Any], directory: str) -> dict[str, str]:
 def _init_status(name: str, image: str, **fields: Any) -> dict[str, Any]:
     """An init container's status with the fields the schema requires (an init container
     that exited 0 is ready, as the kubelet reports it)."""
-    return {"name": name, "image": image, "imageID": "", "ready": False, "restartCount": 0, **fields}
+    return {
+        "name": name,
+        "image": image,
+        "imageID": "",
+        "ready": False,
+        "restartCount": 0,
+        **fields,
+    }
 
 
-def _init_statuses(local: WorkloadStatus, steps: dict[str, str]) -> list[dict[str, Any]]:
+def init_failure_statuses(local: WorkloadStatus, steps: dict[str, str]) -> list[dict[str, Any]]:
     """The failed init container's status, read from the local runtime's words for it
     ("init step 'NAME' exited with code N; last output: ..."), or none."""
     if local.reason not in ("InitError", "InitCrashLoopBackOff"):

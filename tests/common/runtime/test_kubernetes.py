@@ -68,9 +68,10 @@ from services.common.runtime.k8s_manifests import (
 from services.common.runtime.k8s_reader import check_path, decode_reader_output
 from services.common.runtime.k8s_status import service_endpoint, workload_status
 from services.common.runtime.kubernetes import KubernetesRuntime, resolve_settings
-from services.common.runtime.models import WorkloadSpec
+from services.common.runtime.models import WorkloadSpec, WorkloadStatus
 
 from .cluster import EmulatedCluster
+from .kubelet import init_failure_statuses
 
 pytestmark = pytest.mark.timeout(60)
 KUBERNETES_VERSION = "1.37"
@@ -454,6 +455,38 @@ def test_init_failure_words_follow_the_local_runtime() -> None:
         2,
     )
     assert "init step 'storage-initializer' exited with code 1" in (status.message or "")
+
+
+@pytest.mark.parametrize("reason", ["InitError", "InitCrashLoopBackOff"])
+def test_emulated_kubelet_writes_valid_init_failures(reason: str) -> None:
+    """The emulated kubelet's status for a failed init step is a valid pod status (every
+    field the schema requires), and it reads back as the local runtime's words."""
+    words = "init step 'storage-initializer' exited with code 1; last output: 403"
+    local = WorkloadStatus(
+        namespace="team",
+        name="p",
+        phase=Phase.PENDING,
+        reason=reason,
+        message=words,
+        restart_count=2,
+    )
+    init = init_failure_statuses(local, {"storage-initializer": "img"})
+    waiting = [
+        {
+            "name": "workload",
+            "image": "img",
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "PodInitializing"}},
+        }
+    ]
+    phase = "Failed" if reason == "InitError" else "Pending"
+    pod = pod_with({"phase": phase, "initContainerStatuses": init, "containerStatuses": waiting})
+    validate(pod)
+    status = workload_status(pod)
+    assert status.reason == reason
+    assert (status.message or "").endswith(words)
 
 
 # -- volumes ---------------------------------------------------------------------------------
