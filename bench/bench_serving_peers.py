@@ -16,8 +16,8 @@ The peers cannot sit beside our pins, so each gets its own venv, made here on fi
 Every server is checked to answer the model's own predictions before it is measured.
 
 Requests: V2 REST infer, (a) JSON with one FP32 row, at concurrency 1, 16 and 64, and (b) the
-binary tensor extension with 64 rows (``Inference-Header-Content-Length``) at concurrency 1
-and 16, for the servers that accept it (a server that answers it wrongly is reported and left
+binary tensor extension with 64 rows (``Inference-Header-Content-Length``) at the same three
+concurrencies, for the servers that accept it (a server that answers it wrongly is reported and left
 out). Load comes from wrk (one thread); the servers' runs are interleaved, ``--rounds`` times,
 and each figure is the median of its rounds. The verdict: shipyard at least TARGET (2.5x) the
 faster peer at every point.
@@ -297,7 +297,7 @@ def measure_all(
     ok = True
     cases = (
         ("V2 JSON, 1 row", json_body(x[:1]), x[:1], [1, 16, 64]),
-        ("V2 binary, 64 rows", binary_body(x[:64]), x[:64], [1, 16]),
+        ("V2 binary, 64 rows", binary_body(x[:64]), x[:64], [1, 16, 64]),
     )
     for label, (body, headers), rows, levels in cases:
         want = [int(v) for v in predict(rows)]
