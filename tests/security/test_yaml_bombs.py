@@ -4,7 +4,8 @@ trial template kept in a ConfigMap, and ``shipyard apply -f``.
 
 The bomb is 338 bytes; parsed as ``yaml.safe_load`` does, it is a few dozen nodes that
 expand to 531 441 list items (3 MB as JSON) as soon as anything walks them. Each site must
-answer with a 4xx whose message names the aliases, within 100 ms, and store nothing.
+answer with a 4xx whose message names the aliases, within 100 ms (the fastest of three
+attempts), and store nothing.
 Real services (uvicorn in this loop) on their own databases, reached with minted gateway
 assertions as the gateway would send them.
 """
@@ -72,13 +73,19 @@ async def timed(
 ) -> httpx.Response:
     """The request, asserted to be answered within 100 ms. The same request with the
     ``warm_up`` arguments goes first, so the time is not the connection's or a first
-    request's imports (the multipart parser's) but the refusal's."""
+    request's imports (the multipart parser's) but the refusal's. The fastest of three
+    attempts counts: the service shares this test's event loop with the suite's other
+    in-process services, and one attempt can wait on them (a leader re-election's resync took
+    834 ms once), but a parser that expanded the bomb would be slow on every attempt."""
     await client.request(method, url, **{**kw, **warm_up})
-    start = time.perf_counter()
-    response = await client.request(method, url, **kw)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.1, f"{method} {url} took {elapsed * 1000:.0f} ms"
-    return response
+    times, answers = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        answers.append(await client.request(method, url, **kw))
+        times.append(time.perf_counter() - start)
+    assert len({(r.status_code, r.text) for r in answers}) == 1, [r.text for r in answers]
+    assert min(times) < 0.1, f"{method} {url} took {[round(t * 1000) for t in times]} ms"
+    return answers[0]
 
 
 def assert_alias_refusal(response: httpx.Response, message: str) -> None:
