@@ -231,9 +231,12 @@ def test_tenant_pattern_findall_agrees_with_re(pattern: str) -> None:
 
 def test_argo_when_regex_in_linear_time() -> None:
     """``=~`` in an Argo ``when`` is the tenant's regex too (govaluate's, i.e. Go's)."""
-    start = time.perf_counter()
-    assert evaluate_when(f"'{'a' * 17}b' =~ '{CATASTROPHIC}'") is False  # re: seconds
-    assert time.perf_counter() - start < 0.1
+    times = []
+    for _ in range(3):  # the fastest of three: one can be descheduled on a busy machine
+        start = time.perf_counter()
+        assert evaluate_when(f"'{'a' * 17}b' =~ '{CATASTROPHIC}'") is False  # re: seconds
+        times.append(time.perf_counter() - start)
+    assert min(times) < 0.1, times
     assert evaluate_when("'release-1.2' =~ '^release-[0-9.]+$'") is True
     with pytest.raises(ExpressionError, match=r"bad regular expression .*invalid perl operator"):
         evaluate_when("'ab' =~ 'a(?=b)'")

@@ -211,10 +211,13 @@ def test_cli_apply_with_alias_bomb_refused(
     otherwise expand it into a 3 MB request body)."""
     path = tmp_path / "laughs.yaml"
     path.write_text(laughs("Workflow", "laughs"))
-    start = time.perf_counter()
-    with pytest.raises(yaml.YAMLError, match="YAML aliases would add more than 262144 nodes"):
-        list(cli.read_documents(str(path)))
-    assert time.perf_counter() - start < 0.1
+    times = []
+    for _ in range(3):  # the fastest of three, as in timed()
+        start = time.perf_counter()
+        with pytest.raises(yaml.YAMLError, match="YAML aliases would add more than 262144 nodes"):
+            list(cli.read_documents(str(path)))
+        times.append(time.perf_counter() - start)
+    assert min(times) < 0.1, times
 
     class NoServer:  # apply must fail before it calls the platform
         def __getattr__(self, name: str) -> Any:
