@@ -101,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     import uvicorn
 
-    from services.common.http_server import CoalescingHttpProtocol
-
     from .app import create_model_app
+    from .protocol import ModelHttpProtocol
 
     batcher = None
     if args.max_batch_size > 0:
@@ -116,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level="warning",
         access_log=False,
-        # One socket write per answer (head and body together): services.common.http_server.
-        http=CoalescingHttpProtocol,
+        # Inference requests answered in the protocol, in one socket write: .protocol.
+        http=ModelHttpProtocol,
         loop="uvloop" if _has_uvloop() else "asyncio",
     )
     listeners = [config.bind_socket(), *_local_listener(os.environ.get(LOCAL_SOCKET_ENV, ""))]

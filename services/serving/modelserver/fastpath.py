@@ -7,10 +7,13 @@ row. This layer matches the two inference paths with one string split, reads the
 calls :mod:`.handlers` and sends the bytes (another method on those paths is a 405);
 every other path (health, metadata, the model list) goes on to the routed app. It serves
 under the path prefix as well as at the root, like the routed app (the gateway forwards
-``/serving/{ns}/{name}/...``).
+``/serving/{ns}/{name}/...``). The server's protocol (:mod:`.protocol`) answers most of these
+requests before they become ASGI requests, with ``answerer``; the rest come here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +22,10 @@ from .batcher import ModelBatcher
 from .loaders import Model
 
 _TOO_LARGE = handlers.error(f"request body over {handlers.MAX_BODY} bytes", 413)
+
+#: An inference request's answer from its body, ``content-encoding`` and
+#: ``inference-header-content-length`` (both "" / None when absent).
+Answerer = Callable[[bytes, str, str | None], handlers.Answer]
 
 
 class InferFastPath:
@@ -47,6 +54,24 @@ class InferFastPath:
             if sep and verb == "predict":
                 return "v1", name
         return None
+
+    def answerer(self, method: bytes, raw_path: bytes) -> Answerer | None:
+        """For the protocol (:mod:`.protocol`): the inference request's answer as a function
+        of its body and headers when it can be made with no await (a POST to this model,
+        called inline, unbatched), else None: the request goes the ASGI way."""
+        if (
+            method != b"POST"
+            or b"%" in raw_path
+            or not handlers.answers_now(self.model, self.batcher)
+        ):
+            return None
+        route = self._route(raw_path.decode("ascii", "replace"))
+        if route is None or route[1] != self.model.name:
+            return None
+        model = self.model
+        if route[0] == "v1":
+            return lambda body, encoding, _: handlers.predict_v1_now(model, body, encoding)
+        return lambda body, encoding, length: handlers.infer_v2_now(model, body, length, encoding)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._route(scope["path"]) if scope["type"] == "http" else None
