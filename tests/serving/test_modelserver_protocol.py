@@ -194,7 +194,7 @@ def request_bytes(body: bytes, *, close: bool = False, path: str = "/v1/models/m
 
 async def read_answers(reader: asyncio.StreamReader) -> list[tuple[bytes, bytes]]:
     """Every response on the connection until the server closes it: (head, body)."""
-    answers = []
+    answers: list[tuple[bytes, bytes]] = []
     while True:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
