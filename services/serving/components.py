@@ -7,11 +7,15 @@ container gets ``--model_name {isvc}``, ``--predictor_host {isvc}-predictor.{ns}
 transformer, which pre-processes, calls the predictor at that host (``/v1/models/{name}:predict``
 or ``/v2/models/{name}/infer``) and post-processes. Here:
 
-- each component runs ``minReplicas`` server workloads (default 1): ``isvc-{name}-transformer``
-  (``-explainer``), then ``-transformer-1``, ``-transformer-2``..., labelled with their
-  component and a hash of what they run; a changed spec replaces them, a changed count starts
-  or stops only the difference (the scaling fields are not in the hash). They do not
-  autoscale: ``maxReplicas`` and ``scaleTarget`` are accepted and ``minReplicas`` run;
+- each component runs server workloads: ``isvc-{name}-transformer`` (``-explainer``), then
+  ``-transformer-1``, ``-transformer-2``..., labelled with their component and a hash of what
+  they run; a changed spec replaces them, a changed count starts or stops only the difference
+  (the scaling fields are not in the hash), and a replica no longer counted leaves the status
+  first and is deleted ``drain_seconds`` later, as the predictor's. A transformer carries every
+  request of the InferenceService, so it autoscales on the load the gateway reports, as the
+  predictor does (``services.serving.autoscale``: between ``minReplicas`` and
+  ``maxReplicas``, by ``scaleMetric`` and ``scaleTarget``); an explainer serves only
+  ``:explain``, which that load does not single out, so ``minReplicas`` of it run;
 - the predictor is reached through the gateway, as every workload reaches any other: its
   data plane moves to ``/serving/{ns}/{name}-predictor`` while a transformer fronts it (the
   gateway routes ``/serving/{ns}/{name}`` to the transformer), so ``--predictor_host`` and
@@ -30,10 +34,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus, placement
+from services.serving.autoscale import Load, desired_replicas
 from services.serving.isvc_status import condition
 from services.serving.revisions import predictor_hash
 
@@ -83,9 +90,12 @@ def component_workload_name(name: str, component: str, index: int = 0) -> str:
     return base if index == 0 else f"{base}-{index}"
 
 
-def component_replicas(spec: dict[str, Any]) -> int:
-    """How many replicas of a component run: ``minReplicas``, at least one (validation
-    refuses 0: only the predictor scales to zero)."""
+def component_replicas(spec: dict[str, Any], component: str, load: Load) -> int:
+    """How many replicas of a component run (the module docstring says why): a transformer's
+    by the load, an explainer's ``minReplicas``; at least one (validation refuses 0: only the
+    predictor scales to zero)."""
+    if component == "transformer":
+        return desired_replicas(spec, load)
     return max(1, int(spec.get("minReplicas") or 1))
 
 
@@ -159,6 +169,29 @@ def component_spec(
     )
 
 
+@dataclass
+class Scaling:
+    """What sizes the components in one reconcile: the gateway's load on the
+    InferenceService, the replicas no longer counted (by workload name: since when, kept
+    across reconciles by the caller) and how long they drain."""
+
+    load: Load
+    surplus: dict[str, float]
+    drain_seconds: float
+    #: Set by reconcile_components: seconds until a draining replica is due for deletion.
+    again_in: float | None = None
+
+    def drained(self, name: str, now: float) -> bool:
+        """Whether the replica ``name``, no longer counted, has drained; else note when."""
+        since = self.surplus.setdefault(name, now)
+        left = self.drain_seconds - (now - since)
+        if left <= 0:
+            self.surplus.pop(name, None)
+            return True
+        self.again_in = min(left, self.again_in or left)
+        return False
+
+
 async def reconcile_components(
     runtime: Runtime,
     gateway_url: str,
@@ -167,23 +200,26 @@ async def reconcile_components(
     predictor_endpoint: str | None,
     labels: dict[str, str],
     owner: dict[str, Any],
+    scaling: Scaling,
 ) -> dict[str, ComponentState]:
     """Bring the transformer and explainer workloads to the spec: each component's replicas,
     its failure (a str), or None while it waits for the predictor; components the spec leaves
-    out, and replicas above its count, are deleted."""
+    out are deleted, replicas above its count once drained (``scaling``)."""
     spec = isvc["spec"]
     out: dict[str, ComponentState] = {}
+    now = time.monotonic()
     for component in COMPONENTS:
         current = [w for w in owned if w.labels.get(COMPONENT_LABEL) == component]
         if not spec.get(component):
             for w in current:
                 await runtime.delete(w.namespace, w.name)
+                scaling.surplus.pop(w.name, None)
             continue
         if predictor_endpoint is None:  # the predictor serves first: its host is known then
             out[component] = current or None
             continue
         host = predictor_host(runtime, gateway_url, isvc)
-        count = component_replicas(spec[component])
+        count = component_replicas(spec[component], component, scaling.load)
         try:
             wanted = [
                 component_spec(isvc, component, host, labels, owner, index)
@@ -196,6 +232,7 @@ async def reconcile_components(
         replicas: list[WorkloadStatus] = []
         for desired in wanted:
             running = by_name.get(desired.name)
+            scaling.surplus.pop(desired.name, None)
             digest = desired.labels[COMPONENT_HASH_LABEL]
             if running is not None and running.labels.get(COMPONENT_HASH_LABEL) == digest:
                 replicas.append(running)
@@ -205,9 +242,16 @@ async def reconcile_components(
             replicas.append(await runtime.apply(desired))
             log.info("started %s/%s (%s)", desired.namespace, desired.name, component)
         names = {w.name for w in wanted}
+        digest = wanted[0].labels[COMPONENT_HASH_LABEL]
         for w in current:
-            if w.name not in names:
+            if w.name in names:
+                continue
+            # A replica of this spec above the count drains first: it has left the status
+            # (the gateway's routes) and goes once in-flight requests had time to finish.
+            same = w.labels.get(COMPONENT_HASH_LABEL) == digest and not w.finished
+            if not same or scaling.drained(w.name, now):
                 await runtime.delete(w.namespace, w.name)
+                scaling.surplus.pop(w.name, None)
         out[component] = replicas
     return out
 
@@ -228,8 +272,11 @@ def with_components(
     found: dict[str, ComponentState],
 ) -> dict[str, Any]:
     """``status`` (built from ``old``) with ``components.transformer`` / ``explainer`` and
-    their conditions; ``Ready`` needs them ready too. With a transformer, the predictor's
-    own URL is its ``-predictor`` path."""
+    their conditions; ``Ready`` needs them ready too. A component is ready, and listed with
+    its endpoints, as soon as one replica serves: a replica still starting (scaling out) is
+    left out until it serves, and neither the component nor the service stops being ready
+    meanwhile (nor does the gateway fall back to the predictor). With a transformer, the
+    predictor's own URL is its ``-predictor`` path."""
     if not found:
         return status
     meta = isvc["metadata"]
@@ -240,10 +287,12 @@ def with_components(
     ]
     all_ready = True
     for component, state in found.items():
-        ready = components_ready({component: state})
+        endpoints = (
+            [w.endpoint for w in state if w.ready and w.endpoint] if isinstance(state, list) else []
+        )
+        ready = bool(endpoints)
         entry: dict[str, Any] = {"url": base}
-        if ready and isinstance(state, list):
-            endpoints = [w.endpoint for w in state]
+        if endpoints:
             entry["endpoint"] = endpoints[0]
             if len(endpoints) > 1:
                 entry["endpoints"] = endpoints

@@ -34,7 +34,8 @@ rps``), between ``minReplicas`` and ``maxReplicas``. Replica
 0 is ``isvc-{name}-{n}``, the others ``isvc-{name}-{n}-r{i}``; status lists the ready ones'
 endpoints (``endpoints``, ``latestEndpoints``) and the gateway spreads each revision's
 share of the traffic over them. A replica no longer wanted leaves ``endpoints`` first and is
-deleted ``drain_seconds`` later.
+deleted ``drain_seconds`` later. A transformer scales on the same load the same way
+(services.serving.components).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from services.common.runtime import Phase, Runtime, WorkloadSpec, WorkloadStatus
 from services.serving import isvc_status
 from services.serving.autoscale import desired_replicas, replica_bounds
 from services.serving.components import (
+    Scaling,
     components_ready,
     data_plane_prefix,
     predictor_digest,
@@ -165,8 +167,9 @@ class InferenceServiceController(Controller):
         self._polls = Backoff(self.poll_min, self.poll_max, self.poll_failed)
         self._draining: dict[tuple[str, str], float] = {}
         self.window = window or LoadWindow(60.0)
-        #: Autoscaled services: (predictor spec, replicas last decided).
-        self._scaling: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
+        #: Autoscaled services: per part ("predictor", "transformer"), its spec and the
+        #: replicas last decided.
+        self._scaling: dict[tuple[str, str], dict[str, tuple[dict[str, Any], int]]] = {}
         #: Replicas no longer wanted, by workload name: since when.
         self._surplus: dict[str, float] = {}
         #: InferenceServices that read credentials through a ServiceAccount, by namespace:
@@ -205,10 +208,9 @@ class InferenceServiceController(Controller):
         """An activity report (already counted by the monitor): reconcile now when requests
         are held, or when the replica count it implies differs from the last decision."""
         key = (report.namespace, report.name)
-        scaling = self._scaling.get(key)
-        if report.waiting or (
-            scaling is not None
-            and desired_replicas(scaling[0], self.window.observed(*key)) != scaling[1]
+        parts = self._scaling.get(key, {}).values()
+        if report.waiting or any(
+            desired_replicas(spec, self.window.observed(*key)) != decided for spec, decided in parts
         ):
             self.enqueue(INFERENCE_SERVICE, *key)
 
@@ -454,7 +456,7 @@ class InferenceServiceController(Controller):
         elif not scale_down:
             self._draining.pop((namespace, name), None)
         settled = settled and all(w.ready for (_, r), w in secondaries.items() if r < replicas)
-        self._note_scaling(namespace, name, predictor, active)
+        self._note_scaling(namespace, name, "predictor", predictor, active)
         # A scale-to-zero service that served before keeps its traffic and Ready condition
         # while it is stopped or starting again; only a failure makes it not Ready.
         standby = (
@@ -500,15 +502,23 @@ class InferenceServiceController(Controller):
         """The transformer and explainer (services.serving.components) brought to the spec:
         the status with them, and whether everything has settled."""
         predictor = (status.get("components") or {}).get("predictor") or {}
+        key = (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+        scaling = Scaling(self.window.observed(*key), self._surplus, self.drain_seconds)
         found = await reconcile_components(
             self.runtime,
             self.gateway_url,
             isvc,
             parts,
             predictor.get("endpoint"),
-            {**self.labels, ISVC_LABEL: isvc["metadata"]["name"]},
+            {**self.labels, ISVC_LABEL: key[1]},
             _owner(isvc),
+            scaling,
         )
+        transformer = isvc["spec"].get("transformer") or {}
+        decided = desired_replicas(transformer, scaling.load) if transformer else 1
+        self._note_scaling(*key, "transformer", transformer, decided)
+        if scaling.again_in is not None:
+            self._enqueue_later(scaling.again_in + 0.05, *key)
         ready = components_ready(found)
         return with_components(status, old, isvc, self.gateway_url, found), settled and ready
 
@@ -611,16 +621,20 @@ class InferenceServiceController(Controller):
         return True
 
     def _note_scaling(
-        self, namespace: str, name: str, predictor: dict[str, Any], active: int
+        self, namespace: str, name: str, part: str, spec: dict[str, Any], active: int
     ) -> None:
-        """Remember an autoscaled service (its predictor and the replicas last decided)."""
-        low, high = replica_bounds(predictor)
+        """Remember an autoscaled part of a service (the predictor or the transformer): its
+        spec and the replicas last decided."""
+        low, high = replica_bounds(spec)
+        parts = self._scaling.setdefault((namespace, name), {})
         if high <= low:
-            self._scaling.pop((namespace, name), None)
-            return
-        self._scaling[(namespace, name)] = (predictor, active)
-        if active > low:  # look again once the window has forgotten this load
-            self._enqueue_later(self.window.seconds + 0.1, namespace, name)
+            parts.pop(part, None)
+        else:
+            parts[part] = (spec, active)
+            if active > low:  # look again once the window has forgotten this load
+                self._enqueue_later(self.window.seconds + 0.1, namespace, name)
+        if not parts:
+            del self._scaling[(namespace, name)]
 
     def _check_idle_later(self, namespace: str, name: str) -> None:
         """Reconcile again when the service would have been idle long enough to stop."""

@@ -21,6 +21,7 @@ import pytest
 
 from services.common.runtime import LocalRuntime, WorkloadStatus
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from services.serving.components import COMPONENT_LABEL
 from tests.conftest import (
     RunningSeaweedFS,
     crash_service,
@@ -341,6 +342,96 @@ def test_autoscale_requests_per_second(platform: Any, api: httpx.Client, models:
         time.sleep(0.2)
     assert [w.name for w in servers(platform, "rated")] == ["isvc-rated-1"]
     assert api.delete(f"{ISVC_PATH}/rated").status_code == 200
+
+
+# A KServe-style transformer (it takes --http_port and the other arguments a transformer
+# gets) that does not call its predictor: busy for 0.2 s per request, several at a time,
+# answering with its replica's host name.
+BUSY_TRANSFORMER = r"""
+import argparse, json, socket, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+parser = argparse.ArgumentParser()
+parser.add_argument("--http_port", type=int)
+args, _ = parser.parse_known_args()
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        time.sleep(0.2)
+        body = json.dumps({"predictions": [socket.gethostname()]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("0.0.0.0", args.http_port), Handler).serve_forever()
+"""
+
+
+def transformers(platform: Any, name: str) -> list[str]:
+    """The names of the InferenceService's running transformer replicas."""
+    found = servers(platform, name)
+    return sorted(w.name for w in found if w.labels.get(COMPONENT_LABEL) == "transformer")
+
+
+def test_transformer_autoscales_on_the_load(platform: Any, api: httpx.Client, models: Path) -> None:
+    """A transformer carries every request of its InferenceService, so it scales on the
+    gateway's load as a predictor does: with maxReplicas 3 and scaleTarget 1, four clients at
+    once run three transformer replicas (the predictor, without maxReplicas, stays at one),
+    the status lists them and the requests spread over them; when the load stops, back to
+    one after the window (a surplus replica leaves the status, then stops)."""
+    body = isvc("tbusy", sklearn_predictor())
+    container = {"name": "kserve-container", "command": ["python", "-c", BUSY_TRANSFORMER]}
+    body["spec"]["transformer"] = {
+        "containers": [container],
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "scaleTarget": 1,
+    }
+    assert api.post(ISVC_PATH, json=body).status_code == 201
+    status = wait_isvc(api, "tbusy", ready, timeout=60)["status"]
+    url = f"{platform.gateway_url}/serving/{NS}/tbusy/v1/models/tbusy:predict"
+    first = httpx.post(url, json={"instances": [[1]]}, timeout=30)
+    assert first.json() == {"predictions": ["isvc-tbusy-transformer"]}, (first.text, status)
+    hosts: list[str] = []
+    stop_at = time.monotonic() + 40
+    entry: dict[str, Any] = {}
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as c:
+            while time.monotonic() < stop_at:
+                r = c.post(url, json={"instances": [[1]]})
+                assert r.status_code == 200, r.text
+                hosts.append(r.json()["predictions"][0])
+
+    with ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(client) for _ in range(4)]
+        scaled = False
+        while time.monotonic() < stop_at:
+            entry = api.get(f"{ISVC_PATH}/tbusy").json()["status"]["components"]["transformer"]
+            if not scaled and len(entry.get("endpoints") or []) == 3:
+                scaled, hosts[:] = True, []  # count the spread from here on
+                stop_at = time.monotonic() + 3
+            time.sleep(0.2)
+        for future in running:
+            future.result()
+    assert scaled, f"never reached 3 ready transformer replicas: {entry}"
+    names = ["isvc-tbusy-transformer", "isvc-tbusy-transformer-1", "isvc-tbusy-transformer-2"]
+    assert transformers(platform, "tbusy") == names
+    assert set(hosts) == set(names), sorted(set(hosts))
+    predictor = [w for w in servers(platform, "tbusy") if not w.labels.get(COMPONENT_LABEL)]
+    assert len(predictor) == 1, predictor
+
+    def one(o: dict[str, Any]) -> bool:
+        return "endpoints" not in o["status"]["components"]["transformer"]
+
+    wait_isvc(api, "tbusy", one, timeout=WINDOW_SECONDS + 15)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(transformers(platform, "tbusy")) > 1:
+        time.sleep(0.2)
+    assert transformers(platform, "tbusy") == names[:1]
+    assert api.delete(f"{ISVC_PATH}/tbusy").status_code == 200
 
 
 # ------------------------------------------------------------------ serving service crashes
