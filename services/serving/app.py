@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.app import Lifecycle, ServiceContext, build_service
 from services.common.errors import ApiError
+from services.serving.autoscale import inference_service_limit_causes, scale_limit_causes
 from services.serving.controller import InferenceServiceController
 from services.serving.corev1 import admit_secret
 from services.serving.explain import router as explain_router
@@ -61,10 +62,19 @@ async def components(ctx: ServiceContext) -> list[Lifecycle]:
     ) -> None:
         causes = check_file_uris(new, current)
         causes += check_download_uris(new, bucket, policy.allowed_hosts)
+        causes += inference_service_limit_causes(new, settings.max_scale_limit)
         if causes:
             raise ApiError.invalid(INFERENCE_SERVICE.kind, new["metadata"]["name"], causes)
 
+    async def admit_inference_graph(
+        session: AsyncSession, new: dict[str, Any], current: dict[str, Any] | None
+    ) -> None:
+        causes = scale_limit_causes(new.get("spec") or {}, "spec", settings.max_scale_limit)
+        if causes:
+            raise ApiError.invalid(INFERENCE_GRAPH.kind, new["metadata"]["name"], causes)
+
     ctx.store.add_admission(INFERENCE_SERVICE, admit_inference_service)
+    ctx.store.add_admission(INFERENCE_GRAPH, admit_inference_graph)
     ctx.store.add_admission(SECRET, admit_secret)
     clock, window = IdleClock(), LoadWindow(settings.autoscale_window_seconds)
     controller = InferenceServiceController(

@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.errors import Cause
+
 #: Knative's ``container-concurrency-target-default``: requests in flight per replica when
 #: neither ``scaleTarget`` (with the concurrency metric) nor ``containerConcurrency`` says.
 DEFAULT_CONCURRENCY_TARGET = 100
@@ -67,3 +69,33 @@ def desired_replicas(predictor: dict[str, Any], load: Load) -> int:
     else:
         wanted = math.ceil(load.concurrency / concurrency_target(predictor))
     return max(low, min(high, wanted))
+
+
+#: The parts of an InferenceService's spec that run replicas.
+SCALED_PARTS = ("predictor", "transformer", "explainer")
+
+
+def scale_limit_causes(spec: dict[str, Any], prefix: str, limit: int) -> list[Cause]:
+    """Knative's ``max-scale-limit`` on one replica-bearing spec (the fields at ``prefix``):
+    ``minReplicas`` and ``maxReplicas`` at most ``limit`` (0: no limit)."""
+    if limit <= 0:
+        return []
+    return [
+        Cause(
+            f"{prefix}.{field}",
+            f"must be at most {limit}, the platform's max-scale-limit "
+            f"(SHIPYARD_MAX_SCALE_LIMIT on the serving service), got {spec[field]}",
+        )
+        for field in ("minReplicas", "maxReplicas")
+        if isinstance(spec.get(field), int) and spec[field] > limit
+    ]
+
+
+def inference_service_limit_causes(obj: dict[str, Any], limit: int) -> list[Cause]:
+    """``scale_limit_causes`` for every part of an InferenceService that runs replicas."""
+    spec = obj.get("spec") or {}
+    return [
+        cause
+        for part in SCALED_PARTS
+        for cause in scale_limit_causes(spec.get(part) or {}, f"spec.{part}", limit)
+    ]

@@ -16,6 +16,11 @@ class Settings(ServiceSettings):
     #: with ``scaleMetric: rps``) the gateway saw within this many seconds (up at once, down
     #: when the window has passed).
     autoscale_window_seconds: float = 60.0
+    #: Knative's ``max-scale-limit``: the most replicas (``minReplicas`` and ``maxReplicas``)
+    #: one predictor, transformer, explainer or InferenceGraph may ask for; above it the write
+    #: is a 422. A tenant's replica counts are sizes it supplies, and each replica is a server
+    #: process on this host. 0: no limit (a cluster with its own quotas).
+    max_scale_limit: int = 10
     #: ``host`` or ``host:port`` entries (comma-separated) that http(s) storage URIs may
     #: fetch from although they resolve to loopback, private or link-local addresses (an
     #: internal model mirror). Every other host must resolve only to public addresses.

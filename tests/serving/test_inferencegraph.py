@@ -351,6 +351,13 @@ def test_inferencegraph_scaling_fields(api: httpx.Client) -> None:
     assert {"spec.maxReplicas", "spec.scaleTarget", "spec.timeout"} <= set(found)
     found = causes(api, ig("metric", ONE_STEP, scaleMetric="gpu"))
     assert set(found) == {"spec.scaleMetric"}
+    # A tenant's replica counts are bounded by the platform's max-scale-limit (10).
+    found = causes(api, ig("many", ONE_STEP, minReplicas=11, maxReplicas=1000))
+    limit = "must be at most 10, the platform's max-scale-limit (SHIPYARD_MAX_SCALE_LIMIT on "
+    assert found == {
+        "spec.minReplicas": limit + "the serving service), got 11",
+        "spec.maxReplicas": limit + "the serving service), got 1000",
+    }
     taken = {
         "minReplicas": 1,
         "maxReplicas": 4,

@@ -116,6 +116,47 @@ def test_infer_v2_bad_tensor_oip_error(sklearn_isvc: dict[str, Any], api: httpx.
     assert r.json() == {"error": "input input-0: 4 elements, shape [3, 4] needs 12"}
 
 
+def test_replica_counts_over_the_max_scale_limit_422(api: httpx.Client) -> None:
+    """Every replica count a tenant gives (predictor, transformer, explainer) is bounded by
+    the platform's max-scale-limit (Knative's, 10 by default): above it the create and a
+    patch are 422s naming the field, and nothing is stored or started; at it, accepted."""
+    limit = "must be at most 10, the platform's max-scale-limit (SHIPYARD_MAX_SCALE_LIMIT on "
+    model = {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://no-such-claim/many"}
+    many = isvc("many", {"model": model, "minReplicas": 11, "maxReplicas": 20})
+    container = {"name": "kserve-container", "image": "example/t:1"}
+    many["spec"]["transformer"] = {"containers": [container], "maxReplicas": 500}
+    many["spec"]["explainer"] = {"containers": [container], "minReplicas": 1000}
+    r = api.post(ISVC_PATH, json=many)
+    assert r.status_code == 422, r.text
+    assert {c["field"]: c["message"] for c in r.json()["details"]["causes"]} == {
+        "spec.predictor.minReplicas": limit + "the serving service), got 11",
+        "spec.predictor.maxReplicas": limit + "the serving service), got 20",
+        "spec.transformer.maxReplicas": limit + "the serving service), got 500",
+        "spec.explainer.minReplicas": limit + "the serving service), got 1000",
+    }
+    assert api.get(f"{ISVC_PATH}/many").status_code == 404
+    at_limit = isvc("many", {"model": model, "minReplicas": 0, "maxReplicas": 10})
+    r = api.post(ISVC_PATH, json=at_limit)
+    assert r.status_code == 201, r.text
+    r = api.patch(
+        f"{ISVC_PATH}/many",
+        json={"spec": {"predictor": {"minReplicas": 4000, "maxReplicas": 4000}}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["details"]["causes"] == [
+        {
+            "field": f"spec.predictor.{field}",
+            "message": limit + "the serving service), got 4000",
+            "reason": "FieldValueInvalid",
+        }
+        for field in ("minReplicas", "maxReplicas")
+    ]
+    stored = api.get(f"{ISVC_PATH}/many").json()["spec"]["predictor"]
+    assert (stored["minReplicas"], stored["maxReplicas"]) == (0, 10)
+    assert api.delete(f"{ISVC_PATH}/many").status_code == 200
+
+
 def test_create_inferenceservice_bad_spec_422(api: httpx.Client) -> None:
     bad = isvc(
         "bad",
