@@ -231,3 +231,17 @@ async def test_slow_model_leaves_the_server_answering() -> None:
         assert ready.json() == {"ready": True}
         assert not predict.done() and waited < 0.5, waited
         assert (await predict).json() == {"predictions": [7]}
+
+
+def test_tensor_shapes_and_dtypes_at_the_edges() -> None:
+    """A shape whose product does not fit int64 is a 400's TensorError (not a wrapped count
+    that numpy would reshape into a 500); a big-endian array has its OIP datatype."""
+    from services.serving.modelserver.tensors import TensorError, datatype_of, decode_request
+
+    huge = {"name": "x", "shape": [2**40, 2**40], "datatype": "FP32", "data": [1.0]}
+    with pytest.raises(TensorError, match=r"1 elements, shape \[1099511627776, 1099511627776\]"):
+        decode_request(json.dumps({"inputs": [huge]}).encode(), None)
+    assert datatype_of(np.zeros(2, dtype=">f4")) == "FP32"
+    assert datatype_of(np.zeros(2, dtype=np.uint8)) == "UINT8"
+    with pytest.raises(TensorError, match="complex64"):
+        datatype_of(np.zeros(2, dtype=np.complex64))

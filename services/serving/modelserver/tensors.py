@@ -10,6 +10,7 @@ by default, so both directions are implemented.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ DTYPES: dict[str, Any] = {
     "FP64": np.float64,
     "BYTES": object,
 }
+#: The datatype of each numeric numpy dtype (BOOL and BYTES are told by kind).
+_DATATYPE_OF = {np.dtype(t): name for name, t in DTYPES.items() if t not in (object, np.bool_)}
 
 
 class TensorError(ValueError):
@@ -54,10 +57,10 @@ def datatype_of(array: np.ndarray) -> str:
         return "BOOL"
     if kind.kind in "OSU":
         return "BYTES"
-    for name, dtype in DTYPES.items():
-        if dtype is not object and kind == np.dtype(dtype):
-            return name
-    raise TensorError(f"cannot express numpy dtype {kind} as an OIP datatype")
+    name = _DATATYPE_OF.get(kind.newbyteorder("=") if kind.byteorder not in "=|" else kind)
+    if name is None:
+        raise TensorError(f"cannot express numpy dtype {kind} as an OIP datatype")
+    return name
 
 
 def _decode_bytes(raw: bytes, count: int) -> np.ndarray:
@@ -83,7 +86,7 @@ def _tensor(spec: dict[str, Any], raw: bytes | None) -> np.ndarray:
         raise TensorError(f"input {name}: unsupported datatype {datatype!r}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise TensorError(f"input {name}: shape must be a list of non-negative integers")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # exact: a product too large for int64 is refused below
     if raw is not None:
         if datatype == "BYTES":
             flat = _decode_bytes(raw, count)
