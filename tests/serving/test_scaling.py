@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -268,15 +268,13 @@ def busy_predictor(metric: str) -> dict[str, Any]:
     }
 
 
-def test_autoscale_concurrency_up_to_max_replicas_and_back(
-    platform: Any, api: httpx.Client, models: Path
-) -> None:
-    """Four clients at once with scaleTarget 1: three replicas (maxReplicas), requests spread
-    over them; when the load stops, back to minReplicas after the window."""
-    create(api, "busy", busy_predictor("concurrency"))
-    url = f"{platform.gateway_url}/serving/{NS}/busy/v1/models/busy:predict"
-    ports: list[int] = []
-    most = 0
+def four_clients_until_three(
+    url: str, entry: Callable[[], dict[str, Any]], each: Callable[[], None] = lambda: None
+) -> tuple[dict[str, Any], list[Any]]:
+    """Four clients at once send ``url`` requests until ``entry()`` (a status entry) lists
+    three ready endpoints, and 3 s more (``each()`` runs between looks): that entry, and the
+    answers' first predictions of those 3 s. Fails unless three are reached within 40 s."""
+    answers: list[Any] = []
     stop_at = time.monotonic() + 40
 
     def client() -> None:
@@ -284,23 +282,42 @@ def test_autoscale_concurrency_up_to_max_replicas_and_back(
             while time.monotonic() < stop_at:
                 r = c.post(url, json={"instances": [[1]]})
                 assert r.status_code == 200, r.text
-                ports.append(r.json()["predictions"][0])
+                answers.append(r.json()["predictions"][0])
 
+    found: dict[str, Any] = {}
     with ThreadPoolExecutor(4) as pool:
         running = [pool.submit(client) for _ in range(4)]
         scaled = False
         while time.monotonic() < stop_at:
-            count = len(servers(platform, "busy"))
-            most = max(most, count)
-            pred = api.get(f"{ISVC_PATH}/busy").json()["status"]["components"]["predictor"]
-            if not scaled and len(pred.get("endpoints") or []) == 3:
-                scaled, ports[:] = True, []  # count the spread from here on
+            each()
+            found = entry()
+            if not scaled and len(found.get("endpoints") or []) == 3:
+                scaled, answers[:] = True, []  # count the spread from here on
                 stop_at = time.monotonic() + 3
             time.sleep(0.2)
         for future in running:
             future.result()
-    assert scaled, f"never reached 3 ready replicas: {pred}"
-    assert most == 3 and pred["desiredReplicas"] == 3 and pred["actualReplicas"] == 3
+    assert scaled, f"never reached 3 ready replicas: {found}"
+    return found, answers
+
+
+def test_autoscale_concurrency_up_to_max_replicas_and_back(
+    platform: Any, api: httpx.Client, models: Path
+) -> None:
+    """Four clients at once with scaleTarget 1: three replicas (maxReplicas), requests spread
+    over them; when the load stops, back to minReplicas after the window."""
+    create(api, "busy", busy_predictor("concurrency"))
+    url = f"{platform.gateway_url}/serving/{NS}/busy/v1/models/busy:predict"
+    counts: list[int] = []
+
+    def predictor() -> dict[str, Any]:
+        found: dict[str, Any] = api.get(f"{ISVC_PATH}/busy").json()["status"]["components"]
+        return found["predictor"]  # type: ignore[no-any-return]
+
+    pred, ports = four_clients_until_three(
+        url, predictor, lambda: counts.append(len(servers(platform, "busy")))
+    )
+    assert max(counts) == 3 and pred["desiredReplicas"] == 3 and pred["actualReplicas"] == 3
     assert len(set(ports)) == 3, sorted(set(ports))
 
     deadline = time.monotonic() + WINDOW_SECONDS + 15
@@ -394,29 +411,12 @@ def test_transformer_autoscales_on_the_load(platform: Any, api: httpx.Client, mo
     url = f"{platform.gateway_url}/serving/{NS}/tbusy/v1/models/tbusy:predict"
     first = httpx.post(url, json={"instances": [[1]]}, timeout=30)
     assert first.json() == {"predictions": ["isvc-tbusy-transformer"]}, (first.text, status)
-    hosts: list[str] = []
-    stop_at = time.monotonic() + 40
-    entry: dict[str, Any] = {}
 
-    def client() -> None:
-        with httpx.Client(timeout=30) as c:
-            while time.monotonic() < stop_at:
-                r = c.post(url, json={"instances": [[1]]})
-                assert r.status_code == 200, r.text
-                hosts.append(r.json()["predictions"][0])
+    def transformer() -> dict[str, Any]:
+        found: dict[str, Any] = api.get(f"{ISVC_PATH}/tbusy").json()["status"]["components"]
+        return found["transformer"]  # type: ignore[no-any-return]
 
-    with ThreadPoolExecutor(4) as pool:
-        running = [pool.submit(client) for _ in range(4)]
-        scaled = False
-        while time.monotonic() < stop_at:
-            entry = api.get(f"{ISVC_PATH}/tbusy").json()["status"]["components"]["transformer"]
-            if not scaled and len(entry.get("endpoints") or []) == 3:
-                scaled, hosts[:] = True, []  # count the spread from here on
-                stop_at = time.monotonic() + 3
-            time.sleep(0.2)
-        for future in running:
-            future.result()
-    assert scaled, f"never reached 3 ready transformer replicas: {entry}"
+    _, hosts = four_clients_until_three(url, transformer)
     names = ["isvc-tbusy-transformer", "isvc-tbusy-transformer-1", "isvc-tbusy-transformer-2"]
     assert transformers(platform, "tbusy") == names
     assert set(hosts) == set(names), sorted(set(hosts))
