@@ -229,8 +229,11 @@ def test_explain_routed_to_explainer(fronted: dict[str, Any], api: httpx.Client)
     assert r.status_code == 200, r.text
 
     def explaining(o: dict[str, Any]) -> bool:
+        """Ready with both explainers serving (it is Ready once the first one serves)."""
         conditions = {c["type"]: c["status"] for c in o["status"].get("conditions") or []}
-        return conditions.get("ExplainerReady") == "True" and conditions.get("Ready") == "True"
+        entry = (o["status"].get("components") or {}).get("explainer") or {}
+        ready = conditions.get("ExplainerReady") == "True" and conditions.get("Ready") == "True"
+        return ready and len(entry.get("endpoints") or []) == 2
 
     status = wait_isvc(api, "fronted", explaining, timeout=60)["status"]
     assert status["components"]["explainer"]["url"].endswith(f"/serving/{NS}/fronted")
