@@ -268,9 +268,13 @@ def targets_from_object(kind: str, obj: dict[str, Any]) -> list[Target]:
         routers = status.get("endpoints") or [status.get("endpoint")]
         return [(url, 100) for url in routers if url]
     if kind == "inferenceservice":
-        front = (status.get("components") or {}).get("transformer") or {}
-        if front.get("endpoint"):  # a transformer takes the service's traffic (its replicas')
-            return [(url, 100) for url in front.get("endpoints") or [front["endpoint"]]]
+        components = status.get("components") or {}
+        if "transformer" in components:  # a transformer takes the service's traffic
+            front = components["transformer"] or {}
+            # Its serving replicas; none (starting, or replaced after a change): nothing is
+            # live, and the request waits as for a start from zero. Never the predictor,
+            # whose server answers only under {name}-predictor then.
+            return [(url, 100) for url in front.get("endpoints") or [front.get("endpoint")] if url]
         spec = obj.get("spec") or {}
         canary_pct = (spec.get("predictor") or {}).get("canaryTrafficPercent")
         pred = (status.get("components") or {}).get("predictor") or {}

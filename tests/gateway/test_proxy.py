@@ -232,6 +232,34 @@ def test_route_table_spreads_a_graph_over_its_routers() -> None:
     assert table.pick("inferencegraph", NS, "g") is None
 
 
+def test_route_table_sends_a_fronted_service_to_its_transformer_only() -> None:
+    """With a transformer in the status, the service's traffic goes to its serving replicas;
+    with none serving (starting, or replaced after a change), nowhere (the request waits as
+    for a start from zero), never to the predictor, which answers only under -predictor."""
+    table = RouteTable()
+    feeder = RouteFeeder(table)
+    meta = {"namespace": NS, "name": "t"}
+    predictor = {"url": "http://gw/serving/t-predictor", "endpoint": "http://p0"}
+
+    def fronted(transformer: dict[str, Any]) -> dict[str, Any]:
+        components = {"predictor": predictor, "transformer": transformer}
+        return {"metadata": meta, "status": {"components": components}}
+
+    feeder.apply("inferenceservice", fronted({"endpoint": "http://t0"}))
+    assert table.targets("inferenceservice", NS, "t") == [("http://t0", 100)]
+    feeder.apply(
+        "inferenceservice",
+        fronted({"endpoint": "http://t0", "endpoints": ["http://t0", "http://t1"]}),
+    )
+    assert table.targets("inferenceservice", NS, "t") == [("http://t0", 100), ("http://t1", 100)]
+    feeder.apply("inferenceservice", fronted({"url": "http://gw/serving/t"}))
+    assert table.pick("inferenceservice", NS, "t") is None
+    # Without a transformer, the predictor again.
+    unfronted = {"metadata": meta, "status": {"components": {"predictor": predictor}}}
+    feeder.apply("inferenceservice", unfronted)
+    assert table.targets("inferenceservice", NS, "t") == [("http://p0", 100)]
+
+
 def test_route_table_resolves_every_family() -> None:
     cases = {
         f"/api/v1/namespaces/{NS}/persistentvolumeclaims/p": ("notebook", NS),
