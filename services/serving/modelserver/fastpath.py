@@ -21,8 +21,6 @@ from . import handlers
 from .batcher import ModelBatcher
 from .loaders import Model
 
-_TOO_LARGE = handlers.error(f"request body over {handlers.MAX_BODY} bytes", 413)
-
 #: An inference request's answer from its body, ``content-encoding`` and
 #: ``inference-header-content-length`` (both "" / None when absent).
 Answerer = Callable[[bytes, str, str | None], handlers.Answer]
@@ -83,7 +81,7 @@ class InferFastPath:
         if scope["method"] != "POST":
             answer = handlers.error(f"method {scope['method']} not allowed on {scope['path']}", 405)
         elif body is None:
-            answer = _TOO_LARGE
+            answer = handlers.TOO_LARGE
         elif name != self.model.name:
             answer = handlers.unknown_model(name)
         else:

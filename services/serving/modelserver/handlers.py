@@ -48,6 +48,10 @@ def error(message: str, status: int) -> Answer:
     return json_answer({"error": message}, status)
 
 
+#: The answer to a request whose body passes MAX_BODY (both entries, .fastpath and .protocol).
+TOO_LARGE = error(f"request body over {MAX_BODY} bytes", 413)
+
+
 def unknown_model(requested: str) -> Answer:
     return error(f"Model with name {requested} does not exist.", 404)
 

@@ -23,11 +23,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from services.common.http_server import CoalescingHttpProtocol, CoalescingTransport
 
 from .fastpath import Answerer
-from .handlers import MAX_BODY, Answer, error
+from .handlers import MAX_BODY, TOO_LARGE, Answer, error
 
 log = logging.getLogger(__name__)
-
-_TOO_LARGE = error(f"request body over {MAX_BODY} bytes", 413)
 
 
 class _NoEvent:
@@ -114,7 +112,7 @@ class ModelHttpProtocol(CoalescingHttpProtocol):
             elif name == b"inference-header-content-length":
                 length = value.decode("latin-1")
         if cycle.size > MAX_BODY:
-            answer = _TOO_LARGE
+            answer = TOO_LARGE
         else:
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
             try:
