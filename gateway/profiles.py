@@ -16,16 +16,20 @@ again only for its last owner (by them, or by a cluster admin on their behalf). 
 admin who means to hand the data over re-creates the profile for its last owner and then
 changes the owner, which is explicit.
 
-With a runtime that has namespaces of its own (``SHIPYARD_RUNTIME=kubernetes``), a Profile
-is also a place for workloads: creating one calls ``Runtime.ensure_namespace`` (on
+A Profile is also a place for workloads: creating one calls ``Runtime.ensure_namespace`` (on
 Kubernetes the Namespace, its ServiceAccounts, RoleBindings and NetworkPolicy, as Kubeflow's
 profile controller makes them), deleting one ``Runtime.delete_namespace``, and a change of
 owner ensures it again (:class:`NamespaceSync`). The Profile is the record and is stored
 first; when the runtime fails, the error is logged, the Profile's ``Ready`` condition says
 so, and the call is retried with back-off. Every gateway start ensures every profile's
 namespace once, so a failure that outlived its gateway is mended by the next one. The
-runtime is built lazily, and not at all with the local runtime (its namespaces need
-nothing), so the quickstart never loads a Kubernetes client.
+runtime is built lazily, so the quickstart never loads a Kubernetes client.
+
+A Profile's ``spec.resourceQuotaSpec`` goes with it: the namespace's ResourceQuota
+``kf-resource-quota`` (services/common/runtime/quota.py), enforced by the API server on
+Kubernetes and by the local runtime's admission otherwise. Only a cluster admin may change
+it, or delete a profile that has one (gateway/profiles_api.py): otherwise the quota would
+limit nobody.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from sqlalchemy import JSON, Column, Integer, String, Table, delete, insert, sel
 from services.common.db import Database, new_metadata
 from services.common.resources.patch import merge_patch
 from services.common.runtime import Runtime, RuntimeSettings, get_runtime
+from services.common.runtime.quota import hard_of
 from services.common.timestamps import now_rfc3339
 
 from .errors import GatewayError
@@ -91,12 +96,32 @@ def namespace_for_user(user: str) -> str:
     return f"kubeflow-{slug}"[:63].rstrip("-")
 
 
+@dataclass(frozen=True)
+class NamespaceWish:
+    """What a profile asks of its namespace in the runtime: its owner, and its quota (the
+    ``hard`` map of ``spec.resourceQuotaSpec``, as sorted pairs; empty: none)."""
+
+    owner: str
+    quota: tuple[tuple[str, str], ...] = ()
+
+
+def quota_of(spec: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A profile spec's quota as :class:`NamespaceWish` keeps it; a GatewayError 422 naming
+    the field when it is malformed."""
+    try:
+        return tuple(sorted(hard_of(spec.get("resourceQuotaSpec")).items()))
+    except ValueError as exc:
+        raise GatewayError(422, str(exc), "Invalid") from None
+
+
 @dataclass
 class AccessSnapshot:
-    """Who owns and contributes to which namespace (read by every authorization)."""
+    """Who owns and contributes to which namespace (read by every authorization), and each
+    profile's quota."""
 
     owners: dict[str, str] = field(default_factory=dict)
     bindings: dict[str, dict[str, str]] = field(default_factory=dict)
+    quotas: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def role(self, user: str, namespace: str) -> str | None:
         if namespace not in self.owners:
@@ -137,8 +162,8 @@ class NamespaceSync:
         self.timeout = timeout
         self.retry_seconds = retry_seconds
         self.max_retry_seconds = max_retry_seconds
-        #: namespace -> (owner to ensure it for, or None to delete it), attempts, next try, error
-        self.pending: dict[str, tuple[str | None, int, float, str]] = {}
+        #: namespace -> (what to ensure, or None to delete it), attempts, next try, error
+        self.pending: dict[str, tuple[NamespaceWish | None, int, float, str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     def runtime(self) -> Runtime:
@@ -146,9 +171,9 @@ class NamespaceSync:
             self._runtime = self._build()
         return self._runtime
 
-    async def ensure(self, namespace: str, owner: str) -> bool:
+    async def ensure(self, namespace: str, wish: NamespaceWish) -> bool:
         async with self._lock(namespace):
-            return await self._call(namespace, owner)
+            return await self._call(namespace, wish)
 
     async def delete(self, namespace: str) -> bool:
         async with self._lock(namespace):
@@ -157,21 +182,21 @@ class NamespaceSync:
     def _lock(self, namespace: str) -> asyncio.Lock:
         return self._locks.setdefault(namespace, asyncio.Lock())
 
-    async def _call(self, namespace: str, owner: str | None) -> bool:
-        what = "make" if owner is not None else "remove"
+    async def _call(self, namespace: str, wish: NamespaceWish | None) -> bool:
+        what = "make" if wish is not None else "remove"
         try:
             runtime = self.runtime()
             async with asyncio.timeout(self.timeout):
-                if owner is not None:
-                    await runtime.ensure_namespace(namespace, owner)
+                if wish is not None:
+                    await runtime.ensure_namespace(namespace, wish.owner, dict(wish.quota) or None)
                 else:
                     await runtime.delete_namespace(namespace)
         except Exception as exc:
             previous = self.pending.get(namespace)
-            attempts = previous[1] + 1 if previous and previous[0] == owner else 1
+            attempts = previous[1] + 1 if previous and previous[0] == wish else 1
             delay = min(self.retry_seconds * 2 ** (attempts - 1), self.max_retry_seconds)
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self.pending[namespace] = (owner, attempts, time.monotonic() + delay, error)
+            self.pending[namespace] = (wish, attempts, time.monotonic() + delay, error)
             log.warning(
                 "profile %s: could not %s its namespace in the runtime (attempt %d, %s); "
                 "retrying in %.0f s",
@@ -192,30 +217,30 @@ class NamespaceSync:
         entry = self.pending.get(namespace)
         return entry[3] if entry is not None and entry[0] is not None else None
 
-    async def retry_due(self, owners: Callable[[], dict[str, str]]) -> None:
-        """Retry each failed call whose back-off has passed, as ``owners`` now wants it."""
+    async def retry_due(self, wishes: Callable[[], dict[str, NamespaceWish]]) -> None:
+        """Retry each failed call whose back-off has passed, as ``wishes`` now wants it."""
         now = time.monotonic()
-        for namespace, (owner, _, due, _) in list(self.pending.items()):
+        for namespace, (wish, _, due, _) in list(self.pending.items()):
             if due > now:
                 continue
             async with self._lock(namespace):
-                if self.pending.get(namespace, (None, 0, 0.0))[0] != owner:
+                if self.pending.get(namespace, (None, 0, 0.0))[0] != wish:
                     continue  # a request dealt with it meanwhile
-                wanted = owners().get(namespace)
-                if (owner is None) != (wanted is None):
+                wanted = wishes().get(namespace)
+                if (wish is None) != (wanted is None):
                     self.pending.pop(namespace, None)  # deleted, or registered again, since
                 elif wanted is not None:
                     await self._call(namespace, wanted)
                 else:
                     await self._call(namespace, None)
 
-    async def reconcile(self, owners: Callable[[], dict[str, str]]) -> None:
+    async def reconcile(self, wishes: Callable[[], dict[str, NamespaceWish]]) -> None:
         """Ensure every profile's namespace once (at a gateway's start)."""
-        for namespace in sorted(owners()):
+        for namespace in sorted(wishes()):
             async with self._lock(namespace):
-                owner = owners().get(namespace)
-                if owner is not None:
-                    await self._call(namespace, owner)
+                wish = wishes().get(namespace)
+                if wish is not None:
+                    await self._call(namespace, wish)
 
     async def close(self) -> None:
         if self._runtime is not None:
@@ -223,19 +248,25 @@ class NamespaceSync:
             await runtime.close()
 
 
-def namespace_sync_for(settings: Any = None) -> NamespaceSync | None:
-    """A :class:`NamespaceSync` unless the runtime is ``local`` (``SHIPYARD_RUNTIME``, or
-    ``settings.runtime``). Nothing is built or imported until the first profile needs it."""
+def namespace_sync_for(settings: Any = None) -> NamespaceSync:
+    """A :class:`NamespaceSync` for the configured runtime (``SHIPYARD_RUNTIME``, or
+    ``settings.runtime``). Nothing is built or imported until the first profile needs it. The
+    local runtime's namespaces need only their quotas (files in its state directory): the
+    gateway's copy is built without what starting workloads takes (identities, the store)."""
     kind = str(getattr(settings, "runtime", None) or RuntimeSettings().runtime).strip().lower()
-    if kind in ("", "local"):
-        return None
 
     def build() -> Runtime:
         if settings is None:
             from services.common.settings import ServiceSettings
 
-            return get_runtime(ServiceSettings(service_name="gateway"))
-        return get_runtime(settings)
+            base: Any = ServiceSettings(service_name="gateway")
+        else:
+            base = settings
+        if kind in ("", "local"):
+            return get_runtime(
+                base, workload_env=None, workload_tokens=None, store_endpoint=None, in_cluster=None
+            )
+        return get_runtime(base)
 
     return NamespaceSync(build)
 
@@ -243,9 +274,9 @@ def namespace_sync_for(settings: Any = None) -> NamespaceSync | None:
 class ProfileStore:
     """Profiles and bindings in the gateway's schema.
 
-    ``namespaces`` makes and removes each profile's namespace in the runtime; by default it
-    follows ``SHIPYARD_RUNTIME`` (:func:`namespace_sync_for`), ``None`` there for the local
-    runtime. Pass one to choose (tests pass one around a fake runtime).
+    ``namespaces`` makes and removes each profile's namespace (and its quota) in the runtime;
+    by default it follows ``SHIPYARD_RUNTIME`` (:func:`namespace_sync_for`). Pass one to
+    choose, or None for none (tests pass one around a fake runtime).
     """
 
     _DEFAULT: Any = object()
@@ -292,29 +323,36 @@ class ProfileStore:
             except Exception:  # keep serving the last snapshot
                 log.warning("profile snapshot reload failed", exc_info=True)
 
-    def _owners(self) -> dict[str, str]:
-        return dict(self.snapshot.owners)
+    def _wishes(self) -> dict[str, NamespaceWish]:
+        snap = self.snapshot
+        return {
+            ns: NamespaceWish(owner, snap.quotas.get(ns, ())) for ns, owner in snap.owners.items()
+        }
 
     async def _sync_namespaces(self, namespaces: NamespaceSync) -> None:
         """Every profile's namespace once, then the failed calls as their back-off ends."""
-        await namespaces.reconcile(self._owners)
+        await namespaces.reconcile(self._wishes)
         while True:
             await asyncio.sleep(min(self.reload_seconds, namespaces.retry_seconds))
             try:
-                await namespaces.retry_due(self._owners)
+                await namespaces.retry_due(self._wishes)
             except Exception:  # _call catches the runtime's errors; this is a bug's net
                 log.exception("retrying profile namespaces failed")
 
     async def reload(self) -> None:
         async with self.db.transaction() as s:
-            owners = {
-                r.name: r.owner
-                for r in await s.execute(select(profiles_table.c.name, profiles_table.c.owner))
-            }
+            owners, quotas = {}, {}
+            query = select(profiles_table.c.name, profiles_table.c.owner, profiles_table.c.body)
+            for r in await s.execute(query):
+                owners[r.name] = r.owner
+                try:
+                    quotas[r.name] = quota_of((r.body or {}).get("spec") or {})
+                except GatewayError as exc:  # stored before quotas were checked on write
+                    log.warning("profile %s: its resourceQuotaSpec is ignored: %s", r.name, exc)
             bindings: dict[str, dict[str, str]] = {}
             for r in await s.execute(select(bindings_table)):
                 bindings.setdefault(r.namespace, {})[r.user] = r.role
-        self.snapshot = AccessSnapshot(owners, bindings)
+        self.snapshot = AccessSnapshot(owners, bindings, quotas)
 
     # ---- profiles -------------------------------------------------------------------------
 
@@ -366,6 +404,7 @@ class ProfileStore:
             raise GatewayError(422, "spec.owner.name: required", "Invalid")
         spec = dict(obj.get("spec") or {})
         spec["owner"] = {"kind": spec["owner"].get("kind", "User"), "name": owner}
+        quota = quota_of(spec)
         body = {
             "metadata": {
                 "labels": meta.get("labels") or {},
@@ -409,7 +448,7 @@ class ProfileStore:
         await self.reload()
         log.info("created profile %s (namespace %s) for %s", name, name, owner)
         if self.namespaces is not None:
-            await self.namespaces.ensure(name, owner)  # failures are retried, not raised
+            await self.namespaces.ensure(name, NamespaceWish(owner, quota))  # retried on failure
         return await self.get_profile(name)
 
     async def get_profile(self, name: str) -> dict[str, Any]:
@@ -457,6 +496,7 @@ class ProfileStore:
         if not isinstance(owner, str) or not owner:
             raise GatewayError(422, "spec.owner.name: required", "Invalid")
         meta = merged.get("metadata") or {}
+        quota = quota_of(merged.get("spec") or {})
         body = {
             "metadata": {
                 "labels": meta.get("labels") or {},
@@ -475,8 +515,11 @@ class ProfileStore:
                 )
             )
         await self.reload()
-        if self.namespaces is not None and owner != current["spec"]["owner"]["name"]:
-            await self.namespaces.ensure(name, owner)  # the new owner's RoleBinding
+        wish = NamespaceWish(owner, quota)
+        if self.namespaces is not None and wish != NamespaceWish(
+            current["spec"]["owner"]["name"], quota_of(current["spec"])
+        ):
+            await self.namespaces.ensure(name, wish)  # the new owner's RoleBinding, the quota
         return await self.get_profile(name)
 
     # ---- bindings -------------------------------------------------------------------------

@@ -8,18 +8,20 @@ from fastapi import APIRouter, Request
 
 from services.common.errors import ApiError
 from services.common.resources import printing, writes
+from services.common.resources.patch import merge_patch
 
 from .deps import GatewayDep, PrincipalDep
 from .errors import GatewayError
 from .openapi import profile_kind
+from .profiles import quota_of
 
 router = APIRouter(prefix="/apis/kubeflow.org/v1/profiles")
 
 
-def _forbid(user: str, verb: str, name: str) -> GatewayError:
+def _forbid(user: str, verb: str, name: str, why: str = "") -> GatewayError:
     return GatewayError(
         403,
-        f'User "{user}" cannot {verb} profiles.kubeflow.org "{name}"',
+        f'User "{user}" cannot {verb} profiles.kubeflow.org "{name}"' + (f": {why}" if why else ""),
         "Forbidden",
         {"user": user, "verb": verb, "name": name, "kind": "profiles"},
     )
@@ -98,6 +100,11 @@ async def update_profile(
         raise _forbid(p.user, "patch", name)
     if not admin and "owner" in (body.get("spec") or {}):
         raise _forbid(p.user, "change the owner of", name)
+    if not admin and "resourceQuotaSpec" in (body.get("spec") or {}):
+        current = await gw.store.get_profile(name)
+        after = merge_patch(current, body).get("spec") or {}
+        if quota_of(after) != quota_of(current["spec"]):
+            raise _forbid(p.user, "change the resource quota of", name)
     return await gw.store.patch_profile(name, body)
 
 
@@ -108,8 +115,13 @@ async def delete_profile(
     await _refuse_dry_run(request)
     current = await gw.store.get_profile(name)
     owner = current["spec"]["owner"]["name"]
-    if not gw.authz.is_cluster_admin(p) and owner != p.user:
-        raise _forbid(p.user, "delete", name)
+    if not gw.authz.is_cluster_admin(p):
+        if owner != p.user:
+            raise _forbid(p.user, "delete", name)
+        if quota_of(current["spec"]):
+            # Registering the name again would shed the quota a cluster admin set.
+            raise _forbid(p.user, "delete", name, "it has a resource quota; ask a cluster admin")
+
     await gw.store.delete_profile(name)
     return {
         "kind": "Status",

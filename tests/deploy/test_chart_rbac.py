@@ -73,6 +73,10 @@ async def _work(cluster: EmulatedCluster, runtime: Runtime, client: RecordingCli
     ns = "team-rbac"
     await runtime.ensure_namespace(ns, "owner@example.com")
     await runtime.ensure_namespace(ns, "owner@example.com")  # a gateway start: it exists
+    # The profile's quota: made, edited, then taken off.
+    await runtime.ensure_namespace(ns, "owner@example.com", {"pods": "10", "cpu": "4"})
+    await runtime.ensure_namespace(ns, "owner@example.com", {"pods": "20"})
+    await runtime.ensure_namespace(ns, "owner@example.com")
     await runtime.create_volume(ns, "data")
     assert await runtime.volume_exists(ns, "data")
     assert [v.name for v in await runtime.list_volumes(ns)] == ["data"]

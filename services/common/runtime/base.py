@@ -153,10 +153,13 @@ class Runtime(abc.ABC):
     ) -> builtins.list[VolumeInfo]:
         """Volumes, optionally filtered by namespace and labels."""
 
-    async def ensure_namespace(self, namespace: str, owner: str) -> None:  # noqa: B027
+    async def ensure_namespace(  # noqa: B027
+        self, namespace: str, owner: str, quota: Mapping[str, str] | None = None
+    ) -> None:
         """Make the place a profile's workloads run in (on Kubernetes: the Namespace, its
-        ServiceAccounts and RoleBindings, as Kubeflow's profile controller does). Idempotent.
-        Nothing to make by default: the local runtime keeps namespaces apart by itself."""
+        ServiceAccounts and RoleBindings, as Kubeflow's profile controller does), with
+        ``quota`` (a ResourceQuota's ``hard`` map, ``quota.hard_of``) as its ResourceQuota
+        ``kf-resource-quota``, or none. Idempotent. Nothing to make by default."""
 
     async def delete_namespace(self, namespace: str) -> None:  # noqa: B027
         """Remove what :meth:`ensure_namespace` made; idempotent."""

@@ -9,9 +9,11 @@ gateway reach the workload pods. Pure functions; the runtime creates them in ord
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .k8s_manifests import MANAGED_BY, MANAGED_LABELS
+from .quota import QUOTA_NAME
 
 #: Kubeflow's annotation naming a profile namespace's owner.
 OWNER_ANNOTATION = "owner"
@@ -110,6 +112,12 @@ def network_policy_manifest(namespace: str, platform_namespace: str) -> dict[str
             ],
         },
     )
+
+
+def resource_quota_manifest(namespace: str, hard: Mapping[str, str]) -> dict[str, Any]:
+    """The profile's ``resourceQuotaSpec`` as the ResourceQuota Kubeflow names
+    ``kf-resource-quota``."""
+    return _managed("v1", "ResourceQuota", namespace, QUOTA_NAME, spec={"hard": dict(hard)})
 
 
 def profile_objects(

@@ -72,7 +72,7 @@ from .k8s_manifests import (
     workload_record,
 )
 from .k8s_network import attach_network
-from .k8s_profile import namespace_manifest, profile_objects
+from .k8s_profile import namespace_manifest, profile_objects, resource_quota_manifest
 from .k8s_reader import check_path, decode_reader_output
 from .k8s_status import (
     EndpointFor,
@@ -84,6 +84,7 @@ from .k8s_status import (
 from .k8s_watch import Key, PodCache
 from .labels import LabelSelector, parse_selector
 from .models import VolumeInfo, WorkloadSpec, WorkloadStatus, check_name, check_namespace
+from .quota import QUOTA_NAME
 
 log = logging.getLogger(__name__)
 
@@ -691,7 +692,9 @@ class KubernetesRuntime(Runtime):
 
     # -- profiles ----------------------------------------------------------------------------
 
-    async def ensure_namespace(self, namespace: str, owner: str) -> None:
+    async def ensure_namespace(
+        self, namespace: str, owner: str, quota: Mapping[str, str] | None = None
+    ) -> None:
         api = await self._kube()
         manifest = namespace_manifest(check_namespace(namespace), owner)
         if not await api.create_or_keep("/api/v1/namespaces", manifest):
@@ -701,6 +704,18 @@ class KubernetesRuntime(Runtime):
             )
         for path, obj in profile_objects(namespace, owner, self.config.kube_platform_namespace):
             await api.create_or_keep(path, obj)
+        # The API server enforces the quota. An edited one is one merge patch, with the names
+        # no longer limited set to null: never a moment without a quota.
+        quotas = f"/api/v1/namespaces/{namespace}/resourcequotas"
+        if quota:
+            manifest = resource_quota_manifest(namespace, quota)
+            if not await api.create_or_keep(quotas, manifest):
+                current = await api.get(f"{quotas}/{QUOTA_NAME}")
+                hard: dict[str, Any] = dict.fromkeys((current.get("spec") or {}).get("hard") or {})
+                hard.update(quota)
+                await api.patch(f"{quotas}/{QUOTA_NAME}", {"spec": {"hard": hard}})
+        else:
+            await api.delete(f"{quotas}/{QUOTA_NAME}")
 
     async def delete_namespace(self, namespace: str) -> None:
         api = await self._kube()

@@ -56,6 +56,7 @@ from .local_files import (
 from .local_identity import WorkloadIdentity
 from .local_launch import container_port, init_step, probe_plan
 from .local_mounts import LaunchError, cwd_mount, own_for_workload, resolve_mounts, volume_limits
+from .local_quota import QuotaFiles
 from .models import (
     Phase,
     VolumeInfo,
@@ -65,6 +66,7 @@ from .models import (
     check_namespace,
 )
 from .quantity import parse_quantity
+from .quota import EXCEEDED, refusal
 from .volumes import VolumeStore
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,11 @@ TOKEN_REFRESH_SECONDS = 30.0
 VOLUME_CHECK_SECONDS = 1.0
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FOLLOW_INTERVAL = 0.05
+
+
+def _unfinished(state: Mapping[str, Any] | None) -> bool:
+    """A workload counted against its namespace's quota: started or starting, not over."""
+    return state is None or state.get("phase") not in (Phase.SUCCEEDED, Phase.FAILED)
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -126,6 +133,7 @@ class LocalRuntime(Runtime):
         self._refresher: asyncio.Task[None] | None = None
         self.workloads_root = self.root / "workloads"
         self.volumes = VolumeStore(self.root / "volumes")
+        self.quotas = QuotaFiles(self.root / "quotas")
         self.workloads_root.mkdir(parents=True, exist_ok=True)
         # Workloads run as other users (root) or see none of this (otherwise): either way the
         # runtime's files are the platform's alone.
@@ -253,7 +261,8 @@ class LocalRuntime(Runtime):
                     await self._launch(wdir, self._read_spec(wdir))
                 return await self.status(spec.namespace, spec.name)
             wdir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(wdir / SPEC, spec.model_dump(mode="json", by_alias=True))
+            if not self._admit(wdir, spec):
+                return await self.status(spec.namespace, spec.name)
             if spec.image:
                 log.info(
                     "workload %s/%s: image %s is recorded, not pulled (local runtime)",
@@ -263,6 +272,43 @@ class LocalRuntime(Runtime):
                 )
             await self._launch(wdir, spec)
         return await self.status(spec.namespace, spec.name)
+
+    def _admit(self, wdir: Path, spec: WorkloadSpec) -> bool:
+        """Record ``spec``, and whether the namespace's quota admits it beside the workloads
+        that have not finished (a refused one is recorded Failed, ``ExceededQuota``, and never
+        starts: the API server's 403 for a pod over quota)."""
+        with self.quotas.admitting(spec.namespace) as hard:
+            why = None
+            if hard:
+                live = (
+                    other
+                    for odir, other in self._workload_specs(spec.namespace)
+                    if odir != wdir and _unfinished(read_json(odir / STATE))
+                )
+                why = refusal(hard, spec, live)
+            write_json_atomic(wdir / SPEC, spec.model_dump(mode="json", by_alias=True))
+        if why is None:
+            return True
+        log.info("workload %s/%s refused: %s", spec.namespace, spec.name, why)
+        write_json_atomic(
+            wdir / STATE,
+            {
+                "phase": Phase.FAILED.value,
+                "reason": EXCEEDED,
+                "message": why,
+                "finishTime": time.time(),
+                "restartCount": 0,
+            },
+        )
+        return False
+
+    async def ensure_namespace(
+        self, namespace: str, owner: str, quota: Mapping[str, str] | None = None
+    ) -> None:
+        self.quotas.set(check_namespace(namespace), quota)
+
+    async def delete_namespace(self, namespace: str) -> None:
+        self.quotas.set(check_namespace(namespace), None)
 
     def _read_spec(self, wdir: Path) -> WorkloadSpec:
         return WorkloadSpec.model_validate_json((wdir / SPEC).read_text())

@@ -83,6 +83,7 @@ RESOURCES = {
     "ServiceAccount": kmock.resource("", "v1", "serviceaccounts"),
     "RoleBinding": kmock.resource("rbac.authorization.k8s.io", "v1", "rolebindings"),
     "NetworkPolicy": kmock.resource("networking.k8s.io", "v1", "networkpolicies"),
+    "ResourceQuota": kmock.resource("", "v1", "resourcequotas"),
 }
 
 

@@ -1,0 +1,122 @@
+"""A namespace's ResourceQuota, as Kubernetes' quota admission judges a new pod against it.
+
+A Profile's ``spec.resourceQuotaSpec`` (``{"hard": {...}}``) becomes the namespace's quota,
+named ``kf-resource-quota`` as Kubeflow's profile controller names it. On Kubernetes the API
+server enforces it; the local runtime asks :func:`refusal` before starting a workload, with
+the workloads of the namespace that have not finished as the usage. Pure functions.
+
+What is counted, in Kubernetes' terms: ``pods`` (and ``count/pods``); ``requests.cpu``
+(``cpu``), ``requests.memory`` (``memory``), ``requests.ephemeral-storage``
+(``ephemeral-storage``), and ``limits.cpu``, ``limits.memory``, ``limits.ephemeral-storage``,
+where a workload's request defaults to its limit as in a pod. A quota on a compute resource
+refuses a workload that names neither, the way the API server does ("must specify"), so
+leaving the resources out is no way around it. Other resource names (object counts, GPUs,
+storage) are stored and, on Kubernetes, enforced by the API server; the local runtime does not
+count them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .models import WorkloadSpec
+from .quantity import parse_quantity
+
+#: The quota's name, Kubeflow's.
+QUOTA_NAME = "kf-resource-quota"
+#: The reason a refused workload's status gives.
+EXCEEDED = "ExceededQuota"
+
+_COMPUTE = ("cpu", "memory", "ephemeral-storage")
+#: Each counted name -> (which of the workload's resources, which resource); pods: ("pods", "").
+COUNTED: dict[str, tuple[str, str]] = {
+    "pods": ("pods", ""),
+    "count/pods": ("pods", ""),
+    **{name: ("requests", name) for name in _COMPUTE},
+    **{f"requests.{name}": ("requests", name) for name in _COMPUTE},
+    **{f"limits.{name}": ("limits", name) for name in _COMPUTE},
+}
+
+
+def hard_of(
+    quota_spec: Mapping[str, Any] | None, field: str = "spec.resourceQuotaSpec"
+) -> dict[str, str]:
+    """The ``hard`` map of a ResourceQuotaSpec, each value a valid quantity; ValueError naming
+    the field otherwise. None or no ``hard``: no quota ({})."""
+    if quota_spec is None:
+        return {}
+    if not isinstance(quota_spec, Mapping):
+        raise ValueError(f"{field}: must be an object with a 'hard' map")
+    hard = quota_spec.get("hard")
+    if hard is None:
+        return {}
+    if not isinstance(hard, Mapping):
+        raise ValueError(f"{field}.hard: must be a map of resource names to quantities")
+    out: dict[str, str] = {}
+    for name, value in hard.items():
+        where = f"{field}.hard[{name}]"
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: a resource name is required")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(f"{where}: must be a quantity such as 4, 500m or 8Gi")
+        if _milli(value, where) < 0:
+            raise ValueError(f"{where}: must not be negative")
+        out[name] = str(value)
+    return out
+
+
+def _milli(value: str | int | float, field: str) -> int:
+    """A quantity in thousandths: exact sums for cpu's millicores and memory's bytes alike."""
+    return round(parse_quantity(value, field) * 1000)
+
+
+def _amount(spec: WorkloadSpec, kind: str, resource: str) -> int | None:
+    """What ``spec`` uses of one counted resource (thousandths); None: it names none."""
+    if kind == "pods":
+        return 1000
+    limits, requests = spec.resources.limits, spec.resources.requests
+    if kind == "requests":
+        value = requests.get(resource, limits.get(resource))
+    else:
+        value = limits.get(resource)
+    if value is None:
+        return None
+    return _milli(value, f"resources.{kind}.{resource}")
+
+
+def _words(milli: int) -> str:
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def refusal(
+    hard: Mapping[str, str], spec: WorkloadSpec, live: Iterable[WorkloadSpec]
+) -> str | None:
+    """Why quota admission refuses ``spec`` beside the namespace's ``live`` workloads, in the
+    API server's words; None: admitted."""
+    counted = {name: COUNTED[name] for name in hard if name in COUNTED}
+    if not counted:
+        return None
+    missing = [name for name, (kind, res) in counted.items() if _amount(spec, kind, res) is None]
+    if missing:
+        return f"failed quota: {QUOTA_NAME}: must specify {','.join(sorted(missing))}"
+    used = dict.fromkeys(counted, 0)
+    for other in live:
+        for name, (kind, res) in counted.items():
+            used[name] += _amount(other, kind, res) or 0
+    over = []
+    for name, (kind, res) in sorted(counted.items()):
+        asked = _amount(spec, kind, res) or 0
+        limit = _milli(hard[name], f"hard[{name}]")
+        if used[name] + asked > limit:
+            over.append((name, asked, used[name], limit))
+    if not over:
+        return None
+
+    def listed(index: int) -> str:
+        return ",".join(f"{o[0]}={_words(o[index])}" for o in over)
+
+    return (
+        f"exceeded quota: {QUOTA_NAME}, requested: {listed(1)}, used: {listed(2)}, "
+        f"limited: {listed(3)}"
+    )

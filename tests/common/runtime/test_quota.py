@@ -1,0 +1,216 @@
+"""A profile's quota (``kf-resource-quota``): what admission decides, the local runtime's
+enforcement across services, and the ResourceQuota the Kubernetes runtime makes.
+
+The local cases run real sandboxed workloads. The Kubernetes case runs against the emulated
+API server of cluster.py (no kube-apiserver runs on these machines); that emulator stores a
+ResourceQuota but does not enforce it, so on Kubernetes only the object is checked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.runtime import LocalRuntime, Phase, WorkloadSpec
+from services.common.runtime.kubernetes import KubernetesRuntime
+from services.common.runtime.quota import hard_of, refusal
+
+from .cluster import EmulatedCluster
+from .test_kubernetes import stored
+
+pytestmark = pytest.mark.timeout(90)
+REPO = Path(__file__).resolve().parents[3]
+NS = "team-q"
+
+
+def sleeper(name: str, **resources: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"namespace": NS, "name": name, "command": ["sleep", "60"]}
+    if resources:
+        spec["resources"] = resources
+    return spec
+
+
+def spec_of(name: str, **resources: Any) -> WorkloadSpec:
+    return WorkloadSpec.model_validate(sleeper(name, **resources))
+
+
+# ---- admission, as the API server words it ---------------------------------------------------
+
+
+def test_refusal_counts_pods_and_compute_like_the_api_server() -> None:
+    hard = {"pods": "3", "requests.cpu": "1", "limits.memory": "1Gi", "services": "2"}
+    small = {"requests": {"cpu": "250m"}, "limits": {"memory": "256Mi"}}
+    live = [spec_of(f"w{i}", **small) for i in range(2)]
+    assert refusal(hard, spec_of("new", **small), live) is None
+    big = {"requests": {"cpu": "600m"}, "limits": {"memory": "256Mi"}}
+    assert refusal(hard, spec_of("new", **big), live) == (
+        "exceeded quota: kf-resource-quota, requested: requests.cpu=600m, "
+        "used: requests.cpu=500m, limited: requests.cpu=1"
+    )
+    assert refusal(hard, spec_of("new", **small), [*live, spec_of("w3", **small)]) == (
+        "exceeded quota: kf-resource-quota, requested: pods=1, used: pods=3, limited: pods=3"
+    )
+    # A compute quota needs the workload to say what it uses: leaving it out is no way around.
+    assert refusal(hard, spec_of("bare"), []) == (
+        "failed quota: kf-resource-quota: must specify limits.memory,requests.cpu"
+    )
+    # A request defaults to its limit, as in a pod; exact sums of millicores.
+    only_limits = {"limits": {"cpu": "100m", "memory": "1Mi"}}
+    tenths = [spec_of(f"t{i}", **only_limits) for i in range(9)]
+    assert refusal({"cpu": "1"}, spec_of("tenth", **only_limits), tenths) is None
+    assert refusal(
+        {"cpu": "1"}, spec_of("more", **only_limits), [*tenths, spec_of("x", **only_limits)]
+    )
+    # Names the local runtime does not count (services, GPUs) refuse nothing.
+    assert refusal({"services": "0", "requests.nvidia.com/gpu": "0"}, spec_of("n"), []) is None
+
+
+def test_hard_of_checks_each_quantity_with_its_field() -> None:
+    assert hard_of({"hard": {"cpu": "4", "memory": "8Gi", "pods": 10}}) == {
+        "cpu": "4",
+        "memory": "8Gi",
+        "pods": "10",
+    }
+    assert hard_of(None) == {} and hard_of({}) == {}
+    with pytest.raises(ValueError, match=r"spec.resourceQuotaSpec.hard\[cpu\]: 'lots' is not"):
+        hard_of({"hard": {"cpu": "lots"}})
+    with pytest.raises(ValueError, match=r"hard\[pods\]: must not be negative"):
+        hard_of({"hard": {"pods": "-1"}})
+    with pytest.raises(ValueError, match=r"spec.resourceQuotaSpec.hard: must be a map"):
+        hard_of({"hard": ["cpu"]})
+    with pytest.raises(ValueError, match=r"hard\[memory\]: must be a quantity"):
+        hard_of({"hard": {"memory": True}})
+
+
+# ---- the local runtime ------------------------------------------------------------------------
+
+
+async def test_local_runtime_refuses_a_workload_over_its_namespaces_quota(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    try:
+        await runtime.ensure_namespace(
+            NS, "owner@example.com", {"pods": "2", "limits.memory": "1Gi"}
+        )
+        limited = {"limits": {"memory": "256Mi"}}
+        for name in ("a", "b"):
+            assert (await runtime.apply(sleeper(name, **limited))).phase != Phase.FAILED
+        refused = await runtime.apply(sleeper("c", **limited))
+        assert (refused.phase, refused.reason) == (Phase.FAILED, "ExceededQuota")
+        assert refused.message == (
+            "exceeded quota: kf-resource-quota, requested: pods=1, used: pods=2, limited: pods=2"
+        )
+        bare = await runtime.apply(sleeper("d"))
+        assert bare.reason == "ExceededQuota"
+        assert bare.message == "failed quota: kf-resource-quota: must specify limits.memory"
+        # Applying a refused workload again changes nothing; it never started.
+        assert (await runtime.apply(sleeper("c", **limited))).reason == "ExceededQuota"
+        assert not (runtime.workloads_root / NS / "c" / "launch.json").exists()
+        # Room again once one is gone; another namespace was never limited.
+        await runtime.delete(NS, "a")
+        await runtime.delete(NS, "c")
+        assert (await runtime.apply(sleeper("c", **limited))).phase != Phase.FAILED
+        other = {**sleeper("free"), "namespace": "team-other"}
+        assert (await runtime.apply(other)).phase != Phase.FAILED
+        # A larger quota, then none: nothing is refused for want of room.
+        await runtime.ensure_namespace(NS, "owner@example.com", {"pods": "3"})
+        assert (await runtime.apply(sleeper("e"))).phase != Phase.FAILED
+        await runtime.delete_namespace(NS)
+        assert (await runtime.apply(sleeper("f"))).phase != Phase.FAILED
+    finally:
+        await runtime.shutdown()
+        await runtime.close()
+
+
+async def test_a_finished_workload_frees_its_share(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    try:
+        await runtime.ensure_namespace(NS, "owner@example.com", {"count/pods": "1"})
+        done = {"namespace": NS, "name": "once", "command": ["true"]}
+        await runtime.apply(done)
+        assert (await runtime.wait(NS, "once", timeout=30)).phase == Phase.SUCCEEDED
+        assert (await runtime.apply(sleeper("next"))).phase != Phase.FAILED
+    finally:
+        await runtime.shutdown()
+        await runtime.close()
+
+
+RACER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from services.common.runtime import LocalRuntime
+
+    async def main():
+        rt = LocalRuntime(sys.argv[1])
+        print("ready", flush=True)
+        for i in range(6):
+            spec = {"namespace": sys.argv[2], "name": f"{sys.argv[3]}-{i}",
+                    "command": ["sleep", "60"]}
+            await rt.apply(spec)
+            await asyncio.sleep(0)
+        print("done", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def _racer(state: Path, name: str) -> asyncio.subprocess.Process:
+    racer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RACER, str(state), NS, name, cwd=REPO, stdout=subprocess.PIPE
+    )  # fmt: skip
+    assert racer.stdout is not None
+    assert await asyncio.wait_for(racer.stdout.readline(), 30) == b"ready\n"
+    return racer
+
+
+async def test_services_racing_for_the_last_places_never_overrun_the_quota(
+    tmp_path: Path,
+) -> None:
+    """Two services (two processes, each its own LocalRuntime over one state directory) start
+    twelve workloads at once against room for five: exactly five run. Admission holds the
+    namespace's lock across processes: while another holds it, a service admits nothing."""
+    runtime = LocalRuntime(tmp_path)
+    try:
+        await runtime.ensure_namespace(NS, "owner@example.com", {"pods": "5"})
+        with runtime.quotas.admitting(NS):
+            racers = [await _racer(tmp_path, side) for side in ("notebooks", "pipelines")]
+            await asyncio.sleep(1.0)
+            assert not list((runtime.workloads_root / NS).glob("*/spec.json"))
+        for racer in racers:
+            out, _ = await asyncio.wait_for(racer.communicate(), 60)
+            assert out.strip() == b"done"
+        statuses = await runtime.list(namespace=NS)
+        assert len(statuses) == 12
+        refused = [s for s in statuses if s.reason == "ExceededQuota"]
+        admitted = [s for s in statuses if s.reason != "ExceededQuota"]
+        assert len(admitted) == 5, [(s.name, s.phase, s.reason) for s in statuses]
+        assert {s.phase for s in admitted} <= {Phase.PENDING, Phase.RUNNING}
+        assert len(refused) == 7
+    finally:
+        await runtime.shutdown()
+        await runtime.close()
+
+
+# ---- Kubernetes: the ResourceQuota -------------------------------------------------------------
+
+
+async def test_kubernetes_runtime_keeps_the_profiles_resource_quota(tmp_path: Path) -> None:
+    async with EmulatedCluster(tmp_path / "node") as cluster:
+        kube: KubernetesRuntime = cluster.runtime()
+        try:
+            await kube.ensure_namespace("team-k", "k@example.com", {"pods": "10", "cpu": "4"})
+            made = stored(cluster, "ResourceQuota", "team-k", "kf-resource-quota")
+            assert made is not None and made["spec"] == {"hard": {"pods": "10", "cpu": "4"}}
+            await kube.ensure_namespace("team-k", "k@example.com", {"pods": "20"})
+            edited = stored(cluster, "ResourceQuota", "team-k", "kf-resource-quota")
+            assert edited is not None and edited["spec"] == {"hard": {"pods": "20"}}
+            await kube.ensure_namespace("team-k", "k@example.com")
+            assert stored(cluster, "ResourceQuota", "team-k", "kf-resource-quota") is None
+        finally:
+            await kube.close()
