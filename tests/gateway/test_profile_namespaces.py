@@ -16,7 +16,7 @@ import builtins
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,7 +26,7 @@ import pytest
 
 import gateway.profiles as profiles_module
 from gateway.app import create_app
-from gateway.profiles import NamespaceSync, ProfileStore, namespace_sync_for
+from gateway.profiles import NamespaceSync, NamespaceWish, ProfileStore, namespace_sync_for
 from services.common.db import Database
 from services.common.runtime import Runtime, RuntimeBackendError
 from tests.common.runtime.fakes import NamespacesOnlyRuntime
@@ -42,11 +42,15 @@ class FakeNamespaceRuntime(NamespacesOnlyRuntime):
 
     def __init__(self) -> None:
         self.calls: builtins.list[tuple[str, str, str | None]] = []
+        self.quotas: dict[str, dict[str, str] | None] = {}  # the last ensure's, per namespace
         self.failing = False
         self.closed = False
 
-    async def ensure_namespace(self, namespace: str, owner: str) -> None:
+    async def ensure_namespace(
+        self, namespace: str, owner: str, quota: Mapping[str, str] | None = None
+    ) -> None:
         self.calls.append(("ensure", namespace, owner))
+        self.quotas[namespace] = dict(quota) if quota else None
         if self.failing:
             raise RuntimeBackendError("the API server is unavailable (fake)")
 
@@ -172,9 +176,9 @@ async def test_retry_follows_what_the_profiles_want_now(tmp_path: Path) -> None:
         assert "team-c" not in sync.pending
         # team-d's pending ensure is made stale by a deletion elsewhere (another replica).
         sync.pending["team-d"] = (*sync.pending["team-d"][:2], 0.0, "x")  # due now
-        owners = {k: v for k, v in store.snapshot.owners.items() if k != "team-d"}
+        wishes = {k: NamespaceWish(v) for k, v in store.snapshot.owners.items() if k != "team-d"}
         before = len(fake.calls)
-        await sync.retry_due(lambda: owners)
+        await sync.retry_due(lambda: wishes)
         assert len(fake.calls) == before and "team-d" not in sync.pending
 
         # A pending delete of a name registered again (by its last owner) is dropped.
@@ -185,7 +189,7 @@ async def test_retry_follows_what_the_profiles_want_now(tmp_path: Path) -> None:
         assert "team-d" not in sync.pending  # the ensure that followed succeeded
         sync.pending["team-d"] = (None, 1, 0.0, "x")
         before = len(fake.calls)
-        await sync.retry_due(lambda: dict(store.snapshot.owners))
+        await sync.retry_due(store._wishes)
         assert len(fake.calls) == before and "team-d" not in sync.pending
     finally:
         await _stop(store)
@@ -253,15 +257,38 @@ async def test_a_runtime_that_cannot_be_built_is_retried(tmp_path: Path) -> None
 # ---- choosing: only a runtime with namespaces of its own, built lazily ---------------------
 
 
-def test_local_runtime_has_no_namespace_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_namespace_sync_is_built_lazily_for_every_runtime(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The local runtime has namespaces too now (their quotas): a sync is made for it, and its
+    runtime built only when a profile needs it, without what starting workloads takes."""
     monkeypatch.setattr(profiles_module, "get_runtime", _refuse_to_build)
-    assert namespace_sync_for(SimpleNamespace(runtime="local")) is None
+    assert isinstance(namespace_sync_for(SimpleNamespace(runtime="local")), NamespaceSync)
     monkeypatch.delenv("SHIPYARD_RUNTIME", raising=False)
-    assert namespace_sync_for() is None
     db = Database("sqlite+aiosqlite:///:memory:", "gateway")
-    assert ProfileStore(db).namespaces is None  # the quickstart: SHIPYARD_RUNTIME unset
-    monkeypatch.setenv("SHIPYARD_RUNTIME", "kubernetes")
-    assert isinstance(ProfileStore(db).namespaces, NamespaceSync)
+    assert isinstance(ProfileStore(db).namespaces, NamespaceSync)  # the quickstart
+    built: list[tuple[Any, dict[str, Any]]] = []
+
+    def get_runtime(settings: Any = None, **overrides: Any) -> Runtime:
+        built.append((settings, overrides))
+        return FakeNamespaceRuntime()
+
+    monkeypatch.setattr(profiles_module, "get_runtime", get_runtime)
+    settings = SimpleNamespace(runtime="local", state_dir=tmp_path)
+    sync = namespace_sync_for(settings)
+    assert built == []
+    sync.runtime()
+    assert built == [
+        (
+            settings,
+            {
+                "workload_env": None,
+                "workload_tokens": None,
+                "store_endpoint": None,
+                "in_cluster": None,
+            },
+        )
+    ]
 
 
 def _refuse_to_build(*args: Any, **kwargs: Any) -> Runtime:
@@ -282,7 +309,7 @@ async def test_kubernetes_runtime_is_built_lazily_from_the_settings(
     settings = SimpleNamespace(runtime="kubernetes")
     sync = namespace_sync_for(settings)
     assert sync is not None and built == []  # nothing built (or imported) yet
-    assert await sync.ensure("team-h", "h@example.com")
+    assert await sync.ensure("team-h", NamespaceWish("h@example.com"))
     assert await sync.delete("team-h")
     assert built == [settings]  # once
     assert fake.calls == [("ensure", "team-h", "h@example.com"), ("delete", "team-h", None)]
@@ -372,5 +399,89 @@ async def test_profile_api_with_a_failing_runtime_never_500s(
     try:
         await _until(lambda: ("ensure", "second@example.com") in restarted.calls_for(kfam_name))
         assert restarted.calls_for(name) == []  # deleted: nothing to make
+    finally:
+        await server.stop()
+
+
+async def test_a_profiles_quota_reaches_its_namespace_and_only_an_admin_changes_it(
+    gateway_state: Path,
+    upstream: RunningServer,
+    oidc: OIDCServer,
+    namespaces_db: str,
+) -> None:
+    """``spec.resourceQuotaSpec`` goes to the runtime as the namespace's quota; a malformed one
+    is a 422 naming the field; the namespace's own admin may neither change it nor delete the
+    profile it limits (registering the name again would shed it)."""
+    fake = FakeNamespaceRuntime()
+    name = f"team-{uuid.uuid4().hex[:8]}"
+    owner = "second@example.com"
+    admin = {"authorization": f"Bearer {await oidc.id_token('admin@example.com')}"}
+    own = {"authorization": f"Bearer {await oidc.id_token(owner)}"}
+    path = f"/apis/kubeflow.org/v1/profiles/{name}"
+    body = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "metadata": {"name": name},
+        "spec": {
+            "owner": {"kind": "User", "name": owner},
+            "resourceQuotaSpec": {"hard": {"pods": "2", "requests.cpu": "1"}},
+        },
+    }
+    server, sync = await _gateway(gateway_state, upstream, oidc, namespaces_db, fake)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+            bad = {**body, "spec": {**body["spec"], "resourceQuotaSpec": {"hard": {"cpu": "x"}}}}
+            r = await c.post("/apis/kubeflow.org/v1/profiles", json=bad, headers=admin)
+            assert r.status_code == 422, r.text
+            assert r.json()["message"] == (
+                "spec.resourceQuotaSpec.hard[cpu]: 'x' is not a valid quantity "
+                "(e.g. 512Mi, 1G, 250m)"
+            )
+            assert (await c.get(path, headers=admin)).status_code == 404
+
+            r = await c.post("/apis/kubeflow.org/v1/profiles", json=body, headers=admin)
+            assert r.status_code == 201, r.text
+            assert fake.quotas[name] == {"pods": "2", "requests.cpu": "1"}
+
+            # The owner: the same quota again is fine (kubectl apply of the whole object) ...
+            same = {
+                "metadata": {"labels": {"team": "q"}},
+                "spec": {"resourceQuotaSpec": body["spec"]["resourceQuotaSpec"]},
+            }
+            r = await c.patch(path, json=same, headers=own)
+            assert r.status_code == 200, r.text
+            # ... another, or none, is not; and nor is deleting the profile.
+            for quota in ({"hard": {"pods": "200"}}, None):
+                r = await c.patch(path, json={"spec": {"resourceQuotaSpec": quota}}, headers=own)
+                assert r.status_code == 403, r.text
+                assert r.json()["message"] == (
+                    f'User "{owner}" cannot change the resource quota of '
+                    f'profiles.kubeflow.org "{name}"'
+                )
+            r = await c.delete(path, headers=own)
+            assert r.status_code == 403, r.text
+            assert r.json()["message"] == (
+                f'User "{owner}" cannot delete profiles.kubeflow.org "{name}": it has a '
+                "resource quota; ask a cluster admin"
+            )
+            r = await c.get(path, headers=admin)
+            assert r.json()["spec"]["resourceQuotaSpec"] == {
+                "hard": {"pods": "2", "requests.cpu": "1"}
+            }
+            assert fake.quotas[name] == {"pods": "2", "requests.cpu": "1"}
+
+            # A cluster admin changes it (a merge patch: null drops a name), then takes it off;
+            # then the owner may delete.
+            hard = {"pods": "5", "requests.cpu": None}
+            r = await c.patch(
+                path, json={"spec": {"resourceQuotaSpec": {"hard": hard}}}, headers=admin
+            )
+            assert r.status_code == 200, r.text
+            assert fake.quotas[name] == {"pods": "5"}
+            r = await c.patch(path, json={"spec": {"resourceQuotaSpec": None}}, headers=admin)
+            assert r.status_code == 200, r.text
+            assert fake.quotas[name] is None
+            assert (await c.delete(path, headers=own)).status_code == 200
+            assert not sync.pending
     finally:
         await server.stop()
