@@ -7,6 +7,8 @@ object's own namespace against that.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from services.common.objectstore import S3Config
 from shipyard.up import Platform
+from tests import specs
 from tests.conftest import TRUSTED_HEADER_ENV, RunningSeaweedFS, fresh_database, running_platform
 
 ADMIN = "admin@example.com"
@@ -98,3 +101,74 @@ def test_namespaced_paths_check_the_path_namespace(multiuser: Platform) -> None:
     body = denied.json()
     assert body["kind"] == "Status" and "carol@example.com" in body["message"]
     assert "mu-a" in body["message"]
+
+
+def test_a_profiles_quota_holds_against_its_tenants_workloads(multiuser: Platform) -> None:
+    """A cluster admin gives carol a profile with ``limits.memory: 1Gi``. Her Workflow's three
+    parallel steps: one asking 256Mi runs; one asking 2Gi, and one naming no memory limit at
+    all, never start, each failing with the API server's words. She cannot lift the quota."""
+    admin, carol = as_user(multiuser, ADMIN), as_user(multiuser, "carol@example.com")
+    r = admin.post(
+        "/apis/kubeflow.org/v1/profiles",
+        json={
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Profile",
+            "metadata": {"name": "mu-q"},
+            "spec": {
+                "owner": {"kind": "User", "name": "carol@example.com"},
+                "resourceQuotaSpec": {"hard": {"limits.memory": "1Gi"}},
+            },
+        },
+    )
+    assert r.status_code in (200, 201), r.text
+    r = carol.patch(
+        "/apis/kubeflow.org/v1/profiles/mu-q",
+        json={"spec": {"resourceQuotaSpec": {"hard": {"limits.memory": "64Gi"}}}},
+    )
+    assert r.status_code == 403, r.text
+
+    def step(name: str, memory: str | None) -> dict[str, object]:
+        container: dict[str, object] = {
+            "image": "python:3.11",
+            "command": ["python3", "-c", f"print('{name} ran')"],
+        }
+        if memory:
+            container["resources"] = {"limits": {"memory": memory}}
+        return {"name": name, "container": container}
+
+    tasks = [{"name": n, "template": n} for n in ("small", "big", "bare")]
+    workflow = specs.workflow(
+        "quota-steps",
+        [
+            {"name": "main", "dag": {"tasks": tasks}},
+            step("small", "256Mi"),
+            step("big", "2Gi"),
+            step("bare", None),
+        ],
+    )
+    base = "/apis/argoproj.io/v1alpha1/namespaces/mu-q/workflows"
+    r = carol.post(base, json=workflow)
+    assert r.status_code == 201, r.text
+    deadline, status = time.monotonic() + 90, {}
+    while time.monotonic() < deadline and status.get("phase") not in (
+        "Succeeded",
+        "Failed",
+        "Error",
+    ):
+        time.sleep(0.3)
+        status = carol.get(f"{base}/quota-steps").json().get("status") or {}
+    nodes = {n["displayName"]: n for n in (status.get("nodes") or {}).values()}
+    assert status.get("phase") == "Failed", status
+    assert nodes["small"]["phase"] == "Succeeded", nodes["small"]
+    assert nodes["big"]["phase"] == "Error"
+    assert re.fullmatch(
+        r"exceeded quota: kf-resource-quota, requested: limits\.memory=2147483648, "
+        r"used: limits\.memory=(0|268435456), limited: limits\.memory=1073741824",
+        nodes["big"]["message"],
+    ), nodes["big"]
+    assert nodes["bare"]["phase"] == "Error"
+    assert nodes["bare"]["message"] == (
+        "failed quota: kf-resource-quota: must specify limits.memory"
+    )
+    logs = carol.get(f"{base}/quota-steps/log").text
+    assert "small ran" in logs and "big ran" not in logs and "bare ran" not in logs
