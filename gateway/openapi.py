@@ -74,7 +74,8 @@ class ProfileSpec(BaseModel):
     resource_quota_spec: dict[str, Any] | None = Field(
         None,
         alias="resourceQuotaSpec",
-        description="A ResourceQuotaSpec for the namespace (hard limits).",
+        description="A ResourceQuotaSpec for the namespace (hard limits): its ResourceQuota "
+        "kf-resource-quota, enforced on every runtime; only a cluster admin may change it.",
     )
     plugins: list[dict[str, Any]] | None = Field(
         None, description="Kubeflow profile plugins (accepted, not acted on)."

@@ -325,6 +325,7 @@ RUNTIME_RULES = {
     ("", "secrets"): {"get", "create", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "create", "delete"},
     ("", "namespaces"): {"create", "patch", "delete"},
+    ("", "resourcequotas"): {"get", "create", "patch", "delete"},
     ("", "serviceaccounts"): {"create"},
     ("rbac.authorization.k8s.io", "rolebindings"): {"create"},
     ("networking.k8s.io", "networkpolicies"): {"create", "get", "patch"},
