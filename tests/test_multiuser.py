@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -149,7 +150,7 @@ def test_a_profiles_quota_holds_against_its_tenants_workloads(multiuser: Platfor
     base = "/apis/argoproj.io/v1alpha1/namespaces/mu-q/workflows"
     r = carol.post(base, json=workflow)
     assert r.status_code == 201, r.text
-    deadline, status = time.monotonic() + 90, {}
+    deadline, status = time.monotonic() + 90, dict[str, Any]()
     while time.monotonic() < deadline and status.get("phase") not in (
         "Succeeded",
         "Failed",

@@ -418,7 +418,7 @@ async def test_a_profiles_quota_reaches_its_namespace_and_only_an_admin_changes_
     admin = {"authorization": f"Bearer {await oidc.id_token('admin@example.com')}"}
     own = {"authorization": f"Bearer {await oidc.id_token(owner)}"}
     path = f"/apis/kubeflow.org/v1/profiles/{name}"
-    body = {
+    body: dict[str, Any] = {
         "apiVersion": "kubeflow.org/v1",
         "kind": "Profile",
         "metadata": {"name": name},

@@ -104,7 +104,7 @@ def refusal(
     for other in live:
         for name, (kind, res) in counted.items():
             used[name] += _amount(other, kind, res) or 0
-    over = []
+    over: list[tuple[str, int, int, int]] = []
     for name, (kind, res) in sorted(counted.items()):
         asked = _amount(spec, kind, res) or 0
         limit = _milli(hard[name], f"hard[{name}]")
@@ -114,7 +114,7 @@ def refusal(
         return None
 
     def listed(index: int) -> str:
-        return ",".join(f"{o[0]}={_words(o[index])}" for o in over)
+        return ",".join(f"{o[0]}={_words(o[index])}" for o in over)  # type: ignore[arg-type]
 
     return (
         f"exceeded quota: {QUOTA_NAME}, requested: {listed(1)}, used: {listed(2)}, "
