@@ -104,10 +104,26 @@ def test_namespaced_paths_check_the_path_namespace(multiuser: Platform) -> None:
     assert "mu-a" in body["message"]
 
 
+def _finished(api: httpx.Client, base: str, name: str) -> dict[str, Any]:
+    deadline, status = time.monotonic() + 90, dict[str, Any]()
+    while time.monotonic() < deadline and status.get("phase") not in FINISHED:
+        time.sleep(0.3)
+        status = api.get(f"{base}/{name}").json().get("status") or {}
+    return status
+
+
+FINISHED = ("Succeeded", "Failed", "Error")
+
+
 def test_a_profiles_quota_holds_against_its_tenants_workloads(multiuser: Platform) -> None:
-    """A cluster admin gives carol a profile with ``limits.memory: 1Gi``. Her Workflow's three
-    parallel steps: one asking 256Mi runs; one asking 2Gi, and one naming no memory limit at
-    all, never start, each failing with the API server's words. She cannot lift the quota."""
+    """A cluster admin gives carol a profile with ``limits.memory: 1Gi``.
+
+    - Two parallel steps asking 768Mi each both succeed, one after the other: the second waits
+      for room, as a pod over quota waits on Kubernetes.
+    - A step asking 2Gi and a step naming no memory limit never start, failing with the API
+      server's words.
+    - She cannot lift the quota herself.
+    """
     admin, carol = as_user(multiuser, ADMIN), as_user(multiuser, "carol@example.com")
     r = admin.post(
         "/apis/kubeflow.org/v1/profiles",
@@ -128,48 +144,53 @@ def test_a_profiles_quota_holds_against_its_tenants_workloads(multiuser: Platfor
     )
     assert r.status_code == 403, r.text
 
-    def step(name: str, memory: str | None) -> dict[str, object]:
+    def step(name: str, memory: str | None, seconds: float = 0) -> dict[str, object]:
+        script = (
+            f"import time; print('{name} start', time.time(), flush=True); "
+            f"time.sleep({seconds}); print('{name} end', time.time())"
+        )
         container: dict[str, object] = {
             "image": "python:3.11",
-            "command": ["python3", "-c", f"print('{name} ran')"],
+            "command": ["python3", "-c", script],
         }
         if memory:
             container["resources"] = {"limits": {"memory": memory}}
         return {"name": name, "container": container}
 
-    tasks = [{"name": n, "template": n} for n in ("small", "big", "bare")]
-    workflow = specs.workflow(
-        "quota-steps",
-        [
-            {"name": "main", "dag": {"tasks": tasks}},
-            step("small", "256Mi"),
-            step("big", "2Gi"),
-            step("bare", None),
-        ],
-    )
+    def dag(name: str, *steps: dict[str, object]) -> dict[str, Any]:
+        tasks = [{"name": s["name"], "template": s["name"]} for s in steps]
+        return specs.workflow(name, [{"name": "main", "dag": {"tasks": tasks}}, *steps])
+
     base = "/apis/argoproj.io/v1alpha1/namespaces/mu-q/workflows"
-    r = carol.post(base, json=workflow)
-    assert r.status_code == 201, r.text
-    deadline, status = time.monotonic() + 90, dict[str, Any]()
-    while time.monotonic() < deadline and status.get("phase") not in (
-        "Succeeded",
-        "Failed",
-        "Error",
-    ):
-        time.sleep(0.3)
-        status = carol.get(f"{base}/quota-steps").json().get("status") or {}
+    turns = dag("quota-turns", step("first", "768Mi", 2), step("second", "768Mi", 2))
+    never = dag("quota-never", step("big", "2Gi"), step("bare", None))
+    for workflow in (turns, never):
+        r = carol.post(base, json=workflow)
+        assert r.status_code == 201, r.text
+
+    status = _finished(carol, base, "quota-turns")
+    logs = carol.get(f"{base}/quota-turns/log").text
+    assert status.get("phase") == "Succeeded", (status, logs)
+    times = {
+        tuple(line.split()[-3:-1]): float(line.split()[-1])
+        for line in logs.splitlines()
+        if line.split()[-2:-1] in (["start"], ["end"])
+    }
+    spans = sorted((times[(n, "start")], times[(n, "end")]) for n in ("first", "second"))
+    assert spans[0][1] <= spans[1][0], spans  # one after the other, never both at once
+
+    status = _finished(carol, base, "quota-never")
     nodes = {n["displayName"]: n for n in (status.get("nodes") or {}).values()}
     assert status.get("phase") == "Failed", status
-    assert nodes["small"]["phase"] == "Succeeded", nodes["small"]
     assert nodes["big"]["phase"] == "Error"
     assert re.fullmatch(
         r"exceeded quota: kf-resource-quota, requested: limits\.memory=2147483648, "
-        r"used: limits\.memory=(0|268435456), limited: limits\.memory=1073741824",
+        r"used: limits\.memory=\d+, limited: limits\.memory=1073741824",
         nodes["big"]["message"],
     ), nodes["big"]
     assert nodes["bare"]["phase"] == "Error"
     assert nodes["bare"]["message"] == (
         "failed quota: kf-resource-quota: must specify limits.memory"
     )
-    logs = carol.get(f"{base}/quota-steps/log").text
-    assert "small ran" in logs and "big ran" not in logs and "bare ran" not in logs
+    logs = carol.get(f"{base}/quota-never/log").text
+    assert "big start" not in logs and "bare start" not in logs

@@ -66,13 +66,17 @@ from .models import (
     check_namespace,
 )
 from .quantity import parse_quantity
-from .quota import EXCEEDED, refusal
+from .quota import EXCEEDED, Refusal, refusal
 from .volumes import VolumeStore
 
 log = logging.getLogger(__name__)
 
 SUPERVISOR_PATH = os.path.abspath(supervisor_module.__file__)
 SPEC, LAUNCH, STATE, LOCK, LOG = "spec.json", "launch.json", "state.json", "lock", "output.log"
+#: In a waiting workload's state: when it was first refused for want of room in the quota.
+QUEUED = "queuedAt"
+#: How often a runtime tries its waiting workloads again.
+QUOTA_RETRY_SECONDS = 1.0
 #: Processes (threads included) one namespace's workloads may have at once (RLIMIT_NPROC).
 DEFAULT_MAX_PROCESSES = 4096
 SECRETS = "secrets"
@@ -84,8 +88,11 @@ FOLLOW_INTERVAL = 0.05
 
 
 def _unfinished(state: Mapping[str, Any] | None) -> bool:
-    """A workload counted against its namespace's quota: started or starting, not over."""
-    return state is None or state.get("phase") not in (Phase.SUCCEEDED, Phase.FAILED)
+    """A workload counted against its namespace's quota: started or starting, not over, and
+    not waiting for room."""
+    if state is None:
+        return True
+    return state.get("phase") not in (Phase.SUCCEEDED, Phase.FAILED) and QUEUED not in state
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -150,6 +157,9 @@ class LocalRuntime(Runtime):
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._spawned: dict[Path, subprocess.Popen[bytes]] = {}  # our own live supervisors
+        #: Workloads waiting for room in their namespace's quota, in the order they came.
+        self._queued: dict[Path, None] = {}
+        self._queue_task: asyncio.Task[None] | None = None
         self._adopted = False
         self._etc_dirs: dict[int, str] = {}
 
@@ -221,6 +231,8 @@ class LocalRuntime(Runtime):
             async with self._lock(ns, name):
                 if self._never_started(wdir):
                     await self._launch(wdir, self._read_spec(wdir))
+                elif QUEUED in (read_json(wdir / STATE) or {}):
+                    self._queue(wdir)
             found.append(await self.status(ns, name))
         running = sum(1 for s in found if not s.finished)
         if found:
@@ -274,33 +286,106 @@ class LocalRuntime(Runtime):
         return await self.status(spec.namespace, spec.name)
 
     def _admit(self, wdir: Path, spec: WorkloadSpec) -> bool:
-        """Record ``spec``, and whether the namespace's quota admits it beside the workloads
-        that have not finished (a refused one is recorded Failed, ``ExceededQuota``, and never
-        starts: the API server's 403 for a pod over quota)."""
+        """Record ``spec``, and whether the namespace's quota admits it now. A workload that
+        fits once others finish waits, ``Pending`` with reason ``ExceededQuota``, and starts
+        when there is room (``_retry_queued``), as a Job's pod on Kubernetes; one that can
+        never fit is ``Failed``, ``ExceededQuota``. Neither has started."""
         with self.quotas.admitting(spec.namespace) as hard:
-            why = None
-            if hard:
-                live = (
-                    other
-                    for odir, other in self._workload_specs(spec.namespace)
-                    if odir != wdir and _unfinished(read_json(odir / STATE))
-                )
-                why = refusal(hard, spec, live)
+            refused = self._refusal(wdir, spec, hard)
             write_json_atomic(wdir / SPEC, spec.model_dump(mode="json", by_alias=True))
-        if why is None:
-            return True
-        log.info("workload %s/%s refused: %s", spec.namespace, spec.name, why)
-        write_json_atomic(
-            wdir / STATE,
-            {
-                "phase": Phase.FAILED.value,
-                "reason": EXCEEDED,
-                "message": why,
-                "finishTime": time.time(),
-                "restartCount": 0,
-            },
+            if refused is not None:
+                self._refuse(wdir, spec, refused, time.time())
+        return refused is None
+
+    def _refusal(self, wdir: Path, spec: WorkloadSpec, hard: Mapping[str, str]) -> Refusal | None:
+        if not hard:
+            return None
+        live = (
+            other
+            for odir, other in self._workload_specs(spec.namespace)
+            if odir != wdir and _unfinished(read_json(odir / STATE))
         )
-        return False
+        return refusal(hard, spec, live)
+
+    def _refuse(self, wdir: Path, spec: WorkloadSpec, refused: Refusal, since: float) -> None:
+        state: dict[str, Any] = {"reason": EXCEEDED, "message": refused.message, "restartCount": 0}
+        if refused.final:
+            state.update(phase=Phase.FAILED.value, finishTime=time.time())
+        else:
+            state.update(phase=Phase.PENDING.value, **{QUEUED: since})
+            self._queue(wdir)
+        log.info(
+            "workload %s/%s %s: %s",
+            spec.namespace,
+            spec.name,
+            "refused" if refused.final else "waits for room",
+            refused.message,
+        )
+        write_json_atomic(wdir / STATE, state)
+
+    def _queue(self, wdir: Path) -> None:
+        self._queued[wdir] = None
+        if self._queue_task is None or self._queue_task.done():
+            self._queue_task = asyncio.get_running_loop().create_task(self._retry_queued())
+
+    async def _retry_queued(self) -> None:
+        """Start each waiting workload once its namespace's quota has room, in the order they
+        came; one deleted, or started by another service's runtime, is dropped."""
+        while self._queued:
+            await asyncio.sleep(QUOTA_RETRY_SECONDS)
+            for wdir in list(self._queued):
+                async with self._lock(wdir.parent.name, wdir.name):
+                    try:
+                        admitted = self._admit_queued(wdir)
+                    except Exception:  # noqa: BLE001 - one bad record must not stop the rest
+                        log.exception("workload %s: retrying its quota admission failed", wdir)
+                        continue
+                    if admitted is not False:
+                        self._queued.pop(wdir, None)
+                    if isinstance(admitted, WorkloadSpec):
+                        log.info(
+                            "workload %s/%s: room in the quota now", wdir.parent.name, wdir.name
+                        )
+                        await self._launch(wdir, admitted)
+
+    def _unqueue(self, wdir: Path) -> bool:
+        """Stop ``wdir`` if it is waiting for room (under its namespace's lock, so no runtime
+        starts it meanwhile); False when it is not waiting."""
+        self._queued.pop(wdir, None)
+        if QUEUED not in (read_json(wdir / STATE) or {}):
+            return False
+        with self.quotas.admitting(wdir.parent.name):
+            state = read_json(wdir / STATE) or {}
+            if QUEUED not in state:
+                return False
+            del state[QUEUED]
+            state.update(
+                phase=Phase.FAILED.value,
+                reason="Stopped",
+                message="stopped by the runtime while waiting for room in the namespace's quota",
+                finishTime=time.time(),
+            )
+            write_json_atomic(wdir / STATE, state)
+        return True
+
+    def _admit_queued(self, wdir: Path) -> WorkloadSpec | bool:
+        """A waiting workload's spec when admitted now; False: still waiting; True: not
+        waiting any more (gone, started elsewhere, or refused for good)."""
+        try:
+            spec = self._read_spec(wdir)
+        except (FileNotFoundError, ValueError):
+            return True
+        with self.quotas.admitting(spec.namespace) as hard:
+            state = read_json(wdir / STATE) or {}
+            if QUEUED not in state:
+                return True
+            refused = self._refusal(wdir, spec, hard)
+            if refused is None:
+                (wdir / STATE).unlink()  # applied, not started: counted, and the supervisor's
+                return spec
+            if refused.final or refused.message != state.get("message"):
+                self._refuse(wdir, spec, refused, float(state[QUEUED]))
+            return bool(refused.final)
 
     async def ensure_namespace(
         self, namespace: str, owner: str, quota: Mapping[str, str] | None = None
@@ -554,7 +639,12 @@ class LocalRuntime(Runtime):
     def _status_from(self, wdir: Path, spec: WorkloadSpec) -> WorkloadStatus:
         state = read_json(wdir / STATE) or {}
         phase = Phase(state.get("phase", Phase.PENDING.value))
-        if not phase.finished and state and not supervisor_alive(wdir / LOCK):
+        if (
+            not phase.finished
+            and state
+            and QUEUED not in state
+            and not supervisor_alive(wdir / LOCK)
+        ):
             # Re-read: the supervisor may have written its final state and exited just now.
             state = read_json(wdir / STATE) or {}
             phase = Phase(state.get("phase", Phase.PENDING.value))
@@ -684,7 +774,10 @@ class LocalRuntime(Runtime):
     # -- delete and stop ---------------------------------------------------------------------
 
     async def _stop(self, wdir: Path, grace: float) -> None:
-        """SIGTERM the supervisor (which stops the tree) and wait; SIGKILL everything if stuck."""
+        """SIGTERM the supervisor (which stops the tree) and wait; SIGKILL everything if stuck.
+        A workload still waiting for room in its quota is marked stopped, and never starts."""
+        if self._unqueue(wdir):
+            return
         end = time.monotonic() + 2.0
         # A supervisor that was just spawned has no state yet: give it a moment to record it.
         own = self._spawned.get(wdir)
@@ -736,9 +829,10 @@ class LocalRuntime(Runtime):
         return list(await asyncio.gather(*(stop(s) for s in targets)))
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            self._refresher = None
+        for task in (self._refresher, self._queue_task):
+            if task is not None:
+                task.cancel()
+        self._refresher = self._queue_task = None
         self._reap()
 
     # -- list and logs -----------------------------------------------------------------------

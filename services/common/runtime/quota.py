@@ -3,7 +3,9 @@
 A Profile's ``spec.resourceQuotaSpec`` (``{"hard": {...}}``) becomes the namespace's quota,
 named ``kf-resource-quota`` as Kubeflow's profile controller names it. On Kubernetes the API
 server enforces it; the local runtime asks :func:`refusal` before starting a workload, with
-the workloads of the namespace that have not finished as the usage. Pure functions.
+the workloads of the namespace that have started (or are starting) and not finished as the
+usage, and holds a refused one until it fits, unless it never can (``Refusal.final``). Pure
+functions.
 
 What is counted, in Kubernetes' terms: ``pods`` (and ``count/pods``); ``requests.cpu``
 (``cpu``), ``requests.memory`` (``memory``), ``requests.ephemeral-storage``
@@ -18,6 +20,7 @@ count them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .models import WorkloadSpec
@@ -89,17 +92,28 @@ def _words(milli: int) -> str:
     return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why quota admission refused a workload, in the API server's words; ``final`` when no
+    amount of waiting helps (it names no amount of a limited resource, or asks more than the
+    quota's whole limit), else it fits once others finish."""
+
+    message: str
+    final: bool
+
+
 def refusal(
     hard: Mapping[str, str], spec: WorkloadSpec, live: Iterable[WorkloadSpec]
-) -> str | None:
-    """Why quota admission refuses ``spec`` beside the namespace's ``live`` workloads, in the
-    API server's words; None: admitted."""
+) -> Refusal | None:
+    """Quota admission of ``spec`` beside the namespace's ``live`` workloads; None: admitted."""
     counted = {name: COUNTED[name] for name in hard if name in COUNTED}
     if not counted:
         return None
     missing = [name for name, (kind, res) in counted.items() if _amount(spec, kind, res) is None]
     if missing:
-        return f"failed quota: {QUOTA_NAME}: must specify {','.join(sorted(missing))}"
+        return Refusal(
+            f"failed quota: {QUOTA_NAME}: must specify {','.join(sorted(missing))}", True
+        )
     used = dict.fromkeys(counted, 0)
     for other in live:
         for name, (kind, res) in counted.items():
@@ -112,11 +126,11 @@ def refusal(
             over.append((name, asked, used[name], limit))
     if not over:
         return None
-
-    def listed(index: int) -> str:
-        return ",".join(f"{o[0]}={_words(o[index])}" for o in over)  # type: ignore[arg-type]
-
-    return (
-        f"exceeded quota: {QUOTA_NAME}, requested: {listed(1)}, used: {listed(2)}, "
-        f"limited: {listed(3)}"
+    requested, using, limited = (
+        ",".join(f"{o[0]}={_words(o[i])}" for o in over)  # type: ignore[arg-type]
+        for i in (1, 2, 3)
+    )
+    return Refusal(
+        f"exceeded quota: {QUOTA_NAME}, requested: {requested}, used: {using}, limited: {limited}",
+        final=any(asked > limit for _, asked, _, limit in over),
     )

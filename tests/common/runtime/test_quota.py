@@ -12,6 +12,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from services.common.runtime import LocalRuntime, Phase, WorkloadSpec
 from services.common.runtime.kubernetes import KubernetesRuntime
-from services.common.runtime.quota import hard_of, refusal
+from services.common.runtime.quota import Refusal, hard_of, refusal
 
 from .cluster import EmulatedCluster
 from .test_kubernetes import stored
@@ -29,8 +30,10 @@ REPO = Path(__file__).resolve().parents[3]
 NS = "team-q"
 
 
-def sleeper(name: str, **resources: Any) -> dict[str, Any]:
+def sleeper(name: str, labels: dict[str, str] | None = None, **resources: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {"namespace": NS, "name": name, "command": ["sleep", "60"]}
+    if labels:
+        spec["labels"] = labels
     if resources:
         spec["resources"] = resources
     return spec
@@ -49,16 +52,26 @@ def test_refusal_counts_pods_and_compute_like_the_api_server() -> None:
     live = [spec_of(f"w{i}", **small) for i in range(2)]
     assert refusal(hard, spec_of("new", **small), live) is None
     big = {"requests": {"cpu": "600m"}, "limits": {"memory": "256Mi"}}
-    assert refusal(hard, spec_of("new", **big), live) == (
+    # Refusals that pass once others finish ...
+    assert refusal(hard, spec_of("new", **big), live) == Refusal(
         "exceeded quota: kf-resource-quota, requested: requests.cpu=600m, "
-        "used: requests.cpu=500m, limited: requests.cpu=1"
+        "used: requests.cpu=500m, limited: requests.cpu=1",
+        final=False,
     )
-    assert refusal(hard, spec_of("new", **small), [*live, spec_of("w3", **small)]) == (
-        "exceeded quota: kf-resource-quota, requested: pods=1, used: pods=3, limited: pods=3"
+    assert refusal(hard, spec_of("new", **small), [*live, spec_of("w3", **small)]) == Refusal(
+        "exceeded quota: kf-resource-quota, requested: pods=1, used: pods=3, limited: pods=3",
+        final=False,
     )
-    # A compute quota needs the workload to say what it uses: leaving it out is no way around.
-    assert refusal(hard, spec_of("bare"), []) == (
-        "failed quota: kf-resource-quota: must specify limits.memory,requests.cpu"
+    # ... and ones that never can: more than the whole quota, or naming no amount (a compute
+    # quota needs the workload to say what it uses: leaving it out is no way around it).
+    huge = {"requests": {"cpu": "2"}, "limits": {"memory": "256Mi"}}
+    assert refusal(hard, spec_of("huge", **huge), []) == Refusal(
+        "exceeded quota: kf-resource-quota, requested: requests.cpu=2, "
+        "used: requests.cpu=0, limited: requests.cpu=1",
+        final=True,
+    )
+    assert refusal(hard, spec_of("bare"), []) == Refusal(
+        "failed quota: kf-resource-quota: must specify limits.memory,requests.cpu", final=True
     )
     # A request defaults to its limit, as in a pod; exact sums of millicores.
     only_limits = {"limits": {"cpu": "100m", "memory": "1Mi"}}
@@ -91,7 +104,17 @@ def test_hard_of_checks_each_quantity_with_its_field() -> None:
 # ---- the local runtime ------------------------------------------------------------------------
 
 
-async def test_local_runtime_refuses_a_workload_over_its_namespaces_quota(tmp_path: Path) -> None:
+async def _until_phase(runtime: LocalRuntime, name: str, phase: Phase, within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while (status := await runtime.status(NS, name)).phase != phase:
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.05)
+
+
+async def test_local_runtime_holds_a_workload_over_its_namespaces_quota(tmp_path: Path) -> None:
+    """Over the quota for now: Pending, ExceededQuota, started once there is room (a Job's
+    pod on Kubernetes waits the same way). Over it for good: Failed at once. Neither runs a
+    thing before it is admitted."""
     runtime = LocalRuntime(tmp_path)
     try:
         await runtime.ensure_namespace(
@@ -100,31 +123,62 @@ async def test_local_runtime_refuses_a_workload_over_its_namespaces_quota(tmp_pa
         limited = {"limits": {"memory": "256Mi"}}
         for name in ("a", "b"):
             assert (await runtime.apply(sleeper(name, **limited))).phase != Phase.FAILED
-        refused = await runtime.apply(sleeper("c", **limited))
-        assert (refused.phase, refused.reason) == (Phase.FAILED, "ExceededQuota")
-        assert refused.message == (
+        waiting = await runtime.apply(sleeper("c", **limited))
+        assert (waiting.phase, waiting.reason) == (Phase.PENDING, "ExceededQuota")
+        assert waiting.message == (
             "exceeded quota: kf-resource-quota, requested: pods=1, used: pods=2, limited: pods=2"
         )
         bare = await runtime.apply(sleeper("d"))
-        assert bare.reason == "ExceededQuota"
+        assert (bare.phase, bare.reason) == (Phase.FAILED, "ExceededQuota")
         assert bare.message == "failed quota: kf-resource-quota: must specify limits.memory"
-        # Applying a refused workload again changes nothing; it never started.
+        huge = await runtime.apply(sleeper("e", limits={"memory": "2Gi"}))
+        assert (huge.phase, huge.reason) == (Phase.FAILED, "ExceededQuota")
+        # Still waiting a while later (it is not lost for want of a supervisor), and applying
+        # it again changes nothing.
+        await asyncio.sleep(1.5)
         assert (await runtime.apply(sleeper("c", **limited))).reason == "ExceededQuota"
+        assert (await runtime.status(NS, "c")).phase == Phase.PENDING
         assert not (runtime.workloads_root / NS / "c" / "launch.json").exists()
-        # Room again once one is gone; another namespace was never limited.
+        # Room once one is gone: the waiting one starts by itself.
         await runtime.delete(NS, "a")
-        await runtime.delete(NS, "c")
-        assert (await runtime.apply(sleeper("c", **limited))).phase != Phase.FAILED
+        await _until_phase(runtime, "c", Phase.RUNNING)
+        started = await runtime.status(NS, "c")
+        assert started.reason is None and started.message is None
+        # Another namespace was never limited; a larger quota, then none, refuse nothing.
         other = {**sleeper("free"), "namespace": "team-other"}
         assert (await runtime.apply(other)).phase != Phase.FAILED
-        # A larger quota, then none: nothing is refused for want of room.
         await runtime.ensure_namespace(NS, "owner@example.com", {"pods": "3"})
-        assert (await runtime.apply(sleeper("e"))).phase != Phase.FAILED
-        await runtime.delete_namespace(NS)
         assert (await runtime.apply(sleeper("f"))).phase != Phase.FAILED
+        await runtime.delete_namespace(NS)
+        assert (await runtime.apply(sleeper("g"))).phase != Phase.FAILED
     finally:
         await runtime.shutdown()
         await runtime.close()
+
+
+async def test_a_waiting_workload_is_stopped_or_adopted_like_any_other(tmp_path: Path) -> None:
+    """An orderly stop marks a waiting workload stopped (it never starts); a restarted
+    service's runtime takes over the waiting and starts them when room appears."""
+    first = LocalRuntime(tmp_path)
+    await first.ensure_namespace(NS, "owner@example.com", {"pods": "1"})
+    await first.apply(sleeper("running"))
+    assert (await first.apply(sleeper("held"))).phase == Phase.PENDING
+    assert (await first.apply(sleeper("kept", labels={"stop": "no"}))).phase == Phase.PENDING
+    stopped = await first.stop_all({"stop": "yes"})
+    assert stopped == []  # nothing labelled so
+    (held,) = [s for s in await first.stop_all("!stop") if s.name == "held"]
+    assert (held.phase, held.reason) == (Phase.FAILED, "Stopped")
+    await first.close()  # the service goes away; "kept" waits on, recorded
+
+    second = LocalRuntime(tmp_path)
+    try:
+        assert (await second.status(NS, "kept")).phase == Phase.PENDING
+        await second.delete(NS, "running")  # adopts first
+        await _until_phase(second, "kept", Phase.RUNNING)
+        assert (await second.status(NS, "held")).reason == "Stopped"
+    finally:
+        await second.shutdown()
+        await second.close()
 
 
 async def test_a_finished_workload_frees_its_share(tmp_path: Path) -> None:
@@ -191,7 +245,7 @@ async def test_services_racing_for_the_last_places_never_overrun_the_quota(
         admitted = [s for s in statuses if s.reason != "ExceededQuota"]
         assert len(admitted) == 5, [(s.name, s.phase, s.reason) for s in statuses]
         assert {s.phase for s in admitted} <= {Phase.PENDING, Phase.RUNNING}
-        assert len(refused) == 7
+        assert len(refused) == 7 and {s.phase for s in refused} == {Phase.PENDING}
     finally:
         await runtime.shutdown()
         await runtime.close()
