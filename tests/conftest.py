@@ -431,12 +431,13 @@ def running_trusted_header_platform(
         yield platform
 
 
-def create_profile(api: httpx.Client, name: str, owner: str = ADMIN_USER) -> None:
+def create_profile(api: httpx.Client, name: str, owner: str = ADMIN_USER, **spec: Any) -> None:
+    """A Profile ``name`` for ``owner``, created through ``api``; ``spec`` adds to its spec."""
     profile = {
         "apiVersion": "kubeflow.org/v1",
         "kind": "Profile",
         "metadata": {"name": name},
-        "spec": {"owner": {"kind": "User", "name": owner}},
+        "spec": {"owner": {"kind": "User", "name": owner}, **spec},
     }
     r = api.post("/apis/kubeflow.org/v1/profiles", json=profile)
     assert r.status_code in (200, 201), r.text

@@ -19,7 +19,13 @@ import pytest
 from services.common.objectstore import S3Config
 from shipyard.up import Platform
 from tests import specs
-from tests.conftest import TRUSTED_HEADER_ENV, RunningSeaweedFS, fresh_database, running_platform
+from tests.conftest import (
+    TRUSTED_HEADER_ENV,
+    RunningSeaweedFS,
+    create_profile,
+    fresh_database,
+    running_platform,
+)
 
 ADMIN = "admin@example.com"
 
@@ -54,16 +60,7 @@ def _multiuser_platform(
     ) as platform:
         admin = as_user(platform, ADMIN)
         for team, owner in (("mu-a", "alice@example.com"), ("mu-b", "bob@example.com")):
-            r = admin.post(
-                "/apis/kubeflow.org/v1/profiles",
-                json={
-                    "apiVersion": "kubeflow.org/v1",
-                    "kind": "Profile",
-                    "metadata": {"name": team},
-                    "spec": {"owner": {"kind": "User", "name": owner}},
-                },
-            )
-            assert r.status_code in (200, 201), r.text
+            create_profile(admin, team, owner)
         r = as_user(platform, "alice@example.com").post(
             "/kfam/v1/bindings",
             json={
@@ -125,19 +122,8 @@ def test_a_profiles_quota_holds_against_its_tenants_workloads(multiuser: Platfor
     - She cannot lift the quota herself.
     """
     admin, carol = as_user(multiuser, ADMIN), as_user(multiuser, "carol@example.com")
-    r = admin.post(
-        "/apis/kubeflow.org/v1/profiles",
-        json={
-            "apiVersion": "kubeflow.org/v1",
-            "kind": "Profile",
-            "metadata": {"name": "mu-q"},
-            "spec": {
-                "owner": {"kind": "User", "name": "carol@example.com"},
-                "resourceQuotaSpec": {"hard": {"limits.memory": "1Gi"}},
-            },
-        },
-    )
-    assert r.status_code in (200, 201), r.text
+    quota = {"hard": {"limits.memory": "1Gi"}}
+    create_profile(admin, "mu-q", "carol@example.com", resourceQuotaSpec=quota)
     r = carol.patch(
         "/apis/kubeflow.org/v1/profiles/mu-q",
         json={"spec": {"resourceQuotaSpec": {"hard": {"limits.memory": "64Gi"}}}},
