@@ -724,8 +724,12 @@ class LocalRuntime(Runtime):
             own = self._spawned.get(wdir)
             if own is not None and own.poll() is not None:
                 own = None  # reaped: its pid may belong to anyone now
-            sup_pid = (read_json(wdir / STATE) or {}).get("supervisorPid")
-            if ready or (own is None and sup_pid is None):
+            state = read_json(wdir / STATE) or {}
+            sup_pid = state.get("supervisorPid")
+            if QUEUED in state:
+                # Waiting for room in its quota: admission is tried once a second.
+                await asyncio.sleep(0.2 if left is None else min(0.2, left))
+            elif ready or (own is None and sup_pid is None):
                 # Readiness is a file change, and a supervisor started by an earlier runtime
                 # has no pid on record before its first write: short sleeps, bounded.
                 await asyncio.sleep(0.01 if left is None else min(0.01, left))
