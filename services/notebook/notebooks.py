@@ -304,7 +304,10 @@ def running_status(notebook: dict[str, Any], wl: WorkloadStatus) -> dict[str, An
     """Kubeflow's Notebook status from the workload: readyReplicas, containerState, conditions."""
     meta = notebook["metadata"]
     status: dict[str, Any] = {"readyReplicas": 1 if wl.ready else 0}
-    if wl.phase == Phase.PENDING:
+    if wl.phase == Phase.PENDING and wl.reason:  # not started yet: ExceededQuota, waiting
+        status["containerState"] = {"waiting": {"reason": wl.reason, "message": wl.message or ""}}
+        status["conditions"] = [_condition(False, wl.reason, wl.message or "")]
+    elif wl.phase == Phase.PENDING:
         status["containerState"] = {"waiting": {"reason": "ContainerCreating"}}
         status["conditions"] = [_condition(False, "ContainerCreating")]
     elif wl.phase == Phase.RUNNING and wl.reason == "CrashLoopBackOff":

@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from services.common.dataplane import load_or_create_key, notebook_token
-from services.common.runtime import LocalRuntime, WorkloadNotFound
+from services.common.runtime import LocalRuntime, Phase, WorkloadNotFound, WorkloadStatus
 from services.common.settings import SINGLE_USER_NAMESPACE as NS
+from services.notebook.notebooks import running_status
 from tests import specs
 from tests.browser import CHROMIUM, launch
 from tests.conftest import crash_service, start_service_again
@@ -304,3 +305,25 @@ async def test_custom_command_notebook_behind_gateway(platform: Any) -> None:
             return (await http.get(f"{route}/lab")).status_code != 200
 
         await eventually(route_gone, what="the route to go away")
+
+
+def test_a_server_waiting_for_quota_room_says_so() -> None:
+    """A notebook whose server waits for room in its namespace's quota shows the runtime's
+    reason and message, not "ContainerCreating"; one simply starting still says that."""
+    notebook = {"metadata": {"name": "nb", "namespace": NS}}
+    message = "exceeded quota: kf-resource-quota, requested: pods=1, used: pods=2, limited: pods=2"
+    waiting = WorkloadStatus(
+        namespace=NS, name="nb-nb", phase=Phase.PENDING, reason="ExceededQuota", message=message
+    )
+    status = running_status(notebook, waiting)
+    assert status["containerState"] == {"waiting": {"reason": "ExceededQuota", "message": message}}
+    (condition,) = status["conditions"]
+    assert (condition["status"], condition["reason"], condition["message"]) == (
+        "False",
+        "ExceededQuota",
+        message,
+    )
+    starting = WorkloadStatus(namespace=NS, name="nb-nb", phase=Phase.PENDING)
+    assert running_status(notebook, starting)["containerState"] == {
+        "waiting": {"reason": "ContainerCreating"}
+    }
