@@ -45,18 +45,22 @@ from .expansion import expand
 from .incluster import InClusterAPI
 from .labels import LabelSelector, parse_selector
 from .local_files import (
-    LOG_CHUNK,
+    LAUNCH,
+    LOCK,
+    LOG,
+    SPEC,
+    STATE,
     listdir,
+    log_lines,
     read_inside,
     read_json,
     supervisor_alive,
-    tail_offset,
     write_json_atomic,
 )
 from .local_identity import WorkloadIdentity
 from .local_launch import container_port, init_step, probe_plan
 from .local_mounts import LaunchError, cwd_mount, own_for_workload, resolve_mounts, volume_limits
-from .local_quota import QuotaFiles
+from .local_quota import QUEUED, QuotaAdmission, QuotaFiles
 from .models import (
     Phase,
     VolumeInfo,
@@ -66,17 +70,11 @@ from .models import (
     check_namespace,
 )
 from .quantity import parse_quantity
-from .quota import EXCEEDED, Refusal, refusal
 from .volumes import VolumeStore
 
 log = logging.getLogger(__name__)
 
 SUPERVISOR_PATH = os.path.abspath(supervisor_module.__file__)
-SPEC, LAUNCH, STATE, LOCK, LOG = "spec.json", "launch.json", "state.json", "lock", "output.log"
-#: In a waiting workload's state: when it was first refused for want of room in the quota.
-QUEUED = "queuedAt"
-#: How often a runtime tries its waiting workloads again.
-QUOTA_RETRY_SECONDS = 1.0
 #: Processes (threads included) one namespace's workloads may have at once (RLIMIT_NPROC).
 DEFAULT_MAX_PROCESSES = 4096
 SECRETS = "secrets"
@@ -84,22 +82,13 @@ TOKEN_REFRESH_SECONDS = 30.0
 #: How often a workload's supervisor measures the claims it writes to (their sizes).
 VOLUME_CHECK_SECONDS = 1.0
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-FOLLOW_INTERVAL = 0.05
-
-
-def _unfinished(state: Mapping[str, Any] | None) -> bool:
-    """A workload counted against its namespace's quota: started or starting, not over, and
-    not waiting for room."""
-    if state is None:
-        return True
-    return state.get("phase") not in (Phase.SUCCEEDED, Phase.FAILED) and QUEUED not in state
 
 
 def _ts(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value else None
 
 
-class LocalRuntime(Runtime):
+class LocalRuntime(QuotaAdmission, Runtime):
     """Runs workloads on this host; see the module docstring and :class:`Runtime`.
 
     ``bwrap_path`` is the bubblewrap executable. Without a working one every workload fails
@@ -284,108 +273,6 @@ class LocalRuntime(Runtime):
                 )
             await self._launch(wdir, spec)
         return await self.status(spec.namespace, spec.name)
-
-    def _admit(self, wdir: Path, spec: WorkloadSpec) -> bool:
-        """Record ``spec``, and whether the namespace's quota admits it now. A workload that
-        fits once others finish waits, ``Pending`` with reason ``ExceededQuota``, and starts
-        when there is room (``_retry_queued``), as a Job's pod on Kubernetes; one that can
-        never fit is ``Failed``, ``ExceededQuota``. Neither has started."""
-        with self.quotas.admitting(spec.namespace) as hard:
-            refused = self._refusal(wdir, spec, hard)
-            write_json_atomic(wdir / SPEC, spec.model_dump(mode="json", by_alias=True))
-            if refused is not None:
-                self._refuse(wdir, spec, refused, time.time())
-        return refused is None
-
-    def _refusal(self, wdir: Path, spec: WorkloadSpec, hard: Mapping[str, str]) -> Refusal | None:
-        if not hard:
-            return None
-        live = (
-            other
-            for odir, other in self._workload_specs(spec.namespace)
-            if odir != wdir and _unfinished(read_json(odir / STATE))
-        )
-        return refusal(hard, spec, live)
-
-    def _refuse(self, wdir: Path, spec: WorkloadSpec, refused: Refusal, since: float) -> None:
-        state: dict[str, Any] = {"reason": EXCEEDED, "message": refused.message, "restartCount": 0}
-        if refused.final:
-            state.update(phase=Phase.FAILED.value, finishTime=time.time())
-        else:
-            state.update(phase=Phase.PENDING.value, **{QUEUED: since})
-            self._queue(wdir)
-        log.info(
-            "workload %s/%s %s: %s",
-            spec.namespace,
-            spec.name,
-            "refused" if refused.final else "waits for room",
-            refused.message,
-        )
-        write_json_atomic(wdir / STATE, state)
-
-    def _queue(self, wdir: Path) -> None:
-        self._queued[wdir] = None
-        if self._queue_task is None or self._queue_task.done():
-            self._queue_task = asyncio.get_running_loop().create_task(self._retry_queued())
-
-    async def _retry_queued(self) -> None:
-        """Start each waiting workload once its namespace's quota has room, in the order they
-        came; one deleted, or started by another service's runtime, is dropped."""
-        while self._queued:
-            await asyncio.sleep(QUOTA_RETRY_SECONDS)
-            for wdir in list(self._queued):
-                async with self._lock(wdir.parent.name, wdir.name):
-                    try:
-                        admitted = self._admit_queued(wdir)
-                    except Exception:  # noqa: BLE001 - one bad record must not stop the rest
-                        log.exception("workload %s: retrying its quota admission failed", wdir)
-                        continue
-                    if admitted is not False:
-                        self._queued.pop(wdir, None)
-                    if isinstance(admitted, WorkloadSpec):
-                        log.info(
-                            "workload %s/%s: room in the quota now", wdir.parent.name, wdir.name
-                        )
-                        await self._launch(wdir, admitted)
-
-    def _unqueue(self, wdir: Path) -> bool:
-        """Stop ``wdir`` if it is waiting for room (under its namespace's lock, so no runtime
-        starts it meanwhile); False when it is not waiting."""
-        self._queued.pop(wdir, None)
-        if QUEUED not in (read_json(wdir / STATE) or {}):
-            return False
-        with self.quotas.admitting(wdir.parent.name):
-            state = read_json(wdir / STATE) or {}
-            if QUEUED not in state:
-                return False
-            del state[QUEUED]
-            state.update(
-                phase=Phase.FAILED.value,
-                reason="Stopped",
-                message="stopped by the runtime while waiting for room in the namespace's quota",
-                finishTime=time.time(),
-            )
-            write_json_atomic(wdir / STATE, state)
-        return True
-
-    def _admit_queued(self, wdir: Path) -> WorkloadSpec | bool:
-        """A waiting workload's spec when admitted now; False: still waiting; True: not
-        waiting any more (gone, started elsewhere, or refused for good)."""
-        try:
-            spec = self._read_spec(wdir)
-        except (FileNotFoundError, ValueError):
-            return True
-        with self.quotas.admitting(spec.namespace) as hard:
-            state = read_json(wdir / STATE) or {}
-            if QUEUED not in state:
-                return True
-            refused = self._refusal(wdir, spec, hard)
-            if refused is None:
-                (wdir / STATE).unlink()  # applied, not started: counted, and the supervisor's
-                return spec
-            if refused.final or refused.message != state.get("message"):
-                self._refuse(wdir, spec, refused, float(state[QUEUED]))
-            return bool(refused.final)
 
     async def ensure_namespace(
         self, namespace: str, owner: str, quota: Mapping[str, str] | None = None
@@ -868,44 +755,15 @@ class LocalRuntime(Runtime):
         wdir = self._dir(namespace, name)
         if not (wdir / SPEC).exists():
             raise WorkloadNotFound(namespace, name)
-        path = wdir / LOG
-        position = tail_offset(path, tail) if tail is not None else 0
-        pending = b""
-        while True:
+
+        async def finished() -> bool | None:
             try:
-                with open(path, "rb") as f:  # noqa: ASYNC230 - a local file, read in chunks
-                    f.seek(position)
-                    chunk = f.read(LOG_CHUNK)
-            except FileNotFoundError:
-                chunk = b""
-                if not wdir.exists():  # deleted while following
-                    return
-            if chunk:
-                position += len(chunk)
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    yield line.decode(errors="replace")
-                continue
-            if not follow:
-                break
-            try:
-                finished = (await self.status(namespace, name)).finished
+                return (await self.status(namespace, name)).finished
             except WorkloadNotFound:
-                return
-            if finished:
-                # One more read: output written just before the exit must not be lost.
-                with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:  # noqa: ASYNC230
-                    f.seek(position)
-                    rest = f.read()
-                if rest:
-                    position += len(rest)
-                    *lines, pending = (pending + rest).split(b"\n")
-                    for line in lines:
-                        yield line.decode(errors="replace")
-                break
-            await asyncio.sleep(FOLLOW_INTERVAL)
-        if pending:
-            yield pending.decode(errors="replace")
+                return None
+
+        async for line in log_lines(wdir / LOG, tail, follow, finished):
+            yield line
 
     # -- volumes -----------------------------------------------------------------------------
 

@@ -1,18 +1,25 @@
 """The local runtime's file handling on the host: its JSON state files, one file of a volume
-read without following links out of it, and where a log's last lines begin."""
+read without following links out of it, and a workload's log (where its last lines begin,
+and following it)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import fcntl
 import json
 import os
 import stat
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 LOG_CHUNK = 64 * 1024
+FOLLOW_INTERVAL = 0.05
+#: A workload directory's files.
+SPEC, LAUNCH, STATE, LOCK, LOG = "spec.json", "launch.json", "state.json", "lock", "output.log"
 
 
 def listdir(path: Path) -> list[str]:
@@ -115,3 +122,49 @@ def tail_offset(path: Path, lines: int) -> int:
             return 0
     except FileNotFoundError:
         return 0
+
+
+async def log_lines(
+    path: Path,
+    tail: int | None,
+    follow: bool,
+    finished: Callable[[], Awaitable[bool | None]],
+) -> AsyncIterator[str]:
+    """A workload's log, line by line, from its last ``tail`` lines (all: None). With
+    ``follow``, on until ``finished()`` is True, and then what was written just before the end;
+    None from it, or the workload's directory going away, ends it at once (deleted)."""
+    position = tail_offset(path, tail) if tail is not None else 0
+    pending = b""
+    while True:
+        try:
+            with open(path, "rb") as f:  # noqa: ASYNC230 - a local file, read in chunks
+                f.seek(position)
+                chunk = f.read(LOG_CHUNK)
+        except FileNotFoundError:
+            chunk = b""
+            if not path.parent.exists():  # deleted while following
+                return
+        if chunk:
+            position += len(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+            continue
+        if not follow:
+            break
+        over = await finished()
+        if over is None:
+            return
+        if over:
+            # One more read: output written just before the exit must not be lost.
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:  # noqa: ASYNC230
+                f.seek(position)
+                rest = f.read()
+            if rest:
+                *lines, pending = (pending + rest).split(b"\n")
+                for line in lines:
+                    yield line.decode(errors="replace")
+            break
+        await asyncio.sleep(FOLLOW_INTERVAL)
+    if pending:
+        yield pending.decode(errors="replace")
