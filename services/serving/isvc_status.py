@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.runtime import WorkloadStatus
+from services.common.runtime.quota import EXCEEDED
 from services.serving.revisions import revision_name
 from services.serving.runtimes import CLUSTER_RUNTIME_LABEL, RUNTIME_LABEL
 
@@ -78,8 +79,19 @@ def build_status(
             predictor["latestEndpoint"] = latest_w.endpoint
             predictor["latestEndpoints"] = ready_replicas(latest, desired)
     pred_ok = routable and failure is None
-    pred_msg = failure or (None if routable else pending or "the model server is starting")
-    reason = "RevisionFailed" if failure else ("ModelDownloading" if pending else None)
+    # A server over its namespace's quota has not started: it waits for room (the runtime's
+    # words say how much), and says so instead of "starting".
+    held = (
+        latest_w.message
+        if latest_w and latest_w.reason == EXCEEDED and not latest_w.finished
+        else None
+    )
+    pred_msg = failure or (None if routable else pending or held or "the model server is starting")
+    reason = (
+        "RevisionFailed"
+        if failure
+        else ("ModelDownloading" if pending else (EXCEEDED if held and not routable else None))
+    )
     conditions = [
         condition(
             old, "IngressReady", routable, None if routable else "no revision is serving yet"
