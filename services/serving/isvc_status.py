@@ -79,19 +79,7 @@ def build_status(
             predictor["latestEndpoint"] = latest_w.endpoint
             predictor["latestEndpoints"] = ready_replicas(latest, desired)
     pred_ok = routable and failure is None
-    # A server over its namespace's quota has not started: it waits for room (the runtime's
-    # words say how much), and says so instead of "starting".
-    held = (
-        latest_w.message
-        if latest_w and latest_w.reason == EXCEEDED and not latest_w.finished
-        else None
-    )
-    pred_msg = failure or (None if routable else pending or held or "the model server is starting")
-    reason = (
-        "RevisionFailed"
-        if failure
-        else ("ModelDownloading" if pending else (EXCEEDED if held and not routable else None))
-    )
+    pred_msg, reason = predictor_says(failure, pending, latest_w, routable)
     conditions = [
         condition(
             old, "IngressReady", routable, None if routable else "no revision is serving yet"
@@ -188,6 +176,21 @@ def traffic(
             }
         )
     return out
+
+
+def predictor_says(
+    failure: str | None, pending: str | None, latest: WorkloadStatus | None, routable: bool
+) -> tuple[str | None, str | None]:
+    """The predictor's condition message and reason. A server over its namespace's quota has
+    not started: it waits for room (the runtime's words say how much), and says so instead of
+    "starting"."""
+    held = latest.message if latest and latest.reason == EXCEEDED and not latest.finished else None
+    message = failure or (None if routable else pending or held or "the model server is starting")
+    if failure:
+        return message, "RevisionFailed"
+    if pending:
+        return message, "ModelDownloading"
+    return message, EXCEEDED if held and not routable else None
 
 
 def condition(
