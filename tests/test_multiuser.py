@@ -101,11 +101,16 @@ def test_namespaced_paths_check_the_path_namespace(multiuser: Platform) -> None:
     assert "mu-a" in body["message"]
 
 
-def _finished(api: httpx.Client, base: str, name: str) -> dict[str, Any]:
+def _finished(
+    api: httpx.Client, base: str, name: str, seen: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The workflow's status once it finished; every status read on the way into ``seen``."""
     deadline, status = time.monotonic() + 90, dict[str, Any]()
     while time.monotonic() < deadline and status.get("phase") not in FINISHED:
-        time.sleep(0.3)
+        time.sleep(0.2)
         status = api.get(f"{base}/{name}").json().get("status") or {}
+        if seen is not None:
+            seen.append(status)
     return status
 
 
@@ -154,9 +159,31 @@ def test_a_profiles_quota_holds_against_its_tenants_workloads(multiuser: Platfor
         r = carol.post(base, json=workflow)
         assert r.status_code == 201, r.text
 
-    status = _finished(carol, base, "quota-turns")
+    seen: list[dict[str, Any]] = []
+    status = _finished(carol, base, "quota-turns", seen)
     logs = carol.get(f"{base}/quota-turns/log").text
     assert status.get("phase") == "Succeeded", (status, logs)
+    # Meanwhile the waiting step's node was Pending with the quota's words, as Argo shows a pod
+    # over quota, beside the running one; each ended Succeeded without a message.
+    waiting = [
+        (n["displayName"], n.get("message", ""), s["phase"])
+        for s in seen
+        for n in (s.get("nodes") or {}).values()
+        if n["type"] == "Pod" and n["phase"] == "Pending" and "quota" in n.get("message", "")
+    ]
+    assert waiting, seen
+    for display, message, workflow_phase in waiting:
+        assert display in ("first", "second") and workflow_phase == "Running"
+        assert re.fullmatch(
+            r"exceeded quota: kf-resource-quota, requested: limits\.memory=805306368, "
+            r"used: limits\.memory=805306368, limited: limits\.memory=1073741824",
+            message,
+        ), message
+    assert all(
+        n["phase"] == "Succeeded" and "message" not in n and "waitingForQuota" not in n
+        for n in status["nodes"].values()
+        if n["type"] == "Pod"
+    ), status["nodes"]
     times = {
         tuple(line.split()[-3:-1]): float(line.split()[-1])
         for line in logs.splitlines()

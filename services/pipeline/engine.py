@@ -22,6 +22,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common.runtime.quota import QUOTA_RETRY_SECONDS
 from services.pipeline import engine_dag as _dag
 from services.pipeline import engine_groups as _groups
 from services.pipeline import engine_retry as _retry
@@ -42,13 +43,16 @@ from services.pipeline.engine_types import (
 from services.pipeline.expressions import ExpressionError
 from services.pipeline.nodes import (
     FAILED,
+    WAITING,
     finish,
+    has_workload,
     is_finished,
     new_node,
     node_id,
     now_iso,
     param_list,
     parse_iso,
+    show_waiting,
 )
 from services.pipeline.variables import substitute, substitute_all, unresolved
 
@@ -83,9 +87,7 @@ class Engine:
         self.nodes: dict[str, dict[str, Any]] = self.status.setdefault("nodes", {})
         self.before = {k: v.get("phase") for k, v in self.nodes.items()}
         self.result = PassResult()
-        self.running_pods = sum(
-            1 for n in self.nodes.values() if n["type"] == "Pod" and n["phase"] == "Running"
-        )
+        self.running_pods = sum(1 for n in self.nodes.values() if has_workload(n))
         self.now = datetime.now(UTC)
         self._starved = False  # a child could not start for lack of a parallelism place
         self._freed = False  # a child finished in this pass
@@ -146,7 +148,7 @@ class Engine:
         exit_name = f"{self.name}.onExit"
         for node in list(self.nodes.values()):  # nothing outlives its workflow
             if not is_finished(node) and not node["name"].startswith(exit_name):
-                if node["type"] == "Pod" and node["phase"] == "Running":
+                if has_workload(node):
                     await self.runner.kill(self.wf, node)
                 finish(node, "Failed", "workflow finished before this node")
         phase = {
@@ -212,7 +214,7 @@ class Engine:
         for node in list(self.nodes.values()):
             if is_finished(node):
                 continue
-            if node["type"] == "Pod" and node["phase"] == "Running":
+            if has_workload(node):
                 await self.runner.kill(self.wf, node)
             finish(node, "Failed", message)
         if node_id(self.name, self.name) not in self.nodes:
@@ -372,7 +374,7 @@ class Engine:
 
     # ------------------------------------------------------------------- pods
     async def _run_pod(self, node: dict[str, Any], tmpl: dict[str, Any], scope: Scope) -> None:
-        if node["phase"] == "Pending":
+        if node["phase"] == "Pending" and WAITING not in node:
             parallelism = self.spec.get("parallelism")
             if self.spec.get("suspend") or (parallelism and self.running_pods >= parallelism):
                 return
@@ -389,10 +391,17 @@ class Engine:
                         raise TemplateError(f"unable to resolve: {{{{{left[0]}}}}}")
             node["phase"] = "Running"
             node["startedAt"] = now_iso()
+            node.pop("message", None)  # an earlier try's refusal
             self.running_pods += 1
-            await self.runner.start(self.wf, node, resolved, self._volumes(tmpl))
+            refused = await self.runner.start(self.wf, node, resolved, self._volumes(tmpl))
+            if refused is not None:  # nothing made (over quota): Argo's Pending, tried again
+                node["phase"], node["message"] = "Pending", refused
+                self.running_pods -= 1
+                self._requeue(QUOTA_RETRY_SECONDS)
+                return
         result = await self.runner.poll(self.wf, node)
-        if result is None:
+        if result is None or result.phase == "Pending":
+            show_waiting(node, result.message if result else None)
             return
         self.running_pods -= 1
         outputs: dict[str, Any] = {}

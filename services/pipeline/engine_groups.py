@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 from services.pipeline import engine_scope as _scope
 from services.pipeline.engine_types import MAX_ITEMS, Scope, TemplateError, duration_seconds
 from services.pipeline.expressions import ExpressionError, evaluate_when
-from services.pipeline.nodes import FAILED, add_child, finish, is_finished, new_node, node_id
+from services.pipeline.nodes import (
+    FAILED,
+    add_child,
+    finish,
+    has_workload,
+    is_finished,
+    new_node,
+    node_id,
+)
 from services.pipeline.variables import item_scope, substitute, substitute_all, to_text, unresolved
 
 if TYPE_CHECKING:
@@ -45,7 +53,7 @@ async def group_deadline(eng: Engine, node: dict[str, Any], tmpl: dict[str, Any]
         if other["name"][len(prefix) : len(prefix) + 1] in (".", "[", "(") and other[
             "name"
         ].startswith(prefix):
-            if other["type"] == "Pod" and other["phase"] == "Running":
+            if has_workload(other):
                 await eng.runner.kill(eng.wf, other)
             finish(other, "Failed", "Step exceeded its deadline")
     finish(node, "Failed", "Step exceeded its deadline")

@@ -19,7 +19,7 @@ MAX_RETRIES = 100  # "no limit" still stops somewhere
 
 @dataclass
 class PodResult:
-    phase: str  # Succeeded | Failed | Error
+    phase: str  # Succeeded | Failed | Error; Pending: made, waiting for quota room
     message: str | None = None
     exit_code: int | None = None
     parameters: dict[str, str] = field(default_factory=dict)
@@ -28,7 +28,12 @@ class PodResult:
 
 
 class PodRunner(Protocol):
-    """Runs leaf templates (container, script, plugin) as workloads."""
+    """Runs leaf templates (container, script, plugin) as workloads.
+
+    ``start`` returns None once the workload is made (or has failed: ``poll`` says so), or
+    the quota's message when the runtime refused to make it for now (start it again later).
+    ``poll`` returns the finished result, None while it runs, or a ``Pending`` result with the
+    quota's message while the made workload waits for room."""
 
     async def start(
         self,
@@ -36,7 +41,7 @@ class PodRunner(Protocol):
         node: dict[str, Any],
         template: dict[str, Any],
         volumes: list[dict[str, Any]],
-    ) -> None: ...
+    ) -> str | None: ...
 
     async def poll(self, wf: dict[str, Any], node: dict[str, Any]) -> PodResult | None: ...
 

@@ -7,6 +7,10 @@ from typing import Any
 
 FINISHED = frozenset({"Succeeded", "Failed", "Error", "Skipped", "Omitted"})
 FAILED = frozenset({"Failed", "Error"})
+#: shipyard's own field of a Pod node whose workload is made but waits for room under its
+#: namespace's quota: the node is ``Pending`` with the quota's message meanwhile, as Argo shows a
+#: pod the API server refused for quota.
+WAITING = "waitingForQuota"
 
 
 def now_iso() -> str:
@@ -61,10 +65,29 @@ def new_node(
 
 def finish(node: dict[str, Any], phase: str, message: str | None = None) -> None:
     node["phase"] = phase
+    node.pop(WAITING, None)
     node["finishedAt"] = now_iso()
     if message:
         node["message"] = message
     elif phase == "Succeeded":
+        node.pop("message", None)
+
+
+def has_workload(node: dict[str, Any]) -> bool:
+    """A Pod node whose workload is made and unfinished: Running, or Pending for quota room."""
+    phase = node["phase"]
+    return node["type"] == "Pod" and (
+        phase == "Running" or (phase == "Pending" and WAITING in node)
+    )
+
+
+def show_waiting(node: dict[str, Any], message: str | None) -> None:
+    """An unfinished Pod node, made: ``Pending`` with ``message`` while its workload waits for
+    quota room, ``Running`` (the message gone) once it has started."""
+    if message:
+        node.update({"phase": "Pending", "message": message, WAITING: True})
+    elif node.pop(WAITING, None):
+        node["phase"] = "Running"
         node.pop("message", None)
 
 

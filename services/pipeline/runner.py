@@ -34,6 +34,7 @@ from services.common.runtime import (
     WorkloadStatus,
     placement,
 )
+from services.common.runtime.quota import QUOTA_RETRY_SECONDS, QuotaRefused, waiting_for_room
 from services.pipeline.artifacts import (
     MAX_URL_TTL,
     ArtifactRepository,
@@ -121,6 +122,7 @@ class RuntimeRunner:
         self._waiters: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._done: dict[tuple[str, str], WorkloadStatus | None] = {}
         self._results: dict[tuple[str, str], PodResult] = {}
+        self._waiting: dict[tuple[str, str], str] = {}  # made, waiting for quota room
 
     # ------------------------------------------------------------- the wrapper
     def wrap(self, files: dict[str, str], plan: dict[str, Any], argv: list[str]) -> list[str]:
@@ -152,7 +154,8 @@ class RuntimeRunner:
         node: dict[str, Any],
         template: dict[str, Any],
         volumes: list[dict[str, Any]],
-    ) -> None:
+    ) -> str | None:
+        """Make the step's workload; the quota's message if the runtime refused it for now."""
         ns = wf["metadata"]["namespace"]
         name = workload_name(wf, node)
         key = (ns, name)
@@ -162,20 +165,29 @@ class RuntimeRunner:
             # Started by a service that died before it recorded the start (status writes are
             # coalesced): adopt it; preparing again would take back the report URL it uses.
             self._watch(ns, name, wf["metadata"]["name"])
-            return
+            return None
         try:
             spec = await self._workload_spec(wf, node, template, volumes, name)
         except (OSError, ValueError, ObjectStoreError) as exc:
             self._results[key] = PodResult("Error", f"cannot prepare the step: {exc}")
             self.on_done(ns, wf["metadata"]["name"])
-            return
+            return None
         try:
-            await self.runtime.apply(spec)
+            made = await self.runtime.apply(spec)
         except ValueError as exc:
             self._results[key] = PodResult("Error", f"invalid step: {exc}")
             self.on_done(ns, wf["metadata"]["name"])
-            return
+            return None
+        except QuotaRefused as exc:
+            if not exc.final:
+                return exc.message
+            self._results[key] = PodResult("Error", exc.message)
+            self.on_done(ns, wf["metadata"]["name"])
+            return None
+        if (waiting := waiting_for_room(made)) is not None:
+            self._waiting[key] = waiting
         self._watch(ns, name, wf["metadata"]["name"])
+        return None
 
     async def _exists(self, ns: str, name: str) -> bool:
         try:
@@ -362,6 +374,7 @@ class RuntimeRunner:
         async def wait() -> None:
             status: WorkloadStatus | None = None
             try:
+                await self._until_started(ns, name, workflow)
                 while True:
                     try:
                         status = await self.runtime.wait(ns, name, timeout=WAIT_SLICE)
@@ -378,6 +391,18 @@ class RuntimeRunner:
 
         self._waiters[key] = asyncio.create_task(wait(), name=f"wait-{name}")
 
+    async def _until_started(self, ns: str, name: str, workflow: str) -> None:
+        """While the workload waits for room under its namespace's quota, its message is in
+        ``_waiting`` (``poll`` says ``Pending``); the workflow is woken when it starts."""
+        key = (ns, name)
+        while (waiting := waiting_for_room(await self.runtime.status(ns, name))) is not None:
+            if self._waiting.get(key) != waiting:
+                self._waiting[key] = waiting
+                self.on_done(ns, workflow)
+            await asyncio.sleep(QUOTA_RETRY_SECONDS)
+        if self._waiting.pop(key, None) is not None:
+            self.on_done(ns, workflow)
+
     async def poll(self, wf: dict[str, Any], node: dict[str, Any]) -> PodResult | None:
         ns = wf["metadata"]["namespace"]
         name = workload_name(wf, node)
@@ -386,7 +411,8 @@ class RuntimeRunner:
             return self._results[key]
         if key not in self._done:
             self._watch(ns, name, wf["metadata"]["name"])  # after a restart: re-adopt
-            return None
+            waiting = self._waiting.get(key)
+            return PodResult("Pending", waiting) if waiting else None
         status = self._done[key]
         try:
             result = await self._result(wf, node, status)
@@ -460,7 +486,7 @@ class RuntimeRunner:
         ns = wf["metadata"]["namespace"]
         name = workload_name(wf, node)
         await self.runtime.delete(ns, name)
-        for store in (self._done, self._results):
+        for store in (self._done, self._results, self._waiting):
             store.pop((ns, name), None)
         task = self._waiters.pop((ns, name), None)
         if task is not None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.runtime import WorkloadStatus
-from services.common.runtime.quota import EXCEEDED
+from services.common.runtime.quota import EXCEEDED, waiting_for_room
 from services.serving.revisions import revision_name
 from services.serving.runtimes import CLUSTER_RUNTIME_LABEL, RUNTIME_LABEL
 
@@ -184,7 +184,7 @@ def predictor_says(
     """The predictor's condition message and reason. A server over its namespace's quota has
     not started: it waits for room (the runtime's words say how much), and says so instead of
     "starting"."""
-    held = latest.message if latest and latest.reason == EXCEEDED and not latest.finished else None
+    held = waiting_for_room(latest) if latest else None
     message = failure or (None if routable else pending or held or "the model server is starting")
     if failure:
         return message, "RevisionFailed"

@@ -30,7 +30,12 @@ What a subclass implements, and what each method promises:
     it, or to run it again). Safe to call from a reconcile loop on every resync. Problems the
     user can fix (unknown claim, missing sandbox) do not raise: they give a ``Failed`` status
     whose ``reason``/``message`` say what to do. Malformed specs raise ``ValueError`` (pydantic
-    ``ValidationError``) with the field path.
+    ``ValidationError``) with the field path. Over the namespace's quota (quota.py) a workload
+    that fits once others finish either waits, made and ``Pending`` with reason
+    ``ExceededQuota`` (the local runtime starts it when there is room), or is not made at all:
+    :class:`~.quota.QuotaRefused` (Kubernetes: the API server refuses the pod, and the caller
+    tries again later). One that never fits is ``Failed``/``ExceededQuota``, or
+    ``QuotaRefused`` with ``final``.
 ``adopt() -> list[WorkloadStatus]``
     Find the workloads an earlier instance of the service started (after a restart) and take
     them over: their status, logs and endings are followed again. Idempotent.

@@ -84,7 +84,7 @@ from .k8s_status import (
 from .k8s_watch import Key, PodCache
 from .labels import LabelSelector, parse_selector
 from .models import VolumeInfo, WorkloadSpec, WorkloadStatus, check_name, check_namespace
-from .quota import QUOTA_NAME
+from .quota import QUOTA_NAME, QuotaRefused, api_refusal
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +320,13 @@ class KubernetesRuntime(Runtime):
                     _pods_path(spec.namespace), pod_manifest(spec, self.options, failure)
                 )
             except KubeApiError as exc:
+                refused = api_refusal(exc.message) if exc.status == 403 else None
+                if refused is not None:
+                    if spec.files:  # made for this pod alone; a later try makes it again
+                        await api.delete(
+                            _ns_path(spec.namespace, "secrets", files_secret_name(spec.name))
+                        )
+                    raise QuotaRefused(exc.message, refused.final) from None
                 if exc.status != 409:
                     raise
                 pod = await api.get(_ns_path(spec.namespace, "pods", spec.name))

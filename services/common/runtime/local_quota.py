@@ -26,14 +26,12 @@ from typing import Any
 
 from .local_files import SPEC, STATE, read_json, write_json_atomic
 from .models import Phase, WorkloadSpec
-from .quota import EXCEEDED, Refusal, refusal
+from .quota import EXCEEDED, QUOTA_RETRY_SECONDS, Refusal, refusal
 
 log = logging.getLogger(__name__)
 
 #: In a waiting workload's state: when it was first refused for want of room in the quota.
 QUEUED = "queuedAt"
-#: How often a runtime tries its waiting workloads again.
-QUOTA_RETRY_SECONDS = 1.0
 
 
 class QuotaFiles:

@@ -19,17 +19,21 @@ count them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .models import WorkloadSpec
+from .errors import RuntimeBackendError
+from .models import Phase, WorkloadSpec, WorkloadStatus
 from .quantity import parse_quantity
 
 #: The quota's name, Kubeflow's.
 QUOTA_NAME = "kf-resource-quota"
 #: The reason a refused workload's status gives.
 EXCEEDED = "ExceededQuota"
+#: How often a workload waiting for room under its quota is tried again.
+QUOTA_RETRY_SECONDS = 1.0
 
 _COMPUTE = ("cpu", "memory", "ephemeral-storage")
 #: Each counted name -> (which of the workload's resources, which resource); pods: ("pods", "").
@@ -134,3 +138,47 @@ def refusal(
         f"exceeded quota: {QUOTA_NAME}, requested: {requested}, used: {using}, limited: {limited}",
         final=any(asked > limit for _, asked, _, limit in over),
     )
+
+
+class QuotaRefused(RuntimeBackendError):
+    """The API server refused to create a workload under its namespace's quota (HTTP 403).
+    Nothing was made. ``final`` as :attr:`Refusal.final`: else it fits once others finish, and
+    the caller tries again later, as Argo's controller does with a pod over quota."""
+
+    def __init__(self, message: str, final: bool) -> None:
+        super().__init__(message)
+        self.message, self.final = message, final
+
+
+_API_EXCEEDED = re.compile(
+    r"exceeded quota: [^,]+, requested: (?P<requested>\S+), used: \S+, limited: (?P<limited>\S+)"
+)
+
+
+def api_refusal(message: str) -> Refusal | None:
+    """The quota refusal an API server's 403 message says (``exceeded quota: ...``, ``failed
+    quota: ...``), judged as :func:`refusal` judges; None if it is about something else."""
+    if "failed quota: " in message:
+        return Refusal(message, final=True)
+    found = _API_EXCEEDED.search(message)
+    if found is None:
+        return None
+
+    def amounts(words: str) -> dict[str, int]:
+        pairs = (pair.partition("=") for pair in words.rstrip(",").split(","))
+        try:
+            return {name: _milli(value, name) for name, _, value in pairs}
+        except ValueError:  # words this parser does not know: wait, as Argo does
+            return {}
+
+    requested, limited = amounts(found["requested"]), amounts(found["limited"])
+    final = any(asked > limited[name] for name, asked in requested.items() if name in limited)
+    return Refusal(message, final)
+
+
+def waiting_for_room(status: WorkloadStatus) -> str | None:
+    """Why a workload has not started: the quota message of one its runtime holds until the
+    namespace has room (the local runtime's ``Pending``, ``ExceededQuota``); else None."""
+    if status.phase == Phase.PENDING and status.reason == EXCEEDED:
+        return status.message or EXCEEDED
+    return None

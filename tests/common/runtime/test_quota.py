@@ -3,7 +3,8 @@ enforcement across services, and the ResourceQuota the Kubernetes runtime makes.
 
 The local cases run real sandboxed workloads. The Kubernetes case runs against the emulated
 API server of cluster.py (no kube-apiserver runs on these machines); that emulator stores a
-ResourceQuota but does not enforce it, so on Kubernetes only the object is checked here.
+ResourceQuota but does not enforce it: the object is checked, and the runtime's answer to a
+refusal the test scripts in the API server's words.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import pytest
 
 from services.common.runtime import LocalRuntime, Phase, WorkloadSpec
 from services.common.runtime.kubernetes import KubernetesRuntime
-from services.common.runtime.quota import Refusal, hard_of, refusal
+from services.common.runtime.quota import (
+    QuotaRefused,
+    Refusal,
+    api_refusal,
+    hard_of,
+    refusal,
+    waiting_for_room,
+)
 
 from .cluster import EmulatedCluster
 from .test_kubernetes import stored
@@ -251,6 +259,22 @@ async def test_services_racing_for_the_last_places_never_overrun_the_quota(
         await runtime.close()
 
 
+def test_api_refusal_reads_the_api_servers_words() -> None:
+    over = (
+        'pods "p" is forbidden: exceeded quota: kf-resource-quota, requested: '
+        "limits.memory=768Mi,pods=1, used: limits.memory=512Mi,pods=1, limited: "
+        "limits.memory=1Gi,pods=4"
+    )
+    assert api_refusal(over) == Refusal(over, final=False)  # fits once the 512Mi finish
+    never = over.replace("requested: limits.memory=768Mi", "requested: limits.memory=2Gi")
+    assert api_refusal(never) == Refusal(never, final=True)  # more than the whole quota
+    bare = 'pods "p" is forbidden: failed quota: kf-resource-quota: must specify limits.memory'
+    assert api_refusal(bare) == Refusal(bare, final=True)
+    odd = "exceeded quota: q, requested: widgets=a-lot, used: widgets=1, limited: widgets=2"
+    assert api_refusal(odd) == Refusal(odd, final=False)  # words it cannot read: wait
+    assert api_refusal('pods "p" is forbidden: violates PodSecurity "restricted"') is None
+
+
 # ---- Kubernetes: the ResourceQuota -------------------------------------------------------------
 
 
@@ -266,5 +290,38 @@ async def test_kubernetes_runtime_keeps_the_profiles_resource_quota(tmp_path: Pa
             assert edited is not None and edited["spec"] == {"hard": {"pods": "20"}}
             await kube.ensure_namespace("team-k", "k@example.com")
             assert stored(cluster, "ResourceQuota", "team-k", "kf-resource-quota") is None
+        finally:
+            await kube.close()
+
+
+async def test_kubernetes_runtime_says_a_quota_refusal_and_leaves_nothing(tmp_path: Path) -> None:
+    """The API server refuses the pod (scripted in its words: the emulator has no admission):
+    QuotaRefused, final or not as the words say, and the files Secret made for the pod is gone;
+    a later try makes the workload."""
+    async with EmulatedCluster(tmp_path / "node") as cluster:
+        kube: KubernetesRuntime = cluster.runtime()
+        over = "exceeded quota: kf-resource-quota, requested: pods=1, used: pods=2, limited: pods=2"
+        cluster.server.refuse_pods(
+            "team-k", over, over.replace("limited: pods=2", "limited: pods=0")
+        )
+        step = {
+            "namespace": "team-k",
+            "name": "step",
+            "command": ["cat", "/var/run/shipyard/plan.json"],
+            "files": {"/var/run/shipyard/plan.json": "{}"},
+        }
+        try:
+            with pytest.raises(QuotaRefused) as waits:
+                await kube.apply(step)
+            assert waits.value.message == f'pods "step" is forbidden: {over}'
+            assert not waits.value.final
+            assert stored(cluster, "Secret", "team-k", "step-files") is None
+            with pytest.raises(QuotaRefused) as never:
+                await kube.apply(step)
+            assert never.value.final
+            assert stored(cluster, "Pod", "team-k", "step") is None
+            made = await kube.apply(step)  # no more refusals: made
+            assert made.phase == Phase.PENDING and waiting_for_room(made) is None
+            assert stored(cluster, "Pod", "team-k", "step") is not None
         finally:
             await kube.close()
