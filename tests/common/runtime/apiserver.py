@@ -21,9 +21,9 @@ server and kmock 0.8 does not do:
   answer ``403 Forbidden`` with given words, as quota admission answers.
 
 What it does not do: admission (Pod Security, quotas; a test scripts a refusal), validation
-(the tests validate manifests with kubernetes-validate instead), strategic merge (every patch is a JSON merge
-patch, which is what the runtime sends), the garbage collector, the scheduler and the
-kubelet (``kubelet.py`` is a test-only kubelet), RBAC and authentication.
+(the tests validate manifests with kubernetes-validate instead), strategic merge (every patch
+is a JSON merge patch, which is what the runtime sends), the garbage collector, the scheduler
+and the kubelet (``kubelet.py`` is a test-only kubelet), RBAC and authentication.
 """
 
 from __future__ import annotations
