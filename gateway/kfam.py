@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from .deps import GatewayDep, PrincipalDep
 from .errors import GatewayError
+from .registration import register
 
 router = APIRouter(prefix="/kfam/v1")
 
@@ -93,10 +94,7 @@ async def delete_binding(request: Request, gw: GatewayDep, p: PrincipalDep) -> d
 
 @router.post("/profiles")
 async def create_profile(request: Request, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
-    body = await gw.read_json(request)
-    owner = ((body.get("spec") or {}).get("owner") or {}).get("name")
-    gw.authz.check_register(p, str((body.get("metadata") or {}).get("name")), str(owner))
-    return await gw.store.create_profile(body)
+    return await register(gw, p, await gw.read_json(request))
 
 
 @router.delete("/profiles/{name}")

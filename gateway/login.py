@@ -18,6 +18,7 @@ from .authz import Principal
 from .errors import GatewayError
 from .oidc import TokenError
 from .profiles import namespace_for_user
+from .registration import registered_spec
 from .sessions import CookieCodec, new_session, pkce_pair, safe_redirect
 
 if TYPE_CHECKING:
@@ -142,7 +143,11 @@ async def finish_login(
     if verified.claims.get("nonce") != pending["n"]:
         return _error(401, "nonce mismatch")
     if gw.settings.auto_create_profile and not gw.store.snapshot.namespaces_of(verified.user):
-        await gw.store.ensure_profile(namespace_for_user(verified.user), verified.user)
+        await gw.store.ensure_profile(
+            namespace_for_user(verified.user),
+            verified.user,
+            registered_spec({}, gw.settings.registration_hard, verified.user),
+        )
     session = new_session(verified.user, verified.groups, tokens, verified.claims["exp"])
     response = RedirectResponse(pending["rd"], 302)
     set_session_cookie(response, gw, request, gw.auth.sessions.dumps(session))

@@ -40,7 +40,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -569,11 +569,17 @@ class ProfileStore:
             if (namespace is None or r[0] == namespace) and (user is None or r[1] == user)
         )
 
-    async def ensure_profile(self, name: str, owner: str) -> None:
+    async def ensure_profile(
+        self, name: str, owner: str, spec: Mapping[str, Any] | None = None
+    ) -> None:
+        """The profile ``name`` for ``owner`` (with ``spec``'s other fields), unless it exists."""
         if name not in self.snapshot.owners:
             try:
                 await self.create_profile(
-                    {"metadata": {"name": name}, "spec": {"owner": {"kind": "User", "name": owner}}}
+                    {
+                        "metadata": {"name": name},
+                        "spec": {**(spec or {}), "owner": {"kind": "User", "name": owner}},
+                    }
                 )
             except GatewayError as exc:
                 if exc.code != 409:

@@ -14,6 +14,7 @@ from .deps import GatewayDep, PrincipalDep
 from .errors import GatewayError
 from .openapi import profile_kind
 from .profiles import quota_of
+from .registration import register, sheds_quota
 
 router = APIRouter(prefix="/apis/kubeflow.org/v1/profiles")
 
@@ -72,11 +73,7 @@ async def list_profiles(request: Request, gw: GatewayDep, p: PrincipalDep) -> di
 @router.post("", status_code=201)
 async def create_profile(request: Request, gw: GatewayDep, p: PrincipalDep) -> dict[str, Any]:
     await _refuse_dry_run(request)
-    body = await gw.read_json(request)
-    owner = ((body.get("spec") or {}).get("owner") or {}).get("name")
-    name = (body.get("metadata") or {}).get("name", "")
-    gw.authz.check_register(p, str(name), str(owner))
-    return await gw.store.create_profile(body)
+    return await register(gw, p, await gw.read_json(request))
 
 
 @router.get("/{name}")
@@ -118,9 +115,14 @@ async def delete_profile(
     if not gw.authz.is_cluster_admin(p):
         if owner != p.user:
             raise _forbid(p.user, "delete", name)
-        if quota_of(current["spec"]):
+        if sheds_quota(dict(quota_of(current["spec"])), gw.settings.registration_hard):
             # Registering the name again would shed the quota a cluster admin set.
-            raise _forbid(p.user, "delete", name, "it has a resource quota; ask a cluster admin")
+            raise _forbid(
+                p.user,
+                "delete",
+                name,
+                "its resource quota is stricter than the registration quota; ask a cluster admin",
+            )
 
     await gw.store.delete_profile(name)
     return {

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import model_validator
 
 from gateway.notebook_origin import resolve_domain
+from gateway.registration import DEFAULT as DEFAULT_REGISTRATION_QUOTA
+from gateway.registration import parse_hard
 from services.common.certs import CertificatePaths, ensure_api_certificate
 from services.common.identity import ensure_gateway_keys
 from services.common.runtime.config import DEFAULT_GATEWAY_TLS_PORT
@@ -55,6 +57,9 @@ class Settings(ServiceSettings):
     oidc_jwks_min_refetch_seconds: float = 10.0
     cluster_admins: str = ""
     registration_flow: bool = True
+    #: The quota of a profile a person registers for themselves (gateway/registration.py):
+    #: ``name=quantity,...`` as ``kubectl create quota --hard`` takes it; empty: none.
+    registration_quota: str = DEFAULT_REGISTRATION_QUOTA
 
     #: Comma-separated client addresses whose ``kubeflow-userid`` header is believed
     #: (trusted-header mode). Empty: none. Loopback is not trusted by default, because on
@@ -112,6 +117,7 @@ class Settings(ServiceSettings):
                 raise ValueError(
                     "SHIPYARD_COOKIE_SECRET must be set (>= 16 chars) outside single-user mode"
                 )
+        parse_hard(self.registration_quota)  # a ValueError naming the setting
         if self.auth_mode == "oidc" and not self.oidc_issuer:
             raise ValueError("SHIPYARD_OIDC_ISSUER is required in oidc mode")
         if (
@@ -121,6 +127,11 @@ class Settings(ServiceSettings):
         ):
             raise ValueError(TRUSTED_HEADER_LOCAL_RUNTIME)
         return self
+
+    @property
+    def registration_hard(self) -> dict[str, str]:
+        """The registration quota's ``hard`` map ({}: none)."""
+        return parse_hard(self.registration_quota)
 
     @property
     def notebook_origin_domain(self) -> str | None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from .deps import GatewayDep, PrincipalDep
 from .errors import GatewayError
 from .profiles import namespace_for_user
+from .registration import register
 
 router = APIRouter(prefix="/api/workgroup")
 
@@ -60,9 +61,8 @@ async def create_workgroup(request: Request, gw: GatewayDep, p: PrincipalDep) ->
             "Forbidden",
             {"user": p.user, "verb": "create", "namespace": ns},
         )
-    gw.authz.check_register(p, str(ns), str(user))
-    await gw.store.create_profile(
-        {"metadata": {"name": ns}, "spec": {"owner": {"kind": "User", "name": user}}}
+    await register(
+        gw, p, {"metadata": {"name": ns}, "spec": {"owner": {"kind": "User", "name": user}}}
     )
     return {"message": f"Created namespace {ns}", "namespace": ns, "user": user}
 

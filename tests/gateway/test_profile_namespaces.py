@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,7 +27,13 @@ import pytest
 
 import gateway.profiles as profiles_module
 from gateway.app import create_app
-from gateway.profiles import NamespaceSync, NamespaceWish, ProfileStore, namespace_sync_for
+from gateway.profiles import (
+    NamespaceSync,
+    NamespaceWish,
+    ProfileStore,
+    namespace_for_user,
+    namespace_sync_for,
+)
 from services.common.db import Database
 from services.common.runtime import Runtime, RuntimeBackendError
 from tests.common.runtime.fakes import NamespacesOnlyRuntime
@@ -461,8 +468,8 @@ async def test_a_profiles_quota_reaches_its_namespace_and_only_an_admin_changes_
             r = await c.delete(path, headers=own)
             assert r.status_code == 403, r.text
             assert r.json()["message"] == (
-                f'User "{owner}" cannot delete profiles.kubeflow.org "{name}": it has a '
-                "resource quota; ask a cluster admin"
+                f'User "{owner}" cannot delete profiles.kubeflow.org "{name}": its resource '
+                "quota is stricter than the registration quota; ask a cluster admin"
             )
             r = await c.get(path, headers=admin)
             assert r.json()["spec"]["resourceQuotaSpec"] == {
@@ -485,3 +492,82 @@ async def test_a_profiles_quota_reaches_its_namespace_and_only_an_admin_changes_
             assert not sync.pending
     finally:
         await server.stop()
+
+
+async def test_a_self_registered_profile_is_held_to_the_registration_quota(
+    gateway_state: Path,
+    upstream: RunningServer,
+    oidc: OIDCServer,
+    namespaces_db: str,
+) -> None:
+    """A person registering their own profile (a Profile, or the dashboard's registration
+    flow) gets the registration quota (default ``pods=20``): their own may be stricter, never
+    looser. They may delete it while registering again would give it back; a cluster admin
+    registering for someone sets what they like."""
+    fake = FakeNamespaceRuntime()
+    user = "user@example.com"  # a person of the test provider, in this module's own database
+    ns = namespace_for_user(user)
+    own = {"authorization": f"Bearer {await oidc.id_token(user)}"}
+    admin = {"authorization": f"Bearer {await oidc.id_token('admin@example.com')}"}
+    profiles, path = "/apis/kubeflow.org/v1/profiles", f"/apis/kubeflow.org/v1/profiles/{ns}"
+
+    def profile(name: str, owner: str, hard: dict[str, str] | None = None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"owner": {"kind": "User", "name": owner}}
+        if hard is not None:
+            spec["resourceQuotaSpec"] = {"hard": hard}
+        return {"metadata": {"name": name}, "spec": spec}
+
+    server, _ = await _gateway(gateway_state, upstream, oidc, namespaces_db, fake)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+            looser = profile(ns, user, {"pods": "100", "limits.memory": "4Gi"})
+            r = await c.post(profiles, json=looser, headers=own)
+            assert r.status_code == 403, r.text
+            assert r.json()["message"] == (
+                f'User "{user}" cannot register a profile with a resource quota above the '
+                "registration quota: hard[pods] 100 is more than 20 (ask a cluster admin)"
+            )
+            assert (await c.get(path, headers=admin)).status_code == 404
+
+            stricter = profile(ns, user, {"pods": "5", "limits.memory": "4Gi"})
+            r = await c.post(profiles, json=stricter, headers=own)
+            assert r.status_code == 201, r.text
+            hard = {"pods": "5", "limits.memory": "4Gi"}
+            assert r.json()["spec"]["resourceQuotaSpec"] == {"hard": hard}
+            assert fake.quotas[ns] == hard
+            r = await c.delete(path, headers=own)  # registering again would loosen it
+            assert r.status_code == 403, r.text
+            assert "stricter than the registration quota" in r.json()["message"]
+            assert (await c.delete(path, headers=admin)).status_code == 200
+
+            r = await c.post("/api/workgroup/create", json={}, headers=own)
+            assert r.status_code == 200, r.text
+            assert r.json()["namespace"] == ns
+            r = await c.get(path, headers=own)
+            assert r.json()["spec"]["resourceQuotaSpec"] == {"hard": {"pods": "20"}}
+            assert fake.quotas[ns] == {"pods": "20"}
+            assert (await c.delete(path, headers=own)).status_code == 200  # nothing shed
+
+            other = f"team-{uuid.uuid4().hex[:8]}"
+            r = await c.post(profiles, json=profile(other, user), headers=admin)
+            assert r.status_code == 201, r.text
+            assert "resourceQuotaSpec" not in r.json()["spec"] and fake.quotas[other] is None
+    finally:
+        await server.stop()
+
+
+def test_the_registration_quota_setting_is_checked_with_its_name(
+    gateway_state: Path, upstream: RunningServer, namespaces_db: str
+) -> None:
+    settings = gateway_settings(
+        gateway_state, upstream.url, namespaces_db, registration_quota="pods=4, limits.cpu=2"
+    )
+    assert settings.registration_hard == {"pods": "4", "limits.cpu": "2"}
+    none = gateway_settings(gateway_state, upstream.url, namespaces_db, registration_quota="")
+    assert none.registration_hard == {}
+    for bad, says in (
+        ("pods", "'pods' is not name=quantity (e.g. pods=20)"),
+        ("pods=lots", "SHIPYARD_REGISTRATION_QUOTA[pods]: 'lots' is not a valid quantity"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            gateway_settings(gateway_state, upstream.url, namespaces_db, registration_quota=bad)
