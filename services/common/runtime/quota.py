@@ -92,8 +92,24 @@ def _amount(spec: WorkloadSpec, kind: str, resource: str) -> int | None:
     return _milli(value, f"resources.{kind}.{resource}")
 
 
-def _words(milli: int) -> str:
-    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+_BINARY = tuple(
+    (s, 1024**p) for s, p in (("Ei", 6), ("Pi", 5), ("Ti", 4), ("Gi", 3), ("Mi", 2), ("Ki", 1))
+)
+_DECIMAL = tuple(
+    (s, 1000**p) for s, p in (("E", 6), ("P", 5), ("T", 4), ("G", 3), ("M", 2), ("k", 1))
+)
+
+
+def _words(milli: int, binary: bool) -> str:
+    """A quantity as the API server prints it: the largest suffix that divides it exactly,
+    binary (``768Mi``) where the quota's own value is binary, else decimal (``500m``, ``2``)."""
+    if milli % 1000:
+        return f"{milli}m"
+    whole = milli // 1000
+    for suffix, size in _BINARY if binary else _DECIMAL:
+        if whole and whole % size == 0:
+            return f"{whole // size}{suffix}"
+    return str(whole)
 
 
 @dataclass(frozen=True)
@@ -131,7 +147,7 @@ def refusal(
     if not over:
         return None
     requested, using, limited = (
-        ",".join(f"{o[0]}={_words(o[i])}" for o in over)  # type: ignore[arg-type]
+        ",".join(f"{o[0]}={_words(o[i], hard[o[0]].endswith('i'))}" for o in over)  # type: ignore[arg-type]
         for i in (1, 2, 3)
     )
     return Refusal(

@@ -81,6 +81,18 @@ def test_refusal_counts_pods_and_compute_like_the_api_server() -> None:
     assert refusal(hard, spec_of("bare"), []) == Refusal(
         "failed quota: kf-resource-quota: must specify limits.memory,requests.cpu", final=True
     )
+    # Quantities in the API server's words: binary where the quota's value is.
+    memory = {"limits.memory": "1Gi"}
+    assert refusal(memory, spec_of("m", limits={"memory": "768Mi"}), live) == Refusal(
+        "exceeded quota: kf-resource-quota, requested: limits.memory=768Mi, "
+        "used: limits.memory=512Mi, limited: limits.memory=1Gi",
+        final=False,
+    )
+    assert refusal({"limits.memory": "1G"}, spec_of("g", limits={"memory": "2G"}), []) == Refusal(
+        "exceeded quota: kf-resource-quota, requested: limits.memory=2G, "
+        "used: limits.memory=0, limited: limits.memory=1G",
+        final=True,
+    )
     # A request defaults to its limit, as in a pod; exact sums of millicores.
     only_limits = {"limits": {"cpu": "100m", "memory": "1Mi"}}
     tenths = [spec_of(f"t{i}", **only_limits) for i in range(9)]
