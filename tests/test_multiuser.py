@@ -206,3 +206,76 @@ def test_a_profiles_quota_holds_against_its_tenants_workloads(multiuser: Platfor
     )
     logs = carol.get(f"{base}/quota-never/log").text
     assert "big start" not in logs and "bare start" not in logs
+
+
+def test_a_profiles_quota_holds_against_its_tenants_claims(multiuser: Platform) -> None:
+    """A cluster admin gives carol a profile with ``persistentvolumeclaims: 2`` and
+    ``requests.storage: 3Gi``.
+
+    - Her claims are refused past it, a 403 in the API server's words, as on Kubernetes.
+    - A Workflow's ``volumeClaimTemplates`` claim waits, the workflow ``Pending`` with Argo's
+      "Waiting for a PVC to be created." and the refusal, and runs once a claim is deleted;
+      one larger than the whole quota ends the workflow ``Error``.
+    """
+    admin, carol = as_user(multiuser, ADMIN), as_user(multiuser, "carol@example.com")
+    quota = {"hard": {"persistentvolumeclaims": "2", "requests.storage": "3Gi"}}
+    create_profile(admin, "mu-v", "carol@example.com", resourceQuotaSpec=quota)
+    pvcs = "/api/v1/namespaces/mu-v/persistentvolumeclaims"
+
+    def claim(name: str, size: str) -> httpx.Response:
+        spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+        return carol.post(pvcs, json={"metadata": {"name": name}, "spec": spec})
+
+    assert claim("a", "2Gi").status_code == 201
+    r = claim("b", "2Gi")
+    assert r.status_code == 403, r.text
+    assert r.json()["message"] == (
+        'persistentvolumeclaims "b" is forbidden: exceeded quota: kf-resource-quota, '
+        "requested: requests.storage=2Gi, used: requests.storage=2Gi, "
+        "limited: requests.storage=3Gi"
+    )
+    assert carol.get(f"{pvcs}/b").status_code == 404
+    assert claim("c", "1Gi").status_code == 201
+
+    def with_claim(name: str, size: str) -> dict[str, Any]:
+        step = {
+            "name": "main",
+            "container": {
+                "image": "alpine",
+                "command": ["sh", "-c", "echo kept > /work/out && cat /work/out"],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+            },
+        }
+        template = {
+            "metadata": {"name": "work"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}},
+            },
+        }
+        return specs.workflow(name, [step], volumeClaimTemplates=[template])
+
+    base = "/apis/argoproj.io/v1alpha1/namespaces/mu-v/workflows"
+    for workflow in (with_claim("claims-wait", "1Gi"), with_claim("claims-never", "4Gi")):
+        assert carol.post(base, json=workflow).status_code == 201
+    deadline, status = time.monotonic() + 30, dict[str, Any]()
+    while time.monotonic() < deadline and status.get("phase") != "Pending":
+        time.sleep(0.2)
+        status = carol.get(f"{base}/claims-wait").json().get("status") or {}
+    assert status.get("message") == (
+        'Waiting for a PVC to be created. persistentvolumeclaims "claims-wait-work" is '
+        "forbidden: exceeded quota: kf-resource-quota, requested: persistentvolumeclaims=1,"
+        "requests.storage=1Gi, used: persistentvolumeclaims=2,requests.storage=3Gi, "
+        "limited: persistentvolumeclaims=2,requests.storage=3Gi"
+    ), status
+    assert carol.delete(f"{pvcs}/c").status_code == 200
+    status = _finished(carol, base, "claims-wait")
+    assert status.get("phase") == "Succeeded", status
+    assert "message" not in status or "PVC" not in status["message"], status
+
+    never = _finished(carol, base, "claims-never")
+    assert never.get("phase") == "Error", never
+    assert never["message"].startswith(
+        'pvc create error: persistentvolumeclaims "claims-never-work" is forbidden: '
+        "exceeded quota: kf-resource-quota, requested: "
+    ), never

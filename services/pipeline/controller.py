@@ -31,6 +31,7 @@ from services.common.errors import ApiError
 from services.common.events.outbox import stage_event
 from services.common.resources import ResourceKind
 from services.common.runtime import SERVICE_LABEL, Runtime
+from services.common.runtime.quota import QUOTA_RETRY_SECONDS, QuotaRefused
 from services.pipeline import events
 from services.pipeline.artifacts import ArtifactRepository
 from services.pipeline.cache import StepCache
@@ -150,7 +151,21 @@ class WorkflowController:
             status.setdefault("startedAt", status["finishedAt"])
             await self._write(wf, PassResult(changed=True, run_event="error"))
             return
-        await self._claim_volumes(wf, spec)
+        try:
+            await self._claim_volumes(wf, spec)
+        except QuotaRefused as exc:  # as Argo: Pending and tried again, unless it never fits
+            if exc.final:
+                status.update(phase="Error", message=f"pvc create error: {exc.message}")
+                status["finishedAt"] = now_iso()
+                status.setdefault("startedAt", status["finishedAt"])
+                await self._write(wf, PassResult(changed=True, run_event="error"))
+                return
+            waiting = f"Waiting for a PVC to be created. {exc.message}"
+            if (status.get("phase"), status.get("message")) != ("Pending", waiting):
+                status.update(phase="Pending", message=waiting)
+                await self._write(wf, PassResult(changed=True))
+            self._schedule(namespace, name, QUOTA_RETRY_SECONDS)
+            return
         settings = self.ctx.settings
         engine = Engine(
             wf,
@@ -338,25 +353,33 @@ class WorkflowController:
         status = wf["status"]
         if not vcts or status.get("persistentVolumeClaims"):
             return
-        claims = []
+        claims: list[dict[str, Any]] = []
         for vct in vcts:
             claim = f"{wf['metadata']['name']}-{vct['metadata']['name']}"
             size = (((vct.get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
                 "storage"
             )
-            await self.runtime.create_volume(
-                wf["metadata"]["namespace"],
-                claim,
-                size=str(size) if size else None,
-                labels={
-                    SERVICE_LABEL: "pipeline",
-                    "workflows.argoproj.io/workflow": wf["metadata"]["name"],
-                },
-            )
+            try:
+                await self.runtime.create_volume(
+                    wf["metadata"]["namespace"],
+                    claim,
+                    size=str(size) if size else None,
+                    labels={
+                        SERVICE_LABEL: "pipeline",
+                        "workflows.argoproj.io/workflow": wf["metadata"]["name"],
+                    },
+                )
+            except QuotaRefused as exc:
+                if exc.final:  # none of them will be used
+                    status["persistentVolumeClaims"] = claims
+                    await self._release_volumes(wf)
+                raise
             claims.append(
                 {"name": vct["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim}}
             )
         status["persistentVolumeClaims"] = claims
+        if str(status.get("message", "")).startswith("Waiting for a PVC"):
+            del status["message"]
 
     async def _release_volumes(self, wf: dict[str, Any]) -> None:
         """volumeClaimTemplates volumes go away when the workflow completes (Argo's default)."""

@@ -320,13 +320,13 @@ class KubernetesRuntime(Runtime):
                     _pods_path(spec.namespace), pod_manifest(spec, self.options, failure)
                 )
             except KubeApiError as exc:
-                refused = api_refusal(exc.message) if exc.status == 403 else None
+                refused = _quota_refusal(exc)
                 if refused is not None:
                     if spec.files:  # made for this pod alone; a later try makes it again
                         await api.delete(
                             _ns_path(spec.namespace, "secrets", files_secret_name(spec.name))
                         )
-                    raise QuotaRefused(exc.message, refused.final) from None
+                    raise refused from None
                 if exc.status != 409:
                     raise
                 pod = await api.get(_ns_path(spec.namespace, "pods", spec.name))
@@ -620,9 +620,16 @@ class KubernetesRuntime(Runtime):
                 labels,
                 self.config.kube_storage_class,
             )
-            if await api.create_or_keep(
-                f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", manifest
-            ):
+            try:
+                made = await api.create_or_keep(
+                    f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", manifest
+                )
+            except KubeApiError as exc:
+                refused = _quota_refusal(exc)
+                if refused is None:
+                    raise
+                raise refused from None
+            if made:
                 log.info("created PersistentVolumeClaim %s/%s", namespace, name)
             existing = await api.get(path)
         return _volume_info(existing)
@@ -755,3 +762,9 @@ def workload_status_words(pod: Mapping[str, Any] | None) -> str:
         return "the pod is gone"
     status = pod.get("status") or {}
     return f"phase {status.get('phase') or 'Pending'}, {status.get('reason') or 'no reason given'}"
+
+
+def _quota_refusal(exc: KubeApiError) -> QuotaRefused | None:
+    """The API server's 403 for an object over the namespace's quota, as QuotaRefused."""
+    refused = api_refusal(exc.message) if exc.status == 403 else None
+    return QuotaRefused(exc.message, refused.final) if refused is not None else None

@@ -774,7 +774,7 @@ class LocalRuntime(QuotaAdmission, Runtime):
         size: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> VolumeInfo:
-        return self.volumes.create(namespace, name, size, labels)
+        return await asyncio.to_thread(self._create_volume, namespace, name, size, labels)
 
     async def delete_volume(self, namespace: str, name: str) -> None:
         await asyncio.to_thread(self.volumes.delete, namespace, name)

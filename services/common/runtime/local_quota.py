@@ -24,9 +24,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import VolumeNotFound
 from .local_files import SPEC, STATE, read_json, write_json_atomic
-from .models import Phase, WorkloadSpec
-from .quota import EXCEEDED, QUOTA_RETRY_SECONDS, Refusal, refusal
+from .models import Phase, VolumeInfo, WorkloadSpec
+from .quota import (
+    EXCEEDED,
+    QUOTA_RETRY_SECONDS,
+    QuotaRefused,
+    Refusal,
+    refusal,
+    volume_refusal,
+)
+from .volumes import VolumeStore
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,7 @@ class QuotaAdmission:
     namespace and the launch."""
 
     quotas: QuotaFiles
+    volumes: VolumeStore
     _queued: dict[Path, None]
     _queue_task: asyncio.Task[None] | None
 
@@ -98,6 +108,26 @@ class QuotaAdmission:
 
     async def _launch(self, wdir: Path, spec: WorkloadSpec) -> None:
         raise NotImplementedError
+
+    def _create_volume(
+        self, namespace: str, name: str, size: str | None, labels: Mapping[str, str] | None
+    ) -> VolumeInfo:
+        """A new claim, admitted against its namespace's quota (``persistentvolumeclaims``,
+        ``requests.storage``) under the namespace's lock; QuotaRefused, in the API server's
+        words, when it does not fit. An existing claim is returned as it is."""
+        try:
+            self.volumes.resolve(namespace, name)
+        except VolumeNotFound:
+            pass
+        else:
+            return self.volumes.create(namespace, name, size, labels)
+        with self.quotas.admitting(namespace) as hard:
+            live = (v.size for v in self.volumes.list(namespace, None)) if hard else ()
+            refused = volume_refusal(hard, size, live) if hard else None
+            if refused is not None:
+                message = f'persistentvolumeclaims "{name}" is forbidden: {refused.message}'
+                raise QuotaRefused(message, refused.final)
+            return self.volumes.create(namespace, name, size, labels)
 
     def _admit(self, wdir: Path, spec: WorkloadSpec) -> bool:
         """Record ``spec``, and whether the namespace's quota admits it now. A workload that

@@ -12,9 +12,10 @@ What is counted, in Kubernetes' terms: ``pods`` (and ``count/pods``); ``requests
 (``ephemeral-storage``), and ``limits.cpu``, ``limits.memory``, ``limits.ephemeral-storage``,
 where a workload's request defaults to its limit as in a pod. A quota on a compute resource
 refuses a workload that names neither, the way the API server does ("must specify"), so
-leaving the resources out is no way around it. Other resource names (object counts, GPUs,
-storage) are stored and, on Kubernetes, enforced by the API server; the local runtime does not
-count them.
+leaving the resources out is no way around it. For a new claim (:func:`volume_refusal`):
+``persistentvolumeclaims`` and ``requests.storage``. Other resource names (other object
+counts, GPUs) are stored and, on Kubernetes, enforced by the API server; the local runtime
+does not count them.
 """
 
 from __future__ import annotations
@@ -138,12 +139,42 @@ def refusal(
     for other in live:
         for name, (kind, res) in counted.items():
             used[name] += _amount(other, kind, res) or 0
+    asked = {name: _amount(spec, kind, res) or 0 for name, (kind, res) in counted.items()}
+    return _judge(hard, asked, used)
+
+
+def volume_refusal(
+    hard: Mapping[str, str], size: str | None, live: Iterable[str | None]
+) -> Refusal | None:
+    """Quota admission of a claim of ``size`` beside the namespace's claims of ``live`` sizes:
+    ``persistentvolumeclaims`` counts them and ``requests.storage`` adds their sizes (a
+    platform-made claim with no size counts none); None: admitted."""
+    counted = [name for name in ("persistentvolumeclaims", "requests.storage") if name in hard]
+    if not counted:
+        return None
+
+    def amounts(claim_size: str | None) -> dict[str, int]:
+        storage = _milli(claim_size, "spec.resources.requests.storage") if claim_size else 0
+        every = {"persistentvolumeclaims": 1000, "requests.storage": storage}
+        return {name: every[name] for name in counted}
+
+    used = dict.fromkeys(counted, 0)
+    for other in live:
+        for name, amount in amounts(other).items():
+            used[name] += amount
+    return _judge(hard, amounts(size), used)
+
+
+def _judge(
+    hard: Mapping[str, str], asked: Mapping[str, int], used: Mapping[str, int]
+) -> Refusal | None:
+    """The refusal, in the API server's words, of what ``asked`` beside ``used`` (each in
+    thousandths, by counted name) and past ``hard``; None if everything fits."""
     over: list[tuple[str, int, int, int]] = []
-    for name, (kind, res) in sorted(counted.items()):
-        asked = _amount(spec, kind, res) or 0
+    for name in sorted(asked):
         limit = _milli(hard[name], f"hard[{name}]")
-        if used[name] + asked > limit:
-            over.append((name, asked, used[name], limit))
+        if used[name] + asked[name] > limit:
+            over.append((name, asked[name], used[name], limit))
     if not over:
         return None
     requested, using, limited = (

@@ -17,8 +17,8 @@ server and kmock 0.8 does not do:
   removes it with ``gracePeriodSeconds=0`` once its processes are gone (a finalizer of the
   emulator's holds the pod until then; kmock honours finalizers);
 * Namespaces (kmock 0.8 cannot parse ``/api/v1/namespaces``; served here from a dict);
-* scripted refusals (:meth:`ApiServer.refuse_pods`): the next pod creations in a namespace
-  answer ``403 Forbidden`` with given words, as quota admission answers.
+* scripted refusals (:meth:`ApiServer.refuse`): the next creations of a kind (pods, claims)
+  in a namespace answer ``403 Forbidden`` with given words, as quota admission answers.
 
 What it does not do: admission (Pod Security, quotas; a test scripts a refusal), validation
 (the tests validate manifests with kubernetes-validate instead), strategic merge (every patch
@@ -104,7 +104,7 @@ class ApiServer(kmock.KubernetesEmulator):
         self._watch_gate.set()
 
         self._buses: dict[Any, Any] = _Buses(self)
-        self.refusals: dict[str, list[str]] = {}
+        self.refusals: dict[tuple[str, str], list[str]] = {}
 
     # -- versions and history ----------------------------------------------------------------
 
@@ -139,10 +139,11 @@ class ApiServer(kmock.KubernetesEmulator):
         finally:
             self._watch_gate.set()
 
-    def refuse_pods(self, namespace: str, *reasons: str) -> None:
-        """The next ``len(reasons)`` pod creations in ``namespace`` are refused, one reason
-        each: ``403 Forbidden``, ``pods "<name>" is forbidden: <reason>``."""
-        self.refusals.setdefault(namespace, []).extend(reasons)
+    def refuse(self, plural: str, namespace: str, *reasons: str) -> None:
+        """The next ``len(reasons)`` creations of core ``plural`` (``pods``,
+        ``persistentvolumeclaims``) in ``namespace`` are refused, one reason each: ``403
+        Forbidden``, ``<plural> "<name>" is forbidden: <reason>``."""
+        self.refusals.setdefault((plural, namespace), []).extend(reasons)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -153,15 +154,11 @@ class ApiServer(kmock.KubernetesEmulator):
         return await super().__call__(raw_request)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        if (
-            request.action == kmock.action.CREATE
-            and request.resource == kmock.resource("", "v1", "pods")
-            and self.refusals.get(request.namespace or "")
-            and isinstance(request.data, dict)
-        ):
-            reason = self.refusals[request.namespace or ""].pop(0)
+        plural = getattr(request.resource, "plural", "")
+        refusals = self.refusals.get((plural, request.namespace or ""))
+        if request.action == kmock.action.CREATE and refusals and isinstance(request.data, dict):
             name = request.data.get("metadata", {}).get("name")
-            return _status(403, "Forbidden", f'pods "{name}" is forbidden: {reason}')
+            return _status(403, "Forbidden", f'{plural} "{name}" is forbidden: {refusals.pop(0)}')
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:
                 self._stamp_new(request)

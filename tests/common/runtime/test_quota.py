@@ -27,6 +27,7 @@ from services.common.runtime.quota import (
     api_refusal,
     hard_of,
     refusal,
+    volume_refusal,
     waiting_for_room,
 )
 
@@ -287,6 +288,46 @@ def test_api_refusal_reads_the_api_servers_words() -> None:
     assert api_refusal('pods "p" is forbidden: violates PodSecurity "restricted"') is None
 
 
+def test_volume_refusal_counts_claims_and_their_storage() -> None:
+    hard = {"persistentvolumeclaims": "3", "requests.storage": "3Gi", "pods": "1"}
+    assert volume_refusal(hard, "1Gi", ["1Gi", None]) is None  # a sizeless claim counts none
+    assert volume_refusal(hard, "2Gi", ["1Gi", "512Mi"]) == Refusal(
+        "exceeded quota: kf-resource-quota, requested: requests.storage=2Gi, "
+        "used: requests.storage=1536Mi, limited: requests.storage=3Gi",
+        final=False,
+    )
+    assert volume_refusal(hard, "1Gi", ["1Gi", None, None]) == Refusal(
+        "exceeded quota: kf-resource-quota, requested: persistentvolumeclaims=1, "
+        "used: persistentvolumeclaims=3, limited: persistentvolumeclaims=3",
+        final=False,
+    )
+    never = volume_refusal(hard, "4Gi", [])
+    assert never is not None and never.final  # more than the whole quota
+    assert volume_refusal({"pods": "1"}, "100Ti", ["100Ti"]) is None  # no claim names: no say
+
+
+async def test_local_runtime_admits_a_claim_against_its_namespaces_quota(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    try:
+        await runtime.ensure_namespace(NS, "q@example.com", {"requests.storage": "3Gi"})
+        await runtime.create_volume(NS, "a", size="2Gi")
+        with pytest.raises(QuotaRefused) as refused:
+            await runtime.create_volume(NS, "b", size="2Gi")
+        assert refused.value.message == (
+            'persistentvolumeclaims "b" is forbidden: exceeded quota: kf-resource-quota, '
+            "requested: requests.storage=2Gi, used: requests.storage=2Gi, "
+            "limited: requests.storage=3Gi"
+        )
+        assert not refused.value.final
+        assert [v.name for v in await runtime.list_volumes(NS)] == ["a"]
+        again = await runtime.create_volume(NS, "a", size="2Gi")  # an existing one: as it is
+        assert again.size == "2Gi"
+        await runtime.delete_volume(NS, "a")
+        assert (await runtime.create_volume(NS, "b", size="2Gi")).name == "b"  # room again
+    finally:
+        await runtime.close()
+
+
 # ---- Kubernetes: the ResourceQuota -------------------------------------------------------------
 
 
@@ -313,8 +354,8 @@ async def test_kubernetes_runtime_says_a_quota_refusal_and_leaves_nothing(tmp_pa
     async with EmulatedCluster(tmp_path / "node") as cluster:
         kube: KubernetesRuntime = cluster.runtime()
         over = "exceeded quota: kf-resource-quota, requested: pods=1, used: pods=2, limited: pods=2"
-        cluster.server.refuse_pods(
-            "team-k", over, over.replace("limited: pods=2", "limited: pods=0")
+        cluster.server.refuse(
+            "pods", "team-k", over, over.replace("limited: pods=2", "limited: pods=0")
         )
         step = {
             "namespace": "team-k",
@@ -335,5 +376,24 @@ async def test_kubernetes_runtime_says_a_quota_refusal_and_leaves_nothing(tmp_pa
             made = await kube.apply(step)  # no more refusals: made
             assert made.phase == Phase.PENDING and waiting_for_room(made) is None
             assert stored(cluster, "Pod", "team-k", "step") is not None
+        finally:
+            await kube.close()
+
+
+async def test_kubernetes_runtime_says_a_claims_quota_refusal(tmp_path: Path) -> None:
+    async with EmulatedCluster(tmp_path / "node") as cluster:
+        kube: KubernetesRuntime = cluster.runtime()
+        words = (
+            "exceeded quota: kf-resource-quota, requested: requests.storage=5Gi, "
+            "used: requests.storage=0, limited: requests.storage=4Gi"
+        )
+        cluster.server.refuse("persistentvolumeclaims", "team-k", words)
+        try:
+            with pytest.raises(QuotaRefused) as refused:
+                await kube.create_volume("team-k", "data", size="5Gi")
+            assert refused.value.message == f'persistentvolumeclaims "data" is forbidden: {words}'
+            assert refused.value.final  # more than the whole quota
+            assert stored(cluster, "PersistentVolumeClaim", "team-k", "data") is None
+            assert (await kube.create_volume("team-k", "data", size="1Gi")).name == "data"
         finally:
             await kube.close()
