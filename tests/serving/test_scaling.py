@@ -34,7 +34,10 @@ from .conftest import ISVC_PATH, create_claim, isvc, ready, train_sklearn, wait_
 
 GRACE_SECONDS = 2.0
 WINDOW_SECONDS = 3.0
-ACTIVATION_TIMEOUT = 10.0
+# The gateway holds a request this long for a model to start. Starting one here takes 1-3 s;
+# a restarted serving service (the crash tests) adds its own start, several seconds on a slow
+# machine: 20 s leaves room for both.
+ACTIVATION_TIMEOUT = 20.0
 SAMPLES = [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]
 # A python-format model whose import (the load, before the server listens, so before its
 # readiness probe can pass) takes as many seconds as its ``delay`` file says.
@@ -215,7 +218,7 @@ def test_activation_timeout_503_v2_error_and_unknown_unchanged(
     started = time.monotonic()
     unknown = infer_v2(platform.gateway_url, "nope")
     assert unknown.status_code == 503 and unknown.json()["kind"] == "Status"
-    # Not held for an activation (10 s): only the gateway's route grace (2 s) applies.
+    # Not held for an activation (20 s): only the gateway's route grace (2 s) applies.
     assert time.monotonic() - started < ACTIVATION_TIMEOUT / 2
     assert api.delete(f"{ISVC_PATH}/stuck").status_code == 200
 
