@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from services.common.resources import ResourceKind, ResourceStore, WatchEvent
+from services.common.runtime.quota import QuotaRefused
 from services.common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -148,14 +149,25 @@ class Controller:
                     continue
                 attempts = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(self.max_backoff, 0.1 * 2**attempts)
-                log.exception(
-                    "reconcile %s/%s %s failed (attempt %d); retrying in %.1fs",
-                    key.namespace,
-                    key.name,
-                    key.kind,
-                    attempts,
-                    delay,
-                )
+                if isinstance(exc, QuotaRefused):  # no fault: waits for room, said plainly
+                    log.warning(
+                        "reconcile %s/%s %s waits for quota room (attempt %d; again in %.1fs): %s",
+                        key.namespace,
+                        key.name,
+                        key.kind,
+                        attempts,
+                        delay,
+                        exc.message,
+                    )
+                else:
+                    log.exception(
+                        "reconcile %s/%s %s failed (attempt %d); retrying in %.1fs",
+                        key.namespace,
+                        key.name,
+                        key.kind,
+                        attempts,
+                        delay,
+                    )
                 asyncio.get_running_loop().call_later(
                     delay, self.enqueue, key.kind, key.namespace, key.name
                 )
