@@ -54,12 +54,15 @@ from services.common.runtime import (
     RuntimeBackendError,
     VolumeNotFound,
 )
+from services.common.runtime.quota import QuotaRefused
 
 if TYPE_CHECKING:
     from services.automl.controller import AutoMLController
 
 log = logging.getLogger(__name__)
 
+#: How a trial's Created condition begins while its claim or pod waits for quota room.
+WAITING_FOR_ROOM = "Trial is created; waiting for room under the namespace's quota: "
 EARLY_STOP_POLL = 0.5
 LOG_TAIL_IN_MESSAGE = 10
 METRICS_FILE_LIMIT = 16 * 1024 * 1024  # a File collector's metrics file (runtime.read_file)
@@ -110,6 +113,16 @@ async def reconcile_trial(ctl: AutoMLController, namespace: str, name: str) -> N
         status["completionTime"] = now()
         await complete(ctl, trial, status, None)
         return
+    except QuotaRefused as exc:  # a claim or pod over the namespace's quota: nothing made
+        if exc.final:
+            set_condition(status, "Failed", REASONS["Failed"], f"Trial cannot run: {exc.message}")
+            status["completionTime"] = now()
+            await complete(ctl, trial, status, None)
+            return
+        if _created_says(status, f"{WAITING_FOR_ROOM}{exc.message}"):
+            await ctl.store.update_status(TRIAL, namespace, name, status)
+        raise  # tried again with the controller's back-off
+    _created_says(status, "Trial is created")  # no longer waiting, if it was
     if not has_condition(status, "Running"):
         set_condition(status, "Running", REASONS["Running"], "Trial is running")
         status["startTime"] = started.strftime("%Y-%m-%dT%H:%M:%SZ") if started else now()
@@ -123,6 +136,15 @@ async def reconcile_trial(ctl: AutoMLController, namespace: str, name: str) -> N
                 event(ctl, trial, "Running", REASONS["Running"], "", None),
             )
     ctl.watchers[key] = asyncio.create_task(watch(ctl, trial), name=f"trial-{name}")
+
+
+def _created_says(status: dict[str, Any], message: str) -> bool:
+    """Make ``message`` the message of the trial's Created condition; whether it changed."""
+    changed = False
+    for condition in status.get("conditions") or []:
+        if condition["type"] == "Created" and condition.get("message") != message:
+            condition["message"], changed = message, True
+    return changed
 
 
 async def start_run(ctl: AutoMLController, trial: dict[str, Any]) -> datetime | None:
