@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -39,9 +40,16 @@ class VolumeStore:
             return self._info(namespace, name, vdir)
         (vdir / "data").mkdir(parents=True, exist_ok=True)
         meta = {"size": size, "labels": dict(labels or {}), "createdAt": time.time()}
-        tmp = vdir / f".{META}.tmp"
+        # Creators may race (two services, or two threads of one): each writes a file of its
+        # own, and the first to link it in place makes the volume; the others find it made.
+        tmp = vdir / f".{META}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(json.dumps(meta))
-        os.replace(tmp, vdir / META)
+        try:
+            os.link(tmp, vdir / META)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
         return self._info(namespace, name, vdir)
 
     def delete(self, namespace: str, name: str) -> None:

@@ -283,3 +283,24 @@ def test_sandbox_mounts_shallowest_first_with_plain_parents(tmp_path: Path) -> N
     venv = argv.index("--ro-bind", parent)
     assert tmp_bind < parent < venv and argv[parent - 3 : parent] == ["--perms", "0755", "--dir"]
     assert argv[venv : venv + 3] == ["--ro-bind", "/tmp/ci/.venv", "/tmp/ci/.venv"]
+
+
+async def test_racing_creators_of_one_volume_all_get_it_whole(tmp_path: Path) -> None:
+    """Services (or one service's threads) creating the same claim at once: every one gets
+    the volume, its metadata whole (a shared temporary file once left it half-written: the
+    PBT restart test of a CI run found it), made by whichever linked it first."""
+    runtime = LocalRuntime(tmp_path)
+    try:
+        for round_ in range(5):
+            name = f"shared-{round_}"
+            made = await asyncio.gather(
+                *(runtime.create_volume("team", name, size="1Gi") for _ in range(16))
+            )
+            assert {(v.name, v.size, v.created_at) for v in made} == {
+                (name, "1Gi", made[0].created_at)
+            }
+            vdir = runtime.volumes.root / "team" / name
+            assert sorted(p.name for p in vdir.iterdir()) == ["data", "volume.json"]
+            json.loads((vdir / "volume.json").read_text())
+    finally:
+        await runtime.close()
