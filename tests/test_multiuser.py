@@ -256,12 +256,25 @@ def test_a_profiles_quota_holds_against_its_tenants_claims(multiuser: Platform) 
         return specs.workflow(name, [step], volumeClaimTemplates=[template])
 
     base = "/apis/argoproj.io/v1alpha1/namespaces/mu-v/workflows"
-    for workflow in (with_claim("claims-wait", "1Gi"), with_claim("claims-never", "4Gi")):
-        assert carol.post(base, json=workflow).status_code == 201
-    deadline, status = time.monotonic() + 30, dict[str, Any]()
-    while time.monotonic() < deadline and status.get("phase") != "Pending":
-        time.sleep(0.2)
-        status = carol.get(f"{base}/claims-wait").json().get("status") or {}
+    waits = ("claims-wait", "1Gi"), ("claims-stopped", "1Gi"), ("claims-never", "4Gi")
+    for name, size in waits:
+        assert carol.post(base, json=with_claim(name, size)).status_code == 201
+
+    def pending(name: str) -> dict[str, Any]:
+        deadline, status = time.monotonic() + 30, dict[str, Any]()
+        while time.monotonic() < deadline and status.get("phase") != "Pending":
+            time.sleep(0.2)
+            status = carol.get(f"{base}/{name}").json().get("status") or {}
+        return status
+
+    # One stopped while it waits for its claim ends as a stopped workflow does.
+    assert "Waiting for a PVC" in pending("claims-stopped").get("message", "")
+    r = carol.put("/api/v1/workflows/mu-v/claims-stopped/terminate")
+    assert r.status_code == 200, r.text
+    stopped = _finished(carol, base, "claims-stopped")
+    assert stopped.get("phase") == "Failed", stopped
+
+    status = pending("claims-wait")
     assert status.get("message") == (
         'Waiting for a PVC to be created. persistentvolumeclaims "claims-wait-work" is '
         "forbidden: exceeded quota: kf-resource-quota, requested: persistentvolumeclaims=1,"

@@ -151,20 +151,7 @@ class WorkflowController:
             status.setdefault("startedAt", status["finishedAt"])
             await self._write(wf, PassResult(changed=True, run_event="error"))
             return
-        try:
-            await self._claim_volumes(wf, spec)
-        except QuotaRefused as exc:  # as Argo: Pending and tried again, unless it never fits
-            if exc.final:
-                status.update(phase="Error", message=f"pvc create error: {exc.message}")
-                status["finishedAt"] = now_iso()
-                status.setdefault("startedAt", status["finishedAt"])
-                await self._write(wf, PassResult(changed=True, run_event="error"))
-                return
-            waiting = f"Waiting for a PVC to be created. {exc.message}"
-            if (status.get("phase"), status.get("message")) != ("Pending", waiting):
-                status.update(phase="Pending", message=waiting)
-                await self._write(wf, PassResult(changed=True))
-            self._schedule(namespace, name, QUOTA_RETRY_SECONDS)
+        if await self._waits_for_claims(wf, spec):
             return
         settings = self.ctx.settings
         engine = Engine(
@@ -348,6 +335,31 @@ class WorkflowController:
         return wt
 
     # --------------------------------------------------------------- volumes
+    async def _waits_for_claims(self, wf: dict[str, Any], spec: dict[str, Any]) -> bool:
+        """Make the workflow's ``volumeClaimTemplates`` claims; True while it has to wait. Over
+        the namespace's quota, as Argo: ``Pending``, "Waiting for a PVC to be created.", and
+        tried again; ``Error`` when one can never fit. Stopped while it waits, it goes on to
+        the engine, which ends it."""
+        status, meta = wf["status"], wf["metadata"]
+        try:
+            await self._claim_volumes(wf, spec)
+        except QuotaRefused as exc:
+            if exc.final:
+                status.update(phase="Error", message=f"pvc create error: {exc.message}")
+                status["finishedAt"] = now_iso()
+                status.setdefault("startedAt", status["finishedAt"])
+                await self._write(wf, PassResult(changed=True, run_event="error"))
+                return True
+            if spec.get("shutdown"):
+                return False
+            waiting = f"Waiting for a PVC to be created. {exc.message}"
+            if (status.get("phase"), status.get("message")) != ("Pending", waiting):
+                status.update(phase="Pending", message=waiting)
+                await self._write(wf, PassResult(changed=True))
+            self._schedule(meta["namespace"], meta["name"], QUOTA_RETRY_SECONDS)
+            return True
+        return False
+
     async def _claim_volumes(self, wf: dict[str, Any], spec: dict[str, Any]) -> None:
         vcts = spec.get("volumeClaimTemplates") or []
         status = wf["status"]
