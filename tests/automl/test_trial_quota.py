@@ -18,17 +18,18 @@ WRITES_METRICS = (
 )
 
 
+#: One trial, whose File collector needs a claim for its metrics file.
+ONE_FILE_TRIAL: dict[str, Any] = {
+    "parameters": PARAM,
+    "maxTrialCount": 1,
+    "parallelTrialCount": 1,
+    "metricsCollectorSpec": {"collector": {"kind": "File"}},
+}
+
+
 async def _start(automl: AutoML) -> str:
     name = unique("quota")
-    spec = python_experiment(
-        name,
-        WRITES_METRICS,
-        parameters=PARAM,
-        maxTrialCount=1,
-        parallelTrialCount=1,
-        metricsCollectorSpec={"collector": {"kind": "File"}},
-    )
-    await automl.create("experiments", spec)
+    await automl.create("experiments", python_experiment(name, WRITES_METRICS, **ONE_FILE_TRIAL))
     return name
 
 
