@@ -546,7 +546,15 @@ async def test_a_self_registered_profile_is_held_to_the_registration_quota(
             r = await c.get(path, headers=own)
             assert r.json()["spec"]["resourceQuotaSpec"] == {"hard": {"pods": "20"}}
             assert fake.quotas[ns] == {"pods": "20"}
+            # The ways out a tenant would try: lifting it, or shedding it and registering
+            # again through KFAM's API with a looser one.
+            lift = {"spec": {"resourceQuotaSpec": {"hard": {"pods": "1000"}}}}
+            assert (await c.patch(path, json=lift, headers=own)).status_code == 403
             assert (await c.delete(path, headers=own)).status_code == 200  # nothing shed
+            r = await c.post("/kfam/v1/profiles", json=looser, headers=own)
+            assert r.status_code == 403, r.text
+            assert "above the registration quota: hard[pods] 100 is more than 20" in r.text
+            assert (await c.get(path, headers=admin)).status_code == 404
 
             other = f"team-{uuid.uuid4().hex[:8]}"
             r = await c.post(profiles, json=profile(other, user), headers=admin)
