@@ -115,15 +115,12 @@ class QuotaAdmission:
         """A new claim, admitted against its namespace's quota (``persistentvolumeclaims``,
         ``requests.storage``) under the namespace's lock; QuotaRefused, in the API server's
         words, when it does not fit. An existing claim is returned as it is."""
-        try:
+        with contextlib.suppress(VolumeNotFound):
             self.volumes.resolve(namespace, name)
-        except VolumeNotFound:
-            pass
-        else:
-            return self.volumes.create(namespace, name, size, labels)
+            return self.volumes.create(namespace, name, size, labels)  # it exists: as it is
         with self.quotas.admitting(namespace) as hard:
-            live = (v.size for v in self.volumes.list(namespace, None)) if hard else ()
-            refused = volume_refusal(hard, size, live) if hard else None
+            sizes = (v.size for v in self.volumes.list(namespace, None))
+            refused = volume_refusal(hard, size, sizes) if hard else None
             if refused is not None:
                 message = f'persistentvolumeclaims "{name}" is forbidden: {refused.message}'
                 raise QuotaRefused(message, refused.final)
